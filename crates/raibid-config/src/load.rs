@@ -1,0 +1,292 @@
+use std::path::{Path, PathBuf};
+
+use crate::Config;
+use crate::env::apply_env;
+
+/// Where the configuration came from, for error messages and `raibid config show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// No file at the default path: defaults plus environment.
+    Defaults,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `serde_yaml` already names the key (`unknown field `x``, `invalid type ... for key`).
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    InvalidNoLocation { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Semantic {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// `$RAIBID_CONFIG`, else `~/.config/raibid/config.yaml` (XDG_CONFIG_HOME respected).
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("RAIBID_CONFIG") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("raibid").join("config.yaml")
+}
+
+/// Loads `explicit` (must exist) or the default path (may be absent), then applies the
+/// process environment.
+pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let (path, must_exist) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (default_path(), std::env::var_os("RAIBID_CONFIG").is_some()),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let config = load_from_str(&text, &path, &vars)?;
+            Ok((config, ConfigSource::File(path)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            let config = load_from_str("", &path, &vars)?;
+            Ok((config, ConfigSource::Defaults))
+        }
+        Err(source) => Err(ConfigError::Read { path, source }),
+    }
+}
+
+/// Parses `text` as the file at `path`, then applies `vars` (`RAIBID_*` overrides).
+pub fn load_from_str(
+    text: &str,
+    path: &Path,
+    vars: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let value: serde_yaml::Value = if text.trim().is_empty() {
+        serde_yaml::Value::Mapping(Default::default())
+    } else {
+        serde_yaml::from_str(text).map_err(|e| yaml_error(path, e))?
+    };
+    let value = match value {
+        serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
+        v => v,
+    };
+    // Deserialize the file alone first so its errors carry the file's line and column.
+    if !text.trim().is_empty() {
+        serde_yaml::from_str::<Config>(text).map_err(|e| yaml_error(path, e))?;
+    }
+    let value = apply_env(value, vars)?;
+    let config: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Env {
+        var: "RAIBID_*".into(),
+        message: e.to_string(),
+    })?;
+    validate(&config, path)?;
+    Ok(config)
+}
+
+fn yaml_error(path: &Path, e: serde_yaml::Error) -> ConfigError {
+    match e.location() {
+        Some(loc) => ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: loc.line(),
+            column: loc.column(),
+            message: strip_location(&e.to_string()),
+        },
+        None => ConfigError::InvalidNoLocation {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// serde_yaml appends " at line L column C"; we print the location up front instead.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
+    let semantic = |key: &str, message: String| ConfigError::Semantic {
+        path: path.to_path_buf(),
+        key: key.to_owned(),
+        message,
+    };
+    for (i, rule) in config.server.pool_rules.iter().enumerate() {
+        globset::Glob::new(&rule.repo)
+            .map_err(|e| semantic(&format!("server.pool_rules[{i}].repo"), e.to_string()))?;
+    }
+    for (i, glob) in config.server.allowed_repos.iter().enumerate() {
+        globset::Glob::new(glob)
+            .map_err(|e| semantic(&format!("server.allowed_repos[{i}]"), e.to_string()))?;
+    }
+    let names_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !names_ok(&config.redis.stream_name) {
+        return Err(semantic(
+            "redis.stream_name",
+            "use letters, digits, '-', '_' or '.' (it prefixes Redis keys)".into(),
+        ));
+    }
+    if !names_ok(&config.redis.consumer_group) {
+        return Err(semantic(
+            "redis.consumer_group",
+            "use letters, digits, '-', '_' or '.'".into(),
+        ));
+    }
+    if config.redis.max_attempts == 0 {
+        return Err(semantic("redis.max_attempts", "must be at least 1".into()));
+    }
+    if config.agent.pools.is_empty() {
+        return Err(semantic(
+            "agent.pools",
+            "an agent needs at least one pool".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        load_from_str(text, Path::new("/etc/raibid.yaml"), &[])
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.redis.stream_name, "ci-jobs");
+        assert_eq!(c.redis.consumer_group, "ci-workers");
+        assert_eq!(c.redis.maxlen, 100_000);
+        assert_eq!(c.redis.max_attempts, 3);
+    }
+
+    #[test]
+    fn the_design_documents_example_loads() {
+        let text = r#"
+cluster:
+  name: "dgx-spark-ci"
+  namespace: "raibid-ci"
+  kubeconfig: "~/.kube/config"
+k3s:
+  version: "v1.28.5+k3s1"
+  data_dir: "/var/lib/rancher/k3s"
+  rootless: false
+gitea:
+  url: "http://gitea.raibid-ci.svc.cluster.local:3000"
+  admin_user: "admin"
+  chart_version: "9.5.0"
+redis:
+  url: "redis://redis.raibid-ci.svc.cluster.local:6379"
+  stream_name: "ci-jobs"
+  consumer_group: "ci-workers"
+keda:
+  version: "2.12.0"
+  polling_interval: 10
+flux:
+  version: "v2.2.0"
+  git_repo: "http://gitea.raibid-ci.svc.cluster.local:3000/raibid/cluster-config"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.k3s.version, "v1.28.5+k3s1");
+        assert_eq!(c.keda.polling_interval, 10);
+        assert_eq!(
+            c.redis.url.expose(),
+            "redis://redis.raibid-ci.svc.cluster.local:6379"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("redis:\n  stream_name: x\n  stream_nmae: y\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:3:"), "{msg}");
+        assert!(msg.contains("unknown field `stream_nmae`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let msg = parse("redsi:\n  url: x\n").unwrap_err().to_string();
+        assert!(msg.contains("/etc/raibid.yaml:1:"), "{msg}");
+        assert!(msg.contains("redsi"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_and_key() {
+        let msg = parse("keda:\n  polling_interval: often\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:2:"), "{msg}");
+        assert!(msg.contains("polling_interval"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_has_location() {
+        let msg = parse("redis: [unclosed\n").unwrap_err().to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let msg = parse("server:\n  pool_rules:\n    - repo: \"a/[\"\n      pool: gpu\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("server.pool_rules[0].repo"), "{msg}");
+        let msg = parse("redis:\n  stream_name: \"a b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("redis.stream_name"), "{msg}");
+        let msg = parse("server:\n  default_pool: GPU\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("invalid pool name"), "{msg}");
+    }
+
+    #[test]
+    fn pool_rules_first_match_wins() {
+        let c = parse(
+            "server:\n  default_pool: amd64\n  pool_rules:\n    - {repo: \"ml/*\", pool: gpu}\n    - {repo: \"*\", pool: arm64}\n",
+        )
+        .unwrap();
+        assert_eq!(c.pool_for_repo("ml/model").as_str(), "gpu");
+        assert_eq!(c.pool_for_repo("web/site").as_str(), "arm64");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let err = load(Some(Path::new("/nonexistent/raibid.yaml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn reads_a_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "up:\n  max_agents: 7\n").unwrap();
+        let (c, src) = load(Some(&path)).unwrap();
+        assert_eq!(c.up.max_agents, 7);
+        assert_eq!(src, ConfigSource::File(path));
+    }
+}

@@ -1,0 +1,346 @@
+//! The configuration tree. Section and field names follow the design documents that users of
+//! raibid-ci already know (`cluster`, `k3s`, `gitea`, `redis`, `keda`, `flux`), plus the
+//! sections of the programs themselves (`server`, `agent`, `up`).
+
+use std::collections::BTreeMap;
+
+use raibid_model::PoolName;
+use serde::{Deserialize, Serialize};
+
+use crate::{Secret, TokenHash};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub cluster: ClusterConfig,
+    pub k3s: K3sConfig,
+    pub gitea: GiteaConfig,
+    pub redis: RedisConfig,
+    pub keda: KedaConfig,
+    pub flux: FluxConfig,
+    pub server: ServerConfig,
+    pub agent: AgentConfig,
+    pub up: UpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub namespace: String,
+    pub kubeconfig: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: "dgx-spark-ci".into(),
+            namespace: "raibid-ci".into(),
+            kubeconfig: "~/.kube/config".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct K3sConfig {
+    /// Empty: whatever the official installer picks (the stable channel).
+    pub version: String,
+    pub data_dir: String,
+    pub rootless: bool,
+    pub disable_traefik: bool,
+}
+
+impl Default for K3sConfig {
+    fn default() -> Self {
+        Self {
+            version: String::new(),
+            data_dir: "/var/lib/rancher/k3s".into(),
+            rootless: false,
+            disable_traefik: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GiteaConfig {
+    /// Base URL of the forge, used for commit status and the container registry.
+    pub url: String,
+    pub admin_user: String,
+    /// API token used to post commit statuses (and by `raibid setup gitea`).
+    pub token: Secret,
+    pub chart_version: String,
+}
+
+impl Default for GiteaConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://gitea.raibid-ci.svc.cluster.local:3000".into(),
+            admin_user: "admin".into(),
+            token: Secret::default(),
+            chart_version: "12.4.0".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db` or `rediss://` for TLS.
+    pub url: Secret,
+    /// Prefix of the per-pool streams: `<stream_name>:<pool>`.
+    pub stream_name: String,
+    pub consumer_group: String,
+    /// `XADD ... MAXLEN ~` bound of each pool stream.
+    pub maxlen: u64,
+    /// Deliveries before a job goes to the dead-letter stream.
+    pub max_attempts: u32,
+    /// A claimed job whose agent has not heart-beaten for this long is requeued.
+    pub stale_after_secs: u64,
+    /// Per-job log cap; output beyond it is dropped and the truncation marked.
+    pub log_max_bytes: u64,
+    /// Bound on every non-blocking Redis call, so a dead Redis is an error, not a hang.
+    pub command_timeout_ms: u64,
+    /// Finished jobs kept (records and logs); older ones are pruned by the reaper.
+    pub retain_jobs: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("redis://127.0.0.1:6379"),
+            stream_name: "ci-jobs".into(),
+            consumer_group: "ci-workers".into(),
+            maxlen: 100_000,
+            max_attempts: 3,
+            stale_after_secs: 60,
+            log_max_bytes: 10 * 1024 * 1024,
+            command_timeout_ms: 5_000,
+            retain_jobs: 50_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KedaConfig {
+    pub version: String,
+    /// Seconds between KEDA's looks at the stream lag; the local pool uses the same number.
+    pub polling_interval: u64,
+    pub max_replicas: u32,
+}
+
+impl Default for KedaConfig {
+    fn default() -> Self {
+        Self {
+            version: "2.20.2".into(),
+            polling_interval: 10,
+            max_replicas: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FluxConfig {
+    pub version: String,
+    pub git_repo: String,
+    pub branch: String,
+    pub path: String,
+}
+
+impl Default for FluxConfig {
+    fn default() -> Self {
+        Self {
+            version: "v2.7.0".into(),
+            git_repo: "http://gitea.raibid-ci.svc.cluster.local:3000/raibid/cluster-config".into(),
+            branch: "main".into(),
+            path: "infra/overlays/dev".into(),
+        }
+    }
+}
+
+/// Sends jobs of matching repositories to a pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRule {
+    /// Glob over `owner/name`, e.g. `ml/*`.
+    pub repo: String,
+    pub pool: PoolName,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// How forges and users reach the server; used for commit status links.
+    pub public_url: String,
+    /// Hashes (`sha256:<hex>`) of the bearer tokens accepted on mutating API calls.
+    pub tokens: Vec<TokenHash>,
+    /// Also require a token for read-only API calls.
+    pub read_requires_token: bool,
+    /// Secret for webhook signatures when a repository has none of its own.
+    pub webhook_secret: Secret,
+    /// Per-repository webhook secrets (`owner/name` -> secret); they win over the global one.
+    pub repo_secrets: BTreeMap<String, Secret>,
+    /// Globs over `owner/name`; a webhook from anything else gets 403.
+    pub allowed_repos: Vec<String>,
+    /// Events that create jobs: push, tag, pull_request, manual.
+    pub events: Vec<raibid_model::Event>,
+    pub body_limit_bytes: u64,
+    pub default_pool: PoolName,
+    /// First matching rule wins; no match: `default_pool`.
+    pub pool_rules: Vec<PoolRule>,
+    /// Forge API base for commit status when it differs from `gitea.url` (GitHub: https://api.github.com).
+    pub github_api_url: String,
+    pub github_token: Secret,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            tokens: Vec::new(),
+            read_requires_token: false,
+            webhook_secret: Secret::default(),
+            repo_secrets: BTreeMap::new(),
+            allowed_repos: vec!["*".into()],
+            events: vec![
+                raibid_model::Event::Push,
+                raibid_model::Event::Tag,
+                raibid_model::Event::PullRequest,
+                raibid_model::Event::Manual,
+            ],
+            body_limit_bytes: 5 * 1024 * 1024,
+            default_pool: PoolName::default(),
+            pool_rules: Vec::new(),
+            github_api_url: "https://api.github.com".into(),
+            github_token: Secret::default(),
+        }
+    }
+}
+
+/// Which isolation runs pipeline steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// bubblewrap when it works on this machine, otherwise host.
+    Auto,
+    Host,
+    Bwrap,
+    Container,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry host (and optional port), e.g. `gitea.example.com`; empty: derived from `gitea.url`.
+    pub host: String,
+    pub username: String,
+    pub password: Secret,
+    /// Plain HTTP registry (a loopback test registry).
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Empty: `<hostname>-<pid>`.
+    pub name: String,
+    pub pools: Vec<PoolName>,
+    pub labels: BTreeMap<String, String>,
+    pub executor: ExecutorKind,
+    /// Where per-job workspaces are created; empty: `<data dir>/workspaces`.
+    pub workspace_dir: String,
+    /// Where bare git mirrors are kept between jobs; empty: `<data dir>/git-mirrors`.
+    pub cache_dir: String,
+    pub concurrency: u32,
+    /// `--once` exits quietly when nothing arrives for this long.
+    pub idle_timeout_secs: u64,
+    /// After SIGTERM, how long a running job may still take before it is handed back.
+    pub grace_period_secs: u64,
+    pub heartbeat_interval_secs: u64,
+    /// Let bwrap steps reach the network.
+    pub network: bool,
+    /// HTTPS token for cloning private repositories; never written to a remote URL.
+    pub git_token: Secret,
+    pub registry: RegistryConfig,
+    /// Secrets a pipeline step can ask for by name.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Which repositories may use which secret (secret name -> globs over `owner/name`).
+    /// A secret without an entry is available to every repository.
+    pub secret_repos: BTreeMap<String, Vec<String>>,
+    /// Expose secrets to pull requests from forks.
+    pub secrets_for_forks: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            pools: vec![PoolName::default()],
+            labels: BTreeMap::new(),
+            executor: ExecutorKind::Auto,
+            workspace_dir: String::new(),
+            cache_dir: String::new(),
+            concurrency: 1,
+            idle_timeout_secs: 30,
+            grace_period_secs: 30,
+            heartbeat_interval_secs: 5,
+            network: true,
+            git_token: Secret::default(),
+            registry: RegistryConfig::default(),
+            secrets: BTreeMap::new(),
+            secret_repos: BTreeMap::new(),
+            secrets_for_forks: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpConfig {
+    /// Empty: `~/.local/share/raibid`.
+    pub data_dir: String,
+    /// 0: the number of cores.
+    pub max_agents: u32,
+    /// Milliseconds between the local scaler's looks at the lag (KEDA's `pollingInterval`,
+    /// which counts seconds; one machine can afford to look more often).
+    pub polling_interval_ms: u64,
+    /// Idle seconds before the pool gives up its last agents.
+    pub cooldown_secs: u64,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: String::new(),
+            max_agents: 0,
+            polling_interval_ms: 200,
+            cooldown_secs: 30,
+        }
+    }
+}
+
+impl Config {
+    /// The Redis stream of one pool.
+    pub fn stream_for(&self, pool: &PoolName) -> String {
+        format!("{}:{}", self.redis.stream_name, pool)
+    }
+
+    /// The pool a repository's jobs go to when the trigger does not name one.
+    pub fn pool_for_repo(&self, repo: &str) -> PoolName {
+        self.server
+            .pool_rules
+            .iter()
+            .find(|rule| {
+                globset::Glob::new(&rule.repo)
+                    .map(|g| g.compile_matcher().is_match(repo))
+                    .unwrap_or(false)
+            })
+            .map(|rule| rule.pool.clone())
+            .unwrap_or_else(|| self.server.default_pool.clone())
+    }
+}

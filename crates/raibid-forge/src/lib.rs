@@ -1,0 +1,23 @@
+//! Everything raibid-ci knows about forges (Gitea, Forgejo, GitHub): what their webhooks look
+//! like and what their commit-status APIs expect.
+//!
+//! Every function here is pure: the server hands in the headers and raw body it received and
+//! gets back a verdict, a [`Trigger`], or a [`StatusRequest`] to send with its own HTTP client.
+//! Keeping the forge knowledge free of I/O lets it be tested against recorded payloads alone.
+
+mod delivery;
+mod header;
+mod parse;
+mod payload;
+mod signature;
+mod status;
+mod trigger;
+mod validate;
+
+pub use delivery::delivery_id;
+pub use parse::{ParseError, parse};
+pub use signature::{SignatureError, verify};
+pub use status::{
+    CommitStatus, StatusError, StatusRequest, StatusState, auth_header, status_request,
+};
+pub use trigger::{Parsed, Trigger};

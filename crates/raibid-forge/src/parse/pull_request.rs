@@ -1,0 +1,100 @@
+//! `pull_request` events: a pull request was opened, updated, or something else happened to it.
+
+use raibid_model::{Event, Forge};
+use serde::Deserialize;
+
+use super::{ParseError, trigger};
+use crate::payload::{BranchName, Repository, Sha, User, decode};
+use crate::trigger::Parsed;
+
+/// Read first, so that the many pull request events that do not build (labels, reviews,
+/// closing) are acknowledged without requiring the rest of the payload to be complete.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct Action {
+    action: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct PullRequestEvent {
+    pull_request: PullRequest,
+    /// The target repository.
+    repository: Repository,
+    sender: Option<User>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct PullRequest {
+    number: u64,
+    head: Head,
+    base: Base,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct Head {
+    sha: Sha,
+    /// `null` once the fork has been deleted.
+    repo: Option<HeadRepo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct HeadRepo {
+    full_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct Base {
+    #[serde(rename = "ref")]
+    branch: BranchName,
+}
+
+pub(super) fn parse(
+    forge: Forge,
+    event_type: Option<&str>,
+    body: &[u8],
+) -> Result<Parsed, ParseError> {
+    let Action { action } = decode(body)?;
+    if !builds(forge, &action, event_type) {
+        return Ok(Parsed::ignored(format!(
+            "pull_request action {action:?} is not handled"
+        )));
+    }
+    let event: PullRequestEvent = decode(body)?;
+    let pr = event.pull_request;
+    // Forges treat owner and repository names case-insensitively; a head repository that is
+    // gone can only have been a fork.
+    let from_fork = pr.head.repo.is_none_or(|head| {
+        !head
+            .full_name
+            .eq_ignore_ascii_case(&event.repository.full_name.0)
+    });
+    let mut trigger = trigger(
+        forge,
+        event.repository,
+        event.sender,
+        format!("refs/pull/{}/head", pr.number),
+        pr.head.sha.0,
+        Event::PullRequest,
+    );
+    trigger.branch = Some(pr.base.branch.0);
+    trigger.pr_number = Some(pr.number);
+    trigger.from_fork = from_fork;
+    Ok(Parsed::Trigger(trigger))
+}
+
+/// Whether the pull request's head may have new code. GitHub says `synchronize`, Gitea and
+/// Forgejo say `synchronized` and also flag it with the `pull_request_sync` event type.
+fn builds(forge: Forge, action: &str, event_type: Option<&str>) -> bool {
+    match forge {
+        Forge::Github => matches!(action, "opened" | "reopened" | "synchronize"),
+        Forge::Gitea | Forge::Forgejo => {
+            matches!(action, "opened" | "reopened" | "synchronized")
+                || event_type == Some("pull_request_sync")
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Every recorded webhook verifies with the fixture secret and parses to what it describes.
+
+mod support;
+
+use raibid_forge::{Parsed, SignatureError, Trigger, delivery_id, parse, verify};
+use raibid_model::{Event, Forge, PoolName};
+use support::{SECRET, WEBHOOKS, fixture};
+
+/// Every fixture, with the forge it came from. Kept in sync with the directory by
+/// `every_fixture_has_a_test`.
+const FIXTURES: &[(&str, Forge)] = &[
+    ("forgejo/push-docs-example", Forge::Forgejo),
+    ("forgejo/push-new-branch-codeberg", Forge::Forgejo),
+    ("gitea/create-branch-signed", Forge::Gitea),
+    ("gitea/create-tag", Forge::Gitea),
+    ("gitea/pull_request-opened", Forge::Gitea),
+    ("gitea/pull_request-synchronized", Forge::Gitea),
+    ("gitea/push", Forge::Gitea),
+    ("gitea/push-docs-example", Forge::Gitea),
+    ("gitea/push-new-branch-signed", Forge::Gitea),
+    ("github/pull_request-opened", Forge::Github),
+    ("github/pull_request-synchronize", Forge::Github),
+    ("github/push", Forge::Github),
+    ("github/push-new-branch", Forge::Github),
+];
+
+fn forge_of(name: &str) -> Forge {
+    FIXTURES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("{name} is not listed in FIXTURES"))
+        .1
+}
+
+fn parsed(name: &str) -> Parsed {
+    let (body, headers) = fixture(name);
+    parse(forge_of(name), &headers, &body).unwrap()
+}
+
+fn trigger(name: &str) -> Trigger {
+    match parsed(name) {
+        Parsed::Trigger(trigger) => trigger,
+        Parsed::Ignored { reason } => panic!("{name} was ignored: {reason}"),
+    }
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_owned())
+}
+
+#[test]
+fn every_fixture_has_a_test() {
+    let mut found = Vec::new();
+    for forge in std::fs::read_dir(WEBHOOKS).unwrap() {
+        let forge = forge.unwrap();
+        if !forge.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(forge.path()).unwrap() {
+            let file = file.unwrap().file_name().into_string().unwrap();
+            if let Some(stem) = file.strip_suffix(".json") {
+                found.push(format!("{}/{stem}", forge.file_name().to_str().unwrap()));
+            }
+        }
+    }
+    found.sort();
+    let listed: Vec<_> = FIXTURES.iter().map(|(name, _)| name.to_string()).collect();
+    assert_eq!(found, listed);
+}
+
+#[test]
+fn every_fixture_signature_verifies() {
+    for &(name, forge) in FIXTURES {
+        let (body, headers) = fixture(name);
+        assert_eq!(verify(forge, &headers, &body, SECRET), Ok(()), "{name}");
+    }
+}
+
+#[test]
+fn gitea_and_forgejo_fixtures_also_carry_valid_github_style_signatures() {
+    for &(name, forge) in FIXTURES {
+        if forge == Forge::Github {
+            continue;
+        }
+        let (body, headers) = fixture(name);
+        assert_eq!(
+            verify(Forge::Github, &headers, &body, SECRET),
+            Ok(()),
+            "{name}"
+        );
+        assert_eq!(
+            verify(Forge::Gitea, &headers, &body, SECRET),
+            Ok(()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn tampering_with_any_fixture_body_breaks_its_signature() {
+    for &(name, forge) in FIXTURES {
+        let (mut body, headers) = fixture(name);
+        let middle = body.len() / 2;
+        body[middle] ^= 0x01;
+        assert_eq!(
+            verify(forge, &headers, &body, SECRET),
+            Err(SignatureError::Mismatch),
+            "{name}"
+        );
+        let (mut body, _) = fixture(name);
+        body.push(b'\n');
+        assert_eq!(
+            verify(forge, &headers, &body, SECRET),
+            Err(SignatureError::Mismatch),
+            "{name}"
+        );
+        let (body, _) = fixture(name);
+        assert_eq!(
+            verify(forge, &headers, &body, b"wrong secret"),
+            Err(SignatureError::Mismatch),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_fixture_has_a_delivery_id() {
+    for &(name, forge) in FIXTURES {
+        let (_, headers) = fixture(name);
+        let id = delivery_id(forge, &headers).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(id.len(), 36, "{name}: {id}");
+    }
+    let (_, headers) = fixture("gitea/push");
+    assert_eq!(
+        delivery_id(Forge::Gitea, &headers).as_deref(),
+        Some("b25d886c-e540-5337-82f9-0d086a53883d")
+    );
+}
+
+#[test]
+fn gitea_push() {
+    assert_eq!(
+        trigger("gitea/push"),
+        Trigger {
+            forge: Forge::Gitea,
+            repo: "Test-CI/multi-line-secrets".into(),
+            clone_url: "http://127.0.0.1:3000/Test-CI/multi-line-secrets.git".into(),
+            html_url: some("http://127.0.0.1:3000/Test-CI/multi-line-secrets"),
+            git_ref: "refs/heads/main".into(),
+            sha: "29be01c073851cf0db0c6a466e396b725a670453".into(),
+            event: Event::Push,
+            branch: some("main"),
+            tag: None,
+            pr_number: None,
+            from_fork: false,
+            sender: some("test-user"),
+            default_branch: some("main"),
+        }
+    );
+}
+
+#[test]
+fn gitea_push_docs_example() {
+    assert_eq!(
+        trigger("gitea/push-docs-example"),
+        Trigger {
+            forge: Forge::Gitea,
+            repo: "gitea/webhooks".into(),
+            clone_url: "http://localhost:3000/gitea/webhooks.git".into(),
+            html_url: some("http://localhost:3000/gitea/webhooks"),
+            git_ref: "refs/heads/develop".into(),
+            sha: "bffeb74224043ba2feb48d137756c8a9331c449a".into(),
+            event: Event::Push,
+            branch: some("develop"),
+            tag: None,
+            pr_number: None,
+            from_fork: false,
+            sender: some("gitea"),
+            default_branch: some("master"),
+        }
+    );
+}
+
+#[test]
+fn gitea_push_new_branch() {
+    assert_eq!(
+        trigger("gitea/push-new-branch-signed"),
+        Trigger {
+            forge: Forge::Gitea,
+            repo: "example/example".into(),
+            clone_url: "http://localhost:3000/example/example.git".into(),
+            html_url: some("http://localhost:3000/example/example"),
+            git_ref: "refs/heads/master".into(),
+            sha: "67b56589a45103f891bdee7c0546e5d40bc02001".into(),
+            event: Event::Push,
+            branch: some("master"),
+            tag: None,
+            pr_number: None,
+            from_fork: false,
+            sender: some("example"),
+            default_branch: some("master"),
+        }
+    );
+}
+
+#[test]
+fn gitea_create_branch_is_ignored() {
+    assert_eq!(
+        parsed("gitea/create-branch-signed"),
+        Parsed::Ignored {
+            reason: "create events are covered by the push event".into()
+        }
+    );
+}
+
+#[test]
+fn gitea_create_tag_is_ignored() {
+    assert_eq!(
+        parsed("gitea/create-tag"),
+        Parsed::Ignored {
+            reason: "create events are covered by the push event".into()
+        }
+    );
+}
+
+fn gitea_pull_request_1() -> Trigger {
+    Trigger {
+        forge: Forge::Gitea,
+        repo: "jcitizen/my-repo".into(),
+        clone_url: "https://try.gitea.io/jcitizen/my-repo.git".into(),
+        html_url: some("https://try.gitea.io/jcitizen/my-repo"),
+        git_ref: "refs/pull/1/head".into(),
+        sha: "2eba238e33607c1fa49253182e9fff42baafa1eb".into(),
+        event: Event::PullRequest,
+        branch: some("master"),
+        tag: None,
+        pr_number: Some(1),
+        from_fork: false,
+        sender: some("jcitizen"),
+        default_branch: some("master"),
+    }
+}
+
+#[test]
+fn gitea_pull_request_opened() {
+    assert_eq!(trigger("gitea/pull_request-opened"), gitea_pull_request_1());
+}
+
+#[test]
+fn gitea_pull_request_synchronized() {
+    assert_eq!(
+        trigger("gitea/pull_request-synchronized"),
+        gitea_pull_request_1()
+    );
+}
+
+#[test]
+fn forgejo_push_docs_example() {
+    assert_eq!(
+        trigger("forgejo/push-docs-example"),
+        Trigger {
+            forge: Forge::Forgejo,
+            repo: "forgejo/webhooks".into(),
+            clone_url: "http://localhost:3000/forgejo/webhooks.git".into(),
+            html_url: some("http://localhost:3000/forgejo/webhooks"),
+            git_ref: "refs/heads/develop".into(),
+            sha: "bffeb74224043ba2feb48d137756c8a9331c449a".into(),
+            event: Event::Push,
+            branch: some("develop"),
+            tag: None,
+            pr_number: None,
+            from_fork: false,
+            sender: some("forgejo"),
+            default_branch: some("master"),
+        }
+    );
+}
+
+#[test]
+fn forgejo_push_new_branch() {
+    assert_eq!(
+        trigger("forgejo/push-new-branch-codeberg"),
+        Trigger {
+            forge: Forge::Forgejo,
+            repo: "meisam/woodpecktester".into(),
+            clone_url: "https://codeberg.org/meisam/woodpecktester.git".into(),
+            html_url: some("https://codeberg.org/meisam/woodpecktester"),
+            git_ref: "refs/heads/fdsafdsa".into(),
+            sha: "28c3613ae62640216bea5e7dc71aa65356e4298b".into(),
+            event: Event::Push,
+            branch: some("fdsafdsa"),
+            tag: None,
+            pr_number: None,
+            from_fork: false,
+            sender: some("6543"),
+            default_branch: some("main"),
+        }
+    );
+}
+
+#[test]
+fn forgejo_fixtures_parse_the_same_through_the_gitea_headers() {
+    for name in [
+        "forgejo/push-docs-example",
+        "forgejo/push-new-branch-codeberg",
+    ] {
+        let (body, headers) = fixture(name);
+        let Parsed::Trigger(as_gitea) = parse(Forge::Gitea, &headers, &body).unwrap() else {
+            panic!("{name} ignored");
+        };
+        assert_eq!(
+            Trigger {
+                forge: Forge::Forgejo,
+                ..as_gitea
+            },
+            trigger(name)
+        );
+    }
+}
+
+#[test]
+fn github_push() {
+    assert_eq!(
+        trigger("github/push"),
+        Trigger {
+            forge: Forge::Github,
+            repo: "woodpecker-ci/woodpecker".into(),
+            clone_url: "https://github.com/woodpecker-ci/woodpecker.git".into(),
+            html_url: some("https://github.com/woodpecker-ci/woodpecker"),
+            git_ref: "refs/heads/main".into(),
+            sha: "366701fde727cb7a9e7f21eb88264f59f6f9b89c".into(),
+            event: Event::Push,
+            branch: some("main"),
+            tag: None,
+            pr_number: None,
+            from_fork: false,
+            sender: some("6543"),
+            default_branch: some("main"),
+        }
+    );
+}
+
+#[test]
+fn github_push_new_branch() {
+    assert_eq!(
+        trigger("github/push-new-branch"),
+        Trigger {
+            forge: Forge::Github,
+            repo: "Codertocat/Hello-World".into(),
+            clone_url: "https://github.com/Codertocat/Hello-World.git".into(),
+            html_url: some("https://github.com/Codertocat/Hello-World"),
+            git_ref: "refs/heads/master".into(),
+            sha: "6113728f27ae82c7b1a177c8d03f9e96e0adf246".into(),
+            event: Event::Push,
+            branch: some("master"),
+            tag: None,
+            pr_number: None,
+            from_fork: false,
+            sender: some("Codertocat"),
+            default_branch: some("master"),
+        }
+    );
+}
+
+fn github_pull_request_2() -> Trigger {
+    Trigger {
+        forge: Forge::Github,
+        repo: "Codertocat/Hello-World".into(),
+        clone_url: "https://github.com/Codertocat/Hello-World.git".into(),
+        html_url: some("https://github.com/Codertocat/Hello-World"),
+        git_ref: "refs/pull/2/head".into(),
+        sha: "ec26c3e57ca3a959ca5aad62de7213c562f8c821".into(),
+        event: Event::PullRequest,
+        branch: some("master"),
+        tag: None,
+        pr_number: Some(2),
+        from_fork: false,
+        sender: some("Codertocat"),
+        default_branch: some("master"),
+    }
+}
+
+#[test]
+fn github_pull_request_opened() {
+    assert_eq!(
+        trigger("github/pull_request-opened"),
+        github_pull_request_2()
+    );
+}
+
+#[test]
+fn github_pull_request_synchronize() {
+    assert_eq!(
+        trigger("github/pull_request-synchronize"),
+        github_pull_request_2()
+    );
+}
+
+#[test]
+fn a_trigger_becomes_the_job_it_describes() {
+    let (_, headers) = fixture("gitea/pull_request-opened");
+    let delivery = delivery_id(Forge::Gitea, &headers);
+    let pool = PoolName::new("arm64").unwrap();
+    let job = trigger("gitea/pull_request-opened").into_new_job(pool.clone(), delivery.clone());
+    assert_eq!(job.repo, "jcitizen/my-repo");
+    assert_eq!(job.clone_url, "https://try.gitea.io/jcitizen/my-repo.git");
+    assert_eq!(job.git_ref, "refs/pull/1/head");
+    assert_eq!(job.sha, "2eba238e33607c1fa49253182e9fff42baafa1eb");
+    assert_eq!(job.event, Event::PullRequest);
+    assert_eq!(job.pool, pool);
+    assert_eq!(job.forge, Some(Forge::Gitea));
+    assert_eq!(job.pr_number, Some(1));
+    assert!(!job.from_fork);
+    assert_eq!(job.sender.as_deref(), Some("jcitizen"));
+    assert_eq!(job.delivery_id, delivery);
+    assert!(job.env.is_empty());
+    assert_eq!(job.retry_of, None);
+}

@@ -1,0 +1,316 @@
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::PoolName;
+
+/// What made a job exist. Pipelines filter steps on it (`when.event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Push,
+    Tag,
+    PullRequest,
+    Manual,
+}
+
+impl Event {
+    pub const ALL: [Event; 4] = [Event::Push, Event::Tag, Event::PullRequest, Event::Manual];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Push => "push",
+            Event::Tag => "tag",
+            Event::PullRequest => "pull_request",
+            Event::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Event {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Event::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown event {s:?} (expected push, tag, pull_request or manual)")
+            })
+    }
+}
+
+/// Which forge sent the webhook, and so which API receives the commit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forge {
+    Gitea,
+    Forgejo,
+    Github,
+}
+
+impl Forge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forge::Gitea => "gitea",
+            Forge::Forgejo => "forgejo",
+            Forge::Github => "github",
+        }
+    }
+}
+
+impl fmt::Display for Forge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Forge {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gitea" => Ok(Forge::Gitea),
+            "forgejo" => Ok(Forge::Forgejo),
+            "github" => Ok(Forge::Github),
+            _ => Err(format!(
+                "unknown forge {s:?} (expected gitea, forgejo or github)"
+            )),
+        }
+    }
+}
+
+/// The life of a job. `Queued -> Running -> {Success, Failure, Error, Cancelled}`; a job whose
+/// agents keep dying ends in `Dead` (moved to the dead-letter stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Success,
+    /// A step failed: the pipeline's own verdict.
+    Failure,
+    /// The job could not be run (bad pipeline file, checkout failed): not the code's fault.
+    Error,
+    Cancelled,
+    /// Given up after `max_attempts` deliveries; the reason is in `Job::reason`.
+    Dead,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Success,
+        JobStatus::Failure,
+        JobStatus::Error,
+        JobStatus::Cancelled,
+        JobStatus::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Success => "success",
+            JobStatus::Failure => "failure",
+            JobStatus::Error => "error",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Dead => "dead",
+        }
+    }
+
+    /// A final status never changes again.
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status {s:?} (expected one of queued, running, success, failure, error, cancelled, dead)"
+                )
+            })
+    }
+}
+
+/// Everything needed to create a job; the queue adds id, status, timestamps and attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// `owner/name` as the forge spells it.
+    pub repo: String,
+    pub clone_url: String,
+    /// Full ref, e.g. `refs/heads/main`, `refs/tags/v1.0`, `refs/pull/3/head`.
+    pub git_ref: String,
+    /// The exact commit to build; 40 (or 64) hex digits.
+    pub sha: String,
+    pub event: Event,
+    #[serde(default)]
+    pub pool: PoolName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<Forge>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_number: Option<u64>,
+    /// Pull request from a fork: secrets are withheld unless configured otherwise.
+    #[serde(default)]
+    pub from_fork: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The webhook delivery that created this job, for idempotent redelivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// Extra environment given at manual submission.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The job this one re-runs, when created by `retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Success,
+    Failure,
+    Skipped,
+    Cancelled,
+}
+
+/// The record of one pipeline step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub name: String,
+    pub status: StepStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Last lines of output, to show why a step failed without fetching the whole log.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tail: String,
+}
+
+/// How an agent finished a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<StepResult>,
+    /// Pushed images as `name@sha256:...`.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+impl Outcome {
+    pub fn new(status: JobStatus) -> Self {
+        Self {
+            status,
+            reason: None,
+            steps: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// A job as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// A ULID: sortable by creation time.
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: NewJob,
+    pub status: JobStatus,
+    /// How many times an agent has started this job.
+    pub attempt: u32,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    #[serde(default)]
+    pub steps: Vec<StepResult>,
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+impl Job {
+    /// Wall time from start to finish (or to `now` while running).
+    pub fn duration(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let start = self.started_at?;
+        Some(self.finished_at.unwrap_or(now) - start)
+    }
+
+    /// Branch name for `refs/heads/*`.
+    pub fn branch(&self) -> Option<&str> {
+        self.spec.git_ref.strip_prefix("refs/heads/")
+    }
+
+    /// Tag name for `refs/tags/*`.
+    pub fn tag(&self) -> Option<&str> {
+        self.spec.git_ref.strip_prefix("refs/tags/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_strings() {
+        for st in JobStatus::ALL {
+            assert_eq!(st.as_str().parse::<JobStatus>().unwrap(), st);
+        }
+        assert!("nope".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn only_queued_and_running_are_not_final() {
+        let open: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_final())
+            .collect();
+        assert_eq!(open, vec![JobStatus::Queued, JobStatus::Running]);
+    }
+
+    #[test]
+    fn event_serializes_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&Event::PullRequest).unwrap(),
+            "\"pull_request\""
+        );
+        assert_eq!("pull_request".parse::<Event>().unwrap(), Event::PullRequest);
+    }
+}

@@ -1,0 +1,14 @@
+//! The vocabulary of raibid-ci.
+//!
+//! Server, agent, CLI and TUI exchange these types over Redis and over the HTTP API, so they live
+//! in one crate with no I/O. Changing a field here changes the wire format of both.
+
+mod agent;
+mod job;
+mod pool;
+mod stats;
+
+pub use agent::AgentInfo;
+pub use job::{Event, Forge, Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
+pub use pool::{PoolName, PoolNameError};
+pub use stats::{ConsumerStats, PoolStats};

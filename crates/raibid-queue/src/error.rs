@@ -1,0 +1,54 @@
+/// What can go wrong talking to the queue.
+///
+/// `Unavailable` is the one callers branch on: the server answers 503 with Retry-After, agents
+/// back off and retry. Everything else is a bug or bad input and is reported as such.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("invalid redis url: {0}")]
+    BadUrl(String),
+    #[error("the {pool} queue is full ({depth} jobs waiting, limit {limit}); try again later")]
+    Full {
+        pool: String,
+        depth: u64,
+        limit: u64,
+    },
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+    #[error("redis error: {0}")]
+    Redis(redis::RedisError),
+}
+
+impl QueueError {
+    /// Worth retrying later: Redis was down, slow or restarting.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, QueueError::Unavailable(_) | QueueError::Timeout(_))
+    }
+}
+
+impl From<redis::RedisError> for QueueError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+            )
+        {
+            QueueError::Unavailable(e.to_string())
+        } else {
+            QueueError::Redis(e)
+        }
+    }
+}

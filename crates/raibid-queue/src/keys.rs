@@ -1,0 +1,63 @@
+//! Every Redis key raibid-ci uses, in one place.
+
+use raibid_model::{JobStatus, PoolName};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    stream_name: String,
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(stream_name: &str) -> Self {
+        Self {
+            stream_name: stream_name.to_owned(),
+            prefix: format!("raibid:{stream_name}"),
+        }
+    }
+
+    /// The pool's stream; KEDA's trigger names this key.
+    pub fn stream(&self, pool: &PoolName) -> String {
+        format!("{}:{}", self.stream_name, pool)
+    }
+
+    pub fn dlq(&self, pool: &PoolName) -> String {
+        format!("{}:{}:dlq", self.stream_name, pool)
+    }
+
+    pub fn job(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+
+    pub fn log(&self, id: &str) -> String {
+        format!("{}:log:{id}", self.prefix)
+    }
+
+    pub fn all_jobs(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+
+    pub fn by_status(&self, status: JobStatus) -> String {
+        format!("{}:jobs:status:{status}", self.prefix)
+    }
+
+    pub fn by_repo(&self, repo: &str) -> String {
+        format!("{}:jobs:repo:{repo}", self.prefix)
+    }
+
+    pub fn by_pool(&self, pool: &PoolName) -> String {
+        format!("{}:jobs:pool:{pool}", self.prefix)
+    }
+
+    pub fn pools(&self) -> String {
+        format!("{}:pools", self.prefix)
+    }
+
+    pub fn delivery(&self, delivery_id: &str) -> String {
+        format!("{}:delivery:{delivery_id}", self.prefix)
+    }
+
+    pub fn agents(&self) -> String {
+        format!("{}:agents", self.prefix)
+    }
+}

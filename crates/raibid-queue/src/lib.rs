@@ -1,0 +1,33 @@
+//! raibid-ci's job queue on Redis Streams.
+//!
+//! This crate is the only code in raibid-ci that speaks Redis. Its model:
+//!
+//! - one stream per pool (`<stream_name>:<pool>`), consumed by one consumer group, because
+//!   streams have no routing of their own;
+//! - a hash per job (`raibid:<stream_name>:job:<id>`) holding the job record, plus sorted-set
+//!   indexes for listing newest first by repository, pool and status;
+//! - every state change that must agree with the stream (start, ack, requeue, dead-letter,
+//!   cancel) is one Lua script, so a crash between two commands cannot leave a job acked but
+//!   still `running`, or `queued` with nothing in the stream;
+//! - a reaper (`requeue_stale`) re-adds entries whose agent stopped heart-beating as new
+//!   entries, so that the consumer-group lag (what KEDA and the local pool scale on) counts
+//!   them again; after `max_attempts` deliveries a job goes to `<stream>:dlq` instead.
+
+mod agents;
+mod conn;
+mod error;
+mod keys;
+mod logs;
+mod queue;
+mod record;
+mod reply;
+mod scripts;
+mod stats;
+
+pub use conn::QueueOptions;
+pub use error::QueueError;
+pub use logs::{LogBatch, LogChunk, LogCursor, LogFollower};
+pub use queue::{
+    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, Queue, ReapReport,
+    ReleaseResult,
+};

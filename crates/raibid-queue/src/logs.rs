@@ -1,0 +1,168 @@
+//! Per-job log streams: append-only, bounded, readable from an offset and followable.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::conn::bounded;
+use crate::queue::valid_id;
+use crate::{Queue, QueueError, reply, scripts};
+
+/// Where a reader is in a job's log: the id of the last entry it has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogCursor(pub String);
+
+impl LogCursor {
+    pub fn start() -> Self {
+        Self("0-0".into())
+    }
+
+    /// Parses a cursor given by a client; only stream ids are accepted.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ms, seq) = s.split_once('-')?;
+        (ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok()).then(|| Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub cursor: LogCursor,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogBatch {
+    pub chunks: Vec<LogChunk>,
+    /// Where to continue reading.
+    pub next: LogCursor,
+    /// The job has finished and nothing more will be written.
+    pub finished: bool,
+}
+
+impl Queue {
+    /// Appends output; returns `false` once the log has hit its cap (output is dropped).
+    pub async fn append_log(&self, job_id: &str, data: &[u8]) -> Result<bool, QueueError> {
+        if data.is_empty() {
+            return Ok(true);
+        }
+        let mut invocation = scripts::APPEND_LOG.prepare_invoke();
+        invocation
+            .key(self.keys.job(job_id))
+            .key(self.keys.log(job_id))
+            .arg(data)
+            .arg(self.options.log_max_bytes);
+        let stored: i64 = self.conn.script(&invocation).await?;
+        Ok(stored == 1)
+    }
+
+    /// Reads what follows `after`, at most `count` chunks, without waiting.
+    pub async fn read_log(
+        &self,
+        job_id: &str,
+        after: &LogCursor,
+        count: usize,
+    ) -> Result<LogBatch, QueueError> {
+        if !valid_id(job_id) {
+            return Err(QueueError::NotFound(job_id.to_owned()));
+        }
+        let reply: Value = self
+            .conn
+            .run(
+                redis::cmd("XRANGE")
+                    .arg(self.keys.log(job_id))
+                    .arg(format!("({}", after.0))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count.max(1)),
+            )
+            .await?;
+        decode_entries(reply::array(&reply), after)
+    }
+
+    /// Opens a dedicated connection for following one log with `XREAD BLOCK`.
+    pub async fn log_follower(&self, job_id: &str) -> Result<LogFollower, QueueError> {
+        if !valid_id(job_id) {
+            return Err(QueueError::NotFound(job_id.to_owned()));
+        }
+        Ok(LogFollower {
+            conn: self.conn.dedicated().await?,
+            key: self.keys.log(job_id),
+            timeout: self.conn.timeout(),
+        })
+    }
+}
+
+/// Waits for new output of one job; each follower holds its own connection.
+pub struct LogFollower {
+    conn: redis::aio::MultiplexedConnection,
+    key: String,
+    timeout: Duration,
+}
+
+impl LogFollower {
+    /// Returns new chunks after `after`, waiting up to `block` for the first one.
+    pub async fn next(
+        &mut self,
+        after: &LogCursor,
+        block: Duration,
+    ) -> Result<LogBatch, QueueError> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(512)
+            .arg("BLOCK")
+            .arg(block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(&after.0);
+        let reply: Value = bounded(block + self.timeout, cmd.query_async(&mut self.conn)).await?;
+        let entries = reply::array(&reply)
+            .first()
+            .map(|stream| reply::array(stream).get(1).map(reply::array).unwrap_or(&[]))
+            .unwrap_or(&[]);
+        decode_entries(entries, after)
+    }
+}
+
+fn decode_entries(entries: &[Value], after: &LogCursor) -> Result<LogBatch, QueueError> {
+    let mut batch = LogBatch {
+        chunks: Vec::new(),
+        next: after.clone(),
+        finished: false,
+    };
+    for entry in entries {
+        let parts = reply::array(entry);
+        let id = parts
+            .first()
+            .map(reply::string)
+            .transpose()?
+            .unwrap_or_default();
+        let fields = parts.get(1).map(reply::array).unwrap_or(&[]);
+        batch.next = LogCursor(id.clone());
+        for pair in fields.chunks(2) {
+            match pair {
+                [k, Value::BulkString(data)] if reply::string(k)? == "d" => {
+                    batch.chunks.push(LogChunk {
+                        cursor: LogCursor(id.clone()),
+                        data: data.clone(),
+                    });
+                }
+                [k, _] if reply::string(k)? == "eof" => batch.finished = true,
+                _ => {}
+            }
+        }
+    }
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_accepts_stream_ids_only() {
+        assert!(LogCursor::parse("1700000000000-3").is_some());
+        assert!(LogCursor::parse("+").is_none());
+        assert!(LogCursor::parse("1-x").is_none());
+        assert!(LogCursor::parse("abc").is_none());
+    }
+}

@@ -1,0 +1,861 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use raibid_model::{Job, JobStatus, NewJob, Outcome, PoolName};
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use tracing::{debug, info, warn};
+
+use crate::QueueError;
+use crate::conn::{Conn, QueueOptions, bounded};
+use crate::keys::Keys;
+use crate::record;
+use crate::reply;
+use crate::scripts;
+
+/// The job queue. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) conn: Conn,
+    pub(crate) keys: Keys,
+    pub(crate) options: Arc<QueueOptions>,
+    groups_ready: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Result of [`Queue::enqueue`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enqueued {
+    Created(Box<Job>),
+    /// The delivery id was seen within the last 24 h; nothing new was queued.
+    Duplicate {
+        job_id: String,
+    },
+}
+
+impl Enqueued {
+    pub fn job_id(&self) -> &str {
+        match self {
+            Enqueued::Created(job) => &job.id,
+            Enqueued::Duplicate { job_id } => job_id,
+        }
+    }
+}
+
+/// A job this agent has been given, and what it needs to heartbeat and ack it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: Job,
+    pub entry: String,
+    pub consumer: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    Continue,
+    /// Somebody asked to cancel; stop the job and ack it as cancelled.
+    CancelRequested,
+    /// The claim was taken away (requeued after we went quiet); stop and do not ack.
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelResult {
+    /// Was queued; it will never run.
+    Cancelled,
+    /// Is running; its agent stops it within one heartbeat.
+    Requested,
+    AlreadyFinished(JobStatus),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseResult {
+    Requeued,
+    DeadLettered,
+    Cancelled,
+    /// The entry no longer stood for the job (it had been requeued or finished already).
+    Stale,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    pub requeued: Vec<String>,
+    pub dead: Vec<String>,
+    pub cancelled: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub repo: Option<String>,
+    pub pool: Option<PoolName>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass back to get the next (older) page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+impl Queue {
+    /// Prepares the connection; does not fail if Redis is down (calls will, with
+    /// [`QueueError::Unavailable`]).
+    pub fn open(options: QueueOptions) -> Result<Self, QueueError> {
+        let conn = Conn::open(&options)?;
+        Ok(Self {
+            conn,
+            keys: Keys::new(&options.stream_name),
+            options: Arc::new(options),
+            groups_ready: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    pub fn options(&self) -> &QueueOptions {
+        &self.options
+    }
+
+    /// The stream a pool's jobs go to; KEDA's trigger must name the same key.
+    pub fn stream_key(&self, pool: &PoolName) -> String {
+        self.keys.stream(pool)
+    }
+
+    pub fn dead_letter_key(&self, pool: &PoolName) -> String {
+        self.keys.dlq(pool)
+    }
+
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = self.conn.run(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// Creates the pool's consumer group (and stream) once per process.
+    ///
+    /// The group starts at id 0 so entries added before it existed are still delivered.
+    async fn ensure_group(&self, pool: &PoolName) -> Result<(), QueueError> {
+        let stream = self.keys.stream(pool);
+        if self.groups_ready.lock().expect("lock").contains(&stream) {
+            return Ok(());
+        }
+        let result: Result<String, QueueError> = self
+            .conn
+            .run(
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&stream)
+                    .arg(&self.options.consumer_group)
+                    .arg("0")
+                    .arg("MKSTREAM"),
+            )
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(QueueError::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
+        let _: i64 = self
+            .conn
+            .run(redis::cmd("SADD").arg(self.keys.pools()).arg(pool.as_str()))
+            .await?;
+        self.groups_ready.lock().expect("lock").insert(stream);
+        Ok(())
+    }
+
+    fn forget_group(&self, pool: &PoolName) {
+        self.groups_ready
+            .lock()
+            .expect("lock")
+            .remove(&self.keys.stream(pool));
+    }
+
+    /// Queues a job: one script writes the stream entry, the record and its indexes.
+    pub async fn enqueue(&self, spec: NewJob) -> Result<Enqueued, QueueError> {
+        record::validate(&spec)?;
+        self.ensure_group(&spec.pool).await?;
+        let id = ulid::Ulid::new().to_string();
+        let now = Utc::now().timestamp_millis();
+        let delivery_key = spec
+            .delivery_id
+            .as_deref()
+            .map(|d| self.keys.delivery(d))
+            .unwrap_or_default();
+        let mut invocation = scripts::ENQUEUE.prepare_invoke();
+        invocation
+            .key(self.keys.job(&id))
+            .key(self.keys.stream(&spec.pool))
+            .key(self.keys.all_jobs())
+            .key(self.keys.by_status(JobStatus::Queued))
+            .key(self.keys.by_repo(&spec.repo))
+            .key(self.keys.by_pool(&spec.pool))
+            .key(self.keys.pools())
+            .key(&delivery_key)
+            .arg(&id)
+            .arg(self.options.maxlen)
+            .arg(&self.options.consumer_group)
+            .arg(spec.pool.as_str())
+            .arg(self.options.delivery_ttl.as_secs().max(1));
+        for (k, v) in record::new_fields(&id, &spec, now) {
+            invocation.arg(k).arg(v);
+        }
+        let reply: Vec<String> = self.conn.script(&invocation).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => {
+                debug!(job = %id, pool = %spec.pool, repo = %spec.repo, "enqueued");
+                Ok(Enqueued::Created(Box::new(Job {
+                    id,
+                    spec,
+                    status: JobStatus::Queued,
+                    attempt: 0,
+                    created_at: chrono::DateTime::from_timestamp_millis(now).unwrap_or_default(),
+                    started_at: None,
+                    finished_at: None,
+                    agent: None,
+                    reason: None,
+                    cancel_requested: false,
+                    steps: Vec::new(),
+                    images: Vec::new(),
+                })))
+            }
+            Some("dup") => Ok(Enqueued::Duplicate {
+                job_id: reply.get(1).cloned().unwrap_or_default(),
+            }),
+            Some("full") => Err(QueueError::Full {
+                pool: spec.pool.to_string(),
+                depth: reply.get(1).and_then(|d| d.parse().ok()).unwrap_or(0),
+                limit: self.options.maxlen,
+            }),
+            _ => Err(QueueError::Protocol(format!("enqueue replied {reply:?}"))),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Job>, QueueError> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        let fields: HashMap<String, String> = self
+            .conn
+            .run(redis::cmd("HGETALL").arg(self.keys.job(id)))
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        record::from_fields(&fields).map(Some)
+    }
+
+    /// Opens the dedicated connection an agent claims on.
+    pub async fn claimer(&self, consumer: impl Into<String>) -> Result<Claimer, QueueError> {
+        Ok(Claimer {
+            queue: self.clone(),
+            consumer: consumer.into(),
+            conn: Some(self.conn.dedicated().await?),
+        })
+    }
+
+    /// Marks a delivered entry as running; `None` when the entry is to be skipped.
+    async fn start(
+        &self,
+        pool: &PoolName,
+        entry: &str,
+        job_id: &str,
+        consumer: &str,
+    ) -> Result<Option<Claimed>, QueueError> {
+        let mut invocation = scripts::START.prepare_invoke();
+        invocation
+            .key(self.keys.job(job_id))
+            .key(self.keys.stream(pool))
+            .key(self.keys.by_status(JobStatus::Queued))
+            .key(self.keys.by_status(JobStatus::Running))
+            .arg(&self.options.consumer_group)
+            .arg(entry)
+            .arg(consumer)
+            .arg(Utc::now().timestamp_millis())
+            .arg(job_id);
+        let reply: Vec<String> = self.conn.script(&invocation).await?;
+        if reply.first().map(String::as_str) == Some("skip") {
+            debug!(
+                job = job_id,
+                entry,
+                reason = reply.get(1).map(String::as_str),
+                "skipped entry"
+            );
+            return Ok(None);
+        }
+        let fields: HashMap<String, String> = reply
+            .chunks(2)
+            .filter_map(|p| match p {
+                [k, v] => Some((k.clone(), v.clone())),
+                _ => None,
+            })
+            .collect();
+        let job = record::from_fields(&fields)?;
+        info!(job = %job.id, attempt = job.attempt, consumer, "claimed");
+        Ok(Some(Claimed {
+            job,
+            entry: entry.to_owned(),
+            consumer: consumer.to_owned(),
+        }))
+    }
+
+    /// Keeps the claim alive and reports a cancel request or a lost claim.
+    pub async fn heartbeat(&self, claimed: &Claimed) -> Result<Heartbeat, QueueError> {
+        let mut invocation = scripts::HEARTBEAT.prepare_invoke();
+        invocation
+            .key(self.keys.stream(&claimed.job.spec.pool))
+            .key(self.keys.job(&claimed.job.id))
+            .arg(&self.options.consumer_group)
+            .arg(&claimed.consumer)
+            .arg(&claimed.entry);
+        let reply: String = self.conn.script(&invocation).await?;
+        match reply.as_str() {
+            "ok" => Ok(Heartbeat::Continue),
+            "cancel" => Ok(Heartbeat::CancelRequested),
+            "lost" => Ok(Heartbeat::Lost),
+            other => Err(QueueError::Protocol(format!("heartbeat replied {other}"))),
+        }
+    }
+
+    /// Records the step results of a running job, for the dashboard; not part of the ack.
+    pub async fn record_progress(
+        &self,
+        claimed: &Claimed,
+        steps: &[raibid_model::StepResult],
+    ) -> Result<(), QueueError> {
+        let json = serde_json::to_string(steps).expect("steps serialize");
+        let _: i64 = self
+            .conn
+            .run(
+                redis::cmd("HSET")
+                    .arg(self.keys.job(&claimed.job.id))
+                    .arg("steps")
+                    .arg(json),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// XACK and the final status in one script. `false`: the claim had been lost, the result
+    /// was discarded (the job runs, or ran, elsewhere).
+    pub async fn ack(&self, claimed: &Claimed, outcome: &Outcome) -> Result<bool, QueueError> {
+        if !outcome.status.is_final() || outcome.status == JobStatus::Dead {
+            return Err(QueueError::Invalid(format!(
+                "cannot ack with status {}",
+                outcome.status
+            )));
+        }
+        let id = &claimed.job.id;
+        let mut invocation = scripts::ACK.prepare_invoke();
+        invocation
+            .key(self.keys.stream(&claimed.job.spec.pool))
+            .key(self.keys.job(id))
+            .key(self.keys.by_status(JobStatus::Running))
+            .key(self.keys.by_status(outcome.status))
+            .key(self.keys.log(id))
+            .arg(&self.options.consumer_group)
+            .arg(&claimed.entry)
+            .arg(outcome.status.as_str())
+            .arg(Utc::now().timestamp_millis())
+            .arg(outcome.reason.as_deref().unwrap_or(""))
+            .arg(serde_json::to_string(&outcome.steps).expect("steps serialize"))
+            .arg(serde_json::to_string(&outcome.images).expect("images serialize"))
+            .arg(id);
+        let reply: String = self.conn.script(&invocation).await?;
+        let accepted = reply == "ok";
+        if accepted {
+            info!(job = %id, status = %outcome.status, "acked");
+        } else {
+            warn!(job = %id, "ack discarded: the claim had been taken over");
+        }
+        Ok(accepted)
+    }
+
+    /// Gives a claimed job back without a verdict (agent shutting down, infrastructure
+    /// failure): requeued for another agent, or dead-lettered after `max_attempts`.
+    pub async fn release(
+        &self,
+        claimed: &Claimed,
+        reason: &str,
+    ) -> Result<ReleaseResult, QueueError> {
+        self.release_entry(
+            &claimed.job.spec.pool,
+            &claimed.entry,
+            &claimed.job.id,
+            reason,
+            true,
+        )
+        .await
+    }
+
+    async fn release_entry(
+        &self,
+        pool: &PoolName,
+        entry: &str,
+        job_id: &str,
+        reason: &str,
+        count_delivery: bool,
+    ) -> Result<ReleaseResult, QueueError> {
+        let mut invocation = scripts::RELEASE.prepare_invoke();
+        invocation
+            .key(self.keys.stream(pool))
+            .key(self.keys.job(job_id))
+            .key(self.keys.dlq(pool))
+            .key(self.keys.by_status(JobStatus::Queued))
+            .key(self.keys.by_status(JobStatus::Running))
+            .key(self.keys.by_status(JobStatus::Dead))
+            .key(self.keys.by_status(JobStatus::Cancelled))
+            .key(self.keys.log(job_id))
+            .arg(&self.options.consumer_group)
+            .arg(entry)
+            .arg(self.options.max_attempts)
+            .arg(self.options.maxlen)
+            .arg(reason)
+            .arg(Utc::now().timestamp_millis())
+            .arg(job_id)
+            .arg(if count_delivery { "1" } else { "0" });
+        let reply: String = self.conn.script(&invocation).await?;
+        let result = match reply.as_str() {
+            "requeued" => ReleaseResult::Requeued,
+            "dead" => ReleaseResult::DeadLettered,
+            "cancelled" => ReleaseResult::Cancelled,
+            "stale" | "gone" => ReleaseResult::Stale,
+            other => return Err(QueueError::Protocol(format!("release replied {other}"))),
+        };
+        info!(job = job_id, entry, ?result, reason, "released");
+        Ok(result)
+    }
+
+    /// The reaper: entries delivered but idle (no heartbeat) for `min_idle` are handed back.
+    ///
+    /// With one-job-per-pod agents (KEDA ScaledJob) nobody would come for an entry whose agent
+    /// died: it is pending, not lag. Re-adding it as a new entry makes the lag count it again.
+    pub async fn requeue_stale(&self, min_idle: Duration) -> Result<ReapReport, QueueError> {
+        let mut report = ReapReport::default();
+        for pool in self.pools().await? {
+            let stream = self.keys.stream(&pool);
+            let pending: Value = match self
+                .conn
+                .run(
+                    redis::cmd("XPENDING")
+                        .arg(&stream)
+                        .arg(&self.options.consumer_group)
+                        .arg("IDLE")
+                        .arg(min_idle.as_millis() as u64)
+                        .arg("-")
+                        .arg("+")
+                        .arg(100),
+                )
+                .await
+            {
+                Ok(v) => v,
+                Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(e),
+            };
+            for item in reply::array(&pending) {
+                let fields = reply::array(item);
+                let Some(entry) = fields.first().map(reply::string).transpose()? else {
+                    continue;
+                };
+                let Some(job_id) = self.job_of_entry(&pool, &entry).await? else {
+                    // The entry was trimmed and no running job points at it: nothing to rerun.
+                    let _: i64 = self
+                        .conn
+                        .run(
+                            redis::cmd("XACK")
+                                .arg(&stream)
+                                .arg(&self.options.consumer_group)
+                                .arg(&entry),
+                        )
+                        .await?;
+                    continue;
+                };
+                let reason = format!(
+                    "agent {} stopped heart-beating",
+                    fields
+                        .get(1)
+                        .map(reply::string)
+                        .transpose()?
+                        .unwrap_or_default()
+                );
+                match self
+                    .release_entry(&pool, &entry, &job_id, &reason, true)
+                    .await?
+                {
+                    ReleaseResult::Requeued => report.requeued.push(job_id),
+                    ReleaseResult::DeadLettered => report.dead.push(job_id),
+                    ReleaseResult::Cancelled => report.cancelled.push(job_id),
+                    ReleaseResult::Stale => {}
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn job_of_entry(
+        &self,
+        pool: &PoolName,
+        entry: &str,
+    ) -> Result<Option<String>, QueueError> {
+        let found: Value = self
+            .conn
+            .run(
+                redis::cmd("XRANGE")
+                    .arg(self.keys.stream(pool))
+                    .arg(entry)
+                    .arg(entry),
+            )
+            .await?;
+        if let Some(first) = reply::array(&found).first() {
+            let fields = reply::array(first).get(1).map(reply::pairs).transpose()?;
+            if let Some(job) = fields.and_then(|f| f.get("job").cloned()) {
+                return reply::string(&job).map(Some);
+            }
+        }
+        // Trimmed by MAXLEN: find the running job that still points at this entry.
+        let running: Vec<String> = self
+            .conn
+            .run(
+                redis::cmd("ZRANGE")
+                    .arg(self.keys.by_status(JobStatus::Running))
+                    .arg(0)
+                    .arg(-1),
+            )
+            .await?;
+        for id in running {
+            let e: Option<String> = self
+                .conn
+                .run(redis::cmd("HGET").arg(self.keys.job(&id)).arg("entry"))
+                .await?;
+            if e.as_deref() == Some(entry) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<CancelResult, QueueError> {
+        if !valid_id(id) {
+            return Err(QueueError::NotFound(id.to_owned()));
+        }
+        let mut invocation = scripts::CANCEL.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.by_status(JobStatus::Queued))
+            .key(self.keys.by_status(JobStatus::Cancelled))
+            .key(self.keys.log(id))
+            .arg(Utc::now().timestamp_millis())
+            .arg(id);
+        let reply: String = self.conn.script(&invocation).await?;
+        match reply.as_str() {
+            "cancelled" => Ok(CancelResult::Cancelled),
+            "requested" => Ok(CancelResult::Requested),
+            "missing" => Err(QueueError::NotFound(id.to_owned())),
+            other => match other.strip_prefix("final:") {
+                Some(status) => Ok(CancelResult::AlreadyFinished(
+                    status.parse().map_err(QueueError::Protocol)?,
+                )),
+                None => Err(QueueError::Protocol(format!("cancel replied {other}"))),
+            },
+        }
+    }
+
+    /// Queues a fresh copy of a job (new id, attempt 0), remembering which one it re-runs.
+    pub async fn retry(&self, id: &str) -> Result<Job, QueueError> {
+        let old = self
+            .get(id)
+            .await?
+            .ok_or_else(|| QueueError::NotFound(id.to_owned()))?;
+        let mut spec = old.spec;
+        spec.delivery_id = None;
+        spec.retry_of = Some(old.id);
+        match self.enqueue(spec).await? {
+            Enqueued::Created(job) => Ok(*job),
+            Enqueued::Duplicate { job_id } => Err(QueueError::Protocol(format!(
+                "retry collided with delivery of {job_id}"
+            ))),
+        }
+    }
+
+    /// Newest first, `limit` at most, continuing after `cursor` (a job id).
+    pub async fn list(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        let limit = limit.clamp(1, 1000);
+        let index = if let Some(repo) = &filter.repo {
+            self.keys.by_repo(repo)
+        } else if let Some(pool) = &filter.pool {
+            self.keys.by_pool(pool)
+        } else if let Some(status) = filter.status {
+            self.keys.by_status(status)
+        } else {
+            self.keys.all_jobs()
+        };
+        let mut jobs = Vec::new();
+        let mut start = match cursor {
+            Some(c) if valid_id(c) => format!("({c}"),
+            Some(_) => return Err(QueueError::Invalid("cursor is not a job id".into())),
+            None => "+".to_owned(),
+        };
+        let batch = (limit * 2).max(50);
+        loop {
+            let ids: Vec<String> = self
+                .conn
+                .run(
+                    redis::cmd("ZRANGE")
+                        .arg(&index)
+                        .arg(&start)
+                        .arg("-")
+                        .arg("BYLEX")
+                        .arg("REV")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(batch),
+                )
+                .await?;
+            let exhausted = ids.len() < batch;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGETALL").arg(self.keys.job(id));
+            }
+            let records: Vec<HashMap<String, String>> = if ids.is_empty() {
+                Vec::new()
+            } else {
+                self.conn.pipe(&pipe).await?
+            };
+            for (id, fields) in ids.iter().zip(records) {
+                start = format!("({id}");
+                if fields.is_empty() {
+                    continue;
+                }
+                let job = record::from_fields(&fields)?;
+                if filter.status.is_some_and(|s| s != job.status)
+                    || filter.pool.as_ref().is_some_and(|p| *p != job.spec.pool)
+                    || filter.repo.as_ref().is_some_and(|r| *r != job.spec.repo)
+                {
+                    continue;
+                }
+                jobs.push(job);
+                if jobs.len() == limit {
+                    let next = if exhausted && id == ids.last().expect("non-empty") {
+                        None
+                    } else {
+                        Some(id.clone())
+                    };
+                    return Ok(JobPage {
+                        jobs,
+                        next_cursor: next,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(JobPage {
+                    jobs,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+
+    /// Every pool that has ever had a job or a consumer.
+    pub async fn pools(&self) -> Result<Vec<PoolName>, QueueError> {
+        let names: Vec<String> = self
+            .conn
+            .run(redis::cmd("SMEMBERS").arg(self.keys.pools()))
+            .await?;
+        let mut pools: Vec<PoolName> = names
+            .into_iter()
+            .filter_map(|n| PoolName::new(n).ok())
+            .collect();
+        pools.sort();
+        Ok(pools)
+    }
+
+    /// Deletes the oldest finished jobs (records, logs, index entries) beyond `keep`.
+    pub async fn prune(&self, keep: u64) -> Result<u64, QueueError> {
+        let total: u64 = self
+            .conn
+            .run(redis::cmd("ZCARD").arg(self.keys.all_jobs()))
+            .await?;
+        if total <= keep {
+            return Ok(0);
+        }
+        let excess = (total - keep).min(1000);
+        let ids: Vec<String> = self
+            .conn
+            .run(
+                redis::cmd("ZRANGE")
+                    .arg(self.keys.all_jobs())
+                    .arg("-")
+                    .arg("+")
+                    .arg("BYLEX")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(excess),
+            )
+            .await?;
+        let mut removed = 0;
+        for id in ids {
+            let Some(job) = self.get(&id).await? else {
+                let _: i64 = self
+                    .conn
+                    .run(redis::cmd("ZREM").arg(self.keys.all_jobs()).arg(&id))
+                    .await?;
+                continue;
+            };
+            if !job.status.is_final() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .del(self.keys.job(&id))
+                .del(self.keys.log(&id))
+                .zrem(self.keys.all_jobs(), &id)
+                .zrem(self.keys.by_status(job.status), &id)
+                .zrem(self.keys.by_repo(&job.spec.repo), &id)
+                .zrem(self.keys.by_pool(&job.spec.pool), &id);
+            let _: Value = self.conn.pipe(&pipe).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// Job ids are ULIDs; anything else cannot name a key of ours.
+pub(crate) fn valid_id(id: &str) -> bool {
+    id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The agent's side of claiming: a dedicated connection for `XREADGROUP BLOCK`.
+pub struct Claimer {
+    queue: Queue,
+    consumer: String,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl Claimer {
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Waits up to `block` for one job from any of `pools` (earlier pools first).
+    pub async fn claim(
+        &mut self,
+        pools: &[PoolName],
+        block: Duration,
+    ) -> Result<Option<Claimed>, QueueError> {
+        for pool in pools {
+            self.queue.ensure_group(pool).await?;
+        }
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let entries = match self.read(pools, remaining).await {
+                Ok(entries) => entries,
+                Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                    // Redis lost its data (restart without AOF, FLUSHALL): recreate and go on.
+                    for pool in pools {
+                        self.queue.forget_group(pool);
+                        self.queue.ensure_group(pool).await?;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+            };
+            let mut claimed = None;
+            for (pool, entry, job_id) in entries {
+                if claimed.is_some() {
+                    // XREADGROUP over several streams returns up to one entry per stream;
+                    // hand the extras straight back without counting a delivery.
+                    self.queue
+                        .release_entry(&pool, &entry, &job_id, "returned unstarted", false)
+                        .await?;
+                    continue;
+                }
+                claimed = self
+                    .queue
+                    .start(&pool, &entry, &job_id, &self.consumer)
+                    .await?;
+            }
+            if claimed.is_some() {
+                return Ok(claimed);
+            }
+            if remaining.is_zero() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn read(
+        &mut self,
+        pools: &[PoolName],
+        block: Duration,
+    ) -> Result<Vec<(PoolName, String, String)>, QueueError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.queue.conn.dedicated().await?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.queue.options.consumer_group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1);
+        if !block.is_zero() {
+            cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS");
+        for pool in pools {
+            cmd.arg(self.queue.keys.stream(pool));
+        }
+        for _ in pools {
+            cmd.arg(">");
+        }
+        let timeout = block + self.queue.conn.timeout();
+        let reply: Value = bounded(timeout, cmd.query_async(conn)).await?;
+        let mut out = Vec::new();
+        for stream in reply::array(&reply) {
+            let parts = reply::array(stream);
+            let (Some(name), Some(entries)) = (parts.first(), parts.get(1)) else {
+                continue;
+            };
+            let name = reply::string(name)?;
+            let Some(pool) = pools.iter().find(|p| self.queue.keys.stream(p) == name) else {
+                continue;
+            };
+            for entry in reply::array(entries) {
+                let e = reply::array(entry);
+                let id = e
+                    .first()
+                    .map(reply::string)
+                    .transpose()?
+                    .unwrap_or_default();
+                let fields = e.get(1).map(reply::pairs).transpose()?.unwrap_or_default();
+                let job = fields
+                    .get("job")
+                    .map(reply::string)
+                    .transpose()?
+                    .unwrap_or_default();
+                out.push((pool.clone(), id, job));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_ulids_only() {
+        assert!(valid_id(&ulid::Ulid::new().to_string()));
+        assert!(!valid_id("../../etc/passwd"));
+        assert!(!valid_id("01HZZZZZZZZZZZZZZZZZZZZZZ:"));
+        assert!(!valid_id(""));
+    }
+}

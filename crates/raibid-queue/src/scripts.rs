@@ -1,0 +1,230 @@
+//! The Lua scripts that make each state change atomic.
+//!
+//! Each script checks the job's current stream entry (`entry` field) before acting, so an agent
+//! that was presumed dead and comes back cannot ack or heartbeat a job that has since been
+//! requeued under a new entry.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Idempotency check, backpressure, XADD with MAXLEN ~, the job record and its indexes.
+///
+/// KEYS: job, stream, all, by-status(queued), by-repo, by-pool, pools, delivery (or "")
+/// ARGV: id, maxlen, group, pool, delivery ttl (s), then field/value pairs of the record
+/// Returns {"dup", existing id} | {"full", depth} | {"ok", entry}
+pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if KEYS[8] ~= '' then
+  local existing = redis.call('GET', KEYS[8])
+  if existing then return {'dup', existing} end
+end
+local maxlen = tonumber(ARGV[2])
+if redis.call('XLEN', KEYS[2]) >= maxlen then
+  -- MAXLEN ~ would start trimming; refuse rather than trim entries nobody has read yet.
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[2])
+  if ok then
+    for _, g in ipairs(groups) do
+      local info = {}
+      for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+      if info['name'] == ARGV[3] then
+        local depth = (tonumber(info['lag']) or 0) + (tonumber(info['pending']) or 0)
+        if depth >= maxlen then return {'full', tostring(depth)} end
+      end
+    end
+  end
+end
+local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'job', ARGV[1])
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], 'entry', entry, unpack(fields))
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+redis.call('ZADD', KEYS[5], 0, ARGV[1])
+redis.call('ZADD', KEYS[6], 0, ARGV[1])
+redis.call('SADD', KEYS[7], ARGV[4])
+if KEYS[8] ~= '' then redis.call('SET', KEYS[8], ARGV[1], 'EX', ARGV[5]) end
+return {'ok', entry}
+"#,
+    )
+});
+
+/// Marks a delivered job running, or skips an entry that no longer stands for a runnable job.
+///
+/// KEYS: job, stream, by-status(queued), by-status(running)
+/// ARGV: group, entry, consumer, now ms, id
+/// Returns the job's fields (flat) or {"skip", reason}
+pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+local entry = redis.call('HGET', KEYS[1], 'entry')
+if not status then
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  return {'skip', 'job record is gone'}
+end
+if entry ~= ARGV[2] then
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  return {'skip', 'entry was superseded'}
+end
+if status ~= 'queued' then
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  return {'skip', 'job is ' .. status}
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'agent', ARGV[3], 'started_at', ARGV[4],
+  'cancel_requested', '0', 'reason', '')
+redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('ZREM', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[4], 0, ARGV[5])
+return redis.call('HGETALL', KEYS[1])
+"#,
+    )
+});
+
+/// Resets the entry's idle time if this consumer still owns it.
+///
+/// KEYS: stream, job
+/// ARGV: group, consumer, entry
+/// Returns "ok" | "cancel" | "lost"
+pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[2], 'entry') ~= ARGV[3] then return 'lost' end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #pending == 0 then return 'lost' end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return 'cancel' end
+return 'ok'
+"#,
+    )
+});
+
+/// XACK and the final status together.
+///
+/// KEYS: stream, job, by-status(running), by-status(final), log
+/// ARGV: group, entry, status, now ms, reason, steps json, images json, id
+/// Returns "ok" | "stale"
+pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[2], 'entry') ~= ARGV[2]
+   or redis.call('HGET', KEYS[2], 'status') ~= 'running' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'stale'
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'reason', ARGV[5],
+  'steps', ARGV[6], 'images', ARGV[7])
+redis.call('ZREM', KEYS[3], ARGV[8])
+redis.call('ZADD', KEYS[4], 0, ARGV[8])
+redis.call('XADD', KEYS[5], '*', 'eof', ARGV[3])
+return 'ok'
+"#,
+    )
+});
+
+/// Hands a delivered job back: a new stream entry (so the lag counts it and an autoscaler
+/// starts an agent), or the dead-letter stream once `max_attempts` deliveries are used up.
+///
+/// KEYS: stream, job, dlq, by-status(queued), by-status(running), by-status(dead),
+///       by-status(cancelled), log
+/// ARGV: group, entry, max attempts, maxlen, reason, now ms, id, count this delivery ("1"/"0")
+/// Returns "requeued" | "dead" | "cancelled" | "stale" | "gone"
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local status = redis.call('HGET', KEYS[2], 'status')
+if not status then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'gone'
+end
+if redis.call('HGET', KEYS[2], 'entry') ~= ARGV[2] or (status ~= 'queued' and status ~= 'running') then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'stale'
+end
+local attempt = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
+if status == 'queued' and ARGV[8] == '1' then
+  -- Delivered but never started: the delivery still counts, or a poison entry loops forever.
+  attempt = attempt + 1
+  redis.call('HSET', KEYS[2], 'attempt', attempt)
+end
+redis.call('ZREM', KEYS[4], ARGV[7])
+redis.call('ZREM', KEYS[5], ARGV[7])
+if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[6], 'reason', 'cancelled')
+  redis.call('ZADD', KEYS[7], 0, ARGV[7])
+  redis.call('XADD', KEYS[8], '*', 'eof', 'cancelled')
+  return 'cancelled'
+end
+if attempt >= tonumber(ARGV[3]) then
+  local reason = ARGV[5] .. ' (gave up after ' .. attempt .. ' attempts)'
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[7], 'reason', reason,
+    'attempts', attempt, 'entry', ARGV[2])
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[2], 'status', 'dead', 'finished_at', ARGV[6], 'reason', reason)
+  redis.call('ZADD', KEYS[6], 0, ARGV[7])
+  redis.call('XADD', KEYS[8], '*', 'eof', 'dead')
+  return 'dead'
+end
+local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[7])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', entry, 'agent', '', 'reason', ARGV[5])
+redis.call('ZADD', KEYS[4], 0, ARGV[7])
+return 'requeued'
+"#,
+    )
+});
+
+/// KEYS: job, by-status(queued), by-status(cancelled), log
+/// ARGV: now ms, id
+/// Returns "cancelled" | "requested" | "missing" | "final:<status>"
+pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'queued' then
+  -- The stream entry stays (deleting it would make XINFO's lag unknown for KEDA); the
+  -- agent that receives it sees the status and acks it without running anything.
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'reason', 'cancelled')
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[3], 0, ARGV[2])
+  redis.call('XADD', KEYS[4], '*', 'eof', 'cancelled')
+  return 'cancelled'
+end
+if status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  return 'requested'
+end
+return 'final:' .. status
+"#,
+    )
+});
+
+/// Appends to a job's log stream within its byte budget.
+///
+/// KEYS: job, log
+/// ARGV: chunk, max bytes
+/// Returns 1 stored | 2 stored up to the cap and marked truncated | 0 dropped
+pub(crate) static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'log_truncated') == '1' then return 0 end
+local used = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
+local max = tonumber(ARGV[2])
+local len = string.len(ARGV[1])
+if used + len > max then
+  local room = max - used
+  if room > 0 then redis.call('XADD', KEYS[2], '*', 'd', string.sub(ARGV[1], 1, room)) end
+  redis.call('XADD', KEYS[2], '*', 'd', '\n[raibid] log truncated: the job printed more than ' .. max .. ' bytes\n')
+  redis.call('HSET', KEYS[1], 'log_truncated', '1', 'log_bytes', max)
+  return 2
+end
+redis.call('XADD', KEYS[2], '*', 'd', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'log_bytes', len)
+return 1
+"#,
+    )
+});

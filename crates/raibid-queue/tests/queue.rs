@@ -1,0 +1,758 @@
+//! The queue against a real redis-server.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
+use raibid_queue::{
+    CancelResult, Enqueued, Heartbeat, JobFilter, LogCursor, Queue, QueueError, QueueOptions,
+    ReleaseResult,
+};
+use raibid_testkit::{RedisOptions, RedisServer};
+
+fn options(redis: &RedisServer) -> QueueOptions {
+    let mut o = QueueOptions::new(redis.url());
+    o.command_timeout = Duration::from_secs(2);
+    o
+}
+
+fn queue(redis: &RedisServer) -> Queue {
+    Queue::open(options(redis)).unwrap()
+}
+
+fn pool(name: &str) -> PoolName {
+    PoolName::new(name).unwrap()
+}
+
+fn job(repo: &str) -> NewJob {
+    NewJob {
+        repo: repo.into(),
+        clone_url: format!("http://127.0.0.1/{repo}.git"),
+        git_ref: "refs/heads/main".into(),
+        sha: "0123456789abcdef0123456789abcdef01234567".into(),
+        event: Event::Push,
+        pool: PoolName::default(),
+        forge: None,
+        pr_number: None,
+        from_fork: false,
+        sender: None,
+        delivery_id: None,
+        env: Default::default(),
+        retry_of: None,
+    }
+}
+
+fn created(e: Enqueued) -> raibid_model::Job {
+    match e {
+        Enqueued::Created(j) => *j,
+        other => panic!("expected a new job, got {other:?}"),
+    }
+}
+
+const NO_WAIT: Duration = Duration::ZERO;
+
+#[tokio::test]
+async fn enqueue_claim_ack_round_trip() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("acme/app")).await.unwrap());
+    assert_eq!(j.status, JobStatus::Queued);
+    assert_eq!(
+        q.get(&j.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+
+    let mut claimer = q.claimer("agent-1").await.unwrap();
+    let claimed = claimer
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.job.id, j.id);
+    assert_eq!(claimed.job.status, JobStatus::Running);
+    assert_eq!(claimed.job.attempt, 1);
+    assert_eq!(claimed.job.agent.as_deref(), Some("agent-1"));
+
+    let mut outcome = Outcome::new(JobStatus::Success);
+    outcome.steps.push(StepResult {
+        name: "build".into(),
+        status: StepStatus::Success,
+        exit_code: Some(0),
+        duration_ms: Some(12),
+        tail: String::new(),
+    });
+    assert!(q.ack(&claimed, &outcome).await.unwrap());
+    let done = q.get(&j.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Success);
+    assert_eq!(done.steps.len(), 1);
+    assert!(done.finished_at.is_some());
+
+    let stats = q.stats(&PoolName::default()).await.unwrap();
+    assert_eq!((stats.lag, stats.pending), (0, 0));
+    assert!(
+        claimer
+            .claim(&[PoolName::default()], NO_WAIT)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn claim_blocks_until_a_job_arrives() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut claimer = q.claimer("waiter").await.unwrap();
+    let q2 = q.clone();
+    let producer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        created(q2.enqueue(job("acme/late")).await.unwrap()).id
+    });
+    let claimed = claimer
+        .claim(&[PoolName::default()], Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the job arrives while blocked");
+    assert_eq!(claimed.job.id, producer.await.unwrap());
+}
+
+#[tokio::test]
+async fn two_consumers_never_get_the_same_job() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut all = HashSet::new();
+    for i in 0..60 {
+        all.insert(created(q.enqueue(job(&format!("acme/r{i}"))).await.unwrap()).id);
+    }
+    let mut handles = Vec::new();
+    for name in ["a", "b"] {
+        let q = q.clone();
+        handles.push(tokio::spawn(async move {
+            let mut claimer = q.claimer(name).await.unwrap();
+            let mut got = Vec::new();
+            while let Some(c) = claimer
+                .claim(&[PoolName::default()], NO_WAIT)
+                .await
+                .unwrap()
+            {
+                got.push(c.job.id.clone());
+                q.ack(&c, &Outcome::new(JobStatus::Success)).await.unwrap();
+            }
+            got
+        }));
+    }
+    let a = handles.remove(0).await.unwrap();
+    let b = handles.remove(0).await.unwrap();
+    let sa: HashSet<_> = a.iter().cloned().collect();
+    let sb: HashSet<_> = b.iter().cloned().collect();
+    assert!(sa.is_disjoint(&sb), "a job was delivered twice");
+    assert_eq!(a.len() + b.len(), 60);
+    assert_eq!(&sa | &sb, all);
+}
+
+#[tokio::test]
+async fn a_job_whose_agent_died_is_requeued_and_counted_by_the_lag() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("acme/app")).await.unwrap());
+    {
+        // The only consumer claims and dies without acking.
+        let mut dying = q.claimer("dying").await.unwrap();
+        dying
+            .claim(&[PoolName::default()], NO_WAIT)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let stats = q.stats(&PoolName::default()).await.unwrap();
+    assert_eq!(
+        (stats.lag, stats.pending),
+        (0, 1),
+        "pending, not lag: no scaler sees it"
+    );
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let report = q.requeue_stale(Duration::from_millis(100)).await.unwrap();
+    assert_eq!(report.requeued, vec![j.id.clone()]);
+    let stats = q.stats(&PoolName::default()).await.unwrap();
+    assert_eq!(
+        (stats.lag, stats.pending),
+        (1, 0),
+        "the lag counts it again"
+    );
+    assert_eq!(
+        q.get(&j.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+
+    let mut other = q.claimer("other").await.unwrap();
+    let again = other
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.job.id, j.id);
+    assert_eq!(again.job.attempt, 2);
+    assert!(
+        q.ack(&again, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_claim_and_a_lost_claim_cannot_ack() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    created(q.enqueue(job("acme/app")).await.unwrap());
+    let mut claimer = q.claimer("slow").await.unwrap();
+    let claimed = claimer
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(q.heartbeat(&claimed).await.unwrap(), Heartbeat::Continue);
+        let report = q.requeue_stale(Duration::from_millis(100)).await.unwrap();
+        assert!(
+            report.requeued.is_empty(),
+            "a heart-beating job must not be requeued"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let report = q.requeue_stale(Duration::from_millis(100)).await.unwrap();
+    assert_eq!(report.requeued.len(), 1);
+    assert_eq!(q.heartbeat(&claimed).await.unwrap(), Heartbeat::Lost);
+    assert!(
+        !q.ack(&claimed, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        q.get(&claimed.job.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+}
+
+#[tokio::test]
+async fn dead_letter_after_max_attempts() {
+    let redis = RedisServer::start();
+    let mut o = options(&redis);
+    o.max_attempts = 2;
+    let q = Queue::open(o).unwrap();
+    let j = created(q.enqueue(job("acme/poison")).await.unwrap());
+    for round in 0..2 {
+        let mut c = q.claimer(format!("victim-{round}")).await.unwrap();
+        c.claim(&[PoolName::default()], NO_WAIT)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        q.requeue_stale(Duration::from_millis(50)).await.unwrap();
+    }
+    let dead = q.get(&j.id).await.unwrap().unwrap();
+    assert_eq!(dead.status, JobStatus::Dead);
+    assert_eq!(dead.attempt, 2);
+    let reason = dead.reason.unwrap();
+    assert!(
+        reason.contains("stopped heart-beating") && reason.contains("2 attempts"),
+        "{reason}"
+    );
+    let stats = q.stats(&PoolName::default()).await.unwrap();
+    assert_eq!(stats.dead_letters, 1);
+    assert_eq!((stats.lag, stats.pending), (0, 0));
+    let dlq = redis
+        .command(&format!("XLEN {}", q.dead_letter_key(&PoolName::default())))
+        .unwrap();
+    assert_eq!(dlq, ":1");
+}
+
+#[tokio::test]
+async fn release_requeues_then_dead_letters() {
+    let redis = RedisServer::start();
+    let mut o = options(&redis);
+    o.max_attempts = 2;
+    let q = Queue::open(o).unwrap();
+    let j = created(q.enqueue(job("acme/app")).await.unwrap());
+    let mut c = q.claimer("a").await.unwrap();
+    let first = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        q.release(&first, "shutting down").await.unwrap(),
+        ReleaseResult::Requeued
+    );
+    let second = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.job.attempt, 2);
+    assert_eq!(
+        q.release(&second, "checkout failed").await.unwrap(),
+        ReleaseResult::DeadLettered
+    );
+    assert_eq!(q.get(&j.id).await.unwrap().unwrap().status, JobStatus::Dead);
+}
+
+#[tokio::test]
+async fn cancel_queued_and_running_jobs() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let queued = created(q.enqueue(job("acme/a")).await.unwrap());
+    assert_eq!(q.cancel(&queued.id).await.unwrap(), CancelResult::Cancelled);
+    let mut c = q.claimer("a").await.unwrap();
+    assert!(
+        c.claim(&[PoolName::default()], NO_WAIT)
+            .await
+            .unwrap()
+            .is_none(),
+        "a cancelled job is never handed out"
+    );
+    assert_eq!(q.stats(&PoolName::default()).await.unwrap().pending, 0);
+
+    created(q.enqueue(job("acme/b")).await.unwrap());
+    let running = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        q.cancel(&running.job.id).await.unwrap(),
+        CancelResult::Requested
+    );
+    assert_eq!(
+        q.heartbeat(&running).await.unwrap(),
+        Heartbeat::CancelRequested
+    );
+    assert!(
+        q.ack(&running, &Outcome::new(JobStatus::Cancelled))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        q.cancel(&running.job.id).await.unwrap(),
+        CancelResult::AlreadyFinished(JobStatus::Cancelled)
+    );
+    assert!(matches!(
+        q.cancel("01ARZ3NDEKTSV4RRFFQ69G5FAV").await,
+        Err(QueueError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn redelivered_webhook_is_not_queued_twice() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut spec = job("acme/app");
+    spec.delivery_id = Some("f1e2d3c4-0000-4000-8000-000000000001".into());
+    let first = created(q.enqueue(spec.clone()).await.unwrap());
+    match q.enqueue(spec).await.unwrap() {
+        Enqueued::Duplicate { job_id } => assert_eq!(job_id, first.id),
+        other => panic!("expected duplicate, got {other:?}"),
+    }
+    assert_eq!(q.stats(&PoolName::default()).await.unwrap().lag, 1);
+}
+
+#[tokio::test]
+async fn stats_match_xinfo() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    for i in 0..5 {
+        q.enqueue(job(&format!("acme/{i}"))).await.unwrap();
+    }
+    let mut c = q.claimer("worker").await.unwrap();
+    c.claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    c.claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    let stats = q.stats(&PoolName::default()).await.unwrap();
+    assert_eq!(stats.stream, "ci-jobs:default");
+    assert_eq!(stats.length, 5);
+    assert_eq!(stats.lag, 3);
+    assert_eq!(stats.pending, 2);
+    assert_eq!(stats.consumers.len(), 1);
+    assert_eq!(stats.consumers[0].name, "worker");
+    assert_eq!(stats.consumers[0].pending, 2);
+    assert!(stats.oldest_queued_ms.is_some());
+
+    // Compare with what Redis itself says, as KEDA would read it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: redis::Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg("ci-jobs:default")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let text = format!("{raw:?}");
+    assert!(text.contains("ci-workers"), "{text}");
+    let group = match &raw {
+        redis::Value::Array(groups) => match &groups[0] {
+            redis::Value::Array(kv) => kv.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let field = |name: &str| {
+        let i = group
+            .iter()
+            .position(|v| matches!(v, redis::Value::BulkString(b) if b == name.as_bytes()))
+            .unwrap();
+        match &group[i + 1] {
+            redis::Value::Int(n) => *n as u64,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(field("lag"), stats.lag);
+    assert_eq!(field("pending"), stats.pending);
+}
+
+#[tokio::test]
+async fn pools_are_separate_streams() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut gpu_job = job("ml/model");
+    gpu_job.pool = pool("gpu");
+    let g = created(q.enqueue(gpu_job).await.unwrap());
+    let a = created(q.enqueue(job("web/site")).await.unwrap());
+
+    let mut arm = q.claimer("arm").await.unwrap();
+    let got = arm
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.job.id, a.id);
+    assert!(
+        arm.claim(&[PoolName::default()], NO_WAIT)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut gpu = q.claimer("gpu").await.unwrap();
+    let got = gpu.claim(&[pool("gpu")], NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(got.job.id, g.id);
+    let pools = q.pools().await.unwrap();
+    assert_eq!(pools, vec![PoolName::default(), pool("gpu")]);
+}
+
+#[tokio::test]
+async fn claiming_from_several_pools_takes_one_and_returns_the_rest() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut x = job("a/x");
+    x.pool = pool("x");
+    let mut y = job("a/y");
+    y.pool = pool("y");
+    q.enqueue(x).await.unwrap();
+    q.enqueue(y).await.unwrap();
+    let mut c = q.claimer("both").await.unwrap();
+    // Let the read see both streams at once.
+    let first = c
+        .claim(&[pool("x"), pool("y")], Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    let second = c
+        .claim(&[pool("x"), pool("y")], Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first.job.id, second.job.id);
+    assert_eq!(
+        second.job.attempt, 1,
+        "a returned, unstarted delivery does not count"
+    );
+}
+
+#[tokio::test]
+async fn trimming_bounds_the_stream_and_never_drops_unread_jobs() {
+    let redis = RedisServer::start();
+    // Small stream nodes make `MAXLEN ~` trim close to the limit.
+    assert_eq!(
+        redis
+            .command("CONFIG SET stream-node-max-entries 5")
+            .unwrap(),
+        "+OK"
+    );
+    let mut o = options(&redis);
+    o.maxlen = 20;
+    let q = Queue::open(o).unwrap();
+    for i in 0..20 {
+        q.enqueue(job(&format!("a/{i}"))).await.unwrap();
+    }
+    match q.enqueue(job("a/overflow")).await {
+        Err(QueueError::Full { depth, limit, .. }) => assert_eq!((depth, limit), (20, 20)),
+        other => panic!("a full queue must refuse, got {other:?}"),
+    }
+    let mut c = q.claimer("w").await.unwrap();
+    for i in 0..200 {
+        while let Some(job) = c.claim(&[PoolName::default()], NO_WAIT).await.unwrap() {
+            q.ack(&job, &Outcome::new(JobStatus::Success))
+                .await
+                .unwrap();
+        }
+        q.enqueue(job(&format!("b/{i}"))).await.unwrap();
+    }
+    let stats = q.stats(&PoolName::default()).await.unwrap();
+    assert!(stats.length <= 30, "stream kept {} entries", stats.length);
+    assert_eq!(stats.lag, 1);
+}
+
+#[tokio::test]
+async fn aof_restart_between_enqueue_and_claim_loses_nothing() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
+    let q = queue(&redis);
+    let mut ids = HashSet::new();
+    for i in 0..10 {
+        ids.insert(created(q.enqueue(job(&format!("a/{i}"))).await.unwrap()).id);
+    }
+    redis.kill();
+    redis.restart();
+    let q = queue(&redis);
+    let mut c = q.claimer("after-restart").await.unwrap();
+    let mut got = HashSet::new();
+    while let Some(j) = c.claim(&[PoolName::default()], NO_WAIT).await.unwrap() {
+        got.insert(j.job.id.clone());
+        q.ack(&j, &Outcome::new(JobStatus::Success)).await.unwrap();
+    }
+    assert_eq!(got, ids);
+}
+
+#[tokio::test]
+async fn the_queue_survives_a_redis_restart_on_the_same_handle() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
+    let q = queue(&redis);
+    q.enqueue(job("a/before")).await.unwrap();
+    redis.kill();
+    let err = q.enqueue(job("a/during")).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    redis.restart();
+    // The connection manager reconnects by itself.
+    let mut ok = false;
+    for _ in 0..50 {
+        if q.enqueue(job("a/after")).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the queue did not reconnect");
+    assert_eq!(q.stats(&PoolName::default()).await.unwrap().lag, 2);
+}
+
+#[tokio::test]
+async fn redis_down_is_a_typed_error_not_a_hang() {
+    let mut redis = RedisServer::start();
+    let q = queue(&redis);
+    redis.kill();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), q.enqueue(job("a/b"))).await;
+    let err = outcome
+        .expect("bounded by the command timeout")
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = tokio::time::timeout(Duration::from_secs(10), q.claimer("x"))
+        .await
+        .expect("bounded")
+        .err()
+        .expect("no connection");
+    assert!(err.is_transient(), "{err:?}");
+}
+
+#[tokio::test]
+async fn paused_redis_times_out() {
+    let redis = RedisServer::start();
+    let mut o = options(&redis);
+    o.command_timeout = Duration::from_millis(300);
+    let q = Queue::open(o).unwrap();
+    q.ping().await.unwrap();
+    redis.pause();
+    let result = tokio::time::timeout(Duration::from_secs(5), q.ping()).await;
+    redis.resume();
+    let err = result.expect("bounded").unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+}
+
+#[tokio::test]
+async fn logs_append_read_follow_and_truncate() {
+    let redis = RedisServer::start();
+    let mut o = options(&redis);
+    o.log_max_bytes = 64;
+    let q = Queue::open(o).unwrap();
+    let j = created(q.enqueue(job("a/logs")).await.unwrap());
+    let mut c = q.claimer("w").await.unwrap();
+    let claimed = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(q.append_log(&j.id, b"line one\n").await.unwrap());
+    let batch = q.read_log(&j.id, &LogCursor::start(), 100).await.unwrap();
+    assert_eq!(batch.chunks.len(), 1);
+    assert_eq!(batch.chunks[0].data, b"line one\n");
+    assert!(!batch.finished);
+
+    let mut follower = q.log_follower(&j.id).await.unwrap();
+    let after = batch.next.clone();
+    let q2 = q.clone();
+    let id = j.id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        q2.append_log(&id, b"line two\n").await.unwrap();
+    });
+    let next = follower.next(&after, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(next.chunks[0].data, b"line two\n");
+
+    // Past the cap: stored up to it, then a marker, then nothing.
+    assert!(!q.append_log(&j.id, &[b'x'; 100]).await.unwrap());
+    assert!(!q.append_log(&j.id, b"dropped").await.unwrap());
+    q.ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    let all = q.read_log(&j.id, &LogCursor::start(), 100).await.unwrap();
+    let text: Vec<u8> = all.chunks.iter().flat_map(|c| c.data.clone()).collect();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("log truncated"), "{text}");
+    assert!(!text.contains("dropped"));
+    assert!(all.finished, "ack marks the end of the log");
+}
+
+#[tokio::test]
+async fn list_is_newest_first_with_filters_and_cursor() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let repo = if i % 2 == 0 { "acme/even" } else { "acme/odd" };
+        ids.push(created(q.enqueue(job(repo)).await.unwrap()).id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let page = q.list(&JobFilter::default(), None, 10).await.unwrap();
+    assert_eq!(page.jobs.len(), 10);
+    assert_eq!(page.jobs[0].id, ids[24], "newest first");
+    let page2 = q
+        .list(&JobFilter::default(), page.next_cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(page2.jobs[0].id, ids[14]);
+    let page3 = q
+        .list(&JobFilter::default(), page2.next_cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(page3.jobs.len(), 5);
+    assert!(page3.next_cursor.is_none());
+
+    let even = q
+        .list(
+            &JobFilter {
+                repo: Some("acme/even".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(even.jobs.len(), 13);
+    assert!(even.jobs.iter().all(|j| j.spec.repo == "acme/even"));
+
+    q.cancel(&ids[3]).await.unwrap();
+    let cancelled = q
+        .list(
+            &JobFilter {
+                status: Some(JobStatus::Cancelled),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancelled.jobs.len(), 1);
+    assert_eq!(cancelled.jobs[0].id, ids[3]);
+    assert!(
+        q.list(&JobFilter::default(), Some("../x"), 10)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn retry_creates_a_new_job() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("a/b")).await.unwrap());
+    let r = q.retry(&j.id).await.unwrap();
+    assert_ne!(r.id, j.id);
+    assert_eq!(r.spec.retry_of.as_deref(), Some(j.id.as_str()));
+    assert_eq!(r.status, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn invalid_jobs_are_refused_before_anything_is_written() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut bad = job("a/b");
+    bad.sha = "main; rm -rf /".into();
+    assert!(matches!(q.enqueue(bad).await, Err(QueueError::Invalid(_))));
+    let mut bad = job("a b");
+    bad.repo = "a b".into();
+    assert!(matches!(q.enqueue(bad).await, Err(QueueError::Invalid(_))));
+    assert!(
+        q.pools().await.unwrap().is_empty()
+            || q.stats(&PoolName::default()).await.unwrap().length == 0
+    );
+}
+
+#[tokio::test]
+async fn prune_keeps_the_newest_finished_jobs() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(created(q.enqueue(job(&format!("a/{i}"))).await.unwrap()).id);
+    }
+    for id in &ids[..4] {
+        q.cancel(id).await.unwrap();
+    }
+    let removed = q.prune(3).await.unwrap();
+    assert_eq!(removed, 3);
+    assert!(q.get(&ids[0]).await.unwrap().is_none());
+    assert!(q.get(&ids[3]).await.unwrap().is_some());
+    assert!(
+        q.get(&ids[4]).await.unwrap().is_some(),
+        "queued jobs are never pruned"
+    );
+}
+
+#[tokio::test]
+async fn password_protected_redis() {
+    let redis = RedisServer::start_with(RedisOptions {
+        password: Some("pa55word".into()),
+        ..Default::default()
+    });
+    let q = queue(&redis);
+    q.ping().await.unwrap();
+    let mut wrong = QueueOptions::new(format!("redis://:nope@127.0.0.1:{}/", redis.port()));
+    wrong.command_timeout = Duration::from_secs(2);
+    let err = Queue::open(wrong).unwrap().ping().await.unwrap_err();
+    assert!(
+        !err.to_string().contains("nope"),
+        "the password leaked: {err}"
+    );
+}

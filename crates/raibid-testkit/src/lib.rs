@@ -1,0 +1,14 @@
+//! Real processes for tests.
+//!
+//! raibid-ci's tests talk to a real `redis-server`, real git and a real OCI registry rather than
+//! mocks. This crate starts them on free loopback ports in temporary directories and makes sure
+//! they die with the test. A missing binary is a loud failure with the command that installs it:
+//! a test that silently skips proves nothing.
+
+mod port;
+mod process;
+mod redis;
+
+pub use port::free_port;
+pub use process::require_binary;
+pub use redis::{RedisOptions, RedisServer};
