@@ -57,6 +57,11 @@ impl Keys {
         format!("{}:delivery:{delivery_id}", self.prefix)
     }
 
+    /// Every status change, for the server's commit-status reporter and metrics.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
     pub fn agents(&self) -> String {
         format!("{}:agents", self.prefix)
     }

@@ -16,6 +16,7 @@
 mod agents;
 mod conn;
 mod error;
+mod events;
 mod keys;
 mod logs;
 mod queue;
@@ -26,6 +27,7 @@ mod stats;
 
 pub use conn::QueueOptions;
 pub use error::QueueError;
+pub use events::{JobEvent, JobEvents};
 pub use logs::{LogBatch, LogChunk, LogCursor, LogFollower};
 pub use queue::{
     CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, Queue, ReapReport,

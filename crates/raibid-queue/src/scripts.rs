@@ -10,7 +10,7 @@ use redis::Script;
 
 /// Idempotency check, backpressure, XADD with MAXLEN ~, the job record and its indexes.
 ///
-/// KEYS: job, stream, all, by-status(queued), by-repo, by-pool, pools, delivery (or "")
+/// KEYS: job, stream, all, by-status(queued), by-repo, by-pool, pools, delivery (or ""), events
 /// ARGV: id, maxlen, group, pool, delivery ttl (s), then field/value pairs of the record
 /// Returns {"dup", existing id} | {"full", depth} | {"ok", entry}
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
@@ -45,6 +45,7 @@ redis.call('ZADD', KEYS[5], 0, ARGV[1])
 redis.call('ZADD', KEYS[6], 0, ARGV[1])
 redis.call('SADD', KEYS[7], ARGV[4])
 if KEYS[8] ~= '' then redis.call('SET', KEYS[8], ARGV[1], 'EX', ARGV[5]) end
+redis.call('XADD', KEYS[9], 'MAXLEN', '~', 10000, '*', 'job', ARGV[1], 'status', 'queued')
 return {'ok', entry}
 "#,
     )
@@ -52,7 +53,7 @@ return {'ok', entry}
 
 /// Marks a delivered job running, or skips an entry that no longer stands for a runnable job.
 ///
-/// KEYS: job, stream, by-status(queued), by-status(running)
+/// KEYS: job, stream, by-status(queued), by-status(running), events
 /// ARGV: group, entry, consumer, now ms, id
 /// Returns the job's fields (flat) or {"skip", reason}
 pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
@@ -77,6 +78,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'agent', ARGV[3], 'started_at',
 redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('ZREM', KEYS[3], ARGV[5])
 redis.call('ZADD', KEYS[4], 0, ARGV[5])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'job', ARGV[5], 'status', 'running')
 return redis.call('HGETALL', KEYS[1])
 "#,
     )
@@ -102,7 +104,7 @@ return 'ok'
 
 /// XACK and the final status together.
 ///
-/// KEYS: stream, job, by-status(running), by-status(final), log
+/// KEYS: stream, job, by-status(running), by-status(final), log, events
 /// ARGV: group, entry, status, now ms, reason, steps json, images json, id
 /// Returns "ok" | "stale"
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
@@ -119,6 +121,7 @@ redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'reason',
 redis.call('ZREM', KEYS[3], ARGV[8])
 redis.call('ZADD', KEYS[4], 0, ARGV[8])
 redis.call('XADD', KEYS[5], '*', 'eof', ARGV[3])
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'job', ARGV[8], 'status', ARGV[3])
 return 'ok'
 "#,
     )
@@ -128,7 +131,7 @@ return 'ok'
 /// starts an agent), or the dead-letter stream once `max_attempts` deliveries are used up.
 ///
 /// KEYS: stream, job, dlq, by-status(queued), by-status(running), by-status(dead),
-///       by-status(cancelled), log
+///       by-status(cancelled), log, events
 /// ARGV: group, entry, max attempts, maxlen, reason, now ms, id, count this delivery ("1"/"0")
 /// Returns "requeued" | "dead" | "cancelled" | "stale" | "gone"
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
@@ -156,6 +159,7 @@ if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then
   redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[6], 'reason', 'cancelled')
   redis.call('ZADD', KEYS[7], 0, ARGV[7])
   redis.call('XADD', KEYS[8], '*', 'eof', 'cancelled')
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', 10000, '*', 'job', ARGV[7], 'status', 'cancelled')
   return 'cancelled'
 end
 if attempt >= tonumber(ARGV[3]) then
@@ -166,18 +170,20 @@ if attempt >= tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[2], 'status', 'dead', 'finished_at', ARGV[6], 'reason', reason)
   redis.call('ZADD', KEYS[6], 0, ARGV[7])
   redis.call('XADD', KEYS[8], '*', 'eof', 'dead')
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', 10000, '*', 'job', ARGV[7], 'status', 'dead')
   return 'dead'
 end
 local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[7])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', entry, 'agent', '', 'reason', ARGV[5])
 redis.call('ZADD', KEYS[4], 0, ARGV[7])
+redis.call('XADD', KEYS[9], 'MAXLEN', '~', 10000, '*', 'job', ARGV[7], 'status', 'queued')
 return 'requeued'
 "#,
     )
 });
 
-/// KEYS: job, by-status(queued), by-status(cancelled), log
+/// KEYS: job, by-status(queued), by-status(cancelled), log, events
 /// ARGV: now ms, id
 /// Returns "cancelled" | "requested" | "missing" | "final:<status>"
 pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
@@ -192,6 +198,7 @@ if status == 'queued' then
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[3], 0, ARGV[2])
   redis.call('XADD', KEYS[4], '*', 'eof', 'cancelled')
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'job', ARGV[2], 'status', 'cancelled')
   return 'cancelled'
 end
 if status == 'running' then

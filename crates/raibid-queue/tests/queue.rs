@@ -756,3 +756,55 @@ async fn password_protected_redis() {
         "the password leaked: {err}"
     );
 }
+
+#[tokio::test]
+async fn every_status_change_is_an_event() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut events = q.job_events("reporter", "r1").await.unwrap();
+    let j = created(q.enqueue(job("a/events")).await.unwrap());
+    let mut c = q.claimer("w").await.unwrap();
+    let claimed = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    q.ack(&claimed, &Outcome::new(JobStatus::Failure))
+        .await
+        .unwrap();
+    let cancelled = created(q.enqueue(job("a/events")).await.unwrap());
+    q.cancel(&cancelled.id).await.unwrap();
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        for e in events.next(10, Duration::from_millis(200)).await.unwrap() {
+            seen.push((e.job_id.clone(), e.status));
+            events.ack(&e.id).await.unwrap();
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (j.id.clone(), JobStatus::Queued),
+            (j.id.clone(), JobStatus::Running),
+            (j.id.clone(), JobStatus::Failure),
+            (cancelled.id.clone(), JobStatus::Queued),
+            (cancelled.id.clone(), JobStatus::Cancelled),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unacknowledged_events_are_redelivered_to_a_restarted_reporter() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut first = q.job_events("reporter", "r1").await.unwrap();
+    let j = created(q.enqueue(job("a/events")).await.unwrap());
+    let got = first.next(10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    drop(first); // crashed before acking
+    let mut again = q.job_events("reporter", "r1").await.unwrap();
+    let got = again.next(10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].job_id, j.id);
+}
