@@ -14,6 +14,7 @@
 //!   them again; after `max_attempts` deliveries a job goes to `<stream>:dlq` instead.
 
 mod agents;
+pub mod bench;
 mod conn;
 mod error;
 mod events;

@@ -299,6 +299,45 @@ impl Queue {
         }))
     }
 
+    /// Reads and starts one job without waiting: one round trip when work is queued.
+    async fn claim_now(&self, pools: &[PoolName], consumer: &str) -> Result<ClaimNow, QueueError> {
+        let mut invocation = scripts::CLAIM.prepare_invoke();
+        invocation
+            .key(self.keys.by_status(JobStatus::Queued))
+            .key(self.keys.by_status(JobStatus::Running))
+            .key(self.keys.events());
+        for pool in pools {
+            invocation.key(self.keys.stream(pool));
+        }
+        invocation
+            .arg(&self.options.consumer_group)
+            .arg(consumer)
+            .arg(Utc::now().timestamp_millis())
+            .arg(self.keys.job(""));
+        let reply: Vec<String> = self.conn.script(&invocation).await?;
+        match reply.as_slice() {
+            [] => Ok(ClaimNow::Empty),
+            [marker, _] if marker == "nogroup" => Ok(ClaimNow::NoGroup),
+            [_stream, entry, fields @ ..] => {
+                let fields: HashMap<String, String> = fields
+                    .chunks(2)
+                    .filter_map(|p| match p {
+                        [k, v] => Some((k.clone(), v.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                let job = record::from_fields(&fields)?;
+                info!(job = %job.id, attempt = job.attempt, consumer, "claimed");
+                Ok(ClaimNow::Claimed(Box::new(Claimed {
+                    job,
+                    entry: entry.clone(),
+                    consumer: consumer.to_owned(),
+                })))
+            }
+            other => Err(QueueError::Protocol(format!("claim replied {other:?}"))),
+        }
+    }
+
     /// Keeps the claim alive and reports a cancel request or a lost claim.
     pub async fn heartbeat(&self, claimed: &Claimed) -> Result<Heartbeat, QueueError> {
         let mut invocation = scripts::HEARTBEAT.prepare_invoke();
@@ -727,6 +766,12 @@ impl Queue {
     }
 }
 
+enum ClaimNow {
+    Claimed(Box<Claimed>),
+    Empty,
+    NoGroup,
+}
+
 /// Job ids are ULIDs; anything else cannot name a key of ours.
 pub(crate) fn valid_id(id: &str) -> bool {
     id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -755,15 +800,23 @@ impl Claimer {
         }
         let deadline = tokio::time::Instant::now() + block;
         loop {
+            match self.queue.claim_now(pools, &self.consumer).await? {
+                ClaimNow::Claimed(claimed) => return Ok(Some(*claimed)),
+                ClaimNow::NoGroup => {
+                    // Redis lost its data (restart without AOF, FLUSHALL): recreate and go on.
+                    self.recreate_groups(pools).await?;
+                    continue;
+                }
+                ClaimNow::Empty => {}
+            }
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Ok(None);
+            }
             let entries = match self.read(pools, remaining).await {
                 Ok(entries) => entries,
                 Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => {
-                    // Redis lost its data (restart without AOF, FLUSHALL): recreate and go on.
-                    for pool in pools {
-                        self.queue.forget_group(pool);
-                        self.queue.ensure_group(pool).await?;
-                    }
+                    self.recreate_groups(pools).await?;
                     continue;
                 }
                 Err(e) => {
@@ -789,10 +842,15 @@ impl Claimer {
             if claimed.is_some() {
                 return Ok(claimed);
             }
-            if remaining.is_zero() {
-                return Ok(None);
-            }
         }
+    }
+
+    async fn recreate_groups(&self, pools: &[PoolName]) -> Result<(), QueueError> {
+        for pool in pools {
+            self.queue.forget_group(pool);
+            self.queue.ensure_group(pool).await?;
+        }
+        Ok(())
     }
 
     async fn read(

@@ -51,37 +51,75 @@ return {'ok', entry}
     )
 });
 
-/// Marks a delivered job running, or skips an entry that no longer stands for a runnable job.
+/// Shared by START and CLAIM: marks a delivered entry's job running, or acks and skips an entry
+/// that no longer stands for a runnable job (cancelled while queued, superseded, pruned).
+/// Returns the job's fields, or nil and the reason for skipping.
+const START_JOB_FN: &str = r#"
+local function start_job(jobkey, stream, group, entry, consumer, now, id, queued, running, events)
+  local status = redis.call('HGET', jobkey, 'status')
+  local current = redis.call('HGET', jobkey, 'entry')
+  if not status or current ~= entry or status ~= 'queued' then
+    redis.call('XACK', stream, group, entry)
+    return nil, (status and ('job is ' .. status .. ' / entry ' .. tostring(current))) or 'job record is gone'
+  end
+  redis.call('HSET', jobkey, 'status', 'running', 'agent', consumer, 'started_at', now,
+    'cancel_requested', '0', 'reason', '')
+  redis.call('HINCRBY', jobkey, 'attempt', 1)
+  redis.call('ZREM', queued, id)
+  redis.call('ZADD', running, 0, id)
+  redis.call('XADD', events, 'MAXLEN', '~', 10000, '*', 'job', id, 'status', 'running')
+  return redis.call('HGETALL', jobkey)
+end
+"#;
+
+/// Starts an entry read by a blocking `XREADGROUP` (which cannot run inside a script).
 ///
 /// KEYS: job, stream, by-status(queued), by-status(running), events
 /// ARGV: group, entry, consumer, now ms, id
 /// Returns the job's fields (flat) or {"skip", reason}
 pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local status = redis.call('HGET', KEYS[1], 'status')
-local entry = redis.call('HGET', KEYS[1], 'entry')
-if not status then
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-  return {'skip', 'job record is gone'}
+    Script::new(&format!(
+        r#"{START_JOB_FN}
+local fields, why = start_job(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+  KEYS[3], KEYS[4], KEYS[5])
+if fields then return fields end
+return {{'skip', why}}
+"#
+    ))
+});
+
+/// Reads and starts one job in a single round trip, trying the pools' streams in order.
+/// Without BLOCK (scripts cannot block); the caller falls back to a blocking read when idle.
+///
+/// KEYS: by-status(queued), by-status(running), events, stream 1, stream 2, ...
+/// ARGV: group, consumer, now ms, job key prefix
+/// Returns {stream, entry, fields...} | {"nogroup", stream} | {}
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{START_JOB_FN}
+for i = 4, #KEYS do
+  for _ = 1, 32 do
+    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+      'STREAMS', KEYS[i], '>')
+    if not ok then return {{'nogroup', KEYS[i]}} end
+    if not r then break end
+    local entry = r[1][2][1]
+    local id = ''
+    for f = 1, #entry[2], 2 do
+      if entry[2][f] == 'job' then id = entry[2][f + 1] end
+    end
+    local fields = start_job(ARGV[4] .. id, KEYS[i], ARGV[1], entry[1], ARGV[2], ARGV[3], id,
+      KEYS[1], KEYS[2], KEYS[3])
+    if fields then
+      local out = {{KEYS[i], entry[1]}}
+      for _, v in ipairs(fields) do out[#out + 1] = v end
+      return out
+    end
+  end
 end
-if entry ~= ARGV[2] then
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-  return {'skip', 'entry was superseded'}
-end
-if status ~= 'queued' then
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-  return {'skip', 'job is ' .. status}
-end
-redis.call('HSET', KEYS[1], 'status', 'running', 'agent', ARGV[3], 'started_at', ARGV[4],
-  'cancel_requested', '0', 'reason', '')
-redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('ZREM', KEYS[3], ARGV[5])
-redis.call('ZADD', KEYS[4], 0, ARGV[5])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'job', ARGV[5], 'status', 'running')
-return redis.call('HGETALL', KEYS[1])
-"#,
-    )
+return {{}}
+"#
+    ))
 });
 
 /// Resets the entry's idle time if this consumer still owns it.

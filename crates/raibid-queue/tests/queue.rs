@@ -808,3 +808,15 @@ async fn unacknowledged_events_are_redelivered_to_a_restarted_reporter() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].job_id, j.id);
 }
+
+#[tokio::test]
+async fn claim_recovers_when_redis_lost_its_groups() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    q.enqueue(job("a/before")).await.unwrap();
+    assert_eq!(redis.command("FLUSHALL").unwrap(), "+OK");
+    let j = created(q.enqueue(job("a/after")).await.unwrap());
+    let mut c = q.claimer("w").await.unwrap();
+    let got = c.claim(&[PoolName::default()], NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(got.job.id, j.id);
+}

@@ -1,0 +1,172 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// raibid-ci: an autoscaling CI agent pool for self-hosted forges.
+#[derive(Debug, Parser)]
+#[command(name = "raibid", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: $RAIBID_CONFIG or ~/.config/raibid/config.yaml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter (`info`, `debug`, `raibid_queue=trace`); RAIBID_LOG wins.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Where the API is and how to authenticate, for commands that are API clients.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Server URL [default: http://<server.listen>]
+    #[arg(long, env = "RAIBID_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for mutating calls.
+    #[arg(long, env = "RAIBID_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create and hash API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Submit, inspect and control jobs through the API.
+    Job(JobArgs),
+    /// Measure raibid-ci against its targets (not part of the test suite).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration after defaults, file and RAIBID_* variables (secrets redacted).
+    Show,
+    /// Print which file is read.
+    Path,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token and the hash to put into `server.tokens`.
+    New,
+    /// Print the `server.tokens` entry for a token read from standard input.
+    Hash,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(subcommand)]
+    pub command: JobCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Queue a build of a repository at a ref or commit.
+    Submit {
+        /// `owner/name`
+        repo: String,
+        /// Clone URL (http(s)://, git:// or file://).
+        #[arg(long)]
+        clone_url: String,
+        /// Branch, tag or full ref [default: main].
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// Exact commit; resolved from the ref by the server when omitted.
+        #[arg(long)]
+        sha: Option<String>,
+        #[arg(long)]
+        pool: Option<String>,
+        /// Extra environment, repeatable: `--env KEY=VALUE`.
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+    },
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        status: Option<raibid_model::JobStatus>,
+        #[arg(long)]
+        repo: Option<String>,
+        #[arg(long)]
+        pool: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after this job id (from a previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one job with its steps.
+    Show { id: String },
+    /// Print a job's log; `--follow` streams it until the job ends.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Cancel a queued or running job.
+    Cancel { id: String },
+    /// Queue a new run of a job.
+    Retry { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Queue throughput and claim latency against a private redis-server, next to the raw
+    /// Redis Streams ceiling measured in the same run.
+    Queue(BenchQueueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchQueueArgs {
+    /// Jobs per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Consumer counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub consumers: Vec<usize>,
+    /// Jobs for the latency run (one every 5 ms).
+    #[arg(long, default_value_t = 1_000)]
+    pub latency_jobs: usize,
+    /// Use this Redis instead of starting a private redis-server.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl Command {
+    /// Long-running services log their progress; client commands only warn.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Config(_) | Command::Token(_) | Command::Job(_) | Command::Bench(_) => "warn",
+        }
+    }
+}

@@ -1,0 +1,73 @@
+use std::process::ExitCode;
+
+use raibid_config::ConfigSource;
+
+use crate::cli::{ConfigCommand, Global};
+
+pub fn run(global: &Global, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+    let (config, source) = raibid_config::load(global.config.as_deref())?;
+    match cmd {
+        ConfigCommand::Show => {
+            match &source {
+                ConfigSource::File(p) => println!("# from {} and RAIBID_* variables", p.display()),
+                ConfigSource::Defaults => println!(
+                    "# no file at {}: defaults and RAIBID_* variables",
+                    raibid_config::default_path().display()
+                ),
+            }
+            print!("{}", serde_yaml::to_string(&ShowConfig(&config))?);
+        }
+        ConfigCommand::Path => match source {
+            ConfigSource::File(p) => println!("{}", p.display()),
+            ConfigSource::Defaults => {
+                println!("{} (absent)", raibid_config::default_path().display())
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the Redis URL with its password replaced, unlike other secrets which vanish whole:
+/// the host and port are what a user checks.
+struct ShowConfig<'a>(&'a raibid_config::Config);
+
+impl serde::Serialize for ShowConfig<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut value = serde_yaml::to_value(self.0).map_err(serde::ser::Error::custom)?;
+        if let Some(redis) = value.get_mut("redis")
+            && let Some(url) = redis.get_mut("url")
+        {
+            *url = serde_yaml::Value::String(redact_url(self.0.redis.url.expose()));
+        }
+        value.serialize(s)
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((creds, host)) => {
+            let user = creds.split_once(':').map(|(u, _)| u).unwrap_or(creds);
+            if creds.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://***@{host}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_passwords_are_redacted() {
+        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact_url("rediss://u:pw@h:1"), "rediss://u:***@h:1");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+}

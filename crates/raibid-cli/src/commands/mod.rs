@@ -1,0 +1,52 @@
+mod bench_queue;
+mod config;
+mod job;
+mod token;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use raibid_config::Config;
+use raibid_queue::QueueOptions;
+
+use crate::cli::{ApiArgs, Cli, Command};
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Config(cmd) => config::run(&cli.global, cmd),
+        Command::Token(cmd) => token::run(cmd),
+        Command::Job(args) => {
+            let config = load_config(&cli.global)?;
+            job::run(&config, args).await
+        }
+        Command::Bench(crate::cli::BenchCommand::Queue(args)) => bench_queue::run(args).await,
+    }
+}
+
+pub fn load_config(global: &crate::cli::Global) -> anyhow::Result<Config> {
+    let (config, _) = raibid_config::load(global.config.as_deref())?;
+    Ok(config)
+}
+
+/// The queue settings every component derives from the one configuration.
+pub fn queue_options(config: &Config) -> QueueOptions {
+    let r = &config.redis;
+    let mut o = QueueOptions::new(r.url.expose());
+    o.stream_name = r.stream_name.clone();
+    o.consumer_group = r.consumer_group.clone();
+    o.maxlen = r.maxlen;
+    o.max_attempts = r.max_attempts;
+    o.log_max_bytes = r.log_max_bytes;
+    o.command_timeout = Duration::from_millis(r.command_timeout_ms);
+    o
+}
+
+/// An API client for the configured (or given) server.
+pub fn api_client(config: &Config, api: &ApiArgs) -> anyhow::Result<raibid_client::Client> {
+    let url = api
+        .server
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    raibid_client::Client::new(&url, api.token.clone()).context("building the API client")
+}

@@ -1,0 +1,356 @@
+//! A client for `/api/v1`.
+//!
+//! The CLI's `raibid job ...` commands and the dashboard both talk to the server through this
+//! crate, never to Redis, so they work the same against a local `raibid up` and a remote cluster.
+
+mod sse;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use raibid_model::{AgentInfo, Job, JobStatus, PoolStats};
+use serde::{Deserialize, Serialize};
+
+pub use sse::{LogEvent, SseParser};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the raibid server at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// The server's own `{"error": {"code", "message"}}`.
+    #[error("{status}: {message} ({code})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+/// What `POST /api/v1/jobs` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SubmitJob {
+    pub repo: String,
+    pub clone_url: String,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListJobs {
+    pub status: Option<JobStatus>,
+    pub repo: Option<String>,
+    pub pool: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct CancelReply {
+    pub result: String,
+    pub status: JobStatus,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct AgentEntry {
+    #[serde(flatten)]
+    pub info: AgentInfo,
+    #[serde(default)]
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Pools {
+    pools: Vec<PoolStats>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Agents {
+    agents: Vec<AgentEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// Plain-text log read: the text and where to continue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogText {
+    pub text: String,
+    pub cursor: Option<String>,
+    pub finished: bool,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Self {
+            base: base_url.trim_end_matches('/').to_owned(),
+            token: token.filter(|t| !t.is_empty()),
+            http,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            message: e.without_url().to_string(),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(e) => Err(ClientError::Api {
+                status,
+                code: e.error.code,
+                message: e.error.message,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status,
+                code: "http".into(),
+                message: body.chars().take(200).collect(),
+            }),
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = self.send(req.timeout(Duration::from_secs(30))).await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub async fn submit(&self, job: &SubmitJob) -> Result<Job, ClientError> {
+        self.json(
+            self.request(reqwest::Method::POST, "/api/v1/jobs")
+                .json(job),
+        )
+        .await
+    }
+
+    pub async fn list(&self, q: &ListJobs) -> Result<JobList, ClientError> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = q.status {
+            params.push(("status", s.to_string()));
+        }
+        if let Some(r) = &q.repo {
+            params.push(("repo", r.clone()));
+        }
+        if let Some(p) = &q.pool {
+            params.push(("pool", p.clone()));
+        }
+        if let Some(c) = &q.cursor {
+            params.push(("cursor", c.clone()));
+        }
+        if let Some(l) = q.limit {
+            params.push(("limit", l.to_string()));
+        }
+        self.json(
+            self.request(reqwest::Method::GET, "/api/v1/jobs")
+                .query(&params),
+        )
+        .await
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{}", segment(id)),
+        ))
+        .await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<CancelReply, ClientError> {
+        self.json(self.request(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{}/cancel", segment(id)),
+        ))
+        .await
+    }
+
+    pub async fn retry(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{}/retry", segment(id)),
+        ))
+        .await
+    }
+
+    pub async fn queues(&self) -> Result<Vec<PoolStats>, ClientError> {
+        let p: Pools = self
+            .json(self.request(reqwest::Method::GET, "/api/v1/queues"))
+            .await?;
+        Ok(p.pools)
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentEntry>, ClientError> {
+        let a: Agents = self
+            .json(self.request(reqwest::Method::GET, "/api/v1/agents"))
+            .await?;
+        Ok(a.agents)
+    }
+
+    /// `GET /readyz`: the server is up and can reach Redis.
+    pub async fn ready(&self) -> Result<bool, ClientError> {
+        let resp = self
+            .request(reqwest::Method::GET, "/readyz")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                message: e.without_url().to_string(),
+            })?;
+        Ok(resp.status().is_success())
+    }
+
+    /// The log after `cursor` as plain text.
+    pub async fn logs(&self, id: &str, cursor: Option<&str>) -> Result<LogText, ClientError> {
+        let mut req = self.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{}/logs", segment(id)),
+        );
+        if let Some(c) = cursor {
+            req = req.query(&[("cursor", c)]);
+        }
+        let resp = self.send(req.timeout(Duration::from_secs(60))).await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let cursor = header("x-raibid-log-cursor");
+        let finished = header("x-raibid-log-finished").as_deref() == Some("true");
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(LogText {
+            text,
+            cursor,
+            finished,
+        })
+    }
+
+    /// Follows a job's log over Server-Sent Events, calling `on_event` for each event until
+    /// the job ends (returns its final status) or the stream breaks.
+    pub async fn follow_logs(
+        &self,
+        id: &str,
+        last_event_id: Option<&str>,
+        mut on_event: impl FnMut(&LogEvent),
+    ) -> Result<Option<JobStatus>, ClientError> {
+        let mut req = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/v1/jobs/{}/logs", segment(id)),
+            )
+            .query(&[("follow", "true")])
+            .header("accept", "text/event-stream");
+        if let Some(last) = last_event_id {
+            req = req.header("last-event-id", last);
+        }
+        let resp = self.send(req).await?;
+        let mut parser = SseParser::default();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                message: e.without_url().to_string(),
+            })?;
+            for event in parser.feed(&chunk) {
+                on_event(&event);
+                if let LogEvent::End { status } = event {
+                    return Ok(Some(status));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Job ids are ULIDs; anything else is percent-encoded so it cannot change the path.
+fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_escape_the_path() {
+        assert_eq!(segment("01ARZ3NDEK"), "01ARZ3NDEK");
+        assert_eq!(segment("../x"), "%2E%2E%2Fx");
+    }
+
+    #[test]
+    fn submit_serializes_ref_under_its_api_name() {
+        let body = serde_json::to_value(SubmitJob {
+            repo: "a/b".into(),
+            clone_url: "file:///x".into(),
+            git_ref: Some("main".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(body["ref"], "main");
+        assert!(body.get("sha").is_none());
+    }
+}

@@ -1,0 +1,193 @@
+//! The raw Redis Streams ceiling, for `raibid bench queue`.
+//!
+//! Benchmarks compare the queue against plain `XADD` + `XREADGROUP` + `XACK` with the same
+//! client and the same concurrency, measured in the same run, so the figure says how much the
+//! job bookkeeping costs rather than how fast the machine is. It lives here because this crate is
+//! the only one that speaks Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use redis::Value;
+
+use crate::QueueError;
+use crate::conn::{Conn, QueueOptions};
+use crate::reply;
+
+/// How many enqueues are in flight at once, in both the raw and the queue benchmark.
+pub const PRODUCER_CONCURRENCY: usize = 16;
+
+/// Time to push `jobs` entries through XADD -> XREADGROUP -> XACK with `consumers` readers.
+pub async fn raw_throughput(
+    url: &str,
+    jobs: usize,
+    consumers: usize,
+) -> Result<Duration, QueueError> {
+    let conn = Conn::open(&QueueOptions::new(url))?;
+    let stream = format!("bench-raw:{}", ulid::Ulid::new());
+    create_group(&conn, &stream).await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for c in 0..consumers {
+        let mut reader = conn.dedicated().await?;
+        let conn = conn.clone();
+        let stream = stream.clone();
+        let done = done.clone();
+        readers.push(tokio::spawn(async move {
+            while done.load(Ordering::Relaxed) < jobs {
+                let reply: Value = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg("g")
+                    .arg(format!("c{c}"))
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(100)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(">")
+                    .query_async(&mut reader)
+                    .await?;
+                for id in entry_ids(&reply)? {
+                    let _: i64 = conn
+                        .run(redis::cmd("XACK").arg(&stream).arg("g").arg(&id))
+                        .await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok::<_, QueueError>(())
+        }));
+    }
+    let results: Vec<Result<String, QueueError>> = futures::stream::iter(0..jobs)
+        .map(|i| {
+            let conn = conn.clone();
+            let stream = stream.clone();
+            async move {
+                conn.run(
+                    redis::cmd("XADD")
+                        .arg(&stream)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(100_000)
+                        .arg("*")
+                        .arg("job")
+                        .arg(i),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(PRODUCER_CONCURRENCY)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    for reader in readers {
+        reader
+            .await
+            .map_err(|e| QueueError::Protocol(e.to_string()))??;
+    }
+    let elapsed = started.elapsed();
+    let _: i64 = conn.run(redis::cmd("DEL").arg(&stream)).await?;
+    Ok(elapsed)
+}
+
+/// Enqueue-to-delivery latency of plain XADD -> XREADGROUP BLOCK, one entry every `interval`.
+pub async fn raw_latency(
+    url: &str,
+    jobs: usize,
+    interval: Duration,
+) -> Result<Vec<Duration>, QueueError> {
+    let conn = Conn::open(&QueueOptions::new(url))?;
+    let stream = format!("bench-raw:{}", ulid::Ulid::new());
+    create_group(&conn, &stream).await?;
+    let mut reader = conn.dedicated().await?;
+    let reader_conn = conn.clone();
+    let reader_stream = stream.clone();
+    let base = Instant::now();
+    let consumer = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(jobs);
+        while latencies.len() < jobs {
+            let reply: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&reader_stream)
+                .arg(">")
+                .query_async(&mut reader)
+                .await?;
+            let now = base.elapsed();
+            for (id, sent_ns) in entries_with_field(&reply, "t")? {
+                latencies.push(now.saturating_sub(Duration::from_nanos(sent_ns)));
+                let _: i64 = reader_conn
+                    .run(redis::cmd("XACK").arg(&reader_stream).arg("g").arg(&id))
+                    .await?;
+            }
+        }
+        Ok::<_, QueueError>(latencies)
+    });
+    for _ in 0..jobs {
+        let sent = base.elapsed().as_nanos() as u64;
+        let _: String = conn
+            .run(redis::cmd("XADD").arg(&stream).arg("*").arg("t").arg(sent))
+            .await?;
+        tokio::time::sleep(interval).await;
+    }
+    let latencies = consumer
+        .await
+        .map_err(|e| QueueError::Protocol(e.to_string()))??;
+    let _: i64 = conn.run(redis::cmd("DEL").arg(&stream)).await?;
+    Ok(latencies)
+}
+
+async fn create_group(conn: &Conn, stream: &str) -> Result<(), QueueError> {
+    let _: String = conn
+        .run(
+            redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg("g")
+                .arg("0")
+                .arg("MKSTREAM"),
+        )
+        .await?;
+    Ok(())
+}
+
+fn entry_ids(reply: &Value) -> Result<Vec<String>, QueueError> {
+    Ok(entries_with_field(reply, "")?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// `(id, numeric value of field)` for every entry of an XREADGROUP reply.
+fn entries_with_field(reply: &Value, field: &str) -> Result<Vec<(String, u64)>, QueueError> {
+    let mut out = Vec::new();
+    for stream in reply::array(reply) {
+        for entry in reply::array(stream).get(1).map(reply::array).unwrap_or(&[]) {
+            let parts = reply::array(entry);
+            let id = parts
+                .first()
+                .map(reply::string)
+                .transpose()?
+                .unwrap_or_default();
+            let fields = parts
+                .get(1)
+                .map(reply::pairs)
+                .transpose()?
+                .unwrap_or_default();
+            let value = reply::int(fields.get(field)).unwrap_or(0) as u64;
+            out.push((id, value));
+        }
+    }
+    Ok(out)
+}
