@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use raibid_model::AgentInfo;
+use raibid_model::{AgentInfo, PoolName};
 
 use crate::{Queue, QueueError};
 
@@ -58,5 +58,44 @@ impl Queue {
         }
         agents.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(agents)
+    }
+
+    /// Removes `consumer` from the pools' groups if it holds nothing, so that thousands of
+    /// short-lived agents (one per KEDA pod) do not pile up in `XINFO CONSUMERS`. A consumer
+    /// that still owns entries is kept: deleting it would drop them from the pending list.
+    pub async fn retire_consumer(&self, consumer: &str, pools: &[PoolName]) -> Result<(), QueueError> {
+        for pool in pools {
+            let stream = self.keys.stream(pool);
+            let pending: redis::Value = match self
+                .conn
+                .run(
+                    redis::cmd("XPENDING")
+                        .arg(&stream)
+                        .arg(&self.options.consumer_group)
+                        .arg("-")
+                        .arg("+")
+                        .arg(1)
+                        .arg(consumer),
+                )
+                .await
+            {
+                Ok(v) => v,
+                Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(e),
+            };
+            if crate::reply::array(&pending).is_empty() {
+                let _: i64 = self
+                    .conn
+                    .run(
+                        redis::cmd("XGROUP")
+                            .arg("DELCONSUMER")
+                            .arg(&stream)
+                            .arg(&self.options.consumer_group)
+                            .arg(consumer),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }

@@ -173,7 +173,7 @@ impl Queue {
     pub async fn enqueue(&self, spec: NewJob) -> Result<Enqueued, QueueError> {
         record::validate(&spec)?;
         self.ensure_group(&spec.pool).await?;
-        let id = ulid::Ulid::new().to_string();
+        let id = next_id();
         let now = Utc::now().timestamp_millis();
         let delivery_key = spec
             .delivery_id
@@ -359,7 +359,7 @@ impl Queue {
     /// Records the step results of a running job, for the dashboard; not part of the ack.
     pub async fn record_progress(
         &self,
-        claimed: &Claimed,
+        job_id: &str,
         steps: &[raibid_model::StepResult],
     ) -> Result<(), QueueError> {
         let json = serde_json::to_string(steps).expect("steps serialize");
@@ -367,7 +367,7 @@ impl Queue {
             .conn
             .run(
                 redis::cmd("HSET")
-                    .arg(self.keys.job(&claimed.job.id))
+                    .arg(self.keys.job(job_id))
                     .arg("steps")
                     .arg(json),
             )
@@ -763,6 +763,18 @@ impl Queue {
             removed += 1;
         }
         Ok(removed)
+    }
+}
+
+/// ULIDs that sort in creation order even within one millisecond (listing is by id).
+fn next_id() -> String {
+    static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    let mut guard = GENERATOR.lock().expect("lock");
+    let generator = guard.get_or_insert_with(ulid::Generator::new);
+    match generator.generate() {
+        Ok(id) => id.to_string(),
+        // 2^80 ids in one millisecond: fall back to a random one rather than fail.
+        Err(_) => ulid::Ulid::new().to_string(),
     }
 }
 

@@ -820,3 +820,25 @@ async fn claim_recovers_when_redis_lost_its_groups() {
     let got = c.claim(&[PoolName::default()], NO_WAIT).await.unwrap().unwrap();
     assert_eq!(got.job.id, j.id);
 }
+
+#[tokio::test]
+async fn idle_consumers_are_retired_busy_ones_kept() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    q.enqueue(job("a/b")).await.unwrap();
+    let mut busy = q.claimer("busy").await.unwrap();
+    let _held = busy.claim(&[PoolName::default()], NO_WAIT).await.unwrap().unwrap();
+    let mut idle = q.claimer("idle").await.unwrap();
+    assert!(idle.claim(&[PoolName::default()], NO_WAIT).await.unwrap().is_none());
+    q.retire_consumer("idle", &[PoolName::default()]).await.unwrap();
+    q.retire_consumer("busy", &[PoolName::default()]).await.unwrap();
+    let names: Vec<String> = q
+        .stats(&PoolName::default())
+        .await
+        .unwrap()
+        .consumers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, vec!["busy".to_owned()]);
+}
