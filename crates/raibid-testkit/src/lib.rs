@@ -5,10 +5,12 @@
 //! they die with the test. A missing binary is a loud failure with the command that installs it:
 //! a test that silently skips proves nothing.
 
+mod git;
 mod port;
 mod process;
 mod redis;
 
+pub use git::{GitDaemon, GitRepo};
 pub use port::free_port;
 pub use process::require_binary;
 pub use redis::{RedisOptions, RedisServer};

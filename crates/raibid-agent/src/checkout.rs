@@ -1,0 +1,303 @@
+//! Checking out exactly the job's commit, through a per-repository bare mirror.
+//!
+//! The first job of a repository pays for `git clone --mirror`; later jobs fetch only when the
+//! commit is not there yet, then make a workspace with `git clone --shared` (objects borrowed
+//! from the mirror, nothing copied) and check out the commit. Every git invocation gets its
+//! arguments as argv, never through a shell, and credentials travel in `GIT_CONFIG_*`
+//! environment variables: never in a URL, a config file or a log line.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use nix::fcntl::{Flock, FlockArg};
+use raibid_model::Job;
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("git {step} failed: {message}")]
+    Git { step: &'static str, message: String },
+    #[error("git {step} did not finish within {timeout:?}")]
+    Timeout {
+        step: &'static str,
+        timeout: Duration,
+    },
+    #[error("commit {sha} is not in {url} (was the branch force-pushed?)")]
+    MissingCommit { sha: String, url: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the checkout did, for the job log.
+#[derive(Debug, Clone)]
+pub struct CheckoutReport {
+    pub mirror_created: bool,
+    pub fetched: bool,
+    pub duration: Duration,
+}
+
+#[derive(Clone)]
+pub struct GitCheckout {
+    cache_dir: PathBuf,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl GitCheckout {
+    pub fn new(cache_dir: impl Into<PathBuf>, token: Option<String>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            token: token.filter(|t| !t.is_empty()),
+            timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// The bare mirror for a clone URL. Named from a hash of the URL (plus a readable, sanitized
+    /// repo name), so no repository name can point outside the cache directory.
+    pub fn mirror_path(&self, repo: &str, clone_url: &str) -> PathBuf {
+        let digest = hex::encode(&Sha256::digest(clone_url.as_bytes())[..8]);
+        let readable: String = repo
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        self.cache_dir.join(format!("{readable}-{digest}.git"))
+    }
+
+    /// Makes `dest` (which must not exist) a checkout of `job.spec.sha`.
+    pub async fn checkout(&self, job: &Job, dest: &Path) -> Result<CheckoutReport, CheckoutError> {
+        let started = Instant::now();
+        let url = &job.spec.clone_url;
+        let sha = &job.spec.sha;
+        tokio::fs::create_dir_all(&self.cache_dir).await?;
+        let mirror = self.mirror_path(&job.spec.repo, url);
+        let lock = lock_mirror(&mirror).await?;
+
+        let mut mirror_created = false;
+        let mut fetched = false;
+        if !mirror.join("HEAD").exists() {
+            let tmp = mirror.with_extension(format!("tmp-{}", std::process::id()));
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            self.git(
+                None,
+                "clone --mirror",
+                &["clone", "--mirror", "--quiet", "--", url, path_str(&tmp)?],
+            )
+            .await?;
+            tokio::fs::rename(&tmp, &mirror).await?;
+            mirror_created = true;
+        }
+        if !self.has_commit(&mirror, sha).await? {
+            self.git(
+                Some(&mirror),
+                "fetch",
+                &["fetch", "--prune", "--quiet", "origin"],
+            )
+            .await?;
+            fetched = true;
+            if !self.has_commit(&mirror, sha).await? {
+                // Not under any ref (a force-pushed branch, a PR ref the mirror does not carry):
+                // ask for the object itself, which servers allow for reachable commits.
+                let by_sha = self
+                    .git(
+                        Some(&mirror),
+                        "fetch <sha>",
+                        &["fetch", "--quiet", "origin", sha],
+                    )
+                    .await;
+                if by_sha.is_err() || !self.has_commit(&mirror, sha).await? {
+                    return Err(CheckoutError::MissingCommit {
+                        sha: sha.clone(),
+                        url: url.clone(),
+                    });
+                }
+            }
+        }
+        drop(lock);
+
+        self.git(
+            None,
+            "clone --shared",
+            &[
+                "clone",
+                "--shared",
+                "--no-checkout",
+                "--quiet",
+                "--",
+                path_str(&mirror)?,
+                path_str(dest)?,
+            ],
+        )
+        .await?;
+        self.git(
+            Some(dest),
+            "checkout",
+            &["checkout", "--quiet", "--detach", sha, "--"],
+        )
+        .await?;
+        // The workspace's origin is the public URL (no credentials), as a developer would expect.
+        self.git(
+            Some(dest),
+            "remote set-url",
+            &["remote", "set-url", "origin", url],
+        )
+        .await?;
+        Ok(CheckoutReport {
+            mirror_created,
+            fetched,
+            duration: started.elapsed(),
+        })
+    }
+
+    pub async fn update_submodules(&self, dest: &Path) -> Result<(), CheckoutError> {
+        self.git(
+            Some(dest),
+            "submodule update",
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "submodule",
+                "update",
+                "--init",
+                "--recursive",
+                "--quiet",
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn lfs_pull(&self, dest: &Path) -> Result<(), CheckoutError> {
+        self.git(Some(dest), "lfs pull", &["lfs", "pull"])
+            .await
+            .map(drop)
+    }
+
+    async fn has_commit(&self, repo: &Path, sha: &str) -> Result<bool, CheckoutError> {
+        let object = format!("{sha}^{{commit}}");
+        match self
+            .git(Some(repo), "cat-file", &["cat-file", "-e", &object])
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(CheckoutError::Git { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn git(
+        &self,
+        dir: Option<&Path>,
+        step: &'static str,
+        args: &[&str],
+    ) -> Result<String, CheckoutError> {
+        let mut cmd = Command::new("git");
+        if let Some(d) = dir {
+            cmd.arg("-C").arg(d);
+        }
+        cmd.args(args)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", &self.cache_dir)
+            .env("LC_ALL", "C")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "/bin/false")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(token) = &self.token {
+            // Basic auth with the token as password works for Gitea, Forgejo and GitHub.
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("raibid:{token}"));
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env(
+                    "GIT_CONFIG_VALUE_0",
+                    format!("Authorization: Basic {basic}"),
+                );
+        }
+        let output = match tokio::time::timeout(self.timeout, cmd.output()).await {
+            Ok(out) => out?,
+            Err(_) => {
+                return Err(CheckoutError::Timeout {
+                    step,
+                    timeout: self.timeout,
+                });
+            }
+        };
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let mut message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if let Some(token) = &self.token {
+            message = message.replace(token.as_str(), "***");
+        }
+        if message.is_empty() {
+            message = output.status.to_string();
+        }
+        Err(CheckoutError::Git { step, message })
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str, CheckoutError> {
+    p.to_str().ok_or_else(|| {
+        CheckoutError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("path is not UTF-8: {}", p.display()),
+        ))
+    })
+}
+
+/// Serializes agents sharing one cache directory (a node-local volume in Kubernetes) on the
+/// same mirror: concurrent `git fetch` into one repository corrupts refs.
+async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutError> {
+    let lock_path = mirror.with_extension("lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| CheckoutError::Io(std::io::Error::from(errno)))
+    })
+    .await
+    .map_err(|e| CheckoutError::Io(std::io::Error::other(e)))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_paths_stay_inside_the_cache() {
+        let g = GitCheckout::new("/cache", None);
+        let p = g.mirror_path("../../etc", "http://x/../../etc.git");
+        assert!(p.starts_with("/cache"));
+        assert_eq!(p.parent(), Some(Path::new("/cache")));
+        assert!(!p.file_name().unwrap().to_str().unwrap().starts_with('.'));
+    }
+
+    #[test]
+    fn different_urls_get_different_mirrors() {
+        let g = GitCheckout::new("/cache", None);
+        assert_ne!(
+            g.mirror_path("a/b", "http://one/a/b"),
+            g.mirror_path("a/b", "http://two/a/b")
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Steps in a bubblewrap sandbox: the machine's own tools, without the agent's secrets.
+//!
+//! The step sees the host's filesystem read-only, with a writable workspace and an empty
+//! `/tmp`; `/root`, `/home` and the configured `hide` directories (the agent's data: secrets,
+//! caches, other jobs' workspaces) are covered by empty tmpfs mounts, and `ro_binds` put back
+//! read-only what a step legitimately needs from there (a Rust toolchain under `/root/.cargo`).
+//! Mounts apply in order and a later one wins, hence: system tmpfs, `hide`, `ro_binds`, and the
+//! workspace last, so a workspace inside a hidden data directory stays visible and writable.
+//!
+//! PID, IPC and UTS namespaces are private, so the step cannot see or signal the agent, and the
+//! network is unshared unless allowed. Everything else under `/` stays visible read-only; hide
+//! sockets such as `/run/docker.sock` (writable through a read-only mount) when the agent's user
+//! can reach them.
+//!
+//! Because of the PID namespace, the step's processes are not in the process group the agent
+//! spawned (that holds only bwrap). Killing bwrap kills them all: `--die-with-parent` SIGKILLs
+//! the sandbox's init, and the kernel then kills the whole namespace. SIGTERM, which bwrap does
+//! not forward, is sent to the processes inside directly.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
+use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct BwrapOptions {
+    /// Whether steps may use the network; without it they only have a loopback interface.
+    pub network: bool,
+    /// Directories replaced by an empty tmpfs (missing ones are skipped: nothing to hide).
+    pub hide: Vec<PathBuf>,
+    /// Paths exposed read-only at their own location even inside a hidden directory (missing
+    /// ones are skipped).
+    pub ro_binds: Vec<PathBuf>,
+    /// How long a step may take to exit after SIGTERM before the sandbox is killed.
+    pub kill_grace: Duration,
+}
+
+impl Default for BwrapOptions {
+    /// No network: a step that needs it must be allowed explicitly.
+    fn default() -> Self {
+        Self {
+            network: false,
+            hide: Vec::new(),
+            ro_binds: Vec::new(),
+            kill_grace: DEFAULT_KILL_GRACE,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BwrapExecutor {
+    /// `None` when bwrap is not installed; reported on use rather than on construction so an
+    /// agent can be configured before its machine is ready.
+    program: Option<PathBuf>,
+    options: BwrapOptions,
+}
+
+impl BwrapExecutor {
+    pub fn new(options: BwrapOptions) -> Self {
+        Self {
+            program: process::find_on_path("bwrap"),
+            options,
+        }
+    }
+
+    /// Runs a trivial step in a sandbox configured like the real ones. bwrap can be installed
+    /// yet unusable (user namespaces disabled, seccomp in a container): better to learn that
+    /// when the agent starts than from every job failing.
+    pub async fn probe(&self) -> Result<(), ExecError> {
+        let workspace = tempfile::Builder::new()
+            .prefix("raibid-bwrap-probe-")
+            .tempdir()?;
+        let spec = StepSpec {
+            name: "bwrap-probe".into(),
+            script: "true".into(),
+            workspace: workspace.path().to_path_buf(),
+            env: Default::default(),
+            timeout: PROBE_TIMEOUT,
+            image: None,
+        };
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+        let collect = async {
+            let mut text = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                text.extend_from_slice(&chunk);
+            }
+            text
+        };
+        let (exit, text) = tokio::join!(self.run(&spec, tx, CancellationToken::new()), collect);
+        let exit = exit?;
+        if exit.success() {
+            return Ok(());
+        }
+        Err(ExecError::Unavailable {
+            executor: "bwrap",
+            reason: format!(
+                "a trivial sandbox failed ({exit:?}): {}",
+                String::from_utf8_lossy(&text).trim()
+            ),
+        })
+    }
+
+    async fn run(
+        &self,
+        spec: &StepSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> Result<StepExit, ExecError> {
+        let Some(program) = &self.program else {
+            return Err(ExecError::Unavailable {
+                executor: "bwrap",
+                reason: "bwrap is not on PATH; install it with `apt-get install bubblewrap`".into(),
+            });
+        };
+        let workspace = process::workspace_dir(&spec.workspace)?;
+        let mut command = Command::new(program);
+        // The environment goes through bwrap's own (it passes it on) rather than `--setenv`:
+        // argv is readable by every user on the machine, and the environment holds secrets.
+        command
+            .args(sandbox_args(&self.options, &workspace, &spec.script))
+            .env_clear()
+            .envs(&spec.env);
+        let limits = Limits {
+            timeout: Some(spec.timeout),
+            grace: self.options.kill_grace,
+        };
+        process::run(command, output, cancel, limits, &SandboxStopper).await
+    }
+}
+
+impl Executor for BwrapExecutor {
+    fn name(&self) -> &'static str {
+        "bwrap"
+    }
+
+    fn run_step<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<StepExit, ExecError>> {
+        Box::pin(self.run(spec, output, cancel))
+    }
+}
+
+/// bwrap's arguments; `workspace` must be absolute.
+fn sandbox_args(options: &BwrapOptions, workspace: &Path, script: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "--die-with-parent",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--new-session",
+    ]
+    .map(OsString::from)
+    .to_vec();
+    if !options.network {
+        args.push("--unshare-net".into());
+    }
+    let system: [&[&str]; 6] = [
+        &["--ro-bind", "/", "/"],
+        &["--dev", "/dev"],
+        &["--proc", "/proc"],
+        &["--tmpfs", "/tmp"],
+        &["--tmpfs", "/root"],
+        &["--tmpfs", "/home"],
+    ];
+    for mount in system {
+        args.extend(mount.iter().map(OsString::from));
+    }
+    for dir in &options.hide {
+        match std::fs::canonicalize(dir) {
+            Ok(real) => {
+                args.push("--tmpfs".into());
+                args.push(real.into());
+            }
+            Err(e) => debug!(dir = %dir.display(), error = %e, "not hiding a missing directory"),
+        }
+    }
+    for path in &options.ro_binds {
+        // Bound at the path as given, not where its symlinks lead: the step's environment
+        // (CARGO_HOME=/root/.cargo) names the given path, and the symlink itself may be hidden.
+        match std::fs::canonicalize(path) {
+            Ok(real) => {
+                args.push("--ro-bind".into());
+                args.push(real.into());
+                args.push(
+                    std::path::absolute(path)
+                        .unwrap_or_else(|_| path.clone())
+                        .into(),
+                );
+            }
+            Err(e) => debug!(path = %path.display(), error = %e, "not exposing a missing path"),
+        }
+    }
+    args.extend(
+        [
+            OsString::from("--bind"),
+            workspace.into(),
+            workspace.into(),
+            "--chdir".into(),
+            workspace.into(),
+            "--".into(),
+        ]
+        .into_iter()
+        .chain(SHELL.map(OsString::from))
+        .chain([OsString::from(script)]),
+    );
+    args
+}
+
+/// Sends SIGTERM to the processes inside the sandbox, which signalling bwrap would not reach.
+struct SandboxStopper;
+
+impl Stopper for SandboxStopper {
+    fn terminate(&self, group: Pid) -> BoxFuture<'_, ()> {
+        // bwrap (the group leader) -> the sandbox's init (also bwrap) -> the step's processes.
+        let inside: Vec<Pid> = children(group)
+            .first()
+            .map(|&init| descendants(init))
+            .unwrap_or_default();
+        if inside.is_empty() {
+            // The sandbox is not up yet: stopping bwrap itself is all there is to do.
+            signal_group(group, Signal::SIGTERM);
+        }
+        for pid in inside {
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+        Box::pin(async {})
+    }
+}
+
+fn children(pid: Pid) -> Vec<Pid> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(Pid::from_raw)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn descendants(root: Pid) -> Vec<Pid> {
+    let mut found = Vec::new();
+    let mut queue = VecDeque::from(children(root));
+    while let Some(pid) = queue.pop_front() {
+        queue.extend(children(pid));
+        found.push(pid);
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(args: &[OsString], wanted: &[&str]) -> usize {
+        args.windows(wanted.len())
+            .position(|w| w.iter().zip(wanted).all(|(a, b)| a == b))
+            .unwrap_or_else(|| panic!("{wanted:?} not in {args:?}"))
+    }
+
+    #[test]
+    fn later_mounts_are_the_more_specific_ones() {
+        let data = tempfile::tempdir().unwrap();
+        let tools = data.path().join("tools");
+        std::fs::create_dir(&tools).unwrap();
+        let work = data.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let data_dir = data.path().canonicalize().unwrap();
+        let options = BwrapOptions {
+            hide: vec![data_dir.clone(), data_dir.join("missing")],
+            ro_binds: vec![data_dir.join("tools"), data_dir.join("missing")],
+            ..BwrapOptions::default()
+        };
+        let work = work.canonicalize().unwrap();
+        let args = sandbox_args(&options, &work, "make");
+        let (d, t, w) = (
+            data_dir.to_str().unwrap(),
+            tools.canonicalize().unwrap(),
+            work.to_str().unwrap(),
+        );
+        let t = t.to_str().unwrap();
+        let root = position(&args, &["--ro-bind", "/", "/"]);
+        let home = position(&args, &["--tmpfs", "/root"]);
+        let hide = position(&args, &["--tmpfs", d]);
+        let expose = position(&args, &["--ro-bind", t, t]);
+        let workspace = position(&args, &["--bind", w, w]);
+        assert!(root < home && home < hide && hide < expose && expose < workspace);
+        assert!(!args.iter().any(|a| a.to_string_lossy().contains("missing")));
+        assert!(args.contains(&"--unshare-net".into()));
+        assert_eq!(
+            args[args.len() - 5..],
+            ["--", "/bin/sh", "-e", "-c", "make"].map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn network_allowed_keeps_the_host_network() {
+        let options = BwrapOptions {
+            network: true,
+            ..BwrapOptions::default()
+        };
+        assert!(!sandbox_args(&options, Path::new("/w"), "true").contains(&"--unshare-net".into()));
+    }
+}

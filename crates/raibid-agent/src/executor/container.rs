@@ -1,0 +1,452 @@
+//! Steps in a container (podman or docker), for pipelines that name their image.
+//!
+//! The engine's client runs as the step's main process, with the workspace mounted at
+//! `/workspace`. The container itself is not a child of the agent, so stopping a step goes
+//! through the engine (`kill --signal TERM`, then `rm -f`) before the client's process group is
+//! killed. The environment reaches the engine through a private env-file, never argv (which any
+//! user on the machine can read); values with a newline, which an env-file cannot carry, are
+//! handed to the client's own environment and named with `-e KEY`.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
+use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
+
+/// In order of preference: podman needs no daemon.
+const ENGINES: [&str; 2] = ["podman", "docker"];
+
+/// `info`, `kill`, `rm`: answers from a healthy engine take a second or two.
+const ENGINE_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first container run may pull the default image.
+const FIRST_RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+const CONTAINER_WORKSPACE: &str = "/workspace";
+
+/// A container engine that answered `info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEngine {
+    program: PathBuf,
+    name: &'static str,
+}
+
+impl ContainerEngine {
+    /// Finds podman or docker on the agent's `PATH` and checks that it can reach its engine.
+    pub async fn detect() -> Result<Self, ExecError> {
+        Self::detect_on_path(&std::env::var_os("PATH").unwrap_or_default()).await
+    }
+
+    /// Like [`Self::detect`], searching `search_path` (a `PATH`-style list) instead.
+    pub async fn detect_on_path(search_path: &OsStr) -> Result<Self, ExecError> {
+        let mut reasons = Vec::new();
+        for name in ENGINES {
+            let Some(program) = process::find_program(name, search_path) else {
+                reasons.push(format!("{name} is not on PATH"));
+                continue;
+            };
+            match engine_command(&program, ["info"], ENGINE_COMMAND_TIMEOUT).await {
+                Ok(()) => return Ok(Self { program, name }),
+                Err(why) => reasons.push(format!("`{name} info` failed: {why}")),
+            }
+        }
+        Err(ExecError::Unavailable {
+            executor: "container",
+            reason: reasons.join("; "),
+        })
+    }
+
+    /// `podman` or `docker`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerOptions {
+    /// For steps that name no image. It must have `/bin/sh`.
+    pub default_image: String,
+    /// Whether steps may use the network; without it they get `--network none`.
+    pub network: bool,
+    /// How long a step may take to exit after SIGTERM before the container is removed.
+    pub kill_grace: Duration,
+}
+
+impl Default for ContainerOptions {
+    fn default() -> Self {
+        Self {
+            default_image: "docker.io/library/debian:bookworm-slim".into(),
+            network: false,
+            kill_grace: DEFAULT_KILL_GRACE,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ContainerExecutor {
+    engine: ContainerEngine,
+    options: ContainerOptions,
+    /// Set once a container has run: an engine can answer `info` and still be unable to start
+    /// one (no cgroup or rlimit permissions in a nested container).
+    runs_containers: OnceCell<()>,
+}
+
+impl ContainerExecutor {
+    pub fn new(engine: ContainerEngine, options: ContainerOptions) -> Self {
+        Self {
+            engine,
+            options,
+            runs_containers: OnceCell::new(),
+        }
+    }
+
+    /// Checks once, with the default image, that the engine really starts containers. Only
+    /// success is remembered: a failed pull may be a passing network problem.
+    async fn ensure_runs_containers(&self) -> Result<(), ExecError> {
+        self.runs_containers
+            .get_or_try_init(|| async {
+                let image = &self.options.default_image;
+                check_image_name(image)?;
+                let mut args: Vec<&str> = vec!["run", "--rm", "--init", "--network", "none"];
+                args.extend([image.as_str(), SHELL[0], "-c", "true"]);
+                engine_command(&self.engine.program, args, FIRST_RUN_TIMEOUT)
+                    .await
+                    .map_err(|why| ExecError::Unavailable {
+                        executor: "container",
+                        reason: format!(
+                            "{} cannot run a container from {image}: {why}",
+                            self.engine.name
+                        ),
+                    })
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn run(
+        &self,
+        spec: &StepSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> Result<StepExit, ExecError> {
+        self.ensure_runs_containers().await?;
+        let workspace = process::workspace_dir(&spec.workspace)?;
+        let image = spec.image.as_deref().unwrap_or(&self.options.default_image);
+        check_image_name(image)?;
+        let env = EnvFile::write(&spec.env)?;
+        let name = format!("raibid-{}", process::random_suffix()?);
+        let args = run_args(&RunArgs {
+            name: &name,
+            workspace: &workspace,
+            env_file: env.file.path(),
+            passed_env: &env.passed,
+            network: self.options.network,
+            image,
+            script: &spec.script,
+        })?;
+        let mut command = Command::new(&self.engine.program);
+        command.args(args);
+        for key in &env.passed {
+            command.env(key, &spec.env[key]);
+        }
+        let leftover = RemoveOnDrop {
+            program: self.engine.program.clone(),
+            name: Some(name.clone()),
+        };
+        let stopper = EngineStopper {
+            engine: &self.engine,
+            name: &name,
+            grace: self.options.kill_grace,
+        };
+        let limits = Limits {
+            timeout: Some(spec.timeout),
+            grace: self.options.kill_grace,
+        };
+        let exit = process::run(command, output, cancel, limits, &stopper).await;
+        // Ended normally (`--rm` removed it) or was removed by the stopper.
+        leftover.disarm();
+        exit
+    }
+}
+
+impl Executor for ContainerExecutor {
+    fn name(&self) -> &'static str {
+        "container"
+    }
+
+    fn run_step<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<StepExit, ExecError>> {
+        Box::pin(self.run(spec, output, cancel))
+    }
+}
+
+/// An image name that starts with `-` would be read as an option.
+fn check_image_name(image: &str) -> Result<(), ExecError> {
+    if image.is_empty() || image.starts_with('-') || image.chars().any(char::is_whitespace) {
+        return Err(ExecError::Spawn(format!("invalid image name {image:?}")));
+    }
+    Ok(())
+}
+
+/// The step's environment on disk for `--env-file`: created 0600, deleted on drop.
+struct EnvFile {
+    file: tempfile::NamedTempFile,
+    /// Variables the file cannot hold (multi-line values).
+    passed: Vec<String>,
+}
+
+impl EnvFile {
+    fn write(env: &BTreeMap<String, String>) -> Result<Self, ExecError> {
+        let mut file = tempfile::Builder::new().prefix("raibid-env-").tempfile()?;
+        let mut passed = Vec::new();
+        for (key, value) in env {
+            if key.is_empty() || key.contains(['=', '\n', '\0']) {
+                return Err(ExecError::Spawn(format!(
+                    "invalid environment variable name {key:?}"
+                )));
+            }
+            if value.contains('\n') {
+                passed.push(key.clone());
+            } else {
+                writeln!(file, "{key}={value}")?;
+            }
+        }
+        file.flush()?;
+        Ok(Self { file, passed })
+    }
+}
+
+struct RunArgs<'a> {
+    name: &'a str,
+    workspace: &'a Path,
+    env_file: &'a Path,
+    passed_env: &'a [String],
+    network: bool,
+    image: &'a str,
+    script: &'a str,
+}
+
+fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
+    // `-v` separates fields with ':'.
+    if a.workspace.as_os_str().to_string_lossy().contains(':') {
+        return Err(ExecError::Spawn(format!(
+            "workspace {} contains ':', which a volume mount cannot express",
+            a.workspace.display()
+        )));
+    }
+    let mut volume = a.workspace.as_os_str().to_owned();
+    volume.push(":");
+    volume.push(CONTAINER_WORKSPACE);
+    let mut args: Vec<OsString> = ["run", "--rm", "--init", "--name", a.name, "-v"]
+        .map(OsString::from)
+        .to_vec();
+    args.push(volume);
+    args.extend(["-w", CONTAINER_WORKSPACE, "--env-file"].map(OsString::from));
+    args.push(a.env_file.into());
+    for key in a.passed_env {
+        args.extend(["-e", key].map(OsString::from));
+    }
+    if !a.network {
+        args.extend(["--network", "none"].map(OsString::from));
+    }
+    args.push(a.image.into());
+    args.extend(SHELL.map(OsString::from));
+    args.push(a.script.into());
+    Ok(args)
+}
+
+/// Stops the container through the engine; signals to the client alone would leave it running.
+struct EngineStopper<'a> {
+    engine: &'a ContainerEngine,
+    name: &'a str,
+    grace: Duration,
+}
+
+impl Stopper for EngineStopper<'_> {
+    fn terminate(&self, group: Pid) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let args = ["kill", "--signal", "TERM", self.name];
+            if let Err(why) = engine_command(&self.engine.program, args, self.grace).await {
+                // Most likely the container does not exist yet (image still pulling).
+                debug!(container = self.name, %why, "engine kill failed: signalling the client");
+                signal_group(group, Signal::SIGTERM);
+            }
+        })
+    }
+
+    fn kill(&self, _group: Pid) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let args = ["rm", "-f", self.name];
+            if let Err(why) =
+                engine_command(&self.engine.program, args, ENGINE_COMMAND_TIMEOUT).await
+            {
+                warn!(container = self.name, %why, "cannot remove the step's container");
+            }
+        })
+    }
+}
+
+/// Removes the container if its run was abandoned (the future dropped): the engine, not the
+/// agent, owns it, so it would otherwise run on.
+struct RemoveOnDrop {
+    program: PathBuf,
+    name: Option<String>,
+}
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.name = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else {
+            return;
+        };
+        let program = self.program.clone();
+        // A thread, not a task: drop may run outside a runtime or while it shuts down.
+        std::thread::spawn(move || {
+            let _ = std::process::Command::new(program)
+                .args(["rm", "-f", &name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        });
+    }
+}
+
+/// Runs an engine subcommand to completion; the error is the engine's own explanation.
+async fn engine_command<I, S>(program: &Path, args: I, timeout: Duration) -> Result<(), String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = match tokio::time::timeout(timeout, command.output()).await {
+        Err(_) => return Err(format!("no answer within {timeout:?}")),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Ok(output)) => output,
+    };
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let detail = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    Err(format!(
+        "{}: {}",
+        output.status,
+        last_lines(detail.trim(), 5)
+    ))
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_stay_out_of_argv() {
+        let env = BTreeMap::from([
+            ("TOKEN".to_string(), "s3cret".to_string()),
+            (
+                "KEY".to_string(),
+                "-----BEGIN-----\nabc\n-----END-----".to_string(),
+            ),
+        ]);
+        let file = EnvFile::write(&env).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(file.file.path()).unwrap(),
+            "TOKEN=s3cret\n"
+        );
+        assert_eq!(file.passed, ["KEY"]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file.file.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let args = run_args(&RunArgs {
+            name: "raibid-x",
+            workspace: Path::new("/w/job"),
+            env_file: file.file.path(),
+            passed_env: &file.passed,
+            network: false,
+            image: "alpine:3",
+            script: "make test",
+        })
+        .unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.contains("s3cret") || a.contains("BEGIN"))
+        );
+        let joined = args.join(" ");
+        assert!(joined.starts_with(
+            "run --rm --init --name raibid-x -v /w/job:/workspace -w /workspace --env-file "
+        ));
+        assert!(joined.ends_with(" -e KEY --network none alpine:3 /bin/sh -e -c make test"));
+        let path = file.file.path().to_path_buf();
+        drop(file);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn rejects_what_would_be_misparsed() {
+        assert!(check_image_name("--privileged").is_err());
+        assert!(check_image_name("").is_err());
+        assert!(check_image_name("debian:bookworm-slim").is_ok());
+        let env = BTreeMap::from([("A=B".to_string(), "x".to_string())]);
+        assert!(EnvFile::write(&env).is_err());
+        let args = RunArgs {
+            name: "n",
+            workspace: Path::new("/w/a:b"),
+            env_file: Path::new("/tmp/e"),
+            passed_env: &[],
+            network: true,
+            image: "i",
+            script: "s",
+        };
+        assert!(run_args(&args).is_err());
+    }
+}

@@ -1,0 +1,65 @@
+//! Steps run directly on the agent's machine, as the agent's user.
+//!
+//! No isolation beyond a clean environment and a process group: for trusted repositories and
+//! for machines where neither bubblewrap nor a container engine is available. A step can read
+//! everything the agent can, and a process that calls `setsid` escapes the step's kill.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, SignalGroup};
+use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
+
+#[derive(Debug, Clone)]
+pub struct HostExecutor {
+    grace: Duration,
+}
+
+impl HostExecutor {
+    pub fn new() -> Self {
+        Self::with_kill_grace(DEFAULT_KILL_GRACE)
+    }
+
+    /// `grace`: how long a step may take to exit after SIGTERM before it is killed.
+    pub fn with_kill_grace(grace: Duration) -> Self {
+        Self { grace }
+    }
+}
+
+impl Default for HostExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Executor for HostExecutor {
+    fn name(&self) -> &'static str {
+        "host"
+    }
+
+    fn run_step<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<StepExit, ExecError>> {
+        Box::pin(async move {
+            let workspace = process::workspace_dir(&spec.workspace)?;
+            let mut command = Command::new(SHELL[0]);
+            command
+                .args(&SHELL[1..])
+                .arg(&spec.script)
+                .env_clear()
+                .envs(&spec.env)
+                .current_dir(workspace);
+            let limits = Limits {
+                timeout: Some(spec.timeout),
+                grace: self.grace,
+            };
+            process::run(command, output, cancel, limits, &SignalGroup).await
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! Where a step's script runs. The whole isolation seam is this one trait (after Woodpecker's
+//! backend interface): the job runner knows nothing about which implementation it drives, and
+//! executors know nothing about Redis or the forge.
+
+mod bwrap;
+mod container;
+mod host;
+pub(crate) mod process;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use bwrap::{BwrapExecutor, BwrapOptions};
+pub use container::{ContainerEngine, ContainerExecutor, ContainerOptions};
+pub use host::HostExecutor;
+
+/// One step to run.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    pub name: String,
+    /// A shell script, run with `sh -e`.
+    pub script: String,
+    /// The job's checkout; the step's working directory.
+    pub workspace: PathBuf,
+    /// The complete environment of the step: nothing is inherited from the agent.
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+    /// Container image (container executor only; others ignore it).
+    pub image: Option<String>,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepExit {
+    /// The script's exit code; `None` when it was killed by a signal.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    pub duration: Duration,
+}
+
+impl StepExit {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out && !self.cancelled
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot start the step: {0}")]
+    Spawn(String),
+    #[error("{executor} is not usable on this machine: {reason}")]
+    Unavailable {
+        executor: &'static str,
+        reason: String,
+    },
+    #[error("i/o error while running the step: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Output of a running step, stdout and stderr merged in the order they were written.
+pub type OutputSender = mpsc::Sender<Vec<u8>>;
+
+/// Runs steps. Implementations must:
+/// - give the step exactly `spec.env` (no inherited variables),
+/// - kill the step's whole process tree on timeout or cancel (SIGTERM, then SIGKILL after a
+///   grace period) and leave no process behind when `run_step` returns,
+/// - send output as it arrives, never buffering a whole step.
+pub trait Executor: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    fn run_step<'a>(
+        &'a self,
+        spec: &'a StepSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<StepExit, ExecError>>;
+}

@@ -1,0 +1,138 @@
+//! The private files buildah reads during one build: registry credentials and registry
+//! settings.
+//!
+//! Both are written for every build and always passed, so a build never falls back on whatever
+//! the agent's user has in `~/.docker/config.json` or `/etc/containers/registries.conf`: a
+//! pipeline must not be able to push with credentials the operator did not give to raibid.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::RegistryAuth;
+
+pub(crate) struct BuildFiles {
+    /// Created 0700 by `tempfile`; removed with everything in it on drop.
+    dir: tempfile::TempDir,
+}
+
+impl BuildFiles {
+    pub(crate) fn write(auth: Option<&RegistryAuth>, insecure: &[String]) -> io::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("raibid-build-").tempdir()?;
+        let files = Self { dir };
+        private_file(files.authfile(), &auth_json(auth))?;
+        private_file(files.registries_conf(), &registries_conf(insecure))?;
+        Ok(files)
+    }
+
+    pub(crate) fn authfile(&self) -> PathBuf {
+        self.dir.path().join("auth.json")
+    }
+
+    pub(crate) fn registries_conf(&self) -> PathBuf {
+        self.dir.path().join("registries.conf")
+    }
+
+    /// Where `buildah push` writes the digest of the `n`th push.
+    pub(crate) fn digest_file(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("digest-{n}"))
+    }
+}
+
+/// A registry name that can go into registries.conf unquoted by anything but `"`.
+pub(crate) fn check_registry_host(host: &str) -> Result<(), String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/');
+    if host.is_empty() || host.starts_with('-') || !host.chars().all(fine) {
+        return Err(format!("invalid registry name {host:?}"));
+    }
+    Ok(())
+}
+
+/// The `auth` field is base64 of `user:password`, as `docker login` writes it.
+pub(crate) fn encoded_credentials(auth: &RegistryAuth) -> String {
+    STANDARD.encode(format!("{}:{}", auth.username, auth.password))
+}
+
+fn auth_json(auth: Option<&RegistryAuth>) -> String {
+    let mut auths = serde_json::Map::new();
+    if let Some(a) = auth {
+        auths.insert(
+            a.host.clone(),
+            serde_json::json!({ "auth": encoded_credentials(a) }),
+        );
+    }
+    serde_json::json!({ "auths": auths }).to_string()
+}
+
+/// Only the listed registries may be reached over plain HTTP. Unqualified names (`FROM debian`)
+/// resolve on Docker Hub, as Dockerfiles written for Docker expect.
+fn registries_conf(insecure: &[String]) -> String {
+    let mut conf = String::from("unqualified-search-registries = [\"docker.io\"]\n");
+    for host in insecure {
+        conf.push_str(&format!(
+            "\n[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+        ));
+    }
+    conf
+}
+
+fn private_file(path: PathBuf, contents: &str) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn credentials_live_in_a_private_file() {
+        let auth = RegistryAuth {
+            host: "r.example:5000".into(),
+            username: "bot".into(),
+            password: "pa:ss".into(),
+        };
+        let files = BuildFiles::write(Some(&auth), &["127.0.0.1:5000".into()]).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(files.authfile()).unwrap()).unwrap();
+        assert_eq!(
+            json["auths"]["r.example:5000"]["auth"],
+            STANDARD.encode("bot:pa:ss")
+        );
+        for path in [files.authfile(), files.registries_conf()] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+        let conf = std::fs::read_to_string(files.registries_conf()).unwrap();
+        assert!(conf.contains("location = \"127.0.0.1:5000\"\ninsecure = true"));
+        let dir = files.authfile().parent().unwrap().to_path_buf();
+        drop(files);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn no_credentials_means_an_empty_auth_file() {
+        let files = BuildFiles::write(None, &[]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(files.authfile()).unwrap(),
+            r#"{"auths":{}}"#
+        );
+    }
+
+    #[test]
+    fn registry_names_cannot_inject_settings() {
+        assert!(check_registry_host("127.0.0.1:5000").is_ok());
+        assert!(check_registry_host("r.io\"\ninsecure = true").is_err());
+        assert!(check_registry_host("").is_err());
+    }
+}

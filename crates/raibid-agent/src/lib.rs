@@ -1,0 +1,21 @@
+//! The raibid-ci agent.
+//!
+//! An agent claims a job from its pools' streams, checks out the exact commit through a mirror
+//! cache, runs the pipeline's steps through an [`executor::Executor`], streams the output into
+//! the job's log, builds and pushes images, and acks with the result. It knows the queue, but
+//! not the forge or HTTP: commit status is the server's business.
+
+mod agent;
+mod checkout;
+mod env;
+pub mod executor;
+pub mod image;
+mod logsink;
+mod runner;
+mod secrets;
+
+pub use agent::{AgentOptions, AgentSummary, run_agent};
+pub use checkout::{CheckoutError, CheckoutReport, GitCheckout};
+pub use logsink::{JobLog, Masker};
+pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings};
+pub use secrets::{SecretError, SecretStore};

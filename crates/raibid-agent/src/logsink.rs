@@ -1,0 +1,286 @@
+//! From step output to the job's log stream: secrets masked, chunked, flushed often.
+//!
+//! Output is flushed every 100 ms or 64 KiB, whichever comes first, so a follower sees lines
+//! almost as they are printed while a chatty step costs one Redis write per 64 KiB. Masking
+//! happens before anything leaves the agent, and holds back only as many trailing bytes as could
+//! be the start of a secret, so a secret split across two reads is still caught.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use aho_corasick::AhoCorasick;
+use raibid_queue::Queue;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::warn;
+
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+pub const FLUSH_BYTES: usize = 64 * 1024;
+const MASK: &[u8] = b"***";
+const TAIL_LINES: usize = 20;
+
+/// Replaces secrets in a byte stream that arrives in arbitrary pieces.
+#[derive(Default)]
+pub struct Masker {
+    secrets: Vec<Vec<u8>>,
+    matcher: Option<AhoCorasick>,
+    pending: Vec<u8>,
+}
+
+impl Masker {
+    /// Secrets shorter than 4 bytes are not masked: masking `a` or `1` would shred every log
+    /// and protects nothing worth protecting.
+    pub fn add_secret(&mut self, secret: &str) {
+        let s = secret.as_bytes();
+        if s.len() < 4 || self.secrets.iter().any(|x| x == s) {
+            return;
+        }
+        self.secrets.push(s.to_vec());
+        // Longest first so that a secret containing another is masked whole.
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.matcher = Some(
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&self.secrets)
+                .expect("literal patterns always build"),
+        );
+    }
+
+    /// Accepts more output; returns what is safe to emit now.
+    pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(data);
+        let Some(matcher) = &self.matcher else {
+            return std::mem::take(&mut self.pending);
+        };
+        let masked = matcher.replace_all_bytes(&self.pending, &vec![MASK; self.secrets.len()]);
+        let hold = self.partial_secret_suffix(&masked);
+        let (emit, keep) = masked.split_at(masked.len() - hold);
+        self.pending = keep.to_vec();
+        emit.to_vec()
+    }
+
+    /// Everything held back, at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let rest = std::mem::take(&mut self.pending);
+        match &self.matcher {
+            Some(m) => m.replace_all_bytes(&rest, &vec![MASK; self.secrets.len()]),
+            None => rest,
+        }
+    }
+
+    /// Length of the longest suffix of `data` that is a proper prefix of some secret.
+    fn partial_secret_suffix(&self, data: &[u8]) -> usize {
+        let longest = self.secrets.first().map_or(0, Vec::len);
+        (1..longest.min(data.len() + 1))
+            .rev()
+            .find(|&k| {
+                let suffix = &data[data.len() - k..];
+                self.secrets
+                    .iter()
+                    .any(|s| s.len() > k && s.starts_with(suffix))
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// The log of one job as the agent writes it.
+pub struct JobLog {
+    queue: Queue,
+    job_id: String,
+    masker: Masker,
+    buffer: Vec<u8>,
+    last_flush: Instant,
+    tail: VecDeque<String>,
+    partial_line: Vec<u8>,
+    capped: bool,
+    bytes_written: u64,
+}
+
+impl JobLog {
+    pub fn new(queue: Queue, job_id: impl Into<String>) -> Self {
+        Self {
+            queue,
+            job_id: job_id.into(),
+            masker: Masker::default(),
+            buffer: Vec::with_capacity(FLUSH_BYTES),
+            last_flush: Instant::now(),
+            tail: VecDeque::new(),
+            partial_line: Vec::new(),
+            capped: false,
+            bytes_written: 0,
+        }
+    }
+
+    pub fn mask(&mut self, secret: &str) {
+        self.masker.add_secret(secret);
+    }
+
+    /// Bytes stored so far (after masking).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// A line of the agent's own (header lines, explanations), flushed at once.
+    pub async fn line(&mut self, text: &str) {
+        let mut data = text.as_bytes().to_vec();
+        data.push(b'\n');
+        self.write(&data).await;
+        self.flush().await;
+    }
+
+    pub async fn write(&mut self, data: &[u8]) {
+        let safe = self.masker.push(data);
+        self.buffer_masked(&safe);
+        if self.buffer.len() >= FLUSH_BYTES || self.last_flush.elapsed() >= FLUSH_INTERVAL {
+            self.flush_buffer().await;
+        }
+    }
+
+    /// Flushes everything, including bytes held back for masking.
+    pub async fn flush(&mut self) {
+        let rest = self.masker.finish();
+        self.buffer_masked(&rest);
+        self.flush_buffer().await;
+    }
+
+    /// The last lines written since [`Self::start_tail`], for the step result.
+    pub fn tail(&self) -> String {
+        let mut lines: Vec<&str> = self.tail.iter().map(String::as_str).collect();
+        let partial = String::from_utf8_lossy(&self.partial_line);
+        if !partial.is_empty() {
+            lines.push(&partial);
+            return lines.join("\n");
+        }
+        lines.join("\n")
+    }
+
+    pub fn start_tail(&mut self) {
+        self.tail.clear();
+        self.partial_line.clear();
+    }
+
+    /// Copies step output from `rx` into the log until the sender is dropped, flushing on time
+    /// even when the step is quiet.
+    pub async fn pump(&mut self, mut rx: mpsc::Receiver<Vec<u8>>) {
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                chunk = rx.recv() => match chunk {
+                    Some(data) => self.write(&data).await,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if !self.buffer.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL {
+                        self.flush_buffer().await;
+                    }
+                }
+            }
+        }
+        self.flush().await;
+    }
+
+    fn buffer_masked(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+        for &b in data {
+            if b == b'\n' {
+                let line = String::from_utf8_lossy(&self.partial_line).into_owned();
+                self.partial_line.clear();
+                if self.tail.len() == TAIL_LINES {
+                    self.tail.pop_front();
+                }
+                self.tail.push_back(line);
+            } else if self.partial_line.len() < 1024 {
+                self.partial_line.push(b);
+            }
+        }
+    }
+
+    async fn flush_buffer(&mut self) {
+        self.last_flush = Instant::now();
+        if self.buffer.is_empty() || self.capped {
+            self.buffer.clear();
+            return;
+        }
+        let data = std::mem::take(&mut self.buffer);
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=5 {
+            match self.queue.append_log(&self.job_id, &data).await {
+                Ok(stored) => {
+                    self.bytes_written += data.len() as u64;
+                    self.capped = !stored;
+                    break;
+                }
+                Err(e) if e.is_transient() && attempt < 5 => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    warn!(job = %self.job_id, error = %e, bytes = data.len(), "dropping log output");
+                    break;
+                }
+            }
+        }
+        self.buffer = data;
+        self.buffer.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(masker: &mut Masker, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in pieces {
+            out.extend(masker.push(p));
+        }
+        out.extend(masker.finish());
+        out
+    }
+
+    #[test]
+    fn masks_whole_secrets() {
+        let mut m = Masker::default();
+        m.add_secret("hunter22");
+        assert_eq!(run(&mut m, &[b"pw=hunter22 ok\n"]), b"pw=*** ok\n");
+    }
+
+    #[test]
+    fn masks_secrets_split_across_chunks() {
+        let mut m = Masker::default();
+        m.add_secret("hunter22");
+        let out = run(&mut m, &[b"pw=hun", b"te", b"r22 and hunter2", b"2\n"]);
+        assert_eq!(out, b"pw=*** and ***\n");
+    }
+
+    #[test]
+    fn holds_back_only_possible_prefixes() {
+        let mut m = Masker::default();
+        m.add_secret("secretvalue");
+        assert_eq!(m.push(b"hello wor"), b"hello wor");
+        assert_eq!(m.push(b"ld sec"), b"ld ");
+        assert_eq!(m.finish(), b"sec");
+    }
+
+    #[test]
+    fn longer_secret_wins_over_its_prefix() {
+        let mut m = Masker::default();
+        m.add_secret("abcd");
+        m.add_secret("abcdefgh");
+        assert_eq!(run(&mut m, &[b"x abcdefgh y abcd z"]), b"x *** y *** z");
+    }
+
+    #[test]
+    fn tiny_secrets_are_not_masked() {
+        let mut m = Masker::default();
+        m.add_secret("a");
+        assert_eq!(run(&mut m, &[b"banana"]), b"banana");
+    }
+
+    #[test]
+    fn without_secrets_nothing_is_held() {
+        let mut m = Masker::default();
+        assert_eq!(m.push(b"abc"), b"abc");
+    }
+}

@@ -1,0 +1,626 @@
+//! Runs one claimed job from checkout to ack.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use raibid_model::{Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
+use raibid_pipeline::{PIPELINE_FILE, Pipeline, RepoListing, StepKind, TagContext, TriggerContext};
+use raibid_queue::{Claimed, Enqueued, Heartbeat, Queue, QueueError, ReleaseResult};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::checkout::GitCheckout;
+use crate::env::{is_reserved, job_env};
+use crate::executor::{Executor, StepExit, StepSpec};
+use crate::image::{BuildRequest, ImageBuilder};
+use crate::logsink::JobLog;
+use crate::secrets::SecretStore;
+
+/// Steps without a timeout of their own (and jobs without one) stop after this.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Everything a runner needs that does not change from job to job.
+pub struct Runner {
+    pub queue: Queue,
+    pub executor: Arc<dyn Executor>,
+    pub git: GitCheckout,
+    pub images: Option<Arc<ImageBuilder>>,
+    pub secrets: SecretStore,
+    pub settings: RunnerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub agent_name: String,
+    /// Per-job directories are created here and removed afterwards.
+    pub workspace_root: PathBuf,
+    pub keep_workspace: bool,
+    pub heartbeat_interval: Duration,
+    /// `PATH` given to steps.
+    pub step_path: String,
+    /// Extra variables for every step (e.g. `RUSTUP_HOME` so toolchains work in a sandbox).
+    pub step_env: BTreeMap<String, String>,
+    /// Value of `{registry}` in image tags.
+    pub registry: String,
+}
+
+/// How a job left this agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    Acked(JobStatus),
+    /// The claim was taken away while we ran (we were presumed dead); nothing was acked.
+    Lost,
+    /// Handed back unfinished (agent shutting down).
+    Released(ReleaseResult),
+}
+
+const RUNNING: u8 = 0;
+const CANCEL_REQUESTED: u8 = 1;
+const LOST: u8 = 2;
+const INTERRUPTED: u8 = 3;
+
+/// Why the job's cancel token fired.
+struct StopReason(AtomicU8);
+
+impl StopReason {
+    fn set(&self, reason: u8) {
+        let _ = self
+            .0
+            .compare_exchange(RUNNING, reason, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Runner {
+    /// Runs `claimed` to the end. `interrupt` fires when the agent must give the job back
+    /// (shutdown grace period over): the step is stopped and the job released, not acked.
+    pub async fn run(
+        &self,
+        claimed: Claimed,
+        interrupt: CancellationToken,
+    ) -> Result<JobEnd, QueueError> {
+        let job = claimed.job.clone();
+        let stop = CancellationToken::new();
+        let reason = Arc::new(StopReason(AtomicU8::new(RUNNING)));
+        let heartbeat = self.spawn_heartbeat(claimed.clone(), stop.clone(), reason.clone());
+        let interrupt_watch = {
+            let stop = stop.clone();
+            let reason = reason.clone();
+            tokio::spawn(async move {
+                interrupt.cancelled().await;
+                reason.set(INTERRUPTED);
+                stop.cancel();
+            })
+        };
+
+        let job_dir = self
+            .settings
+            .workspace_root
+            .join(format!("{}-a{}", job.id, job.attempt));
+        let mut log = JobLog::new(self.queue.clone(), job.id.clone());
+        for secret in self.secrets.values() {
+            log.mask(secret);
+        }
+        let mut outcome = self
+            .execute(&claimed, &job_dir, &mut log, &stop, &reason)
+            .await;
+        log.flush().await;
+
+        heartbeat.abort();
+        interrupt_watch.abort();
+        if !self.settings.keep_workspace {
+            let _ = tokio::fs::remove_dir_all(&job_dir).await;
+        }
+
+        match reason.get() {
+            LOST => {
+                warn!(job = %job.id, "claim lost while running; the job runs elsewhere");
+                Ok(JobEnd::Lost)
+            }
+            INTERRUPTED => {
+                let result = self
+                    .queue
+                    .release(&claimed, "agent shut down before the job finished")
+                    .await?;
+                Ok(JobEnd::Released(result))
+            }
+            CANCEL_REQUESTED => {
+                outcome.status = JobStatus::Cancelled;
+                outcome.reason = Some("cancelled".into());
+                self.ack(&claimed, &outcome).await
+            }
+            _ => self.ack(&claimed, &outcome).await,
+        }
+    }
+
+    async fn ack(&self, claimed: &Claimed, outcome: &Outcome) -> Result<JobEnd, QueueError> {
+        if self.queue.ack(claimed, outcome).await? {
+            Ok(JobEnd::Acked(outcome.status))
+        } else {
+            Ok(JobEnd::Lost)
+        }
+    }
+
+    fn spawn_heartbeat(
+        &self,
+        claimed: Claimed,
+        stop: CancellationToken,
+        reason: Arc<StopReason>,
+    ) -> tokio::task::JoinHandle<()> {
+        let queue = self.queue.clone();
+        let every = self.settings.heartbeat_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match queue.heartbeat(&claimed).await {
+                    Ok(Heartbeat::Continue) => {}
+                    Ok(Heartbeat::CancelRequested) => {
+                        reason.set(CANCEL_REQUESTED);
+                        stop.cancel();
+                    }
+                    Ok(Heartbeat::Lost) => {
+                        reason.set(LOST);
+                        stop.cancel();
+                        return;
+                    }
+                    // Redis away: keep running; if it stays away long enough the reaper
+                    // requeues the job and the next heartbeat says so.
+                    Err(e) => warn!(job = %claimed.job.id, error = %e, "heartbeat failed"),
+                }
+            }
+        })
+    }
+
+    async fn execute(
+        &self,
+        claimed: &Claimed,
+        job_dir: &Path,
+        log: &mut JobLog,
+        stop: &CancellationToken,
+        reason: &StopReason,
+    ) -> Outcome {
+        let job = &claimed.job;
+        log.line(&format!(
+            "\x1b[1mraibid\x1b[0m job {} attempt {} on agent {} ({}, {})",
+            job.id,
+            job.attempt,
+            self.settings.agent_name,
+            self.executor.name(),
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))
+        .await;
+        log.line(&format!(
+            "{} {} at {}",
+            job.spec.repo, job.spec.git_ref, job.spec.sha
+        ))
+        .await;
+
+        let workspace = job_dir.join("src");
+        let home = job_dir.join("home");
+        if let Err(e) = tokio::fs::create_dir_all(&home).await {
+            return error_outcome(log, format!("cannot create the job directory: {e}")).await;
+        }
+        let checkout = tokio::select! {
+            r = self.git.checkout(job, &workspace) => r,
+            _ = stop.cancelled() => return Outcome::new(JobStatus::Cancelled),
+        };
+        match checkout {
+            Ok(report) => {
+                let how = match (report.mirror_created, report.fetched) {
+                    (true, _) => "new mirror",
+                    (false, true) => "mirror fetched",
+                    (false, false) => "mirror already had the commit",
+                };
+                log.line(&format!(
+                    "checked out {} in {:.2}s ({how})",
+                    short(&job.spec.sha),
+                    report.duration.as_secs_f64()
+                ))
+                .await;
+            }
+            Err(e) => return error_outcome(log, format!("checkout failed: {e}")).await,
+        }
+
+        let pipeline = match load_pipeline(&workspace, log).await {
+            Ok(p) => p,
+            Err(message) => return error_outcome(log, message).await,
+        };
+        if pipeline.clone.submodules
+            && let Err(e) = self.git.update_submodules(&workspace).await
+        {
+            return error_outcome(log, format!("submodules: {e}")).await;
+        }
+        if pipeline.clone.lfs
+            && let Err(e) = self.git.lfs_pull(&workspace).await
+        {
+            return error_outcome(
+                log,
+                format!("git lfs: {e} (is git-lfs installed on the agent?)"),
+            )
+            .await;
+        }
+
+        let variant_env = match self.matrix_variant(job, &pipeline, log).await {
+            MatrixStep::Run(env) => env,
+            MatrixStep::Expanded(outcome) => return outcome,
+        };
+        self.run_steps(
+            job,
+            &pipeline,
+            variant_env,
+            &workspace,
+            &home,
+            log,
+            stop,
+            reason,
+        )
+        .await
+    }
+
+    /// A matrix pipeline runs as one job per variant: the first delivery (no `RAIBID_MATRIX`)
+    /// queues the variants as jobs of their own, so they spread over agents like any job.
+    async fn matrix_variant(&self, job: &Job, pipeline: &Pipeline, log: &mut JobLog) -> MatrixStep {
+        if pipeline.matrix.is_none() {
+            return MatrixStep::Run(BTreeMap::new());
+        }
+        let variants = pipeline.expand_matrix();
+        if let Some(wanted) = job.spec.env.get("RAIBID_MATRIX") {
+            return match variants.into_iter().find(|v| &v.name == wanted) {
+                Some(v) => {
+                    log.line(&format!("matrix variant {}", v.name)).await;
+                    MatrixStep::Run(v.env)
+                }
+                None => MatrixStep::Expanded(
+                    error_outcome(
+                        log,
+                        format!("matrix variant {wanted:?} is not in {PIPELINE_FILE}"),
+                    )
+                    .await,
+                ),
+            };
+        }
+        let mut ids = Vec::new();
+        for variant in &variants {
+            let mut spec: NewJob = job.spec.clone();
+            spec.delivery_id = None;
+            spec.retry_of = None;
+            spec.env
+                .insert("RAIBID_MATRIX".into(), variant.name.clone());
+            match self.queue.enqueue(spec).await {
+                Ok(Enqueued::Created(child)) => {
+                    log.line(&format!("queued {} for {}", child.id, variant.name))
+                        .await;
+                    ids.push(child.id.clone());
+                }
+                Ok(Enqueued::Duplicate { .. }) => {}
+                Err(e) => {
+                    return MatrixStep::Expanded(
+                        error_outcome(
+                            log,
+                            format!("queueing matrix variant {}: {e}", variant.name),
+                        )
+                        .await,
+                    );
+                }
+            }
+        }
+        let mut outcome = Outcome::new(JobStatus::Success);
+        outcome.reason = Some(format!(
+            "matrix expanded into {} jobs: {}",
+            ids.len(),
+            ids.join(" ")
+        ));
+        MatrixStep::Expanded(outcome)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_steps(
+        &self,
+        job: &Job,
+        pipeline: &Pipeline,
+        variant_env: BTreeMap<String, String>,
+        workspace: &Path,
+        home: &Path,
+        log: &mut JobLog,
+        stop: &CancellationToken,
+        reason: &StopReason,
+    ) -> Outcome {
+        let trigger = TriggerContext {
+            event: job.spec.event,
+            branch: job.branch().map(str::to_owned),
+            tag: job.tag().map(str::to_owned),
+        };
+        let job_deadline = Instant::now() + pipeline.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let mut base_env = job_env(job, workspace, home, &self.settings.step_path);
+        base_env.extend(self.settings.step_env.clone());
+        for (k, v) in pipeline.env.iter().chain(&variant_env).chain(&job.spec.env) {
+            if !is_reserved(k) {
+                base_env.insert(k.clone(), v.clone());
+            }
+        }
+
+        let mut results: Vec<StepResult> = pipeline
+            .steps
+            .iter()
+            .map(|s| StepResult {
+                name: s.name.clone(),
+                status: StepStatus::Pending,
+                exit_code: None,
+                duration_ms: None,
+                tail: String::new(),
+            })
+            .collect();
+        let mut outcome = Outcome::new(JobStatus::Success);
+        for (i, step) in pipeline.steps.iter().enumerate() {
+            if outcome.status != JobStatus::Success || stop.is_cancelled() {
+                results[i].status = StepStatus::Skipped;
+                continue;
+            }
+            if !step.when.matches(&trigger) {
+                results[i].status = StepStatus::Skipped;
+                log.line(&format!(
+                    "\x1b[2m- step {} skipped (when does not match)\x1b[0m",
+                    step.name
+                ))
+                .await;
+                continue;
+            }
+            let secrets = match self.secrets.resolve(job, &step.secrets) {
+                Ok(s) => s,
+                Err(e) => {
+                    results[i].status = StepStatus::Failure;
+                    results[i].tail = e.to_string();
+                    log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
+                        .await;
+                    outcome.status = JobStatus::Error;
+                    outcome.reason = Some(format!("step {}: {e}", step.name));
+                    continue;
+                }
+            };
+            for value in secrets.values() {
+                log.mask(value);
+            }
+            let mut env = base_env.clone();
+            env.extend(
+                step.env
+                    .iter()
+                    .filter(|(k, _)| !is_reserved(k))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            env.extend(secrets);
+            let remaining = job_deadline.saturating_duration_since(Instant::now());
+            let timeout = step.timeout.unwrap_or(DEFAULT_TIMEOUT).min(remaining);
+
+            results[i].status = StepStatus::Running;
+            let _ = self.queue.record_progress(&job.id, &results).await;
+            log.start_tail();
+            log.line(&format!(
+                "\n\x1b[1;36m▶ step {}\x1b[0m \x1b[2m{}\x1b[0m",
+                step.name,
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ))
+            .await;
+            let started = Instant::now();
+            let result = match &step.kind {
+                StepKind::Run { script } => {
+                    let spec = StepSpec {
+                        name: step.name.clone(),
+                        script: script.clone(),
+                        workspace: workspace.to_path_buf(),
+                        env,
+                        timeout,
+                        image: step.image.clone().or_else(|| pipeline.image.clone()),
+                    };
+                    self.run_script(&spec, log, stop).await
+                }
+                StepKind::ImageBuild(build) => {
+                    self.run_image_build(job, build, workspace, log, stop, &mut outcome.images)
+                        .await
+                }
+            };
+            let elapsed = started.elapsed();
+            results[i].duration_ms = Some(elapsed.as_millis() as u64);
+            results[i].tail = log.tail();
+            match result {
+                Ok(exit) if exit.success() => {
+                    results[i].status = StepStatus::Success;
+                    results[i].exit_code = exit.code;
+                    log.line(&format!(
+                        "\x1b[32m✔ {} ({:.2}s)\x1b[0m",
+                        step.name,
+                        elapsed.as_secs_f64()
+                    ))
+                    .await;
+                }
+                Ok(exit) => {
+                    results[i].exit_code = exit.code;
+                    let why = if exit.cancelled {
+                        results[i].status = StepStatus::Cancelled;
+                        match reason.get() {
+                            INTERRUPTED => "stopped: the agent is shutting down".to_owned(),
+                            LOST => "stopped: the job was reassigned".to_owned(),
+                            _ => "cancelled".to_owned(),
+                        }
+                    } else if exit.timed_out {
+                        results[i].status = StepStatus::Failure;
+                        format!("timed out after {}s", timeout.as_secs())
+                    } else {
+                        results[i].status = StepStatus::Failure;
+                        match (exit.code, exit.signal) {
+                            (Some(code), _) => format!("exit code {code}"),
+                            (None, Some(sig)) => format!("killed by signal {sig}"),
+                            _ => "failed".to_owned(),
+                        }
+                    };
+                    log.line(&format!(
+                        "\x1b[31m✘ {}: {why} ({:.2}s)\x1b[0m",
+                        step.name,
+                        elapsed.as_secs_f64()
+                    ))
+                    .await;
+                    outcome.status = if exit.cancelled {
+                        JobStatus::Cancelled
+                    } else {
+                        JobStatus::Failure
+                    };
+                    outcome.reason = Some(format!("step {} {why}", step.name));
+                }
+                Err(message) => {
+                    results[i].status = StepStatus::Failure;
+                    log.line(&format!("\x1b[31m✘ {}: {message}\x1b[0m", step.name))
+                        .await;
+                    outcome.status = JobStatus::Error;
+                    outcome.reason = Some(format!("step {}: {message}", step.name));
+                }
+            }
+            let _ = self.queue.record_progress(&job.id, &results).await;
+        }
+        if outcome.status == JobStatus::Success {
+            let ran = results
+                .iter()
+                .filter(|r| r.status == StepStatus::Success)
+                .count();
+            outcome.reason = Some(format!("{ran} step(s) passed"));
+        }
+        outcome.steps = results;
+        outcome
+    }
+
+    async fn run_script(
+        &self,
+        spec: &StepSpec,
+        log: &mut JobLog,
+        stop: &CancellationToken,
+    ) -> Result<StepExit, String> {
+        let (tx, rx) = mpsc::channel(64);
+        let run = self.executor.run_step(spec, tx, stop.clone());
+        let (result, ()) = tokio::join!(run, log.pump(rx));
+        result.map_err(|e| e.to_string())
+    }
+
+    async fn run_image_build(
+        &self,
+        job: &Job,
+        build: &raibid_pipeline::ImageBuild,
+        workspace: &Path,
+        log: &mut JobLog,
+        stop: &CancellationToken,
+        images: &mut Vec<String>,
+    ) -> Result<StepExit, String> {
+        let Some(builder) = &self.images else {
+            return Err("image builds need buildah on the agent (apt-get install buildah)".into());
+        };
+        let tags = build
+            .render_tags(&TagContext {
+                registry: self.settings.registry.clone(),
+                repo: job.spec.repo.clone(),
+                sha: job.spec.sha.clone(),
+                branch: job.branch().map(str::to_owned),
+                tag: job.tag().map(str::to_owned),
+            })
+            .map_err(|e| e.to_string())?;
+        let context_dir = workspace.join(&build.context);
+        let containerfile = match &build.file {
+            Some(f) => workspace.join(f),
+            None => ["Containerfile", "Dockerfile"]
+                .iter()
+                .map(|f| context_dir.join(f))
+                .find(|p| p.exists())
+                .ok_or_else(|| format!("no Containerfile or Dockerfile in {}", build.context))?,
+        };
+        let request = BuildRequest {
+            context_dir,
+            containerfile,
+            tags,
+            platforms: build.platforms.clone(),
+            build_args: build.build_args.clone(),
+            push: build.push,
+            cache_repo: None,
+        };
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel(64);
+        let run = builder.build_and_push(&request, tx, stop.clone());
+        let (result, ()) = tokio::join!(run, log.pump(rx));
+        match result {
+            Ok(built) => {
+                for digest in &built.digests {
+                    log.line(&format!("pushed {digest}")).await;
+                }
+                images.extend(built.digests);
+                Ok(StepExit {
+                    code: Some(0),
+                    signal: None,
+                    timed_out: false,
+                    cancelled: false,
+                    duration: started.elapsed(),
+                })
+            }
+            Err(_) if stop.is_cancelled() => Ok(StepExit {
+                code: None,
+                signal: None,
+                timed_out: false,
+                cancelled: true,
+                duration: started.elapsed(),
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+enum MatrixStep {
+    Run(BTreeMap<String, String>),
+    Expanded(Outcome),
+}
+
+async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {
+    log.line(&format!("\x1b[31merror: {message}\x1b[0m")).await;
+    info!(%message, "job error");
+    Outcome::new(JobStatus::Error).with_reason(message)
+}
+
+/// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log
+/// and the commit status (file, line and column included).
+async fn load_pipeline(workspace: &Path, log: &mut JobLog) -> Result<Pipeline, String> {
+    let file = workspace.join(PIPELINE_FILE);
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut names = Vec::new();
+            let mut dir = tokio::fs::read_dir(workspace)
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(entry) = dir.next_entry().await.map_err(|e| e.to_string())? {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+            let mut listing = RepoListing::new(names);
+            if let Ok(makefile) = read_small(&workspace.join("Makefile")).await {
+                listing = listing.with_makefile(makefile);
+            }
+            let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
+            log.line(&detected.explanation).await;
+            Ok(detected.pipeline)
+        }
+        Err(e) => Err(format!("cannot read {PIPELINE_FILE}: {e}")),
+    }
+}
+
+async fn read_small(path: &Path) -> std::io::Result<String> {
+    let meta = tokio::fs::metadata(path).await?;
+    if meta.len() > 1024 * 1024 {
+        return Err(std::io::Error::other("too large"));
+    }
+    Ok(String::from_utf8_lossy(&tokio::fs::read(path).await?).into_owned())
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(10)]
+}

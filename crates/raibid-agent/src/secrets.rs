@@ -1,0 +1,196 @@
+//! Which secrets a step may see.
+//!
+//! A step gets a secret only if it names it, the repository is allowed to use it, and the job
+//! is not a pull request from a fork (whose author controls the pipeline file) unless the
+//! operator opted in. Every known secret value is masked in every job's log regardless.
+
+use std::collections::BTreeMap;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use raibid_model::{Event, Job};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {0} is not configured on this agent (agent.secrets)")]
+    Unknown(String),
+    #[error("secret {name} is not available to repository {repo} (agent.secret_repos)")]
+    RepoNotAllowed { name: String, repo: String },
+    #[error(
+        "secret {0} is withheld from pull requests from forks (set agent.secrets_for_forks to allow)"
+    )]
+    Fork(String),
+    #[error("agent.secret_repos.{name}: invalid glob {glob:?}: {message}")]
+    BadGlob {
+        name: String,
+        glob: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SecretStore {
+    values: BTreeMap<String, String>,
+    repos: BTreeMap<String, GlobSet>,
+    for_forks: bool,
+}
+
+impl SecretStore {
+    pub fn new(
+        values: BTreeMap<String, String>,
+        repos: &BTreeMap<String, Vec<String>>,
+        for_forks: bool,
+    ) -> Result<Self, SecretError> {
+        let mut compiled = BTreeMap::new();
+        for (name, globs) in repos {
+            let mut builder = GlobSetBuilder::new();
+            for g in globs {
+                let glob = Glob::new(g).map_err(|e| SecretError::BadGlob {
+                    name: name.clone(),
+                    glob: g.clone(),
+                    message: e.to_string(),
+                })?;
+                builder.add(glob);
+            }
+            compiled.insert(
+                name.clone(),
+                builder.build().map_err(|e| SecretError::BadGlob {
+                    name: name.clone(),
+                    glob: globs.join(","),
+                    message: e.to_string(),
+                })?,
+            );
+        }
+        Ok(Self {
+            values,
+            repos: compiled,
+            for_forks,
+        })
+    }
+
+    /// The values of `names` for this job, or the first reason one of them is refused.
+    pub fn resolve(
+        &self,
+        job: &Job,
+        names: &[String],
+    ) -> Result<BTreeMap<String, String>, SecretError> {
+        let mut out = BTreeMap::new();
+        for name in names {
+            let value = self
+                .values
+                .get(name)
+                .ok_or_else(|| SecretError::Unknown(name.clone()))?;
+            if let Some(globs) = self.repos.get(name)
+                && !globs.is_match(&job.spec.repo)
+            {
+                return Err(SecretError::RepoNotAllowed {
+                    name: name.clone(),
+                    repo: job.spec.repo.clone(),
+                });
+            }
+            if job.spec.event == Event::PullRequest && job.spec.from_fork && !self.for_forks {
+                return Err(SecretError::Fork(name.clone()));
+            }
+            out.insert(name.clone(), value.clone());
+        }
+        Ok(out)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.values.values().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raibid_model::{JobStatus, NewJob, PoolName};
+
+    fn job(repo: &str, event: Event, from_fork: bool) -> Job {
+        Job {
+            id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            spec: NewJob {
+                repo: repo.into(),
+                clone_url: "http://x".into(),
+                git_ref: "refs/heads/main".into(),
+                sha: "0".repeat(40),
+                event,
+                pool: PoolName::default(),
+                forge: None,
+                pr_number: None,
+                from_fork,
+                sender: None,
+                delivery_id: None,
+                env: Default::default(),
+                retry_of: None,
+            },
+            status: JobStatus::Running,
+            attempt: 1,
+            created_at: Default::default(),
+            started_at: None,
+            finished_at: None,
+            agent: None,
+            reason: None,
+            cancel_requested: false,
+            steps: vec![],
+            images: vec![],
+        }
+    }
+
+    fn store() -> SecretStore {
+        let values = BTreeMap::from([
+            ("DEPLOY_KEY".to_owned(), "k-123456".to_owned()),
+            ("SHARED".to_owned(), "s-123456".to_owned()),
+        ]);
+        let repos = BTreeMap::from([("DEPLOY_KEY".to_owned(), vec!["acme/site".to_owned()])]);
+        SecretStore::new(values, &repos, false).unwrap()
+    }
+
+    #[test]
+    fn allowed_repo_gets_its_secret() {
+        let got = store()
+            .resolve(
+                &job("acme/site", Event::Push, false),
+                &["DEPLOY_KEY".into()],
+            )
+            .unwrap();
+        assert_eq!(got["DEPLOY_KEY"], "k-123456");
+    }
+
+    #[test]
+    fn another_repo_is_denied() {
+        let err = store()
+            .resolve(
+                &job("evil/repo", Event::Push, false),
+                &["DEPLOY_KEY".into()],
+            )
+            .unwrap_err();
+        assert!(matches!(err, SecretError::RepoNotAllowed { .. }));
+    }
+
+    #[test]
+    fn forks_get_nothing_by_default() {
+        let err = store()
+            .resolve(
+                &job("acme/site", Event::PullRequest, true),
+                &["SHARED".into()],
+            )
+            .unwrap_err();
+        assert_eq!(err, SecretError::Fork("SHARED".into()));
+        assert!(
+            store()
+                .resolve(
+                    &job("acme/site", Event::PullRequest, false),
+                    &["SHARED".into()]
+                )
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_secrets_are_named() {
+        let err = store()
+            .resolve(&job("a/b", Event::Push, false), &["NOPE".into()])
+            .unwrap_err();
+        assert!(err.to_string().contains("NOPE"));
+    }
+}

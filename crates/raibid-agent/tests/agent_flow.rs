@@ -1,0 +1,480 @@
+//! The whole agent path with real processes: redis-server, git repositories, bubblewrap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
+use raibid_agent::{
+    AgentOptions, GitCheckout, JobEnd, Runner, RunnerSettings, SecretStore, run_agent,
+};
+use raibid_model::{Event, Job, JobStatus, NewJob, PoolName, StepStatus};
+use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
+use raibid_testkit::{GitDaemon, GitRepo, RedisServer, require_binary};
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    _redis: RedisServer,
+    queue: Queue,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        require_binary("bwrap", "bubblewrap");
+        let redis = RedisServer::start();
+        let mut options = QueueOptions::new(redis.url());
+        options.command_timeout = Duration::from_secs(3);
+        let queue = Queue::open(options).unwrap();
+        Self {
+            _redis: redis,
+            queue,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn runner(&self, secrets: SecretStore) -> Arc<Runner> {
+        let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
+            network: false,
+            hide: vec![self.dir.path().join("cache")],
+            ..Default::default()
+        }));
+        Arc::new(Runner {
+            queue: self.queue.clone(),
+            executor,
+            git: GitCheckout::new(self.dir.path().join("cache"), None),
+            images: None,
+            secrets,
+            settings: RunnerSettings {
+                agent_name: "test-agent".into(),
+                workspace_root: self.dir.path().join("work"),
+                keep_workspace: false,
+                heartbeat_interval: Duration::from_millis(200),
+                step_path: "/usr/local/bin:/usr/bin:/bin".into(),
+                step_env: BTreeMap::new(),
+                registry: "registry.invalid".into(),
+            },
+        })
+    }
+
+    async fn enqueue(&self, url: &str, sha: &str) -> Job {
+        let spec = NewJob {
+            repo: "acme/app".into(),
+            clone_url: url.into(),
+            git_ref: "refs/heads/main".into(),
+            sha: sha.into(),
+            event: Event::Push,
+            pool: PoolName::default(),
+            forge: None,
+            pr_number: None,
+            from_fork: false,
+            sender: None,
+            delivery_id: None,
+            env: Default::default(),
+            retry_of: None,
+        };
+        match self.queue.enqueue(spec).await.unwrap() {
+            Enqueued::Created(job) => *job,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn run_once(&self, runner: Arc<Runner>) -> Vec<(String, JobEnd)> {
+        let summary = tokio::time::timeout(
+            Duration::from_secs(60),
+            run_agent(runner, options(true), CancellationToken::new()),
+        )
+        .await
+        .expect("agent finished in time")
+        .unwrap();
+        summary.jobs
+    }
+
+    async fn log(&self, id: &str) -> String {
+        let batch = self
+            .queue
+            .read_log(id, &LogCursor::start(), 10_000)
+            .await
+            .unwrap();
+        let bytes: Vec<u8> = batch.chunks.into_iter().flat_map(|c| c.data).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    async fn job(&self, id: &str) -> Job {
+        self.queue.get(id).await.unwrap().unwrap()
+    }
+}
+
+fn options(once: bool) -> AgentOptions {
+    AgentOptions {
+        name: "test-agent".into(),
+        pools: vec![PoolName::default()],
+        labels: BTreeMap::new(),
+        once,
+        idle_timeout: Duration::from_secs(2),
+        concurrency: 1,
+        grace_period: Duration::from_millis(300),
+        heartbeat_interval: Duration::from_millis(200),
+    }
+}
+
+const TWO_STEPS: &str = "steps:\n  - name: build\n    run: echo building-$RAIBID_REPO\n  - name: test\n    run: |\n      echo testing\n      test -f README.md\n";
+
+#[tokio::test]
+async fn a_two_step_pipeline_runs_under_bwrap_and_succeeds() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(".raibid.yaml", TWO_STEPS), ("README.md", "hi\n")],
+        "init",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    assert_eq!(
+        ends,
+        vec![(job.id.clone(), JobEnd::Acked(JobStatus::Success))]
+    );
+
+    let done = h.job(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success);
+    assert_eq!(done.steps.len(), 2);
+    assert!(
+        done.steps.iter().all(|s| s.status == StepStatus::Success),
+        "{:?}",
+        done.steps
+    );
+    let log = h.log(&job.id).await;
+    assert!(
+        log.contains("▶ step build") && log.contains("▶ step test"),
+        "{log}"
+    );
+    assert!(log.contains("building-acme/app"), "{log}");
+    assert!(log.contains("testing"), "{log}");
+    assert!(log.contains(&sha), "the log names the commit: {log}");
+    assert!(
+        !h.dir
+            .path()
+            .join("work")
+            .join(format!("{}-a1", job.id))
+            .exists(),
+        "workspace removed"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_step_fails_the_job_with_its_exit_code() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: ok\n    run: echo fine\n  - name: broken\n    run: exit 3\n  - name: never\n    run: echo unreachable\n",
+        )],
+        "init",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    assert_eq!(done.status, JobStatus::Failure);
+    assert_eq!(done.steps[1].exit_code, Some(3));
+    assert_eq!(done.steps[1].status, StepStatus::Failure);
+    assert_eq!(done.steps[2].status, StepStatus::Skipped);
+    assert!(done.reason.unwrap().contains("exit code 3"));
+    assert!(!h.log(&job.id).await.contains("unreachable"));
+}
+
+#[tokio::test]
+async fn an_invalid_pipeline_file_errors_with_file_line_and_column() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: build\n    run: make\n    tiemout: 5m\n",
+        )],
+        "typo",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error);
+    let reason = done.reason.unwrap();
+    assert!(reason.starts_with(".raibid.yaml:4:"), "{reason}");
+    assert!(reason.contains("tiemout"), "{reason}");
+    assert!(h.log(&job.id).await.contains(".raibid.yaml:4:"));
+}
+
+#[tokio::test]
+async fn without_a_pipeline_file_the_makefile_is_detected() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(&[("Makefile", "test:\n\t@echo from-make-test\n")], "make");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(log.contains("from-make-test"), "{log}");
+    assert!(
+        log.to_lowercase().contains("makefile"),
+        "the log says what was detected: {log}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_masked_and_denied_to_other_repositories() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: use\n    secrets: [TOKEN]\n    run: echo the token is $TOKEN\n",
+        )],
+        "init",
+    );
+    let values = BTreeMap::from([("TOKEN".to_owned(), "tok-9f8e7d6c".to_owned())]);
+    let allowed = BTreeMap::from([("TOKEN".to_owned(), vec!["acme/*".to_owned()])]);
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::new(values.clone(), &allowed, false).unwrap()))
+        .await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("the token is ***"), "{log}");
+    assert!(!log.contains("tok-9f8e7d6c"), "{log}");
+
+    let other = BTreeMap::from([("TOKEN".to_owned(), vec!["someone-else/*".to_owned()])]);
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::new(values, &other, false).unwrap()))
+        .await;
+    let done = h.job(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error);
+    assert!(
+        done.reason
+            .unwrap()
+            .contains("not available to repository acme/app")
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_it() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: wait\n    run: sleep 120\n",
+        )],
+        "slow",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let queue = h.queue.clone();
+    let id = job.id.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if queue.get(&id).await.unwrap().unwrap().status == JobStatus::Running {
+                queue.cancel(&id).await.unwrap();
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(ends[0].1, JobEnd::Acked(JobStatus::Cancelled));
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_step_timeout_fails_the_job() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: hang\n    timeout: 1s\n    run: sleep 120\n",
+        )],
+        "hang",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    assert_eq!(done.status, JobStatus::Failure);
+    assert!(done.reason.unwrap().contains("timed out"));
+}
+
+#[tokio::test]
+async fn checkout_over_git_daemon_reuses_the_mirror() {
+    let h = Harness::new();
+    let base = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    let first = repo.commit(&[(".raibid.yaml", TWO_STEPS), ("README.md", "1\n")], "one");
+    let bare = base.path().join("acme").join("app.git");
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    repo.git(&["clone", "--quiet", "--bare", ".", bare.to_str().unwrap()]);
+    let daemon = GitDaemon::serve(base.path());
+    let url = daemon.url_for(&bare);
+
+    let runner = h.runner(SecretStore::default());
+    let job = h.enqueue(&url, &first).await;
+    h.run_once(runner.clone()).await;
+    assert_eq!(
+        h.job(&job.id).await.status,
+        JobStatus::Success,
+        "{}",
+        h.log(&job.id).await
+    );
+    assert!(h.log(&job.id).await.contains("new mirror"));
+
+    // The same commit again: no network at all.
+    let job = h.enqueue(&url, &first).await;
+    h.run_once(runner.clone()).await;
+    assert!(
+        h.log(&job.id)
+            .await
+            .contains("mirror already had the commit")
+    );
+
+    // A new commit: fetched into the mirror; and the checkout is exactly that commit.
+    let second = repo.commit(&[("README.md", "2\n")], "two");
+    repo.git(&["push", "--quiet", bare.to_str().unwrap(), "main"]);
+    let job = h.enqueue(&url, &second).await;
+    h.run_once(runner.clone()).await;
+    let log = h.log(&job.id).await;
+    assert!(log.contains("mirror fetched"), "{log}");
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+
+    // The older commit again, after the branch moved on: served from the mirror.
+    let job = h.enqueue(&url, &first).await;
+    h.run_once(runner).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success);
+    assert!(
+        h.log(&job.id)
+            .await
+            .contains("mirror already had the commit")
+    );
+}
+
+#[tokio::test]
+async fn the_exact_commit_is_built_not_the_branch_head() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let old = repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "steps:\n  - name: which\n    run: cat version.txt\n",
+            ),
+            ("version.txt", "old-version\n"),
+        ],
+        "old",
+    );
+    repo.commit(&[("version.txt", "new-version\n")], "new");
+    let job = h.enqueue(&repo.url(), &old).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert!(
+        log.contains("old-version") && !log.contains("new-version"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_commit_is_a_clear_error() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    repo.commit(&[("a", "b")], "init");
+    let job = h.enqueue(&repo.url(), &"ab".repeat(20)).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error);
+    assert!(done.reason.unwrap().contains("is not in"));
+}
+
+#[tokio::test]
+async fn a_matrix_pipeline_becomes_one_job_per_variant() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "matrix:\n  FLAVOUR: [plain, fancy]\nsteps:\n  - name: show\n    run: echo flavour=$FLAVOUR\n",
+        )],
+        "matrix",
+    );
+    let parent = h.enqueue(&repo.url(), &sha).await;
+    let runner = h.runner(SecretStore::default());
+    h.run_once(runner.clone()).await;
+    let done = h.job(&parent.id).await;
+    assert_eq!(done.status, JobStatus::Success);
+    assert!(done.reason.unwrap().contains("expanded into 2 jobs"));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        for (id, _) in h.run_once(runner.clone()).await {
+            seen.push(h.log(&id).await);
+        }
+    }
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().any(|l| l.contains("flavour=plain")));
+    assert!(seen.iter().any(|l| l.contains("flavour=fancy")));
+}
+
+#[tokio::test]
+async fn shutdown_hands_a_running_job_back_after_the_grace_period() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: wait\n    run: sleep 120\n",
+        )],
+        "slow",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(run_agent(
+        h.runner(SecretStore::default()),
+        options(false),
+        shutdown.clone(),
+    ));
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if h.job(&job.id).await.status == JobStatus::Running {
+            break;
+        }
+    }
+    shutdown.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("agent stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(summary.jobs[0].1, JobEnd::Released(_)),
+        "{summary:?}"
+    );
+    let job = h.job(&job.id).await;
+    assert_eq!(
+        job.status,
+        JobStatus::Queued,
+        "handed back for another agent"
+    );
+    assert_eq!(h.queue.stats(&PoolName::default()).await.unwrap().lag, 1);
+}
+
+#[tokio::test]
+async fn an_idle_once_agent_exits_quietly() {
+    let h = Harness::new();
+    let started = std::time::Instant::now();
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    assert!(ends.is_empty());
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        h.queue
+            .agents(chrono::Duration::minutes(5))
+            .await
+            .unwrap()
+            .is_empty(),
+        "deregistered"
+    );
+}

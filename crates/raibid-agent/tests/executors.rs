@@ -1,0 +1,673 @@
+//! The executors against real processes: `/bin/sh` on the host, bubblewrap, and a container
+//! engine where one works.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use raibid_agent::executor::{
+    BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerOptions, ExecError,
+    Executor, HostExecutor, StepExit, StepSpec,
+};
+use raibid_testkit::require_binary;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+const GRACE: Duration = Duration::from_secs(2);
+
+fn host() -> HostExecutor {
+    HostExecutor::with_kill_grace(GRACE)
+}
+
+fn bwrap_with(options: BwrapOptions) -> BwrapExecutor {
+    require_binary("bwrap", "bubblewrap");
+    BwrapExecutor::new(BwrapOptions {
+        kill_grace: GRACE,
+        ..options
+    })
+}
+
+fn bwrap() -> BwrapExecutor {
+    bwrap_with(BwrapOptions::default())
+}
+
+struct Step {
+    spec: StepSpec,
+    /// Keeps the workspace alive for the step's lifetime.
+    _workspace: tempfile::TempDir,
+}
+
+fn step(script: &str) -> Step {
+    let workspace = tempfile::Builder::new()
+        .prefix("raibid-exec-test-")
+        .tempdir()
+        .unwrap();
+    Step {
+        spec: StepSpec {
+            name: "test".into(),
+            script: script.into(),
+            workspace: workspace.path().to_path_buf(),
+            env: BTreeMap::from([("PATH".to_string(), PATH.to_string())]),
+            timeout: Duration::from_secs(60),
+            image: None,
+        },
+        _workspace: workspace,
+    }
+}
+
+struct Ran {
+    exit: StepExit,
+    output: String,
+    elapsed: Duration,
+}
+
+async fn run(executor: &dyn Executor, spec: &StepSpec) -> Ran {
+    run_cancellable(executor, spec, CancellationToken::new()).await
+}
+
+async fn run_cancellable(
+    executor: &dyn Executor,
+    spec: &StepSpec,
+    cancel: CancellationToken,
+) -> Ran {
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    let collect = async {
+        let mut all = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            all.extend_from_slice(&chunk);
+        }
+        all
+    };
+    let (exit, output) = tokio::join!(executor.run_step(spec, tx, cancel), collect);
+    let output = String::from_utf8_lossy(&output).into_owned();
+    let exit = exit.unwrap_or_else(|e| panic!("{} could not run the step: {e}", executor.name()));
+    Ran {
+        exit,
+        output,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Runs the step and cancels it once its output contains `ready`.
+async fn run_cancelled_when_ready(executor: &dyn Executor, spec: &StepSpec) -> Ran {
+    let started = Instant::now();
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    let collect = async {
+        let mut all = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            all.extend_from_slice(&chunk);
+            if String::from_utf8_lossy(&all).contains("ready") {
+                cancel.cancel();
+            }
+        }
+        all
+    };
+    let (exit, output) = tokio::join!(executor.run_step(spec, tx, cancel.clone()), collect);
+    Ran {
+        exit: exit.unwrap(),
+        output: String::from_utf8_lossy(&output).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// A `sleep` argument no other process on the machine has: `1000.<unique digits>`.
+fn marker() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "1000.{}{:04}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Live processes whose command line contains `marker` (zombies have an empty one).
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Killed processes may take a moment to be reaped by whoever inherits them.
+fn assert_none_left(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            kill_all(marker);
+            panic!("processes survived their step: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill_all(marker: &str) {
+    for pid in processes_with(marker) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// What every executor must do, whatever its isolation.
+macro_rules! contract_tests {
+    ($module:ident, $executor:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn reports_exit_codes() {
+                let executor = $executor;
+                let ok = run(&executor, &step("exit 0").spec).await;
+                assert!(ok.exit.success(), "{:?}", ok.exit);
+                let failed = run(&executor, &step("echo failing; exit 3").spec).await;
+                assert_eq!(failed.exit.code, Some(3));
+                assert!(!failed.exit.success());
+                assert_eq!(failed.output, "failing\n");
+            }
+
+            #[tokio::test]
+            async fn a_failing_command_stops_the_script() {
+                let ran = run(&$executor, &step("echo before; false; echo after").spec).await;
+                assert_eq!(ran.exit.code, Some(1));
+                assert_eq!(ran.output, "before\n");
+            }
+
+            #[tokio::test]
+            async fn stdout_and_stderr_arrive_in_the_order_written() {
+                let ran = run(&$executor, &step("echo a; echo b >&2; echo c").spec).await;
+                assert_eq!(ran.output, "a\nb\nc\n");
+                let script = "for i in $(seq 200); do echo out$i; echo err$i >&2; done";
+                let ran = run(&$executor, &step(script).spec).await;
+                let expected: String = (1..=200).map(|i| format!("out{i}\nerr{i}\n")).collect();
+                assert_eq!(ran.output, expected);
+            }
+
+            #[tokio::test]
+            async fn the_environment_is_exactly_the_given_one() {
+                let mut step = step("env");
+                step.spec
+                    .env
+                    .insert("RAIBID_GREETING".into(), "hello world".into());
+                let ran = run(&$executor, &step.spec).await;
+                assert!(ran.exit.success(), "{}", ran.output);
+                let mut seen: BTreeMap<String, String> = ran
+                    .output
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                // The shell itself sets PWD.
+                seen.remove("PWD");
+                assert_eq!(seen, step.spec.env);
+            }
+
+            #[tokio::test]
+            async fn runs_in_the_workspace() {
+                let step = step("pwd; echo written > out.txt");
+                let ran = run(&$executor, &step.spec).await;
+                assert!(ran.exit.success(), "{}", ran.output);
+                let workspace = step.spec.workspace.canonicalize().unwrap();
+                assert_eq!(ran.output.trim_end(), workspace.to_str().unwrap());
+                let written = std::fs::read_to_string(workspace.join("out.txt")).unwrap();
+                assert_eq!(written, "written\n");
+            }
+
+            #[tokio::test]
+            async fn a_missing_workspace_is_an_error_not_a_failed_step() {
+                let mut step = step("true");
+                step.spec.workspace = PathBuf::from("/nonexistent/raibid/workspace");
+                let (tx, _rx) = mpsc::channel::<Vec<u8>>(1);
+                let result = $executor
+                    .run_step(&step.spec, tx, CancellationToken::new())
+                    .await;
+                assert!(matches!(result, Err(ExecError::Spawn(_))), "{result:?}");
+            }
+
+            #[tokio::test]
+            async fn timeout_kills_the_whole_process_tree() {
+                let m = marker();
+                let mut step = step(&format!(
+                    "for i in $(seq 50); do sleep {m} & done; sleep {m}"
+                ));
+                step.spec.timeout = Duration::from_secs(1);
+                let ran = run(&$executor, &step.spec).await;
+                assert!(ran.exit.timed_out && !ran.exit.cancelled, "{:?}", ran.exit);
+                assert!(!ran.exit.success());
+                assert!(
+                    ran.elapsed < Duration::from_secs(5),
+                    "took {:?}",
+                    ran.elapsed
+                );
+                assert_none_left(&m);
+            }
+
+            #[tokio::test]
+            async fn background_children_do_not_outlive_the_step() {
+                let m = marker();
+                let script = format!("sleep {m} & sleep {m} & echo started");
+                let ran = run(&$executor, &step(&script).spec).await;
+                assert!(ran.exit.success(), "{:?}", ran.exit);
+                assert_eq!(ran.output, "started\n");
+                assert!(
+                    ran.elapsed < Duration::from_secs(3),
+                    "took {:?}",
+                    ran.elapsed
+                );
+                assert_none_left(&m);
+            }
+
+            #[tokio::test]
+            async fn cancel_stops_the_step() {
+                let m = marker();
+                let step = step(&format!("sleep {m} & echo ready; sleep {m}"));
+                let ran = run_cancelled_when_ready(&$executor, &step.spec).await;
+                assert!(ran.exit.cancelled && !ran.exit.timed_out, "{:?}", ran.exit);
+                assert!(!ran.exit.success());
+                assert!(
+                    ran.elapsed < Duration::from_secs(5),
+                    "took {:?}",
+                    ran.elapsed
+                );
+                assert_none_left(&m);
+            }
+
+            #[tokio::test]
+            async fn sigterm_lets_the_step_clean_up() {
+                let m = marker();
+                let script =
+                    format!("trap 'echo cleaning up; exit 7' TERM; sleep {m} & echo ready; wait");
+                let ran = run_cancelled_when_ready(&$executor, &step(&script).spec).await;
+                assert!(ran.exit.cancelled);
+                assert_eq!(ran.exit.code, Some(7), "{:?}", ran.exit);
+                assert!(ran.output.ends_with("cleaning up\n"), "{}", ran.output);
+                assert!(ran.elapsed < GRACE, "took {:?}", ran.elapsed);
+                assert_none_left(&m);
+            }
+
+            #[tokio::test]
+            async fn a_step_ignoring_sigterm_is_killed_after_the_grace_period() {
+                let m = marker();
+                // `sleep` inherits the ignored SIGTERM.
+                let script = format!("trap '' TERM; echo ready; sleep {m}");
+                let ran = run_cancelled_when_ready(&$executor, &step(&script).spec).await;
+                assert!(ran.exit.cancelled);
+                assert_eq!(ran.exit.code, None, "{:?}", ran.exit);
+                assert!(ran.elapsed >= GRACE, "took {:?}", ran.elapsed);
+                assert!(
+                    ran.elapsed < GRACE + Duration::from_secs(3),
+                    "took {:?}",
+                    ran.elapsed
+                );
+                assert_none_left(&m);
+            }
+
+            #[tokio::test]
+            async fn large_output_streams_through_in_chunks() {
+                const SIZE: usize = 50_000_000;
+                let step = step(&format!("yes | head -c {SIZE}"));
+                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+                let count = async {
+                    let (mut bytes, mut chunks, mut largest) = (0, 0, 0);
+                    while let Some(chunk) = rx.recv().await {
+                        bytes += chunk.len();
+                        chunks += 1;
+                        largest = largest.max(chunk.len());
+                    }
+                    (bytes, chunks, largest)
+                };
+                let executor = $executor;
+                let (exit, (bytes, chunks, largest)) = tokio::join!(
+                    executor.run_step(&step.spec, tx, CancellationToken::new()),
+                    count
+                );
+                assert!(exit.unwrap().success());
+                assert_eq!(bytes, SIZE);
+                assert!(largest <= 64 * 1024, "a chunk of {largest} bytes");
+                assert!(chunks >= SIZE / (64 * 1024), "only {chunks} chunks");
+            }
+
+            #[tokio::test]
+            async fn a_slow_reader_loses_nothing() {
+                let step = step("yes raibid | head -c 1000000");
+                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1);
+                let count = async {
+                    let mut bytes = Vec::new();
+                    while let Some(chunk) = rx.recv().await {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    bytes
+                };
+                let executor = $executor;
+                let (exit, bytes) = tokio::join!(
+                    executor.run_step(&step.spec, tx, CancellationToken::new()),
+                    count
+                );
+                assert!(exit.unwrap().success());
+                assert_eq!(
+                    bytes,
+                    "raibid\n".repeat(1_000_000 / 7 + 1)[..1_000_000].as_bytes()
+                );
+            }
+
+            #[tokio::test]
+            async fn a_dropped_receiver_does_not_block_the_step() {
+                let step = step("yes | head -c 5000000; echo done");
+                let (tx, rx) = mpsc::channel::<Vec<u8>>(1);
+                drop(rx);
+                let started = Instant::now();
+                let exit = $executor
+                    .run_step(&step.spec, tx, CancellationToken::new())
+                    .await
+                    .unwrap();
+                assert!(exit.success(), "{exit:?}");
+                assert!(started.elapsed() < Duration::from_secs(10));
+            }
+        }
+    };
+}
+
+contract_tests!(host_contract, host());
+contract_tests!(bwrap_contract, bwrap());
+
+#[tokio::test]
+async fn host_a_process_escaping_the_group_cannot_hold_the_step_open() {
+    let m = marker();
+    // The pause lets `setsid` happen before the step ends and its group is killed.
+    let script = format!("setsid sleep {m} & sleep 0.3; echo bye");
+    let ran = run(&host(), &step(&script).spec).await;
+    let escaped = processes_with(&m);
+    kill_all(&m);
+    assert!(ran.exit.success(), "{:?}", ran.exit);
+    assert_eq!(ran.output, "bye\n");
+    // The host executor cannot contain it (bwrap's PID namespace can: see below)...
+    assert_eq!(escaped.len(), 1, "{escaped:?}");
+    // ...and it holds the output pipe open, but reading stops 2 s after the shell exited.
+    assert!(
+        ran.elapsed >= Duration::from_secs(2) && ran.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        ran.elapsed
+    );
+}
+
+#[tokio::test]
+async fn bwrap_contains_processes_that_escape_the_group() {
+    let m = marker();
+    let ran = run(
+        &bwrap(),
+        &step(&format!("setsid sleep {m} & echo bye")).spec,
+    )
+    .await;
+    assert!(ran.exit.success(), "{:?}", ran.exit);
+    assert_eq!(ran.output, "bye\n");
+    assert!(
+        ran.elapsed < Duration::from_secs(3),
+        "took {:?}",
+        ran.elapsed
+    );
+    assert_none_left(&m);
+}
+
+#[tokio::test]
+async fn bwrap_probe_succeeds_here() {
+    bwrap().probe().await.unwrap();
+    bwrap_with(BwrapOptions {
+        network: true,
+        ..BwrapOptions::default()
+    })
+    .probe()
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn bwrap_workspace_is_writable_and_the_system_read_only() {
+    let script = "echo hi > in-workspace.txt; echo hi > /tmp/scratch.txt; \
+                  if touch /usr/raibid-probe 2>/dev/null; then echo usr-writable; \
+                  else echo usr-read-only; fi";
+    let step = step(script);
+    let ran = run(&bwrap(), &step.spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    assert_eq!(ran.output, "usr-read-only\n");
+    assert!(step.spec.workspace.join("in-workspace.txt").exists());
+    assert!(!Path::new("/usr/raibid-probe").exists());
+    assert!(
+        !Path::new("/tmp/scratch.txt").exists(),
+        "the sandbox's /tmp is its own"
+    );
+}
+
+#[tokio::test]
+async fn bwrap_hides_home_tmp_and_the_agents_data() {
+    let data = tempfile::Builder::new()
+        .prefix("raibid-agent-data-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(data.path().join("secret.txt"), "token").unwrap();
+    let host_tmp = tempfile::NamedTempFile::new().unwrap();
+    let root_entries = std::fs::read_dir("/root").map_or(0, |d| d.count());
+    let script = format!(
+        "ls -A {data}; ls -A /root; ls -A /home; test -e {tmp} && echo tmp-visible; echo end",
+        data = data.path().display(),
+        tmp = host_tmp.path().display(),
+    );
+    let executor = bwrap_with(BwrapOptions {
+        hide: vec![data.path().to_path_buf()],
+        ..BwrapOptions::default()
+    });
+    let ran = run(&executor, &step(&script).spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    assert_eq!(ran.output, "end\n");
+    // Otherwise the /root check proves nothing.
+    assert!(root_entries > 0, "/root is empty on this machine");
+}
+
+#[tokio::test]
+async fn bwrap_workspace_inside_a_hidden_directory_stays_usable() {
+    let data = tempfile::Builder::new()
+        .prefix("raibid-agent-data-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(data.path().join("secret.txt"), "token").unwrap();
+    let workspace = data.path().join("work").join("job-1");
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::fs::write(workspace.join("src.txt"), "source\n").unwrap();
+    let mut step = step(&format!(
+        "cat src.txt; echo out > out.txt; ls -A {}",
+        data.path().display()
+    ));
+    step.spec.workspace = workspace.clone();
+    let executor = bwrap_with(BwrapOptions {
+        hide: vec![data.path().to_path_buf()],
+        ..BwrapOptions::default()
+    });
+    let ran = run(&executor, &step.spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    // Only the path down to the workspace exists, not the secret beside it.
+    assert_eq!(ran.output, "source\nwork\n");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("out.txt")).unwrap(),
+        "out\n"
+    );
+}
+
+#[tokio::test]
+async fn bwrap_ro_binds_expose_a_hidden_path_read_only() {
+    let data = tempfile::Builder::new()
+        .prefix("raibid-agent-data-")
+        .tempdir()
+        .unwrap();
+    let tools = data.path().join("toolchain");
+    std::fs::create_dir(&tools).unwrap();
+    std::fs::write(tools.join("rustc"), "compiler\n").unwrap();
+    std::fs::write(data.path().join("secret.txt"), "token").unwrap();
+    let script = format!(
+        "cat {tools}/rustc; if touch {tools}/new 2>/dev/null; then echo writable; \
+         else echo read-only; fi; test -e {data}/secret.txt && echo secret-visible; echo end",
+        tools = tools.display(),
+        data = data.path().display(),
+    );
+    let executor = bwrap_with(BwrapOptions {
+        hide: vec![data.path().to_path_buf()],
+        ro_binds: vec![tools.clone()],
+        ..BwrapOptions::default()
+    });
+    let ran = run(&executor, &step(&script).spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    assert_eq!(ran.output, "compiler\nread-only\nend\n");
+    assert!(!tools.join("new").exists());
+}
+
+fn interfaces(proc_net_dev: &str) -> Vec<String> {
+    proc_net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn bwrap_network_is_loopback_only_unless_allowed() {
+    let closed = run(&bwrap(), &step("cat /proc/net/dev").spec).await;
+    assert!(closed.exit.success(), "{}", closed.output);
+    assert_eq!(interfaces(&closed.output), ["lo"]);
+
+    let open = bwrap_with(BwrapOptions {
+        network: true,
+        ..BwrapOptions::default()
+    });
+    let ran = run(&open, &step("cat /proc/net/dev").spec).await;
+    let mut inside = interfaces(&ran.output);
+    let mut outside = interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap());
+    inside.sort();
+    outside.sort();
+    assert_eq!(inside, outside);
+}
+
+#[tokio::test]
+async fn bwrap_step_cannot_see_the_agents_processes() {
+    let script = format!(
+        "test -e /proc/{} && echo agent-visible; ls /proc | grep -c '^[0-9]'",
+        std::process::id()
+    );
+    let ran = run(&bwrap(), &step(&script).spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    // bwrap's init, the shell, ls and grep.
+    let count: u32 = ran.output.trim().parse().unwrap();
+    assert!(count <= 5, "{} processes visible", count);
+}
+
+#[tokio::test]
+async fn container_detect_without_an_engine_names_both() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = ContainerEngine::detect_on_path(empty.path().as_os_str())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(
+        err,
+        ExecError::Unavailable {
+            executor: "container",
+            ..
+        }
+    ));
+    assert!(message.contains("podman is not on PATH"), "{message}");
+    assert!(message.contains("docker is not on PATH"), "{message}");
+}
+
+#[tokio::test]
+async fn container_detect_reports_why_an_engine_is_unusable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let docker = dir.path().join("docker");
+    std::fs::write(
+        &docker,
+        "#!/bin/sh\necho 'Client: Docker Engine'\n\
+         echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = ContainerEngine::detect_on_path(dir.path().as_os_str())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`docker info` failed"), "{err}");
+    assert!(err.contains("Cannot connect to the Docker daemon"), "{err}");
+}
+
+#[tokio::test]
+async fn container_runs_steps_where_an_engine_works() {
+    let engine = match ContainerEngine::detect().await {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("skipped: no usable container engine here: {e}");
+            return;
+        }
+    };
+    let executor = ContainerExecutor::new(
+        engine,
+        ContainerOptions {
+            kill_grace: GRACE,
+            ..ContainerOptions::default()
+        },
+    );
+    let mut step = step("echo a; echo b >&2; pwd; echo x > out.txt; echo \"$RAIBID_GREETING\"");
+    step.spec
+        .env
+        .insert("RAIBID_GREETING".into(), "line one\nline two".into());
+    let ran = run(&executor, &step.spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    assert_eq!(ran.output, "a\nb\n/workspace\nline one\nline two\n");
+    assert!(step.spec.workspace.join("out.txt").exists());
+
+    let mut slow = self::step("sleep 1000");
+    slow.spec.timeout = Duration::from_secs(2);
+    let ran = run(&executor, &slow.spec).await;
+    assert!(ran.exit.timed_out, "{:?}", ran.exit);
+    assert!(
+        ran.elapsed < Duration::from_secs(20),
+        "took {:?}",
+        ran.elapsed
+    );
+}
+
+/// The case ro_binds exist for: a toolchain under the hidden `/root` (rustup's default).
+#[tokio::test]
+async fn bwrap_ro_binds_make_a_hidden_toolchain_usable() {
+    // Cargo tells the tests where it runs from: `<toolchain>/bin/cargo`.
+    let cargo = PathBuf::from(env!("CARGO"));
+    let toolchain = cargo.parent().unwrap().parent().unwrap().to_path_buf();
+    let executor = bwrap_with(BwrapOptions {
+        ro_binds: vec![toolchain.clone()],
+        ..BwrapOptions::default()
+    });
+    let mut step = step("rustc --version");
+    step.spec.env.insert(
+        "PATH".into(),
+        format!("{}:{PATH}", toolchain.join("bin").display()),
+    );
+    let ran = run(&executor, &step.spec).await;
+    assert!(
+        ran.exit.success(),
+        "{}: {}",
+        toolchain.display(),
+        ran.output
+    );
+    assert!(ran.output.starts_with("rustc "), "{}", ran.output);
+}

@@ -1,0 +1,523 @@
+//! Image builds with the real buildah, pushed to a real registry on loopback.
+//!
+//! Every test has its own buildah storage and registry; images are tiny (`FROM scratch`, or a
+//! base holding only a static busybox) so that even vfs storage keeps them quick.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use raibid_agent::image::{
+    BuildRequest, BuiltImage, ImageBuildOptions, ImageBuilder, ImageError, RegistryAuth,
+    StorageDriver,
+};
+use raibid_testkit::require_binary;
+use sha2::{Digest, Sha256};
+use support::Registry;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// No single build here should come near this, even with vfs on a slow machine.
+const BUILD_LIMIT: Duration = Duration::from_secs(180);
+
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json";
+
+const USER: &str = "raibid";
+const PASSWORD: &str = "raibid-test-secret-7f3a";
+/// bcrypt (cost 4) of PASSWORD; the registry's htpasswd accepts nothing else.
+const PASSWORD_BCRYPT: &str = "$2b$04$2Fuu2uzi/Wj56sfaVrYAKeNcdblPEZP6PUUgTfQiEZocCBP1Uu832";
+
+/// A buildah storage of its own, removed afterwards.
+struct Store {
+    dir: tempfile::TempDir,
+}
+
+impl Store {
+    fn new() -> Self {
+        require_binary("buildah", "buildah");
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("raibid-test-buildah-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn builder(&self, registry: &Registry, driver: StorageDriver) -> ImageBuilder {
+        self.builder_with(registry, driver, None)
+    }
+
+    fn builder_with(
+        &self,
+        registry: &Registry,
+        driver: StorageDriver,
+        auth: Option<RegistryAuth>,
+    ) -> ImageBuilder {
+        ImageBuilder::new(ImageBuildOptions {
+            root: self.dir.path().join("root"),
+            runroot: self.dir.path().join("runroot"),
+            storage_driver: driver,
+            registry_auth: auth,
+            insecure_registries: vec![registry.host()],
+        })
+        .unwrap()
+    }
+}
+
+/// A build context with the given Containerfile and files.
+fn context(containerfile: &str, files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("raibid-test-context-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(dir.path().join("Containerfile"), containerfile).unwrap();
+    for (name, contents) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    dir
+}
+
+fn request(context: &Path, tags: Vec<String>) -> BuildRequest {
+    BuildRequest {
+        context_dir: context.to_path_buf(),
+        containerfile: PathBuf::from("Containerfile"),
+        tags,
+        platforms: Vec::new(),
+        build_args: BTreeMap::new(),
+        push: true,
+        cache_repo: None,
+    }
+}
+
+async fn build(
+    builder: &ImageBuilder,
+    request: &BuildRequest,
+) -> (Result<BuiltImage, ImageError>, String) {
+    build_cancellable(builder, request, CancellationToken::new()).await
+}
+
+async fn build_cancellable(
+    builder: &ImageBuilder,
+    request: &BuildRequest,
+    cancel: CancellationToken,
+) -> (Result<BuiltImage, ImageError>, String) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    let collect = async {
+        let mut all = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            all.extend_from_slice(&chunk);
+            // Printed by the cancel test's RUN step (its header line has `$(echo ready)`).
+            if String::from_utf8_lossy(&all).contains("raibid-ready") {
+                cancel.cancel();
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    let run = builder.build_and_push(request, tx, cancel.clone());
+    let (result, output) = tokio::time::timeout(BUILD_LIMIT, async { tokio::join!(run, collect) })
+        .await
+        .expect("the build took too long");
+    (result, output)
+}
+
+/// The manifest the registry serves for `repository:tag`, checked against `digest_ref`
+/// (`repository@sha256:...`, as build_and_push reports it). Returns the manifest.
+fn assert_pushed(
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    digest_ref: &str,
+) -> serde_json::Value {
+    assert!(
+        registry.tags(repository).contains(&tag.to_owned()),
+        "{tag} not in {repository}"
+    );
+    let (name, digest) = digest_ref.split_once('@').unwrap();
+    assert_eq!(name, format!("{}/{repository}", registry.host()));
+    let response = registry
+        .get(
+            &format!("/v2/{repository}/manifests/{tag}"),
+            Some(MANIFEST_TYPES),
+        )
+        .unwrap();
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(response.headers["docker-content-digest"], digest);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&response.body))),
+        digest
+    );
+    let mut manifest: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    manifest["contentType"] = response.headers["content-type"].clone().into();
+    manifest
+}
+
+fn native_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("no test platform name for {other}"),
+    };
+    format!("linux/{arch}")
+}
+
+/// Panics unless `path` is a statically linked ELF (no PT_INTERP program header): a dynamic
+/// busybox cannot run in an image that holds nothing else.
+fn assert_static_elf(path: &Path) {
+    let elf = std::fs::read(path).unwrap();
+    assert!(
+        elf.starts_with(b"\x7fELF") && elf[4] == 2,
+        "{} is not a 64-bit ELF",
+        path.display()
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    let dynamic = (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
+    });
+    assert!(
+        !dynamic,
+        "{} is dynamically linked; this test needs the static one: \
+         `sudo apt-get install -y busybox-static`",
+        path.display()
+    );
+}
+
+/// Builds and pushes `<registry>/acme/busybox:1`: scratch plus a static busybox as `/bin/sh`,
+/// the smallest base in which `RUN` works.
+async fn push_busybox_base(registry: &Registry, builder: &ImageBuilder) -> String {
+    let busybox = require_binary("busybox", "busybox-static");
+    assert_static_elf(&busybox);
+    let base = context("FROM scratch\nCOPY bin/ /bin/\n", &[]);
+    std::fs::create_dir(base.path().join("bin")).unwrap();
+    std::fs::copy(&busybox, base.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", base.path().join("bin/sh")).unwrap();
+    let tag = format!("{}/acme/busybox:1", registry.host());
+    let (result, output) = build(builder, &request(base.path(), vec![tag.clone()])).await;
+    result.unwrap_or_else(|e| panic!("base image: {e}\n{output}"));
+    tag
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_a_scratch_image_and_reports_its_digests() {
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    let context = context(
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+        &[("hello.txt", b"hello\n")],
+    );
+    let tags = ["abc123", "latest"].map(|t| format!("{}/acme/hello:{t}", registry.host()));
+    let started = Instant::now();
+    let (result, output) = build(&builder, &request(context.path(), tags.to_vec())).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    eprintln!(
+        "scratch build and push of two tags (vfs): {:?}",
+        started.elapsed()
+    );
+    assert!(!built.manifest_list);
+    assert_eq!(built.digests.len(), 2);
+    assert!(output.contains("$ buildah "), "{output}");
+    for (tag, digest) in ["abc123", "latest"].iter().zip(&built.digests) {
+        let manifest = assert_pushed(&registry, "acme/hello", tag, digest);
+        assert_eq!(
+            manifest["layers"].as_array().unwrap().len(),
+            1,
+            "{manifest}"
+        );
+    }
+    // Both tags name the same image.
+    assert_eq!(built.digests[0], built.digests[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_without_push_pushes_nothing() {
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    let context = context("FROM scratch\nCOPY a.txt /a.txt\n", &[("a.txt", b"a\n")]);
+    let mut request = request(
+        context.path(),
+        vec![format!("{}/acme/local:1", registry.host())],
+    );
+    request.push = false;
+    let (result, output) = build(&builder, &request).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert!(built.digests.is_empty());
+    assert!(registry.tags("acme/local").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_build_steps_on_a_base_pulled_from_the_registry() {
+    let registry = Registry::start();
+    let base_store = Store::new();
+    let base = push_busybox_base(
+        &registry,
+        &base_store.builder(&registry, StorageDriver::Vfs),
+    )
+    .await;
+    // A fresh store: the base must come from the (plain HTTP) registry.
+    let store = Store::new();
+    let driver = StorageDriver::detect();
+    let builder = store.builder(&registry, driver.clone());
+    let context = context(
+        &format!(
+            "FROM {base}\nARG GREETING\nRUN echo built > /built.txt\n\
+             RUN echo \"greeting: $GREETING\" && test \"$(cat /built.txt)\" = built\n"
+        ),
+        &[],
+    );
+    let tag = format!("{}/acme/app:run", registry.host());
+    let mut request = request(context.path(), vec![tag]);
+    request
+        .build_args
+        .insert("GREETING".into(), "hello from a build arg".into());
+    let started = Instant::now();
+    let (result, output) = build(&builder, &request).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    eprintln!("RUN build and push ({driver:?}): {:?}", started.elapsed());
+    assert!(
+        output.contains("greeting: hello from a build arg"),
+        "{output}"
+    );
+    let manifest = assert_pushed(&registry, "acme/app", "run", &built.digests[0]);
+    // The base's layer plus this build's (without --layers, buildah commits one for all steps).
+    assert_eq!(
+        manifest["layers"].as_array().unwrap().len(),
+        2,
+        "{manifest}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platforms_make_a_manifest_list() {
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    let context = context(
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+        &[("hello.txt", b"hi\n")],
+    );
+    let mut request = request(
+        context.path(),
+        vec![format!("{}/acme/multi:1", registry.host())],
+    );
+    request.platforms = vec![native_platform()];
+    let (result, output) = build(&builder, &request).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert!(built.manifest_list);
+    let index = assert_pushed(&registry, "acme/multi", "1", &built.digests[0]);
+    assert!(
+        index["contentType"] == "application/vnd.oci.image.index.v1+json"
+            || index["contentType"] == "application/vnd.docker.distribution.manifest.list.v2+json",
+        "{index}"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index}");
+    let platform = &entries[0]["platform"];
+    assert_eq!(
+        format!(
+            "{}/{}",
+            platform["os"].as_str().unwrap(),
+            platform["architecture"].as_str().unwrap()
+        ),
+        native_platform()
+    );
+    // The image the list points at was pushed too.
+    let child = entries[0]["digest"].as_str().unwrap();
+    let response = registry.get(
+        &format!("/v2/acme/multi/manifests/{child}"),
+        Some(MANIFEST_TYPES),
+    );
+    assert_eq!(response.unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_platform_needs_emulation() {
+    let native = native_platform();
+    let (platform, qemu) = [
+        ("linux/arm64", "aarch64"),
+        ("linux/s390x", "s390x"),
+        ("linux/ppc64le", "ppc64le"),
+        ("linux/riscv64", "riscv64"),
+    ]
+    .into_iter()
+    .find(|(p, _)| *p != native)
+    .unwrap();
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    let context = context("FROM scratch\nCOPY a.txt /a.txt\n", &[("a.txt", b"a\n")]);
+    let mut request = request(
+        context.path(),
+        vec![format!("{}/acme/foreign:1", registry.host())],
+    );
+    request.platforms = vec![native.clone(), platform.to_owned()];
+    let (result, output) = build(&builder, &request).await;
+    if Path::new(&format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}")).exists() {
+        // This machine has emulation: the same request must then build.
+        let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+        assert!(built.manifest_list);
+        return;
+    }
+    let err = result.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ImageError::Emulation { .. }), "{err:?}");
+    assert!(message.contains(platform), "{message}");
+    assert!(message.contains("qemu-user-static"), "{message}");
+    // Refused before anything ran.
+    assert!(output.is_empty(), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_work_but_never_show() {
+    let registry = Registry::start_with_auth(USER, PASSWORD, PASSWORD_BCRYPT);
+    let store = Store::new();
+    let auth = |password: &str| RegistryAuth {
+        host: registry.host(),
+        username: USER.into(),
+        password: password.into(),
+    };
+    let context = context("FROM scratch\nCOPY a.txt /a.txt\n", &[("a.txt", b"a\n")]);
+    let tag = format!("{}/acme/private:1", registry.host());
+
+    // Watch every process's argv while builds run.
+    let seen_in_argv = Arc::new(AtomicBool::new(false));
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (seen, watching) = (seen_in_argv.clone(), watching.clone());
+        std::thread::spawn(move || {
+            while watching.load(Ordering::Relaxed) {
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+                        && String::from_utf8_lossy(&cmdline).contains("secret-7f3a")
+                    {
+                        seen.store(true, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
+    let builder = store.builder_with(&registry, StorageDriver::Vfs, Some(auth(PASSWORD)));
+    let (result, output) = build(&builder, &request(context.path(), vec![tag.clone()])).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert_pushed(&registry, "acme/private", "1", &built.digests[0]);
+    assert!(!output.contains(PASSWORD), "{output}");
+
+    let wrong = "raibid-wrong-secret-7f3a";
+    let builder = store.builder_with(&registry, StorageDriver::Vfs, Some(auth(wrong)));
+    let mut request = request(
+        context.path(),
+        vec![format!("{}/acme/private:2", registry.host())],
+    );
+    request.tags.push(tag);
+    let (result, output) = build(&builder, &request).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, ImageError::Failed { .. }), "{err:?}");
+    assert!(!err.to_string().contains(wrong) && !format!("{err:?}").contains(wrong));
+    assert!(!output.contains(wrong), "{output}");
+    assert!(
+        output.contains("unauthorized") || output.contains("authentication required"),
+        "{output}"
+    );
+
+    watching.store(false, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(
+        !seen_in_argv.load(Ordering::Relaxed),
+        "a password appeared in some process's argv"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_cache_is_shared_through_the_registry() {
+    let registry = Registry::start();
+    let first = Store::new();
+    let first_builder = first.builder(&registry, StorageDriver::Vfs);
+    let base = push_busybox_base(&registry, &first_builder).await;
+    let context = context(
+        &format!("FROM {base}\nRUN echo expensive > /result.txt\n"),
+        &[],
+    );
+    let mut request = request(
+        context.path(),
+        vec![format!("{}/acme/cached:1", registry.host())],
+    );
+    request.cache_repo = Some(format!("{}/acme/cache", registry.host()));
+    let (result, output) = build(&first_builder, &request).await;
+    result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert!(!output.contains("Using cache"), "{output}");
+    assert!(
+        !registry.tags("acme/cache").is_empty(),
+        "no cache was pushed"
+    );
+
+    // Another agent, with nothing local, reuses the RUN step's layer from the registry.
+    let second = Store::new();
+    let (result, output) = build(&second.builder(&registry, StorageDriver::Vfs), &request).await;
+    result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert!(output.contains("Using cache"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_build() {
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    let base = push_busybox_base(&registry, &builder).await;
+    let marker = format!("1000.{}", std::process::id());
+    let context = context(
+        &format!("FROM {base}\nRUN echo raibid-$(echo ready) && sleep {marker}\n"),
+        &[],
+    );
+    let request = request(
+        context.path(),
+        vec![format!("{}/acme/cancelled:1", registry.host())],
+    );
+    let started = Instant::now();
+    let (result, output) = build_cancellable(&builder, &request, CancellationToken::new()).await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(ImageError::Cancelled)),
+        "{result:?}\n{output}"
+    );
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<_> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .map(|e| e.file_name())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "build processes survived: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(registry.tags("acme/cancelled").is_empty());
+}

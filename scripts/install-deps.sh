@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what raibid-ci needs on a Debian/Ubuntu machine, skipping what is already there.
+#   scripts/install-deps.sh run    # what `raibid up` needs: redis-server, git, bubblewrap
+#   scripts/install-deps.sh test   # plus what the test suite starts for real
+set -euo pipefail
+
+want=(redis-server:redis-server git:git bwrap:bubblewrap)
+if [ "${1:-run}" = test ]; then
+  want+=(buildah:buildah docker-registry:docker-registry tmux:tmux busybox:busybox-static
+         make:make cc:gcc curl:curl)
+fi
+
+missing=()
+for pair in "${want[@]}"; do
+  cmd=${pair%%:*}
+  pkg=${pair#*:}
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    echo "installing with sudo: ${missing[*]}"
+    sudo apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing packages: ${missing[*]}" >&2
+    echo "install them with: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is not installed: install Rust from your distribution (apt-get install cargo) or rustup" >&2
+  exit 1
+fi
