@@ -9,6 +9,7 @@ mod delivery;
 mod header;
 mod parse;
 mod payload;
+pub mod send;
 mod signature;
 mod status;
 mod trigger;

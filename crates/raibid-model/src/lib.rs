@@ -6,9 +6,10 @@
 mod agent;
 mod job;
 mod pool;
+pub mod scaling;
 mod stats;
 
 pub use agent::AgentInfo;
 pub use job::{Event, Forge, Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
 pub use pool::{PoolName, PoolNameError};
-pub use stats::{ConsumerStats, PoolStats};
+pub use stats::{ConsumerStats, PoolStats, ScalerStatus};

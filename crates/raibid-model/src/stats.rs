@@ -31,3 +31,21 @@ pub struct ConsumerStats {
     pub pending: u64,
     pub idle_ms: u64,
 }
+
+/// What an autoscaler last decided for a pool, for `/metrics`, `raibid status` and the
+/// dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalerStatus {
+    pub pool: PoolName,
+    /// `local` (the `raibid up` pool) or `keda`.
+    pub source: String,
+    /// Agents that exist now.
+    pub agents: u64,
+    /// Of those, agents that have not taken a job yet.
+    pub starting: u64,
+    /// Agents started at the last look.
+    pub started: u64,
+    pub max_agents: u64,
+    pub lag: u64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use raibid_model::{AgentInfo, PoolName};
+use raibid_model::{AgentInfo, PoolName, ScalerStatus};
 
 use crate::{Queue, QueueError};
 
@@ -63,7 +63,11 @@ impl Queue {
     /// Removes `consumer` from the pools' groups if it holds nothing, so that thousands of
     /// short-lived agents (one per KEDA pod) do not pile up in `XINFO CONSUMERS`. A consumer
     /// that still owns entries is kept: deleting it would drop them from the pending list.
-    pub async fn retire_consumer(&self, consumer: &str, pools: &[PoolName]) -> Result<(), QueueError> {
+    pub async fn retire_consumer(
+        &self,
+        consumer: &str,
+        pools: &[PoolName],
+    ) -> Result<(), QueueError> {
         for pool in pools {
             let stream = self.keys.stream(pool);
             let pending: redis::Value = match self
@@ -97,5 +101,34 @@ impl Queue {
             }
         }
         Ok(())
+    }
+
+    /// Publishes an autoscaler's latest decision for a pool.
+    pub async fn set_scaler_status(&self, status: &ScalerStatus) -> Result<(), QueueError> {
+        let json = serde_json::to_string(status).expect("scaler status serializes");
+        let _: i64 = self
+            .conn
+            .run(
+                redis::cmd("HSET")
+                    .arg(self.keys.scalers())
+                    .arg(status.pool.as_str())
+                    .arg(json),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every pool's latest autoscaler decision.
+    pub async fn scaler_statuses(&self) -> Result<Vec<ScalerStatus>, QueueError> {
+        let raw: HashMap<String, String> = self
+            .conn
+            .run(redis::cmd("HGETALL").arg(self.keys.scalers()))
+            .await?;
+        let mut out: Vec<ScalerStatus> = raw
+            .values()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        out.sort_by(|a, b| a.pool.cmp(&b.pool));
+        Ok(out)
     }
 }

@@ -62,6 +62,10 @@ impl Keys {
         format!("{}:events", self.prefix)
     }
 
+    pub fn scalers(&self) -> String {
+        format!("{}:scalers", self.prefix)
+    }
+
     pub fn agents(&self) -> String {
         format!("{}:agents", self.prefix)
     }

@@ -817,7 +817,11 @@ async fn claim_recovers_when_redis_lost_its_groups() {
     assert_eq!(redis.command("FLUSHALL").unwrap(), "+OK");
     let j = created(q.enqueue(job("a/after")).await.unwrap());
     let mut c = q.claimer("w").await.unwrap();
-    let got = c.claim(&[PoolName::default()], NO_WAIT).await.unwrap().unwrap();
+    let got = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.job.id, j.id);
 }
 
@@ -827,11 +831,24 @@ async fn idle_consumers_are_retired_busy_ones_kept() {
     let q = queue(&redis);
     q.enqueue(job("a/b")).await.unwrap();
     let mut busy = q.claimer("busy").await.unwrap();
-    let _held = busy.claim(&[PoolName::default()], NO_WAIT).await.unwrap().unwrap();
+    let _held = busy
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
     let mut idle = q.claimer("idle").await.unwrap();
-    assert!(idle.claim(&[PoolName::default()], NO_WAIT).await.unwrap().is_none());
-    q.retire_consumer("idle", &[PoolName::default()]).await.unwrap();
-    q.retire_consumer("busy", &[PoolName::default()]).await.unwrap();
+    assert!(
+        idle.claim(&[PoolName::default()], NO_WAIT)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    q.retire_consumer("idle", &[PoolName::default()])
+        .await
+        .unwrap();
+    q.retire_consumer("busy", &[PoolName::default()])
+        .await
+        .unwrap();
     let names: Vec<String> = q
         .stats(&PoolName::default())
         .await

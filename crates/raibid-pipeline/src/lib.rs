@@ -1,0 +1,35 @@
+//! The pipeline model of raibid-ci.
+//!
+//! Server and agent both need to understand `.raibid.yaml`: the server to reject a broken file
+//! before queueing anything, the agent to run it. Both get it from here, as text in and types
+//! out, with no I/O, so that the rules live in one place and are tested without a repository.
+//!
+//! Every parse error carries `file:line:column`, because the person reading it is looking at the
+//! file in an editor.
+
+mod autodetect;
+mod de;
+mod duration;
+mod error;
+mod flow_guard;
+mod image_build;
+mod makefile;
+mod matrix;
+mod names;
+mod pipeline;
+mod step;
+mod tag;
+mod when;
+
+pub use autodetect::{AutodetectError, Autodetected, RepoListing, autodetect};
+pub use duration::{DurationError, MAX_TIMEOUT, parse_duration};
+pub use error::PipelineError;
+pub use image_build::ImageBuild;
+pub use matrix::{MAX_VARIANTS, Matrix, Variant};
+pub use pipeline::{CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes};
+pub use step::{Step, StepKind};
+pub use tag::{TagContext, TagError, TemplateError};
+pub use when::{Pattern, TriggerContext, When};
+
+/// The pipeline file, at the repository root.
+pub const PIPELINE_FILE: &str = ".raibid.yaml";

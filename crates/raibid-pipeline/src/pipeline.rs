@@ -1,0 +1,150 @@
+//! The whole pipeline file and its entry points.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeSeed;
+
+use crate::de::{CheckedMap, EnvMap};
+use crate::duration::Timeout;
+use crate::error::PipelineError;
+use crate::flow_guard;
+use crate::matrix::{Matrix, MatrixDe, Variant};
+use crate::step::{ImageRef, Step, Steps};
+
+/// Pipeline files are a few kilobytes; refusing anything beyond this bounds the work any file
+/// can cause before YAML parsing even starts.
+pub const MAX_FILE_SIZE: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pipeline {
+    /// Default container image for `run` steps (the container executor's; the host executor
+    /// ignores images).
+    pub image: Option<String>,
+    pub env: BTreeMap<String, String>,
+    /// Limit for the whole job.
+    pub timeout: Option<Duration>,
+    pub clone: CloneOptions,
+    pub matrix: Option<Matrix>,
+    /// Never empty; names are unique.
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneOptions {
+    #[serde(default)]
+    pub submodules: bool,
+    #[serde(default)]
+    pub lfs: bool,
+}
+
+impl Pipeline {
+    /// The jobs this pipeline runs as: one per matrix combination, or a single unnamed variant.
+    pub fn expand_matrix(&self) -> Vec<Variant> {
+        match &self.matrix {
+            Some(matrix) => matrix.variants(),
+            None => vec![Variant::plain()],
+        }
+    }
+}
+
+/// A minimal pipeline file, shown wherever a user needs to write one.
+pub(crate) const EXAMPLE: &str = "\
+image: debian:stable
+steps:
+  - name: test
+    run: |
+      ./ci/test.sh
+";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    image: Option<ImageRef>,
+    env: Option<EnvMap>,
+    timeout: Option<Timeout>,
+    clone: Option<CloneOptions>,
+    matrix: Option<MatrixDe>,
+    steps: Option<Steps>,
+}
+
+impl RawPipeline {
+    fn into_pipeline(self) -> Result<Pipeline, String> {
+        let Some(Steps(steps)) = self.steps else {
+            return Err("`steps` is missing or empty; a pipeline needs a list of steps".to_owned());
+        };
+        Ok(Pipeline {
+            image: self.image.map(|i| i.0),
+            env: self.env.map(|e| e.0).unwrap_or_default(),
+            timeout: self.timeout.map(|t| t.0),
+            clone: self.clone.unwrap_or_default(),
+            matrix: self.matrix.map(|m| m.0),
+            steps,
+        })
+    }
+}
+
+/// Parses and validates a pipeline file. `file_name` only labels errors.
+pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
+    if text.len() > MAX_FILE_SIZE {
+        return Err(PipelineError::new(
+            file_name,
+            1,
+            1,
+            format!(
+                "the file is {} bytes; a pipeline file may be at most {MAX_FILE_SIZE} bytes",
+                text.len()
+            ),
+        ));
+    }
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Err(PipelineError::new(
+            file_name,
+            1,
+            1,
+            format!(
+                "the file is empty; a pipeline needs at least a `steps:` list, like:\n{EXAMPLE}"
+            ),
+        ));
+    }
+    flow_guard::check(text).map_err(|(line, column)| {
+        PipelineError::new(
+            file_name,
+            line,
+            column,
+            "too many `[`/`{` for a file this size (they make YAML parsing slow): write lists \
+             and mappings in block style (`- item`, `key: value`) and move long scripts into \
+             files in the repository (`run: ./ci/build.sh`)",
+        )
+    })?;
+    CheckedMap::new(
+        "a pipeline: a mapping with a `steps:` list",
+        RawPipeline::into_pipeline,
+    )
+    .deserialize(serde_yaml::Deserializer::from_str(text))
+    .map_err(|e| PipelineError::from_yaml(file_name, text, &e))
+}
+
+/// Like [`parse`], for file contents straight from disk or git: invalid UTF-8 is reported at the
+/// first bad byte.
+pub fn parse_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, PipelineError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(file_name, text),
+        Err(e) => {
+            let valid = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
+            let line = valid.matches('\n').count() + 1;
+            let column = valid.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            Err(PipelineError::new(
+                file_name,
+                line,
+                column,
+                "the file is not valid UTF-8; save it as UTF-8",
+            ))
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! One entry of `steps:`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+
+use crate::de::{CheckedMap, EnvMap, UniqueList, checked_str};
+use crate::duration::Timeout;
+use crate::image_build::{ImageBuild, ImageBuildDe};
+use crate::names;
+use crate::when::{RawWhen, When};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub kind: StepKind,
+    /// Container image for a `run` step; overrides the pipeline's `image`.
+    pub image: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub when: When,
+    /// Secrets to expose to this step as environment variables of the same name.
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepKind {
+    /// Shell commands exactly as written; a `|` block keeps its newlines. Which shell runs
+    /// them is the executor's choice.
+    Run {
+        script: String,
+    },
+    ImageBuild(ImageBuild),
+}
+
+fn script(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("`run` is empty; give the commands to run".to_owned());
+    }
+    if s.contains('\0') {
+        return Err("`run` may not contain a NUL character".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+checked_str!(StepName: String, "a step name", names::step_name);
+checked_str!(Script: String, "a shell script (use `|` for several lines)", script);
+checked_str!(
+    /// Shared with the pipeline-level `image`.
+    ImageRef: String, "a container image like rust:1.85", names::image_ref);
+
+fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    UniqueList::new("secret names", None, names::check_env_name).deserialize(d)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawStep {
+    name: Option<StepName>,
+    run: Option<Script>,
+    image_build: Option<ImageBuildDe>,
+    image: Option<ImageRef>,
+    env: Option<EnvMap>,
+    timeout: Option<Timeout>,
+    when: Option<RawWhen>,
+    #[serde(default, deserialize_with = "secrets")]
+    secrets: Vec<String>,
+}
+
+impl RawStep {
+    /// Checks that need the whole step. `taken` holds the names of the steps before this one.
+    fn into_step(self, taken: &BTreeSet<String>) -> Result<Step, String> {
+        let Some(StepName(name)) = self.name else {
+            return Err("this step has no `name`; every step needs a unique name".to_owned());
+        };
+        if taken.contains(&name) {
+            return Err(format!(
+                "step name {name:?} is used by an earlier step; step names must be unique"
+            ));
+        }
+        let kind = match (self.run, self.image_build) {
+            (Some(Script(script)), None) => StepKind::Run { script },
+            (None, Some(ImageBuildDe(build))) => {
+                if self.image.is_some() {
+                    return Err(format!(
+                        "step {name:?}: `image` chooses the container for `run`; an `image-build` step cannot have one"
+                    ));
+                }
+                StepKind::ImageBuild(build)
+            }
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "step {name:?} has both `run` and `image-build`; a step does one of them, so split it into two steps"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "step {name:?} has nothing to do: give it `run` (commands) or `image-build`"
+                ));
+            }
+        };
+        Ok(Step {
+            name,
+            kind,
+            image: self.image.map(|i| i.0),
+            env: self.env.map(|e| e.0).unwrap_or_default(),
+            timeout: self.timeout.map(|t| t.0),
+            when: self.when.map(When::from).unwrap_or_default(),
+            secrets: self.secrets,
+        })
+    }
+}
+
+/// `steps:` as written in YAML: a non-empty list of steps with unique names.
+pub(crate) struct Steps(pub(crate) Vec<Step>);
+
+impl<'de> Deserialize<'de> for Steps {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(StepsVisitor)
+    }
+}
+
+struct StepsVisitor;
+
+impl<'de> Visitor<'de> for StepsVisitor {
+    type Value = Steps;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of steps, each starting with `- name:`")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Steps, A::Error> {
+        let mut steps = Vec::new();
+        let mut taken = BTreeSet::new();
+        while let Some(step) = seq.next_element_seed(CheckedMap::new(
+            "a step: a mapping with `name` and either `run` or `image-build`",
+            |raw: RawStep| raw.into_step(&taken),
+        ))? {
+            taken.insert(step.name.clone());
+            steps.push(step);
+        }
+        if steps.is_empty() {
+            return Err(de::Error::custom(
+                "the list is empty; a pipeline needs at least one step",
+            ));
+        }
+        Ok(Steps(steps))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(yaml: &str) -> Result<Vec<Step>, serde_yaml::Error> {
+        serde_yaml::from_str::<Steps>(yaml).map(|s| s.0)
+    }
+
+    fn error_at(yaml: &str) -> (usize, usize, String) {
+        let err = steps(yaml).unwrap_err();
+        let loc = err.location().expect("error has a location");
+        (loc.line(), loc.column(), err.to_string())
+    }
+
+    #[test]
+    fn run_step_with_everything() {
+        let s = steps(
+            "- name: build\n  run: |\n    cargo build\n  image: rust:1.85\n  env: { FOO: bar }\n  timeout: 10m\n  when: { branch: main }\n  secrets: [CARGO_TOKEN]\n",
+        )
+        .unwrap();
+        let step = &s[0];
+        assert_eq!(step.name, "build");
+        assert_eq!(
+            step.kind,
+            StepKind::Run {
+                script: "cargo build\n".to_owned()
+            }
+        );
+        assert_eq!(step.image.as_deref(), Some("rust:1.85"));
+        assert_eq!(step.env["FOO"], "bar");
+        assert_eq!(step.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(step.when.branch[0].as_str(), "main");
+        assert_eq!(step.secrets, ["CARGO_TOKEN"]);
+    }
+
+    #[test]
+    fn minimal_step_defaults() {
+        let s = steps("- { name: t, run: make }").unwrap();
+        assert_eq!(s[0].image, None);
+        assert!(s[0].env.is_empty());
+        assert!(s[0].when.is_empty());
+        assert!(s[0].secrets.is_empty());
+        assert_eq!(s[0].timeout, None);
+    }
+
+    #[test]
+    fn whole_step_errors_point_at_the_first_key_of_the_step() {
+        let (line, col, msg) = error_at("- name: a\n  run: x\n- name: a\n  run: y\n");
+        assert_eq!((line, col), (3, 3));
+        assert!(msg.contains("used by an earlier step"), "{msg}");
+
+        let (line, col, msg) = error_at("- name: a\n  run: x\n  image-build: { tags: [t] }\n");
+        assert_eq!((line, col), (1, 3));
+        assert!(msg.contains("both `run` and `image-build`"), "{msg}");
+
+        let (line, col, msg) = error_at("- name: a\n  run: x\n-   name: b\n    image: y\n");
+        assert_eq!((line, col), (3, 5));
+        assert!(msg.contains("nothing to do"), "{msg}");
+
+        let (line, col, msg) = error_at("- run: x\n");
+        assert_eq!((line, col), (1, 3));
+        assert!(msg.contains("no `name`"), "{msg}");
+    }
+
+    #[test]
+    fn field_errors_point_at_the_field() {
+        let (line, col, msg) = error_at("- name: a\n  run: x\n  timeout: 10x\n");
+        assert_eq!((line, col), (3, 12));
+        assert!(msg.contains("invalid duration"), "{msg}");
+
+        let (line, col, msg) = error_at("- name: a\n  run: x\n  imagee: y\n");
+        assert_eq!((line, col), (3, 3));
+        assert!(msg.contains("unknown field `imagee`"), "{msg}");
+
+        let (line, col, msg) = error_at("- name: a\n  run: x\n  secrets: [OK, not-ok]\n");
+        assert_eq!((line, col), (3, 17));
+        assert!(msg.contains("not a valid variable name"), "{msg}");
+
+        let (line, col, _) = error_at("- name: \"\"\n  run: x\n");
+        assert_eq!((line, col), (1, 9));
+    }
+
+    #[test]
+    fn image_on_an_image_build_is_refused() {
+        let (_, _, msg) = error_at("- name: a\n  image: x\n  image-build: { tags: [t] }\n");
+        assert!(msg.contains("cannot have one"), "{msg}");
+    }
+
+    #[test]
+    fn empty_or_wrong_steps() {
+        let (line, col, msg) = error_at("[]");
+        assert_eq!((line, col), (1, 1));
+        assert!(msg.contains("at least one step"), "{msg}");
+        let (_, _, msg) = error_at("- cargo build\n");
+        assert!(msg.contains("expected a step"), "{msg}");
+        let (_, _, msg) = error_at("name: a\n");
+        assert!(msg.contains("a list of steps"), "{msg}");
+        let (_, _, msg) = error_at("- name: a\n  run: \"  \"\n");
+        assert!(msg.contains("`run` is empty"), "{msg}");
+    }
+}

@@ -1,0 +1,230 @@
+//! Step filters: `when: { branch, event, tag }`.
+
+use std::fmt;
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use raibid_model::Event;
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer};
+
+use crate::de::OneOrMany;
+
+/// What triggered a job, as far as step filters care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerContext {
+    pub event: Event,
+    /// Short branch name (`main`, `release/1.0`), not `refs/heads/...`. `None` for tag builds.
+    pub branch: Option<String>,
+    /// Short tag name (`v1.0`), not `refs/tags/...`. `None` unless the job is for a tag.
+    pub tag: Option<String>,
+}
+
+/// A glob over branch or tag names.
+///
+/// `*` stops at `/` so that `release/*` means the direct children of `release/` only; `**`
+/// crosses `/` for the rare filter that needs it.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    matcher: GlobMatcher,
+}
+
+impl Pattern {
+    pub fn new(source: &str) -> Result<Self, globset::Error> {
+        let glob: Glob = GlobBuilder::new(source).literal_separator(true).build()?;
+        Ok(Self {
+            source: source.to_owned(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_match(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Pattern").field(&self.source).finish()
+    }
+}
+
+/// Two patterns are equal when they were written the same; the compiled matcher follows.
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Pattern {}
+
+/// When a step runs. Every non-empty list must match (AND); within a list any entry may match
+/// (OR). An empty `When` runs the step always.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct When {
+    pub branch: Vec<Pattern>,
+    pub event: Vec<Event>,
+    pub tag: Vec<Pattern>,
+}
+
+impl When {
+    pub fn is_empty(&self) -> bool {
+        self.branch.is_empty() && self.event.is_empty() && self.tag.is_empty()
+    }
+
+    /// A branch (or tag) filter never matches a job that has no branch (or tag): a step limited
+    /// to `branch: main` must not run for a tag push, which has no branch.
+    pub fn matches(&self, ctx: &TriggerContext) -> bool {
+        let names_match = |patterns: &[Pattern], name: Option<&str>| {
+            patterns.is_empty() || name.is_some_and(|n| patterns.iter().any(|p| p.is_match(n)))
+        };
+        names_match(&self.branch, ctx.branch.as_deref())
+            && names_match(&self.tag, ctx.tag.as_deref())
+            && (self.event.is_empty() || self.event.contains(&ctx.event))
+    }
+}
+
+fn pattern(source: &str) -> Result<Pattern, String> {
+    if source.is_empty() {
+        return Err("an empty pattern matches nothing; use \"*\" to match any name".to_owned());
+    }
+    Pattern::new(source).map_err(|e| format!("invalid glob {source:?}: {}", e.kind()))
+}
+
+fn event(name: &str) -> Result<Event, String> {
+    name.parse()
+}
+
+fn patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
+    OneOrMany::new(
+        "a glob or a list of globs",
+        "an empty list never matches; remove the key to match every name",
+        pattern,
+    )
+    .deserialize(d)
+}
+
+fn events<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Event>, D::Error> {
+    OneOrMany::new(
+        "an event (push, tag, pull_request, manual) or a list of them",
+        "an empty list never matches; remove `event` to run on every event",
+        event,
+    )
+    .deserialize(d)
+}
+
+/// `when:` as written in YAML.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWhen {
+    #[serde(default, deserialize_with = "patterns")]
+    branch: Vec<Pattern>,
+    #[serde(default, deserialize_with = "events")]
+    event: Vec<Event>,
+    #[serde(default, deserialize_with = "patterns")]
+    tag: Vec<Pattern>,
+}
+
+impl From<RawWhen> for When {
+    fn from(raw: RawWhen) -> Self {
+        Self {
+            branch: raw.branch,
+            event: raw.event,
+            tag: raw.tag,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn when(yaml: &str) -> When {
+        serde_yaml::from_str::<RawWhen>(yaml).unwrap().into()
+    }
+
+    fn on_branch(event: Event, branch: &str) -> TriggerContext {
+        TriggerContext {
+            event,
+            branch: Some(branch.to_owned()),
+            tag: None,
+        }
+    }
+
+    fn on_tag(tag: &str) -> TriggerContext {
+        TriggerContext {
+            event: Event::Tag,
+            branch: None,
+            tag: Some(tag.to_owned()),
+        }
+    }
+
+    #[test]
+    fn empty_when_matches_everything() {
+        let w = When::default();
+        assert!(w.is_empty());
+        assert!(w.matches(&on_branch(Event::Push, "main")));
+        assert!(w.matches(&on_tag("v1")));
+        assert!(w.matches(&TriggerContext {
+            event: Event::Manual,
+            branch: None,
+            tag: None
+        }));
+    }
+
+    #[test]
+    fn branch_globs_stop_at_slashes() {
+        let w = when("branch: [main, \"release/*\"]");
+        assert!(w.matches(&on_branch(Event::Push, "main")));
+        assert!(w.matches(&on_branch(Event::Push, "release/1.0")));
+        assert!(!w.matches(&on_branch(Event::Push, "release/a/b")));
+        assert!(!w.matches(&on_branch(Event::Push, "mainline")));
+        assert!(!w.matches(&on_tag("main")));
+        let deep = when("branch: \"feature/**\"");
+        assert!(deep.matches(&on_branch(Event::Push, "feature/a/b/c")));
+        assert!(!deep.matches(&on_branch(Event::Push, "features/a")));
+    }
+
+    #[test]
+    fn all_keys_must_match() {
+        let w = when("branch: main\nevent: [push, manual]");
+        assert!(w.matches(&on_branch(Event::Push, "main")));
+        assert!(w.matches(&on_branch(Event::Manual, "main")));
+        assert!(!w.matches(&on_branch(Event::PullRequest, "main")));
+        assert!(!w.matches(&on_branch(Event::Push, "dev")));
+    }
+
+    #[test]
+    fn tag_filters() {
+        let w = when("event: tag\ntag: \"v*\"");
+        assert!(w.matches(&on_tag("v1.2.3")));
+        assert!(!w.matches(&on_tag("release-1")));
+        assert!(!w.matches(&on_branch(Event::Push, "v1")));
+    }
+
+    #[test]
+    fn single_strings_and_lists_are_equivalent() {
+        assert_eq!(when("event: push"), when("event: [push]"));
+        assert_eq!(when("branch: main"), when("branch: [main]"));
+    }
+
+    #[test]
+    fn invalid_filters() {
+        for (yaml, needle) in [
+            ("event: pushh", "unknown event"),
+            ("event: [push, merge]", "unknown event"),
+            ("branch: \"[\"", "invalid glob"),
+            ("branch: []", "empty list"),
+            ("tag: \"\"", "empty pattern"),
+            ("branches: main", "unknown field"),
+            ("branch: {a: b}", "expected a glob"),
+        ] {
+            let err = serde_yaml::from_str::<RawWhen>(yaml).err().unwrap();
+            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Parses every sample under `tests/pipelines/` and a set of hostile inputs through the public
+//! API, the way the server and the agent use it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use raibid_model::Event;
+use raibid_pipeline::{
+    MAX_FILE_SIZE, PIPELINE_FILE, Pipeline, PipelineError, StepKind, TagContext, TagError,
+    TriggerContext, parse, parse_bytes,
+};
+
+fn samples(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/pipelines")
+        .join(kind);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn parse_sample(path: &Path) -> Result<Pipeline, PipelineError> {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    parse_bytes(name, &fs::read(path).unwrap())
+}
+
+fn sample(name: &str) -> Pipeline {
+    parse_sample(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/pipelines/valid")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn err(text: &str) -> PipelineError {
+    parse(PIPELINE_FILE, text).expect_err("the pipeline should be rejected")
+}
+
+#[test]
+fn every_valid_sample_parses() {
+    let files = samples("valid");
+    assert!(files.len() >= 10);
+    for path in files {
+        if let Err(e) = parse_sample(&path) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+}
+
+/// (file, line, column, part of the message) for each sample under `tests/pipelines/invalid`.
+const INVALID: &[(&str, usize, usize, &str)] = &[
+    ("absolute-file.yaml", 4, 13, "is absolute"),
+    ("bad-env-name.yaml", 3, 3, "not a valid variable name"),
+    ("bad-event.yaml", 5, 21, r#"unknown event "merge_request""#),
+    ("bad-glob.yaml", 7, 11, r#"invalid glob "release/[""#),
+    (
+        "bad-pipeline-timeout.yaml",
+        1,
+        10,
+        "longer than the 24h limit",
+    ),
+    ("bad-platform.yaml", 5, 19, "not a platform"),
+    ("bad-secret-name.yaml", 4, 21, "not a valid variable name"),
+    ("bad-step-env-name.yaml", 4, 12, "not a valid variable name"),
+    (
+        "bad-timeout.yaml",
+        4,
+        14,
+        r#"invalid duration "10 minutes""#,
+    ),
+    (
+        "both-run-and-image-build.yaml",
+        2,
+        5,
+        "both `run` and `image-build`",
+    ),
+    ("clone-not-bool.yaml", 2, 15, "expected a boolean"),
+    ("clone-unknown-key.yaml", 3, 3, "unknown field `depth`"),
+    ("context-escapes.yaml", 4, 16, "leaves the repository"),
+    ("duplicate-env-key.yaml", 3, 3, "given twice"),
+    ("duplicate-secret.yaml", 4, 22, "listed twice"),
+    ("duplicate-step-name.yaml", 6, 5, "used by an earlier step"),
+    ("empty-name.yaml", 2, 11, "may not be empty"),
+    ("empty-steps.yaml", 1, 8, "needs at least one step"),
+    ("empty-when-list.yaml", 5, 15, "never matches"),
+    ("image-build-no-tags.yaml", 4, 7, "needs `tags`"),
+    ("image-on-image-build.yaml", 2, 5, "cannot have one"),
+    ("image-with-spaces.yaml", 1, 8, "not an image reference"),
+    ("matrix-bad-exclude.yaml", 2, 3, "never matches"),
+    ("matrix-too-big.yaml", 2, 3, "the limit is 256"),
+    ("missing-name.yaml", 2, 5, "no `name`"),
+    ("missing-run.yaml", 5, 5, "has nothing to do"),
+    ("missing-tag-placeholder-close.yaml", 4, 14, "never closed"),
+    ("no-steps.yaml", 1, 1, "`steps` is missing"),
+    ("run-is-a-list.yaml", 3, 10, "expected a shell script"),
+    ("snake-case-key.yaml", 3, 5, "unknown field `image_build`"),
+    ("step-is-a-string.yaml", 2, 5, "expected a step"),
+    ("steps-is-a-string.yaml", 1, 8, "expected a list of steps"),
+    ("tab-indent.yaml", 3, 1, "tab"),
+    ("top-level-list.yaml", 1, 1, "expected a pipeline"),
+    ("two-documents.yaml", 2, 1, "more than one YAML document"),
+    (
+        "unknown-placeholder.yaml",
+        4,
+        41,
+        "unknown placeholder {commit}",
+    ),
+    ("unknown-step-key.yaml", 4, 5, "unknown field `command`"),
+    ("unknown-top-key.yaml", 2, 1, "unknown field `stages`"),
+    (
+        "yaml-syntax.yaml",
+        4,
+        4,
+        "did not find expected '-' indicator",
+    ),
+    (
+        "unterminated-quote.yaml",
+        4,
+        1,
+        "end of stream, while scanning a quoted scalar",
+    ),
+    (
+        "colon-in-plain-scalar.yaml",
+        3,
+        14,
+        "mapping values are not allowed",
+    ),
+    ("zero-timeout.yaml", 1, 10, "zero"),
+];
+
+#[test]
+fn every_invalid_sample_fails_at_the_right_place() {
+    let files = samples("invalid");
+    assert_eq!(
+        files.len(),
+        INVALID.len(),
+        "every sample has an expectation"
+    );
+    let mut wrong = Vec::new();
+    for path in files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let &(_, line, column, needle) = INVALID
+            .iter()
+            .find(|(file, ..)| *file == name)
+            .unwrap_or_else(|| panic!("no expectation for {name}"));
+        let shown = match parse_sample(&path) {
+            Ok(_) => format!("{name}: parsed"),
+            Err(e) => e.to_string(),
+        };
+        let as_expected = shown.starts_with(&format!("{name}:{line}:{column}: "))
+            && shown.contains(needle)
+            && !shown.contains(" at line ");
+        if !as_expected {
+            wrong.push(format!("expected {line}:{column} {needle:?}, got {shown}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_documented_example_parses_to_the_expected_model() {
+    let p = sample("full.yaml");
+    assert_eq!(p.image.as_deref(), Some("rust:1.85"));
+    assert_eq!(p.env["CARGO_TERM_COLOR"], "always");
+    assert_eq!(p.timeout, Some(Duration::from_secs(30 * 60)));
+    assert!(!p.clone.submodules && !p.clone.lfs);
+    assert_eq!(p.steps.len(), 2);
+
+    let build = &p.steps[0];
+    assert_eq!(build.name, "build");
+    assert_eq!(
+        build.kind,
+        StepKind::Run {
+            script: "cargo build --locked\n".to_owned()
+        }
+    );
+    assert_eq!(
+        build.env,
+        BTreeMap::from([("FOO".to_owned(), "bar".to_owned())])
+    );
+    assert_eq!(build.timeout, Some(Duration::from_secs(600)));
+    assert_eq!(build.when.event, [Event::Push, Event::PullRequest]);
+    assert_eq!(build.secrets, ["CARGO_TOKEN"]);
+
+    let image = &p.steps[1];
+    let StepKind::ImageBuild(b) = &image.kind else {
+        panic!("second step is an image build");
+    };
+    assert_eq!(b.context, ".");
+    assert_eq!(b.file.as_deref(), Some("Containerfile"));
+    assert_eq!(b.platforms, ["linux/amd64", "linux/arm64"]);
+    assert!(b.push);
+    assert_eq!(b.build_args["A"], "b");
+    assert_eq!(image.secrets, ["REGISTRY_TOKEN"]);
+
+    let variants: Vec<String> = p.expand_matrix().into_iter().map(|v| v.name).collect();
+    assert_eq!(
+        variants,
+        [
+            "RUST=1.80,TARGET=x86_64",
+            "RUST=1.80,TARGET=aarch64",
+            "RUST=stable,TARGET=x86_64",
+            "RUST=stable,TARGET=aarch64",
+        ]
+    );
+}
+
+#[test]
+fn step_filtering_on_the_documented_example() {
+    let p = sample("full.yaml");
+    let run = |event, branch: Option<&str>, tag: Option<&str>| -> Vec<&str> {
+        let ctx = TriggerContext {
+            event,
+            branch: branch.map(str::to_owned),
+            tag: tag.map(str::to_owned),
+        };
+        p.steps
+            .iter()
+            .filter(|s| s.when.matches(&ctx))
+            .map(|s| s.name.as_str())
+            .collect()
+    };
+    // `build` needs a branch *and* a tag matching, which no single trigger has.
+    assert_eq!(run(Event::Push, Some("main"), None), ["image"]);
+    assert_eq!(run(Event::Tag, None, Some("v1.0")), ["image"]);
+    assert_eq!(
+        run(Event::PullRequest, Some("main"), None),
+        Vec::<&str>::new()
+    );
+    assert_eq!(run(Event::Manual, Some("main"), None), Vec::<&str>::new());
+
+    let filters = sample("filters-single-strings.yaml");
+    let names = |ctx: TriggerContext| -> Vec<String> {
+        filters
+            .steps
+            .iter()
+            .filter(|s| s.when.matches(&ctx))
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    let tag = TriggerContext {
+        event: Event::Tag,
+        branch: None,
+        tag: Some("v1.2.3".to_owned()),
+    };
+    assert_eq!(names(tag), ["release"]);
+    let manual = TriggerContext {
+        event: Event::Manual,
+        branch: Some("feature/deep/branch".to_owned()),
+        tag: None,
+    };
+    assert_eq!(names(manual), ["nightly"]);
+}
+
+#[test]
+fn tags_render_for_branch_and_tag_builds() {
+    let p = sample("full.yaml");
+    let StepKind::ImageBuild(b) = &p.steps[1].kind else {
+        panic!("second step is an image build");
+    };
+    let branch_build = TagContext {
+        registry: "registry.local:5000".to_owned(),
+        repo: "Acme/Widget".to_owned(),
+        sha: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned(),
+        branch: Some("release/1.0".to_owned()),
+        tag: None,
+    };
+    assert_eq!(
+        b.render_tags(&branch_build).unwrap(),
+        [
+            "registry.local:5000/acme/widget:4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+            "registry.local:5000/acme/widget:release-1.0",
+        ]
+    );
+    let tag_build = TagContext {
+        branch: None,
+        tag: Some("v1.0".to_owned()),
+        ..branch_build
+    };
+    let e = b.render_tags(&tag_build).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            TagError::Missing {
+                placeholder: "branch",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("{branch}"), "{e}");
+}
+
+#[test]
+fn matrix_include_and_exclude() {
+    let p = sample("matrix-include-exclude.yaml");
+    let names: Vec<String> = p.expand_matrix().into_iter().map(|v| v.name).collect();
+    assert_eq!(
+        names,
+        [
+            "OS=linux,RUST=1.80",
+            "OS=linux,RUST=stable",
+            "OS=linux,RUST=nightly",
+            "OS=mac,RUST=1.80",
+            "OS=mac,RUST=stable",
+            "MSRV=true,OS=linux,RUST=1.70",
+        ]
+    );
+    let last = p.expand_matrix().pop().unwrap();
+    assert_eq!(last.env["MSRV"], "true");
+}
+
+#[test]
+fn no_matrix_is_one_unnamed_variant() {
+    let variants = sample("minimal.yaml").expand_matrix();
+    assert_eq!(variants.len(), 1);
+    assert_eq!(variants[0].name, "");
+    assert!(variants[0].env.is_empty());
+}
+
+#[test]
+fn yaml_features_users_rely_on() {
+    let anchors = sample("anchors.yaml");
+    assert_eq!(anchors.steps[0].env, anchors.steps[1].env);
+    let values = sample("integer-timeouts-and-values.yaml");
+    assert_eq!(values.timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(values.env["RETRIES"], "3");
+    assert_eq!(values.env["VERBOSE"], "true");
+    assert_eq!(
+        values.env["VERSION"], "1.10",
+        "kept as written, not as the float 1.1"
+    );
+    assert_eq!(values.steps[0].timeout, Some(Duration::from_secs(5400)));
+    let empty = sample("empty-optional-sections.yaml");
+    assert_eq!(empty.image, None);
+    assert_eq!(empty.matrix, None);
+    let crlf = sample("crlf.yaml");
+    assert_eq!(
+        crlf.steps[0].kind,
+        StepKind::Run {
+            script: "echo hi".to_owned()
+        }
+    );
+    let bom = parse(PIPELINE_FILE, "\u{feff}steps: [{name: a, run: x}]\n").unwrap();
+    assert_eq!(bom.steps[0].name, "a");
+}
+
+#[test]
+fn empty_and_blank_files() {
+    for text in ["", "\n\n", "   \n", "# only a comment\n# and another\n"] {
+        let e = err(text);
+        assert_eq!((e.line, e.column), (1, 1), "{text:?}");
+        assert!(e.message.contains("empty"), "{e}");
+    }
+    let e = err("~\n");
+    assert!(e.message.contains("expected a pipeline"), "{e}");
+}
+
+#[test]
+fn non_mapping_documents() {
+    for (text, line, column) in [
+        ("- a\n- b\n", 1, 1),
+        ("just a string\n", 1, 1),
+        ("\n\n  42\n", 3, 3),
+        ("[steps]\n", 1, 1),
+    ] {
+        let e = err(text);
+        assert_eq!((e.line, e.column), (line, column), "{text:?}: {e}");
+        assert!(e.message.contains("expected a pipeline"), "{e}");
+    }
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_the_first_bad_byte() {
+    let mut bytes = b"steps:\n  - name: a\n    run: caf".to_vec();
+    bytes.extend_from_slice(&[0xC3, 0x28]);
+    let e = parse_bytes("x.yaml", &bytes).unwrap_err();
+    assert_eq!((e.line, e.column), (3, 13));
+    assert!(e.message.contains("UTF-8"), "{e}");
+    let e = parse_bytes("x.yaml", &[0xFF]).unwrap_err();
+    assert_eq!((e.line, e.column), (1, 1));
+    let mut multibyte = "é: x\n".as_bytes().to_vec();
+    multibyte.extend_from_slice(&[b'a', 0x80]);
+    let e = parse_bytes("x.yaml", &multibyte).unwrap_err();
+    assert_eq!((e.line, e.column), (2, 2));
+}
+
+#[test]
+fn huge_numbers() {
+    let e = err("timeout: 99999999999999999999999999999999999999999\nsteps: [{name: a, run: x}]\n");
+    assert_eq!((e.line, e.column), (1, 10));
+    let e = err("timeout: -99999999999999999999999\nsteps: [{name: a, run: x}]\n");
+    assert!(e.message.contains("negative"), "{e}");
+    let e = err("timeout: 1e999\nsteps: [{name: a, run: x}]\n");
+    assert_eq!((e.line, e.column), (1, 10));
+    let big = "9".repeat(5000);
+    let e = err(&format!("timeout: {big}\nsteps: [{{name: a, run: x}}]\n"));
+    assert_eq!((e.line, e.column), (1, 10));
+    // A huge number where a string is expected is just text.
+    let p = parse(
+        PIPELINE_FILE,
+        &format!("env: {{ N: {big} }}\nsteps: [{{name: a, run: x}}]\n"),
+    )
+    .unwrap();
+    assert_eq!(p.env["N"], big);
+}
+
+#[test]
+fn tabs_are_explained() {
+    let e = err("steps:\n\t- name: a\n\t  run: x\n");
+    assert_eq!((e.line, e.column), (2, 1));
+    assert!(e.message.contains("spaces"), "{e}");
+}
+
+#[test]
+fn control_characters_are_refused() {
+    let e = err("steps: [{name: a, run: x}]\nimage: \"a\\0b\"\n");
+    assert_eq!(e.line, 2);
+    let e = err("steps:\n  - name: \"a\\nb\"\n    run: x\n");
+    assert_eq!((e.line, e.column), (2, 11));
+    assert!(e.message.contains("control character"), "{e}");
+    let e = err("steps: [{name: a, run: x}]\u{0}\n");
+    assert_eq!(e.line, 1);
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    for depth in [200, 100_000] {
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        for text in [
+            nested.clone(),
+            format!("steps: {nested}\n"),
+            format!("env: {{ A: {nested} }}\nsteps: [{{name: a, run: x}}]\n"),
+            format!("steps:\n  - name: a\n    run: x\n    when: {{ branch: {nested} }}\n"),
+            format!("steps:\n  - name: a\n    run: x\n    timeout: {nested}\n"),
+        ] {
+            let e = err(&text);
+            assert!(e.line >= 1 && e.column >= 1, "{e}");
+        }
+        let maps = format!("{}{}", "{a: ".repeat(depth), "}".repeat(depth));
+        let e = err(&format!("matrix: {maps}\nsteps: [{{name: a, run: x}}]\n"));
+        assert!(e.line >= 1, "{e}");
+    }
+}
+
+/// The classic "billion laughs": ten levels of nine aliases each.
+fn laughs(key: &str) -> String {
+    let mut text = format!("{key}: [&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]");
+    for level in 1..10 {
+        let prev = level - 1;
+        let refs = vec![format!("*l{prev}"); 9].join(", ");
+        text.push_str(&format!(", &l{level} [{refs}]"));
+    }
+    text.push_str("]\n");
+    text
+}
+
+#[test]
+fn alias_bombs_fail_fast() {
+    let started = Instant::now();
+    for text in [
+        laughs("bomb") + "steps: [{name: a, run: x}]\n",
+        laughs("env") + "steps: [{name: a, run: x}]\n",
+        format!("matrix:\n  {}steps: [{{name: a, run: x}}]\n", laughs("A")),
+        format!(
+            "steps:\n  - name: a\n    run: x\n    when:\n      {}",
+            laughs("branch")
+        ),
+        format!("steps:\n  - name: a\n    run: x\n    {}", laughs("secrets")),
+        format!("steps: [{{name: a, run: x}}]\n{}", laughs("image")),
+    ] {
+        let e = err(&text);
+        assert!(e.line >= 1 && e.column >= 1, "{e}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Aliases of mappings full of aliases, where the schema really does expand them: serde_yaml's
+/// repetition limit has to stop it.
+#[test]
+fn alias_expansion_hits_the_repetition_limit() {
+    let keys: Vec<String> = (0..200).map(|i| format!("K{i}: *v")).collect();
+    let refs = vec!["*e"; 3000].join(", ");
+    let text = format!(
+        "matrix:\n  A: [x]\n  include: [&e {{K: &v v, {}}}, {refs}]\nsteps: [{{name: a, run: x}}]\n",
+        keys.join(", ")
+    );
+    let e = err(&text);
+    assert!(e.message.contains("aliases"), "{e}");
+    assert_eq!((e.line, e.column), (1, 1));
+}
+
+#[test]
+fn oversized_files_are_refused_before_parsing() {
+    let mut text = String::from("steps: [{name: a, run: x}]\n");
+    text.push_str(&"#".repeat(MAX_FILE_SIZE));
+    let e = err(&text);
+    assert_eq!((e.line, e.column), (1, 1));
+    assert!(e.message.contains("at most"), "{e}");
+}
+
+#[test]
+fn many_steps_and_long_scripts_are_fine() {
+    let steps: String = (0..500)
+        .map(|i| format!("  - name: step-{i}\n    run: echo {i}\n"))
+        .collect();
+    let p = parse(PIPELINE_FILE, &format!("steps:\n{steps}")).unwrap();
+    assert_eq!(p.steps.len(), 500);
+    let script = "echo x\n".repeat(10_000);
+    let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
+    let p = parse(
+        PIPELINE_FILE,
+        &format!("steps:\n  - name: a\n    run: |\n{indented}"),
+    )
+    .unwrap();
+    assert_eq!(p.steps[0].kind, StepKind::Run { script });
+}
+
+#[test]
+fn errors_name_the_file_they_were_given() {
+    let e = parse("ci/custom.yaml", "steps: []\n").unwrap_err();
+    assert!(e.to_string().starts_with("ci/custom.yaml:1:8: "), "{e}");
+}

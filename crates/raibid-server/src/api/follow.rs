@@ -1,0 +1,136 @@
+//! Following a job's log as Server-Sent Events.
+//!
+//! Wire format (also in the OpenAPI description): each chunk of output is one `event: log`
+//! whose `id` is the chunk's cursor and whose `data` is `{"text": "<chunk>"}`. SSE data lines
+//! cannot hold raw newlines, and JSON-encoding the chunk keeps one event per chunk, which a
+//! client decodes with any JSON parser. Bytes that are not UTF-8 are replaced with U+FFFD
+//! (the plain-text endpoint returns them untouched). When the log ends, one `event: end` with
+//! `{"status": "<final status>"}` closes the stream. Idle streams carry keep-alive comments.
+//!
+//! Each stream holds its own Redis connection (blocking reads would stall a shared one) and
+//! waits at most [`FOLLOW_BLOCK`] per read, so server shutdown and client disconnects end it
+//! promptly.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use raibid_model::{Job, JobStatus};
+use raibid_queue::{LogChunk, LogCursor, LogFollower, Queue, QueueError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::AppState;
+
+const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Pause before reconnecting after Redis failed mid-stream.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+const DRAIN_BATCH: usize = 512;
+
+pub(crate) fn stream(
+    state: AppState,
+    job: Job,
+    start: LogCursor,
+    follower: LogFollower,
+) -> Response {
+    let queue = state.queue().clone();
+    let shutdown = state.shutdown().clone();
+    let events = async_stream::stream! {
+        let id = job.id;
+        let mut cursor = start;
+        let mut follower = Some(follower);
+        // A job already final has nothing more coming: read what is left without blocking
+        // (the client's cursor may even be past the end marker).
+        let draining = job.status.is_final();
+        loop {
+            let read = tokio::select! {
+                () = shutdown.cancelled() => break,
+                read = next_batch(&queue, &id, &cursor, draining, &mut follower) => read,
+            };
+            let batch = match read {
+                Ok(batch) => batch,
+                Err(e) => {
+                    warn!(job = %id, error = %e, "log follow interrupted; retrying");
+                    follower = None;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(RETRY_PAUSE) => continue,
+                    }
+                }
+            };
+            let progressed = batch.next != cursor;
+            for chunk in &batch.chunks {
+                yield Ok::<Event, Infallible>(log_event(chunk));
+            }
+            cursor = batch.next;
+            if batch.finished || (draining && !progressed) {
+                let status = if draining {
+                    Some(job.status)
+                } else {
+                    final_status(&queue, &id, &shutdown).await
+                };
+                yield Ok(end_event(status));
+                break;
+            }
+        }
+        debug!(job = %id, "log follow ended");
+    };
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    // Reverse proxies that buffer responses would hold the stream back.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+async fn next_batch(
+    queue: &Queue,
+    id: &str,
+    cursor: &LogCursor,
+    draining: bool,
+    follower: &mut Option<LogFollower>,
+) -> Result<raibid_queue::LogBatch, QueueError> {
+    if draining {
+        return queue.read_log(id, cursor, DRAIN_BATCH).await;
+    }
+    let follower = match follower {
+        Some(f) => f,
+        None => follower.insert(queue.log_follower(id).await?),
+    };
+    follower.next(cursor, FOLLOW_BLOCK).await
+}
+
+/// The job's status once its log has ended; `None` if it was pruned meanwhile or shutdown came
+/// first.
+async fn final_status(queue: &Queue, id: &str, shutdown: &CancellationToken) -> Option<JobStatus> {
+    loop {
+        match queue.get(id).await {
+            Ok(job) => return job.map(|j| j.status),
+            Err(e) => {
+                warn!(job = %id, error = %e, "could not read the final status; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                }
+            }
+        }
+    }
+}
+
+fn log_event(chunk: &LogChunk) -> Event {
+    let data = serde_json::json!({ "text": String::from_utf8_lossy(&chunk.data) });
+    Event::default()
+        .event("log")
+        .id(chunk.cursor.0.as_str())
+        .data(data.to_string())
+}
+
+fn end_event(status: Option<JobStatus>) -> Event {
+    let data = serde_json::json!({ "status": status });
+    Event::default().event("end").data(data.to_string())
+}

@@ -1,0 +1,128 @@
+//! Listing, showing, cancelling and retrying jobs.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use raibid_model::{Job, JobStatus, PoolName};
+use raibid_queue::{CancelResult, JobFilter};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::validate;
+use crate::auth::{CanRead, CanWrite};
+use crate::{ApiError, AppState};
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+
+/// Every parameter arrives as text so that a bad one is reported by name.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    status: Option<String>,
+    repo: Option<String>,
+    pool: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct JobList {
+    jobs: Vec<Job>,
+    next_cursor: Option<String>,
+}
+
+pub(crate) async fn list(
+    _: CanRead,
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let bad = |name, message: &str| ApiError::InvalidParameter {
+        name,
+        message: message.to_owned(),
+    };
+    let given = |value: Option<String>| value.filter(|v| !v.is_empty());
+
+    let status = given(params.status)
+        .map(|s| s.parse::<JobStatus>().map_err(|e| bad("status", &e)))
+        .transpose()?;
+    let repo = given(params.repo)
+        .map(|r| validate::repo(&r).map(|()| r).map_err(|m| bad("repo", m)))
+        .transpose()?;
+    let pool = given(params.pool)
+        .map(|p| PoolName::new(p).map_err(|e| bad("pool", &e.to_string())))
+        .transpose()?;
+    let cursor = given(params.cursor)
+        .map(|c| {
+            validate::job_id(&c)
+                .map(|()| c)
+                .map_err(|m| bad("cursor", m))
+        })
+        .transpose()?;
+    let limit = given(params.limit)
+        .map(|l| match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            _ => Err(bad("limit", "must be a number from 1 to 1000")),
+        })
+        .transpose()?
+        .unwrap_or(DEFAULT_PAGE);
+
+    let filter = JobFilter { status, repo, pool };
+    let page = state
+        .queue()
+        .list(&filter, cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(JobList {
+        jobs: page.jobs,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+pub(crate) async fn show(
+    _: CanRead,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    state
+        .queue()
+        .get(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
+pub(crate) fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("job {id} not found"))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Cancelled {
+    result: &'static str,
+    status: JobStatus,
+}
+
+pub(crate) async fn cancel(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Cancelled>, ApiError> {
+    let (result, status) = match state.queue().cancel(&id).await? {
+        CancelResult::Cancelled => ("cancelled", JobStatus::Cancelled),
+        CancelResult::Requested => ("requested", JobStatus::Running),
+        CancelResult::AlreadyFinished(status) => ("already_finished", status),
+    };
+    info!(job = %id, result, "cancel");
+    Ok(Json(Cancelled { result, status }))
+}
+
+pub(crate) async fn retry(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let job = state.queue().retry(&id).await?;
+    state.metrics().job_queued(&job.spec.pool);
+    info!(job = %job.id, retry_of = %id, pool = %job.spec.pool, "job retried");
+    Ok((StatusCode::CREATED, Json(job)))
+}

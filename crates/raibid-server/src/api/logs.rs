@@ -1,0 +1,113 @@
+//! `GET /api/v1/jobs/{id}/logs`: a job's output, read once as text or followed as
+//! Server-Sent Events (`?follow=true`, see [`super::follow`]).
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use raibid_model::Job;
+use raibid_queue::LogCursor;
+use serde::Deserialize;
+
+use super::follow;
+use super::jobs::not_found;
+use crate::auth::CanRead;
+use crate::{ApiError, AppState};
+
+/// Bound on one plain response; the client continues from the returned cursor.
+const PLAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Chunks per Redis read.
+const READ_BATCH: usize = 256;
+
+const CURSOR_HEADER: HeaderName = HeaderName::from_static("x-raibid-log-cursor");
+const FINISHED_HEADER: HeaderName = HeaderName::from_static("x-raibid-log-finished");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogParams {
+    cursor: Option<String>,
+    follow: Option<String>,
+}
+
+pub(crate) async fn logs(
+    _: CanRead,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    params: Result<Query<LogParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let follow = match params.follow.as_deref() {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(_) => {
+            return Err(ApiError::InvalidParameter {
+                name: "follow",
+                message: "must be true or false".into(),
+            });
+        }
+    };
+    // A reconnecting EventSource sends the id of the last event it saw; it wins over the
+    // cursor of the original URL, which it repeats unchanged.
+    let reconnect = headers
+        .get(LAST_EVENT_ID)
+        .filter(|_| follow)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let cursor = match reconnect.or(params.cursor).filter(|c| !c.is_empty()) {
+        Some(c) => LogCursor::parse(&c).ok_or_else(|| ApiError::InvalidParameter {
+            name: "cursor",
+            message: "expected a cursor returned by an earlier read (<ms>-<seq>)".into(),
+        })?,
+        None => LogCursor::start(),
+    };
+    let job = state
+        .queue()
+        .get(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    if follow {
+        let follower = state.queue().log_follower(&job.id).await?;
+        Ok(follow::stream(state, job, cursor, follower))
+    } else {
+        plain(&state, &job, cursor).await
+    }
+}
+
+async fn plain(state: &AppState, job: &Job, mut cursor: LogCursor) -> Result<Response, ApiError> {
+    // Every log entry of a job that had finished when we looked has been written; reaching the
+    // end of the stream then means the end of the log, even past its end marker.
+    let was_final = job.status.is_final();
+    let mut body = Vec::new();
+    let finished = 'read: loop {
+        let batch = state.queue().read_log(&job.id, &cursor, READ_BATCH).await?;
+        if batch.next == cursor {
+            break was_final;
+        }
+        for chunk in batch.chunks {
+            if !body.is_empty() && body.len() + chunk.data.len() > PLAIN_MAX_BYTES {
+                break 'read false;
+            }
+            body.extend_from_slice(&chunk.data);
+            cursor = chunk.cursor;
+        }
+        cursor = batch.next;
+        if batch.finished {
+            break true;
+        }
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        CURSOR_HEADER,
+        HeaderValue::from_str(&cursor.0).expect("stream ids are ASCII"),
+    );
+    headers.insert(
+        FINISHED_HEADER,
+        HeaderValue::from_static(if finished { "true" } else { "false" }),
+    );
+    Ok(response)
+}

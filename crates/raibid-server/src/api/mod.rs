@@ -1,0 +1,29 @@
+//! The jobs API under `/api/v1`: JSON in and out, bearer tokens for anything that changes jobs.
+
+mod follow;
+mod git;
+mod jobs;
+mod logs;
+pub(crate) mod pools;
+mod submit;
+mod validate;
+
+use crate::openapi;
+use crate::routes::Route;
+
+/// Jobs API bodies are small JSON documents.
+pub(crate) const BODY_LIMIT: usize = 256 * 1024;
+
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        Route::post("/api/v1/jobs", submit::submit),
+        Route::get("/api/v1/jobs", jobs::list),
+        Route::get("/api/v1/jobs/{id}", jobs::show),
+        Route::post("/api/v1/jobs/{id}/cancel", jobs::cancel),
+        Route::post("/api/v1/jobs/{id}/retry", jobs::retry),
+        Route::get("/api/v1/jobs/{id}/logs", logs::logs),
+        Route::get("/api/v1/queues", pools::queues),
+        Route::get("/api/v1/agents", pools::agents),
+        Route::get("/api/v1/openapi.json", openapi::document),
+    ]
+}

@@ -1,0 +1,34 @@
+//! raibid-ci's HTTP server.
+//!
+//! It receives forge webhooks and turns them into queued jobs, serves the jobs API (submit,
+//! list, show, cancel, retry, logs read once or followed live), reports job statuses back to
+//! the forge as commit statuses, and exposes health and Prometheus metrics. This crate is the
+//! only one that knows HTTP; everything it stores goes through `raibid-queue`, everything it
+//! knows about forges comes from `raibid-forge`.
+//!
+//! The `raibid` binary builds [`ServerOptions`] and calls [`serve()`]; tests may use [`router()`]
+//! with an [`AppState`] directly.
+
+mod api;
+mod auth;
+mod error;
+pub mod git_http;
+mod metrics;
+mod openapi;
+mod ops;
+mod options;
+mod reaper;
+mod reporter;
+mod repos;
+mod routes;
+mod sampler;
+mod serve;
+mod state;
+mod webhooks;
+
+pub(crate) use error::ApiError;
+pub use error::ServerError;
+pub use options::ServerOptions;
+pub use routes::router;
+pub use serve::serve;
+pub use state::AppState;

@@ -1,0 +1,243 @@
+//! The server's Prometheus metrics.
+//!
+//! Label values come from small fixed sets (forges, statuses, error codes) or from pool names,
+//! which the configuration bounds; nothing a client sends becomes a label value as such, so a
+//! flood of odd requests cannot blow up the number of series.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use raibid_model::{JobStatus, PoolName};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct WebhookLabels {
+    pub forge: &'static str,
+    pub event: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    pool: String,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReportLabels {
+    forge: &'static str,
+    outcome: &'static str,
+}
+
+/// How a commit-status report ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReportOutcome {
+    Success,
+    Failure,
+    /// No token or API URL configured for the forge.
+    Skipped,
+}
+
+impl ReportOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReportOutcome::Success => "success",
+            ReportOutcome::Failure => "failure",
+            ReportOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Job durations run from seconds (a lint) to hours (a model build).
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    webhooks: Family<WebhookLabels, Counter>,
+    jobs_queued: Family<PoolLabels, Counter>,
+    transitions: Family<StatusLabels, Counter>,
+    durations: Family<StatusLabels, Histogram, fn() -> Histogram>,
+    queue_lag: Family<PoolLabels, Gauge>,
+    queue_pending: Family<PoolLabels, Gauge>,
+    agents: Gauge,
+    status_reports: Family<ReportLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("raibid");
+        let webhooks = Family::default();
+        registry.register(
+            "webhooks_received",
+            "Webhooks received, by forge, event and outcome",
+            webhooks.clone(),
+        );
+        let jobs_queued = Family::default();
+        registry.register(
+            "jobs_queued",
+            "Jobs created by this server (webhooks, API submissions, retries), by pool",
+            jobs_queued.clone(),
+        );
+        let transitions = Family::default();
+        registry.register(
+            "job_status_transitions",
+            "Job status changes seen on the events stream, by pool and new status",
+            transitions.clone(),
+        );
+        let durations = Family::<StatusLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        registry.register(
+            "job_duration_seconds",
+            "Time from a job's start to its final status, by pool and final status",
+            durations.clone(),
+        );
+        let queue_lag = Family::default();
+        registry.register(
+            "queue_lag",
+            "Jobs waiting to be delivered to an agent, by pool (sampled)",
+            queue_lag.clone(),
+        );
+        let queue_pending = Family::default();
+        registry.register(
+            "queue_pending",
+            "Jobs delivered to an agent and not yet finished, by pool (sampled)",
+            queue_pending.clone(),
+        );
+        let agents = Gauge::default();
+        registry.register(
+            "agents_connected",
+            "Agents whose last heartbeat is recent (sampled)",
+            agents.clone(),
+        );
+        let status_reports = Family::default();
+        registry.register(
+            "status_reports",
+            "Commit statuses sent to forges, by forge and outcome",
+            status_reports.clone(),
+        );
+        Self {
+            registry,
+            webhooks,
+            jobs_queued,
+            transitions,
+            durations,
+            queue_lag,
+            queue_pending,
+            agents,
+            status_reports,
+        }
+    }
+
+    pub fn webhook(&self, labels: WebhookLabels) {
+        self.webhooks.get_or_create(&labels).inc();
+    }
+
+    pub fn job_queued(&self, pool: &PoolName) {
+        self.jobs_queued
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn transition(&self, pool: &PoolName, status: JobStatus) {
+        self.transitions
+            .get_or_create(&StatusLabels {
+                pool: pool.to_string(),
+                status: status.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn job_finished(&self, pool: &PoolName, status: JobStatus, seconds: f64) {
+        self.durations
+            .get_or_create(&StatusLabels {
+                pool: pool.to_string(),
+                status: status.as_str(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn pool_sample(&self, pool: &PoolName, lag: u64, pending: u64) {
+        let labels = PoolLabels {
+            pool: pool.to_string(),
+        };
+        self.queue_lag.get_or_create(&labels).set(saturate(lag));
+        self.queue_pending
+            .get_or_create(&labels)
+            .set(saturate(pending));
+    }
+
+    pub fn agents_sample(&self, connected: usize) {
+        self.agents
+            .set(i64::try_from(connected).unwrap_or(i64::MAX));
+    }
+
+    pub fn status_report(&self, forge: raibid_model::Forge, outcome: ReportOutcome) {
+        self.status_reports
+            .get_or_create(&ReportLabels {
+                forge: forge.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn saturate(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use raibid_model::Forge;
+
+    use super::*;
+
+    #[test]
+    fn every_family_is_exposed_with_its_labels() {
+        let m = Metrics::new();
+        let pool = PoolName::default();
+        m.webhook(WebhookLabels {
+            forge: "gitea",
+            event: "push",
+            outcome: "queued",
+        });
+        m.job_queued(&pool);
+        m.transition(&pool, JobStatus::Running);
+        m.job_finished(&pool, JobStatus::Success, 12.0);
+        m.pool_sample(&pool, 3, 1);
+        m.agents_sample(2);
+        m.status_report(Forge::Github, ReportOutcome::Failure);
+        let text = m.encode();
+        for expected in [
+            r#"raibid_webhooks_received_total{forge="gitea",event="push",outcome="queued"} 1"#,
+            r#"raibid_jobs_queued_total{pool="default"} 1"#,
+            r#"raibid_job_status_transitions_total{pool="default",status="running"} 1"#,
+            r#"raibid_job_duration_seconds_count{pool="default",status="success"} 1"#,
+            r#"raibid_queue_lag{pool="default"} 3"#,
+            r#"raibid_queue_pending{pool="default"} 1"#,
+            "raibid_agents_connected 2",
+            r#"raibid_status_reports_total{forge="github",outcome="failure"} 1"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+    }
+}

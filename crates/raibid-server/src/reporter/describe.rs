@@ -1,0 +1,136 @@
+//! What a commit status says about a job: a forge state, a one-line description, a link.
+
+use chrono::{DateTime, Utc};
+use raibid_forge::{CommitStatus, StatusState};
+use raibid_model::{Job, JobStatus};
+
+/// The status to show for `job` having reached `status` (the event's, which may be older
+/// than the job's current one).
+pub(crate) fn commit_status(job: &Job, status: JobStatus, public_url: &str) -> CommitStatus {
+    let public_url = public_url.trim_end_matches('/');
+    CommitStatus {
+        state: StatusState::from_job(status),
+        target_url: (!public_url.is_empty())
+            .then(|| format!("{public_url}/api/v1/jobs/{}", job.id)),
+        description: describe(job, status, Utc::now()),
+        // Jobs carry their pool, not their pipeline, so one check per pool per commit.
+        context: format!("raibid/{}", job.spec.pool),
+    }
+}
+
+fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
+    let took = job.duration(now).map(human);
+    let reason = job.reason.as_deref();
+    match status {
+        JobStatus::Queued => "queued".into(),
+        JobStatus::Running => match &job.agent {
+            Some(agent) => format!("running on {agent}"),
+            None => "running".into(),
+        },
+        JobStatus::Success => match took {
+            Some(t) => format!("succeeded in {t}"),
+            None => "succeeded".into(),
+        },
+        JobStatus::Failure => match (reason, took) {
+            (Some(r), _) => format!("failed: {r}"),
+            (None, Some(t)) => format!("failed after {t}"),
+            (None, None) => "failed".into(),
+        },
+        JobStatus::Error => match reason {
+            Some(r) => format!("could not run: {r}"),
+            None => "could not run".into(),
+        },
+        JobStatus::Cancelled => "cancelled".into(),
+        JobStatus::Dead => match reason {
+            Some(r) => format!("gave up: {r}"),
+            None => "gave up".into(),
+        },
+    }
+}
+
+fn human(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use raibid_model::{Event, NewJob, PoolName};
+
+    use super::*;
+
+    fn job() -> Job {
+        let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap();
+        Job {
+            id: "01JABCDEFGHJKMNPQRSTVWXYZ0".into(),
+            spec: NewJob {
+                repo: "o/r".into(),
+                clone_url: "https://g/o/r.git".into(),
+                git_ref: "refs/heads/main".into(),
+                sha: "a".repeat(40),
+                event: Event::Push,
+                pool: PoolName::new("gpu").unwrap(),
+                forge: None,
+                pr_number: None,
+                from_fork: false,
+                sender: None,
+                delivery_id: None,
+                env: Default::default(),
+                retry_of: None,
+            },
+            status: JobStatus::Success,
+            attempt: 1,
+            created_at: t0,
+            started_at: Some(t0),
+            finished_at: Some(t0 + chrono::Duration::seconds(72)),
+            agent: Some("spark-1".into()),
+            reason: None,
+            cancel_requested: false,
+            steps: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn descriptions() {
+        let j = job();
+        let now = Utc::now();
+        assert_eq!(describe(&j, JobStatus::Queued, now), "queued");
+        assert_eq!(describe(&j, JobStatus::Running, now), "running on spark-1");
+        assert_eq!(describe(&j, JobStatus::Success, now), "succeeded in 1m 12s");
+        assert_eq!(describe(&j, JobStatus::Failure, now), "failed after 1m 12s");
+        let mut failed = job();
+        failed.reason = Some("step test exited with 1".into());
+        assert_eq!(
+            describe(&failed, JobStatus::Failure, now),
+            "failed: step test exited with 1"
+        );
+        assert_eq!(describe(&j, JobStatus::Cancelled, now), "cancelled");
+    }
+
+    #[test]
+    fn links_to_the_job_and_names_the_pool() {
+        let status = commit_status(&job(), JobStatus::Running, "https://ci.example/");
+        assert_eq!(status.state, StatusState::Pending);
+        assert_eq!(
+            status.target_url.as_deref(),
+            Some("https://ci.example/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0")
+        );
+        assert_eq!(status.context, "raibid/gpu");
+        assert_eq!(
+            commit_status(&job(), JobStatus::Queued, "").target_url,
+            None
+        );
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(human(chrono::Duration::seconds(12)), "12s");
+        assert_eq!(human(chrono::Duration::seconds(3725)), "1h 2m");
+    }
+}

@@ -1,0 +1,529 @@
+//! The jobs API against the real server and a real redis-server.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use chrono::Utc;
+use raibid_model::{AgentInfo, Job, JobStatus, Outcome, PoolName};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{SHA, TOKEN, TestServer, config, json};
+
+fn submission(repo: &str) -> Value {
+    json!({
+        "repo": repo,
+        "clone_url": format!("https://git.example/{repo}.git"),
+        "sha": SHA,
+    })
+}
+
+async fn submit(server: &TestServer, body: Value) -> Job {
+    let response = server.post_json("/api/v1/jobs", &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    serde_json::from_value(json(response).await).unwrap()
+}
+
+async fn error(response: reqwest::Response) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body = json(response).await;
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn submit_with_a_sha_queues_a_manual_job() {
+    let mut cfg = config();
+    cfg.server.pool_rules = vec![raibid_config::PoolRule {
+        repo: "ml/*".into(),
+        pool: PoolName::new("gpu").unwrap(),
+    }];
+    let server = TestServer::start_with(cfg).await;
+    let body = json!({
+        "repo": "ml/model",
+        "clone_url": "https://git.example/ml/model.git",
+        "ref": "main",
+        "sha": SHA.to_ascii_uppercase(),
+        "env": { "EPOCHS": "3" }
+    });
+    let job = submit(&server, body).await;
+    assert_eq!(job.spec.repo, "ml/model");
+    assert_eq!(job.spec.git_ref, "refs/heads/main");
+    assert_eq!(job.spec.sha, SHA);
+    assert_eq!(job.spec.event, raibid_model::Event::Manual);
+    assert_eq!(job.spec.pool.as_str(), "gpu");
+    assert_eq!(job.spec.env["EPOCHS"], "3");
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(server.queue.get(&job.id).await.unwrap().unwrap(), job);
+
+    let explicit = submit(
+        &server,
+        json!({ "repo": "ml/model", "clone_url": "file:///srv/git/model.git", "sha": SHA, "pool": "cpu" }),
+    )
+    .await;
+    assert_eq!(explicit.spec.pool.as_str(), "cpu");
+}
+
+#[tokio::test]
+async fn invalid_submissions_are_400_naming_the_field() {
+    let server = TestServer::start().await;
+    let cases = [
+        (
+            json!({ "repo": "../etc", "clone_url": "https://g/x.git", "sha": SHA }),
+            "repo",
+        ),
+        (
+            json!({ "repo": "o/r", "clone_url": "ext::sh -c id", "sha": SHA }),
+            "clone_url",
+        ),
+        (
+            json!({ "repo": "o/r", "clone_url": "https://g/x.git", "ref": "a..b", "sha": SHA }),
+            "ref",
+        ),
+        (
+            json!({ "repo": "o/r", "clone_url": "https://g/x.git", "sha": "main" }),
+            "sha",
+        ),
+        (
+            json!({ "repo": "o/r", "clone_url": "https://g/x.git", "sha": SHA, "pool": "GPU!" }),
+            "pool",
+        ),
+        (
+            json!({ "repo": "o/r", "clone_url": "https://g/x.git", "sha": SHA, "env": { "A-B": "1" } }),
+            "env.A-B",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, code, message) = error(server.post_json("/api/v1/jobs", &body).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_field"),
+            "{body}"
+        );
+        assert!(
+            message.starts_with(&format!("{field}:")),
+            "{field}: {message}"
+        );
+    }
+    let (status, _, message) = error(
+        server
+            .post_json(
+                "/api/v1/jobs",
+                &json!({ "repo": "o/r", "clone_url": "https://g/x.git", "branch": "x" }),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message.contains("branch"), "{message}");
+
+    let response = server
+        .client
+        .post(server.url("/api/v1/jobs"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(submission("o/r").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(server.job_count().await, 0);
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn submit_without_a_sha_resolves_the_ref_with_ls_remote() {
+    raibid_testkit::require_binary("git", "git");
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("README"), "one\n").unwrap();
+    git(repo.path(), &["add", "README"]);
+    git(repo.path(), &["commit", "-q", "-m", "one"]);
+    let first = git(repo.path(), &["rev-parse", "HEAD"]);
+    git(repo.path(), &["tag", "-a", "v1", "-m", "release 1"]);
+    std::fs::write(repo.path().join("README"), "two\n").unwrap();
+    git(repo.path(), &["commit", "-q", "-am", "two"]);
+    let second = git(repo.path(), &["rev-parse", "HEAD"]);
+    let url = format!("file://{}", repo.path().display());
+
+    let server = TestServer::start().await;
+    let main = submit(&server, json!({ "repo": "local/repo", "clone_url": url })).await;
+    assert_eq!(main.spec.git_ref, "refs/heads/main");
+    assert_eq!(main.spec.sha, second);
+
+    let tag = submit(
+        &server,
+        json!({ "repo": "local/repo", "clone_url": url, "ref": "refs/tags/v1" }),
+    )
+    .await;
+    assert_eq!(
+        tag.spec.sha, first,
+        "an annotated tag resolves to its commit"
+    );
+
+    let (status, code, message) = error(
+        server
+            .post_json(
+                "/api/v1/jobs",
+                &json!({ "repo": "local/repo", "clone_url": url, "ref": "nope" }),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "unresolvable_ref")
+    );
+    assert!(message.contains("refs/heads/nope"), "{message}");
+
+    let missing = format!("file://{}/does-not-exist", repo.path().display());
+    let (status, _, _) = error(
+        server
+            .post_json(
+                "/api/v1/jobs",
+                &json!({ "repo": "local/repo", "clone_url": missing }),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(server.job_count().await, 2);
+}
+
+#[tokio::test]
+async fn list_filters_and_pages_newest_first() {
+    let server = TestServer::start().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let repo = if i % 2 == 0 { "acme/even" } else { "acme/odd" };
+        let mut body = submission(repo);
+        if i == 4 {
+            body["pool"] = "gpu".into();
+        }
+        ids.push(submit(&server, body).await.id);
+    }
+    let cancelled = ids[1].clone();
+    assert_eq!(
+        json(
+            server
+                .post_json(&format!("/api/v1/jobs/{cancelled}/cancel"), &json!({}))
+                .await
+        )
+        .await["result"],
+        "cancelled"
+    );
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/jobs?limit=2&cursor={c}"),
+            None => "/api/v1/jobs?limit=2".to_owned(),
+        };
+        let page = json(server.get(&path).await).await;
+        pages += 1;
+        for job in page["jobs"].as_array().unwrap() {
+            seen.push(job["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => {
+                assert!(page["next_cursor"].is_null());
+                break;
+            }
+        }
+    }
+    let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    assert_eq!(pages, 3);
+
+    let ids_of = |page: Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let odd = ids_of(json(server.get("/api/v1/jobs?repo=acme/odd").await).await);
+    assert_eq!(odd, vec![ids[3].clone(), ids[1].clone()]);
+    let gpu = ids_of(json(server.get("/api/v1/jobs?pool=gpu").await).await);
+    assert_eq!(gpu, vec![ids[4].clone()]);
+    let cancelled_only = ids_of(json(server.get("/api/v1/jobs?status=cancelled").await).await);
+    assert_eq!(cancelled_only, vec![cancelled.clone()]);
+    let queued_odd =
+        ids_of(json(server.get("/api/v1/jobs?status=queued&repo=acme/odd").await).await);
+    assert_eq!(queued_odd, vec![ids[3].clone()]);
+
+    for (query, name) in [
+        ("status=done", "status"),
+        ("pool=Big_Pool", "pool"),
+        ("cursor=../x", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=lots", "limit"),
+        ("repo=no-slash", "repo"),
+    ] {
+        let (status, code, message) =
+            error(server.get(&format!("/api/v1/jobs?{query}")).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            "{query}"
+        );
+        assert!(message.contains(name), "{query}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn show_cancel_and_retry() {
+    let server = TestServer::start().await;
+    let job = submit(&server, submission("acme/app")).await;
+
+    let shown: Job =
+        serde_json::from_value(json(server.get(&format!("/api/v1/jobs/{}", job.id)).await).await)
+            .unwrap();
+    assert_eq!(shown, job);
+    let (status, code, _) =
+        error(server.get("/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, _, _) = error(server.get("/api/v1/jobs/not-a-ulid").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A running job gets a cancel request; a finished one says so.
+    let mut claimer = server.queue.claimer("agent-1").await.unwrap();
+    let claimed = claimer
+        .claim(&[PoolName::default()], std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let requested = json(
+        server
+            .post_json(&format!("/api/v1/jobs/{}/cancel", job.id), &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        requested,
+        json!({ "result": "requested", "status": "running" })
+    );
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Cancelled))
+        .await
+        .unwrap();
+    let finished = json(
+        server
+            .post_json(&format!("/api/v1/jobs/{}/cancel", job.id), &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        finished,
+        json!({ "result": "already_finished", "status": "cancelled" })
+    );
+    let (status, _, _) = error(
+        server
+            .post_json("/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0/cancel", &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let response = server
+        .post_json(&format!("/api/v1/jobs/{}/retry", job.id), &json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let retried: Job = serde_json::from_value(json(response).await).unwrap();
+    assert_ne!(retried.id, job.id);
+    assert_eq!(retried.spec.retry_of.as_deref(), Some(job.id.as_str()));
+    assert_eq!(retried.spec.sha, job.spec.sha);
+    assert_eq!(retried.status, JobStatus::Queued);
+    let (status, _, _) = error(
+        server
+            .post_json("/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0/retry", &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn queues_and_agents() {
+    let mut cfg = config();
+    cfg.agent.heartbeat_interval_secs = 1;
+    let server = TestServer::start_with(cfg).await;
+    submit(&server, submission("acme/app")).await;
+    let mut gpu = submission("acme/app");
+    gpu["pool"] = "gpu".into();
+    submit(&server, gpu).await;
+
+    let pools = json(server.get("/api/v1/queues").await).await;
+    let pools = pools["pools"].as_array().unwrap();
+    let lag = |name: &str| {
+        pools
+            .iter()
+            .find(|p| p["pool"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {pools:?}"))["lag"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((lag("default"), lag("gpu")), (1, 1));
+
+    let info = |name: &str| AgentInfo {
+        name: name.into(),
+        arch: "aarch64".into(),
+        pools: vec![PoolName::default()],
+        labels: Default::default(),
+        current_jobs: Vec::new(),
+        started_at: Utc::now(),
+        last_heartbeat: Utc::now(),
+        jobs_done: 0,
+        version: "test".into(),
+    };
+    server.queue.agent_heartbeat(&info("old")).await.unwrap();
+    // Three heartbeat intervals (3 s here) without news make an agent stale.
+    tokio::time::sleep(std::time::Duration::from_millis(3300)).await;
+    server.queue.agent_heartbeat(&info("fresh")).await.unwrap();
+    let agents = json(server.get("/api/v1/agents").await).await;
+    let agents = agents["agents"].as_array().unwrap();
+    let stale: Vec<(String, bool)> = agents
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_owned(),
+                a["stale"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(stale, vec![("fresh".into(), false), ("old".into(), true)]);
+    assert_eq!(agents[0]["arch"], "aarch64");
+}
+
+#[tokio::test]
+async fn mutating_calls_need_a_valid_token() {
+    let server = TestServer::start().await;
+    let job = submit(&server, submission("acme/app")).await;
+    for path in [
+        "/api/v1/jobs".to_owned(),
+        format!("/api/v1/jobs/{}/cancel", job.id),
+        format!("/api/v1/jobs/{}/retry", job.id),
+    ] {
+        let missing = server
+            .client
+            .post(server.url(&path))
+            .json(&submission("acme/app"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            missing.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let wrong = server
+            .client
+            .post(server.url(&path))
+            .bearer_auth("not-the-token")
+            .json(&submission("acme/app"))
+            .send()
+            .await
+            .unwrap();
+        let (status, code, _) = error(wrong).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        server.job_count().await,
+        1,
+        "nothing was created or retried"
+    );
+    assert_eq!(
+        server.queue.get(&job.id).await.unwrap().unwrap().status,
+        JobStatus::Queued,
+        "nothing was cancelled"
+    );
+    // Reads stay open by default.
+    assert_eq!(server.get("/api/v1/jobs").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn without_configured_tokens_mutations_are_refused_with_advice() {
+    let mut cfg = config();
+    cfg.server.tokens.clear();
+    let server = TestServer::start_with(cfg).await;
+    let (status, _, message) = error(
+        server
+            .post_json("/api/v1/jobs", &submission("acme/app"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(message.contains("server.tokens"), "{message}");
+    assert_eq!(server.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn read_requires_token_closes_the_read_calls() {
+    let mut cfg = config();
+    cfg.server.read_requires_token = true;
+    let server = TestServer::start_with(cfg).await;
+    let job = submit(&server, submission("acme/app")).await;
+    for path in [
+        "/api/v1/jobs".to_owned(),
+        format!("/api/v1/jobs/{}", job.id),
+        format!("/api/v1/jobs/{}/logs", job.id),
+        "/api/v1/queues".to_owned(),
+        "/api/v1/agents".to_owned(),
+    ] {
+        assert_eq!(
+            server.get(&path).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            server.get_authed(&path).await.status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    // Operations endpoints stay open for probes and scrapers.
+    for path in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"] {
+        assert_eq!(server.get(path).await.status(), StatusCode::OK, "{path}");
+    }
+}

@@ -1,0 +1,73 @@
+//! Redis going away and coming back, under a running server.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{SECRET, SHA, TestServer, eventually, gitea_headers, json, push_body};
+
+async fn assert_503_with_retry_after(response: reqwest::Response, what: &str) {
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+    assert_eq!(response.headers()["retry-after"], "5", "{what}");
+    let body = json(response).await;
+    assert_eq!(body["error"]["code"], "unavailable", "{what}: {body}");
+}
+
+#[tokio::test]
+async fn without_redis_everything_is_503_and_recovers_by_itself() {
+    let mut server = TestServer::start().await;
+    assert_eq!(server.get("/readyz").await.status(), StatusCode::OK);
+    server.redis.kill();
+
+    let body = push_body("acme/app", "main", SHA);
+    let headers = gitea_headers("push", "outage-1", SECRET, &body);
+    assert_503_with_retry_after(server.post_webhook("gitea", headers, body).await, "webhook").await;
+    assert_503_with_retry_after(server.deliver("github/push").await, "github webhook").await;
+    let submission =
+        json!({ "repo": "acme/app", "clone_url": "https://git.example/acme/app.git", "sha": SHA });
+    assert_503_with_retry_after(
+        server.post_json("/api/v1/jobs", &submission).await,
+        "submit",
+    )
+    .await;
+    assert_503_with_retry_after(server.get("/api/v1/jobs").await, "list").await;
+    assert_503_with_retry_after(
+        server.get("/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0").await,
+        "show",
+    )
+    .await;
+    assert_503_with_retry_after(server.get("/api/v1/queues").await, "queues").await;
+    assert_503_with_retry_after(server.get("/readyz").await, "readyz").await;
+    assert_eq!(
+        server.get("/healthz").await.status(),
+        StatusCode::OK,
+        "alive all the same"
+    );
+
+    server.redis.restart();
+    let accepted = eventually(
+        Duration::from_secs(15),
+        "webhooks to be accepted again",
+        || async {
+            let body = push_body("acme/app", "main", SHA);
+            let headers = gitea_headers("push", "outage-2", SECRET, &body);
+            let response = server.post_webhook("gitea", headers, body).await;
+            (response.status() != StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+        },
+    )
+    .await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    assert_eq!(server.get("/readyz").await.status(), StatusCode::OK);
+    assert_eq!(
+        server.post_json("/api/v1/jobs", &submission).await.status(),
+        StatusCode::CREATED
+    );
+    let listed = json(server.get("/api/v1/jobs").await).await;
+    assert_eq!(
+        listed["jobs"].as_array().unwrap().len(),
+        2,
+        "only what was accepted was queued"
+    );
+}

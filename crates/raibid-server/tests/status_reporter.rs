@@ -1,0 +1,347 @@
+//! Commit statuses sent to a forge: a real HTTP server on loopback stands in for Gitea and
+//! GitHub, and every request it gets is checked against Gitea's own OpenAPI description.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::routing::any;
+use raibid_config::{Config, Secret};
+use raibid_model::{JobStatus, Outcome, PoolName};
+use serde_json::Value;
+use support::{TestServer, config, eventually, json};
+
+const GITEA_TOKEN: &str = "gitea-api-token-77";
+const GITHUB_TOKEN: &str = "ghp_github_token_88";
+const STATUS_PATH: &str = "/repos/{owner}/{repo}/statuses/{sha}";
+
+#[derive(Debug, Clone)]
+struct Call {
+    method: Method,
+    path: String,
+    authorization: String,
+    content_type: String,
+    body: Value,
+}
+
+#[derive(Clone, Default)]
+struct Forge {
+    calls: Arc<Mutex<Vec<Call>>>,
+    /// Statuses to answer with, in order; 201 once they run out.
+    script: Arc<Mutex<VecDeque<StatusCode>>>,
+    /// Answer every call with this instead.
+    always: Arc<Mutex<Option<StatusCode>>>,
+}
+
+impl Forge {
+    async fn start(self) -> String {
+        let app = Router::new().fallback(any(record)).with_state(self);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    async fn wait_for_calls(&self, n: usize) -> Vec<Call> {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{n} status calls"),
+            || async {
+                let calls = self.calls();
+                (calls.len() >= n).then_some(calls)
+            },
+        )
+        .await
+    }
+}
+
+async fn record(
+    State(forge): State<Forge>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, &'static str) {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    forge.calls.lock().unwrap().push(Call {
+        method,
+        path: uri.path().to_owned(),
+        authorization: text("authorization"),
+        content_type: text("content-type"),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    let status = match *forge.always.lock().unwrap() {
+        Some(status) => status,
+        None => forge
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(StatusCode::CREATED),
+    };
+    (status, "{}")
+}
+
+fn forge_config(base: &str) -> Config {
+    let mut cfg = config();
+    cfg.gitea.url = base.to_owned();
+    cfg.gitea.token = Secret::new(GITEA_TOKEN);
+    cfg.server.github_api_url = base.to_owned();
+    cfg.server.github_token = Secret::new(GITHUB_TOKEN);
+    cfg.server.public_url = "https://ci.example/".into();
+    cfg
+}
+
+fn swagger() -> Value {
+    let path = format!("{}/gitea/swagger.v1.json", support::FIXTURES);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The call is Gitea's `repoCreateStatus` operation with a `CreateStatusOption` body.
+fn assert_gitea_create_status(spec: &Value, call: &Call, owner: &str, repo: &str, sha: &str) {
+    let operation = &spec["paths"][STATUS_PATH]["post"];
+    assert_eq!(operation["operationId"], "repoCreateStatus");
+    assert_eq!(call.method, Method::POST);
+    let expected_path = format!(
+        "{}{}",
+        spec["basePath"].as_str().unwrap(),
+        STATUS_PATH
+            .replace("{owner}", owner)
+            .replace("{repo}", repo)
+            .replace("{sha}", sha)
+    );
+    assert_eq!(call.path, expected_path);
+    // Operations without their own `consumes` inherit the document's.
+    let consumes = operation
+        .get("consumes")
+        .unwrap_or(&spec["consumes"])
+        .as_array()
+        .unwrap();
+    assert!(
+        consumes
+            .iter()
+            .any(|c| call.content_type.starts_with(c.as_str().unwrap())),
+        "{} not in {consumes:?}",
+        call.content_type
+    );
+
+    let body_param = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["in"] == "body")
+        .unwrap();
+    let reference = body_param["schema"]["$ref"].as_str().unwrap();
+    let name = reference.strip_prefix("#/definitions/").unwrap();
+    assert_eq!(name, "CreateStatusOption");
+    let schema = &spec["definitions"][name];
+    assert_eq!(json_type(&call.body), schema["type"].as_str().unwrap());
+    let properties = schema["properties"].as_object().unwrap();
+    let body = call.body.as_object().unwrap();
+    for (key, value) in body {
+        let property = properties
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is not a CreateStatusOption property"));
+        assert_eq!(
+            property["type"].as_str().unwrap(),
+            json_type(value),
+            "{key}"
+        );
+        if let Some(allowed) = property["enum"].as_array() {
+            assert!(allowed.contains(value), "{key}={value} not in {allowed:?}");
+        }
+    }
+    for required in schema["required"].as_array().into_iter().flatten() {
+        assert!(
+            body.contains_key(required.as_str().unwrap()),
+            "{required} missing"
+        );
+    }
+    for key in ["state", "target_url", "description", "context"] {
+        assert!(body.contains_key(key), "{key} is always sent: {body:?}");
+    }
+}
+
+#[tokio::test]
+async fn each_status_change_is_reported_as_gitea_and_github_expect() {
+    let forge = Forge::default();
+    let base = forge.clone().start().await;
+    let server = TestServer::start_with(forge_config(&base)).await;
+    let spec = swagger();
+    let sha = "29be01c073851cf0db0c6a466e396b725a670453";
+
+    let queued = json(server.deliver("gitea/push").await).await;
+    let id = queued["job_id"].as_str().unwrap().to_owned();
+    let calls = forge.wait_for_calls(1).await;
+    let call = &calls[0];
+    assert_gitea_create_status(&spec, call, "Test-CI", "multi-line-secrets", sha);
+    assert_eq!(call.authorization, format!("token {GITEA_TOKEN}"));
+    assert_eq!(call.body["state"], "pending");
+    assert_eq!(call.body["description"], "queued");
+    assert_eq!(call.body["context"], "raibid/default");
+    assert_eq!(
+        call.body["target_url"],
+        format!("https://ci.example/api/v1/jobs/{id}")
+    );
+
+    let mut claimer = server.queue.claimer("spark-7").await.unwrap();
+    let claimed = claimer
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let calls = forge.wait_for_calls(2).await;
+    assert_gitea_create_status(&spec, &calls[1], "Test-CI", "multi-line-secrets", sha);
+    assert_eq!(calls[1].body["state"], "pending");
+    assert_eq!(calls[1].body["description"], "running on spark-7");
+
+    server
+        .queue
+        .ack(
+            &claimed,
+            &Outcome::new(JobStatus::Failure).with_reason("step test exited with 2"),
+        )
+        .await
+        .unwrap();
+    let calls = forge.wait_for_calls(3).await;
+    assert_gitea_create_status(&spec, &calls[2], "Test-CI", "multi-line-secrets", sha);
+    assert_eq!(calls[2].body["state"], "failure");
+    assert_eq!(
+        calls[2].body["description"],
+        "failed: step test exited with 2"
+    );
+
+    // GitHub: the same body at the API root, with a bearer token.
+    server.deliver("github/push").await;
+    let calls = forge.wait_for_calls(4).await;
+    let call = &calls[3];
+    assert_eq!(call.method, Method::POST);
+    assert_eq!(
+        call.path,
+        "/repos/woodpecker-ci/woodpecker/statuses/366701fde727cb7a9e7f21eb88264f59f6f9b89c"
+    );
+    assert_eq!(call.authorization, format!("Bearer {GITHUB_TOKEN}"));
+    assert_eq!(call.body["state"], "pending");
+
+    // Manual submissions have no forge, so nothing is sent for them.
+    let submitted = server
+        .post_json(
+            "/api/v1/jobs",
+            &serde_json::json!({ "repo": "acme/app", "clone_url": "https://git.example/acme/app.git", "sha": sha }),
+        )
+        .await;
+    assert_eq!(submitted.status(), reqwest::StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(forge.calls().len(), 4);
+}
+
+async fn metric_line(server: &TestServer, line: &str) {
+    eventually(Duration::from_secs(10), line, || async {
+        let text = server.get("/metrics").await.text().await.unwrap();
+        text.contains(line).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_until_it_succeeds() {
+    let forge = Forge::default();
+    forge
+        .script
+        .lock()
+        .unwrap()
+        .extend([StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]);
+    let base = forge.clone().start().await;
+    let server = TestServer::start_with(forge_config(&base)).await;
+    server.deliver("gitea/push").await;
+    let calls = forge.wait_for_calls(3).await;
+    assert!(
+        calls.iter().all(|c| c.body == calls[0].body),
+        "the same status each time"
+    );
+    metric_line(
+        &server,
+        r#"raibid_status_reports_total{forge="gitea",outcome="success"} 1"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(forge.calls().len(), 3, "no more calls once accepted");
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_retried_and_does_not_touch_the_job() {
+    let forge = Forge::default();
+    *forge.always.lock().unwrap() = Some(StatusCode::NOT_FOUND);
+    let base = forge.clone().start().await;
+    let server = TestServer::start_with(forge_config(&base)).await;
+    let id = json(server.deliver("gitea/push").await).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    forge.wait_for_calls(1).await;
+    metric_line(
+        &server,
+        r#"raibid_status_reports_total{forge="gitea",outcome="failure"} 1"#,
+    )
+    .await;
+    // Longer than every backoff of the retry schedule together.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(forge.calls().len(), 1, "a 404 is final");
+    assert_eq!(
+        server.queue.get(&id).await.unwrap().unwrap().status,
+        JobStatus::Queued,
+        "a failed report never fails the job"
+    );
+    // The event was acknowledged after giving up: nothing is left pending for this reporter.
+    let mut probe = server
+        .queue
+        .job_events(support::STATUS_GROUP, "test")
+        .await
+        .unwrap();
+    assert!(
+        probe
+            .next(10, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_forge_is_retried_then_given_up() {
+    // A port nobody listens on: connection refused on every attempt.
+    let base = format!("http://127.0.0.1:{}", raibid_testkit::free_port());
+    let server = TestServer::start_with(forge_config(&base)).await;
+    server.deliver("gitea/push").await;
+    metric_line(
+        &server,
+        r#"raibid_status_reports_total{forge="gitea",outcome="failure"} 1"#,
+    )
+    .await;
+}

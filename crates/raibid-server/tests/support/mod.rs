@@ -1,0 +1,250 @@
+//! A real server on a free loopback port in front of a private redis-server, and helpers to
+//! talk to it the way forges and the CLI do.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the kit"
+)]
+
+pub mod sse;
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use raibid_config::{Config, Secret, TokenHash, hash_token};
+use raibid_queue::{Queue, QueueOptions};
+use raibid_server::{ServerError, ServerOptions};
+use raibid_testkit::RedisServer;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use sha2::Sha256;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The secret every fixture signature was computed with.
+pub const SECRET: &str = "IsWishesWereHorsesWedAllBeEatingSteak!";
+/// The API token the test config accepts.
+pub const TOKEN: &str = "rbd_test_token_5f0c2a8e9d";
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+/// The consumer group of the server's commit-status reporter.
+pub const STATUS_GROUP: &str = "raibid-status";
+pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// The configuration tests start from: fixture secret, one API token.
+pub fn config() -> Config {
+    let mut config = Config::default();
+    config.server.webhook_secret = Secret::new(SECRET);
+    config.server.tokens = vec![TokenHash::parse(&hash_token(TOKEN)).unwrap()];
+    config
+}
+
+pub struct TestServer {
+    pub redis: RedisServer,
+    /// A queue of the test's own, on the same Redis as the server's.
+    pub queue: Queue,
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+pub fn queue_for(redis: &RedisServer) -> Queue {
+    let mut options = QueueOptions::new(redis.url());
+    options.command_timeout = Duration::from_secs(2);
+    Queue::open(options).unwrap()
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let redis = RedisServer::start();
+        let queue = queue_for(&redis);
+        // The reporter's consumer group starts at the end of the events stream; creating it
+        // first means no event of the test can come before it.
+        queue.job_events(STATUS_GROUP, "test").await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = ServerOptions {
+            config,
+            queue: queue_for(&redis),
+            instance: "test".into(),
+        };
+        let handle = tokio::spawn(raibid_server::serve(listener, options, async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            redis,
+            queue,
+            base,
+            client,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Asks the server to stop and returns how long `serve` took to return.
+    pub async fn shutdown(&mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let handle = self.handle.take().expect("server running");
+        tokio::time::timeout(Duration::from_secs(15), handle)
+            .await
+            .expect("serve returned within 15 s")
+            .expect("serve did not panic")
+            .expect("serve returned Ok");
+        started.elapsed()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_authed(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_webhook(
+        &self,
+        forge: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/webhooks/{forge}")))
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends a recorded fixture as the forge did.
+    pub async fn deliver(&self, name: &str) -> reqwest::Response {
+        let (body, headers) = fixture(name);
+        let forge = name.split('/').next().unwrap();
+        self.post_webhook(forge, headers, body).await
+    }
+
+    /// Total number of jobs in the queue.
+    pub async fn job_count(&self) -> usize {
+        self.queue
+            .list(&Default::default(), None, 1000)
+            .await
+            .unwrap()
+            .jobs
+            .len()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Body and headers of fixture `name` (e.g. `gitea/push`).
+pub fn fixture(name: &str) -> (Vec<u8>, HeaderMap) {
+    let dir = format!("{FIXTURES}/webhooks");
+    let body = std::fs::read(format!("{dir}/{name}.json")).unwrap();
+    let sidecar = std::fs::read_to_string(format!("{dir}/{name}.headers")).unwrap();
+    let headers = sidecar
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (
+                HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+                HeaderValue::from_str(value.trim()).unwrap(),
+            )
+        })
+        .collect();
+    (body, headers)
+}
+
+pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Headers of a Gitea `event` delivery of `body` signed with `secret`.
+pub fn gitea_headers(event: &str, delivery: &str, secret: &str, body: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("x-gitea-event", HeaderValue::from_str(event).unwrap());
+    headers.insert("x-gitea-delivery", HeaderValue::from_str(delivery).unwrap());
+    headers.insert(
+        "x-gitea-signature",
+        HeaderValue::from_str(&hmac_hex(secret, body)).unwrap(),
+    );
+    headers
+}
+
+/// A minimal Gitea push of `branch` at `sha` in `repo`.
+pub fn push_body(repo: &str, branch: &str, sha: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": "0000000000000000000000000000000000000001",
+        "after": sha,
+        "repository": {
+            "full_name": repo,
+            "clone_url": format!("https://git.example/{repo}.git"),
+            "html_url": format!("https://git.example/{repo}"),
+            "default_branch": "main"
+        },
+        "sender": { "login": "tester" }
+    }))
+    .unwrap()
+}
+
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"))
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
