@@ -118,7 +118,7 @@ fn options(once: bool) -> AgentOptions {
     }
 }
 
-const TWO_STEPS: &str = "steps:\n  - name: build\n    run: echo building-$RAIBID_REPO\n  - name: test\n    run: |\n      echo testing\n      test -f README.md\n";
+const TWO_STEPS: &str = "steps:\n  - name: build\n    run: echo building-$RAIBID_REPO > \"$HOME/state\"\n  - name: test\n    run: |\n      echo testing\n      test -f README.md\n      cat \"$HOME/state\"\n";
 
 #[tokio::test]
 async fn a_two_step_pipeline_runs_under_bwrap_and_succeeds() {

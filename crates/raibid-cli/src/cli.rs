@@ -40,12 +40,18 @@ pub enum Output {
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// Server URL [default: http://<server.listen>]
-    #[arg(long, env = "RAIBID_SERVER", value_name = "URL")]
+    #[arg(long, global = true, env = "RAIBID_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// Bearer token for mutating calls.
-    #[arg(long, env = "RAIBID_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "RAIBID_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
-    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
@@ -59,9 +65,110 @@ pub enum Command {
     Token(TokenCommand),
     /// Submit, inspect and control jobs through the API.
     Job(JobArgs),
+    /// Run everything on this machine: a private redis-server, the server and a local agent
+    /// pool that scales 0..N with the queue.
+    Up(UpArgs),
+    /// What is running: server, Redis, pools, agents, recent failures.
+    Status(StatusArgs),
+    /// Run the HTTP server: webhooks, jobs API, live logs, commit status, metrics.
+    Server(ServerArgs),
+    /// Run an agent that claims and runs jobs.
+    Agent(AgentArgs),
     /// Measure raibid-ci against its targets (not part of the test suite).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where Redis data, workspaces, caches and generated secrets live [default: up.data_dir or
+    /// ~/.local/share/raibid].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Server address [default: server.listen, 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Most agents at once [default: up.max_agents or the number of cores].
+    #[arg(long, value_name = "N")]
+    pub max_agents: Option<u32>,
+    /// Webhook secret [default: server.webhook_secret, else generated into <data-dir>/webhook-secret].
+    #[arg(
+        long,
+        env = "RAIBID_UP_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub webhook_secret: Option<String>,
+    /// Read the webhook secret from a file.
+    #[arg(long, value_name = "FILE", conflicts_with = "webhook_secret")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Use this Redis (7+) instead of starting a private redis-server.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Idle seconds before an agent with nothing to do exits [default: up.cooldown_secs].
+    #[arg(long, value_name = "SECS")]
+    pub cooldown: Option<u64>,
+    /// Build a demo repository: one branch that passes, one that fails.
+    #[arg(long)]
+    pub demo: bool,
+    /// With --demo: stop once the demo jobs have finished (exit 0 if they ended as expected).
+    #[arg(long, requires = "demo")]
+    pub exit_after_demo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on [default: server.listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Claim at most one job, run it and exit; exit quietly after --idle-timeout without one.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds to wait for a job with --once [default: agent.idle_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Jobs run at the same time (long-running mode) [default: agent.concurrency].
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Agent name, unique among agents [default: agent.name or <hostname>-<pid>].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Pools to take jobs from, repeatable [default: agent.pools].
+    #[arg(long = "pool", value_name = "POOL")]
+    pub pools: Vec<raibid_model::PoolName>,
+    /// Labels shown in the agent list, repeatable: `--label gpu=a100`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// How steps are isolated [default: agent.executor].
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorArg>,
+    /// Keep each job's workspace after it ends (for debugging).
+    #[arg(long)]
+    pub keep_workspace: bool,
+    /// Where workspaces, git mirrors and image layers live [default: ~/.local/share/raibid/agent].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Seconds a running job may still take after SIGTERM [default: agent.grace_period_secs].
+    #[arg(long, value_name = "SECS")]
+    pub grace_period: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorArg {
+    Auto,
+    Host,
+    Bwrap,
+    Container,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +274,8 @@ impl Command {
     pub fn default_log_level(&self) -> &'static str {
         match self {
             Command::Config(_) | Command::Token(_) | Command::Job(_) | Command::Bench(_) => "warn",
+            Command::Server(_) | Command::Agent(_) | Command::Up(_) => "info",
+            Command::Status(_) => "warn",
         }
     }
 }

@@ -25,7 +25,11 @@ pub enum Durability {
 
 impl LocalRedis {
     /// Starts `redis-server` from PATH on a free loopback port (or `port`), data in `dir`.
-    pub async fn start(dir: &Path, port: Option<u16>, durability: Durability) -> anyhow::Result<Self> {
+    pub async fn start(
+        dir: &Path,
+        port: Option<u16>,
+        durability: Durability,
+    ) -> anyhow::Result<Self> {
         let binary = which("redis-server").context(
             "redis-server is not installed: run `sudo apt-get install -y redis-server` \
              (or set redis.url / --redis-url to use an existing Redis 7+)",
@@ -71,10 +75,6 @@ impl LocalRedis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let mut options = QueueOptions::new(self.url());
         options.command_timeout = Duration::from_millis(500);
@@ -94,7 +94,10 @@ impl LocalRedis {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("redis-server did not answer on port {} within 15 s", self.port)
+        bail!(
+            "redis-server did not answer on port {} within 15 s",
+            self.port
+        )
     }
 
     /// SIGTERM (redis flushes its AOF and exits), then SIGKILL after 10 s.

@@ -4,9 +4,8 @@ use crate::cli::{Global, LogFormat};
 
 /// Logs go to stderr so that `--output json` on stdout stays machine-readable.
 pub fn init(global: &Global, default_level: &str) {
-    let filter = EnvFilter::try_from_env("RAIBID_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(global.log_level.as_deref().unwrap_or(default_level))
-    });
+    let filter = EnvFilter::try_from_env("RAIBID_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(global.log_level.as_deref().unwrap_or(default_level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

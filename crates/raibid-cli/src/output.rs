@@ -31,6 +31,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 pub fn duration(d: chrono::Duration) -> String {
     let secs = d.num_seconds().max(0);
     match secs {
+        s if s < 10 => format!("{:.1}s", d.num_milliseconds().max(0) as f64 / 1000.0),
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
         s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
@@ -53,7 +54,8 @@ mod tests {
 
     #[test]
     fn durations_are_compact() {
-        assert_eq!(duration(chrono::Duration::seconds(5)), "5s");
+        assert_eq!(duration(chrono::Duration::milliseconds(420)), "0.4s");
+        assert_eq!(duration(chrono::Duration::seconds(15)), "15s");
         assert_eq!(duration(chrono::Duration::seconds(125)), "2m05s");
         assert_eq!(duration(chrono::Duration::seconds(3720)), "1h02m");
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use raibid_model::{AgentInfo, Job, JobStatus, PoolStats};
+use raibid_model::{AgentInfo, Job, JobStatus, PoolStats, ScalerStatus};
 use serde::{Deserialize, Serialize};
 
 pub use sse::{LogEvent, SseParser};
@@ -73,9 +73,12 @@ pub struct AgentEntry {
     pub stale: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct Pools {
-    pools: Vec<PoolStats>,
+/// `GET /api/v1/queues`: every pool's stream and what its autoscaler last decided.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Queues {
+    pub pools: Vec<PoolStats>,
+    #[serde(default)]
+    pub scalers: Vec<ScalerStatus>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,11 +227,9 @@ impl Client {
         .await
     }
 
-    pub async fn queues(&self) -> Result<Vec<PoolStats>, ClientError> {
-        let p: Pools = self
-            .json(self.request(reqwest::Method::GET, "/api/v1/queues"))
-            .await?;
-        Ok(p.pools)
+    pub async fn queues(&self) -> Result<Queues, ClientError> {
+        self.json(self.request(reqwest::Method::GET, "/api/v1/queues"))
+            .await
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentEntry>, ClientError> {
@@ -236,6 +237,31 @@ impl Client {
             .json(self.request(reqwest::Method::GET, "/api/v1/agents"))
             .await?;
         Ok(a.agents)
+    }
+
+    /// Delivers a webhook as a forge would (`POST /webhooks/<forge>`); returns the status code
+    /// and the JSON answer.
+    pub async fn post_webhook(
+        &self,
+        forge: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let mut req = self
+            .http
+            .post(format!("{}/webhooks/{forge}", self.base))
+            .timeout(Duration::from_secs(30))
+            .body(body);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            message: e.without_url().to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
     }
 
     /// `GET /readyz`: the server is up and can reach Redis.

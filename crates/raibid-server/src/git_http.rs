@@ -24,6 +24,17 @@ pub fn router(root: PathBuf) -> Router {
         .with_state(root)
 }
 
+/// Serves `root` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    root: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(root))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 async fn backend(
     State(root): State<PathBuf>,
     method: Method,

@@ -248,8 +248,11 @@ fn paths() -> Value {
                 "security": [{}, { "bearer": [] }],
                 "responses": {
                     "200": json_body("One entry per pool.", json!({
-                        "type": "object", "required": ["pools"],
-                        "properties": { "pools": { "type": "array", "items": schema_ref("PoolStats") } }
+                        "type": "object", "required": ["pools", "scalers"],
+                        "properties": {
+                            "pools": { "type": "array", "items": schema_ref("PoolStats") },
+                            "scalers": { "type": "array", "items": schema_ref("ScalerStatus") }
+                        }
                     })),
                     "401": unauthorized,
                     "503": unavailable
@@ -432,6 +435,20 @@ fn schemas() -> Value {
                 "consumers": { "type": "array", "items": schema_ref("ConsumerStats") },
                 "oldest_queued_ms": { "type": "integer" },
                 "dead_letters": { "type": "integer" }
+            }
+        },
+        "ScalerStatus": {
+            "type": "object",
+            "required": ["pool", "source", "agents", "starting", "started", "max_agents", "lag", "updated_at"],
+            "properties": {
+                "pool": string,
+                "source": { "type": "string", "description": "local (raibid up) or keda" },
+                "agents": { "type": "integer", "description": "Agents that exist now." },
+                "starting": { "type": "integer", "description": "Agents that have not taken a job yet." },
+                "started": { "type": "integer", "description": "Agents started at the last look." },
+                "max_agents": { "type": "integer" },
+                "lag": { "type": "integer" },
+                "updated_at": time
             }
         },
         "Agent": {

@@ -129,8 +129,15 @@ impl BwrapExecutor {
         let mut command = Command::new(program);
         // The environment goes through bwrap's own (it passes it on) rather than `--setenv`:
         // argv is readable by every user on the machine, and the environment holds secrets.
+        // The step's HOME (a per-job directory beside the checkout) is writable like the
+        // workspace: tools such as cargo keep their state there.
+        let home = spec
+            .env
+            .get("HOME")
+            .map(Path::new)
+            .filter(|h| h.is_absolute() && h.is_dir());
         command
-            .args(sandbox_args(&self.options, &workspace, &spec.script))
+            .args(sandbox_args(&self.options, &workspace, home, &spec.script))
             .env_clear()
             .envs(&spec.env);
         let limits = Limits {
@@ -156,8 +163,13 @@ impl Executor for BwrapExecutor {
     }
 }
 
-/// bwrap's arguments; `workspace` must be absolute.
-fn sandbox_args(options: &BwrapOptions, workspace: &Path, script: &str) -> Vec<OsString> {
+/// bwrap's arguments; `workspace` and `home` must be absolute.
+fn sandbox_args(
+    options: &BwrapOptions,
+    workspace: &Path,
+    home: Option<&Path>,
+    script: &str,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "--die-with-parent",
         "--unshare-pid",
@@ -205,6 +217,9 @@ fn sandbox_args(options: &BwrapOptions, workspace: &Path, script: &str) -> Vec<O
             }
             Err(e) => debug!(path = %path.display(), error = %e, "not exposing a missing path"),
         }
+    }
+    if let Some(home) = home {
+        args.extend([OsString::from("--bind"), home.into(), home.into()]);
     }
     args.extend(
         [
@@ -293,7 +308,7 @@ mod tests {
             ..BwrapOptions::default()
         };
         let work = work.canonicalize().unwrap();
-        let args = sandbox_args(&options, &work, "make");
+        let args = sandbox_args(&options, &work, None, "make");
         let (d, t, w) = (
             data_dir.to_str().unwrap(),
             tools.canonicalize().unwrap(),
@@ -320,6 +335,9 @@ mod tests {
             network: true,
             ..BwrapOptions::default()
         };
-        assert!(!sandbox_args(&options, Path::new("/w"), "true").contains(&"--unshare-net".into()));
+        assert!(
+            !sandbox_args(&options, Path::new("/w"), None, "true")
+                .contains(&"--unshare-net".into())
+        );
     }
 }

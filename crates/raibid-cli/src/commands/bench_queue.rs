@@ -155,7 +155,11 @@ async fn queue_throughput(url: &str, jobs: usize, consumers: usize) -> anyhow::R
     Ok(started.elapsed())
 }
 
-async fn queue_latency(url: &str, jobs: usize, interval: Duration) -> anyhow::Result<Vec<Duration>> {
+async fn queue_latency(
+    url: &str,
+    jobs: usize,
+    interval: Duration,
+) -> anyhow::Result<Vec<Duration>> {
     let queue = bench_queue(url)?;
     queue.ping().await?;
     let mut claimer = queue.claimer("latency").await?;
@@ -220,7 +224,13 @@ fn print_report(report: &Report) {
     print!(
         "{}",
         crate::output::table(
-            &["CONSUMERS", "JOBS", "RAW JOBS/S", "QUEUE JOBS/S", "QUEUE/RAW"],
+            &[
+                "CONSUMERS",
+                "JOBS",
+                "RAW JOBS/S",
+                "QUEUE JOBS/S",
+                "QUEUE/RAW"
+            ],
             &rows
         )
     );
@@ -255,6 +265,8 @@ pub fn machine() -> String {
                 .map(|(_, v)| v.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown cpu".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     format!("{} {} cores, {cpu}", std::env::consts::ARCH, cores)
 }

@@ -37,7 +37,12 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
-                println!("queued {} ({} at {})", job.id, job.spec.repo, short(&job.spec.sha));
+                println!(
+                    "queued {} ({} at {})",
+                    job.id,
+                    job.spec.repo,
+                    short(&job.spec.sha)
+                );
             }
         }
         JobCommand::List {
@@ -89,7 +94,9 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                         eprintln!("job {id} finished: {status}");
                         return Ok(exit_for(status));
                     }
-                    None => bail!("the log stream ended before the job did; run the command again to resume"),
+                    None => bail!(
+                        "the log stream ended before the job did; run the command again to resume"
+                    ),
                 }
             }
             let mut cursor: Option<String> = None;
@@ -170,7 +177,9 @@ pub fn jobs_table(jobs: &[Job]) -> String {
         })
         .collect();
     table(
-        &["ID", "REPO", "REF", "SHA", "POOL", "STATUS", "AGENT", "QUEUED", "DURATION"],
+        &[
+            "ID", "REPO", "REF", "SHA", "POOL", "STATUS", "AGENT", "QUEUED", "DURATION",
+        ],
         &rows,
     )
 }

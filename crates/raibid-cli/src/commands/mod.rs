@@ -1,6 +1,9 @@
+mod agent;
 mod bench_queue;
-mod config;
-mod job;
+pub(crate) mod config;
+pub(crate) mod job;
+mod server;
+mod status;
 mod token;
 
 use std::process::ExitCode;
@@ -21,6 +24,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             job::run(&config, args).await
         }
         Command::Bench(crate::cli::BenchCommand::Queue(args)) => bench_queue::run(args).await,
+        Command::Up(args) => {
+            let config = load_config(&cli.global)?;
+            crate::up::run(&cli.global, config, args).await
+        }
+        Command::Status(args) => status::run(&load_config(&cli.global)?, args).await,
+        Command::Server(args) => server::run(load_config(&cli.global)?, args).await,
+        Command::Agent(args) => agent::run(load_config(&cli.global)?, args).await,
     }
 }
 
@@ -49,4 +59,29 @@ pub fn api_client(config: &Config, api: &ApiArgs) -> anyhow::Result<raibid_clien
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.server.listen));
     raibid_client::Client::new(&url, api.token.clone()).context("building the API client")
+}
+
+/// `up.data_dir`, else `$XDG_DATA_HOME/raibid` or `~/.local/share/raibid`.
+pub fn data_home(config: &Config) -> std::path::PathBuf {
+    if !config.up.data_dir.is_empty() {
+        return config.up.data_dir.clone().into();
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share"))
+        })
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join("raibid")
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{Duration, Utc};
 use raibid_config::Config;
-use raibid_model::{AgentInfo, PoolName, PoolStats};
+use raibid_model::{AgentInfo, PoolName, PoolStats, ScalerStatus};
 use raibid_queue::{Queue, QueueError};
 use serde::Serialize;
 
@@ -19,6 +19,8 @@ pub(crate) const FORGET_AGENTS_AFTER: Duration = Duration::hours(1);
 #[derive(Debug, Serialize)]
 pub(crate) struct Pools {
     pools: Vec<PoolStats>,
+    /// What the autoscalers (the local pool of `raibid up`) last decided, per pool.
+    scalers: Vec<ScalerStatus>,
 }
 
 pub(crate) async fn queues(
@@ -29,7 +31,8 @@ pub(crate) async fn queues(
     for pool in known_pools(state.config(), state.queue()).await? {
         pools.push(state.queue().stats(&pool).await?);
     }
-    Ok(Json(Pools { pools }))
+    let scalers = state.queue().scaler_statuses().await?;
+    Ok(Json(Pools { pools, scalers }))
 }
 
 /// Pools the queue has seen, plus the configured ones that may not have had a job yet.

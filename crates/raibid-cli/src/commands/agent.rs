@@ -1,0 +1,256 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use raibid_agent::executor::{
+    BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerOptions, Executor,
+    HostExecutor,
+};
+use raibid_agent::image::{ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver};
+use raibid_agent::{AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, run_agent};
+use raibid_config::{Config, ExecutorKind};
+use raibid_queue::Queue;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{AgentArgs, ExecutorArg};
+use crate::commands::{data_home, queue_options};
+use crate::local_redis::which;
+
+pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let a = &config.agent;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| data_home(&config).join("agent"));
+    let workspace_root = non_empty(&a.workspace_dir).unwrap_or_else(|| data_dir.join("workspaces"));
+    let cache_dir = non_empty(&a.cache_dir).unwrap_or_else(|| data_dir.join("git-mirrors"));
+    let name = args
+        .name
+        .clone()
+        .or_else(|| (!a.name.is_empty()).then(|| a.name.clone()))
+        .unwrap_or_else(default_name);
+    let pools = if args.pools.is_empty() {
+        a.pools.clone()
+    } else {
+        args.pools.clone()
+    };
+    let mut labels = a.labels.clone();
+    for label in &args.labels {
+        let (k, v) = label
+            .split_once('=')
+            .with_context(|| format!("--label {label:?}: expected KEY=VALUE"))?;
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+
+    let toolchain = Toolchain::detect();
+    let kind = match args.executor {
+        Some(ExecutorArg::Auto) => ExecutorKind::Auto,
+        Some(ExecutorArg::Host) => ExecutorKind::Host,
+        Some(ExecutorArg::Bwrap) => ExecutorKind::Bwrap,
+        Some(ExecutorArg::Container) => ExecutorKind::Container,
+        None => a.executor,
+    };
+    let executor = executor(kind, &config, &data_dir, &toolchain).await?;
+    info!(executor = executor.name(), %name, pools = ?pools, "agent starting");
+
+    let images = if which("buildah").is_some() {
+        let registry = registry_host(&config);
+        Some(Arc::new(ImageBuilder::new(ImageBuildOptions {
+            root: data_dir.join("buildah").join("storage"),
+            runroot: data_dir.join("buildah").join("run"),
+            storage_driver: StorageDriver::detect(),
+            registry_auth: (!a.registry.username.is_empty()).then(|| RegistryAuth {
+                host: registry.clone(),
+                username: a.registry.username.clone(),
+                password: a.registry.password.expose().to_owned(),
+            }),
+            insecure_registries: if a.registry.insecure {
+                vec![registry]
+            } else {
+                Vec::new()
+            },
+        })?))
+    } else {
+        None
+    };
+
+    let secrets = SecretStore::new(
+        a.secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect(),
+        &a.secret_repos,
+        a.secrets_for_forks,
+    )?;
+    let queue = Queue::open(queue_options(&config))?;
+    let runner = Arc::new(Runner {
+        queue,
+        executor,
+        git: GitCheckout::new(cache_dir, Some(a.git_token.expose().to_owned())),
+        images,
+        secrets,
+        settings: RunnerSettings {
+            agent_name: name.clone(),
+            workspace_root,
+            keep_workspace: args.keep_workspace,
+            heartbeat_interval: Duration::from_secs(a.heartbeat_interval_secs.max(1)),
+            step_path: toolchain.path(),
+            step_env: toolchain.env(),
+            registry: registry_host(&config),
+        },
+    });
+    let options = AgentOptions {
+        name,
+        pools,
+        labels,
+        once: args.once,
+        idle_timeout: Duration::from_secs(args.idle_timeout.unwrap_or(a.idle_timeout_secs)),
+        concurrency: args.concurrency.unwrap_or(a.concurrency).max(1) as usize,
+        grace_period: Duration::from_secs(args.grace_period.unwrap_or(a.grace_period_secs)),
+        heartbeat_interval: Duration::from_secs(a.heartbeat_interval_secs.max(1)),
+    };
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            crate::commands::shutdown_signal().await;
+            info!("shutdown requested: no new jobs; running ones get the grace period");
+            shutdown.cancel();
+        });
+    }
+    let summary = run_agent(runner, options, shutdown).await?;
+    info!(jobs = summary.jobs.len(), "agent stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn executor(
+    kind: ExecutorKind,
+    config: &Config,
+    data_dir: &Path,
+    toolchain: &Toolchain,
+) -> anyhow::Result<Arc<dyn Executor>> {
+    let bwrap = || {
+        BwrapExecutor::new(BwrapOptions {
+            network: config.agent.network,
+            // The agent's data (mirror cache, other jobs' workspaces, image layers) is none of
+            // a step's business; its own workspace is bound back in by the executor.
+            hide: vec![data_dir.to_path_buf()],
+            ro_binds: toolchain.ro_paths.clone(),
+            ..Default::default()
+        })
+    };
+    Ok(match kind {
+        ExecutorKind::Host => Arc::new(HostExecutor::new()),
+        ExecutorKind::Bwrap => {
+            let b = bwrap();
+            b.probe()
+                .await
+                .context("bubblewrap does not work here (apt-get install bubblewrap)")?;
+            Arc::new(b)
+        }
+        ExecutorKind::Container => {
+            let engine = ContainerEngine::detect().await?;
+            Arc::new(ContainerExecutor::new(
+                engine,
+                ContainerOptions {
+                    network: config.agent.network,
+                    ..Default::default()
+                },
+            ))
+        }
+        ExecutorKind::Auto => {
+            let b = bwrap();
+            match b.probe().await {
+                Ok(()) => Arc::new(b),
+                Err(e) => {
+                    warn!(error = %e, "bubblewrap is not usable; steps run as plain host processes");
+                    Arc::new(HostExecutor::new())
+                }
+            }
+        }
+    })
+}
+
+/// Rust toolchains installed with rustup live in the home directory, which sandboxed steps
+/// cannot see; expose them read-only and point the steps at them.
+struct Toolchain {
+    ro_paths: Vec<PathBuf>,
+    rustup_home: Option<PathBuf>,
+    cargo_bin: Option<PathBuf>,
+}
+
+impl Toolchain {
+    fn detect() -> Self {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let from_env = |var: &str, default: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(default)))
+                .filter(|p| p.is_dir())
+        };
+        let cargo_home = from_env("CARGO_HOME", ".cargo");
+        let rustup_home = from_env("RUSTUP_HOME", ".rustup");
+        let cargo_bin = cargo_home
+            .as_ref()
+            .map(|c| c.join("bin"))
+            .filter(|b| b.is_dir());
+        let ro_paths = cargo_bin
+            .iter()
+            .chain(rustup_home.iter())
+            .cloned()
+            .collect();
+        Self {
+            ro_paths,
+            rustup_home,
+            cargo_bin,
+        }
+    }
+
+    fn path(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(bin) = &self.cargo_bin {
+            parts.push(bin.display().to_string());
+        }
+        parts.push("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        parts.join(":")
+    }
+
+    fn env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        if let Some(r) = &self.rustup_home {
+            env.insert("RUSTUP_HOME".into(), r.display().to_string());
+        }
+        env
+    }
+}
+
+/// `{registry}` in image tags: the configured registry, or the forge's host (Gitea serves its
+/// container registry on the same host).
+fn registry_host(config: &Config) -> String {
+    if !config.agent.registry.host.is_empty() {
+        return config.agent.registry.host.clone();
+    }
+    let url = &config.gitea.url;
+    url.split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn non_empty(s: &str) -> Option<PathBuf> {
+    (!s.is_empty()).then(|| PathBuf::from(s))
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "agent".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,137 @@
+//! `raibid status`: one screen saying what is running, from the API.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use raibid_client::ListJobs;
+use raibid_config::Config;
+use raibid_model::JobStatus;
+
+use crate::cli::{Output, StatusArgs};
+use crate::commands::job::jobs_table;
+use crate::output::{duration, table};
+
+pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = super::api_client(config, &args.api)?;
+    let ready = match client.ready().await {
+        Ok(ready) => ready,
+        Err(e) => {
+            println!("server    {}: not reachable ({e})", client.base_url());
+            println!(
+                "          start one with `raibid up` (or point --server / RAIBID_SERVER at it)"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let queues = client.queues().await?;
+    let agents = client.agents().await?;
+    let mut failures = Vec::new();
+    for status in [JobStatus::Failure, JobStatus::Error, JobStatus::Dead] {
+        let page = client
+            .list(&ListJobs {
+                status: Some(status),
+                limit: Some(5),
+                ..Default::default()
+            })
+            .await?;
+        failures.extend(page.jobs);
+    }
+    failures.sort_by(|a, b| b.id.cmp(&a.id));
+    failures.truncate(5);
+
+    if args.api.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "server": client.base_url(),
+                "redis_reachable": ready,
+                "queues": queues,
+                "agents": agents,
+                "recent_failures": failures,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    println!(
+        "server    {}  {}",
+        client.base_url(),
+        if ready {
+            "ready"
+        } else {
+            "up, but Redis is unreachable"
+        }
+    );
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = queues
+        .pools
+        .iter()
+        .map(|p| {
+            let scaler = queues.scalers.iter().find(|s| s.pool == p.pool);
+            vec![
+                p.pool.to_string(),
+                p.lag.to_string(),
+                p.pending.to_string(),
+                scaler
+                    .map(|s| format!("{}/{}", s.agents, s.max_agents))
+                    .unwrap_or_else(|| "-".into()),
+                scaler
+                    .map(|s| s.source.clone())
+                    .unwrap_or_else(|| "-".into()),
+                p.oldest_queued_ms
+                    .map(|ms| duration(chrono::Duration::milliseconds(ms as i64)))
+                    .unwrap_or_else(|| "-".into()),
+                p.dead_letters.to_string(),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        table(
+            &[
+                "POOL", "QUEUED", "RUNNING", "AGENTS", "SCALER", "OLDEST", "DEAD"
+            ],
+            &rows
+        )
+    );
+    println!();
+    if agents.is_empty() {
+        println!("agents    none connected (the local pool starts them when jobs arrive)");
+    } else {
+        let rows: Vec<Vec<String>> = agents
+            .iter()
+            .map(|a| {
+                vec![
+                    a.info.name.clone(),
+                    a.info.arch.clone(),
+                    a.info
+                        .pools
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    a.info.current_jobs.join(","),
+                    format!("{} ago", duration(now - a.info.last_heartbeat)),
+                    if a.stale {
+                        "stale".into()
+                    } else {
+                        String::new()
+                    },
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["AGENT", "ARCH", "POOLS", "JOB", "HEARTBEAT", ""], &rows)
+        );
+    }
+    println!();
+    if failures.is_empty() {
+        println!("recent failures: none");
+    } else {
+        println!("recent failures:");
+        print!("{}", jobs_table(&failures));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,317 @@
+//! `raibid up`: the whole system in one foreground process.
+//!
+//! Start order: private redis-server (AOF, everysec) -> server -> local pool (-> demo).
+//! Stop order, on Ctrl-C or SIGTERM: pool (agents get their grace period) -> server -> Redis.
+//! Every child is started with a parent-death signal, so even `kill -9` of `raibid up` leaves
+//! nothing behind.
+
+mod credentials;
+mod demo;
+mod pool;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
+use raibid_config::{Config, Secret, TokenHash};
+use raibid_model::JobStatus;
+use raibid_queue::Queue;
+use raibid_server::ServerOptions;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cli::{Global, UpArgs};
+use crate::commands::{data_home, queue_options, shutdown_signal};
+use crate::local_redis::{Durability, LocalRedis, which};
+
+pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
+    ensure_tools()?;
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => data_home(&config),
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let _lock = lock_data_dir(&data_dir)?;
+    std::fs::create_dir_all(data_dir.join("logs"))?;
+
+    // Redis: the one given, or our own with its AOF in the data directory.
+    let explicit_redis = args
+        .redis_url
+        .clone()
+        .or_else(|| explicit_redis_url(global));
+    let redis = match &explicit_redis {
+        Some(url) => {
+            config.redis.url = Secret::new(url.clone());
+            None
+        }
+        None => {
+            let redis = LocalRedis::start(&data_dir.join("redis"), None, Durability::Aof).await?;
+            config.redis.url = Secret::new(redis.url());
+            Some(redis)
+        }
+    };
+
+    // Secrets: flags and config win; otherwise generated once and kept in the data directory.
+    let secret = match (&args.webhook_secret, &args.webhook_secret_file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) if !config.server.webhook_secret.is_empty() => {
+            config.server.webhook_secret.expose().to_owned()
+        }
+        (None, None) => credentials::load_or_create(&data_dir.join("webhook-secret"))?,
+    };
+    config.server.webhook_secret = Secret::new(secret.clone());
+    let token = credentials::load_or_create(&data_dir.join("api-token"))?;
+    config.server.tokens.push(TokenHash::of(&token));
+    if let Some(listen) = &args.listen {
+        config.server.listen = listen.clone();
+    }
+    let max_agents = args
+        .max_agents
+        .or((config.up.max_agents > 0).then_some(config.up.max_agents))
+        .map(u64::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u64));
+    let cooldown = Duration::from_secs(args.cooldown.unwrap_or(config.up.cooldown_secs));
+
+    let queue = Queue::open(queue_options(&config))?;
+    queue.ping().await.context("cannot reach Redis")?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} (another raibid up? pick a port with --listen)",
+                config.server.listen
+            )
+        })?;
+    let server_url = format!("http://{}", listener.local_addr()?);
+    std::fs::write(
+        data_dir.join("env"),
+        format!("export RAIBID_SERVER={server_url}\nexport RAIBID_TOKEN={token}\n"),
+    )?;
+
+    let stop_server = CancellationToken::new();
+    let server = tokio::spawn(raibid_server::serve(
+        listener,
+        ServerOptions::new(config.clone(), queue.clone()),
+        {
+            let t = stop_server.clone();
+            async move { t.cancelled().await }
+        },
+    ));
+
+    let stop_pool = CancellationToken::new();
+    let mut agent_env = vec![(
+        "RAIBID_REDIS_URL".to_owned(),
+        config.redis.url.expose().to_owned(),
+    )];
+    if let Ok(path) = std::env::var("PATH") {
+        agent_env.push(("PATH".into(), path));
+    }
+    let mut global_args = Vec::new();
+    if let Some(c) = &global.config {
+        global_args.push("--config".to_owned());
+        global_args.push(c.display().to_string());
+    }
+    let pool = pool::LocalPool::new(
+        queue.clone(),
+        pool::PoolSettings {
+            exe: std::env::current_exe().context("locating the raibid executable")?,
+            global_args,
+            env: agent_env,
+            agent_data_dir: data_dir.join("agent"),
+            log_file: data_dir.join("logs").join("agents.log"),
+            max_agents,
+            polling_interval: Duration::from_millis(config.up.polling_interval_ms.max(10)),
+            cooldown,
+            pools: config.agent.pools.clone(),
+            grace_period: Duration::from_secs(config.agent.grace_period_secs),
+        },
+    );
+    let pool_task = tokio::spawn(pool.run(stop_pool.clone()));
+
+    println!("raibid up");
+    println!("  data      {}", data_dir.display());
+    match &redis {
+        Some(r) => println!(
+            "  redis     {} (private, AOF in {}/redis)",
+            r.url(),
+            data_dir.display()
+        ),
+        None => println!(
+            "  redis     {} (external)",
+            crate::commands::config::redact_url(config.redis.url.expose())
+        ),
+    }
+    println!("  server    {server_url}  (webhooks: {server_url}/webhooks/gitea|forgejo|github)");
+    println!(
+        "  agents    0..{max_agents} on demand (cooldown {}s, logs in {}/logs/agents.log)",
+        cooldown.as_secs(),
+        data_dir.display()
+    );
+    println!(
+        "  secrets   webhook secret in {0}/webhook-secret, API token in {0}/api-token",
+        data_dir.display()
+    );
+    println!(
+        "  use       . {}/env; raibid job list; raibid tui",
+        data_dir.display()
+    );
+
+    let stop_demo = CancellationToken::new();
+    let mut exit = ExitCode::SUCCESS;
+    if args.demo {
+        let result = run_demo(&data_dir, &server_url, &token, &secret, stop_demo.clone());
+        if args.exit_after_demo {
+            tokio::select! {
+                r = result => exit = demo_exit(r),
+                _ = shutdown_signal() => {}
+            }
+        } else {
+            tokio::select! {
+                r = result => {
+                    demo_exit(r);
+                    println!("Ctrl-C stops everything.");
+                    shutdown_signal().await;
+                }
+                _ = shutdown_signal() => {}
+            }
+        }
+    } else {
+        println!("Ctrl-C stops everything.");
+        shutdown_signal().await;
+    }
+
+    info!("stopping: agents, then server, then redis");
+    stop_pool.cancel();
+    let _ = pool_task.await;
+    stop_demo.cancel();
+    stop_server.cancel();
+    match tokio::time::timeout(Duration::from_secs(15), server).await {
+        Ok(Ok(Err(e))) => eprintln!("server: {e}"),
+        Err(_) => eprintln!("server did not stop within 15 s"),
+        _ => {}
+    }
+    if let Some(redis) = redis {
+        redis.stop().await;
+    }
+    println!("raibid up: stopped");
+    Ok(exit)
+}
+
+async fn run_demo(
+    data_dir: &Path,
+    server_url: &str,
+    token: &str,
+    secret: &str,
+    stop: CancellationToken,
+) -> anyhow::Result<bool> {
+    let repo = demo::prepare(&data_dir.join("demo")).await?;
+    let git_url = demo::serve_git(repo.git_root.clone(), stop).await?;
+    let client = raibid_client::Client::new(server_url, Some(token.to_owned()))?;
+    let jobs = demo::run(&client, secret, &git_url, &repo).await?;
+    println!();
+    let mut as_expected = true;
+    for (branch, job) in &jobs {
+        println!("{}", demo::describe(branch, job));
+        let expected = if branch == "main" {
+            JobStatus::Success
+        } else {
+            JobStatus::Failure
+        };
+        as_expected &= job.status == expected;
+    }
+    if let Some((_, job)) = jobs.first() {
+        println!();
+        println!(
+            "watch a log:  raibid job logs {}   (add --follow while it runs)",
+            job.id
+        );
+        println!("dashboard:    raibid tui");
+        println!("(first: . {}/env)", data_dir.display());
+    }
+    Ok(as_expected)
+}
+
+fn demo_exit(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("demo: the jobs did not end as expected (main: success, broken: failure)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("demo failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One `raibid up` per data directory: two would share (and corrupt) one Redis AOF.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("up.lock"))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another raibid up is running on {} (use --data-dir for a second instance)",
+            dir.display()
+        )
+    })
+}
+
+/// `redis.url` counts as configured when the environment or the config file sets it.
+fn explicit_redis_url(global: &Global) -> Option<String> {
+    if let Ok(url) = std::env::var("RAIBID_REDIS_URL") {
+        return Some(url);
+    }
+    let path: PathBuf = global
+        .config
+        .clone()
+        .unwrap_or_else(raibid_config::default_path);
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+    value.get("redis")?.get("url")?.as_str().map(str::to_owned)
+}
+
+/// redis-server and git are needed; install them when we can (root), say how otherwise.
+fn ensure_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("redis-server", "redis-server"), ("git", "git")]
+        .into_iter()
+        .filter(|(bin, _)| which(bin).is_none())
+        .map(|(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if nix::unistd::geteuid().is_root() && which("apt-get").is_some() {
+        eprintln!("installing {}", missing.join(" "));
+        let ok = std::process::Command::new("apt-get")
+            .arg("update")
+            .arg("-qq")
+            .status()?
+            .success()
+            && std::process::Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()?
+                .success();
+        if ok {
+            return Ok(());
+        }
+    }
+    bail!(
+        "missing {}: install with `sudo apt-get install -y {}`",
+        missing.join(", "),
+        missing.join(" ")
+    )
+}

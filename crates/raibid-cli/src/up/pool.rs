@@ -1,0 +1,214 @@
+//! The local agent pool: KEDA ScaledJob's behaviour on one machine.
+//!
+//! At every polling interval it reads each pool's consumer-group lag and starts
+//! `raibid agent --once` processes by the same arithmetic as the ScaledJob manifests
+//! ([`raibid_model::scaling`]). Each agent takes one job and exits; one that finds nothing within
+//! the cooldown exits too, so the pool returns to zero agents by itself.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::Utc;
+use raibid_model::scaling::{ScaleInput, agents_to_start};
+use raibid_model::{PoolName, ScalerStatus};
+use raibid_queue::Queue;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::local_redis::die_with_parent;
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// The `raibid` executable to start agents from.
+    pub exe: PathBuf,
+    /// Arguments that come before `agent` (e.g. `--config FILE`).
+    pub global_args: Vec<String>,
+    /// Environment for agents on top of ours (e.g. the private Redis URL).
+    pub env: Vec<(String, String)>,
+    pub agent_data_dir: PathBuf,
+    /// Agents' stderr goes here.
+    pub log_file: PathBuf,
+    pub max_agents: u64,
+    pub polling_interval: Duration,
+    /// An agent with nothing to do exits after this long.
+    pub cooldown: Duration,
+    /// Pools served even before they have seen a job.
+    pub pools: Vec<PoolName>,
+    /// Grace period for running jobs when the pool stops.
+    pub grace_period: Duration,
+}
+
+struct AgentProcess {
+    child: Child,
+    name: String,
+    pool: PoolName,
+}
+
+pub struct LocalPool {
+    queue: Queue,
+    settings: PoolSettings,
+    agents: Vec<AgentProcess>,
+    started_total: u64,
+    last: HashMap<PoolName, (u64, u64)>,
+}
+
+impl LocalPool {
+    pub fn new(queue: Queue, settings: PoolSettings) -> Self {
+        Self {
+            queue,
+            settings,
+            agents: Vec::new(),
+            started_total: 0,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Scales until `shutdown`, then stops every agent (SIGTERM, grace, SIGKILL).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.polling_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            if let Err(e) = self.step().await {
+                warn!(error = %e, "local pool: cannot read the queue; retrying");
+            }
+        }
+        self.stop_all().await;
+    }
+
+    /// One look at the queue: reap exited agents, start new ones where the lag calls for it.
+    async fn step(&mut self) -> Result<(), raibid_queue::QueueError> {
+        self.agents
+            .retain_mut(|a| matches!(a.child.try_wait(), Ok(None)));
+        let mut pools: BTreeSet<PoolName> = self.settings.pools.iter().cloned().collect();
+        pools.extend(self.queue.pools().await?);
+        for pool in pools {
+            let stats = self.queue.stats(&pool).await?;
+            let mine: Vec<&AgentProcess> = self.agents.iter().filter(|a| a.pool == pool).collect();
+            let busy = mine
+                .iter()
+                .filter(|a| {
+                    stats
+                        .consumers
+                        .iter()
+                        .any(|c| c.name == a.name && c.pending > 0)
+                })
+                .count() as u64;
+            let running = mine.len() as u64;
+            let others = self.agents.len() as u64 - running;
+            let input = ScaleInput {
+                lag: stats.lag,
+                running,
+                pending: running - busy,
+                max: self.settings.max_agents.saturating_sub(others),
+            };
+            let start = agents_to_start(input);
+            for _ in 0..start {
+                match self.spawn(&pool) {
+                    Ok(agent) => self.agents.push(agent),
+                    Err(e) => {
+                        warn!(error = %e, "local pool: cannot start an agent");
+                        break;
+                    }
+                }
+            }
+            let now_running = running + start;
+            if start > 0 || self.last.get(&pool) != Some(&(stats.lag, now_running)) {
+                info!(
+                    pool = %pool,
+                    lag = stats.lag,
+                    agents = running,
+                    idle = running - busy,
+                    started = start,
+                    max = self.settings.max_agents,
+                    "local pool"
+                );
+                self.last.insert(pool.clone(), (stats.lag, now_running));
+            }
+            self.queue
+                .set_scaler_status(&ScalerStatus {
+                    pool: pool.clone(),
+                    source: "local".into(),
+                    agents: now_running,
+                    starting: running - busy + start,
+                    started: start,
+                    max_agents: self.settings.max_agents,
+                    lag: stats.lag,
+                    updated_at: Utc::now(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, pool: &PoolName) -> std::io::Result<AgentProcess> {
+        self.started_total += 1;
+        let name = format!(
+            "local-{}-{}-{}",
+            pool,
+            std::process::id(),
+            self.started_total
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.settings.log_file)?;
+        let mut cmd = Command::new(&self.settings.exe);
+        cmd.args(&self.settings.global_args)
+            .arg("agent")
+            .arg("--once")
+            .arg("--idle-timeout")
+            .arg(self.settings.cooldown.as_secs().max(1).to_string())
+            .arg("--grace-period")
+            .arg(self.settings.grace_period.as_secs().to_string())
+            .arg("--name")
+            .arg(&name)
+            .arg("--pool")
+            .arg(pool.as_str())
+            .arg("--data-dir")
+            .arg(&self.settings.agent_data_dir)
+            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn()?;
+        Ok(AgentProcess {
+            child,
+            name,
+            pool: pool.clone(),
+        })
+    }
+
+    async fn stop_all(&mut self) {
+        if self.agents.is_empty() {
+            return;
+        }
+        info!(agents = self.agents.len(), "stopping local agents");
+        for a in &self.agents {
+            if let Some(pid) = a.child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.settings.grace_period + Duration::from_secs(10);
+        for a in &mut self.agents {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left, a.child.wait()).await.is_err() {
+                warn!(agent = %a.name, "agent did not stop in time; killing it");
+                let _ = a.child.kill().await;
+            }
+        }
+        self.agents.clear();
+    }
+}
