@@ -13,10 +13,10 @@ pub enum ConfigSource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `serde_yaml` already names the key (`unknown field `x``, `invalid type ... for key`).
     #[error("{path}:{line}:{column}: {message}")]
@@ -67,7 +67,7 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigErr
             let config = load_from_str("", &path, &vars)?;
             Ok((config, ConfigSource::Defaults))
         }
-        Err(source) => Err(ConfigError::Read { path, source }),
+        Err(error) => Err(ConfigError::Read { path, error }),
     }
 }
 

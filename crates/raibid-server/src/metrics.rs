@@ -69,6 +69,9 @@ pub(crate) struct Metrics {
     queue_lag: Family<PoolLabels, Gauge>,
     queue_pending: Family<PoolLabels, Gauge>,
     agents: Gauge,
+    scaler_agents: Family<PoolLabels, Gauge>,
+    scaler_starting: Family<PoolLabels, Gauge>,
+    scaler_max: Family<PoolLabels, Gauge>,
     status_reports: Family<ReportLabels, Counter>,
 }
 
@@ -119,6 +122,24 @@ impl Metrics {
             "Agents whose last heartbeat is recent (sampled)",
             agents.clone(),
         );
+        let scaler_agents = Family::default();
+        registry.register(
+            "scaler_agents",
+            "Agents the autoscaler (raibid up's local pool) keeps for a pool, as it last reported",
+            scaler_agents.clone(),
+        );
+        let scaler_starting = Family::default();
+        registry.register(
+            "scaler_agents_starting",
+            "Of those, agents that have not taken a job yet",
+            scaler_starting.clone(),
+        );
+        let scaler_max = Family::default();
+        registry.register(
+            "scaler_max_agents",
+            "The autoscaler's upper bound on agents for a pool",
+            scaler_max.clone(),
+        );
         let status_reports = Family::default();
         registry.register(
             "status_reports",
@@ -134,6 +155,9 @@ impl Metrics {
             queue_lag,
             queue_pending,
             agents,
+            scaler_agents,
+            scaler_starting,
+            scaler_max,
             status_reports,
         }
     }
@@ -176,6 +200,21 @@ impl Metrics {
         self.queue_pending
             .get_or_create(&labels)
             .set(saturate(pending));
+    }
+
+    pub fn scaler_sample(&self, status: &raibid_model::ScalerStatus) {
+        let labels = PoolLabels {
+            pool: status.pool.to_string(),
+        };
+        self.scaler_agents
+            .get_or_create(&labels)
+            .set(saturate(status.agents));
+        self.scaler_starting
+            .get_or_create(&labels)
+            .set(saturate(status.starting));
+        self.scaler_max
+            .get_or_create(&labels)
+            .set(saturate(status.max_agents));
     }
 
     pub fn agents_sample(&self, connected: usize) {

@@ -39,6 +39,12 @@ async fn sample(state: &AppState) {
         }
         Err(e) => debug!(error = %e, "could not list pools"),
     }
+    match queue.scaler_statuses().await {
+        Ok(statuses) => statuses
+            .iter()
+            .for_each(|s| state.metrics().scaler_sample(s)),
+        Err(e) => debug!(error = %e, "could not sample the autoscalers"),
+    }
     let stale = stale_after(state.config());
     match queue.agents(FORGET_AGENTS_AFTER).await {
         Ok(agents) => {

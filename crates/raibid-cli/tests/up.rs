@@ -1,0 +1,382 @@
+//! `raibid up` end to end, as real processes: the binary, its private redis-server, its
+//! server, its agents and their sandboxes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raibid_client::{Client, SubmitJob};
+use raibid_model::{Job, JobStatus};
+use raibid_testkit::{GitRepo, free_port, require_binary};
+
+const RAIBID: &str = env!("CARGO_BIN_EXE_raibid");
+
+struct Up {
+    child: Option<Child>,
+    data: PathBuf,
+    config: PathBuf,
+    port: u16,
+}
+
+impl Up {
+    fn start(dir: &Path, extra_config: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+        require_binary("redis-server", "redis-server");
+        require_binary("bwrap", "bubblewrap");
+        let data = dir.join("data");
+        let config = dir.join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "redis:\n  stale_after_secs: 2\nup:\n  polling_interval_ms: 100\n  cooldown_secs: 2\nagent:\n  heartbeat_interval_secs: 1\n  grace_period_secs: 2\n{extra_config}"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let mut up = Self {
+            child: None,
+            data,
+            config,
+            port,
+        };
+        up.spawn(extra_args, env);
+        up
+    }
+
+    fn spawn(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))
+            .unwrap();
+        let child = Command::new(RAIBID)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(extra_args)
+            .envs(env.iter().copied())
+            .env_remove("RAIBID_REDIS_URL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.data.join("api-token").exists()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("raibid up did not start:\n{}", self.log());
+    }
+
+    fn client(&self) -> Client {
+        let token = std::fs::read_to_string(self.data.join("api-token")).unwrap();
+        Client::new(&self.url(), Some(token.trim().to_owned())).unwrap()
+    }
+
+    /// SIGTERM, then wait; returns whether it exited cleanly within `within`.
+    fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Processes whose command line mentions `needle` (our data directory), other than us.
+fn processes_mentioning(needle: &Path) -> Vec<(i32, String)> {
+    let needle = needle.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(&needle) && pid != std::process::id() as i32 {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+fn agent_processes(data: &Path) -> Vec<(i32, String)> {
+    processes_mentioning(&data.join("agent"))
+        .into_iter()
+        .filter(|(_, c)| c.contains(" agent --once"))
+        .collect()
+}
+
+fn repo_with(pipeline: &str) -> (GitRepo, String) {
+    let repo = GitRepo::new();
+    let sha = repo.commit(&[(".raibid.yaml", pipeline)], "pipeline");
+    (repo, sha)
+}
+
+async fn submit(client: &Client, repo: &GitRepo, sha: &str) -> Job {
+    client
+        .submit(&SubmitJob {
+            repo: "acme/app".into(),
+            clone_url: repo.url(),
+            git_ref: Some("refs/heads/main".into()),
+            sha: Some(sha.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn wait_final(client: &Client, id: &str, timeout: Duration) -> Job {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let job = client.job(id).await.unwrap();
+        if job.status.is_final() {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} still {} after {timeout:?}",
+            job.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_demo_passes_and_fails_as_designed_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "").unwrap();
+    let out = Command::new(RAIBID)
+        .args(["up", "--demo", "--exit-after-demo", "--data-dir"])
+        .arg(&data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("RAIBID_CONFIG", &config)
+        .env_remove("RAIBID_REDIS_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("✔ main") && stdout.contains("success"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✘ broken") && stdout.contains("failure"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("raibid up: stopped"), "{stdout}");
+    assert!(
+        processes_mentioning(&data).is_empty(),
+        "{:?}",
+        processes_mentioning(&data)
+    );
+}
+
+#[tokio::test]
+async fn an_agent_killed_mid_job_is_replaced_and_the_job_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(dir.path(), "", &["--max-agents", "2"], &[]);
+    let client = up.client();
+    let (repo, sha) = repo_with("steps:\n  - name: slow\n    run: sleep 3; echo finished\n");
+    let job = submit(&client, &repo, &sha).await;
+
+    // Wait for the job to run, then kill its agent without warning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let victim = loop {
+        let current = client.job(&job.id).await.unwrap();
+        let agents = agent_processes(&up.data);
+        if current.status == JobStatus::Running {
+            let name = current.agent.clone().unwrap();
+            if let Some((pid, _)) = agents.iter().find(|(_, c)| c.contains(&name)) {
+                break *pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never started:\n{}",
+            up.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
+    assert_eq!(done.attempt, 2, "rerun once after the kill");
+    assert!(
+        up.terminate(Duration::from_secs(30)),
+        "clean exit\n{}",
+        up.log()
+    );
+    assert!(
+        processes_mentioning(&up.data).is_empty(),
+        "{:?}",
+        processes_mentioning(&up.data)
+    );
+}
+
+#[tokio::test]
+async fn a_restart_resumes_queued_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    // First life: the pool looks at the queue only once a minute, so jobs stay queued.
+    let mut up = Up::start(
+        dir.path(),
+        "",
+        &[],
+        &[("RAIBID_UP_POLLING_INTERVAL_MS", "600000")],
+    );
+    let client = up.client();
+    let (repo, sha) = repo_with("steps:\n  - name: quick\n    run: echo resumed\n");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit(&client, &repo, &sha).await.id);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in &ids {
+        assert_eq!(client.job(id).await.unwrap().status, JobStatus::Queued);
+    }
+    assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
+    assert!(processes_mentioning(&up.data).is_empty());
+
+    up.spawn(&[], &[]);
+    let client = up.client();
+    for id in &ids {
+        let job = wait_final(&client, id, Duration::from_secs(60)).await;
+        assert_eq!(job.status, JobStatus::Success, "{job:?}");
+    }
+}
+
+#[tokio::test]
+async fn twenty_jobs_with_four_agents_at_most_then_back_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), "", &["--max-agents", "4"], &[]);
+    let client = up.client();
+    let (repo, sha) = repo_with("steps:\n  - name: work\n    run: sleep 1\n");
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(submit(&client, &repo, &sha).await.id);
+    }
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        most = most.max(agent_processes(&up.data).len());
+        let page = client
+            .list(&raibid_client::ListJobs {
+                limit: Some(50),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.jobs.iter().all(|j| j.status.is_final()) {
+            assert!(page.jobs.iter().all(|j| j.status == JobStatus::Success));
+            assert_eq!(page.jobs.len(), 20);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not finish:\n{}",
+            up.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(most <= 4, "saw {most} agents at once");
+    assert!(most >= 2, "the pool scaled out (saw {most})");
+
+    // Idle agents leave after the cooldown (2 s): back to zero.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent_processes(&up.data).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "agents stayed: {:?}",
+            agent_processes(&up.data)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queues = client.queues().await.unwrap();
+    let scaler = queues
+        .scalers
+        .iter()
+        .find(|s| s.pool.as_str() == "default")
+        .unwrap();
+    assert_eq!(scaler.agents, 0);
+    assert_eq!(scaler.source, "local");
+    let _ = ids;
+}
+
+#[tokio::test]
+async fn two_instances_run_side_by_side_and_one_data_dir_is_exclusive() {
+    let a_dir = tempfile::tempdir().unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let a = Up::start(a_dir.path(), "", &[], &[]);
+    let b = Up::start(b_dir.path(), "", &[], &[]);
+    assert!(a.client().ready().await.unwrap());
+    assert!(b.client().ready().await.unwrap());
+    let second = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&a.config)
+        .args(["up", "--data-dir"])
+        .arg(&a.data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another raibid up is running"));
+}
