@@ -56,15 +56,14 @@ return {'ok', entry}
 /// Returns the job's fields, or nil and the reason for skipping.
 const START_JOB_FN: &str = r#"
 local function start_job(jobkey, stream, group, entry, consumer, now, id, queued, running, events)
-  local status = redis.call('HGET', jobkey, 'status')
-  local current = redis.call('HGET', jobkey, 'entry')
+  local cur = redis.call('HMGET', jobkey, 'status', 'entry', 'attempt')
+  local status, current = cur[1], cur[2]
   if not status or current ~= entry or status ~= 'queued' then
     redis.call('XACK', stream, group, entry)
     return nil, (status and ('job is ' .. status .. ' / entry ' .. tostring(current))) or 'job record is gone'
   end
   redis.call('HSET', jobkey, 'status', 'running', 'agent', consumer, 'started_at', now,
-    'cancel_requested', '0', 'reason', '')
-  redis.call('HINCRBY', jobkey, 'attempt', 1)
+    'cancel_requested', '0', 'reason', '', 'attempt', (tonumber(cur[3]) or 0) + 1)
   redis.call('ZREM', queued, id)
   redis.call('ZADD', running, 0, id)
   redis.call('XADD', events, 'MAXLEN', '~', 10000, '*', 'job', id, 'status', 'running')
@@ -148,8 +147,8 @@ return 'ok'
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('HGET', KEYS[2], 'entry') ~= ARGV[2]
-   or redis.call('HGET', KEYS[2], 'status') ~= 'running' then
+local cur = redis.call('HMGET', KEYS[2], 'entry', 'status')
+if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   return 'stale'
 end
