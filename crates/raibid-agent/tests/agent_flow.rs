@@ -1,10 +1,14 @@
-//! The whole agent path with real processes: redis-server, git repositories, bubblewrap.
+//! The whole agent path with real processes: redis-server, git repositories, bubblewrap,
+//! buildah and an OCI registry.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
+use raibid_agent::image::{ImageBuildOptions, ImageBuilder, StorageDriver};
 use raibid_agent::{
     AgentOptions, GitCheckout, JobEnd, Runner, RunnerSettings, SecretStore, run_agent,
 };
@@ -34,6 +38,15 @@ impl Harness {
     }
 
     fn runner(&self, secrets: SecretStore) -> Arc<Runner> {
+        self.runner_with_images(secrets, None, "registry.invalid")
+    }
+
+    fn runner_with_images(
+        &self,
+        secrets: SecretStore,
+        images: Option<Arc<ImageBuilder>>,
+        registry: &str,
+    ) -> Arc<Runner> {
         let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
             network: false,
             hide: vec![self.dir.path().join("cache")],
@@ -43,7 +56,7 @@ impl Harness {
             queue: self.queue.clone(),
             executor,
             git: GitCheckout::new(self.dir.path().join("cache"), None),
-            images: None,
+            images,
             secrets,
             settings: RunnerSettings {
                 agent_name: "test-agent".into(),
@@ -52,7 +65,7 @@ impl Harness {
                 heartbeat_interval: Duration::from_millis(200),
                 step_path: "/usr/local/bin:/usr/bin:/bin".into(),
                 step_env: BTreeMap::new(),
-                registry: "registry.invalid".into(),
+                registry: registry.into(),
             },
         })
     }
@@ -477,4 +490,72 @@ async fn an_idle_once_agent_exits_quietly() {
             .is_empty(),
         "deregistered"
     );
+}
+
+#[tokio::test]
+async fn an_image_build_step_pushes_to_the_registry_and_records_the_digest() {
+    require_binary("buildah", "buildah");
+    let h = Harness::new();
+    let registry = support::Registry::start();
+    let builder = Arc::new(
+        ImageBuilder::new(ImageBuildOptions {
+            root: h.dir.path().join("buildah/root"),
+            runroot: h.dir.path().join("buildah/run"),
+            storage_driver: StorageDriver::Vfs,
+            registry_auth: None,
+            insecure_registries: vec![registry.host()],
+        })
+        .unwrap(),
+    );
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "steps:\n  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n",
+            ),
+            ("Containerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n"),
+            ("hello.txt", "hello from raibid\n"),
+        ],
+        "image",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner_with_images(SecretStore::default(), Some(builder), &registry.host()))
+        .await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(done.images.len(), 1, "{:?}", done.images);
+    assert!(done.images[0].contains("@sha256:"), "{:?}", done.images);
+    assert!(registry.tags("acme/app").contains(&sha[..7].to_owned()));
+}
+
+#[tokio::test]
+async fn submodules_are_checked_out_when_the_pipeline_asks() {
+    let h = Harness::new();
+    let sub = GitRepo::new();
+    sub.commit(&[("lib.txt", "from the submodule\n")], "sub");
+    let repo = GitRepo::new();
+    repo.commit(
+        &[(
+            ".raibid.yaml",
+            "clone:\n  submodules: true\nsteps:\n  - name: read\n    run: cat vendor/sub/lib.txt\n",
+        )],
+        "init",
+    );
+    repo.git(&[
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "--quiet",
+        &sub.url(),
+        "vendor/sub",
+    ]);
+    let sha = repo.commit(&[], "add submodule");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("from the submodule"), "{log}");
 }

@@ -380,3 +380,78 @@ async fn two_instances_run_side_by_side_and_one_data_dir_is_exclusive() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("another raibid up is running"));
 }
+
+/// Runs the `raibid` CLI against `up` and returns stdout; panics with stderr on failure.
+fn cli(up: &Up, args: &[&str]) -> String {
+    let token = std::fs::read_to_string(up.data.join("api-token")).unwrap();
+    let out = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&up.config)
+        .args(args)
+        .env("RAIBID_SERVER", up.url())
+        .env("RAIBID_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "raibid {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_job_commands_drive_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), "", &[], &[]);
+    let (repo, sha) = repo_with("steps:\n  - name: hello\n    run: echo hello-from-cli\n");
+    let url = repo.url();
+
+    let submitted = cli(
+        &up,
+        &[
+            "job",
+            "submit",
+            "acme/app",
+            "--clone-url",
+            &url,
+            "--ref",
+            "main",
+            "-o",
+            "json",
+        ],
+    );
+    let job: Job = serde_json::from_str(&submitted).unwrap();
+    assert_eq!(
+        job.spec.sha, sha,
+        "the server resolved the branch to its commit"
+    );
+
+    let client = up.client();
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, JobStatus::Success);
+
+    let table = cli(&up, &["job", "list"]);
+    assert!(
+        table.starts_with("ID ") && table.contains(&job.id) && table.contains("success"),
+        "{table}"
+    );
+    let shown = cli(&up, &["job", "show", &job.id]);
+    assert!(shown.contains("hello") && shown.contains(&sha), "{shown}");
+    let logs = cli(&up, &["job", "logs", &job.id]);
+    assert!(logs.contains("hello-from-cli"), "{logs}");
+    let followed = cli(&up, &["job", "logs", "--follow", &job.id]);
+    assert!(followed.contains("hello-from-cli"), "{followed}");
+
+    let retried = cli(&up, &["job", "retry", &job.id, "-o", "json"]);
+    let retry: Job = serde_json::from_str(&retried).unwrap();
+    assert_eq!(retry.spec.retry_of.as_deref(), Some(job.id.as_str()));
+    let cancel = cli(&up, &["job", "cancel", &job.id]);
+    assert!(cancel.contains("already finished"), "{cancel}");
+
+    let status = cli(&up, &["status"]);
+    assert!(
+        status.contains("ready") && status.contains("default"),
+        "{status}"
+    );
+}
