@@ -1,6 +1,8 @@
 //! The whole agent path with real processes: redis-server, git repositories, bubblewrap,
 //! buildah and an OCI registry.
 
+// Shared with the image-build tests, which use more of it.
+#[allow(dead_code)]
 mod support;
 
 use std::collections::BTreeMap;

@@ -145,11 +145,28 @@ fn processes_mentioning(needle: &Path) -> Vec<(i32, String)> {
     found
 }
 
+/// Agent processes of a `raibid up`: its direct children running `agent --once`. (A child of
+/// an agent between fork and exec still shows the agent's command line; its parent tells it
+/// apart.)
 fn agent_processes(data: &Path) -> Vec<(i32, String)> {
+    let ups: Vec<i32> = processes_mentioning(data)
+        .into_iter()
+        .filter(|(_, c)| c.contains(" up --data-dir"))
+        .map(|(pid, _)| pid)
+        .collect();
     processes_mentioning(&data.join("agent"))
         .into_iter()
-        .filter(|(_, c)| c.contains(" agent --once"))
+        .filter(|(pid, c)| {
+            c.contains(" agent --once") && parent(*pid).is_some_and(|p| ups.contains(&p))
+        })
         .collect()
+}
+
+fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after its closing parenthesis don't.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn repo_with(pipeline: &str) -> (GitRepo, String) {
