@@ -7,7 +7,7 @@ set -euo pipefail
 want=(redis-server:redis-server git:git bwrap:bubblewrap)
 if [ "${1:-run}" = test ]; then
   want+=(buildah:buildah docker-registry:docker-registry tmux:tmux busybox:busybox-static
-         make:make cc:gcc curl:curl)
+         make:make cc:gcc curl:curl openssl:openssl redis-cli:redis-tools)
 fi
 
 missing=()

@@ -859,3 +859,25 @@ async fn idle_consumers_are_retired_busy_ones_kept() {
         .collect();
     assert_eq!(names, vec!["busy".to_owned()]);
 }
+
+#[tokio::test]
+async fn tls_connections_work() {
+    let redis = RedisServer::start_with(RedisOptions {
+        tls: true,
+        ..Default::default()
+    });
+    assert!(redis.url().starts_with("rediss://"));
+    let q = queue(&redis);
+    q.ping().await.unwrap();
+    let j = created(q.enqueue(job("a/tls")).await.unwrap());
+    let mut c = q.claimer("tls").await.unwrap();
+    assert_eq!(
+        c.claim(&[PoolName::default()], NO_WAIT)
+            .await
+            .unwrap()
+            .unwrap()
+            .job
+            .id,
+        j.id
+    );
+}

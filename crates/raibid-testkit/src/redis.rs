@@ -17,6 +17,9 @@ pub struct RedisOptions {
     pub aof: bool,
     /// `requirepass`, for testing authenticated URLs.
     pub password: Option<String>,
+    /// TLS only (`--port 0 --tls-port`), with a self-signed certificate made by `openssl`;
+    /// [`RedisServer::url`] is then `rediss://...#insecure`.
+    pub tls: bool,
 }
 
 /// A private redis-server on a free loopback port, killed on drop.
@@ -76,6 +79,9 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
+        if self.options.tls {
+            return format!("rediss://127.0.0.1:{}/#insecure", self.port);
+        }
         match &self.options.password {
             Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
             None => format!("redis://127.0.0.1:{}/", self.port),
@@ -155,6 +161,9 @@ impl RedisServer {
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
+        if self.options.tls {
+            return self.wait_ready_tls(deadline);
+        }
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -178,6 +187,32 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// The plain-text PING helper cannot speak TLS; redis-cli can.
+    fn wait_ready_tls(&mut self, deadline: Instant) -> Result<(), String> {
+        let cli = require_binary("redis-cli", "redis-tools");
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("redis-server exited early: {status}"));
+            }
+            let out = Command::new(&cli)
+                .args(["--tls", "--insecure", "-h", "127.0.0.1", "-p"])
+                .arg(self.port.to_string())
+                .arg("PING")
+                .output();
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("redis-server (TLS) did not answer PING".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 fn reply_is_loading(server: &RedisServer) -> bool {
     server
         .command("PING")
@@ -187,9 +222,37 @@ fn reply_is_loading(server: &RedisServer) -> bool {
 
 fn spawn(binary: &Path, port: u16, dir: &Path, options: &RedisOptions) -> std::io::Result<Child> {
     let mut cmd = Command::new(binary);
-    cmd.arg("--port")
-        .arg(port.to_string())
-        .arg("--bind")
+    if options.tls {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        if !cert.exists() {
+            let openssl = require_binary("openssl", "openssl");
+            let status = Command::new(openssl)
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if !status.success() {
+                return Err(std::io::Error::other(
+                    "openssl could not make a certificate",
+                ));
+            }
+        }
+        cmd.args(["--port", "0", "--tls-auth-clients", "no", "--tls-port"])
+            .arg(port.to_string())
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key);
+    } else {
+        cmd.arg("--port").arg(port.to_string());
+    }
+    cmd.arg("--bind")
         .arg("127.0.0.1")
         .arg("--dir")
         .arg(dir)
