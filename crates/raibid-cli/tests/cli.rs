@@ -1,0 +1,93 @@
+//! The `raibid` binary's own commands that need no server.
+
+use std::process::Command;
+
+const RAIBID: &str = env!("CARGO_BIN_EXE_raibid");
+
+fn raibid(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(RAIBID)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RAIBID_REDIS_URL")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn config_show_prints_the_effective_configuration_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        "gitea:\n  token: gitea-tok-123\nredis:\n  url: redis://:redis-pw-456@10.1.2.3:6379/2\n",
+    )
+    .unwrap();
+    let out = raibid(
+        &file,
+        &["config", "show"],
+        &[("RAIBID_KEDA_POLLING_INTERVAL", "7")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !shown.contains("gitea-tok-123") && !shown.contains("redis-pw-456"),
+        "{shown}"
+    );
+    assert!(shown.contains("redis://:***@10.1.2.3:6379/2"), "{shown}");
+    assert!(shown.contains("polling_interval: 7"), "{shown}");
+    assert!(shown.contains("stream_name: ci-jobs"), "{shown}");
+}
+
+#[test]
+fn a_typo_in_the_config_file_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "redis:\n  stream_nmae: x\n").unwrap();
+    let out = raibid(&file, &["config", "show"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:2:", file.display())), "{err}");
+    assert!(err.contains("stream_nmae"), "{err}");
+}
+
+#[test]
+fn token_hash_matches_what_the_server_verifies() {
+    let mut child = Command::new(RAIBID)
+        .args(["token", "hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(hash, raibid_config::hash_token("s3cret"));
+}
+
+#[test]
+fn job_commands_explain_an_unreachable_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "").unwrap();
+    let port = raibid_testkit::free_port();
+    let out = raibid(
+        &file,
+        &[
+            "job",
+            "list",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the raibid server"), "{err}");
+}
