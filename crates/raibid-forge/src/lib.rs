@@ -13,7 +13,7 @@ pub mod send;
 mod signature;
 mod status;
 mod trigger;
-mod validate;
+pub mod validate;
 
 pub use delivery::delivery_id;
 pub use parse::{ParseError, parse};

@@ -10,7 +10,7 @@ const MAX_REPO_LEN: usize = 256;
 const MAX_URL_LEN: usize = 2048;
 
 /// A commit id: SHA-1 (40) or SHA-256 (64) hex digits.
-pub(crate) fn sha(s: &str) -> Result<(), &'static str> {
+pub fn sha(s: &str) -> Result<(), &'static str> {
     if matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
     } else {
@@ -20,7 +20,7 @@ pub(crate) fn sha(s: &str) -> Result<(), &'static str> {
 
 /// `owner/name`, each part made of `[A-Za-z0-9_.-]` and not starting with `.`, so that joining
 /// it onto a directory can never climb out of it or hide a file.
-pub(crate) fn repo_full_name(s: &str) -> Result<(), &'static str> {
+pub fn repo_full_name(s: &str) -> Result<(), &'static str> {
     if s.len() > MAX_REPO_LEN {
         return Err("repository name is too long");
     }
@@ -47,7 +47,7 @@ pub(crate) fn repo_full_name(s: &str) -> Result<(), &'static str> {
 /// A full ref (`refs/...`) that `git check-ref-format` would accept, minus a few things it
 /// tolerates but we do not: components starting with `-` (they read as options when passed to
 /// git) and non-`refs/` names.
-pub(crate) fn git_ref(s: &str) -> Result<(), &'static str> {
+pub fn git_ref(s: &str) -> Result<(), &'static str> {
     if s.len() > MAX_REF_LEN {
         return Err("ref is too long");
     }

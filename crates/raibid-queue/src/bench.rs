@@ -163,31 +163,19 @@ async fn create_group(conn: &Conn, stream: &str) -> Result<(), QueueError> {
 }
 
 fn entry_ids(reply: &Value) -> Result<Vec<String>, QueueError> {
-    Ok(entries_with_field(reply, "")?
+    Ok(reply::stream_entries(reply)?
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|e| e.id)
         .collect())
 }
 
 /// `(id, numeric value of field)` for every entry of an XREADGROUP reply.
 fn entries_with_field(reply: &Value, field: &str) -> Result<Vec<(String, u64)>, QueueError> {
-    let mut out = Vec::new();
-    for stream in reply::array(reply) {
-        for entry in reply::array(stream).get(1).map(reply::array).unwrap_or(&[]) {
-            let parts = reply::array(entry);
-            let id = parts
-                .first()
-                .map(reply::string)
-                .transpose()?
-                .unwrap_or_default();
-            let fields = parts
-                .get(1)
-                .map(reply::pairs)
-                .transpose()?
-                .unwrap_or_default();
-            let value = reply::int(fields.get(field)).unwrap_or(0) as u64;
-            out.push((id, value));
-        }
-    }
-    Ok(out)
+    Ok(reply::stream_entries(reply)?
+        .into_iter()
+        .map(|e| {
+            let value = reply::int(e.fields.get(field)).unwrap_or(0) as u64;
+            (e.id, value)
+        })
+        .collect())
 }

@@ -104,30 +104,18 @@ impl JobEvents {
                 }
             };
         let mut events = Vec::new();
-        for stream in reply::array(&reply) {
-            for entry in reply::array(stream).get(1).map(reply::array).unwrap_or(&[]) {
-                let parts = reply::array(entry);
-                let id = parts
-                    .first()
-                    .map(reply::string)
-                    .transpose()?
-                    .unwrap_or_default();
-                let fields = parts
-                    .get(1)
-                    .map(reply::pairs)
-                    .transpose()?
-                    .unwrap_or_default();
-                let job_id = fields.get("job").map(reply::string).transpose()?;
-                let status = fields
-                    .get("status")
-                    .map(reply::string)
-                    .transpose()?
-                    .and_then(|s| s.parse::<JobStatus>().ok());
-                match (job_id, status) {
-                    (Some(job_id), Some(status)) => events.push(JobEvent { id, job_id, status }),
-                    // Unreadable entries are acknowledged so they cannot block the group.
-                    _ => self.ack(&id).await?,
-                }
+        for entry in reply::stream_entries(&reply)? {
+            let status = entry
+                .field("status")?
+                .and_then(|s| s.parse::<JobStatus>().ok());
+            match (entry.field("job")?, status) {
+                (Some(job_id), Some(status)) => events.push(JobEvent {
+                    id: entry.id,
+                    job_id,
+                    status,
+                }),
+                // Unreadable entries are acknowledged so they cannot block the group.
+                _ => self.ack(&entry.id).await?,
             }
         }
         Ok(events)

@@ -893,30 +893,15 @@ impl Claimer {
         let timeout = block + self.queue.conn.timeout();
         let reply: Value = bounded(timeout, cmd.query_async(conn)).await?;
         let mut out = Vec::new();
-        for stream in reply::array(&reply) {
-            let parts = reply::array(stream);
-            let (Some(name), Some(entries)) = (parts.first(), parts.get(1)) else {
+        for entry in reply::stream_entries(&reply)? {
+            let Some(pool) = pools
+                .iter()
+                .find(|p| self.queue.keys.stream(p) == entry.stream)
+            else {
                 continue;
             };
-            let name = reply::string(name)?;
-            let Some(pool) = pools.iter().find(|p| self.queue.keys.stream(p) == name) else {
-                continue;
-            };
-            for entry in reply::array(entries) {
-                let e = reply::array(entry);
-                let id = e
-                    .first()
-                    .map(reply::string)
-                    .transpose()?
-                    .unwrap_or_default();
-                let fields = e.get(1).map(reply::pairs).transpose()?.unwrap_or_default();
-                let job = fields
-                    .get("job")
-                    .map(reply::string)
-                    .transpose()?
-                    .unwrap_or_default();
-                out.push((pool.clone(), id, job));
-            }
+            let job = entry.field("job")?.unwrap_or_default();
+            out.push((pool.clone(), entry.id, job));
         }
         Ok(out)
     }

@@ -61,3 +61,34 @@ pub(crate) fn array(value: &Value) -> &[Value] {
 pub(crate) fn id_millis(id: &str) -> Option<i64> {
     id.split('-').next()?.parse().ok()
 }
+
+/// One entry of an `XREAD`/`XREADGROUP` reply.
+pub(crate) struct StreamEntry {
+    pub stream: String,
+    pub id: String,
+    pub fields: HashMap<String, Value>,
+}
+
+impl StreamEntry {
+    pub fn field(&self, name: &str) -> Result<Option<String>, QueueError> {
+        self.fields.get(name).map(string).transpose()
+    }
+}
+
+/// Flattens `[[stream, [[id, [k, v, ...]], ...]], ...]` (nil when nothing arrived).
+pub(crate) fn stream_entries(reply: &Value) -> Result<Vec<StreamEntry>, QueueError> {
+    let mut out = Vec::new();
+    for stream in array(reply) {
+        let parts = array(stream);
+        let name = parts.first().map(string).transpose()?.unwrap_or_default();
+        for entry in parts.get(1).map(array).unwrap_or(&[]) {
+            let e = array(entry);
+            out.push(StreamEntry {
+                stream: name.clone(),
+                id: e.first().map(string).transpose()?.unwrap_or_default(),
+                fields: e.get(1).map(pairs).transpose()?.unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}

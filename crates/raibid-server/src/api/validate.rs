@@ -2,37 +2,12 @@
 //! lines and agents' environments, so they are held to the same rules as webhook payloads.
 //! Each function returns the reason a value is refused, for the caller to attach to the field.
 
-/// Longest ref accepted; git itself has no limit, but nothing legitimate comes close.
-const MAX_REF_LEN: usize = 1024;
-const MAX_REPO_LEN: usize = 256;
 const MAX_URL_LEN: usize = 2048;
 const MAX_ENV_VARS: usize = 100;
 const MAX_ENV_BYTES: usize = 64 * 1024;
 
-/// `owner/name`, each part made of `[A-Za-z0-9_.-]` and not starting with `.`.
-pub(crate) fn repo(s: &str) -> Result<(), &'static str> {
-    if s.len() > MAX_REPO_LEN {
-        return Err("repository name is too long");
-    }
-    let Some((owner, name)) = s.split_once('/') else {
-        return Err("expected owner/name");
-    };
-    for part in [owner, name] {
-        if part.is_empty() {
-            return Err("expected owner/name");
-        }
-        if part.starts_with('.') {
-            return Err("owner and name must not start with '.'");
-        }
-        if !part
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        {
-            return Err("owner and name may only use letters, digits, '_', '.' and '-'");
-        }
-    }
-    Ok(())
-}
+pub(crate) use raibid_forge::validate::{repo_full_name as repo, sha};
+use raibid_forge::validate::git_ref;
 
 /// An `http(s)://`, `git://` or `file://` URL that git can be handed as an argument.
 ///
@@ -74,46 +49,6 @@ pub(crate) fn full_ref(s: &str) -> Result<String, &'static str> {
     };
     git_ref(&full)?;
     Ok(full)
-}
-
-/// A full ref that `git check-ref-format` would accept, minus components starting with `-`,
-/// which read as options when passed to git.
-fn git_ref(s: &str) -> Result<(), &'static str> {
-    if s.len() > MAX_REF_LEN {
-        return Err("ref is too long");
-    }
-    if s.bytes().any(|b| {
-        b.is_ascii_control() || matches!(b, b' ' | b'~' | b'^' | b':' | b'?' | b'*' | b'[' | b'\\')
-    }) {
-        return Err("a ref must not contain control characters, spaces or any of ~^:?*[\\");
-    }
-    if s.contains("..") || s.contains("@{") {
-        return Err("a ref must not contain '..' or '@{'");
-    }
-    if s.ends_with('.') {
-        return Err("a ref must not end with '.'");
-    }
-    for component in s.split('/') {
-        if component.is_empty() {
-            return Err("a ref must not have empty components");
-        }
-        if component.starts_with('.') || component.starts_with('-') {
-            return Err("a ref component must not start with '.' or '-'");
-        }
-        if component.ends_with(".lock") {
-            return Err("a ref component must not end with .lock");
-        }
-    }
-    Ok(())
-}
-
-/// A commit id: SHA-1 (40) or SHA-256 (64) hex digits.
-pub(crate) fn sha(s: &str) -> Result<(), &'static str> {
-    if matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err("a commit sha is 40 or 64 hex digits")
-    }
 }
 
 /// A POSIX-portable environment variable name.
