@@ -250,6 +250,7 @@ impl Queue {
             queue: self.clone(),
             consumer: consumer.into(),
             conn: Some(self.conn.dedicated().await?),
+            backlog: true,
         })
     }
 
@@ -794,6 +795,9 @@ pub struct Claimer {
     queue: Queue,
     consumer: String,
     conn: Option<MultiplexedConnection>,
+    /// Whether the last look found work. An idle agent goes straight to the blocking read
+    /// instead of paying for a claim script that would find nothing.
+    backlog: bool,
 }
 
 impl Claimer {
@@ -812,14 +816,16 @@ impl Claimer {
         }
         let deadline = tokio::time::Instant::now() + block;
         loop {
-            match self.queue.claim_now(pools, &self.consumer).await? {
-                ClaimNow::Claimed(claimed) => return Ok(Some(*claimed)),
-                ClaimNow::NoGroup => {
-                    // Redis lost its data (restart without AOF, FLUSHALL): recreate and go on.
-                    self.recreate_groups(pools).await?;
-                    continue;
+            if self.backlog || block.is_zero() {
+                match self.queue.claim_now(pools, &self.consumer).await? {
+                    ClaimNow::Claimed(claimed) => return Ok(Some(*claimed)),
+                    ClaimNow::NoGroup => {
+                        // Redis lost its data (restart without AOF, FLUSHALL): recreate it.
+                        self.recreate_groups(pools).await?;
+                        continue;
+                    }
+                    ClaimNow::Empty => self.backlog = false,
                 }
-                ClaimNow::Empty => {}
             }
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
@@ -852,6 +858,7 @@ impl Claimer {
                     .await?;
             }
             if claimed.is_some() {
+                self.backlog = true;
                 return Ok(claimed);
             }
         }
