@@ -70,6 +70,15 @@ pub enum Command {
     Up(UpArgs),
     /// What is running: server, Redis, pools, agents, recent failures.
     Status(StatusArgs),
+    /// The terminal dashboard: jobs, live logs, queues, agents, cluster.
+    Tui(TuiArgs),
+    /// Set up cluster components (k3s, redis, gitea, keda, flux, server, agents) in order.
+    Setup(raibid_infra::SetupArgs),
+    /// Remove cluster components, in reverse order.
+    Teardown(raibid_infra::TeardownArgs),
+    /// Render, validate and check the Kubernetes manifests in infra/.
+    #[command(subcommand)]
+    Infra(raibid_infra::InfraCommand),
     /// Run the HTTP server: webhooks, jobs API, live logs, commit status, metrics.
     Server(ServerArgs),
     /// Run an agent that claims and runs jobs.
@@ -117,9 +126,21 @@ pub struct UpArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TuiArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Seconds between refreshes of jobs, queues and agents.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub refresh: f64,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub api: ApiArgs,
+    /// Only this cluster component (k3s, redis, gitea, keda, flux, server, agents).
+    #[arg(value_enum)]
+    pub component: Option<raibid_infra::Component>,
 }
 
 #[derive(Debug, Args)]
@@ -273,9 +294,16 @@ impl Command {
     /// Long-running services log their progress; client commands only warn.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Config(_) | Command::Token(_) | Command::Job(_) | Command::Bench(_) => "warn",
+            Command::Config(_)
+            | Command::Token(_)
+            | Command::Job(_)
+            | Command::Bench(_)
+            | Command::Infra(_) => "warn",
+            Command::Setup(_) | Command::Teardown(_) => "info",
             Command::Server(_) | Command::Agent(_) | Command::Up(_) => "info",
             Command::Status(_) => "warn",
+            // Log lines would tear the dashboard's screen apart.
+            Command::Tui(_) => "off",
         }
     }
 }

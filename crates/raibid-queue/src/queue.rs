@@ -162,6 +162,12 @@ impl Queue {
         Ok(())
     }
 
+    /// Creates a pool's stream and consumer group ahead of its first job, so that an
+    /// autoscaler watching the group (KEDA's trigger) sees it ready from the start.
+    pub async fn ensure_pool(&self, pool: &PoolName) -> Result<(), QueueError> {
+        self.ensure_group(pool).await
+    }
+
     fn forget_group(&self, pool: &PoolName) {
         self.groups_ready
             .lock()

@@ -33,6 +33,20 @@ pub async fn serve(
     let stop = state.shutdown().clone();
 
     let mut tasks = JoinSet::new();
+    // Consumer groups exist before the first job, so KEDA's triggers are ready at once. Redis
+    // may still be down: the first enqueue creates them then.
+    let early = state.clone();
+    tasks.spawn(async move {
+        let queue = early.queue();
+        for pool in crate::api::pools::known_pools(early.config(), queue)
+            .await
+            .unwrap_or_default()
+        {
+            if let Err(e) = queue.ensure_pool(&pool).await {
+                tracing::debug!(%pool, error = %e, "consumer group not created yet");
+            }
+        }
+    });
     tasks.spawn(reaper::run(state.clone()));
     tasks.spawn(reporter::run(state.clone(), instance, client));
     tasks.spawn(sampler::run(state.clone()));

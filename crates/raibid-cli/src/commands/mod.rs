@@ -28,6 +28,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.global)?;
             crate::up::run(&cli.global, config, args).await
         }
+        Command::Tui(args) => {
+            let config = load_config(&cli.global)?;
+            let client = api_client(&config, &args.api)?;
+            let refresh = std::time::Duration::from_secs_f64(args.refresh.clamp(0.1, 3600.0));
+            raibid_tui::run(
+                client,
+                raibid_tui::TuiOptions {
+                    refresh,
+                    kubeconfig: Some(expand_home(&config.cluster.kubeconfig)),
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Setup(args) => {
+            raibid_infra::setup(args, &load_config(&cli.global)?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Teardown(args) => {
+            raibid_infra::teardown(args, &load_config(&cli.global)?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Infra(cmd) => {
+            raibid_infra::run_infra(cmd, &load_config(&cli.global)?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status(args) => status::run(&load_config(&cli.global)?, args).await,
         Command::Server(args) => server::run(load_config(&cli.global)?, args).await,
         Command::Agent(args) => agent::run(load_config(&cli.global)?, args).await,
@@ -83,5 +109,13 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// `~/.kube/config` as written in the config file.
+pub fn expand_home(path: &str) -> std::path::PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
+        _ => std::path::PathBuf::from(path),
     }
 }

@@ -12,6 +12,18 @@ use crate::commands::job::jobs_table;
 use crate::output::{duration, table};
 
 pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    if let Some(component) = args.component {
+        // One component: the cluster's view of it.
+        raibid_infra::status(
+            raibid_infra::StatusArgs {
+                component: Some(component),
+                json: args.api.output == Output::Json,
+            },
+            config,
+        )
+        .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = super::api_client(config, &args.api)?;
     let ready = match client.ready().await {
         Ok(ready) => ready,
@@ -48,6 +60,7 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
                 "queues": queues,
                 "agents": agents,
                 "recent_failures": failures,
+                "cluster": raibid_infra::cluster_status(config).await,
             }))?
         );
         return Ok(ExitCode::SUCCESS);
@@ -133,5 +146,8 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
         println!("recent failures:");
         print!("{}", jobs_table(&failures));
     }
+    println!();
+    print!("{}", raibid_infra::cluster_status(config).await);
+    println!();
     Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,8 @@ const MAX_URL_LEN: usize = 2048;
 const MAX_ENV_VARS: usize = 100;
 const MAX_ENV_BYTES: usize = 64 * 1024;
 
-pub(crate) use raibid_forge::validate::{repo_full_name as repo, sha};
 use raibid_forge::validate::git_ref;
+pub(crate) use raibid_forge::validate::{repo_full_name as repo, sha};
 
 /// An `http(s)://`, `git://` or `file://` URL that git can be handed as an argument.
 ///

@@ -1,0 +1,316 @@
+//! The command-line surface: clap types the `raibid` binary embeds, and the functions it calls.
+//! Everything prints to stdout (or the writer given to the `*_to` variants, for tests); every
+//! failure is an [`InfraError`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raibid_config::Config;
+
+use crate::InfraError;
+use crate::cluster::{self, ClusterStatus};
+use crate::components::{self, Component, ComponentArg};
+use crate::drift::drift;
+use crate::manifest::to_yaml_stream;
+use crate::ops::{self, Context, Executor};
+use crate::preflight::{self, FetchOptions};
+use crate::render::{render, render_as_is, resolve_target};
+use crate::tools::Tools;
+use crate::tree::Tree;
+use crate::validate::{validate, validate_structure};
+
+/// `raibid infra ...`
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum InfraCommand {
+    /// Print the manifests of a target (`dev`, `prod`, `argocd`, `flux`, `keda`, `gitea`, or a
+    /// directory below infra/) with your configuration applied: what `raibid setup` applies.
+    Render {
+        #[arg(default_value = "dev")]
+        target: String,
+        /// Print the manifests as written, without applying the configuration.
+        #[arg(long)]
+        as_is: bool,
+        /// Read manifests from this infra/ directory instead of the built-in copy.
+        #[arg(long, value_name = "DIR")]
+        infra_dir: Option<PathBuf>,
+    },
+    /// Validate targets offline against the Kubernetes, KEDA and Flux schemas, the house rules
+    /// and your configuration [default: every kustomization].
+    Validate {
+        targets: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        infra_dir: Option<PathBuf>,
+    },
+    /// Check that an image has a linux/<arch> manifest before a job uses it.
+    CheckImage {
+        /// e.g. `docker.io/library/rust:1.88` or `gitea.example.com/team/tool:1`.
+        image: String,
+        /// Pool architecture: arm64, amd64, arm/v7...
+        #[arg(long)]
+        arch: String,
+        /// Use plain HTTP (loopback registries always do).
+        #[arg(long)]
+        insecure: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        timeout: u64,
+    },
+}
+
+/// `raibid setup <component>...`
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SetupArgs {
+    /// Components to set up; they run in dependency order whatever the order given.
+    #[arg(value_enum, required = true)]
+    pub components: Vec<ComponentArg>,
+    /// Print exactly what would be run and applied, without touching anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long each component may take to become ready.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// `dev` (single node, small limits) or `prod` (HA hints).
+    #[arg(long, default_value = "dev")]
+    pub overlay: String,
+    /// Read manifests from this infra/ directory instead of the built-in copy.
+    #[arg(long, value_name = "DIR")]
+    pub infra_dir: Option<PathBuf>,
+}
+
+/// `raibid teardown <component>...`
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct TeardownArgs {
+    #[arg(value_enum, required = true)]
+    pub components: Vec<ComponentArg>,
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+    #[arg(long, default_value = "dev")]
+    pub overlay: String,
+    #[arg(long, value_name = "DIR")]
+    pub infra_dir: Option<PathBuf>,
+    /// Also delete volumes (the queue, Gitea's repositories), generated Secrets and, with
+    /// `all`, the namespace.
+    #[arg(long)]
+    pub delete_data: bool,
+}
+
+/// The cluster part of `raibid status [component]`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct StatusArgs {
+    #[arg(value_enum)]
+    pub component: Option<Component>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn tree(dir: Option<&PathBuf>) -> Result<Tree, InfraError> {
+    match dir {
+        Some(dir) => Tree::from_dir(dir),
+        None => Ok(Tree::embedded()),
+    }
+}
+
+fn write_err(e: std::io::Error) -> InfraError {
+    InfraError::Io {
+        path: PathBuf::from("(stdout)"),
+        source: e,
+    }
+}
+
+pub async fn run_infra(cmd: InfraCommand, config: &Config) -> Result<(), InfraError> {
+    run_infra_to(cmd, config, &mut std::io::stdout().lock()).await
+}
+
+pub async fn run_infra_to(
+    cmd: InfraCommand,
+    config: &Config,
+    out: &mut dyn Write,
+) -> Result<(), InfraError> {
+    match cmd {
+        InfraCommand::Render {
+            target,
+            as_is,
+            infra_dir,
+        } => {
+            let tree = tree(infra_dir.as_ref())?;
+            let objects = if as_is {
+                render_as_is(&tree, &target)?
+            } else {
+                render(&tree, &target, config)?
+            };
+            out.write_all(to_yaml_stream(&objects).as_bytes())
+                .map_err(write_err)
+        }
+        InfraCommand::Validate { targets, infra_dir } => {
+            let tree = tree(infra_dir.as_ref())?;
+            validate_targets(&tree, &targets, config, out)
+        }
+        InfraCommand::CheckImage {
+            image,
+            arch,
+            insecure,
+            timeout,
+        } => {
+            let options = FetchOptions {
+                insecure,
+                timeout: Duration::from_secs(timeout),
+                credentials: registry_credentials(config),
+            };
+            let check = preflight::check_image(&image, &arch, &options).await?;
+            writeln!(
+                out,
+                "ok: {} has {} ({}{})",
+                check.image,
+                check.platform,
+                check.digest,
+                if check.multi_arch { ", multi-arch" } else { "" }
+            )
+            .map_err(write_err)
+        }
+    }
+}
+
+/// The agent's registry login, when it has one (private images need it for the check too).
+fn registry_credentials(config: &Config) -> Option<(String, String)> {
+    let registry = &config.agent.registry;
+    (!registry.username.is_empty()).then(|| {
+        (
+            registry.username.clone(),
+            registry.password.expose().to_owned(),
+        )
+    })
+}
+
+fn validate_targets(
+    tree: &Tree,
+    targets: &[String],
+    config: &Config,
+    out: &mut dyn Write,
+) -> Result<(), InfraError> {
+    let dirs = if targets.is_empty() {
+        tree.kustomization_dirs()
+    } else {
+        targets
+            .iter()
+            .map(|t| resolve_target(tree, t))
+            .collect::<Result<_, _>>()?
+    };
+    let mut problems = Vec::new();
+    let mut objects = 0;
+    for dir in &dirs {
+        let written = render_as_is(tree, dir)?;
+        let configured = render(tree, dir, config)?;
+        // The configured objects must be right, and so must the files: the configuration
+        // overwrites some fields, which must not hide a mistake written in them.
+        let mut report = validate(&configured, config);
+        report.issues.extend(validate_structure(&written).issues);
+        report.issues.sort();
+        report.issues.dedup();
+        objects += report.objects;
+        writeln!(out, "{dir}: {report}").map_err(write_err)?;
+        let changes = drift(&written, &configured);
+        if !changes.is_empty() {
+            writeln!(
+                out,
+                "  note: your configuration changes {} value(s) of the files (`raibid setup` \
+                 applies them; for GitOps, commit `raibid infra render` output or edit the files):",
+                changes.len()
+            )
+            .map_err(write_err)?;
+            for change in changes.iter().take(10) {
+                writeln!(out, "    {change}").map_err(write_err)?;
+            }
+        }
+        if !report.is_ok() {
+            problems.extend(report.issues);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(InfraError::Invalid(crate::validate::ValidationReport {
+            objects,
+            issues: problems,
+        }))
+    }
+}
+
+pub async fn setup(args: SetupArgs, config: &Config) -> Result<(), InfraError> {
+    setup_to(args, config, Tools::detect(), &mut std::io::stdout().lock()).await
+}
+
+/// [`setup`] with the tools to assume and the output given.
+pub async fn setup_to(
+    args: SetupArgs,
+    config: &Config,
+    tools: Tools,
+    out: &mut dyn Write,
+) -> Result<(), InfraError> {
+    let tree = tree(args.infra_dir.as_ref())?;
+    let ctx = Context {
+        config,
+        tree: &tree,
+        overlay: &args.overlay,
+        tools,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let plan = ops::setup_plan(&ctx, &components::expand(&args.components))?;
+    if args.dry_run {
+        plan.write(out, true).map_err(write_err)?;
+        return writeln!(out, "dry run: nothing was changed").map_err(write_err);
+    }
+    Executor::new(config, ctx.timeout, out).run(&plan).await
+}
+
+pub async fn teardown(args: TeardownArgs, config: &Config) -> Result<(), InfraError> {
+    teardown_to(args, config, Tools::detect(), &mut std::io::stdout().lock()).await
+}
+
+pub async fn teardown_to(
+    args: TeardownArgs,
+    config: &Config,
+    tools: Tools,
+    out: &mut dyn Write,
+) -> Result<(), InfraError> {
+    let tree = tree(args.infra_dir.as_ref())?;
+    let ctx = Context {
+        config,
+        tree: &tree,
+        overlay: &args.overlay,
+        tools,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let plan = ops::teardown_plan(
+        &ctx,
+        &components::expand(&args.components),
+        args.delete_data,
+    )?;
+    if args.dry_run {
+        plan.write(out, true).map_err(write_err)?;
+        return writeln!(out, "dry run: nothing was changed").map_err(write_err);
+    }
+    Executor::new(config, ctx.timeout, out).run(&plan).await
+}
+
+/// Prints the cluster status (one line when no cluster is reachable; that is not an error).
+pub async fn status(args: StatusArgs, config: &Config) -> Result<(), InfraError> {
+    let mut status: ClusterStatus = cluster::cluster_status(config).await;
+    if let Some(component) = args.component {
+        status = status.only(component);
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json = serde_json::to_string_pretty(&status).expect("status serializes");
+        writeln!(out, "{json}").map_err(write_err)
+    } else {
+        write!(out, "{status}").map_err(write_err)?;
+        if !status.reachable {
+            writeln!(out).map_err(write_err)?;
+        }
+        Ok(())
+    }
+}

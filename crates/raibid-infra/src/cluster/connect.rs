@@ -1,0 +1,104 @@
+//! Connecting to the cluster named by `cluster.kubeconfig`, with a bounded wait: a missing
+//! cluster must be a one-line error within seconds, not a hang.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use raibid_config::Config;
+
+use crate::InfraError;
+
+/// Where the k3s installer writes the cluster's kubeconfig.
+pub const K3S_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+
+/// The configuration's default, which means "wherever kubectl would look".
+const DEFAULT_KUBECONFIG: &str = "~/.kube/config";
+
+/// A reachable cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    /// The API server URL, for messages.
+    pub server: String,
+    pub kubeconfig: PathBuf,
+}
+
+/// `cluster.kubeconfig` with `~` expanded; with the default setting and no `~/.kube/config`,
+/// the k3s kubeconfig when it exists (a fresh k3s install has only that one).
+pub fn kubeconfig_path(config: &Config) -> PathBuf {
+    let configured = &config.cluster.kubeconfig;
+    let expanded = match configured.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(rest))
+            .unwrap_or_else(|| PathBuf::from(configured)),
+        None => PathBuf::from(configured),
+    };
+    if configured == DEFAULT_KUBECONFIG && !expanded.exists() && Path::new(K3S_KUBECONFIG).exists()
+    {
+        PathBuf::from(K3S_KUBECONFIG)
+    } else {
+        expanded
+    }
+}
+
+/// Connects and asks the API server for its version, all within `timeout`.
+pub async fn connect(config: &Config, timeout: Duration) -> Result<Cluster, InfraError> {
+    connect_to(&kubeconfig_path(config), timeout).await
+}
+
+pub async fn connect_to(path: &Path, timeout: Duration) -> Result<Cluster, InfraError> {
+    if !path.exists() {
+        return Err(InfraError::NoKubeconfig {
+            path: path.to_path_buf(),
+        });
+    }
+    let invalid = |message: String| InfraError::Kubeconfig {
+        path: path.to_path_buf(),
+        message,
+    };
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| invalid(e.to_string()))?;
+    let mut client_config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+    client_config.connect_timeout = Some(timeout);
+    client_config.read_timeout = Some(timeout);
+    let server = client_config.cluster_url.to_string();
+    let client = kube::Client::try_from(client_config).map_err(|e| invalid(e.to_string()))?;
+    let unreachable = |message: String| InfraError::Unreachable {
+        server: server.clone(),
+        kubeconfig: path.to_path_buf(),
+        message,
+    };
+    match tokio::time::timeout(timeout, client.apiserver_version()).await {
+        Ok(Ok(version)) => {
+            tracing::debug!(%server, version = %version.git_version, "cluster reachable");
+            Ok(Cluster {
+                client,
+                server,
+                kubeconfig: path.to_path_buf(),
+            })
+        }
+        Ok(Err(e)) => Err(unreachable(error_chain(&e))),
+        Err(_) => Err(unreachable(format!(
+            "no answer within {}s",
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
+/// An error and its causes on one line ("connection refused" is usually three levels down).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = inner.source();
+    }
+    message
+}

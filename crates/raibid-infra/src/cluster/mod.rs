@@ -1,0 +1,16 @@
+//! Everything that talks to a Kubernetes API server, kept thin: connect, apply, delete, wait,
+//! and read status. The decisions (what to apply, in which order) are made elsewhere and can be
+//! tested without a cluster.
+
+mod connect;
+mod objects;
+mod status;
+mod wait;
+
+pub use connect::{Cluster, K3S_KUBECONFIG, connect, connect_to, error_chain, kubeconfig_path};
+pub use objects::{FIELD_MANAGER, apply, delete, delete_claims, secret_data, to_dynamic};
+pub use status::{
+    ClusterStatus, ComponentPods, FluxObject, NodeStatus, PodStatus, ScaledJobStatus,
+    cluster_status, cluster_status_of,
+};
+pub use wait::{Readiness, ready_condition, wait_ready};

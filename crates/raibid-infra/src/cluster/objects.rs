@@ -1,0 +1,166 @@
+//! Writing to the cluster: server-side apply with the field manager `raibid` (idempotent: the
+//! same objects applied twice change nothing), and deletes that treat "already gone" as done.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::ApiResource;
+
+use super::Cluster;
+use crate::InfraError;
+use crate::kinds;
+use crate::manifest::{Manifest, ObjectRef};
+
+pub const FIELD_MANAGER: &str = "raibid";
+
+fn resource(api_version: &str, kind: &str) -> Result<(ApiResource, bool), InfraError> {
+    kinds::lookup(api_version, kind)
+        .map(|k| (k.api_resource(), k.namespaced))
+        .ok_or_else(|| InfraError::UnknownKind {
+            kind: kind.to_owned(),
+            api_version: api_version.to_owned(),
+            hint: "raibid does not manage this kind".into(),
+        })
+}
+
+fn api(cluster: &Cluster, object: &ObjectRef) -> Result<Api<DynamicObject>, InfraError> {
+    let (resource, namespaced) = resource(&object.api_version, &object.kind)?;
+    Ok(match (&object.namespace, namespaced) {
+        (Some(ns), true) => Api::namespaced_with(cluster.client.clone(), ns, &resource),
+        _ => Api::all_with(cluster.client.clone(), &resource),
+    })
+}
+
+/// The object as kube-rs sends it, with the API resource it is sent to.
+pub fn to_dynamic(manifest: &Manifest) -> Result<(ApiResource, DynamicObject), InfraError> {
+    let (resource, _) = resource(manifest.api_version(), manifest.kind())?;
+    let dynamic =
+        serde_json::from_value(manifest.object.clone()).map_err(|e| InfraError::Manifest {
+            file: manifest.source.clone(),
+            message: format!("{}: {e}", manifest.object_ref()),
+        })?;
+    Ok((resource, dynamic))
+}
+
+/// Server-side applies one object, taking ownership of the fields it sets (`force`): the
+/// manifests are the desired state, whoever edited the object last.
+pub async fn apply(cluster: &Cluster, manifest: &Manifest) -> Result<(), InfraError> {
+    let object = manifest.object_ref();
+    let api = api(cluster, &object)?;
+    let (_, dynamic) = to_dynamic(manifest)?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&object.name, &params, &Patch::Apply(&dynamic))
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error("apply", &object, e))
+}
+
+/// Deletes one object; `Ok(false)` when it did not exist.
+pub async fn delete(cluster: &Cluster, object: &ObjectRef) -> Result<bool, InfraError> {
+    let api = api(cluster, object)?;
+    match api.delete(&object.name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(api_error("delete", object, e)),
+    }
+}
+
+/// The data of a Secret, if it exists (to keep values a previous setup generated).
+pub async fn secret_data(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, ByteString>>, InfraError> {
+    let api: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(secret) => Ok(secret.map(|s| s.data.unwrap_or_default())),
+        Err(e) => Err(api_error(
+            "read",
+            &ObjectRef {
+                api_version: "v1".into(),
+                kind: "Secret".into(),
+                namespace: Some(namespace.into()),
+                name: name.into(),
+            },
+            e,
+        )),
+    }
+}
+
+/// Deletes the PersistentVolumeClaims matching `selector`; returns how many there were.
+pub async fn delete_claims(
+    cluster: &Cluster,
+    namespace: &str,
+    selector: &str,
+) -> Result<usize, InfraError> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), namespace);
+    let claims = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| InfraError::Api {
+            action: "list",
+            object: format!("PersistentVolumeClaims ({selector}) in {namespace}"),
+            message: super::error_chain(&e),
+        })?;
+    let mut deleted = 0;
+    for claim in claims {
+        let name = claim.metadata.name.unwrap_or_default();
+        let object = ObjectRef {
+            api_version: "v1".into(),
+            kind: "PersistentVolumeClaim".into(),
+            namespace: Some(namespace.into()),
+            name,
+        };
+        if delete(cluster, &object).await? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Maps API errors to what the user should do.
+pub fn api_error(action: &'static str, object: &ObjectRef, error: kube::Error) -> InfraError {
+    if let kube::Error::Api(status) = &error {
+        let unknown_type = status.code == 404
+            && (status
+                .message
+                .contains("could not find the requested resource")
+                || status.reason == "NotFound" && status.message.is_empty());
+        if unknown_type {
+            return InfraError::UnknownKind {
+                kind: object.kind.clone(),
+                api_version: object.api_version.clone(),
+                hint: install_hint(&object.api_version),
+            };
+        }
+        if status.code == 403 {
+            return InfraError::Api {
+                action,
+                object: object.to_string(),
+                message: format!(
+                    "forbidden ({}); use a kubeconfig with rights to manage {} objects",
+                    status.message, object.kind
+                ),
+            };
+        }
+    }
+    InfraError::Api {
+        action,
+        object: object.to_string(),
+        message: super::error_chain(&error),
+    }
+}
+
+fn install_hint(api_version: &str) -> String {
+    let group = api_version.split('/').next().unwrap_or_default();
+    match group {
+        "keda.sh" => "its CRDs come with KEDA: run `raibid setup keda` first".into(),
+        g if g.ends_with("toolkit.fluxcd.io") => {
+            "its CRDs come with Flux: run `raibid setup flux` first".into()
+        }
+        "argoproj.io" => "install ArgoCD first (https://argo-cd.readthedocs.io)".into(),
+        _ => "the cluster's Kubernetes version may be too old (raibid targets 1.31+)".into(),
+    }
+}

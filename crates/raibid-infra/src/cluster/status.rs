@@ -1,0 +1,372 @@
+//! The cluster half of `raibid status`: nodes, pods per component, ScaledJobs and Flux sync
+//! state. Serializable, so the CLI can print it next to the queue state or as JSON.
+
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DynamicObject, ListParams};
+use raibid_config::Config;
+use serde::Serialize;
+
+use super::{Cluster, connect, error_chain, ready_condition};
+use crate::components::Component;
+use crate::kinds;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterStatus {
+    pub reachable: bool,
+    pub server: Option<String>,
+    pub kubeconfig: String,
+    /// Why the cluster could not be reached.
+    pub error: Option<String>,
+    pub nodes: Vec<NodeStatus>,
+    pub components: Vec<ComponentPods>,
+    pub scaled_jobs: Vec<ScaledJobStatus>,
+    pub flux: Vec<FluxObject>,
+    /// Parts that could not be read (KEDA or Flux not installed, missing rights).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub ready: bool,
+    pub arch: String,
+    pub kubelet_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentPods {
+    pub component: Component,
+    pub namespace: String,
+    pub pods: Vec<PodStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodStatus {
+    pub name: String,
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScaledJobStatus {
+    pub name: String,
+    pub pool: Option<String>,
+    pub ready: bool,
+    pub message: String,
+    pub max_replicas: Option<u64>,
+    /// Agent Jobs that are still running.
+    pub active_jobs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FluxObject {
+    pub kind: String,
+    pub name: String,
+    pub ready: bool,
+    pub message: String,
+    pub revision: Option<String>,
+}
+
+/// Reads the cluster named by the configuration; an unreachable cluster is a status, not an
+/// error, so `raibid status` can still show the queue.
+pub async fn cluster_status(config: &Config) -> ClusterStatus {
+    match connect(config, Duration::from_secs(5)).await {
+        Ok(cluster) => cluster_status_of(&cluster, config).await,
+        Err(e) => ClusterStatus {
+            reachable: false,
+            server: None,
+            kubeconfig: super::kubeconfig_path(config).display().to_string(),
+            error: Some(e.to_string()),
+            nodes: Vec::new(),
+            components: Vec::new(),
+            scaled_jobs: Vec::new(),
+            flux: Vec::new(),
+            notes: Vec::new(),
+        },
+    }
+}
+
+pub async fn cluster_status_of(cluster: &Cluster, config: &Config) -> ClusterStatus {
+    let namespace = &config.cluster.namespace;
+    let mut notes = Vec::new();
+    let nodes = match Api::<Node>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items.iter().map(node_status).collect(),
+        Err(e) => {
+            notes.push(format!("nodes: {}", error_chain(&e)));
+            Vec::new()
+        }
+    };
+    let mut components = Vec::new();
+    for component in Component::ALL {
+        let Some((ns, selector)) = component.pods(namespace) else {
+            continue;
+        };
+        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+        match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => components.push(ComponentPods {
+                component,
+                namespace: ns,
+                pods: list.items.iter().map(pod_status).collect(),
+            }),
+            Err(e) => notes.push(format!("{component} pods: {}", error_chain(&e))),
+        }
+    }
+    let scaled_jobs = scaled_jobs(cluster, namespace, &mut notes).await;
+    let flux = flux_objects(cluster, &mut notes).await;
+    ClusterStatus {
+        reachable: true,
+        server: Some(cluster.server.clone()),
+        kubeconfig: cluster.kubeconfig.display().to_string(),
+        error: None,
+        nodes,
+        components,
+        scaled_jobs,
+        flux,
+        notes,
+    }
+}
+
+fn node_status(node: &Node) -> NodeStatus {
+    let status = node.status.clone().unwrap_or_default();
+    let info = status.node_info.unwrap_or_default();
+    NodeStatus {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        ready: status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        arch: info.architecture,
+        kubelet_version: info.kubelet_version,
+    }
+}
+
+fn pod_status(pod: &Pod) -> PodStatus {
+    let status = pod.status.clone().unwrap_or_default();
+    let containers = status.container_statuses.unwrap_or_default();
+    PodStatus {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        phase: status.phase.unwrap_or_else(|| "Unknown".into()),
+        ready: !containers.is_empty() && containers.iter().all(|c| c.ready),
+        restarts: containers.iter().map(|c| c.restart_count).sum(),
+    }
+}
+
+async fn list_dynamic(
+    cluster: &Cluster,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let info = kinds::lookup(api_version, kind).expect("raibid's own kinds");
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(cluster.client.clone(), ns, &info.api_resource()),
+        None => Api::all_with(cluster.client.clone(), &info.api_resource()),
+    };
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
+fn not_installed(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+async fn scaled_jobs(
+    cluster: &Cluster,
+    namespace: &str,
+    notes: &mut Vec<String>,
+) -> Vec<ScaledJobStatus> {
+    let objects =
+        match list_dynamic(cluster, "keda.sh/v1alpha1", "ScaledJob", Some(namespace)).await {
+            Ok(objects) => objects,
+            Err(e) if not_installed(&e) => {
+                notes.push("ScaledJobs: KEDA is not installed (`raibid setup keda`)".into());
+                return Vec::new();
+            }
+            Err(e) => {
+                notes.push(format!("ScaledJobs: {}", error_chain(&e)));
+                return Vec::new();
+            }
+        };
+    let jobs = Api::<Job>::namespaced(cluster.client.clone(), namespace)
+        .list(&ListParams::default().labels("scaledjob.keda.sh/name"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    objects
+        .iter()
+        .map(|object| {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let (ready, message) = ready_condition(&object.data["status"]["conditions"]);
+            let active_jobs = jobs
+                .iter()
+                .filter(|j| {
+                    j.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("scaledjob.keda.sh/name"))
+                        .is_some_and(|n| *n == name)
+                })
+                .filter(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0)
+                .count();
+            ScaledJobStatus {
+                pool: object
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("raibid.dev/pool").cloned()),
+                ready,
+                message,
+                max_replicas: object.data["spec"]["maxReplicaCount"].as_u64(),
+                active_jobs,
+                name,
+            }
+        })
+        .collect()
+}
+
+async fn flux_objects(cluster: &Cluster, notes: &mut Vec<String>) -> Vec<FluxObject> {
+    let kinds = [
+        ("source.toolkit.fluxcd.io/v1", "GitRepository"),
+        ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
+        ("helm.toolkit.fluxcd.io/v2", "HelmRelease"),
+    ];
+    let mut out = Vec::new();
+    for (api_version, kind) in kinds {
+        match list_dynamic(cluster, api_version, kind, None).await {
+            Ok(objects) => out.extend(objects.iter().filter(|o| part_of_raibid(o)).map(|o| {
+                let (ready, message) = ready_condition(&o.data["status"]["conditions"]);
+                let status = &o.data["status"];
+                let revision = status["artifact"]["revision"]
+                    .as_str()
+                    .or(status["lastAppliedRevision"].as_str())
+                    .map(str::to_owned);
+                FluxObject {
+                    kind: kind.to_owned(),
+                    name: o.metadata.name.clone().unwrap_or_default(),
+                    ready,
+                    message,
+                    revision,
+                }
+            })),
+            Err(e) if not_installed(&e) => {
+                notes.push("Flux: not installed (`raibid setup flux`)".into());
+                break;
+            }
+            Err(e) => notes.push(format!("{kind}: {}", error_chain(&e))),
+        }
+    }
+    out
+}
+
+fn part_of_raibid(object: &DynamicObject) -> bool {
+    object
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/part-of"))
+        .is_some_and(|v| v == "raibid-ci")
+}
+
+impl ClusterStatus {
+    /// Keeps only what concerns `component`.
+    pub fn only(mut self, component: Component) -> Self {
+        self.components.retain(|c| c.component == component);
+        if component != Component::K3s {
+            self.nodes.clear();
+        }
+        if component != Component::Agents {
+            self.scaled_jobs.clear();
+        }
+        if component != Component::Flux {
+            self.flux.clear();
+        }
+        self
+    }
+}
+
+impl fmt::Display for ClusterStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.reachable {
+            return write!(
+                f,
+                "cluster: not reachable ({})",
+                self.error.as_deref().unwrap_or("unknown error")
+            );
+        }
+        writeln!(
+            f,
+            "cluster: {} (kubeconfig {})",
+            self.server.as_deref().unwrap_or_default(),
+            self.kubeconfig
+        )?;
+        for node in &self.nodes {
+            let state = if node.ready { "Ready" } else { "NotReady" };
+            writeln!(
+                f,
+                "  node {}: {state}, {}, {}",
+                node.name, node.arch, node.kubelet_version
+            )?;
+        }
+        for component in &self.components {
+            if component.pods.is_empty() {
+                writeln!(
+                    f,
+                    "  {} ({}): no pods",
+                    component.component, component.namespace
+                )?;
+                continue;
+            }
+            let ready = component.pods.iter().filter(|p| p.ready).count();
+            writeln!(
+                f,
+                "  {} ({}): {ready}/{} pods ready",
+                component.component,
+                component.namespace,
+                component.pods.len()
+            )?;
+            for pod in component.pods.iter().filter(|p| !p.ready || p.restarts > 0) {
+                writeln!(
+                    f,
+                    "    {}: {}, {} restarts",
+                    pod.name, pod.phase, pod.restarts
+                )?;
+            }
+        }
+        for job in &self.scaled_jobs {
+            writeln!(
+                f,
+                "  ScaledJob {} (pool {}): {}, {} running agent job(s), max {}",
+                job.name,
+                job.pool.as_deref().unwrap_or("?"),
+                job.message,
+                job.active_jobs,
+                job.max_replicas.map_or("?".to_owned(), |m| m.to_string())
+            )?;
+        }
+        for object in &self.flux {
+            writeln!(
+                f,
+                "  {} {}: {}{}",
+                object.kind,
+                object.name,
+                object.message,
+                object
+                    .revision
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(" (revision {r})"))
+            )?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  note: {note}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! The parts of a raibid-ci cluster and the order they depend on each other in.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A deployable part. The declaration order is the dependency order: setup walks it forwards,
+/// teardown backwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    /// The Kubernetes distribution itself (single node).
+    K3s,
+    /// The job queue; also creates the namespace.
+    Redis,
+    /// Forge, container registry and home of the cluster-config repository.
+    Gitea,
+    /// The autoscaler that turns queue lag into agent Jobs.
+    Keda,
+    /// GitOps: keeps the cluster in sync with the cluster-config repository.
+    Flux,
+    /// Webhooks in, jobs out, statuses back.
+    Server,
+    /// One ScaledJob per pool.
+    Agents,
+}
+
+impl Component {
+    pub const ALL: [Component; 7] = [
+        Self::K3s,
+        Self::Redis,
+        Self::Gitea,
+        Self::Keda,
+        Self::Flux,
+        Self::Server,
+        Self::Agents,
+    ];
+
+    /// What must be running first.
+    pub fn needs(self) -> &'static [Component] {
+        match self {
+            Self::K3s => &[],
+            Self::Redis | Self::Gitea => &[Self::K3s],
+            // KEDA's operator reads the stream lag from Redis.
+            Self::Keda => &[Self::Redis],
+            // Flux syncs from a repository in Gitea.
+            Self::Flux => &[Self::Gitea],
+            Self::Server => &[Self::Redis],
+            Self::Agents => &[Self::Keda, Self::Server],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::K3s => "k3s",
+            Self::Redis => "redis",
+            Self::Gitea => "gitea",
+            Self::Keda => "keda",
+            Self::Flux => "flux",
+            Self::Server => "server",
+            Self::Agents => "agents",
+        }
+    }
+
+    /// Namespace and label selector of this component's pods.
+    pub fn pods(self, namespace: &str) -> Option<(String, String)> {
+        let (ns, selector) = match self {
+            Self::K3s => return None,
+            Self::Redis => (
+                namespace,
+                "app.kubernetes.io/name=redis,app.kubernetes.io/part-of=raibid-ci",
+            ),
+            Self::Server => (
+                namespace,
+                "app.kubernetes.io/name=raibid,app.kubernetes.io/component=server",
+            ),
+            Self::Agents => (
+                namespace,
+                "app.kubernetes.io/name=raibid,app.kubernetes.io/component=agent",
+            ),
+            Self::Gitea => (namespace, "app.kubernetes.io/name=gitea"),
+            Self::Keda => ("keda", ""),
+            Self::Flux => ("flux-system", ""),
+        };
+        Some((ns.to_owned(), selector.to_owned()))
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A component on the command line, or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComponentArg {
+    K3s,
+    Redis,
+    Gitea,
+    Keda,
+    Flux,
+    Server,
+    Agents,
+    All,
+}
+
+/// The components named, without duplicates, in dependency order.
+pub fn expand(args: &[ComponentArg]) -> Vec<Component> {
+    let mut out: Vec<Component> = args
+        .iter()
+        .flat_map(|arg| match arg {
+            ComponentArg::All => Component::ALL.to_vec(),
+            ComponentArg::K3s => vec![Component::K3s],
+            ComponentArg::Redis => vec![Component::Redis],
+            ComponentArg::Gitea => vec![Component::Gitea],
+            ComponentArg::Keda => vec![Component::Keda],
+            ComponentArg::Flux => vec![Component::Flux],
+            ComponentArg::Server => vec![Component::Server],
+            ComponentArg::Agents => vec![Component::Agents],
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dependency_comes_first() {
+        for (i, component) in Component::ALL.iter().enumerate() {
+            for need in component.needs() {
+                let at = Component::ALL.iter().position(|c| c == need).unwrap();
+                assert!(at < i, "{component} needs {need}, which comes later");
+            }
+        }
+    }
+
+    #[test]
+    fn expands_in_dependency_order() {
+        assert_eq!(
+            expand(&[
+                ComponentArg::Agents,
+                ComponentArg::Redis,
+                ComponentArg::Agents
+            ]),
+            [Component::Redis, Component::Agents]
+        );
+        assert_eq!(expand(&[ComponentArg::All]), Component::ALL);
+    }
+}

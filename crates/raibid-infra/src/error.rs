@@ -1,0 +1,101 @@
+//! One error type for the crate. Every variant that a user can meet says what to do next,
+//! because an operations command that fails without a next step just sends people to the docs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::preflight::PreflightError;
+use crate::validate::ValidationReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{file}: {message}")]
+    Manifest { file: String, message: String },
+
+    #[error("{file}: {message}")]
+    Kustomize { file: String, message: String },
+
+    #[error("no kustomization named {name:?}; available: {}", available.join(", "))]
+    UnknownTarget {
+        name: String,
+        available: Vec<String>,
+    },
+
+    #[error("{0}")]
+    Invalid(ValidationReport),
+
+    #[error("cannot apply the configuration to the manifests: {0}")]
+    Configure(String),
+
+    #[error(
+        "no kubeconfig at {}: run `raibid setup k3s` or set cluster.kubeconfig \
+         (k3s writes /etc/rancher/k3s/k3s.yaml)",
+        path.display()
+    )]
+    NoKubeconfig { path: PathBuf },
+
+    #[error("cannot use the kubeconfig {}: {message}", path.display())]
+    Kubeconfig { path: PathBuf, message: String },
+
+    #[error(
+        "no cluster reachable at {server} (kubeconfig {}): {message}; run `raibid setup k3s` \
+         or set cluster.kubeconfig",
+        kubeconfig.display()
+    )]
+    Unreachable {
+        server: String,
+        kubeconfig: PathBuf,
+        message: String,
+    },
+
+    #[error("the cluster does not know {kind} ({api_version}): {hint}")]
+    UnknownKind {
+        kind: String,
+        api_version: String,
+        hint: String,
+    },
+
+    #[error("{action} {object}: {message}")]
+    Api {
+        action: &'static str,
+        object: String,
+        message: String,
+    },
+
+    #[error(
+        "{what} not ready after {}s (last seen: {last_state}); {hint}",
+        waited.as_secs()
+    )]
+    Timeout {
+        what: String,
+        waited: Duration,
+        last_state: String,
+        hint: String,
+    },
+
+    #[error("`{tool}` is not installed but is needed to {purpose}; {hint}")]
+    ToolMissing {
+        tool: String,
+        purpose: String,
+        hint: String,
+    },
+
+    #[error("`{command}` failed: {message}; {hint}")]
+    Command {
+        command: String,
+        message: String,
+        hint: String,
+    },
+
+    #[error("{what} needs a step raibid cannot do for you:\n{instructions}")]
+    ManualStep { what: String, instructions: String },
+
+    #[error("{0}")]
+    Preflight(#[from] PreflightError),
+}

@@ -1,0 +1,237 @@
+//! Runs a plan against the cluster, one step at a time, stopping at the first failure with an
+//! error that says what to do next. The cluster connection is opened on first need, so a
+//! plan that only runs commands (k3s install) works before any cluster exists.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use raibid_config::Config;
+
+use crate::InfraError;
+use crate::cluster::{self, Cluster};
+use crate::helm::HelmInstall;
+use crate::k3s::K3sInstall;
+use crate::plan::{CommandLine, Plan, Step};
+use crate::secrets;
+use crate::tools;
+
+/// How long connecting to the API server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Executor<'a> {
+    config: &'a Config,
+    timeout: Duration,
+    out: &'a mut dyn Write,
+    cluster: Option<Cluster>,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(config: &'a Config, timeout: Duration, out: &'a mut dyn Write) -> Self {
+        Self {
+            config,
+            timeout,
+            out,
+            cluster: None,
+        }
+    }
+
+    pub async fn run(&mut self, plan: &Plan) -> Result<(), InfraError> {
+        let _ = writeln!(self.out, "{}", plan.title);
+        let total = plan.steps.len();
+        for (i, step) in plan.steps.iter().enumerate() {
+            let _ = writeln!(self.out, "==> [{}/{total}] {}", i + 1, step.headline());
+            self.step(step).await?;
+        }
+        let _ = writeln!(self.out, "done");
+        Ok(())
+    }
+
+    async fn cluster(&mut self) -> Result<Cluster, InfraError> {
+        if let Some(cluster) = &self.cluster {
+            return Ok(cluster.clone());
+        }
+        let cluster = cluster::connect(self.config, CONNECT_TIMEOUT).await?;
+        self.cluster = Some(cluster.clone());
+        Ok(cluster)
+    }
+
+    async fn step(&mut self, step: &Step) -> Result<(), InfraError> {
+        match step {
+            Step::InstallK3s(install) => self.install_k3s(install).await,
+            Step::Run(command) => run_command(command).await,
+            Step::Helm(install) => helm(install).await,
+            Step::EnsureSecret {
+                spec,
+                namespace,
+                sources,
+            } => {
+                let cluster = self.cluster().await?;
+                let existing = cluster::secret_data(&cluster, namespace, spec.name).await?;
+                let values = secrets::resolve(sources, existing.as_ref());
+                for (key, source) in sources {
+                    let kept = existing.as_ref().is_some_and(|d| d.contains_key(*key));
+                    let origin = match source {
+                        secrets::KeySource::Config { field, .. } => format!("from {field}"),
+                        _ if kept => "kept".into(),
+                        secrets::KeySource::KeepOrGenerate => "generated".into(),
+                        secrets::KeySource::KeepOrEmpty => "empty".into(),
+                    };
+                    let _ = writeln!(self.out, "    {}/{key}: {origin}", spec.name);
+                }
+                cluster::apply(&cluster, &secrets::build(spec, namespace, values)).await
+            }
+            Step::Apply { objects, .. } => {
+                let cluster = self.cluster().await?;
+                for object in objects {
+                    cluster::apply(&cluster, object).await?;
+                    let _ = writeln!(self.out, "    applied {}", object.object_ref());
+                }
+                Ok(())
+            }
+            Step::Wait(readiness) => {
+                let cluster = self.cluster().await?;
+                cluster::wait_ready(&cluster, readiness, self.timeout, self.out).await
+            }
+            Step::Delete { objects, .. } => {
+                let cluster = self.cluster().await?;
+                for object in objects {
+                    let existed = cluster::delete(&cluster, object).await?;
+                    let what = if existed { "deleted" } else { "already absent" };
+                    let _ = writeln!(self.out, "    {what}: {object}");
+                }
+                Ok(())
+            }
+            Step::DeleteClaims {
+                namespace,
+                selector,
+            } => {
+                let cluster = self.cluster().await?;
+                let count = cluster::delete_claims(&cluster, namespace, selector).await?;
+                let _ = writeln!(self.out, "    deleted {count} PersistentVolumeClaim(s)");
+                Ok(())
+            }
+            Step::Note(_) => Ok(()),
+        }
+    }
+
+    async fn install_k3s(&mut self, install: &K3sInstall) -> Result<(), InfraError> {
+        match cluster::connect(self.config, Duration::from_secs(5)).await {
+            Ok(cluster) => {
+                let _ = writeln!(
+                    self.out,
+                    "    a cluster is already reachable at {} (kubeconfig {}): not installing k3s",
+                    cluster.server,
+                    cluster.kubeconfig.display()
+                );
+                self.cluster = Some(cluster);
+                return Ok(());
+            }
+            Err(e) => {
+                let _ = writeln!(self.out, "    {e}");
+            }
+        }
+        let command = match install {
+            K3sInstall::Rootless { instructions } => {
+                return Err(InfraError::ManualStep {
+                    what: "rootless k3s".into(),
+                    instructions: instructions.clone(),
+                });
+            }
+            K3sInstall::Installer { command } => command,
+        };
+        if tools::which("curl").is_none() {
+            return Err(InfraError::ToolMissing {
+                tool: "curl".into(),
+                purpose: "download the k3s installer".into(),
+                hint: tools::install_hint("curl"),
+            });
+        }
+        let status = tokio::process::Command::new("sh")
+            .args(["-c", command])
+            .stdin(Stdio::null())
+            .status()
+            .await
+            .map_err(|e| installer_failed(command, &e.to_string()))?;
+        if !status.success() {
+            return Err(installer_failed(command, &status.to_string()));
+        }
+        let cluster = self.cluster().await?;
+        let _ = writeln!(self.out, "    k3s is up at {}", cluster.server);
+        Ok(())
+    }
+}
+
+fn installer_failed(command: &str, message: &str) -> InfraError {
+    InfraError::Command {
+        command: command.to_owned(),
+        message: message.to_owned(),
+        hint: format!(
+            "the installer needs internet access (it downloads k3s) and root or sudo; on a \
+             machine without internet access, run it yourself where it has: {command}"
+        ),
+    }
+}
+
+async fn run_command(command: &CommandLine) -> Result<(), InfraError> {
+    let Some(program) = tools::which(&command.program).or_else(|| {
+        let path = std::path::PathBuf::from(&command.program);
+        path.is_absolute().then_some(path).filter(|p| p.exists())
+    }) else {
+        return Err(InfraError::ToolMissing {
+            tool: command.program.clone(),
+            purpose: command.purpose.clone(),
+            hint: tools::install_hint(&command.program),
+        });
+    };
+    let status = tokio::process::Command::new(program)
+        .args(&command.args)
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .map_err(|e| InfraError::Command {
+            command: command.to_string(),
+            message: e.to_string(),
+            hint: format!("needed to {}", command.purpose),
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(InfraError::Command {
+            command: command.to_string(),
+            message: status.to_string(),
+            hint: format!(
+                "its output above says why; it was run to {}",
+                command.purpose
+            ),
+        })
+    }
+}
+
+async fn helm(install: &HelmInstall) -> Result<(), InfraError> {
+    let values = match &install.values {
+        Some(text) => {
+            let file = tempfile::Builder::new()
+                .prefix("raibid-helm-values-")
+                .suffix(".yaml")
+                .tempfile()
+                .map_err(|source| InfraError::Io {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            std::fs::write(file.path(), text).map_err(|source| InfraError::Io {
+                path: file.path().to_path_buf(),
+                source,
+            })?;
+            Some(file)
+        }
+        None => None,
+    };
+    let path = values.as_ref().map(|f| f.path().display().to_string());
+    let command = CommandLine::new(
+        "helm",
+        install.args(path.as_deref()),
+        format!("install the {} chart", install.chart),
+    );
+    run_command(&command).await
+}

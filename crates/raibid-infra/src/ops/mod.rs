@@ -1,0 +1,92 @@
+//! `raibid setup|teardown <component>`: plans built from the rendered manifests, then executed.
+
+mod execute;
+mod setup;
+mod teardown;
+
+use std::time::Duration;
+
+use raibid_config::Config;
+
+pub use execute::Executor;
+pub use setup::setup_plan;
+pub use teardown::teardown_plan;
+
+use crate::InfraError;
+use crate::cluster::Readiness;
+use crate::manifest::Manifest;
+use crate::render::render;
+use crate::tools::Tools;
+use crate::tree::Tree;
+
+/// Everything a plan depends on; nothing here needs a cluster.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub tree: &'a Tree,
+    /// `dev`, `prod`, or a path below `infra/` whose `redis`, `server` and `agents`
+    /// subdirectories are the components.
+    pub overlay: &'a str,
+    pub tools: Tools,
+    /// How long each wait (and `helm --wait`) may take.
+    pub timeout: Duration,
+}
+
+impl Context<'_> {
+    pub fn namespace(&self) -> &str {
+        &self.config.cluster.namespace
+    }
+
+    /// A component directory of the overlay (`dev/redis`).
+    fn overlay_component(&self, component: &str) -> Result<Vec<Manifest>, InfraError> {
+        render(
+            self.tree,
+            &format!("{}/{component}", self.overlay.trim_end_matches('/')),
+            self.config,
+        )
+    }
+
+    /// A directory shared by every overlay (`keda`, `gitea`, `flux`).
+    fn shared(&self, dir: &str) -> Result<Vec<Manifest>, InfraError> {
+        render(self.tree, dir, self.config)
+    }
+
+    /// The namespace object (it lives with Redis, the first component applied).
+    fn namespace_object(&self) -> Result<Vec<Manifest>, InfraError> {
+        Ok(self
+            .overlay_component("redis")?
+            .into_iter()
+            .filter(|m| m.kind() == "Namespace")
+            .collect())
+    }
+}
+
+/// What to wait for after applying `objects`.
+fn readiness_of(objects: &[Manifest]) -> Vec<Readiness> {
+    objects
+        .iter()
+        .filter_map(|m| {
+            let namespace = m.namespace().unwrap_or_default().to_owned();
+            let name = m.name().to_owned();
+            match m.kind() {
+                "StatefulSet" | "Deployment" => Some(Readiness::Rollout {
+                    kind: m.kind().to_owned(),
+                    namespace,
+                    name,
+                }),
+                "ScaledJob" => Some(Readiness::Reconciled {
+                    api_version: m.api_version().to_owned(),
+                    kind: m.kind().to_owned(),
+                    namespace,
+                    name,
+                }),
+                "HelmRelease" => Some(Readiness::Condition {
+                    api_version: m.api_version().to_owned(),
+                    kind: m.kind().to_owned(),
+                    namespace,
+                    name,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,169 @@
+//! The setup plan of each component.
+
+use super::{Context, readiness_of};
+use crate::InfraError;
+use crate::cluster::Readiness;
+use crate::components::Component;
+use crate::helm::HelmInstall;
+use crate::k3s::K3sInstall;
+use crate::manifest::Manifest;
+use crate::plan::{CommandLine, Plan, Step};
+use crate::secrets::{self, SecretSpec};
+
+pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, InfraError> {
+    let names: Vec<&str> = components.iter().map(|c| c.name()).collect();
+    let mut steps: Vec<Step> = Vec::new();
+    for component in components {
+        for step in component_steps(ctx, *component)? {
+            // Several components need the namespace and the same Secrets; once is enough.
+            let repeated = match &step {
+                Step::Apply { what, .. } if what == "namespace" => steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Apply { what, .. } if what == "namespace")),
+                Step::EnsureSecret { spec, .. } => steps.iter().any(
+                    |s| matches!(s, Step::EnsureSecret { spec: earlier, .. } if earlier.name == spec.name),
+                ),
+                _ => false,
+            };
+            if !repeated {
+                steps.push(step);
+            }
+        }
+    }
+    Ok(Plan {
+        title: format!(
+            "raibid setup {} (overlay {}, namespace {}):",
+            names.join(" "),
+            ctx.overlay,
+            ctx.namespace()
+        ),
+        steps,
+    })
+}
+
+fn ensure_secret(ctx: &Context<'_>, spec: &'static SecretSpec) -> Step {
+    Step::EnsureSecret {
+        spec,
+        namespace: ctx.namespace().to_owned(),
+        sources: secrets::sources(spec, ctx.config),
+    }
+}
+
+fn apply_and_wait(what: &str, objects: Vec<Manifest>) -> Vec<Step> {
+    let waits = readiness_of(&objects).into_iter().map(Step::Wait);
+    std::iter::once(Step::Apply {
+        what: what.to_owned(),
+        objects,
+    })
+    .chain(waits)
+    .collect()
+}
+
+fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>, InfraError> {
+    let namespace = || -> Result<Step, InfraError> {
+        Ok(Step::Apply {
+            what: "namespace".into(),
+            objects: ctx.namespace_object()?,
+        })
+    };
+    let mut steps = Vec::new();
+    match component {
+        Component::K3s => {
+            steps.push(Step::InstallK3s(K3sInstall::for_config(ctx.config)));
+            steps.push(Step::Wait(Readiness::Nodes));
+        }
+        Component::Redis => {
+            let objects: Vec<Manifest> = ctx
+                .overlay_component("redis")?
+                .into_iter()
+                .filter(|m| m.kind() != "Namespace")
+                .collect();
+            steps.push(namespace()?);
+            steps.push(ensure_secret(ctx, &secrets::REDIS));
+            steps.extend(apply_and_wait("redis", objects));
+        }
+        Component::Gitea => {
+            steps.push(namespace()?);
+            steps.push(ensure_secret(ctx, &secrets::GITEA_ADMIN));
+            let objects = ctx.shared("gitea")?;
+            if ctx.tools.helm {
+                steps.push(Step::Helm(HelmInstall::from_release(
+                    &objects,
+                    "gitea",
+                    ctx.timeout,
+                )?));
+                let alias = objects
+                    .into_iter()
+                    .filter(|m| m.kind() == "Service")
+                    .collect();
+                steps.push(Step::Apply {
+                    what: "gitea address".into(),
+                    objects: alias,
+                });
+            } else {
+                steps.push(Step::Note(
+                    "helm is not installed: Flux's helm-controller installs the chart, so Flux must \
+                     be running (`raibid setup flux`)"
+                        .into(),
+                ));
+                steps.extend(apply_and_wait("gitea (Flux HelmRelease)", objects));
+            }
+        }
+        Component::Keda => {
+            let objects = ctx.shared("keda")?;
+            if ctx.tools.helm {
+                steps.push(Step::Helm(HelmInstall::from_release(
+                    &objects,
+                    "keda",
+                    ctx.timeout,
+                )?));
+            } else {
+                steps.push(Step::Note(
+                    "helm is not installed: Flux's helm-controller installs the chart, so Flux must \
+                     be running (`raibid setup flux`)"
+                        .into(),
+                ));
+                steps.extend(apply_and_wait("keda (Flux HelmRelease)", objects));
+            }
+        }
+        Component::Flux => {
+            if !ctx.tools.flux {
+                steps.push(Step::Note(format!(
+                    "the flux CLI is not installed, so the next step will fail: {}",
+                    crate::tools::install_hint("flux")
+                )));
+            }
+            steps.push(Step::Run(CommandLine::new(
+                "flux",
+                vec!["install".into(), "--namespace".into(), "flux-system".into()],
+                format!(
+                    "install the Flux controllers (raibid is tested with Flux {})",
+                    ctx.config.flux.version
+                ),
+            )));
+            // The workloads Flux will apply need these Secrets, which are not in git.
+            steps.push(namespace()?);
+            for spec in secrets::CATALOG {
+                steps.push(ensure_secret(ctx, spec));
+            }
+            steps.push(Step::Apply {
+                what: "flux sync (GitRepository and Kustomizations)".into(),
+                objects: ctx.shared("flux")?,
+            });
+            steps.push(Step::Note(format!(
+                "Flux now syncs {} (branch {}, overlay {}): push this repository's infra/ there; \
+                 `raibid status flux` shows the sync",
+                ctx.config.flux.git_repo, ctx.config.flux.branch, ctx.config.flux.path
+            )));
+        }
+        Component::Server => {
+            steps.push(namespace()?);
+            steps.push(ensure_secret(ctx, &secrets::SERVER));
+            steps.extend(apply_and_wait("server", ctx.overlay_component("server")?));
+        }
+        Component::Agents => {
+            steps.extend(apply_and_wait("agents", ctx.overlay_component("agents")?));
+        }
+    }
+    Ok(steps)
+}

@@ -1,0 +1,201 @@
+//! A setup or teardown as a list of steps, decided before anything runs. `--dry-run` prints the
+//! plan with every object and command in full; a real run prints each step as it executes it.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use crate::cluster::{FIELD_MANAGER, Readiness};
+use crate::helm::HelmInstall;
+use crate::k3s::K3sInstall;
+use crate::manifest::{Manifest, ObjectRef, to_yaml_stream};
+use crate::secrets::{KeySource, SecretSpec};
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub title: String,
+    pub steps: Vec<Step>,
+}
+
+/// An external command with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Why it runs, for the missing-tool message.
+    pub purpose: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Skipped when a cluster is already reachable.
+    InstallK3s(K3sInstall),
+    Run(CommandLine),
+    Helm(HelmInstall),
+    /// Create or complete a Secret, keeping the values it already has.
+    EnsureSecret {
+        spec: &'static SecretSpec,
+        namespace: String,
+        sources: Vec<(&'static str, KeySource)>,
+    },
+    Apply {
+        what: String,
+        objects: Vec<Manifest>,
+    },
+    Wait(Readiness),
+    Delete {
+        what: String,
+        objects: Vec<ObjectRef>,
+    },
+    /// Delete the PersistentVolumeClaims (the data) matching a label selector.
+    DeleteClaims {
+        namespace: String,
+        selector: String,
+    },
+    /// Something the user must know before the next step (printed, never fails).
+    Note(String),
+}
+
+impl CommandLine {
+    pub fn new(program: &str, args: Vec<String>, purpose: impl Into<String>) -> Self {
+        Self {
+            program: program.to_owned(),
+            args,
+            purpose: purpose.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.program)?;
+        for arg in &self.args {
+            write!(f, " {}", shell_quote(arg))?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes an argument for a POSIX shell when it needs it.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+impl Step {
+    /// One line saying what the step does.
+    pub fn headline(&self) -> String {
+        match self {
+            Self::InstallK3s(K3sInstall::Installer { command }) => {
+                format!("install k3s unless a cluster is already reachable: {command}")
+            }
+            Self::InstallK3s(K3sInstall::Rootless { .. }) => {
+                "install rootless k3s unless a cluster is already reachable (by hand, see below)"
+                    .into()
+            }
+            Self::Run(command) => format!("run: {command}"),
+            Self::Helm(install) => format!("run: {install}"),
+            Self::EnsureSecret {
+                spec, namespace, ..
+            } => format!("ensure Secret {namespace}/{}", spec.name),
+            Self::Apply { what, objects } => format!(
+                "apply {what} ({} object{}, server-side apply, field manager {FIELD_MANAGER})",
+                objects.len(),
+                if objects.len() == 1 { "" } else { "s" }
+            ),
+            Self::Wait(readiness) => format!("wait for {readiness}"),
+            Self::Delete { what, objects } => format!(
+                "delete {what} ({} object{}; already absent is fine)",
+                objects.len(),
+                if objects.len() == 1 { "" } else { "s" }
+            ),
+            Self::DeleteClaims {
+                namespace,
+                selector,
+            } => format!(
+                "delete PersistentVolumeClaims in {namespace} matching {selector} (the data)"
+            ),
+            Self::Note(text) => format!("note: {text}"),
+        }
+    }
+
+    /// The full content a dry run shows under the headline.
+    pub fn details(&self) -> String {
+        let mut out = String::new();
+        match self {
+            Self::InstallK3s(K3sInstall::Rootless { instructions }) => out.push_str(instructions),
+            Self::Helm(HelmInstall {
+                values: Some(values),
+                ..
+            }) => {
+                out.push_str("values:\n");
+                out.push_str(values);
+            }
+            Self::EnsureSecret { sources, .. } => {
+                for (key, source) in sources {
+                    let _ = writeln!(out, "{key}: {source}");
+                }
+            }
+            Self::Apply { objects, .. } => {
+                out.push_str("---\n");
+                out.push_str(&to_yaml_stream(objects));
+            }
+            Self::Delete { objects, .. } => {
+                for object in objects {
+                    let _ = writeln!(out, "{object}");
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+impl Plan {
+    /// Writes the whole plan; `detailed` adds every object and value source (dry run).
+    pub fn write(&self, out: &mut dyn Write, detailed: bool) -> io::Result<()> {
+        writeln!(out, "{}", self.title)?;
+        for (i, step) in self.steps.iter().enumerate() {
+            writeln!(out, "{:>2}. {}", i + 1, step.headline())?;
+            if !detailed {
+                continue;
+            }
+            let details = step.details();
+            if matches!(step, Step::Apply { .. }) {
+                // Unindented, so the objects can be piped to `kubectl apply -f -` as they are.
+                out.write_all(details.as_bytes())?;
+                continue;
+            }
+            for line in details.lines() {
+                writeln!(out, "      {line}")?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_text(&self, detailed: bool) -> String {
+        let mut buffer = Vec::new();
+        self.write(&mut buffer, detailed)
+            .expect("writing to memory");
+        String::from_utf8(buffer).expect("plans are UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_only_what_needs_quoting() {
+        assert_eq!(shell_quote("--version"), "--version");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

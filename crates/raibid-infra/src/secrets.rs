@@ -1,0 +1,263 @@
+//! The Secrets raibid-ci needs, created by `raibid setup` instead of living in git.
+//!
+//! Values come from the raibid configuration when it has them (the Redis password inside
+//! `redis.url`, `server.webhook_secret`, `gitea.token`); otherwise a value already in the
+//! cluster is kept, and only a missing one is generated. Running setup twice therefore changes
+//! nothing, and a generated password is never rotated behind the pods' backs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use raibid_config::Config;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+use crate::manifest::Manifest;
+
+/// A Secret the manifests reference, and the labels it gets.
+#[derive(Debug)]
+pub struct SecretSpec {
+    pub name: &'static str,
+    pub keys: &'static [&'static str],
+    /// `app.kubernetes.io/name` and `component` labels.
+    pub app: &'static str,
+    pub component: &'static str,
+}
+
+pub const REDIS: SecretSpec = SecretSpec {
+    name: "raibid-redis",
+    keys: &["password"],
+    app: "redis",
+    component: "queue",
+};
+
+pub const SERVER: SecretSpec = SecretSpec {
+    name: "raibid-server",
+    keys: &["webhook-secret", "gitea-token"],
+    app: "raibid",
+    component: "server",
+};
+
+pub const GITEA_ADMIN: SecretSpec = SecretSpec {
+    name: "gitea-admin",
+    keys: &["username", "password"],
+    app: "gitea",
+    component: "forge",
+};
+
+pub const CATALOG: &[&SecretSpec] = &[&REDIS, &SERVER, &GITEA_ADMIN];
+
+/// Whether `raibid setup` creates key `key` of Secret `name`.
+pub fn provides(name: &str, key: &str) -> bool {
+    CATALOG
+        .iter()
+        .any(|s| s.name == name && s.keys.contains(&key))
+}
+
+pub fn catalog_summary() -> String {
+    CATALOG
+        .iter()
+        .map(|s| format!("{}: {}", s.name, s.keys.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Where one key's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// From the raibid configuration (the field named here).
+    Config { field: &'static str, value: String },
+    /// The cluster's current value, or a new random one.
+    KeepOrGenerate,
+    /// The cluster's current value, or empty (a token only a person can create).
+    KeepOrEmpty,
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config { field, .. } => write!(f, "from {field} in the configuration"),
+            Self::KeepOrGenerate => f.write_str("kept if present, else generated (32 characters)"),
+            Self::KeepOrEmpty => f.write_str("kept if present, else empty"),
+        }
+    }
+}
+
+/// Where each key of `spec` comes from, given `config`.
+pub fn sources(spec: &SecretSpec, config: &Config) -> Vec<(&'static str, KeySource)> {
+    let from = |field: &'static str, value: &str, otherwise: KeySource| {
+        if value.is_empty() {
+            otherwise
+        } else {
+            KeySource::Config {
+                field,
+                value: value.to_owned(),
+            }
+        }
+    };
+    spec.keys
+        .iter()
+        .map(|key| {
+            let source = match (spec.name, *key) {
+                ("raibid-redis", "password") => from(
+                    "redis.url",
+                    &redis_password(config.redis.url.expose()).unwrap_or_default(),
+                    KeySource::KeepOrGenerate,
+                ),
+                ("raibid-server", "webhook-secret") => from(
+                    "server.webhook_secret",
+                    config.server.webhook_secret.expose(),
+                    KeySource::KeepOrGenerate,
+                ),
+                ("raibid-server", "gitea-token") => from(
+                    "gitea.token",
+                    config.gitea.token.expose(),
+                    KeySource::KeepOrEmpty,
+                ),
+                ("gitea-admin", "username") => from(
+                    "gitea.admin_user",
+                    &config.gitea.admin_user,
+                    KeySource::KeepOrGenerate,
+                ),
+                _ => KeySource::KeepOrGenerate,
+            };
+            (*key, source)
+        })
+        .collect()
+}
+
+/// The password in `redis://[user]:password@host...`, if any.
+pub fn redis_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+    (!password.is_empty()).then(|| password.to_owned())
+}
+
+/// The values to write, keeping what `existing` (the cluster's Secret data) already has.
+pub fn resolve(
+    sources: &[(&'static str, KeySource)],
+    existing: Option<&BTreeMap<String, ByteString>>,
+) -> BTreeMap<String, String> {
+    let current = |key: &str| {
+        existing
+            .and_then(|data| data.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    sources
+        .iter()
+        .map(|(key, source)| {
+            let value = match source {
+                KeySource::Config { value, .. } => value.clone(),
+                KeySource::KeepOrGenerate => current(key).unwrap_or_else(generate),
+                KeySource::KeepOrEmpty => current(key).unwrap_or_default(),
+            };
+            ((*key).to_owned(), value)
+        })
+        .collect()
+}
+
+/// A random URL-safe value (the Redis password ends up inside a `redis://` URL).
+fn generate() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// The typed Secret object, labelled like everything else raibid deploys.
+pub fn build(spec: &SecretSpec, namespace: &str, values: BTreeMap<String, String>) -> Manifest {
+    let labels = [
+        ("app.kubernetes.io/name", spec.app),
+        ("app.kubernetes.io/component", spec.component),
+        ("app.kubernetes.io/part-of", "raibid-ci"),
+        ("app.kubernetes.io/managed-by", "raibid"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(spec.name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            values
+                .into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Manifest::new(
+        format!("(generated by raibid setup: {})", spec.name),
+        serde_json::to_value(secret).expect("Secret serializes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_password_in_redis_urls() {
+        assert_eq!(
+            redis_password("redis://:pw@host:6379").as_deref(),
+            Some("pw")
+        );
+        assert_eq!(
+            redis_password("rediss://user:pw@host:6379/0").as_deref(),
+            Some("pw")
+        );
+        assert_eq!(redis_password("redis://127.0.0.1:6379"), None);
+        assert_eq!(redis_password("redis://:@host"), None);
+    }
+
+    #[test]
+    fn keeps_existing_values_and_generates_missing_ones() {
+        let config = Config::default();
+        let sources = sources(&REDIS, &config);
+        assert_eq!(sources, [("password", KeySource::KeepOrGenerate)]);
+        let existing = BTreeMap::from([("password".to_owned(), ByteString(b"old".to_vec()))]);
+        assert_eq!(resolve(&sources, Some(&existing))["password"], "old");
+        let fresh = resolve(&sources, None);
+        assert_eq!(fresh["password"].len(), 32);
+        assert_ne!(fresh, resolve(&sources, None), "two generations differ");
+    }
+
+    #[test]
+    fn configuration_wins_over_the_cluster() {
+        let mut config = Config::default();
+        config.redis.url = raibid_config::Secret::new("redis://:fromconfig@x:6379");
+        config.server.webhook_secret = raibid_config::Secret::new("hook");
+        let existing = BTreeMap::from([("password".to_owned(), ByteString(b"old".to_vec()))]);
+        assert_eq!(
+            resolve(&sources(&REDIS, &config), Some(&existing))["password"],
+            "fromconfig"
+        );
+        let server = resolve(&sources(&SERVER, &config), None);
+        assert_eq!(server["webhook-secret"], "hook");
+        assert_eq!(server["gitea-token"], "", "a token is never invented");
+    }
+
+    #[test]
+    fn secrets_are_typed_and_labelled() {
+        let secret = build(
+            &SERVER,
+            "ci",
+            BTreeMap::from([("gitea-token".into(), "t".into())]),
+        );
+        assert_eq!(secret.kind(), "Secret");
+        assert_eq!(secret.namespace(), Some("ci"));
+        assert_eq!(secret.object["data"]["gitea-token"], "dA==");
+        assert_eq!(secret.label("app.kubernetes.io/part-of"), Some("raibid-ci"));
+    }
+}

@@ -1,0 +1,331 @@
+//! Agreement between the manifests and the programs they run.
+//!
+//! The server pushes jobs onto `<stream_name>:<pool>`, the agents read them as `consumer_group`,
+//! and KEDA scales on the lag of that same stream and group. If a manifest and the configuration
+//! disagree, jobs wait forever and nothing fails loudly, so this check ties them together: the
+//! pool comes from the agent's own `--pool` argument, the names from the configuration.
+
+use std::path::Path;
+
+use raibid_config::Config;
+use raibid_model::PoolName;
+use serde_json::Value;
+
+use super::Issue;
+use crate::kinds;
+use crate::manifest::Manifest;
+use crate::path::FieldPath;
+use crate::secrets;
+
+/// Name of the ConfigMap that holds the in-cluster `config.yaml`.
+pub const CONFIG_MAP: &str = "raibid-config";
+
+/// The pool each ScaledJob serves, read from its agent's `--pool` argument.
+pub fn pools(objects: &[Manifest]) -> Vec<(PoolName, &Manifest)> {
+    objects
+        .iter()
+        .filter(|m| m.kind() == "ScaledJob")
+        .filter_map(|m| Some((pool_argument(m)?.parse().ok()?, m)))
+        .collect()
+}
+
+fn agent_command(manifest: &Manifest) -> Vec<&str> {
+    let container = &manifest.object["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0];
+    ["command", "args"]
+        .iter()
+        .filter_map(|k| container[*k].as_array())
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+fn pool_argument(manifest: &Manifest) -> Option<&str> {
+    let command = agent_command(manifest);
+    let at = command.iter().position(|a| *a == "--pool")?;
+    command.get(at + 1).copied()
+}
+
+pub fn check(objects: &[Manifest], config: &Config) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let scaled_jobs: Vec<&Manifest> = objects.iter().filter(|m| m.kind() == "ScaledJob").collect();
+    for manifest in &scaled_jobs {
+        scaled_job(manifest, config, &mut issues);
+    }
+    let served: Vec<PoolName> = pools(objects).into_iter().map(|(p, _)| p).collect();
+    for manifest in objects {
+        if manifest.kind() == "ConfigMap" && manifest.name() == CONFIG_MAP {
+            config_map(
+                manifest,
+                config,
+                (!scaled_jobs.is_empty()).then_some(&served),
+                &mut issues,
+            );
+        }
+        environment(manifest, &mut issues);
+        secret_references(manifest, &mut issues);
+    }
+    issues
+}
+
+fn scaled_job(manifest: &Manifest, config: &Config, issues: &mut Vec<Issue>) {
+    let command_path =
+        FieldPath::from_pointer("/spec/jobTargetRef/template/spec/containers/0/command");
+    let command = agent_command(manifest);
+    if !(command.contains(&"agent") && command.contains(&"--once")) {
+        issues.push(Issue::new(
+            manifest,
+            command_path.clone(),
+            "the agent must run as `raibid agent --once --pool <pool>`: one job per pod",
+        ));
+    }
+    let Some(raw_pool) = pool_argument(manifest) else {
+        issues.push(Issue::new(
+            manifest,
+            command_path,
+            "no `--pool <pool>` argument",
+        ));
+        return;
+    };
+    let pool = match PoolName::new(raw_pool) {
+        Ok(pool) => pool,
+        Err(e) => {
+            issues.push(Issue::new(manifest, command_path, e.to_string()));
+            return;
+        }
+    };
+    let pool_label = FieldPath::root()
+        .key("metadata")
+        .key("labels")
+        .key("raibid.dev/pool");
+    if manifest
+        .label("raibid.dev/pool")
+        .is_some_and(|l| l != pool.as_str())
+    {
+        issues.push(Issue::new(
+            manifest,
+            pool_label,
+            format!("must equal the agent's pool {pool}"),
+        ));
+    }
+    let spec = &manifest.object["spec"];
+    let expect_number = |issues: &mut Vec<Issue>, field: &str, want: u64, key: &str| {
+        if spec[field].as_u64() != Some(want) {
+            issues.push(Issue::new(
+                manifest,
+                FieldPath::root().key("spec").key(field),
+                format!(
+                    "is {}, but {key} in the configuration is {want}",
+                    spec[field]
+                ),
+            ));
+        }
+    };
+    expect_number(
+        issues,
+        "pollingInterval",
+        config.keda.polling_interval,
+        "keda.polling_interval",
+    );
+    expect_number(
+        issues,
+        "maxReplicaCount",
+        u64::from(config.keda.max_replicas),
+        "keda.max_replicas",
+    );
+    let stream = config.stream_for(&pool);
+    let triggers = spec["triggers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, trigger) in triggers.iter().enumerate() {
+        let metadata = FieldPath::root()
+            .key("spec")
+            .key("triggers")
+            .index(i)
+            .key("metadata");
+        let pairs = [
+            (
+                "stream",
+                stream.as_str(),
+                "redis.stream_name and the agent's pool give",
+            ),
+            (
+                "consumerGroup",
+                config.redis.consumer_group.as_str(),
+                "redis.consumer_group is",
+            ),
+        ];
+        for (field, want, source) in pairs {
+            let actual = &trigger["metadata"][field];
+            if actual != want {
+                issues.push(Issue::new(
+                    manifest,
+                    metadata.clone().key(field),
+                    format!(
+                        "is {actual}, but {source} {want:?}: KEDA would watch a queue nobody uses"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn config_map(
+    manifest: &Manifest,
+    config: &Config,
+    served_pools: Option<&Vec<PoolName>>,
+    issues: &mut Vec<Issue>,
+) {
+    let path = FieldPath::root().key("data").key("config.yaml");
+    let Some(text) = manifest.object["data"]["config.yaml"].as_str() else {
+        issues.push(Issue::new(
+            manifest,
+            path,
+            "missing: the server and agents read it",
+        ));
+        return;
+    };
+    let in_cluster = match raibid_config::load_from_str(text, Path::new(&manifest.source), &[]) {
+        Ok(c) => c,
+        Err(e) => {
+            issues.push(Issue::new(
+                manifest,
+                path,
+                format!("not a valid raibid configuration: {e}"),
+            ));
+            return;
+        }
+    };
+    let pairs = [
+        (
+            "redis.stream_name",
+            &in_cluster.redis.stream_name,
+            &config.redis.stream_name,
+        ),
+        (
+            "redis.consumer_group",
+            &in_cluster.redis.consumer_group,
+            &config.redis.consumer_group,
+        ),
+    ];
+    for (key, actual, want) in pairs {
+        if actual != want {
+            issues.push(Issue::new(
+                manifest,
+                path.clone(),
+                format!("{key} is {actual:?} but the configuration says {want:?}"),
+            ));
+        }
+    }
+    if let Some(served) = served_pools {
+        let wanted = std::iter::once(&in_cluster.server.default_pool)
+            .chain(in_cluster.server.pool_rules.iter().map(|r| &r.pool));
+        for pool in wanted {
+            if !served.contains(pool) {
+                issues.push(Issue::new(
+                    manifest,
+                    path.clone(),
+                    format!(
+                        "jobs for pool {pool} would wait forever: no ScaledJob runs `--pool {pool}`"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// `RAIBID_*` variables must name configuration fields: the configuration loader refuses
+/// unknown ones at start-up, which in a pod means a crash loop.
+fn environment(manifest: &Manifest, issues: &mut Vec<Issue>) {
+    for_each_container(manifest, |container, path| {
+        let env = container["env"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (i, var) in env.iter().enumerate() {
+            let Some(name) = var["name"].as_str().filter(|n| n.starts_with("RAIBID_")) else {
+                continue;
+            };
+            let value = var["value"]
+                .as_str()
+                .unwrap_or("from-a-reference")
+                .to_owned();
+            let vars = [(name.to_owned(), value)];
+            if let Err(e) = raibid_config::load_from_str("", Path::new("(environment)"), &vars) {
+                issues.push(Issue::new(
+                    manifest,
+                    path.clone().key("env").index(i),
+                    e.to_string(),
+                ));
+            }
+        }
+    });
+}
+
+fn secret_references(manifest: &Manifest, issues: &mut Vec<Issue>) {
+    let mut check = |name: &Value, key: &Value, path: FieldPath| {
+        let (Some(name), Some(key)) = (name.as_str(), key.as_str()) else {
+            return;
+        };
+        if !secrets::provides(name, key) {
+            issues.push(Issue::new(
+                manifest,
+                path,
+                format!(
+                    "Secret {name} key {key} is not one `raibid setup` creates ({})",
+                    secrets::catalog_summary()
+                ),
+            ));
+        }
+    };
+    for_each_container(manifest, |container, path| {
+        let env = container["env"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (i, var) in env.iter().enumerate() {
+            let reference = &var["valueFrom"]["secretKeyRef"];
+            check(
+                &reference["name"],
+                &reference["key"],
+                path.clone()
+                    .key("env")
+                    .index(i)
+                    .key("valueFrom")
+                    .key("secretKeyRef"),
+            );
+        }
+    });
+    if manifest.kind() == "TriggerAuthentication" {
+        let refs = manifest.object["spec"]["secretTargetRef"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (i, reference) in refs.iter().enumerate() {
+            let path = FieldPath::root()
+                .key("spec")
+                .key("secretTargetRef")
+                .index(i);
+            check(&reference["name"], &reference["key"], path);
+        }
+    }
+}
+
+fn for_each_container(manifest: &Manifest, mut f: impl FnMut(&Value, FieldPath)) {
+    let Some(pointer) =
+        kinds::lookup(manifest.api_version(), manifest.kind()).and_then(|k| k.pod_spec)
+    else {
+        return;
+    };
+    let Some(spec) = manifest.object.pointer(pointer) else {
+        return;
+    };
+    for list in ["initContainers", "containers"] {
+        for (i, container) in spec[list].as_array().into_iter().flatten().enumerate() {
+            f(
+                container,
+                FieldPath::from_pointer(pointer).key(list).index(i),
+            );
+        }
+    }
+}

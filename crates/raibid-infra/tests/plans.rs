@@ -1,0 +1,274 @@
+//! `--dry-run` plans: built and printed without any cluster (the kubeconfig points nowhere),
+//! in dependency order, with every object and command in full. The printed plans are
+//! snapshots in tests/snapshots/; run with UPDATE_SNAPSHOTS=1 to rewrite them after an
+//! intended change, and review the diff.
+
+use std::path::Path;
+
+use raibid_config::Config;
+use raibid_infra::{ComponentArg, SetupArgs, TeardownArgs, Tools, setup_to, teardown_to};
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.cluster.kubeconfig = "/nonexistent/kubeconfig".into();
+    config
+}
+
+const ALL_TOOLS: Tools = Tools {
+    helm: true,
+    flux: true,
+};
+
+fn setup_args(components: &[ComponentArg]) -> SetupArgs {
+    SetupArgs {
+        components: components.to_vec(),
+        dry_run: true,
+        timeout: 300,
+        overlay: "dev".into(),
+        infra_dir: None,
+    }
+}
+
+fn teardown_args(components: &[ComponentArg], delete_data: bool) -> TeardownArgs {
+    TeardownArgs {
+        components: components.to_vec(),
+        dry_run: true,
+        timeout: 300,
+        overlay: "dev".into(),
+        infra_dir: None,
+        delete_data,
+    }
+}
+
+async fn setup_text(args: SetupArgs, tools: Tools) -> String {
+    let mut out = Vec::new();
+    setup_to(args, &config(), tools, &mut out).await.unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+async fn teardown_text(args: TeardownArgs, tools: Tools) -> String {
+    let mut out = Vec::new();
+    teardown_to(args, &config(), tools, &mut out).await.unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// The numbered step lines only.
+fn headlines(text: &str) -> String {
+    text.lines()
+        .map(str::trim_start)
+        .filter(|l| {
+            l.split_once(". ")
+                .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_SNAPSHOTS=1 to create it)",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{} differs from the printed plan (UPDATE_SNAPSHOTS=1 rewrites it):\n{actual}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn setup_redis_dry_run_prints_every_object() {
+    let text = setup_text(setup_args(&[ComponentArg::Redis]), ALL_TOOLS).await;
+    assert_snapshot("setup-redis-dev.txt", &text);
+    assert!(text.ends_with("dry run: nothing was changed\n"));
+}
+
+#[tokio::test]
+async fn setup_all_runs_in_dependency_order() {
+    let text = setup_text(setup_args(&[ComponentArg::All]), ALL_TOOLS).await;
+    assert_snapshot("setup-all-dev.headlines.txt", &headlines(&text));
+    let position = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in plan"))
+    };
+    assert!(position("install k3s") < position("apply redis"));
+    assert!(position("apply redis") < position("helm upgrade --install keda"));
+    assert!(position("helm upgrade --install gitea") < position("flux install"));
+    assert!(position("flux install") < position("apply server"));
+    assert_eq!(
+        text.matches("apply namespace").count(),
+        1,
+        "the namespace is applied once"
+    );
+    assert_eq!(
+        text.matches("ensure Secret raibid-ci/raibid-server")
+            .count(),
+        1
+    );
+    assert!(position("apply server") < position("apply agents"));
+}
+
+#[tokio::test]
+async fn given_components_are_reordered_and_deduplicated() {
+    let a = setup_text(
+        setup_args(&[
+            ComponentArg::Agents,
+            ComponentArg::Redis,
+            ComponentArg::Agents,
+        ]),
+        ALL_TOOLS,
+    )
+    .await;
+    let b = setup_text(
+        setup_args(&[ComponentArg::Redis, ComponentArg::Agents]),
+        ALL_TOOLS,
+    )
+    .await;
+    assert_eq!(a.replace("agents redis", "redis agents"), b);
+    assert!(
+        a.starts_with("raibid setup redis agents (overlay dev, namespace raibid-ci):"),
+        "{a}"
+    );
+}
+
+#[tokio::test]
+async fn helm_charts_come_from_the_flux_releases() {
+    let text = setup_text(
+        setup_args(&[ComponentArg::Keda, ComponentArg::Gitea]),
+        ALL_TOOLS,
+    )
+    .await;
+    assert!(
+        text.contains(
+            "run: helm upgrade --install keda keda --repo https://kedacore.github.io/charts \
+         --version 2.20.2 --namespace keda --create-namespace --wait --timeout 300s"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "run: helm upgrade --install gitea gitea --repo https://dl.gitea.com/charts/ --version \
+         12.4.0 --namespace raibid-ci --values <values below> --wait --timeout 300s"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("      ALLOWED_HOST_LIST: raibid-server.raibid-ci.svc.cluster.local"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn without_helm_flux_installs_the_charts() {
+    let tools = Tools {
+        helm: false,
+        flux: true,
+    };
+    let text = setup_text(setup_args(&[ComponentArg::Keda]), tools).await;
+    assert!(
+        text.contains("note: helm is not installed: Flux's helm-controller installs the chart")
+    );
+    assert!(text.contains("kind: HelmRelease"));
+    assert!(text.contains("wait for HelmRelease flux-system/keda: condition Ready=True"));
+}
+
+#[tokio::test]
+async fn a_missing_flux_cli_is_announced_in_the_plan() {
+    let text = setup_text(
+        setup_args(&[ComponentArg::Flux]),
+        Tools {
+            helm: true,
+            flux: false,
+        },
+    )
+    .await;
+    assert!(
+        text.contains("note: the flux CLI is not installed, so the next step will fail"),
+        "{text}"
+    );
+    let with = setup_text(setup_args(&[ComponentArg::Flux]), ALL_TOOLS).await;
+    assert!(!with.contains("flux CLI is not installed"));
+}
+
+#[tokio::test]
+async fn k3s_setup_prints_the_exact_installer_command() {
+    let text = setup_text(setup_args(&[ComponentArg::K3s]), ALL_TOOLS).await;
+    assert_eq!(
+        text,
+        "raibid setup k3s (overlay dev, namespace raibid-ci):\n \
+         1. install k3s unless a cluster is already reachable: installer=$(mktemp) && curl -sfL \
+         https://get.k3s.io -o \"$installer\" && INSTALL_K3S_EXEC='server --disable traefik \
+         --data-dir /var/lib/rancher/k3s --write-kubeconfig-mode 0644' sh \"$installer\"\n \
+         2. wait for every node Ready\n\
+         dry run: nothing was changed\n"
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_described_never_printed() {
+    let mut config = config();
+    config.server.webhook_secret = raibid_config::Secret::new("do-not-print-me");
+    let mut out = Vec::new();
+    setup_to(
+        setup_args(&[ComponentArg::Server]),
+        &config,
+        ALL_TOOLS,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("do-not-print-me"));
+    assert!(
+        text.contains("webhook-secret: from server.webhook_secret in the configuration"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gitea-token: kept if present, else empty"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn teardown_runs_backwards_and_keeps_data_unless_asked() {
+    let keep = teardown_text(teardown_args(&[ComponentArg::All], false), ALL_TOOLS).await;
+    assert!(!keep.contains("PersistentVolumeClaims"));
+    assert!(!keep.contains("Namespace/raibid-ci"));
+    let purge = teardown_text(teardown_args(&[ComponentArg::All], true), ALL_TOOLS).await;
+    assert_snapshot("teardown-all-delete-data.headlines.txt", &headlines(&purge));
+    let position = |needle: &str| {
+        purge
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?}"))
+    };
+    assert!(position("delete agents") < position("delete server"));
+    assert!(position("delete server") < position("flux uninstall"));
+    assert!(position("helm uninstall keda") < position("delete redis"));
+    assert!(position("delete redis") < position("Namespace/raibid-ci"));
+    assert!(position("Namespace/raibid-ci") < position("k3s-uninstall.sh"));
+}
+
+#[tokio::test]
+async fn an_unknown_overlay_lists_the_available_ones() {
+    let mut args = setup_args(&[ComponentArg::Redis]);
+    args.overlay = "staging".into();
+    let mut out = Vec::new();
+    let err = setup_to(args, &config(), ALL_TOOLS, &mut out)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("no kustomization named \"staging/redis\"; available: "),
+        "{err}"
+    );
+    assert!(err.contains("overlays/dev/redis"), "{err}");
+}

@@ -1,0 +1,369 @@
+//! The image-architecture preflight against a real registry (Debian's `docker-registry`, the
+//! CNCF distribution server) on a loopback port, and against a stand-in for Docker Hub's
+//! anonymous token exchange.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use raibid_config::Config;
+use raibid_infra::preflight::{FetchOptions, PreflightError, check_image};
+use raibid_infra::{InfraCommand, run_infra_to};
+use raibid_testkit::{free_port, require_binary};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+struct Registry {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    fn start() -> Self {
+        let binary = require_binary("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.path().join("config.yml");
+            std::fs::write(&config, config_yaml(dir.path(), port)).unwrap();
+            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+            let mut child = Command::new(&binary)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("spawn docker-registry");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last = format!(
+                        "exited ({status}): {}",
+                        std::fs::read_to_string(dir.path().join("registry.log"))
+                            .unwrap_or_default()
+                    );
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self {
+                        child,
+                        host: format!("127.0.0.1:{port}"),
+                        _dir: dir,
+                    };
+                }
+                if Instant::now() > deadline {
+                    last = "did not listen within 15s".into();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("could not start docker-registry: {last}");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/v2/{path}", self.host)
+    }
+
+    async fn push_blob(&self, http: &reqwest::Client, repo: &str, data: &[u8]) -> String {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(data)));
+        let response = http
+            .post(self.url(&format!("{repo}/blobs/uploads/")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{}{location}", self.host)
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let response = http
+            .put(format!("{location}{separator}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        digest
+    }
+
+    async fn push_manifest(
+        &self,
+        http: &reqwest::Client,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
+        let response = http
+            .put(self.url(&format!("{repo}/manifests/{reference}")))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        format!("sha256:{}", hex::encode(Sha256::digest(body)))
+    }
+
+    /// Pushes a one-layer image for `arch` (and `variant`) and returns its manifest and size.
+    async fn push_image(
+        &self,
+        http: &reqwest::Client,
+        repo: &str,
+        arch: &str,
+        variant: Option<&str>,
+    ) -> (String, usize) {
+        let mut config = json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "config": {}});
+        if let Some(v) = variant {
+            config["variant"] = json!(v);
+        }
+        let config = serde_json::to_vec(&config).unwrap();
+        let layer = format!("layer for {arch}").into_bytes();
+        let config_digest = self.push_blob(http, repo, &config).await;
+        let layer_digest = self.push_blob(http, repo, &layer).await;
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}]
+        }))
+        .unwrap();
+        let digest = self
+            .push_manifest(
+                http,
+                repo,
+                &format!("{arch}{}", variant.unwrap_or("")),
+                OCI_MANIFEST,
+                &manifest,
+            )
+            .await;
+        (digest, manifest.len())
+    }
+}
+
+fn config_yaml(dir: &Path, port: u16) -> String {
+    format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+         http:\n  addr: 127.0.0.1:{port}\n  secret: raibid-test-only\n",
+        dir.join("data").display()
+    )
+}
+
+fn options() -> FetchOptions {
+    FetchOptions {
+        timeout: Duration::from_secs(10),
+        ..FetchOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn checks_multi_arch_and_single_arch_images_in_a_real_registry() {
+    let registry = Registry::start();
+    let http = reqwest::Client::new();
+    let (amd64, amd64_size) = registry.push_image(&http, "ci/tool", "amd64", None).await;
+    let (armv7, armv7_size) = registry
+        .push_image(&http, "ci/tool", "arm", Some("v7"))
+        .await;
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": amd64, "size": amd64_size, "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": armv7, "size": armv7_size, "platform": {"architecture": "arm", "os": "linux", "variant": "v7"}}
+        ]
+    }))
+    .unwrap();
+    registry
+        .push_manifest(&http, "ci/tool", "1.0", OCI_INDEX, &index)
+        .await;
+    let image = format!("{}/ci/tool:1.0", registry.host);
+
+    let ok = check_image(&image, "amd64", &options()).await.unwrap();
+    assert_eq!(ok.platform, "linux/amd64");
+    assert_eq!(ok.digest, amd64);
+    assert!(ok.multi_arch);
+
+    let start = Instant::now();
+    let err = check_image(&image, "arm64", &options()).await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        err,
+        PreflightError::MissingArch {
+            image: image.clone(),
+            wanted: "linux/arm64".into(),
+            available: vec!["linux/amd64".into(), "linux/arm/v7".into()],
+        }
+    );
+
+    // A single-platform image: the architecture comes from its config blob.
+    let single = format!("{}/ci/tool:amd64", registry.host);
+    assert_eq!(
+        check_image(&single, "x86_64", &options())
+            .await
+            .unwrap()
+            .platform,
+        "linux/amd64"
+    );
+    let err = check_image(&single, "arm64", &options())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no linux/arm64 image (it has: linux/amd64)"),
+        "{err}"
+    );
+
+    let missing = format!("{}/ci/tool:nope", registry.host);
+    let err = check_image(&missing, "amd64", &options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PreflightError::Refused { status: 404, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no such image or tag"), "{err}");
+
+    // The command-line entry point prints one line either way.
+    let mut out = Vec::new();
+    let command = InfraCommand::CheckImage {
+        image: image.clone(),
+        arch: "amd64".into(),
+        insecure: false,
+        timeout: 10,
+    };
+    run_infra_to(command, &Config::default(), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("ok: {image} has linux/amd64 ({amd64}, multi-arch)\n")
+    );
+    let command = InfraCommand::CheckImage {
+        image,
+        arch: "arm64".into(),
+        insecure: false,
+        timeout: 10,
+    };
+    let err = run_infra_to(command, &Config::default(), &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(it has: linux/amd64, linux/arm/v7)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_fails_fast() {
+    let image = format!("127.0.0.1:{}/ci/tool:1", free_port());
+    let start = Instant::now();
+    let err = check_image(&image, "arm64", &options()).await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(matches!(err, PreflightError::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot reach the registry 127.0.0.1:"),
+        "{err}"
+    );
+}
+
+/// A registry that wants an anonymous bearer token first, like Docker Hub and GHCR.
+async fn token_registry(token_requests: Arc<AtomicUsize>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let token_requests = token_requests.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                let target = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let (status, headers, body) = if target.starts_with("/token?") {
+                    token_requests.fetch_add(1, Ordering::SeqCst);
+                    assert!(target.contains("service=fake"), "{target}");
+                    assert!(
+                        target.contains("scope=repository%3ateam%2ftool%3apull"),
+                        "{target}"
+                    );
+                    (
+                        "200 OK",
+                        "content-type: application/json\r\n".to_owned(),
+                        r#"{"token":"tok123"}"#.to_owned(),
+                    )
+                } else if !text.contains("authorization: bearer tok123") {
+                    let challenge = format!(
+                        "www-authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:team/tool:pull\"\r\n"
+                    );
+                    (
+                        "401 Unauthorized",
+                        challenge,
+                        r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#.to_owned(),
+                    )
+                } else {
+                    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+                        {"mediaType": OCI_MANIFEST, "digest": "sha256:aa", "size": 1, "platform": {"architecture": "arm64", "os": "linux"}}
+                    ]});
+                    (
+                        "200 OK",
+                        format!("content-type: {OCI_INDEX}\r\n"),
+                        index.to_string(),
+                    )
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn follows_the_anonymous_token_exchange() {
+    let token_requests = Arc::new(AtomicUsize::new(0));
+    let port = token_registry(token_requests.clone()).await;
+    let image = format!("127.0.0.1:{port}/team/tool:1");
+    let ok = check_image(&image, "arm64", &options()).await.unwrap();
+    assert_eq!(ok.platform, "linux/arm64");
+    assert_eq!(token_requests.load(Ordering::SeqCst), 1);
+}

@@ -1,0 +1,103 @@
+//! Frame cost of the jobs screen with 10,000 jobs in memory, the most the dashboard keeps.
+//! Only the rows on screen are built, so this should not depend on the number of jobs.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
+use raibid_tui::{App, DataEvent, JobsUpdate, Kubeconfig};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const JOBS: u32 = 10_000;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap()
+}
+
+fn jobs() -> Vec<Job> {
+    (0..JOBS)
+        .rev()
+        .map(|i| {
+            let status = JobStatus::ALL[(i % 7) as usize];
+            let created_at = now() - chrono::Duration::seconds(i64::from(i) * 30);
+            let started_at =
+                (status != JobStatus::Queued).then(|| created_at + chrono::Duration::seconds(5));
+            Job {
+                id: format!("01JXK4Q3ZP8M5T7V2W9R{i:06}"),
+                spec: NewJob {
+                    repo: format!("org-{}/repo-{}", i % 13, i % 101),
+                    clone_url: String::new(),
+                    git_ref: format!("refs/heads/branch-{}", i % 17),
+                    sha: "0123456789abcdef0123456789abcdef01234567".into(),
+                    event: Event::Push,
+                    pool: PoolName::default(),
+                    forge: None,
+                    pr_number: None,
+                    from_fork: false,
+                    sender: None,
+                    delivery_id: None,
+                    env: BTreeMap::new(),
+                    retry_of: None,
+                },
+                status,
+                attempt: 1,
+                created_at,
+                started_at,
+                finished_at: status
+                    .is_final()
+                    .then(|| created_at + chrono::Duration::seconds(95)),
+                agent: started_at.map(|_| format!("agent-{}", i % 8)),
+                reason: None,
+                cancel_requested: false,
+                steps: Vec::new(),
+                images: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn app_with_jobs() -> App {
+    let mut app = App::new("http://127.0.0.1:8080", Kubeconfig::Absent);
+    app.apply(DataEvent::Jobs(JobsUpdate {
+        newest: jobs(),
+        at: now(),
+        ..JobsUpdate::default()
+    }));
+    app
+}
+
+fn render(c: &mut Criterion) {
+    let mut app = app_with_jobs();
+    for (w, h) in [(80, 24), (160, 48)] {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+        c.bench_function(&format!("jobs screen, {JOBS} jobs, {w}x{h}"), |b| {
+            b.iter(|| {
+                terminal.draw(|frame| app.draw(frame, now())).expect("draw");
+            });
+        });
+    }
+    // What a poll brings in practice: the newest page, merged into a full store, then the
+    // shown rows recomputed. The copy of the page is made outside the timed part.
+    let newest: Vec<Job> = jobs().into_iter().take(200).collect();
+    c.bench_function(
+        &format!("apply a poll (200 newest) to {JOBS} jobs (merge, filter, sort)"),
+        |b| {
+            b.iter_batched(
+                || newest.clone(),
+                |page| {
+                    app.apply(DataEvent::Jobs(JobsUpdate {
+                        newest: page,
+                        at: now(),
+                        ..JobsUpdate::default()
+                    }));
+                },
+                BatchSize::SmallInput,
+            );
+        },
+    );
+}
+
+criterion_group!(benches, render);
+criterion_main!(benches);

@@ -1,0 +1,575 @@
+//! One job: what it is, how its steps went, and its log as it is written.
+
+use chrono::{DateTime, Utc};
+use crossterm::event::{Event, KeyCode, KeyEvent, MouseEventKind};
+use raibid_model::{Job, JobStatus};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
+
+use super::{Action, Command, Component, EventResult};
+use crate::fmt;
+use crate::log_buffer::LogBuffer;
+
+/// Step rows shown before the log gets the rest of the screen.
+const MAX_STEP_ROWS: u16 = 6;
+/// Lines moved by one notch of the mouse wheel.
+const WHEEL_STEP: usize = 3;
+
+#[derive(Debug, Clone, PartialEq)]
+enum StreamState {
+    Connecting,
+    Live,
+    Ended(JobStatus),
+    Interrupted { error: String, retrying: bool },
+}
+
+pub(crate) struct JobDetailView {
+    job: Option<Job>,
+    log: LogBuffer,
+    stream: StreamState,
+    /// Keep the newest line in view as output arrives.
+    follow: bool,
+    /// First line on screen when not following.
+    top: usize,
+    /// Log lines that fit, as of the last frame.
+    log_rows: usize,
+    log_area: Rect,
+    query: String,
+    editing_query: bool,
+    current_match: Option<usize>,
+    /// The last search found nothing.
+    no_match: bool,
+}
+
+impl Default for JobDetailView {
+    fn default() -> Self {
+        Self {
+            job: None,
+            log: LogBuffer::default(),
+            stream: StreamState::Connecting,
+            follow: true,
+            top: 0,
+            log_rows: 1,
+            log_area: Rect::default(),
+            query: String::new(),
+            editing_query: false,
+            current_match: None,
+            no_match: false,
+        }
+    }
+}
+
+impl JobDetailView {
+    /// Shows `job`, forgetting the previous one and its log.
+    pub fn open(&mut self, job: Job) {
+        *self = Self {
+            job: Some(job),
+            log_rows: self.log_rows,
+            ..Self::default()
+        };
+    }
+
+    pub fn job_id(&self) -> Option<&str> {
+        self.job.as_ref().map(|j| j.id.as_str())
+    }
+
+    fn is_open(&self, job_id: &str) -> bool {
+        self.job_id() == Some(job_id)
+    }
+
+    pub fn update_job(&mut self, job: Job) {
+        if self.is_open(&job.id) {
+            self.job = Some(job);
+        }
+    }
+
+    pub fn push_log(&mut self, job_id: &str, text: &str) {
+        if !self.is_open(job_id) {
+            return;
+        }
+        let dropped = self.log.push(text);
+        self.top = self.top.saturating_sub(dropped);
+        self.current_match = self.current_match.and_then(|m| m.checked_sub(dropped));
+        if !matches!(self.stream, StreamState::Ended(_)) {
+            self.stream = StreamState::Live;
+        }
+    }
+
+    pub fn log_ended(&mut self, job_id: &str, status: JobStatus) {
+        if self.is_open(job_id) {
+            self.stream = StreamState::Ended(status);
+        }
+    }
+
+    pub fn log_interrupted(&mut self, job_id: &str, error: String, retrying: bool) {
+        if self.is_open(job_id) {
+            self.stream = StreamState::Interrupted { error, retrying };
+        }
+    }
+
+    fn bottom(&self) -> usize {
+        self.log.len().saturating_sub(self.log_rows)
+    }
+
+    fn first_visible(&self) -> usize {
+        if self.follow {
+            self.bottom()
+        } else {
+            self.top.min(self.bottom())
+        }
+    }
+
+    fn scroll_up(&mut self, lines: usize) {
+        self.top = self.first_visible().saturating_sub(lines);
+        self.follow = false;
+    }
+
+    fn scroll_down(&mut self, lines: usize) {
+        self.top = (self.first_visible() + lines).min(self.bottom());
+    }
+
+    fn show_line(&mut self, line: usize) {
+        self.follow = false;
+        self.top = line.saturating_sub(self.log_rows / 2).min(self.bottom());
+    }
+
+    fn search(&mut self, forward: bool) {
+        let len = self.log.len();
+        if len == 0 || self.query.is_empty() {
+            return;
+        }
+        // From the current match, else from the top of the screen (inclusive).
+        let from = self
+            .current_match
+            .unwrap_or_else(|| (self.first_visible() + len - usize::from(forward)) % len);
+        self.current_match = self.log.find(&self.query, from, forward);
+        self.no_match = self.current_match.is_none();
+        if let Some(line) = self.current_match {
+            self.show_line(line);
+        }
+    }
+
+    fn handle_query_key(&mut self, key: &KeyEvent) -> EventResult {
+        match key.code {
+            KeyCode::Enter => {
+                self.editing_query = false;
+                self.current_match = None;
+                self.search(true);
+            }
+            KeyCode::Esc => {
+                self.editing_query = false;
+                self.query.clear();
+            }
+            KeyCode::Backspace => {
+                self.query.pop();
+            }
+            KeyCode::Char(c) => self.query.push(c),
+            _ => {}
+        }
+        EventResult::Consumed
+    }
+
+    fn handle_key(&mut self, key: &KeyEvent) -> EventResult {
+        if self.editing_query {
+            return self.handle_query_key(key);
+        }
+        let Some(job) = &self.job else {
+            return match key.code {
+                KeyCode::Esc => EventResult::Action(Action::Back),
+                _ => EventResult::Ignored,
+            };
+        };
+        let page = self.log_rows.max(1);
+        match key.code {
+            KeyCode::Esc if self.current_match.is_some() || self.no_match => {
+                self.current_match = None;
+                self.no_match = false;
+            }
+            KeyCode::Esc => return EventResult::Action(Action::Back),
+            KeyCode::Char('c') => {
+                return EventResult::Action(Action::Confirm {
+                    prompt: format!("Cancel job {} ({})?", job.id, job.spec.repo),
+                    command: Command::Cancel(job.id.clone()),
+                });
+            }
+            KeyCode::Char('r') => {
+                return EventResult::Action(Action::Confirm {
+                    prompt: format!("Retry job {} ({}) as a new job?", job.id, job.spec.repo),
+                    command: Command::Retry(job.id.clone()),
+                });
+            }
+            KeyCode::Char('y') => {
+                return EventResult::Action(Action::Run(Command::Copy(job.id.clone())));
+            }
+            KeyCode::Char('f') => {
+                if self.follow {
+                    self.top = self.first_visible();
+                }
+                self.follow = !self.follow;
+            }
+            KeyCode::Char('/') => {
+                self.editing_query = true;
+                self.query.clear();
+            }
+            KeyCode::Char('n') => self.search(true),
+            KeyCode::Char('N') => self.search(false),
+            KeyCode::Up | KeyCode::Char('k') => self.scroll_up(1),
+            KeyCode::Down | KeyCode::Char('j') => self.scroll_down(1),
+            KeyCode::PageUp => self.scroll_up(page),
+            KeyCode::PageDown | KeyCode::Char(' ') => self.scroll_down(page),
+            KeyCode::Home | KeyCode::Char('g') => {
+                self.follow = false;
+                self.top = 0;
+            }
+            KeyCode::End | KeyCode::Char('G') => self.follow = true,
+            _ => return EventResult::Ignored,
+        }
+        EventResult::Consumed
+    }
+
+    fn draw_header(&self, frame: &mut Frame, area: Rect, job: &Job, now: DateTime<Utc>) {
+        let dim = Style::new().fg(Color::DarkGray);
+        let mut first = vec![
+            Span::styled(job.id.clone(), Style::new().add_modifier(Modifier::BOLD)),
+            Span::raw("  "),
+            Span::styled(job.status.as_str(), fmt::status_style(job.status)),
+            Span::styled(format!("  attempt {}", job.attempt), dim),
+        ];
+        if job.cancel_requested && !job.status.is_final() {
+            first.push(Span::styled(
+                "  cancel requested",
+                Style::new().fg(Color::Yellow),
+            ));
+        }
+        let sha = job.spec.sha.get(..10).unwrap_or(&job.spec.sha);
+        let second = Line::from(vec![
+            Span::raw(format!(
+                "{} @ {} ({sha})",
+                job.spec.repo,
+                fmt::short_ref(&job.spec.git_ref)
+            )),
+            Span::styled(
+                format!(
+                    " · {} · pool {} · agent {}",
+                    job.spec.event,
+                    job.spec.pool,
+                    job.agent.as_deref().unwrap_or("-")
+                ),
+                dim,
+            ),
+        ]);
+        let waited = job.started_at.or(job.finished_at).unwrap_or(now) - job.created_at;
+        let mut third = vec![Span::raw(format!(
+            "created {} · waited {} · ran {}",
+            fmt::age(job.created_at, now),
+            fmt::duration(waited),
+            job.duration(now)
+                .map(fmt::duration)
+                .unwrap_or_else(|| "-".into())
+        ))];
+        if let Some(reason) = &job.reason {
+            third.push(Span::styled(
+                format!(" · {reason}"),
+                Style::new().fg(Color::Red),
+            ));
+        }
+        let block = Block::bordered().title(" Job · c cancel · r retry · y copy id · Esc back ");
+        let text = vec![Line::from(first), second, Line::from(third)];
+        frame.render_widget(Paragraph::new(text).block(block), area);
+    }
+
+    fn draw_steps(&self, frame: &mut Frame, area: Rect, job: &Job) {
+        let rows = job.steps.iter().map(|step| {
+            let (status, style) = fmt::step_status(step.status);
+            Row::new(vec![
+                Cell::from(step.name.as_str()),
+                Cell::from(Span::styled(status, style)),
+                Cell::from(
+                    step.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ),
+                Cell::from(
+                    step.duration_ms
+                        .map(fmt::millis)
+                        .unwrap_or_else(|| "-".into()),
+                ),
+            ])
+        });
+        let header = Row::new(["STEP", "STATUS", "EXIT", "DURATION"])
+            .style(Style::new().add_modifier(Modifier::BOLD));
+        let table = Table::new(
+            rows,
+            [
+                Constraint::Min(12),
+                Constraint::Length(10),
+                Constraint::Length(5),
+                Constraint::Length(8),
+            ],
+        )
+        .header(header)
+        .block(Block::bordered().title(format!(" Steps ({}) ", job.steps.len())));
+        frame.render_widget(table, area);
+    }
+
+    fn log_title(&self) -> Line<'static> {
+        let mut spans = vec![Span::styled(
+            " Log ",
+            Style::new().add_modifier(Modifier::BOLD),
+        )];
+        let (mode, mode_style) = if self.follow {
+            ("following", Style::new().fg(Color::Green))
+        } else {
+            ("paused · f follows", Style::new().fg(Color::Yellow))
+        };
+        spans.push(Span::styled(format!("· {mode} "), mode_style));
+        let (state, style) = match &self.stream {
+            StreamState::Connecting => {
+                ("· connecting ".to_owned(), Style::new().fg(Color::DarkGray))
+            }
+            StreamState::Live => ("· live ".to_owned(), Style::new().fg(Color::Cyan)),
+            StreamState::Ended(status) => {
+                (format!("· ended: {status} "), fmt::status_style(*status))
+            }
+            StreamState::Interrupted { error, retrying } => (
+                format!(
+                    "· {}: {error} ",
+                    if *retrying { "reconnecting" } else { "stopped" }
+                ),
+                Style::new().fg(Color::Red),
+            ),
+        };
+        spans.push(Span::styled(state, style));
+        if !self.query.is_empty() && !self.editing_query {
+            let found = if self.no_match { " (no match)" } else { "" };
+            spans.push(Span::styled(
+                format!("· /{}{found} · n/N ", self.query),
+                Style::new().fg(Color::Yellow),
+            ));
+        }
+        Line::from(spans)
+    }
+
+    fn draw_log(&mut self, frame: &mut Frame, area: Rect) {
+        let block = Block::bordered().title(self.log_title());
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let [lines_area, prompt_area] = Layout::vertical([
+            Constraint::Fill(1),
+            Constraint::Length(u16::from(self.editing_query)),
+        ])
+        .areas(inner);
+        self.log_area = lines_area;
+        self.log_rows = usize::from(lines_area.height).max(1);
+        if self.editing_query {
+            let prompt = Line::from(vec![
+                Span::styled("/", Style::new().fg(Color::Yellow)),
+                Span::raw(self.query.clone()),
+                Span::styled("█", Style::new().fg(Color::Yellow)),
+                Span::styled(
+                    "  Enter search · Esc cancel",
+                    Style::new().fg(Color::DarkGray),
+                ),
+            ]);
+            frame.render_widget(Paragraph::new(prompt), prompt_area);
+        }
+        if self.log.is_empty() {
+            let note = match self.stream {
+                StreamState::Ended(_) => "no output",
+                _ => "waiting for output…",
+            };
+            frame.render_widget(
+                Paragraph::new(note).style(Style::new().fg(Color::DarkGray)),
+                lines_area,
+            );
+            return;
+        }
+        let first = self.first_visible();
+        let last = (first + self.log_rows).min(self.log.len());
+        let highlight = Style::new().bg(Color::Yellow).fg(Color::Black);
+        let lines: Vec<Line> = (first..last)
+            .filter_map(|i| {
+                let line = self.log.get(i)?.line.clone();
+                Some(if Some(i) == self.current_match {
+                    line.patch_style(highlight)
+                } else {
+                    line
+                })
+            })
+            .collect();
+        frame.render_widget(Paragraph::new(lines), lines_area);
+    }
+}
+
+impl Component for JobDetailView {
+    fn handle_event(&mut self, event: &Event) -> EventResult {
+        match event {
+            Event::Key(key) => self.handle_key(key),
+            Event::Mouse(mouse)
+                if self
+                    .log_area
+                    .contains(Position::new(mouse.column, mouse.row)) =>
+            {
+                match mouse.kind {
+                    MouseEventKind::ScrollUp => self.scroll_up(WHEEL_STEP),
+                    MouseEventKind::ScrollDown => self.scroll_down(WHEEL_STEP),
+                    _ => return EventResult::Ignored,
+                }
+                EventResult::Consumed
+            }
+            Event::Paste(text) if self.editing_query => {
+                self.query.push_str(text.trim());
+                EventResult::Consumed
+            }
+            _ => EventResult::Ignored,
+        }
+    }
+
+    fn captures_text(&self) -> bool {
+        self.editing_query
+    }
+
+    fn draw(&mut self, frame: &mut Frame, area: Rect, now: DateTime<Utc>) {
+        let Some(job) = self.job.take() else {
+            let text = vec![
+                Line::from("No job open."),
+                Line::from("Select one on the Jobs tab (1) and press Enter."),
+            ];
+            frame.render_widget(
+                Paragraph::new(text)
+                    .style(Style::new().fg(Color::DarkGray))
+                    .block(Block::bordered().title(" Job ")),
+                area,
+            );
+            return;
+        };
+        let step_rows = u16::try_from(job.steps.len())
+            .unwrap_or(u16::MAX)
+            .min(MAX_STEP_ROWS);
+        let steps_height = if step_rows == 0 { 0 } else { step_rows + 3 };
+        let [header, steps, log] = Layout::vertical([
+            Constraint::Length(5),
+            Constraint::Length(steps_height),
+            Constraint::Fill(1),
+        ])
+        .areas(area);
+        self.draw_header(frame, header, &job, now);
+        if steps_height > 0 {
+            self.draw_steps(frame, steps, &job);
+        }
+        self.job = Some(job);
+        self.draw_log(frame, log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{job, key, typed};
+
+    fn opened(lines: usize) -> JobDetailView {
+        let mut v = JobDetailView::default();
+        v.open(job("01", "acme/app", JobStatus::Running));
+        v.log_rows = 10;
+        let text: String = (0..lines).map(|i| format!("line {i}\n")).collect();
+        v.push_log("01", &text);
+        v
+    }
+
+    #[test]
+    fn follows_by_default_and_f_toggles() {
+        let mut v = opened(100);
+        assert!(v.follow);
+        assert_eq!(v.first_visible(), 90);
+        v.handle_event(&key(KeyCode::Char('f')));
+        assert!(!v.follow);
+        v.push_log("01", "line 100\n");
+        assert_eq!(v.first_visible(), 90, "paused view stays put");
+        v.handle_event(&key(KeyCode::Char('f')));
+        assert_eq!(v.first_visible(), 91);
+    }
+
+    #[test]
+    fn scrolling_up_pauses_and_end_resumes() {
+        let mut v = opened(100);
+        v.handle_event(&key(KeyCode::PageUp));
+        assert!(!v.follow);
+        assert_eq!(v.first_visible(), 80);
+        v.handle_event(&key(KeyCode::Char('k')));
+        assert_eq!(v.first_visible(), 79);
+        v.handle_event(&key(KeyCode::Home));
+        assert_eq!(v.first_visible(), 0);
+        v.handle_event(&key(KeyCode::Char('j')));
+        assert_eq!(v.first_visible(), 1);
+        v.handle_event(&key(KeyCode::End));
+        assert!(v.follow);
+        assert_eq!(v.first_visible(), 90);
+    }
+
+    #[test]
+    fn search_finds_next_and_previous() {
+        let mut v = opened(100);
+        v.handle_event(&key(KeyCode::Char('/')));
+        assert!(v.captures_text());
+        for e in typed("line 5") {
+            v.handle_event(&e);
+        }
+        v.handle_event(&key(KeyCode::Enter));
+        assert!(!v.captures_text());
+        // From the top of the screen (line 90) forward, wrapping: "line 5" first.
+        assert_eq!(v.current_match, Some(5));
+        assert!(!v.follow);
+        v.handle_event(&key(KeyCode::Char('n')));
+        assert_eq!(v.current_match, Some(50));
+        v.handle_event(&key(KeyCode::Char('N')));
+        assert_eq!(v.current_match, Some(5));
+        v.handle_event(&key(KeyCode::Esc));
+        assert_eq!(v.current_match, None);
+        v.handle_event(&key(KeyCode::Char('/')));
+        for e in typed("nowhere") {
+            v.handle_event(&e);
+        }
+        v.handle_event(&key(KeyCode::Enter));
+        assert!(v.no_match);
+    }
+
+    #[test]
+    fn cancel_and_retry_ask_first_and_y_copies() {
+        let mut v = opened(1);
+        let EventResult::Action(Action::Confirm { command, prompt }) =
+            v.handle_event(&key(KeyCode::Char('c')))
+        else {
+            panic!("c must ask for confirmation");
+        };
+        assert_eq!(command, Command::Cancel("01".into()));
+        assert!(prompt.contains("Cancel job 01"));
+        let EventResult::Action(Action::Confirm { command, .. }) =
+            v.handle_event(&key(KeyCode::Char('r')))
+        else {
+            panic!("r must ask for confirmation");
+        };
+        assert_eq!(command, Command::Retry("01".into()));
+        assert_eq!(
+            v.handle_event(&key(KeyCode::Char('y'))),
+            EventResult::Action(Action::Run(Command::Copy("01".into())))
+        );
+        assert_eq!(
+            v.handle_event(&key(KeyCode::Esc)),
+            EventResult::Action(Action::Back)
+        );
+    }
+
+    #[test]
+    fn output_of_another_job_is_ignored() {
+        let mut v = opened(3);
+        v.push_log("02", "stray\n");
+        v.log_ended("02", JobStatus::Failure);
+        assert_eq!(v.log.len(), 3);
+        assert_eq!(v.stream, StreamState::Live);
+        v.log_ended("01", JobStatus::Success);
+        assert_eq!(v.stream, StreamState::Ended(JobStatus::Success));
+    }
+}

@@ -1,0 +1,102 @@
+//! Short human renderings of times and statuses, shared by every screen so that the same
+//! quantity always looks the same.
+
+use chrono::{DateTime, Utc};
+use raibid_model::{JobStatus, StepStatus};
+use ratatui::style::{Color, Modifier, Style};
+
+/// `42s`, `3m05s`, `2h07m`, `4d03h`: two units at most, because a table cell has no room
+/// for more and the second unit is all the precision a glance needs.
+pub(crate) fn duration(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0);
+    let (m, s) = (secs / 60, secs % 60);
+    let (h, m) = (m / 60, m % 60);
+    let (days, h) = (h / 24, h % 24);
+    if days > 0 {
+        format!("{days}d{h:02}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Milliseconds as [`duration`] renders them.
+pub(crate) fn millis(ms: u64) -> String {
+    duration(chrono::Duration::milliseconds(
+        i64::try_from(ms).unwrap_or(i64::MAX),
+    ))
+}
+
+/// How long ago `at` was, seen from `now`.
+pub(crate) fn age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!("{} ago", duration(now - at))
+}
+
+/// Colour by outcome, so a wall of jobs can be read at a glance: green passed, red failed,
+/// yellow waiting, cyan busy, grey stopped on purpose.
+pub(crate) fn status_style(status: JobStatus) -> Style {
+    match status {
+        JobStatus::Queued => Style::new().fg(Color::Yellow),
+        JobStatus::Running => Style::new().fg(Color::Cyan),
+        JobStatus::Success => Style::new().fg(Color::Green),
+        JobStatus::Failure => Style::new().fg(Color::Red),
+        JobStatus::Error => Style::new().fg(Color::Magenta),
+        JobStatus::Cancelled => Style::new().fg(Color::DarkGray),
+        JobStatus::Dead => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+    }
+}
+
+pub(crate) fn step_status(status: StepStatus) -> (&'static str, Style) {
+    match status {
+        StepStatus::Pending => ("pending", Style::new().fg(Color::DarkGray)),
+        StepStatus::Running => ("running", Style::new().fg(Color::Cyan)),
+        StepStatus::Success => ("success", Style::new().fg(Color::Green)),
+        StepStatus::Failure => ("failure", Style::new().fg(Color::Red)),
+        StepStatus::Skipped => ("skipped", Style::new().fg(Color::DarkGray)),
+        StepStatus::Cancelled => ("cancelled", Style::new().fg(Color::DarkGray)),
+    }
+}
+
+/// The readable part of a git ref: the branch or tag name, else the ref as given.
+pub(crate) fn short_ref(git_ref: &str) -> &str {
+    git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(git_ref)
+}
+
+/// The last `n` characters of a ULID: its random part, which tells neighbouring jobs apart
+/// where the timestamp prefix would be identical.
+pub(crate) fn short_id(id: &str, n: usize) -> &str {
+    let start = id.len().saturating_sub(n);
+    id.get(start..).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_use_two_units_at_most() {
+        let d = chrono::Duration::seconds;
+        assert_eq!(duration(d(0)), "0s");
+        assert_eq!(duration(d(59)), "59s");
+        assert_eq!(duration(d(65)), "1m05s");
+        assert_eq!(duration(d(3600 + 7 * 60 + 3)), "1h07m");
+        assert_eq!(duration(d(2 * 86400 + 3 * 3600)), "2d03h");
+        assert_eq!(duration(d(-5)), "0s");
+        assert_eq!(millis(1500), "1s");
+    }
+
+    #[test]
+    fn refs_and_ids_shorten() {
+        assert_eq!(short_ref("refs/heads/main"), "main");
+        assert_eq!(short_ref("refs/tags/v1"), "v1");
+        assert_eq!(short_ref("refs/pull/3/head"), "refs/pull/3/head");
+        assert_eq!(short_id("01HZXABCDEFGH", 4), "EFGH");
+        assert_eq!(short_id("ab", 4), "ab");
+    }
+}

@@ -1,0 +1,301 @@
+//! Frames rendered from fixed state and compared with the stored snapshots in `snapshots/`.
+//! A change to a layout shows as a diff there; accept it with `cargo insta review` (or
+//! `INSTA_UPDATE=always`) once it is what was meant.
+
+use crossterm::event::KeyCode;
+use raibid_model::{JobStatus, PoolName, ScalerStatus, StepResult, StepStatus};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use crate::components::{Command, Kubeconfig};
+use crate::test_support::{agent, at, job, key, pool, typed};
+use crate::{App, DataEvent, JobsUpdate};
+
+/// The instant every frame is drawn at.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    at(0)
+}
+
+fn ulid(n: u32) -> String {
+    format!("01JXK4Q3ZP8M5T7V2W9R{n:06}")
+}
+
+fn fixture() -> App {
+    let mut app = App::new(
+        "http://127.0.0.1:8080",
+        Kubeconfig::Missing("/home/ci/.kube/config".into()),
+    );
+    let mut jobs = Vec::new();
+    let statuses = [
+        ("acme/web", "refs/heads/main", JobStatus::Running),
+        ("acme/web", "refs/heads/feature/login", JobStatus::Queued),
+        ("acme/api", "refs/tags/v1.4.0", JobStatus::Success),
+        ("acme/api", "refs/pull/42/head", JobStatus::Failure),
+        ("tools/lint", "refs/heads/main", JobStatus::Error),
+        ("acme/web", "refs/heads/main", JobStatus::Cancelled),
+        ("acme/ml", "refs/heads/train", JobStatus::Dead),
+        ("acme/ml", "refs/heads/train", JobStatus::Success),
+    ];
+    for (i, (repo, git_ref, status)) in statuses.into_iter().enumerate() {
+        let mut j = job(&ulid(100 - i as u32), repo, status);
+        j.spec.git_ref = git_ref.to_owned();
+        if repo == "acme/ml" {
+            j.spec.pool = PoolName::new("gpu").unwrap();
+            j.agent = j.agent.map(|_| "dgx-spark-2".to_owned());
+        }
+        j.created_at = at(-600 * i as i64 - 60);
+        if status == JobStatus::Dead {
+            j.reason = Some("agent lost 3 times".into());
+        }
+        jobs.push(j);
+    }
+    jobs[0].steps = vec![
+        step("checkout", StepStatus::Success, Some(0), Some(1_200)),
+        step("build", StepStatus::Success, Some(0), Some(31_000)),
+        step("test", StepStatus::Running, None, None),
+        step("publish", StepStatus::Pending, None, None),
+    ];
+    app.apply(DataEvent::Jobs(JobsUpdate {
+        newest: jobs,
+        at: now(),
+        ..Default::default()
+    }));
+    // A sample every 15 s over ten minutes, as a poller would take them (more slowly).
+    for (minute, depth) in [0u64, 1, 3, 6, 8, 5, 4, 2, 3, 3].into_iter().enumerate() {
+        for quarter in 0..4 {
+            let secs = minute as i64 * 60 + quarter * 15 - 585;
+            app.apply(DataEvent::Pools {
+                pools: vec![pool("default", depth), pool("gpu", (minute % 2) as u64)],
+                scalers: vec![ScalerStatus {
+                    pool: PoolName::default(),
+                    source: "local".into(),
+                    agents: 2,
+                    starting: 1,
+                    started: 1,
+                    max_agents: 4,
+                    lag: 3,
+                    updated_at: at(-1),
+                }],
+                at: at(secs),
+            });
+        }
+    }
+    app.apply(DataEvent::Agents(vec![
+        agent("agent-1", &["default"], Some(&ulid(100)), false),
+        agent("dgx-spark-2", &["gpu", "default"], None, false),
+        agent("old-runner", &["default"], Some(&ulid(3)), true),
+    ]));
+    app.apply(DataEvent::Connected { at: at(-1) });
+    app
+}
+
+fn step(name: &str, status: StepStatus, exit: Option<i32>, ms: Option<u64>) -> StepResult {
+    StepResult {
+        name: name.into(),
+        status,
+        exit_code: exit,
+        duration_ms: ms,
+        tail: String::new(),
+    }
+}
+
+/// Opens the newest job (running) and feeds it a coloured log.
+fn with_open_job(mut app: App) -> App {
+    assert_eq!(app.handle_input(&key(KeyCode::Char('1'))), None);
+    let command = app.handle_input(&key(KeyCode::Enter));
+    assert_eq!(command, Some(Command::FollowJob(ulid(100))));
+    let mut log = String::from("\x1b[1m+ cargo build --release\x1b[0m\n");
+    for i in 0..40 {
+        log.push_str(&format!("   \x1b[32mCompiling\x1b[0m crate-{i} v0.{i}.0\n"));
+    }
+    log.push_str("\x1b[1;32m    Finished\x1b[0m release in 31.0s\n");
+    log.push_str("\x1b[1m+ cargo test\x1b[0m\n");
+    log.push_str("test api::lists_jobs ... \x1b[32mok\x1b[0m\n");
+    log.push_str("test api::cancels ... \x1b[31mFAILED\x1b[0m\n");
+    log.push_str("running 12 tests");
+    app.apply(DataEvent::Log {
+        job_id: ulid(100),
+        text: log,
+    });
+    app
+}
+
+fn render(app: &mut App, width: u16, height: u16) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| app.draw(frame, now())).unwrap();
+    terminal.backend().clone()
+}
+
+fn on_tab(mut app: App, tab: char) -> App {
+    app.handle_input(&key(KeyCode::Char(tab)));
+    app
+}
+
+fn screen_text(backend: &TestBackend) -> Vec<String> {
+    let buffer = backend.buffer();
+    (0..buffer.area.height)
+        .map(|y| {
+            (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect()
+        })
+        .collect()
+}
+
+macro_rules! snapshot_both_sizes {
+    ($name:ident, $app:expr) => {
+        #[test]
+        fn $name() {
+            for (w, h) in [(80, 24), (160, 48)] {
+                let mut app = $app;
+                let backend = render(&mut app, w, h);
+                insta::assert_snapshot!(format!("{}_{w}x{h}", stringify!($name)), backend);
+            }
+        }
+    };
+}
+
+snapshot_both_sizes!(jobs, fixture());
+snapshot_both_sizes!(job_detail, with_open_job(fixture()));
+snapshot_both_sizes!(queues, on_tab(fixture(), '3'));
+snapshot_both_sizes!(agents, on_tab(fixture(), '4'));
+snapshot_both_sizes!(cluster, on_tab(fixture(), '5'));
+snapshot_both_sizes!(help, on_tab(fixture(), '?'));
+
+#[test]
+fn empty_dashboard_while_connecting() {
+    let mut app = App::new("http://ci.example:8080", Kubeconfig::Absent);
+    insta::assert_snapshot!(render(&mut app, 80, 24));
+}
+
+#[test]
+fn job_tab_before_any_job_is_open() {
+    let mut app = on_tab(App::new("http://ci.example:8080", Kubeconfig::Absent), '2');
+    insta::assert_snapshot!(render(&mut app, 80, 24));
+}
+
+#[test]
+fn cancel_confirmation() {
+    let mut app = with_open_job(fixture());
+    assert_eq!(app.handle_input(&key(KeyCode::Char('c'))), None);
+    insta::assert_snapshot!(render(&mut app, 80, 24));
+}
+
+#[test]
+fn filter_being_typed() {
+    let mut app = fixture();
+    for e in std::iter::once(key(KeyCode::Char('/'))).chain(typed("acme/web")) {
+        app.handle_input(&e);
+    }
+    insta::assert_snapshot!(render(&mut app, 80, 24));
+}
+
+#[test]
+fn log_search_highlights_the_match() {
+    let mut app = with_open_job(fixture());
+    for e in std::iter::once(key(KeyCode::Char('/'))).chain(typed("crate-7 ")) {
+        app.handle_input(&e);
+    }
+    app.handle_input(&key(KeyCode::Enter));
+    insta::assert_snapshot!(render(&mut app, 80, 24));
+}
+
+#[test]
+fn lost_connection_shows_a_banner_with_the_countdown() {
+    let mut app = fixture();
+    app.apply(DataEvent::Disconnected {
+        error: "cannot reach the raibid server at http://127.0.0.1:8080: connection refused".into(),
+        retry_at: at(4),
+    });
+    let backend = render(&mut app, 80, 24);
+    let text = screen_text(&backend);
+    assert!(
+        text[1].contains("connection to the server lost"),
+        "{}",
+        text[1]
+    );
+    assert!(text[1].contains("retrying in 4s"), "{}", text[1]);
+    assert!(text[23].contains("offline"));
+    insta::assert_snapshot!(backend);
+    // The next successful poll takes the banner away.
+    app.apply(DataEvent::Connected { at: at(0) });
+    let text = screen_text(&render(&mut app, 80, 24));
+    assert!(
+        !text
+            .iter()
+            .any(|l| l.contains("connection to the server lost"))
+    );
+}
+
+#[test]
+fn ansi_colours_reach_the_buffer() {
+    let mut app = with_open_job(fixture());
+    let backend = render(&mut app, 160, 48);
+    let buffer = backend.buffer();
+    let (x, y) = (0..buffer.area.height)
+        .find_map(|y| {
+            let line: String = (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect();
+            line.find("FAILED").map(|byte| {
+                let col = line[..byte].chars().count();
+                (u16::try_from(col).unwrap(), y)
+            })
+        })
+        .expect("FAILED is on screen");
+    assert_eq!(buffer[(x, y)].fg, ratatui::style::Color::Red);
+}
+
+#[test]
+fn narrow_terminal_keeps_id_and_status() {
+    let mut app = fixture();
+    let text = screen_text(&render(&mut app, 60, 20));
+    let header = &text[2];
+    assert!(
+        header.contains("ID") && header.contains("STATUS"),
+        "{header}"
+    );
+    let first = &text[3];
+    assert!(first.contains("R000100"), "short id shown: {first}");
+    assert!(first.contains("running"), "status shown: {first}");
+    for (row, status) in [(4, "queued"), (5, "success"), (6, "failure"), (9, "dead")] {
+        assert!(text[row].contains(status), "{}", text[row]);
+    }
+
+    let mut app = with_open_job(fixture());
+    let text = screen_text(&render(&mut app, 60, 20));
+    assert!(text[2].contains(&ulid(100)), "{}", text[2]);
+    assert!(text[2].contains("running"), "{}", text[2]);
+    assert!(text.iter().any(|l| l.contains("running 12 tests")));
+
+    for tab in ['3', '4', '5', '?'] {
+        let mut app = on_tab(fixture(), tab);
+        let text = screen_text(&render(&mut app, 60, 20));
+        assert!(text[0].contains("raibid"));
+    }
+    let text = screen_text(&render(&mut on_tab(fixture(), '3'), 60, 20));
+    assert!(
+        text[2].contains("POOL") && text[2].contains("QUEUED"),
+        "{}",
+        text[2]
+    );
+    let text = screen_text(&render(&mut on_tab(fixture(), '4'), 60, 20));
+    assert!(
+        text.iter()
+            .any(|l| l.contains("old-runner") && l.contains("STALE"))
+    );
+}
+
+#[test]
+fn tiny_terminals_do_not_panic() {
+    for (w, h) in [(1, 1), (10, 3), (20, 5), (30, 8)] {
+        for tab in ['1', '2', '3', '4', '5', '?'] {
+            let mut app = with_open_job(fixture());
+            app.handle_input(&key(KeyCode::Char(tab)));
+            render(&mut app, w, h);
+        }
+        let mut app = with_open_job(fixture());
+        app.handle_input(&key(KeyCode::Char('c')));
+        render(&mut app, w, h);
+    }
+}

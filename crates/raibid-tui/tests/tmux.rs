@@ -1,0 +1,293 @@
+//! Drives the real `raibid` binary in tmux against a real server and Redis: the job appears,
+//! Enter opens it and shows its log (live as it is written), cancel asks first and reaches the
+//! server, and `q` gives the terminal back in a usable state.
+//!
+//! Needs `target/debug/raibid` (`cargo build -p raibid-cli`), `tmux` and `redis-server`; a
+//! missing one fails the test with the command that provides it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use raibid_config::{Config, TokenHash, hash_token};
+use raibid_model::{Event, NewJob, PoolName};
+use raibid_queue::{Enqueued, Queue, QueueOptions};
+use raibid_server::ServerOptions;
+use raibid_testkit::{RedisServer, require_binary};
+
+const WAIT: Duration = Duration::from_secs(20);
+const SESSION: &str = "raibid-tui-e2e";
+/// The API token the server accepts; cancelling needs one.
+const TOKEN: &str = "rbd_tui_e2e_token_3c9d0a";
+const LOG_LINE: &str = "hello from the e2e build";
+const LIVE_LINE: &str = "written while the dashboard watches";
+
+/// `$CARGO_TARGET_DIR/debug/raibid`, else the workspace's `target/debug/raibid`.
+fn raibid_binary() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    };
+    let binary = target.join("debug").join("raibid");
+    assert!(
+        binary.is_file(),
+        "{} does not exist: build it first with `cargo build -p raibid-cli`",
+        binary.display()
+    );
+    binary
+}
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A tmux server of the test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Self {
+        require_binary("tmux", "tmux");
+        Self {
+            socket: format!("raibid-tui-e2e-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            output_text(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn capture(&self) -> String {
+        self.ok(&["capture-pane", "-p", "-t", SESSION])
+    }
+
+    fn capture_with_escapes(&self) -> String {
+        self.ok(&["capture-pane", "-p", "-e", "-t", SESSION])
+    }
+
+    fn pane_flag(&self, format: &str) -> String {
+        self.ok(&["display-message", "-p", "-t", SESSION, format])
+            .trim()
+            .to_owned()
+    }
+
+    fn send_keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", SESSION];
+        args.extend_from_slice(keys);
+        self.ok(&args);
+    }
+
+    fn type_line(&self, text: &str) {
+        self.ok(&["send-keys", "-t", SESSION, "-l", text]);
+        self.send_keys(&["Enter"]);
+    }
+
+    /// Polls the pane until `done` holds, or fails showing the screen.
+    fn wait_for(&self, what: &str, done: impl Fn(&Tmux, &str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.capture();
+            if done(self, &screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the pane shows:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn queue(redis: &RedisServer) -> Queue {
+    let mut options = QueueOptions::new(redis.url());
+    options.command_timeout = Duration::from_secs(2);
+    Queue::open(options).expect("open queue")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
+    let raibid = raibid_binary();
+    let help = Command::new(&raibid)
+        .args(["tui", "--help"])
+        .output()
+        .expect("run raibid");
+    assert!(
+        help.status.success(),
+        "`raibid tui --help` failed: the `tui` subcommand of raibid-cli is missing or broken.\n{}",
+        output_text(&help)
+    );
+    let tmux = Tmux::new();
+
+    let redis = RedisServer::start();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server_url = format!("http://{}", listener.local_addr().expect("address"));
+    let mut config = Config::default();
+    config.server.tokens = vec![TokenHash::parse(&hash_token(TOKEN)).expect("token hash")];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(raibid_server::serve(
+        listener,
+        ServerOptions {
+            config,
+            queue: queue(&redis),
+            instance: "tui-e2e".into(),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let queue = queue(&redis);
+    let Enqueued::Created(job) = queue
+        .enqueue(NewJob {
+            repo: "e2e/tui-demo".into(),
+            clone_url: "https://git.example/e2e/tui-demo.git".into(),
+            git_ref: "refs/heads/main".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            event: Event::Manual,
+            pool: PoolName::default(),
+            forge: None,
+            pr_number: None,
+            from_fork: false,
+            sender: None,
+            delivery_id: None,
+            env: Default::default(),
+            retry_of: None,
+        })
+        .await
+        .expect("enqueue")
+    else {
+        panic!("a fresh job cannot be a duplicate");
+    };
+    let mut claimer = queue.claimer("e2e-agent").await.expect("claimer");
+    let claimed = claimer
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .expect("claim")
+        .expect("the job is there to claim");
+    assert_eq!(claimed.job.id, job.id);
+    queue
+        .append_log(&job.id, format!("\x1b[32m{LOG_LINE}\x1b[0m\n").as_bytes())
+        .await
+        .expect("append log");
+
+    // A plain shell in a 160x48 pane; the dashboard runs in it and must hand it back.
+    let home = tempfile::tempdir().expect("temp home");
+    let shell = format!("env HOME='{}' PS1='e2e$ ' sh", home.path().display());
+    tmux.ok(&[
+        "new-session",
+        "-d",
+        "-s",
+        SESSION,
+        "-x",
+        "160",
+        "-y",
+        "48",
+        &shell,
+    ]);
+    tmux.wait_for("the shell prompt", |_, s| s.contains("e2e$"));
+    tmux.type_line(&format!(
+        "{} tui --server {server_url} --token {TOKEN}; echo tui-exit=$?",
+        raibid.display()
+    ));
+
+    let screen = tmux.wait_for("the job in the list", |_, s| s.contains(&job.id));
+    assert!(screen.contains("e2e/tui-demo"), "{screen}");
+    assert!(screen.contains("running"), "{screen}");
+    assert_eq!(
+        tmux.pane_flag("#{alternate_on}"),
+        "1",
+        "dashboard on the alternate screen"
+    );
+
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for("the job's log", |_, s| s.contains(LOG_LINE));
+    assert!(screen.contains("Log"), "{screen}");
+    let coloured = tmux.capture_with_escapes();
+    let line = coloured
+        .lines()
+        .find(|l| l.contains(LOG_LINE))
+        .expect("log line on screen");
+    // Palette green, as SGR 32 or as its 256-colour index (crossterm writes the latter).
+    assert!(
+        line.contains("\x1b[32m") || line.contains("\x1b[38;5;2m"),
+        "the build's green reaches the terminal: {line:?}"
+    );
+
+    // Output written while the job is open streams in.
+    queue
+        .append_log(&job.id, format!("{LIVE_LINE}\n").as_bytes())
+        .await
+        .expect("append log");
+    tmux.wait_for("live output", |_, s| s.contains(LIVE_LINE));
+
+    // Cancel asks first, then the server's answer shows in the status line.
+    tmux.send_keys(&["c"]);
+    let screen = tmux.wait_for("the confirmation", |_, s| s.contains("Confirm"));
+    assert!(
+        screen.contains(&format!("Cancel job {}", job.id)),
+        "{screen}"
+    );
+    tmux.send_keys(&["y"]);
+    tmux.wait_for("the cancel answer", |_, s| {
+        s.contains(&format!("cancel {}: requested", job.id))
+    });
+
+    tmux.send_keys(&["q"]);
+    // The typed command holds `tui-exit=` too: wait for the line `echo` prints.
+    let screen = tmux.wait_for("the dashboard to exit", |t, s| {
+        s.lines().any(|l| l.starts_with("tui-exit=")) && t.pane_flag("#{alternate_on}") == "0"
+    });
+    assert!(
+        screen.lines().any(|l| l == "tui-exit=0"),
+        "raibid tui exited with an error:\n{screen}"
+    );
+    assert_eq!(
+        tmux.pane_flag("#{mouse_any_flag}"),
+        "0",
+        "mouse capture released"
+    );
+    assert_eq!(tmux.pane_flag("#{cursor_flag}"), "1", "cursor visible");
+    // Cooked mode again: the shell sees a line ending and runs the command.
+    tmux.type_line("echo cooked-$((6*7))");
+    tmux.wait_for("the shell to run a command", |_, s| s.contains("cooked-42"));
+
+    drop(tmux);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .expect("server stopped")
+        .expect("server task")
+        .expect("server result");
+}
