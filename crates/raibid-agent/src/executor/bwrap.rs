@@ -172,6 +172,10 @@ fn sandbox_args(
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "--die-with-parent",
+        // An agent running as root would otherwise hand the step every capability: enough to
+        // remount `/` read-write or unmount the tmpfs that hides the agent's secrets.
+        "--cap-drop",
+        "ALL",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
