@@ -472,3 +472,28 @@ async fn the_job_commands_drive_the_api() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn a_sandboxed_step_cannot_read_up_s_credentials() {
+    // Outside /tmp, /root and /home, which the sandbox hides anyway.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let up = Up::start(dir.path(), "", &[], &[]);
+    let client = up.client();
+    let token_file = up.data.join("api-token");
+    let pipeline = format!(
+        "steps:\n  - name: peek\n    run: |\n      if cat {} {}; then echo LEAKED; else echo hidden; fi\n",
+        token_file.display(),
+        up.data.join("webhook-secret").display()
+    );
+    let (repo, sha) = repo_with(&pipeline);
+    let job = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    let log = client.logs(&job.id, None).await.unwrap().text;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(
+        !log.contains(token.trim()) && !log.contains("LEAKED"),
+        "{log}"
+    );
+    assert!(log.contains("hidden"), "{log}");
+}

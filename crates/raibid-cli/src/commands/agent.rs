@@ -133,12 +133,18 @@ async fn executor(
     data_dir: &Path,
     toolchain: &Toolchain,
 ) -> anyhow::Result<Arc<dyn Executor>> {
+    // The agent's data (mirror cache, other jobs' workspaces, image layers) is none of a
+    // step's business; its own workspace is bound back in by the executor. Under `raibid up`
+    // the agent's directory sits inside up's, next to the API token, the webhook secret and
+    // Redis's files: hide all of it.
+    let mut hide = vec![data_dir.to_path_buf()];
+    if let Some(up_dir) = data_dir.parent().filter(|p| p.join("up.lock").exists()) {
+        hide.push(up_dir.to_path_buf());
+    }
     let bwrap = || {
         BwrapExecutor::new(BwrapOptions {
             network: config.agent.network,
-            // The agent's data (mirror cache, other jobs' workspaces, image layers) is none of
-            // a step's business; its own workspace is bound back in by the executor.
-            hide: vec![data_dir.to_path_buf()],
+            hide: hide.clone(),
             ro_binds: toolchain.ro_paths.clone(),
             ..Default::default()
         })
