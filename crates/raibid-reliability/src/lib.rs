@@ -1,0 +1,73 @@
+//! Evidence that raibid-ci keeps working and loses nothing, and that hostile input cannot make
+//! it misbehave.
+//!
+//! This crate is a test harness: the tests in `tests/` kill, stall and overload real
+//! processes (the `raibid` binary, redis-server, git, bubblewrap) and then check invariants
+//! that a user relies on: every accepted job ends exactly once in a final state, nothing
+//! accepted is lost, secrets stay out of logs. What lives here is the machinery they share.
+//!
+//! The CI runs small versions; `RAIBID_RELIABILITY_FULL=1` runs the full sizes whose figures
+//! RELIABILITY.md records.
+
+mod binary;
+mod events;
+mod git_server;
+mod jobs;
+mod latency;
+pub mod procs;
+mod redis;
+mod service;
+mod stack;
+mod webhook_load;
+
+use std::fs::File;
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
+
+pub use binary::{raibid_binary, workspace_root};
+pub use events::{EVENTS_KEY, EventTap, Transition};
+pub use git_server::GitServer;
+pub use jobs::{Ledger, Verdict, push_webhook, submit_until_accepted};
+pub use latency::{Latencies, LatencyProbe};
+pub use redis::{Durability, Redis};
+pub use service::Service;
+pub use stack::{SECRET, Settings, Stack, TOKEN, Up};
+pub use webhook_load::{Answer, Target, WebhookLoad};
+
+/// Whether to run the full-size versions (`RAIBID_RELIABILITY_FULL=1`).
+pub fn full() -> bool {
+    std::env::var("RAIBID_RELIABILITY_FULL").is_ok_and(|v| v == "1")
+}
+
+/// `ci` normally, `full` with `RAIBID_RELIABILITY_FULL=1`.
+pub fn size<T>(ci: T, full_size: T) -> T {
+    if full() { full_size } else { ci }
+}
+
+/// Holds the machine for one heavy test at a time.
+///
+/// The fault tests measure timing-sensitive things (heartbeats, recovery times) on a small
+/// machine; two of them at once would make a live agent look dead. nextest runs every test in
+/// its own process, so an in-process mutex would not do: this is a file lock.
+pub fn exclusive() -> Flock<File> {
+    let path = std::env::temp_dir().join("raibid-reliability.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .expect("open the reliability lock file");
+    Flock::lock(file, FlockArg::LockExclusive).expect("lock the reliability lock file")
+}
+
+/// Prints a test's figures as one line that RELIABILITY.md quotes
+/// (`cargo test -p raibid-reliability -- --nocapture | grep '^FIGURES'`).
+pub fn report(test: &str, figures: serde_json::Value) {
+    println!("FIGURES {test} {figures}");
+}
+
+/// Paths in this harness are made by the tests themselves and always UTF-8.
+pub(crate) fn utf8(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
