@@ -56,6 +56,10 @@ pub async fn run_agent(
         warn!(error = %e, "could not register the agent");
     }
     let registry = spawn_registration(runner.clone(), info.clone(), options.heartbeat_interval);
+    let swept = runner.sweep_orphaned_workspaces().await;
+    if swept > 0 {
+        info!(swept, "removed workspaces that dead agents left behind");
+    }
 
     // Running jobs are interrupted only when the grace period after shutdown is over.
     let interrupt = CancellationToken::new();
@@ -199,6 +203,8 @@ async fn worker(
         if options.once {
             break;
         }
+        // A long-running agent outlives the agents that die beside it on a shared root.
+        runner.sweep_orphaned_workspaces().await;
     }
     if let Err(e) = runner
         .queue

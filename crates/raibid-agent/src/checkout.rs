@@ -220,6 +220,15 @@ impl GitCheckout {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // kill_on_drop covers a cancelled job; a SIGKILLed agent drops nothing, and its git
+        // would go on writing into a workspace the next agent is about to remove.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
         if let Some(token) = &self.token {
             // Basic auth with the token as password works for Gitea, Forgejo and GitHub.
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("raibid:{token}"));

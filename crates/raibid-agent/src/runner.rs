@@ -79,6 +79,53 @@ impl StopReason {
 }
 
 impl Runner {
+    /// Removes workspaces left by agents that died mid-job (SIGKILL, OOM, a lost node): the
+    /// runner removes a workspace when its job ends, but a dead agent never gets there, and
+    /// agents under `raibid up` share one workspace root. A directory `<job>-a<attempt>` is
+    /// orphaned once that attempt can no longer be running: the job is gone, queued again,
+    /// final, or on a later attempt. A running attempt is left alone: it may be a live agent's
+    /// (or a dead one the reaper has not requeued yet; the next sweep takes it). Best effort:
+    /// Redis errors and racing deletions only postpone the cleanup. Returns how many were
+    /// removed.
+    pub async fn sweep_orphaned_workspaces(&self) -> usize {
+        if self.settings.keep_workspace {
+            return 0;
+        }
+        let Ok(mut dir) = tokio::fs::read_dir(&self.settings.workspace_root).await else {
+            return 0;
+        };
+        let mut removed = 0;
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let name = entry.file_name();
+            let Some((job_id, attempt)) = name.to_str().and_then(parse_workspace_name) else {
+                continue;
+            };
+            let orphaned = match self.queue.get(job_id).await {
+                Ok(None) => true,
+                Ok(Some(job)) => job.status != JobStatus::Running || job.attempt != attempt,
+                Err(e) => {
+                    warn!(error = %e, "cannot check for orphaned workspaces now");
+                    return removed;
+                }
+            };
+            if orphaned {
+                match tokio::fs::remove_dir_all(entry.path()).await {
+                    Ok(()) => {
+                        info!(
+                            job = job_id,
+                            attempt, "removed the workspace of a dead agent"
+                        );
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        warn!(job = job_id, error = %e, "could not remove an orphaned workspace")
+                    }
+                }
+            }
+        }
+        removed
+    }
+
     /// Runs `claimed` to the end. `interrupt` fires when the agent must give the job back
     /// (shutdown grace period over): the step is stopped and the job released, not acked.
     pub async fn run(
@@ -589,6 +636,16 @@ async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {
 
 /// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log
 /// and the commit status (file, line and column included).
+/// `<job id>-a<attempt>`, as `run` names workspaces; job ids never contain `-a` followed by
+/// digits only at their end, so the last `-a` splits.
+fn parse_workspace_name(name: &str) -> Option<(&str, u32)> {
+    let (id, attempt) = name.rsplit_once("-a")?;
+    if id.is_empty() || attempt.is_empty() || !attempt.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((id, attempt.parse().ok()?))
+}
+
 async fn load_pipeline(workspace: &Path, log: &mut JobLog) -> Result<Pipeline, String> {
     let file = workspace.join(PIPELINE_FILE);
     match tokio::fs::read(&file).await {
@@ -623,4 +680,21 @@ async fn read_small(path: &Path) -> std::io::Result<String> {
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(10)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_workspace_name;
+
+    #[test]
+    fn workspace_names_round_trip_and_strangers_are_ignored() {
+        assert_eq!(
+            parse_workspace_name("01JD0000000000000000000000-a3"),
+            Some(("01JD0000000000000000000000", 3))
+        );
+        assert_eq!(parse_workspace_name("x-a-a12"), Some(("x-a", 12)));
+        for stranger in ["lost+found", "-a1", "job-a", "job-ax", "job-a1x", "job"] {
+            assert_eq!(parse_workspace_name(stranger), None, "{stranger}");
+        }
+    }
 }

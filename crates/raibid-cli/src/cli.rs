@@ -270,6 +270,90 @@ pub enum BenchCommand {
     /// Queue throughput and claim latency against a private redis-server, next to the raw
     /// Redis Streams ceiling measured in the same run.
     Queue(BenchQueueArgs),
+    /// Webhook intake: deliveries per second, latency and the server's memory, next to the
+    /// in-process enqueue ceiling (starts `raibid server` and a private redis-server).
+    Webhooks(BenchWebhooksArgs),
+    /// Checkout from the agent's mirror cache against a cold `git clone` of the same commit,
+    /// on a generated repository with a long history.
+    Checkout(BenchCheckoutArgs),
+    /// Log streaming: bytes per second stored from a step's output, and how late a
+    /// `logs --follow` reader sees each line.
+    Logs(BenchLogsArgs),
+    /// The whole path under `raibid up`: webhook to first step (warm agent and pool at zero),
+    /// no-op job latency, a burst of jobs drained through the local pool, memory.
+    E2e(BenchE2eArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchWebhooksArgs {
+    /// Concurrent keep-alive connections, each sending its next delivery when answered.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup_s: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 15.0)]
+    pub duration_s: f64,
+    /// `RAIBID_LOG` for the server under test.
+    #[arg(long)]
+    pub server_log: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCheckoutArgs {
+    /// Commits in the generated repository.
+    #[arg(long, default_value_t = 20_000)]
+    pub commits: usize,
+    /// Files in the generated repository.
+    #[arg(long, default_value_t = 5_000)]
+    pub files: usize,
+    /// Timed runs of each kind (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Where to put the repository and clones (default: the system's temporary directory).
+    #[arg(long)]
+    pub temp_root: Option<std::path::PathBuf>,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLogsArgs {
+    /// Bytes printed by the throughput step.
+    #[arg(long, default_value_t = 200_000_000)]
+    pub bytes: u64,
+    /// Timestamped lines printed by the follow step.
+    #[arg(long, default_value_t = 1_000)]
+    pub follow_lines: usize,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchE2eArgs {
+    /// Sequential jobs with a warm agent.
+    #[arg(long, default_value_t = 200)]
+    pub warm_jobs: usize,
+    /// Sequential jobs, each from a pool of zero agents.
+    #[arg(long, default_value_t = 50)]
+    pub idle_jobs: usize,
+    /// Jobs sent at once for the drain rate.
+    #[arg(long, default_value_t = 500)]
+    pub throughput_jobs: usize,
+    /// `max_agents` of the local pool during the drain.
+    #[arg(long, default_value_t = 4)]
+    pub throughput_max_agents: u32,
+    /// The pool's polling interval (default: the product's).
+    #[arg(long)]
+    pub polling_interval_ms: Option<u64>,
+    /// `agent.executor` (`auto`, `host`, `bwrap`).
+    #[arg(long)]
+    pub executor: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +367,10 @@ pub struct BenchQueueArgs {
     /// Jobs for the latency run (one every 5 ms).
     #[arg(long, default_value_t = 1_000)]
     pub latency_jobs: usize,
+    /// Throughput runs per consumer count, raw and queue alternating; the medians are
+    /// compared, as a single run on a small machine swings by a factor of two.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Use this Redis instead of starting a private redis-server.
     #[arg(long)]
     pub redis_url: Option<String>,

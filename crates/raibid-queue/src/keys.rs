@@ -16,6 +16,12 @@ impl Keys {
         }
     }
 
+    /// What every key but the streams starts with; scripts that derive keys from job ids
+    /// (CLAIM, PRUNE) get it as an argument.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The pool's stream; KEDA's trigger names this key.
     pub fn stream(&self, pool: &PoolName) -> String {
         format!("{}:{}", self.stream_name, pool)

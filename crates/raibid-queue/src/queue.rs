@@ -723,51 +723,26 @@ impl Queue {
         Ok(pools)
     }
 
-    /// Deletes the oldest finished jobs (records, logs, index entries) beyond `keep`.
+    /// Deletes the oldest finished jobs (records, logs, index entries) beyond `keep`, at most
+    /// 1,000 per call, in batches of 200 per round trip (one script call each, so Redis is
+    /// never held for long and the reaper keeps up with a busy farm).
     pub async fn prune(&self, keep: u64) -> Result<u64, QueueError> {
-        let total: u64 = self
-            .conn
-            .run(redis::cmd("ZCARD").arg(self.keys.all_jobs()))
-            .await?;
-        if total <= keep {
-            return Ok(0);
-        }
-        let excess = (total - keep).min(1000);
-        let ids: Vec<String> = self
-            .conn
-            .run(
-                redis::cmd("ZRANGE")
-                    .arg(self.keys.all_jobs())
-                    .arg("-")
-                    .arg("+")
-                    .arg("BYLEX")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(excess),
-            )
-            .await?;
+        const BATCH: u64 = 200;
         let mut removed = 0;
-        for id in ids {
-            let Some(job) = self.get(&id).await? else {
-                let _: i64 = self
-                    .conn
-                    .run(redis::cmd("ZREM").arg(self.keys.all_jobs()).arg(&id))
-                    .await?;
-                continue;
-            };
-            if !job.status.is_final() {
-                continue;
+        for _ in 0..5 {
+            let mut invocation = scripts::PRUNE.prepare_invoke();
+            invocation
+                .key(self.keys.all_jobs())
+                .arg(self.keys.prefix())
+                .arg(BATCH)
+                .arg(keep);
+            let (batch_removed, examined): (u64, u64) = self.conn.script(&invocation).await?;
+            removed += batch_removed;
+            // Fewer than a full batch examined: nothing beyond `keep` is left. Nothing removed
+            // from a full batch: the oldest jobs are all still queued or running.
+            if examined < BATCH || batch_removed == 0 {
+                break;
             }
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .del(self.keys.job(&id))
-                .del(self.keys.log(&id))
-                .zrem(self.keys.all_jobs(), &id)
-                .zrem(self.keys.by_status(job.status), &id)
-                .zrem(self.keys.by_repo(&job.spec.repo), &id)
-                .zrem(self.keys.by_pool(&job.spec.pool), &id);
-            let _: Value = self.conn.pipe(&pipe).await?;
-            removed += 1;
         }
         Ok(removed)
     }

@@ -1,7 +1,11 @@
 //! A job as Redis hash fields.
 //!
-//! Flat fields (rather than one JSON blob) let the Lua scripts change `status`, `entry` and
-//! `attempt` without a JSON codec, and keep each state change a single atomic script.
+//! What never changes after enqueue (the `NewJob`) is one JSON field, `spec`; what the Lua
+//! scripts change (`status`, `entry`, `attempt`, timestamps, the verdict) are flat fields, so
+//! each state change stays a single atomic script without a JSON codec in Lua. One field for
+//! the spec rather than one per attribute halves the arguments every enqueue passes through
+//! Lua and the fields every claim reads back (BENCHMARKS.md, queue). Records written before
+//! the spec field existed (one field per attribute) are still read.
 
 use std::collections::HashMap;
 
@@ -11,47 +15,16 @@ use raibid_model::{Job, JobStatus, NewJob, PoolName};
 use crate::QueueError;
 
 pub(crate) fn new_fields(id: &str, spec: &NewJob, now_ms: i64) -> Vec<(&'static str, String)> {
-    let mut f = vec![
+    vec![
         ("id", id.to_owned()),
-        ("repo", spec.repo.clone()),
-        ("clone_url", spec.clone_url.clone()),
-        ("git_ref", spec.git_ref.clone()),
-        ("sha", spec.sha.clone()),
-        ("event", spec.event.as_str().to_owned()),
-        ("pool", spec.pool.to_string()),
-        ("from_fork", bool_str(spec.from_fork).to_owned()),
+        (
+            "spec",
+            serde_json::to_string(spec).expect("a job spec serializes"),
+        ),
         ("status", JobStatus::Queued.as_str().to_owned()),
         ("attempt", "0".to_owned()),
         ("created_at", now_ms.to_string()),
-        ("cancel_requested", "0".to_owned()),
-        ("log_bytes", "0".to_owned()),
-    ];
-    if let Some(forge) = spec.forge {
-        f.push(("forge", forge.as_str().to_owned()));
-    }
-    if let Some(n) = spec.pr_number {
-        f.push(("pr_number", n.to_string()));
-    }
-    if let Some(s) = &spec.sender {
-        f.push(("sender", s.clone()));
-    }
-    if let Some(d) = &spec.delivery_id {
-        f.push(("delivery_id", d.clone()));
-    }
-    if !spec.env.is_empty() {
-        f.push((
-            "env",
-            serde_json::to_string(&spec.env).expect("map serializes"),
-        ));
-    }
-    if let Some(r) = &spec.retry_of {
-        f.push(("retry_of", r.clone()));
-    }
-    f
-}
-
-fn bool_str(b: bool) -> &'static str {
-    if b { "1" } else { "0" }
+    ]
 }
 
 pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, QueueError> {
@@ -70,29 +43,9 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
     };
     let opt = |k: &str| get(k).filter(|v| !v.is_empty()).map(str::to_owned);
 
-    let spec = NewJob {
-        repo: req("repo")?.to_owned(),
-        clone_url: req("clone_url")?.to_owned(),
-        git_ref: req("git_ref")?.to_owned(),
-        sha: req("sha")?.to_owned(),
-        event: req("event")?.parse().map_err(|e| parse_err("event", e))?,
-        pool: PoolName::new(req("pool")?).map_err(|e| parse_err("pool", e.to_string()))?,
-        forge: match opt("forge") {
-            Some(f) => Some(f.parse().map_err(|e| parse_err("forge", e))?),
-            None => None,
-        },
-        pr_number: match opt("pr_number") {
-            Some(n) => Some(n.parse().map_err(|_| parse_err("pr_number", n))?),
-            None => None,
-        },
-        from_fork: get("from_fork") == Some("1"),
-        sender: opt("sender"),
-        delivery_id: opt("delivery_id"),
-        env: match opt("env") {
-            Some(e) => serde_json::from_str(&e).map_err(|e| parse_err("env", e.to_string()))?,
-            None => Default::default(),
-        },
-        retry_of: opt("retry_of"),
+    let spec = match get("spec") {
+        Some(json) => serde_json::from_str(json).map_err(|e| parse_err("spec", e.to_string()))?,
+        None => legacy_spec(fields)?,
     };
     Ok(Job {
         id: req("id")?.to_owned(),
@@ -115,6 +68,39 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
             Some(s) => serde_json::from_str(&s).map_err(|e| parse_err("images", e.to_string()))?,
             None => Vec::new(),
         },
+    })
+}
+
+/// The spec of a record written one field per attribute (before `spec` existed).
+fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
+    let get = |k: &str| fields.get(k).map(String::as_str);
+    let req =
+        |k: &str| get(k).ok_or_else(|| QueueError::Protocol(format!("job record lacks field {k}")));
+    let parse_err = |k: &str, e: String| QueueError::Protocol(format!("job field {k}: {e}"));
+    let opt = |k: &str| get(k).filter(|v| !v.is_empty()).map(str::to_owned);
+    Ok(NewJob {
+        repo: req("repo")?.to_owned(),
+        clone_url: req("clone_url")?.to_owned(),
+        git_ref: req("git_ref")?.to_owned(),
+        sha: req("sha")?.to_owned(),
+        event: req("event")?.parse().map_err(|e| parse_err("event", e))?,
+        pool: PoolName::new(req("pool")?).map_err(|e| parse_err("pool", e.to_string()))?,
+        forge: match opt("forge") {
+            Some(f) => Some(f.parse().map_err(|e| parse_err("forge", e))?),
+            None => None,
+        },
+        pr_number: match opt("pr_number") {
+            Some(n) => Some(n.parse().map_err(|_| parse_err("pr_number", n))?),
+            None => None,
+        },
+        from_fork: get("from_fork") == Some("1"),
+        sender: opt("sender"),
+        delivery_id: opt("delivery_id"),
+        env: match opt("env") {
+            Some(e) => serde_json::from_str(&e).map_err(|e| parse_err("env", e.to_string()))?,
+            None => Default::default(),
+        },
+        retry_of: opt("retry_of"),
     })
 }
 
@@ -146,4 +132,90 @@ pub(crate) fn validate(spec: &NewJob) -> Result<(), QueueError> {
         return bad("sha", "must be 40 or 64 hex digits");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use raibid_model::{Event, Forge, JobStatus, NewJob, PoolName};
+
+    use super::{from_fields, new_fields};
+
+    fn spec() -> NewJob {
+        NewJob {
+            repo: "acme/app".into(),
+            clone_url: "https://git.example/acme/app.git".into(),
+            git_ref: "refs/pull/7/head".into(),
+            sha: "a".repeat(40),
+            event: Event::PullRequest,
+            pool: PoolName::new("arm64").unwrap(),
+            forge: Some(Forge::Gitea),
+            pr_number: Some(7),
+            from_fork: true,
+            sender: Some("mallory".into()),
+            delivery_id: Some("d-1".into()),
+            env: [("A".to_owned(), "1".to_owned())].into(),
+            retry_of: None,
+        }
+    }
+
+    #[test]
+    fn a_new_record_reads_back_as_the_job_it_was_written_from() {
+        let fields: HashMap<String, String> = new_fields("01JD0000000000000000000000", &spec(), 5)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let job = from_fields(&fields).unwrap();
+        assert_eq!(job.spec, spec());
+        assert_eq!(job.status, JobStatus::Queued);
+        assert_eq!(job.attempt, 0);
+        assert_eq!(job.created_at.timestamp_millis(), 5);
+        assert!(!job.cancel_requested);
+    }
+
+    #[test]
+    fn records_written_one_field_per_attribute_are_still_read() {
+        let fields: HashMap<String, String> = [
+            ("id", "01JD0000000000000000000000"),
+            ("repo", "acme/app"),
+            ("clone_url", "https://git.example/acme/app.git"),
+            ("git_ref", "refs/pull/7/head"),
+            ("sha", &"a".repeat(40)),
+            ("event", "pull_request"),
+            ("pool", "arm64"),
+            ("forge", "gitea"),
+            ("pr_number", "7"),
+            ("from_fork", "1"),
+            ("sender", "mallory"),
+            ("delivery_id", "d-1"),
+            ("env", r#"{"A":"1"}"#),
+            ("status", "success"),
+            ("attempt", "2"),
+            ("created_at", "5"),
+            ("cancel_requested", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let job = from_fields(&fields).unwrap();
+        assert_eq!(job.spec, spec());
+        assert_eq!(job.status, JobStatus::Success);
+        assert_eq!(job.attempt, 2);
+    }
+
+    #[test]
+    fn a_corrupt_spec_is_a_protocol_error_naming_the_field() {
+        let fields: HashMap<String, String> = [
+            ("id", "01JD0000000000000000000000"),
+            ("spec", "{not json"),
+            ("status", "queued"),
+            ("attempt", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let err = from_fields(&fields).unwrap_err().to_string();
+        assert!(err.contains("spec"), "{err}");
+    }
 }

@@ -272,3 +272,45 @@ return 1
 "#,
     )
 });
+
+/// Deletes up to ARGV[2] of the oldest finished jobs (record, log, index entries) beyond
+/// ARGV[3] kept, in one round trip. Jobs still queued or running are skipped (they are
+/// pruned once they end). Repository and pool, needed for their index keys, come from the
+/// `spec` field, or from the flat fields of records written before it existed.
+///
+/// KEYS: all
+/// ARGV: key prefix (`raibid:<stream>`), batch size, keep
+/// Returns {removed, examined}
+pub(crate) static PRUNE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if excess <= 0 then return {0, 0} end
+if excess > tonumber(ARGV[2]) then excess = tonumber(ARGV[2]) end
+local ids = redis.call('ZRANGE', KEYS[1], '-', '+', 'BYLEX', 'LIMIT', 0, excess)
+local p = ARGV[1]
+local removed = 0
+for _, id in ipairs(ids) do
+  local jobkey = p .. ':job:' .. id
+  local f = redis.call('HMGET', jobkey, 'status', 'spec', 'repo', 'pool')
+  local status = f[1]
+  if not status then
+    redis.call('ZREM', KEYS[1], id)
+  elseif status ~= 'queued' and status ~= 'running' then
+    local repo, pool = f[3], f[4]
+    if f[2] then
+      local ok, spec = pcall(cjson.decode, f[2])
+      if ok and type(spec) == 'table' then repo, pool = spec['repo'], spec['pool'] end
+    end
+    redis.call('DEL', jobkey, p .. ':log:' .. id)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', p .. ':jobs:status:' .. status, id)
+    if type(repo) == 'string' then redis.call('ZREM', p .. ':jobs:repo:' .. repo, id) end
+    if type(pool) == 'string' then redis.call('ZREM', p .. ':jobs:pool:' .. pool, id) end
+    removed = removed + 1
+  end
+end
+return {removed, #ids}
+"#,
+    )
+});

@@ -738,6 +738,69 @@ async fn prune_keeps_the_newest_finished_jobs() {
         q.get(&ids[4]).await.unwrap().is_some(),
         "queued jobs are never pruned"
     );
+    // Nothing of a pruned job is left in any index.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for key in [
+        "raibid:ci-jobs:jobs".to_owned(),
+        "raibid:ci-jobs:jobs:status:cancelled".to_owned(),
+        "raibid:ci-jobs:jobs:repo:a/0".to_owned(),
+        "raibid:ci-jobs:jobs:pool:default".to_owned(),
+    ] {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(&key)
+            .arg(&ids[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(score, None, "{} still in {key}", ids[0]);
+    }
+}
+
+/// Records written one field per attribute (before the `spec` field) are read and pruned.
+#[tokio::test]
+async fn records_of_the_older_layout_are_read_and_pruned() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let id = "01JD0000000000000000000000";
+    let _: () = redis::pipe()
+        .hset_multiple(
+            format!("raibid:ci-jobs:job:{id}"),
+            &[
+                ("id", id),
+                ("repo", "old/layout"),
+                ("clone_url", "http://127.0.0.1/old/layout.git"),
+                ("git_ref", "refs/heads/main"),
+                ("sha", "0123456789abcdef0123456789abcdef01234567"),
+                ("event", "push"),
+                ("pool", "default"),
+                ("status", "success"),
+                ("attempt", "1"),
+                ("created_at", "1700000000000"),
+            ],
+        )
+        .zadd("raibid:ci-jobs:jobs", id, 0)
+        .zadd("raibid:ci-jobs:jobs:status:success", id, 0)
+        .zadd("raibid:ci-jobs:jobs:repo:old/layout", id, 0)
+        .zadd("raibid:ci-jobs:jobs:pool:default", id, 0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let old = q.get(id).await.unwrap().expect("the old record is read");
+    assert_eq!(old.spec.repo, "old/layout");
+    assert_eq!(old.status, JobStatus::Success);
+    created(q.enqueue(job("new/layout")).await.unwrap());
+
+    assert_eq!(q.prune(1).await.unwrap(), 1);
+    assert!(q.get(id).await.unwrap().is_none());
+    let left: u64 = redis::cmd("ZCARD")
+        .arg("raibid:ci-jobs:jobs:repo:old/layout")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the old record's repo index entry is gone");
 }
 
 #[tokio::test]

@@ -255,11 +255,10 @@ async fn sigkilled_agents_lose_no_job_and_finish_none_twice() {
     );
 }
 
-/// Bug: the workspace of a job whose agent was SIGKILLed stays on disk for good. The runner
-/// removes a workspace when the job ends; nothing removes the one a dead agent left, and under
-/// `raibid up` every agent shares `<data>/agent/workspaces`, so each crash leaks a checkout.
+/// Once bug 1 of RELIABILITY.md: the workspace of a job whose agent was SIGKILLed stayed on
+/// disk for good. The next agent to start (or a long-running one after each job) now removes
+/// workspaces of attempts that can no longer be running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: workspaces of SIGKILLed agents are never removed (see RELIABILITY.md)"]
 async fn a_sigkilled_agent_leaves_no_workspace_behind() {
     let _machine = exclusive();
     let up = Up::start(&Settings::default(), 1);

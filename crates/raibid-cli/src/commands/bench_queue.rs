@@ -20,9 +20,13 @@ use crate::local_redis::{Durability, LocalRedis};
 struct ThroughputRow {
     consumers: usize,
     jobs: usize,
+    rounds: usize,
+    /// Medians over the rounds.
     raw_per_sec: f64,
     queue_per_sec: f64,
     ratio: f64,
+    raw_min_max: (f64, f64),
+    queue_min_max: (f64, f64),
 }
 
 #[derive(Debug, Serialize)]
@@ -56,17 +60,30 @@ pub async fn run(args: BenchQueueArgs) -> anyhow::Result<ExitCode> {
         latency: Vec::new(),
     };
     for &consumers in &args.consumers {
-        eprintln!("throughput: {} jobs, {consumers} consumer(s)...", args.jobs);
-        let raw = raw_throughput(&url, args.jobs, consumers).await?;
-        let ours = queue_throughput(&url, args.jobs, consumers).await?;
-        let raw_rate = args.jobs as f64 / raw.as_secs_f64();
-        let our_rate = args.jobs as f64 / ours.as_secs_f64();
+        let mut raw_rates = Vec::new();
+        let mut our_rates = Vec::new();
+        for round in 1..=args.rounds.max(1) {
+            eprintln!(
+                "throughput: {} jobs, {consumers} consumer(s), round {round}/{}...",
+                args.jobs,
+                args.rounds.max(1)
+            );
+            let raw = raw_throughput(&url, args.jobs, consumers).await?;
+            let ours = queue_throughput(&url, args.jobs, consumers).await?;
+            raw_rates.push(args.jobs as f64 / raw.as_secs_f64());
+            our_rates.push(args.jobs as f64 / ours.as_secs_f64());
+        }
+        let raw_rate = median(&mut raw_rates);
+        let our_rate = median(&mut our_rates);
         report.throughput.push(ThroughputRow {
             consumers,
             jobs: args.jobs,
+            rounds: args.rounds.max(1),
             raw_per_sec: raw_rate,
             queue_per_sec: our_rate,
             ratio: our_rate / raw_rate,
+            raw_min_max: (raw_rates[0], raw_rates[raw_rates.len() - 1]),
+            queue_min_max: (our_rates[0], our_rates[our_rates.len() - 1]),
         });
     }
     eprintln!("latency: {} jobs, one every 5 ms...", args.latency_jobs);
@@ -191,6 +208,17 @@ async fn queue_latency(
         .collect())
 }
 
+/// Sorts `rates` and returns their median.
+fn median(rates: &mut [f64]) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    let n = rates.len();
+    if n % 2 == 1 {
+        rates[n / 2]
+    } else {
+        (rates[n / 2 - 1] + rates[n / 2]) / 2.0
+    }
+}
+
 fn summarize(which: &'static str, mut samples: Vec<Duration>) -> LatencyRow {
     samples.sort();
     let pct = |p: f64| {
@@ -215,8 +243,15 @@ fn print_report(report: &Report) {
             vec![
                 r.consumers.to_string(),
                 r.jobs.to_string(),
-                format!("{:.0}", r.raw_per_sec),
-                format!("{:.0}", r.queue_per_sec),
+                r.rounds.to_string(),
+                format!(
+                    "{:.0} ({:.0}-{:.0})",
+                    r.raw_per_sec, r.raw_min_max.0, r.raw_min_max.1
+                ),
+                format!(
+                    "{:.0} ({:.0}-{:.0})",
+                    r.queue_per_sec, r.queue_min_max.0, r.queue_min_max.1
+                ),
                 format!("{:.0}%", r.ratio * 100.0),
             ]
         })
@@ -227,8 +262,9 @@ fn print_report(report: &Report) {
             &[
                 "CONSUMERS",
                 "JOBS",
-                "RAW JOBS/S",
-                "QUEUE JOBS/S",
+                "ROUNDS",
+                "RAW JOBS/S median (min-max)",
+                "QUEUE JOBS/S median (min-max)",
                 "QUEUE/RAW"
             ],
             &rows

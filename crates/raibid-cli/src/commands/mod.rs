@@ -1,4 +1,5 @@
 mod agent;
+mod bench;
 mod bench_queue;
 pub(crate) mod config;
 pub(crate) mod job;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             job::run(&config, args).await
         }
         Command::Bench(crate::cli::BenchCommand::Queue(args)) => bench_queue::run(args).await,
+        Command::Bench(other) => bench::run(other).await,
         Command::Up(args) => {
             let config = load_config(&cli.global)?;
             crate::up::run(&cli.global, config, args).await
