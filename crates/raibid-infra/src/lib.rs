@@ -30,7 +30,8 @@ mod manifest;
 pub mod ops;
 mod path;
 mod plan;
-pub mod preflight;
+/// The image-architecture preflight, its own crate so that agents use it without Kubernetes.
+pub use raibid_oci as preflight;
 mod render;
 mod secrets;
 mod tools;

@@ -12,6 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -22,6 +23,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::image_arch::{ArchPreflight, ArchVerdict};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
 use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
 
@@ -86,6 +88,9 @@ pub struct ContainerOptions {
     pub network: bool,
     /// How long a step may take to exit after SIGTERM before the container is removed.
     pub kill_grace: Duration,
+    /// Asks the registry whether a step's image has this machine's architecture before the
+    /// engine pulls it; `None` skips the check.
+    pub arch_preflight: Option<Arc<ArchPreflight>>,
 }
 
 impl Default for ContainerOptions {
@@ -94,6 +99,7 @@ impl Default for ContainerOptions {
             default_image: "docker.io/library/debian:bookworm-slim".into(),
             network: false,
             kill_grace: DEFAULT_KILL_GRACE,
+            arch_preflight: None,
         }
     }
 }
@@ -145,10 +151,23 @@ impl ContainerExecutor {
         output: OutputSender,
         cancel: CancellationToken,
     ) -> Result<StepExit, ExecError> {
-        self.ensure_runs_containers().await?;
-        let workspace = process::workspace_dir(&spec.workspace)?;
         let image = spec.image.as_deref().unwrap_or(&self.options.default_image);
         check_image_name(image)?;
+        if let Some(preflight) = &self.options.arch_preflight {
+            match preflight.check(image).await {
+                ArchVerdict::Runs(platform) => debug!(image, platform, "image preflight passed"),
+                ArchVerdict::Refused(why) => return Err(ExecError::Image(why)),
+                ArchVerdict::Unchecked(why) => {
+                    let note = format!(
+                        "[raibid] could not check which architectures {image} has ({why}); \
+                         starting it anyway\n"
+                    );
+                    let _ = output.send(note.into_bytes()).await;
+                }
+            }
+        }
+        self.ensure_runs_containers().await?;
+        let workspace = process::workspace_dir(&spec.workspace)?;
         let env = EnvFile::write(&spec.env)?;
         let name = format!("raibid-{}", process::random_suffix()?);
         let args = run_args(&RunArgs {
@@ -380,6 +399,37 @@ fn last_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The preflight's verdict comes before anything touches the engine: a refused image
+    /// fails the step at once, with the preflight's message, and pulls nothing.
+    #[tokio::test]
+    async fn a_refused_image_fails_the_step_before_the_engine_runs() {
+        let executor = ContainerExecutor::new(
+            ContainerEngine {
+                // Any call to the engine would fail differently (`Unavailable`).
+                program: PathBuf::from("/bin/false"),
+                name: "podman",
+            },
+            ContainerOptions {
+                arch_preflight: Some(Arc::new(ArchPreflight::for_this_machine(false, None))),
+                ..Default::default()
+            },
+        );
+        let workspace = tempfile::tempdir().unwrap();
+        let spec = StepSpec {
+            name: "build".into(),
+            script: "true".into(),
+            workspace: workspace.path().to_path_buf(),
+            env: BTreeMap::new(),
+            timeout: Duration::from_secs(5),
+            image: Some("127.0.0.1:1/ci/image@not-a-digest".into()),
+        };
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        match executor.run(&spec, tx, CancellationToken::new()).await {
+            Err(ExecError::Image(why)) => assert!(why.contains("digest"), "{why}"),
+            other => panic!("expected the preflight to refuse the image, got {other:?}"),
+        }
+    }
 
     #[test]
     fn env_values_stay_out_of_argv() {

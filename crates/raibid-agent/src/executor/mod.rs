@@ -5,6 +5,7 @@
 mod bwrap;
 mod container;
 mod host;
+mod image_arch;
 pub(crate) mod process;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use bwrap::{BwrapExecutor, BwrapOptions};
 pub use container::{ContainerEngine, ContainerExecutor, ContainerOptions};
 pub use host::HostExecutor;
+pub use image_arch::{ArchPreflight, ArchVerdict, RegistryLogin};
 
 /// One step to run.
 #[derive(Debug, Clone)]
@@ -60,6 +62,9 @@ pub enum ExecError {
         executor: &'static str,
         reason: String,
     },
+    /// The step's image has no manifest for this agent's architecture (or is no image).
+    #[error("{0}")]
+    Image(String),
     #[error("i/o error while running the step: {0}")]
     Io(#[from] std::io::Error),
 }

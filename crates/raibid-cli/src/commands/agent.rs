@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raibid_agent::executor::{
-    BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerOptions, Executor,
-    HostExecutor,
+    ArchPreflight, BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor,
+    ContainerOptions, Executor, HostExecutor, RegistryLogin,
 };
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver};
 use raibid_agent::{AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, run_agent};
@@ -160,10 +160,20 @@ async fn executor(
         }
         ExecutorKind::Container => {
             let engine = ContainerEngine::detect().await?;
+            let registry = &config.agent.registry;
+            let login = (!registry.username.is_empty()).then(|| RegistryLogin {
+                host: registry_host(config),
+                username: registry.username.clone(),
+                password: registry.password.expose().to_owned(),
+            });
             Arc::new(ContainerExecutor::new(
                 engine,
                 ContainerOptions {
                     network: config.agent.network,
+                    arch_preflight: Some(Arc::new(ArchPreflight::for_this_machine(
+                        registry.insecure,
+                        login,
+                    ))),
                     ..Default::default()
                 },
             ))

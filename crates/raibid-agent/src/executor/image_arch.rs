@@ -1,0 +1,100 @@
+//! Before a container step starts: does its image have a manifest for this machine's
+//! architecture? An arm64 agent given an amd64-only image would otherwise pull it and die
+//! with `exec format error` (or, under QEMU emulation, run ten times slower without saying
+//! so); the preflight fails the step in seconds with the platforms the image does have.
+//!
+//! Only a definite answer fails a step: an image that lacks the architecture, or a reference
+//! that cannot be an image. A registry that cannot be asked (offline machine, local-only
+//! image, private registry without credentials) lets the step go on to the engine, with a
+//! note in the log, because the engine may well have the image locally.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use raibid_oci::{FetchOptions, ImageReference, PreflightError, check_image, normalize_arch};
+
+/// What the preflight says about one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchVerdict {
+    /// The image has a manifest for this architecture (the platform, e.g. `linux/arm64`).
+    Runs(String),
+    /// The registry could not tell; the reason goes to the step's log.
+    Unchecked(String),
+    /// The image cannot run here; the message says what it has instead.
+    Refused(String),
+}
+
+/// Credentials for one registry host (the forge's), used only for images on that host.
+#[derive(Debug, Clone)]
+pub struct RegistryLogin {
+    pub host: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug)]
+pub struct ArchPreflight {
+    arch: String,
+    insecure: bool,
+    timeout: Duration,
+    login: Option<RegistryLogin>,
+    /// Definite verdicts per image for `ttl`: a pipeline of ten steps on one image asks once,
+    /// and a tag pushed again for more platforms is seen within minutes.
+    cache: Mutex<HashMap<String, (Instant, ArchVerdict)>>,
+    ttl: Duration,
+}
+
+impl ArchPreflight {
+    /// `arch` as Rust or Go spells it (`aarch64` and `arm64` are the same).
+    pub fn new(arch: &str, insecure: bool, login: Option<RegistryLogin>) -> Self {
+        Self {
+            arch: normalize_arch(arch).to_owned(),
+            insecure,
+            timeout: Duration::from_secs(10),
+            login,
+            cache: Mutex::new(HashMap::new()),
+            ttl: Duration::from_secs(300),
+        }
+    }
+
+    /// For this machine's architecture.
+    pub fn for_this_machine(insecure: bool, login: Option<RegistryLogin>) -> Self {
+        Self::new(std::env::consts::ARCH, insecure, login)
+    }
+
+    pub async fn check(&self, image: &str) -> ArchVerdict {
+        if let Some((at, verdict)) = self.cache.lock().expect("lock").get(image)
+            && at.elapsed() < self.ttl
+        {
+            return verdict.clone();
+        }
+        let verdict = match check_image(image, &self.arch, &self.fetch_options(image)).await {
+            Ok(check) => ArchVerdict::Runs(check.platform),
+            Err(e @ (PreflightError::MissingArch { .. } | PreflightError::BadReference { .. })) => {
+                ArchVerdict::Refused(e.to_string())
+            }
+            Err(e) => ArchVerdict::Unchecked(e.to_string()),
+        };
+        if !matches!(verdict, ArchVerdict::Unchecked(_)) {
+            self.cache
+                .lock()
+                .expect("lock")
+                .insert(image.to_owned(), (Instant::now(), verdict.clone()));
+        }
+        verdict
+    }
+
+    fn fetch_options(&self, image: &str) -> FetchOptions {
+        let credentials = self.login.as_ref().and_then(|login| {
+            let reference = ImageReference::parse(image).ok()?;
+            (reference.registry == login.host)
+                .then(|| (login.username.clone(), login.password.clone()))
+        });
+        FetchOptions {
+            insecure: self.insecure,
+            timeout: self.timeout,
+            credentials,
+        }
+    }
+}
