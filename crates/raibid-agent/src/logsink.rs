@@ -1,7 +1,9 @@
 //! From step output to the job's log stream: secrets masked, chunked, flushed often.
 //!
-//! Output is flushed every 100 ms or 64 KiB, whichever comes first, so a follower sees lines
-//! almost as they are printed while a chatty step costs one Redis write per 64 KiB. Masking
+//! No byte waits more than 50 ms before it is written (the clock starts when the first byte
+//! enters an empty buffer, not at the last flush, so a line printed after a quiet spell is not
+//! held for a whole period), and 64 KiB are written at once, so a follower sees lines almost as
+//! they are printed while a chatty step costs one Redis write per 64 KiB. Masking
 //! happens before anything leaves the agent, and holds back only as many trailing bytes as could
 //! be the start of a secret, so a secret split across two reads is still caught.
 
@@ -14,10 +16,19 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
 
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest a byte of output waits in the agent before it is written to Redis.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 pub const FLUSH_BYTES: usize = 64 * 1024;
 const MASK: &[u8] = b"***";
 const TAIL_LINES: usize = 20;
+
+/// Sleeps until `due`, or forever when nothing is buffered.
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Replaces secrets in a byte stream that arrives in arbitrary pieces.
 #[derive(Default)]
@@ -89,7 +100,8 @@ pub struct JobLog {
     job_id: String,
     masker: Masker,
     buffer: Vec<u8>,
-    last_flush: Instant,
+    /// When the oldest byte in `buffer` arrived; `None` while it is empty.
+    oldest: Option<Instant>,
     tail: VecDeque<String>,
     partial_line: Vec<u8>,
     capped: bool,
@@ -103,7 +115,7 @@ impl JobLog {
             job_id: job_id.into(),
             masker: Masker::default(),
             buffer: Vec::with_capacity(FLUSH_BYTES),
-            last_flush: Instant::now(),
+            oldest: None,
             tail: VecDeque::new(),
             partial_line: Vec::new(),
             capped: false,
@@ -131,7 +143,9 @@ impl JobLog {
     pub async fn write(&mut self, data: &[u8]) {
         let safe = self.masker.push(data);
         self.buffer_masked(&safe);
-        if self.buffer.len() >= FLUSH_BYTES || self.last_flush.elapsed() >= FLUSH_INTERVAL {
+        if self.buffer.len() >= FLUSH_BYTES
+            || matches!(self.flush_due(), Some(due) if due <= Instant::now())
+        {
             self.flush_buffer().await;
         }
     }
@@ -162,25 +176,28 @@ impl JobLog {
     /// Copies step output from `rx` into the log until the sender is dropped, flushing on time
     /// even when the step is quiet.
     pub async fn pump(&mut self, mut rx: mpsc::Receiver<Vec<u8>>) {
-        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let due = self.flush_due();
             tokio::select! {
                 chunk = rx.recv() => match chunk {
                     Some(data) => self.write(&data).await,
                     None => break,
                 },
-                _ = tick.tick() => {
-                    if !self.buffer.is_empty() && self.last_flush.elapsed() >= FLUSH_INTERVAL {
-                        self.flush_buffer().await;
-                    }
-                }
+                _ = sleep_until_due(due) => self.flush_buffer().await,
             }
         }
         self.flush().await;
     }
 
+    /// When the buffer must be written, so that no byte waits longer than `FLUSH_INTERVAL`.
+    fn flush_due(&self) -> Option<Instant> {
+        self.oldest.map(|t| t + FLUSH_INTERVAL)
+    }
+
     fn buffer_masked(&mut self, data: &[u8]) {
+        if self.oldest.is_none() && !data.is_empty() {
+            self.oldest = Some(Instant::now());
+        }
         self.buffer.extend_from_slice(data);
         for &b in data {
             if b == b'\n' {
@@ -197,7 +214,7 @@ impl JobLog {
     }
 
     async fn flush_buffer(&mut self) {
-        self.last_flush = Instant::now();
+        self.oldest = None;
         if self.buffer.is_empty() || self.capped {
             self.buffer.clear();
             return;

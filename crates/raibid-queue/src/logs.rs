@@ -17,10 +17,24 @@ impl LogCursor {
         Self("0-0".into())
     }
 
-    /// Parses a cursor given by a client; only stream ids are accepted.
+    /// Parses a cursor given by a client; only stream ids are accepted, and they are kept in
+    /// Redis's own spelling (`+5` or `007` would be Redis errors, hence 5xx, not 4xx).
     pub fn parse(s: &str) -> Option<Self> {
         let (ms, seq) = s.split_once('-')?;
-        (ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok()).then(|| Self(s.to_owned()))
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return None;
+        }
+        Some(Self(format!(
+            "{}-{}",
+            ms.parse::<u64>().ok()?,
+            seq.parse::<u64>().ok()?
+        )))
+    }
+
+    /// The largest stream id: nothing can follow it (and `XRANGE (` refuses it).
+    fn is_last_possible(&self) -> bool {
+        self.0 == format!("{}-{}", u64::MAX, u64::MAX)
     }
 }
 
@@ -64,6 +78,9 @@ impl Queue {
     ) -> Result<LogBatch, QueueError> {
         if !valid_id(job_id) {
             return Err(QueueError::NotFound(job_id.to_owned()));
+        }
+        if after.is_last_possible() {
+            return decode_entries(&[], after);
         }
         let reply: Value = self
             .conn
@@ -164,5 +181,14 @@ mod tests {
         assert!(LogCursor::parse("+").is_none());
         assert!(LogCursor::parse("1-x").is_none());
         assert!(LogCursor::parse("abc").is_none());
+        assert!(LogCursor::parse("+5-1").is_none());
+        assert!(LogCursor::parse("5-").is_none());
+        assert_eq!(LogCursor::parse("007-01").unwrap().0, "7-1");
+        assert!(LogCursor::parse("18446744073709551616-0").is_none());
+        assert!(
+            LogCursor::parse("18446744073709551615-18446744073709551615")
+                .unwrap()
+                .is_last_possible()
+        );
     }
 }

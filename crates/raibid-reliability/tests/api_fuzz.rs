@@ -14,7 +14,7 @@ use raibid_reliability::{Settings, Stack, exclusive, report};
 use serde_json::json;
 
 /// Inputs that once needed care, always sent before the generated ones.
-const REGRESSIONS: [&str; 14] = [
+const REGRESSIONS: [&str; 17] = [
     "limit=0",
     "limit=1001",
     "limit=18446744073709551616",
@@ -27,6 +27,10 @@ const REGRESSIONS: [&str; 14] = [
     "pool=%FF",
     "cursor=../../x",
     "cursor=%00%00",
+    // Found by this test on 2026-12-02: `XRANGE (<max id>` is a Redis error, so it was a 503.
+    "cursor=18446744073709551615-18446744073709551615",
+    "cursor=%2B5-%2B5",
+    "cursor=007-01",
     "status=queued&status=running",
     "&&&==&=",
 ];
