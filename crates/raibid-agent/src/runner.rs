@@ -566,15 +566,18 @@ impl Runner {
         let Some(builder) = &self.images else {
             return Err("image builds need buildah on the agent (apt-get install buildah)".into());
         };
-        let tags = build
-            .render_tags(&TagContext {
-                registry: self.settings.registry.clone(),
-                repo: job.spec.repo.clone(),
-                sha: job.spec.sha.clone(),
-                branch: job.branch().map(str::to_owned),
-                tag: job.tag().map(str::to_owned),
-            })
-            .map_err(|e| e.to_string())?;
+        let tag_context = TagContext {
+            registry: self.settings.registry.clone(),
+            repo: job.spec.repo.clone(),
+            sha: job.spec.sha.clone(),
+            branch: job.branch().map(str::to_owned),
+            tag: job.tag().map(str::to_owned),
+        };
+        let tags = build.render_tags(&tag_context).map_err(|e| e.to_string())?;
+        let cache_repo = build
+            .render_cache(&tag_context)
+            .map_err(|e| e.to_string())?
+            .map(|repo| per_arch_cache(&repo, &build.platforms));
         let context_dir = workspace.join(&build.context);
         let containerfile = match &build.file {
             Some(f) => workspace.join(f),
@@ -591,7 +594,7 @@ impl Runner {
             platforms: build.platforms.clone(),
             build_args: build.build_args.clone(),
             push: build.push,
-            cache_repo: None,
+            cache_repo,
         };
         let started = Instant::now();
         let (tx, rx) = mpsc::channel(64);
@@ -636,6 +639,18 @@ async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {
 
 /// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log
 /// and the commit status (file, line and column included).
+/// The layer cache of one architecture: `<repo>-<arch>` for a build of one platform (the
+/// agent's own when none is named), so that arm64 and amd64 builds never push over each
+/// other's cache; a multi-platform build shares `<repo>` (its layers differ by digest anyway).
+fn per_arch_cache(repo: &str, platforms: &[String]) -> String {
+    let arch = match platforms {
+        [] => raibid_oci::normalize_arch(std::env::consts::ARCH).to_owned(),
+        [one] => one.split('/').skip(1).collect::<Vec<_>>().join("-"),
+        _ => return repo.to_owned(),
+    };
+    format!("{repo}-{arch}")
+}
+
 /// `<job id>-a<attempt>`, as `run` names workspaces; job ids never contain `-a` followed by
 /// digits only at their end, so the last `-a` splits.
 fn parse_workspace_name(name: &str) -> Option<(&str, u32)> {
@@ -685,6 +700,27 @@ fn short(sha: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::parse_workspace_name;
+
+    #[test]
+    fn layer_caches_are_keyed_by_architecture() {
+        use super::per_arch_cache;
+        let own = raibid_oci::normalize_arch(std::env::consts::ARCH);
+        assert_eq!(
+            per_arch_cache("r/acme/cache", &[]),
+            format!("r/acme/cache-{own}")
+        );
+        assert_eq!(
+            per_arch_cache("r/acme/cache", &["linux/arm/v7".into()]),
+            "r/acme/cache-arm-v7"
+        );
+        assert_eq!(
+            per_arch_cache(
+                "r/acme/cache",
+                &["linux/amd64".into(), "linux/arm64".into()]
+            ),
+            "r/acme/cache"
+        );
+    }
 
     #[test]
     fn workspace_names_round_trip_and_strangers_are_ignored() {

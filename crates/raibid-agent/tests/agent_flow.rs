@@ -514,7 +514,7 @@ async fn an_image_build_step_pushes_to_the_registry_and_records_the_digest() {
         &[
             (
                 ".raibid.yaml",
-                "steps:\n  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n",
+                "steps:\n  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n      cache: \"{registry}/{repo}/cache\"\n",
             ),
             ("Containerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n"),
             ("hello.txt", "hello from raibid\n"),
@@ -530,6 +530,16 @@ async fn an_image_build_step_pushes_to_the_registry_and_records_the_digest() {
     assert_eq!(done.images.len(), 1, "{:?}", done.images);
     assert!(done.images[0].contains("@sha256:"), "{:?}", done.images);
     assert!(registry.tags("acme/app").contains(&sha[..7].to_owned()));
+    // The layer cache went to this architecture's own repository.
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86_64" => "amd64",
+        other => other,
+    };
+    assert!(
+        !registry.tags(&format!("acme/app/cache-{arch}")).is_empty(),
+        "no layer cache in acme/app/cache-{arch}: {log}"
+    );
 }
 
 #[tokio::test]

@@ -148,6 +148,7 @@ fn image_step(file: &str) -> Step {
             platforms: Vec::new(),
             push: true,
             build_args: BTreeMap::new(),
+            cache: None,
         }),
         None,
     )

@@ -23,9 +23,21 @@ pub struct ImageBuild {
     pub platforms: Vec<String>,
     pub push: bool,
     pub build_args: BTreeMap<String, String>,
+    /// Template of a registry repository for the layer cache (`--cache-from/--cache-to`),
+    /// e.g. `{registry}/{repo}/cache`. The agent keys it by architecture, so arm64 and amd64
+    /// builds never evict each other.
+    pub cache: Option<String>,
 }
 
 impl ImageBuild {
+    /// Fills in the cache template, if any, like the tags.
+    pub fn render_cache(&self, ctx: &TagContext) -> Result<Option<String>, TagError> {
+        self.cache
+            .as_deref()
+            .map(|t| tag::render(t, ctx))
+            .transpose()
+    }
+
     /// Fills in the tag templates. Fails on the first template that needs a value this build
     /// does not have (`{tag}` on a branch push), rather than pushing a partial set of tags.
     pub fn render_tags(&self, ctx: &TagContext) -> Result<Vec<String>, TagError> {
@@ -122,7 +134,28 @@ struct RawImageBuild {
     push: bool,
     #[serde(default)]
     build_args: Option<EnvMap>,
+    cache: Option<CacheTemplate>,
 }
+
+fn cache_template(template: &str) -> Result<String, String> {
+    if template
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
+    {
+        return Err(format!(
+            "cache {template:?}: give a repository without a tag, e.g. \"{{registry}}/{{repo}}/cache\""
+        ));
+    }
+    tag::check_template(template)
+        .map(|()| template.to_owned())
+        .map_err(|e| format!("cache {template:?}: {e}"))
+}
+
+checked_str!(
+    /// A template of the layer cache's repository.
+    CacheTemplate: String, "a repository template like \"{registry}/{repo}/cache\"", cache_template
+);
 
 /// `image-build:` as written in YAML; checks that at least one tag is given.
 pub(crate) struct ImageBuildDe(pub(crate) ImageBuild);
@@ -130,7 +163,7 @@ pub(crate) struct ImageBuildDe(pub(crate) ImageBuild);
 impl<'de> Deserialize<'de> for ImageBuildDe {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         CheckedMap::new(
-            "an image build: a mapping with `tags` and optionally `context`, `file`, `platforms`, `push`, `build-args`",
+            "an image build: a mapping with `tags` and optionally `context`, `file`, `platforms`, `push`, `build-args`, `cache`",
             |raw: RawImageBuild| {
                 if raw.tags.is_empty() {
                     return Err(
@@ -145,6 +178,7 @@ impl<'de> Deserialize<'de> for ImageBuildDe {
                     platforms: raw.platforms,
                     push: raw.push,
                     build_args: raw.build_args.map(|m| m.0).unwrap_or_default(),
+                    cache: raw.cache.map(|c| c.0),
                 }))
             },
         )
@@ -158,6 +192,32 @@ mod tests {
 
     fn parse(yaml: &str) -> Result<ImageBuild, serde_yaml::Error> {
         serde_yaml::from_str::<ImageBuildDe>(yaml).map(|b| b.0)
+    }
+
+    #[test]
+    fn a_cache_repository_is_a_template_without_a_tag() {
+        let b = parse("tags: [\"{registry}/{repo}:{sha}\"]\ncache: \"{registry}/{repo}/cache\"")
+            .unwrap();
+        assert_eq!(b.cache.as_deref(), Some("{registry}/{repo}/cache"));
+        let ctx = TagContext {
+            registry: "r.example:5000".into(),
+            repo: "Acme/App".into(),
+            sha: "a".repeat(40),
+            branch: Some("main".into()),
+            tag: None,
+        };
+        assert_eq!(
+            b.render_cache(&ctx).unwrap().as_deref(),
+            Some("r.example:5000/acme/app/cache")
+        );
+        for bad in [
+            "\"{registry}/{repo}/cache:latest\"",
+            "\"{nope}/cache\"",
+            "[a]",
+        ] {
+            let yaml = format!("tags: [\"{{registry}}/{{repo}}:{{sha}}\"]\ncache: {bad}");
+            assert!(parse(&yaml).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]
