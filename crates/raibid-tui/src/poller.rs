@@ -17,7 +17,10 @@ use crate::event::Message;
 /// The newest jobs re-read at every poll; more than this many new jobs between two polls
 /// reach the list only once they finish or through later history pages.
 const NEWEST_PAGE: usize = 200;
-/// The server's largest page: used for the active jobs and for history.
+/// The server's largest page: used for running jobs and for history. Queued jobs are re-read
+/// with [`NEWEST_PAGE`]: a queue only changes at its old end (claims) and its new end (the
+/// newest page), so re-reading the newest 1,000 of a deep queue every second refreshed nothing
+/// and cost a megabyte of JSON per poll (BENCHMARKS.md, dashboard).
 const FULL_PAGE: usize = 1000;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -110,7 +113,7 @@ impl Poller {
         };
         let queued_query = ListJobs {
             status: Some(JobStatus::Queued),
-            limit: Some(FULL_PAGE),
+            limit: Some(NEWEST_PAGE),
             ..ListJobs::default()
         };
         let running_query = ListJobs {
