@@ -32,6 +32,7 @@ mod path;
 mod plan;
 /// The image-architecture preflight, its own crate so that agents use it without Kubernetes.
 pub use raibid_oci as preflight;
+pub mod image_checks;
 mod render;
 mod secrets;
 mod tools;

@@ -53,6 +53,8 @@ pub enum Step {
     },
     /// Something the user must know before the next step (printed, never fails).
     Note(String),
+    /// Images that must have a manifest for the architecture their pods are pinned to.
+    CheckImages(Vec<crate::image_checks::ImageArchCheck>),
 }
 
 impl CommandLine {
@@ -122,6 +124,13 @@ impl Step {
                 "delete PersistentVolumeClaims in {namespace} matching {selector} (the data)"
             ),
             Self::Note(text) => format!("note: {text}"),
+            Self::CheckImages(checks) => format!(
+                "check that {} agent image{} ha{} a manifest for {} pool's architecture",
+                checks.len(),
+                if checks.len() == 1 { "" } else { "s" },
+                if checks.len() == 1 { "s" } else { "ve" },
+                if checks.len() == 1 { "its" } else { "each" },
+            ),
         }
     }
 
@@ -149,6 +158,15 @@ impl Step {
             Self::Delete { objects, .. } => {
                 for object in objects {
                     let _ = writeln!(out, "{object}");
+                }
+            }
+            Self::CheckImages(checks) => {
+                for check in checks {
+                    let _ = writeln!(
+                        out,
+                        "{}: {} for linux/{}",
+                        check.object, check.image, check.arch
+                    );
                 }
             }
             _ => {}

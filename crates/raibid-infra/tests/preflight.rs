@@ -367,3 +367,55 @@ async fn follows_the_anonymous_token_exchange() {
     assert_eq!(ok.platform, "linux/arm64");
     assert_eq!(token_requests.load(Ordering::SeqCst), 1);
 }
+
+/// `raibid setup agents` checks every ScaledJob's image for its pinned architecture before it
+/// applies anything: a foreign image stops setup with the platforms it has, a registry this
+/// machine cannot ask is reported and skipped.
+#[tokio::test]
+async fn setup_checks_agent_images_for_their_pools_architecture() {
+    use raibid_infra::image_checks::{ImageArchCheck, run_checks};
+    let registry = Registry::start();
+    let http = reqwest::Client::new();
+    let (ours, other) = match std::env::consts::ARCH {
+        "aarch64" => ("arm64", "amd64"),
+        _ => ("amd64", "arm64"),
+    };
+    registry.push_image(&http, "raibid/agent", ours, None).await;
+    let image = format!("{}/raibid/agent:{ours}", registry.host);
+    let check = |arch: &str, image: &str| ImageArchCheck {
+        image: image.to_owned(),
+        arch: arch.to_owned(),
+        object: format!("ScaledJob/raibid-agent-{arch}"),
+    };
+    let options = FetchOptions {
+        insecure: true,
+        ..FetchOptions::default()
+    };
+
+    let mut out = Vec::new();
+    run_checks(&[check(ours, &image)], &options, &mut out)
+        .await
+        .unwrap();
+    let shown = String::from_utf8(out).unwrap();
+    assert!(shown.contains(&format!("has linux/{ours}")), "{shown}");
+
+    let mut out = Vec::new();
+    let err = run_checks(
+        &[check(ours, &image), check(other, &image)],
+        &options,
+        &mut out,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&format!("no linux/{other} image")), "{err}");
+    assert!(err.contains(&format!("linux/{ours}")), "{err}");
+
+    let nowhere = format!("127.0.0.1:{}/raibid/agent:1", free_port());
+    let mut out = Vec::new();
+    run_checks(&[check(ours, &nowhere)], &options, &mut out)
+        .await
+        .unwrap();
+    let shown = String::from_utf8(out).unwrap();
+    assert!(shown.contains("not checked"), "{shown}");
+}

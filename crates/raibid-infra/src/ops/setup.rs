@@ -162,7 +162,12 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
             steps.extend(apply_and_wait("server", ctx.overlay_component("server")?));
         }
         Component::Agents => {
-            steps.extend(apply_and_wait("agents", ctx.overlay_component("agents")?));
+            let objects = ctx.overlay_component("agents")?;
+            let checks = crate::image_checks::scaled_job_images(&objects);
+            if !checks.is_empty() {
+                steps.push(Step::CheckImages(checks));
+            }
+            steps.extend(apply_and_wait("agents", objects));
         }
     }
     Ok(steps)
