@@ -175,7 +175,7 @@ pub async fn run_infra_to(
 }
 
 /// The agent's registry login, when it has one (private images need it for the check too).
-fn registry_credentials(config: &Config) -> Option<(String, String)> {
+pub(crate) fn registry_credentials(config: &Config) -> Option<(String, String)> {
     let registry = &config.agent.registry;
     (!registry.username.is_empty()).then(|| {
         (

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use crate::InfraError;
 use crate::manifest::Manifest;
-use crate::preflight::{FetchOptions, PreflightError, check_image};
+use crate::preflight::{FetchOptions, check_image};
 
 /// One image to check: what runs it and the architecture it is pinned to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +66,7 @@ pub async fn run_checks(
                     check.object, check.arch, found.image, found.platform
                 );
             }
-            Err(e @ (PreflightError::MissingArch { .. } | PreflightError::BadReference { .. })) => {
-                return Err(e.into());
-            }
+            Err(e) if e.is_verdict() => return Err(e.into()),
             Err(e) => {
                 let _ = writeln!(
                     out,

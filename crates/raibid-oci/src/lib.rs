@@ -17,6 +17,15 @@ pub use index::{
 };
 pub use reference::ImageReference;
 
+impl PreflightError {
+    /// Whether the error is a verdict on the image itself (it lacks the architecture, or is
+    /// no image reference at all), as opposed to a registry that could not be asked. Callers
+    /// refuse the image on a verdict and let the engine or the nodes try otherwise.
+    pub fn is_verdict(&self) -> bool {
+        matches!(self, Self::MissingArch { .. } | Self::BadReference { .. })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PreflightError {
     #[error("invalid image reference {image:?}: {reason}")]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use raibid_oci::{FetchOptions, ImageReference, PreflightError, check_image, normalize_arch};
+use raibid_oci::{FetchOptions, ImageReference, check_image, normalize_arch};
 
 /// What the preflight says about one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +71,7 @@ impl ArchPreflight {
         }
         let verdict = match check_image(image, &self.arch, &self.fetch_options(image)).await {
             Ok(check) => ArchVerdict::Runs(check.platform),
-            Err(e @ (PreflightError::MissingArch { .. } | PreflightError::BadReference { .. })) => {
-                ArchVerdict::Refused(e.to_string())
-            }
+            Err(e) if e.is_verdict() => ArchVerdict::Refused(e.to_string()),
             Err(e) => ArchVerdict::Unchecked(e.to_string()),
         };
         if !matches!(verdict, ArchVerdict::Unchecked(_)) {

@@ -113,14 +113,8 @@ impl<'a> Executor<'a> {
             }
             Step::Note(_) => Ok(()),
             Step::CheckImages(checks) => {
-                let registry = &self.config.agent.registry;
                 let options = crate::preflight::FetchOptions {
-                    credentials: (!registry.username.is_empty()).then(|| {
-                        (
-                            registry.username.clone(),
-                            registry.password.expose().to_owned(),
-                        )
-                    }),
+                    credentials: crate::cli::registry_credentials(self.config),
                     ..Default::default()
                 };
                 crate::image_checks::run_checks(checks, &options, self.out).await
