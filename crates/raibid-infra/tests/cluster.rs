@@ -156,3 +156,129 @@ async fn setup_without_a_cluster_fails_before_changing_anything() {
     assert!(printed.contains("==> [1/4] apply namespace"), "{printed}");
     assert!(!printed.contains("applied"), "{printed}");
 }
+
+/// The whole status read from a recorded k3s cluster: what `raibid status` and the dashboard's
+/// Cluster tab show.
+#[tokio::test]
+async fn status_of_a_recorded_cluster() {
+    let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;
+    let mut config = Config::default();
+    config.cluster.kubeconfig = api.kubeconfig().display().to_string();
+    let status = cluster_status(&config).await;
+    assert!(status.reachable, "{:?}", status.error);
+    assert_eq!(
+        status.server.as_deref(),
+        Some(format!("{}/", api.url()).as_str())
+    );
+
+    let nodes: Vec<(&str, bool, &str)> = status
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.ready, n.arch.as_str()))
+        .collect();
+    assert_eq!(
+        nodes,
+        [("spark-01", true, "arm64"), ("build-x86", false, "amd64")]
+    );
+    assert_eq!(status.nodes[0].kubelet_version, "v1.34.2+k3s1");
+
+    let agents = status
+        .components
+        .iter()
+        .find(|c| c.component == raibid_infra::Component::Agents)
+        .expect("agent pods listed");
+    let pods: Vec<(&str, &str, bool)> = agents
+        .pods
+        .iter()
+        .map(|p| (p.name.as_str(), p.phase.as_str(), p.ready))
+        .collect();
+    assert_eq!(
+        pods,
+        [
+            ("raibid-agent-arm64-4xk2m-8fz7q", "Running", true),
+            ("raibid-agent-arm64-9tq5w-c6n2d", "Pending", false),
+            ("raibid-agent-arm64-h7v3r-k2p9s", "Succeeded", false),
+            ("raibid-agent-amd64-p3m8n-w5r4t", "Failed", false),
+        ]
+    );
+    let server = status
+        .components
+        .iter()
+        .find(|c| c.component == raibid_infra::Component::Server)
+        .unwrap();
+    assert_eq!(server.pods.len(), 1);
+    assert_eq!(server.pods[0].restarts, 1);
+
+    let jobs: Vec<String> = status
+        .scaled_jobs
+        .iter()
+        .map(|j| {
+            format!(
+                "{} pool={:?} ready={} active={} max={:?}",
+                j.name, j.pool, j.ready, j.active_jobs, j.max_replicas
+            )
+        })
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            r#"raibid-agent-arm64 pool=Some("arm64") ready=true active=2 max=Some(20)"#,
+            r#"raibid-agent-amd64 pool=Some("amd64") ready=false active=0 max=Some(20)"#,
+        ]
+    );
+    assert!(
+        status.scaled_jobs[1].message.contains("i/o timeout"),
+        "{}",
+        status.scaled_jobs[1].message
+    );
+    // The recorded cluster has no Flux: a 404 for its API group is a note, not an error.
+    assert!(status.flux.is_empty());
+    assert_eq!(status.notes, ["Flux: not installed (`raibid setup flux`)"]);
+
+    // Agent pods were asked for with the agents' selector, in the configured namespace.
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("/api/v1/namespaces/raibid-ci/pods?")
+                && r.contains("app.kubernetes.io%2Fcomponent%3Dagent")),
+        "{requests:#?}"
+    );
+
+    let text = status.to_string();
+    assert!(
+        text.contains("node spark-01: Ready, arm64, v1.34.2+k3s1"),
+        "{text}"
+    );
+    assert!(text.contains("node build-x86: NotReady, amd64"), "{text}");
+    // A finished agent pod is history, not a problem.
+    assert!(
+        text.contains("agents (raibid-ci): 1/3 pods ready, 1 completed"),
+        "{text}"
+    );
+    assert!(!text.contains("h7v3r-k2p9s: Succeeded"), "{text}");
+    assert!(
+        text.contains("ScaledJob raibid-agent-arm64 (pool arm64): Ready=True: ScaledJob is defined correctly and is ready to scaling, 2 running agent job(s), max 20"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_the_api_server_refuses_is_an_error_that_says_so() {
+    let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;
+    let text = std::fs::read_to_string(api.kubeconfig()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(
+        &path,
+        text.replace(raibid_testkit::kube_api::TOKEN, "stolen"),
+    )
+    .unwrap();
+    let err = connect_to(&path, Duration::from_secs(3))
+        .await
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(matches!(err, InfraError::Unreachable { .. }), "{text}");
+    assert!(text.contains("Unauthorized"), "{text}");
+}

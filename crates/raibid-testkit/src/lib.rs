@@ -6,11 +6,13 @@
 //! a test that silently skips proves nothing.
 
 mod git;
+pub mod kube_api;
 mod port;
 mod process;
 mod redis;
 
 pub use git::{GitDaemon, GitRepo};
+pub use kube_api::FakeKubeApi;
 pub use port::free_port;
 pub use process::require_binary;
 pub use redis::{RedisOptions, RedisServer};

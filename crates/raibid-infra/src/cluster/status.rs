@@ -52,6 +52,13 @@ pub struct PodStatus {
     pub restarts: i32,
 }
 
+impl PodStatus {
+    /// Ran to success: an agent pod that finished its job, kept until its Job's TTL.
+    pub fn completed(&self) -> bool {
+        self.phase == "Succeeded"
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScaledJobStatus {
     pub name: String,
@@ -76,7 +83,7 @@ pub struct FluxObject {
 /// error, so `raibid status` can still show the queue.
 pub async fn cluster_status(config: &Config) -> ClusterStatus {
     match connect(config, Duration::from_secs(5)).await {
-        Ok(cluster) => cluster_status_of(&cluster, config).await,
+        Ok(cluster) => cluster_status_of(&cluster, &config.cluster.namespace).await,
         Err(e) => ClusterStatus {
             reachable: false,
             server: None,
@@ -91,8 +98,9 @@ pub async fn cluster_status(config: &Config) -> ClusterStatus {
     }
 }
 
-pub async fn cluster_status_of(cluster: &Cluster, config: &Config) -> ClusterStatus {
-    let namespace = &config.cluster.namespace;
+/// The state of a connected cluster, raibid's objects looked up in `namespace`. Parts that
+/// cannot be read become notes: one missing right must not blank the whole picture.
+pub async fn cluster_status_of(cluster: &Cluster, namespace: &str) -> ClusterStatus {
     let mut notes = Vec::new();
     let nodes = match Api::<Node>::all(cluster.client.clone())
         .list(&ListParams::default())
@@ -324,15 +332,24 @@ impl fmt::Display for ClusterStatus {
                 )?;
                 continue;
             }
+            let completed = component.pods.iter().filter(|p| p.completed()).count();
             let ready = component.pods.iter().filter(|p| p.ready).count();
-            writeln!(
+            write!(
                 f,
                 "  {} ({}): {ready}/{} pods ready",
                 component.component,
                 component.namespace,
-                component.pods.len()
+                component.pods.len() - completed
             )?;
-            for pod in component.pods.iter().filter(|p| !p.ready || p.restarts > 0) {
+            if completed > 0 {
+                write!(f, ", {completed} completed")?;
+            }
+            writeln!(f)?;
+            for pod in component
+                .pods
+                .iter()
+                .filter(|p| !p.completed() && (!p.ready || p.restarts > 0))
+            {
                 writeln!(
                     f,
                     "    {}: {}, {} restarts",

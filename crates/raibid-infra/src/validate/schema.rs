@@ -192,7 +192,11 @@ pub fn run(validator: &jsonschema::Validator, value: &Value) -> Findings {
 /// The schema `name` of `document`, with everything it references gathered under
 /// `definitions` so that the validator compiles only what it needs.
 fn core_schema(document: OpenApiDocument, name: &str) -> Value {
-    let components = &document.parsed()["components"]["schemas"];
+    schema_in(&document.parsed()["components"]["schemas"], name)
+}
+
+/// The schema `name` among an OpenAPI document's `components.schemas`, self-contained.
+fn schema_in(components: &Value, name: &str) -> Value {
     let mut needed = BTreeSet::new();
     let mut queue = vec![name.to_owned()];
     while let Some(next) = queue.pop() {
@@ -359,5 +363,101 @@ mod tests {
         assert!(CrdFile::ScaledJobs.schema("v1alpha1").is_some());
         assert!(CrdFile::ScaledJobs.schema("v1").is_none());
         assert!(CrdFile::HelmReleases.schema("v2").is_some());
+    }
+}
+
+/// The recorded Kubernetes API answers that the fake API server (`raibid-testkit`) serves to
+/// the cluster status code and the dashboard: they are written for raibid, so they are held to
+/// the published schemas here, item by item, or a test could pass against a shape no API server
+/// returns.
+#[cfg(test)]
+mod api_fixtures {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/k8s-api");
+
+    fn list(cluster: &str, file: &str) -> Value {
+        let path = format!("{FIXTURES}/{cluster}/{file}");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn assert_valid(what: &str, validator: &jsonschema::Validator, value: &Value) {
+        let findings = run(validator, value);
+        assert!(findings.is_empty(), "{what}: {findings:?}");
+    }
+
+    fn clusters() -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(FIXTURES)
+            .expect("tests/fixtures/k8s-api")
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(!names.is_empty());
+        names
+    }
+
+    #[test]
+    fn core_lists_match_the_kubernetes_openapi_documents() {
+        let core = &OpenApiDocument::CoreV1.parsed()["components"]["schemas"];
+        let batch_text =
+            include_str!("../../../../tests/fixtures/k8s-openapi/apis__batch__v1_openapi.json");
+        let batch: Value = serde_json::from_str(batch_text).unwrap();
+        let batch = &batch["components"]["schemas"];
+        let checks = [
+            ("api_v1_nodes.json", core, "io.k8s.api.core.v1.NodeList", 2),
+            ("api_v1_pods.json", core, "io.k8s.api.core.v1.PodList", 5),
+            (
+                "apis_batch_v1_jobs.json",
+                batch,
+                "io.k8s.api.batch.v1.JobList",
+                2,
+            ),
+        ];
+        for cluster in clusters() {
+            for (file, components, name, at_least) in checks {
+                let value = list(&cluster, file);
+                let items = value["items"].as_array().expect("a list has items").len();
+                assert!(items >= at_least, "{cluster}/{file}: {items} items");
+                assert_valid(
+                    &format!("{cluster}/{file}"),
+                    &compile(&schema_in(components, name)),
+                    &value,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_jobs_match_the_keda_crd() {
+        for cluster in clusters() {
+            let value = list(&cluster, "apis_keda.sh_v1alpha1_scaledjobs.json");
+            assert_eq!(value["kind"], "ScaledJobList");
+            let items = value["items"].as_array().expect("items");
+            assert!(!items.is_empty());
+            for item in items {
+                let findings = Schemas::shared()
+                    .check_crd(CrdFile::ScaledJobs, "v1alpha1", item)
+                    .expect("v1alpha1 is served");
+                assert!(findings.is_empty(), "{cluster}: {findings:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_field_in_a_recorded_answer_would_be_caught() {
+        let core = &OpenApiDocument::CoreV1.parsed()["components"]["schemas"];
+        let mut nodes = list(&clusters()[0], "api_v1_nodes.json");
+        nodes["items"][0]["status"]["nodeInfo"]["arch"] = json!("arm64");
+        let findings = run(
+            &compile(&schema_in(core, "io.k8s.api.core.v1.NodeList")),
+            &nodes,
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|(_, m)| m.contains("unknown field `arch`")),
+            "{findings:?}"
+        );
     }
 }
