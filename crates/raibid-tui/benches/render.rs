@@ -59,7 +59,7 @@ fn jobs() -> Vec<Job> {
 }
 
 fn app_with_jobs() -> App {
-    let mut app = App::new("http://127.0.0.1:8080", Kubeconfig::Absent);
+    let mut app = App::new("http://127.0.0.1:8080", Kubeconfig::Absent, "raibid-ci");
     app.apply(DataEvent::Jobs(JobsUpdate {
         newest: jobs(),
         at: now(),

@@ -85,7 +85,8 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(server: &str, kubeconfig: Kubeconfig) -> Self {
+    /// `namespace` is where raibid's objects live in the cluster, for the Cluster tab.
+    pub fn new(server: &str, kubeconfig: Kubeconfig, namespace: &str) -> Self {
         Self {
             server: server.to_owned(),
             tab: Tab::Jobs,
@@ -93,7 +94,7 @@ impl App {
             detail: JobDetailView::default(),
             queues: QueuesView::default(),
             agents: AgentsView::default(),
-            cluster: ClusterView::new(kubeconfig),
+            cluster: ClusterView::new(kubeconfig, namespace),
             popup: None,
             connection: Connection::Connecting,
             notice: None,
@@ -125,7 +126,13 @@ impl App {
                 self.connection = Connection::Lost { error, retry_at }
             }
             DataEvent::Notice { text, error } => self.notice = Some((text, error)),
+            DataEvent::Cluster(update) => self.cluster.update(update),
         }
+    }
+
+    /// The cluster is read only while someone looks at it.
+    pub fn showing_cluster(&self) -> bool {
+        self.tab == Tab::Cluster
     }
 
     fn current(&mut self) -> &mut dyn Component {
@@ -343,7 +350,7 @@ mod tests {
     use raibid_model::JobStatus;
 
     fn app() -> App {
-        let mut app = App::new("http://ci:8080", Kubeconfig::Absent);
+        let mut app = App::new("http://ci:8080", Kubeconfig::Absent, "raibid-ci");
         app.apply(DataEvent::Jobs(JobsUpdate {
             newest: vec![
                 job("02", "acme/web", JobStatus::Running),

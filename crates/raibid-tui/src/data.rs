@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use raibid_client::AgentEntry;
+use raibid_infra::ClusterStatus;
 use raibid_model::{Job, JobStatus, PoolStats, ScalerStatus};
 
 /// One piece of news from the server, applied to the state with [`crate::App::apply`].
@@ -43,6 +44,8 @@ pub enum DataEvent {
         error: String,
         retry_at: DateTime<Utc>,
     },
+    /// A reading of the Kubernetes cluster (only made while the Cluster tab is shown).
+    Cluster(ClusterUpdate),
     /// The outcome of something the user asked for (cancel, retry).
     Notice {
         text: String,
@@ -62,4 +65,18 @@ pub struct JobsUpdate {
     pub older: Vec<Job>,
     /// When the poll was made: the reference for running jobs' durations when sorting.
     pub at: DateTime<Utc>,
+}
+
+/// What the cluster poller found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterUpdate {
+    Status {
+        status: Box<ClusterStatus>,
+        at: DateTime<Utc>,
+    },
+    /// The API server did not answer (or refused); the next attempt is at `retry_at`.
+    Unreachable {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
 }

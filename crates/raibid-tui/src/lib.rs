@@ -12,6 +12,7 @@
 
 mod ansi;
 mod app;
+mod cluster_poller;
 mod components;
 mod data;
 mod event;
@@ -38,8 +39,9 @@ use tokio::task::{AbortHandle, JoinSet};
 
 pub use app::App;
 pub use components::Kubeconfig;
-pub use data::{DataEvent, JobsUpdate};
+pub use data::{ClusterUpdate, DataEvent, JobsUpdate};
 
+use cluster_poller::{CLUSTER_REFRESH, ClusterPoller};
 use components::Command;
 use event::Message;
 use poller::{Poller, follow_log};
@@ -56,6 +58,8 @@ pub struct TuiOptions {
     pub refresh: Duration,
     /// The cluster's kubeconfig; `None` looks at `$KUBECONFIG`, then `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+    /// The namespace raibid's agents and ScaledJobs live in (`cluster.namespace`).
+    pub namespace: String,
 }
 
 impl Default for TuiOptions {
@@ -63,6 +67,7 @@ impl Default for TuiOptions {
         Self {
             refresh: Duration::from_secs(1),
             kubeconfig: None,
+            namespace: raibid_infra::DEFAULT_NAMESPACE.to_owned(),
         }
     }
 }
@@ -84,11 +89,13 @@ pub async fn run(client: Client, options: TuiOptions) -> Result<(), TuiError> {
     if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
         return Err(TuiError::NotATerminal);
     }
-    let mut app = App::new(client.base_url(), Kubeconfig::locate(options.kubeconfig));
+    let kubeconfig = Kubeconfig::locate(options.kubeconfig);
+    let mut app = App::new(client.base_url(), kubeconfig.clone(), &options.namespace);
     let mut guard = TerminalGuard::enter()?;
     let (events, mut inbox) = mpsc::unbounded_channel();
     let (open_job, open_job_rx) = watch::channel(None);
     let wake = Arc::new(Notify::new());
+    let (cluster_visible, cluster_visible_rx) = watch::channel(false);
     let mut runtime = Runtime {
         client: client.clone(),
         events: events.clone(),
@@ -99,6 +106,18 @@ pub async fn run(client: Client, options: TuiOptions) -> Result<(), TuiError> {
     };
     runtime.tasks.spawn(read_input(events.clone()));
     runtime.tasks.spawn(tick(events.clone()));
+    if let Kubeconfig::Found(path) = kubeconfig {
+        runtime.tasks.spawn(
+            ClusterPoller {
+                kubeconfig: path,
+                namespace: options.namespace.clone(),
+                events: events.clone(),
+                visible: cluster_visible_rx,
+                refresh: CLUSTER_REFRESH,
+            }
+            .run(),
+        );
+    }
     runtime.tasks.spawn(
         Poller {
             client,
@@ -134,6 +153,10 @@ pub async fn run(client: Client, options: TuiOptions) -> Result<(), TuiError> {
             }
             next = inbox.try_recv().ok();
         }
+        cluster_visible.send_if_modified(|shown| {
+            let now = app.showing_cluster();
+            std::mem::replace(shown, now) != now
+        });
         runtime.reap()?;
     };
     runtime.tasks.abort_all();

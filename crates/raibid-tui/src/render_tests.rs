@@ -8,8 +8,8 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use crate::components::{Command, Kubeconfig};
-use crate::test_support::{agent, at, job, key, pool, typed};
-use crate::{App, DataEvent, JobsUpdate};
+use crate::test_support::{agent, at, cluster_status, job, key, pool, typed};
+use crate::{App, ClusterUpdate, DataEvent, JobsUpdate};
 
 /// The instant every frame is drawn at.
 fn now() -> chrono::DateTime<chrono::Utc> {
@@ -21,10 +21,21 @@ fn ulid(n: u32) -> String {
 }
 
 fn fixture() -> App {
-    let mut app = App::new(
-        "http://127.0.0.1:8080",
-        Kubeconfig::Missing("/home/ci/.kube/config".into()),
-    );
+    fixture_with(Kubeconfig::Missing("/home/ci/.kube/config".into()))
+}
+
+/// The dashboard of a machine whose cluster answered 3 s before the frame.
+fn with_cluster() -> App {
+    let mut app = fixture_with(Kubeconfig::Found("/etc/rancher/k3s/k3s.yaml".into()));
+    app.apply(DataEvent::Cluster(ClusterUpdate::Status {
+        status: Box::new(cluster_status()),
+        at: at(-3),
+    }));
+    on_tab(app, '5')
+}
+
+fn fixture_with(kubeconfig: Kubeconfig) -> App {
+    let mut app = App::new("http://127.0.0.1:8080", kubeconfig, "raibid-ci");
     let mut jobs = Vec::new();
     let statuses = [
         ("acme/web", "refs/heads/main", JobStatus::Running),
@@ -160,17 +171,61 @@ snapshot_both_sizes!(job_detail, with_open_job(fixture()));
 snapshot_both_sizes!(queues, on_tab(fixture(), '3'));
 snapshot_both_sizes!(agents, on_tab(fixture(), '4'));
 snapshot_both_sizes!(cluster, on_tab(fixture(), '5'));
+snapshot_both_sizes!(cluster_read, with_cluster());
+
+#[test]
+fn cluster_unreachable_after_a_reading() {
+    let mut app = with_cluster();
+    app.apply(DataEvent::Cluster(ClusterUpdate::Unreachable {
+        error: "no cluster reachable at https://127.0.0.1:6443/: connection refused".into(),
+        retry_at: at(4),
+    }));
+    insta::assert_snapshot!(render(&mut app, 80, 24));
+}
+
+#[test]
+fn cluster_before_the_first_reading() {
+    let mut app = on_tab(
+        fixture_with(Kubeconfig::Found("/etc/rancher/k3s/k3s.yaml".into())),
+        '5',
+    );
+    insta::assert_snapshot!(render(&mut app, 80, 24));
+}
+
+#[test]
+fn narrow_cluster_keeps_arch_readiness_and_phases() {
+    let text = screen_text(&render(&mut with_cluster(), 60, 24)).join("\n");
+    for expected in [
+        "spark-01",
+        "Ready",
+        "arm64",
+        "build-x86",
+        "NotReady",
+        "amd64",
+        "raibid-agent-arm64-4xk2m-8fz7q",
+        "Running",
+        "Pending",
+        "Failed",
+        "raibid-agent-arm64",
+        "yes",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+}
 snapshot_both_sizes!(help, on_tab(fixture(), '?'));
 
 #[test]
 fn empty_dashboard_while_connecting() {
-    let mut app = App::new("http://ci.example:8080", Kubeconfig::Absent);
+    let mut app = App::new("http://ci.example:8080", Kubeconfig::Absent, "raibid-ci");
     insta::assert_snapshot!(render(&mut app, 80, 24));
 }
 
 #[test]
 fn job_tab_before_any_job_is_open() {
-    let mut app = on_tab(App::new("http://ci.example:8080", Kubeconfig::Absent), '2');
+    let mut app = on_tab(
+        App::new("http://ci.example:8080", Kubeconfig::Absent, "raibid-ci"),
+        '2',
+    );
     insta::assert_snapshot!(render(&mut app, 80, 24));
 }
 

@@ -1,6 +1,8 @@
 //! Drives the real `raibid` binary in tmux against a real server and Redis: the job appears,
 //! Enter opens it and shows its log (live as it is written), cancel asks first and reaches the
-//! server, and `q` gives the terminal back in a usable state.
+//! server, the Cluster tab shows a cluster's nodes and agent pods (read from the recorded k3s
+//! answers of raibid-testkit's API server stand-in), and `q` gives the terminal back in a
+//! usable state.
 //!
 //! Needs `target/debug/raibid` (`cargo build -p raibid-cli`), `tmux` and `redis-server`; a
 //! missing one fails the test with the command that provides it.
@@ -13,7 +15,7 @@ use raibid_config::{Config, TokenHash, hash_token};
 use raibid_model::{Event, NewJob, PoolName};
 use raibid_queue::{Enqueued, Queue, QueueOptions};
 use raibid_server::ServerOptions;
-use raibid_testkit::{RedisServer, require_binary};
+use raibid_testkit::{FakeKubeApi, RedisServer, require_binary};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SESSION: &str = "raibid-tui-e2e";
@@ -202,9 +204,15 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
         .await
         .expect("append log");
 
+    let cluster = FakeKubeApi::start("k3s-arm64").await;
+
     // A plain shell in a 160x48 pane; the dashboard runs in it and must hand it back.
     let home = tempfile::tempdir().expect("temp home");
-    let shell = format!("env HOME='{}' PS1='e2e$ ' sh", home.path().display());
+    let shell = format!(
+        "env HOME='{}' RAIBID_CLUSTER_KUBECONFIG='{}' PS1='e2e$ ' sh",
+        home.path().display(),
+        cluster.kubeconfig().display()
+    );
     tmux.ok(&[
         "new-session",
         "-d",
@@ -263,6 +271,23 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
     tmux.wait_for("the cancel answer", |_, s| {
         s.contains(&format!("cancel {}: requested", job.id))
     });
+
+    // The Cluster tab reads the cluster only once shown.
+    assert!(cluster.requests().is_empty(), "{:?}", cluster.requests());
+    tmux.send_keys(&["5"]);
+    let screen = tmux.wait_for("the cluster's nodes and agent pods", |_, s| {
+        s.contains("raibid-agent-arm64-4xk2m-8fz7q")
+    });
+    for expected in [
+        "spark-01",
+        "arm64",
+        "NotReady",
+        "Running",
+        "Pending",
+        "raibid-agent-amd64",
+    ] {
+        assert!(screen.contains(expected), "{expected} missing:\n{screen}");
+    }
 
     tmux.send_keys(&["q"]);
     // The typed command holds `tui-exit=` too: wait for the line `echo` prints.

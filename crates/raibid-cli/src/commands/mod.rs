@@ -38,7 +38,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 client,
                 raibid_tui::TuiOptions {
                     refresh,
-                    kubeconfig: Some(expand_home(&config.cluster.kubeconfig)),
+                    kubeconfig: Some(raibid_infra::cluster::kubeconfig_path(&config)),
+                    namespace: config.cluster.namespace.clone(),
                 },
             )
             .await?;
@@ -111,13 +112,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-    }
-}
-
-/// `~/.kube/config` as written in the config file.
-pub fn expand_home(path: &str) -> std::path::PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
-        _ => std::path::PathBuf::from(path),
     }
 }

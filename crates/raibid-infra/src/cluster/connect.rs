@@ -24,19 +24,37 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
 }
 
-/// `cluster.kubeconfig` with `~` expanded; with the default setting and no `~/.kube/config`,
-/// the k3s kubeconfig when it exists (a fresh k3s install has only that one).
+/// `cluster.kubeconfig` with `~` expanded. Left at its default, it means what kubectl would
+/// use: the first path of `$KUBECONFIG`, else `~/.kube/config`, else (a fresh k3s install has
+/// only that one) the k3s kubeconfig.
 pub fn kubeconfig_path(config: &Config) -> PathBuf {
-    let configured = &config.cluster.kubeconfig;
-    let expanded = match configured.strip_prefix("~/") {
-        Some(rest) => std::env::var_os("HOME")
-            .map(|home| PathBuf::from(home).join(rest))
-            .unwrap_or_else(|| PathBuf::from(configured)),
-        None => PathBuf::from(configured),
-    };
-    if configured == DEFAULT_KUBECONFIG && !expanded.exists() && Path::new(K3S_KUBECONFIG).exists()
+    resolve_kubeconfig(
+        &config.cluster.kubeconfig,
+        std::env::var_os("KUBECONFIG"),
+        std::env::var_os("HOME"),
+        Path::new(K3S_KUBECONFIG),
+    )
+}
+
+fn resolve_kubeconfig(
+    configured: &str,
+    kubeconfig_env: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+    k3s: &Path,
+) -> PathBuf {
+    if configured == DEFAULT_KUBECONFIG
+        && let Some(first) = kubeconfig_env
+            .as_deref()
+            .and_then(|v| std::env::split_paths(v).find(|p| !p.as_os_str().is_empty()))
     {
-        PathBuf::from(K3S_KUBECONFIG)
+        return first;
+    }
+    let expanded = match (configured.strip_prefix("~/"), home) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(configured),
+    };
+    if configured == DEFAULT_KUBECONFIG && !expanded.exists() && k3s.exists() {
+        k3s.to_path_buf()
     } else {
         expanded
     }
@@ -101,4 +119,42 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_setting_looks_where_kubectl_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let k3s = dir.path().join("k3s.yaml");
+        let resolve = |configured: &str, env: Option<&str>| {
+            resolve_kubeconfig(
+                configured,
+                env.map(Into::into),
+                Some(home.clone().into_os_string()),
+                &k3s,
+            )
+        };
+        let default_path = home.join(".kube/config");
+        assert_eq!(resolve(DEFAULT_KUBECONFIG, None), default_path);
+        assert_eq!(
+            resolve(DEFAULT_KUBECONFIG, Some("/a/first:/b/second")),
+            PathBuf::from("/a/first")
+        );
+        assert_eq!(resolve(DEFAULT_KUBECONFIG, Some("")), default_path);
+        std::fs::write(&k3s, "").unwrap();
+        assert_eq!(resolve(DEFAULT_KUBECONFIG, None), k3s);
+        std::fs::create_dir_all(home.join(".kube")).unwrap();
+        std::fs::write(&default_path, "").unwrap();
+        assert_eq!(resolve(DEFAULT_KUBECONFIG, None), default_path);
+        // A configured path wins over everything, `~` expanded.
+        assert_eq!(
+            resolve("~/clusters/spark.yaml", Some("/a/first")),
+            home.join("clusters/spark.yaml")
+        );
+        assert_eq!(resolve("/etc/x.yaml", None), PathBuf::from("/etc/x.yaml"));
+    }
 }

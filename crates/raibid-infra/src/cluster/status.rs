@@ -47,6 +47,8 @@ pub struct ComponentPods {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PodStatus {
     pub name: String,
+    /// The node it was scheduled to; none while it waits for one.
+    pub node: Option<String>,
     pub phase: String,
     pub ready: bool,
     pub restarts: i32,
@@ -162,6 +164,7 @@ fn pod_status(pod: &Pod) -> PodStatus {
     let containers = status.container_statuses.unwrap_or_default();
     PodStatus {
         name: pod.metadata.name.clone().unwrap_or_default(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         phase: status.phase.unwrap_or_else(|| "Unknown".into()),
         ready: !containers.is_empty() && containers.iter().all(|c| c.ready),
         restarts: containers.iter().map(|c| c.restart_count).sum(),
