@@ -10,5 +10,8 @@ if ! cargo deny --version 2>/dev/null | grep -q "$version"; then
   echo "installing cargo-deny $version"
   cargo install --locked --quiet cargo-deny --version "$version"
 fi
+if [ "${1:-}" = --install-only ]; then
+  exit 0
+fi
 cargo fetch --locked --quiet
 cargo deny --offline check licenses

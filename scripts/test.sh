@@ -10,6 +10,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== dependency licenses (cargo-deny)"
+scripts/licenses.sh
+echo "== dependency advisories (cargo-deny)"
+scripts/advisories.sh
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
