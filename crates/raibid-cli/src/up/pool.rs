@@ -4,6 +4,12 @@
 //! `raibid agent --once` processes by the same arithmetic as the ScaledJob manifests
 //! ([`raibid_model::scaling`]). Each agent takes one job and exits; one that finds nothing within
 //! the cooldown exits too, so the pool returns to zero agents by itself.
+//!
+//! One departure from a pure poller: an agent that exits cleanly frees its slot at once, and
+//! the pool looks at the lag again right then instead of at the next tick. With one job per
+//! process, a slot otherwise idles for half a polling interval on average after every job,
+//! which bounded a burst's drain rate by the interval rather than by the machine. An agent
+//! that fails (a broken configuration, say) waits for the tick, so a crash loop cannot spin.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -73,6 +79,7 @@ impl LocalPool {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                () = clean_exit(&mut self.agents) => {}
                 _ = shutdown.cancelled() => break,
             }
             if let Err(e) = self.step().await {
@@ -210,5 +217,74 @@ impl LocalPool {
             }
         }
         self.agents.clear();
+    }
+}
+
+/// Resolves when one of `agents` has exited with success; never while there are none, nor for
+/// one that failed (its exit is noticed at the next tick). `Child::wait` is cancel-safe and
+/// keeps the status, so the reaping in `step` still sees every exit.
+async fn clean_exit(agents: &mut [AgentProcess]) {
+    if agents.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = agents.iter_mut().map(|a| Box::pin(a.child.wait()));
+    let mut waits: Vec<_> = waits.collect();
+    loop {
+        let (status, _, rest) = futures::future::select_all(waits).await;
+        if matches!(status, Ok(s) if s.success()) {
+            return;
+        }
+        if rest.is_empty() {
+            return std::future::pending().await;
+        }
+        waits = rest;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(script: &str) -> AgentProcess {
+        AgentProcess {
+            child: Command::new("sh")
+                .args(["-c", script])
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn sh"),
+            name: script.to_owned(),
+            pool: PoolName::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clean_exit_wakes_the_pool_and_a_failure_does_not() {
+        let mut agents = vec![agent("exit 3"), agent("sleep 0.3; exit 0")];
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), clean_exit(&mut agents))
+            .await
+            .expect("the clean exit is noticed");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "woke for the failed agent"
+        );
+        // Both exits are still there for the reaping in `step`.
+        for a in &mut agents {
+            assert!(a.child.try_wait().unwrap().is_some());
+        }
+
+        let mut failing = vec![agent("exit 1")];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), clean_exit(&mut failing))
+                .await
+                .is_err(),
+            "a failing agent waits for the tick"
+        );
+        let mut none: Vec<AgentProcess> = Vec::new();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), clean_exit(&mut none))
+                .await
+                .is_err()
+        );
     }
 }
