@@ -1,10 +1,15 @@
 //! Checking out exactly the job's commit, through a per-repository bare mirror.
 //!
 //! The first job of a repository pays for `git clone --mirror`; later jobs fetch only when the
-//! commit is not there yet, then make a workspace with `git clone --shared` (objects borrowed
-//! from the mirror, nothing copied) and check out the commit. Every git invocation gets its
-//! arguments as argv, never through a shell, and credentials travel in `GIT_CONFIG_*`
-//! environment variables: never in a URL, a config file or a log line.
+//! commit is not there yet. The workspace is then a new repository that borrows the mirror's
+//! objects (`objects/info/alternates`, what `git clone --shared` writes; nothing is copied) with
+//! the job's commit checked out: on the pushed branch for a branch push, as actions/checkout
+//! does, detached otherwise. Two git processes on the warm path (`init`, `checkout`) instead of
+//! the four a shared clone took (the clone alone started `git-upload-pack` through a shell to
+//! copy refs the job does not need); tags come only when the pipeline asks (`clone: tags`).
+//!
+//! Every git invocation gets its arguments as argv, never through a shell, and credentials
+//! travel in `GIT_CONFIG_*` environment variables: never in a URL, a config file or a log line.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,6 +39,9 @@ pub enum CheckoutError {
 /// What the checkout did, for the job log.
 #[derive(Debug, Clone)]
 pub struct CheckoutReport {
+    /// The mirror's object directory, which the workspace borrows (`objects/info/alternates`):
+    /// git in a step needs to read it, so sandboxes must show it (read-only) at this path.
+    pub objects: PathBuf,
     pub mirror_created: bool,
     pub fetched: bool,
     pub duration: Duration,
@@ -124,41 +132,75 @@ impl GitCheckout {
         }
         drop(lock);
 
-        self.git(
-            None,
-            "clone --shared",
-            &[
-                "clone",
-                "--shared",
-                "--no-checkout",
-                // No sample hooks copied into every workspace: they are inert, and a file
-                // copy each is a tenth of the clone's time on a small repository.
-                "--template=",
-                "--quiet",
-                "--",
-                path_str(&mirror)?,
-                path_str(dest)?,
-            ],
-        )
-        .await?;
-        self.git(
-            Some(dest),
-            "checkout",
-            &["checkout", "--quiet", "--detach", sha, "--"],
-        )
-        .await?;
-        // The workspace's origin is the public URL (no credentials), as a developer would expect.
-        self.git(
-            Some(dest),
-            "remote set-url",
-            &["remote", "set-url", "origin", url],
-        )
-        .await?;
+        let objects = self.new_workspace(dest, &mirror, url, sha).await?;
+        let branch = job
+            .spec
+            .git_ref
+            .strip_prefix("refs/heads/")
+            .filter(|b| plain_branch_name(b));
+        let mut checkout = vec!["checkout", "--quiet"];
+        match branch {
+            Some(branch) => checkout.extend(["-B", branch]),
+            None => checkout.push("--detach"),
+        }
+        checkout.extend([sha.as_str(), "--"]);
+        self.git(Some(dest), "checkout", &checkout).await?;
         Ok(CheckoutReport {
+            objects,
             mirror_created,
             fetched,
             duration: started.elapsed(),
         })
+    }
+
+    /// `git init` of `dest`, borrowing the mirror's objects, with `origin` set to the public
+    /// URL (no credentials), as a developer's clone would have it.
+    async fn new_workspace(
+        &self,
+        dest: &Path,
+        mirror: &Path,
+        url: &str,
+        sha: &str,
+    ) -> Result<PathBuf, CheckoutError> {
+        // A leftover would be re-initialised, not replaced: refuse it.
+        tokio::fs::create_dir(dest).await?;
+        let mut init = vec!["init", "--quiet", "--template="];
+        if sha.len() == 64 {
+            init.push("--object-format=sha256");
+        }
+        init.extend(["--", path_str(dest)?]);
+        self.git(None, "init", &init).await?;
+        let git_dir = dest.join(".git");
+        let objects = std::path::absolute(mirror.join("objects"))?;
+        let mut alternates = path_str(&objects)?.to_owned();
+        alternates.push('\n');
+        tokio::fs::write(git_dir.join("objects/info/alternates"), alternates).await?;
+        let mut config = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(git_dir.join("config"))
+            .await?;
+        tokio::io::AsyncWriteExt::write_all(&mut config, origin_section(url)?.as_bytes()).await?;
+        Ok(objects)
+    }
+
+    /// The mirror's tags in the workspace (`clone: tags: true`), for `git describe`. Objects
+    /// are already shared, so this moves refs only.
+    pub async fn fetch_tags(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
+        let mirror = std::path::absolute(self.mirror_path(&job.spec.repo, &job.spec.clone_url))?;
+        self.git(
+            Some(dest),
+            "fetch tags",
+            &[
+                "fetch",
+                "--quiet",
+                "--no-write-fetch-head",
+                "--",
+                path_str(&mirror)?,
+                "+refs/tags/*:refs/tags/*",
+            ],
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn update_submodules(&self, dest: &Path) -> Result<(), CheckoutError> {
@@ -265,6 +307,26 @@ impl GitCheckout {
     }
 }
 
+/// A branch name `git checkout -B` takes as one: nothing that could read as an option.
+fn plain_branch_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('-') && !name.chars().any(|c| c.is_control())
+}
+
+/// `[remote "origin"]` with `url` as a quoted git-config value (`\` and `"` escaped), and the
+/// refspec a clone would have.
+fn origin_section(url: &str) -> Result<String, CheckoutError> {
+    if url.chars().any(|c| c.is_control()) {
+        return Err(CheckoutError::Git {
+            step: "config",
+            message: "the clone URL contains control characters".into(),
+        });
+    }
+    let quoted = url.replace('\\', "\\\\").replace('"', "\\\"");
+    Ok(format!(
+        "[remote \"origin\"]\n\turl = \"{quoted}\"\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+    ))
+}
+
 fn path_str(p: &Path) -> Result<&str, CheckoutError> {
     p.to_str().ok_or_else(|| {
         CheckoutError::Io(std::io::Error::new(
@@ -293,6 +355,27 @@ async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutErro
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn origin_urls_are_quoted_for_git_config() {
+        assert_eq!(
+            origin_section("https://git.example/acme/app.git").unwrap(),
+            "[remote \"origin\"]\n\turl = \"https://git.example/acme/app.git\"\n\t\
+             fetch = +refs/heads/*:refs/remotes/origin/*\n"
+        );
+        let odd = origin_section(r#"/srv/a "b" \c;#d"#).unwrap();
+        assert!(odd.contains(r#"url = "/srv/a \"b\" \\c;#d""#), "{odd}");
+        assert!(origin_section("https://x/\n[core]").is_err());
+    }
+
+    #[test]
+    fn only_plain_branch_names_are_checked_out_as_branches() {
+        assert!(plain_branch_name("main"));
+        assert!(plain_branch_name("feature/login-2"));
+        assert!(!plain_branch_name("-f"));
+        assert!(!plain_branch_name(""));
+        assert!(!plain_branch_name("a\tb"));
+    }
     use super::*;
 
     #[test]

@@ -260,6 +260,10 @@ impl Runner {
             r = self.git.checkout(job, &workspace) => r,
             _ = stop.cancelled() => return Outcome::new(JobStatus::Cancelled),
         };
+        let borrowed = match &checkout {
+            Ok(report) => vec![report.objects.clone()],
+            Err(_) => Vec::new(),
+        };
         match checkout {
             Ok(report) => {
                 let how = match (report.mirror_created, report.fetched) {
@@ -286,6 +290,11 @@ impl Runner {
         {
             return error_outcome(log, format!("submodules: {e}")).await;
         }
+        if pipeline.clone.tags
+            && let Err(e) = self.git.fetch_tags(job, &workspace).await
+        {
+            return error_outcome(log, format!("tags: {e}")).await;
+        }
         if pipeline.clone.lfs
             && let Err(e) = self.git.lfs_pull(&workspace).await
         {
@@ -306,6 +315,7 @@ impl Runner {
             variant_env,
             &workspace,
             &home,
+            &borrowed,
             log,
             stop,
             reason,
@@ -377,6 +387,8 @@ impl Runner {
         variant_env: BTreeMap<String, String>,
         workspace: &Path,
         home: &Path,
+        // Outside the workspace, readable by steps: the mirror objects the checkout borrows.
+        read_only: &[PathBuf],
         log: &mut JobLog,
         stop: &CancellationToken,
         reason: &StopReason,
@@ -463,6 +475,7 @@ impl Runner {
                         name: step.name.clone(),
                         script: script.clone(),
                         workspace: workspace.to_path_buf(),
+                        read_only: read_only.to_vec(),
                         env,
                         timeout,
                         image: step.image.clone().or_else(|| pipeline.image.clone()),

@@ -571,3 +571,52 @@ async fn submodules_are_checked_out_when_the_pipeline_asks() {
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
     assert!(log.contains("from the submodule"), "{log}");
 }
+
+/// The workspace is a repository that git inside the bubblewrap sandbox can use, although the
+/// mirror it borrows objects from sits in the agent's hidden cache: on the pushed branch at the
+/// exact commit, with full history, `origin` the public URL, clean; tags only when asked.
+#[tokio::test]
+async fn git_works_in_the_sandboxed_workspace_and_tags_come_when_asked() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    repo.commit(&[("a.txt", "1\n")], "first");
+    repo.git(&["tag", "v1.0.0"]);
+    let probe = "    run: |\n      echo branch=$(git rev-parse --abbrev-ref HEAD)\n      \
+                 echo head=$(git rev-parse HEAD)\n      echo origin=$(git remote get-url origin)\n      \
+                 echo commits=$(git rev-list --count HEAD)\n      \
+                 echo describe=$(git describe --tags 2>/dev/null || echo none)\n      \
+                 echo dirty=$(git status --porcelain | wc -l)\n";
+    let sha = repo.commit(
+        &[(".raibid.yaml", &format!("steps:\n  - name: git\n{probe}"))],
+        "pipeline",
+    );
+    let runner = h.runner(SecretStore::default());
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(runner.clone()).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    for expected in [
+        "branch=main".to_owned(),
+        format!("head={sha}"),
+        format!("origin={}", repo.url()),
+        "commits=2".to_owned(),
+        "describe=none".to_owned(),
+        "dirty=0".to_owned(),
+    ] {
+        assert!(log.contains(&expected), "{expected} missing:\n{log}");
+    }
+
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            &format!("clone:\n  tags: true\nsteps:\n  - name: git\n{probe}"),
+        )],
+        "with tags",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(runner).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("describe=v1.0.0-2-g"), "{log}");
+    assert!(log.contains("commits=3"), "{log}");
+}

@@ -49,6 +49,7 @@ fn step(script: &str) -> Step {
             name: "test".into(),
             script: script.into(),
             workspace: workspace.path().to_path_buf(),
+            read_only: Vec::new(),
             env: BTreeMap::from([("PATH".to_string(), PATH.to_string())]),
             timeout: Duration::from_secs(60),
             image: None,

@@ -38,6 +38,10 @@ pub struct CloneOptions {
     pub submodules: bool,
     #[serde(default)]
     pub lfs: bool,
+    /// The repository's tags in the workspace (for `git describe`). Off by default, as in
+    /// actions/checkout and Woodpecker: most builds need only the commit.
+    #[serde(default)]
+    pub tags: bool,
 }
 
 impl Pipeline {

@@ -170,7 +170,7 @@ fn the_documented_example_parses_to_the_expected_model() {
     assert_eq!(p.image.as_deref(), Some("rust:1.85"));
     assert_eq!(p.env["CARGO_TERM_COLOR"], "always");
     assert_eq!(p.timeout, Some(Duration::from_secs(30 * 60)));
-    assert!(!p.clone.submodules && !p.clone.lfs);
+    assert!(!p.clone.submodules && !p.clone.lfs && !p.clone.tags);
     assert_eq!(p.steps.len(), 2);
 
     let build = &p.steps[0];

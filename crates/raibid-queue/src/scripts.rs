@@ -314,3 +314,54 @@ return {removed, #ids}
 "#,
     )
 });
+
+/// A pool's statistics in one round trip: the autoscaling signal is read every few hundred
+/// milliseconds by the local pool and on every dashboard or API poll, and four sequential round
+/// trips made `/api/v1/queues` the slowest answer on a loaded machine.
+///
+/// KEYS: stream, dlq
+/// ARGV: group
+/// Returns {length, dead letters} when the stream is empty or unreadable, else
+/// {length, dead letters, group found (0/1), pending, lag (-1: Redis could not compute it),
+///  last delivered id, {consumer, pending, idle ms, ...}, oldest undelivered id or ""}
+pub(crate) static STATS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local len = redis.call('XLEN', KEYS[1])
+local dead = redis.call('XLEN', KEYS[2])
+if len == 0 then return {len, dead} end
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return {len, dead} end
+local function oldest_after(from)
+  local r = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1)
+  if r[1] then return r[1][1] end
+  return ''
+end
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == ARGV[1] then
+    local lag = info['lag']
+    if type(lag) ~= 'number' then lag = -1 end
+    local last = info['last-delivered-id'] or '0-0'
+    local flat = {}
+    for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+      local ci = {}
+      for i = 1, #c, 2 do ci[c[i]] = c[i + 1] end
+      flat[#flat + 1] = ci['name']
+      flat[#flat + 1] = ci['pending']
+      flat[#flat + 1] = ci['idle']
+    end
+    local oldest = ''
+    if lag ~= 0 then
+      local from = '-'
+      if last ~= '0-0' then from = '(' .. last end
+      oldest = oldest_after(from)
+    end
+    return {len, dead, 1, info['pending'], lag, last, flat, oldest}
+  end
+end
+return {len, dead, 0, 0, len, '0-0', {}, oldest_after('-')}
+"#,
+    )
+});

@@ -4,112 +4,101 @@ use chrono::Utc;
 use raibid_model::{ConsumerStats, PoolName, PoolStats};
 use redis::Value;
 
-use crate::{Queue, QueueError, reply};
+use crate::{Queue, QueueError, reply, scripts};
 
 impl Queue {
     /// What `XINFO GROUPS` says about the pool's group, the same numbers KEDA's
     /// `redis-streams` scaler reads (`lag` for `lagCount`).
     pub async fn stats(&self, pool: &PoolName) -> Result<PoolStats, QueueError> {
         let stream = self.keys.stream(pool);
-        let mut pipe = redis::pipe();
-        pipe.cmd("XLEN")
-            .arg(&stream)
-            .cmd("XLEN")
-            .arg(self.keys.dlq(pool));
-        let (length, dead_letters): (u64, u64) = self.conn.pipe(&pipe).await?;
-        let mut stats = PoolStats {
-            pool: pool.clone(),
-            stream: stream.clone(),
-            length,
-            lag: 0,
-            pending: 0,
-            consumers: Vec::new(),
-            oldest_queued_ms: None,
-            dead_letters,
-        };
-        if length == 0 {
-            return Ok(stats);
+        let mut invocation = scripts::STATS.prepare_invoke();
+        invocation
+            .key(&stream)
+            .key(self.keys.dlq(pool))
+            .arg(&self.options.consumer_group);
+        let reply: Value = self.conn.script(&invocation).await?;
+        stats_from_reply(pool.clone(), stream, &reply, Utc::now().timestamp_millis())
+    }
+}
+
+/// Decodes the STATS script's reply; `now_ms` dates the oldest waiting entry.
+fn stats_from_reply(
+    pool: PoolName,
+    stream: String,
+    reply: &Value,
+    now_ms: i64,
+) -> Result<PoolStats, QueueError> {
+    let parts = reply::array(reply);
+    let count = |i: usize| reply::int(parts.get(i)).unwrap_or(0).max(0) as u64;
+    let length = count(0);
+    let mut stats = PoolStats {
+        pool,
+        stream,
+        length,
+        lag: 0,
+        pending: 0,
+        consumers: Vec::new(),
+        oldest_queued_ms: None,
+        dead_letters: count(1),
+    };
+    if parts.len() < 8 {
+        return Ok(stats);
+    }
+    stats.pending = count(3);
+    // Redis reports nil lag when it cannot compute it (entries deleted mid-stream); treat
+    // that like KEDA does, as "everything may be waiting".
+    stats.lag = match reply::int(parts.get(4)) {
+        Some(lag) if lag >= 0 => lag as u64,
+        _ => length,
+    };
+    for consumer in reply::array(&parts[6]).chunks(3) {
+        if let [name, pending, idle] = consumer {
+            stats.consumers.push(ConsumerStats {
+                name: reply::string(name)?,
+                pending: reply::int(Some(pending)).unwrap_or(0).max(0) as u64,
+                idle_ms: reply::int(Some(idle)).unwrap_or(0).max(0) as u64,
+            });
         }
-        let groups: Value = match self
-            .conn
-            .run(redis::cmd("XINFO").arg("GROUPS").arg(&stream))
-            .await
-        {
-            Ok(v) => v,
-            Err(QueueError::Redis(e)) if e.code() == Some("ERR") => return Ok(stats),
-            Err(e) => return Err(e),
-        };
-        let mut last_delivered = None;
-        let mut group_found = false;
-        for group in reply::array(&groups) {
-            let info = reply::pairs(group)?;
-            if info.get("name").map(reply::string).transpose()?.as_deref()
-                != Some(self.options.consumer_group.as_str())
-            {
-                continue;
-            }
-            group_found = true;
-            stats.pending = reply::int(info.get("pending")).unwrap_or(0) as u64;
-            // Redis reports nil lag when it cannot compute it (entries deleted mid-stream);
-            // treat that like KEDA does, as "everything may be waiting".
-            stats.lag = reply::int(info.get("lag"))
-                .map(|l| l as u64)
-                .unwrap_or(length);
-            last_delivered = info
-                .get("last-delivered-id")
-                .map(reply::string)
-                .transpose()?;
-        }
-        if !group_found {
-            stats.lag = length;
-        }
-        if group_found {
-            let consumers: Value = self
-                .conn
-                .run(
-                    redis::cmd("XINFO")
-                        .arg("CONSUMERS")
-                        .arg(&stream)
-                        .arg(&self.options.consumer_group),
-                )
-                .await?;
-            for consumer in reply::array(&consumers) {
-                let info = reply::pairs(consumer)?;
-                stats.consumers.push(ConsumerStats {
-                    name: info
-                        .get("name")
-                        .map(reply::string)
-                        .transpose()?
-                        .unwrap_or_default(),
-                    pending: reply::int(info.get("pending")).unwrap_or(0) as u64,
-                    idle_ms: reply::int(info.get("idle")).unwrap_or(0) as u64,
-                });
-            }
-        }
-        if stats.lag > 0 {
-            let from = match &last_delivered {
-                Some(id) if id != "0-0" => format!("({id}"),
-                _ => "-".to_owned(),
-            };
-            let oldest: Value = self
-                .conn
-                .run(
-                    redis::cmd("XRANGE")
-                        .arg(&stream)
-                        .arg(from)
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(1),
-                )
-                .await?;
-            if let Some(entry) = reply::array(&oldest).first() {
-                let id = reply::array(entry).first().map(reply::string).transpose()?;
-                if let Some(ms) = id.as_deref().and_then(reply::id_millis) {
-                    stats.oldest_queued_ms =
-                        Some((Utc::now().timestamp_millis() - ms).max(0) as u64);
-                }
-            }
-        }
-        Ok(stats)
+    }
+    let oldest = reply::string(&parts[7])?;
+    if stats.lag > 0
+        && let Some(ms) = reply::id_millis(&oldest)
+    {
+        stats.oldest_queued_ms = Some((now_ms - ms).max(0) as u64);
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn an_empty_stream_has_no_lag_and_unknown_lag_means_everything_waits() {
+        let empty = Value::Array(vec![Value::Int(0), Value::Int(2)]);
+        let s = stats_from_reply(PoolName::default(), "s".into(), &empty, 0).unwrap();
+        assert_eq!((s.length, s.lag, s.dead_letters), (0, 0, 2));
+
+        // Lag -1: Redis could not compute it (entries deleted mid-stream).
+        let reply = Value::Array(vec![
+            Value::Int(7),
+            Value::Int(0),
+            Value::Int(1),
+            Value::Int(1),
+            Value::Int(-1),
+            bulk("1700000000000-0"),
+            Value::Array(vec![bulk("agent-1"), Value::Int(1), Value::Int(250)]),
+            bulk("1700000001000-0"),
+        ]);
+        let s =
+            stats_from_reply(PoolName::default(), "s".into(), &reply, 1_700_000_004_000).unwrap();
+        assert_eq!((s.length, s.lag, s.pending), (7, 7, 1));
+        assert_eq!(s.consumers[0].name, "agent-1");
+        assert_eq!(s.consumers[0].idle_ms, 250);
+        assert_eq!(s.oldest_queued_ms, Some(3_000));
     }
 }

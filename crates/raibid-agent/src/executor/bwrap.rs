@@ -87,6 +87,7 @@ impl BwrapExecutor {
             name: "bwrap-probe".into(),
             script: "true".into(),
             workspace: workspace.path().to_path_buf(),
+            read_only: Vec::new(),
             env: Default::default(),
             timeout: PROBE_TIMEOUT,
             image: None,
@@ -137,7 +138,13 @@ impl BwrapExecutor {
             .map(Path::new)
             .filter(|h| h.is_absolute() && h.is_dir());
         command
-            .args(sandbox_args(&self.options, &workspace, home, &spec.script))
+            .args(sandbox_args(
+                &self.options,
+                &workspace,
+                home,
+                &spec.read_only,
+                &spec.script,
+            ))
             .env_clear()
             .envs(&spec.env);
         let limits = Limits {
@@ -168,6 +175,7 @@ fn sandbox_args(
     options: &BwrapOptions,
     workspace: &Path,
     home: Option<&Path>,
+    read_only: &[PathBuf],
     script: &str,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
@@ -206,7 +214,7 @@ fn sandbox_args(
             Err(e) => debug!(dir = %dir.display(), error = %e, "not hiding a missing directory"),
         }
     }
-    for path in &options.ro_binds {
+    for path in options.ro_binds.iter().chain(read_only) {
         // Bound at the path as given, not where its symlinks lead: the step's environment
         // (CARGO_HOME=/root/.cargo) names the given path, and the symlink itself may be hidden.
         match std::fs::canonicalize(path) {
@@ -312,7 +320,7 @@ mod tests {
             ..BwrapOptions::default()
         };
         let work = work.canonicalize().unwrap();
-        let args = sandbox_args(&options, &work, None, "make");
+        let args = sandbox_args(&options, &work, None, &[], "make");
         let (d, t, w) = (
             data_dir.to_str().unwrap(),
             tools.canonicalize().unwrap(),
@@ -340,7 +348,7 @@ mod tests {
             ..BwrapOptions::default()
         };
         assert!(
-            !sandbox_args(&options, Path::new("/w"), None, "true")
+            !sandbox_args(&options, Path::new("/w"), None, &[], "true")
                 .contains(&"--unshare-net".into())
         );
     }

@@ -173,6 +173,7 @@ impl ContainerExecutor {
         let args = run_args(&RunArgs {
             name: &name,
             workspace: &workspace,
+            read_only: &spec.read_only,
             env_file: env.file.path(),
             passed_env: &env.passed,
             network: self.options.network,
@@ -258,6 +259,8 @@ impl EnvFile {
 struct RunArgs<'a> {
     name: &'a str,
     workspace: &'a Path,
+    /// Mounted read-only at the same path (the mirror objects the checkout borrows).
+    read_only: &'a [PathBuf],
     env_file: &'a Path,
     passed_env: &'a [String],
     network: bool,
@@ -267,11 +270,13 @@ struct RunArgs<'a> {
 
 fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
     // `-v` separates fields with ':'.
-    if a.workspace.as_os_str().to_string_lossy().contains(':') {
-        return Err(ExecError::Spawn(format!(
-            "workspace {} contains ':', which a volume mount cannot express",
-            a.workspace.display()
-        )));
+    for path in std::iter::once(a.workspace).chain(a.read_only.iter().map(PathBuf::as_path)) {
+        if path.as_os_str().to_string_lossy().contains(':') {
+            return Err(ExecError::Spawn(format!(
+                "{} contains ':', which a volume mount cannot express",
+                path.display()
+            )));
+        }
     }
     let mut volume = a.workspace.as_os_str().to_owned();
     volume.push(":");
@@ -280,6 +285,14 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
         .map(OsString::from)
         .to_vec();
     args.push(volume);
+    for path in a.read_only {
+        let mut volume = path.as_os_str().to_owned();
+        volume.push(":");
+        volume.push(path.as_os_str());
+        volume.push(":ro");
+        args.push("-v".into());
+        args.push(volume);
+    }
     args.extend(["-w", CONTAINER_WORKSPACE, "--env-file"].map(OsString::from));
     args.push(a.env_file.into());
     for key in a.passed_env {
@@ -420,6 +433,7 @@ mod tests {
             name: "build".into(),
             script: "true".into(),
             workspace: workspace.path().to_path_buf(),
+            read_only: Vec::new(),
             env: BTreeMap::new(),
             timeout: Duration::from_secs(5),
             image: Some("127.0.0.1:1/ci/image@not-a-digest".into()),
@@ -455,6 +469,7 @@ mod tests {
         let args = run_args(&RunArgs {
             name: "raibid-x",
             workspace: Path::new("/w/job"),
+            read_only: &[PathBuf::from("/cache/app.git/objects")],
             env_file: file.file.path(),
             passed_env: &file.passed,
             network: false,
@@ -473,7 +488,8 @@ mod tests {
         );
         let joined = args.join(" ");
         assert!(joined.starts_with(
-            "run --rm --init --name raibid-x -v /w/job:/workspace -w /workspace --env-file "
+            "run --rm --init --name raibid-x -v /w/job:/workspace \
+             -v /cache/app.git/objects:/cache/app.git/objects:ro -w /workspace --env-file "
         ));
         assert!(joined.ends_with(" -e KEY --network none alpine:3 /bin/sh -e -c make test"));
         let path = file.file.path().to_path_buf();
@@ -491,6 +507,7 @@ mod tests {
         let args = RunArgs {
             name: "n",
             workspace: Path::new("/w/a:b"),
+            read_only: &[],
             env_file: Path::new("/tmp/e"),
             passed_env: &[],
             network: true,

@@ -29,6 +29,10 @@ pub struct StepSpec {
     pub script: String,
     /// The job's checkout; the step's working directory.
     pub workspace: PathBuf,
+    /// Host paths outside the workspace that the step may read, at the same path: the git
+    /// objects its checkout borrows from the agent's mirror (so `git log` works in a sandbox
+    /// that hides the agent's data).
+    pub read_only: Vec<PathBuf>,
     /// The complete environment of the step: nothing is inherited from the agent.
     pub env: BTreeMap<String, String>,
     pub timeout: Duration,

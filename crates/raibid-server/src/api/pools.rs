@@ -27,11 +27,14 @@ pub(crate) async fn queues(
     _: CanRead,
     State(state): State<AppState>,
 ) -> Result<Json<Pools>, ApiError> {
-    let mut pools = Vec::new();
-    for pool in known_pools(state.config(), state.queue()).await? {
-        pools.push(state.queue().stats(&pool).await?);
-    }
-    let scalers = state.queue().scaler_statuses().await?;
+    // Concurrently: each is one round trip, and on a busy machine every sequential round trip
+    // is another wait for the scheduler (the load test's API latency probe).
+    let queue = state.queue();
+    let known = known_pools(state.config(), queue).await?;
+    let (pools, scalers) = tokio::try_join!(
+        futures::future::try_join_all(known.iter().map(|pool| queue.stats(pool))),
+        queue.scaler_statuses(),
+    )?;
     Ok(Json(Pools { pools, scalers }))
 }
 
