@@ -162,8 +162,13 @@ impl GitCheckout {
         url: &str,
         sha: &str,
     ) -> Result<PathBuf, CheckoutError> {
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
         // A leftover would be re-initialised, not replaced: refuse it.
-        tokio::fs::create_dir(dest).await?;
+        tokio::fs::create_dir(dest).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("workspace {}: {e}", dest.display()))
+        })?;
         let mut init = vec!["init", "--quiet", "--template="];
         if sha.len() == 64 {
             init.push("--object-format=sha256");
@@ -355,6 +360,54 @@ async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutErro
 
 #[cfg(test)]
 mod tests {
+
+    fn job_for(url: &str, sha: &str) -> Job {
+        Job {
+            id: "01JXK4Q3ZP8M5T7V2W9R000001".into(),
+            spec: raibid_model::NewJob {
+                repo: "acme/app".into(),
+                clone_url: url.into(),
+                git_ref: "refs/heads/main".into(),
+                sha: sha.into(),
+                event: raibid_model::Event::Push,
+                pool: raibid_model::PoolName::default(),
+                forge: None,
+                pr_number: None,
+                from_fork: false,
+                sender: None,
+                delivery_id: None,
+                env: Default::default(),
+                retry_of: None,
+            },
+            status: raibid_model::JobStatus::Running,
+            attempt: 1,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+            agent: None,
+            reason: None,
+            cancel_requested: false,
+            steps: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn checks_out_into_a_new_directory_and_refuses_a_leftover() {
+        let repo = raibid_testkit::GitRepo::new();
+        let sha = repo.commit(&[("a.txt", "x\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        let job = job_for(&repo.url(), &sha);
+        // The parent directories do not exist yet: they are made.
+        let dest = tmp.path().join("jobs/one/src");
+        let report = git.checkout(&job, &dest).await.unwrap();
+        assert!(report.mirror_created);
+        assert_eq!(std::fs::read_to_string(dest.join("a.txt")).unwrap(), "x\n");
+        assert!(report.objects.ends_with("objects") && report.objects.is_absolute());
+        let err = git.checkout(&job, &dest).await.unwrap_err().to_string();
+        assert!(err.contains("workspace") && err.contains("exists"), "{err}");
+    }
 
     #[test]
     fn origin_urls_are_quoted_for_git_config() {
