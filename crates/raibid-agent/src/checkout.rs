@@ -362,34 +362,14 @@ async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutErro
 mod tests {
 
     fn job_for(url: &str, sha: &str) -> Job {
-        Job {
-            id: "01JXK4Q3ZP8M5T7V2W9R000001".into(),
-            spec: raibid_model::NewJob {
-                repo: "acme/app".into(),
-                clone_url: url.into(),
-                git_ref: "refs/heads/main".into(),
-                sha: sha.into(),
-                event: raibid_model::Event::Push,
-                pool: raibid_model::PoolName::default(),
-                forge: None,
-                pr_number: None,
-                from_fork: false,
-                sender: None,
-                delivery_id: None,
-                env: Default::default(),
-                retry_of: None,
-            },
-            status: raibid_model::JobStatus::Running,
-            attempt: 1,
-            created_at: chrono::Utc::now(),
-            started_at: None,
-            finished_at: None,
-            agent: None,
-            reason: None,
-            cancel_requested: false,
-            steps: Vec::new(),
-            images: Vec::new(),
-        }
+        let spec = raibid_model::NewJob::new(
+            "acme/app",
+            url,
+            "refs/heads/main",
+            sha,
+            raibid_model::Event::Push,
+        );
+        Job::queued("01JXK4Q3ZP8M5T7V2W9R000001", spec, chrono::Utc::now())
     }
 
     #[tokio::test]

@@ -73,21 +73,7 @@ impl Harness {
     }
 
     async fn enqueue(&self, url: &str, sha: &str) -> Job {
-        let spec = NewJob {
-            repo: "acme/app".into(),
-            clone_url: url.into(),
-            git_ref: "refs/heads/main".into(),
-            sha: sha.into(),
-            event: Event::Push,
-            pool: PoolName::default(),
-            forge: None,
-            pr_number: None,
-            from_fork: false,
-            sender: None,
-            delivery_id: None,
-            env: Default::default(),
-            retry_of: None,
-        };
+        let spec = NewJob::new("acme/app", url, "refs/heads/main", sha, Event::Push);
         match self.queue.enqueue(spec).await.unwrap() {
             Enqueued::Created(job) => *job,
             other => panic!("{other:?}"),

@@ -22,7 +22,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use raibid_agent::GitCheckout;
-use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
+use raibid_model::{Event, Job, NewJob};
 use serde::Serialize;
 use tracing::info;
 
@@ -345,34 +345,8 @@ async fn push_commit(
 }
 
 fn job(url: &str, sha: &str) -> Job {
-    Job {
-        id: "01BENCHCHECKOUT00000000000".into(),
-        spec: NewJob {
-            repo: REPO.into(),
-            clone_url: url.to_owned(),
-            git_ref: "refs/heads/main".into(),
-            sha: sha.to_owned(),
-            event: Event::Push,
-            pool: PoolName::default(),
-            forge: None,
-            pr_number: None,
-            from_fork: false,
-            sender: None,
-            delivery_id: None,
-            env: Default::default(),
-            retry_of: None,
-        },
-        status: JobStatus::Running,
-        attempt: 1,
-        created_at: chrono::Utc::now(),
-        started_at: None,
-        finished_at: None,
-        agent: None,
-        reason: None,
-        cancel_requested: false,
-        steps: Vec::new(),
-        images: Vec::new(),
-    }
+    let spec = NewJob::new(REPO, url, "refs/heads/main", sha, Event::Push);
+    Job::queued("01BENCHCHECKOUT00000000000", spec, chrono::Utc::now())
 }
 
 /// `/tmp (ext4)`: the directory and the type of the file system it is on (the longest mount

@@ -185,6 +185,34 @@ pub struct NewJob {
     pub retry_of: Option<String>,
 }
 
+impl NewJob {
+    /// A job for `sha` at `git_ref` of `repo`, the rest at its defaults: the default pool, no
+    /// forge or pull request, not from a fork, no extra environment.
+    pub fn new(
+        repo: impl Into<String>,
+        clone_url: impl Into<String>,
+        git_ref: impl Into<String>,
+        sha: impl Into<String>,
+        event: Event,
+    ) -> Self {
+        Self {
+            repo: repo.into(),
+            clone_url: clone_url.into(),
+            git_ref: git_ref.into(),
+            sha: sha.into(),
+            event,
+            pool: PoolName::default(),
+            forge: None,
+            pr_number: None,
+            from_fork: false,
+            sender: None,
+            delivery_id: None,
+            env: BTreeMap::new(),
+            retry_of: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
@@ -267,6 +295,24 @@ pub struct Job {
 }
 
 impl Job {
+    /// `spec` as the queue records it when it is created: queued, never started.
+    pub fn queued(id: impl Into<String>, spec: NewJob, created_at: DateTime<Utc>) -> Self {
+        Self {
+            id: id.into(),
+            spec,
+            status: JobStatus::Queued,
+            attempt: 0,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            agent: None,
+            reason: None,
+            cancel_requested: false,
+            steps: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+
     /// Wall time from start to finish (or to `now` while running).
     pub fn duration(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
         let start = self.started_at?;

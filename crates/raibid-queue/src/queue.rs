@@ -209,20 +209,10 @@ impl Queue {
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 debug!(job = %id, pool = %spec.pool, repo = %spec.repo, "enqueued");
-                Ok(Enqueued::Created(Box::new(Job {
-                    id,
-                    spec,
-                    status: JobStatus::Queued,
-                    attempt: 0,
-                    created_at: chrono::DateTime::from_timestamp_millis(now).unwrap_or_default(),
-                    started_at: None,
-                    finished_at: None,
-                    agent: None,
-                    reason: None,
-                    cancel_requested: false,
-                    steps: Vec::new(),
-                    images: Vec::new(),
-                })))
+                let created_at = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+                Ok(Enqueued::Created(Box::new(Job::queued(
+                    id, spec, created_at,
+                ))))
             }
             Some("dup") => Ok(Enqueued::Duplicate {
                 job_id: reply.get(1).cloned().unwrap_or_default(),

@@ -25,21 +25,13 @@ fn pool(name: &str) -> PoolName {
 }
 
 fn job(repo: &str) -> NewJob {
-    NewJob {
-        repo: repo.into(),
-        clone_url: format!("http://127.0.0.1/{repo}.git"),
-        git_ref: "refs/heads/main".into(),
-        sha: "0123456789abcdef0123456789abcdef01234567".into(),
-        event: Event::Push,
-        pool: PoolName::default(),
-        forge: None,
-        pr_number: None,
-        from_fork: false,
-        sender: None,
-        delivery_id: None,
-        env: Default::default(),
-        retry_of: None,
-    }
+    NewJob::new(
+        repo,
+        format!("http://127.0.0.1/{repo}.git"),
+        "refs/heads/main",
+        "0123456789abcdef0123456789abcdef01234567",
+        Event::Push,
+    )
 }
 
 fn created(e: Enqueued) -> raibid_model::Job {

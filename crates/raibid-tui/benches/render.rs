@@ -1,11 +1,9 @@
 //! Frame cost of the jobs screen with 10,000 jobs in memory, the most the dashboard keeps.
 //! Only the rows on screen are built, so this should not depend on the number of jobs.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
+use raibid_model::{Event, Job, JobStatus, NewJob};
 use raibid_tui::{App, DataEvent, JobsUpdate, Kubeconfig};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -26,21 +24,13 @@ fn jobs() -> Vec<Job> {
                 (status != JobStatus::Queued).then(|| created_at + chrono::Duration::seconds(5));
             Job {
                 id: format!("01JXK4Q3ZP8M5T7V2W9R{i:06}"),
-                spec: NewJob {
-                    repo: format!("org-{}/repo-{}", i % 13, i % 101),
-                    clone_url: String::new(),
-                    git_ref: format!("refs/heads/branch-{}", i % 17),
-                    sha: "0123456789abcdef0123456789abcdef01234567".into(),
-                    event: Event::Push,
-                    pool: PoolName::default(),
-                    forge: None,
-                    pr_number: None,
-                    from_fork: false,
-                    sender: None,
-                    delivery_id: None,
-                    env: BTreeMap::new(),
-                    retry_of: None,
-                },
+                spec: NewJob::new(
+                    format!("org-{}/repo-{}", i % 13, i % 101),
+                    "",
+                    format!("refs/heads/branch-{}", i % 17),
+                    "0123456789abcdef0123456789abcdef01234567",
+                    Event::Push,
+                ),
                 status,
                 attempt: 1,
                 created_at,

@@ -38,33 +38,20 @@ pub fn job(id: &str, repo: &str, status: JobStatus) -> Job {
     let created_at = at(-60);
     let started_at = (status != JobStatus::Queued).then(|| at(-50));
     let finished_at = status.is_final().then(|| at(-5));
+    let spec = NewJob::new(
+        repo,
+        format!("https://git.example/{repo}.git"),
+        "refs/heads/main",
+        "0123456789abcdef0123456789abcdef01234567",
+        GitEvent::Push,
+    );
     Job {
-        id: id.to_owned(),
-        spec: NewJob {
-            repo: repo.to_owned(),
-            clone_url: format!("https://git.example/{repo}.git"),
-            git_ref: "refs/heads/main".to_owned(),
-            sha: "0123456789abcdef0123456789abcdef01234567".to_owned(),
-            event: GitEvent::Push,
-            pool: PoolName::default(),
-            forge: None,
-            pr_number: None,
-            from_fork: false,
-            sender: None,
-            delivery_id: None,
-            env: BTreeMap::new(),
-            retry_of: None,
-        },
         status,
         attempt: u32::from(started_at.is_some()),
-        created_at,
         started_at,
         finished_at,
         agent: started_at.map(|_| "agent-1".to_owned()),
-        reason: None,
-        cancel_requested: false,
-        steps: Vec::new(),
-        images: Vec::new(),
+        ..Job::queued(id, spec, created_at)
     }
 }
 

@@ -172,21 +172,13 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
 
     let queue = queue(&redis);
     let Enqueued::Created(job) = queue
-        .enqueue(NewJob {
-            repo: "e2e/tui-demo".into(),
-            clone_url: "https://git.example/e2e/tui-demo.git".into(),
-            git_ref: "refs/heads/main".into(),
-            sha: "0123456789abcdef0123456789abcdef01234567".into(),
-            event: Event::Manual,
-            pool: PoolName::default(),
-            forge: None,
-            pr_number: None,
-            from_fork: false,
-            sender: None,
-            delivery_id: None,
-            env: Default::default(),
-            retry_of: None,
-        })
+        .enqueue(NewJob::new(
+            "e2e/tui-demo",
+            "https://git.example/e2e/tui-demo.git",
+            "refs/heads/main",
+            "0123456789abcdef0123456789abcdef01234567",
+            Event::Manual,
+        ))
         .await
         .expect("enqueue")
     else {

@@ -115,21 +115,13 @@ fn bench_queue(url: &str) -> anyhow::Result<Queue> {
 }
 
 fn bench_job(i: usize) -> NewJob {
-    NewJob {
-        repo: "bench/noop".into(),
-        clone_url: "file:///dev/null".into(),
-        git_ref: "refs/heads/main".into(),
-        sha: format!("{i:040x}"),
-        event: Event::Manual,
-        pool: PoolName::default(),
-        forge: None,
-        pr_number: None,
-        from_fork: false,
-        sender: None,
-        delivery_id: None,
-        env: Default::default(),
-        retry_of: None,
-    }
+    NewJob::new(
+        "bench/noop",
+        "file:///dev/null",
+        "refs/heads/main",
+        format!("{i:040x}"),
+        Event::Manual,
+    )
 }
 
 async fn queue_throughput(url: &str, jobs: usize, consumers: usize) -> anyhow::Result<Duration> {

@@ -274,15 +274,29 @@ fn header_row(titles: &[&'static str]) -> Row<'static> {
     Row::new(titles.to_vec()).style(Style::new().add_modifier(Modifier::BOLD))
 }
 
-/// A table whose columns drop from the right-hand, least useful end as the area narrows.
-fn fitted_table<'a>(
+/// A bordered panel titled `title`: a table whose columns drop from the least useful end as
+/// the area narrows, or `empty` (dimmed) when there are no rows.
+fn draw_panel(
+    frame: &mut Frame,
+    area: Rect,
+    title: String,
+    empty: &str,
     specs: &[(&'static str, ColumnSpec)],
-    width: u16,
-    rows: Vec<Vec<Cell<'a>>>,
-    styles: Vec<Style>,
-) -> Table<'a> {
+    rows: Vec<Vec<Cell<'_>>>,
+    base: Style,
+) {
+    let block = titled(title);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if rows.is_empty() {
+        frame.render_widget(
+            Paragraph::new(empty.to_owned()).style(base.fg(Color::DarkGray)),
+            inner,
+        );
+        return;
+    }
     let column_specs: Vec<ColumnSpec> = specs.iter().map(|(_, s)| *s).collect();
-    let kept = columns::fit(&column_specs, width);
+    let kept = columns::fit(&column_specs, inner.width);
     let last = kept.last().copied();
     let widths: Vec<Constraint> = kept
         .iter()
@@ -295,13 +309,14 @@ fn fitted_table<'a>(
         })
         .collect();
     let header = header_row(&kept.iter().map(|&i| specs[i].0).collect::<Vec<_>>());
-    let rows = rows.into_iter().zip(styles).map(|(cells, style)| {
+    let rows = rows.into_iter().map(|cells| {
         let mut cells: Vec<Option<Cell>> = cells.into_iter().map(Some).collect();
-        Row::new(kept.iter().map(|&i| cells[i].take().unwrap_or_default())).style(style)
+        Row::new(kept.iter().map(|&i| cells[i].take().unwrap_or_default())).style(base)
     });
-    Table::new(rows, widths)
+    let table = Table::new(rows, widths)
         .header(header)
-        .column_spacing(columns::SPACING)
+        .column_spacing(columns::SPACING);
+    frame.render_widget(table, inner);
 }
 
 const fn spec(min: u16, drop_rank: u8) -> ColumnSpec {
@@ -310,16 +325,6 @@ const fn spec(min: u16, drop_rank: u8) -> ColumnSpec {
 
 fn draw_nodes(frame: &mut Frame, area: Rect, status: &ClusterStatus, base: Style) {
     let ready = status.nodes.iter().filter(|n| n.ready).count();
-    let block = titled(format!(" Nodes · {ready}/{} ready ", status.nodes.len()));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    if status.nodes.is_empty() {
-        frame.render_widget(
-            Paragraph::new("no nodes could be read").style(base.fg(Color::DarkGray)),
-            inner,
-        );
-        return;
-    }
     let specs = [
         ("NAME", spec(16, 0)),
         ("STATUS", spec(8, 0)),
@@ -343,22 +348,19 @@ fn draw_nodes(frame: &mut Frame, area: Rect, status: &ClusterStatus, base: Style
             ]
         })
         .collect();
-    let styles = vec![base; status.nodes.len()];
-    frame.render_widget(fitted_table(&specs, inner.width, rows, styles), inner);
+    let title = format!(" Nodes · {ready}/{} ready ", status.nodes.len());
+    draw_panel(
+        frame,
+        area,
+        title,
+        "no nodes could be read",
+        &specs,
+        rows,
+        base,
+    );
 }
 
 fn draw_scaled_jobs(frame: &mut Frame, area: Rect, status: &ClusterStatus, base: Style) {
-    let block = titled(format!(" ScaledJobs · {} ", status.scaled_jobs.len()));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    if status.scaled_jobs.is_empty() {
-        frame.render_widget(
-            Paragraph::new("no ScaledJobs (`raibid setup agents` creates one per pool)")
-                .style(base.fg(Color::DarkGray)),
-            inner,
-        );
-        return;
-    }
     let specs = [
         ("NAME", spec(20, 0)),
         ("POOL", spec(6, 2)),
@@ -392,27 +394,14 @@ fn draw_scaled_jobs(frame: &mut Frame, area: Rect, status: &ClusterStatus, base:
             ]
         })
         .collect();
-    let styles = vec![base; status.scaled_jobs.len()];
-    frame.render_widget(fitted_table(&specs, inner.width, rows, styles), inner);
+    let title = format!(" ScaledJobs · {} ", status.scaled_jobs.len());
+    let empty = "no ScaledJobs (`raibid setup agents` creates one per pool)";
+    draw_panel(frame, area, title, empty, &specs, rows, base);
 }
 
 fn draw_agent_pods(frame: &mut Frame, area: Rect, pods: &[&PodStatus], base: Style) {
     let running = pods.iter().filter(|p| p.phase == "Running").count();
     let waiting = pods.iter().filter(|p| p.phase == "Pending").count();
-    let block = titled(format!(
-        " Agent pods · {running} running · {waiting} pending · {} in all ",
-        pods.len()
-    ));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    if pods.is_empty() {
-        frame.render_widget(
-            Paragraph::new("no agent pods: KEDA starts one per queued job")
-                .style(base.fg(Color::DarkGray)),
-            inner,
-        );
-        return;
-    }
     let specs = [
         ("NAME", spec(30, 0)),
         ("PHASE", spec(9, 0)),
@@ -420,9 +409,7 @@ fn draw_agent_pods(frame: &mut Frame, area: Rect, pods: &[&PodStatus], base: Sty
         ("RESTARTS", spec(8, 3)),
         ("NODE", spec(10, 1)),
     ];
-    let visible = usize::from(inner.height.saturating_sub(1));
-    let shown = &pods[..pods.len().min(visible)];
-    let rows = shown
+    let rows = pods
         .iter()
         .map(|p| {
             vec![
@@ -434,8 +421,12 @@ fn draw_agent_pods(frame: &mut Frame, area: Rect, pods: &[&PodStatus], base: Sty
             ]
         })
         .collect();
-    let styles = vec![base; shown.len()];
-    frame.render_widget(fitted_table(&specs, inner.width, rows, styles), inner);
+    let title = format!(
+        " Agent pods · {running} running · {waiting} pending · {} in all ",
+        pods.len()
+    );
+    let empty = "no agent pods: KEDA starts one per queued job";
+    draw_panel(frame, area, title, empty, &specs, rows, base);
 }
 
 /// The other components in one line, then whatever could not be read.
