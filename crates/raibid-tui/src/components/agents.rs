@@ -4,12 +4,12 @@ use chrono::{DateTime, Utc};
 use crossterm::event::Event;
 use raibid_client::AgentEntry;
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Span;
-use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Cell, Paragraph, Row};
 
-use super::columns::{self, ColumnSpec};
+use super::columns::{self, ColumnSpec, TableColumn};
 use super::nav::{MouseOutcome, TableNav};
 use super::{Component, EventResult};
 use crate::fmt;
@@ -40,7 +40,9 @@ impl Column {
         Column::Done,
         Column::Version,
     ];
+}
 
+impl TableColumn for Column {
     fn header(self) -> &'static str {
         match self {
             Column::Name => "NAME",
@@ -166,16 +168,8 @@ impl Component for AgentsView {
             );
             return;
         }
-        let specs: Vec<ColumnSpec> = Column::ALL.iter().map(|c| c.spec()).collect();
-        let kept: Vec<Column> = columns::fit(&specs, inner.width)
-            .into_iter()
-            .map(|i| Column::ALL[i])
-            .collect();
-        let body = Rect {
-            y: inner.y.saturating_add(1),
-            height: inner.height.saturating_sub(1),
-            ..inner
-        };
+        let kept = columns::kept(&Column::ALL, inner.width);
+        let body = columns::body(inner);
         let range = self.nav.layout(body, self.agents.len());
         let selected = self.nav.selected();
         let rows = range.map(|i| {
@@ -190,21 +184,7 @@ impl Component for AgentsView {
             }
             Row::new(kept.iter().map(|&c| Self::cell(agent, c, now))).style(style)
         });
-        let widths: Vec<Constraint> = kept
-            .iter()
-            .map(|&c| match c {
-                Column::Labels => Constraint::Fill(1),
-                _ => Constraint::Length(c.spec().min),
-            })
-            .collect();
-        let header = Row::new(kept.iter().map(|c| c.header()))
-            .style(Style::new().add_modifier(Modifier::BOLD));
-        frame.render_widget(
-            Table::new(rows, widths)
-                .header(header)
-                .column_spacing(columns::SPACING),
-            inner,
-        );
+        columns::draw_table(frame, inner, &kept, Column::Labels, rows);
     }
 }
 

@@ -3,6 +3,11 @@
 //! Tables lose their least useful columns first as the terminal narrows, so that what
 //! identifies a row (a job's id and status, an agent's name) survives on any width.
 
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::widgets::{Row, Table};
+
 /// Space between columns, as the tables are drawn.
 pub(crate) const SPACING: u16 = 1;
 
@@ -12,6 +17,55 @@ pub(crate) struct ColumnSpec {
     pub min: u16,
     /// 0: always shown. Otherwise columns with higher ranks go first.
     pub drop_rank: u8,
+}
+
+/// A table's column: its title and how much it matters when space runs out.
+pub(crate) trait TableColumn: Copy + PartialEq + 'static {
+    fn header(self) -> &'static str;
+    fn spec(self) -> ColumnSpec;
+}
+
+/// The columns of `all` that fit in `width`, in order.
+pub(crate) fn kept<C: TableColumn>(all: &[C], width: u16) -> Vec<C> {
+    let specs: Vec<ColumnSpec> = all.iter().map(|c| c.spec()).collect();
+    fit(&specs, width).into_iter().map(|i| all[i]).collect()
+}
+
+/// Where the rows go: `inner` below the header line.
+pub(crate) fn body(inner: Rect) -> Rect {
+    Rect {
+        y: inner.y.saturating_add(1),
+        height: inner.height.saturating_sub(1),
+        ..inner
+    }
+}
+
+/// Draws `rows` under a bold header of `kept`; `fill` takes the width the others leave.
+pub(crate) fn draw_table<'a, C: TableColumn>(
+    frame: &mut Frame,
+    area: Rect,
+    kept: &[C],
+    fill: C,
+    rows: impl IntoIterator<Item = Row<'a>>,
+) {
+    let widths: Vec<Constraint> = kept
+        .iter()
+        .map(|&c| {
+            if c == fill {
+                Constraint::Fill(1)
+            } else {
+                Constraint::Length(c.spec().min)
+            }
+        })
+        .collect();
+    let header =
+        Row::new(kept.iter().map(|c| c.header())).style(Style::new().add_modifier(Modifier::BOLD));
+    frame.render_widget(
+        Table::new(rows, widths)
+            .header(header)
+            .column_spacing(SPACING),
+        area,
+    );
 }
 
 /// Indices (in order) of the columns that fit in `width`.

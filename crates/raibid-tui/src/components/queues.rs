@@ -8,12 +8,12 @@ use crossterm::event::Event;
 use raibid_client::AgentEntry;
 use raibid_model::{PoolName, PoolStats, ScalerStatus};
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Span;
-use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Cell, Paragraph, Row};
 
-use super::columns::{self, ColumnSpec};
+use super::columns::{self, ColumnSpec, TableColumn};
 use super::nav::TableNav;
 use super::{Component, EventResult};
 use crate::fmt;
@@ -47,7 +47,9 @@ impl Column {
         Column::Scaler,
         Column::History,
     ];
+}
 
+impl TableColumn for Column {
     fn header(self) -> &'static str {
         match self {
             Column::Pool => "POOL",
@@ -262,22 +264,14 @@ impl Component for QueuesView {
             );
             return;
         }
-        let specs: Vec<ColumnSpec> = Column::ALL.iter().map(|c| c.spec()).collect();
-        let kept: Vec<Column> = columns::fit(&specs, inner.width)
-            .into_iter()
-            .map(|i| Column::ALL[i])
-            .collect();
+        let kept = columns::kept(&Column::ALL, inner.width);
         let fixed: u16 = kept
             .iter()
             .filter(|c| **c != Column::History)
             .map(|c| c.spec().min + columns::SPACING)
             .sum();
         let history_width = inner.width.saturating_sub(fixed);
-        let body = Rect {
-            y: inner.y.saturating_add(1),
-            height: inner.height.saturating_sub(1),
-            ..inner
-        };
+        let body = columns::body(inner);
         let range = self.nav.layout(body, self.pools.len());
         let selected = self.nav.selected();
         let rows = range.map(|i| {
@@ -289,21 +283,7 @@ impl Component for QueuesView {
                 row
             }
         });
-        let widths: Vec<Constraint> = kept
-            .iter()
-            .map(|&c| match c {
-                Column::History => Constraint::Fill(1),
-                _ => Constraint::Length(c.spec().min),
-            })
-            .collect();
-        let header = Row::new(kept.iter().map(|c| c.header()))
-            .style(Style::new().add_modifier(Modifier::BOLD));
-        frame.render_widget(
-            Table::new(rows, widths)
-                .header(header)
-                .column_spacing(columns::SPACING),
-            inner,
-        );
+        columns::draw_table(frame, inner, &kept, Column::History, rows);
     }
 }
 
