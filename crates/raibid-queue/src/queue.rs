@@ -51,6 +51,26 @@ pub struct Claimed {
     pub consumer: String,
 }
 
+impl Claimed {
+    /// From the job's fields as the START and CLAIM scripts return them (flat pairs).
+    fn from_reply(fields: &[String], entry: &str, consumer: &str) -> Result<Self, QueueError> {
+        let fields: HashMap<String, String> = fields
+            .chunks(2)
+            .filter_map(|p| match p {
+                [k, v] => Some((k.clone(), v.clone())),
+                _ => None,
+            })
+            .collect();
+        let job = record::from_fields(&fields)?;
+        info!(job = %job.id, attempt = job.attempt, consumer, "claimed");
+        Ok(Self {
+            job,
+            entry: entry.to_owned(),
+            consumer: consumer.to_owned(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heartbeat {
     Continue,
@@ -280,20 +300,7 @@ impl Queue {
             );
             return Ok(None);
         }
-        let fields: HashMap<String, String> = reply
-            .chunks(2)
-            .filter_map(|p| match p {
-                [k, v] => Some((k.clone(), v.clone())),
-                _ => None,
-            })
-            .collect();
-        let job = record::from_fields(&fields)?;
-        info!(job = %job.id, attempt = job.attempt, consumer, "claimed");
-        Ok(Some(Claimed {
-            job,
-            entry: entry.to_owned(),
-            consumer: consumer.to_owned(),
-        }))
+        Claimed::from_reply(&reply, entry, consumer).map(Some)
     }
 
     /// Reads and starts one job without waiting: one round trip when work is queued.
@@ -315,22 +322,9 @@ impl Queue {
         match reply.as_slice() {
             [] => Ok(ClaimNow::Empty),
             [marker, _] if marker == "nogroup" => Ok(ClaimNow::NoGroup),
-            [_stream, entry, fields @ ..] => {
-                let fields: HashMap<String, String> = fields
-                    .chunks(2)
-                    .filter_map(|p| match p {
-                        [k, v] => Some((k.clone(), v.clone())),
-                        _ => None,
-                    })
-                    .collect();
-                let job = record::from_fields(&fields)?;
-                info!(job = %job.id, attempt = job.attempt, consumer, "claimed");
-                Ok(ClaimNow::Claimed(Box::new(Claimed {
-                    job,
-                    entry: entry.clone(),
-                    consumer: consumer.to_owned(),
-                })))
-            }
+            [_stream, entry, fields @ ..] => Ok(ClaimNow::Claimed(Box::new(Claimed::from_reply(
+                fields, entry, consumer,
+            )?))),
             other => Err(QueueError::Protocol(format!("claim replied {other:?}"))),
         }
     }
