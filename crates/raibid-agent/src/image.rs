@@ -354,21 +354,7 @@ impl Run<'_> {
         if !request.push {
             return Ok(Vec::new());
         }
-        let mut digests = Vec::new();
-        for (n, tag) in request.tags.iter().enumerate() {
-            let digest_file = self.files.digest_file(n);
-            let mut args: Vec<OsString> = vec!["push".into(), "--authfile".into()];
-            args.extend([
-                self.files.authfile().into(),
-                "--digestfile".into(),
-                digest_file.clone().into(),
-            ]);
-            args.extend([tag.into(), format!("docker://{tag}").into()]);
-            let action = format!("push {tag}");
-            self.buildah(args, &action).await?;
-            digests.push(pushed_digest(tag, &digest_file, &action)?);
-        }
-        Ok(digests)
+        self.push_tags(request, None).await
     }
 
     async fn manifest_list(
@@ -386,19 +372,36 @@ impl Run<'_> {
         if !request.push {
             return Ok(Vec::new());
         }
+        self.push_tags(request, Some(list)).await
+    }
+
+    /// Pushes every tag (the image built under that tag, or all images of the manifest list
+    /// `list`) and returns the digests the registry gave.
+    async fn push_tags(
+        &self,
+        request: &BuildRequest,
+        list: Option<&str>,
+    ) -> Result<Vec<String>, ImageError> {
+        let push: &[&str] = match list {
+            Some(_) => &["manifest", "push", "--all"],
+            None => &["push"],
+        };
         let mut digests = Vec::new();
         for (n, tag) in request.tags.iter().enumerate() {
             let digest_file = self.files.digest_file(n);
-            let mut args: Vec<OsString> = ["manifest", "push", "--all", "--authfile"]
-                .map(OsString::from)
-                .to_vec();
+            let mut args: Vec<OsString> = push.iter().map(OsString::from).collect();
             args.extend([
+                "--authfile".into(),
                 self.files.authfile().into(),
                 "--digestfile".into(),
                 digest_file.clone().into(),
+                list.unwrap_or(tag).into(),
+                format!("docker://{tag}").into(),
             ]);
-            args.extend([list.into(), format!("docker://{tag}").into()]);
-            let action = format!("manifest push {tag}");
+            let action = match list {
+                Some(_) => format!("manifest push {tag}"),
+                None => format!("push {tag}"),
+            };
             self.buildah(args, &action).await?;
             digests.push(pushed_digest(tag, &digest_file, &action)?);
         }
