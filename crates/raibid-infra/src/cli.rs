@@ -14,6 +14,7 @@ use crate::components::{self, Component, ComponentArg};
 use crate::drift::drift;
 use crate::manifest::to_yaml_stream;
 use crate::ops::{self, Context, Executor};
+use crate::plan::Plan;
 use crate::preflight::{self, FetchOptions};
 use crate::render::{render, render_as_is, resolve_target};
 use crate::tools::Tools;
@@ -58,16 +59,17 @@ pub enum InfraCommand {
     },
 }
 
-/// `raibid setup <component>...`
+/// `raibid setup <component>...`, and what `raibid teardown` shares with it.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct SetupArgs {
-    /// Components to set up; they run in dependency order whatever the order given.
+    /// Components; they run in dependency order whatever the order given (teardown: in
+    /// reverse).
     #[arg(value_enum, required = true)]
     pub components: Vec<ComponentArg>,
     /// Print exactly what would be run and applied, without touching anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// How long each component may take to become ready.
+    /// How long each component may take to become ready (or to be gone).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
     /// `dev` (single node, small limits) or `prod` (HA hints).
@@ -81,16 +83,8 @@ pub struct SetupArgs {
 /// `raibid teardown <component>...`
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct TeardownArgs {
-    #[arg(value_enum, required = true)]
-    pub components: Vec<ComponentArg>,
-    #[arg(long)]
-    pub dry_run: bool,
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
-    pub timeout: u64,
-    #[arg(long, default_value = "dev")]
-    pub overlay: String,
-    #[arg(long, value_name = "DIR")]
-    pub infra_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub plan: SetupArgs,
     /// Also delete volumes (the queue, Gitea's repositories), generated Secrets and, with
     /// `all`, the namespace.
     #[arg(long)]
@@ -250,20 +244,10 @@ pub async fn setup_to(
     tools: Tools,
     out: &mut dyn Write,
 ) -> Result<(), InfraError> {
-    let tree = tree(args.infra_dir.as_ref())?;
-    let ctx = Context {
-        config,
-        tree: &tree,
-        overlay: &args.overlay,
-        tools,
-        timeout: Duration::from_secs(args.timeout),
-    };
-    let plan = ops::setup_plan(&ctx, &components::expand(&args.components))?;
-    if args.dry_run {
-        plan.write(out, true).map_err(write_err)?;
-        return writeln!(out, "dry run: nothing was changed").map_err(write_err);
-    }
-    Executor::new(config, ctx.timeout, out).run(&plan).await
+    run_plan(&args, config, tools, out, |ctx, components| {
+        ops::setup_plan(ctx, components)
+    })
+    .await
 }
 
 pub async fn teardown(args: TeardownArgs, config: &Config) -> Result<(), InfraError> {
@@ -276,6 +260,20 @@ pub async fn teardown_to(
     tools: Tools,
     out: &mut dyn Write,
 ) -> Result<(), InfraError> {
+    run_plan(&args.plan, config, tools, out, |ctx, components| {
+        ops::teardown_plan(ctx, components, args.delete_data)
+    })
+    .await
+}
+
+/// Builds the plan for the components asked for, then prints it (`--dry-run`) or runs it.
+async fn run_plan(
+    args: &SetupArgs,
+    config: &Config,
+    tools: Tools,
+    out: &mut dyn Write,
+    make_plan: impl FnOnce(&Context, &[Component]) -> Result<Plan, InfraError>,
+) -> Result<(), InfraError> {
     let tree = tree(args.infra_dir.as_ref())?;
     let ctx = Context {
         config,
@@ -284,11 +282,7 @@ pub async fn teardown_to(
         tools,
         timeout: Duration::from_secs(args.timeout),
     };
-    let plan = ops::teardown_plan(
-        &ctx,
-        &components::expand(&args.components),
-        args.delete_data,
-    )?;
+    let plan = make_plan(&ctx, &components::expand(&args.components))?;
     if args.dry_run {
         plan.write(out, true).map_err(write_err)?;
         return writeln!(out, "dry run: nothing was changed").map_err(write_err);

@@ -31,11 +31,7 @@ fn setup_args(components: &[ComponentArg]) -> SetupArgs {
 
 fn teardown_args(components: &[ComponentArg], delete_data: bool) -> TeardownArgs {
     TeardownArgs {
-        components: components.to_vec(),
-        dry_run: true,
-        timeout: 300,
-        overlay: "dev".into(),
-        infra_dir: None,
+        plan: setup_args(components),
         delete_data,
     }
 }
