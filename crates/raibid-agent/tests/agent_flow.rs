@@ -2,8 +2,6 @@
 //! buildah and an OCI registry.
 
 // Shared with the image-build tests, which use more of it.
-#[allow(dead_code)]
-mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -484,7 +482,7 @@ async fn an_idle_once_agent_exits_quietly() {
 async fn an_image_build_step_pushes_to_the_registry_and_records_the_digest() {
     require_binary("buildah", "buildah");
     let h = Harness::new();
-    let registry = support::Registry::start();
+    let registry = raibid_testkit::Registry::start();
     let builder = Arc::new(
         ImageBuilder::new(ImageBuildOptions {
             root: h.dir.path().join("buildah/root"),

@@ -3,8 +3,6 @@
 //! Every test has its own buildah storage and registry; images are tiny (`FROM scratch`, or a
 //! base holding only a static busybox) so that even vfs storage keeps them quick.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,9 +13,9 @@ use raibid_agent::image::{
     BuildRequest, BuiltImage, ImageBuildOptions, ImageBuilder, ImageError, RegistryAuth,
     StorageDriver,
 };
+use raibid_testkit::Registry;
 use raibid_testkit::require_binary;
 use sha2::{Digest, Sha256};
-use support::Registry;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -2,8 +2,6 @@
 //! CNCF distribution server) on a loopback port, and against a stand-in for Docker Hub's
 //! anonymous token exchange.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,166 +9,10 @@ use std::time::{Duration, Instant};
 use raibid_config::Config;
 use raibid_infra::preflight::{FetchOptions, PreflightError, check_image};
 use raibid_infra::{InfraCommand, run_infra_to};
-use raibid_testkit::{free_port, require_binary};
+use raibid_testkit::registry::{OCI_INDEX, OCI_MANIFEST};
+use raibid_testkit::{Registry, free_port};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-struct Registry {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Registry {
-    fn start() -> Self {
-        let binary = require_binary("docker-registry", "docker-registry");
-        let dir = tempfile::tempdir().unwrap();
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(dir.path(), port)).unwrap();
-            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-            let mut child = Command::new(&binary)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("spawn docker-registry");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last = format!(
-                        "exited ({status}): {}",
-                        std::fs::read_to_string(dir.path().join("registry.log"))
-                            .unwrap_or_default()
-                    );
-                    break;
-                }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Self {
-                        child,
-                        host: format!("127.0.0.1:{port}"),
-                        _dir: dir,
-                    };
-                }
-                if Instant::now() > deadline {
-                    last = "did not listen within 15s".into();
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("could not start docker-registry: {last}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/v2/{path}", self.host)
-    }
-
-    async fn push_blob(&self, http: &reqwest::Client, repo: &str, data: &[u8]) -> String {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(data)));
-        let response = http
-            .post(self.url(&format!("{repo}/blobs/uploads/")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
-        let location = response.headers()["location"].to_str().unwrap().to_owned();
-        let location = if location.starts_with("http") {
-            location
-        } else {
-            format!("http://{}{location}", self.host)
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let response = http
-            .put(format!("{location}{separator}digest={digest}"))
-            .header("content-type", "application/octet-stream")
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-        digest
-    }
-
-    async fn push_manifest(
-        &self,
-        http: &reqwest::Client,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> String {
-        let response = http
-            .put(self.url(&format!("{repo}/manifests/{reference}")))
-            .header("content-type", media_type)
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-        format!("sha256:{}", hex::encode(Sha256::digest(body)))
-    }
-
-    /// Pushes a one-layer image for `arch` (and `variant`) and returns its manifest and size.
-    async fn push_image(
-        &self,
-        http: &reqwest::Client,
-        repo: &str,
-        arch: &str,
-        variant: Option<&str>,
-    ) -> (String, usize) {
-        let mut config = json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "config": {}});
-        if let Some(v) = variant {
-            config["variant"] = json!(v);
-        }
-        let config = serde_json::to_vec(&config).unwrap();
-        let layer = format!("layer for {arch}").into_bytes();
-        let config_digest = self.push_blob(http, repo, &config).await;
-        let layer_digest = self.push_blob(http, repo, &layer).await;
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}]
-        }))
-        .unwrap();
-        let digest = self
-            .push_manifest(
-                http,
-                repo,
-                &format!("{arch}{}", variant.unwrap_or("")),
-                OCI_MANIFEST,
-                &manifest,
-            )
-            .await;
-        (digest, manifest.len())
-    }
-}
-
-fn config_yaml(dir: &Path, port: u16) -> String {
-    format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-         http:\n  addr: 127.0.0.1:{port}\n  secret: raibid-test-only\n",
-        dir.join("data").display()
-    )
-}
 
 fn options() -> FetchOptions {
     FetchOptions {
@@ -182,10 +24,9 @@ fn options() -> FetchOptions {
 #[tokio::test]
 async fn checks_multi_arch_and_single_arch_images_in_a_real_registry() {
     let registry = Registry::start();
-    let http = reqwest::Client::new();
-    let (amd64, amd64_size) = registry.push_image(&http, "ci/tool", "amd64", None).await;
+    let (amd64, amd64_size) = registry.push_image("ci/tool", "amd64", "amd64", None).await;
     let (armv7, armv7_size) = registry
-        .push_image(&http, "ci/tool", "arm", Some("v7"))
+        .push_image("ci/tool", "armv7", "arm", Some("v7"))
         .await;
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -197,9 +38,9 @@ async fn checks_multi_arch_and_single_arch_images_in_a_real_registry() {
     }))
     .unwrap();
     registry
-        .push_manifest(&http, "ci/tool", "1.0", OCI_INDEX, &index)
+        .push_manifest("ci/tool", "1.0", OCI_INDEX, &index)
         .await;
-    let image = format!("{}/ci/tool:1.0", registry.host);
+    let image = format!("{}/ci/tool:1.0", registry.host());
 
     let ok = check_image(&image, "amd64", &options()).await.unwrap();
     assert_eq!(ok.platform, "linux/amd64");
@@ -219,7 +60,7 @@ async fn checks_multi_arch_and_single_arch_images_in_a_real_registry() {
     );
 
     // A single-platform image: the architecture comes from its config blob.
-    let single = format!("{}/ci/tool:amd64", registry.host);
+    let single = format!("{}/ci/tool:amd64", registry.host());
     assert_eq!(
         check_image(&single, "x86_64", &options())
             .await
@@ -236,7 +77,7 @@ async fn checks_multi_arch_and_single_arch_images_in_a_real_registry() {
         "{err}"
     );
 
-    let missing = format!("{}/ci/tool:nope", registry.host);
+    let missing = format!("{}/ci/tool:nope", registry.host());
     let err = check_image(&missing, "amd64", &options())
         .await
         .unwrap_err();
@@ -375,13 +216,12 @@ async fn follows_the_anonymous_token_exchange() {
 async fn setup_checks_agent_images_for_their_pools_architecture() {
     use raibid_infra::image_checks::{ImageArchCheck, run_checks};
     let registry = Registry::start();
-    let http = reqwest::Client::new();
     let (ours, other) = match std::env::consts::ARCH {
         "aarch64" => ("arm64", "amd64"),
         _ => ("amd64", "arm64"),
     };
-    registry.push_image(&http, "raibid/agent", ours, None).await;
-    let image = format!("{}/raibid/agent:{ours}", registry.host);
+    registry.push_image("raibid/agent", ours, ours, None).await;
+    let image = format!("{}/raibid/agent:{ours}", registry.host());
     let check = |arch: &str, image: &str| ImageArchCheck {
         image: image.to_owned(),
         arch: arch.to_owned(),

@@ -10,9 +10,11 @@ pub mod kube_api;
 mod port;
 mod process;
 mod redis;
+pub mod registry;
 
 pub use git::{GitDaemon, GitRepo};
 pub use kube_api::FakeKubeApi;
 pub use port::free_port;
 pub use process::require_binary;
 pub use redis::{RedisOptions, RedisServer};
+pub use registry::Registry;

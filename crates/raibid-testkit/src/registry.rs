@@ -1,5 +1,7 @@
-//! A real OCI registry for image tests: Debian's `docker-registry` (CNCF distribution) on a free
-//! loopback port, storing into a temporary directory, killed on drop.
+//! A real OCI registry: Debian's `docker-registry` (the CNCF distribution server) on a free
+//! loopback port, storing into a temporary directory, killed on drop; and what tests need to put
+//! images into it without a container engine (blobs, manifests, one-layer images per
+//! architecture).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -10,7 +12,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use raibid_testkit::{free_port, require_binary};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::{free_port, require_binary};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 pub struct Registry {
     child: Child,
@@ -111,6 +119,108 @@ impl Registry {
             })
             .unwrap_or_default()
     }
+}
+
+/// Pushing through the registry's HTTP API (distribution spec: monolithic blob upload, manifest
+/// PUT). Each call fails the test on an unexpected status.
+impl Registry {
+    fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.credentials.as_deref().and_then(|c| c.split_once(':')) {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
+    /// Uploads `data` as a blob of `repo`; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let http = self.client();
+        let digest = sha256_digest(data);
+        let response = self
+            .authorized(http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host())))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{}{location}", self.host())
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let response = self
+            .authorized(http.put(format!("{location}{separator}digest={digest}")))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        digest
+    }
+
+    /// Puts a manifest (or index) under `reference`; returns its digest.
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
+        let response = self
+            .authorized(self.client().put(format!(
+                "http://{}/v2/{repo}/manifests/{reference}",
+                self.host()
+            )))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        sha256_digest(body)
+    }
+
+    /// A one-layer image for `arch` (and `variant`), tagged `tag`; returns the manifest's
+    /// digest and size, as an index entry names them.
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        arch: &str,
+        variant: Option<&str>,
+    ) -> (String, usize) {
+        let mut config = json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []}, "config": {}
+        });
+        if let Some(v) = variant {
+            config["variant"] = json!(v);
+        }
+        let config = serde_json::to_vec(&config).unwrap();
+        let layer = format!("layer for {arch}{}", variant.unwrap_or("")).into_bytes();
+        let config_digest = self.push_blob(repo, &config).await;
+        let layer_digest = self.push_blob(repo, &layer).await;
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer_digest, "size": layer.len()}]
+        }))
+        .unwrap();
+        let digest = self.push_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+        (digest, manifest.len())
+    }
+}
+
+fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 impl Drop for Registry {
