@@ -1,10 +1,8 @@
 //! Every recorded webhook verifies with the fixture secret and parses to what it describes.
 
-mod support;
-
 use raibid_forge::{Parsed, SignatureError, Trigger, delivery_id, parse, verify};
 use raibid_model::{Event, Forge, PoolName};
-use support::{SECRET, WEBHOOKS, fixture};
+use raibid_testkit::fixtures::{WEBHOOK_SECRET as SECRET, webhook as fixture};
 
 /// Every fixture, with the forge it came from. Kept in sync with the directory by
 /// `every_fixture_has_a_test`.
@@ -50,20 +48,7 @@ fn some(s: &str) -> Option<String> {
 
 #[test]
 fn every_fixture_has_a_test() {
-    let mut found = Vec::new();
-    for forge in std::fs::read_dir(WEBHOOKS).unwrap() {
-        let forge = forge.unwrap();
-        if !forge.file_type().unwrap().is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(forge.path()).unwrap() {
-            let file = file.unwrap().file_name().into_string().unwrap();
-            if let Some(stem) = file.strip_suffix(".json") {
-                found.push(format!("{}/{stem}", forge.file_name().to_str().unwrap()));
-            }
-        }
-    }
-    found.sort();
+    let found = raibid_testkit::fixtures::webhook_names();
     let listed: Vec<_> = FIXTURES.iter().map(|(name, _)| name.to_string()).collect();
     assert_eq!(found, listed);
 }

@@ -2,13 +2,11 @@
 //!
 //! The inputs come from a small deterministic generator so failures reproduce exactly.
 
-mod support;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use raibid_forge::{Parsed, delivery_id, parse, verify};
 use raibid_model::Forge;
+use raibid_testkit::fixtures::{WEBHOOK_SECRET as SECRET, webhook as fixture};
 use serde_json::{Value, json};
-use support::{SECRET, fixture};
 
 const FORGES: [Forge; 3] = [Forge::Gitea, Forge::Forgejo, Forge::Github];
 const EVENTS: [&str; 6] = [

@@ -5,14 +5,14 @@
 //!
 //! `PROPTEST_CASES` raises the case count (`scripts/fuzz.sh` runs them long).
 
-mod support;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use raibid_forge::{Parsed, delivery_id, parse, validate, verify};
 use raibid_model::Forge;
+use raibid_testkit::fixtures::{
+    FIXTURES as FIXTURE_DIR, WEBHOOK_SECRET as SECRET, webhook as fixture,
+};
 use serde_json::Value;
-use support::{SECRET, WEBHOOKS, fixture};
 
 const FORGES: [Forge; 3] = [Forge::Gitea, Forge::Forgejo, Forge::Github];
 
@@ -61,7 +61,7 @@ const EDGY: [&str; 16] = [
 fn fixture_names() -> Vec<String> {
     let mut names = Vec::new();
     for forge in ["gitea", "forgejo", "github"] {
-        for entry in std::fs::read_dir(format!("{WEBHOOKS}/{forge}")).unwrap() {
+        for entry in std::fs::read_dir(format!("{FIXTURE_DIR}/webhooks/{forge}")).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
                 let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();

@@ -2,30 +2,10 @@
 
 use raibid_forge::{CommitStatus, StatusState, status_request};
 use raibid_model::Forge;
-use serde_json::Value;
+use raibid_testkit::fixtures::{gitea_swagger as spec, json_type};
 
-const SPEC: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/gitea/swagger.v1.json"
-);
 const STATUS_PATH: &str = "/repos/{owner}/{repo}/statuses/{sha}";
 const SHA: &str = "29be01c073851cf0db0c6a466e396b725a670453";
-
-fn spec() -> Value {
-    serde_json::from_slice(&std::fs::read(SPEC).unwrap()).unwrap()
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
 
 fn status(state: StatusState) -> CommitStatus {
     CommitStatus {

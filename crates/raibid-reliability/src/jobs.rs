@@ -193,3 +193,21 @@ pub async fn submit_until_accepted(
         }
     }
 }
+
+/// Polls the API until job `id` has a final status; fails the test after `within`.
+pub async fn wait_final(client: &Client, id: &str, within: Duration) -> Job {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = client.job(id).await.unwrap();
+        if job.status.is_final() {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "{id} still {}", job.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The whole stored log of job `id`.
+pub async fn log_of(client: &Client, id: &str) -> String {
+    client.logs(id, None).await.unwrap().text
+}

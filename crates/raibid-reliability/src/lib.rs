@@ -28,7 +28,7 @@ use nix::fcntl::{Flock, FlockArg};
 pub use binary::{raibid_binary, workspace_root};
 pub use events::{EVENTS_KEY, EventTap, Transition};
 pub use git_server::GitServer;
-pub use jobs::{Ledger, Verdict, push_webhook, submit_until_accepted};
+pub use jobs::{Ledger, Verdict, log_of, push_webhook, submit_until_accepted, wait_final};
 pub use latency::{Latencies, LatencyProbe};
 pub use redis::{Durability, Redis};
 pub use service::Service;

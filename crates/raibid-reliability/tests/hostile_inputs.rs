@@ -9,29 +9,14 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use raibid_client::{Client, ClientError, SubmitJob};
-use raibid_model::{Job, JobStatus};
+use raibid_client::{ClientError, SubmitJob};
+use raibid_model::JobStatus;
 use raibid_reliability::{
-    GitServer, SECRET, Settings, Stack, TOKEN, exclusive, procs, push_webhook, report, size,
+    GitServer, SECRET, Settings, Stack, TOKEN, exclusive, log_of, procs, push_webhook, report,
+    size, wait_final,
 };
 use raibid_testkit::GitRepo;
 use serde_json::json;
-
-async fn wait_final(client: &Client, id: &str, within: Duration) -> Job {
-    let deadline = Instant::now() + within;
-    loop {
-        let job = client.job(id).await.unwrap();
-        if job.status.is_final() {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "{id} still {}", job.status);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn log_of(client: &Client, id: &str) -> String {
-    client.logs(id, None).await.unwrap().text
-}
 
 /// A marker file an injection would create; removed when dropped.
 struct Marker(PathBuf);

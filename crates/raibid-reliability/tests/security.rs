@@ -4,14 +4,17 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use raibid_client::{Client, ClientError, SubmitJob};
 use raibid_model::{Job, JobStatus};
 use raibid_reliability::{
-    Durability, GitServer, Redis, SECRET, Settings, Stack, TOKEN, Up, exclusive, procs,
-    push_webhook, report,
+    Durability, GitServer, Redis, SECRET, Settings, Stack, TOKEN, Up, exclusive, log_of, procs,
+    push_webhook, report, wait_final,
 };
+
+/// How long a job of these tests may take to finish.
+const FINAL_WITHIN: Duration = Duration::from_secs(90);
 use raibid_testkit::GitRepo;
 use serde_json::json;
 
@@ -38,22 +41,6 @@ const PIPELINE: &str = r#"steps:
     secrets: [DEPLOY_KEY]
     run: echo "deploy=$DEPLOY_KEY"
 "#;
-
-async fn wait_final(client: &Client, id: &str) -> Job {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let job = client.job(id).await.unwrap();
-        if job.status.is_final() {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "{id} still {}", job.status);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn log_of(client: &Client, id: &str) -> String {
-    client.logs(id, None).await.unwrap().text
-}
 
 /// A Gitea `pull_request` (opened) delivery for PR #1 of `base` from `head_repo`.
 fn pull_request(
@@ -95,7 +82,7 @@ fn pull_request(
 async fn webhook(client: &Client, (headers, body): (Vec<(&'static str, String)>, Vec<u8>)) -> Job {
     let (status, answer) = client.post_webhook("gitea", &headers, body).await.unwrap();
     assert_eq!(status, 202, "{answer}");
-    wait_final(client, answer["job_id"].as_str().unwrap()).await
+    wait_final(client, answer["job_id"].as_str().unwrap(), FINAL_WITHIN).await
 }
 
 /// A repository with the secrets pipeline, published as `names`, with PR #1's head ref.
@@ -254,7 +241,9 @@ async fn trace_logs_and_command_lines_never_show_tokens_or_secrets() {
     .await;
     assert_eq!(pushed.status, JobStatus::Success, "{pushed:?}");
     assert_eq!(
-        wait_final(&client, &submitted.id).await.status,
+        wait_final(&client, &submitted.id, FINAL_WITHIN)
+            .await
+            .status,
         JobStatus::Success
     );
     client
@@ -387,7 +376,7 @@ async fn probe(network: bool, data_root: Option<&std::path::Path>) -> Reach {
         })
         .await
         .unwrap();
-    let job = wait_final(&client, &job.id).await;
+    let job = wait_final(&client, &job.id, FINAL_WITHIN).await;
     assert_eq!(job.status, JobStatus::Success, "{job:?}\n{}", up.logs());
     let log = log_of(&client, &job.id).await;
     Reach {
@@ -472,7 +461,7 @@ async fn a_sandboxed_step_cannot_undo_its_sandbox_even_under_a_root_agent() {
         })
         .await
         .unwrap();
-    let job = wait_final(&client, &job.id).await;
+    let job = wait_final(&client, &job.id, FINAL_WITHIN).await;
     let log = log_of(&client, &job.id).await;
     let escaped = marker.exists();
     let _ = std::fs::remove_file(&marker);

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::routing::any;
 use raibid_config::{Config, Secret};
 use raibid_model::{JobStatus, Outcome, PoolName};
+use raibid_testkit::fixtures::{gitea_swagger as swagger, json_type};
 use serde_json::Value;
 use support::{TestServer, config, eventually, json};
 
@@ -106,24 +107,6 @@ fn forge_config(base: &str) -> Config {
     cfg
 }
 
-fn swagger() -> Value {
-    let path = format!("{}/gitea/swagger.v1.json", support::FIXTURES);
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// The call is Gitea's `repoCreateStatus` operation with a `CreateStatusOption` body.
 fn assert_gitea_create_status(spec: &Value, call: &Call, owner: &str, repo: &str, sha: &str) {
     let operation = &spec["paths"][STATUS_PATH]["post"];
     assert_eq!(operation["operationId"], "repoCreateStatus");

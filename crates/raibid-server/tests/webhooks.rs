@@ -168,20 +168,7 @@ fn forge_of(name: &str) -> Forge {
 
 #[test]
 fn every_fixture_has_an_expectation() {
-    let mut found = Vec::new();
-    for forge in std::fs::read_dir(format!("{}/webhooks", support::FIXTURES)).unwrap() {
-        let forge = forge.unwrap();
-        if !forge.file_type().unwrap().is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(forge.path()).unwrap() {
-            let file = file.unwrap().file_name().into_string().unwrap();
-            if let Some(stem) = file.strip_suffix(".json") {
-                found.push(format!("{}/{stem}", forge.file_name().to_str().unwrap()));
-            }
-        }
-    }
-    found.sort();
+    let found = raibid_testkit::fixtures::webhook_names();
     let listed: Vec<_> = expectations().iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(found, listed);
 }

@@ -15,7 +15,7 @@ use raibid_config::{Config, Secret, TokenHash, hash_token};
 use raibid_queue::{Queue, QueueOptions};
 use raibid_server::{ServerError, ServerOptions};
 use raibid_testkit::RedisServer;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use sha2::Sha256;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -24,7 +24,6 @@ use tokio::task::JoinHandle;
 pub const SECRET: &str = "IsWishesWereHorsesWedAllBeEatingSteak!";
 /// The API token the test config accepts.
 pub const TOKEN: &str = "rbd_test_token_5f0c2a8e9d";
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 /// The consumer group of the server's commit-status reporter.
 pub const STATUS_GROUP: &str = "raibid-status";
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -172,24 +171,7 @@ impl Drop for TestServer {
     }
 }
 
-/// Body and headers of fixture `name` (e.g. `gitea/push`).
-pub fn fixture(name: &str) -> (Vec<u8>, HeaderMap) {
-    let dir = format!("{FIXTURES}/webhooks");
-    let body = std::fs::read(format!("{dir}/{name}.json")).unwrap();
-    let sidecar = std::fs::read_to_string(format!("{dir}/{name}.headers")).unwrap();
-    let headers = sidecar
-        .lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (
-                HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
-                HeaderValue::from_str(value.trim()).unwrap(),
-            )
-        })
-        .collect();
-    (body, headers)
-}
+pub use raibid_testkit::fixtures::webhook as fixture;
 
 pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
