@@ -13,9 +13,9 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Wrap};
 
-use super::columns::{self, ColumnSpec};
+use super::columns::{self, ColumnSpec, TableColumn};
 use super::{Component, EventResult};
 use crate::data::ClusterUpdate;
 use crate::fmt;
@@ -270,8 +270,21 @@ fn titled(title: String) -> Block<'static> {
     ))
 }
 
-fn header_row(titles: &[&'static str]) -> Row<'static> {
-    Row::new(titles.to_vec()).style(Style::new().add_modifier(Modifier::BOLD))
+/// A column of the cluster tables: its title and how it fits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PanelColumn {
+    title: &'static str,
+    spec: ColumnSpec,
+}
+
+impl TableColumn for PanelColumn {
+    fn header(self) -> &'static str {
+        self.title
+    }
+
+    fn spec(self) -> ColumnSpec {
+        self.spec
+    }
 }
 
 /// A bordered panel titled `title`: a table whose columns drop from the least useful end as
@@ -297,26 +310,21 @@ fn draw_panel(
     }
     let column_specs: Vec<ColumnSpec> = specs.iter().map(|(_, s)| *s).collect();
     let kept = columns::fit(&column_specs, inner.width);
-    let last = kept.last().copied();
-    let widths: Vec<Constraint> = kept
+    let kept_columns: Vec<PanelColumn> = kept
         .iter()
-        .map(|&i| {
-            if Some(i) == last {
-                Constraint::Fill(1)
-            } else {
-                Constraint::Length(specs[i].1.min)
-            }
+        .map(|&i| PanelColumn {
+            title: specs[i].0,
+            spec: specs[i].1,
         })
         .collect();
-    let header = header_row(&kept.iter().map(|&i| specs[i].0).collect::<Vec<_>>());
+    let Some(&fill) = kept_columns.last() else {
+        return;
+    };
     let rows = rows.into_iter().map(|cells| {
         let mut cells: Vec<Option<Cell>> = cells.into_iter().map(Some).collect();
         Row::new(kept.iter().map(|&i| cells[i].take().unwrap_or_default())).style(base)
     });
-    let table = Table::new(rows, widths)
-        .header(header)
-        .column_spacing(columns::SPACING);
-    frame.render_widget(table, inner);
+    columns::draw_table(frame, inner, &kept_columns, fill, rows);
 }
 
 const fn spec(min: u16, drop_rank: u8) -> ColumnSpec {

@@ -11,7 +11,7 @@ use ratatui::widgets::{Row, Table};
 /// Space between columns, as the tables are drawn.
 pub(crate) const SPACING: u16 = 1;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ColumnSpec {
     /// Narrowest useful width.
     pub min: u16,
