@@ -1,8 +1,6 @@
 //! The whole agent path with real processes: redis-server, git repositories, bubblewrap,
 //! buildah and an OCI registry.
 
-// Shared with the image-build tests, which use more of it.
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

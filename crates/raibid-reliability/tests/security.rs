@@ -12,11 +12,11 @@ use raibid_reliability::{
     Durability, GitServer, Redis, SECRET, Settings, Stack, TOKEN, Up, exclusive, log_of, procs,
     push_webhook, report, wait_final,
 };
+use raibid_testkit::GitRepo;
+use serde_json::json;
 
 /// How long a job of these tests may take to finish.
 const FINAL_WITHIN: Duration = Duration::from_secs(90);
-use raibid_testkit::GitRepo;
-use serde_json::json;
 
 const SHARED: &str = "shared-secret-4f9a2c71";
 const DEPLOY_KEY: &str = "deploy-key-8e3b5d90";

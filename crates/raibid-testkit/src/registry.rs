@@ -25,6 +25,8 @@ pub struct Registry {
     port: u16,
     /// `user:password` when the registry requires authentication.
     credentials: Option<String>,
+    /// One client for every push, so its connections are reused.
+    http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
@@ -73,6 +75,7 @@ impl Registry {
                         child,
                         port,
                         credentials,
+                        http: reqwest::Client::new(),
                         _dir: dir,
                     };
                 }
@@ -124,10 +127,6 @@ impl Registry {
 /// Pushing through the registry's HTTP API (distribution spec: monolithic blob upload, manifest
 /// PUT). Each call fails the test on an unexpected status.
 impl Registry {
-    fn client(&self) -> reqwest::Client {
-        reqwest::Client::new()
-    }
-
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self.credentials.as_deref().and_then(|c| c.split_once(':')) {
             Some((user, password)) => request.basic_auth(user, Some(password)),
@@ -137,7 +136,7 @@ impl Registry {
 
     /// Uploads `data` as a blob of `repo`; returns its digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
-        let http = self.client();
+        let http = &self.http;
         let digest = sha256_digest(data);
         let response = self
             .authorized(http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host())))
@@ -172,7 +171,7 @@ impl Registry {
         body: &[u8],
     ) -> String {
         let response = self
-            .authorized(self.client().put(format!(
+            .authorized(self.http.put(format!(
                 "http://{}/v2/{repo}/manifests/{reference}",
                 self.host()
             )))
