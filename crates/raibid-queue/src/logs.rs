@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use raibid_model::JobStatus;
 use redis::Value;
 
 use crate::conn::bounded;
@@ -104,6 +105,7 @@ impl Queue {
         Ok(LogFollower {
             conn: self.conn.dedicated().await?,
             key: self.keys.log(job_id),
+            job_key: self.keys.job(job_id),
             timeout: self.conn.timeout(),
         })
     }
@@ -113,11 +115,19 @@ impl Queue {
 pub struct LogFollower {
     conn: redis::aio::MultiplexedConnection,
     key: String,
+    job_key: String,
     timeout: Duration,
 }
 
+/// Entries per read while following.
+const FOLLOW_BATCH: usize = 512;
+
 impl LogFollower {
     /// Returns new chunks after `after`, waiting up to `block` for the first one.
+    ///
+    /// A job that printed nothing has no log stream and so no end marker (the queue does not
+    /// create a stream, 4 KiB in Redis, only to say it ended): when a wait ends empty-handed,
+    /// the job's status says whether more can come.
     pub async fn next(
         &mut self,
         after: &LogCursor,
@@ -125,7 +135,7 @@ impl LogFollower {
     ) -> Result<LogBatch, QueueError> {
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
-            .arg(512)
+            .arg(FOLLOW_BATCH)
             .arg("BLOCK")
             .arg(block.as_millis().max(1) as u64)
             .arg("STREAMS")
@@ -136,7 +146,43 @@ impl LogFollower {
             .first()
             .map(|stream| reply::array(stream).get(1).map(reply::array).unwrap_or(&[]))
             .unwrap_or(&[]);
-        decode_entries(entries, after)
+        if !entries.is_empty() {
+            return decode_entries(entries, after);
+        }
+        let status: Option<String> = bounded(
+            self.timeout,
+            redis::cmd("HGET")
+                .arg(&self.job_key)
+                .arg("status")
+                .query_async(&mut self.conn),
+        )
+        .await?;
+        let ended = match status {
+            // Pruned: nothing will ever be written again.
+            None => true,
+            Some(s) => s.parse::<JobStatus>().is_ok_and(|s| s.is_final()),
+        };
+        if !ended || after.is_last_possible() {
+            let mut batch = decode_entries(&[], after)?;
+            batch.finished = ended;
+            return Ok(batch);
+        }
+        // Output written between the empty wait and the status read is still to be passed on.
+        let rest: Value = bounded(
+            self.timeout,
+            redis::cmd("XRANGE")
+                .arg(&self.key)
+                .arg(format!("({}", after.0))
+                .arg("+")
+                .arg("COUNT")
+                .arg(FOLLOW_BATCH)
+                .query_async(&mut self.conn),
+        )
+        .await?;
+        let rest = reply::array(&rest);
+        let mut batch = decode_entries(rest, after)?;
+        batch.finished |= rest.len() < FOLLOW_BATCH;
+        Ok(batch)
     }
 }
 

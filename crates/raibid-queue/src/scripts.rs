@@ -3,6 +3,16 @@
 //! Each script checks the job's current stream entry (`entry` field) before acting, so an agent
 //! that was presumed dead and comes back cannot ack or heartbeat a job that has since been
 //! requeued under a new entry.
+//!
+//! They are the queue's hot path, and in Redis 7 the Lua layer (argument tables, reply
+//! conversion, one dispatch per `redis.call`) costs about as much as the commands themselves
+//! (BENCHMARKS.md, queue), so they keep to a few habits:
+//! - numeric arguments are passed as strings (`'0'`, `'10000'`): Redis formats a Lua number with
+//!   `%.17g` on every call;
+//! - a log's end marker is written only to a log that exists: a stream costs 4 KiB of Redis
+//!   memory even for one entry, and a job that printed nothing needs none (followers ask the
+//!   job's status instead, see `logs.rs`);
+//! - replies carry only what the caller does not already know.
 
 use std::sync::LazyLock;
 
@@ -36,16 +46,14 @@ if redis.call('XLEN', KEYS[2]) >= maxlen then
   end
 end
 local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'job', ARGV[1])
-local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], 'entry', entry, unpack(fields))
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
-redis.call('ZADD', KEYS[4], 0, ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[1])
-redis.call('ZADD', KEYS[6], 0, ARGV[1])
+redis.call('HSET', KEYS[1], 'entry', entry, unpack(ARGV, 6))
+redis.call('ZADD', KEYS[3], '0', ARGV[1])
+redis.call('ZADD', KEYS[4], '0', ARGV[1])
+redis.call('ZADD', KEYS[5], '0', ARGV[1])
+redis.call('ZADD', KEYS[6], '0', ARGV[1])
 redis.call('SADD', KEYS[7], ARGV[4])
 if KEYS[8] ~= '' then redis.call('SET', KEYS[8], ARGV[1], 'EX', ARGV[5]) end
-redis.call('XADD', KEYS[9], 'MAXLEN', '~', 10000, '*', 'job', ARGV[1], 'status', 'queued')
+redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[1], 'status', 'queued')
 return {'ok', entry}
 "#,
     )
@@ -53,21 +61,28 @@ return {'ok', entry}
 
 /// Shared by START and CLAIM: marks a delivered entry's job running, or acks and skips an entry
 /// that no longer stands for a runnable job (cancelled while queued, superseded, pruned).
-/// Returns the job's fields, or nil and the reason for skipping.
+/// Returns the fields the caller cannot know (id, spec, created_at, attempt; the whole record for
+/// one written before `spec` existed), or nil and the reason for skipping.
 const START_JOB_FN: &str = r#"
 local function start_job(jobkey, stream, group, entry, consumer, now, id, queued, running, events)
-  local cur = redis.call('HMGET', jobkey, 'status', 'entry', 'attempt')
+  local cur = redis.call('HMGET', jobkey, 'status', 'entry', 'attempt', 'spec', 'created_at')
   local status, current = cur[1], cur[2]
   if not status or current ~= entry or status ~= 'queued' then
     redis.call('XACK', stream, group, entry)
     return nil, (status and ('job is ' .. status .. ' / entry ' .. tostring(current))) or 'job record is gone'
   end
+  -- '%d', not a Lua number: Redis formats numeric arguments with a costly '%.17g'.
+  local attempt = string.format('%d', (tonumber(cur[3]) or 0) + 1)
   redis.call('HSET', jobkey, 'status', 'running', 'agent', consumer, 'started_at', now,
-    'cancel_requested', '0', 'reason', '', 'attempt', (tonumber(cur[3]) or 0) + 1)
+    'cancel_requested', '0', 'reason', '', 'attempt', attempt)
   redis.call('ZREM', queued, id)
-  redis.call('ZADD', running, 0, id)
-  redis.call('XADD', events, 'MAXLEN', '~', 10000, '*', 'job', id, 'status', 'running')
-  return redis.call('HGETALL', jobkey)
+  redis.call('ZADD', running, '0', id)
+  redis.call('XADD', events, 'MAXLEN', '~', '10000', '*', 'job', id, 'status', 'running')
+  -- A new attempt starts without the previous one's verdict, steps or images, so the record as
+  -- the agent needs it is what was just read and written; only records from before the `spec`
+  -- field existed are read back whole.
+  if not cur[4] then return redis.call('HGETALL', jobkey) end
+  return {'id', id, 'spec', cur[4], 'created_at', cur[5] or '', 'attempt', attempt}
 end
 "#;
 
@@ -98,9 +113,9 @@ pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
         r#"{START_JOB_FN}
 for i = 4, #KEYS do
   for _ = 1, 32 do
-    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+    local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', '1',
       'STREAMS', KEYS[i], '>')
-    if not ok then return {{'nogroup', KEYS[i]}} end
+    if type(r) == 'table' and r['err'] then return {{'nogroup', KEYS[i]}} end
     if not r then break end
     local entry = r[1][2][1]
     local id = ''
@@ -139,7 +154,7 @@ return 'ok'
     )
 });
 
-/// XACK and the final status together.
+/// XACK and the final status together; the end-of-log marker if the job wrote a log.
 ///
 /// KEYS: stream, job, by-status(running), by-status(final), log, events
 /// ARGV: group, entry, status, now ms, reason, steps json, images json, id
@@ -156,9 +171,9 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'reason', ARGV[5],
   'steps', ARGV[6], 'images', ARGV[7])
 redis.call('ZREM', KEYS[3], ARGV[8])
-redis.call('ZADD', KEYS[4], 0, ARGV[8])
-redis.call('XADD', KEYS[5], '*', 'eof', ARGV[3])
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'job', ARGV[8], 'status', ARGV[3])
+redis.call('ZADD', KEYS[4], '0', ARGV[8])
+if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('XADD', KEYS[5], '*', 'eof', ARGV[3]) end
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', '10000', '*', 'job', ARGV[8], 'status', ARGV[3])
 return 'ok'
 "#,
     )
@@ -194,9 +209,9 @@ redis.call('ZREM', KEYS[5], ARGV[7])
 if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[6], 'reason', 'cancelled')
-  redis.call('ZADD', KEYS[7], 0, ARGV[7])
-  redis.call('XADD', KEYS[8], '*', 'eof', 'cancelled')
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', 10000, '*', 'job', ARGV[7], 'status', 'cancelled')
+  redis.call('ZADD', KEYS[7], '0', ARGV[7])
+  if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('XADD', KEYS[8], '*', 'eof', 'cancelled') end
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[7], 'status', 'cancelled')
   return 'cancelled'
 end
 if attempt >= tonumber(ARGV[3]) then
@@ -205,16 +220,16 @@ if attempt >= tonumber(ARGV[3]) then
     'attempts', attempt, 'entry', ARGV[2])
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('HSET', KEYS[2], 'status', 'dead', 'finished_at', ARGV[6], 'reason', reason)
-  redis.call('ZADD', KEYS[6], 0, ARGV[7])
-  redis.call('XADD', KEYS[8], '*', 'eof', 'dead')
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', 10000, '*', 'job', ARGV[7], 'status', 'dead')
+  redis.call('ZADD', KEYS[6], '0', ARGV[7])
+  if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('XADD', KEYS[8], '*', 'eof', 'dead') end
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[7], 'status', 'dead')
   return 'dead'
 end
 local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[7])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', entry, 'agent', '', 'reason', ARGV[5])
-redis.call('ZADD', KEYS[4], 0, ARGV[7])
-redis.call('XADD', KEYS[9], 'MAXLEN', '~', 10000, '*', 'job', ARGV[7], 'status', 'queued')
+redis.call('ZADD', KEYS[4], '0', ARGV[7])
+redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[7], 'status', 'queued')
 return 'requeued'
 "#,
     )
@@ -233,9 +248,9 @@ if status == 'queued' then
   -- agent that receives it sees the status and acks it without running anything.
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'reason', 'cancelled')
   redis.call('ZREM', KEYS[2], ARGV[2])
-  redis.call('ZADD', KEYS[3], 0, ARGV[2])
-  redis.call('XADD', KEYS[4], '*', 'eof', 'cancelled')
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', 10000, '*', 'job', ARGV[2], 'status', 'cancelled')
+  redis.call('ZADD', KEYS[3], '0', ARGV[2])
+  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('XADD', KEYS[4], '*', 'eof', 'cancelled') end
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', '10000', '*', 'job', ARGV[2], 'status', 'cancelled')
   return 'cancelled'
 end
 if status == 'running' then

@@ -64,6 +64,12 @@ async fn enqueue_claim_ack_round_trip() {
     assert_eq!(claimed.job.status, JobStatus::Running);
     assert_eq!(claimed.job.attempt, 1);
     assert_eq!(claimed.job.agent.as_deref(), Some("agent-1"));
+    assert_eq!(claimed.job.spec, j.spec);
+    assert_eq!(claimed.job.created_at, j.created_at);
+    assert!(!claimed.job.cancel_requested);
+    // What the claim hands the agent is what the record says.
+    let stored = q.get(&j.id).await.unwrap().unwrap();
+    assert_eq!(claimed.job, stored);
 
     let mut outcome = Outcome::new(JobStatus::Success);
     outcome.steps.push(StepResult {
@@ -935,4 +941,148 @@ async fn tls_connections_work() {
             .id,
         j.id
     );
+}
+
+/// Keys in Redis that match `pattern`.
+async fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn jobs_that_print_nothing_leave_no_log_stream_and_their_followers_still_end() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let ran = created(q.enqueue(job("quiet/ran")).await.unwrap());
+    let never_ran = created(q.enqueue(job("quiet/cancelled")).await.unwrap());
+    let mut follower = q.log_follower(&ran.id).await.unwrap();
+    let mut c = q.claimer("w").await.unwrap();
+    let claimed = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.job.id, ran.id);
+
+    let wait = Duration::from_millis(100);
+    let running = follower.next(&LogCursor::start(), wait).await.unwrap();
+    assert!(!running.finished, "a running job's log has not ended");
+
+    assert!(
+        q.ack(&claimed, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        q.cancel(&never_ran.id).await.unwrap(),
+        CancelResult::Cancelled
+    );
+    assert_eq!(
+        keys(&redis, "raibid:ci-jobs:log:*").await,
+        Vec::<String>::new(),
+        "no stream is created only to hold an end marker"
+    );
+    let ended = follower.next(&LogCursor::start(), wait).await.unwrap();
+    assert!(
+        ended.finished,
+        "the follower learns the end from the status"
+    );
+    assert!(ended.chunks.is_empty());
+    let mut follower = q.log_follower(&never_ran.id).await.unwrap();
+    assert!(
+        follower
+            .next(&LogCursor::start(), wait)
+            .await
+            .unwrap()
+            .finished
+    );
+}
+
+#[tokio::test]
+async fn a_follower_gets_output_written_just_before_the_job_ended() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("late/output")).await.unwrap());
+    let mut c = q.claimer("w").await.unwrap();
+    let claimed = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(q.append_log(&j.id, b"first\n").await.unwrap());
+    let mut follower = q.log_follower(&j.id).await.unwrap();
+    let first = follower
+        .next(&LogCursor::start(), Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(first.chunks.len(), 1);
+    assert!(!first.finished);
+    // The stream exists, so the ack writes the end marker after the last line.
+    assert!(q.append_log(&j.id, b"last\n").await.unwrap());
+    assert!(
+        q.ack(&claimed, &Outcome::new(JobStatus::Failure))
+            .await
+            .unwrap()
+    );
+    let rest = follower
+        .next(&first.next, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(rest.chunks.len(), 1);
+    assert_eq!(rest.chunks[0].data, b"last\n");
+    assert!(rest.finished);
+}
+
+#[tokio::test]
+async fn a_queued_record_of_the_older_layout_is_claimed_whole() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    q.ensure_pool(&PoolName::default()).await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let id = "01JD0000000000000000000001";
+    let entry: String = redis::cmd("XADD")
+        .arg("ci-jobs:default")
+        .arg("*")
+        .arg("job")
+        .arg(id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .hset_multiple(
+            format!("raibid:ci-jobs:job:{id}"),
+            &[
+                ("id", id),
+                ("entry", &entry),
+                ("repo", "old/layout"),
+                ("clone_url", "http://127.0.0.1/old/layout.git"),
+                ("git_ref", "refs/heads/main"),
+                ("sha", "0123456789abcdef0123456789abcdef01234567"),
+                ("event", "push"),
+                ("pool", "default"),
+                ("status", "queued"),
+                ("attempt", "0"),
+                ("created_at", "1700000000000"),
+            ],
+        )
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut c = q.claimer("w").await.unwrap();
+    let claimed = c
+        .claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.job.id, id);
+    assert_eq!(claimed.job.spec.repo, "old/layout");
+    assert_eq!(claimed.job.status, JobStatus::Running);
+    assert_eq!(claimed.job.attempt, 1);
+    assert_eq!(claimed.job, q.get(id).await.unwrap().unwrap());
 }
