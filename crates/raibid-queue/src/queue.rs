@@ -231,10 +231,9 @@ impl Queue {
             .arg(self.options.maxlen)
             .arg(&self.options.consumer_group)
             .arg(spec.pool.as_str())
-            .arg(self.options.delivery_ttl.as_secs().max(1));
-        for (k, v) in record::new_fields(&id, &spec, now) {
-            invocation.arg(k).arg(v);
-        }
+            .arg(self.options.delivery_ttl.as_secs().max(1))
+            .arg(record::spec_json(&spec))
+            .arg(now);
         let reply: Vec<String> = self.conn.script(&invocation).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {

@@ -10,21 +10,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use raibid_model::{Job, JobStatus, NewJob, PoolName};
+use raibid_model::{Job, NewJob, PoolName};
 
 use crate::QueueError;
 
-pub(crate) fn new_fields(id: &str, spec: &NewJob, now_ms: i64) -> Vec<(&'static str, String)> {
-    vec![
-        ("id", id.to_owned()),
-        (
-            "spec",
-            serde_json::to_string(spec).expect("a job spec serializes"),
-        ),
-        ("status", JobStatus::Queued.as_str().to_owned()),
-        ("attempt", "0".to_owned()),
-        ("created_at", now_ms.to_string()),
-    ]
+/// The `spec` field. The ENQUEUE script writes the new record: `id`, `spec`, `status` queued,
+/// `attempt` 0, `created_at` (ms) and the stream `entry`.
+pub(crate) fn spec_json(spec: &NewJob) -> String {
+    serde_json::to_string(spec).expect("a job spec serializes")
 }
 
 pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, QueueError> {
@@ -140,7 +133,7 @@ mod tests {
 
     use raibid_model::{Event, Forge, JobStatus, NewJob, PoolName};
 
-    use super::{from_fields, new_fields};
+    use super::{from_fields, spec_json};
 
     fn spec() -> NewJob {
         NewJob {
@@ -162,10 +155,16 @@ mod tests {
 
     #[test]
     fn a_new_record_reads_back_as_the_job_it_was_written_from() {
-        let fields: HashMap<String, String> = new_fields("01JD0000000000000000000000", &spec(), 5)
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let fields: HashMap<String, String> = [
+            ("id", "01JD0000000000000000000000".to_owned()),
+            ("spec", spec_json(&spec())),
+            ("status", "queued".to_owned()),
+            ("attempt", "0".to_owned()),
+            ("created_at", "5".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         let job = from_fields(&fields).unwrap();
         assert_eq!(job.spec, spec());
         assert_eq!(job.status, JobStatus::Queued);

@@ -21,7 +21,7 @@ use redis::Script;
 /// Idempotency check, backpressure, XADD with MAXLEN ~, the job record and its indexes.
 ///
 /// KEYS: job, stream, all, by-status(queued), by-repo, by-pool, pools, delivery (or ""), events
-/// ARGV: id, maxlen, group, pool, delivery ttl (s), then field/value pairs of the record
+/// ARGV: id, maxlen, group, pool, delivery ttl (s), spec (JSON), created_at (ms)
 /// Returns {"dup", existing id} | {"full", depth} | {"ok", entry}
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -46,7 +46,10 @@ if redis.call('XLEN', KEYS[2]) >= maxlen then
   end
 end
 local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'job', ARGV[1])
-redis.call('HSET', KEYS[1], 'entry', entry, unpack(ARGV, 6))
+-- The record's layout is record.rs's; field names are literals here because every argument
+-- costs a Lua string and a table slot.
+redis.call('HSET', KEYS[1], 'entry', entry, 'id', ARGV[1], 'spec', ARGV[6], 'status', 'queued',
+  'attempt', '0', 'created_at', ARGV[7])
 redis.call('ZADD', KEYS[3], '0', ARGV[1])
 redis.call('ZADD', KEYS[4], '0', ARGV[1])
 redis.call('ZADD', KEYS[5], '0', ARGV[1])

@@ -3,13 +3,11 @@
 
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName};
-use raibid_queue::bench::{PRODUCER_CONCURRENCY, raw_latency, raw_throughput};
+use raibid_queue::bench::{Finish, PRODUCER_CONCURRENCY, raw_latency, raw_throughput};
 use raibid_queue::{Queue, QueueOptions};
 use serde::Serialize;
 
@@ -127,7 +125,7 @@ fn bench_job(i: usize) -> NewJob {
 async fn queue_throughput(url: &str, jobs: usize, consumers: usize) -> anyhow::Result<Duration> {
     let queue = bench_queue(url)?;
     queue.ping().await?;
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Finish::new(jobs);
     let pools = vec![PoolName::default()];
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -138,10 +136,10 @@ async fn queue_throughput(url: &str, jobs: usize, consumers: usize) -> anyhow::R
         let pools = pools.clone();
         workers.push(tokio::spawn(async move {
             let success = Outcome::new(JobStatus::Success);
-            while done.load(Ordering::Relaxed) < jobs {
+            while !done.all_acked() {
                 if let Some(claimed) = claimer.claim(&pools, Duration::from_millis(100)).await? {
                     queue.ack(&claimed, &success).await?;
-                    done.fetch_add(1, Ordering::Relaxed);
+                    done.acked();
                 }
             }
             Ok::<_, raibid_queue::QueueError>(())
@@ -161,7 +159,7 @@ async fn queue_throughput(url: &str, jobs: usize, consumers: usize) -> anyhow::R
     for w in workers {
         w.await??;
     }
-    Ok(started.elapsed())
+    Ok(done.elapsed_since(started))
 }
 
 async fn queue_latency(
