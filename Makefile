@@ -1,5 +1,5 @@
 # The few commands a contributor needs. README.md's quick start uses the scripts directly.
-.PHONY: demo test lint bench fmt
+.PHONY: demo test lint bench queue-cost fmt
 
 demo:
 	scripts/demo.sh
@@ -18,3 +18,8 @@ fmt:
 bench:
 	cargo build --release --locked -p raibid-cli
 	./target/release/raibid bench queue
+
+# Redis instructions per enqueue/claim/ack under callgrind (needs valgrind); repeatable where
+# timings are not.
+queue-cost:
+	scripts/queue-cost.sh
