@@ -498,7 +498,16 @@ impl Queue {
                 .await
             {
                 Ok(v) => v,
-                Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => continue,
+                Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                    // Redis lost its data (restart without persistence, FLUSHALL) and a job
+                    // queued since recreated the stream without the group. Nothing pending can
+                    // be lost, but until the group exists again no lag is counted, so an
+                    // autoscaler starting agents from zero (KEDA) would never start one.
+                    warn!(pool = %pool, "consumer group missing; recreating it");
+                    self.forget_group(&pool);
+                    self.ensure_group(&pool).await?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             for item in reply::array(&pending) {

@@ -54,6 +54,8 @@ redis.call('ZADD', KEYS[3], '0', ARGV[1])
 redis.call('ZADD', KEYS[4], '0', ARGV[1])
 redis.call('ZADD', KEYS[5], '0', ARGV[1])
 redis.call('ZADD', KEYS[6], '0', ARGV[1])
+-- Every time, not once per pool: after Redis lost its data this rebuilds the set the reaper
+-- walks to recreate missing consumer groups.
 redis.call('SADD', KEYS[7], ARGV[4])
 if KEYS[8] ~= '' then redis.call('SET', KEYS[8], ARGV[1], 'EX', ARGV[5]) end
 redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[1], 'status', 'queued')

@@ -871,6 +871,34 @@ async fn unacknowledged_events_are_redelivered_to_a_restarted_reporter() {
 }
 
 #[tokio::test]
+async fn the_reaper_recreates_groups_redis_lost_so_the_lag_counts_again() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    q.enqueue(job("a/before")).await.unwrap();
+    assert_eq!(redis.command("FLUSHALL").unwrap(), "+OK");
+    // This handle still believes the group exists: the job lands in a stream without one.
+    q.enqueue(job("a/after")).await.unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let groups = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg("ci-jobs:default")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            groups.len()
+        }
+    };
+    assert_eq!(groups(&mut conn).await, 0);
+    q.requeue_stale(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(groups(&mut conn).await, 1);
+    assert_eq!(q.stats(&PoolName::default()).await.unwrap().lag, 1);
+}
+
+#[tokio::test]
 async fn claim_recovers_when_redis_lost_its_groups() {
     let redis = RedisServer::start();
     let q = queue(&redis);
