@@ -56,6 +56,12 @@ impl Finish {
 }
 
 /// Time to push `jobs` entries through XADD -> XREADGROUP -> XACK with `consumers` readers.
+///
+/// The producers share one connection, as the server's webhook handlers do; each consumer has
+/// connections of its own, as each agent process does. The queue benchmark must be laid out
+/// the same way: a consumer whose `XACK` waited behind the producers' pipelined commands on a
+/// shared connection ran this loop at two thirds of its speed, which understated the ceiling
+/// (BENCHMARKS.md, queue).
 pub async fn raw_throughput(
     url: &str,
     jobs: usize,
@@ -68,8 +74,8 @@ pub async fn raw_throughput(
     let started = Instant::now();
     let mut readers = Vec::new();
     for c in 0..consumers {
+        let conn = Conn::open(&QueueOptions::new(url))?;
         let mut reader = conn.dedicated().await?;
-        let conn = conn.clone();
         let stream = stream.clone();
         let done = done.clone();
         readers.push(tokio::spawn(async move {

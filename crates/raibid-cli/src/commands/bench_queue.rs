@@ -130,8 +130,9 @@ async fn queue_throughput(url: &str, jobs: usize, consumers: usize) -> anyhow::R
     let started = Instant::now();
     let mut workers = Vec::new();
     for c in 0..consumers {
+        // Connections of its own, like an agent process (and like the raw loop's consumers).
+        let queue = bench_queue(url)?;
         let mut claimer = queue.claimer(format!("bench-{c}")).await?;
-        let queue = queue.clone();
         let done = done.clone();
         let pools = pools.clone();
         workers.push(tokio::spawn(async move {
