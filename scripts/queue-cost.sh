@@ -6,18 +6,26 @@
 # Usage: scripts/queue-cost.sh [jobs]   (default 2000; needs valgrind and redis-server)
 set -euo pipefail
 jobs="${1:-2000}"
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "usage: scripts/queue-cost.sh [jobs]   (a positive number; default 2000)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 for tool in valgrind callgrind_annotate callgrind_control redis-server redis-cli; do
     command -v "$tool" >/dev/null || { echo "queue-cost: $tool is missing (apt-get install valgrind redis-server)" >&2; exit 1; }
 done
 cargo build --quiet --release -p raibid-queue --example redis_cost
+server=""
+work=""
+# A failed driver run must not leave redis-server running under valgrind.
+cleanup() {
+    if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi
+    if [[ -z "${QUEUE_COST_KEEP:-}" && -n "$work" ]]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
 # QUEUE_COST_KEEP=<dir> keeps the callgrind files there, for callgrind_annotate.
 if [[ -n "${QUEUE_COST_KEEP:-}" ]]; then
     work="$QUEUE_COST_KEEP"
     mkdir -p "$work"
 else
     work="$(mktemp -d)"
-    trap 'rm -rf "$work"' EXIT
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
@@ -32,6 +40,7 @@ for mode in raw queue; do
     ./target/release/examples/redis_cost "redis://127.0.0.1:$port" "$mode" "$jobs"
     redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
     wait "$server" || true
+    server=""
     per_phase=()
     # Dumps are numbered in the order the driver asked for them: start, enqueue, claim, ack.
     for part in 2 3 4; do
