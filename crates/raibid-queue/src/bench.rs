@@ -60,7 +60,7 @@ impl Finish {
 /// The producers share one connection, as the server's webhook handlers do; each consumer has
 /// connections of its own, as each agent process does. The queue benchmark must be laid out
 /// the same way: a consumer whose `XACK` waited behind the producers' pipelined commands on a
-/// shared connection ran this loop at two thirds of its speed, which understated the ceiling
+/// shared connection held this loop to 65-80% of its speed, which understated the ceiling
 /// (BENCHMARKS.md, queue).
 pub async fn raw_throughput(
     url: &str,
