@@ -10,7 +10,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName};
+use raibid_model::{JobStatus, Outcome, PoolName};
+use raibid_queue::bench::{self, raw};
 use raibid_queue::{Queue, QueueOptions};
 
 fn dump(phase: &str) {
@@ -46,14 +47,7 @@ async fn queue(url: &str, jobs: usize) {
     let mut claimer = queue.claimer("c").await.expect("claimer");
     dump("start");
     for i in 0..jobs {
-        let job = NewJob::new(
-            "bench/noop",
-            "file:///dev/null",
-            "refs/heads/main",
-            format!("{i:040x}"),
-            Event::Manual,
-        );
-        queue.enqueue(job).await.expect("enqueue");
+        queue.enqueue(bench::job(i)).await.expect("enqueue");
     }
     dump("enqueue");
     let mut claimed = Vec::with_capacity(jobs);
@@ -79,25 +73,14 @@ async fn raw(url: &str, jobs: usize) {
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("raw")
-        .arg("g")
-        .arg("0")
-        .arg("MKSTREAM")
+    let stream = "raw";
+    let _: () = raw::create_group(stream)
         .query_async(&mut conn)
         .await
         .expect("group");
     dump("start");
     for i in 0..jobs {
-        let _: String = redis::cmd("XADD")
-            .arg("raw")
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(100_000)
-            .arg("*")
-            .arg("job")
-            .arg(i)
+        let _: String = raw::add(stream, i)
             .query_async(&mut conn)
             .await
             .expect("xadd");
@@ -105,17 +88,7 @@ async fn raw(url: &str, jobs: usize) {
     dump("enqueue");
     let mut ids = Vec::with_capacity(jobs);
     for _ in 0..jobs {
-        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("c")
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(100)
-            .arg("STREAMS")
-            .arg("raw")
-            .arg(">")
+        let reply: redis::streams::StreamReadReply = raw::read(stream, "c", 100)
             .query_async(&mut conn)
             .await
             .expect("xreadgroup");
@@ -123,10 +96,7 @@ async fn raw(url: &str, jobs: usize) {
     }
     dump("claim");
     for id in &ids {
-        let _: i64 = redis::cmd("XACK")
-            .arg("raw")
-            .arg("g")
-            .arg(id)
+        let _: i64 = raw::ack(stream, id)
             .query_async(&mut conn)
             .await
             .expect("xack");

@@ -19,6 +19,71 @@ use crate::reply;
 /// How many enqueues are in flight at once, in both the raw and the queue benchmark.
 pub const PRODUCER_CONCURRENCY: usize = 16;
 
+/// The small job both the queue benchmark and `examples/redis_cost.rs` enqueue.
+pub fn job(i: usize) -> raibid_model::NewJob {
+    raibid_model::NewJob::new(
+        "bench/noop",
+        "file:///dev/null",
+        "refs/heads/main",
+        format!("{i:040x}"),
+        raibid_model::Event::Manual,
+    )
+}
+
+/// The consumer group of the raw loop.
+const GROUP: &str = "g";
+
+/// The raw loop's commands. `examples/redis_cost.rs` counts the instructions of these very
+/// commands, so its figures and the benchmark's timings are of the same work.
+pub mod raw {
+    use super::GROUP;
+
+    pub fn create_group(stream: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM");
+        cmd
+    }
+
+    /// `XADD` with the same `MAXLEN ~` trimming as the queue's enqueue.
+    pub fn add(stream: &str, job: usize) -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(100_000)
+            .arg("*")
+            .arg("job")
+            .arg(job);
+        cmd
+    }
+
+    /// One entry for `consumer`, waiting up to `block_ms`.
+    pub fn read(stream: &str, consumer: &str, block_ms: u64) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">");
+        cmd
+    }
+
+    pub fn ack(stream: &str, entry: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(stream).arg(GROUP).arg(entry);
+        cmd
+    }
+}
+
 /// Counts acknowledged jobs and notes when the last one was acknowledged.
 ///
 /// A run ends at its last ack, not when its consumers have noticed: they notice only when
@@ -80,23 +145,11 @@ pub async fn raw_throughput(
         let done = done.clone();
         readers.push(tokio::spawn(async move {
             while !done.all_acked() {
-                let reply: Value = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg("g")
-                    .arg(format!("c{c}"))
-                    .arg("COUNT")
-                    .arg(1)
-                    .arg("BLOCK")
-                    .arg(100)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(">")
+                let reply: Value = raw::read(&stream, &format!("c{c}"), 100)
                     .query_async(&mut reader)
                     .await?;
                 for id in entry_ids(&reply)? {
-                    let _: i64 = conn
-                        .run(redis::cmd("XACK").arg(&stream).arg("g").arg(&id))
-                        .await?;
+                    let _: i64 = conn.run(&raw::ack(&stream, &id)).await?;
                     done.acked();
                 }
             }
@@ -107,19 +160,7 @@ pub async fn raw_throughput(
         .map(|i| {
             let conn = conn.clone();
             let stream = stream.clone();
-            async move {
-                conn.run(
-                    redis::cmd("XADD")
-                        .arg(&stream)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(100_000)
-                        .arg("*")
-                        .arg("job")
-                        .arg(i),
-                )
-                .await
-            }
+            async move { conn.run(&raw::add(&stream, i)).await }
         })
         .buffer_unordered(PRODUCER_CONCURRENCY)
         .collect()
@@ -153,25 +194,13 @@ pub async fn raw_latency(
     let consumer = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(jobs);
         while latencies.len() < jobs {
-            let reply: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg("g")
-                .arg("c")
-                .arg("COUNT")
-                .arg(1)
-                .arg("BLOCK")
-                .arg(1000)
-                .arg("STREAMS")
-                .arg(&reader_stream)
-                .arg(">")
+            let reply: Value = raw::read(&reader_stream, "c", 1000)
                 .query_async(&mut reader)
                 .await?;
             let now = base.elapsed();
             for (id, sent_ns) in entries_with_field(&reply, "t")? {
                 latencies.push(now.saturating_sub(Duration::from_nanos(sent_ns)));
-                let _: i64 = reader_conn
-                    .run(redis::cmd("XACK").arg(&reader_stream).arg("g").arg(&id))
-                    .await?;
+                let _: i64 = reader_conn.run(&raw::ack(&reader_stream, &id)).await?;
             }
         }
         Ok::<_, QueueError>(latencies)
@@ -191,16 +220,7 @@ pub async fn raw_latency(
 }
 
 async fn create_group(conn: &Conn, stream: &str) -> Result<(), QueueError> {
-    let _: String = conn
-        .run(
-            redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(stream)
-                .arg("g")
-                .arg("0")
-                .arg("MKSTREAM"),
-        )
-        .await?;
+    let _: String = conn.run(&raw::create_group(stream)).await?;
     Ok(())
 }
 

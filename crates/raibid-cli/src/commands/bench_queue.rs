@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName};
-use raibid_queue::bench::{Finish, PRODUCER_CONCURRENCY, raw_latency, raw_throughput};
+use raibid_model::{JobStatus, Outcome, PoolName};
+use raibid_queue::bench::{self, Finish, PRODUCER_CONCURRENCY, raw_latency, raw_throughput};
 use raibid_queue::{Queue, QueueOptions};
 use serde::Serialize;
 
@@ -112,16 +112,6 @@ fn bench_queue(url: &str) -> anyhow::Result<Queue> {
     Ok(Queue::open(options)?)
 }
 
-fn bench_job(i: usize) -> NewJob {
-    NewJob::new(
-        "bench/noop",
-        "file:///dev/null",
-        "refs/heads/main",
-        format!("{i:040x}"),
-        Event::Manual,
-    )
-}
-
 async fn queue_throughput(url: &str, jobs: usize, consumers: usize) -> anyhow::Result<Duration> {
     let queue = bench_queue(url)?;
     queue.ping().await?;
@@ -149,7 +139,7 @@ async fn queue_throughput(url: &str, jobs: usize, consumers: usize) -> anyhow::R
     let results: Vec<_> = futures::stream::iter(0..jobs)
         .map(|i| {
             let queue = queue.clone();
-            async move { queue.enqueue(bench_job(i)).await }
+            async move { queue.enqueue(bench::job(i)).await }
         })
         .buffer_unordered(PRODUCER_CONCURRENCY)
         .collect()
@@ -188,7 +178,7 @@ async fn queue_latency(
     let mut sent_at = HashMap::with_capacity(jobs);
     for i in 0..jobs {
         let sent = base.elapsed();
-        let job = queue.enqueue(bench_job(i)).await?;
+        let job = queue.enqueue(bench::job(i)).await?;
         sent_at.insert(job.job_id().to_owned(), sent);
         tokio::time::sleep(interval).await;
     }
