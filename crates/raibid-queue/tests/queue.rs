@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_queue::{
-    CancelResult, Enqueued, Heartbeat, JobFilter, LogCursor, Queue, QueueError, QueueOptions,
-    ReleaseResult,
+    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, Queue, QueueError,
+    QueueOptions, ReleaseResult,
 };
 use raibid_testkit::{RedisOptions, RedisServer};
 
@@ -43,6 +43,23 @@ fn created(e: Enqueued) -> raibid_model::Job {
 
 const NO_WAIT: Duration = Duration::ZERO;
 
+/// A plain connection, to look at or change what the queue stored.
+async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Claims from the default pool without waiting; a job must be queued there.
+async fn claim_queued(c: &mut Claimer) -> Claimed {
+    c.claim(&[PoolName::default()], NO_WAIT)
+        .await
+        .unwrap()
+        .expect("a job is queued")
+}
+
 #[tokio::test]
 async fn enqueue_claim_ack_round_trip() {
     let redis = RedisServer::start();
@@ -55,11 +72,7 @@ async fn enqueue_claim_ack_round_trip() {
     );
 
     let mut claimer = q.claimer("agent-1").await.unwrap();
-    let claimed = claimer
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim_queued(&mut claimer).await;
     assert_eq!(claimed.job.id, j.id);
     assert_eq!(claimed.job.status, JobStatus::Running);
     assert_eq!(claimed.job.attempt, 1);
@@ -156,11 +169,7 @@ async fn a_job_whose_agent_died_is_requeued_and_counted_by_the_lag() {
     {
         // The only consumer claims and dies without acking.
         let mut dying = q.claimer("dying").await.unwrap();
-        dying
-            .claim(&[PoolName::default()], NO_WAIT)
-            .await
-            .unwrap()
-            .unwrap();
+        claim_queued(&mut dying).await;
     }
     let stats = q.stats(&PoolName::default()).await.unwrap();
     assert_eq!(
@@ -184,11 +193,7 @@ async fn a_job_whose_agent_died_is_requeued_and_counted_by_the_lag() {
     );
 
     let mut other = q.claimer("other").await.unwrap();
-    let again = other
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let again = claim_queued(&mut other).await;
     assert_eq!(again.job.id, j.id);
     assert_eq!(again.job.attempt, 2);
     assert!(
@@ -204,11 +209,7 @@ async fn heartbeats_keep_a_claim_and_a_lost_claim_cannot_ack() {
     let q = queue(&redis);
     created(q.enqueue(job("acme/app")).await.unwrap());
     let mut claimer = q.claimer("slow").await.unwrap();
-    let claimed = claimer
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim_queued(&mut claimer).await;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(q.heartbeat(&claimed).await.unwrap(), Heartbeat::Continue);
@@ -242,10 +243,7 @@ async fn dead_letter_after_max_attempts() {
     let j = created(q.enqueue(job("acme/poison")).await.unwrap());
     for round in 0..2 {
         let mut c = q.claimer(format!("victim-{round}")).await.unwrap();
-        c.claim(&[PoolName::default()], NO_WAIT)
-            .await
-            .unwrap()
-            .unwrap();
+        claim_queued(&mut c).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
         q.requeue_stale(Duration::from_millis(50)).await.unwrap();
     }
@@ -274,20 +272,12 @@ async fn release_requeues_then_dead_letters() {
     let q = Queue::open(o).unwrap();
     let j = created(q.enqueue(job("acme/app")).await.unwrap());
     let mut c = q.claimer("a").await.unwrap();
-    let first = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let first = claim_queued(&mut c).await;
     assert_eq!(
         q.release(&first, "shutting down").await.unwrap(),
         ReleaseResult::Requeued
     );
-    let second = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let second = claim_queued(&mut c).await;
     assert_eq!(second.job.attempt, 2);
     assert_eq!(
         q.release(&second, "checkout failed").await.unwrap(),
@@ -313,11 +303,7 @@ async fn cancel_queued_and_running_jobs() {
     assert_eq!(q.stats(&PoolName::default()).await.unwrap().pending, 0);
 
     created(q.enqueue(job("acme/b")).await.unwrap());
-    let running = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let running = claim_queued(&mut c).await;
     assert_eq!(
         q.cancel(&running.job.id).await.unwrap(),
         CancelResult::Requested
@@ -363,14 +349,8 @@ async fn stats_match_xinfo() {
         q.enqueue(job(&format!("acme/{i}"))).await.unwrap();
     }
     let mut c = q.claimer("worker").await.unwrap();
-    c.claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
-    c.claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    claim_queued(&mut c).await;
+    claim_queued(&mut c).await;
     let stats = q.stats(&PoolName::default()).await.unwrap();
     assert_eq!(stats.stream, "ci-jobs:default");
     assert_eq!(stats.length, 5);
@@ -382,8 +362,7 @@ async fn stats_match_xinfo() {
     assert!(stats.oldest_queued_ms.is_some());
 
     // Compare with what Redis itself says, as KEDA would read it.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn(&redis).await;
     let raw: redis::Value = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg("ci-jobs:default")
@@ -423,11 +402,7 @@ async fn pools_are_separate_streams() {
     let a = created(q.enqueue(job("web/site")).await.unwrap());
 
     let mut arm = q.claimer("arm").await.unwrap();
-    let got = arm
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = claim_queued(&mut arm).await;
     assert_eq!(got.job.id, a.id);
     assert!(
         arm.claim(&[PoolName::default()], NO_WAIT)
@@ -593,11 +568,7 @@ async fn logs_append_read_follow_and_truncate() {
     let q = Queue::open(o).unwrap();
     let j = created(q.enqueue(job("a/logs")).await.unwrap());
     let mut c = q.claimer("w").await.unwrap();
-    let claimed = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim_queued(&mut c).await;
 
     assert!(q.append_log(&j.id, b"line one\n").await.unwrap());
     let batch = q.read_log(&j.id, &LogCursor::start(), 100).await.unwrap();
@@ -737,8 +708,7 @@ async fn prune_keeps_the_newest_finished_jobs() {
         "queued jobs are never pruned"
     );
     // Nothing of a pruned job is left in any index.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn(&redis).await;
     for key in [
         "raibid:ci-jobs:jobs".to_owned(),
         "raibid:ci-jobs:jobs:status:cancelled".to_owned(),
@@ -760,8 +730,7 @@ async fn prune_keeps_the_newest_finished_jobs() {
 async fn records_of_the_older_layout_are_read_and_pruned() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn(&redis).await;
     let id = "01JD0000000000000000000000";
     let _: () = redis::pipe()
         .hset_multiple(
@@ -825,11 +794,7 @@ async fn every_status_change_is_an_event() {
     let mut events = q.job_events("reporter", "r1").await.unwrap();
     let j = created(q.enqueue(job("a/events")).await.unwrap());
     let mut c = q.claimer("w").await.unwrap();
-    let claimed = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim_queued(&mut c).await;
     q.ack(&claimed, &Outcome::new(JobStatus::Failure))
         .await
         .unwrap();
@@ -878,8 +843,7 @@ async fn the_reaper_recreates_groups_redis_lost_so_the_lag_counts_again() {
     assert_eq!(redis.command("FLUSHALL").unwrap(), "+OK");
     // This handle still believes the group exists: the job lands in a stream without one.
     q.enqueue(job("a/after")).await.unwrap();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn(&redis).await;
     let groups = |conn: &mut redis::aio::MultiplexedConnection| {
         let mut conn = conn.clone();
         async move {
@@ -906,11 +870,7 @@ async fn claim_recovers_when_redis_lost_its_groups() {
     assert_eq!(redis.command("FLUSHALL").unwrap(), "+OK");
     let j = created(q.enqueue(job("a/after")).await.unwrap());
     let mut c = q.claimer("w").await.unwrap();
-    let got = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = claim_queued(&mut c).await;
     assert_eq!(got.job.id, j.id);
 }
 
@@ -920,11 +880,7 @@ async fn idle_consumers_are_retired_busy_ones_kept() {
     let q = queue(&redis);
     q.enqueue(job("a/b")).await.unwrap();
     let mut busy = q.claimer("busy").await.unwrap();
-    let _held = busy
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let _held = claim_queued(&mut busy).await;
     let mut idle = q.claimer("idle").await.unwrap();
     assert!(
         idle.claim(&[PoolName::default()], NO_WAIT)
@@ -960,21 +916,12 @@ async fn tls_connections_work() {
     q.ping().await.unwrap();
     let j = created(q.enqueue(job("a/tls")).await.unwrap());
     let mut c = q.claimer("tls").await.unwrap();
-    assert_eq!(
-        c.claim(&[PoolName::default()], NO_WAIT)
-            .await
-            .unwrap()
-            .unwrap()
-            .job
-            .id,
-        j.id
-    );
+    assert_eq!(claim_queued(&mut c).await.job.id, j.id);
 }
 
 /// Keys in Redis that match `pattern`.
 async fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn(redis).await;
     redis::cmd("KEYS")
         .arg(pattern)
         .query_async(&mut conn)
@@ -990,11 +937,7 @@ async fn jobs_that_print_nothing_leave_no_log_stream_and_their_followers_still_e
     let never_ran = created(q.enqueue(job("quiet/cancelled")).await.unwrap());
     let mut follower = q.log_follower(&ran.id).await.unwrap();
     let mut c = q.claimer("w").await.unwrap();
-    let claimed = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim_queued(&mut c).await;
     assert_eq!(claimed.job.id, ran.id);
 
     let wait = Duration::from_millis(100);
@@ -1037,11 +980,7 @@ async fn a_follower_gets_output_written_just_before_the_job_ended() {
     let q = queue(&redis);
     let j = created(q.enqueue(job("late/output")).await.unwrap());
     let mut c = q.claimer("w").await.unwrap();
-    let claimed = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim_queued(&mut c).await;
     assert!(q.append_log(&j.id, b"first\n").await.unwrap());
     let mut follower = q.log_follower(&j.id).await.unwrap();
     let first = follower
@@ -1071,8 +1010,7 @@ async fn a_queued_record_of_the_older_layout_is_claimed_whole() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     q.ensure_pool(&PoolName::default()).await.unwrap();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn(&redis).await;
     let id = "01JD0000000000000000000001";
     let entry: String = redis::cmd("XADD")
         .arg("ci-jobs:default")
@@ -1103,11 +1041,7 @@ async fn a_queued_record_of_the_older_layout_is_claimed_whole() {
         .await
         .unwrap();
     let mut c = q.claimer("w").await.unwrap();
-    let claimed = c
-        .claim(&[PoolName::default()], NO_WAIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = claim_queued(&mut c).await;
     assert_eq!(claimed.job.id, id);
     assert_eq!(claimed.job.spec.repo, "old/layout");
     assert_eq!(claimed.job.status, JobStatus::Running);
