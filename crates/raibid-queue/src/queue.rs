@@ -811,11 +811,7 @@ impl Claimer {
         let deadline = tokio::time::Instant::now() + block;
         loop {
             if self.backlog || block.is_zero() {
-                // Taken out while in use: an error drops it, and the next claim reconnects.
-                let mut conn = match self.conn.take() {
-                    Some(conn) => conn,
-                    None => self.queue.conn.dedicated().await?,
-                };
+                let mut conn = self.take_conn().await?;
                 let claimed = self
                     .queue
                     .claim_now(pools, &self.consumer, &mut conn)
@@ -841,10 +837,7 @@ impl Claimer {
                     self.recreate_groups(pools).await?;
                     continue;
                 }
-                Err(e) => {
-                    self.conn = None;
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             };
             let mut claimed = None;
             for (pool, entry, job_id) in entries {
@@ -865,6 +858,15 @@ impl Claimer {
                 self.backlog = true;
                 return Ok(claimed);
             }
+        }
+    }
+
+    /// The claimer's connection, taken out while in use: a command that fails leaves it out
+    /// (it may be broken, or hold a reply that timed out), and the next one opens another.
+    async fn take_conn(&mut self) -> Result<MultiplexedConnection, QueueError> {
+        match self.conn.take() {
+            Some(conn) => Ok(conn),
+            None => self.queue.conn.dedicated().await,
         }
     }
 
@@ -897,12 +899,10 @@ impl Claimer {
         for _ in pools {
             cmd.arg(">");
         }
-        if self.conn.is_none() {
-            self.conn = Some(self.queue.conn.dedicated().await?);
-        }
-        let conn = self.conn.as_mut().expect("connected above");
+        let mut conn = self.take_conn().await?;
         let timeout = block + self.queue.conn.timeout();
-        let reply: Value = bounded(timeout, cmd.query_async(conn)).await?;
+        let reply: Value = bounded(timeout, cmd.query_async(&mut conn)).await?;
+        self.conn = Some(conn);
         let mut out = Vec::new();
         for entry in reply::stream_entries(&reply)? {
             let Some(pool) = pools
