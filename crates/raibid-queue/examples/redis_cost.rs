@@ -31,7 +31,7 @@ async fn main() {
     let jobs: usize = jobs.parse().expect("jobs is a number");
     match mode.as_str() {
         "queue" => queue(url, jobs).await,
-        "raw" => raw(url, jobs).await,
+        "raw" => raw_loop(url, jobs).await,
         other => panic!("unknown mode {other}"),
     }
 }
@@ -67,7 +67,7 @@ async fn queue(url: &str, jobs: usize) {
 }
 
 /// Plain XADD, XREADGROUP and XACK, as `raibid bench queue` measures the raw ceiling.
-async fn raw(url: &str, jobs: usize) {
+async fn raw_loop(url: &str, jobs: usize) {
     let client = redis::Client::open(url).expect("url");
     let mut conn = client
         .get_multiplexed_async_connection()
