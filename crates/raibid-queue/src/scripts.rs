@@ -159,6 +159,15 @@ return 'ok'
     )
 });
 
+/// Shared by ACK, RELEASE and CANCEL once a job's status is final: the log's end marker (only
+/// for a log that exists, see the module's notes) and the status change on the events stream.
+const END_JOB_FN: &str = r#"
+local function end_job(log, events, id, status)
+  if redis.call('EXISTS', log) == 1 then redis.call('XADD', log, '*', 'eof', status) end
+  redis.call('XADD', events, 'MAXLEN', '~', '10000', '*', 'job', id, 'status', status)
+end
+"#;
+
 /// XACK and the final status together; the end-of-log marker if the job wrote a log.
 ///
 /// KEYS: stream, job, by-status(running), by-status(final), log, events
@@ -166,7 +175,9 @@ return 'ok'
 /// Returns "ok" | "stale"
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &[
+            END_JOB_FN,
+            r#"
 local cur = redis.call('HMGET', KEYS[2], 'entry', 'status')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -177,10 +188,11 @@ redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'reason',
   'steps', ARGV[6], 'images', ARGV[7])
 redis.call('ZREM', KEYS[3], ARGV[8])
 redis.call('ZADD', KEYS[4], '0', ARGV[8])
-if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('XADD', KEYS[5], '*', 'eof', ARGV[3]) end
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', '10000', '*', 'job', ARGV[8], 'status', ARGV[3])
+end_job(KEYS[5], KEYS[6], ARGV[8], ARGV[3])
 return 'ok'
 "#,
+        ]
+        .concat(),
     )
 });
 
@@ -192,8 +204,7 @@ return 'ok'
 /// ARGV: group, entry, max attempts, maxlen, reason, now ms, id, count this delivery ("1"/"0")
 /// Returns "requeued" | "dead" | "cancelled" | "stale" | "gone"
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&[END_JOB_FN, r#"
 local status = redis.call('HGET', KEYS[2], 'status')
 if not status then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -215,8 +226,7 @@ if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[6], 'reason', 'cancelled')
   redis.call('ZADD', KEYS[7], '0', ARGV[7])
-  if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('XADD', KEYS[8], '*', 'eof', 'cancelled') end
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[7], 'status', 'cancelled')
+  end_job(KEYS[8], KEYS[9], ARGV[7], 'cancelled')
   return 'cancelled'
 end
 if attempt >= tonumber(ARGV[3]) then
@@ -226,8 +236,7 @@ if attempt >= tonumber(ARGV[3]) then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
   redis.call('HSET', KEYS[2], 'status', 'dead', 'finished_at', ARGV[6], 'reason', reason)
   redis.call('ZADD', KEYS[6], '0', ARGV[7])
-  if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('XADD', KEYS[8], '*', 'eof', 'dead') end
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[7], 'status', 'dead')
+  end_job(KEYS[8], KEYS[9], ARGV[7], 'dead')
   return 'dead'
 end
 local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[7])
@@ -236,8 +245,8 @@ redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', entry, 'agent', '', 're
 redis.call('ZADD', KEYS[4], '0', ARGV[7])
 redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[7], 'status', 'queued')
 return 'requeued'
-"#,
-    )
+"#]
+    .concat())
 });
 
 /// KEYS: job, by-status(queued), by-status(cancelled), log, events
@@ -245,7 +254,9 @@ return 'requeued'
 /// Returns "cancelled" | "requested" | "missing" | "final:<status>"
 pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &[
+            END_JOB_FN,
+            r#"
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status == 'queued' then
@@ -254,8 +265,7 @@ if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'reason', 'cancelled')
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[3], '0', ARGV[2])
-  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('XADD', KEYS[4], '*', 'eof', 'cancelled') end
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', '10000', '*', 'job', ARGV[2], 'status', 'cancelled')
+  end_job(KEYS[4], KEYS[5], ARGV[2], 'cancelled')
   return 'cancelled'
 end
 if status == 'running' then
@@ -264,6 +274,8 @@ if status == 'running' then
 end
 return 'final:' .. status
 "#,
+        ]
+        .concat(),
     )
 });
 
