@@ -92,7 +92,9 @@ pub struct RedisConfig {
     /// Prefix of the per-pool streams: `<stream_name>:<pool>`.
     pub stream_name: String,
     pub consumer_group: String,
-    /// `XADD ... MAXLEN ~` bound of each pool stream.
+    /// Bound of each pool stream: enqueue answers "queue full" once this many jobs wait or run,
+    /// and a stream this long is trimmed (`XTRIM MINID ~`) of entries every agent is done with;
+    /// an entry still waiting or running is never trimmed.
     pub maxlen: u64,
     /// Deliveries before a job goes to the dead-letter stream.
     pub max_attempts: u32,

@@ -13,6 +13,8 @@ pub struct QueueOptions {
     pub stream_name: String,
     pub consumer_group: String,
     pub maxlen: u64,
+    /// About how many entries the events stream keeps once the status reporter has read them.
+    pub events_maxlen: u64,
     pub max_attempts: u32,
     pub log_max_bytes: u64,
     pub command_timeout: Duration,
@@ -27,6 +29,7 @@ impl QueueOptions {
             stream_name: "ci-jobs".into(),
             consumer_group: "ci-workers".into(),
             maxlen: 100_000,
+            events_maxlen: 10_000,
             max_attempts: 3,
             log_max_bytes: 10 * 1024 * 1024,
             command_timeout: Duration::from_secs(5),

@@ -233,7 +233,8 @@ impl Queue {
             .arg(spec.pool.as_str())
             .arg(self.options.delivery_ttl.as_secs().max(1))
             .arg(record::spec_json(&spec))
-            .arg(now);
+            .arg(now)
+            .arg(self.options.events_maxlen);
         let reply: Vec<String> = self.conn.script(&invocation).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {
@@ -432,10 +433,12 @@ impl Queue {
             &claimed.job.id,
             reason,
             true,
+            None,
         )
         .await
     }
 
+    /// `min_idle`: release only if the entry is still pending and idle that long (the reaper).
     async fn release_entry(
         &self,
         pool: &PoolName,
@@ -443,6 +446,7 @@ impl Queue {
         job_id: &str,
         reason: &str,
         count_delivery: bool,
+        min_idle: Option<Duration>,
     ) -> Result<ReleaseResult, QueueError> {
         let mut invocation = scripts::RELEASE.prepare_invoke();
         invocation
@@ -462,13 +466,25 @@ impl Queue {
             .arg(reason)
             .arg(Utc::now().timestamp_millis())
             .arg(job_id)
-            .arg(if count_delivery { "1" } else { "0" });
+            .arg(if count_delivery { "1" } else { "0" })
+            .arg(
+                min_idle
+                    .map(|d| (d.as_millis() as u64).to_string())
+                    .unwrap_or_default(),
+            );
         let reply: String = self.conn.script(&invocation).await?;
         let result = match reply.as_str() {
             "requeued" => ReleaseResult::Requeued,
             "dead" => ReleaseResult::DeadLettered,
             "cancelled" => ReleaseResult::Cancelled,
             "stale" | "gone" => ReleaseResult::Stale,
+            "alive" => {
+                debug!(
+                    job = job_id,
+                    entry, "not released: heart-beaten since it was found idle"
+                );
+                return Ok(ReleaseResult::Stale);
+            }
             other => return Err(QueueError::Protocol(format!("release replied {other}"))),
         };
         info!(job = job_id, entry, ?result, reason, "released");
@@ -537,7 +553,7 @@ impl Queue {
                         .unwrap_or_default()
                 );
                 match self
-                    .release_entry(&pool, &entry, &job_id, &reason, true)
+                    .release_entry(&pool, &entry, &job_id, &reason, true, Some(min_idle))
                     .await?
                 {
                     ReleaseResult::Requeued => report.requeued.push(job_id),
@@ -570,7 +586,8 @@ impl Queue {
                 return reply::string(&job).map(Some);
             }
         }
-        // Trimmed by MAXLEN: find the running job that still points at this entry.
+        // Trimmed (by hand: the queue keeps pending entries): find the running job that still
+        // points at this entry.
         let running: Vec<String> = self
             .conn
             .run(
@@ -845,7 +862,7 @@ impl Claimer {
                     // XREADGROUP over several streams returns up to one entry per stream;
                     // hand the extras straight back without counting a delivery.
                     self.queue
-                        .release_entry(&pool, &entry, &job_id, "returned unstarted", false)
+                        .release_entry(&pool, &entry, &job_id, "returned unstarted", false, None)
                         .await?;
                     continue;
                 }
@@ -921,6 +938,49 @@ impl Claimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reaper picks entries by idle time, then releases them one round trip later; an agent
+    /// back from a Redis outage may heart-beat in between, and its job must then stay its own.
+    #[tokio::test]
+    async fn the_reaper_keeps_a_job_heart_beaten_since_it_was_found_idle() {
+        let redis = raibid_testkit::RedisServer::start();
+        let q = Queue::open(QueueOptions::new(redis.url())).unwrap();
+        let spec = NewJob::new(
+            "a/b",
+            "http://127.0.0.1/a/b.git",
+            "refs/heads/main",
+            "0123456789abcdef0123456789abcdef01234567",
+            raibid_model::Event::Push,
+        );
+        q.enqueue(spec).await.unwrap();
+        let mut c = q.claimer("w").await.unwrap();
+        let pool = PoolName::default();
+        let claimed = c
+            .claim(std::slice::from_ref(&pool), Duration::ZERO)
+            .await
+            .unwrap();
+        let claimed = claimed.expect("a job is queued");
+        let release = |min_idle| {
+            q.release_entry(
+                &pool,
+                &claimed.entry,
+                &claimed.job.id,
+                "agent w stopped heart-beating",
+                true,
+                Some(min_idle),
+            )
+        };
+        // Idle for a few milliseconds, not the minute the reaper saw: left alone.
+        let kept = release(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(kept, ReleaseResult::Stale);
+        let job = q.get(&claimed.job.id).await.unwrap().unwrap();
+        assert_eq!((job.status, job.attempt), (JobStatus::Running, 1));
+        assert_eq!(q.heartbeat(&claimed).await.unwrap(), Heartbeat::Continue);
+        // Idle long enough: handed back.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let requeued = release(Duration::from_millis(10)).await.unwrap();
+        assert_eq!(requeued, ReleaseResult::Requeued);
+    }
 
     #[test]
     fn ids_are_ulids_only() {

@@ -18,34 +18,74 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Idempotency check, backpressure, XADD with MAXLEN ~, the job record and its indexes.
+/// Trimming that never removes an entry a consumer group has yet to read or to ack.
+///
+/// `MAXLEN ~` drops the oldest entries whatever their state, and in Redis 7 an `XCLAIM` (our
+/// heartbeat) of a pending entry that is no longer in the stream silently drops it from the
+/// pending list: a long job whose entry aged out while newer jobs streamed past would end up
+/// running forever in the records with nothing left for the reaper to find. So streams are
+/// trimmed with `MINID ~` up to the oldest entry any group still needs (its oldest pending
+/// entry, else its last delivered one); memory stays bounded because the backpressure check
+/// counts exactly what trimming keeps (lag + pending), and pending entries of dead agents are
+/// handed back by the reaper.
+///
+/// `trim_done(stream, group, cap)` returns the lag + pending of `group`, or the stream's length
+/// when it has no such group (nothing was read, so everything is owed). A stream without any
+/// group is trimmed to `cap` entries (`MAXLEN ~`), or not at all when `cap` is nil.
+const TRIM_FN: &str = r#"
+local function id_before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and tonumber(as) < tonumber(bs))
+end
+local function trim_done(stream, group, cap)
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+  if not ok then return 0 end
+  local bound, depth = nil, nil
+  for _, g in ipairs(groups) do
+    local info = {}
+    for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+    local keep = info['last-delivered-id']
+    if info['pending'] > 0 then
+      local oldest = redis.call('XPENDING', stream, info['name'])[2]
+      if id_before(oldest, keep) then keep = oldest end
+    end
+    if not bound or id_before(keep, bound) then bound = keep end
+    if info['name'] == group then
+      depth = (tonumber(info['lag']) or 0) + info['pending']
+    end
+  end
+  if bound then
+    redis.call('XTRIM', stream, 'MINID', '~', bound)
+  elseif cap then
+    redis.call('XTRIM', stream, 'MAXLEN', '~', cap)
+  end
+  return depth or redis.call('XLEN', stream)
+end
+"#;
+
+/// Idempotency check, backpressure and trimming, XADD, the job record and its indexes.
 ///
 /// KEYS: job, stream, all, by-status(queued), by-repo, by-pool, pools, delivery (or ""), events
-/// ARGV: id, maxlen, group, pool, delivery ttl (s), spec (JSON), created_at (ms)
+/// ARGV: id, maxlen, group, pool, delivery ttl (s), spec (JSON), created_at (ms), events maxlen
 /// Returns {"dup", existing id} | {"full", depth} | {"ok", entry}
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &[
+            TRIM_FN,
+            r#"
 if KEYS[8] ~= '' then
   local existing = redis.call('GET', KEYS[8])
   if existing then return {'dup', existing} end
 end
 local maxlen = tonumber(ARGV[2])
 if redis.call('XLEN', KEYS[2]) >= maxlen then
-  -- MAXLEN ~ would start trimming; refuse rather than trim entries nobody has read yet.
-  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[2])
-  if ok then
-    for _, g in ipairs(groups) do
-      local info = {}
-      for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
-      if info['name'] == ARGV[3] then
-        local depth = (tonumber(info['lag']) or 0) + (tonumber(info['pending']) or 0)
-        if depth >= maxlen then return {'full', tostring(depth)} end
-      end
-    end
-  end
+  -- Refuse rather than drop jobs nobody has run yet (see TRIM_FN).
+  local depth = trim_done(KEYS[2], ARGV[3], nil)
+  if depth >= maxlen then return {'full', tostring(depth)} end
 end
-local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'job', ARGV[1])
+local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 -- The record's layout is record.rs's; field names are literals here because every argument
 -- costs a Lua string and a table slot.
 redis.call('HSET', KEYS[1], 'entry', entry, 'id', ARGV[1], 'spec', ARGV[6], 'status', 'queued',
@@ -58,9 +98,23 @@ redis.call('ZADD', KEYS[6], '0', ARGV[1])
 -- walks to recreate missing consumer groups.
 redis.call('SADD', KEYS[7], ARGV[4])
 if KEYS[8] ~= '' then redis.call('SET', KEYS[8], ARGV[1], 'EX', ARGV[5]) end
-redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[1], 'status', 'queued')
+redis.call('XADD', KEYS[9], '*', 'job', ARGV[1], 'status', 'queued')
+-- The events stream is trimmed here only, once per job, keeping what the status reporter's
+-- group has not handled yet; a group nobody reads any more (a reporter switched off) cannot
+-- pin it for ever: past 20 times its size the oldest events go regardless.
+if redis.call('XLEN', KEYS[9]) > tonumber(ARGV[8]) then
+  trim_done(KEYS[9], '', ARGV[8])
+  local hard = string.format('%d', tonumber(ARGV[8]) * 20)
+  if redis.call('XLEN', KEYS[9]) > tonumber(hard) then
+    redis.log(redis.LOG_WARNING, 'raibid: ' .. KEYS[9] .. ' trimmed to ' .. hard ..
+      ' entries before every consumer group read them')
+    redis.call('XTRIM', KEYS[9], 'MAXLEN', '~', hard)
+  end
+end
 return {'ok', entry}
 "#,
+        ]
+        .concat(),
     )
 });
 
@@ -82,7 +136,7 @@ local function start_job(jobkey, stream, group, entry, consumer, now, id, queued
     'cancel_requested', '0', 'reason', '', 'attempt', attempt)
   redis.call('ZREM', queued, id)
   redis.call('ZADD', running, '0', id)
-  redis.call('XADD', events, 'MAXLEN', '~', '10000', '*', 'job', id, 'status', 'running')
+  redis.call('XADD', events, '*', 'job', id, 'status', 'running')
   -- A new attempt starts without the previous one's verdict, steps or images, so the record as
   -- the agent needs it is what was just read and written; only records from before the `spec`
   -- field existed are read back whole.
@@ -152,6 +206,13 @@ pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('HGET', KEYS[2], 'entry') ~= ARGV[3] then return 'lost' end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
 if #pending == 0 then return 'lost' end
+-- XCLAIM of an entry no longer in the stream (trimmed by hand: the queue's own trimming keeps
+-- pending entries) deletes it from the pending list, and the job could then never be handed
+-- back. Left idle instead, the reaper finds it and reruns the job: twice rather than never.
+if #redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3]) == 0 then
+  if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return 'cancel' end
+  return 'ok'
+end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return 'cancel' end
 return 'ok'
@@ -164,7 +225,7 @@ return 'ok'
 const END_JOB_FN: &str = r#"
 local function end_job(log, events, id, status)
   if redis.call('EXISTS', log) == 1 then redis.call('XADD', log, '*', 'eof', status) end
-  redis.call('XADD', events, 'MAXLEN', '~', '10000', '*', 'job', id, 'status', status)
+  redis.call('XADD', events, '*', 'job', id, 'status', status)
 end
 "#;
 
@@ -199,12 +260,21 @@ return 'ok'
 /// Hands a delivered job back: a new stream entry (so the lag counts it and an autoscaler
 /// starts an agent), or the dead-letter stream once `max_attempts` deliveries are used up.
 ///
+/// The reaper passes the idle time it selected the entry by: between its `XPENDING` and this
+/// script an agent that was only cut off from Redis for a while may have heart-beaten again,
+/// and releasing its job then would run it twice at once.
+///
 /// KEYS: stream, job, dlq, by-status(queued), by-status(running), by-status(dead),
 ///       by-status(cancelled), log, events
-/// ARGV: group, entry, max attempts, maxlen, reason, now ms, id, count this delivery ("1"/"0")
-/// Returns "requeued" | "dead" | "cancelled" | "stale" | "gone"
+/// ARGV: group, entry, max attempts, maxlen, reason, now ms, id, count this delivery ("1"/"0"),
+///       minimum idle ms (reaper) or ""
+/// Returns "requeued" | "dead" | "cancelled" | "stale" | "gone" | "alive"
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&[END_JOB_FN, r#"
+if ARGV[9] ~= '' and
+   #redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[9], ARGV[2], ARGV[2], 1) == 0 then
+  return 'alive'
+end
 local status = redis.call('HGET', KEYS[2], 'status')
 if not status then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -239,11 +309,12 @@ if attempt >= tonumber(ARGV[3]) then
   end_job(KEYS[8], KEYS[9], ARGV[7], 'dead')
   return 'dead'
 end
-local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[7])
+-- Not trimmed here (see TRIM_FN): the next enqueue trims.
+local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[7])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', entry, 'agent', '', 'reason', ARGV[5])
 redis.call('ZADD', KEYS[4], '0', ARGV[7])
-redis.call('XADD', KEYS[9], 'MAXLEN', '~', '10000', '*', 'job', ARGV[7], 'status', 'queued')
+redis.call('XADD', KEYS[9], '*', 'job', ARGV[7], 'status', 'queued')
 return 'requeued'
 "#]
     .concat())

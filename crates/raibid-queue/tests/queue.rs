@@ -480,6 +480,104 @@ async fn trimming_bounds_the_stream_and_never_drops_unread_jobs() {
     assert_eq!(stats.lag, 1);
 }
 
+/// A long job's entry must outlive any number of newer jobs: in Redis 7 a heartbeat's XCLAIM of
+/// a trimmed entry drops it from the pending list, and the job would then be "running" for ever
+/// with nothing left for the reaper to find.
+#[tokio::test]
+async fn trimming_keeps_the_entry_of_a_long_running_job() {
+    let redis = RedisServer::start();
+    assert_eq!(
+        redis
+            .command("CONFIG SET stream-node-max-entries 5")
+            .unwrap(),
+        "+OK"
+    );
+    let mut o = options(&redis);
+    o.maxlen = 10;
+    let q = Queue::open(o).unwrap();
+    q.enqueue(job("a/long")).await.unwrap();
+    let long = claim_queued(&mut q.claimer("long").await.unwrap()).await;
+    let mut c = q.claimer("w").await.unwrap();
+    for i in 0..60 {
+        q.enqueue(job(&format!("a/{i}"))).await.unwrap();
+        let short = claim_queued(&mut c).await;
+        assert!(
+            q.ack(&short, &Outcome::new(JobStatus::Success))
+                .await
+                .unwrap()
+        );
+    }
+    q.enqueue(job("a/last")).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(q.heartbeat(&long).await.unwrap(), Heartbeat::Continue);
+    }
+    let stats = q.stats(&PoolName::default()).await.unwrap();
+    assert_eq!((stats.pending, stats.lag), (1, 1));
+    assert!(
+        q.ack(&long, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    // Once nothing older is owed, the stream is trimmed back to about `maxlen`.
+    let last = claim_queued(&mut c).await;
+    assert!(
+        q.ack(&last, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    q.enqueue(job("a/after")).await.unwrap();
+    let stats = q.stats(&PoolName::default()).await.unwrap();
+    assert!(stats.length <= 10, "not trimmed: {}", stats.length);
+}
+
+/// The events stream keeps what the status reporter's group has not handled, however far
+/// behind it is, and is trimmed once it has.
+#[tokio::test]
+async fn events_are_trimmed_only_once_their_group_has_read_them() {
+    let redis = RedisServer::start();
+    assert_eq!(
+        redis
+            .command("CONFIG SET stream-node-max-entries 5")
+            .unwrap(),
+        "+OK"
+    );
+    let mut o = options(&redis);
+    o.events_maxlen = 10;
+    let q = Queue::open(o).unwrap();
+    // Without a group nothing is owed: trimmed to about the limit.
+    for i in 0..40 {
+        q.enqueue(job(&format!("a/{i}"))).await.unwrap();
+    }
+    let len = || async { redis.command("XLEN raibid:ci-jobs:events").unwrap() };
+    let first = len().await;
+    assert!(first.starts_with(':'), "{first}");
+    assert!(first[1..].parse::<u64>().unwrap() <= 16, "{first}");
+    let mut events = q.job_events("reporter", "r1").await.unwrap();
+    for i in 0..40 {
+        q.enqueue(job(&format!("b/{i}"))).await.unwrap();
+    }
+    let unread = len().await[1..].parse::<u64>().unwrap();
+    assert!(
+        unread >= 40,
+        "events the reporter has not read were trimmed: {unread} left"
+    );
+    let mut read = 0;
+    loop {
+        let batch = events.next(100, Duration::from_millis(10)).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for e in &batch {
+            events.ack(&e.id).await.unwrap();
+        }
+        read += batch.len();
+    }
+    assert_eq!(read, 40);
+    q.enqueue(job("c/0")).await.unwrap();
+    let after = len().await[1..].parse::<u64>().unwrap();
+    assert!(after <= 10, "read events were kept: {after}");
+}
+
 #[tokio::test]
 async fn aof_restart_between_enqueue_and_claim_loses_nothing() {
     let mut redis = RedisServer::start_with(RedisOptions {
