@@ -93,7 +93,7 @@ pub struct RedisConfig {
     pub stream_name: String,
     pub consumer_group: String,
     /// Bound of each pool stream: enqueue answers "queue full" once this many jobs wait or run,
-    /// and a stream this long is trimmed (`XTRIM MINID ~`) of entries every agent is done with;
+    /// and a stream this long is trimmed (`XTRIM MINID`) of entries every agent is done with;
     /// an entry still waiting or running is never trimmed.
     pub maxlen: u64,
     /// Deliveries before a job goes to the dead-letter stream.

@@ -29,9 +29,11 @@ use redis::Script;
 /// counts exactly what trimming keeps (lag + pending), and pending entries of dead agents are
 /// handed back by the reaper.
 ///
-/// `trim_done(stream, group, cap)` returns the lag + pending of `group`, or the stream's length
-/// when it has no such group (nothing was read, so everything is owed). A stream without any
-/// group is trimmed to `cap` entries (`MAXLEN ~`), or not at all when `cap` is nil.
+/// `trim_done(stream, group, cap, how)` returns the lag + pending of `group`, or the stream's
+/// length when it has no such group (nothing was read, so everything is owed). `how` is `=` or
+/// `~`: pool streams are trimmed exactly (this runs once per `maxlen - depth` enqueues, and `~`
+/// would leave up to a node of 100 entries beyond `maxlen`), the events stream by whole nodes.
+/// A stream without any group is trimmed to `cap` entries, or not at all when `cap` is nil.
 const TRIM_FN: &str = r#"
 local function id_before(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -39,7 +41,7 @@ local function id_before(a, b)
   am, bm = tonumber(am), tonumber(bm)
   return am < bm or (am == bm and tonumber(as) < tonumber(bs))
 end
-local function trim_done(stream, group, cap)
+local function trim_done(stream, group, cap, how)
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
   if not ok then return 0 end
   local bound, depth = nil, nil
@@ -57,9 +59,9 @@ local function trim_done(stream, group, cap)
     end
   end
   if bound then
-    redis.call('XTRIM', stream, 'MINID', '~', bound)
+    redis.call('XTRIM', stream, 'MINID', how, bound)
   elseif cap then
-    redis.call('XTRIM', stream, 'MAXLEN', '~', cap)
+    redis.call('XTRIM', stream, 'MAXLEN', how, cap)
   end
   return depth or redis.call('XLEN', stream)
 end
@@ -82,7 +84,7 @@ end
 local maxlen = tonumber(ARGV[2])
 if redis.call('XLEN', KEYS[2]) >= maxlen then
   -- Refuse rather than drop jobs nobody has run yet (see TRIM_FN).
-  local depth = trim_done(KEYS[2], ARGV[3], nil)
+  local depth = trim_done(KEYS[2], ARGV[3], nil, '=')
   if depth >= maxlen then return {'full', tostring(depth)} end
 end
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
@@ -103,7 +105,7 @@ redis.call('XADD', KEYS[9], '*', 'job', ARGV[1], 'status', 'queued')
 -- group has not handled yet; a group nobody reads any more (a reporter switched off) cannot
 -- pin it for ever: past 20 times its size the oldest events go regardless.
 if redis.call('XLEN', KEYS[9]) > tonumber(ARGV[8]) then
-  trim_done(KEYS[9], '', ARGV[8])
+  trim_done(KEYS[9], '', ARGV[8], '~')
   local hard = string.format('%d', tonumber(ARGV[8]) * 20)
   if redis.call('XLEN', KEYS[9]) > tonumber(hard) then
     redis.log(redis.LOG_WARNING, 'raibid: ' .. KEYS[9] .. ' trimmed to ' .. hard ..
