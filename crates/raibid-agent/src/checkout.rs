@@ -10,6 +10,10 @@
 //!
 //! Every git invocation gets its arguments as argv, never through a shell, and credentials
 //! travel in `GIT_CONFIG_*` environment variables: never in a URL, a config file or a log line.
+//! They go only to git processes that talk to the job's remote, and there only to the clone
+//! URL's own scheme, host and port (`http.<origin>/.extraHeader`): git hands its configuration
+//! to every process it starts, so a global header would follow a submodule or LFS URL that the
+//! repository's content picks to whatever host it names.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,6 +38,17 @@ pub enum CheckoutError {
     MissingCommit { sha: String, url: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Whom a git invocation talks to, which decides the credentials it gets.
+#[derive(Clone, Copy)]
+enum Reach<'a> {
+    /// Local repositories only (init, checkout, cat-file, tags from the mirror): nothing to
+    /// authenticate to.
+    Local,
+    /// The job's remote, at this clone URL, or URLs the repository names (submodules, LFS):
+    /// the token is scoped to this URL's origin.
+    Remote(&'a str),
 }
 
 /// What the checkout did, for the job log.
@@ -97,6 +112,7 @@ impl GitCheckout {
             let _ = tokio::fs::remove_dir_all(&tmp).await;
             self.git(
                 None,
+                Reach::Remote(url),
                 "clone --mirror",
                 &["clone", "--mirror", "--quiet", "--", url, path_str(&tmp)?],
             )
@@ -107,6 +123,7 @@ impl GitCheckout {
         if !self.has_commit(&mirror, sha).await? {
             self.git(
                 Some(&mirror),
+                Reach::Remote(url),
                 "fetch",
                 &["fetch", "--prune", "--quiet", "origin"],
             )
@@ -118,6 +135,7 @@ impl GitCheckout {
                 let by_sha = self
                     .git(
                         Some(&mirror),
+                        Reach::Remote(url),
                         "fetch <sha>",
                         &["fetch", "--quiet", "origin", sha],
                     )
@@ -144,7 +162,8 @@ impl GitCheckout {
             None => checkout.push("--detach"),
         }
         checkout.extend([sha.as_str(), "--"]);
-        self.git(Some(dest), "checkout", &checkout).await?;
+        self.git(Some(dest), Reach::Local, "checkout", &checkout)
+            .await?;
         Ok(CheckoutReport {
             objects,
             mirror_created,
@@ -174,7 +193,7 @@ impl GitCheckout {
             init.push("--object-format=sha256");
         }
         init.extend(["--", path_str(dest)?]);
-        self.git(None, "init", &init).await?;
+        self.git(None, Reach::Local, "init", &init).await?;
         let git_dir = dest.join(".git");
         let objects = std::path::absolute(mirror.join("objects"))?;
         let mut alternates = path_str(&objects)?.to_owned();
@@ -194,6 +213,7 @@ impl GitCheckout {
         let mirror = std::path::absolute(self.mirror_path(&job.spec.repo, &job.spec.clone_url))?;
         self.git(
             Some(dest),
+            Reach::Local,
             "fetch tags",
             &[
                 "fetch",
@@ -208,9 +228,11 @@ impl GitCheckout {
         .map(drop)
     }
 
-    pub async fn update_submodules(&self, dest: &Path) -> Result<(), CheckoutError> {
+    /// `job` is the superproject's: submodules on its forge get the token, others none.
+    pub async fn update_submodules(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
         self.git(
             Some(dest),
+            Reach::Remote(&job.spec.clone_url),
             "submodule update",
             &[
                 "-c",
@@ -226,16 +248,27 @@ impl GitCheckout {
         .map(drop)
     }
 
-    pub async fn lfs_pull(&self, dest: &Path) -> Result<(), CheckoutError> {
-        self.git(Some(dest), "lfs pull", &["lfs", "pull"])
-            .await
-            .map(drop)
+    /// `job` is the repository's: its LFS server gets the token when it is on the same forge.
+    pub async fn lfs_pull(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
+        self.git(
+            Some(dest),
+            Reach::Remote(&job.spec.clone_url),
+            "lfs pull",
+            &["lfs", "pull"],
+        )
+        .await
+        .map(drop)
     }
 
     async fn has_commit(&self, repo: &Path, sha: &str) -> Result<bool, CheckoutError> {
         let object = format!("{sha}^{{commit}}");
         match self
-            .git(Some(repo), "cat-file", &["cat-file", "-e", &object])
+            .git(
+                Some(repo),
+                Reach::Local,
+                "cat-file",
+                &["cat-file", "-e", &object],
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -247,6 +280,7 @@ impl GitCheckout {
     async fn git(
         &self,
         dir: Option<&Path>,
+        reach: Reach<'_>,
         step: &'static str,
         args: &[&str],
     ) -> Result<String, CheckoutError> {
@@ -279,11 +313,14 @@ impl GitCheckout {
                     .map_err(std::io::Error::from)
             });
         }
-        if let Some(token) = &self.token {
-            // Basic auth with the token as password works for Gitea, Forgejo and GitHub.
+        if let (Some(token), Reach::Remote(url)) = (&self.token, reach)
+            && let Some(origin) = http_origin(url)
+        {
+            // Basic auth with the token as password works for Gitea, Forgejo and GitHub. Git
+            // sends a `http.<url>.*` setting only to URLs with this scheme, host and port.
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("raibid:{token}"));
             cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env("GIT_CONFIG_KEY_0", format!("http.{origin}/.extraHeader"))
                 .env(
                     "GIT_CONFIG_VALUE_0",
                     format!("Authorization: Basic {basic}"),
@@ -310,6 +347,24 @@ impl GitCheckout {
         }
         Err(CheckoutError::Git { step, message })
     }
+}
+
+/// `scheme://host[:port]` of an `http(s)://` URL, without any user info; `None` for other
+/// URLs, which get no token (the forge's token is for its HTTP API and smart HTTP only).
+fn http_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    Some(format!("{scheme}://{host}"))
 }
 
 /// A branch name `git checkout -B` takes as one: nothing that could read as an option.
@@ -412,6 +467,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokens_are_scoped_to_the_origin_of_http_urls_only() {
+        assert_eq!(
+            http_origin("https://git.example/acme/app.git").as_deref(),
+            Some("https://git.example")
+        );
+        assert_eq!(
+            http_origin("HTTP://user:pw@127.0.0.1:3000/a/b.git?x#y").as_deref(),
+            Some("http://127.0.0.1:3000")
+        );
+        for none in [
+            "git://git.example/a.git",
+            "file:///srv/a.git",
+            "/srv/a.git",
+            "ssh://git@git.example/a.git",
+            "https:///a.git",
+            "https://a b/c",
+        ] {
+            assert_eq!(http_origin(none), None, "{none}");
+        }
+    }
+
+    #[test]
     fn mirror_paths_stay_inside_the_cache() {
         let g = GitCheckout::new("/cache", None);
         let p = g.mirror_path("../../etc", "http://x/../../etc.git");
@@ -427,5 +504,150 @@ mod tests {
             g.mirror_path("a/b", "http://one/a/b"),
             g.mirror_path("a/b", "http://two/a/b")
         );
+    }
+
+    const TOKEN: &str = "forge-token-4711";
+
+    /// An HTTP server that writes down the head of every request and answers 404, so git
+    /// gives up after its first request.
+    struct Recorder {
+        port: u16,
+        requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Recorder {
+        fn start() -> Self {
+            use std::io::{Read, Write};
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+            let seen = std::sync::Arc::clone(&requests);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            });
+            Self { port, requests }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    /// The values of a request's `Authorization` headers.
+    fn authorization(request: &str) -> Vec<String> {
+        request
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+            .map(|(_, value)| value.trim().to_owned())
+            .collect()
+    }
+
+    /// Commits a `.gitmodules` naming each (path, url, commit) and its gitlink; nothing is
+    /// cloned, so the URLs need not work.
+    fn add_submodules(repo: &raibid_testkit::GitRepo, subs: &[(&str, &str, &str)]) -> String {
+        let mut gitmodules = String::new();
+        for (path, url, sha) in subs {
+            gitmodules.push_str(&format!(
+                "[submodule \"{path}\"]\n\tpath = {path}\n\turl = {url}\n"
+            ));
+            repo.git(&[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{sha},{path}"),
+            ]);
+        }
+        repo.commit(&[(".gitmodules", &gitmodules)], "submodules")
+    }
+
+    #[tokio::test]
+    async fn the_token_goes_to_the_clone_urls_host() {
+        let forge = Recorder::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), Some(TOKEN.into()));
+        let job = job_for(&forge.url("/acme/app.git"), &"a".repeat(40));
+        let err = git
+            .checkout(&job, &tmp.path().join("src"))
+            .await
+            .unwrap_err();
+        let requests = forge.requests();
+        assert!(!requests.is_empty(), "{err}");
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("raibid:{TOKEN}"));
+        for request in &requests {
+            assert_eq!(
+                authorization(request),
+                vec![format!("Basic {basic}")],
+                "{request}"
+            );
+        }
+        assert!(!err.to_string().contains(TOKEN), "{err}");
+    }
+
+    #[tokio::test]
+    async fn submodules_on_other_hosts_get_no_token() {
+        let forge = Recorder::start();
+        let elsewhere = Recorder::start();
+        let repo = raibid_testkit::GitRepo::new();
+        repo.commit(&[("a.txt", "x\n")], "one");
+        let sha = add_submodules(
+            &repo,
+            &[
+                ("vendor/own", &forge.url("/acme/own.git"), &"2".repeat(40)),
+                (
+                    "vendor/lib",
+                    &elsewhere.url("/someone/lib.git"),
+                    &"1".repeat(40),
+                ),
+            ],
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), Some(TOKEN.into()));
+        // The job's repository is on `forge`, and the mirror already has the commit, as after
+        // an earlier job: only the submodules are asked for over HTTP.
+        let url = &forge.url("/acme/app.git");
+        std::fs::create_dir_all(tmp.path().join("cache")).unwrap();
+        let mirror = git.mirror_path("acme/app", url);
+        repo.git(&[
+            "clone",
+            "--mirror",
+            "--quiet",
+            ".",
+            path_str(&mirror).unwrap(),
+        ]);
+        let job = job_for(url, &sha);
+        let dest = tmp.path().join("src");
+        git.checkout(&job, &dest).await.unwrap();
+        let err = git.update_submodules(&job, &dest).await.unwrap_err();
+        // A submodule on the same forge gets the token: private submodules keep working.
+        let own = forge.requests();
+        assert!(!own.is_empty(), "{err}");
+        assert!(own.iter().all(|r| authorization(r).len() == 1), "{own:?}");
+        let requests = elsewhere.requests();
+        assert!(!requests.is_empty(), "{err}");
+        for request in &requests {
+            assert!(authorization(request).is_empty(), "{request}");
+        }
     }
 }
