@@ -40,15 +40,33 @@ pub enum CheckoutError {
     Io(#[from] std::io::Error),
 }
 
-/// Whom a git invocation talks to, which decides the credentials it gets.
+/// Whom a git invocation talks to, which decides the credentials and transports it gets.
 #[derive(Clone, Copy)]
 enum Reach<'a> {
     /// Local repositories only (init, checkout, cat-file, tags from the mirror): nothing to
     /// authenticate to.
     Local,
-    /// The job's remote, at this clone URL, or URLs the repository names (submodules, LFS):
-    /// the token is scoped to this URL's origin.
+    /// The job's remote, at this clone URL: the token is scoped to its origin.
     Remote(&'a str),
+    /// URLs the repository's content names (submodules, LFS) for a job with this clone URL:
+    /// the token as for `Remote`, and local repositories only when the clone URL is local too.
+    Named(&'a str),
+}
+
+impl Reach<'_> {
+    /// `GIT_ALLOW_PROTOCOL`, which overrides every `protocol.*.allow`. A `.gitmodules` URL
+    /// such as `/var/cache/raibid/git-mirrors/<other>.git` would copy another repository's
+    /// mirror into the workspace, so content-named URLs may be local only when the job's own
+    /// URL is (its submitter can read local repositories anyway).
+    fn protocols(self) -> &'static str {
+        const ALL: &str = "file:git:http:https:ssh";
+        match self {
+            Reach::Local => "file",
+            Reach::Remote(_) => ALL,
+            Reach::Named(url) if is_local(url) => ALL,
+            Reach::Named(_) => "git:http:https:ssh",
+        }
+    }
 }
 
 /// What the checkout did, for the job log.
@@ -230,29 +248,37 @@ impl GitCheckout {
 
     /// `job` is the superproject's: submodules on its forge get the token, others none.
     pub async fn update_submodules(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
+        let url = &job.spec.clone_url;
         self.git(
             Some(dest),
-            Reach::Remote(&job.spec.clone_url),
+            Reach::Named(url),
             "submodule update",
-            &[
-                "-c",
-                "protocol.file.allow=always",
-                "submodule",
-                "update",
-                "--init",
-                "--recursive",
-                "--quiet",
-            ],
+            &["submodule", "update", "--init", "--recursive", "--quiet"],
         )
         .await
         .map(drop)
+        .map_err(|e| match e {
+            CheckoutError::Git { step, message }
+                if message.contains("transport 'file' not allowed") =>
+            {
+                CheckoutError::Git {
+                    step,
+                    message: format!(
+                        "{message}\n(submodules given as local paths and file:// URLs are \
+                         checked out only for repositories that are local themselves, not for \
+                         {url})"
+                    ),
+                }
+            }
+            other => other,
+        })
     }
 
     /// `job` is the repository's: its LFS server gets the token when it is on the same forge.
     pub async fn lfs_pull(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
         self.git(
             Some(dest),
-            Reach::Remote(&job.spec.clone_url),
+            Reach::Named(&job.spec.clone_url),
             "lfs pull",
             &["lfs", "pull"],
         )
@@ -299,7 +325,7 @@ impl GitCheckout {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "/bin/false")
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+            .env("GIT_ALLOW_PROTOCOL", reach.protocols())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -313,7 +339,7 @@ impl GitCheckout {
                     .map_err(std::io::Error::from)
             });
         }
-        if let (Some(token), Reach::Remote(url)) = (&self.token, reach)
+        if let (Some(token), Reach::Remote(url) | Reach::Named(url)) = (&self.token, reach)
             && let Some(origin) = http_origin(url)
         {
             // Basic auth with the token as password works for Gitea, Forgejo and GitHub. Git
@@ -365,6 +391,14 @@ fn http_origin(url: &str) -> Option<String> {
         return None;
     }
     Some(format!("{scheme}://{host}"))
+}
+
+/// A clone URL naming a repository on this machine: a `file://` URL or an absolute path.
+fn is_local(url: &str) -> bool {
+    url.starts_with('/')
+        || url
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file://"))
 }
 
 /// A branch name `git checkout -B` takes as one: nothing that could read as an option.
@@ -649,5 +683,37 @@ mod tests {
         for request in &requests {
             assert!(authorization(request).is_empty(), "{request}");
         }
+    }
+
+    #[tokio::test]
+    async fn submodules_of_a_remote_repository_cannot_copy_local_repositories() {
+        let other = raibid_testkit::GitRepo::new();
+        let other_sha = other.commit(&[("secret.txt", "another repository\n")], "other");
+        let repo = raibid_testkit::GitRepo::new();
+        repo.commit(&[("a.txt", "x\n")], "one");
+        let sha = add_submodules(
+            &repo,
+            &[("vendor/x", path_str(other.path()).unwrap(), &other_sha)],
+        );
+        let base = tempfile::tempdir().unwrap();
+        let bare = base.path().join("acme/app.git");
+        std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+        repo.git(&["clone", "--quiet", "--bare", ".", path_str(&bare).unwrap()]);
+        let daemon = raibid_testkit::GitDaemon::serve(base.path());
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        let job = job_for(&daemon.url_for(&bare), &sha);
+        let dest = tmp.path().join("src");
+        git.checkout(&job, &dest).await.unwrap();
+        let err = git
+            .update_submodules(&job, &dest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("local paths and file:// URLs"),
+            "unclear error: {err}"
+        );
+        assert!(!dest.join("vendor/x/secret.txt").exists());
     }
 }
