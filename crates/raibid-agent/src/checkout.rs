@@ -206,6 +206,7 @@ impl GitCheckout {
         tokio::fs::create_dir(dest).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("workspace {}: {e}", dest.display()))
         })?;
+        // No template: no hooks (nor sample hooks) in the workspace.
         let mut init = vec!["init", "--quiet", "--template="];
         if sha.len() == 64 {
             init.push("--object-format=sha256");
@@ -314,6 +315,19 @@ impl GitCheckout {
         if let Some(d) = dir {
             cmd.arg("-C").arg(d);
         }
+        // HOME is the cache directory, which every agent of the node shares and a step under
+        // the host executor can write: no configuration or attributes from there (hence also
+        // GIT_CONFIG_GLOBAL below), and no hooks or fsmonitor command from any configuration,
+        // the repositories' own included, since `-c` wins over every file. Git passes these
+        // on to the gits it starts (submodule clones).
+        cmd.args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.attributesFile=/dev/null",
+        ]);
         cmd.args(args)
             .env_clear()
             .env(
@@ -325,6 +339,7 @@ impl GitCheckout {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "/bin/false")
             .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_ALLOW_PROTOCOL", reach.protocols())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -715,5 +730,80 @@ mod tests {
             "unclear error: {err}"
         );
         assert!(!dest.join("vendor/x/secret.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn a_git_config_in_the_cache_directory_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let repo = raibid_testkit::GitRepo::new();
+        let sha = repo.commit(&[("a.txt", "$Id$\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let marker = tmp.path().join("hook-ran");
+        let hooks = tmp.path().join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        let hook = hooks.join("post-checkout");
+        std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cache = tmp.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(
+            cache.join(".gitconfig"),
+            format!("[core]\n\thooksPath = {}\n", hooks.display()),
+        )
+        .unwrap();
+        // Attributes that would rewrite what is checked out.
+        std::fs::create_dir_all(cache.join(".config/git")).unwrap();
+        std::fs::write(cache.join(".config/git/attributes"), "* ident\n").unwrap();
+        let git = GitCheckout::new(&cache, None);
+        let dest = tmp.path().join("src");
+        git.checkout(&job_for(&repo.url(), &sha), &dest)
+            .await
+            .unwrap();
+        assert!(!marker.exists(), "a hook from the cache directory ran");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+            "$Id$\n"
+        );
+        let workspace_hooks = std::fs::read_dir(dest.join(".git/hooks"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(workspace_hooks, 0);
+    }
+
+    #[tokio::test]
+    async fn hooks_configured_in_the_mirror_do_not_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let repo = raibid_testkit::GitRepo::new();
+        let first = repo.commit(&[("a.txt", "1\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
+            .await
+            .unwrap();
+        // A step under the host executor can write the mirror's config; a fetch that updates
+        // refs runs the reference-transaction hook.
+        let marker = tmp.path().join("hook-ran");
+        let hooks = tmp.path().join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        let hook = hooks.join("reference-transaction");
+        std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mirror = git.mirror_path("acme/app", &repo.url());
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(mirror.join("config"))
+            .unwrap();
+        std::io::Write::write_all(
+            &mut config,
+            format!("[core]\n\thooksPath = {}\n", hooks.display()).as_bytes(),
+        )
+        .unwrap();
+        let second = repo.commit(&[("a.txt", "2\n")], "two");
+        let report = git
+            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
+            .await
+            .unwrap();
+        assert!(report.fetched);
+        assert!(!marker.exists(), "a hook configured in the mirror ran");
     }
 }
