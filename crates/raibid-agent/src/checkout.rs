@@ -126,26 +126,34 @@ impl GitCheckout {
         let mut mirror_created = false;
         let mut fetched = false;
         if !mirror.join("HEAD").exists() {
-            let tmp = mirror.with_extension(format!("tmp-{}", std::process::id()));
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-            self.git(
-                None,
-                Reach::Remote(url),
-                "clone --mirror",
-                &["clone", "--mirror", "--quiet", "--", url, path_str(&tmp)?],
-            )
-            .await?;
-            tokio::fs::rename(&tmp, &mirror).await?;
+            self.clone_mirror(url, &mirror).await?;
             mirror_created = true;
         }
         if !self.has_commit(&mirror, sha).await? {
-            self.git(
-                Some(&mirror),
-                Reach::Remote(url),
-                "fetch",
-                &["fetch", "--prune", "--quiet", "origin"],
-            )
-            .await?;
+            remove_stale_locks(&mirror).await;
+            let fetch = self
+                .git(
+                    Some(&mirror),
+                    Reach::Remote(url),
+                    "fetch",
+                    &["fetch", "--prune", "--quiet", "origin"],
+                )
+                .await;
+            match fetch {
+                Ok(_) => {}
+                Err(CheckoutError::Git { message, .. }) if is_lock_error(&message) => {
+                    // A lock that was not a plain stale file (a directory, a file we may not
+                    // remove): a new mirror is cheaper than a repository nobody can fetch into.
+                    tracing::warn!(
+                        mirror = %mirror.display(),
+                        %message,
+                        "fetch into the mirror failed on a lock; cloning the mirror again"
+                    );
+                    self.clone_mirror(url, &mirror).await?;
+                    mirror_created = true;
+                }
+                Err(e) => return Err(e),
+            }
             fetched = true;
             if !self.has_commit(&mirror, sha).await? {
                 // Not under any ref (a force-pushed branch, a PR ref the mirror does not carry):
@@ -188,6 +196,34 @@ impl GitCheckout {
             fetched,
             duration: started.elapsed(),
         })
+    }
+
+    /// `git clone --mirror` into a temporary directory renamed to `mirror` once complete, so an
+    /// interrupted clone never looks like a mirror. An existing mirror is replaced and removed:
+    /// a job still running with its objects borrowed from it may then miss objects that the new
+    /// clone did not bring back (only on this rare path, a mirror broken by a lock).
+    async fn clone_mirror(&self, url: &str, mirror: &Path) -> Result<(), CheckoutError> {
+        let tmp = mirror.with_extension(format!("tmp-{}", std::process::id()));
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+        self.git(
+            None,
+            Reach::Remote(url),
+            "clone --mirror",
+            &["clone", "--mirror", "--quiet", "--", url, path_str(&tmp)?],
+        )
+        .await?;
+        if tokio::fs::try_exists(mirror).await? {
+            let old = mirror.with_extension(format!("old-{}", std::process::id()));
+            let _ = tokio::fs::remove_dir_all(&old).await;
+            tokio::fs::rename(mirror, &old).await?;
+            tokio::fs::rename(&tmp, mirror).await?;
+            if let Err(e) = tokio::fs::remove_dir_all(&old).await {
+                tracing::warn!(old = %old.display(), error = %e, "cannot remove the replaced mirror");
+            }
+        } else {
+            tokio::fs::rename(&tmp, mirror).await?;
+        }
+        Ok(())
     }
 
     /// `git init` of `dest`, borrowing the mirror's objects, with `origin` set to the public
@@ -320,7 +356,14 @@ impl GitCheckout {
         // GIT_CONFIG_GLOBAL below), and no hooks or fsmonitor command from any configuration,
         // the repositories' own included, since `-c` wins over every file. Git passes these
         // on to the gits it starts (submodule clones).
+        //
+        // Auto maintenance after a fetch stays in the foreground, under the mirror's lock:
+        // stale-lock removal relies on no git of ours running on a mirror without that lock.
         cmd.args([
+            "-c",
+            "gc.autoDetach=false",
+            "-c",
+            "maintenance.autoDetach=false",
             "-c",
             "core.hooksPath=/dev/null",
             "-c",
@@ -443,6 +486,54 @@ fn path_str(p: &Path) -> Result<&str, CheckoutError> {
             format!("path is not UTF-8: {}", p.display()),
         ))
     })
+}
+
+/// Lock files that a git killed mid-write (a cancelled job's fetch, an agent that died) left
+/// in the mirror: `refs/**/*.lock` (git refuses ref names ending in `.lock`, so these are
+/// never refs) and top-level ones such as `packed-refs.lock`, `shallow.lock` and
+/// `config.lock`. Each makes every later fetch fail ("cannot lock ref") until removed. Only
+/// called while holding the mirror's flock, when no git of ours is running on the mirror.
+async fn remove_stale_locks(mirror: &Path) {
+    let mirror = mirror.to_owned();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut found = Vec::new();
+        lock_files(&mirror, false, &mut found);
+        lock_files(&mirror.join("refs"), true, &mut found);
+        found
+    })
+    .await
+    .unwrap_or_default();
+    for lock in found {
+        match tokio::fs::remove_file(&lock).await {
+            Ok(()) => tracing::warn!(lock = %lock.display(), "removed a stale git lock file"),
+            Err(e) => {
+                tracing::warn!(lock = %lock.display(), error = %e, "cannot remove a stale git lock file")
+            }
+        }
+    }
+}
+
+/// Regular files named `*.lock` in `dir` (and below it with `recurse`; symlinks not followed).
+fn lock_files(dir: &Path, recurse: bool, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        if kind.is_dir() && recurse {
+            lock_files(&path, true, found);
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "lock") {
+            found.push(path);
+        }
+    }
+}
+
+/// Git's messages for a lock file that already exists.
+fn is_lock_error(message: &str) -> bool {
+    message.contains("cannot lock ref") || message.contains(".lock': File exists")
 }
 
 /// Serializes agents sharing one cache directory (a node-local volume in Kubernetes) on the
@@ -805,5 +896,76 @@ mod tests {
             .unwrap();
         assert!(report.fetched);
         assert!(!marker.exists(), "a hook configured in the mirror ran");
+    }
+
+    #[tokio::test]
+    async fn stale_lock_files_in_the_mirror_do_not_block_fetches() {
+        let repo = raibid_testkit::GitRepo::new();
+        let first = repo.commit(&[("a.txt", "1\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
+            .await
+            .unwrap();
+        // What a fetch killed while updating refs leaves behind.
+        let mirror = git.mirror_path("acme/app", &repo.url());
+        std::fs::create_dir_all(mirror.join("refs/heads")).unwrap();
+        std::fs::write(mirror.join("refs/heads/main.lock"), "").unwrap();
+        std::fs::write(mirror.join("packed-refs.lock"), "").unwrap();
+        let second = repo.commit(&[("a.txt", "2\n")], "two");
+        let report = git
+            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
+            .await
+            .unwrap();
+        assert!(report.fetched && !report.mirror_created);
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("two/a.txt")).unwrap(),
+            "2\n"
+        );
+        assert!(!mirror.join("refs/heads/main.lock").exists());
+        assert!(!mirror.join("packed-refs.lock").exists());
+    }
+
+    #[tokio::test]
+    async fn a_mirror_whose_locks_cannot_be_removed_is_cloned_again() {
+        let repo = raibid_testkit::GitRepo::new();
+        let first = repo.commit(&[("a.txt", "1\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
+            .await
+            .unwrap();
+        // A directory where git wants to create its lock file: not a stale lock to remove, and
+        // every fetch that updates `main` fails on it.
+        let mirror = git.mirror_path("acme/app", &repo.url());
+        std::fs::create_dir_all(mirror.join("refs/heads/main.lock/x")).unwrap();
+        let second = repo.commit(&[("a.txt", "2\n")], "two");
+        let report = git
+            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
+            .await
+            .unwrap();
+        assert!(report.fetched && report.mirror_created);
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("two/a.txt")).unwrap(),
+            "2\n"
+        );
+        assert!(!mirror.join("refs/heads/main.lock").exists());
+        // Only the mirror and its flock file are left in the cache.
+        let mut left: Vec<_> = std::fs::read_dir(tmp.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                mirror.file_name().unwrap().to_owned(),
+                mirror
+                    .with_extension("lock")
+                    .file_name()
+                    .unwrap()
+                    .to_owned()
+            ]
+        );
     }
 }
