@@ -10,6 +10,10 @@
 //!
 //! Every git invocation gets its arguments as argv, never through a shell, and credentials
 //! travel in `GIT_CONFIG_*` environment variables: never in a URL, a config file or a log line.
+//! They go only to git processes that talk to the job's remote, and there only to the clone
+//! URL's own scheme, host and port (`http.<origin>/.extraHeader`): git hands its configuration
+//! to every process it starts, so a global header would follow a submodule or LFS URL that the
+//! repository's content picks to whatever host it names.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,6 +38,35 @@ pub enum CheckoutError {
     MissingCommit { sha: String, url: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Whom a git invocation talks to, which decides the credentials and transports it gets.
+#[derive(Clone, Copy)]
+enum Reach<'a> {
+    /// Local repositories only (init, checkout, cat-file, tags from the mirror): nothing to
+    /// authenticate to.
+    Local,
+    /// The job's remote, at this clone URL: the token is scoped to its origin.
+    Remote(&'a str),
+    /// URLs the repository's content names (submodules, LFS) for a job with this clone URL:
+    /// the token as for `Remote`, and local repositories only when the clone URL is local too.
+    Named(&'a str),
+}
+
+impl Reach<'_> {
+    /// `GIT_ALLOW_PROTOCOL`, which overrides every `protocol.*.allow`. A `.gitmodules` URL
+    /// such as `/var/cache/raibid/git-mirrors/<other>.git` would copy another repository's
+    /// mirror into the workspace, so content-named URLs may be local only when the job's own
+    /// URL is (its submitter can read local repositories anyway).
+    fn protocols(self) -> &'static str {
+        const ALL: &str = "file:git:http:https:ssh";
+        match self {
+            Reach::Local => "file",
+            Reach::Remote(_) => ALL,
+            Reach::Named(url) if is_local(url) => ALL,
+            Reach::Named(_) => "git:http:https:ssh",
+        }
+    }
 }
 
 /// What the checkout did, for the job log.
@@ -93,24 +126,34 @@ impl GitCheckout {
         let mut mirror_created = false;
         let mut fetched = false;
         if !mirror.join("HEAD").exists() {
-            let tmp = mirror.with_extension(format!("tmp-{}", std::process::id()));
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-            self.git(
-                None,
-                "clone --mirror",
-                &["clone", "--mirror", "--quiet", "--", url, path_str(&tmp)?],
-            )
-            .await?;
-            tokio::fs::rename(&tmp, &mirror).await?;
+            self.clone_mirror(url, &mirror).await?;
             mirror_created = true;
         }
         if !self.has_commit(&mirror, sha).await? {
-            self.git(
-                Some(&mirror),
-                "fetch",
-                &["fetch", "--prune", "--quiet", "origin"],
-            )
-            .await?;
+            remove_stale_locks(&mirror).await;
+            let fetch = self
+                .git(
+                    Some(&mirror),
+                    Reach::Remote(url),
+                    "fetch",
+                    &["fetch", "--prune", "--quiet", "origin"],
+                )
+                .await;
+            match fetch {
+                Ok(_) => {}
+                Err(CheckoutError::Git { message, .. }) if is_lock_error(&message) => {
+                    // A lock that was not a plain stale file (a directory, a file we may not
+                    // remove): a new mirror is cheaper than a repository nobody can fetch into.
+                    tracing::warn!(
+                        mirror = %mirror.display(),
+                        %message,
+                        "fetch into the mirror failed on a lock; cloning the mirror again"
+                    );
+                    self.clone_mirror(url, &mirror).await?;
+                    mirror_created = true;
+                }
+                Err(e) => return Err(e),
+            }
             fetched = true;
             if !self.has_commit(&mirror, sha).await? {
                 // Not under any ref (a force-pushed branch, a PR ref the mirror does not carry):
@@ -118,6 +161,7 @@ impl GitCheckout {
                 let by_sha = self
                     .git(
                         Some(&mirror),
+                        Reach::Remote(url),
                         "fetch <sha>",
                         &["fetch", "--quiet", "origin", sha],
                     )
@@ -144,13 +188,42 @@ impl GitCheckout {
             None => checkout.push("--detach"),
         }
         checkout.extend([sha.as_str(), "--"]);
-        self.git(Some(dest), "checkout", &checkout).await?;
+        self.git(Some(dest), Reach::Local, "checkout", &checkout)
+            .await?;
         Ok(CheckoutReport {
             objects,
             mirror_created,
             fetched,
             duration: started.elapsed(),
         })
+    }
+
+    /// `git clone --mirror` into a temporary directory renamed to `mirror` once complete, so an
+    /// interrupted clone never looks like a mirror. An existing mirror is replaced and removed:
+    /// a job still running with its objects borrowed from it may then miss objects that the new
+    /// clone did not bring back (only on this rare path, a mirror broken by a lock).
+    async fn clone_mirror(&self, url: &str, mirror: &Path) -> Result<(), CheckoutError> {
+        let tmp = mirror.with_extension(format!("tmp-{}", std::process::id()));
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+        self.git(
+            None,
+            Reach::Remote(url),
+            "clone --mirror",
+            &["clone", "--mirror", "--quiet", "--", url, path_str(&tmp)?],
+        )
+        .await?;
+        if tokio::fs::try_exists(mirror).await? {
+            let old = mirror.with_extension(format!("old-{}", std::process::id()));
+            let _ = tokio::fs::remove_dir_all(&old).await;
+            tokio::fs::rename(mirror, &old).await?;
+            tokio::fs::rename(&tmp, mirror).await?;
+            if let Err(e) = tokio::fs::remove_dir_all(&old).await {
+                tracing::warn!(old = %old.display(), error = %e, "cannot remove the replaced mirror");
+            }
+        } else {
+            tokio::fs::rename(&tmp, mirror).await?;
+        }
+        Ok(())
     }
 
     /// `git init` of `dest`, borrowing the mirror's objects, with `origin` set to the public
@@ -169,12 +242,13 @@ impl GitCheckout {
         tokio::fs::create_dir(dest).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("workspace {}: {e}", dest.display()))
         })?;
+        // No template: no hooks (nor sample hooks) in the workspace.
         let mut init = vec!["init", "--quiet", "--template="];
         if sha.len() == 64 {
             init.push("--object-format=sha256");
         }
         init.extend(["--", path_str(dest)?]);
-        self.git(None, "init", &init).await?;
+        self.git(None, Reach::Local, "init", &init).await?;
         let git_dir = dest.join(".git");
         let objects = std::path::absolute(mirror.join("objects"))?;
         let mut alternates = path_str(&objects)?.to_owned();
@@ -194,6 +268,7 @@ impl GitCheckout {
         let mirror = std::path::absolute(self.mirror_path(&job.spec.repo, &job.spec.clone_url))?;
         self.git(
             Some(dest),
+            Reach::Local,
             "fetch tags",
             &[
                 "fetch",
@@ -208,34 +283,55 @@ impl GitCheckout {
         .map(drop)
     }
 
-    pub async fn update_submodules(&self, dest: &Path) -> Result<(), CheckoutError> {
+    /// `job` is the superproject's: submodules on its forge get the token, others none.
+    pub async fn update_submodules(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
+        let url = &job.spec.clone_url;
         self.git(
             Some(dest),
+            Reach::Named(url),
             "submodule update",
-            &[
-                "-c",
-                "protocol.file.allow=always",
-                "submodule",
-                "update",
-                "--init",
-                "--recursive",
-                "--quiet",
-            ],
+            &["submodule", "update", "--init", "--recursive", "--quiet"],
+        )
+        .await
+        .map(drop)
+        .map_err(|e| match e {
+            CheckoutError::Git { step, message }
+                if message.contains("transport 'file' not allowed") =>
+            {
+                CheckoutError::Git {
+                    step,
+                    message: format!(
+                        "{message}\n(submodules given as local paths and file:// URLs are \
+                         checked out only for repositories that are local themselves, not for \
+                         {url})"
+                    ),
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// `job` is the repository's: its LFS server gets the token when it is on the same forge.
+    pub async fn lfs_pull(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
+        self.git(
+            Some(dest),
+            Reach::Named(&job.spec.clone_url),
+            "lfs pull",
+            &["lfs", "pull"],
         )
         .await
         .map(drop)
     }
 
-    pub async fn lfs_pull(&self, dest: &Path) -> Result<(), CheckoutError> {
-        self.git(Some(dest), "lfs pull", &["lfs", "pull"])
-            .await
-            .map(drop)
-    }
-
     async fn has_commit(&self, repo: &Path, sha: &str) -> Result<bool, CheckoutError> {
         let object = format!("{sha}^{{commit}}");
         match self
-            .git(Some(repo), "cat-file", &["cat-file", "-e", &object])
+            .git(
+                Some(repo),
+                Reach::Local,
+                "cat-file",
+                &["cat-file", "-e", &object],
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -247,6 +343,7 @@ impl GitCheckout {
     async fn git(
         &self,
         dir: Option<&Path>,
+        reach: Reach<'_>,
         step: &'static str,
         args: &[&str],
     ) -> Result<String, CheckoutError> {
@@ -254,6 +351,26 @@ impl GitCheckout {
         if let Some(d) = dir {
             cmd.arg("-C").arg(d);
         }
+        // HOME is the cache directory, which every agent of the node shares and a step under
+        // the host executor can write: no configuration or attributes from there (hence also
+        // GIT_CONFIG_GLOBAL below), and no hooks or fsmonitor command from any configuration,
+        // the repositories' own included, since `-c` wins over every file. Git passes these
+        // on to the gits it starts (submodule clones).
+        //
+        // Auto maintenance after a fetch stays in the foreground, under the mirror's lock:
+        // stale-lock removal relies on no git of ours running on a mirror without that lock.
+        cmd.args([
+            "-c",
+            "gc.autoDetach=false",
+            "-c",
+            "maintenance.autoDetach=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.attributesFile=/dev/null",
+        ]);
         cmd.args(args)
             .env_clear()
             .env(
@@ -265,7 +382,8 @@ impl GitCheckout {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "/bin/false")
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_ALLOW_PROTOCOL", reach.protocols())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -279,11 +397,14 @@ impl GitCheckout {
                     .map_err(std::io::Error::from)
             });
         }
-        if let Some(token) = &self.token {
-            // Basic auth with the token as password works for Gitea, Forgejo and GitHub.
+        if let (Some(token), Reach::Remote(url) | Reach::Named(url)) = (&self.token, reach)
+            && let Some(origin) = http_origin(url)
+        {
+            // Basic auth with the token as password works for Gitea, Forgejo and GitHub. Git
+            // sends a `http.<url>.*` setting only to URLs with this scheme, host and port.
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("raibid:{token}"));
             cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env("GIT_CONFIG_KEY_0", format!("http.{origin}/.extraHeader"))
                 .env(
                     "GIT_CONFIG_VALUE_0",
                     format!("Authorization: Basic {basic}"),
@@ -310,6 +431,32 @@ impl GitCheckout {
         }
         Err(CheckoutError::Git { step, message })
     }
+}
+
+/// `scheme://host[:port]` of an `http(s)://` URL, without any user info; `None` for other
+/// URLs, which get no token (the forge's token is for its HTTP API and smart HTTP only).
+fn http_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    Some(format!("{scheme}://{host}"))
+}
+
+/// A clone URL naming a repository on this machine: a `file://` URL or an absolute path.
+fn is_local(url: &str) -> bool {
+    url.starts_with('/')
+        || url
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file://"))
 }
 
 /// A branch name `git checkout -B` takes as one: nothing that could read as an option.
@@ -339,6 +486,54 @@ fn path_str(p: &Path) -> Result<&str, CheckoutError> {
             format!("path is not UTF-8: {}", p.display()),
         ))
     })
+}
+
+/// Lock files that a git killed mid-write (a cancelled job's fetch, an agent that died) left
+/// in the mirror: `refs/**/*.lock` (git refuses ref names ending in `.lock`, so these are
+/// never refs) and top-level ones such as `packed-refs.lock`, `shallow.lock` and
+/// `config.lock`. Each makes every later fetch fail ("cannot lock ref") until removed. Only
+/// called while holding the mirror's flock, when no git of ours is running on the mirror.
+async fn remove_stale_locks(mirror: &Path) {
+    let mirror = mirror.to_owned();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut found = Vec::new();
+        lock_files(&mirror, false, &mut found);
+        lock_files(&mirror.join("refs"), true, &mut found);
+        found
+    })
+    .await
+    .unwrap_or_default();
+    for lock in found {
+        match tokio::fs::remove_file(&lock).await {
+            Ok(()) => tracing::warn!(lock = %lock.display(), "removed a stale git lock file"),
+            Err(e) => {
+                tracing::warn!(lock = %lock.display(), error = %e, "cannot remove a stale git lock file")
+            }
+        }
+    }
+}
+
+/// Regular files named `*.lock` in `dir` (and below it with `recurse`; symlinks not followed).
+fn lock_files(dir: &Path, recurse: bool, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        if kind.is_dir() && recurse {
+            lock_files(&path, true, found);
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "lock") {
+            found.push(path);
+        }
+    }
+}
+
+/// Git's messages for a lock file that already exists.
+fn is_lock_error(message: &str) -> bool {
+    message.contains("cannot lock ref") || message.contains(".lock': File exists")
 }
 
 /// Serializes agents sharing one cache directory (a node-local volume in Kubernetes) on the
@@ -412,6 +607,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokens_are_scoped_to_the_origin_of_http_urls_only() {
+        assert_eq!(
+            http_origin("https://git.example/acme/app.git").as_deref(),
+            Some("https://git.example")
+        );
+        assert_eq!(
+            http_origin("HTTP://user:pw@127.0.0.1:3000/a/b.git?x#y").as_deref(),
+            Some("http://127.0.0.1:3000")
+        );
+        for none in [
+            "git://git.example/a.git",
+            "file:///srv/a.git",
+            "/srv/a.git",
+            "ssh://git@git.example/a.git",
+            "https:///a.git",
+            "https://a b/c",
+        ] {
+            assert_eq!(http_origin(none), None, "{none}");
+        }
+    }
+
+    #[test]
     fn mirror_paths_stay_inside_the_cache() {
         let g = GitCheckout::new("/cache", None);
         let p = g.mirror_path("../../etc", "http://x/../../etc.git");
@@ -426,6 +643,329 @@ mod tests {
         assert_ne!(
             g.mirror_path("a/b", "http://one/a/b"),
             g.mirror_path("a/b", "http://two/a/b")
+        );
+    }
+
+    const TOKEN: &str = "forge-token-4711";
+
+    /// An HTTP server that writes down the head of every request and answers 404, so git
+    /// gives up after its first request.
+    struct Recorder {
+        port: u16,
+        requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Recorder {
+        fn start() -> Self {
+            use std::io::{Read, Write};
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+            let seen = std::sync::Arc::clone(&requests);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            });
+            Self { port, requests }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    /// The values of a request's `Authorization` headers.
+    fn authorization(request: &str) -> Vec<String> {
+        request
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+            .map(|(_, value)| value.trim().to_owned())
+            .collect()
+    }
+
+    /// Commits a `.gitmodules` naming each (path, url, commit) and its gitlink; nothing is
+    /// cloned, so the URLs need not work.
+    fn add_submodules(repo: &raibid_testkit::GitRepo, subs: &[(&str, &str, &str)]) -> String {
+        let mut gitmodules = String::new();
+        for (path, url, sha) in subs {
+            gitmodules.push_str(&format!(
+                "[submodule \"{path}\"]\n\tpath = {path}\n\turl = {url}\n"
+            ));
+            repo.git(&[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{sha},{path}"),
+            ]);
+        }
+        repo.commit(&[(".gitmodules", &gitmodules)], "submodules")
+    }
+
+    #[tokio::test]
+    async fn the_token_goes_to_the_clone_urls_host() {
+        let forge = Recorder::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), Some(TOKEN.into()));
+        let job = job_for(&forge.url("/acme/app.git"), &"a".repeat(40));
+        let err = git
+            .checkout(&job, &tmp.path().join("src"))
+            .await
+            .unwrap_err();
+        let requests = forge.requests();
+        assert!(!requests.is_empty(), "{err}");
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("raibid:{TOKEN}"));
+        for request in &requests {
+            assert_eq!(
+                authorization(request),
+                vec![format!("Basic {basic}")],
+                "{request}"
+            );
+        }
+        assert!(!err.to_string().contains(TOKEN), "{err}");
+    }
+
+    #[tokio::test]
+    async fn submodules_on_other_hosts_get_no_token() {
+        let forge = Recorder::start();
+        let elsewhere = Recorder::start();
+        let repo = raibid_testkit::GitRepo::new();
+        repo.commit(&[("a.txt", "x\n")], "one");
+        let sha = add_submodules(
+            &repo,
+            &[
+                ("vendor/own", &forge.url("/acme/own.git"), &"2".repeat(40)),
+                (
+                    "vendor/lib",
+                    &elsewhere.url("/someone/lib.git"),
+                    &"1".repeat(40),
+                ),
+            ],
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), Some(TOKEN.into()));
+        // The job's repository is on `forge`, and the mirror already has the commit, as after
+        // an earlier job: only the submodules are asked for over HTTP.
+        let url = &forge.url("/acme/app.git");
+        std::fs::create_dir_all(tmp.path().join("cache")).unwrap();
+        let mirror = git.mirror_path("acme/app", url);
+        repo.git(&[
+            "clone",
+            "--mirror",
+            "--quiet",
+            ".",
+            path_str(&mirror).unwrap(),
+        ]);
+        let job = job_for(url, &sha);
+        let dest = tmp.path().join("src");
+        git.checkout(&job, &dest).await.unwrap();
+        let err = git.update_submodules(&job, &dest).await.unwrap_err();
+        // A submodule on the same forge gets the token: private submodules keep working.
+        let own = forge.requests();
+        assert!(!own.is_empty(), "{err}");
+        assert!(own.iter().all(|r| authorization(r).len() == 1), "{own:?}");
+        let requests = elsewhere.requests();
+        assert!(!requests.is_empty(), "{err}");
+        for request in &requests {
+            assert!(authorization(request).is_empty(), "{request}");
+        }
+    }
+
+    #[tokio::test]
+    async fn submodules_of_a_remote_repository_cannot_copy_local_repositories() {
+        let other = raibid_testkit::GitRepo::new();
+        let other_sha = other.commit(&[("secret.txt", "another repository\n")], "other");
+        let repo = raibid_testkit::GitRepo::new();
+        repo.commit(&[("a.txt", "x\n")], "one");
+        let sha = add_submodules(
+            &repo,
+            &[("vendor/x", path_str(other.path()).unwrap(), &other_sha)],
+        );
+        let base = tempfile::tempdir().unwrap();
+        let bare = base.path().join("acme/app.git");
+        std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+        repo.git(&["clone", "--quiet", "--bare", ".", path_str(&bare).unwrap()]);
+        let daemon = raibid_testkit::GitDaemon::serve(base.path());
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        let job = job_for(&daemon.url_for(&bare), &sha);
+        let dest = tmp.path().join("src");
+        git.checkout(&job, &dest).await.unwrap();
+        let err = git
+            .update_submodules(&job, &dest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("local paths and file:// URLs"),
+            "unclear error: {err}"
+        );
+        assert!(!dest.join("vendor/x/secret.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn a_git_config_in_the_cache_directory_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let repo = raibid_testkit::GitRepo::new();
+        let sha = repo.commit(&[("a.txt", "$Id$\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let marker = tmp.path().join("hook-ran");
+        let hooks = tmp.path().join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        let hook = hooks.join("post-checkout");
+        std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cache = tmp.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(
+            cache.join(".gitconfig"),
+            format!("[core]\n\thooksPath = {}\n", hooks.display()),
+        )
+        .unwrap();
+        // Attributes that would rewrite what is checked out.
+        std::fs::create_dir_all(cache.join(".config/git")).unwrap();
+        std::fs::write(cache.join(".config/git/attributes"), "* ident\n").unwrap();
+        let git = GitCheckout::new(&cache, None);
+        let dest = tmp.path().join("src");
+        git.checkout(&job_for(&repo.url(), &sha), &dest)
+            .await
+            .unwrap();
+        assert!(!marker.exists(), "a hook from the cache directory ran");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+            "$Id$\n"
+        );
+        let workspace_hooks = std::fs::read_dir(dest.join(".git/hooks"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(workspace_hooks, 0);
+    }
+
+    #[tokio::test]
+    async fn hooks_configured_in_the_mirror_do_not_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let repo = raibid_testkit::GitRepo::new();
+        let first = repo.commit(&[("a.txt", "1\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
+            .await
+            .unwrap();
+        // A step under the host executor can write the mirror's config; a fetch that updates
+        // refs runs the reference-transaction hook.
+        let marker = tmp.path().join("hook-ran");
+        let hooks = tmp.path().join("hooks");
+        std::fs::create_dir_all(&hooks).unwrap();
+        let hook = hooks.join("reference-transaction");
+        std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mirror = git.mirror_path("acme/app", &repo.url());
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(mirror.join("config"))
+            .unwrap();
+        std::io::Write::write_all(
+            &mut config,
+            format!("[core]\n\thooksPath = {}\n", hooks.display()).as_bytes(),
+        )
+        .unwrap();
+        let second = repo.commit(&[("a.txt", "2\n")], "two");
+        let report = git
+            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
+            .await
+            .unwrap();
+        assert!(report.fetched);
+        assert!(!marker.exists(), "a hook configured in the mirror ran");
+    }
+
+    #[tokio::test]
+    async fn stale_lock_files_in_the_mirror_do_not_block_fetches() {
+        let repo = raibid_testkit::GitRepo::new();
+        let first = repo.commit(&[("a.txt", "1\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
+            .await
+            .unwrap();
+        // What a fetch killed while updating refs leaves behind.
+        let mirror = git.mirror_path("acme/app", &repo.url());
+        std::fs::create_dir_all(mirror.join("refs/heads")).unwrap();
+        std::fs::write(mirror.join("refs/heads/main.lock"), "").unwrap();
+        std::fs::write(mirror.join("packed-refs.lock"), "").unwrap();
+        let second = repo.commit(&[("a.txt", "2\n")], "two");
+        let report = git
+            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
+            .await
+            .unwrap();
+        assert!(report.fetched && !report.mirror_created);
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("two/a.txt")).unwrap(),
+            "2\n"
+        );
+        assert!(!mirror.join("refs/heads/main.lock").exists());
+        assert!(!mirror.join("packed-refs.lock").exists());
+    }
+
+    #[tokio::test]
+    async fn a_mirror_whose_locks_cannot_be_removed_is_cloned_again() {
+        let repo = raibid_testkit::GitRepo::new();
+        let first = repo.commit(&[("a.txt", "1\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
+            .await
+            .unwrap();
+        // A directory where git wants to create its lock file: not a stale lock to remove, and
+        // every fetch that updates `main` fails on it.
+        let mirror = git.mirror_path("acme/app", &repo.url());
+        std::fs::create_dir_all(mirror.join("refs/heads/main.lock/x")).unwrap();
+        let second = repo.commit(&[("a.txt", "2\n")], "two");
+        let report = git
+            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
+            .await
+            .unwrap();
+        assert!(report.fetched && report.mirror_created);
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("two/a.txt")).unwrap(),
+            "2\n"
+        );
+        assert!(!mirror.join("refs/heads/main.lock").exists());
+        // Only the mirror and its flock file are left in the cache.
+        let mut left: Vec<_> = std::fs::read_dir(tmp.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                mirror.file_name().unwrap().to_owned(),
+                mirror
+                    .with_extension("lock")
+                    .file_name()
+                    .unwrap()
+                    .to_owned()
+            ]
         );
     }
 }

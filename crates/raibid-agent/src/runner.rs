@@ -286,7 +286,7 @@ impl Runner {
             Err(message) => return error_outcome(log, message).await,
         };
         if pipeline.clone.submodules
-            && let Err(e) = self.git.update_submodules(&workspace).await
+            && let Err(e) = self.git.update_submodules(job, &workspace).await
         {
             return error_outcome(log, format!("submodules: {e}")).await;
         }
@@ -296,7 +296,7 @@ impl Runner {
             return error_outcome(log, format!("tags: {e}")).await;
         }
         if pipeline.clone.lfs
-            && let Err(e) = self.git.lfs_pull(&workspace).await
+            && let Err(e) = self.git.lfs_pull(job, &workspace).await
         {
             return error_outcome(
                 log,
