@@ -13,6 +13,7 @@ pub mod image;
 mod logsink;
 mod runner;
 mod secrets;
+mod workspace_file;
 
 pub use agent::{AgentOptions, AgentSummary, run_agent};
 pub use checkout::{CheckoutError, CheckoutReport, GitCheckout};

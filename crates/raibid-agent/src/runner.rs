@@ -20,6 +20,7 @@ use crate::executor::{Executor, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder};
 use crate::logsink::JobLog;
 use crate::secrets::SecretStore;
+use crate::workspace_file;
 
 /// Steps without a timeout of their own (and jobs without one) stop after this.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -591,14 +592,31 @@ impl Runner {
             .render_cache(&tag_context)
             .map_err(|e| e.to_string())?
             .map(|repo| per_arch_cache(&repo, &build.platforms));
-        let context_dir = workspace.join(&build.context);
+        // buildah follows links on the host: a context or Containerfile linked out of the
+        // workspace would put the agent's files into an image that is then pushed.
+        let inside = |what: &str, relative: &str| {
+            workspace_file::resolve_inside(workspace, relative)
+                .map_err(|e| format!("image-build {what}: {e}"))
+        };
+        let context_dir = inside("context", &build.context)?;
         let containerfile = match &build.file {
-            Some(f) => workspace.join(f),
-            None => ["Containerfile", "Dockerfile"]
-                .iter()
-                .map(|f| context_dir.join(f))
-                .find(|p| p.exists())
-                .ok_or_else(|| format!("no Containerfile or Dockerfile in {}", build.context))?,
+            Some(f) => inside("file", f)?,
+            None => {
+                let mut found = None;
+                for name in ["Containerfile", "Dockerfile"] {
+                    let relative = format!("{}/{name}", build.context);
+                    match workspace_file::resolve_inside(workspace, &relative) {
+                        Ok(path) => {
+                            found = Some(path);
+                            break;
+                        }
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(format!("image-build file: {e}")),
+                    }
+                }
+                found
+                    .ok_or_else(|| format!("no Containerfile or Dockerfile in {}", build.context))?
+            }
         };
         let request = BuildRequest {
             context_dir,
@@ -650,8 +668,6 @@ async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {
     Outcome::new(JobStatus::Error).with_reason(message)
 }
 
-/// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log
-/// and the commit status (file, line and column included).
 /// The layer cache of one architecture: `<repo>-<arch>` for a build of one platform (the
 /// agent's own when none is named), so that arm64 and amd64 builds never push over each
 /// other's cache; a multi-platform build shares `<repo>` (its layers differ by digest anyway).
@@ -674,36 +690,47 @@ fn parse_workspace_name(name: &str) -> Option<(&str, u32)> {
     Some((id, attempt.parse().ok()?))
 }
 
+/// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log
+/// and the commit status (file, line and column included). The agent reads these files itself,
+/// unsandboxed, so they are read through [`workspace_file::read`]: no links, bounded size.
 async fn load_pipeline(workspace: &Path, log: &mut JobLog) -> Result<Pipeline, String> {
-    let file = workspace.join(PIPELINE_FILE);
-    match tokio::fs::read(&file).await {
-        Ok(bytes) => raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut names = Vec::new();
-            let mut dir = tokio::fs::read_dir(workspace)
-                .await
-                .map_err(|e| e.to_string())?;
-            while let Some(entry) = dir.next_entry().await.map_err(|e| e.to_string())? {
-                names.push(entry.file_name().to_string_lossy().into_owned());
-            }
-            let mut listing = RepoListing::new(names);
-            if let Ok(makefile) = read_small(&workspace.join("Makefile")).await {
-                listing = listing.with_makefile(makefile);
-            }
-            let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
-            log.line(&detected.explanation).await;
-            Ok(detected.pipeline)
-        }
-        Err(e) => Err(format!("cannot read {PIPELINE_FILE}: {e}")),
+    if let Some(bytes) = read_workspace_file(workspace, PIPELINE_FILE).await? {
+        return raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string());
     }
+    let mut names = Vec::new();
+    let mut dir = tokio::fs::read_dir(workspace)
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(entry) = dir.next_entry().await.map_err(|e| e.to_string())? {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    let mut listing = RepoListing::new(names);
+    for name in RepoListing::MAKEFILES {
+        let makefile = read_workspace_file(workspace, name)
+            .await
+            .map_err(|e| format!("no {PIPELINE_FILE}, and for autodetection: {e}"))?;
+        if let Some(bytes) = makefile {
+            listing = listing.with_makefile(String::from_utf8_lossy(&bytes));
+            break;
+        }
+    }
+    let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
+    log.line(&detected.explanation).await;
+    Ok(detected.pipeline)
 }
 
-async fn read_small(path: &Path) -> std::io::Result<String> {
-    let meta = tokio::fs::metadata(path).await?;
-    if meta.len() > 1024 * 1024 {
-        return Err(std::io::Error::other("too large"));
-    }
-    Ok(String::from_utf8_lossy(&tokio::fs::read(path).await?).into_owned())
+/// [`workspace_file::read`] with the agent's size limit, off the async threads.
+async fn read_workspace_file(
+    workspace: &Path,
+    name: &'static str,
+) -> Result<Option<Vec<u8>>, String> {
+    let workspace = workspace.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        workspace_file::read(&workspace, name, workspace_file::MAX_READ_BYTES)
+    })
+    .await
+    .map_err(|e| format!("reading {name}: {e}"))?
+    .map_err(|e| e.to_string())
 }
 
 fn short(sha: &str) -> &str {

@@ -68,8 +68,33 @@ impl Harness {
         })
     }
 
+    /// An image builder with storage under the harness's directory, pushing to `registry`.
+    fn image_builder(&self, registry: &raibid_testkit::Registry) -> Arc<ImageBuilder> {
+        require_binary("buildah", "buildah");
+        Arc::new(
+            ImageBuilder::new(ImageBuildOptions {
+                root: self.dir.path().join("buildah/root"),
+                runroot: self.dir.path().join("buildah/run"),
+                storage_driver: StorageDriver::Vfs,
+                registry_auth: None,
+                insecure_registries: vec![registry.host()],
+            })
+            .unwrap(),
+        )
+    }
+
     async fn enqueue(&self, url: &str, sha: &str) -> Job {
-        let spec = NewJob::new("acme/app", url, "refs/heads/main", sha, Event::Push);
+        self.enqueue_spec(NewJob::new(
+            "acme/app",
+            url,
+            "refs/heads/main",
+            sha,
+            Event::Push,
+        ))
+        .await
+    }
+
+    async fn enqueue_spec(&self, spec: NewJob) -> Job {
         match self.queue.enqueue(spec).await.unwrap() {
             Enqueued::Created(job) => *job,
             other => panic!("{other:?}"),
@@ -601,4 +626,74 @@ async fn git_works_in_the_sandboxed_workspace_and_tags_come_when_asked() {
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
     assert!(log.contains("describe=v1.0.0-2-g"), "{log}");
     assert!(log.contains("commits=3"), "{log}");
+}
+
+/// Commits a symbolic link `name -> target` (and nothing else) to `repo`.
+fn commit_symlink(repo: &GitRepo, name: &str, target: &std::path::Path) -> String {
+    std::os::unix::fs::symlink(target, repo.path().join(name)).unwrap();
+    repo.git(&["add", "--", name]);
+    repo.commit(&[], "symlink")
+}
+
+#[tokio::test]
+async fn a_pipeline_file_symlinked_out_of_the_workspace_is_refused_unread() {
+    let h = Harness::new();
+    // Stands for a private key or the server's webhook secret: a YAML parse error would quote it.
+    let marker = "raibid-private-marker-5c1e9a";
+    let outside = h.dir.path().join("private.txt");
+    std::fs::write(&outside, format!("steps: {marker}\n")).unwrap();
+    let repo = GitRepo::new();
+    let sha = commit_symlink(&repo, ".raibid.yaml", &outside);
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error, "{log}");
+    let reason = done.reason.unwrap();
+    assert!(reason.contains(".raibid.yaml"), "{reason}");
+    assert!(reason.contains("symbolic link"), "{reason}");
+    assert!(!reason.contains(marker), "{reason}");
+    assert!(!log.contains(marker), "{log}");
+}
+
+#[tokio::test]
+async fn an_image_context_symlinked_out_of_the_workspace_is_refused() {
+    let h = Harness::new();
+    let registry = raibid_testkit::Registry::start();
+    let outside = h.dir.path().join("host-files");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(
+        outside.join("Containerfile"),
+        "FROM scratch\nCOPY . /host/\n",
+    )
+    .unwrap();
+    std::fs::write(outside.join("private.txt"), "raibid-private-marker-77d0\n").unwrap();
+    let repo = GitRepo::new();
+    repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: image\n    image-build:\n      context: ctx\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n",
+        )],
+        "image",
+    );
+    let sha = commit_symlink(&repo, "ctx", &outside);
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner_with_images(
+        SecretStore::default(),
+        Some(h.image_builder(&registry)),
+        &registry.host(),
+    ))
+    .await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error, "{log}");
+    assert!(
+        done.reason
+            .as_deref()
+            .unwrap()
+            .contains("outside the workspace"),
+        "{:?}",
+        done.reason
+    );
+    assert!(registry.tags("acme/app").is_empty(), "{log}");
 }
