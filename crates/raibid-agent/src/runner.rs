@@ -588,10 +588,21 @@ impl Runner {
             tag: job.tag().map(str::to_owned),
         };
         let tags = build.render_tags(&tag_context).map_err(|e| e.to_string())?;
+        // The agent's registry credentials push both the tags and the layer cache: a fork's
+        // pipeline could overwrite `:latest` or poison the cache later builds start from.
+        let trusted = self.secrets.trusts(job);
+        if !trusted && build.push {
+            log.line(
+                "[raibid] images from pull requests from forks are built but not pushed, \
+                 and the registry's layer cache is not used (agent.secrets_for_forks is off)",
+            )
+            .await;
+        }
         let cache_repo = build
             .render_cache(&tag_context)
             .map_err(|e| e.to_string())?
-            .map(|repo| per_arch_cache(&repo, &build.platforms));
+            .map(|repo| per_arch_cache(&repo, &build.platforms))
+            .filter(|_| trusted);
         // buildah follows links on the host: a context or Containerfile linked out of the
         // workspace would put the agent's files into an image that is then pushed.
         let inside = |what: &str, relative: &str| {
@@ -624,7 +635,7 @@ impl Runner {
             tags,
             platforms: build.platforms.clone(),
             build_args: build.build_args.clone(),
-            push: build.push,
+            push: build.push && trusted,
             cache_repo,
         };
         let started = Instant::now();

@@ -697,3 +697,67 @@ async fn an_image_context_symlinked_out_of_the_workspace_is_refused() {
     );
     assert!(registry.tags("acme/app").is_empty(), "{log}");
 }
+
+#[tokio::test]
+async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
+    let h = Harness::new();
+    let registry = raibid_testkit::Registry::start();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "steps:\n  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:latest\"]\n      cache: \"{registry}/{repo}/cache\"\n",
+            ),
+            ("Containerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n"),
+            ("hello.txt", "hello from a fork\n"),
+        ],
+        "image",
+    );
+    let pull_request = |from_fork| {
+        let mut spec = NewJob::new(
+            "acme/app",
+            repo.url(),
+            "refs/heads/main",
+            &sha,
+            Event::PullRequest,
+        );
+        spec.pr_number = Some(7);
+        spec.from_fork = from_fork;
+        spec
+    };
+    let runner = || {
+        h.runner_with_images(
+            SecretStore::default(),
+            Some(h.image_builder(&registry)),
+            &registry.host(),
+        )
+    };
+
+    let fork = h.enqueue_spec(pull_request(true)).await;
+    h.run_once(runner()).await;
+    let done = h.job(&fork.id).await;
+    let log = h.log(&fork.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(done.steps[0].status, StepStatus::Success, "{log}");
+    assert!(log.contains("built but not pushed"), "{log}");
+    assert!(done.images.is_empty(), "{:?}", done.images);
+    assert!(registry.tags("acme/app").is_empty(), "{log}");
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86_64" => "amd64",
+        other => other,
+    };
+    assert!(
+        registry.tags(&format!("acme/app/cache-{arch}")).is_empty(),
+        "a fork wrote the layer cache: {log}"
+    );
+
+    let same_repo = h.enqueue_spec(pull_request(false)).await;
+    h.run_once(runner()).await;
+    let done = h.job(&same_repo.id).await;
+    let log = h.log(&same_repo.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(registry.tags("acme/app"), ["latest"], "{log}");
+    assert_eq!(done.images.len(), 1, "{:?}", done.images);
+}
