@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::checkout::GitCheckout;
 use crate::env::{is_reserved, job_env};
 use crate::executor::{Executor, StepExit, StepSpec};
-use crate::image::{BuildRequest, ImageBuilder};
+use crate::image::{BuildRequest, ImageBuilder, ImageError};
 use crate::logsink::JobLog;
 use crate::secrets::SecretStore;
 use crate::workspace_file;
@@ -484,8 +484,16 @@ impl Runner {
                     self.run_script(&spec, log, stop).await
                 }
                 StepKind::ImageBuild(build) => {
-                    self.run_image_build(job, build, workspace, log, stop, &mut outcome.images)
-                        .await
+                    self.run_image_build(
+                        job,
+                        build,
+                        workspace,
+                        timeout,
+                        log,
+                        stop,
+                        &mut outcome.images,
+                    )
+                    .await
                 }
             };
             let elapsed = started.elapsed();
@@ -568,11 +576,14 @@ impl Runner {
         result.map_err(|e| e.to_string())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_image_build(
         &self,
         job: &Job,
         build: &raibid_pipeline::ImageBuild,
         workspace: &Path,
+        // The step's (else the pipeline's) limit, as for a `run` step.
+        timeout: Duration,
         log: &mut JobLog,
         stop: &CancellationToken,
         images: &mut Vec<String>,
@@ -637,6 +648,7 @@ impl Runner {
             build_args: build.build_args.clone(),
             push: build.push && trusted,
             cache_repo,
+            timeout: Some(timeout),
         };
         let started = Instant::now();
         let (tx, rx) = mpsc::channel(64);
@@ -661,6 +673,14 @@ impl Runner {
                 signal: None,
                 timed_out: false,
                 cancelled: true,
+                duration: started.elapsed(),
+            }),
+            // Reported like a `run` step that timed out: same status, same wording.
+            Err(ImageError::TimedOut) => Ok(StepExit {
+                code: None,
+                signal: None,
+                timed_out: true,
+                cancelled: false,
                 duration: started.elapsed(),
             }),
             Err(e) => Err(e.to_string()),

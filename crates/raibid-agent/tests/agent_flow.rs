@@ -761,3 +761,90 @@ async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
     assert_eq!(registry.tags("acme/app"), ["latest"], "{log}");
     assert_eq!(done.images.len(), 1, "{:?}", done.images);
 }
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(needle).then_some(text)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_image_build_step_times_out_like_a_run_step() {
+    let h = Harness::new();
+    let registry = raibid_testkit::Registry::start();
+    let busybox = require_binary("busybox", "busybox-static");
+    let repo = GitRepo::new();
+    // The smallest image in which RUN works: scratch plus a static busybox as /bin/sh.
+    std::fs::create_dir(repo.path().join("bin")).unwrap();
+    std::fs::copy(&busybox, repo.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", repo.path().join("bin/sh")).unwrap();
+    repo.git(&["add", "bin"]);
+    let marker = format!("600.{}", std::process::id());
+    let sha = repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "steps:\n  - name: image\n    timeout: 3s\n    image-build:\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n",
+            ),
+            (
+                "Containerfile",
+                &format!("FROM scratch\nCOPY bin/ /bin/\nRUN sleep {marker}\n"),
+            ),
+        ],
+        "hang",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let started = std::time::Instant::now();
+    h.run_once(h.runner_with_images(
+        SecretStore::default(),
+        Some(h.image_builder(&registry)),
+        &registry.host(),
+    ))
+    .await;
+    let elapsed = started.elapsed();
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert!(elapsed < Duration::from_secs(45), "took {elapsed:?}: {log}");
+    assert_eq!(done.status, JobStatus::Failure, "{log}");
+    assert_eq!(done.steps[0].status, StepStatus::Failure, "{log}");
+    assert_eq!(
+        done.reason.as_deref(),
+        Some("step image timed out after 3s"),
+        "{log}"
+    );
+    assert!(log.contains("image: timed out after 3s"), "{log}");
+    assert!(
+        log.contains(&format!("RUN sleep {marker}")),
+        "the build never reached the RUN step: {log}"
+    );
+    let storage = h.dir.path().join("buildah").display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = processes_with(&marker)
+            .into_iter()
+            .chain(processes_with(&storage))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build processes survived: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(registry.tags("acme/app").is_empty());
+}
