@@ -11,6 +11,7 @@ mod env;
 pub mod executor;
 pub mod image;
 mod logsink;
+mod remove;
 mod runner;
 mod secrets;
 mod workspace_file;

@@ -19,6 +19,7 @@ use crate::env::{is_reserved, job_env};
 use crate::executor::{Executor, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
 use crate::logsink::JobLog;
+use crate::remove;
 use crate::secrets::SecretStore;
 use crate::workspace_file;
 
@@ -110,7 +111,7 @@ impl Runner {
                 }
             };
             if orphaned {
-                match tokio::fs::remove_dir_all(entry.path()).await {
+                match remove_job_dir(entry.path()).await {
                     Ok(()) => {
                         info!(
                             job = job_id,
@@ -163,8 +164,11 @@ impl Runner {
 
         heartbeat.abort();
         interrupt_watch.abort();
-        if !self.settings.keep_workspace {
-            let _ = tokio::fs::remove_dir_all(&job_dir).await;
+        if !self.settings.keep_workspace
+            && let Err(e) = remove_job_dir(job_dir.clone()).await
+        {
+            // Left on disk, it is the orphan sweeper's to retry.
+            warn!(job = %job.id, dir = %job_dir.display(), error = %e, "cannot remove the job's directory");
         }
 
         match reason.get() {
@@ -709,6 +713,13 @@ fn per_arch_cache(repo: &str, platforms: &[String]) -> String {
         _ => return repo.to_owned(),
     };
     format!("{repo}-{arch}")
+}
+
+/// [`remove::remove_tree`] off the async threads: a job's tree can be large.
+async fn remove_job_dir(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || remove::remove_tree(&dir))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// `<job id>-a<attempt>`, as `run` names workspaces; job ids never contain `-a` followed by

@@ -848,3 +848,25 @@ async fn an_image_build_step_times_out_like_a_run_step() {
     }
     assert!(registry.tags("acme/app").is_empty());
 }
+
+/// Go's module cache (under the job's HOME) is read-only directories; a non-root agent cannot
+/// delete inside them without first making them writable. As root this passes either way (root
+/// ignores directory permissions); the unit tests of `remove_tree` drop that privilege.
+#[tokio::test]
+async fn a_workspace_with_read_only_directories_is_removed() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: lock\n    run: |\n      mkdir -p dir/sub \"$HOME/go/pkg/mod/x\"\n      echo x > dir/sub/file\n      echo x > \"$HOME/go/pkg/mod/x/f\"\n      chmod -R a-w dir \"$HOME/go\"\n",
+        )],
+        "read-only",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    let job_dir = h.dir.path().join("work").join(format!("{}-a1", job.id));
+    assert!(!job_dir.exists(), "{} is left", job_dir.display());
+}
