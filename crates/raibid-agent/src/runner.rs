@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::checkout::GitCheckout;
-use crate::env::{is_reserved, job_env};
+use crate::env::{StepPlace, is_reserved, step_base_env};
 use crate::executor::{Executor, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
 use crate::logsink::JobLog;
@@ -43,9 +43,11 @@ pub struct RunnerSettings {
     pub workspace_root: PathBuf,
     pub keep_workspace: bool,
     pub heartbeat_interval: Duration,
-    /// `PATH` given to steps.
+    /// `PATH` given to steps that run on the host's filesystem (not to container steps, whose
+    /// image has its own).
     pub step_path: String,
-    /// Extra variables for every step (e.g. `RUSTUP_HOME` so toolchains work in a sandbox).
+    /// Extra variables for steps on the host's filesystem (e.g. `RUSTUP_HOME` so toolchains
+    /// work in a sandbox); container steps keep their image's instead.
     pub step_env: BTreeMap<String, String>,
     /// Value of `{registry}` in image tags.
     pub registry: String,
@@ -404,8 +406,16 @@ impl Runner {
             tag: job.tag().map(str::to_owned),
         };
         let job_deadline = Instant::now() + pipeline.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let mut base_env = job_env(job, workspace, home, &self.settings.step_path);
-        base_env.extend(self.settings.step_env.clone());
+        let place = match self.executor.image_workspace() {
+            Some(inside) => StepPlace::Image { workspace: inside },
+            None => StepPlace::Host {
+                workspace,
+                home,
+                path: &self.settings.step_path,
+                toolchain: &self.settings.step_env,
+            },
+        };
+        let mut base_env = step_base_env(job, place);
         for (k, v) in pipeline.env.iter().chain(&variant_env).chain(&job.spec.env) {
             if !is_reserved(k) {
                 base_env.insert(k.clone(), v.clone());
