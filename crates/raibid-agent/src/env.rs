@@ -6,15 +6,49 @@ use std::path::Path;
 
 use raibid_model::Job;
 
+/// Where a step's commands run, which decides what its environment must name.
+#[derive(Debug, Clone, Copy)]
+pub enum StepPlace<'a> {
+    /// On the host's filesystem (host and bwrap executors): nothing is inherited, so the agent
+    /// supplies `PATH`, the job's `HOME` and its toolchain variables (`RUSTUP_HOME`, ...).
+    Host {
+        workspace: &'a Path,
+        home: &'a Path,
+        path: &'a str,
+        toolchain: &'a BTreeMap<String, String>,
+    },
+    /// In a container image, whose own `PATH`, `HOME` and toolchain variables must stand (the
+    /// host's would hide `/usr/local/cargo/bin` of `rust:1`, say); the workspace is mounted at
+    /// `workspace`.
+    Image { workspace: &'a Path },
+}
+
+/// The environment every step of `job` starts from, before the pipeline's own `env`.
+pub fn step_base_env(job: &Job, place: StepPlace<'_>) -> BTreeMap<String, String> {
+    match place {
+        StepPlace::Host {
+            workspace,
+            home,
+            path,
+            toolchain,
+        } => {
+            let mut env = job_env(job, workspace);
+            env.insert("PATH".into(), path.into());
+            env.insert("HOME".into(), home.to_string_lossy().into_owned());
+            env.extend(toolchain.iter().map(|(k, v)| (k.clone(), v.clone())));
+            env
+        }
+        StepPlace::Image { workspace } => job_env(job, workspace),
+    }
+}
+
 /// Variables every step gets, named like Woodpecker's `CI_*` so existing scripts work, plus
-/// `RAIBID_*` equivalents.
-pub fn job_env(job: &Job, workspace: &Path, home: &Path, path: &str) -> BTreeMap<String, String> {
+/// `RAIBID_*` equivalents. `workspace` is the checkout as the step sees it.
+fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let mut set = |k: &str, v: &str| {
         env.insert(k.to_owned(), v.to_owned());
     };
-    set("PATH", path);
-    set("HOME", &home.to_string_lossy());
     set("LANG", "C.UTF-8");
     set("CI", "true");
     set("RAIBID", "true");
@@ -50,4 +84,77 @@ pub fn job_env(job: &Job, workspace: &Path, home: &Path, path: &str) -> BTreeMap
 /// own guarantees (where the checkout is, which commit it is).
 pub fn is_reserved(name: &str) -> bool {
     name.starts_with("RAIBID_") && name != "RAIBID_MATRIX"
+}
+
+#[cfg(test)]
+mod tests {
+    use raibid_model::{Event, JobStatus, NewJob};
+
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            spec: NewJob::new(
+                "acme/app",
+                "http://x",
+                "refs/heads/main",
+                "0".repeat(40),
+                Event::Push,
+            ),
+            status: JobStatus::Running,
+            attempt: 1,
+            created_at: Default::default(),
+            started_at: None,
+            finished_at: None,
+            agent: None,
+            reason: None,
+            cancel_requested: false,
+            steps: vec![],
+            images: vec![],
+        }
+    }
+
+    fn toolchain() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("RUSTUP_HOME".to_owned(), "/opt/rustup".to_owned()),
+            ("CARGO_HOME".to_owned(), "/opt/cargo".to_owned()),
+        ])
+    }
+
+    #[test]
+    fn host_steps_get_the_agents_path_home_and_toolchain() {
+        let toolchain = toolchain();
+        let env = step_base_env(
+            &job(),
+            StepPlace::Host {
+                workspace: Path::new("/var/lib/raibid/work/j-a1/src"),
+                home: Path::new("/var/lib/raibid/work/j-a1/home"),
+                path: "/opt/cargo/bin:/usr/bin:/bin",
+                toolchain: &toolchain,
+            },
+        );
+        assert_eq!(env["PATH"], "/opt/cargo/bin:/usr/bin:/bin");
+        assert_eq!(env["HOME"], "/var/lib/raibid/work/j-a1/home");
+        assert_eq!(env["RUSTUP_HOME"], "/opt/rustup");
+        assert_eq!(env["CI_WORKSPACE"], "/var/lib/raibid/work/j-a1/src");
+        assert_eq!(env["RAIBID_WORKSPACE"], "/var/lib/raibid/work/j-a1/src");
+    }
+
+    #[test]
+    fn image_steps_keep_the_images_environment_and_name_the_mounted_workspace() {
+        let env = step_base_env(
+            &job(),
+            StepPlace::Image {
+                workspace: Path::new("/workspace"),
+            },
+        );
+        for host_only in ["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME"] {
+            assert!(!env.contains_key(host_only), "{host_only} in {env:?}");
+        }
+        assert_eq!(env["CI_WORKSPACE"], "/workspace");
+        assert_eq!(env["RAIBID_WORKSPACE"], "/workspace");
+        assert_eq!(env["CI_REPO"], "acme/app");
+        assert_eq!(env["RAIBID_SHA"], "0".repeat(40));
+    }
 }

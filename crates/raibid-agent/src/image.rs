@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -131,6 +131,9 @@ pub struct BuildRequest {
     pub push: bool,
     /// A repository (no tag) for layer cache shared between agents through the registry.
     pub cache_repo: Option<String>,
+    /// How long the whole build may take, pushes included; each buildah command gets what is
+    /// left. `None`: only cancellation stops it.
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +157,9 @@ pub enum ImageError {
     Digest { action: String, detail: String },
     #[error("the image build was cancelled")]
     Cancelled,
+    /// The build's time limit passed; buildah was stopped like a timed-out step.
+    #[error("the image build ran out of time")]
+    TimedOut,
     #[error(transparent)]
     Exec(#[from] ExecError),
     #[error("i/o error during the image build: {0}")]
@@ -197,6 +203,7 @@ impl ImageBuilder {
         output: OutputSender,
         cancel: CancellationToken,
     ) -> Result<BuiltImage, ImageError> {
+        let deadline = request.timeout.map(|limit| Instant::now() + limit);
         let plan = Plan::new(request)?;
         let files = BuildFiles::write(
             self.options.registry_auth.as_ref(),
@@ -207,6 +214,7 @@ impl ImageBuilder {
             files: &files,
             output: &output,
             cancel: &cancel,
+            deadline,
         };
         let manifest_list = !plan.platforms.is_empty();
         let digests = if manifest_list {
@@ -218,6 +226,7 @@ impl ImageBuilder {
             let cleanup = Run {
                 output: &discard,
                 cancel: &CancellationToken::new(),
+                deadline: Some(Instant::now() + CLEANUP_TIMEOUT),
                 ..run
             };
             let args = ["manifest", "rm", &list].map(OsString::from).to_vec();
@@ -257,6 +266,10 @@ impl ImageBuilder {
         masker
     }
 }
+
+/// Removing a build's manifest list after the build (even one that ran out of time) is a
+/// local storage operation of a second or so; this bounds it if the storage is stuck.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request, checked.
 struct Plan {
@@ -341,6 +354,9 @@ struct Run<'a> {
     files: &'a BuildFiles,
     output: &'a OutputSender,
     cancel: &'a CancellationToken,
+    /// When the build must be over: heartbeats keep a job's claim alive, so without a limit a
+    /// `RUN sleep infinity` or a stalled push would hold the agent forever.
+    deadline: Option<Instant>,
 }
 
 impl Run<'_> {
@@ -413,6 +429,13 @@ impl Run<'_> {
         if self.cancel.is_cancelled() {
             return Err(ImageError::Cancelled);
         }
+        let timeout = match self.deadline {
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(ImageError::TimedOut),
+            },
+            None => None,
+        };
         let mut all = self.builder.global_args(self.files);
         all.extend(args);
         let shown: Vec<String> = all
@@ -427,7 +450,7 @@ impl Run<'_> {
         command.args(all);
         let (raw_tx, raw_rx) = mpsc::channel(16);
         let limits = Limits {
-            timeout: None,
+            timeout,
             grace: self.builder.kill_grace,
         };
         let run = process::run(command, raw_tx, self.cancel.clone(), limits, &SignalGroup);
@@ -436,6 +459,9 @@ impl Run<'_> {
         let exit = exit?;
         if exit.cancelled {
             return Err(ImageError::Cancelled);
+        }
+        if exit.timed_out {
+            return Err(ImageError::TimedOut);
         }
         if !exit.success() {
             return Err(ImageError::Failed {
@@ -517,6 +543,7 @@ mod tests {
             build_args: BTreeMap::from([("VERSION".into(), "1.2".into())]),
             push: true,
             cache_repo: Some("r.example/acme/cache".into()),
+            timeout: None,
         }
     }
 

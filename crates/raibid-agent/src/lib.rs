@@ -11,8 +11,10 @@ mod env;
 pub mod executor;
 pub mod image;
 mod logsink;
+mod remove;
 mod runner;
 mod secrets;
+mod workspace_file;
 
 pub use agent::{AgentOptions, AgentSummary, run_agent};
 pub use checkout::{CheckoutError, CheckoutReport, GitCheckout};

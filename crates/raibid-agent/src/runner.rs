@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::checkout::GitCheckout;
-use crate::env::{is_reserved, job_env};
+use crate::env::{StepPlace, is_reserved, step_base_env};
 use crate::executor::{Executor, StepExit, StepSpec};
-use crate::image::{BuildRequest, ImageBuilder};
+use crate::image::{BuildRequest, ImageBuilder, ImageError};
 use crate::logsink::JobLog;
+use crate::remove;
 use crate::secrets::SecretStore;
+use crate::workspace_file;
 
 /// Steps without a timeout of their own (and jobs without one) stop after this.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -41,9 +43,11 @@ pub struct RunnerSettings {
     pub workspace_root: PathBuf,
     pub keep_workspace: bool,
     pub heartbeat_interval: Duration,
-    /// `PATH` given to steps.
+    /// `PATH` given to steps that run on the host's filesystem (not to container steps, whose
+    /// image has its own).
     pub step_path: String,
-    /// Extra variables for every step (e.g. `RUSTUP_HOME` so toolchains work in a sandbox).
+    /// Extra variables for steps on the host's filesystem (e.g. `RUSTUP_HOME` so toolchains
+    /// work in a sandbox); container steps keep their image's instead.
     pub step_env: BTreeMap<String, String>,
     /// Value of `{registry}` in image tags.
     pub registry: String,
@@ -109,7 +113,7 @@ impl Runner {
                 }
             };
             if orphaned {
-                match tokio::fs::remove_dir_all(entry.path()).await {
+                match remove_job_dir(entry.path()).await {
                     Ok(()) => {
                         info!(
                             job = job_id,
@@ -162,8 +166,11 @@ impl Runner {
 
         heartbeat.abort();
         interrupt_watch.abort();
-        if !self.settings.keep_workspace {
-            let _ = tokio::fs::remove_dir_all(&job_dir).await;
+        if !self.settings.keep_workspace
+            && let Err(e) = remove_job_dir(job_dir.clone()).await
+        {
+            // Left on disk, it is the orphan sweeper's to retry.
+            warn!(job = %job.id, dir = %job_dir.display(), error = %e, "cannot remove the job's directory");
         }
 
         match reason.get() {
@@ -399,8 +406,16 @@ impl Runner {
             tag: job.tag().map(str::to_owned),
         };
         let job_deadline = Instant::now() + pipeline.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let mut base_env = job_env(job, workspace, home, &self.settings.step_path);
-        base_env.extend(self.settings.step_env.clone());
+        let place = match self.executor.image_workspace() {
+            Some(inside) => StepPlace::Image { workspace: inside },
+            None => StepPlace::Host {
+                workspace,
+                home,
+                path: &self.settings.step_path,
+                toolchain: &self.settings.step_env,
+            },
+        };
+        let mut base_env = step_base_env(job, place);
         for (k, v) in pipeline.env.iter().chain(&variant_env).chain(&job.spec.env) {
             if !is_reserved(k) {
                 base_env.insert(k.clone(), v.clone());
@@ -483,8 +498,16 @@ impl Runner {
                     self.run_script(&spec, log, stop).await
                 }
                 StepKind::ImageBuild(build) => {
-                    self.run_image_build(job, build, workspace, log, stop, &mut outcome.images)
-                        .await
+                    self.run_image_build(
+                        job,
+                        build,
+                        workspace,
+                        timeout,
+                        log,
+                        stop,
+                        &mut outcome.images,
+                    )
+                    .await
                 }
             };
             let elapsed = started.elapsed();
@@ -567,11 +590,14 @@ impl Runner {
         result.map_err(|e| e.to_string())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_image_build(
         &self,
         job: &Job,
         build: &raibid_pipeline::ImageBuild,
         workspace: &Path,
+        // The step's (else the pipeline's) limit, as for a `run` step.
+        timeout: Duration,
         log: &mut JobLog,
         stop: &CancellationToken,
         images: &mut Vec<String>,
@@ -587,18 +613,46 @@ impl Runner {
             tag: job.tag().map(str::to_owned),
         };
         let tags = build.render_tags(&tag_context).map_err(|e| e.to_string())?;
+        // The agent's registry credentials push both the tags and the layer cache: a fork's
+        // pipeline could overwrite `:latest` or poison the cache later builds start from.
+        let trusted = self.secrets.trusts(job);
+        if !trusted && build.push {
+            log.line(
+                "[raibid] images from pull requests from forks are built but not pushed, \
+                 and the registry's layer cache is not used (agent.secrets_for_forks is off)",
+            )
+            .await;
+        }
         let cache_repo = build
             .render_cache(&tag_context)
             .map_err(|e| e.to_string())?
-            .map(|repo| per_arch_cache(&repo, &build.platforms));
-        let context_dir = workspace.join(&build.context);
+            .map(|repo| per_arch_cache(&repo, &build.platforms))
+            .filter(|_| trusted);
+        // buildah follows links on the host: a context or Containerfile linked out of the
+        // workspace would put the agent's files into an image that is then pushed.
+        let inside = |what: &str, relative: &str| {
+            workspace_file::resolve_inside(workspace, relative)
+                .map_err(|e| format!("image-build {what}: {e}"))
+        };
+        let context_dir = inside("context", &build.context)?;
         let containerfile = match &build.file {
-            Some(f) => workspace.join(f),
-            None => ["Containerfile", "Dockerfile"]
-                .iter()
-                .map(|f| context_dir.join(f))
-                .find(|p| p.exists())
-                .ok_or_else(|| format!("no Containerfile or Dockerfile in {}", build.context))?,
+            Some(f) => inside("file", f)?,
+            None => {
+                let mut found = None;
+                for name in ["Containerfile", "Dockerfile"] {
+                    let relative = format!("{}/{name}", build.context);
+                    match workspace_file::resolve_inside(workspace, &relative) {
+                        Ok(path) => {
+                            found = Some(path);
+                            break;
+                        }
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(format!("image-build file: {e}")),
+                    }
+                }
+                found
+                    .ok_or_else(|| format!("no Containerfile or Dockerfile in {}", build.context))?
+            }
         };
         let request = BuildRequest {
             context_dir,
@@ -606,8 +660,9 @@ impl Runner {
             tags,
             platforms: build.platforms.clone(),
             build_args: build.build_args.clone(),
-            push: build.push,
+            push: build.push && trusted,
             cache_repo,
+            timeout: Some(timeout),
         };
         let started = Instant::now();
         let (tx, rx) = mpsc::channel(64);
@@ -634,6 +689,14 @@ impl Runner {
                 cancelled: true,
                 duration: started.elapsed(),
             }),
+            // Reported like a `run` step that timed out: same status, same wording.
+            Err(ImageError::TimedOut) => Ok(StepExit {
+                code: None,
+                signal: None,
+                timed_out: true,
+                cancelled: false,
+                duration: started.elapsed(),
+            }),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -650,8 +713,6 @@ async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {
     Outcome::new(JobStatus::Error).with_reason(message)
 }
 
-/// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log
-/// and the commit status (file, line and column included).
 /// The layer cache of one architecture: `<repo>-<arch>` for a build of one platform (the
 /// agent's own when none is named), so that arm64 and amd64 builds never push over each
 /// other's cache; a multi-platform build shares `<repo>` (its layers differ by digest anyway).
@@ -664,6 +725,13 @@ fn per_arch_cache(repo: &str, platforms: &[String]) -> String {
     format!("{repo}-{arch}")
 }
 
+/// [`remove::remove_tree`] off the async threads: a job's tree can be large.
+async fn remove_job_dir(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || remove::remove_tree(&dir))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 /// `<job id>-a<attempt>`, as `run` names workspaces; job ids never contain `-a` followed by
 /// digits only at their end, so the last `-a` splits.
 fn parse_workspace_name(name: &str) -> Option<(&str, u32)> {
@@ -674,36 +742,47 @@ fn parse_workspace_name(name: &str) -> Option<(&str, u32)> {
     Some((id, attempt.parse().ok()?))
 }
 
+/// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log
+/// and the commit status (file, line and column included). The agent reads these files itself,
+/// unsandboxed, so they are read through [`workspace_file::read`]: no links, bounded size.
 async fn load_pipeline(workspace: &Path, log: &mut JobLog) -> Result<Pipeline, String> {
-    let file = workspace.join(PIPELINE_FILE);
-    match tokio::fs::read(&file).await {
-        Ok(bytes) => raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut names = Vec::new();
-            let mut dir = tokio::fs::read_dir(workspace)
-                .await
-                .map_err(|e| e.to_string())?;
-            while let Some(entry) = dir.next_entry().await.map_err(|e| e.to_string())? {
-                names.push(entry.file_name().to_string_lossy().into_owned());
-            }
-            let mut listing = RepoListing::new(names);
-            if let Ok(makefile) = read_small(&workspace.join("Makefile")).await {
-                listing = listing.with_makefile(makefile);
-            }
-            let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
-            log.line(&detected.explanation).await;
-            Ok(detected.pipeline)
-        }
-        Err(e) => Err(format!("cannot read {PIPELINE_FILE}: {e}")),
+    if let Some(bytes) = read_workspace_file(workspace, PIPELINE_FILE).await? {
+        return raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string());
     }
+    let mut names = Vec::new();
+    let mut dir = tokio::fs::read_dir(workspace)
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(entry) = dir.next_entry().await.map_err(|e| e.to_string())? {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    let mut listing = RepoListing::new(names);
+    for name in RepoListing::MAKEFILES {
+        let makefile = read_workspace_file(workspace, name)
+            .await
+            .map_err(|e| format!("no {PIPELINE_FILE}, and for autodetection: {e}"))?;
+        if let Some(bytes) = makefile {
+            listing = listing.with_makefile(String::from_utf8_lossy(&bytes));
+            break;
+        }
+    }
+    let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
+    log.line(&detected.explanation).await;
+    Ok(detected.pipeline)
 }
 
-async fn read_small(path: &Path) -> std::io::Result<String> {
-    let meta = tokio::fs::metadata(path).await?;
-    if meta.len() > 1024 * 1024 {
-        return Err(std::io::Error::other("too large"));
-    }
-    Ok(String::from_utf8_lossy(&tokio::fs::read(path).await?).into_owned())
+/// [`workspace_file::read`] with the agent's size limit, off the async threads.
+async fn read_workspace_file(
+    workspace: &Path,
+    name: &'static str,
+) -> Result<Option<Vec<u8>>, String> {
+    let workspace = workspace.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        workspace_file::read(&workspace, name, workspace_file::MAX_READ_BYTES)
+    })
+    .await
+    .map_err(|e| format!("reading {name}: {e}"))?
+    .map_err(|e| e.to_string())
 }
 
 fn short(sha: &str) -> &str {

@@ -87,12 +87,19 @@ impl SecretStore {
                     repo: job.spec.repo.clone(),
                 });
             }
-            if job.spec.event == Event::PullRequest && job.spec.from_fork && !self.for_forks {
+            if !self.trusts(job) {
                 return Err(SecretError::Fork(name.clone()));
             }
             out.insert(name.clone(), value.clone());
         }
         Ok(out)
+    }
+
+    /// Whether the job may act with what the operator entrusted to the agent: secrets, and the
+    /// registry credentials that push images. A pull request from a fork runs a pipeline
+    /// written by someone outside the repository, so only if `agent.secrets_for_forks` says so.
+    pub fn trusts(&self, job: &Job) -> bool {
+        !(job.spec.event == Event::PullRequest && job.spec.from_fork) || self.for_forks
     }
 
     pub fn values(&self) -> impl Iterator<Item = &str> {
@@ -184,6 +191,16 @@ mod tests {
                 )
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn forks_are_trusted_only_when_the_operator_opts_in() {
+        let fork = job("acme/site", Event::PullRequest, true);
+        assert!(!store().trusts(&fork));
+        assert!(store().trusts(&job("acme/site", Event::PullRequest, false)));
+        assert!(store().trusts(&job("acme/site", Event::Push, false)));
+        let opted_in = SecretStore::new(BTreeMap::new(), &BTreeMap::new(), true).unwrap();
+        assert!(opted_in.trusts(&fork));
     }
 
     #[test]

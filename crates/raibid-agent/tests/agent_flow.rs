@@ -68,8 +68,33 @@ impl Harness {
         })
     }
 
+    /// An image builder with storage under the harness's directory, pushing to `registry`.
+    fn image_builder(&self, registry: &raibid_testkit::Registry) -> Arc<ImageBuilder> {
+        require_binary("buildah", "buildah");
+        Arc::new(
+            ImageBuilder::new(ImageBuildOptions {
+                root: self.dir.path().join("buildah/root"),
+                runroot: self.dir.path().join("buildah/run"),
+                storage_driver: StorageDriver::Vfs,
+                registry_auth: None,
+                insecure_registries: vec![registry.host()],
+            })
+            .unwrap(),
+        )
+    }
+
     async fn enqueue(&self, url: &str, sha: &str) -> Job {
-        let spec = NewJob::new("acme/app", url, "refs/heads/main", sha, Event::Push);
+        self.enqueue_spec(NewJob::new(
+            "acme/app",
+            url,
+            "refs/heads/main",
+            sha,
+            Event::Push,
+        ))
+        .await
+    }
+
+    async fn enqueue_spec(&self, spec: NewJob) -> Job {
         match self.queue.enqueue(spec).await.unwrap() {
             Enqueued::Created(job) => *job,
             other => panic!("{other:?}"),
@@ -601,4 +626,247 @@ async fn git_works_in_the_sandboxed_workspace_and_tags_come_when_asked() {
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
     assert!(log.contains("describe=v1.0.0-2-g"), "{log}");
     assert!(log.contains("commits=3"), "{log}");
+}
+
+/// Commits a symbolic link `name -> target` (and nothing else) to `repo`.
+fn commit_symlink(repo: &GitRepo, name: &str, target: &std::path::Path) -> String {
+    std::os::unix::fs::symlink(target, repo.path().join(name)).unwrap();
+    repo.git(&["add", "--", name]);
+    repo.commit(&[], "symlink")
+}
+
+#[tokio::test]
+async fn a_pipeline_file_symlinked_out_of_the_workspace_is_refused_unread() {
+    let h = Harness::new();
+    // Stands for a private key or the server's webhook secret: a YAML parse error would quote it.
+    let marker = "raibid-private-marker-5c1e9a";
+    let outside = h.dir.path().join("private.txt");
+    std::fs::write(&outside, format!("steps: {marker}\n")).unwrap();
+    let repo = GitRepo::new();
+    let sha = commit_symlink(&repo, ".raibid.yaml", &outside);
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error, "{log}");
+    let reason = done.reason.unwrap();
+    assert!(reason.contains(".raibid.yaml"), "{reason}");
+    assert!(reason.contains("symbolic link"), "{reason}");
+    assert!(!reason.contains(marker), "{reason}");
+    assert!(!log.contains(marker), "{log}");
+}
+
+#[tokio::test]
+async fn an_image_context_symlinked_out_of_the_workspace_is_refused() {
+    let h = Harness::new();
+    let registry = raibid_testkit::Registry::start();
+    let outside = h.dir.path().join("host-files");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(
+        outside.join("Containerfile"),
+        "FROM scratch\nCOPY . /host/\n",
+    )
+    .unwrap();
+    std::fs::write(outside.join("private.txt"), "raibid-private-marker-77d0\n").unwrap();
+    let repo = GitRepo::new();
+    repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: image\n    image-build:\n      context: ctx\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n",
+        )],
+        "image",
+    );
+    let sha = commit_symlink(&repo, "ctx", &outside);
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner_with_images(
+        SecretStore::default(),
+        Some(h.image_builder(&registry)),
+        &registry.host(),
+    ))
+    .await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error, "{log}");
+    assert!(
+        done.reason
+            .as_deref()
+            .unwrap()
+            .contains("outside the workspace"),
+        "{:?}",
+        done.reason
+    );
+    assert!(registry.tags("acme/app").is_empty(), "{log}");
+}
+
+#[tokio::test]
+async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
+    let h = Harness::new();
+    let registry = raibid_testkit::Registry::start();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "steps:\n  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:latest\"]\n      cache: \"{registry}/{repo}/cache\"\n",
+            ),
+            ("Containerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n"),
+            ("hello.txt", "hello from a fork\n"),
+        ],
+        "image",
+    );
+    let pull_request = |from_fork| {
+        let mut spec = NewJob::new(
+            "acme/app",
+            repo.url(),
+            "refs/heads/main",
+            &sha,
+            Event::PullRequest,
+        );
+        spec.pr_number = Some(7);
+        spec.from_fork = from_fork;
+        spec
+    };
+    let runner = || {
+        h.runner_with_images(
+            SecretStore::default(),
+            Some(h.image_builder(&registry)),
+            &registry.host(),
+        )
+    };
+
+    let fork = h.enqueue_spec(pull_request(true)).await;
+    h.run_once(runner()).await;
+    let done = h.job(&fork.id).await;
+    let log = h.log(&fork.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(done.steps[0].status, StepStatus::Success, "{log}");
+    assert!(log.contains("built but not pushed"), "{log}");
+    assert!(done.images.is_empty(), "{:?}", done.images);
+    assert!(registry.tags("acme/app").is_empty(), "{log}");
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86_64" => "amd64",
+        other => other,
+    };
+    assert!(
+        registry.tags(&format!("acme/app/cache-{arch}")).is_empty(),
+        "a fork wrote the layer cache: {log}"
+    );
+
+    let same_repo = h.enqueue_spec(pull_request(false)).await;
+    h.run_once(runner()).await;
+    let done = h.job(&same_repo.id).await;
+    let log = h.log(&same_repo.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(registry.tags("acme/app"), ["latest"], "{log}");
+    assert_eq!(done.images.len(), 1, "{:?}", done.images);
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(needle).then_some(text)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_image_build_step_times_out_like_a_run_step() {
+    let h = Harness::new();
+    let registry = raibid_testkit::Registry::start();
+    let busybox = require_binary("busybox", "busybox-static");
+    let repo = GitRepo::new();
+    // The smallest image in which RUN works: scratch plus a static busybox as /bin/sh.
+    std::fs::create_dir(repo.path().join("bin")).unwrap();
+    std::fs::copy(&busybox, repo.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", repo.path().join("bin/sh")).unwrap();
+    repo.git(&["add", "bin"]);
+    let marker = format!("600.{}", std::process::id());
+    let sha = repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "steps:\n  - name: image\n    timeout: 3s\n    image-build:\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n",
+            ),
+            (
+                "Containerfile",
+                &format!("FROM scratch\nCOPY bin/ /bin/\nRUN sleep {marker}\n"),
+            ),
+        ],
+        "hang",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let started = std::time::Instant::now();
+    h.run_once(h.runner_with_images(
+        SecretStore::default(),
+        Some(h.image_builder(&registry)),
+        &registry.host(),
+    ))
+    .await;
+    let elapsed = started.elapsed();
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert!(elapsed < Duration::from_secs(45), "took {elapsed:?}: {log}");
+    assert_eq!(done.status, JobStatus::Failure, "{log}");
+    assert_eq!(done.steps[0].status, StepStatus::Failure, "{log}");
+    assert_eq!(
+        done.reason.as_deref(),
+        Some("step image timed out after 3s"),
+        "{log}"
+    );
+    assert!(log.contains("image: timed out after 3s"), "{log}");
+    assert!(
+        log.contains(&format!("RUN sleep {marker}")),
+        "the build never reached the RUN step: {log}"
+    );
+    let storage = h.dir.path().join("buildah").display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = processes_with(&marker)
+            .into_iter()
+            .chain(processes_with(&storage))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build processes survived: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(registry.tags("acme/app").is_empty());
+}
+
+/// Go's module cache (under the job's HOME) is read-only directories; a non-root agent cannot
+/// delete inside them without first making them writable. As root this passes either way (root
+/// ignores directory permissions); the unit tests of `remove_tree` drop that privilege.
+#[tokio::test]
+async fn a_workspace_with_read_only_directories_is_removed() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: lock\n    run: |\n      mkdir -p dir/sub \"$HOME/go/pkg/mod/x\"\n      echo x > dir/sub/file\n      echo x > \"$HOME/go/pkg/mod/x/f\"\n      chmod -R a-w dir \"$HOME/go\"\n",
+        )],
+        "read-only",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    let job_dir = h.dir.path().join("work").join(format!("{}-a1", job.id));
+    assert!(!job_dir.exists(), "{} is left", job_dir.display());
 }

@@ -93,6 +93,7 @@ fn request(context: &Path, tags: Vec<String>) -> BuildRequest {
         build_args: BTreeMap::new(),
         push: true,
         cache_repo: None,
+        timeout: None,
     }
 }
 

@@ -210,6 +210,10 @@ impl Executor for ContainerExecutor {
         "container"
     }
 
+    fn image_workspace(&self) -> Option<&Path> {
+        Some(Path::new(CONTAINER_WORKSPACE))
+    }
+
     fn run_step<'a>(
         &'a self,
         spec: &'a StepSpec,
@@ -495,6 +499,44 @@ mod tests {
         let path = file.file.path().to_path_buf();
         drop(file);
         assert!(!path.exists());
+    }
+
+    /// The runner names the workspace by this path in `CI_WORKSPACE`: it must be where the
+    /// workspace is mounted and the step starts.
+    #[test]
+    fn the_workspace_named_to_steps_is_the_mount_point() {
+        let executor = ContainerExecutor::new(
+            ContainerEngine {
+                program: PathBuf::from("/bin/false"),
+                name: "podman",
+            },
+            ContainerOptions::default(),
+        );
+        let inside = executor.image_workspace().unwrap();
+        let args = run_args(&RunArgs {
+            name: "raibid-x",
+            workspace: Path::new("/w/job"),
+            read_only: &[],
+            env_file: Path::new("/tmp/e"),
+            passed_env: &[],
+            network: false,
+            image: "rust:1",
+            script: "cargo build",
+        })
+        .unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(
+            joined.contains(&format!("-v /w/job:{} ", inside.display())),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(&format!("-w {} ", inside.display())),
+            "{joined}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod image_arch;
 pub(crate) mod process;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -83,6 +83,13 @@ pub type OutputSender = mpsc::Sender<Vec<u8>>;
 /// - send output as it arrives, never buffering a whole step.
 pub trait Executor: Send + Sync {
     fn name(&self) -> &'static str;
+
+    /// Where the workspace appears to a step that runs in an image with an environment of its
+    /// own (`PATH`, `HOME`, toolchains), or `None` when the step sees the host's filesystem:
+    /// the runner then supplies those variables, and names the workspace by its host path.
+    fn image_workspace(&self) -> Option<&Path> {
+        None
+    }
 
     fn run_step<'a>(
         &'a self,
