@@ -69,36 +69,12 @@ impl Queue {
         pools: &[PoolName],
     ) -> Result<(), QueueError> {
         for pool in pools {
-            let stream = self.keys.stream(pool);
-            let pending: redis::Value = match self
-                .conn
-                .run(
-                    redis::cmd("XPENDING")
-                        .arg(&stream)
-                        .arg(&self.options.consumer_group)
-                        .arg("-")
-                        .arg("+")
-                        .arg(1)
-                        .arg(consumer),
-                )
-                .await
-            {
-                Ok(v) => v,
-                Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => continue,
-                Err(e) => return Err(e),
-            };
-            if crate::reply::array(&pending).is_empty() {
-                let _: i64 = self
-                    .conn
-                    .run(
-                        redis::cmd("XGROUP")
-                            .arg("DELCONSUMER")
-                            .arg(&stream)
-                            .arg(&self.options.consumer_group)
-                            .arg(consumer),
-                    )
-                    .await?;
-            }
+            let mut invocation = crate::scripts::RETIRE.prepare_invoke();
+            invocation
+                .key(self.keys.stream(pool))
+                .arg(&self.options.consumer_group)
+                .arg(consumer);
+            let _: i64 = self.conn.script(&invocation).await?;
         }
         Ok(())
     }

@@ -222,6 +222,27 @@ return 'ok'
     )
 });
 
+/// Removes a consumer from its group only if it holds nothing: `XGROUP DELCONSUMER` drops the
+/// consumer's pending entries with it, so an entry delivered between a separate check and the
+/// delete (a blocking read of the exiting agent still parked in Redis) would be in neither the
+/// lag nor any pending list: lost. In one script nothing comes between; a read served later
+/// recreates the consumer and its entry stays pending, for the reaper.
+///
+/// KEYS: stream
+/// ARGV: group, consumer
+/// Returns 1 removed | 0 kept (it has pending entries) | -1 no such group
+pub(crate) static RETIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if not ok then return -1 end
+if #pending > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
 /// Shared by ACK, RELEASE and CANCEL once a job's status is final: the log's end marker (only
 /// for a log that exists, see the module's notes) and the status change on the events stream.
 const END_JOB_FN: &str = r#"

@@ -981,6 +981,10 @@ async fn idle_consumers_are_retired_busy_ones_kept() {
     q.retire_consumer("busy", &[PoolName::default()])
         .await
         .unwrap();
+    // A pool nobody has queued to has no stream and no group: nothing to do, no error.
+    q.retire_consumer("idle", &[pool("never-used")])
+        .await
+        .unwrap();
     let names: Vec<String> = q
         .stats(&PoolName::default())
         .await
