@@ -46,6 +46,13 @@ pub enum Step {
         what: String,
         objects: Vec<ObjectRef>,
     },
+    /// JSON merge patch of objects that may not exist (absent objects, and kinds the cluster
+    /// does not know, are skipped): changes a setting before a delete.
+    Patch {
+        what: String,
+        objects: Vec<ObjectRef>,
+        patch: serde_json::Value,
+    },
     /// Delete the PersistentVolumeClaims (the data) matching a label selector.
     DeleteClaims {
         namespace: String,
@@ -117,6 +124,11 @@ impl Step {
                 objects.len(),
                 if objects.len() == 1 { "" } else { "s" }
             ),
+            Self::Patch { what, objects, .. } => format!(
+                "patch {what} ({} object{}; absent is fine)",
+                objects.len(),
+                if objects.len() == 1 { "" } else { "s" }
+            ),
             Self::DeleteClaims {
                 namespace,
                 selector,
@@ -156,6 +168,12 @@ impl Step {
                 out.push_str(&to_yaml_stream(objects));
             }
             Self::Delete { objects, .. } => {
+                for object in objects {
+                    let _ = writeln!(out, "{object}");
+                }
+            }
+            Self::Patch { objects, patch, .. } => {
+                let _ = writeln!(out, "merge patch: {patch}");
                 for object in objects {
                     let _ = writeln!(out, "{object}");
                 }

@@ -33,6 +33,9 @@ fn teardown_args(components: &[ComponentArg], delete_data: bool) -> TeardownArgs
     TeardownArgs {
         plan: setup_args(components),
         delete_data,
+        yes_destroy_cluster: false,
+        yes_uninstall_keda: false,
+        yes_uninstall_flux: false,
     }
 }
 
@@ -237,7 +240,7 @@ async fn secrets_are_described_never_printed() {
 #[tokio::test]
 async fn teardown_runs_backwards_and_keeps_data_unless_asked() {
     let keep = teardown_text(teardown_args(&[ComponentArg::All], false), ALL_TOOLS).await;
-    assert!(!keep.contains("PersistentVolumeClaims"));
+    assert!(!keep.contains("PersistentVolumeClaim"));
     assert!(!keep.contains("Namespace/raibid-ci"));
     let purge = teardown_text(teardown_args(&[ComponentArg::All], true), ALL_TOOLS).await;
     assert_snapshot("teardown-all-delete-data.headlines.txt", &headlines(&purge));
@@ -246,11 +249,84 @@ async fn teardown_runs_backwards_and_keeps_data_unless_asked() {
             .find(needle)
             .unwrap_or_else(|| panic!("no {needle:?}"))
     };
+    // Flux's sync goes first, or it re-applies what the later steps delete.
+    assert!(position("patch flux sync") < position("delete flux sync"));
+    assert!(position("delete flux sync") < position("delete agents"));
     assert!(position("delete agents") < position("delete server"));
-    assert!(position("delete server") < position("flux uninstall"));
-    assert!(position("helm uninstall keda") < position("delete redis"));
+    assert!(position("delete server") < position("helm uninstall gitea"));
+    assert!(position("helm uninstall gitea") < position("delete redis"));
     assert!(position("delete redis") < position("Namespace/raibid-ci"));
-    assert!(position("Namespace/raibid-ci") < position("k3s-uninstall.sh"));
+}
+
+/// `all` is raibid-ci's own objects: never the cluster, never a shared operator, with or without
+/// `--delete-data`, with or without helm.
+#[tokio::test]
+async fn teardown_all_never_uninstalls_k3s_keda_or_flux() {
+    for delete_data in [false, true] {
+        for tools in [
+            ALL_TOOLS,
+            Tools {
+                helm: false,
+                flux: true,
+            },
+        ] {
+            let text = teardown_text(teardown_args(&[ComponentArg::All], delete_data), tools).await;
+            assert!(!text.contains("k3s-uninstall.sh"), "{text}");
+            assert!(!text.contains("helm uninstall keda"), "{text}");
+            assert!(!text.contains("HelmRelease/keda"), "{text}");
+            assert!(!text.contains("flux uninstall"), "{text}");
+            assert!(
+                text.contains("merge patch: {\"spec\":{\"prune\":false,\"suspend\":true}}"),
+                "{text}"
+            );
+            assert!(text.contains("Kustomization/raibid-keda"), "{text}");
+        }
+    }
+}
+
+async fn teardown_error(args: TeardownArgs) -> String {
+    let mut out = Vec::new();
+    let err = teardown_to(args, &config(), ALL_TOOLS, &mut out)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(out.is_empty(), "a refused teardown prints no plan");
+    err
+}
+
+#[tokio::test]
+async fn k3s_and_keda_teardowns_need_their_confirmation_flag() {
+    let err = teardown_error(teardown_args(&[ComponentArg::K3s], true)).await;
+    assert!(err.contains("--yes-destroy-cluster"), "{err}");
+    assert!(err.contains("deletes the whole k3s cluster"), "{err}");
+    let err = teardown_error(teardown_args(
+        &[ComponentArg::All, ComponentArg::Keda],
+        false,
+    ))
+    .await;
+    assert!(err.contains("--yes-uninstall-keda"), "{err}");
+    assert!(err.contains("every ScaledObject and ScaledJob"), "{err}");
+
+    let mut args = teardown_args(&[ComponentArg::K3s, ComponentArg::Keda], false);
+    args.yes_destroy_cluster = true;
+    args.yes_uninstall_keda = true;
+    let text = teardown_text(args, ALL_TOOLS).await;
+    assert!(
+        text.find("helm uninstall keda").unwrap() < text.find("k3s-uninstall.sh").unwrap(),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn flux_controllers_go_only_when_asked() {
+    let mut args = teardown_args(&[ComponentArg::All], false);
+    args.yes_uninstall_flux = true;
+    let text = teardown_text(args, ALL_TOOLS).await;
+    // After gitea, whose HelmRelease helm-controller uninstalls when helm is missing.
+    assert!(text.find("uninstall gitea").unwrap() < text.find("flux uninstall").unwrap());
+    let text = teardown_text(teardown_args(&[ComponentArg::Flux], false), ALL_TOOLS).await;
+    assert!(!text.contains("flux uninstall"), "{text}");
+    assert!(text.contains("--yes-uninstall-flux removes them"), "{text}");
 }
 
 #[tokio::test]

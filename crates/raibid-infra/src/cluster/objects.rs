@@ -67,6 +67,23 @@ pub async fn delete(cluster: &Cluster, object: &ObjectRef) -> Result<bool, Infra
     }
 }
 
+/// JSON-merge-patches one object; `Ok(false)` when it (or its kind) does not exist.
+pub async fn patch_if_present(
+    cluster: &Cluster,
+    object: &ObjectRef,
+    patch: &serde_json::Value,
+) -> Result<bool, InfraError> {
+    let api = api(cluster, object)?;
+    match api
+        .patch(&object.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(api_error("patch", object, e)),
+    }
+}
+
 /// The data of a Secret, if it exists (to keep values a previous setup generated).
 pub async fn secret_data(
     cluster: &Cluster,

@@ -102,6 +102,15 @@ impl<'a> Executor<'a> {
                 }
                 Ok(())
             }
+            Step::Patch { objects, patch, .. } => {
+                let cluster = self.cluster().await?;
+                for object in objects {
+                    let present = cluster::patch_if_present(&cluster, object, patch).await?;
+                    let what = if present { "patched" } else { "absent" };
+                    let _ = writeln!(self.out, "    {what}: {object}");
+                }
+                Ok(())
+            }
             Step::DeleteClaims {
                 namespace,
                 selector,

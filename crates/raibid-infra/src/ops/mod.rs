@@ -10,7 +10,7 @@ use raibid_config::Config;
 
 pub use execute::Executor;
 pub use setup::setup_plan;
-pub use teardown::teardown_plan;
+pub use teardown::{TeardownOptions, teardown_plan};
 
 use crate::InfraError;
 use crate::cluster::Readiness;
