@@ -53,10 +53,12 @@ pub enum Step {
         objects: Vec<ObjectRef>,
         patch: serde_json::Value,
     },
-    /// Delete the PersistentVolumeClaims (the data) matching a label selector.
-    DeleteClaims {
-        namespace: String,
-        selector: String,
+    /// Delete a namespace, but only if it carries `label` (`key`, `value`): one raibid's
+    /// manifests created, not a namespace that was there before and that the configuration
+    /// merely points at.
+    DeleteNamespace {
+        name: String,
+        label: (String, String),
     },
     /// Something the user must know before the next step (printed, never fails).
     Note(String),
@@ -129,11 +131,11 @@ impl Step {
                 objects.len(),
                 if objects.len() == 1 { "" } else { "s" }
             ),
-            Self::DeleteClaims {
-                namespace,
-                selector,
+            Self::DeleteNamespace {
+                name,
+                label: (key, value),
             } => format!(
-                "delete PersistentVolumeClaims in {namespace} matching {selector} (the data)"
+                "delete namespace {name} (and anything left in it) if it is labelled {key}={value}"
             ),
             Self::Note(text) => format!("note: {text}"),
             Self::CheckImages(checks) => format!(

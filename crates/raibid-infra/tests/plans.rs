@@ -255,7 +255,32 @@ async fn teardown_runs_backwards_and_keeps_data_unless_asked() {
     assert!(position("delete agents") < position("delete server"));
     assert!(position("delete server") < position("helm uninstall gitea"));
     assert!(position("helm uninstall gitea") < position("delete redis"));
-    assert!(position("delete redis") < position("Namespace/raibid-ci"));
+    assert!(position("delete redis") < position("delete namespace raibid-ci"));
+}
+
+/// Data is deleted by exact name: a label selector also matches other charts' claims in a shared
+/// namespace, and misses Gitea's (the chart does not give it the release labels).
+#[tokio::test]
+async fn delete_data_names_each_claim_and_checks_the_namespace_label() {
+    let purge = teardown_text(teardown_args(&[ComponentArg::All], true), ALL_TOOLS).await;
+    assert!(!purge.contains("matching"), "no label selectors: {purge}");
+    for claim in [
+        "PersistentVolumeClaim/data-raibid-redis-0 (namespace raibid-ci)",
+        "PersistentVolumeClaim/gitea-shared-storage (namespace raibid-ci)",
+    ] {
+        assert_eq!(purge.matches(claim).count(), 1, "{claim}: {purge}");
+    }
+    assert!(
+        purge.contains(
+            "delete namespace raibid-ci (and anything left in it) if it is labelled \
+             app.kubernetes.io/managed-by=raibid"
+        ),
+        "{purge}"
+    );
+    // Only the namespace-wide teardown deletes the namespace.
+    let redis = teardown_text(teardown_args(&[ComponentArg::Redis], true), ALL_TOOLS).await;
+    assert!(redis.contains("PersistentVolumeClaim/data-raibid-redis-0"));
+    assert!(!redis.contains("delete namespace"), "{redis}");
 }
 
 /// `all` is raibid-ci's own objects: never the cluster, never a shared operator, with or without

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 
 use super::Cluster;
@@ -106,35 +106,48 @@ pub async fn secret_data(
     }
 }
 
-/// Deletes the PersistentVolumeClaims matching `selector`; returns how many there were.
-pub async fn delete_claims(
+/// Namespaces that exist in every cluster and are never raibid's, whatever their labels say.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Deletes namespace `name` only if it carries `label`; says what happened.
+pub async fn delete_namespace_if_labelled(
     cluster: &Cluster,
-    namespace: &str,
-    selector: &str,
-) -> Result<usize, InfraError> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), namespace);
-    let claims = api
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(|e| InfraError::Api {
-            action: "list",
-            object: format!("PersistentVolumeClaims ({selector}) in {namespace}"),
-            message: super::error_chain(&e),
-        })?;
-    let mut deleted = 0;
-    for claim in claims {
-        let name = claim.metadata.name.unwrap_or_default();
-        let object = ObjectRef {
-            api_version: "v1".into(),
-            kind: "PersistentVolumeClaim".into(),
-            namespace: Some(namespace.into()),
-            name,
-        };
-        if delete(cluster, &object).await? {
-            deleted += 1;
-        }
+    name: &str,
+    (key, value): &(String, String),
+) -> Result<String, InfraError> {
+    let object = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: name.to_owned(),
+    };
+    if SYSTEM_NAMESPACES.contains(&name) {
+        return Ok(format!("kept: {object} is a system namespace"));
     }
-    Ok(deleted)
+    let api: Api<Namespace> = Api::all(cluster.client.clone());
+    let Some(namespace) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error("read", &object, e))?
+    else {
+        return Ok(format!("already absent: {object}"));
+    };
+    let labelled = namespace
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(key))
+        .is_some_and(|v| v == value);
+    if !labelled {
+        return Ok(format!(
+            "kept: {object} is not labelled {key}={value}, so raibid did not create it"
+        ));
+    }
+    Ok(if delete(cluster, &object).await? {
+        format!("deleted: {object}")
+    } else {
+        format!("already absent: {object}")
+    })
 }
 
 /// Maps API errors to what the user should do.

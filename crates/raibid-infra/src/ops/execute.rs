@@ -111,13 +111,10 @@ impl<'a> Executor<'a> {
                 }
                 Ok(())
             }
-            Step::DeleteClaims {
-                namespace,
-                selector,
-            } => {
+            Step::DeleteNamespace { name, label } => {
                 let cluster = self.cluster().await?;
-                let count = cluster::delete_claims(&cluster, namespace, selector).await?;
-                let _ = writeln!(self.out, "    deleted {count} PersistentVolumeClaim(s)");
+                let outcome = cluster::delete_namespace_if_labelled(&cluster, name, label).await?;
+                let _ = writeln!(self.out, "    {outcome}");
                 Ok(())
             }
             Step::Note(_) => Ok(()),

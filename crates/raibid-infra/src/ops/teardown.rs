@@ -68,14 +68,7 @@ pub fn teardown_plan(
         steps.extend(component_steps(ctx, *component, options)?);
         // The namespace goes with the last component that lives in it.
         if *component == Component::Redis && everything && options.delete_data {
-            steps.push(Step::Delete {
-                what: "namespace (and anything left in it)".into(),
-                objects: ctx
-                    .namespace_object()?
-                    .iter()
-                    .map(Manifest::object_ref)
-                    .collect(),
-            });
+            steps.push(namespace_step(ctx)?);
         }
     }
     // The Flux controllers after gitea's HelmRelease, which helm-controller uninstalls.
@@ -153,6 +146,95 @@ fn flux_uninstall_steps(ordered: &[Component], options: &TeardownOptions) -> Vec
     ]
 }
 
+/// The namespace, deleted only if it carries the `managed-by` label raibid's manifests give it:
+/// `cluster.namespace` may name a namespace that existed before and holds other things.
+fn namespace_step(ctx: &Context<'_>) -> Result<Step, InfraError> {
+    let namespace = ctx.namespace_object()?;
+    let [object] = namespace.as_slice() else {
+        return Err(InfraError::Manifest {
+            file: format!("{}/redis", ctx.overlay),
+            message: format!("expected one Namespace, found {}", namespace.len()),
+        });
+    };
+    let value = object
+        .label(MANAGED_BY)
+        .ok_or_else(|| InfraError::Manifest {
+            file: object.source.clone(),
+            message: format!(
+                "{} has no {MANAGED_BY} label, so teardown could not tell it from a namespace \
+             raibid did not create",
+                object.object_ref()
+            ),
+        })?;
+    Ok(Step::DeleteNamespace {
+        name: object.name().to_owned(),
+        label: (MANAGED_BY.to_owned(), value.to_owned()),
+    })
+}
+
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// The claims a StatefulSet's volumeClaimTemplates produce: `<template>-<statefulset>-<ordinal>`,
+/// named exactly, because a label selector also matches other charts' claims in a shared
+/// namespace.
+fn statefulset_claims(objects: &[Manifest]) -> Vec<ObjectRef> {
+    let mut claims = Vec::new();
+    for set in objects.iter().filter(|m| m.kind() == "StatefulSet") {
+        let spec = &set.object["spec"];
+        let replicas = spec["replicas"].as_u64().unwrap_or(1);
+        let templates = spec["volumeClaimTemplates"]
+            .as_array()
+            .into_iter()
+            .flatten();
+        for template in templates {
+            let Some(template) = template["metadata"]["name"].as_str() else {
+                continue;
+            };
+            for ordinal in 0..replicas {
+                claims.push(claim(
+                    set.namespace(),
+                    format!("{template}-{}-{ordinal}", set.name()),
+                ));
+            }
+        }
+    }
+    claims
+}
+
+/// Gitea's claim, named by `persistence.claimName` in its Helm values: the chart labels it only
+/// with `persistence.labels` (not its release labels), so no selector finds it reliably.
+fn gitea_claims(release: &HelmInstall) -> Result<Vec<ObjectRef>, InfraError> {
+    let values: serde_json::Value = match &release.values {
+        Some(text) => serde_yaml::from_str(text).map_err(|e| InfraError::Manifest {
+            file: "gitea/values.yaml".into(),
+            message: e.to_string(),
+        })?,
+        None => serde_json::Value::Null,
+    };
+    let persistence = &values["persistence"];
+    if persistence["enabled"] == false || persistence["create"] == false {
+        return Ok(Vec::new());
+    }
+    let name = persistence["claimName"]
+        .as_str()
+        .ok_or_else(|| InfraError::Manifest {
+            file: "gitea/values.yaml".into(),
+            message: "persistence.claimName is not set; teardown deletes Gitea's data by that \
+                      name"
+                .into(),
+        })?;
+    Ok(vec![claim(Some(&release.namespace), name.to_owned())])
+}
+
+fn claim(namespace: Option<&str>, name: String) -> ObjectRef {
+    ObjectRef {
+        api_version: "v1".into(),
+        kind: "PersistentVolumeClaim".into(),
+        namespace: namespace.map(str::to_owned),
+        name,
+    }
+}
+
 fn delete(what: &str, objects: &[Manifest]) -> Step {
     Step::Delete {
         what: what.to_owned(),
@@ -207,21 +289,19 @@ fn component_steps(
                 .collect();
             steps.push(delete("redis", &objects));
             if delete_data {
-                steps.push(Step::DeleteClaims {
-                    namespace: ctx.namespace().to_owned(),
-                    selector: "app.kubernetes.io/name=redis".into(),
+                steps.push(Step::Delete {
+                    what: "redis data (its StatefulSet's PersistentVolumeClaims)".into(),
+                    objects: statefulset_claims(&objects),
                 });
                 steps.push(delete_secret(ctx, &secrets::REDIS));
             }
         }
         Component::Gitea => {
             let objects = ctx.shared("gitea")?;
+            let release = HelmInstall::from_release(&objects, "gitea", ctx.timeout)?;
+            let claims = gitea_claims(&release)?;
             if ctx.tools.helm {
-                steps.push(helm_uninstall(&HelmInstall::from_release(
-                    &objects,
-                    "gitea",
-                    ctx.timeout,
-                )?));
+                steps.push(helm_uninstall(&release));
                 let alias: Vec<Manifest> = objects
                     .into_iter()
                     .filter(|m| m.kind() == "Service")
@@ -231,9 +311,9 @@ fn component_steps(
                 steps.push(delete("gitea (Flux uninstalls the chart)", &objects));
             }
             if delete_data {
-                steps.push(Step::DeleteClaims {
-                    namespace: ctx.namespace().to_owned(),
-                    selector: "app.kubernetes.io/instance=gitea".into(),
+                steps.push(Step::Delete {
+                    what: "gitea data (the chart's PersistentVolumeClaim)".into(),
+                    objects: claims,
                 });
                 steps.push(delete_secret(ctx, &secrets::GITEA_ADMIN));
             }
