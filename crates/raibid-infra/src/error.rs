@@ -104,6 +104,13 @@ pub enum InfraError {
         flag: &'static str,
     },
 
+    #[error("{field} = {value:?} in the configuration is not allowed: expected {expected}")]
+    InvalidSetting {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
     #[error("{what} needs a step raibid cannot do for you:\n{instructions}")]
     ManualStep { what: String, instructions: String },
 

@@ -103,8 +103,11 @@ impl Step {
     /// One line saying what the step does.
     pub fn headline(&self) -> String {
         match self {
-            Self::InstallK3s(K3sInstall::Installer { command }) => {
-                format!("install k3s unless a cluster is already reachable: {command}")
+            Self::InstallK3s(K3sInstall::Installer { env }) => {
+                format!(
+                    "install k3s unless a cluster is already reachable: {}",
+                    K3sInstall::command_line(env)
+                )
             }
             Self::InstallK3s(K3sInstall::Rootless { .. }) => {
                 "install rootless k3s unless a cluster is already reachable (by hand, see below)"

@@ -204,12 +204,42 @@ async fn k3s_setup_prints_the_exact_installer_command() {
     assert_eq!(
         text,
         "raibid setup k3s (overlay dev, namespace raibid-ci):\n \
-         1. install k3s unless a cluster is already reachable: installer=$(mktemp) && curl -sfL \
-         https://get.k3s.io -o \"$installer\" && INSTALL_K3S_EXEC='server --disable traefik \
-         --data-dir /var/lib/rancher/k3s --write-kubeconfig-mode 0644' sh \"$installer\"\n \
-         2. wait for every node Ready\n\
+         1. note: the kubeconfig k3s writes (/etc/rancher/k3s/k3s.yaml) is readable by root only \
+         (mode 0600, it holds cluster-admin credentials); to use the cluster as another user: \
+         mkdir -p ~/.kube && sudo install -m 0600 -o \"$(id -u)\" -g \"$(id -g)\" \
+         /etc/rancher/k3s/k3s.yaml ~/.kube/config\n \
+         2. install k3s unless a cluster is already reachable: INSTALL_K3S_EXEC='server --disable \
+         traefik --data-dir /var/lib/rancher/k3s --write-kubeconfig-mode 0600' sh -c \
+         'installer=$(mktemp) && curl -sfL https://get.k3s.io -o \"$installer\" && sh \
+         \"$installer\"'\n \
+         3. wait for every node Ready\n\
          dry run: nothing was changed\n"
     );
+}
+
+/// `k3s.data_dir` and `k3s.version` were spliced into the `sh -c` string; a `'` in them ended
+/// the quoting and the rest ran as commands.
+#[tokio::test]
+async fn k3s_settings_never_reach_a_shell() {
+    let mut config = config();
+    config.k3s.data_dir = "/var/lib/x'; touch /tmp/x; '".into();
+    let mut out = Vec::new();
+    let err = setup_to(
+        setup_args(&[ComponentArg::K3s]),
+        &config,
+        ALL_TOOLS,
+        &mut out,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(
+            "k3s.data_dir = \"/var/lib/x'; touch /tmp/x; '\" in the configuration is not allowed"
+        ),
+        "{err}"
+    );
+    assert!(out.is_empty());
 }
 
 #[tokio::test]

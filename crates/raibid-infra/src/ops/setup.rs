@@ -2,10 +2,11 @@
 
 use super::{Context, readiness_of};
 use crate::InfraError;
+use crate::cluster::K3S_KUBECONFIG;
 use crate::cluster::Readiness;
 use crate::components::Component;
 use crate::helm::HelmInstall;
-use crate::k3s::K3sInstall;
+use crate::k3s::{K3sInstall, KUBECONFIG_FOR_USER, KUBECONFIG_MODE};
 use crate::manifest::Manifest;
 use crate::plan::{CommandLine, Plan, Step};
 use crate::secrets::{self, SecretSpec};
@@ -69,7 +70,15 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
     let mut steps = Vec::new();
     match component {
         Component::K3s => {
-            steps.push(Step::InstallK3s(K3sInstall::for_config(ctx.config)));
+            let install = K3sInstall::for_config(ctx.config)?;
+            if matches!(install, K3sInstall::Installer { .. }) {
+                steps.push(Step::Note(format!(
+                    "the kubeconfig k3s writes ({K3S_KUBECONFIG}) is readable by root only (mode \
+                     {KUBECONFIG_MODE}, it holds cluster-admin credentials); to use the cluster as \
+                     another user: {KUBECONFIG_FOR_USER}"
+                )));
+            }
+            steps.push(Step::InstallK3s(install));
             steps.push(Step::Wait(Readiness::Nodes));
         }
         Component::Redis => {
