@@ -324,21 +324,26 @@ async fn run_plan(
     Executor::new(config, ctx.timeout, out).run(&plan).await
 }
 
-/// Prints the cluster status (one line when no cluster is reachable; that is not an error).
-pub async fn status(args: StatusArgs, config: &Config) -> Result<(), InfraError> {
+/// Prints the cluster status (one line when no cluster is reachable) and returns what is not
+/// ready ([`ClusterStatus::problems`]), so the caller can exit non-zero; the JSON has them too.
+pub async fn status(args: StatusArgs, config: &Config) -> Result<Vec<String>, InfraError> {
     let mut status: ClusterStatus = cluster::cluster_status(config).await;
     if let Some(component) = args.component {
         status = status.only(component);
     }
+    let problems = status.problems(args.component);
     let mut out = std::io::stdout().lock();
     if args.json {
-        let json = serde_json::to_string_pretty(&status).expect("status serializes");
-        writeln!(out, "{json}").map_err(write_err)
+        let mut json = serde_json::to_value(&status).expect("status serializes");
+        json["ready"] = problems.is_empty().into();
+        json["problems"] = problems.clone().into();
+        let json = serde_json::to_string_pretty(&json).expect("status serializes");
+        writeln!(out, "{json}").map_err(write_err)?;
     } else {
         write!(out, "{status}").map_err(write_err)?;
         if !status.reachable {
             writeln!(out).map_err(write_err)?;
         }
-        Ok(())
     }
+    Ok(problems)
 }
