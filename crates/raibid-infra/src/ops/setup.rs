@@ -42,12 +42,12 @@ pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, I
     })
 }
 
-fn ensure_secret(ctx: &Context<'_>, spec: &'static SecretSpec) -> Step {
-    Step::EnsureSecret {
+fn ensure_secret(ctx: &Context<'_>, spec: &'static SecretSpec) -> Result<Step, InfraError> {
+    Ok(Step::EnsureSecret {
         spec,
         namespace: ctx.namespace().to_owned(),
-        sources: secrets::sources(spec, ctx.config),
-    }
+        sources: secrets::sources(spec, ctx.config)?,
+    })
 }
 
 fn apply_and_wait(what: &str, objects: Vec<Manifest>) -> Vec<Step> {
@@ -88,12 +88,12 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
                 .filter(|m| m.kind() != "Namespace")
                 .collect();
             steps.push(namespace()?);
-            steps.push(ensure_secret(ctx, &secrets::REDIS));
+            steps.push(ensure_secret(ctx, &secrets::REDIS)?);
             steps.extend(apply_and_wait("redis", objects));
         }
         Component::Gitea => {
             steps.push(namespace()?);
-            steps.push(ensure_secret(ctx, &secrets::GITEA_ADMIN));
+            steps.push(ensure_secret(ctx, &secrets::GITEA_ADMIN)?);
             let objects = ctx.shared("gitea")?;
             if ctx.tools.helm {
                 steps.push(Step::Helm(HelmInstall::from_release(
@@ -153,7 +153,7 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
             // The workloads Flux will apply need these Secrets, which are not in git.
             steps.push(namespace()?);
             for spec in secrets::CATALOG {
-                steps.push(ensure_secret(ctx, spec));
+                steps.push(ensure_secret(ctx, spec)?);
             }
             steps.push(Step::Apply {
                 what: "flux sync (GitRepository and Kustomizations)".into(),
@@ -167,7 +167,7 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
         }
         Component::Server => {
             steps.push(namespace()?);
-            steps.push(ensure_secret(ctx, &secrets::SERVER));
+            steps.push(ensure_secret(ctx, &secrets::SERVER)?);
             steps.extend(apply_and_wait("server", ctx.overlay_component("server")?));
         }
         Component::Agents => {
