@@ -49,7 +49,25 @@ pub const GITEA_ADMIN: SecretSpec = SecretSpec {
     component: "forge",
 };
 
-pub const CATALOG: &[&SecretSpec] = &[&REDIS, &SERVER, &GITEA_ADMIN];
+/// What agents need to push images to the registry and clone private repositories. The
+/// ScaledJobs reference it with `optional: true`, so a cluster without it still builds (and
+/// fails only at a push or clone that needs a login).
+pub const AGENT_CREDENTIALS: SecretSpec = SecretSpec {
+    name: "raibid-agent-credentials",
+    keys: &["registry-username", "registry-password", "git-token"],
+    app: "raibid",
+    component: "agent",
+};
+
+/// Which agent setting each key of [`AGENT_CREDENTIALS`] becomes in the pod (`RAIBID_*`
+/// override), checked on every ScaledJob by validation.
+pub const AGENT_CREDENTIAL_ENV: [(&str, &str); 3] = [
+    ("RAIBID_AGENT_REGISTRY_USERNAME", "registry-username"),
+    ("RAIBID_AGENT_REGISTRY_PASSWORD", "registry-password"),
+    ("RAIBID_AGENT_GIT_TOKEN", "git-token"),
+];
+
+pub const CATALOG: &[&SecretSpec] = &[&REDIS, &SERVER, &GITEA_ADMIN, &AGENT_CREDENTIALS];
 
 /// Whether `raibid setup` creates key `key` of Secret `name`.
 pub fn provides(name: &str, key: &str) -> bool {
@@ -125,6 +143,21 @@ pub fn sources(
                 ("raibid-server", "gitea-token") => from(
                     "gitea.token",
                     config.gitea.token.expose(),
+                    KeySource::KeepOrEmpty,
+                ),
+                ("raibid-agent-credentials", "registry-username") => from(
+                    "agent.registry.username",
+                    &config.agent.registry.username,
+                    KeySource::KeepOrEmpty,
+                ),
+                ("raibid-agent-credentials", "registry-password") => from(
+                    "agent.registry.password",
+                    config.agent.registry.password.expose(),
+                    KeySource::KeepOrEmpty,
+                ),
+                ("raibid-agent-credentials", "git-token") => from(
+                    "agent.git_token",
+                    config.agent.git_token.expose(),
                     KeySource::KeepOrEmpty,
                 ),
                 ("gitea-admin", "username") => from(
@@ -338,6 +371,23 @@ mod tests {
         let server = resolve(&sources(&SERVER, &config).unwrap(), None);
         assert_eq!(server["webhook-secret"], "hook");
         assert_eq!(server["gitea-token"], "", "a token is never invented");
+    }
+
+    #[test]
+    fn agent_credentials_come_from_the_agent_settings_and_are_never_invented() {
+        let mut config = Config::default();
+        let empty = resolve(&sources(&AGENT_CREDENTIALS, &config).unwrap(), None);
+        assert!(empty.values().all(String::is_empty), "{empty:?}");
+        config.agent.registry.username = "ci-bot".into();
+        config.agent.registry.password = raibid_config::Secret::new("pkg-token");
+        config.agent.git_token = raibid_config::Secret::new("git-token");
+        let values = resolve(&sources(&AGENT_CREDENTIALS, &config).unwrap(), None);
+        assert_eq!(values["registry-username"], "ci-bot");
+        assert_eq!(values["registry-password"], "pkg-token");
+        assert_eq!(values["git-token"], "git-token");
+        for (_, key) in AGENT_CREDENTIAL_ENV {
+            assert!(provides(AGENT_CREDENTIALS.name, key));
+        }
     }
 
     #[test]

@@ -176,6 +176,8 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
             if !checks.is_empty() {
                 steps.push(Step::CheckImages(checks));
             }
+            steps.push(namespace()?);
+            steps.push(ensure_secret(ctx, &secrets::AGENT_CREDENTIALS)?);
             steps.extend(apply_and_wait("agents", objects));
         }
     }

@@ -344,6 +344,9 @@ fn component_steps(
         }
         Component::Agents => {
             steps.push(delete("agents", &ctx.overlay_component("agents")?));
+            if delete_data {
+                steps.push(delete_secret(ctx, &secrets::AGENT_CREDENTIALS));
+            }
         }
     }
     Ok(steps)

@@ -107,6 +107,7 @@ fn scaled_job(manifest: &Manifest, config: &Config, issues: &mut Vec<Issue>) {
             format!("must equal the agent's pool {pool}"),
         ));
     }
+    agent_credentials(manifest, issues);
     let spec = &manifest.object["spec"];
     let expect_number = |issues: &mut Vec<Issue>, field: &str, want: u64, key: &str| {
         if spec[field].as_u64() != Some(want) {
@@ -170,6 +171,40 @@ fn scaled_job(manifest: &Manifest, config: &Config, issues: &mut Vec<Issue>) {
     }
 }
 
+/// The agent container must take its registry login and git token from the Secret setup writes:
+/// without them a pod cannot push to the in-cluster registry or clone a private repository.
+fn agent_credentials(manifest: &Manifest, issues: &mut Vec<Issue>) {
+    let container = FieldPath::from_pointer("/spec/jobTargetRef/template/spec/containers/0");
+    let env = manifest
+        .object
+        .pointer("/spec/jobTargetRef/template/spec/containers/0/env")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (name, key) in secrets::AGENT_CREDENTIAL_ENV {
+        let found = env.iter().position(|v| v["name"] == name);
+        let reference = found.map(|i| &env[i]["valueFrom"]["secretKeyRef"]);
+        let right = reference
+            .is_some_and(|r| r["name"] == secrets::AGENT_CREDENTIALS.name && r["key"] == key);
+        if !right {
+            let path = match found {
+                Some(i) => container.clone().key("env").index(i),
+                None => container.clone().key("env"),
+            };
+            issues.push(Issue::new(
+                manifest,
+                path,
+                format!(
+                    "{name} must come from Secret {} key {key} (which `raibid setup agents` \
+                     writes), optional: true; without it the agent cannot log in to push images \
+                     or clone",
+                    secrets::AGENT_CREDENTIALS.name
+                ),
+            ));
+        }
+    }
+}
+
 fn config_map(
     manifest: &Manifest,
     config: &Config,
@@ -216,6 +251,22 @@ fn config_map(
                 format!("{key} is {actual:?} but the configuration says {want:?}"),
             ));
         }
+    }
+    // Gitea's in-cluster Service speaks plain HTTP; a registry taken from such a gitea.url must
+    // be marked insecure or every push fails on TLS.
+    if in_cluster.agent.registry.host.is_empty()
+        && in_cluster.gitea.url.starts_with("http://")
+        && !in_cluster.agent.registry.insecure
+    {
+        issues.push(Issue::new(
+            manifest,
+            path.clone(),
+            format!(
+                "agent.registry.insecure is false, but the registry is the host of gitea.url {:?} \
+                 (plain HTTP): image pushes would fail",
+                in_cluster.gitea.url
+            ),
+        ));
     }
     if let Some(served) = served_pools {
         let wanted = std::iter::once(&in_cluster.server.default_pool)
