@@ -706,3 +706,62 @@ fn agents_get_the_registry_login_setup_writes_and_an_insecure_in_cluster_registr
         "{issues:?}"
     );
 }
+
+/// buildah's store once defaulted to the data directory inside the container, not the
+/// node-local cache the ScaledJobs mount: layers counted against ephemeral-storage and were
+/// never reused.
+#[test]
+fn buildah_stores_its_layers_on_the_mounted_node_cache() {
+    let tree = Tree::embedded();
+    let objects = render(&tree, "dev", &Config::default()).unwrap();
+    let map = objects
+        .iter()
+        .find(|m| m.kind() == "ConfigMap" && m.name() == "raibid-config")
+        .unwrap();
+    let text = map.object["data"]["config.yaml"].as_str().unwrap();
+    let in_cluster =
+        raibid_config::load_from_str(text, std::path::Path::new("config.yaml"), &[]).unwrap();
+    assert_eq!(in_cluster.agent.buildah_root, "/var/lib/containers/storage");
+    for job in objects.iter().filter(|m| m.kind() == "ScaledJob") {
+        let spec = &job.object["spec"]["jobTargetRef"]["template"]["spec"];
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == "/var/lib/containers/storage")
+            .unwrap_or_else(|| panic!("{}: no mount at buildah_root", job.name()));
+        let volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        assert!(
+            volume["hostPath"]["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/containers")),
+            "{}: {volume}",
+            job.name()
+        );
+    }
+
+    // A configuration pointing buildah elsewhere is caught, for the overlays too.
+    for target in ["overlays/dev", "overlays/prod"] {
+        let issues = issues_after_edit(
+            "base/server/config.yaml",
+            "buildah_root: /var/lib/containers/storage",
+            "buildah_root: /var/lib/raibid/buildah",
+            target,
+        );
+        assert_eq!(
+            issues
+                .iter()
+                .filter(|i| i.contains(
+                    "no volume is mounted at agent.buildah_root \"/var/lib/raibid/buildah\""
+                ))
+                .count(),
+            3,
+            "{target}: {issues:?}"
+        );
+    }
+}

@@ -51,6 +51,16 @@ pub fn check(objects: &[Manifest], config: &Config) -> Vec<Issue> {
     for manifest in &scaled_jobs {
         scaled_job(manifest, config, &mut issues);
     }
+    let in_cluster = objects
+        .iter()
+        .find(|m| m.kind() == "ConfigMap" && m.name() == CONFIG_MAP)
+        .and_then(|m| m.object["data"]["config.yaml"].as_str())
+        .and_then(|text| raibid_config::load_from_str(text, Path::new(""), &[]).ok());
+    if let Some(in_cluster) = &in_cluster {
+        for manifest in &scaled_jobs {
+            agent_mounts(manifest, in_cluster, &mut issues);
+        }
+    }
     let served: Vec<PoolName> = pools(objects).into_iter().map(|(p, _)| p).collect();
     for manifest in objects {
         if manifest.kind() == "ConfigMap" && manifest.name() == CONFIG_MAP {
@@ -167,6 +177,40 @@ fn scaled_job(manifest: &Manifest, config: &Config, issues: &mut Vec<Issue>) {
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// The directories the in-cluster configuration gives the agent for its caches must be volumes
+/// in every agent pod: anywhere else they are the container's writable layer, which counts
+/// against the pod's ephemeral-storage limit and is gone with the pod, so nothing is cached.
+fn agent_mounts(manifest: &Manifest, in_cluster: &Config, issues: &mut Vec<Issue>) {
+    let container = FieldPath::from_pointer("/spec/jobTargetRef/template/spec/containers/0");
+    let mounts: Vec<&str> = manifest
+        .object
+        .pointer("/spec/jobTargetRef/template/spec/containers/0/volumeMounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["mountPath"].as_str())
+        .map(|p| p.trim_end_matches('/'))
+        .collect();
+    let agent = &in_cluster.agent;
+    for (key, dir) in [
+        ("agent.buildah_root", &agent.buildah_root),
+        ("agent.cache_dir", &agent.cache_dir),
+    ] {
+        let dir = dir.trim_end_matches('/');
+        if dir.is_empty() || !mounts.contains(&dir) {
+            issues.push(Issue::new(
+                manifest,
+                container.clone().key("volumeMounts"),
+                format!(
+                    "no volume is mounted at {key} {dir:?} of config.yaml: the agent's cache \
+                     would be the container's writable layer (counted against \
+                     ephemeral-storage, lost with the pod)"
+                ),
+            ));
         }
     }
 }
