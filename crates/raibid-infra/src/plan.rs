@@ -41,6 +41,13 @@ pub enum Step {
         what: String,
         objects: Vec<Manifest>,
     },
+    /// Apply the namespace, unless it already exists without `label`: a namespace raibid did
+    /// not create is used as it is, never labelled as raibid's, so that teardown (which deletes
+    /// only a labelled namespace) keeps it.
+    ApplyNamespace {
+        object: Manifest,
+        label: (String, String),
+    },
     Wait(Readiness),
     Delete {
         what: String,
@@ -123,6 +130,14 @@ impl Step {
                 objects.len(),
                 if objects.len() == 1 { "" } else { "s" }
             ),
+            Self::ApplyNamespace {
+                object,
+                label: (key, value),
+            } => format!(
+                "apply namespace {} unless it exists without {key}={value} (then it is used as \
+                 it is)",
+                object.name()
+            ),
             Self::Wait(readiness) => format!("wait for {readiness}"),
             Self::Delete { what, objects } => format!(
                 "delete {what} ({} object{}; already absent is fine)",
@@ -172,6 +187,10 @@ impl Step {
                 out.push_str("---\n");
                 out.push_str(&to_yaml_stream(objects));
             }
+            Self::ApplyNamespace { object, .. } => {
+                out.push_str("---\n");
+                out.push_str(&to_yaml_stream(std::slice::from_ref(object)));
+            }
             Self::Delete { objects, .. } => {
                 for object in objects {
                     let _ = writeln!(out, "{object}");
@@ -208,7 +227,7 @@ impl Plan {
                 continue;
             }
             let details = step.details();
-            if matches!(step, Step::Apply { .. }) {
+            if matches!(step, Step::Apply { .. } | Step::ApplyNamespace { .. }) {
                 // Unindented, so the objects can be piped to `kubectl apply -f -` as they are.
                 out.write_all(details.as_bytes())?;
                 continue;

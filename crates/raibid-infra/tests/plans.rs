@@ -307,6 +307,15 @@ async fn delete_data_names_each_claim_and_checks_the_namespace_label() {
         ),
         "{purge}"
     );
+    // Setup never puts that label on a namespace that existed before, or teardown would take it.
+    let setup = setup_text(setup_args(&[ComponentArg::Redis]), ALL_TOOLS).await;
+    assert!(
+        setup.contains(
+            "1. apply namespace raibid-ci unless it exists without \
+             app.kubernetes.io/managed-by=raibid (then it is used as it is)"
+        ),
+        "{setup}"
+    );
     // Only the namespace-wide teardown deletes the namespace.
     let redis = teardown_text(teardown_args(&[ComponentArg::Redis], true), ALL_TOOLS).await;
     assert!(redis.contains("PersistentVolumeClaim/data-raibid-redis-0"));

@@ -109,6 +109,25 @@ pub async fn secret_data(
 /// Namespaces that exist in every cluster and are never raibid's, whatever their labels say.
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// The labels of namespace `name`, or `None` when it does not exist.
+pub async fn namespace_labels(
+    cluster: &Cluster,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, InfraError> {
+    let api: Api<Namespace> = Api::all(cluster.client.clone());
+    let object = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: name.to_owned(),
+    };
+    let namespace = api
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error("read", &object, e))?;
+    Ok(namespace.map(|n| n.metadata.labels.unwrap_or_default()))
+}
+
 /// Deletes namespace `name` only if it carries `label`; says what happened.
 pub async fn delete_namespace_if_labelled(
     cluster: &Cluster,
@@ -124,20 +143,10 @@ pub async fn delete_namespace_if_labelled(
     if SYSTEM_NAMESPACES.contains(&name) {
         return Ok(format!("kept: {object} is a system namespace"));
     }
-    let api: Api<Namespace> = Api::all(cluster.client.clone());
-    let Some(namespace) = api
-        .get_opt(name)
-        .await
-        .map_err(|e| api_error("read", &object, e))?
-    else {
+    let Some(labels) = namespace_labels(cluster, name).await? else {
         return Ok(format!("already absent: {object}"));
     };
-    let labelled = namespace
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|labels| labels.get(key))
-        .is_some_and(|v| v == value);
+    let labelled = labels.get(key).is_some_and(|v| v == value);
     if !labelled {
         return Ok(format!(
             "kept: {object} is not labelled {key}={value}, so raibid did not create it"

@@ -89,6 +89,22 @@ impl<'a> Executor<'a> {
                 }
                 Ok(())
             }
+            Step::ApplyNamespace { object, label } => {
+                let cluster = self.cluster().await?;
+                let labels = cluster::namespace_labels(&cluster, object.name()).await?;
+                if labels.is_some_and(|l| l.get(&label.0) != Some(&label.1)) {
+                    let _ = writeln!(
+                        self.out,
+                        "    {} exists and raibid did not create it: used as it is (teardown \
+                         keeps it)",
+                        object.object_ref()
+                    );
+                    return Ok(());
+                }
+                cluster::apply(&cluster, object).await?;
+                let _ = writeln!(self.out, "    applied {}", object.object_ref());
+                Ok(())
+            }
             Step::Wait(readiness) => {
                 let cluster = self.cluster().await?;
                 cluster::wait_ready(&cluster, readiness, self.timeout, self.out).await

@@ -18,9 +18,9 @@ pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, I
         for step in component_steps(ctx, *component)? {
             // Several components need the namespace and the same Secrets; once is enough.
             let repeated = match &step {
-                Step::Apply { what, .. } if what == "namespace" => steps
+                Step::ApplyNamespace { .. } => steps
                     .iter()
-                    .any(|s| matches!(s, Step::Apply { what, .. } if what == "namespace")),
+                    .any(|s| matches!(s, Step::ApplyNamespace { .. })),
                 Step::EnsureSecret { spec, .. } => steps.iter().any(
                     |s| matches!(s, Step::EnsureSecret { spec: earlier, .. } if earlier.name == spec.name),
                 ),
@@ -61,12 +61,7 @@ fn apply_and_wait(what: &str, objects: Vec<Manifest>) -> Vec<Step> {
 }
 
 fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>, InfraError> {
-    let namespace = || -> Result<Step, InfraError> {
-        Ok(Step::Apply {
-            what: "namespace".into(),
-            objects: ctx.namespace_object()?,
-        })
-    };
+    let namespace = || super::namespace_step(ctx);
     let mut steps = Vec::new();
     match component {
         Component::K3s => {

@@ -146,33 +146,18 @@ fn flux_uninstall_steps(ordered: &[Component], options: &TeardownOptions) -> Vec
     ]
 }
 
-/// The namespace, deleted only if it carries the `managed-by` label raibid's manifests give it:
-/// `cluster.namespace` may name a namespace that existed before and holds other things.
+/// The namespace, deleted only if it carries the `managed-by` label raibid's manifests give it
+/// (and setup never puts on a namespace that existed before): `cluster.namespace` may name a
+/// namespace that holds other things.
 fn namespace_step(ctx: &Context<'_>) -> Result<Step, InfraError> {
-    let namespace = ctx.namespace_object()?;
-    let [object] = namespace.as_slice() else {
-        return Err(InfraError::Manifest {
-            file: format!("{}/redis", ctx.overlay),
-            message: format!("expected one Namespace, found {}", namespace.len()),
-        });
+    let Step::ApplyNamespace { object, label } = super::namespace_step(ctx)? else {
+        unreachable!("namespace_step makes ApplyNamespace")
     };
-    let value = object
-        .label(MANAGED_BY)
-        .ok_or_else(|| InfraError::Manifest {
-            file: object.source.clone(),
-            message: format!(
-                "{} has no {MANAGED_BY} label, so teardown could not tell it from a namespace \
-             raibid did not create",
-                object.object_ref()
-            ),
-        })?;
     Ok(Step::DeleteNamespace {
         name: object.name().to_owned(),
-        label: (MANAGED_BY.to_owned(), value.to_owned()),
+        label,
     })
 }
-
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// The claims a StatefulSet's volumeClaimTemplates produce: `<template>-<statefulset>-<ordinal>`,
 /// named exactly, because a label selector also matches other charts' claims in a shared
