@@ -381,6 +381,18 @@ async fn k3s_and_keda_teardowns_need_their_confirmation_flag() {
     );
 }
 
+/// With helm, the chart is uninstalled by helm, but a Flux HelmRelease for it (when Flux synced
+/// infra/gitea) must go too, or helm-controller installs it again.
+#[tokio::test]
+async fn a_helm_uninstall_also_removes_the_flux_release() {
+    let text = teardown_text(teardown_args(&[ComponentArg::Gitea], false), ALL_TOOLS).await;
+    let uninstall = text.find("helm uninstall gitea").unwrap();
+    let release = text
+        .find("HelmRelease/gitea (namespace flux-system)")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(uninstall < release, "{text}");
+}
+
 #[tokio::test]
 async fn flux_controllers_go_only_when_asked() {
     let mut args = teardown_args(&[ComponentArg::All], false);

@@ -287,11 +287,9 @@ fn component_steps(
             let claims = gitea_claims(&release)?;
             if ctx.tools.helm {
                 steps.push(helm_uninstall(&release));
-                let alias: Vec<Manifest> = objects
-                    .into_iter()
-                    .filter(|m| m.kind() == "Service")
-                    .collect();
-                steps.push(delete("gitea address", &alias));
+                // The Flux HelmRelease too (if Flux synced it): left behind, helm-controller
+                // would install the chart again at its next reconcile.
+                steps.push(delete("gitea address and Flux objects", &objects));
             } else {
                 steps.push(delete("gitea (Flux uninstalls the chart)", &objects));
             }
@@ -315,6 +313,8 @@ fn component_steps(
                     "keda",
                     ctx.timeout,
                 )?));
+                // As for gitea: a HelmRelease left behind would install KEDA again.
+                steps.push(delete("keda Flux objects", &objects));
             } else {
                 steps.push(delete("keda (Flux uninstalls the chart)", &objects));
             }
