@@ -91,3 +91,65 @@ fn job_commands_explain_an_unreachable_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the raibid server"), "{err}");
 }
+
+/// A config whose cluster cannot be reached.
+fn no_cluster_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, "cluster:\n  kubeconfig: /nonexistent/kubeconfig\n").unwrap();
+    file
+}
+
+#[test]
+fn status_of_a_component_without_a_cluster_fails_in_both_output_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = no_cluster_config(dir.path());
+    let out = raibid(&file, &["status", "redis"], &[]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cluster: not reachable"), "{text}");
+    let out = raibid(&file, &["status", "redis", "--output", "json"], &[]);
+    assert!(!out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["reachable"], false);
+    assert_eq!(json["ready"], false);
+}
+
+/// The server answers, but its Redis does not: `raibid status` must not say all is well.
+#[test]
+fn status_fails_when_the_server_is_up_but_redis_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = no_cluster_config(dir.path());
+    let port = raibid_testkit::free_port();
+    let redis_url = format!("redis://127.0.0.1:{}", raibid_testkit::free_port());
+    let mut server = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&file)
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RAIBID_REDIS_URL", &redis_url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let text = raibid(&file, &["status", "--server", &url], &[]);
+    let json = raibid(
+        &file,
+        &["status", "--server", &url, "--output", "json"],
+        &[],
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    assert!(!text.status.success());
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("up, but Redis is unreachable"), "{stdout}");
+    assert!(!json.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["redis_reachable"], false);
+    assert_eq!(json["ready"], false);
+}

@@ -111,6 +111,8 @@ mod tests {
                 ("RAIBID_REDIS_STREAM_NAME", "from-env"),
                 ("RAIBID_KEDA_POLLING_INTERVAL", "3"),
                 ("RAIBID_AGENT_REGISTRY_INSECURE", "true"),
+                ("RAIBID_AGENT_BUILDAH_ROOT", "/var/lib/containers/storage"),
+                ("RAIBID_AGENT_BUILDAH_RUNROOT", "/run/containers/storage"),
                 ("RAIBID_SERVER_ALLOWED_REPOS", "[\"a/*\", \"b/c\"]"),
             ],
         )
@@ -118,6 +120,8 @@ mod tests {
         assert_eq!(c.redis.stream_name, "from-env");
         assert_eq!(c.keda.polling_interval, 3);
         assert!(c.agent.registry.insecure);
+        assert_eq!(c.agent.buildah_root, "/var/lib/containers/storage");
+        assert_eq!(c.agent.buildah_runroot, "/run/containers/storage");
         assert_eq!(c.server.allowed_repos, vec!["a/*", "b/c"]);
     }
 

@@ -258,6 +258,13 @@ pub struct AgentConfig {
     pub workspace_dir: String,
     /// Where bare git mirrors are kept between jobs; empty: `<data dir>/git-mirrors`.
     pub cache_dir: String,
+    /// buildah's image and layer store (`--root`); empty: `<data dir>/buildah/storage`. In a
+    /// pod it must be a mounted volume: the container's writable layer counts against the
+    /// pod's ephemeral-storage limit and dies with the pod, so nothing would be cached.
+    pub buildah_root: String,
+    /// buildah's per-run state (`--runroot`: locks, mount bookkeeping); empty:
+    /// `<data dir>/buildah/run`. Small, and private to one agent.
+    pub buildah_runroot: String,
     pub concurrency: u32,
     /// `--once` exits quietly when nothing arrives for this long.
     pub idle_timeout_secs: u64,
@@ -287,6 +294,8 @@ impl Default for AgentConfig {
             executor: ExecutorKind::Auto,
             workspace_dir: String::new(),
             cache_dir: String::new(),
+            buildah_root: String::new(),
+            buildah_runroot: String::new(),
             concurrency: 1,
             idle_timeout_secs: 30,
             grace_period_secs: 30,

@@ -86,9 +86,34 @@ pub struct TeardownArgs {
     #[command(flatten)]
     pub plan: SetupArgs,
     /// Also delete volumes (the queue, Gitea's repositories), generated Secrets and, with
-    /// `all`, the namespace.
+    /// `all`, the namespace (only if raibid's manifests labelled it).
     #[arg(long)]
     pub delete_data: bool,
+    /// Confirms `teardown k3s`: run k3s-uninstall.sh, which deletes the whole cluster and every
+    /// volume on this node, whoever installed it. `all` never includes k3s.
+    #[arg(long)]
+    pub yes_destroy_cluster: bool,
+    /// Confirms `teardown keda`: `helm uninstall keda` also deletes KEDA's CRDs and with them
+    /// every ScaledObject and ScaledJob in the cluster. `all` never includes KEDA.
+    #[arg(long)]
+    pub yes_uninstall_keda: bool,
+    /// With `flux` or `all`: also run `flux uninstall`, which removes the Flux controllers and
+    /// every Flux object in the cluster (what they applied stays). Without it, only raibid's
+    /// own Flux objects are removed.
+    #[arg(long)]
+    pub yes_uninstall_flux: bool,
+}
+
+impl TeardownArgs {
+    /// What the plan needs to know besides the components.
+    pub fn options(&self) -> ops::TeardownOptions {
+        ops::TeardownOptions {
+            delete_data: self.delete_data,
+            destroy_cluster: self.yes_destroy_cluster,
+            uninstall_keda: self.yes_uninstall_keda,
+            uninstall_flux: self.yes_uninstall_flux,
+        }
+    }
 }
 
 /// The cluster part of `raibid status [component]`.
@@ -244,7 +269,8 @@ pub async fn setup_to(
     tools: Tools,
     out: &mut dyn Write,
 ) -> Result<(), InfraError> {
-    run_plan(&args, config, tools, out, |ctx, components| {
+    let components = components::expand(&args.components);
+    run_plan(&args, config, tools, out, components, |ctx, components| {
         ops::setup_plan(ctx, components)
     })
     .await
@@ -260,9 +286,16 @@ pub async fn teardown_to(
     tools: Tools,
     out: &mut dyn Write,
 ) -> Result<(), InfraError> {
-    run_plan(&args.plan, config, tools, out, |ctx, components| {
-        ops::teardown_plan(ctx, components, args.delete_data)
-    })
+    let options = args.options();
+    let components = components::expand_teardown(&args.plan.components);
+    run_plan(
+        &args.plan,
+        config,
+        tools,
+        out,
+        components,
+        |ctx, components| ops::teardown_plan(ctx, components, &options),
+    )
     .await
 }
 
@@ -272,6 +305,7 @@ async fn run_plan(
     config: &Config,
     tools: Tools,
     out: &mut dyn Write,
+    components: Vec<Component>,
     make_plan: impl FnOnce(&Context, &[Component]) -> Result<Plan, InfraError>,
 ) -> Result<(), InfraError> {
     let tree = tree(args.infra_dir.as_ref())?;
@@ -282,7 +316,7 @@ async fn run_plan(
         tools,
         timeout: Duration::from_secs(args.timeout),
     };
-    let plan = make_plan(&ctx, &components::expand(&args.components))?;
+    let plan = make_plan(&ctx, &components)?;
     if args.dry_run {
         plan.write(out, true).map_err(write_err)?;
         return writeln!(out, "dry run: nothing was changed").map_err(write_err);
@@ -290,21 +324,26 @@ async fn run_plan(
     Executor::new(config, ctx.timeout, out).run(&plan).await
 }
 
-/// Prints the cluster status (one line when no cluster is reachable; that is not an error).
-pub async fn status(args: StatusArgs, config: &Config) -> Result<(), InfraError> {
+/// Prints the cluster status (one line when no cluster is reachable) and returns what is not
+/// ready ([`ClusterStatus::problems`]), so the caller can exit non-zero; the JSON has them too.
+pub async fn status(args: StatusArgs, config: &Config) -> Result<Vec<String>, InfraError> {
     let mut status: ClusterStatus = cluster::cluster_status(config).await;
     if let Some(component) = args.component {
         status = status.only(component);
     }
+    let problems = status.problems(args.component);
     let mut out = std::io::stdout().lock();
     if args.json {
-        let json = serde_json::to_string_pretty(&status).expect("status serializes");
-        writeln!(out, "{json}").map_err(write_err)
+        let mut json = serde_json::to_value(&status).expect("status serializes");
+        json["ready"] = problems.is_empty().into();
+        json["problems"] = problems.clone().into();
+        let json = serde_json::to_string_pretty(&json).expect("status serializes");
+        writeln!(out, "{json}").map_err(write_err)?;
     } else {
         write!(out, "{status}").map_err(write_err)?;
         if !status.reachable {
             writeln!(out).map_err(write_err)?;
         }
-        Ok(())
     }
+    Ok(problems)
 }

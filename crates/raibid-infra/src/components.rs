@@ -36,6 +36,19 @@ impl Component {
         Self::Agents,
     ];
 
+    /// What `raibid teardown all` removes: what raibid deploys into its own namespace, and the
+    /// Flux objects it applied. Not k3s (it may be a cluster raibid never installed, and
+    /// uninstalling it deletes every workload and volume on the node) and not KEDA (its chart
+    /// owns the CRDs, so uninstalling it deletes every ScaledObject and ScaledJob in the
+    /// cluster): those two go only when named, with a confirmation flag.
+    pub const OWN: [Component; 5] = [
+        Self::Redis,
+        Self::Gitea,
+        Self::Flux,
+        Self::Server,
+        Self::Agents,
+    ];
+
     /// What must be running first.
     pub fn needs(self) -> &'static [Component] {
         match self {
@@ -105,12 +118,22 @@ pub enum ComponentArg {
     All,
 }
 
-/// The components named, without duplicates, in dependency order.
+/// The components named, without duplicates, in dependency order (`all` is everything).
 pub fn expand(args: &[ComponentArg]) -> Vec<Component> {
+    expand_with(args, &Component::ALL)
+}
+
+/// [`expand`] for teardown, where `all` means [`Component::OWN`]: k3s and KEDA are shared with
+/// whatever else runs on the cluster, so they are only torn down when named.
+pub fn expand_teardown(args: &[ComponentArg]) -> Vec<Component> {
+    expand_with(args, &Component::OWN)
+}
+
+fn expand_with(args: &[ComponentArg], all: &[Component]) -> Vec<Component> {
     let mut out: Vec<Component> = args
         .iter()
         .flat_map(|arg| match arg {
-            ComponentArg::All => Component::ALL.to_vec(),
+            ComponentArg::All => all.to_vec(),
             ComponentArg::K3s => vec![Component::K3s],
             ComponentArg::Redis => vec![Component::Redis],
             ComponentArg::Gitea => vec![Component::Gitea],
@@ -150,5 +173,15 @@ mod tests {
             [Component::Redis, Component::Agents]
         );
         assert_eq!(expand(&[ComponentArg::All]), Component::ALL);
+    }
+
+    #[test]
+    fn teardown_all_leaves_k3s_and_keda_unless_named() {
+        let all = expand_teardown(&[ComponentArg::All]);
+        assert!(!all.contains(&Component::K3s) && !all.contains(&Component::Keda));
+        assert_eq!(
+            expand_teardown(&[ComponentArg::All, ComponentArg::K3s]).first(),
+            Some(&Component::K3s)
+        );
     }
 }

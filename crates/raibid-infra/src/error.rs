@@ -93,6 +93,24 @@ pub enum InfraError {
         hint: String,
     },
 
+    /// A teardown that reaches beyond raibid-ci (the whole cluster, a shared operator) runs only
+    /// when the person typed a flag that says so.
+    #[error(
+        "`raibid teardown {component}` would {consequence}; nothing was changed. If that is what you want, add {flag}"
+    )]
+    NeedsConfirmation {
+        component: &'static str,
+        consequence: &'static str,
+        flag: &'static str,
+    },
+
+    #[error("{field} = {value:?} in the configuration is not allowed: expected {expected}")]
+    InvalidSetting {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
     #[error("{what} needs a step raibid cannot do for you:\n{instructions}")]
     ManualStep { what: String, instructions: String },
 

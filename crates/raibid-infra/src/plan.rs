@@ -41,15 +41,31 @@ pub enum Step {
         what: String,
         objects: Vec<Manifest>,
     },
+    /// Apply the namespace, unless it already exists without `label`: a namespace raibid did
+    /// not create is used as it is, never labelled as raibid's, so that teardown (which deletes
+    /// only a labelled namespace) keeps it.
+    ApplyNamespace {
+        object: Manifest,
+        label: (String, String),
+    },
     Wait(Readiness),
     Delete {
         what: String,
         objects: Vec<ObjectRef>,
     },
-    /// Delete the PersistentVolumeClaims (the data) matching a label selector.
-    DeleteClaims {
-        namespace: String,
-        selector: String,
+    /// JSON merge patch of objects that may not exist (absent objects, and kinds the cluster
+    /// does not know, are skipped): changes a setting before a delete.
+    Patch {
+        what: String,
+        objects: Vec<ObjectRef>,
+        patch: serde_json::Value,
+    },
+    /// Delete a namespace, but only if it carries `label` (`key`, `value`): one raibid's
+    /// manifests created, not a namespace that was there before and that the configuration
+    /// merely points at.
+    DeleteNamespace {
+        name: String,
+        label: (String, String),
     },
     /// Something the user must know before the next step (printed, never fails).
     Note(String),
@@ -94,8 +110,11 @@ impl Step {
     /// One line saying what the step does.
     pub fn headline(&self) -> String {
         match self {
-            Self::InstallK3s(K3sInstall::Installer { command }) => {
-                format!("install k3s unless a cluster is already reachable: {command}")
+            Self::InstallK3s(K3sInstall::Installer { env }) => {
+                format!(
+                    "install k3s unless a cluster is already reachable: {}",
+                    K3sInstall::command_line(env)
+                )
             }
             Self::InstallK3s(K3sInstall::Rootless { .. }) => {
                 "install rootless k3s unless a cluster is already reachable (by hand, see below)"
@@ -111,17 +130,30 @@ impl Step {
                 objects.len(),
                 if objects.len() == 1 { "" } else { "s" }
             ),
+            Self::ApplyNamespace {
+                object,
+                label: (key, value),
+            } => format!(
+                "apply namespace {} unless it exists without {key}={value} (then it is used as \
+                 it is)",
+                object.name()
+            ),
             Self::Wait(readiness) => format!("wait for {readiness}"),
             Self::Delete { what, objects } => format!(
                 "delete {what} ({} object{}; already absent is fine)",
                 objects.len(),
                 if objects.len() == 1 { "" } else { "s" }
             ),
-            Self::DeleteClaims {
-                namespace,
-                selector,
+            Self::Patch { what, objects, .. } => format!(
+                "patch {what} ({} object{}; absent is fine)",
+                objects.len(),
+                if objects.len() == 1 { "" } else { "s" }
+            ),
+            Self::DeleteNamespace {
+                name,
+                label: (key, value),
             } => format!(
-                "delete PersistentVolumeClaims in {namespace} matching {selector} (the data)"
+                "delete namespace {name} (and anything left in it) if it is labelled {key}={value}"
             ),
             Self::Note(text) => format!("note: {text}"),
             Self::CheckImages(checks) => format!(
@@ -155,7 +187,17 @@ impl Step {
                 out.push_str("---\n");
                 out.push_str(&to_yaml_stream(objects));
             }
+            Self::ApplyNamespace { object, .. } => {
+                out.push_str("---\n");
+                out.push_str(&to_yaml_stream(std::slice::from_ref(object)));
+            }
             Self::Delete { objects, .. } => {
+                for object in objects {
+                    let _ = writeln!(out, "{object}");
+                }
+            }
+            Self::Patch { objects, patch, .. } => {
+                let _ = writeln!(out, "merge patch: {patch}");
                 for object in objects {
                     let _ = writeln!(out, "{object}");
                 }
@@ -185,7 +227,7 @@ impl Plan {
                 continue;
             }
             let details = step.details();
-            if matches!(step, Step::Apply { .. }) {
+            if matches!(step, Step::Apply { .. } | Step::ApplyNamespace { .. }) {
                 // Unindented, so the objects can be piped to `kubectl apply -f -` as they are.
                 out.write_all(details.as_bytes())?;
                 continue;

@@ -15,6 +15,7 @@ use raibid_config::Config;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
+use crate::InfraError;
 use crate::manifest::Manifest;
 
 /// A Secret the manifests reference, and the labels it gets.
@@ -48,7 +49,25 @@ pub const GITEA_ADMIN: SecretSpec = SecretSpec {
     component: "forge",
 };
 
-pub const CATALOG: &[&SecretSpec] = &[&REDIS, &SERVER, &GITEA_ADMIN];
+/// What agents need to push images to the registry and clone private repositories. The
+/// ScaledJobs reference it with `optional: true`, so a cluster without it still builds (and
+/// fails only at a push or clone that needs a login).
+pub const AGENT_CREDENTIALS: SecretSpec = SecretSpec {
+    name: "raibid-agent-credentials",
+    keys: &["registry-username", "registry-password", "git-token"],
+    app: "raibid",
+    component: "agent",
+};
+
+/// Which agent setting each key of [`AGENT_CREDENTIALS`] becomes in the pod (`RAIBID_*`
+/// override), checked on every ScaledJob by validation.
+pub const AGENT_CREDENTIAL_ENV: [(&str, &str); 3] = [
+    ("RAIBID_AGENT_REGISTRY_USERNAME", "registry-username"),
+    ("RAIBID_AGENT_REGISTRY_PASSWORD", "registry-password"),
+    ("RAIBID_AGENT_GIT_TOKEN", "git-token"),
+];
+
+pub const CATALOG: &[&SecretSpec] = &[&REDIS, &SERVER, &GITEA_ADMIN, &AGENT_CREDENTIALS];
 
 /// Whether `raibid setup` creates key `key` of Secret `name`.
 pub fn provides(name: &str, key: &str) -> bool {
@@ -87,7 +106,15 @@ impl fmt::Display for KeySource {
 }
 
 /// Where each key of `spec` comes from, given `config`.
-pub fn sources(spec: &SecretSpec, config: &Config) -> Vec<(&'static str, KeySource)> {
+pub fn sources(
+    spec: &SecretSpec,
+    config: &Config,
+) -> Result<Vec<(&'static str, KeySource)>, InfraError> {
+    let redis_password = if spec.name == REDIS.name {
+        in_cluster_redis_password(config.redis.url.expose())?
+    } else {
+        None
+    };
     let from = |field: &'static str, value: &str, otherwise: KeySource| {
         if value.is_empty() {
             otherwise
@@ -98,13 +125,14 @@ pub fn sources(spec: &SecretSpec, config: &Config) -> Vec<(&'static str, KeySour
             }
         }
     };
-    spec.keys
+    Ok(spec
+        .keys
         .iter()
         .map(|key| {
             let source = match (spec.name, *key) {
                 ("raibid-redis", "password") => from(
                     "redis.url",
-                    &redis_password(config.redis.url.expose()).unwrap_or_default(),
+                    redis_password.as_deref().unwrap_or_default(),
                     KeySource::KeepOrGenerate,
                 ),
                 ("raibid-server", "webhook-secret") => from(
@@ -117,6 +145,21 @@ pub fn sources(spec: &SecretSpec, config: &Config) -> Vec<(&'static str, KeySour
                     config.gitea.token.expose(),
                     KeySource::KeepOrEmpty,
                 ),
+                ("raibid-agent-credentials", "registry-username") => from(
+                    "agent.registry.username",
+                    &config.agent.registry.username,
+                    KeySource::KeepOrEmpty,
+                ),
+                ("raibid-agent-credentials", "registry-password") => from(
+                    "agent.registry.password",
+                    config.agent.registry.password.expose(),
+                    KeySource::KeepOrEmpty,
+                ),
+                ("raibid-agent-credentials", "git-token") => from(
+                    "agent.git_token",
+                    config.agent.git_token.expose(),
+                    KeySource::KeepOrEmpty,
+                ),
                 ("gitea-admin", "username") => from(
                     "gitea.admin_user",
                     &config.gitea.admin_user,
@@ -126,16 +169,69 @@ pub fn sources(spec: &SecretSpec, config: &Config) -> Vec<(&'static str, KeySour
             };
             (*key, source)
         })
-        .collect()
+        .collect())
 }
 
-/// The password in `redis://[user]:password@host...`, if any.
+/// The password in `redis://[user]:password@host...`, if any, percent-decoded: a URL carries
+/// `p/ss` as `p%2Fss`, while `redis-server --requirepass` and KEDA take the Secret's value
+/// literally and clients decode the URL, so the encoded form would be a wrong password.
 pub fn redis_password(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?']).next()?;
     let userinfo = authority.rsplit_once('@')?.0;
     let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
-    (!password.is_empty()).then(|| password.to_owned())
+    (!password.is_empty()).then(|| percent_decode(password))
+}
+
+/// [`redis_password`] for the cluster, where the manifests compose
+/// `RAIBID_REDIS_URL=redis://:$(REDIS_PASSWORD)@raibid-redis:6379` from the Secret without any
+/// encoding (Kubernetes cannot encode): a password with a character a URL reserves would break
+/// that URL, so it is refused here, before anything is applied.
+fn in_cluster_redis_password(url: &str) -> Result<Option<String>, InfraError> {
+    let password = redis_password(url);
+    match &password {
+        Some(p)
+            if !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)) =>
+        {
+            Err(InfraError::InvalidSetting {
+                field: "redis.url",
+                value: "(password not shown)".into(),
+                expected: "a password of letters, digits and - . _ ~ only: the cluster's \
+                           RAIBID_REDIS_URL is composed from the raw password, so it cannot \
+                           carry one that needs percent-encoding (or leave the password out of \
+                           redis.url and setup generates one)",
+            })
+        }
+        _ => Ok(password),
+    }
+}
+
+/// `%XX` sequences to bytes; anything else (a lone `%`, invalid hex) stays as it is, as URL
+/// parsers leave it. Bytes that are not UTF-8 after decoding become U+FFFD: such a password is
+/// refused for the cluster anyway (see [`in_cluster_redis_password`]).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The values to write, keeping what `existing` (the cluster's Secret data) already has.
@@ -222,9 +318,38 @@ mod tests {
     }
 
     #[test]
+    fn the_password_is_stored_decoded() {
+        // What redis-server --requirepass and KEDA compare with, and what a client sends after
+        // decoding the URL: one string.
+        assert_eq!(
+            redis_password("redis://:p%2Fss%40x@host:6379").as_deref(),
+            Some("p/ss@x")
+        );
+        assert_eq!(redis_password("redis://:a%41%zz%").as_deref(), None);
+        assert_eq!(
+            redis_password("redis://:a%41%zz%@h").as_deref(),
+            Some("aA%zz%")
+        );
+        let mut config = Config::default();
+        config.redis.url = raibid_config::Secret::new("redis://:p%41ss@x:6379");
+        assert_eq!(
+            resolve(&sources(&REDIS, &config).unwrap(), None)["password"],
+            "pAss"
+        );
+        // The cluster composes its URL from the raw password, which must stay a valid URL.
+        config.redis.url = raibid_config::Secret::new("redis://:p%2Fss@x:6379");
+        let err = sources(&REDIS, &config).unwrap_err().to_string();
+        assert!(
+            err.starts_with("redis.url = \"(password not shown)\""),
+            "{err}"
+        );
+        assert!(!err.contains("p%2Fss") && !err.contains("p/ss"), "{err}");
+    }
+
+    #[test]
     fn keeps_existing_values_and_generates_missing_ones() {
         let config = Config::default();
-        let sources = sources(&REDIS, &config);
+        let sources = sources(&REDIS, &config).unwrap();
         assert_eq!(sources, [("password", KeySource::KeepOrGenerate)]);
         let existing = BTreeMap::from([("password".to_owned(), ByteString(b"old".to_vec()))]);
         assert_eq!(resolve(&sources, Some(&existing))["password"], "old");
@@ -240,12 +365,29 @@ mod tests {
         config.server.webhook_secret = raibid_config::Secret::new("hook");
         let existing = BTreeMap::from([("password".to_owned(), ByteString(b"old".to_vec()))]);
         assert_eq!(
-            resolve(&sources(&REDIS, &config), Some(&existing))["password"],
+            resolve(&sources(&REDIS, &config).unwrap(), Some(&existing))["password"],
             "fromconfig"
         );
-        let server = resolve(&sources(&SERVER, &config), None);
+        let server = resolve(&sources(&SERVER, &config).unwrap(), None);
         assert_eq!(server["webhook-secret"], "hook");
         assert_eq!(server["gitea-token"], "", "a token is never invented");
+    }
+
+    #[test]
+    fn agent_credentials_come_from_the_agent_settings_and_are_never_invented() {
+        let mut config = Config::default();
+        let empty = resolve(&sources(&AGENT_CREDENTIALS, &config).unwrap(), None);
+        assert!(empty.values().all(String::is_empty), "{empty:?}");
+        config.agent.registry.username = "ci-bot".into();
+        config.agent.registry.password = raibid_config::Secret::new("pkg-token");
+        config.agent.git_token = raibid_config::Secret::new("git-token");
+        let values = resolve(&sources(&AGENT_CREDENTIALS, &config).unwrap(), None);
+        assert_eq!(values["registry-username"], "ci-bot");
+        assert_eq!(values["registry-password"], "pkg-token");
+        assert_eq!(values["git-token"], "git-token");
+        for (_, key) in AGENT_CREDENTIAL_ENV {
+            assert!(provides(AGENT_CREDENTIALS.name, key));
+        }
     }
 
     #[test]

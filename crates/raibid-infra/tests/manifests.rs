@@ -632,5 +632,136 @@ fn generated_secrets_pass_the_same_validation() {
         .collect();
     let report = validate(&secrets, &config);
     assert!(report.is_ok(), "{report}");
-    assert_eq!(secrets.len(), 3);
+    assert_eq!(secrets.len(), 4);
+}
+
+/// Agents push to Gitea's registry inside the cluster: plain HTTP, with the login setup writes.
+#[test]
+fn agents_get_the_registry_login_setup_writes_and_an_insecure_in_cluster_registry() {
+    let tree = Tree::embedded();
+    let objects = render(&tree, "dev", &Config::default()).unwrap();
+    let mut scaled_jobs = 0;
+    for job in objects.iter().filter(|m| m.kind() == "ScaledJob") {
+        scaled_jobs += 1;
+        let env = job.object["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap();
+        for (name, key) in [
+            ("RAIBID_AGENT_REGISTRY_USERNAME", "registry-username"),
+            ("RAIBID_AGENT_REGISTRY_PASSWORD", "registry-password"),
+            ("RAIBID_AGENT_GIT_TOKEN", "git-token"),
+        ] {
+            let var = env.iter().find(|v| v["name"] == name).unwrap();
+            let reference = &var["valueFrom"]["secretKeyRef"];
+            assert_eq!(reference["name"], "raibid-agent-credentials", "{name}");
+            assert_eq!(reference["key"], key, "{name}");
+            assert_eq!(reference["optional"], true, "{name}");
+        }
+    }
+    assert_eq!(scaled_jobs, 3);
+    let map = objects
+        .iter()
+        .find(|m| m.kind() == "ConfigMap" && m.name() == "raibid-config")
+        .unwrap();
+    let text = map.object["data"]["config.yaml"].as_str().unwrap();
+    let in_cluster =
+        raibid_config::load_from_str(text, std::path::Path::new("config.yaml"), &[]).unwrap();
+    assert!(in_cluster.agent.registry.insecure);
+    assert!(in_cluster.gitea.url.starts_with("http://"));
+
+    // Validation catches a pool that lost the login, a wrong key, and a TLS registry over HTTP.
+    let file = "base/agents/scaledjob-amd64.yaml";
+    let issues = issues_after_edit(
+        file,
+        "key: registry-password",
+        "key: password",
+        "base/agents",
+    );
+    assert!(
+        issues.iter().any(|i| i.contains("RAIBID_AGENT_REGISTRY_PASSWORD must come from Secret raibid-agent-credentials key registry-password")),
+        "{issues:?}"
+    );
+    let issues = issues_after_edit(
+        file,
+        "- name: RAIBID_AGENT_GIT_TOKEN",
+        "- name: RAIBID_AGENT_NETWORK",
+        "base/agents",
+    );
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.contains("RAIBID_AGENT_GIT_TOKEN must come from")),
+        "{issues:?}"
+    );
+    let issues = issues_after_edit(
+        "base/server/config.yaml",
+        "insecure: true",
+        "insecure: false",
+        "base/server",
+    );
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.contains("agent.registry.insecure is false")),
+        "{issues:?}"
+    );
+}
+
+/// buildah's store once defaulted to the data directory inside the container, not the
+/// node-local cache the ScaledJobs mount: layers counted against ephemeral-storage and were
+/// never reused.
+#[test]
+fn buildah_stores_its_layers_on_the_mounted_node_cache() {
+    let tree = Tree::embedded();
+    let objects = render(&tree, "dev", &Config::default()).unwrap();
+    let map = objects
+        .iter()
+        .find(|m| m.kind() == "ConfigMap" && m.name() == "raibid-config")
+        .unwrap();
+    let text = map.object["data"]["config.yaml"].as_str().unwrap();
+    let in_cluster =
+        raibid_config::load_from_str(text, std::path::Path::new("config.yaml"), &[]).unwrap();
+    assert_eq!(in_cluster.agent.buildah_root, "/var/lib/containers/storage");
+    for job in objects.iter().filter(|m| m.kind() == "ScaledJob") {
+        let spec = &job.object["spec"]["jobTargetRef"]["template"]["spec"];
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == "/var/lib/containers/storage")
+            .unwrap_or_else(|| panic!("{}: no mount at buildah_root", job.name()));
+        let volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        assert!(
+            volume["hostPath"]["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/containers")),
+            "{}: {volume}",
+            job.name()
+        );
+    }
+
+    // A configuration pointing buildah elsewhere is caught, for the overlays too.
+    for target in ["overlays/dev", "overlays/prod"] {
+        let issues = issues_after_edit(
+            "base/server/config.yaml",
+            "buildah_root: /var/lib/containers/storage",
+            "buildah_root: /var/lib/raibid/buildah",
+            target,
+        );
+        assert_eq!(
+            issues
+                .iter()
+                .filter(|i| i.contains(
+                    "no volume is mounted at agent.buildah_root \"/var/lib/raibid/buildah\""
+                ))
+                .count(),
+            3,
+            "{target}: {issues:?}"
+        );
+    }
 }

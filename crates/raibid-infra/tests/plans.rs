@@ -33,6 +33,9 @@ fn teardown_args(components: &[ComponentArg], delete_data: bool) -> TeardownArgs
     TeardownArgs {
         plan: setup_args(components),
         delete_data,
+        yes_destroy_cluster: false,
+        yes_uninstall_keda: false,
+        yes_uninstall_flux: false,
     }
 }
 
@@ -201,12 +204,42 @@ async fn k3s_setup_prints_the_exact_installer_command() {
     assert_eq!(
         text,
         "raibid setup k3s (overlay dev, namespace raibid-ci):\n \
-         1. install k3s unless a cluster is already reachable: installer=$(mktemp) && curl -sfL \
-         https://get.k3s.io -o \"$installer\" && INSTALL_K3S_EXEC='server --disable traefik \
-         --data-dir /var/lib/rancher/k3s --write-kubeconfig-mode 0644' sh \"$installer\"\n \
-         2. wait for every node Ready\n\
+         1. note: the kubeconfig k3s writes (/etc/rancher/k3s/k3s.yaml) is readable by root only \
+         (mode 0600, it holds cluster-admin credentials); to use the cluster as another user: \
+         mkdir -p ~/.kube && sudo install -m 0600 -o \"$(id -u)\" -g \"$(id -g)\" \
+         /etc/rancher/k3s/k3s.yaml ~/.kube/config\n \
+         2. install k3s unless a cluster is already reachable: INSTALL_K3S_EXEC='server --disable \
+         traefik --data-dir /var/lib/rancher/k3s --write-kubeconfig-mode 0600' sh -c \
+         'installer=$(mktemp) && curl -sfL https://get.k3s.io -o \"$installer\" && sh \
+         \"$installer\"'\n \
+         3. wait for every node Ready\n\
          dry run: nothing was changed\n"
     );
+}
+
+/// `k3s.data_dir` and `k3s.version` were spliced into the `sh -c` string; a `'` in them ended
+/// the quoting and the rest ran as commands.
+#[tokio::test]
+async fn k3s_settings_never_reach_a_shell() {
+    let mut config = config();
+    config.k3s.data_dir = "/var/lib/x'; touch /tmp/x; '".into();
+    let mut out = Vec::new();
+    let err = setup_to(
+        setup_args(&[ComponentArg::K3s]),
+        &config,
+        ALL_TOOLS,
+        &mut out,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(
+            "k3s.data_dir = \"/var/lib/x'; touch /tmp/x; '\" in the configuration is not allowed"
+        ),
+        "{err}"
+    );
+    assert!(out.is_empty());
 }
 
 #[tokio::test]
@@ -237,7 +270,7 @@ async fn secrets_are_described_never_printed() {
 #[tokio::test]
 async fn teardown_runs_backwards_and_keeps_data_unless_asked() {
     let keep = teardown_text(teardown_args(&[ComponentArg::All], false), ALL_TOOLS).await;
-    assert!(!keep.contains("PersistentVolumeClaims"));
+    assert!(!keep.contains("PersistentVolumeClaim"));
     assert!(!keep.contains("Namespace/raibid-ci"));
     let purge = teardown_text(teardown_args(&[ComponentArg::All], true), ALL_TOOLS).await;
     assert_snapshot("teardown-all-delete-data.headlines.txt", &headlines(&purge));
@@ -246,11 +279,130 @@ async fn teardown_runs_backwards_and_keeps_data_unless_asked() {
             .find(needle)
             .unwrap_or_else(|| panic!("no {needle:?}"))
     };
+    // Flux's sync goes first, or it re-applies what the later steps delete.
+    assert!(position("patch flux sync") < position("delete flux sync"));
+    assert!(position("delete flux sync") < position("delete agents"));
     assert!(position("delete agents") < position("delete server"));
-    assert!(position("delete server") < position("flux uninstall"));
-    assert!(position("helm uninstall keda") < position("delete redis"));
-    assert!(position("delete redis") < position("Namespace/raibid-ci"));
-    assert!(position("Namespace/raibid-ci") < position("k3s-uninstall.sh"));
+    assert!(position("delete server") < position("helm uninstall gitea"));
+    assert!(position("helm uninstall gitea") < position("delete redis"));
+    assert!(position("delete redis") < position("delete namespace raibid-ci"));
+}
+
+/// Data is deleted by exact name: a label selector also matches other charts' claims in a shared
+/// namespace, and misses Gitea's (the chart does not give it the release labels).
+#[tokio::test]
+async fn delete_data_names_each_claim_and_checks_the_namespace_label() {
+    let purge = teardown_text(teardown_args(&[ComponentArg::All], true), ALL_TOOLS).await;
+    assert!(!purge.contains("matching"), "no label selectors: {purge}");
+    for claim in [
+        "PersistentVolumeClaim/data-raibid-redis-0 (namespace raibid-ci)",
+        "PersistentVolumeClaim/gitea-shared-storage (namespace raibid-ci)",
+    ] {
+        assert_eq!(purge.matches(claim).count(), 1, "{claim}: {purge}");
+    }
+    assert!(
+        purge.contains(
+            "delete namespace raibid-ci (and anything left in it) if it is labelled \
+             app.kubernetes.io/managed-by=raibid"
+        ),
+        "{purge}"
+    );
+    // Setup never puts that label on a namespace that existed before, or teardown would take it.
+    let setup = setup_text(setup_args(&[ComponentArg::Redis]), ALL_TOOLS).await;
+    assert!(
+        setup.contains(
+            "1. apply namespace raibid-ci unless it exists without \
+             app.kubernetes.io/managed-by=raibid (then it is used as it is)"
+        ),
+        "{setup}"
+    );
+    // Only the namespace-wide teardown deletes the namespace.
+    let redis = teardown_text(teardown_args(&[ComponentArg::Redis], true), ALL_TOOLS).await;
+    assert!(redis.contains("PersistentVolumeClaim/data-raibid-redis-0"));
+    assert!(!redis.contains("delete namespace"), "{redis}");
+}
+
+/// `all` is raibid-ci's own objects: never the cluster, never a shared operator, with or without
+/// `--delete-data`, with or without helm.
+#[tokio::test]
+async fn teardown_all_never_uninstalls_k3s_keda_or_flux() {
+    for delete_data in [false, true] {
+        for tools in [
+            ALL_TOOLS,
+            Tools {
+                helm: false,
+                flux: true,
+            },
+        ] {
+            let text = teardown_text(teardown_args(&[ComponentArg::All], delete_data), tools).await;
+            assert!(!text.contains("k3s-uninstall.sh"), "{text}");
+            assert!(!text.contains("helm uninstall keda"), "{text}");
+            assert!(!text.contains("HelmRelease/keda"), "{text}");
+            assert!(!text.contains("flux uninstall"), "{text}");
+            assert!(
+                text.contains("merge patch: {\"spec\":{\"prune\":false,\"suspend\":true}}"),
+                "{text}"
+            );
+            assert!(text.contains("Kustomization/raibid-keda"), "{text}");
+        }
+    }
+}
+
+async fn teardown_error(args: TeardownArgs) -> String {
+    let mut out = Vec::new();
+    let err = teardown_to(args, &config(), ALL_TOOLS, &mut out)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(out.is_empty(), "a refused teardown prints no plan");
+    err
+}
+
+#[tokio::test]
+async fn k3s_and_keda_teardowns_need_their_confirmation_flag() {
+    let err = teardown_error(teardown_args(&[ComponentArg::K3s], true)).await;
+    assert!(err.contains("--yes-destroy-cluster"), "{err}");
+    assert!(err.contains("deletes the whole k3s cluster"), "{err}");
+    let err = teardown_error(teardown_args(
+        &[ComponentArg::All, ComponentArg::Keda],
+        false,
+    ))
+    .await;
+    assert!(err.contains("--yes-uninstall-keda"), "{err}");
+    assert!(err.contains("every ScaledObject and ScaledJob"), "{err}");
+
+    let mut args = teardown_args(&[ComponentArg::K3s, ComponentArg::Keda], false);
+    args.yes_destroy_cluster = true;
+    args.yes_uninstall_keda = true;
+    let text = teardown_text(args, ALL_TOOLS).await;
+    assert!(
+        text.find("helm uninstall keda").unwrap() < text.find("k3s-uninstall.sh").unwrap(),
+        "{text}"
+    );
+}
+
+/// With helm, the chart is uninstalled by helm, but a Flux HelmRelease for it (when Flux synced
+/// infra/gitea) must go too, or helm-controller installs it again.
+#[tokio::test]
+async fn a_helm_uninstall_also_removes_the_flux_release() {
+    let text = teardown_text(teardown_args(&[ComponentArg::Gitea], false), ALL_TOOLS).await;
+    let uninstall = text.find("helm uninstall gitea").unwrap();
+    let release = text
+        .find("HelmRelease/gitea (namespace flux-system)")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(uninstall < release, "{text}");
+}
+
+#[tokio::test]
+async fn flux_controllers_go_only_when_asked() {
+    let mut args = teardown_args(&[ComponentArg::All], false);
+    args.yes_uninstall_flux = true;
+    let text = teardown_text(args, ALL_TOOLS).await;
+    // After gitea, whose HelmRelease helm-controller uninstalls when helm is missing.
+    assert!(text.find("uninstall gitea").unwrap() < text.find("flux uninstall").unwrap());
+    let text = teardown_text(teardown_args(&[ComponentArg::Flux], false), ALL_TOOLS).await;
+    assert!(!text.contains("flux uninstall"), "{text}");
+    assert!(text.contains("--yes-uninstall-flux removes them"), "{text}");
 }
 
 #[tokio::test]

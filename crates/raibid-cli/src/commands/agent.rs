@@ -60,8 +60,11 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
     let images = if which("buildah").is_some() {
         let registry = registry_host(&config);
         Some(Arc::new(ImageBuilder::new(ImageBuildOptions {
-            root: data_dir.join("buildah").join("storage"),
-            runroot: data_dir.join("buildah").join("run"),
+            // In a pod, agent.buildah_root is the node-local cache volume (infra/base/agents).
+            root: non_empty(&a.buildah_root)
+                .unwrap_or_else(|| data_dir.join("buildah").join("storage")),
+            runroot: non_empty(&a.buildah_runroot)
+                .unwrap_or_else(|| data_dir.join("buildah").join("run")),
             storage_driver: StorageDriver::detect(),
             registry_auth: (!a.registry.username.is_empty()).then(|| RegistryAuth {
                 host: registry.clone(),

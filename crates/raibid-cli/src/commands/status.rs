@@ -11,10 +11,15 @@ use crate::cli::{Output, StatusArgs};
 use crate::commands::job::jobs_table;
 use crate::output::{duration, table};
 
+/// Exits non-zero when anything it checked is not ready (in both output modes, so scripts and
+/// probes can rely on it): the server, Redis behind it, and, when a cluster is reachable, the
+/// cluster's nodes and raibid's pods, ScaledJobs and Flux objects. Without any cluster (a
+/// `raibid up` machine) only the server and Redis count; `status <component>` asks about the
+/// cluster, so there an unreachable cluster is a failure too.
 pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(component) = args.component {
         // One component: the cluster's view of it.
-        raibid_infra::status(
+        let problems = raibid_infra::status(
             raibid_infra::StatusArgs {
                 component: Some(component),
                 json: args.api.output == Output::Json,
@@ -22,7 +27,7 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
             config,
         )
         .await?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(verdict(&problems));
     }
     let client = super::api_client(config, &args.api)?;
     let ready = match client.ready().await {
@@ -35,6 +40,41 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::FAILURE);
         }
     };
+    let cluster = raibid_infra::cluster_status(config).await;
+    let mut problems = Vec::new();
+    if !ready {
+        problems.push(format!(
+            "server {} is up, but Redis is unreachable",
+            client.base_url()
+        ));
+    }
+    if cluster.reachable {
+        problems.extend(cluster.problems(None));
+    }
+    if !ready {
+        // The queue, agents and jobs all live in Redis: nothing more to ask the server.
+        if args.api.output == Output::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "server": client.base_url(),
+                    "redis_reachable": false,
+                    "ready": false,
+                    "problems": problems,
+                    "cluster": cluster,
+                }))?
+            );
+        } else {
+            println!(
+                "server    {}  up, but Redis is unreachable",
+                client.base_url()
+            );
+            println!();
+            print!("{cluster}");
+            println!();
+        }
+        return Ok(verdict(&problems));
+    }
     let queues = client.queues().await?;
     let agents = client.agents().await?;
     let mut failures = Vec::new();
@@ -57,24 +97,18 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
             serde_json::to_string_pretty(&serde_json::json!({
                 "server": client.base_url(),
                 "redis_reachable": ready,
+                "ready": problems.is_empty(),
+                "problems": problems,
                 "queues": queues,
                 "agents": agents,
                 "recent_failures": failures,
-                "cluster": raibid_infra::cluster_status(config).await,
+                "cluster": cluster,
             }))?
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(verdict(&problems));
     }
 
-    println!(
-        "server    {}  {}",
-        client.base_url(),
-        if ready {
-            "ready"
-        } else {
-            "up, but Redis is unreachable"
-        }
-    );
+    println!("server    {}  ready", client.base_url());
     let now = Utc::now();
     let rows: Vec<Vec<String>> = queues
         .pools
@@ -147,7 +181,18 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
         print!("{}", jobs_table(&failures));
     }
     println!();
-    print!("{}", raibid_infra::cluster_status(config).await);
+    print!("{cluster}");
     println!();
-    Ok(ExitCode::SUCCESS)
+    Ok(verdict(&problems))
+}
+
+/// The exit code, with what is not ready on stderr (stdout stays the report, or pure JSON).
+fn verdict(problems: &[String]) -> ExitCode {
+    if problems.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for problem in problems {
+        eprintln!("not ready: {problem}");
+    }
+    ExitCode::FAILURE
 }

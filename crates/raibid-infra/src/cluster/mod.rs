@@ -8,7 +8,10 @@ mod status;
 mod wait;
 
 pub use connect::{Cluster, K3S_KUBECONFIG, connect, connect_to, error_chain, kubeconfig_path};
-pub use objects::{FIELD_MANAGER, apply, delete, delete_claims, secret_data, to_dynamic};
+pub use objects::{
+    FIELD_MANAGER, apply, delete, delete_namespace_if_labelled, namespace_labels, patch_if_present,
+    secret_data, to_dynamic,
+};
 pub use status::{
     ClusterStatus, ComponentPods, FluxObject, NodeStatus, PodStatus, ScaledJobStatus,
     cluster_status, cluster_status_of,

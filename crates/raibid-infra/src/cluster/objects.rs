@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 
 use super::Cluster;
@@ -67,6 +67,23 @@ pub async fn delete(cluster: &Cluster, object: &ObjectRef) -> Result<bool, Infra
     }
 }
 
+/// JSON-merge-patches one object; `Ok(false)` when it (or its kind) does not exist.
+pub async fn patch_if_present(
+    cluster: &Cluster,
+    object: &ObjectRef,
+    patch: &serde_json::Value,
+) -> Result<bool, InfraError> {
+    let api = api(cluster, object)?;
+    match api
+        .patch(&object.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(e) => Err(api_error("patch", object, e)),
+    }
+}
+
 /// The data of a Secret, if it exists (to keep values a previous setup generated).
 pub async fn secret_data(
     cluster: &Cluster,
@@ -89,35 +106,57 @@ pub async fn secret_data(
     }
 }
 
-/// Deletes the PersistentVolumeClaims matching `selector`; returns how many there were.
-pub async fn delete_claims(
+/// Namespaces that exist in every cluster and are never raibid's, whatever their labels say.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// The labels of namespace `name`, or `None` when it does not exist.
+pub async fn namespace_labels(
     cluster: &Cluster,
-    namespace: &str,
-    selector: &str,
-) -> Result<usize, InfraError> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), namespace);
-    let claims = api
-        .list(&ListParams::default().labels(selector))
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, InfraError> {
+    let api: Api<Namespace> = Api::all(cluster.client.clone());
+    let object = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: name.to_owned(),
+    };
+    let namespace = api
+        .get_opt(name)
         .await
-        .map_err(|e| InfraError::Api {
-            action: "list",
-            object: format!("PersistentVolumeClaims ({selector}) in {namespace}"),
-            message: super::error_chain(&e),
-        })?;
-    let mut deleted = 0;
-    for claim in claims {
-        let name = claim.metadata.name.unwrap_or_default();
-        let object = ObjectRef {
-            api_version: "v1".into(),
-            kind: "PersistentVolumeClaim".into(),
-            namespace: Some(namespace.into()),
-            name,
-        };
-        if delete(cluster, &object).await? {
-            deleted += 1;
-        }
+        .map_err(|e| api_error("read", &object, e))?;
+    Ok(namespace.map(|n| n.metadata.labels.unwrap_or_default()))
+}
+
+/// Deletes namespace `name` only if it carries `label`; says what happened.
+pub async fn delete_namespace_if_labelled(
+    cluster: &Cluster,
+    name: &str,
+    (key, value): &(String, String),
+) -> Result<String, InfraError> {
+    let object = ObjectRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: name.to_owned(),
+    };
+    if SYSTEM_NAMESPACES.contains(&name) {
+        return Ok(format!("kept: {object} is a system namespace"));
     }
-    Ok(deleted)
+    let Some(labels) = namespace_labels(cluster, name).await? else {
+        return Ok(format!("already absent: {object}"));
+    };
+    let labelled = labels.get(key).is_some_and(|v| v == value);
+    if !labelled {
+        return Ok(format!(
+            "kept: {object} is not labelled {key}={value}, so raibid did not create it"
+        ));
+    }
+    Ok(if delete(cluster, &object).await? {
+        format!("deleted: {object}")
+    } else {
+        format!("already absent: {object}")
+    })
 }
 
 /// Maps API errors to what the user should do.

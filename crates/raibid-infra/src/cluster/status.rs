@@ -287,6 +287,50 @@ fn part_of_raibid(object: &DynamicObject) -> bool {
 }
 
 impl ClusterStatus {
+    /// What is not ready, one line each; empty when everything checked is. `component` is the
+    /// one asked about (`raibid status redis`), which must then have pods (except agents, which
+    /// scale to zero). Agent pods themselves are not judged: each lives for one build, and a
+    /// failed build's pod is kept for its logs.
+    pub fn problems(&self, component: Option<Component>) -> Vec<String> {
+        if !self.reachable {
+            return vec![format!(
+                "cluster not reachable: {}",
+                self.error.as_deref().unwrap_or("unknown error")
+            )];
+        }
+        let mut problems = Vec::new();
+        for node in self.nodes.iter().filter(|n| !n.ready) {
+            problems.push(format!("node {} is not Ready", node.name));
+        }
+        for pods in &self.components {
+            if pods.component == Component::Agents {
+                continue;
+            }
+            if pods.pods.is_empty() && component == Some(pods.component) {
+                problems.push(format!("{}: no pods", pods.component));
+            }
+            for pod in pods.pods.iter().filter(|p| !p.ready && !p.completed()) {
+                problems.push(format!(
+                    "{}: pod {} is not ready ({})",
+                    pods.component, pod.name, pod.phase
+                ));
+            }
+        }
+        for job in self.scaled_jobs.iter().filter(|j| !j.ready) {
+            problems.push(format!(
+                "ScaledJob {} is not ready: {}",
+                job.name, job.message
+            ));
+        }
+        for object in self.flux.iter().filter(|o| !o.ready) {
+            problems.push(format!(
+                "{} {} is not ready: {}",
+                object.kind, object.name, object.message
+            ));
+        }
+        problems
+    }
+
     /// Keeps only what concerns `component`.
     pub fn only(mut self, component: Component) -> Self {
         self.components.retain(|c| c.component == component);

@@ -11,7 +11,7 @@ use raibid_config::Config;
 use crate::InfraError;
 use crate::cluster::{self, Cluster};
 use crate::helm::HelmInstall;
-use crate::k3s::K3sInstall;
+use crate::k3s::{INSTALLER_SCRIPT, K3sInstall, KUBECONFIG_FOR_USER};
 use crate::plan::{CommandLine, Plan, Step};
 use crate::secrets;
 use crate::tools;
@@ -89,6 +89,22 @@ impl<'a> Executor<'a> {
                 }
                 Ok(())
             }
+            Step::ApplyNamespace { object, label } => {
+                let cluster = self.cluster().await?;
+                let labels = cluster::namespace_labels(&cluster, object.name()).await?;
+                if labels.is_some_and(|l| l.get(&label.0) != Some(&label.1)) {
+                    let _ = writeln!(
+                        self.out,
+                        "    {} exists and raibid did not create it: used as it is (teardown \
+                         keeps it)",
+                        object.object_ref()
+                    );
+                    return Ok(());
+                }
+                cluster::apply(&cluster, object).await?;
+                let _ = writeln!(self.out, "    applied {}", object.object_ref());
+                Ok(())
+            }
             Step::Wait(readiness) => {
                 let cluster = self.cluster().await?;
                 cluster::wait_ready(&cluster, readiness, self.timeout, self.out).await
@@ -102,13 +118,19 @@ impl<'a> Executor<'a> {
                 }
                 Ok(())
             }
-            Step::DeleteClaims {
-                namespace,
-                selector,
-            } => {
+            Step::Patch { objects, patch, .. } => {
                 let cluster = self.cluster().await?;
-                let count = cluster::delete_claims(&cluster, namespace, selector).await?;
-                let _ = writeln!(self.out, "    deleted {count} PersistentVolumeClaim(s)");
+                for object in objects {
+                    let present = cluster::patch_if_present(&cluster, object, patch).await?;
+                    let what = if present { "patched" } else { "absent" };
+                    let _ = writeln!(self.out, "    {what}: {object}");
+                }
+                Ok(())
+            }
+            Step::DeleteNamespace { name, label } => {
+                let cluster = self.cluster().await?;
+                let outcome = cluster::delete_namespace_if_labelled(&cluster, name, label).await?;
+                let _ = writeln!(self.out, "    {outcome}");
                 Ok(())
             }
             Step::Note(_) => Ok(()),
@@ -138,15 +160,16 @@ impl<'a> Executor<'a> {
                 let _ = writeln!(self.out, "    {e}");
             }
         }
-        let command = match install {
+        let env = match install {
             K3sInstall::Rootless { instructions } => {
                 return Err(InfraError::ManualStep {
                     what: "rootless k3s".into(),
                     instructions: instructions.clone(),
                 });
             }
-            K3sInstall::Installer { command } => command,
+            K3sInstall::Installer { env } => env,
         };
+        let command = &K3sInstall::command_line(env);
         if tools::which("curl").is_none() {
             return Err(InfraError::ToolMissing {
                 tool: "curl".into(),
@@ -154,8 +177,10 @@ impl<'a> Executor<'a> {
                 hint: tools::install_hint("curl"),
             });
         }
+        // The script is a constant; the settings travel in the environment.
         let status = tokio::process::Command::new("sh")
-            .args(["-c", command])
+            .args(["-c", INSTALLER_SCRIPT])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .status()
             .await
@@ -163,7 +188,16 @@ impl<'a> Executor<'a> {
         if !status.success() {
             return Err(installer_failed(command, &status.to_string()));
         }
-        let cluster = self.cluster().await?;
+        let cluster = self.cluster().await.map_err(|e| match e {
+            // Not root: the kubeconfig is root's alone (mode 0600).
+            InfraError::Kubeconfig { .. } | InfraError::NoKubeconfig { .. } => {
+                InfraError::ManualStep {
+                    what: format!("using the new cluster as this user ({e})"),
+                    instructions: format!("  {KUBECONFIG_FOR_USER}\nthen run the command again"),
+                }
+            }
+            e => e,
+        })?;
         let _ = writeln!(self.out, "    k3s is up at {}", cluster.server);
         Ok(())
     }

@@ -10,7 +10,7 @@ use raibid_config::Config;
 
 pub use execute::Executor;
 pub use setup::setup_plan;
-pub use teardown::teardown_plan;
+pub use teardown::{TeardownOptions, teardown_plan};
 
 use crate::InfraError;
 use crate::cluster::Readiness;
@@ -58,6 +58,34 @@ impl Context<'_> {
             .filter(|m| m.kind() == "Namespace")
             .collect())
     }
+}
+
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// The namespace and the label that marks it as raibid's: setup applies it only when absent or
+/// already raibid's, teardown deletes it only when raibid's.
+fn namespace_step(ctx: &Context<'_>) -> Result<crate::plan::Step, InfraError> {
+    let namespace = ctx.namespace_object()?;
+    let [object] = namespace.as_slice() else {
+        return Err(InfraError::Manifest {
+            file: format!("{}/redis", ctx.overlay),
+            message: format!("expected one Namespace, found {}", namespace.len()),
+        });
+    };
+    let value = object
+        .label(MANAGED_BY)
+        .ok_or_else(|| InfraError::Manifest {
+            file: object.source.clone(),
+            message: format!(
+                "{} has no {MANAGED_BY} label, which tells raibid's namespace from one that \
+             existed before",
+                object.object_ref()
+            ),
+        })?;
+    Ok(crate::plan::Step::ApplyNamespace {
+        object: object.clone(),
+        label: (MANAGED_BY.to_owned(), value.to_owned()),
+    })
 }
 
 /// What to wait for after applying `objects`.

@@ -2,10 +2,11 @@
 
 use super::{Context, readiness_of};
 use crate::InfraError;
+use crate::cluster::K3S_KUBECONFIG;
 use crate::cluster::Readiness;
 use crate::components::Component;
 use crate::helm::HelmInstall;
-use crate::k3s::K3sInstall;
+use crate::k3s::{K3sInstall, KUBECONFIG_FOR_USER, KUBECONFIG_MODE};
 use crate::manifest::Manifest;
 use crate::plan::{CommandLine, Plan, Step};
 use crate::secrets::{self, SecretSpec};
@@ -17,9 +18,9 @@ pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, I
         for step in component_steps(ctx, *component)? {
             // Several components need the namespace and the same Secrets; once is enough.
             let repeated = match &step {
-                Step::Apply { what, .. } if what == "namespace" => steps
+                Step::ApplyNamespace { .. } => steps
                     .iter()
-                    .any(|s| matches!(s, Step::Apply { what, .. } if what == "namespace")),
+                    .any(|s| matches!(s, Step::ApplyNamespace { .. })),
                 Step::EnsureSecret { spec, .. } => steps.iter().any(
                     |s| matches!(s, Step::EnsureSecret { spec: earlier, .. } if earlier.name == spec.name),
                 ),
@@ -41,12 +42,12 @@ pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, I
     })
 }
 
-fn ensure_secret(ctx: &Context<'_>, spec: &'static SecretSpec) -> Step {
-    Step::EnsureSecret {
+fn ensure_secret(ctx: &Context<'_>, spec: &'static SecretSpec) -> Result<Step, InfraError> {
+    Ok(Step::EnsureSecret {
         spec,
         namespace: ctx.namespace().to_owned(),
-        sources: secrets::sources(spec, ctx.config),
-    }
+        sources: secrets::sources(spec, ctx.config)?,
+    })
 }
 
 fn apply_and_wait(what: &str, objects: Vec<Manifest>) -> Vec<Step> {
@@ -60,16 +61,19 @@ fn apply_and_wait(what: &str, objects: Vec<Manifest>) -> Vec<Step> {
 }
 
 fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>, InfraError> {
-    let namespace = || -> Result<Step, InfraError> {
-        Ok(Step::Apply {
-            what: "namespace".into(),
-            objects: ctx.namespace_object()?,
-        })
-    };
+    let namespace = || super::namespace_step(ctx);
     let mut steps = Vec::new();
     match component {
         Component::K3s => {
-            steps.push(Step::InstallK3s(K3sInstall::for_config(ctx.config)));
+            let install = K3sInstall::for_config(ctx.config)?;
+            if matches!(install, K3sInstall::Installer { .. }) {
+                steps.push(Step::Note(format!(
+                    "the kubeconfig k3s writes ({K3S_KUBECONFIG}) is readable by root only (mode \
+                     {KUBECONFIG_MODE}, it holds cluster-admin credentials); to use the cluster as \
+                     another user: {KUBECONFIG_FOR_USER}"
+                )));
+            }
+            steps.push(Step::InstallK3s(install));
             steps.push(Step::Wait(Readiness::Nodes));
         }
         Component::Redis => {
@@ -79,12 +83,12 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
                 .filter(|m| m.kind() != "Namespace")
                 .collect();
             steps.push(namespace()?);
-            steps.push(ensure_secret(ctx, &secrets::REDIS));
+            steps.push(ensure_secret(ctx, &secrets::REDIS)?);
             steps.extend(apply_and_wait("redis", objects));
         }
         Component::Gitea => {
             steps.push(namespace()?);
-            steps.push(ensure_secret(ctx, &secrets::GITEA_ADMIN));
+            steps.push(ensure_secret(ctx, &secrets::GITEA_ADMIN)?);
             let objects = ctx.shared("gitea")?;
             if ctx.tools.helm {
                 steps.push(Step::Helm(HelmInstall::from_release(
@@ -144,7 +148,7 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
             // The workloads Flux will apply need these Secrets, which are not in git.
             steps.push(namespace()?);
             for spec in secrets::CATALOG {
-                steps.push(ensure_secret(ctx, spec));
+                steps.push(ensure_secret(ctx, spec)?);
             }
             steps.push(Step::Apply {
                 what: "flux sync (GitRepository and Kustomizations)".into(),
@@ -158,7 +162,7 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
         }
         Component::Server => {
             steps.push(namespace()?);
-            steps.push(ensure_secret(ctx, &secrets::SERVER));
+            steps.push(ensure_secret(ctx, &secrets::SERVER)?);
             steps.extend(apply_and_wait("server", ctx.overlay_component("server")?));
         }
         Component::Agents => {
@@ -167,6 +171,8 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
             if !checks.is_empty() {
                 steps.push(Step::CheckImages(checks));
             }
+            steps.push(namespace()?);
+            steps.push(ensure_secret(ctx, &secrets::AGENT_CREDENTIALS)?);
             steps.extend(apply_and_wait("agents", objects));
         }
     }

@@ -51,6 +51,16 @@ pub fn check(objects: &[Manifest], config: &Config) -> Vec<Issue> {
     for manifest in &scaled_jobs {
         scaled_job(manifest, config, &mut issues);
     }
+    let in_cluster = objects
+        .iter()
+        .find(|m| m.kind() == "ConfigMap" && m.name() == CONFIG_MAP)
+        .and_then(|m| m.object["data"]["config.yaml"].as_str())
+        .and_then(|text| raibid_config::load_from_str(text, Path::new(""), &[]).ok());
+    if let Some(in_cluster) = &in_cluster {
+        for manifest in &scaled_jobs {
+            agent_mounts(manifest, in_cluster, &mut issues);
+        }
+    }
     let served: Vec<PoolName> = pools(objects).into_iter().map(|(p, _)| p).collect();
     for manifest in objects {
         if manifest.kind() == "ConfigMap" && manifest.name() == CONFIG_MAP {
@@ -107,6 +117,7 @@ fn scaled_job(manifest: &Manifest, config: &Config, issues: &mut Vec<Issue>) {
             format!("must equal the agent's pool {pool}"),
         ));
     }
+    agent_credentials(manifest, issues);
     let spec = &manifest.object["spec"];
     let expect_number = |issues: &mut Vec<Issue>, field: &str, want: u64, key: &str| {
         if spec[field].as_u64() != Some(want) {
@@ -170,6 +181,74 @@ fn scaled_job(manifest: &Manifest, config: &Config, issues: &mut Vec<Issue>) {
     }
 }
 
+/// The directories the in-cluster configuration gives the agent for its caches must be volumes
+/// in every agent pod: anywhere else they are the container's writable layer, which counts
+/// against the pod's ephemeral-storage limit and is gone with the pod, so nothing is cached.
+fn agent_mounts(manifest: &Manifest, in_cluster: &Config, issues: &mut Vec<Issue>) {
+    let container = FieldPath::from_pointer("/spec/jobTargetRef/template/spec/containers/0");
+    let mounts: Vec<&str> = manifest
+        .object
+        .pointer("/spec/jobTargetRef/template/spec/containers/0/volumeMounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["mountPath"].as_str())
+        .map(|p| p.trim_end_matches('/'))
+        .collect();
+    let agent = &in_cluster.agent;
+    for (key, dir) in [
+        ("agent.buildah_root", &agent.buildah_root),
+        ("agent.cache_dir", &agent.cache_dir),
+    ] {
+        let dir = dir.trim_end_matches('/');
+        if dir.is_empty() || !mounts.contains(&dir) {
+            issues.push(Issue::new(
+                manifest,
+                container.clone().key("volumeMounts"),
+                format!(
+                    "no volume is mounted at {key} {dir:?} of config.yaml: the agent's cache \
+                     would be the container's writable layer (counted against \
+                     ephemeral-storage, lost with the pod)"
+                ),
+            ));
+        }
+    }
+}
+
+/// The agent container must take its registry login and git token from the Secret setup writes:
+/// without them a pod cannot push to the in-cluster registry or clone a private repository.
+fn agent_credentials(manifest: &Manifest, issues: &mut Vec<Issue>) {
+    let container = FieldPath::from_pointer("/spec/jobTargetRef/template/spec/containers/0");
+    let env = manifest
+        .object
+        .pointer("/spec/jobTargetRef/template/spec/containers/0/env")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (name, key) in secrets::AGENT_CREDENTIAL_ENV {
+        let found = env.iter().position(|v| v["name"] == name);
+        let reference = found.map(|i| &env[i]["valueFrom"]["secretKeyRef"]);
+        let right = reference
+            .is_some_and(|r| r["name"] == secrets::AGENT_CREDENTIALS.name && r["key"] == key);
+        if !right {
+            let path = match found {
+                Some(i) => container.clone().key("env").index(i),
+                None => container.clone().key("env"),
+            };
+            issues.push(Issue::new(
+                manifest,
+                path,
+                format!(
+                    "{name} must come from Secret {} key {key} (which `raibid setup agents` \
+                     writes), optional: true; without it the agent cannot log in to push images \
+                     or clone",
+                    secrets::AGENT_CREDENTIALS.name
+                ),
+            ));
+        }
+    }
+}
+
 fn config_map(
     manifest: &Manifest,
     config: &Config,
@@ -216,6 +295,22 @@ fn config_map(
                 format!("{key} is {actual:?} but the configuration says {want:?}"),
             ));
         }
+    }
+    // Gitea's in-cluster Service speaks plain HTTP; a registry taken from such a gitea.url must
+    // be marked insecure or every push fails on TLS.
+    if in_cluster.agent.registry.host.is_empty()
+        && in_cluster.gitea.url.starts_with("http://")
+        && !in_cluster.agent.registry.insecure
+    {
+        issues.push(Issue::new(
+            manifest,
+            path.clone(),
+            format!(
+                "agent.registry.insecure is false, but the registry is the host of gitea.url {:?} \
+                 (plain HTTP): image pushes would fail",
+                in_cluster.gitea.url
+            ),
+        ));
     }
     if let Some(served) = served_pools {
         let wanted = std::iter::once(&in_cluster.server.default_pool)
