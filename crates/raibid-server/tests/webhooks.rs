@@ -79,6 +79,15 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ),
         ("gitea/create-tag", Expect::Ignored("create events")),
         (
+            "gitea/pull_request-agit",
+            pr(
+                "jcitizen/my-repo",
+                1,
+                "2eba238e33607c1fa49253182e9fff42baafa1eb",
+                "default",
+            ),
+        ),
+        (
             "gitea/pull_request-opened",
             pr(
                 "jcitizen/my-repo",
@@ -219,7 +228,7 @@ async fn every_signed_fixture_queues_exactly_what_it_describes() {
             }
         }
     }
-    assert_eq!(queued.len(), 11);
+    assert_eq!(queued.len(), 12);
     assert_eq!(
         server.job_count().await,
         queued.len(),
