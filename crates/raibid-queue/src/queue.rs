@@ -620,11 +620,20 @@ impl Queue {
     }
 
     /// Queues a fresh copy of a job (new id, attempt 0), remembering which one it re-runs.
+    ///
+    /// Only a finished job can be retried: a copy of a queued or running one would build the
+    /// same commit at the same time, and whichever finished last would set the commit status.
     pub async fn retry(&self, id: &str) -> Result<Job, QueueError> {
         let old = self
             .get(id)
             .await?
             .ok_or_else(|| QueueError::NotFound(id.to_owned()))?;
+        if !old.status.is_final() {
+            return Err(QueueError::NotFinal {
+                id: old.id,
+                status: old.status,
+            });
+        }
         let mut spec = old.spec;
         spec.delivery_id = None;
         spec.retry_of = Some(old.id);

@@ -666,10 +666,44 @@ async fn retry_creates_a_new_job() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     let j = created(q.enqueue(job("a/b")).await.unwrap());
+    let mut c = q.claimer("agent-1").await.unwrap();
+    let claimed = claim_queued(&mut c).await;
+    q.ack(&claimed, &Outcome::new(JobStatus::Failure))
+        .await
+        .unwrap();
     let r = q.retry(&j.id).await.unwrap();
     assert_ne!(r.id, j.id);
     assert_eq!(r.spec.retry_of.as_deref(), Some(j.id.as_str()));
     assert_eq!(r.status, JobStatus::Queued);
+}
+
+/// A copy of a job that can still run would build the same commit at once, and the last to
+/// finish would set the status.
+#[tokio::test]
+async fn retry_refuses_a_job_that_is_not_finished() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("a/b")).await.unwrap());
+    let err = q.retry(&j.id).await.unwrap_err();
+    assert!(
+        matches!(&err, QueueError::NotFinal { id, status: JobStatus::Queued } if *id == j.id),
+        "{err:?}"
+    );
+    let mut c = q.claimer("agent-1").await.unwrap();
+    claim_queued(&mut c).await;
+    let err = q.retry(&j.id).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::NotFinal {
+                status: JobStatus::Running,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("running"), "{err}");
+    assert_eq!(q.stats(&PoolName::default()).await.unwrap().length, 1);
 }
 
 #[tokio::test]

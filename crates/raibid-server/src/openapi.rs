@@ -193,6 +193,7 @@ fn paths() -> Value {
                     "201": json_body("The new job (retry_of names the original).", schema_ref("Job")),
                     "401": unauthorized,
                     "404": not_found,
+                    "409": error("The job is not finished (queued or running); the message names its status."),
                     "503": unavailable
                 }
             }
