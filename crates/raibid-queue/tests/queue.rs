@@ -869,6 +869,62 @@ async fn unacknowledged_events_are_redelivered_to_a_restarted_reporter() {
     assert_eq!(got[0].job_id, j.id);
 }
 
+/// Replicas are renamed on every rollout: what a stopped one had read is taken over by another
+/// once idle long enough, and its name is then removed from the group.
+#[tokio::test]
+async fn events_of_a_stopped_reporter_are_taken_over_and_its_name_forgotten() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut gone = q.job_events("reporter", "pod-a").await.unwrap();
+    let j = created(q.enqueue(job("a/events")).await.unwrap());
+    assert_eq!(
+        gone.next(10, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(gone); // stopped before acking
+
+    let heir = q.job_events("reporter", "pod-b").await.unwrap();
+    assert!(
+        heir.claim_stale(Duration::from_secs(60), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not idle long enough yet"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let taken = heir
+        .claim_stale(Duration::from_millis(100), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].job_id.as_str(), taken[0].status),
+        (j.id.as_str(), JobStatus::Queued)
+    );
+    // pod-a has nothing pending any more, but has been idle only briefly.
+    assert!(
+        heir.forget_idle_consumers(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    heir.ack(&taken[0].id).await.unwrap();
+    assert_eq!(
+        heir.forget_idle_consumers(Duration::from_millis(100))
+            .await
+            .unwrap(),
+        vec!["pod-a".to_owned()]
+    );
+    let consumers = redis
+        .command("XINFO CONSUMERS raibid:ci-jobs:events reporter")
+        .unwrap();
+    // The reply's first line is the array header: only pod-b is left.
+    assert_eq!(consumers, "*1");
+}
+
 #[tokio::test]
 async fn the_reaper_recreates_groups_redis_lost_so_the_lag_counts_again() {
     let redis = RedisServer::start();

@@ -187,7 +187,7 @@ async fn each_status_change_is_reported_as_gitea_and_github_expect() {
     assert_eq!(call.authorization, format!("token {GITEA_TOKEN}"));
     assert_eq!(call.body["state"], "pending");
     assert_eq!(call.body["description"], "queued");
-    assert_eq!(call.body["context"], "raibid/default");
+    assert_eq!(call.body["context"], "raibid/push/default");
     assert_eq!(
         call.body["target_url"],
         format!("https://ci.example/api/v1/jobs/{id}")
@@ -327,4 +327,89 @@ async fn an_unreachable_forge_is_retried_then_given_up() {
         r#"raibid_status_reports_total{forge="gitea",outcome="failure"} 1"#,
     )
     .await;
+}
+
+/// An event whose report is still being retried when the job moves on must not put its old
+/// status on the forge after the new one: each attempt sends the job's status as it is then,
+/// and the later events find that status already sent.
+#[tokio::test]
+async fn a_retried_report_sends_the_jobs_current_status_not_the_events() {
+    let forge = Forge::default();
+    *forge.always.lock().unwrap() = Some(StatusCode::SERVICE_UNAVAILABLE);
+    let base = forge.clone().start().await;
+    let server = TestServer::start_with(forge_config(&base)).await;
+    server.deliver("gitea/push").await;
+    let first = forge.wait_for_calls(1).await;
+    assert_eq!(first[0].body["description"], "queued");
+
+    // Within the first backoff (250 ms): the job runs and fails.
+    let mut claimer = server.queue.claimer("spark-7").await.unwrap();
+    let claimed = claimer
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Failure))
+        .await
+        .unwrap();
+    let after_ack = forge.calls().len();
+    *forge.always.lock().unwrap() = None;
+
+    let calls = forge.wait_for_calls(after_ack + 1).await;
+    // Longer than the rest of the retry schedule; the running and failure events come too.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let calls_now = forge.calls();
+    let later: Vec<_> = calls_now[after_ack..]
+        .iter()
+        .map(|c| c.body["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(later, ["failure"], "{calls:?}");
+}
+
+/// Replicas get a new consumer name on every rollout: the events a stopped one had read and
+/// not acknowledged are taken over by the next reporter.
+#[tokio::test]
+async fn events_a_stopped_replica_left_unacknowledged_are_reported() {
+    let forge = Forge::default();
+    let base = forge.clone().start().await;
+    let redis = raibid_testkit::RedisServer::start();
+    let queue = support::queue_for(&redis);
+    let mut gone = queue
+        .job_events(support::STATUS_GROUP, "server-old-pod")
+        .await
+        .unwrap();
+    let (body, _) = support::fixture("gitea/push");
+    let trigger = match raibid_forge::parse(
+        raibid_model::Forge::Gitea,
+        &support::fixture("gitea/push").1,
+        &body,
+    )
+    .unwrap()
+    {
+        raibid_forge::Parsed::Trigger(trigger) => trigger,
+        other => panic!("{other:?}"),
+    };
+    queue
+        .enqueue(trigger.into_new_job(PoolName::default(), None))
+        .await
+        .unwrap();
+    let read = gone.next(10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(read.len(), 1);
+    drop(gone); // the old pod stopped before reporting
+    // As if it stopped two minutes ago: idle time is what the new reporter goes by.
+    let pending = redis
+        .command(&format!(
+            "XCLAIM raibid:ci-jobs:events {} server-old-pod 0 {} IDLE 120000 JUSTID",
+            support::STATUS_GROUP,
+            read[0].id
+        ))
+        .unwrap();
+    assert_eq!(pending, "*1");
+
+    let _server = TestServer::start_on(redis, forge_config(&base)).await;
+    let calls = forge.wait_for_calls(1).await;
+    assert_eq!(calls[0].body["description"], "queued");
+    assert_eq!(calls[0].body["context"], "raibid/push/default");
 }

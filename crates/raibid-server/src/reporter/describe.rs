@@ -4,18 +4,39 @@ use chrono::{DateTime, Utc};
 use raibid_forge::{CommitStatus, StatusState};
 use raibid_model::{Job, JobStatus};
 
-/// The status to show for `job` having reached `status` (the event's, which may be older
-/// than the job's current one).
-pub(crate) fn commit_status(job: &Job, status: JobStatus, public_url: &str) -> CommitStatus {
+/// The status to show for `job` as it is now.
+pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
     let public_url = public_url.trim_end_matches('/');
     CommitStatus {
-        state: StatusState::from_job(status),
+        state: StatusState::from_job(job.status),
         target_url: (!public_url.is_empty())
             .then(|| format!("{public_url}/api/v1/jobs/{}", job.id)),
-        description: describe(job, status, Utc::now()),
-        // Jobs carry their pool, not their pipeline, so one check per pool per commit.
-        context: format!("raibid/{}", job.spec.pool),
+        description: describe(job, job.status, Utc::now()),
+        context: context(job),
     }
+}
+
+/// `raibid/<event>/<pool>`, plus `/<variant>` for a matrix variant.
+///
+/// Jobs carry their pool, not their pipeline, so one check per pool; the event keeps the push
+/// and the pull request builds of one commit apart (Woodpecker: `ci/woodpecker/<event>/...`),
+/// and the variant keeps a matrix's jobs apart, or the last to finish would win.
+pub(crate) fn context(job: &Job) -> String {
+    let base = format!("raibid/{}/{}", job.spec.event, job.spec.pool);
+    match job.spec.env.get("RAIBID_MATRIX") {
+        Some(variant) => format!("{base}/{variant}"),
+        None => base,
+    }
+}
+
+/// Identifies what a status says, to tell whether it was sent already.
+pub(crate) fn fingerprint(status: &CommitStatus) -> String {
+    format!(
+        "{}|{}|{}",
+        status.state.as_str(),
+        status.context,
+        status.description
+    )
 }
 
 fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
@@ -115,17 +136,27 @@ mod tests {
 
     #[test]
     fn links_to_the_job_and_names_the_pool() {
-        let status = commit_status(&job(), JobStatus::Running, "https://ci.example/");
+        let mut running = job();
+        running.status = JobStatus::Running;
+        let status = commit_status(&running, "https://ci.example/");
         assert_eq!(status.state, StatusState::Pending);
         assert_eq!(
             status.target_url.as_deref(),
             Some("https://ci.example/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0")
         );
-        assert_eq!(status.context, "raibid/gpu");
-        assert_eq!(
-            commit_status(&job(), JobStatus::Queued, "").target_url,
-            None
-        );
+        assert_eq!(status.context, "raibid/push/gpu");
+        assert_eq!(commit_status(&job(), "").target_url, None);
+    }
+
+    #[test]
+    fn contexts_keep_events_and_matrix_variants_apart() {
+        let mut pr = job();
+        pr.spec.event = Event::PullRequest;
+        assert_eq!(context(&pr), "raibid/pull_request/gpu");
+        pr.spec
+            .env
+            .insert("RAIBID_MATRIX".into(), "rust-1.80".into());
+        assert_eq!(context(&pr), "raibid/pull_request/gpu/rust-1.80");
     }
 
     #[test]
