@@ -124,6 +124,7 @@ mod tests {
                 delivery_id: None,
                 env: Default::default(),
                 retry_of: None,
+                matrix_parent: None,
             },
             status: JobStatus::Running,
             attempt: 1,
@@ -135,6 +136,7 @@ mod tests {
             cancel_requested: false,
             steps: vec![],
             images: vec![],
+            children: Vec::new(),
         }
     }
 

@@ -645,6 +645,37 @@ impl Queue {
         }
     }
 
+    /// Records the jobs a matrix job expanded into, before the matrix job is acknowledged, so
+    /// that its commit status can combine theirs (`Job::children`).
+    pub async fn set_children(
+        &self,
+        parent_id: &str,
+        children: &[String],
+    ) -> Result<(), QueueError> {
+        if !valid_id(parent_id) {
+            return Err(QueueError::NotFound(parent_id.to_owned()));
+        }
+        let ids = serde_json::to_string(children).expect("ids serialize");
+        // HSET on a missing key would create a record without a spec.
+        let exists: i64 = self
+            .conn
+            .run(redis::cmd("EXISTS").arg(self.keys.job(parent_id)))
+            .await?;
+        if exists == 0 {
+            return Err(QueueError::NotFound(parent_id.to_owned()));
+        }
+        let _: i64 = self
+            .conn
+            .run(
+                redis::cmd("HSET")
+                    .arg(self.keys.job(parent_id))
+                    .arg("children")
+                    .arg(ids),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Newest first, `limit` at most, continuing after `cursor` (a job id).
     pub async fn list(
         &self,

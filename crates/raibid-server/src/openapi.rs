@@ -367,6 +367,8 @@ fn schemas() -> Value {
                 "delivery_id": string,
                 "env": { "type": "object", "additionalProperties": string },
                 "retry_of": string,
+                "matrix_parent": { "type": "string", "description": "The matrix job this variant belongs to." },
+                "children": { "type": "array", "items": string, "description": "The variant jobs of a matrix job." },
                 "status": schema_ref("JobStatus"),
                 "attempt": { "type": "integer", "minimum": 0 },
                 "created_at": time,

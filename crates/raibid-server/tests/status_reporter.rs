@@ -413,3 +413,151 @@ async fn events_a_stopped_replica_left_unacknowledged_are_reported() {
     assert_eq!(calls[0].body["description"], "queued");
     assert_eq!(calls[0].body["context"], "raibid/push/default");
 }
+
+/// Runs a two-variant matrix (`FLAVOUR: [plain, fancy]`, step `run` = `step`) through a real
+/// agent runner, including a rerun of the matrix job as after an agent died between queueing
+/// the variants and acknowledging; returns the forge's calls once the matrix job's context
+/// shows `expected_state`.
+async fn run_matrix(step: &str, expected_state: &str) -> Vec<Call> {
+    use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
+    use raibid_agent::{GitCheckout, Runner, RunnerSettings, SecretStore};
+
+    raibid_testkit::require_binary("bwrap", "bubblewrap");
+    let forge = Forge::default();
+    let base = forge.clone().start().await;
+    let server = TestServer::start_with(forge_config(&base)).await;
+    let repo = raibid_testkit::GitRepo::new();
+    let pipeline =
+        format!("matrix:\n  FLAVOUR: [plain, fancy]\nsteps:\n  - name: check\n    run: {step}\n");
+    let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "matrix");
+    let mut spec = raibid_model::NewJob::new(
+        "acme/app",
+        repo.url(),
+        "refs/heads/main",
+        &sha,
+        raibid_model::Event::Push,
+    );
+    spec.forge = Some(raibid_model::Forge::Gitea);
+    let parent = match server.queue.enqueue(spec).await.unwrap() {
+        raibid_queue::Enqueued::Created(job) => job.id,
+        other => panic!("{other:?}"),
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
+        network: false,
+        hide: vec![dir.path().join("cache")],
+        ..Default::default()
+    }));
+    let runner = Runner {
+        queue: server.queue.clone(),
+        executor,
+        git: GitCheckout::new(dir.path().join("cache"), None),
+        images: None,
+        secrets: SecretStore::default(),
+        settings: RunnerSettings {
+            agent_name: "spark-1".into(),
+            workspace_root: dir.path().join("work"),
+            keep_workspace: false,
+            heartbeat_interval: Duration::from_millis(200),
+            step_path: "/usr/local/bin:/usr/bin:/bin".into(),
+            step_env: Default::default(),
+            registry: "registry.invalid".into(),
+        },
+    };
+    let mut claimer = server.queue.claimer("spark-1").await.unwrap();
+    let mut claim = async || {
+        claimer
+            .claim(&[PoolName::default()], Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("a job is queued")
+    };
+    let claimed = claim().await;
+    assert_eq!(claimed.job.id, parent);
+    let stop = tokio_util::sync::CancellationToken::new();
+    runner.run(claimed.clone(), stop.clone()).await.unwrap();
+    let children = server.queue.get(&parent).await.unwrap().unwrap().children;
+    assert_eq!(children.len(), 2);
+    // The rerun finds the variants it queued the first time.
+    let _ = runner.run(claimed, stop.clone()).await;
+    assert_eq!(
+        server.queue.get(&parent).await.unwrap().unwrap().children,
+        children
+    );
+    assert_eq!(server.job_count().await, 3, "no variant queued twice");
+
+    for _ in 0..2 {
+        let variant = claim().await;
+        assert_eq!(
+            variant.job.spec.matrix_parent.as_deref(),
+            Some(parent.as_str())
+        );
+        assert!(children.contains(&variant.job.id));
+        runner.run(variant, stop.clone()).await.unwrap();
+    }
+    let parent_state = |calls: &[Call]| {
+        calls
+            .iter()
+            .rfind(|c| c.body["context"] == "raibid/push/default")
+            .map(|c| c.body["state"].as_str().unwrap().to_owned())
+    };
+    eventually(
+        Duration::from_secs(15),
+        &format!("the matrix context in state {expected_state}"),
+        || async {
+            (parent_state(&forge.calls()).as_deref() == Some(expected_state)).then_some(())
+        },
+    )
+    .await;
+    // Whatever events are still being handled must not change it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = forge.calls();
+    assert_eq!(
+        parent_state(&calls).as_deref(),
+        Some(expected_state),
+        "{calls:#?}"
+    );
+    calls
+}
+
+fn last_on<'c>(calls: &'c [Call], context: &str) -> &'c Value {
+    &calls
+        .iter()
+        .rfind(|c| c.body["context"] == context)
+        .unwrap_or_else(|| panic!("nothing on {context}: {calls:#?}"))
+        .body
+}
+
+#[tokio::test]
+async fn a_matrix_with_a_failing_variant_fails_on_the_matrix_context() {
+    let calls = run_matrix(r#"test "$FLAVOUR" = plain"#, "failure").await;
+    let parent = last_on(&calls, "raibid/push/default");
+    assert_eq!(
+        parent["description"],
+        "1 of 2 variants failed: FLAVOUR=fancy"
+    );
+    assert_eq!(
+        last_on(&calls, "raibid/push/default/FLAVOUR=fancy")["state"],
+        "failure"
+    );
+    assert_eq!(
+        last_on(&calls, "raibid/push/default/FLAVOUR=plain")["state"],
+        "success"
+    );
+}
+
+#[tokio::test]
+async fn a_matrix_whose_variants_all_pass_succeeds_on_the_matrix_context() {
+    let calls = run_matrix("true", "success").await;
+    let parent = last_on(&calls, "raibid/push/default");
+    assert_eq!(parent["description"], "all 2 variants succeeded");
+    assert_eq!(
+        last_on(&calls, "raibid/push/default/FLAVOUR=fancy")["state"],
+        "success"
+    );
+    assert_eq!(
+        last_on(&calls, "raibid/push/default/FLAVOUR=plain")["state"],
+        "success"
+    );
+}

@@ -13,6 +13,11 @@
 //! job is read again before every attempt and its *current* status is sent, unless that exact
 //! status was sent already (remembered in Redis, shared by replicas).
 //!
+//! A matrix job expands into one job per variant and then succeeds at once: each variant
+//! reports on its own context, and the matrix job's context shows the variants combined
+//! ([`describe::matrix_status`]), recomputed when the matrix job ends and whenever one of its
+//! variants ends.
+//!
 //! Replicas are renamed on every rollout (the consumer name is the pod's host name), so on
 //! start and every [`SWEEP_EVERY`] the reporter takes over events other consumers read and
 //! left unacknowledged for [`STALE_AFTER`], and removes consumers idle for [`FORGET_AFTER`]
@@ -168,6 +173,11 @@ impl Reporter {
             }
             if let Some(forge) = job.spec.forge {
                 self.report(forge, &job_id).await;
+                if let Some(parent) = &job.spec.matrix_parent
+                    && list.iter().any(|event| event.status.is_final())
+                {
+                    self.report(forge, parent).await;
+                }
             }
         }
         for event in &list {
@@ -259,8 +269,17 @@ impl Reporter {
         Ok(Some((request, fingerprint)))
     }
 
+    /// The job's own status, or for a finished matrix job its variants' combined.
     async fn commit_status(&self, job: &Job) -> raibid_forge::CommitStatus {
-        describe::commit_status(job, &self.state.config().server.public_url)
+        let public_url = &self.state.config().server.public_url;
+        if job.children.is_empty() || !job.status.is_final() {
+            return describe::commit_status(job, public_url);
+        }
+        let mut children = Vec::with_capacity(job.children.len());
+        for id in &job.children {
+            children.push(self.load(id).await);
+        }
+        describe::matrix_status(job, &children, public_url)
     }
 }
 
