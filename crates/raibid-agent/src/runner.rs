@@ -355,8 +355,11 @@ impl Runner {
         let mut ids = Vec::new();
         for variant in &variants {
             let mut spec: NewJob = job.spec.clone();
-            spec.delivery_id = None;
+            // A rerun of this job (its agent died after queueing some variants) finds the
+            // variants it queued already instead of queueing them twice.
+            spec.delivery_id = Some(format!("matrix:{}:{}", job.id, variant.name));
             spec.retry_of = None;
+            spec.matrix_parent = Some(job.id.clone());
             spec.env
                 .insert("RAIBID_MATRIX".into(), variant.name.clone());
             match self.queue.enqueue(spec).await {
@@ -365,7 +368,11 @@ impl Runner {
                         .await;
                     ids.push(child.id.clone());
                 }
-                Ok(Enqueued::Duplicate { .. }) => {}
+                Ok(Enqueued::Duplicate { job_id }) => {
+                    log.line(&format!("{job_id} was already queued for {}", variant.name))
+                        .await;
+                    ids.push(job_id);
+                }
                 Err(e) => {
                     return MatrixStep::Expanded(
                         error_outcome(
@@ -376,6 +383,12 @@ impl Runner {
                     );
                 }
             }
+        }
+        // Recorded before this job is acknowledged: its commit status combines the variants'.
+        if let Err(e) = self.queue.set_children(&job.id, &ids).await {
+            return MatrixStep::Expanded(
+                error_outcome(log, format!("recording the matrix variants: {e}")).await,
+            );
         }
         let mut outcome = Outcome::new(JobStatus::Success);
         outcome.reason = Some(format!(

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 use raibid_model::{Event, Job};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +44,9 @@ impl SecretStore {
         for (name, globs) in repos {
             let mut builder = GlobSetBuilder::new();
             for g in globs {
-                let glob = Glob::new(g).map_err(|e| SecretError::BadGlob {
+                // Forges resolve `owner/name` ignoring case, and so do the server's rules: a
+                // job for `ACME/site` is `acme/site`'s.
+                let glob = raibid_config::repo_glob(g).map_err(|e| SecretError::BadGlob {
                     name: name.clone(),
                     glob: g.clone(),
                     message: e.to_string(),
@@ -129,6 +131,7 @@ mod tests {
                 delivery_id: None,
                 env: Default::default(),
                 retry_of: None,
+                matrix_parent: None,
             },
             status: JobStatus::Running,
             attempt: 1,
@@ -140,6 +143,7 @@ mod tests {
             cancel_requested: false,
             steps: vec![],
             images: vec![],
+            children: Vec::new(),
         }
     }
 
@@ -157,6 +161,17 @@ mod tests {
         let got = store()
             .resolve(
                 &job("acme/site", Event::Push, false),
+                &["DEPLOY_KEY".into()],
+            )
+            .unwrap();
+        assert_eq!(got["DEPLOY_KEY"], "k-123456");
+    }
+
+    #[test]
+    fn repository_globs_ignore_case() {
+        let got = store()
+            .resolve(
+                &job("ACME/Site", Event::Push, false),
                 &["DEPLOY_KEY".into()],
             )
             .unwrap();

@@ -288,6 +288,7 @@ async fn enqueue(
             delivery_id: None,
             env: Default::default(),
             retry_of: None,
+            matrix_parent: None,
         })
         .await?;
     Ok(job.job_id().to_owned())

@@ -577,6 +577,7 @@ async fn enqueue_baseline(
                 delivery_id: Some(format!("{run_id}-{i}")),
                 env: Default::default(),
                 retry_of: None,
+                matrix_parent: None,
             };
             async move { queue.enqueue(spec).await }
         })

@@ -91,12 +91,34 @@ pub fn load_from_str(
         serde_yaml::from_str::<Config>(text).map_err(|e| yaml_error(path, e))?;
     }
     let value = apply_env(value, vars)?;
-    let config: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Env {
+    let mut config: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Env {
         var: "RAIBID_*".into(),
         message: e.to_string(),
     })?;
+    lowercase_repo_secrets(&mut config, path)?;
     validate(&config, path)?;
     Ok(config)
+}
+
+/// Forges resolve `owner/name` case-insensitively, so a webhook may name `ACME/app` for the
+/// repository configured as `acme/app`; keys are lowercased here and looked up lowercased.
+/// Two keys that differ only in case would be one repository with two secrets: refused.
+fn lowercase_repo_secrets(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
+    let secrets = std::mem::take(&mut config.server.repo_secrets);
+    for (repo, secret) in secrets {
+        let key = repo.to_ascii_lowercase();
+        if config.server.repo_secrets.contains_key(&key) {
+            return Err(ConfigError::Semantic {
+                path: path.to_path_buf(),
+                key: "server.repo_secrets".into(),
+                message: format!(
+                    "{repo:?} is listed twice (repository names are compared ignoring case)"
+                ),
+            });
+        }
+        config.server.repo_secrets.insert(key, secret);
+    }
+    Ok(())
 }
 
 fn yaml_error(path: &Path, e: serde_yaml::Error) -> ConfigError {
@@ -129,11 +151,11 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
         message,
     };
     for (i, rule) in config.server.pool_rules.iter().enumerate() {
-        globset::Glob::new(&rule.repo)
+        crate::repo_glob(&rule.repo)
             .map_err(|e| semantic(&format!("server.pool_rules[{i}].repo"), e.to_string()))?;
     }
     for (i, glob) in config.server.allowed_repos.iter().enumerate() {
-        globset::Glob::new(glob)
+        crate::repo_glob(glob)
             .map_err(|e| semantic(&format!("server.allowed_repos[{i}]"), e.to_string()))?;
     }
     let names_ok = |s: &str| {
@@ -181,6 +203,26 @@ mod tests {
         assert_eq!(c.redis.consumer_group, "ci-workers");
         assert_eq!(c.redis.maxlen, 100_000);
         assert_eq!(c.redis.max_attempts, 3);
+    }
+
+    #[test]
+    fn repository_secrets_are_keyed_by_lowercased_name() {
+        let c = parse("server:\n  repo_secrets:\n    ACME/App: s1\n    other/x: s2\n").unwrap();
+        let keys: Vec<_> = c.server.repo_secrets.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["acme/app", "other/x"]);
+        assert_eq!(c.server.repo_secrets["acme/app"].expose(), "s1");
+
+        let err = parse("server:\n  repo_secrets:\n    acme/app: s1\n    ACME/app: s2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.repo_secrets"), "{err}");
+    }
+
+    #[test]
+    fn pool_rules_ignore_case() {
+        let c = parse("server:\n  pool_rules:\n    - repo: \"ml/*\"\n      pool: gpu\n").unwrap();
+        assert_eq!(c.pool_for_repo("ML/Model").as_str(), "gpu");
+        assert_eq!(c.pool_for_repo("other/x"), c.server.default_pool);
     }
 
     #[test]

@@ -185,6 +185,8 @@ pub struct ServerConfig {
     /// Secret for webhook signatures when a repository has none of its own.
     pub webhook_secret: Secret,
     /// Per-repository webhook secrets (`owner/name` -> secret); they win over the global one.
+    /// Keys are lowercased at load (forges treat repository names case-insensitively), and
+    /// looked up lowercased.
     pub repo_secrets: BTreeMap<String, Secret>,
     /// Globs over `owner/name`; a webhook from anything else gets 403.
     pub allowed_repos: Vec<String>,
@@ -342,16 +344,29 @@ impl Config {
     }
 
     /// The pool a repository's jobs go to when the trigger does not name one.
+    ///
+    /// Matched case-insensitively, as forges resolve `owner/name` (see [`repo_glob`]).
     pub fn pool_for_repo(&self, repo: &str) -> PoolName {
         self.server
             .pool_rules
             .iter()
             .find(|rule| {
-                globset::Glob::new(&rule.repo)
+                repo_glob(&rule.repo)
                     .map(|g| g.compile_matcher().is_match(repo))
                     .unwrap_or(false)
             })
             .map(|rule| rule.pool.clone())
             .unwrap_or_else(|| self.server.default_pool.clone())
     }
+}
+
+/// A glob over `owner/name` that ignores case.
+///
+/// Gitea, Forgejo and GitHub resolve owner and repository names case-insensitively, so a
+/// webhook may name `ACME/App` for the repository configured as `acme/app`; a case-sensitive
+/// match would let it escape the allow-list, pool and secret rules written for that repository.
+pub fn repo_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern)
+        .case_insensitive(true)
+        .build()
 }

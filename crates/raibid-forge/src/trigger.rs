@@ -75,6 +75,7 @@ impl Trigger {
             delivery_id,
             env: BTreeMap::new(),
             retry_of: None,
+            matrix_parent: None,
         }
     }
 }

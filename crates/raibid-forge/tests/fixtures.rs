@@ -11,6 +11,7 @@ const FIXTURES: &[(&str, Forge)] = &[
     ("forgejo/push-new-branch-codeberg", Forge::Forgejo),
     ("gitea/create-branch-signed", Forge::Gitea),
     ("gitea/create-tag", Forge::Gitea),
+    ("gitea/pull_request-agit", Forge::Gitea),
     ("gitea/pull_request-opened", Forge::Gitea),
     ("gitea/pull_request-synchronized", Forge::Gitea),
     ("gitea/push", Forge::Gitea),
@@ -237,6 +238,23 @@ fn gitea_pull_request_synchronized() {
         trigger("gitea/pull_request-synchronized"),
         gitea_pull_request_1()
     );
+}
+
+/// An AGit pull request (`git push origin HEAD:refs/for/master`, allowed with read access)
+/// names the base repository as its head repository; only its head ref, `refs/pull/1/head`
+/// instead of a branch, tells it apart from a branch pushed by a collaborator.
+#[test]
+fn gitea_agit_pull_request_is_untrusted() {
+    let expected = Trigger {
+        from_fork: true,
+        ..gitea_pull_request_1()
+    };
+    assert_eq!(trigger("gitea/pull_request-agit"), expected);
+    let (body, headers) = fixture("gitea/pull_request-agit");
+    let Parsed::Trigger(as_forgejo) = parse(Forge::Forgejo, &headers, &body).unwrap() else {
+        panic!("ignored");
+    };
+    assert!(as_forgejo.from_fork);
 }
 
 #[test]

@@ -183,6 +183,10 @@ pub struct NewJob {
     /// The job this one re-runs, when created by `retry`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<String>,
+    /// The job whose matrix this variant is one of (the variant's name is in the environment
+    /// as `RAIBID_MATRIX`). Absent in specs written before matrices had parents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix_parent: Option<String>,
 }
 
 impl NewJob {
@@ -209,6 +213,7 @@ impl NewJob {
             delivery_id: None,
             env: BTreeMap::new(),
             retry_of: None,
+            matrix_parent: None,
         }
     }
 }
@@ -292,6 +297,10 @@ pub struct Job {
     pub steps: Vec<StepResult>,
     #[serde(default)]
     pub images: Vec<String>,
+    /// The jobs a matrix job expanded into, one per variant; its commit status is theirs
+    /// combined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
 }
 
 impl Job {
@@ -310,6 +319,7 @@ impl Job {
             cancel_requested: false,
             steps: Vec::new(),
             images: Vec::new(),
+            children: Vec::new(),
         }
     }
 

@@ -18,6 +18,13 @@ pub enum QueueError {
     },
     #[error("job {0} not found")]
     NotFound(String),
+    /// Retrying a job that can still run would build the same commit twice at once, and the
+    /// last of the two to finish would decide the commit status.
+    #[error("job {id} is {status}; only a finished job can be retried (cancel it first)")]
+    NotFinal {
+        id: String,
+        status: raibid_model::JobStatus,
+    },
     #[error("invalid job: {0}")]
     Invalid(String),
     #[error("unexpected reply from redis: {0}")]

@@ -4,6 +4,11 @@
 //! in the same atomic step. Consumers (the commit-status reporter) read it through their own
 //! consumer group, so several server replicas share the work and a crash mid-report means the
 //! event is delivered again rather than forgotten.
+//!
+//! A consumer is named after its server replica, and replicas get new names on every rollout
+//! (pod host names), so the events a stopped replica had read but not acknowledged would stay
+//! pending under its name forever: [`JobEvents::claim_stale`] takes them over, and
+//! [`JobEvents::forget_idle_consumers`] removes the names that are left with nothing pending.
 
 use std::time::Duration;
 
@@ -79,6 +84,84 @@ impl JobEvents {
         self.read(count, block).await
     }
 
+    /// Takes over up to about `count` events that any consumer of the group read and has not
+    /// acknowledged for `min_idle` (a replica that stopped mid-report), oldest first. They
+    /// become this consumer's; acknowledge them as usual. Empty once nothing is that idle.
+    pub async fn claim_stale(
+        &self,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<JobEvent>, QueueError> {
+        let key = self.queue.keys.events();
+        let mut cursor = "0-0".to_owned();
+        let mut events = Vec::new();
+        loop {
+            let reply: Value = self
+                .queue
+                .conn
+                .run(
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(&key)
+                        .arg(&self.group)
+                        .arg(&self.consumer)
+                        .arg(min_idle.as_millis() as u64)
+                        .arg(&cursor)
+                        .arg("COUNT")
+                        .arg(count.max(1)),
+                )
+                .await?;
+            let parts = reply::array(&reply);
+            let next = parts.first().map(reply::string).transpose()?;
+            let claimed = reply::entries(&key, parts.get(1).unwrap_or(&Value::Nil))?;
+            events.extend(self.decode(claimed).await?);
+            match next {
+                Some(next) if next != "0-0" && events.len() < count => cursor = next,
+                _ => return Ok(events),
+            }
+        }
+    }
+
+    /// Deletes the group's consumers other than this one that have nothing pending and have
+    /// not read for `idle` (replicas that are gone); returns their names.
+    pub async fn forget_idle_consumers(&self, idle: Duration) -> Result<Vec<String>, QueueError> {
+        let key = self.queue.keys.events();
+        let reply: Value = self
+            .queue
+            .conn
+            .run(
+                redis::cmd("XINFO")
+                    .arg("CONSUMERS")
+                    .arg(&key)
+                    .arg(&self.group),
+            )
+            .await?;
+        let mut forgotten = Vec::new();
+        for consumer in reply::array(&reply) {
+            let info = reply::pairs(consumer)?;
+            let Some(name) = info.get("name").map(reply::string).transpose()? else {
+                continue;
+            };
+            let pending = reply::int(info.get("pending")).unwrap_or(1);
+            let idle_ms = reply::int(info.get("idle")).unwrap_or(0);
+            if name == self.consumer || pending != 0 || idle_ms < idle.as_millis() as i64 {
+                continue;
+            }
+            let _: i64 = self
+                .queue
+                .conn
+                .run(
+                    redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(&key)
+                        .arg(&self.group)
+                        .arg(&name),
+                )
+                .await?;
+            forgotten.push(name);
+        }
+        Ok(forgotten)
+    }
+
     async fn read(&mut self, count: usize, block: Duration) -> Result<Vec<JobEvent>, QueueError> {
         if self.conn.is_none() {
             self.conn = Some(self.queue.conn.dedicated().await?);
@@ -103,8 +186,12 @@ impl JobEvents {
                     return Err(e);
                 }
             };
+        self.decode(reply::stream_entries(&reply)?).await
+    }
+
+    async fn decode(&self, entries: Vec<reply::StreamEntry>) -> Result<Vec<JobEvent>, QueueError> {
         let mut events = Vec::new();
-        for entry in reply::stream_entries(&reply)? {
+        for entry in entries {
             let status = entry
                 .field("status")?
                 .and_then(|s| s.parse::<JobStatus>().ok());
@@ -130,6 +217,36 @@ impl JobEvents {
                     .arg(self.queue.keys.events())
                     .arg(&self.group)
                     .arg(id),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// How long the reporter remembers what it last sent for a job; past that, at worst a status
+/// is sent twice.
+const REPORTED_TTL_SECS: u64 = 24 * 3600;
+
+impl Queue {
+    /// What the commit-status reporter last sent for job `id` (as given to
+    /// [`Queue::set_last_report`]), shared by every server replica.
+    pub async fn last_report(&self, id: &str) -> Result<Option<String>, QueueError> {
+        self.conn
+            .run(redis::cmd("GET").arg(self.keys.reported(id)))
+            .await
+    }
+
+    /// Remembers what was just sent for job `id`, so a replica holding an older event of the
+    /// job does not send the same status again (or an older one after it).
+    pub async fn set_last_report(&self, id: &str, report: &str) -> Result<(), QueueError> {
+        let _: () = self
+            .conn
+            .run(
+                redis::cmd("SET")
+                    .arg(self.keys.reported(id))
+                    .arg(report)
+                    .arg("EX")
+                    .arg(REPORTED_TTL_SECS),
             )
             .await?;
         Ok(())

@@ -68,6 +68,11 @@ impl Keys {
         format!("{}:events", self.prefix)
     }
 
+    /// What the commit-status reporter last sent for a job (see `Queue::last_report`).
+    pub fn reported(&self, id: &str) -> String {
+        format!("{}:reported:{id}", self.prefix)
+    }
+
     pub fn scalers(&self) -> String {
         format!("{}:scalers", self.prefix)
     }

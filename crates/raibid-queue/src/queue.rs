@@ -637,11 +637,20 @@ impl Queue {
     }
 
     /// Queues a fresh copy of a job (new id, attempt 0), remembering which one it re-runs.
+    ///
+    /// Only a finished job can be retried: a copy of a queued or running one would build the
+    /// same commit at the same time, and whichever finished last would set the commit status.
     pub async fn retry(&self, id: &str) -> Result<Job, QueueError> {
         let old = self
             .get(id)
             .await?
             .ok_or_else(|| QueueError::NotFound(id.to_owned()))?;
+        if !old.status.is_final() {
+            return Err(QueueError::NotFinal {
+                id: old.id,
+                status: old.status,
+            });
+        }
         let mut spec = old.spec;
         spec.delivery_id = None;
         spec.retry_of = Some(old.id);
@@ -651,6 +660,37 @@ impl Queue {
                 "retry collided with delivery of {job_id}"
             ))),
         }
+    }
+
+    /// Records the jobs a matrix job expanded into, before the matrix job is acknowledged, so
+    /// that its commit status can combine theirs (`Job::children`).
+    pub async fn set_children(
+        &self,
+        parent_id: &str,
+        children: &[String],
+    ) -> Result<(), QueueError> {
+        if !valid_id(parent_id) {
+            return Err(QueueError::NotFound(parent_id.to_owned()));
+        }
+        let ids = serde_json::to_string(children).expect("ids serialize");
+        // HSET on a missing key would create a record without a spec.
+        let exists: i64 = self
+            .conn
+            .run(redis::cmd("EXISTS").arg(self.keys.job(parent_id)))
+            .await?;
+        if exists == 0 {
+            return Err(QueueError::NotFound(parent_id.to_owned()));
+        }
+        let _: i64 = self
+            .conn
+            .run(
+                redis::cmd("HSET")
+                    .arg(self.keys.job(parent_id))
+                    .arg("children")
+                    .arg(ids),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Newest first, `limit` at most, continuing after `cursor` (a job id).

@@ -61,6 +61,12 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
             Some(s) => serde_json::from_str(&s).map_err(|e| parse_err("images", e.to_string()))?,
             None => Vec::new(),
         },
+        children: match opt("children") {
+            Some(s) => {
+                serde_json::from_str(&s).map_err(|e| parse_err("children", e.to_string()))?
+            }
+            None => Vec::new(),
+        },
     })
 }
 
@@ -94,6 +100,7 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
             None => Default::default(),
         },
         retry_of: opt("retry_of"),
+        matrix_parent: None,
     })
 }
 
@@ -150,6 +157,7 @@ mod tests {
             delivery_id: Some("d-1".into()),
             env: [("A".to_owned(), "1".to_owned())].into(),
             retry_of: None,
+            matrix_parent: None,
         }
     }
 
@@ -171,6 +179,29 @@ mod tests {
         assert_eq!(job.attempt, 0);
         assert_eq!(job.created_at.timestamp_millis(), 5);
         assert!(!job.cancel_requested);
+    }
+
+    /// Specs written before `matrix_parent` existed have no such key; a matrix parent's
+    /// `children` field is a JSON array of ids.
+    #[test]
+    fn matrix_fields_are_optional_and_read_back() {
+        let old_spec = spec_json(&spec());
+        assert!(!old_spec.contains("matrix_parent"), "{old_spec}");
+        let mut child = spec();
+        child.matrix_parent = Some("01JD0000000000000000000001".into());
+        let fields: HashMap<String, String> = [
+            ("id", "01JD0000000000000000000000".to_owned()),
+            ("spec", spec_json(&child)),
+            ("status", "queued".to_owned()),
+            ("attempt", "0".to_owned()),
+            ("children", r#"["01JD0000000000000000000002"]"#.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let job = from_fields(&fields).unwrap();
+        assert_eq!(job.spec, child);
+        assert_eq!(job.children, ["01JD0000000000000000000002"]);
     }
 
     #[test]

@@ -81,14 +81,25 @@ pub(crate) fn stream_entries(reply: &Value) -> Result<Vec<StreamEntry>, QueueErr
     for stream in array(reply) {
         let parts = array(stream);
         let name = parts.first().map(string).transpose()?.unwrap_or_default();
-        for entry in parts.get(1).map(array).unwrap_or(&[]) {
-            let e = array(entry);
-            out.push(StreamEntry {
-                stream: name.clone(),
-                id: e.first().map(string).transpose()?.unwrap_or_default(),
-                fields: e.get(1).map(pairs).transpose()?.unwrap_or_default(),
-            });
-        }
+        out.extend(entries(&name, parts.get(1).unwrap_or(&Value::Nil))?);
+    }
+    Ok(out)
+}
+
+/// `[[id, [k, v, ...]], ...]` of stream `name` (`XAUTOCLAIM`'s second element). Entries
+/// deleted from the stream come as `[id, nil]` and have no fields.
+pub(crate) fn entries(name: &str, list: &Value) -> Result<Vec<StreamEntry>, QueueError> {
+    let mut out = Vec::new();
+    for entry in array(list) {
+        let e = array(entry);
+        out.push(StreamEntry {
+            stream: name.to_owned(),
+            id: e.first().map(string).transpose()?.unwrap_or_default(),
+            fields: match e.get(1) {
+                None | Some(Value::Nil) => HashMap::new(),
+                Some(fields) => pairs(fields)?,
+            },
+        });
     }
     Ok(out)
 }

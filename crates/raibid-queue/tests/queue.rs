@@ -764,10 +764,44 @@ async fn retry_creates_a_new_job() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     let j = created(q.enqueue(job("a/b")).await.unwrap());
+    let mut c = q.claimer("agent-1").await.unwrap();
+    let claimed = claim_queued(&mut c).await;
+    q.ack(&claimed, &Outcome::new(JobStatus::Failure))
+        .await
+        .unwrap();
     let r = q.retry(&j.id).await.unwrap();
     assert_ne!(r.id, j.id);
     assert_eq!(r.spec.retry_of.as_deref(), Some(j.id.as_str()));
     assert_eq!(r.status, JobStatus::Queued);
+}
+
+/// A copy of a job that can still run would build the same commit at once, and the last to
+/// finish would set the status.
+#[tokio::test]
+async fn retry_refuses_a_job_that_is_not_finished() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("a/b")).await.unwrap());
+    let err = q.retry(&j.id).await.unwrap_err();
+    assert!(
+        matches!(&err, QueueError::NotFinal { id, status: JobStatus::Queued } if *id == j.id),
+        "{err:?}"
+    );
+    let mut c = q.claimer("agent-1").await.unwrap();
+    claim_queued(&mut c).await;
+    let err = q.retry(&j.id).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::NotFinal {
+                status: JobStatus::Running,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("running"), "{err}");
+    assert_eq!(q.stats(&PoolName::default()).await.unwrap().length, 1);
 }
 
 #[tokio::test]
@@ -931,6 +965,62 @@ async fn unacknowledged_events_are_redelivered_to_a_restarted_reporter() {
     let got = again.next(10, Duration::from_millis(200)).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].job_id, j.id);
+}
+
+/// Replicas are renamed on every rollout: what a stopped one had read is taken over by another
+/// once idle long enough, and its name is then removed from the group.
+#[tokio::test]
+async fn events_of_a_stopped_reporter_are_taken_over_and_its_name_forgotten() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut gone = q.job_events("reporter", "pod-a").await.unwrap();
+    let j = created(q.enqueue(job("a/events")).await.unwrap());
+    assert_eq!(
+        gone.next(10, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(gone); // stopped before acking
+
+    let heir = q.job_events("reporter", "pod-b").await.unwrap();
+    assert!(
+        heir.claim_stale(Duration::from_secs(60), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not idle long enough yet"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let taken = heir
+        .claim_stale(Duration::from_millis(100), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].job_id.as_str(), taken[0].status),
+        (j.id.as_str(), JobStatus::Queued)
+    );
+    // pod-a has nothing pending any more, but has been idle only briefly.
+    assert!(
+        heir.forget_idle_consumers(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    heir.ack(&taken[0].id).await.unwrap();
+    assert_eq!(
+        heir.forget_idle_consumers(Duration::from_millis(100))
+            .await
+            .unwrap(),
+        vec!["pod-a".to_owned()]
+    );
+    let consumers = redis
+        .command("XINFO CONSUMERS raibid:ci-jobs:events reporter")
+        .unwrap();
+    // The reply's first line is the array header: only pod-b is left.
+    assert_eq!(consumers, "*1");
 }
 
 #[tokio::test]

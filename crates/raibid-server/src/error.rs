@@ -44,6 +44,9 @@ pub(crate) enum ApiError {
     RepoNotAllowed(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request contradicts the job's current state (retrying a job that is still running).
+    #[error("{0}")]
+    Conflict(String),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method not allowed")]
@@ -76,6 +79,7 @@ impl ApiError {
             }
             ApiError::RepoNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::NoWebhookSecret => "no_webhook_secret",
             ApiError::RepoNotAllowed(_) => "repo_not_allowed",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::RouteNotFound(_) => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -129,6 +134,7 @@ impl From<QueueError> for ApiError {
             }
             QueueError::Full { .. } => ApiError::QueueFull(e.to_string()),
             QueueError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
+            QueueError::NotFinal { .. } => ApiError::Conflict(e.to_string()),
             QueueError::Invalid(message) => ApiError::InvalidRequest(message),
             QueueError::BadUrl(_) | QueueError::Protocol(_) => ApiError::Internal(e.to_string()),
         }

@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::io::AsyncWriteExt;
@@ -18,9 +18,13 @@ use tokio::process::Command;
 const MAX_REQUEST: usize = 64 * 1024 * 1024;
 
 /// Routes `/<repo path>/info/refs`, `/<repo path>/git-upload-pack` and friends under `root`.
+///
+/// axum's default body limit (2 MB) would refuse a large clone's negotiation with 413 before
+/// the handler sees it, so the limit is raised to [`MAX_REQUEST`].
 pub fn router(root: PathBuf) -> Router {
     Router::new()
         .route("/{*path}", axum::routing::any(backend))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(root)
 }
 

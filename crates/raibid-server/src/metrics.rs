@@ -41,7 +41,8 @@ struct ReportLabels {
 pub(crate) enum ReportOutcome {
     Success,
     Failure,
-    /// No token or API URL configured for the forge.
+    /// No token or API URL configured for the forge, or nothing new to send: the job's
+    /// current status was already sent (the event was older than the job).
     Skipped,
 }
 

@@ -193,6 +193,7 @@ fn paths() -> Value {
                     "201": json_body("The new job (retry_of names the original).", schema_ref("Job")),
                     "401": unauthorized,
                     "404": not_found,
+                    "409": error("The job is not finished (queued or running); the message names its status."),
                     "503": unavailable
                 }
             }
@@ -366,6 +367,8 @@ fn schemas() -> Value {
                 "delivery_id": string,
                 "env": { "type": "object", "additionalProperties": string },
                 "retry_of": string,
+                "matrix_parent": { "type": "string", "description": "The matrix job this variant belongs to." },
+                "children": { "type": "array", "items": string, "description": "The variant jobs of a matrix job." },
                 "status": schema_ref("JobStatus"),
                 "attempt": { "type": "integer", "minimum": 0 },
                 "created_at": time,

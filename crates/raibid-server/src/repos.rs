@@ -1,11 +1,18 @@
-//! Which repositories may trigger builds and which pool their jobs go to, compiled once.
+//! Which repositories may trigger builds, which secret signs their webhooks and which pool
+//! their jobs go to, compiled once.
 //!
 //! `Config::pool_for_repo` compiles every rule's glob on each call; the webhook path runs
 //! thousands of times a second, so the globs are compiled at start-up instead, with the same
 //! first-match-wins semantics.
+//!
+//! Repository names are compared ignoring case everywhere: Gitea, Forgejo and GitHub resolve
+//! `owner/name` case-insensitively, so a body naming `ACME/app` is about `acme/app`, and a
+//! case-sensitive rule would let it fall back to the global secret or another pool.
+
+use std::collections::HashMap;
 
 use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
-use raibid_config::Config;
+use raibid_config::{Config, Secret};
 use raibid_model::PoolName;
 
 use crate::ServerError;
@@ -14,6 +21,9 @@ pub(crate) struct RepoRules {
     allowed: GlobSet,
     pools: Vec<(GlobMatcher, PoolName)>,
     default_pool: PoolName,
+    /// `server.repo_secrets` keyed by lowercased name (the loader lowercases already; a config
+    /// built in code may not have gone through it).
+    secrets: HashMap<String, Secret>,
 }
 
 impl RepoRules {
@@ -38,11 +48,26 @@ impl RepoRules {
                 ))
             })
             .collect::<Result<_, ServerError>>()?;
+        let secrets = config
+            .server
+            .repo_secrets
+            .iter()
+            .map(|(repo, secret)| (repo.to_ascii_lowercase(), secret.clone()))
+            .collect();
         Ok(Self {
             allowed,
             pools,
             default_pool: config.server.default_pool.clone(),
+            secrets,
         })
+    }
+
+    /// The repository's own webhook secret, if it has one.
+    pub fn secret_for(&self, repo: &str) -> Option<&Secret> {
+        if self.secrets.is_empty() {
+            return None;
+        }
+        self.secrets.get(&repo.to_ascii_lowercase())
     }
 
     pub fn is_allowed(&self, repo: &str) -> bool {
@@ -58,7 +83,7 @@ impl RepoRules {
 }
 
 fn glob(setting: &'static str, pattern: &str) -> Result<Glob, ServerError> {
-    Glob::new(pattern).map_err(|source| ServerError::Glob {
+    raibid_config::repo_glob(pattern).map_err(|source| ServerError::Glob {
         setting,
         glob: pattern.to_owned(),
         source,
@@ -94,9 +119,18 @@ mod tests {
             },
         ];
         let rules = RepoRules::new(&config).unwrap();
-        for repo in ["ml/x", "ml/big-model", "acme/big-app", "acme/app", "a/b/c"] {
+        for repo in [
+            "ml/x",
+            "ml/big-model",
+            "acme/big-app",
+            "acme/app",
+            "a/b/c",
+            "ML/x",
+            "Acme/Big-App",
+        ] {
             assert_eq!(rules.pool_for(repo), &config.pool_for_repo(repo), "{repo}");
         }
+        assert_eq!(rules.pool_for("ML/x"), &pool("gpu"));
     }
 
     #[test]
@@ -108,6 +142,8 @@ mod tests {
         assert!(rules.is_allowed("friends/tool"));
         assert!(!rules.is_allowed("friends/other"));
         assert!(!rules.is_allowed("evil/app"));
+        assert!(rules.is_allowed("ACME/App"));
+        assert!(rules.is_allowed("Friends/Tool"));
 
         config.server.allowed_repos = Vec::new();
         assert!(!RepoRules::new(&config).unwrap().is_allowed("acme/app"));

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::metrics::WebhookLabels;
+use crate::repos::RepoRules;
 use crate::routes::Route;
 use crate::{ApiError, AppState};
 
@@ -131,7 +132,7 @@ async fn handle(
         }
     })?;
 
-    let secret = secret_for(config, &body);
+    let secret = secret_for(state.repos(), config, &body);
     if secret.is_empty() {
         return Err(ApiError::NoWebhookSecret);
     }
@@ -199,15 +200,14 @@ async fn handle(
 /// The secret the body must be signed with: the repository's own, else the global one.
 ///
 /// The repository name is read from the still-unverified body only to choose the key; a
-/// forged name merely selects a secret the forger does not know either.
-fn secret_for<'c>(config: &'c Config, body: &[u8]) -> &'c str {
-    let server = &config.server;
-    if !server.repo_secrets.is_empty()
-        && let Some(secret) = repo_in(body).and_then(|repo| server.repo_secrets.get(repo.as_ref()))
-    {
+/// forged name merely selects a secret the forger does not know either. The name is matched
+/// ignoring case, as the forge resolves it: `ACME/app` must not fall back to the global secret
+/// while its statuses land on `acme/app`.
+fn secret_for<'c>(rules: &'c RepoRules, config: &'c Config, body: &[u8]) -> &'c str {
+    if let Some(secret) = repo_in(body).and_then(|repo| rules.secret_for(&repo)) {
         return secret.expose();
     }
-    server.webhook_secret.expose()
+    config.server.webhook_secret.expose()
 }
 
 #[derive(Deserialize)]
@@ -314,16 +314,19 @@ mod tests {
         config
             .server
             .repo_secrets
-            .insert("acme/app".into(), Secret::new("own"));
+            .insert("Acme/App".into(), Secret::new("own"));
+        let rules = RepoRules::new(&config).unwrap();
+        let secret_for = |body: &[u8]| secret_for(&rules, &config, body).to_owned();
         let body = br#"{"ref": 1, "repository": {"full_name": "acme/app", "x": [1]}}"#;
-        assert_eq!(secret_for(&config, body), "own");
-        let other = br#"{"repository": {"full_name": "acme/other"}}"#;
-        assert_eq!(secret_for(&config, other), "global");
-        assert_eq!(secret_for(&config, b"not json"), "global");
+        assert_eq!(secret_for(body), "own");
         assert_eq!(
-            secret_for(&config, br#"{"repository": "acme/app"}"#),
-            "global"
+            secret_for(br#"{"repository": {"full_name": "ACME/app"}}"#),
+            "own"
         );
+        let other = br#"{"repository": {"full_name": "acme/other"}}"#;
+        assert_eq!(secret_for(other), "global");
+        assert_eq!(secret_for(b"not json"), "global");
+        assert_eq!(secret_for(br#"{"repository": "acme/app"}"#), "global");
     }
 
     #[test]

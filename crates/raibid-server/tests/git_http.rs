@@ -56,3 +56,32 @@ async fn a_repository_clones_over_smart_http_and_refuses_pushes() {
         .unwrap();
     assert!(resp.status().is_client_error());
 }
+
+/// A negotiation over many refs can pass axum's default 2 MB body limit; the router's own
+/// limit (64 MiB) applies instead.
+#[tokio::test]
+async fn an_upload_pack_request_over_two_megabytes_reaches_git() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    repo.commit(&[("hello.txt", "hi\n")], "init");
+    let bare = root.path().join("hello.git");
+    repo.git(&["clone", "--quiet", "--bare", ".", bare.to_str().unwrap()]);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = raibid_server::git_http::router(root.path().to_path_buf());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // 3 MB of "have" lines for a commit the server does not have, then flush and "done".
+    let have = format!("0032have {}\n", "1".repeat(40));
+    let mut body = have.repeat(3 * 1024 * 1024 / have.len());
+    body.push_str("00000009done\n");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/hello.git/git-upload-pack"))
+        .header("content-type", "application/x-git-upload-pack-request")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), 413, "{:?}", resp.text().await);
+}

@@ -307,6 +307,16 @@ async fn show_cancel_and_retry() {
     let server = TestServer::start().await;
     let job = submit(&server, submission("acme/app")).await;
 
+    // A job that can still run is not copied: both would build the same commit at once.
+    let (status, code, message) = error(
+        server
+            .post_json(&format!("/api/v1/jobs/{}/retry", job.id), &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (StatusCode::CONFLICT, "conflict"));
+    assert!(message.contains("queued"), "{message}");
+
     let shown: Job =
         serde_json::from_value(json(server.get(&format!("/api/v1/jobs/{}", job.id)).await).await)
             .unwrap();

@@ -187,7 +187,7 @@ async fn each_status_change_is_reported_as_gitea_and_github_expect() {
     assert_eq!(call.authorization, format!("token {GITEA_TOKEN}"));
     assert_eq!(call.body["state"], "pending");
     assert_eq!(call.body["description"], "queued");
-    assert_eq!(call.body["context"], "raibid/default");
+    assert_eq!(call.body["context"], "raibid/push/default");
     assert_eq!(
         call.body["target_url"],
         format!("https://ci.example/api/v1/jobs/{id}")
@@ -327,4 +327,237 @@ async fn an_unreachable_forge_is_retried_then_given_up() {
         r#"raibid_status_reports_total{forge="gitea",outcome="failure"} 1"#,
     )
     .await;
+}
+
+/// An event whose report is still being retried when the job moves on must not put its old
+/// status on the forge after the new one: each attempt sends the job's status as it is then,
+/// and the later events find that status already sent.
+#[tokio::test]
+async fn a_retried_report_sends_the_jobs_current_status_not_the_events() {
+    let forge = Forge::default();
+    *forge.always.lock().unwrap() = Some(StatusCode::SERVICE_UNAVAILABLE);
+    let base = forge.clone().start().await;
+    let server = TestServer::start_with(forge_config(&base)).await;
+    server.deliver("gitea/push").await;
+    let first = forge.wait_for_calls(1).await;
+    assert_eq!(first[0].body["description"], "queued");
+
+    // Within the first backoff (250 ms): the job runs and fails.
+    let mut claimer = server.queue.claimer("spark-7").await.unwrap();
+    let claimed = claimer
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Failure))
+        .await
+        .unwrap();
+    let after_ack = forge.calls().len();
+    *forge.always.lock().unwrap() = None;
+
+    let calls = forge.wait_for_calls(after_ack + 1).await;
+    // Longer than the rest of the retry schedule; the running and failure events come too.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let calls_now = forge.calls();
+    let later: Vec<_> = calls_now[after_ack..]
+        .iter()
+        .map(|c| c.body["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(later, ["failure"], "{calls:?}");
+}
+
+/// Replicas get a new consumer name on every rollout: the events a stopped one had read and
+/// not acknowledged are taken over by the next reporter.
+#[tokio::test]
+async fn events_a_stopped_replica_left_unacknowledged_are_reported() {
+    let forge = Forge::default();
+    let base = forge.clone().start().await;
+    let redis = raibid_testkit::RedisServer::start();
+    let queue = support::queue_for(&redis);
+    let mut gone = queue
+        .job_events(support::STATUS_GROUP, "server-old-pod")
+        .await
+        .unwrap();
+    let (body, _) = support::fixture("gitea/push");
+    let trigger = match raibid_forge::parse(
+        raibid_model::Forge::Gitea,
+        &support::fixture("gitea/push").1,
+        &body,
+    )
+    .unwrap()
+    {
+        raibid_forge::Parsed::Trigger(trigger) => trigger,
+        other => panic!("{other:?}"),
+    };
+    queue
+        .enqueue(trigger.into_new_job(PoolName::default(), None))
+        .await
+        .unwrap();
+    let read = gone.next(10, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(read.len(), 1);
+    drop(gone); // the old pod stopped before reporting
+    // As if it stopped two minutes ago: idle time is what the new reporter goes by.
+    let pending = redis
+        .command(&format!(
+            "XCLAIM raibid:ci-jobs:events {} server-old-pod 0 {} IDLE 120000 JUSTID",
+            support::STATUS_GROUP,
+            read[0].id
+        ))
+        .unwrap();
+    assert_eq!(pending, "*1");
+
+    let _server = TestServer::start_on(redis, forge_config(&base)).await;
+    let calls = forge.wait_for_calls(1).await;
+    assert_eq!(calls[0].body["description"], "queued");
+    assert_eq!(calls[0].body["context"], "raibid/push/default");
+}
+
+/// Runs a two-variant matrix (`FLAVOUR: [plain, fancy]`, step `run` = `step`) through a real
+/// agent runner, including a rerun of the matrix job as after an agent died between queueing
+/// the variants and acknowledging; returns the forge's calls once the matrix job's context
+/// shows `expected_state`.
+async fn run_matrix(step: &str, expected_state: &str) -> Vec<Call> {
+    use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
+    use raibid_agent::{GitCheckout, Runner, RunnerSettings, SecretStore};
+
+    raibid_testkit::require_binary("bwrap", "bubblewrap");
+    let forge = Forge::default();
+    let base = forge.clone().start().await;
+    let server = TestServer::start_with(forge_config(&base)).await;
+    let repo = raibid_testkit::GitRepo::new();
+    let pipeline =
+        format!("matrix:\n  FLAVOUR: [plain, fancy]\nsteps:\n  - name: check\n    run: {step}\n");
+    let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "matrix");
+    let mut spec = raibid_model::NewJob::new(
+        "acme/app",
+        repo.url(),
+        "refs/heads/main",
+        &sha,
+        raibid_model::Event::Push,
+    );
+    spec.forge = Some(raibid_model::Forge::Gitea);
+    let parent = match server.queue.enqueue(spec).await.unwrap() {
+        raibid_queue::Enqueued::Created(job) => job.id,
+        other => panic!("{other:?}"),
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
+        network: false,
+        hide: vec![dir.path().join("cache")],
+        ..Default::default()
+    }));
+    let runner = Runner {
+        queue: server.queue.clone(),
+        executor,
+        git: GitCheckout::new(dir.path().join("cache"), None),
+        images: None,
+        secrets: SecretStore::default(),
+        settings: RunnerSettings {
+            agent_name: "spark-1".into(),
+            workspace_root: dir.path().join("work"),
+            keep_workspace: false,
+            heartbeat_interval: Duration::from_millis(200),
+            step_path: "/usr/local/bin:/usr/bin:/bin".into(),
+            step_env: Default::default(),
+            registry: "registry.invalid".into(),
+        },
+    };
+    let mut claimer = server.queue.claimer("spark-1").await.unwrap();
+    let mut claim = async || {
+        claimer
+            .claim(&[PoolName::default()], Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("a job is queued")
+    };
+    let claimed = claim().await;
+    assert_eq!(claimed.job.id, parent);
+    let stop = tokio_util::sync::CancellationToken::new();
+    runner.run(claimed.clone(), stop.clone()).await.unwrap();
+    let children = server.queue.get(&parent).await.unwrap().unwrap().children;
+    assert_eq!(children.len(), 2);
+    // The rerun finds the variants it queued the first time.
+    let _ = runner.run(claimed, stop.clone()).await;
+    assert_eq!(
+        server.queue.get(&parent).await.unwrap().unwrap().children,
+        children
+    );
+    assert_eq!(server.job_count().await, 3, "no variant queued twice");
+
+    for _ in 0..2 {
+        let variant = claim().await;
+        assert_eq!(
+            variant.job.spec.matrix_parent.as_deref(),
+            Some(parent.as_str())
+        );
+        assert!(children.contains(&variant.job.id));
+        runner.run(variant, stop.clone()).await.unwrap();
+    }
+    let parent_state = |calls: &[Call]| {
+        calls
+            .iter()
+            .rfind(|c| c.body["context"] == "raibid/push/default")
+            .map(|c| c.body["state"].as_str().unwrap().to_owned())
+    };
+    eventually(
+        Duration::from_secs(15),
+        &format!("the matrix context in state {expected_state}"),
+        || async {
+            (parent_state(&forge.calls()).as_deref() == Some(expected_state)).then_some(())
+        },
+    )
+    .await;
+    // Whatever events are still being handled must not change it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = forge.calls();
+    assert_eq!(
+        parent_state(&calls).as_deref(),
+        Some(expected_state),
+        "{calls:#?}"
+    );
+    calls
+}
+
+fn last_on<'c>(calls: &'c [Call], context: &str) -> &'c Value {
+    &calls
+        .iter()
+        .rfind(|c| c.body["context"] == context)
+        .unwrap_or_else(|| panic!("nothing on {context}: {calls:#?}"))
+        .body
+}
+
+#[tokio::test]
+async fn a_matrix_with_a_failing_variant_fails_on_the_matrix_context() {
+    let calls = run_matrix(r#"test "$FLAVOUR" = plain"#, "failure").await;
+    let parent = last_on(&calls, "raibid/push/default");
+    assert_eq!(
+        parent["description"],
+        "1 of 2 variants failed: FLAVOUR=fancy"
+    );
+    assert_eq!(
+        last_on(&calls, "raibid/push/default/FLAVOUR=fancy")["state"],
+        "failure"
+    );
+    assert_eq!(
+        last_on(&calls, "raibid/push/default/FLAVOUR=plain")["state"],
+        "success"
+    );
+}
+
+#[tokio::test]
+async fn a_matrix_whose_variants_all_pass_succeeds_on_the_matrix_context() {
+    let calls = run_matrix("true", "success").await;
+    let parent = last_on(&calls, "raibid/push/default");
+    assert_eq!(parent["description"], "all 2 variants succeeded");
+    assert_eq!(
+        last_on(&calls, "raibid/push/default/FLAVOUR=fancy")["state"],
+        "success"
+    );
+    assert_eq!(
+        last_on(&calls, "raibid/push/default/FLAVOUR=plain")["state"],
+        "success"
+    );
 }

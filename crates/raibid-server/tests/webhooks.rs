@@ -79,6 +79,15 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ),
         ("gitea/create-tag", Expect::Ignored("create events")),
         (
+            "gitea/pull_request-agit",
+            pr(
+                "jcitizen/my-repo",
+                1,
+                "2eba238e33607c1fa49253182e9fff42baafa1eb",
+                "default",
+            ),
+        ),
+        (
             "gitea/pull_request-opened",
             pr(
                 "jcitizen/my-repo",
@@ -219,7 +228,7 @@ async fn every_signed_fixture_queues_exactly_what_it_describes() {
             }
         }
     }
-    assert_eq!(queued.len(), 11);
+    assert_eq!(queued.len(), 12);
     assert_eq!(
         server.job_count().await,
         queued.len(),
@@ -354,6 +363,33 @@ async fn a_repository_secret_replaces_the_global_one_for_that_repository() {
         StatusCode::ACCEPTED
     );
     assert_eq!(server.job_count().await, 2);
+}
+
+/// Forges resolve `owner/name` ignoring case: a body naming `ACME/app` is `acme/app`'s and
+/// must be signed with its secret, not the global one.
+#[tokio::test]
+async fn a_repository_secret_applies_whatever_the_case_of_the_name() {
+    let mut cfg = config();
+    cfg.server
+        .repo_secrets
+        .insert("acme/app".into(), Secret::new("acme-own-secret"));
+    let server = TestServer::start_with(cfg).await;
+
+    let body = push_body("ACME/app", "main", support::SHA);
+    let global = gitea_headers("push", "d-1", SECRET, &body);
+    let (status, code, _) =
+        error_code(server.post_webhook("gitea", global, body.clone()).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "bad_signature")
+    );
+    assert_nothing_queued(&server).await;
+
+    let own = gitea_headers("push", "d-2", "acme-own-secret", &body);
+    assert_eq!(
+        server.post_webhook("gitea", own, body).await.status(),
+        StatusCode::ACCEPTED
+    );
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ fn jobs() -> Vec<Job> {
                 cancel_requested: false,
                 steps: Vec::new(),
                 images: Vec::new(),
+                children: Vec::new(),
             }
         })
         .collect()

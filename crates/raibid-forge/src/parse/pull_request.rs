@@ -36,6 +36,10 @@ struct PullRequest {
 #[serde(expecting = "a JSON object")]
 struct Head {
     sha: Sha,
+    /// The head branch, or for a Gitea/Forgejo AGit pull request (pushed to `refs/for/<base>`)
+    /// the pull request's own ref `refs/pull/<n>/head`.
+    #[serde(rename = "ref", default)]
+    git_ref: String,
     /// `null` once the fork has been deleted.
     repo: Option<HeadRepo>,
 }
@@ -66,13 +70,7 @@ pub(super) fn parse(
     }
     let event: PullRequestEvent = decode(body)?;
     let pr = event.pull_request;
-    // Forges treat owner and repository names case-insensitively; a head repository that is
-    // gone can only have been a fork.
-    let from_fork = pr.head.repo.is_none_or(|head| {
-        !head
-            .full_name
-            .eq_ignore_ascii_case(&event.repository.full_name.0)
-    });
+    let from_fork = is_from_fork(forge, &pr.head, &event.repository.full_name.0);
     let mut trigger = trigger(
         forge,
         event.repository,
@@ -85,6 +83,27 @@ pub(super) fn parse(
     trigger.pr_number = Some(pr.number);
     trigger.from_fork = from_fork;
     Ok(Parsed::Trigger(trigger))
+}
+
+/// Whether the pull request's code must be treated as untrusted (no secrets).
+///
+/// Forges treat owner and repository names case-insensitively; a head repository that is gone
+/// can only have been a fork. Gitea and Forgejo AGit pull requests (`git push origin
+/// HEAD:refs/for/main`, open to anyone with read access) report the base repository as their
+/// head repository, but their head is `refs/pull/<n>/head` rather than a branch: only a head on
+/// a plain branch of the base repository was pushed by someone with write access.
+fn is_from_fork(forge: Forge, head: &Head, base_repo: &str) -> bool {
+    let same_repo = head
+        .repo
+        .as_ref()
+        .is_some_and(|repo| repo.full_name.eq_ignore_ascii_case(base_repo));
+    let on_a_branch = match forge {
+        Forge::Github => true,
+        Forge::Gitea | Forge::Forgejo => {
+            !head.git_ref.is_empty() && !head.git_ref.starts_with("refs/")
+        }
+    };
+    !(same_repo && on_a_branch)
 }
 
 /// Whether the pull request's head may have new code. GitHub says `synchronize`, Gitea and

@@ -121,5 +121,6 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         delivery_id: None,
         env: request.env,
         retry_of: None,
+        matrix_parent: None,
     })
 }

@@ -4,18 +4,108 @@ use chrono::{DateTime, Utc};
 use raibid_forge::{CommitStatus, StatusState};
 use raibid_model::{Job, JobStatus};
 
-/// The status to show for `job` having reached `status` (the event's, which may be older
-/// than the job's current one).
-pub(crate) fn commit_status(job: &Job, status: JobStatus, public_url: &str) -> CommitStatus {
-    let public_url = public_url.trim_end_matches('/');
+/// The status to show for `job` as it is now.
+pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
     CommitStatus {
-        state: StatusState::from_job(status),
-        target_url: (!public_url.is_empty())
-            .then(|| format!("{public_url}/api/v1/jobs/{}", job.id)),
-        description: describe(job, status, Utc::now()),
-        // Jobs carry their pool, not their pipeline, so one check per pool per commit.
-        context: format!("raibid/{}", job.spec.pool),
+        state: StatusState::from_job(job.status),
+        target_url: target_url(job, public_url),
+        description: describe(job, job.status, Utc::now()),
+        context: context(job),
     }
+}
+
+/// The status of matrix job `parent`: its variants' (`children`, in the order recorded;
+/// `None` for one that no longer exists) combined. The matrix job itself succeeds as soon as
+/// it has queued them, so its own status says nothing about the code.
+///
+/// Any variant failed (or could not run, or was given up): failure, naming them; else any
+/// cancelled: as a cancelled job shows; else all succeeded: success; else pending.
+pub(crate) fn matrix_status(
+    parent: &Job,
+    children: &[Option<Job>],
+    public_url: &str,
+) -> CommitStatus {
+    let total = children.len();
+    let with = |wanted: &[JobStatus]| -> Vec<&str> {
+        children
+            .iter()
+            .flatten()
+            .filter(|child| wanted.contains(&child.status))
+            .map(|child| {
+                child
+                    .spec
+                    .env
+                    .get("RAIBID_MATRIX")
+                    .map_or(child.id.as_str(), String::as_str)
+            })
+            .collect()
+    };
+    let failed = with(&[JobStatus::Failure, JobStatus::Error, JobStatus::Dead]);
+    let cancelled = with(&[JobStatus::Cancelled]);
+    let finished = children
+        .iter()
+        .flatten()
+        .filter(|child| child.status.is_final())
+        .count();
+    let (state, description) = if !failed.is_empty() {
+        (
+            StatusState::Failure,
+            format!(
+                "{} of {total} variants failed: {}",
+                failed.len(),
+                failed.join(", ")
+            ),
+        )
+    } else if !cancelled.is_empty() {
+        (
+            StatusState::from_job(JobStatus::Cancelled),
+            format!("cancelled: {}", cancelled.join(", ")),
+        )
+    } else if finished == total {
+        (
+            StatusState::Success,
+            format!("all {total} variants succeeded"),
+        )
+    } else {
+        (
+            StatusState::Pending,
+            format!("{finished} of {total} variants finished"),
+        )
+    };
+    CommitStatus {
+        state,
+        target_url: target_url(parent, public_url),
+        description,
+        context: context(parent),
+    }
+}
+
+fn target_url(job: &Job, public_url: &str) -> Option<String> {
+    let public_url = public_url.trim_end_matches('/');
+    (!public_url.is_empty()).then(|| format!("{public_url}/api/v1/jobs/{}", job.id))
+}
+
+/// `raibid/<event>/<pool>`, plus `/<variant>` for a matrix variant.
+///
+/// Jobs carry their pool, not their pipeline, so one check per pool; the event keeps the push
+/// and the pull request builds of one commit apart (Woodpecker: `ci/woodpecker/<event>/...`),
+/// and the variant keeps a matrix's jobs apart, or the last to finish would win.
+pub(crate) fn context(job: &Job) -> String {
+    let base = format!("raibid/{}/{}", job.spec.event, job.spec.pool);
+    match (&job.spec.matrix_parent, job.spec.env.get("RAIBID_MATRIX")) {
+        (Some(_), Some(variant)) => format!("{base}/{variant}"),
+        _ => base,
+    }
+}
+
+/// Identifies what a status says, to tell whether it was sent already.
+pub(crate) fn fingerprint(status: &CommitStatus) -> String {
+    format!(
+        "{}|{}|{}",
+        status.state.as_str(),
+        status.context,
+        status.description
+    )
 }
 
 fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
@@ -82,6 +172,7 @@ mod tests {
                 delivery_id: None,
                 env: Default::default(),
                 retry_of: None,
+                matrix_parent: None,
             },
             status: JobStatus::Success,
             attempt: 1,
@@ -93,6 +184,7 @@ mod tests {
             cancel_requested: false,
             steps: Vec::new(),
             images: Vec::new(),
+            children: Vec::new(),
         }
     }
 
@@ -115,16 +207,73 @@ mod tests {
 
     #[test]
     fn links_to_the_job_and_names_the_pool() {
-        let status = commit_status(&job(), JobStatus::Running, "https://ci.example/");
+        let mut running = job();
+        running.status = JobStatus::Running;
+        let status = commit_status(&running, "https://ci.example/");
         assert_eq!(status.state, StatusState::Pending);
         assert_eq!(
             status.target_url.as_deref(),
             Some("https://ci.example/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0")
         );
-        assert_eq!(status.context, "raibid/gpu");
+        assert_eq!(status.context, "raibid/push/gpu");
+        assert_eq!(commit_status(&job(), "").target_url, None);
+    }
+
+    #[test]
+    fn contexts_keep_events_and_matrix_variants_apart() {
+        let mut pr = job();
+        pr.spec.event = Event::PullRequest;
+        assert_eq!(context(&pr), "raibid/pull_request/gpu");
+        pr.spec
+            .env
+            .insert("RAIBID_MATRIX".into(), "rust-1.80".into());
+        pr.spec.matrix_parent = Some("01JABCDEFGHJKMNPQRSTVWXYZ1".into());
+        assert_eq!(context(&pr), "raibid/pull_request/gpu/rust-1.80");
+    }
+
+    #[test]
+    fn a_matrix_job_shows_its_variants_combined() {
+        let variant = |name: &str, status: JobStatus| {
+            let mut child = job();
+            child.status = status;
+            child.spec.env.insert("RAIBID_MATRIX".into(), name.into());
+            child.spec.matrix_parent = Some(job().id);
+            Some(child)
+        };
+        let parent = job();
+        let combined = |children: &[Option<Job>]| {
+            let status = matrix_status(&parent, children, "");
+            assert_eq!(status.context, "raibid/push/gpu");
+            (status.state, status.description)
+        };
         assert_eq!(
-            commit_status(&job(), JobStatus::Queued, "").target_url,
-            None
+            combined(&[
+                variant("a", JobStatus::Success),
+                variant("b", JobStatus::Running)
+            ]),
+            (StatusState::Pending, "1 of 2 variants finished".into())
+        );
+        assert_eq!(
+            combined(&[
+                variant("a", JobStatus::Dead),
+                variant("b", JobStatus::Cancelled),
+                variant("c", JobStatus::Running)
+            ]),
+            (StatusState::Failure, "1 of 3 variants failed: a".into())
+        );
+        assert_eq!(
+            combined(&[
+                variant("a", JobStatus::Success),
+                variant("b", JobStatus::Cancelled)
+            ]),
+            (StatusState::Error, "cancelled: b".into())
+        );
+        assert_eq!(
+            combined(&[
+                variant("a", JobStatus::Success),
+                variant("b", JobStatus::Success)
+            ]),
+            (StatusState::Success, "all 2 variants succeeded".into())
         );
     }
 

@@ -7,6 +7,21 @@
 //! concurrently, those of one job in order, and only the newest status of a job in a batch is
 //! sent: the forge shows the latest status per context anyway. A report that fails is logged
 //! and counted, never held against the job.
+//!
+//! Replicas handle events of one job concurrently and retry with backoff, so an old event
+//! could land on the forge after a newer one. An event therefore only triggers a report: the
+//! job is read again before every attempt and its *current* status is sent, unless that exact
+//! status was sent already (remembered in Redis, shared by replicas).
+//!
+//! A matrix job expands into one job per variant and then succeeds at once: each variant
+//! reports on its own context, and the matrix job's context shows the variants combined
+//! ([`describe::matrix_status`]), recomputed when the matrix job ends and whenever one of its
+//! variants ends.
+//!
+//! Replicas are renamed on every rollout (the consumer name is the pod's host name), so on
+//! start and every [`SWEEP_EVERY`] the reporter takes over events other consumers read and
+//! left unacknowledged for [`STALE_AFTER`], and removes consumers idle for [`FORGET_AFTER`]
+//! with nothing pending.
 
 mod describe;
 mod send;
@@ -14,10 +29,13 @@ mod send;
 use std::time::Duration;
 
 use futures::StreamExt;
-use raibid_forge::{auth_header, status_request};
+use raibid_forge::{StatusRequest, auth_header, status_request};
 use raibid_model::{Forge, Job};
 use raibid_queue::{JobEvent, JobEvents};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+use self::send::SendError;
 
 use crate::metrics::ReportOutcome;
 use crate::{AppState, ServerError};
@@ -31,6 +49,12 @@ const CONCURRENCY: usize = 16;
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer than any report takes with all its retries (4 attempts of at most
+/// [`REQUEST_TIMEOUT`] plus backoff), so only events of a consumer that stopped qualify.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// A live reporter reads every [`BLOCK`]; an hour of silence is a replica that is gone.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 pub(crate) fn client() -> Result<reqwest::Client, ServerError> {
     reqwest::Client::builder()
@@ -69,7 +93,12 @@ impl Reporter {
                     continue;
                 }
             };
+            let mut next_sweep = Instant::now();
             loop {
+                if Instant::now() >= next_sweep {
+                    self.take_over(&events).await;
+                    next_sweep = Instant::now() + SWEEP_EVERY;
+                }
                 match events.next(BATCH, BLOCK).await {
                     Ok(batch) => {
                         if failing {
@@ -85,6 +114,33 @@ impl Reporter {
                     }
                 }
             }
+        }
+    }
+
+    /// Handles the events stopped replicas left unacknowledged, then forgets those replicas.
+    async fn take_over(&self, events: &JobEvents) {
+        loop {
+            match events.claim_stale(STALE_AFTER, BATCH).await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => {
+                    info!(
+                        events = batch.len(),
+                        "taking over status events a stopped replica left"
+                    );
+                    self.handle(events, batch).await;
+                }
+                Err(e) => {
+                    debug!(error = %e, "cannot claim stale status events");
+                    return;
+                }
+            }
+        }
+        match events.forget_idle_consumers(FORGET_AFTER).await {
+            Ok(gone) if !gone.is_empty() => {
+                info!(consumers = ?gone, "removed status consumers of stopped replicas");
+            }
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "cannot list the status consumers"),
         }
     }
 
@@ -115,8 +171,13 @@ impl Reporter {
                     metrics.job_finished(&job.spec.pool, event.status, seconds);
                 }
             }
-            if let (Some(forge), Some(last)) = (job.spec.forge, list.last()) {
-                self.report(forge, &job, last).await;
+            if let Some(forge) = job.spec.forge {
+                self.report(forge, &job_id).await;
+                if let Some(parent) = &job.spec.matrix_parent
+                    && list.iter().any(|event| event.status.is_final())
+                {
+                    self.report(forge, parent).await;
+                }
             }
         }
         for event in &list {
@@ -144,7 +205,8 @@ impl Reporter {
         }
     }
 
-    async fn report(&self, forge: Forge, job: &Job, event: &JobEvent) {
+    /// Sends job `job_id`'s current commit status, unless it was sent already.
+    async fn report(&self, forge: Forge, job_id: &str) {
         let config = self.state.config();
         let metrics = self.state.metrics();
         let (api_base, token) = match forge {
@@ -152,31 +214,72 @@ impl Reporter {
             Forge::Github => (&config.server.github_api_url, &config.server.github_token),
         };
         if api_base.is_empty() || token.is_empty() {
-            debug!(job = %job.id, %forge, "no API URL or token for this forge; commit status not sent");
+            debug!(job = %job_id, %forge, "no API URL or token for this forge; commit status not sent");
             metrics.status_report(forge, ReportOutcome::Skipped);
             return;
         }
-        let status = describe::commit_status(job, event.status, &config.server.public_url);
-        let prepared = status_request(forge, api_base, &job.spec.repo, &job.spec.sha, &status)
-            .and_then(|request| Ok((request, auth_header(forge, token.expose())?)));
-        let (request, auth) = match prepared {
-            Ok(prepared) => prepared,
+        let auth = match auth_header(forge, token.expose()) {
+            Ok(auth) => auth,
             Err(e) => {
-                warn!(job = %job.id, %forge, error = %e, "cannot build the commit status request");
+                warn!(job = %job_id, %forge, error = %e, "cannot build the commit status request");
                 metrics.status_report(forge, ReportOutcome::Failure);
                 return;
             }
         };
-        match send::send(&self.client, &request, &auth).await {
-            Ok(attempts) => {
-                debug!(job = %job.id, %forge, state = status.state.as_str(), attempts, "commit status sent");
+        let prepare = || self.prepare(forge, api_base, job_id);
+        match send::send(&self.client, &auth, prepare).await {
+            Ok(Some(sent)) => {
+                debug!(job = %job_id, %forge, status = %sent.what, attempts = sent.attempts, "commit status sent");
                 metrics.status_report(forge, ReportOutcome::Success);
+                if let Err(e) = self.state.queue().set_last_report(job_id, &sent.what).await {
+                    debug!(job = %job_id, error = %e, "cannot remember the status sent");
+                }
+            }
+            Ok(None) => {
+                debug!(job = %job_id, %forge, "commit status already sent");
+                metrics.status_report(forge, ReportOutcome::Skipped);
             }
             Err(e) => {
-                warn!(job = %job.id, %forge, state = status.state.as_str(), error = %e, "gave up on a commit status");
+                warn!(job = %job_id, %forge, error = %e, "gave up on a commit status");
                 metrics.status_report(forge, ReportOutcome::Failure);
             }
         }
+    }
+
+    /// The request for the job's status as it is now (it may have moved past the event that
+    /// asked for a report), with its fingerprint; `None` if the job is gone or exactly this
+    /// status was the last one sent.
+    async fn prepare(
+        &self,
+        forge: Forge,
+        api_base: &str,
+        job_id: &str,
+    ) -> Result<Option<(StatusRequest, String)>, SendError> {
+        let Some(job) = self.load(job_id).await else {
+            return Ok(None);
+        };
+        let status = self.commit_status(&job).await;
+        let fingerprint = describe::fingerprint(&status);
+        match self.state.queue().last_report(job_id).await {
+            Ok(Some(last)) if last == fingerprint => return Ok(None),
+            Ok(_) => {}
+            Err(e) => debug!(job = %job_id, error = %e, "cannot read the last status sent"),
+        }
+        let request = status_request(forge, api_base, &job.spec.repo, &job.spec.sha, &status)?;
+        Ok(Some((request, fingerprint)))
+    }
+
+    /// The job's own status, or for a finished matrix job its variants' combined.
+    async fn commit_status(&self, job: &Job) -> raibid_forge::CommitStatus {
+        let public_url = &self.state.config().server.public_url;
+        if job.children.is_empty() || !job.status.is_final() {
+            return describe::commit_status(job, public_url);
+        }
+        let mut children = Vec::with_capacity(job.children.len());
+        for id in &job.children {
+            children.push(self.load(id).await);
+        }
+        describe::matrix_status(job, &children, public_url)
     }
 }
 

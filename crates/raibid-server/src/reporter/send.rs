@@ -3,6 +3,10 @@
 //! 5xx, 429 and transport errors are retried with exponential backoff, a bounded number of
 //! times; any other 4xx (bad token, unknown repository or commit) would fail the same way
 //! again and is given up at once.
+//!
+//! The request is prepared anew before every attempt: with several replicas, or after a
+//! backoff, the job may have moved on, and a status sent from an old event would overwrite a
+//! newer one on the forge.
 
 use std::time::Duration;
 
@@ -17,6 +21,8 @@ const BODY_SNIPPET_CHARS: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
+    #[error("cannot build the commit status request: {0}")]
+    Invalid(#[from] raibid_forge::StatusError),
     #[error("the forge refused the status with {status}: {body}")]
     Refused { status: StatusCode, body: String },
     #[error("the forge answered {status} {attempts} times: {body}")]
@@ -32,15 +38,31 @@ pub(crate) enum SendError {
     },
 }
 
-/// Sends `request`; returns the number of attempts it took.
-pub(crate) async fn send(
+/// What was sent.
+#[derive(Debug)]
+pub(crate) struct Sent<T> {
+    pub attempts: u32,
+    /// What `prepare` returned with the request that was accepted.
+    pub what: T,
+}
+
+/// Sends what `prepare` returns, calling it again before every retry; `Ok(None)` when
+/// `prepare` found nothing (left) to send.
+pub(crate) async fn send<T, F, Fut>(
     client: &reqwest::Client,
-    request: &StatusRequest,
     auth: &(HeaderName, HeaderValue),
-) -> Result<u32, SendError> {
+    mut prepare: F,
+) -> Result<Option<Sent<T>>, SendError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<(StatusRequest, T)>, SendError>>,
+{
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
+        let Some((request, what)) = prepare().await? else {
+            return Ok(None);
+        };
         let sent = client
             .request(request.method.clone(), &request.url)
             .header(auth.0.clone(), auth.1.clone())
@@ -48,7 +70,12 @@ pub(crate) async fn send(
             .send()
             .await;
         let error = match sent {
-            Ok(response) if response.status().is_success() => return Ok(attempt),
+            Ok(response) if response.status().is_success() => {
+                return Ok(Some(Sent {
+                    attempts: attempt,
+                    what,
+                }));
+            }
             Ok(response) => {
                 let status = response.status();
                 let body = snippet(response).await;

@@ -58,7 +58,11 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        let redis = RedisServer::start();
+        Self::start_on(RedisServer::start(), config).await
+    }
+
+    /// A server on a Redis the test prepared.
+    pub async fn start_on(redis: RedisServer, config: Config) -> Self {
         let queue = queue_for(&redis);
         // The reporter's consumer group starts at the end of the events stream; creating it
         // first means no event of the test can come before it.
