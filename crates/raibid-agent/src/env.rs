@@ -93,25 +93,17 @@ mod tests {
     use super::*;
 
     fn job() -> Job {
+        let spec = NewJob::new(
+            "acme/app",
+            "http://x",
+            "refs/heads/main",
+            "0".repeat(40),
+            Event::Push,
+        );
         Job {
-            id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
-            spec: NewJob::new(
-                "acme/app",
-                "http://x",
-                "refs/heads/main",
-                "0".repeat(40),
-                Event::Push,
-            ),
             status: JobStatus::Running,
             attempt: 1,
-            created_at: Default::default(),
-            started_at: None,
-            finished_at: None,
-            agent: None,
-            reason: None,
-            cancel_requested: false,
-            steps: vec![],
-            images: vec![],
+            ..Job::queued("01ARZ3NDEKTSV4RRFFQ69G5FAV", spec, Default::default())
         }
     }
 

@@ -146,18 +146,14 @@ impl JobEvents {
             if name == self.consumer || pending != 0 || idle_ms < idle.as_millis() as i64 {
                 continue;
             }
-            let _: i64 = self
-                .queue
-                .conn
-                .run(
-                    redis::cmd("XGROUP")
-                        .arg("DELCONSUMER")
-                        .arg(&key)
-                        .arg(&self.group)
-                        .arg(&name),
-                )
-                .await?;
-            forgotten.push(name);
+            // Re-checked and deleted in one script: a replica waking up between XINFO and the
+            // delete would otherwise lose the events it had just read.
+            let mut invocation = crate::scripts::RETIRE.prepare_invoke();
+            invocation.key(&key).arg(&self.group).arg(&name);
+            let removed: i64 = self.queue.conn.script(&invocation).await?;
+            if removed == 1 {
+                forgotten.push(name);
+            }
         }
         Ok(forgotten)
     }
