@@ -65,9 +65,14 @@ fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
     set("CI_COMMIT_REF", &job.spec.git_ref);
     set("CI_PIPELINE_EVENT", job.spec.event.as_str());
     set("CI_WORKSPACE", &workspace.to_string_lossy());
-    if let Some(branch) = job.branch() {
+    // For a pull request the branch is the one it targets, as in Woodpecker.
+    if let Some(branch) = job.build_branch() {
         set("RAIBID_BRANCH", branch);
         set("CI_COMMIT_BRANCH", branch);
+    }
+    if let Some(target) = job.spec.target_branch.as_deref() {
+        set("RAIBID_TARGET_BRANCH", target);
+        set("CI_COMMIT_TARGET_BRANCH", target);
     }
     if let Some(tag) = job.tag() {
         set("RAIBID_TAG", tag);
@@ -148,5 +153,22 @@ mod tests {
         assert_eq!(env["RAIBID_WORKSPACE"], "/workspace");
         assert_eq!(env["CI_REPO"], "acme/app");
         assert_eq!(env["RAIBID_SHA"], "0".repeat(40));
+    }
+
+    #[test]
+    fn a_pull_requests_branch_is_the_one_it_targets() {
+        let mut pr = job();
+        pr.spec.event = Event::PullRequest;
+        pr.spec.git_ref = "refs/pull/7/head".into();
+        pr.spec.pr_number = Some(7);
+        pr.spec.target_branch = Some("main".into());
+        let env = job_env(&pr, Path::new("/w"));
+        assert_eq!(env["CI_COMMIT_BRANCH"], "main");
+        assert_eq!(env["RAIBID_BRANCH"], "main");
+        assert_eq!(env["CI_COMMIT_TARGET_BRANCH"], "main");
+        assert_eq!(env["CI_COMMIT_PULL_REQUEST"], "7");
+        let push = job_env(&job(), Path::new("/w"));
+        assert_eq!(push["CI_COMMIT_BRANCH"], "main");
+        assert!(!push.contains_key("CI_COMMIT_TARGET_BRANCH"));
     }
 }

@@ -415,7 +415,7 @@ impl Runner {
     ) -> Outcome {
         let trigger = TriggerContext {
             event: job.spec.event,
-            branch: job.branch().map(str::to_owned),
+            branch: job.build_branch().map(str::to_owned),
             tag: job.tag().map(str::to_owned),
         };
         let job_deadline = Instant::now() + pipeline.timeout.unwrap_or(DEFAULT_TIMEOUT);
@@ -622,6 +622,7 @@ impl Runner {
             registry: self.settings.registry.clone(),
             repo: job.spec.repo.clone(),
             sha: job.spec.sha.clone(),
+            // The pushed branch only: a pull request must not tag images as its target branch.
             branch: job.branch().map(str::to_owned),
             tag: job.tag().map(str::to_owned),
         };

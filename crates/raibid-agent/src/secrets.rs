@@ -132,6 +132,7 @@ mod tests {
                 env: Default::default(),
                 retry_of: None,
                 matrix_parent: None,
+                target_branch: None,
             },
             status: JobStatus::Running,
             attempt: 1,

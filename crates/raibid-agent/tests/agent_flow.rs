@@ -549,6 +549,45 @@ async fn an_image_build_step_pushes_to_the_registry_and_records_the_digest() {
     );
 }
 
+/// As in Woodpecker, a pull request's branch is the one it targets: `when: branch: main`
+/// runs for a pull request into main, and `CI_COMMIT_BRANCH` names it.
+#[tokio::test]
+async fn branch_filters_match_the_branch_a_pull_request_targets() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: on-main\n    when: { branch: main }\n    \
+             run: echo \"branch=$CI_COMMIT_BRANCH target=$CI_COMMIT_TARGET_BRANCH\"\n  \
+             - name: on-release\n    when: { branch: release }\n    run: echo never\n",
+        )],
+        "init",
+    );
+    let mut spec = NewJob::new(
+        "acme/app",
+        repo.url(),
+        "refs/pull/7/head",
+        &sha,
+        Event::PullRequest,
+    );
+    spec.pr_number = Some(7);
+    spec.target_branch = Some("main".into());
+    let job = h.enqueue_spec(spec).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(log.contains("branch=main target=main"), "{log}");
+    assert!(!log.contains("never"), "{log}");
+    let ran: Vec<_> = done
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(ran[0], ("on-main", StepStatus::Success), "{ran:?}");
+}
+
 #[tokio::test]
 async fn submodules_are_checked_out_when_the_pipeline_asks() {
     let h = Harness::new();

@@ -289,6 +289,7 @@ async fn enqueue(
             env: Default::default(),
             retry_of: None,
             matrix_parent: None,
+            target_branch: None,
         })
         .await?;
     Ok(job.job_id().to_owned())

@@ -578,6 +578,7 @@ async fn enqueue_baseline(
                 env: Default::default(),
                 retry_of: None,
                 matrix_parent: None,
+                target_branch: None,
             };
             async move { queue.enqueue(spec).await }
         })

@@ -76,6 +76,10 @@ impl Trigger {
             env: BTreeMap::new(),
             retry_of: None,
             matrix_parent: None,
+            target_branch: match self.event {
+                Event::PullRequest => self.branch,
+                _ => None,
+            },
         }
     }
 }

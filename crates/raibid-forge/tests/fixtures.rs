@@ -232,6 +232,18 @@ fn gitea_pull_request_opened() {
     assert_eq!(trigger("gitea/pull_request-opened"), gitea_pull_request_1());
 }
 
+/// The job of a pull request carries the branch it targets, which its ref does not name.
+#[test]
+fn pull_request_jobs_know_their_target_branch_and_pushes_need_none() {
+    let pool = raibid_model::PoolName::default();
+    let pr = trigger("gitea/pull_request-opened").into_new_job(pool.clone(), None);
+    assert_eq!(pr.target_branch.as_deref(), Some("master"));
+    let gh = trigger("github/pull_request-opened").into_new_job(pool.clone(), None);
+    assert!(gh.target_branch.is_some(), "{gh:?}");
+    let push = trigger("gitea/push").into_new_job(pool, None);
+    assert_eq!(push.target_branch, None);
+}
+
 #[test]
 fn gitea_pull_request_synchronized() {
     assert_eq!(

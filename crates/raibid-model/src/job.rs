@@ -187,6 +187,11 @@ pub struct NewJob {
     /// as `RAIBID_MATRIX`). Absent in specs written before matrices had parents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matrix_parent: Option<String>,
+    /// For a pull request, the branch it targets (its `git_ref` is `refs/pull/<n>/head`, which
+    /// names no branch): what `when: branch` filters match and `CI_COMMIT_BRANCH` says, as in
+    /// Woodpecker, so a step limited to `main` also runs for pull requests into `main`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_branch: Option<String>,
 }
 
 impl NewJob {
@@ -214,6 +219,7 @@ impl NewJob {
             env: BTreeMap::new(),
             retry_of: None,
             matrix_parent: None,
+            target_branch: None,
         }
     }
 }
@@ -332,6 +338,14 @@ impl Job {
     /// Branch name for `refs/heads/*`.
     pub fn branch(&self) -> Option<&str> {
         self.spec.git_ref.strip_prefix("refs/heads/")
+    }
+
+    /// The branch a build is about: the pushed branch, or the branch a pull request targets.
+    pub fn build_branch(&self) -> Option<&str> {
+        match self.spec.event {
+            Event::PullRequest => self.spec.target_branch.as_deref(),
+            _ => self.branch(),
+        }
     }
 
     /// Tag name for `refs/tags/*`.

@@ -13,7 +13,8 @@ use crate::de::OneOrMany;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TriggerContext {
     pub event: Event,
-    /// Short branch name (`main`, `release/1.0`), not `refs/heads/...`. `None` for tag builds.
+    /// Short branch name (`main`, `release/1.0`), not `refs/heads/...`: the pushed branch, or
+    /// for a pull request the branch it targets (as in Woodpecker). `None` for tag builds.
     pub branch: Option<String>,
     /// Short tag name (`v1.0`), not `refs/tags/...`. `None` unless the job is for a tag.
     pub tag: Option<String>,

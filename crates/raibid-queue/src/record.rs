@@ -101,6 +101,7 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
         },
         retry_of: opt("retry_of"),
         matrix_parent: None,
+        target_branch: None,
     })
 }
 
@@ -124,6 +125,14 @@ pub(crate) fn validate(spec: &NewJob) -> Result<(), QueueError> {
         return bad(
             "git_ref",
             "must be a non-empty ref without control characters",
+        );
+    }
+    if let Some(target) = &spec.target_branch
+        && (target.is_empty() || target.len() > 255 || target.chars().any(|c| c.is_control()))
+    {
+        return bad(
+            "target_branch",
+            "must be 1-255 characters without control characters",
         );
     }
     let sha_ok =
@@ -158,6 +167,7 @@ mod tests {
             env: [("A".to_owned(), "1".to_owned())].into(),
             retry_of: None,
             matrix_parent: None,
+            target_branch: None,
         }
     }
 

@@ -368,6 +368,7 @@ fn schemas() -> Value {
                 "env": { "type": "object", "additionalProperties": string },
                 "retry_of": string,
                 "matrix_parent": { "type": "string", "description": "The matrix job this variant belongs to." },
+                "target_branch": { "type": "string", "description": "For a pull request, the branch it targets." },
                 "children": { "type": "array", "items": string, "description": "The variant jobs of a matrix job." },
                 "status": schema_ref("JobStatus"),
                 "attempt": { "type": "integer", "minimum": 0 },

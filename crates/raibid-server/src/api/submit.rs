@@ -122,5 +122,6 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         env: request.env,
         retry_of: None,
         matrix_parent: None,
+        target_branch: None,
     })
 }

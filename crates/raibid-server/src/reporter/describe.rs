@@ -159,20 +159,14 @@ mod tests {
         Job {
             id: "01JABCDEFGHJKMNPQRSTVWXYZ0".into(),
             spec: NewJob {
-                repo: "o/r".into(),
-                clone_url: "https://g/o/r.git".into(),
-                git_ref: "refs/heads/main".into(),
-                sha: "a".repeat(40),
-                event: Event::Push,
                 pool: PoolName::new("gpu").unwrap(),
-                forge: None,
-                pr_number: None,
-                from_fork: false,
-                sender: None,
-                delivery_id: None,
-                env: Default::default(),
-                retry_of: None,
-                matrix_parent: None,
+                ..NewJob::new(
+                    "o/r",
+                    "https://g/o/r.git",
+                    "refs/heads/main",
+                    "a".repeat(40),
+                    Event::Push,
+                )
             },
             status: JobStatus::Success,
             attempt: 1,
