@@ -861,25 +861,58 @@ mod tests {
         assert_eq!(workspace_hooks, 0);
     }
 
+    /// A repository with one commit, checked out once so that its mirror exists.
+    struct Mirrored {
+        repo: raibid_testkit::GitRepo,
+        tmp: tempfile::TempDir,
+        git: GitCheckout,
+        mirror: PathBuf,
+    }
+
+    impl Mirrored {
+        async fn new() -> Self {
+            let repo = raibid_testkit::GitRepo::new();
+            let first = repo.commit(&[("a.txt", "1\n")], "one");
+            let tmp = tempfile::tempdir().unwrap();
+            let git = GitCheckout::new(tmp.path().join("cache"), None);
+            git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
+                .await
+                .unwrap();
+            let mirror = git.mirror_path("acme/app", &repo.url());
+            Self {
+                repo,
+                tmp,
+                git,
+                mirror,
+            }
+        }
+
+        /// Commits `a.txt` = "2" and checks it out into `two`: the mirror has to fetch it.
+        async fn check_out_a_new_commit(&self) -> CheckoutReport {
+            let second = self.repo.commit(&[("a.txt", "2\n")], "two");
+            self.git
+                .checkout(
+                    &job_for(&self.repo.url(), &second),
+                    &self.tmp.path().join("two"),
+                )
+                .await
+                .unwrap()
+        }
+    }
+
     #[tokio::test]
     async fn hooks_configured_in_the_mirror_do_not_run() {
         use std::os::unix::fs::PermissionsExt;
-        let repo = raibid_testkit::GitRepo::new();
-        let first = repo.commit(&[("a.txt", "1\n")], "one");
-        let tmp = tempfile::tempdir().unwrap();
-        let git = GitCheckout::new(tmp.path().join("cache"), None);
-        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
-            .await
-            .unwrap();
+        let m = Mirrored::new().await;
         // A step under the host executor can write the mirror's config; a fetch that updates
         // refs runs the reference-transaction hook.
-        let marker = tmp.path().join("hook-ran");
-        let hooks = tmp.path().join("hooks");
+        let marker = m.tmp.path().join("hook-ran");
+        let hooks = m.tmp.path().join("hooks");
         std::fs::create_dir_all(&hooks).unwrap();
         let hook = hooks.join("reference-transaction");
         std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mirror = git.mirror_path("acme/app", &repo.url());
+        let mirror = &m.mirror;
         let mut config = std::fs::OpenOptions::new()
             .append(true)
             .open(mirror.join("config"))
@@ -889,37 +922,23 @@ mod tests {
             format!("[core]\n\thooksPath = {}\n", hooks.display()).as_bytes(),
         )
         .unwrap();
-        let second = repo.commit(&[("a.txt", "2\n")], "two");
-        let report = git
-            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
-            .await
-            .unwrap();
+        let report = m.check_out_a_new_commit().await;
         assert!(report.fetched);
         assert!(!marker.exists(), "a hook configured in the mirror ran");
     }
 
     #[tokio::test]
     async fn stale_lock_files_in_the_mirror_do_not_block_fetches() {
-        let repo = raibid_testkit::GitRepo::new();
-        let first = repo.commit(&[("a.txt", "1\n")], "one");
-        let tmp = tempfile::tempdir().unwrap();
-        let git = GitCheckout::new(tmp.path().join("cache"), None);
-        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
-            .await
-            .unwrap();
+        let m = Mirrored::new().await;
         // What a fetch killed while updating refs leaves behind.
-        let mirror = git.mirror_path("acme/app", &repo.url());
+        let mirror = &m.mirror;
         std::fs::create_dir_all(mirror.join("refs/heads")).unwrap();
         std::fs::write(mirror.join("refs/heads/main.lock"), "").unwrap();
         std::fs::write(mirror.join("packed-refs.lock"), "").unwrap();
-        let second = repo.commit(&[("a.txt", "2\n")], "two");
-        let report = git
-            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
-            .await
-            .unwrap();
+        let report = m.check_out_a_new_commit().await;
         assert!(report.fetched && !report.mirror_created);
         assert_eq!(
-            std::fs::read_to_string(tmp.path().join("two/a.txt")).unwrap(),
+            std::fs::read_to_string(m.tmp.path().join("two/a.txt")).unwrap(),
             "2\n"
         );
         assert!(!mirror.join("refs/heads/main.lock").exists());
@@ -928,30 +947,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_mirror_whose_locks_cannot_be_removed_is_cloned_again() {
-        let repo = raibid_testkit::GitRepo::new();
-        let first = repo.commit(&[("a.txt", "1\n")], "one");
-        let tmp = tempfile::tempdir().unwrap();
-        let git = GitCheckout::new(tmp.path().join("cache"), None);
-        git.checkout(&job_for(&repo.url(), &first), &tmp.path().join("one"))
-            .await
-            .unwrap();
+        let m = Mirrored::new().await;
         // A directory where git wants to create its lock file: not a stale lock to remove, and
         // every fetch that updates `main` fails on it.
-        let mirror = git.mirror_path("acme/app", &repo.url());
+        let mirror = &m.mirror;
         std::fs::create_dir_all(mirror.join("refs/heads/main.lock/x")).unwrap();
-        let second = repo.commit(&[("a.txt", "2\n")], "two");
-        let report = git
-            .checkout(&job_for(&repo.url(), &second), &tmp.path().join("two"))
-            .await
-            .unwrap();
+        let report = m.check_out_a_new_commit().await;
         assert!(report.fetched && report.mirror_created);
         assert_eq!(
-            std::fs::read_to_string(tmp.path().join("two/a.txt")).unwrap(),
+            std::fs::read_to_string(m.tmp.path().join("two/a.txt")).unwrap(),
             "2\n"
         );
         assert!(!mirror.join("refs/heads/main.lock").exists());
         // Only the mirror and its flock file are left in the cache.
-        let mut left: Vec<_> = std::fs::read_dir(tmp.path().join("cache"))
+        let mut left: Vec<_> = std::fs::read_dir(m.tmp.path().join("cache"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();

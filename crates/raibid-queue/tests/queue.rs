@@ -52,6 +52,15 @@ async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// Stream nodes of 5 entries instead of 100, so that trimming by whole nodes (`~`) comes close
+/// to its limit in tests of a few dozen jobs.
+fn redis_with_small_stream_nodes() -> RedisServer {
+    let redis = RedisServer::start();
+    let set = redis.command("CONFIG SET stream-node-max-entries 5");
+    assert_eq!(set.unwrap(), "+OK");
+    redis
+}
+
 /// Claims from the default pool without waiting; a job must be queued there.
 async fn claim_queued(c: &mut Claimer) -> Claimed {
     c.claim(&[PoolName::default()], NO_WAIT)
@@ -448,14 +457,7 @@ async fn claiming_from_several_pools_takes_one_and_returns_the_rest() {
 
 #[tokio::test]
 async fn trimming_bounds_the_stream_and_never_drops_unread_jobs() {
-    let redis = RedisServer::start();
-    // Small stream nodes make `MAXLEN ~` trim close to the limit.
-    assert_eq!(
-        redis
-            .command("CONFIG SET stream-node-max-entries 5")
-            .unwrap(),
-        "+OK"
-    );
+    let redis = redis_with_small_stream_nodes();
     let mut o = options(&redis);
     o.maxlen = 20;
     let q = Queue::open(o).unwrap();
@@ -485,13 +487,7 @@ async fn trimming_bounds_the_stream_and_never_drops_unread_jobs() {
 /// with nothing left for the reaper to find.
 #[tokio::test]
 async fn trimming_keeps_the_entry_of_a_long_running_job() {
-    let redis = RedisServer::start();
-    assert_eq!(
-        redis
-            .command("CONFIG SET stream-node-max-entries 5")
-            .unwrap(),
-        "+OK"
-    );
+    let redis = redis_with_small_stream_nodes();
     let mut o = options(&redis);
     o.maxlen = 10;
     let q = Queue::open(o).unwrap();
@@ -534,13 +530,7 @@ async fn trimming_keeps_the_entry_of_a_long_running_job() {
 /// behind it is, and is trimmed once it has.
 #[tokio::test]
 async fn events_are_trimmed_only_once_their_group_has_read_them() {
-    let redis = RedisServer::start();
-    assert_eq!(
-        redis
-            .command("CONFIG SET stream-node-max-entries 5")
-            .unwrap(),
-        "+OK"
-    );
+    let redis = redis_with_small_stream_nodes();
     let mut o = options(&redis);
     o.events_maxlen = 10;
     let q = Queue::open(o).unwrap();
