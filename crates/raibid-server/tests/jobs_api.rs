@@ -331,12 +331,7 @@ async fn show_cancel_and_retry() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A running job gets a cancel request; a finished one says so.
-    let mut claimer = server.queue.claimer("agent-1").await.unwrap();
-    let claimed = claimer
-        .claim(&[PoolName::default()], std::time::Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = server.claim_one("agent-1").await;
     let requested = json(
         server
             .post_json(&format!("/api/v1/jobs/{}/cancel", job.id), &json!({}))

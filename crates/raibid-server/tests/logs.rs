@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use raibid_model::{Job, JobStatus, Outcome, PoolName};
+use raibid_model::{Job, JobStatus, Outcome};
 use raibid_queue::Claimed;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -22,12 +22,7 @@ async fn running_job(server: &TestServer) -> Claimed {
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let job: Job = serde_json::from_value(json(response).await).unwrap();
-    let mut claimer = server.queue.claimer("agent-1").await.unwrap();
-    let claimed = claimer
-        .claim(&[PoolName::default()], Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = server.claim_one("agent-1").await;
     assert_eq!(claimed.job.id, job.id);
     claimed
 }

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use raibid_model::{JobStatus, Outcome, PoolName};
+use raibid_model::{JobStatus, Outcome};
 use reqwest::StatusCode;
 use serde_json::json;
 use support::sse::SseReader;
@@ -92,12 +92,7 @@ async fn metrics_cover_webhooks_jobs_queues_and_reports() {
     assert_eq!(submitted.status(), StatusCode::CREATED);
 
     // One job runs to completion, so the events stream has transitions and a duration.
-    let mut claimer = server.queue.claimer("agent-1").await.unwrap();
-    let claimed = claimer
-        .claim(&[PoolName::default()], Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = server.claim_one("agent-1").await;
     server
         .queue
         .ack(&claimed, &Outcome::new(JobStatus::Success))

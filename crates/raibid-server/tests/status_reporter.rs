@@ -193,12 +193,7 @@ async fn each_status_change_is_reported_as_gitea_and_github_expect() {
         format!("https://ci.example/api/v1/jobs/{id}")
     );
 
-    let mut claimer = server.queue.claimer("spark-7").await.unwrap();
-    let claimed = claimer
-        .claim(&[PoolName::default()], Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = server.claim_one("spark-7").await;
     let calls = forge.wait_for_calls(2).await;
     assert_gitea_create_status(&spec, &calls[1], "Test-CI", "multi-line-secrets", sha);
     assert_eq!(calls[1].body["state"], "pending");
@@ -343,12 +338,7 @@ async fn a_retried_report_sends_the_jobs_current_status_not_the_events() {
     assert_eq!(first[0].body["description"], "queued");
 
     // Within the first backoff (250 ms): the job runs and fails.
-    let mut claimer = server.queue.claimer("spark-7").await.unwrap();
-    let claimed = claimer
-        .claim(&[PoolName::default()], Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let claimed = server.claim_one("spark-7").await;
     server
         .queue
         .ack(&claimed, &Outcome::new(JobStatus::Failure))

@@ -156,6 +156,19 @@ impl TestServer {
         self.post_webhook(forge, headers, body).await
     }
 
+    /// Claims the job queued in the default pool as agent `agent`, as an agent would.
+    pub async fn claim_one(&self, agent: &str) -> raibid_queue::Claimed {
+        let mut claimer = self.queue.claimer(agent).await.unwrap();
+        claimer
+            .claim(
+                &[raibid_model::PoolName::default()],
+                std::time::Duration::ZERO,
+            )
+            .await
+            .unwrap()
+            .expect("a job is queued")
+    }
+
     /// Total number of jobs in the queue.
     pub async fn job_count(&self) -> usize {
         self.queue
