@@ -196,6 +196,10 @@ pub struct ServerConfig {
     pub default_pool: PoolName,
     /// First matching rule wins; no match: `default_pool`.
     pub pool_rules: Vec<PoolRule>,
+    /// Pools agents serve besides `default_pool` and those of `pool_rules` (jobs submitted with
+    /// an explicit pool): the server creates their streams and consumer groups at start, so an
+    /// autoscaler reading a pool's lag (KEDA) finds the stream before its first job.
+    pub pools: Vec<PoolName>,
     /// Forge API base for commit status when it differs from `gitea.url` (GitHub: https://api.github.com).
     pub github_api_url: String,
     pub github_token: Secret,
@@ -220,6 +224,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 5 * 1024 * 1024,
             default_pool: PoolName::default(),
             pool_rules: Vec::new(),
+            pools: Vec::new(),
             github_api_url: "https://api.github.com".into(),
             github_token: Secret::default(),
         }

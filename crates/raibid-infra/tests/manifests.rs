@@ -216,6 +216,23 @@ fn configuration_typos_and_unknown_variables_are_caught_before_a_crash_loop() {
     );
 }
 
+/// KEDA's trigger reads a pool's stream from the moment the ScaledJob exists; the server
+/// creates the streams of the pools its configuration names, so every served pool is named.
+#[test]
+fn every_served_pool_is_named_so_its_stream_exists_before_its_first_job() {
+    let issues = issues_after_edit(
+        "base/server/config.yaml",
+        "  pools: [arm64, amd64, gpu]",
+        "  pools: [arm64, amd64]",
+        "overlays/dev",
+    );
+    assert_eq!(issues.len(), 1, "{issues:#?}");
+    assert!(
+        issues[0].contains("a ScaledJob serves pool gpu, which server.pools does not list"),
+        "{issues:#?}"
+    );
+}
+
 #[test]
 fn a_default_pool_without_agents_is_refused() {
     let issues = issues_after_edit(

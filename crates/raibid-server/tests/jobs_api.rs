@@ -383,6 +383,27 @@ async fn show_cancel_and_retry() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// KEDA reads each pool's lag from the moment its ScaledJob exists: the streams and groups of
+/// the pools the configuration names exist before their first job.
+#[tokio::test]
+async fn named_pools_have_their_consumer_groups_before_any_job() {
+    let mut cfg = config();
+    cfg.server.pools = vec![PoolName::new("gpu").unwrap()];
+    let server = TestServer::start_with(cfg).await;
+    let stream = server.queue.stream_key(&PoolName::new("gpu").unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // `*1`: one group (the reply's first line); `*0` or an error: not yet.
+    while server
+        .redis
+        .command(&format!("XINFO GROUPS {stream}"))
+        .unwrap()
+        != "*1"
+    {
+        assert!(std::time::Instant::now() < deadline, "no group on {stream}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn queues_and_agents() {
     let mut cfg = config();

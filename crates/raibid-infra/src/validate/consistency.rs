@@ -313,15 +313,30 @@ fn config_map(
         ));
     }
     if let Some(served) = served_pools {
-        let wanted = std::iter::once(&in_cluster.server.default_pool)
-            .chain(in_cluster.server.pool_rules.iter().map(|r| &r.pool));
-        for pool in wanted {
+        let wanted: Vec<&PoolName> = std::iter::once(&in_cluster.server.default_pool)
+            .chain(in_cluster.server.pool_rules.iter().map(|r| &r.pool))
+            .chain(&in_cluster.server.pools)
+            .collect();
+        for pool in &wanted {
             if !served.contains(pool) {
                 issues.push(Issue::new(
                     manifest,
                     path.clone(),
                     format!(
                         "jobs for pool {pool} would wait forever: no ScaledJob runs `--pool {pool}`"
+                    ),
+                ));
+            }
+        }
+        for pool in served {
+            if !wanted.contains(&pool) {
+                issues.push(Issue::new(
+                    manifest,
+                    path.clone(),
+                    format!(
+                        "a ScaledJob serves pool {pool}, which server.pools does not list: its \
+                         stream would not exist before its first job, and KEDA's trigger fails \
+                         on a missing stream"
                     ),
                 ));
             }

@@ -45,6 +45,7 @@ pub(crate) async fn known_pools(
 ) -> Result<BTreeSet<PoolName>, QueueError> {
     let mut pools: BTreeSet<PoolName> = queue.pools().await?.into_iter().collect();
     pools.insert(config.server.default_pool.clone());
+    pools.extend(config.server.pools.iter().cloned());
     pools.extend(
         config
             .server
