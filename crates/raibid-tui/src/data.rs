@@ -63,6 +63,12 @@ pub struct JobsUpdate {
     pub active: Vec<Job>,
     /// Older history, loaded a page at a time in the background.
     pub older: Vec<Job>,
+    /// Jobs last seen queued or running that none of the lists above covered this time,
+    /// re-read one by one: they finished, were cancelled or sit deeper in a queue than its
+    /// newest page, and no list would ever show the dashboard their new status.
+    pub refreshed: Vec<Job>,
+    /// Ids of such jobs that the server no longer has (pruned): they leave the list.
+    pub gone: Vec<String>,
     /// When the poll was made: the reference for running jobs' durations when sorting.
     pub at: DateTime<Utc>,
 }

@@ -131,6 +131,41 @@ fn with_open_job(mut app: App) -> App {
     app
 }
 
+/// The open job as a nine-step pipeline that failed at its eighth step: more steps than the
+/// table shows, the failure near the end.
+fn with_failed_pipeline() -> App {
+    let mut app = with_open_job(fixture());
+    let mut failed = job(&ulid(100), "acme/web", JobStatus::Failure);
+    failed.created_at = at(-60);
+    let names = [
+        "checkout",
+        "deps",
+        "fmt",
+        "clippy",
+        "build",
+        "unit",
+        "integration",
+        "e2e",
+        "publish",
+    ];
+    failed.steps = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match i {
+            0..7 => step(
+                name,
+                StepStatus::Success,
+                Some(0),
+                Some(2_000 * (i as u64 + 1)),
+            ),
+            7 => step(name, StepStatus::Failure, Some(101), Some(48_500)),
+            _ => step(name, StepStatus::Skipped, None, None),
+        })
+        .collect();
+    app.apply(DataEvent::Job(Box::new(failed)));
+    app
+}
+
 fn render(app: &mut App, width: u16, height: u16) -> TestBackend {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     terminal.draw(|frame| app.draw(frame, now())).unwrap();
@@ -168,6 +203,7 @@ macro_rules! snapshot_both_sizes {
 
 snapshot_both_sizes!(jobs, fixture());
 snapshot_both_sizes!(job_detail, with_open_job(fixture()));
+snapshot_both_sizes!(job_detail_long_pipeline, with_failed_pipeline());
 snapshot_both_sizes!(queues, on_tab(fixture(), '3'));
 snapshot_both_sizes!(agents, on_tab(fixture(), '4'));
 snapshot_both_sizes!(cluster, on_tab(fixture(), '5'));
@@ -227,6 +263,21 @@ fn job_tab_before_any_job_is_open() {
         '2',
     );
     insta::assert_snapshot!(render(&mut app, 80, 24));
+}
+
+#[test]
+fn long_pipeline_scrolled_up_two_steps() {
+    let mut app = with_failed_pipeline();
+    for _ in 0..2 {
+        assert_eq!(app.handle_input(&key(KeyCode::Char('['))), None);
+    }
+    let backend = render(&mut app, 80, 24);
+    let text = screen_text(&backend).join("\n");
+    for expected in ["deps", "integration", "+1 more above", "+2 more below"] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    assert!(!text.contains("checkout"), "{text}");
+    insta::assert_snapshot!(backend);
 }
 
 #[test]
@@ -351,6 +402,9 @@ fn tiny_terminals_do_not_panic() {
         }
         let mut app = with_open_job(fixture());
         app.handle_input(&key(KeyCode::Char('c')));
+        render(&mut app, w, h);
+        let mut app = with_failed_pipeline();
+        app.handle_input(&key(KeyCode::Char(']')));
         render(&mut app, w, h);
     }
 }

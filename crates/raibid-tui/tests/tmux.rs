@@ -1,8 +1,9 @@
 //! Drives the real `raibid` binary in tmux against a real server and Redis: the job appears,
 //! Enter opens it and shows its log (live as it is written), cancel asks first and reaches the
 //! server, the Cluster tab shows a cluster's nodes and agent pods (read from the recorded k3s
-//! answers of raibid-testkit's API server stand-in), and `q` gives the terminal back in a
-//! usable state.
+//! answers of raibid-testkit's API server stand-in), a job cancelled after more than a poll's
+//! newest page of jobs was queued after it shows as cancelled, and `q` gives the terminal back
+//! in a usable state.
 //!
 //! Needs `target/debug/raibid` (`cargo build -p raibid-cli`), `tmux` and `redis-server`; a
 //! missing one fails the test with the command that provides it.
@@ -23,6 +24,9 @@ const SESSION: &str = "raibid-tui-e2e";
 const TOKEN: &str = "rbd_tui_e2e_token_3c9d0a";
 const LOG_LINE: &str = "hello from the e2e build";
 const LIVE_LINE: &str = "written while the dashboard watches";
+/// The dashboard's newest page: more jobs than this queued after a job take it out of every
+/// list the dashboard polls.
+const NEWEST_PAGE: usize = 200;
 
 /// `$CARGO_TARGET_DIR/debug/raibid`, else the workspace's `target/debug/raibid`.
 fn raibid_binary() -> PathBuf {
@@ -130,6 +134,19 @@ impl Drop for Tmux {
     }
 }
 
+/// A job of `repo` in `pool`; `n` makes its commit, so that no two are the same job.
+fn new_job(repo: &str, pool: &str, n: usize) -> NewJob {
+    let mut spec = NewJob::new(
+        repo,
+        format!("https://git.example/{repo}.git"),
+        "refs/heads/main",
+        format!("{n:040x}"),
+        Event::Manual,
+    );
+    spec.pool = PoolName::new(pool).expect("pool name");
+    spec
+}
+
 fn queue(redis: &RedisServer) -> Queue {
     let mut options = QueueOptions::new(redis.url());
     options.command_timeout = Duration::from_secs(2);
@@ -171,6 +188,14 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
     ));
 
     let queue = queue(&redis);
+    // Queued in a pool no agent serves; cancelled later, once it is deep in history.
+    let Enqueued::Created(old) = queue
+        .enqueue(new_job("e2e/old-build", "other", 0))
+        .await
+        .expect("enqueue")
+    else {
+        panic!("a fresh job cannot be a duplicate");
+    };
     let Enqueued::Created(job) = queue
         .enqueue(NewJob::new(
             "e2e/tui-demo",
@@ -225,6 +250,10 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
     let screen = tmux.wait_for("the job in the list", |_, s| s.contains(&job.id));
     assert!(screen.contains("e2e/tui-demo"), "{screen}");
     assert!(screen.contains("running"), "{screen}");
+    tmux.wait_for("the old job, queued", |_, s| {
+        s.lines()
+            .any(|l| l.contains(&old.id) && l.contains("queued"))
+    });
     assert_eq!(
         tmux.pane_flag("#{alternate_on}"),
         "1",
@@ -280,6 +309,22 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
     ] {
         assert!(screen.contains(expected), "{expected} missing:\n{screen}");
     }
+
+    // A newest page of jobs queued after the old one, then it is cancelled: no list the
+    // dashboard polls has it any more, yet its row must turn to cancelled.
+    for n in 0..NEWEST_PAGE {
+        queue
+            .enqueue(new_job("e2e/filler", "default", n + 1))
+            .await
+            .expect("enqueue");
+    }
+    queue.cancel(&old.id).await.expect("cancel");
+    tmux.send_keys(&["1", "/"]);
+    tmux.type_line("e2e/old-build");
+    tmux.wait_for("the old job, cancelled", |_, s| {
+        s.lines()
+            .any(|l| l.contains(&old.id) && l.contains("cancelled"))
+    });
 
     tmux.send_keys(&["q"]);
     // The typed command holds `tui-exit=` too: wait for the line `echo` prints.

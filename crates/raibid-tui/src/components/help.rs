@@ -15,8 +15,8 @@ const BINDINGS: &[(&str, &[(&str, &str)])] = &[
         "Everywhere",
         &[
             ("1-5, Tab, S-Tab", "switch screen (or click its name)"),
-            ("?", "this help"),
-            ("q, Ctrl-C", "quit"),
+            // One line for both, so that the Job section's keys fit in 24 rows.
+            ("? · q, Ctrl-C", "this help · quit"),
         ],
     ),
     (
@@ -34,6 +34,7 @@ const BINDINGS: &[(&str, &[(&str, &str)])] = &[
         &[
             ("f", "follow the log on/off"),
             ("j k PgUp PgDn g G", "scroll the log (wheel too)"),
+            ("[ ]", "scroll the steps (wheel too)"),
             ("/, n, N", "search, next match, previous"),
             ("c, r", "cancel, retry (asks first)"),
             ("y", "copy the job id (OSC 52)"),

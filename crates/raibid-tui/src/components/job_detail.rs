@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, MouseEventKind};
-use raibid_model::{Job, JobStatus};
+use raibid_model::{Job, JobStatus, StepStatus};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -13,7 +13,7 @@ use super::{Action, Command, Component, EventResult};
 use crate::fmt;
 use crate::log_buffer::LogBuffer;
 
-/// Step rows shown before the log gets the rest of the screen.
+/// Step rows shown before the log gets the rest of the screen; longer pipelines scroll.
 const MAX_STEP_ROWS: u16 = 6;
 /// Lines moved by one notch of the mouse wheel.
 const WHEEL_STEP: usize = 3;
@@ -42,6 +42,12 @@ pub(crate) struct JobDetailView {
     current_match: Option<usize>,
     /// The last search found nothing.
     no_match: bool,
+    /// The first step row the user scrolled to, and the step the table was kept at then:
+    /// once the job moves on to another step, the table follows it again.
+    steps_scroll: Option<(usize, usize)>,
+    /// Step rows that fit, as of the last frame.
+    step_rows: usize,
+    steps_area: Rect,
 }
 
 impl Default for JobDetailView {
@@ -58,8 +64,36 @@ impl Default for JobDetailView {
             editing_query: false,
             current_match: None,
             no_match: false,
+            steps_scroll: None,
+            step_rows: usize::from(MAX_STEP_ROWS),
+            steps_area: Rect::default(),
         }
     }
+}
+
+/// The step the table is kept at: the running one, else the first that failed (or was
+/// cancelled), else the last one of a finished job or the next one to run of a live job.
+fn focus_step(job: &Job) -> usize {
+    let steps = &job.steps;
+    let first = |status| steps.iter().position(|s| s.status == status);
+    first(StepStatus::Running)
+        .or_else(|| first(StepStatus::Failure))
+        .or_else(|| first(StepStatus::Cancelled))
+        .or_else(|| {
+            if job.status.is_final() {
+                None
+            } else {
+                first(StepStatus::Pending)
+            }
+        })
+        .unwrap_or(steps.len().saturating_sub(1))
+}
+
+/// The first of `rows` rows shown out of `len`, with `focus` in the middle where it can be.
+fn steps_window(len: usize, rows: usize, focus: usize) -> usize {
+    focus
+        .saturating_sub(rows.saturating_sub(1) / 2)
+        .min(len.saturating_sub(rows))
 }
 
 impl JobDetailView {
@@ -108,6 +142,27 @@ impl JobDetailView {
         if self.is_open(job_id) {
             self.stream = StreamState::Interrupted { error, retrying };
         }
+    }
+
+    /// The first step row shown: where the user scrolled, unless the job has moved on since.
+    fn steps_top(&self, job: &Job) -> usize {
+        let len = job.steps.len();
+        let focus = focus_step(job);
+        match self.steps_scroll {
+            Some((top, kept_at)) if kept_at == focus => top.min(len.saturating_sub(self.step_rows)),
+            _ => steps_window(len, self.step_rows, focus),
+        }
+    }
+
+    fn scroll_steps(&mut self, up: bool, by: usize) {
+        let Some(job) = &self.job else { return };
+        let top = self.steps_top(job);
+        let top = if up {
+            top.saturating_sub(by)
+        } else {
+            (top + by).min(job.steps.len().saturating_sub(self.step_rows))
+        };
+        self.steps_scroll = Some((top, focus_step(job)));
     }
 
     fn bottom(&self) -> usize {
@@ -225,6 +280,8 @@ impl JobDetailView {
                 self.top = 0;
             }
             KeyCode::End | KeyCode::Char('G') => self.follow = true,
+            KeyCode::Char('[') => self.scroll_steps(true, 1),
+            KeyCode::Char(']') => self.scroll_steps(false, 1),
             _ => return EventResult::Ignored,
         }
         EventResult::Consumed
@@ -281,8 +338,14 @@ impl JobDetailView {
         frame.render_widget(Paragraph::new(text).block(block), area);
     }
 
-    fn draw_steps(&self, frame: &mut Frame, area: Rect, job: &Job) {
-        let rows = job.steps.iter().map(|step| {
+    fn draw_steps(&mut self, frame: &mut Frame, area: Rect, job: &Job) {
+        self.steps_area = area;
+        // Borders and the header take three rows.
+        self.step_rows = usize::from(area.height.saturating_sub(3)).max(1);
+        let len = job.steps.len();
+        let top = self.steps_top(job);
+        let end = (top + self.step_rows).min(len);
+        let rows = job.steps[top..end].iter().map(|step| {
             let (status, style) = fmt::step_status(step.status);
             Row::new(vec![
                 Cell::from(step.name.as_str()),
@@ -301,6 +364,22 @@ impl JobDetailView {
         });
         let header = Row::new(["STEP", "STATUS", "EXIT", "DURATION"])
             .style(Style::new().add_modifier(Modifier::BOLD));
+        let mut block = Block::bordered();
+        if top > 0 || end < len {
+            let more = Style::new().fg(Color::Yellow);
+            block = block.title(format!(" Steps ({len}) · [ ] scroll "));
+            if top > 0 {
+                block =
+                    block.title(Line::styled(format!(" +{top} more above "), more).right_aligned());
+            }
+            if end < len {
+                block = block.title_bottom(
+                    Line::styled(format!(" +{} more below ", len - end), more).right_aligned(),
+                );
+            }
+        } else {
+            block = block.title(format!(" Steps ({len}) "));
+        }
         let table = Table::new(
             rows,
             [
@@ -311,7 +390,7 @@ impl JobDetailView {
             ],
         )
         .header(header)
-        .block(Block::bordered().title(format!(" Steps ({}) ", job.steps.len())));
+        .block(block);
         frame.render_widget(table, area);
     }
 
@@ -410,6 +489,18 @@ impl Component for JobDetailView {
             Event::Key(key) => self.handle_key(key),
             Event::Mouse(mouse)
                 if self
+                    .steps_area
+                    .contains(Position::new(mouse.column, mouse.row)) =>
+            {
+                match mouse.kind {
+                    MouseEventKind::ScrollUp => self.scroll_steps(true, 1),
+                    MouseEventKind::ScrollDown => self.scroll_steps(false, 1),
+                    _ => return EventResult::Ignored,
+                }
+                EventResult::Consumed
+            }
+            Event::Mouse(mouse)
+                if self
                     .log_area
                     .contains(Position::new(mouse.column, mouse.row)) =>
             {
@@ -457,6 +548,7 @@ impl Component for JobDetailView {
         ])
         .areas(area);
         self.draw_header(frame, header, &job, now);
+        self.steps_area = Rect::default();
         if steps_height > 0 {
             self.draw_steps(frame, steps, &job);
         }
@@ -560,6 +652,84 @@ mod tests {
             v.handle_event(&key(KeyCode::Esc)),
             EventResult::Action(Action::Back)
         );
+    }
+
+    fn pipeline(status: JobStatus, steps: &[StepStatus]) -> Job {
+        let mut j = job("01", "acme/app", status);
+        j.steps = steps
+            .iter()
+            .enumerate()
+            .map(|(i, status)| raibid_model::StepResult {
+                name: format!("step-{}", i + 1),
+                status: *status,
+                exit_code: None,
+                duration_ms: None,
+                tail: String::new(),
+            })
+            .collect();
+        j
+    }
+
+    #[test]
+    fn steps_table_is_kept_at_the_step_that_matters() {
+        use StepStatus::{Failure, Pending, Running, Skipped, Success};
+        // Failed at step 8 of 9: steps 4-9 are shown, the failure among them.
+        let failed = pipeline(
+            JobStatus::Failure,
+            &[
+                Success, Success, Success, Success, Success, Success, Success, Failure, Skipped,
+            ],
+        );
+        assert_eq!(focus_step(&failed), 7);
+        assert_eq!(steps_window(9, 6, focus_step(&failed)), 3);
+        let running = pipeline(
+            JobStatus::Running,
+            &[
+                Success, Success, Running, Pending, Pending, Pending, Pending,
+            ],
+        );
+        assert_eq!(focus_step(&running), 2);
+        assert_eq!(steps_window(7, 6, 2), 0);
+        let done = pipeline(JobStatus::Success, &[Success; 9]);
+        assert_eq!(steps_window(9, 6, focus_step(&done)), 3);
+        let queued = pipeline(JobStatus::Queued, &[Pending; 9]);
+        assert_eq!(steps_window(9, 6, focus_step(&queued)), 0);
+        // Everything fits: no window.
+        assert_eq!(steps_window(4, 6, 3), 0);
+    }
+
+    #[test]
+    fn brackets_scroll_the_steps_until_the_job_moves_on() {
+        use StepStatus::{Pending, Running, Success};
+        let mut steps = vec![Pending; 12];
+        steps[..7].fill(Success);
+        steps[7] = Running;
+        let mut v = JobDetailView::default();
+        v.open(pipeline(JobStatus::Running, &steps));
+        let top = |v: &JobDetailView| v.steps_top(v.job.as_ref().unwrap());
+        assert_eq!(top(&v), 5);
+        assert_eq!(
+            v.handle_event(&key(KeyCode::Char('['))),
+            EventResult::Consumed
+        );
+        v.handle_event(&key(KeyCode::Char('[')));
+        assert_eq!(top(&v), 3);
+        for _ in 0..20 {
+            v.handle_event(&key(KeyCode::Char(']')));
+        }
+        assert_eq!(top(&v), 6, "stops at the last step");
+        // A poll brings the same step running: the table stays where it was scrolled.
+        v.update_job(pipeline(JobStatus::Running, &steps));
+        assert_eq!(top(&v), 6);
+        for _ in 0..3 {
+            v.handle_event(&key(KeyCode::Char('[')));
+        }
+        assert_eq!(top(&v), 3);
+        // The next step starts: the table follows the job again.
+        steps[7] = Success;
+        steps[8] = Running;
+        v.update_job(pipeline(JobStatus::Running, &steps));
+        assert_eq!(top(&v), 6, "step 9 running: back at it");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Rendering cost must not grow with history: filtering and sorting happen when the data or
 //! the query changes, leaving a list of indices, and a frame builds only the rows on screen.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
@@ -129,23 +129,34 @@ impl JobStore {
         for job in update
             .older
             .into_iter()
+            .chain(update.refreshed)
             .chain(update.active)
             .chain(update.newest)
         {
             incoming.insert(job.id.clone(), job);
         }
+        let gone: HashSet<String> = update.gone.into_iter().collect();
         self.jobs.retain_mut(|job| match incoming.remove(&job.id) {
             Some(fresh) => {
                 *job = fresh;
                 true
             }
-            None => floor.as_ref().is_some_and(|f| job.id < *f),
+            // Older jobs missing from the update were only not asked for, unless the server
+            // said it no longer has them.
+            None => floor.as_ref().is_some_and(|f| job.id < *f) && !gone.contains(&job.id),
         });
         if !incoming.is_empty() {
             self.jobs.extend(incoming.into_values());
             self.jobs.sort_unstable_by(|a, b| b.id.cmp(&a.id));
         }
         self.jobs.truncate(MAX_JOBS);
+    }
+}
+
+#[cfg(test)]
+impl JobStore {
+    pub fn get(&self, id: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id == id)
     }
 }
 
@@ -530,6 +541,40 @@ mod tests {
         // The server has no jobs any more.
         store.apply(JobsUpdate::default());
         assert!(store.jobs.is_empty());
+    }
+
+    #[test]
+    fn store_takes_reread_jobs_and_drops_pruned_ones() {
+        let mut store = JobStore::default();
+        store.apply(JobsUpdate {
+            newest: vec![job("09", "a/x", JobStatus::Success)],
+            older: vec![
+                job("03", "a/y", JobStatus::Running),
+                job("02", "a/y", JobStatus::Queued),
+                job("01", "a/y", JobStatus::Running),
+            ],
+            ..Default::default()
+        });
+        // 03 finished, 02 was pruned; 01 was not asked about and stays as it was.
+        store.apply(JobsUpdate {
+            newest: vec![job("09", "a/x", JobStatus::Success)],
+            refreshed: vec![job("03", "a/y", JobStatus::Success)],
+            gone: vec!["02".into()],
+            ..Default::default()
+        });
+        let statuses: Vec<(&str, JobStatus)> = store
+            .jobs
+            .iter()
+            .map(|j| (j.id.as_str(), j.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("09", JobStatus::Success),
+                ("03", JobStatus::Success),
+                ("01", JobStatus::Running),
+            ]
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub use cluster::Kubeconfig;
 pub(crate) use confirm::Confirm;
 pub(crate) use help::Help;
 pub(crate) use job_detail::JobDetailView;
+#[cfg(test)]
+pub(crate) use jobs::JobStore;
 pub(crate) use jobs::{JobsView, MAX_JOBS};
 pub(crate) use queues::QueuesView;
 
