@@ -7,9 +7,13 @@
 //! (the plain-text endpoint returns them untouched). When the log ends, one `event: end` with
 //! `{"status": "<final status>"}` closes the stream. Idle streams carry keep-alive comments.
 //!
-//! Each stream holds its own Redis connection (blocking reads would stall a shared one) and
-//! waits at most [`FOLLOW_BLOCK`] per read, so server shutdown and client disconnects end it
-//! promptly.
+//! Each stream of a job that can still write holds its own Redis connection (blocking reads
+//! would stall a shared one) and waits at most [`FOLLOW_BLOCK`] per read, so server shutdown
+//! and client disconnects end it promptly. Those connections are why streams are bounded: a
+//! stream holds one of `server.max_log_streams` permits while it is open, and is closed after
+//! `server.log_stream_max_secs` without an `end` event, so the client reconnects with
+//! `Last-Event-ID` (a queued job may never end, and its followers must not hold their
+//! connections forever).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use raibid_model::{Job, JobStatus};
 use raibid_queue::{LogChunk, LogCursor, LogFollower, Queue, QueueError};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -34,20 +39,29 @@ pub(crate) fn stream(
     state: AppState,
     job: Job,
     start: LogCursor,
-    follower: LogFollower,
+    mut follower: Option<LogFollower>,
+    permit: OwnedSemaphorePermit,
 ) -> Response {
     let queue = state.queue().clone();
     let shutdown = state.shutdown().clone();
+    let lifetime = Duration::from_secs(state.config().server.log_stream_max_secs);
     let events = async_stream::stream! {
+        // Dropped with the stream, whether it ended or the client went away.
+        let _permit = permit;
         let id = job.id;
         let mut cursor = start;
-        let mut follower = Some(follower);
         // A job already final has nothing more coming: read what is left without blocking
         // (the client's cursor may even be past the end marker).
         let draining = job.status.is_final();
+        let expired = tokio::time::sleep(lifetime);
+        tokio::pin!(expired);
         loop {
             let read = tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = &mut expired => {
+                    debug!(job = %id, "log follow reached its maximum lifetime");
+                    break;
+                }
                 read = next_batch(&queue, &id, &cursor, draining, &mut follower) => read,
             };
             let batch = match read {
