@@ -211,7 +211,11 @@ fn paths() -> Value {
                     `data: {\"text\": \"<chunk>\"}` (the chunk JSON-encoded, as SSE data lines \
                     cannot hold newlines; bytes that are not UTF-8 become U+FFFD). When the log \
                     ends, `event: end` with `data: {\"status\": \"<final job status>\"}` and the \
-                    stream closes. Comment lines keep idle connections alive. A reconnect with \
+                    stream closes; if the job's record was deleted (pruned) before its final \
+                    status could be read, `event: gone` with \
+                    `data: {\"error\": {\"code\": \"gone\", \"message\": \"...\"}}` closes \
+                    it instead (do not reconnect: the job no longer exists). Comment lines keep \
+                    idle connections alive. A reconnect with \
                     Last-Event-ID continues after that event. A stream is closed without an end \
                     event after server.log_stream_max_secs (default 3600) or when the server \
                     shuts down: reconnect with Last-Event-ID. At most server.max_log_streams \

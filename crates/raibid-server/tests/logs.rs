@@ -367,3 +367,67 @@ async fn a_stream_ends_without_end_event_after_its_maximum_lifetime() {
         json!({ "text": "two\n" })
     );
 }
+
+/// A job whose record is deleted while it is followed ends the stream with `gone`, not with
+/// an `end` that has no status.
+#[tokio::test]
+async fn a_job_deleted_while_followed_ends_the_stream_with_gone() {
+    let server = TestServer::start().await;
+    let claimed = running_job(&server).await;
+    let id = claimed.job.id.clone();
+    server.queue.append_log(&id, b"one\n").await.unwrap();
+    let mut events = SseReader::new(
+        server
+            .get(&format!("/api/v1/jobs/{id}/logs?follow=true"))
+            .await,
+    );
+    assert_eq!(events.next(WAIT).await.unwrap().event, "log");
+
+    let reply = server
+        .redis
+        .command(&format!("DEL raibid:ci-jobs:job:{id}"))
+        .unwrap();
+    assert_eq!(reply, ":1", "the job record existed");
+    let gone = events.next(WAIT).await.unwrap();
+    assert_eq!(gone.event, "gone");
+    assert_eq!(gone.data["error"]["code"], "gone");
+    assert!(
+        gone.data["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&id)
+    );
+    assert_eq!(events.next(WAIT).await, None);
+}
+
+/// Shutdown while the final status cannot be read closes the stream without an `end` event,
+/// so the client resumes instead of taking a status-less end for the job's.
+#[tokio::test]
+async fn shutdown_before_the_final_status_is_read_sends_no_end() {
+    let mut server = TestServer::start().await;
+    let claimed = running_job(&server).await;
+    let id = claimed.job.id.clone();
+    server.queue.append_log(&id, b"one\n").await.unwrap();
+    let mut events = SseReader::new(
+        server
+            .get(&format!("/api/v1/jobs/{id}/logs?follow=true"))
+            .await,
+    );
+    assert_eq!(events.next(WAIT).await.unwrap().event, "log");
+
+    // A record the server cannot decode: reading the final status fails until shutdown.
+    let reply = server
+        .redis
+        .command(&format!("HSET raibid:ci-jobs:job:{id} spec not-json"))
+        .unwrap();
+    assert_eq!(reply, ":0", "spec was overwritten");
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    // The follower sees the end marker at once and then retries the status every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.shutdown().await;
+    assert_eq!(events.next(WAIT).await, None, "no end event on shutdown");
+}
