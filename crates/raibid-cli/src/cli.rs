@@ -253,11 +253,15 @@ pub enum JobCommand {
     },
     /// Show one job with its steps.
     Show { id: String },
-    /// Print a job's log; `--follow` streams it until the job ends.
+    /// Print a job's log; `--follow` streams it until the job ends, reconnecting where it
+    /// left off when the stream breaks, and exits 0 only if the job succeeded.
     Logs {
         id: String,
         #[arg(long, short)]
         follow: bool,
+        /// With --follow: give up when the job could not be read for this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        retry_for: u64,
     },
     /// Cancel a queued or running job.
     Cancel { id: String },

@@ -18,7 +18,8 @@ pub use sse::{LogEvent, SseParser};
 pub enum ClientError {
     #[error("cannot reach the raibid server at {url}: {message}")]
     Unreachable { url: String, message: String },
-    /// The server's own `{"error": {"code", "message"}}`.
+    /// The server's own `{"error": {"code", "message"}}`. A log stream's `gone` event
+    /// becomes status 410 with code `gone`: like a 4xx, asking again will not help.
     #[error("{status}: {message} ({code})")]
     Api {
         status: u16,
@@ -308,7 +309,9 @@ impl Client {
     }
 
     /// Follows a job's log over Server-Sent Events, calling `on_event` for each event until
-    /// the job ends (returns its final status) or the stream breaks.
+    /// the job ends (returns its final status) or the stream breaks (returns `None`: resume
+    /// with the id of the last log event). A job deleted before its log ended is
+    /// [`ClientError::Api`] with status 410 and code `gone`.
     pub async fn follow_logs(
         &self,
         id: &str,
@@ -335,8 +338,16 @@ impl Client {
             })?;
             for event in parser.feed(&chunk) {
                 on_event(&event);
-                if let LogEvent::End { status } = event {
-                    return Ok(Some(status));
+                match event {
+                    LogEvent::End { status } => return Ok(Some(status)),
+                    LogEvent::Gone { message } => {
+                        return Err(ClientError::Api {
+                            status: 410,
+                            code: "gone".into(),
+                            message,
+                        });
+                    }
+                    LogEvent::Log { .. } => {}
                 }
             }
         }
@@ -365,6 +376,52 @@ mod tests {
     fn ids_cannot_escape_the_path() {
         assert_eq!(segment("01ARZ3NDEK"), "01ARZ3NDEK");
         assert_eq!(segment("../x"), "%2E%2E%2Fx");
+    }
+
+    /// One canned HTTP response on a loopback port, for the client's side of the wire.
+    async fn serve_once(response: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request cut short");
+                request.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(response.as_bytes()).await.unwrap();
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_gone_event_ends_the_follow_with_a_410() {
+        let base = serve_once(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+             event: log\nid: 1-0\ndata: {\"text\":\"a\\n\"}\n\n\
+             event: gone\ndata: {\"error\":{\"code\":\"gone\",\"message\":\"job J was deleted before its log ended\"}}\n\n",
+        )
+        .await;
+        let client = Client::new(&base, None).unwrap();
+        let mut seen = Vec::new();
+        let result = client
+            .follow_logs("J", None, |e| seen.push(e.clone()))
+            .await;
+        match result {
+            Err(ClientError::Api {
+                status: 410,
+                code,
+                message,
+            }) => {
+                assert_eq!(code, "gone");
+                assert!(message.contains("deleted"), "{message}");
+            }
+            other => panic!("expected a 410 gone, got {other:?}"),
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
     }
 
     #[test]

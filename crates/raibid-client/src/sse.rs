@@ -14,6 +14,11 @@ pub enum LogEvent {
     End {
         status: JobStatus,
     },
+    /// The job was deleted before its log ended: nothing more will come, and reconnecting
+    /// would only find no job. `message` is the server's explanation.
+    Gone {
+        message: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -24,6 +29,17 @@ struct LogData {
 #[derive(Deserialize)]
 struct EndData {
     status: JobStatus,
+}
+
+/// `gone` carries the server's usual error body.
+#[derive(Deserialize)]
+struct GoneData {
+    error: GoneDetail,
+}
+
+#[derive(Deserialize)]
+struct GoneDetail {
+    message: String,
 }
 
 /// Incremental parser: feed it bytes as they arrive, get complete events back.
@@ -72,12 +88,11 @@ fn parse_block(block: &str) -> Option<LogEvent> {
         let value = value.strip_prefix(' ').unwrap_or(value);
         match field {
             "event" => {
-                event = if value == "end" {
-                    "end"
-                } else if value == "log" {
-                    "log"
-                } else {
-                    "other"
+                event = match value {
+                    "end" => "end",
+                    "log" => "log",
+                    "gone" => "gone",
+                    _ => "other",
                 }
             }
             "id" => id = Some(value.to_owned()),
@@ -98,6 +113,13 @@ fn parse_block(block: &str) -> Option<LogEvent> {
         "end" => {
             let status = serde_json::from_str::<EndData>(&data).ok()?.status;
             Some(LogEvent::End { status })
+        }
+        "gone" => {
+            // Whatever the body, the event alone says the job is gone.
+            let message = serde_json::from_str::<GoneData>(&data)
+                .map(|d| d.error.message)
+                .unwrap_or_else(|_| "the job was deleted before its log ended".into());
+            Some(LogEvent::Gone { message })
         }
         _ => None,
     }
@@ -125,6 +147,26 @@ mod tests {
                 },
                 LogEvent::End {
                     status: JobStatus::Success
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn gone_is_understood_with_or_without_its_message() {
+        let mut p = SseParser::default();
+        let events = p.feed(
+            b"event: gone\ndata: {\"error\":{\"code\":\"gone\",\"message\":\"job X was deleted\"}}\n\n\
+              event: gone\ndata: {}\n\n",
+        );
+        assert_eq!(
+            events,
+            vec![
+                LogEvent::Gone {
+                    message: "job X was deleted".into()
+                },
+                LogEvent::Gone {
+                    message: "the job was deleted before its log ended".into()
                 }
             ]
         );

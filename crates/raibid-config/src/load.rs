@@ -175,6 +175,18 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             "use letters, digits, '-', '_' or '.'".into(),
         ));
     }
+    if config.server.max_log_streams == 0 {
+        return Err(semantic(
+            "server.max_log_streams",
+            "must be at least 1".into(),
+        ));
+    }
+    if config.server.log_stream_max_secs == 0 {
+        return Err(semantic(
+            "server.log_stream_max_secs",
+            "must be at least 1".into(),
+        ));
+    }
     if config.redis.max_attempts == 0 {
         return Err(semantic("redis.max_attempts", "must be at least 1".into()));
     }
@@ -330,5 +342,24 @@ flux:
         let (c, src) = load(Some(&path)).unwrap();
         assert_eq!(c.up.max_agents, 7);
         assert_eq!(src, ConfigSource::File(path));
+    }
+
+    #[test]
+    fn log_stream_limits_must_allow_a_stream() {
+        let c = parse("server:\n  max_log_streams: 2\n  log_stream_max_secs: 60\n").unwrap();
+        assert_eq!(
+            (c.server.max_log_streams, c.server.log_stream_max_secs),
+            (2, 60)
+        );
+        for (text, key) in [
+            ("server:\n  max_log_streams: 0\n", "server.max_log_streams"),
+            (
+                "server:\n  log_stream_max_secs: 0\n",
+                "server.log_stream_max_secs",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

@@ -193,6 +193,13 @@ pub struct ServerConfig {
     /// Events that create jobs: push, tag, pull_request, manual.
     pub events: Vec<raibid_model::Event>,
     pub body_limit_bytes: u64,
+    /// Log streams (`logs?follow=true`) open at once; each holds a Redis connection, so the
+    /// bound keeps followers from exhausting file descriptors or Redis's `maxclients`. Past
+    /// it, a follow is refused with 503.
+    pub max_log_streams: u32,
+    /// A log stream is closed after this long (without its `end` event) and the client
+    /// resumes with `Last-Event-ID`, so no stream holds its connection forever.
+    pub log_stream_max_secs: u64,
     pub default_pool: PoolName,
     /// First matching rule wins; no match: `default_pool`.
     pub pool_rules: Vec<PoolRule>,
@@ -222,6 +229,8 @@ impl Default for ServerConfig {
                 raibid_model::Event::Manual,
             ],
             body_limit_bytes: 5 * 1024 * 1024,
+            max_log_streams: 256,
+            log_stream_max_secs: 3600,
             default_pool: PoolName::default(),
             pool_rules: Vec::new(),
             pools: Vec::new(),

@@ -10,6 +10,9 @@ use serde::Serialize;
 const RETRY_AFTER_UNAVAILABLE: &str = "5";
 /// A full queue drains at the speed of the agents, so asking again at once only adds load.
 const RETRY_AFTER_FULL: &str = "30";
+/// Stream slots free up as followed jobs end or clients leave; a few seconds is enough to
+/// find one without a tight loop of refused requests.
+const RETRY_AFTER_STREAMS: &str = "10";
 
 /// Every way a request can fail.
 ///
@@ -61,6 +64,12 @@ pub(crate) enum ApiError {
     QueueUnavailable(String),
     #[error("{0}")]
     QueueFull(String),
+    /// Every log stream slot (`server.max_log_streams`) is taken.
+    #[error(
+        "too many log streams are open (server.max_log_streams = {limit}); retry later, or read \
+         the log without follow"
+    )]
+    TooManyLogStreams { limit: u32 },
     #[error("the request took too long and was abandoned")]
     Timeout,
     #[error("internal error: {0}")]
@@ -84,9 +93,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnresolvableRef(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::QueueUnavailable(_) | ApiError::QueueFull(_) | ApiError::Timeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::QueueUnavailable(_)
+            | ApiError::QueueFull(_)
+            | ApiError::TooManyLogStreams { .. }
+            | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +122,7 @@ impl ApiError {
             ApiError::UnresolvableRef(_) => "unresolvable_ref",
             ApiError::QueueUnavailable(_) => "unavailable",
             ApiError::QueueFull(_) => "queue_full",
+            ApiError::TooManyLogStreams { .. } => "too_many_log_streams",
             ApiError::Timeout => "timeout",
             ApiError::Internal(_) => "internal",
         }
@@ -121,6 +132,7 @@ impl ApiError {
         match self {
             ApiError::QueueUnavailable(_) | ApiError::Timeout => Some(RETRY_AFTER_UNAVAILABLE),
             ApiError::QueueFull(_) => Some(RETRY_AFTER_FULL),
+            ApiError::TooManyLogStreams { .. } => Some(RETRY_AFTER_STREAMS),
             _ => None,
         }
     }

@@ -211,8 +211,16 @@ fn paths() -> Value {
                     `data: {\"text\": \"<chunk>\"}` (the chunk JSON-encoded, as SSE data lines \
                     cannot hold newlines; bytes that are not UTF-8 become U+FFFD). When the log \
                     ends, `event: end` with `data: {\"status\": \"<final job status>\"}` and the \
-                    stream closes. Comment lines keep idle connections alive. A reconnect with \
-                    Last-Event-ID continues after that event.",
+                    stream closes; if the job's record was deleted (pruned) before its final \
+                    status could be read, `event: gone` with \
+                    `data: {\"error\": {\"code\": \"gone\", \"message\": \"...\"}}` closes \
+                    it instead (do not reconnect: the job no longer exists). Comment lines keep \
+                    idle connections alive. A reconnect with \
+                    Last-Event-ID continues after that event. A stream is closed without an end \
+                    event after server.log_stream_max_secs (default 3600) or when the server \
+                    shuts down: reconnect with Last-Event-ID. At most server.max_log_streams \
+                    (default 256) streams are open at once; past that, 503 with code \
+                    too_many_log_streams and Retry-After.",
                 "security": [{}, { "bearer": [] }],
                 "parameters": [
                     job_id_parameter(),
@@ -237,7 +245,9 @@ fn paths() -> Value {
                     "400": bad_request,
                     "401": unauthorized,
                     "404": not_found,
-                    "503": unavailable
+                    "503": error("Redis is unavailable (code unavailable), or, with follow, \
+                        server.max_log_streams streams are already open (code \
+                        too_many_log_streams); retry after Retry-After seconds.")
                 }
             }
         },

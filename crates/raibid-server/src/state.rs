@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use raibid_config::Config;
 use raibid_queue::Queue;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::ServerError;
@@ -23,6 +24,8 @@ struct Inner {
     repos: RepoRules,
     metrics: Metrics,
     shutdown: CancellationToken,
+    /// One permit per open log stream, `server.max_log_streams` in all.
+    log_streams: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -31,6 +34,7 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Inner {
                 repos: RepoRules::new(&config)?,
+                log_streams: Arc::new(Semaphore::new(config.server.max_log_streams as usize)),
                 config,
                 queue,
                 metrics: Metrics::new(),
@@ -53,6 +57,11 @@ impl AppState {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Slots for log streams: a stream holds its permit until it ends.
+    pub(crate) fn log_streams(&self) -> &Arc<Semaphore> {
+        &self.inner.log_streams
     }
 
     /// Cancelled when the server shuts down; streams and background tasks end on it.

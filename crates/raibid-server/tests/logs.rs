@@ -9,7 +9,7 @@ use raibid_queue::Claimed;
 use reqwest::StatusCode;
 use serde_json::json;
 use support::sse::SseReader;
-use support::{SHA, TestServer, json};
+use support::{SHA, TestServer, eventually, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -200,4 +200,229 @@ async fn following_a_queued_job_waits_for_its_first_output() {
         (end.event.as_str(), &end.data),
         ("end", &json!({ "status": "cancelled" }))
     );
+}
+
+/// A raw connection of the test's own to the server's Redis, kept open so that reading
+/// counters does not itself count as a new connection.
+struct RedisInfo {
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl RedisInfo {
+    fn connect(server: &TestServer) -> Self {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", server.redis.port())).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Self {
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+
+    /// One numeric field of `INFO <section>`.
+    fn field(&mut self, section: &str, name: &str) -> u64 {
+        use std::io::{BufRead, Read, Write};
+        write!(self.reader.get_mut(), "INFO {section}\r\n").unwrap();
+        let mut header = String::new();
+        self.reader.read_line(&mut header).unwrap();
+        let len: usize = header
+            .trim_end()
+            .strip_prefix('$')
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = vec![0; len + 2];
+        self.reader.read_exact(&mut body).unwrap();
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("INFO {section} has no {name}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+async fn queued_job(server: &TestServer) -> String {
+    let response = server
+        .post_json(
+            "/api/v1/jobs",
+            &json!({ "repo": "acme/app", "clone_url": "https://git.example/acme/app.git", "sha": SHA }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    json(response).await["id"].as_str().unwrap().to_owned()
+}
+
+/// Each follow of a job that can still write holds a Redis connection: past
+/// `server.max_log_streams` a follow is refused, and a slot frees when a follower leaves.
+#[tokio::test]
+async fn follow_streams_beyond_the_limit_are_refused_until_one_ends() {
+    let mut config = support::config();
+    config.server.max_log_streams = 2;
+    let server = TestServer::start_with(config).await;
+    let id = queued_job(&server).await;
+    let path = format!("/api/v1/jobs/{id}/logs?follow=true");
+
+    let first = server.get(&path).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = server.get(&path).await;
+    assert_eq!(second.status(), StatusCode::OK);
+
+    let refused = server.get(&path).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = json(refused).await;
+    assert_eq!(body["error"]["code"], "too_many_log_streams");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("server.max_log_streams = 2"), "{message}");
+    // Reads that hold no stream are not limited.
+    let plain = server.get(&format!("/api/v1/jobs/{id}/logs")).await;
+    assert_eq!(plain.status(), StatusCode::OK);
+
+    drop(first);
+    let third = eventually(WAIT, "a free stream slot", || async {
+        let response = server.get(&path).await;
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await;
+    let mut events = SseReader::new(third);
+    server.queue.append_log(&id, b"hello\n").await.unwrap();
+    assert_eq!(
+        events.next(WAIT).await.unwrap().data,
+        json!({ "text": "hello\n" })
+    );
+    drop(second);
+}
+
+/// A finished job's log is drained over the shared connection: following it must not open
+/// a Redis connection per request.
+#[tokio::test]
+async fn following_a_finished_job_opens_no_redis_connection() {
+    let server = TestServer::start().await;
+    let claimed = running_job(&server).await;
+    let id = claimed.job.id.clone();
+    server.queue.append_log(&id, b"done\n").await.unwrap();
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    let path = format!("/api/v1/jobs/{id}/logs?follow=true");
+    // Warm-up: the server's shared connection is open once a follow has been answered.
+    let mut events = SseReader::new(server.get(&path).await);
+    while events.next(WAIT).await.is_some() {}
+
+    let mut info = RedisInfo::connect(&server);
+    let before = info.field("stats", "total_connections_received");
+    for _ in 0..10 {
+        let mut events = SseReader::new(server.get(&path).await);
+        assert_eq!(events.next(WAIT).await.unwrap().event, "log");
+        let end = events.next(WAIT).await.unwrap();
+        assert_eq!(end.data, json!({ "status": "success" }));
+        assert_eq!(events.next(WAIT).await, None);
+    }
+    let after = info.field("stats", "total_connections_received");
+    assert_eq!(after - before, 0, "connections opened by 10 follows");
+}
+
+/// A stream is closed without an `end` event after `server.log_stream_max_secs`, releases
+/// its slot, and the client resumes after the last event it saw.
+#[tokio::test]
+async fn a_stream_ends_without_end_event_after_its_maximum_lifetime() {
+    let mut config = support::config();
+    config.server.max_log_streams = 1;
+    config.server.log_stream_max_secs = 1;
+    let server = TestServer::start_with(config).await;
+    let claimed = running_job(&server).await;
+    let id = claimed.job.id.clone();
+    server.queue.append_log(&id, b"one\n").await.unwrap();
+    let path = format!("/api/v1/jobs/{id}/logs?follow=true");
+
+    let started = std::time::Instant::now();
+    let mut events = SseReader::new(server.get(&path).await);
+    let first = events.next(WAIT).await.unwrap();
+    assert_eq!(first.data, json!({ "text": "one\n" }));
+    assert_eq!(events.next(WAIT).await, None, "closed without an end event");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    server.queue.append_log(&id, b"two\n").await.unwrap();
+    let resumed = eventually(WAIT, "the slot of the expired stream", || async {
+        let response = server
+            .client
+            .get(server.url(&path))
+            .header("last-event-id", first.id.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await;
+    let mut events = SseReader::new(resumed);
+    assert_eq!(
+        events.next(WAIT).await.unwrap().data,
+        json!({ "text": "two\n" })
+    );
+}
+
+/// A job whose record is deleted while it is followed ends the stream with `gone`, not with
+/// an `end` that has no status.
+#[tokio::test]
+async fn a_job_deleted_while_followed_ends_the_stream_with_gone() {
+    let server = TestServer::start().await;
+    let claimed = running_job(&server).await;
+    let id = claimed.job.id.clone();
+    server.queue.append_log(&id, b"one\n").await.unwrap();
+    let mut events = SseReader::new(
+        server
+            .get(&format!("/api/v1/jobs/{id}/logs?follow=true"))
+            .await,
+    );
+    assert_eq!(events.next(WAIT).await.unwrap().event, "log");
+
+    let reply = server
+        .redis
+        .command(&format!("DEL raibid:ci-jobs:job:{id}"))
+        .unwrap();
+    assert_eq!(reply, ":1", "the job record existed");
+    let gone = events.next(WAIT).await.unwrap();
+    assert_eq!(gone.event, "gone");
+    assert_eq!(gone.data["error"]["code"], "gone");
+    assert!(
+        gone.data["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&id)
+    );
+    assert_eq!(events.next(WAIT).await, None);
+}
+
+/// Shutdown while the final status cannot be read closes the stream without an `end` event,
+/// so the client resumes instead of taking a status-less end for the job's.
+#[tokio::test]
+async fn shutdown_before_the_final_status_is_read_sends_no_end() {
+    let mut server = TestServer::start().await;
+    let claimed = running_job(&server).await;
+    let id = claimed.job.id.clone();
+    server.queue.append_log(&id, b"one\n").await.unwrap();
+    let mut events = SseReader::new(
+        server
+            .get(&format!("/api/v1/jobs/{id}/logs?follow=true"))
+            .await,
+    );
+    assert_eq!(events.next(WAIT).await.unwrap().event, "log");
+
+    // A record the server cannot decode: reading the final status fails until shutdown.
+    let reply = server
+        .redis
+        .command(&format!("HSET raibid:ci-jobs:job:{id} spec not-json"))
+        .unwrap();
+    assert_eq!(reply, ":0", "spec was overwritten");
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    // The follower sees the end marker at once and then retries the status every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.shutdown().await;
+    assert_eq!(events.next(WAIT).await, None, "no end event on shutdown");
 }

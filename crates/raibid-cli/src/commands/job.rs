@@ -1,10 +1,11 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use raibid_client::{ListJobs, LogEvent, SubmitJob};
+use raibid_client::{Client, ClientError, ListJobs, LogEvent, SubmitJob};
 use raibid_config::Config;
 use raibid_model::{Job, JobStatus};
 
@@ -78,26 +79,13 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 print!("{}", describe(&job));
             }
         }
-        JobCommand::Logs { id, follow } => {
+        JobCommand::Logs {
+            id,
+            follow,
+            retry_for,
+        } => {
             if follow {
-                let mut stdout = std::io::stdout();
-                let status = client
-                    .follow_logs(&id, None, |event| {
-                        if let LogEvent::Log { text, .. } = event {
-                            let _ = stdout.write_all(text.as_bytes());
-                            let _ = stdout.flush();
-                        }
-                    })
-                    .await?;
-                match status {
-                    Some(status) => {
-                        eprintln!("job {id} finished: {status}");
-                        return Ok(exit_for(status));
-                    }
-                    None => bail!(
-                        "the log stream ended before the job did; run the command again to resume"
-                    ),
-                }
+                return follow_logs(&client, &id, Duration::from_secs(retry_for)).await;
             }
             let mut cursor: Option<String> = None;
             loop {
@@ -131,6 +119,94 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `logs --follow`: prints the log until the job ends, reconnecting after the last event seen
+/// whenever the stream breaks (server restart, proxy timeout, the server's stream lifetime),
+/// so a long build can be watched to its end and each line is printed once. Gives up when the
+/// job could not be read for `retry_for`, or at once on answers that asking again will not
+/// change (no such job, not allowed, job deleted).
+async fn follow_logs(client: &Client, id: &str, retry_for: Duration) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout();
+    let mut last_event: Option<String> = None;
+    let mut backoff = Backoff::default();
+    // The last time the server showed it could read the job.
+    let mut readable_at = Instant::now();
+    loop {
+        let resume_after = last_event.clone();
+        let mut progressed = false;
+        let result = client
+            .follow_logs(id, resume_after.as_deref(), |event| {
+                if let LogEvent::Log { id, text } = event {
+                    let _ = stdout.write_all(text.as_bytes());
+                    let _ = stdout.flush();
+                    if id.is_some() {
+                        last_event.clone_from(id);
+                    }
+                    progressed = true;
+                }
+            })
+            .await;
+        let reason = match result {
+            Ok(Some(status)) => {
+                eprintln!("job {id} finished: {status}");
+                return Ok(exit_for(status));
+            }
+            Ok(None) => {
+                readable_at = Instant::now();
+                "the server closed the stream".to_owned()
+            }
+            Err(ClientError::Api { status, .. })
+                if (400..500).contains(&status) && status != 408 && status != 429 =>
+            {
+                return Err(result.unwrap_err().into());
+            }
+            Err(e) => e.to_string(),
+        };
+        if progressed {
+            readable_at = Instant::now();
+            backoff.reset();
+        }
+        let left = retry_for.saturating_sub(readable_at.elapsed());
+        if left.is_zero() {
+            bail!(
+                "could not read job {id} for {} s ({reason}); giving up",
+                retry_for.as_secs()
+            );
+        }
+        let wait = backoff.next_wait().min(left);
+        eprintln!(
+            "raibid: log stream interrupted ({reason}); reconnecting in {:.1} s",
+            wait.as_secs_f64()
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Doubling waits between reconnects, capped so a server that comes back is found soon.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
 }
 
 /// `logs --follow` exits like the job: scripts can wait for a build with it.
@@ -236,6 +312,15 @@ fn describe(job: &Job) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_waits_double_to_a_ceiling_and_reset() {
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..7).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+        b.reset();
+        assert_eq!(b.next_wait(), Duration::from_millis(500));
+    }
 
     #[test]
     fn env_pairs_parse() {

@@ -5,11 +5,20 @@
 //! cannot hold raw newlines, and JSON-encoding the chunk keeps one event per chunk, which a
 //! client decodes with any JSON parser. Bytes that are not UTF-8 are replaced with U+FFFD
 //! (the plain-text endpoint returns them untouched). When the log ends, one `event: end` with
-//! `{"status": "<final status>"}` closes the stream. Idle streams carry keep-alive comments.
+//! `{"status": "<final status>"}` closes the stream. If the job's record was deleted (pruned)
+//! before its final status could be read, one `event: gone` with the error body of a 410
+//! (`{"error": {"code": "gone", "message"}}`) closes it instead: an `end` without a status
+//! would be unreadable, and reconnecting could only get 404. A stream cut by server shutdown
+//! gets neither, so the client resumes with `Last-Event-ID`. Idle streams carry keep-alive
+//! comments.
 //!
-//! Each stream holds its own Redis connection (blocking reads would stall a shared one) and
-//! waits at most [`FOLLOW_BLOCK`] per read, so server shutdown and client disconnects end it
-//! promptly.
+//! Each stream of a job that can still write holds its own Redis connection (blocking reads
+//! would stall a shared one) and waits at most [`FOLLOW_BLOCK`] per read, so server shutdown
+//! and client disconnects end it promptly. Those connections are why streams are bounded: a
+//! stream holds one of `server.max_log_streams` permits while it is open, and is closed after
+//! `server.log_stream_max_secs` without an `end` event, so the client reconnects with
+//! `Last-Event-ID` (a queued job may never end, and its followers must not hold their
+//! connections forever).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,6 +28,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use raibid_model::{Job, JobStatus};
 use raibid_queue::{LogChunk, LogCursor, LogFollower, Queue, QueueError};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -34,20 +44,29 @@ pub(crate) fn stream(
     state: AppState,
     job: Job,
     start: LogCursor,
-    follower: LogFollower,
+    mut follower: Option<LogFollower>,
+    permit: OwnedSemaphorePermit,
 ) -> Response {
     let queue = state.queue().clone();
     let shutdown = state.shutdown().clone();
+    let lifetime = Duration::from_secs(state.config().server.log_stream_max_secs);
     let events = async_stream::stream! {
+        // Dropped with the stream, whether it ended or the client went away.
+        let _permit = permit;
         let id = job.id;
         let mut cursor = start;
-        let mut follower = Some(follower);
         // A job already final has nothing more coming: read what is left without blocking
         // (the client's cursor may even be past the end marker).
         let draining = job.status.is_final();
+        let expired = tokio::time::sleep(lifetime);
+        tokio::pin!(expired);
         loop {
             let read = tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = &mut expired => {
+                    debug!(job = %id, "log follow reached its maximum lifetime");
+                    break;
+                }
                 read = next_batch(&queue, &id, &cursor, draining, &mut follower) => read,
             };
             let batch = match read {
@@ -67,12 +86,17 @@ pub(crate) fn stream(
             }
             cursor = batch.next;
             if batch.finished || (draining && !progressed) {
-                let status = if draining {
-                    Some(job.status)
+                let ending = if draining {
+                    Ending::Status(job.status)
                 } else {
                     final_status(&queue, &id, &shutdown).await
                 };
-                yield Ok(end_event(status));
+                match ending {
+                    Ending::Status(status) => yield Ok(end_event(status)),
+                    Ending::Gone => yield Ok(gone_event(&id)),
+                    // The log has not been seen to its end by this client: it resumes.
+                    Ending::Shutdown => {}
+                }
                 break;
             }
         }
@@ -105,16 +129,25 @@ async fn next_batch(
     follower.next(cursor, FOLLOW_BLOCK).await
 }
 
-/// The job's status once its log has ended; `None` if it was pruned meanwhile or shutdown came
-/// first.
-async fn final_status(queue: &Queue, id: &str, shutdown: &CancellationToken) -> Option<JobStatus> {
+/// How a stream whose log has ended is closed.
+enum Ending {
+    Status(JobStatus),
+    /// The job's record no longer exists (pruned).
+    Gone,
+    /// The server is shutting down before the status could be read.
+    Shutdown,
+}
+
+/// The job's status once its log has ended.
+async fn final_status(queue: &Queue, id: &str, shutdown: &CancellationToken) -> Ending {
     loop {
         match queue.get(id).await {
-            Ok(job) => return job.map(|j| j.status),
+            Ok(Some(job)) => return Ending::Status(job.status),
+            Ok(None) => return Ending::Gone,
             Err(e) => {
                 warn!(job = %id, error = %e, "could not read the final status; retrying");
                 tokio::select! {
-                    () = shutdown.cancelled() => return None,
+                    () = shutdown.cancelled() => return Ending::Shutdown,
                     () = tokio::time::sleep(RETRY_PAUSE) => {}
                 }
             }
@@ -130,7 +163,15 @@ fn log_event(chunk: &LogChunk) -> Event {
         .data(data.to_string())
 }
 
-fn end_event(status: Option<JobStatus>) -> Event {
+fn end_event(status: JobStatus) -> Event {
     let data = serde_json::json!({ "status": status });
     Event::default().event("end").data(data.to_string())
+}
+
+fn gone_event(id: &str) -> Event {
+    let data = serde_json::json!({ "error": {
+        "code": "gone",
+        "message": format!("job {id} was deleted before its log ended"),
+    } });
+    Event::default().event("gone").data(data.to_string())
 }

@@ -1,6 +1,8 @@
 //! `GET /api/v1/jobs/{id}/logs`: a job's output, read once as text or followed as
 //! Server-Sent Events (`?follow=true`, see [`super::follow`]).
 
+use std::sync::Arc;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -66,8 +68,18 @@ pub(crate) async fn logs(
         .await?
         .ok_or_else(|| not_found(&id))?;
     if follow {
-        let follower = state.queue().log_follower(&job.id).await?;
-        Ok(follow::stream(state, job, cursor, follower))
+        let limit = state.config().server.max_log_streams;
+        let permit = Arc::clone(state.log_streams())
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyLogStreams { limit })?;
+        // A finished job's log is drained over the shared connection: only a job that can
+        // still write needs a connection of its own for blocking reads.
+        let follower = if job.status.is_final() {
+            None
+        } else {
+            Some(state.queue().log_follower(&job.id).await?)
+        };
+        Ok(follow::stream(state, job, cursor, follower, permit))
     } else {
         plain(&state, &job, cursor).await
     }

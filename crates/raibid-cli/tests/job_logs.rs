@@ -1,0 +1,227 @@
+//! `raibid job logs --follow` against a real `raibid server` process and redis-server.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName};
+use raibid_queue::{Claimed, Queue, QueueOptions};
+use raibid_testkit::RedisServer;
+use tokio::io::AsyncReadExt;
+
+const RAIBID: &str = env!("CARGO_BIN_EXE_raibid");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `raibid server` on `port`; returns once it accepts connections.
+fn start_server(config: &Path, port: u16, redis_url: &str) -> Child {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut child = Command::new(RAIBID)
+            .arg("--config")
+            .arg(config)
+            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+            .env("RAIBID_REDIS_URL", redis_url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return child;
+            }
+            // The port may still be held by the previous process for a moment.
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop(mut server: Child) {
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+async fn running_job(queue: &Queue) -> Claimed {
+    queue
+        .enqueue(NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            "refs/heads/main",
+            "0123456789abcdef0123456789abcdef01234567",
+            Event::Manual,
+        ))
+        .await
+        .unwrap();
+    queue
+        .claimer("agent-1")
+        .await
+        .unwrap()
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("the job just queued")
+}
+
+/// `raibid job logs --follow <id>` with its output collected as it comes.
+struct Follower {
+    child: tokio::process::Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Follower {
+    fn start(config: &Path, url: &str, id: &str, extra: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(RAIBID)
+            .arg("--config")
+            .arg(config)
+            .args(["job", "logs", "--follow", id, "--server", url])
+            .args(extra)
+            .env_remove("RAIBID_REDIS_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let collect = |mut pipe: Box<dyn tokio::io::AsyncRead + Send + Unpin>| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let sink = Arc::clone(&text);
+            tokio::spawn(async move {
+                let mut buf = [0; 4096];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            text
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    async fn wait_for_output(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.stdout.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the output; stderr: {}",
+                self.stderr.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Exit status, stdout, stderr once the command has ended.
+    async fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("the command ended in time")
+            .unwrap();
+        // The pipes are closed: let the readers take the last bytes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stdout = self.stdout.lock().unwrap().clone();
+        let stderr = self.stderr.lock().unwrap().clone();
+        (status, stdout, stderr)
+    }
+}
+
+fn empty_config(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, "").unwrap();
+    file
+}
+
+#[tokio::test]
+async fn follow_resumes_through_a_server_restart_printing_each_line_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = empty_config(dir.path());
+    let port = raibid_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = start_server(&config, port, &redis.url());
+    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
+    let claimed = running_job(&queue).await;
+    let id = claimed.job.id.clone();
+    let line = |n: usize| format!("line {n}\n");
+
+    for n in 1..=3 {
+        queue.append_log(&id, line(n).as_bytes()).await.unwrap();
+    }
+    let follower = Follower::start(&config, &url, &id, &[]);
+    follower.wait_for_output(&line(3)).await;
+
+    stop(server);
+    for n in 4..=6 {
+        queue.append_log(&id, line(n).as_bytes()).await.unwrap();
+    }
+    // Long enough for the follower to fail at least one reconnect.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let server = start_server(&config, port, &redis.url());
+    for n in 7..=9 {
+        queue.append_log(&id, line(n).as_bytes()).await.unwrap();
+    }
+    follower.wait_for_output(&line(9)).await;
+    queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+
+    let (status, stdout, stderr) = follower.finish().await;
+    stop(server);
+    let expected: String = (1..=9).map(line).collect();
+    assert_eq!(stdout, expected, "stderr: {stderr}");
+    assert!(status.success(), "{status:?}; stderr: {stderr}");
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("job {id} finished: success")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn follow_gives_up_when_the_job_stays_unreadable() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = empty_config(dir.path());
+    let port = raibid_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = start_server(&config, port, &redis.url());
+    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
+    let claimed = running_job(&queue).await;
+    let id = claimed.job.id.clone();
+    queue.append_log(&id, b"only line\n").await.unwrap();
+
+    // No such job: asking again will not help, so it fails at once.
+    let missing = Follower::start(&config, &url, "01JABCDEFGHJKMNPQRSTVWXYZ0", &[]);
+    let (status, _, stderr) = missing.finish().await;
+    assert!(!status.success());
+    assert!(stderr.contains("not found"), "{stderr}");
+    assert!(!stderr.contains("reconnecting"), "{stderr}");
+
+    let follower = Follower::start(&config, &url, &id, &["--retry-for", "2"]);
+    follower.wait_for_output("only line\n").await;
+    let stopped = Instant::now();
+    stop(server);
+    let (status, stdout, stderr) = follower.finish().await;
+    assert!(!status.success());
+    assert!(stopped.elapsed() < Duration::from_secs(15), "{stderr}");
+    assert_eq!(stdout, "only line\n");
+    assert!(
+        stderr.contains(&format!("could not read job {id} for 2 s")),
+        "{stderr}"
+    );
+}
