@@ -7,23 +7,51 @@ use serde_yaml::{Mapping, Value};
 
 use crate::{Config, ConfigError};
 
-/// Variables that configure the loader itself rather than a field.
-const NOT_FIELDS: &[&str] = &[
-    "RAIBID_CONFIG",
-    "RAIBID_LOG",
-    "RAIBID_TOKEN",
-    "RAIBID_SERVER",
-];
+/// Variables under a section prefix that are not fields: the environment fallbacks of `raibid`
+/// command-line options (clap `env = ...` in raibid-cli's `cli.rs`, which a test there keeps in
+/// step with this list).
+const NOT_FIELDS: &[&str] = &["RAIBID_UP_WEBHOOK_SECRET"];
+
+/// Whether `var` is meant as a configuration override, and so must name a field.
+///
+/// Only `RAIBID_<SECTION>_*` is: raibid sets and reads other `RAIBID_*` variables itself (the
+/// agent gives every CI step `RAIBID_JOB_ID`, `RAIBID_SHA`, ...; the CLI reads `RAIBID_CONFIG`,
+/// `RAIBID_LOG`, `RAIBID_SERVER`, `RAIBID_TOKEN`), and a `raibid` command run inside a step must
+/// not refuse to start because of them. A typo after a section prefix is still an error.
+pub fn is_override_variable(var: &str) -> bool {
+    let Some(rest) = var.strip_prefix("RAIBID_") else {
+        return false;
+    };
+    if NOT_FIELDS.contains(&var) {
+        return false;
+    }
+    let rest = rest.to_ascii_lowercase();
+    section_names().any(|section| {
+        rest.strip_prefix(section.as_str())
+            .is_some_and(|tail| tail.starts_with('_'))
+    })
+}
+
+/// The top-level keys of the configuration, taken from the defaults so a new section is
+/// covered without editing a list.
+fn section_names() -> impl Iterator<Item = String> {
+    let shape = serde_yaml::to_value(Config::default()).expect("defaults serialize");
+    let Value::Mapping(map) = shape else {
+        unreachable!("Config serializes as a mapping")
+    };
+    map.into_iter()
+        .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+}
 
 pub(crate) fn apply_env(mut value: Value, vars: &[(String, String)]) -> Result<Value, ConfigError> {
     let shape = serde_yaml::to_value(Config::default()).expect("defaults serialize");
     for (var, raw) in vars {
+        if !is_override_variable(var) {
+            continue;
+        }
         let Some(rest) = var.strip_prefix("RAIBID_") else {
             continue;
         };
-        if NOT_FIELDS.contains(&var.as_str()) {
-            continue;
-        }
         let lower = rest.to_ascii_lowercase();
         let Some((path, leaf_shape)) = resolve(&shape, &lower) else {
             return Err(ConfigError::Env {
@@ -152,5 +180,52 @@ mod tests {
     #[test]
     fn loader_variables_are_not_fields() {
         assert!(with_env("", &[("RAIBID_CONFIG", "/x"), ("RAIBID_LOG", "debug")]).is_ok());
+        // The API client's variables: `RAIBID_SERVER` is not the `server` section.
+        assert!(
+            with_env(
+                "",
+                &[("RAIBID_SERVER", "http://h:1"), ("RAIBID_TOKEN", "t")]
+            )
+            .is_ok()
+        );
+    }
+
+    /// The agent's step variables and the CLI's option fallbacks are not configuration fields:
+    /// a `raibid` command run inside a CI step must start.
+    #[test]
+    fn raibid_variables_outside_the_sections_are_ignored() {
+        let c = with_env(
+            "",
+            &[
+                ("RAIBID_JOB_ID", "j-1"),
+                ("RAIBID_REPO", "acme/app"),
+                ("RAIBID_SHA", "0000"),
+                ("RAIBID_REF", "refs/heads/main"),
+                ("RAIBID_EVENT", "push"),
+                ("RAIBID_POOL", "default"),
+                ("RAIBID_WORKSPACE", "/w"),
+                ("RAIBID_ATTEMPT", "1"),
+                ("RAIBID_BRANCH", "main"),
+                ("RAIBID_TAG", "v1"),
+                ("RAIBID_PULL_REQUEST", "3"),
+                ("RAIBID_MATRIX", "{}"),
+                ("RAIBID_TARGET_BRANCH", "main"),
+                ("RAIBID_UP_WEBHOOK_SECRET", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c, crate::Config::default());
+    }
+
+    #[test]
+    fn a_typo_after_a_section_prefix_is_still_an_error() {
+        let msg = with_env("", &[("RAIBID_REDIS_URLL", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("RAIBID_REDIS_URLL"), "{msg}");
+        assert!(msg.contains("does not name a configuration field"), "{msg}");
+        assert!(super::is_override_variable("RAIBID_UP_MAX_AGENTS"));
+        assert!(super::is_override_variable("RAIBID_AGENT_REGISTRY_HOST"));
+        assert!(!super::is_override_variable("RAIBID_UPX"));
     }
 }

@@ -70,4 +70,35 @@ mod tests {
         assert_eq!(redact_url("rediss://u:pw@h:1"), "rediss://u:***@h:1");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
     }
+
+    /// Every option's environment fallback must be one the configuration loader lets through:
+    /// one under a section prefix (`RAIBID_UP_...`) would otherwise stop every command.
+    #[test]
+    fn option_environment_variables_are_not_mistaken_for_fields() {
+        use clap::CommandFactory;
+
+        fn walk(cmd: &clap::Command, names: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    names.push(env.to_string_lossy().into_owned());
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, names);
+            }
+        }
+        let mut names = Vec::new();
+        walk(&crate::cli::Cli::command(), &mut names);
+        assert!(
+            names.iter().any(|n| n == "RAIBID_UP_WEBHOOK_SECRET"),
+            "{names:?}"
+        );
+        for name in names {
+            assert!(
+                !raibid_config::is_override_variable(&name),
+                "{name} is read by a command-line option but the configuration loader takes \
+                 it for a field: add it to raibid-config's NOT_FIELDS"
+            );
+        }
+    }
 }
