@@ -7,6 +7,7 @@
 //! typo that is silently ignored is worse than a failure to start.
 
 mod env;
+mod field;
 mod load;
 mod model;
 mod secret;
