@@ -44,6 +44,29 @@ fn config_show_prints_the_effective_configuration_with_secrets_redacted() {
     assert!(shown.contains("stream_name: ci-jobs"), "{shown}");
 }
 
+#[test]
+fn config_show_hides_the_password_of_a_unix_socket_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        "redis:\n  url: \"redis+unix:///tmp/r.sock?db=1&pass=hunter2\"\n",
+    )
+    .unwrap();
+    let out = raibid(&file, &["config", "show"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("redis+unix:///tmp/r.sock?db=1&pass=***"),
+        "{shown}"
+    );
+}
+
 /// A `raibid` command run inside a CI step sees the agent's `RAIBID_*` step variables and
 /// must not take them for configuration fields.
 #[test]

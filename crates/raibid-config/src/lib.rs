@@ -16,5 +16,5 @@ mod token;
 pub use env::is_override_variable;
 pub use load::{ConfigError, ConfigSource, default_path, load, load_from_str};
 pub use model::*;
-pub use secret::Secret;
+pub use secret::{Secret, redact_url};
 pub use token::{TokenHash, hash_token};

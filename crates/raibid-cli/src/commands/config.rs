@@ -43,34 +43,11 @@ impl serde::Serialize for ShowConfig<'_> {
     }
 }
 
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((creds, host)) => {
-            let user = creds.split_once(':').map(|(u, _)| u).unwrap_or(creds);
-            if creds.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://***@{host}")
-            }
-        }
-        None => url.to_owned(),
-    }
-}
+/// Also used by `raibid up` for an external Redis.
+pub(crate) use raibid_config::redact_url;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn redis_passwords_are_redacted() {
-        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redact_url("rediss://u:pw@h:1"), "rediss://u:***@h:1");
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-    }
-
     /// Every option's environment fallback must be one the configuration loader lets through:
     /// one under a section prefix (`RAIBID_UP_...`) would otherwise stop every command.
     #[test]
