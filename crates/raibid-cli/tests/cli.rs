@@ -45,6 +45,65 @@ fn config_show_prints_the_effective_configuration_with_secrets_redacted() {
 }
 
 #[test]
+fn config_show_hides_the_password_of_a_unix_socket_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        "redis:\n  url: \"redis+unix:///tmp/r.sock?db=1&pass=hunter2\"\n",
+    )
+    .unwrap();
+    let out = raibid(&file, &["config", "show"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("redis+unix:///tmp/r.sock?db=1&pass=***"),
+        "{shown}"
+    );
+}
+
+/// A `raibid` command run inside a CI step sees the agent's `RAIBID_*` step variables and
+/// must not take them for configuration fields.
+#[test]
+fn config_show_works_inside_a_ci_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "").unwrap();
+    let out = raibid(
+        &file,
+        &["config", "show"],
+        &[
+            ("RAIBID_JOB_ID", "j-1"),
+            ("RAIBID_ATTEMPT", "1"),
+            ("RAIBID_REPO", "acme/app"),
+            ("RAIBID_SHA", "0123456789012345678901234567890123456789"),
+            ("RAIBID_REF", "refs/heads/main"),
+            ("RAIBID_EVENT", "push"),
+            ("RAIBID_POOL", "default"),
+            ("RAIBID_WORKSPACE", "/workspace"),
+            ("RAIBID_BRANCH", "main"),
+            ("RAIBID_TAG", "v1.0.0"),
+            ("RAIBID_PULL_REQUEST", "7"),
+            ("RAIBID_TARGET_BRANCH", "main"),
+            ("RAIBID_MATRIX", "{\"os\": \"linux\"}"),
+            ("RAIBID_UP_WEBHOOK_SECRET", "whsec"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("stream_name: ci-jobs"), "{shown}");
+}
+
+#[test]
 fn a_typo_in_the_config_file_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");

@@ -3,52 +3,162 @@
 //! Field names contain underscores too (`RAIBID_REDIS_STREAM_NAME`), so a variable is resolved
 //! against the shape of the default configuration: the longest known key wins at each level.
 
-use serde_yaml::{Mapping, Value};
+use serde::{Deserialize, de};
+use serde_yaml::Value;
 
+use crate::field::{Field, scrub};
 use crate::{Config, ConfigError};
 
-/// Variables that configure the loader itself rather than a field.
-const NOT_FIELDS: &[&str] = &[
-    "RAIBID_CONFIG",
-    "RAIBID_LOG",
-    "RAIBID_TOKEN",
-    "RAIBID_SERVER",
-];
+/// Variables under a section prefix that are not fields: the environment fallbacks of `raibid`
+/// command-line options (clap `env = ...` in raibid-cli's `cli.rs`, which a test there keeps in
+/// step with this list).
+const NOT_FIELDS: &[&str] = &["RAIBID_UP_WEBHOOK_SECRET"];
 
-pub(crate) fn apply_env(mut value: Value, vars: &[(String, String)]) -> Result<Value, ConfigError> {
+/// Whether `var` is meant as a configuration override, and so must name a field.
+///
+/// Only `RAIBID_<SECTION>_*` is: raibid sets and reads other `RAIBID_*` variables itself (the
+/// agent gives every CI step `RAIBID_JOB_ID`, `RAIBID_SHA`, ...; the CLI reads `RAIBID_CONFIG`,
+/// `RAIBID_LOG`, `RAIBID_SERVER`, `RAIBID_TOKEN`), and a `raibid` command run inside a step must
+/// not refuse to start because of them. A typo after a section prefix is still an error.
+pub fn is_override_variable(var: &str) -> bool {
+    let Some(rest) = var.strip_prefix("RAIBID_") else {
+        return false;
+    };
+    if NOT_FIELDS.contains(&var) {
+        return false;
+    }
+    let rest = rest.to_ascii_lowercase();
+    section_names().any(|section| {
+        rest.strip_prefix(section.as_str())
+            .is_some_and(|tail| tail.starts_with('_'))
+    })
+}
+
+/// The top-level keys of the configuration, taken from the defaults so a new section is
+/// covered without editing a list.
+fn section_names() -> impl Iterator<Item = String> {
+    let shape = serde_yaml::to_value(Config::default()).expect("defaults serialize");
+    let Value::Mapping(map) = shape else {
+        unreachable!("Config serializes as a mapping")
+    };
+    map.into_iter()
+        .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+}
+
+/// Applies the override variables among `vars` to `config`, in order.
+///
+/// Each variable is deserialized on its own into its field's type, from its text exactly as
+/// that text would be read in the file (or taken literally for a string field), so an error
+/// names the variable and nothing else of the configuration is re-read.
+pub(crate) fn apply_env(config: &mut Config, vars: &[(String, String)]) -> Result<(), ConfigError> {
     let shape = serde_yaml::to_value(Config::default()).expect("defaults serialize");
     for (var, raw) in vars {
+        if !is_override_variable(var) {
+            continue;
+        }
         let Some(rest) = var.strip_prefix("RAIBID_") else {
             continue;
         };
-        if NOT_FIELDS.contains(&var.as_str()) {
-            continue;
-        }
         let lower = rest.to_ascii_lowercase();
-        let Some((path, leaf_shape)) = resolve(&shape, &lower) else {
-            return Err(ConfigError::Env {
-                var: var.clone(),
-                message:
-                    "does not name a configuration field (see `raibid config show` for the fields)"
-                        .into(),
-            });
-        };
-        let parsed = if matches!(leaf_shape, Value::String(_)) {
-            Value::String(raw.clone())
-        } else {
-            serde_yaml::from_str(raw).map_err(|e| ConfigError::Env {
-                var: var.clone(),
-                message: format!("cannot parse {raw:?}: {e}"),
-            })?
-        };
-        set(&mut value, &path, parsed);
-        // Check the type right away so the error names this variable, not the whole tree.
-        serde_yaml::from_value::<Config>(value.clone()).map_err(|e| ConfigError::Env {
+        let env_error = |message: String| ConfigError::Env {
             var: var.clone(),
-            message: e.to_string(),
+            message,
+        };
+        let Some((path, leaf_shape)) = resolve(&shape, &lower) else {
+            return Err(env_error(
+                "does not name a configuration field (see `raibid config show` for the fields)"
+                    .into(),
+            ));
+        };
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let one = Config::deserialize(Nested {
+            path: &path,
+            raw,
+            literal: matches!(leaf_shape, Value::String(_)),
+        })
+        .map_err(|e| {
+            let message = e.to_string();
+            if Config::holds_secret(&path) {
+                env_error(secret_safe(&message, raw))
+            } else {
+                env_error(message)
+            }
         })?;
+        let moved = config.overlay(one, &path);
+        debug_assert!(moved, "resolve() found {path:?} in the defaults");
     }
-    Ok(value)
+    Ok(())
+}
+
+/// An error message about a secret-bearing variable: without the offending value, and as a
+/// last resort without any message at all if the value still shows through.
+fn secret_safe(message: &str, raw: &str) -> String {
+    let message = scrub(message);
+    let raw = raw.trim();
+    if !raw.is_empty() && message.contains(raw) {
+        "cannot be parsed (the message is withheld: it would show the secret)".into()
+    } else {
+        message
+    }
+}
+
+/// Presents `{path[0]: {path[1]: ... raw}}` to a `Deserialize` impl, so a variable's text goes
+/// straight into its field's own type: `serde_yaml` reads it as it would the same text in the
+/// file (`1.28` for a string is the text `1.28`), or, `literal`, the text itself is the string.
+struct Nested<'a> {
+    /// Not empty: an empty path is the leaf, deserialized in [`OneEntry::next_value_seed`].
+    path: &'a [&'a str],
+    raw: &'a str,
+    literal: bool,
+}
+
+impl<'de> de::Deserializer<'de> for Nested<'de> {
+    type Error = serde_yaml::Error;
+
+    fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_map(OneEntry { nested: Some(self) })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+/// The single `path[0]: ...` entry of a [`Nested`] mapping.
+struct OneEntry<'a> {
+    nested: Option<Nested<'a>>,
+}
+
+impl<'de> de::MapAccess<'de> for OneEntry<'de> {
+    type Error = serde_yaml::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let Some(nested) = &self.nested else {
+            return Ok(None);
+        };
+        seed.deserialize(de::value::StrDeserializer::new(nested.path[0]))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        let nested = self.nested.take().expect("a value follows its key");
+        match &nested.path[1..] {
+            [] if nested.literal => seed.deserialize(de::value::StrDeserializer::new(nested.raw)),
+            [] => seed.deserialize(serde_yaml::Deserializer::from_str(nested.raw)),
+            rest => seed.deserialize(Nested {
+                path: rest,
+                ..nested
+            }),
+        }
+    }
 }
 
 /// Splits `redis_stream_name` into `["redis", "stream_name"]` following the default tree.
@@ -71,22 +181,6 @@ fn resolve<'a>(shape: &'a Value, rest: &str) -> Option<(Vec<String>, &'a Value)>
         }
     }
     None
-}
-
-fn set(value: &mut Value, path: &[String], leaf: Value) {
-    if !matches!(value, Value::Mapping(_)) {
-        *value = Value::Mapping(Mapping::new());
-    }
-    let Value::Mapping(map) = value else {
-        unreachable!("made a mapping above")
-    };
-    let key = Value::String(path[0].clone());
-    if path.len() == 1 {
-        map.insert(key, leaf);
-    } else {
-        let child = map.entry(key).or_insert(Value::Null);
-        set(child, &path[1..], leaf);
-    }
 }
 
 #[cfg(test)]
@@ -152,5 +246,52 @@ mod tests {
     #[test]
     fn loader_variables_are_not_fields() {
         assert!(with_env("", &[("RAIBID_CONFIG", "/x"), ("RAIBID_LOG", "debug")]).is_ok());
+        // The API client's variables: `RAIBID_SERVER` is not the `server` section.
+        assert!(
+            with_env(
+                "",
+                &[("RAIBID_SERVER", "http://h:1"), ("RAIBID_TOKEN", "t")]
+            )
+            .is_ok()
+        );
+    }
+
+    /// The agent's step variables and the CLI's option fallbacks are not configuration fields:
+    /// a `raibid` command run inside a CI step must start.
+    #[test]
+    fn raibid_variables_outside_the_sections_are_ignored() {
+        let c = with_env(
+            "",
+            &[
+                ("RAIBID_JOB_ID", "j-1"),
+                ("RAIBID_REPO", "acme/app"),
+                ("RAIBID_SHA", "0000"),
+                ("RAIBID_REF", "refs/heads/main"),
+                ("RAIBID_EVENT", "push"),
+                ("RAIBID_POOL", "default"),
+                ("RAIBID_WORKSPACE", "/w"),
+                ("RAIBID_ATTEMPT", "1"),
+                ("RAIBID_BRANCH", "main"),
+                ("RAIBID_TAG", "v1"),
+                ("RAIBID_PULL_REQUEST", "3"),
+                ("RAIBID_MATRIX", "{}"),
+                ("RAIBID_TARGET_BRANCH", "main"),
+                ("RAIBID_UP_WEBHOOK_SECRET", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c, crate::Config::default());
+    }
+
+    #[test]
+    fn a_typo_after_a_section_prefix_is_still_an_error() {
+        let msg = with_env("", &[("RAIBID_REDIS_URLL", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("RAIBID_REDIS_URLL"), "{msg}");
+        assert!(msg.contains("does not name a configuration field"), "{msg}");
+        assert!(super::is_override_variable("RAIBID_UP_MAX_AGENTS"));
+        assert!(super::is_override_variable("RAIBID_AGENT_REGISTRY_HOST"));
+        assert!(!super::is_override_variable("RAIBID_UPX"));
     }
 }

@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use crate::Config;
 use crate::env::apply_env;
+use crate::field::{Field, scrub};
 
 /// Where the configuration came from, for error messages and `raibid config show`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,24 +78,14 @@ pub fn load_from_str(
     path: &Path,
     vars: &[(String, String)],
 ) -> Result<Config, ConfigError> {
-    let value: serde_yaml::Value = if text.trim().is_empty() {
-        serde_yaml::Value::Mapping(Default::default())
+    // Straight from the text, as `serde_yaml` reads a scalar for a string field as its literal
+    // text (`version: 1.28`, `PIN: 0x1F`); going through a `serde_yaml::Value` would not.
+    let mut config: Config = if text.trim().is_empty() {
+        Config::default()
     } else {
         serde_yaml::from_str(text).map_err(|e| yaml_error(path, e))?
     };
-    let value = match value {
-        serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
-        v => v,
-    };
-    // Deserialize the file alone first so its errors carry the file's line and column.
-    if !text.trim().is_empty() {
-        serde_yaml::from_str::<Config>(text).map_err(|e| yaml_error(path, e))?;
-    }
-    let value = apply_env(value, vars)?;
-    let mut config: Config = serde_yaml::from_value(value).map_err(|e| ConfigError::Env {
-        var: "RAIBID_*".into(),
-        message: e.to_string(),
-    })?;
+    apply_env(&mut config, vars)?;
     lowercase_repo_secrets(&mut config, path)?;
     validate(&config, path)?;
     Ok(config)
@@ -122,18 +113,41 @@ fn lowercase_repo_secrets(config: &mut Config, path: &Path) -> Result<(), Config
 }
 
 fn yaml_error(path: &Path, e: serde_yaml::Error) -> ConfigError {
+    let message = e.to_string();
+    let message = if names_secret_key(&message) {
+        scrub(&message)
+    } else {
+        message
+    };
     match e.location() {
         Some(loc) => ConfigError::Invalid {
             path: path.to_path_buf(),
             line: loc.line(),
             column: loc.column(),
-            message: strip_location(&e.to_string()),
+            message: strip_location(&message),
         },
         None => ConfigError::InvalidNoLocation {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message,
         },
     }
+}
+
+/// Whether a `serde_yaml` message is about a secret-bearing key: it starts with the key's path
+/// (`agent.secrets.PIN: invalid type ...`). Without a recognisable path, assume it is.
+fn names_secret_key(message: &str) -> bool {
+    let Some((key, _)) = message.split_once(": ") else {
+        return true;
+    };
+    if key.contains(' ') {
+        // Not a path but the message itself (`invalid type: ...` about the whole document).
+        return Config::holds_secret(&[]);
+    }
+    let parts: Vec<&str> = key
+        .split('.')
+        .map(|part| part.split_once('[').map_or(part, |(name, _)| name))
+        .collect();
+    Config::holds_secret(&parts)
 }
 
 /// serde_yaml appends " at line L column C"; we print the location up front instead.
@@ -326,6 +340,117 @@ flux:
         .unwrap();
         assert_eq!(c.pool_for_repo("ml/model").as_str(), "gpu");
         assert_eq!(c.pool_for_repo("web/site").as_str(), "arm64");
+    }
+
+    fn with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load_from_str(text, Path::new("/etc/raibid.yaml"), &vars)
+    }
+
+    /// Unquoted scalars for string fields are their literal text, as in the file, also when
+    /// overrides are applied on top.
+    #[test]
+    fn unquoted_scalars_for_strings_keep_their_text() {
+        let text = "k3s: {version: 1.28}\nagent:\n  labels: {gpu: 1}\n  secrets: {PIN: 1234, HEX: 0x1F, T: true}\nserver: {webhook_secret: 123456789}\n";
+        for vars in [&[][..], &[("RAIBID_KEDA_POLLING_INTERVAL", "3")][..]] {
+            let c = with_env(text, vars).unwrap();
+            assert_eq!(c.k3s.version, "1.28");
+            assert_eq!(c.agent.labels["gpu"], "1");
+            assert_eq!(c.agent.secrets["PIN"].expose(), "1234");
+            assert_eq!(c.agent.secrets["HEX"].expose(), "0x1F");
+            assert_eq!(c.agent.secrets["T"].expose(), "true");
+            assert_eq!(c.server.webhook_secret.expose(), "123456789");
+        }
+        let c = with_env(
+            "",
+            &[
+                ("RAIBID_AGENT_LABELS", "{gpu: 1, ver: 1.10}"),
+                ("RAIBID_AGENT_SECRETS", "{PIN: 0x1F}"),
+                ("RAIBID_K3S_VERSION", "1.28"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.agent.labels["gpu"], "1");
+        assert_eq!(c.agent.labels["ver"], "1.10");
+        assert_eq!(c.agent.secrets["PIN"].expose(), "0x1F");
+        assert_eq!(c.k3s.version, "1.28");
+    }
+
+    /// An override replaces one field and leaves the rest of the file as read.
+    #[test]
+    fn overrides_replace_single_fields() {
+        let c = with_env(
+            "agent:\n  registry: {host: r.example, password: pw}\n  labels: {a: b}\n",
+            &[
+                ("RAIBID_AGENT_REGISTRY_USERNAME", "ci"),
+                ("RAIBID_AGENT_CONCURRENCY", "4"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.agent.registry.host, "r.example");
+        assert_eq!(c.agent.registry.username, "ci");
+        assert_eq!(c.agent.registry.password.expose(), "pw");
+        assert_eq!(c.agent.concurrency, 4);
+        assert_eq!(c.agent.labels["a"], "b");
+    }
+
+    #[test]
+    fn file_errors_name_the_file_even_with_overrides() {
+        let msg = with_env(
+            "keda:\n  polling_interval: often\n",
+            &[("RAIBID_REDIS_STREAM_NAME", "s")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:2:"), "{msg}");
+        assert!(msg.contains("keda.polling_interval"), "{msg}");
+    }
+
+    #[test]
+    fn file_errors_about_secrets_do_not_quote_them() {
+        for text in [
+            "agent:\n  secrets: hunter2\n",
+            "server:\n  repo_secrets: hunter2\n",
+            "server:\n  webhook_secret: {hunter2: 1}\n",
+            "hunter2\n",
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.starts_with("/etc/raibid.yaml:"), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+        let msg = parse("agent:\n  secrets: hunter2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:2:"), "{msg}");
+        assert!(msg.contains("agent.secrets"), "{msg}");
+    }
+
+    #[test]
+    fn env_errors_about_secrets_do_not_quote_them() {
+        for (var, raw) in [
+            ("RAIBID_AGENT_SECRETS", "{A: hunter2"),
+            ("RAIBID_AGENT_SECRETS", "hunter2"),
+            ("RAIBID_AGENT_SECRETS", "{A: [hunter2]}"),
+            ("RAIBID_SERVER_REPO_SECRETS", "{a/b: hunter2"),
+            ("RAIBID_SERVER_REPO_SECRETS", "hunter2"),
+            (
+                "RAIBID_AGENT_REGISTRY",
+                "{password: hunter2, insecure: maybe}",
+            ),
+            ("RAIBID_AGENT_REGISTRY", "hunter2"),
+        ] {
+            let msg = with_env("", &[(var, raw)]).unwrap_err().to_string();
+            assert!(msg.contains(var), "{msg}");
+            assert!(!msg.contains("hunter2"), "{var}={raw}: {msg}");
+        }
+        // Other variables keep the value in the message: it helps and is no secret.
+        let msg = with_env("", &[("RAIBID_AGENT_LABELS", "gpu")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("\"gpu\""), "{msg}");
     }
 
     #[test]

@@ -43,31 +43,39 @@ impl serde::Serialize for ShowConfig<'_> {
     }
 }
 
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((creds, host)) => {
-            let user = creds.split_once(':').map(|(u, _)| u).unwrap_or(creds);
-            if creds.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://***@{host}")
-            }
-        }
-        None => url.to_owned(),
-    }
-}
+/// Also used by `raibid up` for an external Redis.
+pub(crate) use raibid_config::redact_url;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
+    /// Every option's environment fallback must be one the configuration loader lets through:
+    /// one under a section prefix (`RAIBID_UP_...`) would otherwise stop every command.
     #[test]
-    fn redis_passwords_are_redacted() {
-        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redact_url("rediss://u:pw@h:1"), "rediss://u:***@h:1");
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    fn option_environment_variables_are_not_mistaken_for_fields() {
+        use clap::CommandFactory;
+
+        fn walk(cmd: &clap::Command, names: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    names.push(env.to_string_lossy().into_owned());
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, names);
+            }
+        }
+        let mut names = Vec::new();
+        walk(&crate::cli::Cli::command(), &mut names);
+        assert!(
+            names.iter().any(|n| n == "RAIBID_UP_WEBHOOK_SECRET"),
+            "{names:?}"
+        );
+        for name in names {
+            assert!(
+                !raibid_config::is_override_variable(&name),
+                "{name} is read by a command-line option but the configuration loader takes \
+                 it for a field: add it to raibid-config's NOT_FIELDS"
+            );
+        }
     }
 }
