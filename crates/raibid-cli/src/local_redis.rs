@@ -13,6 +13,7 @@ pub struct LocalRedis {
     child: Child,
     port: u16,
     dir: PathBuf,
+    password: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,21 +26,39 @@ pub enum Durability {
 
 impl LocalRedis {
     /// Starts `redis-server` from PATH on a free loopback port (or `port`), data in `dir`.
+    ///
+    /// With a `password`, clients must AUTH: loopback is open to every user of the machine,
+    /// and whoever can write to the queue runs code as the agents' user. The password goes to
+    /// redis-server in a 0600 configuration file in `dir`, never on its command line, which
+    /// every user can read in `/proc`. `dir` is made private (0700) and redis-server runs with
+    /// umask 077, so its AOF and log are the owner's alone.
     pub async fn start(
         dir: &Path,
         port: Option<u16>,
         durability: Durability,
+        password: Option<&str>,
     ) -> anyhow::Result<Self> {
         let binary = which("redis-server").context(
             "redis-server is not installed: run `sudo apt-get install -y redis-server` \
              (or set redis.url / --redis-url to use an existing Redis 7+)",
         )?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::private_files::ensure_dir(dir)?;
+        // Files from before redis-server ran with umask 077.
+        crate::private_files::restrict_tree(dir)?;
         let port = match port {
             Some(p) => p,
             None => free_port()?,
         };
         let mut cmd = Command::new(binary);
+        if let Some(password) = password {
+            let conf = dir.join("redis.conf");
+            crate::private_files::write(
+                &conf,
+                &format!("requirepass {}\n", config_quote(password)),
+            )?;
+            // The file must come first: redis-server reads options after it as overrides.
+            cmd.arg(&conf);
+        }
         cmd.arg("--port")
             .arg(port.to_string())
             .arg("--bind")
@@ -61,18 +80,30 @@ impl LocalRedis {
             .stderr(Stdio::null())
             .kill_on_drop(true);
         die_with_parent(&mut cmd);
+        // SAFETY: umask is async-signal-safe and touches no allocator or locks.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+                Ok(())
+            });
+        }
         let child = cmd.spawn().context("starting redis-server")?;
         let mut redis = Self {
             child,
             port,
             dir: dir.to_path_buf(),
+            password: password.map(str::to_owned),
         };
         redis.wait_ready().await?;
         Ok(redis)
     }
 
+    /// The URL clients connect with, password included: a secret, not for printing.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -134,6 +165,24 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// A value as a double-quoted redis.conf argument.
+fn config_quote(value: &str) -> String {
+    let mut quoted = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
 }
 
 fn free_port() -> anyhow::Result<u16> {

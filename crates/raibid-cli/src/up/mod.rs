@@ -32,8 +32,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         Some(d) => d.clone(),
         None => data_home(&config),
     };
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    // Private to this user: it holds the credentials and every job record (see private_files).
+    crate::private_files::ensure_dir(&data_dir)?;
     let data_dir = data_dir.canonicalize()?;
     let _lock = lock_data_dir(&data_dir)?;
     std::fs::create_dir_all(data_dir.join("logs"))?;
@@ -49,7 +49,16 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             None
         }
         None => {
-            let redis = LocalRedis::start(&data_dir.join("redis"), None, Durability::Aof).await?;
+            // A password, because every local user can reach 127.0.0.1 and whoever writes to
+            // the queue runs code as this user.
+            let password = credentials::load_or_create(&data_dir.join("redis-password"))?;
+            let redis = LocalRedis::start(
+                &data_dir.join("redis"),
+                None,
+                Durability::Aof,
+                Some(&password),
+            )
+            .await?;
             config.redis.url = Secret::new(redis.url());
             Some(redis)
         }
@@ -91,9 +100,9 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             )
         })?;
     let server_url = format!("http://{}", listener.local_addr()?);
-    std::fs::write(
-        data_dir.join("env"),
-        format!("export RAIBID_SERVER={server_url}\nexport RAIBID_TOKEN={token}\n"),
+    crate::private_files::write(
+        &data_dir.join("env"),
+        &format!("export RAIBID_SERVER={server_url}\nexport RAIBID_TOKEN={token}\n"),
     )?;
 
     let stop_server = CancellationToken::new();
@@ -141,7 +150,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     match &redis {
         Some(r) => println!(
             "  redis     {} (private, AOF in {}/redis)",
-            r.url(),
+            crate::commands::config::redact_url(&r.url()),
             data_dir.display()
         ),
         None => println!(
@@ -156,7 +165,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         data_dir.display()
     );
     println!(
-        "  secrets   webhook secret in {0}/webhook-secret, API token in {0}/api-token",
+        "  secrets   webhook secret in {0}/webhook-secret, API token in {0}/api-token, \
+         Redis password in {0}/redis-password",
         data_dir.display()
     );
     println!(
