@@ -650,3 +650,64 @@ async fn up_s_files_are_private_and_its_redis_needs_a_password_never_on_a_comman
         );
     }
 }
+
+/// Runs `raibid up` with `args`, expecting it to give up by itself within 20 s; kills it and
+/// panics if it is still running then.
+fn up_that_should_fail(dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(RAIBID)
+        .args(["up", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(args)
+        .env("RAIBID_CONFIG", dir.join("config.yaml"))
+        .env_remove("RAIBID_REDIS_URL")
+        .env_remove("RAIBID_UP_WEBHOOK_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "raibid up {args:?} kept running:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_empty_webhook_secret_stops_up_at_startup() {
+    require_binary("redis-server", "redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, " \n").unwrap();
+
+    let err = up_that_should_fail(
+        dir.path(),
+        &["--webhook-secret-file", empty.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("webhook secret file") && err.contains("is empty"),
+        "{err}"
+    );
+    let err = up_that_should_fail(dir.path(), &["--webhook-secret", ""]);
+    assert!(
+        err.contains("--webhook-secret") && err.contains("is empty"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data/redis").exists(),
+        "nothing was started"
+    );
+}

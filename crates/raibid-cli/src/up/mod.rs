@@ -38,6 +38,39 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     let _lock = lock_data_dir(&data_dir)?;
     std::fs::create_dir_all(data_dir.join("logs"))?;
 
+    // Secrets: flags and config win; otherwise generated once and kept in the data directory.
+    // An empty one given by flag or file fails here, before anything starts: the server would
+    // run, and refuse every webhook with "no webhook secret is configured", far from the cause.
+    let secret = match (&args.webhook_secret, &args.webhook_secret_file) {
+        (Some(s), _) if s.trim().is_empty() => bail!(
+            "the webhook secret given by --webhook-secret (or RAIBID_UP_WEBHOOK_SECRET) is \
+             empty, so every webhook would be refused: give the secret configured in the \
+             forge, or leave the option out to use the one generated in {}",
+            data_dir.join("webhook-secret").display()
+        ),
+        (Some(s), _) => s.clone(),
+        (None, Some(file)) => {
+            let secret = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .trim()
+                .to_owned();
+            if secret.is_empty() {
+                bail!(
+                    "the webhook secret file {} is empty, so every webhook would be refused: \
+                     put the secret configured in the forge in it, or leave \
+                     --webhook-secret-file out to use the one generated in {}",
+                    file.display(),
+                    data_dir.join("webhook-secret").display()
+                );
+            }
+            secret
+        }
+        (None, None) if !config.server.webhook_secret.is_empty() => {
+            config.server.webhook_secret.expose().to_owned()
+        }
+        (None, None) => credentials::load_or_create(&data_dir.join("webhook-secret"))?,
+    };
+
     // Redis: the one given, or our own with its AOF in the data directory.
     let explicit_redis = args
         .redis_url
@@ -64,18 +97,6 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         }
     };
 
-    // Secrets: flags and config win; otherwise generated once and kept in the data directory.
-    let secret = match (&args.webhook_secret, &args.webhook_secret_file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading {}", file.display()))?
-            .trim()
-            .to_owned(),
-        (None, None) if !config.server.webhook_secret.is_empty() => {
-            config.server.webhook_secret.expose().to_owned()
-        }
-        (None, None) => credentials::load_or_create(&data_dir.join("webhook-secret"))?,
-    };
     config.server.webhook_secret = Secret::new(secret.clone());
     let token = credentials::load_or_create(&data_dir.join("api-token"))?;
     config.server.tokens.push(TokenHash::of(&token));
