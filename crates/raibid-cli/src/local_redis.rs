@@ -3,16 +3,25 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use raibid_queue::{Queue, QueueOptions};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use tracing::info;
+
+/// How long a starting redis-server may stay silent before we give up on it. Time it spends
+/// answering `-LOADING` does not count: see [`next_step`].
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often the progress of a long load is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 pub struct LocalRedis {
     child: Child,
     port: u16,
     dir: PathBuf,
+    password: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,21 +34,57 @@ pub enum Durability {
 
 impl LocalRedis {
     /// Starts `redis-server` from PATH on a free loopback port (or `port`), data in `dir`.
+    ///
+    /// With a `password`, clients must AUTH: loopback is open to every user of the machine,
+    /// and whoever can write to the queue runs code as the agents' user. The password goes to
+    /// redis-server in a 0600 configuration file in `dir`, never on its command line, which
+    /// every user can read in `/proc`. `dir` is made private (0700) and redis-server runs with
+    /// umask 077, so its AOF and log are the owner's alone.
     pub async fn start(
         dir: &Path,
         port: Option<u16>,
         durability: Durability,
+        password: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(dir, port, durability, password, SILENCE_TIMEOUT, &[]).await
+    }
+
+    /// [`LocalRedis::start`] with a chosen silence timeout and extra `redis.conf` lines (tests
+    /// use Redis's own `key-load-delay` to make loading slow without gigabytes of data).
+    async fn start_with(
+        dir: &Path,
+        port: Option<u16>,
+        durability: Durability,
+        password: Option<&str>,
+        silence_timeout: Duration,
+        extra_config: &[&str],
     ) -> anyhow::Result<Self> {
         let binary = which("redis-server").context(
             "redis-server is not installed: run `sudo apt-get install -y redis-server` \
              (or set redis.url / --redis-url to use an existing Redis 7+)",
         )?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::private_files::ensure_dir(dir)?;
+        // Files from before redis-server ran with umask 077.
+        crate::private_files::restrict_tree(dir)?;
         let port = match port {
             Some(p) => p,
             None => free_port()?,
         };
         let mut cmd = Command::new(binary);
+        let mut conf = String::new();
+        if let Some(password) = password {
+            conf.push_str(&format!("requirepass {}\n", config_quote(password)));
+        }
+        for line in extra_config {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        if !conf.is_empty() {
+            let file = dir.join("redis.conf");
+            crate::private_files::write(&file, &conf)?;
+            // The file must come first: redis-server reads options after it as overrides.
+            cmd.arg(&file);
+        }
         cmd.arg("--port")
             .arg(port.to_string())
             .arg("--bind")
@@ -61,25 +106,44 @@ impl LocalRedis {
             .stderr(Stdio::null())
             .kill_on_drop(true);
         die_with_parent(&mut cmd);
+        // SAFETY: umask is async-signal-safe and touches no allocator or locks.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+                Ok(())
+            });
+        }
         let child = cmd.spawn().context("starting redis-server")?;
         let mut redis = Self {
             child,
             port,
             dir: dir.to_path_buf(),
+            password: password.map(str::to_owned),
         };
-        redis.wait_ready().await?;
+        if let Err(e) = redis.wait_ready(silence_timeout).await {
+            // SIGTERM rather than the SIGKILL of dropping the child: it may be alive but stuck.
+            redis.stop().await;
+            return Err(e);
+        }
         Ok(redis)
     }
 
+    /// The URL clients connect with, password included: a secret, not for printing.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let mut options = QueueOptions::new(self.url());
-        options.command_timeout = Duration::from_millis(500);
-        let queue = Queue::open(options)?;
-        for _ in 0..300 {
+    /// Waits until redis-server answers PING. While it reads a large AOF it answers `-LOADING`
+    /// for as long as that takes (1.3 GB took 8 s; several GB is ordinary after a busy month),
+    /// so that is waited out, with progress logged; only silence for `silence_timeout`, or the
+    /// process exiting, is a failure.
+    async fn wait_ready(&mut self, silence_timeout: Duration) -> anyhow::Result<()> {
+        let mut last_answer = Instant::now();
+        let mut last_progress: Option<Instant> = None;
+        loop {
             if let Some(status) = self.child.try_wait()? {
                 let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
@@ -89,15 +153,35 @@ impl LocalRedis {
                     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                 );
             }
-            if queue.ping().await.is_ok() {
-                return Ok(());
+            let progress = last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+            let probe = probe(self.port, self.password.as_deref(), progress).await;
+            if let Probe::Loading(loaded) = &probe {
+                last_answer = Instant::now();
+                if progress {
+                    last_progress = Some(Instant::now());
+                    let loaded = loaded.map_or_else(|| "?".to_owned(), |p| format!("{p:.1}"));
+                    info!(
+                        port = self.port,
+                        loaded_percent = %loaded,
+                        "redis-server is loading its data; waiting for it"
+                    );
+                }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            match next_step(&probe, last_answer.elapsed(), silence_timeout) {
+                Next::Ready => return Ok(()),
+                Next::Wait => tokio::time::sleep(Duration::from_millis(50)).await,
+                Next::GiveUp => {
+                    let Probe::NoAnswer(why) = probe else {
+                        unreachable!("only silence gives up")
+                    };
+                    bail!(
+                        "redis-server did not answer on port {} for {} s ({why})",
+                        self.port,
+                        silence_timeout.as_secs_f64()
+                    )
+                }
+            }
         }
-        bail!(
-            "redis-server did not answer on port {} within 15 s",
-            self.port
-        )
     }
 
     /// SIGTERM (redis flushes its AOF and exits), then SIGKILL after 10 s.
@@ -118,6 +202,111 @@ impl LocalRedis {
     }
 }
 
+/// What one look at a starting redis-server found.
+#[derive(Debug, Clone, PartialEq)]
+enum Probe {
+    /// It answered PING.
+    Ready,
+    /// It answered `-LOADING`: alive, reading its data; how far, when asked (`INFO persistence`).
+    Loading(Option<f64>),
+    /// No connection, no reply in time, or an unexpected reply.
+    NoAnswer(String),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Ready,
+    Wait,
+    GiveUp,
+}
+
+/// Loading is progress, however long it takes: giving up on it would fail every restart once
+/// the AOF takes longer to read than the timeout, and kill the server doing the reading. Only
+/// `silent_for` (time since the last answer of any kind) counts against `timeout`.
+fn next_step(probe: &Probe, silent_for: Duration, timeout: Duration) -> Next {
+    match probe {
+        Probe::Ready => Next::Ready,
+        Probe::Loading(_) => Next::Wait,
+        Probe::NoAnswer(_) if silent_for >= timeout => Next::GiveUp,
+        Probe::NoAnswer(_) => Next::Wait,
+    }
+}
+
+/// One PING on a fresh connection (after AUTH with `password`), and the load progress if
+/// `progress` and it is loading. Plain RESP rather than the queue's client, whose errors do not
+/// tell `-LOADING` from other failures.
+async fn probe(port: u16, password: Option<&str>, progress: bool) -> Probe {
+    let attempt = probe_once(port, password, progress);
+    match tokio::time::timeout(Duration::from_secs(1), attempt).await {
+        Ok(Ok(probe)) => probe,
+        Ok(Err(e)) => Probe::NoAnswer(e.to_string()),
+        Err(_) => Probe::NoAnswer("no reply within 1 s".into()),
+    }
+}
+
+async fn probe_once(port: u16, password: Option<&str>, progress: bool) -> std::io::Result<Probe> {
+    let mut conn = BufReader::new(tokio::net::TcpStream::connect(("127.0.0.1", port)).await?);
+    let mut request = Vec::new();
+    if let Some(password) = password {
+        request.extend(resp(&["AUTH", password]));
+    }
+    request.extend(resp(&["PING"]));
+    conn.get_mut().write_all(&request).await?;
+    if password.is_some() {
+        let auth = read_line(&mut conn).await?;
+        if auth != "+OK" {
+            return Ok(Probe::NoAnswer(format!("AUTH answered {auth}")));
+        }
+    }
+    let ping = read_line(&mut conn).await?;
+    if ping == "+PONG" {
+        return Ok(Probe::Ready);
+    }
+    if !ping.starts_with("-LOADING") {
+        return Ok(Probe::NoAnswer(format!("PING answered {ping}")));
+    }
+    if !progress {
+        return Ok(Probe::Loading(None));
+    }
+    conn.get_mut()
+        .write_all(&resp(&["INFO", "persistence"]))
+        .await?;
+    let header = read_line(&mut conn).await?;
+    let Some(len) = header
+        .strip_prefix('$')
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return Ok(Probe::Loading(None));
+    };
+    let mut body = vec![0; len.min(1 << 16)];
+    conn.read_exact(&mut body).await?;
+    let loaded = String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("loading_loaded_perc:"))
+        .and_then(|v| v.trim().parse().ok());
+    Ok(Probe::Loading(loaded))
+}
+
+/// A command as a RESP array of bulk strings.
+fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend(format!("${}\r\n", arg.len()).into_bytes());
+        out.extend(arg.as_bytes());
+        out.extend(b"\r\n");
+    }
+    out
+}
+
+/// One reply line without its CRLF; end of stream is an error.
+async fn read_line(conn: &mut BufReader<tokio::net::TcpStream>) -> std::io::Result<String> {
+    let mut line = String::new();
+    if conn.read_line(&mut line).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(line.trim_end().to_owned())
+}
+
 /// Makes the kernel kill the child if we die without cleaning up (SIGKILL, panic=abort).
 pub fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe; the closure touches no allocator or locks.
@@ -136,6 +325,123 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A value as a double-quoted redis.conf argument.
+fn config_quote(value: &str) -> String {
+    let mut quoted = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loading_is_waited_out_and_only_silence_gives_up() {
+        let timeout = Duration::from_secs(15);
+        let long = Duration::from_secs(600);
+        assert_eq!(
+            next_step(&Probe::Loading(Some(3.5)), long, timeout),
+            Next::Wait
+        );
+        assert_eq!(next_step(&Probe::Loading(None), long, timeout), Next::Wait);
+        assert_eq!(
+            next_step(&Probe::NoAnswer("refused".into()), timeout, timeout),
+            Next::GiveUp
+        );
+        assert_eq!(
+            next_step(
+                &Probe::NoAnswer("refused".into()),
+                Duration::from_secs(1),
+                timeout
+            ),
+            Next::Wait
+        );
+        assert_eq!(next_step(&Probe::Ready, long, timeout), Next::Ready);
+    }
+
+    /// Sends `commands` (after AUTH) on one connection and waits for all the replies.
+    async fn run(port: u16, password: &str, commands: &[Vec<&str>]) {
+        let mut conn = BufReader::new(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+        let mut request = resp(&["AUTH", password]);
+        for command in commands {
+            request.extend(resp(command));
+        }
+        conn.get_mut().write_all(&request).await.unwrap();
+        for _ in 0..=commands.len() {
+            let reply = read_line(&mut conn).await.unwrap();
+            assert!(reply.starts_with('+') || reply.starts_with(':'), "{reply}");
+        }
+    }
+
+    /// A real redis-server made slow to load with its own `key-load-delay` (0.2 ms per key), as
+    /// a multi-gigabyte AOF would be: it answers `-LOADING` (between batches of 1,024 commands)
+    /// for about 2 s, four times the silence timeout, and starting it must wait that out
+    /// instead of failing.
+    #[tokio::test]
+    async fn a_slow_aof_load_is_waited_out_and_a_silent_server_is_given_up_on() {
+        if which("redis-server").is_none() {
+            panic!("redis-server is needed: sudo apt-get install -y redis-server");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().join("redis");
+        let keys = 8000;
+        let redis = LocalRedis::start(&dir, None, Durability::Aof, Some("pw"))
+            .await
+            .unwrap();
+        let sets: Vec<String> = (0..keys).map(|i| format!("key{i}")).collect();
+        let commands: Vec<Vec<&str>> = sets.iter().map(|k| vec!["SET", k, "v"]).collect();
+        run(redis.port, "pw", &commands).await;
+        redis.stop().await;
+
+        let timeout = Duration::from_millis(500);
+        let started = Instant::now();
+        let mut redis = LocalRedis::start_with(
+            &dir,
+            None,
+            Durability::Aof,
+            Some("pw"),
+            timeout,
+            &[
+                "key-load-delay 200",
+                "loading-process-events-interval-bytes 1024",
+            ],
+        )
+        .await
+        .expect("a slow load is waited out");
+        let took = started.elapsed();
+        assert!(took > timeout * 2, "loading took only {took:?}");
+        let log = std::fs::read_to_string(dir.join("redis.log")).unwrap();
+        assert!(log.contains("DB loaded from"), "{log}");
+        run(redis.port, "pw", &[vec!["EXISTS", "key0"]]).await;
+
+        // Stopped (SIGSTOP), it accepts connections but never answers: that is silence.
+        let pid = nix::unistd::Pid::from_raw(redis.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let started = Instant::now();
+        let err = redis.wait_ready(timeout).await.unwrap_err().to_string();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        assert!(err.contains("did not answer"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        redis.stop().await;
+    }
 }

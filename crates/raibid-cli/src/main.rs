@@ -5,6 +5,7 @@ mod commands;
 mod local_redis;
 mod logging;
 mod output;
+mod private_files;
 mod up;
 
 use clap::Parser;

@@ -497,3 +497,217 @@ async fn a_sandboxed_step_cannot_read_up_s_credentials() {
     );
     assert!(log.contains("hidden"), "{log}");
 }
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every file and directory under `dir` with its mode.
+fn modes_under(dir: &Path) -> Vec<(PathBuf, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        found.push((path.clone(), mode(&path)));
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(modes_under(&path));
+        }
+    }
+    found
+}
+
+/// Checks what other users of the machine could get at: the data directory, the credential
+/// files, Redis's files, and Redis itself on loopback.
+async fn assert_private(up: &Up) {
+    let data = &up.data;
+    assert_eq!(mode(data), 0o700, "data directory");
+    for file in ["env", "api-token", "webhook-secret", "redis-password"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    let redis_dir = data.join("redis");
+    assert_eq!(mode(&redis_dir), 0o700);
+    let redis_files = modes_under(&redis_dir);
+    assert!(
+        redis_files
+            .iter()
+            .any(|(p, _)| p.to_string_lossy().ends_with(".aof")),
+        "{redis_files:?}"
+    );
+    for (path, m) in &redis_files {
+        assert_eq!(m & 0o077, 0, "{} is {m:o}", path.display());
+    }
+
+    // The private Redis refuses a client without the password.
+    let port = loop {
+        let log = up.log();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with("redis "));
+        if let Some(port) = line.and_then(|l| l.split("127.0.0.1:").nth(1)) {
+            break port
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<u16>()
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        !up.log().contains(&read(&data.join("redis-password"))),
+        "the Redis password is printed"
+    );
+    use std::io::{Read, Write};
+    let mut redis = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    redis.write_all(b"PING\r\n").unwrap();
+    let mut answer = [0u8; 7];
+    redis.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"-NOAUTH", "unauthenticated PING");
+
+    // Server and agents still get in: a job runs.
+    let client = up.client();
+    let (repo, sha) = repo_with("steps:\n  - name: hello\n    run: echo private\n");
+    let job = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn up_s_files_are_private_and_its_redis_needs_a_password_never_on_a_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Command lines are readable by every user: watch all of them while `raibid up` runs.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+                        seen.insert(String::from_utf8_lossy(&raw).replace('\0', " "));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        })
+    };
+
+    // First start: everything created private.
+    let mut up = Up::start(dir.path(), "", &["--max-agents", "1"], &[]);
+    assert_private(&up).await;
+    let token = read(&up.data.join("api-token"));
+    let password = read(&up.data.join("redis-password"));
+    assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
+
+    // As an older version (or a careless copy) left them: readable by everyone.
+    set_mode(&up.data, 0o755);
+    for file in ["env", "api-token", "webhook-secret", "redis-password"] {
+        set_mode(&up.data.join(file), 0o644);
+    }
+    for (path, m) in modes_under(&up.data.join("redis")) {
+        set_mode(&path, m | if path.is_dir() { 0o055 } else { 0o044 });
+    }
+    up.spawn(&["--max-agents", "1"], &[]);
+    assert_private(&up).await;
+    assert_eq!(
+        read(&up.data.join("api-token")),
+        token,
+        "credentials are kept"
+    );
+    assert_eq!(read(&up.data.join("redis-password")), password);
+    assert!(
+        up.log().contains("made it private"),
+        "the fix is logged:\n{}",
+        up.log()
+    );
+    assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
+
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let command_lines = watcher.join().unwrap();
+    assert!(
+        command_lines.iter().any(|c| c.contains("redis-server")),
+        "redis-server was seen"
+    );
+    for cmdline in &command_lines {
+        assert!(
+            !cmdline.contains(&password),
+            "the Redis password is on a command line: {cmdline}"
+        );
+    }
+}
+
+/// Runs `raibid up` with `args`, expecting it to give up by itself within 20 s; kills it and
+/// panics if it is still running then.
+fn up_that_should_fail(dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(RAIBID)
+        .args(["up", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(args)
+        .env("RAIBID_CONFIG", dir.join("config.yaml"))
+        .env_remove("RAIBID_REDIS_URL")
+        .env_remove("RAIBID_UP_WEBHOOK_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "raibid up {args:?} kept running:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_empty_webhook_secret_stops_up_at_startup() {
+    require_binary("redis-server", "redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, " \n").unwrap();
+
+    let err = up_that_should_fail(
+        dir.path(),
+        &["--webhook-secret-file", empty.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("webhook secret file") && err.contains("is empty"),
+        "{err}"
+    );
+    let err = up_that_should_fail(dir.path(), &["--webhook-secret", ""]);
+    assert!(
+        err.contains("--webhook-secret") && err.contains("is empty"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data/redis").exists(),
+        "nothing was started"
+    );
+}

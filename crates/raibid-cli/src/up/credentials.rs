@@ -2,14 +2,20 @@
 //! keeps working with webhooks already configured in the forge and tokens already exported.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
 use rand::RngCore;
 
-/// Reads `path`, or creates it (mode 0600) with a new random value.
+/// Reads `path`, or creates it (mode 0600) with a new random value. An existing file that other
+/// users could read (left by an older version, or copied in) is made private first: refusing
+/// would only push the user to a manual chmod of a value that may already have leaked, while
+/// fixing it at least closes the door from now on, and the log line says it happened.
 pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
+    if path.exists() {
+        crate::private_files::restrict(path)?;
+    }
     match std::fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
         Ok(_) => {}
@@ -26,14 +32,13 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     writeln!(file, "{value}")?;
     Ok(value)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]
@@ -43,6 +48,17 @@ mod tests {
         let first = load_or_create(&path).unwrap();
         assert_eq!(first.len(), 48);
         assert_eq!(load_or_create(&path).unwrap(), first);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_existing_file_others_can_read_is_made_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "kept\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load_or_create(&path).unwrap(), "kept");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -32,11 +32,44 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         Some(d) => d.clone(),
         None => data_home(&config),
     };
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    // Private to this user: it holds the credentials and every job record (see private_files).
+    crate::private_files::ensure_dir(&data_dir)?;
     let data_dir = data_dir.canonicalize()?;
     let _lock = lock_data_dir(&data_dir)?;
     std::fs::create_dir_all(data_dir.join("logs"))?;
+
+    // Secrets: flags and config win; otherwise generated once and kept in the data directory.
+    // An empty one given by flag or file fails here, before anything starts: the server would
+    // run, and refuse every webhook with "no webhook secret is configured", far from the cause.
+    let secret = match (&args.webhook_secret, &args.webhook_secret_file) {
+        (Some(s), _) if s.trim().is_empty() => bail!(
+            "the webhook secret given by --webhook-secret (or RAIBID_UP_WEBHOOK_SECRET) is \
+             empty, so every webhook would be refused: give the secret configured in the \
+             forge, or leave the option out to use the one generated in {}",
+            data_dir.join("webhook-secret").display()
+        ),
+        (Some(s), _) => s.clone(),
+        (None, Some(file)) => {
+            let secret = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .trim()
+                .to_owned();
+            if secret.is_empty() {
+                bail!(
+                    "the webhook secret file {} is empty, so every webhook would be refused: \
+                     put the secret configured in the forge in it, or leave \
+                     --webhook-secret-file out to use the one generated in {}",
+                    file.display(),
+                    data_dir.join("webhook-secret").display()
+                );
+            }
+            secret
+        }
+        (None, None) if !config.server.webhook_secret.is_empty() => {
+            config.server.webhook_secret.expose().to_owned()
+        }
+        (None, None) => credentials::load_or_create(&data_dir.join("webhook-secret"))?,
+    };
 
     // Redis: the one given, or our own with its AOF in the data directory.
     let explicit_redis = args
@@ -49,24 +82,21 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             None
         }
         None => {
-            let redis = LocalRedis::start(&data_dir.join("redis"), None, Durability::Aof).await?;
+            // A password, because every local user can reach 127.0.0.1 and whoever writes to
+            // the queue runs code as this user.
+            let password = credentials::load_or_create(&data_dir.join("redis-password"))?;
+            let redis = LocalRedis::start(
+                &data_dir.join("redis"),
+                None,
+                Durability::Aof,
+                Some(&password),
+            )
+            .await?;
             config.redis.url = Secret::new(redis.url());
             Some(redis)
         }
     };
 
-    // Secrets: flags and config win; otherwise generated once and kept in the data directory.
-    let secret = match (&args.webhook_secret, &args.webhook_secret_file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading {}", file.display()))?
-            .trim()
-            .to_owned(),
-        (None, None) if !config.server.webhook_secret.is_empty() => {
-            config.server.webhook_secret.expose().to_owned()
-        }
-        (None, None) => credentials::load_or_create(&data_dir.join("webhook-secret"))?,
-    };
     config.server.webhook_secret = Secret::new(secret.clone());
     let token = credentials::load_or_create(&data_dir.join("api-token"))?;
     config.server.tokens.push(TokenHash::of(&token));
@@ -91,9 +121,9 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             )
         })?;
     let server_url = format!("http://{}", listener.local_addr()?);
-    std::fs::write(
-        data_dir.join("env"),
-        format!("export RAIBID_SERVER={server_url}\nexport RAIBID_TOKEN={token}\n"),
+    crate::private_files::write(
+        &data_dir.join("env"),
+        &format!("export RAIBID_SERVER={server_url}\nexport RAIBID_TOKEN={token}\n"),
     )?;
 
     let stop_server = CancellationToken::new();
@@ -141,7 +171,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     match &redis {
         Some(r) => println!(
             "  redis     {} (private, AOF in {}/redis)",
-            r.url(),
+            crate::commands::config::redact_url(&r.url()),
             data_dir.display()
         ),
         None => println!(
@@ -156,7 +186,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         data_dir.display()
     );
     println!(
-        "  secrets   webhook secret in {0}/webhook-secret, API token in {0}/api-token",
+        "  secrets   webhook secret in {0}/webhook-secret, API token in {0}/api-token, \
+         Redis password in {0}/redis-password",
         data_dir.display()
     );
     println!(
