@@ -461,8 +461,7 @@ impl Up {
         let config = ctx.config.display().to_string();
         let data_arg = data.display().to_string();
         let max = max_agents.map(|m| m.to_string());
-        // A file rather than RAIBID_UP_WEBHOOK_SECRET, which the configuration loader rejects
-        // as an unknown RAIBID_* field.
+        // A file, as an operator keeps it (RAIBID_UP_WEBHOOK_SECRET would do as well).
         let secret_file = ctx.root.join("webhook-secret");
         std::fs::write(&secret_file, &ctx.secret)
             .map_err(BenchError::io("writing the webhook secret"))?;

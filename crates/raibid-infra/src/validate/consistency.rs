@@ -344,8 +344,9 @@ fn config_map(
     }
 }
 
-/// `RAIBID_*` variables must name configuration fields: the configuration loader refuses
-/// unknown ones at start-up, which in a pod means a crash loop.
+/// `RAIBID_<SECTION>_*` variables must name configuration fields: the configuration loader
+/// refuses unknown ones at start-up (a typo), which in a pod means a crash loop. Other
+/// `RAIBID_*` variables are not configuration and pass.
 fn environment(manifest: &Manifest, issues: &mut Vec<Issue>) {
     for_each_container(manifest, |container, path| {
         let env = container["env"]
