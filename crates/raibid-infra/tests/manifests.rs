@@ -48,6 +48,13 @@ fn the_default_configuration_changes_nothing() {
 
 /// Renders `target` as written after replacing `from` with `to` in `file`, and returns the
 /// issues found against the default configuration.
+/// The one issue validation finds after the edit (there must be exactly one).
+fn one_issue_after_edit(file: &str, from: &str, to: &str, target: &str) -> String {
+    let mut issues = issues_after_edit(file, from, to, target);
+    assert_eq!(issues.len(), 1, "{issues:#?}");
+    issues.remove(0)
+}
+
 fn issues_after_edit(file: &str, from: &str, to: &str, target: &str) -> Vec<String> {
     let tree = Tree::embedded();
     let text = tree.read(file).unwrap();
@@ -98,25 +105,24 @@ fn a_misspelled_core_field_is_an_unknown_field() {
 
 #[test]
 fn a_wrong_type_in_a_scaled_job_fails_its_crd_schema() {
-    let issues = issues_after_edit(
+    let issue = one_issue_after_edit(
         "base/agents/scaledjob-amd64.yaml",
         "    backoffLimit: 0",
         "    backoffLimit: none",
         "base/agents",
     );
-    assert_eq!(issues.len(), 1, "{issues:#?}");
     assert!(
-        issues[0].starts_with(
+        issue.starts_with(
             "base/agents/scaledjob-amd64.yaml: ScaledJob/raibid-agent-amd64 (namespace raibid-ci): \
              spec.jobTargetRef.backoffLimit: "
         ),
         "{}",
-        issues[0]
+        issue
     );
     assert!(
-        issues[0].ends_with("spec.jobTargetRef.backoffLimit: \"none\" is not of type \"integer\""),
+        issue.ends_with("spec.jobTargetRef.backoffLimit: \"none\" is not of type \"integer\""),
         "{}",
-        issues[0]
+        issue
     );
 }
 
@@ -220,49 +226,45 @@ fn configuration_typos_and_unknown_variables_are_caught_before_a_crash_loop() {
 /// creates the streams of the pools its configuration names, so every served pool is named.
 #[test]
 fn every_served_pool_is_named_so_its_stream_exists_before_its_first_job() {
-    let issues = issues_after_edit(
+    let issue = one_issue_after_edit(
         "base/server/config.yaml",
         "  pools: [arm64, amd64, gpu]",
         "  pools: [arm64, amd64]",
         "overlays/dev",
     );
-    assert_eq!(issues.len(), 1, "{issues:#?}");
     assert!(
-        issues[0].contains("a ScaledJob serves pool gpu, which server.pools does not list"),
-        "{issues:#?}"
+        issue.contains("a ScaledJob serves pool gpu, which server.pools does not list"),
+        "{issue}"
     );
 }
 
 #[test]
 fn a_default_pool_without_agents_is_refused() {
-    let issues = issues_after_edit(
+    let issue = one_issue_after_edit(
         "base/server/config.yaml",
         "  default_pool: arm64",
         "  default_pool: riscv",
         "overlays/dev",
     );
-    assert_eq!(issues.len(), 1, "{issues:#?}");
     assert!(
-        issues[0]
-            .ends_with("jobs for pool riscv would wait forever: no ScaledJob runs `--pool riscv`"),
+        issue.ends_with("jobs for pool riscv would wait forever: no ScaledJob runs `--pool riscv`"),
         "{}",
-        issues[0]
+        issue
     );
 }
 
 #[test]
 fn secrets_must_be_ones_setup_creates() {
-    let issues = issues_after_edit(
+    let issue = one_issue_after_edit(
         "base/agents/triggerauthentication.yaml",
         "      key: password",
         "      key: passwd",
         "base/agents",
     );
-    assert_eq!(issues.len(), 1, "{issues:#?}");
     assert!(
-        issues[0].contains("spec.secretTargetRef[0]: Secret raibid-redis key passwd is not one"),
+        issue.contains("spec.secretTargetRef[0]: Secret raibid-redis key passwd is not one"),
         "{}",
-        issues[0]
+        issue
     );
 }
 
@@ -299,19 +301,18 @@ fn missing_labels_and_probes_are_house_rule_violations() {
 
 #[test]
 fn a_flux_kustomization_with_a_wrong_enum_fails_its_crd_schema() {
-    let issues = issues_after_edit(
+    let issue = one_issue_after_edit(
         "flux/kustomizations.yaml",
         "    kind: GitRepository",
         "    kind: GitRepo",
         "flux",
     );
-    assert_eq!(issues.len(), 1, "{issues:#?}");
     assert!(
-        issues[0].starts_with(
+        issue.starts_with(
             "flux/kustomizations.yaml: Kustomization/raibid-keda (namespace flux-system): spec.sourceRef.kind: "
         ),
         "{}",
-        issues[0]
+        issue
     );
 }
 
