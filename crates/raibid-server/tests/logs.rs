@@ -363,12 +363,9 @@ async fn a_stream_ends_without_end_event_after_its_maximum_lifetime() {
     );
 }
 
-/// A job whose record is deleted while it is followed ends the stream with `gone`, not with
-/// an `end` that has no status.
-#[tokio::test]
-async fn a_job_deleted_while_followed_ends_the_stream_with_gone() {
-    let server = TestServer::start().await;
-    let claimed = running_job(&server).await;
+/// A running job that printed `one`, followed, with that first line read.
+async fn following_a_running_job(server: &TestServer) -> (raibid_queue::Claimed, SseReader) {
+    let claimed = running_job(server).await;
     let id = claimed.job.id.clone();
     server.queue.append_log(&id, b"one\n").await.unwrap();
     let mut events = SseReader::new(
@@ -377,6 +374,16 @@ async fn a_job_deleted_while_followed_ends_the_stream_with_gone() {
             .await,
     );
     assert_eq!(events.next(WAIT).await.unwrap().event, "log");
+    (claimed, events)
+}
+
+/// A job whose record is deleted while it is followed ends the stream with `gone`, not with
+/// an `end` that has no status.
+#[tokio::test]
+async fn a_job_deleted_while_followed_ends_the_stream_with_gone() {
+    let server = TestServer::start().await;
+    let (claimed, mut events) = following_a_running_job(&server).await;
+    let id = claimed.job.id.clone();
 
     let reply = server
         .redis
@@ -400,15 +407,8 @@ async fn a_job_deleted_while_followed_ends_the_stream_with_gone() {
 #[tokio::test]
 async fn shutdown_before_the_final_status_is_read_sends_no_end() {
     let mut server = TestServer::start().await;
-    let claimed = running_job(&server).await;
+    let (claimed, mut events) = following_a_running_job(&server).await;
     let id = claimed.job.id.clone();
-    server.queue.append_log(&id, b"one\n").await.unwrap();
-    let mut events = SseReader::new(
-        server
-            .get(&format!("/api/v1/jobs/{id}/logs?follow=true"))
-            .await,
-    );
-    assert_eq!(events.next(WAIT).await.unwrap().event, "log");
 
     // A record the server cannot decode: reading the final status fails until shutdown.
     let reply = server
