@@ -145,17 +145,57 @@ fn empty_config(dir: &Path) -> std::path::PathBuf {
     file
 }
 
+/// A `raibid server` process on its own Redis, with one running job to follow.
+struct Setup {
+    redis: RedisServer,
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    port: u16,
+    url: String,
+    server: Child,
+    queue: Queue,
+    claimed: Claimed,
+    id: String,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let config = empty_config(dir.path());
+        let port = raibid_testkit::free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let server = start_server(&config, port, &redis.url());
+        let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
+        let claimed = running_job(&queue).await;
+        let id = claimed.job.id.clone();
+        Self {
+            redis,
+            _dir: dir,
+            config,
+            port,
+            url,
+            server,
+            queue,
+            claimed,
+            id,
+        }
+    }
+}
+
 #[tokio::test]
 async fn follow_resumes_through_a_server_restart_printing_each_line_once() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = empty_config(dir.path());
-    let port = raibid_testkit::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let server = start_server(&config, port, &redis.url());
-    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
-    let claimed = running_job(&queue).await;
-    let id = claimed.job.id.clone();
+    let Setup {
+        redis,
+        _dir,
+        config,
+        port,
+        url,
+        server,
+        queue,
+        claimed,
+        id,
+    } = Setup::new().await;
     let line = |n: usize| format!("line {n}\n");
 
     for n in 1..=3 {
@@ -194,15 +234,17 @@ async fn follow_resumes_through_a_server_restart_printing_each_line_once() {
 
 #[tokio::test]
 async fn follow_gives_up_when_the_job_stays_unreadable() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = empty_config(dir.path());
-    let port = raibid_testkit::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let server = start_server(&config, port, &redis.url());
-    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
-    let claimed = running_job(&queue).await;
-    let id = claimed.job.id.clone();
+    let Setup {
+        redis: _redis,
+        _dir,
+        config,
+        port: _port,
+        url,
+        server,
+        queue,
+        claimed: _claimed,
+        id,
+    } = Setup::new().await;
     queue.append_log(&id, b"only line\n").await.unwrap();
 
     // No such job: asking again will not help, so it fails at once.
