@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use raibid_model::{Job, JobStatus, Outcome};
+use raibid_model::{JobStatus, Outcome};
 use raibid_queue::Claimed;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -14,16 +14,9 @@ use support::{SHA, TestServer, eventually, json};
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn running_job(server: &TestServer) -> Claimed {
-    let response = server
-        .post_json(
-            "/api/v1/jobs",
-            &json!({ "repo": "acme/app", "clone_url": "https://git.example/acme/app.git", "sha": SHA }),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let job: Job = serde_json::from_value(json(response).await).unwrap();
+    let id = queued_job(server).await;
     let claimed = server.claim_one("agent-1").await;
-    assert_eq!(claimed.job.id, job.id);
+    assert_eq!(claimed.job.id, id);
     claimed
 }
 
