@@ -9,6 +9,7 @@ mod agent;
 mod checkout;
 mod env;
 pub mod executor;
+pub mod hardening;
 pub mod image;
 mod logsink;
 mod remove;

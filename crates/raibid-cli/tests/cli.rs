@@ -212,3 +212,60 @@ fn status_fails_when_the_server_is_up_but_redis_is_not() {
     assert_eq!(json["redis_reachable"], false);
     assert_eq!(json["ready"], false);
 }
+
+/// A step under the host executor runs as the agent's user: it must not read the environment
+/// (the Redis password, tokens) of raibid's long-running processes through `/proc`.
+#[test]
+fn long_running_processes_hide_their_environment_from_their_own_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = no_cluster_config(dir.path());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Root may read any process's environment; the case that matters is one ordinary user (the
+    // recommended unprivileged agent and its steps), so as root both sides run as nobody.
+    let as_one_user = |program: &str| {
+        if nix::unistd::geteuid().is_root() {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+            cmd
+        } else {
+            Command::new(program)
+        }
+    };
+    let port = raibid_testkit::free_port();
+    let marker = "hunter2-environ-marker";
+    let mut server = as_one_user(RAIBID)
+        .arg("--config")
+        .arg(&file)
+        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .env("HOME", dir.path())
+        .env(
+            "RAIBID_REDIS_URL",
+            format!(
+                "redis://:{marker}@127.0.0.1:{}",
+                raibid_testkit::free_port()
+            ),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let read = as_one_user("cat")
+        .arg(format!("/proc/{}/environ", server.id()))
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let stdout = String::from_utf8_lossy(&read.stdout);
+    assert!(!stdout.contains(marker), "the environment was readable");
+    assert!(!read.status.success());
+    let stderr = String::from_utf8_lossy(&read.stderr);
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+}

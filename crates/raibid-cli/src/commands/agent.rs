@@ -21,6 +21,9 @@ use crate::commands::{data_home, queue_options};
 use crate::local_redis::which;
 
 pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if let Err(e) = raibid_agent::hardening::forbid_inspection() {
+        warn!(error = %e, "steps of this user may read the agent's environment");
+    }
     let a = &config.agent;
     let data_dir = args
         .data_dir

@@ -9,6 +9,9 @@ use crate::cli::ServerArgs;
 use crate::commands::{queue_options, shutdown_signal};
 
 pub async fn run(mut config: Config, args: ServerArgs) -> anyhow::Result<ExitCode> {
+    if let Err(e) = raibid_agent::hardening::forbid_inspection() {
+        tracing::warn!(error = %e, "processes of this user may read the server's environment");
+    }
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }

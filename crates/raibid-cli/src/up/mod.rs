@@ -27,6 +27,9 @@ use crate::commands::{data_home, queue_options, shutdown_signal};
 use crate::local_redis::{Durability, LocalRedis, which};
 
 pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
+    if let Err(e) = raibid_agent::hardening::forbid_inspection() {
+        tracing::warn!(error = %e, "steps of this user may read raibid up's environment");
+    }
     ensure_tools()?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
