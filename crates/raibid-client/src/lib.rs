@@ -3,6 +3,7 @@
 //! The CLI's `raibid job ...` commands and the dashboard both talk to the server through this
 //! crate, never to Redis, so they work the same against a local `raibid up` and a remote cluster.
 
+mod backoff;
 mod sse;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use raibid_model::{AgentInfo, Job, JobStatus, PoolStats, ScalerStatus};
 use serde::{Deserialize, Serialize};
 
+pub use backoff::Backoff;
 pub use sse::{LogEvent, SseParser};
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::data::{ClusterUpdate, DataEvent};
 use crate::event::Message;
-use crate::poller::Backoff;
+use raibid_client::Backoff;
+
+use crate::poller::MAX_BACKOFF;
 
 /// How often the shown cluster is re-read: nodes and pods change at human speed, and KEDA
 /// itself looks at its triggers every 10 s (`pollingInterval`).
@@ -35,7 +37,7 @@ pub(crate) struct ClusterPoller {
 
 impl ClusterPoller {
     pub async fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_secs(1));
+        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
         loop {
             if self.visible.wait_for(|shown| *shown).await.is_err() {
                 return;

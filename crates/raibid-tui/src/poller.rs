@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
-use raibid_client::{Client, ClientError, ListJobs, LogEvent};
+use raibid_client::{Backoff, Client, ClientError, ListJobs, LogEvent};
 use raibid_model::{Job, JobStatus};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -26,36 +26,13 @@ const NEWEST_PAGE: usize = 200;
 /// that page are re-read a few at a time instead (see [`Watch`]).
 const FULL_PAGE: usize = 1000;
 /// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Jobs re-read one by one per poll (see [`Watch`]): enough for the jobs agents finish in a
 /// second on a busy farm, few enough that a deep queue, whose old end is re-read in turns,
 /// costs the server 50 small reads a poll rather than a megabyte of list.
 const MAX_REREADS: usize = 50;
 /// Single-job reads in flight at once.
 const REREAD_CONCURRENCY: usize = 8;
-
-/// Doubling waits between failed attempts, from `first` up to [`MAX_BACKOFF`].
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    first: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(first: Duration) -> Self {
-        Self { first, next: first }
-    }
-
-    pub fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        wait
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
 
 /// Where the history walk is: the cursor of the next older page, and how much was read.
 #[derive(Debug, Default)]
@@ -125,7 +102,7 @@ pub(crate) struct Poller {
 
 impl Poller {
     pub async fn run(self) {
-        let mut backoff = Backoff::new(Duration::from_secs(1));
+        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
         let mut history = History::default();
         let mut watch = Watch::default();
         loop {
@@ -289,7 +266,7 @@ pub(crate) async fn follow_log(
     events: mpsc::UnboundedSender<Message>,
 ) {
     let mut last_event: Option<String> = None;
-    let mut backoff = Backoff::new(Duration::from_secs(1));
+    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
     loop {
         let resume_after = last_event.clone();
         let result = client
@@ -512,7 +489,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_a_ceiling_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1));
+        let mut b = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
         let waits: Vec<u64> = (0..7).map(|_| b.next_wait().as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
         b.reset();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use raibid_client::{Client, ClientError, ListJobs, LogEvent, SubmitJob};
+use raibid_client::{Backoff, Client, ClientError, ListJobs, LogEvent, SubmitJob};
 use raibid_config::Config;
 use raibid_model::{Job, JobStatus};
 
@@ -129,7 +129,7 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
 async fn follow_logs(client: &Client, id: &str, retry_for: Duration) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     let mut last_event: Option<String> = None;
-    let mut backoff = Backoff::default();
+    let mut backoff = reconnect_backoff();
     // The last time the server showed it could read the job.
     let mut readable_at = Instant::now();
     loop {
@@ -183,30 +183,9 @@ async fn follow_logs(client: &Client, id: &str, retry_for: Duration) -> anyhow::
     }
 }
 
-/// Doubling waits between reconnects, capped so a server that comes back is found soon.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(10);
-
-    fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        wait
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: Self::FIRST }
-    }
+/// Waits between reconnects: short at first, capped so a server that comes back is found soon.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
 }
 
 /// `logs --follow` exits like the job: scripts can wait for a build with it.
@@ -315,7 +294,7 @@ mod tests {
 
     #[test]
     fn reconnect_waits_double_to_a_ceiling_and_reset() {
-        let mut b = Backoff::default();
+        let mut b = reconnect_backoff();
         let waits: Vec<u64> = (0..7).map(|_| b.next_wait().as_millis() as u64).collect();
         assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
         b.reset();

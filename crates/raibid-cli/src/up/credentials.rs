@@ -1,8 +1,6 @@
 //! Secrets `raibid up` makes up for itself and keeps in its data directory, so that a restart
 //! keeps working with webhooks already configured in the forge and tokens already exported.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -25,20 +23,14 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
     let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    writeln!(file, "{value}")?;
+    crate::private_files::write(path, &format!("{value}\n"))?;
     Ok(value)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
