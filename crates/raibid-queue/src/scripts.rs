@@ -105,12 +105,13 @@ redis.call('XADD', KEYS[9], '*', 'job', ARGV[1], 'status', 'queued')
 -- group has not handled yet; a group nobody reads any more (a reporter switched off) cannot
 -- pin it for ever: past 20 times its size the oldest events go regardless.
 if redis.call('XLEN', KEYS[9]) > tonumber(ARGV[8]) then
-  trim_done(KEYS[9], '', ARGV[8], '~')
-  local hard = string.format('%d', tonumber(ARGV[8]) * 20)
-  if redis.call('XLEN', KEYS[9]) > tonumber(hard) then
-    redis.log(redis.LOG_WARNING, 'raibid: ' .. KEYS[9] .. ' trimmed to ' .. hard ..
+  local hard = tonumber(ARGV[8]) * 20
+  -- '' names no group, so trim_done returns the length it left.
+  if trim_done(KEYS[9], '', ARGV[8], '~') > hard then
+    local cap = string.format('%d', hard)
+    redis.log(redis.LOG_WARNING, 'raibid: ' .. KEYS[9] .. ' trimmed to ' .. cap ..
       ' entries before every consumer group read them')
-    redis.call('XTRIM', KEYS[9], 'MAXLEN', '~', hard)
+    redis.call('XTRIM', KEYS[9], 'MAXLEN', '~', cap)
   end
 end
 return {'ok', entry}
@@ -211,11 +212,9 @@ if #pending == 0 then return 'lost' end
 -- XCLAIM of an entry no longer in the stream (trimmed by hand: the queue's own trimming keeps
 -- pending entries) deletes it from the pending list, and the job could then never be handed
 -- back. Left idle instead, the reaper finds it and reruns the job: twice rather than never.
-if #redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3]) == 0 then
-  if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return 'cancel' end
-  return 'ok'
+if #redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3]) > 0 then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return 'cancel' end
 return 'ok'
 "#,

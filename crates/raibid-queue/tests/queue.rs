@@ -568,6 +568,23 @@ async fn events_are_trimmed_only_once_their_group_has_read_them() {
     assert!(after <= 10, "read events were kept: {after}");
 }
 
+/// A group nobody reads any more cannot pin the events stream for ever: past 20 times its
+/// size the oldest events go regardless.
+#[tokio::test]
+async fn an_abandoned_group_pins_the_events_stream_only_up_to_a_hard_cap() {
+    let redis = redis_with_small_stream_nodes();
+    let mut o = options(&redis);
+    o.events_maxlen = 5;
+    let q = Queue::open(o).unwrap();
+    let _abandoned = q.job_events("gone-reporter", "r1").await.unwrap();
+    for i in 0..150 {
+        q.enqueue(job(&format!("a/{i}"))).await.unwrap();
+    }
+    let len = redis.command("XLEN raibid:ci-jobs:events").unwrap();
+    let len: u64 = len[1..].parse().unwrap();
+    assert!((100..=105).contains(&len), "events kept: {len}");
+}
+
 #[tokio::test]
 async fn aof_restart_between_enqueue_and_claim_loses_nothing() {
     let mut redis = RedisServer::start_with(RedisOptions {
