@@ -21,6 +21,12 @@ const NOT_FIELDS: &[&str] = &["RAIBID_UP_WEBHOOK_SECRET"];
 /// `RAIBID_LOG`, `RAIBID_SERVER`, `RAIBID_TOKEN`), and a `raibid` command run inside a step must
 /// not refuse to start because of them. A typo after a section prefix is still an error.
 pub fn is_override_variable(var: &str) -> bool {
+    is_override_in(&default_shape(), var)
+}
+
+/// [`is_override_variable`] against the defaults' shape, which callers checking many variables
+/// build once: a section is a top-level key, so a new section is covered without editing a list.
+fn is_override_in(shape: &Value, var: &str) -> bool {
     let Some(rest) = var.strip_prefix("RAIBID_") else {
         return false;
     };
@@ -28,21 +34,17 @@ pub fn is_override_variable(var: &str) -> bool {
         return false;
     }
     let rest = rest.to_ascii_lowercase();
-    section_names().any(|section| {
-        rest.strip_prefix(section.as_str())
+    let Value::Mapping(sections) = shape else {
+        unreachable!("Config serializes as a mapping")
+    };
+    sections.keys().filter_map(Value::as_str).any(|section| {
+        rest.strip_prefix(section)
             .is_some_and(|tail| tail.starts_with('_'))
     })
 }
 
-/// The top-level keys of the configuration, taken from the defaults so a new section is
-/// covered without editing a list.
-fn section_names() -> impl Iterator<Item = String> {
-    let shape = serde_yaml::to_value(Config::default()).expect("defaults serialize");
-    let Value::Mapping(map) = shape else {
-        unreachable!("Config serializes as a mapping")
-    };
-    map.into_iter()
-        .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+fn default_shape() -> Value {
+    serde_yaml::to_value(Config::default()).expect("defaults serialize")
 }
 
 /// Applies the override variables among `vars` to `config`, in order.
@@ -51,9 +53,9 @@ fn section_names() -> impl Iterator<Item = String> {
 /// that text would be read in the file (or taken literally for a string field), so an error
 /// names the variable and nothing else of the configuration is re-read.
 pub(crate) fn apply_env(config: &mut Config, vars: &[(String, String)]) -> Result<(), ConfigError> {
-    let shape = serde_yaml::to_value(Config::default()).expect("defaults serialize");
+    let shape = default_shape();
     for (var, raw) in vars {
-        if !is_override_variable(var) {
+        if !is_override_in(&shape, var) {
             continue;
         }
         let Some(rest) = var.strip_prefix("RAIBID_") else {
