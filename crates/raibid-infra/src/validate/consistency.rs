@@ -51,20 +51,11 @@ pub fn check(objects: &[Manifest], config: &Config) -> Vec<Issue> {
     for manifest in &scaled_jobs {
         scaled_job(manifest, config, &mut issues);
     }
-    let in_cluster = objects
-        .iter()
-        .find(|m| m.kind() == "ConfigMap" && m.name() == CONFIG_MAP)
-        .and_then(|m| m.object["data"]["config.yaml"].as_str())
-        .and_then(|text| raibid_config::load_from_str(text, Path::new(""), &[]).ok());
-    if let Some(in_cluster) = &in_cluster {
-        for manifest in &scaled_jobs {
-            agent_mounts(manifest, in_cluster, &mut issues);
-        }
-    }
     let served: Vec<PoolName> = pools(objects).into_iter().map(|(p, _)| p).collect();
+    let mut in_cluster = None;
     for manifest in objects {
         if manifest.kind() == "ConfigMap" && manifest.name() == CONFIG_MAP {
-            config_map(
+            in_cluster = config_map(
                 manifest,
                 config,
                 (!scaled_jobs.is_empty()).then_some(&served),
@@ -73,6 +64,11 @@ pub fn check(objects: &[Manifest], config: &Config) -> Vec<Issue> {
         }
         environment(manifest, &mut issues);
         secret_references(manifest, &mut issues);
+    }
+    if let Some(in_cluster) = &in_cluster {
+        for manifest in &scaled_jobs {
+            agent_mounts(manifest, in_cluster, &mut issues);
+        }
     }
     issues
 }
@@ -254,7 +250,7 @@ fn config_map(
     config: &Config,
     served_pools: Option<&Vec<PoolName>>,
     issues: &mut Vec<Issue>,
-) {
+) -> Option<Config> {
     let path = FieldPath::root().key("data").key("config.yaml");
     let Some(text) = manifest.object["data"]["config.yaml"].as_str() else {
         issues.push(Issue::new(
@@ -262,7 +258,7 @@ fn config_map(
             path,
             "missing: the server and agents read it",
         ));
-        return;
+        return None;
     };
     let in_cluster = match raibid_config::load_from_str(text, Path::new(&manifest.source), &[]) {
         Ok(c) => c,
@@ -272,7 +268,7 @@ fn config_map(
                 path,
                 format!("not a valid raibid configuration: {e}"),
             ));
-            return;
+            return None;
         }
     };
     let pairs = [
@@ -342,6 +338,7 @@ fn config_map(
             }
         }
     }
+    Some(in_cluster)
 }
 
 /// `RAIBID_<SECTION>_*` variables must name configuration fields: the configuration loader
