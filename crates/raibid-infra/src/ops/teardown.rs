@@ -284,7 +284,6 @@ fn component_steps(
         Component::Gitea => {
             let objects = ctx.shared("gitea")?;
             let release = HelmInstall::from_release(&objects, "gitea", ctx.timeout)?;
-            let claims = gitea_claims(&release)?;
             if ctx.tools.helm {
                 steps.push(helm_uninstall(&release));
                 // The Flux HelmRelease too (if Flux synced it): left behind, helm-controller
@@ -294,9 +293,10 @@ fn component_steps(
                 steps.push(delete("gitea (Flux uninstalls the chart)", &objects));
             }
             if delete_data {
+                // Only here: a teardown that keeps the data needs no claim name.
                 steps.push(Step::Delete {
                     what: "gitea data (the chart's PersistentVolumeClaim)".into(),
-                    objects: claims,
+                    objects: gitea_claims(&release)?,
                 });
                 steps.push(delete_secret(ctx, &secrets::GITEA_ADMIN));
             }
