@@ -64,7 +64,9 @@ const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 /// The namespace and the label that marks it as raibid's: setup applies it only when absent or
 /// already raibid's, teardown deletes it only when raibid's.
-fn namespace_step(ctx: &Context<'_>) -> Result<crate::plan::Step, InfraError> {
+/// raibid's Namespace object and the `managed-by` label that tells it from a namespace that
+/// existed before: setup applies it, teardown deletes it only if it carries the label.
+fn raibid_namespace(ctx: &Context<'_>) -> Result<(Manifest, (String, String)), InfraError> {
     let namespace = ctx.namespace_object()?;
     let [object] = namespace.as_slice() else {
         return Err(InfraError::Manifest {
@@ -82,10 +84,12 @@ fn namespace_step(ctx: &Context<'_>) -> Result<crate::plan::Step, InfraError> {
                 object.object_ref()
             ),
         })?;
-    Ok(crate::plan::Step::ApplyNamespace {
-        object: object.clone(),
-        label: (MANAGED_BY.to_owned(), value.to_owned()),
-    })
+    Ok((object.clone(), (MANAGED_BY.to_owned(), value.to_owned())))
+}
+
+fn namespace_step(ctx: &Context<'_>) -> Result<crate::plan::Step, InfraError> {
+    let (object, label) = raibid_namespace(ctx)?;
+    Ok(crate::plan::Step::ApplyNamespace { object, label })
 }
 
 /// What to wait for after applying `objects`.

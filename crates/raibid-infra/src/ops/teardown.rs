@@ -150,9 +150,7 @@ fn flux_uninstall_steps(ordered: &[Component], options: &TeardownOptions) -> Vec
 /// (and setup never puts on a namespace that existed before): `cluster.namespace` may name a
 /// namespace that holds other things.
 fn namespace_step(ctx: &Context<'_>) -> Result<Step, InfraError> {
-    let Step::ApplyNamespace { object, label } = super::namespace_step(ctx)? else {
-        unreachable!("namespace_step makes ApplyNamespace")
-    };
+    let (object, label) = super::raibid_namespace(ctx)?;
     Ok(Step::DeleteNamespace {
         name: object.name().to_owned(),
         label,
