@@ -214,6 +214,16 @@ impl Client {
         .await
     }
 
+    /// [`Client::job`], with `None` for a job the server does not have (never existed, or pruned
+    /// since it was last seen), for callers that watch jobs which may go away.
+    pub async fn find_job(&self, id: &str) -> Result<Option<Job>, ClientError> {
+        match self.job(id).await {
+            Ok(job) => Ok(Some(job)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn cancel(&self, id: &str) -> Result<CancelReply, ClientError> {
         self.json(self.request(
             reqwest::Method::POST,

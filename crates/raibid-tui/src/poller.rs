@@ -168,12 +168,8 @@ impl Poller {
             client.agents(),
             async {
                 match &open {
-                    Some(id) => match client.job(id).await {
-                        Ok(job) => Ok(Some(job)),
-                        // Pruned while open: the screen keeps what it last saw.
-                        Err(ClientError::Api { status: 404, .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    },
+                    // Pruned while open (None): the screen keeps what it last saw.
+                    Some(id) => client.find_job(id).await,
                     None => Ok(None),
                 }
             },
@@ -206,14 +202,8 @@ impl Poller {
             .map(|j| j.id.as_str())
             .collect();
         let rereads: Vec<Result<Job, String>> = futures::stream::iter(watch.due(&covered))
-            .map(|id| async move {
-                match client.job(&id).await {
-                    Ok(job) => Ok(Ok(job)),
-                    // Pruned since it was last seen.
-                    Err(ClientError::Api { status: 404, .. }) => Ok(Err(id)),
-                    Err(e) => Err(e),
-                }
-            })
+            // Err(id): pruned since it was last seen.
+            .map(|id| async move { client.find_job(&id).await.map(|found| found.ok_or(id)) })
             .buffered(REREAD_CONCURRENCY)
             .try_collect()
             .await?;
