@@ -275,10 +275,7 @@ impl Reporter {
         if job.children.is_empty() || !job.status.is_final() {
             return describe::commit_status(job, public_url);
         }
-        let mut children = Vec::with_capacity(job.children.len());
-        for id in &job.children {
-            children.push(self.load(id).await);
-        }
+        let children = futures::future::join_all(job.children.iter().map(|id| self.load(id))).await;
         describe::matrix_status(job, &children, public_url)
     }
 }
