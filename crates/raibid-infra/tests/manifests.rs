@@ -689,40 +689,36 @@ fn agents_get_the_registry_login_setup_writes_and_an_insecure_in_cluster_registr
 
     // Validation catches a pool that lost the login, a wrong key, and a TLS registry over HTTP.
     let file = "base/agents/scaledjob-amd64.yaml";
-    let issues = issues_after_edit(
-        file,
-        "key: registry-password",
-        "key: password",
-        "base/agents",
-    );
-    assert!(
-        issues.iter().any(|i| i.contains("RAIBID_AGENT_REGISTRY_PASSWORD must come from Secret raibid-agent-credentials key registry-password")),
-        "{issues:?}"
-    );
-    let issues = issues_after_edit(
-        file,
-        "- name: RAIBID_AGENT_GIT_TOKEN",
-        "- name: RAIBID_AGENT_NETWORK",
-        "base/agents",
-    );
-    assert!(
-        issues
-            .iter()
-            .any(|i| i.contains("RAIBID_AGENT_GIT_TOKEN must come from")),
-        "{issues:?}"
-    );
-    let issues = issues_after_edit(
-        "base/server/config.yaml",
-        "insecure: true",
-        "insecure: false",
-        "base/server",
-    );
-    assert!(
-        issues
-            .iter()
-            .any(|i| i.contains("agent.registry.insecure is false")),
-        "{issues:?}"
-    );
+    for (file, from, to, target, expected) in [
+        (
+            file,
+            "key: registry-password",
+            "key: password",
+            "base/agents",
+            "RAIBID_AGENT_REGISTRY_PASSWORD must come from Secret raibid-agent-credentials key \
+             registry-password",
+        ),
+        (
+            file,
+            "- name: RAIBID_AGENT_GIT_TOKEN",
+            "- name: RAIBID_AGENT_NETWORK",
+            "base/agents",
+            "RAIBID_AGENT_GIT_TOKEN must come from",
+        ),
+        (
+            "base/server/config.yaml",
+            "insecure: true",
+            "insecure: false",
+            "base/server",
+            "agent.registry.insecure is false",
+        ),
+    ] {
+        let issues = issues_after_edit(file, from, to, target);
+        assert!(
+            issues.iter().any(|i| i.contains(expected)),
+            "{expected}: {issues:?}"
+        );
+    }
 }
 
 /// buildah's store once defaulted to the data directory inside the container, not the
