@@ -34,6 +34,7 @@ mod reference;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,10 @@ pub struct BuildRequest {
     pub platforms: Vec<String>,
     pub build_args: BTreeMap<String, String>,
     pub push: bool,
+    /// Whether buildah gets the agent's registry login (to pull private base images, and to
+    /// push). Off for untrusted jobs: their `RUN` instructions run as root, and in an agent
+    /// pod root can leave buildah's chroot and read the login file while the build runs.
+    pub credentials: bool,
     /// A repository (no tag) for layer cache shared between agents through the registry.
     pub cache_repo: Option<String>,
     /// How long the whole build may take, pushes included; each buildah command gets what is
@@ -197,6 +202,16 @@ impl ImageBuilder {
 
     /// Builds `request`, pushes it if asked, and streams buildah's output (credentials masked)
     /// to `output`. Cancelling stops buildah like a step.
+    fn files(&self, request: &BuildRequest) -> io::Result<BuildFiles> {
+        BuildFiles::write(
+            self.options
+                .registry_auth
+                .as_ref()
+                .filter(|_| request.credentials),
+            &self.options.insecure_registries,
+        )
+    }
+
     pub async fn build_and_push(
         &self,
         request: &BuildRequest,
@@ -205,10 +220,7 @@ impl ImageBuilder {
     ) -> Result<BuiltImage, ImageError> {
         let deadline = request.timeout.map(|limit| Instant::now() + limit);
         let plan = Plan::new(request)?;
-        let files = BuildFiles::write(
-            self.options.registry_auth.as_ref(),
-            &self.options.insecure_registries,
-        )?;
+        let files = self.files(request)?;
         let run = Run {
             builder: self,
             files: &files,
@@ -542,9 +554,30 @@ mod tests {
             platforms: vec![],
             build_args: BTreeMap::from([("VERSION".into(), "1.2".into())]),
             push: true,
+            credentials: true,
             cache_repo: Some("r.example/acme/cache".into()),
             timeout: None,
         }
+    }
+
+    #[test]
+    fn an_untrusted_build_gets_no_registry_login() {
+        let auth = RegistryAuth {
+            host: "r.example".into(),
+            username: "bot".into(),
+            password: "hunter2-very-secret".into(),
+        };
+        let builder = builder(Some(auth));
+        let dir = tempfile::tempdir().unwrap();
+        let mut request = request(dir.path());
+        let login = |request: &BuildRequest| {
+            let files = builder.files(request).unwrap();
+            std::fs::read_to_string(files.authfile()).unwrap()
+        };
+        assert!(login(&request).contains("r.example"));
+        request.push = false;
+        request.credentials = false;
+        assert_eq!(login(&request), r#"{"auths":{}}"#);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod logsink;
 mod remove;
 mod runner;
 mod secrets;
+mod step_user;
 mod workspace_file;
 
 pub use agent::{AgentOptions, AgentSummary, run_agent};
@@ -22,3 +23,4 @@ pub use checkout::{CheckoutError, CheckoutReport, GitCheckout};
 pub use logsink::{JobLog, Masker};
 pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings};
 pub use secrets::{SecretError, SecretStore};
+pub use step_user::{StepUser, StepUserError};

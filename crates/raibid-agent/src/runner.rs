@@ -316,6 +316,22 @@ impl Runner {
             MatrixStep::Run(env) => env,
             MatrixStep::Expanded(outcome) => return outcome,
         };
+        if let Some(user) = self.executor.step_user() {
+            let (src, home_dir) = (workspace.clone(), home.clone());
+            let given = tokio::task::spawn_blocking(move || {
+                user.give(&src)?;
+                user.give(&home_dir)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(e) = given {
+                return error_outcome(
+                    log,
+                    format!("cannot give the workspace to the step user {user}: {e}"),
+                )
+                .await;
+            }
+        }
         self.run_steps(
             job,
             &pipeline,
@@ -675,6 +691,7 @@ impl Runner {
             platforms: build.platforms.clone(),
             build_args: build.build_args.clone(),
             push: build.push && trusted,
+            credentials: trusted,
             cache_repo,
             timeout: Some(timeout),
         };

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
+use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor, HostExecutor};
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, StorageDriver};
 use raibid_agent::{
-    AgentOptions, GitCheckout, JobEnd, Runner, RunnerSettings, SecretStore, run_agent,
+    AgentOptions, GitCheckout, JobEnd, Runner, RunnerSettings, SecretStore, StepUser, run_agent,
 };
 use raibid_model::{Event, Job, JobStatus, NewJob, PoolName, StepStatus};
 use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
@@ -50,6 +50,16 @@ impl Harness {
             hide: vec![self.dir.path().join("cache")],
             ..Default::default()
         }));
+        self.runner_on(executor, secrets, images, registry)
+    }
+
+    fn runner_on(
+        &self,
+        executor: Arc<dyn Executor>,
+        secrets: SecretStore,
+        images: Option<Arc<ImageBuilder>>,
+        registry: &str,
+    ) -> Arc<Runner> {
         Arc::new(Runner {
             queue: self.queue.clone(),
             executor,
@@ -908,4 +918,54 @@ async fn a_workspace_with_read_only_directories_is_removed() {
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
     let job_dir = h.dir.path().join("work").join(format!("{}-a1", job.id));
     assert!(!job_dir.exists(), "{} is left", job_dir.display());
+}
+
+/// With `agent.step_user` (how agent pods run, as root), host steps run as that user: they own
+/// their workspace and `HOME` and can use git there, but cannot write the shared mirror their
+/// checkout borrows objects from.
+#[tokio::test]
+async fn host_steps_run_as_the_step_user_and_cannot_write_the_mirror() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "starting steps as another user needs root (CI runs as root); run this test as root"
+    );
+    let h = Harness::new();
+    // The step user has to get to its workspace: tempdir makes the harness directory 0700.
+    std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = GitRepo::new();
+    let script = "steps:\n  - name: as-step-user\n    run: |\n      \
+                  echo who=$(id -u):$(id -g):$(id -G)\n      \
+                  echo head=$(git rev-parse HEAD) dirty=$(git status --porcelain | wc -l)\n      \
+                  echo made > new-file\n      echo kept > \"$HOME/state\"\n      \
+                  objects=$(cat .git/objects/info/alternates)\n      \
+                  if touch \"$objects/planted\" 2>/dev/null; then echo wrote-the-mirror; fi\n      \
+                  if echo x >> \"$objects/../config\" 2>/dev/null; then echo wrote-mirror-config; fi\n      \
+                  echo done\n";
+    let sha = repo.commit(&[(".raibid.yaml", script)], "init");
+    let nobody = StepUser {
+        uid: 65534,
+        gid: 65534,
+    };
+    let runner = h.runner_on(
+        Arc::new(HostExecutor::new().as_user(nobody)),
+        SecretStore::default(),
+        None,
+        "registry.invalid",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(runner).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("who=65534:65534:65534\n"), "{log}");
+    assert!(log.contains(&format!("head={sha} dirty=0")), "{log}");
+    assert!(log.contains("done"), "{log}");
+    assert!(!log.contains("wrote-the-mirror"), "{log}");
+    assert!(!log.contains("wrote-mirror-config"), "{log}");
+    let planted = std::process::Command::new("find")
+        .arg(h.dir.path().join("cache"))
+        .args(["-name", "planted"])
+        .output()
+        .unwrap();
+    assert!(planted.stdout.is_empty(), "{planted:?}");
 }

@@ -92,6 +92,7 @@ fn request(context: &Path, tags: Vec<String>) -> BuildRequest {
         platforms: Vec::new(),
         build_args: BTreeMap::new(),
         push: true,
+        credentials: true,
         cache_repo: None,
         timeout: None,
     }

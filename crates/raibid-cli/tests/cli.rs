@@ -269,3 +269,48 @@ fn long_running_processes_hide_their_environment_from_their_own_user() {
     let stderr = String::from_utf8_lossy(&read.stderr);
     assert!(stderr.contains("Permission denied"), "{stderr}");
 }
+
+/// A step user the agent cannot use fails `raibid agent` at start, naming the problem, instead
+/// of failing every job it claims.
+#[test]
+fn an_unusable_step_user_stops_the_agent_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let open = dir.path().join("open");
+    let agent = |step_user: &str, executor: &str, workspace: &std::path::Path| {
+        let file = dir.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "agent:\n  step_user: \"{step_user}\"\n  executor: {executor}\n  \
+                 workspace_dir: {}\n  cache_dir: {}\n",
+                workspace.display(),
+                open.join("mirrors").display()
+            ),
+        )
+        .unwrap();
+        let out = raibid(&file, &["agent", "--once"], &[]);
+        assert!(!out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = agent("65534", "bwrap", &open.join("work"));
+    assert!(err.contains("applies to the host executor"), "{err}");
+    let err = agent("root", "host", &open.join("work"));
+    assert!(err.contains("uid 0 is root"), "{err}");
+    let err = agent("not-an-account-here", "host", &open.join("work"));
+    assert!(err.contains("no such account"), "{err}");
+    let err = agent("65534", "host", &private.join("work"));
+    if nix::unistd::geteuid().is_root() {
+        assert!(
+            err.contains("cannot enter")
+                && err.contains(&private.join("work").display().to_string()),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("needs the agent to run as root"), "{err}");
+    }
+}

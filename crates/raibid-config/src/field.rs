@@ -133,8 +133,8 @@ structs! {
     }
     RegistryConfig { host, username, password, insecure }
     AgentConfig {
-        name, pools, labels, executor, workspace_dir, cache_dir, buildah_root, buildah_runroot,
-        concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
+        name, pools, labels, executor, step_user, workspace_dir, cache_dir, buildah_root,
+        buildah_runroot, concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
         git_token, registry, secrets, secret_repos, secrets_for_forks,
     }
     UpConfig { data_dir, max_agents, polling_interval_ms, cooldown_secs }

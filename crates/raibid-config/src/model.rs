@@ -270,6 +270,10 @@ pub struct AgentConfig {
     pub pools: Vec<PoolName>,
     pub labels: BTreeMap<String, String>,
     pub executor: ExecutorKind,
+    /// Host-executor steps run as this account (`UID`, `UID:GID` or a name) instead of the
+    /// agent's own; the agent must be root. Empty: as the agent. Agent pods set it so that a
+    /// step cannot write the node's shared mirror cache or inspect the agent's children.
+    pub step_user: String,
     /// Where per-job workspaces are created; empty: `<data dir>/workspaces`.
     pub workspace_dir: String,
     /// Where bare git mirrors are kept between jobs; empty: `<data dir>/git-mirrors`.
@@ -308,6 +312,7 @@ impl Default for AgentConfig {
             pools: vec![PoolName::default()],
             labels: BTreeMap::new(),
             executor: ExecutorKind::Auto,
+            step_user: String::new(),
             workspace_dir: String::new(),
             cache_dir: String::new(),
             buildah_root: String::new(),

@@ -779,3 +779,46 @@ fn buildah_stores_its_layers_on_the_mounted_node_cache() {
         );
     }
 }
+
+/// Agent pods run as root; their steps run as `agent.step_user`. Validation catches a
+/// configuration without one, and a pod that could not switch to it.
+#[test]
+fn agent_pods_run_their_steps_as_the_step_user() {
+    let tree = Tree::embedded();
+    let objects = render(&tree, "dev", &Config::default()).unwrap();
+    let map = objects
+        .iter()
+        .find(|m| m.kind() == "ConfigMap" && m.name() == "raibid-config")
+        .unwrap();
+    let text = map.object["data"]["config.yaml"].as_str().unwrap();
+    let in_cluster =
+        raibid_config::load_from_str(text, std::path::Path::new("config.yaml"), &[]).unwrap();
+    assert_eq!(in_cluster.agent.step_user, "10002:10002");
+
+    for target in ["overlays/dev", "overlays/prod"] {
+        let issues = issues_after_edit(
+            "base/server/config.yaml",
+            "  step_user: \"10002:10002\"\n",
+            "",
+            target,
+        );
+        assert_eq!(
+            issues
+                .iter()
+                .filter(|i| i.contains("sets no agent.step_user"))
+                .count(),
+            3,
+            "{target}: {issues:?}"
+        );
+    }
+    let issue = one_issue_after_edit(
+        "base/agents/scaledjob-arm64.yaml",
+        "\"SETUID\", ",
+        "",
+        "overlays/dev",
+    );
+    assert!(
+        issue.contains("lacks SETUID") && issue.contains("raibid-agent-arm64"),
+        "{issue}"
+    );
+}

@@ -91,6 +91,12 @@ pub trait Executor: Send + Sync {
         None
     }
 
+    /// The account steps run as when it is not the agent's own: the runner hands the job's
+    /// workspace and `HOME` to it before the first step.
+    fn step_user(&self) -> Option<crate::step_user::StepUser> {
+        None
+    }
+
     fn run_step<'a>(
         &'a self,
         spec: &'a StepSpec,

@@ -10,7 +10,9 @@ use raibid_agent::executor::{
     ContainerOptions, Executor, HostExecutor, RegistryLogin,
 };
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver};
-use raibid_agent::{AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, run_agent};
+use raibid_agent::{
+    AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, StepUser, run_agent,
+};
 use raibid_config::{Config, ExecutorKind};
 use raibid_queue::Queue;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +59,8 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
         Some(ExecutorArg::Container) => ExecutorKind::Container,
         None => a.executor,
     };
-    let executor = executor(kind, &config, &data_dir, &toolchain).await?;
+    let step_user = step_user(&a.step_user, kind, &[&workspace_root, &cache_dir])?;
+    let executor = executor(kind, step_user, &config, &data_dir, &toolchain).await?;
     info!(executor = executor.name(), %name, pools = ?pools, "agent starting");
 
     let images = if which("buildah").is_some() {
@@ -133,8 +136,30 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `agent.step_user`, checked before the first job: a step user that cannot reach its
+/// workspace, or an agent that cannot switch to it, would fail every job instead.
+fn step_user(text: &str, kind: ExecutorKind, dirs: &[&Path]) -> anyhow::Result<Option<StepUser>> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let user = StepUser::parse(text)?;
+    if kind != ExecutorKind::Host {
+        anyhow::bail!(
+            "agent.step_user applies to the host executor: set agent.executor (or --executor) \
+             to host (bwrap and container steps are isolated their own way)"
+        );
+    }
+    for dir in dirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    user.check(dirs)?;
+    info!(%user, "host steps run as the step user");
+    Ok(Some(user))
+}
+
 async fn executor(
     kind: ExecutorKind,
+    step_user: Option<StepUser>,
     config: &Config,
     data_dir: &Path,
     toolchain: &Toolchain,
@@ -156,7 +181,10 @@ async fn executor(
         })
     };
     Ok(match kind {
-        ExecutorKind::Host => Arc::new(HostExecutor::new()),
+        ExecutorKind::Host => Arc::new(match step_user {
+            Some(user) => HostExecutor::new().as_user(user),
+            None => HostExecutor::new(),
+        }),
         ExecutorKind::Bwrap => {
             let b = bwrap();
             b.probe()

@@ -68,6 +68,7 @@ pub fn check(objects: &[Manifest], config: &Config) -> Vec<Issue> {
     if let Some(in_cluster) = &in_cluster {
         for manifest in &scaled_jobs {
             agent_mounts(manifest, in_cluster, &mut issues);
+            agent_step_user(manifest, in_cluster, &mut issues);
         }
     }
     issues
@@ -205,6 +206,65 @@ fn agent_mounts(manifest: &Manifest, in_cluster: &Config, issues: &mut Vec<Issue
                     "no volume is mounted at {key} {dir:?} of config.yaml: the agent's cache \
                      would be the container's writable layer (counted against \
                      ephemeral-storage, lost with the pod)"
+                ),
+            ));
+        }
+    }
+}
+
+/// An agent pod runs as root (buildah needs it). Its host-executor steps must not: as root a
+/// step writes the node's shared mirror volume and reads what the agent starts later. So the
+/// in-cluster configuration must name a step user, and the container must keep the two
+/// capabilities that switching to it takes.
+fn agent_step_user(manifest: &Manifest, in_cluster: &Config, issues: &mut Vec<Issue>) {
+    let pod = FieldPath::from_pointer("/spec/jobTargetRef/template/spec");
+    let spec = &manifest.object["spec"]["jobTargetRef"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let run_as = container["securityContext"]["runAsUser"]
+        .as_i64()
+        .or_else(|| spec["securityContext"]["runAsUser"].as_i64());
+    let host_steps = matches!(in_cluster.agent.executor, raibid_config::ExecutorKind::Host);
+    if run_as != Some(0) || !host_steps {
+        return;
+    }
+    let step_user = in_cluster.agent.step_user.trim();
+    if step_user.is_empty() {
+        issues.push(Issue::new(
+            manifest,
+            pod.clone()
+                .key("containers")
+                .index(0)
+                .key("securityContext")
+                .key("runAsUser"),
+            "the agent runs as root with host-executor steps, and config.yaml sets no \
+             agent.step_user: every step would run as root in the pod (write the node's \
+             shared mirror cache, read the agent's children)",
+        ));
+        return;
+    }
+    let capabilities = &container["securityContext"]["capabilities"];
+    let dropped_all = capabilities["drop"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|c| c == "ALL"));
+    let added: Vec<&str> = capabilities["add"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    for needed in ["SETUID", "SETGID"] {
+        if dropped_all && !added.contains(&needed) {
+            issues.push(Issue::new(
+                manifest,
+                pod.clone()
+                    .key("containers")
+                    .index(0)
+                    .key("securityContext")
+                    .key("capabilities")
+                    .key("add"),
+                format!(
+                    "lacks {needed}: the agent could not start steps as agent.step_user \
+                     {step_user:?}, and every job would fail"
                 ),
             ));
         }
