@@ -31,6 +31,11 @@ async fn sleep_until_due(due: Option<Instant>) {
 }
 
 /// Replaces secrets in a byte stream that arrives in arbitrary pieces.
+///
+/// Every byte covered by any secret is masked, overlapping secrets included (each run of
+/// covered bytes becomes one `***`). What could still turn out to be part of a secret is held
+/// back, judged on the raw bytes: a shorter secret found complete must not release the start
+/// of a longer one that contains it.
 #[derive(Default)]
 pub struct Masker {
     secrets: Vec<Vec<u8>>,
@@ -47,11 +52,9 @@ impl Masker {
             return;
         }
         self.secrets.push(s.to_vec());
-        // Longest first so that a secret containing another is masked whole.
-        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         self.matcher = Some(
             aho_corasick::AhoCorasick::builder()
-                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .match_kind(aho_corasick::MatchKind::Standard)
                 .build(&self.secrets)
                 .expect("literal patterns always build"),
         );
@@ -60,28 +63,52 @@ impl Masker {
     /// Accepts more output; returns what is safe to emit now.
     pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
         self.pending.extend_from_slice(data);
-        let Some(matcher) = &self.matcher else {
+        if self.matcher.is_none() {
             return std::mem::take(&mut self.pending);
-        };
-        let masked = matcher.replace_all_bytes(&self.pending, &vec![MASK; self.secrets.len()]);
-        let hold = self.partial_secret_suffix(&masked);
-        let (emit, keep) = masked.split_at(masked.len() - hold);
-        self.pending = keep.to_vec();
-        emit.to_vec()
+        }
+        let covered = self.covered(&self.pending);
+        let mut cut = self.pending.len() - self.partial_secret_suffix(&self.pending);
+        // A secret reaching into the held-back bytes may be the start of a longer run.
+        if let Some(run) = covered.iter().find(|r| r.start < cut && cut < r.end) {
+            cut = run.start;
+        }
+        let emit = mask(&self.pending[..cut], &covered);
+        self.pending.drain(..cut);
+        emit
     }
 
     /// Everything held back, at the end of the stream.
     pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.pending);
-        match &self.matcher {
-            Some(m) => m.replace_all_bytes(&rest, &vec![MASK; self.secrets.len()]),
-            None => rest,
+        let covered = self.covered(&rest);
+        mask(&rest, &covered)
+    }
+
+    /// The runs of bytes that belong to some secret, in order, merged where they overlap or
+    /// touch.
+    fn covered(&self, data: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let Some(matcher) = &self.matcher else {
+            return Vec::new();
+        };
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        // Overlapping matches come in order of their end; sorted by start they merge in one pass.
+        let mut found: Vec<_> = matcher
+            .find_overlapping_iter(data)
+            .map(|m| m.range())
+            .collect();
+        found.sort_by_key(|r| r.start);
+        for r in found {
+            match runs.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => runs.push(r),
+            }
         }
+        runs
     }
 
     /// Length of the longest suffix of `data` that is a proper prefix of some secret.
     fn partial_secret_suffix(&self, data: &[u8]) -> usize {
-        let longest = self.secrets.first().map_or(0, Vec::len);
+        let longest = self.secrets.iter().map(Vec::len).max().unwrap_or(0);
         (1..longest.min(data.len() + 1))
             .rev()
             .find(|&k| {
@@ -92,6 +119,20 @@ impl Masker {
             })
             .unwrap_or(0)
     }
+}
+
+/// `data` with each of `runs` that lies inside it replaced by `***` (runs past its end are left
+/// for later: the caller cut `data` before any run it crosses).
+fn mask(data: &[u8], runs: &[std::ops::Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut at = 0;
+    for run in runs.iter().filter(|r| r.end <= data.len()) {
+        out.extend_from_slice(&data[at..run.start]);
+        out.extend_from_slice(MASK);
+        at = run.end;
+    }
+    out.extend_from_slice(&data[at..]);
+    out
 }
 
 /// The log of one job as the agent writes it.
@@ -254,6 +295,32 @@ mod tests {
         }
         out.extend(masker.finish());
         out
+    }
+
+    /// A shorter secret complete in the buffer must not release the rest of a longer one that
+    /// starts with it.
+    #[test]
+    fn a_secret_containing_another_is_masked_whole_across_pieces() {
+        let mut m = Masker::default();
+        m.add_secret("deploybot");
+        m.add_secret("deploybot:s3cr3t-pass");
+        assert_eq!(
+            run(&mut m, &[b"auth=deploybot", b":s3cr3t-pass\n"]),
+            b"auth=***\n"
+        );
+        assert_eq!(
+            run(&mut m, &[b"user deploybot", b" ok\n"]),
+            b"user *** ok\n"
+        );
+    }
+
+    #[test]
+    fn overlapping_secrets_are_masked_as_one() {
+        let mut m = Masker::default();
+        m.add_secret("abcdef");
+        m.add_secret("defXYZ");
+        assert_eq!(run(&mut m, &[b"1 abcdef", b"XYZ 2\n"]), b"1 *** 2\n");
+        assert_eq!(run(&mut m, &[b"abcdefXYZabcdef\n"]), b"***\n");
     }
 
     #[test]
