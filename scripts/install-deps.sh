@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what raibid-ci needs on a Debian/Ubuntu machine, skipping what is already there.
-#   scripts/install-deps.sh run    # what `raibid up` needs: redis-server, git, bubblewrap
+#   scripts/install-deps.sh run    # what `raibid up` needs: redis-server, git, bubblewrap, and
+#                                  # the C compiler and linker that building Rust code needs
 #   scripts/install-deps.sh test   # plus what the test suite starts for real
 set -euo pipefail
 
-want=(redis-server:redis-server git:git bwrap:bubblewrap)
+want=(redis-server:redis-server git:git bwrap:bubblewrap cc:gcc setpriv:util-linux)
 if [ "${1:-run}" = test ]; then
   want+=(buildah:buildah docker-registry:docker-registry tmux:tmux busybox:busybox-static
-         make:make cc:gcc curl:curl openssl:openssl redis-cli:redis-tools)
+         make:make curl:curl openssl:openssl redis-cli:redis-tools)
 fi
 
 missing=()
@@ -37,6 +38,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "cargo is not installed: install Rust from your distribution (apt-get install cargo) or rustup" >&2
+  echo "cargo is not installed: install Rust 1.88 or later with rustup (https://rustup.rs);" \
+       "distribution packages are older than this project needs" >&2
   exit 1
 fi

@@ -23,7 +23,8 @@ use crate::remove;
 use crate::secrets::SecretStore;
 use crate::workspace_file;
 
-/// Steps without a timeout of their own (and jobs without one) stop after this.
+/// Jobs without a `timeout:` stop after this, or after their longest step timeout if that is
+/// longer; a step without a timeout of its own may take what is left of its job's.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Everything a runner needs that does not change from job to job.
@@ -434,7 +435,8 @@ impl Runner {
             branch: job.build_branch().map(str::to_owned),
             tag: job.tag().map(str::to_owned),
         };
-        let job_deadline = Instant::now() + pipeline.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let job_limit = job_limit(pipeline);
+        let job_deadline = Instant::now() + job_limit;
         let place = match self.executor.image_workspace() {
             Some(inside) => StepPlace::Image { workspace: inside },
             None => StepPlace::Host {
@@ -501,7 +503,16 @@ impl Runner {
             );
             env.extend(secrets);
             let remaining = job_deadline.saturating_duration_since(Instant::now());
-            let timeout = step.timeout.unwrap_or(DEFAULT_TIMEOUT).min(remaining);
+            let (timeout, job_bound) = step_limit(step.timeout, remaining);
+            if timeout.is_zero() {
+                let why = job_limit_reached(job_limit);
+                results[i].status = StepStatus::Failure;
+                log.line(&format!("\x1b[31m✘ {}: {why}\x1b[0m", step.name))
+                    .await;
+                outcome.status = JobStatus::Failure;
+                outcome.reason = Some(format!("step {} {why}", step.name));
+                continue;
+            }
 
             results[i].status = StepStatus::Running;
             let _ = self.queue.record_progress(&job.id, &results).await;
@@ -519,6 +530,7 @@ impl Runner {
                         name: step.name.clone(),
                         script: script.clone(),
                         workspace: workspace.to_path_buf(),
+                        home: Some(home.to_path_buf()),
                         read_only: read_only.to_vec(),
                         env,
                         timeout,
@@ -564,7 +576,11 @@ impl Runner {
                         }
                     } else if exit.timed_out {
                         results[i].status = StepStatus::Failure;
-                        format!("timed out after {}s", timeout.as_secs())
+                        if job_bound {
+                            job_limit_reached(job_limit)
+                        } else {
+                            format!("timed out after {}s", timeout.as_secs())
+                        }
                     } else {
                         results[i].status = StepStatus::Failure;
                         match (exit.code, exit.signal) {
@@ -641,6 +657,7 @@ impl Runner {
             // The pushed branch only: a pull request must not tag images as its target branch.
             branch: job.branch().map(str::to_owned),
             tag: job.tag().map(str::to_owned),
+            matrix: job.spec.env.get("RAIBID_MATRIX").cloned(),
         };
         let tags = build.render_tags(&tag_context).map_err(|e| e.to_string())?;
         // The agent's registry credentials push both the tags and the layer cache: a fork's
@@ -738,6 +755,34 @@ enum MatrixStep {
     Expanded(Outcome),
 }
 
+/// How long the whole job may take: the pipeline's `timeout`, else the default or the longest
+/// step timeout, whichever is longer (a step's own `timeout: 2h` is a request to run that long).
+fn job_limit(pipeline: &Pipeline) -> Duration {
+    pipeline.timeout.unwrap_or_else(|| {
+        pipeline
+            .steps
+            .iter()
+            .filter_map(|s| s.timeout)
+            .fold(DEFAULT_TIMEOUT, Duration::max)
+    })
+}
+
+/// A step's time limit given what is left of the job's, and whether the job's is the one that
+/// binds (for the message when it runs out).
+fn step_limit(own: Option<Duration>, remaining: Duration) -> (Duration, bool) {
+    match own {
+        Some(own) if own <= remaining => (own, false),
+        _ => (remaining, true),
+    }
+}
+
+fn job_limit_reached(limit: Duration) -> String {
+    format!(
+        "stopped: the job's time limit of {}s ran out",
+        limit.as_secs()
+    )
+}
+
 async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {
     log.line(&format!("\x1b[31merror: {message}\x1b[0m")).await;
     info!(%message, "job error");
@@ -822,7 +867,31 @@ fn short(sha: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_workspace_name;
+    use super::*;
+
+    #[test]
+    fn steps_get_what_is_left_of_the_jobs_time() {
+        let parse = |yaml: &str| {
+            raibid_pipeline::parse(".raibid.yaml", yaml).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let hour = Duration::from_secs(3600);
+        // A pipeline timeout longer than the default carries steps without their own.
+        let p = parse("timeout: 3h\nsteps:\n  - name: a\n    run: x\n");
+        assert_eq!(job_limit(&p), 3 * hour);
+        assert_eq!(step_limit(None, 3 * hour), (3 * hour, true));
+        // A step's own longer timeout raises the default job limit.
+        let p = parse("steps:\n  - name: a\n    run: x\n    timeout: 2h\n");
+        assert_eq!(job_limit(&p), 2 * hour);
+        let p = parse("steps:\n  - name: a\n    run: x\n    timeout: 5m\n");
+        assert_eq!(job_limit(&p), hour);
+        // The step's own limit binds until the job has less left.
+        assert_eq!(step_limit(Some(hour), 2 * hour), (hour, false));
+        assert_eq!(step_limit(Some(2 * hour), hour), (hour, true));
+        assert_eq!(
+            step_limit(Some(hour), Duration::ZERO),
+            (Duration::ZERO, true)
+        );
+    }
 
     #[test]
     fn layer_caches_are_keyed_by_architecture() {

@@ -77,6 +77,10 @@ impl StepUser {
         if user.uid == 0 {
             return Err(StepUserError::Root(text.to_owned()));
         }
+        // (uid_t)-1 means "leave unchanged" to setresuid and setpriv: the step would stay root.
+        if user.uid == u32::MAX || user.gid == u32::MAX {
+            return Err(invalid());
+        }
         Ok(user)
     }
 
@@ -183,7 +187,17 @@ mod tests {
         );
         let nobody = StepUser::parse("nobody").unwrap();
         assert_ne!(nobody.uid, 0);
-        for bad in ["", "10002:", ":5", "1:2:3", "-1", "x/y", "99999999999"] {
+        for bad in [
+            "",
+            "10002:",
+            ":5",
+            "1:2:3",
+            "-1",
+            "x/y",
+            "99999999999",
+            "4294967295",
+            "10002:4294967295",
+        ] {
             let e = StepUser::parse(bad).unwrap_err();
             assert!(
                 matches!(e, StepUserError::Invalid(_) | StepUserError::UnknownUser(_)),

@@ -969,3 +969,38 @@ async fn host_steps_run_as_the_step_user_and_cannot_write_the_mirror() {
         .unwrap();
     assert!(planted.stdout.is_empty(), "{planted:?}");
 }
+
+/// The pipeline's `timeout` bounds the whole job: the step that runs into it is stopped with a
+/// message naming the job's limit, and later steps never start.
+#[tokio::test]
+async fn the_job_timeout_stops_the_step_that_runs_into_it() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "timeout: 2s\nsteps:\n  - name: quick\n    run: sleep 1\n  - name: slow\n    run: sleep 120\n  - name: never\n    run: echo never-ran\n",
+        )],
+        "job timeout",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Failure, "{log}");
+    let statuses: Vec<StepStatus> = done.steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Success,
+            StepStatus::Failure,
+            StepStatus::Skipped
+        ]
+    );
+    let reason = done.reason.unwrap();
+    assert!(
+        reason.contains("step slow stopped: the job's time limit of 2s ran out"),
+        "{reason}"
+    );
+    assert!(!log.contains("never-ran"), "{log}");
+}

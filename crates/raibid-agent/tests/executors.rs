@@ -49,6 +49,7 @@ fn step(script: &str) -> Step {
             name: "test".into(),
             script: script.into(),
             workspace: workspace.path().to_path_buf(),
+            home: None,
             read_only: Vec::new(),
             env: BTreeMap::from([("PATH".to_string(), PATH.to_string())]),
             timeout: Duration::from_secs(60),
@@ -671,4 +672,154 @@ async fn bwrap_ro_binds_make_a_hidden_toolchain_usable() {
         ran.output
     );
     assert!(ran.output.starts_with("rustc "), "{}", ran.output);
+}
+
+/// A pipeline's `env` can set `HOME`; bwrap binds the job's home, never the path `HOME` names
+/// (which used to undo the sandbox: `HOME: /` made the whole host writable).
+#[tokio::test]
+async fn bwrap_binds_the_jobs_home_not_the_home_a_pipeline_names() {
+    let data = tempfile::Builder::new()
+        .prefix("raibid-agent-data-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(data.path().join("secret.txt"), "token-in-hidden-dir").unwrap();
+    let home = tempfile::Builder::new()
+        .prefix("raibid-job-home-")
+        .tempdir()
+        .unwrap();
+    let mut step = step(&format!(
+        "cat \"$HOME/secret.txt\" 2>/dev/null || echo hidden; \
+         touch \"$HOME/planted\" 2>/dev/null || true; \
+         echo state > {}/state",
+        home.path().display()
+    ));
+    step.spec
+        .env
+        .insert("HOME".into(), data.path().display().to_string());
+    step.spec.home = Some(home.path().to_path_buf());
+    let executor = bwrap_with(BwrapOptions {
+        hide: vec![data.path().to_path_buf()],
+        ..BwrapOptions::default()
+    });
+    let ran = run(&executor, &step.spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    assert_eq!(ran.output, "hidden\n");
+    assert!(!data.path().join("planted").exists());
+    assert_eq!(
+        std::fs::read_to_string(home.path().join("state")).unwrap(),
+        "state\n"
+    );
+}
+
+/// An agent running as root names a step user for bwrap: without capabilities a root step still
+/// owns every root-only file and socket it can see read-only (systemd's and a container
+/// engine's sockets among them: a way out of the sandbox).
+#[tokio::test]
+async fn bwrap_steps_of_a_root_agent_run_as_the_step_user() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "starting steps as another user needs root (CI runs as root); run this test as root"
+    );
+    // Visible in the sandbox (read-only), readable by root alone.
+    let visible = tempfile::Builder::new()
+        .prefix("raibid-root-only-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let private = visible.path().join("private");
+    std::fs::write(&private, "root-only-content").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let nobody = raibid_agent::StepUser {
+        uid: 65534,
+        gid: 65534,
+    };
+    let executor = bwrap_with(BwrapOptions {
+        user: Some(nobody),
+        ..BwrapOptions::default()
+    });
+    assert_eq!(executor.step_user(), Some(nobody));
+    executor.probe().await.unwrap();
+    let step = step(&format!(
+        "echo who=$(id -u):$(id -g):$(id -G); grep CapEff /proc/self/status; \
+         cat {} 2>/dev/null || echo denied; echo made > in-workspace; echo t > /tmp/scratch",
+        private.display()
+    ));
+    nobody.give(&step.spec.workspace).unwrap();
+    let ran = run(&executor, &step.spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    assert_eq!(
+        ran.output,
+        "who=65534:65534:65534\nCapEff:\t0000000000000000\ndenied\n"
+    );
+    assert!(step.spec.workspace.join("in-workspace").exists());
+}
+
+/// A host step leads a session of its own: it has left the agent's controlling terminal, which
+/// it could otherwise open and push keystrokes into for the shell that started the agent.
+#[tokio::test]
+async fn host_steps_lead_their_own_session() {
+    let step = step("echo pid=$$ sid=$(cut -d' ' -f6 /proc/$$/stat)");
+    let ran = run(&host(), &step.spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    let (pid, sid) = ran
+        .output
+        .trim()
+        .strip_prefix("pid=")
+        .and_then(|rest| rest.split_once(" sid="))
+        .unwrap_or_else(|| panic!("{}", ran.output));
+    assert_eq!(pid, sid, "{}", ran.output);
+}
+
+/// The pipeline chooses variable names, `LD_PRELOAD` included: nothing that runs before the step
+/// (bwrap, and setpriv while it is still root) may load a library the pipeline names, or the
+/// step would keep root and `CAP_SETUID`.
+#[tokio::test]
+async fn bwrap_programs_before_the_step_never_see_its_environment() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "starting steps as another user needs root (CI runs as root); run this test as root"
+    );
+    require_binary("cc", "gcc");
+    let nobody = raibid_agent::StepUser {
+        uid: 65534,
+        gid: 65534,
+    };
+    let step = step("/bin/true; echo ran");
+    let workspace = step.spec.workspace.clone();
+    let log = workspace.join("preload.log");
+    std::fs::write(
+        workspace.join("x.c"),
+        format!(
+            "#include <stdio.h>\n#include <unistd.h>\n__attribute__((constructor)) static void \
+             init(void) {{ FILE *f = fopen(\"{}\", \"a\"); if (f) {{ fprintf(f, \"uid=%d\\n\", \
+             (int)getuid()); fclose(f); }} }}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(workspace.join("x.so"))
+        .arg(workspace.join("x.c"))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    std::fs::write(&log, "").unwrap();
+    nobody.give(&workspace).unwrap();
+    let mut spec = step.spec.clone();
+    spec.env.insert(
+        "LD_PRELOAD".into(),
+        workspace.join("x.so").display().to_string(),
+    );
+    let executor = bwrap_with(BwrapOptions {
+        user: Some(nobody),
+        ..BwrapOptions::default()
+    });
+    let ran = run(&executor, &spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    assert_eq!(ran.output, "ran\n");
+    let loaded = std::fs::read_to_string(&log).unwrap();
+    // The step's own programs load it, as the step user: that is the pipeline's business.
+    assert!(loaded.contains("uid=65534"), "{loaded:?}");
+    assert!(!loaded.contains("uid=0"), "{loaded:?}");
 }

@@ -342,6 +342,7 @@ async fn executor_only(script: &str, workspace: &std::path::Path) -> Result<Dura
         name: "flood".into(),
         script: script.to_owned(),
         workspace: workspace.to_path_buf(),
+        home: None,
         read_only: Vec::new(),
         env: BTreeMap::from([("PATH".to_owned(), STEP_PATH.to_owned())]),
         timeout: Duration::from_secs(600),

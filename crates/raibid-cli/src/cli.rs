@@ -398,4 +398,18 @@ impl Command {
             Command::Tui(_) => "off",
         }
     }
+
+    /// Commands whose output is read by a pipe (`raibid job list | head`), and which start no
+    /// child processes they write to: for them a closed pipe ends the program quietly, as for
+    /// any Unix filter, instead of a panic in `println!`.
+    pub fn is_filter(&self) -> bool {
+        matches!(
+            self,
+            Command::Config(_)
+                | Command::Token(_)
+                | Command::Job(_)
+                | Command::Status(_)
+                | Command::Infra(_)
+        )
+    }
 }

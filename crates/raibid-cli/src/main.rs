@@ -12,6 +12,17 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if cli.command.is_filter() {
+        // Rust ignores SIGPIPE, so writing to a closed pipe is an error that `println!` turns
+        // into a panic. Services keep ignoring it: a child that exits early must not kill them.
+        // SAFETY: no other thread exists yet, and SIG_DFL installs no handler code.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     logging::init(&cli.global, cli.command.default_log_level());
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, cli::Command::Tui(_)) {

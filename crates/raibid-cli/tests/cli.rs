@@ -297,10 +297,15 @@ fn an_unusable_step_user_stops_the_agent_at_start() {
         assert!(!out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let err = agent("65534", "bwrap", &open.join("work"));
-    assert!(err.contains("applies to the host executor"), "{err}");
+    let err = agent("65534", "container", &open.join("work"));
+    assert!(
+        err.contains("applies to the host and bwrap executors"),
+        "{err}"
+    );
     let err = agent("root", "host", &open.join("work"));
     assert!(err.contains("uid 0 is root"), "{err}");
+    let err = agent("65534\"\n  concurrency: 2 #", "host", &open.join("work"));
+    assert!(err.contains("runs one job at a time"), "{err}");
     let err = agent("not-an-account-here", "host", &open.join("work"));
     assert!(err.contains("no such account"), "{err}");
     let err = agent("65534", "host", &private.join("work"));
@@ -313,4 +318,27 @@ fn an_unusable_step_user_stops_the_agent_at_start() {
     } else {
         assert!(err.contains("needs the agent to run as root"), "{err}");
     }
+}
+
+/// `raibid infra render | head -1` and the like: a reader that goes away ends the command
+/// quietly (SIGPIPE, as for any filter), not with a panic and a backtrace.
+#[test]
+fn a_closed_pipe_ends_a_printing_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = no_cluster_config(dir.path());
+    let mut child = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&file)
+        .args(["infra", "render", "dev"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the command writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {stderr}", out.status);
 }

@@ -150,6 +150,11 @@ fn containerfile_builds_a_static_raibid_into_a_small_runtime_image() {
         Some("10001"),
         "the server's runAsUser"
     );
+    // The in-cluster agent.step_user has an account (ssh and git refuse a uid without one).
+    assert!(
+        runtime_runs.contains("useradd --uid 10002 --user-group"),
+        "{runtime_runs}"
+    );
     let env = last("ENV").unwrap();
     assert!(
         env.contains("BUILDAH_ISOLATION=chroot") && env.contains("STORAGE_DRIVER=vfs"),

@@ -811,6 +811,21 @@ fn agent_pods_run_their_steps_as_the_step_user() {
             "{target}: {issues:?}"
         );
     }
+    // `auto` is host steps in a pod (bubblewrap cannot work there): the same rule.
+    let issues = issues_after_edit(
+        "base/server/config.yaml",
+        "  executor: host\n  # The pod runs as root (buildah needs it); steps run as this unprivileged user, who owns the\n  # job's workspace but can write neither the node's shared mirror cache nor anything of root's.\n  step_user: \"10002:10002\"\n",
+        "",
+        "overlays/dev",
+    );
+    assert_eq!(
+        issues
+            .iter()
+            .filter(|i| i.contains("sets no agent.step_user"))
+            .count(),
+        3,
+        "{issues:?}"
+    );
     let issue = one_issue_after_edit(
         "base/agents/scaledjob-arm64.yaml",
         "\"SETUID\", ",

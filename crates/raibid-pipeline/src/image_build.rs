@@ -205,6 +205,7 @@ mod tests {
             sha: "a".repeat(40),
             branch: Some("main".into()),
             tag: None,
+            matrix: None,
         };
         assert_eq!(
             b.render_cache(&ctx).unwrap().as_deref(),
@@ -310,6 +311,7 @@ mod tests {
             sha: "abc".to_owned(),
             branch: None,
             tag: Some("v1".to_owned()),
+            matrix: None,
         };
         assert_eq!(b.render_tags(&ctx).unwrap(), ["reg/o/r:abc", "reg/o/r:v1"]);
         ctx.tag = None;

@@ -1,8 +1,8 @@
 //! The pipeline model of raibid-ci.
 //!
-//! Server and agent both need to understand `.raibid.yaml`: the server to reject a broken file
-//! before queueing anything, the agent to run it. Both get it from here, as text in and types
-//! out, with no I/O, so that the rules live in one place and are tested without a repository.
+//! The agent reads `.raibid.yaml` from the checked-out commit (the server never sees the file:
+//! a webhook carries no contents) and runs it; a broken file fails the job before any step.
+//! Text in, types out, no I/O, so the rules are tested without a repository.
 //!
 //! Every parse error carries `file:line:column`, because the person reading it is looking at the
 //! file in an editor.

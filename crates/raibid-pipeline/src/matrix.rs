@@ -6,6 +6,27 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::de::{EnvMap, UniqueList, check_env_value, unique_name};
+
+/// Values name the variant's job and commit status (`RUST=1.80,TARGET=x86_64`), so they are
+/// kept short and free of the separators that would make two variants' names the same.
+const MAX_VALUE_LEN: usize = 64;
+
+fn matrix_value(v: &str) -> Result<(), String> {
+    check_env_value(v)?;
+    if v.chars().count() > MAX_VALUE_LEN {
+        return Err(format!(
+            "the matrix value {v:?} is longer than {MAX_VALUE_LEN} characters; values name the \
+             variant's job and commit status"
+        ));
+    }
+    if v.contains([',', '=']) || v.chars().any(char::is_control) {
+        return Err(format!(
+            "the matrix value {v:?} contains ',', '=' or a control character, which would blur \
+             the variant's name (`NAME=value,NAME=value`)"
+        ));
+    }
+    Ok(())
+}
 use crate::names;
 
 /// Each variant is a whole job on an agent; a typo in a matrix (an extra axis) can multiply the
@@ -89,6 +110,14 @@ impl Matrix {
             return Err(
                 "an empty `include` entry adds a job with no variables; remove it".to_owned(),
             );
+        }
+        for value in self
+            .include
+            .iter()
+            .chain(&self.exclude)
+            .flat_map(BTreeMap::values)
+        {
+            matrix_value(value)?;
         }
         for entry in &self.exclude {
             self.check_exclude(entry)?;
@@ -192,7 +221,7 @@ impl<'de> Visitor<'de> for MatrixVisitor {
                     let values = map.next_value_seed(UniqueList::new(
                         "matrix values",
                         Some("an empty list of values would make no jobs at all; remove the variable"),
-                        check_env_value,
+                        matrix_value,
                     ))?;
                     matrix.axes.insert(key.clone(), values);
                 }
@@ -218,6 +247,27 @@ mod tests {
 
     fn names(m: &Matrix) -> Vec<String> {
         m.variants().into_iter().map(|v| v.name).collect()
+    }
+
+    #[test]
+    fn values_that_would_blur_variant_names_are_refused() {
+        for yaml in [
+            "FEATURES: [a, \"a,OS=linux\"]",
+            "A: [\"x\\ny\"]",
+            "A: [x]\ninclude: [{ A: \"y=z\" }]",
+            "A: [x]\nexclude: [{ A: \"x,y\" }]",
+        ] {
+            let e = matrix(yaml).unwrap_err().to_string();
+            assert!(e.contains("blur the variant's name"), "{yaml}: {e}");
+        }
+        let long = format!("A: [{}]", "v".repeat(65));
+        assert!(
+            matrix(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 64")
+        );
+        assert!(matrix(&format!("A: [{}]", "v".repeat(64))).is_ok());
     }
 
     #[test]

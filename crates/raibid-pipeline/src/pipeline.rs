@@ -11,7 +11,7 @@ use crate::duration::Timeout;
 use crate::error::PipelineError;
 use crate::flow_guard;
 use crate::matrix::{Matrix, MatrixDe, Variant};
-use crate::step::{ImageRef, Step, Steps};
+use crate::step::{ImageRef, Step, StepKind, Steps};
 
 /// Pipeline files are a few kilobytes; refusing anything beyond this bounds the work any file
 /// can cause before YAML parsing even starts.
@@ -79,6 +79,42 @@ impl RawPipeline {
         let Some(Steps(steps)) = self.steps else {
             return Err("`steps` is missing or empty; a pipeline needs a list of steps".to_owned());
         };
+        if let Some(MatrixDe(matrix)) = &self.matrix
+            && steps
+                .iter()
+                .any(|s| matches!(s.kind, StepKind::ImageBuild(_)))
+        {
+            let mut seen: BTreeMap<String, String> = BTreeMap::new();
+            for variant in matrix.variants() {
+                let tag = crate::tag::matrix_tag(&variant.name).unwrap_or_default();
+                if let Some(other) = seen.insert(tag.clone(), variant.name.clone()) {
+                    return Err(format!(
+                        "matrix variants {other:?} and {:?} both give the image tag part \
+                         {{matrix}} = {tag:?} (characters a tag cannot hold become '-'), so \
+                         their images would overwrite each other; make the values differ in \
+                         letters, digits, '.', '_' or '-'",
+                        variant.name
+                    ));
+                }
+            }
+            for step in &steps {
+                let StepKind::ImageBuild(build) = &step.kind else {
+                    continue;
+                };
+                if let Some(tag) = build
+                    .tags
+                    .iter()
+                    .find(|t| !crate::tag::names_the_variant(t))
+                {
+                    return Err(format!(
+                        "step {}: every matrix variant runs this image build, so each tag needs \
+                         {{matrix}} (the variant, e.g. `{{registry}}/{{repo}}:{{sha}}-{{matrix}}`) \
+                         or the variants push over each other; {tag:?} has none",
+                        step.name
+                    ));
+                }
+            }
+        }
         Ok(Pipeline {
             image: self.image.map(|i| i.0),
             env: self.env.map(|e| e.0).unwrap_or_default(),

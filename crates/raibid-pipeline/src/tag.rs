@@ -14,16 +14,18 @@ enum Placeholder {
     ShortSha,
     Branch,
     Tag,
+    Matrix,
 }
 
 impl Placeholder {
-    const ALL: [Placeholder; 6] = [
+    const ALL: [Placeholder; 7] = [
         Placeholder::Registry,
         Placeholder::Repo,
         Placeholder::Sha,
         Placeholder::ShortSha,
         Placeholder::Branch,
         Placeholder::Tag,
+        Placeholder::Matrix,
     ];
 
     fn name(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Placeholder {
             Placeholder::ShortSha => "short_sha",
             Placeholder::Branch => "branch",
             Placeholder::Tag => "tag",
+            Placeholder::Matrix => "matrix",
         }
     }
 }
@@ -47,7 +50,7 @@ enum Piece<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "unknown placeholder {{{0}}}; use {{registry}}, {{repo}}, {{sha}}, {{short_sha}}, {{branch}} or {{tag}}"
+        "unknown placeholder {{{0}}}; use {{registry}}, {{repo}}, {{sha}}, {{short_sha}}, {{branch}}, {{tag}} or {{matrix}}"
     )]
     UnknownPlaceholder(String),
     #[error("a '{{' is never closed")]
@@ -91,6 +94,21 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     Ok(pieces)
 }
 
+/// What `{matrix}` renders to for a variant.
+pub(crate) fn matrix_tag(variant: &str) -> Option<String> {
+    sanitize_tag(variant)
+}
+
+/// Whether a template names the matrix variant: in a matrix pipeline every variant runs the
+/// image build, and tags without it would be pushed by each in turn.
+pub(crate) fn names_the_variant(template: &str) -> bool {
+    pieces(template).is_ok_and(|pieces| {
+        pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Placeholder(Placeholder::Matrix)))
+    })
+}
+
 /// Checks a template at parse time, so that a typo fails the pipeline before any step runs.
 pub(crate) fn check_template(template: &str) -> Result<(), TemplateError> {
     pieces(template).map(drop)
@@ -106,6 +124,8 @@ pub struct TagContext {
     pub sha: String,
     pub branch: Option<String>,
     pub tag: Option<String>,
+    /// The matrix variant's name (`RUST=1.80,TARGET=x86_64`), made a valid tag by `{matrix}`.
+    pub matrix: Option<String>,
 }
 
 impl TagContext {
@@ -120,6 +140,7 @@ impl TagContext {
             }
             Placeholder::Branch => self.branch.as_deref().and_then(sanitize_tag),
             Placeholder::Tag => self.tag.as_deref().and_then(sanitize_tag),
+            Placeholder::Matrix => self.matrix.as_deref().and_then(sanitize_tag),
         }
     }
 }
@@ -141,6 +162,17 @@ pub enum TagError {
         placeholder: &'static str,
     },
     #[error(
+        "tag {template:?} renders to {rendered:?}, outside this repository's images \
+         ({registry}/{repo} and names below it): the agent's registry login serves every \
+         repository, so a pipeline pushes only its own"
+    )]
+    Foreign {
+        template: String,
+        rendered: String,
+        registry: String,
+        repo: String,
+    },
+    #[error(
         "tag {template:?} renders to {rendered:?}, which is not a valid image reference: {reason}"
     )]
     Invalid {
@@ -152,8 +184,9 @@ pub enum TagError {
 
 fn hint(placeholder: &str) -> &'static str {
     match placeholder {
-        "branch" => "tag build",
+        "branch" => "tag build or a pull request",
         "tag" => "branch build",
+        "matrix" => "pipeline without `matrix:`",
         _ => "misconfigured server",
     }
 }
@@ -182,7 +215,72 @@ pub(crate) fn render(template: &str, ctx: &TagContext) -> Result<String, TagErro
         rendered: rendered.clone(),
         reason,
     })?;
+    if !owned(&rendered, ctx) {
+        return Err(TagError::Foreign {
+            template: template.to_owned(),
+            rendered,
+            registry: ctx.registry.trim_end_matches('/').to_owned(),
+            repo: ctx.repo.to_lowercase(),
+        });
+    }
     Ok(rendered)
+}
+
+/// Whether `reference`, if it names the agent's registry (the one its login is for), is the
+/// job repository's image or one below it (`{registry}/{repo}`, `{registry}/{repo}/cache`).
+/// References to other registries go out without the login. Both sides are read the way docker
+/// and buildah read them: `acme/app` and `index.docker.io/acme/app` are `docker.io/acme/app`.
+fn owned(reference: &str, ctx: &TagContext) -> bool {
+    let (host, path) = split_reference(reference);
+    let registry = ctx.registry.trim_end_matches('/');
+    // A registry may be given with a namespace (`ghcr.io/acme`); the login covers the host.
+    let (registry_host, namespace) = match registry.split_once('/') {
+        Some((host, namespace)) => (host, Some(namespace.to_lowercase())),
+        None => (registry, None),
+    };
+    if registry_host.is_empty() || host != normal_host(registry_host) {
+        return true;
+    }
+    let repo = match namespace {
+        Some(namespace) => format!("{namespace}/{}", ctx.repo.to_lowercase()),
+        None => ctx.repo.to_lowercase(),
+    };
+    path == repo
+        || path
+            .strip_prefix(&repo)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The registry host and repository path of an image reference, without tag or digest.
+fn split_reference(reference: &str) -> (String, String) {
+    let name = reference
+        .split_once('@')
+        .map_or(reference, |(name, _)| name);
+    let name_end = name.rfind('/').map_or(0, |i| i + 1);
+    let name = match name[name_end..].split_once(':') {
+        Some((last, _)) => &name[..name_end + last.len()],
+        None => name,
+    };
+    let (host, path) = match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            (normal_host(first), rest.to_lowercase())
+        }
+        _ => ("docker.io".to_owned(), name.to_lowercase()),
+    };
+    let path = if host == "docker.io" && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
+    (host, path)
+}
+
+fn normal_host(host: &str) -> String {
+    let host = host.to_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
+        _ => host,
+    }
 }
 
 /// Makes a git ref name usable as an OCI tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`. `/` and every
@@ -247,6 +345,73 @@ mod tests {
             sha: "0123456789abcdef0123456789abcdef01234567".to_owned(),
             branch: Some("feature/Add thing".to_owned()),
             tag: None,
+            matrix: None,
+        }
+    }
+
+    /// With Docker Hub as the agent's registry, names without a host are Docker Hub's too.
+    #[test]
+    fn docker_hub_names_are_read_as_docker_reads_them() {
+        let hub = TagContext {
+            registry: "docker.io".to_owned(),
+            ..ctx()
+        };
+        for foreign in [
+            "otherorg/app:1",
+            "index.docker.io/otherorg/app:1",
+            "registry-1.docker.io/otherorg/app:1",
+            "Docker.IO/otherorg/app:1",
+            "app:1",
+        ] {
+            let err = render(foreign, &hub).unwrap_err();
+            assert!(matches!(err, TagError::Foreign { .. }), "{foreign}: {err}");
+        }
+        for mine in [
+            "acme/widget:1",
+            "index.docker.io/acme/widget/cache",
+            "{registry}/{repo}:x",
+        ] {
+            assert!(render(mine, &hub).is_ok(), "{mine}");
+        }
+        let namespaced = TagContext {
+            registry: "ghcr.io/team".to_owned(),
+            ..ctx()
+        };
+        assert!(render("{registry}/{repo}:1", &namespaced).is_ok());
+        assert!(matches!(
+            render("ghcr.io/other/x:1", &namespaced),
+            Err(TagError::Foreign { .. })
+        ));
+    }
+
+    #[test]
+    fn only_the_job_repositorys_images_on_the_agents_registry() {
+        let c = ctx();
+        for mine in [
+            "{registry}/{repo}:{sha}",
+            "{registry}/{repo}",
+            "{registry}/{repo}/cache",
+            "{registry}/{repo}/tools:1",
+            "{registry}/ACME/Widget:x",
+            "docker.io/acme/anything:1",
+        ] {
+            assert!(render(mine, &c).is_ok(), "{mine}: {:?}", render(mine, &c));
+        }
+        for foreign in [
+            "{registry}/acme/payments:latest",
+            "{registry}/acme/widget-tools:1",
+            "{registry}/acme:1",
+            "{registry}/other/{repo}:1",
+            "{registry}/acme/widgetx/cache",
+            "REGISTRY.local:5000/acme/other:1",
+        ] {
+            let err = render(foreign, &c).unwrap_err();
+            assert!(matches!(err, TagError::Foreign { .. }), "{foreign}: {err}");
+            assert!(
+                err.to_string()
+                    .contains("registry.local:5000/acme/widget and names below it"),
+                "{err}"
+            );
         }
     }
 

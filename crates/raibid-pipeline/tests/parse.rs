@@ -259,6 +259,42 @@ fn step_filtering_on_the_documented_example() {
     assert_eq!(names(manual), ["nightly"]);
 }
 
+/// Every variant of a matrix runs its image builds: tags without `{matrix}` would be pushed by
+/// each variant in turn, the last one winning.
+#[test]
+fn image_builds_in_a_matrix_need_the_variant_in_every_tag() {
+    let yaml = "matrix: { RUST: [stable, beta] }\nsteps:\n  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:{sha}-{matrix}\", \"{registry}/{repo}:latest\"]\n";
+    let e = raibid_pipeline::parse(".raibid.yaml", yaml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("step image: every matrix variant runs this image build")
+            && e.contains("\"{registry}/{repo}:latest\" has none"),
+        "{e}"
+    );
+    let colliding = "matrix: { TARGET: [linux/amd64, linux-amd64] }\nsteps:\n  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:{matrix}\"]\n";
+    let e = raibid_pipeline::parse(".raibid.yaml", colliding)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"TARGET-linux-amd64\""), "{e}");
+    let without_matrix =
+        "steps:\n  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:{matrix}\"]\n";
+    let p = raibid_pipeline::parse(".raibid.yaml", without_matrix).unwrap();
+    let StepKind::ImageBuild(b) = &p.steps[0].kind else {
+        panic!("an image build");
+    };
+    let ctx = TagContext {
+        registry: "r".to_owned(),
+        repo: "a/b".to_owned(),
+        sha: "abc".to_owned(),
+        branch: None,
+        tag: None,
+        matrix: None,
+    };
+    let e = b.render_tags(&ctx).unwrap_err().to_string();
+    assert!(e.contains("pipeline without `matrix:`"), "{e}");
+}
+
 #[test]
 fn tags_render_for_branch_and_tag_builds() {
     let p = sample("full.yaml");
@@ -271,12 +307,13 @@ fn tags_render_for_branch_and_tag_builds() {
         sha: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned(),
         branch: Some("release/1.0".to_owned()),
         tag: None,
+        matrix: Some("RUST=1.80,TARGET=x86_64".to_owned()),
     };
     assert_eq!(
         b.render_tags(&branch_build).unwrap(),
         [
-            "registry.local:5000/acme/widget:4b825dc642cb6eb9a060e54bf8d69288fbee4904",
-            "registry.local:5000/acme/widget:release-1.0",
+            "registry.local:5000/acme/widget:4b825dc642cb6eb9a060e54bf8d69288fbee4904-RUST-1.80-TARGET-x86_64",
+            "registry.local:5000/acme/widget:release-1.0-RUST-1.80-TARGET-x86_64",
         ]
     );
     let tag_build = TagContext {

@@ -12,6 +12,12 @@
 //! sockets such as `/run/docker.sock` (writable through a read-only mount) when the agent's user
 //! can reach them.
 //!
+//! An agent running as root must name a `user` for its steps. Without capabilities a root step
+//! is still uid 0, the owner of every root-only file and socket visible read-only: it could ask
+//! systemd or a container engine over their sockets to run anything outside the sandbox. The
+//! sandbox keeps only `CAP_SETUID`/`CAP_SETGID`, and `setpriv` inside it switches to the user
+//! (which drops those too) before the script starts.
+//!
 //! Because of the PID namespace, the step's processes are not in the process group the agent
 //! spawned (that holds only bwrap). Killing bwrap kills them all: `--die-with-parent` SIGKILLs
 //! the sandbox's init, and the kernel then kills the whole namespace. SIGTERM, which bwrap does
@@ -30,8 +36,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::env_script::{EnvScript, FIXED_PATH, sourced_first};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
 use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
+use crate::step_user::StepUser;
+
+/// Where the step's environment script is bound, inside the sandbox's own `/tmp`.
+const ENV_IN_SANDBOX: &str = "/tmp/.raibid-env";
+
+/// util-linux's privilege switcher, present wherever bwrap is (util-linux is essential on
+/// Debian and Ubuntu).
+const SETPRIV: &str = "/usr/bin/setpriv";
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -46,6 +61,9 @@ pub struct BwrapOptions {
     pub ro_binds: Vec<PathBuf>,
     /// How long a step may take to exit after SIGTERM before the sandbox is killed.
     pub kill_grace: Duration,
+    /// The account steps run as inside the sandbox (the agent must be root); `None`: the
+    /// agent's own uid, without capabilities.
+    pub user: Option<StepUser>,
 }
 
 impl Default for BwrapOptions {
@@ -56,6 +74,7 @@ impl Default for BwrapOptions {
             hide: Vec::new(),
             ro_binds: Vec::new(),
             kill_grace: DEFAULT_KILL_GRACE,
+            user: None,
         }
     }
 }
@@ -80,13 +99,28 @@ impl BwrapExecutor {
     /// yet unusable (user namespaces disabled, seccomp in a container): better to learn that
     /// when the agent starts than from every job failing.
     pub async fn probe(&self) -> Result<(), ExecError> {
+        if let Some(user) = self.options.user
+            && !Path::new(SETPRIV).exists()
+        {
+            return Err(ExecError::Unavailable {
+                executor: "bwrap",
+                reason: format!(
+                    "{SETPRIV} (util-linux) is missing; it switches the sandbox to the step user \
+                     {user}"
+                ),
+            });
+        }
         let workspace = tempfile::Builder::new()
             .prefix("raibid-bwrap-probe-")
             .tempdir()?;
+        if let Some(user) = self.options.user {
+            user.give(workspace.path())?;
+        }
         let spec = StepSpec {
             name: "bwrap-probe".into(),
             script: "true".into(),
             workspace: workspace.path().to_path_buf(),
+            home: None,
             read_only: Vec::new(),
             env: Default::default(),
             timeout: PROBE_TIMEOUT,
@@ -128,14 +162,15 @@ impl BwrapExecutor {
         };
         let workspace = process::workspace_dir(&spec.workspace)?;
         let mut command = Command::new(program);
-        // The environment goes through bwrap's own (it passes it on) rather than `--setenv`:
-        // argv is readable by every user on the machine, and the environment holds secrets.
-        // The step's HOME (a per-job directory beside the checkout) is writable like the
+        // The environment goes through a file the step's shell sources, not bwrap's own
+        // environment (bwrap and setpriv run as root before the step: `LD_PRELOAD` would run
+        // code there) and not `--setenv` (argv is readable by every user on the machine).
+        let env = EnvScript::write(&spec.env)?;
+        // The job's HOME (a per-job directory beside the checkout) is writable like the
         // workspace: tools such as cargo keep their state there.
         let home = spec
-            .env
-            .get("HOME")
-            .map(Path::new)
+            .home
+            .as_deref()
             .filter(|h| h.is_absolute() && h.is_dir());
         command
             .args(sandbox_args(
@@ -143,10 +178,11 @@ impl BwrapExecutor {
                 &workspace,
                 home,
                 &spec.read_only,
+                &env.path(),
                 &spec.script,
             ))
             .env_clear()
-            .envs(&spec.env);
+            .env("PATH", FIXED_PATH);
         let limits = Limits {
             timeout: Some(spec.timeout),
             grace: self.options.kill_grace,
@@ -160,6 +196,10 @@ impl Executor for BwrapExecutor {
         "bwrap"
     }
 
+    fn step_user(&self) -> Option<StepUser> {
+        self.options.user
+    }
+
     fn run_step<'a>(
         &'a self,
         spec: &'a StepSpec,
@@ -170,12 +210,14 @@ impl Executor for BwrapExecutor {
     }
 }
 
-/// bwrap's arguments; `workspace` and `home` must be absolute.
+/// bwrap's arguments; `workspace` and `home` must be absolute. `env_file` is the step's
+/// environment as a script, sourced before `script`.
 fn sandbox_args(
     options: &BwrapOptions,
     workspace: &Path,
     home: Option<&Path>,
     read_only: &[PathBuf],
+    env_file: &Path,
     script: &str,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
@@ -184,27 +226,45 @@ fn sandbox_args(
         // remount `/` read-write or unmount the tmpfs that hides the agent's secrets.
         "--cap-drop",
         "ALL",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--new-session",
     ]
     .map(OsString::from)
     .to_vec();
+    if options.user.is_some() {
+        // Only to become the step user: setpriv's setresuid away from 0 clears them again.
+        for cap in ["CAP_SETUID", "CAP_SETGID"] {
+            args.extend(["--cap-add", cap].map(OsString::from));
+        }
+    }
+    args.extend(
+        [
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--new-session",
+        ]
+        .map(OsString::from),
+    );
     if !options.network {
         args.push("--unshare-net".into());
     }
+    // /tmp is the sticky, world-writable directory every tool expects, also for a step user
+    // (bwrap makes a tmpfs 0755, root's).
     let system: [&[&str]; 6] = [
         &["--ro-bind", "/", "/"],
         &["--dev", "/dev"],
         &["--proc", "/proc"],
-        &["--tmpfs", "/tmp"],
+        &["--perms", "1777", "--tmpfs", "/tmp"],
         &["--tmpfs", "/root"],
         &["--tmpfs", "/home"],
     ];
     for mount in system {
         args.extend(mount.iter().map(OsString::from));
     }
+    args.extend([
+        OsString::from("--ro-bind"),
+        env_file.into(),
+        ENV_IN_SANDBOX.into(),
+    ]);
     for dir in &options.hide {
         match std::fs::canonicalize(dir) {
             Ok(real) => {
@@ -219,34 +279,66 @@ fn sandbox_args(
         // (CARGO_HOME=/root/.cargo) names the given path, and the symlink itself may be hidden.
         match std::fs::canonicalize(path) {
             Ok(real) => {
+                let dest = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                reachable(&mut args, options, &dest);
                 args.push("--ro-bind".into());
                 args.push(real.into());
-                args.push(
-                    std::path::absolute(path)
-                        .unwrap_or_else(|_| path.clone())
-                        .into(),
-                );
+                args.push(dest.into());
             }
             Err(e) => debug!(path = %path.display(), error = %e, "not exposing a missing path"),
         }
     }
     if let Some(home) = home {
+        reachable(&mut args, options, home);
         args.extend([OsString::from("--bind"), home.into(), home.into()]);
     }
+    reachable(&mut args, options, workspace);
+    args.extend([
+        OsString::from("--bind"),
+        workspace.into(),
+        workspace.into(),
+        "--chdir".into(),
+        workspace.into(),
+        "--".into(),
+    ]);
+    if let Some(user) = options.user {
+        args.extend(
+            [
+                SETPRIV.to_owned(),
+                format!("--reuid={}", user.uid),
+                format!("--regid={}", user.gid),
+                "--clear-groups".to_owned(),
+                "--".to_owned(),
+            ]
+            .map(OsString::from),
+        );
+    }
     args.extend(
-        [
-            OsString::from("--bind"),
-            workspace.into(),
-            workspace.into(),
-            "--chdir".into(),
-            workspace.into(),
-            "--".into(),
-        ]
-        .into_iter()
-        .chain(SHELL.map(OsString::from))
-        .chain([OsString::from(script)]),
+        SHELL
+            .map(OsString::from)
+            .into_iter()
+            .chain([OsString::from(sourced_first(ENV_IN_SANDBOX, script))]),
     );
     args
+}
+
+/// Lets a step user get to a mount point: bwrap creates the missing directories above one (in
+/// a tmpfs that hides the agent's data, say) with mode 0700, which only root can pass. Existing
+/// directories keep their mode.
+fn reachable(args: &mut Vec<OsString>, options: &BwrapOptions, dest: &Path) {
+    if options.user.is_none() {
+        return;
+    }
+    let mut above: Vec<&Path> = dest.ancestors().skip(1).collect();
+    above.pop(); // `/`
+    for dir in above.into_iter().rev() {
+        args.extend([
+            OsString::from("--perms"),
+            "0755".into(),
+            "--dir".into(),
+            dir.into(),
+        ]);
+    }
 }
 
 /// Sends SIGTERM to the processes inside the sandbox, which signalling bwrap would not reach.
@@ -320,7 +412,7 @@ mod tests {
             ..BwrapOptions::default()
         };
         let work = work.canonicalize().unwrap();
-        let args = sandbox_args(&options, &work, None, &[], "make");
+        let args = sandbox_args(&options, &work, None, &[], Path::new("/e"), "make");
         let (d, t, w) = (
             data_dir.to_str().unwrap(),
             tools.canonicalize().unwrap(),
@@ -337,8 +429,58 @@ mod tests {
         assert!(args.contains(&"--unshare-net".into()));
         assert_eq!(
             args[args.len() - 5..],
-            ["--", "/bin/sh", "-e", "-c", "make"].map(OsString::from)
+            ["--", "/bin/sh", "-e", "-c", ". /tmp/.raibid-env; make"].map(OsString::from)
         );
+    }
+
+    #[test]
+    fn a_step_user_can_get_to_every_mount_point() {
+        let options = BwrapOptions {
+            user: Some(StepUser {
+                uid: 65534,
+                gid: 65534,
+            }),
+            ..BwrapOptions::default()
+        };
+        let args = sandbox_args(
+            &options,
+            Path::new("/data/work/j-a1/src"),
+            Some(Path::new("/data/work/j-a1/home")),
+            &[],
+            Path::new("/e"),
+            "true",
+        );
+        let parents = position(&args, &["--perms", "0755", "--dir", "/data/work/j-a1"]);
+        let home = position(&args, &["--bind", "/data/work/j-a1/home"]);
+        assert!(position(&args, &["--perms", "0755", "--dir", "/data"]) < parents);
+        assert!(parents < home);
+        assert!(position(&args, &["--cap-add", "CAP_SETUID"]) < home);
+        assert_eq!(
+            args[args.len() - 10..],
+            [
+                "--",
+                SETPRIV,
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "/bin/sh",
+                "-e",
+                "-c",
+                ". /tmp/.raibid-env; true",
+            ]
+            .map(OsString::from)[..]
+        );
+        // Without a step user nothing changes.
+        let args = sandbox_args(
+            &BwrapOptions::default(),
+            Path::new("/w/x"),
+            None,
+            &[],
+            Path::new("/e"),
+            "true",
+        );
+        assert!(!args.contains(&"--dir".into()) && !args.contains(&SETPRIV.into()));
     }
 
     #[test]
@@ -348,8 +490,15 @@ mod tests {
             ..BwrapOptions::default()
         };
         assert!(
-            !sandbox_args(&options, Path::new("/w"), None, &[], "true")
-                .contains(&"--unshare-net".into())
+            !sandbox_args(
+                &options,
+                Path::new("/w"),
+                None,
+                &[],
+                Path::new("/e"),
+                "true"
+            )
+            .contains(&"--unshare-net".into())
         );
     }
 }

@@ -4,8 +4,10 @@
 //! `/workspace`. The container itself is not a child of the agent, so stopping a step goes
 //! through the engine (`kill --signal TERM`, then `rm -f`) before the client's process group is
 //! killed. The environment reaches the engine through a private env-file, never argv (which any
-//! user on the machine can read); values with a newline, which an env-file cannot carry, are
-//! handed to the client's own environment and named with `-e KEY`.
+//! user on the machine can read). Values an env-file cannot carry (newlines, carriage returns,
+//! very long lines) are files in a read-only mount that a prelude to the script exports. They
+//! never go through the client's own environment: a pipeline choosing `LD_PRELOAD` there would
+//! run code in the engine client, on the host.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -13,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
@@ -153,38 +155,55 @@ impl ContainerExecutor {
     ) -> Result<StepExit, ExecError> {
         let image = spec.image.as_deref().unwrap_or(&self.options.default_image);
         check_image_name(image)?;
-        if let Some(preflight) = &self.options.arch_preflight {
-            match preflight.check(image).await {
-                ArchVerdict::Runs(platform) => debug!(image, platform, "image preflight passed"),
-                ArchVerdict::Refused(why) => return Err(ExecError::Image(why)),
-                ArchVerdict::Unchecked(why) => {
-                    let note = format!(
-                        "[raibid] could not check which architectures {image} has ({why}); \
-                         starting it anyway\n"
-                    );
-                    let _ = output.send(note.into_bytes()).await;
+        // The checks before the step can take minutes (the first run pulls the default image):
+        // they count against the step's time and give way to a cancel like the step itself.
+        let started = Instant::now();
+        let prepare = async {
+            if let Some(preflight) = &self.options.arch_preflight {
+                match preflight.check(image).await {
+                    ArchVerdict::Runs(platform) => {
+                        debug!(image, platform, "image preflight passed")
+                    }
+                    ArchVerdict::Refused(why) => return Err(ExecError::Image(why)),
+                    ArchVerdict::Unchecked(why) => {
+                        let note = format!(
+                            "[raibid] could not check which architectures {image} has ({why}); \
+                             starting it anyway\n"
+                        );
+                        let _ = output.send(note.into_bytes()).await;
+                    }
                 }
             }
+            self.ensure_runs_containers().await
+        };
+        let stopped = |timed_out: bool| StepExit {
+            code: None,
+            signal: None,
+            timed_out,
+            cancelled: !timed_out,
+            duration: started.elapsed(),
+        };
+        tokio::select! {
+            prepared = prepare => prepared?,
+            () = cancel.cancelled() => return Ok(stopped(false)),
+            () = tokio::time::sleep(spec.timeout) => return Ok(stopped(true)),
         }
-        self.ensure_runs_containers().await?;
         let workspace = process::workspace_dir(&spec.workspace)?;
-        let env = EnvFile::write(&spec.env)?;
+        let env = StepEnv::write(&spec.env)?;
         let name = format!("raibid-{}", process::random_suffix()?);
+        let script = env.prelude() + &spec.script;
         let args = run_args(&RunArgs {
             name: &name,
             workspace: &workspace,
             read_only: &spec.read_only,
-            env_file: env.file.path(),
-            passed_env: &env.passed,
+            env_file: &env.env_file(),
+            env_values: env.values().as_deref(),
             network: self.options.network,
             image,
-            script: &spec.script,
+            script: &script,
         })?;
         let mut command = Command::new(&self.engine.program);
         command.args(args);
-        for key in &env.passed {
-            command.env(key, &spec.env[key]);
-        }
         let leftover = RemoveOnDrop {
             program: self.engine.program.clone(),
             name: Some(name.clone()),
@@ -195,7 +214,7 @@ impl ContainerExecutor {
             grace: self.options.kill_grace,
         };
         let limits = Limits {
-            timeout: Some(spec.timeout),
+            timeout: Some(spec.timeout.saturating_sub(started.elapsed())),
             grace: self.options.kill_grace,
         };
         let exit = process::run(command, output, cancel, limits, &stopper).await;
@@ -232,31 +251,87 @@ fn check_image_name(image: &str) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// The step's environment on disk for `--env-file`: created 0600, deleted on drop.
-struct EnvFile {
-    file: tempfile::NamedTempFile,
-    /// Variables the file cannot hold (multi-line values).
-    passed: Vec<String>,
+/// Where values that an env-file cannot carry are mounted in the container.
+const ENV_DIR: &str = "/run/raibid-env";
+
+/// Longer values go through a file: docker refuses env-file lines over 64 KiB.
+const MAX_ENV_FILE_VALUE: usize = 32 * 1024;
+
+/// The step's environment on disk, in a private directory (0700) deleted on drop: the
+/// `--env-file`, and one file per value it cannot carry.
+struct StepEnv {
+    dir: tempfile::TempDir,
+    /// Names of the values kept in files, exported by [`StepEnv::prelude`].
+    in_files: Vec<String>,
 }
 
-impl EnvFile {
+impl StepEnv {
     fn write(env: &BTreeMap<String, String>) -> Result<Self, ExecError> {
-        let mut file = tempfile::Builder::new().prefix("raibid-env-").tempfile()?;
-        let mut passed = Vec::new();
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let dir = tempfile::Builder::new()
+            .prefix("raibid-env-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.path().join("env"))?;
+        let mut in_files = Vec::new();
         for (key, value) in env {
             if key.is_empty() || key.contains(['=', '\n', '\0']) {
                 return Err(ExecError::Spawn(format!(
                     "invalid environment variable name {key:?}"
                 )));
             }
-            if value.contains('\n') {
-                passed.push(key.clone());
-            } else {
+            if !value.contains(['\n', '\r']) && value.len() <= MAX_ENV_FILE_VALUE {
                 writeln!(file, "{key}={value}")?;
+                continue;
             }
+            let shell_name = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !shell_name {
+                return Err(ExecError::Spawn(format!(
+                    "environment variable {key:?} has a multi-line or very long value, which \
+                     only a name of letters, digits and _ can carry"
+                )));
+            }
+            let values = dir.path().join("values");
+            if in_files.is_empty() {
+                // Readable by whichever user the image runs as; the 0700 parent keeps other
+                // users of the host out.
+                std::fs::DirBuilder::new().mode(0o755).create(&values)?;
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(values.join(key))?
+                .write_all(value.as_bytes())?;
+            in_files.push(key.clone());
         }
         file.flush()?;
-        Ok(Self { file, passed })
+        Ok(Self { dir, in_files })
+    }
+
+    fn env_file(&self) -> PathBuf {
+        self.dir.path().join("env")
+    }
+
+    /// The directory to mount at [`ENV_DIR`], if any value needs it.
+    fn values(&self) -> Option<PathBuf> {
+        (!self.in_files.is_empty()).then(|| self.dir.path().join("values"))
+    }
+
+    /// Shell lines that export the values kept in files, exactly (`x` keeps trailing newlines
+    /// from command substitution).
+    fn prelude(&self) -> String {
+        self.in_files
+            .iter()
+            .map(|k| {
+                format!("{k}=\"$(cat {ENV_DIR}/{k}; echo x)\"; {k}=\"${{{k}%x}}\"; export {k}\n")
+            })
+            .collect()
     }
 }
 
@@ -266,7 +341,8 @@ struct RunArgs<'a> {
     /// Mounted read-only at the same path (the mirror objects the checkout borrows).
     read_only: &'a [PathBuf],
     env_file: &'a Path,
-    passed_env: &'a [String],
+    /// Mounted read-only at [`ENV_DIR`].
+    env_values: Option<&'a Path>,
     network: bool,
     image: &'a str,
     script: &'a str,
@@ -274,7 +350,10 @@ struct RunArgs<'a> {
 
 fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
     // `-v` separates fields with ':'.
-    for path in std::iter::once(a.workspace).chain(a.read_only.iter().map(PathBuf::as_path)) {
+    for path in std::iter::once(a.workspace)
+        .chain(a.read_only.iter().map(PathBuf::as_path))
+        .chain(a.env_values)
+    {
         if path.as_os_str().to_string_lossy().contains(':') {
             return Err(ExecError::Spawn(format!(
                 "{} contains ':', which a volume mount cannot express",
@@ -297,11 +376,14 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
         args.push("-v".into());
         args.push(volume);
     }
+    if let Some(values) = a.env_values {
+        let mut volume = values.as_os_str().to_owned();
+        volume.push(format!(":{ENV_DIR}:ro"));
+        args.push("-v".into());
+        args.push(volume);
+    }
     args.extend(["-w", CONTAINER_WORKSPACE, "--env-file"].map(OsString::from));
     args.push(a.env_file.into());
-    for key in a.passed_env {
-        args.extend(["-e", key].map(OsString::from));
-    }
     if !a.network {
         args.extend(["--network", "none"].map(OsString::from));
     }
@@ -437,6 +519,7 @@ mod tests {
             name: "build".into(),
             script: "true".into(),
             workspace: workspace.path().to_path_buf(),
+            home: None,
             read_only: Vec::new(),
             env: BTreeMap::new(),
             timeout: Duration::from_secs(5),
@@ -449,36 +532,87 @@ mod tests {
         }
     }
 
+    /// The first run of a fresh agent pulls the default image, which can take minutes: a cancel
+    /// or the step's timeout ends the step meanwhile.
+    #[tokio::test]
+    async fn a_slow_first_pull_gives_way_to_cancel_and_timeout() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = dir.path().join("slow-engine");
+        std::fs::write(&engine, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let executor = ContainerExecutor::new(
+            ContainerEngine {
+                program: engine,
+                name: "podman",
+            },
+            ContainerOptions::default(),
+        );
+        let mut spec = StepSpec {
+            name: "build".into(),
+            script: "true".into(),
+            workspace: dir.path().to_path_buf(),
+            home: None,
+            read_only: Vec::new(),
+            env: BTreeMap::new(),
+            timeout: Duration::from_millis(300),
+            image: None,
+        };
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        let started = Instant::now();
+        let exit = executor
+            .run(&spec, tx.clone(), CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(exit.timed_out && !exit.success(), "{exit:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        spec.timeout = Duration::from_secs(60);
+        let cancel = CancellationToken::new();
+        let later = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            later.cancel();
+        });
+        let started = Instant::now();
+        let exit = executor.run(&spec, tx, cancel).await.unwrap();
+        assert!(exit.cancelled, "{exit:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
     #[test]
-    fn env_values_stay_out_of_argv() {
+    fn env_values_stay_out_of_argv_and_out_of_the_clients_environment() {
+        use std::os::unix::fs::PermissionsExt;
+        let long = "y".repeat(70_000);
         let env = BTreeMap::from([
             ("TOKEN".to_string(), "s3cret".to_string()),
             (
                 "KEY".to_string(),
-                "-----BEGIN-----\nabc\n-----END-----".to_string(),
+                "-----BEGIN-----\nabc\n-----END-----\n".to_string(),
             ),
+            ("LONG".to_string(), long.clone()),
+            ("CR".to_string(), "a\r".to_string()),
         ]);
-        let file = EnvFile::write(&env).unwrap();
+        let file = StepEnv::write(&env).unwrap();
         assert_eq!(
-            std::fs::read_to_string(file.file.path()).unwrap(),
+            std::fs::read_to_string(file.env_file()).unwrap(),
             "TOKEN=s3cret\n"
         );
-        assert_eq!(file.passed, ["KEY"]);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(file.file.path())
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(file.in_files, ["CR", "KEY", "LONG"]);
+        let values = file.values().unwrap();
+        assert_eq!(std::fs::read_to_string(values.join("LONG")).unwrap(), long);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file.env_file()), 0o600);
+        assert_eq!(mode(file.dir.path()), 0o700);
         let args = run_args(&RunArgs {
             name: "raibid-x",
             workspace: Path::new("/w/job"),
             read_only: &[PathBuf::from("/cache/app.git/objects")],
-            env_file: file.file.path(),
-            passed_env: &file.passed,
+            env_file: &file.env_file(),
+            env_values: Some(&values),
             network: false,
             image: "alpine:3",
-            script: "make test",
+            script: &(file.prelude() + "make test"),
         })
         .unwrap();
         let args: Vec<String> = args
@@ -488,17 +622,55 @@ mod tests {
         assert!(
             !args
                 .iter()
-                .any(|a| a.contains("s3cret") || a.contains("BEGIN"))
+                .any(|a| a.contains("s3cret") || a.contains("BEGIN") || a.contains("yyyy"))
         );
         let joined = args.join(" ");
         assert!(joined.starts_with(
             "run --rm --init --name raibid-x -v /w/job:/workspace \
-             -v /cache/app.git/objects:/cache/app.git/objects:ro -w /workspace --env-file "
+             -v /cache/app.git/objects:/cache/app.git/objects:ro -v "
         ));
-        assert!(joined.ends_with(" -e KEY --network none alpine:3 /bin/sh -e -c make test"));
-        let path = file.file.path().to_path_buf();
+        assert!(joined.contains(&format!(
+            "{}:/run/raibid-env:ro -w /workspace",
+            values.display()
+        )));
+        assert!(
+            !joined.contains(" -e KEY") && !joined.contains(" -e LONG"),
+            "{joined}"
+        );
+        assert!(joined.ends_with(
+            " --network none alpine:3 /bin/sh -e -c \
+             CR=\"$(cat /run/raibid-env/CR; echo x)\"; CR=\"${CR%x}\"; export CR\n\
+             KEY=\"$(cat /run/raibid-env/KEY; echo x)\"; KEY=\"${KEY%x}\"; export KEY\n\
+             LONG=\"$(cat /run/raibid-env/LONG; echo x)\"; LONG=\"${LONG%x}\"; export LONG\n\
+             make test"
+        ));
+        let dir = file.dir.path().to_path_buf();
         drop(file);
-        assert!(!path.exists());
+        assert!(!dir.exists());
+    }
+
+    /// The prelude gives the script exactly the value, trailing newlines included.
+    #[test]
+    fn the_prelude_exports_values_exactly() {
+        let value = "line one\n  two 'quoted' $(not run) `nor this`\n\n";
+        let env = BTreeMap::from([("MULTI".to_string(), value.to_string())]);
+        let file = StepEnv::write(&env).unwrap();
+        let prelude = file
+            .prelude()
+            .replace(ENV_DIR, &file.values().unwrap().display().to_string());
+        let out = std::process::Command::new("/bin/sh")
+            .args([
+                "-e",
+                "-c",
+                &(prelude + "printf %s \"$MULTI\"; sh -c 'printf %s \"$MULTI\"'"),
+            ])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), value.repeat(2));
+        let env = BTreeMap::from([("NOT-A-NAME".to_string(), "a\nb".to_string())]);
+        assert!(StepEnv::write(&env).is_err());
     }
 
     /// The runner names the workspace by this path in `CI_WORKSPACE`: it must be where the
@@ -518,7 +690,7 @@ mod tests {
             workspace: Path::new("/w/job"),
             read_only: &[],
             env_file: Path::new("/tmp/e"),
-            passed_env: &[],
+            env_values: None,
             network: false,
             image: "rust:1",
             script: "cargo build",
@@ -545,13 +717,13 @@ mod tests {
         assert!(check_image_name("").is_err());
         assert!(check_image_name("debian:bookworm-slim").is_ok());
         let env = BTreeMap::from([("A=B".to_string(), "x".to_string())]);
-        assert!(EnvFile::write(&env).is_err());
+        assert!(StepEnv::write(&env).is_err());
         let args = RunArgs {
             name: "n",
             workspace: Path::new("/w/a:b"),
             read_only: &[],
             env_file: Path::new("/tmp/e"),
-            passed_env: &[],
+            env_values: None,
             network: true,
             image: "i",
             script: "s",

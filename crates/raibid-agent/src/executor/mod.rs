@@ -4,6 +4,7 @@
 
 mod bwrap;
 mod container;
+mod env_script;
 mod host;
 mod image_arch;
 pub(crate) mod process;
@@ -29,6 +30,9 @@ pub struct StepSpec {
     pub script: String,
     /// The job's checkout; the step's working directory.
     pub workspace: PathBuf,
+    /// The job's `HOME` on the host, writable like the workspace. A sandbox binds exactly
+    /// this: the `HOME` of `env` comes from the pipeline too, so it can name any path.
+    pub home: Option<PathBuf>,
     /// Host paths outside the workspace that the step may read, at the same path: the git
     /// objects its checkout borrows from the agent's mirror (so `git log` works in a sandbox
     /// that hides the agent's data).

@@ -1,7 +1,7 @@
 //! Running one program as a step: what every executor (and the image builder) shares.
 //!
-//! The program gets its own process group so that everything it starts can be signalled at
-//! once, and one pipe for both stdout and stderr so the log shows output in the order it was
+//! The program gets its own session and process group so that everything it starts can be
+//! signalled at once, and one pipe for both stdout and stderr so the log shows output in the order it was
 //! written (two pipes read concurrently cannot recover that order). On timeout or cancel the
 //! step is asked to stop (SIGTERM), then killed after a grace period; when the main process exits
 //! the rest of its group is killed too, so `sleep 1000 &` cannot outlive its step.
@@ -93,8 +93,15 @@ pub(crate) async fn run(
     command
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .process_group(0);
+        .stderr(writer);
+    // A session of its own, not just a process group: it also leaves the agent's controlling
+    // terminal behind, which a step could otherwise open and push input into (TIOCSTI) for
+    // the shell that started the agent. The session leader leads its process group too, so
+    // the group is still the step's pid.
+    // SAFETY: setsid is async-signal-safe and touches no allocator or locks.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+    }
     let program = command.as_std().get_program().to_owned();
     let started = Instant::now();
     let spawned = command.spawn();

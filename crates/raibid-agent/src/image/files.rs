@@ -7,7 +7,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use base64::Engine;
@@ -16,13 +16,16 @@ use base64::engine::general_purpose::STANDARD;
 use super::RegistryAuth;
 
 pub(crate) struct BuildFiles {
-    /// Created 0700 by `tempfile`; removed with everything in it on drop.
+    /// Created 0700; removed with everything in it on drop.
     dir: tempfile::TempDir,
 }
 
 impl BuildFiles {
     pub(crate) fn write(auth: Option<&RegistryAuth>, insecure: &[String]) -> io::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("raibid-build-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("raibid-build-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
         let files = Self { dir };
         private_file(files.authfile(), &auth_json(auth))?;
         private_file(files.registries_conf(), &registries_conf(insecure))?;
@@ -116,6 +119,10 @@ mod tests {
         let conf = std::fs::read_to_string(files.registries_conf()).unwrap();
         assert!(conf.contains("location = \"127.0.0.1:5000\"\ninsecure = true"));
         let dir = files.authfile().parent().unwrap().to_path_buf();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         drop(files);
         assert!(!dir.exists());
     }

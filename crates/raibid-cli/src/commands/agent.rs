@@ -11,7 +11,8 @@ use raibid_agent::executor::{
 };
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver};
 use raibid_agent::{
-    AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, StepUser, run_agent,
+    AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, StepUser, StepUserError,
+    run_agent,
 };
 use raibid_config::{Config, ExecutorKind};
 use raibid_queue::Queue;
@@ -59,8 +60,20 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
         Some(ExecutorArg::Container) => ExecutorKind::Container,
         None => a.executor,
     };
-    let step_user = step_user(&a.step_user, kind, &[&workspace_root, &cache_dir])?;
-    let executor = executor(kind, step_user, &config, &data_dir, &toolchain).await?;
+    let concurrency = args.concurrency.unwrap_or(a.concurrency).max(1) as usize;
+    if nix::unistd::geteuid().is_root() {
+        // A root agent's steps run as another user (below), who must read the mirror objects
+        // its checkout borrows and get through the directories the agent makes. Private files
+        // (credentials, step environments) are created with explicit modes.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    }
+    let users = StepUsers::new(
+        &a.step_user,
+        kind,
+        concurrency,
+        &[&workspace_root, &cache_dir],
+    )?;
+    let executor = executor(kind, &users, &config, &data_dir, &toolchain).await?;
     info!(executor = executor.name(), %name, pools = ?pools, "agent starting");
 
     let images = if which("buildah").is_some() {
@@ -118,7 +131,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
         labels,
         once: args.once,
         idle_timeout: Duration::from_secs(args.idle_timeout.unwrap_or(a.idle_timeout_secs)),
-        concurrency: args.concurrency.unwrap_or(a.concurrency).max(1) as usize,
+        concurrency,
         grace_period: Duration::from_secs(args.grace_period.unwrap_or(a.grace_period_secs)),
         heartbeat_interval: Duration::from_secs(a.heartbeat_interval_secs.max(1)),
     };
@@ -136,30 +149,87 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `agent.step_user`, checked before the first job: a step user that cannot reach its
-/// workspace, or an agent that cannot switch to it, would fail every job instead.
-fn step_user(text: &str, kind: ExecutorKind, dirs: &[&Path]) -> anyhow::Result<Option<StepUser>> {
-    if text.trim().is_empty() {
-        return Ok(None);
+/// Who steps run as. `agent.step_user` for host and bwrap steps; for bwrap steps of an agent
+/// running as root, `nobody` when none is configured (a root step without capabilities still
+/// owns every root-only socket it can see: see the bwrap executor). Checked before the first
+/// job: a step user the agent cannot switch to, or that cannot reach its workspace, would fail
+/// every job instead.
+struct StepUsers {
+    configured: Option<StepUser>,
+    concurrency: usize,
+    /// Directories host steps must be able to enter (workspaces, mirror cache).
+    dirs: Vec<PathBuf>,
+}
+
+/// uid and gid 65534, `nobody`/`nogroup` on Debian and Ubuntu.
+const NOBODY: StepUser = StepUser {
+    uid: 65534,
+    gid: 65534,
+};
+
+impl StepUsers {
+    fn new(
+        text: &str,
+        kind: ExecutorKind,
+        concurrency: usize,
+        dirs: &[&Path],
+    ) -> anyhow::Result<Self> {
+        let configured = match text.trim() {
+            "" => None,
+            text => Some(StepUser::parse(text)?),
+        };
+        if configured.is_some() && kind == ExecutorKind::Container {
+            anyhow::bail!(
+                "agent.step_user applies to the host and bwrap executors; container steps run as \
+                 their image's user"
+            );
+        }
+        Ok(Self {
+            configured,
+            concurrency,
+            dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
+        })
     }
-    let user = StepUser::parse(text)?;
-    if kind != ExecutorKind::Host {
-        anyhow::bail!(
-            "agent.step_user applies to the host executor: set agent.executor (or --executor) \
-             to host (bwrap and container steps are isolated their own way)"
-        );
+
+    fn host(&self) -> anyhow::Result<Option<StepUser>> {
+        let Some(user) = self.configured else {
+            return Ok(None);
+        };
+        if self.concurrency > 1 {
+            anyhow::bail!(
+                "agent.step_user with host steps runs one job at a time (agent.concurrency or \
+                 --concurrency is {}): steps of concurrent jobs would share the uid and could \
+                 read each other's environment (secrets) and workspaces. Use the bwrap executor, \
+                 or one agent per job",
+                self.concurrency
+            );
+        }
+        for dir in &self.dirs {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let dirs: Vec<&Path> = self.dirs.iter().map(PathBuf::as_path).collect();
+        user.check(&dirs)?;
+        info!(%user, "host steps run as the step user");
+        Ok(Some(user))
     }
-    for dir in dirs {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    /// The sandbox makes the path to the workspace itself, so only root matters here.
+    fn bwrap(&self) -> anyhow::Result<Option<StepUser>> {
+        let me = nix::unistd::geteuid();
+        let user = match (self.configured, me.is_root()) {
+            (Some(user), true) => user,
+            (None, true) => NOBODY,
+            (Some(_), false) => return Err(StepUserError::AgentNotRoot(me.as_raw()).into()),
+            (None, false) => return Ok(None),
+        };
+        info!(%user, "bwrap steps run as the step user");
+        Ok(Some(user))
     }
-    user.check(dirs)?;
-    info!(%user, "host steps run as the step user");
-    Ok(Some(user))
 }
 
 async fn executor(
     kind: ExecutorKind,
-    step_user: Option<StepUser>,
+    users: &StepUsers,
     config: &Config,
     data_dir: &Path,
     toolchain: &Toolchain,
@@ -172,21 +242,25 @@ async fn executor(
     if let Some(up_dir) = data_dir.parent().filter(|p| p.join("up.lock").exists()) {
         hide.push(up_dir.to_path_buf());
     }
-    let bwrap = || {
-        BwrapExecutor::new(BwrapOptions {
+    let bwrap = || -> anyhow::Result<BwrapExecutor> {
+        Ok(BwrapExecutor::new(BwrapOptions {
             network: config.agent.network,
             hide: hide.clone(),
             ro_binds: toolchain.ro_paths.clone(),
+            user: users.bwrap()?,
             ..Default::default()
+        }))
+    };
+    let host = || -> anyhow::Result<HostExecutor> {
+        Ok(match users.host()? {
+            Some(user) => HostExecutor::new().as_user(user),
+            None => HostExecutor::new(),
         })
     };
     Ok(match kind {
-        ExecutorKind::Host => Arc::new(match step_user {
-            Some(user) => HostExecutor::new().as_user(user),
-            None => HostExecutor::new(),
-        }),
+        ExecutorKind::Host => Arc::new(host()?),
         ExecutorKind::Bwrap => {
-            let b = bwrap();
+            let b = bwrap()?;
             b.probe()
                 .await
                 .context("bubblewrap does not work here (apt-get install bubblewrap)")?;
@@ -213,12 +287,23 @@ async fn executor(
             ))
         }
         ExecutorKind::Auto => {
-            let b = bwrap();
+            let b = bwrap()?;
             match b.probe().await {
                 Ok(()) => Arc::new(b),
                 Err(e) => {
-                    warn!(error = %e, "bubblewrap is not usable; steps run as plain host processes");
-                    Arc::new(HostExecutor::new())
+                    let host = host()?;
+                    let who = match host.step_user() {
+                        Some(user) => format!("as {user}"),
+                        None if nix::unistd::geteuid().is_root() => {
+                            "AS ROOT (set agent.step_user, or make bubblewrap work)".to_owned()
+                        }
+                        None => "as the agent's user".to_owned(),
+                    };
+                    warn!(
+                        error = %e,
+                        "bubblewrap is not usable; steps run as plain host processes {who}"
+                    );
+                    Arc::new(host)
                 }
             }
         }

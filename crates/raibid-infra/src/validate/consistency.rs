@@ -223,7 +223,11 @@ fn agent_step_user(manifest: &Manifest, in_cluster: &Config, issues: &mut Vec<Is
     let run_as = container["securityContext"]["runAsUser"]
         .as_i64()
         .or_else(|| spec["securityContext"]["runAsUser"].as_i64());
-    let host_steps = matches!(in_cluster.agent.executor, raibid_config::ExecutorKind::Host);
+    // `auto` falls back to host steps in a pod, where bubblewrap cannot work.
+    let host_steps = matches!(
+        in_cluster.agent.executor,
+        raibid_config::ExecutorKind::Host | raibid_config::ExecutorKind::Auto
+    );
     if run_as != Some(0) || !host_steps {
         return;
     }
