@@ -721,6 +721,16 @@ fn agents_get_the_registry_login_setup_writes_and_an_insecure_in_cluster_registr
     }
 }
 
+/// The configuration the cluster's server and agents read, from the rendered ConfigMap.
+fn in_cluster_config(objects: &[raibid_infra::Manifest]) -> Config {
+    let map = objects
+        .iter()
+        .find(|m| m.kind() == "ConfigMap" && m.name() == "raibid-config")
+        .unwrap();
+    let text = map.object["data"]["config.yaml"].as_str().unwrap();
+    raibid_config::load_from_str(text, std::path::Path::new("config.yaml"), &[]).unwrap()
+}
+
 /// buildah's store once defaulted to the data directory inside the container, not the
 /// node-local cache the ScaledJobs mount: layers counted against ephemeral-storage and were
 /// never reused.
@@ -728,13 +738,7 @@ fn agents_get_the_registry_login_setup_writes_and_an_insecure_in_cluster_registr
 fn buildah_stores_its_layers_on_the_mounted_node_cache() {
     let tree = Tree::embedded();
     let objects = render(&tree, "dev", &Config::default()).unwrap();
-    let map = objects
-        .iter()
-        .find(|m| m.kind() == "ConfigMap" && m.name() == "raibid-config")
-        .unwrap();
-    let text = map.object["data"]["config.yaml"].as_str().unwrap();
-    let in_cluster =
-        raibid_config::load_from_str(text, std::path::Path::new("config.yaml"), &[]).unwrap();
+    let in_cluster = in_cluster_config(&objects);
     assert_eq!(in_cluster.agent.buildah_root, "/var/lib/containers/storage");
     for job in objects.iter().filter(|m| m.kind() == "ScaledJob") {
         let spec = &job.object["spec"]["jobTargetRef"]["template"]["spec"];
@@ -786,13 +790,7 @@ fn buildah_stores_its_layers_on_the_mounted_node_cache() {
 fn agent_pods_run_their_steps_as_the_step_user() {
     let tree = Tree::embedded();
     let objects = render(&tree, "dev", &Config::default()).unwrap();
-    let map = objects
-        .iter()
-        .find(|m| m.kind() == "ConfigMap" && m.name() == "raibid-config")
-        .unwrap();
-    let text = map.object["data"]["config.yaml"].as_str().unwrap();
-    let in_cluster =
-        raibid_config::load_from_str(text, std::path::Path::new("config.yaml"), &[]).unwrap();
+    let in_cluster = in_cluster_config(&objects);
     assert_eq!(in_cluster.agent.step_user, "10002:10002");
 
     for target in ["overlays/dev", "overlays/prod"] {

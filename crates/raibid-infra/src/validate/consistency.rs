@@ -231,15 +231,12 @@ fn agent_step_user(manifest: &Manifest, in_cluster: &Config, issues: &mut Vec<Is
     if run_as != Some(0) || !host_steps {
         return;
     }
+    let security = pod.key("containers").index(0).key("securityContext");
     let step_user = in_cluster.agent.step_user.trim();
     if step_user.is_empty() {
         issues.push(Issue::new(
             manifest,
-            pod.clone()
-                .key("containers")
-                .index(0)
-                .key("securityContext")
-                .key("runAsUser"),
+            security.key("runAsUser"),
             "the agent runs as root with host-executor steps, and config.yaml sets no \
              agent.step_user: every step would run as root in the pod (write the node's \
              shared mirror cache, read the agent's children)",
@@ -260,12 +257,7 @@ fn agent_step_user(manifest: &Manifest, in_cluster: &Config, issues: &mut Vec<Is
         if dropped_all && !added.contains(&needed) {
             issues.push(Issue::new(
                 manifest,
-                pod.clone()
-                    .key("containers")
-                    .index(0)
-                    .key("securityContext")
-                    .key("capabilities")
-                    .key("add"),
+                security.clone().key("capabilities").key("add"),
                 format!(
                     "lacks {needed}: the agent could not start steps as agent.step_user \
                      {step_user:?}, and every job would fail"
