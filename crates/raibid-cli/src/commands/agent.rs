@@ -213,7 +213,8 @@ impl StepUsers {
         Ok(Some(user))
     }
 
-    /// The sandbox makes the path to the workspace itself, so only root matters here.
+    /// No directory check as for host steps: the sandbox makes the directories above each of
+    /// its mount points (0755), and a root agent creates its files with umask 022 (above).
     fn bwrap(&self) -> anyhow::Result<Option<StepUser>> {
         let me = nix::unistd::geteuid();
         let user = match (self.configured, me.is_root()) {
