@@ -128,7 +128,8 @@ structs! {
     PoolRule { repo, pool }
     ServerConfig {
         listen, public_url, tokens, read_requires_token, webhook_secret, repo_secrets,
-        allowed_repos, events, body_limit_bytes, max_log_streams, log_stream_max_secs,
+        allowed_repos, events, body_limit_bytes, max_log_streams, max_log_streams_per_client,
+        log_stream_max_secs,
         default_pool, pool_rules, pools, github_api_url, github_token,
     }
     RegistryConfig { host, username, password, insecure }

@@ -197,6 +197,10 @@ pub struct ServerConfig {
     /// bound keeps followers from exhausting file descriptors or Redis's `maxclients`. Past
     /// it, a follow is refused with 503.
     pub max_log_streams: u32,
+    /// Of those, how many one client may hold: a client is a token holder (by its token) or,
+    /// without a valid token, a peer address. Past it, that client's follows get 429 while
+    /// others still get theirs.
+    pub max_log_streams_per_client: u32,
     /// A log stream is closed after this long (without its `end` event) and the client
     /// resumes with `Last-Event-ID`, so no stream holds its connection forever.
     pub log_stream_max_secs: u64,
@@ -230,6 +234,7 @@ impl Default for ServerConfig {
             ],
             body_limit_bytes: 5 * 1024 * 1024,
             max_log_streams: 256,
+            max_log_streams_per_client: 32,
             log_stream_max_secs: 3600,
             default_pool: PoolName::default(),
             pool_rules: Vec::new(),

@@ -66,6 +66,27 @@ fn check_token(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// Which configured token (by position in `server.tokens`) the request presents, if any: the
+/// identity of a client that may hold several connections (log follows are limited per
+/// client). An invalid token identifies nobody, or made-up tokens would be fresh identities.
+pub(crate) fn token_index(headers: &axum::http::HeaderMap, state: &AppState) -> Option<usize> {
+    let presented = headers.get(AUTHORIZATION)?.to_str().ok().and_then(bearer)?;
+    // Every hash is compared, as in `check_token`.
+    state
+        .config()
+        .server
+        .tokens
+        .iter()
+        .enumerate()
+        .fold(None, |found, (i, hash)| {
+            if hash.matches(presented) {
+                found.or(Some(i))
+            } else {
+                found
+            }
+        })
+}
+
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.
 fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;

@@ -70,6 +70,12 @@ pub(crate) enum ApiError {
          the log without follow"
     )]
     TooManyLogStreams { limit: u32 },
+    /// This client holds all of its log stream slots (`server.max_log_streams_per_client`).
+    #[error(
+        "this client already follows {limit} logs (server.max_log_streams_per_client); close \
+         one, or read the log without follow"
+    )]
+    TooManyLogStreamsForClient { limit: u32 },
     #[error("the request took too long and was abandoned")]
     Timeout,
     #[error("internal error: {0}")]
@@ -93,6 +99,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnresolvableRef(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyLogStreamsForClient { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueUnavailable(_)
             | ApiError::QueueFull(_)
             | ApiError::TooManyLogStreams { .. }
@@ -123,6 +130,7 @@ impl ApiError {
             ApiError::QueueUnavailable(_) => "unavailable",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::TooManyLogStreams { .. } => "too_many_log_streams",
+            ApiError::TooManyLogStreamsForClient { .. } => "too_many_log_streams_for_client",
             ApiError::Timeout => "timeout",
             ApiError::Internal(_) => "internal",
         }
@@ -132,7 +140,9 @@ impl ApiError {
         match self {
             ApiError::QueueUnavailable(_) | ApiError::Timeout => Some(RETRY_AFTER_UNAVAILABLE),
             ApiError::QueueFull(_) => Some(RETRY_AFTER_FULL),
-            ApiError::TooManyLogStreams { .. } => Some(RETRY_AFTER_STREAMS),
+            ApiError::TooManyLogStreams { .. } | ApiError::TooManyLogStreamsForClient { .. } => {
+                Some(RETRY_AFTER_STREAMS)
+            }
             _ => None,
         }
     }

@@ -220,7 +220,10 @@ fn paths() -> Value {
                     event after server.log_stream_max_secs (default 3600) or when the server \
                     shuts down: reconnect with Last-Event-ID. At most server.max_log_streams \
                     (default 256) streams are open at once; past that, 503 with code \
-                    too_many_log_streams and Retry-After.",
+                    too_many_log_streams and Retry-After. One client (a token holder by its \
+                    token, else a peer address) may hold server.max_log_streams_per_client \
+                    (default 32) of them; past that, 429 with code \
+                    too_many_log_streams_for_client and Retry-After.",
                 "security": [{}, { "bearer": [] }],
                 "parameters": [
                     job_id_parameter(),
@@ -245,6 +248,9 @@ fn paths() -> Value {
                     "400": bad_request,
                     "401": unauthorized,
                     "404": not_found,
+                    "429": error("With follow: this client already holds \
+                        server.max_log_streams_per_client streams (code \
+                        too_many_log_streams_for_client); retry after Retry-After seconds."),
                     "503": error("Redis is unavailable (code unavailable), or, with follow, \
                         server.max_log_streams streams are already open (code \
                         too_many_log_streams); retry after Retry-After seconds.")

@@ -59,9 +59,13 @@ pub async fn serve(
     });
 
     info!(address = %listener.local_addr()?, "raibid server listening");
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
+    // The peer address identifies anonymous clients (per-client log follow limit).
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
+    .into_future();
     let result = tokio::select! {
         result = server => result.map_err(ServerError::from),
         () = async {

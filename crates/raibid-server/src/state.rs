@@ -1,6 +1,7 @@
 //! What every handler and background task shares.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use raibid_config::Config;
 use raibid_queue::Queue;
@@ -26,6 +27,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// One permit per open log stream, `server.max_log_streams` in all.
     log_streams: Arc<Semaphore>,
+    /// Open log streams per client, `server.max_log_streams_per_client` each.
+    log_clients: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl AppState {
@@ -35,6 +38,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 repos: RepoRules::new(&config)?,
                 log_streams: Arc::new(Semaphore::new(config.server.max_log_streams as usize)),
+                log_clients: Arc::default(),
                 config,
                 queue,
                 metrics: Metrics::new(),
@@ -64,8 +68,42 @@ impl AppState {
         &self.inner.log_streams
     }
 
+    /// One of `client`'s log stream slots, held until dropped; `None` when it holds them all.
+    pub(crate) fn client_log_slot(&self, client: String) -> Option<ClientLogSlot> {
+        let limit = self.inner.config.server.max_log_streams_per_client;
+        let clients = Arc::clone(&self.inner.log_clients);
+        {
+            let mut open = clients.lock().unwrap_or_else(|e| e.into_inner());
+            let count = open.entry(client.clone()).or_insert(0);
+            if *count >= limit {
+                return None;
+            }
+            *count += 1;
+        }
+        Some(ClientLogSlot { clients, client })
+    }
+
     /// Cancelled when the server shuts down; streams and background tasks end on it.
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+}
+
+/// A client's claim on one of its log stream slots.
+pub(crate) struct ClientLogSlot {
+    clients: Arc<Mutex<HashMap<String, u32>>>,
+    client: String,
+}
+
+impl Drop for ClientLogSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                // Clients come and go: the map holds only those with streams open.
+                open.remove(&self.client);
+            }
+        }
     }
 }

@@ -419,3 +419,46 @@ async fn shutdown_before_the_final_status_is_read_sends_no_end() {
     server.shutdown().await;
     assert_eq!(events.next(WAIT).await, None, "no end event on shutdown");
 }
+
+/// One client cannot take every log stream slot: past `server.max_log_streams_per_client` its
+/// follows get 429 while other clients (another token) still get theirs. A made-up token is no
+/// new identity: it counts as its peer address.
+#[tokio::test]
+async fn one_client_cannot_take_every_log_stream() {
+    let mut config = support::config();
+    config.server.max_log_streams = 10;
+    config.server.max_log_streams_per_client = 2;
+    let server = TestServer::start_with(config).await;
+    let id = queued_job(&server).await;
+    let path = format!("/api/v1/jobs/{id}/logs?follow=true");
+
+    let first = server.get(&path).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = server.get(&path).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    let refused = server.get(&path).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = json(refused).await;
+    assert_eq!(body["error"]["code"], "too_many_log_streams_for_client");
+    let made_up = server
+        .client
+        .get(server.url(&path))
+        .bearer_auth("not-a-configured-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made_up.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // A token holder is a client of its own.
+    let authed = server.get_authed(&path).await;
+    assert_eq!(authed.status(), StatusCode::OK);
+
+    drop(first);
+    let again = eventually(WAIT, "a free slot for the first client", || async {
+        let response = server.get(&path).await;
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await;
+    drop((second, authed, again));
+}

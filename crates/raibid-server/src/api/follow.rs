@@ -15,7 +15,8 @@
 //! Each stream of a job that can still write holds its own Redis connection (blocking reads
 //! would stall a shared one) and waits at most [`FOLLOW_BLOCK`] per read, so server shutdown
 //! and client disconnects end it promptly. Those connections are why streams are bounded: a
-//! stream holds one of `server.max_log_streams` permits while it is open, and is closed after
+//! stream holds one of `server.max_log_streams` permits (and one of its client's
+//! `server.max_log_streams_per_client`) while it is open, and is closed after
 //! `server.log_stream_max_secs` without an `end` event, so the client reconnects with
 //! `Last-Event-ID` (a queued job may never end, and its followers must not hold their
 //! connections forever).
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::AppState;
+use crate::state::ClientLogSlot;
 
 const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -45,7 +47,7 @@ pub(crate) fn stream(
     job: Job,
     start: LogCursor,
     mut follower: Option<LogFollower>,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, ClientLogSlot),
 ) -> Response {
     let queue = state.queue().clone();
     let shutdown = state.shutdown().clone();

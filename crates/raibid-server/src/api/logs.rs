@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use raibid_model::Job;
@@ -13,7 +16,7 @@ use serde::Deserialize;
 
 use super::follow;
 use super::jobs::not_found;
-use crate::auth::CanRead;
+use crate::auth::{CanRead, token_index};
 use crate::{ApiError, AppState};
 
 /// Bound on one plain response; the client continues from the returned cursor.
@@ -35,6 +38,7 @@ pub(crate) async fn logs(
     _: CanRead,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     params: Result<Query<LogParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -68,6 +72,21 @@ pub(crate) async fn logs(
         .await?
         .ok_or_else(|| not_found(&id))?;
     if follow {
+        // Behind a reverse proxy every anonymous follower has the proxy's address and so
+        // shares one client's slots; tokens tell such clients apart.
+        let client = match token_index(&headers, &state) {
+            Some(i) => format!("token:{i}"),
+            None => match peer {
+                Some(Extension(ConnectInfo(addr))) => format!("ip:{}", addr.ip()),
+                None => "unknown".to_owned(),
+            },
+        };
+        let slot =
+            state
+                .client_log_slot(client)
+                .ok_or_else(|| ApiError::TooManyLogStreamsForClient {
+                    limit: state.config().server.max_log_streams_per_client,
+                })?;
         let limit = state.config().server.max_log_streams;
         let permit = Arc::clone(state.log_streams())
             .try_acquire_owned()
@@ -79,7 +98,7 @@ pub(crate) async fn logs(
         } else {
             Some(state.queue().log_follower(&job.id).await?)
         };
-        Ok(follow::stream(state, job, cursor, follower, permit))
+        Ok(follow::stream(state, job, cursor, follower, (permit, slot)))
     } else {
         plain(&state, &job, cursor).await
     }
