@@ -102,13 +102,18 @@ impl RawStep {
                 ));
             }
         };
+        let when = self.when.map(When::from).unwrap_or_default();
+        if let Some(why) = when.impossible() {
+            // Accepted, the step would be skipped on every run with nothing to say why.
+            return Err(format!("step {name:?}: `when` can never match: {why}"));
+        }
         Ok(Step {
             name,
             kind,
             image: self.image.map(|i| i.0),
             env: self.env.map(|e| e.0).unwrap_or_default(),
             timeout: self.timeout.map(|t| t.0),
-            when: self.when.map(When::from).unwrap_or_default(),
+            when,
             secrets: self.secrets,
         })
     }

@@ -77,6 +77,29 @@ impl When {
         self.branch.is_empty() && self.event.is_empty() && self.tag.is_empty()
     }
 
+    /// Why no job can ever match, for filters that are only ever a mistake: a job has a branch
+    /// or a tag, never both, and only tag pushes (and manual runs of a tag) have a tag.
+    pub(crate) fn impossible(&self) -> Option<&'static str> {
+        let may_have_tag = self.event.is_empty()
+            || self
+                .event
+                .iter()
+                .any(|e| matches!(e, Event::Tag | Event::Manual));
+        let may_have_branch = self.event.is_empty() || self.event.iter().any(|e| *e != Event::Tag);
+        if !self.branch.is_empty() && !self.tag.is_empty() {
+            Some(
+                "`branch` and `tag` together: a build has a branch or a tag, never both; use \
+                 two steps, or `event` with one of them",
+            )
+        } else if !self.tag.is_empty() && !may_have_tag {
+            Some("`tag` with events that have no tag; add `tag` to `event`")
+        } else if !self.branch.is_empty() && !may_have_branch {
+            Some("`branch` with only the `tag` event, which has no branch")
+        } else {
+            None
+        }
+    }
+
     /// A branch (or tag) filter never matches a job that has no branch (or tag): a step limited
     /// to `branch: main` must not run for a tag push, which has no branch.
     pub fn matches(&self, ctx: &TriggerContext) -> bool {
@@ -188,6 +211,27 @@ mod tests {
         let deep = when("branch: \"feature/**\"");
         assert!(deep.matches(&on_branch(Event::Push, "feature/a/b/c")));
         assert!(!deep.matches(&on_branch(Event::Push, "features/a")));
+    }
+
+    #[test]
+    fn filters_that_can_never_match_are_named() {
+        for yaml in [
+            "branch: main\ntag: \"v*\"",
+            "tag: \"v*\"\nevent: [push, pull_request]",
+            "branch: main\nevent: tag",
+        ] {
+            assert!(when(yaml).impossible().is_some(), "{yaml}");
+        }
+        for yaml in [
+            "branch: main",
+            "tag: \"v*\"",
+            "tag: \"v*\"\nevent: [tag]",
+            "tag: \"v*\"\nevent: manual",
+            "branch: main\nevent: [tag, push]",
+            "event: tag",
+        ] {
+            assert_eq!(when(yaml).impossible(), None, "{yaml}");
+        }
     }
 
     #[test]

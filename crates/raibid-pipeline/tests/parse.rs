@@ -227,13 +227,10 @@ fn step_filtering_on_the_documented_example() {
             .map(|s| s.name.as_str())
             .collect()
     };
-    // `build` needs a branch *and* a tag matching, which no single trigger has.
-    assert_eq!(run(Event::Push, Some("main"), None), ["image"]);
+    assert_eq!(run(Event::Push, Some("main"), None), ["build", "image"]);
+    assert_eq!(run(Event::Push, Some("dev"), None), ["image"]);
     assert_eq!(run(Event::Tag, None, Some("v1.0")), ["image"]);
-    assert_eq!(
-        run(Event::PullRequest, Some("main"), None),
-        Vec::<&str>::new()
-    );
+    assert_eq!(run(Event::PullRequest, Some("main"), None), ["build"]);
     assert_eq!(run(Event::Manual, Some("main"), None), Vec::<&str>::new());
 
     let filters = sample("filters-single-strings.yaml");
@@ -564,4 +561,17 @@ fn many_steps_and_long_scripts_are_fine() {
 fn errors_name_the_file_they_were_given() {
     let e = parse("ci/custom.yaml", "steps: []\n").unwrap_err();
     assert!(e.to_string().starts_with("ci/custom.yaml:1:8: "), "{e}");
+}
+
+/// A `when` no build can match is an error at the step, not a step skipped on every run.
+#[test]
+fn a_when_that_can_never_match_is_an_error() {
+    let yaml = "steps:\n  - name: release\n    run: make release\n    when: { branch: main, tag: \"v*\" }\n";
+    let e = raibid_pipeline::parse(".raibid.yaml", yaml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(".raibid.yaml:") && e.contains("step \"release\": `when` can never match"),
+        "{e}"
+    );
 }
