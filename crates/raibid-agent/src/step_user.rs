@@ -114,6 +114,24 @@ impl StepUser {
         Ok(())
     }
 
+    /// Makes a world-writable directory sticky, as `/tmp` is: entries there (the agent's job
+    /// directories) can then be renamed or removed only by their owner. A pod's `emptyDir` is
+    /// 0777 without it, so a step user could move its root-owned job directory aside and put a
+    /// link to any path in its place, for the agent to read an image build's context from.
+    /// Returns whether the mode changed.
+    pub fn protect_shared_dir(dir: &Path) -> io::Result<bool> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o002 == 0 || mode & 0o1000 != 0 {
+            return Ok(false);
+        }
+        std::fs::set_permissions(
+            dir,
+            std::fs::Permissions::from_mode((mode & 0o7777) | 0o1000),
+        )?;
+        Ok(true)
+    }
+
     /// Gives `root` and everything under it to this user, without following links.
     ///
     /// Children are changed before their directory, so every directory whose entries are being
@@ -254,6 +272,23 @@ mod tests {
             0,
             "a hard link is left alone"
         );
+    }
+
+    #[test]
+    fn world_writable_directories_become_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let shared = dir.path().join("shared");
+        let private = dir.path().join("private");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(StepUser::protect_shared_dir(&shared).unwrap());
+        assert_eq!(mode(&shared), 0o1777);
+        assert!(!StepUser::protect_shared_dir(&shared).unwrap());
+        assert!(!StepUser::protect_shared_dir(&private).unwrap());
+        assert_eq!(mode(&private), 0o755);
     }
 
     #[test]
