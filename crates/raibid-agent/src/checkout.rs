@@ -538,14 +538,31 @@ fn is_lock_error(message: &str) -> bool {
 
 /// Serializes agents sharing one cache directory (a node-local volume in Kubernetes) on the
 /// same mirror: concurrent `git fetch` into one repository corrupts refs.
+///
+/// The lock file is the agent's alone (0600, also when an older agent made it 0644): `flock`
+/// needs only read access, and a step user holding it would hang every checkout of that
+/// repository on the node. Links and other non-files in its place are refused.
 async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let lock_path = mirror.with_extension("lock");
     tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&lock_path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(CheckoutError::Io(std::io::Error::other(format!(
+                "{} is not a regular file",
+                lock_path.display()
+            ))));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| CheckoutError::Io(std::io::Error::from(errno)))
     })
@@ -925,6 +942,31 @@ mod tests {
         let report = m.check_out_a_new_commit().await;
         assert!(report.fetched);
         assert!(!marker.exists(), "a hook configured in the mirror ran");
+    }
+
+    /// flock needs only read access: a lock file others can open lets a step user hang every
+    /// checkout of the repository. It is made the agent's alone, and links are not followed.
+    #[tokio::test]
+    async fn the_mirror_lock_is_private_and_no_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("app.git");
+        let lock = dir.path().join("app.lock");
+        std::fs::write(&lock, "").unwrap();
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let held = super::lock_mirror(&mirror).await.unwrap();
+        let mode = std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(held);
+
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "keep").unwrap();
+        let other = dir.path().join("other.git");
+        std::os::unix::fs::symlink(&target, dir.path().join("other.lock")).unwrap();
+        assert!(super::lock_mirror(&other).await.is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_ne!(mode, 0o600, "the link's target was not touched");
     }
 
     #[tokio::test]

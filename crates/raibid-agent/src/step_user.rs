@@ -42,6 +42,11 @@ pub enum StepUserError {
          user (e.g. chmod o+x)"
     )]
     Unreachable { user: String, dir: PathBuf },
+    #[error(
+        "{0} is a shared directory anyone may create entries in; with agent.step_user the \
+         agent's workspaces and mirrors need a directory of their own"
+    )]
+    SharedRoot(PathBuf),
     #[error("checking what agent.step_user can reach: {0}")]
     Io(#[from] io::Error),
 }
@@ -114,21 +119,22 @@ impl StepUser {
         Ok(())
     }
 
-    /// Makes a world-writable directory sticky, as `/tmp` is: entries there (the agent's job
-    /// directories) can then be renamed or removed only by their owner. A pod's `emptyDir` is
-    /// 0777 without it, so a step user could move its root-owned job directory aside and put a
-    /// link to any path in its place, for the agent to read an image build's context from.
-    /// Returns whether the mode changed.
-    pub fn protect_shared_dir(dir: &Path) -> io::Result<bool> {
+    /// Takes group and world write permission from a directory the agent keeps its job
+    /// directories or mirrors in: a step user needs only to pass through it, and one who could
+    /// create entries there could plant a mirror, a lock, or a job directory of a later job
+    /// (its own, to be given to it by path), or move its own aside for a link. A pod's
+    /// `emptyDir` is 0777. A shared sticky directory such as `/tmp` is refused instead of
+    /// changed. Returns whether the mode changed.
+    pub fn secure_root(dir: &Path) -> Result<bool, StepUserError> {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir)?.permissions().mode();
-        if mode & 0o002 == 0 || mode & 0o1000 != 0 {
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+        if mode & 0o022 == 0 {
             return Ok(false);
         }
-        std::fs::set_permissions(
-            dir,
-            std::fs::Permissions::from_mode((mode & 0o7777) | 0o1000),
-        )?;
+        if mode & 0o1000 != 0 {
+            return Err(StepUserError::SharedRoot(dir.to_path_buf()));
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o022))?;
         Ok(true)
     }
 
@@ -275,20 +281,23 @@ mod tests {
     }
 
     #[test]
-    fn world_writable_directories_become_sticky() {
+    fn roots_lose_group_and_world_write_and_shared_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-        let shared = dir.path().join("shared");
-        let private = dir.path().join("private");
-        std::fs::create_dir(&shared).unwrap();
-        std::fs::create_dir(&private).unwrap();
-        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
-        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(StepUser::protect_shared_dir(&shared).unwrap());
+        let [open, private, shared] = ["open", "private", "shared"].map(|n| dir.path().join(n));
+        for (path, m) in [(&open, 0o777), (&private, 0o755), (&shared, 0o1777)] {
+            std::fs::create_dir(path).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        assert!(StepUser::secure_root(&open).unwrap());
+        assert_eq!(mode(&open), 0o755);
+        assert!(!StepUser::secure_root(&open).unwrap());
+        assert!(!StepUser::secure_root(&private).unwrap());
+        assert!(matches!(
+            StepUser::secure_root(&shared),
+            Err(StepUserError::SharedRoot(_))
+        ));
         assert_eq!(mode(&shared), 0o1777);
-        assert!(!StepUser::protect_shared_dir(&shared).unwrap());
-        assert!(!StepUser::protect_shared_dir(&private).unwrap());
-        assert_eq!(mode(&private), 0o755);
     }
 
     #[test]

@@ -206,10 +206,8 @@ impl StepUsers {
         }
         for dir in &self.dirs {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            if StepUser::protect_shared_dir(dir)
-                .with_context(|| format!("making {} sticky", dir.display()))?
-            {
-                info!(dir = %dir.display(), "made a world-writable directory sticky for step users");
+            if StepUser::secure_root(dir)? {
+                info!(dir = %dir.display(), "took group and world write permission from the directory");
             }
         }
         let dirs: Vec<&Path> = self.dirs.iter().map(PathBuf::as_path).collect();
