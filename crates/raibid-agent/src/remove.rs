@@ -10,21 +10,46 @@ use std::path::{Path, PathBuf};
 /// `HOME`, is 0555), and an agent that is not root cannot delete their entries: its disk would
 /// fill job by job. On a permission error every directory of the tree gets u+rwx and removal is
 /// tried once more. Links are not followed, so nothing outside the tree changes mode.
+///
+/// The removal itself is GNU `rm -rf --one-file-system`: a step can leave a tree nested 100,000
+/// deep in seconds, and std's `remove_dir_all` keeps a directory open per level and recurses,
+/// so it ran out of file descriptors (the tree stayed, the disk filled) or overflowed the
+/// thread's stack (the agent died, and so did every agent that swept the tree after it).
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
+    match rm_rf(path) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             make_dirs_writable(path);
-            ignore_not_found(std::fs::remove_dir_all(path))
+            rm_rf(path)
         }
-        other => ignore_not_found(other),
+        other => other,
     }
 }
 
-fn ignore_not_found(result: io::Result<()>) -> io::Result<()> {
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
+fn rm_rf(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(_) => {}
     }
+    let out = std::process::Command::new("rm")
+        .args(["-rf", "--one-file-system", "--"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let message = String::from_utf8_lossy(&out.stderr);
+    let kind = if message.contains("Permission denied") {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::Other
+    };
+    Err(io::Error::new(
+        kind,
+        format!("rm -rf {}: {}", path.display(), message.trim()),
+    ))
 }
 
 /// Adds u+rwx to every directory under `root` (itself included), without following links.
@@ -150,6 +175,35 @@ mod tests {
         assert_eq!(mode & 0o777, 0o555);
         assert!(kept.join("file").exists());
         chmod(&kept, 0o755);
+    }
+
+    /// A step can nest directories far deeper than a process has file descriptors (or a
+    /// thread has stack for one frame per level).
+    #[test]
+    fn a_tree_nested_thirty_thousand_deep_is_removed() {
+        use nix::fcntl::{OFlag, open, openat};
+        use nix::sys::stat::{Mode, mkdirat};
+        let base = tempfile::tempdir().unwrap();
+        let job = base.path().join("job-a1");
+        std::fs::create_dir(&job).unwrap();
+        let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY;
+        let mut dir = open(&job, flags, Mode::empty()).unwrap();
+        for _ in 0..30_000 {
+            mkdirat(Some(dir), "d", Mode::from_bits_truncate(0o755)).unwrap();
+            let next = openat(Some(dir), "d", flags, Mode::empty()).unwrap();
+            nix::unistd::close(dir).unwrap();
+            dir = next;
+        }
+        nix::unistd::close(dir).unwrap();
+        // The agent removes job directories on a blocking thread with the default stack.
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || remove_tree(&job).map(|()| job.exists()))
+            .unwrap()
+            .join()
+            .unwrap()
+            .map(|exists| assert!(!exists))
+            .unwrap();
     }
 
     #[test]

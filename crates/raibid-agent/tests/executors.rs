@@ -823,3 +823,41 @@ async fn bwrap_programs_before_the_step_never_see_its_environment() {
     assert!(loaded.contains("uid=65534"), "{loaded:?}");
     assert!(!loaded.contains("uid=0"), "{loaded:?}");
 }
+
+/// With a step user, nothing of a host step outlives it, not even what left its process group:
+/// a `setsid` daemon would otherwise share the uid with later steps and jobs.
+#[tokio::test]
+async fn host_steps_of_a_step_user_leave_no_process_behind() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "starting steps as another user needs root (CI runs as root); run this test as root"
+    );
+    // A uid of this test's own: every process of it is killed after the step.
+    let user = raibid_agent::StepUser {
+        uid: 64_999,
+        gid: 64_999,
+    };
+    let step = step("setsid sleep 300 >/dev/null 2>&1 </dev/null & echo started");
+    user.give(&step.spec.workspace).unwrap();
+    let executor = host().as_user(user);
+    let ran = run(&executor, &step.spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    // Killed processes may linger as zombies until their new parent reaps them: only live
+    // ones count.
+    let left = std::process::Command::new("ps")
+        .args(["-o", "pid=,stat=,args=", "-u", "64999"])
+        .output()
+        .unwrap();
+    let left: String = String::from_utf8_lossy(&left.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|stat| !stat.starts_with('Z'))
+        })
+        .collect();
+    let _ = std::process::Command::new("pkill")
+        .args(["-9", "-u", "64999"])
+        .status();
+    assert!(left.trim().is_empty(), "still running: {left}");
+}

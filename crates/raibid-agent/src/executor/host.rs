@@ -77,7 +77,87 @@ impl Executor for HostExecutor {
                 timeout: Some(spec.timeout),
                 grace: self.grace,
             };
-            process::run(command, output, cancel, limits, &SignalGroup).await
+            let exit = process::run(command, output, cancel, limits, &SignalGroup).await;
+            if let Some(user) = self.user {
+                kill_leftovers(user).await;
+            }
+            exit
         })
     }
+}
+
+/// Kills every process of the step user: what escaped the step's process group (`setsid`, a
+/// daemon) would otherwise live on into later steps and jobs of the same uid, reading their
+/// environment and changing their workspaces. The step user belongs to this agent's steps
+/// alone, and it runs one job at a time, so nothing else is hit. Each process is pinned with a
+/// pidfd before its owner is checked again and it is signalled, so a recycled pid never hits
+/// another process. Repeated while it finds some, for those forked meanwhile.
+async fn kill_leftovers(user: StepUser) {
+    for _ in 0..5 {
+        let killed = tokio::task::spawn_blocking(move || kill_processes_of(user.uid))
+            .await
+            .unwrap_or(0);
+        if killed == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGKILLs the processes whose real uid is `uid`; returns how many were found.
+fn kill_processes_of(uid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut found = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if real_uid(pid) != Some(uid) {
+            continue;
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            continue;
+        }
+        let fd = fd as libc::c_int;
+        if real_uid(pid) == Some(uid) {
+            found += 1;
+            // SAFETY: a pidfd we own, a valid signal, no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd,
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+        // SAFETY: closing the fd opened above, once.
+        unsafe { libc::close(fd) };
+    }
+    found
+}
+
+/// The real uid of a live process; `None` for a zombie (dead, waiting for its parent) or a
+/// process that is gone.
+fn real_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    if field("State:")?.starts_with('Z') {
+        return None;
+    }
+    field("Uid:")?.split_whitespace().next()?.parse().ok()
 }
