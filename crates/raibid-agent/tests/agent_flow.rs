@@ -943,12 +943,14 @@ async fn host_steps_run_as_the_step_user_and_cannot_write_the_mirror() {
                   if echo x >> \"$objects/../config\" 2>/dev/null; then echo wrote-mirror-config; fi\n      \
                   echo done\n";
     let sha = repo.commit(&[(".raibid.yaml", script)], "init");
-    let nobody = StepUser {
-        uid: 65534,
-        gid: 65534,
+    // A uid of this test's own: after each step every process of the step user is killed,
+    // and other tests run sandboxed steps as nobody.
+    let user = StepUser {
+        uid: 64_998,
+        gid: 64_998,
     };
     let runner = h.runner_on(
-        Arc::new(HostExecutor::new().as_user(nobody)),
+        Arc::new(HostExecutor::new().as_user(user)),
         SecretStore::default(),
         None,
         "registry.invalid",
@@ -957,7 +959,7 @@ async fn host_steps_run_as_the_step_user_and_cannot_write_the_mirror() {
     h.run_once(runner).await;
     let log = h.log(&job.id).await;
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
-    assert!(log.contains("who=65534:65534:65534\n"), "{log}");
+    assert!(log.contains("who=64998:64998:64998\n"), "{log}");
     assert!(log.contains(&format!("head={sha} dirty=0")), "{log}");
     assert!(log.contains("done"), "{log}");
     assert!(!log.contains("wrote-the-mirror"), "{log}");

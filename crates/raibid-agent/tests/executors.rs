@@ -837,27 +837,33 @@ async fn host_steps_of_a_step_user_leave_no_process_behind() {
         uid: 64_999,
         gid: 64_999,
     };
-    let step = step("setsid sleep 300 >/dev/null 2>&1 </dev/null & echo started");
+    let step = step("setsid sleep 300 >/dev/null 2>&1 </dev/null & sleep 0.5; echo started");
     user.give(&step.spec.workspace).unwrap();
     let executor = host().as_user(user);
     let ran = run(&executor, &step.spec).await;
     assert!(ran.exit.success(), "{}", ran.output);
     // Killed processes may linger as zombies until their new parent reaps them: only live
     // ones count.
-    let left = std::process::Command::new("ps")
-        .args(["-o", "pid=,stat=,args=", "-u", "64999"])
-        .output()
-        .unwrap();
-    let left: String = String::from_utf8_lossy(&left.stdout)
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|stat| !stat.starts_with('Z'))
-        })
-        .collect();
-    let _ = std::process::Command::new("pkill")
-        .args(["-9", "-u", "64999"])
-        .status();
-    assert!(left.trim().is_empty(), "still running: {left}");
+    let live_of_user = |uid: &str| -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+            .filter(|status| {
+                let field = |name: &str| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(str::trim)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                !field("State:").starts_with('Z')
+                    && field("Uid:").split_whitespace().next() == Some(uid)
+            })
+            .map(|status| status.lines().next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let left = live_of_user("64999").join(", ");
+    assert!(left.is_empty(), "still running: {left}");
 }

@@ -275,9 +275,11 @@ pub struct AgentConfig {
     pub pools: Vec<PoolName>,
     pub labels: BTreeMap<String, String>,
     pub executor: ExecutorKind,
-    /// Host-executor steps run as this account (`UID`, `UID:GID` or a name) instead of the
-    /// agent's own; the agent must be root. Empty: as the agent. Agent pods set it so that a
-    /// step cannot write the node's shared mirror cache or inspect the agent's children.
+    /// Host and bwrap steps run as this account (`UID`, `UID:GID` or a name) instead of the
+    /// agent's own; the agent must be root. Empty: as the agent for host steps, 65534 for
+    /// bwrap steps of a root agent. Agent pods set it so that a step cannot write the node's
+    /// shared mirror cache or inspect the agent's children. It must belong to this agent's
+    /// steps alone: after each host step, every process of it is killed.
     pub step_user: String,
     /// Where per-job workspaces are created; empty: `<data dir>/workspaces`.
     pub workspace_dir: String,
