@@ -260,11 +260,6 @@ fn sandbox_args(
     for mount in system {
         args.extend(mount.iter().map(OsString::from));
     }
-    args.extend([
-        OsString::from("--ro-bind"),
-        env_file.into(),
-        ENV_IN_SANDBOX.into(),
-    ]);
     for dir in &options.hide {
         match std::fs::canonicalize(dir) {
             Ok(real) => {
@@ -288,6 +283,12 @@ fn sandbox_args(
             Err(e) => debug!(path = %path.display(), error = %e, "not exposing a missing path"),
         }
     }
+    // After the hidden directories, which could cover /tmp.
+    args.extend([
+        OsString::from("--ro-bind"),
+        env_file.into(),
+        ENV_IN_SANDBOX.into(),
+    ]);
     if let Some(home) = home {
         reachable(&mut args, options, home);
         args.extend([OsString::from("--bind"), home.into(), home.into()]);

@@ -242,10 +242,7 @@ async fn executor(
     // step's business; its own workspace is bound back in by the executor. Under `raibid up`
     // the agent's directory sits inside up's, next to the API token, the webhook secret and
     // Redis's files: hide all of it.
-    let mut hide = vec![data_dir.to_path_buf()];
-    if let Some(up_dir) = data_dir.parent().filter(|p| p.join("up.lock").exists()) {
-        hide.push(up_dir.to_path_buf());
-    }
+    let hide = hidden_dirs(config, data_dir);
     let bwrap = || -> anyhow::Result<BwrapExecutor> {
         Ok(BwrapExecutor::new(BwrapOptions {
             network: config.agent.network,
@@ -383,6 +380,28 @@ fn registry_host(config: &Config) -> String {
         .to_owned()
 }
 
+/// What bwrap covers with an empty tmpfs: the agent's data directory, `raibid up`'s around
+/// it, and the agent's directories configured elsewhere, which would otherwise be visible
+/// read-only (other repositories' mirrors, other jobs' workspaces, image layers).
+fn hidden_dirs(config: &Config, data_dir: &Path) -> Vec<PathBuf> {
+    let mut hide = vec![data_dir.to_path_buf()];
+    if let Some(up_dir) = data_dir.parent().filter(|p| p.join("up.lock").exists()) {
+        hide.push(up_dir.to_path_buf());
+    }
+    let a = &config.agent;
+    hide.extend(
+        [
+            &a.workspace_dir,
+            &a.cache_dir,
+            &a.buildah_root,
+            &a.buildah_runroot,
+        ]
+        .into_iter()
+        .filter_map(|d| non_empty(d)),
+    );
+    hide
+}
+
 fn non_empty(s: &str) -> Option<PathBuf> {
     (!s.is_empty()).then(|| PathBuf::from(s))
 }
@@ -392,4 +411,21 @@ fn default_name() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "agent".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_configured_outside_the_data_dir_are_hidden_too() {
+        let mut config = Config::default();
+        config.agent.cache_dir = "/srv/mirrors".into();
+        config.agent.workspace_dir = "/srv/work".into();
+        let hide = hidden_dirs(&config, Path::new("/var/lib/raibid/agent"));
+        for dir in ["/var/lib/raibid/agent", "/srv/mirrors", "/srv/work"] {
+            assert!(hide.contains(&PathBuf::from(dir)), "{dir}: {hide:?}");
+        }
+        assert_eq!(hide.len(), 3, "{hide:?}");
+    }
 }
