@@ -514,7 +514,10 @@ fn pushed_digest(tag: &str, digest_file: &Path, action: &str) -> Result<String, 
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| bad(format!("{digest:?} is not a sha256 digest")))?;
-    Ok(format!("{}@sha256:{hex}", reference::repository(tag)))
+    Ok(format!(
+        "{}@sha256:{hex}",
+        raibid_pipeline::image_repository(tag)
+    ))
 }
 
 fn describe(exit: &StepExit) -> String {

@@ -28,7 +28,7 @@ pub use image_build::ImageBuild;
 pub use matrix::{MAX_VARIANTS, Matrix, Variant};
 pub use pipeline::{CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes};
 pub use step::{Step, StepKind};
-pub use tag::{TagContext, TagError, TemplateError};
+pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};
 pub use when::{Pattern, TriggerContext, When};
 
 /// The pipeline file, at the repository root.

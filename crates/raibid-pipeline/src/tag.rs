@@ -251,16 +251,20 @@ fn owned(reference: &str, ctx: &TagContext) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// `registry/name:tag` -> `registry/name`: the reference without tag or digest (what a
+/// digest is appended to). A port in the registry stays.
+pub fn repository(reference: &str) -> &str {
+    let name = reference.split('@').next().unwrap_or(reference);
+    let last = name.rfind('/').map_or(0, |i| i + 1);
+    match name[last..].rfind(':') {
+        Some(colon) => &name[..last + colon],
+        None => name,
+    }
+}
+
 /// The registry host and repository path of an image reference, without tag or digest.
 fn split_reference(reference: &str) -> (String, String) {
-    let name = reference
-        .split_once('@')
-        .map_or(reference, |(name, _)| name);
-    let name_end = name.rfind('/').map_or(0, |i| i + 1);
-    let name = match name[name_end..].split_once(':') {
-        Some((last, _)) => &name[..name_end + last.len()],
-        None => name,
-    };
+    let name = repository(reference);
     let (host, path) = match name.split_once('/') {
         Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
             (normal_host(first), rest.to_lowercase())
@@ -382,6 +386,20 @@ mod tests {
             render("ghcr.io/other/x:1", &namespaced),
             Err(TagError::Foreign { .. })
         ));
+    }
+
+    #[test]
+    fn repository_drops_tag_and_digest_but_not_port() {
+        assert_eq!(
+            repository("127.0.0.1:5000/acme/app:abc"),
+            "127.0.0.1:5000/acme/app"
+        );
+        assert_eq!(
+            repository("127.0.0.1:5000/acme/app"),
+            "127.0.0.1:5000/acme/app"
+        );
+        assert_eq!(repository("app:1"), "app");
+        assert_eq!(repository("r.io/app@sha256:00"), "r.io/app");
     }
 
     #[test]

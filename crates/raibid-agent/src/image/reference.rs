@@ -14,33 +14,9 @@ pub(crate) fn check(what: &str, reference: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `registry/name:tag` -> `registry/name`: what a digest is appended to.
-pub(crate) fn repository(reference: &str) -> &str {
-    let name = reference.split('@').next().unwrap_or(reference);
-    let last = name.rfind('/').map_or(0, |i| i + 1);
-    match name[last..].rfind(':') {
-        Some(colon) => &name[..last + colon],
-        None => name,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repository_drops_tag_and_digest_but_not_port() {
-        assert_eq!(
-            repository("127.0.0.1:5000/acme/app:abc"),
-            "127.0.0.1:5000/acme/app"
-        );
-        assert_eq!(
-            repository("127.0.0.1:5000/acme/app"),
-            "127.0.0.1:5000/acme/app"
-        );
-        assert_eq!(repository("app:1"), "app");
-        assert_eq!(repository("r.io/app@sha256:00"), "r.io/app");
-    }
 
     #[test]
     fn rejects_option_like_and_blank_references() {
