@@ -245,15 +245,23 @@ async fn queued_job(server: &TestServer) -> String {
     json(response).await["id"].as_str().unwrap().to_owned()
 }
 
+/// A server with these log stream limits (in all, per client), a queued job and the path that
+/// follows its log.
+async fn with_stream_limits(total: u32, per_client: u32) -> (TestServer, String, String) {
+    let mut config = support::config();
+    config.server.max_log_streams = total;
+    config.server.max_log_streams_per_client = per_client;
+    let server = TestServer::start_with(config).await;
+    let id = queued_job(&server).await;
+    let path = format!("/api/v1/jobs/{id}/logs?follow=true");
+    (server, id, path)
+}
+
 /// Each follow of a job that can still write holds a Redis connection: past
 /// `server.max_log_streams` a follow is refused, and a slot frees when a follower leaves.
 #[tokio::test]
 async fn follow_streams_beyond_the_limit_are_refused_until_one_ends() {
-    let mut config = support::config();
-    config.server.max_log_streams = 2;
-    let server = TestServer::start_with(config).await;
-    let id = queued_job(&server).await;
-    let path = format!("/api/v1/jobs/{id}/logs?follow=true");
+    let (server, id, path) = with_stream_limits(2, 32).await;
 
     let first = server.get(&path).await;
     assert_eq!(first.status(), StatusCode::OK);
@@ -425,12 +433,7 @@ async fn shutdown_before_the_final_status_is_read_sends_no_end() {
 /// new identity: it counts as its peer address.
 #[tokio::test]
 async fn one_client_cannot_take_every_log_stream() {
-    let mut config = support::config();
-    config.server.max_log_streams = 10;
-    config.server.max_log_streams_per_client = 2;
-    let server = TestServer::start_with(config).await;
-    let id = queued_job(&server).await;
-    let path = format!("/api/v1/jobs/{id}/logs?follow=true");
+    let (server, _, path) = with_stream_limits(10, 2).await;
 
     let first = server.get(&path).await;
     assert_eq!(first.status(), StatusCode::OK);
