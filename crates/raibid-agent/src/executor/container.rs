@@ -25,6 +25,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::env_script::is_shell_name;
 use super::image_arch::{ArchPreflight, ArchVerdict};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
 use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
@@ -288,9 +289,7 @@ impl StepEnv {
                 writeln!(file, "{key}={value}")?;
                 continue;
             }
-            let shell_name = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !shell_name {
+            if !is_shell_name(key) {
                 return Err(ExecError::Spawn(format!(
                     "environment variable {key:?} has a multi-line or very long value, which \
                      only a name of letters, digits and _ can carry"

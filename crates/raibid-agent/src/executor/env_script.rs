@@ -63,7 +63,8 @@ pub(crate) fn sourced_first(env_file: &str, script: &str) -> String {
     format!(". {env_file}; {script}")
 }
 
-fn is_shell_name(name: &str) -> bool {
+/// A name a POSIX shell can assign: letters, digits and `_`, not starting with a digit.
+pub(crate) fn is_shell_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
