@@ -124,6 +124,11 @@ pub struct BuildRequest {
     pub context_dir: PathBuf,
     /// Relative paths are relative to `context_dir`.
     pub containerfile: PathBuf,
+    /// The patterns of the context's `.containerignore` or `.dockerignore`, read by the caller
+    /// (the runner reads them without leaving the workspace). buildah gets them as a private
+    /// copy and never opens the context's own file, which as root it would follow anywhere;
+    /// empty excludes nothing.
+    pub ignore: Vec<u8>,
     /// Fully rendered, e.g. `127.0.0.1:5000/acme/app:abc123`. Never empty.
     pub tags: Vec<String>,
     /// `linux/arm64` and the like; empty means this machine's platform, as a plain image.
@@ -209,6 +214,7 @@ impl ImageBuilder {
                 .as_ref()
                 .filter(|_| request.credentials),
             &self.options.insecure_registries,
+            &request.ignore,
         )
     }
 
@@ -345,6 +351,8 @@ impl Plan {
             .map(OsString::from)
             .to_vec();
         args.push(files.authfile().into());
+        args.push("--ignorefile".into());
+        args.push(files.ignore_file().into());
         args.push("-f".into());
         args.push(self.containerfile.clone().into());
         if let Some(cache) = &request.cache_repo {
@@ -553,6 +561,7 @@ mod tests {
         BuildRequest {
             context_dir: dir.to_path_buf(),
             containerfile: "Containerfile".into(),
+            ignore: Vec::new(),
             tags: vec!["r.example/acme/app:1".into()],
             platforms: vec![],
             build_args: BTreeMap::from([("VERSION".into(), "1.2".into())]),
@@ -594,7 +603,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let request = request(dir.path());
         let plan = Plan::new(&request).unwrap();
-        let files = BuildFiles::write(Some(&auth), &[]).unwrap();
+        let files = BuildFiles::write(Some(&auth), &[], b"").unwrap();
         let mut args = builder.global_args(&files);
         args.extend(plan.bud_args(&request, &files));
         let text: Vec<String> = args

@@ -701,9 +701,13 @@ impl Runner {
                     .ok_or_else(|| format!("no Containerfile or Dockerfile in {}", build.context))?
             }
         };
+        let ignore = build_ignore(workspace, &build.context)
+            .await
+            .map_err(|e| format!("image-build: {e}"))?;
         let request = BuildRequest {
             context_dir,
             containerfile,
+            ignore,
             tags,
             platforms: build.platforms.clone(),
             build_args: build.build_args.clone(),
@@ -861,6 +865,30 @@ async fn read_workspace_file(
     .map_err(|e| e.to_string())
 }
 
+/// The ignore patterns buildah would read from the build context (`.containerignore` first,
+/// as buildah does), read by the agent so that buildah never opens a link the repository made:
+/// links are followed only while they stay inside the workspace. Empty when there is none.
+async fn build_ignore(workspace: &Path, context: &str) -> Result<Vec<u8>, String> {
+    let workspace = workspace.to_path_buf();
+    let context = context.to_owned();
+    tokio::task::spawn_blocking(move || {
+        for name in [".containerignore", ".dockerignore"] {
+            let relative = format!("{context}/{name}");
+            let read = workspace_file::read_inside(&workspace, &relative, MAX_IGNORE_BYTES)
+                .map_err(|e| e.to_string())?;
+            if let Some(bytes) = read {
+                return Ok(bytes);
+            }
+        }
+        Ok(Vec::new())
+    })
+    .await
+    .map_err(|e| format!("reading the build context's ignore file: {e}"))?
+}
+
+/// Ignore files list patterns; a megabyte of them is far past any real one.
+const MAX_IGNORE_BYTES: u64 = workspace_file::MAX_READ_BYTES;
+
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(10)]
 }
@@ -868,6 +896,29 @@ fn short(sha: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn build_ignore_prefers_containerignore_and_stays_in_the_workspace() {
+        let ws = tempfile::tempdir().unwrap();
+        let ctx = ws.path().join("app");
+        std::fs::create_dir(&ctx).unwrap();
+        assert!(build_ignore(ws.path(), "app").await.unwrap().is_empty());
+        std::fs::write(ctx.join(".dockerignore"), "docker\n").unwrap();
+        assert_eq!(build_ignore(ws.path(), "app").await.unwrap(), b"docker\n");
+        std::fs::write(ctx.join(".containerignore"), "container\n").unwrap();
+        assert_eq!(
+            build_ignore(ws.path(), "app").await.unwrap(),
+            b"container\n"
+        );
+        // buildah as root would read the link's target: a device, or the agent's own files.
+        std::fs::remove_file(ctx.join(".containerignore")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", ctx.join(".containerignore")).unwrap();
+        let err = build_ignore(ws.path(), "app").await.unwrap_err();
+        assert!(
+            err.contains("app/.containerignore") && err.contains("outside"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn steps_get_what_is_left_of_the_jobs_time() {

@@ -65,22 +65,48 @@ pub(crate) fn read(
     if std::fs::canonicalize(&expected).map_err(io)? != expected {
         return Err(WorkspaceFileError::Symlink(relative.to_owned()));
     }
-    // O_NOFOLLOW: the last component is not followed even if it changed since the checks above;
-    // O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused just below).
+    read_regular(&expected, relative, limit).map(Some)
+}
+
+/// The contents of `relative` in `workspace`, or `None` when there is no such file (or it is
+/// a link to nothing). Unlike [`read`], links are followed as long as every one of them stays
+/// inside the workspace (a repository may link `.dockerignore` to `.gitignore`); what they lead
+/// to must still be a regular file within `limit`.
+pub(crate) fn read_inside(
+    workspace: &Path,
+    relative: &str,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, WorkspaceFileError> {
+    let resolved = match resolve_inside(workspace, relative) {
+        Err(e) if e.is_not_found() => return Ok(None),
+        other => other?,
+    };
+    read_regular(&resolved, relative, limit).map(Some)
+}
+
+/// Reads `path`, which must be a regular file of at most `limit` bytes; `name` is what errors
+/// call it.
+fn read_regular(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, WorkspaceFileError> {
+    let io = |source| WorkspaceFileError::Io {
+        name: name.to_owned(),
+        source,
+    };
+    // O_NOFOLLOW: the last component is not followed even if it changed since the checks made
+    // before; O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused just below).
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&expected)
+        .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => WorkspaceFileError::Symlink(relative.to_owned()),
+            Some(libc::ELOOP) => WorkspaceFileError::Symlink(name.to_owned()),
             _ => io(e),
         })?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(WorkspaceFileError::NotRegular(relative.to_owned()));
+        return Err(WorkspaceFileError::NotRegular(name.to_owned()));
     }
     let too_large = || WorkspaceFileError::TooLarge {
-        name: relative.to_owned(),
+        name: name.to_owned(),
         limit,
     };
     if meta.len() > limit {
@@ -92,7 +118,7 @@ pub(crate) fn read(
     if bytes.len() as u64 > limit {
         return Err(too_large());
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 /// `relative` in `workspace` with every symbolic link resolved, refused unless it stays inside
@@ -228,5 +254,44 @@ mod tests {
             );
         }
         assert!(resolve_inside(ws.path(), "../x").is_err());
+    }
+
+    #[test]
+    fn read_inside_follows_only_links_that_stay_inside() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("key"), "private").unwrap();
+        std::fs::write(ws.path().join(".gitignore"), "target\n").unwrap();
+        symlink(".gitignore", ws.path().join(".dockerignore")).unwrap();
+        assert_eq!(
+            read_inside(ws.path(), ".dockerignore", 100)
+                .unwrap()
+                .unwrap(),
+            b"target\n"
+        );
+        assert!(read_inside(ws.path(), "missing", 100).unwrap().is_none());
+        symlink("/nonexistent", ws.path().join("dangling")).unwrap();
+        assert!(read_inside(ws.path(), "dangling", 100).unwrap().is_none());
+        symlink(outside.path().join("key"), ws.path().join("out")).unwrap();
+        symlink("/dev/zero", ws.path().join("zero")).unwrap();
+        for name in ["out", "zero"] {
+            let err = read_inside(ws.path(), name, 100).unwrap_err();
+            assert!(
+                matches!(err, WorkspaceFileError::Outside(_)),
+                "{name}: {err}"
+            );
+            assert!(!err.to_string().contains("private"), "{err}");
+        }
+        nix::unistd::mkfifo(&ws.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        symlink("fifo", ws.path().join("to-fifo")).unwrap();
+        assert!(matches!(
+            read_inside(ws.path(), "to-fifo", 100),
+            Err(WorkspaceFileError::NotRegular(_))
+        ));
+        std::fs::write(ws.path().join("big"), vec![b'a'; 101]).unwrap();
+        assert!(matches!(
+            read_inside(ws.path(), "big", 100),
+            Err(WorkspaceFileError::TooLarge { .. })
+        ));
     }
 }

@@ -88,6 +88,7 @@ fn request(context: &Path, tags: Vec<String>) -> BuildRequest {
     BuildRequest {
         context_dir: context.to_path_buf(),
         containerfile: PathBuf::from("Containerfile"),
+        ignore: Vec::new(),
         tags,
         platforms: Vec::new(),
         build_args: BTreeMap::new(),
@@ -243,6 +244,33 @@ async fn pushes_a_scratch_image_and_reports_its_digests() {
     }
     // Both tags name the same image.
     assert_eq!(built.digests[0], built.digests[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_given_ignore_patterns_apply() {
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    // The context's own ignore file would exclude what the build copies; buildah must not read
+    // it (the agent hands it a checked copy instead).
+    let context = context(
+        "FROM scratch\nCOPY a.txt /a.txt\n",
+        &[("a.txt", b"a\n"), (".dockerignore", b"a.txt\n")],
+    );
+    let mut request = request(
+        context.path(),
+        vec![format!("{}/acme/ignore:1", registry.host())],
+    );
+    request.push = false;
+    let (result, output) = build(&builder, &request).await;
+    result.unwrap_or_else(|e| panic!("the context's .dockerignore was read: {e}\n{output}"));
+    // The given patterns do apply.
+    request.ignore = b"a.txt\n".to_vec();
+    let (result, output) = build(&builder, &request).await;
+    assert!(
+        matches!(result, Err(ImageError::Failed { .. })),
+        "a.txt was not excluded: {result:?}\n{output}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

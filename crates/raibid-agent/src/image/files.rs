@@ -1,9 +1,11 @@
-//! The private files buildah reads during one build: registry credentials and registry
-//! settings.
+//! The private files buildah reads during one build: registry credentials, registry settings
+//! and the build context's ignore patterns.
 //!
-//! Both are written for every build and always passed, so a build never falls back on whatever
+//! All are written for every build and always passed, so a build never falls back on whatever
 //! the agent's user has in `~/.docker/config.json` or `/etc/containers/registries.conf`: a
-//! pipeline must not be able to push with credentials the operator did not give to raibid.
+//! pipeline must not be able to push with credentials the operator did not give to raibid. The
+//! ignore file is a copy because buildah, as root, follows a `.dockerignore` that is a link
+//! (to `/dev/zero`, to a file of the agent's) and never opens the context's own when given one.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -21,14 +23,22 @@ pub(crate) struct BuildFiles {
 }
 
 impl BuildFiles {
-    pub(crate) fn write(auth: Option<&RegistryAuth>, insecure: &[String]) -> io::Result<Self> {
+    pub(crate) fn write(
+        auth: Option<&RegistryAuth>,
+        insecure: &[String],
+        ignore: &[u8],
+    ) -> io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("raibid-build-")
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()?;
         let files = Self { dir };
-        private_file(files.authfile(), &auth_json(auth))?;
-        private_file(files.registries_conf(), &registries_conf(insecure))?;
+        private_file(files.authfile(), auth_json(auth).as_bytes())?;
+        private_file(
+            files.registries_conf(),
+            registries_conf(insecure).as_bytes(),
+        )?;
+        private_file(files.ignore_file(), ignore)?;
         Ok(files)
     }
 
@@ -38,6 +48,11 @@ impl BuildFiles {
 
     pub(crate) fn registries_conf(&self) -> PathBuf {
         self.dir.path().join("registries.conf")
+    }
+
+    /// For `--ignorefile`: the patterns of the context's `.containerignore` or `.dockerignore`.
+    pub(crate) fn ignore_file(&self) -> PathBuf {
+        self.dir.path().join("ignore")
     }
 
     /// Where `buildah push` writes the digest of the `n`th push.
@@ -83,13 +98,13 @@ fn registries_conf(insecure: &[String]) -> String {
     conf
 }
 
-fn private_file(path: PathBuf, contents: &str) -> io::Result<()> {
+fn private_file(path: PathBuf, contents: &[u8]) -> io::Result<()> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?
-        .write_all(contents.as_bytes())
+        .write_all(contents)
 }
 
 #[cfg(test)]
@@ -105,14 +120,20 @@ mod tests {
             username: "bot".into(),
             password: "pa:ss".into(),
         };
-        let files = BuildFiles::write(Some(&auth), &["127.0.0.1:5000".into()]).unwrap();
+        let files =
+            BuildFiles::write(Some(&auth), &["127.0.0.1:5000".into()], b"target\n").unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(files.authfile()).unwrap()).unwrap();
         assert_eq!(
             json["auths"]["r.example:5000"]["auth"],
             STANDARD.encode("bot:pa:ss")
         );
-        for path in [files.authfile(), files.registries_conf()] {
+        assert_eq!(std::fs::read(files.ignore_file()).unwrap(), b"target\n");
+        for path in [
+            files.authfile(),
+            files.registries_conf(),
+            files.ignore_file(),
+        ] {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", path.display());
         }
@@ -129,7 +150,7 @@ mod tests {
 
     #[test]
     fn no_credentials_means_an_empty_auth_file() {
-        let files = BuildFiles::write(None, &[]).unwrap();
+        let files = BuildFiles::write(None, &[], b"").unwrap();
         assert_eq!(
             std::fs::read_to_string(files.authfile()).unwrap(),
             r#"{"auths":{}}"#
