@@ -160,21 +160,36 @@ impl Runner {
         for secret in self.secrets.values() {
             log.mask(secret);
         }
-        let mut outcome = self
+        let outcome = self
             .execute(&claimed, &job_dir, &mut log, &stop, &reason)
             .await;
         log.flush().await;
 
         heartbeat.abort();
         interrupt_watch.abort();
+        // The verdict goes to Redis before the workspace is removed: removing a large tree can
+        // outlast `stale_after`, and without heartbeats the reaper would requeue a job that
+        // has finished, so its result would be discarded and the job run again. An agent that
+        // dies between the two leaves a final job's workspace, which the orphan sweeper takes.
+        let end = self.end(&claimed, outcome, reason.get()).await;
         if !self.settings.keep_workspace
             && let Err(e) = remove_job_dir(job_dir.clone()).await
         {
             // Left on disk, it is the orphan sweeper's to retry.
             warn!(job = %job.id, dir = %job_dir.display(), error = %e, "cannot remove the job's directory");
         }
+        end
+    }
 
-        match reason.get() {
+    /// Acks the job, or releases it (interrupted), or leaves it (claim lost).
+    async fn end(
+        &self,
+        claimed: &Claimed,
+        mut outcome: Outcome,
+        reason: u8,
+    ) -> Result<JobEnd, QueueError> {
+        let job = &claimed.job;
+        match reason {
             LOST => {
                 warn!(job = %job.id, "claim lost while running; the job runs elsewhere");
                 Ok(JobEnd::Lost)
@@ -182,16 +197,16 @@ impl Runner {
             INTERRUPTED => {
                 let result = self
                     .queue
-                    .release(&claimed, "agent shut down before the job finished")
+                    .release(claimed, "agent shut down before the job finished")
                     .await?;
                 Ok(JobEnd::Released(result))
             }
             CANCEL_REQUESTED => {
                 outcome.status = JobStatus::Cancelled;
                 outcome.reason = Some("cancelled".into());
-                self.ack(&claimed, &outcome).await
+                self.ack(claimed, &outcome).await
             }
-            _ => self.ack(&claimed, &outcome).await,
+            _ => self.ack(claimed, &outcome).await,
         }
     }
 

@@ -1006,3 +1006,58 @@ async fn the_job_timeout_stops_the_step_that_runs_into_it() {
     );
     assert!(!log.contains("never-ran"), "{log}");
 }
+
+/// Removing what a job leaves can take longer than `stale_after` (here a tree 15,000
+/// directories deep: one to several seconds to remove). The job's verdict must reach Redis
+/// before that, or the reaper, seeing no heartbeats, requeues a finished job and its result is
+/// thrown away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_workspace_removal_does_not_lose_the_verdict() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: deep\n    run: |\n      d=$(printf 'a/%.0s' $(seq 1500))\n      for i in $(seq 10); do mkdir -p \"$d\"; cd -P \"$d\"; done\n",
+        )],
+        "deep tree",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let Ok(mut runner) = Arc::try_unwrap(h.runner(SecretStore::default())) else {
+        unreachable!("the runner is not shared yet")
+    };
+    runner.settings.heartbeat_interval = Duration::from_millis(100);
+    let agent = tokio::spawn(run_agent(
+        Arc::new(runner),
+        options(true),
+        CancellationToken::new(),
+    ));
+    // A reaper far more eager than any real one, yet five heartbeats behind.
+    let mut requeued = 0;
+    while !agent.is_finished() {
+        requeued += h
+            .queue
+            .requeue_stale(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .requeued
+            .len();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ends = agent.await.unwrap().unwrap().jobs;
+    assert_eq!(
+        ends,
+        vec![(job.id.clone(), JobEnd::Acked(JobStatus::Success))],
+        "requeued {requeued}; {}",
+        h.log(&job.id).await
+    );
+    let done = h.job(&job.id).await;
+    assert_eq!((done.status, done.attempt), (JobStatus::Success, 1));
+    assert!(
+        !h.dir
+            .path()
+            .join("work")
+            .join(format!("{}-a1", job.id))
+            .exists()
+    );
+}
