@@ -308,24 +308,33 @@ impl Runner {
             Ok(p) => p,
             Err(message) => return error_outcome(log, message).await,
         };
-        if pipeline.clone.submodules
-            && let Err(e) = self.git.update_submodules(job, &workspace).await
-        {
-            return error_outcome(log, format!("submodules: {e}")).await;
+        // Each of these is a network git command that may stall for up to its own timeout;
+        // a cancel, a shutdown or a lost claim must not wait for it (dropping the future kills
+        // the git process).
+        let stopped = || Outcome::new(JobStatus::Cancelled);
+        if pipeline.clone.submodules {
+            match unless_stopped(stop, self.git.update_submodules(job, &workspace)).await {
+                None => return stopped(),
+                Some(Err(e)) => return error_outcome(log, format!("submodules: {e}")).await,
+                Some(Ok(())) => {}
+            }
         }
-        if pipeline.clone.tags
-            && let Err(e) = self.git.fetch_tags(job, &workspace).await
-        {
-            return error_outcome(log, format!("tags: {e}")).await;
+        if pipeline.clone.tags {
+            match unless_stopped(stop, self.git.fetch_tags(job, &workspace)).await {
+                None => return stopped(),
+                Some(Err(e)) => return error_outcome(log, format!("tags: {e}")).await,
+                Some(Ok(())) => {}
+            }
         }
-        if pipeline.clone.lfs
-            && let Err(e) = self.git.lfs_pull(job, &workspace).await
-        {
-            return error_outcome(
-                log,
-                format!("git lfs: {e} (is git-lfs installed on the agent?)"),
-            )
-            .await;
+        if pipeline.clone.lfs {
+            match unless_stopped(stop, self.git.lfs_pull(job, &workspace)).await {
+                None => return stopped(),
+                Some(Err(e)) => {
+                    let message = format!("git lfs: {e} (is git-lfs installed on the agent?)");
+                    return error_outcome(log, message).await;
+                }
+                Some(Ok(())) => {}
+            }
         }
 
         let variant_env = match self.matrix_variant(job, &pipeline, log).await {
@@ -835,6 +844,14 @@ fn parse_workspace_name(name: &str) -> Option<(&str, u32)> {
         return None;
     }
     Some((id, attempt.parse().ok()?))
+}
+
+/// `work`'s result, or `None` when the job is stopped first (`work` is dropped).
+async fn unless_stopped<T>(stop: &CancellationToken, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        result = work => Some(result),
+        () = stop.cancelled() => None,
+    }
 }
 
 /// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log

@@ -1061,3 +1061,67 @@ async fn a_slow_workspace_removal_does_not_lose_the_verdict() {
             .exists()
     );
 }
+
+/// A cancel reaches a job whose submodule fetch has stalled (a server that accepts and never
+/// answers) without waiting for git's own time limit of ten minutes.
+#[tokio::test]
+async fn a_cancel_stops_a_stalled_submodule_fetch() {
+    let h = Harness::new();
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stall.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut connections = Vec::new();
+        while let Ok((conn, _)) = stall.accept() {
+            connections.push(conn);
+        }
+    });
+    let base = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "clone:\n  submodules: true\nsteps:\n  - name: never\n    run: echo reached-the-step\n",
+            ),
+            (
+                ".gitmodules",
+                &format!(
+                    "[submodule \"sub\"]\n\tpath = sub\n\turl = http://127.0.0.1:{port}/sub.git\n"
+                ),
+            ),
+        ],
+        "init",
+    );
+    let gitlink = format!("160000,{},sub", "1".repeat(40));
+    repo.git(&["update-index", "--add", "--cacheinfo", &gitlink]);
+    repo.git(&["commit", "--quiet", "-m", "add a submodule"]);
+    let sha = repo.head();
+    let bare = base.path().join("acme").join("app.git");
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    repo.git(&["clone", "--quiet", "--bare", ".", bare.to_str().unwrap()]);
+    let daemon = GitDaemon::serve(base.path());
+    let job = h.enqueue(&daemon.url_for(&bare), &sha).await;
+    let queue = h.queue.clone();
+    let id = job.id.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let log = queue
+                .read_log(&id, &LogCursor::start(), 1000)
+                .await
+                .unwrap();
+            let text: Vec<u8> = log.chunks.into_iter().flat_map(|c| c.data).collect();
+            if String::from_utf8_lossy(&text).contains("checked out") {
+                // Give git time to connect and hang.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                queue.cancel(&id).await.unwrap();
+                return;
+            }
+        }
+    });
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(ends[0].1, JobEnd::Acked(JobStatus::Cancelled), "{log}");
+    assert!(!log.contains("reached-the-step"), "{log}");
+    drop(held);
+}
