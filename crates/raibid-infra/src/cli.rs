@@ -270,9 +270,16 @@ pub async fn setup_to(
     out: &mut dyn Write,
 ) -> Result<(), InfraError> {
     let components = components::expand(&args.components);
-    run_plan(&args, config, tools, out, components, |ctx, components| {
-        ops::setup_plan(ctx, components)
-    })
+    let installs_k3s = components.contains(&Component::K3s);
+    run_plan(
+        &args,
+        config,
+        tools,
+        out,
+        components,
+        installs_k3s,
+        ops::setup_plan,
+    )
     .await
 }
 
@@ -294,6 +301,7 @@ pub async fn teardown_to(
         tools,
         out,
         components,
+        false,
         |ctx, components| ops::teardown_plan(ctx, components, &options),
     )
     .await
@@ -306,6 +314,7 @@ async fn run_plan(
     tools: Tools,
     out: &mut dyn Write,
     components: Vec<Component>,
+    installs_k3s: bool,
     make_plan: impl FnOnce(&Context, &[Component]) -> Result<Plan, InfraError>,
 ) -> Result<(), InfraError> {
     let tree = tree(args.infra_dir.as_ref())?;
@@ -315,6 +324,7 @@ async fn run_plan(
         overlay: &args.overlay,
         tools,
         timeout: Duration::from_secs(args.timeout),
+        kubeconfig: cluster::planned_kubeconfig(config, installs_k3s),
     };
     let plan = make_plan(&ctx, &components)?;
     if args.dry_run {

@@ -3,10 +3,12 @@
 //! version and values.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::InfraError;
 use crate::manifest::Manifest;
+use crate::plan::CommandLine;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelmInstall {
@@ -19,6 +21,8 @@ pub struct HelmInstall {
     /// Contents of the values file, if the release has one.
     pub values: Option<String>,
     pub timeout: Duration,
+    /// The cluster to install into: the one raibid's own API calls use.
+    pub kubeconfig: PathBuf,
 }
 
 impl HelmInstall {
@@ -27,6 +31,7 @@ impl HelmInstall {
         objects: &[Manifest],
         name: &str,
         timeout: Duration,
+        kubeconfig: &Path,
     ) -> Result<Self, InfraError> {
         let find = |kind: &str, name: &str| {
             objects
@@ -85,10 +90,33 @@ impl HelmInstall {
             create_namespace: spec["install"]["createNamespace"] == true,
             values,
             timeout,
+            kubeconfig: kubeconfig.to_path_buf(),
         })
     }
 
-    /// Arguments after `helm`; `values_file` is where the values were written.
+    /// The `helm upgrade --install` command; `values_file` is where the values were written.
+    pub fn command(&self, values_file: Option<&str>) -> CommandLine {
+        CommandLine::new(
+            "helm",
+            self.args(values_file),
+            format!("install the {} chart", self.chart),
+        )
+        .with_kubeconfig(&self.kubeconfig)
+    }
+
+    /// `helm uninstall` of this release, for teardown (a release that is already gone is not
+    /// an error).
+    pub fn uninstall_command(&self) -> CommandLine {
+        CommandLine::new(
+            "helm",
+            uninstall_args(&self.release, &self.namespace),
+            format!("uninstall the {} chart", self.chart),
+        )
+        .with_kubeconfig(&self.kubeconfig)
+    }
+
+    /// Arguments after `helm` but for `--kubeconfig` ([`Self::command`] adds it);
+    /// `values_file` is where the values were written.
     pub fn args(&self, values_file: Option<&str>) -> Vec<String> {
         let mut args: Vec<String> = [
             "upgrade",
@@ -122,13 +150,18 @@ impl HelmInstall {
 
 impl fmt::Display for HelmInstall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the command's own quoting: `<values below>` stands for a file, it is no argument.
         let values = self.values.as_ref().map(|_| "<values below>");
-        write!(f, "helm {}", self.args(values).join(" "))
+        write!(
+            f,
+            "helm {} --kubeconfig {}",
+            self.args(values).join(" "),
+            crate::plan::shell_quote(&self.kubeconfig.display().to_string())
+        )
     }
 }
 
-/// `helm uninstall`, for teardown (a release that is already gone is not an error).
-pub fn uninstall_args(release: &str, namespace: &str) -> Vec<String> {
+fn uninstall_args(release: &str, namespace: &str) -> Vec<String> {
     [
         "uninstall",
         release,

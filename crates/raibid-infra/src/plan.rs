@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::path::PathBuf;
 
 use crate::cluster::{FIELD_MANAGER, Readiness};
 use crate::helm::HelmInstall;
@@ -23,6 +24,9 @@ pub struct CommandLine {
     pub args: Vec<String>,
     /// Why it runs, for the missing-tool message.
     pub purpose: String,
+    /// Passed as `--kubeconfig` (helm, flux): without it they would act on whatever cluster
+    /// `~/.kube/config` names, not necessarily the one raibid applies to and waits on.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,7 +83,13 @@ impl CommandLine {
             program: program.to_owned(),
             args,
             purpose: purpose.into(),
+            kubeconfig: None,
         }
+    }
+
+    pub fn with_kubeconfig(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kubeconfig = Some(path.into());
+        self
     }
 }
 
@@ -88,6 +98,13 @@ impl std::fmt::Display for CommandLine {
         f.write_str(&self.program)?;
         for arg in &self.args {
             write!(f, " {}", shell_quote(arg))?;
+        }
+        if let Some(path) = &self.kubeconfig {
+            write!(
+                f,
+                " --kubeconfig {}",
+                shell_quote(&path.display().to_string())
+            )?;
         }
         Ok(())
     }

@@ -149,14 +149,16 @@ async fn helm_charts_come_from_the_flux_releases() {
     assert!(
         text.contains(
             "run: helm upgrade --install keda keda --repo https://kedacore.github.io/charts \
-         --version 2.20.2 --namespace keda --create-namespace --wait --timeout 300s"
+         --version 2.20.2 --namespace keda --create-namespace --wait --timeout 300s \
+         --kubeconfig /nonexistent/kubeconfig"
         ),
         "{text}"
     );
     assert!(
         text.contains(
             "run: helm upgrade --install gitea gitea --repo https://dl.gitea.com/charts/ --version \
-         12.4.0 --namespace raibid-ci --values <values below> --wait --timeout 300s"
+         12.4.0 --namespace raibid-ci --values <values below> --wait --timeout 300s \
+         --kubeconfig /nonexistent/kubeconfig"
         ),
         "{text}"
     );
@@ -164,6 +166,31 @@ async fn helm_charts_come_from_the_flux_releases() {
         text.contains("      ALLOWED_HOST_LIST: raibid-server.raibid-ci.svc.cluster.local"),
         "{text}"
     );
+}
+
+/// helm and flux once ran without `--kubeconfig`: they used `~/.kube/config`, so with
+/// `cluster.kubeconfig` set they installed into (or uninstalled from) another cluster than the
+/// one raibid applied to, and on a fresh k3s (only /etc/rancher/k3s/k3s.yaml) they failed.
+#[tokio::test]
+async fn helm_and_flux_are_given_raibid_s_kubeconfig() {
+    let setup = setup_text(setup_args(&[ComponentArg::All]), ALL_TOOLS).await;
+    let mut args = teardown_args(&[ComponentArg::All, ComponentArg::Keda], true);
+    args.yes_uninstall_keda = true;
+    args.yes_uninstall_flux = true;
+    let teardown = teardown_text(args, ALL_TOOLS).await;
+    let commands: Vec<&str> = setup
+        .lines()
+        .chain(teardown.lines())
+        .filter(|l| l.contains(". run: helm ") || l.contains(". run: flux "))
+        .collect();
+    // helm gitea and keda, flux install; their uninstalls.
+    assert_eq!(commands.len(), 6, "{commands:#?}");
+    for command in commands {
+        assert!(
+            command.ends_with(" --kubeconfig /nonexistent/kubeconfig"),
+            "{command}"
+        );
+    }
 }
 
 #[tokio::test]

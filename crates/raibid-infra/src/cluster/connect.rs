@@ -28,11 +28,21 @@ pub struct Cluster {
 /// use: the first path of `$KUBECONFIG`, else `~/.kube/config`, else (a fresh k3s install has
 /// only that one) the k3s kubeconfig.
 pub fn kubeconfig_path(config: &Config) -> PathBuf {
+    planned_kubeconfig(config, false)
+}
+
+/// The kubeconfig the commands of a plan (helm, flux) will be given: [`kubeconfig_path`] once
+/// the plan's steps before them have run. A plan that installs k3s on a machine with no
+/// kubeconfig yet connects afterwards through the one k3s writes, so its dry run must
+/// already name that file.
+pub fn planned_kubeconfig(config: &Config, installs_k3s: bool) -> PathBuf {
+    let k3s = Path::new(K3S_KUBECONFIG);
     resolve_kubeconfig(
         &config.cluster.kubeconfig,
         std::env::var_os("KUBECONFIG"),
         std::env::var_os("HOME"),
-        Path::new(K3S_KUBECONFIG),
+        k3s,
+        installs_k3s || k3s.exists(),
     )
 }
 
@@ -41,6 +51,7 @@ fn resolve_kubeconfig(
     kubeconfig_env: Option<std::ffi::OsString>,
     home: Option<std::ffi::OsString>,
     k3s: &Path,
+    k3s_exists: bool,
 ) -> PathBuf {
     if configured == DEFAULT_KUBECONFIG
         && let Some(first) = kubeconfig_env
@@ -53,7 +64,7 @@ fn resolve_kubeconfig(
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(configured),
     };
-    if configured == DEFAULT_KUBECONFIG && !expanded.exists() && k3s.exists() {
+    if configured == DEFAULT_KUBECONFIG && !expanded.exists() && k3s_exists {
         k3s.to_path_buf()
     } else {
         expanded
@@ -136,6 +147,7 @@ mod tests {
                 env.map(Into::into),
                 Some(home.clone().into_os_string()),
                 &k3s,
+                k3s.exists(),
             )
         };
         let default_path = home.join(".kube/config");
@@ -156,5 +168,29 @@ mod tests {
             home.join("clusters/spark.yaml")
         );
         assert_eq!(resolve("/etc/x.yaml", None), PathBuf::from("/etc/x.yaml"));
+    }
+
+    /// A plan that installs k3s prints the commands after it with the kubeconfig k3s will have
+    /// written, since that is the one raibid connects through once it exists.
+    #[test]
+    fn a_plan_that_installs_k3s_expects_its_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let k3s = dir.path().join("not-yet/k3s.yaml");
+        let resolve = |configured: &str, installs_k3s: bool| {
+            resolve_kubeconfig(
+                configured,
+                None,
+                Some(home.clone().into_os_string()),
+                &k3s,
+                installs_k3s,
+            )
+        };
+        assert_eq!(resolve(DEFAULT_KUBECONFIG, true), k3s);
+        assert_eq!(
+            resolve(DEFAULT_KUBECONFIG, false),
+            home.join(".kube/config")
+        );
+        assert_eq!(resolve("/etc/x.yaml", true), PathBuf::from("/etc/x.yaml"));
     }
 }

@@ -7,7 +7,9 @@ mod objects;
 mod status;
 mod wait;
 
-pub use connect::{Cluster, K3S_KUBECONFIG, connect, connect_to, error_chain, kubeconfig_path};
+pub use connect::{
+    Cluster, K3S_KUBECONFIG, connect, connect_to, error_chain, kubeconfig_path, planned_kubeconfig,
+};
 pub use objects::{
     FIELD_MANAGER, apply, delete, delete_namespace_if_labelled, namespace_labels, patch_if_present,
     secret_data, to_dynamic,

@@ -59,8 +59,18 @@ impl<'a> Executor<'a> {
     async fn step(&mut self, step: &Step) -> Result<(), InfraError> {
         match step {
             Step::InstallK3s(install) => self.install_k3s(install).await,
-            Step::Run(command) => run_command(command).await,
-            Step::Helm(install) => helm(install).await,
+            Step::Run(command) => {
+                let command = self.on_our_cluster(command).await?;
+                run_command(&command).await
+            }
+            Step::Helm(install) => {
+                let kubeconfig = self.cluster_kubeconfig(&install.kubeconfig).await?;
+                helm(&HelmInstall {
+                    kubeconfig,
+                    ..install.clone()
+                })
+                .await
+            }
             Step::EnsureSecret {
                 spec,
                 namespace,
@@ -144,6 +154,34 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// `command` with the kubeconfig raibid itself connected through, when it takes one:
+    /// helm and flux must act on the cluster the other steps apply to and wait on.
+    async fn on_our_cluster(&mut self, command: &CommandLine) -> Result<CommandLine, InfraError> {
+        let mut command = command.clone();
+        if let Some(planned) = &command.kubeconfig {
+            command.kubeconfig = Some(self.cluster_kubeconfig(planned).await?);
+        }
+        Ok(command)
+    }
+
+    /// Connects (a missing cluster is then raibid's error, which says what to do, not helm's)
+    /// and returns the kubeconfig used, saying so when it is not the one the plan printed.
+    async fn cluster_kubeconfig(
+        &mut self,
+        planned: &std::path::Path,
+    ) -> Result<std::path::PathBuf, InfraError> {
+        let cluster = self.cluster().await?;
+        if cluster.kubeconfig != planned {
+            let _ = writeln!(
+                self.out,
+                "    with --kubeconfig {} (the cluster raibid is connected to), not {}",
+                cluster.kubeconfig.display(),
+                planned.display()
+            );
+        }
+        Ok(cluster.kubeconfig)
+    }
+
     async fn install_k3s(&mut self, install: &K3sInstall) -> Result<(), InfraError> {
         match cluster::connect(self.config, Duration::from_secs(5)).await {
             Ok(cluster) => {
@@ -225,8 +263,12 @@ async fn run_command(command: &CommandLine) -> Result<(), InfraError> {
             hint: tools::install_hint(&command.program),
         });
     };
-    let status = tokio::process::Command::new(program)
-        .args(&command.args)
+    let mut process = tokio::process::Command::new(program);
+    process.args(&command.args);
+    if let Some(path) = &command.kubeconfig {
+        process.arg("--kubeconfig").arg(path);
+    }
+    let status = process
         .stdin(Stdio::null())
         .status()
         .await
@@ -269,10 +311,5 @@ async fn helm(install: &HelmInstall) -> Result<(), InfraError> {
         None => None,
     };
     let path = values.as_ref().map(|f| f.path().display().to_string());
-    let command = CommandLine::new(
-        "helm",
-        install.args(path.as_deref()),
-        format!("install the {} chart", install.chart),
-    );
-    run_command(&command).await
+    run_command(&install.command(path.as_deref())).await
 }

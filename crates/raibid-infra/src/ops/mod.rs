@@ -4,6 +4,7 @@ mod execute;
 mod setup;
 mod teardown;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use raibid_config::Config;
@@ -29,6 +30,9 @@ pub struct Context<'a> {
     pub tools: Tools,
     /// How long each wait (and `helm --wait`) may take.
     pub timeout: Duration,
+    /// Given to helm and flux, so that they act on the cluster raibid itself applies to
+    /// ([`crate::cluster::planned_kubeconfig`]).
+    pub kubeconfig: PathBuf,
 }
 
 impl Context<'_> {

@@ -95,6 +95,7 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
                     &objects,
                     "gitea",
                     ctx.timeout,
+                    &ctx.kubeconfig,
                 )?));
                 let alias = objects
                     .into_iter()
@@ -120,6 +121,7 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
                     &objects,
                     "keda",
                     ctx.timeout,
+                    &ctx.kubeconfig,
                 )?));
             } else {
                 steps.push(Step::Note(
@@ -137,14 +139,17 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
                     crate::tools::install_hint("flux")
                 )));
             }
-            steps.push(Step::Run(CommandLine::new(
-                "flux",
-                vec!["install".into(), "--namespace".into(), "flux-system".into()],
-                format!(
-                    "install the Flux controllers (raibid is tested with Flux {})",
-                    ctx.config.flux.version
-                ),
-            )));
+            steps.push(Step::Run(
+                CommandLine::new(
+                    "flux",
+                    vec!["install".into(), "--namespace".into(), "flux-system".into()],
+                    format!(
+                        "install the Flux controllers (raibid is tested with Flux {})",
+                        ctx.config.flux.version
+                    ),
+                )
+                .with_kubeconfig(&ctx.kubeconfig),
+            ));
             // The workloads Flux will apply need these Secrets, which are not in git.
             steps.push(namespace()?);
             for spec in secrets::CATALOG {

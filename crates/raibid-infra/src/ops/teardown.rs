@@ -7,7 +7,7 @@ use serde_json::json;
 use super::Context;
 use crate::InfraError;
 use crate::components::Component;
-use crate::helm::{self, HelmInstall};
+use crate::helm::HelmInstall;
 use crate::manifest::{Manifest, ObjectRef};
 use crate::plan::{CommandLine, Plan, Step};
 use crate::secrets::{self, SecretSpec};
@@ -72,7 +72,7 @@ pub fn teardown_plan(
         }
     }
     // The Flux controllers after gitea's HelmRelease, which helm-controller uninstalls.
-    steps.extend(flux_uninstall_steps(&ordered, options));
+    steps.extend(flux_uninstall_steps(ctx, &ordered, options));
     if ordered.contains(&Component::K3s) {
         steps.extend(component_steps(ctx, Component::K3s, options)?);
     }
@@ -116,7 +116,11 @@ fn flux_sync_steps(ctx: &Context<'_>) -> Result<Vec<Step>, InfraError> {
     ])
 }
 
-fn flux_uninstall_steps(ordered: &[Component], options: &TeardownOptions) -> Vec<Step> {
+fn flux_uninstall_steps(
+    ctx: &Context<'_>,
+    ordered: &[Component],
+    options: &TeardownOptions,
+) -> Vec<Step> {
     if !ordered.contains(&Component::Flux) {
         return Vec::new();
     }
@@ -133,16 +137,19 @@ fn flux_uninstall_steps(ordered: &[Component], options: &TeardownOptions) -> Vec
              the cluster, but leaves what Flux applied running"
                 .into(),
         ),
-        Step::Run(CommandLine::new(
-            "flux",
-            vec![
-                "uninstall".into(),
-                "--silent".into(),
-                "--namespace".into(),
-                "flux-system".into(),
-            ],
-            "uninstall Flux",
-        )),
+        Step::Run(
+            CommandLine::new(
+                "flux",
+                vec![
+                    "uninstall".into(),
+                    "--silent".into(),
+                    "--namespace".into(),
+                    "flux-system".into(),
+                ],
+                "uninstall Flux",
+            )
+            .with_kubeconfig(&ctx.kubeconfig),
+        ),
     ]
 }
 
@@ -238,11 +245,7 @@ fn delete_secret(ctx: &Context<'_>, spec: &SecretSpec) -> Step {
 }
 
 fn helm_uninstall(install: &HelmInstall) -> Step {
-    Step::Run(CommandLine::new(
-        "helm",
-        helm::uninstall_args(&install.release, &install.namespace),
-        format!("uninstall the {} chart", install.chart),
-    ))
+    Step::Run(install.uninstall_command())
 }
 
 fn component_steps(
@@ -281,7 +284,8 @@ fn component_steps(
         }
         Component::Gitea => {
             let objects = ctx.shared("gitea")?;
-            let release = HelmInstall::from_release(&objects, "gitea", ctx.timeout)?;
+            let release =
+                HelmInstall::from_release(&objects, "gitea", ctx.timeout, &ctx.kubeconfig)?;
             if ctx.tools.helm {
                 steps.push(helm_uninstall(&release));
                 // The Flux HelmRelease too (if Flux synced it): left behind, helm-controller
@@ -310,6 +314,7 @@ fn component_steps(
                     &objects,
                     "keda",
                     ctx.timeout,
+                    &ctx.kubeconfig,
                 )?));
                 // As for gitea: a HelmRelease left behind would install KEDA again.
                 steps.push(delete("keda Flux objects", &objects));
