@@ -358,7 +358,7 @@ impl Runner {
             }
         }
         self.run_steps(
-            job,
+            claimed,
             &pipeline,
             variant_env,
             &workspace,
@@ -443,7 +443,7 @@ impl Runner {
     #[allow(clippy::too_many_arguments)]
     async fn run_steps(
         &self,
-        job: &Job,
+        claimed: &Claimed,
         pipeline: &Pipeline,
         variant_env: BTreeMap<String, String>,
         workspace: &Path,
@@ -454,6 +454,7 @@ impl Runner {
         stop: &CancellationToken,
         reason: &StopReason,
     ) -> Outcome {
+        let job = &claimed.job;
         let trigger = TriggerContext {
             event: job.spec.event,
             branch: job.build_branch().map(str::to_owned),
@@ -539,7 +540,7 @@ impl Runner {
             }
 
             results[i].status = StepStatus::Running;
-            let _ = self.queue.record_progress(&job.id, &results).await;
+            let _ = self.queue.record_progress(claimed, &results).await;
             log.start_tail();
             log.line(&format!(
                 "\n\x1b[1;36m▶ step {}\x1b[0m \x1b[2m{}\x1b[0m",
@@ -634,7 +635,7 @@ impl Runner {
                     outcome.reason = Some(format!("step {}: {message}", step.name));
                 }
             }
-            let _ = self.queue.record_progress(&job.id, &results).await;
+            let _ = self.queue.record_progress(claimed, &results).await;
         }
         if outcome.status == JobStatus::Success {
             let ran = results

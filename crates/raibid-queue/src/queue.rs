@@ -366,22 +366,22 @@ impl Queue {
     }
 
     /// Records the step results of a running job, for the dashboard; not part of the ack.
+    /// Only while `claimed` is still the job's current claim: an agent presumed dead must not
+    /// overwrite the steps of the attempt that replaced it, nor bring back a pruned record.
+    /// Returns whether it was recorded.
     pub async fn record_progress(
         &self,
-        job_id: &str,
+        claimed: &Claimed,
         steps: &[raibid_model::StepResult],
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         let json = serde_json::to_string(steps).expect("steps serialize");
-        let _: i64 = self
-            .conn
-            .run(
-                redis::cmd("HSET")
-                    .arg(self.keys.job(job_id))
-                    .arg("steps")
-                    .arg(json),
-            )
-            .await?;
-        Ok(())
+        let mut invocation = scripts::RECORD_PROGRESS.prepare_invoke();
+        invocation
+            .key(self.keys.job(&claimed.job.id))
+            .arg(&claimed.entry)
+            .arg(json);
+        let recorded: i64 = self.conn.script(&invocation).await?;
+        Ok(recorded == 1)
     }
 
     /// XACK and the final status in one script. `false`: the claim had been lost, the result

@@ -221,6 +221,21 @@ return 'ok'
     )
 });
 
+/// Sets a running job's step results if the caller's claim is still the job's.
+///
+/// KEYS: job
+/// ARGV: entry, steps (JSON)
+/// Returns 1 recorded | 0 the claim is not current
+pub(crate) static RECORD_PROGRESS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'steps', ARGV[2])
+return 1
+"#,
+    )
+});
+
 /// Removes a consumer from its group only if it holds nothing: `XGROUP DELCONSUMER` drops the
 /// consumer's pending entries with it, so an entry delivered between a separate check and the
 /// delete (a blocking read of the exiting agent still parked in Redis) would be in neither the

@@ -241,6 +241,26 @@ async fn heartbeats_keep_a_claim_and_a_lost_claim_cannot_ack() {
         q.get(&claimed.job.id).await.unwrap().unwrap().status,
         JobStatus::Queued
     );
+    // The presumed-dead agent may still be running steps; what it records must not land on
+    // the attempt that replaced it.
+    let step = |name: &str| StepResult {
+        name: name.into(),
+        status: StepStatus::Running,
+        exit_code: None,
+        duration_ms: None,
+        tail: String::new(),
+    };
+    let mut other = q.claimer("other").await.unwrap();
+    let current = claim_queued(&mut other).await;
+    assert_eq!(current.job.attempt, 2);
+    assert!(
+        q.record_progress(&current, &[step("current")])
+            .await
+            .unwrap()
+    );
+    assert!(!q.record_progress(&claimed, &[step("stale")]).await.unwrap());
+    let steps = q.get(&claimed.job.id).await.unwrap().unwrap().steps;
+    assert_eq!(steps, vec![step("current")]);
 }
 
 #[tokio::test]
