@@ -890,7 +890,9 @@ impl Claimer {
             }
             let entries = match self.read(pools, remaining).await {
                 Ok(entries) => entries,
-                Err(QueueError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                // NOGROUP: the group was gone when the read started. UNBLOCKED: Redis 7
+                // ends a blocked read whose stream is deleted (FLUSHALL, DEL) with it.
+                Err(QueueError::Redis(e)) if matches!(e.code(), Some("NOGROUP" | "UNBLOCKED")) => {
                     self.recreate_groups(pools).await?;
                     continue;
                 }
@@ -900,10 +902,16 @@ impl Claimer {
             for (pool, entry, job_id) in entries {
                 if claimed.is_some() {
                     // XREADGROUP over several streams returns up to one entry per stream;
-                    // hand the extras straight back without counting a delivery.
-                    self.queue
+                    // hand the extras straight back without counting a delivery. If that
+                    // fails, the job already started is still ours to run; the extra stays
+                    // pending and the reaper hands it back.
+                    if let Err(e) = self
+                        .queue
                         .release_entry(&pool, &entry, &job_id, "returned unstarted", false, None)
-                        .await?;
+                        .await
+                    {
+                        warn!(job = %job_id, error = %e, "cannot hand back an extra entry now");
+                    }
                     continue;
                 }
                 claimed = self

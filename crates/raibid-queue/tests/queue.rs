@@ -1078,6 +1078,32 @@ async fn claim_recovers_when_redis_lost_its_groups() {
     assert_eq!(got.job.id, j.id);
 }
 
+/// An idle agent spends its time in a blocking read; Redis 7 ends that read with `UNBLOCKED`
+/// when the stream disappears under it (FLUSHALL, a restart without persistence).
+#[tokio::test]
+async fn a_blocked_claim_survives_its_stream_being_deleted() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut c = q.claimer("w").await.unwrap();
+    // Creates the group, then blocks.
+    let waiting = tokio::spawn(async move {
+        let got = c
+            .claim(&[PoolName::default()], Duration::from_secs(20))
+            .await;
+        (c, got)
+    });
+    // Until the read is parked in Redis.
+    let blocked =
+        "EVAL \"return tonumber(redis.call('INFO', 'clients'):match('blocked_clients:(%d+)'))\" 0";
+    while redis.command(blocked).unwrap() != ":1" {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis.command("FLUSHALL").unwrap(), "+OK");
+    let j = created(q.enqueue(job("a/after")).await.unwrap());
+    let (_c, got) = waiting.await.unwrap();
+    assert_eq!(got.unwrap().unwrap().job.id, j.id);
+}
+
 #[tokio::test]
 async fn idle_consumers_are_retired_busy_ones_kept() {
     let redis = RedisServer::start();
