@@ -191,8 +191,11 @@ impl Default for JobsView {
 impl JobsView {
     pub fn apply(&mut self, update: JobsUpdate) {
         self.as_of = update.at;
+        // Before the store changes: `shown` holds indices into the old one, which point at
+        // other jobs (or past the end) once jobs arrive or go.
+        let selected_id = self.selected().map(|j| j.id.clone());
         self.store.apply(update);
-        self.rebuild();
+        self.rebuild_selecting(selected_id);
     }
 
     pub fn selected(&self) -> Option<&Job> {
@@ -201,9 +204,14 @@ impl JobsView {
             .map(|&i| &self.store.jobs[i])
     }
 
-    /// Recomputes the shown rows, keeping the same job selected if it is still there.
+    /// Recomputes the shown rows of an unchanged store, keeping the selected job selected.
     fn rebuild(&mut self) {
         let selected_id = self.selected().map(|j| j.id.clone());
+        self.rebuild_selecting(selected_id);
+    }
+
+    /// Recomputes the shown rows and selects `selected_id` if it is still there.
+    fn rebuild_selecting(&mut self, selected_id: Option<String>) {
         let terms: Vec<String> = self
             .filter
             .split_whitespace()
@@ -635,6 +643,45 @@ mod tests {
             v.handle_event(&key(KeyCode::Char('s')));
         }
         assert_eq!(v.sort, SortKey::Newest);
+    }
+
+    /// The selection was looked up through the old `shown` indices in the new store: a new
+    /// job moved it onto another job, and a shrunken store panicked.
+    #[test]
+    fn an_update_keeps_the_selected_job_not_its_row() {
+        let mut v = view(vec![
+            job("02", "a/a", JobStatus::Running),
+            job("01", "a/a", JobStatus::Success),
+        ]);
+        v.handle_event(&key(KeyCode::Down));
+        assert_eq!(v.selected().unwrap().id, "01");
+        v.apply(JobsUpdate {
+            newest: vec![
+                job("03", "a/a", JobStatus::Queued),
+                job("02", "a/a", JobStatus::Running),
+                job("01", "a/a", JobStatus::Success),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(v.selected().unwrap().id, "01");
+        match v.handle_event(&key(KeyCode::Enter)) {
+            EventResult::Action(Action::OpenJob(j)) => assert_eq!(j.id, "01"),
+            other => panic!("expected OpenJob, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_update_with_fewer_jobs_does_not_panic() {
+        let mut v = view(vec![
+            job("03", "a/a", JobStatus::Queued),
+            job("02", "a/a", JobStatus::Running),
+            job("01", "a/a", JobStatus::Success),
+        ]);
+        v.handle_event(&key(KeyCode::End));
+        assert_eq!(v.selected().unwrap().id, "01");
+        v.apply(JobsUpdate::default());
+        assert!(v.selected().is_none());
+        assert_eq!(v.handle_event(&key(KeyCode::Enter)), EventResult::Consumed);
     }
 
     #[test]
