@@ -16,7 +16,7 @@ mod trigger;
 pub mod validate;
 
 pub use delivery::delivery_id;
-pub use parse::{ParseError, parse};
+pub use parse::{ParseError, parse, repository_name};
 pub use signature::{SignatureError, verify};
 pub use status::{
     CommitStatus, StatusError, StatusRequest, StatusState, auth_header, status_request,

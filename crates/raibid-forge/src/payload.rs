@@ -28,6 +28,40 @@ macro_rules! checked_string {
     };
 }
 
+/// Implements `Deserialize` for structs that derive it with `#[serde(remote = "Self")]`, so
+/// that they accept a JSON object and nothing else.
+///
+/// serde's derived impls also accept a JSON array, taking its elements as the fields in
+/// declaration order. No forge sends that, and it gives a body two readings: the server picks
+/// the webhook secret from `repository.full_name` before the signature is checked
+/// ([`crate::repository_name`]), and a `repository` that is an array has no `full_name` there
+/// but does here, so a body signed with the global secret could build a repository that has
+/// its own. `deserialize_map` is answered by serde_json for objects only.
+macro_rules! objects_only {
+    ($($name:ident),* $(,)?) => {$(
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Object;
+                impl<'de> serde::de::Visitor<'de> for Object {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$name, A::Error> {
+                        // The derived (remote = "Self") function, not this trait's.
+                        $name::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                deserializer.deserialize_map(Object)
+            }
+        }
+    )*};
+}
+pub(crate) use objects_only;
+
 checked_string!(Sha, validate::sha);
 checked_string!(
     /// A full ref such as `refs/heads/main`.
@@ -44,7 +78,7 @@ checked_string!(CloneUrl, validate::clone_url);
 
 /// The repository the webhook belongs to (for a pull request: its target).
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 pub(crate) struct Repository {
     pub(crate) full_name: RepoName,
     pub(crate) clone_url: CloneUrl,
@@ -53,10 +87,12 @@ pub(crate) struct Repository {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 pub(crate) struct User {
     pub(crate) login: Option<String>,
 }
+
+objects_only!(Repository, User);
 
 /// Reads `body` as a `T`.
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ParseError> {

@@ -400,6 +400,96 @@ fn json_of_the_wrong_shape_names_the_root() {
     }
 }
 
+/// serde's derived structs would also take a JSON array as the fields in order. The server
+/// chooses a webhook's secret by reading `repository.full_name` on its own
+/// (`repository_name`), which finds no name in an array: if the parser still built from one,
+/// a body signed with the global secret could build a repository that has its own secret.
+#[test]
+fn payloads_are_objects_never_arrays() {
+    let repo_array = json!(["owner/repo", "https://evil.example/x.git", null, null]);
+    let mut body = push("refs/heads/main", A);
+    body["repository"] = repo_array.clone();
+    assert_eq!(
+        raibid_forge::repository_name(body.to_string().as_bytes()),
+        None
+    );
+    for forge in [Forge::Gitea, Forge::Forgejo, Forge::Github] {
+        assert_eq!(
+            error_path(forge, "push", body.to_string().as_bytes()),
+            "repository",
+            "{forge}"
+        );
+    }
+
+    // The whole push as an array, its fields in declaration order.
+    let whole = json!(["refs/heads/main", A, false, null, repository(), null]);
+    assert_eq!(
+        error_path(Forge::Gitea, "push", whole.to_string().as_bytes()),
+        "(root)"
+    );
+
+    let mut cases: Vec<(&str, Value, &str)> = Vec::new();
+    let mut tag = push("refs/tags/v1", A);
+    tag["head_commit"] = json!([B]);
+    cases.push(("push", tag, "head_commit"));
+    let mut sender = push("refs/heads/main", A);
+    sender["sender"] = json!(["alice"]);
+    cases.push(("push", sender, "sender"));
+    cases.push(("pull_request", json!(["opened"]), "(root)"));
+    let pr = pull_request("opened", json!({"full_name": "owner/repo"}));
+    for (path, value) in [
+        ("pull_request", json!([7, {"sha": B}, {"ref": "main"}])),
+        ("pull_request.head", json!([B, "feature", null])),
+        ("pull_request.head.repo", json!(["owner/repo"])),
+        ("pull_request.base", json!(["main"])),
+        ("repository", repo_array.clone()),
+    ] {
+        let mut pr = pr.clone();
+        let (parents, field) = path.rsplit_once('.').unwrap_or(("", path));
+        let parent = parents
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .fold(&mut pr, |value, key| &mut value[key]);
+        parent[field] = value;
+        cases.push(("pull_request", pr, path));
+    }
+    let dispatch = |inputs: Value, repository: Value| json!({"ref": "refs/heads/main", "inputs": inputs, "repository": repository});
+    cases.push((
+        "workflow_dispatch",
+        dispatch(json!([A]), repository()),
+        "inputs",
+    ));
+    cases.push((
+        "workflow_dispatch",
+        dispatch(json!({"sha": A}), repo_array),
+        "repository",
+    ));
+    for (event, body, path) in cases {
+        let err = parse(
+            Forge::Github,
+            &event_headers(Forge::Github, event),
+            body.to_string().as_bytes(),
+        )
+        .unwrap_err();
+        let ParseError::Field { path: at, message } = &err else {
+            panic!("{event} {path}: {err:?}")
+        };
+        assert_eq!((at.as_str(), event), (path, event), "{message}");
+        assert!(message.contains("a JSON object"), "{message}");
+    }
+}
+
+#[test]
+fn the_repository_name_is_read_from_objects_only() {
+    let name = |body: Value| raibid_forge::repository_name(body.to_string().as_bytes());
+    assert_eq!(name(push("refs/heads/main", A)), Some("owner/repo".into()));
+    assert_eq!(name(json!({"repository": ["owner/repo"]})), None);
+    assert_eq!(name(json!([{"full_name": "owner/repo"}])), None);
+    assert_eq!(name(json!([["owner/repo"]])), None);
+    assert_eq!(name(json!({"repository": null})), None);
+    assert_eq!(name(json!({"repository": {"full_name": 5}})), None);
+}
+
 /// Removes the field at a dotted `path`.
 fn remove(body: &mut Value, path: &str) {
     let (parents, field) = path.rsplit_once('.').unwrap_or(("", path));

@@ -5,18 +5,16 @@
 //! then one Redis round trip to enqueue. Nothing from the body is acted on before the signature
 //! has been verified; the only thing read earlier is the repository name, to pick the secret.
 
-use std::borrow::Cow;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use raibid_config::Config;
+use raibid_config::{Config, Secret};
 use raibid_forge::Parsed;
 use raibid_model::Forge;
 use raibid_queue::Enqueued;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::metrics::WebhookLabels;
@@ -132,11 +130,11 @@ async fn handle(
         }
     })?;
 
-    let secret = secret_for(state.repos(), config, &body);
-    if secret.is_empty() {
+    let key = secret_for(state.repos(), config, &body);
+    if key.expose().is_empty() {
         return Err(ApiError::NoWebhookSecret);
     }
-    raibid_forge::verify(forge, headers, &body, secret.as_bytes()).map_err(|e| {
+    raibid_forge::verify(forge, headers, &body, key.expose().as_bytes()).map_err(|e| {
         warn!(%forge, error = %e, "webhook rejected: bad signature");
         ApiError::BadSignature(e.to_string())
     })?;
@@ -148,13 +146,18 @@ async fn handle(
     let trigger = match parsed {
         Parsed::Trigger(trigger) => trigger,
         Parsed::Ignored { reason } => {
-            if let Some(repo) = repo_in(&body).filter(|r| !state.repos().is_allowed(r)) {
-                return Err(ApiError::RepoNotAllowed(repo.into_owned()));
+            if let Some(repo) =
+                raibid_forge::repository_name(&body).filter(|r| !state.repos().is_allowed(r))
+            {
+                return Err(ApiError::RepoNotAllowed(repo));
             }
             debug!(%forge, %reason, "webhook ignored");
             return Ok(Reply::Ignored { ignored: reason });
         }
     };
+    check_signed_by_own_secret(state.repos(), key, &trigger.repo).inspect_err(|e| {
+        warn!(%forge, repo = %trigger.repo, error = %e, "webhook rejected: wrong secret");
+    })?;
     if !state.repos().is_allowed(&trigger.repo) {
         return Err(ApiError::RepoNotAllowed(trigger.repo));
     }
@@ -203,31 +206,29 @@ async fn handle(
 /// forged name merely selects a secret the forger does not know either. The name is matched
 /// ignoring case, as the forge resolves it: `ACME/app` must not fall back to the global secret
 /// while its statuses land on `acme/app`.
-fn secret_for<'c>(rules: &'c RepoRules, config: &'c Config, body: &[u8]) -> &'c str {
-    if let Some(secret) = repo_in(body).and_then(|repo| rules.secret_for(&repo)) {
-        return secret.expose();
+fn secret_for<'c>(rules: &'c RepoRules, config: &'c Config, body: &[u8]) -> &'c Secret {
+    raibid_forge::repository_name(body)
+        .and_then(|repo| rules.secret_for(&repo))
+        .unwrap_or(&config.server.webhook_secret)
+}
+
+/// Refuses a build of `repo` unless `key`, the secret that verified the body, is `repo`'s own
+/// secret or `repo` has none.
+///
+/// The key was chosen from a name read before parsing; the build is for the name the parser
+/// found. The two readings are meant to agree (raibid_forge reads both from JSON objects
+/// only), but if they ever did not, a body signed with the global secret, which every other
+/// repository's webhook holds, would build a repository whose own secret is there precisely to
+/// keep those webhooks out. The check is by identity, not value: `key` came from `rules` or is
+/// the global secret.
+fn check_signed_by_own_secret(rules: &RepoRules, key: &Secret, repo: &str) -> Result<(), ApiError> {
+    match rules.secret_for(repo) {
+        Some(own) if !std::ptr::eq(own, key) => Err(ApiError::BadSignature(format!(
+            "{repo} has its own webhook secret in server.repo_secrets and the body is not \
+             signed with it"
+        ))),
+        _ => Ok(()),
     }
-    config.server.webhook_secret.expose()
-}
-
-#[derive(Deserialize)]
-struct Probe<'a> {
-    #[serde(borrow)]
-    repository: Option<ProbeRepository<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ProbeRepository<'a> {
-    #[serde(borrow)]
-    full_name: Option<Cow<'a, str>>,
-}
-
-/// `repository.full_name`, if the body has one; anything else about the body is ignored.
-fn repo_in(body: &[u8]) -> Option<Cow<'_, str>> {
-    serde_json::from_slice::<Probe>(body)
-        .ok()?
-        .repository?
-        .full_name
 }
 
 /// Forges send `application/json`; Gitea can be set to send form-encoded payloads instead,
@@ -316,7 +317,7 @@ mod tests {
             .repo_secrets
             .insert("Acme/App".into(), Secret::new("own"));
         let rules = RepoRules::new(&config).unwrap();
-        let secret_for = |body: &[u8]| secret_for(&rules, &config, body).to_owned();
+        let secret_for = |body: &[u8]| secret_for(&rules, &config, body).expose().to_owned();
         let body = br#"{"ref": 1, "repository": {"full_name": "acme/app", "x": [1]}}"#;
         assert_eq!(secret_for(body), "own");
         assert_eq!(
@@ -327,6 +328,35 @@ mod tests {
         assert_eq!(secret_for(other), "global");
         assert_eq!(secret_for(b"not json"), "global");
         assert_eq!(secret_for(br#"{"repository": "acme/app"}"#), "global");
+        let array = br#"{"repository": ["acme/app", "https://evil.example/x.git", null, null]}"#;
+        assert_eq!(secret_for(array), "global");
+    }
+
+    /// A body whose signature the global secret verified never builds a repository with a
+    /// secret of its own, whatever name the secret was chosen by.
+    #[test]
+    fn only_a_repositorys_own_secret_signs_its_builds() {
+        let mut config = Config::default();
+        config.server.webhook_secret = Secret::new("global");
+        for (repo, secret) in [("acme/app", "own"), ("acme/lib", "own")] {
+            config
+                .server
+                .repo_secrets
+                .insert(repo.into(), Secret::new(secret));
+        }
+        let rules = RepoRules::new(&config).unwrap();
+        let global = &config.server.webhook_secret;
+        let app = rules.secret_for("acme/app").unwrap();
+        let lib = rules.secret_for("acme/lib").unwrap();
+
+        assert!(check_signed_by_own_secret(&rules, app, "acme/app").is_ok());
+        assert!(check_signed_by_own_secret(&rules, app, "ACME/App").is_ok());
+        assert!(check_signed_by_own_secret(&rules, global, "acme/other").is_ok());
+        // Chosen by one name, built for another: refused even where the values are equal.
+        assert!(check_signed_by_own_secret(&rules, lib, "acme/app").is_err());
+        let refused = check_signed_by_own_secret(&rules, global, "acme/app").unwrap_err();
+        assert_eq!(refused.code(), "bad_signature");
+        assert!(refused.to_string().contains("acme/app"), "{refused}");
     }
 
     #[test]

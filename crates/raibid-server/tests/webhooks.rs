@@ -372,6 +372,53 @@ async fn a_repository_secret_replaces_the_global_one_whatever_the_case_of_the_na
     assert_eq!(server.job_count().await, 3);
 }
 
+/// The server picks the secret by `repository.full_name` before parsing. serde would also read
+/// a JSON array as a struct's fields in order, and in an array there is no `full_name` to pick
+/// by: such a body, signed with the global secret that every other repository's webhook holds,
+/// used to build `acme/app` from the attacker's clone URL although `acme/app` has its own
+/// secret.
+#[tokio::test]
+async fn array_shaped_payloads_signed_with_the_global_secret_build_nothing() {
+    let mut cfg = config();
+    cfg.server
+        .repo_secrets
+        .insert("acme/app".into(), Secret::new("acme-own-secret"));
+    let server = TestServer::start_with(cfg).await;
+
+    let repository = serde_json::json!(["acme/app", "https://evil.example/x.git", null, null]);
+    let nested = serde_json::json!({
+        "ref": "refs/heads/main",
+        "after": support::SHA,
+        "repository": repository,
+    });
+    // The whole push as an array: ref, after, deleted, head_commit, repository, sender.
+    let whole = serde_json::json!([
+        "refs/heads/main",
+        support::SHA,
+        false,
+        null,
+        repository,
+        null
+    ]);
+    for (i, body) in [nested, whole].into_iter().enumerate() {
+        let body = serde_json::to_vec(&body).unwrap();
+        let headers = gitea_headers("push", &format!("a-{i}"), SECRET, &body);
+        let (status, code, message) =
+            error_code(server.post_webhook("gitea", headers, body).await).await;
+        // Refused as a payload that is not a forge's (400); were it ever read as acme/app's,
+        // as not signed with acme/app's secret (401).
+        assert!(
+            matches!(
+                (status, code.as_str()),
+                (StatusCode::BAD_REQUEST, "invalid_payload")
+                    | (StatusCode::UNAUTHORIZED, "bad_signature")
+            ),
+            "{i}: {status} {code}: {message}"
+        );
+    }
+    assert_nothing_queued(&server).await;
+}
+
 #[tokio::test]
 async fn a_redelivery_returns_the_first_job() {
     let server = TestServer::start().await;

@@ -9,11 +9,11 @@ use raibid_model::{Event, Forge};
 use serde::Deserialize;
 
 use super::{ParseError, trigger};
-use crate::payload::{GitRef, Repository, Sha, User, decode};
+use crate::payload::{GitRef, Repository, Sha, User, decode, objects_only};
 use crate::trigger::Parsed;
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct Dispatch {
     #[serde(rename = "ref")]
     git_ref: GitRef,
@@ -23,10 +23,12 @@ struct Dispatch {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct Inputs {
     sha: Sha,
 }
+
+objects_only!(Dispatch, Inputs);
 
 pub(super) fn parse(forge: Forge, body: &[u8]) -> Result<Parsed, ParseError> {
     let dispatch: Dispatch = decode(body)?;

@@ -10,9 +10,10 @@ mod push;
 
 use http::HeaderMap;
 use raibid_model::{Event, Forge};
+use serde::Deserialize;
 
 use crate::header::{self, Kind};
-use crate::payload::{Repository, User};
+use crate::payload::{Repository, User, objects_only};
 use crate::trigger::{Parsed, Trigger};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +51,31 @@ pub fn parse(forge: Forge, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, P
         "ping" => Ok(Parsed::ignored("ping")),
         other => Ok(Parsed::ignored(format!("event {other} is not handled"))),
     }
+}
+
+/// `repository.full_name` of a body that has one, read before its signature is checked, to
+/// choose the secret it must be signed with.
+///
+/// It is read with the parser's own rules (objects only, see `objects_only!`): whatever
+/// [`parse`] later builds must be the repository whose secret was chosen here. Anything else
+/// about the body is ignored; a body this cannot read is checked against the global secret and
+/// then refused by [`parse`] or built for a repository without a secret of its own.
+pub fn repository_name(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(remote = "Self")]
+    struct Probe {
+        repository: Option<ProbeRepository>,
+    }
+    #[derive(Deserialize)]
+    #[serde(remote = "Self")]
+    struct ProbeRepository {
+        full_name: Option<String>,
+    }
+    objects_only!(Probe, ProbeRepository);
+    serde_json::from_slice::<Probe>(body)
+        .ok()?
+        .repository?
+        .full_name
 }
 
 fn header_text(headers: &HeaderMap, forge: Forge, kind: Kind) -> Result<Option<&str>, ParseError> {

@@ -4,19 +4,19 @@ use raibid_model::{Event, Forge};
 use serde::Deserialize;
 
 use super::{ParseError, trigger};
-use crate::payload::{BranchName, Repository, Sha, User, decode};
+use crate::payload::{BranchName, Repository, Sha, User, decode, objects_only};
 use crate::trigger::Parsed;
 
 /// Read first, so that the many pull request events that do not build (labels, reviews,
 /// closing) are acknowledged without requiring the rest of the payload to be complete.
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct Action {
     action: String,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct PullRequestEvent {
     pull_request: PullRequest,
     /// The target repository.
@@ -25,7 +25,7 @@ struct PullRequestEvent {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct PullRequest {
     number: u64,
     head: Head,
@@ -33,7 +33,7 @@ struct PullRequest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct Head {
     sha: Sha,
     /// The head branch, or for a Gitea/Forgejo AGit pull request (pushed to `refs/for/<base>`)
@@ -45,17 +45,19 @@ struct Head {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct HeadRepo {
     full_name: String,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct Base {
     #[serde(rename = "ref")]
     branch: BranchName,
 }
+
+objects_only!(Action, PullRequestEvent, PullRequest, Head, HeadRepo, Base);
 
 pub(super) fn parse(
     forge: Forge,

@@ -4,11 +4,11 @@ use raibid_model::{Event, Forge};
 use serde::Deserialize;
 
 use super::{ParseError, trigger};
-use crate::payload::{GitRef, Repository, Sha, User, decode};
+use crate::payload::{GitRef, Repository, Sha, User, decode, objects_only};
 use crate::trigger::Parsed;
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct Push {
     #[serde(rename = "ref")]
     git_ref: GitRef,
@@ -22,10 +22,12 @@ struct Push {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(expecting = "a JSON object")]
+#[serde(remote = "Self")]
 struct Commit {
     id: Sha,
 }
+
+objects_only!(Push, Commit);
 
 pub(super) fn parse(forge: Forge, body: &[u8]) -> Result<Parsed, ParseError> {
     let push: Push = decode(body)?;
