@@ -798,16 +798,15 @@ impl Queue {
         let mut removed = 0;
         for _ in 0..5 {
             let mut invocation = scripts::PRUNE.prepare_invoke();
-            invocation
-                .key(self.keys.all_jobs())
-                .arg(self.keys.prefix())
-                .arg(BATCH)
-                .arg(keep);
-            let (batch_removed, examined): (u64, u64) = self.conn.script(&invocation).await?;
+            invocation.key(self.keys.all_jobs());
+            for status in JobStatus::ALL.into_iter().filter(|s| s.is_final()) {
+                invocation.key(self.keys.by_status(status));
+            }
+            invocation.arg(self.keys.prefix()).arg(BATCH).arg(keep);
+            let batch_removed: u64 = self.conn.script(&invocation).await?;
             removed += batch_removed;
-            // Fewer than a full batch examined: nothing beyond `keep` is left. Nothing removed
-            // from a full batch: the oldest jobs are all still queued or running.
-            if examined < BATCH || batch_removed == 0 {
+            // Less than a batch: nothing beyond `keep` is left, or nothing finished to remove.
+            if batch_removed < BATCH {
                 break;
             }
         }

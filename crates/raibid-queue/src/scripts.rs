@@ -413,29 +413,39 @@ return 1
     )
 });
 
-/// Deletes up to ARGV[2] of the oldest finished jobs (record, log, index entries) beyond
-/// ARGV[3] kept, in one round trip. Jobs still queued or running are skipped (they are
-/// pruned once they end). Repository and pool, needed for their index keys, come from the
-/// `spec` field, or from the flat fields of records written before it existed.
+/// Deletes up to ARGV[2] of the oldest finished jobs (record, log, index entries) while more
+/// than ARGV[3] records exist, in one round trip. Candidates come from the indexes of the final
+/// statuses, so jobs still queued or running are never looked at: a pool without agents can
+/// hold thousands of old queued jobs, and a walk from the oldest job would stop at them.
+/// Repository and pool, needed for their index keys, come from the `spec` field, or from the
+/// flat fields of records written before it existed.
 ///
-/// KEYS: all
+/// KEYS: all, then the index of each final status
 /// ARGV: key prefix (`raibid:<stream>`), batch size, keep
-/// Returns {removed, examined}
+/// Returns the number removed
 pub(crate) static PRUNE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
-if excess <= 0 then return {0, 0} end
-if excess > tonumber(ARGV[2]) then excess = tonumber(ARGV[2]) end
-local ids = redis.call('ZRANGE', KEYS[1], '-', '+', 'BYLEX', 'LIMIT', 0, excess)
+if excess <= 0 then return 0 end
+local n = math.min(excess, tonumber(ARGV[2]))
+local candidates = {}
+for i = 2, #KEYS do
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[i], '-', '+', 'BYLEX', 'LIMIT', 0, n)) do
+    candidates[#candidates + 1] = id
+  end
+end
+-- Ids are ULIDs: in byte order, oldest first.
+table.sort(candidates)
 local p = ARGV[1]
 local removed = 0
-for _, id in ipairs(ids) do
+for i = 1, math.min(n, #candidates) do
+  local id = candidates[i]
   local jobkey = p .. ':job:' .. id
   local f = redis.call('HMGET', jobkey, 'status', 'spec', 'repo', 'pool')
   local status = f[1]
   if not status then
-    redis.call('ZREM', KEYS[1], id)
+    for k = 1, #KEYS do redis.call('ZREM', KEYS[k], id) end
   elseif status ~= 'queued' and status ~= 'running' then
     local repo, pool = f[3], f[4]
     if f[2] then
@@ -450,7 +460,7 @@ for _, id in ipairs(ids) do
     removed = removed + 1
   end
 end
-return {removed, #ids}
+return removed
 "#,
     )
 });

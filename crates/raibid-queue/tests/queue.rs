@@ -884,6 +884,37 @@ async fn prune_keeps_the_newest_finished_jobs() {
     }
 }
 
+/// Old jobs that stay queued (a pool without agents) do not stop the pruning of finished
+/// jobs that came after them.
+#[tokio::test]
+async fn prune_passes_over_old_queued_jobs() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let gpu = PoolName::new("gpu").unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..250 {
+        let mut spec = job(&format!("a/gpu{i}"));
+        spec.pool = gpu.clone();
+        waiting.push(created(q.enqueue(spec).await.unwrap()).id);
+    }
+    let mut finished = Vec::new();
+    for i in 0..300 {
+        let id = created(q.enqueue(job(&format!("a/{i}"))).await.unwrap()).id;
+        q.cancel(&id).await.unwrap();
+        finished.push(id);
+    }
+    assert_eq!(q.prune(400).await.unwrap(), 150);
+    assert!(q.get(&finished[149]).await.unwrap().is_none());
+    assert!(q.get(&finished[150]).await.unwrap().is_some());
+    assert_eq!(q.prune(100).await.unwrap(), 150);
+    for id in waiting {
+        assert!(
+            q.get(&id).await.unwrap().is_some(),
+            "queued jobs are never pruned"
+        );
+    }
+}
+
 /// Records written one field per attribute (before the `spec` field) are read and pruned.
 #[tokio::test]
 async fn records_of_the_older_layout_are_read_and_pruned() {
