@@ -12,6 +12,7 @@ use crate::InfraError;
 use crate::cluster::{self, ClusterStatus};
 use crate::components::{self, Component, ComponentArg};
 use crate::drift::drift;
+use crate::image_checks::RegistryLogin;
 use crate::manifest::to_yaml_stream;
 use crate::ops::{self, Context, Executor};
 use crate::plan::Plan;
@@ -177,7 +178,8 @@ pub async fn run_infra_to(
             let options = FetchOptions {
                 insecure,
                 timeout: Duration::from_secs(timeout),
-                credentials: registry_credentials(config),
+                credentials: RegistryLogin::from_config(config)
+                    .and_then(|login| login.credentials_for(&image)),
             };
             let check = preflight::check_image(&image, &arch, &options).await?;
             writeln!(
@@ -191,17 +193,6 @@ pub async fn run_infra_to(
             .map_err(write_err)
         }
     }
-}
-
-/// The agent's registry login, when it has one (private images need it for the check too).
-pub(crate) fn registry_credentials(config: &Config) -> Option<(String, String)> {
-    let registry = &config.agent.registry;
-    (!registry.username.is_empty()).then(|| {
-        (
-            registry.username.clone(),
-            registry.password.expose().to_owned(),
-        )
-    })
 }
 
 fn validate_targets(

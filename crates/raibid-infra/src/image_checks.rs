@@ -5,9 +5,54 @@
 
 use std::io::Write;
 
+use raibid_config::Config;
+
 use crate::InfraError;
 use crate::manifest::Manifest;
-use crate::preflight::{FetchOptions, check_image};
+use crate::preflight::{FetchOptions, ImageReference, check_image};
+
+/// The agents' registry login (`agent.registry`) with the one registry it belongs to. The
+/// preflight sends credentials as Basic auth to whatever token service a registry names, so
+/// they go only to images on that registry, the agent's own rule: a Gitea token must not reach
+/// Docker Hub's `auth.docker.io` because an image from there was checked.
+pub struct RegistryLogin {
+    /// `agent.registry.host`, else the host of `gitea.url` (Gitea serves its registry there).
+    pub host: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl RegistryLogin {
+    /// None without `agent.registry.username`.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let registry = &config.agent.registry;
+        if registry.username.is_empty() {
+            return None;
+        }
+        let host = if registry.host.is_empty() {
+            let url = &config.gitea.url;
+            url.split_once("://")
+                .map_or(url.as_str(), |(_, rest)| rest)
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            registry.host.clone()
+        };
+        Some(Self {
+            host,
+            username: registry.username.clone(),
+            password: registry.password.expose().to_owned(),
+        })
+    }
+
+    /// The credentials for `image`: only when it lives on this login's registry.
+    pub fn credentials_for(&self, image: &str) -> Option<(String, String)> {
+        let reference = ImageReference::parse(image).ok()?;
+        (reference.registry == self.host).then(|| (self.username.clone(), self.password.clone()))
+    }
+}
 
 /// One image to check: what runs it and the architecture it is pinned to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +100,15 @@ pub fn scaled_job_images(objects: &[Manifest]) -> Vec<ImageArchCheck> {
 pub async fn run_checks(
     checks: &[ImageArchCheck],
     options: &FetchOptions,
+    login: Option<&RegistryLogin>,
     out: &mut dyn Write,
 ) -> Result<(), InfraError> {
     for check in checks {
-        match check_image(&check.image, &check.arch, options).await {
+        let options = FetchOptions {
+            credentials: login.and_then(|l| l.credentials_for(&check.image)),
+            ..options.clone()
+        };
+        match check_image(&check.image, &check.arch, &options).await {
             Ok(found) => {
                 let _ = writeln!(
                     out,

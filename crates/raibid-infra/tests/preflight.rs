@@ -132,8 +132,16 @@ async fn an_unreachable_registry_fails_fast() {
     );
 }
 
-/// A registry that wants an anonymous bearer token first, like Docker Hub and GHCR.
-async fn token_registry(token_requests: Arc<AtomicUsize>) -> u16 {
+/// What the token registry saw.
+#[derive(Default)]
+struct TokenRequests {
+    all: AtomicUsize,
+    /// Those that carried an `Authorization` header (credentials).
+    with_credentials: AtomicUsize,
+}
+
+/// A registry that wants a bearer token first, like Docker Hub and GHCR.
+async fn token_registry(token_requests: Arc<TokenRequests>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -158,7 +166,12 @@ async fn token_registry(token_requests: Arc<AtomicUsize>) -> u16 {
                     .unwrap_or_default()
                     .to_owned();
                 let (status, headers, body) = if target.starts_with("/token?") {
-                    token_requests.fetch_add(1, Ordering::SeqCst);
+                    token_requests.all.fetch_add(1, Ordering::SeqCst);
+                    if text.contains("\r\nauthorization:") {
+                        token_requests
+                            .with_credentials
+                            .fetch_add(1, Ordering::SeqCst);
+                    }
                     assert!(target.contains("service=fake"), "{target}");
                     assert!(
                         target.contains("scope=repository%3ateam%2ftool%3apull"),
@@ -201,12 +214,67 @@ async fn token_registry(token_requests: Arc<AtomicUsize>) -> u16 {
 
 #[tokio::test]
 async fn follows_the_anonymous_token_exchange() {
-    let token_requests = Arc::new(AtomicUsize::new(0));
+    let token_requests = Arc::new(TokenRequests::default());
     let port = token_registry(token_requests.clone()).await;
     let image = format!("127.0.0.1:{port}/team/tool:1");
     let ok = check_image(&image, "arm64", &options()).await.unwrap();
     assert_eq!(ok.platform, "linux/arm64");
-    assert_eq!(token_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(token_requests.all.load(Ordering::SeqCst), 1);
+    assert_eq!(token_requests.with_credentials.load(Ordering::SeqCst), 0);
+}
+
+/// `agent.registry`'s login was sent to every registry checked: `raibid infra check-image
+/// docker.io/...` handed the Gitea token to Docker Hub's token service. It goes only to the
+/// agents' registry (`agent.registry.host`, else `gitea.url`'s host), as the agent does.
+#[tokio::test]
+async fn registry_credentials_go_only_to_their_own_registry() {
+    use raibid_infra::image_checks::{ImageArchCheck, RegistryLogin, run_checks};
+    // Both entry points: `raibid infra check-image` and setup's check of the agent images.
+    async fn check(config: &Config, image: &str) {
+        let command = InfraCommand::CheckImage {
+            image: image.to_owned(),
+            arch: "arm64".into(),
+            insecure: false,
+            timeout: 10,
+        };
+        run_infra_to(command, config, &mut Vec::new())
+            .await
+            .unwrap();
+        let check = ImageArchCheck {
+            image: image.to_owned(),
+            arch: "arm64".into(),
+            object: "ScaledJob/raibid-agent-arm64".into(),
+        };
+        let login = RegistryLogin::from_config(config);
+        let mut out = Vec::new();
+        run_checks(&[check], &options(), login.as_ref(), &mut out)
+            .await
+            .unwrap();
+        let shown = String::from_utf8(out).unwrap();
+        assert!(shown.contains("has linux/arm64"), "{shown}");
+    }
+    let token_requests = Arc::new(TokenRequests::default());
+    let port = token_registry(token_requests.clone()).await;
+    let image = format!("127.0.0.1:{port}/team/tool:1");
+    let mut config = Config::default();
+    config.agent.registry.username = "ci".into();
+    config.agent.registry.password = raibid_config::Secret::new("gitea-token");
+
+    // Another registry's login: the default gitea.url's host, then a configured host.
+    check(&config, &image).await;
+    config.agent.registry.host = "gitea.example.com".into();
+    check(&config, &image).await;
+    assert_eq!(token_requests.all.load(Ordering::SeqCst), 4);
+    assert_eq!(token_requests.with_credentials.load(Ordering::SeqCst), 0);
+
+    // Its own, named by agent.registry.host, then by gitea.url.
+    config.agent.registry.host = format!("127.0.0.1:{port}");
+    check(&config, &image).await;
+    config.agent.registry.host = String::new();
+    config.gitea.url = format!("http://127.0.0.1:{port}/");
+    check(&config, &image).await;
+    assert_eq!(token_requests.all.load(Ordering::SeqCst), 8);
+    assert_eq!(token_requests.with_credentials.load(Ordering::SeqCst), 4);
 }
 
 /// `raibid setup agents` checks every ScaledJob's image for its pinned architecture before it
@@ -233,7 +301,7 @@ async fn setup_checks_agent_images_for_their_pools_architecture() {
     };
 
     let mut out = Vec::new();
-    run_checks(&[check(ours, &image)], &options, &mut out)
+    run_checks(&[check(ours, &image)], &options, None, &mut out)
         .await
         .unwrap();
     let shown = String::from_utf8(out).unwrap();
@@ -243,6 +311,7 @@ async fn setup_checks_agent_images_for_their_pools_architecture() {
     let err = run_checks(
         &[check(ours, &image), check(other, &image)],
         &options,
+        None,
         &mut out,
     )
     .await
@@ -253,7 +322,7 @@ async fn setup_checks_agent_images_for_their_pools_architecture() {
 
     let nowhere = format!("127.0.0.1:{}/raibid/agent:1", free_port());
     let mut out = Vec::new();
-    run_checks(&[check(ours, &nowhere)], &options, &mut out)
+    run_checks(&[check(ours, &nowhere)], &options, None, &mut out)
         .await
         .unwrap();
     let shown = String::from_utf8(out).unwrap();

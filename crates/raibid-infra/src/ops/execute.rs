@@ -145,11 +145,14 @@ impl<'a> Executor<'a> {
             }
             Step::Note(_) => Ok(()),
             Step::CheckImages(checks) => {
-                let options = crate::preflight::FetchOptions {
-                    credentials: crate::cli::registry_credentials(self.config),
-                    ..Default::default()
-                };
-                crate::image_checks::run_checks(checks, &options, self.out).await
+                let login = crate::image_checks::RegistryLogin::from_config(self.config);
+                crate::image_checks::run_checks(
+                    checks,
+                    &crate::preflight::FetchOptions::default(),
+                    login.as_ref(),
+                    self.out,
+                )
+                .await
             }
         }
     }
