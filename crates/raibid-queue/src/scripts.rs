@@ -387,7 +387,7 @@ return 'final:' .. status
     )
 });
 
-/// Appends to a job's log stream within its byte budget.
+/// Appends to a job's log stream within its byte budget, if the job still exists.
 ///
 /// KEYS: job, log
 /// ARGV: chunk, max bytes
@@ -395,6 +395,9 @@ return 'final:' .. status
 pub(crate) static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+-- A pruned job (its agent presumed dead and still printing) must not come back as a log and
+-- a record holding nothing but byte counts.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'log_truncated') == '1' then return 0 end
 local used = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
 local max = tonumber(ARGV[2])

@@ -861,6 +861,17 @@ async fn prune_keeps_the_newest_finished_jobs() {
     let removed = q.prune(3).await.unwrap();
     assert_eq!(removed, 3);
     assert!(q.get(&ids[0]).await.unwrap().is_none());
+    // An agent still printing for a pruned job brings back neither record nor log.
+    assert!(!q.append_log(&ids[0], b"late\n").await.unwrap());
+    assert_eq!(
+        redis
+            .command(&format!(
+                "EXISTS raibid:ci-jobs:job:{0} raibid:ci-jobs:log:{0}",
+                ids[0]
+            ))
+            .unwrap(),
+        ":0"
+    );
     assert!(q.get(&ids[3]).await.unwrap().is_some());
     assert!(
         q.get(&ids[4]).await.unwrap().is_some(),
