@@ -79,6 +79,15 @@ pub enum InfraError {
         hint: String,
     },
 
+    /// The controller gave up (a Deployment past its progress deadline): waiting longer is
+    /// pointless.
+    #[error("{what} failed: {message}; {hint}")]
+    RolloutFailed {
+        what: String,
+        message: String,
+        hint: String,
+    },
+
     #[error("`{tool}` is not installed but is needed to {purpose}; {hint}")]
     ToolMissing {
         tool: String,

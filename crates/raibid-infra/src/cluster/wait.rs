@@ -19,7 +19,8 @@ use crate::kinds;
 pub enum Readiness {
     /// Every node reports `Ready`.
     Nodes,
-    /// A Deployment or StatefulSet has all replicas updated and ready.
+    /// A Deployment or StatefulSet has finished rolling out, as `kubectl rollout status`
+    /// judges it: all replicas updated and ready, none of the old ones left.
     Rollout {
         kind: String,
         namespace: String,
@@ -52,13 +53,19 @@ impl fmt::Display for Readiness {
                 kind,
                 namespace,
                 name,
-            } => write!(f, "{kind} {namespace}/{name}: all replicas ready"),
+            } => write!(
+                f,
+                "{kind} {namespace}/{name}: rolled out (all replicas updated and ready)"
+            ),
             Self::Condition {
                 kind,
                 namespace,
                 name,
                 ..
-            } => write!(f, "{kind} {namespace}/{name}: condition Ready=True"),
+            } => write!(
+                f,
+                "{kind} {namespace}/{name}: condition Ready=True for its current spec"
+            ),
             Self::Reconciled {
                 kind,
                 namespace,
@@ -98,61 +105,41 @@ impl Readiness {
         }
     }
 
-    /// `Ok((ready, what we saw))`.
-    async fn probe(&self, cluster: &Cluster) -> Result<(bool, String), kube::Error> {
+    async fn probe(&self, cluster: &Cluster) -> Result<Progress, kube::Error> {
         let client = cluster.client.clone();
         match self {
             Self::Nodes => {
                 let nodes = Api::<Node>::all(client).list(&Default::default()).await?;
                 let total = nodes.items.len();
                 let ready = nodes.items.iter().filter(|n| node_ready(n)).count();
-                Ok((
+                Ok(Progress::from((
                     total > 0 && ready == total,
                     format!("{ready}/{total} nodes ready"),
-                ))
+                )))
             }
             Self::Rollout {
                 kind,
                 namespace,
                 name,
             } if kind == "StatefulSet" => {
-                let Some(set) = Api::<StatefulSet>::namespaced(client, namespace)
+                match Api::<StatefulSet>::namespaced(client, namespace)
                     .get_opt(name)
                     .await?
-                else {
-                    return Ok((false, "not created yet".into()));
-                };
-                let want = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                let status = set.status.unwrap_or_default();
-                let ready = status.ready_replicas.unwrap_or(0);
-                let current = status.observed_generation >= set.metadata.generation;
-                Ok((
-                    current && ready >= want,
-                    format!("{ready}/{want} replicas ready"),
-                ))
+                {
+                    Some(set) => Ok(statefulset_progress(&set)),
+                    None => Ok(Progress::Waiting("not created yet".into())),
+                }
             }
             Self::Rollout {
                 namespace, name, ..
             } => {
-                let Some(deployment) = Api::<Deployment>::namespaced(client, namespace)
+                match Api::<Deployment>::namespaced(client, namespace)
                     .get_opt(name)
                     .await?
-                else {
-                    return Ok((false, "not created yet".into()));
-                };
-                let want = deployment
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.replicas)
-                    .unwrap_or(1);
-                let status = deployment.status.unwrap_or_default();
-                let available = status.available_replicas.unwrap_or(0);
-                let updated = status.updated_replicas.unwrap_or(0);
-                let current = status.observed_generation >= deployment.metadata.generation;
-                Ok((
-                    current && available >= want && updated >= want,
-                    format!("{available}/{want} replicas available, {updated} updated"),
-                ))
+                {
+                    Some(deployment) => Ok(deployment_progress(&deployment)),
+                    None => Ok(Progress::Waiting("not created yet".into())),
+                }
             }
             Self::Condition {
                 api_version,
@@ -167,24 +154,142 @@ impl Readiness {
                 name,
             } => {
                 let Some(info) = kinds::lookup(api_version, kind) else {
-                    return Ok((false, format!("unknown kind {kind}")));
+                    return Ok(Progress::Waiting(format!("unknown kind {kind}")));
                 };
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(client, namespace, &info.api_resource());
                 let Some(object) = api.get_opt(name).await? else {
-                    return Ok((false, "not created yet".into()));
+                    return Ok(Progress::Waiting("not created yet".into()));
                 };
                 let conditions = &object.data["status"]["conditions"];
-                let (ready, state) = ready_condition(conditions);
-                let reported = conditions
-                    .as_array()
-                    .is_some_and(|list| list.iter().any(|c| c["type"] == "Ready"));
                 match self {
-                    Self::Reconciled { .. } => Ok((reported, state)),
-                    _ => Ok((ready, state)),
+                    Self::Reconciled { .. } => {
+                        let (_, state) = ready_condition(conditions);
+                        let reported = conditions
+                            .as_array()
+                            .is_some_and(|list| list.iter().any(|c| c["type"] == "Ready"));
+                        Ok(Progress::from((reported, state)))
+                    }
+                    _ => Ok(Progress::from(current_ready_condition(&object))),
                 }
             }
         }
+    }
+}
+
+/// Where something being waited for stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Ready(String),
+    Waiting(String),
+    /// It will not get there by itself: stop waiting and say why.
+    Failed(String),
+}
+
+impl Progress {
+    fn state(&self) -> &str {
+        match self {
+            Self::Ready(s) | Self::Waiting(s) | Self::Failed(s) => s,
+        }
+    }
+}
+
+impl From<(bool, String)> for Progress {
+    fn from((ready, state): (bool, String)) -> Self {
+        if ready {
+            Self::Ready(state)
+        } else {
+            Self::Waiting(state)
+        }
+    }
+}
+
+/// `kubectl rollout status` for a Deployment. Enough available replicas is not enough: during
+/// a rollout the old ReplicaSet's pods are available too, so the new spec must have been seen,
+/// every replica updated, no old one left, and the updated ones available.
+pub fn deployment_progress(deployment: &Deployment) -> Progress {
+    let status = deployment.status.clone().unwrap_or_default();
+    if status.observed_generation < deployment.metadata.generation {
+        return Progress::Waiting("the controller has not seen the new spec yet".into());
+    }
+    let deadline_exceeded = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    if let Some(condition) = deadline_exceeded {
+        return Progress::Failed(format!(
+            "ProgressDeadlineExceeded: {}",
+            condition.message.as_deref().unwrap_or("no progress")
+        ));
+    }
+    let want = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let replicas = status.replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < want {
+        Progress::Waiting(format!("{updated}/{want} replicas updated"))
+    } else if replicas > updated {
+        Progress::Waiting(format!(
+            "{} old replica(s) pending termination",
+            replicas - updated
+        ))
+    } else if available < updated {
+        Progress::Waiting(format!("{available}/{updated} updated replicas available"))
+    } else {
+        Progress::Ready(format!(
+            "{available}/{want} replicas available, all updated"
+        ))
+    }
+}
+
+/// `kubectl rollout status` for a StatefulSet: ready pods may still run the old revision, so
+/// every replica must be updated and the current revision be the update revision.
+pub fn statefulset_progress(set: &StatefulSet) -> Progress {
+    let status = set.status.clone().unwrap_or_default();
+    if status.observed_generation < set.metadata.generation {
+        return Progress::Waiting("the controller has not seen the new spec yet".into());
+    }
+    let want = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    if ready < want {
+        Progress::Waiting(format!("{ready}/{want} replicas ready"))
+    } else if updated < want {
+        Progress::Waiting(format!("{updated}/{want} replicas updated"))
+    } else if status.current_revision != status.update_revision {
+        Progress::Waiting(format!(
+            "rolling update to revision {} in progress",
+            status.update_revision.as_deref().unwrap_or("?")
+        ))
+    } else {
+        Progress::Ready(format!("{ready}/{want} replicas ready, all updated"))
+    }
+}
+
+/// `Ready=True` about the object's current generation: right after an upgrade is applied the
+/// condition still reports the previous one (Flux records it in the condition's
+/// `observedGeneration`).
+pub fn current_ready_condition(object: &DynamicObject) -> (bool, String) {
+    let conditions = &object.data["status"]["conditions"];
+    let (ready, state) = ready_condition(conditions);
+    let Some(generation) = object.metadata.generation else {
+        return (ready, state);
+    };
+    let observed = conditions
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["observedGeneration"].as_i64());
+    match observed {
+        Some(observed) if observed == generation => (ready, state),
+        Some(observed) => (
+            false,
+            format!("{state} (about generation {observed}, not yet {generation})"),
+        ),
+        None if ready => (false, format!("{state} (for no generation yet)")),
+        None => (false, state),
     }
 }
 
@@ -220,16 +325,29 @@ pub async fn wait_ready(
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let (ready, state) = match what.probe(cluster).await {
+        let progress = match what.probe(cluster).await {
             Ok(seen) => seen,
-            Err(e) => (false, format!("cannot read it: {}", error_chain(&e))),
+            Err(e) => Progress::Waiting(format!("cannot read it: {}", error_chain(&e))),
         };
-        if state != last {
-            let _ = writeln!(out, "    {what}: {state} ({}s)", start.elapsed().as_secs());
-            last = state;
+        if progress.state() != last {
+            let _ = writeln!(
+                out,
+                "    {what}: {} ({}s)",
+                progress.state(),
+                start.elapsed().as_secs()
+            );
+            last = progress.state().to_owned();
         }
-        if ready {
-            return Ok(());
+        match progress {
+            Progress::Ready(_) => return Ok(()),
+            Progress::Failed(message) => {
+                return Err(InfraError::RolloutFailed {
+                    what: what.to_string(),
+                    message,
+                    hint: what.hint(),
+                });
+            }
+            Progress::Waiting(_) => {}
         }
         if start.elapsed() >= timeout {
             return Err(InfraError::Timeout {
@@ -265,5 +383,129 @@ mod tests {
         );
         assert!(ready_condition(&json!([{"type": "Ready", "status": "True"}])).0);
         assert_eq!(ready_condition(&json!(null)).1, "no Ready condition yet");
+    }
+
+    fn deployment(status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "raibid-server", "generation": 2},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "x"}},
+                "template": {"metadata": {"labels": {"app": "x"}}}
+            },
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn is_ready(progress: &Progress) -> bool {
+        matches!(progress, Progress::Ready(_))
+    }
+
+    /// Mid-rollout the old pod is still available: replicas 2 (one old, one new), updated 1,
+    /// available 1 satisfied the old check.
+    #[test]
+    fn a_deployment_is_rolled_out_once_no_old_replica_is_left() {
+        let mid = deployment(json!({
+            "observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1
+        }));
+        assert_eq!(
+            deployment_progress(&mid),
+            Progress::Waiting("1 old replica(s) pending termination".into())
+        );
+        let unseen = deployment(json!({
+            "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1
+        }));
+        assert!(!is_ready(&deployment_progress(&unseen)));
+        let unavailable = deployment(json!({
+            "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0
+        }));
+        assert!(!is_ready(&deployment_progress(&unavailable)));
+        let done = deployment(json!({
+            "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1
+        }));
+        assert!(is_ready(&deployment_progress(&done)));
+    }
+
+    #[test]
+    fn a_deployment_past_its_progress_deadline_has_failed() {
+        let stuck = deployment(json!({
+            "observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1,
+            "conditions": [{
+                "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet \"raibid-server-7d9\" has timed out progressing."
+            }]
+        }));
+        let Progress::Failed(message) = deployment_progress(&stuck) else {
+            panic!("{:?}", deployment_progress(&stuck));
+        };
+        assert!(
+            message.starts_with("ProgressDeadlineExceeded: ReplicaSet"),
+            "{message}"
+        );
+    }
+
+    fn statefulset(status: serde_json::Value) -> StatefulSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": "raibid-redis", "generation": 2},
+            "spec": {
+                "replicas": 1,
+                "serviceName": "raibid-redis",
+                "selector": {"matchLabels": {"app": "x"}},
+                "template": {"metadata": {"labels": {"app": "x"}}}
+            },
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    /// The old pod is ready until the controller replaces it: ready replicas alone said done.
+    #[test]
+    fn a_statefulset_is_rolled_out_at_its_update_revision() {
+        let old_pod_ready = statefulset(json!({
+            "observedGeneration": 2, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 0,
+            "currentRevision": "raibid-redis-1", "updateRevision": "raibid-redis-2"
+        }));
+        assert!(!is_ready(&statefulset_progress(&old_pod_ready)));
+        let revision_pending = statefulset(json!({
+            "observedGeneration": 2, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+            "currentRevision": "raibid-redis-1", "updateRevision": "raibid-redis-2"
+        }));
+        assert!(!is_ready(&statefulset_progress(&revision_pending)));
+        let unseen = statefulset(json!({
+            "observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+            "currentRevision": "raibid-redis-1", "updateRevision": "raibid-redis-1"
+        }));
+        assert!(!is_ready(&statefulset_progress(&unseen)));
+        let done = statefulset(json!({
+            "observedGeneration": 2, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+            "currentRevision": "raibid-redis-2", "updateRevision": "raibid-redis-2"
+        }));
+        assert!(is_ready(&statefulset_progress(&done)));
+    }
+
+    /// A HelmRelease whose new version was just applied still says Ready=True about the old one.
+    #[test]
+    fn a_ready_condition_counts_only_for_the_current_generation() {
+        let release = |observed: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "helm.toolkit.fluxcd.io/v2",
+                "kind": "HelmRelease",
+                "metadata": {"name": "keda", "namespace": "flux-system", "generation": 3},
+                "status": {"conditions": [{
+                    "type": "Ready", "status": "True", "observedGeneration": observed,
+                    "reason": "UpgradeSucceeded", "message": "Helm upgrade succeeded"
+                }]}
+            }))
+            .unwrap()
+        };
+        let (ready, state) = current_ready_condition(&release(json!(2)));
+        assert!(!ready, "{state}");
+        assert!(
+            state.ends_with("(about generation 2, not yet 3)"),
+            "{state}"
+        );
+        assert!(!current_ready_condition(&release(json!(null))).0);
+        assert!(current_ready_condition(&release(json!(3))).0);
     }
 }
