@@ -387,6 +387,10 @@ impl GitCheckout {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Ctrl-C on an agent started in a terminal signals its whole foreground group: git
+            // would die of it and the job end in `error`, while the agent itself hands the job
+            // back. A group of its own leaves git to the agent.
+            .process_group(0)
             .kill_on_drop(true);
         // kill_on_drop covers a cancelled job; a SIGKILLed agent drops nothing, and its git
         // would go on writing into a workspace the next agent is about to remove.

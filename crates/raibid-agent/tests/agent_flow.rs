@@ -1125,3 +1125,64 @@ async fn a_cancel_stops_a_stalled_submodule_fetch() {
     assert!(!log.contains("reached-the-step"), "{log}");
     drop(held);
 }
+
+/// Ctrl-C on an agent started in a terminal signals the terminal's whole foreground group.
+/// The agent hands its job back on that; its git must not also die of it (the job would end
+/// in `error`), so git runs in a process group of its own.
+#[tokio::test]
+async fn checkout_git_is_outside_the_agent_s_process_group() {
+    let h = Harness::new();
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stall.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut connections = Vec::new();
+        while let Ok((conn, _)) = stall.accept() {
+            connections.push(conn);
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/acme/app.git");
+    let job = h.enqueue(&url, &"2".repeat(40)).await;
+    let agent = tokio::spawn(run_agent(
+        h.runner(SecretStore::default()),
+        options(true),
+        CancellationToken::new(),
+    ));
+    let ours = nix::unistd::getpgrp().as_raw();
+    let groups = loop {
+        let groups: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                if !String::from_utf8_lossy(&cmdline).contains(&url) {
+                    return None;
+                }
+                // Field 5 of stat, after the parenthesised command name.
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let after = &stat[stat.rfind(')')? + 2..];
+                after.split(' ').nth(2)?.parse().ok()
+            })
+            .collect();
+        if !groups.is_empty() {
+            break groups;
+        }
+        assert!(
+            !agent.is_finished(),
+            "the checkout ended: {}",
+            h.log(&job.id).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    h.queue.cancel(&job.id).await.unwrap();
+    assert!(
+        groups.iter().all(|&g| g != ours),
+        "git in our group {ours}: {groups:?}"
+    );
+    let ends = tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .jobs;
+    assert_eq!(ends[0].1, JobEnd::Acked(JobStatus::Cancelled));
+}
