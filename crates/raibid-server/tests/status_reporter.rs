@@ -311,6 +311,37 @@ async fn a_4xx_is_not_retried_and_does_not_touch_the_job() {
     );
 }
 
+/// reqwest follows a 301 by repeating the POST as a GET without the body; the 200 of the page
+/// it lands on used to count as a status sent, and the status was never sent again.
+#[tokio::test]
+async fn a_redirect_is_a_failure_not_followed() {
+    let elsewhere = Forge::default();
+    *elsewhere.always.lock().unwrap() = Some(StatusCode::OK);
+    let target = elsewhere.clone().start().await;
+    let moved = Router::new().fallback(any(move |uri: Uri| {
+        let location = format!("{target}{}", uri.path());
+        async move { (StatusCode::MOVED_PERMANENTLY, [("location", location)], "") }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, moved).await.unwrap() });
+
+    let server = TestServer::start_with(forge_config(&base)).await;
+    let id = json(server.deliver("gitea/push").await).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    metric_line(
+        &server,
+        r#"raibid_status_reports_total{forge="gitea",outcome="failure"} 1"#,
+    )
+    .await;
+    assert!(elsewhere.calls().is_empty(), "{:?}", elsewhere.calls());
+    assert_eq!(server.queue.last_report(&id).await.unwrap(), None);
+    let text = server.get("/metrics").await.text().await.unwrap();
+    assert!(!text.contains(r#"outcome="success""#), "{text}");
+}
+
 #[tokio::test]
 async fn an_unreachable_forge_is_retried_then_given_up() {
     // A port nobody listens on: connection refused on every attempt.

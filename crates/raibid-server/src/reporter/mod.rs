@@ -56,8 +56,15 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// A live reporter reads every [`BLOCK`]; an hour of silence is a replica that is gone.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
+/// The HTTP client of the reporter.
+///
+/// It follows no redirects: on a 301 or 302 reqwest would repeat the POST as a GET without
+/// the body (and without the token, on another host), and the 200 of whatever page that lands
+/// on would count as a status the forge accepted. A redirect is reported as a failure naming
+/// where it points, which is usually a `gitea.url` to correct (`http` for `https`, an old host).
 pub(crate) fn client() -> Result<reqwest::Client, ServerError> {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("raibid-ci/", env!("CARGO_PKG_VERSION")))

@@ -2,7 +2,8 @@
 //!
 //! 5xx, 429 and transport errors are retried with exponential backoff, a bounded number of
 //! times; any other 4xx (bad token, unknown repository or commit) would fail the same way
-//! again and is given up at once.
+//! again and is given up at once, as is a redirect (the client follows none, see
+//! [`super::client`]).
 //!
 //! The request is prepared anew before every attempt: with several replicas, or after a
 //! backoff, the job may have moved on, and a status sent from an old event would overwrite a
@@ -25,6 +26,11 @@ pub(crate) enum SendError {
     Invalid(#[from] raibid_forge::StatusError),
     #[error("the forge refused the status with {status}: {body}")]
     Refused { status: StatusCode, body: String },
+    #[error("the forge answered {status} redirecting to {location:?}; the status was not sent")]
+    Redirected {
+        status: StatusCode,
+        location: String,
+    },
     #[error("the forge answered {status} {attempts} times: {body}")]
     Failing {
         status: StatusCode,
@@ -75,6 +81,22 @@ where
                     attempts: attempt,
                     what,
                 }));
+            }
+            Ok(response) if response.status().is_redirection() => {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .map(|v| {
+                        String::from_utf8_lossy(v.as_bytes())
+                            .chars()
+                            .take(BODY_SNIPPET_CHARS)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Err(SendError::Redirected {
+                    status: response.status(),
+                    location,
+                });
             }
             Ok(response) => {
                 let status = response.status();
