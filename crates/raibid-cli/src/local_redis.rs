@@ -101,9 +101,13 @@ impl LocalRedis {
             Durability::Aof => cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]),
             Durability::Memory => cmd.args(["--appendonly", "no"]),
         };
+        // A group of its own: Ctrl-C signals the terminal's whole foreground group, and
+        // redis-server would shut down at once on that SIGINT, under agents still acking.
+        // `raibid up` stops it last, itself.
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true);
         die_with_parent(&mut cmd);
         // SAFETY: umask is async-signal-safe and touches no allocator or locks.

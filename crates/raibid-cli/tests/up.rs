@@ -1,6 +1,7 @@
 //! `raibid up` end to end, as real processes: the binary, its private redis-server, its
 //! server, its agents and their sandboxes.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,6 +63,8 @@ impl Up {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
+            // As a shell starts a foreground job: its own group, which Ctrl-C signals whole.
+            .process_group(0)
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -96,14 +99,27 @@ impl Up {
 
     /// SIGTERM, then wait; returns whether it exited cleanly within `within`.
     fn terminate(&mut self, within: Duration) -> bool {
+        self.stop_with(within, |pid| {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+        })
+    }
+
+    /// Ctrl-C in the terminal: SIGINT to the whole process group `raibid up` leads.
+    fn interrupt_group(&mut self, within: Duration) -> bool {
+        self.stop_with(within, |pid| {
+            nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGINT)
+        })
+    }
+
+    fn stop_with(
+        &mut self,
+        within: Duration,
+        signal: impl FnOnce(nix::unistd::Pid) -> nix::Result<()>,
+    ) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;
         };
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        signal(nix::unistd::Pid::from_raw(child.id() as i32)).unwrap();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -317,6 +333,61 @@ async fn a_restart_resumes_queued_jobs() {
         let job = wait_final(&client, id, Duration::from_secs(60)).await;
         assert_eq!(job.status, JobStatus::Success, "{job:?}");
     }
+}
+
+/// Ctrl-C reaches every process of the terminal's foreground group. Only `raibid up` may act
+/// on it: redis-server would shut down at once (SIGINT is its shutdown signal) while the
+/// agents, in their grace period, still have a job to ack.
+#[tokio::test]
+async fn ctrl_c_stops_in_order_and_the_running_job_keeps_its_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(dir.path(), "", &[], &[]);
+    let client = up.client();
+    let (repo, sha) = repo_with("steps:\n  - name: short\n    run: sleep 1\n");
+    let job = submit(&client, &repo, &sha).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.job(&job.id).await.unwrap().status != JobStatus::Running {
+        assert!(Instant::now() < deadline, "never ran:\n{}", up.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up.interrupt_group(Duration::from_secs(30)), "{}", up.log());
+    let redis_logs: String = walkdir(&up.data)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "redis.log"))
+        .map(|p| read(&p))
+        .collect();
+    assert!(!redis_logs.contains("Received SIGINT"), "{redis_logs}");
+
+    up.spawn(&[], &[]);
+    let done = client_job(&up, &job.id).await;
+    assert_eq!(
+        (done.status, done.attempt),
+        (JobStatus::Success, 1),
+        "{}",
+        up.log()
+    );
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(_) => files.push(path),
+                Err(_) => {}
+            }
+        }
+    }
+    files
+}
+
+/// The job as a restarted `up` reports it (its reaper would requeue one left running).
+async fn client_job(up: &Up, id: &str) -> Job {
+    up.client().job(id).await.unwrap()
 }
 
 #[tokio::test]

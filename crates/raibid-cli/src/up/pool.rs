@@ -184,6 +184,9 @@ impl LocalPool {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // Not in the terminal's foreground group: Ctrl-C reaches `raibid up` alone, which
+            // stops the agents in order (SIGTERM, grace period) before the server and Redis.
+            .process_group(0)
             .kill_on_drop(true);
         die_with_parent(&mut cmd);
         let child = cmd.spawn()?;
