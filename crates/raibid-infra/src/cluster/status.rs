@@ -288,9 +288,10 @@ fn part_of_raibid(object: &DynamicObject) -> bool {
 
 impl ClusterStatus {
     /// What is not ready, one line each; empty when everything checked is. `component` is the
-    /// one asked about (`raibid status redis`), which must then have pods (except agents, which
-    /// scale to zero). Agent pods themselves are not judged: each lives for one build, and a
-    /// failed build's pod is kept for its logs.
+    /// one asked about (`raibid status redis`), which must then have pods, except agents,
+    /// which scale to zero: they must have ScaledJobs instead, or no job would ever get an
+    /// agent. Agent pods themselves are not judged: each lives for one build, and a failed
+    /// build's pod is kept for its logs.
     pub fn problems(&self, component: Option<Component>) -> Vec<String> {
         if !self.reachable {
             return vec![format!(
@@ -315,6 +316,11 @@ impl ClusterStatus {
                     pods.component, pod.name, pod.phase
                 ));
             }
+        }
+        if component == Some(Component::Agents) && self.scaled_jobs.is_empty() {
+            problems.push(
+                "agents: no ScaledJob, so no agent will start (`raibid setup agents`)".into(),
+            );
         }
         for job in self.scaled_jobs.iter().filter(|j| !j.ready) {
             problems.push(format!(
@@ -432,5 +438,52 @@ impl fmt::Display for ClusterStatus {
             writeln!(f, "  note: {note}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reachable() -> ClusterStatus {
+        ClusterStatus {
+            reachable: true,
+            server: Some("https://127.0.0.1:6443/".into()),
+            kubeconfig: "/etc/rancher/k3s/k3s.yaml".into(),
+            error: None,
+            nodes: Vec::new(),
+            components: vec![ComponentPods {
+                component: Component::Agents,
+                namespace: "raibid-ci".into(),
+                pods: Vec::new(),
+            }],
+            scaled_jobs: Vec::new(),
+            flux: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// `raibid status agents` said ready with nothing deployed (no ScaledJob, or no KEDA).
+    #[test]
+    fn agents_without_a_scaled_job_are_a_problem_when_asked_about() {
+        let status = reachable().only(Component::Agents);
+        assert_eq!(
+            status.problems(Some(Component::Agents)),
+            ["agents: no ScaledJob, so no agent will start (`raibid setup agents`)"]
+        );
+        // The whole status does not ask for agents (a cluster may have none yet).
+        assert!(reachable().problems(None).is_empty());
+
+        let mut deployed = reachable();
+        deployed.scaled_jobs.push(ScaledJobStatus {
+            name: "raibid-agent-arm64".into(),
+            pool: Some("arm64".into()),
+            ready: true,
+            message: "Ready=True: ScaledJob is defined correctly".into(),
+            max_replicas: Some(20),
+            active_jobs: 0,
+        });
+        // No agent pods is fine: they scale to zero.
+        assert!(deployed.problems(Some(Component::Agents)).is_empty());
     }
 }
