@@ -549,7 +549,7 @@ fn is_lock_error(message: &str) -> bool {
 async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let lock_path = mirror.with_extension("lock");
-    tokio::task::spawn_blocking(move || {
+    let file = tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -567,15 +567,64 @@ async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutErro
         if meta.permissions().mode() & 0o077 != 0 {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| CheckoutError::Io(std::io::Error::from(errno)))
+        Ok::<_, CheckoutError>(file)
     })
     .await
-    .map_err(|e| CheckoutError::Io(std::io::Error::other(e)))?
+    .map_err(|e| CheckoutError::Io(std::io::Error::other(e)))??;
+    // Polled rather than a blocking flock on a thread: a job cancelled while it waits drops
+    // this future, but a thread blocked in flock would wait on, and the runtime's shutdown
+    // waits for its threads, so a `--once` agent would not exit until the other checkout of
+    // the repository ended.
+    let mut file = file;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
+                file = back;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err((_, errno)) => return Err(CheckoutError::Io(std::io::Error::from(errno))),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+
+    /// A checkout waiting for another's mirror lock and then cancelled leaves nothing behind
+    /// that keeps the runtime, and so a `--once` agent, from ending.
+    #[test]
+    fn a_cancelled_wait_for_the_mirror_lock_holds_up_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("acme-app.git");
+        let held = std::fs::File::create(mirror.with_extension("lock")).unwrap();
+        let held = Flock::lock(held, FlockArg::LockExclusive).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let waited = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(200), lock_mirror(&mirror)).await
+        });
+        assert!(
+            waited.is_err(),
+            "the lock is held: the wait must still be going"
+        );
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(runtime);
+            let _ = done.send(());
+        });
+        let result = ended.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        assert!(
+            result.is_ok(),
+            "the runtime could not shut down while the lock was held"
+        );
+    }
 
     fn job_for(url: &str, sha: &str) -> Job {
         let spec = raibid_model::NewJob::new(
