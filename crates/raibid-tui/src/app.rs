@@ -217,7 +217,9 @@ impl App {
         match action {
             Action::OpenJob(job) => {
                 self.tab = Tab::Job;
-                if self.detail.job_id() == Some(job.id.as_str()) {
+                // The same job again is only a tab switch, unless its log follower gave up:
+                // then opening it is how the user asks to follow it once more.
+                if self.detail.job_id() == Some(job.id.as_str()) && !self.detail.stream_stopped() {
                     return None;
                 }
                 let id = job.id.clone();
@@ -456,6 +458,32 @@ mod tests {
         );
         assert!(app.popup.is_none());
         assert_eq!(app.tab, Tab::Jobs);
+    }
+
+    /// Re-opening the job was ignored, so a log stream that had stopped for good (the
+    /// server refused it) could only be followed again by opening another job first.
+    #[test]
+    fn reopening_a_job_whose_log_stopped_follows_it_again() {
+        let mut app = app();
+        open_first(&mut app);
+        app.apply(DataEvent::LogInterrupted {
+            job_id: "02".into(),
+            error: "reconnecting".into(),
+            retrying: true,
+        });
+        press(&mut app, KeyCode::Char('1'));
+        assert_eq!(press(&mut app, KeyCode::Enter), None, "still following");
+        app.apply(DataEvent::LogInterrupted {
+            job_id: "02".into(),
+            error: "forbidden".into(),
+            retrying: false,
+        });
+        press(&mut app, KeyCode::Char('1'));
+        assert_eq!(
+            press(&mut app, KeyCode::Enter),
+            Some(Command::FollowJob("02".into()))
+        );
+        assert_eq!(app.tab, Tab::Job);
     }
 
     #[test]

@@ -279,6 +279,13 @@ pub(crate) async fn follow_log(
                 return;
             }
             Ok(None) => ("the server closed the stream".to_owned(), true),
+            // Too many streams for this client (another dashboard, a `raibid job logs -f`):
+            // one frees up as those end, like the server-wide limit's 503.
+            Err(ClientError::Api {
+                status: 429,
+                message,
+                ..
+            }) => (message, true),
             // The job is gone or we may not read it: asking again will not change that.
             Err(ClientError::Api {
                 status: 400..=499,
@@ -351,6 +358,87 @@ mod tests {
         let second = watch.due(&covered(&[]));
         assert_eq!(second[0], "050");
         assert_eq!(second[MAX_REREADS - 1], "099");
+    }
+
+    /// A server that refuses the first log stream as raibid's does when a client holds too
+    /// many (429 with Retry-After), then streams one line and the end. Returns its URL and
+    /// the number of log requests so far.
+    async fn log_server_refusing_once() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let response = if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let body = r#"{"error":{"code":"too_many_log_streams_for_client","message":"this client already follows 4 logs"}}"#;
+                        format!(
+                            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+                             retry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        let body = "event: log\nid: 1-0\ndata: {\"text\":\"hello\\n\"}\n\n\
+                                    event: end\ndata: {\"status\":\"success\"}\n\n";
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        (url, requests)
+    }
+
+    /// A 429 (this client follows too many logs) stopped following for good, though a
+    /// stream frees up as soon as another one ends.
+    #[tokio::test]
+    async fn a_refused_log_stream_is_asked_for_again() {
+        let (url, requests) = log_server_refusing_once().await;
+        let client = Client::new(&url, None).expect("client");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Without a retry that ends, it would reconnect for ever: bound the test, not the
+        // code.
+        tokio::time::timeout(Duration::from_secs(60), follow_log(client, "01".into(), tx))
+            .await
+            .expect("the log was followed to its end");
+        let mut seen = Vec::new();
+        while let Ok(Message::Data(event)) = rx.try_recv() {
+            seen.push(match event {
+                DataEvent::LogInterrupted {
+                    error, retrying, ..
+                } => format!("interrupted retrying={retrying}: {error}"),
+                DataEvent::Log { text, .. } => format!("log: {text}"),
+                DataEvent::LogEnd { status, .. } => format!("end: {status:?}"),
+                _ => continue,
+            });
+        }
+        assert_eq!(
+            seen,
+            [
+                "interrupted retrying=true: this client already follows 4 logs",
+                "log: hello\n",
+                "end: Success",
+            ]
+        );
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     fn queue(redis: &RedisServer) -> Queue {

@@ -138,6 +138,18 @@ impl JobDetailView {
         }
     }
 
+    /// The log follower gave up (nothing is reconnecting): opening the job again is the way to
+    /// ask once more.
+    pub fn stream_stopped(&self) -> bool {
+        matches!(
+            self.stream,
+            StreamState::Interrupted {
+                retrying: false,
+                ..
+            }
+        )
+    }
+
     pub fn log_interrupted(&mut self, job_id: &str, error: String, retrying: bool) {
         if self.is_open(job_id) {
             self.stream = StreamState::Interrupted { error, retrying };
