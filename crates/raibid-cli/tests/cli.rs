@@ -320,6 +320,40 @@ fn an_unusable_step_user_stops_the_agent_at_start() {
     }
 }
 
+/// Two agents running host steps as one step user would kill each other's step processes
+/// (every process of the step user dies after each step) and could read each other's secrets.
+#[test]
+fn a_step_user_serves_one_agent_per_machine() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (step users need a root agent); CI runs as root");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Another agent holds uid 64997.
+    let held = std::fs::File::create("/run/raibid-step-user-64997.lock").unwrap();
+    let held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "agent:\n  step_user: \"64997\"\n  executor: host\n  workspace_dir: {}\n  \
+             cache_dir: {}\n",
+            dir.path().join("work").display(),
+            dir.path().join("mirrors").display()
+        ),
+    )
+    .unwrap();
+    let out = raibid(&file, &["agent", "--once"], &[]);
+    drop(held);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another raibid agent on this machine runs host steps as uid 64997"),
+        "{err}"
+    );
+}
+
 /// `raibid infra render | head -1` and the like: a reader that goes away ends the command
 /// quietly (SIGPIPE, as for any filter), not with a panic and a backtrace.
 #[test]

@@ -368,6 +368,21 @@ async fn ctrl_c_stops_in_order_and_the_running_job_keeps_its_verdict() {
     );
 }
 
+/// Agents running host steps as one step user exclude each other (one per machine), so up
+/// starts one at a time instead of agents that would fail.
+#[tokio::test]
+async fn host_steps_under_a_step_user_get_one_local_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(
+        dir.path(),
+        "  executor: host\n  step_user: \"64996\"\n",
+        &["--max-agents", "4"],
+        &[],
+    );
+    assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
+    assert!(up.log().contains("0..1 on demand"), "{}", up.log());
+}
+
 /// Every file under `dir`.
 fn walkdir(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();

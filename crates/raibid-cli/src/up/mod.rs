@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
-use raibid_config::{Config, Secret, TokenHash};
+use raibid_config::{Config, ExecutorKind, Secret, TokenHash};
 use raibid_model::JobStatus;
 use raibid_queue::Queue;
 use raibid_server::ServerOptions;
@@ -111,6 +111,17 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         .or((config.up.max_agents > 0).then_some(config.up.max_agents))
         .map(u64::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u64));
+    // Host steps under a step user: one agent per step user per machine (each agent holds a
+    // lock for it), so more would only start and fail.
+    let max_agents = if config.agent.executor == ExecutorKind::Host
+        && !config.agent.step_user.trim().is_empty()
+        && max_agents > 1
+    {
+        info!("agent.step_user with host steps: one local agent at a time");
+        1
+    } else {
+        max_agents
+    };
     let cooldown = Duration::from_secs(args.cooldown.unwrap_or(config.up.cooldown_secs));
 
     let queue = Queue::open(queue_options(&config))?;
