@@ -34,6 +34,7 @@ mod plan;
 pub use raibid_oci as preflight;
 pub mod image_checks;
 mod render;
+mod secret_checksum;
 mod secrets;
 mod tools;
 mod tree;

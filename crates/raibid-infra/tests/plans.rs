@@ -193,6 +193,74 @@ async fn helm_and_flux_are_given_raibid_s_kubeconfig() {
     }
 }
 
+/// The pod-template checksums of a setup of redis, server and agents: the Redis StatefulSet,
+/// the server Deployment, then each ScaledJob.
+async fn secret_checksums(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    setup_to(
+        setup_args(&[
+            ComponentArg::Redis,
+            ComponentArg::Server,
+            ComponentArg::Agents,
+        ]),
+        config,
+        ALL_TOOLS,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("first-password") && !text.contains("second-password"));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("raibid.dev/secret-checksum: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Setup rewrote the Secrets pods read as environment variables at start and left the pods
+/// alone: after a new Redis password the running Redis and server kept the old one while new
+/// agents used the new one. A change now changes the pod templates that read it.
+#[tokio::test]
+async fn a_changed_secret_changes_the_pod_templates_that_read_it() {
+    let mut config = config();
+    config.redis.url = raibid_config::Secret::new("redis://:first-password@raibid-redis:6379");
+    config.server.webhook_secret = raibid_config::Secret::new("first-hook");
+    let first = secret_checksums(&config).await;
+    assert_eq!(
+        first.len(),
+        5,
+        "redis, server and three ScaledJobs: {first:?}"
+    );
+    assert_eq!(
+        secret_checksums(&config).await,
+        first,
+        "same values, same pods"
+    );
+
+    config.redis.url = raibid_config::Secret::new("redis://:second-password@raibid-redis:6379");
+    let new_password = secret_checksums(&config).await;
+    // Everything reads the Redis password.
+    for (before, after) in first.iter().zip(&new_password) {
+        assert_ne!(before, after);
+    }
+
+    config.server.webhook_secret = raibid_config::Secret::new("second-hook");
+    let new_hook = secret_checksums(&config).await;
+    assert_eq!(
+        new_hook[0], new_password[0],
+        "Redis does not read the server's Secret"
+    );
+    assert_ne!(new_hook[1], new_password[1]);
+    assert_eq!(new_hook[2..], new_password[2..]);
+
+    config.agent.registry.password = raibid_config::Secret::new("pkg-token");
+    let new_login = secret_checksums(&config).await;
+    assert_eq!(new_login[..2], new_hook[..2]);
+    for (before, after) in new_hook[2..].iter().zip(&new_login[2..]) {
+        assert_ne!(before, after);
+    }
+}
+
 #[tokio::test]
 async fn without_helm_flux_installs_the_charts() {
     let tools = Tools {

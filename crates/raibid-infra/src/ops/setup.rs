@@ -9,6 +9,7 @@ use crate::helm::HelmInstall;
 use crate::k3s::{K3sInstall, KUBECONFIG_FOR_USER, KUBECONFIG_MODE};
 use crate::manifest::Manifest;
 use crate::plan::{CommandLine, Plan, Step};
+use crate::secret_checksum;
 use crate::secrets::{self, SecretSpec};
 
 pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, InfraError> {
@@ -77,11 +78,12 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
             steps.push(Step::Wait(Readiness::Nodes));
         }
         Component::Redis => {
-            let objects: Vec<Manifest> = ctx
+            let mut objects: Vec<Manifest> = ctx
                 .overlay_component("redis")?
                 .into_iter()
                 .filter(|m| m.kind() != "Namespace")
                 .collect();
+            secret_checksum::annotate(&mut objects, ctx.config)?;
             steps.push(namespace()?);
             steps.push(ensure_secret(ctx, &secrets::REDIS)?);
             steps.extend(apply_and_wait("redis", objects));
@@ -168,10 +170,13 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
         Component::Server => {
             steps.push(namespace()?);
             steps.push(ensure_secret(ctx, &secrets::SERVER)?);
-            steps.extend(apply_and_wait("server", ctx.overlay_component("server")?));
+            let mut objects = ctx.overlay_component("server")?;
+            secret_checksum::annotate(&mut objects, ctx.config)?;
+            steps.extend(apply_and_wait("server", objects));
         }
         Component::Agents => {
-            let objects = ctx.overlay_component("agents")?;
+            let mut objects = ctx.overlay_component("agents")?;
+            secret_checksum::annotate(&mut objects, ctx.config)?;
             let checks = crate::image_checks::scaled_job_images(&objects);
             if !checks.is_empty() {
                 steps.push(Step::CheckImages(checks));
