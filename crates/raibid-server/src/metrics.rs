@@ -40,7 +40,12 @@ struct ReportLabels {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReportOutcome {
     Success,
+    /// Refused for good (a 4xx other than 408 and 429, a redirect), or still failing after
+    /// an hour of retries.
     Failure,
+    /// Failed in a way that may pass (the forge is unreachable, answers 5xx, 408 or 429): the
+    /// report is tried again later.
+    Retry,
     /// No token or API URL configured for the forge, or nothing new to send: the job's
     /// current status was already sent (the event was older than the job).
     Skipped,
@@ -51,6 +56,7 @@ impl ReportOutcome {
         match self {
             ReportOutcome::Success => "success",
             ReportOutcome::Failure => "failure",
+            ReportOutcome::Retry => "retry",
             ReportOutcome::Skipped => "skipped",
         }
     }

@@ -342,17 +342,126 @@ async fn a_redirect_is_a_failure_not_followed() {
     assert!(!text.contains(r#"outcome="success""#), "{text}");
 }
 
+/// How many events of the reporter's group are read and not acknowledged.
+fn pending_status_events(server: &TestServer) -> String {
+    server
+        .redis
+        .command(&format!(
+            "EVAL \"return redis.call('XPENDING', KEYS[1], ARGV[1])[1]\" 1 raibid:ci-jobs:events {}",
+            support::STATUS_GROUP
+        ))
+        .unwrap()
+}
+
+/// A forge that cannot be reached is retried without end (within the hour), at a pace that
+/// slows down, and the event is kept meanwhile: acknowledging it would lose the status.
 #[tokio::test]
-async fn an_unreachable_forge_is_retried_then_given_up() {
+async fn an_unreachable_forge_is_retried_and_its_event_kept() {
     // A port nobody listens on: connection refused on every attempt.
     let base = format!("http://127.0.0.1:{}", raibid_testkit::free_port());
     let server = TestServer::start_with(forge_config(&base)).await;
     server.deliver("gitea/push").await;
+    // More attempts than the reporter used to make before giving up (4).
     metric_line(
         &server,
-        r#"raibid_status_reports_total{forge="gitea",outcome="failure"} 1"#,
+        r#"raibid_status_reports_total{forge="gitea",outcome="retry"} 5"#,
     )
     .await;
+    let text = server.get("/metrics").await.text().await.unwrap();
+    assert!(!text.contains(r#"outcome="failure""#), "{text}");
+    assert_eq!(pending_status_events(&server), ":1");
+}
+
+/// A forge restarting for a few seconds: the final status, reported while it was down, reaches
+/// it once it is back.
+#[tokio::test]
+async fn a_forge_back_after_an_outage_gets_the_final_status() {
+    let port = raibid_testkit::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = TestServer::start_with(forge_config(&base)).await;
+    server.deliver("gitea/push").await;
+    let claimed = server.claim_one("spark-7").await;
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    // Past the reporter's old retry schedule (4 attempts, 1.75 s in all).
+    metric_line(
+        &server,
+        r#"raibid_status_reports_total{forge="gitea",outcome="retry"} 5"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let forge = Forge::default();
+    let app = Router::new()
+        .fallback(any(record))
+        .with_state(forge.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let calls = eventually(Duration::from_secs(60), "the final status", || async {
+        let calls = forge.calls();
+        calls
+            .iter()
+            .any(|c| c.body["state"] == "success")
+            .then_some(calls)
+    })
+    .await;
+    // Every event of the job was folded into the retry, which sent the status of the moment.
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    eventually(
+        Duration::from_secs(10),
+        "the events acknowledged",
+        || async { (pending_status_events(&server) == ":0").then_some(()) },
+    )
+    .await;
+}
+
+/// A reader rejoining the group under the name it had would first be handed its own
+/// unacknowledged events, among them those waiting for a retry, over and over: it would never
+/// read a new event while one forge is down.
+#[tokio::test]
+async fn a_forge_that_is_down_does_not_hold_up_the_others_after_a_redis_reconnect() {
+    let forge = Forge::default();
+    let github = forge.clone().start().await;
+    let mut cfg = forge_config(&github);
+    cfg.gitea.url = format!("http://127.0.0.1:{}", raibid_testkit::free_port());
+    let server = TestServer::start_with(cfg).await;
+    server.deliver("gitea/push").await;
+    metric_line(
+        &server,
+        r#"raibid_status_reports_total{forge="gitea",outcome="retry"} 2"#,
+    )
+    .await;
+    // Every client connection dropped: the reporter's read fails and it joins again.
+    let killed = server.redis.command("CLIENT KILL TYPE normal").unwrap();
+    assert!(killed.starts_with(':'), "{killed}");
+
+    // The server's own connection was dropped too: its first command may fail (503).
+    eventually(
+        Duration::from_secs(10),
+        "the GitHub push queued",
+        || async {
+            server
+                .deliver("github/push")
+                .await
+                .status()
+                .is_success()
+                .then_some(())
+        },
+    )
+    .await;
+    let calls = forge.wait_for_calls(1).await;
+    assert_eq!(calls[0].authorization, format!("Bearer {GITHUB_TOKEN}"));
+    assert_eq!(
+        pending_status_events(&server),
+        ":1",
+        "the Gitea event still waits"
+    );
 }
 
 /// An event whose report is still being retried when the job moves on must not put its old

@@ -8,6 +8,13 @@
 //! sent: the forge shows the latest status per context anyway. A report that fails is logged
 //! and counted, never held against the job.
 //!
+//! An event is acknowledged once its report is sent, found sent already, or refused for good
+//! (a 4xx other than 408 and 429, a redirect). While the forge is unreachable or answers 5xx,
+//! 408 or 429 the job's events stay unacknowledged and the report is retried, the pause
+//! doubling from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`], for up to [`GIVE_UP_AFTER`]: a forge
+//! restarting must not cost a final status, which nothing would ever send again. Events of a
+//! replica that stops meanwhile are taken over like any others it left.
+//!
 //! Replicas handle events of one job concurrently and retry with backoff, so an old event
 //! could land on the forge after a newer one. An event therefore only triggers a report: the
 //! job is read again before every attempt and its *current* status is sent, unless that exact
@@ -18,14 +25,15 @@
 //! ([`describe::matrix_status`]), recomputed when the matrix job ends and whenever one of its
 //! variants ends.
 //!
-//! Replicas are renamed on every rollout (the consumer name is the pod's host name), so on
-//! start and every [`SWEEP_EVERY`] the reporter takes over events other consumers read and
-//! left unacknowledged for [`STALE_AFTER`], and removes consumers idle for [`FORGET_AFTER`]
-//! with nothing pending.
+//! Replicas are renamed on every rollout (the consumer name is the pod's host name, plus when
+//! the reader joined: see [`Reporter::consume`]), so on start and every [`SWEEP_EVERY`] the
+//! reporter takes over events other consumers read and left unacknowledged for
+//! [`STALE_AFTER`], and removes consumers idle for [`FORGET_AFTER`] with nothing pending.
 
 mod describe;
 mod send;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -49,8 +57,16 @@ const CONCURRENCY: usize = 16;
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longer than any report takes with all its retries (4 attempts of at most
-/// [`REQUEST_TIMEOUT`] plus backoff), so only events of a consumer that stopped qualify.
+/// The pause after a report's first failure that a retry may fix; it doubles up to
+/// [`MAX_BACKOFF`], so a forge that is down for good gets one attempt per job a minute.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a job's events stay unacknowledged while its report keeps failing. Pending events
+/// keep the events stream from being trimmed (up to its hard cap), so a forge gone for good
+/// cannot hold them for ever; a forge back within the hour gets every final status.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
+/// Longer than a report takes (two requests of at most [`REQUEST_TIMEOUT`], for a variant and
+/// its matrix job), so events being reported are not taken over from a live replica.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// A live reporter reads every [`BLOCK`]; an hour of silence is a replica that is gone.
@@ -86,13 +102,58 @@ struct Reporter {
     client: reqwest::Client,
 }
 
+/// A job whose events are read and not acknowledged yet.
+struct Work {
+    job_id: String,
+    events: Vec<JobEvent>,
+    /// How many of `events` were counted in the metrics already (they are counted once, not
+    /// on every retry).
+    counted: usize,
+    /// Set once a report failed in a way a retry may fix.
+    retry: Option<Retry>,
+}
+
+struct Retry {
+    /// When the first report failed; past [`GIVE_UP_AFTER`] the events are dropped.
+    since: Instant,
+    /// The pause before the next attempt.
+    backoff: Duration,
+    due: Instant,
+}
+
+/// Whether a job's events are done with (acknowledged) or wait for another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Done,
+    Retry,
+}
+
+impl Verdict {
+    fn and(self, other: Verdict) -> Verdict {
+        if self == Verdict::Retry || other == Verdict::Retry {
+            Verdict::Retry
+        } else {
+            Verdict::Done
+        }
+    }
+}
+
 impl Reporter {
     /// Reads events until the task is cancelled, rejoining the group after any error (which
-    /// also recreates the group if Redis lost it).
+    /// also recreates the group if Redis lost it), and retries the jobs whose reports failed
+    /// for a reason that may pass.
+    ///
+    /// Every join reads as a consumer name of its own (`<consumer>.<unix ms>`): a reader starts
+    /// with its name's unacknowledged events, and under a name that still had events waiting
+    /// for a retry it would be handed those same events again and again, never reaching new
+    /// ones. Events left under an earlier name are retried from `waiting`, or after a restart
+    /// taken over like those of a stopped replica.
     async fn consume(&self, consumer: &str) {
         let mut failing = false;
+        let mut waiting: HashMap<String, Work> = HashMap::new();
         loop {
-            let mut events = match self.state.queue().job_events(GROUP, consumer).await {
+            let name = format!("{consumer}.{}", chrono::Utc::now().timestamp_millis());
+            let mut events = match self.state.queue().job_events(GROUP, &name).await {
                 Ok(events) => events,
                 Err(e) => {
                     log_failure(&mut failing, &e);
@@ -103,16 +164,36 @@ impl Reporter {
             let mut next_sweep = Instant::now();
             loop {
                 if Instant::now() >= next_sweep {
-                    self.take_over(&events).await;
+                    self.take_over(&events, &mut waiting).await;
                     next_sweep = Instant::now() + SWEEP_EVERY;
                 }
-                match events.next(BATCH, BLOCK).await {
+                let now = Instant::now();
+                let due: Vec<String> = waiting
+                    .iter()
+                    .filter(|(_, work)| work.retry.as_ref().is_some_and(|r| r.due <= now))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if !due.is_empty() {
+                    let work = due.iter().filter_map(|id| waiting.remove(id)).collect();
+                    self.handle(&events, work, &mut waiting).await;
+                    continue;
+                }
+                let block = waiting
+                    .values()
+                    .filter_map(|work| work.retry.as_ref().map(|r| r.due))
+                    .min()
+                    .map_or(BLOCK, |due| {
+                        due.saturating_duration_since(now)
+                            .clamp(Duration::from_millis(1), BLOCK)
+                    });
+                match events.next(BATCH, block).await {
                     Ok(batch) => {
                         if failing {
                             info!("commit-status reporter reading events again");
                             failing = false;
                         }
-                        self.handle(&events, batch).await;
+                        let work = merge(batch, &mut waiting);
+                        self.handle(&events, work, &mut waiting).await;
                     }
                     Err(e) => {
                         log_failure(&mut failing, &e);
@@ -125,16 +206,29 @@ impl Reporter {
     }
 
     /// Handles the events stopped replicas left unacknowledged, then forgets those replicas.
-    async fn take_over(&self, events: &JobEvents) {
+    async fn take_over(&self, events: &JobEvents, waiting: &mut HashMap<String, Work>) {
         loop {
             match events.claim_stale(STALE_AFTER, BATCH).await {
                 Ok(batch) if batch.is_empty() => break,
                 Ok(batch) => {
+                    // Our own events waiting for a retry are idle too; they stay where they are.
+                    let batch: Vec<JobEvent> = batch
+                        .into_iter()
+                        .filter(|event| {
+                            !waiting
+                                .values()
+                                .any(|work| work.events.iter().any(|e| e.id == event.id))
+                        })
+                        .collect();
+                    if batch.is_empty() {
+                        continue;
+                    }
                     info!(
                         events = batch.len(),
                         "taking over status events a stopped replica left"
                     );
-                    self.handle(events, batch).await;
+                    let work = merge(batch, waiting);
+                    self.handle(events, work, waiting).await;
                 }
                 Err(e) => {
                     debug!(error = %e, "cannot claim stale status events");
@@ -151,47 +245,90 @@ impl Reporter {
         }
     }
 
-    async fn handle(&self, events: &JobEvents, batch: Vec<JobEvent>) {
-        let mut by_job: Vec<(String, Vec<JobEvent>)> = Vec::new();
-        for event in batch {
-            match by_job.iter_mut().find(|(id, _)| *id == event.job_id) {
-                Some((_, list)) => list.push(event),
-                None => by_job.push((event.job_id.clone(), vec![event])),
+    /// Reports `work` concurrently, acknowledges what is done and puts back in `waiting` what
+    /// is to be retried.
+    async fn handle(
+        &self,
+        events: &JobEvents,
+        work: Vec<Work>,
+        waiting: &mut HashMap<String, Work>,
+    ) {
+        let handled: Vec<(Work, Verdict)> = futures::stream::iter(work)
+            .map(|work| async move {
+                let verdict = self.handle_job(&work).await;
+                (work, verdict)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (mut work, verdict) in handled {
+            work.counted = work.events.len();
+            let now = Instant::now();
+            let retry = match (verdict, work.retry.take()) {
+                (Verdict::Done, _) => None,
+                (Verdict::Retry, None) => {
+                    // Once per job; the attempts themselves are logged at debug level.
+                    warn!(job = %work.job_id, "the forge did not take a commit status; retrying for up to an hour");
+                    Some(Retry {
+                        since: now,
+                        backoff: FIRST_BACKOFF,
+                        due: now + FIRST_BACKOFF,
+                    })
+                }
+                (Verdict::Retry, Some(retry)) if retry.since.elapsed() >= GIVE_UP_AFTER => {
+                    warn!(job = %work.job_id, "gave up on a commit status the forge has not taken for an hour");
+                    None
+                }
+                (Verdict::Retry, Some(retry)) => {
+                    let backoff = (retry.backoff * 2).min(MAX_BACKOFF);
+                    Some(Retry {
+                        since: retry.since,
+                        backoff,
+                        due: now + backoff,
+                    })
+                }
+            };
+            match retry {
+                Some(retry) => {
+                    debug!(job = %work.job_id, retry_in = ?retry.backoff, "commit status will be retried");
+                    work.retry = Some(retry);
+                    waiting.insert(work.job_id.clone(), work);
+                }
+                None => {
+                    for event in &work.events {
+                        if let Err(e) = events.ack(&event.id).await {
+                            warn!(job = %work.job_id, error = %e, "could not acknowledge a status event");
+                        }
+                    }
+                }
             }
         }
-        futures::stream::iter(by_job)
-            .for_each_concurrent(CONCURRENCY, |(job_id, list)| {
-                self.handle_job(events, job_id, list)
-            })
-            .await;
     }
 
-    async fn handle_job(&self, events: &JobEvents, job_id: String, list: Vec<JobEvent>) {
-        if let Some(job) = self.load(&job_id).await {
-            let metrics = self.state.metrics();
-            for event in &list {
-                metrics.transition(&job.spec.pool, event.status);
-                if event.status.is_final()
-                    && let (Some(start), Some(end)) = (job.started_at, job.finished_at)
-                {
-                    let seconds = (end - start).num_milliseconds().max(0) as f64 / 1000.0;
-                    metrics.job_finished(&job.spec.pool, event.status, seconds);
-                }
-            }
-            if let Some(forge) = job.spec.forge {
-                self.report(forge, &job_id).await;
-                if let Some(parent) = &job.spec.matrix_parent
-                    && list.iter().any(|event| event.status.is_final())
-                {
-                    self.report(forge, parent).await;
-                }
+    async fn handle_job(&self, work: &Work) -> Verdict {
+        let Some(job) = self.load(&work.job_id).await else {
+            return Verdict::Done;
+        };
+        let metrics = self.state.metrics();
+        for event in &work.events[work.counted..] {
+            metrics.transition(&job.spec.pool, event.status);
+            if event.status.is_final()
+                && let (Some(start), Some(end)) = (job.started_at, job.finished_at)
+            {
+                let seconds = (end - start).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics.job_finished(&job.spec.pool, event.status, seconds);
             }
         }
-        for event in &list {
-            if let Err(e) = events.ack(&event.id).await {
-                warn!(job = %job_id, error = %e, "could not acknowledge a status event");
-            }
+        let Some(forge) = job.spec.forge else {
+            return Verdict::Done;
+        };
+        let mut verdict = self.report(forge, &work.job_id).await;
+        if let Some(parent) = &job.spec.matrix_parent
+            && work.events.iter().any(|event| event.status.is_final())
+        {
+            verdict = verdict.and(self.report(forge, parent).await);
         }
+        verdict
     }
 
     /// The job an event is about; `None` when it no longer exists (pruned) or its record is
@@ -213,7 +350,7 @@ impl Reporter {
     }
 
     /// Sends job `job_id`'s current commit status, unless it was sent already.
-    async fn report(&self, forge: Forge, job_id: &str) {
+    async fn report(&self, forge: Forge, job_id: &str) -> Verdict {
         let config = self.state.config();
         let metrics = self.state.metrics();
         let (api_base, token) = match forge {
@@ -223,32 +360,51 @@ impl Reporter {
         if api_base.is_empty() || token.is_empty() {
             debug!(job = %job_id, %forge, "no API URL or token for this forge; commit status not sent");
             metrics.status_report(forge, ReportOutcome::Skipped);
-            return;
+            return Verdict::Done;
         }
         let auth = match auth_header(forge, token.expose()) {
             Ok(auth) => auth,
             Err(e) => {
                 warn!(job = %job_id, %forge, error = %e, "cannot build the commit status request");
                 metrics.status_report(forge, ReportOutcome::Failure);
-                return;
+                return Verdict::Done;
             }
         };
-        let prepare = || self.prepare(forge, api_base, job_id);
-        match send::send(&self.client, &auth, prepare).await {
-            Ok(Some(sent)) => {
-                debug!(job = %job_id, %forge, status = %sent.what, attempts = sent.attempts, "commit status sent");
+        let sent = match self.prepare(forge, api_base, job_id).await {
+            Ok(Some((request, fingerprint))) => send::send(&self.client, &auth, &request)
+                .await
+                .map(|()| Some(fingerprint)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(Some(fingerprint)) => {
+                debug!(job = %job_id, %forge, status = %fingerprint, "commit status sent");
                 metrics.status_report(forge, ReportOutcome::Success);
-                if let Err(e) = self.state.queue().set_last_report(job_id, &sent.what).await {
+                if let Err(e) = self
+                    .state
+                    .queue()
+                    .set_last_report(job_id, &fingerprint)
+                    .await
+                {
                     debug!(job = %job_id, error = %e, "cannot remember the status sent");
                 }
+                Verdict::Done
             }
             Ok(None) => {
                 debug!(job = %job_id, %forge, "commit status already sent");
                 metrics.status_report(forge, ReportOutcome::Skipped);
+                Verdict::Done
+            }
+            Err(e) if e.is_transient() => {
+                debug!(job = %job_id, %forge, error = %e, "commit status not accepted yet");
+                metrics.status_report(forge, ReportOutcome::Retry);
+                Verdict::Retry
             }
             Err(e) => {
                 warn!(job = %job_id, %forge, error = %e, "gave up on a commit status");
                 metrics.status_report(forge, ReportOutcome::Failure);
+                Verdict::Done
             }
         }
     }
@@ -285,6 +441,30 @@ impl Reporter {
         let children = futures::future::join_all(job.children.iter().map(|id| self.load(id))).await;
         describe::matrix_status(job, &children, public_url)
     }
+}
+
+/// Groups `batch` by job in reading order. Events of a job that is waiting for a retry join
+/// it and wait too: its retry sends the job's status as it is then, which covers them.
+fn merge(batch: Vec<JobEvent>, waiting: &mut HashMap<String, Work>) -> Vec<Work> {
+    let mut work: Vec<Work> = Vec::new();
+    for event in batch {
+        if let Some(held) = waiting.get_mut(&event.job_id) {
+            if !held.events.iter().any(|e| e.id == event.id) {
+                held.events.push(event);
+            }
+            continue;
+        }
+        match work.iter_mut().find(|w| w.job_id == event.job_id) {
+            Some(w) => w.events.push(event),
+            None => work.push(Work {
+                job_id: event.job_id.clone(),
+                events: vec![event],
+                counted: 0,
+                retry: None,
+            }),
+        }
+    }
+    work
 }
 
 /// Warns once when the events stream becomes unreadable, then stays quiet until it recovers.
