@@ -50,7 +50,10 @@ use crate::{AppState, ServerError};
 
 /// The consumer group of every server replica's reporter.
 pub(crate) const GROUP: &str = "raibid-status";
-const BATCH: usize = 64;
+/// No more than are reported at once: idle time counts from the read, and a batch several
+/// times [`CONCURRENCY`] could outlast [`STALE_AFTER`] and be taken over from this live
+/// replica by another one (tested below).
+const BATCH: usize = CONCURRENCY;
 const BLOCK: Duration = Duration::from_secs(1);
 /// Jobs whose statuses are sent at the same time.
 const CONCURRENCY: usize = 16;
@@ -65,8 +68,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// keep the events stream from being trimmed (up to its hard cap), so a forge gone for good
 /// cannot hold them for ever; a forge back within the hour gets every final status.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
-/// Longer than a report takes (two requests of at most [`REQUEST_TIMEOUT`], for a variant and
-/// its matrix job), so events being reported are not taken over from a live replica.
+/// Longer than a batch takes to report (one round of at most two requests of at most
+/// [`REQUEST_TIMEOUT`] each, for a variant and its matrix job), so events being reported are
+/// not taken over from a live replica. Events waiting for a retry are idle that long, and
+/// another replica may take them over and retry them too: at worst the same status is sent
+/// twice.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// A live reporter reads every [`BLOCK`]; an hour of silence is a replica that is gone.
@@ -474,5 +480,23 @@ fn log_failure(failing: &mut bool, error: &raibid_queue::QueueError) {
     } else {
         warn!(%error, "commit-status reporter cannot read events; retrying");
         *failing = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events a live replica is reporting must not look stale to the others: every job of a
+    /// batch is reported concurrently, each with at most two requests, with room to spare
+    /// for the Redis commands around them.
+    #[test]
+    fn a_batch_is_reported_well_before_its_events_count_as_stale() {
+        let rounds = BATCH.div_ceil(CONCURRENCY) as u32;
+        let worst = rounds * 2 * REQUEST_TIMEOUT;
+        assert!(
+            worst * 2 <= STALE_AFTER,
+            "{worst:?} against {STALE_AFTER:?}"
+        );
     }
 }
