@@ -464,6 +464,54 @@ async fn a_forge_that_is_down_does_not_hold_up_the_others_after_a_redis_reconnec
     );
 }
 
+/// A forge that accepts connections and never answers costs every attempt the whole request
+/// timeout (10 s). With more jobs waiting for it than are reported at once, their retries fall
+/// due again before a round of them is over; the reporter must still read, and report, new
+/// events in between.
+#[tokio::test]
+async fn retries_of_a_silent_forge_do_not_starve_new_events() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_base = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let forge = Forge::default();
+    let github = forge.clone().start().await;
+    let mut cfg = forge_config(&github);
+    cfg.gitea.url = silent_base;
+    let server = TestServer::start_with(cfg).await;
+    for i in 0..20 {
+        let sha = format!("{i:040x}");
+        let body = support::push_body("acme/app", &format!("b{i}"), &sha);
+        let headers = support::gitea_headers("push", &format!("s-{i}"), support::SECRET, &body);
+        let response = server.post_webhook("gitea", headers, body).await;
+        assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    }
+    // As many failed attempts as jobs: the reporter is busy with retries from here on.
+    eventually(Duration::from_secs(60), "20 failed attempts", || async {
+        let text = server.get("/metrics").await.text().await.unwrap();
+        let attempts = text
+            .lines()
+            .find(|l| l.contains(r#"forge="gitea",outcome="retry""#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        (attempts >= 20).then_some(())
+    })
+    .await;
+
+    server.deliver("github/push").await;
+    let calls = eventually(Duration::from_secs(40), "the GitHub status", || async {
+        let calls = forge.calls();
+        (!calls.is_empty()).then_some(calls)
+    })
+    .await;
+    assert_eq!(calls[0].authorization, format!("Bearer {GITHUB_TOKEN}"));
+}
+
 /// An event whose report is still being retried when the job moves on must not put its old
 /// status on the forge after the new one: each attempt sends the job's status as it is then,
 /// and the later events find that status already sent.

@@ -173,17 +173,27 @@ impl Reporter {
                     self.take_over(&events, &mut waiting).await;
                     next_sweep = Instant::now() + SWEEP_EVERY;
                 }
+                // At most one round of retries between two reads: against a forge that times
+                // out, a round takes longer than the pauses, and new events (of other forges
+                // too) would never be read.
                 let now = Instant::now();
-                let due: Vec<String> = waiting
+                let mut due: Vec<(Instant, String)> = waiting
                     .iter()
-                    .filter(|(_, work)| work.retry.as_ref().is_some_and(|r| r.due <= now))
-                    .map(|(id, _)| id.clone())
+                    .filter_map(|(id, work)| {
+                        let due = work.retry.as_ref()?.due;
+                        (due <= now).then(|| (due, id.clone()))
+                    })
                     .collect();
                 if !due.is_empty() {
-                    let work = due.iter().filter_map(|id| waiting.remove(id)).collect();
+                    due.sort();
+                    let work = due
+                        .iter()
+                        .take(CONCURRENCY)
+                        .filter_map(|(_, id)| waiting.remove(id))
+                        .collect();
                     self.handle(&events, work, &mut waiting).await;
-                    continue;
                 }
+                let now = Instant::now();
                 let block = waiting
                     .values()
                     .filter_map(|work| work.retry.as_ref().map(|r| r.due))
