@@ -17,6 +17,7 @@ mod runner;
 mod secrets;
 mod step_user;
 mod workspace_file;
+mod workspace_lock;
 
 pub use agent::{AgentOptions, AgentSummary, run_agent};
 pub use checkout::{CheckoutError, CheckoutReport, GitCheckout};

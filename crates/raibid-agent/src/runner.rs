@@ -22,6 +22,7 @@ use crate::logsink::JobLog;
 use crate::remove;
 use crate::secrets::SecretStore;
 use crate::workspace_file;
+use crate::workspace_lock::{self, InUse};
 
 /// Jobs without a `timeout:` stop after this, or after their longest step timeout if that is
 /// longer; a step without a timeout of its own may take what is left of its job's.
@@ -102,7 +103,22 @@ impl Runner {
         let mut removed = 0;
         while let Ok(Some(entry)) = dir.next_entry().await {
             let name = entry.file_name();
-            let Some((job_id, attempt)) = name.to_str().and_then(parse_workspace_name) else {
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            if let Some(dir_name) = workspace_lock::locked_dir(name) {
+                // The lock of a directory already gone, left by an agent that died between
+                // removing the one and the other.
+                let job_dir = self.settings.workspace_root.join(dir_name);
+                if parse_workspace_name(dir_name).is_some()
+                    && !tokio::fs::try_exists(&job_dir).await.unwrap_or(true)
+                    && let Ok(Some(lock)) = InUse::try_take(&job_dir)
+                {
+                    lock.release();
+                }
+                continue;
+            }
+            let Some((job_id, attempt)) = parse_workspace_name(name) else {
                 continue;
             };
             let orphaned = match self.queue.get(job_id).await {
@@ -113,20 +129,32 @@ impl Runner {
                     return removed;
                 }
             };
-            if orphaned {
-                match remove_job_dir(entry.path()).await {
-                    Ok(()) => {
-                        info!(
-                            job = job_id,
-                            attempt, "removed the workspace of a dead agent"
-                        );
-                        removed += 1;
-                    }
-                    Err(e) => {
-                        warn!(job = job_id, error = %e, "could not remove an orphaned workspace")
-                    }
+            if !orphaned {
+                continue;
+            }
+            // Only a directory no live process uses: another queue's agent may share this
+            // root, and to this queue its jobs are unknown.
+            let lock = match InUse::try_take(&entry.path()) {
+                Ok(Some(lock)) => lock,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(job = job_id, error = %e, "cannot check whether a workspace is in use");
+                    continue;
+                }
+            };
+            match remove_job_dir(entry.path()).await {
+                Ok(()) => {
+                    info!(
+                        job = job_id,
+                        attempt, "removed the workspace of a dead agent"
+                    );
+                    removed += 1;
+                }
+                Err(e) => {
+                    warn!(job = job_id, error = %e, "could not remove an orphaned workspace")
                 }
             }
+            lock.release();
         }
         removed
     }
@@ -156,6 +184,22 @@ impl Runner {
             .settings
             .workspace_root
             .join(format!("{}-a{}", job.id, job.attempt));
+        // Taken before the directory exists and let go after it is gone, so that no sweeper,
+        // of this queue or another, takes it for an orphan while it is in use.
+        let in_use = tokio::fs::create_dir_all(&self.settings.workspace_root)
+            .await
+            .and_then(|()| InUse::try_take(&job_dir));
+        let in_use = match in_use {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                warn!(job = %job.id, dir = %job_dir.display(), "the job's directory is locked by another process");
+                None
+            }
+            Err(e) => {
+                warn!(job = %job.id, dir = %job_dir.display(), error = %e, "cannot lock the job's directory");
+                None
+            }
+        };
         let mut log = JobLog::new(self.queue.clone(), job.id.clone());
         for secret in self.secrets.values() {
             log.mask(secret);
@@ -177,6 +221,9 @@ impl Runner {
         {
             // Left on disk, it is the orphan sweeper's to retry.
             warn!(job = %job.id, dir = %job_dir.display(), error = %e, "cannot remove the job's directory");
+        }
+        if let Some(lock) = in_use {
+            lock.release();
         }
         end
     }

@@ -1186,3 +1186,55 @@ async fn checkout_git_is_outside_the_agent_s_process_group() {
         .jobs;
     assert_eq!(ends[0].1, JobEnd::Acked(JobStatus::Cancelled));
 }
+
+/// A standalone agent and `raibid up` share a workspace root by default, each with its own
+/// queue. A sweeper must not take a job of the other queue, unknown to its own, for an orphan
+/// and remove its workspace mid-step; a directory whose agent died is still swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_leaves_workspaces_of_other_queues_alone() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: wait\n    run: sleep 3 && test -d \"$PWD\" && echo still-here\n",
+        )],
+        "slow",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let agent = tokio::spawn(run_agent(
+        h.runner(SecretStore::default()),
+        options(true),
+        CancellationToken::new(),
+    ));
+    let other_redis = RedisServer::start();
+    let Ok(mut other) = Arc::try_unwrap(h.runner(SecretStore::default())) else {
+        unreachable!("not shared")
+    };
+    other.queue = Queue::open(QueueOptions::new(other_redis.url())).unwrap();
+    let job_dir = h.dir.path().join("work").join(format!("{}-a1", job.id));
+    while !job_dir.join("src").exists() {
+        assert!(!agent.is_finished(), "{}", h.log(&job.id).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A directory left by an agent that died: no lock held, its job unknown.
+    let dead = h
+        .dir
+        .path()
+        .join("work")
+        .join("01JXK4Q3ZP8M5T7V2W9R000009-a1");
+    std::fs::create_dir_all(dead.join("src")).unwrap();
+    assert_eq!(other.sweep_orphaned_workspaces().await, 1);
+    assert!(!dead.exists());
+    assert!(job_dir.exists(), "a live workspace was removed");
+    let ends = agent.await.unwrap().unwrap().jobs;
+    let log = h.log(&job.id).await;
+    assert_eq!(ends[0].1, JobEnd::Acked(JobStatus::Success), "{log}");
+    assert!(log.contains("still-here"), "{log}");
+    let leftovers: Vec<_> = std::fs::read_dir(h.dir.path().join("work"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
