@@ -89,3 +89,87 @@ async fn snippet(response: reqwest::Response) -> String {
     let text = response.text().await.unwrap_or_default();
     text.chars().take(BODY_SNIPPET_CHARS).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::http::StatusCode as AxumStatus;
+    use axum::routing::any;
+    use raibid_forge::{CommitStatus, StatusState, status_request};
+    use raibid_model::Forge;
+
+    use super::*;
+
+    /// A forge on loopback answering every request with `status` and `location`.
+    async fn forge(status: u16, location: &'static str) -> String {
+        let app = Router::new().fallback(any(move || async move {
+            (
+                AxumStatus::from_u16(status).unwrap(),
+                [("location", location)],
+                "no",
+            )
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
+    }
+
+    async fn send_to(base: &str) -> Result<(), SendError> {
+        let status = CommitStatus {
+            state: StatusState::Success,
+            target_url: None,
+            description: "ok".into(),
+            context: "raibid/push".into(),
+        };
+        let request = status_request(
+            Forge::Gitea,
+            base,
+            "acme/app",
+            "0123456789abcdef0123456789abcdef01234567",
+            &status,
+        )
+        .unwrap();
+        let auth = (
+            reqwest::header::AUTHORIZATION,
+            HeaderValue::from_static("token t"),
+        );
+        send(&super::super::client().unwrap(), &auth, &request).await
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_refusal_that_names_where_it_points() {
+        let base = forge(302, "https://git.example/login").await;
+        let err = send_to(&base).await.unwrap_err();
+        assert!(matches!(err, SendError::Redirected { .. }), "{err:?}");
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string().contains("https://git.example/login"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_failures_a_retry_may_fix_are_transient() {
+        for (status, transient) in [
+            (500, true),
+            (502, true),
+            (503, true),
+            (408, true),
+            (429, true),
+            (400, false),
+            (401, false),
+            (404, false),
+            (422, false),
+        ] {
+            let base = forge(status, "").await;
+            let err = send_to(&base).await.unwrap_err();
+            assert_eq!(err.is_transient(), transient, "{status}: {err}");
+        }
+        assert!(send_to(&forge(201, "").await).await.is_ok());
+        // Nobody listening: connection refused.
+        let nowhere = format!("http://127.0.0.1:{}", raibid_testkit::free_port());
+        let err = send_to(&nowhere).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
+}
