@@ -89,7 +89,9 @@ impl Runner {
     /// runner removes a workspace when its job ends, but a dead agent never gets there, and
     /// agents under `raibid up` share one workspace root. A directory `<job>-a<attempt>` is
     /// orphaned once that attempt can no longer be running: the job is gone, queued again,
-    /// final, or on a later attempt. A running attempt is left alone: it may be a live agent's
+    /// final, or on a later attempt, and no live process holds its lock (`workspace_lock`: the
+    /// root may be shared with agents of another queue, whose jobs this queue does not know).
+    /// A running attempt is left alone: it may be a live agent's
     /// (or a dead one the reaper has not requeued yet; the next sweep takes it). Best effort:
     /// Redis errors and racing deletions only postpone the cleanup. Returns how many were
     /// removed.
