@@ -653,13 +653,27 @@ impl Queue {
         }
         let mut spec = old.spec;
         spec.delivery_id = None;
-        spec.retry_of = Some(old.id);
-        match self.enqueue(spec).await? {
-            Enqueued::Created(job) => Ok(*job),
-            Enqueued::Duplicate { job_id } => Err(QueueError::Protocol(format!(
-                "retry collided with delivery of {job_id}"
-            ))),
+        spec.retry_of = Some(old.id.clone());
+        let parent = spec.matrix_parent.clone();
+        let job = match self.enqueue(spec).await? {
+            Enqueued::Created(job) => *job,
+            Enqueued::Duplicate { job_id } => {
+                return Err(QueueError::Protocol(format!(
+                    "retry collided with delivery of {job_id}"
+                )));
+            }
+        };
+        // The matrix job's status combines its children's: the retry stands in for the run
+        // it repeats, or the combined status would never change again.
+        if let Some(parent) = parent.filter(|p| valid_id(p)) {
+            let mut invocation = scripts::REPLACE_CHILD.prepare_invoke();
+            invocation
+                .key(self.keys.job(&parent))
+                .arg(&old.id)
+                .arg(&job.id);
+            let _: i64 = self.conn.script(&invocation).await?;
         }
+        Ok(job)
     }
 
     /// Records the jobs a matrix job expanded into, before the matrix job is acknowledged, so

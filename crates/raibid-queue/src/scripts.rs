@@ -221,6 +221,32 @@ return 'ok'
     )
 });
 
+/// Puts a retried matrix variant in the place of the job it retries, among its matrix job's
+/// children, so that the combined commit status follows the new run.
+///
+/// KEYS: parent job
+/// ARGV: old id, new id
+/// Returns 1 replaced | 0 not a child (or no children recorded)
+pub(crate) static REPLACE_CHILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local raw = redis.call('HGET', KEYS[1], 'children')
+if not raw then return 0 end
+local ok, ids = pcall(cjson.decode, raw)
+if not ok or type(ids) ~= 'table' then return 0 end
+local replaced = 0
+for i, id in ipairs(ids) do
+  if id == ARGV[1] then
+    ids[i] = ARGV[2]
+    replaced = 1
+  end
+end
+if replaced == 1 then redis.call('HSET', KEYS[1], 'children', cjson.encode(ids)) end
+return replaced
+"#,
+    )
+});
+
 /// Sets a running job's step results if the caller's claim is still the job's.
 ///
 /// KEYS: job

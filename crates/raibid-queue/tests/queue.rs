@@ -895,6 +895,32 @@ async fn prune_keeps_the_newest_finished_jobs() {
     }
 }
 
+/// A retried matrix variant takes the place of the run it repeats among the matrix job's
+/// children, which the combined commit status is computed from.
+#[tokio::test]
+async fn a_retried_variant_replaces_its_predecessor_among_the_children() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let parent = created(q.enqueue(job("a/matrix")).await.unwrap());
+    let mut variants = Vec::new();
+    for _ in 0..2 {
+        let mut spec = job("a/matrix");
+        spec.matrix_parent = Some(parent.id.clone());
+        variants.push(created(q.enqueue(spec).await.unwrap()).id);
+    }
+    q.set_children(&parent.id, &variants).await.unwrap();
+    q.cancel(&variants[0]).await.unwrap();
+    let retried = q.retry(&variants[0]).await.unwrap();
+    assert_eq!(retried.spec.retry_of.as_deref(), Some(variants[0].as_str()));
+    let children = q.get(&parent.id).await.unwrap().unwrap().children;
+    assert_eq!(children, vec![retried.id.clone(), variants[1].clone()]);
+    // A job outside any matrix is retried as before.
+    q.cancel(&variants[1]).await.unwrap();
+    let plain = created(q.enqueue(job("a/plain")).await.unwrap());
+    q.cancel(&plain.id).await.unwrap();
+    assert!(q.retry(&plain.id).await.is_ok());
+}
+
 /// Old jobs that stay queued (a pool without agents) do not stop the pruning of finished
 /// jobs that came after them.
 #[tokio::test]
