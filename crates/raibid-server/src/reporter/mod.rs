@@ -119,6 +119,7 @@ struct Work {
     retry: Option<Retry>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Retry {
     /// When the first report failed; past [`GIVE_UP_AFTER`] the events are dropped.
     since: Instant,
@@ -127,19 +128,36 @@ struct Retry {
     due: Instant,
 }
 
-/// Whether a job's events are done with (acknowledged) or wait for another attempt.
+impl Retry {
+    /// The retry after an attempt that failed at `now`, `previous` being the one that led to
+    /// it; `None` once reports have failed for [`GIVE_UP_AFTER`].
+    fn after(previous: Option<Retry>, now: Instant) -> Option<Retry> {
+        let (since, backoff) = match previous {
+            None => (now, FIRST_BACKOFF),
+            Some(retry) if now.duration_since(retry.since) >= GIVE_UP_AFTER => return None,
+            Some(retry) => (retry.since, (retry.backoff * 2).min(MAX_BACKOFF)),
+        };
+        Some(Retry {
+            since,
+            backoff,
+            due: now + backoff,
+        })
+    }
+}
+
+/// Whether a job's events are done with (acknowledged) or wait for another attempt at
+/// reporting to this forge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Done,
-    Retry,
+    Retry(Forge),
 }
 
 impl Verdict {
     fn and(self, other: Verdict) -> Verdict {
-        if self == Verdict::Retry || other == Verdict::Retry {
-            Verdict::Retry
-        } else {
-            Verdict::Done
+        match self {
+            Verdict::Retry(_) => self,
+            Verdict::Done => other,
         }
     }
 }
@@ -279,29 +297,21 @@ impl Reporter {
             .await;
         for (mut work, verdict) in handled {
             work.counted = work.events.len();
-            let now = Instant::now();
-            let retry = match (verdict, work.retry.take()) {
-                (Verdict::Done, _) => None,
-                (Verdict::Retry, None) => {
-                    // Once per job; the attempts themselves are logged at debug level.
-                    warn!(job = %work.job_id, "the forge did not take a commit status; retrying for up to an hour");
-                    Some(Retry {
-                        since: now,
-                        backoff: FIRST_BACKOFF,
-                        due: now + FIRST_BACKOFF,
-                    })
-                }
-                (Verdict::Retry, Some(retry)) if retry.since.elapsed() >= GIVE_UP_AFTER => {
-                    warn!(job = %work.job_id, "gave up on a commit status the forge has not taken for an hour");
-                    None
-                }
-                (Verdict::Retry, Some(retry)) => {
-                    let backoff = (retry.backoff * 2).min(MAX_BACKOFF);
-                    Some(Retry {
-                        since: retry.since,
-                        backoff,
-                        due: now + backoff,
-                    })
+            let previous = work.retry.take();
+            let retry = match verdict {
+                Verdict::Done => None,
+                Verdict::Retry(forge) => {
+                    let retry = Retry::after(previous, Instant::now());
+                    if previous.is_none() {
+                        // Once per job; the attempts themselves are logged at debug level.
+                        warn!(job = %work.job_id, %forge, "the forge did not take a commit status; retrying for up to an hour");
+                    } else if retry.is_none() {
+                        warn!(job = %work.job_id, %forge, "gave up on a commit status the forge has not taken for an hour");
+                        self.state
+                            .metrics()
+                            .status_report(forge, ReportOutcome::Failure);
+                    }
+                    retry
                 }
             };
             match retry {
@@ -415,7 +425,7 @@ impl Reporter {
             Err(e) if e.is_transient() => {
                 debug!(job = %job_id, %forge, error = %e, "commit status not accepted yet");
                 metrics.status_report(forge, ReportOutcome::Retry);
-                Verdict::Retry
+                Verdict::Retry(forge)
             }
             Err(e) => {
                 warn!(job = %job_id, %forge, error = %e, "gave up on a commit status");
@@ -500,6 +510,44 @@ mod tests {
     /// Events a live replica is reporting must not look stale to the others: every job of a
     /// batch is reported concurrently, each with at most two requests, with room to spare
     /// for the Redis commands around them.
+    /// The pause doubles up to a minute, so a forge down for good is not retried hot; after an
+    /// hour of failures the events go, so they cannot pin the events stream for ever.
+    #[test]
+    fn retries_slow_down_to_a_minute_and_stop_after_an_hour() {
+        let start = Instant::now();
+        let mut retry = Retry::after(None, start).unwrap();
+        let mut pauses = vec![retry.backoff];
+        let mut given_up = false;
+        // Bounded, so that a schedule without an end fails instead of hanging.
+        for _ in 0..1000 {
+            match Retry::after(Some(retry), retry.due) {
+                Some(next) => {
+                    assert_eq!(next.since, start);
+                    retry = next;
+                    pauses.push(retry.backoff);
+                }
+                None => {
+                    given_up = true;
+                    break;
+                }
+            }
+        }
+        assert!(given_up, "still retrying after {} attempts", pauses.len());
+        assert_eq!(
+            pauses[..3],
+            [FIRST_BACKOFF, FIRST_BACKOFF * 2, FIRST_BACKOFF * 4]
+        );
+        assert_eq!(pauses.iter().max(), Some(&MAX_BACKOFF));
+        let given_up_at = retry.due.duration_since(start);
+        assert!(given_up_at >= GIVE_UP_AFTER, "{given_up_at:?}");
+        assert!(
+            given_up_at <= GIVE_UP_AFTER + MAX_BACKOFF,
+            "{given_up_at:?}"
+        );
+        // About one attempt a minute for the hour, not one every few milliseconds.
+        assert!(pauses.len() < 80, "{} attempts", pauses.len());
+    }
+
     #[test]
     fn a_batch_is_reported_well_before_its_events_count_as_stale() {
         let rounds = BATCH.div_ceil(CONCURRENCY) as u32;
