@@ -349,7 +349,8 @@ fn a_step_user_serves_one_agent_per_machine() {
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("another raibid agent on this machine runs host steps as uid 64997"),
+        err.contains("another raibid agent on this machine runs host steps as uid 64997")
+            && !err.contains("  "),
         "{err}"
     );
 }

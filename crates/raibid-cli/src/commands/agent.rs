@@ -258,7 +258,10 @@ fn hold_step_user(user: &StepUser, dir: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => anyhow::bail!(
-            "another raibid agent on this machine runs host steps as uid {} ({} is locked):              steps of two agents under one uid would kill each other's processes and could              read each other's secrets. Give each agent its own agent.step_user, use the bwrap              executor, or run one agent (`raibid up`: up.max_agents: 1)",
+            "another raibid agent on this machine runs host steps as uid {} ({} is locked): \
+             steps of two agents under one uid would kill each other's processes and could \
+             read each other's secrets. Give each agent its own agent.step_user, use the bwrap \
+             executor, or run one agent (`raibid up`: up.max_agents: 1)",
             user.uid,
             path.display()
         ),

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
+use raibid_agent::executor::{BwrapExecutor, BwrapOptions};
 use raibid_config::{Config, ExecutorKind, Secret, TokenHash};
 use raibid_model::JobStatus;
 use raibid_queue::Queue;
@@ -112,11 +113,18 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         .map(u64::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u64));
     // Host steps under a step user: one agent per step user per machine (each agent holds a
-    // lock for it), so more would only start and fail.
-    let max_agents = if config.agent.executor == ExecutorKind::Host
-        && !config.agent.step_user.trim().is_empty()
-        && max_agents > 1
-    {
+    // lock for it), so more would only start and fail. `auto` falls back to host steps where
+    // bwrap cannot run, which the agents find out as this does.
+    let host_steps_as_step_user = !config.agent.step_user.trim().is_empty()
+        && match config.agent.executor {
+            ExecutorKind::Host => true,
+            ExecutorKind::Auto => BwrapExecutor::new(BwrapOptions::default())
+                .probe()
+                .await
+                .is_err(),
+            _ => false,
+        };
+    let max_agents = if host_steps_as_step_user && max_agents > 1 {
         info!("agent.step_user with host steps: one local agent at a time");
         1
     } else {
