@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -30,24 +30,26 @@ impl InUse {
     /// Takes `job_dir`'s lock, or `None` when a live process holds it.
     pub(crate) fn try_take(job_dir: &Path) -> io::Result<Option<Self>> {
         let path = lock_path(job_dir);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
+        // Between opening and locking, a sweeper may take and delete the file (its directory
+        // does not exist yet); a lock on a deleted file guards nothing, so open it again.
+        for _ in 0..5 {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)?;
+            match lock_if_current(&path, file)? {
+                Locked::Held(lock) => return Ok(Some(Self { _lock: lock, path })),
+                Locked::Busy => return Ok(None),
+                Locked::Replaced => {}
+            }
         }
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(Self { _lock: lock, path })),
-            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, errno)) => Err(errno.into()),
-        }
+        Err(io::Error::other(format!(
+            "{} keeps being replaced",
+            path.display()
+        )))
     }
 
     /// Removes the lock file, then lets go: whoever opened it before sees a lock no one holds
@@ -59,6 +61,36 @@ impl InUse {
             }
             _ => {}
         }
+    }
+}
+
+enum Locked {
+    Held(Flock<File>),
+    /// Another process holds it.
+    Busy,
+    /// `path` no longer names the file that was opened.
+    Replaced,
+}
+
+/// Locks `file`, opened at `path`, and checks that `path` still names it.
+fn lock_if_current(path: &Path, file: File) -> io::Result<Locked> {
+    let opened = file.metadata()?;
+    if !opened.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(Locked::Busy),
+        Err((_, errno)) => return Err(errno.into()),
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if now.dev() == opened.dev() && now.ino() == opened.ino() => Ok(Locked::Held(lock)),
+        Ok(_) => Ok(Locked::Replaced),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Locked::Replaced),
+        Err(e) => Err(e),
     }
 }
 
@@ -82,6 +114,33 @@ mod tests {
         assert!(!lock_path(&dir).exists());
         let again = InUse::try_take(&dir).unwrap().expect("free again");
         again.release();
+    }
+
+    /// A sweeper may take and delete a lock file between a runner's open and its flock (the
+    /// directory does not exist yet). The runner's lock on the deleted file guards nothing.
+    #[test]
+    fn a_lock_on_a_file_deleted_after_opening_is_not_held() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("x-a1");
+        let path = lock_path(&dir);
+        let opened = File::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            lock_if_current(&path, opened).unwrap(),
+            Locked::Replaced
+        ));
+        let opened = File::create(&path).unwrap();
+        let replaced = root.path().join("other");
+        std::fs::write(&replaced, "").unwrap();
+        std::fs::rename(&replaced, &path).unwrap();
+        assert!(matches!(
+            lock_if_current(&path, opened).unwrap(),
+            Locked::Replaced
+        ));
+        InUse::try_take(&dir)
+            .unwrap()
+            .expect("a fresh file locks")
+            .release();
     }
 
     #[test]
