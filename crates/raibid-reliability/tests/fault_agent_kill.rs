@@ -295,10 +295,17 @@ async fn a_sigkilled_agent_leaves_no_workspace_behind() {
         assert!(Instant::now() < deadline, "the job never finished");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let left: Vec<_> = std::fs::read_dir(up.data.join("agent/workspaces"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "workspaces left behind: {left:?}");
+    // The agent that reran the job acks before it removes its own workspace (and lock).
+    let left = || -> Vec<_> {
+        std::fs::read_dir(up.data.join("agent/workspaces"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !left().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left().is_empty(), "workspaces left behind: {:?}", left());
 }
