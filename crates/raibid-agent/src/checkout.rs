@@ -414,7 +414,9 @@ impl GitCheckout {
                     format!("Authorization: Basic {basic}"),
                 );
         }
-        let output = match tokio::time::timeout(self.timeout, cmd.output()).await {
+        let child = cmd.spawn()?;
+        let group = KillGroup(child.id());
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(out) => out?,
             Err(_) => {
                 return Err(CheckoutError::Timeout {
@@ -423,6 +425,7 @@ impl GitCheckout {
                 });
             }
         };
+        group.disarm();
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
@@ -546,6 +549,30 @@ fn is_lock_error(message: &str) -> bool {
 /// The lock file is the agent's alone (0600, also when an older agent made it 0644): `flock`
 /// needs only read access, and a step user holding it would hang every checkout of that
 /// repository on the node. Links and other non-files in its place are refused.
+/// Kills the process group a git command leads unless it ended by itself. `kill_on_drop`
+/// kills git alone: `git submodule` is a script whose `git clone` and remote helper would go
+/// on (on a stalled server, until git's own time limit) writing into a workspace that is
+/// being removed. Only while unfinished, when git is not yet reaped, so the group id cannot
+/// name anyone else's group.
+struct KillGroup(Option<u32>);
+
+impl KillGroup {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let lock_path = mirror.with_extension("lock");

@@ -1123,6 +1123,17 @@ async fn a_cancel_stops_a_stalled_submodule_fetch() {
     let log = h.log(&job.id).await;
     assert_eq!(ends[0].1, JobEnd::Acked(JobStatus::Cancelled), "{log}");
     assert!(!log.contains("reached-the-step"), "{log}");
+    // `git submodule` runs `git clone` and a remote helper under it: none may go on.
+    let needle = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !processes_with(&needle).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        processes_with(&needle).is_empty(),
+        "{:?}",
+        processes_with(&needle)
+    );
     drop(held);
 }
 
