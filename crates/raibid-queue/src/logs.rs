@@ -55,7 +55,8 @@ pub struct LogBatch {
 }
 
 impl Queue {
-    /// Appends output; returns `false` once the log has hit its cap (output is dropped).
+    /// Appends output; returns `false` once the log has hit its cap, or when the job no
+    /// longer exists (pruned): the output is dropped.
     pub async fn append_log(&self, job_id: &str, data: &[u8]) -> Result<bool, QueueError> {
         if data.is_empty() {
             return Ok(true);

@@ -507,9 +507,6 @@ fn log_failure(failing: &mut bool, error: &raibid_queue::QueueError) {
 mod tests {
     use super::*;
 
-    /// Events a live replica is reporting must not look stale to the others: every job of a
-    /// batch is reported concurrently, each with at most two requests, with room to spare
-    /// for the Redis commands around them.
     /// The pause doubles up to a minute, so a forge down for good is not retried hot; after an
     /// hour of failures the events go, so they cannot pin the events stream for ever.
     #[test]
@@ -548,6 +545,9 @@ mod tests {
         assert!(pauses.len() < 80, "{} attempts", pauses.len());
     }
 
+    /// Events a live replica is reporting must not look stale to the others: every job of a
+    /// batch is reported concurrently, each with at most two requests, with room to spare
+    /// for the Redis commands around them.
     #[test]
     fn a_batch_is_reported_well_before_its_events_count_as_stale() {
         let rounds = BATCH.div_ceil(CONCURRENCY) as u32;
