@@ -599,106 +599,136 @@ async fn events_a_stopped_replica_left_unacknowledged_are_reported() {
 /// the variants and acknowledging; returns the forge's calls once the matrix job's context
 /// shows `expected_state`.
 async fn run_matrix(step: &str, expected_state: &str) -> Vec<Call> {
-    use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
-    use raibid_agent::{GitCheckout, Runner, RunnerSettings, SecretStore};
+    Matrix::run(step).await.settled(expected_state).await
+}
 
-    raibid_testkit::require_binary("bwrap", "bubblewrap");
-    let forge = Forge::default();
-    let base = forge.clone().start().await;
-    let server = TestServer::start_with(forge_config(&base)).await;
-    let repo = raibid_testkit::GitRepo::new();
-    let pipeline =
-        format!("matrix:\n  FLAVOUR: [plain, fancy]\nsteps:\n  - name: check\n    run: {step}\n");
-    let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "matrix");
-    let mut spec = raibid_model::NewJob::new(
-        "acme/app",
-        repo.url(),
-        "refs/heads/main",
-        &sha,
-        raibid_model::Event::Push,
-    );
-    spec.forge = Some(raibid_model::Forge::Gitea);
-    let parent = match server.queue.enqueue(spec).await.unwrap() {
-        raibid_queue::Enqueued::Created(job) => job.id,
-        other => panic!("{other:?}"),
-    };
+/// A matrix job of two variants, `FLAVOUR` plain and fancy, run to the end with `step` by a
+/// real runner, with the server's reporter sending statuses to a fake forge.
+struct Matrix {
+    forge: Forge,
+    server: TestServer,
+    runner: raibid_agent::Runner,
+    parent: String,
+    _dir: tempfile::TempDir,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
-        network: false,
-        hide: vec![dir.path().join("cache")],
-        ..Default::default()
-    }));
-    let runner = Runner {
-        queue: server.queue.clone(),
-        executor,
-        git: GitCheckout::new(dir.path().join("cache"), None),
-        images: None,
-        secrets: SecretStore::default(),
-        settings: RunnerSettings {
-            agent_name: "spark-1".into(),
-            workspace_root: dir.path().join("work"),
-            keep_workspace: false,
-            heartbeat_interval: Duration::from_millis(200),
-            step_path: "/usr/local/bin:/usr/bin:/bin".into(),
-            step_env: Default::default(),
-            registry: "registry.invalid".into(),
-        },
-    };
-    let mut claimer = server.queue.claimer("spark-1").await.unwrap();
-    let mut claim = async || {
-        claimer
-            .claim(&[PoolName::default()], Duration::ZERO)
-            .await
-            .unwrap()
-            .expect("a job is queued")
-    };
-    let claimed = claim().await;
-    assert_eq!(claimed.job.id, parent);
-    let stop = tokio_util::sync::CancellationToken::new();
-    runner.run(claimed.clone(), stop.clone()).await.unwrap();
-    let children = server.queue.get(&parent).await.unwrap().unwrap().children;
-    assert_eq!(children.len(), 2);
-    // The rerun finds the variants it queued the first time.
-    let _ = runner.run(claimed, stop.clone()).await;
-    assert_eq!(
-        server.queue.get(&parent).await.unwrap().unwrap().children,
-        children
-    );
-    assert_eq!(server.job_count().await, 3, "no variant queued twice");
+impl Matrix {
+    async fn run(step: &str) -> Self {
+        use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
+        use raibid_agent::{GitCheckout, Runner, RunnerSettings, SecretStore};
 
-    for _ in 0..2 {
-        let variant = claim().await;
-        assert_eq!(
-            variant.job.spec.matrix_parent.as_deref(),
-            Some(parent.as_str())
+        raibid_testkit::require_binary("bwrap", "bubblewrap");
+        let forge = Forge::default();
+        let base = forge.clone().start().await;
+        let server = TestServer::start_with(forge_config(&base)).await;
+        let repo = raibid_testkit::GitRepo::new();
+        let pipeline = format!(
+            "matrix:\n  FLAVOUR: [plain, fancy]\nsteps:\n  - name: check\n    run: {step}\n"
         );
-        assert!(children.contains(&variant.job.id));
-        runner.run(variant, stop.clone()).await.unwrap();
+        let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "matrix");
+        let mut spec = raibid_model::NewJob::new(
+            "acme/app",
+            repo.url(),
+            "refs/heads/main",
+            &sha,
+            raibid_model::Event::Push,
+        );
+        spec.forge = Some(raibid_model::Forge::Gitea);
+        let parent = match server.queue.enqueue(spec).await.unwrap() {
+            raibid_queue::Enqueued::Created(job) => job.id,
+            other => panic!("{other:?}"),
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
+            network: false,
+            hide: vec![dir.path().join("cache")],
+            ..Default::default()
+        }));
+        let runner = Runner {
+            queue: server.queue.clone(),
+            executor,
+            git: GitCheckout::new(dir.path().join("cache"), None),
+            images: None,
+            secrets: SecretStore::default(),
+            settings: RunnerSettings {
+                agent_name: "spark-1".into(),
+                workspace_root: dir.path().join("work"),
+                keep_workspace: false,
+                heartbeat_interval: Duration::from_millis(200),
+                step_path: "/usr/local/bin:/usr/bin:/bin".into(),
+                step_env: Default::default(),
+                registry: "registry.invalid".into(),
+            },
+        };
+        let mut claimer = server.queue.claimer("spark-1").await.unwrap();
+        let mut claim = async || {
+            claimer
+                .claim(&[PoolName::default()], Duration::ZERO)
+                .await
+                .unwrap()
+                .expect("a job is queued")
+        };
+        let claimed = claim().await;
+        assert_eq!(claimed.job.id, parent);
+        let stop = tokio_util::sync::CancellationToken::new();
+        runner.run(claimed.clone(), stop.clone()).await.unwrap();
+        let children = server.queue.get(&parent).await.unwrap().unwrap().children;
+        assert_eq!(children.len(), 2);
+        // The rerun finds the variants it queued the first time.
+        let _ = runner.run(claimed, stop.clone()).await;
+        assert_eq!(
+            server.queue.get(&parent).await.unwrap().unwrap().children,
+            children
+        );
+        assert_eq!(server.job_count().await, 3, "no variant queued twice");
+
+        for _ in 0..2 {
+            let variant = claim().await;
+            assert_eq!(
+                variant.job.spec.matrix_parent.as_deref(),
+                Some(parent.as_str())
+            );
+            assert!(children.contains(&variant.job.id));
+            runner.run(variant, stop.clone()).await.unwrap();
+        }
+        drop(claimer);
+        Self {
+            forge,
+            server,
+            runner,
+            parent,
+            _dir: dir,
+        }
     }
-    let parent_state = |calls: &[Call]| {
+
+    /// The statuses sent, once the matrix context is in `expected_state` and stays there.
+    async fn settled(&self, expected_state: &str) -> Vec<Call> {
+        let forge = &self.forge;
+        let parent_state = |calls: &[Call]| {
+            calls
+                .iter()
+                .rfind(|c| c.body["context"] == "raibid/push/default")
+                .map(|c| c.body["state"].as_str().unwrap().to_owned())
+        };
+        eventually(
+            Duration::from_secs(15),
+            &format!("the matrix context in state {expected_state}"),
+            || async {
+                (parent_state(&forge.calls()).as_deref() == Some(expected_state)).then_some(())
+            },
+        )
+        .await;
+        // Whatever events are still being handled must not change it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let calls = forge.calls();
+        assert_eq!(
+            parent_state(&calls).as_deref(),
+            Some(expected_state),
+            "{calls:#?}"
+        );
         calls
-            .iter()
-            .rfind(|c| c.body["context"] == "raibid/push/default")
-            .map(|c| c.body["state"].as_str().unwrap().to_owned())
-    };
-    eventually(
-        Duration::from_secs(15),
-        &format!("the matrix context in state {expected_state}"),
-        || async {
-            (parent_state(&forge.calls()).as_deref() == Some(expected_state)).then_some(())
-        },
-    )
-    .await;
-    // Whatever events are still being handled must not change it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let calls = forge.calls();
-    assert_eq!(
-        parent_state(&calls).as_deref(),
-        Some(expected_state),
-        "{calls:#?}"
-    );
-    calls
+    }
 }
 
 fn last_on<'c>(calls: &'c [Call], context: &str) -> &'c Value {
@@ -724,6 +754,53 @@ async fn a_matrix_with_a_failing_variant_fails_on_the_matrix_context() {
     assert_eq!(
         last_on(&calls, "raibid/push/default/FLAVOUR=plain")["state"],
         "success"
+    );
+}
+
+/// A retried variant stands in for the run it repeats: once the failed variant passes on a
+/// retry, the matrix context turns green.
+#[tokio::test]
+async fn a_retried_variant_changes_the_matrix_context() {
+    // Visible read-only inside the sandbox (only /tmp and home directories are hidden).
+    let flag_dir = tempfile::Builder::new()
+        .prefix("raibid-test-flag-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let flag = flag_dir.path().join("fixed");
+    let matrix = Matrix::run(&format!(
+        r#"test "$FLAVOUR" = plain || test -e {}"#,
+        flag.display()
+    ))
+    .await;
+    matrix.settled("failure").await;
+    std::fs::write(&flag, "").unwrap();
+    let queue = &matrix.server.queue;
+    let mut failed = None;
+    for id in queue.get(&matrix.parent).await.unwrap().unwrap().children {
+        if queue.get(&id).await.unwrap().unwrap().status == JobStatus::Failure {
+            failed = Some(id);
+        }
+    }
+    let retried = queue
+        .retry(&failed.expect("a failed variant"))
+        .await
+        .unwrap();
+    let mut claimer = queue.claimer("spark-2").await.unwrap();
+    let claimed = claimer
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("the retry is queued");
+    assert_eq!(claimed.job.id, retried.id);
+    matrix
+        .runner
+        .run(claimed, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    let calls = matrix.settled("success").await;
+    assert_eq!(
+        last_on(&calls, "raibid/push/default")["description"],
+        "all 2 variants succeeded"
     );
 }
 
