@@ -121,6 +121,23 @@ impl JobEvents {
         }
     }
 
+    /// Resets the idle time of events this consumer holds (`ids`, read and not acknowledged),
+    /// making them its own if an earlier name of it read them: events it keeps for a later
+    /// retry must not look stale to other consumers' [`JobEvents::claim_stale`].
+    pub async fn touch(&self, ids: &[&str]) -> Result<(), QueueError> {
+        for chunk in ids.chunks(100) {
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(self.queue.keys.events())
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(0)
+                .arg(chunk)
+                .arg("JUSTID");
+            let _: Value = self.queue.conn.run(&cmd).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes the group's consumers other than this one that have nothing pending and have
     /// not read for `idle` (replicas that are gone); returns their names.
     pub async fn forget_idle_consumers(&self, idle: Duration) -> Result<Vec<String>, QueueError> {

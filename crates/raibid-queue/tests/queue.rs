@@ -1062,6 +1062,30 @@ async fn unacknowledged_events_are_redelivered_to_a_restarted_reporter() {
     assert_eq!(got[0].job_id, j.id);
 }
 
+/// A live reporter keeps the events it holds for a retry fresh; no other replica takes them.
+#[tokio::test]
+async fn events_a_reporter_touches_are_not_taken_over() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut live = q.job_events("reporter", "pod-a").await.unwrap();
+    created(q.enqueue(job("a/events")).await.unwrap());
+    let held = live.next(10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(held.len(), 1);
+    let other = q.job_events("reporter", "pod-b").await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        live.touch(&[held[0].id.as_str()]).await.unwrap();
+        assert!(
+            other
+                .claim_stale(Duration::from_millis(100), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a held event was taken over"
+        );
+    }
+}
+
 /// Replicas are renamed on every rollout: what a stopped one had read is taken over by another
 /// once idle long enough, and its name is then removed from the group.
 #[tokio::test]

@@ -70,9 +70,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
 /// Longer than a batch takes to report (one round of at most two requests of at most
 /// [`REQUEST_TIMEOUT`] each, for a variant and its matrix job), so events being reported are
-/// not taken over from a live replica. Events waiting for a retry are idle that long, and
-/// another replica may take them over and retry them too: at worst the same status is sent
-/// twice.
+/// not taken over from a live replica. Events waiting for a retry are kept fresh every
+/// [`SWEEP_EVERY`] (`JobEvents::touch`), well within it.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// A live reporter reads every [`BLOCK`]; an hour of silence is a replica that is gone.
@@ -188,6 +187,14 @@ impl Reporter {
             let mut next_sweep = Instant::now();
             loop {
                 if Instant::now() >= next_sweep {
+                    // Ours, waiting for a retry: fresh, so other replicas do not take them.
+                    let held: Vec<&str> = waiting
+                        .values()
+                        .flat_map(|work| work.events.iter().map(|e| e.id.as_str()))
+                        .collect();
+                    if let Err(e) = events.touch(&held).await {
+                        debug!(error = %e, "cannot refresh the status events waiting for a retry");
+                    }
                     self.take_over(&events, &mut waiting).await;
                     next_sweep = Instant::now() + SWEEP_EVERY;
                 }
