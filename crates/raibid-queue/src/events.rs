@@ -10,6 +10,7 @@
 //! pending under its name forever: [`JobEvents::claim_stale`] takes them over, and
 //! [`JobEvents::forget_idle_consumers`] removes the names that are left with nothing pending.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use raibid_model::JobStatus;
@@ -33,8 +34,9 @@ pub struct JobEvents {
     conn: Option<redis::aio::MultiplexedConnection>,
     group: String,
     consumer: String,
-    /// Redeliver our own unacknowledged events first (after a restart), then new ones.
-    backlog_done: bool,
+    /// Redeliver our own unacknowledged events first (after a restart), then new ones. Atomic
+    /// so that [`JobEvents::touch`] can end it through a shared reference.
+    backlog_done: AtomicBool,
 }
 
 impl Queue {
@@ -62,7 +64,7 @@ impl Queue {
             conn: None,
             group: group.to_owned(),
             consumer: consumer.to_owned(),
-            backlog_done: false,
+            backlog_done: AtomicBool::new(false),
         })
     }
 }
@@ -74,12 +76,12 @@ impl JobEvents {
         count: usize,
         block: Duration,
     ) -> Result<Vec<JobEvent>, QueueError> {
-        if !self.backlog_done {
+        if !self.backlog_done.load(Ordering::Relaxed) {
             let backlog = self.read(count, block).await?;
             if !backlog.is_empty() {
                 return Ok(backlog);
             }
-            self.backlog_done = true;
+            self.backlog_done.store(true, Ordering::Relaxed);
         }
         self.read(count, block).await
     }
@@ -123,8 +125,14 @@ impl JobEvents {
 
     /// Resets the idle time of events this consumer holds (`ids`, read and not acknowledged),
     /// making them its own if an earlier name of it read them: events it keeps for a later
-    /// retry must not look stale to other consumers' [`JobEvents::claim_stale`].
+    /// retry must not look stale to other consumers' [`JobEvents::claim_stale`]. Ends the
+    /// redelivery of this name's backlog: the touched events are pending under it now, and
+    /// [`JobEvents::next`] would hand them back, over and over, to a caller that holds them.
     pub async fn touch(&self, ids: &[&str]) -> Result<(), QueueError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.backlog_done.store(true, Ordering::Relaxed);
         for chunk in ids.chunks(100) {
             let mut cmd = redis::cmd("XCLAIM");
             cmd.arg(self.queue.keys.events())
@@ -179,14 +187,15 @@ impl JobEvents {
         if self.conn.is_none() {
             self.conn = Some(self.queue.conn.dedicated().await?);
         }
-        let start = if self.backlog_done { ">" } else { "0" };
+        let backlog_done = self.backlog_done.load(Ordering::Relaxed);
+        let start = if backlog_done { ">" } else { "0" };
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.group)
             .arg(&self.consumer)
             .arg("COUNT")
             .arg(count.max(1));
-        if self.backlog_done {
+        if backlog_done {
             cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
         }
         cmd.arg("STREAMS").arg(self.queue.keys.events()).arg(start);

@@ -70,9 +70,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
 /// Longer than a batch takes to report (one round of at most two requests of at most
 /// [`REQUEST_TIMEOUT`] each, for a variant and its matrix job), so events being reported are
-/// not taken over from a live replica. Events waiting for a retry are kept fresh every
-/// [`SWEEP_EVERY`] (`JobEvents::touch`), well within it.
+/// not taken over from a live replica. Events waiting for a retry are kept fresh
+/// ([`Touched`]).
 const STALE_AFTER: Duration = Duration::from_secs(60);
+/// How often the events waiting for a retry are touched. Touches come between reads and
+/// reports, so two are at most this plus one report round (two requests of
+/// [`REQUEST_TIMEOUT`]) or one read apart: well under [`STALE_AFTER`].
+const TOUCH_EVERY: Duration = Duration::from_secs(15);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// A live reporter reads every [`BLOCK`]; an hour of silence is a replica that is gone.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
@@ -185,17 +189,11 @@ impl Reporter {
                 }
             };
             let mut next_sweep = Instant::now();
+            let mut touched = Touched::default();
             loop {
+                touched.refresh(&events, &waiting).await;
                 if Instant::now() >= next_sweep {
-                    // Ours, waiting for a retry: fresh, so other replicas do not take them.
-                    let held: Vec<&str> = waiting
-                        .values()
-                        .flat_map(|work| work.events.iter().map(|e| e.id.as_str()))
-                        .collect();
-                    if let Err(e) = events.touch(&held).await {
-                        debug!(error = %e, "cannot refresh the status events waiting for a retry");
-                    }
-                    self.take_over(&events, &mut waiting).await;
+                    self.take_over(&events, &mut waiting, &mut touched).await;
                     next_sweep = Instant::now() + SWEEP_EVERY;
                 }
                 // At most one round of retries between two reads: against a forge that times
@@ -216,6 +214,7 @@ impl Reporter {
                         .take(CONCURRENCY)
                         .filter_map(|(_, id)| waiting.remove(id))
                         .collect();
+                    touched.refresh(&events, &waiting).await;
                     self.handle(&events, work, &mut waiting).await;
                 }
                 let now = Instant::now();
@@ -234,6 +233,7 @@ impl Reporter {
                             failing = false;
                         }
                         let work = merge(batch, &mut waiting);
+                        touched.refresh(&events, &waiting).await;
                         self.handle(&events, work, &mut waiting).await;
                     }
                     Err(e) => {
@@ -247,7 +247,12 @@ impl Reporter {
     }
 
     /// Handles the events stopped replicas left unacknowledged, then forgets those replicas.
-    async fn take_over(&self, events: &JobEvents, waiting: &mut HashMap<String, Work>) {
+    async fn take_over(
+        &self,
+        events: &JobEvents,
+        waiting: &mut HashMap<String, Work>,
+        touched: &mut Touched,
+    ) {
         loop {
             match events.claim_stale(STALE_AFTER, BATCH).await {
                 Ok(batch) if batch.is_empty() => break,
@@ -269,6 +274,7 @@ impl Reporter {
                         "taking over status events a stopped replica left"
                     );
                     let work = merge(batch, waiting);
+                    touched.refresh(events, waiting).await;
                     self.handle(events, work, waiting).await;
                 }
                 Err(e) => {
@@ -473,6 +479,33 @@ impl Reporter {
         }
         let children = futures::future::join_all(job.children.iter().map(|id| self.load(id))).await;
         describe::matrix_status(job, &children, public_url)
+    }
+}
+
+/// When the events waiting for a retry were last touched.
+struct Touched(Instant);
+
+impl Default for Touched {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Touched {
+    /// Touches the events held in `waiting` if [`TOUCH_EVERY`] has passed, so that other
+    /// replicas do not take them over as a stopped replica's and report them too.
+    async fn refresh(&mut self, events: &JobEvents, waiting: &HashMap<String, Work>) {
+        if self.0.elapsed() < TOUCH_EVERY {
+            return;
+        }
+        let held: Vec<&str> = waiting
+            .values()
+            .flat_map(|work| work.events.iter().map(|e| e.id.as_str()))
+            .collect();
+        match events.touch(&held).await {
+            Ok(()) => self.0 = Instant::now(),
+            Err(e) => debug!(error = %e, "cannot refresh the status events waiting for a retry"),
+        }
     }
 }
 
