@@ -414,9 +414,21 @@ impl GitCheckout {
                     format!("Authorization: Basic {basic}"),
                 );
         }
-        let child = cmd.spawn()?;
+        let mut child = cmd.spawn()?;
+        // Declared after `child`, so dropped before it: the group is killed while git is not
+        // yet reaped (its id cannot name a new group), and before kill_on_drop kills git.
         let group = KillGroup(child.id());
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            let (status, stdout, stderr) =
+                tokio::join!(child.wait(), read_all(stdout), read_all(stderr));
+            Ok::<_, std::io::Error>(std::process::Output {
+                status: status?,
+                stdout: stdout?,
+                stderr: stderr?,
+            })
+        };
+        let output = match tokio::time::timeout(self.timeout, run).await {
             Ok(out) => out?,
             Err(_) => {
                 return Err(CheckoutError::Timeout {
@@ -543,16 +555,19 @@ fn is_lock_error(message: &str) -> bool {
     message.contains("cannot lock ref") || message.contains(".lock': File exists")
 }
 
-/// Serializes agents sharing one cache directory (a node-local volume in Kubernetes) on the
-/// same mirror: concurrent `git fetch` into one repository corrupts refs.
-///
-/// The lock file is the agent's alone (0600, also when an older agent made it 0644): `flock`
-/// needs only read access, and a step user holding it would hang every checkout of that
-/// repository on the node. Links and other non-files in its place are refused.
+/// All of a child's output, or nothing when it has no such pipe.
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if let Some(mut pipe) = pipe {
+        tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await?;
+    }
+    Ok(bytes)
+}
+
 /// Kills the process group a git command leads unless it ended by itself. `kill_on_drop`
 /// kills git alone: `git submodule` is a script whose `git clone` and remote helper would go
 /// on (on a stalled server, until git's own time limit) writing into a workspace that is
-/// being removed. Only while unfinished, when git is not yet reaped, so the group id cannot
+/// being removed. Only while unfinished: git is not yet reaped then, so the group id cannot
 /// name anyone else's group.
 struct KillGroup(Option<u32>);
 
@@ -573,6 +588,12 @@ impl Drop for KillGroup {
     }
 }
 
+/// Serializes agents sharing one cache directory (a node-local volume in Kubernetes) on the
+/// same mirror: concurrent `git fetch` into one repository corrupts refs.
+///
+/// The lock file is the agent's alone (0600, also when an older agent made it 0644): `flock`
+/// needs only read access, and a step user holding it would hang every checkout of that
+/// repository on the node. Links and other non-files in its place are refused.
 async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let lock_path = mirror.with_extension("lock");

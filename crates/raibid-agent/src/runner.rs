@@ -188,9 +188,18 @@ impl Runner {
             .join(format!("{}-a{}", job.id, job.attempt));
         // Taken before the directory exists and let go after it is gone, so that no sweeper,
         // of this queue or another, takes it for an orphan while it is in use.
-        let in_use = tokio::fs::create_dir_all(&self.settings.workspace_root)
+        let mut in_use = tokio::fs::create_dir_all(&self.settings.workspace_root)
             .await
             .and_then(|()| InUse::try_take(&job_dir));
+        // Held for a moment by a sweeper that found the lock before the directory existed;
+        // it deletes the file, and a fresh one is then ours.
+        for _ in 0..20 {
+            if !matches!(in_use, Ok(None)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            in_use = InUse::try_take(&job_dir);
+        }
         let in_use = match in_use {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => {
