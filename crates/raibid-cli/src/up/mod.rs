@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
+use raibid_agent::StepUser;
 use raibid_agent::executor::{BwrapExecutor, BwrapOptions};
 use raibid_config::{Config, ExecutorKind, Secret, TokenHash};
 use raibid_model::JobStatus;
@@ -118,10 +119,15 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     let host_steps_as_step_user = !config.agent.step_user.trim().is_empty()
         && match config.agent.executor {
             ExecutorKind::Host => true,
-            ExecutorKind::Auto => BwrapExecutor::new(BwrapOptions::default())
-                .probe()
-                .await
-                .is_err(),
+            // As the agents probe: their network setting, and `setpriv` to the step user.
+            ExecutorKind::Auto => BwrapExecutor::new(BwrapOptions {
+                network: config.agent.network,
+                user: StepUser::parse(&config.agent.step_user).ok(),
+                ..Default::default()
+            })
+            .probe()
+            .await
+            .is_err(),
             _ => false,
         };
     let max_agents = if host_steps_as_step_user && max_agents > 1 {
