@@ -27,6 +27,8 @@ pub enum ClientError {
         status: u16,
         code: String,
         message: String,
+        /// The server's `Retry-After` (429, 503): when asking again may succeed.
+        retry_after: Option<std::time::Duration>,
     },
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
@@ -149,17 +151,26 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
+        // Seconds only: the server sends no HTTP dates.
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         let body = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<ErrorBody>(&body) {
             Ok(e) => Err(ClientError::Api {
                 status,
                 code: e.error.code,
                 message: e.error.message,
+                retry_after,
             }),
             Err(_) => Err(ClientError::Api {
                 status,
                 code: "http".into(),
                 message: body.chars().take(200).collect(),
+                retry_after,
             }),
         }
     }
@@ -357,6 +368,7 @@ impl Client {
                             status: 410,
                             code: "gone".into(),
                             message,
+                            retry_after: None,
                         });
                     }
                     LogEvent::Log { .. } => {}
@@ -410,6 +422,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retry_after_is_carried_in_the_error() {
+        let body = r#"{"error":{"code":"too_many_log_streams_for_client","message":"this client already follows 32 logs"}}"#;
+        let response: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+                 retry-after: 7\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let base = serve_once(response).await;
+        let client = Client::new(&base, None).unwrap();
+        match client.follow_logs("J", None, |_| {}).await {
+            Err(ClientError::Api {
+                status: 429,
+                code,
+                retry_after,
+                ..
+            }) => {
+                assert_eq!(code, "too_many_log_streams_for_client");
+                assert_eq!(retry_after, Some(std::time::Duration::from_secs(7)));
+            }
+            other => panic!("expected a 429, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn a_gone_event_ends_the_follow_with_a_410() {
         let base = serve_once(
             "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
@@ -427,6 +466,7 @@ mod tests {
                 status: 410,
                 code,
                 message,
+                ..
             }) => {
                 assert_eq!(code, "gone");
                 assert!(message.contains("deleted"), "{message}");

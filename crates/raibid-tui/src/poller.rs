@@ -273,6 +273,10 @@ pub(crate) async fn follow_log(
                 }
             })
             .await;
+        let retry_after = match &result {
+            Err(ClientError::Api { retry_after, .. }) => *retry_after,
+            _ => None,
+        };
         let (error, retrying) = match result {
             Ok(Some(status)) => {
                 let _ = events.send(Message::Data(DataEvent::LogEnd { job_id, status }));
@@ -302,8 +306,14 @@ pub(crate) async fn follow_log(
         if events.send(Message::Data(event)).is_err() || !retrying {
             return;
         }
-        tokio::time::sleep(backoff.next_wait()).await;
+        tokio::time::sleep(retry_wait(retry_after, &mut backoff)).await;
     }
+}
+
+/// The server's `Retry-After` when it sent one (capped like the backoff), else the backoff.
+fn retry_wait(retry_after: Option<Duration>, backoff: &mut Backoff) -> Duration {
+    let next = backoff.next_wait();
+    retry_after.map_or(next, |wait| wait.min(MAX_BACKOFF))
 }
 
 #[cfg(test)]
@@ -314,6 +324,21 @@ mod tests {
     use raibid_model::{Event, NewJob, Outcome, PoolName};
     use raibid_queue::{Enqueued, Queue, QueueOptions};
     use raibid_testkit::RedisServer;
+
+    #[test]
+    fn the_server_s_retry_after_wins_over_the_backoff() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
+        assert_eq!(
+            retry_wait(Some(Duration::from_secs(7)), &mut backoff),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            retry_wait(Some(Duration::from_secs(3600)), &mut backoff),
+            MAX_BACKOFF
+        );
+        let without = retry_wait(None, &mut backoff);
+        assert!(without <= MAX_BACKOFF && without != Duration::from_secs(7));
+    }
 
     fn covered<'a>(ids: &[&'a str]) -> HashSet<&'a str> {
         ids.iter().copied().collect()
