@@ -595,30 +595,10 @@ impl Drop for KillGroup {
 /// needs only read access, and a step user holding it would hang every checkout of that
 /// repository on the node. Links and other non-files in its place are refused.
 async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let lock_path = mirror.with_extension("lock");
-    let file = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&lock_path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(CheckoutError::Io(std::io::Error::other(format!(
-                "{} is not a regular file",
-                lock_path.display()
-            ))));
-        }
-        if meta.permissions().mode() & 0o077 != 0 {
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
-        Ok::<_, CheckoutError>(file)
-    })
-    .await
-    .map_err(|e| CheckoutError::Io(std::io::Error::other(e)))??;
+    let file = tokio::task::spawn_blocking(move || crate::lock_file::open(&lock_path))
+        .await
+        .map_err(|e| CheckoutError::Io(std::io::Error::other(e)))??;
     // Polled rather than a blocking flock on a thread: a job cancelled while it waits drops
     // this future, but a thread blocked in flock would wait on, and the runtime's shutdown
     // waits for its threads, so a `--once` agent would not exit until the other checkout of

@@ -11,6 +11,7 @@ mod env;
 pub mod executor;
 pub mod hardening;
 pub mod image;
+mod lock_file;
 mod logsink;
 mod remove;
 mod runner;

@@ -337,9 +337,12 @@ impl Runner {
         if let Err(e) = tokio::fs::create_dir_all(&home).await {
             return error_outcome(log, format!("cannot create the job directory: {e}")).await;
         }
-        let checkout = tokio::select! {
-            r = self.git.checkout(job, &workspace) => r,
-            _ = stop.cancelled() => return Outcome::new(JobStatus::Cancelled),
+        // The checkout and the fetches after it are network git commands that may stall for up
+        // to their own timeout; a cancel, a shutdown or a lost claim must not wait for them
+        // (dropping the future kills the git process group).
+        let stopped = || Outcome::new(JobStatus::Cancelled);
+        let Some(checkout) = unless_stopped(stop, self.git.checkout(job, &workspace)).await else {
+            return stopped();
         };
         let borrowed = match &checkout {
             Ok(report) => vec![report.objects.clone()],
@@ -366,10 +369,6 @@ impl Runner {
             Ok(p) => p,
             Err(message) => return error_outcome(log, message).await,
         };
-        // Each of these is a network git command that may stall for up to its own timeout;
-        // a cancel, a shutdown or a lost claim must not wait for it (dropping the future kills
-        // the git process).
-        let stopped = || Outcome::new(JobStatus::Cancelled);
         if pipeline.clone.submodules {
             match unless_stopped(stop, self.git.update_submodules(job, &workspace)).await {
                 None => return stopped(),

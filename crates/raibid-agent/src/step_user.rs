@@ -47,11 +47,42 @@ pub enum StepUserError {
          agent's workspaces and mirrors need a directory of their own"
     )]
     SharedRoot(PathBuf),
+    #[error(
+        "another raibid agent on this machine runs host steps as uid {uid} ({} is locked): \
+         steps of two agents under one uid would kill each other's processes and could \
+         read each other's secrets. Give each agent its own agent.step_user, use the bwrap \
+         executor, or run one agent (`raibid up`: up.max_agents: 1)",
+        path.display()
+    )]
+    Taken { uid: u32, path: PathBuf },
     #[error("checking what agent.step_user can reach: {0}")]
     Io(#[from] io::Error),
 }
 
 impl StepUser {
+    /// Makes this process the only one on the machine running host steps as this user, for as
+    /// long as it lives (the lock is never let go: the kernel drops it when the process exits,
+    /// however it exits). After each step every process of the step user is killed, and
+    /// concurrent jobs under one uid could read each other's secrets: one agent's concurrency
+    /// check cannot see other agent processes (the agents `raibid up` starts, two services).
+    /// `dir` must be writable by root alone, so that no step can take or remove the lock.
+    pub fn hold_for_process(&self, dir: &Path) -> Result<(), StepUserError> {
+        use nix::fcntl::{Flock, FlockArg};
+        let path = dir.join(format!("raibid-step-user-{}.lock", self.uid));
+        let file = crate::lock_file::open(&path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                std::mem::forget(lock);
+                Ok(())
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StepUserError::Taken {
+                uid: self.uid,
+                path,
+            }),
+            Err((_, errno)) => Err(io::Error::from(errno).into()),
+        }
+    }
+
     /// `UID`, `UID:GID` or an account name (with its primary group). A bare number is its own
     /// gid too: the number usually has no account in the image, hence no primary group.
     pub fn parse(text: &str) -> Result<Self, StepUserError> {

@@ -7,9 +7,9 @@
 //! that runs the job and dies with it, whatever the queue: a directory whose lock can be taken
 //! belongs to no live agent.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -33,13 +33,7 @@ impl InUse {
         // Between opening and locking, a sweeper may take and delete the file (its directory
         // does not exist yet); a lock on a deleted file guards nothing, so open it again.
         for _ in 0..5 {
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&path)?;
+            let file = crate::lock_file::open(&path)?;
             match lock_if_current(&path, file)? {
                 Locked::Held(lock) => return Ok(Some(Self { _lock: lock, path })),
                 Locked::Busy => return Ok(None),
@@ -75,12 +69,6 @@ enum Locked {
 /// Locks `file`, opened at `path`, and checks that `path` still names it.
 fn lock_if_current(path: &Path, file: File) -> io::Result<Locked> {
     let opened = file.metadata()?;
-    if !opened.is_file() {
-        return Err(io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
     let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((_, Errno::EWOULDBLOCK)) => return Ok(Locked::Busy),

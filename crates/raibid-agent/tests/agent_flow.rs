@@ -1067,19 +1067,26 @@ async fn a_slow_workspace_removal_does_not_lose_the_verdict() {
     );
 }
 
-/// A cancel reaches a job whose submodule fetch has stalled (a server that accepts and never
-/// answers) without waiting for git's own time limit of ten minutes.
-#[tokio::test]
-async fn a_cancel_stops_a_stalled_submodule_fetch() {
-    let h = Harness::new();
+/// A loopback port whose server accepts connections and never answers (for the rest of the
+/// test process), where git hangs as on a stalled forge.
+fn stalling_server() -> u16 {
     let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = stall.local_addr().unwrap().port();
-    let held = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut connections = Vec::new();
         while let Ok((conn, _)) = stall.accept() {
             connections.push(conn);
         }
     });
+    port
+}
+
+/// A cancel reaches a job whose submodule fetch has stalled (a server that accepts and never
+/// answers) without waiting for git's own time limit of ten minutes.
+#[tokio::test]
+async fn a_cancel_stops_a_stalled_submodule_fetch() {
+    let h = Harness::new();
+    let port = stalling_server();
     let base = tempfile::tempdir().unwrap();
     let repo = GitRepo::new();
     repo.commit(
@@ -1139,7 +1146,6 @@ async fn a_cancel_stops_a_stalled_submodule_fetch() {
         "{:?}",
         processes_with(&needle)
     );
-    drop(held);
 }
 
 /// Ctrl-C on an agent started in a terminal signals the terminal's whole foreground group.
@@ -1148,14 +1154,7 @@ async fn a_cancel_stops_a_stalled_submodule_fetch() {
 #[tokio::test]
 async fn checkout_git_is_outside_the_agent_s_process_group() {
     let h = Harness::new();
-    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = stall.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut connections = Vec::new();
-        while let Ok((conn, _)) = stall.accept() {
-            connections.push(conn);
-        }
-    });
+    let port = stalling_server();
     let url = format!("http://127.0.0.1:{port}/acme/app.git");
     let job = h.enqueue(&url, &"2".repeat(40)).await;
     let agent = tokio::spawn(run_agent(

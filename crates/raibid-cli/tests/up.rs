@@ -351,15 +351,16 @@ async fn ctrl_c_stops_in_order_and_the_running_job_keeps_its_verdict() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up.interrupt_group(Duration::from_secs(30)), "{}", up.log());
-    let redis_logs: String = walkdir(&up.data)
+    let redis_logs: String = modes_under(&up.data)
         .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n == "redis.log"))
-        .map(|p| read(&p))
+        .filter(|(p, _)| p.file_name().is_some_and(|n| n == "redis.log"))
+        .map(|(p, _)| read(&p))
         .collect();
     assert!(!redis_logs.contains("Received SIGINT"), "{redis_logs}");
 
     up.spawn(&[], &[]);
-    let done = client_job(&up, &job.id).await;
+    // Read at once: a restarted up's reaper would requeue a job left running.
+    let done = up.client().job(&job.id).await.unwrap();
     assert_eq!(
         (done.status, done.attempt),
         (JobStatus::Success, 1),
@@ -381,28 +382,6 @@ async fn host_steps_under_a_step_user_get_one_local_agent() {
     );
     assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
     assert!(up.log().contains("0..1 on demand"), "{}", up.log());
-}
-
-/// Every file under `dir`.
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => stack.push(path),
-                Ok(_) => files.push(path),
-                Err(_) => {}
-            }
-        }
-    }
-    files
-}
-
-/// The job as a restarted `up` reports it (its reaper would requeue one left running).
-async fn client_job(up: &Up, id: &str) -> Job {
-    up.client().job(id).await.unwrap()
 }
 
 #[tokio::test]

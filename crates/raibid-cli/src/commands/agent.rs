@@ -212,7 +212,7 @@ impl StepUsers {
         }
         let dirs: Vec<&Path> = self.dirs.iter().map(PathBuf::as_path).collect();
         user.check(&dirs)?;
-        hold_step_user(&user, Path::new(STEP_USER_LOCK_DIR))?;
+        user.hold_for_process(Path::new(STEP_USER_LOCK_DIR))?;
         info!(%user, "host steps run as the step user");
         Ok(Some(user))
     }
@@ -234,42 +234,6 @@ impl StepUsers {
 
 /// Root-only (step users need a root agent), so no step can take or remove the locks.
 const STEP_USER_LOCK_DIR: &str = "/run";
-
-/// Makes this process the only agent on the machine running host steps as `user`, for as long
-/// as it lives. After each step every process of the step user is killed, and concurrent jobs
-/// under one uid could read each other's secrets: the concurrency check above covers one
-/// agent, this covers several (the agents `raibid up` starts, or two services).
-fn hold_step_user(user: &StepUser, dir: &Path) -> anyhow::Result<()> {
-    use nix::fcntl::{Flock, FlockArg};
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(format!("raibid-step-user-{}.lock", user.uid));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => {
-            // Released when the process exits, however it exits.
-            std::mem::forget(lock);
-            Ok(())
-        }
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => anyhow::bail!(
-            "another raibid agent on this machine runs host steps as uid {} ({} is locked): \
-             steps of two agents under one uid would kill each other's processes and could \
-             read each other's secrets. Give each agent its own agent.step_user, use the bwrap \
-             executor, or run one agent (`raibid up`: up.max_agents: 1)",
-            user.uid,
-            path.display()
-        ),
-        Err((_, errno)) => {
-            Err(std::io::Error::from(errno)).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-}
 
 async fn executor(
     kind: ExecutorKind,
