@@ -267,13 +267,13 @@ async fn an_agent_killed_mid_job_is_replaced_and_the_job_finishes() {
 
     // Wait for the job to run, then kill its agent without warning.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let victim = loop {
+    let (victim, command_line) = loop {
         let current = client.job(&job.id).await.unwrap();
         let agents = agent_processes(&up.data);
         if current.status == JobStatus::Running {
             let name = current.agent.clone().unwrap();
-            if let Some((pid, _)) = agents.iter().find(|(_, c)| c.contains(&name)) {
-                break *pid;
+            if let Some((pid, c)) = agents.into_iter().find(|(_, c)| c.contains(&name)) {
+                break (pid, c);
             }
         }
         assert!(
@@ -283,6 +283,23 @@ async fn an_agent_killed_mid_job_is_replaced_and_the_job_finishes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // up decided what `auto` comes to and told its agents, so they cannot decide otherwise.
+    let decided = up
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split("on demand, ")
+                .nth(1)?
+                .split(" steps")
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no executor in the banner:\n{}", up.log()));
+    assert!(
+        command_line.contains(&format!("--executor {decided} ")),
+        "{command_line}\n{}",
+        up.log()
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(victim),
         nix::sys::signal::Signal::SIGKILL,
@@ -381,7 +398,11 @@ async fn host_steps_under_a_step_user_get_one_local_agent() {
         &[],
     );
     assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
-    assert!(up.log().contains("0..1 on demand"), "{}", up.log());
+    assert!(
+        up.log().contains("0..1 on demand, host steps"),
+        "{}",
+        up.log()
+    );
 }
 
 #[tokio::test]

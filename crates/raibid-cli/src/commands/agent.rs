@@ -235,6 +235,56 @@ impl StepUsers {
 /// Root-only (step users need a root agent), so no step can take or remove the locks.
 const STEP_USER_LOCK_DIR: &str = "/run";
 
+/// The sandbox this agent builds for bwrap steps (also the one `auto` probes).
+fn bwrap_executor(
+    config: &Config,
+    users: &StepUsers,
+    data_dir: &Path,
+    toolchain: &Toolchain,
+) -> anyhow::Result<BwrapExecutor> {
+    // The agent's data (mirror cache, other jobs' workspaces, image layers) is none of a
+    // step's business; its own workspace is bound back in by the executor. Under `raibid up`
+    // the agent's directory sits inside up's, next to the API token, the webhook secret and
+    // Redis's files: hide all of it.
+    Ok(BwrapExecutor::new(BwrapOptions {
+        network: config.agent.network,
+        hide: hidden_dirs(config, data_dir),
+        ro_binds: toolchain.ro_paths.clone(),
+        user: users.bwrap()?,
+        ..Default::default()
+    }))
+}
+
+/// What `auto` comes to for an agent with this configuration and data directory: bwrap when
+/// the very sandbox it would build runs here, host steps otherwise. `raibid up` decides once
+/// with this and starts its agents with the outcome, so its own limits (one agent for host
+/// steps under a step user) cannot disagree with what its agents do.
+pub(crate) async fn resolve_auto(config: &Config, data_dir: &Path) -> anyhow::Result<ExecutorKind> {
+    let users = StepUsers::new(&config.agent.step_user, ExecutorKind::Auto, 1, &[])?;
+    let bwrap = bwrap_executor(config, &users, data_dir, &Toolchain::detect())?;
+    Ok(match bwrap.probe().await {
+        Ok(()) => ExecutorKind::Bwrap,
+        Err(e) => {
+            warn_host_fallback(&e, users.configured);
+            ExecutorKind::Host
+        }
+    })
+}
+
+fn warn_host_fallback(error: &dyn std::fmt::Display, step_user: Option<StepUser>) {
+    let who = match step_user {
+        Some(user) => format!("as {user}"),
+        None if nix::unistd::geteuid().is_root() => {
+            "AS ROOT (set agent.step_user, or make bubblewrap work)".to_owned()
+        }
+        None => "as the agent's user".to_owned(),
+    };
+    warn!(
+        error = %error,
+        "bubblewrap is not usable; steps run as plain host processes {who}"
+    );
+}
+
 async fn executor(
     kind: ExecutorKind,
     users: &StepUsers,
@@ -242,20 +292,6 @@ async fn executor(
     data_dir: &Path,
     toolchain: &Toolchain,
 ) -> anyhow::Result<Arc<dyn Executor>> {
-    // The agent's data (mirror cache, other jobs' workspaces, image layers) is none of a
-    // step's business; its own workspace is bound back in by the executor. Under `raibid up`
-    // the agent's directory sits inside up's, next to the API token, the webhook secret and
-    // Redis's files: hide all of it.
-    let hide = hidden_dirs(config, data_dir);
-    let bwrap = || -> anyhow::Result<BwrapExecutor> {
-        Ok(BwrapExecutor::new(BwrapOptions {
-            network: config.agent.network,
-            hide: hide.clone(),
-            ro_binds: toolchain.ro_paths.clone(),
-            user: users.bwrap()?,
-            ..Default::default()
-        }))
-    };
     let host = || -> anyhow::Result<HostExecutor> {
         Ok(match users.host()? {
             Some(user) => HostExecutor::new().as_user(user),
@@ -265,7 +301,7 @@ async fn executor(
     Ok(match kind {
         ExecutorKind::Host => Arc::new(host()?),
         ExecutorKind::Bwrap => {
-            let b = bwrap()?;
+            let b = bwrap_executor(config, users, data_dir, toolchain)?;
             b.probe()
                 .await
                 .context("bubblewrap does not work here (apt-get install bubblewrap)")?;
@@ -292,22 +328,12 @@ async fn executor(
             ))
         }
         ExecutorKind::Auto => {
-            let b = bwrap()?;
+            let b = bwrap_executor(config, users, data_dir, toolchain)?;
             match b.probe().await {
                 Ok(()) => Arc::new(b),
                 Err(e) => {
                     let host = host()?;
-                    let who = match host.step_user() {
-                        Some(user) => format!("as {user}"),
-                        None if nix::unistd::geteuid().is_root() => {
-                            "AS ROOT (set agent.step_user, or make bubblewrap work)".to_owned()
-                        }
-                        None => "as the agent's user".to_owned(),
-                    };
-                    warn!(
-                        error = %e,
-                        "bubblewrap is not usable; steps run as plain host processes {who}"
-                    );
+                    warn_host_fallback(&e, host.step_user());
                     Arc::new(host)
                 }
             }

@@ -1,4 +1,4 @@
-mod agent;
+pub(crate) mod agent;
 mod bench;
 mod bench_queue;
 pub(crate) mod config;

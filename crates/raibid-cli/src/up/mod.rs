@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
-use raibid_agent::StepUser;
-use raibid_agent::executor::{BwrapExecutor, BwrapOptions};
 use raibid_config::{Config, ExecutorKind, Secret, TokenHash};
 use raibid_model::JobStatus;
 use raibid_queue::Queue;
@@ -113,23 +111,19 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         .or((config.up.max_agents > 0).then_some(config.up.max_agents))
         .map(u64::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u64));
+    let agent_data_dir = data_dir.join("agent");
+    // `auto` is decided here, once, as an agent would decide it, and the agents are told the
+    // outcome: the limit below must hold for what they actually run.
+    let executor = match config.agent.executor {
+        ExecutorKind::Auto => {
+            crate::commands::agent::resolve_auto(&config, &agent_data_dir).await?
+        }
+        kind => kind,
+    };
     // Host steps under a step user: one agent per step user per machine (each agent holds a
-    // lock for it), so more would only start and fail. `auto` falls back to host steps where
-    // bwrap cannot run, which the agents find out as this does.
-    let host_steps_as_step_user = !config.agent.step_user.trim().is_empty()
-        && match config.agent.executor {
-            ExecutorKind::Host => true,
-            // As the agents probe: their network setting, and `setpriv` to the step user.
-            ExecutorKind::Auto => BwrapExecutor::new(BwrapOptions {
-                network: config.agent.network,
-                user: StepUser::parse(&config.agent.step_user).ok(),
-                ..Default::default()
-            })
-            .probe()
-            .await
-            .is_err(),
-            _ => false,
-        };
+    // lock for it), so more would only start and fail.
+    let host_steps_as_step_user =
+        executor == ExecutorKind::Host && !config.agent.step_user.trim().is_empty();
     let max_agents = if host_steps_as_step_user && max_agents > 1 {
         info!("agent.step_user with host steps: one local agent at a time");
         1
@@ -183,7 +177,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             exe: std::env::current_exe().context("locating the raibid executable")?,
             global_args,
             env: agent_env,
-            agent_data_dir: data_dir.join("agent"),
+            agent_args: vec!["--executor".into(), executor_arg(executor).into()],
+            agent_data_dir,
             log_file: data_dir.join("logs").join("agents.log"),
             max_agents,
             polling_interval: Duration::from_millis(config.up.polling_interval_ms.max(10)),
@@ -209,7 +204,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     }
     println!("  server    {server_url}  (webhooks: {server_url}/webhooks/gitea|forgejo|github)");
     println!(
-        "  agents    0..{max_agents} on demand (cooldown {}s, logs in {}/logs/agents.log)",
+        "  agents    0..{max_agents} on demand, {} steps (cooldown {}s, logs in {}/logs/agents.log)",
+        executor_arg(executor),
         cooldown.as_secs(),
         data_dir.display()
     );
@@ -373,4 +369,14 @@ fn ensure_tools() -> anyhow::Result<()> {
         missing.join(", "),
         missing.join(" ")
     )
+}
+
+/// The `raibid agent --executor` value for a kind.
+fn executor_arg(kind: ExecutorKind) -> &'static str {
+    match kind {
+        ExecutorKind::Auto => "auto",
+        ExecutorKind::Host => "host",
+        ExecutorKind::Bwrap => "bwrap",
+        ExecutorKind::Container => "container",
+    }
 }

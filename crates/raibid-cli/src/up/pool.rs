@@ -34,6 +34,8 @@ pub struct PoolSettings {
     pub global_args: Vec<String>,
     /// Environment for agents on top of ours (e.g. the private Redis URL).
     pub env: Vec<(String, String)>,
+    /// Arguments after `agent` that `raibid up` decided for every agent (`--executor`).
+    pub agent_args: Vec<String>,
     pub agent_data_dir: PathBuf,
     /// Agents' stderr goes here.
     pub log_file: PathBuf,
@@ -170,6 +172,7 @@ impl LocalPool {
         cmd.args(&self.settings.global_args)
             .arg("agent")
             .arg("--once")
+            .args(&self.settings.agent_args)
             .arg("--idle-timeout")
             .arg(self.settings.cooldown.as_secs().max(1).to_string())
             .arg("--grace-period")
