@@ -322,13 +322,14 @@ impl StepEnv {
         (!self.in_files.is_empty()).then(|| self.dir.path().join("values"))
     }
 
-    /// Shell lines that export the values kept in files, exactly (`x` keeps trailing newlines
-    /// from command substitution).
+    /// Shell commands that export the values kept in files, exactly (`x` keeps trailing
+    /// newlines from command substitution). One line that the script's first line continues,
+    /// so the shell's line numbers in error messages stay those of the pipeline file's script.
     fn prelude(&self) -> String {
         self.in_files
             .iter()
             .map(|k| {
-                format!("{k}=\"$(cat {ENV_DIR}/{k}; echo x)\"; {k}=\"${{{k}%x}}\"; export {k}\n")
+                format!("{k}=\"$(cat {ENV_DIR}/{k}; echo x)\"; {k}=\"${{{k}%x}}\"; export {k}; ")
             })
             .collect()
     }
@@ -638,9 +639,9 @@ mod tests {
         );
         assert!(joined.ends_with(
             " --network none alpine:3 /bin/sh -e -c \
-             CR=\"$(cat /run/raibid-env/CR; echo x)\"; CR=\"${CR%x}\"; export CR\n\
-             KEY=\"$(cat /run/raibid-env/KEY; echo x)\"; KEY=\"${KEY%x}\"; export KEY\n\
-             LONG=\"$(cat /run/raibid-env/LONG; echo x)\"; LONG=\"${LONG%x}\"; export LONG\n\
+             CR=\"$(cat /run/raibid-env/CR; echo x)\"; CR=\"${CR%x}\"; export CR; \
+             KEY=\"$(cat /run/raibid-env/KEY; echo x)\"; KEY=\"${KEY%x}\"; export KEY; \
+             LONG=\"$(cat /run/raibid-env/LONG; echo x)\"; LONG=\"${LONG%x}\"; export LONG; \
              make test"
         ));
         let dir = file.dir.path().to_path_buf();
@@ -661,13 +662,23 @@ mod tests {
             .args([
                 "-e",
                 "-c",
-                &(prelude + "printf %s \"$MULTI\"; sh -c 'printf %s \"$MULTI\"'"),
+                &(prelude.clone() + "printf %s \"$MULTI\"; sh -c 'printf %s \"$MULTI\"'"),
             ])
             .env_clear()
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         assert_eq!(String::from_utf8(out.stdout).unwrap(), value.repeat(2));
+
+        // The shell's line numbers are the script's own.
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-e", "-c", &(prelude + "true\nraibid-no-such-command")])
+            .env_clear()
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(" 2: raibid-no-such-command"), "{stderr}");
+
         let env = BTreeMap::from([("NOT-A-NAME".to_string(), "a\nb".to_string())]);
         assert!(StepEnv::write(&env).is_err());
     }
