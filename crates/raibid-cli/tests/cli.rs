@@ -344,10 +344,35 @@ fn a_step_user_serves_one_agent_per_machine() {
         ),
     )
     .unwrap();
-    let out = raibid(&file, &["agent", "--once"], &[]);
+    // Without the lock the agent would start and wait for Redis (none here): a bounded wait.
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let mut child = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&file)
+        .args(["agent", "--once"])
+        .env("RAIBID_REDIS_URL", "redis://127.0.0.1:1/")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "the second agent did not stop at start:\n{}",
+                std::fs::read_to_string(dir.path().join("agent.log")).unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     drop(held);
-    assert!(!out.status.success(), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "{status:?}");
+    let err = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     assert!(
         err.contains("another raibid agent on this machine runs host steps as uid 64997")
             && !err.contains("  "),
