@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use raibid_model::{Event, PoolName};
 
 use crate::{
-    AgentConfig, ClusterConfig, Config, ExecutorKind, FluxConfig, GiteaConfig, K3sConfig,
+    AgentConfig, ClusterConfig, Config, ExecutorKind, FluxConfig, GiteaConfig, IpRange, K3sConfig,
     KedaConfig, PoolRule, RedisConfig, RegistryConfig, Secret, ServerConfig, TokenHash, UpConfig,
 };
 
@@ -49,6 +49,7 @@ leaves!(
     ExecutorKind => false,
     Event => false,
     TokenHash => false,
+    IpRange => false,
 );
 
 fn replace<T>(dst: &mut T, src: T, path: &[&str]) -> bool {
@@ -129,7 +130,7 @@ structs! {
     ServerConfig {
         listen, public_url, tokens, read_requires_token, webhook_secret, repo_secrets,
         allowed_repos, events, body_limit_bytes, max_log_streams, max_log_streams_per_client,
-        log_stream_max_secs,
+        log_stream_max_secs, trusted_proxies,
         default_pool, pool_rules, pools, github_api_url, github_token,
     }
     RegistryConfig { host, username, password, insecure }

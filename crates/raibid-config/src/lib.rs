@@ -8,12 +8,14 @@
 
 mod env;
 mod field;
+mod ip_range;
 mod load;
 mod model;
 mod secret;
 mod token;
 
 pub use env::is_override_variable;
+pub use ip_range::IpRange;
 pub use load::{ConfigError, ConfigSource, default_path, load, load_from_str};
 pub use model::*;
 pub use secret::{Secret, redact_url};

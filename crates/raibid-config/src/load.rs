@@ -311,6 +311,27 @@ flux:
     }
 
     #[test]
+    fn trusted_proxies_take_addresses_and_networks() {
+        let c = parse("server:\n  trusted_proxies: [10.0.0.0/8, \"::1\"]\n").unwrap();
+        let shown: Vec<String> = c
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1"]);
+        let msg = parse("server:\n  trusted_proxies:\n    - 10.0.0.1\n    - traefik\n")
+            .unwrap_err()
+            .to_string();
+        // serde_yaml places errors of a list's values at the list.
+        assert!(msg.starts_with("/etc/raibid.yaml:3:"), "{msg}");
+        assert!(
+            msg.contains("trusted_proxies") && msg.contains("\"traefik\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn syntax_error_has_location() {
         let msg = parse("redis: [unclosed\n").unwrap_err().to_string();
         assert!(msg.starts_with("/etc/raibid.yaml:"), "{msg}");

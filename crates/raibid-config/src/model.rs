@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use raibid_model::PoolName;
 use serde::{Deserialize, Serialize};
 
-use crate::{Secret, TokenHash};
+use crate::{IpRange, Secret, TokenHash};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -204,6 +204,12 @@ pub struct ServerConfig {
     /// A log stream is closed after this long (without its `end` event) and the client
     /// resumes with `Last-Event-ID`, so no stream holds its connection forever.
     pub log_stream_max_secs: u64,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` is believed: a request
+    /// through them is from the last address in that header that is not itself one of them.
+    /// Without it, every anonymous client behind a proxy is the proxy, and they share one
+    /// client's log stream slots. Anything else's `X-Forwarded-For` is ignored (anyone can
+    /// send one).
+    pub trusted_proxies: Vec<IpRange>,
     pub default_pool: PoolName,
     /// First matching rule wins; no match: `default_pool`.
     pub pool_rules: Vec<PoolRule>,
@@ -236,6 +242,7 @@ impl Default for ServerConfig {
             max_log_streams: 256,
             max_log_streams_per_client: 32,
             log_stream_max_secs: 3600,
+            trusted_proxies: Vec::new(),
             default_pool: PoolName::default(),
             pool_rules: Vec::new(),
             pools: Vec::new(),

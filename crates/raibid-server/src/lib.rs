@@ -11,6 +11,7 @@
 
 mod api;
 mod auth;
+mod client_addr;
 mod error;
 pub mod git_http;
 mod metrics;

@@ -221,7 +221,8 @@ fn paths() -> Value {
                     shuts down: reconnect with Last-Event-ID. At most server.max_log_streams \
                     (default 256) streams are open at once; past that, 503 with code \
                     too_many_log_streams and Retry-After. One client (a token holder by its \
-                    token, else a peer address) may hold server.max_log_streams_per_client \
+                    token, else a peer address, or behind a proxy in server.trusted_proxies the \
+                    address it forwards) may hold server.max_log_streams_per_client \
                     (default 32) of them; past that, 429 with code \
                     too_many_log_streams_for_client and Retry-After.",
                 "security": [{}, { "bearer": [] }],

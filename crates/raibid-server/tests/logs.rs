@@ -248,9 +248,22 @@ async fn queued_job(server: &TestServer) -> String {
 /// A server with these log stream limits (in all, per client), a queued job and the path that
 /// follows its log.
 async fn with_stream_limits(total: u32, per_client: u32) -> (TestServer, String, String) {
+    with_stream_limits_behind(total, per_client, &[]).await
+}
+
+/// The same, with `server.trusted_proxies`.
+async fn with_stream_limits_behind(
+    total: u32,
+    per_client: u32,
+    proxies: &[&str],
+) -> (TestServer, String, String) {
     let mut config = support::config();
     config.server.max_log_streams = total;
     config.server.max_log_streams_per_client = per_client;
+    config.server.trusted_proxies = proxies
+        .iter()
+        .map(|p| raibid_config::IpRange::parse(p).unwrap())
+        .collect();
     let server = TestServer::start_with(config).await;
     let id = queued_job(&server).await;
     let path = format!("/api/v1/jobs/{id}/logs?follow=true");
@@ -464,4 +477,43 @@ async fn one_client_cannot_take_every_log_stream() {
     })
     .await;
     drop((second, authed, again));
+}
+
+/// Behind a trusted reverse proxy, anonymous followers are told apart by the address the proxy
+/// forwards; anyone else's `X-Forwarded-For` is ignored, or a client could make up addresses
+/// to take every slot.
+#[tokio::test]
+async fn clients_behind_a_trusted_proxy_get_slots_of_their_own() {
+    let follow_from = |server: &TestServer, path: &str, forwarded: &str| {
+        server
+            .client
+            .get(server.url(path))
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+
+    // Not trusted: the made-up addresses are one client, the peer.
+    let (mut server, _, path) = with_stream_limits(10, 1).await;
+    let first = follow_from(&server, &path, "198.51.100.1").await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = follow_from(&server, &path, "198.51.100.2").await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(first);
+    server.shutdown().await;
+
+    // The test client's loopback address is the trusted proxy.
+    let (mut server, _, path) = with_stream_limits_behind(10, 1, &["127.0.0.0/8", "::1"]).await;
+    let first = follow_from(&server, &path, "198.51.100.1").await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let other = follow_from(&server, &path, "6.6.6.6, 198.51.100.2")
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    // The same client, whatever it puts in front of what the proxy appended.
+    let again = follow_from(&server, &path, "7.7.7.7, 198.51.100.1")
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop((first, other));
+    server.shutdown().await;
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::follow;
 use super::jobs::not_found;
 use crate::auth::{CanRead, token_index};
+use crate::client_addr::client_ip;
 use crate::{ApiError, AppState};
 
 /// Bound on one plain response; the client continues from the returned cursor.
@@ -72,12 +73,15 @@ pub(crate) async fn logs(
         .await?
         .ok_or_else(|| not_found(&id))?;
     if follow {
-        // Behind a reverse proxy every anonymous follower has the proxy's address and so
-        // shares one client's slots; tokens tell such clients apart.
+        // Behind a reverse proxy every anonymous follower has the proxy's address, unless the
+        // proxy is trusted to name them (`server.trusted_proxies`); tokens always do.
         let client = match token_index(&headers, &state) {
             Some(i) => format!("token:{i}"),
             None => match peer {
-                Some(Extension(ConnectInfo(addr))) => format!("ip:{}", addr.ip()),
+                Some(Extension(ConnectInfo(addr))) => {
+                    let trusted = &state.config().server.trusted_proxies;
+                    format!("ip:{}", client_ip(addr.ip(), &headers, trusted))
+                }
                 None => "unknown".to_owned(),
             },
         };
