@@ -138,9 +138,10 @@ pub struct TuiArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub api: ApiArgs,
-    /// Only this cluster component (k3s, redis, gitea, keda, flux, server, agents).
+    /// The cluster's view of this component (k3s, redis, gitea, keda, flux, server, agents),
+    /// or of all of them; each must then be deployed.
     #[arg(value_enum)]
-    pub component: Option<raibid_infra::Component>,
+    pub component: Option<raibid_infra::ComponentArg>,
 }
 
 #[derive(Debug, Args)]

@@ -171,6 +171,11 @@ fn status_of_a_component_without_a_cluster_fails_in_both_output_modes() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["reachable"], false);
     assert_eq!(json["ready"], false);
+    // `all`, as for setup and teardown: the cluster's view of every component.
+    let out = raibid(&file, &["status", "all", "--output", "json"], &[]);
+    assert!(!out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["reachable"], false);
 }
 
 /// The server answers, but its Redis does not: `raibid status` must not say all is well.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use raibid_config::Config;
 
 use crate::InfraError;
-use crate::cluster::{self, ClusterStatus};
+use crate::cluster;
 use crate::components::{self, Component, ComponentArg};
 use crate::drift::drift;
 use crate::image_checks::RegistryLogin;
@@ -117,13 +117,12 @@ impl TeardownArgs {
     }
 }
 
-/// The cluster part of `raibid status [component]`.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+/// The cluster part of `raibid status <component>|all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusArgs {
-    #[arg(value_enum)]
-    pub component: Option<Component>,
+    /// The components asked about: only they are shown, and each must be deployed.
+    pub components: Vec<Component>,
     /// Print JSON instead of text.
-    #[arg(long)]
     pub json: bool,
 }
 
@@ -328,11 +327,8 @@ async fn run_plan(
 /// Prints the cluster status (one line when no cluster is reachable) and returns what is not
 /// ready ([`ClusterStatus::problems`]), so the caller can exit non-zero; the JSON has them too.
 pub async fn status(args: StatusArgs, config: &Config) -> Result<Vec<String>, InfraError> {
-    let mut status: ClusterStatus = cluster::cluster_status(config).await;
-    if let Some(component) = args.component {
-        status = status.only(component);
-    }
-    let problems = status.problems(args.component);
+    let status = cluster::cluster_status(config).await.only(&args.components);
+    let problems = status.problems(&args.components);
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut json = serde_json::to_value(&status).expect("status serializes");

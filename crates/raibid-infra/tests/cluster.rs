@@ -233,23 +233,34 @@ async fn status_of_a_recorded_cluster() {
     );
     // What `raibid status` exits non-zero for: the NotReady node and the ScaledJob KEDA cannot
     // read; not the agent pods (one build each, failed ones kept for their logs).
-    let problems = status.problems(None);
+    let problems = status.problems(&[]);
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert_eq!(problems[0], "node build-x86 is not Ready");
     assert!(
         problems[1].starts_with("ScaledJob raibid-agent-amd64 is not ready: "),
         "{problems:?}"
     );
-    let only_server = status.clone().only(raibid_infra::Component::Server);
+    let only_server = status.clone().only(&[raibid_infra::Component::Server]);
     assert!(
         only_server
-            .problems(Some(raibid_infra::Component::Server))
+            .problems(&[raibid_infra::Component::Server])
             .is_empty()
     );
-    let only_flux = status.clone().only(raibid_infra::Component::Flux);
+    let only_flux = status.clone().only(&[raibid_infra::Component::Flux]);
     assert_eq!(
-        only_flux.problems(Some(raibid_infra::Component::Flux)),
+        only_flux.problems(&[raibid_infra::Component::Flux]),
         ["flux: no pods"]
+    );
+    // `raibid status all`: every component is asked about, Flux's absence included.
+    let all = status.clone().only(&raibid_infra::Component::ALL);
+    let problems = all.problems(&raibid_infra::Component::ALL);
+    assert!(
+        problems.iter().any(|p| p == "flux: no pods"),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&"node build-x86 is not Ready".to_owned()),
+        "{problems:?}"
     );
 
     // The recorded cluster has no Flux: a 404 for its API group is a note, not an error.

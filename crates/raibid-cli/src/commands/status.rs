@@ -14,14 +14,14 @@ use crate::output::{duration, table};
 /// Exits non-zero when anything it checked is not ready (in both output modes, so scripts and
 /// probes can rely on it): the server, Redis behind it, and, when a cluster is reachable, the
 /// cluster's nodes and raibid's pods, ScaledJobs and Flux objects. Without any cluster (a
-/// `raibid up` machine) only the server and Redis count; `status <component>` asks about the
-/// cluster, so there an unreachable cluster is a failure too.
+/// `raibid up` machine) only the server and Redis count; `status <component>|all` asks about
+/// the cluster, so there an unreachable cluster is a failure too.
 pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(component) = args.component {
-        // One component: the cluster's view of it.
+        // The cluster's view of one component, or of all.
         let problems = raibid_infra::status(
             raibid_infra::StatusArgs {
-                component: Some(component),
+                components: raibid_infra::expand_components(&[component]),
                 json: args.api.output == Output::Json,
             },
             config,
@@ -49,7 +49,7 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
         ));
     }
     if cluster.reachable {
-        problems.extend(cluster.problems(None));
+        problems.extend(cluster.problems(&[]));
     }
     if !ready {
         // The queue, agents and jobs all live in Redis: nothing more to ask the server.

@@ -287,12 +287,12 @@ fn part_of_raibid(object: &DynamicObject) -> bool {
 }
 
 impl ClusterStatus {
-    /// What is not ready, one line each; empty when everything checked is. `component` is the
-    /// one asked about (`raibid status redis`), which must then have pods, except agents,
-    /// which scale to zero: they must have ScaledJobs instead, or no job would ever get an
-    /// agent. Agent pods themselves are not judged: each lives for one build, and a failed
-    /// build's pod is kept for its logs.
-    pub fn problems(&self, component: Option<Component>) -> Vec<String> {
+    /// What is not ready, one line each; empty when everything checked is. `asked` are the
+    /// components asked about (`raibid status redis`, or all of them), which must then have
+    /// pods, except agents, which scale to zero: they must have ScaledJobs instead, or no job
+    /// would ever get an agent. Agent pods themselves are not judged: each lives for one
+    /// build, and a failed build's pod is kept for its logs.
+    pub fn problems(&self, asked: &[Component]) -> Vec<String> {
         if !self.reachable {
             return vec![format!(
                 "cluster not reachable: {}",
@@ -307,7 +307,7 @@ impl ClusterStatus {
             if pods.component == Component::Agents {
                 continue;
             }
-            if pods.pods.is_empty() && component == Some(pods.component) {
+            if pods.pods.is_empty() && asked.contains(&pods.component) {
                 problems.push(format!("{}: no pods", pods.component));
             }
             for pod in pods.pods.iter().filter(|p| !p.ready && !p.completed()) {
@@ -317,7 +317,7 @@ impl ClusterStatus {
                 ));
             }
         }
-        if component == Some(Component::Agents) && self.scaled_jobs.is_empty() {
+        if asked.contains(&Component::Agents) && self.scaled_jobs.is_empty() {
             problems.push(
                 "agents: no ScaledJob, so no agent will start (`raibid setup agents`)".into(),
             );
@@ -337,16 +337,20 @@ impl ClusterStatus {
         problems
     }
 
-    /// Keeps only what concerns `component`.
-    pub fn only(mut self, component: Component) -> Self {
-        self.components.retain(|c| c.component == component);
-        if component != Component::K3s {
+    /// Keeps only what concerns `components`; all of it when none is named.
+    pub fn only(mut self, components: &[Component]) -> Self {
+        if components.is_empty() {
+            return self;
+        }
+        self.components
+            .retain(|c| components.contains(&c.component));
+        if !components.contains(&Component::K3s) {
             self.nodes.clear();
         }
-        if component != Component::Agents {
+        if !components.contains(&Component::Agents) {
             self.scaled_jobs.clear();
         }
-        if component != Component::Flux {
+        if !components.contains(&Component::Flux) {
             self.flux.clear();
         }
         self
@@ -466,13 +470,20 @@ mod tests {
     /// `raibid status agents` said ready with nothing deployed (no ScaledJob, or no KEDA).
     #[test]
     fn agents_without_a_scaled_job_are_a_problem_when_asked_about() {
-        let status = reachable().only(Component::Agents);
+        let status = reachable().only(&[Component::Agents]);
         assert_eq!(
-            status.problems(Some(Component::Agents)),
+            status.problems(&[Component::Agents]),
             ["agents: no ScaledJob, so no agent will start (`raibid setup agents`)"]
         );
         // The whole status does not ask for agents (a cluster may have none yet).
-        assert!(reachable().problems(None).is_empty());
+        assert!(reachable().problems(&[]).is_empty());
+        // `raibid status all` does.
+        assert!(
+            reachable()
+                .problems(&Component::ALL)
+                .iter()
+                .any(|p| p.starts_with("agents: no ScaledJob"))
+        );
 
         let mut deployed = reachable();
         deployed.scaled_jobs.push(ScaledJobStatus {
@@ -484,6 +495,6 @@ mod tests {
             active_jobs: 0,
         });
         // No agent pods is fine: they scale to zero.
-        assert!(deployed.problems(Some(Component::Agents)).is_empty());
+        assert!(deployed.problems(&[Component::Agents]).is_empty());
     }
 }
