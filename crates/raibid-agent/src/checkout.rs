@@ -312,15 +312,37 @@ impl GitCheckout {
     }
 
     /// `job` is the repository's: its LFS server gets the token when it is on the same forge.
+    ///
+    /// The LFS server is the one for the workspace's `origin`, the job's clone URL (the mirror
+    /// only lends git objects). git-lfs replaces pointer files only where its filter is
+    /// configured (`filter.lfs.clean`), and our git reads no global or system configuration,
+    /// where `git lfs install` puts it: `git lfs pull` used to download the objects, print
+    /// "Skipping object checkout, Git LFS is not installed for this repository" and succeed,
+    /// so steps got the pointers. The filter `git lfs install` writes is therefore given to
+    /// this command alone (the `git update-index --refresh` it runs needs it too, to see the
+    /// replaced files as unchanged); the checkout before it runs without, so it never
+    /// downloads, and the workspace's configuration stays as for any other job.
     pub async fn lfs_pull(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
         self.git(
             Some(dest),
             Reach::Named(&job.spec.clone_url),
             "lfs pull",
-            &["lfs", "pull"],
+            &[
+                "-c",
+                "filter.lfs.clean=git-lfs clean -- %f",
+                "-c",
+                "filter.lfs.smudge=git-lfs smudge -- %f",
+                "-c",
+                "filter.lfs.process=git-lfs filter-process",
+                "-c",
+                "filter.lfs.required=true",
+                "lfs",
+                "pull",
+            ],
         )
         .await
         .map(drop)
+        .map_err(explain_missing_lfs)
     }
 
     async fn has_commit(&self, repo: &Path, sha: &str) -> Result<bool, CheckoutError> {
@@ -476,6 +498,23 @@ fn is_local(url: &str) -> bool {
         || url
             .get(..7)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file://"))
+}
+
+/// Says that git-lfs is missing when git could not find it, and only then: a failed pull of an
+/// installed git-lfs (an object the server does not have) used to end with the question whether
+/// git-lfs was installed, sending people to look in the wrong place.
+fn explain_missing_lfs(error: CheckoutError) -> CheckoutError {
+    match error {
+        CheckoutError::Git { step, message } if message.contains("'lfs' is not a git command") => {
+            CheckoutError::Git {
+                step,
+                message: format!(
+                    "{message}\n(git-lfs is not installed on the agent; `clone: lfs` needs it)"
+                ),
+            }
+        }
+        other => other,
+    }
 }
 
 /// A branch name `git checkout -B` takes as one: nothing that could read as an option.
@@ -692,6 +731,40 @@ mod tests {
         let odd = origin_section(r#"/srv/a "b" \c;#d"#).unwrap();
         assert!(odd.contains(r#"url = "/srv/a \"b\" \\c;#d""#), "{odd}");
         assert!(origin_section("https://x/\n[core]").is_err());
+    }
+
+    /// The hint that git-lfs is missing comes with git's own message for that (taken from a
+    /// real git that finds no git-lfs on its PATH), not with other failures of `git lfs`.
+    #[test]
+    fn a_missing_git_lfs_is_named_and_other_lfs_errors_are_left_alone() {
+        let bin = tempfile::tempdir().unwrap();
+        let git = raibid_testkit::require_binary("git", "git");
+        std::os::unix::fs::symlink(&git, bin.path().join("git")).unwrap();
+        let out = std::process::Command::new(bin.path().join("git"))
+            .args(["lfs", "pull"])
+            .env_clear()
+            .env("PATH", bin.path())
+            .env("HOME", bin.path())
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let missing = CheckoutError::Git {
+            step: "lfs pull",
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        };
+        let said = explain_missing_lfs(missing).to_string();
+        assert!(
+            said.contains("git-lfs is not installed on the agent"),
+            "{said}"
+        );
+
+        let failed = CheckoutError::Git {
+            step: "lfs pull",
+            message: "[0] remote missing object 4d7a\nFailed to fetch some objects".into(),
+        };
+        let said = explain_missing_lfs(failed).to_string();
+        assert!(!said.contains("installed"), "{said}");
     }
 
     #[test]

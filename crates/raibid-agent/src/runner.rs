@@ -386,10 +386,8 @@ impl Runner {
         if pipeline.clone.lfs {
             match unless_stopped(stop, self.git.lfs_pull(job, &workspace)).await {
                 None => return stopped(),
-                Some(Err(e)) => {
-                    let message = format!("git lfs: {e} (is git-lfs installed on the agent?)");
-                    return error_outcome(log, message).await;
-                }
+                // The error says when git-lfs is missing (GitCheckout::lfs_pull), and only then.
+                Some(Err(e)) => return error_outcome(log, format!("git lfs: {e}")).await,
                 Some(Ok(())) => {}
             }
         }

@@ -1,0 +1,269 @@
+//! `clone: lfs` with the real git-lfs: a job's checkout goes through the agent's bare mirror,
+//! its LFS objects come from the job's clone URL (local paths and `file://` URLs, which git-lfs
+//! serves with its standalone file transfer agent), and steps run under bubblewrap.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
+use raibid_agent::{AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, run_agent};
+use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
+use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
+use raibid_testkit::{GitRepo, RedisServer, require_binary};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+/// A real redis-server and queue, and one bubblewrap agent whose cache and workspaces live in
+/// `dir`.
+struct Harness {
+    _redis: RedisServer,
+    queue: Queue,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        require_binary("bwrap", "bubblewrap");
+        require_binary("git-lfs", "git-lfs");
+        let redis = RedisServer::start();
+        let mut options = QueueOptions::new(redis.url());
+        options.command_timeout = Duration::from_secs(3);
+        Self {
+            _redis: redis,
+            queue: Queue::open(options).unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn runner(&self) -> Arc<Runner> {
+        let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
+            network: false,
+            hide: vec![self.cache()],
+            ..Default::default()
+        }));
+        Arc::new(Runner {
+            queue: self.queue.clone(),
+            executor,
+            git: GitCheckout::new(self.cache(), None),
+            images: None,
+            secrets: SecretStore::default(),
+            settings: RunnerSettings {
+                agent_name: "test-agent".into(),
+                workspace_root: self.dir.path().join("work"),
+                keep_workspace: false,
+                heartbeat_interval: Duration::from_millis(200),
+                step_path: "/usr/local/bin:/usr/bin:/bin".into(),
+                step_env: BTreeMap::new(),
+                registry: "registry.invalid".into(),
+            },
+        })
+    }
+
+    /// Queues a push of `sha` to `url` and runs one agent until it has finished that job.
+    async fn run(&self, url: &str, sha: &str) -> (Job, String) {
+        let spec = NewJob::new("acme/app", url, "refs/heads/main", sha, Event::Push);
+        let job = match self.queue.enqueue(spec).await.unwrap() {
+            Enqueued::Created(job) => *job,
+            other => panic!("{other:?}"),
+        };
+        let options = AgentOptions {
+            name: "test-agent".into(),
+            pools: vec![PoolName::default()],
+            labels: BTreeMap::new(),
+            once: true,
+            idle_timeout: Duration::from_secs(2),
+            concurrency: 1,
+            grace_period: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(200),
+        };
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            run_agent(self.runner(), options, CancellationToken::new()),
+        )
+        .await
+        .expect("the agent finished in time")
+        .unwrap();
+        let batch = self
+            .queue
+            .read_log(&job.id, &LogCursor::start(), 10_000)
+            .await
+            .unwrap();
+        let bytes: Vec<u8> = batch.chunks.into_iter().flat_map(|c| c.data).collect();
+        let done = self.queue.get(&job.id).await.unwrap().unwrap();
+        (done, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// A developer's repository with git-lfs set up in it alone (`git lfs install --local`) and
+/// `*.bin` tracked by LFS: committed `.bin` files go to its `.git/lfs/objects`, the commit
+/// holds pointers.
+fn lfs_repo() -> GitRepo {
+    require_binary("git-lfs", "git-lfs");
+    let repo = GitRepo::new();
+    repo.git(&["lfs", "install", "--local"]);
+    repo.git(&["lfs", "track", "*.bin"]);
+    repo.git(&["add", ".gitattributes"]);
+    repo
+}
+
+/// Commits `data.bin` (an LFS file) with `content` and the pipeline; returns the commit and
+/// the LFS object id (the content's sha256), having checked that git holds only a pointer.
+fn commit_lfs_file(repo: &GitRepo, pipeline: &str, content: &str) -> (String, String) {
+    let sha = repo.commit(
+        &[(".raibid.yaml", pipeline), ("data.bin", content)],
+        "an LFS file",
+    );
+    let oid = hex::encode(Sha256::digest(content.as_bytes()));
+    let blob = repo.git(&["cat-file", "-p", "HEAD:data.bin"]);
+    assert!(
+        blob.starts_with(POINTER) && blob.contains(&format!("oid sha256:{oid}")),
+        "git lfs did not store data.bin as a pointer: {blob}"
+    );
+    (sha, oid)
+}
+
+/// Content big enough not to pass for a pointer, distinct per `tag`.
+fn content(tag: &str) -> String {
+    format!("LFS content {tag}\n").repeat(4096)
+}
+
+/// A bare repository at `base/acme/app.git`, as a forge keeps it, with `repo`'s `main` and no
+/// LFS objects yet.
+fn bare_clone(repo: &GitRepo, base: &Path) -> PathBuf {
+    let bare = base.join("acme/app.git");
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    repo.git(&["clone", "--quiet", "--bare", ".", bare.to_str().unwrap()]);
+    bare
+}
+
+/// Pushes `main` and every LFS object of `repo` to the bare repository, as `git push` with
+/// git-lfs's pre-push hook would.
+fn push(repo: &GitRepo, bare: &Path) {
+    let url = format!("file://{}", bare.display());
+    repo.git(&["push", "--quiet", &url, "main"]);
+    repo.git(&["lfs", "push", "--all", &url]);
+}
+
+const POINTER: &str = "version https://git-lfs.github.com/spec/v1";
+
+const LFS_PIPELINE: &str =
+    "clone:\n  lfs: true\nsteps:\n  - name: read\n    run: sha256sum data.bin\n";
+
+/// The content a pipeline with `clone: lfs` sees is the file's, pulled from the clone URL's LFS
+/// store: the agent's mirror carries git objects only, so this works whether the mirror is
+/// new, fetched into or already had the commit.
+#[tokio::test]
+async fn lfs_files_have_their_content_when_the_pipeline_asks() {
+    let h = Harness::new();
+    let repo = lfs_repo();
+    let (first, first_oid) = commit_lfs_file(&repo, LFS_PIPELINE, &content("one"));
+    let base = tempfile::tempdir().unwrap();
+    let bare = bare_clone(&repo, base.path());
+    push(&repo, &bare);
+    // A plain path, as `raibid up` queues local repositories.
+    let url = bare.to_str().unwrap().to_owned();
+
+    let (job, log) = h.run(&url, &first).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains("new mirror"), "{log}");
+    assert!(log.contains(&format!("{first_oid}  data.bin")), "{log}");
+
+    let (second, second_oid) = commit_lfs_file(&repo, LFS_PIPELINE, &content("two"));
+    push(&repo, &bare);
+    let (job, log) = h.run(&url, &second).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains("mirror fetched"), "{log}");
+    assert!(log.contains(&format!("{second_oid}  data.bin")), "{log}");
+
+    let (job, log) = h.run(&url, &first).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains("mirror already had the commit"), "{log}");
+    assert!(log.contains(&format!("{first_oid}  data.bin")), "{log}");
+}
+
+/// Where git-lfs is set up for every repository (`git lfs install` writes the `filter.lfs.*`
+/// smudge filter to the global gitconfig; Debian's package writes it to /etc/gitconfig), a
+/// pipeline without `clone: lfs` still gets the pointer files: the agent's checkout does not
+/// download (nor fail, nor wait on a server that has no LFS) because of the machine's setup.
+/// With `clone: lfs`, the same agent gets the content, here from a `file://` clone URL naming a
+/// developer's repository (objects in its `.git/lfs`).
+#[tokio::test]
+async fn without_lfs_the_pointer_is_checked_out_although_git_lfs_is_set_up_globally() {
+    let h = Harness::new();
+    // The global configuration as the agent's git would find it without its own: its HOME is
+    // the cache directory. `--skip-repo`: no hooks for whatever repository the test runs in.
+    let cache = h.cache();
+    std::fs::create_dir_all(&cache).unwrap();
+    let in_cache = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&cache)
+            .env("HOME", &cache)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("GIT_CONFIG_GLOBAL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    in_cache(&["lfs", "install", "--skip-repo"]);
+    assert_eq!(
+        in_cache(&["config", "--global", "filter.lfs.process"]),
+        "git-lfs filter-process"
+    );
+
+    let repo = lfs_repo();
+    let pointer_pipeline = "steps:\n  - name: read\n    run: |\n      cat data.bin\n      \
+                            test -e .git/lfs && echo lfs-store-exists || echo no-lfs-store\n";
+    let text = content("three");
+    let (sha, oid) = commit_lfs_file(&repo, pointer_pipeline, &text);
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains(POINTER), "{log}");
+    assert!(log.contains(&format!("oid sha256:{oid}")), "{log}");
+    assert!(!log.contains("LFS content three"), "{log}");
+    // Nothing was downloaded: git-lfs keeps what it fetches in `.git/lfs`.
+    assert!(log.contains("no-lfs-store"), "{log}");
+
+    let (sha, _) = commit_lfs_file(&repo, LFS_PIPELINE, &text);
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains(&format!("{oid}  data.bin")), "{log}");
+}
+
+/// An LFS object the clone URL's store does not have (pushed without git-lfs's pre-push hook)
+/// ends the job in `error` at once, with git-lfs's own message; no step runs.
+#[tokio::test]
+async fn a_failing_lfs_pull_is_a_job_error_that_names_git_lfs() {
+    let h = Harness::new();
+    let repo = lfs_repo();
+    let pipeline = "clone:\n  lfs: true\nsteps:\n  - name: never\n    run: echo reached-the-step\n";
+    let (sha, oid) = commit_lfs_file(&repo, pipeline, &content("four"));
+    let base = tempfile::tempdir().unwrap();
+    let bare = bare_clone(&repo, base.path());
+    let started = Instant::now();
+    let (job, log) = h.run(bare.to_str().unwrap(), &sha).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(job.status, JobStatus::Error, "{log}");
+    let reason = job.reason.unwrap_or_default();
+    assert!(reason.contains("git lfs"), "{reason}");
+    assert!(
+        reason.contains("missing object") && reason.contains(&oid),
+        "{reason}"
+    );
+    // git-lfs is installed: the reason must not send anyone looking for it.
+    assert!(!reason.contains("installed"), "{reason}");
+    assert!(log.contains(&oid), "{log}");
+    assert!(!log.contains("reached-the-step"), "{log}");
+}
