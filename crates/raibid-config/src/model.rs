@@ -128,7 +128,8 @@ impl Default for RedisConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct KedaConfig {
     pub version: String,
-    /// Seconds between KEDA's looks at the stream lag; the local pool uses the same number.
+    /// Seconds between KEDA's looks at the stream lag. The local pool of `raibid up` does not
+    /// use it: it looks every `up.polling_interval_ms`.
     pub polling_interval: u64,
     pub max_replicas: u32,
 }

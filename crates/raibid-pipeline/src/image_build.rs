@@ -24,8 +24,9 @@ pub struct ImageBuild {
     pub push: bool,
     pub build_args: BTreeMap<String, String>,
     /// Template of a registry repository for the layer cache (`--cache-from/--cache-to`),
-    /// e.g. `{registry}/{repo}/cache`. The agent keys it by architecture, so arm64 and amd64
-    /// builds never evict each other.
+    /// e.g. `{registry}/{repo}/cache`. For a single-platform build (the agent's own platform
+    /// when `platforms` is empty) the agent appends `-<arch>`, so arm64 and amd64 builds never
+    /// overwrite each other's cache; a multi-platform build uses the repository as rendered.
     pub cache: Option<String>,
 }
 
