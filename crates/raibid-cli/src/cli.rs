@@ -42,7 +42,7 @@ pub struct ApiArgs {
     /// Server URL [default: http://<server.listen>]
     #[arg(long, global = true, env = "RAIBID_SERVER", value_name = "URL")]
     pub server: Option<String>,
-    /// Bearer token for mutating calls.
+    /// Bearer token: needed for mutating calls (and reads with server.read_requires_token).
     #[arg(
         long,
         global = true,
@@ -177,7 +177,8 @@ pub struct AgentArgs {
     /// Keep each job's workspace after it ends (for debugging).
     #[arg(long)]
     pub keep_workspace: bool,
-    /// Where workspaces, git mirrors and image layers live [default: ~/.local/share/raibid/agent].
+    /// Where workspaces, git mirrors and image layers live [default: <up.data_dir>/agent if set,
+    /// else $XDG_DATA_HOME/raibid/agent or ~/.local/share/raibid/agent].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Seconds a running job may still take after SIGTERM [default: agent.grace_period_secs].
@@ -226,7 +227,7 @@ pub enum JobCommand {
         /// Clone URL (http(s)://, git:// or file://).
         #[arg(long)]
         clone_url: String,
-        /// Branch, tag or full ref [default: main].
+        /// Branch name or full ref (refs/tags/v1.0 for a tag) [default: main].
         #[arg(long = "ref", value_name = "REF")]
         git_ref: Option<String>,
         /// Exact commit; resolved from the ref by the server when omitted.

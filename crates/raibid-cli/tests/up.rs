@@ -485,6 +485,16 @@ async fn two_instances_run_side_by_side_and_one_data_dir_is_exclusive() {
 }
 
 /// Runs the `raibid` CLI against `up` and returns stdout; panics with stderr on failure.
+/// A plain HTTP/1.0 GET on loopback; the response, headers included.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 fn cli(up: &Up, args: &[&str]) -> String {
     let token = std::fs::read_to_string(up.data.join("api-token")).unwrap();
     let out = Command::new(RAIBID)
@@ -507,6 +517,14 @@ fn cli(up: &Up, args: &[&str]) -> String {
 async fn the_job_commands_drive_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(dir.path(), "", &[], &[]);
+    // Links (commit statuses, the API description) point where this server listens, not at
+    // the default port 8080.
+    let description = http_get(up.port, "/api/v1/openapi.json");
+    assert!(
+        description.contains(&format!("\"url\":\"http://127.0.0.1:{}\"", up.port)),
+        "{}",
+        &description[..description.len().min(600)]
+    );
     let (repo, sha) = repo_with("steps:\n  - name: hello\n    run: echo hello-from-cli\n");
     let url = repo.url();
 

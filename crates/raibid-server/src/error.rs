@@ -45,6 +45,8 @@ pub(crate) enum ApiError {
     NoWebhookSecret,
     #[error("repository {0} is not in server.allowed_repos")]
     RepoNotAllowed(String),
+    #[error("{0} jobs are not enabled in server.events")]
+    EventNotEnabled(raibid_model::Event),
     #[error("{0}")]
     NotFound(String),
     /// The request contradicts the job's current state (retrying a job that is still running).
@@ -92,7 +94,7 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::BadSignature(_) | ApiError::NoWebhookSecret => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::RepoNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::RepoNotAllowed(_) | ApiError::EventNotEnabled(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -120,6 +122,7 @@ impl ApiError {
             ApiError::BadSignature(_) => "bad_signature",
             ApiError::NoWebhookSecret => "no_webhook_secret",
             ApiError::RepoNotAllowed(_) => "repo_not_allowed",
+            ApiError::EventNotEnabled(_) => "event_not_enabled",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::RouteNotFound(_) => "route_not_found",

@@ -145,6 +145,7 @@ fn paths() -> Value {
                     "201": json_body("The queued job.", schema_ref("Job")),
                     "400": bad_request,
                     "401": unauthorized,
+                    "403": error("The repository is not in server.allowed_repos (code repo_not_allowed), or manual jobs are not in server.events (code event_not_enabled)."),
                     "415": error("Content-Type is not application/json."),
                     "422": error("The ref could not be resolved to a commit."),
                     "503": error("Redis unavailable or the pool's queue is full; retry later.")

@@ -74,6 +74,50 @@ async fn submit_with_a_sha_queues_a_manual_job() {
     assert_eq!(explicit.spec.pool.as_str(), "cpu");
 }
 
+/// `server.allowed_repos` and `server.events` bound what the server builds, whoever asks: a
+/// token holder gets the webhook's answer (403), and nothing is queued.
+#[tokio::test]
+async fn submissions_obey_allowed_repos_and_events() {
+    let mut cfg = config();
+    cfg.server.allowed_repos = vec!["acme/*".into()];
+    let mut server = TestServer::start_with(cfg.clone()).await;
+    let body =
+        |repo: &str| json!({ "repo": repo, "clone_url": "https://git.example/x.git", "sha": SHA });
+    let (status, code, message) =
+        error(server.post_json("/api/v1/jobs", &body("evil/x")).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "repo_not_allowed")
+    );
+    assert!(
+        message.contains("evil/x") && message.contains("server.allowed_repos"),
+        "{message}"
+    );
+    submit(&server, body("ACME/app")).await;
+    server.shutdown().await;
+
+    cfg.server
+        .events
+        .retain(|e| *e != raibid_model::Event::Manual);
+    let server = TestServer::start_with(cfg).await;
+    let (status, code, message) =
+        error(server.post_json("/api/v1/jobs", &body("acme/app")).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "event_not_enabled")
+    );
+    assert!(
+        message.contains("manual") && message.contains("server.events"),
+        "{message}"
+    );
+    let page = server
+        .queue
+        .list(&Default::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.jobs.len(), 0, "nothing queued: {page:?}");
+}
+
 #[tokio::test]
 async fn invalid_submissions_are_400_naming_the_field() {
     let server = TestServer::start().await;

@@ -104,6 +104,24 @@ pub fn data_home(config: &Config) -> std::path::PathBuf {
         .join("raibid")
 }
 
+/// Links the server hands out (commit status targets, the API description's server) point
+/// at where it listens unless `server.public_url` is configured: the default names port 8080,
+/// which is wrong for `--listen` elsewhere. An unspecified address (0.0.0.0) names no host a
+/// client could use, so loopback stands in for it.
+pub fn default_public_url(config: &mut Config, listening: std::net::SocketAddr) {
+    if config.server.public_url != raibid_config::ServerConfig::default().public_url {
+        return;
+    }
+    let mut addr = listening;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    config.server.public_url = format!("http://{addr}");
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

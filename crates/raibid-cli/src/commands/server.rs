@@ -6,7 +6,7 @@ use raibid_queue::Queue;
 use raibid_server::ServerOptions;
 
 use crate::cli::ServerArgs;
-use crate::commands::{queue_options, shutdown_signal};
+use crate::commands::{default_public_url, queue_options, shutdown_signal};
 
 pub async fn run(mut config: Config, args: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = raibid_agent::hardening::forbid_inspection() {
@@ -18,6 +18,7 @@ pub async fn run(mut config: Config, args: ServerArgs) -> anyhow::Result<ExitCod
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
+    default_public_url(&mut config, listener.local_addr()?);
     let queue = Queue::open(queue_options(&config))?;
     if let Err(e) = queue.ping().await {
         // Not fatal: the server answers 503 until Redis is back, and forges retry.

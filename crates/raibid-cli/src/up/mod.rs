@@ -143,6 +143,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             )
         })?;
     let server_url = format!("http://{}", listener.local_addr()?);
+    crate::commands::default_public_url(&mut config, listener.local_addr()?);
     crate::private_files::write(
         &data_dir.join("env"),
         &format!("export RAIBID_SERVER={server_url}\nexport RAIBID_TOKEN={token}\n"),

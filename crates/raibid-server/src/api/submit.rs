@@ -38,6 +38,13 @@ pub(crate) async fn submit(
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let Json(request) = request.map_err(json_error)?;
     let mut spec = validated(&state, request)?;
+    // A token is no way around what the server builds at all: the same limits as webhooks.
+    if !state.repos().is_allowed(&spec.repo) {
+        return Err(ApiError::RepoNotAllowed(spec.repo));
+    }
+    if !state.config().server.events.contains(&Event::Manual) {
+        return Err(ApiError::EventNotEnabled(Event::Manual));
+    }
     if spec.sha.is_empty() {
         spec.sha = git::resolve(&spec.clone_url, &spec.git_ref)
             .await
