@@ -323,6 +323,7 @@ impl GitCheckout {
     /// replaced files as unchanged); the checkout before it runs without, so it never
     /// downloads, and the workspace's configuration stays as for any other job.
     pub async fn lfs_pull(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
+        self.check_lfs_server(job, dest).await?;
         self.git(
             Some(dest),
             Reach::Named(&job.spec.clone_url),
@@ -343,6 +344,34 @@ impl GitCheckout {
         .await
         .map(drop)
         .map_err(explain_missing_lfs)
+    }
+
+    /// The repository's `.lfsconfig` may name any LFS server (`lfs.url`,
+    /// `remote.origin.lfsurl`), and git-lfs ignores `GIT_ALLOW_PROTOCOL`: a local path or
+    /// `file://` URL there would copy LFS objects of another repository on the agent's disk
+    /// into the workspace. As for submodules, only a job cloned from a local path may use a
+    /// local store; others need an http(s) server (git-lfs turns `ssh://` into `https://`).
+    async fn check_lfs_server(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
+        let url = &job.spec.clone_url;
+        if is_local(url) {
+            return Ok(());
+        }
+        let env = self
+            .git(Some(dest), Reach::Named(url), "lfs env", &["lfs", "env"])
+            .await
+            .map_err(explain_missing_lfs)?;
+        let endpoint = lfs_endpoint(&env);
+        match endpoint {
+            Some(e) if e.starts_with("https://") || e.starts_with("http://") => Ok(()),
+            other => Err(CheckoutError::Git {
+                step: "lfs pull",
+                message: format!(
+                    "the repository's LFS server is {}, not an http(s) URL (set in .lfsconfig?); \
+                     only jobs cloned from a local path may use a local LFS store",
+                    other.unwrap_or("unknown")
+                ),
+            }),
+        }
     }
 
     async fn has_commit(&self, repo: &Path, sha: &str) -> Result<bool, CheckoutError> {
@@ -498,6 +527,14 @@ fn is_local(url: &str) -> bool {
         || url
             .get(..7)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file://"))
+}
+
+/// The origin's endpoint in `git lfs env`'s output (`Endpoint=https://host/r.git/info/lfs
+/// (auth=none)`).
+fn lfs_endpoint(env: &str) -> Option<&str> {
+    env.lines()
+        .find_map(|line| line.strip_prefix("Endpoint="))
+        .map(|rest| rest.split(" (auth=").next().unwrap_or(rest).trim())
 }
 
 /// Says that git-lfs is missing when git could not find it, and only then: a failed pull of an

@@ -267,3 +267,88 @@ async fn a_failing_lfs_pull_is_a_job_error_that_names_git_lfs() {
     assert!(log.contains(&oid), "{log}");
     assert!(!log.contains("reached-the-step"), "{log}");
 }
+
+/// A repository's `.lfsconfig` names its LFS server, and git-lfs does not heed
+/// `GIT_ALLOW_PROTOCOL`: for a job cloned over http(s), a `file://` server there would copy
+/// another repository's LFS objects off the agent's disk into the workspace. Refused, as local
+/// submodule URLs are; an http(s) server is not.
+#[tokio::test]
+async fn a_remote_job_may_not_take_lfs_objects_from_the_agents_disk() {
+    let h = Harness::new();
+    // Another repository on the agent's machine, its LFS objects in a bare store.
+    let victim = lfs_repo();
+    let secret = content("secret");
+    let (_, oid) = commit_lfs_file(&victim, LFS_PIPELINE, &secret);
+    let base = tempfile::tempdir().unwrap();
+    let store = bare_clone(&victim, base.path());
+    push(&victim, &store);
+
+    // The remote job's workspace: that file's pointer (anyone may publish a pointer to a
+    // known object), origin on a forge, and `.lfsconfig` pointing at the local store.
+    let workspace = h.dir.path().join("workspace");
+    let clone = Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(victim.path())
+        .arg(&workspace)
+        .env("GIT_LFS_SKIP_SMUDGE", "1")
+        .output()
+        .unwrap();
+    assert!(clone.status.success(), "{clone:?}");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&workspace)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    let forge_url = "https://git.invalid/acme/app.git";
+    git(&["remote", "set-url", "origin", forge_url]);
+    let data = workspace.join("data.bin");
+    assert!(std::fs::read_to_string(&data).unwrap().starts_with(POINTER));
+    let spec = NewJob::new(
+        "acme/app",
+        forge_url,
+        "refs/heads/main",
+        &"a".repeat(40),
+        Event::Push,
+    );
+    let job = match h.queue.enqueue(spec).await.unwrap() {
+        Enqueued::Created(job) => *job,
+        other => panic!("{other:?}"),
+    };
+    let checkout = GitCheckout::new(h.cache(), None);
+
+    for lfs_url in [
+        format!("file://{}", store.display()),
+        store.display().to_string(),
+    ] {
+        std::fs::write(
+            workspace.join(".lfsconfig"),
+            format!("[lfs]\n\turl = {lfs_url}\n"),
+        )
+        .unwrap();
+        let err = checkout
+            .lfs_pull(&job, &workspace)
+            .await
+            .expect_err("a local LFS store for a remote job");
+        let message = err.to_string();
+        assert!(message.contains("not an http(s) URL"), "{message}");
+        let now = std::fs::read_to_string(&data).unwrap();
+        assert!(now.starts_with(POINTER), "the object {oid} was copied in");
+    }
+
+    // An http(s) server in `.lfsconfig` passes the check (and then fails to connect here).
+    std::fs::write(
+        workspace.join(".lfsconfig"),
+        "[lfs]\n\turl = https://lfs.invalid/acme/app\n",
+    )
+    .unwrap();
+    let message = checkout
+        .lfs_pull(&job, &workspace)
+        .await
+        .expect_err("no such server")
+        .to_string();
+    assert!(!message.contains("not an http(s) URL"), "{message}");
+}
