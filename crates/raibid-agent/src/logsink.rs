@@ -30,25 +30,49 @@ async fn sleep_until_due(due: Option<Instant>) {
     }
 }
 
+/// Secrets shorter than this are not masked: masking `a` or `1` would shred every log and
+/// protects nothing worth protecting.
+const MIN_SECRET_LEN: usize = 4;
+
 /// Replaces secrets in a byte stream that arrives in arbitrary pieces.
 ///
 /// Every byte covered by any secret is masked, overlapping secrets included (each run of
-/// covered bytes becomes one `***`). What could still turn out to be part of a secret is held
-/// back, judged on the raw bytes: a shorter secret found complete must not release the start
-/// of a longer one that contains it.
+/// covered bytes becomes one `***`). Only what could still turn out to be the start of a secret
+/// is held back, judged on the raw bytes (a shorter secret found complete must not release the
+/// start of a longer one that contains it), so at most the longest secret's length minus one:
+/// a run of secrets printed back to back is written as it comes, its `***` once, and what
+/// follows it continues the run without a second one. The output does not depend on how the
+/// stream is cut into pieces.
 #[derive(Default)]
 pub struct Masker {
     secrets: Vec<Vec<u8>>,
     matcher: Option<AhoCorasick>,
     pending: Vec<u8>,
+    /// How many bytes at the start of `pending` a secret that began in bytes already emitted
+    /// covers.
+    carried: usize,
+    /// Whether the last byte emitted was masked: covered bytes right after it continue its run.
+    in_run: bool,
 }
 
 impl Masker {
-    /// Secrets shorter than 4 bytes are not masked: masking `a` or `1` would shred every log
-    /// and protects nothing worth protecting.
+    /// Masks `secret`, and also each form of it that is printed on its own: the value without
+    /// its trailing line break (a YAML `|` block ends in one, which an unquoted `$TOKEN` drops)
+    /// and, for a multi-line value (keys, certificates, kubeconfigs), each of its lines without
+    /// the whitespace around it, as other CI systems do. Forms shorter than 4 bytes are left
+    /// alone.
     pub fn add_secret(&mut self, secret: &str) {
-        let s = secret.as_bytes();
-        if s.len() < 4 || self.secrets.iter().any(|x| x == s) {
+        let trimmed = secret.trim_end_matches(['\r', '\n']);
+        let lines = secret
+            .split('\n')
+            .map(|line| line.trim_matches(|c: char| c.is_ascii_whitespace()));
+        for form in [secret, trimmed].into_iter().chain(lines) {
+            self.add_pattern(form.as_bytes());
+        }
+    }
+
+    fn add_pattern(&mut self, s: &[u8]) {
+        if s.len() < MIN_SECRET_LEN || self.secrets.iter().any(|x| x == s) {
             return;
         }
         self.secrets.push(s.to_vec());
@@ -63,40 +87,69 @@ impl Masker {
     /// Accepts more output; returns what is safe to emit now.
     pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
         self.pending.extend_from_slice(data);
-        if self.matcher.is_none() {
-            return std::mem::take(&mut self.pending);
-        }
-        let covered = self.covered(&self.pending);
-        let mut cut = self.pending.len() - self.partial_secret_suffix(&self.pending);
-        // A secret reaching into the held-back bytes may be the start of a longer run.
-        if let Some(run) = covered.iter().find(|r| r.start < cut && cut < r.end) {
-            cut = run.start;
-        }
-        let emit = mask(&self.pending[..cut], &covered);
-        self.pending.drain(..cut);
-        emit
+        // Bytes before the longest tail that could start a secret are covered or not for good:
+        // every secret that could reach them is complete in `pending`.
+        let cut = self.pending.len() - self.partial_secret_suffix(&self.pending);
+        self.emit(cut)
     }
 
     /// Everything held back, at the end of the stream.
     pub fn finish(&mut self) -> Vec<u8> {
-        let rest = std::mem::take(&mut self.pending);
-        let covered = self.covered(&rest);
-        mask(&rest, &covered)
+        let out = self.emit(self.pending.len());
+        self.carried = 0;
+        self.in_run = false;
+        out
     }
 
-    /// The runs of bytes that belong to some secret, in order, merged where they overlap or
-    /// touch.
-    fn covered(&self, data: &[u8]) -> Vec<std::ops::Range<usize>> {
-        let Some(matcher) = &self.matcher else {
+    /// Writes out the first `cut` bytes of `pending`, masked, and keeps the rest.
+    fn emit(&mut self, cut: usize) -> Vec<u8> {
+        if cut == 0 {
             return Vec::new();
-        };
-        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        }
+        let runs = self.covered(&self.pending);
+        let data = &self.pending[..cut];
+        let mut out = Vec::with_capacity(cut);
+        let mut at = 0;
+        for run in runs.iter().take_while(|r| r.start < cut) {
+            if run.start > at {
+                out.extend_from_slice(&data[at..run.start]);
+                self.in_run = false;
+            }
+            if !self.in_run {
+                out.extend_from_slice(MASK);
+                self.in_run = true;
+            }
+            at = run.end.min(cut);
+        }
+        if at < cut {
+            out.extend_from_slice(&data[at..]);
+            self.in_run = false;
+        }
+        // A run that started in what was emitted and reaches past it covers the kept bytes too.
+        self.carried = runs
+            .iter()
+            .take_while(|r| r.start < cut)
+            .last()
+            .map_or(0, |r| r.end.saturating_sub(cut));
+        self.pending.drain(..cut);
+        out
+    }
+
+    /// The runs of bytes of `data` (the pending bytes) that belong to some secret, in order,
+    /// merged where they overlap or touch.
+    fn covered(&self, data: &[u8]) -> Vec<std::ops::Range<usize>> {
         // Overlapping matches come in order of their end; sorted by start they merge in one pass.
-        let mut found: Vec<_> = matcher
-            .find_overlapping_iter(data)
+        let mut found: Vec<_> = self
+            .matcher
+            .iter()
+            .flat_map(|m| m.find_overlapping_iter(data))
             .map(|m| m.range())
             .collect();
+        if self.carried > 0 {
+            found.push(0..self.carried);
+        }
         found.sort_by_key(|r| r.start);
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
         for r in found {
             match runs.last_mut() {
                 Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
@@ -119,20 +172,6 @@ impl Masker {
             })
             .unwrap_or(0)
     }
-}
-
-/// `data` with each of `runs` that lies inside it replaced by `***` (runs past its end are left
-/// for later: the caller cut `data` before any run it crosses).
-fn mask(data: &[u8], runs: &[std::ops::Range<usize>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut at = 0;
-    for run in runs.iter().filter(|r| r.end <= data.len()) {
-        out.extend_from_slice(&data[at..run.start]);
-        out.extend_from_slice(MASK);
-        at = run.end;
-    }
-    out.extend_from_slice(&data[at..]);
-    out
 }
 
 /// The log of one job as the agent writes it.
@@ -360,6 +399,159 @@ mod tests {
         let mut m = Masker::default();
         m.add_secret("a");
         assert_eq!(run(&mut m, &[b"banana"]), b"banana");
+    }
+
+    /// Each line of a key or certificate is masked when printed alone, indented as in a
+    /// manifest.
+    #[test]
+    fn lines_of_a_multi_line_secret_are_masked_on_their_own() {
+        let mut m = Masker::default();
+        m.add_secret("-----BEGIN KEY-----\nQUJDREVGR0hJSktMTU5PUA==\n-----END KEY-----\n");
+        assert_eq!(
+            run(&mut m, &[b"    QUJDREVGR0hJSktMTU5PUA==\n"]),
+            b"    ***\n"
+        );
+        assert_eq!(
+            run(&mut m, &[b"key:\r\n  -----END KEY-----\r\n"]),
+            b"key:\r\n  ***\r\n"
+        );
+        // Lines too short to mask stay readable.
+        let mut m = Masker::default();
+        m.add_secret("{\n  \"k\": \"v3ry-s3cret\"\n}\n");
+        assert_eq!(run(&mut m, &[b"{ ok }\n"]), b"{ ok }\n");
+    }
+
+    /// A YAML `|` value ends in a newline that an unquoted `$TOKEN` drops.
+    #[test]
+    fn a_secret_is_masked_without_its_trailing_newline() {
+        let mut m = Masker::default();
+        m.add_secret("npm_0123456789abcdef\n");
+        let expected = [&b"+ curl -u ci:"[..], MASK, b" https://x\n"].concat();
+        assert_eq!(
+            run(&mut m, &[b"+ curl -u ci:npm_0123456789abcdef https://x\n"]),
+            expected
+        );
+        let mut m = Masker::default();
+        m.add_secret("npm_0123456789abcdef\r\n");
+        assert_eq!(
+            run(
+                &mut m,
+                &[b"+ curl -u ci:npm_0123", b"456789abcdef https://x\n"]
+            ),
+            expected
+        );
+    }
+
+    /// A secret whose end is also its start, printed again and again, used to keep the whole
+    /// output back (and rescan it on every write).
+    #[test]
+    fn secrets_printed_back_to_back_are_written_as_they_come() {
+        let mut m = Masker::default();
+        m.add_secret("abab");
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            out.extend(m.push(b"abab"));
+            assert!(m.pending.len() < 4, "{} bytes held", m.pending.len());
+        }
+        assert_eq!(out, MASK);
+        out.extend(m.push(b" done\n"));
+        assert_eq!(out, b"*** done\n");
+        assert!(m.finish().is_empty());
+    }
+
+    /// Coverage byte by byte, the slow way: each run of bytes inside some secret becomes `***`.
+    fn mask_whole(secrets: &[Vec<u8>], text: &[u8]) -> Vec<u8> {
+        let mut covered = vec![false; text.len()];
+        for s in secrets {
+            for i in 0..text.len().saturating_sub(s.len() - 1) {
+                if text[i..].starts_with(s) {
+                    covered[i..i + s.len()].fill(true);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, &b) in text.iter().enumerate() {
+            if !covered[i] {
+                out.push(b);
+            } else if i == 0 || !covered[i - 1] {
+                out.extend_from_slice(MASK);
+            }
+        }
+        out
+    }
+
+    /// However the output is cut into pieces, what is written is the whole text masked at
+    /// once.
+    #[test]
+    fn the_output_does_not_depend_on_how_it_is_cut() {
+        // xorshift64*: reproducible without a dependency.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |n: usize| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+        };
+        let secret_sets: [&[&str]; 5] = [
+            &["abab"],
+            &["aaaa", "abca"],
+            &["abcab", "bcabc", "cabca"],
+            &["deploybot", "deploybot:pass", "pass!"],
+            &["-----BEGIN-----\nabcabc\n-----END-----\n", "xxxx"],
+        ];
+        let pieces: [&[u8]; 9] = [
+            b"a",
+            b"b",
+            b"c",
+            b"x",
+            b"\n",
+            b" ",
+            b"abab",
+            b"-----",
+            b"deploybot",
+        ];
+        for set in secret_sets {
+            let mut fresh = Masker::default();
+            for s in set {
+                fresh.add_secret(s);
+            }
+            for _ in 0..300 {
+                let mut text = Vec::new();
+                while text.len() < 200 {
+                    if next(4) == 0 {
+                        let secret = set[next(set.len())].as_bytes();
+                        text.extend_from_slice(secret);
+                    } else {
+                        text.extend_from_slice(pieces[next(pieces.len())]);
+                    }
+                }
+                let expected = mask_whole(&fresh.secrets, &text);
+                let mut chunks = Vec::new();
+                let mut at = 0;
+                while at < text.len() {
+                    let len = (1 + next(12)).min(text.len() - at);
+                    chunks.push(&text[at..at + len]);
+                    at += len;
+                }
+                let mut m = Masker::default();
+                for s in set {
+                    m.add_secret(s);
+                }
+                let longest = m.secrets.iter().map(Vec::len).max().unwrap();
+                let mut out = Vec::new();
+                for chunk in &chunks {
+                    out.extend(m.push(chunk));
+                    assert!(m.pending.len() < longest);
+                }
+                out.extend(m.finish());
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&expected),
+                    "secrets {set:?}, pieces {chunks:?}"
+                );
+                assert_eq!(run(&mut m, &[&text]), expected);
+            }
+        }
     }
 
     #[test]
