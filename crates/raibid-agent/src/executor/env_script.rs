@@ -46,7 +46,17 @@ impl EnvScript {
                     "environment variable {name} contains a NUL byte"
                 )));
             }
-            script.push_str(&format!("export {name}={}\n", quote(value)));
+            if SHELL_READONLY.contains(&name.as_str()) {
+                // `command` takes away `export`'s power to end the shell when the name is
+                // read-only, `|| :` the failure's under `-e`: dash exports the value, as it
+                // would from the environment, bash keeps its own.
+                script.push_str(&format!(
+                    "command export {name}={} 2>/dev/null || :\n",
+                    quote(value)
+                ));
+            } else {
+                script.push_str(&format!("export {name}={}\n", quote(value)));
+            }
         }
         file.write_all(script.as_bytes())?;
         Ok(Self { dir })
@@ -56,6 +66,20 @@ impl EnvScript {
         self.dir.path().join("env")
     }
 }
+
+/// Variables bash makes read-only in every shell (`bash --posix -c 'readonly -p'`). Where
+/// /bin/sh is bash (Fedora, RHEL, Arch) it runs in POSIX mode, and there assigning one with
+/// `export`, a special builtin, ends the shell: the whole step would fail before it starts.
+/// From the environment (host and container executors) bash takes them without a word, so
+/// neither may the script. dash has none.
+const SHELL_READONLY: &[&str] = &[
+    "BASHOPTS",
+    "BASH_VERSINFO",
+    "EUID",
+    "PPID",
+    "SHELLOPTS",
+    "UID",
+];
 
 /// The script run by `sh -c`: the variables first, on the script's first line so that the
 /// shell's line numbers in error messages stay those of the pipeline file's script.
@@ -112,6 +136,35 @@ mod tests {
         let got: Vec<&[u8]> = out.stdout.split(|b| *b == 0).collect();
         for (i, (k, v)) in tricky.iter().enumerate() {
             assert_eq!(got[i], v.as_bytes(), "{k}");
+        }
+    }
+
+    /// Where /bin/sh is bash, a pipeline variable named like one of bash's read-only ones
+    /// ended the sourced file, and so every step; dash still gets the value.
+    #[test]
+    fn names_bash_keeps_read_only_do_not_end_the_step() {
+        let mut env: BTreeMap<String, String> = SHELL_READONLY
+            .iter()
+            .map(|k| (k.to_string(), "5".to_string()))
+            .collect();
+        env.insert("AFTER".into(), "still set".into());
+        let file = EnvScript::write(&env).unwrap();
+        let path = file.path().display().to_string();
+        let run = |shell: &[&str], script: &str| {
+            std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .args(["-e", "-c", &sourced_first(&path, script)])
+                .env_clear()
+                .output()
+        };
+        let out = run(&["bash", "--posix"], "true").unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let out = run(&["bash", "--posix"], r#"printf '%s' "$AFTER""#).unwrap();
+        assert_eq!(out.stdout, b"still set", "{out:?}");
+        assert!(out.stderr.is_empty(), "{out:?}");
+        // Debian's /bin/sh; elsewhere it may not be installed.
+        if let Ok(out) = run(&["dash"], r#"printf '%s %s' "$UID" "$AFTER""#) {
+            assert_eq!(out.stdout, b"5 still set", "{out:?}");
         }
     }
 
