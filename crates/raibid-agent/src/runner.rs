@@ -873,16 +873,19 @@ async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {
     Outcome::new(JobStatus::Error).with_reason(message)
 }
 
-/// The layer cache of one architecture: `<repo>-<arch>` for a build of one platform (the
+/// The layer cache of one architecture: `<repo>/<arch>` for a build of one platform (the
 /// agent's own when none is named), so that arm64 and amd64 builds never push over each
 /// other's cache; a multi-platform build shares `<repo>` (its layers differ by digest anyway).
+/// Below the repository, not beside it (`<repo>-<arch>`): the rendered repository passed the
+/// ownership check of its template, and names below it are the job's too, while a sibling of
+/// `{registry}/{repo}` is another repository's.
 fn per_arch_cache(repo: &str, platforms: &[String]) -> String {
     let arch = match platforms {
         [] => raibid_oci::normalize_arch(std::env::consts::ARCH).to_owned(),
         [one] => one.split('/').skip(1).collect::<Vec<_>>().join("-"),
         _ => return repo.to_owned(),
     };
-    format!("{repo}-{arch}")
+    format!("{repo}/{arch}")
 }
 
 /// [`remove::remove_tree`] off the async threads: a job's tree can be large.
@@ -1038,11 +1041,11 @@ mod tests {
         let own = raibid_oci::normalize_arch(std::env::consts::ARCH);
         assert_eq!(
             per_arch_cache("r/acme/cache", &[]),
-            format!("r/acme/cache-{own}")
+            format!("r/acme/cache/{own}")
         );
         assert_eq!(
             per_arch_cache("r/acme/cache", &["linux/arm/v7".into()]),
-            "r/acme/cache-arm-v7"
+            "r/acme/cache/arm-v7"
         );
         assert_eq!(
             per_arch_cache(
@@ -1051,6 +1054,47 @@ mod tests {
             ),
             "r/acme/cache"
         );
+    }
+
+    #[test]
+    fn a_per_architecture_cache_stays_in_the_jobs_repository() {
+        use super::per_arch_cache;
+        use raibid_pipeline::{ImageBuild, TagContext};
+        let ctx = TagContext {
+            registry: "r.example:5000".into(),
+            repo: "acme/app".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            branch: Some("main".into()),
+            tag: None,
+            matrix: None,
+        };
+        let image_build = |cache: &str, tags: Vec<String>| ImageBuild {
+            context: ".".into(),
+            file: None,
+            tags,
+            platforms: vec![],
+            push: true,
+            build_args: BTreeMap::new(),
+            cache: Some(cache.into()),
+        };
+        // `{registry}/{repo}` itself is a valid cache; the per-architecture name made from it
+        // must pass the same ownership check as a tag (`r.example:5000/acme/app-amd64` is the
+        // repository `acme/app-amd64`, not `acme/app`'s).
+        for template in ["{registry}/{repo}", "{registry}/{repo}/cache"] {
+            let rendered = image_build(template, vec!["{registry}/{repo}:x".into()])
+                .render_cache(&ctx)
+                .unwrap()
+                .unwrap();
+            for platforms in [vec![], vec!["linux/arm/v7".to_owned()]] {
+                let cache = per_arch_cache(&rendered, &platforms);
+                let as_tag = image_build(template, vec![format!("{cache}:x")]);
+                assert_eq!(
+                    as_tag.render_tags(&ctx),
+                    Ok(vec![format!("{cache}:x")]),
+                    "{template} {platforms:?}"
+                );
+            }
+        }
     }
 
     #[test]
