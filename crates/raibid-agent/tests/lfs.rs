@@ -311,7 +311,7 @@ async fn a_remote_job_may_not_take_lfs_objects_from_the_agents_disk() {
         "acme/app",
         forge_url,
         "refs/heads/main",
-        &"a".repeat(40),
+        "a".repeat(40),
         Event::Push,
     );
     let job = match h.queue.enqueue(spec).await.unwrap() {
