@@ -374,7 +374,7 @@ impl Queue {
         claimed: &Claimed,
         steps: &[raibid_model::StepResult],
     ) -> Result<bool, QueueError> {
-        let json = serde_json::to_string(steps).expect("steps serialize");
+        let json = record::steps_json(steps);
         let mut invocation = scripts::RECORD_PROGRESS.prepare_invoke();
         invocation
             .key(self.keys.job(&claimed.job.id))
@@ -407,7 +407,7 @@ impl Queue {
             .arg(outcome.status.as_str())
             .arg(Utc::now().timestamp_millis())
             .arg(outcome.reason.as_deref().unwrap_or(""))
-            .arg(serde_json::to_string(&outcome.steps).expect("steps serialize"))
+            .arg(record::steps_json(&outcome.steps))
             .arg(serde_json::to_string(&outcome.images).expect("images serialize"))
             .arg(id);
         let reply: String = self.conn.script(&invocation).await?;

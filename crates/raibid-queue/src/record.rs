@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use raibid_model::{Job, NewJob, PoolName};
+use raibid_model::{Job, NewJob, PoolName, StepResult};
 
 use crate::QueueError;
 
@@ -18,6 +18,46 @@ use crate::QueueError;
 /// `attempt` 0, `created_at` (ms) and the stream `entry`.
 pub(crate) fn spec_json(spec: &NewJob) -> String {
     serde_json::to_string(spec).expect("a job spec serializes")
+}
+
+/// The most the `steps` field may hold. Agents rewrite it after every step, and each step
+/// carries the tail of its output (20 lines of up to 1 KiB, control characters six bytes each
+/// in JSON): a pipeline of many noisy steps would otherwise grow the record, and the bytes
+/// every step writes, without the bound `redis.log_max_bytes` puts on the log.
+pub(crate) const STEPS_MAX_BYTES: usize = 256 * 1024;
+
+/// The `steps` field: tails give way oldest step first until the whole fits in
+/// [`STEPS_MAX_BYTES`] (the latest tails say why a job failed); should the steps alone not
+/// fit, the last ones are left out.
+pub(crate) fn steps_json(steps: &[StepResult]) -> String {
+    let json = serde_json::to_string(steps).expect("steps serialize");
+    if json.len() <= STEPS_MAX_BYTES {
+        return json;
+    }
+    let size = |step: &StepResult| {
+        serde_json::to_string(step)
+            .expect("a step serializes")
+            .len()
+    };
+    let mut kept = steps.to_vec();
+    // Brackets, and a comma between steps.
+    let mut total = 2 + kept.len().saturating_sub(1) + kept.iter().map(size).sum::<usize>();
+    for step in kept.iter_mut() {
+        if total <= STEPS_MAX_BYTES {
+            break;
+        }
+        if step.tail.is_empty() {
+            continue;
+        }
+        let before = size(step);
+        step.tail.clear();
+        total -= before - size(step);
+    }
+    while total > STEPS_MAX_BYTES {
+        let Some(last) = kept.pop() else { break };
+        total -= size(&last) + usize::from(!kept.is_empty());
+    }
+    serde_json::to_string(&kept).expect("steps serialize")
 }
 
 pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, QueueError> {
@@ -257,5 +297,58 @@ mod tests {
         .collect();
         let err = from_fields(&fields).unwrap_err().to_string();
         assert!(err.contains("spec"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod steps_tests {
+    use super::*;
+    use raibid_model::StepStatus;
+
+    fn step(name: &str, tail: &str) -> StepResult {
+        StepResult {
+            name: name.into(),
+            status: StepStatus::Success,
+            exit_code: Some(0),
+            duration_ms: Some(1),
+            tail: tail.into(),
+        }
+    }
+
+    #[test]
+    fn small_step_lists_are_kept_whole() {
+        let steps = vec![step("a", "out\nmore"), step("b", "")];
+        assert_eq!(steps_json(&steps), serde_json::to_string(&steps).unwrap());
+    }
+
+    /// Control characters are six bytes each in JSON: 50 steps of 20 KiB tails are ~6 MB.
+    #[test]
+    fn tails_give_way_oldest_first_to_keep_the_field_bounded() {
+        let noisy = "\u{1}".repeat(1000) + "\n";
+        let steps: Vec<StepResult> = (0..50)
+            .map(|i| step(&format!("s{i}"), &noisy.repeat(20)))
+            .collect();
+        let json = steps_json(&steps);
+        assert!(json.len() <= STEPS_MAX_BYTES, "{}", json.len());
+        let back: Vec<StepResult> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.len(), 50, "every step is still listed");
+        assert!(back[0].tail.is_empty());
+        assert_eq!(back[49].tail, steps[49].tail, "the latest tail stays");
+        // As much as fits is kept: one more tail would not have.
+        let dropped = back.iter().filter(|s| s.tail.is_empty()).count();
+        let mut one_more = back.clone();
+        one_more[dropped - 1].tail = steps[dropped - 1].tail.clone();
+        assert!(serde_json::to_string(&one_more).unwrap().len() > STEPS_MAX_BYTES);
+    }
+
+    #[test]
+    fn steps_that_do_not_fit_without_tails_are_left_out_from_the_end() {
+        let long = "n".repeat(200);
+        let steps: Vec<StepResult> = (0..2000).map(|i| step(&format!("{i}{long}"), "")).collect();
+        let json = steps_json(&steps);
+        assert!(json.len() <= STEPS_MAX_BYTES, "{}", json.len());
+        let back: Vec<StepResult> = serde_json::from_str(&json).unwrap();
+        assert!(back.len() > 900 && back.len() < 2000, "{}", back.len());
+        assert_eq!(back[..], steps[..back.len()]);
     }
 }

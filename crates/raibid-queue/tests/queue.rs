@@ -263,6 +263,46 @@ async fn heartbeats_keep_a_claim_and_a_lost_claim_cannot_ack() {
     assert_eq!(steps, vec![step("current")]);
 }
 
+/// Step results ride in the job record, rewritten after every step; many noisy steps must not
+/// grow it past a bound (the log has `log_max_bytes`; the record had nothing).
+#[tokio::test]
+async fn step_results_in_the_record_stay_bounded() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    created(q.enqueue(job("acme/noisy")).await.unwrap());
+    let mut claimer = q.claimer("agent").await.unwrap();
+    let claimed = claim_queued(&mut claimer).await;
+    let tail = ("\u{1}".repeat(1000) + "\n").repeat(20);
+    let steps: Vec<StepResult> = (0..50)
+        .map(|i| StepResult {
+            name: format!("step-{i}"),
+            status: StepStatus::Success,
+            exit_code: Some(0),
+            duration_ms: Some(1),
+            tail: tail.clone(),
+        })
+        .collect();
+    assert!(q.record_progress(&claimed, &steps).await.unwrap());
+    let mut conn = redis_conn(&redis).await;
+    let stored: String = redis::cmd("HGET")
+        .arg(format!("raibid:ci-jobs:job:{}", claimed.job.id))
+        .arg("steps")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(stored.len() <= 256 * 1024, "{}", stored.len());
+    let mut outcome = Outcome::new(JobStatus::Failure);
+    outcome.steps = steps.clone();
+    assert!(q.ack(&claimed, &outcome).await.unwrap());
+    let done = q.get(&claimed.job.id).await.unwrap().unwrap();
+    assert_eq!(done.steps.len(), 50);
+    assert_eq!(
+        done.steps[49].tail, tail,
+        "the last step's tail says why it failed"
+    );
+    assert!(done.steps[0].tail.is_empty());
+}
+
 #[tokio::test]
 async fn dead_letter_after_max_attempts() {
     let redis = RedisServer::start();
