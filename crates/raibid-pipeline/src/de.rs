@@ -173,37 +173,51 @@ where
     }
 }
 
-/// A mapping from environment-variable names to string values: `env:`, `build-args:`, matrix
-/// `include:`/`exclude:` entries. Duplicate keys are refused (YAML libraries disagree on which
-/// one wins) and values may not hold NUL, which no process environment can carry.
+/// A mapping from environment-variable names to string values: `build-args:`. Duplicate keys
+/// are refused (YAML libraries disagree on which one wins) and values may not hold NUL, which no
+/// process environment can carry.
 pub(crate) struct EnvMap(pub(crate) BTreeMap<String, String>);
 
 impl<'de> de::Deserialize<'de> for EnvMap {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(EnvMapVisitor)
+        deserializer
+            .deserialize_map(EnvMapVisitor(names::check_env_name))
+            .map(EnvMap)
     }
 }
 
-struct EnvMapVisitor;
+/// An [`EnvMap`] for the variables of steps, the pipeline's and a step's `env:`: names the agent
+/// keeps for itself (`RAIBID_*`) are refused, since it would drop them.
+pub(crate) struct StepEnvMap(pub(crate) BTreeMap<String, String>);
+
+impl<'de> de::Deserialize<'de> for StepEnvMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(EnvMapVisitor(names::check_step_env_name))
+            .map(StepEnvMap)
+    }
+}
+
+struct EnvMapVisitor(fn(&str) -> Result<(), String>);
 
 impl<'de> Visitor<'de> for EnvMapVisitor {
-    type Value = EnvMap;
+    type Value = BTreeMap<String, String>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a mapping of variable names to values, like `{ FOO: bar }`")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnvMap, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut env = BTreeMap::new();
         while let Some(name) = map.next_key_seed(unique_name(
             "a variable name",
             |name| env.contains_key(name),
-            names::check_env_name,
+            self.0,
         ))? {
             let value = map.next_value_seed(StrCheck::new("a string value", env_value))?;
             env.insert(name, value);
         }
-        Ok(EnvMap(env))
+        Ok(env)
     }
 }
 
@@ -342,6 +356,24 @@ mod tests {
         let err = env("A: 1\n  \nB-C: 2").unwrap_err();
         let loc = err.location().unwrap();
         assert_eq!((loc.line(), loc.column()), (3, 1));
+    }
+
+    #[test]
+    fn reserved_names_are_refused_in_step_env_only() {
+        let err = serde_yaml::from_str::<StepEnvMap>("A: 1\nRAIBID_SHA: x")
+            .err()
+            .unwrap();
+        let loc = err.location().unwrap();
+        assert_eq!((loc.line(), loc.column()), (2, 1));
+        assert!(
+            err.to_string()
+                .contains("RAIBID_* names are set by the agent"),
+            "{err}"
+        );
+        let ok = serde_yaml::from_str::<StepEnvMap>("CI: x\nRAIBID_MATRIX: y").unwrap();
+        assert_eq!(ok.0.len(), 2);
+        // Build arguments go to buildah as they are.
+        assert!(env("RAIBID_SHA: x").is_ok());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use autodetect::{AutodetectError, Autodetected, RepoListing, autodetect};
 pub use duration::{DurationError, MAX_TIMEOUT, parse_duration};
 pub use error::PipelineError;
 pub use image_build::ImageBuild;
-pub use matrix::{MAX_VARIANTS, Matrix, Variant};
+pub use matrix::{MAX_AXES, MAX_VARIANT_NAME_LEN, MAX_VARIANTS, Matrix, Variant};
 pub use pipeline::{CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes};
 pub use step::{Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};

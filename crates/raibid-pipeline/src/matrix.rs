@@ -1,15 +1,31 @@
 //! `matrix:`: one job per combination of variable values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::de::{EnvMap, UniqueList, check_env_value, unique_name};
+use crate::de::{StrCheck, UniqueList, check_env_value};
+use crate::names;
 
 /// Values name the variant's job and commit status (`RUST=1.80,TARGET=x86_64`), so they are
 /// kept short and free of the separators that would make two variants' names the same.
 const MAX_VALUE_LEN: usize = 64;
+
+/// Variable names are part of the variant's name too.
+const MAX_NAME_LEN: usize = 64;
+
+/// Variables of one variant: the axes, or the keys of an `include` entry. [`MAX_VARIANTS`] alone
+/// does not bound them, since an axis with one value multiplies nothing; real matrices have a
+/// handful of variables (a constant belongs in `env`).
+pub const MAX_AXES: usize = 16;
+
+/// The longest variant name, in characters: [`MAX_AXES`] `NAME=value` pairs and the commas
+/// between them (2079; at most 5151 bytes, as a value's characters may take up to 4 bytes each).
+/// The name becomes the variant job's `RAIBID_MATRIX`, its delivery id and its commit-status
+/// context.
+pub const MAX_VARIANT_NAME_LEN: usize =
+    MAX_AXES * (MAX_NAME_LEN + 1 + MAX_VALUE_LEN) + (MAX_AXES - 1);
 
 fn matrix_value(v: &str) -> Result<(), String> {
     check_env_value(v)?;
@@ -27,7 +43,25 @@ fn matrix_value(v: &str) -> Result<(), String> {
     }
     Ok(())
 }
-use crate::names;
+
+/// A matrix variable's name, as an axis or in an `include`/`exclude` entry.
+fn matrix_name(name: &str) -> Result<(), String> {
+    names::check_matrix_name(name)?;
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "the matrix variable name {name:?} is longer than {MAX_NAME_LEN} characters; names \
+             make up the variant's job name and commit status"
+        ));
+    }
+    Ok(())
+}
+
+fn too_many_variables(what: &str) -> String {
+    format!(
+        "{what} has more than {MAX_AXES} variables; a variable with a single value is a \
+         constant: put it in `env`"
+    )
+}
 
 /// Each variant is a whole job on an agent; a typo in a matrix (an extra axis) can multiply the
 /// load on a small cluster, so expansion is capped and checked before anything is queued.
@@ -47,18 +81,23 @@ pub struct Matrix {
 /// step's `env`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variant {
-    /// `RUST=1.80,TARGET=x86_64`, variables sorted by name; empty without a matrix.
+    /// `RUST=1.80,TARGET=x86_64`, variables sorted by name; empty without a matrix. At most
+    /// [`MAX_VARIANT_NAME_LEN`] characters for a parsed pipeline.
     pub name: String,
     pub env: BTreeMap<String, String>,
 }
 
 impl Variant {
     fn new(env: BTreeMap<String, String>) -> Self {
-        let name = env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let mut name = String::new();
+        for (k, v) in &env {
+            if !name.is_empty() {
+                name.push(',');
+            }
+            name.push_str(k);
+            name.push('=');
+            name.push_str(v);
+        }
         Self { name, env }
     }
 
@@ -71,31 +110,47 @@ impl Variant {
 impl Matrix {
     /// Variables vary in name order, the first slowest; values keep their file order. Included
     /// variants follow, skipping any that the product already has.
+    ///
+    /// Each combination is built once, straight from its values, so the work is linear in the
+    /// output (variants × variables), whatever the number of axes.
     pub fn variants(&self) -> Vec<Variant> {
-        let mut combos: Vec<BTreeMap<String, String>> = if self.axes.is_empty() {
-            Vec::new()
-        } else {
-            vec![BTreeMap::new()]
-        };
-        for (key, values) in &self.axes {
-            combos = combos
-                .into_iter()
-                .flat_map(|combo| {
-                    values.iter().map(move |value| {
-                        let mut next = combo.clone();
-                        next.insert(key.clone(), value.clone());
-                        next
-                    })
-                })
-                .collect();
-        }
-        combos.retain(|combo| !self.exclude.iter().any(|ex| matches(ex, combo)));
-        for extra in &self.include {
-            if !combos.contains(extra) {
-                combos.push(extra.clone());
+        let axes: Vec<(&String, &Vec<String>)> = self.axes.iter().collect();
+        let mut variants = Vec::new();
+        if !axes.is_empty() && axes.iter().all(|(_, values)| !values.is_empty()) {
+            // An odometer over the axes' values, the last axis turning fastest.
+            let mut index = vec![0; axes.len()];
+            'combinations: loop {
+                let env: BTreeMap<String, String> = axes
+                    .iter()
+                    .zip(&index)
+                    .map(|((key, values), &i)| ((*key).clone(), values[i].clone()))
+                    .collect();
+                if !self.exclude.iter().any(|ex| matches(ex, &env)) {
+                    variants.push(Variant::new(env));
+                }
+                let mut axis = axes.len();
+                loop {
+                    if axis == 0 {
+                        break 'combinations;
+                    }
+                    axis -= 1;
+                    index[axis] += 1;
+                    if index[axis] < axes[axis].1.len() {
+                        break;
+                    }
+                    index[axis] = 0;
+                }
             }
         }
-        combos.into_iter().map(Variant::new).collect()
+        // Names stand for their variables: values hold no ',' or '=' and names are identifiers.
+        let mut names: HashSet<String> = variants.iter().map(|v| v.name.clone()).collect();
+        for extra in &self.include {
+            let variant = Variant::new(extra.clone());
+            if names.insert(variant.name.clone()) {
+                variants.push(variant);
+            }
+        }
+        variants
     }
 
     /// Checks the matrix as a whole; the caller reports the error at the matrix.
@@ -111,14 +166,6 @@ impl Matrix {
                 "an empty `include` entry adds a job with no variables; remove it".to_owned(),
             );
         }
-        for value in self
-            .include
-            .iter()
-            .chain(&self.exclude)
-            .flat_map(BTreeMap::values)
-        {
-            matrix_value(value)?;
-        }
         for entry in &self.exclude {
             self.check_exclude(entry)?;
         }
@@ -127,7 +174,7 @@ impl Matrix {
             .values()
             .try_fold(1usize, |n, values| n.checked_mul(values.len()));
         match product {
-            // Bounding `include` here keeps `variants()` (quadratic in it) cheap on hostile input.
+            // Bounding `include` here keeps `variants()` cheap on hostile input.
             Some(n) if n <= MAX_VARIANTS && self.include.len() <= MAX_VARIANTS => {}
             Some(n) if n <= MAX_VARIANTS => {
                 return Err(too_many(&format!("more than {MAX_VARIANTS}")));
@@ -176,14 +223,6 @@ fn too_many(count: &str) -> String {
 const INCLUDE: &str = "include";
 const EXCLUDE: &str = "exclude";
 
-fn matrix_key(key: &str) -> Result<(), String> {
-    if key == INCLUDE || key == EXCLUDE {
-        Ok(())
-    } else {
-        names::check_env_name(key)
-    }
-}
-
 /// `matrix:` as written in YAML; checked as a whole once all keys are read.
 pub(crate) struct MatrixDe(pub(crate) Matrix);
 
@@ -208,15 +247,38 @@ impl<'de> Visitor<'de> for MatrixVisitor {
             include: Vec::new(),
             exclude: Vec::new(),
         };
-        let mut seen = Vec::new();
-        while let Some(key) = map.next_key_seed(unique_name(
-            "a matrix variable name, `include` or `exclude`",
-            |k| seen.iter().any(|s| s == k),
-            matrix_key,
-        ))? {
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let axes = matrix.axes.len();
+            let key = map.next_key_seed(StrCheck::new(
+                "a matrix variable name, `include` or `exclude`",
+                |key: &str| {
+                    if key != INCLUDE && key != EXCLUDE {
+                        matrix_name(key)?;
+                    }
+                    if seen.iter().any(|s| s == key) {
+                        return Err(format!("{key:?} is given twice; keep one"));
+                    }
+                    if key != INCLUDE && key != EXCLUDE && axes >= MAX_AXES {
+                        return Err(too_many_variables("the matrix"));
+                    }
+                    Ok(key.to_owned())
+                },
+            ))?;
+            let Some(key) = key else { break };
             match key.as_str() {
-                INCLUDE => matrix.include = entries(map.next_value()?),
-                EXCLUDE => matrix.exclude = entries(map.next_value()?),
+                INCLUDE | EXCLUDE => {
+                    let entries = map.next_value_seed(Entries(if key == INCLUDE {
+                        "an `include` entry"
+                    } else {
+                        "an `exclude` entry"
+                    }))?;
+                    if key == INCLUDE {
+                        matrix.include = entries;
+                    } else {
+                        matrix.exclude = entries;
+                    }
+                }
                 _ => {
                     let values = map.next_value_seed(UniqueList::new(
                         "matrix values",
@@ -233,8 +295,85 @@ impl<'de> Visitor<'de> for MatrixVisitor {
     }
 }
 
-fn entries(maps: Vec<EnvMap>) -> Vec<BTreeMap<String, String>> {
-    maps.into_iter().map(|m| m.0).collect()
+/// The list of `include` or `exclude` entries; `.0` names an entry in errors.
+struct Entries(&'static str);
+
+impl<'de> DeserializeSeed<'de> for Entries {
+    type Value = Vec<BTreeMap<String, String>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries {
+    type Value = Vec<BTreeMap<String, String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of mappings of matrix variables to values, like `- { RUST: nightly }`")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = seq.next_element_seed(Entry {
+            what: self.0,
+            index: entries.len(),
+        })? {
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+/// One `include`/`exclude` entry: at most [`MAX_AXES`] variables, like a variant, and no more
+/// entries than a matrix has jobs.
+struct Entry {
+    what: &'static str,
+    index: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Entry {
+    type Value = BTreeMap<String, String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entry {
+    type Value = BTreeMap<String, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping of matrix variables to values, like `{ RUST: nightly }`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        if self.index >= MAX_VARIANTS {
+            return Err(de::Error::custom(format!(
+                "more than {MAX_VARIANTS} `include`/`exclude` entries; the matrix has at most \
+                 {MAX_VARIANTS} jobs"
+            )));
+        }
+        let mut entry = BTreeMap::new();
+        while let Some(name) =
+            map.next_key_seed(StrCheck::new("a matrix variable name", |name: &str| {
+                matrix_name(name)?;
+                if entry.contains_key(name) {
+                    return Err(format!("{name:?} is given twice; keep one"));
+                }
+                if entry.len() >= MAX_AXES {
+                    return Err(too_many_variables(self.what));
+                }
+                Ok(name.to_owned())
+            }))?
+        {
+            let value = map.next_value_seed(StrCheck::new("a matrix value", |v: &str| {
+                matrix_value(v).map(|()| v.to_owned())
+            }))?;
+            entry.insert(name, value);
+        }
+        Ok(entry)
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +472,120 @@ mod tests {
             .join("\n");
         let err = matrix(&huge).unwrap_err();
         assert!(err.to_string().contains("more than 2^64"), "{err}");
+    }
+
+    fn error_at(yaml: &str) -> (usize, usize, String) {
+        let err = matrix(yaml).unwrap_err();
+        let loc = err.location().expect("error has a location");
+        (loc.line(), loc.column(), err.to_string())
+    }
+
+    /// Axes with one value multiply nothing, so `MAX_VARIANTS` alone let a matrix have any
+    /// number of variables (and variant names of any length).
+    #[test]
+    fn variables_are_capped_at_the_first_one_too_many() {
+        let mut yaml: String = (0..8).map(|i| format!("A{i}: [a, b]\n")).collect();
+        yaml.extend((0..1000).map(|i| format!("B{i}: [x]\n")));
+        let (line, col, msg) = error_at(&yaml);
+        assert_eq!((line, col), (MAX_AXES + 1, 1), "{msg}");
+        assert!(msg.contains("more than 16 variables"), "{msg}");
+
+        let include = (0..=MAX_AXES)
+            .map(|i| format!("    K{i}: v\n"))
+            .collect::<String>();
+        let (line, col, msg) = error_at(&format!("A: [x]\ninclude:\n  - A: y\n{include}"));
+        assert_eq!((line, col), (3 + MAX_AXES, 5), "{msg}");
+        assert!(
+            msg.contains("an `include` entry has more than 16 variables"),
+            "{msg}"
+        );
+        let (line, _, msg) = error_at(&format!("A: [x]\nexclude:\n  - A: x\n{include}"));
+        assert_eq!(line, 3 + MAX_AXES, "{msg}");
+        // `include` and `exclude` are not variables.
+        let mut full: String = (0..MAX_AXES).map(|i| format!("A{i}: [x]\n")).collect();
+        full.push_str("include: [{ A0: y }]\nexclude: [{ A0: x }]\n");
+        assert_eq!(names(&matrix(&full).unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn long_variable_names_are_refused_at_the_name() {
+        let (line, col, msg) = error_at(&format!("A: [x]\n{}: [y]", "N".repeat(65)));
+        assert_eq!((line, col), (2, 1));
+        assert!(msg.contains("longer than 64 characters"), "{msg}");
+        let (line, col, msg) = error_at(&format!("A: [x]\ninclude:\n  - {}: y", "N".repeat(65)));
+        assert_eq!((line, col), (3, 5));
+        assert!(msg.contains("longer than 64 characters"), "{msg}");
+    }
+
+    /// The widest matrix allowed: every variable name and value at its longest.
+    #[test]
+    fn variant_names_are_bounded() {
+        assert_eq!(MAX_VARIANT_NAME_LEN, 2079);
+        let name = |i: usize| format!("V{i:02}{}", "N".repeat(61));
+        let axes: String = (0..MAX_AXES)
+            .map(|i| {
+                format!(
+                    "{}: [\"{}\", \"{}\"]\n",
+                    name(i),
+                    "v".repeat(64),
+                    "é".repeat(64)
+                )
+            })
+            .collect();
+        // 2^16 combinations: drop all but the first two values of the first eight axes.
+        let exclude: String = (8..MAX_AXES)
+            .map(|i| format!("  - {{ {}: \"{}\" }}\n", name(i), "é".repeat(64)))
+            .collect();
+        let m = matrix(&format!("{axes}exclude:\n{exclude}")).unwrap_err();
+        assert!(m.to_string().contains("65536 jobs"), "{m}");
+        let axes: String = (0..MAX_AXES)
+            .map(|i| {
+                let values = if i < 8 {
+                    format!("\"{}\", \"{}\"", "v".repeat(64), "é".repeat(64))
+                } else {
+                    format!("\"{}\"", "é".repeat(64))
+                };
+                format!("{}: [{values}]\n", name(i))
+            })
+            .collect();
+        let m = matrix(&axes).unwrap();
+        let variants = m.variants();
+        assert_eq!(variants.len(), MAX_VARIANTS);
+        let longest = variants.iter().map(|v| v.name.chars().count()).max();
+        assert_eq!(longest, Some(MAX_VARIANT_NAME_LEN));
+        let bytes = variants.iter().map(|v| v.name.len()).max().unwrap();
+        assert_eq!(bytes, MAX_AXES * (64 + 1 + 128) + MAX_AXES - 1);
+        assert!(variants.iter().all(|v| v.env.len() == MAX_AXES));
+        // The eighth axis turns fastest among those with two values.
+        let second: Vec<String> = (0..MAX_AXES)
+            .map(|i| {
+                let value = if i < 7 { "v" } else { "é" };
+                format!("{}={}", name(i), value.repeat(64))
+            })
+            .collect();
+        assert_eq!(variants[1].name, second.join(","));
+    }
+
+    /// The agent sets these itself and drops (or overrides) a pipeline's.
+    #[test]
+    fn reserved_variable_names_are_refused_at_the_name() {
+        for (yaml, at) in [
+            ("A: [x]\nRAIBID_SHA: [y]", (2, 1)),
+            ("A: [x]\nRAIBID_MATRIX: [y]", (2, 1)),
+            ("A: [x]\ninclude:\n  - RAIBID_POOL: y", (3, 5)),
+        ] {
+            let (line, col, msg) = error_at(yaml);
+            assert_eq!((line, col), at, "{yaml}: {msg}");
+            assert!(msg.contains("RAIBID_* names are set by the agent"), "{msg}");
+        }
+        assert!(matrix("CI: [x]\nRAIBID: [y]").is_ok());
+    }
+
+    #[test]
+    fn include_values_are_checked_at_the_value() {
+        let (line, col, msg) = error_at("A: [x]\ninclude:\n  - A: \"y,z\"");
+        assert_eq!((line, col), (3, 8));
+        assert!(msg.contains("blur the variant's name"), "{msg}");
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeSeed;
 
-use crate::de::{CheckedMap, EnvMap};
+use crate::de::{CheckedMap, StepEnvMap};
 use crate::duration::Timeout;
 use crate::error::PipelineError;
 use crate::flow_guard;
 use crate::matrix::{Matrix, MatrixDe, Variant};
 use crate::step::{ImageRef, Step, StepKind, Steps};
+use crate::tag;
 
 /// Pipeline files are a few kilobytes; refusing anything beyond this bounds the work any file
 /// can cause before YAML parsing even starts.
@@ -67,7 +68,7 @@ steps:
 #[serde(deny_unknown_fields)]
 struct RawPipeline {
     image: Option<ImageRef>,
-    env: Option<EnvMap>,
+    env: Option<StepEnvMap>,
     timeout: Option<Timeout>,
     clone: Option<CloneOptions>,
     matrix: Option<MatrixDe>,
@@ -86,7 +87,7 @@ impl RawPipeline {
         {
             let mut seen: BTreeMap<String, String> = BTreeMap::new();
             for variant in matrix.variants() {
-                let tag = crate::tag::matrix_tag(&variant.name).unwrap_or_default();
+                let tag = tag::matrix_tag(&variant.name).unwrap_or_default();
                 if let Some(other) = seen.insert(tag.clone(), variant.name.clone()) {
                     return Err(format!(
                         "matrix variants {other:?} and {:?} both give the image tag part \
@@ -101,11 +102,7 @@ impl RawPipeline {
                 let StepKind::ImageBuild(build) = &step.kind else {
                     continue;
                 };
-                if let Some(tag) = build
-                    .tags
-                    .iter()
-                    .find(|t| !crate::tag::names_the_variant(t))
-                {
+                if let Some(tag) = build.tags.iter().find(|t| !tag::names_the_variant(t)) {
                     return Err(format!(
                         "step {}: every matrix variant runs this image build, so each tag needs \
                          {{matrix}} (the variant, e.g. `{{registry}}/{{repo}}:{{sha}}-{{matrix}}`) \
@@ -162,12 +159,45 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
              files in the repository (`run: ./ci/build.sh`)",
         )
     })?;
-    CheckedMap::new(
-        "a pipeline: a mapping with a `steps:` list",
-        RawPipeline::into_pipeline,
-    )
-    .deserialize(serde_yaml::Deserializer::from_str(text))
-    .map_err(|e| PipelineError::from_yaml(file_name, text, &e))
+    let read = || {
+        CheckedMap::new(
+            "a pipeline: a mapping with a `steps:` list",
+            RawPipeline::into_pipeline,
+        )
+        .deserialize(serde_yaml::Deserializer::from_str(text))
+        .map_err(|e| PipelineError::from_yaml(file_name, text, &e))
+    };
+    let pipeline = read()?;
+    // A tag's length with `{matrix}` depends on the matrix, which may come after the steps in
+    // the file. Read again with it known, the tag's own check reports the tag's position.
+    if let Some((len, message)) = matrix_tag_too_long(&pipeline) {
+        return Err(tag::with_matrix_tag_len(len, read)
+            .err()
+            .unwrap_or_else(|| PipelineError::new(file_name, 1, 1, message)));
+    }
+    Ok(pipeline)
+}
+
+/// The longest `{matrix}` of a matrix pipeline and the first of its image builds' tags that
+/// could be too long with it.
+fn matrix_tag_too_long(pipeline: &Pipeline) -> Option<(usize, String)> {
+    let matrix = pipeline.matrix.as_ref()?;
+    let len = matrix
+        .variants()
+        .iter()
+        .filter_map(|v| tag::matrix_tag(&v.name))
+        .map(|t| t.len())
+        .max()?;
+    pipeline.steps.iter().find_map(|step| {
+        let StepKind::ImageBuild(build) = &step.kind else {
+            return None;
+        };
+        build.tags.iter().find_map(|t| {
+            tag::check_template_with(t, Some(len))
+                .err()
+                .map(|e| (len, format!("step {:?}: tag {t:?}: {e}", step.name)))
+        })
+    })
 }
 
 /// Like [`parse`], for file contents straight from disk or git: invalid UTF-8 is reported at the

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
-use crate::de::{CheckedMap, EnvMap, UniqueList, checked_str};
+use crate::de::{CheckedMap, StepEnvMap, UniqueList, checked_str};
 use crate::duration::Timeout;
 use crate::image_build::{ImageBuild, ImageBuildDe};
 use crate::names;
@@ -63,7 +63,7 @@ struct RawStep {
     run: Option<Script>,
     image_build: Option<ImageBuildDe>,
     image: Option<ImageRef>,
-    env: Option<EnvMap>,
+    env: Option<StepEnvMap>,
     timeout: Option<Timeout>,
     when: Option<RawWhen>,
     #[serde(default, deserialize_with = "secrets")]
@@ -87,6 +87,20 @@ impl RawStep {
                 if self.image.is_some() {
                     return Err(format!(
                         "step {name:?}: `image` chooses the container for `run`; an `image-build` step cannot have one"
+                    ));
+                }
+                // The agent runs buildah with neither: accepted, they would silently do nothing.
+                if self.env.as_ref().is_some_and(|env| !env.0.is_empty()) {
+                    return Err(format!(
+                        "step {name:?}: an `image-build` step gets no `env` (its variables would \
+                         not reach the build); give build-time values as `build-args` under \
+                         `image-build`"
+                    ));
+                }
+                if !self.secrets.is_empty() {
+                    return Err(format!(
+                        "step {name:?}: an `image-build` step gets no `secrets` (they would not \
+                         reach the build; pushing uses the agent's registry login); remove them"
                     ));
                 }
                 StepKind::ImageBuild(build)
@@ -242,6 +256,46 @@ mod tests {
     fn image_on_an_image_build_is_refused() {
         let (_, _, msg) = error_at("- name: a\n  image: x\n  image-build: { tags: [t] }\n");
         assert!(msg.contains("cannot have one"), "{msg}");
+    }
+
+    /// The agent passes neither to buildah; accepted, they would silently do nothing.
+    #[test]
+    fn env_and_secrets_on_an_image_build_are_refused() {
+        let (line, col, msg) = error_at(
+            "- name: a\n  run: x\n- name: img\n  image-build: { tags: [t] }\n  env: { A: b }\n",
+        );
+        assert_eq!((line, col), (3, 3));
+        assert!(
+            msg.contains("step \"img\": an `image-build` step gets no `env`")
+                && msg.contains("`build-args`"),
+            "{msg}"
+        );
+        let (line, col, msg) =
+            error_at("- image-build: { tags: [t] }\n  secrets: [TOKEN]\n  name: img\n");
+        assert_eq!((line, col), (1, 3));
+        assert!(
+            msg.contains("an `image-build` step gets no `secrets`"),
+            "{msg}"
+        );
+        // An empty list asks for nothing.
+        assert!(
+            steps("- name: a\n  image-build: { tags: [t] }\n  secrets: []\n  env: {}\n").is_ok()
+        );
+    }
+
+    #[test]
+    fn reserved_names_in_step_env_are_refused_at_the_name() {
+        let (line, col, msg) =
+            error_at("- name: a\n  run: x\n  env:\n    OK: 1\n    RAIBID_SHA: x\n");
+        assert_eq!((line, col), (5, 5));
+        assert!(msg.contains("RAIBID_* names are set by the agent"), "{msg}");
+    }
+
+    #[test]
+    fn option_like_images_are_refused_at_the_value() {
+        let (line, col, msg) = error_at("- name: a\n  run: x\n  image: --privileged\n");
+        assert_eq!((line, col), (3, 10));
+        assert!(msg.contains("starts with '-'"), "{msg}");
     }
 
     #[test]

@@ -1,10 +1,20 @@
 //! Image tag templates like `{registry}/{repo}:{sha}`.
 
+use std::cell::Cell;
+
 /// The longest tag the OCI distribution spec allows.
 const MAX_TAG_LEN: usize = 128;
 
 /// Git's default abbreviation length, so `{short_sha}` matches what people see in `git log`.
 const SHORT_SHA_LEN: usize = 7;
+
+/// The longest `{sha}`: 64 hex digits, in a SHA-256 repository.
+const MAX_SHA_LEN: usize = 64;
+
+thread_local! {
+    /// The longest `{matrix}` of the pipeline being parsed, while [`with_matrix_tag_len`] runs.
+    static MATRIX_TAG_LEN: Cell<Option<usize>> = const { Cell::new(None) };
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Placeholder {
@@ -59,6 +69,9 @@ pub enum TemplateError {
     Unopened,
     #[error("a tag may not be empty")]
     Empty,
+    /// Text no rendering can make a valid image reference of.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Splits a template into literal text and placeholders.
@@ -109,9 +122,309 @@ pub(crate) fn names_the_variant(template: &str) -> bool {
     })
 }
 
-/// Checks a template at parse time, so that a typo fails the pipeline before any step runs.
+/// Checks a template at parse time, so that a typo fails the pipeline before any step runs:
+/// its placeholders, and that its text can render to a valid image reference. A `{matrix}` in
+/// the tag counts as its longest value while [`with_matrix_tag_len`] runs, else as one character.
 pub(crate) fn check_template(template: &str) -> Result<(), TemplateError> {
-    pieces(template).map(drop)
+    check_template_with(template, MATRIX_TAG_LEN.get())
+}
+
+/// [`check_template`] with the longest `{matrix}` of the pipeline, if known.
+pub(crate) fn check_template_with(
+    template: &str,
+    matrix_len: Option<usize>,
+) -> Result<(), TemplateError> {
+    let pieces = pieces(template)?;
+    let mut tokens = Vec::new();
+    for piece in &pieces {
+        match *piece {
+            Piece::Literal(text) => tokens.extend(text.chars().map(Token::Char)),
+            Piece::Placeholder(p) => tokens.push(Token::Placeholder(p)),
+        }
+    }
+    check_shape(&tokens, matrix_len).map_err(TemplateError::Invalid)
+}
+
+/// Runs `f` (a parse) with the pipeline's longest `{matrix}` known to [`check_template`].
+pub(crate) fn with_matrix_tag_len<T>(len: usize, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            MATRIX_TAG_LEN.set(self.0);
+        }
+    }
+    let _restore = Restore(MATRIX_TAG_LEN.replace(Some(len)));
+    f()
+}
+
+/// A template character by character, placeholders whole.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Char(char),
+    Placeholder(Placeholder),
+}
+
+fn text(tokens: &[Token]) -> String {
+    tokens
+        .iter()
+        .map(|t| match t {
+            Token::Char(c) => c.to_string(),
+            Token::Placeholder(p) => format!("{{{}}}", p.name()),
+        })
+        .collect()
+}
+
+/// `[registry/]path[:tag]`, read the way docker reads a reference. `{registry}` is a whole host
+/// (maybe with a namespace), `{repo}` is `owner/name` lowercased, `{sha}`/`{short_sha}` are
+/// lowercase hex; `{branch}`, `{tag}` and `{matrix}` are made valid tags (letters of either case,
+/// digits, `_.-`), which only the tag can hold.
+fn check_shape(tokens: &[Token], matrix_len: Option<usize>) -> Result<(), String> {
+    if let Some(Token::Char(c)) = tokens
+        .iter()
+        .find(|t| matches!(t, Token::Char(c) if c.is_whitespace() || c.is_control()))
+    {
+        return Err(format!(
+            "it contains {c:?}; an image reference has no whitespace or control characters"
+        ));
+    }
+    if tokens.contains(&Token::Char('@')) {
+        return Err(
+            "'@' starts a digest, which the registry gives an image; a tag template names a tag"
+                .to_owned(),
+        );
+    }
+    // The tag is what follows a ':' after the last '/' (a ':' before it is a registry's port).
+    let last_slash = tokens.iter().rposition(|t| {
+        matches!(
+            t,
+            Token::Char('/')
+                | Token::Placeholder(Placeholder::Registry)
+                | Token::Placeholder(Placeholder::Repo)
+        )
+    });
+    let start = last_slash.map_or(0, |i| i + 1);
+    let (name, tag) = match tokens[start..].iter().position(|t| *t == Token::Char(':')) {
+        Some(colon) => (&tokens[..start + colon], Some(&tokens[start + colon + 1..])),
+        None => (tokens, None),
+    };
+    check_name(name)?;
+    if let Some(tag) = tag {
+        check_tag(tag, matrix_len)?;
+    }
+    Ok(())
+}
+
+fn check_name(name: &[Token]) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the repository name before ':' is empty".to_owned());
+    }
+    let registry = Token::Placeholder(Placeholder::Registry);
+    if name[1..].contains(&registry) {
+        return Err(
+            "{registry} is the registry's host, so it comes first, like {registry}/{repo}:{sha}"
+                .to_owned(),
+        );
+    }
+    let path = if name[0] == registry {
+        match name.get(1) {
+            Some(Token::Char('/')) => &name[2..],
+            _ => {
+                return Err(
+                    "{registry} is followed by '/' and a repository name, like {registry}/{repo}"
+                        .to_owned(),
+                );
+            }
+        }
+    } else {
+        match name.iter().position(|t| *t == Token::Char('/')) {
+            Some(slash) if is_host(&name[..slash]) => {
+                check_host(&text(&name[..slash]))?;
+                &name[slash + 1..]
+            }
+            _ => name,
+        }
+    };
+    for component in path.split(|t| *t == Token::Char('/')) {
+        check_path_component(component)?;
+    }
+    Ok(())
+}
+
+/// Whether docker reads the first part of a name as a registry host: `localhost`, or text with
+/// a '.' or a ':' (`registry.local:5000`).
+fn is_host(first: &[Token]) -> bool {
+    let Some(chars) = first
+        .iter()
+        .map(|t| match t {
+            Token::Char(c) => Some(*c),
+            Token::Placeholder(_) => None,
+        })
+        .collect::<Option<String>>()
+    else {
+        return false;
+    };
+    chars == "localhost" || chars.contains(['.', ':'])
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && !port.contains(']') => (name, Some(port)),
+        _ => (host, None),
+    };
+    let valid_name = if let Some(ip) = name.strip_prefix('[') {
+        ip.strip_suffix(']').is_some_and(|ip| {
+            !ip.is_empty() && ip.chars().all(|c| c.is_ascii_hexdigit() || c == ':')
+        })
+    } else {
+        name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+    };
+    let valid_port =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.chars().all(|c| c.is_ascii_digit()));
+    if valid_name && valid_port {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host:?} is not a registry host; give one like registry.example.com:5000, or \
+             {{registry}} for the agent's"
+        ))
+    }
+}
+
+/// One '/'-separated part of a repository path, as the OCI distribution spec has it:
+/// `[a-z0-9]+` runs joined by '.', '_', '__' or any number of '-'.
+fn check_path_component(component: &[Token]) -> Result<(), String> {
+    if component.is_empty() {
+        return Err(
+            "the repository path has an empty part ('//', or a '/' at its start or end)".to_owned(),
+        );
+    }
+    let shown = text(component);
+    if component.contains(&Token::Char(':')) {
+        return Err(format!(
+            "{shown:?}: a ':' in the repository path; the tag comes last, after a ':' that \
+             follows the last '/' (and {{registry}} or {{repo}}, which hold '/')"
+        ));
+    }
+    let mut sample = String::new();
+    for token in component {
+        match token {
+            Token::Char(c) => sample.push(*c),
+            // Stand-ins that start and end the way the rendered values do.
+            Token::Placeholder(Placeholder::Repo) => sample.push_str("o/r"),
+            Token::Placeholder(Placeholder::Sha | Placeholder::ShortSha) => sample.push('0'),
+            Token::Placeholder(
+                p @ (Placeholder::Branch | Placeholder::Tag | Placeholder::Matrix),
+            ) => {
+                return Err(format!(
+                    "{{{0}}} is in the repository path ({shown:?}), but it can render to \
+                     uppercase letters and other characters a repository name cannot hold; use \
+                     it in the tag, after ':' (like {{registry}}/{{repo}}:{{sha}}-{{{0}}})",
+                    p.name()
+                ));
+            }
+            Token::Placeholder(Placeholder::Registry) => {
+                unreachable!("{{registry}} is only first, checked by the caller")
+            }
+        }
+    }
+    if sample.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "{shown:?}: repository names are lowercase; write it in lowercase"
+        ));
+    }
+    if !sample.split('/').all(valid_path_component) {
+        return Err(format!(
+            "{shown:?} is not a valid repository name: use lowercase letters and digits, joined \
+             by '.', '_', '__' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn valid_path_component(part: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let mut rest = part;
+    loop {
+        let run = rest.find(|c: char| !alnum(c)).unwrap_or(rest.len());
+        if run == 0 {
+            return false;
+        }
+        rest = &rest[run..];
+        if rest.is_empty() {
+            return true;
+        }
+        let sep = rest.find(alnum).unwrap_or(rest.len());
+        let valid_sep =
+            matches!(&rest[..sep], "." | "_" | "__") || rest[..sep].bytes().all(|b| b == b'-');
+        if !valid_sep {
+            return false;
+        }
+        rest = &rest[sep..];
+    }
+}
+
+fn check_tag(tag: &[Token], matrix_len: Option<usize>) -> Result<(), String> {
+    if tag.is_empty() {
+        return Err("the tag after ':' is empty; remove the ':' or give a tag".to_owned());
+    }
+    let shown = text(tag);
+    let mut len = 0;
+    let mut notes = Vec::new();
+    for token in tag {
+        len += match token {
+            Token::Char(c) if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => 1,
+            Token::Char(c) => {
+                return Err(format!(
+                    "the tag {shown:?} contains {c:?}; a tag holds letters, digits, '_', '.' and '-'"
+                ));
+            }
+            Token::Placeholder(p @ (Placeholder::Registry | Placeholder::Repo)) => {
+                return Err(format!(
+                    "{{{}}} renders with '/', which a tag (after ':') cannot hold; use it before \
+                     the ':'",
+                    p.name()
+                ));
+            }
+            Token::Placeholder(Placeholder::Sha) => {
+                notes.push(format!("{{sha}} is up to {MAX_SHA_LEN}"));
+                MAX_SHA_LEN
+            }
+            Token::Placeholder(Placeholder::ShortSha) => SHORT_SHA_LEN,
+            Token::Placeholder(p @ (Placeholder::Branch | Placeholder::Tag)) => {
+                notes.push(format!("{{{}}} counted as 1", p.name()));
+                1
+            }
+            Token::Placeholder(Placeholder::Matrix) => match matrix_len {
+                Some(n) => {
+                    notes.push(format!("{{matrix}} is up to {n} in this matrix"));
+                    n
+                }
+                None => 1,
+            },
+        };
+    }
+    if let Token::Char(c @ ('.' | '-')) = tag[0] {
+        return Err(format!(
+            "the tag {shown:?} starts with {c:?}; a tag starts with a letter, a digit or '_'"
+        ));
+    }
+    if len > MAX_TAG_LEN {
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join(", "))
+        };
+        return Err(format!(
+            "the tag {shown:?} can render to {len} characters{notes}; a tag holds at most \
+             {MAX_TAG_LEN}"
+        ));
+    }
+    Ok(())
 }
 
 /// The values placeholders are filled with.
@@ -500,6 +813,110 @@ mod tests {
             check_template("{}"),
             Err(TemplateError::UnknownPlaceholder(String::new()))
         );
+    }
+
+    fn invalid(template: &str) -> String {
+        match check_template(template) {
+            Err(TemplateError::Invalid(message)) => message,
+            other => panic!("{template}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn templates_that_render_to_valid_references() {
+        for ok in [
+            "{registry}/{repo}:{sha}",
+            "{registry}/{repo}",
+            "{registry}/{repo}/cache",
+            "{registry}/{repo}/tools-{short_sha}:v1.2_3-{branch}",
+            "{registry}/{repo}:{sha}-{matrix}",
+            "{registry}/{repo}:_{tag}",
+            "{repo}:{sha}",
+            "a",
+            "t",
+            "r/x:{branch}",
+            "fixed/name:latest",
+            "localhost/app:1",
+            "localhost:5000/app",
+            "registry.local:5000/team/app:1",
+            "Registry.Example.com/team/a.b_c__d---e:X",
+            "[::1]:5000/app:1",
+            "ghcr.io/acme/{repo}-{sha}:x",
+        ] {
+            assert!(check_template(ok).is_ok(), "{ok}: {:?}", check_template(ok));
+        }
+    }
+
+    #[test]
+    fn literal_text_no_rendering_can_make_valid() {
+        for (template, needle) in [
+            ("{registry}/{repo}:v1+build", "contains '+'"),
+            ("{registry}/{repo}:.hidden", "starts with '.'"),
+            ("{registry}/{repo}:-x", "starts with '-'"),
+            ("{registry}/{repo}:", "tag after ':' is empty"),
+            ("{registry}/{repo}:a:b", "contains ':'"),
+            ("{registry}/{repo}:{repo}", "a ':' in the repository path"),
+            ("r/x:{registry}", "comes first"),
+            (
+                "{registry}/Acme/App:1",
+                "\"Acme\": repository names are lowercase",
+            ),
+            ("{registry}/{repo}/-cache", "not a valid repository name"),
+            ("{registry}/{repo}/a..b", "not a valid repository name"),
+            ("{registry}/{repo}/a___b", "not a valid repository name"),
+            ("{registry}/{repo}/a+b", "not a valid repository name"),
+            ("{registry}/{repo}//x", "empty part"),
+            ("{registry}/{repo}/", "empty part"),
+            ("/x:1", "empty part"),
+            (
+                "{registry}/{repo}/{matrix}:{sha}",
+                "{matrix} is in the repository path",
+            ),
+            (
+                "{registry}/{repo}-{branch}:1",
+                "{branch} is in the repository path",
+            ),
+            ("{registry}/{tag}", "{tag} is in the repository path"),
+            ("{registry}", "followed by '/'"),
+            ("{registry}{repo}", "followed by '/'"),
+            ("x/{registry}/{repo}", "comes first"),
+            (":tag", "repository name before ':' is empty"),
+            ("r/x@sha256:00", "'@' starts a digest"),
+            ("r/x:a\tb", "whitespace"),
+            ("bad_host.io/x:1", "is not a registry host"),
+            ("host.io:port/x:1", "is not a registry host"),
+        ] {
+            let message = invalid(template);
+            assert!(message.contains(needle), "{template}: {message}");
+        }
+    }
+
+    /// OCI tags are at most 128 characters: `{sha}` counts as the 64 of a SHA-256 repository,
+    /// `{matrix}` as the pipeline's longest variant while it is known.
+    #[test]
+    fn tags_too_long_for_any_rendering() {
+        let fixed = "x".repeat(128 - 64);
+        assert!(check_template(&format!("r/x:{{sha}}{fixed}")).is_ok());
+        let message = invalid(&format!("r/x:{{sha}}{fixed}y"));
+        assert!(
+            message.contains("can render to 129 characters ({sha} is up to 64)"),
+            "{message}"
+        );
+        assert!(invalid(&format!("r/x:{}", "v".repeat(129))).contains("at most 128"));
+        assert!(check_template("r/x:{sha}-{matrix}").is_ok());
+        assert!(check_template_with("r/x:{sha}-{matrix}", Some(63)).is_ok());
+        let message = match check_template_with("r/x:{sha}-{matrix}", Some(64)) {
+            Err(TemplateError::Invalid(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            message.contains(
+                "129 characters ({sha} is up to 64, {matrix} is up to 64 in this matrix)"
+            ),
+            "{message}"
+        );
+        assert!(with_matrix_tag_len(64, || check_template("r/x:{sha}-{matrix}")).is_err());
+        assert!(check_template("r/x:{sha}-{matrix}").is_ok(), "restored");
     }
 
     #[test]

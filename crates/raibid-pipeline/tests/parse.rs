@@ -133,6 +133,26 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "mapping values are not allowed",
     ),
     ("zero-timeout.yaml", 1, 10, "zero"),
+    (
+        "matrix-too-many-variables.yaml",
+        18,
+        3,
+        "more than 16 variables",
+    ),
+    (
+        "reserved-env-name.yaml",
+        3,
+        3,
+        "RAIBID_* names are set by the agent",
+    ),
+    (
+        "env-on-image-build.yaml",
+        2,
+        5,
+        "an `image-build` step gets no `env`",
+    ),
+    ("bad-tag-text.yaml", 4, 14, "contains '+'"),
+    ("option-image.yaml", 1, 8, "starts with '-'"),
 ];
 
 #[test]
@@ -198,7 +218,7 @@ fn the_documented_example_parses_to_the_expected_model() {
     assert_eq!(b.platforms, ["linux/amd64", "linux/arm64"]);
     assert!(b.push);
     assert_eq!(b.build_args["A"], "b");
-    assert_eq!(image.secrets, ["REGISTRY_TOKEN"]);
+    assert!(image.secrets.is_empty() && image.env.is_empty());
 
     let variants: Vec<String> = p.expand_matrix().into_iter().map(|v| v.name).collect();
     assert_eq!(
@@ -516,19 +536,25 @@ fn alias_bombs_fail_fast() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// Aliases of mappings full of aliases, where the schema really does expand them: serde_yaml's
-/// repetition limit has to stop it.
+/// Aliases of mappings full of aliases, where the schema really does expand them. serde_yaml's
+/// repetition limit used to stop this; the caps on an `include` entry's variables and on the
+/// number of entries now stop it first, at the first one too many.
 #[test]
-fn alias_expansion_hits_the_repetition_limit() {
-    let keys: Vec<String> = (0..200).map(|i| format!("K{i}: *v")).collect();
-    let refs = vec!["*e"; 3000].join(", ");
-    let text = format!(
-        "matrix:\n  A: [x]\n  include: [&e {{K: &v v, {}}}, {refs}]\nsteps: [{{name: a, run: x}}]\n",
-        keys.join(", ")
-    );
-    let e = err(&text);
-    assert!(e.message.contains("aliases"), "{e}");
-    assert_eq!((e.line, e.column), (1, 1));
+fn alias_expansion_is_stopped_by_the_matrix_caps() {
+    for (keys, needle) in [
+        (200, "an `include` entry has more than 16 variables"),
+        (15, "more than 256 `include`/`exclude` entries"),
+    ] {
+        let keys: Vec<String> = (0..keys).map(|i| format!("K{i}: *v")).collect();
+        let refs = vec!["*e"; 3000].join(", ");
+        let text = format!(
+            "matrix:\n  A: [x]\n  include: [&e {{K: &v v, {}}}, {refs}]\nsteps: [{{name: a, run: x}}]\n",
+            keys.join(", ")
+        );
+        let e = err(&text);
+        assert!(e.message.contains(needle), "{e}");
+        assert_eq!(e.line, 3, "{e}");
+    }
 }
 
 #[test]
@@ -574,4 +600,109 @@ fn a_when_that_can_never_match_is_an_error() {
         e.starts_with(".raibid.yaml:") && e.contains("step \"release\": `when` can never match"),
         "{e}"
     );
+}
+
+/// Axes with a single value multiply nothing, so the job cap let a 14 KB file have 1008 of
+/// them: expanding it took seconds per call, and each variant's name was kilobytes long.
+#[test]
+fn a_matrix_of_many_single_value_axes_is_refused_at_the_first_one_too_many() {
+    let mut text = String::from("matrix:\n");
+    text.extend((0..8).map(|i| format!("  PAIR_{i}: [a, b]\n")));
+    text.extend((0..1000).map(|i| format!("  ONE_{i:04}: [x]\n")));
+    text.push_str("steps:\n  - name: a\n    run: x\n");
+    assert!(text.len() > 14_000);
+    let e = err(&text);
+    assert_eq!((e.line, e.column), (18, 3), "{e}");
+    assert!(e.message.contains("more than 16 variables"), "{e}");
+    let widest: String = (0..raibid_pipeline::MAX_AXES)
+        .map(|i| format!("  V{i}: [a, b]\n"))
+        .collect();
+    let e = err(&format!("matrix:\n{widest}steps: [{{name: a, run: x}}]\n"));
+    assert!(e.message.contains("65536 jobs"), "{e}");
+}
+
+/// Tag text that no build can render to a valid reference fails at parse, at the tag, instead
+/// of in every run after the steps before it.
+#[test]
+fn invalid_tag_text_is_refused_at_the_tag() {
+    for (tag, needle) in [
+        ("{registry}/{repo}:v1+build", "contains '+'"),
+        (
+            "{registry}/{repo}/{matrix}:{sha}",
+            "{matrix} is in the repository path",
+        ),
+        (
+            "{registry}/{repo}/{branch}",
+            "{branch} is in the repository path",
+        ),
+        ("{registry}/Acme/app:1", "repository names are lowercase"),
+        ("{registry}/{repo}:-rc", "starts with '-'"),
+    ] {
+        let text = format!(
+            "steps:\n  - name: image\n    image-build:\n      tags:\n        - x:1\n        - \"{tag}\"\n"
+        );
+        let e = err(&text);
+        assert_eq!((e.line, e.column), (6, 11), "{e}");
+        assert!(e.message.contains(needle), "{tag}: {e}");
+    }
+    let e = err(
+        "steps:\n  - name: image\n    image-build:\n      tags: [x]\n      cache: \"{registry}/{repo}/{matrix}\"\n",
+    );
+    assert_eq!((e.line, e.column), (5, 14), "{e}");
+    assert!(
+        e.message.contains("{matrix} is in the repository path"),
+        "{e}"
+    );
+}
+
+/// `{sha}-{matrix}` is at most 64 + 1 + the longest variant's `{matrix}`: over 128, every run
+/// would fail after its earlier steps. Found wherever the matrix is in the file.
+#[test]
+fn tags_too_long_for_the_matrix_are_refused_at_the_tag() {
+    let matrix = |value: &str| format!("matrix:\n  TARGET: [a, \"{value}\"]\n");
+    let steps = "steps:\n  - name: image\n    image-build:\n      tags:\n        - \"{registry}/{repo}:{short_sha}-{matrix}\"\n        - \"{registry}/{repo}:{sha}-{matrix}\"\n";
+    // `TARGET-` and 56 characters: 64 + 1 + 63 = 128.
+    let fits = "v".repeat(56);
+    for text in [
+        format!("{}{steps}", matrix(&fits)),
+        format!("{steps}{}", matrix(&fits)),
+    ] {
+        parse(PIPELINE_FILE, &text).unwrap();
+    }
+    let long = "v".repeat(57);
+    for (text, line) in [
+        (format!("{}{steps}", matrix(&long)), 8),
+        (format!("{steps}{}", matrix(&long)), 6),
+    ] {
+        let e = err(&text);
+        assert_eq!((e.line, e.column), (line, 11), "{e}");
+        assert!(
+            e.message.contains("can render to 129 characters")
+                && e.message.contains("{matrix} is up to 64 in this matrix"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn option_like_images_and_reserved_names_are_refused_where_written() {
+    let e = err("steps:\n  - name: a\n    run: x\n    image: \"-v\"\n");
+    assert_eq!((e.line, e.column), (4, 12), "{e}");
+    assert!(e.message.contains("starts with '-'"), "{e}");
+    let e = err("matrix:\n  RAIBID_REF: [a]\nsteps: [{name: a, run: x}]\n");
+    assert_eq!((e.line, e.column), (2, 3), "{e}");
+    assert!(
+        e.message.contains("RAIBID_* names are set by the agent"),
+        "{e}"
+    );
+    // CI and CI_* are the pipeline's to override, as the agent lets them be.
+    let p = parse(
+        PIPELINE_FILE,
+        "env: { CI: x, CI_REPO: y, RAIBID_MATRIX: z }\nsteps: [{name: a, run: x}]\n",
+    )
+    .unwrap();
+    assert_eq!(p.env.len(), 3);
+    let e = err("steps:\n  - name: image\n    image-build: { tags: [x] }\n    secrets: [TOKEN]\n");
+    assert_eq!((e.line, e.column), (2, 5), "{e}");
+    assert!(e.message.contains("gets no `secrets`"), "{e}");
 }
