@@ -146,6 +146,10 @@ async fn invalid_submissions_are_400_naming_the_field() {
             json!({ "repo": "o/r", "clone_url": "https://g/x.git", "sha": SHA, "env": { "A-B": "1" } }),
             "env.A-B",
         ),
+        (
+            json!({ "repo": "o/r", "clone_url": "https://g/x.git", "sha": SHA, "env": { "RAIBID_SHA": "0" } }),
+            "env.RAIBID_SHA",
+        ),
     ];
     for (body, field) in cases {
         let (status, code, message) = error(server.post_json("/api/v1/jobs", &body).await).await;

@@ -57,10 +57,13 @@ pub(crate) fn env_name(s: &str) -> Result<(), &'static str> {
     let first_ok = bytes
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        Ok(())
-    } else {
+    if !(first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
         Err("a variable name is letters, digits and '_', not starting with a digit")
+    } else if s.starts_with("RAIBID_") {
+        // The agent would drop it: it says what the job is, and a submission cannot change that.
+        Err("RAIBID_* variables are set by the agent")
+    } else {
+        Ok(())
     }
 }
 
