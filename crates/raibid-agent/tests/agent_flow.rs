@@ -554,8 +554,8 @@ async fn an_image_build_step_pushes_to_the_registry_and_records_the_digest() {
         other => other,
     };
     assert!(
-        !registry.tags(&format!("acme/app/cache-{arch}")).is_empty(),
-        "no layer cache in acme/app/cache-{arch}: {log}"
+        !registry.tags(&format!("acme/app/cache/{arch}")).is_empty(),
+        "no layer cache in acme/app/cache/{arch}: {log}"
     );
 }
 
@@ -798,7 +798,7 @@ async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
         other => other,
     };
     assert!(
-        registry.tags(&format!("acme/app/cache-{arch}")).is_empty(),
+        registry.tags(&format!("acme/app/cache/{arch}")).is_empty(),
         "a fork wrote the layer cache: {log}"
     );
 
