@@ -2,9 +2,10 @@
 //!
 //! buildah needs no daemon and, with `--isolation chroot`, no privileges beyond what the agent
 //! already has: `RUN` steps run in a chroot with the build's filesystem rather than in a nested
-//! container, which also works inside a Kubernetes pod. The cost is weaker isolation between a
-//! `RUN` step and the agent than a real container would give; pipelines that build images are
-//! trusted to that extent.
+//! container, which also works inside a Kubernetes pod. The cost is isolation: a chroot is no
+//! sandbox, and a `RUN` step can leave it (a program that chroots twice does), on any machine,
+//! with the agent user's rights (root's for a root agent). Building an image runs its
+//! Containerfile's code on the agent's host; SECURITY.md lists what limits it.
 //!
 //! Storage: each agent has its own storage root (`root`, `runroot`), so builds never touch the
 //! machine's image store and layers stay cached between builds on the same agent. The storage
@@ -26,7 +27,26 @@
 //!
 //! Registry credentials reach buildah only through a private auth file (never argv, which every
 //! user can read, nor an error message), and are masked in buildah's output all the same.
+//! buildah runs with a fixed environment ([`KEPT_VARIABLES`] aside): containers/image would
+//! otherwise also log in with whatever the agent's user has in `~/.docker/config.json`,
+//! `$DOCKER_CONFIG`, `$XDG_CONFIG_HOME/containers/auth.json` or `$REGISTRY_AUTH_FILE`. The proxy
+//! variables it keeps are for its own pulls and pushes only: `RUN` steps never see them
+//! (`--http-proxy=false`; a proxy URL may carry a password).
+//!
+//! The store is shared (by an agent's concurrent jobs, by the pods of a node), so a build never
+//! gives its image a name anyone else could use or take: it is built under a local name private
+//! to the build (`localhost/raibid-build-<random>`), pushed by image ID (a manifest list by its
+//! private name) to each tag, and removed from the store afterwards, whether or not the build
+//! succeeded. Otherwise a build could tag `debian:bookworm` to plant a base image for later
+//! builds, or tag another job's destination between that job's build and its push. Base images
+//! stay cached under the names they were pulled by.
+//!
+//! `RUN` steps reach the network unless the agent's `network` setting is off. buildah refuses
+//! `--network none` with `--isolation chroot`, so then the agent pulls the base images first
+//! and runs the build itself in a network namespace of its own, where only a loopback
+//! interface exists (which needs `CAP_SYS_ADMIN`: a root agent).
 
+mod containerfile;
 mod files;
 mod platform;
 mod reference;
@@ -34,8 +54,9 @@ mod reference;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
@@ -117,6 +138,12 @@ pub struct ImageBuildOptions {
     pub registry_auth: Option<RegistryAuth>,
     /// Registries reached over plain HTTP, e.g. `127.0.0.1:5000`.
     pub insecure_registries: Vec<String>,
+    /// Whether `RUN` steps may reach the network (the agent's `network` setting). Without it
+    /// they run in a network namespace holding only a loopback interface, the base images are
+    /// pulled before the build, and the registry's layer cache is not used; builds for several
+    /// platforms are refused, and one that needs what it cannot have without the network
+    /// (`ADD <url>`, `COPY --from=<image>`) fails.
+    pub network: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -136,8 +163,8 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     pub push: bool,
     /// Whether buildah gets the agent's registry login (to pull private base images, and to
-    /// push). Off for untrusted jobs: their `RUN` instructions run as root, and in an agent
-    /// pod root can leave buildah's chroot and read the login file while the build runs.
+    /// push). Off for untrusted jobs: their `RUN` instructions can leave buildah's chroot and
+    /// read the login file while the build runs.
     pub credentials: bool,
     /// A repository (no tag) for layer cache shared between agents through the registry.
     pub cache_repo: Option<String>,
@@ -182,7 +209,26 @@ pub struct ImageBuilder {
     buildah: PathBuf,
     options: ImageBuildOptions,
     kill_grace: Duration,
+    /// The variables of [`KEPT_VARIABLES`] the agent had when this builder was made.
+    kept_env: Vec<(&'static str, OsString)>,
 }
+
+/// What buildah keeps of the agent's environment: the runtime directory (rootless buildah
+/// keeps its state there), the temporary directory, and the proxy settings for its own pulls
+/// and pushes. Everything else is fixed by [`ImageBuilder::environment`].
+pub const KEPT_VARIABLES: [&str; 8] = [
+    "XDG_RUNTIME_DIR",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// buildah's `PATH`: where it and its helpers (`newuidmap`, `fuse-overlayfs`) are installed.
+const BUILDAH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl ImageBuilder {
     pub fn new(options: ImageBuildOptions) -> Result<Self, ImageError> {
@@ -202,11 +248,10 @@ impl ImageBuilder {
             buildah,
             options,
             kill_grace: DEFAULT_KILL_GRACE,
+            kept_env: kept_environment(|name| std::env::var_os(name)),
         })
     }
 
-    /// Builds `request`, pushes it if asked, and streams buildah's output (credentials masked)
-    /// to `output`. Cancelling stops buildah like a step.
     fn files(&self, request: &BuildRequest) -> io::Result<BuildFiles> {
         BuildFiles::write(
             self.options
@@ -218,6 +263,9 @@ impl ImageBuilder {
         )
     }
 
+    /// Builds `request`, pushes it if asked, and streams buildah's output (credentials masked)
+    /// to `output`. Cancelling stops buildah like a step. Whatever happens, the build leaves
+    /// no image of its own in the store (see the module docs).
     pub async fn build_and_push(
         &self,
         request: &BuildRequest,
@@ -225,7 +273,7 @@ impl ImageBuilder {
         cancel: CancellationToken,
     ) -> Result<BuiltImage, ImageError> {
         let deadline = request.timeout.map(|limit| Instant::now() + limit);
-        let plan = Plan::new(request)?;
+        let plan = Plan::new(request, !self.options.network)?;
         let files = self.files(request)?;
         let run = Run {
             builder: self,
@@ -234,32 +282,57 @@ impl ImageBuilder {
             cancel: &cancel,
             deadline,
         };
+        if plan.offline && request.cache_repo.is_some() {
+            let _ = output
+                .send(
+                    b"[raibid] agent.network is off: the registry's layer cache is not used\n"
+                        .to_vec(),
+                )
+                .await;
+        }
         let manifest_list = !plan.platforms.is_empty();
-        let digests = if manifest_list {
-            let list = format!("localhost/raibid-build-{}", process::random_suffix()?);
-            let result = run.manifest_list(request, &plan, &list).await;
-            // The list's name is private to this build: nothing can use it afterwards. Removed
-            // even after a cancel, and quietly: when the build failed early there is no list.
-            let (discard, _) = mpsc::channel(1);
-            let cleanup = Run {
-                output: &discard,
-                cancel: &CancellationToken::new(),
-                deadline: Some(Instant::now() + CLEANUP_TIMEOUT),
-                ..run
-            };
-            let args = ["manifest", "rm", &list].map(OsString::from).to_vec();
-            if let Err(e) = cleanup.buildah(args, "manifest rm").await {
-                debug!(error = %e, "no manifest list to remove");
-            }
-            result?
+        // Private to this build: nothing else may use or retarget it (see the module docs).
+        let local = format!("localhost/raibid-build-{}", process::random_suffix()?);
+        let result = if manifest_list {
+            run.manifest_list(request, &plan, &local).await
         } else {
-            run.single(request, &plan).await?
+            run.single(request, &plan, &local).await
         };
+        // Removed even after a failure or a cancel, and quietly: when the build failed early
+        // there is nothing to remove.
+        let (discard, _) = mpsc::channel(1);
+        let cleanup = Run {
+            output: &discard,
+            cancel: &CancellationToken::new(),
+            deadline: Some(Instant::now() + CLEANUP_TIMEOUT),
+            ..run
+        };
+        cleanup.remove_local(&local, manifest_list).await;
+        let digests = result?;
         info!(tags = ?request.tags, ?digests, "image built");
         Ok(BuiltImage {
             digests,
             manifest_list,
         })
+    }
+
+    /// buildah's whole environment: a fixed `PATH`; `HOME` and every variable that would point
+    /// containers/image at a login, empty or private to this build; and [`KEPT_VARIABLES`].
+    fn environment(&self, files: &BuildFiles) -> Vec<(OsString, OsString)> {
+        let home = files.home();
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("PATH".into(), BUILDAH_PATH.into()),
+            ("HOME".into(), home.clone().into()),
+            ("XDG_CONFIG_HOME".into(), home.join(".config").into()),
+            ("DOCKER_CONFIG".into(), home.join(".docker").into()),
+            ("REGISTRY_AUTH_FILE".into(), files.authfile().into()),
+        ];
+        env.extend(
+            self.kept_env
+                .iter()
+                .map(|(name, value)| ((*name).into(), value.clone())),
+        );
+        env
     }
 
     fn global_args(&self, files: &BuildFiles) -> Vec<OsString> {
@@ -285,8 +358,8 @@ impl ImageBuilder {
     }
 }
 
-/// Removing a build's manifest list after the build (even one that ran out of time) is a
-/// local storage operation of a second or so; this bounds it if the storage is stuck.
+/// Removing a build's image or manifest list after the build (even one that ran out of time)
+/// is a local storage operation of a second or so; this bounds it if the storage is stuck.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request, checked.
@@ -294,10 +367,16 @@ struct Plan {
     context_dir: PathBuf,
     containerfile: PathBuf,
     platforms: Vec<Platform>,
+    /// `RUN` steps get no network (the agent's `network` is off).
+    offline: bool,
 }
 
+/// The largest Containerfile read for its base images (buildah reads any size; a build
+/// whose bases are named past this fails for want of them).
+const MAX_CONTAINERFILE: u64 = 1024 * 1024;
+
 impl Plan {
-    fn new(request: &BuildRequest) -> Result<Self, ImageError> {
+    fn new(request: &BuildRequest, offline: bool) -> Result<Self, ImageError> {
         let invalid = ImageError::Invalid;
         if request.tags.is_empty() {
             return Err(invalid("no tags".into()));
@@ -338,26 +417,67 @@ impl Plan {
                 })?;
             platforms.push(platform);
         }
+        if offline {
+            // The base images of each platform would share their names in the store.
+            if platforms.len() > 1 {
+                return Err(invalid(
+                    "agent.network is off, and a build for several platforms cannot have its \
+                     base images pulled before it runs without the network; build one platform \
+                     per step"
+                        .into(),
+                ));
+            }
+            if !has_cap_sys_admin() {
+                return Err(ImageError::Unavailable(
+                    "agent.network is off, and keeping an image build's RUN steps off the \
+                     network takes a network namespace of its own, which needs CAP_SYS_ADMIN \
+                     (a root agent); buildah's chroot isolation cannot do it"
+                        .into(),
+                ));
+            }
+        }
         Ok(Self {
             context_dir,
             containerfile,
             platforms,
+            offline,
         })
     }
 
     /// `bud` arguments up to where single- and multi-platform builds differ.
     fn bud_args(&self, request: &BuildRequest, files: &BuildFiles) -> Vec<OsString> {
-        let mut args: Vec<OsString> = ["bud", "--isolation", "chroot", "--authfile"]
-            .map(OsString::from)
-            .to_vec();
+        // `--http-proxy=false`: buildah's own proxy settings (which may hold a password) are
+        // not passed on to RUN steps.
+        let mut args: Vec<OsString> = [
+            "bud",
+            "--isolation",
+            "chroot",
+            "--http-proxy=false",
+            "--authfile",
+        ]
+        .map(OsString::from)
+        .to_vec();
         args.push(files.authfile().into());
         args.push("--ignorefile".into());
         args.push(files.ignore_file().into());
         args.push("-f".into());
         args.push(self.containerfile.clone().into());
-        if let Some(cache) = &request.cache_repo {
+        if self.offline {
+            // The bases were pulled just before; there is no network to pull anything else.
+            args.push("--pull=never".into());
+        } else if let Some(cache) = &request.cache_repo {
+            // With `--layers` a failed build would leave its working container in the store
+            // unless `--force-rm` (which buildah takes only with `--layers`).
             args.extend(
-                ["--layers", "--cache-from", cache, "--cache-to", cache].map(OsString::from),
+                [
+                    "--layers",
+                    "--force-rm",
+                    "--cache-from",
+                    cache,
+                    "--cache-to",
+                    cache,
+                ]
+                .map(OsString::from),
             );
         }
         for (key, value) in &request.build_args {
@@ -366,6 +486,70 @@ impl Plan {
         }
         args
     }
+
+    /// The images the Containerfile's `FROM` lines pull, for a build without network.
+    fn base_images(&self, request: &BuildRequest) -> Result<Vec<String>, ImageError> {
+        let mut text = String::new();
+        std::fs::File::open(&self.containerfile)?
+            .take(MAX_CONTAINERFILE)
+            .read_to_string(&mut text)?;
+        let native = Platform::native();
+        let mut automatic = Vec::new();
+        if let Some(target) = self.platforms.first().or(native.as_ref()) {
+            automatic.extend(target.build_args("TARGET"));
+        }
+        if let Some(native) = &native {
+            automatic.extend(native.build_args("BUILD"));
+        }
+        let images = containerfile::base_images(&text, &request.build_args, &automatic);
+        for image in &images {
+            reference::check("base image", image).map_err(ImageError::Invalid)?;
+        }
+        Ok(images)
+    }
+}
+
+/// Whether this process may create a network namespace (bit 21 of its effective capabilities).
+fn has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+    })
+}
+
+/// Run in the child before buildah starts: a network namespace of its own, whose only
+/// interface, the loopback, is brought up (as bwrap does for steps without network).
+fn enter_private_network() -> io::Result<()> {
+    // SAFETY: unshare, socket, ioctl and close are async-signal-safe system calls, and the
+    // request structure lives on this stack frame.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo") {
+            *slot = *byte as libc::c_char;
+        }
+        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut request);
+        if result == 0 {
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &request);
+        }
+        let error = io::Error::last_os_error();
+        libc::close(fd);
+        if result != 0 {
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 /// One build in progress.
@@ -380,19 +564,30 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn single(&self, request: &BuildRequest, plan: &Plan) -> Result<Vec<String>, ImageError> {
+    /// Builds the image under the private name `local` and pushes it by ID to every tag.
+    async fn single(
+        &self,
+        request: &BuildRequest,
+        plan: &Plan,
+        local: &str,
+    ) -> Result<Vec<String>, ImageError> {
         let mut args = plan.bud_args(request, self.files);
-        for tag in &request.tags {
-            args.extend(["-t".into(), tag.into()]);
-        }
+        args.extend([
+            "-t".into(),
+            local.into(),
+            "--iidfile".into(),
+            self.files.iid_file().into(),
+        ]);
         args.push(plan.context_dir.clone().into());
-        self.buildah(args, "bud").await?;
+        self.bud(request, plan, args).await?;
         if !request.push {
             return Ok(Vec::new());
         }
-        self.push_tags(request, None).await
+        let id = built_image_id(&self.files.iid_file())?;
+        self.push_tags(request, &id, false).await
     }
 
+    /// Builds a manifest list under the private name `list` and pushes it whole to every tag.
     async fn manifest_list(
         &self,
         request: &BuildRequest,
@@ -404,23 +599,50 @@ impl Run<'_> {
         args.extend(["--platform".into(), platforms.join(",").into()]);
         args.extend(["--manifest".into(), list.into()]);
         args.push(plan.context_dir.clone().into());
-        self.buildah(args, "bud").await?;
+        self.bud(request, plan, args).await?;
         if !request.push {
             return Ok(Vec::new());
         }
-        self.push_tags(request, Some(list)).await
+        self.push_tags(request, list, true).await
     }
 
-    /// Pushes every tag (the image built under that tag, or all images of the manifest list
-    /// `list`) and returns the digests the registry gave.
+    /// Runs `bud`; without network, after pulling the base images, in a network namespace of
+    /// its own.
+    async fn bud(
+        &self,
+        request: &BuildRequest,
+        plan: &Plan,
+        args: Vec<OsString>,
+    ) -> Result<(), ImageError> {
+        if !plan.offline {
+            return self.buildah(args, "bud").await;
+        }
+        for image in plan.base_images(request)? {
+            let mut pull: Vec<OsString> = ["pull", "--policy", "always", "--authfile"]
+                .map(OsString::from)
+                .to_vec();
+            pull.push(self.files.authfile().into());
+            if let Some(platform) = plan.platforms.first() {
+                pull.extend(["--platform".into(), platform.to_string().into()]);
+            }
+            pull.extend(["--".into(), image.clone().into()]);
+            self.buildah(pull, &format!("pull {image}")).await?;
+        }
+        self.run_buildah(args, "bud", true).await
+    }
+
+    /// Pushes `source` (an image ID, or with `list` a manifest list's name, with all its
+    /// images) to every tag and returns the digests the registry gave.
     async fn push_tags(
         &self,
         request: &BuildRequest,
-        list: Option<&str>,
+        source: &str,
+        list: bool,
     ) -> Result<Vec<String>, ImageError> {
-        let push: &[&str] = match list {
-            Some(_) => &["manifest", "push", "--all"],
-            None => &["push"],
+        let push: &[&str] = if list {
+            &["manifest", "push", "--all"]
+        } else {
+            &["push"]
         };
         let mut digests = Vec::new();
         for (n, tag) in request.tags.iter().enumerate() {
@@ -431,12 +653,13 @@ impl Run<'_> {
                 self.files.authfile().into(),
                 "--digestfile".into(),
                 digest_file.clone().into(),
-                list.unwrap_or(tag).into(),
+                source.into(),
                 format!("docker://{tag}").into(),
             ]);
-            let action = match list {
-                Some(_) => format!("manifest push {tag}"),
-                None => format!("push {tag}"),
+            let action = if list {
+                format!("manifest push {tag}")
+            } else {
+                format!("push {tag}")
             };
             self.buildah(args, &action).await?;
             digests.push(pushed_digest(tag, &digest_file, &action)?);
@@ -444,8 +667,68 @@ impl Run<'_> {
         Ok(digests)
     }
 
+    /// Removes what this build left in the store under its private name `local`: the image
+    /// (its name only, if another build's name shares it), or the manifest list and the
+    /// images it holds. Base images and layers stay.
+    async fn remove_local(&self, local: &str, list: bool) {
+        let quiet = async |args: &[&str], action: &str| {
+            let args = args.iter().map(OsString::from).collect();
+            if let Err(e) = self.buildah(args, action).await {
+                debug!(error = %e, local, "nothing to remove");
+            }
+        };
+        if !list {
+            return quiet(&["rmi", local], "rmi").await;
+        }
+        let instances = match self.capture(&["manifest", "inspect", local]).await {
+            Some(json) => list_instances(&json),
+            None => return,
+        };
+        let images = self
+            .capture(&["images", "--all", "--no-trunc", "--json"])
+            .await
+            .map(|json| unnamed_images_with_digests(&json, &instances))
+            .unwrap_or_default();
+        quiet(&["manifest", "rm", local], "manifest rm").await;
+        for id in images {
+            quiet(&["rmi", &id], "rmi").await;
+        }
+    }
+
+    /// The standard output of a buildah command that changes nothing (`inspect`, `images`);
+    /// `None` if it failed.
+    async fn capture(&self, args: &[&str]) -> Option<Vec<u8>> {
+        let mut command = Command::new(&self.builder.buildah);
+        command
+            .env_clear()
+            .envs(self.builder.environment(self.files))
+            .args(self.builder.global_args(self.files))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(CLEANUP_TIMEOUT, command.output()).await {
+            Ok(Ok(out)) if out.status.success() => Some(out.stdout),
+            other => {
+                debug!(?args, ?other, "buildah command failed");
+                None
+            }
+        }
+    }
+
     /// Runs one buildah command, its output masked on the way to the log.
     async fn buildah(&self, args: Vec<OsString>, action: &str) -> Result<(), ImageError> {
+        self.run_buildah(args, action, false).await
+    }
+
+    /// [`Run::buildah`], in a network namespace of its own if `offline`.
+    async fn run_buildah(
+        &self,
+        args: Vec<OsString>,
+        action: &str,
+        offline: bool,
+    ) -> Result<(), ImageError> {
         if self.cancel.is_cancelled() {
             return Err(ImageError::Cancelled);
         }
@@ -462,12 +745,22 @@ impl Run<'_> {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
+        let prefix = if offline { "(no network) " } else { "" };
         let _ = self
             .output
-            .send(format!("$ buildah {}\n", shown.join(" ")).into_bytes())
+            .send(format!("{prefix}$ buildah {}\n", shown.join(" ")).into_bytes())
             .await;
         let mut command = Command::new(&self.builder.buildah);
-        command.args(all);
+        command
+            .env_clear()
+            .envs(self.builder.environment(self.files))
+            .args(all);
+        if offline {
+            // SAFETY: enter_private_network only makes async-signal-safe system calls.
+            unsafe {
+                command.pre_exec(enter_private_network);
+            }
+        }
         let (raw_tx, raw_rx) = mpsc::channel(16);
         let limits = Limits {
             timeout,
@@ -491,6 +784,60 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// The variables of [`KEPT_VARIABLES`] that `get` has.
+fn kept_environment(get: impl Fn(&str) -> Option<OsString>) -> Vec<(&'static str, OsString)> {
+    KEPT_VARIABLES
+        .iter()
+        .filter_map(|name| get(name).map(|value| (*name, value)))
+        .collect()
+}
+
+/// The image ID `bud --iidfile` wrote (`sha256:<hex>`), as the hex `push` takes.
+fn built_image_id(iid_file: &Path) -> Result<String, ImageError> {
+    let bad = |detail: String| ImageError::Digest {
+        action: "bud".into(),
+        detail,
+    };
+    let text = std::fs::read_to_string(iid_file).map_err(|e| bad(e.to_string()))?;
+    let id = text.trim();
+    id.strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .ok_or_else(|| bad(format!("{id:?} is not an image ID")))
+}
+
+/// The digests of the images in a manifest list, from `buildah manifest inspect`.
+fn list_instances(json: &[u8]) -> Vec<String> {
+    let list: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    list["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["digest"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// From `buildah images --json`, the IDs of images without a name whose digest is listed:
+/// a named image is someone else's, whatever its digest.
+fn unnamed_images_with_digests(json: &[u8], digests: &[String]) -> Vec<String> {
+    let images: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    images
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["names"].as_array().is_none_or(Vec::is_empty))
+        .filter(|i| {
+            i["digest"]
+                .as_str()
+                .is_some_and(|d| digests.iter().any(|x| x == d))
+        })
+        .filter_map(|i| i["id"].as_str())
+        .map(|id| id.strip_prefix("sha256:").unwrap_or(id))
+        .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .collect()
 }
 
 async fn forward_masked(
@@ -551,8 +898,10 @@ mod tests {
                 },
                 registry_auth: auth,
                 insecure_registries: vec![],
+                network: true,
             },
             kill_grace: DEFAULT_KILL_GRACE,
+            kept_env: Vec::new(),
         }
     }
 
@@ -602,7 +951,7 @@ mod tests {
         let builder = builder(Some(auth.clone()));
         let dir = tempfile::tempdir().unwrap();
         let request = request(dir.path());
-        let plan = Plan::new(&request).unwrap();
+        let plan = Plan::new(&request, false).unwrap();
         let files = BuildFiles::write(Some(&auth), &[], b"").unwrap();
         let mut args = builder.global_args(&files);
         args.extend(plan.bud_args(&request, &files));
@@ -616,10 +965,79 @@ mod tests {
             "--storage-driver overlay --storage-opt overlay.mount_program=/usr/bin/fuse-overlayfs"
         ));
         assert!(text.contains(
-            "--layers --cache-from r.example/acme/cache --cache-to r.example/acme/cache"
+            "--layers --force-rm --cache-from r.example/acme/cache --cache-to r.example/acme/cache"
         ));
         assert!(text.contains("--build-arg VERSION=1.2"));
+        assert!(text.contains("--http-proxy=false"), "{text}");
         assert!(!format!("{auth:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn buildah_gets_a_fixed_environment_without_the_agents_logins() {
+        let agent: BTreeMap<&str, &str> = BTreeMap::from([
+            ("HOME", "/home/agent"),
+            ("DOCKER_CONFIG", "/home/agent/.docker"),
+            ("XDG_CONFIG_HOME", "/home/agent/.config"),
+            ("REGISTRY_AUTH_FILE", "/home/agent/auth.json"),
+            ("PATH", "/home/agent/bin:/usr/bin"),
+            ("LD_PRELOAD", "/home/agent/evil.so"),
+            ("RAIBID_REDIS_URL", "redis://:secret@127.0.0.1"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("https_proxy", "http://u:pw@proxy:3128"),
+            ("NO_PROXY", "localhost"),
+        ]);
+        let mut builder = builder(None);
+        builder.kept_env = kept_environment(|name| agent.get(name).map(OsString::from));
+        let files = BuildFiles::write(None, &[], b"").unwrap();
+        let env: BTreeMap<String, String> = builder
+            .environment(&files)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        let home = files.home();
+        let expected = BTreeMap::from([
+            ("PATH".to_owned(), BUILDAH_PATH.to_owned()),
+            ("HOME".to_owned(), home.display().to_string()),
+            (
+                "XDG_CONFIG_HOME".to_owned(),
+                home.join(".config").display().to_string(),
+            ),
+            (
+                "DOCKER_CONFIG".to_owned(),
+                home.join(".docker").display().to_string(),
+            ),
+            (
+                "REGISTRY_AUTH_FILE".to_owned(),
+                files.authfile().display().to_string(),
+            ),
+            ("XDG_RUNTIME_DIR".to_owned(), "/run/user/1000".to_owned()),
+            (
+                "https_proxy".to_owned(),
+                "http://u:pw@proxy:3128".to_owned(),
+            ),
+            ("NO_PROXY".to_owned(), "localhost".to_owned()),
+        ]);
+        assert_eq!(env, expected);
+        assert!(home.is_dir() && std::fs::read_dir(&home).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_manifest_lists_images_are_found_by_digest_unless_named() {
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let list =
+            format!(r#"{{"manifests":[{{"digest":"sha256:{a}"}},{{"digest":"sha256:{b}"}}]}}"#);
+        let digests = list_instances(list.as_bytes());
+        assert_eq!(digests, [format!("sha256:{a}"), format!("sha256:{b}")]);
+        let images = format!(
+            r#"[{{"id":"sha256:{a}","names":null,"digest":"sha256:{a}"}},
+                {{"id":"sha256:{b}","names":["localhost/other:1"],"digest":"sha256:{b}"}},
+                {{"id":"sha256:{c}","names":[],"digest":"sha256:{c}"}}]"#
+        );
+        assert_eq!(
+            unnamed_images_with_digests(images.as_bytes(), &digests),
+            [a]
+        );
+        assert!(list_instances(b"not json").is_empty());
     }
 
     #[test]
@@ -640,7 +1058,7 @@ mod tests {
     fn requests_are_checked_before_anything_runs() {
         let dir = tempfile::tempdir().unwrap();
         let good = request(dir.path());
-        assert!(Plan::new(&good).is_ok());
+        assert!(Plan::new(&good, false).is_ok());
         let bad = [
             BuildRequest {
                 tags: vec![],
@@ -665,7 +1083,7 @@ mod tests {
         ];
         for request in bad {
             assert!(
-                matches!(Plan::new(&request), Err(ImageError::Invalid(_))),
+                matches!(Plan::new(&request, false), Err(ImageError::Invalid(_))),
                 "{request:?}"
             );
         }

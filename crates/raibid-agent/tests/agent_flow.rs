@@ -88,6 +88,7 @@ impl Harness {
                 storage_driver: StorageDriver::Vfs,
                 registry_auth: None,
                 insecure_registries: vec![registry.host()],
+                network: true,
             })
             .unwrap(),
         )
@@ -523,6 +524,7 @@ async fn an_image_build_step_pushes_to_the_registry_and_records_the_digest() {
             storage_driver: StorageDriver::Vfs,
             registry_auth: None,
             insecure_registries: vec![registry.host()],
+            network: true,
         })
         .unwrap(),
     );

@@ -3,132 +3,25 @@
 //! Every test has its own buildah storage and registry; images are tiny (`FROM scratch`, or a
 //! base holding only a static busybox) so that even vfs storage keeps them quick.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod image_support;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use image_support::*;
 use raibid_agent::image::{
-    BuildRequest, BuiltImage, ImageBuildOptions, ImageBuilder, ImageError, RegistryAuth,
-    StorageDriver,
+    ImageBuildOptions, ImageBuilder, ImageError, RegistryAuth, StorageDriver,
 };
 use raibid_testkit::Registry;
-use raibid_testkit::require_binary;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// No single build here should come near this, even with vfs on a slow machine.
-const BUILD_LIMIT: Duration = Duration::from_secs(180);
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, \
     application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
-
-const USER: &str = "raibid";
-const PASSWORD: &str = "raibid-test-secret-7f3a";
-/// bcrypt (cost 4) of PASSWORD; the registry's htpasswd accepts nothing else.
-const PASSWORD_BCRYPT: &str = "$2b$04$2Fuu2uzi/Wj56sfaVrYAKeNcdblPEZP6PUUgTfQiEZocCBP1Uu832";
-
-/// A buildah storage of its own, removed afterwards.
-struct Store {
-    dir: tempfile::TempDir,
-}
-
-impl Store {
-    fn new() -> Self {
-        require_binary("buildah", "buildah");
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("raibid-test-buildah-")
-                .tempdir()
-                .unwrap(),
-        }
-    }
-
-    fn builder(&self, registry: &Registry, driver: StorageDriver) -> ImageBuilder {
-        self.builder_with(registry, driver, None)
-    }
-
-    fn builder_with(
-        &self,
-        registry: &Registry,
-        driver: StorageDriver,
-        auth: Option<RegistryAuth>,
-    ) -> ImageBuilder {
-        ImageBuilder::new(ImageBuildOptions {
-            root: self.dir.path().join("root"),
-            runroot: self.dir.path().join("runroot"),
-            storage_driver: driver,
-            registry_auth: auth,
-            insecure_registries: vec![registry.host()],
-        })
-        .unwrap()
-    }
-}
-
-/// A build context with the given Containerfile and files.
-fn context(containerfile: &str, files: &[(&str, &[u8])]) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("raibid-test-context-")
-        .tempdir()
-        .unwrap();
-    std::fs::write(dir.path().join("Containerfile"), containerfile).unwrap();
-    for (name, contents) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, contents).unwrap();
-    }
-    dir
-}
-
-fn request(context: &Path, tags: Vec<String>) -> BuildRequest {
-    BuildRequest {
-        context_dir: context.to_path_buf(),
-        containerfile: PathBuf::from("Containerfile"),
-        ignore: Vec::new(),
-        tags,
-        platforms: Vec::new(),
-        build_args: BTreeMap::new(),
-        push: true,
-        credentials: true,
-        cache_repo: None,
-        timeout: None,
-    }
-}
-
-async fn build(
-    builder: &ImageBuilder,
-    request: &BuildRequest,
-) -> (Result<BuiltImage, ImageError>, String) {
-    build_cancellable(builder, request, CancellationToken::new()).await
-}
-
-async fn build_cancellable(
-    builder: &ImageBuilder,
-    request: &BuildRequest,
-    cancel: CancellationToken,
-) -> (Result<BuiltImage, ImageError>, String) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
-    let collect = async {
-        let mut all = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            all.extend_from_slice(&chunk);
-            // Printed by the cancel test's RUN step (its header line has `$(echo ready)`).
-            if String::from_utf8_lossy(&all).contains("raibid-ready") {
-                cancel.cancel();
-            }
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    };
-    let run = builder.build_and_push(request, tx, cancel.clone());
-    let (result, output) = tokio::time::timeout(BUILD_LIMIT, async { tokio::join!(run, collect) })
-        .await
-        .expect("the build took too long");
-    (result, output)
-}
 
 /// The manifest the registry serves for `repository:tag`, checked against `digest_ref`
 /// (`repository@sha256:...`, as build_and_push reports it). Returns the manifest.
@@ -173,45 +66,6 @@ fn native_platform() -> String {
         other => panic!("no test platform name for {other}"),
     };
     format!("linux/{arch}")
-}
-
-/// Panics unless `path` is a statically linked ELF (no PT_INTERP program header): a dynamic
-/// busybox cannot run in an image that holds nothing else.
-fn assert_static_elf(path: &Path) {
-    let elf = std::fs::read(path).unwrap();
-    assert!(
-        elf.starts_with(b"\x7fELF") && elf[4] == 2,
-        "{} is not a 64-bit ELF",
-        path.display()
-    );
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    let dynamic = (0..count).any(|i| {
-        let at = phoff + i * size;
-        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
-    });
-    assert!(
-        !dynamic,
-        "{} is dynamically linked; this test needs the static one: \
-         `sudo apt-get install -y busybox-static`",
-        path.display()
-    );
-}
-
-/// Builds and pushes `<registry>/acme/busybox:1`: scratch plus a static busybox as `/bin/sh`,
-/// the smallest base in which `RUN` works.
-async fn push_busybox_base(registry: &Registry, builder: &ImageBuilder) -> String {
-    let busybox = require_binary("busybox", "busybox-static");
-    assert_static_elf(&busybox);
-    let base = context("FROM scratch\nCOPY bin/ /bin/\n", &[]);
-    std::fs::create_dir(base.path().join("bin")).unwrap();
-    std::fs::copy(&busybox, base.path().join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", base.path().join("bin/sh")).unwrap();
-    let tag = format!("{}/acme/busybox:1", registry.host());
-    let (result, output) = build(builder, &request(base.path(), vec![tag.clone()])).await;
-    result.unwrap_or_else(|e| panic!("base image: {e}\n{output}"));
-    tag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,6 +227,8 @@ async fn platforms_make_a_manifest_list() {
         Some(MANIFEST_TYPES),
     );
     assert_eq!(response.unwrap().status, 200);
+    // Neither the list nor the image in it stays in the store.
+    assert_eq!(store.images(), vec![], "{output}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,4 +404,135 @@ async fn cancel_stops_a_build() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(registry.tags("acme/cancelled").is_empty());
+}
+
+/// The store is shared by concurrent jobs (an agent's, a node's pods): a name a build gave its
+/// image there could be taken by another build between this one's `bud` and its push (a fork's
+/// image pushed with the trusted job's login), or be a base image (`debian:bookworm`) that later
+/// builds would then use. So no build leaves its tags in the store, pushed or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_leaves_no_image_under_its_tags() {
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    let context = context(
+        "FROM scratch\nCOPY a.txt /a.txt\n",
+        &[("a.txt", b"planted\n")],
+    );
+    // An untrusted build (push off) naming a base image and another job's destination.
+    let planted = [
+        "docker.io/library/debian:bookworm".to_owned(),
+        format!("{}/acme/app:latest", registry.host()),
+    ];
+    let mut untrusted = request(context.path(), planted.to_vec());
+    untrusted.push = false;
+    untrusted.credentials = false;
+    let (result, output) = build(&builder, &untrusted).await;
+    result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let images = store.images();
+    for tag in &planted {
+        assert!(
+            !images.iter().any(|(_, names)| names.contains(tag)),
+            "{tag} is in the store: {images:?}"
+        );
+    }
+    // A pushed build is pushed by image ID, never by a name in the store.
+    let tag = format!("{}/acme/app:1", registry.host());
+    let (result, output) = build(&builder, &request(context.path(), vec![tag.clone()])).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert_pushed(&registry, "acme/app", "1", &built.digests[0]);
+    let images = store.images();
+    assert!(
+        !images.iter().any(|(_, names)| names.contains(&tag)),
+        "{tag} is in the store: {images:?}"
+    );
+}
+
+/// Every build's image used to stay tagged in the store, so `buildah rmi --prune` freed nothing
+/// and the store grew with every build. Now only base images stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_leave_no_images_behind() {
+    let registry = Registry::start();
+    let base = push_busybox_base(
+        &registry,
+        &Store::new().builder(&registry, StorageDriver::Vfs),
+    )
+    .await;
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    for name in ["a", "b"] {
+        let context = context(&format!("FROM {base}\nRUN echo {name} > /{name}\n"), &[]);
+        let tag = format!("{}/acme/app:{name}", registry.host());
+        let (result, output) = build(&builder, &request(context.path(), vec![tag])).await;
+        let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+        assert_pushed(&registry, "acme/app", name, &built.digests[0]);
+    }
+    // A failed build leaves neither an image nor its working container, also with the layer
+    // cache (`--layers`, after which buildah would keep the container).
+    let context = context(&format!("FROM {base}\nRUN echo c > /c && false\n"), &[]);
+    let tag = format!("{}/acme/app:c", registry.host());
+    let mut failing = request(context.path(), vec![tag]);
+    failing.cache_repo = Some(format!("{}/acme/cache", registry.host()));
+    let (result, output) = build(&builder, &failing).await;
+    assert!(
+        matches!(result, Err(ImageError::Failed { .. })),
+        "{result:?}\n{output}"
+    );
+    let images = store.images();
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0].1, vec![base], "{images:?}");
+    assert_eq!(store.containers(), Vec::<String>::new());
+}
+
+/// With the agent's network off, `RUN` steps get a network namespace holding only a loopback
+/// interface; the base image is pulled before, and the push after, with the network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_network_run_steps_see_only_loopback() {
+    require_root("a network namespace of its own for the build");
+    let registry = Registry::start();
+    let base = push_busybox_base(
+        &registry,
+        &Store::new().builder(&registry, StorageDriver::Vfs),
+    )
+    .await;
+    let store = Store::new();
+    let builder = ImageBuilder::new(ImageBuildOptions {
+        network: false,
+        ..store.options(&registry, StorageDriver::Vfs, None)
+    })
+    .unwrap();
+    let context = context(
+        &format!("ARG BASE={base}\nFROM $BASE\nRUN cat /proc/net/dev\n"),
+        &[],
+    );
+    let mut request = request(
+        context.path(),
+        vec![format!("{}/acme/offline:1", registry.host())],
+    );
+    request.cache_repo = Some(format!("{}/acme/cache", registry.host()));
+    let (result, output) = build(&builder, &request).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert_pushed(&registry, "acme/offline", "1", &built.digests[0]);
+    // `/proc/net/dev`: two header lines, then `<interface>: <counters>`.
+    let interfaces: Vec<&str> = output
+        .lines()
+        .filter_map(|line| line.trim_start().split_once(':'))
+        .filter(|(name, rest)| {
+            !name.is_empty()
+                && !name.contains(' ')
+                && rest.trim_start().starts_with(|c: char| c.is_ascii_digit())
+        })
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(interfaces, ["lo"], "{output}");
+    assert!(output.contains("layer cache is not used"), "{output}");
+    assert!(registry.tags("acme/cache").is_empty());
+
+    // Several platforms cannot be pulled for before the build: refused before anything runs.
+    request.platforms = vec![native_platform(), native_platform()];
+    let (result, output) = build(&builder, &request).await;
+    assert!(
+        matches!(result, Err(ImageError::Invalid(_))),
+        "{result:?}\n{output}"
+    );
 }

@@ -1,15 +1,18 @@
 //! The private files buildah reads during one build: registry credentials, registry settings
 //! and the build context's ignore patterns.
 //!
-//! All are written for every build and always passed, so a build never falls back on whatever
-//! the agent's user has in `~/.docker/config.json` or `/etc/containers/registries.conf`: a
-//! pipeline must not be able to push with credentials the operator did not give to raibid. The
-//! ignore file is a copy because buildah, as root, follows a `.dockerignore` that is a link
+//! All are written for every build and always passed, so a build never falls back on
+//! `/etc/containers/registries.conf` or on logins of the agent's user: a pipeline must not be
+//! able to pull or push with credentials the operator did not give to raibid. `--authfile` alone
+//! does not keep those away (containers/image also reads `$XDG_CONFIG_HOME/containers/auth.json`,
+//! `$DOCKER_CONFIG/config.json`, `~/.docker/config.json` and `$REGISTRY_AUTH_FILE`), so buildah
+//! also runs with [`BuildFiles::home`] as its `HOME` and every such variable pointing into it.
+//! The ignore file is a copy because buildah, as root, follows a `.dockerignore` that is a link
 //! (to `/dev/zero`, to a file of the agent's) and never opens the context's own when given one.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use base64::Engine;
@@ -39,6 +42,9 @@ impl BuildFiles {
             registries_conf(insecure).as_bytes(),
         )?;
         private_file(files.ignore_file(), ignore)?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(files.home())?;
         Ok(files)
     }
 
@@ -53,6 +59,17 @@ impl BuildFiles {
     /// For `--ignorefile`: the patterns of the context's `.containerignore` or `.dockerignore`.
     pub(crate) fn ignore_file(&self) -> PathBuf {
         self.dir.path().join("ignore")
+    }
+
+    /// buildah's `HOME` (and the directory its configuration variables point into): empty, so
+    /// none of the agent user's logins or container settings apply.
+    pub(crate) fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Where `buildah bud --iidfile` writes the ID of the image it built.
+    pub(crate) fn iid_file(&self) -> PathBuf {
+        self.dir.path().join("image-id")
     }
 
     /// Where `buildah push` writes the digest of the `n`th push.

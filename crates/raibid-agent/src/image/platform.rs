@@ -61,6 +61,20 @@ impl Platform {
         })
     }
 
+    /// The automatic build arguments a Containerfile may use in `FROM` without declaring them:
+    /// `<prefix>PLATFORM`, `<prefix>OS`, `<prefix>ARCH`, `<prefix>VARIANT` (`TARGET`, `BUILD`).
+    pub(crate) fn build_args(&self, prefix: &str) -> [(String, String); 4] {
+        [
+            (format!("{prefix}PLATFORM"), self.to_string()),
+            (format!("{prefix}OS"), "linux".to_owned()),
+            (format!("{prefix}ARCH"), self.arch.clone()),
+            (
+                format!("{prefix}VARIANT"),
+                self.variant.clone().unwrap_or_default(),
+            ),
+        ]
+    }
+
     /// Checks that `RUN` steps for this platform can execute here; the error says what to
     /// install.
     pub(crate) fn check_buildable(&self, binfmt_dir: &Path) -> Result<(), String> {

@@ -95,6 +95,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
             } else {
                 Vec::new()
             },
+            network: a.network,
         })?))
     } else {
         None

@@ -1,0 +1,256 @@
+//! The base images a Containerfile names, for builds whose `RUN` steps get no network: those
+//! images are pulled first, with the network, and the build itself then only uses the store.
+//!
+//! This reads what Docker's and buildah's parsers read for `FROM`: the `escape` parser
+//! directive, line continuations, comment lines, `ARG`s declared before the first `FROM`
+//! (their values overridden by build arguments), the automatic platform arguments
+//! (`TARGETARCH` and the like), and `$NAME`, `${NAME}`, `${NAME:-word}`, `${NAME:+word}`. An
+//! image it names wrongly or misses is simply not in the store when the build looks for it, and
+//! the build fails: reading too little never lets anything run that should not.
+
+use std::collections::BTreeMap;
+
+/// The images `FROM` instructions pull, in order and without repeats: not `scratch`, not an
+/// earlier stage. `automatic` are the platform arguments buildah defines for every build.
+pub(crate) fn base_images(
+    text: &str,
+    build_args: &BTreeMap<String, String>,
+    automatic: &[(String, String)],
+) -> Vec<String> {
+    let escape = escape_char(text);
+    let mut global: BTreeMap<String, String> = automatic.iter().cloned().collect();
+    let mut stages: Vec<String> = Vec::new();
+    let mut images: Vec<String> = Vec::new();
+    let mut seen_from = false;
+    for instruction in instructions(text, escape) {
+        let instruction = instruction.trim_start();
+        let (keyword, rest) = instruction
+            .split_once(char::is_whitespace)
+            .unwrap_or((instruction, ""));
+        if keyword.eq_ignore_ascii_case("ARG") && !seen_from {
+            // Only arguments declared before the first FROM are visible to FROM lines.
+            for word in rest.split_whitespace() {
+                let (name, default) = match word.split_once('=') {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (word, None),
+                };
+                let value = build_args
+                    .get(name)
+                    .cloned()
+                    .or_else(|| default.map(|d| substitute(unquote(d), &global, escape)));
+                if let Some(value) = value {
+                    global.insert(name.to_owned(), value);
+                }
+            }
+        } else if keyword.eq_ignore_ascii_case("FROM") {
+            seen_from = true;
+            let mut words = rest.split_whitespace().filter(|w| !w.starts_with("--"));
+            let Some(image) = words.next() else { continue };
+            let image = substitute(image, &global, escape);
+            let stage = match (words.next(), words.next()) {
+                (Some(as_), Some(name)) if as_.eq_ignore_ascii_case("as") => {
+                    Some(name.to_ascii_lowercase())
+                }
+                _ => None,
+            };
+            let lower = image.to_ascii_lowercase();
+            if !image.is_empty()
+                && lower != "scratch"
+                && !stages.contains(&lower)
+                && !images.contains(&image)
+            {
+                images.push(image);
+            }
+            stages.extend(stage);
+        }
+    }
+    images
+}
+
+/// The `# escape=` parser directive: `\` unless it says `` ` ``. Directives are the comment
+/// lines of the form `# key=value` at the very top.
+fn escape_char(text: &str) -> char {
+    for line in text.lines() {
+        let Some(directive) = line.trim().strip_prefix('#') else {
+            break;
+        };
+        let Some((key, value)) = directive.split_once('=') else {
+            break;
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+            break;
+        }
+        if key.eq_ignore_ascii_case("escape") {
+            return if value.trim() == "`" { '`' } else { '\\' };
+        }
+    }
+    '\\'
+}
+
+/// Logical instructions: continuation lines joined, comment and blank lines dropped (also
+/// inside a continued instruction, as Docker does).
+fn instructions(text: &str, escape: char) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        match trimmed.strip_suffix(escape) {
+            Some(continued) => {
+                current.push_str(continued);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                all.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    if !current.trim().is_empty() {
+        all.push(current);
+    }
+    all
+}
+
+fn unquote(value: &str) -> &str {
+    for quote in ['"', '\''] {
+        if let Some(inner) = value
+            .strip_prefix(quote)
+            .and_then(|v| v.strip_suffix(quote))
+        {
+            return inner;
+        }
+    }
+    value
+}
+
+/// Variable references replaced by their values; unknown names are empty, as in buildah.
+fn substitute(word: &str, vars: &BTreeMap<String, String>, escape: char) -> String {
+    let lookup = |name: &str| vars.get(name).map_or("", String::as_str);
+    let mut out = String::new();
+    let mut chars = word.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == escape && chars.peek() == Some(&'$') {
+            out.push('$');
+            chars.next();
+            continue;
+        }
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'{') {
+            chars.next();
+            let mut inner = String::new();
+            let mut closed = false;
+            for c in chars.by_ref() {
+                if c == '}' {
+                    closed = true;
+                    break;
+                }
+                inner.push(c);
+            }
+            if !closed {
+                out.push_str("${");
+                out.push_str(&inner);
+                continue;
+            }
+            let (name, modifier) = match inner.split_once(':') {
+                Some((name, modifier)) => (name, Some(modifier)),
+                None => (inner.as_str(), None),
+            };
+            let set = !lookup(name).is_empty();
+            match modifier.map(|m| m.split_at(m.len().min(1))) {
+                Some(("-", default)) => out.push_str(if set { lookup(name) } else { default }),
+                Some(("+", alternative)) => out.push_str(if set { alternative } else { "" }),
+                _ => out.push_str(lookup(name)),
+            }
+        } else {
+            let mut name = String::new();
+            while let Some(&c) = chars.peek() {
+                if !(c.is_ascii_alphanumeric() || c == '_') {
+                    break;
+                }
+                name.push(c);
+                chars.next();
+            }
+            if name.is_empty() {
+                out.push('$');
+            } else {
+                out.push_str(lookup(&name));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bases(text: &str, args: &[(&str, &str)]) -> Vec<String> {
+        let args = args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let automatic = [
+            ("TARGETARCH".to_owned(), "arm64".to_owned()),
+            ("BUILDPLATFORM".to_owned(), "linux/amd64".to_owned()),
+        ];
+        base_images(text, &args, &automatic)
+    }
+
+    #[test]
+    fn stages_and_scratch_are_not_pulled() {
+        let text = "\
+# syntax=docker/dockerfile:1
+FROM --platform=$BUILDPLATFORM golang:1.22 AS Build
+RUN go build
+from build as test
+FROM scratch
+COPY --from=build /app /app
+FROM debian:12
+FROM golang:1.22
+";
+        assert_eq!(bases(text, &[]), ["golang:1.22", "debian:12"]);
+    }
+
+    #[test]
+    fn global_arguments_build_arguments_and_platform_arguments() {
+        let text = "\
+ARG REGISTRY=docker.io
+ARG BASE=\"${REGISTRY}/library/debian\" \\
+    VERSION=12
+# a comment in the middle
+
+FROM $BASE:${VERSION}-slim
+ARG LATE=nope
+FROM ${LATE:-alpine}:3 AS two
+FROM ${NOPE:+x}busybox:${TARGETARCH}
+FROM r.example/app:${UNSET}x
+";
+        assert_eq!(
+            bases(text, &[]),
+            [
+                "docker.io/library/debian:12-slim",
+                "alpine:3",
+                "busybox:arm64",
+                "r.example/app:x"
+            ]
+        );
+        assert_eq!(
+            bases(text, &[("VERSION", "13"), ("LATE", "ignored")])[..2],
+            ["docker.io/library/debian:13-slim", "alpine:3"]
+        );
+    }
+
+    #[test]
+    fn the_escape_directive_changes_the_continuation_character() {
+        let text = "# escape=`\nFROM `\n  mcr.example/windows:1\nRUN echo \\\nFROM two\n";
+        assert_eq!(bases(text, &[]), ["mcr.example/windows:1", "two"]);
+        assert_eq!(bases("FROM \\$X\n", &[]), ["$X"]);
+    }
+}
