@@ -25,7 +25,8 @@ pub struct ImageBuild {
     pub build_args: BTreeMap<String, String>,
     /// Template of a registry repository for the layer cache (`--cache-from/--cache-to`),
     /// e.g. `{registry}/{repo}/cache`. For a single-platform build (the agent's own platform
-    /// when `platforms` is empty) the agent appends `-<arch>`, so arm64 and amd64 builds never
+    /// when `platforms` is empty) the agent appends `/<arch>` (below the cache repository, so
+    /// still inside the job's own namespace on the registry), so arm64 and amd64 builds never
     /// overwrite each other's cache; a multi-platform build uses the repository as rendered.
     pub cache: Option<String>,
 }
