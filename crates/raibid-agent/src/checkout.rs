@@ -350,7 +350,9 @@ impl GitCheckout {
     /// `remote.origin.lfsurl`), and git-lfs ignores `GIT_ALLOW_PROTOCOL`: a local path or
     /// `file://` URL there would copy LFS objects of another repository on the agent's disk
     /// into the workspace. As for submodules, only a job cloned from a local path may use a
-    /// local store; others need an http(s) server (git-lfs turns `ssh://` into `https://`).
+    /// local store; others need an http(s) server. An ssh server is refused too: git-lfs shows
+    /// it as an `https://` endpoint with an `SSH=` line below, then runs `ssh` with the agent
+    /// user's keys (from its passwd home, whatever `HOME` says) to a host the repository picks.
     async fn check_lfs_server(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
         let url = &job.spec.clone_url;
         if is_local(url) {
@@ -361,7 +363,17 @@ impl GitCheckout {
             .await
             .map_err(explain_missing_lfs)?;
         let endpoint = lfs_endpoint(&env);
+        let over_ssh = env
+            .lines()
+            .any(|line| line.trim_start().starts_with("SSH="));
         match endpoint {
+            Some(e) if over_ssh => Err(CheckoutError::Git {
+                step: "lfs pull",
+                message: format!(
+                    "the repository's LFS server {e} is reached over ssh (set in .lfsconfig?), \
+                     not an http(s) URL; only jobs cloned from a local path may use another"
+                ),
+            }),
             Some(e) if e.starts_with("https://") || e.starts_with("http://") => Ok(()),
             other => Err(CheckoutError::Git {
                 step: "lfs pull",

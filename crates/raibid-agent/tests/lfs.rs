@@ -339,6 +339,38 @@ async fn a_remote_job_may_not_take_lfs_objects_from_the_agents_disk() {
         assert!(now.starts_with(POINTER), "the object {oid} was copied in");
     }
 
+    // Nor an ssh server: git-lfs would run ssh with the agent user's keys. A stub `ssh` first
+    // on PATH would leave a marker if it ran.
+    let bin = h.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let marker = h.dir.path().join("ssh-ran");
+    let stub = bin.join("ssh");
+    std::fs::write(
+        &stub,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    // SAFETY: the other tests of this binary read the environment only through std (to start
+    // processes), which serialises that with this write; a stub `ssh` first on their PATH
+    // changes nothing for them.
+    unsafe { std::env::set_var("PATH", &path) };
+    for lfs_url in ["ssh://git@127.0.0.1:1/x", "git@127.0.0.1:other/private"] {
+        std::fs::write(
+            workspace.join(".lfsconfig"),
+            format!("[lfs]\n\turl = {lfs_url}\n"),
+        )
+        .unwrap();
+        let message = checkout
+            .lfs_pull(&job, &workspace)
+            .await
+            .expect_err("an ssh LFS server for a remote job")
+            .to_string();
+        assert!(message.contains("over ssh"), "{message}");
+        assert!(!marker.exists(), "ssh ran for {lfs_url}");
+    }
+
     // An http(s) server in `.lfsconfig` passes the check (and then fails to connect here).
     std::fs::write(
         workspace.join(".lfsconfig"),

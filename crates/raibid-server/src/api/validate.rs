@@ -59,9 +59,10 @@ pub(crate) fn env_name(s: &str) -> Result<(), &'static str> {
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
     if !(first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
         Err("a variable name is letters, digits and '_', not starting with a digit")
-    } else if s.starts_with("RAIBID_") {
+    } else if s.starts_with("RAIBID_") && s != "RAIBID_MATRIX" {
         // The agent would drop it: it says what the job is, and a submission cannot change that.
-        Err("RAIBID_* variables are set by the agent")
+        // RAIBID_MATRIX is the exception the agent keeps: it runs one variant of a matrix.
+        Err("RAIBID_* variables are set by the agent (RAIBID_MATRIX excepted)")
     } else {
         Ok(())
     }
@@ -157,10 +158,10 @@ mod tests {
 
     #[test]
     fn env_names() {
-        for good in ["A", "_x", "CI_TOKEN_2"] {
+        for good in ["A", "_x", "CI_TOKEN_2", "RAIBID", "RAIBID_MATRIX"] {
             assert!(env_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "1A", "A-B", "A B", "A=B", "É"] {
+        for bad in ["", "1A", "A-B", "A B", "A=B", "É", "RAIBID_SHA", "RAIBID_"] {
             assert!(env_name(bad).is_err(), "{bad}");
         }
     }
