@@ -177,7 +177,9 @@ pub struct PoolRule {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: String,
-    /// How forges and users reach the server; used for commit status links.
+    /// How forges and users reach the server; used for commit status links. Empty: where the
+    /// server listens (`raibid server` and `raibid up` fill it in once bound), so an explicit
+    /// value, even `http://127.0.0.1:8080`, is always kept.
     pub public_url: String,
     /// Hashes (`sha256:<hex>`) of the bearer tokens accepted on mutating API calls.
     pub tokens: Vec<TokenHash>,
@@ -227,7 +229,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: String::new(),
             tokens: Vec::new(),
             read_requires_token: false,
             webhook_secret: Secret::default(),

@@ -105,11 +105,10 @@ pub fn data_home(config: &Config) -> std::path::PathBuf {
 }
 
 /// Links the server hands out (commit status targets, the API description's server) point
-/// at where it listens unless `server.public_url` is configured: the default names port 8080,
-/// which is wrong for `--listen` elsewhere. An unspecified address (0.0.0.0) names no host a
-/// client could use, so loopback stands in for it.
+/// at where it listens unless `server.public_url` is configured. An unspecified address
+/// (0.0.0.0) names no host a client could use, so loopback stands in for it.
 pub fn default_public_url(config: &mut Config, listening: std::net::SocketAddr) {
-    if config.server.public_url != raibid_config::ServerConfig::default().public_url {
+    if !config.server.public_url.is_empty() {
         return;
     }
     let mut addr = listening;
@@ -130,5 +129,30 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod public_url_tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_public_url_is_where_the_server_listens_and_a_set_one_is_kept() {
+        let mut config = Config::default();
+        default_public_url(&mut config, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.server.public_url, "http://127.0.0.1:9000");
+        let mut config = Config::default();
+        default_public_url(&mut config, "[::]:9000".parse().unwrap());
+        assert_eq!(config.server.public_url, "http://[::1]:9000");
+
+        // Even the value that used to be the default, set on purpose (a published port).
+        let mut config = raibid_config::load_from_str(
+            "server:\n  public_url: http://127.0.0.1:8080\n",
+            std::path::Path::new("/etc/raibid.yaml"),
+            &[],
+        )
+        .unwrap();
+        default_public_url(&mut config, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.server.public_url, "http://127.0.0.1:8080");
     }
 }
