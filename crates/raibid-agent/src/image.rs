@@ -33,13 +33,17 @@
 //! variables it keeps are for its own pulls and pushes only: `RUN` steps never see them
 //! (`--http-proxy=false`; a proxy URL may carry a password).
 //!
-//! The store is shared (by an agent's concurrent jobs, by the pods of a node), so a build never
-//! gives its image a name anyone else could use or take: it is built under a local name private
-//! to the build (`localhost/raibid-build-<random>`), pushed by image ID (a manifest list by its
-//! private name) to each tag, and removed from the store afterwards, whether or not the build
-//! succeeded. Otherwise a build could tag `debian:bookworm` to plant a base image for later
-//! builds, or tag another job's destination between that job's build and its push. Base images
-//! stay cached under the names they were pulled by.
+//! The store is shared (by an agent's concurrent jobs, by the agents of `raibid up`, by the
+//! pods of a node), so a build never gives its image a name anyone else could use or take: it
+//! is built under a local name private to the build (`localhost/raibid-build-<random>`), pushed
+//! by image ID (a manifest list by its private name) to each tag, and removed from the store
+//! afterwards, whether or not the build succeeded. Otherwise a build could tag
+//! `debian:bookworm` to plant a base image for later builds, or tag another job's destination
+//! between that job's build and its push. Base images stay cached under the names they were
+//! pulled by. "Afterwards" means once no build is in flight in the store: with the layer cache,
+//! buildah hands one build the images another made, so removing a build's images as it ends
+//! could delete what another has yet to push. The store's lock and its record of what to remove
+//! (image/store.rs) see to that; under constant load the removal waits for a quiet moment.
 //!
 //! `RUN` steps reach the network unless the agent's `network` setting is off. buildah refuses
 //! `--network none` with `--isolation chroot`, so then the agent pulls the base images first
@@ -50,6 +54,7 @@ mod containerfile;
 mod files;
 mod platform;
 mod reference;
+mod store;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -69,6 +74,7 @@ use crate::executor::process::{self, DEFAULT_KILL_GRACE, Limits, SignalGroup};
 use crate::executor::{ExecError, OutputSender, StepExit};
 use files::BuildFiles;
 use platform::{BINFMT_DIR, Platform};
+use store::{Garbage, PRIVATE_PREFIX, SharedStore, Wait};
 
 /// How buildah stores images; see the module docs for the trade-offs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,7 +271,8 @@ impl ImageBuilder {
 
     /// Builds `request`, pushes it if asked, and streams buildah's output (credentials masked)
     /// to `output`. Cancelling stops buildah like a step. Whatever happens, the build leaves
-    /// no image of its own in the store (see the module docs).
+    /// no image of its own in the store once no other build is in flight (see the module
+    /// docs).
     pub async fn build_and_push(
         &self,
         request: &BuildRequest,
@@ -292,14 +299,32 @@ impl ImageBuilder {
         }
         let manifest_list = !plan.platforms.is_empty();
         // Private to this build: nothing else may use or retarget it (see the module docs).
-        let local = format!("localhost/raibid-build-{}", process::random_suffix()?);
+        let local = format!("{PRIVATE_PREFIX}{}", process::random_suffix()?);
+        let garbage = if manifest_list {
+            Garbage::List(local.clone())
+        } else {
+            Garbage::Image(local.clone())
+        };
+        // Held until the pushes are done: meanwhile no build removes anything (store.rs).
+        let store = SharedStore::open(&self.options.root)?;
+        let building = match store.share(&cancel, deadline, &output).await {
+            Ok(lock) => lock,
+            Err(Wait::Cancelled) => return Err(ImageError::Cancelled),
+            Err(Wait::TimedOut) => return Err(ImageError::TimedOut),
+            Err(Wait::Io(e)) => return Err(e.into()),
+        };
+        // Recorded before anything exists under the name, so that even a killed agent's
+        // leftovers are removed.
+        store.record(&garbage)?;
         let result = if manifest_list {
             run.manifest_list(request, &plan, &local).await
         } else {
             run.single(request, &plan, &local).await
         };
+        drop(building);
         // Removed even after a failure or a cancel, and quietly: when the build failed early
-        // there is nothing to remove.
+        // there is nothing to remove. Only when no other build is in flight, though: buildah
+        // may have given another build the very images this one made.
         let (discard, _) = mpsc::channel(1);
         let cleanup = Run {
             output: &discard,
@@ -307,7 +332,7 @@ impl ImageBuilder {
             deadline: Some(Instant::now() + CLEANUP_TIMEOUT),
             ..run
         };
-        cleanup.remove_local(&local, manifest_list).await;
+        cleanup.collect_garbage(&store).await;
         let digests = result?;
         info!(tags = ?request.tags, ?digests, "image built");
         Ok(BuiltImage {
@@ -358,9 +383,10 @@ impl ImageBuilder {
     }
 }
 
-/// Removing a build's image or manifest list after the build (even one that ran out of time)
-/// is a local storage operation of a second or so; this bounds it if the storage is stuck.
-const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Removing what builds left in the store (usually one build's image or manifest list, at most
+/// [`store::MAX_RECORDS`] builds' after a busy spell) after a build, even one that ran out of
+/// time, is a local storage operation of seconds; this bounds it if the storage is stuck.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A request, checked.
 struct Plan {
@@ -667,31 +693,89 @@ impl Run<'_> {
         Ok(digests)
     }
 
-    /// Removes what this build left in the store under its private name `local`: the image
-    /// (its name only, if another build's name shares it), or the manifest list and the
-    /// images it holds. Base images and layers stay.
-    async fn remove_local(&self, local: &str, list: bool) {
-        let quiet = async |args: &[&str], action: &str| {
-            let args = args.iter().map(OsString::from).collect();
-            if let Err(e) = self.buildah(args, action).await {
-                debug!(error = %e, local, "nothing to remove");
+    /// If no build is in flight, removes what finished builds left in the store (store.rs):
+    /// their private names, and their manifest lists with the images without a name in them.
+    /// Base images and layers stay. Errors are ignored (a name already gone, an image a
+    /// killed build's working container still uses); the records are deleted unless the
+    /// cleanup ran out of time.
+    async fn collect_garbage(&self, store: &SharedStore) {
+        let _cleaning = match store.try_exclusive() {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                debug!("other builds are in flight: the store's cleanup is left to them");
+                return;
+            }
+            Err(e) => {
+                debug!(error = %e, "cannot lock the image store for cleanup");
+                return;
             }
         };
-        if !list {
-            return quiet(&["rmi", local], "rmi").await;
-        }
-        let instances = match self.capture(&["manifest", "inspect", local]).await {
-            Some(json) => list_instances(&json),
-            None => return,
+        let records = match store.records() {
+            Ok(records) => records,
+            Err(e) => {
+                debug!(error = %e, "cannot read the image store's garbage records");
+                return;
+            }
         };
-        let images = self
+        let Some(json) = self
             .capture(&["images", "--all", "--no-trunc", "--json"])
             .await
-            .map(|json| unnamed_images_with_digests(&json, &instances))
-            .unwrap_or_default();
-        quiet(&["manifest", "rm", local], "manifest rm").await;
-        for id in images {
-            quiet(&["rmi", &id], "rmi").await;
+        else {
+            return;
+        };
+        let present = image_names(&json);
+        let exists = |name: &str| {
+            present
+                .iter()
+                .any(|n| n == name || n.strip_suffix(":latest") == Some(name))
+        };
+        let (mut lists, mut images) = (Vec::new(), Vec::new());
+        for garbage in records.iter().filter_map(|(_, g)| g.as_ref()) {
+            match garbage {
+                Garbage::List(name) if exists(name) => lists.push(name.as_str()),
+                Garbage::Image(name) if exists(name) => images.push(name.as_str()),
+                _ => {}
+            }
+        }
+        let mut digests = Vec::new();
+        for list in &lists {
+            if let Some(json) = self.capture(&["manifest", "inspect", list]).await {
+                digests.extend(list_instances(&json));
+            }
+        }
+        self.remove(&["manifest", "rm"], &lists).await;
+        self.remove(&["rmi"], &images).await;
+        if !digests.is_empty() {
+            // Looked for once the lists and names are gone: a list's image may have had one of
+            // the private names too.
+            let unnamed = self
+                .capture(&["images", "--all", "--no-trunc", "--json"])
+                .await
+                .map(|json| unnamed_images_with_digests(&json, &digests))
+                .unwrap_or_default();
+            let unnamed: Vec<&str> = unnamed.iter().map(String::as_str).collect();
+            self.remove(&["rmi"], &unnamed).await;
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            debug!("the image store's cleanup ran out of time; it goes on after a later build");
+            return;
+        }
+        for (path, _) in records {
+            if let Err(e) = std::fs::remove_file(&path) {
+                debug!(error = %e, path = %path.display(), "cannot delete a garbage record");
+            }
+        }
+    }
+
+    /// Runs `buildah <command> <names>` unless there are no names; failures are only logged.
+    async fn remove(&self, command: &[&str], names: &[&str]) {
+        if names.is_empty() {
+            return;
+        }
+        let action = command.join(" ");
+        let args = command.iter().chain(names).map(OsString::from).collect();
+        if let Err(e) = self.buildah(args, &action).await {
+            debug!(error = %e, ?names, "not everything was removed");
         }
     }
 
@@ -816,6 +900,19 @@ fn list_instances(json: &[u8]) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|m| m["digest"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Every name of every image in `buildah images --json`.
+fn image_names(json: &[u8]) -> Vec<String> {
+    let images: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    images
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["names"].as_array())
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_owned))
         .collect()
 }
 

@@ -536,3 +536,75 @@ async fn without_the_network_run_steps_see_only_loopback() {
         "{result:?}\n{output}"
     );
 }
+
+/// With `cache:` (`--layers`), buildah gives a build whose every instruction is a cache hit the
+/// image an earlier build made, so two builds of one Containerfile share the images of their
+/// manifest lists. A build that removed "its" images as it ended deleted them under the other
+/// build, whose `manifest push --all` then failed ("image not known"). Now nothing is removed
+/// while another build is in flight; the last build to end removes what both left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_never_removes_images_another_build_still_pushes() {
+    let registry = Registry::start();
+    let proxy = HeldProxy::start(&registry).await;
+    let store = Store::new();
+    let mut options = store.options(&registry, StorageDriver::Vfs, None);
+    options.insecure_registries.push(proxy.host());
+    // One agent running two jobs at once; a node's pods share the store the same way.
+    let builder = ImageBuilder::new(options).unwrap();
+    let context = context(
+        "FROM scratch\nCOPY a.txt /a.txt\n",
+        &[("a.txt", b"the same for both\n")],
+    );
+    let with = |tag: String| {
+        let mut request = request(context.path(), vec![tag]);
+        request.platforms = vec![native_platform()];
+        request.cache_repo = Some(format!("{}/acme/cache", registry.host()));
+        request
+    };
+    // Its push goes through the proxy, which holds it until the other build is over.
+    let held = with(format!("{}/acme/held:1", proxy.host()));
+    let other = with(format!("{}/acme/other:1", registry.host()));
+    let other_build = async {
+        proxy.wait_for_a_connection().await;
+        let done = build(&builder, &other).await;
+        proxy.release();
+        done
+    };
+    let ((held_result, held_output), (result, output)) =
+        tokio::join!(build(&builder, &held), other_build);
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert_pushed(&registry, "acme/other", "1", &built.digests[0]);
+    assert!(output.contains("Using cache"), "{output}");
+    held_result.unwrap_or_else(|e| {
+        panic!("the other build removed this one's images before its push: {e}\n{held_output}")
+    });
+    assert_eq!(registry.tags("acme/held"), ["1"]);
+    // The build that ended last removed both lists and their image.
+    assert_eq!(store.images(), vec![], "{held_output}");
+}
+
+/// When no other build is in flight, a build ends with nothing of its own left in the store:
+/// neither its private name nor, with the layer cache, the images without a name it made.
+/// (Each has a cache of its own here: what a build pulls from the cache stays in the store
+/// under the cache repository's name, as base images do.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_alone_leaves_nothing_of_its_own() {
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::Vfs);
+    let context = context(
+        "FROM scratch\nCOPY a.txt /a.txt\n",
+        &[("a.txt", b"alone\n")],
+    );
+    for (tag, platforms) in [("single", vec![]), ("list", vec![native_platform()])] {
+        let mut request = request(
+            context.path(),
+            vec![format!("{}/acme/alone:{tag}", registry.host())],
+        );
+        request.platforms = platforms;
+        request.cache_repo = Some(format!("{}/acme/cache-{tag}", registry.host()));
+        let (result, output) = build(&builder, &request).await;
+        result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+        assert_eq!(store.images(), vec![], "{tag}: {output}");
+    }
+}

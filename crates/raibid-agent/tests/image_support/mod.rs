@@ -99,6 +99,13 @@ impl Store {
     }
 
     fn buildah_json(&self, args: &[&str]) -> serde_json::Value {
+        // An empty store lists `null` or nothing rather than `[]`.
+        serde_json::from_str(&self.buildah(args)).unwrap_or_default()
+    }
+
+    /// Runs buildah on this store (vfs), as another user of the store would; panics unless
+    /// it succeeds. Returns its standard output.
+    pub fn buildah(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("buildah")
             .arg("--root")
             .arg(self.dir.path().join("root"))
@@ -113,8 +120,7 @@ impl Store {
             "buildah {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // An empty store lists `null` or nothing rather than `[]`.
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -224,4 +230,64 @@ pub fn require_root(why: &str) {
         nix::unistd::geteuid().is_root(),
         "{why} needs root (CI runs as root); run this test as root"
     );
+}
+
+/// A TCP proxy in front of a registry that holds every connection until [`HeldProxy::release`]:
+/// a push through it waits, as one to a slow registry does, with its build still in flight.
+pub struct HeldProxy {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl HeldProxy {
+    pub async fn start(registry: &Registry) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = registry.host();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (released, watch) = tokio::sync::watch::channel(false);
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (mut watch, upstream) = (watch.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    if watch.wait_for(|released| *released).await.is_err() {
+                        return;
+                    }
+                    let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Self {
+            port,
+            connections,
+            released,
+        }
+    }
+
+    /// `127.0.0.1:<port>`, to name images by (and to list as an insecure registry).
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until something connected (and is being held).
+    pub async fn wait_for_a_connection(&self) {
+        let deadline = std::time::Instant::now() + BUILD_LIMIT;
+        while self.connections.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing connected to the proxy"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Lets every connection, held or to come, through.
+    pub fn release(&self) {
+        self.released.send_replace(true);
+    }
 }
