@@ -47,8 +47,9 @@
 //!
 //! `RUN` steps reach the network unless the agent's `network` setting is off. buildah refuses
 //! `--network none` with `--isolation chroot`, so then the agent pulls the base images first
-//! and runs the build itself in a network namespace of its own, where only a loopback
-//! interface exists (which needs `CAP_SYS_ADMIN`: a root agent).
+//! and runs the build itself in a network namespace of its own, where only a loopback interface
+//! exists and is up (which needs `CAP_SYS_ADMIN` and `CAP_NET_ADMIN`: a root agent with its
+//! capabilities).
 
 mod containerfile;
 mod files;
@@ -453,13 +454,16 @@ impl Plan {
                         .into(),
                 ));
             }
-            if !has_cap_sys_admin() {
-                return Err(ImageError::Unavailable(
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let missing = missing_capabilities(&status, NETWORK_NAMESPACE_CAPABILITIES);
+            if !missing.is_empty() {
+                return Err(ImageError::Unavailable(format!(
                     "agent.network is off, and keeping an image build's RUN steps off the \
-                     network takes a network namespace of its own, which needs CAP_SYS_ADMIN \
-                     (a root agent); buildah's chroot isolation cannot do it"
-                        .into(),
-                ));
+                     network takes a network namespace of its own with its loopback interface \
+                     up, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN (a root agent); this agent \
+                     lacks {}, and buildah's chroot isolation cannot do it otherwise",
+                    missing.join(" and ")
+                )));
             }
         }
         Ok(Self {
@@ -535,16 +539,25 @@ impl Plan {
     }
 }
 
-/// Whether this process may create a network namespace (bit 21 of its effective capabilities).
-fn has_cap_sys_admin() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
-    })
+/// What [`enter_private_network`] needs: `unshare(CLONE_NEWNET)` takes CAP_SYS_ADMIN, and
+/// bringing the new namespace's loopback interface up (`SIOCSIFFLAGS`) CAP_NET_ADMIN (the
+/// namespace belongs to the agent's user namespace, where the agent must have both).
+const NETWORK_NAMESPACE_CAPABILITIES: &[(&str, u32)] =
+    &[("CAP_SYS_ADMIN", 21), ("CAP_NET_ADMIN", 12)];
+
+/// The capabilities of `wanted` (name, bit) missing from the effective set in `status` (the
+/// text of `/proc/self/status`); all of them if it has none.
+fn missing_capabilities(status: &str, wanted: &[(&'static str, u32)]) -> Vec<&'static str> {
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    wanted
+        .iter()
+        .filter(|(_, bit)| effective & (1 << bit) == 0)
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// Run in the child before buildah starts: a network namespace of its own, whose only
@@ -1184,6 +1197,28 @@ mod tests {
                 "{request:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_build_without_network_needs_both_capabilities() {
+        let status =
+            |eff: &str| format!("Name:\tagent\nCapInh:\t0000000000000000\nCapEff:\t{eff}\n");
+        let wanted = NETWORK_NAMESPACE_CAPABILITIES;
+        assert!(missing_capabilities(&status("000001ffffffffff"), wanted).is_empty());
+        // root with CAP_NET_ADMIN dropped (capsh --drop=cap_net_admin)
+        assert_eq!(
+            missing_capabilities(&status("000001ffffffefff"), wanted),
+            ["CAP_NET_ADMIN"]
+        );
+        assert_eq!(
+            missing_capabilities(&status("000001ffffdfffff"), wanted),
+            ["CAP_SYS_ADMIN"]
+        );
+        assert_eq!(
+            missing_capabilities(&status("0000000000000000"), wanted),
+            ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]
+        );
+        assert_eq!(missing_capabilities("", wanted).len(), 2);
     }
 
     #[test]

@@ -608,3 +608,70 @@ async fn a_build_alone_leaves_nothing_of_its_own() {
         assert_eq!(store.images(), vec![], "{tag}: {output}");
     }
 }
+
+/// Run by `without_the_network_a_build_needs_cap_net_admin` (below), as root without
+/// CAP_NET_ADMIN: set in the environment of that run.
+const WITHOUT_CAP_NET_ADMIN: &str = "RAIBID_TEST_WITHOUT_CAP_NET_ADMIN";
+
+/// A build without the network brings up the loopback interface of its network namespace,
+/// which takes CAP_NET_ADMIN besides the CAP_SYS_ADMIN the namespace takes. Root without it (a
+/// container's default capabilities lack it) is told so before anything runs, rather than
+/// each build failing as buildah starts with a bare "Operation not permitted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_network_a_build_needs_cap_net_admin() {
+    const NAME: &str = "without_the_network_a_build_needs_cap_net_admin";
+    if std::env::var_os(WITHOUT_CAP_NET_ADMIN).is_none() {
+        require_root("dropping a capability for a build without the network");
+        let capsh = raibid_testkit::require_binary("capsh", "libcap2-bin");
+        // This test again, as root without CAP_NET_ADMIN (dropped from the bounding set, so
+        // from root's effective set after the exec).
+        let out = std::process::Command::new(capsh)
+            .args(["--drop=cap_net_admin", "--", "-c", r#"exec "$0" "$@""#])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+            .env(WITHOUT_CAP_NET_ADMIN, "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    assert!(
+        effective & (1 << 21) != 0 && effective & (1 << 12) == 0,
+        "CAP_SYS_ADMIN without CAP_NET_ADMIN expected: {status}"
+    );
+    let registry = Registry::start();
+    let store = Store::new();
+    let builder = ImageBuilder::new(ImageBuildOptions {
+        network: false,
+        ..store.options(&registry, StorageDriver::Vfs, None)
+    })
+    .unwrap();
+    let context = context("FROM scratch\nCOPY a.txt /a.txt\n", &[("a.txt", b"a\n")]);
+    let request = request(
+        context.path(),
+        vec![format!("{}/acme/offline:1", registry.host())],
+    );
+    let (result, output) = build(&builder, &request).await;
+    match result {
+        Err(ImageError::Unavailable(message)) => {
+            assert!(
+                message.contains("lacks CAP_NET_ADMIN") && !message.contains("lacks CAP_SYS_ADMIN"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}\n{output}"),
+    }
+    // Refused before anything ran.
+    assert!(output.is_empty(), "{output}");
+}
