@@ -47,7 +47,8 @@
 //!
 //! `RUN` steps reach the network unless the agent's `network` setting is off. buildah refuses
 //! `--network none` with `--isolation chroot`, so then the agent pulls the base images first
-//! and runs the build itself in a network namespace of its own, where only a loopback interface
+//! (each for the platform of its stage: `FROM --platform=$BUILDPLATFORM` is this machine's) and
+//! runs the build itself in a network namespace of its own, where only a loopback interface
 //! exists and is up (which needs `CAP_SYS_ADMIN` and `CAP_NET_ADMIN`: a root agent with its
 //! capabilities).
 
@@ -517,23 +518,55 @@ impl Plan {
         args
     }
 
-    /// The images the Containerfile's `FROM` lines pull, for a build without network.
-    fn base_images(&self, request: &BuildRequest) -> Result<Vec<String>, ImageError> {
+    /// The images the Containerfile's `FROM` lines pull, for a build without network, each
+    /// with the platform to pull it for: its `--platform` flag's, else the build's (`None`:
+    /// this machine's, buildah's default).
+    fn base_images(
+        &self,
+        request: &BuildRequest,
+    ) -> Result<Vec<(String, Option<Platform>)>, ImageError> {
         let mut text = String::new();
         std::fs::File::open(&self.containerfile)?
             .take(MAX_CONTAINERFILE)
             .read_to_string(&mut text)?;
         let native = Platform::native();
+        let target = self.platforms.first();
         let mut automatic = Vec::new();
-        if let Some(target) = self.platforms.first().or(native.as_ref()) {
+        if let Some(target) = target.or(native.as_ref()) {
             automatic.extend(target.build_args("TARGET"));
         }
         if let Some(native) = &native {
             automatic.extend(native.build_args("BUILD"));
         }
-        let images = containerfile::base_images(&text, &request.build_args, &automatic);
-        for image in &images {
-            reference::check("base image", image).map_err(ImageError::Invalid)?;
+        let mut images: Vec<(String, Option<Platform>)> = Vec::new();
+        for base in containerfile::base_images(&text, &request.build_args, &automatic) {
+            reference::check("base image", &base.image).map_err(ImageError::Invalid)?;
+            let platform = match &base.platform {
+                Some(text) => Some(Platform::parse(text).map_err(|e| {
+                    ImageError::Invalid(format!("FROM --platform of {}: {e}", base.image))
+                })?),
+                None => target.cloned(),
+            };
+            // The platform it ends up pulled for, to compare.
+            let effective = |p: &Option<Platform>| p.clone().or_else(|| native.clone());
+            match images.iter().find(|(image, _)| *image == base.image) {
+                Some((_, other)) if effective(other) == effective(&platform) => {}
+                Some((_, other)) => {
+                    let name = |p: &Option<Platform>| {
+                        effective(p).map_or_else(|| "this machine".to_owned(), |p| p.to_string())
+                    };
+                    return Err(ImageError::Invalid(format!(
+                        "agent.network is off, and {} is a base image for both {} and {}: \
+                         pulled before the build under one name, one would replace the other; \
+                         name each platform's image differently (by digest) or build with the \
+                         network",
+                        base.image,
+                        name(other),
+                        name(&platform)
+                    )));
+                }
+                None => images.push((base.image, platform)),
+            }
         }
         Ok(images)
     }
@@ -656,12 +689,12 @@ impl Run<'_> {
         if !plan.offline {
             return self.buildah(args, "bud").await;
         }
-        for image in plan.base_images(request)? {
+        for (image, platform) in plan.base_images(request)? {
             let mut pull: Vec<OsString> = ["pull", "--policy", "always", "--authfile"]
                 .map(OsString::from)
                 .to_vec();
             pull.push(self.files.authfile().into());
-            if let Some(platform) = plan.platforms.first() {
+            if let Some(platform) = platform {
                 pull.extend(["--platform".into(), platform.to_string().into()]);
             }
             pull.extend(["--".into(), image.clone().into()]);
@@ -1197,6 +1230,81 @@ mod tests {
                 "{request:?}"
             );
         }
+    }
+
+    /// A cross build pulls each base for the platform its stage runs on: `$BUILDPLATFORM`
+    /// stages for this machine's, the others for the target's.
+    #[test]
+    fn without_network_each_base_image_is_pulled_for_its_stages_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = request(dir.path());
+        let native = Platform::native().unwrap();
+        let foreign = if native.to_string() == "linux/s390x" {
+            "linux/arm64"
+        } else {
+            "linux/s390x"
+        };
+        let plan = |containerfile: &str, platforms: &[&str]| {
+            std::fs::write(dir.path().join("Containerfile"), containerfile).unwrap();
+            Plan {
+                context_dir: dir.path().to_path_buf(),
+                containerfile: dir.path().join("Containerfile"),
+                platforms: platforms
+                    .iter()
+                    .map(|p| Platform::parse(p).unwrap())
+                    .collect(),
+                offline: true,
+            }
+        };
+        let shown = |bases: Vec<(String, Option<Platform>)>| -> Vec<(String, Option<String>)> {
+            bases
+                .into_iter()
+                .map(|(image, p)| (image, p.map(|p| p.to_string())))
+                .collect()
+        };
+        let text = "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\n\
+                    FROM --platform=linux/ppc64le busybox:1 AS tools\n\
+                    FROM debian:12\n\
+                    FROM --platform=$TARGETPLATFORM alpine:3\n";
+        let cross = plan(text, &[foreign]);
+        assert_eq!(
+            shown(cross.base_images(&request).unwrap()),
+            [
+                ("golang:1.22".into(), Some(native.to_string())),
+                ("busybox:1".into(), Some("linux/ppc64le".into())),
+                ("debian:12".into(), Some(foreign.into())),
+                ("alpine:3".into(), Some(foreign.into())),
+            ]
+        );
+        // A plain image for this machine: only flags name a platform.
+        let here = plan(text, &[]);
+        assert_eq!(
+            shown(here.base_images(&request).unwrap())[2..],
+            [
+                ("debian:12".into(), None),
+                ("alpine:3".into(), Some(native.to_string()))
+            ]
+        );
+        // One name for two platforms cannot be pulled before the build; for one, it is pulled
+        // once.
+        let both = "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\nFROM golang:1.22\n";
+        let err = plan(both, &[foreign])
+            .base_images(&request)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("golang:1.22 is a base image for both"),
+            "{err}"
+        );
+        assert_eq!(
+            shown(plan(both, &[]).base_images(&request).unwrap()),
+            [("golang:1.22".into(), Some(native.to_string()))]
+        );
+        let bad = plan("FROM --platform=windows/amd64 nano:1\n", &[]);
+        assert!(matches!(
+            bad.base_images(&request),
+            Err(ImageError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -675,3 +675,76 @@ async fn without_the_network_a_build_needs_cap_net_admin() {
     // Refused before anything ran.
     assert!(output.is_empty(), "{output}");
 }
+
+/// Without the network, the base images are pulled before the build, each for the platform
+/// its stage runs on: its `FROM --platform=` flag's (`$BUILDPLATFORM` in a cross build's
+/// compile stage, a literal platform, a global `ARG`), else the build's. All were pulled for
+/// the target platform, so a stage for another platform found no image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_network_each_base_is_pulled_for_its_stages_platform() {
+    require_root("a network namespace of its own for the build");
+    let registry = Registry::start();
+    let maker = Store::new();
+    let base = push_busybox_base(&registry, &maker.builder(&registry, StorageDriver::Vfs)).await;
+    // An image only for a platform this machine cannot run (files only: making it runs
+    // nothing of that platform, and neither does copying from it).
+    let foreign = if native_platform() == "linux/s390x" {
+        "linux/arm64"
+    } else {
+        "linux/s390x"
+    };
+    let files = context(
+        "FROM scratch\nCOPY tool.txt /tool.txt\n",
+        &[("tool.txt", b"tool\n")],
+    );
+    let tool = format!("{}/acme/tool:1", registry.host());
+    maker.buildah(&[
+        "bud",
+        "--isolation",
+        "chroot",
+        "--platform",
+        foreign,
+        "--manifest",
+        "localhost/tool-list",
+        files.path().to_str().unwrap(),
+    ]);
+    maker.buildah(&[
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "localhost/tool-list",
+        &format!("docker://{tool}"),
+    ]);
+
+    let store = Store::new();
+    let builder = ImageBuilder::new(ImageBuildOptions {
+        network: false,
+        ..store.options(&registry, StorageDriver::Vfs, None)
+    })
+    .unwrap();
+    let context = context(
+        &format!(
+            "ARG TOOLS={foreign}\n\
+             FROM --platform=$TOOLS {tool} AS tools\n\
+             FROM --platform=$BUILDPLATFORM {base} AS build\n\
+             RUN echo built > /built\n\
+             FROM scratch\n\
+             COPY --from=tools /tool.txt /tool.txt\n\
+             COPY --from=build /built /built\n"
+        ),
+        &[],
+    );
+    let request = request(
+        context.path(),
+        vec![format!("{}/acme/offline-stages:1", registry.host())],
+    );
+    let (result, output) = build(&builder, &request).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    // The foreign base was pulled for its platform (the output shows the pull's arguments).
+    assert!(
+        output.contains(&format!("--platform {foreign} -- {tool}")),
+        "{output}"
+    );
+    assert_pushed(&registry, "acme/offline-stages", "1", &built.digests[0]);
+}

@@ -4,11 +4,22 @@
 //! This reads what Docker's and buildah's parsers read for `FROM`: the `escape` parser
 //! directive, line continuations, comment lines, `ARG`s declared before the first `FROM`
 //! (their values overridden by build arguments), the automatic platform arguments
-//! (`TARGETARCH` and the like), and `$NAME`, `${NAME}`, `${NAME:-word}`, `${NAME:+word}`. An
+//! (`TARGETARCH`, `BUILDPLATFORM` and the like), `$NAME`, `${NAME}`, `${NAME:-word}`,
+//! `${NAME:+word}`, and the `--platform=` flag (`FROM --platform=$BUILDPLATFORM golang AS
+//! build` runs its stage on the agent's platform in a cross build). An
 //! image it names wrongly or misses is simply not in the store when the build looks for it, and
 //! the build fails: reading too little never lets anything run that should not.
 
 use std::collections::BTreeMap;
+
+/// An image a `FROM` instruction pulls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BaseImage {
+    pub(crate) image: String,
+    /// Its `--platform=` flag, variables substituted (`linux/arm64`); `None` without one (or
+    /// when it comes out empty): the build's target platform.
+    pub(crate) platform: Option<String>,
+}
 
 /// The images `FROM` instructions pull, in order and without repeats: not `scratch`, not an
 /// earlier stage. `automatic` are the platform arguments buildah defines for every build.
@@ -16,11 +27,11 @@ pub(crate) fn base_images(
     text: &str,
     build_args: &BTreeMap<String, String>,
     automatic: &[(String, String)],
-) -> Vec<String> {
+) -> Vec<BaseImage> {
     let escape = escape_char(text);
     let mut global: BTreeMap<String, String> = automatic.iter().cloned().collect();
     let mut stages: Vec<String> = Vec::new();
-    let mut images: Vec<String> = Vec::new();
+    let mut images: Vec<BaseImage> = Vec::new();
     let mut seen_from = false;
     for instruction in instructions(text, escape) {
         let instruction = instruction.trim_start();
@@ -44,7 +55,15 @@ pub(crate) fn base_images(
             }
         } else if keyword.eq_ignore_ascii_case("FROM") {
             seen_from = true;
-            let mut words = rest.split_whitespace().filter(|w| !w.starts_with("--"));
+            // Docker takes flags only as `--name=value`.
+            let platform = rest
+                .split_whitespace()
+                .take_while(|w| w.starts_with("--"))
+                .filter_map(|w| w.strip_prefix("--platform="))
+                .last()
+                .map(|p| substitute(unquote(p), &global, escape))
+                .filter(|p| !p.is_empty());
+            let mut words = rest.split_whitespace().skip_while(|w| w.starts_with("--"));
             let Some(image) = words.next() else { continue };
             let image = substitute(image, &global, escape);
             let stage = match (words.next(), words.next()) {
@@ -54,12 +73,13 @@ pub(crate) fn base_images(
                 _ => None,
             };
             let lower = image.to_ascii_lowercase();
-            if !image.is_empty()
+            let base = BaseImage { image, platform };
+            if !base.image.is_empty()
                 && lower != "scratch"
                 && !stages.contains(&lower)
-                && !images.contains(&image)
+                && !images.contains(&base)
             {
-                images.push(image);
+                images.push(base);
             }
             stages.extend(stage);
         }
@@ -191,16 +211,61 @@ fn substitute(word: &str, vars: &BTreeMap<String, String>, escape: char) -> Stri
 mod tests {
     use super::*;
 
-    fn bases(text: &str, args: &[(&str, &str)]) -> Vec<String> {
+    fn automatic() -> [(String, String); 4] {
+        [
+            ("TARGETARCH".to_owned(), "arm64".to_owned()),
+            ("TARGETPLATFORM".to_owned(), "linux/arm64".to_owned()),
+            ("TARGETOS".to_owned(), "linux".to_owned()),
+            ("BUILDPLATFORM".to_owned(), "linux/amd64".to_owned()),
+        ]
+    }
+
+    fn with_platforms(text: &str, args: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
         let args = args
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let automatic = [
-            ("TARGETARCH".to_owned(), "arm64".to_owned()),
-            ("BUILDPLATFORM".to_owned(), "linux/amd64".to_owned()),
-        ];
-        base_images(text, &args, &automatic)
+        base_images(text, &args, &automatic())
+            .into_iter()
+            .map(|b| (b.image, b.platform))
+            .collect()
+    }
+
+    fn bases(text: &str, args: &[(&str, &str)]) -> Vec<String> {
+        with_platforms(text, args)
+            .into_iter()
+            .map(|(image, _)| image)
+            .collect()
+    }
+
+    #[test]
+    fn each_base_image_comes_with_its_platform_flag() {
+        let text = "\
+ARG TOOLS=linux/s390x
+FROM --platform=$BUILDPLATFORM golang:1.22 AS build
+FROM --platform=${TARGETOS}/${TARGETARCH} debian:12 AS runtime
+FROM --platform=\"$TARGETPLATFORM\" --other=x alpine:3
+FROM --platform=$TOOLS busybox:1
+FROM --platform=$UNSET golang:1.22
+FROM golang:1.22
+FROM --platform=linux/amd64 golang:1.22
+FROM --platform=linux/arm/v7 build
+";
+        let some = |p: &str| Some(p.to_owned());
+        assert_eq!(
+            with_platforms(text, &[]),
+            [
+                ("golang:1.22".into(), some("linux/amd64")),
+                ("debian:12".into(), some("linux/arm64")),
+                ("alpine:3".into(), some("linux/arm64")),
+                ("busybox:1".into(), some("linux/s390x")),
+                ("golang:1.22".into(), None),
+            ]
+        );
+        assert_eq!(
+            with_platforms(text, &[("TOOLS", "linux/ppc64le")])[3],
+            ("busybox:1".into(), some("linux/ppc64le"))
+        );
     }
 
     #[test]
@@ -213,7 +278,7 @@ from build as test
 FROM scratch
 COPY --from=build /app /app
 FROM debian:12
-FROM golang:1.22
+FROM --platform=linux/amd64 golang:1.22
 ";
         assert_eq!(bases(text, &[]), ["golang:1.22", "debian:12"]);
     }
