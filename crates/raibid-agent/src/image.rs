@@ -43,7 +43,11 @@
 //! pulled by. "Afterwards" means once no build is in flight in the store: with the layer cache,
 //! buildah hands one build the images another made, so removing a build's images as it ends
 //! could delete what another has yet to push. The store's lock and its record of what to remove
-//! (image/store.rs) see to that; under constant load the removal waits for a quiet moment.
+//! (image/store.rs) see to that. Under constant load the removal waits for a quiet moment, but
+//! not for ever: once [`ImageBuilder::with_cleanup_threshold`] builds (16 by default) wait for
+//! removal, the build ending makes the quiet moment, holding back the builds starting until
+//! those in flight are done (at most [`FORCED_WAIT`]) and it has cleaned up. That is a pause
+//! for every build on the store, the price of a store that does not grow without bound.
 //!
 //! `RUN` steps reach the network unless the agent's `network` setting is off. buildah refuses
 //! `--network none` with `--isolation chroot`, so then the agent pulls the base images first
@@ -219,7 +223,17 @@ pub struct ImageBuilder {
     kill_grace: Duration,
     /// The variables of [`KEPT_VARIABLES`] the agent had when this builder was made.
     kept_env: Vec<(&'static str, OsString)>,
+    /// How many pending removals make a build ending wait to clean up (module docs).
+    cleanup_threshold: usize,
 }
+
+/// The default of [`ImageBuilder::with_cleanup_threshold`].
+pub const CLEANUP_THRESHOLD: usize = 16;
+
+/// The longest a build ending waits for the builds in flight, to clean up the store, once
+/// [`CLEANUP_THRESHOLD`] removals are pending. A build stuck longer (a push through a very slow
+/// link) holds up the store's cleanup again after that.
+pub const FORCED_WAIT: Duration = Duration::from_secs(600);
 
 /// What buildah keeps of the agent's environment: the runtime directory (rootless buildah
 /// keeps its state there), the temporary directory, and the proxy settings for its own pulls
@@ -257,7 +271,16 @@ impl ImageBuilder {
             options,
             kill_grace: DEFAULT_KILL_GRACE,
             kept_env: kept_environment(|name| std::env::var_os(name)),
+            cleanup_threshold: CLEANUP_THRESHOLD,
         })
+    }
+
+    /// Past how many pending removals (records of finished builds, image/store.rs) a build
+    /// ending waits for the builds in flight to clean up, rather than leave it to a quiet
+    /// moment; at least 1. The default, [`CLEANUP_THRESHOLD`], suits production; tests go lower.
+    pub fn with_cleanup_threshold(mut self, threshold: usize) -> Self {
+        self.cleanup_threshold = threshold.max(1);
+        self
     }
 
     fn files(&self, request: &BuildRequest) -> io::Result<BuildFiles> {
@@ -327,20 +350,67 @@ impl ImageBuilder {
         // Removed even after a failure or a cancel, and quietly: when the build failed early
         // there is nothing to remove. Only when no other build is in flight, though: buildah
         // may have given another build the very images this one made.
-        let (discard, _) = mpsc::channel(1);
-        let cleanup = Run {
-            output: &discard,
-            cancel: &CancellationToken::new(),
-            deadline: Some(Instant::now() + CLEANUP_TIMEOUT),
-            ..run
-        };
-        cleanup.collect_garbage(&store).await;
+        if let Some(_cleaning) = self.cleanup_lock(&store, &cancel, &output).await {
+            let (discard, _) = mpsc::channel(1);
+            let cleanup = Run {
+                output: &discard,
+                cancel: &CancellationToken::new(),
+                deadline: Some(Instant::now() + CLEANUP_TIMEOUT),
+                ..run
+            };
+            cleanup.collect_garbage(&store).await;
+        }
         let digests = result?;
         info!(tags = ?request.tags, ?digests, "image built");
         Ok(BuiltImage {
             digests,
             manifest_list,
         })
+    }
+
+    /// The store's lock, exclusive, to clean up with: if no build holds it now or, once
+    /// `cleanup_threshold` removals are pending, when the builds in flight are done (new ones
+    /// wait meanwhile; at most [`FORCED_WAIT`], and not after a cancel). `None`: no cleanup.
+    async fn cleanup_lock(
+        &self,
+        store: &SharedStore,
+        cancel: &CancellationToken,
+        output: &OutputSender,
+    ) -> Option<nix::fcntl::Flock<std::fs::File>> {
+        let pending = store.pending(self.cleanup_threshold).unwrap_or_else(|e| {
+            debug!(error = %e, "cannot count the image store's garbage records");
+            0
+        });
+        let lock = if pending >= self.cleanup_threshold && !cancel.is_cancelled() {
+            let _ = output
+                .send(
+                    format!(
+                        "[raibid] {pending} builds' images wait for removal: waiting for the builds \
+                         in flight to clean up the image store\n"
+                    )
+                    .into_bytes(),
+                )
+                .await;
+            match store.exclusive(cancel, Instant::now() + FORCED_WAIT).await {
+                Ok(lock) => return Some(lock),
+                Err(Wait::Io(e)) => Err(e),
+                // Left to a later build.
+                Err(Wait::Cancelled | Wait::TimedOut) => Ok(None),
+            }
+        } else {
+            store.try_exclusive()
+        };
+        match lock {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                debug!("other builds are in flight: the store's cleanup is left to them");
+                None
+            }
+            Err(e) => {
+                debug!(error = %e, "cannot lock the image store for cleanup");
+                None
+            }
+        }
     }
 
     /// buildah's whole environment: a fixed `PATH`; `HOME` and every variable that would point
@@ -739,23 +809,12 @@ impl Run<'_> {
         Ok(digests)
     }
 
-    /// If no build is in flight, removes what finished builds left in the store (store.rs):
-    /// their private names, and their manifest lists with the images without a name in them.
-    /// Base images and layers stay. Errors are ignored (a name already gone, an image a
-    /// killed build's working container still uses); the records are deleted unless the
-    /// cleanup ran out of time.
+    /// With the store's lock held exclusively, removes what finished builds left in the store
+    /// (store.rs): their private names, and their manifest lists with the images without a
+    /// name in them. Base images and layers stay. One record at a time, each deleted once its
+    /// removal ran (errors are ignored: a name already gone, an image a killed build's working
+    /// container still uses), so that a cleanup out of time still leaves less to the next.
     async fn collect_garbage(&self, store: &SharedStore) {
-        let _cleaning = match store.try_exclusive() {
-            Ok(Some(lock)) => lock,
-            Ok(None) => {
-                debug!("other builds are in flight: the store's cleanup is left to them");
-                return;
-            }
-            Err(e) => {
-                debug!(error = %e, "cannot lock the image store for cleanup");
-                return;
-            }
-        };
         let records = match store.records() {
             Ok(records) => records,
             Err(e) => {
@@ -775,59 +834,84 @@ impl Run<'_> {
                 .iter()
                 .any(|n| n == name || n.strip_suffix(":latest") == Some(name))
         };
-        let (mut lists, mut images) = (Vec::new(), Vec::new());
-        for garbage in records.iter().filter_map(|(_, g)| g.as_ref()) {
-            match garbage {
-                Garbage::List(name) if exists(name) => lists.push(name.as_str()),
-                Garbage::Image(name) if exists(name) => images.push(name.as_str()),
-                _ => {}
+        for (path, garbage) in records {
+            if self.out_of_time() {
+                debug!("the image store's cleanup ran out of time; it goes on after a later build");
+                return;
             }
-        }
-        let mut digests = Vec::new();
-        for list in &lists {
-            if let Some(json) = self.capture(&["manifest", "inspect", list]).await {
-                digests.extend(list_instances(&json));
+            let done = match &garbage {
+                Some(Garbage::List(name)) if exists(name) => self.remove_list(name).await,
+                Some(Garbage::Image(name)) if exists(name) => self.remove(&["rmi"], &[name]).await,
+                _ => true,
+            };
+            if !done {
+                debug!("the image store's cleanup ran out of time; it goes on after a later build");
+                return;
             }
-        }
-        self.remove(&["manifest", "rm"], &lists).await;
-        self.remove(&["rmi"], &images).await;
-        if !digests.is_empty() {
-            // Looked for once the lists and names are gone: a list's image may have had one of
-            // the private names too.
-            let unnamed = self
-                .capture(&["images", "--all", "--no-trunc", "--json"])
-                .await
-                .map(|json| unnamed_images_with_digests(&json, &digests))
-                .unwrap_or_default();
-            let unnamed: Vec<&str> = unnamed.iter().map(String::as_str).collect();
-            self.remove(&["rmi"], &unnamed).await;
-        }
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            debug!("the image store's cleanup ran out of time; it goes on after a later build");
-            return;
-        }
-        for (path, _) in records {
             if let Err(e) = std::fs::remove_file(&path) {
                 debug!(error = %e, path = %path.display(), "cannot delete a garbage record");
             }
         }
     }
 
+    fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Removes a manifest list and the images without a name it holds. False if that was cut
+    /// short by the cleanup's deadline.
+    async fn remove_list(&self, list: &str) -> bool {
+        let digests = match self.capture(&["manifest", "inspect", list]).await {
+            Some(json) => list_instances(&json),
+            None if self.out_of_time() => return false,
+            None => Vec::new(),
+        };
+        if !self.remove(&["manifest", "rm"], &[list]).await {
+            return false;
+        }
+        if digests.is_empty() {
+            return true;
+        }
+        // Looked for once the list is gone: a list's image may have had a private name too
+        // (removed with its own record).
+        let Some(json) = self
+            .capture(&["images", "--all", "--no-trunc", "--json"])
+            .await
+        else {
+            return !self.out_of_time();
+        };
+        let unnamed = unnamed_images_with_digests(&json, &digests);
+        let unnamed: Vec<&str> = unnamed.iter().map(String::as_str).collect();
+        self.remove(&["rmi"], &unnamed).await
+    }
+
     /// Runs `buildah <command> <names>` unless there are no names; failures are only logged.
-    async fn remove(&self, command: &[&str], names: &[&str]) {
+    /// False if it did not run to its end for want of time.
+    async fn remove(&self, command: &[&str], names: &[&str]) -> bool {
         if names.is_empty() {
-            return;
+            return true;
         }
         let action = command.join(" ");
         let args = command.iter().chain(names).map(OsString::from).collect();
-        if let Err(e) = self.buildah(args, &action).await {
-            debug!(error = %e, ?names, "not everything was removed");
+        match self.buildah(args, &action).await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(error = %e, ?names, "not everything was removed");
+                !matches!(e, ImageError::TimedOut | ImageError::Cancelled)
+            }
         }
     }
 
     /// The standard output of a buildah command that changes nothing (`inspect`, `images`);
-    /// `None` if it failed.
+    /// `None` if it failed, or did not end before the deadline (not run if that has passed).
     async fn capture(&self, args: &[&str]) -> Option<Vec<u8>> {
+        let limit = match self.deadline {
+            Some(deadline) => deadline
+                .checked_duration_since(Instant::now())
+                .filter(|left| !left.is_zero())?
+                .min(CLEANUP_TIMEOUT),
+            None => CLEANUP_TIMEOUT,
+        };
         let mut command = Command::new(&self.builder.buildah);
         command
             .env_clear()
@@ -838,7 +922,7 @@ impl Run<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        match tokio::time::timeout(CLEANUP_TIMEOUT, command.output()).await {
+        match tokio::time::timeout(limit, command.output()).await {
             Ok(Ok(out)) if out.status.success() => Some(out.stdout),
             other => {
                 debug!(?args, ?other, "buildah command failed");
@@ -1045,6 +1129,7 @@ mod tests {
             },
             kill_grace: DEFAULT_KILL_GRACE,
             kept_env: Vec::new(),
+            cleanup_threshold: CLEANUP_THRESHOLD,
         }
     }
 
@@ -1327,6 +1412,91 @@ mod tests {
             ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]
         );
         assert_eq!(missing_capabilities("", wanted).len(), 2);
+    }
+
+    /// A cleanup that runs out of time still gets somewhere: each record is deleted as soon as
+    /// its removal ran, and no buildah command outlives the cleanup's deadline. (buildah here
+    /// is a script whose `manifest inspect` takes two seconds.)
+    #[tokio::test]
+    async fn a_cleanup_out_of_time_removes_what_it_can_and_keeps_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let names: Vec<String> = ["a1", "a2", "a3", "a4"]
+            .iter()
+            .map(|s| format!("{PRIVATE_PREFIX}{s}"))
+            .collect();
+        let images = format!(
+            "[{{\"id\":\"{}\",\"names\":{}}}]",
+            "0".repeat(64),
+            serde_json::to_string(&names).unwrap()
+        );
+        let script = format!(
+            r#"#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root|--runroot|--storage-driver|--storage-opt|--registries-conf) shift 2 ;;
+    *) break ;;
+  esac
+done
+echo "$*" >> '{}'
+case "$1 $2" in
+  "images "*) echo '{images}' ;;
+  "manifest inspect") sleep 2; echo '{{"manifests":[]}}' ;;
+esac
+"#,
+            log.display()
+        );
+        let fake = dir.path().join("buildah");
+        std::fs::write(&fake, script).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut builder = builder(None);
+        builder.buildah = fake;
+        builder.options.root = dir.path().join("root");
+        let store = SharedStore::open(&builder.options.root).unwrap();
+        for name in &names {
+            store.record(&Garbage::List(name.clone())).unwrap();
+        }
+        let files = BuildFiles::write(None, &[], &[]).unwrap();
+        let (output, _log) = mpsc::channel(64);
+        let budget = Duration::from_millis(3000);
+        let started = Instant::now();
+        let run = Run {
+            builder: &builder,
+            files: &files,
+            output: &output,
+            cancel: &CancellationToken::new(),
+            deadline: Some(started + budget),
+        };
+        run.collect_garbage(&store).await;
+        assert!(
+            started.elapsed() < budget + Duration::from_millis(700),
+            "the cleanup outlived its deadline: {:?}",
+            started.elapsed()
+        );
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let left: Vec<String> = store
+            .records()
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, g)| g.map(|g| g.name().to_owned()))
+            .collect();
+        let removed: Vec<&String> = names
+            .iter()
+            .filter(|n| log.lines().any(|l| l == format!("manifest rm {n}")))
+            .collect();
+        assert!(!removed.is_empty(), "nothing removed: {log}");
+        assert!(
+            left.len() < names.len() && !left.is_empty(),
+            "{left:?}\n{log}"
+        );
+        for name in &names {
+            assert_eq!(
+                removed.contains(&name),
+                !left.contains(name),
+                "{name}: a record is deleted exactly when its removal ran\n{log}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use image_support::*;
 use raibid_agent::image::{
-    ImageBuildOptions, ImageBuilder, ImageError, RegistryAuth, StorageDriver,
+    BuildRequest, BuiltImage, ImageBuildOptions, ImageBuilder, ImageError, RegistryAuth,
+    StorageDriver,
 };
 use raibid_testkit::Registry;
 use sha2::{Digest, Sha256};
@@ -581,6 +582,109 @@ async fn a_build_never_removes_images_another_build_still_pushes() {
     assert_eq!(registry.tags("acme/held"), ["1"]);
     // The build that ended last removed both lists and their image.
     assert_eq!(store.images(), vec![], "{held_output}");
+}
+
+/// A build on its own task, its output readable as it comes.
+fn spawn_build(
+    builder: &Arc<ImageBuilder>,
+    request: BuildRequest,
+) -> (
+    tokio::task::JoinHandle<Result<BuiltImage, ImageError>>,
+    Arc<std::sync::Mutex<String>>,
+) {
+    let text = Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let (builder, seen) = (builder.clone(), text.clone());
+    let handle = tokio::spawn(async move {
+        let collect = async {
+            while let Some(chunk) = rx.recv().await {
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        let run = builder.build_and_push(&request, tx, CancellationToken::new());
+        tokio::time::timeout(BUILD_LIMIT * 2, async { tokio::join!(run, collect).0 })
+            .await
+            .expect("the build took too long")
+    });
+    (handle, text)
+}
+
+/// A build stuck in its push no longer keeps every other build's images in the store: past
+/// the cleanup threshold, a build ending waits for the builds in flight (new ones wait behind
+/// it) and cleans up. Meanwhile the stuck build keeps its images, and in the end nothing is
+/// left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_stays_bounded_while_a_build_is_held_in_its_push() {
+    const THRESHOLD: usize = 2;
+    const OTHERS: usize = 4;
+    let registry = Registry::start();
+    let proxy = HeldProxy::start(&registry).await;
+    let store = Store::new();
+    let mut options = store.options(&registry, StorageDriver::Vfs, None);
+    options.insecure_registries.push(proxy.host());
+    let garbage = options.root.join("raibid-builds").join("garbage");
+    let builder = Arc::new(
+        ImageBuilder::new(options)
+            .unwrap()
+            .with_cleanup_threshold(THRESHOLD),
+    );
+    let context = context(
+        "FROM scratch\nCOPY a.txt /a.txt\n",
+        &[("a.txt", b"bounded\n")],
+    );
+    let records = || std::fs::read_dir(&garbage).map_or(0, Iterator::count);
+    let private = || {
+        store
+            .images()
+            .into_iter()
+            .flat_map(|(_, names)| names)
+            .filter(|n| n.starts_with("localhost/raibid-build-"))
+            .count()
+    };
+    let held = request(
+        context.path(),
+        vec![format!("{}/acme/held:1", proxy.host())],
+    );
+    let (held, held_output) = spawn_build(&builder, held);
+    proxy.wait_for_a_connection().await;
+    let mut others = Vec::new();
+    for n in 0..OTHERS {
+        let other = request(
+            context.path(),
+            vec![format!("{}/acme/other:{n}", registry.host())],
+        );
+        let (handle, output) = spawn_build(&builder, other);
+        // Until it is over, or waits (for the builds in flight, or for that cleanup).
+        let deadline = Instant::now() + BUILD_LIMIT;
+        while !handle.is_finished() && !output.lock().unwrap().contains("waiting for") {
+            assert!(Instant::now() < deadline, "{}", output.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        others.push((handle, output));
+        assert!(
+            records() <= THRESHOLD && private() <= THRESHOLD,
+            "after {} builds: {} records, {:?}",
+            n + 1,
+            records(),
+            store.images()
+        );
+    }
+    proxy.release();
+    let held_result = held.await.unwrap();
+    let held_output = held_output.lock().unwrap().clone();
+    held_result.unwrap_or_else(|e| {
+        panic!("a cleanup removed this build's images before its push: {e}\n{held_output}")
+    });
+    assert_eq!(registry.tags("acme/held"), ["1"]);
+    for (n, (handle, output)) in others.into_iter().enumerate() {
+        let result = handle.await.unwrap();
+        let built = result.unwrap_or_else(|e| panic!("{e}\n{}", output.lock().unwrap()));
+        assert_pushed(&registry, "acme/other", &n.to_string(), &built.digests[0]);
+    }
+    assert_eq!(records(), 0);
+    assert_eq!(private(), 0, "{:?}", store.images());
 }
 
 /// When no other build is in flight, a build ends with nothing of its own left in the store:

@@ -10,12 +10,19 @@
 //!   its pushes are done; before it makes anything, it records its private name in the store's
 //!   garbage directory (so what a killed agent left is found too);
 //! - when a build ends, it releases the lock and tries it exclusively, without waiting. Whoever
-//!   gets it removes everything recorded (the private names, the manifest lists and the images
-//!   without a name that they hold) and deletes the records. A build that cannot get it leaves
-//!   its records to the next build that can.
+//!   gets it removes what is recorded (the private names, the manifest lists and the images
+//!   without a name that they hold), deleting each record once its removal is done. A build
+//!   that cannot get it leaves its records to the next build that can;
+//! - unless [`ImageBuilder::with_cleanup_threshold`](super::ImageBuilder) records (16 by
+//!   default) are pending: then the build ending waits for the lock (at most
+//!   [`FORCED_WAIT`](super::FORCED_WAIT), or until it is cancelled). Meanwhile it holds the
+//!   store's gate, a second lock every build takes briefly before its shared one, so builds
+//!   starting wait behind it while those in flight drain; then it cleans up.
 //!
-//! So under constant load, builds overlapping without a gap, cleanup waits for a quiet moment;
-//! a build starting while another cleans up waits for that (seconds) before it starts.
+//! So the store stays bounded even when builds overlap without a gap (the pods of a busy node)
+//! or one build is stuck in a long push. The price is a pause for every build on the store,
+//! once in a while: the builds starting wait for those in flight (at most the wait's bound)
+//! and for the cleanup (seconds). A build starting while another cleans up waits too.
 //! The lock is an `flock` on a file in the store itself, which is what the builds share (an
 //! agent's concurrent jobs, the agents of `raibid up` under one data directory, the pods of a
 //! node on a hostPath volume).
@@ -99,6 +106,30 @@ pub(crate) enum Wait {
     Io(io::Error),
 }
 
+/// `file` locked exclusively, polled until `deadline` or a cancel.
+async fn poll_exclusive(
+    mut file: File,
+    cancel: &CancellationToken,
+    deadline: Instant,
+) -> Result<Flock<File>, Wait> {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => file = back,
+            Err((_, errno)) => return Err(Wait::Io(errno.into())),
+        }
+        if Instant::now() + pause >= deadline {
+            return Err(Wait::TimedOut);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Err(Wait::Cancelled),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
 /// The most records one cleanup takes on; the rest wait for the next (each list costs a
 /// `buildah manifest inspect`, and builds starting meanwhile wait).
 pub(crate) const MAX_RECORDS: usize = 64;
@@ -118,6 +149,12 @@ impl SharedStore {
         self.dir.join("lock")
     }
 
+    /// Taken shared, briefly, by every build before its shared lock; held exclusively by a
+    /// cleanup that waits for the builds in flight, so that no build starts meanwhile.
+    fn gate_path(&self) -> PathBuf {
+        self.dir.join("gate")
+    }
+
     fn garbage_dir(&self) -> PathBuf {
         self.dir.join("garbage")
     }
@@ -130,13 +167,24 @@ impl SharedStore {
         deadline: Option<Instant>,
         output: &OutputSender,
     ) -> Result<Flock<File>, Wait> {
+        let mut gate = crate::lock_file::open(&self.gate_path()).map_err(Wait::Io)?;
         let mut file = crate::lock_file::open(&self.lock_path()).map_err(Wait::Io)?;
         let mut pause = Duration::from_millis(10);
         let mut told = false;
         loop {
-            match Flock::lock(file, FlockArg::LockSharedNonblock) {
-                Ok(lock) => return Ok(lock),
-                Err((back, nix::errno::Errno::EWOULDBLOCK)) => file = back,
+            // Through the gate (shut while a cleanup waits for the builds in flight), then the
+            // lock itself; the gate is left at once.
+            match Flock::lock(gate, FlockArg::LockSharedNonblock) {
+                Ok(passing) => {
+                    let locked = Flock::lock(file, FlockArg::LockSharedNonblock);
+                    gate = passing.unlock().map_err(|(_, e)| Wait::Io(e.into()))?;
+                    match locked {
+                        Ok(lock) => return Ok(lock),
+                        Err((back, nix::errno::Errno::EWOULDBLOCK)) => file = back,
+                        Err((_, errno)) => return Err(Wait::Io(errno.into())),
+                    }
+                }
+                Err((back, nix::errno::Errno::EWOULDBLOCK)) => gate = back,
                 Err((_, errno)) => return Err(Wait::Io(errno.into())),
             }
             if !told {
@@ -152,6 +200,20 @@ impl SharedStore {
             }
             pause = (pause * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// The store's lock, exclusive, waiting for it (polled, until `deadline` or a cancel)
+    /// with the gate shut, so that the builds in flight drain and no new one starts.
+    pub(crate) async fn exclusive(
+        &self,
+        cancel: &CancellationToken,
+        deadline: Instant,
+    ) -> Result<Flock<File>, Wait> {
+        let gate = crate::lock_file::open(&self.gate_path()).map_err(Wait::Io)?;
+        let _shut = poll_exclusive(gate, cancel, deadline).await?;
+        let file = crate::lock_file::open(&self.lock_path()).map_err(Wait::Io)?;
+        // The gate opens again once the lock is held: builds starting wait on the lock then.
+        poll_exclusive(file, cancel, deadline).await
     }
 
     /// The store's lock, exclusive, if no build holds it now.
@@ -174,8 +236,24 @@ impl SharedStore {
         std::fs::write(path, format!("{kind}\n"))
     }
 
+    /// How many records are pending, counting up to `limit`.
+    pub(crate) fn pending(&self, limit: usize) -> io::Result<usize> {
+        let mut count = 0;
+        for entry in std::fs::read_dir(self.garbage_dir())? {
+            if count == limit {
+                break;
+            }
+            if !entry?.file_type()?.is_dir() {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     /// The recorded garbage (at most [`MAX_RECORDS`]), each with its record's path. Call with
-    /// the lock held exclusively. Files that are no record are returned as `None`, to delete.
+    /// the lock held exclusively. Files that are no record are returned as `None`, to delete;
+    /// directories (which no build makes, and `remove_file` cannot delete) are skipped
+    /// without counting.
     pub(crate) fn records(&self) -> io::Result<Vec<(PathBuf, Option<Garbage>)>> {
         let mut records = Vec::new();
         for entry in std::fs::read_dir(self.garbage_dir())? {
@@ -183,9 +261,13 @@ impl SharedStore {
                 break;
             }
             let entry = entry?;
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                continue;
+            }
             let path = entry.path();
             let name = entry.file_name();
-            let garbage = match (name.to_str(), entry.file_type()?.is_file()) {
+            let garbage = match (name.to_str(), file_type.is_file()) {
                 (Some(name), true) => std::fs::read_to_string(&path)
                     .ok()
                     .and_then(|contents| Garbage::parse(name, &contents)),
@@ -241,6 +323,61 @@ mod tests {
                 ("not-hex".into(), None),
             ]
         );
+    }
+
+    /// A directory in the garbage directory (no build makes one; `remove_file` cannot delete
+    /// it) neither counts as pending nor takes one of a cleanup's [`MAX_RECORDS`] for ever.
+    #[test]
+    fn directories_among_the_records_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedStore::open(dir.path()).unwrap();
+        for n in 0..MAX_RECORDS {
+            std::fs::create_dir(store.garbage_dir().join(format!("{n:x}0"))).unwrap();
+        }
+        let image = Garbage::Image(format!("{PRIVATE_PREFIX}ffff"));
+        store.record(&image).unwrap();
+        assert_eq!(store.pending(100).unwrap(), 1);
+        let records = store.records().unwrap();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].1, Some(image));
+    }
+
+    /// A cleanup that waits shuts the gate: builds in flight go on, builds starting wait, and
+    /// the cleanup gets the lock once the former are done.
+    #[tokio::test]
+    async fn a_waiting_cleanup_holds_back_new_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedStore::open(dir.path()).unwrap();
+        let cancel = CancellationToken::new();
+        let (output, _log) = tokio::sync::mpsc::channel(16);
+        let in_flight = store.share(&cancel, None, &output).await.unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+        let cleanup = store.exclusive(&cancel, far);
+        tokio::pin!(cleanup);
+        tokio::select! {
+            _ = &mut cleanup => panic!("a build is in flight"),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        // The gate is shut: a build starting now waits.
+        let soon = Some(Instant::now() + Duration::from_millis(300));
+        assert!(matches!(
+            store.share(&cancel, soon, &output).await,
+            Err(Wait::TimedOut)
+        ));
+        drop(in_flight);
+        let cleaning = tokio::time::timeout(Duration::from_secs(5), cleanup)
+            .await
+            .expect("the cleanup got the lock")
+            .unwrap();
+        drop(cleaning);
+        assert!(store.share(&cancel, None, &output).await.is_ok());
+        // Its wait is bounded.
+        let _in_flight = store.share(&cancel, None, &output).await.unwrap();
+        let soon = Instant::now() + Duration::from_millis(300);
+        assert!(matches!(
+            store.exclusive(&cancel, soon).await,
+            Err(Wait::TimedOut)
+        ));
     }
 
     #[tokio::test]
