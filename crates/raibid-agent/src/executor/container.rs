@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::env_script::is_shell_name;
+use super::env_script::{SHELL_READONLY, is_shell_name};
 use super::image_arch::{ArchPreflight, ArchVerdict};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
 use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
@@ -325,11 +325,23 @@ impl StepEnv {
     /// Shell commands that export the values kept in files, exactly (`x` keeps trailing
     /// newlines from command substitution). One line that the script's first line continues,
     /// so the shell's line numbers in error messages stay those of the pipeline file's script.
+    /// Names bash keeps read-only get `command export`, as in the bwrap executor's env
+    /// script: where the image's /bin/sh is bash, assigning one would end the step.
     fn prelude(&self) -> String {
         self.in_files
             .iter()
             .map(|k| {
-                format!("{k}=\"$(cat {ENV_DIR}/{k}; echo x)\"; {k}=\"${{{k}%x}}\"; export {k}; ")
+                if SHELL_READONLY.contains(&k.as_str()) {
+                    format!(
+                        "raibid_value=\"$(cat {ENV_DIR}/{k}; echo x)\"; \
+                         command export {k}=\"${{raibid_value%x}}\" 2>/dev/null || :; \
+                         unset raibid_value; "
+                    )
+                } else {
+                    format!(
+                        "{k}=\"$(cat {ENV_DIR}/{k}; echo x)\"; {k}=\"${{{k}%x}}\"; export {k}; "
+                    )
+                }
             })
             .collect()
     }
@@ -681,6 +693,39 @@ mod tests {
 
         let env = BTreeMap::from([("NOT-A-NAME".to_string(), "a\nb".to_string())]);
         assert!(StepEnv::write(&env).is_err());
+    }
+
+    /// Where the image's /bin/sh is bash, a multi-line value named like one of bash's
+    /// read-only variables ended the step in its prelude; dash still gets the value.
+    #[test]
+    fn read_only_names_in_the_prelude_do_not_end_the_step() {
+        let mut env: BTreeMap<String, String> = SHELL_READONLY
+            .iter()
+            .map(|k| (k.to_string(), "5\n6".to_string()))
+            .collect();
+        env.insert("AFTER".into(), "still\nset".into());
+        let file = StepEnv::write(&env).unwrap();
+        let prelude = file
+            .prelude()
+            .replace(ENV_DIR, &file.values().unwrap().display().to_string());
+        let run = |shell: &[&str], script: &str| {
+            std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .args(["-e", "-c", &(prelude.clone() + script)])
+                .env_clear()
+                .output()
+        };
+        let out = run(&["bash", "--posix"], r#"printf '%s' "$AFTER""#).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout, b"still\nset", "{out:?}");
+        assert!(out.stderr.is_empty(), "{out:?}");
+        // Debian's /bin/sh; elsewhere it may not be installed.
+        if let Ok(out) = run(
+            &["dash"],
+            r#"printf '%s %s' "$UID" "${raibid_value-unset}""#,
+        ) {
+            assert_eq!(out.stdout, b"5\n6 unset", "{out:?}");
+        }
     }
 
     /// The runner names the workspace by this path in `CI_WORKSPACE`: it must be where the

@@ -72,7 +72,7 @@ impl EnvScript {
 /// `export`, a special builtin, ends the shell: the whole step would fail before it starts.
 /// From the environment (host and container executors) bash takes them without a word, so
 /// neither may the script. dash has none.
-const SHELL_READONLY: &[&str] = &[
+pub(crate) const SHELL_READONLY: &[&str] = &[
     "BASHOPTS",
     "BASH_VERSINFO",
     "EUID",
