@@ -321,29 +321,40 @@ impl GitCheckout {
     /// so steps got the pointers. The filter `git lfs install` writes is therefore given to
     /// this command alone (the `git update-index --refresh` it runs needs it too, to see the
     /// replaced files as unchanged); the checkout before it runs without, so it never
-    /// downloads, and the workspace's configuration stays as for any other job.
+    /// downloads.
+    ///
+    /// Once the content is there, the filter goes into the workspace's own configuration, as
+    /// `git lfs install --local` (and GitHub's checkout action with `lfs: true`) would put it,
+    /// hooks left out: without it a step's own git saw every LFS file as modified, so
+    /// `git diff --exit-code` and `git status --porcelain` checks failed, and `git add` staged
+    /// the content in place of the pointer.
     pub async fn lfs_pull(&self, job: &Job, dest: &Path) -> Result<(), CheckoutError> {
         self.check_lfs_server(job, dest).await?;
+        let mut args = Vec::with_capacity(2 * LFS_FILTER.len() + 2);
+        for (key, value) in LFS_FILTER {
+            args.push("-c".to_string());
+            args.push(format!("{key}={value}"));
+        }
+        args.extend(["lfs".to_string(), "pull".to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.git(
             Some(dest),
             Reach::Named(&job.spec.clone_url),
             "lfs pull",
-            &[
-                "-c",
-                "filter.lfs.clean=git-lfs clean -- %f",
-                "-c",
-                "filter.lfs.smudge=git-lfs smudge -- %f",
-                "-c",
-                "filter.lfs.process=git-lfs filter-process",
-                "-c",
-                "filter.lfs.required=true",
-                "lfs",
-                "pull",
-            ],
+            &args,
         )
         .await
-        .map(drop)
-        .map_err(explain_missing_lfs)
+        .map_err(explain_missing_lfs)?;
+        for (key, value) in LFS_FILTER {
+            self.git(
+                Some(dest),
+                Reach::Local,
+                "lfs filter",
+                &["config", "--local", key, value],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// The repository's `.lfsconfig` may name any LFS server (`lfs.url`,
@@ -540,6 +551,14 @@ fn is_local(url: &str) -> bool {
             .get(..7)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file://"))
 }
+
+/// The filter `git lfs install` configures.
+const LFS_FILTER: [(&str, &str); 4] = [
+    ("filter.lfs.clean", "git-lfs clean -- %f"),
+    ("filter.lfs.smudge", "git-lfs smudge -- %f"),
+    ("filter.lfs.process", "git-lfs filter-process"),
+    ("filter.lfs.required", "true"),
+];
 
 /// The origin's endpoint in `git lfs env`'s output (`Endpoint=https://host/r.git/info/lfs
 /// (auth=none)`).

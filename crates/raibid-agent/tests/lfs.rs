@@ -153,8 +153,11 @@ fn push(repo: &GitRepo, bare: &Path) {
 
 const POINTER: &str = "version https://git-lfs.github.com/spec/v1";
 
-const LFS_PIPELINE: &str =
-    "clone:\n  lfs: true\nsteps:\n  - name: read\n    run: sha256sum data.bin\n";
+/// Reads the file, and checks that the step's own git sees the workspace unmodified (it did
+/// not while the LFS filter was given to the agent's `git lfs pull` alone).
+const LFS_PIPELINE: &str = "clone:\n  lfs: true\nsteps:\n  - name: read\n    run: |\n      \
+     sha256sum data.bin\n      git status --porcelain\n      git diff --exit-code\n      \
+     test -z \"$(git status --porcelain)\"\n";
 
 /// The content a pipeline with `clone: lfs` sees is the file's, pulled from the clone URL's LFS
 /// store: the agent's mirror carries git objects only, so this works whether the mirror is
