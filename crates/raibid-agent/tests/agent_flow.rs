@@ -5,151 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor, HostExecutor};
+use raibid_agent::executor::HostExecutor;
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, StorageDriver};
-use raibid_agent::{
-    AgentOptions, GitCheckout, JobEnd, Runner, RunnerSettings, SecretStore, StepUser, run_agent,
-};
-use raibid_model::{Event, Job, JobStatus, NewJob, PoolName, StepStatus};
-use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
+use raibid_agent::{JobEnd, SecretStore, StepUser, run_agent};
+use raibid_model::{Event, JobStatus, NewJob, PoolName, StepStatus};
+use raibid_queue::{LogCursor, Queue, QueueOptions};
 use raibid_testkit::{GitDaemon, GitRepo, RedisServer, require_binary};
 use tokio_util::sync::CancellationToken;
 
-struct Harness {
-    _redis: RedisServer,
-    queue: Queue,
-    dir: tempfile::TempDir,
-}
-
-impl Harness {
-    fn new() -> Self {
-        require_binary("bwrap", "bubblewrap");
-        let redis = RedisServer::start();
-        let mut options = QueueOptions::new(redis.url());
-        options.command_timeout = Duration::from_secs(3);
-        let queue = Queue::open(options).unwrap();
-        Self {
-            _redis: redis,
-            queue,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn runner(&self, secrets: SecretStore) -> Arc<Runner> {
-        self.runner_with_images(secrets, None, "registry.invalid")
-    }
-
-    fn runner_with_images(
-        &self,
-        secrets: SecretStore,
-        images: Option<Arc<ImageBuilder>>,
-        registry: &str,
-    ) -> Arc<Runner> {
-        let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
-            network: false,
-            hide: vec![self.dir.path().join("cache")],
-            ..Default::default()
-        }));
-        self.runner_on(executor, secrets, images, registry)
-    }
-
-    fn runner_on(
-        &self,
-        executor: Arc<dyn Executor>,
-        secrets: SecretStore,
-        images: Option<Arc<ImageBuilder>>,
-        registry: &str,
-    ) -> Arc<Runner> {
-        Arc::new(Runner {
-            queue: self.queue.clone(),
-            executor,
-            git: GitCheckout::new(self.dir.path().join("cache"), None),
-            images,
-            secrets,
-            settings: RunnerSettings {
-                agent_name: "test-agent".into(),
-                workspace_root: self.dir.path().join("work"),
-                keep_workspace: false,
-                heartbeat_interval: Duration::from_millis(200),
-                step_path: "/usr/local/bin:/usr/bin:/bin".into(),
-                step_env: BTreeMap::new(),
-                registry: registry.into(),
-            },
-        })
-    }
-
-    /// An image builder with storage under the harness's directory, pushing to `registry`.
-    fn image_builder(&self, registry: &raibid_testkit::Registry) -> Arc<ImageBuilder> {
-        require_binary("buildah", "buildah");
-        Arc::new(
-            ImageBuilder::new(ImageBuildOptions {
-                root: self.dir.path().join("buildah/root"),
-                runroot: self.dir.path().join("buildah/run"),
-                storage_driver: StorageDriver::Vfs,
-                registry_auth: None,
-                insecure_registries: vec![registry.host()],
-                network: true,
-            })
-            .unwrap(),
-        )
-    }
-
-    async fn enqueue(&self, url: &str, sha: &str) -> Job {
-        self.enqueue_spec(NewJob::new(
-            "acme/app",
-            url,
-            "refs/heads/main",
-            sha,
-            Event::Push,
-        ))
-        .await
-    }
-
-    async fn enqueue_spec(&self, spec: NewJob) -> Job {
-        match self.queue.enqueue(spec).await.unwrap() {
-            Enqueued::Created(job) => *job,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    async fn run_once(&self, runner: Arc<Runner>) -> Vec<(String, JobEnd)> {
-        let summary = tokio::time::timeout(
-            Duration::from_secs(60),
-            run_agent(runner, options(true), CancellationToken::new()),
-        )
-        .await
-        .expect("agent finished in time")
-        .unwrap();
-        summary.jobs
-    }
-
-    async fn log(&self, id: &str) -> String {
-        let batch = self
-            .queue
-            .read_log(id, &LogCursor::start(), 10_000)
-            .await
-            .unwrap();
-        let bytes: Vec<u8> = batch.chunks.into_iter().flat_map(|c| c.data).collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    async fn job(&self, id: &str) -> Job {
-        self.queue.get(id).await.unwrap().unwrap()
-    }
-}
-
-fn options(once: bool) -> AgentOptions {
-    AgentOptions {
-        name: "test-agent".into(),
-        pools: vec![PoolName::default()],
-        labels: BTreeMap::new(),
-        once,
-        idle_timeout: Duration::from_secs(2),
-        concurrency: 1,
-        grace_period: Duration::from_millis(300),
-        heartbeat_interval: Duration::from_millis(200),
-    }
-}
+mod support;
+use support::{Harness, options};
 
 const TWO_STEPS: &str = "steps:\n  - name: build\n    run: echo building-$RAIBID_REPO > \"$HOME/state\"\n  - name: test\n    run: |\n      echo testing\n      test -f README.md\n      cat \"$HOME/state\"\n";
 
@@ -967,7 +832,7 @@ async fn host_steps_run_as_the_step_user_and_cannot_write_the_mirror() {
     assert!(!log.contains("wrote-the-mirror"), "{log}");
     assert!(!log.contains("wrote-mirror-config"), "{log}");
     let planted = std::process::Command::new("find")
-        .arg(h.dir.path().join("cache"))
+        .arg(h.cache())
         .args(["-name", "planted"])
         .output()
         .unwrap();

@@ -2,103 +2,24 @@
 //! its LFS objects come from the job's clone URL (local paths and `file://` URLs, which git-lfs
 //! serves with its standalone file transfer agent), and steps run under bubblewrap.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
-use raibid_agent::{AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, run_agent};
-use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
-use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
-use raibid_testkit::{GitRepo, RedisServer, require_binary};
+use raibid_agent::GitCheckout;
+use raibid_model::{Event, JobStatus, NewJob};
+use raibid_testkit::{GitRepo, require_binary};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
-/// A real redis-server and queue, and one bubblewrap agent whose cache and workspaces live in
-/// `dir`.
-struct Harness {
-    _redis: RedisServer,
-    queue: Queue,
-    dir: tempfile::TempDir,
-}
+mod support;
+use support::Harness;
 
-impl Harness {
-    fn new() -> Self {
-        require_binary("bwrap", "bubblewrap");
-        require_binary("git-lfs", "git-lfs");
-        let redis = RedisServer::start();
-        let mut options = QueueOptions::new(redis.url());
-        options.command_timeout = Duration::from_secs(3);
-        Self {
-            _redis: redis,
-            queue: Queue::open(options).unwrap(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    fn runner(&self) -> Arc<Runner> {
-        let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
-            network: false,
-            hide: vec![self.cache()],
-            ..Default::default()
-        }));
-        Arc::new(Runner {
-            queue: self.queue.clone(),
-            executor,
-            git: GitCheckout::new(self.cache(), None),
-            images: None,
-            secrets: SecretStore::default(),
-            settings: RunnerSettings {
-                agent_name: "test-agent".into(),
-                workspace_root: self.dir.path().join("work"),
-                keep_workspace: false,
-                heartbeat_interval: Duration::from_millis(200),
-                step_path: "/usr/local/bin:/usr/bin:/bin".into(),
-                step_env: BTreeMap::new(),
-                registry: "registry.invalid".into(),
-            },
-        })
-    }
-
-    /// Queues a push of `sha` to `url` and runs one agent until it has finished that job.
-    async fn run(&self, url: &str, sha: &str) -> (Job, String) {
-        let spec = NewJob::new("acme/app", url, "refs/heads/main", sha, Event::Push);
-        let job = match self.queue.enqueue(spec).await.unwrap() {
-            Enqueued::Created(job) => *job,
-            other => panic!("{other:?}"),
-        };
-        let options = AgentOptions {
-            name: "test-agent".into(),
-            pools: vec![PoolName::default()],
-            labels: BTreeMap::new(),
-            once: true,
-            idle_timeout: Duration::from_secs(2),
-            concurrency: 1,
-            grace_period: Duration::from_millis(300),
-            heartbeat_interval: Duration::from_millis(200),
-        };
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            run_agent(self.runner(), options, CancellationToken::new()),
-        )
-        .await
-        .expect("the agent finished in time")
-        .unwrap();
-        let batch = self
-            .queue
-            .read_log(&job.id, &LogCursor::start(), 10_000)
-            .await
-            .unwrap();
-        let bytes: Vec<u8> = batch.chunks.into_iter().flat_map(|c| c.data).collect();
-        let done = self.queue.get(&job.id).await.unwrap().unwrap();
-        (done, String::from_utf8_lossy(&bytes).into_owned())
-    }
+/// The shared harness (bubblewrap steps, the mirror cache hidden from them), on a machine with
+/// git-lfs.
+fn harness() -> Harness {
+    let h = Harness::new();
+    require_binary("git-lfs", "git-lfs");
+    h
 }
 
 /// A developer's repository with git-lfs set up in it alone (`git lfs install --local`) and
@@ -164,7 +85,7 @@ const LFS_PIPELINE: &str = "clone:\n  lfs: true\nsteps:\n  - name: read\n    run
 /// new, fetched into or already had the commit.
 #[tokio::test]
 async fn lfs_files_have_their_content_when_the_pipeline_asks() {
-    let h = Harness::new();
+    let h = harness();
     let repo = lfs_repo();
     let (first, first_oid) = commit_lfs_file(&repo, LFS_PIPELINE, &content("one"));
     let base = tempfile::tempdir().unwrap();
@@ -199,7 +120,7 @@ async fn lfs_files_have_their_content_when_the_pipeline_asks() {
 /// developer's repository (objects in its `.git/lfs`).
 #[tokio::test]
 async fn without_lfs_the_pointer_is_checked_out_although_git_lfs_is_set_up_globally() {
-    let h = Harness::new();
+    let h = harness();
     // The global configuration as the agent's git would find it without its own: its HOME is
     // the cache directory. `--skip-repo`: no hooks for whatever repository the test runs in.
     let cache = h.cache();
@@ -245,7 +166,7 @@ async fn without_lfs_the_pointer_is_checked_out_although_git_lfs_is_set_up_globa
 /// ends the job in `error` at once, with git-lfs's own message; no step runs.
 #[tokio::test]
 async fn a_failing_lfs_pull_is_a_job_error_that_names_git_lfs() {
-    let h = Harness::new();
+    let h = harness();
     let repo = lfs_repo();
     let pipeline = "clone:\n  lfs: true\nsteps:\n  - name: never\n    run: echo reached-the-step\n";
     let (sha, oid) = commit_lfs_file(&repo, pipeline, &content("four"));
@@ -277,7 +198,7 @@ async fn a_failing_lfs_pull_is_a_job_error_that_names_git_lfs() {
 /// submodule URLs are; an http(s) server is not.
 #[tokio::test]
 async fn a_remote_job_may_not_take_lfs_objects_from_the_agents_disk() {
-    let h = Harness::new();
+    let h = harness();
     // Another repository on the agent's machine, its LFS objects in a bare store.
     let victim = lfs_repo();
     let secret = content("secret");
@@ -317,10 +238,7 @@ async fn a_remote_job_may_not_take_lfs_objects_from_the_agents_disk() {
         "a".repeat(40),
         Event::Push,
     );
-    let job = match h.queue.enqueue(spec).await.unwrap() {
-        Enqueued::Created(job) => *job,
-        other => panic!("{other:?}"),
-    };
+    let job = h.enqueue_spec(spec).await;
     let checkout = GitCheckout::new(h.cache(), None);
 
     for lfs_url in [

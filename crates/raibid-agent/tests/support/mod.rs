@@ -1,0 +1,180 @@
+//! What the agent tests that run whole jobs share: a real redis-server and queue, and agents
+//! under bubblewrap whose mirror cache, workspaces and image storage live in one temporary
+//! directory.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raibid_agent::executor::{BwrapExecutor, BwrapOptions, Executor};
+use raibid_agent::image::{ImageBuildOptions, ImageBuilder, StorageDriver};
+use raibid_agent::{
+    AgentOptions, GitCheckout, JobEnd, Runner, RunnerSettings, SecretStore, run_agent,
+};
+use raibid_model::{Event, Job, NewJob, PoolName};
+use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
+use raibid_testkit::{RedisServer, require_binary};
+use tokio_util::sync::CancellationToken;
+
+/// The name of the tests' agent, in its options and its runner's settings.
+pub const AGENT_NAME: &str = "test-agent";
+
+/// A real redis-server and queue, and what an agent keeps on disk, under `dir`: its mirror
+/// cache (`cache`, hidden from steps), its workspaces (`work`) and buildah's storage
+/// (`buildah`).
+pub struct Harness {
+    _redis: RedisServer,
+    pub queue: Queue,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        require_binary("bwrap", "bubblewrap");
+        let redis = RedisServer::start();
+        let mut options = QueueOptions::new(redis.url());
+        options.command_timeout = Duration::from_secs(3);
+        let queue = Queue::open(options).unwrap();
+        Self {
+            _redis: redis,
+            queue,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The agent's mirror cache (its git's HOME too).
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// A runner with bwrap steps (no network, the cache hidden) and no image builder.
+    pub fn runner(&self, secrets: SecretStore) -> Arc<Runner> {
+        self.runner_with_images(secrets, None, "registry.invalid")
+    }
+
+    pub fn runner_with_images(
+        &self,
+        secrets: SecretStore,
+        images: Option<Arc<ImageBuilder>>,
+        registry: &str,
+    ) -> Arc<Runner> {
+        let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
+            network: false,
+            hide: vec![self.cache()],
+            ..Default::default()
+        }));
+        self.runner_on(executor, secrets, images, registry)
+    }
+
+    pub fn runner_on(
+        &self,
+        executor: Arc<dyn Executor>,
+        secrets: SecretStore,
+        images: Option<Arc<ImageBuilder>>,
+        registry: &str,
+    ) -> Arc<Runner> {
+        Arc::new(Runner {
+            queue: self.queue.clone(),
+            executor,
+            git: GitCheckout::new(self.cache(), None),
+            images,
+            secrets,
+            settings: RunnerSettings {
+                agent_name: AGENT_NAME.into(),
+                workspace_root: self.dir.path().join("work"),
+                keep_workspace: false,
+                heartbeat_interval: Duration::from_millis(200),
+                step_path: "/usr/local/bin:/usr/bin:/bin".into(),
+                step_env: BTreeMap::new(),
+                registry: registry.into(),
+            },
+        })
+    }
+
+    /// An image builder with storage under the harness's directory, pushing to `registry`.
+    pub fn image_builder(&self, registry: &raibid_testkit::Registry) -> Arc<ImageBuilder> {
+        require_binary("buildah", "buildah");
+        Arc::new(
+            ImageBuilder::new(ImageBuildOptions {
+                root: self.dir.path().join("buildah/root"),
+                runroot: self.dir.path().join("buildah/run"),
+                storage_driver: StorageDriver::Vfs,
+                registry_auth: None,
+                insecure_registries: vec![registry.host()],
+                network: true,
+            })
+            .unwrap(),
+        )
+    }
+
+    /// Queues a push of `sha` to `url`'s `main`, of the repository `acme/app`.
+    pub async fn enqueue(&self, url: &str, sha: &str) -> Job {
+        self.enqueue_spec(NewJob::new(
+            "acme/app",
+            url,
+            "refs/heads/main",
+            sha,
+            Event::Push,
+        ))
+        .await
+    }
+
+    pub async fn enqueue_spec(&self, spec: NewJob) -> Job {
+        match self.queue.enqueue(spec).await.unwrap() {
+            Enqueued::Created(job) => *job,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Runs one agent with `--once` until it is done (within a minute); how its jobs ended.
+    pub async fn run_once(&self, runner: Arc<Runner>) -> Vec<(String, JobEnd)> {
+        let summary = tokio::time::timeout(
+            Duration::from_secs(60),
+            run_agent(runner, options(true), CancellationToken::new()),
+        )
+        .await
+        .expect("agent finished in time")
+        .unwrap();
+        summary.jobs
+    }
+
+    /// Queues a push of `sha` to `url` and runs one agent (default runner, no secrets) until
+    /// it has finished that job; the job as it ended and its log.
+    pub async fn run(&self, url: &str, sha: &str) -> (Job, String) {
+        let job = self.enqueue(url, sha).await;
+        self.run_once(self.runner(SecretStore::default())).await;
+        (self.job(&job.id).await, self.log(&job.id).await)
+    }
+
+    pub async fn log(&self, id: &str) -> String {
+        let batch = self
+            .queue
+            .read_log(id, &LogCursor::start(), 10_000)
+            .await
+            .unwrap();
+        let bytes: Vec<u8> = batch.chunks.into_iter().flat_map(|c| c.data).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub async fn job(&self, id: &str) -> Job {
+        self.queue.get(id).await.unwrap().unwrap()
+    }
+}
+
+/// The tests' agent: the default pool, one job at a time, short timeouts; `once` stops it
+/// when the queue has nothing left for it.
+pub fn options(once: bool) -> AgentOptions {
+    AgentOptions {
+        name: AGENT_NAME.into(),
+        pools: vec![PoolName::default()],
+        labels: BTreeMap::new(),
+        once,
+        idle_timeout: Duration::from_secs(2),
+        concurrency: 1,
+        grace_period: Duration::from_millis(300),
+        heartbeat_interval: Duration::from_millis(200),
+    }
+}
