@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use raibid_model::{Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
-use raibid_pipeline::{PIPELINE_FILE, Pipeline, RepoListing, StepKind, TagContext, TriggerContext};
+use raibid_pipeline::{
+    OnFailure, PIPELINE_FILE, Pipeline, RepoListing, RunState, StepKind, TagContext, TriggerContext,
+};
 use raibid_queue::{Claimed, Enqueued, Heartbeat, Queue, QueueError, ReleaseResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -545,8 +547,25 @@ impl Runner {
             })
             .collect();
         let mut outcome = Outcome::new(JobStatus::Success);
+        // The first failure makes the job's status and reason; steps that run after it
+        // (`when: status: failure`) and fail too change neither.
+        let fail = |outcome: &mut Outcome, status: JobStatus, reason: String| {
+            if outcome.status == JobStatus::Success {
+                outcome.status = status;
+                outcome.reason = Some(reason);
+            }
+        };
+        let mut ignored = 0usize;
         for (i, step) in pipeline.steps.iter().enumerate() {
-            if outcome.status != JobStatus::Success || stop.is_cancelled() {
+            let state = if outcome.status == JobStatus::Success {
+                RunState::Success
+            } else {
+                RunState::Failure
+            };
+            if stop.is_cancelled()
+                || outcome.status == JobStatus::Cancelled
+                || !step.when.runs_in(state)
+            {
                 results[i].status = StepStatus::Skipped;
                 continue;
             }
@@ -566,8 +585,11 @@ impl Runner {
                     results[i].tail = e.to_string();
                     log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
                         .await;
-                    outcome.status = JobStatus::Error;
-                    outcome.reason = Some(format!("step {}: {e}", step.name));
+                    fail(
+                        &mut outcome,
+                        JobStatus::Error,
+                        format!("step {}: {e}", step.name),
+                    );
                     continue;
                 }
             };
@@ -575,6 +597,9 @@ impl Runner {
                 log.mask(value);
             }
             let mut env = base_env.clone();
+            env.insert("RAIBID_JOB_STATUS".into(), state.as_str().into());
+            env.entry("CI_PIPELINE_STATUS".into())
+                .or_insert_with(|| state.as_str().into());
             env.extend(
                 step.env
                     .iter()
@@ -589,8 +614,11 @@ impl Runner {
                 results[i].status = StepStatus::Failure;
                 log.line(&format!("\x1b[31m✘ {}: {why}\x1b[0m", step.name))
                     .await;
-                outcome.status = JobStatus::Failure;
-                outcome.reason = Some(format!("step {} {why}", step.name));
+                fail(
+                    &mut outcome,
+                    JobStatus::Failure,
+                    format!("step {} {why}", step.name),
+                );
                 continue;
             }
 
@@ -647,6 +675,10 @@ impl Runner {
                 }
                 Ok(exit) => {
                     results[i].exit_code = exit.code;
+                    // The job's own time running out is not the step's failure to ignore.
+                    let ignore = step.failure == OnFailure::Ignore
+                        && !exit.cancelled
+                        && !(exit.timed_out && job_bound);
                     let why = if exit.cancelled {
                         results[i].status = StepStatus::Cancelled;
                         match reason.get() {
@@ -669,25 +701,38 @@ impl Runner {
                             _ => "failed".to_owned(),
                         }
                     };
-                    log.line(&format!(
-                        "\x1b[31m✘ {}: {why} ({:.2}s)\x1b[0m",
-                        step.name,
-                        elapsed.as_secs_f64()
-                    ))
-                    .await;
-                    outcome.status = if exit.cancelled {
-                        JobStatus::Cancelled
+                    if ignore {
+                        ignored += 1;
+                        log.line(&format!(
+                            "\x1b[33m✘ {}: {why} ({:.2}s), ignored (failure: ignore)\x1b[0m",
+                            step.name,
+                            elapsed.as_secs_f64()
+                        ))
+                        .await;
                     } else {
-                        JobStatus::Failure
-                    };
-                    outcome.reason = Some(format!("step {} {why}", step.name));
+                        log.line(&format!(
+                            "\x1b[31m✘ {}: {why} ({:.2}s)\x1b[0m",
+                            step.name,
+                            elapsed.as_secs_f64()
+                        ))
+                        .await;
+                        let status = if exit.cancelled {
+                            JobStatus::Cancelled
+                        } else {
+                            JobStatus::Failure
+                        };
+                        fail(&mut outcome, status, format!("step {} {why}", step.name));
+                    }
                 }
                 Err(message) => {
                     results[i].status = StepStatus::Failure;
                     log.line(&format!("\x1b[31m✘ {}: {message}\x1b[0m", step.name))
                         .await;
-                    outcome.status = JobStatus::Error;
-                    outcome.reason = Some(format!("step {}: {message}", step.name));
+                    fail(
+                        &mut outcome,
+                        JobStatus::Error,
+                        format!("step {}: {message}", step.name),
+                    );
                 }
             }
             let _ = self.queue.record_progress(claimed, &results).await;
@@ -697,7 +742,11 @@ impl Runner {
                 .iter()
                 .filter(|r| r.status == StepStatus::Success)
                 .count();
-            outcome.reason = Some(format!("{ran} step(s) passed"));
+            outcome.reason = Some(if ignored == 0 {
+                format!("{ran} step(s) passed")
+            } else {
+                format!("{ran} step(s) passed, {ignored} failed (failure: ignore)")
+            });
         }
         outcome.steps = results;
         outcome

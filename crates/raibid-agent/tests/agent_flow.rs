@@ -81,6 +81,86 @@ async fn a_failing_step_fails_the_job_with_its_exit_code() {
     assert!(!h.log(&job.id).await.contains("unreachable"));
 }
 
+/// Woodpecker's `failure: ignore` and `when: status`: an ignored failure lets the job go on
+/// and pass; after a real failure only `status: failure` steps run, see how the job stands,
+/// and cannot change its verdict.
+#[tokio::test]
+async fn ignored_failures_go_on_and_failure_steps_run_after_a_failure() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let passing = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: lint\n    run: exit 4\n    failure: ignore\n  \
+             - name: test\n    run: echo tested-$CI_PIPELINE_STATUS\n  \
+             - name: on-failure\n    run: echo unreachable-cleanup\n    when: { status: failure }\n  \
+             - name: always\n    run: echo always-$RAIBID_JOB_STATUS\n    when: { status: [success, failure] }\n",
+        )],
+        "an ignored failure",
+    );
+    let job = h.enqueue(&repo.url(), &passing).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    let statuses: Vec<StepStatus> = done.steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Failure,
+            StepStatus::Success,
+            StepStatus::Skipped,
+            StepStatus::Success
+        ]
+    );
+    assert_eq!(done.steps[0].exit_code, Some(4));
+    assert!(log.contains("ignored (failure: ignore)"), "{log}");
+    assert!(
+        log.contains("tested-success") && log.contains("always-success"),
+        "{log}"
+    );
+    assert!(!log.contains("unreachable-cleanup"), "{log}");
+    assert_eq!(
+        done.reason.as_deref(),
+        Some("2 step(s) passed, 1 failed (failure: ignore)")
+    );
+
+    let failing = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: test\n    run: exit 3\n  \
+             - name: skipped\n    run: echo unreachable-step\n  \
+             - name: logs\n    run: echo cleanup-$CI_PIPELINE_STATUS; exit 9\n    when: { status: failure }\n  \
+             - name: elsewhere\n    run: echo unreachable-branch\n    when: { status: failure, branch: other }\n  \
+             - name: always\n    run: echo always-$RAIBID_JOB_STATUS\n    when: { status: [success, failure] }\n",
+        )],
+        "a real failure",
+    );
+    let job = h.enqueue(&repo.url(), &failing).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Failure, "{log}");
+    let statuses: Vec<StepStatus> = done.steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Failure,
+            StepStatus::Skipped,
+            StepStatus::Failure,
+            StepStatus::Skipped,
+            StepStatus::Success
+        ]
+    );
+    assert!(
+        log.contains("cleanup-failure") && log.contains("always-failure"),
+        "{log}"
+    );
+    assert!(!log.contains("unreachable-"), "{log}");
+    // The first failure is the verdict, not the clean-up step's.
+    assert_eq!(done.reason.as_deref(), Some("step test exit code 3"));
+}
+
 #[tokio::test]
 async fn an_invalid_pipeline_file_errors_with_file_line_and_column() {
     let h = Harness::new();

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::image_build::ImageBuild;
 use crate::makefile;
 use crate::pipeline::{CloneOptions, EXAMPLE, Pipeline};
-use crate::step::{Step, StepKind};
+use crate::step::{OnFailure, Step, StepKind};
 use crate::when::When;
 
 /// What autodetection needs to know about a repository: the caller reads it, this crate decides.
@@ -163,6 +163,7 @@ fn step(name: &str, kind: StepKind, image: Option<&str>) -> Step {
         timeout: None,
         when: When::default(),
         secrets: Vec::new(),
+        failure: OnFailure::Fail,
     }
 }
 

@@ -27,9 +27,9 @@ pub use error::PipelineError;
 pub use image_build::ImageBuild;
 pub use matrix::{MAX_AXES, MAX_VARIANT_NAME_LEN, MAX_VARIANTS, Matrix, Variant};
 pub use pipeline::{CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes};
-pub use step::{Step, StepKind};
+pub use step::{OnFailure, Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};
-pub use when::{Pattern, TriggerContext, When};
+pub use when::{Pattern, RunState, TriggerContext, When};
 
 /// The pipeline file, at the repository root.
 pub const PIPELINE_FILE: &str = ".raibid.yaml";

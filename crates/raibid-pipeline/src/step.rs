@@ -24,6 +24,27 @@ pub struct Step {
     pub when: When,
     /// Secrets to expose to this step as environment variables of the same name.
     pub secrets: Vec<String>,
+    pub failure: OnFailure,
+}
+
+/// What a failed step does to the job (`failure:`, as in Woodpecker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The job fails, and later steps run only if their `when: status` has `failure`.
+    #[default]
+    Fail,
+    /// The step is shown as failed and the job goes on as if it had passed. Only the step's
+    /// own failure (exit code, signal, its time running out) is ignored: a step the agent could
+    /// not run (a missing secret, a build the agent could not start) still ends the job.
+    Ignore,
+}
+
+fn on_failure(s: &str) -> Result<OnFailure, String> {
+    match s {
+        "fail" => Ok(OnFailure::Fail),
+        "ignore" => Ok(OnFailure::Ignore),
+        other => Err(format!("unknown `failure` {other:?}; use fail or ignore")),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +68,7 @@ fn script(s: &str) -> Result<String, String> {
 }
 
 checked_str!(StepName: String, "a step name", names::step_name);
+checked_str!(Failure: OnFailure, "fail or ignore", on_failure);
 checked_str!(Script: String, "a shell script (use `|` for several lines)", script);
 checked_str!(
     /// Shared with the pipeline-level `image`.
@@ -68,6 +90,7 @@ struct RawStep {
     when: Option<RawWhen>,
     #[serde(default, deserialize_with = "secrets")]
     secrets: Vec<String>,
+    failure: Option<Failure>,
 }
 
 impl RawStep {
@@ -129,6 +152,7 @@ impl RawStep {
             timeout: self.timeout.map(|t| t.0),
             when,
             secrets: self.secrets,
+            failure: self.failure.map(|f| f.0).unwrap_or_default(),
         })
     }
 }
@@ -309,5 +333,19 @@ mod tests {
         assert!(msg.contains("a list of steps"), "{msg}");
         let (_, _, msg) = error_at("- name: a\n  run: \"  \"\n");
         assert!(msg.contains("`run` is empty"), "{msg}");
+    }
+
+    #[test]
+    fn failure_is_fail_or_ignore() {
+        let s = steps("- { name: a, run: x, failure: ignore }\n- { name: b, run: y, failure: fail }\n- { name: c, run: z }\n").unwrap();
+        assert_eq!(s[0].failure, OnFailure::Ignore);
+        assert_eq!(s[1].failure, OnFailure::Fail);
+        assert_eq!(s[2].failure, OnFailure::Fail);
+        let (line, col, msg) = error_at("- name: a\n  run: x\n  failure: ignored\n");
+        assert_eq!((line, col), (3, 12));
+        assert!(
+            msg.contains("unknown `failure` \"ignored\"; use fail or ignore"),
+            "{msg}"
+        );
     }
 }

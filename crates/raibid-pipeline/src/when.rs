@@ -1,4 +1,4 @@
-//! Step filters: `when: { branch, event, tag }`.
+//! Step filters: `when: { branch, event, tag, status }`.
 
 use std::fmt;
 
@@ -63,18 +63,51 @@ impl PartialEq for Pattern {
 
 impl Eq for Pattern {}
 
+/// How the job stands when a step's turn comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Every step so far passed (or was skipped, or failed with `failure: ignore`).
+    Success,
+    /// A step failed, or could not run.
+    Failure,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
 /// When a step runs. Every non-empty list must match (AND); within a list any entry may match
-/// (OR). An empty `When` runs the step always.
+/// (OR). An empty `When` runs the step as long as no step before it failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct When {
     pub branch: Vec<Pattern>,
     pub event: Vec<Event>,
     pub tag: Vec<Pattern>,
+    /// Empty means `[success]`, as in Woodpecker: `[failure]` is for clean-up and notification
+    /// steps, `[success, failure]` for steps that always run.
+    pub status: Vec<RunState>,
 }
 
 impl When {
     pub fn is_empty(&self) -> bool {
-        self.branch.is_empty() && self.event.is_empty() && self.tag.is_empty()
+        self.branch.is_empty()
+            && self.event.is_empty()
+            && self.tag.is_empty()
+            && self.status.is_empty()
+    }
+
+    /// Whether the step runs with the job in `state` (the trigger is [`When::matches`]'s).
+    pub fn runs_in(&self, state: RunState) -> bool {
+        if self.status.is_empty() {
+            state == RunState::Success
+        } else {
+            self.status.contains(&state)
+        }
     }
 
     /// Why no job can ever match, for filters that are only ever a mistake: a job has a branch
@@ -123,6 +156,16 @@ fn event(name: &str) -> Result<Event, String> {
     name.parse()
 }
 
+fn state(name: &str) -> Result<RunState, String> {
+    match name {
+        "success" => Ok(RunState::Success),
+        "failure" => Ok(RunState::Failure),
+        other => Err(format!(
+            "unknown status {other:?}; use success, failure or both"
+        )),
+    }
+}
+
 fn patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
     OneOrMany::new(
         "a glob or a list of globs",
@@ -141,6 +184,15 @@ fn events<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Event>, D::Error> {
     .deserialize(d)
 }
 
+fn states<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RunState>, D::Error> {
+    OneOrMany::new(
+        "a status (success, failure) or a list of them",
+        "an empty list never matches; remove `status` to run while every step passes",
+        state,
+    )
+    .deserialize(d)
+}
+
 /// `when:` as written in YAML.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +203,8 @@ pub(crate) struct RawWhen {
     event: Vec<Event>,
     #[serde(default, deserialize_with = "patterns")]
     tag: Vec<Pattern>,
+    #[serde(default, deserialize_with = "states")]
+    status: Vec<RunState>,
 }
 
 impl From<RawWhen> for When {
@@ -159,6 +213,7 @@ impl From<RawWhen> for When {
             branch: raw.branch,
             event: raw.event,
             tag: raw.tag,
+            status: raw.status,
         }
     }
 }
@@ -267,9 +322,27 @@ mod tests {
             ("tag: \"\"", "empty pattern"),
             ("branches: main", "unknown field"),
             ("branch: {a: b}", "expected a glob"),
+            ("status: failed", "unknown status"),
+            ("status: []", "empty list"),
         ] {
             let err = serde_yaml::from_str::<RawWhen>(yaml).err().unwrap();
             assert!(err.to_string().contains(needle), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn status_says_whether_a_step_runs_after_a_failure() {
+        let default = when("branch: main");
+        assert!(default.runs_in(RunState::Success));
+        assert!(!default.runs_in(RunState::Failure));
+        let failure = when("status: failure");
+        assert!(!failure.runs_in(RunState::Success));
+        assert!(failure.runs_in(RunState::Failure));
+        assert!(!failure.is_empty());
+        let always = when("status: [success, failure]");
+        assert!(always.runs_in(RunState::Success));
+        assert!(always.runs_in(RunState::Failure));
+        // `status` leaves the trigger filters alone.
+        assert!(always.matches(&on_tag("v1")));
     }
 }

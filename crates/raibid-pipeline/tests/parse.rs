@@ -59,6 +59,12 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
     ("absolute-file.yaml", 4, 13, "is absolute"),
     ("bad-env-name.yaml", 3, 3, "not a valid variable name"),
     ("bad-event.yaml", 5, 21, r#"unknown event "merge_request""#),
+    (
+        "bad-failure.yaml",
+        4,
+        14,
+        r#"unknown `failure` "continue"; use fail or ignore"#,
+    ),
     ("bad-glob.yaml", 7, 11, r#"invalid glob "release/[""#),
     (
         "bad-pipeline-timeout.yaml",
@@ -68,6 +74,7 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
     ),
     ("bad-platform.yaml", 5, 19, "not a platform"),
     ("bad-secret-name.yaml", 4, 21, "not a valid variable name"),
+    ("bad-status.yaml", 5, 25, r#"unknown status "failed""#),
     ("bad-step-env-name.yaml", 4, 12, "not a valid variable name"),
     (
         "bad-timeout.yaml",
