@@ -256,20 +256,46 @@ fn bwrap_executor(
     }))
 }
 
-/// What `auto` comes to for an agent with this configuration and data directory: bwrap when
-/// the very sandbox it would build runs here, host steps otherwise. `raibid up` decides once
-/// with this and starts its agents with the outcome, so its own limits (one agent for host
-/// steps under a step user) cannot disagree with what its agents do.
+/// What `auto` comes to, decided here for both that need it: an agent (`executor`) and
+/// `raibid up` (`resolve_auto`). bwrap when the very sandbox the agent would build runs here:
+/// `bwrap` gets it. Host steps otherwise: `host` makes what those need, and only once it has
+/// (a step user unfit for host steps is an error of its own) comes the warning that steps run
+/// outside the sandbox.
+async fn decide_auto<T>(
+    config: &Config,
+    users: &StepUsers,
+    data_dir: &Path,
+    toolchain: &Toolchain,
+    bwrap: impl FnOnce(BwrapExecutor) -> T,
+    host: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let sandbox = bwrap_executor(config, users, data_dir, toolchain)?;
+    match sandbox.probe().await {
+        Ok(()) => Ok(bwrap(sandbox)),
+        Err(e) => {
+            let host = host()?;
+            warn_host_fallback(&e, users.configured);
+            Ok(host)
+        }
+    }
+}
+
+/// What `auto` comes to for an agent with this configuration and data directory
+/// (`decide_auto`). `raibid up` decides once with this and starts its agents with the
+/// outcome, so its own limits (one agent for host steps under a step user) cannot disagree
+/// with what its agents do.
 pub(crate) async fn resolve_auto(config: &Config, data_dir: &Path) -> anyhow::Result<ExecutorKind> {
     let users = StepUsers::new(&config.agent.step_user, ExecutorKind::Auto, 1, &[])?;
-    let bwrap = bwrap_executor(config, &users, data_dir, &Toolchain::detect())?;
-    Ok(match bwrap.probe().await {
-        Ok(()) => ExecutorKind::Bwrap,
-        Err(e) => {
-            warn_host_fallback(&e, users.configured);
-            ExecutorKind::Host
-        }
-    })
+    let toolchain = Toolchain::detect();
+    decide_auto(
+        config,
+        &users,
+        data_dir,
+        &toolchain,
+        |_| ExecutorKind::Bwrap,
+        || Ok(ExecutorKind::Host),
+    )
+    .await
 }
 
 fn warn_host_fallback(error: &dyn std::fmt::Display, step_user: Option<StepUser>) {
@@ -328,16 +354,17 @@ async fn executor(
                 },
             ))
         }
+        // `users.host()` is the configured step user, the one `decide_auto`'s warning names.
         ExecutorKind::Auto => {
-            let b = bwrap_executor(config, users, data_dir, toolchain)?;
-            match b.probe().await {
-                Ok(()) => Arc::new(b),
-                Err(e) => {
-                    let host = host()?;
-                    warn_host_fallback(&e, host.step_user());
-                    Arc::new(host)
-                }
-            }
+            decide_auto(
+                config,
+                users,
+                data_dir,
+                toolchain,
+                |b| Arc::new(b) as Arc<dyn Executor>,
+                || Ok(Arc::new(host()?) as Arc<dyn Executor>),
+            )
+            .await?
         }
     })
 }
@@ -458,5 +485,26 @@ mod tests {
             assert!(hide.contains(&PathBuf::from(dir)), "{dir}: {hide:?}");
         }
         assert_eq!(hide.len(), 3, "{hide:?}");
+    }
+
+    /// `raibid up` tells its agents what `auto` comes to; an agent left to decide must come
+    /// to the same here.
+    #[tokio::test]
+    async fn up_and_an_agent_decide_auto_alike() {
+        let config = Config::default();
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("agent");
+        let decided = resolve_auto(&config, &data_dir).await.unwrap();
+        let users = StepUsers::new("", ExecutorKind::Auto, 1, &[]).unwrap();
+        let toolchain = Toolchain::detect();
+        let agent = executor(ExecutorKind::Auto, &users, &config, &data_dir, &toolchain)
+            .await
+            .unwrap();
+        let expected = match decided {
+            ExecutorKind::Bwrap => "bwrap",
+            ExecutorKind::Host => "host",
+            other => panic!("auto came to {other:?}"),
+        };
+        assert_eq!(agent.name(), expected);
     }
 }
