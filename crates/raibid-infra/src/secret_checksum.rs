@@ -10,6 +10,12 @@
 //! annotation is readable by whoever may read pod specs, who may not read Secrets, so the
 //! digest is PBKDF2 (HMAC-SHA256, many iterations) rather than a plain hash, to make guessing
 //! a weak configured password against it slow.
+//!
+//! The configuration file is a ConfigMap mounted as a file, which a running server reads once
+//! too: a changed `redis.stream_name` reached the ConfigMap and KEDA's triggers while the
+//! server kept pushing to the old streams. So the Deployments and StatefulSets also get a
+//! digest of the ConfigMaps they read that are applied along with them
+//! ([`CONFIG_ANNOTATION`]): a plain SHA-256, since a ConfigMap holds nothing secret.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,13 +31,23 @@ use crate::secrets::{self, KeySource};
 /// On the pod template of the StatefulSet, Deployment and ScaledJob setup applies.
 pub const ANNOTATION: &str = "raibid.dev/secret-checksum";
 
+/// On the pod template of a Deployment or StatefulSet that reads a ConfigMap applied with it.
+pub const CONFIG_ANNOTATION: &str = "raibid.dev/config-checksum";
+
 /// Per Secret and setup (a few of them), so the cost is a guesser's, not setup's.
 const ITERATIONS: u32 = 20_000;
 
 /// Adds [`ANNOTATION`] to every workload among `objects` whose pods read a Secret `raibid
 /// setup` writes. ScaledJobs too, though each agent pod reads the Secrets afresh: the change
-/// then shows in their spec, and KEDA reconciles them.
+/// then shows in their spec, and KEDA reconciles them. Adds [`CONFIG_ANNOTATION`] to every
+/// Deployment and StatefulSet whose pods read a ConfigMap among `objects` (not to ScaledJobs:
+/// an agent pod runs one job and reads the file when it starts).
 pub fn annotate(objects: &mut [Manifest], config: &Config) -> Result<(), InfraError> {
+    let config_maps: BTreeMap<String, [u8; 32]> = objects
+        .iter()
+        .filter(|m| m.kind() == "ConfigMap")
+        .map(|m| (m.name().to_owned(), config_map_digest(&m.object)))
+        .collect();
     // Each Secret's digest once: several workloads read the Redis password.
     let mut digests: BTreeMap<String, [u8; 32]> = BTreeMap::new();
     for object in objects.iter_mut() {
@@ -40,6 +56,24 @@ pub fn annotate(objects: &mut [Manifest], config: &Config) -> Result<(), InfraEr
             "ScaledJob" => &["spec", "jobTargetRef", "template"],
             _ => continue,
         };
+        if object.kind() != "ScaledJob" {
+            let mut maps = BTreeSet::new();
+            config_map_names(path(&object.object, template_path), &mut maps);
+            let mut combined = Sha256::new();
+            let mut any = false;
+            for digest in maps.iter().filter_map(|name| config_maps.get(name)) {
+                combined.update(digest);
+                any = true;
+            }
+            if any {
+                set_annotation(
+                    &mut object.object,
+                    template_path,
+                    CONFIG_ANNOTATION,
+                    hex16(&combined.finalize()),
+                );
+            }
+        }
         let mut names = BTreeSet::new();
         secret_names(path(&object.object, template_path), &mut names);
         names.retain(|name| secrets::CATALOG.iter().any(|s| s.name == name));
@@ -53,21 +87,55 @@ pub fn annotate(objects: &mut [Manifest], config: &Config) -> Result<(), InfraEr
             }
             combined.update(digests[name]);
         }
-        let checksum: String = combined.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let mut template = &mut object.object;
-        for key in template_path {
-            template = &mut template[*key];
-        }
-        let metadata = &mut template["metadata"];
-        if !metadata["annotations"].is_object() {
-            metadata["annotations"] = Value::Object(serde_json::Map::new());
-        }
-        metadata["annotations"][ANNOTATION] = Value::String(checksum);
+        let checksum = hex16(&combined.finalize());
+        set_annotation(&mut object.object, template_path, ANNOTATION, checksum);
     }
     Ok(())
+}
+
+/// The first 16 bytes of a digest, in hex.
+fn hex16(digest: &[u8]) -> String {
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn set_annotation(object: &mut Value, template_path: &[&str], key: &str, value: String) {
+    let mut template = object;
+    for step in template_path {
+        template = &mut template[*step];
+    }
+    let metadata = &mut template["metadata"];
+    if !metadata["annotations"].is_object() {
+        metadata["annotations"] = Value::Object(serde_json::Map::new());
+    }
+    metadata["annotations"][key] = Value::String(value);
+}
+
+/// SHA-256 of a ConfigMap's `data` and `binaryData` (serde_json keeps keys sorted, so the
+/// same content always serializes the same).
+fn config_map_digest(object: &Value) -> [u8; 32] {
+    let content = serde_json::json!([object["data"], object["binaryData"]]);
+    Sha256::digest(content.to_string().as_bytes()).into()
+}
+
+/// Every ConfigMap named below `value`: `configMapKeyRef`, `envFrom[].configMapRef`,
+/// configMap volumes and projected sources.
+fn config_map_names(value: &Value, names: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                if matches!(
+                    key.as_str(),
+                    "configMapKeyRef" | "configMapRef" | "configMap"
+                ) && let Some(name) = inner["name"].as_str()
+                {
+                    names.insert(name.to_owned());
+                }
+                config_map_names(inner, names);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| config_map_names(v, names)),
+        _ => {}
+    }
 }
 
 fn path<'a>(value: &'a Value, keys: &[&str]) -> &'a Value {

@@ -261,6 +261,49 @@ async fn a_changed_secret_changes_the_pod_templates_that_read_it() {
     }
 }
 
+/// The `raibid.dev/config-checksum` annotations of `raibid setup server agents`.
+async fn config_checksums(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    setup_to(
+        setup_args(&[ComponentArg::Server, ComponentArg::Agents]),
+        config,
+        ALL_TOOLS,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("raibid.dev/config-checksum: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A new `redis.stream_name` changed the ConfigMap and KEDA's triggers, not the server's pod
+/// template: the server kept pushing jobs to the old streams while KEDA watched the new ones.
+#[tokio::test]
+async fn a_changed_configuration_rolls_the_server() {
+    let mut config = config();
+    let first = config_checksums(&config).await;
+    assert_eq!(first.len(), 1, "the server Deployment only: {first:?}");
+    assert_eq!(
+        config_checksums(&config).await,
+        first,
+        "same file, same pods"
+    );
+    config.agent.registry.password = raibid_config::Secret::new("pkg-token");
+    assert_eq!(
+        config_checksums(&config).await,
+        first,
+        "a Secret is not the configuration file"
+    );
+    config.redis.stream_name = "other-jobs".into();
+    let changed = config_checksums(&config).await;
+    assert_eq!(changed.len(), 1);
+    assert_ne!(changed, first);
+}
+
 #[tokio::test]
 async fn without_helm_flux_installs_the_charts() {
     let tools = Tools {
