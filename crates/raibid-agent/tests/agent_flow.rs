@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raibid_agent::executor::HostExecutor;
-use raibid_agent::image::{ImageBuildOptions, ImageBuilder, StorageDriver};
 use raibid_agent::{JobEnd, SecretStore, StepUser, run_agent};
 use raibid_model::{Event, JobStatus, NewJob, PoolName, StepStatus};
 use raibid_queue::{LogCursor, Queue, QueueOptions};
@@ -462,17 +461,7 @@ async fn an_image_build_step_pushes_to_the_registry_and_records_the_digest() {
     require_binary("buildah", "buildah");
     let h = Harness::new();
     let registry = raibid_testkit::Registry::start();
-    let builder = Arc::new(
-        ImageBuilder::new(ImageBuildOptions {
-            root: h.dir.path().join("buildah/root"),
-            runroot: h.dir.path().join("buildah/run"),
-            storage_driver: StorageDriver::Vfs,
-            registry_auth: None,
-            insecure_registries: vec![registry.host()],
-            network: true,
-        })
-        .unwrap(),
-    );
+    let builder = h.image_builder(&registry);
     let repo = GitRepo::new();
     let sha = repo.commit(
         &[
