@@ -113,6 +113,23 @@ pub enum InfraError {
         flag: &'static str,
     },
 
+    /// Setup would change a Secret that running workloads it does not apply read.
+    #[error(
+        "Secret {secret} would change (key {keys}), but {readers} read{s} it and this setup does \
+         not apply {them}, so {they} would keep the old value; the Secret was left as it is. Run \
+         `{command}` instead, which rolls {them} with the new value",
+        s = if *several { "" } else { "s" },
+        them = if *several { "them" } else { "it" },
+        they = if *several { "they" } else { "it" }
+    )]
+    StaleReaders {
+        secret: String,
+        keys: String,
+        readers: String,
+        several: bool,
+        command: String,
+    },
+
     #[error("{field} = {value:?} in the configuration is not allowed: expected {expected}")]
     InvalidSetting {
         field: &'static str,
@@ -125,4 +142,27 @@ pub enum InfraError {
 
     #[error("{0}")]
     Preflight(#[from] PreflightError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_readers_name_the_setup_that_rolls_them() {
+        let err = InfraError::StaleReaders {
+            secret: "raibid-ci/raibid-redis".into(),
+            keys: "password".into(),
+            readers: "Deployment/raibid-server (namespace raibid-ci)".into(),
+            several: false,
+            command: "raibid setup redis server".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "Secret raibid-ci/raibid-redis would change (key password), but \
+             Deployment/raibid-server (namespace raibid-ci) reads it and this setup does not \
+             apply it, so it would keep the old value; the Secret was left as it is. Run \
+             `raibid setup redis server` instead, which rolls it with the new value"
+        );
+    }
 }

@@ -17,6 +17,17 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
+/// Deployments and StatefulSets outside a setup that read a Secret it writes. Their pods read the
+/// Secret once, at start, and only applying them (with the new `raibid.dev/secret-checksum`)
+/// rolls them: `raibid setup redis` with a new password rolled Redis while the server kept the
+/// old password and failed to authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherReaders {
+    pub objects: Vec<ObjectRef>,
+    /// The setup that applies them too, e.g. `raibid setup redis server`.
+    pub command: String,
+}
+
 /// An external command with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
@@ -40,6 +51,9 @@ pub enum Step {
         spec: &'static SecretSpec,
         namespace: String,
         sources: Vec<(&'static str, KeySource)>,
+        /// Workloads that read it and that this plan does not apply: a change of a value they
+        /// read would never reach them, so the step then stops instead.
+        other_readers: Option<OtherReaders>,
     },
     Apply {
         what: String,
@@ -195,9 +209,23 @@ impl Step {
                 out.push_str("values:\n");
                 out.push_str(values);
             }
-            Self::EnsureSecret { sources, .. } => {
+            Self::EnsureSecret {
+                sources,
+                other_readers,
+                ..
+            } => {
                 for (key, source) in sources {
                     let _ = writeln!(out, "{key}: {source}");
+                }
+                if let Some(readers) = other_readers {
+                    for object in &readers.objects {
+                        let _ = writeln!(
+                            out,
+                            "also read by {object}, which this setup does not apply: if a value \
+                             changes and it exists, setup stops here (run `{}`)",
+                            readers.command
+                        );
+                    }
                 }
             }
             Self::Apply { objects, .. } => {

@@ -138,6 +138,15 @@ fn config_map_names(value: &Value, names: &mut BTreeSet<String>) {
     }
 }
 
+/// The Secrets the pods of a StatefulSet or Deployment read (none for other kinds).
+pub fn secrets_read(object: &Manifest) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    if matches!(object.kind(), "StatefulSet" | "Deployment") {
+        secret_names(path(&object.object, &["spec", "template"]), &mut names);
+    }
+    names
+}
+
 fn path<'a>(value: &'a Value, keys: &[&str]) -> &'a Value {
     keys.iter().fold(value, |v, k| &v[*k])
 }

@@ -257,6 +257,26 @@ pub fn resolve(
         .collect()
 }
 
+/// The keys whose value in `existing` (the cluster's Secret) `values` would change. None when
+/// the Secret or the key does not exist yet: no pod can have started with a value of it.
+pub fn changed_keys(
+    existing: Option<&BTreeMap<String, ByteString>>,
+    values: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let Some(existing) = existing else {
+        return Vec::new();
+    };
+    values
+        .iter()
+        .filter(|(key, value)| {
+            existing
+                .get(*key)
+                .is_some_and(|old| old.0 != value.as_bytes())
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
 /// A random URL-safe value (the Redis password ends up inside a `redis://` URL).
 fn generate() -> String {
     rand::rng()
@@ -356,6 +376,23 @@ mod tests {
         let fresh = resolve(&sources, None);
         assert_eq!(fresh["password"].len(), 32);
         assert_ne!(fresh, resolve(&sources, None), "two generations differ");
+    }
+
+    #[test]
+    fn only_a_value_that_exists_and_differs_is_a_change() {
+        let existing = BTreeMap::from([
+            ("password".to_owned(), ByteString(b"old".to_vec())),
+            ("other".to_owned(), ByteString(b"same".to_vec())),
+        ]);
+        let values = BTreeMap::from([
+            ("password".to_owned(), "new".to_owned()),
+            ("other".to_owned(), "same".to_owned()),
+            ("added".to_owned(), "x".to_owned()),
+        ]);
+        assert_eq!(changed_keys(Some(&existing), &values), ["password"]);
+        assert!(changed_keys(None, &values).is_empty());
+        let kept = BTreeMap::from([("password".to_owned(), "old".to_owned())]);
+        assert!(changed_keys(Some(&existing), &kept).is_empty());
     }
 
     #[test]

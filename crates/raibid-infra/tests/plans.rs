@@ -304,6 +304,56 @@ async fn a_changed_configuration_rolls_the_server() {
     assert_ne!(changed, first);
 }
 
+/// `raibid setup redis` with a new password in `redis.url` rewrote the Secret and rolled Redis;
+/// the server reads the same Secret but was not applied, kept the old password and failed to
+/// authenticate. The Secret step now knows which workloads outside the setup read it (and
+/// stops, naming the setup that rolls them, when it would change a value they run with).
+#[tokio::test]
+async fn a_secret_read_outside_the_setup_names_its_readers() {
+    let mut config = config();
+    config.redis.url = raibid_config::Secret::new("redis://:new-password@raibid-redis:6379");
+    let mut out = Vec::new();
+    setup_to(
+        setup_args(&[ComponentArg::Redis]),
+        &config,
+        ALL_TOOLS,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            "      also read by Deployment/raibid-server (namespace raibid-ci), which this setup \
+             does not apply: if a value changes and it exists, setup stops here (run `raibid \
+             setup redis server`)"
+        ),
+        "{text}"
+    );
+    // Applied together, the server rolls with the new checksum: nothing to stop for.
+    let both = setup_text(
+        setup_args(&[ComponentArg::Redis, ComponentArg::Server]),
+        ALL_TOOLS,
+    )
+    .await;
+    assert!(!both.contains("also read by"), "{both}");
+    // The agents' Secret has no reader outside them (each agent pod reads it when it starts).
+    let agents = setup_text(setup_args(&[ComponentArg::Agents]), ALL_TOOLS).await;
+    assert!(!agents.contains("also read by"), "{agents}");
+    // `setup flux` writes every Secret, and the prod overlay is named in what to run.
+    let mut args = setup_args(&[ComponentArg::Flux]);
+    args.overlay = "prod".into();
+    let flux = setup_text(args, ALL_TOOLS).await;
+    assert!(
+        flux.contains("also read by StatefulSet/raibid-redis (namespace raibid-ci)"),
+        "{flux}"
+    );
+    assert!(
+        flux.contains("(run `raibid setup redis flux server --overlay prod`)"),
+        "{flux}"
+    );
+}
+
 #[tokio::test]
 async fn without_helm_flux_installs_the_charts() {
     let tools = Tools {

@@ -67,6 +67,15 @@ pub async fn delete(cluster: &Cluster, object: &ObjectRef) -> Result<bool, Infra
     }
 }
 
+/// Whether the object exists.
+pub async fn exists(cluster: &Cluster, object: &ObjectRef) -> Result<bool, InfraError> {
+    let api = api(cluster, object)?;
+    api.get_opt(&object.name)
+        .await
+        .map(|found| found.is_some())
+        .map_err(|e| api_error("read", object, e))
+}
+
 /// JSON-merge-patches one object; `Ok(false)` when it (or its kind) does not exist.
 pub async fn patch_if_present(
     cluster: &Cluster,

@@ -75,10 +75,29 @@ impl<'a> Executor<'a> {
                 spec,
                 namespace,
                 sources,
+                other_readers,
             } => {
                 let cluster = self.cluster().await?;
                 let existing = cluster::secret_data(&cluster, namespace, spec.name).await?;
                 let values = secrets::resolve(sources, existing.as_ref());
+                let changed = secrets::changed_keys(existing.as_ref(), &values);
+                if let Some(readers) = other_readers.as_ref().filter(|_| !changed.is_empty()) {
+                    let mut running = Vec::new();
+                    for object in &readers.objects {
+                        if cluster::exists(&cluster, object).await? {
+                            running.push(object.to_string());
+                        }
+                    }
+                    if !running.is_empty() {
+                        return Err(InfraError::StaleReaders {
+                            secret: format!("{namespace}/{}", spec.name),
+                            keys: changed.join(", "),
+                            several: running.len() > 1,
+                            readers: running.join(" and "),
+                            command: readers.command.clone(),
+                        });
+                    }
+                }
                 for (key, source) in sources {
                     let kept = existing.as_ref().is_some_and(|d| d.contains_key(*key));
                     let origin = match source {

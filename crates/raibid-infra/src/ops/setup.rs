@@ -8,7 +8,7 @@ use crate::components::Component;
 use crate::helm::HelmInstall;
 use crate::k3s::{K3sInstall, KUBECONFIG_FOR_USER, KUBECONFIG_MODE};
 use crate::manifest::Manifest;
-use crate::plan::{CommandLine, Plan, Step};
+use crate::plan::{CommandLine, OtherReaders, Plan, Step};
 use crate::secret_checksum;
 use crate::secrets::{self, SecretSpec};
 
@@ -32,6 +32,39 @@ pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, I
             }
         }
     }
+    let readers = workloads_outside(ctx, components)?;
+    for step in &mut steps {
+        let Step::EnsureSecret {
+            spec,
+            other_readers,
+            ..
+        } = step
+        else {
+            continue;
+        };
+        let mut objects = Vec::new();
+        let mut with_them = components.to_vec();
+        for (component, object) in &readers {
+            if secret_checksum::secrets_read(object).contains(spec.name) {
+                objects.push(object.object_ref());
+                with_them.push(*component);
+            }
+        }
+        if objects.is_empty() {
+            continue;
+        }
+        with_them.sort();
+        with_them.dedup();
+        let names: Vec<&str> = with_them.iter().map(|c| c.name()).collect();
+        let overlay = match ctx.overlay {
+            "dev" => String::new(),
+            other => format!(" --overlay {}", crate::plan::shell_quote(other)),
+        };
+        *other_readers = Some(OtherReaders {
+            objects,
+            command: format!("raibid setup {}{overlay}", names.join(" ")),
+        });
+    }
     Ok(Plan {
         title: format!(
             "raibid setup {} (overlay {}, namespace {}):",
@@ -48,7 +81,36 @@ fn ensure_secret(ctx: &Context<'_>, spec: &'static SecretSpec) -> Result<Step, I
         spec,
         namespace: ctx.namespace().to_owned(),
         sources: secrets::sources(spec, ctx.config)?,
+        other_readers: None,
     })
+}
+
+/// The Deployments and StatefulSets of the overlay's components that are not in `components`,
+/// with their component. (ScaledJobs are not among them: each agent pod reads the Secrets
+/// afresh when it starts.)
+fn workloads_outside(
+    ctx: &Context<'_>,
+    components: &[Component],
+) -> Result<Vec<(Component, Manifest)>, InfraError> {
+    let mut out = Vec::new();
+    for component in [Component::Redis, Component::Server, Component::Agents] {
+        if components.contains(&component) {
+            continue;
+        }
+        let objects = match ctx.overlay_component(component.name()) {
+            Ok(objects) => objects,
+            // An overlay of one's own may lack a component it never deploys.
+            Err(InfraError::UnknownTarget { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        out.extend(
+            objects
+                .into_iter()
+                .filter(|m| matches!(m.kind(), "StatefulSet" | "Deployment"))
+                .map(|m| (component, m)),
+        );
+    }
+    Ok(out)
 }
 
 fn apply_and_wait(what: &str, objects: Vec<Manifest>) -> Vec<Step> {
