@@ -204,6 +204,12 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
     if config.redis.max_attempts == 0 {
         return Err(semantic("redis.max_attempts", "must be at least 1".into()));
     }
+    if config.redis.prune_memory_percent > 100 {
+        return Err(semantic(
+            "redis.prune_memory_percent",
+            "a share of Redis's maxmemory: 1 to 100, or 0 to turn it off".into(),
+        ));
+    }
     if config.agent.pools.is_empty() {
         return Err(semantic(
             "agent.pools",
@@ -242,6 +248,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("server.repo_secrets"), "{err}");
+    }
+
+    #[test]
+    fn prune_memory_percent_is_a_share() {
+        assert_eq!(parse("").unwrap().redis.prune_memory_percent, 80);
+        assert_eq!(
+            parse("redis:\n  prune_memory_percent: 0\n")
+                .unwrap()
+                .redis
+                .prune_memory_percent,
+            0
+        );
+        let err = parse("redis:\n  prune_memory_percent: 150\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.prune_memory_percent"), "{err}");
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub struct RedisConfig {
     pub command_timeout_ms: u64,
     /// Finished jobs kept (records and logs); older ones are pruned by the reaper.
     pub retain_jobs: u64,
+    /// When Redis has a `maxmemory` and uses more than this share of it (percent), the reaper
+    /// also prunes the oldest finished jobs, however few are kept: a full Redis under
+    /// `noeviction` refuses every new job. 0 turns it off.
+    pub prune_memory_percent: u32,
 }
 
 impl Default for RedisConfig {
@@ -120,6 +124,7 @@ impl Default for RedisConfig {
             log_max_bytes: 10 * 1024 * 1024,
             command_timeout_ms: 5_000,
             retain_jobs: 50_000,
+            prune_memory_percent: 80,
         }
     }
 }

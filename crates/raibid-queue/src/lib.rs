@@ -31,6 +31,6 @@ pub use error::QueueError;
 pub use events::{JobEvent, JobEvents};
 pub use logs::{LogBatch, LogChunk, LogCursor, LogFollower};
 pub use queue::{
-    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, Queue, ReapReport,
-    ReleaseResult,
+    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, MemoryPrune,
+    MemoryUse, Queue, ReapReport, ReleaseResult,
 };

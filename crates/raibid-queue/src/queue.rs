@@ -811,13 +811,7 @@ impl Queue {
         const BATCH: u64 = 200;
         let mut removed = 0;
         for _ in 0..5 {
-            let mut invocation = scripts::PRUNE.prepare_invoke();
-            invocation.key(self.keys.all_jobs());
-            for status in JobStatus::ALL.into_iter().filter(|s| s.is_final()) {
-                invocation.key(self.keys.by_status(status));
-            }
-            invocation.arg(self.keys.prefix()).arg(BATCH).arg(keep);
-            let batch_removed: u64 = self.conn.script(&invocation).await?;
+            let batch_removed = self.prune_batch(BATCH, keep).await?;
             removed += batch_removed;
             // Less than a batch: nothing beyond `keep` is left, or nothing finished to remove.
             if batch_removed < BATCH {
@@ -826,6 +820,100 @@ impl Queue {
         }
         Ok(removed)
     }
+
+    /// Up to `batch` of the oldest finished jobs, while more than `keep` jobs exist.
+    async fn prune_batch(&self, batch: u64, keep: u64) -> Result<u64, QueueError> {
+        let mut invocation = scripts::PRUNE.prepare_invoke();
+        invocation.key(self.keys.all_jobs());
+        for status in JobStatus::ALL.into_iter().filter(|s| s.is_final()) {
+            invocation.key(self.keys.by_status(status));
+        }
+        invocation.arg(self.keys.prefix()).arg(batch).arg(keep);
+        self.conn.script(&invocation).await
+    }
+
+    /// Redis's memory use and limit (`INFO memory`); `None` when it has no `maxmemory` or may
+    /// not say (an ACL user without `INFO`).
+    pub async fn memory(&self) -> Result<Option<MemoryUse>, QueueError> {
+        let info: String = match self.conn.run(redis::cmd("INFO").arg("memory")).await {
+            Ok(info) => info,
+            Err(QueueError::Redis(e)) => {
+                debug!(error = %e, "INFO memory refused");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(MemoryUse::parse(&info))
+    }
+
+    /// Deletes the oldest finished jobs, whatever `retain_jobs` says, while Redis uses more
+    /// than `percent` of its `maxmemory`. Redis on Kubernetes runs with a fixed `maxmemory`
+    /// and `noeviction`: logs of kept jobs would otherwise fill it within weeks, and from then
+    /// on every write fails, enqueues of new jobs first. Small batches, memory re-read after
+    /// each: one job's log can be megabytes. Deletion works even when Redis is already full
+    /// (DEL and ZREM are allowed under `noeviction`).
+    pub async fn prune_for_memory(&self, percent: u32) -> Result<MemoryPrune, QueueError> {
+        const BATCH: u64 = 20;
+        const ROUNDS: usize = 50;
+        let mut report = MemoryPrune::default();
+        if percent == 0 {
+            return Ok(report);
+        }
+        for _ in 0..ROUNDS {
+            let Some(memory) = self.memory().await? else {
+                return Ok(report);
+            };
+            report.memory = Some(memory);
+            if memory.used * 100 <= memory.max * u64::from(percent) {
+                return Ok(report);
+            }
+            let removed = self.prune_batch(BATCH, 0).await?;
+            report.removed += removed;
+            if removed == 0 {
+                // Queued and running jobs, and whatever else the instance holds.
+                report.nothing_left = true;
+                return Ok(report);
+            }
+        }
+        report.memory = self.memory().await?;
+        Ok(report)
+    }
+}
+
+/// `used_memory` and `maxmemory` from `INFO memory`, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUse {
+    pub used: u64,
+    pub max: u64,
+}
+
+impl MemoryUse {
+    fn parse(info: &str) -> Option<Self> {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let max = field("maxmemory").filter(|m| *m > 0)?;
+        Some(Self {
+            used: field("used_memory")?,
+            max,
+        })
+    }
+
+    pub fn percent(&self) -> u64 {
+        self.used * 100 / self.max
+    }
+}
+
+/// What [`Queue::prune_for_memory`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryPrune {
+    pub removed: u64,
+    /// The last reading; `None` without a `maxmemory`.
+    pub memory: Option<MemoryUse>,
+    /// Still above the mark with no finished job left to delete.
+    pub nothing_left: bool,
 }
 
 /// ULIDs that sort in creation order even within one millisecond (listing is by id).

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_queue::{
-    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, Queue, QueueError,
-    QueueOptions, ReleaseResult,
+    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, MemoryPrune, Queue,
+    QueueError, QueueOptions, ReleaseResult,
 };
 use raibid_testkit::{RedisOptions, RedisServer};
 
@@ -959,6 +959,68 @@ async fn a_retried_variant_replaces_its_predecessor_among_the_children() {
     let plain = created(q.enqueue(job("a/plain")).await.unwrap());
     q.cancel(&plain.id).await.unwrap();
     assert!(q.retry(&plain.id).await.is_ok());
+}
+
+/// Redis as it runs on Kubernetes: a fixed `maxmemory` with `noeviction`. Finished jobs' logs
+/// filled it long before `retain_jobs` was reached, and from then on every enqueue failed.
+/// Pruning by memory deletes the oldest finished jobs (never queued ones) to stay below the
+/// mark, so enqueues keep working.
+#[tokio::test]
+async fn pruning_by_memory_keeps_a_full_redis_accepting_jobs() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let waiting = created(q.enqueue(job("a/waiting")).await.unwrap()).id;
+    let baseline = q.memory().await.unwrap();
+    assert_eq!(baseline, None, "no maxmemory: nothing to say");
+    assert_eq!(redis.command("CONFIG SET maxmemory 1gb").unwrap(), "+OK");
+    let used = q.memory().await.unwrap().unwrap().used;
+    let max = used + 6 * 1024 * 1024;
+    for set in [
+        format!("CONFIG SET maxmemory {max}"),
+        "CONFIG SET maxmemory-policy noeviction".to_owned(),
+    ] {
+        assert_eq!(redis.command(&set).unwrap(), "+OK");
+    }
+    let chunk = vec![b'x'; 10 * 1024];
+    let mut finished = Vec::new();
+    let mut removed = 0;
+    // 30 MB of logs into 6 MB of room.
+    for i in 0..300 {
+        let id = created(
+            q.enqueue(job(&format!("a/{i}")))
+                .await
+                .unwrap_or_else(|e| panic!("enqueue {i} failed: {e}")),
+        )
+        .id;
+        for _ in 0..10 {
+            assert!(q.append_log(&id, &chunk).await.unwrap());
+        }
+        q.cancel(&id).await.unwrap();
+        finished.push(id);
+        if i % 5 == 4 {
+            let report = q.prune_for_memory(80).await.unwrap();
+            assert!(!report.nothing_left, "{report:?}");
+            let memory = report.memory.expect("maxmemory is set");
+            assert!(memory.percent() <= 80, "{report:?}");
+            removed += report.removed;
+        }
+    }
+    assert!(removed > 100, "only {removed} pruned");
+    assert!(q.get(&finished[0]).await.unwrap().is_none());
+    assert!(q.get(&finished[299]).await.unwrap().is_some());
+    assert!(
+        q.get(&waiting).await.unwrap().is_some(),
+        "queued jobs are never pruned"
+    );
+    // With only queued jobs left, it says so instead of spinning.
+    for _ in 0..2 {
+        q.prune(0).await.unwrap();
+    }
+    assert_eq!(redis.command("CONFIG SET maxmemory 1024").unwrap(), "+OK");
+    let report = q.prune_for_memory(80).await.unwrap();
+    assert!(report.nothing_left && report.removed == 0, "{report:?}");
+    // 0 turns it off.
+    assert_eq!(q.prune_for_memory(0).await.unwrap(), MemoryPrune::default());
 }
 
 /// Old jobs that stay queued (a pool without agents) do not stop the pruning of finished

@@ -1,5 +1,5 @@
 //! The reaper: hands jobs of agents that stopped heart-beating back to the queue, and prunes
-//! old finished jobs.
+//! old finished jobs: beyond `redis.retain_jobs`, and while Redis is close to its `maxmemory`.
 //!
 //! Every server replica runs one; the queue's scripts make concurrent reaping safe.
 
@@ -14,6 +14,9 @@ const EVERY: Duration = Duration::from_secs(5);
 pub(crate) async fn run(state: AppState) {
     let min_idle = Duration::from_secs(state.config().redis.stale_after_secs);
     let keep = state.config().redis.retain_jobs;
+    let memory_percent = state.config().redis.prune_memory_percent;
+    // Said once per episode, not every five seconds.
+    let mut full_warned = false;
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -42,6 +45,27 @@ pub(crate) async fn run(state: AppState) {
                 Ok(0) => {}
                 Ok(removed) => info!(removed, keep, "pruned old jobs"),
                 Err(e) => warn!(error = %e, "reaper could not prune old jobs"),
+            }
+            match state.queue().prune_for_memory(memory_percent).await {
+                Ok(report) => {
+                    if report.removed > 0 {
+                        info!(
+                            removed = report.removed,
+                            memory = ?report.memory,
+                            "pruned old jobs: Redis was above {memory_percent}% of its maxmemory"
+                        );
+                    }
+                    if report.nothing_left && !full_warned {
+                        warn!(
+                            memory = ?report.memory,
+                            "Redis is above {memory_percent}% of its maxmemory with no finished \
+                             job left to prune; once full it refuses new jobs: raise its \
+                             maxmemory or lower redis.log_max_bytes"
+                        );
+                    }
+                    full_warned = report.nothing_left;
+                }
+                Err(e) => warn!(error = %e, "reaper could not check Redis's memory"),
             }
         };
         tokio::select! {

@@ -170,3 +170,55 @@ async fn shutdown_ends_open_log_streams_and_returns_in_time() {
         "no longer accepting connections"
     );
 }
+
+/// The server's reaper keeps a Redis with a `maxmemory` (as on Kubernetes) below
+/// `redis.prune_memory_percent` by deleting the oldest finished jobs, though far fewer than
+/// `redis.retain_jobs` exist.
+#[tokio::test]
+async fn the_reaper_prunes_finished_jobs_while_redis_is_nearly_full() {
+    let redis = raibid_testkit::RedisServer::start();
+    let queue = support::queue_for(&redis);
+    assert_eq!(redis.command("CONFIG SET maxmemory 1gb").unwrap(), "+OK");
+    let used = queue.memory().await.unwrap().unwrap().used;
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let spec = raibid_model::NewJob::new(
+            format!("acme/app{i}"),
+            "http://127.0.0.1/acme/app.git",
+            "refs/heads/main",
+            SHA,
+            raibid_model::Event::Push,
+        );
+        let raibid_queue::Enqueued::Created(job) = queue.enqueue(spec).await.unwrap() else {
+            panic!("not created");
+        };
+        assert!(queue.append_log(&job.id, &chunk).await.unwrap());
+        queue.cancel(&job.id).await.unwrap();
+        ids.push(job.id);
+    }
+    // Redis at 90% of its maxmemory.
+    let full = queue.memory().await.unwrap().unwrap().used;
+    assert!(full > used + 2_000_000, "{used} {full}");
+    let max = full * 10 / 9;
+    assert_eq!(
+        redis
+            .command(&format!("CONFIG SET maxmemory {max}"))
+            .unwrap(),
+        "+OK"
+    );
+    assert!(queue.memory().await.unwrap().unwrap().percent() > 80);
+    let mut config = support::config();
+    config.redis.prune_memory_percent = 80;
+    let server = TestServer::start_on(redis, config).await;
+    let memory = eventually(Duration::from_secs(20), "memory below 80%", || async {
+        let memory = server.queue.memory().await.unwrap().unwrap();
+        (memory.percent() <= 80).then_some(memory)
+    })
+    .await;
+    assert!(
+        server.queue.get(&ids[0]).await.unwrap().is_none(),
+        "the oldest went first ({memory:?})"
+    );
+    assert!(server.queue.get(&ids[39]).await.unwrap().is_some());
+}

@@ -1,6 +1,7 @@
 //! House rules that no schema expresses: recommended labels on everything, requests and limits
-//! on every container, probes on long-running ones, no privileged containers, and the scaling
-//! settings the agents rely on (see crates/raibid-model/src/scaling.rs).
+//! on every container, probes on long-running ones, no privileged containers, Redis's
+//! `maxmemory` well inside its container's memory limit, and the scaling settings the agents
+//! rely on (see crates/raibid-model/src/scaling.rs).
 
 use serde_json::Value;
 
@@ -118,6 +119,7 @@ fn container_rules(
             }
         }
     }
+    redis_maxmemory(manifest, container, path, issues);
     if container["securityContext"]["privileged"] == true {
         issues.push(Issue::new(
             manifest,
@@ -126,6 +128,107 @@ fn container_rules(
              isolation instead; see docs/kubernetes.md)",
         ));
     }
+}
+
+/// Redis's `maxmemory` at most this share (percent) of the container's memory limit: the
+/// rest is for the AOF rewrite's fork, client buffers and fragmentation. With more, the kernel
+/// kills Redis before Redis refuses writes; and an overlay that raises the limit but not
+/// `maxmemory` wastes what it gives.
+const MAXMEMORY_SHARE: u64 = 80;
+
+fn redis_maxmemory(
+    manifest: &Manifest,
+    container: &Value,
+    path: &FieldPath,
+    issues: &mut Vec<Issue>,
+) {
+    let Some(args) = container["args"].as_array() else {
+        return;
+    };
+    let Some(i) = args.iter().position(|a| a == "--maxmemory") else {
+        return;
+    };
+    let arg_path = path.clone().key("args").index(i + 1);
+    let Some(maxmemory) = args
+        .get(i + 1)
+        .and_then(Value::as_str)
+        .and_then(redis_bytes)
+    else {
+        issues.push(Issue::new(
+            manifest,
+            arg_path,
+            "--maxmemory needs a size like 768mb",
+        ));
+        return;
+    };
+    let Some(limit) = container["resources"]["limits"]["memory"]
+        .as_str()
+        .and_then(quantity_bytes)
+    else {
+        return;
+    };
+    if maxmemory.saturating_mul(100) > limit.saturating_mul(MAXMEMORY_SHARE) {
+        issues.push(Issue::new(
+            manifest,
+            arg_path,
+            format!(
+                "maxmemory ({maxmemory} bytes) must be at most {MAXMEMORY_SHARE}% of the \
+                 container's memory limit ({limit} bytes), or the kernel kills Redis before \
+                 it refuses writes"
+            ),
+        ));
+    } else if maxmemory.saturating_mul(100) < limit.saturating_mul(MAXMEMORY_SHARE / 2) {
+        issues.push(Issue::new(
+            manifest,
+            arg_path,
+            format!(
+                "maxmemory ({maxmemory} bytes) is less than half of what the container's \
+                 memory limit ({limit} bytes) allows; raise it with the limit"
+            ),
+        ));
+    }
+}
+
+/// A size as redis.conf reads it: `k` is 1000, `kb` 1024, and so on; no unit is bytes.
+fn redis_bytes(text: &str) -> Option<u64> {
+    let text = text.to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let factor: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+/// A Kubernetes memory quantity in bytes (`512Mi`, `1Gi`, `1G`, `1.5Gi`, `1000`).
+fn quantity_bytes(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let factor: f64 = match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let value = number.parse::<f64>().ok()? * factor;
+    (value.is_finite() && value >= 0.0).then_some(value as u64)
 }
 
 /// The settings `crates/raibid-model/src/scaling.rs` assumes for every pool.
@@ -215,5 +318,57 @@ fn scaled_job(manifest: &Manifest, issues: &mut Vec<Issue>) {
                 "Redis requires a password: reference the TriggerAuthentication",
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn redis(maxmemory: &str, limit: &str) -> Vec<String> {
+        let manifest = Manifest::new(
+            "redis/statefulset.yaml",
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "metadata": {"name": "raibid-redis"},
+                "spec": {"template": {"spec": {"containers": [{
+                    "name": "redis",
+                    "args": ["--appendonly", "yes", "--maxmemory", maxmemory],
+                    "resources": {"limits": {"memory": limit}},
+                }]}}},
+            }),
+        );
+        let mut issues = Vec::new();
+        let container = &manifest.object["spec"]["template"]["spec"]["containers"][0];
+        let path = FieldPath::root().key("containers").index(0);
+        redis_maxmemory(&manifest, container, &path, &mut issues);
+        issues.iter().map(|i| i.to_string()).collect()
+    }
+
+    #[test]
+    fn maxmemory_stays_well_inside_the_memory_limit() {
+        assert!(redis("384mb", "512Mi").is_empty());
+        assert!(redis("768mb", "1Gi").is_empty());
+        let too_much = redis("1gb", "1Gi");
+        assert!(too_much[0].contains("at most 80%"), "{too_much:?}");
+        // An overlay that raised the limit and forgot maxmemory.
+        let wasted = redis("384mb", "1Gi");
+        assert!(wasted[0].contains("less than half"), "{wasted:?}");
+        let bad = redis("lots", "1Gi");
+        assert!(bad[0].contains("needs a size"), "{bad:?}");
+    }
+
+    #[test]
+    fn sizes_parse_as_redis_and_kubernetes_read_them() {
+        assert_eq!(redis_bytes("384mb"), Some(384 << 20));
+        assert_eq!(redis_bytes("2G"), Some(2_000_000_000));
+        assert_eq!(redis_bytes("1000"), Some(1000));
+        assert_eq!(redis_bytes("12x"), None);
+        assert_eq!(quantity_bytes("512Mi"), Some(512 << 20));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(3 << 29));
+        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("1Qi"), None);
     }
 }
