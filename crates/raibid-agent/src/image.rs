@@ -54,12 +54,20 @@
 //! (each for the platform of its stage: `FROM --platform=$BUILDPLATFORM` is this machine's) and
 //! runs the build itself in a network namespace of its own, where only a loopback interface
 //! exists and is up (which needs `CAP_SYS_ADMIN` and `CAP_NET_ADMIN`: a root agent with its
-//! capabilities).
+//! capabilities). The build reads a copy of the Containerfile whose `FROM` lines name the
+//! images pulled by the IDs their pulls gave: a name points to one image per store, and
+//! another build on the store may pull the same name for another platform (or a newer image)
+//! between this build's pull and its `bud`.
+//!
+//! buildah runs in a session of its own, and with SIGKILL as its parent-death signal, set by
+//! one thread that lives as long as the agent's process, so a killed agent's buildah dies with
+//! it (image/spawn.rs).
 
 mod containerfile;
 mod files;
 mod platform;
 mod reference;
+mod spawn;
 mod store;
 
 use std::collections::BTreeMap;
@@ -469,8 +477,8 @@ struct Plan {
     offline: bool,
 }
 
-/// The largest Containerfile read for its base images (buildah reads any size; a build
-/// whose bases are named past this fails for want of them).
+/// The largest Containerfile a build without network takes (buildah reads any size, but then
+/// reads the copy the agent writes of it, naming the base images by ID).
 const MAX_CONTAINERFILE: u64 = 1024 * 1024;
 
 impl Plan {
@@ -562,24 +570,28 @@ impl Plan {
         args.push("--ignorefile".into());
         args.push(files.ignore_file().into());
         args.push("-f".into());
-        args.push(self.containerfile.clone().into());
         if self.offline {
-            // The bases were pulled just before; there is no network to pull anything else.
+            // The copy naming the bases by ID (Offline::pinned), pulled just before; there is
+            // no network to pull anything else.
+            args.push(files.containerfile().into());
             args.push("--pull=never".into());
-        } else if let Some(cache) = &request.cache_repo {
-            // With `--layers` a failed build would leave its working container in the store
-            // unless `--force-rm` (which buildah takes only with `--layers`).
-            args.extend(
-                [
-                    "--layers",
-                    "--force-rm",
-                    "--cache-from",
-                    cache,
-                    "--cache-to",
-                    cache,
-                ]
-                .map(OsString::from),
-            );
+        } else {
+            args.push(self.containerfile.clone().into());
+            if let Some(cache) = &request.cache_repo {
+                // With `--layers` a failed build would leave its working container in the
+                // store unless `--force-rm` (which buildah takes only with `--layers`).
+                args.extend(
+                    [
+                        "--layers",
+                        "--force-rm",
+                        "--cache-from",
+                        cache,
+                        "--cache-to",
+                        cache,
+                    ]
+                    .map(OsString::from),
+                );
+            }
         }
         for (key, value) in &request.build_args {
             args.push("--build-arg".into());
@@ -588,57 +600,102 @@ impl Plan {
         args
     }
 
-    /// The images the Containerfile's `FROM` lines pull, for a build without network, each
-    /// with the platform to pull it for: its `--platform` flag's, else the build's (`None`:
-    /// this machine's, buildah's default).
-    fn base_images(
-        &self,
-        request: &BuildRequest,
-    ) -> Result<Vec<(String, Option<Platform>)>, ImageError> {
+    /// The Containerfile of a build without network, and the images its `FROM` lines pull,
+    /// each with the platform to pull it for: its `--platform` flag's, else the build's
+    /// (`None`: this machine's, buildah's default). One name may be pulled for several
+    /// platforms: the build uses each by the ID its pull gave ([`Offline::pinned`]).
+    fn base_images(&self, request: &BuildRequest) -> Result<Offline, ImageError> {
         let mut text = String::new();
         std::fs::File::open(&self.containerfile)?
-            .take(MAX_CONTAINERFILE)
+            .take(MAX_CONTAINERFILE + 1)
             .read_to_string(&mut text)?;
+        // The build reads the copy written from this text: all of it or nothing.
+        if text.len() as u64 > MAX_CONTAINERFILE {
+            return Err(ImageError::Invalid(format!(
+                "agent.network is off, and the Containerfile is larger than {MAX_CONTAINERFILE} \
+                 bytes"
+            )));
+        }
         let native = Platform::native();
-        let target = self.platforms.first();
+        let target = self.platforms.first().cloned();
         let mut automatic = Vec::new();
-        if let Some(target) = target.or(native.as_ref()) {
+        if let Some(target) = target.as_ref().or(native.as_ref()) {
             automatic.extend(target.build_args("TARGET"));
         }
         if let Some(native) = &native {
             automatic.extend(native.build_args("BUILD"));
         }
-        let mut images: Vec<(String, Option<Platform>)> = Vec::new();
-        for base in containerfile::base_images(&text, &request.build_args, &automatic) {
-            reference::check("base image", &base.image).map_err(ImageError::Invalid)?;
-            let platform = match &base.platform {
-                Some(text) => Some(Platform::parse(text).map_err(|e| {
-                    ImageError::Invalid(format!("FROM --platform of {}: {e}", base.image))
-                })?),
-                None => target.cloned(),
-            };
-            // The platform it ends up pulled for, to compare.
-            let effective = |p: &Option<Platform>| p.clone().or_else(|| native.clone());
-            match images.iter().find(|(image, _)| *image == base.image) {
-                Some((_, other)) if effective(other) == effective(&platform) => {}
-                Some((_, other)) => {
-                    let name = |p: &Option<Platform>| {
-                        effective(p).map_or_else(|| "this machine".to_owned(), |p| p.to_string())
-                    };
-                    return Err(ImageError::Invalid(format!(
-                        "agent.network is off, and {} is a base image for both {} and {}: \
-                         pulled before the build under one name, one would replace the other; \
-                         name each platform's image differently (by digest) or build with the \
-                         network",
-                        base.image,
-                        name(other),
-                        name(&platform)
-                    )));
-                }
-                None => images.push((base.image, platform)),
+        let file = containerfile::Containerfile::parse(&text, &request.build_args, &automatic);
+        let mut offline = Offline {
+            file,
+            native,
+            target,
+            pulls: Vec::new(),
+        };
+        for base in offline.file.base_images() {
+            let pull = offline.pull_for(&base)?;
+            if !offline.pulls.iter().any(|p| offline.same_pull(p, &pull)) {
+                offline.pulls.push(pull);
             }
         }
-        Ok(images)
+        Ok(offline)
+    }
+}
+
+/// A build without network: its Containerfile and the base images pulled before it.
+struct Offline {
+    file: containerfile::Containerfile,
+    native: Option<Platform>,
+    /// The build's platform, if it names one.
+    target: Option<Platform>,
+    /// Each image to pull with the platform to pull it for, without repeats.
+    pulls: Vec<(String, Option<Platform>)>,
+}
+
+impl Offline {
+    /// The image a `FROM` names and the platform to pull it for.
+    fn pull_for(
+        &self,
+        base: &containerfile::BaseImage,
+    ) -> Result<(String, Option<Platform>), ImageError> {
+        reference::check("base image", &base.image).map_err(ImageError::Invalid)?;
+        let platform = match &base.platform {
+            Some(text) => Some(Platform::parse(text).map_err(|e| {
+                ImageError::Invalid(format!("FROM --platform of {}: {e}", base.image))
+            })?),
+            None => self.target.clone(),
+        };
+        Ok((base.image.clone(), platform))
+    }
+
+    /// Whether two pulls get the same image: the same name for the same platform, `None`
+    /// being this machine's.
+    fn same_pull(&self, a: &(String, Option<Platform>), b: &(String, Option<Platform>)) -> bool {
+        let effective = |p: &Option<Platform>| p.clone().or_else(|| self.native.clone());
+        a.0 == b.0 && effective(&a.1) == effective(&b.1)
+    }
+
+    /// The Containerfile the build reads: each `FROM` that pulls names the image its pull
+    /// gave, by ID (`ids`, in the order of `pulls`). A name in the store points to one image
+    /// at a time, and another build on the store can pull the same name for another platform
+    /// (or a newer image) between this build's pull and its `bud`; by name, the build would
+    /// then use that image.
+    fn pinned(&self, ids: &[String]) -> Result<String, ImageError> {
+        self.file
+            .pinned(|base| {
+                let pull = self.pull_for(base).map_err(|e| e.to_string())?;
+                self.pulls
+                    .iter()
+                    .zip(ids)
+                    .find(|(p, _)| self.same_pull(p, &pull))
+                    .map(|(_, id)| id.clone())
+                    .ok_or_else(|| format!("{} was not pulled", base.image))
+            })
+            .map_err(|e| {
+                ImageError::Invalid(format!(
+                    "agent.network is off, and the build cannot name its base images by ID: {e}"
+                ))
+            })
     }
 }
 
@@ -692,6 +749,16 @@ fn enter_private_network() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How [`Run::run_buildah`] starts buildah.
+enum Spawn {
+    /// Its standard output and error both to the log.
+    Plain,
+    /// In a network namespace of its own, where only the loopback interface is up.
+    Offline,
+    /// Its standard output to this file, its standard error to the log.
+    StdoutTo(std::fs::File),
 }
 
 /// One build in progress.
@@ -749,7 +816,8 @@ impl Run<'_> {
     }
 
     /// Runs `bud`; without network, after pulling the base images, in a network namespace of
-    /// its own.
+    /// its own, and on exactly the images pulled: the Containerfile it reads names them by
+    /// ID.
     async fn bud(
         &self,
         request: &BuildRequest,
@@ -759,18 +827,47 @@ impl Run<'_> {
         if !plan.offline {
             return self.buildah(args, "bud").await;
         }
-        for (image, platform) in plan.base_images(request)? {
-            let mut pull: Vec<OsString> = ["pull", "--policy", "always", "--authfile"]
-                .map(OsString::from)
-                .to_vec();
-            pull.push(self.files.authfile().into());
-            if let Some(platform) = platform {
-                pull.extend(["--platform".into(), platform.to_string().into()]);
-            }
-            pull.extend(["--".into(), image.clone().into()]);
-            self.buildah(pull, &format!("pull {image}")).await?;
+        let bases = plan.base_images(request)?;
+        let mut ids = Vec::new();
+        for (n, (image, platform)) in bases.pulls.iter().enumerate() {
+            ids.push(self.pull(n, image, platform.as_ref()).await?);
         }
-        self.run_buildah(args, "bud", true).await
+        self.files.write_containerfile(&bases.pinned(&ids)?)?;
+        self.run_buildah(args, "bud", Spawn::Offline).await
+    }
+
+    /// Pulls `image` (the `n`th base image of a build without network) and returns the ID of
+    /// the image pulled, as `buildah pull` prints it on its standard output (its progress goes
+    /// to the log). Always pulled: another build may have pulled the name for another
+    /// platform.
+    async fn pull(
+        &self,
+        n: usize,
+        image: &str,
+        platform: Option<&Platform>,
+    ) -> Result<String, ImageError> {
+        let mut pull: Vec<OsString> = ["pull", "--policy", "always", "--authfile"]
+            .map(OsString::from)
+            .to_vec();
+        pull.push(self.files.authfile().into());
+        if let Some(platform) = platform {
+            pull.extend(["--platform".into(), platform.to_string().into()]);
+        }
+        pull.extend(["--".into(), image.into()]);
+        let action = format!("pull {image}");
+        let (path, stdout) = self.files.pulled_id_file(n)?;
+        self.run_buildah(pull, &action, Spawn::StdoutTo(stdout))
+            .await?;
+        let text = std::fs::read_to_string(&path)?;
+        let id = text.trim();
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(id.to_ascii_lowercase())
+        } else {
+            Err(ImageError::Digest {
+                action,
+                detail: format!("{id:?} is not an image ID"),
+            })
+        }
     }
 
     /// Pushes `source` (an image ID, or with `list` a manifest list's name, with all its
@@ -922,7 +1019,8 @@ impl Run<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        match tokio::time::timeout(limit, command.output()).await {
+        let output = async { spawn::spawn(command)?.wait_with_output().await };
+        match tokio::time::timeout(limit, output).await {
             Ok(Ok(out)) if out.status.success() => Some(out.stdout),
             other => {
                 debug!(?args, ?other, "buildah command failed");
@@ -933,16 +1031,17 @@ impl Run<'_> {
 
     /// Runs one buildah command, its output masked on the way to the log.
     async fn buildah(&self, args: Vec<OsString>, action: &str) -> Result<(), ImageError> {
-        self.run_buildah(args, action, false).await
+        self.run_buildah(args, action, Spawn::Plain).await
     }
 
-    /// [`Run::buildah`], in a network namespace of its own if `offline`.
+    /// [`Run::buildah`], started as `how` says.
     async fn run_buildah(
         &self,
         args: Vec<OsString>,
         action: &str,
-        offline: bool,
+        how: Spawn,
     ) -> Result<(), ImageError> {
+        let offline = matches!(how, Spawn::Offline);
         if self.cancel.is_cancelled() {
             return Err(ImageError::Cancelled);
         }
@@ -980,7 +1079,26 @@ impl Run<'_> {
             timeout,
             grace: self.builder.kill_grace,
         };
-        let run = process::run(command, raw_tx, self.cancel.clone(), limits, &SignalGroup);
+        let stdout = match how {
+            Spawn::StdoutTo(file) => Some(file),
+            Spawn::Plain | Spawn::Offline => None,
+        };
+        // Started by the thread that starts every buildah, so that it dies with the agent
+        // (image/spawn.rs).
+        let start = move |mut command: Command| {
+            if let Some(file) = stdout {
+                command.stdout(file);
+            }
+            spawn::spawn(command)
+        };
+        let run = process::run_spawned_by(
+            command,
+            raw_tx,
+            self.cancel.clone(),
+            limits,
+            &SignalGroup,
+            start,
+        );
         let masked = forward_masked(raw_rx, self.builder.masker(), self.output);
         let (exit, ()) = tokio::join!(run, masked);
         let exit = exit?;
@@ -1341,8 +1459,9 @@ mod tests {
                 offline: true,
             }
         };
-        let shown = |bases: Vec<(String, Option<Platform>)>| -> Vec<(String, Option<String>)> {
+        let shown = |bases: Offline| -> Vec<(String, Option<String>)> {
             bases
+                .pulls
                 .into_iter()
                 .map(|(image, p)| (image, p.map(|p| p.to_string())))
                 .collect()
@@ -1370,21 +1489,41 @@ mod tests {
                 ("alpine:3".into(), Some(native.to_string()))
             ]
         );
-        // One name for two platforms cannot be pulled before the build; for one, it is pulled
-        // once.
+        // One name for two platforms is pulled for each (the build names each by its ID);
+        // for one, it is pulled once.
         let both = "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\nFROM golang:1.22\n";
-        let err = plan(both, &[foreign])
-            .base_images(&request)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("golang:1.22 is a base image for both"),
-            "{err}"
+        assert_eq!(
+            shown(plan(both, &[foreign]).base_images(&request).unwrap()),
+            [
+                ("golang:1.22".into(), Some(native.to_string())),
+                ("golang:1.22".into(), Some(foreign.into())),
+            ]
         );
         assert_eq!(
             shown(plan(both, &[]).base_images(&request).unwrap()),
             [("golang:1.22".into(), Some(native.to_string()))]
         );
+        // Each FROM names the image pulled for its platform.
+        let ids = ["a".repeat(64), "b".repeat(64)];
+        let pinned = plan(both, &[foreign])
+            .base_images(&request)
+            .unwrap()
+            .pinned(&ids)
+            .unwrap();
+        assert_eq!(
+            pinned,
+            format!(
+                "FROM --platform=$BUILDPLATFORM sha256:{} AS build\nFROM sha256:{}\n",
+                ids[0], ids[1]
+            )
+        );
+        // The build reads the agent's copy: a Containerfile too big to copy whole is refused.
+        let mut big = "FROM debian:12\n".to_owned();
+        big.push_str(&"#".repeat(MAX_CONTAINERFILE as usize));
+        assert!(matches!(
+            plan(&big, &[]).base_images(&request),
+            Err(ImageError::Invalid(_))
+        ));
         let bad = plan("FROM --platform=windows/amd64 nano:1\n", &[]);
         assert!(matches!(
             bad.base_images(&request),

@@ -852,3 +852,209 @@ async fn without_the_network_each_base_is_pulled_for_its_stages_platform() {
     );
     assert_pushed(&registry, "acme/offline-stages", "1", &built.digests[0]);
 }
+
+/// Set, in the environment of the run that
+/// `without_the_network_a_build_uses_exactly_the_images_it_pulled` makes of itself, to the
+/// directory first on its `PATH`. It holds a `buildah` that runs the real one
+/// (`real-buildah` there) and then, if it succeeded, the shell code in `repoint` there, if
+/// any, with the same arguments.
+const REPOINTING_BUILDAH: &str = "RAIBID_TEST_REPOINTING_BUILDAH";
+
+/// Without the network, a build pulls its base images and then builds with `--pull=never`.
+/// A name points to one image per store, and another build on the store may pull the same
+/// name for another platform in between (or a newer image): the build used whatever the name
+/// pointed to by then. Now it names each base by the ID its pull gave. Here `buildah` pulls
+/// the base for another platform just before the `bud`: the build still uses the image it
+/// pulled for this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_network_a_build_uses_exactly_the_images_it_pulled() {
+    require_root("a network namespace of its own for the build");
+    let Some(wrapper) = std::env::var_os(REPOINTING_BUILDAH) else {
+        let real = raibid_testkit::require_binary("buildah", "buildah");
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("real-buildah")).unwrap();
+        let script = format!(
+            "#!/bin/sh\n\
+             '{dir}/real-buildah' \"$@\" || exit\n\
+             if [ -f '{dir}/repoint' ]; then . '{dir}/repoint'; fi\n",
+            dir = dir.path().display()
+        );
+        let buildah = dir.path().join("buildah");
+        std::fs::write(&buildah, script).unwrap();
+        std::fs::set_permissions(
+            &buildah,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let path = std::env::join_paths(
+            std::iter::once(dir.path().to_path_buf())
+                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+        )
+        .unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "without_the_network_a_build_uses_exactly_the_images_it_pulled",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("PATH", path)
+            .env(REPOINTING_BUILDAH, dir.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    };
+    let wrapper = std::path::PathBuf::from(wrapper);
+    let registry = Registry::start();
+    let (base, which, foreign) = push_which(&registry).await;
+    let store = Store::new();
+    let options = ImageBuildOptions {
+        network: false,
+        ..store.options(&registry, StorageDriver::Vfs, None)
+    };
+    // Between this build's pulls (which, then the base) and its bud (in a network namespace
+    // of its own, where the registry cannot be reached), the name is pulled for the other
+    // platform.
+    let repointed = wrapper.join("repointed");
+    std::fs::write(
+        wrapper.join("repoint"),
+        format!(
+            "case \" $* \" in\n\
+             *\" pull \"*\" -- {base} \"*)\n\
+             '{real}' --root '{root}' --runroot '{runroot}' --storage-driver vfs \
+             pull --tls-verify=false --policy always --platform {foreign} {which} \
+             > '{log}' 2>&1 || exit 97 ;;\n\
+             esac\n",
+            real = wrapper.join("real-buildah").display(),
+            root = options.root.display(),
+            runroot = options.runroot.display(),
+            log = repointed.display(),
+        ),
+    )
+    .unwrap();
+    let builder = ImageBuilder::new(options).unwrap();
+    let context = context(
+        &format!(
+            "FROM {which} AS which\n\
+             FROM {base}\n\
+             COPY --from=which /which.txt /which.txt\n\
+             RUN cat /which.txt\n"
+        ),
+        &[],
+    );
+    let request = request(
+        context.path(),
+        vec![format!("{}/acme/pinned:1", registry.host())],
+    );
+    let (result, output) = build(&builder, &request).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert!(
+        repointed.exists(),
+        "the name was not pulled again\n{output}"
+    );
+    let arch = store.buildah(&[
+        "inspect",
+        "--type",
+        "image",
+        "--format",
+        "{{.OCIv1.Architecture}}",
+        &which,
+    ]);
+    assert_eq!(
+        Some(arch.trim()),
+        foreign.strip_prefix("linux/"),
+        "the name points to the other platform's image"
+    );
+    assert!(
+        output.contains("which-native") && !output.contains("which-foreign"),
+        "{output}"
+    );
+    assert_pushed(&registry, "acme/pinned", "1", &built.digests[0]);
+}
+
+/// Pushes the busybox base and `<registry>/acme/which:1`, whose `/which.txt` says
+/// `which-native` in its image for this machine and `which-foreign` in its image for another
+/// platform. Returns the base, `which` and that other platform.
+async fn push_which(registry: &Registry) -> (String, String, &'static str) {
+    let maker = Store::new();
+    let base = push_busybox_base(registry, &maker.builder(registry, StorageDriver::Vfs)).await;
+    let native = native_platform();
+    let foreign = if native == "linux/s390x" {
+        "linux/arm64"
+    } else {
+        "linux/s390x"
+    };
+    let which = format!("{}/acme/which:1", registry.host());
+    for (platform, text) in [
+        (native.as_str(), "which-native"),
+        (foreign, "which-foreign"),
+    ] {
+        // Files only: making an image for another platform runs nothing of it.
+        let files = context(
+            "FROM scratch\nCOPY which.txt /which.txt\n",
+            &[("which.txt", format!("{text}\n").as_bytes())],
+        );
+        maker.buildah(&[
+            "bud",
+            "--isolation",
+            "chroot",
+            "--platform",
+            platform,
+            "--manifest",
+            "localhost/which-list",
+            files.path().to_str().unwrap(),
+        ]);
+    }
+    maker.buildah(&[
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "localhost/which-list",
+        &format!("docker://{which}"),
+    ]);
+    (base, which, foreign)
+}
+
+/// Without the network, one image name may be the base of stages for two platforms (a cross
+/// build's `FROM --platform=$BUILDPLATFORM`): it is pulled for each, and each stage uses the
+/// image pulled for its platform, by ID. (Refused before: pulled under one name, the second
+/// pull replaced the first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_network_one_name_serves_two_platforms() {
+    require_root("a network namespace of its own for the build");
+    let registry = Registry::start();
+    let (base, which, foreign) = push_which(&registry).await;
+    let store = Store::new();
+    let builder = ImageBuilder::new(ImageBuildOptions {
+        network: false,
+        ..store.options(&registry, StorageDriver::Vfs, None)
+    })
+    .unwrap();
+    let context = context(
+        &format!(
+            "FROM {which} AS here\n\
+             FROM --platform={foreign} {which} AS there\n\
+             FROM {base}\n\
+             COPY --from=here /which.txt /here.txt\n\
+             COPY --from=there /which.txt /there.txt\n\
+             RUN cat /here.txt /there.txt\n"
+        ),
+        &[],
+    );
+    let request = request(
+        context.path(),
+        vec![format!("{}/acme/two-platforms:1", registry.host())],
+    );
+    let (result, output) = build(&builder, &request).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    assert!(output.contains("which-native\nwhich-foreign\n"), "{output}");
+    assert_pushed(&registry, "acme/two-platforms", "1", &built.digests[0]);
+}

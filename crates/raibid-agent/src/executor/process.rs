@@ -83,11 +83,28 @@ enum Stop {
 
 /// Spawns `command` (whose stdio is set here) and supervises it to the end; see the module docs.
 pub(crate) async fn run(
+    command: Command,
+    output: OutputSender,
+    cancel: CancellationToken,
+    limits: Limits,
+    stopper: &dyn Stopper,
+) -> Result<StepExit, ExecError> {
+    run_spawned_by(command, output, cancel, limits, stopper, |mut command| {
+        command.spawn()
+    })
+    .await
+}
+
+/// [`run`], with `spawn` starting the command once it is set up (its output, its session).
+/// `spawn` consumes the command, and must drop it once the child exists: it holds copies of
+/// the output pipe's write end, and until they are closed the reader never sees end-of-file.
+pub(crate) async fn run_spawned_by(
     mut command: Command,
     output: OutputSender,
     cancel: CancellationToken,
     limits: Limits,
     stopper: &dyn Stopper,
+    spawn: impl FnOnce(Command) -> io::Result<Child>,
 ) -> Result<StepExit, ExecError> {
     let (reader, writer) = io::pipe()?;
     command
@@ -104,10 +121,8 @@ pub(crate) async fn run(
     }
     let program = command.as_std().get_program().to_owned();
     let started = Instant::now();
-    let spawned = command.spawn();
-    // The command still holds our copies of the write end; until they are closed the reader
-    // would never see end-of-file.
-    drop(command);
+    // Dropped with the command, our copies of the write end.
+    let spawned = spawn(command);
     let mut child =
         spawned.map_err(|e| ExecError::Spawn(format!("{}: {e}", Path::new(&program).display())))?;
     let Some(pid) = child.id() else {

@@ -1,5 +1,7 @@
 //! The base images a Containerfile names, for builds whose `RUN` steps get no network: those
-//! images are pulled first, with the network, and the build itself then only uses the store.
+//! images are pulled first, with the network, and the build itself then only uses the store,
+//! reading a copy of the Containerfile that names each by the ID its pull gave
+//! ([`Containerfile::pinned`]), since the names in a shared store can change meanwhile.
 //!
 //! This reads what Docker's and buildah's parsers read for `FROM`: the `escape` parser
 //! directive, line continuations, comment lines, `ARG`s declared before the first `FROM`
@@ -7,8 +9,9 @@
 //! (`TARGETARCH`, `BUILDPLATFORM` and the like), `$NAME`, `${NAME}`, `${NAME:-word}`,
 //! `${NAME:+word}`, and the `--platform=` flag (`FROM --platform=$BUILDPLATFORM golang AS
 //! build` runs its stage on the agent's platform in a cross build). An
-//! image it names wrongly or misses is simply not in the store when the build looks for it, and
-//! the build fails: reading too little never lets anything run that should not.
+//! image it names wrongly is simply not in the store when the build looks for it, and the
+//! build fails. A `FROM` it failed to see (no such case is known) would keep its name, and
+//! the build would use whatever image has that name in the store, if any.
 
 use std::collections::BTreeMap;
 
@@ -21,70 +24,172 @@ pub(crate) struct BaseImage {
     pub(crate) platform: Option<String>,
 }
 
+/// One `FROM` instruction.
+#[derive(Debug)]
+struct From {
+    /// The lines it takes in the text, continuation and comment lines included.
+    lines: std::ops::RangeInclusive<usize>,
+    /// Its flags, as written.
+    flags: Vec<String>,
+    /// What it pulls: `None` for `scratch`, an earlier stage, or no image at all.
+    base: Option<BaseImage>,
+    /// The words after the image (`AS <name>`), as written.
+    rest: Vec<String>,
+}
+
+/// A Containerfile's text (without a byte order mark, which buildah skips too) and its `FROM`
+/// instructions.
+#[derive(Debug)]
+pub(crate) struct Containerfile {
+    text: String,
+    froms: Vec<From>,
+    /// The names of its stages, lowercased.
+    stages: Vec<String>,
+}
+
+impl Containerfile {
+    /// `automatic` are the platform arguments buildah defines for every build.
+    pub(crate) fn parse(
+        text: &str,
+        build_args: &BTreeMap<String, String>,
+        automatic: &[(String, String)],
+    ) -> Self {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let escape = escape_char(text);
+        let mut global: BTreeMap<String, String> = automatic.iter().cloned().collect();
+        let mut stages: Vec<String> = Vec::new();
+        let mut froms: Vec<From> = Vec::new();
+        let mut seen_from = false;
+        for (lines, instruction) in instructions(text, escape) {
+            let instruction = instruction.trim_start();
+            let (keyword, rest) = instruction
+                .split_once(char::is_whitespace)
+                .unwrap_or((instruction, ""));
+            if keyword.eq_ignore_ascii_case("ARG") && !seen_from {
+                // Only arguments declared before the first FROM are visible to FROM lines.
+                for word in rest.split_whitespace() {
+                    let (name, default) = match word.split_once('=') {
+                        Some((name, default)) => (name, Some(default)),
+                        None => (word, None),
+                    };
+                    let value = build_args
+                        .get(name)
+                        .cloned()
+                        .or_else(|| default.map(|d| substitute(unquote(d), &global, escape)));
+                    if let Some(value) = value {
+                        global.insert(name.to_owned(), value);
+                    }
+                }
+            } else if keyword.eq_ignore_ascii_case("FROM") {
+                seen_from = true;
+                // Docker takes flags only as `--name=value`.
+                let flags: Vec<String> = rest
+                    .split_whitespace()
+                    .take_while(|w| w.starts_with("--"))
+                    .map(str::to_owned)
+                    .collect();
+                let platform = flags
+                    .iter()
+                    .filter_map(|w| w.strip_prefix("--platform="))
+                    .next_back()
+                    .map(|p| substitute(unquote(p), &global, escape))
+                    .filter(|p| !p.is_empty());
+                let mut words = rest.split_whitespace().skip(flags.len());
+                let Some(image) = words.next() else { continue };
+                let image = substitute(image, &global, escape);
+                let rest: Vec<String> = words.map(str::to_owned).collect();
+                let stage = match rest.as_slice() {
+                    [as_, name, ..] if as_.eq_ignore_ascii_case("as") => {
+                        Some(name.to_ascii_lowercase())
+                    }
+                    _ => None,
+                };
+                let lower = image.to_ascii_lowercase();
+                let base = (!image.is_empty() && lower != "scratch" && !stages.contains(&lower))
+                    .then_some(BaseImage { image, platform });
+                froms.push(From {
+                    lines,
+                    flags,
+                    base,
+                    rest,
+                });
+                stages.extend(stage);
+            }
+        }
+        Self {
+            text: text.to_owned(),
+            froms,
+            stages,
+        }
+    }
+
+    /// The images `FROM` instructions pull, in order and without repeats: not `scratch`, not
+    /// an earlier stage.
+    pub(crate) fn base_images(&self) -> Vec<BaseImage> {
+        let mut images: Vec<BaseImage> = Vec::new();
+        for base in self.froms.iter().filter_map(|f| f.base.as_ref()) {
+            if !images.contains(base) {
+                images.push(base.clone());
+            }
+        }
+        images
+    }
+
+    /// The text with every `FROM` that pulls an image naming instead the image `id_of` gives
+    /// it (`<64 hex digits>`, an image ID in the store), as `sha256:<id>`, flags and stage
+    /// name kept: the build then uses exactly those images, whatever their names point to
+    /// by then. Such an instruction is written on one line; every other line is kept as it is.
+    pub(crate) fn pinned(
+        &self,
+        mut id_of: impl FnMut(&BaseImage) -> Result<String, String>,
+    ) -> Result<String, String> {
+        let mut replaced: BTreeMap<usize, (usize, String)> = BTreeMap::new();
+        for from in &self.froms {
+            let Some(base) = &from.base else { continue };
+            let id = id_of(base)?;
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{id:?} is not an image ID"));
+            }
+            let reference = format!("sha256:{}", id.to_ascii_lowercase());
+            // buildah would take it for the stage.
+            if self.stages.contains(&reference) {
+                return Err(format!("a stage is named {reference}"));
+            }
+            let mut words: Vec<&str> = vec!["FROM"];
+            words.extend(from.flags.iter().map(String::as_str));
+            words.push(&reference);
+            words.extend(from.rest.iter().map(String::as_str));
+            replaced.insert(*from.lines.start(), (*from.lines.end(), words.join(" ")));
+        }
+        let mut out = String::with_capacity(self.text.len());
+        let mut skip_to = None;
+        for (n, line) in self.text.split_inclusive('\n').enumerate() {
+            if skip_to.is_some_and(|last| n <= last) {
+                continue;
+            }
+            skip_to = None;
+            match replaced.get(&n) {
+                Some((last, instruction)) => {
+                    out.push_str(instruction);
+                    out.push('\n');
+                    skip_to = Some(*last);
+                }
+                None => out.push_str(line),
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The images `FROM` instructions pull, in order and without repeats: not `scratch`, not an
 /// earlier stage. `automatic` are the platform arguments buildah defines for every build.
+#[cfg(test)]
 pub(crate) fn base_images(
     text: &str,
     build_args: &BTreeMap<String, String>,
     automatic: &[(String, String)],
 ) -> Vec<BaseImage> {
-    let escape = escape_char(text);
-    let mut global: BTreeMap<String, String> = automatic.iter().cloned().collect();
-    let mut stages: Vec<String> = Vec::new();
-    let mut images: Vec<BaseImage> = Vec::new();
-    let mut seen_from = false;
-    for instruction in instructions(text, escape) {
-        let instruction = instruction.trim_start();
-        let (keyword, rest) = instruction
-            .split_once(char::is_whitespace)
-            .unwrap_or((instruction, ""));
-        if keyword.eq_ignore_ascii_case("ARG") && !seen_from {
-            // Only arguments declared before the first FROM are visible to FROM lines.
-            for word in rest.split_whitespace() {
-                let (name, default) = match word.split_once('=') {
-                    Some((name, default)) => (name, Some(default)),
-                    None => (word, None),
-                };
-                let value = build_args
-                    .get(name)
-                    .cloned()
-                    .or_else(|| default.map(|d| substitute(unquote(d), &global, escape)));
-                if let Some(value) = value {
-                    global.insert(name.to_owned(), value);
-                }
-            }
-        } else if keyword.eq_ignore_ascii_case("FROM") {
-            seen_from = true;
-            // Docker takes flags only as `--name=value`.
-            let platform = rest
-                .split_whitespace()
-                .take_while(|w| w.starts_with("--"))
-                .filter_map(|w| w.strip_prefix("--platform="))
-                .last()
-                .map(|p| substitute(unquote(p), &global, escape))
-                .filter(|p| !p.is_empty());
-            let mut words = rest.split_whitespace().skip_while(|w| w.starts_with("--"));
-            let Some(image) = words.next() else { continue };
-            let image = substitute(image, &global, escape);
-            let stage = match (words.next(), words.next()) {
-                (Some(as_), Some(name)) if as_.eq_ignore_ascii_case("as") => {
-                    Some(name.to_ascii_lowercase())
-                }
-                _ => None,
-            };
-            let lower = image.to_ascii_lowercase();
-            let base = BaseImage { image, platform };
-            if !base.image.is_empty()
-                && lower != "scratch"
-                && !stages.contains(&lower)
-                && !images.contains(&base)
-            {
-                images.push(base);
-            }
-            stages.extend(stage);
-        }
-    }
-    images
+    Containerfile::parse(text, build_args, automatic).base_images()
 }
 
 /// The `# escape=` parser directive: `\` unless it says `` ` ``. Directives are the comment
@@ -108,16 +213,21 @@ fn escape_char(text: &str) -> char {
     '\\'
 }
 
-/// Logical instructions: continuation lines joined, comment and blank lines dropped (also
-/// inside a continued instruction, as Docker does).
-fn instructions(text: &str, escape: char) -> Vec<String> {
+/// Logical instructions, each with the lines it takes (their indices in `text.lines()`):
+/// continuation lines joined, comment and blank lines dropped (also inside a continued
+/// instruction, as Docker does).
+fn instructions(text: &str, escape: char) -> Vec<(std::ops::RangeInclusive<usize>, String)> {
     let mut all = Vec::new();
     let mut current = String::new();
-    for line in text.lines() {
+    let mut first = None;
+    let mut last = 0;
+    for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim();
         if trimmed.starts_with('#') || trimmed.is_empty() {
             continue;
         }
+        let start = *first.get_or_insert(n);
+        last = n;
         match trimmed.strip_suffix(escape) {
             Some(continued) => {
                 current.push_str(continued);
@@ -125,12 +235,15 @@ fn instructions(text: &str, escape: char) -> Vec<String> {
             }
             None => {
                 current.push_str(trimmed);
-                all.push(std::mem::take(&mut current));
+                all.push((start..=n, std::mem::take(&mut current)));
+                first = None;
             }
         }
     }
-    if !current.trim().is_empty() {
-        all.push(current);
+    if let Some(start) = first
+        && !current.trim().is_empty()
+    {
+        all.push((start..=last, current));
     }
     all
 }
@@ -310,6 +423,75 @@ FROM r.example/app:${UNSET}x
             bases(text, &[("VERSION", "13"), ("LATE", "ignored")])[..2],
             ["docker.io/library/debian:13-slim", "alpine:3"]
         );
+    }
+
+    /// Every FROM that pulls names its image by ID, on one line; nothing else changes.
+    #[test]
+    fn pinned_names_each_pulled_base_by_id() {
+        let text = "\u{feff}# escape=`
+ARG BASE=debian
+# a comment
+FROM --platform=$BUILDPLATFORM `
+  # inside
+  golang:1.22 AS build
+RUN echo FROM x `
+  && true
+FROM $BASE:12\r
+COPY --from=build /app /app
+from build as test
+FROM scratch
+FROM debian:12";
+        let file = Containerfile::parse(text, &BTreeMap::new(), &automatic());
+        let id = |n: char| n.to_string().repeat(64);
+        let pinned = file
+            .pinned(
+                |base| match (base.image.as_str(), base.platform.as_deref()) {
+                    ("golang:1.22", Some("linux/amd64")) => Ok(id('a')),
+                    ("debian:12", None) => Ok(id('b')),
+                    other => Err(format!("{other:?}")),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            pinned,
+            format!(
+                "# escape=`
+ARG BASE=debian
+# a comment
+FROM --platform=$BUILDPLATFORM sha256:{a} AS build
+RUN echo FROM x `
+  && true
+FROM sha256:{b}
+COPY --from=build /app /app
+from build as test
+FROM scratch
+FROM sha256:{b}
+",
+                a = id('a'),
+                b = id('b')
+            )
+        );
+        // What it writes is read back as it is meant.
+        let again = Containerfile::parse(&pinned, &BTreeMap::new(), &automatic());
+        assert_eq!(
+            again.base_images(),
+            [
+                BaseImage {
+                    image: format!("sha256:{}", id('a')),
+                    platform: Some("linux/amd64".into())
+                },
+                BaseImage {
+                    image: format!("sha256:{}", id('b')),
+                    platform: None
+                },
+            ]
+        );
+        // Not an ID, no ID, or a stage that would be taken for it.
+        assert!(file.pinned(|_| Ok("debian:12".into())).is_err());
+        assert!(file.pinned(|_| Err("not pulled".into())).is_err());
+        let stage = format!("FROM debian:12 AS sha256:{}\n", id('c'));
+        let file = Containerfile::parse(&stage, &BTreeMap::new(), &automatic());
+        assert!(file.pinned(|_| Ok(id('c'))).is_err());
     }
 
     #[test]

@@ -10,10 +10,10 @@
 //! The ignore file is a copy because buildah, as root, follows a `.dockerignore` that is a link
 //! (to `/dev/zero`, to a file of the agent's) and never opens the context's own when given one.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -76,6 +76,24 @@ impl BuildFiles {
     pub(crate) fn digest_file(&self, n: usize) -> PathBuf {
         self.dir.path().join(format!("digest-{n}"))
     }
+
+    /// A new private file for the standard output of the `n`th base image pull of a build
+    /// without network: the ID of the image pulled.
+    pub(crate) fn pulled_id_file(&self, n: usize) -> io::Result<(PathBuf, File)> {
+        let path = self.dir.path().join(format!("pulled-{n}"));
+        let file = private(&path)?;
+        Ok((path, file))
+    }
+
+    /// The Containerfile a build without network reads: its own, naming its base images by ID.
+    pub(crate) fn containerfile(&self) -> PathBuf {
+        self.dir.path().join("Containerfile")
+    }
+
+    /// Writes [`BuildFiles::containerfile`], once.
+    pub(crate) fn write_containerfile(&self, text: &str) -> io::Result<()> {
+        private_file(self.containerfile(), text.as_bytes())
+    }
 }
 
 /// A registry name that can go into registries.conf unquoted by anything but `"`.
@@ -116,12 +134,16 @@ fn registries_conf(insecure: &[String]) -> String {
 }
 
 fn private_file(path: PathBuf, contents: &[u8]) -> io::Result<()> {
+    private(&path)?.write_all(contents)
+}
+
+/// A new file, 0600.
+fn private(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?
-        .write_all(contents)
+        .open(path)
 }
 
 #[cfg(test)]
