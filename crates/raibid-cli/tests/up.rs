@@ -17,6 +17,8 @@ struct Up {
     data: PathBuf,
     config: PathBuf,
     port: u16,
+    /// Where the current run's output starts in the log, which every run appends to.
+    run_start: usize,
 }
 
 impl Up {
@@ -38,12 +40,14 @@ impl Up {
             data,
             config,
             port,
+            run_start: 0,
         };
         up.spawn(extra_args, env);
         up
     }
 
     fn spawn(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
+        self.run_start = self.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,6 +81,14 @@ impl Up {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    /// The output of the current run only: an earlier run's banner names its own ports.
+    fn run_log(&self) -> String {
+        self.log()
+            .get(self.run_start..)
+            .unwrap_or_default()
+            .to_owned()
     }
 
     fn wait_ready(&self) {
@@ -652,7 +664,7 @@ async fn assert_private(up: &Up) {
 
     // The private Redis refuses a client without the password.
     let port = loop {
-        let log = up.log();
+        let log = up.run_log();
         let line = log
             .lines()
             .rev()
