@@ -94,8 +94,9 @@ pub struct TeardownArgs {
     /// volume on this node, whoever installed it. `all` never includes k3s.
     #[arg(long)]
     pub yes_destroy_cluster: bool,
-    /// Confirms `teardown keda`: `helm uninstall keda` also deletes KEDA's CRDs and with them
-    /// every ScaledObject and ScaledJob in the cluster. `all` never includes KEDA.
+    /// Confirms `teardown keda`: `helm uninstall keda` also deletes KEDA's CRDs, for the whole
+    /// cluster. raibid-ci's ScaledJobs are deleted first, while KEDA can release them; anyone
+    /// else's ScaledObjects or ScaledJobs stop the teardown. `all` never includes KEDA.
     #[arg(long)]
     pub yes_uninstall_keda: bool,
     /// With `flux` or `all`: also run `flux uninstall`, which removes the Flux controllers and

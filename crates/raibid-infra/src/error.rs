@@ -79,6 +79,27 @@ pub enum InfraError {
         hint: String,
     },
 
+    /// Deleted objects that a finalizer keeps.
+    #[error(
+        "deleted, but still there after {}s: {objects} (last seen: {last_state}); {hint}",
+        waited.as_secs()
+    )]
+    NotGone {
+        objects: String,
+        waited: Duration,
+        last_state: String,
+        hint: String,
+    },
+
+    /// KEDA objects outside raibid-ci: uninstalling KEDA would leave them stuck.
+    #[error(
+        "KEDA is in use beyond raibid-ci: {objects}. Uninstalling KEDA deletes its CRDs and \
+         with them these objects, whose finalizer (finalizer.keda.sh) only KEDA's operator \
+         removes, so they and the CRDs would stay Terminating; KEDA was left installed. Delete \
+         them first, while KEDA runs, or keep KEDA"
+    )]
+    KedaInUse { objects: String },
+
     /// The controller gave up (a Deployment past its progress deadline): waiting longer is
     /// pointless.
     #[error("{what} failed: {message}; {hint}")]

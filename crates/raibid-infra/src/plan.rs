@@ -78,6 +78,23 @@ pub enum Step {
         objects: Vec<ObjectRef>,
         patch: serde_json::Value,
     },
+    /// Wait until deleted objects are gone: KEDA's operator must release its finalizer while it
+    /// still runs.
+    WaitGone {
+        what: String,
+        objects: Vec<ObjectRef>,
+    },
+    /// Stop unless every KEDA object in the cluster (ScaledObject, ScaledJob,
+    /// (Cluster)TriggerAuthentication) carries `label`: once KEDA is uninstalled, anyone else's
+    /// would stay Terminating for ever.
+    CheckKedaObjects {
+        label: (String, String),
+    },
+    /// Delete the KEDA objects carrying `label` in every namespace and wait until KEDA's
+    /// operator has released them (stopping, as [`Step::CheckKedaObjects`], at anyone else's).
+    DeleteKedaObjects {
+        label: (String, String),
+    },
     /// Delete a namespace, but only if it carries `label` (`key`, `value`): one raibid's
     /// manifests created, not a namespace that was there before and that the configuration
     /// merely points at.
@@ -180,6 +197,24 @@ impl Step {
                 objects.len(),
                 if objects.len() == 1 { "" } else { "s" }
             ),
+            Self::WaitGone { what, objects } => format!(
+                "wait until {what} are gone ({} object{}; KEDA's operator releases them)",
+                objects.len(),
+                if objects.len() == 1 { "" } else { "s" }
+            ),
+            Self::CheckKedaObjects {
+                label: (key, value),
+            } => format!(
+                "check that every ScaledObject, ScaledJob and (Cluster)TriggerAuthentication in \
+                 the cluster is labelled {key}={value}: anyone else's would stay Terminating \
+                 once KEDA is gone"
+            ),
+            Self::DeleteKedaObjects {
+                label: (key, value),
+            } => format!(
+                "delete the KEDA objects labelled {key}={value} in every namespace and wait \
+                 until KEDA's operator has released them, while it still runs"
+            ),
             Self::DeleteNamespace {
                 name,
                 label: (key, value),
@@ -236,7 +271,7 @@ impl Step {
                 out.push_str("---\n");
                 out.push_str(&to_yaml_stream(std::slice::from_ref(object)));
             }
-            Self::Delete { objects, .. } => {
+            Self::Delete { objects, .. } | Self::WaitGone { objects, .. } => {
                 for object in objects {
                     let _ = writeln!(out, "{object}");
                 }

@@ -295,6 +295,63 @@ async fn status_of_a_recorded_cluster() {
     );
 }
 
+/// A KEDA teardown against the recorded cluster: every KEDA object in the cluster is listed
+/// before anything changes (the recorded ScaledJobs are raibid-ci's, so it goes on), and the
+/// agents' objects are waited for, not only deleted, before KEDA's HelmRelease goes.
+#[tokio::test]
+async fn a_keda_teardown_looks_for_keda_objects_first() {
+    let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;
+    let mut config = Config::default();
+    config.cluster.kubeconfig = api.kubeconfig().display().to_string();
+    let args = raibid_infra::TeardownArgs {
+        plan: SetupArgs {
+            components: vec![ComponentArg::Agents, ComponentArg::Keda],
+            dry_run: false,
+            timeout: 10,
+            overlay: "dev".into(),
+            infra_dir: None,
+        },
+        delete_data: false,
+        yes_destroy_cluster: false,
+        yes_uninstall_keda: true,
+        yes_uninstall_flux: false,
+    };
+    let tools = Tools {
+        helm: false,
+        flux: true,
+    };
+    let mut out = Vec::new();
+    raibid_infra::teardown_to(args, &config, tools, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out)));
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("    none but raibid-ci's (2 objects)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    gone: ScaledJob/raibid-agent-arm64 (namespace raibid-ci) ("),
+        "{text}"
+    );
+    let requests = api.requests();
+    let position = |needle: &str| {
+        requests
+            .iter()
+            .position(|r| r.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle}: {requests:#?}"))
+    };
+    let listed = position("/apis/keda.sh/v1alpha1/scaledjobs");
+    assert!(
+        listed < position("/apis/keda.sh/v1alpha1/namespaces/raibid-ci/scaledjobs/"),
+        "{requests:#?}"
+    );
+    assert!(
+        listed
+            < position("/apis/helm.toolkit.fluxcd.io/v2/namespaces/flux-system/helmreleases/keda"),
+        "{requests:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_token_the_api_server_refuses_is_an_error_that_says_so() {
     let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;

@@ -557,7 +557,7 @@ async fn k3s_and_keda_teardowns_need_their_confirmation_flag() {
     ))
     .await;
     assert!(err.contains("--yes-uninstall-keda"), "{err}");
-    assert!(err.contains("every ScaledObject and ScaledJob"), "{err}");
+    assert!(err.contains("for every workload in the cluster"), "{err}");
 
     let mut args = teardown_args(&[ComponentArg::K3s, ComponentArg::Keda], false);
     args.yes_destroy_cluster = true;
@@ -567,6 +567,54 @@ async fn k3s_and_keda_teardowns_need_their_confirmation_flag() {
         text.find("helm uninstall keda").unwrap() < text.find("k3s-uninstall.sh").unwrap(),
         "{text}"
     );
+}
+
+/// KEDA's operator puts a finalizer on every ScaledJob and removes it only while it runs:
+/// `teardown keda` uninstalled KEDA with raibid's ScaledJobs still there (they and the CRDs then
+/// stayed Terminating, and `helm uninstall --wait` timed out), and `teardown agents keda`
+/// deleted them without waiting for the operator to release them.
+#[tokio::test]
+async fn keda_objects_are_gone_before_keda_is() {
+    for tools in [
+        ALL_TOOLS,
+        Tools {
+            helm: false,
+            flux: true,
+        },
+    ] {
+        let mut args = teardown_args(&[ComponentArg::Agents, ComponentArg::Keda], false);
+        args.yes_uninstall_keda = true;
+        let text = headlines(&teardown_text(args, tools).await);
+        let position = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("no {needle:?} in {text}"))
+        };
+        assert!(
+            text.starts_with(
+                "1. check that every ScaledObject, ScaledJob and (Cluster)TriggerAuthentication \
+                 in the cluster is labelled app.kubernetes.io/part-of=raibid-ci"
+            ),
+            "{text}"
+        );
+        assert!(position("delete agents") < position("wait until the agents' KEDA objects"));
+        assert!(
+            position("wait until the agents' KEDA objects are gone (4 objects")
+                < position("delete the KEDA objects labelled")
+        );
+        let uninstall = if tools.helm {
+            "run: helm uninstall keda"
+        } else {
+            "delete keda (Flux uninstalls the chart)"
+        };
+        assert!(position("delete the KEDA objects labelled") < position(uninstall));
+    }
+    // Alone, KEDA's teardown deletes raibid's ScaledJobs itself, before the chart goes.
+    let mut args = teardown_args(&[ComponentArg::Keda], false);
+    args.yes_uninstall_keda = true;
+    let text = headlines(&teardown_text(args, ALL_TOOLS).await);
+    let check = text.find("1. check that every ScaledObject").unwrap();
+    let delete = text.find("delete the KEDA objects labelled").unwrap();
+    assert!(check < delete && delete < text.find("helm uninstall keda").unwrap());
 }
 
 /// With helm, the chart is uninstalled by helm, but a Flux HelmRelease for it (when Flux synced

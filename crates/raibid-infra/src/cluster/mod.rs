@@ -11,11 +11,11 @@ pub use connect::{
     Cluster, K3S_KUBECONFIG, connect, connect_to, error_chain, kubeconfig_path, planned_kubeconfig,
 };
 pub use objects::{
-    FIELD_MANAGER, apply, delete, delete_namespace_if_labelled, exists, namespace_labels,
-    patch_if_present, secret_data, to_dynamic,
+    FIELD_MANAGER, apply, delete, delete_namespace_if_labelled, exists, get, list_everywhere,
+    namespace_labels, patch_if_present, secret_data, to_dynamic,
 };
 pub use status::{
     ClusterStatus, ComponentPods, FluxObject, NodeStatus, PodStatus, ScaledJobStatus,
     cluster_status, cluster_status_of,
 };
-pub use wait::{Readiness, ready_condition, wait_ready};
+pub use wait::{Readiness, ready_condition, wait_gone, wait_ready};

@@ -15,9 +15,38 @@ use crate::manifest::{Manifest, ObjectRef};
 
 pub const FIELD_MANAGER: &str = "raibid";
 
+/// Kinds raibid never applies but reads and deletes: the other KEDA objects that must be gone
+/// before KEDA is ([`crate::ops`]'s KEDA teardown). `(group, version, kind, plural,
+/// namespaced)`.
+const OTHER_KINDS: [(&str, &str, &str, &str, bool); 2] = [
+    ("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects", true),
+    (
+        "keda.sh",
+        "v1alpha1",
+        "ClusterTriggerAuthentication",
+        "clustertriggerauthentications",
+        false,
+    ),
+];
+
 fn resource(api_version: &str, kind: &str) -> Result<(ApiResource, bool), InfraError> {
+    let other = || {
+        OTHER_KINDS
+            .iter()
+            .find(|(g, v, k, _, _)| *k == kind && format!("{g}/{v}") == api_version)
+            .map(|(g, v, k, plural, namespaced)| {
+                (
+                    ApiResource::from_gvk_with_plural(
+                        &kube::core::GroupVersionKind::gvk(g, v, k),
+                        plural,
+                    ),
+                    *namespaced,
+                )
+            })
+    };
     kinds::lookup(api_version, kind)
         .map(|k| (k.api_resource(), k.namespaced))
+        .or_else(other)
         .ok_or_else(|| InfraError::UnknownKind {
             kind: kind.to_owned(),
             api_version: api_version.to_owned(),
@@ -64,6 +93,44 @@ pub async fn delete(cluster: &Cluster, object: &ObjectRef) -> Result<bool, Infra
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(e) => Err(api_error("delete", object, e)),
+    }
+}
+
+/// Every object of a kind in every namespace, or `None` when the cluster does not know the kind
+/// (its CRD is not installed).
+pub async fn list_everywhere(
+    cluster: &Cluster,
+    api_version: &str,
+    kind: &str,
+) -> Result<Option<Vec<DynamicObject>>, InfraError> {
+    let (resource, _) = resource(api_version, kind)?;
+    let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &resource);
+    match api.list(&Default::default()).await {
+        Ok(list) => Ok(Some(list.items)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(e) => Err(api_error(
+            "list",
+            &ObjectRef {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+                namespace: None,
+                name: "(all namespaces)".into(),
+            },
+            e,
+        )),
+    }
+}
+
+/// The object as the cluster has it, if it exists (a kind the cluster does not know: no).
+pub async fn get(
+    cluster: &Cluster,
+    object: &ObjectRef,
+) -> Result<Option<DynamicObject>, InfraError> {
+    let api = api(cluster, object)?;
+    match api.get_opt(&object.name).await {
+        Ok(found) => Ok(found),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(e) => Err(api_error("read", object, e)),
     }
 }
 

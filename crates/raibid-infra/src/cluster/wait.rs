@@ -365,6 +365,60 @@ pub async fn wait_ready(
     }
 }
 
+/// Polls until every object in `objects` is gone (deleted and released by its finalizers' owners)
+/// or `timeout`, printing each as it goes. `hint` says what to do when something stays.
+pub async fn wait_gone(
+    cluster: &Cluster,
+    objects: &[crate::manifest::ObjectRef],
+    timeout: Duration,
+    hint: &str,
+    out: &mut dyn Write,
+) -> Result<(), InfraError> {
+    let start = Instant::now();
+    let mut left: Vec<&crate::manifest::ObjectRef> = objects.iter().collect();
+    loop {
+        let mut still = Vec::new();
+        let mut last_state = String::new();
+        for object in left {
+            match super::get(cluster, object).await? {
+                None => {
+                    let _ = writeln!(out, "    gone: {object} ({}s)", start.elapsed().as_secs());
+                }
+                Some(found) => {
+                    let finalizers = found.metadata.finalizers.unwrap_or_default();
+                    last_state = if finalizers.is_empty() {
+                        format!("{object} still exists")
+                    } else {
+                        format!(
+                            "{object} still exists, held by the finalizer(s) {}",
+                            finalizers.join(", ")
+                        )
+                    };
+                    still.push(object);
+                }
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(InfraError::NotGone {
+                objects: still
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                waited: timeout,
+                last_state,
+                hint: hint.to_owned(),
+            });
+        }
+        left = still;
+        tokio::time::sleep(Duration::from_secs(2).min(timeout.saturating_sub(start.elapsed())))
+            .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -156,6 +156,47 @@ impl<'a> Executor<'a> {
                 }
                 Ok(())
             }
+            Step::WaitGone { objects, .. } => {
+                let cluster = self.cluster().await?;
+                cluster::wait_gone(
+                    &cluster,
+                    objects,
+                    self.timeout,
+                    super::keda::RELEASE_HINT,
+                    self.out,
+                )
+                .await
+            }
+            Step::CheckKedaObjects { label } => {
+                let cluster = self.cluster().await?;
+                let (ours, theirs) = super::keda::find(&cluster, label).await?;
+                super::keda::refuse_foreign(&theirs)?;
+                let _ = writeln!(
+                    self.out,
+                    "    none but raibid-ci's ({} object{})",
+                    ours.len(),
+                    if ours.len() == 1 { "" } else { "s" }
+                );
+                Ok(())
+            }
+            Step::DeleteKedaObjects { label } => {
+                let cluster = self.cluster().await?;
+                let (ours, theirs) = super::keda::find(&cluster, label).await?;
+                super::keda::refuse_foreign(&theirs)?;
+                for object in &ours {
+                    let existed = cluster::delete(&cluster, object).await?;
+                    let what = if existed { "deleted" } else { "already absent" };
+                    let _ = writeln!(self.out, "    {what}: {object}");
+                }
+                cluster::wait_gone(
+                    &cluster,
+                    &ours,
+                    self.timeout,
+                    super::keda::RELEASE_HINT,
+                    self.out,
+                )
+                .await
+            }
             Step::DeleteNamespace { name, label } => {
                 let cluster = self.cluster().await?;
                 let outcome = cluster::delete_namespace_if_labelled(&cluster, name, label).await?;

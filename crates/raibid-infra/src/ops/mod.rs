@@ -1,6 +1,7 @@
 //! `raibid setup|teardown <component>`: plans built from the rendered manifests, then executed.
 
 mod execute;
+mod keda;
 mod setup;
 mod teardown;
 

@@ -49,9 +49,9 @@ pub fn teardown_plan(
     if components.contains(&Component::Keda) && !options.uninstall_keda {
         return Err(InfraError::NeedsConfirmation {
             component: "keda",
-            consequence: "uninstall KEDA, whose chart owns its CRDs: every ScaledObject and \
-                          ScaledJob in the cluster would be deleted, not only raibid-ci's (`raibid \
-                          teardown agents` removes raibid's)",
+            consequence: "uninstall KEDA, whose chart owns its CRDs, for every workload in the \
+                          cluster, not only raibid-ci (raibid's ScaledJobs are deleted first, and \
+                          the teardown stops if anyone else's ScaledObjects or ScaledJobs exist)",
             flag: UNINSTALL_KEDA_FLAG,
         });
     }
@@ -60,6 +60,12 @@ pub fn teardown_plan(
     let names: Vec<&str> = ordered.iter().map(|c| c.name()).collect();
     let everything = Component::OWN.iter().all(|c| ordered.contains(c));
     let mut steps = Vec::new();
+    // Before anything changes: someone else's KEDA objects stop a KEDA teardown.
+    if ordered.contains(&Component::Keda) {
+        steps.push(Step::CheckKedaObjects {
+            label: keda_label(),
+        });
+    }
     // Flux first: while its Kustomizations exist it re-applies whatever the steps below delete.
     if ordered.contains(&Component::Flux) {
         steps.extend(flux_sync_steps(ctx)?);
@@ -244,6 +250,11 @@ fn delete_secret(ctx: &Context<'_>, spec: &SecretSpec) -> Step {
     }
 }
 
+fn keda_label() -> (String, String) {
+    let (key, value) = super::keda::RAIBID_LABEL;
+    (key.to_owned(), value.to_owned())
+}
+
 fn helm_uninstall(install: &HelmInstall) -> Step {
     Step::Run(install.uninstall_command())
 }
@@ -304,9 +315,13 @@ fn component_steps(
             }
         }
         Component::Keda => {
+            // While the operator runs: it must release their finalizers.
+            steps.push(Step::DeleteKedaObjects {
+                label: keda_label(),
+            });
             steps.push(Step::Note(format!(
-                "{UNINSTALL_KEDA_FLAG}: uninstalling KEDA deletes its CRDs and every ScaledObject \
-                 and ScaledJob in the cluster"
+                "{UNINSTALL_KEDA_FLAG}: uninstalling KEDA deletes its CRDs (no ScaledObject or \
+                 ScaledJob is left)"
             )));
             let objects = ctx.shared("keda")?;
             if ctx.tools.helm {
@@ -331,7 +346,21 @@ fn component_steps(
             }
         }
         Component::Agents => {
-            steps.push(delete("agents", &ctx.overlay_component("agents")?));
+            let objects = ctx.overlay_component("agents")?;
+            steps.push(delete("agents", &objects));
+            // KEDA's finalizer on them goes with its operator: a KEDA teardown that follows
+            // must not start before the operator has released them.
+            let finalized: Vec<ObjectRef> = objects
+                .iter()
+                .filter(|m| super::keda::FINALIZED_KINDS.contains(&(m.api_version(), m.kind())))
+                .map(Manifest::object_ref)
+                .collect();
+            if !finalized.is_empty() {
+                steps.push(Step::WaitGone {
+                    what: "the agents' KEDA objects".into(),
+                    objects: finalized,
+                });
+            }
             if delete_data {
                 steps.push(delete_secret(ctx, &secrets::AGENT_CREDENTIALS));
             }
