@@ -4,8 +4,10 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::tools::Tools;
+
 /// A deployable part. The declaration order is the dependency order: setup walks it forwards,
-/// teardown backwards.
+/// teardown backwards; without helm, setup moves Flux before Gitea and KEDA ([`setup_order`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Component {
@@ -49,14 +51,21 @@ impl Component {
         Self::Agents,
     ];
 
-    /// What must be running first.
-    pub fn needs(self) -> &'static [Component] {
+    /// What must be running first, given the tools setup can use.
+    pub fn needs(self, tools: Tools) -> &'static [Component] {
         match self {
             Self::K3s => &[],
-            Self::Redis | Self::Gitea => &[Self::K3s],
+            Self::Redis => &[Self::K3s],
+            // Without helm, their charts are Flux HelmReleases: Flux's CRDs and helm-controller
+            // must be there.
+            Self::Gitea if !tools.helm => &[Self::K3s, Self::Flux],
+            Self::Gitea => &[Self::K3s],
             // KEDA's operator reads the stream lag from Redis.
+            Self::Keda if !tools.helm => &[Self::Redis, Self::Flux],
             Self::Keda => &[Self::Redis],
-            // Flux syncs from a repository in Gitea.
+            // Flux syncs from a repository in Gitea; without helm it must come first anyway, and
+            // its sync waits until the repository is there.
+            Self::Flux if !tools.helm => &[Self::K3s],
             Self::Flux => &[Self::Gitea],
             Self::Server => &[Self::Redis],
             Self::Agents => &[Self::Keda, Self::Server],
@@ -103,6 +112,20 @@ impl fmt::Display for Component {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The order setup runs `components` in: the declaration order, except that without helm Flux
+/// comes before Gitea and KEDA, whose charts its helm-controller then installs (their
+/// HelmReleases need Flux's CRDs).
+pub fn setup_order(components: &[Component], tools: Tools) -> Vec<Component> {
+    let rank = |c: &Component| match c {
+        Component::Flux if !tools.helm => Component::Gitea as u8 * 2 - 1,
+        other => *other as u8 * 2,
+    };
+    let mut ordered = components.to_vec();
+    ordered.sort_by_key(rank);
+    ordered.dedup();
+    ordered
 }
 
 /// A component on the command line, or `all`.
@@ -154,12 +177,31 @@ mod tests {
 
     #[test]
     fn every_dependency_comes_first() {
-        for (i, component) in Component::ALL.iter().enumerate() {
-            for need in component.needs() {
-                let at = Component::ALL.iter().position(|c| c == need).unwrap();
-                assert!(at < i, "{component} needs {need}, which comes later");
+        for helm in [true, false] {
+            let tools = Tools { helm, flux: true };
+            let order = setup_order(&Component::ALL, tools);
+            assert_eq!(order.len(), Component::ALL.len());
+            for (i, component) in order.iter().enumerate() {
+                for need in component.needs(tools) {
+                    let at = order.iter().position(|c| c == need).unwrap();
+                    assert!(
+                        at < i,
+                        "helm {helm}: {component} needs {need}, which comes later"
+                    );
+                }
             }
         }
+        // With helm, the declaration order.
+        assert_eq!(
+            setup_order(
+                &Component::ALL,
+                Tools {
+                    helm: true,
+                    flux: true
+                }
+            ),
+            Component::ALL
+        );
     }
 
     #[test]

@@ -368,6 +368,39 @@ async fn without_helm_flux_installs_the_charts() {
     assert!(text.contains("wait for HelmRelease flux-system/keda: condition Ready=True"));
 }
 
+/// Without helm, Gitea and KEDA are Flux HelmReleases, which need Flux's CRDs: `setup all`
+/// applied them before `flux install` and always failed.
+#[tokio::test]
+async fn without_helm_flux_comes_before_the_charts_it_installs() {
+    let tools = Tools {
+        helm: false,
+        flux: true,
+    };
+    let text = setup_text(setup_args(&[ComponentArg::All]), tools).await;
+    assert!(
+        text.starts_with(
+            "raibid setup k3s redis flux gitea keda server agents (overlay dev, namespace \
+             raibid-ci):"
+        ),
+        "{text}"
+    );
+    let position = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in plan"))
+    };
+    assert!(position("apply redis") < position("run: flux install"));
+    assert!(position("run: flux install") < position("apply gitea (Flux HelmRelease)"));
+    assert!(position("run: flux install") < position("apply keda (Flux HelmRelease)"));
+    assert!(position("apply keda (Flux HelmRelease)") < position("apply server"));
+    assert_eq!(text.matches("run: flux install").count(), 1);
+    // With helm, the charts need no Flux, and Flux syncs from Gitea: Gitea first.
+    let with_helm = setup_text(setup_args(&[ComponentArg::All]), ALL_TOOLS).await;
+    assert!(
+        with_helm.find("helm upgrade --install gitea").unwrap()
+            < with_helm.find("run: flux install").unwrap()
+    );
+}
+
 #[tokio::test]
 async fn a_missing_flux_cli_is_announced_in_the_plan() {
     let text = setup_text(

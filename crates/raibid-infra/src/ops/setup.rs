@@ -13,6 +13,7 @@ use crate::secret_checksum;
 use crate::secrets::{self, SecretSpec};
 
 pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, InfraError> {
+    let components = &crate::components::setup_order(components, ctx.tools)[..];
     let names: Vec<&str> = components.iter().map(|c| c.name()).collect();
     let mut steps: Vec<Step> = Vec::new();
     for component in components {
@@ -53,8 +54,7 @@ pub fn setup_plan(ctx: &Context<'_>, components: &[Component]) -> Result<Plan, I
         if objects.is_empty() {
             continue;
         }
-        with_them.sort();
-        with_them.dedup();
+        let with_them = crate::components::setup_order(&with_them, ctx.tools);
         let names: Vec<&str> = with_them.iter().map(|c| c.name()).collect();
         let overlay = match ctx.overlay {
             "dev" => String::new(),
