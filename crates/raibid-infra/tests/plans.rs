@@ -650,6 +650,50 @@ async fn keda_objects_are_gone_before_keda_is() {
     assert!(check < delete && delete < text.find("helm uninstall keda").unwrap());
 }
 
+/// `teardown server` while Flux synced raibid-ci: kustomize-controller re-applied the server
+/// within its interval. The component's Kustomization is suspended first.
+#[tokio::test]
+async fn a_component_teardown_suspends_its_flux_sync_first() {
+    let text =
+        headlines(&teardown_text(teardown_args(&[ComponentArg::Server], false), ALL_TOOLS).await);
+    assert!(
+        text.starts_with(
+            "1. patch Flux's sync of these components (if Flux syncs them): suspend it, or it \
+             re-applies what is deleted (1 object; absent is fine)\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("`flux resume kustomization -n flux-system raibid-server`"));
+    let full = teardown_text(teardown_args(&[ComponentArg::Server], false), ALL_TOOLS).await;
+    assert!(
+        full.contains(
+            "merge patch: {\"spec\":{\"suspend\":true}}\n      \
+             Kustomization/raibid-server (namespace flux-system)\n"
+        ),
+        "{full}"
+    );
+    // KEDA's teardown deletes the agents' ScaledJobs too: both syncs stop.
+    let mut args = teardown_args(&[ComponentArg::Keda], false);
+    args.yes_uninstall_keda = true;
+    let keda = teardown_text(args, ALL_TOOLS).await;
+    for name in ["raibid-keda", "raibid-agents"] {
+        assert!(
+            keda.contains(&format!("Kustomization/{name} (namespace flux-system)")),
+            "{keda}"
+        );
+    }
+    let suspend = keda.find("patch Flux's sync").unwrap();
+    assert!(suspend < keda.find("delete the KEDA objects labelled").unwrap());
+    // With Flux torn down too, its own steps stop every Kustomization: no second patch.
+    let both = teardown_text(
+        teardown_args(&[ComponentArg::Server, ComponentArg::Flux], false),
+        ALL_TOOLS,
+    )
+    .await;
+    assert!(!both.contains("patch Flux's sync"), "{both}");
+    assert!(both.contains("patch flux sync: stop it"), "{both}");
+}
+
 /// With helm, the chart is uninstalled by helm, but a Flux HelmRelease for it (when Flux synced
 /// infra/gitea) must go too, or helm-controller installs it again.
 #[tokio::test]

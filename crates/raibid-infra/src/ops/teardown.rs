@@ -69,6 +69,8 @@ pub fn teardown_plan(
     // Flux first: while its Kustomizations exist it re-applies whatever the steps below delete.
     if ordered.contains(&Component::Flux) {
         steps.extend(flux_sync_steps(ctx)?);
+    } else {
+        steps.extend(suspend_component_syncs(ctx, &ordered)?);
     }
     for component in ordered.iter().filter(|c| **c != Component::K3s) {
         steps.extend(component_steps(ctx, *component, options)?);
@@ -119,6 +121,53 @@ fn flux_sync_steps(ctx: &Context<'_>) -> Result<Vec<Step>, InfraError> {
             "flux sync (GitRepository and Kustomizations; what they applied stays)",
             &sync,
         ),
+    ])
+}
+
+/// Suspends the Flux Kustomizations (`raibid-<component>`) of the components torn down when
+/// Flux itself stays: kustomize-controller would re-apply what the teardown deletes within its
+/// interval. A KEDA teardown deletes the agents' ScaledJobs too, so `raibid-agents` is
+/// suspended with it. Suspension alone, without switching pruning off: nothing deletes these
+/// Kustomizations (a suspended one is not garbage-collected anyway), and `flux resume` should
+/// give the component back to Flux as it was.
+fn suspend_component_syncs(
+    ctx: &Context<'_>,
+    ordered: &[Component],
+) -> Result<Vec<Step>, InfraError> {
+    let mut names: Vec<String> = Vec::new();
+    for component in ordered {
+        if matches!(component, Component::K3s | Component::Flux) {
+            continue;
+        }
+        names.push(format!("raibid-{component}"));
+        if *component == Component::Keda {
+            names.push(format!("raibid-{}", Component::Agents));
+        }
+    }
+    let kustomizations: Vec<ObjectRef> = ctx
+        .shared("flux")?
+        .iter()
+        .filter(|m| m.kind() == "Kustomization" && names.iter().any(|n| n == m.name()))
+        .map(Manifest::object_ref)
+        .collect();
+    if kustomizations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let listed: Vec<String> = kustomizations.iter().map(|k| k.name.clone()).collect();
+    let namespace = kustomizations[0].namespace.clone().unwrap_or_default();
+    Ok(vec![
+        Step::Patch {
+            what: "Flux's sync of these components (if Flux syncs them): suspend it, or it \
+                   re-applies what is deleted"
+                .into(),
+            objects: kustomizations,
+            patch: json!({"spec": {"suspend": true}}),
+        },
+        Step::Note(format!(
+            "a suspended Kustomization stays suspended: `flux resume kustomization -n \
+             {namespace} {}` gives the component back to Flux (which re-applies it)",
+            listed.join(" ")
+        )),
     ])
 }
 
