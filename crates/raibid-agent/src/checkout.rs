@@ -1064,7 +1064,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_git_config_in_the_cache_directory_is_not_used() {
-        use std::os::unix::fs::PermissionsExt;
         let repo = raibid_testkit::GitRepo::new();
         let sha = repo.commit(&[("a.txt", "$Id$\n")], "one");
         let tmp = tempfile::tempdir().unwrap();
@@ -1072,8 +1071,7 @@ mod tests {
         let hooks = tmp.path().join("hooks");
         std::fs::create_dir_all(&hooks).unwrap();
         let hook = hooks.join("post-checkout");
-        std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        raibid_testkit::write_script(&hook, &format!("#!/bin/sh\ntouch '{}'\n", marker.display()));
         let cache = tmp.path().join("cache");
         std::fs::create_dir_all(&cache).unwrap();
         std::fs::write(
@@ -1141,7 +1139,6 @@ mod tests {
 
     #[tokio::test]
     async fn hooks_configured_in_the_mirror_do_not_run() {
-        use std::os::unix::fs::PermissionsExt;
         let m = Mirrored::new().await;
         // A step under the host executor can write the mirror's config; a fetch that updates
         // refs runs the reference-transaction hook.
@@ -1149,8 +1146,7 @@ mod tests {
         let hooks = m.tmp.path().join("hooks");
         std::fs::create_dir_all(&hooks).unwrap();
         let hook = hooks.join("reference-transaction");
-        std::fs::write(&hook, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        raibid_testkit::write_script(&hook, &format!("#!/bin/sh\ntouch '{}'\n", marker.display()));
         let mirror = &m.mirror;
         let mut config = std::fs::OpenOptions::new()
             .append(true)

@@ -1558,7 +1558,6 @@ mod tests {
     /// is a script whose `manifest inspect` takes two seconds.)
     #[tokio::test]
     async fn a_cleanup_out_of_time_removes_what_it_can_and_keeps_the_rest() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let names: Vec<String> = ["a1", "a2", "a3", "a4"]
@@ -1587,8 +1586,7 @@ esac
             log.display()
         );
         let fake = dir.path().join("buildah");
-        std::fs::write(&fake, script).unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        raibid_testkit::write_script(&fake, &script);
         let mut builder = builder(None);
         builder.buildah = fake;
         builder.options.root = dir.path().join("root");

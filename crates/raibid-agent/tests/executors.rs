@@ -595,16 +595,13 @@ async fn container_detect_without_an_engine_names_both() {
 
 #[tokio::test]
 async fn container_detect_reports_why_an_engine_is_unusable() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let docker = dir.path().join("docker");
-    std::fs::write(
+    raibid_testkit::write_script(
         &docker,
         "#!/bin/sh\necho 'Client: Docker Engine'\n\
          echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let err = ContainerEngine::detect_on_path(dir.path().as_os_str())
         .await
         .unwrap_err()

@@ -880,12 +880,7 @@ async fn without_the_network_a_build_uses_exactly_the_images_it_pulled() {
             dir = dir.path().display()
         );
         let buildah = dir.path().join("buildah");
-        std::fs::write(&buildah, script).unwrap();
-        std::fs::set_permissions(
-            &buildah,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        raibid_testkit::write_script(&buildah, &script);
         let path = std::env::join_paths(
             std::iter::once(dir.path().to_path_buf())
                 .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),

@@ -266,12 +266,10 @@ async fn a_remote_job_may_not_take_lfs_objects_from_the_agents_disk() {
     std::fs::create_dir_all(&bin).unwrap();
     let marker = h.dir.path().join("ssh-ran");
     let stub = bin.join("ssh");
-    std::fs::write(
+    raibid_testkit::write_script(
         &stub,
-        format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        &format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display()),
+    );
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     // SAFETY: the other tests of this binary read the environment only through std (to start
     // processes), which serialises that with this write; a stub `ssh` first on their PATH

@@ -9,19 +9,16 @@ use raibid_infra::{ComponentArg, SetupArgs, TeardownArgs, Tools, setup_to, teard
 
 /// A script that appends its arguments, one a line, to `<dir>/<name>.args`.
 fn recording_tool(dir: &Path, name: &str) {
-    use std::os::unix::fs::PermissionsExt;
     let script = dir.join(name);
     let log = dir.join(format!("{name}.args"));
-    std::fs::write(
+    raibid_testkit::write_script(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho --- >> '{}'\n",
             log.display(),
             log.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
 }
 
 fn args(components: &[ComponentArg]) -> SetupArgs {

@@ -16,6 +16,6 @@ pub mod registry;
 pub use git::{GitDaemon, GitRepo};
 pub use kube_api::FakeKubeApi;
 pub use port::free_port;
-pub use process::require_binary;
+pub use process::{require_binary, write_script};
 pub use redis::{RedisOptions, RedisServer};
 pub use registry::Registry;

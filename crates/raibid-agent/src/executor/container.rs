@@ -548,11 +548,9 @@ mod tests {
     /// or the step's timeout ends the step meanwhile.
     #[tokio::test]
     async fn a_slow_first_pull_gives_way_to_cancel_and_timeout() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let engine = dir.path().join("slow-engine");
-        std::fs::write(&engine, "#!/bin/sh\nexec sleep 30\n").unwrap();
-        std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+        raibid_testkit::write_script(&engine, "#!/bin/sh\nexec sleep 30\n");
         let executor = ContainerExecutor::new(
             ContainerEngine {
                 program: engine,
