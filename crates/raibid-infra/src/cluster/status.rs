@@ -59,6 +59,24 @@ impl PodStatus {
     pub fn completed(&self) -> bool {
         self.phase == "Succeeded"
     }
+
+    /// Ended in failure (evicted, or its containers failed and will not restart): the pod
+    /// object stays until someone deletes it, while its controller starts another.
+    pub fn failed(&self) -> bool {
+        self.phase == "Failed"
+    }
+}
+
+impl ComponentPods {
+    /// Failed pods that no longer count: the component has ready pods, so whatever replaced
+    /// them runs (an evicted pod stays Failed until deleted, which the cluster's garbage
+    /// collector does only past thousands of terminated pods). Each component is one controller
+    /// (Redis, the server) or a few that always replace their pods (Gitea, KEDA, Flux), and a
+    /// replacement that is not ready is reported on its own. Not agent pods: each ran one
+    /// build, and a failed one is kept for its logs, not replaced.
+    pub fn replaced(&self, pod: &PodStatus) -> bool {
+        self.component != Component::Agents && pod.failed() && self.pods.iter().any(|p| p.ready)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -310,7 +328,11 @@ impl ClusterStatus {
             if pods.pods.is_empty() && asked.contains(&pods.component) {
                 problems.push(format!("{}: no pods", pods.component));
             }
-            for pod in pods.pods.iter().filter(|p| !p.ready && !p.completed()) {
+            let current = pods
+                .pods
+                .iter()
+                .filter(|p| !p.ready && !p.completed() && !pods.replaced(p));
+            for pod in current {
                 problems.push(format!(
                     "{}: pod {} is not ready ({})",
                     pods.component, pod.name, pod.phase
@@ -390,16 +412,24 @@ impl fmt::Display for ClusterStatus {
                 continue;
             }
             let completed = component.pods.iter().filter(|p| p.completed()).count();
+            let replaced = component
+                .pods
+                .iter()
+                .filter(|p| component.replaced(p))
+                .count();
             let ready = component.pods.iter().filter(|p| p.ready).count();
             write!(
                 f,
                 "  {} ({}): {ready}/{} pods ready",
                 component.component,
                 component.namespace,
-                component.pods.len() - completed
+                component.pods.len() - completed - replaced
             )?;
             if completed > 0 {
                 write!(f, ", {completed} completed")?;
+            }
+            if replaced > 0 {
+                write!(f, ", {replaced} failed and replaced")?;
             }
             writeln!(f)?;
             for pod in component
@@ -407,6 +437,15 @@ impl fmt::Display for ClusterStatus {
                 .iter()
                 .filter(|p| !p.completed() && (!p.ready || p.restarts > 0))
             {
+                if component.replaced(pod) {
+                    writeln!(
+                        f,
+                        "    {}: Failed, replaced (note: `kubectl -n {} delete pod {}` removes \
+                         it)",
+                        pod.name, component.namespace, pod.name
+                    )?;
+                    continue;
+                }
                 writeln!(
                     f,
                     "    {}: {}, {} restarts",
@@ -465,6 +504,57 @@ mod tests {
             flux: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    fn pod(name: &str, phase: &str, ready: bool) -> PodStatus {
+        PodStatus {
+            name: name.into(),
+            node: Some("spark-01".into()),
+            phase: phase.into(),
+            ready,
+            restarts: 0,
+        }
+    }
+
+    /// One evicted server pod kept `raibid status` "not ready" for ever: the pod object stays
+    /// Failed while the Deployment runs its replacement.
+    #[test]
+    fn a_failed_pod_whose_replacement_is_ready_is_a_note() {
+        let mut status = reachable();
+        status.components.push(ComponentPods {
+            component: Component::Server,
+            namespace: "raibid-ci".into(),
+            pods: vec![
+                pod("raibid-server-7d9f8-abcde", "Failed", false),
+                pod("raibid-server-7d9f8-qwert", "Running", true),
+            ],
+        });
+        assert!(status.problems(&[Component::Server]).is_empty());
+        let text = status.to_string();
+        assert!(
+            text.contains("  server (raibid-ci): 1/1 pods ready, 1 failed and replaced\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    raibid-server-7d9f8-abcde: Failed, replaced (note: `kubectl -n raibid-ci \
+                 delete pod raibid-server-7d9f8-abcde` removes it)\n"
+            ),
+            "{text}"
+        );
+
+        // Nothing ready: the failure is the state of the component.
+        status.components[1].pods[1] = pod("raibid-server-7d9f8-qwert", "Pending", false);
+        assert_eq!(
+            status.problems(&[Component::Server]),
+            [
+                "server: pod raibid-server-7d9f8-abcde is not ready (Failed)",
+                "server: pod raibid-server-7d9f8-qwert is not ready (Pending)"
+            ]
+        );
+        // Only failed pods: a problem.
+        status.components[1].pods.truncate(1);
+        assert_eq!(status.problems(&[Component::Server]).len(), 1);
     }
 
     /// `raibid status agents` said ready with nothing deployed (no ScaledJob, or no KEDA).
