@@ -115,7 +115,13 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    stream_idle: Duration,
 }
+
+/// How long a followed log may stay silent: the server sends a keep-alive every 15 s, so
+/// three missed ones mean the connection is gone (a half-open TCP connection, after a server
+/// node died or a NAT forgot it, would otherwise look "live" for many minutes).
+pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 
 impl Client {
     pub fn new(base_url: &str, token: Option<String>) -> Result<Self, ClientError> {
@@ -127,7 +133,14 @@ impl Client {
             base: base_url.trim_end_matches('/').to_owned(),
             token: token.filter(|t| !t.is_empty()),
             http,
+            stream_idle: STREAM_IDLE_TIMEOUT,
         })
+    }
+
+    /// Replaces [`STREAM_IDLE_TIMEOUT`] for followed logs.
+    pub fn with_stream_idle_timeout(mut self, idle: Duration) -> Self {
+        self.stream_idle = idle;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -354,7 +367,17 @@ impl Client {
         let resp = self.send(req).await?;
         let mut parser = SseParser::default();
         let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        loop {
+            let Ok(next) = tokio::time::timeout(self.stream_idle, body.next()).await else {
+                return Err(ClientError::Unreachable {
+                    url: self.base.clone(),
+                    message: format!(
+                        "the log stream sent nothing, not even a keep-alive, for {}s",
+                        self.stream_idle.as_secs_f64()
+                    ),
+                });
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| ClientError::Unreachable {
                 url: self.base.clone(),
                 message: e.without_url().to_string(),
@@ -446,6 +469,51 @@ mod tests {
             }
             other => panic!("expected a 429, got {other:?}"),
         }
+    }
+
+    /// A connection that stays open but carries nothing (half-open: the server's node is gone)
+    /// ends the follow as unreachable, so callers reconnect, instead of hanging for minutes.
+    #[tokio::test]
+    async fn a_silent_log_stream_is_unreachable_after_the_idle_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0; 4096];
+            let _ = socket.read(&mut buf).await.unwrap();
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                      transfer-encoding: chunked\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            let event = "event: log\nid: 1-0\ndata: {\"text\":\"a\\n\"}\n\n";
+            let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+            socket.write_all(chunk.as_bytes()).await.unwrap();
+            // Open, silent, until the test is over.
+            let _ = released.await;
+        });
+        let client = Client::new(&base, None)
+            .unwrap()
+            .with_stream_idle_timeout(Duration::from_millis(300));
+        let mut seen = 0;
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.follow_logs("J", None, |_| seen += 1),
+        )
+        .await
+        .expect("the follow ends by itself");
+        match result {
+            Err(ClientError::Unreachable { message, .. }) => {
+                assert!(message.contains("sent nothing"), "{message}")
+            }
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+        assert_eq!(seen, 1);
+        drop(release);
     }
 
     #[tokio::test]
