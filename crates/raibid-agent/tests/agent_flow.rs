@@ -97,21 +97,11 @@ async fn ignored_failures_go_on_and_failure_steps_run_after_a_failure() {
         )],
         "an ignored failure",
     );
-    let job = h.enqueue(&repo.url(), &passing).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let done = h.job(&job.id).await;
-    let log = h.log(&job.id).await;
+    let (done, log) = h.run(&repo.url(), &passing).await;
     assert_eq!(done.status, JobStatus::Success, "{log}");
-    let statuses: Vec<StepStatus> = done.steps.iter().map(|s| s.status).collect();
-    assert_eq!(
-        statuses,
-        [
-            StepStatus::Failure,
-            StepStatus::Success,
-            StepStatus::Skipped,
-            StepStatus::Success
-        ]
-    );
+    use StepStatus::{Failure, Skipped, Success};
+    let statuses = |job: &raibid_model::Job| job.steps.iter().map(|s| s.status).collect::<Vec<_>>();
+    assert_eq!(statuses(&done), [Failure, Success, Skipped, Success]);
     assert_eq!(done.steps[0].exit_code, Some(4));
     assert!(log.contains("ignored (failure: ignore)"), "{log}");
     assert!(
@@ -135,21 +125,11 @@ async fn ignored_failures_go_on_and_failure_steps_run_after_a_failure() {
         )],
         "a real failure",
     );
-    let job = h.enqueue(&repo.url(), &failing).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let done = h.job(&job.id).await;
-    let log = h.log(&job.id).await;
+    let (done, log) = h.run(&repo.url(), &failing).await;
     assert_eq!(done.status, JobStatus::Failure, "{log}");
-    let statuses: Vec<StepStatus> = done.steps.iter().map(|s| s.status).collect();
     assert_eq!(
-        statuses,
-        [
-            StepStatus::Failure,
-            StepStatus::Skipped,
-            StepStatus::Failure,
-            StepStatus::Skipped,
-            StepStatus::Success
-        ]
+        statuses(&done),
+        [Failure, Skipped, Failure, Skipped, Success]
     );
     assert!(
         log.contains("cleanup-failure") && log.contains("always-failure"),
