@@ -7,10 +7,13 @@
 //! happens before anything leaves the agent, and holds back only as many trailing bytes as could
 //! be the start of a secret, so a secret split across two reads is still caught.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::dfa::DFA;
+use aho_corasick::nfa::contiguous::NFA;
+use aho_corasick::{Anchored, Input, MatchKind};
 use raibid_queue::Queue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -45,10 +48,14 @@ const MIN_SECRET_LEN: usize = 4;
 /// stream is cut into pieces.
 ///
 /// The work per byte does not grow with the number of secrets: a multi-line key adds a secret
-/// per line, and every job masks every secret of the agent.
+/// per line, and every job masks every secret of the agent. Nor is its memory unbounded: at
+/// most [`DFA_BUDGET`] for a DFA of the secrets, past that about 20 bytes per byte of the
+/// masked strings, three times that for a moment while it is built (see [`Automata`]).
 #[derive(Default)]
 pub struct Masker {
     secrets: Vec<Vec<u8>>,
+    /// The most memory for a DFA; `None` for [`DFA_BUDGET`] (tests make it 0 to use the NFA).
+    dfa_budget: Option<usize>,
     /// Built from `secrets` when they are first needed after one was added.
     automata: Option<Automata>,
     pending: Vec<u8>,
@@ -57,15 +64,6 @@ pub struct Masker {
     carried: usize,
     /// Whether the last byte emitted was masked: covered bytes right after it continue its run.
     in_run: bool,
-}
-
-/// What the masker looks for secrets with.
-struct Automata {
-    matcher: AhoCorasick,
-    prefixes: Prefixes,
-    /// The state of `prefixes` after the bytes read so far: its chain of suffixes holds every
-    /// suffix of them that could start a secret.
-    state: u32,
 }
 
 impl Masker {
@@ -93,43 +91,27 @@ impl Masker {
         self.automata = None;
     }
 
-    /// Builds the automata for the secrets added since they were last built, if any. Built
-    /// afresh, the state is that after the bytes held back, which are all that could start a
+    /// Builds the automaton for the secrets added since it was last built, if any. Built
+    /// afresh, its state is that after the bytes held back, which are all that could start a
     /// secret.
     fn build(&mut self) {
         if self.automata.is_none() && !self.secrets.is_empty() {
-            let matcher = AhoCorasick::builder()
-                .match_kind(aho_corasick::MatchKind::Standard)
-                .build(&self.secrets)
-                .expect("literal patterns always build");
-            let prefixes = Prefixes::new(&self.secrets, DENSE_TRANSITIONS);
-            let state = prefixes.read(ROOT, &self.pending);
-            self.automata = Some(Automata {
-                matcher,
-                prefixes,
-                state,
-            });
+            let budget = self.dfa_budget.unwrap_or(DFA_BUDGET);
+            let mut automata = Automata::new(&self.secrets, budget);
+            automata.read(&self.pending, 0);
+            self.automata = Some(automata);
         }
     }
 
     /// Accepts more output; returns what is safe to emit now.
     pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
         self.build();
+        let from = self.pending.len();
+        self.pending.extend_from_slice(data);
         let held = match &mut self.automata {
-            Some(a) => {
-                // Only the last `longest - 1` bytes can start a secret that is not complete:
-                // from a piece at least that long, reading its end from the root is enough.
-                let window = a.prefixes.longest - 1;
-                let (from, tail) = match data.len().checked_sub(window) {
-                    Some(skip) => (ROOT, &data[skip..]),
-                    None => (a.state, data),
-                };
-                a.state = a.prefixes.read(from, tail);
-                a.prefixes.held(a.state)
-            }
+            Some(a) => a.read(&self.pending, from),
             None => 0,
         };
-        self.pending.extend_from_slice(data);
         // Bytes before the longest tail that could start a secret are covered or not for good:
         // every secret that could reach them is complete in `pending`.
         let cut = self.pending.len() - held;
@@ -143,7 +125,8 @@ impl Masker {
         self.carried = 0;
         self.in_run = false;
         if let Some(a) = &mut self.automata {
-            a.state = ROOT;
+            a.state = a.start;
+            a.found.clear();
         }
         out
     }
@@ -153,7 +136,7 @@ impl Masker {
         if cut == 0 {
             return Vec::new();
         }
-        let runs = self.covered();
+        let runs = self.covered(cut);
         let data = &self.pending[..cut];
         let mut out = Vec::with_capacity(cut);
         let mut at = 0;
@@ -183,15 +166,11 @@ impl Masker {
     }
 
     /// The runs of bytes of `pending` that belong to some secret, in order, merged where they
-    /// overlap or touch.
-    fn covered(&self) -> Vec<std::ops::Range<usize>> {
+    /// overlap or touch, before its first `cut` bytes are written out.
+    fn covered(&mut self, cut: usize) -> Vec<std::ops::Range<usize>> {
         // Overlapping matches come in order of their end; sorted by start they merge in one pass.
-        let mut found: Vec<_> = match &self.automata {
-            Some(a) => a
-                .matcher
-                .find_overlapping_iter(&self.pending)
-                .map(|m| m.range())
-                .collect(),
+        let mut found = match &mut self.automata {
+            Some(a) => a.found(&self.pending, cut),
             None => Vec::new(),
         };
         if self.carried > 0 {
@@ -209,220 +188,240 @@ impl Masker {
     }
 }
 
-/// The root of [`Prefixes`]: nothing read could start a secret.
-const ROOT: u32 = 0;
+/// The most memory the masker gives a DFA of its secrets; with more, it uses a contiguous NFA.
+/// A DFA has a transition for every byte class (those of the secrets' bytes, a power of two)
+/// in every state: one key of 4096 bits and a few tokens take 3.3 MiB, 64 tokens of 4 KiB took
+/// 128 MiB when the crate chose (it takes a DFA for up to 100 strings, whatever their length).
+const DFA_BUDGET: usize = 4 << 20;
 
-/// How many transitions [`Prefixes`] keeps in full (128 KiB): enough for the shallow states in
-/// which ordinary output keeps it, whatever the secrets.
-const DENSE_TRANSITIONS: usize = 1 << 15;
-
-/// The trie of the secrets with Aho-Corasick failure links, kept to answer one question: how
-/// many of the last bytes read could be the start of a secret (the longest suffix that is a
-/// proper prefix of one). After each byte the state is the node of the longest suffix that is a
-/// prefix of a secret; its answer is that node's depth, or when no secret goes on from there
-/// (the node is a whole secret), the answer of the next shorter such suffix, along its failure
-/// links.
+/// What the masker looks for secrets with: the Aho-Corasick automaton of the secrets (the
+/// `aho-corasick` crate's, standard semantics), which finds them, and whose state after the
+/// bytes read so far is the longest suffix of them that is a prefix of a secret, which tells
+/// how many to hold back.
 ///
-/// Nodes are numbered breadth first, and the shallowest have every transition in a table, so
-/// that output that only now and then looks like the start of a secret costs a lookup per
-/// byte. Deeper nodes keep their children and follow failure links: a byte costs at most as
-/// many links as earlier bytes took the state deeper, so amortized constant time per byte
-/// either way, whatever the number of secrets.
-struct Prefixes {
-    /// Bytes found in no secret share one class: they lead to the same nodes.
-    classes: Box<[u8; 256]>,
-    /// The number of classes.
-    stride: usize,
-    /// The transitions of nodes `0..dense_len`, by node then class. Nodes are named by their
-    /// state (see [`Self::state`]), here and in `children` and `fail`.
-    dense: Vec<u32>,
-    dense_len: u32,
-    /// Each node's children, sorted by byte.
-    children: Vec<Vec<(u8, u32)>>,
-    /// The node of the longest proper suffix of each node's bytes that is a prefix of a secret.
-    fail: Vec<u32>,
-    /// For each node, by number, how many bytes to hold back in that state.
-    held: Vec<u32>,
+/// A DFA, one lookup per byte, while it fits in [`DFA_BUDGET`]; past that a contiguous NFA,
+/// about 12 bytes per byte of the secrets (its two shallowest levels in full), which follows
+/// failure transitions: a byte costs at most as many as earlier bytes took the state deeper, so
+/// amortized constant work per byte either way, whatever the number of secrets. The table of
+/// what to hold back in each state takes 8 bytes per state.
+struct Automata {
+    searcher: Searcher,
+    /// The state before any byte.
+    start: StateID,
+    /// How many bytes to hold back in each state but the start, sorted by state: the length of
+    /// the longest suffix of the bytes read that is a proper prefix of a secret. That is the
+    /// state's depth, or for a secret that no other one goes on from, what its failure state
+    /// holds back.
+    held: Vec<(u32, u32)>,
     /// The length of the longest secret.
     longest: usize,
+    /// The state after the bytes read so far.
+    state: StateID,
+    /// With an NFA, the secrets found in the masker's pending bytes, where they are there: an
+    /// NFA reads each byte once, finding secrets as it goes (reading twice would halve its
+    /// speed), while a DFA reads only what could still start a secret (the end of a long piece)
+    /// and leaves finding them to the crate's search, which skips ahead to where a secret could
+    /// start (much faster with few secrets).
+    found: Vec<std::ops::Range<usize>>,
 }
 
-impl Prefixes {
-    /// The automaton for `secrets`, with at most `dense_transitions` transitions in full (at
-    /// least the root's).
-    fn new(secrets: &[Vec<u8>], dense_transitions: usize) -> Self {
-        // The trie, numbered as inserted.
-        let mut trie: Vec<Vec<(u8, u32)>> = vec![Vec::new()];
-        for secret in secrets {
-            let mut node = ROOT as usize;
-            for &b in secret {
-                node = match trie[node].iter().find(|&&(c, _)| c == b) {
-                    Some(&(_, next)) => next as usize,
-                    None => {
-                        let next = trie.len();
-                        trie.push(Vec::new());
-                        trie[node].push((b, next as u32));
-                        next
-                    }
-                };
-            }
-        }
-        // Renumbered breadth first: parents and failure links come before a node.
-        let mut order = vec![ROOT];
-        let mut depth = vec![0u32];
-        let mut number = vec![ROOT; trie.len()];
-        let mut i = 0;
-        while i < order.len() {
-            let node = order[i] as usize;
-            trie[node].sort_unstable_by_key(|&(b, _)| b);
-            for &(_, child) in &trie[node] {
-                number[child as usize] = order.len() as u32;
-                order.push(child);
-                depth.push(depth[i] + 1);
-            }
-            i += 1;
-        }
-        let children: Vec<Vec<(u8, u32)>> = order
-            .iter()
-            .map(|&old| {
-                trie[old as usize]
-                    .iter()
-                    .map(|&(b, child)| (b, number[child as usize]))
-                    .collect()
-            })
-            .collect();
+/// The automaton itself, of either kind.
+enum Searcher {
+    Dfa(DFA),
+    Nfa(NFA),
+}
 
-        let mut seen = [false; 256];
-        for secret in secrets {
-            for &b in secret {
-                seen[b as usize] = true;
-            }
-        }
-        let mut classes = Box::new([0u8; 256]);
-        let mut stride = 0;
-        // With every byte in some secret there is no class of bytes found in none.
-        if seen.contains(&false) {
-            stride = 1;
-        }
-        for b in 0..256 {
-            if seen[b] {
-                classes[b] = stride as u8;
-                stride += 1;
-            }
-        }
-        // A byte of each class.
-        let mut sample = vec![0u8; stride];
-        for b in (0..256).rev() {
-            sample[classes[b] as usize] = b as u8;
-        }
-
-        let nodes = children.len();
-        let mut prefixes = Prefixes {
-            classes,
-            stride,
-            dense: Vec::new(),
-            dense_len: 0,
-            children,
-            fail: vec![ROOT; nodes],
-            held: vec![0; nodes],
-            longest: secrets.iter().map(Vec::len).max().unwrap_or(0),
-        };
-        for (node, &depth) in depth.iter().enumerate() {
-            let failed = prefixes.fail[node];
-            prefixes.held[node] = if prefixes.children[node].is_empty() {
-                prefixes.held[failed as usize]
-            } else {
-                depth
-            };
-            for i in 0..prefixes.children[node].len() {
-                let (b, child) = prefixes.children[node][i];
-                prefixes.fail[child as usize] = if node == ROOT as usize {
-                    ROOT
-                } else {
-                    prefixes.step(failed, b)
-                };
-            }
-        }
-        let dense_len = nodes.min((dense_transitions / stride).max(1));
-        let mut dense = Vec::with_capacity(dense_len * stride);
-        for node in 0..dense_len {
-            for &b in &sample {
-                let edges = &prefixes.children[node];
-                dense.push(match edges.binary_search_by_key(&b, |&(c, _)| c) {
-                    Ok(i) => edges[i].1,
-                    Err(_) if node == ROOT as usize => ROOT,
-                    Err(_) => {
-                        let class = prefixes.classes[b as usize] as usize;
-                        dense[prefixes.fail[node] as usize * stride + class]
-                    }
-                });
-            }
-        }
-        // Until now nodes were named by number, as the state of each while `dense` was empty.
-        prefixes.dense_len = dense_len as u32;
-        let state = |id: u32| prefixes.state(id);
-        let dense: Vec<u32> = dense.into_iter().map(state).collect();
-        let fail: Vec<u32> = prefixes.fail.iter().map(|&id| state(id)).collect();
-        let children: Vec<Vec<(u8, u32)>> = prefixes
-            .children
-            .iter()
-            .map(|edges| edges.iter().map(|&(b, id)| (b, state(id))).collect())
-            .collect();
-        prefixes.dense = dense;
-        prefixes.fail = fail;
-        prefixes.children = children;
-        prefixes
-    }
-
-    /// The state of the node numbered `id`: for a node in `dense`, where its transitions start
-    /// there, which saves a multiplication per byte; for the others, their number after those.
-    fn state(&self, id: u32) -> u32 {
-        if id < self.dense_len {
-            id * self.stride as u32
-        } else {
-            id - self.dense_len + self.dense_len * self.stride as u32
-        }
-    }
-
-    /// The number of the node in `state`.
-    fn id(&self, state: u32) -> u32 {
-        let dense_end = self.dense_len * self.stride as u32;
-        if state < dense_end {
-            state / self.stride as u32
-        } else {
-            state - dense_end + self.dense_len
-        }
-    }
-
-    /// The state after reading `b` in `state`.
-    fn step(&self, mut state: u32, b: u8) -> u32 {
-        let dense_end = self.dense.len() as u32;
-        loop {
-            if state < dense_end {
-                return self.dense[state as usize + self.classes[b as usize] as usize];
-            }
-            let id = (state - dense_end + self.dense_len) as usize;
-            let edges = &self.children[id];
-            if let Ok(i) = edges.binary_search_by_key(&b, |&(c, _)| c) {
-                return edges[i].1;
-            }
-            // Only while the automaton is built, with no node in `dense`.
-            if state == ROOT {
-                return ROOT;
-            }
-            state = self.fail[id];
-        }
-    }
-
+impl Searcher {
     /// The state after reading `data` in `state`.
-    fn read(&self, state: u32, data: &[u8]) -> u32 {
-        data.iter().fold(state, |state, &b| self.step(state, b))
+    fn read(&self, state: StateID, data: &[u8]) -> StateID {
+        fn read<A: Automaton>(a: &A, mut state: StateID, data: &[u8]) -> StateID {
+            for &b in data {
+                state = a.next_state(Anchored::No, state, b);
+            }
+            state
+        }
+        match self {
+            Searcher::Dfa(a) => read(a, state, data),
+            Searcher::Nfa(a) => read(a, state, data),
+        }
+    }
+}
+
+impl Automata {
+    /// The automata of `secrets`, with a DFA if it takes at most `dfa_budget` bytes.
+    fn new(secrets: &[Vec<u8>], dfa_budget: usize) -> Self {
+        let mut sorted: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
+        sorted.sort_unstable();
+        let nfa = aho_corasick::nfa::noncontiguous::Builder::new()
+            .match_kind(MatchKind::Standard)
+            .build(secrets)
+            .expect("the secrets fit in an automaton (2^31 states)");
+        let searcher = if dfa_size(&sorted) <= dfa_budget {
+            Searcher::Dfa(
+                aho_corasick::dfa::Builder::new()
+                    .build_from_noncontiguous(&nfa)
+                    .expect("a DFA within the budget"),
+            )
+        } else {
+            Searcher::Nfa(
+                aho_corasick::nfa::contiguous::Builder::new()
+                    .build_from_noncontiguous(&nfa)
+                    .expect("the secrets fit in a contiguous NFA (2^31 states)"),
+            )
+        };
+        drop(nfa);
+        let start = match &searcher {
+            Searcher::Dfa(a) => a.start_state(Anchored::No),
+            Searcher::Nfa(a) => a.start_state(Anchored::No),
+        }
+        .expect("the automaton is unanchored");
+        // From the start, a secret's bytes lead through the states of its prefixes, whatever
+        // the other secrets. Sorted, a secret's states up to those it shares with the one
+        // before are recorded already.
+        let mut held = Vec::new();
+        let mut previous: &[u8] = &[];
+        for &secret in &sorted {
+            let done = common_prefix(secret, previous).min(previous.len().saturating_sub(1));
+            let mut state = searcher.read(start, &secret[..done]);
+            for k in done..secret.len() - 1 {
+                state = searcher.read(state, &secret[k..=k]);
+                held.push((state.as_u32(), k as u32 + 1));
+            }
+            previous = secret;
+        }
+        held.sort_unstable();
+        held.dedup();
+        // The state of a secret that no other one goes on from holds back what its failure
+        // state does: the state after its bytes but the first, shallower, so found first when
+        // the secrets are taken shortest first.
+        sorted.sort_by_key(|s| s.len());
+        let mut leaves: HashMap<u32, u32> = HashMap::new();
+        for secret in sorted {
+            let state = searcher.read(start, secret).as_u32();
+            if lookup(&held, state).is_some() {
+                continue;
+            }
+            let failed = searcher.read(start, &secret[1..]).as_u32();
+            let n = lookup(&held, failed)
+                .or_else(|| leaves.get(&failed).copied())
+                .unwrap_or(0);
+            leaves.insert(state, n);
+        }
+        held.extend(leaves);
+        held.sort_unstable();
+        held.shrink_to_fit();
+        Automata {
+            searcher,
+            start,
+            held,
+            longest: secrets.iter().map(Vec::len).max().unwrap_or(0),
+            state: start,
+            found: Vec::new(),
+        }
     }
 
-    /// How many of the last bytes read could start a secret, in `state`.
-    fn held(&self, state: u32) -> usize {
-        self.held[self.id(state) as usize] as usize
+    /// Reads the bytes of `pending` from `from` on, those before having been read; returns how
+    /// many of its last bytes could start a secret.
+    fn read(&mut self, pending: &[u8], from: usize) -> usize {
+        match &self.searcher {
+            Searcher::Dfa(dfa) => {
+                // Only the last `longest - 1` bytes can start a secret that is not complete:
+                // from a piece at least that long, reading its end from the start is enough.
+                let data = &pending[from..];
+                let (state, tail) = match data.len().checked_sub(self.longest - 1) {
+                    Some(skip) => (self.start, &data[skip..]),
+                    None => (self.state, data),
+                };
+                let mut state = state;
+                for &b in tail {
+                    state = dfa.next_state(Anchored::No, state, b);
+                }
+                self.state = state;
+            }
+            Searcher::Nfa(nfa) => {
+                let mut state = self.state;
+                for (at, &b) in pending.iter().enumerate().skip(from) {
+                    state = nfa.next_state(Anchored::No, state, b);
+                    if nfa.is_special(state) && nfa.is_match(state) {
+                        for i in 0..nfa.match_len(state) {
+                            let len = nfa.pattern_len(nfa.match_pattern(state, i));
+                            self.found.push(at + 1 - len..at + 1);
+                        }
+                    }
+                }
+                self.state = state;
+            }
+        }
+        self.held()
     }
+
+    /// The secrets in `pending`, overlapping ones included, in order of their end, before its
+    /// first `cut` bytes are written out.
+    fn found(&mut self, pending: &[u8], cut: usize) -> Vec<std::ops::Range<usize>> {
+        match &self.searcher {
+            Searcher::Dfa(dfa) => dfa
+                .try_find_overlapping_iter(Input::new(pending))
+                .expect("an unanchored search with standard semantics")
+                .map(|m| m.range())
+                .collect(),
+            Searcher::Nfa(_) => {
+                // Those that start in the bytes kept are theirs for the next write.
+                let kept = self
+                    .found
+                    .iter()
+                    .filter(|r| r.start >= cut)
+                    .map(|r| r.start - cut..r.end - cut)
+                    .collect();
+                std::mem::replace(&mut self.found, kept)
+            }
+        }
+    }
+
+    /// How many of the last bytes read could start a secret.
+    fn held(&self) -> usize {
+        if self.state == self.start {
+            return 0;
+        }
+        lookup(&self.held, self.state.as_u32()).unwrap_or(0) as usize
+    }
+}
+
+/// How many first bytes `a` and `b` share.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The memory of the transitions of a DFA of `sorted` (secrets, sorted): 4 bytes for each byte
+/// class, their number rounded up to a power of two, in each state (one per prefix of the
+/// secrets, the empty one included, and 3 of the crate's own), as `aho-corasick` 1 lays them
+/// out. Byte classes are split at the bytes of the secrets: each starts a class, and the byte
+/// after it too.
+fn dfa_size(sorted: &[&[u8]]) -> usize {
+    let mut states = 4;
+    let mut previous: &[u8] = &[];
+    let mut split = [false; 256];
+    for &secret in sorted {
+        states += secret.len() - common_prefix(secret, previous);
+        previous = secret;
+        for &b in secret {
+            split[b as usize] = true;
+            if b > 0 {
+                split[b as usize - 1] = true;
+            }
+        }
+    }
+    let classes = 1 + split[..255].iter().filter(|&&s| s).count();
+    states
+        .saturating_mul(classes.next_power_of_two())
+        .saturating_mul(4)
+}
+
+/// What `table`, sorted by state, says of `state`.
+fn lookup(table: &[(u32, u32)], state: u32) -> Option<u32> {
+    table
+        .binary_search_by_key(&state, |&(s, _)| s)
+        .ok()
+        .map(|i| table[i].1)
 }
 
 /// The log of one job as the agent writes it.
@@ -587,6 +586,12 @@ mod tests {
         out
     }
 
+    /// `set` with the default budget for a DFA (these small sets get one), and with none, so
+    /// that the masker uses an NFA.
+    fn with_each_automaton<T: Copy>(set: T) -> [(T, Option<usize>); 2] {
+        [(set, None), (set, Some(0))]
+    }
+
     /// A shorter secret complete in the buffer must not release the rest of a longer one that
     /// starts with it.
     #[test]
@@ -732,7 +737,7 @@ mod tests {
     }
 
     /// However the output is cut into pieces, what is written is the whole text masked at
-    /// once.
+    /// once, with a DFA of the secrets and with an NFA.
     #[test]
     fn the_output_does_not_depend_on_how_it_is_cut() {
         // xorshift64*: reproducible without a dependency.
@@ -761,7 +766,7 @@ mod tests {
             b"-----",
             b"deploybot",
         ];
-        for set in secret_sets {
+        for (set, dfa_budget) in secret_sets.into_iter().flat_map(with_each_automaton) {
             let mut fresh = Masker::default();
             for s in set {
                 fresh.add_secret(s);
@@ -784,7 +789,10 @@ mod tests {
                     chunks.push(&text[at..at + len]);
                     at += len;
                 }
-                let mut m = Masker::default();
+                let mut m = Masker {
+                    dfa_budget,
+                    ..Masker::default()
+                };
                 for s in set {
                     m.add_secret(s);
                 }
@@ -798,7 +806,7 @@ mod tests {
                 assert_eq!(
                     String::from_utf8_lossy(&out),
                     String::from_utf8_lossy(&expected),
-                    "secrets {set:?}, pieces {chunks:?}"
+                    "secrets {set:?}, DFA budget {dfa_budget:?}, pieces {chunks:?}"
                 );
                 assert_eq!(run(&mut m, &[&text]), expected);
             }
@@ -821,7 +829,7 @@ mod tests {
     /// Secrets that share first bytes and prefixes, and secrets inside others, cut at random
     /// into pieces shorter and longer than the longest secret: the output is the whole text
     /// masked at once, and after each piece exactly the bytes that could start a secret are
-    /// held.
+    /// held, with a DFA of the secrets and with an NFA.
     #[test]
     fn secrets_sharing_prefixes_are_masked_however_the_output_is_cut() {
         let mut next = xorshift(0x5DEE_CE66_D1CE_4E5B);
@@ -834,8 +842,11 @@ mod tests {
             &["abcd\nbcda\n  cdab\n", "dabc", "bcda\ncd", "cdXa"],
         ];
         let alphabet = b"abcdXYZ \n";
-        for set in secret_sets {
-            let mut m = Masker::default();
+        for (set, dfa_budget) in secret_sets.into_iter().flat_map(with_each_automaton) {
+            let mut m = Masker {
+                dfa_budget,
+                ..Masker::default()
+            };
             for s in set {
                 m.add_secret(s);
             }
@@ -860,7 +871,7 @@ mod tests {
                     assert_eq!(
                         m.pending.len(),
                         held_slow(&m.secrets, &text[..at]),
-                        "secrets {set:?}, after {:?}",
+                        "secrets {set:?}, DFA budget {dfa_budget:?}, after {:?}",
                         String::from_utf8_lossy(&text[..at])
                     );
                 }
@@ -868,47 +879,96 @@ mod tests {
                 assert_eq!(
                     String::from_utf8_lossy(&out),
                     String::from_utf8_lossy(&expected),
-                    "secrets {set:?}, text {:?}",
+                    "secrets {set:?}, DFA budget {dfa_budget:?}, text {:?}",
                     String::from_utf8_lossy(&text)
                 );
             }
         }
     }
 
-    /// With all, some or none of the nodes below the root in full, the automaton goes through
-    /// the same states, and holds back what could start a secret.
+    /// After every byte, the automaton holds back exactly what could start a secret: secrets
+    /// sharing prefixes, secrets inside others, and whole secrets that no other one goes on
+    /// from, whose suffixes are whole secrets too (`zzabcd`, `zabcd`, `abcd`, then `bcd`); with a
+    /// DFA of the secrets and with an NFA.
     #[test]
-    fn the_prefix_automaton_does_not_depend_on_how_much_of_it_is_dense() {
+    fn the_prefix_automaton_holds_back_what_could_start_a_secret_after_every_byte() {
         let mut next = xorshift(0x2545_F491_4F6C_DD1D);
-        let mut m = Masker::default();
-        for s in [
-            "abcX",
-            "abcY",
-            "abZZ",
-            "bcdX",
-            "cabc",
-            "abcabcZ",
-            "aaab",
-            "ab\ncd\nabcabd",
-        ] {
-            m.add_secret(s);
-        }
-        let full = Prefixes::new(&m.secrets, usize::MAX);
-        let nodes = full.fail.len();
-        assert_eq!(full.dense.len(), nodes * full.stride);
-        let alphabet = b"abcdXYZ\n";
-        let text: Vec<u8> = (0..5000).map(|_| alphabet[next(alphabet.len())]).collect();
-        for rows in [1, 2, 5, nodes / 2, nodes - 1] {
-            let partial = Prefixes::new(&m.secrets, rows * full.stride);
-            assert_eq!(partial.dense.len(), rows * full.stride);
-            let (mut a, mut b) = (ROOT, ROOT);
-            for (i, &byte) in text.iter().enumerate() {
-                a = full.step(a, byte);
-                b = partial.step(b, byte);
-                assert_eq!(full.id(a), partial.id(b), "{rows} rows, at {i}");
-                assert_eq!(full.held(a), held_slow(&m.secrets, &text[..=i]));
-                assert_eq!(partial.held(b), full.held(a));
+        let secret_sets: [&[&str]; 2] = [
+            &[
+                "abcX",
+                "abcY",
+                "abZZ",
+                "bcdX",
+                "cabc",
+                "abcabcZ",
+                "aaab",
+                "ab\ncd\nabcabd",
+            ],
+            &["zzabcd", "zabcd", "abcd", "bcdQ", "dzza"],
+        ];
+        for (set, dfa_budget) in secret_sets.into_iter().flat_map(with_each_automaton) {
+            let mut m = Masker::default();
+            for s in set {
+                m.add_secret(s);
             }
+            let mut a = Automata::new(&m.secrets, dfa_budget.unwrap_or(DFA_BUDGET));
+            assert_eq!(matches!(a.searcher, Searcher::Dfa(_)), dfa_budget.is_none());
+            let alphabet: Vec<u8> = set.iter().flat_map(|s| s.bytes()).collect();
+            let text: Vec<u8> = (0..5000).map(|_| alphabet[next(alphabet.len())]).collect();
+            for i in 0..text.len() {
+                assert_eq!(
+                    a.read(&text[..=i], i),
+                    held_slow(&m.secrets, &text[..=i]),
+                    "secrets {set:?}, DFA budget {dfa_budget:?}, after {:?}",
+                    String::from_utf8_lossy(&text[..=i])
+                );
+            }
+        }
+    }
+
+    /// The masker's estimate of a DFA's memory is the crate's, give or take the few bytes it
+    /// keeps besides the transitions (matches, pattern lengths, prefilter), so the budget holds.
+    #[test]
+    fn the_dfa_takes_the_memory_the_masker_expects() {
+        let mut next = xorshift(0x0123_4567_89AB_CDEF);
+        let base64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut key = String::from("-----BEGIN RSA PRIVATE KEY-----\n");
+        for _ in 0..50 {
+            key.extend((0..64).map(|_| base64[next(base64.len())] as char));
+            key.push('\n');
+        }
+        key.push_str("-----END RSA PRIVATE KEY-----\n");
+        let secret_sets: [&[&str]; 4] = [
+            &["abcd"],
+            &[
+                "hunter22",
+                "deploybot",
+                "deploybot:s3cr3t-pass",
+                "\u{0}\u{1}\u{ff}x",
+            ],
+            &[
+                "abcX", "abcY", "abZZ", "bcdX", "cabc", "abcabcZ", "aaab", "ab\ncd\n",
+            ],
+            &[
+                &key,
+                "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+                "npm_0123456789abcdef",
+            ],
+        ];
+        for set in secret_sets {
+            let mut m = Masker::default();
+            for s in set {
+                m.add_secret(s);
+            }
+            let mut sorted: Vec<&[u8]> = m.secrets.iter().map(Vec::as_slice).collect();
+            sorted.sort_unstable();
+            let expected = dfa_size(&sorted);
+            let dfa = aho_corasick::dfa::DFA::new(&m.secrets).unwrap();
+            let used = dfa.memory_usage();
+            assert!(
+                expected <= used && used <= expected + expected / 8 + 4096,
+                "secrets {set:?}: {used} bytes, {expected} expected"
+            );
         }
     }
 
@@ -946,7 +1006,8 @@ mod tests {
     /// BENCHMARKS.md, not in a test that fails on a slow machine):
     /// `cargo test -p raibid-agent --release -- --ignored masker_throughput --nocapture`.
     /// 20 MB of log-like text, pushed in 4 KiB and in 64-byte pieces, masked with (a) one
-    /// single-line secret, (b) a 50-line PEM-like key plus 5 single-line secrets.
+    /// single-line secret, (b) a 50-line PEM-like key plus 5 single-line secrets, (c) 20 such
+    /// keys plus the 5 (past the masker's budget for a DFA).
     #[test]
     #[ignore = "a measurement, run by hand in release"]
     fn masker_throughput() {
@@ -983,10 +1044,27 @@ mod tests {
             }
             text.push(b'\n');
         }
-        let cases: [(&str, Vec<&str>); 2] = [
+        let keys: Vec<String> = (0..19)
+            .map(|_| {
+                let mut key = String::from("-----BEGIN RSA PRIVATE KEY-----\n");
+                for _ in 0..50 {
+                    key.extend((0..64).map(|_| BASE64[next(BASE64.len())] as char));
+                    key.push('\n');
+                }
+                key.push_str("-----END RSA PRIVATE KEY-----\n");
+                key
+            })
+            .collect();
+        let cases: [(&str, Vec<&str>); 3] = [
             ("(a) 1 single-line secret", vec![others[0]]),
             ("(b) 50-line PEM + 5 others", {
                 let mut v = vec![pem.as_str()];
+                v.extend(others);
+                v
+            }),
+            ("(c) 20 50-line PEMs + 5 others", {
+                let mut v = vec![pem.as_str()];
+                v.extend(keys.iter().map(String::as_str));
                 v.extend(others);
                 v
             }),
