@@ -80,8 +80,7 @@ async fn pushes_a_scratch_image_and_reports_its_digests() {
     );
     let tags = ["abc123", "latest"].map(|t| format!("{}/acme/hello:{t}", registry.host()));
     let started = Instant::now();
-    let (result, output) = build(&builder, &request(context.path(), tags.to_vec())).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, output) = build_ok(&builder, &request(context.path(), tags.to_vec())).await;
     eprintln!(
         "scratch build and push of two tags (vfs): {:?}",
         started.elapsed()
@@ -139,8 +138,7 @@ async fn build_without_push_pushes_nothing() {
         vec![format!("{}/acme/local:1", registry.host())],
     );
     request.push = false;
-    let (result, output) = build(&builder, &request).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, _) = build_ok(&builder, &request).await;
     assert!(built.digests.is_empty());
     assert!(registry.tags("acme/local").is_empty());
 }
@@ -171,8 +169,7 @@ async fn runs_build_steps_on_a_base_pulled_from_the_registry() {
         .build_args
         .insert("GREETING".into(), "hello from a build arg".into());
     let started = Instant::now();
-    let (result, output) = build(&builder, &request).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, output) = build_ok(&builder, &request).await;
     eprintln!("RUN build and push ({driver:?}): {:?}", started.elapsed());
     assert!(
         output.contains("greeting: hello from a build arg"),
@@ -201,8 +198,7 @@ async fn platforms_make_a_manifest_list() {
         vec![format!("{}/acme/multi:1", registry.host())],
     );
     request.platforms = vec![native_platform()];
-    let (result, output) = build(&builder, &request).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, output) = build_ok(&builder, &request).await;
     assert!(built.manifest_list);
     let index = assert_pushed(&registry, "acme/multi", "1", &built.digests[0]);
     assert!(
@@ -301,8 +297,7 @@ async fn credentials_work_but_never_show() {
     };
 
     let builder = store.builder_with(&registry, StorageDriver::Vfs, Some(auth(PASSWORD)));
-    let (result, output) = build(&builder, &request(context.path(), vec![tag.clone()])).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, output) = build_ok(&builder, &request(context.path(), vec![tag.clone()])).await;
     assert_pushed(&registry, "acme/private", "1", &built.digests[0]);
     assert!(!output.contains(PASSWORD), "{output}");
 
@@ -439,8 +434,7 @@ async fn a_build_leaves_no_image_under_its_tags() {
     }
     // A pushed build is pushed by image ID, never by a name in the store.
     let tag = format!("{}/acme/app:1", registry.host());
-    let (result, output) = build(&builder, &request(context.path(), vec![tag.clone()])).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, _) = build_ok(&builder, &request(context.path(), vec![tag.clone()])).await;
     assert_pushed(&registry, "acme/app", "1", &built.digests[0]);
     let images = store.images();
     assert!(
@@ -464,8 +458,7 @@ async fn builds_leave_no_images_behind() {
     for name in ["a", "b"] {
         let context = context(&format!("FROM {base}\nRUN echo {name} > /{name}\n"), &[]);
         let tag = format!("{}/acme/app:{name}", registry.host());
-        let (result, output) = build(&builder, &request(context.path(), vec![tag])).await;
-        let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+        let (built, _) = build_ok(&builder, &request(context.path(), vec![tag])).await;
         assert_pushed(&registry, "acme/app", name, &built.digests[0]);
     }
     // A failed build leaves neither an image nor its working container, also with the layer
@@ -511,8 +504,7 @@ async fn without_the_network_run_steps_see_only_loopback() {
         vec![format!("{}/acme/offline:1", registry.host())],
     );
     request.cache_repo = Some(format!("{}/acme/cache", registry.host()));
-    let (result, output) = build(&builder, &request).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, output) = build_ok(&builder, &request).await;
     assert_pushed(&registry, "acme/offline", "1", &built.digests[0]);
     // `/proc/net/dev`: two header lines, then `<interface>: <counters>`.
     let interfaces: Vec<&str> = output
@@ -729,19 +721,12 @@ async fn without_the_network_a_build_needs_cap_net_admin() {
         let capsh = raibid_testkit::require_binary("capsh", "libcap2-bin");
         // This test again, as root without CAP_NET_ADMIN (dropped from the bounding set, so
         // from root's effective set after the exec).
-        let out = std::process::Command::new(capsh)
+        let mut command = std::process::Command::new(capsh);
+        command
             .args(["--drop=cap_net_admin", "--", "-c", r#"exec "$0" "$@""#])
             .arg(std::env::current_exe().unwrap())
-            .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
-            .env(WITHOUT_CAP_NET_ADMIN, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            .env(WITHOUT_CAP_NET_ADMIN, "1");
+        run_again(command, NAME);
         return;
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -843,8 +828,7 @@ async fn without_the_network_each_base_is_pulled_for_its_stages_platform() {
         context.path(),
         vec![format!("{}/acme/offline-stages:1", registry.host())],
     );
-    let (result, output) = build(&builder, &request).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, output) = build_ok(&builder, &request).await;
     // The foreign base was pulled for its platform (the output shows the pull's arguments).
     assert!(
         output.contains(&format!("--platform {foreign} -- {tool}")),
@@ -886,24 +870,14 @@ async fn without_the_network_a_build_uses_exactly_the_images_it_pulled() {
                 .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
         )
         .unwrap();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "without_the_network_a_build_uses_exactly_the_images_it_pulled",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
             .env("PATH", path)
-            .env(REPOINTING_BUILDAH, dir.path())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            .env(REPOINTING_BUILDAH, dir.path());
+        run_again(
+            command,
+            "without_the_network_a_build_uses_exactly_the_images_it_pulled",
         );
-        assert!(out.status.success() && text.contains("1 passed"), "{text}");
         return;
     };
     let wrapper = std::path::PathBuf::from(wrapper);
@@ -948,8 +922,7 @@ async fn without_the_network_a_build_uses_exactly_the_images_it_pulled() {
         context.path(),
         vec![format!("{}/acme/pinned:1", registry.host())],
     );
-    let (result, output) = build(&builder, &request).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, output) = build_ok(&builder, &request).await;
     assert!(
         repointed.exists(),
         "the name was not pulled again\n{output}"
@@ -1048,8 +1021,22 @@ async fn without_the_network_one_name_serves_two_platforms() {
         context.path(),
         vec![format!("{}/acme/two-platforms:1", registry.host())],
     );
-    let (result, output) = build(&builder, &request).await;
-    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    let (built, output) = build_ok(&builder, &request).await;
     assert!(output.contains("which-native\nwhich-foreign\n"), "{output}");
     assert_pushed(&registry, "acme/two-platforms", "1", &built.digests[0]);
+}
+
+/// Runs the test `name` of this binary again, alone, through `command` (which runs this test
+/// binary, perhaps under a wrapper, in the setting the test needs), and checks that it passed.
+fn run_again(mut command: std::process::Command, name: &str) {
+    let out = command
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
 }

@@ -161,6 +161,13 @@ pub async fn build(
     build_cancellable(builder, request, CancellationToken::new()).await
 }
 
+/// [`build`] that must succeed: panics with the build's output otherwise.
+pub async fn build_ok(builder: &ImageBuilder, request: &BuildRequest) -> (BuiltImage, String) {
+    let (result, output) = build(builder, request).await;
+    let built = result.unwrap_or_else(|e| panic!("{e}\n{output}"));
+    (built, output)
+}
+
 pub async fn build_cancellable(
     builder: &ImageBuilder,
     request: &BuildRequest,
