@@ -12,7 +12,7 @@ pub use connect::{
 };
 pub use objects::{
     FIELD_MANAGER, apply, delete, delete_namespace_if_labelled, exists, get, list_everywhere,
-    namespace_labels, patch_if_present, secret_data, to_dynamic,
+    namespace_labels, namespace_terminating, patch_if_present, secret_data, to_dynamic,
 };
 pub use status::{
     ClusterStatus, ComponentPods, FluxObject, NodeStatus, PodStatus, ScaledJobStatus,

@@ -190,6 +190,25 @@ pub async fn namespace_labels(
     cluster: &Cluster,
     name: &str,
 ) -> Result<Option<BTreeMap<String, String>>, InfraError> {
+    Ok(namespace(cluster, name)
+        .await?
+        .map(|n| n.metadata.labels.unwrap_or_default()))
+}
+
+/// Whether namespace `name` exists but is being deleted (a teardown's, still removing what is
+/// in it): nothing can be created in it until it is gone.
+pub async fn namespace_terminating(cluster: &Cluster, name: &str) -> Result<bool, InfraError> {
+    Ok(namespace(cluster, name)
+        .await?
+        .is_some_and(|n| terminating(&n)))
+}
+
+fn terminating(namespace: &Namespace) -> bool {
+    namespace.metadata.deletion_timestamp.is_some()
+        || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
+async fn namespace(cluster: &Cluster, name: &str) -> Result<Option<Namespace>, InfraError> {
     let api: Api<Namespace> = Api::all(cluster.client.clone());
     let object = ObjectRef {
         api_version: "v1".into(),
@@ -197,11 +216,9 @@ pub async fn namespace_labels(
         namespace: None,
         name: name.to_owned(),
     };
-    let namespace = api
-        .get_opt(name)
+    api.get_opt(name)
         .await
-        .map_err(|e| api_error("read", &object, e))?;
-    Ok(namespace.map(|n| n.metadata.labels.unwrap_or_default()))
+        .map_err(|e| api_error("read", &object, e))
 }
 
 /// Deletes namespace `name` only if it carries `label`; says what happened.
@@ -250,6 +267,22 @@ pub fn api_error(action: &'static str, object: &ObjectRef, error: kube::Error) -
                 hint: install_hint(&object.api_version),
             };
         }
+        let namespace_terminating = status.message.contains("because it is being terminated")
+            || status
+                .details
+                .as_ref()
+                .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"));
+        if status.code == 403 && namespace_terminating {
+            let namespace = object.namespace.as_deref().unwrap_or("its namespace");
+            return InfraError::Api {
+                action,
+                object: object.to_string(),
+                message: format!(
+                    "namespace {namespace} is still being deleted (by a teardown); wait until \
+                     `kubectl get namespace {namespace}` finds nothing and rerun"
+                ),
+            };
+        }
         if status.code == 403 {
             return InfraError::Api {
                 action,
@@ -277,5 +310,77 @@ fn install_hint(api_version: &str) -> String {
         }
         "argoproj.io" => "install ArgoCD first (https://argo-cd.readthedocs.io)".into(),
         _ => "the cluster's Kubernetes version may be too old (raibid targets 1.31+)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> ObjectRef {
+        ObjectRef {
+            api_version: "v1".into(),
+            kind: "Secret".into(),
+            namespace: Some("raibid-ci".into()),
+            name: "raibid-redis".into(),
+        }
+    }
+
+    /// Setup right after a teardown: the API server refuses new objects in a namespace being
+    /// deleted with 403, which read "use a kubeconfig with rights to manage Secret objects".
+    #[test]
+    fn a_namespace_being_deleted_is_not_a_missing_right() {
+        // As the API server sends it (Kubernetes 1.35).
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": "secrets \"raibid-redis\" is forbidden: unable to create new content in \
+                        namespace raibid-ci because it is being terminated",
+            "reason": "Forbidden",
+            "details": {
+                "name": "raibid-redis",
+                "kind": "secrets",
+                "causes": [{
+                    "reason": "NamespaceTerminating",
+                    "message": "namespace raibid-ci is being terminated",
+                    "field": "metadata.namespace"
+                }]
+            },
+            "code": 403
+        }))
+        .unwrap();
+        let err = api_error("apply", &secret(), kube::Error::Api(Box::new(status))).to_string();
+        assert_eq!(
+            err,
+            "apply Secret/raibid-redis (namespace raibid-ci): namespace raibid-ci is still being \
+             deleted (by a teardown); wait until `kubectl get namespace raibid-ci` finds nothing \
+             and rerun"
+        );
+        let denied = kube::core::Status {
+            code: 403,
+            reason: "Forbidden".into(),
+            message: "secrets is forbidden: User \"ci\" cannot create resource \"secrets\"".into(),
+            ..Default::default()
+        };
+        let err = api_error("apply", &secret(), kube::Error::Api(Box::new(denied))).to_string();
+        assert!(err.contains("use a kubeconfig with rights"), "{err}");
+    }
+
+    #[test]
+    fn a_namespace_with_a_deletion_timestamp_is_terminating() {
+        let namespace =
+            |value: serde_json::Value| -> Namespace { serde_json::from_value(value).unwrap() };
+        assert!(terminating(&namespace(serde_json::json!({
+            "metadata": {"name": "raibid-ci", "deletionTimestamp": "2025-01-01T00:00:00Z"},
+            "status": {"phase": "Terminating"}
+        }))));
+        assert!(terminating(&namespace(serde_json::json!({
+            "metadata": {"name": "raibid-ci"}, "status": {"phase": "Terminating"}
+        }))));
+        assert!(!terminating(&namespace(serde_json::json!({
+            "metadata": {"name": "raibid-ci"}, "status": {"phase": "Active"}
+        }))));
     }
 }

@@ -120,6 +120,29 @@ impl<'a> Executor<'a> {
             }
             Step::ApplyNamespace { object, label } => {
                 let cluster = self.cluster().await?;
+                if cluster::namespace_terminating(&cluster, object.name()).await? {
+                    // A teardown's: nothing can be created in it until it is gone.
+                    let _ = writeln!(
+                        self.out,
+                        "    {} is being deleted: waiting for it to be gone (--timeout {}s)",
+                        object.object_ref(),
+                        self.timeout.as_secs()
+                    );
+                    let hint = format!(
+                        "a namespace goes once everything in it is deleted: `kubectl get \
+                         all,pvc -n {0}` shows what is left and `kubectl get namespace {0} -o \
+                         yaml` its conditions; rerun once it is gone",
+                        object.name()
+                    );
+                    cluster::wait_gone(
+                        &cluster,
+                        &[object.object_ref()],
+                        self.timeout,
+                        &hint,
+                        self.out,
+                    )
+                    .await?;
+                }
                 let labels = cluster::namespace_labels(&cluster, object.name()).await?;
                 if labels.is_some_and(|l| l.get(&label.0) != Some(&label.1)) {
                     let _ = writeln!(
