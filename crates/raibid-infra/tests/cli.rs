@@ -53,7 +53,7 @@ async fn validate_checks_every_kustomization_and_notes_drift() {
     )
     .await;
     result.unwrap();
-    assert!(text.contains("overlays/prod: 19 objects valid\n"), "{text}");
+    assert!(text.contains("overlays/prod: 17 objects valid\n"), "{text}");
     assert!(!text.contains("note:"), "{text}");
 
     let mut config = Config::default();

@@ -430,8 +430,8 @@ fn the_configuration_decides_names_namespace_and_scaling() {
         );
         assert_ne!(object.namespace(), Some("raibid-ci"));
     }
-    let binding = objects.iter().find(|m| m.kind() == "RoleBinding").unwrap();
-    assert_eq!(binding.object["subjects"][0]["namespace"], "ci");
+    let argocd = render(&tree, "argocd", &config).unwrap();
+    assert_eq!(argocd[0].object["spec"]["destination"]["namespace"], "ci");
 
     let flux = render(&tree, "flux", &config).unwrap();
     let agents = flux.iter().find(|m| m.name() == "raibid-agents").unwrap();
@@ -834,4 +834,45 @@ fn agent_pods_run_their_steps_as_the_step_user() {
         issue.contains("lacks SETUID") && issue.contains("raibid-agent-arm64"),
         "{issue}"
     );
+}
+
+/// The server had a Role to read pods, Jobs and ScaledJobs and a mounted token, though it never
+/// talks to the Kubernetes API: a stolen server pod could read the cluster for nothing. No raibid
+/// pod gets a token, and nothing gets a Role.
+#[test]
+fn no_raibid_pod_can_talk_to_the_kubernetes_api() {
+    let tree = Tree::embedded();
+    let config = Config::default();
+    for overlay in ["dev", "prod"] {
+        let objects = render(&tree, overlay, &config).unwrap();
+        for object in &objects {
+            assert!(
+                !matches!(
+                    object.kind(),
+                    "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding"
+                ),
+                "{overlay}: {}",
+                object.object_ref()
+            );
+            if object.kind() == "ServiceAccount" {
+                assert_eq!(
+                    object.object["automountServiceAccountToken"],
+                    false,
+                    "{overlay}: {}",
+                    object.object_ref()
+                );
+            }
+            let pod_spec = match object.kind() {
+                "Deployment" | "StatefulSet" => &object.object["spec"]["template"]["spec"],
+                "ScaledJob" => &object.object["spec"]["jobTargetRef"]["template"]["spec"],
+                _ => continue,
+            };
+            assert_eq!(
+                pod_spec["automountServiceAccountToken"],
+                false,
+                "{overlay}: {}",
+                object.object_ref()
+            );
+        }
+    }
 }

@@ -694,6 +694,25 @@ async fn a_component_teardown_suspends_its_flux_sync_first() {
     assert!(both.contains("patch flux sync: stop it"), "{both}");
 }
 
+/// The server had a Role it never used; server-side apply leaves objects the manifests no
+/// longer have, so setup and teardown of the server delete the old Role and RoleBinding.
+#[tokio::test]
+async fn the_server_s_former_role_is_deleted() {
+    let setup = setup_text(setup_args(&[ComponentArg::Server]), ALL_TOOLS).await;
+    assert!(!setup.contains("kind: Role"), "{setup}");
+    let teardown = teardown_text(teardown_args(&[ComponentArg::Server], false), ALL_TOOLS).await;
+    for text in [&setup, &teardown] {
+        for kind in ["Role", "RoleBinding"] {
+            assert!(
+                text.contains(&format!(
+                    "      {kind}/raibid-server (namespace raibid-ci)\n"
+                )),
+                "{text}"
+            );
+        }
+    }
+}
+
 /// With helm, the chart is uninstalled by helm, but a Flux HelmRelease for it (when Flux synced
 /// infra/gitea) must go too, or helm-controller installs it again.
 #[tokio::test]

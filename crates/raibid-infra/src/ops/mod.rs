@@ -97,6 +97,21 @@ fn namespace_step(ctx: &Context<'_>) -> Result<crate::plan::Step, InfraError> {
     Ok(crate::plan::Step::ApplyNamespace { object, label })
 }
 
+/// The Role and RoleBinding `raibid-server` that earlier versions gave the server, which never
+/// used them: setup and teardown of the server delete them (already absent is fine), since
+/// server-side apply does not remove what the manifests no longer have.
+fn former_server_rbac(ctx: &Context<'_>) -> Vec<crate::manifest::ObjectRef> {
+    ["Role", "RoleBinding"]
+        .into_iter()
+        .map(|kind| crate::manifest::ObjectRef {
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: kind.into(),
+            namespace: Some(ctx.namespace().to_owned()),
+            name: "raibid-server".into(),
+        })
+        .collect()
+}
+
 /// What to wait for after applying `objects`.
 fn readiness_of(objects: &[Manifest]) -> Vec<Readiness> {
     objects

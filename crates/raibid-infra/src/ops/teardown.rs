@@ -389,7 +389,11 @@ fn component_steps(
         // Its sync objects go first and the controllers last (teardown_plan).
         Component::Flux => {}
         Component::Server => {
-            steps.push(delete("server", &ctx.overlay_component("server")?));
+            let mut server = delete("server", &ctx.overlay_component("server")?);
+            if let Step::Delete { objects, .. } = &mut server {
+                objects.extend(super::former_server_rbac(ctx));
+            }
+            steps.push(server);
             if delete_data {
                 steps.push(delete_secret(ctx, &secrets::SERVER));
             }
