@@ -104,6 +104,10 @@ pub enum Step {
     },
     /// Something the user must know before the next step (printed, never fails).
     Note(String),
+    /// Warn (never fail) when none of the nodes offers the GPUs these ScaledJobs request.
+    CheckGpuNodes {
+        scaled_jobs: Vec<String>,
+    },
     /// Images that must have a manifest for the architecture their pods are pinned to.
     CheckImages(Vec<crate::image_checks::ImageArchCheck>),
 }
@@ -222,6 +226,11 @@ impl Step {
                 "delete namespace {name} (and anything left in it) if it is labelled {key}={value}"
             ),
             Self::Note(text) => format!("note: {text}"),
+            Self::CheckGpuNodes { scaled_jobs } => format!(
+                "check that a node offers nvidia.com/gpu for {} (a warning if none: the NVIDIA \
+                 device plugin is missing)",
+                scaled_jobs.join(", ")
+            ),
             Self::CheckImages(checks) => format!(
                 "check that {} agent image{} ha{} a manifest for {} pool's architecture",
                 checks.len(),

@@ -352,6 +352,33 @@ async fn a_keda_teardown_looks_for_keda_objects_first() {
     );
 }
 
+/// The gpu pool requests nvidia.com/gpu, which nodes offer only with the NVIDIA device plugin;
+/// the recorded nodes have none, and `setup agents` says so before it applies anything (the
+/// fake API server then refuses the first write, which ends this setup).
+#[tokio::test]
+async fn setup_agents_warns_when_no_node_offers_gpus() {
+    let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;
+    let mut config = Config::default();
+    config.cluster.kubeconfig = api.kubeconfig().display().to_string();
+    let args = SetupArgs {
+        components: vec![ComponentArg::Agents],
+        dry_run: false,
+        timeout: 5,
+        overlay: "dev".into(),
+        infra_dir: None,
+    };
+    let mut out = Vec::new();
+    let _ = setup_to(args, &config, Tools::default(), &mut out).await;
+    let text = String::from_utf8(out).unwrap();
+    let warning = text
+        .find(
+            "    warning: ScaledJob raibid-agent-gpu requests nvidia.com/gpu, which no node \
+             offers: without the NVIDIA device plugin",
+        )
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(warning < text.find("apply namespace").unwrap(), "{text}");
+}
+
 #[tokio::test]
 async fn a_token_the_api_server_refuses_is_an_error_that_says_so() {
     let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;

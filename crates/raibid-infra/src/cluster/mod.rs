@@ -16,6 +16,6 @@ pub use objects::{
 };
 pub use status::{
     ClusterStatus, ComponentPods, FluxObject, NodeStatus, PodStatus, ScaledJobStatus,
-    cluster_status, cluster_status_of,
+    cluster_status, cluster_status_of, gpu_note, offers_gpus, requests_gpus,
 };
 pub use wait::{Readiness, ready_condition, wait_gone, wait_ready};

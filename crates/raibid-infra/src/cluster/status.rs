@@ -122,11 +122,16 @@ pub async fn cluster_status(config: &Config) -> ClusterStatus {
 /// cannot be read become notes: one missing right must not blank the whole picture.
 pub async fn cluster_status_of(cluster: &Cluster, namespace: &str) -> ClusterStatus {
     let mut notes = Vec::new();
+    // Whether any node offers GPUs; unknown when the nodes cannot be read.
+    let mut gpu_nodes = None;
     let nodes = match Api::<Node>::all(cluster.client.clone())
         .list(&ListParams::default())
         .await
     {
-        Ok(list) => list.items.iter().map(node_status).collect(),
+        Ok(list) => {
+            gpu_nodes = Some(list.items.iter().filter(|n| offers_gpus(n)).count());
+            list.items.iter().map(node_status).collect()
+        }
         Err(e) => {
             notes.push(format!("nodes: {}", error_chain(&e)));
             Vec::new()
@@ -147,7 +152,7 @@ pub async fn cluster_status_of(cluster: &Cluster, namespace: &str) -> ClusterSta
             Err(e) => notes.push(format!("{component} pods: {}", error_chain(&e))),
         }
     }
-    let scaled_jobs = scaled_jobs(cluster, namespace, &mut notes).await;
+    let scaled_jobs = scaled_jobs(cluster, namespace, gpu_nodes, &mut notes).await;
     let flux = flux_objects(cluster, &mut notes).await;
     ClusterStatus {
         reachable: true,
@@ -207,9 +212,59 @@ fn not_installed(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// The resource GPU pods request, which only the NVIDIA device plugin puts on nodes.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// Whether a ScaledJob's agent pods request [`GPU_RESOURCE`].
+pub fn requests_gpus(scaled_job: &serde_json::Value) -> bool {
+    scaled_job["spec"]["jobTargetRef"]["template"]["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            let resources = &c["resources"];
+            !resources["requests"][GPU_RESOURCE].is_null()
+                || !resources["limits"][GPU_RESOURCE].is_null()
+        })
+}
+
+/// Whether a node has [`GPU_RESOURCE`] capacity (the NVIDIA device plugin advertises it).
+pub fn offers_gpus(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get(GPU_RESOURCE))
+        .is_some_and(|q| q.0.trim() != "0")
+}
+
+/// What to tell when ScaledJobs request GPUs that no node has: their pods would stay Pending.
+pub fn gpu_note(requesting: &[String], gpu_nodes: usize) -> Option<String> {
+    if requesting.is_empty() || gpu_nodes > 0 {
+        return None;
+    }
+    Some(format!(
+        "{} request{} {GPU_RESOURCE}, which no node offers: without the NVIDIA device plugin (see \
+         docs/kubernetes.md, \"Pools and architectures\") {} agent pods stay Pending and {} jobs \
+         wait",
+        requesting.join(", "),
+        if requesting.len() == 1 { "s" } else { "" },
+        if requesting.len() == 1 {
+            "its"
+        } else {
+            "their"
+        },
+        if requesting.len() == 1 {
+            "its"
+        } else {
+            "their"
+        },
+    ))
+}
+
 async fn scaled_jobs(
     cluster: &Cluster,
     namespace: &str,
+    gpu_nodes: Option<usize>,
     notes: &mut Vec<String>,
 ) -> Vec<ScaledJobStatus> {
     let objects =
@@ -224,6 +279,19 @@ async fn scaled_jobs(
                 return Vec::new();
             }
         };
+    let requesting: Vec<String> = objects
+        .iter()
+        .filter(|o| requests_gpus(&o.data))
+        .map(|o| {
+            format!(
+                "ScaledJob {}",
+                o.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    if let Some(note) = gpu_nodes.and_then(|n| gpu_note(&requesting, n)) {
+        notes.push(note);
+    }
     let jobs = Api::<Job>::namespaced(cluster.client.clone(), namespace)
         .list(&ListParams::default().labels("scaledjob.keda.sh/name"))
         .await
@@ -504,6 +572,45 @@ mod tests {
             flux: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// The gpu pool requests nvidia.com/gpu, which only the NVIDIA device plugin offers: without
+    /// it the pool's jobs waited for ever and nothing said why.
+    #[test]
+    fn gpu_requests_without_gpu_nodes_are_noted() {
+        let gpu: serde_json::Value = serde_json::json!({"spec": {"jobTargetRef": {"template": {
+            "spec": {"containers": [{"name": "agent", "resources": {
+                "requests": {"cpu": "1"}, "limits": {"nvidia.com/gpu": 1}
+            }}]}
+        }}}});
+        assert!(requests_gpus(&gpu));
+        let cpu = serde_json::json!({"spec": {"jobTargetRef": {"template": {"spec": {
+            "containers": [{"name": "agent", "resources": {"requests": {"cpu": "1"}}}]
+        }}}}});
+        assert!(!requests_gpus(&cpu));
+        let node = |capacity: serde_json::Value| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "spark-01"}, "status": {"capacity": capacity}
+            }))
+            .unwrap()
+        };
+        assert!(offers_gpus(&node(
+            serde_json::json!({"cpu": "20", "nvidia.com/gpu": "1"})
+        )));
+        assert!(!offers_gpus(&node(
+            serde_json::json!({"cpu": "20", "nvidia.com/gpu": "0"})
+        )));
+        assert!(!offers_gpus(&node(serde_json::json!({"cpu": "20"}))));
+
+        let requesting = ["ScaledJob raibid-agent-gpu".to_owned()];
+        assert_eq!(
+            gpu_note(&requesting, 0).unwrap(),
+            "ScaledJob raibid-agent-gpu requests nvidia.com/gpu, which no node offers: without \
+             the NVIDIA device plugin (see docs/kubernetes.md, \"Pools and architectures\") its \
+             agent pods stay Pending and its jobs wait"
+        );
+        assert_eq!(gpu_note(&requesting, 1), None);
+        assert_eq!(gpu_note(&[], 0), None);
     }
 
     fn pod(name: &str, phase: &str, ready: bool) -> PodStatus {

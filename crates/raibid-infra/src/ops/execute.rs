@@ -227,6 +227,26 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
             Step::Note(_) => Ok(()),
+            Step::CheckGpuNodes { scaled_jobs } => {
+                let cluster = self.cluster().await?;
+                let nodes =
+                    kube::Api::<k8s_openapi::api::core::v1::Node>::all(cluster.client.clone())
+                        .list(&Default::default())
+                        .await;
+                let line = match nodes {
+                    Ok(list) => {
+                        let offering = list.items.iter().filter(|n| cluster::offers_gpus(n));
+                        let count = offering.count();
+                        match cluster::gpu_note(scaled_jobs, count) {
+                            Some(note) => format!("warning: {note}"),
+                            None => format!("{count} node(s) offer nvidia.com/gpu"),
+                        }
+                    }
+                    Err(e) => format!("cannot list the nodes: {}", cluster::error_chain(&e)),
+                };
+                let _ = writeln!(self.out, "    {line}");
+                Ok(())
+            }
             Step::CheckImages(checks) => {
                 let login = crate::image_checks::RegistryLogin::from_config(self.config);
                 crate::image_checks::run_checks(

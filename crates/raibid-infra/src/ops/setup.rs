@@ -247,6 +247,16 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
             if !checks.is_empty() {
                 steps.push(Step::CheckImages(checks));
             }
+            let gpu_jobs: Vec<String> = objects
+                .iter()
+                .filter(|m| m.kind() == "ScaledJob" && crate::cluster::requests_gpus(&m.object))
+                .map(|m| format!("ScaledJob {}", m.name()))
+                .collect();
+            if !gpu_jobs.is_empty() {
+                steps.push(Step::CheckGpuNodes {
+                    scaled_jobs: gpu_jobs,
+                });
+            }
             steps.push(namespace()?);
             steps.push(ensure_secret(ctx, &secrets::AGENT_CREDENTIALS)?);
             steps.extend(apply_and_wait("agents", objects));
