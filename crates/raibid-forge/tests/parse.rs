@@ -122,6 +122,35 @@ fn branch_push_uses_after() {
     assert_eq!(trigger.sender.as_deref(), Some("alice"));
 }
 
+/// `[skip ci]` and its kin in the head commit's message, in any case, skip a branch push on
+/// every forge; a tag push of the same commit still builds, as does a message that only talks
+/// about skipping.
+#[test]
+fn skip_ci_in_the_head_commit_skips_a_branch_push() {
+    for (forge, message) in [
+        (Forge::Gitea, "docs: typo [skip ci]\n"),
+        (Forge::Forgejo, "[CI SKIP] bump version"),
+        (Forge::Github, "Merge branch 'x'\n\n[no ci]"),
+        (Forge::Github, "tidy [Skip Actions]"),
+    ] {
+        let mut body = push("refs/heads/main", A);
+        body["head_commit"] = json!({"id": A, "message": message});
+        let reason = ignored(forge, "push", &body);
+        assert!(
+            reason.starts_with("the head commit's message says ["),
+            "{reason}"
+        );
+    }
+    let mut tag = push("refs/tags/v1", A);
+    tag["head_commit"] = json!({"id": B, "message": "release [skip ci]"});
+    assert_eq!(trigger(Forge::Gitea, "push", &tag).sha, B);
+    for message in ["skip ci for docs", "[skip-ci]", ""] {
+        let mut body = push("refs/heads/main", A);
+        body["head_commit"] = json!({"id": A, "message": message});
+        assert_eq!(trigger(Forge::Gitea, "push", &body).sha, A, "{message:?}");
+    }
+}
+
 #[test]
 fn deletions_are_ignored() {
     let mut github = push("refs/heads/gone", ZERO);

@@ -543,6 +543,25 @@ async fn a_deleted_branch_is_acknowledged_and_ignored() {
     assert_nothing_queued(&server).await;
 }
 
+/// A real Gitea push whose head commit says `[skip ci]` is acknowledged with the reason, and
+/// nothing is queued.
+#[tokio::test]
+async fn a_push_whose_head_commit_says_skip_ci_queues_nothing() {
+    let server = TestServer::start().await;
+    let (fixture, _) = raibid_testkit::fixtures::webhook("gitea/push");
+    let mut body: serde_json::Value = serde_json::from_slice(&fixture).unwrap();
+    body["head_commit"]["message"] = "docs: fix a typo [skip ci]\n".into();
+    let body = serde_json::to_vec(&body).unwrap();
+    let headers = gitea_headers("push", "skip-1", SECRET, &body);
+    let response = server.post_webhook("gitea", headers, body).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        json(response).await["ignored"],
+        "the head commit's message says [skip ci]"
+    );
+    assert_nothing_queued(&server).await;
+}
+
 #[tokio::test]
 async fn repositories_outside_the_allow_list_are_403() {
     let mut cfg = config();

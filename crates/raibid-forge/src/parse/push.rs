@@ -25,6 +25,25 @@ struct Push {
 #[serde(remote = "Self")]
 struct Commit {
     id: Sha,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// What a commit message says to skip its build, in any case: GitHub's, GitLab's and
+/// Woodpecker's markers. Only branch pushes honour them, as on GitHub: a tag is a release,
+/// and a pull request's payload carries no commit message.
+const SKIP_MARKERS: [&str; 5] = [
+    "[skip ci]",
+    "[ci skip]",
+    "[no ci]",
+    "[skip actions]",
+    "[actions skip]",
+];
+
+/// The marker in `message`, if any.
+fn skip_marker(message: &str) -> Option<&'static str> {
+    let message = message.to_ascii_lowercase();
+    SKIP_MARKERS.into_iter().find(|m| message.contains(m))
 }
 
 objects_only!(Push, Commit);
@@ -46,6 +65,17 @@ pub(super) fn parse(forge: Forge, body: &[u8]) -> Result<Parsed, ParseError> {
     }
     // For an annotated tag `after` names the tag object, which cannot be checked out as a
     // detached commit nor receive a commit status; `head_commit` is the commit it points to.
+    if event == Event::Push
+        && let Some(marker) = push
+            .head_commit
+            .as_ref()
+            .and_then(|c| c.message.as_deref())
+            .and_then(skip_marker)
+    {
+        return Ok(Parsed::ignored(format!(
+            "the head commit's message says {marker}"
+        )));
+    }
     let sha = match (event, push.head_commit) {
         (Event::Tag, Some(commit)) => commit.id.0,
         _ => push.after.0,
