@@ -8,7 +8,9 @@
 //! (their values overridden by build arguments), the automatic platform arguments
 //! (`TARGETARCH`, `BUILDPLATFORM` and the like), `$NAME`, `${NAME}`, `${NAME:-word}`,
 //! `${NAME:+word}`, and the `--platform=` flag (`FROM --platform=$BUILDPLATFORM golang AS
-//! build` runs its stage on the agent's platform in a cross build). An
+//! build` runs its stage on the agent's platform in a cross build). It skips the bodies of
+//! the heredocs of `RUN`, `COPY` and `ADD` (`COPY <<EOF /app/app.py`), as BuildKit's parser
+//! does: a line `from redis import Redis` there is a file's contents, not a `FROM`. An
 //! image it names wrongly is simply not in the store when the build looks for it, and the
 //! build fails. A `FROM` it failed to see (no such case is known) would keep its name, and
 //! the build would use whatever image has that name in the store, if any.
@@ -215,26 +217,43 @@ fn escape_char(text: &str) -> char {
 
 /// Logical instructions, each with the lines it takes (their indices in `text.lines()`):
 /// continuation lines joined, comment and blank lines dropped (also inside a continued
-/// instruction, as Docker does).
+/// instruction, as Docker does), and the bodies of heredocs skipped: those lines are the
+/// contents of a file or script (`from redis import Redis`), not instructions.
 fn instructions(text: &str, escape: char) -> Vec<(std::ops::RangeInclusive<usize>, String)> {
     let mut all = Vec::new();
     let mut current = String::new();
+    // The instruction as BuildKit's parser joins it, which is what it reads heredocs from.
+    let mut joined = String::new();
     let mut first = None;
     let mut last = 0;
+    // The heredocs whose bodies come next, in order.
+    let mut bodies: std::collections::VecDeque<Heredoc> = std::collections::VecDeque::new();
     for (n, line) in text.lines().enumerate() {
+        if let Some(heredoc) = bodies.front() {
+            if heredoc.ends_at(line) {
+                bodies.pop_front();
+            }
+            continue;
+        }
         let trimmed = line.trim();
         if trimmed.starts_with('#') || trimmed.is_empty() {
             continue;
         }
         let start = *first.get_or_insert(n);
         last = n;
+        let raw = if start == n { line.trim_start() } else { line };
         match trimmed.strip_suffix(escape) {
             Some(continued) => {
                 current.push_str(continued);
                 current.push(' ');
+                let raw = raw.trim_end();
+                joined.push_str(raw.strip_suffix(escape).unwrap_or(raw));
             }
             None => {
                 current.push_str(trimmed);
+                joined.push_str(raw.trim_end_matches('\r'));
+                bodies.extend(heredocs(&joined));
+                joined.clear();
                 all.push((start..=n, std::mem::take(&mut current)));
                 first = None;
             }
@@ -246,6 +265,145 @@ fn instructions(text: &str, escape: char) -> Vec<(std::ops::RangeInclusive<usize
         all.push((start..=last, current));
     }
     all
+}
+
+/// A heredoc (`<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'`) of a `RUN`, `COPY` or `ADD`: its
+/// body is the lines that follow the instruction up to the line that is its word.
+#[derive(Debug, PartialEq, Eq)]
+struct Heredoc {
+    word: String,
+    /// `<<-`: leading tabs are stripped, the terminating line's too.
+    chomp: bool,
+}
+
+impl Heredoc {
+    /// Whether `line` (without its line ending) ends the body.
+    fn ends_at(&self, line: &str) -> bool {
+        let line = line.trim_end_matches(['\r', '\n']);
+        let line = if self.chomp {
+            line.trim_start_matches('\t')
+        } else {
+            line
+        };
+        line == self.word
+    }
+}
+
+/// The heredocs of an instruction, in order, as BuildKit's parser (which buildah's follows)
+/// finds them: only `RUN`, `COPY` and `ADD` (also after `ONBUILD`) in shell form have them,
+/// each a shell word `[n]<<[-]WORD` of the instruction, `WORD` possibly quoted.
+fn heredocs(instruction: &str) -> Vec<Heredoc> {
+    if !instruction.contains("<<") {
+        return Vec::new();
+    }
+    let split = |text: &str| -> (String, String) {
+        let text = text.trim_start();
+        let (keyword, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        (keyword.to_ascii_uppercase(), rest.to_owned())
+    };
+    let (mut keyword, mut rest) = split(instruction);
+    if keyword == "ONBUILD" {
+        (keyword, rest) = split(&rest);
+    }
+    if !matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
+        return Vec::new();
+    }
+    // The JSON (exec) form has no heredocs.
+    let mut args = rest.trim_start();
+    while args.starts_with("--") {
+        args = args
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, after)| after.trim_start());
+    }
+    if args.starts_with('[') && serde_json::from_str::<Vec<String>>(args).is_ok() {
+        return Vec::new();
+    }
+    raw_words(instruction)
+        .iter()
+        .filter_map(|word| {
+            let after = word.trim_start_matches(|c: char| c.is_ascii_digit());
+            let after = after.strip_prefix("<<")?;
+            let (chomp, quoted) = match after.strip_prefix('-') {
+                Some(quoted) => (true, quoted),
+                None => (false, after),
+            };
+            if quoted.contains('<') {
+                return None;
+            }
+            let word = unquoted(quoted);
+            (!word.is_empty()).then_some(Heredoc { word, chomp })
+        })
+        .collect()
+}
+
+/// The shell words of `text`, split at unquoted blanks, quotes and backslashes kept.
+fn raw_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            '\\' => {
+                word.push(c);
+                word.extend(chars.next());
+            }
+            '\'' => {
+                word.push(c);
+                for c in chars.by_ref() {
+                    word.push(c);
+                    if c == '\'' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                word.push(c);
+                while let Some(c) = chars.next() {
+                    word.push(c);
+                    match c {
+                        '\\' => word.extend(chars.next()),
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// A shell word with its quotes removed and its backslash escapes resolved.
+fn unquoted(word: &str) -> String {
+    let mut out = String::new();
+    let mut chars = word.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            '\'' => out.extend(chars.by_ref().take_while(|&c| c != '\'')),
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' if matches!(chars.peek(), Some('"' | '\\' | '$')) => {
+                            out.extend(chars.next());
+                        }
+                        c => out.push(c),
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn unquote(value: &str) -> &str {
@@ -492,6 +650,67 @@ FROM sha256:{b}
         let stage = format!("FROM debian:12 AS sha256:{}\n", id('c'));
         let file = Containerfile::parse(&stage, &BTreeMap::new(), &automatic());
         assert!(file.pinned(|_| Ok(id('c'))).is_err());
+    }
+
+    /// Heredoc bodies are file contents and scripts: a `from` line in one is no `FROM`, and
+    /// the pinned copy keeps them byte for byte.
+    #[test]
+    fn heredoc_bodies_are_not_instructions() {
+        let text = "\
+FROM python:3 AS app
+COPY <<EOF /app/app.py
+from redis import Redis
+FROM x
+EOF
+RUN <<EOF python3
+from redis import Redis
+FROM x AS y
+EOF
+RUN <<-'END' cat > /a; cat <<\"TWO\" > /b \\
+  && 2<<-THREE true
+\tfrom tabbed import x
+\tEND
+FROM not-the-end
+TWO
+from second import y
+\t\tTHREE
+ADD --chmod=644 <<one <<two /dir/
+FROM one
+ one
+FROM still-one
+one
+FROM two
+two
+ONBUILD RUN <<EOF
+FROM onbuild
+EOF
+RUN [\"sh\", \"-c\", \"cat <<EOF\"]
+from debian:12
+RUN echo <<EOF<x && echo << EOF && echo a<<EOF
+FROM alpine:3
+RUN cat <<EOF
+from never-ended
+";
+        assert_eq!(bases(text, &[]), ["python:3", "debian:12", "alpine:3"]);
+        let file = Containerfile::parse(text, &BTreeMap::new(), &automatic());
+        let id = |n: char| n.to_string().repeat(64);
+        let pinned = file
+            .pinned(|base| match base.image.as_str() {
+                "python:3" => Ok(id('a')),
+                "debian:12" => Ok(id('b')),
+                "alpine:3" => Ok(id('c')),
+                other => Err(other.to_owned()),
+            })
+            .unwrap();
+        let expected = text
+            .replacen(
+                "FROM python:3 AS",
+                &format!("FROM sha256:{} AS", id('a')),
+                1,
+            )
+            .replacen("from debian:12", &format!("FROM sha256:{}", id('b')), 1)
+            .replacen("FROM alpine:3", &format!("FROM sha256:{}", id('c')), 1);
+        assert_eq!(pinned, expected);
     }
 
     #[test]
