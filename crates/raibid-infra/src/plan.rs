@@ -71,6 +71,14 @@ pub enum Step {
         what: String,
         objects: Vec<ObjectRef>,
     },
+    /// Delete what an earlier version created and nothing needs gone: already absent is fine,
+    /// and so is a kubeconfig without the right to delete it (a 403 prints `forbidden`, a note
+    /// saying what to do by hand).
+    DeleteLeftovers {
+        what: String,
+        objects: Vec<ObjectRef>,
+        forbidden: String,
+    },
     /// JSON merge patch of objects that may not exist (absent objects, and kinds the cluster
     /// does not know, are skipped): changes a setting before a delete.
     Patch {
@@ -196,6 +204,13 @@ impl Step {
                 objects.len(),
                 if objects.len() == 1 { "" } else { "s" }
             ),
+            Self::DeleteLeftovers { what, objects, .. } => format!(
+                "delete {what} ({} object{}; already absent is fine; without the right to \
+                 delete {}, a note)",
+                objects.len(),
+                if objects.len() == 1 { "" } else { "s" },
+                if objects.len() == 1 { "it" } else { "them" }
+            ),
             Self::Patch { what, objects, .. } => format!(
                 "patch {what} ({} object{}; absent is fine)",
                 objects.len(),
@@ -280,7 +295,9 @@ impl Step {
                 out.push_str("---\n");
                 out.push_str(&to_yaml_stream(std::slice::from_ref(object)));
             }
-            Self::Delete { objects, .. } | Self::WaitGone { objects, .. } => {
+            Self::Delete { objects, .. }
+            | Self::DeleteLeftovers { objects, .. }
+            | Self::WaitGone { objects, .. } => {
                 for object in objects {
                     let _ = writeln!(out, "{object}");
                 }

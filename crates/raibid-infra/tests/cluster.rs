@@ -352,6 +352,68 @@ async fn a_keda_teardown_looks_for_keda_objects_first() {
     );
 }
 
+/// The server no longer needs rights to RBAC objects, so a kubeconfig without them is enough
+/// for it; the API server then answers the delete of the former Role and RoleBinding with 403,
+/// whether or not they exist. That is a note, and the teardown goes on and succeeds.
+#[tokio::test]
+async fn no_rights_to_the_former_server_role_is_a_note() {
+    let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;
+    for resource in ["roles", "rolebindings"] {
+        api.forbid(&format!(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/raibid-ci/{resource}/raibid-server"
+        ));
+    }
+    let mut config = Config::default();
+    config.cluster.kubeconfig = api.kubeconfig().display().to_string();
+    let args = raibid_infra::TeardownArgs {
+        plan: SetupArgs {
+            components: vec![ComponentArg::Server],
+            dry_run: false,
+            timeout: 5,
+            overlay: "dev".into(),
+            infra_dir: None,
+        },
+        delete_data: false,
+        yes_destroy_cluster: false,
+        yes_uninstall_keda: false,
+        yes_uninstall_flux: false,
+    };
+    let mut out = Vec::new();
+    raibid_infra::teardown_to(args, &config, Tools::default(), &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&out)));
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            "    no right to delete: Role/raibid-server (namespace raibid-ci) \
+             (roles.rbac.authorization.k8s.io \"raibid-server\" is forbidden: User \
+             \"system:serviceaccount:raibid-ci:deployer\" cannot delete resource \"roles\" in \
+             API group \"rbac.authorization.k8s.io\" in the namespace \"raibid-ci\")\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("    no right to delete: RoleBinding/raibid-server (namespace raibid-ci) ("),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "    note: could not check for the former Role/RoleBinding: no rights to RBAC \
+             objects; delete them by hand if they exist: `kubectl -n raibid-ci delete \
+             role/raibid-server rolebinding/raibid-server --ignore-not-found`\n"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("done\n"), "{text}");
+    let requests = api.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/raibid-ci/rolebindings/raibid-server"
+        )),
+        "{requests:#?}"
+    );
+}
+
 /// The gpu pool requests nvidia.com/gpu, which nodes offer only with the NVIDIA device plugin;
 /// the recorded nodes have none, and `setup agents` says so before it applies anything (the
 /// fake API server then refuses the first write, which ends this setup).

@@ -6,7 +6,8 @@
 //! KEDA CRD by raibid-infra's tests. The server does what a client can observe of the real
 //! one for reads: list paths per group/version/namespace, label selectors, bearer-token
 //! authentication, and `Status` objects for errors (404 for a group that is not installed,
-//! which is how a client learns that KEDA or Flux is absent).
+//! which is how a client learns that KEDA or Flux is absent; 403 for paths a test marks
+//! [`FakeKubeApi::forbid`]den, worded as the API server's RBAC authorizer words it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -33,6 +34,8 @@ struct Shared {
     documents: HashMap<String, Value>,
     requests: Mutex<Vec<String>>,
     down: AtomicBool,
+    /// Paths every request to which gets 403, as for a kubeconfig without rights to them.
+    forbidden: Mutex<Vec<String>>,
 }
 
 /// A running fake API server on a loopback port, with a kubeconfig that points at it. Stops
@@ -68,6 +71,7 @@ impl FakeKubeApi {
             documents,
             requests: Mutex::new(Vec::new()),
             down: AtomicBool::new(false),
+            forbidden: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -110,6 +114,18 @@ impl FakeKubeApi {
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
     }
+
+    /// From now on, every request to `path` (e.g.
+    /// `/apis/rbac.authorization.k8s.io/v1/namespaces/raibid-ci/roles/raibid-server`) gets the
+    /// 403 an API server answers a user without rights to it, whether or not the object exists
+    /// (authorization comes first).
+    pub fn forbid(&self, path: &str) {
+        self.shared
+            .forbidden
+            .lock()
+            .expect("not poisoned")
+            .push(path.to_owned());
+    }
 }
 
 impl Drop for FakeKubeApi {
@@ -142,6 +158,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
 
 async fn answer(
     State(shared): State<Arc<Shared>>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
@@ -166,6 +183,15 @@ async fn answer(
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
     let path = uri.path();
+    let forbidden = shared
+        .forbidden
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .any(|p| p == path);
+    if forbidden {
+        return forbidden_answer(&method, path);
+    }
     if path == "/version" {
         return match shared.documents.get("version") {
             Some(v) => axum::Json(v.clone()).into_response(),
@@ -200,6 +226,63 @@ async fn answer(
         });
     }
     axum::Json(list).into_response()
+}
+
+/// The user the 403s name: a deploy account without rights to RBAC objects.
+const FORBIDDEN_USER: &str = "system:serviceaccount:raibid-ci:deployer";
+
+/// A 403 as the API server's RBAC authorizer answers it, e.g. for a `DELETE` of a Role:
+/// `roles.rbac.authorization.k8s.io "raibid-server" is forbidden: User "..." cannot delete
+/// resource "roles" in API group "rbac.authorization.k8s.io" in the namespace "raibid-ci"`.
+fn forbidden_answer(method: &Method, path: &str) -> Response {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _, rest @ ..] => ("", rest),
+        ["apis", group, _, rest @ ..] => (*group, rest),
+        _ => ("", &parts[..0]),
+    };
+    let (namespace, resource, name) = match rest {
+        ["namespaces", ns, resource, name] => (Some(*ns), *resource, Some(*name)),
+        ["namespaces", ns, resource] => (Some(*ns), *resource, None),
+        [resource, name] => (None, *resource, Some(*name)),
+        [resource] => (None, *resource, None),
+        _ => (None, "", None),
+    };
+    let verb = match *method {
+        Method::DELETE => "delete",
+        Method::PATCH => "patch",
+        Method::PUT => "update",
+        Method::POST => "create",
+        _ if name.is_some() => "get",
+        _ => "list",
+    };
+    let qualified = if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    };
+    let subject = match name {
+        Some(name) => format!("{qualified} \"{name}\""),
+        None => qualified.clone(),
+    };
+    let scope = match namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_owned(),
+    };
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!(
+            "{subject} is forbidden: User \"{FORBIDDEN_USER}\" cannot {verb} resource \
+             \"{resource}\" in API group \"{group}\" {scope}"
+        ),
+        "reason": "Forbidden",
+        "details": {"name": name.unwrap_or_default(), "group": group, "kind": resource},
+        "code": 403,
+    });
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 fn not_found(path: &str) -> Response {

@@ -11,8 +11,9 @@ pub use connect::{
     Cluster, K3S_KUBECONFIG, connect, connect_to, error_chain, kubeconfig_path, planned_kubeconfig,
 };
 pub use objects::{
-    FIELD_MANAGER, apply, delete, delete_namespace_if_labelled, exists, get, list_everywhere,
-    namespace_labels, namespace_terminating, patch_if_present, secret_data, to_dynamic,
+    Deletion, FIELD_MANAGER, apply, delete, delete_if_allowed, delete_namespace_if_labelled,
+    exists, get, list_everywhere, namespace_labels, namespace_terminating, patch_if_present,
+    secret_data, to_dynamic,
 };
 pub use status::{
     ClusterStatus, ComponentPods, FluxObject, NodeStatus, PodStatus, ScaledJobStatus,

@@ -96,6 +96,34 @@ pub async fn delete(cluster: &Cluster, object: &ObjectRef) -> Result<bool, Infra
     }
 }
 
+/// What [`delete_if_allowed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// It did not exist.
+    Absent,
+    /// The kubeconfig has no right to delete it (403), with the API server's message; whether
+    /// it exists is then unknown, since authorization comes before the lookup.
+    Forbidden(String),
+}
+
+/// Deletes one object as [`delete`] does, but a 403 is [`Deletion::Forbidden`], not an error:
+/// for clean-ups that nothing else depends on.
+pub async fn delete_if_allowed(
+    cluster: &Cluster,
+    object: &ObjectRef,
+) -> Result<Deletion, InfraError> {
+    let api = api(cluster, object)?;
+    match api.delete(&object.name, &DeleteParams::background()).await {
+        Ok(_) => Ok(Deletion::Deleted),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Deletion::Absent),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            Ok(Deletion::Forbidden(status.message))
+        }
+        Err(e) => Err(api_error("delete", object, e)),
+    }
+}
+
 /// Every object of a kind in every namespace, or `None` when the cluster does not know the kind
 /// (its CRD is not installed).
 pub async fn list_everywhere(

@@ -170,6 +170,31 @@ impl<'a> Executor<'a> {
                 }
                 Ok(())
             }
+            Step::DeleteLeftovers {
+                objects, forbidden, ..
+            } => {
+                let cluster = self.cluster().await?;
+                let mut refused = false;
+                for object in objects {
+                    match cluster::delete_if_allowed(&cluster, object).await? {
+                        cluster::Deletion::Deleted => {
+                            let _ = writeln!(self.out, "    deleted: {object}");
+                        }
+                        cluster::Deletion::Absent => {
+                            let _ = writeln!(self.out, "    already absent: {object}");
+                        }
+                        cluster::Deletion::Forbidden(message) => {
+                            refused = true;
+                            let _ =
+                                writeln!(self.out, "    no right to delete: {object} ({message})");
+                        }
+                    }
+                }
+                if refused {
+                    let _ = writeln!(self.out, "    note: {forbidden}");
+                }
+                Ok(())
+            }
             Step::Patch { objects, patch, .. } => {
                 let cluster = self.cluster().await?;
                 for object in objects {

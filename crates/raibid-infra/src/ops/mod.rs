@@ -99,17 +99,28 @@ fn namespace_step(ctx: &Context<'_>) -> Result<crate::plan::Step, InfraError> {
 
 /// The Role and RoleBinding `raibid-server` that earlier versions gave the server, which never
 /// used them: setup and teardown of the server delete them (already absent is fine), since
-/// server-side apply does not remove what the manifests no longer have.
-fn former_server_rbac(ctx: &Context<'_>) -> Vec<crate::manifest::ObjectRef> {
-    ["Role", "RoleBinding"]
-        .into_iter()
-        .map(|kind| crate::manifest::ObjectRef {
-            api_version: "rbac.authorization.k8s.io/v1".into(),
-            kind: kind.into(),
-            namespace: Some(ctx.namespace().to_owned()),
-            name: "raibid-server".into(),
-        })
-        .collect()
+/// server-side apply does not remove what the manifests no longer have. A kubeconfig without
+/// rights to RBAC objects, which the server no longer needs, gets a 403 whether or not they
+/// exist: that is a note, not a failure.
+fn delete_former_server_rbac(ctx: &Context<'_>) -> crate::plan::Step {
+    let namespace = ctx.namespace();
+    crate::plan::Step::DeleteLeftovers {
+        what: "the server's former Role and RoleBinding (it never used the API)".into(),
+        objects: ["Role", "RoleBinding"]
+            .into_iter()
+            .map(|kind| crate::manifest::ObjectRef {
+                api_version: "rbac.authorization.k8s.io/v1".into(),
+                kind: kind.into(),
+                namespace: Some(namespace.to_owned()),
+                name: "raibid-server".into(),
+            })
+            .collect(),
+        forbidden: format!(
+            "could not check for the former Role/RoleBinding: no rights to RBAC objects; delete \
+             them by hand if they exist: `kubectl -n {namespace} delete role/raibid-server \
+             rolebinding/raibid-server --ignore-not-found`"
+        ),
+    }
 }
 
 /// What to wait for after applying `objects`.

@@ -235,10 +235,7 @@ fn component_steps(ctx: &Context<'_>, component: Component) -> Result<Vec<Step>,
             let mut objects = ctx.overlay_component("server")?;
             secret_checksum::annotate(&mut objects, ctx.config)?;
             steps.extend(apply_and_wait("server", objects));
-            steps.push(Step::Delete {
-                what: "the server's former Role and RoleBinding (it never used the API)".into(),
-                objects: super::former_server_rbac(ctx),
-            });
+            steps.push(super::delete_former_server_rbac(ctx));
         }
         Component::Agents => {
             let mut objects = ctx.overlay_component("agents")?;

@@ -389,11 +389,8 @@ fn component_steps(
         // Its sync objects go first and the controllers last (teardown_plan).
         Component::Flux => {}
         Component::Server => {
-            let mut server = delete("server", &ctx.overlay_component("server")?);
-            if let Step::Delete { objects, .. } = &mut server {
-                objects.extend(super::former_server_rbac(ctx));
-            }
-            steps.push(server);
+            steps.push(delete("server", &ctx.overlay_component("server")?));
+            steps.push(super::delete_former_server_rbac(ctx));
             if delete_data {
                 steps.push(delete_secret(ctx, &secrets::SERVER));
             }
