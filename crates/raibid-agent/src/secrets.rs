@@ -145,6 +145,7 @@ mod tests {
             steps: vec![],
             images: vec![],
             children: Vec::new(),
+            log_pruned: false,
         }
     }
 

@@ -307,6 +307,9 @@ pub struct Job {
     /// combined.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
+    /// The job's log was deleted to keep Redis below its memory limit (the record stays).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_pruned: bool,
 }
 
 impl Job {
@@ -326,6 +329,7 @@ impl Job {
             steps: Vec::new(),
             images: Vec::new(),
             children: Vec::new(),
+            log_pruned: false,
         }
     }
 

@@ -39,6 +39,11 @@ impl Keys {
         format!("{}:log:{id}", self.prefix)
     }
 
+    /// Where memory pruning of logs has got to: the last job id it looked at.
+    pub fn log_prune_cursor(&self) -> String {
+        format!("{}:logprune:cursor", self.prefix)
+    }
+
     pub fn all_jobs(&self) -> String {
         format!("{}:jobs", self.prefix)
     }

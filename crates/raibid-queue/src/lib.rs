@@ -32,5 +32,5 @@ pub use events::{JobEvent, JobEvents};
 pub use logs::{LogBatch, LogChunk, LogCursor, LogFollower};
 pub use queue::{
     CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, MemoryPrune,
-    MemoryUse, Queue, ReapReport, ReleaseResult,
+    MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
 };

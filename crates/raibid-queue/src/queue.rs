@@ -832,26 +832,28 @@ impl Queue {
         self.conn.script(&invocation).await
     }
 
-    /// Redis's memory use and limit (`INFO memory`); `None` when it has no `maxmemory` or may
-    /// not say (an ACL user without `INFO`).
-    pub async fn memory(&self) -> Result<Option<MemoryUse>, QueueError> {
+    /// Redis's memory use and limit (`INFO memory`).
+    pub async fn memory(&self) -> Result<MemoryReading, QueueError> {
         let info: String = match self.conn.run(redis::cmd("INFO").arg("memory")).await {
             Ok(info) => info,
-            Err(QueueError::Redis(e)) => {
-                debug!(error = %e, "INFO memory refused");
-                return Ok(None);
-            }
+            // Connection problems are `Unavailable`; this is Redis saying no (an ACL user
+            // without `INFO`, which `-@dangerous` takes away).
+            Err(QueueError::Redis(e)) => return Ok(MemoryReading::Refused(e.to_string())),
             Err(e) => return Err(e),
         };
-        Ok(MemoryUse::parse(&info))
+        Ok(match MemoryUse::parse(&info) {
+            Some(memory) => MemoryReading::Limited(memory),
+            None => MemoryReading::Unlimited,
+        })
     }
 
-    /// Deletes the oldest finished jobs, whatever `retain_jobs` says, while Redis uses more
-    /// than `percent` of its `maxmemory`. Redis on Kubernetes runs with a fixed `maxmemory`
-    /// and `noeviction`: logs of kept jobs would otherwise fill it within weeks, and from then
-    /// on every write fails, enqueues of new jobs first. Small batches, memory re-read after
-    /// each: one job's log can be megabytes. Deletion works even when Redis is already full
-    /// (DEL and ZREM are allowed under `noeviction`).
+    /// Deletes the logs of the oldest finished jobs while Redis uses more than `percent` of
+    /// its `maxmemory`; their records stay, marked `log_pruned`. Redis on Kubernetes runs
+    /// with a fixed `maxmemory` and `noeviction`: logs of kept jobs would otherwise fill it
+    /// within weeks, and from then on every write fails, enqueues of new jobs first. Records
+    /// are left to `retain_jobs`: the commit-status reporter and matrix jobs need them, and a
+    /// matrix job finishes, oldest of all, before its variants. Small batches, memory re-read
+    /// after each: one log can be megabytes.
     pub async fn prune_for_memory(&self, percent: u32) -> Result<MemoryPrune, QueueError> {
         const BATCH: u64 = 20;
         const ROUNDS: usize = 50;
@@ -860,24 +862,50 @@ impl Queue {
             return Ok(report);
         }
         for _ in 0..ROUNDS {
-            let Some(memory) = self.memory().await? else {
-                return Ok(report);
+            let memory = match self.memory().await? {
+                MemoryReading::Limited(memory) => memory,
+                MemoryReading::Unlimited => return Ok(report),
+                MemoryReading::Refused(why) => {
+                    report.refused = Some(why);
+                    return Ok(report);
+                }
             };
             report.memory = Some(memory);
             if memory.used * 100 <= memory.max * u64::from(percent) {
                 return Ok(report);
             }
-            let removed = self.prune_batch(BATCH, 0).await?;
-            report.removed += removed;
-            if removed == 0 {
-                // Queued and running jobs, and whatever else the instance holds.
+            let mut invocation = scripts::PRUNE_LOGS.prepare_invoke();
+            for status in JobStatus::ALL.into_iter().filter(|s| s.is_final()) {
+                invocation.key(self.keys.by_status(status));
+            }
+            invocation
+                .key(self.keys.log_prune_cursor())
+                .arg(self.keys.prefix())
+                .arg(BATCH);
+            let (deleted, looked): (u64, u64) = self.conn.script(&invocation).await?;
+            report.logs_removed += deleted;
+            if looked == 0 {
+                // Every finished job's log is gone: queued and running jobs, and whatever
+                // else the instance holds, fill it.
                 report.nothing_left = true;
                 return Ok(report);
             }
         }
-        report.memory = self.memory().await?;
+        if let MemoryReading::Limited(memory) = self.memory().await? {
+            report.memory = Some(memory);
+        }
         Ok(report)
     }
+}
+
+/// What [`Queue::memory`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryReading {
+    Limited(MemoryUse),
+    /// No `maxmemory`: Redis may use the machine's memory.
+    Unlimited,
+    /// Redis refused `INFO` (the reason it gave).
+    Refused(String),
 }
 
 /// `used_memory` and `maxmemory` from `INFO memory`, in bytes.
@@ -909,11 +937,14 @@ impl MemoryUse {
 /// What [`Queue::prune_for_memory`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryPrune {
-    pub removed: u64,
+    /// Logs deleted.
+    pub logs_removed: u64,
     /// The last reading; `None` without a `maxmemory`.
     pub memory: Option<MemoryUse>,
-    /// Still above the mark with no finished job left to delete.
+    /// Still above the mark with no finished job's log left to delete.
     pub nothing_left: bool,
+    /// Redis refused `INFO` (the reason), so memory pruning cannot work.
+    pub refused: Option<String>,
 }
 
 /// ULIDs that sort in creation order even within one millisecond (listing is by id).

@@ -494,6 +494,55 @@ return removed
     )
 });
 
+/// Deletes the logs (not the records) of up to ARGV[2] finished jobs, oldest first, going on
+/// from where the last call stopped, and marks their records `log_pruned`. Records are what
+/// the commit-status reporter and matrix jobs need, and they are small; logs are the bulk of
+/// the memory. A job that finishes after the scan has passed its id keeps its log until
+/// `retain_jobs` prunes it.
+///
+/// KEYS: the index of each final status, then the cursor key
+/// ARGV: key prefix (`raibid:<stream>`), batch size
+/// Returns {logs deleted, jobs looked at}; no job looked at means the scan is at the end.
+pub(crate) static PRUNE_LOGS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cursor_key = KEYS[#KEYS]
+local cursor = redis.call('GET', cursor_key)
+local from = '-'
+if cursor then from = '(' .. cursor end
+local n = tonumber(ARGV[2])
+local candidates = {}
+for i = 1, #KEYS - 1 do
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[i], from, '+', 'BYLEX', 'LIMIT', 0, n)) do
+    candidates[#candidates + 1] = id
+  end
+end
+-- Ids are ULIDs: in byte order, oldest first.
+table.sort(candidates)
+local p = ARGV[1]
+local deleted = 0
+local looked = math.min(n, #candidates)
+-- Deletions first: DEL is allowed even when Redis is over its maxmemory, HSET is not.
+local pruned = {}
+for i = 1, looked do
+  local id = candidates[i]
+  local status = redis.call('HGET', p .. ':job:' .. id, 'status')
+  if status and status ~= 'queued' and status ~= 'running' then
+    if redis.call('DEL', p .. ':log:' .. id) == 1 then
+      deleted = deleted + 1
+      pruned[#pruned + 1] = id
+    end
+  end
+end
+if looked > 0 then redis.call('SET', cursor_key, candidates[looked]) end
+for _, id in ipairs(pruned) do
+  redis.call('HSET', p .. ':job:' .. id, 'log_pruned', '1')
+end
+return {deleted, looked}
+"#,
+    )
+});
+
 /// A pool's statistics in one round trip: the autoscaling signal is read every few hundred
 /// milliseconds by the local pool and on every dashboard or API poll, and four sequential round
 /// trips made `/api/v1/queues` the slowest answer on a loaded machine.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_queue::{
-    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, MemoryPrune, Queue,
-    QueueError, QueueOptions, ReleaseResult,
+    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, MemoryPrune,
+    MemoryReading, Queue, QueueError, QueueOptions, ReleaseResult,
 };
 use raibid_testkit::{RedisOptions, RedisServer};
 
@@ -963,18 +963,21 @@ async fn a_retried_variant_replaces_its_predecessor_among_the_children() {
 
 /// Redis as it runs on Kubernetes: a fixed `maxmemory` with `noeviction`. Finished jobs' logs
 /// filled it long before `retain_jobs` was reached, and from then on every enqueue failed.
-/// Pruning by memory deletes the oldest finished jobs (never queued ones) to stay below the
-/// mark, so enqueues keep working.
+/// Pruning by memory deletes the logs of the oldest finished jobs (never of queued ones) to
+/// stay below the mark, so enqueues keep working; every record stays, marked, for the
+/// commit-status reporter and matrix jobs.
 #[tokio::test]
 async fn pruning_by_memory_keeps_a_full_redis_accepting_jobs() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     let waiting = created(q.enqueue(job("a/waiting")).await.unwrap()).id;
-    let baseline = q.memory().await.unwrap();
-    assert_eq!(baseline, None, "no maxmemory: nothing to say");
+    assert!(q.append_log(&waiting, b"still waiting\n").await.unwrap());
+    assert_eq!(q.memory().await.unwrap(), MemoryReading::Unlimited);
     assert_eq!(redis.command("CONFIG SET maxmemory 1gb").unwrap(), "+OK");
-    let used = q.memory().await.unwrap().unwrap().used;
-    let max = used + 6 * 1024 * 1024;
+    let MemoryReading::Limited(memory) = q.memory().await.unwrap() else {
+        panic!("maxmemory is set");
+    };
+    let max = memory.used + 6 * 1024 * 1024;
     for set in [
         format!("CONFIG SET maxmemory {max}"),
         "CONFIG SET maxmemory-policy noeviction".to_owned(),
@@ -1002,25 +1005,72 @@ async fn pruning_by_memory_keeps_a_full_redis_accepting_jobs() {
             assert!(!report.nothing_left, "{report:?}");
             let memory = report.memory.expect("maxmemory is set");
             assert!(memory.percent() <= 80, "{report:?}");
-            removed += report.removed;
+            removed += report.logs_removed;
         }
     }
-    assert!(removed > 100, "only {removed} pruned");
-    assert!(q.get(&finished[0]).await.unwrap().is_none());
-    assert!(q.get(&finished[299]).await.unwrap().is_some());
-    assert!(
-        q.get(&waiting).await.unwrap().is_some(),
-        "queued jobs are never pruned"
+    assert!(removed > 100, "only {removed} logs deleted");
+    let oldest = q.get(&finished[0]).await.unwrap().expect("records stay");
+    assert!(oldest.log_pruned);
+    let log = q
+        .read_log(&oldest.id, &LogCursor::start(), 10)
+        .await
+        .unwrap();
+    assert!(log.chunks.is_empty());
+    let newest = q.get(&finished[299]).await.unwrap().unwrap();
+    assert!(!newest.log_pruned);
+    let log = q
+        .read_log(&newest.id, &LogCursor::start(), 10)
+        .await
+        .unwrap();
+    assert_eq!(log.chunks.len(), 10);
+    let log = q.read_log(&waiting, &LogCursor::start(), 10).await.unwrap();
+    assert_eq!(log.chunks.len(), 1, "queued jobs keep their logs");
+    assert_eq!(
+        q.list(&JobFilter::default(), None, 1000)
+            .await
+            .unwrap()
+            .jobs
+            .len(),
+        301,
+        "no record is deleted"
     );
-    // With only queued jobs left, it says so instead of spinning.
-    for _ in 0..2 {
-        q.prune(0).await.unwrap();
-    }
+    // With no finished job's log left, it says so instead of spinning.
     assert_eq!(redis.command("CONFIG SET maxmemory 1024").unwrap(), "+OK");
     let report = q.prune_for_memory(80).await.unwrap();
-    assert!(report.nothing_left && report.removed == 0, "{report:?}");
+    assert!(report.nothing_left, "{report:?}");
+    assert_eq!(q.prune_for_memory(80).await.unwrap().logs_removed, 0);
+    assert_eq!(
+        q.read_log(&waiting, &LogCursor::start(), 10)
+            .await
+            .unwrap()
+            .chunks
+            .len(),
+        1
+    );
     // 0 turns it off.
     assert_eq!(q.prune_for_memory(0).await.unwrap(), MemoryPrune::default());
+}
+
+/// A Redis user without `INFO` (`-@dangerous`, as Redis's ACL documentation suggests) cannot
+/// see how full Redis is: pruning by memory says so instead of silently doing nothing.
+#[tokio::test]
+async fn pruning_by_memory_says_when_redis_refuses_info() {
+    let redis = RedisServer::start();
+    assert_eq!(
+        redis
+            .command("ACL SETUSER ci on >secret ~* &* +@all -@dangerous")
+            .unwrap(),
+        "+OK"
+    );
+    let url = redis.url().replacen("redis://", "redis://ci:secret@", 1);
+    let q = Queue::open(QueueOptions::new(url)).unwrap();
+    q.ping().await.unwrap();
+    assert!(matches!(
+        q.memory().await.unwrap(),
+        MemoryReading::Refused(why) if why.contains("NOPERM") || why.contains("permission")
+    ));
+    let report = q.prune_for_memory(80).await.unwrap();
+    assert!(report.refused.is_some(), "{report:?}");
 }
 
 /// Old jobs that stay queued (a pool without agents) do not stop the pruning of finished

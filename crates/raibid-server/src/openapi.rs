@@ -388,6 +388,7 @@ fn schemas() -> Value {
                 "matrix_parent": { "type": "string", "description": "The matrix job this variant belongs to." },
                 "target_branch": { "type": "string", "description": "For a pull request, the branch it targets." },
                 "children": { "type": "array", "items": string, "description": "The variant jobs of a matrix job." },
+                "log_pruned": { "type": "boolean", "description": "The job's log was deleted to keep Redis below its memory limit (`redis.prune_memory_percent`); present only when true." },
                 "status": schema_ref("JobStatus"),
                 "attempt": { "type": "integer", "minimum": 0 },
                 "created_at": time,

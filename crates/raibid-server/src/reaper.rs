@@ -17,6 +17,7 @@ pub(crate) async fn run(state: AppState) {
     let memory_percent = state.config().redis.prune_memory_percent;
     // Said once per episode, not every five seconds.
     let mut full_warned = false;
+    let mut refused_warned = false;
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -48,22 +49,33 @@ pub(crate) async fn run(state: AppState) {
             }
             match state.queue().prune_for_memory(memory_percent).await {
                 Ok(report) => {
-                    if report.removed > 0 {
+                    if report.logs_removed > 0 {
                         info!(
-                            removed = report.removed,
+                            logs_removed = report.logs_removed,
                             memory = ?report.memory,
-                            "pruned old jobs: Redis was above {memory_percent}% of its maxmemory"
+                            "deleted the logs of old finished jobs: Redis was above \
+                             {memory_percent}% of its maxmemory"
                         );
                     }
                     if report.nothing_left && !full_warned {
                         warn!(
                             memory = ?report.memory,
                             "Redis is above {memory_percent}% of its maxmemory with no finished \
-                             job left to prune; once full it refuses new jobs: raise its \
-                             maxmemory or lower redis.log_max_bytes"
+                             job's log left to delete; once full it refuses new jobs: raise its \
+                             maxmemory, lower redis.log_max_bytes or redis.retain_jobs"
                         );
                     }
                     full_warned = report.nothing_left;
+                    if let Some(why) = &report.refused
+                        && !refused_warned
+                    {
+                        warn!(
+                            error = %why,
+                            "Redis refuses INFO, so the reaper cannot see how full it is and \
+                             redis.prune_memory_percent does nothing: allow +info for this user"
+                        );
+                    }
+                    refused_warned = report.refused.is_some();
                 }
                 Err(e) => warn!(error = %e, "reaper could not check Redis's memory"),
             }

@@ -172,14 +172,19 @@ async fn shutdown_ends_open_log_streams_and_returns_in_time() {
 }
 
 /// The server's reaper keeps a Redis with a `maxmemory` (as on Kubernetes) below
-/// `redis.prune_memory_percent` by deleting the oldest finished jobs, though far fewer than
-/// `redis.retain_jobs` exist.
+/// `redis.prune_memory_percent` by deleting the logs of the oldest finished jobs, though far
+/// fewer than `redis.retain_jobs` exist; their records stay, and the log API says what
+/// happened.
 #[tokio::test]
-async fn the_reaper_prunes_finished_jobs_while_redis_is_nearly_full() {
+async fn the_reaper_prunes_finished_jobs_logs_while_redis_is_nearly_full() {
     let redis = raibid_testkit::RedisServer::start();
     let queue = support::queue_for(&redis);
     assert_eq!(redis.command("CONFIG SET maxmemory 1gb").unwrap(), "+OK");
-    let used = queue.memory().await.unwrap().unwrap().used;
+    let used = |reading| match reading {
+        raibid_queue::MemoryReading::Limited(memory) => memory,
+        other => panic!("{other:?}"),
+    };
+    let empty = used(queue.memory().await.unwrap()).used;
     let chunk = vec![b'x'; 64 * 1024];
     let mut ids = Vec::new();
     for i in 0..40 {
@@ -198,8 +203,8 @@ async fn the_reaper_prunes_finished_jobs_while_redis_is_nearly_full() {
         ids.push(job.id);
     }
     // Redis at 90% of its maxmemory.
-    let full = queue.memory().await.unwrap().unwrap().used;
-    assert!(full > used + 2_000_000, "{used} {full}");
+    let full = used(queue.memory().await.unwrap()).used;
+    assert!(full > empty + 2_000_000, "{empty} {full}");
     let max = full * 10 / 9;
     assert_eq!(
         redis
@@ -207,18 +212,50 @@ async fn the_reaper_prunes_finished_jobs_while_redis_is_nearly_full() {
             .unwrap(),
         "+OK"
     );
-    assert!(queue.memory().await.unwrap().unwrap().percent() > 80);
+    assert!(used(queue.memory().await.unwrap()).percent() > 80);
     let mut config = support::config();
     config.redis.prune_memory_percent = 80;
     let server = TestServer::start_on(redis, config).await;
     let memory = eventually(Duration::from_secs(20), "memory below 80%", || async {
-        let memory = server.queue.memory().await.unwrap().unwrap();
+        let memory = used(server.queue.memory().await.unwrap());
         (memory.percent() <= 80).then_some(memory)
     })
     .await;
+    let oldest = server.queue.get(&ids[0]).await.unwrap().expect("kept");
+    assert!(oldest.log_pruned, "the oldest went first ({memory:?})");
     assert!(
-        server.queue.get(&ids[0]).await.unwrap().is_none(),
-        "the oldest went first ({memory:?})"
+        !server
+            .queue
+            .get(&ids[39])
+            .await
+            .unwrap()
+            .unwrap()
+            .log_pruned
     );
-    assert!(server.queue.get(&ids[39]).await.unwrap().is_some());
+    let text = server
+        .get_authed(&format!("/api/v1/jobs/{}/logs", ids[0]))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.starts_with("[raibid] this job's log was deleted"),
+        "{text}"
+    );
+    let job = json(server.get_authed(&format!("/api/v1/jobs/{}", ids[0])).await).await;
+    assert_eq!(job["log_pruned"], true, "{job}");
+    let mut follow = SseReader::new(
+        server
+            .get_authed(&format!("/api/v1/jobs/{}/logs?follow=true", ids[0]))
+            .await,
+    );
+    let first = follow.next(Duration::from_secs(5)).await.expect("an event");
+    assert_eq!(first.event, "log");
+    assert!(
+        first.data["text"]
+            .as_str()
+            .unwrap()
+            .contains("log was deleted"),
+        "{first:?}"
+    );
 }

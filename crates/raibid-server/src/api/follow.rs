@@ -56,6 +56,11 @@ pub(crate) fn stream(
         // Dropped with the stream, whether it ended or the client went away.
         let _permit = permit;
         let id = job.id;
+        if job.log_pruned && start == LogCursor::start() {
+            // No id: a client that resumes from here starts over, note included.
+            let data = serde_json::json!({ "text": super::logs::PRUNED_LOG_NOTE });
+            yield Ok::<Event, Infallible>(Event::default().event("log").data(data.to_string()));
+        }
         let mut cursor = start;
         // A job already final has nothing more coming: read what is left without blocking
         // (the client's cursor may even be past the end marker).

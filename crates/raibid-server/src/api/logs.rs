@@ -108,11 +108,18 @@ pub(crate) async fn logs(
     }
 }
 
+/// Said in place of a log that the reaper deleted to keep Redis below its memory limit.
+pub(crate) const PRUNED_LOG_NOTE: &str = "[raibid] this job's log was deleted to keep Redis below its memory limit \
+     (redis.prune_memory_percent); the job's record and result are kept\n";
+
 async fn plain(state: &AppState, job: &Job, mut cursor: LogCursor) -> Result<Response, ApiError> {
     // Every log entry of a job that had finished when we looked has been written; reaching the
     // end of the stream then means the end of the log, even past its end marker.
     let was_final = job.status.is_final();
     let mut body = Vec::new();
+    if job.log_pruned && cursor == LogCursor::start() {
+        body.extend_from_slice(PRUNED_LOG_NOTE.as_bytes());
+    }
     let finished = 'read: loop {
         let batch = state.queue().read_log(&job.id, &cursor, READ_BATCH).await?;
         if batch.next == cursor {

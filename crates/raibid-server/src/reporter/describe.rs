@@ -179,6 +179,7 @@ mod tests {
             steps: Vec::new(),
             images: Vec::new(),
             children: Vec::new(),
+            log_pruned: false,
         }
     }
 
