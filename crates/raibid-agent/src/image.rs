@@ -209,7 +209,13 @@ pub enum ImageError {
     #[error("cannot build for {platform}: {reason}")]
     Emulation { platform: String, reason: String },
     #[error("buildah {action} failed ({status}); its output is in the log")]
-    Failed { action: String, status: String },
+    Failed {
+        action: String,
+        status: String,
+        /// buildah's exit code; `None` when a signal killed it.
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     #[error("buildah {action} reported no usable digest: {detail}")]
     Digest { action: String, detail: String },
     #[error("the image build was cancelled")]
@@ -221,6 +227,24 @@ pub enum ImageError {
     Exec(#[from] ExecError),
     #[error("i/o error during the image build: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ImageError {
+    /// How `buildah bud` exited when it failed (its exit code, the signal that killed it):
+    /// the build itself failing (a `RUN` of the Containerfile, a file it copies, its base
+    /// image), the user's failure like a script's non-zero exit. `None` for anything else: a
+    /// pull before an offline build, a push, an invalid request, an agent that cannot build.
+    pub fn build_failure(&self) -> Option<(Option<i32>, Option<i32>)> {
+        match self {
+            Self::Failed {
+                action,
+                code,
+                signal,
+                ..
+            } if action == "bud" => Some((*code, *signal)),
+            _ => None,
+        }
+    }
 }
 
 /// Builds and pushes images with one agent's buildah storage and registry settings.
@@ -1112,6 +1136,8 @@ impl Run<'_> {
             return Err(ImageError::Failed {
                 action: action.to_owned(),
                 status: describe(&exit),
+                code: exit.code,
+                signal: exit.signal,
             });
         }
         Ok(())
@@ -1231,6 +1257,35 @@ fn describe(exit: &StepExit) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only `bud` failing is the build's (the user's) failure; pulls, pushes and the rest are
+    /// the agent's errors.
+    #[test]
+    fn only_a_failed_bud_is_the_build_s_own_failure() {
+        let failed = |action: &str, code, signal| ImageError::Failed {
+            action: action.into(),
+            status: "whatever".into(),
+            code,
+            signal,
+        };
+        assert_eq!(
+            failed("bud", Some(1), None).build_failure(),
+            Some((Some(1), None))
+        );
+        assert_eq!(
+            failed("bud", None, Some(9)).build_failure(),
+            Some((None, Some(9)))
+        );
+        for action in [
+            "pull debian:12",
+            "push r.example/a:1",
+            "manifest push r.example/a:1",
+        ] {
+            assert_eq!(failed(action, Some(1), None).build_failure(), None);
+        }
+        assert_eq!(ImageError::Invalid("x".into()).build_failure(), None);
+        assert_eq!(ImageError::TimedOut.build_failure(), None);
+    }
 
     fn builder(auth: Option<RegistryAuth>) -> ImageBuilder {
         ImageBuilder {

@@ -878,7 +878,19 @@ impl Runner {
                 cancelled: false,
                 duration: started.elapsed(),
             }),
-            Err(e) => Err(e.to_string()),
+            Err(e) => match e.build_failure() {
+                // The Containerfile failing is the step's own failure, like a script's
+                // non-zero exit (`failure: ignore` applies); not being able to pull, push or
+                // build at all is the agent's error.
+                Some((code, signal)) => Ok(StepExit {
+                    code,
+                    signal,
+                    timed_out: false,
+                    cancelled: false,
+                    duration: started.elapsed(),
+                }),
+                None => Err(e.to_string()),
+            },
         }
     }
 }

@@ -814,6 +814,79 @@ async fn an_image_build_step_times_out_like_a_run_step() {
     assert!(registry.tags("acme/app").is_empty());
 }
 
+/// A Containerfile that fails to build is the step's own failure, like a script's non-zero
+/// exit: the job fails (not `error`), and `failure: ignore` lets it go on.
+#[tokio::test]
+async fn a_failing_image_build_is_the_step_s_failure_and_can_be_ignored() {
+    let h = Harness::new();
+    let registry = raibid_testkit::Registry::start();
+    let busybox = require_binary("busybox", "busybox-static");
+    let repo = GitRepo::new();
+    std::fs::create_dir(repo.path().join("bin")).unwrap();
+    std::fs::copy(&busybox, repo.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", repo.path().join("bin/sh")).unwrap();
+    repo.git(&["add", "bin"]);
+    let image =
+        "  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n";
+    let containerfile = (
+        "Containerfile",
+        "FROM scratch\nCOPY bin/ /bin/\nRUN exit 3\n",
+    );
+    let url = repo.url();
+    let (h, url, registry) = (&h, &url, &registry);
+    let run = |sha: String| async move {
+        let job = h.enqueue(url, &sha).await;
+        h.run_once(h.runner_with_images(
+            SecretStore::default(),
+            Some(h.image_builder(registry)),
+            &registry.host(),
+        ))
+        .await;
+        (h.job(&job.id).await, h.log(&job.id).await)
+    };
+
+    let ignored = repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                &format!("steps:\n{image}    failure: ignore\n  - name: after\n    run: echo after-$CI_PIPELINE_STATUS\n"),
+            ),
+            containerfile,
+        ],
+        "ignored",
+    );
+    let (done, log) = run(ignored).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(done.steps[0].status, StepStatus::Failure, "{log}");
+    assert_eq!(done.steps[1].status, StepStatus::Success, "{log}");
+    assert!(log.contains("ignored (failure: ignore)"), "{log}");
+    assert!(log.contains("after-success"), "{log}");
+    assert!(
+        log.contains("RUN exit 3"),
+        "the build never reached the RUN: {log}"
+    );
+    assert_eq!(
+        done.reason.as_deref(),
+        Some("1 step(s) passed, 1 failed (failure: ignore)"),
+        "{log}"
+    );
+
+    let failing = repo.commit(
+        &[(".raibid.yaml", &format!("steps:\n{image}")), containerfile],
+        "failing",
+    );
+    let (done, log) = run(failing).await;
+    assert_eq!(done.status, JobStatus::Failure, "{log}");
+    assert_eq!(done.steps[0].status, StepStatus::Failure, "{log}");
+    assert_eq!(done.steps[0].exit_code, Some(3), "{log}");
+    assert_eq!(
+        done.reason.as_deref(),
+        Some("step image exit code 3"),
+        "{log}"
+    );
+    assert!(registry.tags("acme/app").is_empty());
+}
+
 /// Go's module cache (under the job's HOME) is read-only directories; a non-root agent cannot
 /// delete inside them without first making them writable. As root this passes either way (root
 /// ignores directory permissions); the unit tests of `remove_tree` drop that privilege.
