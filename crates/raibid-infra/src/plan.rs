@@ -97,11 +97,15 @@ pub enum Step {
     /// would stay Terminating for ever.
     CheckKedaObjects {
         label: (String, String),
+        /// raibid-ci's namespace: objects elsewhere are someone else's, labelled or not.
+        namespace: String,
     },
-    /// Delete the KEDA objects carrying `label` in every namespace and wait until KEDA's
-    /// operator has released them (stopping, as [`Step::CheckKedaObjects`], at anyone else's).
+    /// Delete the KEDA objects carrying `label` in `namespace` and wait until KEDA's operator
+    /// has released them (stopping, as [`Step::CheckKedaObjects`], at anyone else's in any
+    /// namespace).
     DeleteKedaObjects {
         label: (String, String),
+        namespace: String,
     },
     /// Delete a namespace, but only if it carries `label` (`key`, `value`): one raibid's
     /// manifests created, not a namespace that was there before and that the configuration
@@ -223,16 +227,18 @@ impl Step {
             ),
             Self::CheckKedaObjects {
                 label: (key, value),
+                namespace,
             } => format!(
                 "check that every ScaledObject, ScaledJob and (Cluster)TriggerAuthentication in \
-                 the cluster is labelled {key}={value}: anyone else's would stay Terminating \
-                 once KEDA is gone"
+                 the cluster is labelled {key}={value} and in namespace {namespace}: anyone \
+                 else's would stay Terminating once KEDA is gone"
             ),
             Self::DeleteKedaObjects {
                 label: (key, value),
+                namespace,
             } => format!(
-                "delete the KEDA objects labelled {key}={value} in every namespace and wait \
-                 until KEDA's operator has released them, while it still runs"
+                "delete the KEDA objects labelled {key}={value} in namespace {namespace} and \
+                 wait until KEDA's operator has released them, while it still runs"
             ),
             Self::DeleteNamespace {
                 name,

@@ -215,9 +215,9 @@ impl<'a> Executor<'a> {
                 )
                 .await
             }
-            Step::CheckKedaObjects { label } => {
+            Step::CheckKedaObjects { label, namespace } => {
                 let cluster = self.cluster().await?;
-                let (ours, theirs) = super::keda::find(&cluster, label).await?;
+                let (ours, theirs) = super::keda::find(&cluster, label, namespace).await?;
                 super::keda::refuse_foreign(&theirs)?;
                 let _ = writeln!(
                     self.out,
@@ -227,9 +227,9 @@ impl<'a> Executor<'a> {
                 );
                 Ok(())
             }
-            Step::DeleteKedaObjects { label } => {
+            Step::DeleteKedaObjects { label, namespace } => {
                 let cluster = self.cluster().await?;
-                let (ours, theirs) = super::keda::find(&cluster, label).await?;
+                let (ours, theirs) = super::keda::find(&cluster, label, namespace).await?;
                 super::keda::refuse_foreign(&theirs)?;
                 for object in &ours {
                     let existed = cluster::delete(&cluster, object).await?;

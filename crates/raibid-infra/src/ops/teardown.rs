@@ -64,6 +64,7 @@ pub fn teardown_plan(
     if ordered.contains(&Component::Keda) {
         steps.push(Step::CheckKedaObjects {
             label: keda_label(),
+            namespace: ctx.namespace().to_owned(),
         });
     }
     // Flux first: while its Kustomizations exist it re-applies whatever the steps below delete.
@@ -367,6 +368,7 @@ fn component_steps(
             // While the operator runs: it must release their finalizers.
             steps.push(Step::DeleteKedaObjects {
                 label: keda_label(),
+                namespace: ctx.namespace().to_owned(),
             });
             steps.push(Step::Note(format!(
                 "{UNINSTALL_KEDA_FLAG}: uninstalling KEDA deletes its CRDs (no ScaledObject or \
