@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use raibid_agent::executor::{
     ArchPreflight, BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor,
-    ContainerOptions, Executor, HostExecutor, RegistryLogin,
+    ContainerOptions, ExecError, Executor, HostExecutor, RegistryLogin,
 };
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver};
 use raibid_agent::{
@@ -73,7 +73,15 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
         concurrency,
         &[&workspace_root, &cache_dir],
     )?;
-    let executor = executor(kind, &users, &config, &data_dir, &toolchain).await?;
+    let executor = executor(
+        kind,
+        &users,
+        &config,
+        &data_dir,
+        &toolchain,
+        BwrapExecutor::probe,
+    )
+    .await?;
     info!(executor = executor.name(), %name, pools = ?pools, "agent starting");
 
     let images = if which("buildah").is_some() {
@@ -260,17 +268,18 @@ fn bwrap_executor(
 /// `raibid up` (`resolve_auto`). bwrap when the very sandbox the agent would build runs here:
 /// `bwrap` gets it. Host steps otherwise: `host` makes what those need, and only once it has
 /// (a step user unfit for host steps is an error of its own) comes the warning that steps run
-/// outside the sandbox.
+/// outside the sandbox. `probe` is [`BwrapExecutor::probe`] but in tests.
 async fn decide_auto<T>(
     config: &Config,
     users: &StepUsers,
     data_dir: &Path,
     toolchain: &Toolchain,
+    probe: impl AsyncFnOnce(&BwrapExecutor) -> Result<(), ExecError>,
     bwrap: impl FnOnce(BwrapExecutor) -> T,
     host: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let sandbox = bwrap_executor(config, users, data_dir, toolchain)?;
-    match sandbox.probe().await {
+    match probe(&sandbox).await {
         Ok(()) => Ok(bwrap(sandbox)),
         Err(e) => {
             let host = host()?;
@@ -285,6 +294,14 @@ async fn decide_auto<T>(
 /// outcome, so its own limits (one agent for host steps under a step user) cannot disagree
 /// with what its agents do.
 pub(crate) async fn resolve_auto(config: &Config, data_dir: &Path) -> anyhow::Result<ExecutorKind> {
+    resolve_auto_with(config, data_dir, BwrapExecutor::probe).await
+}
+
+async fn resolve_auto_with(
+    config: &Config,
+    data_dir: &Path,
+    probe: impl AsyncFnOnce(&BwrapExecutor) -> Result<(), ExecError>,
+) -> anyhow::Result<ExecutorKind> {
     let users = StepUsers::new(&config.agent.step_user, ExecutorKind::Auto, 1, &[])?;
     let toolchain = Toolchain::detect();
     decide_auto(
@@ -292,6 +309,7 @@ pub(crate) async fn resolve_auto(config: &Config, data_dir: &Path) -> anyhow::Re
         &users,
         data_dir,
         &toolchain,
+        probe,
         |_| ExecutorKind::Bwrap,
         || Ok(ExecutorKind::Host),
     )
@@ -312,12 +330,14 @@ fn warn_host_fallback(error: &dyn std::fmt::Display, step_user: Option<StepUser>
     );
 }
 
+/// `probe` tells whether bubblewrap works here: [`BwrapExecutor::probe`] but in tests.
 async fn executor(
     kind: ExecutorKind,
     users: &StepUsers,
     config: &Config,
     data_dir: &Path,
     toolchain: &Toolchain,
+    probe: impl AsyncFnOnce(&BwrapExecutor) -> Result<(), ExecError>,
 ) -> anyhow::Result<Arc<dyn Executor>> {
     let host = || -> anyhow::Result<HostExecutor> {
         Ok(match users.host()? {
@@ -329,7 +349,7 @@ async fn executor(
         ExecutorKind::Host => Arc::new(host()?),
         ExecutorKind::Bwrap => {
             let b = bwrap_executor(config, users, data_dir, toolchain)?;
-            b.probe()
+            probe(&b)
                 .await
                 .context("bubblewrap does not work here (apt-get install bubblewrap)")?;
             Arc::new(b)
@@ -361,6 +381,7 @@ async fn executor(
                 users,
                 data_dir,
                 toolchain,
+                probe,
                 |b| Arc::new(b) as Arc<dyn Executor>,
                 || Ok(Arc::new(host()?) as Arc<dyn Executor>),
             )
@@ -487,24 +508,99 @@ mod tests {
         assert_eq!(hide.len(), 3, "{hide:?}");
     }
 
-    /// `raibid up` tells its agents what `auto` comes to; an agent left to decide must come
-    /// to the same here.
+    /// The log lines written while it is the thread's subscriber.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+        type Writer = Logs;
+
+        fn make_writer(&'a self) -> Logs {
+            self.clone()
+        }
+    }
+
+    impl Logs {
+        fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+        }
+    }
+
+    /// bubblewrap's probe, made to succeed or to fail as where user namespaces are disabled.
+    fn probe(works: bool) -> impl AsyncFn(&BwrapExecutor) -> Result<(), ExecError> {
+        async move |_: &BwrapExecutor| {
+            if works {
+                Ok(())
+            } else {
+                Err(ExecError::Unavailable {
+                    executor: "bwrap",
+                    reason: "user namespaces are disabled here".into(),
+                })
+            }
+        }
+    }
+
+    const FALLBACK: &str = "bubblewrap is not usable; steps run as plain host processes";
+
+    /// `raibid up` tells its agents what `auto` comes to (`resolve_auto`); an agent left to
+    /// decide (`executor`) must come to the same, whether bubblewrap works here or not, and
+    /// both warn when steps fall back to the host.
     #[tokio::test]
     async fn up_and_an_agent_decide_auto_alike() {
+        let logs = Logs::default();
+        let _subscriber = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .finish(),
+        );
         let config = Config::default();
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("agent");
-        let decided = resolve_auto(&config, &data_dir).await.unwrap();
-        let users = StepUsers::new("", ExecutorKind::Auto, 1, &[]).unwrap();
         let toolchain = Toolchain::detect();
-        let agent = executor(ExecutorKind::Auto, &users, &config, &data_dir, &toolchain)
+        for (works, expected) in [(true, ExecutorKind::Bwrap), (false, ExecutorKind::Host)] {
+            let decided = resolve_auto_with(&config, &data_dir, probe(works))
+                .await
+                .unwrap();
+            let up_logs = logs.take();
+            let users = StepUsers::new("", ExecutorKind::Auto, 1, &[]).unwrap();
+            let agent = executor(
+                ExecutorKind::Auto,
+                &users,
+                &config,
+                &data_dir,
+                &toolchain,
+                probe(works),
+            )
             .await
             .unwrap();
-        let expected = match decided {
-            ExecutorKind::Bwrap => "bwrap",
-            ExecutorKind::Host => "host",
-            other => panic!("auto came to {other:?}"),
-        };
-        assert_eq!(agent.name(), expected);
+            let agent_logs = logs.take();
+            assert_eq!(decided, expected, "bwrap works: {works}");
+            let name = match decided {
+                ExecutorKind::Bwrap => "bwrap",
+                ExecutorKind::Host => "host",
+                other => panic!("auto came to {other:?}"),
+            };
+            assert_eq!(agent.name(), name, "bwrap works: {works}");
+            for text in [&up_logs, &agent_logs] {
+                assert_eq!(text.contains(FALLBACK), !works, "{text}");
+                assert_eq!(
+                    text.contains("user namespaces are disabled here"),
+                    !works,
+                    "{text}"
+                );
+            }
+        }
     }
 }
