@@ -746,17 +746,23 @@ fn processes_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn an_image_build_step_times_out_like_a_run_step() {
-    let h = Harness::new();
-    let registry = raibid_testkit::Registry::start();
+/// A repository with the smallest image context in which RUN works: scratch plus a static
+/// busybox as `/bin/sh` (staged, not committed).
+fn repo_with_busybox() -> GitRepo {
     let busybox = require_binary("busybox", "busybox-static");
     let repo = GitRepo::new();
-    // The smallest image in which RUN works: scratch plus a static busybox as /bin/sh.
     std::fs::create_dir(repo.path().join("bin")).unwrap();
     std::fs::copy(&busybox, repo.path().join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", repo.path().join("bin/sh")).unwrap();
     repo.git(&["add", "bin"]);
+    repo
+}
+
+#[tokio::test]
+async fn an_image_build_step_times_out_like_a_run_step() {
+    let h = Harness::new();
+    let registry = raibid_testkit::Registry::start();
+    let repo = repo_with_busybox();
     let marker = format!("600.{}", std::process::id());
     let sha = repo.commit(
         &[
@@ -820,12 +826,7 @@ async fn an_image_build_step_times_out_like_a_run_step() {
 async fn a_failing_image_build_is_the_step_s_failure_and_can_be_ignored() {
     let h = Harness::new();
     let registry = raibid_testkit::Registry::start();
-    let busybox = require_binary("busybox", "busybox-static");
-    let repo = GitRepo::new();
-    std::fs::create_dir(repo.path().join("bin")).unwrap();
-    std::fs::copy(&busybox, repo.path().join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", repo.path().join("bin/sh")).unwrap();
-    repo.git(&["add", "bin"]);
+    let repo = repo_with_busybox();
     let image =
         "  - name: image\n    image-build:\n      tags: [\"{registry}/{repo}:{short_sha}\"]\n";
     let containerfile = (

@@ -40,8 +40,12 @@ fn teardown_args(components: &[ComponentArg], delete_data: bool) -> TeardownArgs
 }
 
 async fn setup_text(args: SetupArgs, tools: Tools) -> String {
+    setup_text_with(args, &config(), tools).await
+}
+
+async fn setup_text_with(args: SetupArgs, config: &Config, tools: Tools) -> String {
     let mut out = Vec::new();
-    setup_to(args, &config(), tools, &mut out).await.unwrap();
+    setup_to(args, config, tools, &mut out).await.unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -196,8 +200,7 @@ async fn helm_and_flux_are_given_raibid_s_kubeconfig() {
 /// The pod-template checksums of a setup of redis, server and agents: the Redis StatefulSet,
 /// the server Deployment, then each ScaledJob.
 async fn secret_checksums(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    setup_to(
+    let text = setup_text_with(
         setup_args(&[
             ComponentArg::Redis,
             ComponentArg::Server,
@@ -205,11 +208,8 @@ async fn secret_checksums(config: &Config) -> Vec<String> {
         ]),
         config,
         ALL_TOOLS,
-        &mut out,
     )
-    .await
-    .unwrap();
-    let text = String::from_utf8(out).unwrap();
+    .await;
     assert!(!text.contains("first-password") && !text.contains("second-password"));
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("raibid.dev/secret-checksum: "))
@@ -263,21 +263,16 @@ async fn a_changed_secret_changes_the_pod_templates_that_read_it() {
 
 /// The `raibid.dev/config-checksum` annotations of `raibid setup server agents`.
 async fn config_checksums(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    setup_to(
+    setup_text_with(
         setup_args(&[ComponentArg::Server, ComponentArg::Agents]),
         config,
         ALL_TOOLS,
-        &mut out,
     )
     .await
-    .unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("raibid.dev/config-checksum: "))
-        .map(str::to_owned)
-        .collect()
+    .lines()
+    .filter_map(|l| l.trim().strip_prefix("raibid.dev/config-checksum: "))
+    .map(str::to_owned)
+    .collect()
 }
 
 /// A new `redis.stream_name` changed the ConfigMap and KEDA's triggers, not the server's pod
@@ -312,16 +307,7 @@ async fn a_changed_configuration_rolls_the_server() {
 async fn a_secret_read_outside_the_setup_names_its_readers() {
     let mut config = config();
     config.redis.url = raibid_config::Secret::new("redis://:new-password@raibid-redis:6379");
-    let mut out = Vec::new();
-    setup_to(
-        setup_args(&[ComponentArg::Redis]),
-        &config,
-        ALL_TOOLS,
-        &mut out,
-    )
-    .await
-    .unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = setup_text_with(setup_args(&[ComponentArg::Redis]), &config, ALL_TOOLS).await;
     assert!(
         text.contains(
             "      also read by Deployment/raibid-server (namespace raibid-ci), which this setup \
@@ -467,16 +453,7 @@ async fn k3s_settings_never_reach_a_shell() {
 async fn secrets_are_described_never_printed() {
     let mut config = config();
     config.server.webhook_secret = raibid_config::Secret::new("do-not-print-me");
-    let mut out = Vec::new();
-    setup_to(
-        setup_args(&[ComponentArg::Server]),
-        &config,
-        ALL_TOOLS,
-        &mut out,
-    )
-    .await
-    .unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = setup_text_with(setup_args(&[ComponentArg::Server]), &config, ALL_TOOLS).await;
     assert!(!text.contains("do-not-print-me"));
     assert!(
         text.contains("webhook-secret: from server.webhook_secret in the configuration"),
