@@ -49,15 +49,10 @@ static ALLOCATOR: Counting = Counting;
 /// One measurement at a time: the counters are global.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// xorshift64*: reproducible pseudo-random numbers without a dependency.
-fn xorshift(seed: u64) -> impl FnMut(usize) -> usize {
-    let mut state = seed;
-    move |n: usize| {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    }
+/// Reproducible pseudo-random numbers below `n`.
+fn seeded(seed: u64) -> impl FnMut(usize) -> usize {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    move |n: usize| rng.usize(..n)
 }
 
 const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -65,7 +60,7 @@ const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 /// `count` distinct secrets of about `size` bytes: one line of base64, or a PEM-like key of
 /// 64-character lines (each of which the masker also masks on its own).
 fn secrets(count: usize, size: usize, pem: bool) -> Vec<String> {
-    let mut next = xorshift(0x0123_4567_89AB_CDEF ^ (count * 31 + size) as u64);
+    let mut next = seeded(0x0123_4567_89AB_CDEF ^ (count * 31 + size) as u64);
     let mut random =
         |n: usize| -> String { (0..n).map(|_| BASE64[next(BASE64.len())] as char).collect() };
     (0..count)
