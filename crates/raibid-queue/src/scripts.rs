@@ -442,6 +442,22 @@ return 1
     )
 });
 
+/// Lua shared by the pruning scripts: up to `n` ids from the indexes KEYS[first..last] (the
+/// final statuses), after `from` (`-` for the start, `(<id>` after an id), oldest first.
+const OLDEST_FINISHED: &str = r#"
+local function oldest(first, last, from, n)
+  local ids = {}
+  for i = first, last do
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[i], from, '+', 'BYLEX', 'LIMIT', 0, n)) do
+      ids[#ids + 1] = id
+    end
+  end
+  -- Ids are ULIDs: in byte order, oldest first.
+  table.sort(ids)
+  return ids
+end
+"#;
+
 /// Deletes up to ARGV[2] of the oldest finished jobs (record, log, index entries) while more
 /// than ARGV[3] records exist, in one round trip. Candidates come from the indexes of the final
 /// statuses, so jobs still queued or running are never looked at: a pool without agents can
@@ -454,18 +470,13 @@ return 1
 /// Returns the number removed
 pub(crate) static PRUNE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &[
+            OLDEST_FINISHED,
+            r#"
 local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
 if excess <= 0 then return 0 end
 local n = math.min(excess, tonumber(ARGV[2]))
-local candidates = {}
-for i = 2, #KEYS do
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[i], '-', '+', 'BYLEX', 'LIMIT', 0, n)) do
-    candidates[#candidates + 1] = id
-  end
-end
--- Ids are ULIDs: in byte order, oldest first.
-table.sort(candidates)
+local candidates = oldest(2, #KEYS, '-', n)
 local p = ARGV[1]
 local removed = 0
 for i = 1, math.min(n, #candidates) do
@@ -491,6 +502,8 @@ for i = 1, math.min(n, #candidates) do
 end
 return removed
 "#,
+        ]
+        .concat(),
     )
 });
 
@@ -505,20 +518,15 @@ return removed
 /// Returns {logs deleted, jobs looked at}; no job looked at means the scan is at the end.
 pub(crate) static PRUNE_LOGS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &[
+            OLDEST_FINISHED,
+            r#"
 local cursor_key = KEYS[#KEYS]
 local cursor = redis.call('GET', cursor_key)
 local from = '-'
 if cursor then from = '(' .. cursor end
 local n = tonumber(ARGV[2])
-local candidates = {}
-for i = 1, #KEYS - 1 do
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[i], from, '+', 'BYLEX', 'LIMIT', 0, n)) do
-    candidates[#candidates + 1] = id
-  end
-end
--- Ids are ULIDs: in byte order, oldest first.
-table.sort(candidates)
+local candidates = oldest(1, #KEYS - 1, from, n)
 local p = ARGV[1]
 local deleted = 0
 local looked = math.min(n, #candidates)
@@ -540,6 +548,8 @@ for _, id in ipairs(pruned) do
 end
 return {deleted, looked}
 "#,
+        ]
+        .concat(),
     )
 });
 
