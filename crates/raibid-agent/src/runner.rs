@@ -555,7 +555,6 @@ impl Runner {
                 outcome.reason = Some(reason);
             }
         };
-        let mut ignored = 0usize;
         for (i, step) in pipeline.steps.iter().enumerate() {
             let state = if outcome.status == JobStatus::Success {
                 RunState::Success
@@ -701,21 +700,18 @@ impl Runner {
                             _ => "failed".to_owned(),
                         }
                     };
-                    if ignore {
-                        ignored += 1;
-                        log.line(&format!(
-                            "\x1b[33m✘ {}: {why} ({:.2}s), ignored (failure: ignore)\x1b[0m",
-                            step.name,
-                            elapsed.as_secs_f64()
-                        ))
-                        .await;
+                    let (colour, note) = if ignore {
+                        ("33", ", ignored (failure: ignore)")
                     } else {
-                        log.line(&format!(
-                            "\x1b[31m✘ {}: {why} ({:.2}s)\x1b[0m",
-                            step.name,
-                            elapsed.as_secs_f64()
-                        ))
-                        .await;
+                        ("31", "")
+                    };
+                    log.line(&format!(
+                        "\x1b[{colour}m✘ {}: {why} ({:.2}s){note}\x1b[0m",
+                        step.name,
+                        elapsed.as_secs_f64()
+                    ))
+                    .await;
+                    if !ignore {
                         let status = if exit.cancelled {
                             JobStatus::Cancelled
                         } else {
@@ -738,10 +734,10 @@ impl Runner {
             let _ = self.queue.record_progress(claimed, &results).await;
         }
         if outcome.status == JobStatus::Success {
-            let ran = results
-                .iter()
-                .filter(|r| r.status == StepStatus::Success)
-                .count();
+            let count = |status| results.iter().filter(|r| r.status == status).count();
+            let ran = count(StepStatus::Success);
+            // A job that passed has no failed step but those `failure: ignore` let through.
+            let ignored = count(StepStatus::Failure);
             outcome.reason = Some(if ignored == 0 {
                 format!("{ran} step(s) passed")
             } else {
