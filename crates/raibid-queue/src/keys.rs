@@ -52,6 +52,14 @@ impl Keys {
         format!("{}:jobs:status:{status}", self.prefix)
     }
 
+    /// The indexes of the final statuses, where the pruning scripts find finished jobs.
+    pub fn final_status_indexes(&self) -> impl Iterator<Item = String> + '_ {
+        JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .map(|s| self.by_status(s))
+    }
+
     pub fn by_repo(&self, repo: &str) -> String {
         format!("{}:jobs:repo:{repo}", self.prefix)
     }

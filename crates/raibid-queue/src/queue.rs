@@ -811,7 +811,13 @@ impl Queue {
         const BATCH: u64 = 200;
         let mut removed = 0;
         for _ in 0..5 {
-            let batch_removed = self.prune_batch(BATCH, keep).await?;
+            let mut invocation = scripts::PRUNE.prepare_invoke();
+            invocation.key(self.keys.all_jobs());
+            for index in self.keys.final_status_indexes() {
+                invocation.key(index);
+            }
+            invocation.arg(self.keys.prefix()).arg(BATCH).arg(keep);
+            let batch_removed: u64 = self.conn.script(&invocation).await?;
             removed += batch_removed;
             // Less than a batch: nothing beyond `keep` is left, or nothing finished to remove.
             if batch_removed < BATCH {
@@ -819,17 +825,6 @@ impl Queue {
             }
         }
         Ok(removed)
-    }
-
-    /// Up to `batch` of the oldest finished jobs, while more than `keep` jobs exist.
-    async fn prune_batch(&self, batch: u64, keep: u64) -> Result<u64, QueueError> {
-        let mut invocation = scripts::PRUNE.prepare_invoke();
-        invocation.key(self.keys.all_jobs());
-        for status in JobStatus::ALL.into_iter().filter(|s| s.is_final()) {
-            invocation.key(self.keys.by_status(status));
-        }
-        invocation.arg(self.keys.prefix()).arg(batch).arg(keep);
-        self.conn.script(&invocation).await
     }
 
     /// Redis's memory use and limit (`INFO memory`).
@@ -875,8 +870,8 @@ impl Queue {
                 return Ok(report);
             }
             let mut invocation = scripts::PRUNE_LOGS.prepare_invoke();
-            for status in JobStatus::ALL.into_iter().filter(|s| s.is_final()) {
-                invocation.key(self.keys.by_status(status));
+            for index in self.keys.final_status_indexes() {
+                invocation.key(index);
             }
             invocation
                 .key(self.keys.log_prune_cursor())
