@@ -512,11 +512,11 @@ impl Runner {
         reason: &StopReason,
     ) -> Outcome {
         let job = &claimed.job;
-        let trigger = TriggerContext {
-            event: job.spec.event,
-            branch: job.build_branch().map(str::to_owned),
-            tag: job.tag().map(str::to_owned),
-        };
+        let trigger = TriggerContext::new(
+            job.spec.event,
+            job.build_branch().map(str::to_owned),
+            job.tag().map(str::to_owned),
+        );
         let job_limit = job_limit(pipeline);
         let job_deadline = Instant::now() + job_limit;
         let place = match self.executor.image_workspace() {

@@ -1,11 +1,12 @@
-//! Step filters: `when: { branch, event, tag, status }`.
+//! Step filters: `when: { branch, event, tag, status, path }`.
 
 use std::fmt;
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use raibid_model::Event;
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::de::OneOrMany;
 
@@ -18,12 +19,34 @@ pub struct TriggerContext {
     pub branch: Option<String>,
     /// Short tag name (`v1.0`), not `refs/tags/...`. `None` unless the job is for a tag.
     pub tag: Option<String>,
+    /// The files the build's commit changes, repository-relative with `/` separators (a
+    /// renamed file under both its old and its new path), for `when: path`. `None` when they
+    /// are not known (a tag, a manual job, a new branch, a base commit that cannot be had):
+    /// path filters then match, as in Woodpecker, so that no step is left out for want of
+    /// knowing.
+    pub changed_files: Option<Vec<String>>,
+    /// The head commit's message, for `when: path: ignore_message`. `None` when not known.
+    pub message: Option<String>,
 }
 
-/// A glob over branch or tag names.
+impl TriggerContext {
+    /// A context with the trigger only: changed files and commit message unknown.
+    pub fn new(event: Event, branch: Option<String>, tag: Option<String>) -> Self {
+        Self {
+            event,
+            branch,
+            tag,
+            changed_files: None,
+            message: None,
+        }
+    }
+}
+
+/// A glob over branch or tag names, or over file paths (`when: path`).
 ///
 /// `*` stops at `/` so that `release/*` means the direct children of `release/` only; `**`
-/// crosses `/` for the rare filter that needs it.
+/// crosses `/` for the rare filter that needs it (and for paths, where `src/**` is the usual
+/// way to say "anything under `src/`", as with Woodpecker's doublestar globs).
 #[derive(Clone)]
 pub struct Pattern {
     source: String,
@@ -63,6 +86,39 @@ impl PartialEq for Pattern {
 
 impl Eq for Pattern {}
 
+/// `when: path`: which changed files make a step run (Woodpecker's `constraint.Path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathFilter {
+    /// The step runs only if some changed file matches one of these; empty means any file.
+    pub include: Vec<Pattern>,
+    /// The step does not run if every changed file matches one of these.
+    pub exclude: Vec<Pattern>,
+    /// A commit whose message contains this (case ignored) runs the step whatever it changes:
+    /// a way to force a full build from a commit message.
+    pub ignore_message: Option<String>,
+}
+
+impl PathFilter {
+    /// As Woodpecker's `Path.Match`: `files` is `None` (or empty) when the changes are not
+    /// known, and the step then runs; it also runs for a message with `ignore_message` in it.
+    pub fn matches(&self, files: Option<&[String]>, message: Option<&str>) -> bool {
+        if let (Some(marker), Some(message)) = (&self.ignore_message, message)
+            && message.to_lowercase().contains(&marker.to_lowercase())
+        {
+            return true;
+        }
+        let files = match files {
+            Some(files) if !files.is_empty() => files,
+            _ => return true,
+        };
+        let any = |patterns: &[Pattern], file: &str| patterns.iter().any(|p| p.is_match(file));
+        if !self.exclude.is_empty() && files.iter().all(|f| any(&self.exclude, f)) {
+            return false;
+        }
+        self.include.is_empty() || files.iter().any(|f| any(&self.include, f))
+    }
+}
+
 /// How the job stands when a step's turn comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
@@ -91,6 +147,8 @@ pub struct When {
     /// Empty means `[success]`, as in Woodpecker: `[failure]` is for clean-up and notification
     /// steps, `[success, failure]` for steps that always run.
     pub status: Vec<RunState>,
+    /// `None`: the step runs whatever the commit changes.
+    pub path: Option<PathFilter>,
 }
 
 impl When {
@@ -99,6 +157,7 @@ impl When {
             && self.event.is_empty()
             && self.tag.is_empty()
             && self.status.is_empty()
+            && self.path.is_none()
     }
 
     /// Whether the step runs with the job in `state` (the trigger is [`When::matches`]'s).
@@ -134,7 +193,8 @@ impl When {
     }
 
     /// A branch (or tag) filter never matches a job that has no branch (or tag): a step limited
-    /// to `branch: main` must not run for a tag push, which has no branch.
+    /// to `branch: main` must not run for a tag push, which has no branch. A path filter is the
+    /// other way round: without known changes it matches (see [`PathFilter::matches`]).
     pub fn matches(&self, ctx: &TriggerContext) -> bool {
         let names_match = |patterns: &[Pattern], name: Option<&str>| {
             patterns.is_empty() || name.is_some_and(|n| patterns.iter().any(|p| p.is_match(n)))
@@ -142,12 +202,31 @@ impl When {
         names_match(&self.branch, ctx.branch.as_deref())
             && names_match(&self.tag, ctx.tag.as_deref())
             && (self.event.is_empty() || self.event.contains(&ctx.event))
+            && self
+                .path
+                .as_ref()
+                .is_none_or(|p| p.matches(ctx.changed_files.as_deref(), ctx.message.as_deref()))
     }
 }
 
 fn pattern(source: &str) -> Result<Pattern, String> {
     if source.is_empty() {
         return Err("an empty pattern matches nothing; use \"*\" to match any name".to_owned());
+    }
+    Pattern::new(source).map_err(|e| format!("invalid glob {source:?}: {}", e.kind()))
+}
+
+/// A glob over repository-relative paths. A leading `/` or `./` would never match one, so it
+/// is refused rather than left to skip the step on every run.
+fn path_pattern(source: &str) -> Result<Pattern, String> {
+    if source.is_empty() {
+        return Err("an empty pattern matches no file; use \"**\" to match every file".to_owned());
+    }
+    if source.starts_with('/') || source.starts_with("./") {
+        return Err(format!(
+            "{source:?} can never match: changed files are named relative to the repository \
+             root, without a leading `/` or `./`"
+        ));
     }
     Pattern::new(source).map_err(|e| format!("invalid glob {source:?}: {}", e.kind()))
 }
@@ -193,6 +272,116 @@ fn states<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RunState>, D::Error> {
     .deserialize(d)
 }
 
+fn path_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
+    path_list().deserialize(d)
+}
+
+/// How a single path glob is read; a `fn` pointer so that the list reader can be named.
+type PathCheck = fn(&str) -> Result<Pattern, String>;
+
+fn path_list() -> OneOrMany<PathCheck> {
+    OneOrMany::new(
+        "a glob over file paths or a list of them",
+        "an empty list never matches; remove the key to match every file",
+        path_pattern,
+    )
+}
+
+/// `path: { include, exclude, ignore_message }` as written in YAML.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathFilter {
+    #[serde(default, deserialize_with = "path_patterns")]
+    include: Vec<Pattern>,
+    #[serde(default, deserialize_with = "path_patterns")]
+    exclude: Vec<Pattern>,
+    ignore_message: Option<IgnoreMessage>,
+}
+
+struct IgnoreMessage(String);
+
+impl<'de> Deserialize<'de> for IgnoreMessage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::de::StrCheck::new("a text such as \"[ALL]\"", |v: &str| {
+            if v.is_empty() {
+                // Every message contains "", so the filter would never filter.
+                Err("an empty `ignore_message` is in every commit message; remove it".to_owned())
+            } else {
+                Ok(IgnoreMessage(v.to_owned()))
+            }
+        })
+        .deserialize(d)
+    }
+}
+
+/// `path:` is a glob, a list of globs (both meaning `include`), or a mapping.
+struct PathFilterDe(PathFilter);
+
+impl<'de> Deserialize<'de> for PathFilterDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PathVisitor).map(PathFilterDe)
+    }
+}
+
+struct PathVisitor;
+
+impl PathVisitor {
+    fn include(include: Vec<Pattern>) -> PathFilter {
+        PathFilter {
+            include,
+            exclude: Vec::new(),
+            ignore_message: None,
+        }
+    }
+}
+
+/// Scalars and lists go to [`OneOrMany`]'s visitor, which checks them where they are; a
+/// mapping is checked inside `visit_map`, so its errors point into it (see `de.rs`).
+impl<'de> Visitor<'de> for PathVisitor {
+    type Value = PathFilter;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(
+            "a glob over file paths, a list of them, or a mapping with `include`, `exclude` \
+             and `ignore_message`",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<PathFilter, E> {
+        path_list().visit_str(v).map(Self::include)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<PathFilter, E> {
+        path_list().visit_u64(v).map(Self::include)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<PathFilter, E> {
+        path_list().visit_i64(v).map(Self::include)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<PathFilter, E> {
+        path_list().visit_f64(v).map(Self::include)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<PathFilter, A::Error> {
+        path_list().visit_seq(seq).map(Self::include)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PathFilter, A::Error> {
+        let raw = RawPathFilter::deserialize(MapAccessDeserializer::new(map))?;
+        if raw.include.is_empty() && raw.exclude.is_empty() {
+            return Err(de::Error::custom(
+                "`path` needs `include` or `exclude` (or both): without them it filters nothing",
+            ));
+        }
+        Ok(PathFilter {
+            include: raw.include,
+            exclude: raw.exclude,
+            ignore_message: raw.ignore_message.map(|m| m.0),
+        })
+    }
+}
+
 /// `when:` as written in YAML.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +394,7 @@ pub(crate) struct RawWhen {
     tag: Vec<Pattern>,
     #[serde(default, deserialize_with = "states")]
     status: Vec<RunState>,
+    path: Option<PathFilterDe>,
 }
 
 impl From<RawWhen> for When {
@@ -214,6 +404,7 @@ impl From<RawWhen> for When {
             event: raw.event,
             tag: raw.tag,
             status: raw.status,
+            path: raw.path.map(|p| p.0),
         }
     }
 }
@@ -227,19 +418,11 @@ mod tests {
     }
 
     fn on_branch(event: Event, branch: &str) -> TriggerContext {
-        TriggerContext {
-            event,
-            branch: Some(branch.to_owned()),
-            tag: None,
-        }
+        TriggerContext::new(event, Some(branch.to_owned()), None)
     }
 
     fn on_tag(tag: &str) -> TriggerContext {
-        TriggerContext {
-            event: Event::Tag,
-            branch: None,
-            tag: Some(tag.to_owned()),
-        }
+        TriggerContext::new(Event::Tag, None, Some(tag.to_owned()))
     }
 
     #[test]
@@ -248,11 +431,7 @@ mod tests {
         assert!(w.is_empty());
         assert!(w.matches(&on_branch(Event::Push, "main")));
         assert!(w.matches(&on_tag("v1")));
-        assert!(w.matches(&TriggerContext {
-            event: Event::Manual,
-            branch: None,
-            tag: None
-        }));
+        assert!(w.matches(&TriggerContext::new(Event::Manual, None, None)));
     }
 
     #[test]
@@ -344,5 +523,158 @@ mod tests {
         assert!(always.runs_in(RunState::Failure));
         // `status` leaves the trigger filters alone.
         assert!(always.matches(&on_tag("v1")));
+    }
+
+    fn files(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    /// A push to main that changes `changed`, with `message` as its head commit's message.
+    fn changing(changed: Option<&[&str]>, message: &str) -> TriggerContext {
+        TriggerContext {
+            changed_files: changed.map(files),
+            message: Some(message.to_owned()),
+            ..on_branch(Event::Push, "main")
+        }
+    }
+
+    fn path(yaml: &str) -> PathFilter {
+        when(yaml).path.expect("a path filter")
+    }
+
+    #[test]
+    fn path_takes_a_glob_a_list_or_a_mapping() {
+        let one = path("path: \"src/**\"");
+        assert_eq!(one.include, [Pattern::new("src/**").unwrap()]);
+        assert!(one.exclude.is_empty() && one.ignore_message.is_none());
+        assert_eq!(path("path: [\"src/**\"]"), one);
+        assert_eq!(path("path: { include: \"src/**\" }"), one);
+        let many = path("path: [\"src/**\", Cargo.lock]");
+        assert_eq!(many.include.len(), 2);
+        let full = path(
+            "path:\n  include: [\"src/**\", \"*.toml\"]\n  exclude: [\"**/*.md\"]\n  \
+             ignore_message: \"[ALL]\"",
+        );
+        assert_eq!(full.include.len(), 2);
+        assert_eq!(full.exclude, [Pattern::new("**/*.md").unwrap()]);
+        assert_eq!(full.ignore_message.as_deref(), Some("[ALL]"));
+        let only_exclude = path("path: { exclude: docs/** }");
+        assert!(only_exclude.include.is_empty());
+        assert!(!when("path: x").is_empty());
+        // A whole number is a file name like any other.
+        assert_eq!(path("path: 2024").include, [Pattern::new("2024").unwrap()]);
+    }
+
+    #[test]
+    fn invalid_path_filters_are_errors_where_they_are_written() {
+        for (yaml, line, column, needle) in [
+            (
+                "event: push\npath:\n  include: src/**\n  exclud: docs/**\n",
+                4,
+                3,
+                "unknown field `exclud`",
+            ),
+            ("path: [src/**, \"a/[\"]\n", 1, 16, "invalid glob \"a/[\""),
+            ("path:\n  exclude: [\"{a\"]\n", 2, 13, "invalid glob"),
+            ("path: []\n", 1, 7, "empty list never matches"),
+            ("path: { include: [] }\n", 1, 18, "empty list never matches"),
+            ("path: \"\"\n", 1, 7, "empty pattern"),
+            ("path: /src/**\n", 1, 7, "relative to the repository root"),
+            (
+                "path: [./src/**]\n",
+                1,
+                8,
+                "relative to the repository root",
+            ),
+            ("path: {}\n", 1, 7, "needs `include` or `exclude`"),
+            (
+                "path:\n  ignore_message: \"[ALL]\"\n",
+                2,
+                3,
+                "needs `include` or `exclude`",
+            ),
+            (
+                "path: { include: a, ignore_message: \"\" }\n",
+                1,
+                37,
+                "empty `ignore_message`",
+            ),
+            ("path: 1.5\n", 1, 7, "quotes"),
+            ("path: { include: { a: b } }\n", 1, 18, "expected a glob"),
+        ] {
+            let err = serde_yaml::from_str::<RawWhen>(yaml).err().unwrap();
+            let loc = err.location().unwrap();
+            assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
+            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn path_globs_are_doublestar_globs() {
+        let w = when("path: [\"src/*.rs\", \"docs/**\", \"**/*.md\"]");
+        let runs = |file: &str| w.matches(&changing(Some(&[file]), "m"));
+        assert!(runs("src/main.rs"));
+        assert!(!runs("src/deep/main.rs"), "* stops at /");
+        assert!(runs("docs/a/b/c.txt"), "** crosses /");
+        assert!(
+            runs("README.md") && runs("a/b/NOTES.md"),
+            "**/ matches no directory too"
+        );
+        assert!(!runs("srcs/main.rs") && !runs("Cargo.toml"));
+    }
+
+    #[test]
+    fn include_needs_one_changed_file_to_match() {
+        let w = when("path: \"src/**\"");
+        assert!(w.matches(&changing(Some(&["docs/a.md", "src/lib.rs"]), "m")));
+        assert!(!w.matches(&changing(Some(&["docs/a.md", "README.md"]), "m")));
+    }
+
+    #[test]
+    fn exclude_skips_only_when_every_changed_file_is_excluded() {
+        let w = when("path: { exclude: [\"docs/**\", \"*.md\"] }");
+        assert!(!w.matches(&changing(Some(&["docs/a.txt", "README.md"]), "m")));
+        assert!(w.matches(&changing(Some(&["docs/a.txt", "src/lib.rs"]), "m")));
+        // With both, exclude is asked first, then include.
+        let both = when("path: { include: \"src/**\", exclude: \"src/generated/**\" }");
+        assert!(!both.matches(&changing(Some(&["src/generated/x.rs"]), "m")));
+        assert!(both.matches(&changing(Some(&["src/generated/x.rs", "src/a.rs"]), "m")));
+        assert!(!both.matches(&changing(Some(&["README.md"]), "m")));
+    }
+
+    #[test]
+    fn unknown_or_empty_changes_run_the_step() {
+        let w = when("path: { include: \"src/**\", exclude: \"docs/**\" }");
+        assert!(w.matches(&changing(None, "m")));
+        assert!(w.matches(&changing(Some(&[]), "m")));
+        assert!(w.matches(&on_tag("v1")), "no changes known for a tag");
+    }
+
+    #[test]
+    fn ignore_message_runs_the_step_whatever_changed() {
+        let w = when("path: { include: \"src/**\", ignore_message: \"[ALL]\" }");
+        assert!(!w.matches(&changing(Some(&["docs/a.md"]), "docs: typo")));
+        assert!(w.matches(&changing(Some(&["docs/a.md"]), "docs: typo [all]")));
+        assert!(w.matches(&changing(Some(&["docs/a.md"]), "[All] rebuild\n\nbody")));
+        let without = TriggerContext {
+            message: None,
+            ..changing(Some(&["docs/a.md"]), "")
+        };
+        assert!(!w.matches(&without), "no message, no marker");
+        let exclude = when("path: { exclude: \"docs/**\", ignore_message: \"ci: all\" }");
+        assert!(exclude.matches(&changing(Some(&["docs/a.md"]), "x\n\nCI: ALL")));
+        assert!(!exclude.matches(&changing(Some(&["docs/a.md"]), "x")));
+    }
+
+    #[test]
+    fn path_combines_with_the_other_keys() {
+        let w = when("branch: main\npath: \"src/**\"");
+        assert!(w.matches(&changing(Some(&["src/a.rs"]), "m")));
+        assert!(!w.matches(&changing(Some(&["docs/a.md"]), "m")));
+        let other_branch = TriggerContext {
+            branch: Some("dev".into()),
+            ..changing(Some(&["src/a.rs"]), "m")
+        };
+        assert!(!w.matches(&other_branch));
     }
 }

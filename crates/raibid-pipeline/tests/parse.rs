@@ -120,6 +120,12 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "unknown placeholder {commit}",
     ),
     ("unknown-step-key.yaml", 4, 5, "unknown field `command`"),
+    (
+        "unknown-path-key.yaml",
+        7,
+        9,
+        "unknown field `excludes`, expected one of `include`, `exclude`, `ignore_message`",
+    ),
     ("unknown-top-key.yaml", 2, 1, "unknown field `stages`"),
     (
         "yaml-syntax.yaml",
@@ -243,11 +249,7 @@ fn the_documented_example_parses_to_the_expected_model() {
 fn step_filtering_on_the_documented_example() {
     let p = sample("full.yaml");
     let run = |event, branch: Option<&str>, tag: Option<&str>| -> Vec<&str> {
-        let ctx = TriggerContext {
-            event,
-            branch: branch.map(str::to_owned),
-            tag: tag.map(str::to_owned),
-        };
+        let ctx = TriggerContext::new(event, branch.map(str::to_owned), tag.map(str::to_owned));
         p.steps
             .iter()
             .filter(|s| s.when.matches(&ctx))
@@ -269,18 +271,44 @@ fn step_filtering_on_the_documented_example() {
             .map(|s| s.name.clone())
             .collect()
     };
-    let tag = TriggerContext {
-        event: Event::Tag,
-        branch: None,
-        tag: Some("v1.2.3".to_owned()),
-    };
+    let tag = TriggerContext::new(Event::Tag, None, Some("v1.2.3".to_owned()));
     assert_eq!(names(tag), ["release"]);
-    let manual = TriggerContext {
-        event: Event::Manual,
-        branch: Some("feature/deep/branch".to_owned()),
-        tag: None,
-    };
+    let manual = TriggerContext::new(Event::Manual, Some("feature/deep/branch".to_owned()), None);
     assert_eq!(names(manual), ["nightly"]);
+}
+
+/// `when: path` on the monorepo example: each step runs for its own part of the tree, a step
+/// without a filter always, and every step when the changes are not known.
+#[test]
+fn path_filters_on_the_monorepo_example() {
+    let p = sample("monorepo.yaml");
+    let run = |files: Option<&[&str]>, message: &str| -> Vec<&str> {
+        let ctx = TriggerContext {
+            changed_files: files.map(|f| f.iter().map(|s| (*s).to_owned()).collect()),
+            message: Some(message.to_owned()),
+            ..TriggerContext::new(Event::Push, Some("main".to_owned()), None)
+        };
+        p.steps
+            .iter()
+            .filter(|s| s.when.matches(&ctx))
+            .map(|s| s.name.as_str())
+            .collect()
+    };
+    assert_eq!(
+        run(Some(&["api/src/main.rs"]), "fix"),
+        ["api", "everything"]
+    );
+    assert_eq!(run(Some(&["Cargo.lock"]), "bump"), ["api", "everything"]);
+    assert_eq!(run(Some(&["web/README.md"]), "typo"), ["everything"]);
+    assert_eq!(
+        run(Some(&["web/README.md"]), "typo [all]"),
+        ["web", "everything"]
+    );
+    assert_eq!(
+        run(Some(&["web/app.ts", "docs/index.md"]), "x"),
+        ["web", "docs", "everything"]
+    );
+    assert_eq!(run(None, "x"), ["api", "web", "docs", "everything"]);
 }
 
 /// Every variant of a matrix runs its image builds: tags without `{matrix}` would be pushed by
