@@ -133,6 +133,7 @@ mod tests {
                 retry_of: None,
                 matrix_parent: None,
                 target_branch: None,
+                diff_base: None,
             },
             status: JobStatus::Running,
             attempt: 1,

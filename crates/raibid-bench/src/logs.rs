@@ -290,6 +290,7 @@ async fn enqueue(
             retry_of: None,
             matrix_parent: None,
             target_branch: None,
+            diff_base: None,
         })
         .await?;
     Ok(job.job_id().to_owned())

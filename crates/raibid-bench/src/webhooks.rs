@@ -579,6 +579,7 @@ async fn enqueue_baseline(
                 retry_of: None,
                 matrix_parent: None,
                 target_branch: None,
+                diff_base: None,
             };
             async move { queue.enqueue(spec).await }
         })

@@ -55,6 +55,9 @@ pub struct Trigger {
     /// Login of the user whose action sent the webhook.
     pub sender: Option<String>,
     pub default_branch: Option<String>,
+    /// The commit `when: path` filters compare with (checked like `sha`): a branch push's
+    /// `before`, unless the push created the branch; a pull request's base. `None` for tags.
+    pub diff_base: Option<String>,
 }
 
 impl Trigger {
@@ -80,6 +83,7 @@ impl Trigger {
                 Event::PullRequest => self.branch,
                 _ => None,
             },
+            diff_base: self.diff_base,
         }
     }
 }

@@ -141,6 +141,7 @@ fn gitea_push() {
             from_fork: false,
             sender: some("test-user"),
             default_branch: some("main"),
+            diff_base: some("6efcf5b7c98f3e7a491675164b7a2e7acac27941"),
         }
     );
 }
@@ -163,6 +164,7 @@ fn gitea_push_docs_example() {
             from_fork: false,
             sender: some("gitea"),
             default_branch: some("master"),
+            diff_base: some("28e1879d029cb852e4844d9c718537df08844e03"),
         }
     );
 }
@@ -185,6 +187,7 @@ fn gitea_push_new_branch() {
             from_fork: false,
             sender: some("example"),
             default_branch: some("master"),
+            diff_base: None,
         }
     );
 }
@@ -224,6 +227,7 @@ fn gitea_pull_request_1() -> Trigger {
         from_fork: false,
         sender: some("jcitizen"),
         default_branch: some("master"),
+        diff_base: some("39af58f1eff02aa308e16913e887c8d50362b474"),
     }
 }
 
@@ -242,6 +246,51 @@ fn pull_request_jobs_know_their_target_branch_and_pushes_need_none() {
     assert!(gh.target_branch.is_some(), "{gh:?}");
     let push = trigger("gitea/push").into_new_job(pool, None);
     assert_eq!(push.target_branch, None);
+}
+
+/// `when: path` compares with the branch's previous commit for a push, the base for a pull
+/// request, and nothing for a push that created its branch (`before` all zeros) or a tag.
+#[test]
+fn jobs_carry_the_commit_their_changes_are_counted_from() {
+    let pool = raibid_model::PoolName::default();
+    let base = |name: &str| trigger(name).into_new_job(pool.clone(), None).diff_base;
+    assert_eq!(
+        base("gitea/push").as_deref(),
+        Some("6efcf5b7c98f3e7a491675164b7a2e7acac27941")
+    );
+    assert_eq!(
+        base("github/push").as_deref(),
+        Some("2f780193b136b72bfea4eeb640786a8c4450c7a2")
+    );
+    assert_eq!(
+        base("forgejo/push-docs-example").as_deref(),
+        Some("28e1879d029cb852e4844d9c718537df08844e03")
+    );
+    for new_branch in [
+        "gitea/push-new-branch-signed",
+        "forgejo/push-new-branch-codeberg",
+        "github/push-new-branch",
+    ] {
+        assert_eq!(base(new_branch), None, "{new_branch}");
+    }
+    assert_eq!(
+        base("gitea/pull_request-opened").as_deref(),
+        Some("39af58f1eff02aa308e16913e887c8d50362b474")
+    );
+    assert_eq!(
+        base("github/pull_request-synchronize").as_deref(),
+        Some("f95f852bd8fca8fcc58a9a2d6c842781e32a215e")
+    );
+    // The recorded push, as a tag push: same `before`, but a tag has no changes to filter.
+    let (body, headers) = fixture("gitea/push");
+    let mut body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    body["ref"] = "refs/tags/v1.0.0".into();
+    let Parsed::Trigger(tag) = parse(Forge::Gitea, &headers, body.to_string().as_bytes()).unwrap()
+    else {
+        panic!("tag push ignored");
+    };
+    assert_eq!(tag.event, Event::Tag);
+    assert_eq!(tag.diff_base, None);
 }
 
 #[test]
@@ -287,6 +336,7 @@ fn forgejo_push_docs_example() {
             from_fork: false,
             sender: some("forgejo"),
             default_branch: some("master"),
+            diff_base: some("28e1879d029cb852e4844d9c718537df08844e03"),
         }
     );
 }
@@ -309,6 +359,7 @@ fn forgejo_push_new_branch() {
             from_fork: false,
             sender: some("6543"),
             default_branch: some("main"),
+            diff_base: None,
         }
     );
 }
@@ -351,6 +402,7 @@ fn github_push() {
             from_fork: false,
             sender: some("6543"),
             default_branch: some("main"),
+            diff_base: some("2f780193b136b72bfea4eeb640786a8c4450c7a2"),
         }
     );
 }
@@ -373,6 +425,7 @@ fn github_push_new_branch() {
             from_fork: false,
             sender: some("Codertocat"),
             default_branch: some("master"),
+            diff_base: None,
         }
     );
 }
@@ -392,6 +445,7 @@ fn github_pull_request_2() -> Trigger {
         from_fork: false,
         sender: some("Codertocat"),
         default_branch: some("master"),
+        diff_base: some("f95f852bd8fca8fcc58a9a2d6c842781e32a215e"),
     }
 }
 

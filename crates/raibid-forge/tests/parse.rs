@@ -104,6 +104,51 @@ fn tag_push_builds_the_tagged_commit() {
     );
 }
 
+/// `before` and `pull_request.base.sha` are only for `when: path`: one that cannot be used
+/// leaves the job without a base (its path filters then match) instead of refusing the build.
+#[test]
+fn an_unusable_diff_base_is_none_and_the_job_still_builds() {
+    let branch = trigger(Forge::Gitea, "push", &push("refs/heads/main", B));
+    assert_eq!(branch.diff_base.as_deref(), Some(A));
+    let mut upper = push("refs/heads/main", B);
+    upper["before"] = "ABCDEF0123456789ABCDEF0123456789ABCDEF01".into();
+    assert_eq!(
+        trigger(Forge::Github, "push", &upper).diff_base.as_deref(),
+        Some("abcdef0123456789abcdef0123456789abcdef01")
+    );
+    for before in [
+        json!(ZERO),
+        json!(B),
+        json!("--upload-pack=touch /tmp/x"),
+        // As long as a sha, but not hex: it would reach git as an option.
+        json!(format!("{:-<40}", "--output=/tmp/x")),
+        json!("1111"),
+        json!("1".repeat(64)),
+        json!(null),
+    ] {
+        let mut body = push("refs/heads/main", B);
+        body["before"] = before.clone();
+        let t = trigger(Forge::Gitea, "push", &body);
+        assert_eq!((t.sha.as_str(), t.diff_base), (B, None), "{before}");
+    }
+    let mut body = push("refs/heads/main", B);
+    body.as_object_mut().unwrap().remove("before");
+    assert_eq!(trigger(Forge::Gitea, "push", &body).diff_base, None);
+
+    let pr = trigger(
+        Forge::Github,
+        "pull_request",
+        &pull_request("opened", json!(null)),
+    );
+    assert_eq!(pr.diff_base.as_deref(), Some(A));
+    let mut body = pull_request("opened", json!(null));
+    body["pull_request"]["base"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sha");
+    assert_eq!(trigger(Forge::Gitea, "pull_request", &body).diff_base, None);
+}
+
 #[test]
 fn tag_push_without_head_commit_uses_after() {
     let mut body = push("refs/tags/v1", A);

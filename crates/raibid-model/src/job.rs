@@ -192,6 +192,13 @@ pub struct NewJob {
     /// Woodpecker, so a step limited to `main` also runs for pull requests into `main`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_branch: Option<String>,
+    /// The commit `when: path` filters compare `sha` with (40 or 64 hex digits, like `sha`):
+    /// for a branch push the commit the branch pointed to before, for a pull request its base
+    /// (the changes are then those since the merge base). `None` when there is none (a tag, a
+    /// manual job, a push that created the branch): path filters then match. Retries and
+    /// matrix variants keep their job's. Absent in specs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_base: Option<String>,
 }
 
 impl NewJob {
@@ -220,6 +227,7 @@ impl NewJob {
             retry_of: None,
             matrix_parent: None,
             target_branch: None,
+            diff_base: None,
         }
     }
 }

@@ -143,7 +143,12 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
         retry_of: opt("retry_of"),
         matrix_parent: None,
         target_branch: None,
+        diff_base: None,
     })
+}
+
+fn is_sha(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Rejects values that would corrupt keys or logs before anything is written.
@@ -176,10 +181,17 @@ pub(crate) fn validate(spec: &NewJob) -> Result<(), QueueError> {
             "must be 1-255 characters without control characters",
         );
     }
-    let sha_ok =
-        matches!(spec.sha.len(), 40 | 64) && spec.sha.bytes().all(|b| b.is_ascii_hexdigit());
-    if !sha_ok {
+    if !is_sha(&spec.sha) {
         return bad("sha", "must be 40 or 64 hex digits");
+    }
+    // The agent gives it to git as an argument: only a full sha of the same object format.
+    if let Some(base) = &spec.diff_base
+        && !(is_sha(base) && base.len() == spec.sha.len())
+    {
+        return bad(
+            "diff_base",
+            "must be a commit sha like `sha`: as many hex digits (40 or 64)",
+        );
     }
     Ok(())
 }
@@ -190,7 +202,7 @@ mod tests {
 
     use raibid_model::{Event, Forge, JobStatus, NewJob, PoolName};
 
-    use super::{from_fields, spec_json};
+    use super::{from_fields, spec_json, validate};
 
     fn spec() -> NewJob {
         NewJob {
@@ -209,6 +221,7 @@ mod tests {
             retry_of: None,
             matrix_parent: None,
             target_branch: None,
+            diff_base: None,
         }
     }
 
@@ -253,6 +266,39 @@ mod tests {
         let job = from_fields(&fields).unwrap();
         assert_eq!(job.spec, child);
         assert_eq!(job.children, ["01JD0000000000000000000002"]);
+    }
+
+    /// `diff_base` is read back when present, absent from specs written without one, and a
+    /// full sha of the job's own object format or nothing: the agent hands it to git.
+    #[test]
+    fn diff_base_is_optional_and_must_be_a_sha_like_the_job_s() {
+        let without = spec_json(&spec());
+        assert!(!without.contains("diff_base"), "{without}");
+        assert!(validate(&spec()).is_ok());
+        let mut with = spec();
+        with.diff_base = Some("B".repeat(40));
+        let fields: HashMap<String, String> = [
+            ("id", "01JD0000000000000000000000".to_owned()),
+            ("spec", spec_json(&with)),
+            ("status", "queued".to_owned()),
+            ("attempt", "0".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(from_fields(&fields).unwrap().spec, with);
+        assert!(validate(&with).is_ok());
+        for bad in [
+            "b".repeat(39),
+            "b".repeat(64),
+            "-".repeat(40),
+            format!("{}g", "b".repeat(39)),
+            String::new(),
+        ] {
+            with.diff_base = Some(bad.clone());
+            let err = validate(&with).unwrap_err().to_string();
+            assert!(err.contains("diff_base"), "{bad}: {err}");
+        }
     }
 
     #[test]

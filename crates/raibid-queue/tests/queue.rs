@@ -830,7 +830,9 @@ async fn list_is_newest_first_with_filters_and_cursor() {
 async fn retry_creates_a_new_job() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let j = created(q.enqueue(job("a/b")).await.unwrap());
+    let mut spec = job("a/b");
+    spec.diff_base = Some("f".repeat(40));
+    let j = created(q.enqueue(spec).await.unwrap());
     let mut c = q.claimer("agent-1").await.unwrap();
     let claimed = claim_queued(&mut c).await;
     q.ack(&claimed, &Outcome::new(JobStatus::Failure))
@@ -840,6 +842,8 @@ async fn retry_creates_a_new_job() {
     assert_ne!(r.id, j.id);
     assert_eq!(r.spec.retry_of.as_deref(), Some(j.id.as_str()));
     assert_eq!(r.status, JobStatus::Queued);
+    // The retry compares with the same commit for `when: path`.
+    assert_eq!(r.spec.diff_base, j.spec.diff_base);
 }
 
 /// A copy of a job that can still run would build the same commit at once, and the last to
@@ -880,6 +884,9 @@ async fn invalid_jobs_are_refused_before_anything_is_written() {
     assert!(matches!(q.enqueue(bad).await, Err(QueueError::Invalid(_))));
     let mut bad = job("a b");
     bad.repo = "a b".into();
+    assert!(matches!(q.enqueue(bad).await, Err(QueueError::Invalid(_))));
+    let mut bad = job("a/b");
+    bad.diff_base = Some("--output=/tmp/x".into());
     assert!(matches!(q.enqueue(bad).await, Err(QueueError::Invalid(_))));
     assert!(
         q.pools().await.unwrap().is_empty()

@@ -341,7 +341,15 @@ fn schemas() -> Value {
     let string = json!({ "type": "string" });
     let opt_string = json!({ "type": ["string", "null"] });
     let time = json!({ "type": "string", "format": "date-time" });
-    json!({
+    // Added to `Job` afterwards: the document below is at `json!`'s recursion limit.
+    let diff_base = json!({
+        "type": "string",
+        "pattern": "^([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$",
+        "description": "The commit `when: path` filters compare `sha` with: a branch push's \
+                        previous commit, a pull request's base. Absent for tags, manual jobs \
+                        and pushes that created their branch; path filters then match."
+    });
+    let mut schemas = json!({
         "Error": {
             "type": "object", "required": ["error"],
             "properties": { "error": {
@@ -490,7 +498,9 @@ fn schemas() -> Value {
                 "stale": { "type": "boolean", "description": "No heartbeat for three heartbeat intervals." }
             }
         }
-    })
+    });
+    schemas["Job"]["properties"]["diff_base"] = diff_base;
+    schemas
 }
 
 #[cfg(test)]
@@ -536,6 +546,48 @@ mod tests {
             let name = piece.split('"').next().unwrap();
             assert!(schemas.contains_key(name), "dangling $ref to {name}");
         }
+    }
+
+    /// Every field a job can be served with is documented (a field added to the model, such as
+    /// `diff_base`, must be added to the document too).
+    #[test]
+    fn the_job_schema_names_every_field_of_a_job() {
+        let mut new = raibid_model::NewJob::new(
+            "o/r",
+            "https://g/o/r.git",
+            "refs/pull/1/head",
+            "a".repeat(40),
+            raibid_model::Event::PullRequest,
+        );
+        new.forge = Some(raibid_model::Forge::Gitea);
+        new.pr_number = Some(1);
+        new.sender = Some("u".into());
+        new.delivery_id = Some("d".into());
+        new.env.insert("A".into(), "1".into());
+        new.retry_of = Some("x".into());
+        new.matrix_parent = Some("p".into());
+        new.target_branch = Some("main".into());
+        new.diff_base = Some("b".repeat(40));
+        let now = chrono::Utc::now();
+        let mut job = raibid_model::Job::queued("01JABCDEFGHJKMNPQRSTVWXYZ0", new, now);
+        job.started_at = Some(now);
+        job.finished_at = Some(now);
+        job.agent = Some("a".into());
+        job.reason = Some("r".into());
+        job.children = vec!["c".into()];
+        job.log_pruned = true;
+        let served = serde_json::to_value(&job).unwrap();
+        let doc = spec("");
+        let documented = doc["components"]["schemas"]["Job"]["properties"]
+            .as_object()
+            .unwrap();
+        let missing: Vec<_> = served
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !documented.contains_key(*k))
+            .collect();
+        assert!(missing.is_empty(), "undocumented job fields: {missing:?}");
     }
 
     /// The router really serves every documented operation, and only those: each one is

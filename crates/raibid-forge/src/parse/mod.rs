@@ -109,7 +109,24 @@ fn trigger(
         from_fork: false,
         sender: non_empty(sender.and_then(|user| user.login)),
         default_branch: non_empty(repository.default_branch),
+        diff_base: None,
     }
+}
+
+/// The commit to compare `sha` with for `when: path`, from a payload's `before` or
+/// `pull_request.base.sha`.
+///
+/// Only an extra, so read leniently: a value that is missing, not a sha of `sha`'s length, all
+/// zeros (a push that created the branch) or `sha` itself gives `None`, the job is built all
+/// the same and its path filters match (every step runs), rather than the webhook being
+/// refused.
+fn diff_base(value: Option<String>, sha: &str) -> Option<String> {
+    let base = value?.to_ascii_lowercase();
+    let usable = crate::validate::sha(&base).is_ok()
+        && base.len() == sha.len()
+        && base.bytes().any(|b| b != b'0')
+        && !base.eq_ignore_ascii_case(sha);
+    usable.then_some(base)
 }
 
 /// Gitea sends `""` where GitHub sends `null` or nothing (e.g. an empty repository's default

@@ -55,6 +55,11 @@ struct HeadRepo {
 struct Base {
     #[serde(rename = "ref")]
     branch: BranchName,
+    /// The head of the target branch when the pull request was last updated: compared with
+    /// `head.sha` from their merge base, its changes are the pull request's. Gitea, Forgejo and
+    /// GitHub all send it; read leniently (see [`super::diff_base`]).
+    #[serde(default)]
+    sha: Option<String>,
 }
 
 objects_only!(Action, PullRequestEvent, PullRequest, Head, HeadRepo, Base);
@@ -73,6 +78,7 @@ pub(super) fn parse(
     let event: PullRequestEvent = decode(body)?;
     let pr = event.pull_request;
     let from_fork = is_from_fork(forge, &pr.head, &event.repository.full_name.0);
+    let diff_base = super::diff_base(pr.base.sha, &pr.head.sha.0);
     let mut trigger = trigger(
         forge,
         event.repository,
@@ -81,6 +87,7 @@ pub(super) fn parse(
         pr.head.sha.0,
         Event::PullRequest,
     );
+    trigger.diff_base = diff_base;
     trigger.branch = Some(pr.base.branch.0);
     trigger.pr_number = Some(pr.number);
     trigger.from_fork = from_fork;

@@ -13,6 +13,10 @@ struct Push {
     #[serde(rename = "ref")]
     git_ref: GitRef,
     after: Sha,
+    /// Where the branch was before the push: all zeros when the push created it. Read leniently
+    /// (see [`super::diff_base`]).
+    #[serde(default)]
+    before: Option<String>,
     /// GitHub only; Gitea signals a deletion by `after` alone.
     #[serde(default)]
     deleted: bool,
@@ -80,12 +84,12 @@ pub(super) fn parse(forge: Forge, body: &[u8]) -> Result<Parsed, ParseError> {
         (Event::Tag, Some(commit)) => commit.id.0,
         _ => push.after.0,
     };
-    Ok(Parsed::Trigger(trigger(
-        forge,
-        push.repository,
-        push.sender,
-        git_ref,
-        sha,
-        event,
-    )))
+    // A tag's `before` is another tag object or nothing: tags have no changes to filter on.
+    let diff_base = match event {
+        Event::Push => super::diff_base(push.before, &sha),
+        _ => None,
+    };
+    let mut trigger = trigger(forge, push.repository, push.sender, git_ref, sha, event);
+    trigger.diff_base = diff_base;
+    Ok(Parsed::Trigger(trigger))
 }

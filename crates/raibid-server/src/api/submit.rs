@@ -130,5 +130,6 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         retry_of: None,
         matrix_parent: None,
         target_branch: None,
+        diff_base: None,
     })
 }
