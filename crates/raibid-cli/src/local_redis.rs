@@ -22,6 +22,7 @@ pub struct LocalRedis {
     port: u16,
     dir: PathBuf,
     password: Option<String>,
+    maxmemory: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +41,32 @@ impl LocalRedis {
     /// redis-server in a 0600 configuration file in `dir`, never on its command line, which
     /// every user can read in `/proc`. `dir` is made private (0700) and redis-server runs with
     /// umask 077, so its AOF and log are the owner's alone.
+    ///
+    /// With `maxmemory` (bytes), Redis refuses writes past it rather than evicting: an evicted
+    /// key is a job record or a queue entry gone without a trace, while a refused write is an
+    /// error the server answers 503 for; the reaper keeps it below by deleting old logs
+    /// (`redis.prune_memory_percent`).
     pub async fn start(
         dir: &Path,
         port: Option<u16>,
         durability: Durability,
         password: Option<&str>,
+        maxmemory: Option<u64>,
     ) -> anyhow::Result<Self> {
-        Self::start_with(dir, port, durability, password, SILENCE_TIMEOUT, &[]).await
+        let limit = maxmemory.map(|bytes| format!("maxmemory {bytes}"));
+        let lines: Vec<&str> = match &limit {
+            Some(limit) => vec![limit, "maxmemory-policy noeviction"],
+            None => Vec::new(),
+        };
+        let mut redis =
+            Self::start_with(dir, port, durability, password, SILENCE_TIMEOUT, &lines).await?;
+        redis.maxmemory = maxmemory;
+        Ok(redis)
+    }
+
+    /// The `maxmemory` it was started with, in bytes.
+    pub fn maxmemory(&self) -> Option<u64> {
+        self.maxmemory
     }
 
     /// [`LocalRedis::start`] with a chosen silence timeout and extra `redis.conf` lines (tests
@@ -123,6 +143,7 @@ impl LocalRedis {
             port,
             dir: dir.to_path_buf(),
             password: password.map(str::to_owned),
+            maxmemory: None,
         };
         if let Err(e) = redis.wait_ready(silence_timeout).await {
             // SIGTERM rather than the SIGKILL of dropping the child: it may be alive but stuck.
@@ -409,7 +430,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().join("redis");
         let keys = 8000;
-        let redis = LocalRedis::start(&dir, None, Durability::Aof, Some("pw"))
+        let redis = LocalRedis::start(&dir, None, Durability::Aof, Some("pw"), None)
             .await
             .unwrap();
         let sets: Vec<String> = (0..keys).map(|i| format!("key{i}")).collect();

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod local_redis;
 mod logging;
+mod machine_memory;
 mod output;
 mod private_files;
 mod up;

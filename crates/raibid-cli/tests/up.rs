@@ -91,6 +91,40 @@ impl Up {
             .to_owned()
     }
 
+    /// The private Redis's port, from the current run's banner.
+    async fn redis_port(&self) -> u16 {
+        loop {
+            let log = self.run_log();
+            let line = log
+                .lines()
+                .rev()
+                .find(|l| l.trim_start().starts_with("redis "));
+            if let Some(port) = line.and_then(|l| l.split("127.0.0.1:").nth(1)) {
+                return port
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One command to the private Redis, through `redis-cli` with its password.
+    async fn redis_cli(&self, args: &[&str]) -> String {
+        let port = self.redis_port().await;
+        let password = read(&self.data.join("redis-password"));
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "--no-auth-warning"])
+            .env("REDISCLI_AUTH", password.trim())
+            .args(args)
+            .output()
+            .expect("redis-cli (apt-get install -y redis-tools)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -663,22 +697,7 @@ async fn assert_private(up: &Up) {
     }
 
     // The private Redis refuses a client without the password.
-    let port = loop {
-        let log = up.run_log();
-        let line = log
-            .lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with("redis "));
-        if let Some(port) = line.and_then(|l| l.split("127.0.0.1:").nth(1)) {
-            break port
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse::<u16>()
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let port = up.redis_port().await;
     assert!(
         !up.log().contains(&read(&data.join("redis-password"))),
         "the Redis password is printed"
@@ -825,5 +844,63 @@ fn an_empty_webhook_secret_stops_up_at_startup() {
     assert!(
         !dir.path().join("data/redis").exists(),
         "nothing was started"
+    );
+}
+
+/// Without a `maxmemory`, `raibid up`'s Redis keeps every retained job's log (megabytes each)
+/// until the machine runs out: it gets one (`up.redis_maxmemory`, refusing writes rather than
+/// evicting), and the reaper deletes the oldest finished jobs' logs to stay below
+/// `redis.prune_memory_percent` of it.
+#[tokio::test]
+async fn up_s_redis_has_a_memory_limit_and_old_logs_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), "", &[], &[("RAIBID_UP_REDIS_MAXMEMORY", "8mb")]);
+    assert_eq!(
+        up.redis_cli(&["CONFIG", "GET", "maxmemory"]).await,
+        "maxmemory\n8388608\n"
+    );
+    assert_eq!(
+        up.redis_cli(&["CONFIG", "GET", "maxmemory-policy"]).await,
+        "maxmemory-policy\nnoeviction\n"
+    );
+    // After redis_cli, which waited for the banner.
+    assert!(up.run_log().contains("maxmemory 8 MiB"), "{}", up.run_log());
+
+    // Three logs of 1.5 MB (1.8 MB each in Redis): about 7.2 MB with Redis's own 1.8 MB, past
+    // 80% of 8 MiB (6.7 MB); two were not.
+    let client = up.client();
+    let (repo, sha) = repo_with(
+        "steps:\n  - name: talk\n    run: head -c 1500000 /dev/zero | tr '\\0' x | fold -w 99\n",
+    );
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let job = submit(&client, &repo, &sha).await;
+        let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+        assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
+        jobs.push(job.id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client.job(&jobs[0]).await.unwrap().log_pruned {
+        assert!(
+            Instant::now() < deadline,
+            "the oldest log was kept:\n{}\n{}",
+            up.redis_cli(&["INFO", "memory"]).await,
+            up.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!client.job(&jobs[2]).await.unwrap().log_pruned);
+    let info = up.redis_cli(&["INFO", "memory"]).await;
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        field("used_memory") * 100 <= field("maxmemory") * 80,
+        "{info}"
     );
 }

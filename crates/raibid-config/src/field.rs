@@ -13,7 +13,8 @@ use raibid_model::{Event, PoolName};
 
 use crate::{
     AgentConfig, ClusterConfig, Config, ExecutorKind, FluxConfig, GiteaConfig, IpRange, K3sConfig,
-    KedaConfig, PoolRule, RedisConfig, RegistryConfig, Secret, ServerConfig, TokenHash, UpConfig,
+    KedaConfig, MemoryLimit, PoolRule, RedisConfig, RegistryConfig, Secret, ServerConfig,
+    TokenHash, UpConfig,
 };
 
 pub(crate) trait Field: Sized {
@@ -50,6 +51,7 @@ leaves!(
     Event => false,
     TokenHash => false,
     IpRange => false,
+    MemoryLimit => false,
 );
 
 fn replace<T>(dst: &mut T, src: T, path: &[&str]) -> bool {
@@ -139,7 +141,7 @@ structs! {
         buildah_runroot, concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
         git_token, registry, secrets, secret_repos, secrets_for_forks,
     }
-    UpConfig { data_dir, max_agents, polling_interval_ms, cooldown_secs }
+    UpConfig { data_dir, max_agents, polling_interval_ms, cooldown_secs, redis_maxmemory }
 }
 
 /// Removes the offending value from a serde error message (`invalid type: string "hunter2",

@@ -333,6 +333,26 @@ flux:
     }
 
     #[test]
+    fn up_s_redis_memory_limit_from_file_and_environment() {
+        assert_eq!(
+            parse("").unwrap().up.redis_maxmemory,
+            crate::MemoryLimit::PercentOfMachine(10)
+        );
+        let c = parse("up:\n  redis_maxmemory: 2gb\n").unwrap();
+        assert_eq!(c.up.redis_maxmemory, crate::MemoryLimit::Bytes(2 << 30));
+        let c = with_env("", &[("RAIBID_UP_REDIS_MAXMEMORY", "none")]).unwrap();
+        assert_eq!(c.up.redis_maxmemory, crate::MemoryLimit::None);
+        let msg = parse("up:\n  cooldown_secs: 5\n  redis_maxmemory: 2 gigs\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:3:"), "{msg}");
+        assert!(
+            msg.contains("redis_maxmemory") && msg.contains("not a memory limit"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn trusted_proxies_take_addresses_and_networks() {
         let c = parse("server:\n  trusted_proxies: [10.0.0.0/8, \"::1\"]\n").unwrap();
         let shown: Vec<String> = c

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use raibid_model::PoolName;
 use serde::{Deserialize, Serialize};
 
-use crate::{IpRange, Secret, TokenHash};
+use crate::{IpRange, MemoryLimit, Secret, TokenHash};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -365,6 +365,11 @@ pub struct UpConfig {
     pub polling_interval_ms: u64,
     /// Idle seconds before the pool gives up its last agents.
     pub cooldown_secs: u64,
+    /// `maxmemory` of `raibid up`'s own redis-server (not of a Redis given with
+    /// `--redis-url`). Without one, job logs kept up to `redis.retain_jobs` (megabytes each)
+    /// grow Redis into the machine's memory, which the jobs themselves need; with one, the
+    /// reaper deletes the oldest finished jobs' logs from `redis.prune_memory_percent` of it.
+    pub redis_maxmemory: MemoryLimit,
 }
 
 impl Default for UpConfig {
@@ -374,6 +379,7 @@ impl Default for UpConfig {
             max_agents: 0,
             polling_interval_ms: 200,
             cooldown_secs: 30,
+            redis_maxmemory: MemoryLimit::PercentOfMachine(10),
         }
     }
 }

@@ -847,10 +847,10 @@ impl Queue {
     /// with a fixed `maxmemory` and `noeviction`: logs of kept jobs would otherwise fill it
     /// within weeks, and from then on every write fails, enqueues of new jobs first. Records
     /// are left to `retain_jobs`: the commit-status reporter and matrix jobs need them, and a
-    /// matrix job finishes, oldest of all, before its variants. Small batches, memory re-read
-    /// after each: one log can be megabytes.
+    /// matrix job finishes, oldest of all, before its variants. Each call of the script frees
+    /// about what Redis is over by (one log can be megabytes), then memory is read again.
     pub async fn prune_for_memory(&self, percent: u32) -> Result<MemoryPrune, QueueError> {
-        const BATCH: u64 = 20;
+        const BATCH: u64 = 100;
         const ROUNDS: usize = 50;
         let mut report = MemoryPrune::default();
         if percent == 0 {
@@ -866,7 +866,8 @@ impl Queue {
                 }
             };
             report.memory = Some(memory);
-            if memory.used * 100 <= memory.max * u64::from(percent) {
+            let allowed = memory.max / 100 * u64::from(percent);
+            if memory.used <= allowed {
                 return Ok(report);
             }
             let mut invocation = scripts::PRUNE_LOGS.prepare_invoke();
@@ -876,7 +877,8 @@ impl Queue {
             invocation
                 .key(self.keys.log_prune_cursor())
                 .arg(self.keys.prefix())
-                .arg(BATCH);
+                .arg(BATCH)
+                .arg(memory.used - allowed);
             let (deleted, looked): (u64, u64) = self.conn.script(&invocation).await?;
             report.logs_removed += deleted;
             if looked == 0 {

@@ -507,14 +507,16 @@ return removed
     )
 });
 
-/// Deletes the logs (not the records) of up to ARGV[2] finished jobs, oldest first, going on
-/// from where the last call stopped, and marks their records `log_pruned`. Records are what
-/// the commit-status reporter and matrix jobs need, and they are small; logs are the bulk of
-/// the memory. A job that finishes after the scan has passed its id keeps its log until
-/// `retain_jobs` prunes it.
+/// Deletes the logs (not the records) of finished jobs, oldest first, going on from where the
+/// last call stopped, until about ARGV[3] bytes are freed or ARGV[2] jobs were looked at, and
+/// marks their records `log_pruned`. Records are what the commit-status reporter and matrix
+/// jobs need, and they are small; logs are the bulk of the memory. It stops at the bytes
+/// asked for because one log can be megabytes: a fixed number of logs per call deleted every
+/// log of a small Redis to free the few hundred kilobytes it was over. A job that finishes
+/// after the scan has passed its id keeps its log until `retain_jobs` prunes it.
 ///
 /// KEYS: the index of each final status, then the cursor key
-/// ARGV: key prefix (`raibid:<stream>`), batch size
+/// ARGV: key prefix (`raibid:<stream>`), most jobs to look at, bytes to free
 /// Returns {logs deleted, jobs looked at}; no job looked at means the scan is at the end.
 pub(crate) static PRUNE_LOGS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -528,19 +530,26 @@ if cursor then from = '(' .. cursor end
 local n = tonumber(ARGV[2])
 local candidates = oldest(1, #KEYS - 1, from, n)
 local p = ARGV[1]
-local deleted = 0
-local looked = math.min(n, #candidates)
+local needed = tonumber(ARGV[3])
+local deleted, freed, looked = 0, 0, 0
 -- Deletions first: DEL is allowed even when Redis is over its maxmemory, HSET is not.
 local pruned = {}
-for i = 1, looked do
+for i = 1, math.min(n, #candidates) do
+  looked = i
   local id = candidates[i]
   local status = redis.call('HGET', p .. ':job:' .. id, 'status')
   if status and status ~= 'queued' and status ~= 'running' then
-    if redis.call('DEL', p .. ':log:' .. id) == 1 then
+    local log = p .. ':log:' .. id
+    -- Sampled (MEMORY USAGE's default): exact would walk the whole stream.
+    local size = redis.call('MEMORY', 'USAGE', log)
+    if size then
+      redis.call('DEL', log)
       deleted = deleted + 1
+      freed = freed + size
       pruned[#pruned + 1] = id
     end
   end
+  if freed >= needed then break end
 end
 if looked > 0 then redis.call('SET', cursor_key, candidates[looked]) end
 for _, id in ipairs(pruned) do

@@ -1058,6 +1058,46 @@ async fn pruning_by_memory_keeps_a_full_redis_accepting_jobs() {
     assert_eq!(q.prune_for_memory(0).await.unwrap(), MemoryPrune::default());
 }
 
+/// Pruning frees about what Redis is over by, not a fixed number of logs: logs of a megabyte
+/// or more are ordinary, and a batch of them would empty a small Redis to free a few hundred
+/// kilobytes.
+#[tokio::test]
+async fn pruning_by_memory_deletes_only_as_many_logs_as_it_must() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut finished = Vec::new();
+    for i in 0..10 {
+        let id = created(q.enqueue(job(&format!("a/{i}"))).await.unwrap()).id;
+        for _ in 0..8 {
+            assert!(q.append_log(&id, &chunk).await.unwrap());
+        }
+        q.cancel(&id).await.unwrap();
+        finished.push(id);
+    }
+    assert_eq!(redis.command("CONFIG SET maxmemory 1gb").unwrap(), "+OK");
+    let MemoryReading::Limited(memory) = q.memory().await.unwrap() else {
+        panic!("maxmemory is set");
+    };
+    // 300 KB over 80%: one log of 512 KB makes room.
+    let max = (memory.used - 300 * 1024) * 100 / 80;
+    assert_eq!(
+        redis
+            .command(&format!("CONFIG SET maxmemory {max}"))
+            .unwrap(),
+        "+OK"
+    );
+    let report = q.prune_for_memory(80).await.unwrap();
+    assert_eq!(report.logs_removed, 1, "{report:?}");
+    assert!(report.memory.unwrap().percent() <= 80, "{report:?}");
+    let mut pruned = Vec::new();
+    for id in &finished {
+        pruned.push(q.get(id).await.unwrap().unwrap().log_pruned);
+    }
+    assert_eq!(pruned.iter().filter(|p| **p).count(), 1, "{pruned:?}");
+    assert!(pruned[0], "the oldest goes first: {pruned:?}");
+}
+
 /// A Redis user without `INFO` (`-@dangerous`, as Redis's ACL documentation suggests) cannot
 /// see how full Redis is: pruning by memory says so instead of silently doing nothing.
 #[tokio::test]

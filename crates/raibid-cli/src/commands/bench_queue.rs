@@ -48,7 +48,7 @@ pub async fn run(args: BenchQueueArgs) -> anyhow::Result<ExitCode> {
     let (url, redis) = match &args.redis_url {
         Some(url) => (url.clone(), None),
         None => {
-            let redis = LocalRedis::start(dir.path(), None, Durability::Memory, None).await?;
+            let redis = LocalRedis::start(dir.path(), None, Durability::Memory, None, None).await?;
             (redis.url(), Some(redis))
         }
     };

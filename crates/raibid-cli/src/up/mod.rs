@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
-use raibid_config::{Config, ExecutorKind, Secret, TokenHash};
+use raibid_config::{Config, ExecutorKind, MemoryLimit, Secret, TokenHash};
 use raibid_model::JobStatus;
 use raibid_queue::Queue;
 use raibid_server::ServerOptions;
@@ -88,11 +88,13 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             // A password, because every local user can reach 127.0.0.1 and whoever writes to
             // the queue runs code as this user.
             let password = credentials::load_or_create(&data_dir.join("redis-password"))?;
+            let maxmemory = redis_maxmemory(config.up.redis_maxmemory)?;
             let redis = LocalRedis::start(
                 &data_dir.join("redis"),
                 None,
                 Durability::Aof,
                 Some(&password),
+                maxmemory,
             )
             .await?;
             config.redis.url = Secret::new(redis.url());
@@ -194,9 +196,13 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     println!("  data      {}", data_dir.display());
     match &redis {
         Some(r) => println!(
-            "  redis     {} (private, AOF in {}/redis)",
+            "  redis     {} (private, AOF in {}/redis, maxmemory {})",
             crate::commands::config::redact_url(&r.url()),
-            data_dir.display()
+            data_dir.display(),
+            match r.maxmemory() {
+                Some(bytes) => format!("{} MiB", bytes >> 20),
+                None => "none".to_owned(),
+            }
         ),
         None => println!(
             "  redis     {} (external)",
@@ -325,6 +331,21 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
 }
 
 /// `redis.url` counts as configured when the environment or the config file sets it.
+/// `up.redis_maxmemory` in bytes; a share is of the memory this process may use (the
+/// machine's, or its cgroup's limit).
+fn redis_maxmemory(limit: MemoryLimit) -> anyhow::Result<Option<u64>> {
+    if let MemoryLimit::PercentOfMachine(_) = limit {
+        let machine = crate::machine_memory::available().with_context(|| {
+            format!(
+                "up.redis_maxmemory is {limit}, but /proc/meminfo gives no MemTotal to take it \
+                 of: write a size (\"2gb\") or \"none\""
+            )
+        })?;
+        return Ok(limit.bytes(machine));
+    }
+    Ok(limit.bytes(0))
+}
+
 fn explicit_redis_url(global: &Global) -> Option<String> {
     if let Ok(url) = std::env::var("RAIBID_REDIS_URL") {
         return Some(url);
