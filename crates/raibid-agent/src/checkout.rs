@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use nix::fcntl::{Flock, FlockArg};
-use raibid_model::Job;
+use raibid_model::{Event, Job};
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 
@@ -79,6 +79,21 @@ pub struct CheckoutReport {
     pub fetched: bool,
     pub duration: Duration,
 }
+
+/// What a job's commit changes, for `when: path` filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// Repository-relative paths with `/` separators, a renamed file under both its old and its
+    /// new path. Empty for a commit that changes no file.
+    Known(Vec<String>),
+    /// Why they are not known, for the job log: path filters then match, so nothing is left
+    /// out for want of knowing.
+    Unknown(String),
+}
+
+/// How long fetching a base commit the mirror lacks may take. Path filters only save work, so
+/// a slow remote must not hold the job up for the checkout's whole timeout.
+const BASE_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct GitCheckout {
@@ -397,6 +412,108 @@ impl GitCheckout {
         }
     }
 
+    /// The files `job`'s commit changes compared with its `diff_base`, read in its checkout
+    /// `dest`: for a pull request those since the merge base of the two (`base...sha`, what the
+    /// forge shows as the pull request's changes), for a push those between the two commits.
+    ///
+    /// The mirror has the base when some ref still reaches it; otherwise (a force push, a base
+    /// branch that moved on) it is fetched by sha into the mirror, within
+    /// [`BASE_FETCH_TIMEOUT`]. Anything that goes wrong makes the changes unknown, not the job
+    /// fail. Paths git cannot show as UTF-8 are read lossily and so match no glob exactly.
+    pub async fn changed_files(&self, job: &Job, dest: &Path) -> Changes {
+        let sha = &job.spec.sha;
+        let Some(base) = job.spec.diff_base.as_deref() else {
+            return Changes::Unknown(no_base(job.spec.event).to_owned());
+        };
+        // The queue validated it; it becomes a git argument, so checked again here.
+        if !(is_full_sha(base) && base.len() == sha.len()) {
+            return Changes::Unknown(format!("the base {base:?} is not a commit sha"));
+        }
+        match self.ensure_commit(job, base).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Changes::Unknown(format!(
+                    "the base commit {base} is not in {} (force-pushed away?)",
+                    job.spec.clone_url
+                ));
+            }
+            Err(e) => {
+                return Changes::Unknown(format!("cannot fetch the base commit {base}: {e}"));
+            }
+        }
+        let range;
+        let mut args = vec!["diff", "--name-only", "-z", "--no-renames", "--no-ext-diff"];
+        if job.spec.event == Event::PullRequest {
+            range = format!("{base}...{sha}");
+            args.push(&range);
+        } else {
+            args.extend([base, sha.as_str()]);
+        }
+        args.push("--");
+        match self.git(Some(dest), Reach::Local, "diff", &args).await {
+            Ok(out) => Changes::Known(
+                out.split('\0')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Err(e) => Changes::Unknown(format!("comparing with {base}: {e}")),
+        }
+    }
+
+    /// The message of commit `sha` in `dest`, for `when: path: ignore_message`. Read from the
+    /// commit object itself, so no configuration (`log.*`, encodings) shapes it.
+    pub async fn commit_message(&self, dest: &Path, sha: &str) -> Result<String, CheckoutError> {
+        if !is_full_sha(sha) {
+            return Err(CheckoutError::Git {
+                step: "cat-file",
+                message: format!("{sha:?} is not a commit sha"),
+            });
+        }
+        let commit = self
+            .git(
+                Some(dest),
+                Reach::Local,
+                "cat-file",
+                &["cat-file", "commit", sha],
+            )
+            .await?;
+        // Headers, a blank line, the message. A signature header's lines start with a space.
+        Ok(commit
+            .split_once("\n\n")
+            .map(|(_, message)| message.to_owned())
+            .unwrap_or_default())
+    }
+
+    /// Whether the mirror of `job`'s repository has commit `sha`, fetching it by sha (under the
+    /// mirror's lock, within [`BASE_FETCH_TIMEOUT`]) when it has not.
+    async fn ensure_commit(&self, job: &Job, sha: &str) -> Result<bool, CheckoutError> {
+        let url = &job.spec.clone_url;
+        let mirror = self.mirror_path(&job.spec.repo, url);
+        if self.has_commit(&mirror, sha).await? {
+            return Ok(true);
+        }
+        let lock = lock_mirror(&mirror).await?;
+        if !self.has_commit(&mirror, sha).await? {
+            remove_stale_locks(&mirror).await;
+            let args = ["fetch", "--quiet", "origin", sha];
+            let fetch = self.git(Some(&mirror), Reach::Remote(url), "fetch <base>", &args);
+            // Dropping the fetch on time-out kills its process group (see `git`).
+            match tokio::time::timeout(BASE_FETCH_TIMEOUT, fetch).await {
+                Ok(result) => drop(result?),
+                Err(_) => {
+                    return Err(CheckoutError::Timeout {
+                        step: "fetch <base>",
+                        timeout: BASE_FETCH_TIMEOUT,
+                    });
+                }
+            }
+        }
+        let found = self.has_commit(&mirror, sha).await;
+        drop(lock);
+        found
+    }
+
     async fn has_commit(&self, repo: &Path, sha: &str) -> Result<bool, CheckoutError> {
         let object = format!("{sha}^{{commit}}");
         match self
@@ -523,6 +640,21 @@ impl GitCheckout {
             message = output.status.to_string();
         }
         Err(CheckoutError::Git { step, message })
+    }
+}
+
+/// 40 (sha1) or 64 (sha256) hex digits: safe to hand git as an argument.
+fn is_full_sha(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Why a job without a `diff_base` has no changes to filter on.
+fn no_base(event: Event) -> &'static str {
+    match event {
+        Event::Tag => "a tag build has no earlier commit to compare with",
+        Event::Manual => "a manual job has no earlier commit to compare with",
+        Event::Push => "the push created the branch, so there is no earlier commit to compare with",
+        Event::PullRequest => "the forge did not say which commit the pull request is based on",
     }
 }
 
@@ -787,6 +919,66 @@ mod tests {
         assert!(report.objects.ends_with("objects") && report.objects.is_absolute());
         let err = git.checkout(&job, &dest).await.unwrap_err().to_string();
         assert!(err.contains("workspace") && err.contains("exists"), "{err}");
+    }
+
+    /// A rename counts under both names, names with spaces or newlines come through whole
+    /// (`-z`), a base the mirror lacks is fetched by sha, and the message is the commit's.
+    #[tokio::test]
+    async fn changed_files_and_message_of_a_push() {
+        let repo = raibid_testkit::GitRepo::new();
+        let base = repo.commit(&[("src/old.rs", "x\n"), ("keep.txt", "k\n")], "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let git = GitCheckout::new(tmp.path().join("cache"), None);
+        // The mirror is cloned at `base`, and has the next commits only once a job needs them.
+        git.checkout(&job_for(&repo.url(), &base), &tmp.path().join("a"))
+            .await
+            .unwrap();
+        std::fs::create_dir(repo.path().join("lib")).unwrap();
+        repo.git(&["mv", "src/old.rs", "lib/new.rs"]);
+        let sha = repo.commit(&[("a b\nc.txt", "odd\n")], "Move [ALL]\n\nbody");
+        let mut job = job_for(&repo.url(), &sha);
+        job.spec.diff_base = Some(base.clone());
+        let dest = tmp.path().join("b");
+        git.checkout(&job, &dest).await.unwrap();
+        let Changes::Known(mut files) = git.changed_files(&job, &dest).await else {
+            panic!("unknown");
+        };
+        files.sort();
+        assert_eq!(files, ["a b\nc.txt", "lib/new.rs", "src/old.rs"]);
+        assert_eq!(
+            git.commit_message(&dest, &sha).await.unwrap(),
+            "Move [ALL]\n\nbody\n"
+        );
+
+        // A base newer than the mirror (a pull request whose target moved on), with the head
+        // already there so the checkout fetched nothing: fetched for the comparison.
+        repo.checkout_new_branch("feature");
+        let head = repo.commit(&[("docs/a.md", "a\n")], "docs");
+        let mut pr = job_for(&repo.url(), &head);
+        pr.spec.event = raibid_model::Event::PullRequest;
+        git.checkout(&pr, &tmp.path().join("c")).await.unwrap();
+        repo.checkout("main");
+        let moved = repo.commit(&[("src/main.rs", "m\n")], "main moves on");
+        pr.spec.diff_base = Some(moved);
+        let dest = tmp.path().join("d");
+        assert!(!git.checkout(&pr, &dest).await.unwrap().fetched);
+        // Since the merge base only: main's own change is not the pull request's.
+        assert_eq!(
+            git.changed_files(&pr, &dest).await,
+            Changes::Known(vec!["docs/a.md".to_owned()])
+        );
+
+        let mut unknown = job.clone();
+        unknown.spec.diff_base = Some("0123456789".repeat(4));
+        let Changes::Unknown(why) = git.changed_files(&unknown, &tmp.path().join("b")).await else {
+            panic!("a base nobody has is not known");
+        };
+        assert!(why.contains("0123456789"), "{why}");
+        unknown.spec.diff_base = None;
+        assert_eq!(
+            git.changed_files(&unknown, &tmp.path().join("b")).await,
+            Changes::Unknown(no_base(raibid_model::Event::Push).to_owned())
+        );
     }
 
     #[test]

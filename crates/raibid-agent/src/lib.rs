@@ -21,7 +21,7 @@ mod workspace_file;
 mod workspace_lock;
 
 pub use agent::{AgentOptions, AgentSummary, run_agent};
-pub use checkout::{CheckoutError, CheckoutReport, GitCheckout};
+pub use checkout::{Changes, CheckoutError, CheckoutReport, GitCheckout};
 pub use logsink::{JobLog, Masker};
 pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings};
 pub use secrets::{SecretError, SecretStore};

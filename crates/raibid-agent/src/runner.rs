@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::checkout::GitCheckout;
+use crate::checkout::{Changes, GitCheckout};
 use crate::env::{StepPlace, is_reserved, step_base_env};
 use crate::executor::{Executor, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
@@ -398,6 +398,20 @@ impl Runner {
             MatrixStep::Run(env) => env,
             MatrixStep::Expanded(outcome) => return outcome,
         };
+        let mut trigger = TriggerContext::new(
+            job.spec.event,
+            job.build_branch().map(str::to_owned),
+            job.tag().map(str::to_owned),
+        );
+        // Before the workspace goes to the step user: git refuses a repository another user
+        // owns (`safe.directory`).
+        if pipeline.steps.iter().any(|s| s.when.path.is_some()) {
+            let Some(()) =
+                unless_stopped(stop, self.path_context(job, &workspace, &mut trigger, log)).await
+            else {
+                return stopped();
+            };
+        }
         if let Some(user) = self.executor.step_user() {
             let (src, home_dir) = (workspace.clone(), home.clone());
             let given = tokio::task::spawn_blocking(move || {
@@ -417,6 +431,7 @@ impl Runner {
         self.run_steps(
             claimed,
             &pipeline,
+            &trigger,
             variant_env,
             &workspace,
             &home,
@@ -497,11 +512,50 @@ impl Runner {
         MatrixStep::Expanded(outcome)
     }
 
+    /// Fills in what `when: path` filters look at: the files the commit changes and its
+    /// message. When the changes cannot be known (or are none), says once in the log why path
+    /// filters do not apply; the steps that have them then run.
+    async fn path_context(
+        &self,
+        job: &Job,
+        workspace: &Path,
+        trigger: &mut TriggerContext,
+        log: &mut JobLog,
+    ) {
+        match self.git.commit_message(workspace, &job.spec.sha).await {
+            Ok(message) => trigger.message = Some(message),
+            Err(e) => warn!(job = %job.id, error = %e, "cannot read the commit message"),
+        }
+        let why = match self.git.changed_files(job, workspace).await {
+            Changes::Known(files) if files.is_empty() => {
+                "the commit changes no files compared with its base".to_owned()
+            }
+            Changes::Known(files) => {
+                let base = job.spec.diff_base.as_deref().unwrap_or_default();
+                log.line(&format!(
+                    "path filters: {} file(s) changed since {}",
+                    files.len(),
+                    short(base)
+                ))
+                .await;
+                trigger.changed_files = Some(files);
+                return;
+            }
+            Changes::Unknown(why) => why,
+        };
+        info!(job = %job.id, %why, "path filters not applied");
+        log.line(&format!(
+            "\x1b[33mpath filters not applied, steps with `when: path` run: {why}\x1b[0m"
+        ))
+        .await;
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn run_steps(
         &self,
         claimed: &Claimed,
         pipeline: &Pipeline,
+        trigger: &TriggerContext,
         variant_env: BTreeMap<String, String>,
         workspace: &Path,
         home: &Path,
@@ -512,11 +566,6 @@ impl Runner {
         reason: &StopReason,
     ) -> Outcome {
         let job = &claimed.job;
-        let trigger = TriggerContext::new(
-            job.spec.event,
-            job.build_branch().map(str::to_owned),
-            job.tag().map(str::to_owned),
-        );
         let job_limit = job_limit(pipeline);
         let job_deadline = Instant::now() + job_limit;
         let place = match self.executor.image_workspace() {
@@ -568,7 +617,7 @@ impl Runner {
                 results[i].status = StepStatus::Skipped;
                 continue;
             }
-            if !step.when.matches(&trigger) {
+            if !step.when.matches(trigger) {
                 results[i].status = StepStatus::Skipped;
                 log.line(&format!(
                     "\x1b[2m- step {} skipped (when does not match)\x1b[0m",

@@ -514,6 +514,130 @@ async fn branch_filters_match_the_branch_a_pull_request_targets() {
     assert_eq!(ran[0], ("on-main", StepStatus::Success), "{ran:?}");
 }
 
+/// Two steps with Woodpecker's `when: path`, one for the code and one for the docs.
+const PATH_STEPS: &str = "steps:\n  - name: code\n    when: { path: \"src/**\" }\n    run: echo ran-code\n  \
+                          - name: docs\n    when: { path: \"docs/**\" }\n    run: echo ran-docs\n";
+
+/// A push of `sha` to main compared with `base`.
+fn push_since(repo: &GitRepo, sha: &str, base: Option<&str>) -> NewJob {
+    let mut spec = NewJob::new("acme/app", repo.url(), "refs/heads/main", sha, Event::Push);
+    spec.diff_base = base.map(str::to_owned);
+    spec
+}
+
+/// `when: path` skips a step whose files the commit did not touch, exactly as a branch filter
+/// does (status `skipped`, the same log line); a pull request counts its changes from the
+/// merge base, so what its target branch did meanwhile does not run the code step.
+#[tokio::test]
+async fn path_filters_skip_steps_whose_files_did_not_change() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let first = repo.commit(
+        &[
+            (".raibid.yaml", PATH_STEPS),
+            ("src/main.rs", "fn main() {}\n"),
+            ("docs/index.md", "# docs\n"),
+        ],
+        "init",
+    );
+    let second = repo.commit(&[("docs/index.md", "# better docs\n")], "docs only");
+    let job = h
+        .enqueue_spec(push_since(&repo, &second, Some(&first)))
+        .await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    let statuses: Vec<_> = done
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("code", StepStatus::Skipped), ("docs", StepStatus::Success)],
+        "{log}"
+    );
+    assert!(
+        log.contains("- step code skipped (when does not match)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ran-docs") && !log.contains("ran-code"),
+        "{log}"
+    );
+    assert!(
+        log.contains("path filters: 1 file(s) changed since"),
+        "{log}"
+    );
+
+    // A pull request from a docs branch into main, which has since changed src/.
+    repo.checkout_new_branch("feature");
+    let head = repo.commit(&[("docs/more.md", "more\n")], "more docs");
+    repo.checkout("main");
+    let main_now = repo.commit(&[("src/main.rs", "fn main() { }\n")], "code on main");
+    let mut spec = NewJob::new(
+        "acme/app",
+        repo.url(),
+        "refs/pull/3/head",
+        &head,
+        Event::PullRequest,
+    );
+    spec.pr_number = Some(3);
+    spec.target_branch = Some("main".into());
+    spec.diff_base = Some(main_now);
+    let job = h.enqueue_spec(spec).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(done.steps[0].status, StepStatus::Skipped, "{log}");
+    assert_eq!(done.steps[1].status, StepStatus::Success, "{log}");
+}
+
+/// When the changes cannot be known, path filters match: every step runs, and the log says
+/// once why the filters did not apply.
+#[tokio::test]
+async fn without_known_changes_path_filtered_steps_run_and_the_log_says_why() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    repo.commit(
+        &[
+            (".raibid.yaml", PATH_STEPS),
+            ("src/main.rs", "fn main() {}\n"),
+        ],
+        "init",
+    );
+    let sha = repo.commit(&[("docs/index.md", "# docs\n")], "docs only");
+    let nowhere = "0123456789".repeat(4);
+    for (base, why) in [
+        (Some(nowhere.as_str()), nowhere.as_str()),
+        (None, "the push created the branch"),
+    ] {
+        let job = h.enqueue_spec(push_since(&repo, &sha, base)).await;
+        h.run_once(h.runner(SecretStore::default())).await;
+        let done = h.job(&job.id).await;
+        let log = h.log(&job.id).await;
+        assert_eq!(done.status, JobStatus::Success, "{log}");
+        assert!(
+            done.steps.iter().all(|s| s.status == StepStatus::Success),
+            "{:?}\n{log}",
+            done.steps
+        );
+        assert!(
+            log.contains("ran-code") && log.contains("ran-docs"),
+            "{log}"
+        );
+        assert_eq!(
+            log.matches("path filters not applied, steps with `when: path` run:")
+                .count(),
+            1,
+            "{log}"
+        );
+        assert!(log.contains(why), "{why} missing:\n{log}");
+    }
+}
+
 #[tokio::test]
 async fn submodules_are_checked_out_when_the_pipeline_asks() {
     let h = Harness::new();
