@@ -423,7 +423,7 @@ impl GitCheckout {
     pub async fn changed_files(&self, job: &Job, dest: &Path) -> Changes {
         let sha = &job.spec.sha;
         let Some(base) = job.spec.diff_base.as_deref() else {
-            return Changes::Unknown(no_base(job.spec.event).to_owned());
+            return Changes::Unknown(no_base(job.spec.event));
         };
         // The queue validated it; it becomes a git argument, so checked again here.
         if !(is_full_sha(base) && base.len() == sha.len()) {
@@ -648,13 +648,18 @@ fn is_full_sha(s: &str) -> bool {
     matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Why a job without a `diff_base` has no changes to filter on.
-fn no_base(event: Event) -> &'static str {
+/// Why a job without a `diff_base` has no changes to filter on. Jobs no forge event started
+/// (manual ones, and any kind added later) never have one.
+fn no_base(event: Event) -> String {
     match event {
-        Event::Tag => "a tag build has no earlier commit to compare with",
-        Event::Manual => "a manual job has no earlier commit to compare with",
-        Event::Push => "the push created the branch, so there is no earlier commit to compare with",
-        Event::PullRequest => "the forge did not say which commit the pull request is based on",
+        Event::Push => {
+            "the push created the branch, so there is no earlier commit to compare with".into()
+        }
+        Event::PullRequest => {
+            "the forge did not say which commit the pull request is based on".into()
+        }
+        Event::Tag => "a tag build has no earlier commit to compare with".into(),
+        other => format!("a {other} job has no earlier commit to compare with"),
     }
 }
 
@@ -977,7 +982,7 @@ mod tests {
         unknown.spec.diff_base = None;
         assert_eq!(
             git.changed_files(&unknown, &tmp.path().join("b")).await,
-            Changes::Unknown(no_base(raibid_model::Event::Push).to_owned())
+            Changes::Unknown(no_base(raibid_model::Event::Push))
         );
     }
 
