@@ -50,12 +50,14 @@
 //! for every build on the store, the price of a store that does not grow without bound.
 //!
 //! `RUN` steps reach the network unless the agent's `network` setting is off. buildah refuses
-//! `--network none` with `--isolation chroot`, so then the agent pulls the base images first
-//! (each for the platform of its stage: `FROM --platform=$BUILDPLATFORM` is this machine's) and
+//! `--network none` with `--isolation chroot`, so then the agent pulls the images the build
+//! uses first: the base images (each for the platform of its stage: `FROM
+//! --platform=$BUILDPLATFORM` is this machine's), and those of `COPY --from=<image>` and of
+//! `RUN --mount=type=bind,from=<image>` (for the build's platform, as buildah takes them), and
 //! runs the build itself in a network namespace of its own, where only a loopback interface
 //! exists and is up (which needs `CAP_SYS_ADMIN` and `CAP_NET_ADMIN`: a root agent with its
-//! capabilities). The build reads a copy of the Containerfile whose `FROM` lines name the
-//! images pulled by the IDs their pulls gave: a name points to one image per store, and
+//! capabilities). The build reads a copy of the Containerfile that names those images by the
+//! IDs their pulls gave (image/containerfile.rs): a name points to one image per store, and
 //! another build on the store may pull the same name for another platform (or a newer image)
 //! between this build's pull and its `bud`.
 //!
@@ -159,10 +161,11 @@ pub struct ImageBuildOptions {
     /// Registries reached over plain HTTP, e.g. `127.0.0.1:5000`.
     pub insecure_registries: Vec<String>,
     /// Whether `RUN` steps may reach the network (the agent's `network` setting). Without it
-    /// they run in a network namespace holding only a loopback interface, the base images are
-    /// pulled before the build, and the registry's layer cache is not used; builds for several
-    /// platforms are refused, and one that needs what it cannot have without the network
-    /// (`ADD <url>`, `COPY --from=<image>`) fails.
+    /// they run in a network namespace holding only a loopback interface, the images the
+    /// build uses (`FROM`, `COPY --from=`, `RUN --mount=type=bind,from=`) are pulled before
+    /// it, and the registry's layer cache is not used; builds for several platforms are
+    /// refused, and one that needs what it cannot have without the network (`ADD <url>`)
+    /// fails.
     pub network: bool,
 }
 
@@ -624,10 +627,11 @@ impl Plan {
         args
     }
 
-    /// The Containerfile of a build without network, and the images its `FROM` lines pull,
-    /// each with the platform to pull it for: its `--platform` flag's, else the build's
-    /// (`None`: this machine's, buildah's default). One name may be pulled for several
-    /// platforms: the build uses each by the ID its pull gave ([`Offline::pinned`]).
+    /// The Containerfile of a build without network, and the images it uses (those of its
+    /// `FROM` lines, `COPY --from=` and bind mounts' `from=`), each with the platform to pull
+    /// it for: its `FROM --platform` flag's, else the build's (`None`: this machine's,
+    /// buildah's default). One name may be pulled for several platforms: the build uses each
+    /// by the ID its pull gave ([`Offline::pinned`]).
     fn base_images(&self, request: &BuildRequest) -> Result<Offline, ImageError> {
         let mut text = String::new();
         std::fs::File::open(&self.containerfile)?
@@ -666,7 +670,7 @@ impl Plan {
     }
 }
 
-/// A build without network: its Containerfile and the base images pulled before it.
+/// A build without network: its Containerfile and the images pulled before it.
 struct Offline {
     file: containerfile::Containerfile,
     native: Option<Platform>,
@@ -677,12 +681,13 @@ struct Offline {
 }
 
 impl Offline {
-    /// The image a `FROM` names and the platform to pull it for.
+    /// The image a `FROM` (or `COPY --from=`, or a bind mount's `from=`) names and the
+    /// platform to pull it for.
     fn pull_for(
         &self,
         base: &containerfile::BaseImage,
     ) -> Result<(String, Option<Platform>), ImageError> {
-        reference::check("base image", &base.image).map_err(ImageError::Invalid)?;
+        reference::check("image", &base.image).map_err(ImageError::Invalid)?;
         let platform = match &base.platform {
             Some(text) => Some(Platform::parse(text).map_err(|e| {
                 ImageError::Invalid(format!("FROM --platform of {}: {e}", base.image))
@@ -699,8 +704,9 @@ impl Offline {
         a.0 == b.0 && effective(&a.1) == effective(&b.1)
     }
 
-    /// The Containerfile the build reads: each `FROM` that pulls names the image its pull
-    /// gave, by ID (`ids`, in the order of `pulls`). A name in the store points to one image
+    /// The Containerfile the build reads: each `FROM`, `COPY --from=` and bind mount's
+    /// `from=` that pulls names the image its pull gave, by ID (`ids`, in the order of
+    /// `pulls`). A name in the store points to one image
     /// at a time, and another build on the store can pull the same name for another platform
     /// (or a newer image) between this build's pull and its `bud`; by name, the build would
     /// then use that image.
@@ -717,7 +723,7 @@ impl Offline {
             })
             .map_err(|e| {
                 ImageError::Invalid(format!(
-                    "agent.network is off, and the build cannot name its base images by ID: {e}"
+                    "agent.network is off, and the build cannot name its images by ID: {e}"
                 ))
             })
     }
@@ -839,8 +845,8 @@ impl Run<'_> {
         self.push_tags(request, list, true).await
     }
 
-    /// Runs `bud`; without network, after pulling the base images, in a network namespace of
-    /// its own, and on exactly the images pulled: the Containerfile it reads names them by
+    /// Runs `bud`; without network, after pulling the images it uses, in a network namespace
+    /// of its own, and on exactly the images pulled: the Containerfile it reads names them by
     /// ID.
     async fn bud(
         &self,
@@ -1570,6 +1576,35 @@ mod tests {
             format!(
                 "FROM --platform=$BUILDPLATFORM sha256:{} AS build\nFROM sha256:{}\n",
                 ids[0], ids[1]
+            )
+        );
+        // The image of a COPY --from= or a bind mount is pulled for the build's platform, even
+        // in a $BUILDPLATFORM stage (as buildah takes it), and named by the ID of that pull.
+        let copy = "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\n\
+                    COPY --from=golang:1.22 /usr/local/go /go\n\
+                    RUN --mount=from=tools:1,target=/t make\n";
+        let copied = plan(copy, &[foreign]).base_images(&request).unwrap();
+        assert_eq!(
+            shown(copied),
+            [
+                ("golang:1.22".into(), Some(native.to_string())),
+                ("golang:1.22".into(), Some(foreign.into())),
+                ("tools:1".into(), Some(foreign.into())),
+            ]
+        );
+        let ids = ["a".repeat(64), "b".repeat(64), "c".repeat(64)];
+        let pinned = plan(copy, &[foreign])
+            .base_images(&request)
+            .unwrap()
+            .pinned(&ids)
+            .unwrap();
+        assert_eq!(
+            pinned,
+            format!(
+                "FROM --platform=$BUILDPLATFORM sha256:{} AS build\n\
+                 COPY --from=sha256:{} /usr/local/go /go\n\
+                 RUN --mount=from=sha256:{},target=/t make\n",
+                ids[0], ids[1], ids[2]
             )
         );
         // The build reads the agent's copy: a Containerfile too big to copy whole is refused.

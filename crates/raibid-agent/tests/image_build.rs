@@ -847,9 +847,9 @@ const REPOINTING_BUILDAH: &str = "RAIBID_TEST_REPOINTING_BUILDAH";
 /// Without the network, a build pulls its base images and then builds with `--pull=never`.
 /// A name points to one image per store, and another build on the store may pull the same
 /// name for another platform in between (or a newer image): the build used whatever the name
-/// pointed to by then. Now it names each base by the ID its pull gave. Here `buildah` pulls
-/// the base for another platform just before the `bud`: the build still uses the image it
-/// pulled for this machine.
+/// pointed to by then. Now it names each base by the ID its pull gave, and so each image of a
+/// `COPY --from=` or a bind mount. Here `buildah` pulls the image for another platform just
+/// before the `bud`: the build still uses the image it pulled for this machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_network_a_build_uses_exactly_the_images_it_pulled() {
     require_root("a network namespace of its own for the build");
@@ -914,7 +914,9 @@ async fn without_the_network_a_build_uses_exactly_the_images_it_pulled() {
             "FROM {which} AS which\n\
              FROM {base}\n\
              COPY --from=which /which.txt /which.txt\n\
-             RUN cat /which.txt\n"
+             RUN cat /which.txt\n\
+             COPY --from={which} /which.txt /copied.txt\n\
+             RUN --mount=type=bind,from={which},target=/mnt cat /copied.txt /mnt/which.txt\n"
         ),
         &[],
     );
@@ -941,10 +943,66 @@ async fn without_the_network_a_build_uses_exactly_the_images_it_pulled() {
         "the name points to the other platform's image"
     );
     assert!(
-        output.contains("which-native") && !output.contains("which-foreign"),
+        output.matches("which-native").count() == 3 && !output.contains("which-foreign"),
         "{output}"
     );
     assert_pushed(&registry, "acme/pinned", "1", &built.digests[0]);
+}
+
+/// Without the network, the images of `COPY --from=<image>` and of bind mounts (`RUN
+/// --mount=type=bind,from=<image>`) are pulled before the build, for the build's platform, and
+/// the Containerfile the build reads names them by the IDs their pulls gave, as it does base
+/// images. They were neither pulled nor named so: with no network to pull them, the build
+/// found no such image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_network_copy_from_and_bind_mounts_use_pulled_images() {
+    require_root("a network namespace of its own for the build");
+    let registry = Registry::start();
+    let (base, which, _) = push_which(&registry).await;
+    let store = Store::new();
+    let builder = ImageBuilder::new(ImageBuildOptions {
+        network: false,
+        ..store.options(&registry, StorageDriver::Vfs, None)
+    })
+    .unwrap();
+    let context = context(
+        &format!(
+            "FROM {base}\n\
+             COPY --from={which} /which.txt /copied.txt\n\
+             RUN --mount=type=bind,from={which},target=/mnt cp /mnt/which.txt /mounted.txt\n"
+        ),
+        &[],
+    );
+    let request = request(
+        context.path(),
+        vec![format!("{}/acme/copied:1", registry.host())],
+    );
+    let (built, output) = build_ok(&builder, &request).await;
+    // The Containerfile buildah read (its steps are in the output) names the image by the ID
+    // its pull gave.
+    let (id, _) = store
+        .images()
+        .into_iter()
+        .find(|(_, names)| names.contains(&which))
+        .unwrap_or_else(|| panic!("{which} is not in the store\n{output}"));
+    let id = id.trim_start_matches("sha256:");
+    for step in [
+        format!("COPY --from=sha256:{id} /which.txt /copied.txt"),
+        format!("RUN --mount=type=bind,from=sha256:{id},target=/mnt cp"),
+    ] {
+        assert!(output.contains(&step), "no {step:?} in\n{output}");
+    }
+    assert_pushed(&registry, "acme/copied", "1", &built.digests[0]);
+    // Both files are in the image, from the image for this machine.
+    let reader = Store::new();
+    let container = reader.buildah(&["from", "--tls-verify=false", &built.digests[0]]);
+    let root = reader.buildah(&["mount", container.trim()]);
+    let read = |path: &str| std::fs::read_to_string(Path::new(root.trim()).join(path)).unwrap();
+    assert_eq!(
+        [read("copied.txt"), read("mounted.txt")],
+        ["which-native\n", "which-native\n"]
+    );
+    reader.buildah(&["rm", container.trim()]);
 }
 
 /// Pushes the busybox base and `<registry>/acme/which:1`, whose `/which.txt` says
