@@ -82,6 +82,11 @@ fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
         set("RAIBID_PULL_REQUEST", &pr.to_string());
         set("CI_COMMIT_PULL_REQUEST", &pr.to_string());
     }
+    // Woodpecker's name for the cron job that started the pipeline.
+    if let Some(schedule) = job.spec.schedule.as_deref() {
+        set("RAIBID_SCHEDULE", schedule);
+        set("CI_PIPELINE_CRON", schedule);
+    }
     env
 }
 
@@ -170,5 +175,20 @@ mod tests {
         let push = job_env(&job(), Path::new("/w"));
         assert_eq!(push["CI_COMMIT_BRANCH"], "main");
         assert!(!push.contains_key("CI_COMMIT_TARGET_BRANCH"));
+    }
+
+    #[test]
+    fn a_scheduled_job_names_its_event_and_schedule() {
+        let mut nightly = job();
+        nightly.spec.event = Event::Cron;
+        nightly.spec.schedule = Some("nightly".into());
+        let env = job_env(&nightly, Path::new("/w"));
+        assert_eq!(env["CI_PIPELINE_EVENT"], "cron");
+        assert_eq!(env["RAIBID_EVENT"], "cron");
+        assert_eq!(env["CI_PIPELINE_CRON"], "nightly");
+        assert_eq!(env["RAIBID_SCHEDULE"], "nightly");
+        assert_eq!(env["CI_COMMIT_BRANCH"], "main");
+        let push = job_env(&job(), Path::new("/w"));
+        assert!(!push.contains_key("CI_PIPELINE_CRON") && !push.contains_key("RAIBID_SCHEDULE"));
     }
 }

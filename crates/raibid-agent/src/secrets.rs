@@ -134,6 +134,7 @@ mod tests {
                 matrix_parent: None,
                 target_branch: None,
                 diff_base: None,
+                schedule: None,
             },
             status: JobStatus::Running,
             attempt: 1,

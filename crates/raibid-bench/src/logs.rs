@@ -291,6 +291,7 @@ async fn enqueue(
             matrix_parent: None,
             target_branch: None,
             diff_base: None,
+            schedule: None,
         })
         .await?;
     Ok(job.job_id().to_owned())

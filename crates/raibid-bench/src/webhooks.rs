@@ -580,6 +580,7 @@ async fn enqueue_baseline(
                 matrix_parent: None,
                 target_branch: None,
                 diff_base: None,
+                schedule: None,
             };
             async move { queue.enqueue(spec).await }
         })

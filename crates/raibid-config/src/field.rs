@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use raibid_model::{Event, PoolName};
 
 use crate::{
-    AgentConfig, ClusterConfig, Config, ExecutorKind, FluxConfig, GiteaConfig, IpRange, K3sConfig,
-    KedaConfig, MemoryLimit, PoolRule, RedisConfig, RegistryConfig, Secret, ServerConfig,
-    TokenHash, UpConfig,
+    AgentConfig, ClusterConfig, Config, CronExpr, ExecutorKind, FluxConfig, GiteaConfig, IpRange,
+    K3sConfig, KedaConfig, MemoryLimit, PoolRule, RedisConfig, RegistryConfig, Schedule,
+    ScheduleName, Secret, ServerConfig, TokenHash, UpConfig,
 };
 
 pub(crate) trait Field: Sized {
@@ -52,6 +52,8 @@ leaves!(
     TokenHash => false,
     IpRange => false,
     MemoryLimit => false,
+    ScheduleName => false,
+    CronExpr => false,
 );
 
 fn replace<T>(dst: &mut T, src: T, path: &[&str]) -> bool {
@@ -63,6 +65,16 @@ fn replace<T>(dst: &mut T, src: T, path: &[&str]) -> bool {
 
 impl<T: Field> Field for Vec<T> {
     /// Paths into a list carry an index (`pool_rules[0].repo`); the caller strips it.
+    fn holds_secret(path: &[&str]) -> bool {
+        T::holds_secret(path)
+    }
+
+    fn overlay(&mut self, src: Self, path: &[&str]) -> bool {
+        replace(self, src, path)
+    }
+}
+
+impl<T: Field> Field for Option<T> {
     fn holds_secret(path: &[&str]) -> bool {
         T::holds_secret(path)
     }
@@ -129,11 +141,12 @@ structs! {
     KedaConfig { version, polling_interval, max_replicas }
     FluxConfig { version, git_repo, branch, path }
     PoolRule { repo, pool }
+    Schedule { name, repo, clone_url, branch, cron, pool, env }
     ServerConfig {
         listen, public_url, tokens, read_requires_token, webhook_secret, repo_secrets,
         allowed_repos, events, body_limit_bytes, max_log_streams, max_log_streams_per_client,
         log_stream_max_secs, trusted_proxies,
-        default_pool, pool_rules, pools, github_api_url, github_token,
+        default_pool, pool_rules, pools, github_api_url, github_token, schedules,
     }
     RegistryConfig { host, username, password, insecure }
     AgentConfig {

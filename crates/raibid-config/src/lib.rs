@@ -12,6 +12,7 @@ mod ip_range;
 mod load;
 mod memory_limit;
 mod model;
+mod schedule;
 mod secret;
 mod token;
 
@@ -20,5 +21,6 @@ pub use ip_range::IpRange;
 pub use load::{ConfigError, ConfigSource, default_path, load, load_from_str};
 pub use memory_limit::MemoryLimit;
 pub use model::*;
+pub use schedule::{CronExpr, Schedule, ScheduleName};
 pub use secret::{Secret, redact_url};
 pub use token::{TokenHash, hash_token};

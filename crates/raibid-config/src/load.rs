@@ -210,11 +210,61 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             "a share of Redis's maxmemory: 1 to 100, or 0 to turn it off".into(),
         ));
     }
+    validate_schedules(config, &semantic)?;
     if config.agent.pools.is_empty() {
         return Err(semantic(
             "agent.pools",
             "an agent needs at least one pool".into(),
         ));
+    }
+    Ok(())
+}
+
+/// What serde cannot check field by field (names and expressions it does, with their line).
+/// A schedule's variables follow a submission's rules, since the agent treats them alike.
+fn validate_schedules(
+    config: &Config,
+    semantic: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for (i, schedule) in config.server.schedules.iter().enumerate() {
+        let key = |field: &str| format!("server.schedules[{i}].{field}");
+        for (field, value) in [
+            ("repo", &schedule.repo),
+            ("clone_url", &schedule.clone_url),
+            ("branch", &schedule.branch),
+        ] {
+            if value.trim().is_empty() || value.chars().any(|c| c.is_control()) {
+                return Err(semantic(
+                    &key(field),
+                    "must not be empty or contain control characters".into(),
+                ));
+            }
+        }
+        if schedule.branch.starts_with("refs/") || schedule.branch.starts_with('-') {
+            return Err(semantic(
+                &key("branch"),
+                format!(
+                    "{:?}: the branch's short name (`main`, `release/1.x`), built as                      refs/heads/<branch>",
+                    schedule.branch
+                ),
+            ));
+        }
+        for name in schedule.env.keys() {
+            let word = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && name.bytes().next().is_some_and(|b| !b.is_ascii_digit());
+            if !word {
+                return Err(semantic(
+                    &key(&format!("env.{name}")),
+                    "variable names are letters, digits and '_', not starting with a digit".into(),
+                ));
+            }
+            if name.starts_with("RAIBID_") {
+                return Err(semantic(
+                    &key(&format!("env.{name}")),
+                    "names starting with RAIBID_ belong to the agent".into(),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -377,6 +427,114 @@ flux:
     fn syntax_error_has_location() {
         let msg = parse("redis: [unclosed\n").unwrap_err().to_string();
         assert!(msg.starts_with("/etc/raibid.yaml:"), "{msg}");
+    }
+
+    const SCHEDULES: &str = "server:\n  schedules:\n    - name: nightly\n      repo: acme/app\n      clone_url: https://git.example/acme/app.git\n      cron: \"0 3 * * *\"\n    - name: weekly\n      repo: acme/app\n      clone_url: https://git.example/acme/app.git\n      branch: release/1.x\n      cron: \"@weekly\"\n      pool: arm64\n      env: {FULL: \"1\"}\n";
+
+    #[test]
+    fn schedules_load_with_their_defaults() {
+        let c = parse(SCHEDULES).unwrap();
+        let [nightly, weekly] = &c.server.schedules[..] else {
+            panic!("{:?}", c.server.schedules)
+        };
+        assert_eq!(nightly.name.as_str(), "nightly");
+        assert_eq!(nightly.branch, "main");
+        assert_eq!(nightly.cron.as_str(), "0 3 * * *");
+        assert_eq!(nightly.pool, None);
+        assert!(nightly.env.is_empty());
+        assert_eq!(weekly.branch, "release/1.x");
+        assert_eq!(weekly.pool.as_ref().map(|p| p.as_str()), Some("arm64"));
+        assert_eq!(weekly.env["FULL"], "1");
+        assert!(c.server.events.contains(&raibid_model::Event::Cron));
+    }
+
+    #[test]
+    fn a_bad_cron_expression_names_file_line_and_key() {
+        let text = SCHEDULES.replace("@weekly", "0 3 * *");
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:11:"), "{msg}");
+        assert!(
+            msg.contains("server.schedules[1].cron") && msg.contains("5"),
+            "{msg}"
+        );
+        for bad in [
+            "61 * * * *",
+            "0 3 L * *",
+            "@sometimes",
+            "0 0 30 2 *",
+            "0 3 * * xyz",
+        ] {
+            let text = SCHEDULES.replace("@weekly", bad);
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(
+                msg.starts_with("/etc/raibid.yaml:11:") && msg.contains("schedules[1].cron"),
+                "{bad}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_duplicate_or_invalid_schedule_name_names_file_line_and_key() {
+        let text = SCHEDULES.replace("name: weekly", "name: nightly");
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:7:"), "{msg}");
+        assert!(
+            msg.contains("server.schedules[1]") && msg.contains("\"nightly\" is used twice"),
+            "{msg}"
+        );
+        let text = SCHEDULES.replace("name: weekly", "name: Weekly");
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.starts_with("/etc/raibid.yaml:7:"), "{msg}");
+        assert!(msg.contains("server.schedules[1].name"), "{msg}");
+    }
+
+    #[test]
+    fn schedule_fields_are_checked() {
+        let msg = parse(&SCHEDULES.replace("FULL", "RAIBID_SHA"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("server.schedules[1].env.RAIBID_SHA"), "{msg}");
+        let msg = parse(&SCHEDULES.replace("release/1.x", "refs/heads/x"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("server.schedules[1].branch"), "{msg}");
+        let msg = parse(&SCHEDULES.replace(
+            "      repo: acme/app\n      clone_url: https://git.example/acme/app.git\n      branch",
+            "      branch",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("missing field `repo`"), "{msg}");
+    }
+
+    #[test]
+    fn schedules_come_from_the_environment_like_other_lists() {
+        let list = "[{name: nightly, repo: a/b, clone_url: \"http://g/a/b\", cron: \"@daily\"}]";
+        let c = with_env(SCHEDULES, &[("RAIBID_SERVER_SCHEDULES", list)]).unwrap();
+        assert_eq!(c.server.schedules.len(), 1);
+        assert_eq!(c.server.schedules[0].cron.as_str(), "@daily");
+        assert_eq!(c.server.schedules[0].branch, "main");
+        let twice = "[{name: n, repo: a/b, clone_url: u, cron: \"@daily\"}, {name: n, repo: a/b, clone_url: u, cron: \"@hourly\"}]";
+        let msg = with_env("", &[("RAIBID_SERVER_SCHEDULES", twice)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("RAIBID_SERVER_SCHEDULES") && msg.contains("used twice"),
+            "{msg}"
+        );
+        let msg = with_env(
+            "",
+            &[(
+                "RAIBID_SERVER_SCHEDULES",
+                "[{name: n, repo: a/b, clone_url: u, cron: \"0 3\"}]",
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("RAIBID_SERVER_SCHEDULES") && msg.contains("cron"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use raibid_model::PoolName;
 use serde::{Deserialize, Serialize};
 
-use crate::{IpRange, MemoryLimit, Secret, TokenHash};
+use crate::{IpRange, MemoryLimit, Schedule, Secret, TokenHash};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -198,7 +198,7 @@ pub struct ServerConfig {
     pub repo_secrets: BTreeMap<String, Secret>,
     /// Globs over `owner/name`; a webhook from anything else gets 403.
     pub allowed_repos: Vec<String>,
-    /// Events that create jobs: push, tag, pull_request, manual.
+    /// Events that create jobs: push, tag, pull_request, manual, cron (`schedules`).
     pub events: Vec<raibid_model::Event>,
     pub body_limit_bytes: u64,
     /// Log streams (`logs?follow=true`) open at once; each holds a Redis connection, so the
@@ -228,6 +228,10 @@ pub struct ServerConfig {
     /// Forge API base for commit status when it differs from `gitea.url` (GitHub: https://api.github.com).
     pub github_api_url: String,
     pub github_token: Secret,
+    /// Jobs queued on a timetable (event `cron`); names are unique. Every replica runs the
+    /// scheduler, and each occurrence still queues one job (see `raibid-server`'s scheduler).
+    #[serde(deserialize_with = "crate::schedule::unique")]
+    pub schedules: Vec<Schedule>,
 }
 
 impl Default for ServerConfig {
@@ -245,6 +249,7 @@ impl Default for ServerConfig {
                 raibid_model::Event::Tag,
                 raibid_model::Event::PullRequest,
                 raibid_model::Event::Manual,
+                raibid_model::Event::Cron,
             ],
             body_limit_bytes: 5 * 1024 * 1024,
             max_log_streams: 256,
@@ -256,6 +261,7 @@ impl Default for ServerConfig {
             pools: Vec::new(),
             github_api_url: "https://api.github.com".into(),
             github_token: Secret::default(),
+            schedules: Vec::new(),
         }
     }
 }

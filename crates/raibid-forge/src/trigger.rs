@@ -84,6 +84,7 @@ impl Trigger {
                 _ => None,
             },
             diff_base: self.diff_base,
+            schedule: None,
         }
     }
 }

@@ -14,10 +14,19 @@ pub enum Event {
     Tag,
     PullRequest,
     Manual,
+    /// Queued by one of the server's schedules (`server.schedules`), as Woodpecker's cron
+    /// pipelines and Gitea Actions' `on: schedule`; the job's `schedule` names which.
+    Cron,
 }
 
 impl Event {
-    pub const ALL: [Event; 4] = [Event::Push, Event::Tag, Event::PullRequest, Event::Manual];
+    pub const ALL: [Event; 5] = [
+        Event::Push,
+        Event::Tag,
+        Event::PullRequest,
+        Event::Manual,
+        Event::Cron,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +34,7 @@ impl Event {
             Event::Tag => "tag",
             Event::PullRequest => "pull_request",
             Event::Manual => "manual",
+            Event::Cron => "cron",
         }
     }
 }
@@ -42,7 +52,7 @@ impl std::str::FromStr for Event {
             .into_iter()
             .find(|e| e.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown event {s:?} (expected push, tag, pull_request or manual)")
+                format!("unknown event {s:?} (expected push, tag, pull_request, manual or cron)")
             })
     }
 }
@@ -199,6 +209,11 @@ pub struct NewJob {
     /// matrix variants keep their job's. Absent in specs written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_base: Option<String>,
+    /// The name of the schedule (`server.schedules`) that queued this job, for `cron` jobs:
+    /// steps get it as `CI_PIPELINE_CRON`, so one pipeline can tell its nightly from its weekly
+    /// run. Retries keep it. Absent in specs written before schedules existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl NewJob {
@@ -228,6 +243,7 @@ impl NewJob {
             matrix_parent: None,
             target_branch: None,
             diff_base: None,
+            schedule: None,
         }
     }
 }
@@ -394,5 +410,20 @@ mod tests {
             "\"pull_request\""
         );
         assert_eq!("pull_request".parse::<Event>().unwrap(), Event::PullRequest);
+    }
+
+    #[test]
+    fn cron_is_an_event_and_old_specs_have_no_schedule() {
+        assert_eq!("cron".parse::<Event>().unwrap(), Event::Cron);
+        assert_eq!(serde_json::to_string(&Event::Cron).unwrap(), "\"cron\"");
+        let old = r#"{"repo":"a/b","clone_url":"u","git_ref":"refs/heads/main","sha":"s","event":"push"}"#;
+        let spec: NewJob = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.schedule, None);
+        assert!(!serde_json::to_string(&spec).unwrap().contains("schedule"));
+        let mut nightly = NewJob::new("a/b", "u", "refs/heads/main", "s", Event::Cron);
+        nightly.schedule = Some("nightly".into());
+        let text = serde_json::to_string(&nightly).unwrap();
+        assert!(text.contains(r#""schedule":"nightly""#), "{text}");
+        assert_eq!(serde_json::from_str::<NewJob>(&text).unwrap(), nightly);
     }
 }

@@ -86,6 +86,11 @@ impl Keys {
         format!("{}:reported:{id}", self.prefix)
     }
 
+    /// The scheduler's mark for one schedule (`Queue::schedule_mark`).
+    pub fn schedule(&self, name: &str) -> String {
+        format!("{}:schedule:{name}", self.prefix)
+    }
+
     pub fn scalers(&self) -> String {
         format!("{}:scalers", self.prefix)
     }

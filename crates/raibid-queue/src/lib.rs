@@ -23,6 +23,7 @@ mod logs;
 mod queue;
 mod record;
 mod reply;
+mod schedules;
 mod scripts;
 mod stats;
 
@@ -34,3 +35,4 @@ pub use queue::{
     CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, MemoryPrune,
     MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
 };
+pub use schedules::ScheduleMark;

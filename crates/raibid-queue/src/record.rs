@@ -144,6 +144,7 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
         matrix_parent: None,
         target_branch: None,
         diff_base: None,
+        schedule: None,
     })
 }
 
@@ -193,7 +194,26 @@ pub(crate) fn validate(spec: &NewJob) -> Result<(), QueueError> {
             "must be a commit sha like `sha`: as many hex digits (40 or 64)",
         );
     }
+    // It names a Redis key and reaches steps' environment: the configuration's own rule.
+    if let Some(name) = &spec.schedule
+        && !is_schedule_name(name)
+    {
+        return bad(
+            "schedule",
+            "must be 1-100 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+        );
+    }
     Ok(())
+}
+
+/// `[a-z0-9][a-z0-9._-]*`, at most 100 characters: what `server.schedules` names may be.
+fn is_schedule_name(name: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    name.len() <= 100
+        && name.bytes().next().is_some_and(ok)
+        && name
+            .bytes()
+            .all(|b| ok(b) || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]
@@ -222,6 +242,7 @@ mod tests {
             matrix_parent: None,
             target_branch: None,
             diff_base: None,
+            schedule: None,
         }
     }
 
@@ -298,6 +319,20 @@ mod tests {
             with.diff_base = Some(bad.clone());
             let err = validate(&with).unwrap_err().to_string();
             assert!(err.contains("diff_base"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn schedule_is_optional_and_a_schedule_name() {
+        assert!(!spec_json(&spec()).contains("schedule"));
+        let mut nightly = spec();
+        nightly.schedule = Some("nightly-1.x".into());
+        assert!(validate(&nightly).is_ok());
+        assert!(spec_json(&nightly).contains(r#""schedule":"nightly-1.x""#));
+        for bad in ["", "-x", "Nightly", "a b", "a:b", &"a".repeat(101)] {
+            nightly.schedule = Some(bad.to_owned());
+            let err = validate(&nightly).unwrap_err().to_string();
+            assert!(err.contains("schedule"), "{bad}: {err}");
         }
     }
 

@@ -612,3 +612,30 @@ return {len, dead, 0, 0, len, '0-0', {}, oldest_after('-')}
 "#,
     )
 });
+
+/// Records what the scheduler did for a schedule's occurrence, never moving it back.
+///
+/// Several server replicas run schedulers; one may be slow and come to mark an older
+/// occurrence after another marked a newer one. The mark only moves forward, so the newer one
+/// is never handled twice. The job, when given, is the one the occurrence queued (every
+/// replica gets the same one, through the delivery id); an occurrence that queued nothing
+/// (the first one a scheduler sees, one past its deadline) keeps the previous job as the last.
+///
+/// KEYS: schedule hash. ARGV: occurrence (unix seconds), job id (or "").
+/// Returns 1 if the mark moved, 0 if it already stood at or past the occurrence.
+pub(crate) static MARK_SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('HGET', KEYS[1], 'occurrence')
+local moved = 0
+if not current or tonumber(current) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'occurrence', ARGV[1])
+  moved = 1
+elseif tonumber(current) > tonumber(ARGV[1]) then
+  return 0
+end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'job', ARGV[2]) end
+return moved
+"#,
+    )
+});

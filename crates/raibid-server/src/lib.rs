@@ -7,7 +7,8 @@
 //! knows about forges comes from `raibid-forge`.
 //!
 //! The `raibid` binary builds [`ServerOptions`] and calls [`serve()`]; tests may use [`router()`]
-//! with an [`AppState`] directly.
+//! with an [`AppState`] directly, and give the server a [`Clock`] of their own to move the
+//! scheduler's time.
 
 mod api;
 mod auth;
@@ -23,6 +24,7 @@ mod reporter;
 mod repos;
 mod routes;
 mod sampler;
+mod scheduler;
 mod serve;
 mod state;
 mod webhooks;
@@ -31,5 +33,6 @@ pub(crate) use error::ApiError;
 pub use error::ServerError;
 pub use options::ServerOptions;
 pub use routes::router;
+pub use scheduler::{Clock, SystemClock, system_clock};
 pub use serve::serve;
 pub use state::AppState;

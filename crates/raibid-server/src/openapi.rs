@@ -25,7 +25,7 @@ fn spec(public_url: &str) -> Value {
                 Retry-After."
         },
         "servers": [{ "url": public_url }],
-        "paths": paths(),
+        "paths": with_schedules(paths()),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -101,6 +101,34 @@ fn webhook(forge: &str) -> Value {
             }
         }
     })
+}
+
+/// `GET /api/v1/schedules`, added beside `paths()`'s document, which is at `json!`'s
+/// recursion limit.
+fn with_schedules(mut paths: Value) -> Value {
+    paths["/api/v1/schedules"] = json!({
+        "get": {
+            "operationId": "list_schedules",
+            "tags": ["schedules"],
+            "summary": "Configured schedules (server.schedules)",
+            "description": "Each schedule queues a job of event cron for the head of its branch \
+                at every occurrence of its cron expression (UTC); occurrences missed while no \
+                server ran are not caught up, except the latest while it is less than one \
+                period old.",
+            "security": [{}, { "bearer": [] }],
+            "responses": {
+                "200": json_body("The schedules, in configuration order.", json!({
+                    "type": "object", "required": ["schedules"],
+                    "properties": { "schedules": { "type": "array", "items": schema_ref("Schedule") } }
+                })),
+                "401": error(
+                    "Missing or invalid bearer token (read calls: only with server.read_requires_token).",
+                ),
+                "503": error("Redis is unavailable; retry after Retry-After seconds.")
+            }
+        }
+    });
+    paths
 }
 
 fn paths() -> Value {
@@ -362,7 +390,7 @@ fn schemas() -> Value {
         },
         "Status": { "type": "object", "properties": { "status": string } },
         "JobStatus": { "type": "string", "enum": ["queued", "running", "success", "failure", "error", "cancelled", "dead"] },
-        "Event": { "type": "string", "enum": ["push", "tag", "pull_request", "manual"] },
+        "Event": { "type": "string", "enum": ["push", "tag", "pull_request", "manual", "cron"] },
         "Forge": { "type": "string", "enum": ["gitea", "forgejo", "github"] },
         "StepResult": {
             "type": "object", "required": ["name", "status"],
@@ -500,6 +528,25 @@ fn schemas() -> Value {
         }
     });
     schemas["Job"]["properties"]["diff_base"] = diff_base;
+    schemas["Job"]["properties"]["schedule"] = json!({
+        "type": "string",
+        "description": "Jobs of event cron: the name of the schedule (server.schedules) that \
+                        queued it; steps get it as CI_PIPELINE_CRON and RAIBID_SCHEDULE."
+    });
+    schemas["Schedule"] = json!({
+        "type": "object",
+        "required": ["name", "repo", "branch", "cron", "pool", "next"],
+        "properties": {
+            "name": { "type": "string" },
+            "repo": { "type": "string" },
+            "branch": { "type": "string", "description": "Built at its head (refs/heads/<branch>)." },
+            "cron": { "type": "string", "description": "The cron expression as configured, in UTC." },
+            "pool": { "type": "string" },
+            "next": { "type": ["string", "null"], "format": "date-time", "description": "The next occurrence." },
+            "last_occurrence": { "type": "string", "format": "date-time", "description": "The newest occurrence a scheduler has handled (queued, or passed over)." },
+            "last_job": { "type": "string", "description": "The job the last queued occurrence made." }
+        }
+    });
     schemas
 }
 
@@ -568,6 +615,7 @@ mod tests {
         new.matrix_parent = Some("p".into());
         new.target_branch = Some("main".into());
         new.diff_base = Some("b".repeat(40));
+        new.schedule = Some("nightly".into());
         let now = chrono::Utc::now();
         let mut job = raibid_model::Job::queued("01JABCDEFGHJKMNPQRSTVWXYZ0", new, now);
         job.started_at = Some(now);

@@ -1,7 +1,11 @@
 //! What the `raibid` binary hands the server.
 
+use std::sync::Arc;
+
 use raibid_config::Config;
 use raibid_queue::Queue;
+
+use crate::Clock;
 
 pub struct ServerOptions {
     pub config: Config,
@@ -10,6 +14,8 @@ pub struct ServerOptions {
     /// restarts (a host or StatefulSet pod name): events a replica had taken but not finished
     /// when it stopped are redelivered only to a consumer of the same name.
     pub instance: String,
+    /// What the scheduler takes the time from: [`crate::system_clock`], or a test's own.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ServerOptions {
@@ -19,6 +25,7 @@ impl ServerOptions {
             config,
             queue,
             instance: host_name(),
+            clock: crate::system_clock(),
         }
     }
 }

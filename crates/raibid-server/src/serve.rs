@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::{AppState, ServerError, ServerOptions, reaper, reporter, router, sampler};
+use crate::{AppState, ServerError, ServerOptions, reaper, reporter, router, sampler, scheduler};
 
 /// After shutdown is asked for, in-flight requests get this long to finish before their
 /// connections are dropped; with [`TASKS_GRACE`] it keeps the whole shutdown under 10 s.
@@ -17,7 +17,7 @@ const TASKS_GRACE: Duration = Duration::from_secs(1);
 /// streams, lets in-flight requests finish (for at most a few seconds) and returns.
 ///
 /// Also runs, for as long as it serves: the reaper (requeues jobs of silent agents, prunes old
-/// jobs), the commit-status reporter and the metrics sampler.
+/// jobs), the commit-status reporter, the metrics sampler and the scheduler (`server.schedules`).
 pub async fn serve(
     listener: TcpListener,
     options: ServerOptions,
@@ -27,9 +27,10 @@ pub async fn serve(
         config,
         queue,
         instance,
+        clock,
     } = options;
     let client = reporter::client()?;
-    let state = AppState::new(config, queue)?;
+    let state = AppState::with_clock(config, queue, clock)?;
     let stop = state.shutdown().clone();
 
     let mut tasks = JoinSet::new();
@@ -50,6 +51,7 @@ pub async fn serve(
     tasks.spawn(reaper::run(state.clone()));
     tasks.spawn(reporter::run(state.clone(), instance, client));
     tasks.spawn(sampler::run(state.clone()));
+    tasks.spawn(scheduler::run(state.clone()));
     let trigger = stop.clone();
     tasks.spawn(async move {
         tokio::select! {

@@ -8,9 +8,9 @@ use raibid_queue::Queue;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::ServerError;
 use crate::metrics::Metrics;
 use crate::repos::RepoRules;
+use crate::{Clock, ServerError};
 
 /// The server's shared state: configuration, queue, compiled rules, metrics, and the
 /// shutdown signal that long-lived responses (log streams) watch. Cheap to clone.
@@ -29,11 +29,22 @@ struct Inner {
     log_streams: Arc<Semaphore>,
     /// Open log streams per client, `server.max_log_streams_per_client` each.
     log_clients: Arc<Mutex<HashMap<String, u32>>>,
+    /// The scheduler's time, and the API's when it says when schedules next run.
+    clock: Arc<dyn Clock>,
 }
 
 impl AppState {
     /// Fails on configuration the server cannot work with (an invalid glob).
     pub fn new(config: Config, queue: Queue) -> Result<Self, ServerError> {
+        Self::with_clock(config, queue, crate::system_clock())
+    }
+
+    /// [`AppState::new`] with the time taken from `clock`.
+    pub fn with_clock(
+        config: Config,
+        queue: Queue,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
         Ok(Self {
             inner: Arc::new(Inner {
                 repos: RepoRules::new(&config)?,
@@ -43,6 +54,7 @@ impl AppState {
                 queue,
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
+                clock,
             }),
         })
     }
@@ -53,6 +65,10 @@ impl AppState {
 
     pub fn queue(&self) -> &Queue {
         &self.inner.queue
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
     }
 
     pub(crate) fn repos(&self) -> &RepoRules {

@@ -513,6 +513,7 @@ mod tests {
                 config: raibid_config::Config::default(),
                 queue: queue(&redis),
                 instance: "tui-poller".into(),
+                clock: raibid_server::system_clock(),
             },
             async move {
                 let _ = stopped.await;

@@ -181,6 +181,7 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
             config,
             queue: queue(&redis),
             instance: "tui-e2e".into(),
+            clock: raibid_server::system_clock(),
         },
         async move {
             let _ = stopped.await;

@@ -1,12 +1,13 @@
 //! The jobs API under `/api/v1`: JSON in and out, bearer tokens for anything that changes jobs.
 
 mod follow;
-mod git;
+pub(crate) mod git;
 mod jobs;
 mod logs;
 pub(crate) mod pools;
+mod schedules;
 mod submit;
-mod validate;
+pub(crate) mod validate;
 
 use crate::openapi;
 use crate::routes::Route;
@@ -24,6 +25,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/api/v1/jobs/{id}/logs", logs::logs),
         Route::get("/api/v1/queues", pools::queues),
         Route::get("/api/v1/agents", pools::agents),
+        Route::get("/api/v1/schedules", schedules::list),
         Route::get("/api/v1/openapi.json", openapi::document),
     ]
 }

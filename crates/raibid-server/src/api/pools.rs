@@ -53,6 +53,13 @@ pub(crate) async fn known_pools(
             .iter()
             .map(|rule| rule.pool.clone()),
     );
+    pools.extend(
+        config
+            .server
+            .schedules
+            .iter()
+            .filter_map(|s| s.pool.clone()),
+    );
     Ok(pools)
 }
 

@@ -131,5 +131,6 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         matrix_parent: None,
         target_branch: None,
         diff_base: None,
+        schedule: None,
     })
 }

@@ -63,6 +63,15 @@ impl TestServer {
 
     /// A server on a Redis the test prepared.
     pub async fn start_on(redis: RedisServer, config: Config) -> Self {
+        Self::start_with_clock(redis, config, raibid_server::system_clock()).await
+    }
+
+    /// A server whose scheduler takes the time from `clock`.
+    pub async fn start_with_clock(
+        redis: RedisServer,
+        config: Config,
+        clock: std::sync::Arc<dyn raibid_server::Clock>,
+    ) -> Self {
         let queue = queue_for(&redis);
         // The reporter's consumer group starts at the end of the events stream; creating it
         // first means no event of the test can come before it.
@@ -74,6 +83,7 @@ impl TestServer {
             config,
             queue: queue_for(&redis),
             instance: "test".into(),
+            clock,
         };
         let handle = tokio::spawn(raibid_server::serve(listener, options, async move {
             let _ = stopped.await;
