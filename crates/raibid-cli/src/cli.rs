@@ -65,6 +65,8 @@ pub enum Command {
     Token(TokenCommand),
     /// Submit, inspect and control jobs through the API.
     Job(JobArgs),
+    /// The scheduled jobs the server runs (`server.schedules`).
+    Schedule(ScheduleArgs),
     /// Run everything on this machine: a private redis-server, the server and a local agent
     /// pool that scales 0..N with the queue.
     Up(UpArgs),
@@ -216,6 +218,20 @@ pub struct JobArgs {
     pub api: ApiArgs,
     #[command(subcommand)]
     pub command: JobCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(subcommand)]
+    pub command: ScheduleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Each schedule: its cron expression, when it runs next, and its last job.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -391,6 +407,7 @@ impl Command {
             Command::Config(_)
             | Command::Token(_)
             | Command::Job(_)
+            | Command::Schedule(_)
             | Command::Bench(_)
             | Command::Infra(_) => "warn",
             Command::Setup(_) | Command::Teardown(_) => "info",
@@ -410,6 +427,7 @@ impl Command {
             Command::Config(_)
                 | Command::Token(_)
                 | Command::Job(_)
+                | Command::Schedule(_)
                 | Command::Status(_)
                 | Command::Infra(_)
         )

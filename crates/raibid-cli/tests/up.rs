@@ -904,3 +904,35 @@ async fn up_s_redis_has_a_memory_limit_and_old_logs_make_room() {
         "{info}"
     );
 }
+
+/// `raibid schedule list` shows what the server schedules, from `server.schedules`.
+#[tokio::test]
+async fn schedule_list_shows_the_configured_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(
+        dir.path(),
+        "",
+        &[],
+        &[(
+            "RAIBID_SERVER_SCHEDULES",
+            "[{name: nightly, repo: acme/app, clone_url: \"file:///nowhere\", cron: \"0 3 * * *\"}]",
+        )],
+    );
+    let text = cli(&up, &["schedule", "list"]);
+    let row = text.lines().nth(1).unwrap_or_default();
+    for cell in [
+        "nightly",
+        "acme/app",
+        "main",
+        "0 3 * * *",
+        "default",
+        "03:00 UTC (in ",
+    ] {
+        assert!(row.contains(cell), "{cell:?} missing:\n{text}");
+    }
+    let json: Vec<raibid_client::ScheduleEntry> =
+        serde_json::from_str(&cli(&up, &["schedule", "list", "-o", "json"])).unwrap();
+    assert_eq!(json.len(), 1);
+    assert_eq!(json[0].name, "nightly");
+    assert!(json[0].next.unwrap() > chrono::Utc::now());
+}

@@ -86,6 +86,30 @@ pub struct Queues {
     pub scalers: Vec<ScalerStatus>,
 }
 
+/// One entry of `GET /api/v1/schedules`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ScheduleEntry {
+    pub name: String,
+    pub repo: String,
+    pub branch: String,
+    pub cron: String,
+    pub pool: String,
+    /// The next occurrence, in UTC; none for an expression that never matches again.
+    #[serde(default)]
+    pub next: Option<chrono::DateTime<chrono::Utc>>,
+    /// The newest occurrence a scheduler handled (queued, or passed over as too old).
+    #[serde(default)]
+    pub last_occurrence: Option<chrono::DateTime<chrono::Utc>>,
+    /// The job the last queued occurrence made.
+    #[serde(default)]
+    pub last_job: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Schedules {
+    schedules: Vec<ScheduleEntry>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct Agents {
     agents: Vec<AgentEntry>,
@@ -267,6 +291,13 @@ impl Client {
     pub async fn queues(&self) -> Result<Queues, ClientError> {
         self.json(self.request(reqwest::Method::GET, "/api/v1/queues"))
             .await
+    }
+
+    pub async fn schedules(&self) -> Result<Vec<ScheduleEntry>, ClientError> {
+        let s: Schedules = self
+            .json(self.request(reqwest::Method::GET, "/api/v1/schedules"))
+            .await?;
+        Ok(s.schedules)
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentEntry>, ClientError> {

@@ -256,7 +256,7 @@ fn patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
 
 fn events<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Event>, D::Error> {
     OneOrMany::new(
-        "an event (push, tag, pull_request, manual) or a list of them",
+        "an event (push, tag, pull_request, manual, cron) or a list of them",
         "an empty list never matches; remove `event` to run on every event",
         event,
     )

@@ -3,6 +3,7 @@ mod bench;
 mod bench_queue;
 pub(crate) mod config;
 pub(crate) mod job;
+mod schedule;
 mod server;
 mod status;
 mod token;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.global)?;
             job::run(&config, args).await
         }
+        Command::Schedule(args) => schedule::run(&load_config(&cli.global)?, args).await,
         Command::Bench(crate::cli::BenchCommand::Queue(args)) => bench_queue::run(args).await,
         Command::Bench(other) => bench::run(other).await,
         Command::Up(args) => {
