@@ -91,6 +91,7 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             timeout: None,
             clone: CloneOptions::default(),
             matrix: None,
+            cache: None,
             steps,
         },
         explanation: format!(

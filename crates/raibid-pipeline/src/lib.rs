@@ -8,6 +8,7 @@
 //! file in an editor.
 
 mod autodetect;
+mod cache;
 mod de;
 mod duration;
 mod error;
@@ -22,6 +23,9 @@ mod tag;
 mod when;
 
 pub use autodetect::{AutodetectError, Autodetected, RepoListing, autodetect};
+pub use cache::{
+    Cache, CacheKeyError, CachePolicy, DEFAULT_CACHE_KEY, MAX_CACHE_KEY_LEN, MAX_CACHE_PATHS,
+};
 pub use duration::{DurationError, MAX_TIMEOUT, parse_duration};
 pub use error::PipelineError;
 pub use image_build::ImageBuild;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeSeed;
 
+use crate::cache::{Cache, CacheDe};
 use crate::de::{CheckedMap, StepEnvMap};
 use crate::duration::Timeout;
 use crate::error::PipelineError;
@@ -28,6 +29,8 @@ pub struct Pipeline {
     pub timeout: Option<Duration>,
     pub clone: CloneOptions,
     pub matrix: Option<Matrix>,
+    /// Directories kept between jobs of the repository (`cache:`).
+    pub cache: Option<Cache>,
     /// Never empty; names are unique.
     pub steps: Vec<Step>,
 }
@@ -72,6 +75,7 @@ struct RawPipeline {
     timeout: Option<Timeout>,
     clone: Option<CloneOptions>,
     matrix: Option<MatrixDe>,
+    cache: Option<CacheDe>,
     steps: Option<Steps>,
 }
 
@@ -118,6 +122,7 @@ impl RawPipeline {
             timeout: self.timeout.map(|t| t.0),
             clone: self.clone.unwrap_or_default(),
             matrix: self.matrix.map(|m| m.0),
+            cache: self.cache.map(|c| c.0),
             steps,
         })
     }

@@ -107,6 +107,41 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
     Ok(pieces)
 }
 
+/// The placeholders of a template that is not an image reference (a cache key), in order:
+/// cache keys take the same braces and names as tags, so there is one syntax to learn.
+pub(crate) fn placeholder_names(template: &str) -> Result<Vec<&'static str>, TemplateError> {
+    Ok(pieces(template)?
+        .into_iter()
+        .filter_map(|piece| match piece {
+            Piece::Placeholder(p) => Some(p.name()),
+            Piece::Literal(_) => None,
+        })
+        .collect())
+}
+
+/// Why [`fill`] could not fill in a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FillError {
+    Template(TemplateError),
+    /// The name of the first placeholder the context has no value for.
+    Missing(&'static str),
+}
+
+/// Fills in a template as plain text, without the image-reference rules of [`render`]: for
+/// cache keys, which are hashed into a directory name and need no more than their values.
+pub(crate) fn fill(template: &str, ctx: &TagContext) -> Result<String, FillError> {
+    let mut filled = String::new();
+    for piece in pieces(template).map_err(FillError::Template)? {
+        match piece {
+            Piece::Literal(text) => filled.push_str(text),
+            Piece::Placeholder(p) => {
+                filled.push_str(&ctx.value(p).ok_or(FillError::Missing(p.name()))?)
+            }
+        }
+    }
+    Ok(filled)
+}
+
 /// What `{matrix}` renders to for a variant.
 pub(crate) fn matrix_tag(variant: &str) -> Option<String> {
     sanitize_tag(variant)
