@@ -100,6 +100,9 @@ pub struct GitCheckout {
     cache_dir: PathBuf,
     token: Option<String>,
     timeout: Duration,
+    /// The cap of the pipelines' `cache:` entries, kept under `<cache_dir>/jobs`: the cache
+    /// directory is this type's, and it reaches the runner with it.
+    job_cache_max_bytes: u64,
 }
 
 impl GitCheckout {
@@ -108,7 +111,20 @@ impl GitCheckout {
             cache_dir: cache_dir.into(),
             token: token.filter(|t| !t.is_empty()),
             timeout: Duration::from_secs(600),
+            job_cache_max_bytes: crate::job_cache::DEFAULT_JOB_CACHE_MAX_BYTES,
         }
+    }
+
+    /// Caps the pipelines' job caches (`agent.job_cache_max_bytes`); 0 turns them off.
+    pub fn with_job_cache_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.job_cache_max_bytes = max_bytes;
+        self
+    }
+
+    /// The pipelines' job caches (`cache:`), beside the mirrors: agents that share the cache
+    /// directory share them.
+    pub fn job_cache(&self) -> crate::job_cache::JobCache {
+        crate::job_cache::JobCache::new(self.cache_dir.join("jobs"), self.job_cache_max_bytes)
     }
 
     /// The bare mirror for a clone URL. Named from a hash of the URL (plus a readable, sanitized

@@ -11,6 +11,7 @@ mod env;
 pub mod executor;
 pub mod hardening;
 pub mod image;
+mod job_cache;
 mod lock_file;
 mod logsink;
 mod remove;
@@ -22,6 +23,9 @@ mod workspace_lock;
 
 pub use agent::{AgentOptions, AgentSummary, run_agent};
 pub use checkout::{Changes, CheckoutError, CheckoutReport, GitCheckout};
+pub use job_cache::{
+    DEFAULT_JOB_CACHE_MAX_BYTES, EntryMeta, JobCache, JobCacheError, Restored, Saved, Skipped,
+};
 pub use logsink::{JobLog, Masker};
 pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings};
 pub use secrets::{SecretError, SecretStore};

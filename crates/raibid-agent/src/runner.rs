@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use raibid_model::{Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
 use raibid_pipeline::{
-    OnFailure, PIPELINE_FILE, Pipeline, RepoListing, RunState, StepKind, TagContext, TriggerContext,
+    Cache, OnFailure, PIPELINE_FILE, Pipeline, RepoListing, RunState, StepKind, TagContext,
+    TriggerContext,
 };
 use raibid_queue::{Claimed, Enqueued, Heartbeat, Queue, QueueError, ReleaseResult};
 use tokio::sync::mpsc;
@@ -20,6 +21,7 @@ use crate::checkout::{Changes, GitCheckout};
 use crate::env::{StepPlace, is_reserved, step_base_env};
 use crate::executor::{Executor, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
+use crate::job_cache::{Restored, Saved};
 use crate::logsink::JobLog;
 use crate::remove;
 use crate::secrets::SecretStore;
@@ -403,6 +405,14 @@ impl Runner {
             job.build_branch().map(str::to_owned),
             job.tag().map(str::to_owned),
         );
+        // Restored before the workspace goes to the step user, so the hand-over below gives
+        // the restored files to it too.
+        let cache = self.cache_key(job, &pipeline, log).await;
+        if let Some((cache, key)) = &cache
+            && cache.policy.pulls()
+        {
+            self.restore_cache(job, cache, key, &workspace, log).await;
+        }
         // Before the workspace goes to the step user: git refuses a repository another user
         // owns (`safe.directory`).
         if pipeline.steps.iter().any(|s| s.when.path.is_some()) {
@@ -428,19 +438,216 @@ impl Runner {
                 .await;
             }
         }
-        self.run_steps(
-            claimed,
-            &pipeline,
-            &trigger,
-            variant_env,
-            &workspace,
-            &home,
-            &borrowed,
-            log,
-            stop,
-            reason,
-        )
-        .await
+        let outcome = self
+            .run_steps(
+                claimed,
+                &pipeline,
+                &trigger,
+                variant_env,
+                &workspace,
+                &home,
+                &borrowed,
+                log,
+                stop,
+                reason,
+            )
+            .await;
+        if let Some((cache, key)) = &cache
+            && cache.policy.pushes()
+        {
+            self.save_cache(job, cache, key, &workspace, &outcome, stop, log)
+                .await;
+        }
+        outcome
+    }
+
+    /// The pipeline's cache and its key for this job, when the cache is to be used at all; the
+    /// log says why not when it is not.
+    async fn cache_key(
+        &self,
+        job: &Job,
+        pipeline: &Pipeline,
+        log: &mut JobLog,
+    ) -> Option<(Cache, String)> {
+        let cache = pipeline.cache.as_ref()?;
+        if !self.git.job_cache().enabled() {
+            log.line("cache: off on this agent (agent.job_cache_max_bytes is 0)")
+                .await;
+            return None;
+        }
+        let ctx = TagContext {
+            registry: self.settings.registry.clone(),
+            repo: job.spec.repo.clone(),
+            sha: job.spec.sha.clone(),
+            // The branch the build is about: a pull request's first build starts from the
+            // cache of the branch it targets (and a fork's only reads it: see `save_cache`).
+            branch: job.build_branch().map(str::to_owned),
+            tag: job.tag().map(str::to_owned),
+            matrix: job.spec.env.get("RAIBID_MATRIX").cloned(),
+        };
+        match cache.render_key(&ctx) {
+            Ok(key) => Some((cache.clone(), key)),
+            Err(e) => {
+                warn!(job = %job.id, error = %e, "cache not used");
+                log.line(&format!("\x1b[33mcache: not used: {e}\x1b[0m"))
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// Copies the cache into the workspace. A miss is normal and a failure only costs time:
+    /// neither fails the job.
+    async fn restore_cache(
+        &self,
+        job: &Job,
+        cache: &Cache,
+        key: &str,
+        workspace: &Path,
+        log: &mut JobLog,
+    ) {
+        let store = self.git.job_cache();
+        let started = Instant::now();
+        let (repo, key_owned, paths, ws) = (
+            job.spec.repo.clone(),
+            key.to_owned(),
+            cache.paths.clone(),
+            workspace.to_path_buf(),
+        );
+        let result =
+            tokio::task::spawn_blocking(move || store.restore(&repo, &key_owned, &paths, &ws))
+                .await
+                .unwrap_or_else(|e| Err(join_error(e)));
+        match result {
+            Ok(Restored::Miss) => {
+                log.line(&format!("cache: nothing saved under key {key:?} yet"))
+                    .await;
+            }
+            Ok(Restored::Hit {
+                paths,
+                skipped,
+                size,
+                saved_at,
+            }) => {
+                for s in &skipped {
+                    log.line(&format!(
+                        "\x1b[33mcache: {} not restored: {}\x1b[0m",
+                        s.path, s.why
+                    ))
+                    .await;
+                }
+                log.line(&format!(
+                    "cache: restored {} from key {key:?} ({}, saved {}) in {:.2}s",
+                    listed(&paths),
+                    human_size(size),
+                    saved_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    started.elapsed().as_secs_f64()
+                ))
+                .await;
+            }
+            Err(e) => {
+                warn!(job = %job.id, error = %e, "cache not restored");
+                log.line(&format!("\x1b[33mcache: not restored: {e}\x1b[0m"))
+                    .await;
+            }
+        }
+    }
+
+    /// Saves the workspace's cache paths, as GitLab's default `when: on_success`: only after
+    /// every step passed, and never for a pull request from a fork, whose pipeline is anyone's
+    /// code: what it saved, the next build of the branch it targets would restore and run.
+    #[allow(clippy::too_many_arguments)]
+    async fn save_cache(
+        &self,
+        job: &Job,
+        cache: &Cache,
+        key: &str,
+        workspace: &Path,
+        outcome: &Outcome,
+        stop: &CancellationToken,
+        log: &mut JobLog,
+    ) {
+        let why_not = if job.spec.from_fork {
+            Some(
+                "pull requests from forks never write the cache (builds of the branch they target would restore what they put there)",
+            )
+        } else if outcome.status != JobStatus::Success || stop.is_cancelled() {
+            Some("the job did not succeed")
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            log.line(&format!("cache: not saved: {why}")).await;
+            return;
+        }
+        let store = self.git.job_cache();
+        let started = Instant::now();
+        let (repo, key_owned, paths, ws) = (
+            job.spec.repo.clone(),
+            key.to_owned(),
+            cache.paths.clone(),
+            workspace.to_path_buf(),
+        );
+        let result =
+            tokio::task::spawn_blocking(move || store.save(&repo, &key_owned, &paths, &ws))
+                .await
+                .unwrap_or_else(|e| Err(join_error(e)));
+        let saved = match result {
+            Ok(saved) => saved,
+            Err(e) => {
+                warn!(job = %job.id, error = %e, "cache not saved");
+                log.line(&format!("\x1b[33mcache: not saved: {e}\x1b[0m"))
+                    .await;
+                return;
+            }
+        };
+        self.log_saved(key, &saved, started.elapsed(), log).await;
+    }
+
+    async fn log_saved(&self, key: &str, saved: &Saved, took: Duration, log: &mut JobLog) {
+        for s in &saved.skipped {
+            log.line(&format!(
+                "\x1b[33mcache: {} not saved: {}\x1b[0m",
+                s.path, s.why
+            ))
+            .await;
+        }
+        for d in &saved.dropped {
+            log.line(&format!("\x1b[33mcache: left out {d}\x1b[0m"))
+                .await;
+        }
+        let max = self.git.job_cache().max_bytes();
+        if saved.paths.is_empty() {
+            log.line("cache: not saved: none of its paths could be saved")
+                .await;
+        } else if !saved.kept {
+            log.line(&format!(
+                "\x1b[33mcache: not kept: {} of {} is more than the agent's cache may hold                  (agent.job_cache_max_bytes: {})\x1b[0m",
+                human_size(saved.size),
+                listed(&saved.paths),
+                human_size(max)
+            ))
+            .await;
+        } else {
+            log.line(&format!(
+                "cache: saved {} as key {key:?} ({}) in {:.2}s",
+                listed(&saved.paths),
+                human_size(saved.size),
+                took.as_secs_f64()
+            ))
+            .await;
+        }
+        if !saved.evicted.is_empty() {
+            let freed: u64 = saved.evicted.iter().map(|m| m.size).sum();
+            log.line(&format!(
+                "cache: removed {} least recently used entr{} ({}) to stay under {}",
+                saved.evicted.len(),
+                if saved.evicted.len() == 1 { "y" } else { "ies" },
+                human_size(freed),
+                human_size(max)
+            ))
+            .await;
+        }
     }
 
     /// A matrix pipeline runs as one job per variant: the first delivery (no `RAIBID_MATRIX`)
@@ -943,6 +1150,39 @@ impl Runner {
 enum MatrixStep {
     Run(BTreeMap<String, String>),
     Expanded(Outcome),
+}
+
+fn join_error(e: tokio::task::JoinError) -> crate::job_cache::JobCacheError {
+    crate::job_cache::JobCacheError::Io {
+        what: "copying",
+        path: PathBuf::from("the cache"),
+        source: std::io::Error::other(e),
+    }
+}
+
+/// `target, .npm` for the job log.
+fn listed(paths: &[String]) -> String {
+    if paths.is_empty() {
+        "nothing".to_owned()
+    } else {
+        paths.join(", ")
+    }
+}
+
+/// Sizes in the job log, binary units like `du -h`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// How long the whole job may take: the pipeline's `timeout`, else the default or the longest

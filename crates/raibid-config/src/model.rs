@@ -306,6 +306,9 @@ pub struct AgentConfig {
     pub workspace_dir: String,
     /// Where bare git mirrors are kept between jobs; empty: `<data dir>/git-mirrors`.
     pub cache_dir: String,
+    /// All pipelines' `cache:` entries together (under `<cache_dir>/jobs`) stay under this many
+    /// bytes, the least recently used removed first; 0 turns the pipelines' caches off.
+    pub job_cache_max_bytes: u64,
     /// buildah's image and layer store (`--root`); empty: `<data dir>/buildah/storage`. In a
     /// pod it must be a mounted volume: the container's writable layer counts against the
     /// pod's ephemeral-storage limit and dies with the pod, so nothing would be cached.
@@ -343,6 +346,7 @@ impl Default for AgentConfig {
             step_user: String::new(),
             workspace_dir: String::new(),
             cache_dir: String::new(),
+            job_cache_max_bytes: 10 << 30,
             buildah_root: String::new(),
             buildah_runroot: String::new(),
             concurrency: 1,

@@ -121,7 +121,8 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
     let runner = Arc::new(Runner {
         queue,
         executor,
-        git: GitCheckout::new(cache_dir, Some(a.git_token.expose().to_owned())),
+        git: GitCheckout::new(cache_dir, Some(a.git_token.expose().to_owned()))
+            .with_job_cache_max_bytes(a.job_cache_max_bytes),
         images,
         secrets,
         settings: RunnerSettings {
