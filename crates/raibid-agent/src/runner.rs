@@ -475,12 +475,24 @@ impl Runner {
                 .await;
             return None;
         }
+        // A fork's pipeline is anyone's code: restoring would hand it what trusted builds left
+        // in cached paths (binaries built with secrets, tokens a tool wrote under `target/`),
+        // the way secrets and the registry's layer cache are withheld from it.
+        if !self.secrets.trusts(job) {
+            log.line(
+                "cache: not used: pull requests from forks get no cache unless \
+                 agent.secrets_for_forks is on",
+            )
+            .await;
+            return None;
+        }
         let ctx = TagContext {
             registry: self.settings.registry.clone(),
             repo: job.spec.repo.clone(),
             sha: job.spec.sha.clone(),
             // The branch the build is about: a pull request's first build starts from the
-            // cache of the branch it targets (and a fork's only reads it: see `save_cache`).
+            // cache of the branch it targets (a trusted fork's only reads it: see
+            // `save_cache`).
             branch: job.build_branch().map(str::to_owned),
             tag: job.tag().map(str::to_owned),
             matrix: job.spec.env.get("RAIBID_MATRIX").cloned(),

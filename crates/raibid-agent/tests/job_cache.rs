@@ -53,7 +53,8 @@ async fn the_cache_carries_target_to_the_next_job_but_not_from_forks_or_failures
     assert!(log.contains(&format!("found={first}\n")), "{log}");
     assert!(log.contains("cache: saved target"), "{log}");
 
-    // A fork's pull request into main starts from main's cache, and leaves it as it was.
+    // A fork's pull request into main gets no cache: not main's (what trusted builds left
+    // there is not for anyone's pipeline), and it saves nothing.
     let mut fork = NewJob::new(
         "acme/app",
         repo.url(),
@@ -64,8 +65,23 @@ async fn the_cache_carries_target_to_the_next_job_but_not_from_forks_or_failures
     fork.pr_number = Some(7);
     fork.target_branch = Some("main".into());
     fork.from_fork = true;
-    let (_, status, log) = run(&h, fork).await;
+    let (_, status, log) = run(&h, fork.clone()).await;
     assert_eq!(status, JobStatus::Success, "{log}");
+    assert!(log.contains("found=none\n"), "{log}");
+    assert!(
+        log.contains("cache: not used: pull requests from forks get no cache"),
+        "{log}"
+    );
+    assert!(!log.contains("cache: saved"), "{log}");
+
+    // With agent.secrets_for_forks the operator trusts forks: one starts from main's cache,
+    // and still leaves it as it was.
+    let trusting =
+        raibid_agent::SecretStore::new(Default::default(), &Default::default(), true).unwrap();
+    let job = h.enqueue_spec(fork).await;
+    h.run_once(h.runner(trusting)).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
     assert!(log.contains(&format!("found={second}\n")), "{log}");
     assert!(
         log.contains("cache: not saved: pull requests from forks never write the cache"),
