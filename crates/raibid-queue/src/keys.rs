@@ -44,6 +44,12 @@ impl Keys {
         format!("{}:logprune:cursor", self.prefix)
     }
 
+    /// How many logs memory pruning has deleted since its scan last started from the oldest
+    /// job: a scan that reaches the newest job having deleted nothing has nothing left.
+    pub fn log_prune_cycle(&self) -> String {
+        format!("{}:logprune:cycle", self.prefix)
+    }
+
     pub fn all_jobs(&self) -> String {
         format!("{}:jobs", self.prefix)
     }

@@ -856,6 +856,8 @@ impl Queue {
         if percent == 0 {
             return Ok(report);
         }
+        // Where this pass has got to: past maxmemory the script cannot store its cursor.
+        let mut after = String::new();
         for _ in 0..ROUNDS {
             let memory = match self.memory().await? {
                 MemoryReading::Limited(memory) => memory,
@@ -876,14 +878,19 @@ impl Queue {
             }
             invocation
                 .key(self.keys.log_prune_cursor())
+                .key(self.keys.log_prune_cycle())
                 .arg(self.keys.prefix())
                 .arg(BATCH)
-                .arg(memory.used - allowed);
-            let (deleted, looked): (u64, u64) = self.conn.script(&invocation).await?;
+                .arg(memory.used - allowed)
+                .arg(&after);
+            let (deleted, looked, round, last): (u64, u64, u64, String) =
+                self.conn.script(&invocation).await?;
+            after = last;
             report.logs_removed += deleted;
-            if looked == 0 {
-                // Every finished job's log is gone: queued and running jobs, and whatever
-                // else the instance holds, fill it.
+            if looked == 0 && round == 0 {
+                // A whole round from the oldest job deleted nothing: every finished job's log
+                // is gone, and queued and running jobs, and whatever else the instance holds,
+                // fill it.
                 report.nothing_left = true;
                 return Ok(report);
             }

@@ -512,27 +512,45 @@ return removed
 /// marks their records `log_pruned`. Records are what the commit-status reporter and matrix
 /// jobs need, and they are small; logs are the bulk of the memory. It stops at the bytes
 /// asked for because one log can be megabytes: a fixed number of logs per call deleted every
-/// log of a small Redis to free the few hundred kilobytes it was over. A job that finishes
-/// after the scan has passed its id keeps its log until `retain_jobs` prunes it.
+/// log of a small Redis to free the few hundred kilobytes it was over.
 ///
-/// KEYS: the index of each final status, then the cursor key
-/// ARGV: key prefix (`raibid:<stream>`), most jobs to look at, bytes to free
-/// Returns {logs deleted, jobs looked at}; no job looked at means the scan is at the end.
+/// The scan goes by job id (oldest first), so a job that finishes after the scan passed its id
+/// (a long build, often with the longest log) is behind it. At the end the scan starts over
+/// from the oldest job, if the round since the last start deleted anything: jobs whose logs
+/// are gone cost two reads each, and a round that deleted nothing means nothing is left.
+///
+/// KEYS: the index of each final status, then the cursor key, then the cycle counter key
+/// ARGV: key prefix (`raibid:<stream>`), most jobs to look at, bytes to free, the id to go on
+/// after ('' for the stored cursor)
+/// Returns {logs deleted, jobs looked at, logs the round deleted, the last id looked at}; no
+/// job looked at means the scan was at the end and starts over, from the oldest, at the next
+/// call; the third value is then what the round that ended deleted (0: nothing is left).
 pub(crate) static PRUNE_LOGS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &[
             OLDEST_FINISHED,
             r#"
-local cursor_key = KEYS[#KEYS]
-local cursor = redis.call('GET', cursor_key)
+local cursor_key, cycle_key = KEYS[#KEYS - 1], KEYS[#KEYS]
 local from = '-'
-if cursor then from = '(' .. cursor end
+if ARGV[4] ~= '' then
+  from = '(' .. ARGV[4]
+else
+  local cursor = redis.call('GET', cursor_key)
+  if cursor then from = '(' .. cursor end
+end
 local n = tonumber(ARGV[2])
-local candidates = oldest(1, #KEYS - 1, from, n)
+local candidates = oldest(1, #KEYS - 2, from, n)
+if #candidates == 0 then
+  local round = redis.call('GET', cycle_key) or '0'
+  redis.call('DEL', cursor_key, cycle_key)
+  return {0, 0, tonumber(round), ''}
+end
 local p = ARGV[1]
 local needed = tonumber(ARGV[3])
 local deleted, freed, looked = 0, 0, 0
--- Deletions first: DEL is allowed even when Redis is over its maxmemory, HSET is not.
+-- Deletions first: DEL is allowed even when Redis is over its maxmemory; SET, HSET and INCRBY
+-- are not, so they are tried (pcall) rather than abort the script after its deletions. The
+-- caller carries the position on within its pass when the cursor could not be written.
 local pruned = {}
 for i = 1, math.min(n, #candidates) do
   looked = i
@@ -551,11 +569,12 @@ for i = 1, math.min(n, #candidates) do
   end
   if freed >= needed then break end
 end
-if looked > 0 then redis.call('SET', cursor_key, candidates[looked]) end
+pcall(redis.call, 'SET', cursor_key, candidates[looked])
 for _, id in ipairs(pruned) do
-  redis.call('HSET', p .. ':job:' .. id, 'log_pruned', '1')
+  pcall(redis.call, 'HSET', p .. ':job:' .. id, 'log_pruned', '1')
 end
-return {deleted, looked}
+if deleted > 0 then pcall(redis.call, 'INCRBY', cycle_key, deleted) end
+return {deleted, looked, 0, candidates[looked]}
 "#,
         ]
         .concat(),

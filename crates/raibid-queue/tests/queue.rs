@@ -1098,6 +1098,64 @@ async fn pruning_by_memory_deletes_only_as_many_logs_as_it_must() {
     assert!(pruned[0], "the oldest goes first: {pruned:?}");
 }
 
+/// A long build finishes after pruning has scanned past its id (the scan goes oldest id
+/// first): its log, often the longest, is still found once the scan reaches the newest job and
+/// starts over.
+#[tokio::test]
+async fn pruning_by_memory_comes_back_for_jobs_that_finished_late() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let chunk = vec![b'x'; 64 * 1024];
+    let long = created(q.enqueue(job("a/long")).await.unwrap()).id;
+    let mut claimer = q.claimer("agent-1").await.unwrap();
+    let running = claim_queued(&mut claimer).await;
+    assert_eq!(running.job.id, long);
+    let mut short = Vec::new();
+    for i in 0..4 {
+        let id = created(q.enqueue(job(&format!("a/{i}"))).await.unwrap()).id;
+        for _ in 0..4 {
+            assert!(q.append_log(&id, &chunk).await.unwrap());
+        }
+        q.cancel(&id).await.unwrap();
+        short.push(id);
+    }
+    let set_max = |max: u64| {
+        let answer = redis
+            .command(&format!("CONFIG SET maxmemory {max}"))
+            .unwrap();
+        assert_eq!(answer, "+OK");
+    };
+    set_max(1 << 30);
+    let used = |reading| match reading {
+        MemoryReading::Limited(memory) => memory.used,
+        other => panic!("{other:?}"),
+    };
+    // Far over: every short job's log goes, and the scan ends at the newest.
+    set_max(used(q.memory().await.unwrap()) * 100 / 85);
+    let report = q.prune_for_memory(50).await.unwrap();
+    assert_eq!(report.logs_removed, 4, "{report:?}");
+
+    // The long build ends with a big log; Redis is over again.
+    for _ in 0..16 {
+        assert!(q.append_log(&long, &chunk).await.unwrap());
+    }
+    assert!(
+        q.ack(&running, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    set_max(1 << 30);
+    set_max(used(q.memory().await.unwrap()) * 100 / 85);
+    let report = q.prune_for_memory(80).await.unwrap();
+    assert_eq!(report.logs_removed, 1, "{report:?}");
+    assert!(!report.nothing_left, "{report:?}");
+    assert!(q.get(&long).await.unwrap().unwrap().log_pruned);
+
+    // A round that finds nothing more says so.
+    set_max(1024);
+    assert!(q.prune_for_memory(80).await.unwrap().nothing_left);
+}
+
 /// A Redis user without `INFO` (`-@dangerous`, as Redis's ACL documentation suggests) cannot
 /// see how full Redis is: pruning by memory says so instead of silently doing nothing.
 #[tokio::test]
