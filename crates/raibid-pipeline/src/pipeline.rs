@@ -14,6 +14,7 @@ use crate::flow_guard;
 use crate::matrix::{Matrix, MatrixDe, Variant};
 use crate::step::{ImageRef, Step, StepKind, Steps};
 use crate::tag;
+use crate::when::{PipelineWhen, When};
 
 /// Pipeline files are a few kilobytes; refusing anything beyond this bounds the work any file
 /// can cause before YAML parsing even starts.
@@ -31,6 +32,9 @@ pub struct Pipeline {
     pub matrix: Option<Matrix>,
     /// Directories kept between jobs of the repository (`cache:`).
     pub cache: Option<Cache>,
+    /// Which jobs the pipeline runs for at all (`when:`); empty for every job. Never has
+    /// `status`: it is decided before any step runs.
+    pub when: When,
     /// Never empty; names are unique.
     pub steps: Vec<Step>,
 }
@@ -76,6 +80,7 @@ struct RawPipeline {
     clone: Option<CloneOptions>,
     matrix: Option<MatrixDe>,
     cache: Option<CacheDe>,
+    when: Option<PipelineWhen>,
     steps: Option<Steps>,
 }
 
@@ -123,6 +128,7 @@ impl RawPipeline {
             clone: self.clone.unwrap_or_default(),
             matrix: self.matrix.map(|m| m.0),
             cache: self.cache.map(|c| c.0),
+            when: self.when.map(|w| w.0).unwrap_or_default(),
             steps,
         })
     }

@@ -1,4 +1,5 @@
-//! Step filters: `when: { branch, event, tag, status, path }`.
+//! Step filters, `when: { branch, event, tag, status, path }`, and the pipeline's own `when`
+//! (the same without `status`).
 
 use std::fmt;
 
@@ -6,7 +7,9 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use raibid_model::Event;
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 
 use crate::de::OneOrMany;
 
@@ -196,16 +199,30 @@ impl When {
     /// to `branch: main` must not run for a tag push, which has no branch. A path filter is the
     /// other way round: without known changes it matches (see [`PathFilter::matches`]).
     pub fn matches(&self, ctx: &TriggerContext) -> bool {
+        self.mismatch(ctx).is_none()
+    }
+
+    /// The first key (`event`, `branch`, `tag`, `path`) that does not match `ctx`, to say why
+    /// a pipeline does not run; `None` when [`When::matches`]. `status` is not looked at.
+    pub fn mismatch(&self, ctx: &TriggerContext) -> Option<&'static str> {
         let names_match = |patterns: &[Pattern], name: Option<&str>| {
             patterns.is_empty() || name.is_some_and(|n| patterns.iter().any(|p| p.is_match(n)))
         };
-        names_match(&self.branch, ctx.branch.as_deref())
-            && names_match(&self.tag, ctx.tag.as_deref())
-            && (self.event.is_empty() || self.event.contains(&ctx.event))
-            && self
-                .path
-                .as_ref()
-                .is_none_or(|p| p.matches(ctx.changed_files.as_deref(), ctx.message.as_deref()))
+        if !(self.event.is_empty() || self.event.contains(&ctx.event)) {
+            Some("event")
+        } else if !names_match(&self.branch, ctx.branch.as_deref()) {
+            Some("branch")
+        } else if !names_match(&self.tag, ctx.tag.as_deref()) {
+            Some("tag")
+        } else if !self
+            .path
+            .as_ref()
+            .is_none_or(|p| p.matches(ctx.changed_files.as_deref(), ctx.message.as_deref()))
+        {
+            Some("path")
+        } else {
+            None
+        }
     }
 }
 
@@ -405,6 +422,103 @@ impl From<RawWhen> for When {
             tag: raw.tag,
             status: raw.status,
             path: raw.path.map(|p| p.0),
+        }
+    }
+}
+
+/// The pipeline's `when:`: a step's keys but `status` (nothing has run when it is decided),
+/// one mapping (as for steps, not Woodpecker's list of alternatives).
+pub(crate) struct PipelineWhen(pub(crate) When);
+
+/// The keys a pipeline's `when` takes, in the order unknown-key errors list them.
+const PIPELINE_WHEN_KEYS: &[&str] = &["branch", "event", "tag", "path"];
+
+impl<'de> Deserialize<'de> for PipelineWhen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PipelineWhenVisitor)
+    }
+}
+
+struct PipelineWhenVisitor;
+
+impl<'de> Visitor<'de> for PipelineWhenVisitor {
+    type Value = PipelineWhen;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping of filters: `branch`, `event`, `tag`, `path`")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<PipelineWhen, A::Error> {
+        Err(de::Error::custom(
+            "a list of `when` mappings is not supported (nor for steps): write one mapping; \
+             within it, each key takes a list",
+        ))
+    }
+
+    /// Read as a step's `when` is, through [`RawWhen`], with every key checked first where it
+    /// is written; the whole-`when` check is reported at the mapping, as a step's is.
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PipelineWhen, A::Error> {
+        let when = When::from(RawWhen::deserialize(MapAccessDeserializer::new(
+            PipelineKeys(map),
+        ))?);
+        if let Some(why) = when.impossible() {
+            return Err(de::Error::custom(format!(
+                "the pipeline's `when` can never match: {why}"
+            )));
+        }
+        Ok(PipelineWhen(when))
+    }
+}
+
+/// The mapping of a pipeline's `when`, whose keys go through [`PipelineKey`].
+struct PipelineKeys<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for PipelineKeys<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.0.next_key_seed(PipelineKey(seed))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.0.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.0.size_hint()
+    }
+}
+
+/// Refuses `status` and unknown keys inside `visit_str`, so the error points at the key (see
+/// `de.rs`), then hands the known ones to [`RawWhen`]'s own key reader.
+struct PipelineKey<K>(K);
+
+impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for PipelineKey<K> {
+    type Value = K::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<K::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for PipelineKey<K> {
+    type Value = K::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a filter name: `branch`, `event`, `tag` or `path`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<K::Value, E> {
+        match v {
+            "status" => Err(E::custom(
+                "`status` is for steps: the pipeline's `when` is decided before any step has \
+                 run; give `when: { status: ... }` to the steps that need it",
+            )),
+            key if PIPELINE_WHEN_KEYS.contains(&key) => self.0.deserialize(key.into_deserializer()),
+            other => Err(E::unknown_field(other, PIPELINE_WHEN_KEYS)),
         }
     }
 }
@@ -676,5 +790,105 @@ mod tests {
             ..changing(Some(&["src/a.rs"]), "m")
         };
         assert!(!w.matches(&other_branch));
+    }
+
+    fn pipeline_when(yaml: &str) -> Result<When, serde_yaml::Error> {
+        serde_yaml::from_str::<PipelineWhen>(yaml).map(|w| w.0)
+    }
+
+    #[test]
+    fn a_pipeline_when_takes_a_step_s_keys_but_status() {
+        for yaml in [
+            "branch: main",
+            "event: [push, pull_request]\nbranch: main",
+            "{ event: [push, pull_request], branch: main }",
+            "event: tag\ntag: \"v*\"",
+            "path: { include: \"src/**\", exclude: \"**/*.md\", ignore_message: \"[ALL]\" }",
+            "{}",
+        ] {
+            let read = pipeline_when(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_eq!(read, when(yaml), "{yaml}");
+        }
+        let w = pipeline_when("event: [push, pull_request]\nbranch: main").unwrap();
+        assert!(w.matches(&on_branch(Event::Push, "main")));
+        assert!(w.matches(&on_branch(Event::PullRequest, "main")));
+        assert!(!w.matches(&on_branch(Event::Manual, "main")));
+    }
+
+    #[test]
+    fn a_pipeline_when_refuses_status_and_unknown_keys_where_written() {
+        for (yaml, line, column, needle) in [
+            (
+                "branch: main\nstatus: failure\n",
+                2,
+                1,
+                "`status` is for steps",
+            ),
+            (
+                "{ event: push, status: [success] }\n",
+                1,
+                16,
+                "`status` is for steps",
+            ),
+            (
+                "branch: main\nbranches: dev\n",
+                2,
+                1,
+                "unknown field `branches`, expected one of `branch`, `event`, `tag`, `path`",
+            ),
+            ("event: pushh\n", 1, 8, "unknown event"),
+            ("path: { include: [] }\n", 1, 18, "empty list never matches"),
+            (
+                "- branch: main\n- event: tag\n",
+                1,
+                1,
+                "a list of `when` mappings",
+            ),
+            ("main\n", 1, 1, "expected a mapping of filters"),
+        ] {
+            let err = pipeline_when(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} parsed"));
+            let loc = err.location().unwrap();
+            assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
+            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_pipeline_when_that_can_never_match_is_refused() {
+        for yaml in [
+            "branch: main\ntag: \"v*\"",
+            "tag: \"v*\"\nevent: [push, pull_request]",
+            "branch: main\nevent: tag",
+        ] {
+            let err = pipeline_when(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} parsed"));
+            assert!(
+                err.to_string()
+                    .contains("the pipeline's `when` can never match"),
+                "{yaml}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn mismatch_names_the_first_key_that_does_not_match() {
+        let w = when("event: push\nbranch: main\npath: \"src/**\"");
+        assert_eq!(w.mismatch(&changing(Some(&["src/a.rs"]), "m")), None);
+        assert_eq!(
+            w.mismatch(&changing(Some(&["docs/a.md"]), "m")),
+            Some("path")
+        );
+        assert_eq!(
+            w.mismatch(&changing(None, "m")),
+            None,
+            "unknown changes match"
+        );
+        assert_eq!(w.mismatch(&on_branch(Event::Push, "dev")), Some("branch"));
+        assert_eq!(w.mismatch(&on_branch(Event::Manual, "dev")), Some("event"));
+        assert_eq!(w.mismatch(&on_tag("v1")), Some("event"));
+        assert_eq!(when("tag: \"v*\"").mismatch(&on_tag("x")), Some("tag"));
     }
 }

@@ -637,6 +637,73 @@ fn a_when_that_can_never_match_is_an_error() {
     );
 }
 
+/// A top-level `when` (Woodpecker's workflow filter) is a step's `when` without `status`, read
+/// the same way and refused where it is wrong.
+#[test]
+fn a_top_level_when_filters_the_whole_pipeline() {
+    const STEPS: &str = "steps:\n  - name: test\n    run: make test\n";
+    let p = parse(
+        PIPELINE_FILE,
+        &format!("when: {{ event: [push, pull_request], branch: main }}\n{STEPS}"),
+    )
+    .unwrap();
+    let on = |event, branch: &str| TriggerContext::new(event, Some(branch.to_owned()), None);
+    assert!(p.when.matches(&on(Event::Push, "main")));
+    assert!(p.when.matches(&on(Event::PullRequest, "main")));
+    assert_eq!(p.when.mismatch(&on(Event::Push, "dev")), Some("branch"));
+    assert_eq!(p.when.mismatch(&on(Event::Cron, "main")), Some("event"));
+    assert!(
+        p.steps[0].when.is_empty(),
+        "the steps keep their own `when`"
+    );
+    assert!(parse(PIPELINE_FILE, STEPS).unwrap().when.is_empty());
+    assert!(
+        parse(PIPELINE_FILE, &format!("when:\n{STEPS}"))
+            .unwrap()
+            .when
+            .is_empty()
+    );
+
+    for (text, line, column, needle) in [
+        (
+            format!("{STEPS}when:\n  branch: main\n  status: failure\n"),
+            6,
+            3,
+            "`status` is for steps",
+        ),
+        (
+            format!("when: {{ event: push, statuses: failure }}\n{STEPS}"),
+            1,
+            22,
+            "unknown field `statuses`, expected one of `branch`, `event`, `tag`, `path`",
+        ),
+        (
+            format!("when:\n  branch: main\n  tag: \"v*\"\n{STEPS}"),
+            2,
+            3,
+            "the pipeline's `when` can never match: `branch` and `tag` together",
+        ),
+        (
+            format!("when:\n  - branch: main\n  - event: tag\n{STEPS}"),
+            2,
+            3,
+            "a list of `when` mappings is not supported",
+        ),
+        (
+            format!("when: {{ path: /src }}\n{STEPS}"),
+            1,
+            15,
+            "relative to the repository root",
+        ),
+    ] {
+        let e = err(&text).to_string();
+        assert!(
+            e.starts_with(&format!(".raibid.yaml:{line}:{column}: ")) && e.contains(needle),
+            "{text}: {e}"
+        );
+    }
+}
+
 /// Axes with a single value multiply nothing, so the job cap let a 14 KB file have 1008 of
 /// them: expanding it took seconds per call, and each variant's name was kilobytes long.
 #[test]
