@@ -373,6 +373,33 @@ impl Runner {
             Ok(p) => p,
             Err(message) => return error_outcome(log, message).await,
         };
+        let mut trigger = TriggerContext::new(
+            job.spec.event,
+            job.build_branch().map(str::to_owned),
+            job.tag().map(str::to_owned),
+        );
+        // The first delivery of a matrix job only queues its variants, which compare for
+        // their own steps; the pipeline's `when` needs the changes before that.
+        let queues_variants =
+            pipeline.matrix.is_some() && !job.spec.env.contains_key("RAIBID_MATRIX");
+        let step_paths = !queues_variants && pipeline.steps.iter().any(|s| s.when.path.is_some());
+        // Before the workspace goes to the step user: git refuses a repository another user
+        // owns (`safe.directory`).
+        if step_paths || pipeline.when.path.is_some() {
+            let Some(()) = unless_stopped(
+                stop,
+                self.path_context(job, &workspace, &pipeline, &mut trigger, log),
+            )
+            .await
+            else {
+                return stopped();
+            };
+        }
+        // Decided before anything else is fetched, restored or queued: a pipeline that does
+        // not run for this job runs nothing, a matrix's variants included.
+        if let Some(key) = pipeline.when.mismatch(&trigger) {
+            return skip_pipeline(&pipeline, key, &trigger, log).await;
+        }
         if pipeline.clone.submodules {
             match unless_stopped(stop, self.git.update_submodules(job, &workspace)).await {
                 None => return stopped(),
@@ -400,11 +427,6 @@ impl Runner {
             MatrixStep::Run(env) => env,
             MatrixStep::Expanded(outcome) => return outcome,
         };
-        let mut trigger = TriggerContext::new(
-            job.spec.event,
-            job.build_branch().map(str::to_owned),
-            job.tag().map(str::to_owned),
-        );
         // Restored before the workspace goes to the step user, so the hand-over below gives
         // the restored files to it too.
         let cache = self.cache_key(job, &pipeline, log).await;
@@ -412,15 +434,6 @@ impl Runner {
             && cache.policy.pulls()
         {
             self.restore_cache(job, cache, key, &workspace, log).await;
-        }
-        // Before the workspace goes to the step user: git refuses a repository another user
-        // owns (`safe.directory`).
-        if pipeline.steps.iter().any(|s| s.when.path.is_some()) {
-            let Some(()) =
-                unless_stopped(stop, self.path_context(job, &workspace, &mut trigger, log)).await
-            else {
-                return stopped();
-            };
         }
         if let Some(user) = self.executor.step_user() {
             let (src, home_dir) = (workspace.clone(), home.clone());
@@ -733,11 +746,12 @@ impl Runner {
 
     /// Fills in what `when: path` filters look at: the files the commit changes and its
     /// message. When the changes cannot be known (or are none), says once in the log why path
-    /// filters do not apply; the steps that have them then run.
+    /// filters do not apply; the pipeline and the steps that have them then run.
     async fn path_context(
         &self,
         job: &Job,
         workspace: &Path,
+        pipeline: &Pipeline,
         trigger: &mut TriggerContext,
         log: &mut JobLog,
     ) {
@@ -763,8 +777,14 @@ impl Runner {
             Changes::Unknown(why) => why,
         };
         info!(job = %job.id, %why, "path filters not applied");
+        let steps = pipeline.steps.iter().any(|s| s.when.path.is_some());
+        let what = match (pipeline.when.path.is_some(), steps) {
+            (true, true) => "the pipeline and steps with `when: path` run",
+            (true, false) => "the pipeline runs",
+            _ => "steps with `when: path` run",
+        };
         log.line(&format!(
-            "\x1b[33mpath filters not applied, steps with `when: path` run: {why}\x1b[0m"
+            "\x1b[33mpath filters not applied, {what}: {why}\x1b[0m"
         ))
         .await;
     }
@@ -1223,6 +1243,52 @@ fn job_limit_reached(limit: Duration) -> String {
         "stopped: the job's time limit of {}s ran out",
         limit.as_secs()
     )
+}
+
+/// The job of a pipeline whose own `when` does not match it: it succeeds with every step
+/// `skipped` (Woodpecker shows such a pipeline as skipped; a job has no such status), and the
+/// log says once why.
+async fn skip_pipeline(
+    pipeline: &Pipeline,
+    key: &str,
+    trigger: &TriggerContext,
+    log: &mut JobLog,
+) -> Outcome {
+    let job_has = match key {
+        "event" => format!("the job's event is {}", trigger.event),
+        "branch" => match &trigger.branch {
+            Some(branch) => format!("the job's branch is {branch}"),
+            None => "the job has no branch".to_owned(),
+        },
+        "tag" => match &trigger.tag {
+            Some(tag) => format!("the job's tag is {tag}"),
+            None => "the job has no tag".to_owned(),
+        },
+        _ => match &trigger.changed_files {
+            Some(files) => format!("none of the {} changed file(s) is wanted", files.len()),
+            None => "the changes are not known".to_owned(),
+        },
+    };
+    log.line(&format!(
+        "\x1b[33mpipeline skipped: the pipeline's `when` does not match (`{key}`: {job_has}); \
+         no step runs\x1b[0m"
+    ))
+    .await;
+    let mut outcome = Outcome::new(JobStatus::Success).with_reason(format!(
+        "skipped: the pipeline's when does not match ({key})"
+    ));
+    outcome.steps = pipeline
+        .steps
+        .iter()
+        .map(|s| StepResult {
+            name: s.name.clone(),
+            status: StepStatus::Skipped,
+            exit_code: None,
+            duration_ms: None,
+            tail: String::new(),
+        })
+        .collect();
+    outcome
 }
 
 async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use raibid_forge::{CommitStatus, StatusState};
-use raibid_model::{Job, JobStatus};
+use raibid_model::{Job, JobStatus, StepStatus};
 
 /// The status to show for `job` as it is now.
 pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
@@ -117,6 +117,14 @@ fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
             Some(agent) => format!("running on {agent}"),
             None => "running".into(),
         },
+        // A pipeline whose `when` does not match the job (or whose steps' do not): what
+        // Woodpecker shows as a skipped pipeline, not a build that passed.
+        JobStatus::Success
+            if !job.steps.is_empty()
+                && job.steps.iter().all(|s| s.status == StepStatus::Skipped) =>
+        {
+            "skipped: when does not match".into()
+        }
         JobStatus::Success => match took {
             Some(t) => format!("succeeded in {t}"),
             None => "succeeded".into(),
@@ -198,6 +206,31 @@ mod tests {
             "failed: step test exited with 1"
         );
         assert_eq!(describe(&j, JobStatus::Cancelled, now), "cancelled");
+    }
+
+    #[test]
+    fn a_job_whose_steps_were_all_skipped_says_so() {
+        let step = |name: &str, status| raibid_model::StepResult {
+            name: name.into(),
+            status,
+            exit_code: None,
+            duration_ms: None,
+            tail: String::new(),
+        };
+        let mut skipped = job();
+        skipped.reason = Some("skipped: the pipeline's when does not match (branch)".into());
+        skipped.steps = vec![
+            step("build", StepStatus::Skipped),
+            step("test", StepStatus::Skipped),
+        ];
+        let status = commit_status(&skipped, "");
+        assert_eq!(status.state, StatusState::Success);
+        assert_eq!(status.description, "skipped: when does not match");
+        skipped.steps[1].status = StepStatus::Success;
+        assert_eq!(
+            describe(&skipped, JobStatus::Success, Utc::now()),
+            "succeeded in 1m 12s"
+        );
     }
 
     #[test]

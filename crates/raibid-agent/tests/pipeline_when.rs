@@ -1,0 +1,159 @@
+//! The pipeline's own `when` (Woodpecker's workflow filter): a job it does not match runs no
+//! step, queues no matrix variant, and ends as a success whose steps are all `skipped`.
+
+use raibid_agent::SecretStore;
+use raibid_model::{Event, Job, JobStatus, NewJob, PoolName, StepStatus};
+use raibid_testkit::GitRepo;
+
+mod support;
+use support::Harness;
+
+const ON_MAIN: &str = "when: { branch: main }\nsteps:\n  - name: build\n    run: echo ran-build\n  \
+                       - name: cleanup\n    run: echo ran-cleanup\n    when: { status: failure }\n  \
+                       - name: always\n    run: echo ran-always\n    when: { status: [success, failure] }\n";
+
+const SKIPPED: &str = "pipeline skipped: the pipeline's `when` does not match";
+
+/// A push of `sha` to `branch`, compared with `base`.
+fn push(repo: &GitRepo, branch: &str, sha: &str, base: Option<&str>) -> NewJob {
+    let mut spec = NewJob::new(
+        "acme/app",
+        repo.url(),
+        format!("refs/heads/{branch}"),
+        sha,
+        Event::Push,
+    );
+    spec.diff_base = base.map(str::to_owned);
+    spec
+}
+
+async fn run(h: &Harness, spec: NewJob) -> (Job, String) {
+    let job = h.enqueue_spec(spec).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    (h.job(&job.id).await, h.log(&job.id).await)
+}
+
+fn statuses(job: &Job) -> Vec<(&str, StepStatus)> {
+    job.steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pipeline_whose_when_does_not_match_skips_every_step_and_succeeds() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let on_main = repo.commit(&[(".raibid.yaml", ON_MAIN)], "init");
+    repo.checkout_new_branch("dev");
+    let on_dev = repo.commit(&[("README.md", "dev\n")], "dev work");
+
+    let (done, log) = run(&h, push(&repo, "dev", &on_dev, None)).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(
+        statuses(&done),
+        [
+            ("build", StepStatus::Skipped),
+            ("cleanup", StepStatus::Skipped),
+            ("always", StepStatus::Skipped)
+        ],
+        "{log}"
+    );
+    assert_eq!(log.matches(SKIPPED).count(), 1, "{log}");
+    assert!(
+        log.contains("(`branch`: the job's branch is dev); no step runs"),
+        "{log}"
+    );
+    assert!(!log.contains("ran-"), "{log}");
+    assert!(
+        done.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("skipped: the pipeline's when does not match")),
+        "{:?}",
+        done.reason
+    );
+
+    let (done, log) = run(&h, push(&repo, "main", &on_main, None)).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(
+        statuses(&done),
+        [
+            ("build", StepStatus::Success),
+            ("cleanup", StepStatus::Skipped),
+            ("always", StepStatus::Success)
+        ],
+        "{log}"
+    );
+    assert!(!log.contains(SKIPPED), "{log}");
+    assert!(
+        log.contains("ran-build") && log.contains("ran-always"),
+        "{log}"
+    );
+}
+
+/// The matrix job decides for its variants: when the pipeline does not run, none is queued.
+#[tokio::test]
+async fn a_matrix_pipeline_whose_when_does_not_match_queues_no_variant() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    repo.commit(&[("README.md", "hi\n")], "init");
+    repo.checkout_new_branch("dev");
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "when:\n  branch: main\nmatrix:\n  FLAVOUR: [plain, fancy]\nsteps:\n  - name: show\n    run: echo flavour=$FLAVOUR\n",
+        )],
+        "matrix",
+    );
+    let (done, log) = run(&h, push(&repo, "dev", &sha, None)).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(statuses(&done), [("show", StepStatus::Skipped)], "{log}");
+    assert!(done.children.is_empty(), "{:?}", done.children);
+    assert_eq!(log.matches(SKIPPED).count(), 1, "{log}");
+    assert!(!log.contains("queued"), "{log}");
+    let stats = h.queue.stats(&PoolName::default()).await.unwrap();
+    assert_eq!(stats.lag, 0, "nothing left to run: {stats:?}");
+    assert!(
+        h.run_once(h.runner(SecretStore::default()))
+            .await
+            .is_empty()
+    );
+}
+
+/// A `path` filter on the pipeline compares the commit with its base like a step's does,
+/// and unknown changes run the pipeline.
+#[tokio::test]
+async fn a_pipeline_path_filter_skips_the_pipeline_for_other_files() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let first = repo.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "when: { path: \"src/**\" }\nsteps:\n  - name: build\n    run: echo ran-build\n",
+            ),
+            ("src/main.rs", "fn main() {}\n"),
+        ],
+        "init",
+    );
+    let docs = repo.commit(&[("docs/index.md", "# docs\n")], "docs only");
+    let code = repo.commit(&[("src/main.rs", "fn main() { }\n")], "code");
+
+    let (done, log) = run(&h, push(&repo, "main", &docs, Some(&first))).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(statuses(&done), [("build", StepStatus::Skipped)], "{log}");
+    assert!(
+        log.contains("(`path`: none of the 1 changed file(s) is wanted)"),
+        "{log}"
+    );
+
+    let (done, log) = run(&h, push(&repo, "main", &code, Some(&docs))).await;
+    assert_eq!(statuses(&done), [("build", StepStatus::Success)], "{log}");
+
+    let (done, log) = run(&h, push(&repo, "main", &docs, None)).await;
+    assert_eq!(statuses(&done), [("build", StepStatus::Success)], "{log}");
+    assert!(
+        log.contains("path filters not applied, the pipeline runs: the push created the branch"),
+        "{log}"
+    );
+}
