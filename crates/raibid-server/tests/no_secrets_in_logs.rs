@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raibid_config::Secret;
@@ -15,29 +13,9 @@ const GITEA_TOKEN: &str = "gitea-api-token-should-not-leak";
 const GITHUB_TOKEN: &str = "ghp_should_not_leak_either";
 const REPO_SECRET: &str = "repository-secret-should-not-leak";
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn tokens_and_secrets_stay_out_of_trace_logs() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let capture = support::Logs::capture(tracing::Level::TRACE);
 
     let mut cfg = config();
     let nowhere = format!("http://127.0.0.1:{}", raibid_testkit::free_port());
@@ -110,7 +88,7 @@ async fn tokens_and_secrets_stay_out_of_trace_logs() {
     )
     .await;
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("webhook queued a job"),
         "logs were captured:\n{logs}"

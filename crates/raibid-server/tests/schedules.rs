@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -222,37 +221,9 @@ async fn a_missed_occurrence_older_than_its_period_is_not_run() {
     assert_eq!(mark.job_id.as_deref(), Some("01J0000000000000000000000A"));
 }
 
-/// Everything the tests' servers log, to look for the scheduler's warnings.
-fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || Sink(logs))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        logs
-    })
-}
-
-struct Sink(&'static Mutex<Vec<u8>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn an_unresolvable_branch_is_logged_and_retried_and_the_others_go_on() {
-    let logs = logs();
+    let logs = support::Logs::capture(tracing::Level::INFO);
     let repo = GitRepo::new();
     let head = repo.commit(&[("README", "one\n")], "one");
     let clock = TestClock::at(at(4, 10, 0, 30));
@@ -273,7 +244,7 @@ async fn an_unresolvable_branch_is_logged_and_retried_and_the_others_go_on() {
     })
     .await;
     eventually("the warning", async || {
-        let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        let text = logs.text();
         text.lines().any(|l| {
             l.contains("WARN") && (l.contains("schedule=\"gone\"") || l.contains("schedule=gone"))
         })
@@ -283,7 +254,7 @@ async fn an_unresolvable_branch_is_logged_and_retried_and_the_others_go_on() {
     let queued = jobs(&server).await;
     assert_eq!(queued.len(), 1, "{queued:#?}");
     assert_eq!(queued[0].spec.schedule.as_deref(), Some("fine"));
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let text = logs.text();
     let warning = text
         .lines()
         .find(|l| l.contains("WARN") && l.contains("gone"))
