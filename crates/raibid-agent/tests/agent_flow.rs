@@ -1039,14 +1039,7 @@ async fn a_workspace_with_read_only_directories_is_removed() {
 /// checkout borrows objects from.
 #[tokio::test]
 async fn host_steps_run_as_the_step_user_and_cannot_write_the_mirror() {
-    use std::os::unix::fs::PermissionsExt;
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "starting steps as another user needs root (CI runs as root); run this test as root"
-    );
-    let h = Harness::new();
-    // The step user has to get to its workspace: tempdir makes the harness directory 0700.
-    std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let h = Harness::for_step_users();
     let repo = GitRepo::new();
     let script = "steps:\n  - name: as-step-user\n    run: |\n      \
                   echo who=$(id -u):$(id -g):$(id -G)\n      \

@@ -120,13 +120,7 @@ async fn the_cache_carries_target_to_the_next_job_but_not_from_forks_or_failures
 #[tokio::test]
 async fn restored_files_belong_to_the_step_user() {
     use std::os::unix::fs::PermissionsExt;
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "starting steps as another user needs root (CI runs as root); run this test as root"
-    );
-    let h = Harness::new();
-    // The step user has to get to its workspace: tempdir makes the harness directory 0700.
-    std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let h = Harness::for_step_users();
     let repo = GitRepo::new();
     let script = "cache: [target]\nsteps:\n  - name: build\n    run: |\n      \
                   if [ -e target/marker ]; then echo owner=$(stat -c %u target/marker):$(stat -c %u target); fi\n      \

@@ -45,6 +45,20 @@ impl Harness {
         }
     }
 
+    /// A harness for steps run as other users (`agent.step_user`), which only root can start:
+    /// the step users have to get to their workspaces, and tempdir makes the harness's
+    /// directory 0700.
+    pub fn for_step_users() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "starting steps as another user needs root (CI runs as root); run this test as root"
+        );
+        let h = Self::new();
+        std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        h
+    }
+
     /// The agent's mirror cache (its git's HOME too).
     pub fn cache(&self) -> PathBuf {
         self.dir.path().join("cache")
