@@ -382,10 +382,10 @@ impl Runner {
         // their own steps; the pipeline's `when` needs the changes before that.
         let queues_variants =
             pipeline.matrix.is_some() && !job.spec.env.contains_key("RAIBID_MATRIX");
-        let step_paths = !queues_variants && pipeline.steps.iter().any(|s| s.when.path.is_some());
+        let step_paths = !queues_variants && pipeline.steps.iter().any(|s| s.when.has_path());
         // Before the workspace goes to the step user: git refuses a repository another user
         // owns (`safe.directory`).
-        if step_paths || pipeline.when.path.is_some() {
+        if step_paths || pipeline.when.has_path() {
             let Some(()) = unless_stopped(
                 stop,
                 self.path_context(job, &workspace, &pipeline, &mut trigger, log),
@@ -397,8 +397,8 @@ impl Runner {
         }
         // Decided before anything else is fetched, restored or queued: a pipeline that does
         // not run for this job runs nothing, a matrix's variants included.
-        if let Some(key) = pipeline.when.mismatch(&trigger) {
-            return skip_pipeline(&pipeline, key, &trigger, log).await;
+        if let Some(keys) = pipeline.when.mismatch(&trigger) {
+            return skip_pipeline(&pipeline, &keys, &trigger, log).await;
         }
         if pipeline.clone.submodules {
             match unless_stopped(stop, self.git.update_submodules(job, &workspace)).await {
@@ -777,8 +777,8 @@ impl Runner {
             Changes::Unknown(why) => why,
         };
         info!(job = %job.id, %why, "path filters not applied");
-        let steps = pipeline.steps.iter().any(|s| s.when.path.is_some());
-        let what = match (pipeline.when.path.is_some(), steps) {
+        let steps = pipeline.steps.iter().any(|s| s.when.has_path());
+        let what = match (pipeline.when.has_path(), steps) {
             (true, true) => "the pipeline and steps with `when: path` run",
             (true, false) => "the pipeline runs",
             _ => "steps with `when: path` run",
@@ -856,7 +856,8 @@ impl Runner {
                 results[i].status = StepStatus::Skipped;
                 continue;
             }
-            if !step.when.matches(trigger) {
+            // Some block allows `state`, but none of those matches the trigger.
+            if !step.when.runs(trigger, state) {
                 results[i].status = StepStatus::Skipped;
                 log.line(&format!(
                     "\x1b[2m- step {} skipped (when does not match)\x1b[0m",
@@ -1250,11 +1251,11 @@ fn job_limit_reached(limit: Duration) -> String {
 /// log says once why.
 async fn skip_pipeline(
     pipeline: &Pipeline,
-    key: &str,
+    keys: &[&str],
     trigger: &TriggerContext,
     log: &mut JobLog,
 ) -> Outcome {
-    let job_has = match key {
+    let job_has = |key: &str| match key {
         "event" => format!("the job's event is {}", trigger.event),
         "branch" => match &trigger.branch {
             Some(branch) => format!("the job's branch is {branch}"),
@@ -1269,13 +1270,29 @@ async fn skip_pipeline(
             None => "the changes are not known".to_owned(),
         },
     };
+    // One block (a mapping, or a list of one) keeps the single-key wording; for a list, each
+    // block's first key that does not match.
+    let (why, reason) = match keys {
+        [key] => (format!("`{key}`: {}", job_has(key)), (*key).to_owned()),
+        _ => {
+            let blocks: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| format!("block {} `{key}`: {}", i + 1, job_has(key)))
+                .collect();
+            (
+                format!("no block matches: {}", blocks.join("; ")),
+                format!("no block matches: {}", keys.join(", ")),
+            )
+        }
+    };
     log.line(&format!(
-        "\x1b[33mpipeline skipped: the pipeline's `when` does not match (`{key}`: {job_has}); \
+        "\x1b[33mpipeline skipped: the pipeline's `when` does not match ({why}); \
          no step runs\x1b[0m"
     ))
     .await;
     let mut outcome = Outcome::new(JobStatus::Success).with_reason(format!(
-        "skipped: the pipeline's when does not match ({key})"
+        "skipped: the pipeline's when does not match ({reason})"
     ));
     outcome.steps = pipeline
         .steps

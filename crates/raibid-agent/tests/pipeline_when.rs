@@ -157,3 +157,75 @@ async fn a_pipeline_path_filter_skips_the_pipeline_for_other_files() {
         "{log}"
     );
 }
+
+/// A tag `name` of `sha` (tagged in `repo`), built as a tag push.
+fn tag_push(repo: &GitRepo, name: &str, sha: &str) -> NewJob {
+    repo.git(&["tag", name, sha]);
+    NewJob::new(
+        "acme/app",
+        repo.url(),
+        format!("refs/tags/{name}"),
+        sha,
+        Event::Tag,
+    )
+}
+
+/// Woodpecker's list form of `when`: a step, or the whole pipeline, runs when any of its
+/// blocks matches: a push to main and a tag run it, a push to dev does not.
+#[tokio::test]
+async fn a_when_list_runs_when_any_of_its_blocks_matches() {
+    const STEP_LIST: &str = "steps:\n  - name: build\n    run: echo ran-build\n  \
+                             - name: release\n    run: echo ran-release\n    when:\n      \
+                             - branch: main\n      - event: tag\n";
+    const PIPELINE_LIST: &str = "when:\n  - { event: push, branch: main }\n  - event: tag\n\
+                                 steps:\n  - name: build\n    run: echo ran-build\n";
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let step_main = repo.commit(&[(".raibid.yaml", STEP_LIST)], "step list");
+    let pipeline_main = repo.commit(&[(".raibid.yaml", PIPELINE_LIST)], "pipeline list");
+    repo.checkout_new_branch("dev");
+    let step_dev = repo.commit(&[(".raibid.yaml", STEP_LIST)], "step list on dev");
+    let pipeline_dev = repo.commit(&[(".raibid.yaml", PIPELINE_LIST)], "pipeline list on dev");
+
+    for (spec, release) in [
+        (push(&repo, "main", &step_main, None), StepStatus::Success),
+        (tag_push(&repo, "v1", &step_main), StepStatus::Success),
+        (push(&repo, "dev", &step_dev, None), StepStatus::Skipped),
+    ] {
+        let (done, log) = run(&h, spec).await;
+        assert_eq!(done.status, JobStatus::Success, "{log}");
+        assert_eq!(
+            statuses(&done),
+            [("build", StepStatus::Success), ("release", release)],
+            "{log}"
+        );
+        assert_eq!(
+            log.contains("ran-release"),
+            release == StepStatus::Success,
+            "{log}"
+        );
+    }
+
+    for spec in [
+        push(&repo, "main", &pipeline_main, None),
+        tag_push(&repo, "v2", &pipeline_main),
+    ] {
+        let (done, log) = run(&h, spec).await;
+        assert_eq!(statuses(&done), [("build", StepStatus::Success)], "{log}");
+        assert!(!log.contains(SKIPPED), "{log}");
+    }
+    let (done, log) = run(&h, push(&repo, "dev", &pipeline_dev, None)).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(statuses(&done), [("build", StepStatus::Skipped)], "{log}");
+    assert!(
+        log.contains(
+            "(no block matches: block 1 `branch`: the job's branch is dev; block 2 `event`: \
+             the job's event is push); no step runs"
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        done.reason.as_deref(),
+        Some("skipped: the pipeline's when does not match (no block matches: branch, event)")
+    );
+}

@@ -33,7 +33,7 @@ pub use matrix::{MAX_AXES, MAX_VARIANT_NAME_LEN, MAX_VARIANTS, Matrix, Variant};
 pub use pipeline::{CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes};
 pub use step::{OnFailure, Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};
-pub use when::{PathFilter, Pattern, RunState, TriggerContext, When};
+pub use when::{PathFilter, Pattern, RunState, TriggerContext, When, WhenBlock};
 
 /// The pipeline file, at the repository root.
 pub const PIPELINE_FILE: &str = ".raibid.yaml";

@@ -32,8 +32,8 @@ pub struct Pipeline {
     pub matrix: Option<Matrix>,
     /// Directories kept between jobs of the repository (`cache:`).
     pub cache: Option<Cache>,
-    /// Which jobs the pipeline runs for at all (`when:`); empty for every job. Never has
-    /// `status`: it is decided before any step runs.
+    /// Which jobs the pipeline runs for at all (`when:`, one block or a list of them); no
+    /// block for every job. Never has `status`: it is decided before any step runs.
     pub when: When,
     /// Never empty; names are unique.
     pub steps: Vec<Step>,

@@ -11,7 +11,7 @@ use crate::de::{CheckedMap, StepEnvMap, UniqueList, checked_str};
 use crate::duration::Timeout;
 use crate::image_build::{ImageBuild, ImageBuildDe};
 use crate::names;
-use crate::when::{RawWhen, When};
+use crate::when::{StepWhen, When};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
@@ -87,7 +87,7 @@ struct RawStep {
     image: Option<ImageRef>,
     env: Option<StepEnvMap>,
     timeout: Option<Timeout>,
-    when: Option<RawWhen>,
+    when: Option<StepWhen>,
     #[serde(default, deserialize_with = "secrets")]
     secrets: Vec<String>,
     failure: Option<Failure>,
@@ -139,7 +139,7 @@ impl RawStep {
                 ));
             }
         };
-        let when = self.when.map(When::from).unwrap_or_default();
+        let when = self.when.map(|w| w.0).unwrap_or_default();
         if let Some(why) = when.impossible() {
             // Accepted, the step would be skipped on every run with nothing to say why.
             return Err(format!("step {name:?}: `when` can never match: {why}"));
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(step.image.as_deref(), Some("rust:1.85"));
         assert_eq!(step.env["FOO"], "bar");
         assert_eq!(step.timeout, Some(Duration::from_secs(600)));
-        assert_eq!(step.when.branch[0].as_str(), "main");
+        assert_eq!(step.when.blocks[0].branch[0].as_str(), "main");
         assert_eq!(step.secrets, ["CARGO_TOKEN"]);
     }
 

@@ -1,5 +1,5 @@
-//! Step filters, `when: { branch, event, tag, status, path }`, and the pipeline's own `when`
-//! (the same without `status`).
+//! Step filters, `when: { branch, event, tag, status, path }` or a list of such blocks (any of
+//! which may match), and the pipeline's own `when` (the same without `status`).
 
 use std::fmt;
 
@@ -140,10 +140,10 @@ impl RunState {
     }
 }
 
-/// When a step runs. Every non-empty list must match (AND); within a list any entry may match
-/// (OR). An empty `When` runs the step as long as no step before it failed.
+/// One mapping of a `when`: every non-empty list must match (AND); within a list any entry may
+/// match (OR). An empty block runs the step as long as no step before it failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct When {
+pub struct WhenBlock {
     pub branch: Vec<Pattern>,
     pub event: Vec<Event>,
     pub tag: Vec<Pattern>,
@@ -154,7 +154,7 @@ pub struct When {
     pub path: Option<PathFilter>,
 }
 
-impl When {
+impl WhenBlock {
     pub fn is_empty(&self) -> bool {
         self.branch.is_empty()
             && self.event.is_empty()
@@ -163,7 +163,7 @@ impl When {
             && self.path.is_none()
     }
 
-    /// Whether the step runs with the job in `state` (the trigger is [`When::matches`]'s).
+    /// Whether the block allows the job to be in `state` (the trigger is [`WhenBlock::matches`]'s).
     pub fn runs_in(&self, state: RunState) -> bool {
         if self.status.is_empty() {
             state == RunState::Success
@@ -203,7 +203,7 @@ impl When {
     }
 
     /// The first key (`event`, `branch`, `tag`, `path`) that does not match `ctx`, to say why
-    /// a pipeline does not run; `None` when [`When::matches`]. `status` is not looked at.
+    /// a pipeline does not run; `None` when [`WhenBlock::matches`]. `status` is not looked at.
     pub fn mismatch(&self, ctx: &TriggerContext) -> Option<&'static str> {
         let names_match = |patterns: &[Pattern], name: Option<&str>| {
             patterns.is_empty() || name.is_some_and(|n| patterns.iter().any(|p| p.is_match(n)))
@@ -223,6 +223,75 @@ impl When {
         } else {
             None
         }
+    }
+}
+
+/// When a step (or the pipeline) runs: a list of blocks, any of which may match (Woodpecker's
+/// list form of `when`); a `when` written as one mapping is one block. No block (no `when`)
+/// matches every job.
+///
+/// `status` belongs to its block like the other keys: a step runs with the job in a state when
+/// some block both matches the trigger and allows that state (a block without `status`
+/// allows `success` only). See [`When::runs`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct When {
+    /// Never empty when read from a file with `when`: an empty list is refused.
+    pub blocks: Vec<WhenBlock>,
+}
+
+impl When {
+    /// Whether no block has any key: the step runs on every job while every step passes.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.iter().all(WhenBlock::is_empty)
+    }
+
+    /// Whether some block has a `path` filter, for which the agent must know the changes.
+    pub fn has_path(&self) -> bool {
+        self.blocks.iter().any(|b| b.path.is_some())
+    }
+
+    /// Whether some block allows the job to be in `state`, whatever the trigger: when none
+    /// does, the step is not even considered (after a failure, most steps are not).
+    pub fn runs_in(&self, state: RunState) -> bool {
+        if self.blocks.is_empty() {
+            state == RunState::Success
+        } else {
+            self.blocks.iter().any(|b| b.runs_in(state))
+        }
+    }
+
+    /// Whether the step runs for `ctx` with the job in `state`: some block matches the trigger
+    /// and allows `state` (not one block matching and another allowing the state).
+    pub fn runs(&self, ctx: &TriggerContext, state: RunState) -> bool {
+        if self.blocks.is_empty() {
+            state == RunState::Success
+        } else {
+            self.blocks
+                .iter()
+                .any(|b| b.runs_in(state) && b.matches(ctx))
+        }
+    }
+
+    /// Whether some block matches `ctx`, `status` aside (see [`When::runs`] for steps).
+    pub fn matches(&self, ctx: &TriggerContext) -> bool {
+        self.mismatch(ctx).is_none()
+    }
+
+    /// Why no block matches `ctx` (`status` aside), to say why a pipeline does not run: each
+    /// block's first key that does not match ([`WhenBlock::mismatch`]), in the order of the
+    /// blocks; `None` when some block matches.
+    pub fn mismatch(&self, ctx: &TriggerContext) -> Option<Vec<&'static str>> {
+        let mut keys = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            keys.push(block.mismatch(ctx)?);
+        }
+        if keys.is_empty() { None } else { Some(keys) }
+    }
+
+    /// Why a block can never match, if one cannot: a list's blocks are refused one by one
+    /// where they are written, so this only finds the block of a `when` written as a mapping.
+    pub(crate) fn impossible(&self) -> Option<&'static str> {
+        self.blocks.iter().find_map(WhenBlock::impossible)
     }
 }
 
@@ -414,7 +483,7 @@ pub(crate) struct RawWhen {
     path: Option<PathFilterDe>,
 }
 
-impl From<RawWhen> for When {
+impl From<RawWhen> for WhenBlock {
     fn from(raw: RawWhen) -> Self {
         Self {
             branch: raw.branch,
@@ -426,8 +495,20 @@ impl From<RawWhen> for When {
     }
 }
 
-/// The pipeline's `when:`: a step's keys but `status` (nothing has run when it is decided),
-/// one mapping (as for steps, not Woodpecker's list of alternatives).
+/// A step's `when:`: one mapping of filters, or a list of them any of which may match. A list's
+/// blocks are checked where they are written (one that can never match is refused there); a
+/// single mapping's whole-`when` check is the step's, which names the step.
+pub(crate) struct StepWhen(pub(crate) When);
+
+impl<'de> Deserialize<'de> for StepWhen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WhenVisitor { pipeline: false })
+            .map(StepWhen)
+    }
+}
+
+/// The pipeline's `when:`: a step's keys but `status` (nothing has run when it is decided), as
+/// one mapping or a list of them (Woodpecker's alternatives), each read as a step's block is.
 pub(crate) struct PipelineWhen(pub(crate) When);
 
 /// The keys a pipeline's `when` takes, in the order unknown-key errors list them.
@@ -435,38 +516,120 @@ const PIPELINE_WHEN_KEYS: &[&str] = &["branch", "event", "tag", "path"];
 
 impl<'de> Deserialize<'de> for PipelineWhen {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(PipelineWhenVisitor)
+        d.deserialize_any(WhenVisitor { pipeline: true })
+            .map(PipelineWhen)
     }
 }
 
-struct PipelineWhenVisitor;
+/// Reads one block through [`RawWhen`], a pipeline's keys through [`PipelineKeys`], with every
+/// key checked first where it is written.
+fn read_block<'de, A: MapAccess<'de>>(map: A, pipeline: bool) -> Result<WhenBlock, A::Error> {
+    let raw = if pipeline {
+        RawWhen::deserialize(MapAccessDeserializer::new(PipelineKeys(map)))?
+    } else {
+        RawWhen::deserialize(MapAccessDeserializer::new(map))?
+    };
+    Ok(raw.into())
+}
 
-impl<'de> Visitor<'de> for PipelineWhenVisitor {
-    type Value = PipelineWhen;
+/// A `when:` as a whole: a mapping is one block, a list holds blocks.
+struct WhenVisitor {
+    pipeline: bool,
+}
+
+impl<'de> Visitor<'de> for WhenVisitor {
+    type Value = When;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a mapping of filters: `branch`, `event`, `tag`, `path`")
+        if self.pipeline {
+            f.write_str(
+                "a mapping of filters: `branch`, `event`, `tag`, `path` (or a list of such \
+                 mappings, any of which may match)",
+            )
+        } else {
+            f.write_str(
+                "a mapping of filters: `branch`, `event`, `tag`, `status`, `path` (or a list of \
+                 such mappings, any of which may match)",
+            )
+        }
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<PipelineWhen, A::Error> {
-        Err(de::Error::custom(
-            "a list of `when` mappings is not supported (nor for steps): write one mapping; \
-             within it, each key takes a list",
-        ))
+    /// Every block is checked inside its own mapping (see [`BlockSeed`]); only the empty
+    /// list is reported at the list.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<When, A::Error> {
+        let mut blocks = Vec::new();
+        while let Some(block) = seq.next_element_seed(BlockSeed {
+            pipeline: self.pipeline,
+            number: blocks.len() + 1,
+        })? {
+            blocks.push(block);
+        }
+        if blocks.is_empty() {
+            return Err(de::Error::custom(
+                "an empty list never matches; remove `when` to always run",
+            ));
+        }
+        Ok(When { blocks })
     }
 
-    /// Read as a step's `when` is, through [`RawWhen`], with every key checked first where it
-    /// is written; the whole-`when` check is reported at the mapping, as a step's is.
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PipelineWhen, A::Error> {
-        let when = When::from(RawWhen::deserialize(MapAccessDeserializer::new(
-            PipelineKeys(map),
-        ))?);
-        if let Some(why) = when.impossible() {
+    /// A step's single mapping is checked as a whole by the step, whose error names it; the
+    /// pipeline's is checked here, reported at the mapping as a step's is.
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<When, A::Error> {
+        let block = read_block(map, self.pipeline)?;
+        if self.pipeline
+            && let Some(why) = block.impossible()
+        {
             return Err(de::Error::custom(format!(
                 "the pipeline's `when` can never match: {why}"
             )));
         }
-        Ok(PipelineWhen(when))
+        Ok(When {
+            blocks: vec![block],
+        })
+    }
+}
+
+/// One mapping of a `when` list, refused at its first key when it can never match: such a
+/// block would never be the one that runs the step, which is always a mistake.
+struct BlockSeed {
+    pipeline: bool,
+    /// From 1, to name the block in errors.
+    number: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BlockSeed {
+    type Value = WhenBlock;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<WhenBlock, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BlockSeed {
+    type Value = WhenBlock;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.pipeline {
+            f.write_str("a mapping of filters: `branch`, `event`, `tag`, `path`")
+        } else {
+            f.write_str("a mapping of filters: `branch`, `event`, `tag`, `status`, `path`")
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<WhenBlock, A::Error> {
+        let block = read_block(map, self.pipeline)?;
+        if let Some(why) = block.impossible() {
+            let whose = if self.pipeline {
+                "the pipeline's"
+            } else {
+                "the step's"
+            };
+            return Err(de::Error::custom(format!(
+                "block {} of {whose} `when` can never match: {why}; fix the block or remove it",
+                self.number
+            )));
+        }
+        Ok(block)
     }
 }
 
@@ -527,7 +690,8 @@ impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for PipelineKey<K> {
 mod tests {
     use super::*;
 
-    fn when(yaml: &str) -> When {
+    /// One block, as a step's `when` written as a mapping holds.
+    fn when(yaml: &str) -> WhenBlock {
         serde_yaml::from_str::<RawWhen>(yaml).unwrap().into()
     }
 
@@ -541,7 +705,8 @@ mod tests {
 
     #[test]
     fn empty_when_matches_everything() {
-        let w = When::default();
+        assert!(When::default().matches(&on_tag("v1")));
+        let w = WhenBlock::default();
         assert!(w.is_empty());
         assert!(w.matches(&on_branch(Event::Push, "main")));
         assert!(w.matches(&on_tag("v1")));
@@ -807,7 +972,7 @@ mod tests {
             "{}",
         ] {
             let read = pipeline_when(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
-            assert_eq!(read, when(yaml), "{yaml}");
+            assert_eq!(read.blocks, [when(yaml)], "{yaml}");
         }
         let w = pipeline_when("event: [push, pull_request]\nbranch: main").unwrap();
         assert!(w.matches(&on_branch(Event::Push, "main")));
@@ -838,12 +1003,6 @@ mod tests {
             ),
             ("event: pushh\n", 1, 8, "unknown event"),
             ("path: { include: [] }\n", 1, 18, "empty list never matches"),
-            (
-                "- branch: main\n- event: tag\n",
-                1,
-                1,
-                "a list of `when` mappings",
-            ),
             ("main\n", 1, 1, "expected a mapping of filters"),
         ] {
             let err = pipeline_when(yaml)
@@ -890,5 +1049,181 @@ mod tests {
         assert_eq!(w.mismatch(&on_branch(Event::Manual, "dev")), Some("event"));
         assert_eq!(w.mismatch(&on_tag("v1")), Some("event"));
         assert_eq!(when("tag: \"v*\"").mismatch(&on_tag("x")), Some("tag"));
+    }
+
+    fn step_when(yaml: &str) -> Result<When, serde_yaml::Error> {
+        serde_yaml::from_str::<StepWhen>(yaml).map(|w| w.0)
+    }
+
+    #[test]
+    fn a_list_of_blocks_runs_when_any_block_matches() {
+        let w = step_when("- { event: push, branch: main }\n- event: tag\n").unwrap();
+        assert_eq!(w.blocks.len(), 2);
+        assert!(w.matches(&on_branch(Event::Push, "main")));
+        assert!(w.matches(&on_tag("v1")));
+        assert!(!w.matches(&on_branch(Event::Push, "dev")));
+        assert!(
+            !w.matches(&on_branch(Event::PullRequest, "main")),
+            "keys within a block still all match"
+        );
+        assert!(w.runs(&on_tag("v1"), RunState::Success));
+        assert!(!w.runs(&on_branch(Event::Push, "dev"), RunState::Success));
+        // A mapping is one block, and a list of one block is the same `when`.
+        assert_eq!(
+            step_when("branch: main").unwrap().blocks,
+            [when("branch: main")]
+        );
+        assert_eq!(
+            step_when("[{ branch: main }]").unwrap(),
+            step_when("branch: main").unwrap()
+        );
+        assert!(step_when("[{}]").unwrap().is_empty());
+        assert!(step_when("[{}, { path: a }]").unwrap().has_path());
+        assert!(
+            !step_when("[{ branch: a }, { event: tag }]")
+                .unwrap()
+                .has_path()
+        );
+    }
+
+    #[test]
+    fn a_pipeline_when_takes_a_list_of_blocks() {
+        let w = pipeline_when("- { event: push, branch: main }\n- event: tag\n").unwrap();
+        assert!(w.matches(&on_branch(Event::Push, "main")));
+        assert!(w.matches(&on_tag("v1")));
+        assert_eq!(
+            w.mismatch(&on_branch(Event::Push, "dev")),
+            Some(vec!["branch", "event"]),
+            "each block's first key that does not match"
+        );
+        assert_eq!(
+            w.mismatch(&on_branch(Event::Manual, "main")),
+            Some(vec!["event", "event"])
+        );
+        assert_eq!(w.mismatch(&on_tag("v1")), None);
+        assert_eq!(
+            pipeline_when("branch: main")
+                .unwrap()
+                .mismatch(&on_branch(Event::Push, "dev")),
+            Some(vec!["branch"])
+        );
+    }
+
+    /// Each block is read where it is written: its errors point into it, not at the list.
+    #[test]
+    fn errors_in_a_list_are_located_in_their_block() {
+        let step_cases = [
+            ("- branch: main\n- event: pushh\n", 2, 10, "unknown event"),
+            (
+                "- branch: main\n- event: tag\n  branches: dev\n",
+                3,
+                3,
+                "unknown field `branches`",
+            ),
+            (
+                "- event: push\n- branch: main\n  tag: \"v*\"\n",
+                2,
+                3,
+                "block 2 of the step's `when` can never match: `branch` and `tag` together",
+            ),
+            (
+                "[{ event: push }, { event: tag, status: failed }]\n",
+                1,
+                41,
+                "unknown status",
+            ),
+            (
+                "[{ event: push }, main]\n",
+                1,
+                19,
+                "expected a mapping of filters",
+            ),
+            (
+                "- path: { include: src/** }\n- path: []\n",
+                2,
+                9,
+                "empty list never matches",
+            ),
+            (
+                "[]\n",
+                1,
+                1,
+                "an empty list never matches; remove `when` to always run",
+            ),
+            ("main\n", 1, 1, "expected a mapping of filters"),
+        ];
+        for (yaml, line, column, needle) in step_cases {
+            let err = step_when(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} parsed"));
+            let loc = err.location().unwrap();
+            assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
+            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+        }
+        let pipeline_cases = [
+            (
+                "- branch: main\n- event: tag\n  status: failure\n",
+                3,
+                3,
+                "`status` is for steps",
+            ),
+            (
+                "- branch: main\n- { event: push, tags: x }\n",
+                2,
+                18,
+                "unknown field `tags`, expected one of `branch`, `event`, `tag`, `path`",
+            ),
+            (
+                "- branch: main\n- event: tag\n- { branch: dev, event: tag }\n",
+                3,
+                3,
+                "block 3 of the pipeline's `when` can never match: `branch` with only the `tag` event",
+            ),
+            (
+                "[]\n",
+                1,
+                1,
+                "an empty list never matches; remove `when` to always run",
+            ),
+        ];
+        for (yaml, line, column, needle) in pipeline_cases {
+            let err = pipeline_when(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} parsed"));
+            let loc = err.location().unwrap();
+            assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
+            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+        }
+    }
+
+    /// A step runs in a state when one block both matches the trigger and allows the state: a
+    /// block's `status` goes with its other keys, not with the other blocks'.
+    #[test]
+    fn status_belongs_to_its_block() {
+        let w = step_when("- branch: main\n- { event: tag, status: failure }\n").unwrap();
+        let main = on_branch(Event::Push, "main");
+        assert!(w.runs_in(RunState::Success) && w.runs_in(RunState::Failure));
+        assert!(w.runs(&main, RunState::Success));
+        assert!(
+            !w.runs(&main, RunState::Failure),
+            "the block that matches main does not allow failure"
+        );
+        assert!(w.runs(&on_tag("v1"), RunState::Failure));
+        assert!(
+            !w.runs(&on_tag("v1"), RunState::Success),
+            "the block that matches tags allows failure only"
+        );
+        let always =
+            step_when("- { branch: main, status: [success, failure] }\n- event: tag\n").unwrap();
+        assert!(always.runs(&main, RunState::Failure));
+        assert!(!always.runs(&on_tag("v1"), RunState::Failure));
+        assert!(always.runs(&on_tag("v1"), RunState::Success));
+        // No block allows failure: the step is not even considered after one.
+        let never = step_when("- branch: main\n- event: tag\n").unwrap();
+        assert!(!never.runs_in(RunState::Failure));
+        // Without `when`, as with one empty block.
+        assert!(When::default().runs(&main, RunState::Success));
+        assert!(!When::default().runs(&main, RunState::Failure));
+        assert!(!When::default().runs_in(RunState::Failure));
     }
 }

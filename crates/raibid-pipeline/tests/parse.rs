@@ -219,7 +219,10 @@ fn the_documented_example_parses_to_the_expected_model() {
         BTreeMap::from([("FOO".to_owned(), "bar".to_owned())])
     );
     assert_eq!(build.timeout, Some(Duration::from_secs(600)));
-    assert_eq!(build.when.event, [Event::Push, Event::PullRequest]);
+    assert_eq!(
+        build.when.blocks[0].event,
+        [Event::Push, Event::PullRequest]
+    );
     assert_eq!(build.secrets, ["CARGO_TOKEN"]);
 
     let image = &p.steps[1];
@@ -637,6 +640,64 @@ fn a_when_that_can_never_match_is_an_error() {
     );
 }
 
+/// Woodpecker's list form of `when`, for a step and for the pipeline: any block may match, and
+/// a block's errors are reported in that block of the file.
+#[test]
+fn when_takes_a_list_of_blocks_at_both_levels() {
+    let text = "when:\n  - { event: push, branch: main }\n  - event: tag\nsteps:\n  - name: test\n    run: make test\n    when:\n      - branch: main\n      - event: tag\n";
+    let p = parse(PIPELINE_FILE, text).unwrap();
+    let main = TriggerContext::new(Event::Push, Some("main".to_owned()), None);
+    let dev = TriggerContext::new(Event::Push, Some("dev".to_owned()), None);
+    let tag = TriggerContext::new(Event::Tag, None, Some("v1".to_owned()));
+    for when in [&p.when, &p.steps[0].when] {
+        assert_eq!(when.blocks.len(), 2);
+        assert!(when.matches(&main) && when.matches(&tag) && !when.matches(&dev));
+    }
+    assert_eq!(p.when.mismatch(&dev), Some(vec!["branch", "event"]));
+
+    const STEP: &str = "steps:\n  - name: test\n    run: make test\n    when:\n";
+    for (text, line, column, needle) in [
+        (
+            format!("{STEP}      - branch: main\n      - event: tag\n        tag: \"[\"\n"),
+            7,
+            14,
+            "invalid glob",
+        ),
+        (
+            format!("{STEP}      - event: push\n      - branch: main\n        event: tag\n"),
+            6,
+            9,
+            "block 2 of the step's `when` can never match",
+        ),
+        (
+            format!("{STEP}      []\n"),
+            5,
+            7,
+            "an empty list never matches",
+        ),
+        (
+            format!(
+                "when:\n  - branch: main\n  - {{ event: tag, status: failure }}\n{STEP}      event: push\n"
+            ),
+            3,
+            19,
+            "`status` is for steps",
+        ),
+        (
+            format!("when: []\n{STEP}      event: push\n"),
+            1,
+            7,
+            "an empty list never matches; remove `when` to always run",
+        ),
+    ] {
+        let e = err(&text).to_string();
+        assert!(
+            e.starts_with(&format!(".raibid.yaml:{line}:{column}: ")) && e.contains(needle),
+            "{text}: {e}"
+        );
+    }
+}
+
 /// A top-level `when` (Woodpecker's workflow filter) is a step's `when` without `status`, read
 /// the same way and refused where it is wrong.
 #[test]
@@ -650,8 +711,14 @@ fn a_top_level_when_filters_the_whole_pipeline() {
     let on = |event, branch: &str| TriggerContext::new(event, Some(branch.to_owned()), None);
     assert!(p.when.matches(&on(Event::Push, "main")));
     assert!(p.when.matches(&on(Event::PullRequest, "main")));
-    assert_eq!(p.when.mismatch(&on(Event::Push, "dev")), Some("branch"));
-    assert_eq!(p.when.mismatch(&on(Event::Cron, "main")), Some("event"));
+    assert_eq!(
+        p.when.mismatch(&on(Event::Push, "dev")),
+        Some(vec!["branch"])
+    );
+    assert_eq!(
+        p.when.mismatch(&on(Event::Cron, "main")),
+        Some(vec!["event"])
+    );
     assert!(
         p.steps[0].when.is_empty(),
         "the steps keep their own `when`"
@@ -682,12 +749,6 @@ fn a_top_level_when_filters_the_whole_pipeline() {
             2,
             3,
             "the pipeline's `when` can never match: `branch` and `tag` together",
-        ),
-        (
-            format!("when:\n  - branch: main\n  - event: tag\n{STEPS}"),
-            2,
-            3,
-            "a list of `when` mappings is not supported",
         ),
         (
             format!("when: {{ path: /src }}\n{STEPS}"),
