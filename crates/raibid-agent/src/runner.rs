@@ -21,7 +21,7 @@ use crate::checkout::{Changes, GitCheckout};
 use crate::env::{StepPlace, is_reserved, step_base_env};
 use crate::executor::{Executor, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
-use crate::job_cache::{Restored, Saved};
+use crate::job_cache::{JobCache, JobCacheError, Restored, Saved};
 use crate::logsink::JobLog;
 use crate::remove;
 use crate::secrets::SecretStore;
@@ -521,6 +521,28 @@ impl Runner {
         }
     }
 
+    /// Runs `op` (restore or save) on the job's cache entry off the async threads: it copies
+    /// whole directory trees.
+    async fn in_job_cache<T: Send + 'static>(
+        &self,
+        job: &Job,
+        cache: &Cache,
+        key: &str,
+        workspace: &Path,
+        op: CacheOp<T>,
+    ) -> Result<T, JobCacheError> {
+        let store = self.git.job_cache();
+        let (repo, key, paths, workspace) = (
+            job.spec.repo.clone(),
+            key.to_owned(),
+            cache.paths.clone(),
+            workspace.to_path_buf(),
+        );
+        tokio::task::spawn_blocking(move || op(&store, &repo, &key, &paths, &workspace))
+            .await
+            .unwrap_or_else(|e| Err(join_error(e)))
+    }
+
     /// Copies the cache into the workspace. A miss is normal and a failure only costs time:
     /// neither fails the job.
     async fn restore_cache(
@@ -531,18 +553,10 @@ impl Runner {
         workspace: &Path,
         log: &mut JobLog,
     ) {
-        let store = self.git.job_cache();
         let started = Instant::now();
-        let (repo, key_owned, paths, ws) = (
-            job.spec.repo.clone(),
-            key.to_owned(),
-            cache.paths.clone(),
-            workspace.to_path_buf(),
-        );
-        let result =
-            tokio::task::spawn_blocking(move || store.restore(&repo, &key_owned, &paths, &ws))
-                .await
-                .unwrap_or_else(|e| Err(join_error(e)));
+        let result = self
+            .in_job_cache(job, cache, key, workspace, JobCache::restore)
+            .await;
         match result {
             Ok(Restored::Miss) => {
                 log.line(&format!("cache: nothing saved under key {key:?} yet"))
@@ -605,18 +619,10 @@ impl Runner {
             log.line(&format!("cache: not saved: {why}")).await;
             return;
         }
-        let store = self.git.job_cache();
         let started = Instant::now();
-        let (repo, key_owned, paths, ws) = (
-            job.spec.repo.clone(),
-            key.to_owned(),
-            cache.paths.clone(),
-            workspace.to_path_buf(),
-        );
-        let result =
-            tokio::task::spawn_blocking(move || store.save(&repo, &key_owned, &paths, &ws))
-                .await
-                .unwrap_or_else(|e| Err(join_error(e)));
+        let result = self
+            .in_job_cache(job, cache, key, workspace, JobCache::save)
+            .await;
         let saved = match result {
             Ok(saved) => saved,
             Err(e) => {
@@ -1185,8 +1191,11 @@ enum MatrixStep {
     Expanded(Outcome),
 }
 
-fn join_error(e: tokio::task::JoinError) -> crate::job_cache::JobCacheError {
-    crate::job_cache::JobCacheError::Io {
+/// [`JobCache::restore`] or [`JobCache::save`]: repository, key, paths, workspace.
+type CacheOp<T> = fn(&JobCache, &str, &str, &[String], &Path) -> Result<T, JobCacheError>;
+
+fn join_error(e: tokio::task::JoinError) -> JobCacheError {
+    JobCacheError::Io {
         what: "copying",
         path: PathBuf::from("the cache"),
         source: std::io::Error::other(e),
