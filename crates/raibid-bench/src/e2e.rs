@@ -398,15 +398,15 @@ pub async fn e2e(opts: E2eBenchOptions) -> Result<E2eReport, BenchError> {
     })
 }
 
-/// What every phase needs.
-struct Ctx {
-    exe: PathBuf,
-    root: PathBuf,
-    config: PathBuf,
-    http: reqwest::Client,
-    secret: String,
-    clone_url: String,
-    sha: String,
+/// What every phase needs (also `raibid bench cache`'s).
+pub(crate) struct Ctx {
+    pub(crate) exe: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) http: reqwest::Client,
+    pub(crate) secret: String,
+    pub(crate) clone_url: String,
+    pub(crate) sha: String,
 }
 
 fn config_yaml(opts: &E2eBenchOptions) -> String {
@@ -447,15 +447,19 @@ async fn noop_repository(git_root: &Path, home: &Path) -> Result<String, BenchEr
 }
 
 /// One `raibid up` with its own data directory, and a queue handle on its private Redis.
-struct Up {
-    proc: Proc,
-    url: String,
-    queue: Queue,
-    data: PathBuf,
+pub(crate) struct Up {
+    pub(crate) proc: Proc,
+    pub(crate) url: String,
+    pub(crate) queue: Queue,
+    pub(crate) data: PathBuf,
 }
 
 impl Up {
-    async fn start(ctx: &Ctx, name: &str, max_agents: Option<u32>) -> Result<Self, BenchError> {
+    pub(crate) async fn start(
+        ctx: &Ctx,
+        name: &str,
+        max_agents: Option<u32>,
+    ) -> Result<Self, BenchError> {
         let data = ctx.root.join(name);
         let listen = format!("127.0.0.1:{}", raibid_testkit::free_port());
         let config = ctx.config.display().to_string();
@@ -500,6 +504,12 @@ impl Up {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let redis_url = redis_url.ok_or_else(|| proc.died("printed no redis URL"))?;
+        // The private Redis requires the password `raibid up` generated in its data directory
+        // (it prints the URL without it).
+        let redis_url = match std::fs::read_to_string(data.join("redis-password")) {
+            Ok(password) => with_password(&redis_url, password.trim()),
+            Err(_) => redis_url,
+        };
         let queue = Queue::open(QueueOptions::new(redis_url))?;
         queue.ping().await?;
         Ok(Self {
@@ -510,7 +520,7 @@ impl Up {
         })
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.proc.stop(Duration::from_secs(60)).await;
     }
 }
@@ -525,16 +535,38 @@ fn redis_url_in(output: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `redis://host:port/` (or the printed `redis://:***@host:port/`) with `password` (hex, as
+/// `raibid up` generates it) for AUTH.
+fn with_password(url: &str, password: &str) -> String {
+    match url.strip_prefix("redis://") {
+        Some(rest) if !password.is_empty() => {
+            let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+            format!("redis://:{password}@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Final statuses from the job events stream, as they arrive, with the time they were seen.
-struct Finished {
+pub(crate) struct Finished {
     rx: mpsc::UnboundedReceiver<(String, JobStatus, f64)>,
     seen: HashMap<String, (JobStatus, f64)>,
     task: tokio::task::JoinHandle<()>,
+    /// How long [`Finished::wait`] waits for one job.
+    timeout: Duration,
 }
 
 impl Finished {
     /// Joins the events stream with a group of our own, from now on.
-    async fn start(queue: &Queue) -> Result<Self, BenchError> {
+    pub(crate) async fn start(queue: &Queue) -> Result<Self, BenchError> {
+        Self::start_with_timeout(queue, JOB_TIMEOUT).await
+    }
+
+    /// As [`Finished::start`], for jobs that may take longer than a no-op one (a build).
+    pub(crate) async fn start_with_timeout(
+        queue: &Queue,
+        timeout: Duration,
+    ) -> Result<Self, BenchError> {
         let mut events = queue
             .job_events(&format!("bench-{}", random_secret()), "bench")
             .await?;
@@ -558,11 +590,12 @@ impl Finished {
             rx,
             seen: HashMap::new(),
             task,
+            timeout,
         })
     }
 
-    async fn wait(&mut self, id: &str) -> Result<(JobStatus, f64), BenchError> {
-        let deadline = tokio::time::Instant::now() + JOB_TIMEOUT;
+    pub(crate) async fn wait(&mut self, id: &str) -> Result<(JobStatus, f64), BenchError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             if let Some(done) = self.seen.get(id) {
                 return Ok(*done);
@@ -574,7 +607,8 @@ impl Finished {
                 Ok(None) => return Err(BenchError::Invalid("the events reader stopped".into())),
                 Err(_) => {
                     return Err(BenchError::Invalid(format!(
-                        "job {id} did not finish within {JOB_TIMEOUT:?}"
+                        "job {id} did not finish within {:?}",
+                        self.timeout
                     )));
                 }
             }
@@ -588,7 +622,7 @@ impl Drop for Finished {
     }
 }
 
-fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -598,12 +632,24 @@ fn now_ms() -> f64 {
 
 /// Sends one signed push webhook; returns the queued job's id.
 async fn send_push(ctx: &Ctx, up: &Up, delivery: &str) -> Result<String, BenchError> {
+    push_webhook(ctx, up, NOOP_REPO, &ctx.sha, delivery).await
+}
+
+/// Sends one signed push webhook of `sha` on `main` of `repo` (cloned from `ctx.clone_url`);
+/// returns the queued job's id.
+pub(crate) async fn push_webhook(
+    ctx: &Ctx,
+    up: &Up,
+    repo: &str,
+    sha: &str,
+    delivery: &str,
+) -> Result<String, BenchError> {
     let push = Push {
-        repo: NOOP_REPO.into(),
+        repo: repo.into(),
         clone_url: ctx.clone_url.clone(),
         git_ref: "refs/heads/main".into(),
         before: "0".repeat(40),
-        after: ctx.sha.clone(),
+        after: sha.to_owned(),
         sender: "bench".into(),
     };
     let body = gitea_push_body(&push);
@@ -773,7 +819,7 @@ async fn timing(
 }
 
 /// Every entry of a job's log: the millisecond in its stream id, and its text.
-async fn log_marks(queue: &Queue, id: &str) -> Result<Vec<(f64, String)>, BenchError> {
+pub(crate) async fn log_marks(queue: &Queue, id: &str) -> Result<Vec<(f64, String)>, BenchError> {
     let mut cursor = LogCursor::start();
     let mut marks = Vec::new();
     loop {
@@ -1057,6 +1103,22 @@ mod tests {
             Some("redis://127.0.0.1:40123/")
         );
         assert_eq!(redis_url_in("raibid up\n"), None);
+    }
+
+    #[test]
+    fn the_private_redis_url_gets_its_password() {
+        assert_eq!(
+            with_password("redis://127.0.0.1:40123/", "ab12"),
+            "redis://:ab12@127.0.0.1:40123/"
+        );
+        assert_eq!(
+            with_password("redis://:***@127.0.0.1:40123/", "ab12"),
+            "redis://:ab12@127.0.0.1:40123/"
+        );
+        assert_eq!(
+            with_password("redis://127.0.0.1:40123/", ""),
+            "redis://127.0.0.1:40123/"
+        );
     }
 
     #[test]

@@ -304,6 +304,10 @@ pub enum BenchCommand {
     /// The whole path under `raibid up`: webhook to first step (warm agent and pool at zero),
     /// no-op job latency, a burst of jobs drained through the local pool, memory.
     E2e(BenchE2eArgs),
+    /// The pipeline's `cache: [target]` on a real Rust build under `raibid up`: jobs without
+    /// cache, then cold, warm and incremental jobs with it; restore and save times, the cached
+    /// size and the speed-up.
+    Cache(BenchCacheArgs),
 }
 
 #[derive(Debug, Args)]
@@ -374,6 +378,30 @@ pub struct BenchE2eArgs {
     /// `agent.executor` (`auto`, `host`, `bwrap`).
     #[arg(long)]
     pub executor: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCacheArgs {
+    /// Jobs of the build without `cache:`.
+    #[arg(long, default_value_t = 2)]
+    pub baseline_jobs: usize,
+    /// Jobs of the same commit after the cold one, each restoring the cache.
+    #[arg(long, default_value_t = 3)]
+    pub warm_jobs: usize,
+    /// `agent.executor` (`auto`, `host`, `bwrap`).
+    #[arg(long)]
+    pub executor: Option<String>,
+    /// Where the repository, the vendored dependencies and `raibid up`'s data (the cache) go
+    /// (default: /var/tmp; not under /tmp, which sandboxed steps do not see); its filesystem
+    /// decides whether reflinks apply.
+    #[arg(long)]
+    pub temp_root: Option<std::path::PathBuf>,
+    /// Vendor the dependencies inside the repository, at a new path in every job's workspace
+    /// (cargo then rebuilds them all over the restored target/).
+    #[arg(long)]
+    pub vendor_in_workspace: bool,
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

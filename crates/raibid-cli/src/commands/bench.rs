@@ -1,4 +1,4 @@
-//! `raibid bench webhooks|checkout|logs|e2e`: the benchmarks of raibid-bench, with this very
+//! `raibid bench webhooks|checkout|logs|e2e|cache`: the benchmarks of raibid-bench, with this very
 //! executable as the `raibid` they start, so that the figures are of the binary being run.
 
 use std::process::ExitCode;
@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raibid_bench::{
-    BenchError, CheckoutBenchOptions, E2eBenchOptions, LogBenchOptions, WebhookBenchOptions,
+    BenchError, CacheBenchOptions, CheckoutBenchOptions, E2eBenchOptions, LogBenchOptions,
+    WebhookBenchOptions,
 };
 use serde::Serialize;
 
@@ -62,6 +63,19 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             show(raibid_bench::e2e(options).await, a.output, |r| {
+                r.render_table()
+            })
+        }
+        BenchCommand::Cache(a) => {
+            let options = CacheBenchOptions {
+                raibid_exe: exe,
+                baseline_jobs: a.baseline_jobs,
+                warm_jobs: a.warm_jobs,
+                executor: a.executor,
+                temp_root: a.temp_root,
+                vendor_in_workspace: a.vendor_in_workspace,
+            };
+            show(raibid_bench::cache(options).await, a.output, |r| {
                 r.render_table()
             })
         }
