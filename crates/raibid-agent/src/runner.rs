@@ -653,7 +653,8 @@ impl Runner {
                 .await;
         } else if !saved.kept {
             log.line(&format!(
-                "\x1b[33mcache: not kept: {} of {} is more than the agent's cache may hold                  (agent.job_cache_max_bytes: {})\x1b[0m",
+                "\x1b[33mcache: not kept: {} of {} is more than the agent's cache may hold \
+                 (agent.job_cache_max_bytes: {})\x1b[0m",
                 human_size(saved.size),
                 listed(&saved.paths),
                 human_size(max)
