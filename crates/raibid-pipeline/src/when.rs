@@ -881,10 +881,13 @@ mod tests {
             ("path: 1.5\n", 1, 7, "quotes"),
             ("path: { include: { a: b } }\n", 1, 18, "expected a glob"),
         ] {
-            let err = serde_yaml::from_str::<RawWhen>(yaml).err().unwrap();
-            let loc = err.location().unwrap();
-            assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
-            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+            refused_at(
+                yaml,
+                serde_yaml::from_str::<RawWhen>(yaml),
+                line,
+                column,
+                needle,
+            );
         }
     }
 
@@ -957,6 +960,22 @@ mod tests {
         assert!(!w.matches(&other_branch));
     }
 
+    /// `parsed` (of `yaml`) is an error at `line`:`column` whose message has `needle`.
+    fn refused_at<T>(
+        yaml: &str,
+        parsed: Result<T, serde_yaml::Error>,
+        line: usize,
+        column: usize,
+        needle: &str,
+    ) {
+        let Err(err) = parsed else {
+            panic!("{yaml} parsed")
+        };
+        let loc = err.location().unwrap();
+        assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
+        assert!(err.to_string().contains(needle), "{yaml}: {err}");
+    }
+
     fn pipeline_when(yaml: &str) -> Result<When, serde_yaml::Error> {
         serde_yaml::from_str::<PipelineWhen>(yaml).map(|w| w.0)
     }
@@ -1005,12 +1024,7 @@ mod tests {
             ("path: { include: [] }\n", 1, 18, "empty list never matches"),
             ("main\n", 1, 1, "expected a mapping of filters"),
         ] {
-            let err = pipeline_when(yaml)
-                .err()
-                .unwrap_or_else(|| panic!("{yaml} parsed"));
-            let loc = err.location().unwrap();
-            assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
-            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+            refused_at(yaml, pipeline_when(yaml), line, column, needle);
         }
     }
 
@@ -1153,12 +1167,7 @@ mod tests {
             ("main\n", 1, 1, "expected a mapping of filters"),
         ];
         for (yaml, line, column, needle) in step_cases {
-            let err = step_when(yaml)
-                .err()
-                .unwrap_or_else(|| panic!("{yaml} parsed"));
-            let loc = err.location().unwrap();
-            assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
-            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+            refused_at(yaml, step_when(yaml), line, column, needle);
         }
         let pipeline_cases = [
             (
@@ -1187,12 +1196,7 @@ mod tests {
             ),
         ];
         for (yaml, line, column, needle) in pipeline_cases {
-            let err = pipeline_when(yaml)
-                .err()
-                .unwrap_or_else(|| panic!("{yaml} parsed"));
-            let loc = err.location().unwrap();
-            assert_eq!((loc.line(), loc.column()), (line, column), "{yaml}: {err}");
-            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+            refused_at(yaml, pipeline_when(yaml), line, column, needle);
         }
     }
 
