@@ -15,7 +15,7 @@ const REPO_SECRET: &str = "repository-secret-should-not-leak";
 
 #[tokio::test]
 async fn tokens_and_secrets_stay_out_of_trace_logs() {
-    let capture = support::Logs::capture(tracing::Level::TRACE);
+    let capture = support::capture_logs(tracing::Level::TRACE);
 
     let mut cfg = config();
     let nowhere = format!("http://127.0.0.1:{}", raibid_testkit::free_port());

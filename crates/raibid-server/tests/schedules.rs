@@ -223,7 +223,7 @@ async fn a_missed_occurrence_older_than_its_period_is_not_run() {
 
 #[tokio::test]
 async fn an_unresolvable_branch_is_logged_and_retried_and_the_others_go_on() {
-    let logs = support::Logs::capture(tracing::Level::INFO);
+    let logs = support::capture_logs(tracing::Level::INFO);
     let repo = GitRepo::new();
     let head = repo.commit(&[("README", "one\n")], "one");
     let clock = TestClock::at(at(4, 10, 0, 30));

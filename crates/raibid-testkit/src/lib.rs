@@ -8,6 +8,7 @@
 pub mod fixtures;
 mod git;
 pub mod kube_api;
+mod log_buffer;
 mod port;
 mod process;
 mod redis;
@@ -15,6 +16,7 @@ pub mod registry;
 
 pub use git::{GitDaemon, GitRepo};
 pub use kube_api::FakeKubeApi;
+pub use log_buffer::LogBuffer;
 pub use port::free_port;
 pub use process::{require_binary, write_script};
 pub use redis::{RedisOptions, RedisServer};

@@ -509,35 +509,6 @@ mod tests {
         assert_eq!(hide.len(), 3, "{hide:?}");
     }
 
-    /// The log lines written while it is the thread's subscriber.
-    #[derive(Clone, Default)]
-    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-        type Writer = Logs;
-
-        fn make_writer(&'a self) -> Logs {
-            self.clone()
-        }
-    }
-
-    impl Logs {
-        fn take(&self) -> String {
-            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-        }
-    }
-
     /// bubblewrap's probe, made to succeed or to fail as where user namespaces are disabled.
     fn probe(works: bool) -> impl AsyncFn(&BwrapExecutor) -> Result<(), ExecError> {
         async move |_: &BwrapExecutor| {
@@ -559,10 +530,11 @@ mod tests {
     /// both warn when steps fall back to the host.
     #[tokio::test]
     async fn up_and_an_agent_decide_auto_alike() {
-        let logs = Logs::default();
+        let logs = raibid_testkit::LogBuffer::default();
+        let writer = logs.clone();
         let _subscriber = tracing::subscriber::set_default(
             tracing_subscriber::fmt()
-                .with_writer(logs.clone())
+                .with_writer(move || writer.clone())
                 .with_ansi(false)
                 .finish(),
         );
