@@ -814,11 +814,16 @@ impl Runner {
         let job = &claimed.job;
         let job_limit = job_limit(pipeline);
         let job_deadline = Instant::now() + job_limit;
+        // The paths the step sees, which the sandbox may have moved from the host's.
+        let (seen_workspace, seen_home) = match self.executor.step_paths() {
+            Some(paths) => (paths.workspace, paths.home),
+            None => (workspace, home),
+        };
         let place = match self.executor.image_workspace() {
             Some(inside) => StepPlace::Image { workspace: inside },
             None => StepPlace::Host {
-                workspace,
-                home,
+                workspace: seen_workspace,
+                home: seen_home,
                 path: &self.settings.step_path,
                 toolchain: &self.settings.step_env,
             },

@@ -58,6 +58,34 @@ async fn a_two_step_pipeline_runs_under_bwrap_and_succeeds() {
     );
 }
 
+/// The variables name the workspace and HOME where the sandbox shows them, the same in every
+/// job, not the job's directories on the host.
+#[tokio::test]
+async fn sandboxed_steps_are_told_the_paths_they_see() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: paths\n    run: |\n      echo \"ws=$CI_WORKSPACE raibid=$RAIBID_WORKSPACE pwd=$(pwd) home=$HOME\"\n      test -f README.md && test -w \"$HOME\" && echo usable\n",
+        ),
+        ("README.md", "hi\n")],
+        "init",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success);
+    let log = h.log(&job.id).await;
+    let (ws, home) = (
+        raibid_agent::executor::SANDBOX_WORKSPACE,
+        raibid_agent::executor::SANDBOX_HOME,
+    );
+    assert!(
+        log.contains(&format!("ws={ws} raibid={ws} pwd={ws} home={home}\nusable")),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn a_failing_step_fails_the_job_with_its_exit_code() {
     let h = Harness::new();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use raibid_agent::executor::{
     BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerOptions, ExecError,
-    Executor, HostExecutor, StepExit, StepSpec,
+    Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE, StepExit, StepSpec,
 };
 use raibid_testkit::require_binary;
 use tokio::sync::mpsc;
@@ -220,11 +220,17 @@ macro_rules! contract_tests {
 
             #[tokio::test]
             async fn runs_in_the_workspace() {
+                let executor = $executor;
                 let step = step("pwd; echo written > out.txt");
-                let ran = run(&$executor, &step.spec).await;
+                let ran = run(&executor, &step.spec).await;
                 assert!(ran.exit.success(), "{}", ran.output);
                 let workspace = step.spec.workspace.canonicalize().unwrap();
-                assert_eq!(ran.output.trim_end(), workspace.to_str().unwrap());
+                // Where the executor says the step finds it: the runner names that path in
+                // CI_WORKSPACE.
+                let seen = executor
+                    .step_paths()
+                    .map_or(workspace.clone(), |p| p.workspace.to_path_buf());
+                assert_eq!(ran.output.trim_end(), seen.to_str().unwrap());
                 let written = std::fs::read_to_string(workspace.join("out.txt")).unwrap();
                 assert_eq!(written, "written\n");
             }
@@ -465,6 +471,7 @@ async fn bwrap_hides_home_tmp_and_the_agents_data() {
     let root_entries = std::fs::read_dir("/root").map_or(0, |d| d.count());
     let script = format!(
         "ls -A {data}; ls -A /root; ls -A /home; test -e {tmp} && echo tmp-visible; echo end",
+        // /home holds only the mount points of the job's own directories.
         data = data.path().display(),
         tmp = host_tmp.path().display(),
     );
@@ -474,7 +481,7 @@ async fn bwrap_hides_home_tmp_and_the_agents_data() {
     });
     let ran = run(&executor, &step(&script).spec).await;
     assert!(ran.exit.success(), "{}", ran.output);
-    assert_eq!(ran.output, "end\n");
+    assert_eq!(ran.output, "raibid\nend\n");
     // Otherwise the /root check proves nothing.
     assert!(root_entries > 0, "/root is empty on this machine");
 }
@@ -500,8 +507,9 @@ async fn bwrap_workspace_inside_a_hidden_directory_stays_usable() {
     });
     let ran = run(&executor, &step.spec).await;
     assert!(ran.exit.success(), "{}", ran.output);
-    // Only the path down to the workspace exists, not the secret beside it.
-    assert_eq!(ran.output, "source\nwork\n");
+    // The workspace is bound elsewhere: nothing of the data directory shows, not even the
+    // path down to the workspace.
+    assert_eq!(ran.output, "source\n");
     assert_eq!(
         std::fs::read_to_string(workspace.join("out.txt")).unwrap(),
         "out\n"
@@ -687,8 +695,7 @@ async fn bwrap_binds_the_jobs_home_not_the_home_a_pipeline_names() {
     let mut step = step(&format!(
         "cat \"$HOME/secret.txt\" 2>/dev/null || echo hidden; \
          touch \"$HOME/planted\" 2>/dev/null || true; \
-         echo state > {}/state",
-        home.path().display()
+         echo state > {SANDBOX_HOME}/state",
     ));
     step.spec
         .env
@@ -706,6 +713,34 @@ async fn bwrap_binds_the_jobs_home_not_the_home_a_pipeline_names() {
         std::fs::read_to_string(home.path().join("state")).unwrap(),
         "state\n"
     );
+}
+
+/// Every job finds its workspace and HOME at the same paths, each with its own content: what
+/// keeps absolute paths recorded by one job's tools (cargo's fingerprints) valid in the next.
+#[tokio::test]
+async fn bwrap_jobs_see_their_own_directories_at_the_same_paths() {
+    let executor = bwrap();
+    let script = format!("pwd; cat mark; cat {SANDBOX_HOME}/mark; echo done > out");
+    let mut seen = Vec::new();
+    for job in ["one", "two"] {
+        let home = tempfile::Builder::new()
+            .prefix("raibid-job-home-")
+            .tempdir()
+            .unwrap();
+        let mut step = step(&script);
+        step.spec.home = Some(home.path().to_path_buf());
+        std::fs::write(step.spec.workspace.join("mark"), format!("src of {job}\n")).unwrap();
+        std::fs::write(home.path().join("mark"), format!("home of {job}\n")).unwrap();
+        let ran = run(&executor, &step.spec).await;
+        assert!(ran.exit.success(), "{}", ran.output);
+        assert_eq!(
+            ran.output,
+            format!("{SANDBOX_WORKSPACE}\nsrc of {job}\nhome of {job}\n")
+        );
+        assert!(step.spec.workspace.join("out").exists());
+        seen.push(step.spec.workspace.clone());
+    }
+    assert_ne!(seen[0], seen[1], "two jobs, two directories on the host");
 }
 
 /// An agent running as root names a step user for bwrap: without capabilities a root step still
@@ -783,31 +818,43 @@ async fn bwrap_programs_before_the_step_never_see_its_environment() {
     };
     let step = step("/bin/true; echo ran");
     let workspace = step.spec.workspace.clone();
+    // The library sits where the host and the sandbox see it at the same path (/var/tmp is
+    // visible read-only inside); its log is the workspace's, which the sandbox binds elsewhere,
+    // so the library writes to whichever of the two paths exists where it runs.
+    let library_dir = tempfile::Builder::new()
+        .prefix("raibid-preload-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        library_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let library = library_dir.path().join("x.so");
     let log = workspace.join("preload.log");
     std::fs::write(
-        workspace.join("x.c"),
+        library_dir.path().join("x.c"),
         format!(
             "#include <stdio.h>\n#include <unistd.h>\n__attribute__((constructor)) static void \
-             init(void) {{ FILE *f = fopen(\"{}\", \"a\"); if (f) {{ fprintf(f, \"uid=%d\\n\", \
-             (int)getuid()); fclose(f); }} }}\n",
-            log.display()
+             init(void) {{ FILE *f = fopen(\"{}\", \"a\"); if (!f) f = fopen(\"{}\", \"a\"); \
+             if (f) {{ fprintf(f, \"uid=%d\\n\", (int)getuid()); fclose(f); }} }}\n",
+            log.display(),
+            Path::new(SANDBOX_WORKSPACE).join("preload.log").display(),
         ),
     )
     .unwrap();
     let built = std::process::Command::new("cc")
         .args(["-shared", "-fPIC", "-o"])
-        .arg(workspace.join("x.so"))
-        .arg(workspace.join("x.c"))
+        .arg(&library)
+        .arg(library_dir.path().join("x.c"))
         .status()
         .unwrap();
     assert!(built.success());
     std::fs::write(&log, "").unwrap();
     nobody.give(&workspace).unwrap();
     let mut spec = step.spec.clone();
-    spec.env.insert(
-        "LD_PRELOAD".into(),
-        workspace.join("x.so").display().to_string(),
-    );
+    spec.env
+        .insert("LD_PRELOAD".into(), library.display().to_string());
     let executor = bwrap_with(BwrapOptions {
         user: Some(nobody),
         ..BwrapOptions::default()

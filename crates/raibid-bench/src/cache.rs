@@ -12,11 +12,14 @@
 //! nothing: the benchmark measures compilation, checkout and the cache, never crates.io. The
 //! profile is cargo's default `dev` one, incremental compilation included.
 //!
-//! Why not in the repository: cargo fingerprints a non-path dependency by the absolute path of
-//! its sources, and every job has a workspace (and a `HOME`) of its own,
-//! `<workspace_root>/<job>/src`; dependencies vendored inside the workspace, or downloaded
-//! into the job's `HOME`, are at a new path in every job, and cargo rebuilds them all over a
-//! restored `target/` (`PathToSourceChanged`). `vendor_in_workspace` measures that case.
+//! Where the dependencies' sources are decides what a restored `target/` is worth (`deps`):
+//! cargo fingerprints a non-path dependency by the absolute path of its sources
+//! (`PathToSourceChanged` when it moves), and a build script's `rerun-if-changed` files by
+//! their modification times. [`Deps::InRepository`] vendors them inside the repository: a
+//! checkout gives them new modification times in every job (and, for host steps, a new path).
+//! [`Deps::CachedInWorkspace`] has the first job copy them into `.cargo-home/vendor` in the
+//! workspace (as a download into a `CARGO_HOME` there would put them), and `cache:` carries
+//! that directory along with `target/`.
 //!
 //! One `raibid up` (release binary, its own data directory, private redis-server, the default
 //! local pool with one agent at a time), its repository served over smart HTTP as in
@@ -74,9 +77,36 @@ pub struct CacheBenchOptions {
     /// blocks. It must be visible inside the sandbox, so not under `/tmp` (bubblewrap gives
     /// steps a `/tmp` of their own). Default: `/var/tmp`.
     pub temp_root: Option<PathBuf>,
-    /// Vendor the dependencies inside the repository instead (see the module documentation:
-    /// every job then rebuilds them).
-    pub vendor_in_workspace: bool,
+    /// Where the steps find the dependencies' sources (see the module documentation).
+    pub deps: Deps,
+}
+
+/// Where the steps find the crate's dependencies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deps {
+    /// Vendored at a fixed path outside the repository, read-only: a machine-wide, warm
+    /// `CARGO_HOME`.
+    #[default]
+    Outside,
+    /// Vendored inside the repository, so checked out with every job.
+    InRepository,
+    /// Copied by a job that does not have them into `.cargo-home/vendor` of the workspace
+    /// (`CARGO_HOME=.cargo-home`), which the cached pipeline's `cache:` lists next to
+    /// `target`.
+    CachedInWorkspace,
+}
+
+impl Deps {
+    fn describe(self) -> &'static str {
+        match self {
+            Deps::Outside => "vendored at a fixed path outside the workspace",
+            Deps::InRepository => "vendored inside the repository",
+            Deps::CachedInWorkspace => {
+                "copied into .cargo-home of the workspace by the first job, cached with target/"
+            }
+        }
+    }
 }
 
 impl Default for CacheBenchOptions {
@@ -87,7 +117,7 @@ impl Default for CacheBenchOptions {
             warm_jobs: 3,
             executor: None,
             temp_root: None,
-            vendor_in_workspace: false,
+            deps: Deps::Outside,
         }
     }
 }
@@ -146,8 +176,8 @@ pub struct CacheReport {
     pub executor: String,
     /// The dependencies as resolved in the crate's Cargo.lock (`name version`).
     pub crates: Vec<String>,
-    /// Whether they were vendored inside the repository (at a new path in every job).
-    pub vendor_in_workspace: bool,
+    /// Where the steps found them.
+    pub deps: Deps,
     /// The directory holding `raibid up`'s data (and so the cache), its filesystem, and
     /// whether `cp --reflink=always` works there (if not, `cp -a --reflink=auto` copies).
     pub data_dir: String,
@@ -172,16 +202,12 @@ impl CacheReport {
     pub fn render_table(&self) -> String {
         let mut out = format!(
             "cache: a Rust crate ({} crates: {}) built with `cargo build --offline --locked` \
-             (dev profile, dependencies vendored {}) under `raibid up`, executor {}\n\
+             (dev profile, dependencies {}) under `raibid up`, executor {}\n\
              machine: {}; at end {:.2} {:.2} {:.2}\n\
              data: {} ({}, reflinks {})\n\n",
             self.crates.len(),
             self.crates.join(", "),
-            if self.vendor_in_workspace {
-                "inside the repository"
-            } else {
-                "at a fixed path outside the workspace"
-            },
+            self.deps.describe(),
             self.executor,
             self.machine,
             self.load_average_end[0],
@@ -312,7 +338,7 @@ pub async fn cache(opts: CacheBenchOptions) -> Result<CacheReport, BenchError> {
     let (filesystem, reflinks) = filesystem_of(root).await;
 
     let git_root = root.join("git");
-    let repo = crate_repository(root, &git_root, opts.vendor_in_workspace).await?;
+    let repo = crate_repository(root, &git_root, opts.deps).await?;
     let stop_git = tokio_util::sync::CancellationToken::new();
     let git_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -352,7 +378,7 @@ pub async fn cache(opts: CacheBenchOptions) -> Result<CacheReport, BenchError> {
         load_average_end,
         executor,
         crates: repo.crates,
-        vendor_in_workspace: opts.vendor_in_workspace,
+        deps: opts.deps,
         data_dir: root.display().to_string(),
         filesystem,
         reflinks,
@@ -771,21 +797,33 @@ async fn main() -> std::io::Result<()> {
 }
 "#;
 
-fn pipeline(cache: bool) -> String {
+/// [`Deps::CachedInWorkspace`]'s `CARGO_HOME`, relative to the workspace.
+const CARGO_HOME: &str = ".cargo-home";
+
+fn pipeline(cache: bool, deps: Deps, outside: &Path) -> String {
     let mut yaml = String::from("# raibid bench cache\nenv:\n  CARGO_TERM_COLOR: never\n");
-    if cache {
-        yaml.push_str("cache: [target]\n");
+    let mut paths = vec!["target"];
+    let mut script = String::new();
+    if deps == Deps::CachedInWorkspace {
+        yaml.push_str(&format!("  CARGO_HOME: {CARGO_HOME}\n"));
+        paths.push(CARGO_HOME);
+        // What a first download would do: files with new modification times, kept by the cache.
+        script.push_str(&format!(
+            "      test -d {CARGO_HOME}/vendor || {{ mkdir -p {CARGO_HOME} && cp -R {} \
+             {CARGO_HOME}/vendor; }}\n",
+            outside.display()
+        ));
     }
-    yaml.push_str("steps:\n  - name: build\n    run: cargo build --offline --locked\n");
+    if cache {
+        yaml.push_str(&format!("cache: [{}]\n", paths.join(", ")));
+    }
+    script.push_str("      cargo build --offline --locked\n");
+    yaml.push_str(&format!("steps:\n  - name: build\n    run: |\n{script}"));
     yaml
 }
 
 /// The crate as a bare repository `<git_root>/bench/cache-crate.git` with its four commits.
-async fn crate_repository(
-    root: &Path,
-    git_root: &Path,
-    vendor_in_workspace: bool,
-) -> Result<Repo, BenchError> {
+async fn crate_repository(root: &Path, git_root: &Path, deps: Deps) -> Result<Repo, BenchError> {
     let work = root.join("work");
     let src = work.join("src");
     std::fs::create_dir_all(&src).map_err(BenchError::io("creating the crate"))?;
@@ -802,12 +840,19 @@ async fn crate_repository(
     write(&src.join("main.rs"), MAIN_RS)?;
     info!("vendoring the crate's dependencies with the host's cargo");
     cargo(&work, &["generate-lockfile"]).await?;
-    let vendor = if vendor_in_workspace {
-        "vendor".to_owned()
-    } else {
-        root.join("vendor").display().to_string()
+    let outside = root.join("vendor");
+    let vendor = match deps {
+        Deps::InRepository => "vendor".to_owned(),
+        Deps::Outside | Deps::CachedInWorkspace => outside.display().to_string(),
     };
-    let config = cargo(&work, &["vendor", "--locked", &vendor]).await?;
+    let mut config = cargo(&work, &["vendor", "--locked", &vendor]).await?;
+    if deps == Deps::CachedInWorkspace {
+        // Relative to the workspace: where the step copies them.
+        config = config.replace(
+            &format!("\"{vendor}\""),
+            &format!("\"{CARGO_HOME}/vendor\""),
+        );
+    }
     std::fs::create_dir_all(work.join(".cargo")).map_err(BenchError::io("creating .cargo"))?;
     write(&work.join(".cargo").join("config.toml"), &config)?;
     let lock = std::fs::read_to_string(work.join("Cargo.lock"))
@@ -825,9 +870,9 @@ async fn crate_repository(
     write(&raibid_yaml, "steps:\n  - name: noop\n    run: \"true\"\n")?;
     // Forced: a vendored crate's own .gitignore must not leave out files its checksums list.
     let warm_up = commit(&work, home, "--force", ".", "The crate, no-op pipeline").await?;
-    write(&raibid_yaml, &pipeline(false))?;
+    write(&raibid_yaml, &pipeline(false, deps, &outside))?;
     let baseline = commit(&work, home, "--", ".raibid.yaml", "Build it").await?;
-    write(&raibid_yaml, &pipeline(true))?;
+    write(&raibid_yaml, &pipeline(true, deps, &outside))?;
     let cached = commit(&work, home, "--", ".raibid.yaml", "With cache: [target]").await?;
     write(
         &src.join("report.rs"),
@@ -928,7 +973,7 @@ struct SummaryInput {
     load_average_end: [f64; 3],
     executor: String,
     crates: Vec<String>,
-    vendor_in_workspace: bool,
+    deps: Deps,
     data_dir: String,
     filesystem: String,
     reflinks: bool,
@@ -987,7 +1032,7 @@ fn summarize(input: SummaryInput) -> Result<CacheReport, BenchError> {
         load_average_end: input.load_average_end,
         executor: input.executor,
         crates: input.crates,
-        vendor_in_workspace: input.vendor_in_workspace,
+        deps: input.deps,
         data_dir: input.data_dir,
         filesystem: input.filesystem,
         reflinks: input.reflinks,
@@ -1055,12 +1100,35 @@ mod tests {
         assert_eq!(locked_crates(lock), vec!["serde 1.0.228".to_owned()]);
     }
 
+    /// The agent's own parser reads them as meant: the same steps with and without the cache,
+    /// which holds `.cargo-home` exactly when the dependencies are copied there.
     #[test]
     fn the_pipelines_differ_only_by_the_cache() {
-        assert!(!pipeline(false).contains("cache:"));
-        assert_eq!(
-            pipeline(true).replace("cache: [target]\n", ""),
-            pipeline(false)
+        let outside = Path::new("/var/tmp/bench/vendor");
+        for (deps, paths) in [
+            (Deps::Outside, vec!["target"]),
+            (Deps::InRepository, vec!["target"]),
+            (Deps::CachedInWorkspace, vec!["target", CARGO_HOME]),
+        ] {
+            let parse = |cache| {
+                raibid_pipeline::parse(".raibid.yaml", &pipeline(cache, deps, outside))
+                    .unwrap_or_else(|e| panic!("{deps:?}: {e}"))
+            };
+            let (without, with) = (parse(false), parse(true));
+            assert!(without.cache.is_none());
+            assert_eq!(with.cache.as_ref().unwrap().paths, paths, "{deps:?}");
+            assert_eq!(with.steps.len(), 1);
+            assert_eq!(format!("{:?}", with.steps), format!("{:?}", without.steps));
+            assert_eq!(with.env, without.env);
+            assert_eq!(
+                with.env.get("CARGO_HOME").map(String::as_str),
+                (deps == Deps::CachedInWorkspace).then_some(CARGO_HOME),
+            );
+        }
+        let copies = pipeline(true, Deps::CachedInWorkspace, outside);
+        assert!(
+            copies.contains("cp -R /var/tmp/bench/vendor .cargo-home/vendor"),
+            "{copies}"
         );
     }
 }

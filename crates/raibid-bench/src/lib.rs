@@ -22,7 +22,7 @@ mod procs;
 mod report;
 mod webhooks;
 
-pub use cache::{CacheBenchOptions, CacheJob, CachePhase, CacheReport, cache};
+pub use cache::{CacheBenchOptions, CacheJob, CachePhase, CacheReport, Deps as CacheDeps, cache};
 pub use checkout::{CheckoutBenchOptions, CheckoutReport, checkout};
 pub use e2e::{E2eBenchOptions, E2eReport, PhaseReport, Stretch, ThroughputReport, e2e};
 pub use error::BenchError;

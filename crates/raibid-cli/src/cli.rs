@@ -382,6 +382,13 @@ pub struct BenchE2eArgs {
     pub output: Output,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchDeps {
+    Outside,
+    InRepository,
+    CachedInWorkspace,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchCacheArgs {
     /// Jobs of the build without `cache:`.
@@ -398,10 +405,12 @@ pub struct BenchCacheArgs {
     /// decides whether reflinks apply.
     #[arg(long)]
     pub temp_root: Option<std::path::PathBuf>,
-    /// Vendor the dependencies inside the repository, at a new path in every job's workspace
-    /// (cargo then rebuilds them all over the restored target/).
-    #[arg(long)]
-    pub vendor_in_workspace: bool,
+    /// Where the steps find the crate's dependencies: vendored at a fixed path outside the
+    /// workspace (a machine-wide CARGO_HOME), vendored in the repository (checked out anew each
+    /// job), or copied into the workspace's .cargo-home by the first job and cached with
+    /// target/ (a CARGO_HOME in the workspace).
+    #[arg(long, value_enum, default_value_t = BenchDeps::Outside)]
+    pub deps: BenchDeps,
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -12,6 +12,14 @@
 //! sockets such as `/run/docker.sock` (writable through a read-only mount) when the agent's user
 //! can reach them.
 //!
+//! The job's workspace and `HOME` appear at fixed paths, [`SANDBOX_WORKSPACE`] and
+//! [`SANDBOX_HOME`], whatever job directory they are in on the host (as GitLab's build
+//! directory is the same for every job of a project, and a container step's `/workspace`):
+//! cargo records the absolute path of every dependency's sources in its fingerprints, so with a
+//! new path each job a restored `target/` would be rebuilt whole. Each sandbox has its own mount
+//! namespace, so concurrent jobs never share these paths. Both are under `/home`, which is an
+//! empty tmpfs here: bwrap can create mount points there, not in the read-only `/`.
+//!
 //! An agent running as root must name a `user` for its steps. Without capabilities a root step
 //! is still uid 0, the owner of every root-only file and socket visible read-only: it could ask
 //! systemd or a container engine over their sockets to run anything outside the sandbox. The
@@ -38,8 +46,15 @@ use tracing::debug;
 
 use super::env_script::{EnvScript, FIXED_PATH, sourced_first};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
-use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
+use super::{ExecError, Executor, OutputSender, StepExit, StepPaths, StepSpec};
 use crate::step_user::StepUser;
+
+/// Where the job's workspace is bound in every sandbox, and the steps' working directory.
+pub const SANDBOX_WORKSPACE: &str = "/home/raibid/workspace";
+
+/// Where the job's `HOME` is bound in every sandbox: beside the workspace, not above it, so
+/// the workspace's mount point is not a directory bwrap creates in the job's `HOME`.
+pub const SANDBOX_HOME: &str = "/home/raibid/home";
 
 /// Where the step's environment script is bound, inside the sandbox's own `/tmp`.
 const ENV_IN_SANDBOX: &str = "/tmp/.raibid-env";
@@ -200,6 +215,13 @@ impl Executor for BwrapExecutor {
         self.options.user
     }
 
+    fn step_paths(&self) -> Option<StepPaths> {
+        Some(StepPaths {
+            workspace: Path::new(SANDBOX_WORKSPACE),
+            home: Path::new(SANDBOX_HOME),
+        })
+    }
+
     fn run_step<'a>(
         &'a self,
         spec: &'a StepSpec,
@@ -210,8 +232,9 @@ impl Executor for BwrapExecutor {
     }
 }
 
-/// bwrap's arguments; `workspace` and `home` must be absolute. `env_file` is the step's
-/// environment as a script, sourced before `script`.
+/// bwrap's arguments; `workspace` and `home` are the job's directories on the host (absolute),
+/// bound at [`SANDBOX_WORKSPACE`] and [`SANDBOX_HOME`]. `env_file` is the step's environment as
+/// a script, sourced before `script`.
 fn sandbox_args(
     options: &BwrapOptions,
     workspace: &Path,
@@ -290,16 +313,16 @@ fn sandbox_args(
         ENV_IN_SANDBOX.into(),
     ]);
     if let Some(home) = home {
-        reachable(&mut args, options, home);
-        args.extend([OsString::from("--bind"), home.into(), home.into()]);
+        reachable(&mut args, options, Path::new(SANDBOX_HOME));
+        args.extend([OsString::from("--bind"), home.into(), SANDBOX_HOME.into()]);
     }
-    reachable(&mut args, options, workspace);
+    reachable(&mut args, options, Path::new(SANDBOX_WORKSPACE));
     args.extend([
         OsString::from("--bind"),
         workspace.into(),
-        workspace.into(),
+        SANDBOX_WORKSPACE.into(),
         "--chdir".into(),
-        workspace.into(),
+        SANDBOX_WORKSPACE.into(),
         "--".into(),
     ]);
     if let Some(user) = options.user {
@@ -424,7 +447,7 @@ mod tests {
         let home = position(&args, &["--tmpfs", "/root"]);
         let hide = position(&args, &["--tmpfs", d]);
         let expose = position(&args, &["--ro-bind", t, t]);
-        let workspace = position(&args, &["--bind", w, w]);
+        let workspace = position(&args, &["--bind", w, SANDBOX_WORKSPACE]);
         assert!(root < home && home < hide && hide < expose && expose < workspace);
         assert!(!args.iter().any(|a| a.to_string_lossy().contains("missing")));
         assert!(args.contains(&"--unshare-net".into()));
@@ -451,10 +474,13 @@ mod tests {
             Path::new("/e"),
             "true",
         );
-        let parents = position(&args, &["--perms", "0755", "--dir", "/data/work/j-a1"]);
-        let home = position(&args, &["--bind", "/data/work/j-a1/home"]);
-        assert!(position(&args, &["--perms", "0755", "--dir", "/data"]) < parents);
-        assert!(parents < home);
+        // The mount points are in the sandbox's /home; the host's directories above the job's
+        // need no opening up (bwrap, still privileged, binds them).
+        let parent = position(&args, &["--perms", "0755", "--dir", "/home/raibid"]);
+        let home = position(&args, &["--bind", "/data/work/j-a1/home", SANDBOX_HOME]);
+        let workspace = position(&args, &["--bind", "/data/work/j-a1/src", SANDBOX_WORKSPACE]);
+        assert!(parent < home && home < workspace);
+        assert!(!args.contains(&"/data/work/j-a1".into()));
         assert!(position(&args, &["--cap-add", "CAP_SETUID"]) < home);
         assert_eq!(
             args[args.len() - 10..],

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use bwrap::{BwrapExecutor, BwrapOptions};
+pub use bwrap::{BwrapExecutor, BwrapOptions, SANDBOX_HOME, SANDBOX_WORKSPACE};
 pub use container::{ContainerEngine, ContainerExecutor, ContainerOptions};
 pub use host::HostExecutor;
 pub use image_arch::{ArchPreflight, ArchVerdict, RegistryLogin};
@@ -42,6 +42,13 @@ pub struct StepSpec {
     pub timeout: Duration,
     /// Container image (container executor only; others ignore it).
     pub image: Option<String>,
+}
+
+/// The workspace and `HOME` as a step sees them (see [`Executor::step_paths`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepPaths {
+    pub workspace: &'static Path,
+    pub home: &'static Path,
 }
 
 /// How a step ended.
@@ -92,6 +99,15 @@ pub trait Executor: Send + Sync {
     /// own (`PATH`, `HOME`, toolchains), or `None` when the step sees the host's filesystem:
     /// the runner then supplies those variables, and names the workspace by its host path.
     fn image_workspace(&self) -> Option<&Path> {
+        None
+    }
+
+    /// Where a step that sees the host's filesystem finds its workspace and `HOME`, when the
+    /// executor puts them at fixed paths rather than at the job's own directories (`None`:
+    /// at the host paths of [`StepSpec`]). Tools that record absolute paths (cargo's
+    /// fingerprints, ccache, Go's build cache) then find the same paths in every job, so what
+    /// a `cache:` restores stays valid.
+    fn step_paths(&self) -> Option<StepPaths> {
         None
     }
 

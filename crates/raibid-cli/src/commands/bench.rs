@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raibid_bench::{
-    BenchError, CacheBenchOptions, CheckoutBenchOptions, E2eBenchOptions, LogBenchOptions,
-    WebhookBenchOptions,
+    BenchError, CacheBenchOptions, CacheDeps, CheckoutBenchOptions, E2eBenchOptions,
+    LogBenchOptions, WebhookBenchOptions,
 };
 use serde::Serialize;
 
-use crate::cli::{BenchCommand, Output};
+use crate::cli::{BenchCommand, BenchDeps, Output};
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the running raibid executable")?;
@@ -73,7 +73,11 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 warm_jobs: a.warm_jobs,
                 executor: a.executor,
                 temp_root: a.temp_root,
-                vendor_in_workspace: a.vendor_in_workspace,
+                deps: match a.deps {
+                    BenchDeps::Outside => CacheDeps::Outside,
+                    BenchDeps::InRepository => CacheDeps::InRepository,
+                    BenchDeps::CachedInWorkspace => CacheDeps::CachedInWorkspace,
+                },
             };
             show(raibid_bench::cache(options).await, a.output, |r| {
                 r.render_table()
