@@ -116,11 +116,33 @@ impl Runner {
                 // The lock of a directory already gone, left by an agent that died between
                 // removing the one and the other.
                 let job_dir = self.settings.workspace_root.join(dir_name);
-                if parse_workspace_name(dir_name).is_some()
+                if (parse_workspace_name(dir_name).is_some() || parse_slot_name(dir_name).is_some())
                     && !tokio::fs::try_exists(&job_dir).await.unwrap_or(true)
                     && let Ok(Some(lock)) = InUse::try_take(&job_dir)
                 {
                     lock.release();
+                }
+                continue;
+            }
+            if parse_slot_name(name).is_some() {
+                // A slot no live process holds is a dead agent's, whatever its job was.
+                match InUse::try_take(&entry.path()) {
+                    Ok(Some(lock)) => {
+                        match remove_job_dir(entry.path()).await {
+                            Ok(()) => {
+                                info!(slot = name, "removed the workspace of a dead agent");
+                                removed += 1;
+                            }
+                            Err(e) => {
+                                warn!(slot = name, error = %e, "could not remove an orphaned workspace")
+                            }
+                        }
+                        lock.release();
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(slot = name, error = %e, "cannot check whether a workspace is in use")
+                    }
                 }
                 continue;
             }
@@ -165,6 +187,58 @@ impl Runner {
         removed
     }
 
+    /// The job's directory, locked (`None` when it could not be: logged). Jobs run in slots,
+    /// `<workspace_root>/slot-<n>`, the first one no live process holds, as GitLab Runner
+    /// reuses one build directory per concurrent job: an agent running one job at a time (an
+    /// agent pod, `raibid up`'s pool one job after another) gives every job the same path, and
+    /// tools that record absolute paths (cargo's fingerprints of dependencies, under the job's
+    /// `HOME` or in the workspace) find them again after a `cache:` restore. The lock is taken
+    /// before anything of the directory is touched and let go after it is gone, so no sweeper,
+    /// of this queue or another, removes it in use; what a dead agent left in a free slot is
+    /// removed first. With `keep_workspace` every attempt keeps a directory of its own,
+    /// `<job>-a<attempt>`, so that the next job does not clear it.
+    async fn take_job_dir(&self, job: &Job) -> (PathBuf, Option<InUse>) {
+        let root = &self.settings.workspace_root;
+        let per_attempt = root.join(format!("{}-a{}", job.id, job.attempt));
+        if let Err(e) = tokio::fs::create_dir_all(root).await {
+            warn!(job = %job.id, dir = %root.display(), error = %e, "cannot create the workspace root");
+            return (per_attempt, None);
+        }
+        if !self.settings.keep_workspace {
+            match take_slot(root).await {
+                Ok(Some((dir, lock))) => return (dir, Some(lock)),
+                Ok(None) => {
+                    warn!(job = %job.id, slots = MAX_SLOTS, "every workspace slot is in use; the job gets a directory of its own")
+                }
+                Err(e) => {
+                    warn!(job = %job.id, error = %e, "cannot take a workspace slot; the job gets a directory of its own")
+                }
+            }
+        }
+        let mut in_use = InUse::try_take(&per_attempt);
+        // Held for a moment by a sweeper that found the lock before the directory existed;
+        // it deletes the file, and a fresh one is then ours.
+        for _ in 0..20 {
+            if !matches!(in_use, Ok(None)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            in_use = InUse::try_take(&per_attempt);
+        }
+        let in_use = match in_use {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                warn!(job = %job.id, dir = %per_attempt.display(), "the job's directory is locked by another process");
+                None
+            }
+            Err(e) => {
+                warn!(job = %job.id, dir = %per_attempt.display(), error = %e, "cannot lock the job's directory");
+                None
+            }
+        };
+        (per_attempt, in_use)
+    }
+
     /// Runs `claimed` to the end. `interrupt` fires when the agent must give the job back
     /// (shutdown grace period over): the step is stopped and the job released, not acked.
     pub async fn run(
@@ -186,35 +260,7 @@ impl Runner {
             })
         };
 
-        let job_dir = self
-            .settings
-            .workspace_root
-            .join(format!("{}-a{}", job.id, job.attempt));
-        // Taken before the directory exists and let go after it is gone, so that no sweeper,
-        // of this queue or another, takes it for an orphan while it is in use.
-        let mut in_use = tokio::fs::create_dir_all(&self.settings.workspace_root)
-            .await
-            .and_then(|()| InUse::try_take(&job_dir));
-        // Held for a moment by a sweeper that found the lock before the directory existed;
-        // it deletes the file, and a fresh one is then ours.
-        for _ in 0..20 {
-            if !matches!(in_use, Ok(None)) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            in_use = InUse::try_take(&job_dir);
-        }
-        let in_use = match in_use {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) => {
-                warn!(job = %job.id, dir = %job_dir.display(), "the job's directory is locked by another process");
-                None
-            }
-            Err(e) => {
-                warn!(job = %job.id, dir = %job_dir.display(), error = %e, "cannot lock the job's directory");
-                None
-            }
-        };
+        let (job_dir, in_use) = self.take_job_dir(&job).await;
         let mut log = JobLog::new(self.queue.clone(), job.id.clone());
         for secret in self.secrets.values() {
             log.mask(secret);
@@ -1351,6 +1397,39 @@ async fn remove_job_dir(dir: PathBuf) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?
 }
 
+/// How many slots [`Runner::take_job_dir`] tries: far more than the jobs one machine runs at
+/// once.
+const MAX_SLOTS: u32 = 1024;
+
+fn slot_name(n: u32) -> String {
+    format!("slot-{n}")
+}
+
+/// `slot-<n>` (no leading zeros, as [`slot_name`] writes it) -> n.
+fn parse_slot_name(name: &str) -> Option<u32> {
+    let n: u32 = name.strip_prefix("slot-")?.parse().ok()?;
+    (slot_name(n) == name).then_some(n)
+}
+
+/// The first free slot under `root`, emptied of what a dead agent left there, and its lock;
+/// `None` when all [`MAX_SLOTS`] are in use. A slot that cannot be emptied is skipped.
+async fn take_slot(root: &Path) -> std::io::Result<Option<(PathBuf, InUse)>> {
+    for n in 0..MAX_SLOTS {
+        let dir = root.join(slot_name(n));
+        let Some(lock) = InUse::try_take(&dir)? else {
+            continue;
+        };
+        match remove_job_dir(dir.clone()).await {
+            Ok(()) => return Ok(Some((dir, lock))),
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot empty a workspace slot; trying the next");
+                lock.release();
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// `<job id>-a<attempt>`, as `run` names workspaces; job ids never contain `-a` followed by
 /// digits only at their end, so the last `-a` splits.
 fn parse_workspace_name(name: &str) -> Option<(&str, u32)> {
@@ -1560,6 +1639,18 @@ mod tests {
             Some(("01JD0000000000000000000000", 3))
         );
         assert_eq!(parse_workspace_name("x-a-a12"), Some(("x-a", 12)));
+        assert_eq!(parse_slot_name("slot-0"), Some(0));
+        assert_eq!(parse_slot_name("slot-17"), Some(17));
+        for stranger in [
+            "slot-",
+            "slot-01",
+            "slot-+1",
+            "slot-x",
+            "slot-1.lock",
+            "slots-1",
+        ] {
+            assert_eq!(parse_slot_name(stranger), None, "{stranger}");
+        }
         for stranger in ["lost+found", "-a1", "job-a", "job-ax", "job-a1x", "job"] {
             assert_eq!(parse_workspace_name(stranger), None, "{stranger}");
         }

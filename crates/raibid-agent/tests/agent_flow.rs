@@ -48,14 +48,7 @@ async fn a_two_step_pipeline_runs_under_bwrap_and_succeeds() {
     assert!(log.contains("building-acme/app"), "{log}");
     assert!(log.contains("testing"), "{log}");
     assert!(log.contains(&sha), "the log names the commit: {log}");
-    assert!(
-        !h.dir
-            .path()
-            .join("work")
-            .join(format!("{}-a1", job.id))
-            .exists(),
-        "workspace removed"
-    );
+    assert_eq!(h.work_left(), Vec::<String>::new(), "workspace removed");
 }
 
 /// The variables name the workspace and HOME where the sandbox shows them, the same in every
@@ -1058,8 +1051,77 @@ async fn a_workspace_with_read_only_directories_is_removed() {
     h.run_once(h.runner(SecretStore::default())).await;
     let log = h.log(&job.id).await;
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
-    let job_dir = h.dir.path().join("work").join(format!("{}-a1", job.id));
-    assert!(!job_dir.exists(), "{} is left", job_dir.display());
+    assert_eq!(h.work_left(), Vec::<String>::new());
+}
+
+/// Host steps have no sandbox to move their directories: jobs run in slots, and one agent's
+/// jobs all see `slot-0`, as GitLab Runner reuses a build directory (so paths cargo records
+/// stay valid after a `cache:` restore). What a dead agent left in a free slot is cleared
+/// first; a slot a live process holds is skipped and left as it is.
+#[tokio::test]
+async fn host_jobs_reuse_the_first_free_workspace_slot() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: where\n    run: |\n      echo \"at=$PWD home=$HOME\"\n      echo \"home has: $(ls -A \"$HOME\")\"\n      touch \"$HOME/mine\"\n",
+        )],
+        "where",
+    );
+    let runner = || {
+        h.runner_on(
+            Arc::new(HostExecutor::new()),
+            SecretStore::default(),
+            None,
+            "registry.invalid",
+        )
+    };
+    let work = h.dir.path().join("work");
+    let slot = |n: u32| work.join(format!("slot-{n}"));
+    let run = |expected_slot: u32| {
+        let (h, repo, sha, slot) = (&h, &repo, &sha, &slot);
+        let runner = runner();
+        async move {
+            let job = h.enqueue(&repo.url(), sha).await;
+            h.run_once(runner).await;
+            let log = h.log(&job.id).await;
+            assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+            let dir = slot(expected_slot);
+            let at = format!(
+                "at={} home={}\nhome has: \n",
+                dir.join("src").display(),
+                dir.join("home").display()
+            );
+            assert!(log.contains(&at), "wanted {at:?} in {log}");
+        }
+    };
+    // One job after another: the same directories, each time empty.
+    run(0).await;
+    run(0).await;
+    assert_eq!(h.work_left(), Vec::<String>::new());
+
+    // A dead agent's leftovers in slot-0.
+    std::fs::create_dir_all(slot(0).join("home")).unwrap();
+    std::fs::write(slot(0).join("home").join("stale"), "x").unwrap();
+    run(0).await;
+    assert_eq!(h.work_left(), Vec::<String>::new());
+
+    // slot-0 held by a live process (another agent's job).
+    std::fs::create_dir_all(slot(0).join("src")).unwrap();
+    std::fs::write(slot(0).join("src").join("theirs"), "x").unwrap();
+    let held = nix::fcntl::Flock::lock(
+        std::fs::File::create(work.join("slot-0.lock")).unwrap(),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .unwrap();
+    run(1).await;
+    assert!(
+        slot(0).join("src").join("theirs").exists(),
+        "a live slot was touched"
+    );
+    assert_eq!(h.work_left(), ["slot-0", "slot-0.lock"]);
+    drop(held);
 }
 
 /// With `agent.step_user` (how agent pods run, as root), host steps run as that user: they own
@@ -1193,13 +1255,7 @@ async fn a_slow_workspace_removal_does_not_lose_the_verdict() {
     );
     let done = h.job(&job.id).await;
     assert_eq!((done.status, done.attempt), (JobStatus::Success, 1));
-    assert!(
-        !h.dir
-            .path()
-            .join("work")
-            .join(format!("{}-a1", job.id))
-            .exists()
-    );
+    assert_eq!(h.work_left(), Vec::<String>::new());
 }
 
 /// A loopback port whose server accepts connections and never answers (for the rest of the
@@ -1362,7 +1418,7 @@ async fn the_sweeper_leaves_workspaces_of_other_queues_alone() {
         unreachable!("not shared")
     };
     other.queue = Queue::open(QueueOptions::new(other_redis.url())).unwrap();
-    let job_dir = h.dir.path().join("work").join(format!("{}-a1", job.id));
+    let job_dir = h.dir.path().join("work").join("slot-0");
     while !job_dir.join("src").exists() {
         assert!(!agent.is_finished(), "{}", h.log(&job.id).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1374,8 +1430,11 @@ async fn the_sweeper_leaves_workspaces_of_other_queues_alone() {
         .join("work")
         .join("01JXK4Q3ZP8M5T7V2W9R000009-a1");
     std::fs::create_dir_all(dead.join("src")).unwrap();
-    assert_eq!(other.sweep_orphaned_workspaces().await, 1);
-    assert!(!dead.exists());
+    // And a slot of one: no lock held.
+    let dead_slot = h.dir.path().join("work").join("slot-5");
+    std::fs::create_dir_all(dead_slot.join("src")).unwrap();
+    assert_eq!(other.sweep_orphaned_workspaces().await, 2);
+    assert!(!dead.exists() && !dead_slot.exists());
     assert!(job_dir.exists(), "a live workspace was removed");
     let ends = agent.await.unwrap().unwrap().jobs;
     let log = h.log(&job.id).await;

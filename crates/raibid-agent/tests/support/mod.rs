@@ -59,6 +59,19 @@ impl Harness {
         h
     }
 
+    /// What is left in the runners' workspace root (job directories and their locks).
+    pub fn work_left(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path().join("work"))
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// The agent's mirror cache (its git's HOME too).
     pub fn cache(&self) -> PathBuf {
         self.dir.path().join("cache")
