@@ -339,36 +339,19 @@ pub async fn cache(opts: CacheBenchOptions) -> Result<CacheReport, BenchError> {
 
     let git_root = root.join("git");
     let repo = crate_repository(root, &git_root, opts.deps).await?;
-    let stop_git = tokio_util::sync::CancellationToken::new();
-    let git_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(BenchError::io("binding the git HTTP server"))?;
-    let clone_url = format!(
-        "http://{}/{REPO}.git",
-        git_listener
-            .local_addr()
-            .map_err(BenchError::io("git HTTP server address"))?
-    );
-    tokio::spawn(raibid_server::git_http::serve(git_listener, git_root, {
-        let stop = stop_git.clone();
-        async move { stop.cancelled().await }
-    }));
-
-    let config = root.join("config.yaml");
     let mut yaml = String::from("# raibid bench cache\n");
     if let Some(executor) = &opts.executor {
         yaml.push_str(&format!("agent:\n  executor: {executor}\n"));
     }
-    std::fs::write(&config, yaml).map_err(BenchError::io("writing config.yaml"))?;
-    let ctx = Ctx {
-        exe: opts.raibid_exe.clone(),
-        root: root.to_path_buf(),
-        config,
-        http: reqwest::Client::builder().tcp_nodelay(true).build()?,
-        secret: random_secret(),
-        clone_url,
-        sha: repo.warm_up.clone(),
-    };
+    let (ctx, stop_git) = Ctx::serving(
+        &opts.raibid_exe,
+        root,
+        &yaml,
+        git_root,
+        REPO,
+        repo.warm_up.clone(),
+    )
+    .await?;
     let result = run_phases(&ctx, &opts, &repo).await;
     stop_git.cancel();
     let (jobs, executor) = result?;

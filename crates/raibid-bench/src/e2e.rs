@@ -283,32 +283,15 @@ pub async fn e2e(opts: E2eBenchOptions) -> Result<E2eReport, BenchError> {
 
     let git_root = root.join("git");
     let sha = noop_repository(&git_root, root).await?;
-    let stop_git = CancellationToken::new();
-    let git_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(BenchError::io("binding the git HTTP server"))?;
-    let clone_url = format!(
-        "http://{}/{NOOP_REPO}.git",
-        git_listener
-            .local_addr()
-            .map_err(BenchError::io("git HTTP server address"))?
-    );
-    tokio::spawn(raibid_server::git_http::serve(git_listener, git_root, {
-        let stop = stop_git.clone();
-        async move { stop.cancelled().await }
-    }));
-
-    let config = root.join("config.yaml");
-    std::fs::write(&config, config_yaml(&opts)).map_err(BenchError::io("writing config.yaml"))?;
-    let ctx = Ctx {
-        exe: opts.raibid_exe.clone(),
-        root: root.to_path_buf(),
-        config,
-        http: reqwest::Client::builder().tcp_nodelay(true).build()?,
-        secret: random_secret(),
-        clone_url,
+    let (ctx, stop_git) = Ctx::serving(
+        &opts.raibid_exe,
+        root,
+        &config_yaml(&opts),
+        git_root,
+        NOOP_REPO,
         sha,
-    };
+    )
+    .await?;
 
     let result = async {
         let warm = warm_phase(&ctx, &opts).await?;
@@ -407,6 +390,47 @@ pub(crate) struct Ctx {
     pub(crate) secret: String,
     pub(crate) clone_url: String,
     pub(crate) sha: String,
+}
+
+impl Ctx {
+    /// Serves the bare repositories under `git_root` over smart HTTP until the returned token
+    /// is cancelled, writes `raibid up`'s configuration, and makes the context of jobs that
+    /// clone `<repo>.git` at `sha` from there.
+    pub(crate) async fn serving(
+        exe: &Path,
+        root: &Path,
+        config_yaml: &str,
+        git_root: PathBuf,
+        repo: &str,
+        sha: String,
+    ) -> Result<(Self, CancellationToken), BenchError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(BenchError::io("binding the git HTTP server"))?;
+        let clone_url = format!(
+            "http://{}/{repo}.git",
+            listener
+                .local_addr()
+                .map_err(BenchError::io("git HTTP server address"))?
+        );
+        let config = root.join("config.yaml");
+        std::fs::write(&config, config_yaml).map_err(BenchError::io("writing config.yaml"))?;
+        let ctx = Ctx {
+            exe: exe.to_path_buf(),
+            root: root.to_path_buf(),
+            config,
+            http: reqwest::Client::builder().tcp_nodelay(true).build()?,
+            secret: random_secret(),
+            clone_url,
+            sha,
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn(raibid_server::git_http::serve(listener, git_root, {
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        }));
+        Ok((ctx, stop))
+    }
 }
 
 fn config_yaml(opts: &E2eBenchOptions) -> String {
