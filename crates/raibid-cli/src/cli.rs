@@ -232,6 +232,12 @@ pub struct ScheduleArgs {
 pub enum ScheduleCommand {
     /// Each schedule: its cron expression, when it runs next, and its last job.
     List,
+    /// Queue a schedule's job now, as an occurrence would (the head of its branch, event
+    /// cron); the timetable goes on as before.
+    Run {
+        /// The schedule's name in `server.schedules`.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -541,16 +541,22 @@ fn http_get(port: u16, path: &str) -> String {
     response
 }
 
-fn cli(up: &Up, args: &[&str]) -> String {
+/// Runs a client command against `up` with its token.
+fn cli_run(up: &Up, args: &[&str]) -> std::process::Output {
     let token = std::fs::read_to_string(up.data.join("api-token")).unwrap();
-    let out = Command::new(RAIBID)
+    Command::new(RAIBID)
         .arg("--config")
         .arg(&up.config)
         .args(args)
         .env("RAIBID_SERVER", up.url())
         .env("RAIBID_TOKEN", token.trim())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs a client command that must succeed; returns what it wrote to standard output.
+fn cli(up: &Up, args: &[&str]) -> String {
+    let out = cli_run(up, args);
     assert!(
         out.status.success(),
         "raibid {args:?}: {}",
@@ -935,4 +941,59 @@ async fn schedule_list_shows_the_configured_schedules() {
     assert_eq!(json.len(), 1);
     assert_eq!(json[0].name, "nightly");
     assert!(json[0].next.unwrap() > chrono::Utc::now());
+}
+
+/// `raibid schedule run` queues the schedule's job at once, as the API's answer says; an unknown
+/// name fails with the server's message.
+#[tokio::test]
+async fn schedule_run_queues_the_schedule_s_job_now() {
+    let (repo, sha) = repo_with("steps:\n  - name: hello\n    run: echo hello-from-cron\n");
+    let dir = tempfile::tempdir().unwrap();
+    let schedules = format!(
+        "[{{name: nightly, repo: acme/app, clone_url: \"{}\", cron: \"0 3 * * *\", env: {{FULL: \"1\"}}}}]",
+        repo.url()
+    );
+    let up = Up::start(
+        dir.path(),
+        "",
+        &[],
+        &[("RAIBID_SERVER_SCHEDULES", schedules.as_str())],
+    );
+    let text = cli(&up, &["schedule", "run", "nightly"]);
+    let id = text
+        .strip_prefix("queued ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no job id in {text:?}"));
+    assert!(
+        text.contains("schedule nightly: acme/app at ") && text.contains(&sha[..10]),
+        "{text}"
+    );
+    let job = up.client().job(id).await.unwrap();
+    assert_eq!(job.spec.event, raibid_model::Event::Cron);
+    assert_eq!(job.spec.schedule.as_deref(), Some("nightly"));
+    assert_eq!(job.spec.sha, sha);
+    assert_eq!(job.spec.env["FULL"], "1");
+
+    let json: Job =
+        serde_json::from_str(&cli(&up, &["schedule", "run", "nightly", "-o", "json"])).unwrap();
+    assert_ne!(json.id, job.id);
+    assert_eq!(json.spec.schedule.as_deref(), Some("nightly"));
+    assert!(up.client().find_job(&json.id).await.unwrap().is_some());
+
+    let error = cli_that_fails(&up, &["schedule", "run", "weekly"]);
+    assert!(
+        error.contains("404") && error.contains("schedule weekly not found in server.schedules"),
+        "{error}"
+    );
+}
+
+/// Runs a client command that must fail; returns what it wrote to standard error.
+fn cli_that_fails(up: &Up, args: &[&str]) -> String {
+    let out = cli_run(up, args);
+    assert!(
+        !out.status.success(),
+        "raibid {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -300,6 +300,18 @@ impl Client {
         Ok(s.schedules)
     }
 
+    /// `POST /api/v1/schedules/{name}/run`: queues the job an occurrence of schedule `name`
+    /// would, now, and returns it. An unknown name is [`ClientError::Api`] with status 404; a
+    /// server that does not run the schedule (no `cron` in `server.events`, the repository not
+    /// allowed) answers 409.
+    pub async fn run_schedule(&self, name: &str) -> Result<Job, ClientError> {
+        self.json(self.request(
+            reqwest::Method::POST,
+            &format!("/api/v1/schedules/{}/run", segment(name)),
+        ))
+        .await
+    }
+
     pub async fn agents(&self) -> Result<Vec<AgentEntry>, ClientError> {
         let a: Agents = self
             .json(self.request(reqwest::Method::GET, "/api/v1/agents"))

@@ -103,8 +103,8 @@ fn webhook(forge: &str) -> Value {
     })
 }
 
-/// `GET /api/v1/schedules`, added beside `paths()`'s document, which is at `json!`'s
-/// recursion limit.
+/// `GET /api/v1/schedules` and `POST /api/v1/schedules/{name}/run`, added beside `paths()`'s
+/// document, which is at `json!`'s recursion limit.
 fn with_schedules(mut paths: Value) -> Value {
     paths["/api/v1/schedules"] = json!({
         "get": {
@@ -125,6 +125,35 @@ fn with_schedules(mut paths: Value) -> Value {
                     "Missing or invalid bearer token (read calls: only with server.read_requires_token).",
                 ),
                 "503": error("Redis is unavailable; retry after Retry-After seconds.")
+            }
+        }
+    });
+    paths["/api/v1/schedules/{name}/run"] = json!({
+        "post": {
+            "operationId": "run_schedule",
+            "tags": ["schedules"],
+            "summary": "Queue a schedule's job now",
+            "description": "Queues the job an occurrence would (event cron, the head of the \
+                schedule's branch resolved now, its pool and env, schedule set to its name), \
+                with the delivery id cron:<name>:manual:<ulid>. The scheduler's record of \
+                occurrences is not touched: the next occurrence still runs, and last_job in \
+                GET /api/v1/schedules stays the last occurrence's job.",
+            "security": [{ "bearer": [] }],
+            "parameters": [{
+                "name": "name", "in": "path", "required": true,
+                "description": "The schedule's name in server.schedules.",
+                "schema": { "type": "string" }
+            }],
+            "responses": {
+                "201": json_body("The queued job.", schema_ref("Job")),
+                "401": error("Missing or invalid bearer token."),
+                "404": error("No schedule of that name in server.schedules."),
+                "409": error("The server runs no such job: cron is not in server.events, or \
+                    the schedule is skipped (its repo is not in server.allowed_repos, or its \
+                    repo, clone_url or branch is invalid); the message says which."),
+                "422": error("The head of the schedule's branch could not be resolved \
+                    (git ls-remote failed, or the branch does not exist)."),
+                "503": error("Redis unavailable or the pool's queue is full; retry later.")
             }
         }
     });
@@ -647,7 +676,9 @@ mod tests {
         let state = AppState::new(Config::default(), Queue::open(options).unwrap()).unwrap();
         let router = crate::router(state);
         for (method, path) in operations(&spec("")) {
-            let uri = path.replace("{id}", "01JABCDEFGHJKMNPQRSTVWXYZ0");
+            let uri = path
+                .replace("{id}", "01JABCDEFGHJKMNPQRSTVWXYZ0")
+                .replace("{name}", "nightly");
             let request = Request::builder()
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
                 .uri(&uri)

@@ -151,8 +151,22 @@ pub(crate) async fn run(state: AppState) {
 
 /// Whether the server can run `schedule` at all; says why not once, at start.
 fn usable(state: &AppState, schedule: &Schedule) -> bool {
-    let name = schedule.name.as_str();
-    let problem = validate::repo(&schedule.repo)
+    match unusable(state, schedule) {
+        Some(problem) => {
+            warn!(
+                schedule = schedule.name.as_str(),
+                problem, "schedule skipped"
+            );
+            false
+        }
+        None => true,
+    }
+}
+
+/// Why the server cannot run `schedule`, if it cannot: what the scheduler skips at start and a
+/// run by hand refuses, so a token cannot queue what the timetable never would.
+pub(crate) fn unusable(state: &AppState, schedule: &Schedule) -> Option<String> {
+    validate::repo(&schedule.repo)
         .err()
         .map(|m| format!("repo: {m}"))
         .or_else(|| {
@@ -168,14 +182,7 @@ fn usable(state: &AppState, schedule: &Schedule) -> bool {
         .or_else(|| {
             (!state.repos().is_allowed(&schedule.repo))
                 .then(|| "repo: not in server.allowed_repos".to_owned())
-        });
-    match problem {
-        Some(problem) => {
-            warn!(schedule = name, problem, "schedule skipped");
-            false
-        }
-        None => true,
-    }
+        })
 }
 
 /// Handles `schedule` at `now`: queues the job of an occurrence that is due.
@@ -203,30 +210,12 @@ pub(crate) async fn tick(
             }
         }
         Due::Run(occurrence) => {
-            let git_ref = format!("refs/heads/{}", schedule.branch);
-            let sha = git::resolve(&schedule.clone_url, &git_ref).await?;
-            let spec = NewJob {
-                pool: schedule
-                    .pool
-                    .clone()
-                    .unwrap_or_else(|| state.repos().pool_for(&schedule.repo).clone()),
-                env: schedule.env.clone(),
-                delivery_id: Some(format!("cron:{name}:{}", occurrence.timestamp())),
-                schedule: Some(name.to_owned()),
-                ..NewJob::new(
-                    &schedule.repo,
-                    &schedule.clone_url,
-                    git_ref,
-                    sha,
-                    Event::Cron,
-                )
-            };
-            let enqueued = queue.enqueue(spec).await?;
+            let delivery_id = format!("cron:{name}:{}", occurrence.timestamp());
+            let enqueued = enqueue(state, schedule, delivery_id).await?;
             queue
                 .mark_schedule(name, occurrence.timestamp(), Some(enqueued.job_id()))
                 .await?;
             if let Enqueued::Created(job) = &enqueued {
-                state.metrics().job_queued(&job.spec.pool);
                 info!(
                     schedule = name,
                     job = %job.id,
@@ -239,6 +228,39 @@ pub(crate) async fn tick(
         }
     }
     Ok(())
+}
+
+/// Queues `schedule`'s job for the head of its branch, resolved now, under `delivery_id`: the
+/// job of an occurrence and of a run by hand (`POST /api/v1/schedules/{name}/run`) differ only
+/// in it. Moves no mark: that is the occurrence's business.
+pub(crate) async fn enqueue(
+    state: &AppState,
+    schedule: &Schedule,
+    delivery_id: String,
+) -> Result<Enqueued, ScheduleError> {
+    let git_ref = format!("refs/heads/{}", schedule.branch);
+    let sha = git::resolve(&schedule.clone_url, &git_ref).await?;
+    let spec = NewJob {
+        pool: schedule
+            .pool
+            .clone()
+            .unwrap_or_else(|| state.repos().pool_for(&schedule.repo).clone()),
+        env: schedule.env.clone(),
+        delivery_id: Some(delivery_id),
+        schedule: Some(schedule.name.to_string()),
+        ..NewJob::new(
+            &schedule.repo,
+            &schedule.clone_url,
+            git_ref,
+            sha,
+            Event::Cron,
+        )
+    };
+    let enqueued = state.queue().enqueue(spec).await?;
+    if let Enqueued::Created(job) = &enqueued {
+        state.metrics().job_queued(&job.spec.pool);
+    }
+    Ok(enqueued)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The scheduler against a real redis-server and real git repositories, with a clock the tests
 //! move: each occurrence queues one job however many servers run, a missed occurrence older
 //! than its period is not run, and a branch that cannot be resolved is logged and retried
-//! without stopping the other schedules.
+//! without stopping the other schedules. A run by hand (`POST /api/v1/schedules/{name}/run`)
+//! queues the same job at once and leaves the timetable as it was.
 
 mod support;
 
@@ -10,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use raibid_config::{Config, CronExpr, Schedule, ScheduleName};
-use raibid_model::{Event, Job};
+use raibid_model::{Event, Job, PoolName};
 use raibid_server::{Clock, ServerOptions};
 use raibid_testkit::{GitRepo, RedisServer};
-use support::{TestServer, config, queue_for};
+use reqwest::StatusCode;
+use support::{TOKEN, TestServer, config, json, queue_for};
 
 /// A clock the test sets; every server of a test shares one.
 struct TestClock(Mutex<DateTime<Utc>>);
@@ -271,4 +273,189 @@ async fn an_unresolvable_branch_is_logged_and_retried_and_the_others_go_on() {
         queued[0].spec.delivery_id.as_deref(),
         Some(format!("cron:gone:{}", at(4, 10, 1, 0).timestamp()).as_str())
     );
+}
+
+/// `POST /api/v1/schedules/{name}/run` with `token` (none: no Authorization header).
+async fn run_by_hand(server: &TestServer, name: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = server
+        .client
+        .post(server.url(&format!("/api/v1/schedules/{name}/run")));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// The status, code and message of an error answer.
+async fn refusal(response: reqwest::Response) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body = json(response).await;
+    let field = |name: &str| body["error"][name].as_str().unwrap_or_default().to_owned();
+    (status, field("code"), field("message"))
+}
+
+#[tokio::test]
+async fn a_run_by_hand_queues_the_occurrence_s_job_and_leaves_the_timetable_alone() {
+    let repo = GitRepo::new();
+    let head = repo.commit(&[("README", "one\n")], "one");
+    let clock = TestClock::at(at(4, 2, 59, 30));
+    let mut nightly = schedule("nightly", &repo, "main", "0 3 * * *");
+    nightly.pool = Some(PoolName::new("arm64").unwrap());
+    let server = TestServer::start_with_clock(
+        RedisServer::start(),
+        with_schedules(vec![nightly]),
+        clock.clone(),
+    )
+    .await;
+    eventually("the schedule to be seen", async || {
+        server
+            .queue
+            .schedule_mark("nightly")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    let mark = server.queue.schedule_mark("nightly").await.unwrap();
+
+    let response = run_by_hand(&server, "nightly", Some(TOKEN)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let job: Job = serde_json::from_value(json(response).await).unwrap();
+    assert_eq!(job.spec.event, Event::Cron);
+    assert_eq!(job.spec.schedule.as_deref(), Some("nightly"));
+    assert_eq!(job.spec.repo, "local/app");
+    assert_eq!(job.spec.git_ref, "refs/heads/main");
+    assert_eq!(job.spec.sha, head);
+    assert_eq!(job.spec.pool.as_str(), "arm64");
+    assert_eq!(job.spec.env["FULL"], "1");
+    let delivery = job.spec.delivery_id.clone().unwrap_or_default();
+    assert!(delivery.starts_with("cron:nightly:manual:"), "{delivery}");
+    assert_eq!(
+        server.queue.get(&job.id).await.unwrap().as_ref(),
+        Some(&job)
+    );
+
+    // Another run is another job, at the branch's new head.
+    let second_head = repo.commit(&[("README", "two\n")], "two");
+    let response = run_by_hand(&server, "nightly", Some(TOKEN)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let again: Job = serde_json::from_value(json(response).await).unwrap();
+    assert_ne!(again.id, job.id);
+    assert_ne!(again.spec.delivery_id, job.spec.delivery_id);
+    assert_eq!(again.spec.sha, second_head);
+
+    // The scheduler's record is as it was, and the 03:00 occurrence still queues its job.
+    a_few_wake_ups().await;
+    assert_eq!(server.queue.schedule_mark("nightly").await.unwrap(), mark);
+    assert_eq!(jobs(&server).await.len(), 2);
+    clock.set(at(4, 3, 0, 1));
+    eventually("the 03:00 job", async || jobs(&server).await.len() == 3).await;
+    a_few_wake_ups().await;
+    let queued = jobs(&server).await;
+    assert_eq!(queued.len(), 3, "{queued:#?}");
+    let occurrence = at(4, 3, 0, 0).timestamp();
+    assert_eq!(
+        queued[0].spec.delivery_id.as_deref(),
+        Some(format!("cron:nightly:{occurrence}").as_str())
+    );
+    let mark = server
+        .queue
+        .schedule_mark("nightly")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mark.occurrence, occurrence);
+    assert_eq!(mark.job_id.as_deref(), Some(queued[0].id.as_str()));
+}
+
+#[tokio::test]
+async fn a_run_by_hand_needs_a_token_a_known_schedule_and_a_branch() {
+    let repo = GitRepo::new();
+    repo.commit(&[("README", "one\n")], "one");
+    let server = TestServer::start_with(with_schedules(vec![
+        schedule("nightly", &repo, "main", "0 3 * * *"),
+        schedule("gone", &repo, "feature", "0 3 * * *"),
+    ]))
+    .await;
+
+    for token in [None, Some("rbd_not_the_token")] {
+        let (status, code, _) = refusal(run_by_hand(&server, "nightly", token).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{token:?}"
+        );
+    }
+    let (status, code, message) = refusal(run_by_hand(&server, "weekly", Some(TOKEN)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    assert!(
+        message.contains("weekly") && message.contains("server.schedules"),
+        "{message}"
+    );
+    let (status, code, message) = refusal(run_by_hand(&server, "gone", Some(TOKEN)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "unresolvable_ref")
+    );
+    assert!(message.contains("refs/heads/feature"), "{message}");
+    assert_eq!(server.job_count().await, 0);
+}
+
+/// Where the scheduler would queue nothing, a token cannot make the server queue it either.
+#[tokio::test]
+async fn a_run_by_hand_is_refused_where_the_scheduler_queues_nothing() {
+    let repo = GitRepo::new();
+    repo.commit(&[("README", "one\n")], "one");
+    let mut without_cron = with_schedules(vec![schedule("nightly", &repo, "main", "0 3 * * *")]);
+    without_cron.server.events.retain(|e| *e != Event::Cron);
+    let mut server = TestServer::start_with(without_cron).await;
+    let (status, code, message) = refusal(run_by_hand(&server, "nightly", Some(TOKEN)).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::CONFLICT, "conflict"));
+    assert!(
+        message.contains("nightly")
+            && message.contains("cron")
+            && message.contains("server.events"),
+        "{message}"
+    );
+    assert_eq!(server.job_count().await, 0);
+    server.shutdown().await;
+
+    let mut not_allowed = with_schedules(vec![schedule("nightly", &repo, "main", "0 3 * * *")]);
+    not_allowed.server.allowed_repos = vec!["acme/*".into()];
+    let server = TestServer::start_with(not_allowed).await;
+    let (status, code, message) = refusal(run_by_hand(&server, "nightly", Some(TOKEN)).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::CONFLICT, "conflict"));
+    assert!(message.contains("server.allowed_repos"), "{message}");
+    assert_eq!(server.job_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_run_by_hand_without_redis_is_503_and_works_once_it_is_back() {
+    let repo = GitRepo::new();
+    repo.commit(&[("README", "one\n")], "one");
+    let mut server = TestServer::start_with(with_schedules(vec![schedule(
+        "nightly",
+        &repo,
+        "main",
+        "0 3 * * *",
+    )]))
+    .await;
+    server.redis.kill();
+    let response = run_by_hand(&server, "nightly", Some(TOKEN)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let (_, code, _) = refusal(response).await;
+    assert_eq!(code, "unavailable");
+
+    server.redis.restart();
+    eventually("a run to be accepted again", async || {
+        run_by_hand(&server, "nightly", Some(TOKEN)).await.status() == StatusCode::CREATED
+    })
+    .await;
+    // Through the API: the test's own queue connection broke with the restart.
+    let listed = json(server.get("/api/v1/jobs").await).await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
 }

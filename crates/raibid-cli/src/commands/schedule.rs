@@ -1,4 +1,5 @@
-//! `raibid schedule list`: what `GET /api/v1/schedules` says, as a table or JSON.
+//! `raibid schedule list`: what `GET /api/v1/schedules` says, as a table or JSON;
+//! `raibid schedule run <NAME>`: a schedule's job now.
 
 use std::process::ExitCode;
 
@@ -20,6 +21,19 @@ pub async fn run(config: &Config, args: ScheduleArgs) -> anyhow::Result<ExitCode
                 println!("no schedules (server.schedules is empty)");
             } else {
                 print!("{}", schedules_table(&schedules, Utc::now()));
+            }
+        }
+        ScheduleCommand::Run { name } => {
+            let job = client.run_schedule(&name).await?;
+            if args.api.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                println!(
+                    "queued {} (schedule {name}: {} at {})",
+                    job.id,
+                    job.spec.repo,
+                    super::job::short(&job.spec.sha)
+                );
             }
         }
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use crate::ApiError;
+
 /// A remote that does not answer within this time is treated as unresolvable.
 const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -21,6 +23,17 @@ pub(crate) enum ResolveError {
     Failed { url: String, message: String },
     #[error("{url} has no ref {git_ref}")]
     NoSuchRef { url: String, git_ref: String },
+}
+
+/// A ref that does not resolve is the request's problem (422, code `unresolvable_ref`, with git's
+/// reason); only a git that cannot run at all is the server's.
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Spawn(_) => ApiError::Internal(e.to_string()),
+            _ => ApiError::UnresolvableRef(e.to_string()),
+        }
+    }
 }
 
 /// The commit `git_ref` points to in the repository at `url`.

@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/api/v1/queues", pools::queues),
         Route::get("/api/v1/agents", pools::agents),
         Route::get("/api/v1/schedules", schedules::list),
+        Route::post("/api/v1/schedules/{name}/run", schedules::run),
         Route::get("/api/v1/openapi.json", openapi::document),
     ]
 }

@@ -1,12 +1,18 @@
-//! `GET /api/v1/schedules`: the configured schedules, when each runs next and its last job.
+//! `GET /api/v1/schedules`: the configured schedules, when each runs next and its last job;
+//! `POST /api/v1/schedules/{name}/run`: a schedule's job now, as Woodpecker's "Run" button on
+//! a cron job.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use raibid_model::PoolName;
+use raibid_model::{Event, Job, PoolName};
+use raibid_queue::Enqueued;
 use serde::Serialize;
+use tracing::info;
 
-use crate::auth::CanRead;
+use crate::auth::{CanRead, CanWrite};
+use crate::scheduler::{self, ScheduleError};
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Serialize)]
@@ -68,4 +74,66 @@ pub(crate) async fn list(
         })
         .collect();
     Ok(Json(Schedules { schedules }))
+}
+
+/// Queues the job an occurrence of schedule `name` would queue (event `cron`, the head of its
+/// branch resolved now, its pool and env), without waiting for one.
+///
+/// The scheduler's mark is left alone: a run by hand is not an occurrence, so the scheduler
+/// neither skips the next one nor repeats the last, and the schedule's `last_job` stays the
+/// last occurrence's. The job's delivery id, `cron:<name>:manual:<ulid>`, is neither an
+/// occurrence's (`cron:<name>:<unix seconds>`) nor another run's: the queue never takes a run
+/// for a redelivery, nor an occurrence for a redelivery of a run.
+pub(crate) async fn run(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let schedule = state
+        .config()
+        .server
+        .schedules
+        .iter()
+        .find(|s| s.name.as_str() == name)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("schedule {name} not found in server.schedules"))
+        })?;
+    // The same bounds as the scheduler's: a token queues nothing the timetable would not.
+    if !state.config().server.events.contains(&Event::Cron) {
+        return Err(ApiError::Conflict(format!(
+            "schedule {name} cannot run: cron is not in server.events, so no schedule queues \
+             jobs on this server"
+        )));
+    }
+    if let Some(problem) = scheduler::unusable(&state, schedule) {
+        return Err(ApiError::Conflict(format!(
+            "schedule {name} cannot run: the server skips it ({problem})"
+        )));
+    }
+    let delivery_id = format!("cron:{name}:manual:{}", ulid::Ulid::new());
+    let job = match scheduler::enqueue(&state, schedule, delivery_id).await? {
+        Enqueued::Created(job) => *job,
+        Enqueued::Duplicate { job_id } => {
+            return Err(ApiError::Internal(format!(
+                "the run of schedule {name} was taken for a redelivery of job {job_id}"
+            )));
+        }
+    };
+    info!(
+        schedule = %name,
+        job = %job.id,
+        sha = %job.spec.sha,
+        pool = %job.spec.pool,
+        "schedule run by hand"
+    );
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+impl From<ScheduleError> for ApiError {
+    fn from(e: ScheduleError) -> Self {
+        match e {
+            ScheduleError::Queue(e) => e.into(),
+            ScheduleError::Resolve(e) => e.into(),
+        }
+    }
 }

@@ -11,7 +11,7 @@ use raibid_queue::Enqueued;
 use serde::Deserialize;
 use tracing::info;
 
-use super::git::{self, ResolveError};
+use super::git;
 use super::validate;
 use crate::auth::CanWrite;
 use crate::{ApiError, AppState};
@@ -46,12 +46,7 @@ pub(crate) async fn submit(
         return Err(ApiError::EventNotEnabled(Event::Manual));
     }
     if spec.sha.is_empty() {
-        spec.sha = git::resolve(&spec.clone_url, &spec.git_ref)
-            .await
-            .map_err(|e| match e {
-                ResolveError::Spawn(_) => ApiError::Internal(e.to_string()),
-                _ => ApiError::UnresolvableRef(e.to_string()),
-            })?;
+        spec.sha = git::resolve(&spec.clone_url, &spec.git_ref).await?;
     }
     let job = match state.queue().enqueue(spec).await? {
         Enqueued::Created(job) => *job,
