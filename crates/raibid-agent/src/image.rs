@@ -194,6 +194,10 @@ pub struct BuildRequest {
     /// How long the whole build may take, pushes included; each buildah command gets what is
     /// left. `None`: only cancellation stops it.
     pub timeout: Option<Duration>,
+    /// Where the build's private files (the registry login among them) go, as
+    /// [`StepSpec::private`](crate::executor::StepSpec::private); `None`: the system's
+    /// temporary directory.
+    pub private: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +330,7 @@ impl ImageBuilder {
                 .filter(|_| request.credentials),
             &self.options.insecure_registries,
             &request.ignore,
+            request.private.as_deref(),
         )
     }
 
@@ -1325,6 +1330,7 @@ mod tests {
             credentials: true,
             cache_repo: Some("r.example/acme/cache".into()),
             timeout: None,
+            private: None,
         }
     }
 
@@ -1359,7 +1365,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let request = request(dir.path());
         let plan = Plan::new(&request, false).unwrap();
-        let files = BuildFiles::write(Some(&auth), &[], b"").unwrap();
+        let files = BuildFiles::write(Some(&auth), &[], b"", None).unwrap();
         let mut args = builder.global_args(&files);
         args.extend(plan.bud_args(&request, &files));
         let text: Vec<String> = args
@@ -1395,7 +1401,7 @@ mod tests {
         ]);
         let mut builder = builder(None);
         builder.kept_env = kept_environment(|name| agent.get(name).map(OsString::from));
-        let files = BuildFiles::write(None, &[], b"").unwrap();
+        let files = BuildFiles::write(None, &[], b"", None).unwrap();
         let env: BTreeMap<String, String> = builder
             .environment(&files)
             .into_iter()
@@ -1684,7 +1690,7 @@ esac
         for name in &names {
             store.record(&Garbage::List(name.clone())).unwrap();
         }
-        let files = BuildFiles::write(None, &[], &[]).unwrap();
+        let files = BuildFiles::write(None, &[], &[], None).unwrap();
         let (output, _log) = mpsc::channel(64);
         let budget = Duration::from_millis(3000);
         let started = Instant::now();

@@ -14,6 +14,7 @@ pub mod image;
 mod job_cache;
 mod lock_file;
 mod logsink;
+mod private_dir;
 mod remove;
 mod runner;
 mod secrets;

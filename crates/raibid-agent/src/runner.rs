@@ -384,7 +384,14 @@ impl Runner {
 
         let workspace = job_dir.join("src");
         let home = job_dir.join("home");
-        if let Err(e) = tokio::fs::create_dir_all(&home).await {
+        // The agent's own files about the steps and builds (crate::private_dir): never handed
+        // to the step user, never bound into a sandbox.
+        let private = job_dir.join("agent");
+        let created = tokio::fs::create_dir_all(&home).await.and_then(|()| {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&private)
+        });
+        if let Err(e) = created {
             return error_outcome(log, format!("cannot create the job directory: {e}")).await;
         }
         // The checkout and the fetches after it are network git commands that may stall for up
@@ -505,6 +512,7 @@ impl Runner {
                 variant_env,
                 &workspace,
                 &home,
+                &private,
                 &borrowed,
                 log,
                 stop,
@@ -851,6 +859,7 @@ impl Runner {
         variant_env: BTreeMap<String, String>,
         workspace: &Path,
         home: &Path,
+        private: &Path,
         // Outside the workspace, readable by steps: the mirror objects the checkout borrows.
         read_only: &[PathBuf],
         log: &mut JobLog,
@@ -986,6 +995,7 @@ impl Runner {
                         workspace: workspace.to_path_buf(),
                         home: Some(home.to_path_buf()),
                         read_only: read_only.to_vec(),
+                        private: Some(private.to_path_buf()),
                         env,
                         timeout,
                         image: step.image.clone().or_else(|| pipeline.image.clone()),
@@ -997,6 +1007,7 @@ impl Runner {
                         job,
                         build,
                         workspace,
+                        private,
                         timeout,
                         log,
                         stop,
@@ -1113,6 +1124,7 @@ impl Runner {
         job: &Job,
         build: &raibid_pipeline::ImageBuild,
         workspace: &Path,
+        private: &Path,
         // The step's (else the pipeline's) limit, as for a `run` step.
         timeout: Duration,
         log: &mut JobLog,
@@ -1187,6 +1199,7 @@ impl Runner {
             credentials: trusted,
             cache_repo,
             timeout: Some(timeout),
+            private: Some(private.to_path_buf()),
         };
         let started = Instant::now();
         let (tx, rx) = mpsc::channel(64);

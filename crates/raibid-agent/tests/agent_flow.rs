@@ -1124,6 +1124,52 @@ async fn host_jobs_reuse_the_first_free_workspace_slot() {
     drop(held);
 }
 
+/// A step's environment (its secrets among the values) is written for the sandbox to read: in
+/// the job's directory, private to the agent, so that an agent killed mid-step leaves it where
+/// the next job in the slot or the orphan sweeper removes it, not in /tmp for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_s_environment_file_lives_in_the_job_s_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "env:\n  MARKER: env-file-marker-7d1\nsteps:\n  - name: wait\n    run: sleep 2\n",
+        )],
+        "wait",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let agent = tokio::spawn(run_agent(
+        h.runner(SecretStore::default()),
+        options(true),
+        CancellationToken::new(),
+    ));
+    let private = h.dir.path().join("work").join("slot-0").join("agent");
+    let env_file = loop {
+        let found = std::fs::read_dir(&private).ok().and_then(|dir| {
+            dir.flatten()
+                .map(|e| e.path().join("env"))
+                .find(|f| f.exists())
+        });
+        if let Some(file) = found {
+            break file;
+        }
+        assert!(!agent.is_finished(), "{}", h.log(&job.id).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        std::fs::read_to_string(&env_file)
+            .unwrap()
+            .contains("env-file-marker-7d1")
+    );
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let ends = agent.await.unwrap().unwrap().jobs;
+    assert_eq!(ends[0].1, JobEnd::Acked(JobStatus::Success));
+    assert_eq!(h.work_left(), Vec::<String>::new());
+}
+
 /// With `agent.step_user` (how agent pods run, as root), host steps run as that user: they own
 /// their workspace and `HOME` and can use git there, but cannot write the shared mirror their
 /// checkout borrows objects from.

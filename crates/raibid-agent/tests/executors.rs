@@ -51,6 +51,7 @@ fn step(script: &str) -> Step {
             workspace: workspace.path().to_path_buf(),
             home: None,
             read_only: Vec::new(),
+            private: None,
             env: BTreeMap::from([("PATH".to_string(), PATH.to_string())]),
             timeout: Duration::from_secs(60),
             image: None,

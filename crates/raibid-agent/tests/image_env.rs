@@ -28,11 +28,25 @@ const PROXY: &str = "http://u:p@127.0.0.1:9/";
 fn agent_environment() -> &'static Path {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("raibid-test-agent-home-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        // It must outlive every test of the process, so nothing drops it: it is named by the
+        // process, and each test process removes those of processes that have ended (nextest
+        // runs every test in a process of its own: a temporary directory per process piled up
+        // in /tmp).
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-env-agent-homes");
+        std::fs::create_dir_all(&root).unwrap();
+        for entry in std::fs::read_dir(&root).unwrap().flatten() {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        // A dead process's of the same pid, if any.
+        let dir = root.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let vars = [
             ("HOME", dir.join("home").into_os_string()),
             ("DOCKER_CONFIG", dir.join("docker").into_os_string()),

@@ -346,6 +346,7 @@ async fn executor_only(script: &str, workspace: &std::path::Path) -> Result<Dura
         workspace: workspace.to_path_buf(),
         home: None,
         read_only: Vec::new(),
+        private: None,
         env: BTreeMap::from([("PATH".to_owned(), STEP_PATH.to_owned())]),
         timeout: Duration::from_secs(600),
         image: None,

@@ -137,6 +137,7 @@ impl BwrapExecutor {
             workspace: workspace.path().to_path_buf(),
             home: None,
             read_only: Vec::new(),
+            private: None,
             env: Default::default(),
             timeout: PROBE_TIMEOUT,
             image: None,
@@ -180,7 +181,7 @@ impl BwrapExecutor {
         // The environment goes through a file the step's shell sources, not bwrap's own
         // environment (bwrap and setpriv run as root before the step: `LD_PRELOAD` would run
         // code there) and not `--setenv` (argv is readable by every user on the machine).
-        let env = EnvScript::write(&spec.env)?;
+        let env = EnvScript::write(&spec.env, spec.private.as_deref())?;
         // The job's HOME (a per-job directory beside the checkout) is writable like the
         // workspace: tools such as cargo keep their state there.
         let home = spec

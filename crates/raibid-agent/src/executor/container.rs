@@ -190,7 +190,7 @@ impl ContainerExecutor {
             () = tokio::time::sleep(spec.timeout) => return Ok(stopped(true)),
         }
         let workspace = process::workspace_dir(&spec.workspace)?;
-        let env = StepEnv::write(&spec.env)?;
+        let env = StepEnv::write(&spec.env, spec.private.as_deref())?;
         let name = format!("raibid-{}", process::random_suffix()?);
         let script = env.prelude() + &spec.script;
         let args = run_args(&RunArgs {
@@ -267,12 +267,10 @@ struct StepEnv {
 }
 
 impl StepEnv {
-    fn write(env: &BTreeMap<String, String>) -> Result<Self, ExecError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-        let dir = tempfile::Builder::new()
-            .prefix("raibid-env-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()?;
+    /// In `private` (see [`StepSpec::private`]).
+    fn write(env: &BTreeMap<String, String>, private: Option<&Path>) -> Result<Self, ExecError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = crate::private_dir::private_tempdir("raibid-env-", private)?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -533,6 +531,7 @@ mod tests {
             workspace: workspace.path().to_path_buf(),
             home: None,
             read_only: Vec::new(),
+            private: None,
             env: BTreeMap::new(),
             timeout: Duration::from_secs(5),
             image: Some("127.0.0.1:1/ci/image@not-a-digest".into()),
@@ -564,6 +563,7 @@ mod tests {
             workspace: dir.path().to_path_buf(),
             home: None,
             read_only: Vec::new(),
+            private: None,
             env: BTreeMap::new(),
             timeout: Duration::from_millis(300),
             image: None,
@@ -603,7 +603,7 @@ mod tests {
             ("LONG".to_string(), long.clone()),
             ("CR".to_string(), "a\r".to_string()),
         ]);
-        let file = StepEnv::write(&env).unwrap();
+        let file = StepEnv::write(&env, None).unwrap();
         assert_eq!(
             std::fs::read_to_string(file.env_file()).unwrap(),
             "TOKEN=s3cret\n"
@@ -664,7 +664,7 @@ mod tests {
     fn the_prelude_exports_values_exactly() {
         let value = "line one\n  two 'quoted' $(not run) `nor this`\n\n";
         let env = BTreeMap::from([("MULTI".to_string(), value.to_string())]);
-        let file = StepEnv::write(&env).unwrap();
+        let file = StepEnv::write(&env, None).unwrap();
         let prelude = file
             .prelude()
             .replace(ENV_DIR, &file.values().unwrap().display().to_string());
@@ -690,7 +690,7 @@ mod tests {
         assert!(stderr.contains(" 2: raibid-no-such-command"), "{stderr}");
 
         let env = BTreeMap::from([("NOT-A-NAME".to_string(), "a\nb".to_string())]);
-        assert!(StepEnv::write(&env).is_err());
+        assert!(StepEnv::write(&env, None).is_err());
     }
 
     /// Where the image's /bin/sh is bash, a multi-line value named like one of bash's
@@ -702,7 +702,7 @@ mod tests {
             .map(|k| (k.to_string(), "5\n6".to_string()))
             .collect();
         env.insert("AFTER".into(), "still\nset".into());
-        let file = StepEnv::write(&env).unwrap();
+        let file = StepEnv::write(&env, None).unwrap();
         let prelude = file
             .prelude()
             .replace(ENV_DIR, &file.values().unwrap().display().to_string());
@@ -770,7 +770,7 @@ mod tests {
         assert!(check_image_name("").is_err());
         assert!(check_image_name("debian:bookworm-slim").is_ok());
         let env = BTreeMap::from([("A=B".to_string(), "x".to_string())]);
-        assert!(StepEnv::write(&env).is_err());
+        assert!(StepEnv::write(&env, None).is_err());
         let args = RunArgs {
             name: "n",
             workspace: Path::new("/w/a:b"),

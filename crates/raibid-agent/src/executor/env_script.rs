@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use super::ExecError;
 
@@ -23,11 +23,12 @@ pub(crate) struct EnvScript {
 }
 
 impl EnvScript {
-    pub(crate) fn write(env: &BTreeMap<String, String>) -> Result<Self, ExecError> {
-        let dir = tempfile::Builder::new()
-            .prefix("raibid-step-env-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()?;
+    /// In `private` (see [`StepSpec::private`](super::StepSpec::private)).
+    pub(crate) fn write(
+        env: &BTreeMap<String, String>,
+        private: Option<&Path>,
+    ) -> Result<Self, ExecError> {
+        let dir = crate::private_dir::private_tempdir("raibid-step-env-", private)?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -116,8 +117,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let file = EnvScript::write(&env).unwrap();
-        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let file = EnvScript::write(&env, None).unwrap();
+        let mode = |p: &std::path::Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+        };
         assert_eq!(mode(file.dir.path()), 0o700);
         let mut script = String::new();
         for (k, _) in &tricky {
@@ -148,7 +152,7 @@ mod tests {
             .map(|k| (k.to_string(), "5".to_string()))
             .collect();
         env.insert("AFTER".into(), "still set".into());
-        let file = EnvScript::write(&env).unwrap();
+        let file = EnvScript::write(&env, None).unwrap();
         let path = file.path().display().to_string();
         let run = |shell: &[&str], script: &str| {
             std::process::Command::new(shell[0])
@@ -172,7 +176,7 @@ mod tests {
     fn names_a_shell_cannot_assign_are_refused() {
         for bad in ["A-B", "1A", "", "A B", "A=B"] {
             let env = BTreeMap::from([(bad.to_string(), "x".to_string())]);
-            assert!(EnvScript::write(&env).is_err(), "{bad:?}");
+            assert!(EnvScript::write(&env, None).is_err(), "{bad:?}");
         }
     }
 }

@@ -37,6 +37,11 @@ pub struct StepSpec {
     /// objects its checkout borrows from the agent's mirror (so `git log` works in a sandbox
     /// that hides the agent's data).
     pub read_only: Vec<PathBuf>,
+    /// A directory of the agent's own (0700, never the step user's or visible to the step)
+    /// for the executor's files about the step, such as its environment with the step's
+    /// secrets: inside the job's directory, so that what an agent killed mid-step leaves
+    /// there is removed with that directory. `None`: the system's temporary directory.
+    pub private: Option<PathBuf>,
     /// The complete environment of the step: nothing is inherited from the agent.
     pub env: BTreeMap<String, String>,
     pub timeout: Duration,

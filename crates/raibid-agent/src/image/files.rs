@@ -12,7 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -30,11 +30,9 @@ impl BuildFiles {
         auth: Option<&RegistryAuth>,
         insecure: &[String],
         ignore: &[u8],
+        private: Option<&Path>,
     ) -> io::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("raibid-build-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()?;
+        let dir = crate::private_dir::private_tempdir("raibid-build-", private)?;
         let files = Self { dir };
         private_file(files.authfile(), auth_json(auth).as_bytes())?;
         private_file(
@@ -160,7 +158,7 @@ mod tests {
             password: "pa:ss".into(),
         };
         let files =
-            BuildFiles::write(Some(&auth), &["127.0.0.1:5000".into()], b"target\n").unwrap();
+            BuildFiles::write(Some(&auth), &["127.0.0.1:5000".into()], b"target\n", None).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(files.authfile()).unwrap()).unwrap();
         assert_eq!(
@@ -189,7 +187,7 @@ mod tests {
 
     #[test]
     fn no_credentials_means_an_empty_auth_file() {
-        let files = BuildFiles::write(None, &[], b"").unwrap();
+        let files = BuildFiles::write(None, &[], b"", None).unwrap();
         assert_eq!(
             std::fs::read_to_string(files.authfile()).unwrap(),
             r#"{"auths":{}}"#

@@ -151,6 +151,7 @@ pub fn request(context: &Path, tags: Vec<String>) -> BuildRequest {
         credentials: true,
         cache_repo: None,
         timeout: None,
+        private: None,
     }
 }
 
