@@ -186,6 +186,10 @@ async fn agent_to_be_killed(settings: &str) {
         vec![format!("{}/acme/killed:1", text("registry"))],
     );
     request.push = false;
+    // Beside the store, which the test removes: this process dies with the build's files.
+    request.private = std::path::Path::new(&text("root"))
+        .parent()
+        .map(std::path::Path::to_path_buf);
     let (result, output) = build(&builder, &request).await;
     panic!("the build ended before the agent was killed: {result:?}\n{output}");
 }
