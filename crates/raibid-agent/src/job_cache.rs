@@ -38,6 +38,7 @@ use chrono::{DateTime, Utc};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::lock_file;
 use crate::remove;
@@ -150,13 +151,16 @@ impl JobCache {
         self.root.join(hash(&repo.to_lowercase()))
     }
 
-    /// Copies the paths saved under `key` into `workspace`, where they are not yet. Blocking.
+    /// Copies the paths saved under `key` into `workspace`, where they are not yet. Blocking;
+    /// `stop` (the job cancelled, the agent shutting down) kills a copy under way, and the
+    /// paths not restored yet are skipped.
     pub fn restore(
         &self,
         repo: &str,
         key: &str,
         paths: &[String],
         workspace: &Path,
+        stop: &CancellationToken,
     ) -> Result<Restored, JobCacheError> {
         if !self.enabled() {
             return Ok(Restored::Miss);
@@ -194,7 +198,7 @@ impl JobCache {
                     continue;
                 }
             };
-            match copy_tree(&source, &dest) {
+            match copy_tree(&source, &dest, stop) {
                 Ok(()) => restored.push(path.clone()),
                 Err(why) => {
                     let _ = remove::remove_tree(&dest);
@@ -218,13 +222,16 @@ impl JobCache {
     }
 
     /// Saves `paths` of `workspace` under `key`, replacing what was there, then evicts the
-    /// entries unused the longest until all fit under the cap. Blocking.
+    /// entries unused the longest until all fit under the cap. Blocking; `stop` kills a copy
+    /// under way, and a save stopped before its last path keeps nothing (the entry is whole
+    /// or unchanged).
     pub fn save(
         &self,
         repo: &str,
         key: &str,
         paths: &[String],
         workspace: &Path,
+        stop: &CancellationToken,
     ) -> Result<Saved, JobCacheError> {
         let mut saved = Saved {
             paths: Vec::new(),
@@ -246,9 +253,9 @@ impl JobCache {
         let temp = repo_dir.join(format!(".tmp-{key_hash}-{}", unique()));
         let data = temp.join(DATA);
         std::fs::create_dir_all(&data).map_err(io_err("creating", &data))?;
-        let result = self.fill(&mut saved, paths, workspace, &data);
+        let result = self.fill(&mut saved, paths, workspace, &data, stop);
         let result = result.and_then(|()| {
-            if saved.paths.is_empty() || saved.size > self.max_bytes {
+            if saved.paths.is_empty() || saved.size > self.max_bytes || stop.is_cancelled() {
                 return Ok(());
             }
             let now = Utc::now();
@@ -290,6 +297,7 @@ impl JobCache {
         paths: &[String],
         workspace: &Path,
         data: &Path,
+        stop: &CancellationToken,
     ) -> Result<(), JobCacheError> {
         let owner = std::fs::symlink_metadata(workspace)
             .map_err(io_err("reading", workspace))?
@@ -309,7 +317,7 @@ impl JobCache {
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
             }
-            if let Err(why) = copy_tree(&source, &dest) {
+            if let Err(why) = copy_tree(&source, &dest, stop) {
                 let _ = remove::remove_tree(&dest);
                 saved.skipped.push(Skipped {
                     path: path.clone(),
@@ -502,8 +510,9 @@ fn restore_target(workspace: &Path, path: &str) -> Result<PathBuf, String> {
 /// `cp -a` (links copied as links, modes, times and, for root, owners kept; copy-on-write
 /// where the filesystem can) of `source` to `dest`, which must not exist. Arguments, never a
 /// shell; a clean environment, so the agent's own variables reach no child that outlives it.
-fn copy_tree(source: &Path, dest: &Path) -> Result<(), String> {
-    let output = Command::new("cp")
+fn copy_tree(source: &Path, dest: &Path, stop: &CancellationToken) -> Result<(), String> {
+    let mut command = Command::new("cp");
+    command
         .args(["-a", "--reflink=auto", "--no-target-directory", "--"])
         .arg(source)
         .arg(dest)
@@ -512,15 +521,53 @@ fn copy_tree(source: &Path, dest: &Path) -> Result<(), String> {
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("cannot run cp: {e}"))?;
-    if output.status.success() {
+        .stderr(Stdio::piped());
+    let (status, stderr) = run_until_stopped(command, stop)?;
+    if status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
     let first = stderr.lines().next().unwrap_or("").trim();
-    Err(format!("cp failed ({}): {first}", output.status))
+    Err(format!("cp failed ({status}): {first}"))
+}
+
+/// Runs `command` to its end, or kills it when `stop` fires (a copy of gigabytes must not keep
+/// a cancelled job, or an agent shutting down, waiting). Its stderr comes back, read by a
+/// thread so that a chatty child never blocks on a full pipe.
+fn run_until_stopped(
+    mut command: Command,
+    stop: &CancellationToken,
+) -> Result<(std::process::ExitStatus, String), String> {
+    const POLL: Duration = Duration::from_millis(20);
+    if stop.is_cancelled() {
+        return Err("stopped".into());
+    }
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = io::Read::read_to_string(&mut pipe, &mut text);
+            text
+        })
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if stop.is_cancelled() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("stopped".into());
+            }
+            Ok(None) => std::thread::sleep(POLL),
+            Err(e) => return Err(format!("waiting for {program}: {e}")),
+        }
+    };
+    let stderr = stderr
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or_default();
+    Ok((status, stderr))
 }
 
 /// Walks a saved tree without following links: removes what should not travel to a later job,
@@ -574,6 +621,8 @@ fn sanitize(data: &Path, owner: u32) -> io::Result<(u64, Vec<String>)> {
 
 #[cfg(test)]
 mod tests {
+    use tokio_util::sync::CancellationToken;
+
     use std::os::unix::fs::symlink;
 
     use super::*;
@@ -621,6 +670,7 @@ mod tests {
                 "main",
                 &paths(&["target", "deep/npm", "missing"]),
                 &one,
+                &CancellationToken::new(),
             )
             .unwrap();
         assert!(saved.kept);
@@ -638,6 +688,7 @@ mod tests {
                 "main",
                 &paths(&["target", "deep/npm", "missing"]),
                 &two,
+                &CancellationToken::new(),
             )
             .unwrap();
         let Restored::Hit {
@@ -670,13 +721,25 @@ mod tests {
         // Another key, another repository: misses.
         assert_eq!(
             cache
-                .restore("acme/app", "dev", &paths(&["target"]), &two)
+                .restore(
+                    "acme/app",
+                    "dev",
+                    &paths(&["target"]),
+                    &two,
+                    &CancellationToken::new()
+                )
                 .unwrap(),
             Restored::Miss
         );
         assert_eq!(
             cache
-                .restore("acme/other", "main", &paths(&["target"]), &two)
+                .restore(
+                    "acme/other",
+                    "main",
+                    &paths(&["target"]),
+                    &two,
+                    &CancellationToken::new()
+                )
                 .unwrap(),
             Restored::Miss
         );
@@ -695,7 +758,13 @@ mod tests {
         let one = workspace(dir.path(), "one");
         write(&one.join("target/new"), "cached");
         cache
-            .save("acme/app", "main", &paths(&["target"]), &one)
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &one,
+                &CancellationToken::new(),
+            )
             .unwrap();
         let two = workspace(dir.path(), "two");
         write(&two.join("target/committed"), "mine");
@@ -704,7 +773,13 @@ mod tests {
             skipped,
             ..
         } = cache
-            .restore("acme/app", "main", &paths(&["target"]), &two)
+            .restore(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &two,
+                &CancellationToken::new(),
+            )
             .unwrap()
         else {
             panic!("miss");
@@ -717,6 +792,93 @@ mod tests {
         assert!(!two.join("target/new").exists());
     }
 
+    /// A cancelled job, or an agent shutting down, does not wait for a copy: what is under way
+    /// is killed, a restore leaves nothing half-copied, and a save leaves the entry as it was.
+    #[test]
+    fn a_stop_ends_copies_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = setup(dir.path(), 1 << 30);
+        let one = workspace(dir.path(), "one");
+        write(&one.join("target/a"), "first");
+        let never = CancellationToken::new();
+        cache
+            .save("acme/app", "main", &paths(&["target"]), &one, &never)
+            .unwrap();
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+
+        let two = workspace(dir.path(), "two");
+        write(&two.join("target/a"), "second");
+        let saved = cache
+            .save("acme/app", "main", &paths(&["target"]), &two, &stopped)
+            .unwrap();
+        assert!(!saved.kept, "{saved:?}");
+        assert_eq!(saved.skipped[0].why, "stopped");
+
+        let three = workspace(dir.path(), "three");
+        let Restored::Hit {
+            paths: got,
+            skipped,
+            ..
+        } = cache
+            .restore("acme/app", "main", &paths(&["target"]), &three, &stopped)
+            .unwrap()
+        else {
+            panic!("miss");
+        };
+        assert!(got.is_empty());
+        assert_eq!(skipped[0].why, "stopped");
+        assert!(!three.join("target").exists());
+        // The first save stands.
+        cache
+            .restore("acme/app", "main", &paths(&["target"]), &three, &never)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(three.join("target/a")).unwrap(),
+            "first"
+        );
+        // No temporary save left behind.
+        let repo_dir = cache.repo_dir("acme/app");
+        let leftovers: Vec<_> = std::fs::read_dir(&repo_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// A copy under way is killed, not waited for.
+    #[test]
+    fn a_stop_kills_the_running_command() {
+        let stop = CancellationToken::new();
+        let stopper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                stop.cancel();
+            })
+        };
+        // A duration no other process here sleeps, to find this one by.
+        let marker = format!("30.{}", std::process::id());
+        let mut command = Command::new("sleep");
+        command.arg(&marker).stderr(Stdio::piped());
+        assert_eq!(run_until_stopped(command, &stop).unwrap_err(), "stopped");
+        stopper.join().unwrap();
+        let sleeping = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|cmdline| cmdline == format!("sleep\0{marker}\0").as_bytes());
+        assert!(!sleeping, "the command outlived the stop");
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo complaint >&2; exit 3"])
+            .stderr(Stdio::piped());
+        let (status, stderr) = run_until_stopped(command, &CancellationToken::new()).unwrap();
+        assert_eq!((status.code(), stderr.as_str()), (Some(3), "complaint\n"));
+    }
+
     #[test]
     fn a_new_save_replaces_the_entry_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -725,17 +887,35 @@ mod tests {
         write(&one.join("target/a"), "first");
         write(&one.join("target/only-in-first"), "x");
         cache
-            .save("acme/app", "main", &paths(&["target"]), &one)
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &one,
+                &CancellationToken::new(),
+            )
             .unwrap();
         let two = workspace(dir.path(), "two");
         write(&two.join("target/a"), "second");
         cache
-            .save("acme/app", "main", &paths(&["target"]), &two)
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &two,
+                &CancellationToken::new(),
+            )
             .unwrap();
 
         let three = workspace(dir.path(), "three");
         cache
-            .restore("acme/app", "main", &paths(&["target"]), &three)
+            .restore(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &three,
+                &CancellationToken::new(),
+            )
             .unwrap();
         assert_eq!(
             std::fs::read_to_string(three.join("target/a")).unwrap(),
@@ -759,7 +939,13 @@ mod tests {
         let one = workspace(dir.path(), "one");
         write(&one.join("target/a"), "first");
         cache
-            .save("acme/app", "main", &paths(&["target"]), &one)
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &one,
+                &CancellationToken::new(),
+            )
             .unwrap();
         // A restore holds the shared lock while it copies.
         let reading = lock(
@@ -774,7 +960,13 @@ mod tests {
             std::thread::spawn(move || {
                 write(&one.join("target/a"), "second");
                 cache
-                    .save("acme/app", "main", &paths(&["target"]), &one)
+                    .save(
+                        "acme/app",
+                        "main",
+                        &paths(&["target"]),
+                        &one,
+                        &CancellationToken::new(),
+                    )
                     .unwrap()
             })
         };
@@ -802,7 +994,13 @@ mod tests {
         write(&ws.join("target/f"), &"x".repeat(100));
         for key in ["a", "b"] {
             let saved = cache
-                .save("acme/app", key, &paths(&["target"]), &ws)
+                .save(
+                    "acme/app",
+                    key,
+                    &paths(&["target"]),
+                    &ws,
+                    &CancellationToken::new(),
+                )
                 .unwrap();
             assert!(saved.evicted.is_empty());
             std::thread::sleep(Duration::from_millis(20));
@@ -811,13 +1009,25 @@ mod tests {
         let other = workspace(dir.path(), "other");
         assert!(matches!(
             cache
-                .restore("acme/app", "a", &paths(&["target"]), &other)
+                .restore(
+                    "acme/app",
+                    "a",
+                    &paths(&["target"]),
+                    &other,
+                    &CancellationToken::new()
+                )
                 .unwrap(),
             Restored::Hit { .. }
         ));
         std::thread::sleep(Duration::from_millis(20));
         let saved = cache
-            .save("acme/web", "c", &paths(&["target"]), &ws)
+            .save(
+                "acme/web",
+                "c",
+                &paths(&["target"]),
+                &ws,
+                &CancellationToken::new(),
+            )
             .unwrap();
         assert!(saved.kept);
         let evicted: Vec<&str> = saved.evicted.iter().map(|m| m.key.as_str()).collect();
@@ -825,7 +1035,13 @@ mod tests {
         let gone = workspace(dir.path(), "gone");
         assert_eq!(
             cache
-                .restore("acme/app", "b", &paths(&["target"]), &gone)
+                .restore(
+                    "acme/app",
+                    "b",
+                    &paths(&["target"]),
+                    &gone,
+                    &CancellationToken::new()
+                )
                 .unwrap(),
             Restored::Miss
         );
@@ -833,7 +1049,13 @@ mod tests {
             let fresh = workspace(dir.path(), &format!("fresh-{key}"));
             assert!(matches!(
                 cache
-                    .restore(repo, key, &paths(&["target"]), &fresh)
+                    .restore(
+                        repo,
+                        key,
+                        &paths(&["target"]),
+                        &fresh,
+                        &CancellationToken::new()
+                    )
                     .unwrap(),
                 Restored::Hit { .. }
             ));
@@ -847,7 +1069,13 @@ mod tests {
         let ws = workspace(dir.path(), "ws");
         write(&ws.join("target/f"), &"x".repeat(100));
         let saved = cache
-            .save("acme/app", "main", &paths(&["target"]), &ws)
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &ws,
+                &CancellationToken::new(),
+            )
             .unwrap();
         assert!(!saved.kept);
         assert_eq!(saved.size, 100);
@@ -859,7 +1087,13 @@ mod tests {
         // Off: nothing saved, nothing restored.
         let off = setup(dir.path(), 0);
         let saved = off
-            .save("acme/app", "main", &paths(&["target"]), &ws)
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &ws,
+                &CancellationToken::new(),
+            )
             .unwrap();
         assert!(!saved.kept && saved.paths.is_empty());
     }
@@ -884,6 +1118,7 @@ mod tests {
                 "main",
                 &paths(&["target", "vendor/link/deps"]),
                 &ws,
+                &CancellationToken::new(),
             )
             .unwrap();
         assert!(saved.paths.is_empty(), "{saved:?}");
@@ -908,6 +1143,7 @@ mod tests {
                 "main",
                 &paths(&["target", "vendor/link/deps"]),
                 &good,
+                &CancellationToken::new(),
             )
             .unwrap();
         assert!(saved.kept);
@@ -917,6 +1153,7 @@ mod tests {
                 "main",
                 &paths(&["target", "vendor/link/deps"]),
                 &ws,
+                &CancellationToken::new(),
             )
             .unwrap();
         let Restored::Hit {
@@ -965,7 +1202,13 @@ mod tests {
         write(&ws.join("target/ok"), "ok");
         symlink(&outside, ws.join("target/out")).unwrap();
         let saved = cache
-            .save("acme/app", "main", &paths(&["target"]), &ws)
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &ws,
+                &CancellationToken::new(),
+            )
             .unwrap();
         assert!(saved.kept);
         let entry = cache.repo_dir("acme/app").join(hash("main")).join(DATA);
@@ -988,7 +1231,13 @@ mod tests {
         .unwrap();
         nix::unistd::mkfifo(&ws.join("target/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let saved = cache
-            .save("acme/app", "main", &paths(&["target"]), &ws)
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                &ws,
+                &CancellationToken::new(),
+            )
             .unwrap();
         assert!(saved.kept);
         assert_eq!(saved.dropped.len(), 1, "{saved:?}");

@@ -486,7 +486,8 @@ impl Runner {
         if let Some((cache, key)) = &cache
             && cache.policy.pulls()
         {
-            self.restore_cache(job, cache, key, &workspace, log).await;
+            self.restore_cache(job, cache, key, &workspace, stop, log)
+                .await;
         }
         if let Some(user) = self.executor.step_user() {
             let (src, home_dir) = (workspace.clone(), home.clone());
@@ -583,16 +584,18 @@ impl Runner {
         cache: &Cache,
         key: &str,
         workspace: &Path,
+        stop: &CancellationToken,
         op: CacheOp<T>,
     ) -> Result<T, JobCacheError> {
         let store = self.git.job_cache();
-        let (repo, key, paths, workspace) = (
+        let (repo, key, paths, workspace, stop) = (
             job.spec.repo.clone(),
             key.to_owned(),
             cache.paths.clone(),
             workspace.to_path_buf(),
+            stop.clone(),
         );
-        tokio::task::spawn_blocking(move || op(&store, &repo, &key, &paths, &workspace))
+        tokio::task::spawn_blocking(move || op(&store, &repo, &key, &paths, &workspace, &stop))
             .await
             .unwrap_or_else(|e| Err(join_error(e)))
     }
@@ -605,11 +608,12 @@ impl Runner {
         cache: &Cache,
         key: &str,
         workspace: &Path,
+        stop: &CancellationToken,
         log: &mut JobLog,
     ) {
         let started = Instant::now();
         let result = self
-            .in_job_cache(job, cache, key, workspace, JobCache::restore)
+            .in_job_cache(job, cache, key, workspace, stop, JobCache::restore)
             .await;
         match result {
             Ok(Restored::Miss) => {
@@ -675,7 +679,7 @@ impl Runner {
         }
         let started = Instant::now();
         let result = self
-            .in_job_cache(job, cache, key, workspace, JobCache::save)
+            .in_job_cache(job, cache, key, workspace, stop, JobCache::save)
             .await;
         let saved = match result {
             Ok(saved) => saved,
@@ -1257,7 +1261,8 @@ enum MatrixStep {
 }
 
 /// [`JobCache::restore`] or [`JobCache::save`]: repository, key, paths, workspace.
-type CacheOp<T> = fn(&JobCache, &str, &str, &[String], &Path) -> Result<T, JobCacheError>;
+type CacheOp<T> =
+    fn(&JobCache, &str, &str, &[String], &Path, &CancellationToken) -> Result<T, JobCacheError>;
 
 fn join_error(e: tokio::task::JoinError) -> JobCacheError {
     JobCacheError::Io {
