@@ -627,6 +627,32 @@ mod tests {
 
     use super::*;
 
+    /// `target` of acme/app saved under the key `main`, never stopped.
+    fn save_main(cache: &JobCache, workspace: &Path) -> Saved {
+        cache
+            .save(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                workspace,
+                &CancellationToken::new(),
+            )
+            .unwrap()
+    }
+
+    /// What [`save_main`] saved, restored into `workspace`.
+    fn restore_main(cache: &JobCache, workspace: &Path) -> Restored {
+        cache
+            .restore(
+                "acme/app",
+                "main",
+                &paths(&["target"]),
+                workspace,
+                &CancellationToken::new(),
+            )
+            .unwrap()
+    }
+
     fn paths(list: &[&str]) -> Vec<String> {
         list.iter().map(|p| (*p).to_owned()).collect()
     }
@@ -757,30 +783,14 @@ mod tests {
         let cache = setup(dir.path(), 1 << 30);
         let one = workspace(dir.path(), "one");
         write(&one.join("target/new"), "cached");
-        cache
-            .save(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &one,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        save_main(&cache, &one);
         let two = workspace(dir.path(), "two");
         write(&two.join("target/committed"), "mine");
         let Restored::Hit {
             paths: got,
             skipped,
             ..
-        } = cache
-            .restore(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &two,
-                &CancellationToken::new(),
-            )
-            .unwrap()
+        } = restore_main(&cache, &two)
         else {
             panic!("miss");
         };
@@ -886,37 +896,13 @@ mod tests {
         let one = workspace(dir.path(), "one");
         write(&one.join("target/a"), "first");
         write(&one.join("target/only-in-first"), "x");
-        cache
-            .save(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &one,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        save_main(&cache, &one);
         let two = workspace(dir.path(), "two");
         write(&two.join("target/a"), "second");
-        cache
-            .save(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &two,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        save_main(&cache, &two);
 
         let three = workspace(dir.path(), "three");
-        cache
-            .restore(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &three,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        restore_main(&cache, &three);
         assert_eq!(
             std::fs::read_to_string(three.join("target/a")).unwrap(),
             "second"
@@ -938,15 +924,7 @@ mod tests {
         let cache = setup(dir.path(), 1 << 30);
         let one = workspace(dir.path(), "one");
         write(&one.join("target/a"), "first");
-        cache
-            .save(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &one,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        save_main(&cache, &one);
         // A restore holds the shared lock while it copies.
         let reading = lock(
             &cache.repo_dir("acme/app"),
@@ -959,15 +937,7 @@ mod tests {
             let one = one.clone();
             std::thread::spawn(move || {
                 write(&one.join("target/a"), "second");
-                cache
-                    .save(
-                        "acme/app",
-                        "main",
-                        &paths(&["target"]),
-                        &one,
-                        &CancellationToken::new(),
-                    )
-                    .unwrap()
+                save_main(&cache, &one)
             })
         };
         std::thread::sleep(Duration::from_millis(300));
@@ -1068,15 +1038,7 @@ mod tests {
         let cache = setup(dir.path(), 50);
         let ws = workspace(dir.path(), "ws");
         write(&ws.join("target/f"), &"x".repeat(100));
-        let saved = cache
-            .save(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &ws,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let saved = save_main(&cache, &ws);
         assert!(!saved.kept);
         assert_eq!(saved.size, 100);
         let repo_dir = cache.repo_dir("acme/app");
@@ -1086,15 +1048,7 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
         // Off: nothing saved, nothing restored.
         let off = setup(dir.path(), 0);
-        let saved = off
-            .save(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &ws,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let saved = save_main(&off, &ws);
         assert!(!saved.kept && saved.paths.is_empty());
     }
 
@@ -1201,15 +1155,7 @@ mod tests {
         let ws = workspace(dir.path(), "ws");
         write(&ws.join("target/ok"), "ok");
         symlink(&outside, ws.join("target/out")).unwrap();
-        let saved = cache
-            .save(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &ws,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let saved = save_main(&cache, &ws);
         assert!(saved.kept);
         let entry = cache.repo_dir("acme/app").join(hash("main")).join(DATA);
         let link = std::fs::symlink_metadata(entry.join("target/out")).unwrap();
@@ -1230,15 +1176,7 @@ mod tests {
         )
         .unwrap();
         nix::unistd::mkfifo(&ws.join("target/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let saved = cache
-            .save(
-                "acme/app",
-                "main",
-                &paths(&["target"]),
-                &ws,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let saved = save_main(&cache, &ws);
         assert!(saved.kept);
         assert_eq!(saved.dropped.len(), 1, "{saved:?}");
         assert!(saved.dropped[0].starts_with("target/fifo"), "{saved:?}");
