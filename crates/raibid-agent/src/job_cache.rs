@@ -25,7 +25,7 @@
 //! decides what to rebuild by comparing them with the sources', and a restored output newer
 //! than freshly checked-out sources would pass for up to date.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -120,6 +120,10 @@ pub struct Saved {
     pub kept: bool,
     /// Entries removed to stay under the cap.
     pub evicted: Vec<EntryMeta>,
+    /// Files taken unchanged from the entry this one replaces (hard links, not copies), and
+    /// the files saved in all.
+    pub reused: u64,
+    pub files: u64,
 }
 
 /// One agent's (or one machine's: agents sharing `agent.cache_dir` share it) job caches.
@@ -240,6 +244,8 @@ impl JobCache {
             size: 0,
             kept: false,
             evicted: Vec::new(),
+            reused: 0,
+            files: 0,
         };
         if !self.enabled() {
             return Ok(saved);
@@ -253,7 +259,9 @@ impl JobCache {
         let temp = repo_dir.join(format!(".tmp-{key_hash}-{}", unique()));
         let data = temp.join(DATA);
         std::fs::create_dir_all(&data).map_err(io_err("creating", &data))?;
-        let result = self.fill(&mut saved, paths, workspace, &data, stop);
+        // What the entry being replaced holds: files unchanged since are linked from it.
+        let previous = repo_dir.join(&key_hash).join(DATA);
+        let result = self.fill(&mut saved, paths, workspace, &data, &previous, stop);
         let result = result.and_then(|()| {
             if saved.paths.is_empty() || saved.size > self.max_bytes || stop.is_cancelled() {
                 return Ok(());
@@ -297,6 +305,7 @@ impl JobCache {
         paths: &[String],
         workspace: &Path,
         data: &Path,
+        previous: &Path,
         stop: &CancellationToken,
     ) -> Result<(), JobCacheError> {
         let owner = std::fs::symlink_metadata(workspace)
@@ -317,18 +326,22 @@ impl JobCache {
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
             }
-            if let Err(why) = copy_tree(&source, &dest, stop) {
-                let _ = remove::remove_tree(&dest);
-                saved.skipped.push(Skipped {
-                    path: path.clone(),
-                    why,
-                });
-                continue;
+            match save_tree(&source, &previous.join(path), &dest, stop) {
+                Ok(reused) => saved.reused += reused,
+                Err(why) => {
+                    let _ = remove::remove_tree(&dest);
+                    saved.skipped.push(Skipped {
+                        path: path.clone(),
+                        why,
+                    });
+                    continue;
+                }
             }
             saved.paths.push(path.clone());
         }
-        let (size, dropped) = sanitize(data, owner).map_err(io_err("measuring", data))?;
+        let (size, files, dropped) = sanitize(data, owner).map_err(io_err("measuring", data))?;
         saved.size = size;
+        saved.files = files;
         saved.dropped = dropped;
         Ok(())
     }
@@ -507,21 +520,192 @@ fn restore_target(workspace: &Path, path: &str) -> Result<PathBuf, String> {
     Ok(current)
 }
 
-/// `cp -a` (links copied as links, modes, times and, for root, owners kept; copy-on-write
-/// where the filesystem can) of `source` to `dest`, which must not exist. Arguments, never a
-/// shell; a clean environment, so the agent's own variables reach no child that outlives it.
-fn copy_tree(source: &Path, dest: &Path, stop: &CancellationToken) -> Result<(), String> {
+/// Saves the workspace's `source` as `dest` (which must not exist), as [`copy_tree`] would,
+/// but takes every regular file that has not changed since the entry being replaced saved it
+/// (`previous`: same size, modification time, mode and owner) as a hard link to that copy: a
+/// warm Rust build rewrites a small part of `target/` and none of a cached `CARGO_HOME`, and
+/// copying thousands of unchanged files again was most of a warm job's save. The same test
+/// of change cargo itself and rsync rely on; entries are never written after their save, so
+/// sharing their files is safe.
+///
+/// Nothing is followed: the walk reads entries without following links and copies links,
+/// changed files and anything else with `cp -a`; directories are made here and given the
+/// source's mode, owner and times once their contents are in. Files that are one in the
+/// workspace (hard links) stay one. Returns how many names were taken from the last save.
+fn save_tree(
+    source: &Path,
+    previous: &Path,
+    dest: &Path,
+    stop: &CancellationToken,
+) -> Result<u64, String> {
+    let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if !is_dir(source) || !is_dir(previous) {
+        return copy_tree(source, dest, stop).map(|()| 0);
+    }
+    let failed = |what: &str, path: &Path, e: io::Error| format!("{what} {}: {e}", path.display());
+    let mut linked = 0;
+    // Relative paths of the directories to walk, each with whether the previous entry has a
+    // real directory there too (every component checked without following it: a link saved
+    // in the entry must not lead the link-or-copy choice out of the entry), and of those made,
+    // in the order made.
+    let mut pending = vec![(PathBuf::new(), true)];
+    let mut made: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
+    // Changed files, links and the rest, by the directory they go to.
+    let mut to_copy: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
+    // Files that are one in the workspace (cargo hard-links what it uplifts) must stay one:
+    // the first name found is saved, the others become links to it at the end.
+    let mut first_names: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut other_names: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut linked_names: HashSet<PathBuf> = HashSet::new();
+    while let Some((dir, in_previous)) = pending.pop() {
+        if stop.is_cancelled() {
+            return Err("stopped".into());
+        }
+        let in_previous =
+            in_previous && std::fs::symlink_metadata(previous.join(&dir)).is_ok_and(|m| m.is_dir());
+        let from = source.join(&dir);
+        let meta = std::fs::symlink_metadata(&from).map_err(|e| failed("reading", &from, e))?;
+        let out = dest.join(&dir);
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Writable by us until its contents are in; its own mode comes last.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&out)
+                .map_err(|e| failed("creating", &out, e))?;
+        }
+        made.push((dir.clone(), meta));
+        let mut copies = Vec::new();
+        for entry in std::fs::read_dir(&from).map_err(|e| failed("listing", &from, e))? {
+            let entry = entry.map_err(|e| failed("listing", &from, e))?;
+            let rel = dir.join(entry.file_name());
+            let meta = entry
+                .metadata()
+                .map_err(|e| failed("reading", &entry.path(), e))?;
+            if meta.is_dir() {
+                pending.push((rel, in_previous));
+                continue;
+            }
+            if meta.is_file() && meta.nlink() > 1 {
+                match first_names.entry((meta.dev(), meta.ino())) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        other_names.push((rel, first.get().clone()));
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(rel.clone());
+                    }
+                }
+            }
+            let old = previous.join(&rel);
+            let unchanged = in_previous
+                && meta.is_file()
+                && std::fs::symlink_metadata(&old).is_ok_and(|o| same_file(&meta, &o));
+            if unchanged && std::fs::hard_link(&old, dest.join(&rel)).is_ok() {
+                linked += 1;
+                if meta.nlink() > 1 {
+                    linked_names.insert(rel);
+                }
+            } else {
+                copies.push(entry.path());
+            }
+        }
+        if !copies.is_empty() {
+            to_copy.push((out, copies));
+        }
+    }
+    for (into, files) in &to_copy {
+        // A few hundred per `cp`, well under the argument limit.
+        for chunk in files.chunks(256) {
+            copy_into(chunk, into, stop)?;
+        }
+    }
+    for (name, first) in &other_names {
+        let (link, target) = (dest.join(name), dest.join(first));
+        std::fs::hard_link(&target, &link).map_err(|e| failed("linking", &link, e))?;
+        if linked_names.contains(first) {
+            linked += 1;
+        }
+    }
+    // Deepest first, so a directory's times are set after everything inside it changed.
+    for (dir, meta) in made.iter().rev() {
+        let out = dest.join(dir);
+        set_attributes(&out, meta).map_err(|e| failed("setting the attributes of", &out, e))?;
+    }
+    Ok(linked)
+}
+
+/// Whether `now` (in the workspace) is the file `saved` (in the previous entry) saw: same
+/// size, modification time to the nanosecond, permissions and owner.
+fn same_file(now: &std::fs::Metadata, saved: &std::fs::Metadata) -> bool {
+    saved.is_file()
+        && now.len() == saved.len()
+        && now.mtime() == saved.mtime()
+        && now.mtime_nsec() == saved.mtime_nsec()
+        && now.mode() == saved.mode()
+        && now.uid() == saved.uid()
+        && now.gid() == saved.gid()
+}
+
+/// A directory's mode, owner (where we may: root keeps the steps' uid, as `cp -a` does) and
+/// access and modification times, from `meta`.
+fn set_attributes(dir: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    match std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid())) {
+        Err(e) if e.kind() != io::ErrorKind::PermissionDenied => return Err(e),
+        _ => {}
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    utimensat(
+        None,
+        dir,
+        &TimeSpec::new(meta.atime(), meta.atime_nsec()),
+        &TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// `cp -a` of `files` into the directory `into`, as [`copy_tree`] runs it.
+fn copy_into(files: &[PathBuf], into: &Path, stop: &CancellationToken) -> Result<(), String> {
+    let mut command = cp_command();
+    command
+        .args(["-a", "--reflink=auto", "--target-directory"])
+        .arg(into)
+        .arg("--")
+        .args(files);
+    let (status, stderr) = run_until_stopped(command, stop)?;
+    if status.success() {
+        return Ok(());
+    }
+    let first = stderr.lines().next().unwrap_or("").trim();
+    Err(format!("cp failed ({status}): {first}"))
+}
+
+/// `cp` with arguments, never a shell, and a clean environment, so the agent's own variables
+/// reach no child that outlives it.
+fn cp_command() -> Command {
     let mut command = Command::new("cp");
     command
-        .args(["-a", "--reflink=auto", "--no-target-directory", "--"])
-        .arg(source)
-        .arg(dest)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    command
+}
+
+/// `cp -a` (links copied as links, modes, times and, for root, owners kept; copy-on-write
+/// where the filesystem can) of `source` to `dest`, which must not exist. Arguments, never a
+/// shell; a clean environment, so the agent's own variables reach no child that outlives it.
+fn copy_tree(source: &Path, dest: &Path, stop: &CancellationToken) -> Result<(), String> {
+    let mut command = cp_command();
+    command
+        .args(["-a", "--reflink=auto", "--no-target-directory", "--"])
+        .arg(source)
+        .arg(dest);
     let (status, stderr) = run_until_stopped(command, stop)?;
     if status.success() {
         return Ok(());
@@ -571,16 +755,17 @@ fn run_until_stopped(
 }
 
 /// Walks a saved tree without following links: removes what should not travel to a later job,
-/// clears set-uid and set-gid bits, and measures the rest (hard links once). Returns the size
-/// and a few of the removed paths.
+/// clears set-uid and set-gid bits, and measures the rest (hard links once). Returns the size,
+/// the number of files and links kept, and a few of the removed paths.
 ///
 /// A file not owned by `owner` (the workspace's owner: the uid the steps ran as) is removed:
 /// copied by a root agent, a hard link a step made to a file it cannot read (another user's)
 /// would come back to the next job as that job's own, readable file. Device files, FIFOs and
 /// sockets are no build output.
-fn sanitize(data: &Path, owner: u32) -> io::Result<(u64, Vec<String>)> {
+fn sanitize(data: &Path, owner: u32) -> io::Result<(u64, u64, Vec<String>)> {
     const SHOWN: usize = 5;
     let mut size = 0;
+    let mut files = 0;
     let mut seen = HashSet::new();
     let mut dropped = Vec::new();
     let mut pending = vec![data.to_path_buf()];
@@ -612,11 +797,12 @@ fn sanitize(data: &Path, owner: u32) -> io::Result<(u64, Vec<String>)> {
         if kind.is_file() && meta.mode() & 0o6000 != 0 {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(meta.mode() & 0o1777))?;
         }
+        files += 1;
         if seen.insert((meta.dev(), meta.ino())) {
             size += meta.len();
         }
     }
-    Ok((size, dropped))
+    Ok((size, files, dropped))
 }
 
 #[cfg(test)]
@@ -671,6 +857,179 @@ mod tests {
         let ws = dir.join(name);
         std::fs::create_dir_all(&ws).unwrap();
         ws
+    }
+
+    /// Modification time `secs` after the epoch, not following a link.
+    fn set_mtime(path: &Path, secs: i64) {
+        use nix::sys::stat::{UtimensatFlags, utimensat};
+        use nix::sys::time::TimeSpec;
+        let t = TimeSpec::new(secs, 123_456_789);
+        utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
+    }
+
+    /// Everything about a tree that a restore must give back: per path, its kind, content or
+    /// link target, mode and modification time.
+    fn snapshot(root: &Path) -> Vec<(String, String, u32, i64, i64)> {
+        let mut out = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_dir() {
+                for entry in std::fs::read_dir(&path).unwrap() {
+                    pending.push(entry.unwrap().path());
+                }
+                "dir".to_owned()
+            } else if meta.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                std::fs::read_to_string(&path).unwrap()
+            };
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            out.push((rel, what, meta.mode(), meta.mtime(), meta.mtime_nsec()));
+        }
+        out.sort();
+        out
+    }
+
+    /// A save takes the files unchanged since the last one as hard links to that save's copies
+    /// and copies only what changed (content with the same size but a new time, mode, links,
+    /// files become directories, new and removed files); what comes back is the workspace as
+    /// it was, either way.
+    #[test]
+    fn a_save_links_what_did_not_change_and_copies_what_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = setup(dir.path(), 1 << 30);
+        let one = workspace(dir.path(), "one");
+        for (path, text) in [
+            ("target/same", "same"),
+            ("target/sub/deep", "deep"),
+            ("target/edited", "aaaa"),
+            ("target/mode", "m"),
+            ("target/gone", "g"),
+            ("target/becomes-dir", "f"),
+        ] {
+            write(&one.join(path), text);
+            set_mtime(&one.join(path), 1_700_000_000);
+        }
+        symlink("same", one.join("target/link")).unwrap();
+        let first = save_main(&cache, &one);
+        assert_eq!((first.reused, first.files), (0, 7));
+        let data = cache.repo_dir("acme/app").join(hash("main")).join(DATA);
+        let inode = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+        let (same, deep) = (
+            inode(&data.join("target/same")),
+            inode(&data.join("target/sub/deep")),
+        );
+
+        // The next job: restored, then built.
+        let two = workspace(dir.path(), "two");
+        restore_main(&cache, &two);
+        let t = two.join("target");
+        std::fs::write(t.join("edited"), "bbbb").unwrap();
+        set_mtime(&t.join("edited"), 1_700_000_010);
+        std::fs::set_permissions(t.join("mode"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::remove_file(t.join("gone")).unwrap();
+        write(&t.join("new"), "new");
+        std::fs::remove_file(t.join("link")).unwrap();
+        symlink("sub/deep", t.join("link")).unwrap();
+        std::fs::remove_file(t.join("becomes-dir")).unwrap();
+        write(&t.join("becomes-dir/inside"), "in");
+        std::fs::set_permissions(t.join("sub"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        set_mtime(&t.join("sub"), 1_600_000_000);
+        let second = save_main(&cache, &two);
+        assert!(second.kept);
+        assert_eq!((second.reused, second.files), (2, 7), "{second:?}");
+        assert_eq!(inode(&data.join("target/same")), same);
+        assert_eq!(inode(&data.join("target/sub/deep")), deep);
+        assert_eq!(
+            std::fs::read_to_string(data.join("target/edited")).unwrap(),
+            "bbbb"
+        );
+
+        let three = workspace(dir.path(), "three");
+        restore_main(&cache, &three);
+        assert_eq!(snapshot(&three.join("target")), snapshot(&t));
+        // Without an entry to take from, a save copies everything.
+        let other = JobCache::new(dir.path().join("other-cache"), 1 << 30);
+        assert_eq!(save_main(&other, &two).reused, 0);
+    }
+
+    /// Files that are one in the workspace (cargo hard-links the outputs it uplifts) stay one
+    /// in the entry, whether the save copies them or takes them from the last one.
+    #[test]
+    fn hard_linked_files_stay_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = setup(dir.path(), 1 << 30);
+        let one = workspace(dir.path(), "one");
+        write(&one.join("target/debug/deps/app-1234"), "binary");
+        write(&one.join("target/debug/deps/old-1234"), "old");
+        std::fs::hard_link(
+            one.join("target/debug/deps/app-1234"),
+            one.join("target/debug/app"),
+        )
+        .unwrap();
+        std::fs::hard_link(
+            one.join("target/debug/deps/old-1234"),
+            one.join("target/debug/old"),
+        )
+        .unwrap();
+        save_main(&cache, &one);
+        let two = workspace(dir.path(), "two");
+        restore_main(&cache, &two);
+        // One pair rebuilt (new inode, both names), one left alone.
+        std::fs::remove_file(two.join("target/debug/app")).unwrap();
+        std::fs::remove_file(two.join("target/debug/deps/app-1234")).unwrap();
+        write(&two.join("target/debug/deps/app-1234"), "binary, rebuilt");
+        std::fs::hard_link(
+            two.join("target/debug/deps/app-1234"),
+            two.join("target/debug/app"),
+        )
+        .unwrap();
+        let saved = save_main(&cache, &two);
+        assert_eq!(saved.reused, 2, "{saved:?}");
+        let data = cache.repo_dir("acme/app").join(hash("main")).join(DATA);
+        let inode = |p: &str| std::fs::symlink_metadata(data.join(p)).unwrap().ino();
+        assert_eq!(
+            inode("target/debug/app"),
+            inode("target/debug/deps/app-1234")
+        );
+        assert_eq!(
+            inode("target/debug/old"),
+            inode("target/debug/deps/old-1234")
+        );
+        let three = workspace(dir.path(), "three");
+        restore_main(&cache, &three);
+        let restored = |p: &str| std::fs::symlink_metadata(three.join(p)).unwrap().ino();
+        assert_eq!(
+            restored("target/debug/app"),
+            restored("target/debug/deps/app-1234")
+        );
+    }
+
+    /// A link saved in the last entry never leads the save outside the entry: a workspace
+    /// file that looks like one the link points to (same size, time, mode and owner) is copied,
+    /// not linked to the file outside.
+    #[test]
+    fn a_link_in_the_last_save_does_not_lead_out_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = setup(dir.path(), 1 << 30);
+        let outside = dir.path().join("outside");
+        write(&outside.join("secret"), "the agent's");
+        set_mtime(&outside.join("secret"), 1_700_000_000);
+        let one = workspace(dir.path(), "one");
+        std::fs::create_dir_all(one.join("target")).unwrap();
+        symlink(&outside, one.join("target/link")).unwrap();
+        save_main(&cache, &one);
+        let two = workspace(dir.path(), "two");
+        write(&two.join("target/link/secret"), "the job's!!");
+        set_mtime(&two.join("target/link/secret"), 1_700_000_000);
+        let saved = save_main(&cache, &two);
+        assert_eq!(saved.reused, 0, "{saved:?}");
+        let data = cache.repo_dir("acme/app").join(hash("main")).join(DATA);
+        let secret = data.join("target/link/secret");
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "the job's!!");
+        let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_ne!(inode(&secret), inode(&outside.join("secret")));
     }
 
     #[test]
@@ -1195,11 +1554,11 @@ mod tests {
         let data = workspace(dir.path(), "data");
         write(&data.join("mine"), "1234");
         let me = std::fs::metadata(&data).unwrap().uid();
-        let (size, dropped) = sanitize(&data, me).unwrap();
-        assert_eq!((size, dropped.len()), (4, 0));
+        let (size, files, dropped) = sanitize(&data, me).unwrap();
+        assert_eq!((size, files, dropped.len()), (4, 1, 0));
         // Seen from another owner, the file is foreign.
-        let (size, dropped) = sanitize(&data, me + 1).unwrap();
-        assert_eq!(size, 0);
+        let (size, files, dropped) = sanitize(&data, me + 1).unwrap();
+        assert_eq!((size, files), (0, 0));
         assert!(
             dropped[0].contains("not the workspace's owner"),
             "{dropped:?}"

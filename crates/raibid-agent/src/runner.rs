@@ -726,6 +726,13 @@ impl Runner {
                 took.as_secs_f64()
             ))
             .await;
+            if saved.reused > 0 {
+                log.line(&format!(
+                    "cache: {} of {} files unchanged since the last save, kept rather than copied",
+                    saved.reused, saved.files
+                ))
+                .await;
+            }
         }
         if !saved.evicted.is_empty() {
             let freed: u64 = saved.evicted.iter().map(|m| m.size).sum();

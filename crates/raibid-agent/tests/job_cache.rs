@@ -15,6 +15,7 @@ use support::Harness;
 const PIPELINE: &str = "cache:\n  key: \"{branch}\"\n  paths: [target]\nsteps:\n  - name: build\n    run: |\n      \
                         echo \"found=$(cat target/marker 2>/dev/null || echo none)\"\n      \
                         mkdir -p target\n      echo \"$RAIBID_JOB_ID\" > target/marker\n      \
+                        test -f target/stable || echo kept > target/stable\n      \
                         if [ -n \"$FAIL\" ]; then exit 1; fi\n";
 
 fn push(repo: &GitRepo, sha: &str) -> NewJob {
@@ -52,6 +53,11 @@ async fn the_cache_carries_target_to_the_next_job_but_not_from_forks_or_failures
     );
     assert!(log.contains(&format!("found={first}\n")), "{log}");
     assert!(log.contains("cache: saved target"), "{log}");
+    // target/stable came back as saved and stayed: the save keeps the first save's copy.
+    assert!(
+        log.contains("cache: 1 of 2 files unchanged since the last save, kept rather than copied"),
+        "{log}"
+    );
 
     // A fork's pull request into main gets no cache: not main's (what trusted builds left
     // there is not for anyone's pipeline), and it saves nothing.
