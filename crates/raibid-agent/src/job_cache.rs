@@ -26,6 +26,7 @@
 //! than freshly checked-out sources would pass for up to date.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -669,43 +670,40 @@ fn set_attributes(dir: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
 
 /// `cp -a` of `files` into the directory `into`, as [`copy_tree`] runs it.
 fn copy_into(files: &[PathBuf], into: &Path, stop: &CancellationToken) -> Result<(), String> {
-    let mut command = cp_command();
-    command
-        .args(["-a", "--reflink=auto", "--target-directory"])
-        .arg(into)
-        .arg("--")
-        .args(files);
-    let (status, stderr) = run_until_stopped(command, stop)?;
-    if status.success() {
-        return Ok(());
-    }
-    let first = stderr.lines().next().unwrap_or("").trim();
-    Err(format!("cp failed ({status}): {first}"))
+    let mut args = vec![
+        OsStr::new("--target-directory"),
+        into.as_os_str(),
+        "--".as_ref(),
+    ];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    cp(&args, stop)
 }
 
-/// `cp` with arguments, never a shell, and a clean environment, so the agent's own variables
-/// reach no child that outlives it.
-fn cp_command() -> Command {
+/// `cp -a` (links copied as links, modes, times and, for root, owners kept; copy-on-write
+/// where the filesystem can) of `source` to `dest`, which must not exist.
+fn copy_tree(source: &Path, dest: &Path, stop: &CancellationToken) -> Result<(), String> {
+    let args = [
+        OsStr::new("--no-target-directory"),
+        "--".as_ref(),
+        source.as_os_str(),
+        dest.as_os_str(),
+    ];
+    cp(&args, stop)
+}
+
+/// `cp -a --reflink=auto` with `args`: arguments, never a shell, and a clean environment, so
+/// the agent's own variables reach no child that outlives it. `Err` is cp's first complaint.
+fn cp(args: &[&OsStr], stop: &CancellationToken) -> Result<(), String> {
     let mut command = Command::new("cp");
     command
+        .args(["-a", "--reflink=auto"])
+        .args(args)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    command
-}
-
-/// `cp -a` (links copied as links, modes, times and, for root, owners kept; copy-on-write
-/// where the filesystem can) of `source` to `dest`, which must not exist. Arguments, never a
-/// shell; a clean environment, so the agent's own variables reach no child that outlives it.
-fn copy_tree(source: &Path, dest: &Path, stop: &CancellationToken) -> Result<(), String> {
-    let mut command = cp_command();
-    command
-        .args(["-a", "--reflink=auto", "--no-target-directory", "--"])
-        .arg(source)
-        .arg(dest);
     let (status, stderr) = run_until_stopped(command, stop)?;
     if status.success() {
         return Ok(());

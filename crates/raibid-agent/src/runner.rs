@@ -126,24 +126,7 @@ impl Runner {
             }
             if parse_slot_name(name).is_some() {
                 // A slot no live process holds is a dead agent's, whatever its job was.
-                match InUse::try_take(&entry.path()) {
-                    Ok(Some(lock)) => {
-                        match remove_job_dir(entry.path()).await {
-                            Ok(()) => {
-                                info!(slot = name, "removed the workspace of a dead agent");
-                                removed += 1;
-                            }
-                            Err(e) => {
-                                warn!(slot = name, error = %e, "could not remove an orphaned workspace")
-                            }
-                        }
-                        lock.release();
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        warn!(slot = name, error = %e, "cannot check whether a workspace is in use")
-                    }
-                }
+                removed += usize::from(remove_unless_in_use(entry.path(), name).await);
                 continue;
             }
             let Some((job_id, attempt)) = parse_workspace_name(name) else {
@@ -162,27 +145,7 @@ impl Runner {
             }
             // Only a directory no live process uses: another queue's agent may share this
             // root, and to this queue its jobs are unknown.
-            let lock = match InUse::try_take(&entry.path()) {
-                Ok(Some(lock)) => lock,
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!(job = job_id, error = %e, "cannot check whether a workspace is in use");
-                    continue;
-                }
-            };
-            match remove_job_dir(entry.path()).await {
-                Ok(()) => {
-                    info!(
-                        job = job_id,
-                        attempt, "removed the workspace of a dead agent"
-                    );
-                    removed += 1;
-                }
-                Err(e) => {
-                    warn!(job = job_id, error = %e, "could not remove an orphaned workspace")
-                }
-            }
-            lock.release();
+            removed += usize::from(remove_unless_in_use(entry.path(), name).await);
         }
         removed
     }
@@ -1413,6 +1376,31 @@ fn per_arch_cache(repo: &str, platforms: &[String]) -> String {
         _ => return repo.to_owned(),
     };
     format!("{repo}/{arch}")
+}
+
+/// Removes the job directory `dir` (named `name` in the logs) unless a live process holds its
+/// lock; whether it did.
+async fn remove_unless_in_use(dir: PathBuf, name: &str) -> bool {
+    let lock = match InUse::try_take(&dir) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return false,
+        Err(e) => {
+            warn!(dir = name, error = %e, "cannot check whether a workspace is in use");
+            return false;
+        }
+    };
+    let removed = match remove_job_dir(dir).await {
+        Ok(()) => {
+            info!(dir = name, "removed the workspace of a dead agent");
+            true
+        }
+        Err(e) => {
+            warn!(dir = name, error = %e, "could not remove an orphaned workspace");
+            false
+        }
+    };
+    lock.release();
+    removed
 }
 
 /// [`remove::remove_tree`] off the async threads: a job's tree can be large.
