@@ -35,16 +35,7 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                     env,
                 })
                 .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
-            } else {
-                println!(
-                    "queued {} ({} at {})",
-                    job.id,
-                    job.spec.repo,
-                    short(&job.spec.sha)
-                );
-            }
+            print_queued(&job, json, &source(&job))?;
         }
         JobCommand::List {
             status,
@@ -111,11 +102,7 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
         }
         JobCommand::Retry { id } => {
             let job = client.retry(&id).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
-            } else {
-                println!("queued {} (retry of {id})", job.id);
-            }
+            print_queued(&job, json, &format!("retry of {id}"))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -209,7 +196,22 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-pub(crate) fn short(sha: &str) -> &str {
+/// What a command that queued `job` prints: the job as JSON, or `queued <id> (<what>)`.
+pub(crate) fn print_queued(job: &Job, json: bool, what: &str) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(job)?);
+    } else {
+        println!("queued {} ({what})", job.id);
+    }
+    Ok(())
+}
+
+/// `<repo> at <short sha>`: what a queued job builds.
+pub(crate) fn source(job: &Job) -> String {
+    format!("{} at {}", job.spec.repo, short(&job.spec.sha))
+}
+
+fn short(sha: &str) -> &str {
     &sha[..sha.len().min(10)]
 }
 

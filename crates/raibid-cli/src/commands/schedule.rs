@@ -25,16 +25,8 @@ pub async fn run(config: &Config, args: ScheduleArgs) -> anyhow::Result<ExitCode
         }
         ScheduleCommand::Run { name } => {
             let job = client.run_schedule(&name).await?;
-            if args.api.output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
-            } else {
-                println!(
-                    "queued {} (schedule {name}: {} at {})",
-                    job.id,
-                    job.spec.repo,
-                    super::job::short(&job.spec.sha)
-                );
-            }
+            let what = format!("schedule {name}: {}", super::job::source(&job));
+            super::job::print_queued(&job, args.api.output == Output::Json, &what)?;
         }
     }
     Ok(ExitCode::SUCCESS)
