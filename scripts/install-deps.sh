@@ -8,7 +8,8 @@ set -euo pipefail
 want=(redis-server:redis-server git:git bwrap:bubblewrap cc:gcc setpriv:util-linux)
 if [ "${1:-run}" = test ]; then
   want+=(buildah:buildah docker-registry:docker-registry tmux:tmux busybox:busybox-static
-         make:make curl:curl openssl:openssl redis-cli:redis-tools git-lfs:git-lfs capsh:libcap2-bin)
+         make:make curl:curl openssl:openssl redis-cli:redis-tools git-lfs:git-lfs capsh:libcap2-bin
+         podman:podman runc:runc catatonit:catatonit)
 fi
 
 missing=()

@@ -56,6 +56,11 @@ pub async fn run_agent(
         warn!(error = %e, "could not register the agent");
     }
     let registry = spawn_registration(runner.clone(), info.clone(), options.heartbeat_interval);
+    // Steps first: a dead agent's step container may still be writing in a workspace.
+    let stopped = runner.executor.sweep_orphans().await;
+    if stopped > 0 {
+        info!(stopped, "removed steps that dead agents left running");
+    }
     let swept = runner.sweep_orphaned_workspaces().await;
     if swept > 0 {
         info!(swept, "removed workspaces that dead agents left behind");

@@ -167,6 +167,11 @@ impl Runner {
             warn!(job = %job.id, dir = %root.display(), error = %e, "cannot create the workspace root");
             return (per_attempt, None);
         }
+        // Before a slot is taken: a dead agent's step may still be running in it.
+        let swept = self.executor.sweep_orphans().await;
+        if swept > 0 {
+            info!(job = %job.id, swept, "removed steps that dead agents left running");
+        }
         if !self.settings.keep_workspace {
             match take_slot(root).await {
                 Ok(Some((dir, lock))) => return (dir, Some(lock)),

@@ -10,7 +10,7 @@ use raibid_agent::executor::{
     BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerOptions, ExecError,
     Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE, StepExit, StepSpec,
 };
-use raibid_testkit::require_binary;
+use raibid_testkit::{BUSYBOX_IMAGE, Podman, require_binary};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -619,40 +619,145 @@ async fn container_detect_reports_why_an_engine_is_unusable() {
     assert!(err.contains("Cannot connect to the Docker daemon"), "{err}");
 }
 
-#[tokio::test]
-async fn container_runs_steps_where_an_engine_works() {
-    let engine = match ContainerEngine::detect().await {
-        Ok(engine) => engine,
-        Err(e) => {
-            eprintln!("skipped: no usable container engine here: {e}");
-            return;
-        }
-    };
-    let executor = ContainerExecutor::new(
+/// A container executor on a podman of the test's own (see [`Podman`]).
+async fn container(podman: &Podman) -> ContainerExecutor {
+    container_with(
+        podman,
+        ContainerOptions {
+            default_image: BUSYBOX_IMAGE.into(),
+            ..ContainerOptions::default()
+        },
+    )
+    .await
+}
+
+async fn container_with(podman: &Podman, options: ContainerOptions) -> ContainerExecutor {
+    let engine = ContainerEngine::detect_on_path(podman.bin_dir().as_os_str())
+        .await
+        .unwrap_or_else(|e| panic!("the test's podman does not work: {e}"));
+    ContainerExecutor::new(
         engine,
         ContainerOptions {
             kill_grace: GRACE,
+            ..options
+        },
+    )
+}
+
+#[tokio::test]
+async fn container_steps_run_in_their_image_with_the_workspace_and_environment() {
+    let podman = Podman::new();
+    let executor = container(&podman).await;
+    let long = "v".repeat(70_000);
+    let mut step = step(
+        "echo a; echo b >&2; pwd; echo x > out.txt; echo \"$RAIBID_GREETING\"; \
+         test \"${#RAIBID_LONG}\" = 70000 && echo long-ok; echo \"$TOKEN\"; exit 3",
+    );
+    step.spec.env = BTreeMap::from([
+        ("RAIBID_GREETING".into(), "line one\nline two".into()),
+        ("RAIBID_LONG".into(), long),
+        ("TOKEN".into(), "s3cret value with spaces".into()),
+    ]);
+    let ran = run(&executor, &step.spec).await;
+    assert_eq!(ran.exit.code, Some(3), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(
+        ran.output,
+        "a\nb\n/workspace\nline one\nline two\nlong-ok\ns3cret value with spaces\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(step.spec.workspace.join("out.txt")).unwrap(),
+        "x\n"
+    );
+    assert_eq!(podman.containers(), Vec::<String>::new(), "left behind");
+}
+
+/// The image's own environment stays (`PATH` from its `ENV`), and the step's `image` wins
+/// over the executor's default.
+#[tokio::test]
+async fn container_steps_keep_their_image_s_path() {
+    let podman = Podman::new();
+    let executor = container_with(
+        &podman,
+        ContainerOptions {
+            default_image: "localhost/raibid-test/no-such-image:1".into(),
             ..ContainerOptions::default()
         },
-    );
-    let mut step = step("echo a; echo b >&2; pwd; echo x > out.txt; echo \"$RAIBID_GREETING\"");
-    step.spec
-        .env
-        .insert("RAIBID_GREETING".into(), "line one\nline two".into());
+    )
+    .await;
+    let mut step = step("echo \"$PATH\"");
+    step.spec.env.clear();
+    step.spec.image = Some(BUSYBOX_IMAGE.into());
     let ran = run(&executor, &step.spec).await;
-    assert!(ran.exit.success(), "{}", ran.output);
-    assert_eq!(ran.output, "a\nb\n/workspace\nline one\nline two\n");
-    assert!(step.spec.workspace.join("out.txt").exists());
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(ran.output, "/bin\n");
+}
 
-    let mut slow = self::step("sleep 1000");
-    slow.spec.timeout = Duration::from_secs(2);
+#[tokio::test]
+async fn container_steps_that_time_out_or_are_cancelled_leave_no_container() {
+    let podman = Podman::new();
+    let executor = container(&podman).await;
+    let mut slow = step("trap '' TERM; echo ready; sleep 1000");
+    slow.spec.timeout = Duration::from_secs(3);
     let ran = run(&executor, &slow.spec).await;
-    assert!(ran.exit.timed_out, "{:?}", ran.exit);
+    assert!(ran.exit.timed_out && !ran.exit.success(), "{:?}", ran.exit);
     assert!(
-        ran.elapsed < Duration::from_secs(20),
+        ran.elapsed < Duration::from_secs(30),
         "took {:?}",
         ran.elapsed
     );
+    assert_eq!(podman.containers(), Vec::<String>::new(), "left behind");
+
+    let slow = step("echo ready; sleep 1000");
+    let ran = run_cancelled_when_ready(&executor, &slow.spec).await;
+    assert!(ran.exit.cancelled, "{:?}", ran.exit);
+    assert!(
+        ran.elapsed < Duration::from_secs(30),
+        "took {:?}",
+        ran.elapsed
+    );
+    assert_eq!(podman.containers(), Vec::<String>::new(), "left behind");
+}
+
+/// The sweep removes only containers of dead agents (crates/raibid-reliability's
+/// `fault_agent_kill` kills one): a live agent's running step, other containers whose names
+/// merely start like ours, and the engine's other containers stay.
+#[tokio::test]
+async fn container_sweep_leaves_live_steps_and_other_containers_alone() {
+    let podman = Podman::new();
+    let running = container(&podman).await;
+    let sweeper = container(&podman).await;
+    podman.start_sleeper("postgres", &[]);
+    podman.start_sleeper("raibid-0123456789abcdef", &[]);
+    let slow = step("echo ready; sleep 1000");
+    let cancel = CancellationToken::new();
+    let step_run = run_cancellable(&running, &slow.spec, cancel.clone());
+    let sweep = async {
+        while podman.containers().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let removed = sweeper.sweep_orphaned_containers().await;
+        let left = podman.containers();
+        cancel.cancel();
+        (removed, left)
+    };
+    let (ran, (removed, mut left)) = tokio::join!(step_run, sweep);
+    assert!(ran.exit.cancelled, "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(removed, 0);
+    left.sort();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert_eq!(left[0], "postgres");
+    assert_eq!(left[1], "raibid-0123456789abcdef");
+    assert!(left[2].starts_with("raibid-"), "{left:?}");
+}
+
+#[tokio::test]
+async fn container_steps_without_the_network_see_only_loopback() {
+    let podman = Podman::new();
+    let executor = container(&podman).await;
+    let step = step("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
+    let ran = run(&executor, &step.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(ran.output, "lo\n");
 }
 
 /// The case ro_binds exist for: a toolchain under the hidden `/root` (rustup's default).

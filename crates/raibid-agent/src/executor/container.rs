@@ -25,6 +25,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::container_owner::{self, Owner};
 use super::env_script::{SHELL_READONLY, is_shell_name};
 use super::image_arch::{ArchPreflight, ArchVerdict};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
@@ -63,7 +64,7 @@ impl ContainerEngine {
                 continue;
             };
             match engine_command(&program, ["info"], ENGINE_COMMAND_TIMEOUT).await {
-                Ok(()) => return Ok(Self { program, name }),
+                Ok(_) => return Ok(Self { program, name }),
                 Err(why) => reasons.push(format!("`{name} info` failed: {why}")),
             }
         }
@@ -80,6 +81,20 @@ impl ContainerEngine {
 
     pub fn program(&self) -> &Path {
         &self.program
+    }
+
+    /// Removes a container, running or not, at once: the step had its grace period (or, an
+    /// orphan, has nobody waiting for it). podman's `rm --force` would first wait ten seconds
+    /// for the container to stop.
+    async fn remove(&self, name: &str) -> Result<(), String> {
+        let mut args = vec!["rm", "--force"];
+        if self.name == "podman" {
+            args.extend(["--time", "0"]);
+        }
+        args.push(name);
+        engine_command(&self.program, args, ENGINE_COMMAND_TIMEOUT)
+            .await
+            .map(drop)
     }
 }
 
@@ -114,28 +129,74 @@ pub struct ContainerExecutor {
     /// Set once a container has run: an engine can answer `info` and still be unable to start
     /// one (no cgroup or rlimit permissions in a nested container).
     runs_containers: OnceCell<()>,
+    /// This agent process, as its containers' names record it (`None`: `/proc` unreadable;
+    /// its containers then have plain names and nobody sweeps them).
+    owner: Option<Owner>,
 }
 
 impl ContainerExecutor {
     pub fn new(engine: ContainerEngine, options: ContainerOptions) -> Self {
+        let owner = Owner::current()
+            .inspect_err(|e| warn!(error = %e, "cannot name this agent in its containers' names; a killed agent's step containers will not be removed"))
+            .ok();
         Self {
             engine,
             options,
             runs_containers: OnceCell::new(),
+            owner,
         }
     }
 
-    /// Checks once, with the default image, that the engine really starts containers. Only
-    /// success is remembered: a failed pull may be a passing network problem.
-    async fn ensure_runs_containers(&self) -> Result<(), ExecError> {
+    /// Removes the step containers of agents that have died (SIGKILL, the OOM killer, a
+    /// crash) on this machine: the engine would run them on, without a time limit, in
+    /// workspace slots that later jobs take. Run before a job takes a slot. Returns how many
+    /// were removed; failures are logged and left for the next sweep.
+    pub async fn sweep_orphaned_containers(&self) -> usize {
+        let Some(me) = &self.owner else {
+            return 0;
+        };
+        let filter = format!("name={}", container_owner::PREFIX);
+        let args = ["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"];
+        let names = match engine_command(&self.engine.program, args, ENGINE_COMMAND_TIMEOUT).await {
+            Ok(names) => names,
+            Err(why) => {
+                warn!(%why, "cannot list step containers to remove those of dead agents");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for name in names.lines().map(str::trim) {
+            if !Owner::of_container(name).is_some_and(|owner| owner.is_dead(me)) {
+                continue;
+            }
+            match self.engine.remove(name).await {
+                Ok(()) => {
+                    warn!(
+                        container = name,
+                        "removed the step container of an agent that died"
+                    );
+                    removed += 1;
+                }
+                Err(why) => {
+                    warn!(container = name, %why, "cannot remove the step container of a dead agent")
+                }
+            }
+        }
+        removed
+    }
+
+    /// Checks once that the engine really starts containers, with the first step's own image:
+    /// the default image may be one this machine cannot pull (an offline machine whose
+    /// pipelines all name images from a local registry). Only success is remembered: a failed
+    /// pull may be a passing network problem.
+    async fn ensure_runs_containers(&self, image: &str) -> Result<(), ExecError> {
         self.runs_containers
             .get_or_try_init(|| async {
-                let image = &self.options.default_image;
-                check_image_name(image)?;
                 let mut args: Vec<&str> = vec!["run", "--rm", "--init", "--network", "none"];
-                args.extend([image.as_str(), SHELL[0], "-c", "true"]);
+                args.extend([image, SHELL[0], "-c", "true"]);
                 engine_command(&self.engine.program, args, FIRST_RUN_TIMEOUT)
                     .await
+                    .map(drop)
                     .map_err(|why| ExecError::Unavailable {
                         executor: "container",
                         reason: format!(
@@ -175,7 +236,7 @@ impl ContainerExecutor {
                     }
                 }
             }
-            self.ensure_runs_containers().await
+            self.ensure_runs_containers(image).await
         };
         let stopped = |timed_out: bool| StepExit {
             code: None,
@@ -191,8 +252,15 @@ impl ContainerExecutor {
         }
         let workspace = process::workspace_dir(&spec.workspace)?;
         let env = StepEnv::write(&spec.env, spec.private.as_deref())?;
-        let name = format!("raibid-{}", process::random_suffix()?);
-        let script = env.prelude() + &spec.script;
+        let random = process::random_suffix()?;
+        let name = match &self.owner {
+            Some(owner) => owner.container_name(&random),
+            None => format!("{}{random}", container_owner::PREFIX),
+        };
+        // One stream, so that the log has stdout and stderr in the order they were written: the
+        // engine carries them apart, and nothing can order them again afterwards. On the line
+        // that the script's first line continues (see `StepEnv::prelude`).
+        let script = format!("exec 2>&1; {}{}", env.prelude(), spec.script);
         let args = run_args(&RunArgs {
             name: &name,
             workspace: &workspace,
@@ -232,6 +300,10 @@ impl Executor for ContainerExecutor {
 
     fn image_workspace(&self) -> Option<&Path> {
         Some(Path::new(CONTAINER_WORKSPACE))
+    }
+
+    fn sweep_orphans(&self) -> BoxFuture<'_, usize> {
+        Box::pin(self.sweep_orphaned_containers())
     }
 
     fn run_step<'a>(
@@ -424,10 +496,7 @@ impl Stopper for EngineStopper<'_> {
 
     fn kill(&self, _group: Pid) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let args = ["rm", "-f", self.name];
-            if let Err(why) =
-                engine_command(&self.engine.program, args, ENGINE_COMMAND_TIMEOUT).await
-            {
+            if let Err(why) = self.engine.remove(self.name).await {
                 warn!(container = self.name, %why, "cannot remove the step's container");
             }
         })
@@ -465,8 +534,9 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Runs an engine subcommand to completion; the error is the engine's own explanation.
-async fn engine_command<I, S>(program: &Path, args: I, timeout: Duration) -> Result<(), String>
+/// Runs an engine subcommand to completion and returns its standard output; the error is the
+/// engine's own explanation.
+async fn engine_command<I, S>(program: &Path, args: I, timeout: Duration) -> Result<String, String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -484,7 +554,7 @@ where
         Ok(Ok(output)) => output,
     };
     if output.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);

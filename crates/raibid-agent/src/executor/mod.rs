@@ -4,6 +4,7 @@
 
 mod bwrap;
 mod container;
+mod container_owner;
 mod env_script;
 mod host;
 mod image_arch;
@@ -120,6 +121,13 @@ pub trait Executor: Send + Sync {
     /// workspace and `HOME` to it before the first step.
     fn step_user(&self) -> Option<crate::step_user::StepUser> {
         None
+    }
+
+    /// Removes what steps of agents that died on this machine left running (the container
+    /// executor's containers: the engine, not the agent, runs them). The runner calls it before
+    /// a job takes a workspace slot, as the slot may be such a step's. Returns how many.
+    fn sweep_orphans(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async { 0 })
     }
 
     fn run_step<'a>(
