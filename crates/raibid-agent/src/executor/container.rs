@@ -147,6 +147,15 @@ impl ContainerExecutor {
         }
     }
 
+    /// A new container's name, naming this agent process (see [`Owner`]).
+    fn container_name(&self) -> Result<String, ExecError> {
+        let random = process::random_suffix()?;
+        Ok(match &self.owner {
+            Some(owner) => owner.container_name(&random),
+            None => format!("{}{random}", container_owner::PREFIX),
+        })
+    }
+
     /// Removes the step containers of agents that have died (SIGKILL, the OOM killer, a
     /// crash) on this machine: the engine would run them on, without a time limit, in
     /// workspace slots that later jobs take. Run before a job takes a slot. Returns how many
@@ -192,8 +201,10 @@ impl ContainerExecutor {
     async fn ensure_runs_containers(&self, image: &str) -> Result<(), ExecError> {
         self.runs_containers
             .get_or_try_init(|| async {
+                // Named like a step's, so that it is swept like one if the agent dies meanwhile.
+                let name = self.container_name()?;
                 let mut args: Vec<&str> = vec!["run", "--rm", "--init", "--network", "none"];
-                args.extend([image, SHELL[0], "-c", "true"]);
+                args.extend(["--name", &name, image, SHELL[0], "-c", "true"]);
                 engine_command(&self.engine.program, args, FIRST_RUN_TIMEOUT)
                     .await
                     .map(drop)
@@ -252,11 +263,7 @@ impl ContainerExecutor {
         }
         let workspace = process::workspace_dir(&spec.workspace)?;
         let env = StepEnv::write(&spec.env, spec.private.as_deref())?;
-        let random = process::random_suffix()?;
-        let name = match &self.owner {
-            Some(owner) => owner.container_name(&random),
-            None => format!("{}{random}", container_owner::PREFIX),
-        };
+        let name = self.container_name()?;
         // One stream, so that the log has stdout and stderr in the order they were written: the
         // engine carries them apart, and nothing can order them again afterwards. On the line
         // that the script's first line continues (see `StepEnv::prelude`).

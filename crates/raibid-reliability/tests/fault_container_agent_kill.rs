@@ -1,0 +1,99 @@
+//! An agent of the container executor SIGKILLed in the middle of a step. The engine, not the
+//! agent, runs the step's container, so it outlives the agent, with no time limit, in a
+//! workspace slot that the dead agent's lock no longer keeps from the next job. The next agent
+//! to start removes it, and the job is rerun.
+
+use std::time::{Duration, Instant};
+
+use raibid_client::SubmitJob;
+use raibid_model::JobStatus;
+use raibid_reliability::{Settings, Stack, exclusive, log_of, submit_until_accepted, wait_final};
+use raibid_testkit::{BUSYBOX_IMAGE, GitRepo, Podman};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent() {
+    let _machine = exclusive();
+    let podman = Podman::new();
+    let settings = Settings {
+        executor: "container",
+        agent_yaml: "  network: false\n".into(),
+        ..Settings::default()
+    };
+    let mut stack = Stack::start(&settings, 0, 1);
+    let path = podman.path_env();
+    let env = [("PATH", path.to_str().unwrap())];
+    stack.add_agent("agent-0", 1, &env);
+
+    let repo = GitRepo::new();
+    let pipeline = format!(
+        "image: {BUSYBOX_IMAGE}\nsteps:\n  - name: work\n    run: |\n      \
+         echo \"step attempt $RAIBID_ATTEMPT\"\n      \
+         if [ \"$RAIBID_ATTEMPT\" = 1 ]; then trap '' TERM; sleep 1000; fi\n"
+    );
+    let sha = repo.commit(
+        &[(".raibid.yaml", pipeline.as_str())],
+        "a step that hangs once",
+    );
+    let client = stack.client();
+    let submission = SubmitJob {
+        repo: "acme/orphan".into(),
+        clone_url: repo.url(),
+        git_ref: Some("main".into()),
+        sha: Some(sha),
+        ..Default::default()
+    };
+    let (job, _) = submit_until_accepted(&client, &submission, Duration::from_secs(30)).await;
+
+    // Once the step has printed, its container is the only one (the agent's first-run check
+    // of the engine has come and gone).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !log_of(&client, &job.id).await.contains("step attempt 1") {
+        assert!(
+            Instant::now() < deadline,
+            "the step never started:\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let containers = podman.containers();
+    let [orphan] = containers.as_slice() else {
+        panic!(
+            "expected the step's container alone: {containers:?}\n{}\n{}",
+            log_of(&client, &job.id).await,
+            stack.logs()
+        );
+    };
+    let orphan = orphan.clone();
+    stack.agents[0].kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        podman.containers(),
+        vec![orphan.clone()],
+        "the engine keeps the dead agent's step running"
+    );
+
+    stack.add_agent("agent-1", 1, &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while podman.containers().contains(&orphan) {
+        assert!(
+            Instant::now() < deadline,
+            "{orphan} outlived its agent:\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = wait_final(&client, &job.id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, JobStatus::Success, "{}", stack.logs());
+    assert!(
+        log_of(&client, &job.id).await.contains("step attempt 2"),
+        "{}",
+        stack.logs()
+    );
+    assert!(
+        stack.agents[1]
+            .log()
+            .contains("removed the step container of an agent that died"),
+        "{}",
+        stack.logs()
+    );
+}
