@@ -87,14 +87,22 @@ impl ContainerEngine {
     /// orphan, has nobody waiting for it). podman's `rm --force` would first wait ten seconds
     /// for the container to stop.
     async fn remove(&self, name: &str) -> Result<(), String> {
+        engine_command(
+            &self.program,
+            self.remove_args(name),
+            ENGINE_COMMAND_TIMEOUT,
+        )
+        .await
+        .map(drop)
+    }
+
+    fn remove_args<'a>(&self, name: &'a str) -> Vec<&'a str> {
         let mut args = vec!["rm", "--force"];
         if self.name == "podman" {
             args.extend(["--time", "0"]);
         }
         args.push(name);
-        engine_command(&self.program, args, ENGINE_COMMAND_TIMEOUT)
-            .await
-            .map(drop)
+        args
     }
 }
 
@@ -281,7 +289,7 @@ impl ContainerExecutor {
         let mut command = Command::new(&self.engine.program);
         command.args(args);
         let leftover = RemoveOnDrop {
-            program: self.engine.program.clone(),
+            engine: self.engine.clone(),
             name: Some(name.clone()),
         };
         let stopper = EngineStopper {
@@ -513,7 +521,7 @@ impl Stopper for EngineStopper<'_> {
 /// Removes the container if its run was abandoned (the future dropped): the engine, not the
 /// agent, owns it, so it would otherwise run on.
 struct RemoveOnDrop {
-    program: PathBuf,
+    engine: ContainerEngine,
     name: Option<String>,
 }
 
@@ -528,11 +536,11 @@ impl Drop for RemoveOnDrop {
         let Some(name) = self.name.take() else {
             return;
         };
-        let program = self.program.clone();
+        let engine = self.engine.clone();
         // A thread, not a task: drop may run outside a runtime or while it shuts down.
         std::thread::spawn(move || {
-            let _ = std::process::Command::new(program)
-                .args(["rm", "-f", &name])
+            let _ = std::process::Command::new(&engine.program)
+                .args(engine.remove_args(&name))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
