@@ -726,6 +726,10 @@ async fn container_sweep_leaves_live_steps_and_other_containers_alone() {
     let podman = Podman::new();
     let running = container(&podman).await;
     let sweeper = container(&podman).await;
+    // The executor's first-run check of the engine is a short-lived container named like a
+    // step's: over before the slow step starts, so the third container below is the step.
+    let warm = step("true");
+    assert!(run(&running, &warm.spec).await.exit.success());
     podman.start_sleeper("postgres", &[]);
     podman.start_sleeper("raibid-0123456789abcdef", &[]);
     let slow = step("echo ready; sleep 1000");
