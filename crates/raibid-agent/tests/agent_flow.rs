@@ -872,6 +872,74 @@ async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
     assert_eq!(done.images.len(), 1, "{:?}", done.images);
 }
 
+/// A pull request from a fork runs its container steps only in images that their registry
+/// serves without a login: the engine's own login (here to a private registry) is for
+/// trusted jobs, a pull request from the repository itself included.
+#[tokio::test]
+async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
+    use raibid_agent::executor::{ContainerEngine, ContainerExecutor, ContainerOptions};
+    use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
+    use raibid_testkit::{BUSYBOX_IMAGE, Podman, Registry};
+
+    let h = Harness::new();
+    let podman = Podman::new();
+    let registry = Registry::start_with_auth(TEST_USER, TEST_PASSWORD, TEST_PASSWORD_BCRYPT);
+    podman.allow_plain_http(&registry.host());
+    podman.login(&registry.host(), TEST_USER, TEST_PASSWORD);
+    let image = format!("{}/team/tool:1", registry.host());
+    podman.run(&[
+        "push",
+        "--quiet",
+        BUSYBOX_IMAGE,
+        &format!("docker://{image}"),
+    ]);
+    let engine = ContainerEngine::detect_on_path(podman.bin_dir().as_os_str())
+        .await
+        .unwrap();
+    let executor = Arc::new(ContainerExecutor::new(engine, ContainerOptions::default()));
+    let runner = || {
+        h.runner_on(
+            executor.clone(),
+            SecretStore::default(),
+            None,
+            "registry.invalid",
+        )
+    };
+    let repo = GitRepo::new();
+    let pipeline = format!("image: {image}\nsteps:\n  - name: tool\n    run: echo tool-ran\n");
+    let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "private image");
+    let pull_request = |from_fork| {
+        let mut spec = NewJob::new(
+            "acme/app",
+            repo.url(),
+            "refs/heads/main",
+            &sha,
+            Event::PullRequest,
+        );
+        spec.pr_number = Some(8);
+        spec.from_fork = from_fork;
+        spec
+    };
+
+    let fork = h.enqueue_spec(pull_request(true)).await;
+    h.run_once(runner()).await;
+    let done = h.job(&fork.id).await;
+    let log = h.log(&fork.id).await;
+    // Not the code's verdict, so `error` as for any image that cannot run.
+    assert_eq!(done.status, JobStatus::Error, "{log}");
+    assert!(
+        log.contains("without a login") && !log.contains("tool-ran"),
+        "{log}"
+    );
+
+    let same_repo = h.enqueue_spec(pull_request(false)).await;
+    h.run_once(runner()).await;
+    let done = h.job(&same_repo.id).await;
+    let log = h.log(&same_repo.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(log.contains("tool-ran"), "{log}");
+}
+
 /// Processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")

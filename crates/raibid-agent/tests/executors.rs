@@ -10,7 +10,8 @@ use raibid_agent::executor::{
     BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerOptions, ExecError,
     Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE, StepExit, StepSpec,
 };
-use raibid_testkit::{BUSYBOX_IMAGE, Podman, require_binary};
+use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
+use raibid_testkit::{BUSYBOX_IMAGE, Podman, Registry, require_binary};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +56,7 @@ fn step(script: &str) -> Step {
             env: BTreeMap::from([("PATH".to_string(), PATH.to_string())]),
             timeout: Duration::from_secs(60),
             image: None,
+            untrusted: false,
         },
         _workspace: workspace,
     }
@@ -76,6 +78,21 @@ async fn run_cancellable(
     cancel: CancellationToken,
 ) -> Ran {
     let started = Instant::now();
+    let (exit, output) = try_run(executor, spec, cancel).await;
+    let exit = exit.unwrap_or_else(|e| panic!("{} could not run the step: {e}", executor.name()));
+    Ran {
+        exit,
+        output,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// The step's result, error included, and its output.
+async fn try_run(
+    executor: &dyn Executor,
+    spec: &StepSpec,
+    cancel: CancellationToken,
+) -> (Result<StepExit, ExecError>, String) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
     let collect = async {
         let mut all = Vec::new();
@@ -85,13 +102,7 @@ async fn run_cancellable(
         all
     };
     let (exit, output) = tokio::join!(executor.run_step(spec, tx, cancel), collect);
-    let output = String::from_utf8_lossy(&output).into_owned();
-    let exit = exit.unwrap_or_else(|e| panic!("{} could not run the step: {e}", executor.name()));
-    Ran {
-        exit,
-        output,
-        elapsed: started.elapsed(),
-    }
+    (exit, String::from_utf8_lossy(&output).into_owned())
 }
 
 /// Runs the step and cancels it once its output contains `ready`.
@@ -752,6 +763,110 @@ async fn container_sweep_leaves_live_steps_and_other_containers_alone() {
     assert_eq!(left[0], "postgres");
     assert_eq!(left[1], "raibid-0123456789abcdef");
     assert!(left[2].starts_with("raibid-"), "{left:?}");
+}
+
+/// A pull request from a fork (an untrusted step) runs only an image that its registry serves
+/// without a login, pinned to the digest of that answer: not a private image that the engine's
+/// own login pulls, not even once a trusted job has put it into the engine's store, and not an
+/// image that is only in the store.
+#[tokio::test]
+async fn container_untrusted_steps_run_only_images_served_without_a_login() {
+    let podman = Podman::new();
+    let private = Registry::start_with_auth(TEST_USER, TEST_PASSWORD, TEST_PASSWORD_BCRYPT);
+    let public = Registry::start();
+    podman.allow_plain_http(&private.host());
+    podman.allow_plain_http(&public.host());
+    podman.login(&private.host(), TEST_USER, TEST_PASSWORD);
+    let private_image = format!("{}/team/tool:1", private.host());
+    let public_image = format!("{}/library/tool:1", public.host());
+    for image in [&private_image, &public_image] {
+        podman.run(&[
+            "push",
+            "--quiet",
+            BUSYBOX_IMAGE,
+            &format!("docker://{image}"),
+        ]);
+    }
+    let executor = container(&podman).await;
+
+    let mut trusted = step("echo trusted-ran");
+    trusted.spec.image = Some(private_image.clone());
+    let ran = run(&executor, &trusted.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(ran.output, "trusted-ran\n");
+
+    let mut fork = step("echo fork-ran");
+    fork.spec.untrusted = true;
+    for image in [private_image.as_str(), BUSYBOX_IMAGE] {
+        fork.spec.image = Some(image.into());
+        let (result, output) = try_run(&executor, &fork.spec, CancellationToken::new()).await;
+        let Err(ExecError::Image(why)) = result else {
+            panic!("{image}: expected a refusal, got {result:?}: {output}");
+        };
+        assert!(
+            why.contains("without a login") && why.contains(image),
+            "{why}"
+        );
+        assert!(!output.contains("fork-ran"), "{output}");
+    }
+
+    fork.spec.image = Some(public_image.clone());
+    let ran = run(&executor, &fork.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    let served = public
+        .get(
+            "/v2/library/tool/manifests/1",
+            Some("application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"),
+        )
+        .unwrap();
+    let digest = &served.headers["docker-content-digest"];
+    assert!(
+        ran.output.contains(&format!(
+            "running {}/library/tool@{digest}, which is {public_image}",
+            public.host()
+        )),
+        "{}",
+        ran.output
+    );
+    assert!(ran.output.ends_with("\nfork-ran\n"), "{}", ran.output);
+}
+
+/// podman ends a step container on its own some seconds past the step's timeout and grace:
+/// the container of an agent that stopped acting on it (killed, here a future that is never
+/// polled again and never dropped) does not run on until another agent sweeps it.
+#[tokio::test]
+async fn container_steps_end_with_their_timeout_when_the_agent_is_gone() {
+    let podman = Podman::new();
+    let executor = container(&podman).await;
+    let warm = step("true");
+    assert!(run(&executor, &warm.spec).await.exit.success());
+    let mut slow = step("echo ready; sleep 1000");
+    slow.spec.timeout = Duration::from_secs(2);
+    let (tx, _rx) = mpsc::channel::<Vec<u8>>(16);
+    let mut abandoned = Box::pin(executor.run_step(&slow.spec, tx, CancellationToken::new()));
+    let started = tokio::select! {
+        exit = &mut abandoned => panic!("the step ended: {exit:?}"),
+        () = async {
+            while podman.containers().is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } => Instant::now(),
+    };
+    std::mem::forget(abandoned);
+    while !podman.containers().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still running: {:?}",
+            podman.containers()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Not before the step's own limit, which the agent enforces while it lives.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2) + GRACE,
+        "gone after {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

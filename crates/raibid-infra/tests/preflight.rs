@@ -12,6 +12,7 @@ use raibid_infra::{InfraCommand, run_infra_to};
 use raibid_testkit::registry::{OCI_INDEX, OCI_MANIFEST};
 use raibid_testkit::{Registry, free_port};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn options() -> FetchOptions {
@@ -46,6 +47,13 @@ async fn checks_multi_arch_and_single_arch_images_in_a_real_registry() {
     assert_eq!(ok.platform, "linux/amd64");
     assert_eq!(ok.digest, amd64);
     assert!(ok.multi_arch);
+    // Pinned to the index the tag named, so the engine still picks the platform.
+    let index_digest = format!("sha256:{:x}", Sha256::digest(&index));
+    assert_eq!(ok.manifest_digest, index_digest);
+    assert_eq!(
+        ok.pinned,
+        format!("{}/ci/tool@{index_digest}", registry.host())
+    );
 
     let start = Instant::now();
     let err = check_image(&image, "arm64", &options()).await.unwrap_err();
@@ -61,12 +69,12 @@ async fn checks_multi_arch_and_single_arch_images_in_a_real_registry() {
 
     // A single-platform image: the architecture comes from its config blob.
     let single = format!("{}/ci/tool:amd64", registry.host());
+    let checked = check_image(&single, "x86_64", &options()).await.unwrap();
+    assert_eq!(checked.platform, "linux/amd64");
+    assert_eq!(checked.manifest_digest, amd64);
     assert_eq!(
-        check_image(&single, "x86_64", &options())
-            .await
-            .unwrap()
-            .platform,
-        "linux/amd64"
+        checked.pinned,
+        format!("{}/ci/tool@{amd64}", registry.host())
     );
     let err = check_image(&single, "arm64", &options())
         .await

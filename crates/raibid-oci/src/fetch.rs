@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::PreflightError;
 use super::index::{self, Manifest};
@@ -42,6 +43,11 @@ pub struct ImageCheck {
     pub digest: String,
     /// Whether the image is an index with several platforms.
     pub multi_arch: bool,
+    /// Digest of the manifest the reference named (the index for a multi-platform image).
+    pub manifest_digest: String,
+    /// `<registry>/<repository>@<manifest digest>`: the image this check saw, whatever the tag
+    /// names by the time an engine pulls it.
+    pub pinned: String,
 }
 
 /// Checks that `image` can run on `linux/<arch>`, asking its registry.
@@ -69,6 +75,11 @@ async fn check(
     let body = registry
         .get(&format!("manifests/{}", reference.reference), index::ACCEPT)
         .await?;
+    let manifest_digest = format!("sha256:{:x}", Sha256::digest(&body));
+    let pinned = format!(
+        "{}/{}@{manifest_digest}",
+        reference.registry, reference.repository
+    );
     match index::parse_manifest(&image, &body)? {
         Manifest::Index(entries) => {
             let entry = index::select_platform(&image, &entries, arch)?;
@@ -80,6 +91,8 @@ async fn check(
                     .unwrap_or_default(),
                 digest: entry.digest.clone(),
                 multi_arch: entries.len() > 1,
+                manifest_digest,
+                pinned,
                 image,
             })
         }
@@ -92,6 +105,8 @@ async fn check(
                 platform: platform.to_string(),
                 digest: config_digest,
                 multi_arch: false,
+                manifest_digest,
+                pinned,
                 image,
             })
         }

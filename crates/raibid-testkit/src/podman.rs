@@ -58,12 +58,23 @@ impl Podman {
             ),
         )
         .unwrap();
+        // No search registries, so a short name never reaches a registry off this machine;
+        // [`Podman::allow_plain_http`] adds to it.
+        std::fs::write(
+            d.join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        )
+        .unwrap();
+        // The engine's own logins ([`Podman::login`]); podman wants the file to exist.
+        std::fs::write(d.join("auth.json"), "{\"auths\": {}}\n").unwrap();
         write_script(
             &d.join("bin/podman"),
             &format!(
                 "#!/bin/sh\n\
                  export CONTAINERS_CONF={dir}/containers.conf\n\
                  export CONTAINERS_STORAGE_CONF={dir}/storage.conf\n\
+                 export CONTAINERS_REGISTRIES_CONF={dir}/registries.conf\n\
+                 export REGISTRY_AUTH_FILE={dir}/auth.json\n\
                  exec {podman} \"$@\"\n",
                 dir = d.display(),
                 podman = podman.display(),
@@ -106,6 +117,27 @@ impl Podman {
 
     pub fn output(&self, args: &[&str]) -> Output {
         Command::new(self.program()).args(args).output().unwrap()
+    }
+
+    /// Lets this podman pull from and push to a plain-HTTP registry (`host:port`), as
+    /// `insecure = true` in registries.conf does on a real machine.
+    pub fn allow_plain_http(&self, host: &str) {
+        use std::io::Write;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("registries.conf"))
+            .unwrap();
+        write!(
+            conf,
+            "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+        )
+        .unwrap();
+    }
+
+    /// `podman login`: a login of the engine's own (in this podman's `REGISTRY_AUTH_FILE`),
+    /// which every pull and push of this engine then uses for `host`.
+    pub fn login(&self, host: &str, user: &str, password: &str) {
+        self.run(&["login", "--username", user, "--password", password, host]);
     }
 
     /// Names of every container in the store, running or not.

@@ -20,6 +20,13 @@ use crate::{free_port, require_binary};
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
+/// A login for [`Registry::start_with_auth`], with the hash its htpasswd needs.
+pub const TEST_USER: &str = "raibid";
+pub const TEST_PASSWORD: &str = "raibid-test-secret-7f3a";
+/// bcrypt (cost 4) of [`TEST_PASSWORD`]; the registry's htpasswd accepts nothing else.
+pub const TEST_PASSWORD_BCRYPT: &str =
+    "$2b$04$2Fuu2uzi/Wj56sfaVrYAKeNcdblPEZP6PUUgTfQiEZocCBP1Uu832";
+
 pub struct Registry {
     child: Child,
     port: u16,

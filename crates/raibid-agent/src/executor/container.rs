@@ -42,6 +42,10 @@ const FIRST_RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 const CONTAINER_WORKSPACE: &str = "/workspace";
 
+/// How long past a step's timeout and grace podman waits before it kills the container itself
+/// (see [`ContainerExecutor::engine_timeout`]): more than the agent's `kill` and `rm` take.
+const ENGINE_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+
 /// A container engine that answered `info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerEngine {
@@ -140,6 +144,10 @@ pub struct ContainerExecutor {
     /// This agent process, as its containers' names record it (`None`: `/proc` unreadable;
     /// its containers then have plain names and nobody sweeps them).
     owner: Option<Owner>,
+    /// Resolves the images of untrusted steps (see [`StepSpec::untrusted`]): the arch
+    /// preflight when there is one, else one without the forge's login, which
+    /// [`ArchPreflight::pin_public`] never uses anyway.
+    public_images: Arc<ArchPreflight>,
 }
 
 impl ContainerExecutor {
@@ -147,12 +155,28 @@ impl ContainerExecutor {
         let owner = Owner::current()
             .inspect_err(|e| warn!(error = %e, "cannot name this agent in its containers' names; a killed agent's step containers will not be removed"))
             .ok();
+        let public_images = options
+            .arch_preflight
+            .clone()
+            .unwrap_or_else(|| Arc::new(ArchPreflight::for_this_machine(false, None)));
         Self {
             engine,
             options,
             runs_containers: OnceCell::new(),
             owner,
+            public_images,
         }
+    }
+
+    /// podman's own limit on a step container's life (docker has none): past the step's
+    /// timeout and the grace the agent gives it, with a margin for the agent's engine commands,
+    /// so a live agent always stops its step first. It is what ends the step container of an
+    /// agent that was killed when no other agent starts on the machine to sweep it.
+    fn engine_timeout(&self, step_timeout: Duration) -> Option<u64> {
+        (self.engine.name == "podman").then(|| {
+            let limit = step_timeout + self.options.kill_grace + ENGINE_TIMEOUT_MARGIN;
+            limit.as_secs() + u64::from(limit.subsec_nanos() > 0)
+        })
     }
 
     /// A new container's name, naming this agent process (see [`Owner`]).
@@ -234,12 +258,28 @@ impl ContainerExecutor {
         output: OutputSender,
         cancel: CancellationToken,
     ) -> Result<StepExit, ExecError> {
-        let image = spec.image.as_deref().unwrap_or(&self.options.default_image);
-        check_image_name(image)?;
+        let named = spec.image.as_deref().unwrap_or(&self.options.default_image);
+        check_image_name(named)?;
         // The checks before the step can take minutes (the first run pulls the default image):
         // they count against the step's time and give way to a cancel like the step itself.
         let started = Instant::now();
         let prepare = async {
+            if spec.untrusted {
+                let pinned = self
+                    .public_images
+                    .pin_public(named)
+                    .await
+                    .map_err(ExecError::Image)?;
+                check_image_name(&pinned)?;
+                let note = format!(
+                    "[raibid] a pull request from a fork: running {pinned}, which is {named} \
+                     as its registry serves it without a login\n"
+                );
+                let _ = output.send(note.into_bytes()).await;
+                self.ensure_runs_containers(&pinned).await?;
+                return Ok(pinned);
+            }
+            let image = named;
             if let Some(preflight) = &self.options.arch_preflight {
                 match preflight.check(image).await {
                     ArchVerdict::Runs(platform) => {
@@ -255,7 +295,8 @@ impl ContainerExecutor {
                     }
                 }
             }
-            self.ensure_runs_containers(image).await
+            self.ensure_runs_containers(image).await?;
+            Ok(image.to_owned())
         };
         let stopped = |timed_out: bool| StepExit {
             code: None,
@@ -264,11 +305,11 @@ impl ContainerExecutor {
             cancelled: !timed_out,
             duration: started.elapsed(),
         };
-        tokio::select! {
+        let image = tokio::select! {
             prepared = prepare => prepared?,
             () = cancel.cancelled() => return Ok(stopped(false)),
             () = tokio::time::sleep(spec.timeout) => return Ok(stopped(true)),
-        }
+        };
         let workspace = process::workspace_dir(&spec.workspace)?;
         let env = StepEnv::write(&spec.env, spec.private.as_deref())?;
         let name = self.container_name()?;
@@ -283,8 +324,9 @@ impl ContainerExecutor {
             env_file: &env.env_file(),
             env_values: env.values().as_deref(),
             network: self.options.network,
-            image,
+            image: &image,
             script: &script,
+            engine_timeout: self.engine_timeout(spec.timeout.saturating_sub(started.elapsed())),
         })?;
         let mut command = Command::new(&self.engine.program);
         command.args(args);
@@ -443,6 +485,8 @@ struct RunArgs<'a> {
     network: bool,
     image: &'a str,
     script: &'a str,
+    /// Seconds for podman's `--timeout`.
+    engine_timeout: Option<u64>,
 }
 
 fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
@@ -483,6 +527,10 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
     args.push(a.env_file.into());
     if !a.network {
         args.extend(["--network", "none"].map(OsString::from));
+    }
+    if let Some(seconds) = a.engine_timeout {
+        args.push("--timeout".into());
+        args.push(seconds.to_string().into());
     }
     args.push(a.image.into());
     args.extend(SHELL.map(OsString::from));
@@ -620,6 +668,7 @@ mod tests {
             env: BTreeMap::new(),
             timeout: Duration::from_secs(5),
             image: Some("127.0.0.1:1/ci/image@not-a-digest".into()),
+            untrusted: false,
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         match executor.run(&spec, tx, CancellationToken::new()).await {
@@ -652,6 +701,7 @@ mod tests {
             env: BTreeMap::new(),
             timeout: Duration::from_millis(300),
             image: None,
+            untrusted: false,
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let started = Instant::now();
@@ -708,6 +758,7 @@ mod tests {
             network: false,
             image: "alpine:3",
             script: &(file.prelude() + "make test"),
+            engine_timeout: None,
         })
         .unwrap();
         let args: Vec<String> = args
@@ -832,6 +883,7 @@ mod tests {
             network: false,
             image: "rust:1",
             script: "cargo build",
+            engine_timeout: executor.engine_timeout(Duration::from_millis(60_500)),
         })
         .unwrap();
         let args: Vec<String> = args
@@ -845,6 +897,12 @@ mod tests {
         );
         assert!(
             joined.contains(&format!("-w {} ", inside.display())),
+            "{joined}"
+        );
+        // 60.5 s, the default grace and the margin, rounded up.
+        let engine_limit = 61 + DEFAULT_KILL_GRACE.as_secs() + ENGINE_TIMEOUT_MARGIN.as_secs();
+        assert!(
+            joined.contains(&format!("--timeout {engine_limit} rust:1 ")),
             "{joined}"
         );
     }
@@ -865,6 +923,7 @@ mod tests {
             network: true,
             image: "i",
             script: "s",
+            engine_timeout: None,
         };
         assert!(run_args(&args).is_err());
     }

@@ -42,6 +42,8 @@ pub struct ArchPreflight {
     /// Definite verdicts per image for `ttl`: a pipeline of ten steps on one image asks once,
     /// and a tag pushed again for more platforms is seen within minutes.
     cache: Mutex<HashMap<String, (Instant, ArchVerdict)>>,
+    /// What [`Self::pin_public`] resolved, per image, for `ttl`.
+    public: Mutex<HashMap<String, (Instant, String)>>,
     ttl: Duration,
 }
 
@@ -54,6 +56,7 @@ impl ArchPreflight {
             timeout: Duration::from_secs(10),
             login,
             cache: Mutex::new(HashMap::new()),
+            public: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(300),
         }
     }
@@ -81,6 +84,41 @@ impl ArchPreflight {
                 .insert(image.to_owned(), (Instant::now(), verdict.clone()));
         }
         verdict
+    }
+
+    /// For a step of an untrusted job (a pull request from a fork): `image` pinned to the
+    /// manifest its registry serves without a login, checked for this machine's architecture.
+    /// The engine then pulls that digest, which anyone may read, so neither the engine's own
+    /// logins nor a private image they pulled into its store earlier reach the step. A registry
+    /// that cannot be asked anonymously (a private image, an image only in the engine's store,
+    /// an unreachable registry) is a refusal here, never a note: the engine would fall back on
+    /// exactly what this keeps away. Successes are cached like verdicts.
+    pub async fn pin_public(&self, image: &str) -> Result<String, String> {
+        if let Some((at, pinned)) = self.public.lock().expect("lock").get(image)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(pinned.clone());
+        }
+        let options = FetchOptions {
+            insecure: self.insecure,
+            timeout: self.timeout,
+            credentials: None,
+        };
+        match check_image(image, &self.arch, &options).await {
+            Ok(check) => {
+                self.public
+                    .lock()
+                    .expect("lock")
+                    .insert(image.to_owned(), (Instant::now(), check.pinned.clone()));
+                Ok(check.pinned)
+            }
+            Err(e) if e.is_verdict() => Err(e.to_string()),
+            Err(e) => Err(format!(
+                "pull requests from forks may run only images that their registry serves \
+                 without a login, and {image} could not be read that way ({e}); \
+                 agent.secrets_for_forks would trust forks with the engine's logins"
+            )),
+        }
     }
 
     fn fetch_options(&self, image: &str) -> FetchOptions {

@@ -48,6 +48,10 @@ pub struct StepSpec {
     pub timeout: Duration,
     /// Container image (container executor only; others ignore it).
     pub image: Option<String>,
+    /// The job may not use what the operator entrusted to the agent (a pull request from a
+    /// fork, see `Secrets::trusts`). The container executor then runs only an image that its
+    /// registry serves without a login, pinned to the digest of that answer; others ignore it.
+    pub untrusted: bool,
 }
 
 /// The workspace and `HOME` as a step sees them (see [`Executor::step_paths`]).
@@ -83,7 +87,8 @@ pub enum ExecError {
         executor: &'static str,
         reason: String,
     },
-    /// The step's image has no manifest for this agent's architecture (or is no image).
+    /// The step's image has no manifest for this agent's architecture (or is no image), or is
+    /// one an untrusted step may not run (see [`StepSpec::untrusted`]).
     #[error("{0}")]
     Image(String),
     #[error("i/o error while running the step: {0}")]

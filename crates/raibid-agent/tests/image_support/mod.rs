@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 /// No single build here should come near this, even with vfs on a slow machine.
 pub const BUILD_LIMIT: Duration = Duration::from_secs(180);
 
-pub const USER: &str = "raibid";
-pub const PASSWORD: &str = "raibid-test-secret-7f3a";
-/// bcrypt (cost 4) of PASSWORD; the registry's htpasswd accepts nothing else.
-pub const PASSWORD_BCRYPT: &str = "$2b$04$2Fuu2uzi/Wj56sfaVrYAKeNcdblPEZP6PUUgTfQiEZocCBP1Uu832";
+#[allow(unused_imports)] // Not every test binary that includes this module logs in.
+pub use raibid_testkit::registry::{
+    TEST_PASSWORD as PASSWORD, TEST_PASSWORD_BCRYPT as PASSWORD_BCRYPT, TEST_USER as USER,
+};
 
 /// A buildah storage of its own, removed afterwards.
 pub struct Store {
