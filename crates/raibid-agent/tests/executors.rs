@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use raibid_agent::executor::{
-    BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerOptions, ExecError,
-    Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE, StepExit, StepSpec,
+    BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerLimits,
+    ContainerOptions, ExecError, Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE, StepExit,
+    StepSpec,
 };
 use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
 use raibid_testkit::{BUSYBOX_IMAGE, Podman, Registry, require_binary};
@@ -867,6 +868,56 @@ async fn container_steps_end_with_their_timeout_when_the_agent_is_gone() {
         "gone after {:?}",
         started.elapsed()
     );
+}
+
+/// `agent.step_limits` reach the step's cgroup: past its memory the kernel kills the step (and
+/// the log says what was the likeliest cause), past its process count a fork fails, and its
+/// CPU quota is what was asked.
+#[tokio::test]
+async fn container_steps_get_their_limits() {
+    let podman = Podman::new();
+    let executor = container_with(
+        &podman,
+        ContainerOptions {
+            default_image: BUSYBOX_IMAGE.into(),
+            limits: ContainerLimits {
+                memory_bytes: Some(32 << 20),
+                cpus: Some(0.5),
+                pids: Some(20),
+            },
+            ..ContainerOptions::default()
+        },
+    )
+    .await;
+
+    let hungry = step("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo \"kept ${#x}\"");
+    let ran = run(&executor, &hungry.spec).await;
+    assert_eq!(ran.exit.code, Some(137), "{:?}: {}", ran.exit, ran.output);
+    assert!(!ran.output.contains("kept"), "{}", ran.output);
+    assert!(
+        ran.output
+            .contains("likeliest cause is its memory limit, agent.step_limits.memory = 32 MiB"),
+        "{}",
+        ran.output
+    );
+
+    let forks = step("for i in $(seq 1 40); do sleep 2 & done; wait; echo all-forked");
+    let ran = run(&executor, &forks.spec).await;
+    assert!(
+        ran.output.contains("can't fork"),
+        "{:?}: {}",
+        ran.exit,
+        ran.output
+    );
+
+    // cgroup v2's cpu.max, else v1's quota over period: half a core.
+    let quota = step(
+        "cat /sys/fs/cgroup/cpu.max 2>/dev/null || \
+         echo \"$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)\"",
+    );
+    let ran = run(&executor, &quota.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(ran.output, "50000 100000\n");
 }
 
 #[tokio::test]

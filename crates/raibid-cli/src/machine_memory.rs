@@ -1,10 +1,29 @@
 //! How much memory this process may use: the machine's, or less under a cgroup limit.
 //!
-//! `raibid up` sizes its Redis as a share of it (`up.redis_maxmemory: 10%`). In a container or
+//! `raibid up` sizes its Redis as a share of it (`up.redis_maxmemory: 10%`), an agent its step
+//! containers (`agent.step_limits.memory: 25%`). In a container or
 //! a systemd unit with `MemoryMax=`, the machine's total would overstate what is there: Redis
 //! would be sized past the point where the kernel's OOM killer ends it.
 
 use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use raibid_config::MemoryLimit;
+
+/// A configured limit in bytes (`None`: no limit); a share (`10%`) is of [`available`]. `key`
+/// names the setting in the error.
+pub fn limit_bytes(limit: MemoryLimit, key: &str) -> anyhow::Result<Option<u64>> {
+    if let MemoryLimit::PercentOfMachine(_) = limit {
+        let machine = available().with_context(|| {
+            format!(
+                "{key} is {limit}, but /proc/meminfo gives no MemTotal to take it of: write a \
+                 size (\"2gb\") or \"none\""
+            )
+        })?;
+        return Ok(limit.bytes(machine));
+    }
+    Ok(limit.bytes(0))
+}
 
 /// The smaller of the machine's memory and the memory limits of this process's cgroup and its
 /// ancestors (cgroup v2, else v1); `None` if /proc/meminfo cannot be read.

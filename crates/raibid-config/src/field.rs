@@ -14,7 +14,7 @@ use raibid_model::{Event, PoolName};
 use crate::{
     AgentConfig, ClusterConfig, Config, CronExpr, ExecutorKind, FluxConfig, GiteaConfig, IpRange,
     K3sConfig, KedaConfig, MemoryLimit, PoolRule, RedisConfig, RegistryConfig, Schedule,
-    ScheduleName, Secret, ServerConfig, TokenHash, UpConfig,
+    ScheduleName, Secret, ServerConfig, StepLimits, TokenHash, UpConfig,
 };
 
 pub(crate) trait Field: Sized {
@@ -45,6 +45,7 @@ leaves!(
     bool => false,
     u32 => false,
     u64 => false,
+    f64 => false,
     Secret => true,
     PoolName => false,
     ExecutorKind => false,
@@ -153,8 +154,9 @@ structs! {
         name, pools, labels, executor, step_user, workspace_dir, cache_dir, job_cache_max_bytes,
         buildah_root,
         buildah_runroot, concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
-        git_token, registry, secrets, secret_repos, secrets_for_forks,
+        git_token, registry, secrets, secret_repos, secrets_for_forks, step_limits,
     }
+    StepLimits { memory, cpus, pids }
     UpConfig { data_dir, max_agents, polling_interval_ms, cooldown_secs, redis_maxmemory }
 }
 

@@ -211,6 +211,15 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
         ));
     }
     validate_schedules(config, &semantic)?;
+    let cpus = config.agent.step_limits.cpus;
+    if !cpus.is_finite() || cpus < 0.0 {
+        return Err(semantic(
+            "agent.step_limits.cpus",
+            format!(
+                "{cpus} is not a number of cores: write one such as 2 or 0.5, or 0 for no limit"
+            ),
+        ));
+    }
     if config.agent.pools.is_empty() {
         return Err(semantic(
             "agent.pools",
@@ -551,6 +560,41 @@ flux:
             .unwrap_err()
             .to_string();
         assert!(msg.contains("invalid pool name"), "{msg}");
+    }
+
+    #[test]
+    fn step_limits_read_from_the_file_and_the_environment() {
+        let c = parse("agent:\n  step_limits: {memory: 2gb, cpus: 1.5, pids: 512}\n").unwrap();
+        assert_eq!(
+            c.agent.step_limits.memory,
+            crate::MemoryLimit::Bytes(2 << 30)
+        );
+        assert_eq!(c.agent.step_limits.cpus, 1.5);
+        assert_eq!(c.agent.step_limits.pids, 512);
+        assert!(c.agent.step_limits.any());
+        assert!(!parse("{}").unwrap().agent.step_limits.any());
+        let c = with_env(
+            "agent:\n  step_limits: {pids: 512}\n",
+            &[("RAIBID_AGENT_STEP_LIMITS_MEMORY", "25%")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.agent.step_limits.memory,
+            crate::MemoryLimit::PercentOfMachine(25)
+        );
+        assert_eq!(c.agent.step_limits.pids, 512);
+
+        let msg = parse("agent:\n  step_limits:\n    cpus: -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("agent.step_limits.cpus"), "{msg}");
+        let msg = parse("agent:\n  step_limits:\n    memory: lots\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":3:") && msg.contains("agent.step_limits.memory"),
+            "{msg}"
+        );
     }
 
     #[test]

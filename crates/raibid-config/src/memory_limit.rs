@@ -13,11 +13,12 @@ const UNITS: [(&str, u64); 4] = [
 /// A memory limit as written in the configuration: a size (`512mb`, `2gb`, a plain number of
 /// bytes), a share of the machine's memory (`10%`), or `none`.
 ///
-/// Units are Redis's binary ones (`1mb` is 1,048,576 bytes), because the value ends up as
-/// redis-server's `maxmemory`; Redis's decimal `1m` is refused rather than silently read
-/// either way.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Units are Redis's binary ones (`1mb` is 1,048,576 bytes), because the value first ended up
+/// as redis-server's `maxmemory` (`up.redis_maxmemory`; `agent.step_limits.memory` reads the
+/// same); Redis's decimal `1m` is refused rather than silently read either way.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemoryLimit {
+    #[default]
     None,
     Bytes(u64),
     /// 1 to 100.

@@ -334,6 +334,31 @@ pub struct AgentConfig {
     pub secret_repos: BTreeMap<String, Vec<String>>,
     /// Expose secrets to pull requests from forks.
     pub secrets_for_forks: bool,
+    /// Resources each step container may use (container executor only).
+    pub step_limits: StepLimits,
+}
+
+/// What one step may use, enforced by the container engine's cgroups (`--memory`, `--cpus`,
+/// `--pids-limit`). Timeouts alone let one runaway test take a shared machine's memory from
+/// every other job on it; host and bwrap steps have no such limits, so an agent of those
+/// executors refuses to start with any of these set rather than ignore them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StepLimits {
+    /// Memory, swap included (`8gb`, `25%` of the machine, `none`); past it the kernel kills
+    /// the step's processes.
+    pub memory: MemoryLimit,
+    /// Cores' worth of CPU time (`1.5`); 0: no limit.
+    pub cpus: f64,
+    /// Processes and threads at once; 0: no limit. Bounds a fork bomb.
+    pub pids: u32,
+}
+
+impl StepLimits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.memory != MemoryLimit::None || self.cpus > 0.0 || self.pids > 0
+    }
 }
 
 impl Default for AgentConfig {
@@ -359,6 +384,7 @@ impl Default for AgentConfig {
             secrets: BTreeMap::new(),
             secret_repos: BTreeMap::new(),
             secrets_for_forks: false,
+            step_limits: StepLimits::default(),
         }
     }
 }

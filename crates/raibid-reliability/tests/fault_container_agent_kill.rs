@@ -16,7 +16,8 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent() {
     let podman = Podman::new();
     let settings = Settings {
         executor: "container",
-        agent_yaml: "  network: false\n".into(),
+        // The limits come along to show that the agent's configuration reaches the engine.
+        agent_yaml: "  network: false\n  step_limits: {pids: 64}\n".into(),
         ..Settings::default()
     };
     let mut stack = Stack::start(&settings, 0, 1);
@@ -27,6 +28,7 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent() {
     let repo = GitRepo::new();
     let pipeline = format!(
         "image: {BUSYBOX_IMAGE}\nsteps:\n  - name: work\n    run: |\n      \
+         echo \"pids.max $(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)\"\n      \
          echo \"step attempt $RAIBID_ATTEMPT\"\n      \
          if [ \"$RAIBID_ATTEMPT\" = 1 ]; then trap '' TERM; sleep 1000; fi\n"
     );
@@ -84,11 +86,9 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent() {
     }
     let done = wait_final(&client, &job.id, Duration::from_secs(120)).await;
     assert_eq!(done.status, JobStatus::Success, "{}", stack.logs());
-    assert!(
-        log_of(&client, &job.id).await.contains("step attempt 2"),
-        "{}",
-        stack.logs()
-    );
+    let log = log_of(&client, &job.id).await;
+    assert!(log.contains("step attempt 2"), "{log}\n{}", stack.logs());
+    assert!(log.contains("pids.max 64\n"), "{log}");
     assert!(
         stack.agents[1]
             .log()

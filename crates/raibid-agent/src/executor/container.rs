@@ -42,6 +42,9 @@ const FIRST_RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 const CONTAINER_WORKSPACE: &str = "/workspace";
 
+/// What the engine's client exits with when the container's main process got SIGKILL.
+const KILLED_EXIT_CODE: i32 = 137;
+
 /// How long past a step's timeout and grace podman waits before it kills the container itself
 /// (see [`ContainerExecutor::engine_timeout`]): more than the agent's `kill` and `rm` take.
 const ENGINE_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
@@ -121,6 +124,35 @@ pub struct ContainerOptions {
     /// Asks the registry whether a step's image has this machine's architecture before the
     /// engine pulls it; `None` skips the check.
     pub arch_preflight: Option<Arc<ArchPreflight>>,
+    /// Each step container's share of the machine (`agent.step_limits`).
+    pub limits: ContainerLimits,
+}
+
+/// cgroup limits of one step container; `None`: unlimited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerLimits {
+    /// Memory and swap together (`--memory` and `--memory-swap` alike): a step that could
+    /// swap would only be slower to reach the same end, and slow every other job meanwhile.
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u32>,
+}
+
+impl ContainerLimits {
+    fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        if let Some(bytes) = self.memory_bytes {
+            args.extend(["--memory".into(), format!("{bytes}b").into()]);
+            args.extend(["--memory-swap".into(), format!("{bytes}b").into()]);
+        }
+        if let Some(cpus) = self.cpus {
+            args.extend(["--cpus".into(), cpus.to_string().into()]);
+        }
+        if let Some(pids) = self.pids {
+            args.extend(["--pids-limit".into(), pids.to_string().into()]);
+        }
+        args
+    }
 }
 
 impl Default for ContainerOptions {
@@ -130,6 +162,7 @@ impl Default for ContainerOptions {
             network: false,
             kill_grace: DEFAULT_KILL_GRACE,
             arch_preflight: None,
+            limits: ContainerLimits::default(),
         }
     }
 }
@@ -327,6 +360,7 @@ impl ContainerExecutor {
             image: &image,
             script: &script,
             engine_timeout: self.engine_timeout(spec.timeout.saturating_sub(started.elapsed())),
+            limits: &self.options.limits,
         })?;
         let mut command = Command::new(&self.engine.program);
         command.args(args);
@@ -343,9 +377,23 @@ impl ContainerExecutor {
             timeout: Some(spec.timeout.saturating_sub(started.elapsed())),
             grace: self.options.kill_grace,
         };
-        let exit = process::run(command, output, cancel, limits, &stopper).await;
+        let exit = process::run(command, output.clone(), cancel, limits, &stopper).await;
         // Ended normally (`--rm` removed it) or was removed by the stopper.
         leftover.disarm();
+        if let (Ok(exit), Some(bytes)) = (&exit, self.options.limits.memory_bytes)
+            && exit.code == Some(KILLED_EXIT_CODE)
+            && !exit.timed_out
+            && !exit.cancelled
+        {
+            // The engine does not say why (podman's `OOMKilled` stays false under cgroup v1),
+            // and the step's own processes see only SIGKILL: this is the likeliest cause.
+            let note = format!(
+                "[raibid] the step was killed (exit {KILLED_EXIT_CODE}, SIGKILL): the likeliest \
+                 cause is its memory limit, agent.step_limits.memory = {} MiB\n",
+                bytes >> 20
+            );
+            let _ = output.send(note.into_bytes()).await;
+        }
         exit
     }
 }
@@ -487,6 +535,7 @@ struct RunArgs<'a> {
     script: &'a str,
     /// Seconds for podman's `--timeout`.
     engine_timeout: Option<u64>,
+    limits: &'a ContainerLimits,
 }
 
 fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
@@ -532,6 +581,7 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
         args.push("--timeout".into());
         args.push(seconds.to_string().into());
     }
+    args.extend(a.limits.args());
     args.push(a.image.into());
     args.extend(SHELL.map(OsString::from));
     args.push(a.script.into());
@@ -759,6 +809,7 @@ mod tests {
             image: "alpine:3",
             script: &(file.prelude() + "make test"),
             engine_timeout: None,
+            limits: &ContainerLimits::default(),
         })
         .unwrap();
         let args: Vec<String> = args
@@ -884,6 +935,11 @@ mod tests {
             image: "rust:1",
             script: "cargo build",
             engine_timeout: executor.engine_timeout(Duration::from_millis(60_500)),
+            limits: &ContainerLimits {
+                memory_bytes: Some(3 << 30),
+                cpus: Some(1.5),
+                pids: Some(512),
+            },
         })
         .unwrap();
         let args: Vec<String> = args
@@ -899,10 +955,16 @@ mod tests {
             joined.contains(&format!("-w {} ", inside.display())),
             "{joined}"
         );
+        assert!(
+            joined.contains(
+                " --memory 3221225472b --memory-swap 3221225472b --cpus 1.5 --pids-limit 512 "
+            ),
+            "{joined}"
+        );
         // 60.5 s, the default grace and the margin, rounded up.
         let engine_limit = 61 + DEFAULT_KILL_GRACE.as_secs() + ENGINE_TIMEOUT_MARGIN.as_secs();
         assert!(
-            joined.contains(&format!("--timeout {engine_limit} rust:1 ")),
+            joined.contains(&format!("--timeout {engine_limit} --memory ")),
             "{joined}"
         );
     }
@@ -924,6 +986,7 @@ mod tests {
             image: "i",
             script: "s",
             engine_timeout: None,
+            limits: &ContainerLimits::default(),
         };
         assert!(run_args(&args).is_err());
     }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use bwrap::{BwrapExecutor, BwrapOptions, SANDBOX_HOME, SANDBOX_WORKSPACE};
-pub use container::{ContainerEngine, ContainerExecutor, ContainerOptions};
+pub use container::{ContainerEngine, ContainerExecutor, ContainerLimits, ContainerOptions};
 pub use host::HostExecutor;
 pub use image_arch::{ArchPreflight, ArchVerdict, RegistryLogin};
 

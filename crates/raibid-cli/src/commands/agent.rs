@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use raibid_agent::executor::{
     ArchPreflight, BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor,
-    ContainerOptions, ExecError, Executor, HostExecutor, RegistryLogin,
+    ContainerLimits, ContainerOptions, ExecError, Executor, HostExecutor, RegistryLogin,
 };
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver};
 use raibid_agent::{
@@ -346,6 +346,15 @@ async fn executor(
             None => HostExecutor::new(),
         })
     };
+    let limits = &config.agent.step_limits;
+    if limits.any() && kind != ExecutorKind::Container {
+        anyhow::bail!(
+            "agent.step_limits is set, but only the container executor can enforce it \
+             (agent.executor is {}; host and bwrap steps are bounded by their timeouts \
+             alone): set agent.executor: container, or remove agent.step_limits",
+            format!("{kind:?}").to_lowercase()
+        );
+    }
     Ok(match kind {
         ExecutorKind::Host => Arc::new(host()?),
         ExecutorKind::Bwrap => {
@@ -371,6 +380,14 @@ async fn executor(
                         registry.insecure,
                         login,
                     ))),
+                    limits: ContainerLimits {
+                        memory_bytes: crate::machine_memory::limit_bytes(
+                            limits.memory,
+                            "agent.step_limits.memory",
+                        )?,
+                        cpus: (limits.cpus > 0.0).then_some(limits.cpus),
+                        pids: (limits.pids > 0).then_some(limits.pids),
+                    },
                     ..Default::default()
                 },
             ))
@@ -507,6 +524,35 @@ mod tests {
             assert!(hide.contains(&PathBuf::from(dir)), "{dir}: {hide:?}");
         }
         assert_eq!(hide.len(), 3, "{hide:?}");
+    }
+
+    /// An operator who sets limits expects them enforced: an agent whose executor cannot
+    /// enforce them does not start.
+    #[tokio::test]
+    async fn step_limits_without_the_container_executor_are_refused() {
+        let mut config = Config::default();
+        config.agent.step_limits.pids = 512;
+        let dir = tempfile::tempdir().unwrap();
+        let users = StepUsers::new("", ExecutorKind::Auto, 1, &[]).unwrap();
+        for kind in [ExecutorKind::Auto, ExecutorKind::Host, ExecutorKind::Bwrap] {
+            let Err(e) = executor(
+                kind,
+                &users,
+                &config,
+                dir.path(),
+                &Toolchain::detect(),
+                probe(true),
+            )
+            .await
+            else {
+                panic!("{kind:?} started with step limits it cannot enforce");
+            };
+            let message = e.to_string();
+            assert!(
+                message.contains("agent.step_limits") && message.contains("container executor"),
+                "{message}"
+            );
+        }
     }
 
     /// bubblewrap's probe, made to succeed or to fail as where user namespaces are disabled.

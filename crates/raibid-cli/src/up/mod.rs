@@ -334,16 +334,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<Flock<std::fs::File>> {
 /// `up.redis_maxmemory` in bytes; a share is of the memory this process may use (the
 /// machine's, or its cgroup's limit).
 fn redis_maxmemory(limit: MemoryLimit) -> anyhow::Result<Option<u64>> {
-    if let MemoryLimit::PercentOfMachine(_) = limit {
-        let machine = crate::machine_memory::available().with_context(|| {
-            format!(
-                "up.redis_maxmemory is {limit}, but /proc/meminfo gives no MemTotal to take it \
-                 of: write a size (\"2gb\") or \"none\""
-            )
-        })?;
-        return Ok(limit.bytes(machine));
-    }
-    Ok(limit.bytes(0))
+    crate::machine_memory::limit_bytes(limit, "up.redis_maxmemory")
 }
 
 fn explicit_redis_url(global: &Global) -> Option<String> {
