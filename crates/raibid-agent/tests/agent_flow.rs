@@ -824,18 +824,7 @@ async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
         ],
         "image",
     );
-    let pull_request = |from_fork| {
-        let mut spec = NewJob::new(
-            "acme/app",
-            repo.url(),
-            "refs/heads/main",
-            &sha,
-            Event::PullRequest,
-        );
-        spec.pr_number = Some(7);
-        spec.from_fork = from_fork;
-        spec
-    };
+    let pull_request = |from_fork| Harness::pull_request(&repo.url(), &sha, 7, from_fork);
     let runner = || {
         h.runner_with_images(
             SecretStore::default(),
@@ -879,7 +868,7 @@ async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
 async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
     use raibid_agent::executor::{ContainerEngine, ContainerExecutor, ContainerOptions};
     use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
-    use raibid_testkit::{BUSYBOX_IMAGE, Podman, Registry};
+    use raibid_testkit::{Podman, Registry};
 
     let h = Harness::new();
     let podman = Podman::new();
@@ -887,12 +876,7 @@ async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
     podman.allow_plain_http(&registry.host());
     podman.login(&registry.host(), TEST_USER, TEST_PASSWORD);
     let image = format!("{}/team/tool:1", registry.host());
-    podman.run(&[
-        "push",
-        "--quiet",
-        BUSYBOX_IMAGE,
-        &format!("docker://{image}"),
-    ]);
+    podman.push_busybox(&image);
     let engine = ContainerEngine::detect_on_path(podman.bin_dir().as_os_str())
         .await
         .unwrap();
@@ -908,18 +892,7 @@ async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
     let repo = GitRepo::new();
     let pipeline = format!("image: {image}\nsteps:\n  - name: tool\n    run: echo tool-ran\n");
     let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "private image");
-    let pull_request = |from_fork| {
-        let mut spec = NewJob::new(
-            "acme/app",
-            repo.url(),
-            "refs/heads/main",
-            &sha,
-            Event::PullRequest,
-        );
-        spec.pr_number = Some(8);
-        spec.from_fork = from_fork;
-        spec
-    };
+    let pull_request = |from_fork| Harness::pull_request(&repo.url(), &sha, 8, from_fork);
 
     let fork = h.enqueue_spec(pull_request(true)).await;
     h.run_once(runner()).await;

@@ -781,12 +781,7 @@ async fn container_untrusted_steps_run_only_images_served_without_a_login() {
     let private_image = format!("{}/team/tool:1", private.host());
     let public_image = format!("{}/library/tool:1", public.host());
     for image in [&private_image, &public_image] {
-        podman.run(&[
-            "push",
-            "--quiet",
-            BUSYBOX_IMAGE,
-            &format!("docker://{image}"),
-        ]);
+        podman.push_busybox(image);
     }
     let executor = container(&podman).await;
 

@@ -140,6 +140,17 @@ impl Podman {
         self.run(&["login", "--username", user, "--password", password, host]);
     }
 
+    /// Pushes [`BUSYBOX_IMAGE`] to `image` (`host:port/repository:tag`), with this engine's
+    /// logins.
+    pub fn push_busybox(&self, image: &str) {
+        self.run(&[
+            "push",
+            "--quiet",
+            BUSYBOX_IMAGE,
+            &format!("docker://{image}"),
+        ]);
+    }
+
     /// Names of every container in the store, running or not.
     pub fn containers(&self) -> Vec<String> {
         self.run(&["ps", "--all", "--format", "{{.Names}}"])

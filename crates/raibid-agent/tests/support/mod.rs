@@ -149,6 +149,15 @@ impl Harness {
         .await
     }
 
+    /// A pull request (number `number`) of `url`'s `sha` into `acme/app`'s `main`, from a
+    /// fork or from the repository itself.
+    pub fn pull_request(url: &str, sha: &str, number: u64, from_fork: bool) -> NewJob {
+        let mut spec = NewJob::new("acme/app", url, "refs/heads/main", sha, Event::PullRequest);
+        spec.pr_number = Some(number);
+        spec.from_fork = from_fork;
+        spec
+    }
+
     pub async fn enqueue_spec(&self, spec: NewJob) -> Job {
         match self.queue.enqueue(spec).await.unwrap() {
             Enqueued::Created(job) => *job,
