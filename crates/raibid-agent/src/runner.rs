@@ -978,6 +978,7 @@ impl Runner {
                         env,
                         timeout,
                         image: step.image.clone().or_else(|| pipeline.image.clone()),
+                        pull: step.pull,
                         untrusted: !self.secrets.trusts(job),
                     };
                     self.run_script(&spec, log, stop).await

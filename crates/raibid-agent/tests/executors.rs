@@ -57,6 +57,7 @@ fn step(script: &str) -> Step {
             env: BTreeMap::from([("PATH".to_string(), PATH.to_string())]),
             timeout: Duration::from_secs(60),
             image: None,
+            pull: false,
             untrusted: false,
         },
         _workspace: workspace,
@@ -862,6 +863,45 @@ async fn container_steps_end_with_their_timeout_when_the_agent_is_gone() {
         started.elapsed() >= Duration::from_secs(2) + GRACE,
         "gone after {:?}",
         started.elapsed()
+    );
+}
+
+/// A moving tag stays what the engine pulled first, unless the step says `pull: true`.
+#[tokio::test]
+async fn container_steps_that_pull_get_the_tag_s_newest_push() {
+    let podman = Podman::new();
+    let registry = Registry::start();
+    podman.allow_plain_http(&registry.host());
+    let image = format!("{}/moving/tool:latest", registry.host());
+    podman.push_busybox(&image);
+    let executor = container(&podman).await;
+    let mut version = step("cat /version 2>/dev/null || echo first");
+    version.spec.image = Some(image.clone());
+    assert_eq!(run(&executor, &version.spec).await.output, "first\n");
+
+    // A second image pushed under the same tag, built under another name so that the
+    // engine's copy of the tag stays the first.
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("version"), "second\n").unwrap();
+    std::fs::write(
+        context.path().join("Containerfile"),
+        format!("FROM {BUSYBOX_IMAGE}\nCOPY version /version\n"),
+    )
+    .unwrap();
+    let second = "localhost/raibid-test/second:1";
+    let context_dir = context.path().display().to_string();
+    podman.run(&["build", "--quiet", "--tag", second, &context_dir]);
+    podman.run(&["push", "--quiet", second, &format!("docker://{image}")]);
+
+    assert_eq!(run(&executor, &version.spec).await.output, "first\n");
+    version.spec.pull = true;
+    let ran = run(&executor, &version.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    // The engine's account of the pull comes first, in the step's log.
+    assert!(
+        ran.output.starts_with("Trying to pull") && ran.output.ends_with("\nsecond\n"),
+        "{}",
+        ran.output
     );
 }
 

@@ -350,6 +350,7 @@ async fn executor_only(script: &str, workspace: &std::path::Path) -> Result<Dura
         env: BTreeMap::from([("PATH".to_owned(), STEP_PATH.to_owned())]),
         timeout: Duration::from_secs(600),
         image: None,
+        pull: false,
         untrusted: false,
     };
     let executor = HostExecutor::new();

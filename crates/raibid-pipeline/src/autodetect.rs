@@ -161,6 +161,7 @@ fn step(name: &str, kind: StepKind, image: Option<&str>) -> Step {
         name: name.to_owned(),
         kind,
         image: image.map(str::to_owned),
+        pull: false,
         env: BTreeMap::new(),
         timeout: None,
         when: When::default(),

@@ -19,6 +19,10 @@ pub struct Step {
     pub kind: StepKind,
     /// Container image for a `run` step; overrides the pipeline's `image`.
     pub image: Option<String>,
+    /// Pull the image before the step even when the engine has it (`pull: true`, as in
+    /// Woodpecker): a moving tag (`:latest`, `:nightly`) otherwise stays whatever the machine
+    /// pulled first.
+    pub pull: bool,
     pub env: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
     pub when: When,
@@ -85,6 +89,7 @@ struct RawStep {
     run: Option<Script>,
     image_build: Option<ImageBuildDe>,
     image: Option<ImageRef>,
+    pull: Option<bool>,
     env: Option<StepEnvMap>,
     timeout: Option<Timeout>,
     when: Option<StepWhen>,
@@ -110,6 +115,12 @@ impl RawStep {
                 if self.image.is_some() {
                     return Err(format!(
                         "step {name:?}: `image` chooses the container for `run`; an `image-build` step cannot have one"
+                    ));
+                }
+                if self.pull.is_some() {
+                    return Err(format!(
+                        "step {name:?}: `pull` is for the image of a `run` step; an \
+                         `image-build` step has none"
                     ));
                 }
                 // The agent runs buildah with neither: accepted, they would silently do nothing.
@@ -148,6 +159,7 @@ impl RawStep {
             name,
             kind,
             image: self.image.map(|i| i.0),
+            pull: self.pull.unwrap_or(false),
             env: self.env.map(|e| e.0).unwrap_or_default(),
             timeout: self.timeout.map(|t| t.0),
             when,
@@ -211,7 +223,7 @@ mod tests {
     #[test]
     fn run_step_with_everything() {
         let s = steps(
-            "- name: build\n  run: |\n    cargo build\n  image: rust:1.85\n  env: { FOO: bar }\n  timeout: 10m\n  when: { branch: main }\n  secrets: [CARGO_TOKEN]\n",
+            "- name: build\n  run: |\n    cargo build\n  image: rust:1.85\n  pull: true\n  env: { FOO: bar }\n  timeout: 10m\n  when: { branch: main }\n  secrets: [CARGO_TOKEN]\n",
         )
         .unwrap();
         let step = &s[0];
@@ -223,6 +235,7 @@ mod tests {
             }
         );
         assert_eq!(step.image.as_deref(), Some("rust:1.85"));
+        assert!(step.pull);
         assert_eq!(step.env["FOO"], "bar");
         assert_eq!(step.timeout, Some(Duration::from_secs(600)));
         assert_eq!(step.when.blocks[0].branch[0].as_str(), "main");
@@ -233,6 +246,7 @@ mod tests {
     fn minimal_step_defaults() {
         let s = steps("- { name: t, run: make }").unwrap();
         assert_eq!(s[0].image, None);
+        assert!(!s[0].pull);
         assert!(s[0].env.is_empty());
         assert!(s[0].when.is_empty());
         assert!(s[0].secrets.is_empty());
@@ -256,6 +270,19 @@ mod tests {
         let (line, col, msg) = error_at("- run: x\n");
         assert_eq!((line, col), (1, 3));
         assert!(msg.contains("no `name`"), "{msg}");
+
+        let (line, col, msg) = error_at(
+            "- name: a\n  run: x\n- name: b\n  pull: true\n  image-build: { tags: [t] }\n",
+        );
+        assert_eq!((line, col), (3, 3));
+        assert!(
+            msg.contains("`pull` is for the image of a `run` step"),
+            "{msg}"
+        );
+
+        let (line, col, msg) = error_at("- name: a\n  run: x\n  pull: sometimes\n");
+        assert_eq!((line, col), (3, 9));
+        assert!(msg.contains("pull"), "{msg}");
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl BwrapExecutor {
             env: Default::default(),
             timeout: PROBE_TIMEOUT,
             image: None,
+            pull: false,
             untrusted: false,
         };
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);

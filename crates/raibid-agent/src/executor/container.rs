@@ -361,6 +361,7 @@ impl ContainerExecutor {
             script: &script,
             engine_timeout: self.engine_timeout(spec.timeout.saturating_sub(started.elapsed())),
             limits: &self.options.limits,
+            pull_always: spec.pull,
         })?;
         let mut command = Command::new(&self.engine.program);
         command.args(args);
@@ -536,6 +537,8 @@ struct RunArgs<'a> {
     /// Seconds for podman's `--timeout`.
     engine_timeout: Option<u64>,
     limits: &'a ContainerLimits,
+    /// `--pull always` (podman and docker 20.10 and later).
+    pull_always: bool,
 }
 
 fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
@@ -582,6 +585,9 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
         args.push(seconds.to_string().into());
     }
     args.extend(a.limits.args());
+    if a.pull_always {
+        args.extend(["--pull", "always"].map(OsString::from));
+    }
     args.push(a.image.into());
     args.extend(SHELL.map(OsString::from));
     args.push(a.script.into());
@@ -718,6 +724,7 @@ mod tests {
             env: BTreeMap::new(),
             timeout: Duration::from_secs(5),
             image: Some("127.0.0.1:1/ci/image@not-a-digest".into()),
+            pull: false,
             untrusted: false,
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
@@ -751,6 +758,7 @@ mod tests {
             env: BTreeMap::new(),
             timeout: Duration::from_millis(300),
             image: None,
+            pull: false,
             untrusted: false,
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
@@ -810,6 +818,7 @@ mod tests {
             script: &(file.prelude() + "make test"),
             engine_timeout: None,
             limits: &ContainerLimits::default(),
+            pull_always: false,
         })
         .unwrap();
         let args: Vec<String> = args
@@ -940,6 +949,7 @@ mod tests {
                 cpus: Some(1.5),
                 pids: Some(512),
             },
+            pull_always: true,
         })
         .unwrap();
         let args: Vec<String> = args
@@ -957,7 +967,8 @@ mod tests {
         );
         assert!(
             joined.contains(
-                " --memory 3221225472b --memory-swap 3221225472b --cpus 1.5 --pids-limit 512 "
+                " --memory 3221225472b --memory-swap 3221225472b --cpus 1.5 --pids-limit 512 \
+                 --pull always rust:1 "
             ),
             "{joined}"
         );
@@ -987,6 +998,7 @@ mod tests {
             script: "s",
             engine_timeout: None,
             limits: &ContainerLimits::default(),
+            pull_always: false,
         };
         assert!(run_args(&args).is_err());
     }

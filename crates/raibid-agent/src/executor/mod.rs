@@ -48,6 +48,8 @@ pub struct StepSpec {
     pub timeout: Duration,
     /// Container image (container executor only; others ignore it).
     pub image: Option<String>,
+    /// Pull `image` even if the engine has it (the step's `pull: true`).
+    pub pull: bool,
     /// The job may not use what the operator entrusted to the agent (a pull request from a
     /// fork, see `Secrets::trusts`). The container executor then runs only an image that its
     /// registry serves without a login, pinned to the digest of that answer; others ignore it.
