@@ -9,7 +9,10 @@ want=(redis-server:redis-server git:git bwrap:bubblewrap cc:gcc setpriv:util-lin
 if [ "${1:-run}" = test ]; then
   want+=(buildah:buildah docker-registry:docker-registry tmux:tmux busybox:busybox-static
          make:make curl:curl openssl:openssl redis-cli:redis-tools git-lfs:git-lfs capsh:libcap2-bin
-         podman:podman runc:runc catatonit:catatonit)
+         podman:podman runc:runc catatonit:catatonit
+         # Container steps with the network: podman's bridge, deterministic whatever apt would
+         # pick for podman's virtual network stack without recommends.
+         /usr/lib/podman/netavark:netavark iptables:iptables)
 fi
 
 missing=()

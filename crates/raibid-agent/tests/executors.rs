@@ -965,6 +965,45 @@ async fn container_steps_without_the_network_see_only_loopback() {
     assert_eq!(ran.output, "lo\n");
 }
 
+/// With `agent.network: true` a step gets the engine's own network: it reaches out (here a
+/// listener of the host's, through the bridge's gateway), but its loopback is its own, so
+/// services the host keeps on 127.0.0.1 (`raibid up`'s Redis) are out of its reach.
+#[tokio::test]
+async fn container_steps_with_the_network_reach_out_but_not_the_host_s_loopback() {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut conn, b"hello from the host\n");
+        }
+    });
+    let podman = Podman::new();
+    let executor = container_with(
+        &podman,
+        ContainerOptions {
+            default_image: BUSYBOX_IMAGE.into(),
+            network: true,
+            ..ContainerOptions::default()
+        },
+    )
+    .await;
+    let step = step(&format!(
+        "gateway=$(ip route | awk '/^default/ {{print $3}}')\n\
+         nc -w 5 \"$gateway\" {port}\n\
+         if nc -w 2 127.0.0.1 {port} </dev/null; then echo loopback-reached; fi\n\
+         tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '"
+    ));
+    let ran = run(&executor, &step.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert!(
+        ran.output.starts_with("hello from the host\n"),
+        "{}",
+        ran.output
+    );
+    assert!(!ran.output.contains("loopback-reached"), "{}", ran.output);
+    assert!(ran.output.ends_with("eth0 lo "), "{}", ran.output);
+}
+
 /// The case ro_binds exist for: a toolchain under the hidden `/root` (rustup's default).
 #[tokio::test]
 async fn bwrap_ro_binds_make_a_hidden_toolchain_usable() {
