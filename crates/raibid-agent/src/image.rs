@@ -67,6 +67,7 @@
 
 mod containerfile;
 mod files;
+pub(crate) use files::auth_json;
 mod platform;
 mod reference;
 mod spawn;

@@ -11,6 +11,7 @@ use raibid_agent::executor::{
     ContainerOptions, ExecError, Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE, StepExit,
     StepSpec,
 };
+use raibid_agent::image::RegistryAuth;
 use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
 use raibid_testkit::{BUSYBOX_IMAGE, Podman, Registry, require_binary};
 use tokio::sync::mpsc;
@@ -864,6 +865,77 @@ async fn container_steps_end_with_their_timeout_when_the_agent_is_gone() {
         "gone after {:?}",
         started.elapsed()
     );
+}
+
+/// Images on the forge's registry (`agent.registry`) are pulled with its login for trusted
+/// steps, so a pipeline can run what an earlier build pushed there while the engine itself has
+/// no login; `pull: true` goes through the same login. Untrusted steps never get it.
+#[tokio::test]
+async fn container_steps_pull_from_the_forge_registry_with_its_login() {
+    let podman = Podman::new();
+    let forge = Registry::start_with_auth(TEST_USER, TEST_PASSWORD, TEST_PASSWORD_BCRYPT);
+    podman.allow_plain_http(&forge.host());
+    let image = format!("{}/acme/app:main", forge.host());
+    let credentials = format!("{TEST_USER}:{TEST_PASSWORD}");
+    let push = |from: &str| {
+        podman.run(&[
+            "push",
+            "--quiet",
+            "--creds",
+            &credentials,
+            from,
+            &format!("docker://{image}"),
+        ]);
+    };
+    push(BUSYBOX_IMAGE);
+    let mut version = step("cat /version 2>/dev/null || echo first");
+    version.spec.image = Some(image.clone());
+
+    // Without the login the engine cannot pull it.
+    let without = container(&podman).await;
+    let (result, output) = try_run(&without, &version.spec, CancellationToken::new()).await;
+    assert!(result.is_err(), "{result:?}: {output}");
+
+    let with = container_with(
+        &podman,
+        ContainerOptions {
+            default_image: BUSYBOX_IMAGE.into(),
+            registry_login: Some(RegistryAuth {
+                host: forge.host(),
+                username: TEST_USER.into(),
+                password: TEST_PASSWORD.into(),
+            }),
+            ..ContainerOptions::default()
+        },
+    )
+    .await;
+    let ran = run(&with, &version.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(ran.output, "first\n");
+
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("version"), "second\n").unwrap();
+    std::fs::write(
+        context.path().join("Containerfile"),
+        format!("FROM {BUSYBOX_IMAGE}\nCOPY version /version\n"),
+    )
+    .unwrap();
+    let second = "localhost/raibid-test/second:1";
+    let context_dir = context.path().display().to_string();
+    podman.run(&["build", "--quiet", "--tag", second, &context_dir]);
+    push(second);
+    version.spec.pull = true;
+    let ran = run(&with, &version.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(ran.output, "second\n");
+
+    version.spec.untrusted = true;
+    let (result, output) = try_run(&with, &version.spec, CancellationToken::new()).await;
+    assert!(
+        matches!(&result, Err(ExecError::Image(why)) if why.contains("without a login")),
+        "{result:?}: {output}"
+    );
+    assert!(!output.contains("second"), "{output}");
 }
 
 /// A moving tag stays what the engine pulled first, unless the step says `pull: true`.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use raibid_oci::ImageReference;
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,7 @@ use super::env_script::{SHELL_READONLY, is_shell_name};
 use super::image_arch::{ArchPreflight, ArchVerdict};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
 use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
+use crate::image::RegistryAuth;
 
 /// In order of preference: podman needs no daemon.
 const ENGINES: [&str; 2] = ["podman", "docker"];
@@ -103,6 +105,18 @@ impl ContainerEngine {
         .map(drop)
     }
 
+    /// Whether the engine's store has `image` (a failure to ask counts as no).
+    async fn has_image(&self, image: &str) -> bool {
+        let args = if self.name == "podman" {
+            ["image", "exists", image]
+        } else {
+            ["image", "inspect", image]
+        };
+        engine_command(&self.program, args, ENGINE_COMMAND_TIMEOUT)
+            .await
+            .is_ok()
+    }
+
     fn remove_args<'a>(&self, name: &'a str) -> Vec<&'a str> {
         let mut args = vec!["rm", "--force"];
         if self.name == "podman" {
@@ -126,6 +140,10 @@ pub struct ContainerOptions {
     pub arch_preflight: Option<Arc<ArchPreflight>>,
     /// Each step container's share of the machine (`agent.step_limits`).
     pub limits: ContainerLimits,
+    /// The forge registry's login (`agent.registry`): trusted steps pull images on its host
+    /// with it, so a pipeline can run what an earlier `image-build` pushed there without the
+    /// operator logging the engine in as well. Never for untrusted steps.
+    pub registry_login: Option<RegistryAuth>,
 }
 
 /// cgroup limits of one step container; `None`: unlimited.
@@ -163,6 +181,7 @@ impl Default for ContainerOptions {
             kill_grace: DEFAULT_KILL_GRACE,
             arch_preflight: None,
             limits: ContainerLimits::default(),
+            registry_login: None,
         }
     }
 }
@@ -259,6 +278,56 @@ impl ContainerExecutor {
         removed
     }
 
+    /// For an image on the forge registry's host, when the agent has its login: pulls it with
+    /// that login if the engine lacks it or the step asks (`pull: true`), through a private
+    /// file the engine reads for this one pull. Returns whether the image is the registry's,
+    /// so the engine is not asked to pull it again on its own.
+    async fn pull_with_registry_login(
+        &self,
+        image: &str,
+        spec: &StepSpec,
+    ) -> Result<bool, ExecError> {
+        let Some(login) = &self.options.registry_login else {
+            return Ok(false);
+        };
+        if !ImageReference::parse(image).is_ok_and(|r| r.registry == login.host) {
+            return Ok(false);
+        }
+        if !spec.pull && self.engine.has_image(image).await {
+            return Ok(true);
+        }
+        let dir = crate::private_dir::private_tempdir("raibid-pull-", spec.private.as_deref())?;
+        let auth = crate::image::auth_json(Some(login));
+        for name in ["auth.json", "config.json"] {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.path().join(name))?
+                .write_all(auth.as_bytes())?;
+        }
+        let mut args: Vec<OsString> = Vec::new();
+        if self.engine.name == "podman" {
+            args.extend(["pull".into(), "--quiet".into(), "--authfile".into()]);
+            args.push(dir.path().join("auth.json").into());
+        } else {
+            // docker reads logins on the client side, from `<config dir>/config.json`.
+            args.push("--config".into());
+            args.push(dir.path().into());
+            args.extend(["pull".into(), "--quiet".into()]);
+        }
+        args.push(image.into());
+        engine_command(&self.engine.program, args, FIRST_RUN_TIMEOUT)
+            .await
+            .map_err(|why| {
+                ExecError::Image(format!(
+                    "cannot pull {image} with agent.registry's login: {why}"
+                ))
+            })?;
+        Ok(true)
+    }
+
     /// Checks once that the engine really starts containers, with the first step's own image:
     /// the default image may be one this machine cannot pull (an offline machine whose
     /// pipelines all name images from a local registry). Only success is remembered: a failed
@@ -310,7 +379,7 @@ impl ContainerExecutor {
                 );
                 let _ = output.send(note.into_bytes()).await;
                 self.ensure_runs_containers(&pinned).await?;
-                return Ok(pinned);
+                return Ok((pinned, false));
             }
             let image = named;
             if let Some(preflight) = &self.options.arch_preflight {
@@ -328,8 +397,9 @@ impl ContainerExecutor {
                     }
                 }
             }
+            let pulled = self.pull_with_registry_login(image, spec).await?;
             self.ensure_runs_containers(image).await?;
-            Ok(image.to_owned())
+            Ok((image.to_owned(), pulled))
         };
         let stopped = |timed_out: bool| StepExit {
             code: None,
@@ -338,7 +408,7 @@ impl ContainerExecutor {
             cancelled: !timed_out,
             duration: started.elapsed(),
         };
-        let image = tokio::select! {
+        let (image, pulled_with_login) = tokio::select! {
             prepared = prepare => prepared?,
             () = cancel.cancelled() => return Ok(stopped(false)),
             () = tokio::time::sleep(spec.timeout) => return Ok(stopped(true)),
@@ -361,7 +431,9 @@ impl ContainerExecutor {
             script: &script,
             engine_timeout: self.engine_timeout(spec.timeout.saturating_sub(started.elapsed())),
             limits: &self.options.limits,
-            pull_always: spec.pull,
+            // An image pulled with the registry's login was pulled just now if the step asked;
+            // the engine, pulling again without that login, would be refused.
+            pull_always: spec.pull && !pulled_with_login,
         })?;
         let mut command = Command::new(&self.engine.program);
         command.args(args);

@@ -108,7 +108,8 @@ pub(crate) fn encoded_credentials(auth: &RegistryAuth) -> String {
     STANDARD.encode(format!("{}:{}", auth.username, auth.password))
 }
 
-fn auth_json(auth: Option<&RegistryAuth>) -> String {
+/// `{"auths": {...}}`: containers' `auth.json` and docker's `config.json` alike.
+pub(crate) fn auth_json(auth: Option<&RegistryAuth>) -> String {
     let mut auths = serde_json::Map::new();
     if let Some(a) = auth {
         auths.insert(

@@ -372,6 +372,11 @@ async fn executor(
                 username: registry.username.clone(),
                 password: registry.password.expose().to_owned(),
             });
+            let registry_login = login.as_ref().map(|l| RegistryAuth {
+                host: l.host.clone(),
+                username: l.username.clone(),
+                password: l.password.clone(),
+            });
             Arc::new(ContainerExecutor::new(
                 engine,
                 ContainerOptions {
@@ -388,6 +393,7 @@ async fn executor(
                         cpus: (limits.cpus > 0.0).then_some(limits.cpus),
                         pids: (limits.pids > 0).then_some(limits.pids),
                     },
+                    registry_login,
                     ..Default::default()
                 },
             ))
