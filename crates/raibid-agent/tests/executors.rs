@@ -867,6 +867,22 @@ async fn container_steps_end_with_their_timeout_when_the_agent_is_gone() {
     );
 }
 
+/// Builds, into `podman`'s store only, busybox with `/version` holding `version`; its local
+/// name, which no registry has.
+fn busybox_with_version(podman: &Podman, version: &str) -> String {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("version"), format!("{version}\n")).unwrap();
+    std::fs::write(
+        context.path().join("Containerfile"),
+        format!("FROM {BUSYBOX_IMAGE}\nCOPY version /version\n"),
+    )
+    .unwrap();
+    let name = format!("localhost/raibid-test/{version}:1");
+    let context_dir = context.path().display().to_string();
+    podman.run(&["build", "--quiet", "--tag", &name, &context_dir]);
+    name
+}
+
 /// Images on the forge's registry (`agent.registry`) are pulled with its login for trusted
 /// steps, so a pipeline can run what an earlier build pushed there while the engine itself has
 /// no login; `pull: true` goes through the same login. Untrusted steps never get it.
@@ -913,17 +929,8 @@ async fn container_steps_pull_from_the_forge_registry_with_its_login() {
     assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
     assert_eq!(ran.output, "first\n");
 
-    let context = tempfile::tempdir().unwrap();
-    std::fs::write(context.path().join("version"), "second\n").unwrap();
-    std::fs::write(
-        context.path().join("Containerfile"),
-        format!("FROM {BUSYBOX_IMAGE}\nCOPY version /version\n"),
-    )
-    .unwrap();
-    let second = "localhost/raibid-test/second:1";
-    let context_dir = context.path().display().to_string();
-    podman.run(&["build", "--quiet", "--tag", second, &context_dir]);
-    push(second);
+    let second = busybox_with_version(&podman, "second");
+    push(&second);
     version.spec.pull = true;
     let ran = run(&with, &version.spec).await;
     assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
@@ -953,17 +960,8 @@ async fn container_steps_that_pull_get_the_tag_s_newest_push() {
 
     // A second image pushed under the same tag, built under another name so that the
     // engine's copy of the tag stays the first.
-    let context = tempfile::tempdir().unwrap();
-    std::fs::write(context.path().join("version"), "second\n").unwrap();
-    std::fs::write(
-        context.path().join("Containerfile"),
-        format!("FROM {BUSYBOX_IMAGE}\nCOPY version /version\n"),
-    )
-    .unwrap();
-    let second = "localhost/raibid-test/second:1";
-    let context_dir = context.path().display().to_string();
-    podman.run(&["build", "--quiet", "--tag", second, &context_dir]);
-    podman.run(&["push", "--quiet", second, &format!("docker://{image}")]);
+    let second = busybox_with_version(&podman, "second");
+    podman.run(&["push", "--quiet", &second, &format!("docker://{image}")]);
 
     assert_eq!(run(&executor, &version.spec).await.output, "first\n");
     version.spec.pull = true;
