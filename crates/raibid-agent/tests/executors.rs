@@ -1005,6 +1005,12 @@ async fn container_steps_get_their_limits() {
         "{}",
         ran.output
     );
+    // conmon's note of the kill stays in the step's private directory, not the agent's
+    // working directory (this test's).
+    assert!(
+        !Path::new("oom").exists(),
+        "an `oom` file in the working directory"
+    );
 
     let forks = step("for i in $(seq 1 40); do sleep 2 & done; wait; echo all-forked");
     let ran = run(&executor, &forks.spec).await;

@@ -436,7 +436,10 @@ impl ContainerExecutor {
             pull_always: spec.pull && !pulled_with_login,
         })?;
         let mut command = Command::new(&self.engine.program);
-        command.args(args);
+        // conmon, which podman starts, writes a file named `oom` into its working directory
+        // when the container is killed for memory: the step's private directory, removed
+        // with it, rather than wherever the agent was started.
+        command.args(args).current_dir(env.dir.path());
         let leftover = RemoveOnDrop {
             engine: self.engine.clone(),
             name: Some(name.clone()),
