@@ -67,7 +67,7 @@
 
 mod containerfile;
 mod files;
-pub(crate) use files::auth_json;
+pub(crate) use files::{auth_json, private_file};
 mod platform;
 mod reference;
 mod spawn;

@@ -299,13 +299,7 @@ impl ContainerExecutor {
         let dir = crate::private_dir::private_tempdir("raibid-pull-", spec.private.as_deref())?;
         let auth = crate::image::auth_json(Some(login));
         for name in ["auth.json", "config.json"] {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dir.path().join(name))?
-                .write_all(auth.as_bytes())?;
+            crate::image::private_file(dir.path().join(name), auth.as_bytes())?;
         }
         let mut args: Vec<OsString> = Vec::new();
         if self.engine.name == "podman" {
@@ -413,6 +407,8 @@ impl ContainerExecutor {
             () = cancel.cancelled() => return Ok(stopped(false)),
             () = tokio::time::sleep(spec.timeout) => return Ok(stopped(true)),
         };
+        // What the preparation left of the step's time, for the agent's limit and podman's.
+        let remaining = spec.timeout.saturating_sub(started.elapsed());
         let workspace = process::workspace_dir(&spec.workspace)?;
         let env = StepEnv::write(&spec.env, spec.private.as_deref())?;
         let name = self.container_name()?;
@@ -429,7 +425,7 @@ impl ContainerExecutor {
             network: self.options.network,
             image: &image,
             script: &script,
-            engine_timeout: self.engine_timeout(spec.timeout.saturating_sub(started.elapsed())),
+            engine_timeout: self.engine_timeout(remaining),
             limits: &self.options.limits,
             // An image pulled with the registry's login was pulled just now if the step asked;
             // the engine, pulling again without that login, would be refused.
@@ -450,7 +446,7 @@ impl ContainerExecutor {
             grace: self.options.kill_grace,
         };
         let limits = Limits {
-            timeout: Some(spec.timeout.saturating_sub(started.elapsed())),
+            timeout: Some(remaining),
             grace: self.options.kill_grace,
         };
         let exit = process::run(command, output.clone(), cancel, limits, &stopper).await;

@@ -132,7 +132,8 @@ fn registries_conf(insecure: &[String]) -> String {
     conf
 }
 
-fn private_file(path: PathBuf, contents: &[u8]) -> io::Result<()> {
+/// A new file (0600) holding `contents`; fails if it exists.
+pub(crate) fn private_file(path: PathBuf, contents: &[u8]) -> io::Result<()> {
     private(&path)?.write_all(contents)
 }
 
