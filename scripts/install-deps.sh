@@ -10,6 +10,8 @@ if [ "${1:-run}" = test ]; then
   want+=(buildah:buildah docker-registry:docker-registry tmux:tmux busybox:busybox-static
          make:make curl:curl openssl:openssl redis-cli:redis-tools git-lfs:git-lfs capsh:libcap2-bin
          podman:podman runc:runc catatonit:catatonit
+         # The container executor's tests run each engine: a private dockerd beside podman.
+         dockerd:docker.io
          # Container steps with the network: podman's bridge, deterministic whatever apt would
          # pick for podman's virtual network stack without recommends.
          /usr/lib/podman/netavark:netavark iptables:iptables)

@@ -868,7 +868,7 @@ async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
 async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
     use raibid_agent::executor::{ContainerEngine, ContainerExecutor, ContainerOptions};
     use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
-    use raibid_testkit::{Podman, Registry};
+    use raibid_testkit::{Podman, Registry, TestEngine};
 
     let h = Harness::new();
     let podman = Podman::new();
@@ -877,9 +877,12 @@ async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
     podman.login(&registry.host(), TEST_USER, TEST_PASSWORD);
     let image = format!("{}/team/tool:1", registry.host());
     podman.push_busybox(&image);
-    let engine = ContainerEngine::detect_on_path(podman.bin_dir().as_os_str())
-        .await
-        .unwrap();
+    let engine = ContainerEngine::detect_on_path(
+        raibid_config::ContainerEngineKind::Auto,
+        podman.bin_dir().as_os_str(),
+    )
+    .await
+    .unwrap();
     let executor = Arc::new(ContainerExecutor::new(engine, ContainerOptions::default()));
     let runner = || {
         h.runner_on(

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use raibid_model::{Event, PoolName};
 
 use crate::{
-    AgentConfig, ClusterConfig, Config, CronExpr, ExecutorKind, FluxConfig, GiteaConfig, IpRange,
-    K3sConfig, KedaConfig, MemoryLimit, PoolRule, RedisConfig, RegistryConfig, Schedule,
-    ScheduleName, Secret, ServerConfig, StepLimits, TokenHash, UpConfig,
+    AgentConfig, ClusterConfig, Config, ContainerEngineKind, CronExpr, ExecutorKind, FluxConfig,
+    GiteaConfig, IpRange, K3sConfig, KedaConfig, MemoryLimit, PoolRule, RedisConfig,
+    RegistryConfig, Schedule, ScheduleName, Secret, ServerConfig, StepLimits, TokenHash, UpConfig,
 };
 
 pub(crate) trait Field: Sized {
@@ -49,6 +49,7 @@ leaves!(
     Secret => true,
     PoolName => false,
     ExecutorKind => false,
+    ContainerEngineKind => false,
     Event => false,
     TokenHash => false,
     IpRange => false,
@@ -151,7 +152,7 @@ structs! {
     }
     RegistryConfig { host, username, password, insecure }
     AgentConfig {
-        name, pools, labels, executor, step_user, workspace_dir, cache_dir, job_cache_max_bytes,
+        name, pools, labels, executor, container_engine, step_user, workspace_dir, cache_dir, job_cache_max_bytes,
         buildah_root,
         buildah_runroot, concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
         git_token, registry, secrets, secret_repos, secrets_for_forks, step_limits,

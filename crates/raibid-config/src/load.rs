@@ -563,6 +563,30 @@ flux:
     }
 
     #[test]
+    fn container_engine_read_from_the_file_and_the_environment() {
+        use crate::ContainerEngineKind;
+        assert_eq!(
+            parse("{}").unwrap().agent.container_engine,
+            ContainerEngineKind::Auto
+        );
+        let c = parse("agent:\n  container_engine: docker\n").unwrap();
+        assert_eq!(c.agent.container_engine, ContainerEngineKind::Docker);
+        let c = with_env(
+            "agent:\n  container_engine: docker\n",
+            &[("RAIBID_AGENT_CONTAINER_ENGINE", "podman")],
+        )
+        .unwrap();
+        assert_eq!(c.agent.container_engine, ContainerEngineKind::Podman);
+        let msg = parse("agent:\n  container_engine: containerd\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(":2:") && msg.contains("agent.container_engine"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn step_limits_read_from_the_file_and_the_environment() {
         let c = parse("agent:\n  step_limits: {memory: 2gb, cpus: 1.5, pids: 512}\n").unwrap();
         assert_eq!(

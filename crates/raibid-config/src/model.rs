@@ -277,6 +277,16 @@ pub enum ExecutorKind {
     Container,
 }
 
+/// Which container engine runs the container executor's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerEngineKind {
+    /// podman if it answers (it needs no daemon), otherwise docker.
+    Auto,
+    Podman,
+    Docker,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
@@ -296,6 +306,8 @@ pub struct AgentConfig {
     pub pools: Vec<PoolName>,
     pub labels: BTreeMap<String, String>,
     pub executor: ExecutorKind,
+    /// The container executor's engine; a machine with both would otherwise always get podman.
+    pub container_engine: ContainerEngineKind,
     /// Host and bwrap steps run as this account (`UID`, `UID:GID` or a name) instead of the
     /// agent's own; the agent must be root. Empty: as the agent for host steps, 65534 for
     /// bwrap steps of a root agent. Agent pods set it so that a step cannot write the node's
@@ -368,6 +380,7 @@ impl Default for AgentConfig {
             pools: vec![PoolName::default()],
             labels: BTreeMap::new(),
             executor: ExecutorKind::Auto,
+            container_engine: ContainerEngineKind::Auto,
             step_user: String::new(),
             workspace_dir: String::new(),
             cache_dir: String::new(),

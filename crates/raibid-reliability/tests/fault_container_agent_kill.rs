@@ -1,27 +1,43 @@
-//! An agent of the container executor SIGKILLed in the middle of a step. The engine, not the
-//! agent, runs the step's container, so it outlives the agent, with no time limit, in a
-//! workspace slot that the dead agent's lock no longer keeps from the next job. The next agent
-//! to start removes it, and the job is rerun.
+//! An agent of the container executor SIGKILLed in the middle of a step, under podman and
+//! under docker. The engine, not the agent, runs the step's container, so it outlives the
+//! agent, until its life limit (the step's timeout and more), in a workspace slot that the dead
+//! agent's lock no longer keeps from the next job. The next agent to start removes it, and the
+//! job is rerun.
 
 use std::time::{Duration, Instant};
 
 use raibid_client::SubmitJob;
 use raibid_model::JobStatus;
 use raibid_reliability::{Settings, Stack, exclusive, log_of, submit_until_accepted, wait_final};
-use raibid_testkit::{BUSYBOX_IMAGE, GitRepo, Podman};
+use raibid_testkit::{BUSYBOX_IMAGE, Docker, GitRepo, Podman, TestEngine};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent() {
+async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent_podman() {
     let _machine = exclusive();
-    let podman = Podman::new();
+    a_killed_agent_s_step_container_is_removed_by_the_next_agent(&Podman::new()).await;
+}
+
+/// Under docker the sweep matters most: there the container has no life limit of the engine's
+/// own, only the dead agent's watchdog, which waits for the step's whole timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent_docker() {
+    let _machine = exclusive();
+    a_killed_agent_s_step_container_is_removed_by_the_next_agent(&Docker::new()).await;
+}
+
+async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent(engine: &impl TestEngine) {
     let settings = Settings {
         executor: "container",
-        // The limits come along to show that the agent's configuration reaches the engine.
-        agent_yaml: "  network: false\n  step_limits: {pids: 64}\n".into(),
+        // The limits come along to show that the agent's configuration reaches the engine;
+        // the engine is named, as the machine may have the other one too.
+        agent_yaml: format!(
+            "  network: false\n  step_limits: {{pids: 64}}\n  container_engine: {}\n",
+            engine.name()
+        ),
         ..Settings::default()
     };
     let mut stack = Stack::start(&settings, 0, 1);
-    let path = podman.path_env();
+    let path = engine.path_env();
     let env = [("PATH", path.to_str().unwrap())];
     stack.add_agent("agent-0", 1, &env);
 
@@ -49,15 +65,19 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent() {
     // Once the step has printed, its container is the only one (the agent's first-run check
     // of the engine has come and gone).
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !log_of(&client, &job.id).await.contains("step attempt 1") {
+    loop {
+        let log = log_of(&client, &job.id).await;
+        if log.contains("step attempt 1") {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "the step never started:\n{}",
+            "the step never started:\n{log}\n{}",
             stack.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let containers = podman.containers();
+    let containers = engine.containers();
     let [orphan] = containers.as_slice() else {
         panic!(
             "expected the step's container alone: {containers:?}\n{}\n{}",
@@ -69,14 +89,14 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent() {
     stack.agents[0].kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        podman.containers(),
+        engine.containers(),
         vec![orphan.clone()],
         "the engine keeps the dead agent's step running"
     );
 
     stack.add_agent("agent-1", 1, &env);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while podman.containers().contains(&orphan) {
+    while engine.containers().contains(&orphan) {
         assert!(
             Instant::now() < deadline,
             "{orphan} outlived its agent:\n{}",

@@ -5,6 +5,8 @@
 //! they die with the test. A missing binary is a loud failure with the command that installs it:
 //! a test that silently skips proves nothing.
 
+mod docker;
+mod engine;
 pub mod fixtures;
 mod git;
 pub mod kube_api;
@@ -15,10 +17,12 @@ mod process;
 mod redis;
 pub mod registry;
 
+pub use docker::Docker;
+pub use engine::{BUSYBOX_IMAGE, TestEngine};
 pub use git::{GitDaemon, GitRepo};
 pub use kube_api::FakeKubeApi;
 pub use log_buffer::LogBuffer;
-pub use podman::{BUSYBOX_IMAGE, Podman};
+pub use podman::Podman;
 pub use port::free_port;
 pub use process::{require_binary, write_script};
 pub use redis::{RedisOptions, RedisServer};

@@ -3,12 +3,10 @@
 //! `PATH` like the real one. Nothing is shared with the machine's podman or with other tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use crate::engine::{BUSYBOX_IMAGE, TestEngine, busybox_context};
 use crate::process::{require_binary, write_script};
-
-/// The busybox image [`Podman::new`] builds into the store (no registry involved).
-pub const BUSYBOX_IMAGE: &str = "localhost/raibid-test/busybox:1";
 
 pub struct Podman {
     dir: tempfile::TempDir,
@@ -65,7 +63,7 @@ impl Podman {
             "unqualified-search-registries = []\n",
         )
         .unwrap();
-        // The engine's own logins ([`Podman::login`]); podman wants the file to exist.
+        // The engine's own logins ([`TestEngine::login`]); podman wants the file to exist.
         std::fs::write(d.join("auth.json"), "{\"auths\": {}}\n").unwrap();
         write_script(
             &d.join("bin/podman"),
@@ -81,47 +79,22 @@ impl Podman {
             ),
         );
         let this = Self { dir };
-        this.build_busybox(&busybox);
+        this.build(BUSYBOX_IMAGE, &busybox_context(this.dir.path(), &busybox));
         this
     }
+}
 
-    /// The directory holding the `podman` wrapper: put it first on `PATH`.
-    pub fn bin_dir(&self) -> PathBuf {
+impl TestEngine for Podman {
+    fn name(&self) -> &'static str {
+        "podman"
+    }
+
+    fn bin_dir(&self) -> PathBuf {
         self.dir.path().join("bin")
     }
 
-    /// The wrapper itself.
-    pub fn program(&self) -> PathBuf {
-        self.bin_dir().join("podman")
-    }
-
-    /// `PATH` with [`Podman::bin_dir`] first.
-    pub fn path_env(&self) -> std::ffi::OsString {
-        let mut dirs = vec![self.bin_dir()];
-        dirs.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
-        std::env::join_paths(dirs).unwrap()
-    }
-
-    /// Runs podman on this store; panics unless it succeeds. Returns its standard output.
-    pub fn run(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub fn output(&self, args: &[&str]) -> Output {
-        Command::new(self.program()).args(args).output().unwrap()
-    }
-
-    /// Lets this podman pull from and push to a plain-HTTP registry (`host:port`), as
-    /// `insecure = true` in registries.conf does on a real machine.
-    pub fn allow_plain_http(&self, host: &str) {
+    /// As `insecure = true` in registries.conf does on a real machine.
+    fn allow_plain_http(&self, host: &str) {
         use std::io::Write;
         let mut conf = std::fs::OpenOptions::new()
             .append(true)
@@ -134,69 +107,19 @@ impl Podman {
         .unwrap();
     }
 
-    /// `podman login`: a login of the engine's own (in this podman's `REGISTRY_AUTH_FILE`),
-    /// which every pull and push of this engine then uses for `host`.
-    pub fn login(&self, host: &str, user: &str, password: &str) {
-        self.run(&["login", "--username", user, "--password", password, host]);
-    }
-
-    /// Pushes [`BUSYBOX_IMAGE`] to `image` (`host:port/repository:tag`), with this engine's
-    /// logins.
-    pub fn push_busybox(&self, image: &str) {
-        self.run(&[
-            "push",
-            "--quiet",
-            BUSYBOX_IMAGE,
-            &format!("docker://{image}"),
-        ]);
-    }
-
-    /// Names of every container in the store, running or not.
-    pub fn containers(&self) -> Vec<String> {
-        self.run(&["ps", "--all", "--format", "{{.Names}}"])
-            .lines()
-            .map(str::to_owned)
-            .filter(|l| !l.is_empty())
-            .collect()
-    }
-
-    /// Starts a detached container named `name` that sleeps, with `labels`, as another user of
-    /// the engine would.
-    pub fn start_sleeper(&self, name: &str, labels: &[&str]) {
-        let mut args = vec![
-            "run",
-            "--detach",
-            "--init",
-            "--network",
-            "none",
-            "--name",
-            name,
-        ];
-        for label in labels {
-            args.extend(["--label", label]);
+    fn push(&self, from: &str, to: &str, credentials: Option<&str>) {
+        let to = format!("docker://{to}");
+        let mut args = vec!["push", "--quiet"];
+        if let Some(credentials) = credentials {
+            args.extend(["--creds", credentials]);
         }
-        args.extend([BUSYBOX_IMAGE, "sleep", "1000"]);
+        args.extend([from, &to]);
         self.run(&args);
     }
 
-    fn build_busybox(&self, busybox: &Path) {
-        let context = self.dir.path().join("busybox");
-        std::fs::create_dir_all(context.join("bin")).unwrap();
-        std::fs::copy(busybox, context.join("bin/busybox")).unwrap();
-        // Every applet by its name, as `busybox --install` would do inside the image.
-        let list = Command::new(busybox).arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
-            if applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", context.join("bin").join(applet)).unwrap();
-            }
-        }
-        std::fs::write(
-            context.join("Containerfile"),
-            "FROM scratch\nCOPY bin/ /bin/\nENV PATH=/bin\n",
-        )
-        .unwrap();
+    fn build(&self, tag: &str, context: &Path) {
         let context = context.display().to_string();
-        self.run(&["build", "--quiet", "--tag", BUSYBOX_IMAGE, &context]);
+        self.run(&["build", "--quiet", "--tag", tag, &context]);
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use raibid_config::ContainerEngineKind;
 use raibid_oci::ImageReference;
 use tokio::process::Command;
 use tokio::sync::OnceCell;
@@ -33,8 +34,14 @@ use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_gr
 use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
 use crate::image::RegistryAuth;
 
-/// In order of preference: podman needs no daemon.
-const ENGINES: [&str; 2] = ["podman", "docker"];
+/// The engines `kind` allows, in order of preference: podman needs no daemon.
+fn engines(kind: ContainerEngineKind) -> &'static [&'static str] {
+    match kind {
+        ContainerEngineKind::Auto => &["podman", "docker"],
+        ContainerEngineKind::Podman => &["podman"],
+        ContainerEngineKind::Docker => &["docker"],
+    }
+}
 
 /// `info`, `kill`, `rm`: answers from a healthy engine take a second or two.
 const ENGINE_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,8 +54,9 @@ const CONTAINER_WORKSPACE: &str = "/workspace";
 /// What the engine's client exits with when the container's main process got SIGKILL.
 const KILLED_EXIT_CODE: i32 = 137;
 
-/// How long past a step's timeout and grace podman waits before it kills the container itself
-/// (see [`ContainerExecutor::engine_timeout`]): more than the agent's `kill` and `rm` take.
+/// How long past a step's timeout and grace a step container may live before the engine
+/// (podman) or the watchdog (docker) ends it (see [`ContainerExecutor::life_limit`]): more than
+/// the agent's `kill` and `rm` take.
 const ENGINE_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 
 /// A container engine that answered `info`.
@@ -59,15 +67,19 @@ pub struct ContainerEngine {
 }
 
 impl ContainerEngine {
-    /// Finds podman or docker on the agent's `PATH` and checks that it can reach its engine.
-    pub async fn detect() -> Result<Self, ExecError> {
-        Self::detect_on_path(&std::env::var_os("PATH").unwrap_or_default()).await
+    /// Finds the engine `kind` names (`agent.container_engine`; `Auto`: podman, else docker)
+    /// on the agent's `PATH` and checks that it can reach its engine.
+    pub async fn detect(kind: ContainerEngineKind) -> Result<Self, ExecError> {
+        Self::detect_on_path(kind, &std::env::var_os("PATH").unwrap_or_default()).await
     }
 
     /// Like [`Self::detect`], searching `search_path` (a `PATH`-style list) instead.
-    pub async fn detect_on_path(search_path: &OsStr) -> Result<Self, ExecError> {
+    pub async fn detect_on_path(
+        kind: ContainerEngineKind,
+        search_path: &OsStr,
+    ) -> Result<Self, ExecError> {
         let mut reasons = Vec::new();
-        for name in ENGINES {
+        for &name in engines(kind) {
             let Some(program) = process::find_program(name, search_path) else {
                 reasons.push(format!("{name} is not on PATH"));
                 continue;
@@ -220,15 +232,19 @@ impl ContainerExecutor {
         }
     }
 
-    /// podman's own limit on a step container's life (docker has none): past the step's
-    /// timeout and the grace the agent gives it, with a margin for the agent's engine commands,
-    /// so a live agent always stops its step first. It is what ends the step container of an
-    /// agent that was killed when no other agent starts on the machine to sweep it.
+    /// A step container's longest life, in seconds: past the step's timeout and the grace the
+    /// agent gives it, with a margin for the agent's engine commands, so a live agent always
+    /// stops its step first. It is what ends the step container of an agent that was killed
+    /// when no other agent starts on the machine to sweep it: podman's own `--timeout`, or
+    /// under docker, which has none, a [`Watchdog`].
+    fn life_limit(&self, step_timeout: Duration) -> u64 {
+        let limit = step_timeout + self.options.kill_grace + ENGINE_TIMEOUT_MARGIN;
+        limit.as_secs() + u64::from(limit.subsec_nanos() > 0)
+    }
+
+    /// `--timeout` for podman; docker has no such option.
     fn engine_timeout(&self, step_timeout: Duration) -> Option<u64> {
-        (self.engine.name == "podman").then(|| {
-            let limit = step_timeout + self.options.kill_grace + ENGINE_TIMEOUT_MARGIN;
-            limit.as_secs() + u64::from(limit.subsec_nanos() > 0)
-        })
+        (self.engine.name == "podman").then(|| self.life_limit(step_timeout))
     }
 
     /// A new container's name, naming this agent process (see [`Owner`]).
@@ -416,6 +432,7 @@ impl ContainerExecutor {
         // engine carries them apart, and nothing can order them again afterwards. On the line
         // that the script's first line continues (see `StepEnv::prelude`).
         let script = format!("exec 2>&1; {}{}", env.prelude(), spec.script);
+        let engine_timeout = self.engine_timeout(remaining);
         let args = run_args(&RunArgs {
             name: &name,
             workspace: &workspace,
@@ -425,12 +442,21 @@ impl ContainerExecutor {
             network: self.options.network,
             image: &image,
             script: &script,
-            engine_timeout: self.engine_timeout(remaining),
+            engine_timeout,
             limits: &self.options.limits,
             // An image pulled with the registry's login was pulled just now if the step asked;
             // the engine, pulling again without that login, would be refused.
             pull_always: spec.pull && !pulled_with_login,
         })?;
+        let _watchdog = if engine_timeout.is_some() {
+            None
+        } else {
+            Watchdog::start(&self.engine, &name, self.life_limit(remaining))
+                .inspect_err(|e| {
+                    warn!(container = %name, error = %e, "cannot start the step container's watchdog; if the agent is killed, its container runs until the next agent starts")
+                })
+                .ok()
+        };
         let mut command = Command::new(&self.engine.program);
         // conmon, which podman starts, writes a file named `oom` into its working directory
         // when the container is killed for memory: the step's private directory, removed
@@ -690,6 +716,56 @@ impl Stopper for EngineStopper<'_> {
                 warn!(container = self.name, %why, "cannot remove the step's container");
             }
         })
+    }
+}
+
+/// docker's stand-in for podman's `--timeout`: a shell in a process group and session of its
+/// own that removes the step container once its life limit has passed. The agent kills it when
+/// the step ends; an agent that is killed (SIGKILL, the OOM killer) cannot, and then the
+/// watchdog, which nothing kills with the agent's process group, ends the orphaned container.
+/// The name and program reach the shell as arguments, never in its script.
+struct Watchdog {
+    child: tokio::process::Child,
+}
+
+impl Watchdog {
+    fn start(engine: &ContainerEngine, name: &str, seconds: u64) -> std::io::Result<Self> {
+        let mut command = Command::new(SHELL[0]);
+        command
+            .args([
+                "-c",
+                "sleep \"$1\" && exec \"$2\" rm --force \"$3\"",
+                "raibid-container-watchdog",
+            ])
+            .arg(seconds.to_string())
+            .arg(&engine.program)
+            .arg(name)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // A session (and so a process group) of its own: signals to the agent's group and a
+        // terminal's hangup do not reach it.
+        // SAFETY: setsid is async-signal-safe and touches no allocator or locks.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        Ok(Self {
+            child: command.spawn()?,
+        })
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // The shell and its `sleep`; tokio reaps the shell.
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
     }
 }
 

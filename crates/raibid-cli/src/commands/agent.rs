@@ -365,7 +365,7 @@ async fn executor(
             Arc::new(b)
         }
         ExecutorKind::Container => {
-            let engine = ContainerEngine::detect().await?;
+            let engine = ContainerEngine::detect(config.agent.container_engine).await?;
             let registry = &config.agent.registry;
             let login = (!registry.username.is_empty()).then(|| RegistryLogin {
                 host: registry_host(config),
