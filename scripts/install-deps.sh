@@ -14,7 +14,9 @@ if [ "${1:-run}" = test ]; then
          dockerd:docker.io
          # Container steps with the network: podman's bridge, deterministic whatever apt would
          # pick for podman's virtual network stack without recommends.
-         /usr/lib/podman/netavark:netavark iptables:iptables)
+         /usr/lib/podman/netavark:netavark iptables:iptables
+         # services: steps find them by name through podman's DNS.
+         /usr/lib/podman/aardvark-dns:aardvark-dns)
 fi
 
 missing=()

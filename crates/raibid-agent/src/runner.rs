@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::checkout::{Changes, GitCheckout};
 use crate::env::{StepPlace, is_reserved, step_base_env};
-use crate::executor::{Executor, StepExit, StepSpec};
+use crate::executor::{Executor, ServiceGroup, ServicesSpec, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
 use crate::job_cache::{JobCache, JobCacheError, Restored, Saved};
 use crate::logsink::JobLog;
@@ -880,6 +880,33 @@ impl Runner {
                 tail: String::new(),
             })
             .collect();
+        let services = if pipeline.services.is_empty() {
+            None
+        } else {
+            let spec = ServicesSpec {
+                services: pipeline.services.clone(),
+                private: Some(private.to_path_buf()),
+                untrusted: !self.secrets.trusts(job),
+                timeout: job_deadline.saturating_duration_since(Instant::now()),
+            };
+            match self.start_services(&spec, log, stop).await {
+                Ok(group) => Some(group),
+                Err(message) => {
+                    for r in &mut results {
+                        r.status = StepStatus::Skipped;
+                    }
+                    let mut outcome = if stop.is_cancelled() {
+                        log.line(&format!("\x1b[31m✘ services: {message}\x1b[0m"))
+                            .await;
+                        Outcome::new(JobStatus::Cancelled).with_reason(message)
+                    } else {
+                        error_outcome(log, format!("services: {message}")).await
+                    };
+                    outcome.steps = results;
+                    return outcome;
+                }
+            }
+        };
         let mut outcome = Outcome::new(JobStatus::Success);
         // The first failure makes the job's status and reason; steps that run after it
         // (`when: status: failure`) and fail too change neither.
@@ -980,6 +1007,7 @@ impl Runner {
                         image: step.image.clone().or_else(|| pipeline.image.clone()),
                         pull: step.pull,
                         untrusted: !self.secrets.trusts(job),
+                        network: services.as_ref().map(|s| s.network().to_owned()),
                     };
                     self.run_script(&spec, log, stop).await
                 }
@@ -1072,6 +1100,10 @@ impl Runner {
             }
             let _ = self.queue.record_progress(claimed, &results).await;
         }
+        if let Some(group) = services {
+            let (tx, rx) = mpsc::channel(64);
+            tokio::join!(group.finish(tx), log.pump(rx));
+        }
         if outcome.status == JobStatus::Success {
             let count = |status| results.iter().filter(|r| r.status == status).count();
             let ran = count(StepStatus::Success);
@@ -1085,6 +1117,28 @@ impl Runner {
         }
         outcome.steps = results;
         outcome
+    }
+
+    /// Starts the job's services, with their notes in the log under a heading of their own.
+    async fn start_services(
+        &self,
+        spec: &ServicesSpec,
+        log: &mut JobLog,
+        stop: &CancellationToken,
+    ) -> Result<ServiceGroup, String> {
+        log.line(&format!(
+            "\n\x1b[1;36m▶ services\x1b[0m \x1b[2m{}\x1b[0m",
+            spec.services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .await;
+        let (tx, rx) = mpsc::channel(64);
+        let start = self.executor.start_services(spec, tx, stop.clone());
+        let (result, ()) = tokio::join!(start, log.pump(rx));
+        result.map_err(|e| e.to_string())
     }
 
     async fn run_script(

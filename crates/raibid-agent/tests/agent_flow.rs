@@ -916,6 +916,88 @@ async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
     assert!(log.contains("tool-ran"), "{log}");
 }
 
+/// A job's `services:` start before its first step and every step reaches them by name;
+/// their output follows the steps in the job's log, and nothing is left on the engine.
+#[tokio::test]
+async fn container_jobs_with_services_reach_them_by_name() {
+    use raibid_agent::executor::{ContainerEngine, ContainerExecutor, ContainerOptions};
+    use raibid_testkit::{BUSYBOX_IMAGE, Podman, TestEngine};
+
+    let _bridges = raibid_testkit::network_lock();
+    let h = Harness::new();
+    let podman = Podman::new();
+    let engine = ContainerEngine::detect_on_path(
+        raibid_config::ContainerEngineKind::Auto,
+        podman.bin_dir().as_os_str(),
+    )
+    .await
+    .unwrap();
+    let executor = Arc::new(ContainerExecutor::new(
+        engine,
+        ContainerOptions {
+            default_image: BUSYBOX_IMAGE.into(),
+            network: false,
+            ..ContainerOptions::default()
+        },
+    ));
+    let repo = GitRepo::new();
+    let pipeline = format!(
+        "services:\n  - name: kv\n    image: {BUSYBOX_IMAGE}\n    env: {{ANSWER: \"42\"}}\n    \
+         command: [sh, -c, 'echo kv up; while true; do echo \"$ANSWER\" | nc -l -p 6000; done']\n\
+         steps:\n  - name: ask\n    run: |\n      for i in $(seq 1 50); do \
+         if answer=$(nc -w 2 kv 6000 </dev/null) && [ -n \"$answer\" ]; then break; fi; sleep 0.2; done\n      \
+         echo \"the answer is $answer\"\n  - name: again\n    run: nc -w 2 kv 6000 </dev/null\n"
+    );
+    let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "services");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner_on(executor, SecretStore::default(), None, "registry.invalid"))
+        .await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(log.contains("the answer is 42\n"), "{log}");
+    let services = log.find("\u{25b6} services").expect("services heading");
+    let first_step = log.find("\u{25b6} step ask").expect("step heading");
+    let service_log = log
+        .find("\u{25b6} service kv\nkv up\n")
+        .expect("service log");
+    assert!(services < first_step && first_step < service_log, "{log}");
+    assert_eq!(podman.containers(), Vec::<String>::new());
+    assert_eq!(podman.raibid_networks(), Vec::<String>::new());
+}
+
+/// Only the container executor runs services: elsewhere the job ends in `error` before any
+/// step, saying so.
+#[tokio::test]
+async fn services_outside_the_container_executor_are_an_error() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "services:\n  - name: db\n    image: postgres:16\nsteps:\n  - name: t\n    run: echo step-ran\n",
+        )],
+        "services",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error, "{log}");
+    assert!(
+        log.contains("`services:` run only under the container executor"),
+        "{log}"
+    );
+    assert!(!log.contains("step-ran"), "{log}");
+    assert!(
+        done.steps
+            .iter()
+            .all(|s| s.status == raibid_model::StepStatus::Skipped),
+        "{:?}",
+        done.steps
+    );
+}
+
 /// Processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")

@@ -61,6 +61,7 @@ fn step(script: &str) -> Step {
             image: None,
             pull: false,
             untrusted: false,
+            network: None,
         },
         _workspace: workspace,
     }
@@ -695,7 +696,92 @@ on_each_engine!(
     container_steps_that_pull_get_the_tag_s_newest_push,
     container_steps_get_their_limits,
     container_steps_without_the_network_see_only_loopback,
+    container_services_are_reached_by_name_and_leave_nothing,
 );
+
+/// `services:` run beside the steps on a network of the job's own (internal: the agent gives
+/// steps no network here), reached by name; their output comes back when they are finished,
+/// and then neither they nor their network is left. A fork's service image that its registry
+/// does not serve anonymously is refused like a step's, and what started is removed.
+async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl TestEngine) {
+    use raibid_agent::executor::ServicesSpec;
+    let _bridges = raibid_testkit::network_lock();
+    let executor = container(engine).await;
+    let service = raibid_pipeline::Service {
+        name: "greeter".into(),
+        image: BUSYBOX_IMAGE.into(),
+        env: BTreeMap::from([("GREETING".into(), "hello from the service".into())]),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo listening; while true; do echo \"$GREETING\" | nc -l -p 7000; done".into(),
+        ],
+    };
+    let mut spec = ServicesSpec {
+        services: vec![service],
+        private: None,
+        untrusted: false,
+        timeout: Duration::from_secs(120),
+    };
+    let (tx, mut notes) = mpsc::channel(64);
+    let group = executor
+        .start_services(&spec, tx, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(notes.recv().await.unwrap()).unwrap(),
+        format!("[raibid] service greeter started ({BUSYBOX_IMAGE})\n")
+    );
+    assert_eq!(engine.raibid_networks(), [group.network()]);
+
+    let mut client = step(
+        "for i in $(seq 1 50); do nc -w 2 greeter 7000 </dev/null && exit 0; sleep 0.2; done; exit 1",
+    );
+    client.spec.network = Some(group.network().to_owned());
+    let ran = run(&executor, &client.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(ran.output, "hello from the service\n");
+    // A step of another job (no network of the services') cannot reach them.
+    let stranger = step("nc -w 2 greeter 7000 </dev/null 2>/dev/null || echo unreachable");
+    assert_eq!(run(&executor, &stranger.spec).await.output, "unreachable\n");
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let collect = async move {
+        let mut text = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            text.extend(chunk);
+        }
+        String::from_utf8(text).unwrap()
+    };
+    let ((), logs) = tokio::join!(group.finish(tx), collect);
+    assert!(
+        logs.starts_with("\n\u{25b6} service greeter\nlistening\n"),
+        "{logs}"
+    );
+    assert_eq!(engine.containers(), Vec::<String>::new(), "left behind");
+    assert_eq!(
+        engine.raibid_networks(),
+        Vec::<String>::new(),
+        "left behind"
+    );
+
+    spec.untrusted = true;
+    let (tx, _notes) = mpsc::channel(64);
+    let err = executor
+        .start_services(&spec, tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Image(why) if why.contains("without a login")),
+        "{err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !engine.raibid_networks().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", engine.raibid_networks());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(engine.containers(), Vec::<String>::new(), "left behind");
+}
 
 /// Under docker each step has a watchdog process (podman's `--timeout` stands in for it): once
 /// the step has ended, none may be left.

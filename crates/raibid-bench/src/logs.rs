@@ -352,6 +352,7 @@ async fn executor_only(script: &str, workspace: &std::path::Path) -> Result<Dura
         image: None,
         pull: false,
         untrusted: false,
+        network: None,
     };
     let executor = HostExecutor::new();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);

@@ -128,8 +128,12 @@ impl Up {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            // `env` is written after the listener is bound, naming this run's address: the
+            // port alone answers a moment before it is there.
+            let env = std::fs::read_to_string(self.data.join("env")).unwrap_or_default();
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.data.join("api-token").exists()
+                && env.contains(&format!("RAIBID_SERVER=http://127.0.0.1:{}\n", self.port))
+                && env.contains("RAIBID_TOKEN=")
             {
                 return;
             }

@@ -93,6 +93,7 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             matrix: None,
             cache: None,
             when: When::default(),
+            services: Vec::new(),
             steps,
         },
         explanation: format!(

@@ -12,6 +12,7 @@ use crate::duration::Timeout;
 use crate::error::PipelineError;
 use crate::flow_guard;
 use crate::matrix::{Matrix, MatrixDe, Variant};
+use crate::service::{Service, Services};
 use crate::step::{ImageRef, Step, StepKind, Steps};
 use crate::tag;
 use crate::when::{PipelineWhen, When};
@@ -35,6 +36,9 @@ pub struct Pipeline {
     /// Which jobs the pipeline runs for at all (`when:`, one block or a list of them); no
     /// block for every job. Never has `status`: it is decided before any step runs.
     pub when: When,
+    /// Containers beside the steps, reachable by name (container executor only); names are
+    /// unique.
+    pub services: Vec<Service>,
     /// Never empty; names are unique.
     pub steps: Vec<Step>,
 }
@@ -81,6 +85,7 @@ struct RawPipeline {
     matrix: Option<MatrixDe>,
     cache: Option<CacheDe>,
     when: Option<PipelineWhen>,
+    services: Option<Services>,
     steps: Option<Steps>,
 }
 
@@ -129,6 +134,7 @@ impl RawPipeline {
             matrix: self.matrix.map(|m| m.0),
             cache: self.cache.map(|c| c.0),
             when: self.when.map(|w| w.0).unwrap_or_default(),
+            services: self.services.map(|s| s.0).unwrap_or_default(),
             steps,
         })
     }

@@ -26,6 +26,7 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent_docker() {
 }
 
 async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent(engine: &impl TestEngine) {
+    let _bridges = raibid_testkit::network_lock();
     let settings = Settings {
         executor: "container",
         // The limits come along to show that the agent's configuration reaches the engine;
@@ -42,8 +43,11 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent(engine: &i
     stack.add_agent("agent-0", 1, &env);
 
     let repo = GitRepo::new();
+    // A service too: its container and its network are the dead agent's as well.
     let pipeline = format!(
-        "image: {BUSYBOX_IMAGE}\nsteps:\n  - name: work\n    run: |\n      \
+        "image: {BUSYBOX_IMAGE}\n\
+         services:\n  - name: helper\n    image: {BUSYBOX_IMAGE}\n    command: [sleep, '1000']\n\
+         steps:\n  - name: work\n    run: |\n      \
          echo \"pids.max $(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)\"\n      \
          echo \"step attempt $RAIBID_ATTEMPT\"\n      \
          if [ \"$RAIBID_ATTEMPT\" = 1 ]; then trap '' TERM; sleep 1000; fi\n"
@@ -62,8 +66,8 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent(engine: &i
     };
     let (job, _) = submit_until_accepted(&client, &submission, Duration::from_secs(30)).await;
 
-    // Once the step has printed, its container is the only one (the agent's first-run check
-    // of the engine has come and gone).
+    // Once the step has printed, its container and the service's are the only ones (the
+    // agent's first-run check of the engine has come and gone).
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let log = log_of(&client, &job.id).await;
@@ -77,29 +81,34 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent(engine: &i
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let containers = engine.containers();
-    let [orphan] = containers.as_slice() else {
-        panic!(
-            "expected the step's container alone: {containers:?}\n{}\n{}",
-            log_of(&client, &job.id).await,
-            stack.logs()
-        );
-    };
-    let orphan = orphan.clone();
+    let mut orphans = engine.containers();
+    orphans.sort();
+    let networks = engine.raibid_networks();
+    assert!(
+        orphans.len() == 2 && networks.len() == 1,
+        "expected the step's and the service's containers and one network: {orphans:?} \
+         {networks:?}\n{}\n{}",
+        log_of(&client, &job.id).await,
+        stack.logs()
+    );
     stack.agents[0].kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut left = engine.containers();
+    left.sort();
     assert_eq!(
-        engine.containers(),
-        vec![orphan.clone()],
-        "the engine keeps the dead agent's step running"
+        left, orphans,
+        "the engine keeps the dead agent's containers running"
     );
+    assert_eq!(engine.raibid_networks(), networks);
 
     stack.add_agent("agent-1", 1, &env);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while engine.containers().contains(&orphan) {
+    while engine.containers().iter().any(|c| orphans.contains(c))
+        || engine.raibid_networks().contains(&networks[0])
+    {
         assert!(
             Instant::now() < deadline,
-            "{orphan} outlived its agent:\n{}",
+            "{orphans:?} {networks:?} outlived their agent:\n{}",
             stack.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -116,4 +125,14 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent(engine: &i
         "{}",
         stack.logs()
     );
+    assert!(
+        stack.agents[1]
+            .log()
+            .contains("removed the services' network of an agent that died"),
+        "{}",
+        stack.logs()
+    );
+    // The rerun's own services are gone with its end.
+    assert_eq!(engine.containers(), Vec::<String>::new());
+    assert_eq!(engine.raibid_networks(), Vec::<String>::new());
 }

@@ -1,8 +1,11 @@
 //! What the container executor's tests do with an engine of their own, whichever it is
 //! ([`crate::Podman`] or [`crate::Docker`]), so that each test runs against both.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// The busybox image every test engine builds into its store (no registry involved).
 pub const BUSYBOX_IMAGE: &str = "localhost/raibid-test/busybox:1";
@@ -77,6 +80,15 @@ pub trait TestEngine {
             .collect()
     }
 
+    /// Names of the engine's networks that raibid made (`raibid-...`).
+    fn raibid_networks(&self) -> Vec<String> {
+        self.run(&["network", "ls", "--format", "{{.Name}}"])
+            .lines()
+            .filter(|l| l.starts_with("raibid-"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Starts a detached container named `name` that sleeps, with `labels`, as another user of
     /// the engine would.
     fn start_sleeper(&self, name: &str, labels: &[&str]) {
@@ -95,6 +107,23 @@ pub trait TestEngine {
         args.extend([BUSYBOX_IMAGE, "sleep", "1000"]);
         self.run(&args);
     }
+}
+
+/// Held by a test while its engine creates networks: each test engine names its bridge
+/// interfaces on its own (podman's `podman1`, ...) in the machine's one network namespace, so
+/// two tests creating networks at once would take the same interface. A file lock, as nextest
+/// runs each test in a process of its own.
+pub fn network_lock() -> Flock<File> {
+    let path = std::env::temp_dir().join("raibid-test-networks.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .expect("open the network lock file");
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the network lock file")
 }
 
 /// The context of [`BUSYBOX_IMAGE`] in `dir`: a static busybox with every applet linked by

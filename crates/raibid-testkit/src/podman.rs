@@ -41,9 +41,12 @@ impl Podman {
                  cgroup_manager = \"cgroupfs\"\n\
                  events_logger = \"file\"\n\
                  events_logfile_path = \"{events}\"\n\
-                 tmp_dir = \"{tmp}\"\n",
+                 tmp_dir = \"{tmp}\"\n\
+                 [network]\n\
+                 network_config_dir = \"{networks}\"\n",
                 events = d.join("events.log").display(),
                 tmp = d.join("tmp").display(),
+                networks = d.join("networks").display(),
             ),
         )
         .unwrap();

@@ -143,6 +143,7 @@ impl BwrapExecutor {
             image: None,
             pull: false,
             untrusted: false,
+            network: None,
         };
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
         let collect = async {

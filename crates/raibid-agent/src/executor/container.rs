@@ -31,7 +31,7 @@ use super::container_owner::{self, Owner};
 use super::env_script::{SHELL_READONLY, is_shell_name};
 use super::image_arch::{ArchPreflight, ArchVerdict};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
-use super::{ExecError, Executor, OutputSender, StepExit, StepSpec};
+use super::{ExecError, Executor, OutputSender, ServiceGroup, ServicesSpec, StepExit, StepSpec};
 use crate::image::RegistryAuth;
 
 /// The engines `kind` allows, in order of preference: podman needs no daemon.
@@ -44,10 +44,10 @@ fn engines(kind: ContainerEngineKind) -> &'static [&'static str] {
 }
 
 /// `info`, `kill`, `rm`: answers from a healthy engine take a second or two.
-const ENGINE_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const ENGINE_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The first container run may pull the default image.
-const FIRST_RUN_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const FIRST_RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 const CONTAINER_WORKSPACE: &str = "/workspace";
 
@@ -107,7 +107,7 @@ impl ContainerEngine {
     /// Removes a container, running or not, at once: the step had its grace period (or, an
     /// orphan, has nobody waiting for it). podman's `rm --force` would first wait ten seconds
     /// for the container to stop.
-    async fn remove(&self, name: &str) -> Result<(), String> {
+    pub(super) async fn remove(&self, name: &str) -> Result<(), String> {
         engine_command(
             &self.program,
             self.remove_args(name),
@@ -129,7 +129,7 @@ impl ContainerEngine {
             .is_ok()
     }
 
-    fn remove_args<'a>(&self, name: &'a str) -> Vec<&'a str> {
+    pub(super) fn remove_args<'a>(&self, name: &'a str) -> Vec<&'a str> {
         let mut args = vec!["rm", "--force"];
         if self.name == "podman" {
             args.extend(["--time", "0"]);
@@ -169,7 +169,7 @@ pub struct ContainerLimits {
 }
 
 impl ContainerLimits {
-    fn args(&self) -> Vec<OsString> {
+    pub(super) fn args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
         if let Some(bytes) = self.memory_bytes {
             args.extend(["--memory".into(), format!("{bytes}b").into()]);
@@ -200,8 +200,8 @@ impl Default for ContainerOptions {
 
 #[derive(Debug)]
 pub struct ContainerExecutor {
-    engine: ContainerEngine,
-    options: ContainerOptions,
+    pub(super) engine: ContainerEngine,
+    pub(super) options: ContainerOptions,
     /// Set once a container has run: an engine can answer `info` and still be unable to start
     /// one (no cgroup or rlimit permissions in a nested container).
     runs_containers: OnceCell<()>,
@@ -237,7 +237,7 @@ impl ContainerExecutor {
     /// stops its step first. It is what ends the step container of an agent that was killed
     /// when no other agent starts on the machine to sweep it: podman's own `--timeout`, or
     /// under docker, which has none, a [`Watchdog`].
-    fn life_limit(&self, step_timeout: Duration) -> u64 {
+    pub(super) fn life_limit(&self, step_timeout: Duration) -> u64 {
         let limit = step_timeout + self.options.kill_grace + ENGINE_TIMEOUT_MARGIN;
         limit.as_secs() + u64::from(limit.subsec_nanos() > 0)
     }
@@ -248,7 +248,7 @@ impl ContainerExecutor {
     }
 
     /// A new container's name, naming this agent process (see [`Owner`]).
-    fn container_name(&self) -> Result<String, ExecError> {
+    pub(super) fn container_name(&self) -> Result<String, ExecError> {
         let random = process::random_suffix()?;
         Ok(match &self.owner {
             Some(owner) => owner.container_name(&random),
@@ -291,6 +291,27 @@ impl ContainerExecutor {
                 }
             }
         }
+        // The networks of dead agents' services, now that nothing is attached to them.
+        let args = ["network", "ls", "--format", "{{.Name}}"];
+        if let Ok(networks) =
+            engine_command(&self.engine.program, args, ENGINE_COMMAND_TIMEOUT).await
+        {
+            for network in networks.lines().map(str::trim) {
+                if !Owner::of_container(network).is_some_and(|owner| owner.is_dead(me)) {
+                    continue;
+                }
+                let args = ["network", "rm", network];
+                match engine_command(&self.engine.program, args, ENGINE_COMMAND_TIMEOUT).await {
+                    Ok(_) => warn!(
+                        network,
+                        "removed the services' network of an agent that died"
+                    ),
+                    Err(why) => {
+                        warn!(network, %why, "cannot remove the services' network of a dead agent")
+                    }
+                }
+            }
+        }
         removed
     }
 
@@ -301,7 +322,8 @@ impl ContainerExecutor {
     async fn pull_with_registry_login(
         &self,
         image: &str,
-        spec: &StepSpec,
+        pull: bool,
+        private: Option<&Path>,
     ) -> Result<bool, ExecError> {
         let Some(login) = &self.options.registry_login else {
             return Ok(false);
@@ -309,10 +331,10 @@ impl ContainerExecutor {
         if !ImageReference::parse(image).is_ok_and(|r| r.registry == login.host) {
             return Ok(false);
         }
-        if !spec.pull && self.engine.has_image(image).await {
+        if !pull && self.engine.has_image(image).await {
             return Ok(true);
         }
-        let dir = crate::private_dir::private_tempdir("raibid-pull-", spec.private.as_deref())?;
+        let dir = crate::private_dir::private_tempdir("raibid-pull-", private)?;
         let auth = crate::image::auth_json(Some(login));
         for name in ["auth.json", "config.json"] {
             crate::image::private_file(dir.path().join(name), auth.as_bytes())?;
@@ -364,6 +386,53 @@ impl ContainerExecutor {
             .map(|_| ())
     }
 
+    /// What a step or service runs `named` as: for an
+    /// untrusted job the image pinned to its registry's anonymous answer, else `named` after the
+    /// architecture check and, on the forge registry's host, a pull with its login. Returns the
+    /// image and whether it was pulled with that login (the engine, pulling again without it,
+    /// would be refused). Notes for the log go to `output`.
+    pub(super) async fn prepare_image(
+        &self,
+        named: &str,
+        untrusted: bool,
+        pull: bool,
+        private: Option<&Path>,
+        output: &OutputSender,
+    ) -> Result<(String, bool), ExecError> {
+        check_image_name(named)?;
+        if untrusted {
+            let pinned = self
+                .public_images
+                .pin_public(named)
+                .await
+                .map_err(ExecError::Image)?;
+            check_image_name(&pinned)?;
+            let note = format!(
+                "[raibid] a pull request from a fork: running {pinned}, which is {named} \
+                 as its registry serves it without a login\n"
+            );
+            let _ = output.send(note.into_bytes()).await;
+            return Ok((pinned, false));
+        }
+        if let Some(preflight) = &self.options.arch_preflight {
+            match preflight.check(named).await {
+                ArchVerdict::Runs(platform) => {
+                    debug!(image = named, platform, "image preflight passed")
+                }
+                ArchVerdict::Refused(why) => return Err(ExecError::Image(why)),
+                ArchVerdict::Unchecked(why) => {
+                    let note = format!(
+                        "[raibid] could not check which architectures {named} has ({why}); \
+                         starting it anyway\n"
+                    );
+                    let _ = output.send(note.into_bytes()).await;
+                }
+            }
+        }
+        let pulled = self.pull_with_registry_login(named, pull, private).await?;
+        Ok((named.to_owned(), pulled))
+    }
+
     async fn run(
         &self,
         spec: &StepSpec,
@@ -371,45 +440,21 @@ impl ContainerExecutor {
         cancel: CancellationToken,
     ) -> Result<StepExit, ExecError> {
         let named = spec.image.as_deref().unwrap_or(&self.options.default_image);
-        check_image_name(named)?;
         // The checks before the step can take minutes (the first run pulls the default image):
         // they count against the step's time and give way to a cancel like the step itself.
         let started = Instant::now();
         let prepare = async {
-            if spec.untrusted {
-                let pinned = self
-                    .public_images
-                    .pin_public(named)
-                    .await
-                    .map_err(ExecError::Image)?;
-                check_image_name(&pinned)?;
-                let note = format!(
-                    "[raibid] a pull request from a fork: running {pinned}, which is {named} \
-                     as its registry serves it without a login\n"
-                );
-                let _ = output.send(note.into_bytes()).await;
-                self.ensure_runs_containers(&pinned).await?;
-                return Ok((pinned, false));
-            }
-            let image = named;
-            if let Some(preflight) = &self.options.arch_preflight {
-                match preflight.check(image).await {
-                    ArchVerdict::Runs(platform) => {
-                        debug!(image, platform, "image preflight passed")
-                    }
-                    ArchVerdict::Refused(why) => return Err(ExecError::Image(why)),
-                    ArchVerdict::Unchecked(why) => {
-                        let note = format!(
-                            "[raibid] could not check which architectures {image} has ({why}); \
-                             starting it anyway\n"
-                        );
-                        let _ = output.send(note.into_bytes()).await;
-                    }
-                }
-            }
-            let pulled = self.pull_with_registry_login(image, spec).await?;
-            self.ensure_runs_containers(image).await?;
-            Ok((image.to_owned(), pulled))
+            let prepared = self
+                .prepare_image(
+                    named,
+                    spec.untrusted,
+                    spec.pull,
+                    spec.private.as_deref(),
+                    &output,
+                )
+                .await?;
+            self.ensure_runs_containers(&prepared.0).await?;
+            Ok::<_, ExecError>(prepared)
         };
         let stopped = |timed_out: bool| StepExit {
             code: None,
@@ -440,6 +485,7 @@ impl ContainerExecutor {
             env_file: &env.env_file(),
             env_values: env.values().as_deref(),
             network: self.options.network,
+            service_network: spec.network.as_deref(),
             image: &image,
             script: &script,
             engine_timeout,
@@ -509,6 +555,15 @@ impl Executor for ContainerExecutor {
         Box::pin(self.sweep_orphaned_containers())
     }
 
+    fn start_services<'a>(
+        &'a self,
+        spec: &'a ServicesSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ServiceGroup, ExecError>> {
+        Box::pin(async move { self.start_service_group(spec, &output, &cancel).await })
+    }
+
     fn run_step<'a>(
         &'a self,
         spec: &'a StepSpec,
@@ -535,7 +590,8 @@ const MAX_ENV_FILE_VALUE: usize = 32 * 1024;
 
 /// The step's environment on disk, in a private directory (0700) deleted on drop: the
 /// `--env-file`, and one file per value it cannot carry.
-struct StepEnv {
+#[derive(Debug)]
+pub(super) struct StepEnv {
     dir: tempfile::TempDir,
     /// Names of the values kept in files, exported by [`StepEnv::prelude`].
     in_files: Vec<String>,
@@ -543,7 +599,10 @@ struct StepEnv {
 
 impl StepEnv {
     /// In `private` (see [`StepSpec::private`]).
-    fn write(env: &BTreeMap<String, String>, private: Option<&Path>) -> Result<Self, ExecError> {
+    pub(super) fn write(
+        env: &BTreeMap<String, String>,
+        private: Option<&Path>,
+    ) -> Result<Self, ExecError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = crate::private_dir::private_tempdir("raibid-env-", private)?;
         let mut file = std::fs::OpenOptions::new()
@@ -586,12 +645,12 @@ impl StepEnv {
         Ok(Self { dir, in_files })
     }
 
-    fn env_file(&self) -> PathBuf {
+    pub(super) fn env_file(&self) -> PathBuf {
         self.dir.path().join("env")
     }
 
     /// The directory to mount at [`ENV_DIR`], if any value needs it.
-    fn values(&self) -> Option<PathBuf> {
+    pub(super) fn values(&self) -> Option<PathBuf> {
         (!self.in_files.is_empty()).then(|| self.dir.path().join("values"))
     }
 
@@ -629,6 +688,8 @@ struct RunArgs<'a> {
     /// Mounted read-only at [`ENV_DIR`].
     env_values: Option<&'a Path>,
     network: bool,
+    /// The job's services' network (see [`StepSpec::network`]), over `network`.
+    service_network: Option<&'a str>,
     image: &'a str,
     script: &'a str,
     /// Seconds for podman's `--timeout`.
@@ -674,7 +735,9 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
     }
     args.extend(["-w", CONTAINER_WORKSPACE, "--env-file"].map(OsString::from));
     args.push(a.env_file.into());
-    if !a.network {
+    if let Some(network) = a.service_network {
+        args.extend(["--network", network].map(OsString::from));
+    } else if !a.network {
         args.extend(["--network", "none"].map(OsString::from));
     }
     if let Some(seconds) = a.engine_timeout {
@@ -724,12 +787,17 @@ impl Stopper for EngineStopper<'_> {
 /// the step ends; an agent that is killed (SIGKILL, the OOM killer) cannot, and then the
 /// watchdog, which nothing kills with the agent's process group, ends the orphaned container.
 /// The name and program reach the shell as arguments, never in its script.
-struct Watchdog {
+#[derive(Debug)]
+pub(super) struct Watchdog {
     child: tokio::process::Child,
 }
 
 impl Watchdog {
-    fn start(engine: &ContainerEngine, name: &str, seconds: u64) -> std::io::Result<Self> {
+    pub(super) fn start(
+        engine: &ContainerEngine,
+        name: &str,
+        seconds: u64,
+    ) -> std::io::Result<Self> {
         let mut command = Command::new(SHELL[0]);
         command
             .args([
@@ -802,7 +870,11 @@ impl Drop for RemoveOnDrop {
 
 /// Runs an engine subcommand to completion and returns its standard output; the error is the
 /// engine's own explanation.
-async fn engine_command<I, S>(program: &Path, args: I, timeout: Duration) -> Result<String, String>
+pub(super) async fn engine_command<I, S>(
+    program: &Path,
+    args: I,
+    timeout: Duration,
+) -> Result<String, String>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -873,6 +945,7 @@ mod tests {
             image: Some("127.0.0.1:1/ci/image@not-a-digest".into()),
             pull: false,
             untrusted: false,
+            network: None,
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         match executor.run(&spec, tx, CancellationToken::new()).await {
@@ -907,6 +980,7 @@ mod tests {
             image: None,
             pull: false,
             untrusted: false,
+            network: None,
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let started = Instant::now();
@@ -961,6 +1035,7 @@ mod tests {
             env_file: &file.env_file(),
             env_values: Some(&values),
             network: false,
+            service_network: None,
             image: "alpine:3",
             script: &(file.prelude() + "make test"),
             engine_timeout: None,
@@ -1088,6 +1163,7 @@ mod tests {
             env_file: Path::new("/tmp/e"),
             env_values: None,
             network: false,
+            service_network: None,
             image: "rust:1",
             script: "cargo build",
             engine_timeout: executor.engine_timeout(Duration::from_millis(60_500)),
@@ -1141,6 +1217,7 @@ mod tests {
             env_file: Path::new("/tmp/e"),
             env_values: None,
             network: true,
+            service_network: None,
             image: "i",
             script: "s",
             engine_timeout: None,
@@ -1148,5 +1225,42 @@ mod tests {
             pull_always: false,
         };
         assert!(run_args(&args).is_err());
+    }
+
+    /// A step of a job with services joins their network, whatever `agent.network` says (the
+    /// services' network is internal when it is off).
+    #[test]
+    fn steps_of_jobs_with_services_join_their_network() {
+        let mut a = RunArgs {
+            name: "n",
+            workspace: Path::new("/w/a"),
+            read_only: &[],
+            env_file: Path::new("/tmp/e"),
+            env_values: None,
+            network: false,
+            service_network: Some("raibid-net"),
+            image: "i",
+            script: "s",
+            engine_timeout: None,
+            limits: &ContainerLimits::default(),
+            pull_always: false,
+        };
+        let joined = |a: &RunArgs<'_>| {
+            run_args(a)
+                .unwrap()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for network in [false, true] {
+            a.network = network;
+            let args = joined(&a);
+            assert!(args.contains(" --network raibid-net "), "{args}");
+            assert_eq!(args.matches("--network").count(), 1, "{args}");
+        }
+        a.service_network = None;
+        a.network = false;
+        assert!(joined(&a).contains(" --network none "));
     }
 }

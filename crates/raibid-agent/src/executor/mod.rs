@@ -5,6 +5,7 @@
 mod bwrap;
 mod container;
 mod container_owner;
+mod container_services;
 mod env_script;
 mod host;
 mod image_arch;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use bwrap::{BwrapExecutor, BwrapOptions, SANDBOX_HOME, SANDBOX_WORKSPACE};
 pub use container::{ContainerEngine, ContainerExecutor, ContainerLimits, ContainerOptions};
+pub use container_services::{ServiceGroup, ServicesSpec};
 pub use host::HostExecutor;
 pub use image_arch::{ArchPreflight, ArchVerdict, RegistryLogin};
 
@@ -54,6 +56,9 @@ pub struct StepSpec {
     /// fork, see `Secrets::trusts`). The container executor then runs only an image that its
     /// registry serves without a login, pinned to the digest of that answer; others ignore it.
     pub untrusted: bool,
+    /// The network of the job's services (see [`Executor::start_services`]), which the step
+    /// joins to reach them by name; container executor only.
+    pub network: Option<String>,
 }
 
 /// The workspace and `HOME` as a step sees them (see [`Executor::step_paths`]).
@@ -95,6 +100,9 @@ pub enum ExecError {
     Image(String),
     #[error("i/o error while running the step: {0}")]
     Io(#[from] std::io::Error),
+    /// The pipeline asks for what this executor cannot do (`services:` outside containers).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Output of a running step, stdout and stderr merged in the order they were written.
@@ -135,6 +143,23 @@ pub trait Executor: Send + Sync {
     /// a job takes a workspace slot, as the slot may be such a step's. Returns how many.
     fn sweep_orphans(&self) -> BoxFuture<'_, usize> {
         Box::pin(async { 0 })
+    }
+
+    /// Starts the job's `services:` before its first step; the container executor's alone.
+    fn start_services<'a>(
+        &'a self,
+        spec: &'a ServicesSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'a, Result<ServiceGroup, ExecError>> {
+        let _ = (spec, output, cancel);
+        let name = self.name();
+        Box::pin(async move {
+            Err(ExecError::Unsupported(format!(
+                "`services:` run only under the container executor (agent.executor: container); \
+                 this agent's is {name}"
+            )))
+        })
     }
 
     fn run_step<'a>(

@@ -1,0 +1,229 @@
+//! `services:` under the container executor: a network of the job's own, and one detached
+//! container per service on it, known to the engine's DNS by the service's name. Steps join the
+//! network (see [`StepSpec::network`](super::StepSpec::network)), so `postgres://db:5432`
+//! reaches the `db` service. Without `agent.network` the network is internal: steps and
+//! services reach each other and nothing else.
+//!
+//! Containers and network are named after the agent process like step containers, so an
+//! agent's sweep removes those of dead agents; each container also has the job's life limit
+//! (podman's `--timeout`, docker's watchdog).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use raibid_pipeline::Service;
+use tokio_util::sync::CancellationToken;
+
+use super::container::{
+    ContainerEngine, ContainerExecutor, ENGINE_COMMAND_TIMEOUT, FIRST_RUN_TIMEOUT, StepEnv,
+    Watchdog, engine_command,
+};
+use super::{ExecError, OutputSender};
+
+/// The job's services, as the runner hands them over.
+#[derive(Debug, Clone)]
+pub struct ServicesSpec {
+    pub services: Vec<Service>,
+    /// See [`StepSpec::private`](super::StepSpec::private): the services' env-files go here.
+    pub private: Option<PathBuf>,
+    /// See [`StepSpec::untrusted`](super::StepSpec::untrusted): images are pinned alike.
+    pub untrusted: bool,
+    /// What is left of the job's time: no service outlives it by more than a step would.
+    pub timeout: Duration,
+}
+
+/// A job's running services and their network. [`ServiceGroup::finish`] hands over their logs
+/// and removes them; a group dropped unfinished (the job's future abandoned) is removed on a
+/// thread of its own.
+#[derive(Debug)]
+pub struct ServiceGroup {
+    engine: ContainerEngine,
+    network: String,
+    /// (service name, container name), in the pipeline's order.
+    containers: Vec<(String, String)>,
+    watchdogs: Vec<Watchdog>,
+    /// The env-files, kept until the containers are gone.
+    _env: Vec<StepEnv>,
+    finished: bool,
+}
+
+impl ServiceGroup {
+    /// The network steps join.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// Sends each service's output to `output` under a heading of its name, then removes the
+    /// containers and the network.
+    pub async fn finish(mut self, output: OutputSender) {
+        for (service, container) in &self.containers {
+            let logs = engine_logs(&self.engine, container).await;
+            let text = format!("\n\u{25b6} service {service}\n{logs}");
+            let _ = output.send(text.into_bytes()).await;
+        }
+        remove_all(&self.engine, &self.containers, &self.network).await;
+        self.watchdogs.clear();
+        self.finished = true;
+    }
+}
+
+impl Drop for ServiceGroup {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let engine = self.engine.clone();
+        let containers = std::mem::take(&mut self.containers);
+        let network = self.network.clone();
+        // A thread, not a task: drop may run outside a runtime or while it shuts down.
+        std::thread::spawn(move || {
+            let run = |args: Vec<&str>| {
+                let _ = std::process::Command::new(engine.program())
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            };
+            for (_, container) in &containers {
+                run(engine.remove_args(container));
+            }
+            run(vec!["network", "rm", &network]);
+        });
+    }
+}
+
+/// The service's output so far, stdout then stderr (the engine keeps them apart).
+async fn engine_logs(engine: &ContainerEngine, container: &str) -> String {
+    let mut command = tokio::process::Command::new(engine.program());
+    command
+        .args(["logs", container])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(ENGINE_COMMAND_TIMEOUT, command.output()).await {
+        Ok(Ok(out)) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text
+        }
+        Ok(Err(e)) => format!("[raibid] cannot read the service's log: {e}\n"),
+        Err(_) => "[raibid] cannot read the service's log: the engine did not answer\n".into(),
+    }
+}
+
+async fn remove_all(engine: &ContainerEngine, containers: &[(String, String)], network: &str) {
+    for (_, container) in containers {
+        if let Err(why) = engine.remove(container).await {
+            tracing::warn!(container, %why, "cannot remove a service container");
+        }
+    }
+    let args = ["network", "rm", network];
+    if let Err(why) = engine_command(engine.program(), args, ENGINE_COMMAND_TIMEOUT).await {
+        tracing::warn!(network, %why, "cannot remove the services' network");
+    }
+}
+
+impl ContainerExecutor {
+    /// Creates the job's network and starts its services on it, in the pipeline's order; an
+    /// image that cannot run or a service that does not start ends it, removing what started.
+    pub(super) async fn start_service_group(
+        &self,
+        spec: &ServicesSpec,
+        output: &OutputSender,
+        cancel: &CancellationToken,
+    ) -> Result<ServiceGroup, ExecError> {
+        let network = self.container_name()?;
+        let mut create = vec!["network", "create"];
+        if !self.options.network {
+            create.push("--internal");
+        }
+        create.push(&network);
+        engine_command(self.engine.program(), create, ENGINE_COMMAND_TIMEOUT)
+            .await
+            .map_err(|why| {
+                ExecError::Spawn(format!("cannot create the services' network: {why}"))
+            })?;
+        let mut group = ServiceGroup {
+            engine: self.engine.clone(),
+            network,
+            containers: Vec::new(),
+            watchdogs: Vec::new(),
+            _env: Vec::new(),
+            finished: false,
+        };
+        for service in &spec.services {
+            let start = self.start_service(&mut group, service, spec, output);
+            tokio::select! {
+                started = start => started?,
+                () = cancel.cancelled() => {
+                    return Err(ExecError::Spawn("cancelled while the services started".into()));
+                }
+            }
+        }
+        Ok(group)
+    }
+
+    async fn start_service(
+        &self,
+        group: &mut ServiceGroup,
+        service: &Service,
+        spec: &ServicesSpec,
+        output: &OutputSender,
+    ) -> Result<(), ExecError> {
+        let fail = |why: String| ExecError::Spawn(format!("service {}: {why}", service.name));
+        let (image, _) = self
+            .prepare_image(
+                &service.image,
+                spec.untrusted,
+                false,
+                spec.private.as_deref(),
+                output,
+            )
+            .await?;
+        let env = StepEnv::write(&service.env, spec.private.as_deref())?;
+        if env.values().is_some() {
+            return Err(fail(
+                "an `env` value with a newline or over 32 KiB cannot reach a service (it has no \
+                 shell to read it from a file); put it in a file in the repository"
+                    .into(),
+            ));
+        }
+        let name = self.container_name()?;
+        let life = self.life_limit(spec.timeout);
+        let mut args: Vec<OsString> = ["run", "--detach", "--name", &name, "--network"]
+            .map(OsString::from)
+            .to_vec();
+        args.push(group.network.clone().into());
+        args.extend(["--network-alias".into(), service.name.clone().into()]);
+        args.push("--env-file".into());
+        args.push(env.env_file().into());
+        if self.engine.name() == "podman" {
+            args.extend(["--timeout".into(), life.to_string().into()]);
+        }
+        args.extend(self.options.limits.args());
+        args.push(image.clone().into());
+        args.extend(service.command.iter().map(OsString::from));
+        // Recorded first: a container that was created but failed to start is removed too.
+        group.containers.push((service.name.clone(), name.clone()));
+        group._env.push(env);
+        engine_command(self.engine.program(), args, FIRST_RUN_TIMEOUT)
+            .await
+            .map_err(|why| fail(format!("{image} did not start: {why}")))?;
+        if self.engine.name() != "podman" {
+            match Watchdog::start(&self.engine, &name, life) {
+                Ok(w) => group.watchdogs.push(w),
+                Err(e) => {
+                    tracing::warn!(container = %name, error = %e, "cannot start the service container's watchdog")
+                }
+            }
+        }
+        let note = format!("[raibid] service {} started ({image})\n", service.name);
+        let _ = output.send(note.into_bytes()).await;
+        Ok(())
+    }
+}
