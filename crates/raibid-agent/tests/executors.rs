@@ -775,12 +775,38 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         matches!(&err, ExecError::Image(why) if why.contains("without a login")),
         "{err}"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !engine.raibid_networks().is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", engine.raibid_networks());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(engine.containers(), Vec::<String>::new(), "left behind");
+    let gone = || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !engine.raibid_networks().is_empty() || !engine.containers().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "left behind: {:?} {:?}",
+                engine.raibid_networks(),
+                engine.containers()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    gone().await;
+
+    // A service that cannot start ends the start, naming it, and the one before it goes too.
+    spec.untrusted = false;
+    spec.services.push(raibid_pipeline::Service {
+        name: "missing".into(),
+        image: "localhost/raibid-test/no-such-image:1".into(),
+        env: BTreeMap::new(),
+        command: Vec::new(),
+    });
+    let (tx, _notes) = mpsc::channel(64);
+    let err = executor
+        .start_services(&spec, tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Service(why) if why.starts_with("service missing: localhost/raibid-test/no-such-image:1 did not start")),
+        "{err}"
+    );
+    gone().await;
 }
 
 /// Under docker each step has a watchdog process (podman's `--timeout` stands in for it): once

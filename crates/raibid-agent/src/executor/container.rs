@@ -243,7 +243,7 @@ impl ContainerExecutor {
     }
 
     /// `--timeout` for podman; docker has no such option.
-    fn engine_timeout(&self, step_timeout: Duration) -> Option<u64> {
+    pub(super) fn engine_timeout(&self, step_timeout: Duration) -> Option<u64> {
         (self.engine.name == "podman").then(|| self.life_limit(step_timeout))
     }
 

@@ -44,8 +44,6 @@ pub struct ServiceGroup {
     /// (service name, container name), in the pipeline's order.
     containers: Vec<(String, String)>,
     watchdogs: Vec<Watchdog>,
-    /// The env-files, kept until the containers are gone.
-    _env: Vec<StepEnv>,
     finished: bool,
 }
 
@@ -146,14 +144,13 @@ impl ContainerExecutor {
         engine_command(self.engine.program(), create, ENGINE_COMMAND_TIMEOUT)
             .await
             .map_err(|why| {
-                ExecError::Spawn(format!("cannot create the services' network: {why}"))
+                ExecError::Service(format!("cannot create the services' network: {why}"))
             })?;
         let mut group = ServiceGroup {
             engine: self.engine.clone(),
             network,
             containers: Vec::new(),
             watchdogs: Vec::new(),
-            _env: Vec::new(),
             finished: false,
         };
         for service in &spec.services {
@@ -161,7 +158,7 @@ impl ContainerExecutor {
             tokio::select! {
                 started = start => started?,
                 () = cancel.cancelled() => {
-                    return Err(ExecError::Spawn("cancelled while the services started".into()));
+                    return Err(ExecError::Service("cancelled while the services started".into()));
                 }
             }
         }
@@ -175,7 +172,7 @@ impl ContainerExecutor {
         spec: &ServicesSpec,
         output: &OutputSender,
     ) -> Result<(), ExecError> {
-        let fail = |why: String| ExecError::Spawn(format!("service {}: {why}", service.name));
+        let fail = |why: String| ExecError::Service(format!("service {}: {why}", service.name));
         let (image, _) = self
             .prepare_image(
                 &service.image,
@@ -194,7 +191,7 @@ impl ContainerExecutor {
             ));
         }
         let name = self.container_name()?;
-        let life = self.life_limit(spec.timeout);
+        let engine_timeout = self.engine_timeout(spec.timeout);
         let mut args: Vec<OsString> = ["run", "--detach", "--name", &name, "--network"]
             .map(OsString::from)
             .to_vec();
@@ -202,20 +199,21 @@ impl ContainerExecutor {
         args.extend(["--network-alias".into(), service.name.clone().into()]);
         args.push("--env-file".into());
         args.push(env.env_file().into());
-        if self.engine.name() == "podman" {
-            args.extend(["--timeout".into(), life.to_string().into()]);
+        if let Some(seconds) = engine_timeout {
+            args.extend(["--timeout".into(), seconds.to_string().into()]);
         }
         args.extend(self.options.limits.args());
         args.push(image.clone().into());
         args.extend(service.command.iter().map(OsString::from));
         // Recorded first: a container that was created but failed to start is removed too.
         group.containers.push((service.name.clone(), name.clone()));
-        group._env.push(env);
         engine_command(self.engine.program(), args, FIRST_RUN_TIMEOUT)
             .await
             .map_err(|why| fail(format!("{image} did not start: {why}")))?;
-        if self.engine.name() != "podman" {
-            match Watchdog::start(&self.engine, &name, life) {
+        // The engine read the env-file when it created the container.
+        drop(env);
+        if engine_timeout.is_none() {
+            match Watchdog::start(&self.engine, &name, self.life_limit(spec.timeout)) {
                 Ok(w) => group.watchdogs.push(w),
                 Err(e) => {
                     tracing::warn!(container = %name, error = %e, "cannot start the service container's watchdog")

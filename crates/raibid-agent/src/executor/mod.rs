@@ -103,6 +103,9 @@ pub enum ExecError {
     /// The pipeline asks for what this executor cannot do (`services:` outside containers).
     #[error("{0}")]
     Unsupported(String),
+    /// A job's services could not start (their network, a container the engine refused).
+    #[error("{0}")]
+    Service(String),
 }
 
 /// Output of a running step, stdout and stderr merged in the order they were written.
