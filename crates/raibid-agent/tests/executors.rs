@@ -765,12 +765,18 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         "left behind"
     );
 
+    let refused = |spec: ServicesSpec| {
+        let executor = &executor;
+        async move {
+            let (tx, _notes) = mpsc::channel(64);
+            executor
+                .start_services(&spec, tx, CancellationToken::new())
+                .await
+                .unwrap_err()
+        }
+    };
     spec.untrusted = true;
-    let (tx, _notes) = mpsc::channel(64);
-    let err = executor
-        .start_services(&spec, tx, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = refused(spec.clone()).await;
     assert!(
         matches!(&err, ExecError::Image(why) if why.contains("without a login")),
         "{err}"
@@ -797,11 +803,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         env: BTreeMap::new(),
         command: Vec::new(),
     });
-    let (tx, _notes) = mpsc::channel(64);
-    let err = executor
-        .start_services(&spec, tx, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = refused(spec).await;
     assert!(
         matches!(&err, ExecError::Service(why) if why.starts_with("service missing: localhost/raibid-test/no-such-image:1 did not start")),
         "{err}"
