@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use raibid_model::{Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
 use raibid_pipeline::{
-    Cache, OnFailure, PIPELINE_FILE, Pipeline, RepoListing, RunState, StepKind, TagContext,
-    TriggerContext,
+    Cache, OnFailure, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind,
+    TagContext, TriggerContext,
 };
 use raibid_queue::{Claimed, Enqueued, Heartbeat, Queue, QueueError, ReleaseResult};
 use tokio::sync::mpsc;
@@ -883,13 +883,22 @@ impl Runner {
         let services = if pipeline.services.is_empty() {
             None
         } else {
-            let spec = ServicesSpec {
-                services: pipeline.services.clone(),
-                private: Some(private.to_path_buf()),
-                untrusted: !self.secrets.trusts(job),
-                timeout: job_deadline.saturating_duration_since(Instant::now()),
+            let started = match self
+                .services_with_secrets(job, &pipeline.services, log)
+                .await
+            {
+                Ok(services) => {
+                    let spec = ServicesSpec {
+                        services,
+                        private: Some(private.to_path_buf()),
+                        untrusted: !self.secrets.trusts(job),
+                        timeout: job_deadline.saturating_duration_since(Instant::now()),
+                    };
+                    self.start_services(&spec, log, stop).await
+                }
+                Err(message) => Err(message),
             };
-            match self.start_services(&spec, log, stop).await {
+            match started {
                 Ok(group) => Some(group),
                 Err(message) => {
                     for r in &mut results {
@@ -1117,6 +1126,31 @@ impl Runner {
         }
         outcome.steps = results;
         outcome
+    }
+
+    /// The job's services with the secrets they name in their environment (masked in the log
+    /// from here on), under the rules a step's `secrets:` follow.
+    async fn services_with_secrets(
+        &self,
+        job: &Job,
+        services: &[Service],
+        log: &mut JobLog,
+    ) -> Result<Vec<Service>, String> {
+        let mut out = Vec::with_capacity(services.len());
+        for service in services {
+            let secrets = self
+                .secrets
+                .resolve(job, &service.secrets)
+                .map_err(|e| format!("service {}: {e}", service.name))?;
+            for value in secrets.values() {
+                log.mask(value);
+            }
+            let mut service = service.clone();
+            service.env.extend(secrets);
+            service.secrets.clear();
+            out.push(service);
+        }
+        Ok(out)
     }
 
     /// Starts the job's services, with their notes in the log under a heading of their own.

@@ -916,8 +916,9 @@ async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
     assert!(log.contains("tool-ran"), "{log}");
 }
 
-/// A job's `services:` start before its first step and every step reaches them by name;
-/// their output follows the steps in the job's log, and nothing is left on the engine.
+/// A job's `services:` start before its first step and every step reaches them by name; a
+/// secret a service names reaches it (and is masked in the log); their output follows the
+/// steps in the job's log, and nothing is left on the engine.
 #[tokio::test]
 async fn container_jobs_with_services_reach_them_by_name() {
     use raibid_agent::executor::{ContainerEngine, ContainerExecutor, ContainerOptions};
@@ -943,19 +944,23 @@ async fn container_jobs_with_services_reach_them_by_name() {
     let repo = GitRepo::new();
     let pipeline = format!(
         "services:\n  - name: kv\n    image: {BUSYBOX_IMAGE}\n    env: {{ANSWER: \"42\"}}\n    \
-         command: [sh, -c, 'echo kv up; while true; do echo \"$ANSWER\" | nc -l -p 6000; done']\n\
+         secrets: [KV_TOKEN]\n    \
+         command: [sh, -c, 'echo kv up; while true; do echo \"$ANSWER $KV_TOKEN\" | nc -l -p 6000; done']\n\
          steps:\n  - name: ask\n    run: |\n      for i in $(seq 1 50); do \
          if answer=$(nc -w 2 kv 6000 </dev/null) && [ -n \"$answer\" ]; then break; fi; sleep 0.2; done\n      \
          echo \"the answer is $answer\"\n  - name: again\n    run: nc -w 2 kv 6000 </dev/null\n"
     );
     let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "services");
     let job = h.enqueue(&repo.url(), &sha).await;
-    h.run_once(h.runner_on(executor, SecretStore::default(), None, "registry.invalid"))
+    let secrets = BTreeMap::from([("KV_TOKEN".to_owned(), "kv-secret-5a1t".to_owned())]);
+    let secrets = SecretStore::new(secrets, &BTreeMap::new(), false).unwrap();
+    h.run_once(h.runner_on(executor, secrets, None, "registry.invalid"))
         .await;
     let done = h.job(&job.id).await;
     let log = h.log(&job.id).await;
     assert_eq!(done.status, JobStatus::Success, "{log}");
-    assert!(log.contains("the answer is 42\n"), "{log}");
+    assert!(log.contains("the answer is 42 ***\n"), "{log}");
+    assert!(!log.contains("kv-secret-5a1t"), "{log}");
     let services = log.find("\u{25b6} services").expect("services heading");
     let first_step = log.find("\u{25b6} step ask").expect("step heading");
     let service_log = log

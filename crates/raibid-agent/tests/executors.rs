@@ -711,6 +711,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         name: "greeter".into(),
         image: BUSYBOX_IMAGE.into(),
         env: BTreeMap::from([("GREETING".into(), "hello from the service".into())]),
+        secrets: Vec::new(),
         command: vec![
             "sh".into(),
             "-c".into(),
@@ -801,6 +802,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         name: "missing".into(),
         image: "localhost/raibid-test/no-such-image:1".into(),
         env: BTreeMap::new(),
+        secrets: Vec::new(),
         command: Vec::new(),
     });
     let err = refused(spec).await;

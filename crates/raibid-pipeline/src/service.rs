@@ -22,6 +22,9 @@ pub struct Service {
     pub name: String,
     pub image: String,
     pub env: BTreeMap<String, String>,
+    /// Secrets to give the service as environment variables of the same name, as a step's
+    /// `secrets:` (and under the same rules: allowed repositories, never for forks).
+    pub secrets: Vec<String>,
     /// Replaces the image's default command (`CMD`); empty: the image's own.
     pub command: Vec<String>,
 }
@@ -70,6 +73,8 @@ struct RawService {
     name: Option<ServiceName>,
     image: Option<ImageRef>,
     env: Option<StepEnvMap>,
+    #[serde(default, deserialize_with = "crate::step::secrets")]
+    secrets: Vec<String>,
     command: Option<Vec<String>>,
 }
 
@@ -96,6 +101,7 @@ impl RawService {
             name,
             image,
             env: self.env.map(|e| e.0).unwrap_or_default(),
+            secrets: self.secrets,
             command,
         })
     }
@@ -155,7 +161,7 @@ mod tests {
     #[test]
     fn a_service_with_everything() {
         let s = services(
-            "- name: db\n  image: postgres:16\n  env: {POSTGRES_PASSWORD: test}\n  command: [postgres, -c, fsync=off]\n- name: cache\n  image: redis:7\n",
+            "- name: db\n  image: postgres:16\n  env: {POSTGRES_PASSWORD: test}\n  secrets: [LICENSE_KEY]\n  command: [postgres, -c, fsync=off]\n- name: cache\n  image: redis:7\n",
         )
         .unwrap();
         assert_eq!(
@@ -164,11 +170,12 @@ mod tests {
                 name: "db".into(),
                 image: "postgres:16".into(),
                 env: BTreeMap::from([("POSTGRES_PASSWORD".into(), "test".into())]),
+                secrets: vec!["LICENSE_KEY".into()],
                 command: vec!["postgres".into(), "-c".into(), "fsync=off".into()],
             }
         );
         assert_eq!(s[1].name, "cache");
-        assert!(s[1].command.is_empty() && s[1].env.is_empty());
+        assert!(s[1].command.is_empty() && s[1].env.is_empty() && s[1].secrets.is_empty());
         assert_eq!(services("[]").unwrap(), []);
     }
 

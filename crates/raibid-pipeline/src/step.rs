@@ -78,7 +78,7 @@ checked_str!(
     /// Shared with the pipeline-level `image`.
     ImageRef: String, "a container image like rust:1.85", names::image_ref);
 
-fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     UniqueList::new("secret names", None, names::check_env_name).deserialize(d)
 }
 
