@@ -67,6 +67,9 @@ pub enum Command {
     Job(JobArgs),
     /// The scheduled jobs the server runs (`server.schedules`).
     Schedule(ScheduleArgs),
+    /// Check a pipeline file as an agent would read it.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Run everything on this machine: a private redis-server, the server and a local agent
     /// pool that scales 0..N with the queue.
     Up(UpArgs),
@@ -202,6 +205,16 @@ pub enum ConfigCommand {
     Show,
     /// Print which file is read.
     Path,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Parse and validate a `.raibid.yaml`; print what it runs, or the error with its file,
+    /// line and column (exit code 1).
+    Check {
+        #[arg(default_value = raibid_pipeline::PIPELINE_FILE)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -449,6 +462,7 @@ impl Command {
         match self {
             Command::Config(_)
             | Command::Token(_)
+            | Command::Pipeline(_)
             | Command::Job(_)
             | Command::Schedule(_)
             | Command::Bench(_)
@@ -469,6 +483,7 @@ impl Command {
             self,
             Command::Config(_)
                 | Command::Token(_)
+                | Command::Pipeline(_)
                 | Command::Job(_)
                 | Command::Schedule(_)
                 | Command::Status(_)

@@ -407,3 +407,56 @@ fn a_closed_pipe_ends_a_printing_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(13), "{:?}: {stderr}", out.status);
 }
+
+/// `raibid pipeline check` reads a pipeline file as an agent does: a valid one is summarised,
+/// a broken one gets the agent's own error with file, line and column, and exit code 1.
+#[test]
+fn pipeline_check_reports_errors_where_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "{}\n").unwrap();
+    let file = dir.path().join(".raibid.yaml");
+    let check = |file: &std::path::Path| {
+        Command::new(RAIBID)
+            .args(["--config", config.to_str().unwrap(), "pipeline", "check"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+
+    std::fs::write(
+        &file,
+        "services:\n  - name: db\n    image: postgres:16\nsteps:\n  - name: test\n    run: make test\n",
+    )
+    .unwrap();
+    let out = check(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{}: valid\nservices:\n  db (postgres:16)\nsteps:\n  test (run)\n",
+            file.display()
+        )
+    );
+
+    std::fs::write(
+        &file,
+        "steps:\n  - name: test\n    run: make test\n    timeout: forever\n",
+    )
+    .unwrap();
+    let out = check(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.starts_with(&format!("{}:4:14: ", file.display())),
+        "{stderr}"
+    );
+
+    let out = check(&dir.path().join("missing.yaml"));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing.yaml"),
+        "{out:?}"
+    );
+}

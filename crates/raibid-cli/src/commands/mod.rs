@@ -3,6 +3,7 @@ mod bench;
 mod bench_queue;
 pub(crate) mod config;
 pub(crate) mod job;
+mod pipeline;
 mod schedule;
 mod server;
 mod status;
@@ -21,6 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config(cmd) => config::run(&cli.global, cmd),
         Command::Token(cmd) => token::run(cmd),
+        Command::Pipeline(cmd) => pipeline::run(cmd),
         Command::Job(args) => {
             let config = load_config(&cli.global)?;
             job::run(&config, args).await

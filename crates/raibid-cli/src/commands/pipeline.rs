@@ -1,0 +1,89 @@
+//! `raibid pipeline check`: a `.raibid.yaml` read exactly as an agent reads it, before it is
+//! pushed (Woodpecker's `lint`, GitLab's CI lint), so a broken file costs no job.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use raibid_pipeline::{Pipeline, StepKind};
+
+use crate::cli::PipelineCommand;
+
+pub fn run(cmd: PipelineCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PipelineCommand::Check { file } => check(&file),
+    }
+}
+
+fn check(file: &Path) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match raibid_pipeline::parse_bytes(&file.display().to_string(), &bytes) {
+        Ok(pipeline) => {
+            print!("{}", summary(&file.display().to_string(), &pipeline));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            // `file:line:column: message`, as the failed job's log would say it.
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// What the agent will run, one line per part.
+fn summary(name: &str, pipeline: &Pipeline) -> String {
+    let mut out = format!("{name}: valid\n");
+    let variants = pipeline.expand_matrix();
+    if pipeline.matrix.is_some() {
+        let _ = writeln!(out, "matrix: {} jobs", variants.len());
+        for variant in &variants {
+            let _ = writeln!(out, "  {}", variant.name);
+        }
+    }
+    if !pipeline.when.is_empty() {
+        out.push_str("when: runs only for jobs that match its `when`\n");
+    }
+    if !pipeline.services.is_empty() {
+        out.push_str("services:\n");
+        for service in &pipeline.services {
+            let _ = writeln!(out, "  {} ({})", service.name, service.image);
+        }
+    }
+    out.push_str("steps:\n");
+    for step in &pipeline.steps {
+        let what = match &step.kind {
+            StepKind::Run { .. } => match step.image.as_ref().or(pipeline.image.as_ref()) {
+                Some(image) => format!("run in {image}"),
+                None => "run".to_owned(),
+            },
+            StepKind::ImageBuild(build) => format!("image-build {}", build.tags.join(", ")),
+        };
+        let when = if step.when.is_empty() {
+            ""
+        } else {
+            ", with `when`"
+        };
+        let _ = writeln!(out, "  {} ({what}{when})", step.name);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_what_the_agent_will_run() {
+        let pipeline = raibid_pipeline::parse(
+            ".raibid.yaml",
+            "image: rust:1\nmatrix:\n  RUST: [\"1.80\", \"1.85\"]\nservices:\n  - name: db\n    image: postgres:16\nsteps:\n  - name: test\n    run: cargo test\n  - name: image\n    when: {branch: main}\n    image-build:\n      tags: [\"{registry}/{repo}:{sha}-{matrix}\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            summary(".raibid.yaml", &pipeline),
+            ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16)\n\
+             steps:\n  test (run in rust:1)\n  image (image-build {registry}/{repo}:{sha}-{matrix}, with `when`)\n"
+        );
+    }
+}
