@@ -28,6 +28,6 @@ pub use job_cache::{
     DEFAULT_JOB_CACHE_MAX_BYTES, EntryMeta, JobCache, JobCacheError, Restored, Saved, Skipped,
 };
 pub use logsink::{JobLog, Masker};
-pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings};
+pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings, repo_listing};
 pub use secrets::{SecretError, SecretStore};
 pub use step_user::{StepUser, StepUserError};

@@ -1563,26 +1563,35 @@ async fn load_pipeline(workspace: &Path, log: &mut JobLog) -> Result<Pipeline, S
     if let Some(bytes) = read_workspace_file(workspace, PIPELINE_FILE).await? {
         return raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string());
     }
-    let mut names = Vec::new();
-    let mut dir = tokio::fs::read_dir(workspace)
+    let root = workspace.to_path_buf();
+    let listing = tokio::task::spawn_blocking(move || repo_listing(&root))
         .await
-        .map_err(|e| e.to_string())?;
-    while let Some(entry) = dir.next_entry().await.map_err(|e| e.to_string())? {
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
+        .map_err(|e| format!("listing the workspace: {e}"))??;
+    let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
+    log.line(&detected.explanation).await;
+    Ok(detected.pipeline)
+}
+
+/// What autodetection reads of a repository without a `.raibid.yaml`: the names at its root
+/// and the makefile `make` would read there (through [`workspace_file::read`], as the agent
+/// reads the pipeline file). Blocking; `raibid pipeline check` shares it.
+pub fn repo_listing(root: &Path) -> Result<RepoListing, String> {
+    let names = std::fs::read_dir(root)
+        .and_then(|dir| {
+            dir.map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .map_err(|e| format!("listing {}: {e}", root.display()))?;
     let mut listing = RepoListing::new(names);
     for name in RepoListing::MAKEFILES {
-        let makefile = read_workspace_file(workspace, name)
-            .await
+        let makefile = workspace_file::read(root, name, workspace_file::MAX_READ_BYTES)
             .map_err(|e| format!("no {PIPELINE_FILE}, and for autodetection: {e}"))?;
         if let Some(bytes) = makefile {
             listing = listing.with_makefile(String::from_utf8_lossy(&bytes));
             break;
         }
     }
-    let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
-    log.line(&detected.explanation).await;
-    Ok(detected.pipeline)
+    Ok(listing)
 }
 
 /// [`workspace_file::read`] with the agent's size limit, off the async threads.

@@ -409,7 +409,8 @@ fn a_closed_pipe_ends_a_printing_command_quietly() {
 }
 
 /// `raibid pipeline check` reads a pipeline file as an agent does: a valid one is summarised,
-/// a broken one gets the agent's own error with file, line and column, and exit code 1.
+/// a broken one gets the agent's own error with file, line and column, and exit code 1; a
+/// missing `.raibid.yaml` shows what autodetection would run.
 #[test]
 fn pipeline_check_reports_errors_where_they_are_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -451,6 +452,18 @@ fn pipeline_check_reports_errors_where_they_are_written() {
     assert!(
         stderr.starts_with(&format!("{}:4:14: ", file.display())),
         "{stderr}"
+    );
+
+    // Without a pipeline file, what the agent's autodetection would run there.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(dir.path().join("Makefile"), "test:\n\ttrue\n").unwrap();
+    let out = check(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("autodetected from a Makefile")
+            && stdout.ends_with("autodetected pipeline: valid\nsteps:\n  make-test (run)\n"),
+        "{stdout}"
     );
 
     let out = check(&dir.path().join("missing.yaml"));

@@ -1,12 +1,13 @@
 //! `raibid pipeline check`: a `.raibid.yaml` read exactly as an agent reads it, before it is
-//! pushed (Woodpecker's `lint`, GitLab's CI lint), so a broken file costs no job.
+//! pushed (Woodpecker's `lint`, GitLab's CI lint), so a broken file costs no job; without one,
+//! what the agent's autodetection would run.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use raibid_pipeline::{Pipeline, StepKind};
+use raibid_pipeline::{PIPELINE_FILE, Pipeline, StepKind};
 
 use crate::cli::PipelineCommand;
 
@@ -17,6 +18,10 @@ pub fn run(cmd: PipelineCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn check(file: &Path) -> anyhow::Result<ExitCode> {
+    let is_pipeline_file = file.file_name() == Some(PIPELINE_FILE.as_ref());
+    if is_pipeline_file && !file.exists() {
+        return autodetected(file.parent().unwrap_or(Path::new("")));
+    }
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     match raibid_pipeline::parse_bytes(&file.display().to_string(), &bytes) {
         Ok(pipeline) => {
@@ -26,6 +31,27 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
         Err(e) => {
             // `file:line:column: message`, as the failed job's log would say it.
             eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A repository without a pipeline file: what the agent's autodetection makes of `root`.
+fn autodetected(root: &Path) -> anyhow::Result<ExitCode> {
+    let root = if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root
+    };
+    let listing = raibid_agent::repo_listing(root).map_err(anyhow::Error::msg)?;
+    match raibid_pipeline::autodetect(&listing) {
+        Ok(detected) => {
+            println!("{}", detected.explanation);
+            print!("{}", summary("autodetected pipeline", &detected.pipeline));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", root.display());
             Ok(ExitCode::FAILURE)
         }
     }
