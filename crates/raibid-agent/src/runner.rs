@@ -880,7 +880,14 @@ impl Runner {
                 tail: String::new(),
             })
             .collect();
-        let services = if pipeline.services.is_empty() {
+        // Only for a job in which some `run` step can run at all: services are containers to
+        // pull and start, for nothing when `when` skips every step that could reach them.
+        let steps_can_use_services = pipeline.steps.iter().any(|s| {
+            matches!(s.kind, StepKind::Run { .. })
+                && (s.when.runs(trigger, RunState::Success)
+                    || s.when.runs(trigger, RunState::Failure))
+        });
+        let services = if pipeline.services.is_empty() || !steps_can_use_services {
             None
         } else {
             let started = match self

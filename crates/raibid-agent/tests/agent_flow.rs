@@ -972,7 +972,7 @@ async fn container_jobs_with_services_reach_them_by_name() {
 }
 
 /// Only the container executor runs services: elsewhere the job ends in `error` before any
-/// step, saying so.
+/// step, saying so. A job whose steps `when` skips all starts none.
 #[tokio::test]
 async fn services_outside_the_container_executor_are_an_error() {
     let h = Harness::new();
@@ -1001,6 +1001,21 @@ async fn services_outside_the_container_executor_are_an_error() {
         "{:?}",
         done.steps
     );
+
+    // Nothing to start when `when` skips every step: the job passes, its steps skipped.
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "services:\n  - name: db\n    image: postgres:16\nsteps:\n  - name: t\n    run: echo step-ran\n    when: {branch: never}\n",
+        )],
+        "services of skipped steps",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(!log.contains("services"), "{log}");
 }
 
 /// Processes whose command line contains `needle`.
