@@ -866,7 +866,7 @@ async fn images_from_fork_pull_requests_are_built_but_not_pushed() {
 /// trusted jobs, a pull request from the repository itself included.
 #[tokio::test]
 async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
-    use raibid_agent::executor::{ContainerEngine, ContainerExecutor, ContainerOptions};
+    use raibid_agent::executor::ContainerOptions;
     use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
     use raibid_testkit::{Podman, Registry, TestEngine};
 
@@ -877,13 +877,7 @@ async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
     podman.login(&registry.host(), TEST_USER, TEST_PASSWORD);
     let image = format!("{}/team/tool:1", registry.host());
     podman.push_busybox(&image);
-    let engine = ContainerEngine::detect_on_path(
-        raibid_config::ContainerEngineKind::Auto,
-        podman.bin_dir().as_os_str(),
-    )
-    .await
-    .unwrap();
-    let executor = Arc::new(ContainerExecutor::new(engine, ContainerOptions::default()));
+    let executor = podman_executor(&podman, ContainerOptions::default()).await;
     let runner = || {
         h.runner_on(
             executor.clone(),
@@ -921,26 +915,18 @@ async fn container_steps_of_fork_pull_requests_get_no_engine_login() {
 /// steps in the job's log, and nothing is left on the engine.
 #[tokio::test]
 async fn container_jobs_with_services_reach_them_by_name() {
-    use raibid_agent::executor::{ContainerEngine, ContainerExecutor, ContainerOptions};
+    use raibid_agent::executor::ContainerOptions;
     use raibid_testkit::{BUSYBOX_IMAGE, Podman, TestEngine};
 
     let _bridges = raibid_testkit::network_lock();
     let h = Harness::new();
     let podman = Podman::new();
-    let engine = ContainerEngine::detect_on_path(
-        raibid_config::ContainerEngineKind::Auto,
-        podman.bin_dir().as_os_str(),
-    )
-    .await
-    .unwrap();
-    let executor = Arc::new(ContainerExecutor::new(
-        engine,
-        ContainerOptions {
-            default_image: BUSYBOX_IMAGE.into(),
-            network: false,
-            ..ContainerOptions::default()
-        },
-    ));
+    let options = ContainerOptions {
+        default_image: BUSYBOX_IMAGE.into(),
+        network: false,
+        ..ContainerOptions::default()
+    };
+    let executor = podman_executor(&podman, options).await;
     let repo = GitRepo::new();
     let pipeline = format!(
         "services:\n  - name: kv\n    image: {BUSYBOX_IMAGE}\n    env: {{ANSWER: \"42\"}}\n    \
@@ -1016,6 +1002,23 @@ async fn services_outside_the_container_executor_are_an_error() {
     let log = h.log(&job.id).await;
     assert_eq!(done.status, JobStatus::Success, "{log}");
     assert!(!log.contains("services"), "{log}");
+}
+
+/// A container executor on the test's own podman.
+async fn podman_executor(
+    podman: &raibid_testkit::Podman,
+    options: raibid_agent::executor::ContainerOptions,
+) -> Arc<raibid_agent::executor::ContainerExecutor> {
+    use raibid_testkit::TestEngine;
+    let engine = raibid_agent::executor::ContainerEngine::detect_on_path(
+        raibid_config::ContainerEngineKind::Auto,
+        podman.bin_dir().as_os_str(),
+    )
+    .await
+    .unwrap();
+    Arc::new(raibid_agent::executor::ContainerExecutor::new(
+        engine, options,
+    ))
 }
 
 /// Processes whose command line contains `needle`.

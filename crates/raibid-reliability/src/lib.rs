@@ -23,7 +23,7 @@ mod webhook_load;
 use std::fs::File;
 use std::path::Path;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 pub use binary::{raibid_binary, workspace_root};
 pub use events::{EVENTS_KEY, EventTap, Transition};
@@ -51,14 +51,7 @@ pub fn size<T>(ci: T, full_size: T) -> T {
 /// machine; two of them at once would make a live agent look dead. nextest runs every test in
 /// its own process, so an in-process mutex would not do: this is a file lock.
 pub fn exclusive() -> Flock<File> {
-    let path = std::env::temp_dir().join("raibid-reliability.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .expect("open the reliability lock file");
-    Flock::lock(file, FlockArg::LockExclusive).expect("lock the reliability lock file")
+    raibid_testkit::machine_lock("raibid-reliability.lock")
 }
 
 /// Prints a test's figures as one line that RELIABILITY.md quotes

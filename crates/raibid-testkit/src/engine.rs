@@ -111,19 +111,25 @@ pub trait TestEngine {
 
 /// Held by a test while its engine creates networks: each test engine names its bridge
 /// interfaces on its own (podman's `podman1`, ...) in the machine's one network namespace, so
-/// two tests creating networks at once would take the same interface. A file lock, as nextest
-/// runs each test in a process of its own.
+/// two tests creating networks at once would take the same interface.
 pub fn network_lock() -> Flock<File> {
-    let path = std::env::temp_dir().join("raibid-test-networks.lock");
+    machine_lock("raibid-test-networks.lock")
+}
+
+/// An exclusive lock on `name` in the temporary directory, held until dropped: for what tests
+/// may not do at the same time on one machine. A file lock, as nextest runs each test in a
+/// process of its own.
+pub fn machine_lock(name: &str) -> Flock<File> {
+    let path = std::env::temp_dir().join(name);
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .expect("open the network lock file");
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
-        .expect("lock the network lock file")
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()))
 }
 
 /// The context of [`BUSYBOX_IMAGE`] in `dir`: a static busybox with every applet linked by

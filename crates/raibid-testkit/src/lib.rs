@@ -18,7 +18,7 @@ mod redis;
 pub mod registry;
 
 pub use docker::Docker;
-pub use engine::{BUSYBOX_IMAGE, TestEngine, network_lock};
+pub use engine::{BUSYBOX_IMAGE, TestEngine, machine_lock, network_lock};
 pub use git::{GitDaemon, GitRepo};
 pub use kube_api::FakeKubeApi;
 pub use log_buffer::LogBuffer;
