@@ -100,6 +100,9 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent(engine: &i
         "the engine keeps the dead agent's containers running"
     );
     assert_eq!(engine.raibid_networks(), networks);
+    // Under docker each has a watchdog, which outlives the agent.
+    let expected = if engine.name() == "docker" { 2 } else { 0 };
+    assert_eq!(watchdogs_of(&orphans).len(), expected, "{orphans:?}");
 
     stack.add_agent("agent-1", 1, &env);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -135,4 +138,19 @@ async fn a_killed_agent_s_step_container_is_removed_by_the_next_agent(engine: &i
     // The rerun's own services are gone with its end.
     assert_eq!(engine.containers(), Vec::<String>::new());
     assert_eq!(engine.raibid_networks(), Vec::<String>::new());
+    // The sweep ended the dead agent's watchdogs with its containers: nothing left for them.
+    assert_eq!(watchdogs_of(&orphans), Vec::<String>::new());
+}
+
+/// Command lines of the docker watchdogs of `containers` (see the container executor).
+fn watchdogs_of(containers: &[String]) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| {
+            c.contains("raibid-container-watchdog") && containers.iter().any(|n| c.contains(n))
+        })
+        .collect()
 }

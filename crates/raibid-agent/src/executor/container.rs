@@ -284,6 +284,7 @@ impl ContainerExecutor {
                         container = name,
                         "removed the step container of an agent that died"
                     );
+                    Watchdog::kill_those_of(name);
                     removed += 1;
                 }
                 Err(why) => {
@@ -782,6 +783,9 @@ impl Stopper for EngineStopper<'_> {
     }
 }
 
+/// The watchdog shell's `$0`, by which [`Watchdog::kill_those_of`] knows it.
+const WATCHDOG: &str = "raibid-container-watchdog";
+
 /// docker's stand-in for podman's `--timeout`: a shell in a process group and session of its
 /// own that removes the step container once its life limit has passed. The agent kills it when
 /// the step ends; an agent that is killed (SIGKILL, the OOM killer) cannot, and then the
@@ -803,7 +807,7 @@ impl Watchdog {
             .args([
                 "-c",
                 "sleep \"$1\" && exec \"$2\" rm --force \"$3\"",
-                "raibid-container-watchdog",
+                WATCHDOG,
             ])
             .arg(seconds.to_string())
             .arg(&engine.program)
@@ -825,6 +829,34 @@ impl Watchdog {
         Ok(Self {
             child: command.spawn()?,
         })
+    }
+}
+
+impl Watchdog {
+    /// Ends the watchdogs of the container `name`: a dead agent's watchdogs outlive it, and
+    /// once the sweep has removed its container they would only sleep on (for up to the step's
+    /// whole timeout) to remove nothing. Known by their arguments (`sh -c SCRIPT WATCHDOG
+    /// SECONDS PROGRAM NAME`); each leads its own process group, which takes its `sleep` too.
+    fn kill_those_of(name: &str) {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            if args.get(3) == Some(&WATCHDOG.as_bytes()) && args.get(6) == Some(&name.as_bytes()) {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
     }
 }
 
