@@ -718,8 +718,20 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
             "echo listening; while true; do echo \"$GREETING\" | nc -l -p 7000; done".into(),
         ],
     };
+    // A chatty one: the log gets its last 1,000 lines.
+    let chatty = raibid_pipeline::Service {
+        name: "chatty".into(),
+        image: BUSYBOX_IMAGE.into(),
+        env: BTreeMap::new(),
+        secrets: Vec::new(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "seq 1 2000; exec sleep 1000".into(),
+        ],
+    };
     let mut spec = ServicesSpec {
-        services: vec![service],
+        services: vec![service, chatty],
         private: None,
         untrusted: false,
         timeout: Duration::from_secs(120),
@@ -757,6 +769,11 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
     let ((), logs) = tokio::join!(group.finish(tx), collect);
     assert!(
         logs.starts_with("\n\u{25b6} service greeter\nlistening\n"),
+        "{logs}"
+    );
+    let chatty = (1001..=2000).map(|i| format!("{i}\n")).collect::<String>();
+    assert!(
+        logs.ends_with(&format!("\n\u{25b6} service chatty\n{chatty}")),
         "{logs}"
     );
     assert_eq!(engine.containers(), Vec::<String>::new(), "left behind");

@@ -93,17 +93,69 @@ impl Drop for ServiceGroup {
     }
 }
 
-/// The service's output so far, stdout then stderr (the engine keeps them apart).
+/// How much of a service's output the job's log gets: its last lines, within a byte budget
+/// per stream. A chatty service (a database logging every query) would otherwise fill the job's
+/// log, and the agent's memory on the way, with its own. Cut here rather than by the engine's
+/// `logs --tail`: podman 4.3's joins lines that reached its log file in pieces.
+const SERVICE_LOG_LINES: usize = 1000;
+const SERVICE_LOG_MAX_BYTES: usize = 512 * 1024;
+
+/// The end of `reader`: at most [`SERVICE_LOG_LINES`] lines and [`SERVICE_LOG_MAX_BYTES`]
+/// bytes, whatever its length.
+async fn tail_of(mut reader: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * SERVICE_LOG_MAX_BYTES {
+            kept.drain(..kept.len() - SERVICE_LOG_MAX_BYTES);
+        }
+    }
+    if kept.len() > SERVICE_LOG_MAX_BYTES {
+        kept.drain(..kept.len() - SERVICE_LOG_MAX_BYTES);
+    }
+    // The newline that ends the last line does not start another.
+    let body = kept.strip_suffix(b"\n").unwrap_or(&kept);
+    if let Some(cut) = body
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(SERVICE_LOG_LINES - 1)
+        .map(|(i, _)| i + 1)
+    {
+        kept.drain(..cut);
+    }
+    Ok(kept)
+}
+
+/// The service's last lines, stdout then stderr (the engine keeps them apart).
 async fn engine_logs(engine: &ContainerEngine, container: &str) -> String {
     let mut command = tokio::process::Command::new(engine.program());
     command
         .args(["logs", container])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
-    match tokio::time::timeout(ENGINE_COMMAND_TIMEOUT, command.output()).await {
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let read = async {
+        let mut child = command.spawn()?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(std::io::Error::other("no pipes to the engine's client"));
+        };
+        let (out, err) = tokio::join!(tail_of(stdout), tail_of(stderr));
+        let _ = child.wait().await;
+        Ok((out?, err?))
+    };
+    match tokio::time::timeout(ENGINE_COMMAND_TIMEOUT, read).await {
+        Ok(Ok((out, err))) => {
+            let mut text = String::from_utf8_lossy(&out).into_owned();
+            text.push_str(&String::from_utf8_lossy(&err));
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
@@ -223,5 +275,25 @@ impl ContainerExecutor {
         let note = format!("[raibid] service {} started ({image})\n", service.name);
         let _ = output.send(note.into_bytes()).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn tail(text: &[u8]) -> Vec<u8> {
+        tail_of(text).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_service_log_keeps_its_last_lines_within_its_budget() {
+        let lines: String = (1..=2500).map(|i| format!("{i}\n")).collect();
+        let expected: String = (1501..=2500).map(|i| format!("{i}\n")).collect();
+        assert_eq!(tail(lines.as_bytes()).await, expected.as_bytes());
+        assert_eq!(tail(b"a\nb").await, b"a\nb");
+        assert_eq!(tail(b"").await, b"");
+        let long = vec![b'x'; 3 * SERVICE_LOG_MAX_BYTES];
+        assert_eq!(tail(&long).await.len(), SERVICE_LOG_MAX_BYTES);
     }
 }
