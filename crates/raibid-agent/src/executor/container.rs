@@ -247,6 +247,20 @@ impl ContainerExecutor {
         (self.engine.name == "podman").then(|| self.life_limit(step_timeout))
     }
 
+    /// The [`Watchdog`] of the container `name` where the engine has no `--timeout` (see
+    /// [`Self::engine_timeout`]); `None` under podman, or when it cannot start (logged: the
+    /// container then runs on after a killed agent until the next agent's sweep).
+    pub(super) fn watchdog(&self, name: &str, timeout: Duration) -> Option<Watchdog> {
+        if self.engine_timeout(timeout).is_some() {
+            return None;
+        }
+        Watchdog::start(&self.engine, name, self.life_limit(timeout))
+            .inspect_err(|e| {
+                warn!(container = name, error = %e, "cannot start the container's watchdog; if the agent is killed, its container runs until the next agent starts")
+            })
+            .ok()
+    }
+
     /// A new container's name, naming this agent process (see [`Owner`]).
     pub(super) fn container_name(&self) -> Result<String, ExecError> {
         let random = process::random_suffix()?;
@@ -495,15 +509,7 @@ impl ContainerExecutor {
             // the engine, pulling again without that login, would be refused.
             pull_always: spec.pull && !pulled_with_login,
         })?;
-        let _watchdog = if engine_timeout.is_some() {
-            None
-        } else {
-            Watchdog::start(&self.engine, &name, self.life_limit(remaining))
-                .inspect_err(|e| {
-                    warn!(container = %name, error = %e, "cannot start the step container's watchdog; if the agent is killed, its container runs until the next agent starts")
-                })
-                .ok()
-        };
+        let _watchdog = self.watchdog(&name, remaining);
         let mut command = Command::new(&self.engine.program);
         // conmon, which podman starts, writes a file named `oom` into its working directory
         // when the container is killed for memory: the step's private directory, removed
@@ -838,18 +844,8 @@ impl Watchdog {
     /// whole timeout) to remove nothing. Known by their arguments (`sh -c SCRIPT WATCHDOG
     /// SECONDS PROGRAM NAME`); each leads its own process group, which takes its `sleep` too.
     fn kill_those_of(name: &str) {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+        for pid in process::pids() {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
                 continue;
             };
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();

@@ -264,14 +264,7 @@ impl ContainerExecutor {
             .map_err(|why| fail(format!("{image} did not start: {why}")))?;
         // The engine read the env-file when it created the container.
         drop(env);
-        if engine_timeout.is_none() {
-            match Watchdog::start(&self.engine, &name, self.life_limit(spec.timeout)) {
-                Ok(w) => group.watchdogs.push(w),
-                Err(e) => {
-                    tracing::warn!(container = %name, error = %e, "cannot start the service container's watchdog")
-                }
-            }
-        }
+        group.watchdogs.extend(self.watchdog(&name, spec.timeout));
         let note = format!("[raibid] service {} started ({image})\n", service.name);
         let _ = output.send(note.into_bytes()).await;
         Ok(())

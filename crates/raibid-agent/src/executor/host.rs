@@ -106,18 +106,8 @@ async fn kill_leftovers(user: StepUser) {
 
 /// SIGKILLs the processes whose real uid is `uid`; returns how many were found.
 fn kill_processes_of(uid: u32) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
     let mut found = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in process::pids() {
         if real_uid(pid) != Some(uid) {
             continue;
         }

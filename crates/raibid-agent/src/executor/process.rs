@@ -264,6 +264,17 @@ impl Drop for GroupGuard {
     }
 }
 
+/// The pids of the processes `/proc` lists now (none when it cannot be read).
+pub(crate) fn pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 pub(crate) fn signal_group(group: Pid, signal: Signal) {
     match killpg(group, signal) {
         // Nobody left in the group: exactly what the signal was meant to achieve.
