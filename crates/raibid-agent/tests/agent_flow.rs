@@ -931,9 +931,9 @@ async fn container_jobs_with_services_reach_them_by_name() {
     let pipeline = format!(
         "services:\n  - name: kv\n    image: {BUSYBOX_IMAGE}\n    env: {{ANSWER: \"42\"}}\n    \
          secrets: [KV_TOKEN]\n    \
-         command: [sh, -c, 'echo kv up; while true; do echo \"$ANSWER $KV_TOKEN\" | nc -l -p 6000; done']\n\
-         steps:\n  - name: ask\n    run: |\n      for i in $(seq 1 50); do \
-         if answer=$(nc -w 2 kv 6000 </dev/null) && [ -n \"$answer\" ]; then break; fi; sleep 0.2; done\n      \
+         command: [sh, -c, 'echo kv up; sleep 1; while true; do echo \"$ANSWER $KV_TOKEN\" | nc -l -p 6000; done']\n    \
+         ready: nc -w 1 127.0.0.1 6000 </dev/null | grep -q 42\n\
+         steps:\n  - name: ask\n    run: |\n      answer=$(nc -w 2 kv 6000 </dev/null)\n      \
          echo \"the answer is $answer\"\n  - name: again\n    run: nc -w 2 kv 6000 </dev/null\n"
     );
     let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "services");
@@ -952,7 +952,56 @@ async fn container_jobs_with_services_reach_them_by_name() {
     let service_log = log
         .find("\u{25b6} service kv\nkv up\n")
         .expect("service log");
-    assert!(services < first_step && first_step < service_log, "{log}");
+    let ready = log
+        .find("[raibid] service kv is ready (")
+        .expect("ready note");
+    assert!(
+        services < ready && ready < first_step && first_step < service_log,
+        "{log}"
+    );
+    assert_eq!(podman.containers(), Vec::<String>::new());
+    assert_eq!(podman.raibid_networks(), Vec::<String>::new());
+
+    // A service that never gets ready ends the job in `error` before any step. What its check
+    // printed is in the log, masked; the job's reason (the commit status) repeats none of it.
+    let pipeline = format!(
+        "services:\n  - name: kv\n    image: {BUSYBOX_IMAGE}\n    secrets: [KV_TOKEN]\n    \
+         command: [sleep, '1000']\n    \
+         ready:\n      run: echo \"no answer for $KV_TOKEN\"; exit 1\n      timeout: 2s\n\
+         steps:\n  - name: ask\n    run: echo step-ran\n"
+    );
+    let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "never ready");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let executor = podman_executor(
+        &podman,
+        ContainerOptions {
+            default_image: BUSYBOX_IMAGE.into(),
+            network: false,
+            ..ContainerOptions::default()
+        },
+    )
+    .await;
+    let secrets = BTreeMap::from([("KV_TOKEN".to_owned(), "kv-secret-5a1t".to_owned())]);
+    let secrets = SecretStore::new(secrets, &BTreeMap::new(), false).unwrap();
+    h.run_once(h.runner_on(executor, secrets, None, "registry.invalid"))
+        .await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error, "{log}");
+    let reason = done.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("services: service kv: not ready within 2 s ("),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("kv-secret-5a1t") && !reason.contains("no answer for ***"),
+        "{reason}"
+    );
+    assert!(log.contains("no answer for ***\n"), "{log}");
+    assert!(
+        !log.contains("kv-secret-5a1t") && !log.contains("step-ran"),
+        "{log}"
+    );
     assert_eq!(podman.containers(), Vec::<String>::new());
     assert_eq!(podman.raibid_networks(), Vec::<String>::new());
 }

@@ -697,6 +697,7 @@ on_each_engine!(
     container_steps_get_their_limits,
     container_steps_without_the_network_see_only_loopback,
     container_services_are_reached_by_name_and_leave_nothing,
+    container_services_are_waited_for_until_ready,
 );
 
 /// `services:` run beside the steps on a network of the job's own (internal: the agent gives
@@ -712,6 +713,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         image: BUSYBOX_IMAGE.into(),
         env: BTreeMap::from([("GREETING".into(), "hello from the service".into())]),
         secrets: Vec::new(),
+        ready: None,
         command: vec![
             "sh".into(),
             "-c".into(),
@@ -724,6 +726,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         image: BUSYBOX_IMAGE.into(),
         env: BTreeMap::new(),
         secrets: Vec::new(),
+        ready: None,
         command: vec![
             "sh".into(),
             "-c".into(),
@@ -821,12 +824,132 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         env: BTreeMap::new(),
         secrets: Vec::new(),
         command: Vec::new(),
+        ready: None,
     });
     let err = refused(spec).await;
     assert!(
         matches!(&err, ExecError::Service(why) if why.starts_with("service missing: localhost/raibid-test/no-such-image:1 did not start")),
         "{err}"
     );
+    gone().await;
+}
+
+/// A service with `ready` is waited for: the first step reaches it on its first try. One that
+/// never gets ready, or whose container stops, ends the start with the reason and its own log,
+/// and nothing is left behind.
+async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine) {
+    use raibid_agent::executor::ServicesSpec;
+    use raibid_pipeline::Ready;
+    let _bridges = raibid_testkit::network_lock();
+    let executor = container(engine).await;
+    let service = |name: &str, script: &str, ready: &str, timeout: u64| raibid_pipeline::Service {
+        name: name.into(),
+        image: BUSYBOX_IMAGE.into(),
+        env: BTreeMap::new(),
+        secrets: Vec::new(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ready: Some(Ready {
+            run: ready.into(),
+            timeout: Duration::from_secs(timeout),
+        }),
+    };
+    let spec = |services| ServicesSpec {
+        services,
+        private: None,
+        untrusted: false,
+        timeout: Duration::from_secs(120),
+    };
+    let collect = |mut rx: mpsc::Receiver<Vec<u8>>| async move {
+        let mut text = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            text.extend(chunk);
+        }
+        String::from_utf8(text).unwrap()
+    };
+
+    // Listens only after two seconds, as a database does after initialising its files.
+    let slow = service(
+        "slow",
+        "sleep 2; while true; do echo hello | nc -l -p 7000; done",
+        "nc -w 1 127.0.0.1 7000 </dev/null | grep -q hello",
+        60,
+    );
+    let slow = spec(vec![slow]);
+    let (tx, rx) = mpsc::channel(64);
+    let (group, notes) = tokio::join!(
+        executor.start_services(&slow, tx, CancellationToken::new()),
+        collect(rx)
+    );
+    let group = group.unwrap();
+    assert!(
+        notes.contains("[raibid] service slow is ready (") && notes.contains(" tries)"),
+        "{notes}"
+    );
+    // One try, no retries: without the wait it finds nothing listening.
+    let mut client = step("nc -w 2 slow 7000 </dev/null");
+    client.spec.network = Some(group.network().to_owned());
+    let ran = run(&executor, &client.spec).await;
+    assert!(ran.exit.success(), "{:?}: {}", ran.exit, ran.output);
+    assert_eq!(ran.output, "hello\n");
+    let (tx, rx) = mpsc::channel(64);
+    tokio::join!(group.finish(tx), collect(rx));
+
+    let gone = || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !engine.raibid_networks().is_empty() || !engine.containers().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "left behind: {:?} {:?}",
+                engine.raibid_networks(),
+                engine.containers()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    gone().await;
+
+    let never = service(
+        "never",
+        "echo still initialising; exec sleep 1000",
+        "echo not yet >&2; exit 3",
+        3,
+    );
+    let never = spec(vec![never]);
+    let (tx, rx) = mpsc::channel(64);
+    let (err, log) = tokio::join!(
+        executor.start_services(&never, tx, CancellationToken::new()),
+        collect(rx)
+    );
+    let err = err.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Service(why) if why.starts_with("service never: not ready within 3 s (")
+            && why.ends_with("tries); the last try of `echo not yet >&2; exit 3` exited 3 (the job's log has its output)")),
+        "{err}"
+    );
+    assert!(
+        log.contains("[raibid] what the last try printed:\nnot yet\n\n\u{25b6} service never\nstill initialising\n"),
+        "{log}"
+    );
+    gone().await;
+
+    let crashing = service("crashing", "echo bad configuration; exit 4", "false", 60);
+    let crashing = spec(vec![crashing]);
+    let (tx, rx) = mpsc::channel(64);
+    let (err, log) = tokio::join!(
+        executor.start_services(&crashing, tx, CancellationToken::new()),
+        collect(rx)
+    );
+    let err = err.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        ExecError::Service(
+            "service crashing: its container stopped (exit code 4) before it was ready (the \
+             job's log has its output)"
+                .into()
+        )
+        .to_string()
+    );
+    assert!(log.contains("bad configuration\n"), "{log}");
     gone().await;
 }
 

@@ -3,12 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::de::{CheckedMap, StepEnvMap, checked_str};
-use crate::step::ImageRef;
+use crate::duration::Timeout;
+use crate::step::{ImageRef, Script};
 
 /// More services than this are a mistake or an attack on the agent's machine.
 pub const MAX_SERVICES: usize = 8;
@@ -27,7 +30,25 @@ pub struct Service {
     pub secrets: Vec<String>,
     /// Replaces the image's default command (`CMD`); empty: the image's own.
     pub command: Vec<String>,
+    /// How the agent knows the service is up before the first step runs; `None`: it is not
+    /// waited for (a step may find it still starting, as in Woodpecker).
+    pub ready: Option<Ready>,
 }
+
+/// A service's readiness check, docker compose's `healthcheck` with `service_healthy`: a
+/// database accepts connections seconds after its container starts, and a step that connects
+/// sooner fails for no fault of the code under test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// Shell commands run inside the service's container (`/bin/sh -c`), again and again,
+    /// until they exit 0: `pg_isready -U postgres`, `redis-cli ping`.
+    pub run: String,
+    /// How long to keep trying before the job ends in `error`.
+    pub timeout: Duration,
+}
+
+/// Long enough for a database to initialise its files on a slow disk.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A name steps resolve through the engine's DNS: lowercase letters, digits and `-`, starting
 /// with a letter and not ending with `-` (RFC 1123 labels, as Kubernetes names services).
@@ -76,6 +97,7 @@ struct RawService {
     #[serde(default, deserialize_with = "crate::step::secrets")]
     secrets: Vec<String>,
     command: Option<Vec<String>>,
+    ready: Option<ReadyDe>,
 }
 
 impl RawService {
@@ -103,8 +125,72 @@ impl RawService {
             env: self.env.map(|e| e.0).unwrap_or_default(),
             secrets: self.secrets,
             command,
+            ready: self.ready.map(|r| r.0),
         })
     }
+}
+
+/// `ready:` as written: the commands alone, or a mapping with `run` and `timeout`.
+struct ReadyDe(Ready);
+
+impl<'de> Deserialize<'de> for ReadyDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ReadyVisitor).map(ReadyDe)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReady {
+    run: Option<Script>,
+    timeout: Option<Timeout>,
+}
+
+struct ReadyVisitor;
+
+impl<'de> Visitor<'de> for ReadyVisitor {
+    type Value = Ready;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(
+            "a readiness check: the commands that succeed once the service is up (like \
+             `pg_isready -U postgres`), or a mapping with `run` and `timeout`",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Ready, E> {
+        Ok(Ready {
+            run: ready_script(v).map_err(E::custom)?,
+            timeout: DEFAULT_READY_TIMEOUT,
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Ready, A::Error> {
+        let raw = RawReady::deserialize(MapAccessDeserializer::new(map))?;
+        let Some(Script(run)) = raw.run else {
+            return Err(de::Error::custom(
+                "`ready` needs `run`: the commands that succeed once the service is up",
+            ));
+        };
+        Ok(Ready {
+            run,
+            timeout: raw.timeout.map_or(DEFAULT_READY_TIMEOUT, |t| t.0),
+        })
+    }
+}
+
+fn ready_script(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "`ready` is empty; give the commands that succeed once the service is up, \
+                    or leave it out"
+                .to_owned(),
+        );
+    }
+    if s.contains('\0') {
+        return Err("`ready` may not contain a NUL character".to_owned());
+    }
+    Ok(s.to_owned())
 }
 
 /// `services:` as written in YAML: a list of services with unique names.
@@ -172,11 +258,34 @@ mod tests {
                 env: BTreeMap::from([("POSTGRES_PASSWORD".into(), "test".into())]),
                 secrets: vec!["LICENSE_KEY".into()],
                 command: vec!["postgres".into(), "-c".into(), "fsync=off".into()],
+                ready: None,
             }
         );
         assert_eq!(s[1].name, "cache");
         assert!(s[1].command.is_empty() && s[1].env.is_empty() && s[1].secrets.is_empty());
         assert_eq!(services("[]").unwrap(), []);
+    }
+
+    #[test]
+    fn readiness_is_a_command_or_a_mapping() {
+        let s = services(
+            "- name: db\n  image: postgres:16\n  ready: pg_isready -U postgres\n- name: cache\n  image: redis:7\n  ready:\n    run: redis-cli ping\n    timeout: 2m\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s[0].ready,
+            Some(Ready {
+                run: "pg_isready -U postgres".into(),
+                timeout: DEFAULT_READY_TIMEOUT,
+            })
+        );
+        assert_eq!(
+            s[1].ready,
+            Some(Ready {
+                run: "redis-cli ping".into(),
+                timeout: Duration::from_secs(120),
+            })
+        );
     }
 
     #[test]
@@ -203,6 +312,19 @@ mod tests {
         for name in ["db", "redis-cache", "pg16", &"a".repeat(63)] {
             assert!(service_name(name).is_ok(), "{name:?}");
         }
+        let (line, col, msg) = error_at("- name: db\n  image: postgres:16\n  ready: \"  \"\n");
+        assert_eq!((line, col), (3, 10));
+        assert!(msg.contains("`ready` is empty"), "{msg}");
+        let (line, _, msg) = error_at("- name: db\n  image: pg\n  ready:\n    timeout: 10s\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("`ready` needs `run`"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: pg\n  ready: {run: x, interval: 1s}\n");
+        assert!(msg.contains("unknown field `interval`"), "{msg}");
+        let (line, col, msg) = error_at("- name: db\n  image: pg\n  ready: {run: x, timeout: 0}\n");
+        assert_eq!((line, col), (3, 28));
+        assert!(msg.contains("zero"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: pg\n  ready: [x]\n");
+        assert!(msg.contains("a readiness check"), "{msg}");
         let many: String = (0..=MAX_SERVICES)
             .map(|i| format!("- name: s{i}\n  image: busybox\n"))
             .collect();

@@ -11,9 +11,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use raibid_pipeline::Service;
+use raibid_pipeline::{Ready, Service};
 use tokio_util::sync::CancellationToken;
 
 use super::container::{
@@ -205,12 +205,35 @@ impl ContainerExecutor {
             watchdogs: Vec::new(),
             finished: false,
         };
+        let job_deadline = Instant::now() + spec.timeout;
         for service in &spec.services {
             let start = self.start_service(&mut group, service, spec, output);
             tokio::select! {
                 started = start => started?,
                 () = cancel.cancelled() => {
                     return Err(ExecError::Service("cancelled while the services started".into()));
+                }
+            }
+        }
+        for (service, (_, container)) in spec.services.iter().zip(&group.containers) {
+            let Some(ready) = &service.ready else {
+                continue;
+            };
+            let wait = wait_ready(
+                &self.engine,
+                service,
+                container,
+                ready,
+                job_deadline,
+                output,
+            );
+            tokio::select! {
+                waited = wait => waited?,
+                () = cancel.cancelled() => {
+                    return Err(ExecError::Service(format!(
+                        "cancelled while waiting for service {} to be ready",
+                        service.name
+                    )));
                 }
             }
         }
@@ -259,15 +282,172 @@ impl ContainerExecutor {
         args.extend(service.command.iter().map(OsString::from));
         // Recorded first: a container that was created but failed to start is removed too.
         group.containers.push((service.name.clone(), name.clone()));
+        // Before the container exists, as for steps: an agent killed while `run --detach` is
+        // under way leaves a container that only this watchdog (it removes by name) ends.
+        group.watchdogs.extend(self.watchdog(&name, spec.timeout));
         engine_command(self.engine.program(), args, FIRST_RUN_TIMEOUT)
             .await
             .map_err(|why| fail(format!("{image} did not start: {why}")))?;
         // The engine read the env-file when it created the container.
         drop(env);
-        group.watchdogs.extend(self.watchdog(&name, spec.timeout));
         let note = format!("[raibid] service {} started ({image})\n", service.name);
         let _ = output.send(note.into_bytes()).await;
         Ok(())
+    }
+}
+
+/// Between two tries of a readiness check.
+const READY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One try of a readiness check: a client that waits on a port nobody opens yet would
+/// otherwise use the whole of `ready.timeout` on its first try.
+const READY_TRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `ready.run` in the service's container until it exits 0, for at most `ready.timeout`
+/// (and never past the job's deadline). A service whose container has stopped is not waited
+/// for any longer. When it gives up, what the last try printed and the service's own log go to
+/// `output` (the job's log, where secrets are masked): why a database did not come up is in
+/// what it printed. The error, which becomes the job's reason and commit status, carries
+/// neither, as a service's environment may hold secrets that its output repeats.
+async fn wait_ready(
+    engine: &ContainerEngine,
+    service: &Service,
+    container: &str,
+    ready: &Ready,
+    job_deadline: Instant,
+    output: &OutputSender,
+) -> Result<(), ExecError> {
+    let started = Instant::now();
+    let deadline = (started + ready.timeout).min(job_deadline);
+    let tries_text = |tries: u32| format!("{tries} {}", if tries == 1 { "try" } else { "tries" });
+    let mut tries = 0u32;
+    let (why, printed) = loop {
+        tries += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = left.min(READY_TRY_TIMEOUT);
+        let failed = match try_ready(engine, container, &ready.run, timeout).await {
+            Ok(()) => {
+                let note = format!(
+                    "[raibid] service {} is ready ({:.1} s, {})\n",
+                    service.name,
+                    started.elapsed().as_secs_f64(),
+                    tries_text(tries)
+                );
+                let _ = output.send(note.into_bytes()).await;
+                return Ok(());
+            }
+            Err(failed) => failed,
+        };
+        if let Some(exit) = stopped(engine, container).await {
+            break (
+                format!("its container stopped ({exit}) before it was ready"),
+                failed.printed,
+            );
+        }
+        if Instant::now() + READY_INTERVAL >= deadline {
+            break (
+                format!(
+                    "not ready within {:.0} s ({}); the last try of `{}` {}",
+                    (deadline - started).as_secs_f64(),
+                    tries_text(tries),
+                    ready.run.trim(),
+                    failed.verdict
+                ),
+                failed.printed,
+            );
+        }
+        tokio::time::sleep(READY_INTERVAL).await;
+    };
+    let mut text = format!("[raibid] service {}: {why}\n", service.name);
+    if !printed.is_empty() {
+        text.push_str("[raibid] what the last try printed:\n");
+        text.push_str(&printed);
+        if !printed.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    let logs = engine_logs(engine, container).await;
+    text.push_str(&format!("\n\u{25b6} service {}\n{logs}", service.name));
+    let _ = output.send(text.into_bytes()).await;
+    Err(ExecError::Service(format!(
+        "service {}: {why} (the job's log has its output)",
+        service.name
+    )))
+}
+
+/// A readiness try that failed.
+struct NotReady {
+    /// `exited 3`, `did not end within 10 s`.
+    verdict: String,
+    /// Its last lines, stdout then stderr.
+    printed: String,
+}
+
+/// One try: `<engine> exec <container> /bin/sh -c <run>`. The commands reach the engine as one
+/// argument, never through a shell of the agent's. Their output is kept only to show why a try
+/// failed, and no more of it than of a service's log (a check that prints without end must not
+/// fill the agent's memory).
+async fn try_ready(
+    engine: &ContainerEngine,
+    container: &str,
+    run: &str,
+    timeout: Duration,
+) -> Result<(), NotReady> {
+    let mut command = tokio::process::Command::new(engine.program());
+    command
+        .args(["exec", container, "/bin/sh", "-c", run])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let attempt = async {
+        let mut child = command.spawn()?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(std::io::Error::other("no pipes to the engine's client"));
+        };
+        let (out, err) = tokio::join!(tail_of(stdout), tail_of(stderr));
+        let status = child.wait().await?;
+        let mut text = String::from_utf8_lossy(&out?).into_owned();
+        text.push_str(&String::from_utf8_lossy(&err?));
+        Ok((status, text))
+    };
+    let not_ready = |verdict: String, printed: String| NotReady { verdict, printed };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Err(not_ready(
+            format!("did not end within {:.0} s", timeout.as_secs_f64().ceil()),
+            String::new(),
+        )),
+        Ok(Err(e)) => Err(not_ready(format!("could not run: {e}"), String::new())),
+        Ok(Ok((status, _))) if status.success() => Ok(()),
+        Ok(Ok((status, text))) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let printed = lines[lines.len().saturating_sub(READY_OUTPUT_LINES)..].join("\n");
+            let verdict = status
+                .code()
+                .map_or_else(|| status.to_string(), |c| format!("exited {c}"));
+            Err(not_ready(verdict, printed))
+        }
+    }
+}
+
+/// How much of a failed readiness check's output the log gets.
+const READY_OUTPUT_LINES: usize = 20;
+
+/// The container's exit (`exit code 1`) if it is no longer running; `None` while it runs, or
+/// when the engine cannot say (then the readiness check's own verdict decides).
+async fn stopped(engine: &ContainerEngine, container: &str) -> Option<String> {
+    let args = [
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.State.ExitCode}}",
+        container,
+    ];
+    let state = engine_command(engine.program(), args, ENGINE_COMMAND_TIMEOUT)
+        .await
+        .ok()?;
+    match state.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["false", code] => Some(format!("exit code {code}")),
+        _ => None,
     }
 }
 

@@ -73,7 +73,17 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
     if !pipeline.services.is_empty() {
         out.push_str("services:\n");
         for service in &pipeline.services {
-            let _ = writeln!(out, "  {} ({})", service.name, service.image);
+            let _ = match &service.ready {
+                Some(ready) => writeln!(
+                    out,
+                    "  {} ({}, ready when `{}` succeeds, waited for up to {} s)",
+                    service.name,
+                    service.image,
+                    ready.run.trim(),
+                    ready.timeout.as_secs()
+                ),
+                None => writeln!(out, "  {} ({})", service.name, service.image),
+            };
         }
     }
     out.push_str("steps:\n");
@@ -103,12 +113,12 @@ mod tests {
     fn the_summary_names_what_the_agent_will_run() {
         let pipeline = raibid_pipeline::parse(
             ".raibid.yaml",
-            "image: rust:1\nmatrix:\n  RUST: [\"1.80\", \"1.85\"]\nservices:\n  - name: db\n    image: postgres:16\nsteps:\n  - name: test\n    run: cargo test\n  - name: image\n    when: {branch: main}\n    image-build:\n      tags: [\"{registry}/{repo}:{sha}-{matrix}\"]\n",
+            "image: rust:1\nmatrix:\n  RUST: [\"1.80\", \"1.85\"]\nservices:\n  - name: db\n    image: postgres:16\n    ready: pg_isready\n  - name: cache\n    image: redis:7\nsteps:\n  - name: test\n    run: cargo test\n  - name: image\n    when: {branch: main}\n    image-build:\n      tags: [\"{registry}/{repo}:{sha}-{matrix}\"]\n",
         )
         .unwrap();
         assert_eq!(
             summary(".raibid.yaml", &pipeline),
-            ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16)\n\
+            ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16, ready when `pg_isready` succeeds, waited for up to 60 s)\n  cache (redis:7)\n\
              steps:\n  test (run in rust:1)\n  image (image-build {registry}/{repo}:{sha}-{matrix}, with `when`)\n"
         );
     }
