@@ -25,7 +25,7 @@ fn spec(public_url: &str) -> Value {
                 Retry-After."
         },
         "servers": [{ "url": public_url }],
-        "paths": with_schedules(paths()),
+        "paths": with_badges(with_schedules(paths())),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -101,6 +101,44 @@ fn webhook(forge: &str) -> Value {
             }
         }
     })
+}
+
+/// `GET /api/v1/repos/{owner}/{name}/badge.svg`, added beside `paths()` like the schedules.
+fn with_badges(mut paths: Value) -> Value {
+    let path = |name: &str, description: &str| {
+        json!({ "name": name, "in": "path", "required": true, "description": description,
+                "schema": { "type": "string" } })
+    };
+    paths["/api/v1/repos/{owner}/{name}/badge.svg"] = json!({
+        "get": {
+            "operationId": "repo_badge",
+            "tags": ["jobs"],
+            "summary": "A status badge (SVG) for a repository's README",
+            "description": "The newest finished build of the branch: passing, failing, error, \
+                cancelled, or unknown when none of the repository's 200 newest jobs is one. \
+                Pull requests, tags and matrix variants are not counted; a matrix job shows \
+                its variants combined. Without branch, the newest finished build of any \
+                branch. Cache-Control: no-cache.",
+            "security": [{}, { "bearer": [] }],
+            "parameters": [
+                path("owner", "The repository's owner, as the forge names it."),
+                path("name", "The repository's name."),
+                query("branch", "The branch, like main.", json!({ "type": "string" }))
+            ],
+            "responses": {
+                "200": {
+                    "description": "The badge.",
+                    "content": { "image/svg+xml": { "schema": { "type": "string" } } }
+                },
+                "400": error("Not a repository name (owner/name)."),
+                "401": error(
+                    "Missing or invalid bearer token (only with server.read_requires_token)."
+                ),
+                "503": error("Redis is unavailable; retry after Retry-After seconds.")
+            }
+        }
+    });
+    paths
 }
 
 /// `GET /api/v1/schedules` and `POST /api/v1/schedules/{name}/run`, added beside `paths()`'s

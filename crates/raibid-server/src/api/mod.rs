@@ -1,5 +1,6 @@
 //! The jobs API under `/api/v1`: JSON in and out, bearer tokens for anything that changes jobs.
 
+mod badges;
 mod follow;
 pub(crate) mod git;
 mod jobs;
@@ -25,6 +26,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/api/v1/jobs/{id}/logs", logs::logs),
         Route::get("/api/v1/queues", pools::queues),
         Route::get("/api/v1/agents", pools::agents),
+        Route::get("/api/v1/repos/{owner}/{name}/badge.svg", badges::badge),
         Route::get("/api/v1/schedules", schedules::list),
         Route::post("/api/v1/schedules/{name}/run", schedules::run),
         Route::get("/api/v1/openapi.json", openapi::document),

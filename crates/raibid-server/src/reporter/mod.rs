@@ -31,6 +31,8 @@
 //! [`STALE_AFTER`], and removes consumers idle for [`FORGET_AFTER`] with nothing pending.
 
 mod describe;
+
+pub(crate) use describe::matrix_status;
 mod send;
 
 use std::collections::HashMap;

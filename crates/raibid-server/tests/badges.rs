@@ -1,0 +1,154 @@
+//! Status badges against the real server and a real redis-server: what a README shows.
+
+mod support;
+
+use std::time::Duration;
+
+use raibid_model::{Event, JobStatus, NewJob, Outcome};
+use raibid_queue::{Claimed, Enqueued};
+use reqwest::StatusCode;
+use support::{SHA, TestServer};
+
+const REPO: &str = "acme/app";
+
+fn spec(git_ref: &str, event: Event) -> NewJob {
+    NewJob::new(
+        REPO,
+        "https://git.example/acme/app.git",
+        git_ref,
+        SHA,
+        event,
+    )
+}
+
+fn push(branch: &str) -> NewJob {
+    spec(&format!("refs/heads/{branch}"), Event::Push)
+}
+
+/// Queues `spec` and has an agent run it to `end`. Jobs are listed newest first by id, which
+/// counts milliseconds: the pause keeps their order the order of the calls.
+async fn job(server: &TestServer, spec: NewJob, end: JobStatus) -> String {
+    let claimed = running(server, spec).await;
+    assert!(
+        server
+            .queue
+            .ack(&claimed, &Outcome::new(end))
+            .await
+            .unwrap()
+    );
+    claimed.job.id
+}
+
+/// Queues `spec` and has an agent claim it, leaving it running.
+async fn running(server: &TestServer, spec: NewJob) -> Claimed {
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let Enqueued::Created(job) = server.queue.enqueue(spec).await.unwrap() else {
+        panic!("not created");
+    };
+    let claimed = server.claim_one("agent").await;
+    assert_eq!(claimed.job.id, job.id);
+    claimed
+}
+
+/// The badge's verdict, from its accessible label, after checking what a README needs.
+async fn badge(server: &TestServer, query: &str) -> String {
+    let response = server
+        .get(&format!("/api/v1/repos/{REPO}/badge.svg{query}"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "image/svg+xml;charset=utf-8"
+    );
+    assert_eq!(response.headers()["cache-control"], "no-cache, max-age=0");
+    let svg = response.text().await.unwrap();
+    let label = svg
+        .split("aria-label=\"build: ")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no label in {svg}"));
+    label.to_owned()
+}
+
+#[tokio::test]
+async fn badges_show_the_newest_finished_build_of_the_branch() {
+    let server = TestServer::start().await;
+    assert_eq!(badge(&server, "?branch=main").await, "unknown");
+    assert_eq!(badge(&server, "").await, "unknown");
+
+    job(&server, push("main"), JobStatus::Success).await;
+    assert_eq!(badge(&server, "?branch=main").await, "passing");
+    // Newer, and none of them about main as a branch: another branch, a pull request into
+    // main, a tag, a build of main still running.
+    job(&server, push("dev"), JobStatus::Failure).await;
+    let mut pr = spec("refs/pull/7/head", Event::PullRequest);
+    pr.target_branch = Some("main".into());
+    job(&server, pr, JobStatus::Failure).await;
+    job(&server, spec("refs/tags/v1", Event::Tag), JobStatus::Error).await;
+    let _unfinished = running(&server, push("main")).await;
+    assert_eq!(badge(&server, "?branch=main").await, "passing");
+    assert_eq!(badge(&server, "?branch=dev").await, "failing");
+    assert_eq!(badge(&server, "?branch=gone").await, "unknown");
+    // Without a branch: the newest finished build of any branch.
+    assert_eq!(badge(&server, "").await, "failing");
+    // Other repositories' jobs are not this one's.
+    let other = server
+        .get("/api/v1/repos/acme/other/badge.svg?branch=dev")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(other.contains("aria-label=\"build: unknown\""), "{other}");
+
+    job(&server, push("main"), JobStatus::Cancelled).await;
+    assert_eq!(badge(&server, "?branch=main").await, "cancelled");
+    job(&server, push("main"), JobStatus::Error).await;
+    assert_eq!(badge(&server, "?branch=main").await, "error");
+
+    // A matrix job: its own success means only that it queued its variants; the badge waits
+    // for them, and their verdict is its.
+    let parent = job(&server, push("main"), JobStatus::Success).await;
+    let variant = |name: &str| {
+        let mut spec = push("main");
+        spec.matrix_parent = Some(parent.clone());
+        spec.env.insert("RAIBID_MATRIX".into(), name.into());
+        spec
+    };
+    let first = job(&server, variant("A=1"), JobStatus::Success).await;
+    let second = running(&server, variant("A=2")).await;
+    server
+        .queue
+        .set_children(&parent, &[first, second.job.id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        badge(&server, "?branch=main").await,
+        "error",
+        "a matrix still running shows the build before it"
+    );
+    assert!(
+        server
+            .queue
+            .ack(&second, &Outcome::new(JobStatus::Failure))
+            .await
+            .unwrap()
+    );
+    assert_eq!(badge(&server, "?branch=main").await, "failing");
+}
+
+#[tokio::test]
+async fn bad_badge_requests_are_refused_and_redis_down_is_503() {
+    let mut server = TestServer::start().await;
+    let response = server.get("/api/v1/repos/acme/a%20b/badge.svg").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = support::json(response).await;
+    assert_eq!(body["error"]["code"], "invalid_parameter", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("repo"),
+        "{body}"
+    );
+    server.redis.kill();
+    let response = server.get(&format!("/api/v1/repos/{REPO}/badge.svg")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+}
