@@ -113,9 +113,11 @@ async fn check(
     }
 }
 
-struct Registry<'a> {
+/// One repository of a registry, over the v2 API, authenticating as challenged.
+pub(crate) struct Registry<'a> {
     http: reqwest::Client,
-    base: String,
+    /// `<scheme>://<host>/v2/<repository>`.
+    pub(crate) base: String,
     reference: &'a ImageReference,
     options: &'a FetchOptions,
     auth: Option<Auth>,
@@ -128,7 +130,7 @@ enum Auth {
 }
 
 impl<'a> Registry<'a> {
-    fn new(
+    pub(crate) fn new(
         reference: &'a ImageReference,
         options: &'a FetchOptions,
     ) -> Result<Self, PreflightError> {
@@ -139,6 +141,8 @@ impl<'a> Registry<'a> {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(options.timeout)
+            // A silent registry fails the call; a large upload that keeps moving does not.
+            .read_timeout(options.timeout)
             .user_agent(concat!("raibid/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| unreachable(reference, &e))?;
@@ -156,11 +160,33 @@ impl<'a> Registry<'a> {
     }
 
     /// GETs `<base>/<path>`, authenticating once if the registry asks for it.
-    async fn get(&mut self, path: &str, accept: &str) -> Result<Vec<u8>, PreflightError> {
+    pub(crate) async fn get(
+        &mut self,
+        path: &str,
+        accept: &str,
+    ) -> Result<Vec<u8>, PreflightError> {
         let url = format!("{}/{path}", self.base);
+        let response = self
+            .send(|http| http.get(&url).header(ACCEPT, accept))
+            .await?;
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| unreachable(self.reference, &e))
+    }
+
+    /// Sends the request `build` makes, with the credentials the registry asked for: on a
+    /// 401 it answers the challenge and builds the request once more (a body is made anew,
+    /// never replayed). A token for pulling is exchanged for one that may push when a push
+    /// is challenged. Anything but a 2xx or 3xx is an error naming the registry's message.
+    pub(crate) async fn send(
+        &mut self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, PreflightError> {
         let mut retried = false;
         loop {
-            let mut request = self.http.get(&url).header(ACCEPT, accept);
+            let mut request = build(&self.http);
             request = match &self.auth {
                 Some(Auth::Bearer(token)) => request.bearer_auth(token),
                 Some(Auth::Basic { user, password }) => request.basic_auth(user, Some(password)),
@@ -182,7 +208,7 @@ impl<'a> Registry<'a> {
                 retried = true;
                 continue;
             }
-            if !status.is_success() {
+            if !status.is_success() && !status.is_redirection() {
                 let content_type = response
                     .headers()
                     .get(CONTENT_TYPE)
@@ -192,11 +218,7 @@ impl<'a> Registry<'a> {
                 let body = response.text().await.unwrap_or_default();
                 return Err(refused(self.reference, status, &content_type, &body));
             }
-            return response
-                .bytes()
-                .await
-                .map(|b| b.to_vec())
-                .map_err(|e| unreachable(self.reference, &e));
+            return Ok(response);
         }
     }
 
@@ -302,7 +324,7 @@ fn parse_challenge(params: &str) -> Vec<(String, String)> {
     out
 }
 
-fn unreachable(reference: &ImageReference, error: &reqwest::Error) -> PreflightError {
+pub(crate) fn unreachable(reference: &ImageReference, error: &reqwest::Error) -> PreflightError {
     let mut message = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(inner) = source {

@@ -6,10 +6,14 @@
 //! [`platform_in_index`] is the pure decision on an index the caller fetched; [`check_image`]
 //! fetches the manifest itself over the registry v2 API.
 
+mod artifact;
 mod fetch;
 mod index;
 mod reference;
 
+pub use artifact::{
+    ARTIFACT_TYPE, LAYER_MEDIA_TYPE, LAYER_TITLE, PushedArtifact, pull_artifact, push_artifact,
+};
 pub use fetch::{FetchOptions, ImageCheck, check_image};
 pub use index::{
     ACCEPT, IndexEntry, Manifest, Platform, check_config, normalize_arch, parse_manifest,

@@ -92,6 +92,7 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             clone: CloneOptions::default(),
             matrix: None,
             cache: None,
+            artifacts: None,
             when: When::default(),
             services: Vec::new(),
             steps,

@@ -171,12 +171,13 @@ fn policy(p: &str) -> Result<CachePolicy, String> {
 
 checked_str!(Policy: CachePolicy, "pull-push, pull or push", policy);
 
-/// A cached path. The agent copies it out of the workspace and back as root may be, so it must
-/// name something inside the workspace and never the repository itself (`.git`: a restored
-/// `.git/config` or hook would run in the next job's git).
-fn cache_path(path: &str) -> Result<String, String> {
+/// A cached path (`what`: "cache"), or an artifact's ("artifact"). The agent copies it out of
+/// the workspace and back as root may be, so it must name something inside the workspace and
+/// never the repository itself (`.git`: a restored `.git/config` or hook would run in the next
+/// job's git; an artifact of it would publish the checkout's credentials).
+fn workspace_path(path: &str, what: &str) -> Result<String, String> {
     if path.is_empty() {
-        return Err("a cache path may not be empty".to_owned());
+        return Err(format!("a {what} path may not be empty"));
     }
     if path.contains('\0') || path.chars().any(char::is_control) {
         return Err(format!(
@@ -185,18 +186,18 @@ fn cache_path(path: &str) -> Result<String, String> {
     }
     if path.len() > MAX_PATH_LEN {
         return Err(format!(
-            "the path is {} bytes; a cache path is at most {MAX_PATH_LEN}",
+            "the path is {} bytes; a {what} path is at most {MAX_PATH_LEN}",
             path.len()
         ));
     }
     if path.starts_with('/') {
         return Err(format!(
-            "{path:?} is absolute; cache paths are relative to the workspace (`target`, `.npm`)"
+            "{path:?} is absolute; {what} paths are relative to the workspace (`target`, `dist`)"
         ));
     }
     if path.contains(['*', '?', '[']) {
         return Err(format!(
-            "{path:?}: cache paths are not globs; list the directories themselves"
+            "{path:?}: {what} paths are not globs; list the directories themselves"
         ));
     }
     // `target/` is how people write a directory; one trailing '/' is allowed and dropped.
@@ -216,12 +217,13 @@ fn cache_path(path: &str) -> Result<String, String> {
             }
             ".." => {
                 return Err(format!(
-                    "{path:?} leaves the workspace ('..'); cache paths stay inside it"
+                    "{path:?} leaves the workspace ('..'); {what} paths stay inside it"
                 ));
             }
             c if c.eq_ignore_ascii_case(".git") => {
                 return Err(format!(
-                    "{path:?}: `.git` is the repository the agent checks out; it is never cached"
+                    "{path:?}: `.git` is the repository the agent checks out; it is never \
+                     cached nor an artifact"
                 ));
             }
             _ => {}
@@ -241,9 +243,12 @@ fn nested(a: &str, b: &str) -> bool {
     inside(a, b) || inside(b, a)
 }
 
-/// `paths:`: a non-empty list of at most [`MAX_CACHE_PATHS`] cache paths, none inside another.
-/// Each check runs while its item is read, so an error points at that item.
-struct PathsVisitor;
+/// `paths:`: a non-empty list of at most [`MAX_CACHE_PATHS`] paths, none inside another; `what`
+/// names them in errors ("cache", "artifact"). Each check runs while its item is read, so an
+/// error points at that item.
+pub(crate) struct PathsVisitor {
+    pub(crate) what: &'static str,
+}
 
 impl<'de> Visitor<'de> for PathsVisitor {
     type Value = Vec<String>;
@@ -257,11 +262,12 @@ impl<'de> Visitor<'de> for PathsVisitor {
         while let Some(path) = seq.next_element_seed(StrCheck::new(
             "a path relative to the workspace",
             |v: &str| {
-                let path = cache_path(v)?;
+                let path = workspace_path(v, self.what)?;
                 if paths.len() == MAX_CACHE_PATHS {
                     return Err(format!(
-                        "a cache holds at most {MAX_CACHE_PATHS} paths; cache their common \
-                         parent directory instead"
+                        "at most {MAX_CACHE_PATHS} {} paths; list their common parent \
+                         directory instead",
+                        self.what
                     ));
                 }
                 if let Some(other) = paths.iter().find(|p| nested(p, &path)) {
@@ -279,16 +285,22 @@ impl<'de> Visitor<'de> for PathsVisitor {
             paths.push(path);
         }
         if paths.is_empty() {
-            return Err(de::Error::custom(
-                "`paths` is empty; list the directories to keep, like [target]",
-            ));
+            return Err(de::Error::custom(format!(
+                "`paths` is empty; list the {} paths, like [{}]",
+                self.what,
+                if self.what == "cache" {
+                    "target"
+                } else {
+                    "dist"
+                }
+            )));
         }
         Ok(paths)
     }
 }
 
 fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    d.deserialize_seq(PathsVisitor).map(Some)
+    d.deserialize_seq(PathsVisitor { what: "cache" }).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -324,7 +336,7 @@ impl<'de> Visitor<'de> for CacheVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Cache, A::Error> {
         Ok(Cache {
             key: DEFAULT_CACHE_KEY.to_owned(),
-            paths: PathsVisitor.visit_seq(seq)?,
+            paths: PathsVisitor { what: "cache" }.visit_seq(seq)?,
             policy: CachePolicy::default(),
         })
     }
@@ -525,6 +537,6 @@ mod tests {
         let many: Vec<String> = (0..=MAX_CACHE_PATHS).map(|i| format!("p{i}")).collect();
         let (line, column, got) = refused(&format!("cache:\n  - {}\n", many.join("\n  - ")));
         assert_eq!((line, column), (5 + MAX_CACHE_PATHS, 5));
-        assert!(got.contains("at most 20 paths"), "{got}");
+        assert!(got.contains("at most 20 cache paths"), "{got}");
     }
 }

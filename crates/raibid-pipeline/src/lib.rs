@@ -7,6 +7,7 @@
 //! Every parse error carries `file:line:column`, because the person reading it is looking at the
 //! file in an editor.
 
+mod artifacts;
 mod autodetect;
 mod cache;
 mod de;
@@ -23,6 +24,7 @@ mod step;
 mod tag;
 mod when;
 
+pub use artifacts::{Artifacts, ArtifactsWhen};
 pub use autodetect::{AutodetectError, Autodetected, RepoListing, autodetect};
 pub use cache::{
     Cache, CacheKeyError, CachePolicy, DEFAULT_CACHE_KEY, MAX_CACHE_KEY_LEN, MAX_CACHE_PATHS,

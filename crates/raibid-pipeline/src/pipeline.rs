@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeSeed;
 
+use crate::artifacts::{Artifacts, ArtifactsDe};
 use crate::cache::{Cache, CacheDe};
 use crate::de::{CheckedMap, StepEnvMap};
 use crate::duration::Timeout;
@@ -33,6 +34,8 @@ pub struct Pipeline {
     pub matrix: Option<Matrix>,
     /// Directories kept between jobs of the repository (`cache:`).
     pub cache: Option<Cache>,
+    /// Files kept with the job once its steps are done (`artifacts:`).
+    pub artifacts: Option<Artifacts>,
     /// Which jobs the pipeline runs for at all (`when:`, one block or a list of them); no
     /// block for every job. Never has `status`: it is decided before any step runs.
     pub when: When,
@@ -84,6 +87,7 @@ struct RawPipeline {
     clone: Option<CloneOptions>,
     matrix: Option<MatrixDe>,
     cache: Option<CacheDe>,
+    artifacts: Option<ArtifactsDe>,
     when: Option<PipelineWhen>,
     services: Option<Services>,
     steps: Option<Steps>,
@@ -133,6 +137,7 @@ impl RawPipeline {
             clone: self.clone.unwrap_or_default(),
             matrix: self.matrix.map(|m| m.0),
             cache: self.cache.map(|c| c.0),
+            artifacts: self.artifacts.map(|a| a.0),
             when: self.when.map(|w| w.0).unwrap_or_default(),
             services: self.services.map(|s| s.0).unwrap_or_default(),
             steps,
