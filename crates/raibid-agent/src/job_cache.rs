@@ -455,9 +455,9 @@ fn write_meta(entry: &Path, meta: &EntryMeta) -> io::Result<()> {
     })
 }
 
-/// The workspace's `path` for saving: every component a real directory (the last one may be
-/// a file), none a link. `Err` says why not, for the job log.
-fn save_source(workspace: &Path, path: &str) -> Result<PathBuf, String> {
+/// The workspace's `path` for saving (the cache's, and artifacts'): every component a real
+/// directory (the last one may be a file), none a link. `Err` says why not, for the job log.
+pub(crate) fn save_source(workspace: &Path, path: &str) -> Result<PathBuf, String> {
     let mut current = workspace.to_path_buf();
     let components: Vec<&str> = path.split('/').collect();
     for (i, component) in components.iter().enumerate() {
@@ -470,7 +470,7 @@ fn save_source(workspace: &Path, path: &str) -> Result<PathBuf, String> {
             Err(e) => return Err(format!("cannot read {so_far}: {e}")),
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(format!(
-                    "{so_far} is a symbolic link; the cache never follows links out of the \
+                    "{so_far} is a symbolic link; links are never followed out of the \
                      workspace"
                 ));
             }

@@ -6,12 +6,14 @@
 //! not the forge or HTTP: commit status is the server's business.
 
 mod agent;
+pub mod artifacts;
 mod checkout;
 mod env;
 pub mod executor;
 pub mod hardening;
 pub mod image;
 mod job_cache;
+mod keep_artifacts;
 mod lock_file;
 mod logsink;
 mod private_dir;

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::artifacts::ArtifactStore;
 use crate::checkout::{Changes, GitCheckout};
 use crate::env::{StepPlace, is_reserved, step_base_env};
 use crate::executor::{Executor, ServiceGroup, ServicesSpec, StepExit, StepSpec};
@@ -38,6 +39,9 @@ pub struct Runner {
     pub executor: Arc<dyn Executor>,
     pub git: GitCheckout,
     pub images: Option<Arc<ImageBuilder>>,
+    /// Where `artifacts:` go; `None`: this agent keeps none (no registry, or
+    /// `agent.artifacts_max_bytes` is 0), which the job log says.
+    pub artifacts: Option<ArtifactStore>,
     pub secrets: SecretStore,
     pub settings: RunnerSettings,
 }
@@ -473,7 +477,7 @@ impl Runner {
                 .await;
             }
         }
-        let outcome = self
+        let mut outcome = self
             .run_steps(
                 claimed,
                 &pipeline,
@@ -488,6 +492,18 @@ impl Runner {
                 reason,
             )
             .await;
+        if let Some(artifacts) = &pipeline.artifacts {
+            self.keep_artifacts(
+                job,
+                artifacts,
+                &workspace,
+                &private,
+                &mut outcome,
+                stop,
+                log,
+            )
+            .await;
+        }
         if let Some((cache, key)) = &cache
             && cache.policy.pushes()
         {
@@ -1345,7 +1361,7 @@ fn join_error(e: tokio::task::JoinError) -> JobCacheError {
 }
 
 /// `target, .npm` for the job log.
-fn listed(paths: &[String]) -> String {
+pub(crate) fn listed(paths: &[String]) -> String {
     if paths.is_empty() {
         "nothing".to_owned()
     } else {
@@ -1354,7 +1370,7 @@ fn listed(paths: &[String]) -> String {
 }
 
 /// Sizes in the job log, binary units like `du -h`.
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -147,6 +147,7 @@ mod tests {
             steps: vec![],
             images: vec![],
             children: Vec::new(),
+            artifacts: None,
             log_pruned: false,
         }
     }

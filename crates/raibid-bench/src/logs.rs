@@ -169,6 +169,7 @@ pub async fn logs(opts: LogBenchOptions) -> Result<LogReport, BenchError> {
         executor: Arc::new(HostExecutor::new()),
         git: GitCheckout::new(dir.path().join("mirrors"), None),
         images: None,
+        artifacts: None,
         secrets: SecretStore::new(BTreeMap::new(), &BTreeMap::new(), false)
             .map_err(|e| BenchError::Invalid(e.to_string()))?,
         settings: RunnerSettings {

@@ -321,6 +321,9 @@ pub struct AgentConfig {
     /// All pipelines' `cache:` entries together (under `<cache_dir>/jobs`) stay under this many
     /// bytes, the least recently used removed first; 0 turns the pipelines' caches off.
     pub job_cache_max_bytes: u64,
+    /// A job's `artifacts:` may hold this many bytes of files, before compression; 0 turns
+    /// artifacts off on this agent.
+    pub artifacts_max_bytes: u64,
     /// buildah's image and layer store (`--root`); empty: `<data dir>/buildah/storage`. In a
     /// pod it must be a mounted volume: the container's writable layer counts against the
     /// pod's ephemeral-storage limit and dies with the pod, so nothing would be cached.
@@ -385,6 +388,7 @@ impl Default for AgentConfig {
             workspace_dir: String::new(),
             cache_dir: String::new(),
             job_cache_max_bytes: 10 << 30,
+            artifacts_max_bytes: 1 << 30,
             buildah_root: String::new(),
             buildah_runroot: String::new(),
             concurrency: 1,

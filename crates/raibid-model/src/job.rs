@@ -284,6 +284,21 @@ pub struct Outcome {
     /// Pushed images as `name@sha256:...`.
     #[serde(default)]
     pub images: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<JobArtifacts>,
+}
+
+/// A job's `artifacts:`, as the agent pushed them to the forge's registry: one gzipped tar in an
+/// OCI artifact, tagged with the job's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobArtifacts {
+    /// `<registry>/<owner>/<name>/artifacts@sha256:...`, pinned: what `raibid job artifacts`
+    /// (or `oras pull`) fetches.
+    pub reference: String,
+    /// Of the archive, compressed.
+    pub size: u64,
+    /// Regular files in it.
+    pub files: u64,
 }
 
 impl Outcome {
@@ -293,6 +308,7 @@ impl Outcome {
             reason: None,
             steps: Vec::new(),
             images: Vec::new(),
+            artifacts: None,
         }
     }
 
@@ -327,6 +343,8 @@ pub struct Job {
     pub steps: Vec<StepResult>,
     #[serde(default)]
     pub images: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<JobArtifacts>,
     /// The jobs a matrix job expanded into, one per variant; its commit status is theirs
     /// combined.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -353,6 +371,7 @@ impl Job {
             steps: Vec::new(),
             images: Vec::new(),
             children: Vec::new(),
+            artifacts: None,
             log_pruned: false,
         }
     }

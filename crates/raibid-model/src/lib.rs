@@ -10,6 +10,8 @@ pub mod scaling;
 mod stats;
 
 pub use agent::AgentInfo;
-pub use job::{Event, Forge, Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
+pub use job::{
+    Event, Forge, Job, JobArtifacts, JobStatus, NewJob, Outcome, StepResult, StepStatus,
+};
 pub use pool::{PoolName, PoolNameError};
 pub use stats::{ConsumerStats, PoolStats, ScalerStatus};

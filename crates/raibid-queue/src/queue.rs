@@ -409,7 +409,14 @@ impl Queue {
             .arg(outcome.reason.as_deref().unwrap_or(""))
             .arg(record::steps_json(&outcome.steps))
             .arg(serde_json::to_string(&outcome.images).expect("images serialize"))
-            .arg(id);
+            .arg(id)
+            .arg(
+                outcome
+                    .artifacts
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).expect("artifacts serialize"))
+                    .unwrap_or_default(),
+            );
         let reply: String = self.conn.script(&invocation).await?;
         let accepted = reply == "ok";
         if accepted {

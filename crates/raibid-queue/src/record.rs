@@ -101,6 +101,9 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
             Some(s) => serde_json::from_str(&s).map_err(|e| parse_err("images", e.to_string()))?,
             None => Vec::new(),
         },
+        artifacts: opt("artifacts")
+            .map(|s| serde_json::from_str(&s).map_err(|e| parse_err("artifacts", e.to_string())))
+            .transpose()?,
         children: match opt("children") {
             Some(s) => {
                 serde_json::from_str(&s).map_err(|e| parse_err("children", e.to_string()))?

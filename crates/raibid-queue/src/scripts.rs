@@ -295,7 +295,8 @@ end
 /// XACK and the final status together; the end-of-log marker if the job wrote a log.
 ///
 /// KEYS: stream, job, by-status(running), by-status(final), log, events
-/// ARGV: group, entry, status, now ms, reason, steps json, images json, id
+/// ARGV: group, entry, status, now ms, reason, steps json, images json, id, artifacts json
+/// (or "")
 /// Returns "ok" | "stale"
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -309,7 +310,7 @@ if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'reason', ARGV[5],
-  'steps', ARGV[6], 'images', ARGV[7])
+  'steps', ARGV[6], 'images', ARGV[7], 'artifacts', ARGV[9])
 redis.call('ZREM', KEYS[3], ARGV[8])
 redis.call('ZADD', KEYS[4], '0', ARGV[8])
 end_job(KEYS[5], KEYS[6], ARGV[8], ARGV[3])

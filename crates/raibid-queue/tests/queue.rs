@@ -101,10 +101,17 @@ async fn enqueue_claim_ack_round_trip() {
         duration_ms: Some(12),
         tail: String::new(),
     });
+    let artifacts = raibid_model::JobArtifacts {
+        reference: "r.example/acme/app/artifacts@sha256:ab".into(),
+        size: 10,
+        files: 2,
+    };
+    outcome.artifacts = Some(artifacts.clone());
     assert!(q.ack(&claimed, &outcome).await.unwrap());
     let done = q.get(&j.id).await.unwrap().unwrap();
     assert_eq!(done.status, JobStatus::Success);
     assert_eq!(done.steps.len(), 1);
+    assert_eq!(done.artifacts, Some(artifacts));
     assert!(done.finished_at.is_some());
 
     let stats = q.stats(&PoolName::default()).await.unwrap();

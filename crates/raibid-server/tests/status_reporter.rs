@@ -650,6 +650,7 @@ impl Matrix {
             executor,
             git: GitCheckout::new(dir.path().join("cache"), None),
             images: None,
+            artifacts: None,
             secrets: SecretStore::default(),
             settings: RunnerSettings {
                 agent_name: "spark-1".into(),

@@ -44,6 +44,7 @@ fn jobs() -> Vec<Job> {
                 steps: Vec::new(),
                 images: Vec::new(),
                 children: Vec::new(),
+                artifacts: None,
                 log_pruned: false,
             }
         })

@@ -103,11 +103,39 @@ impl Harness {
         images: Option<Arc<ImageBuilder>>,
         registry: &str,
     ) -> Arc<Runner> {
-        Arc::new(Runner {
+        Arc::new(self.build_runner(executor, secrets, images, registry))
+    }
+
+    /// A bwrap runner that keeps `artifacts:` in `store`.
+    pub fn runner_with_artifacts(
+        &self,
+        secrets: SecretStore,
+        store: raibid_agent::artifacts::ArtifactStore,
+    ) -> Arc<Runner> {
+        let executor: Arc<dyn Executor> = Arc::new(BwrapExecutor::new(BwrapOptions {
+            network: false,
+            hide: vec![self.cache()],
+            ..Default::default()
+        }));
+        let registry = store.registry.clone();
+        let mut runner = self.build_runner(executor, secrets, None, &registry);
+        runner.artifacts = Some(store);
+        Arc::new(runner)
+    }
+
+    fn build_runner(
+        &self,
+        executor: Arc<dyn Executor>,
+        secrets: SecretStore,
+        images: Option<Arc<ImageBuilder>>,
+        registry: &str,
+    ) -> Runner {
+        Runner {
             queue: self.queue.clone(),
             executor,
             git: GitCheckout::new(self.cache(), None),
             images,
+            artifacts: None,
             secrets,
             settings: RunnerSettings {
                 agent_name: AGENT_NAME.into(),
@@ -118,7 +146,7 @@ impl Harness {
                 step_env: BTreeMap::new(),
                 registry: registry.into(),
             },
-        })
+        }
     }
 
     /// An image builder with storage under the harness's directory, pushing to `registry`.

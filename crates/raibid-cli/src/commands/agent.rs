@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use raibid_agent::artifacts::ArtifactStore;
 use raibid_agent::executor::{
     ArchPreflight, BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor,
     ContainerLimits, ContainerOptions, ExecError, Executor, HostExecutor, RegistryLogin,
@@ -124,6 +125,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
         git: GitCheckout::new(cache_dir, Some(a.git_token.expose().to_owned()))
             .with_job_cache_max_bytes(a.job_cache_max_bytes),
         images,
+        artifacts: artifact_store(&config),
         secrets,
         settings: RunnerSettings {
             agent_name: name.clone(),
@@ -157,6 +159,24 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
     let summary = run_agent(runner, options, shutdown).await?;
     info!(jobs = summary.jobs.len(), "agent stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `artifacts:` go: the registry image builds push to, with the same login; none
+/// without a registry or with `agent.artifacts_max_bytes: 0`.
+fn artifact_store(config: &Config) -> Option<ArtifactStore> {
+    let a = &config.agent;
+    let registry = registry_host(config);
+    (!registry.is_empty() && a.artifacts_max_bytes > 0).then(|| ArtifactStore {
+        registry,
+        login: (!a.registry.username.is_empty()).then(|| {
+            (
+                a.registry.username.clone(),
+                a.registry.password.expose().to_owned(),
+            )
+        }),
+        insecure: a.registry.insecure,
+        max_bytes: a.artifacts_max_bytes,
+    })
 }
 
 /// Who steps run as. `agent.step_user` for host and bwrap steps; for bwrap steps of an agent

@@ -187,6 +187,7 @@ mod tests {
             steps: Vec::new(),
             images: Vec::new(),
             children: Vec::new(),
+            artifacts: None,
             log_pruned: false,
         }
     }

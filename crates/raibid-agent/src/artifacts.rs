@@ -1,0 +1,434 @@
+//! The pipeline's `artifacts:` packed into one `.tar.gz` after the steps, for the runner to
+//! push to the forge's registry (`raibid_oci::push_artifact`), and unpacked again by
+//! `raibid job artifacts`.
+//!
+//! Packing reads the workspace as the agent, which may be root, after steps that ran anyone's
+//! code: so it never follows a symbolic link (a path with a linked component is skipped; a link
+//! inside a directory is archived as a link), opens files without following links and without
+//! blocking (a FIFO would hang a plain open), archives only regular files, directories and
+//! links, leaves out files owned by anyone but the workspace's owner (a hard link a step made
+//! to a file it cannot read), and clears set-uid and set-gid bits. The same rules as the
+//! job cache's, for the same reasons.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use tokio_util::sync::CancellationToken;
+
+use crate::job_cache::save_source;
+
+/// Where the agent keeps artifacts: the forge's registry (where image builds push), with the
+/// agent's login there.
+#[derive(Clone)]
+pub struct ArtifactStore {
+    /// `host[:port]`, as in image names.
+    pub registry: String,
+    /// `(user, password)`; `None`: anonymous.
+    pub login: Option<(String, String)>,
+    /// Plain HTTP (loopback registries always are).
+    pub insecure: bool,
+    /// See [`DEFAULT_ARTIFACTS_MAX_BYTES`].
+    pub max_bytes: u64,
+}
+
+impl std::fmt::Debug for ArtifactStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactStore")
+            .field("registry", &self.registry)
+            .field("user", &self.login.as_ref().map(|(user, _)| user))
+            .field("insecure", &self.insecure)
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
+}
+
+impl ArtifactStore {
+    /// `<registry>/<owner>/<name>/artifacts:<job id>`: below the repository's images, where
+    /// the agent's login may push (docs/pipelines.md, image builds), one tag per job.
+    pub fn tag(&self, repo: &str, job_id: &str) -> String {
+        format!(
+            "{}/{}/artifacts:{job_id}",
+            self.registry,
+            repo.to_ascii_lowercase()
+        )
+    }
+
+    pub fn fetch_options(&self) -> raibid_oci::FetchOptions {
+        raibid_oci::FetchOptions {
+            insecure: self.insecure,
+            // Per request (connect, and each read of an answer), not for the whole upload.
+            timeout: std::time::Duration::from_secs(60),
+            credentials: self.login.clone(),
+        }
+    }
+}
+
+/// Default of `agent.artifacts_max_bytes`: the files of one job's artifacts together, before
+/// compression.
+pub const DEFAULT_ARTIFACTS_MAX_BYTES: u64 = 1 << 30;
+
+/// How many left-out files the log names; the rest are counted.
+const SHOWN: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactsError {
+    #[error(
+        "the artifacts are larger than agent.artifacts_max_bytes ({max} bytes) allows; keep \
+         fewer files, or raise the limit"
+    )]
+    TooLarge { max: u64 },
+    #[error("stopped")]
+    Stopped,
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("unsafe entry {0:?} in the archive: it would land outside the directory")]
+    Unsafe(String),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArtifactsError + 'a {
+    move |source| ArtifactsError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What [`pack`] put in the archive.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Packed {
+    /// The paths archived, as the pipeline wrote them.
+    pub paths: Vec<String>,
+    /// Paths not archived and why (missing, behind a link).
+    pub skipped: Vec<(String, String)>,
+    /// Files left out of archived directories, at most [`SHOWN`] named.
+    pub left_out: Vec<String>,
+    pub left_out_count: usize,
+    /// Regular files archived and their bytes before compression.
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Packs `paths` of `workspace` into the gzipped tar `dest`, each under its path. Blocking;
+/// `stop` ends it between files.
+pub fn pack(
+    workspace: &Path,
+    paths: &[String],
+    dest: &Path,
+    max_bytes: u64,
+    stop: &CancellationToken,
+) -> Result<Packed, ArtifactsError> {
+    let owner = std::fs::symlink_metadata(workspace)
+        .map_err(io_err("reading", workspace))?
+        .uid();
+    let file = File::create(dest).map_err(io_err("creating", dest))?;
+    let mut archive = tar::Builder::new(GzEncoder::new(file, Compression::fast()));
+    archive.follow_symlinks(false);
+    let mut packed = Packed::default();
+    for path in paths {
+        let source = match save_source(workspace, path) {
+            Ok(source) => source,
+            Err(why) => {
+                packed.skipped.push((path.clone(), why));
+                continue;
+            }
+        };
+        let mut pending = vec![(source, PathBuf::from(path))];
+        while let Some((on_disk, name)) = pending.pop() {
+            if stop.is_cancelled() {
+                return Err(ArtifactsError::Stopped);
+            }
+            let meta = std::fs::symlink_metadata(&on_disk).map_err(io_err("reading", &on_disk))?;
+            let kind = meta.file_type();
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mode(meta.mode() & 0o1777);
+            if kind.is_dir() {
+                archive
+                    .append_data(&mut header, &name, io::empty())
+                    .map_err(io_err("archiving", &on_disk))?;
+                let mut children = Vec::new();
+                for entry in std::fs::read_dir(&on_disk).map_err(io_err("listing", &on_disk))? {
+                    let entry = entry.map_err(io_err("listing", &on_disk))?;
+                    children.push((entry.path(), name.join(entry.file_name())));
+                }
+                // Popped in name order: the same tree gives the same archive.
+                children.sort_by(|a, b| b.1.cmp(&a.1));
+                pending.extend(children);
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&on_disk).map_err(io_err("reading", &on_disk))?;
+                archive
+                    .append_link(&mut header, &name, &target)
+                    .map_err(io_err("archiving", &on_disk))?;
+            } else if kind.is_file() && meta.uid() == owner {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc_flags())
+                    .open(&on_disk)
+                    .map_err(io_err("opening", &on_disk))?;
+                let opened = file.metadata().map_err(io_err("reading", &on_disk))?;
+                // Swapped for something else between the look and the open.
+                if !opened.is_file() || opened.ino() != meta.ino() {
+                    leave_out(&mut packed, &name, "changed while it was read");
+                    continue;
+                }
+                packed.bytes += opened.len();
+                if packed.bytes > max_bytes {
+                    return Err(ArtifactsError::TooLarge { max: max_bytes });
+                }
+                header.set_size(opened.len());
+                archive
+                    .append_data(&mut header, &name, file)
+                    .map_err(io_err("archiving", &on_disk))?;
+                packed.files += 1;
+            } else if kind.is_file() {
+                let why = format!("owned by uid {}, not the workspace's owner", meta.uid());
+                leave_out(&mut packed, &name, &why);
+            } else {
+                leave_out(&mut packed, &name, "not a file, directory or link");
+            }
+        }
+        packed.paths.push(path.clone());
+    }
+    let mut gz = archive.into_inner().map_err(io_err("writing", dest))?;
+    gz.flush().map_err(io_err("writing", dest))?;
+    gz.finish()
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("writing", dest))?;
+    Ok(packed)
+}
+
+/// `O_NOFOLLOW | O_NONBLOCK`: the last component is not followed, and a FIFO a step left
+/// does not block the open (it is then refused as not a regular file).
+fn libc_flags() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits()
+}
+
+fn leave_out(packed: &mut Packed, name: &Path, why: &str) {
+    packed.left_out_count += 1;
+    if packed.left_out.len() < SHOWN {
+        packed.left_out.push(format!("{} ({why})", name.display()));
+    }
+}
+
+/// Unpacks the archive `archive` into `dest` (created if missing). Every entry must stay
+/// inside `dest`: an absolute name or one with `..` is refused before anything of it is
+/// written, and the tar crate refuses to write through a link. Ownership is not restored.
+pub fn unpack(archive: &Path, dest: &Path) -> Result<u64, ArtifactsError> {
+    std::fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+    let file = File::open(archive).map_err(io_err("opening", archive))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    tar.set_preserve_permissions(true);
+    tar.set_overwrite(true);
+    let mut files = 0;
+    for entry in tar.entries().map_err(io_err("reading", archive))? {
+        let mut entry = entry.map_err(io_err("reading", archive))?;
+        let name = entry
+            .path()
+            .map_err(io_err("reading", archive))?
+            .into_owned();
+        if name.is_absolute()
+            || name
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(ArtifactsError::Unsafe(name.display().to_string()));
+        }
+        if !entry
+            .unpack_in(dest)
+            .map_err(io_err("unpacking into", dest))?
+        {
+            return Err(ArtifactsError::Unsafe(name.display().to_string()));
+        }
+        if entry.header().entry_type().is_file() {
+            files += 1;
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn listing(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                if meta.is_dir() {
+                    out.push(format!("{rel}/"));
+                    pending.push(path);
+                } else if meta.file_type().is_symlink() {
+                    out.push(format!(
+                        "{rel} -> {}",
+                        std::fs::read_link(&path).unwrap().display()
+                    ));
+                } else {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    out.push(format!("{rel} {:o} {text}", meta.mode() & 0o7777));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn paths_go_round_trip_with_modes_and_links_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        write(&ws.join("dist/app"), "binary");
+        std::fs::set_permissions(ws.join("dist/app"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        write(&ws.join("dist/doc/README"), "read me");
+        symlink("app", ws.join("dist/current")).unwrap();
+        symlink("/etc/passwd", ws.join("dist/escape")).unwrap();
+        write(&ws.join("report.xml"), "<ok/>");
+        write(&ws.join("src/main.rs"), "not kept");
+        let archive = dir.path().join("a.tar.gz");
+        let paths = [
+            "dist".to_owned(),
+            "report.xml".to_owned(),
+            "gone".to_owned(),
+        ];
+        let packed = pack(&ws, &paths, &archive, 1 << 20, &CancellationToken::new()).unwrap();
+        assert_eq!(packed.paths, ["dist", "report.xml"]);
+        assert_eq!(
+            packed.skipped,
+            [("gone".to_owned(), "not in the workspace".to_owned())]
+        );
+        assert_eq!((packed.files, packed.bytes), (3, 6 + 7 + 5));
+
+        let out = dir.path().join("out");
+        assert_eq!(unpack(&archive, &out).unwrap(), 3);
+        assert_eq!(
+            listing(&out),
+            [
+                "dist/",
+                "dist/app 755 binary",
+                "dist/current -> app",
+                "dist/doc/",
+                "dist/doc/README 644 read me",
+                "dist/escape -> /etc/passwd",
+                "report.xml 644 <ok/>",
+            ]
+        );
+    }
+
+    #[test]
+    fn links_fifos_and_set_id_bits_do_not_travel() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        write(&ws.join("outside/secret"), "secret");
+        std::fs::create_dir_all(ws.join("out")).unwrap();
+        symlink(ws.join("outside"), ws.join("linked")).unwrap();
+        nix::unistd::mkfifo(&ws.join("out/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        write(&ws.join("out/tool"), "tool");
+        std::fs::set_permissions(ws.join("out/tool"), std::fs::Permissions::from_mode(0o4755))
+            .unwrap();
+        let archive = dir.path().join("a.tar.gz");
+        let paths = ["linked".to_owned(), "out".to_owned()];
+        let packed = pack(&ws, &paths, &archive, 1 << 20, &CancellationToken::new()).unwrap();
+        assert_eq!(packed.paths, ["out"]);
+        assert!(packed.skipped[0].1.contains("symbolic link"), "{packed:?}");
+        assert_eq!(
+            packed.left_out,
+            ["out/pipe (not a file, directory or link)"]
+        );
+        let out = dir.path().join("x");
+        unpack(&archive, &out).unwrap();
+        assert_eq!(listing(&out), ["out/", "out/tool 755 tool"]);
+    }
+
+    #[test]
+    fn too_much_or_a_stop_ends_the_packing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        write(&ws.join("big"), &"x".repeat(2000));
+        let archive = dir.path().join("a.tar.gz");
+        let err = pack(
+            &ws,
+            &["big".into()],
+            &archive,
+            1000,
+            &CancellationToken::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ArtifactsError::TooLarge { max: 1000 }),
+            "{err}"
+        );
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let err = pack(&ws, &["big".into()], &archive, 1 << 20, &stop).unwrap_err();
+        assert!(matches!(err, ArtifactsError::Stopped), "{err}");
+    }
+
+    #[test]
+    fn archives_that_would_write_outside_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, link) in [("../evil", None), ("a/../../evil", None), ("ok", Some("x"))] {
+            let archive = dir.path().join("evil.tar.gz");
+            let mut builder = tar::Builder::new(GzEncoder::new(
+                File::create(&archive).unwrap(),
+                Compression::fast(),
+            ));
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            // Written raw: the tar crate's own setters refuse such names.
+            let bytes = name.as_bytes();
+            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            match link {
+                None => {
+                    header.set_size(4);
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_cksum();
+                    builder.append(&header, &b"evil"[..]).unwrap();
+                }
+                Some(_) => {
+                    // A link out, then a file written through it.
+                    let mut link_header = tar::Header::new_gnu();
+                    link_header.set_entry_type(tar::EntryType::Symlink);
+                    link_header.set_size(0);
+                    builder
+                        .append_link(&mut link_header, "ok", dir.path())
+                        .unwrap();
+                    let mut file = tar::Header::new_gnu();
+                    file.set_size(4);
+                    file.set_mode(0o644);
+                    builder
+                        .append_data(&mut file, "ok/planted", &b"evil"[..])
+                        .unwrap();
+                }
+            }
+            builder.into_inner().unwrap().finish().unwrap();
+            let out = dir.path().join("out");
+            let err = unpack(&archive, &out).unwrap_err();
+            assert!(
+                matches!(err, ArtifactsError::Unsafe(_) | ArtifactsError::Io { .. }),
+                "{name}: {err}"
+            );
+            assert!(!dir.path().join("evil").exists() && !dir.path().join("planted").exists());
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The runner's `artifacts:` step, after the job's steps: pack the paths, push them to the
+//! forge's registry, and record where they went on the job.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use chrono::Utc;
+use raibid_model::{Job, JobArtifacts, JobStatus, Outcome};
+use raibid_pipeline::Artifacts;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::artifacts::{self, ArtifactsError};
+use crate::logsink::JobLog;
+use crate::runner::{Runner, human_size, listed};
+
+impl Runner {
+    /// Keeps the job's artifacts as `artifacts.when` says. Artifacts that this agent does not
+    /// keep (no registry, a fork) are a note in the log; artifacts it should keep but cannot
+    /// (too large, the registry refused) end a passing job in `error`, as a release whose
+    /// files were lost must not show green.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn keep_artifacts(
+        &self,
+        job: &Job,
+        artifacts: &Artifacts,
+        workspace: &Path,
+        private: &Path,
+        outcome: &mut Outcome,
+        stop: &CancellationToken,
+        log: &mut JobLog,
+    ) {
+        let note = |text: &str| format!("\x1b[33martifacts: {text}\x1b[0m");
+        if stop.is_cancelled()
+            || !matches!(
+                outcome.status,
+                JobStatus::Success | JobStatus::Failure | JobStatus::Error
+            )
+        {
+            log.line("artifacts: not kept: the job was stopped").await;
+            return;
+        }
+        let succeeded = outcome.status == JobStatus::Success;
+        if !artifacts.when.keeps(succeeded) {
+            log.line(&format!(
+                "artifacts: not kept: `when: {}` and the job {}",
+                artifacts.when.as_str(),
+                if succeeded { "succeeded" } else { "failed" }
+            ))
+            .await;
+            return;
+        }
+        let Some(store) = &self.artifacts else {
+            log.line(&note(
+                "not kept: this agent keeps none (it needs a registry, agent.registry.host or \
+                 gitea.url, and agent.artifacts_max_bytes above 0)",
+            ))
+            .await;
+            return;
+        };
+        if !self.secrets.trusts(job) {
+            log.line(&note(
+                "not kept: pull requests from forks push nothing to the registry unless \
+                 agent.secrets_for_forks is on",
+            ))
+            .await;
+            return;
+        }
+
+        let started = Instant::now();
+        let archive = private.join("artifacts.tar.gz");
+        let packed = {
+            let (workspace, paths, archive, max, stop) = (
+                workspace.to_path_buf(),
+                artifacts.paths.clone(),
+                archive.clone(),
+                store.max_bytes,
+                stop.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                artifacts::pack(&workspace, &paths, &archive, max, &stop)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ArtifactsError::Io {
+                    what: "packing",
+                    path: "the artifacts".into(),
+                    source: std::io::Error::other(e),
+                })
+            })
+        };
+        let packed = match packed {
+            Ok(packed) => packed,
+            Err(ArtifactsError::Stopped) => {
+                log.line("artifacts: not kept: the job was stopped").await;
+                return;
+            }
+            Err(e) => {
+                fail(job, outcome, log, format!("artifacts: {e}")).await;
+                let _ = tokio::fs::remove_file(&archive).await;
+                return;
+            }
+        };
+        for (path, why) in &packed.skipped {
+            log.line(&note(&format!("{path} not kept: {why}"))).await;
+        }
+        for file in &packed.left_out {
+            log.line(&note(&format!("left out {file}"))).await;
+        }
+        if packed.left_out_count > packed.left_out.len() {
+            log.line(&note(&format!(
+                "left out {} more",
+                packed.left_out_count - packed.left_out.len()
+            )))
+            .await;
+        }
+        if packed.paths.is_empty() {
+            log.line(&note("nothing to keep: none of the paths could be kept"))
+                .await;
+            let _ = tokio::fs::remove_file(&archive).await;
+            return;
+        }
+
+        let tag = store.tag(&job.spec.repo, &job.id);
+        let annotations = BTreeMap::from([
+            (
+                "org.opencontainers.image.created".to_owned(),
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+            (
+                "org.opencontainers.image.revision".to_owned(),
+                job.spec.sha.clone(),
+            ),
+            ("dev.raibid.job".to_owned(), job.id.clone()),
+            ("dev.raibid.repo".to_owned(), job.spec.repo.clone()),
+            ("dev.raibid.ref".to_owned(), job.spec.git_ref.clone()),
+        ]);
+        let options = store.fetch_options();
+        let push = raibid_oci::push_artifact(&tag, &archive, &annotations, &options);
+        let pushed = tokio::select! {
+            pushed = push => pushed,
+            () = stop.cancelled() => {
+                log.line("artifacts: not kept: the job was stopped").await;
+                let _ = tokio::fs::remove_file(&archive).await;
+                return;
+            }
+        };
+        let _ = tokio::fs::remove_file(&archive).await;
+        match pushed {
+            Ok(pushed) => {
+                log.line(&format!(
+                    "artifacts: kept {} ({} files, {}; {} compressed) as {} in {:.2}s; \
+                     `raibid job artifacts {}` fetches them",
+                    listed(&packed.paths),
+                    packed.files,
+                    human_size(packed.bytes),
+                    human_size(pushed.size),
+                    pushed.reference,
+                    started.elapsed().as_secs_f64(),
+                    job.id
+                ))
+                .await;
+                outcome.artifacts = Some(JobArtifacts {
+                    reference: pushed.reference,
+                    size: pushed.size,
+                    files: packed.files,
+                });
+            }
+            Err(e) => fail(job, outcome, log, format!("artifacts: not kept: {e}")).await,
+        }
+    }
+}
+
+/// A passing job whose artifacts were lost ends in `error`; a failed one keeps its verdict.
+async fn fail(job: &Job, outcome: &mut Outcome, log: &mut JobLog, message: String) {
+    warn!(job = %job.id, %message, "artifacts not kept");
+    log.line(&format!("\x1b[31m{message}\x1b[0m")).await;
+    if outcome.status == JobStatus::Success {
+        outcome.status = JobStatus::Error;
+        outcome.reason = Some(message);
+    }
+}

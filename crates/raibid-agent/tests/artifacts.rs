@@ -1,0 +1,175 @@
+//! `artifacts:` end to end: a real agent loop on a real queue runs jobs whose steps write files,
+//! and keeps them in a real registry (`docker-registry` with a login, as the forge's is).
+
+use std::time::Duration;
+
+use raibid_agent::SecretStore;
+use raibid_agent::artifacts::{ArtifactStore, unpack};
+use raibid_model::{JobStatus, NewJob};
+use raibid_oci::{FetchOptions, pull_artifact};
+use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
+use raibid_testkit::{GitRepo, Registry};
+
+mod support;
+use support::Harness;
+
+fn store(registry: &Registry, password: &str, max_bytes: u64) -> ArtifactStore {
+    ArtifactStore {
+        registry: registry.host(),
+        login: Some((TEST_USER.to_owned(), password.to_owned())),
+        insecure: true,
+        max_bytes,
+    }
+}
+
+const BUILD: &str = "\
+artifacts:
+  paths: [dist, report.txt, missing]
+steps:
+  - name: build
+    run: |
+      mkdir -p dist/doc
+      printf 'binary' > dist/app
+      chmod 755 dist/app
+      printf 'docs' > dist/doc/README
+      printf 'report' > report.txt
+";
+
+#[tokio::test]
+async fn artifacts_are_pushed_to_the_registry_and_fetched_back() {
+    let h = Harness::new();
+    let registry = Registry::start_with_auth(TEST_USER, TEST_PASSWORD, TEST_PASSWORD_BCRYPT);
+    let repo = GitRepo::new();
+    let sha = repo.commit(&[(".raibid.yaml", BUILD)], "build");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner_with_artifacts(
+        SecretStore::default(),
+        store(&registry, TEST_PASSWORD, 1 << 20),
+    ))
+    .await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    let artifacts = done.artifacts.expect("recorded on the job");
+    assert!(
+        artifacts
+            .reference
+            .starts_with(&format!("{}/acme/app/artifacts@sha256:", registry.host())),
+        "{artifacts:?}"
+    );
+    assert_eq!(artifacts.files, 3);
+    assert!(
+        log.contains("artifacts: missing not kept: not in the workspace"),
+        "{log}"
+    );
+    assert!(
+        log.contains("artifacts: kept dist, report.txt (3 files, 16 B;"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("`raibid job artifacts {}` fetches them", job.id)),
+        "{log}"
+    );
+    assert_eq!(registry.tags("acme/app/artifacts"), [job.id.as_str()]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.tar.gz");
+    let options = FetchOptions {
+        credentials: Some((TEST_USER.to_owned(), TEST_PASSWORD.to_owned())),
+        timeout: Duration::from_secs(10),
+        ..FetchOptions::default()
+    };
+    let size = pull_artifact(&artifacts.reference, &archive, &options)
+        .await
+        .unwrap();
+    assert_eq!(size, artifacts.size);
+    let out = dir.path().join("out");
+    assert_eq!(unpack(&archive, &out).unwrap(), 3);
+    assert_eq!(
+        std::fs::read_to_string(out.join("dist/app")).unwrap(),
+        "binary"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("dist/doc/README")).unwrap(),
+        "docs"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.txt")).unwrap(),
+        "report"
+    );
+}
+
+/// `when:` decides by the verdict; a fork's job pushes nothing; artifacts that cannot be kept
+/// (too large, the registry refuses) end a passing job in `error` and a failed one as failed.
+#[tokio::test]
+async fn artifacts_follow_when_forks_and_failures() {
+    let h = Harness::new();
+    let registry = Registry::start_with_auth(TEST_USER, TEST_PASSWORD, TEST_PASSWORD_BCRYPT);
+    let repo = GitRepo::new();
+    let run = |spec: NewJob, store: ArtifactStore| {
+        let h = &h;
+        async move {
+            let job = h.enqueue_spec(spec).await;
+            h.run_once(h.runner_with_artifacts(SecretStore::default(), store))
+                .await;
+            (h.job(&job.id).await, h.log(&job.id).await)
+        }
+    };
+    let push = |sha: &str| {
+        NewJob::new(
+            "acme/app",
+            repo.url(),
+            "refs/heads/main",
+            sha,
+            raibid_model::Event::Push,
+        )
+    };
+
+    let failing = "artifacts:\n  paths: [out.log]\n  when: on_failure\nsteps:\n  - name: t\n    run: |\n      echo 'what went wrong' > out.log\n      exit 1\n";
+    let sha = repo.commit(&[(".raibid.yaml", failing)], "fails");
+    let (job, log) = run(push(&sha), store(&registry, TEST_PASSWORD, 1 << 20)).await;
+    assert_eq!(job.status, JobStatus::Failure, "{log}");
+    assert!(job.artifacts.is_some(), "{log}");
+
+    let passing = failing.replace("      exit 1\n", "");
+    let sha = repo.commit(&[(".raibid.yaml", passing.as_str())], "passes");
+    let (job, log) = run(push(&sha), store(&registry, TEST_PASSWORD, 1 << 20)).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(job.artifacts.is_none());
+    assert!(
+        log.contains("artifacts: not kept: `when: on_failure` and the job succeeded"),
+        "{log}"
+    );
+
+    let sha = repo.commit(&[(".raibid.yaml", BUILD)], "build");
+    let (job, log) = run(
+        Harness::pull_request(&repo.url(), &sha, 7, true),
+        store(&registry, TEST_PASSWORD, 1 << 20),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(job.artifacts.is_none());
+    assert!(
+        log.contains("pull requests from forks push nothing"),
+        "{log}"
+    );
+
+    let (job, log) = run(push(&sha), store(&registry, TEST_PASSWORD, 10)).await;
+    assert_eq!(job.status, JobStatus::Error, "{log}");
+    assert!(
+        job.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("larger than agent.artifacts_max_bytes (10 bytes)"),
+        "{job:?}"
+    );
+
+    let (job, log) = run(push(&sha), store(&registry, "wrong", 1 << 20)).await;
+    assert_eq!(job.status, JobStatus::Error, "{log}");
+    let reason = job.reason.unwrap_or_default();
+    assert!(reason.starts_with("artifacts: not kept: "), "{reason}");
+    assert!(reason.contains("HTTP 401"), "{reason}");
+    assert!(!reason.contains("wrong") && !log.contains("wrong"), "{log}");
+    // Only the job that kept its artifacts is in the registry.
+    assert_eq!(registry.tags("acme/app/artifacts").len(), 1);
+}
