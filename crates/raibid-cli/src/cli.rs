@@ -300,6 +300,15 @@ pub enum JobCommand {
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         retry_for: u64,
     },
+    /// Download a job's `artifacts:` from the registry the agent pushed them to, and unpack
+    /// them into a directory. Uses `agent.registry`'s login when the artifacts are on that
+    /// host, else none.
+    Artifacts {
+        id: String,
+        /// Where to unpack them [default: ./<id>-artifacts].
+        #[arg(long, short)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Cancel a queued or running job.
     Cancel { id: String },
     /// Queue a new run of a job.

@@ -1,4 +1,5 @@
-//! `raibid job logs --follow` against a real `raibid server` process and redis-server.
+//! `raibid job logs --follow` and `raibid job artifacts` against a real `raibid server`
+//! process and redis-server (and a real registry for the artifacts).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -266,4 +267,138 @@ async fn follow_gives_up_when_the_job_stays_unreadable() {
         stderr.contains(&format!("could not read job {id} for 2 s")),
         "{stderr}"
     );
+}
+
+/// `raibid job artifacts` downloads what an agent pushed (here: pushed as an agent does, with
+/// the agent's packing) and unpacks it; with the registry's login from `agent.registry` only.
+#[tokio::test]
+async fn job_artifacts_come_back_from_the_registry_into_a_directory() {
+    use raibid_testkit::Registry;
+    use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
+
+    let Setup {
+        redis: _redis,
+        _dir,
+        config: _,
+        port: _,
+        url,
+        server,
+        queue,
+        claimed,
+        id,
+    } = Setup::new().await;
+    let registry = Registry::start_with_auth(TEST_USER, TEST_PASSWORD, TEST_PASSWORD_BCRYPT);
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(ws.join("dist")).unwrap();
+    std::fs::write(ws.join("dist/app"), "binary").unwrap();
+    let archive = dir.path().join("a.tar.gz");
+    raibid_agent::artifacts::pack(
+        &ws,
+        &["dist".to_owned()],
+        &archive,
+        1 << 20,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    let login = raibid_oci::FetchOptions {
+        credentials: Some((TEST_USER.to_owned(), TEST_PASSWORD.to_owned())),
+        ..raibid_oci::FetchOptions::default()
+    };
+    let pushed = raibid_oci::push_artifact(
+        &format!("{}/acme/app/artifacts:{id}", registry.host()),
+        &archive,
+        &Default::default(),
+        &login,
+    )
+    .await
+    .unwrap();
+    let mut outcome = Outcome::new(JobStatus::Success);
+    outcome.artifacts = Some(raibid_model::JobArtifacts {
+        reference: pushed.reference.clone(),
+        size: pushed.size,
+        files: 1,
+    });
+    assert!(queue.ack(&claimed, &outcome).await.unwrap());
+
+    let with_login = dir.path().join("config.yaml");
+    std::fs::write(
+        &with_login,
+        format!(
+            "agent:\n  registry:\n    host: \"{}\"\n    username: {TEST_USER}\n    password: {TEST_PASSWORD}\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let cli = |config: &Path, args: &[&str]| {
+        Command::new(RAIBID)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .args(["--server", &url])
+            .env_remove("RAIBID_REDIS_URL")
+            .output()
+            .unwrap()
+    };
+    let out_dir = dir.path().join("out");
+    let out = cli(
+        &with_login,
+        &["job", "artifacts", &id, "--dir", out_dir.to_str().unwrap()],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        format!("1 file of {} in {}\n", pushed.reference, out_dir.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("dist/app")).unwrap(),
+        "binary"
+    );
+    let shown = cli(&with_login, &["job", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&format!("artifacts  {} (1 files", pushed.reference)),
+        "{shown}"
+    );
+
+    // Without the login the registry refuses, and the command says so.
+    let without = dir.path().join("empty.yaml");
+    std::fs::write(&without, "").unwrap();
+    let out = cli(
+        &without,
+        &[
+            "job",
+            "artifacts",
+            &id,
+            "--dir",
+            dir.path().join("x").to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("downloading {}", pushed.reference))
+            && stderr.contains("cannot authenticate"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("x").exists());
+
+    // A job without artifacts.
+    let other = running_job(&queue).await;
+    assert!(
+        queue
+            .ack(&other, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    let out = cli(&with_login, &["job", "artifacts", &other.job.id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("has no artifacts"), "{stderr}");
+    stop(server);
 }

@@ -5,6 +5,9 @@
 //!
 //! [`platform_in_index`] is the pure decision on an index the caller fetched; [`check_image`]
 //! fetches the manifest itself over the registry v2 API.
+//!
+//! The same client pushes and pulls jobs' artifacts ([`push_artifact`], [`pull_artifact`]),
+//! which live on the forge's registry beside the images the jobs build.
 
 mod artifact;
 mod fetch;

@@ -501,7 +501,8 @@ fn schemas() -> Value {
                 "reason": string,
                 "cancel_requested": { "type": "boolean" },
                 "steps": { "type": "array", "items": schema_ref("StepResult") },
-                "images": { "type": "array", "items": string }
+                "images": { "type": "array", "items": string },
+                "artifacts": schema_ref("JobArtifacts")
             }
         },
         "SubmitRequest": {
@@ -600,6 +601,18 @@ fn schemas() -> Value {
         "description": "Jobs of event cron: the name of the schedule (server.schedules) that \
                         queued it; steps get it as CI_PIPELINE_CRON and RAIBID_SCHEDULE."
     });
+    schemas["JobArtifacts"] = json!({
+        "type": "object",
+        "required": ["reference", "size", "files"],
+        "description": "The job's `artifacts:` as the agent pushed them: a gzipped tar in an OCI \
+                        artifact on the forge's registry (`raibid job artifacts <id>`, or \
+                        `oras pull <reference>`). Present once they were kept.",
+        "properties": {
+            "reference": { "type": "string", "description": "<registry>/<owner>/<name>/artifacts@sha256:..." },
+            "size": { "type": "integer", "minimum": 0, "description": "Bytes of the archive." },
+            "files": { "type": "integer", "minimum": 0 }
+        }
+    });
     schemas["Schedule"] = json!({
         "type": "object",
         "required": ["name", "repo", "branch", "cron", "pool", "next"],
@@ -691,6 +704,11 @@ mod tests {
         job.reason = Some("r".into());
         job.children = vec!["c".into()];
         job.log_pruned = true;
+        job.artifacts = Some(raibid_model::JobArtifacts {
+            reference: "r/o/r/artifacts@sha256:ab".into(),
+            size: 1,
+            files: 1,
+        });
         let served = serde_json::to_value(&job).unwrap();
         let doc = spec("");
         let documented = doc["components"]["schemas"]["Job"]["properties"]

@@ -489,7 +489,7 @@ impl Toolchain {
 
 /// `{registry}` in image tags: the configured registry, or the forge's host (Gitea serves its
 /// container registry on the same host).
-fn registry_host(config: &Config) -> String {
+pub(crate) fn registry_host(config: &Config) -> String {
     if !config.agent.registry.host.is_empty() {
         return config.agent.registry.host.clone();
     }

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,20 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 cursor = part.cursor;
             }
         }
+        JobCommand::Artifacts { id, dir } => {
+            let job = client.job(&id).await?;
+            let dest = dir.unwrap_or_else(|| PathBuf::from(format!("{id}-artifacts")));
+            let (reference, files) = download_artifacts(config, &job, &dest).await?;
+            if json {
+                let reply = serde_json::json!({
+                    "job": id, "reference": reference, "dir": dest, "files": files,
+                });
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else {
+                let plural = if files == 1 { "" } else { "s" };
+                println!("{files} file{plural} of {reference} in {}", dest.display());
+            }
+        }
         JobCommand::Cancel { id } => {
             let reply = client.cancel(&id).await?;
             if json {
@@ -106,6 +121,46 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pulls the job's artifacts (pinned by digest) and unpacks them into `dest`; returns the
+/// reference and the number of files.
+async fn download_artifacts(
+    config: &Config,
+    job: &Job,
+    dest: &Path,
+) -> anyhow::Result<(String, u64)> {
+    let Some(artifacts) = &job.artifacts else {
+        bail!(
+            "job {} has no artifacts: its pipeline has no `artifacts:`, the job has not \
+             finished, or they were not kept (`raibid job logs {}` says why)",
+            job.id,
+            job.id
+        );
+    };
+    let reference = artifacts.reference.clone();
+    let host = reference.split('/').next().unwrap_or_default();
+    let registry = &config.agent.registry;
+    let ours = host == super::agent::registry_host(config);
+    let options = raibid_oci::FetchOptions {
+        insecure: ours && registry.insecure,
+        timeout: Duration::from_secs(60),
+        credentials: (ours && !registry.username.is_empty()).then(|| {
+            (
+                registry.username.clone(),
+                registry.password.expose().to_owned(),
+            )
+        }),
+    };
+    let archive = tempfile::NamedTempFile::new().context("creating a temporary file")?;
+    raibid_oci::pull_artifact(&reference, archive.path(), &options)
+        .await
+        .with_context(|| format!("downloading {reference}"))?;
+    let (path, into) = (archive.path().to_path_buf(), dest.to_path_buf());
+    let files = tokio::task::spawn_blocking(move || raibid_agent::artifacts::unpack(&path, &into))
+        .await?
+        .with_context(|| format!("unpacking {reference} into {}", dest.display()))?;
+    Ok((reference, files))
 }
 
 /// `logs --follow`: prints the log until the job ends, reconnecting after the last event seen
@@ -286,6 +341,12 @@ fn describe(job: &Job) -> String {
     }
     for image in &job.images {
         out.push_str(&format!("image      {image}\n"));
+    }
+    if let Some(artifacts) = &job.artifacts {
+        out.push_str(&format!(
+            "artifacts  {} ({} files, {} bytes; `raibid job artifacts {}`)\n",
+            artifacts.reference, artifacts.files, artifacts.size, job.id
+        ));
     }
     out
 }
