@@ -222,12 +222,15 @@ fn leave_out(packed: &mut Packed, name: &Path, why: &str) {
 
 /// Unpacks the archive `archive` into `dest` (created if missing). Every entry must stay
 /// inside `dest`: an absolute name or one with `..` is refused before anything of it is
-/// written, and the tar crate refuses to write through a link. Ownership is not restored.
+/// written, and the tar crate refuses to write through a link. Only files, directories and
+/// symbolic links are taken (what [`pack`] writes): a hard link could name a file outside.
+/// Neither ownership nor set-id bits are restored.
 pub fn unpack(archive: &Path, dest: &Path) -> Result<u64, ArtifactsError> {
     std::fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
     let file = File::open(archive).map_err(io_err("opening", archive))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    tar.set_preserve_permissions(true);
+    // Read, write and execute bits only.
+    tar.set_preserve_permissions(false);
     tar.set_overwrite(true);
     let mut files = 0;
     for entry in tar.entries().map_err(io_err("reading", archive))? {
@@ -236,7 +239,10 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<u64, ArtifactsError> {
             .path()
             .map_err(io_err("reading", archive))?
             .into_owned();
-        if name.is_absolute()
+        let kind = entry.header().entry_type();
+        let allowed = kind.is_file() || kind.is_dir() || kind.is_symlink();
+        if !allowed
+            || name.is_absolute()
             || name
                 .components()
                 .any(|c| !matches!(c, std::path::Component::Normal(_)))
@@ -382,6 +388,43 @@ mod tests {
         stop.cancel();
         let err = pack(&ws, &["big".into()], &archive, 1 << 20, &stop).unwrap_err();
         assert!(matches!(err, ArtifactsError::Stopped), "{err}");
+    }
+
+    #[test]
+    fn hard_links_are_refused_and_set_id_bits_dropped_on_unpacking() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = |entries: &dyn Fn(&mut tar::Builder<GzEncoder<File>>)| {
+            let archive = dir.path().join("a.tar.gz");
+            let mut builder = tar::Builder::new(GzEncoder::new(
+                File::create(&archive).unwrap(),
+                Compression::fast(),
+            ));
+            entries(&mut builder);
+            builder.into_inner().unwrap().finish().unwrap();
+            archive
+        };
+        let archive = build(&|b| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Link);
+            header.set_size(0);
+            b.append_link(&mut header, "passwd", "/etc/passwd").unwrap();
+        });
+        let err = unpack(&archive, &dir.path().join("out")).unwrap_err();
+        assert!(
+            matches!(err, ArtifactsError::Unsafe(ref n) if n == "passwd"),
+            "{err}"
+        );
+
+        let archive = build(&|b| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(4);
+            header.set_mode(0o6755);
+            b.append_data(&mut header, "tool", &b"tool"[..]).unwrap();
+        });
+        let out = dir.path().join("out2");
+        unpack(&archive, &out).unwrap();
+        let mode = std::fs::metadata(out.join("tool")).unwrap().mode();
+        assert_eq!(mode & 0o7777, 0o755);
     }
 
     #[test]
