@@ -132,15 +132,8 @@ pub fn pack(
     let mut archive = tar::Builder::new(GzEncoder::new(file, Compression::fast()));
     archive.follow_symlinks(false);
     let mut packed = Packed::default();
-    for path in paths {
-        let source = match save_source(workspace, path) {
-            Ok(source) => source,
-            Err(why) => {
-                packed.skipped.push((path.clone(), why));
-                continue;
-            }
-        };
-        let mut pending = vec![(source, PathBuf::from(path))];
+    for (name, source) in roots(workspace, paths, &mut packed, stop)? {
+        let mut pending = vec![(source, name)];
         while let Some((on_disk, name)) = pending.pop() {
             if stop.is_cancelled() {
                 return Err(ArtifactsError::Stopped);
@@ -197,7 +190,6 @@ pub fn pack(
                 leave_out(&mut packed, &name, "not a file, directory or link");
             }
         }
-        packed.paths.push(path.clone());
     }
     let mut gz = archive.into_inner().map_err(io_err("writing", dest))?;
     gz.flush().map_err(io_err("writing", dest))?;
@@ -205,6 +197,95 @@ pub fn pack(
         .and_then(|f| f.sync_all())
         .map_err(io_err("writing", dest))?;
     Ok(packed)
+}
+
+/// What `paths` name in the workspace, each once: `(name in the archive, path on disk)`, in
+/// an order where a directory comes right before what is inside it, with anything inside a
+/// path already taken dropped (two globs, or a glob and a plain path, may match the same
+/// files). Plain paths must be reached without a link ([`save_source`]); a glob's matches are
+/// found by walking its base directory without following links and never inside `.git`, and a
+/// link a glob matches is kept as a link. Records in `packed` which paths gave something and
+/// why the others did not.
+fn roots(
+    workspace: &Path,
+    paths: &[String],
+    packed: &mut Packed,
+    stop: &CancellationToken,
+) -> Result<Vec<(PathBuf, PathBuf)>, ArtifactsError> {
+    let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for path in paths {
+        let Some(glob) = raibid_pipeline::path_glob(path) else {
+            match save_source(workspace, path) {
+                Ok(source) => {
+                    found.push((PathBuf::from(path), source));
+                    packed.paths.push(path.clone());
+                }
+                Err(why) => packed.skipped.push((path.clone(), why)),
+            }
+            continue;
+        };
+        let base = raibid_pipeline::glob_base(path);
+        let base_dir = if base.is_empty() {
+            workspace.to_path_buf()
+        } else {
+            match save_source(workspace, base) {
+                Ok(dir) if dir.is_dir() => dir,
+                Ok(_) => {
+                    packed
+                        .skipped
+                        .push((path.clone(), format!("{base} is not a directory")));
+                    continue;
+                }
+                Err(why) => {
+                    packed
+                        .skipped
+                        .push((path.clone(), format!("{base}: {why}")));
+                    continue;
+                }
+            }
+        };
+        let before = found.len();
+        let mut pending = vec![(base_dir, PathBuf::from(base))];
+        while let Some((dir, rel)) = pending.pop() {
+            if stop.is_cancelled() {
+                return Err(ArtifactsError::Stopped);
+            }
+            for entry in std::fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+                let entry = entry.map_err(io_err("listing", &dir))?;
+                let name = entry.file_name();
+                if name.to_string_lossy().eq_ignore_ascii_case(".git") {
+                    continue;
+                }
+                let (on_disk, rel) = (entry.path(), rel.join(&name));
+                if glob.is_match(&rel) {
+                    found.push((rel, on_disk));
+                } else if entry
+                    .file_type()
+                    .map_err(io_err("reading", &on_disk))?
+                    .is_dir()
+                {
+                    pending.push((on_disk, rel));
+                }
+            }
+        }
+        if found.len() == before {
+            packed
+                .skipped
+                .push((path.clone(), "matched nothing".to_owned()));
+        } else {
+            packed.paths.push(path.clone());
+        }
+    }
+    // Component order puts `dist/a` right after `dist` (and before `dist-x`).
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut roots: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(found.len());
+    for (name, source) in found {
+        if roots.last().is_some_and(|(kept, _)| name.starts_with(kept)) {
+            continue;
+        }
+        roots.push((name, source));
+    }
+    Ok(roots)
 }
 
 /// `O_NOFOLLOW | O_NONBLOCK`: the last component is not followed, and a FIFO a step left
@@ -364,6 +445,88 @@ mod tests {
         let out = dir.path().join("x");
         unpack(&archive, &out).unwrap();
         assert_eq!(listing(&out), ["out/", "out/tool 755 tool"]);
+    }
+
+    #[test]
+    fn globs_take_what_they_match_once_and_never_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        write(&ws.join("dist/a.tar.gz"), "a");
+        write(&ws.join("dist/b.tar.gz"), "b");
+        write(&ws.join("dist/notes.txt"), "n");
+        write(&ws.join("dist/sub/c.tar.gz"), "c");
+        write(&ws.join("x/junit.xml"), "x");
+        write(&ws.join("y/z/junit.xml"), "yz");
+        write(&ws.join(".git/junit.xml"), "never");
+        write(&ws.join(".git/config"), "never");
+        write(&ws.join("top.log"), "t");
+        symlink("/etc", ws.join("dist/etc.tar.gz")).unwrap();
+        let paths: Vec<String> = [
+            "dist/*.tar.gz",
+            "**/junit.xml",
+            "dist",
+            "*",
+            "none/*.x",
+            "*.nope",
+        ]
+        .map(String::from)
+        .to_vec();
+        let archive = dir.path().join("a.tar.gz");
+        let packed = pack(&ws, &paths, &archive, 1 << 20, &CancellationToken::new()).unwrap();
+        assert_eq!(packed.paths, ["dist/*.tar.gz", "**/junit.xml", "dist", "*"]);
+        assert_eq!(
+            packed.skipped,
+            [
+                (
+                    "none/*.x".to_owned(),
+                    "none: not in the workspace".to_owned()
+                ),
+                ("*.nope".to_owned(), "matched nothing".to_owned())
+            ]
+        );
+        let out = dir.path().join("out");
+        unpack(&archive, &out).unwrap();
+        // `*` takes every top-level entry but .git; what the other paths matched is in them,
+        // and each file is in the archive once.
+        assert_eq!(
+            listing(&out),
+            [
+                "dist/",
+                "dist/a.tar.gz 644 a",
+                "dist/b.tar.gz 644 b",
+                "dist/etc.tar.gz -> /etc",
+                "dist/notes.txt 644 n",
+                "dist/sub/",
+                "dist/sub/c.tar.gz 644 c",
+                "top.log 644 t",
+                "x/",
+                "x/junit.xml 644 x",
+                "y/",
+                "y/z/",
+                "y/z/junit.xml 644 yz",
+            ]
+        );
+        assert_eq!(packed.files, 7);
+
+        // Without the catch-all: only what the globs match, the link as a link.
+        let paths: Vec<String> = ["dist/*.tar.gz", "**/junit.xml"].map(String::from).to_vec();
+        pack(&ws, &paths, &archive, 1 << 20, &CancellationToken::new()).unwrap();
+        let out = dir.path().join("out2");
+        unpack(&archive, &out).unwrap();
+        assert_eq!(
+            listing(&out),
+            [
+                "dist/",
+                "dist/a.tar.gz 644 a",
+                "dist/b.tar.gz 644 b",
+                "dist/etc.tar.gz -> /etc",
+                "x/",
+                "x/junit.xml 644 x",
+                "y/",
+                "y/z/",
+                "y/z/junit.xml 644 yz",
+            ]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ fn store(registry: &Registry, password: &str, max_bytes: u64) -> ArtifactStore {
 
 const BUILD: &str = "\
 artifacts:
-  paths: [dist, report.txt, missing]
+  paths: [dist, '*.txt', missing]
 steps:
   - name: build
     run: |
@@ -63,7 +63,7 @@ async fn artifacts_are_pushed_to_the_registry_and_fetched_back() {
         "{log}"
     );
     assert!(
-        log.contains("artifacts: kept dist, report.txt (3 files, 16 B;"),
+        log.contains("artifacts: kept dist, *.txt (3 files, 16 B;"),
         "{log}"
     );
     assert!(

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -12,8 +13,8 @@ use crate::de::checked_str;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifacts {
-    /// Relative to the workspace, under the rules of cache paths (no globs, no `..`, no
-    /// `.git`, none inside another).
+    /// Relative to the workspace, under the rules of cache paths (no `..`, no `.git`, no two
+    /// plain paths inside each other), but globs are allowed: see [`path_glob`].
     pub paths: Vec<String>,
     pub when: ArtifactsWhen,
 }
@@ -49,6 +50,43 @@ impl ArtifactsWhen {
     }
 }
 
+/// Whether an artifact path is a glob.
+pub(crate) fn has_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+/// GitLab's glob rules: `*` and `?` stay within one path component, `**` crosses them.
+pub(crate) fn compile_glob(path: &str) -> Result<GlobMatcher, globset::Error> {
+    Ok(GlobBuilder::new(path)
+        .literal_separator(true)
+        .build()?
+        .compile_matcher())
+}
+
+/// The matcher of an artifact path that is a glob (`dist/*.tar.gz`, `**/junit.xml`), for
+/// paths relative to the workspace; `None` for a plain path. Paths were checked when the file
+/// was read, so this compiles.
+pub fn path_glob(path: &str) -> Option<GlobMatcher> {
+    has_glob(path).then(|| compile_glob(path).expect("checked when the pipeline was parsed"))
+}
+
+/// The directory a glob's matches lie under: its leading components without glob characters
+/// (`""`, the workspace, for `**/junit.xml`).
+pub fn glob_base(path: &str) -> &str {
+    let mut end = 0;
+    for (i, component) in path.split('/').enumerate() {
+        if has_glob(component) {
+            break;
+        }
+        end = if i == 0 {
+            component.len()
+        } else {
+            end + 1 + component.len()
+        };
+    }
+    &path[..end.min(path.len())]
+}
+
 fn when(w: &str) -> Result<ArtifactsWhen, String> {
     match w {
         "on_success" => Ok(ArtifactsWhen::OnSuccess),
@@ -63,8 +101,11 @@ fn when(w: &str) -> Result<ArtifactsWhen, String> {
 checked_str!(When: ArtifactsWhen, "on_success, on_failure or always", when);
 
 fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    d.deserialize_seq(PathsVisitor { what: "artifact" })
-        .map(Some)
+    d.deserialize_seq(PathsVisitor {
+        what: "artifact",
+        globs: true,
+    })
+    .map(Some)
 }
 
 #[derive(Deserialize)]
@@ -96,7 +137,11 @@ impl<'de> Visitor<'de> for ArtifactsVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Artifacts, A::Error> {
         Ok(Artifacts {
-            paths: PathsVisitor { what: "artifact" }.visit_seq(seq)?,
+            paths: PathsVisitor {
+                what: "artifact",
+                globs: true,
+            }
+            .visit_seq(seq)?,
             when: ArtifactsWhen::default(),
         })
     }
@@ -149,7 +194,9 @@ mod tests {
     fn refusals_point_at_what_is_wrong() {
         for (yaml, at, message) in [
             ("[../x]", (1, 2), "artifact paths stay inside it"),
-            ("[dist/*.tar.gz]", (1, 2), "artifact paths are not globs"),
+            ("[\"dist/[a\"]", (1, 2), "not a valid glob"),
+            ("[\"../*.gz\"]", (1, 2), "artifact paths stay inside it"),
+            ("[\"*/.git/*\"]", (1, 2), "nor an artifact"),
             ("[.git]", (1, 2), "nor an artifact"),
             ("[a, a/b]", (1, 5), "one is inside the other"),
             ("[]", (1, 1), "list the artifact paths, like [dist]"),
@@ -167,6 +214,20 @@ mod tests {
             assert_eq!((loc.line(), loc.column()), at, "{yaml:?}: {err}");
             assert!(err.to_string().contains(message), "{yaml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn globs_match_as_gitlab_s_do() {
+        let a = artifacts("[\"dist/*.tar.gz\", \"**/junit.xml\", dist/app]").unwrap();
+        assert_eq!(a.paths, ["dist/*.tar.gz", "**/junit.xml", "dist/app"]);
+        let gz = path_glob("dist/*.tar.gz").unwrap();
+        assert!(gz.is_match("dist/a.tar.gz") && !gz.is_match("dist/sub/a.tar.gz"));
+        let junit = path_glob("**/junit.xml").unwrap();
+        assert!(junit.is_match("junit.xml") && junit.is_match("a/b/junit.xml"));
+        assert!(path_glob("dist/app").is_none());
+        assert_eq!(glob_base("dist/*.tar.gz"), "dist");
+        assert_eq!(glob_base("**/junit.xml"), "");
+        assert_eq!(glob_base("a/b/c*/d"), "a/b");
     }
 
     #[test]

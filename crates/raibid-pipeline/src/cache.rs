@@ -175,7 +175,11 @@ checked_str!(Policy: CachePolicy, "pull-push, pull or push", policy);
 /// the workspace and back as root may be, so it must name something inside the workspace and
 /// never the repository itself (`.git`: a restored `.git/config` or hook would run in the next
 /// job's git; an artifact of it would publish the checkout's credentials).
-fn workspace_path(path: &str, what: &str) -> Result<String, String> {
+///
+/// With `globs`, `*`, `?`, `[...]` and `**` are allowed and the path must compile as a glob
+/// (see [`crate::artifacts::path_glob`]); the components are checked all the same, so a glob
+/// cannot name `..` or `.git`.
+fn workspace_path(path: &str, what: &str, globs: bool) -> Result<String, String> {
     if path.is_empty() {
         return Err(format!("a {what} path may not be empty"));
     }
@@ -195,10 +199,14 @@ fn workspace_path(path: &str, what: &str) -> Result<String, String> {
             "{path:?} is absolute; {what} paths are relative to the workspace (`target`, `dist`)"
         ));
     }
-    if path.contains(['*', '?', '[']) {
-        return Err(format!(
-            "{path:?}: {what} paths are not globs; list the directories themselves"
-        ));
+    if crate::artifacts::has_glob(path) {
+        if !globs {
+            return Err(format!(
+                "{path:?}: {what} paths are not globs; list the directories themselves"
+            ));
+        }
+        crate::artifacts::compile_glob(path.strip_suffix('/').unwrap_or(path))
+            .map_err(|e| format!("{path:?} is not a valid glob: {e}"))?;
     }
     // `target/` is how people write a directory; one trailing '/' is allowed and dropped.
     let trimmed = path.strip_suffix('/').unwrap_or(path);
@@ -248,6 +256,8 @@ fn nested(a: &str, b: &str) -> bool {
 /// error points at that item.
 pub(crate) struct PathsVisitor {
     pub(crate) what: &'static str,
+    /// Whether paths may be globs (artifacts' may; a cache's name directories to restore).
+    pub(crate) globs: bool,
 }
 
 impl<'de> Visitor<'de> for PathsVisitor {
@@ -262,7 +272,7 @@ impl<'de> Visitor<'de> for PathsVisitor {
         while let Some(path) = seq.next_element_seed(StrCheck::new(
             "a path relative to the workspace",
             |v: &str| {
-                let path = workspace_path(v, self.what)?;
+                let path = workspace_path(v, self.what, self.globs)?;
                 if paths.len() == MAX_CACHE_PATHS {
                     return Err(format!(
                         "at most {MAX_CACHE_PATHS} {} paths; list their common parent \
@@ -270,7 +280,14 @@ impl<'de> Visitor<'de> for PathsVisitor {
                         self.what
                     ));
                 }
-                if let Some(other) = paths.iter().find(|p| nested(p, &path)) {
+                // Whether a glob's matches overlap is known only in the workspace: the agent
+                // packs what several paths match once.
+                let literal = |p: &str| !crate::artifacts::has_glob(p);
+                if let Some(other) = paths
+                    .iter()
+                    .filter(|p| literal(p) && literal(&path))
+                    .find(|p| nested(p, &path))
+                {
                     return Err(if *other == path {
                         format!("{v:?} is listed twice; keep one")
                     } else {
@@ -300,7 +317,11 @@ impl<'de> Visitor<'de> for PathsVisitor {
 }
 
 fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    d.deserialize_seq(PathsVisitor { what: "cache" }).map(Some)
+    d.deserialize_seq(PathsVisitor {
+        what: "cache",
+        globs: false,
+    })
+    .map(Some)
 }
 
 #[derive(Deserialize)]
@@ -336,7 +357,11 @@ impl<'de> Visitor<'de> for CacheVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Cache, A::Error> {
         Ok(Cache {
             key: DEFAULT_CACHE_KEY.to_owned(),
-            paths: PathsVisitor { what: "cache" }.visit_seq(seq)?,
+            paths: PathsVisitor {
+                what: "cache",
+                globs: false,
+            }
+            .visit_seq(seq)?,
             policy: CachePolicy::default(),
         })
     }

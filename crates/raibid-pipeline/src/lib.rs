@@ -24,7 +24,7 @@ mod step;
 mod tag;
 mod when;
 
-pub use artifacts::{Artifacts, ArtifactsWhen};
+pub use artifacts::{Artifacts, ArtifactsWhen, glob_base, path_glob};
 pub use autodetect::{AutodetectError, Autodetected, RepoListing, autodetect};
 pub use cache::{
     Cache, CacheKeyError, CachePolicy, DEFAULT_CACHE_KEY, MAX_CACHE_KEY_LEN, MAX_CACHE_PATHS,
