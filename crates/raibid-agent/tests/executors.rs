@@ -698,6 +698,7 @@ on_each_engine!(
     container_steps_without_the_network_see_only_loopback,
     container_services_are_reached_by_name_and_leave_nothing,
     container_services_are_waited_for_until_ready,
+    container_services_take_an_entrypoint,
 );
 
 /// `services:` run beside the steps on a network of the job's own (internal: the agent gives
@@ -714,6 +715,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         env: BTreeMap::from([("GREETING".into(), "hello from the service".into())]),
         secrets: Vec::new(),
         ready: None,
+        entrypoint: Vec::new(),
         command: vec![
             "sh".into(),
             "-c".into(),
@@ -727,6 +729,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         env: BTreeMap::new(),
         secrets: Vec::new(),
         ready: None,
+        entrypoint: Vec::new(),
         command: vec![
             "sh".into(),
             "-c".into(),
@@ -825,6 +828,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         secrets: Vec::new(),
         command: Vec::new(),
         ready: None,
+        entrypoint: Vec::new(),
     });
     let err = refused(spec).await;
     assert!(
@@ -848,6 +852,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         env: BTreeMap::new(),
         secrets: Vec::new(),
         command: vec!["sh".into(), "-c".into(), script.into()],
+        entrypoint: Vec::new(),
         ready: Some(Ready {
             run: ready.into(),
             timeout: Duration::from_secs(timeout),
@@ -951,6 +956,55 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
     );
     assert!(log.contains("bad configuration\n"), "{log}");
     gone().await;
+}
+
+/// `entrypoint` replaces the image's, with `command` after it, on both engines.
+async fn container_services_take_an_entrypoint(engine: &impl TestEngine) {
+    use raibid_agent::executor::ServicesSpec;
+    let _bridges = raibid_testkit::network_lock();
+    let executor = container(engine).await;
+    let spec = ServicesSpec {
+        services: vec![raibid_pipeline::Service {
+            name: "echo".into(),
+            image: BUSYBOX_IMAGE.into(),
+            env: BTreeMap::new(),
+            secrets: Vec::new(),
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            command: vec![
+                "echo \"from the entrypoint: $0 $1\"; touch /said; exec sleep 1000".into(),
+                "first".into(),
+                "second".into(),
+            ],
+            // Its output is in the engine's log (written before the file) by the time the
+            // services are handed over.
+            ready: Some(raibid_pipeline::Ready {
+                run: "test -f /said".into(),
+                timeout: Duration::from_secs(30),
+            }),
+        }],
+        private: None,
+        untrusted: false,
+        timeout: Duration::from_secs(60),
+    };
+    let (tx, _notes) = mpsc::channel(64);
+    let group = executor
+        .start_services(&spec, tx, CancellationToken::new())
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::channel(64);
+    let collect = async move {
+        let mut text = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            text.extend(chunk);
+        }
+        String::from_utf8(text).unwrap()
+    };
+    let ((), logs) = tokio::join!(group.finish(tx), collect);
+    assert_eq!(
+        logs,
+        "\n\u{25b6} service echo\nfrom the entrypoint: first second\n"
+    );
+    assert_eq!(engine.containers(), Vec::<String>::new(), "left behind");
 }
 
 /// Under docker each step has a watchdog process (podman's `--timeout` stands in for it): once

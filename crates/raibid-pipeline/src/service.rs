@@ -30,6 +30,9 @@ pub struct Service {
     pub secrets: Vec<String>,
     /// Replaces the image's default command (`CMD`); empty: the image's own.
     pub command: Vec<String>,
+    /// Replaces the image's `ENTRYPOINT`; `command` (never the image's `CMD`) follows it, as
+    /// docker and GitLab do. Empty: the image's own.
+    pub entrypoint: Vec<String>,
     /// How the agent knows the service is up before the first step runs; `None`: it is not
     /// waited for (a step may find it still starting, as in Woodpecker).
     pub ready: Option<Ready>,
@@ -70,18 +73,24 @@ pub(crate) fn service_name(name: &str) -> Result<String, String> {
     }
 }
 
-fn command(args: Vec<String>) -> Result<Vec<String>, String> {
+/// `command` or `entrypoint` (`key`): a non-empty list of arguments.
+fn arguments(key: &str, args: Vec<String>) -> Result<Vec<String>, String> {
     if args.is_empty() {
-        return Err("`command` is empty; leave it out to run the image's own command".to_owned());
+        return Err(format!(
+            "`{key}` is empty; leave it out to run the image's own"
+        ));
     }
     if args.len() > MAX_COMMAND_ARGS {
         return Err(format!(
-            "`command` has {} arguments; at most {MAX_COMMAND_ARGS}",
+            "`{key}` has {} arguments; at most {MAX_COMMAND_ARGS}",
             args.len()
         ));
     }
     if args.iter().any(|a| a.contains('\0')) {
-        return Err("`command` may not contain a NUL character".to_owned());
+        return Err(format!("`{key}` may not contain a NUL character"));
+    }
+    if key == "entrypoint" && args[0].is_empty() {
+        return Err("`entrypoint` starts with the program to run; it is empty".to_owned());
     }
     Ok(args)
 }
@@ -97,6 +106,7 @@ struct RawService {
     #[serde(default, deserialize_with = "crate::step::secrets")]
     secrets: Vec<String>,
     command: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
     ready: Option<ReadyDe>,
 }
 
@@ -115,16 +125,19 @@ impl RawService {
                 "service {name:?} has no `image`; a service is a container, like `image: postgres:16`"
             ));
         };
-        let command = match self.command {
-            Some(args) => command(args).map_err(|e| format!("service {name:?}: {e}"))?,
-            None => Vec::new(),
+        let args = |key: &str, given: Option<Vec<String>>| match given {
+            Some(args) => arguments(key, args).map_err(|e| format!("service {name:?}: {e}")),
+            None => Ok(Vec::new()),
         };
+        let command = args("command", self.command)?;
+        let entrypoint = args("entrypoint", self.entrypoint)?;
         Ok(Service {
             name,
             image,
             env: self.env.map(|e| e.0).unwrap_or_default(),
             secrets: self.secrets,
             command,
+            entrypoint,
             ready: self.ready.map(|r| r.0),
         })
     }
@@ -247,7 +260,7 @@ mod tests {
     #[test]
     fn a_service_with_everything() {
         let s = services(
-            "- name: db\n  image: postgres:16\n  env: {POSTGRES_PASSWORD: test}\n  secrets: [LICENSE_KEY]\n  command: [postgres, -c, fsync=off]\n- name: cache\n  image: redis:7\n",
+            "- name: db\n  image: postgres:16\n  env: {POSTGRES_PASSWORD: test}\n  secrets: [LICENSE_KEY]\n  command: [postgres, -c, fsync=off]\n  entrypoint: [docker-entrypoint.sh]\n- name: cache\n  image: redis:7\n",
         )
         .unwrap();
         assert_eq!(
@@ -258,6 +271,7 @@ mod tests {
                 env: BTreeMap::from([("POSTGRES_PASSWORD".into(), "test".into())]),
                 secrets: vec!["LICENSE_KEY".into()],
                 command: vec!["postgres".into(), "-c".into(), "fsync=off".into()],
+                entrypoint: vec!["docker-entrypoint.sh".into()],
                 ready: None,
             }
         );
@@ -302,6 +316,10 @@ mod tests {
         assert!(msg.contains("no `name`"), "{msg}");
         let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  command: []\n");
         assert!(msg.contains("`command` is empty"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  entrypoint: []\n");
+        assert!(msg.contains("`entrypoint` is empty"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  entrypoint: ['']\n");
+        assert!(msg.contains("starts with the program"), "{msg}");
         let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  ports: [5432]\n");
         assert!(msg.contains("unknown field `ports`"), "{msg}");
         let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  env: {RAIBID_X: 1}\n");

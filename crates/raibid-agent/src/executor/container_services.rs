@@ -278,7 +278,15 @@ impl ContainerExecutor {
             args.extend(["--timeout".into(), seconds.to_string().into()]);
         }
         args.extend(self.options.limits.args());
-        args.push(image.clone().into());
+        // docker takes only the program after `--entrypoint` (podman would take a JSON list
+        // too); the rest of the entrypoint goes before the command, where the engine puts it.
+        if let Some((program, rest)) = service.entrypoint.split_first() {
+            args.extend(["--entrypoint".into(), program.into()]);
+            args.push(image.clone().into());
+            args.extend(rest.iter().map(OsString::from));
+        } else {
+            args.push(image.clone().into());
+        }
         args.extend(service.command.iter().map(OsString::from));
         // Recorded first: a container that was created but failed to start is removed too.
         group.containers.push((service.name.clone(), name.clone()));
