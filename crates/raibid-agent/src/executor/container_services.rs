@@ -134,35 +134,46 @@ async fn tail_of(mut reader: impl tokio::io::AsyncRead + Unpin) -> std::io::Resu
     Ok(kept)
 }
 
-/// The service's last lines, stdout then stderr (the engine keeps them apart).
-async fn engine_logs(engine: &ContainerEngine, container: &str) -> String {
+/// Runs the engine's client with `args` and keeps the end of what it prints ([`tail_of`]),
+/// stdout then stderr: a service's log, a readiness check's output. `None` when it did not end
+/// within `timeout` (it is killed).
+async fn engine_tail(
+    engine: &ContainerEngine,
+    args: &[&str],
+    timeout: Duration,
+) -> Option<std::io::Result<(std::process::ExitStatus, String)>> {
     let mut command = tokio::process::Command::new(engine.program());
     command
-        .args(["logs", container])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let read = async {
+    let run = async {
         let mut child = command.spawn()?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(std::io::Error::other("no pipes to the engine's client"));
         };
         let (out, err) = tokio::join!(tail_of(stdout), tail_of(stderr));
-        let _ = child.wait().await;
-        Ok((out?, err?))
+        let status = child.wait().await?;
+        let mut text = String::from_utf8_lossy(&out?).into_owned();
+        text.push_str(&String::from_utf8_lossy(&err?));
+        Ok((status, text))
     };
-    match tokio::time::timeout(ENGINE_COMMAND_TIMEOUT, read).await {
-        Ok(Ok((out, err))) => {
-            let mut text = String::from_utf8_lossy(&out).into_owned();
-            text.push_str(&String::from_utf8_lossy(&err));
+    tokio::time::timeout(timeout, run).await.ok()
+}
+
+/// The service's last lines, stdout then stderr (the engine keeps them apart).
+async fn engine_logs(engine: &ContainerEngine, container: &str) -> String {
+    match engine_tail(engine, &["logs", container], ENGINE_COMMAND_TIMEOUT).await {
+        Some(Ok((_, mut text))) => {
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
             text
         }
-        Ok(Err(e)) => format!("[raibid] cannot read the service's log: {e}\n"),
-        Err(_) => "[raibid] cannot read the service's log: the engine did not answer\n".into(),
+        Some(Err(e)) => format!("[raibid] cannot read the service's log: {e}\n"),
+        None => "[raibid] cannot read the service's log: the engine did not answer\n".into(),
     }
 }
 
@@ -401,33 +412,16 @@ async fn try_ready(
     run: &str,
     timeout: Duration,
 ) -> Result<(), NotReady> {
-    let mut command = tokio::process::Command::new(engine.program());
-    command
-        .args(["exec", container, "/bin/sh", "-c", run])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let attempt = async {
-        let mut child = command.spawn()?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(std::io::Error::other("no pipes to the engine's client"));
-        };
-        let (out, err) = tokio::join!(tail_of(stdout), tail_of(stderr));
-        let status = child.wait().await?;
-        let mut text = String::from_utf8_lossy(&out?).into_owned();
-        text.push_str(&String::from_utf8_lossy(&err?));
-        Ok((status, text))
-    };
+    let args = ["exec", container, "/bin/sh", "-c", run];
     let not_ready = |verdict: String, printed: String| NotReady { verdict, printed };
-    match tokio::time::timeout(timeout, attempt).await {
-        Err(_) => Err(not_ready(
+    match engine_tail(engine, &args, timeout).await {
+        None => Err(not_ready(
             format!("did not end within {:.0} s", timeout.as_secs_f64().ceil()),
             String::new(),
         )),
-        Ok(Err(e)) => Err(not_ready(format!("could not run: {e}"), String::new())),
-        Ok(Ok((status, _))) if status.success() => Ok(()),
-        Ok(Ok((status, text))) => {
+        Some(Err(e)) => Err(not_ready(format!("could not run: {e}"), String::new())),
+        Some(Ok((status, _))) if status.success() => Ok(()),
+        Some(Ok((status, text))) => {
             let lines: Vec<&str> = text.lines().collect();
             let printed = lines[lines.len().saturating_sub(READY_OUTPUT_LINES)..].join("\n");
             let verdict = status
