@@ -15,7 +15,7 @@ const RAIBID: &str = env!("CARGO_BIN_EXE_raibid");
 const WAIT: Duration = Duration::from_secs(30);
 
 /// `raibid server` on `port`; returns once it accepts connections.
-fn start_server(config: &Path, port: u16, redis_url: &str) -> Child {
+fn start_server(config: &Path, port: u16, redis_url: &str) -> Server {
     let deadline = Instant::now() + WAIT;
     loop {
         let mut child = Command::new(RAIBID)
@@ -29,7 +29,7 @@ fn start_server(config: &Path, port: u16, redis_url: &str) -> Child {
             .unwrap();
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return child;
+                return Server(child);
             }
             // The port may still be held by the previous process for a moment.
             if child.try_wait().unwrap().is_some() {
@@ -43,9 +43,19 @@ fn start_server(config: &Path, port: u16, redis_url: &str) -> Child {
     }
 }
 
-fn stop(mut server: Child) {
-    server.kill().unwrap();
-    server.wait().unwrap();
+/// A `raibid server` process, killed when dropped: a test that fails half-way must not leave
+/// it running.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(server: Server) {
+    drop(server);
 }
 
 async fn running_job(queue: &Queue) -> Claimed {
@@ -153,7 +163,7 @@ struct Setup {
     config: std::path::PathBuf,
     port: u16,
     url: String,
-    server: Child,
+    server: Server,
     queue: Queue,
     claimed: Claimed,
     id: String,
