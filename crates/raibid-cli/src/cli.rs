@@ -301,8 +301,8 @@ pub enum JobCommand {
         retry_for: u64,
     },
     /// Download a job's `artifacts:` from the registry the agent pushed them to, and unpack
-    /// them into a directory. Uses `agent.registry`'s login when the artifacts are on that
-    /// host, else none.
+    /// them into a directory. Uses `agent.registry`'s login (or RAIBID_AGENT_REGISTRY_USERNAME
+    /// and RAIBID_AGENT_REGISTRY_PASSWORD) when the artifacts are on that host, else none.
     Artifacts {
         id: String,
         /// Where to unpack them [default: ./<id>-artifacts].

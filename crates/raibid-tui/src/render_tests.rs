@@ -209,6 +209,22 @@ snapshot_both_sizes!(agents, on_tab(fixture(), '4'));
 snapshot_both_sizes!(cluster, on_tab(fixture(), '5'));
 snapshot_both_sizes!(cluster_read, with_cluster());
 
+/// A job that kept artifacts says so in its header.
+#[test]
+fn job_detail_names_the_artifacts() {
+    let mut app = with_open_job(fixture());
+    let mut done = job(&ulid(100), "acme/web", JobStatus::Success);
+    done.created_at = at(-60);
+    done.artifacts = Some(raibid_model::JobArtifacts {
+        reference: "git.example/acme/web/artifacts@sha256:ab".into(),
+        size: 2048,
+        files: 3,
+    });
+    app.apply(DataEvent::Job(Box::new(done)));
+    let text = screen_text(&render(&mut app, 160, 48)).join("\n");
+    assert!(text.contains(" · artifacts: 3 files"), "{text}");
+}
+
 #[test]
 fn cluster_unreachable_after_a_reading() {
     let mut app = with_cluster();

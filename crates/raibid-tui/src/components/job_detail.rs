@@ -339,6 +339,13 @@ impl JobDetailView {
                 .map(fmt::duration)
                 .unwrap_or_else(|| "-".into())
         ))];
+        if let Some(artifacts) = &job.artifacts {
+            // The reference is long; `raibid job artifacts <id>` is what fetches them.
+            third.push(Span::styled(
+                format!(" · artifacts: {} files", artifacts.files),
+                Style::new().fg(Color::Green),
+            ));
+        }
         if let Some(reason) = &job.reason {
             third.push(Span::styled(
                 format!(" · {reason}"),
