@@ -152,7 +152,17 @@ async fn download_artifacts(
             )
         }),
     };
-    let archive = tempfile::NamedTempFile::new().context("creating a temporary file")?;
+    // Beside the destination rather than in /tmp, which may be a small tmpfs.
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let archive = tempfile::Builder::new()
+        .prefix(".raibid-artifacts-")
+        .suffix(".tar.gz")
+        .tempfile_in(&parent)
+        .with_context(|| format!("creating a temporary file in {}", parent.display()))?;
     raibid_oci::pull_artifact(&reference, archive.path(), &options)
         .await
         .with_context(|| format!("downloading {reference}"))?;
