@@ -553,20 +553,19 @@ mod tests {
         assert!(matches!(err, ArtifactsError::Stopped), "{err}");
     }
 
+    /// A gzipped tar at `path` holding what `entries` appends.
+    fn archive_of(path: &Path, entries: impl FnOnce(&mut tar::Builder<GzEncoder<File>>)) {
+        let file = File::create(path).unwrap();
+        let mut builder = tar::Builder::new(GzEncoder::new(file, Compression::fast()));
+        entries(&mut builder);
+        builder.into_inner().unwrap().finish().unwrap();
+    }
+
     #[test]
     fn hard_links_are_refused_and_set_id_bits_dropped_on_unpacking() {
         let dir = tempfile::tempdir().unwrap();
-        let build = |entries: &dyn Fn(&mut tar::Builder<GzEncoder<File>>)| {
-            let archive = dir.path().join("a.tar.gz");
-            let mut builder = tar::Builder::new(GzEncoder::new(
-                File::create(&archive).unwrap(),
-                Compression::fast(),
-            ));
-            entries(&mut builder);
-            builder.into_inner().unwrap().finish().unwrap();
-            archive
-        };
-        let archive = build(&|b| {
+        let archive = dir.path().join("a.tar.gz");
+        archive_of(&archive, |b| {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Link);
             header.set_size(0);
@@ -578,7 +577,7 @@ mod tests {
             "{err}"
         );
 
-        let archive = build(&|b| {
+        archive_of(&archive, |b| {
             let mut header = tar::Header::new_gnu();
             header.set_size(4);
             header.set_mode(0o6755);
@@ -595,39 +594,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (name, link) in [("../evil", None), ("a/../../evil", None), ("ok", Some("x"))] {
             let archive = dir.path().join("evil.tar.gz");
-            let mut builder = tar::Builder::new(GzEncoder::new(
-                File::create(&archive).unwrap(),
-                Compression::fast(),
-            ));
-            let mut header = tar::Header::new_gnu();
-            header.set_mode(0o644);
-            // Written raw: the tar crate's own setters refuse such names.
-            let bytes = name.as_bytes();
-            header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
-            match link {
-                None => {
-                    header.set_size(4);
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_cksum();
-                    builder.append(&header, &b"evil"[..]).unwrap();
+            archive_of(&archive, |builder| {
+                let mut header = tar::Header::new_gnu();
+                header.set_mode(0o644);
+                // Written raw: the tar crate's own setters refuse such names.
+                let bytes = name.as_bytes();
+                header.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+                match link {
+                    None => {
+                        header.set_size(4);
+                        header.set_entry_type(tar::EntryType::Regular);
+                        header.set_cksum();
+                        builder.append(&header, &b"evil"[..]).unwrap();
+                    }
+                    Some(_) => {
+                        // A link out, then a file written through it.
+                        let mut link_header = tar::Header::new_gnu();
+                        link_header.set_entry_type(tar::EntryType::Symlink);
+                        link_header.set_size(0);
+                        builder
+                            .append_link(&mut link_header, "ok", dir.path())
+                            .unwrap();
+                        let mut file = tar::Header::new_gnu();
+                        file.set_size(4);
+                        file.set_mode(0o644);
+                        builder
+                            .append_data(&mut file, "ok/planted", &b"evil"[..])
+                            .unwrap();
+                    }
                 }
-                Some(_) => {
-                    // A link out, then a file written through it.
-                    let mut link_header = tar::Header::new_gnu();
-                    link_header.set_entry_type(tar::EntryType::Symlink);
-                    link_header.set_size(0);
-                    builder
-                        .append_link(&mut link_header, "ok", dir.path())
-                        .unwrap();
-                    let mut file = tar::Header::new_gnu();
-                    file.set_size(4);
-                    file.set_mode(0o644);
-                    builder
-                        .append_data(&mut file, "ok/planted", &b"evil"[..])
-                        .unwrap();
-                }
-            }
-            builder.into_inner().unwrap().finish().unwrap();
+            });
             let out = dir.path().join("out");
             let err = unpack(&archive, &out).unwrap_err();
             assert!(

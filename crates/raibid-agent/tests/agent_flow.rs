@@ -921,13 +921,25 @@ async fn container_jobs_with_services_reach_them_by_name() {
     let _bridges = raibid_testkit::network_lock();
     let h = Harness::new();
     let podman = Podman::new();
-    let options = ContainerOptions {
-        default_image: BUSYBOX_IMAGE.into(),
-        network: false,
-        ..ContainerOptions::default()
-    };
-    let executor = podman_executor(&podman, options).await;
     let repo = GitRepo::new();
+    // One job at a time, each with an agent of its own that holds the secret.
+    let run = |sha: String| {
+        let (h, podman, url) = (&h, &podman, repo.url());
+        async move {
+            let job = h.enqueue(&url, &sha).await;
+            let options = ContainerOptions {
+                default_image: BUSYBOX_IMAGE.into(),
+                network: false,
+                ..ContainerOptions::default()
+            };
+            let executor = podman_executor(podman, options).await;
+            let secrets = BTreeMap::from([("KV_TOKEN".to_owned(), "kv-secret-5a1t".to_owned())]);
+            let secrets = SecretStore::new(secrets, &BTreeMap::new(), false).unwrap();
+            h.run_once(h.runner_on(executor, secrets, None, "registry.invalid"))
+                .await;
+            (h.job(&job.id).await, h.log(&job.id).await)
+        }
+    };
     let pipeline = format!(
         "services:\n  - name: kv\n    image: {BUSYBOX_IMAGE}\n    env: {{ANSWER: \"42\"}}\n    \
          secrets: [KV_TOKEN]\n    \
@@ -937,13 +949,7 @@ async fn container_jobs_with_services_reach_them_by_name() {
          echo \"the answer is $answer\"\n  - name: again\n    run: nc -w 2 kv 6000 </dev/null\n"
     );
     let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "services");
-    let job = h.enqueue(&repo.url(), &sha).await;
-    let secrets = BTreeMap::from([("KV_TOKEN".to_owned(), "kv-secret-5a1t".to_owned())]);
-    let secrets = SecretStore::new(secrets, &BTreeMap::new(), false).unwrap();
-    h.run_once(h.runner_on(executor, secrets, None, "registry.invalid"))
-        .await;
-    let done = h.job(&job.id).await;
-    let log = h.log(&job.id).await;
+    let (done, log) = run(sha).await;
     assert_eq!(done.status, JobStatus::Success, "{log}");
     assert!(log.contains("the answer is 42 ***\n"), "{log}");
     assert!(!log.contains("kv-secret-5a1t"), "{log}");
@@ -971,22 +977,7 @@ async fn container_jobs_with_services_reach_them_by_name() {
          steps:\n  - name: ask\n    run: echo step-ran\n"
     );
     let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "never ready");
-    let job = h.enqueue(&repo.url(), &sha).await;
-    let executor = podman_executor(
-        &podman,
-        ContainerOptions {
-            default_image: BUSYBOX_IMAGE.into(),
-            network: false,
-            ..ContainerOptions::default()
-        },
-    )
-    .await;
-    let secrets = BTreeMap::from([("KV_TOKEN".to_owned(), "kv-secret-5a1t".to_owned())]);
-    let secrets = SecretStore::new(secrets, &BTreeMap::new(), false).unwrap();
-    h.run_once(h.runner_on(executor, secrets, None, "registry.invalid"))
-        .await;
-    let done = h.job(&job.id).await;
-    let log = h.log(&job.id).await;
+    let (done, log) = run(sha).await;
     assert_eq!(done.status, JobStatus::Error, "{log}");
     let reason = done.reason.unwrap_or_default();
     assert!(

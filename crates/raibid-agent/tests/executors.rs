@@ -764,15 +764,8 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
     let stranger = step("nc -w 2 greeter 7000 </dev/null 2>/dev/null || echo unreachable");
     assert_eq!(run(&executor, &stranger.spec).await.output, "unreachable\n");
 
-    let (tx, mut rx) = mpsc::channel(64);
-    let collect = async move {
-        let mut text = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            text.extend(chunk);
-        }
-        String::from_utf8(text).unwrap()
-    };
-    let ((), logs) = tokio::join!(group.finish(tx), collect);
+    let (tx, rx) = mpsc::channel(64);
+    let ((), logs) = tokio::join!(group.finish(tx), collect(rx));
     assert!(
         logs.starts_with("\n\u{25b6} service greeter\nlistening\n"),
         "{logs}"
@@ -805,19 +798,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         matches!(&err, ExecError::Image(why) if why.contains("without a login")),
         "{err}"
     );
-    let gone = || async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !engine.raibid_networks().is_empty() || !engine.containers().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "left behind: {:?} {:?}",
-                engine.raibid_networks(),
-                engine.containers()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    gone().await;
+    nothing_left(engine).await;
 
     // A service that cannot start ends the start, naming it, and the one before it goes too.
     spec.untrusted = false;
@@ -835,7 +816,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         matches!(&err, ExecError::Service(why) if why.starts_with("service missing: localhost/raibid-test/no-such-image:1 did not start")),
         "{err}"
     );
-    gone().await;
+    nothing_left(engine).await;
 }
 
 /// A service with `ready` is waited for: the first step reaches it on its first try. One that
@@ -863,13 +844,6 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         private: None,
         untrusted: false,
         timeout: Duration::from_secs(120),
-    };
-    let collect = |mut rx: mpsc::Receiver<Vec<u8>>| async move {
-        let mut text = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            text.extend(chunk);
-        }
-        String::from_utf8(text).unwrap()
     };
 
     // Listens only after two seconds, as a database does after initialising its files.
@@ -899,19 +873,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
     let (tx, rx) = mpsc::channel(64);
     tokio::join!(group.finish(tx), collect(rx));
 
-    let gone = || async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !engine.raibid_networks().is_empty() || !engine.containers().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "left behind: {:?} {:?}",
-                engine.raibid_networks(),
-                engine.containers()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    gone().await;
+    nothing_left(engine).await;
 
     let never = service(
         "never",
@@ -935,7 +897,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         log.contains("[raibid] what the last try printed:\nnot yet\n\n\u{25b6} service never\nstill initialising\n"),
         "{log}"
     );
-    gone().await;
+    nothing_left(engine).await;
 
     let crashing = service("crashing", "echo bad configuration; exit 4", "false", 60);
     let crashing = spec(vec![crashing]);
@@ -955,7 +917,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         .to_string()
     );
     assert!(log.contains("bad configuration\n"), "{log}");
-    gone().await;
+    nothing_left(engine).await;
 }
 
 /// `entrypoint` replaces the image's, with `command` after it, on both engines.
@@ -991,20 +953,37 @@ async fn container_services_take_an_entrypoint(engine: &impl TestEngine) {
         .start_services(&spec, tx, CancellationToken::new())
         .await
         .unwrap();
-    let (tx, mut rx) = mpsc::channel(64);
-    let collect = async move {
-        let mut text = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            text.extend(chunk);
-        }
-        String::from_utf8(text).unwrap()
-    };
-    let ((), logs) = tokio::join!(group.finish(tx), collect);
+    let (tx, rx) = mpsc::channel(64);
+    let ((), logs) = tokio::join!(group.finish(tx), collect(rx));
     assert_eq!(
         logs,
         "\n\u{25b6} service echo\nfrom the entrypoint: first second\n"
     );
     assert_eq!(engine.containers(), Vec::<String>::new(), "left behind");
+}
+
+/// Everything sent on `rx` until its senders are gone, as text.
+async fn collect(mut rx: mpsc::Receiver<Vec<u8>>) -> String {
+    let mut text = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        text.extend(chunk);
+    }
+    String::from_utf8(text).unwrap()
+}
+
+/// Waits until the engine has no raibid container or network left: a start that fails removes
+/// what it started on a thread of its own.
+async fn nothing_left(engine: &impl TestEngine) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !engine.raibid_networks().is_empty() || !engine.containers().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {:?} {:?}",
+            engine.raibid_networks(),
+            engine.containers()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Under docker each step has a watchdog process (podman's `--timeout` stands in for it): once

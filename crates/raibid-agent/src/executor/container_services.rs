@@ -61,6 +61,11 @@ impl ServiceGroup {
             let text = format!("\n\u{25b6} service {service}\n{logs}");
             let _ = output.send(text.into_bytes()).await;
         }
+        self.remove().await;
+    }
+
+    /// Removes the containers and the network now.
+    async fn remove(&mut self) {
         remove_all(&self.engine, &self.containers, &self.network).await;
         self.watchdogs.clear();
         self.finished = true;
@@ -216,9 +221,28 @@ impl ContainerExecutor {
             watchdogs: Vec::new(),
             finished: false,
         };
+        match self.start_and_wait(&mut group, spec, output, cancel).await {
+            Ok(()) => Ok(group),
+            Err(e) => {
+                // Removed before the error is returned, so that a job that ends on it leaves
+                // nothing behind (dropping the group would remove it later, on a thread).
+                group.remove().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the services in the pipeline's order, then waits for those with `ready`.
+    async fn start_and_wait(
+        &self,
+        group: &mut ServiceGroup,
+        spec: &ServicesSpec,
+        output: &OutputSender,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecError> {
         let job_deadline = Instant::now() + spec.timeout;
         for service in &spec.services {
-            let start = self.start_service(&mut group, service, spec, output);
+            let start = self.start_service(group, service, spec, output);
             tokio::select! {
                 started = start => started?,
                 () = cancel.cancelled() => {
@@ -248,7 +272,7 @@ impl ContainerExecutor {
                 }
             }
         }
-        Ok(group)
+        Ok(())
     }
 
     async fn start_service(
