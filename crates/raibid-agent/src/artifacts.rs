@@ -257,7 +257,7 @@ fn roots(
                     continue;
                 }
                 let (on_disk, rel) = (entry.path(), rel.join(&name));
-                if glob.is_match(&rel) {
+                if glob.is_match(&rel.to_string_lossy()) {
                     found.push((rel, on_disk));
                 } else if entry
                     .file_type()

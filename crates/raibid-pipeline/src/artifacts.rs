@@ -3,13 +3,13 @@
 
 use std::fmt;
 
-use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::cache::PathsVisitor;
 use crate::de::checked_str;
+use crate::when::Pattern;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifacts {
@@ -55,19 +55,12 @@ pub(crate) fn has_glob(path: &str) -> bool {
     path.contains(['*', '?', '['])
 }
 
-/// GitLab's glob rules: `*` and `?` stay within one path component, `**` crosses them.
-pub(crate) fn compile_glob(path: &str) -> Result<GlobMatcher, globset::Error> {
-    Ok(GlobBuilder::new(path)
-        .literal_separator(true)
-        .build()?
-        .compile_matcher())
-}
-
 /// The matcher of an artifact path that is a glob (`dist/*.tar.gz`, `**/junit.xml`), for
-/// paths relative to the workspace; `None` for a plain path. Paths were checked when the file
-/// was read, so this compiles.
-pub fn path_glob(path: &str) -> Option<GlobMatcher> {
-    has_glob(path).then(|| compile_glob(path).expect("checked when the pipeline was parsed"))
+/// paths relative to the workspace; `None` for a plain path. The rules are `when: path`'s
+/// ([`Pattern`]), which are GitLab's: `*` and `?` stay within one component, `**` crosses
+/// them. Paths were checked when the file was read, so this compiles.
+pub fn path_glob(path: &str) -> Option<Pattern> {
+    has_glob(path).then(|| Pattern::new(path).expect("checked when the pipeline was parsed"))
 }
 
 /// The directory a glob's matches lie under: its leading components without glob characters

@@ -205,7 +205,7 @@ fn workspace_path(path: &str, what: &str, globs: bool) -> Result<String, String>
                 "{path:?}: {what} paths are not globs; list the directories themselves"
             ));
         }
-        crate::artifacts::compile_glob(path.strip_suffix('/').unwrap_or(path))
+        crate::when::Pattern::new(path.strip_suffix('/').unwrap_or(path))
             .map_err(|e| format!("{path:?} is not a valid glob: {e}"))?;
     }
     // `target/` is how people write a directory; one trailing '/' is allowed and dropped.
