@@ -917,13 +917,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = engine_client(program, args);
     let output = match tokio::time::timeout(timeout, command.output()).await {
         Err(_) => return Err(format!("no answer within {timeout:?}")),
         Ok(Err(e)) => return Err(e.to_string()),
@@ -944,6 +938,23 @@ where
         output.status,
         last_lines(detail.trim(), 5)
     ))
+}
+
+/// The engine's client run with `args` for its output: no input, both streams piped, killed
+/// when the future waiting for it is dropped.
+pub(super) fn engine_client<I, S>(program: &Path, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
 
 fn last_lines(text: &str, n: usize) -> String {

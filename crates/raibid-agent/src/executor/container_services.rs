@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::container::{
     ContainerEngine, ContainerExecutor, ENGINE_COMMAND_TIMEOUT, FIRST_RUN_TIMEOUT, StepEnv,
-    Watchdog, engine_command,
+    Watchdog, engine_client, engine_command,
 };
 use super::{ExecError, OutputSender};
 
@@ -147,13 +147,7 @@ async fn engine_tail(
     args: &[&str],
     timeout: Duration,
 ) -> Option<std::io::Result<(std::process::ExitStatus, String)>> {
-    let mut command = tokio::process::Command::new(engine.program());
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = engine_client(engine.program(), args);
     let run = async {
         let mut child = command.spawn()?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
