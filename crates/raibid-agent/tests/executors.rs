@@ -839,11 +839,22 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
             timeout: Duration::from_secs(timeout),
         }),
     };
-    let spec = |services| ServicesSpec {
-        services,
-        private: None,
-        untrusted: false,
-        timeout: Duration::from_secs(120),
+    // Starts one service, with what the start wrote to the job's log.
+    let start = |service| {
+        let executor = &executor;
+        async move {
+            let spec = ServicesSpec {
+                services: vec![service],
+                private: None,
+                untrusted: false,
+                timeout: Duration::from_secs(120),
+            };
+            let (tx, rx) = mpsc::channel(64);
+            tokio::join!(
+                executor.start_services(&spec, tx, CancellationToken::new()),
+                collect(rx)
+            )
+        }
     };
 
     // Listens only after two seconds, as a database does after initialising its files.
@@ -853,12 +864,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         "nc -w 1 127.0.0.1 7000 </dev/null | grep -q hello",
         60,
     );
-    let slow = spec(vec![slow]);
-    let (tx, rx) = mpsc::channel(64);
-    let (group, notes) = tokio::join!(
-        executor.start_services(&slow, tx, CancellationToken::new()),
-        collect(rx)
-    );
+    let (group, notes) = start(slow).await;
     let group = group.unwrap();
     assert!(
         notes.contains("[raibid] service slow is ready (") && notes.contains(" tries)"),
@@ -881,12 +887,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         "echo not yet >&2; exit 3",
         3,
     );
-    let never = spec(vec![never]);
-    let (tx, rx) = mpsc::channel(64);
-    let (err, log) = tokio::join!(
-        executor.start_services(&never, tx, CancellationToken::new()),
-        collect(rx)
-    );
+    let (err, log) = start(never).await;
     let err = err.unwrap_err();
     assert!(
         matches!(&err, ExecError::Service(why) if why.starts_with("service never: not ready within 3 s (")
@@ -900,12 +901,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
     nothing_left(engine).await;
 
     let crashing = service("crashing", "echo bad configuration; exit 4", "false", 60);
-    let crashing = spec(vec![crashing]);
-    let (tx, rx) = mpsc::channel(64);
-    let (err, log) = tokio::join!(
-        executor.start_services(&crashing, tx, CancellationToken::new()),
-        collect(rx)
-    );
+    let (err, log) = start(crashing).await;
     let err = err.unwrap_err();
     assert_eq!(
         err.to_string(),
