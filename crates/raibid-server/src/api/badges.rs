@@ -150,10 +150,9 @@ async fn verdict(state: &AppState, job: &Job) -> Result<Option<Verdict>, ApiErro
     if job.children.is_empty() || job.status != JobStatus::Success {
         return Ok(Verdict::of_job(job.status));
     }
-    let mut children = Vec::with_capacity(job.children.len());
-    for id in &job.children {
-        children.push(state.queue().get(id).await?);
-    }
+    // At once, as the reporter reads them: the shared connection pipelines the reads.
+    let children =
+        futures::future::try_join_all(job.children.iter().map(|id| state.queue().get(id))).await?;
     Ok(match matrix_status(job, &children, "").state {
         StatusState::Pending => None,
         StatusState::Success => Some(Verdict::Passing),
