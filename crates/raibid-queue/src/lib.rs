@@ -26,6 +26,7 @@ mod reply;
 mod schedules;
 mod scripts;
 mod stats;
+mod supersede;
 
 pub use conn::QueueOptions;
 pub use error::QueueError;
@@ -36,3 +37,4 @@ pub use queue::{
     MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
 };
 pub use schedules::ScheduleMark;
+pub use supersede::{SUPERSEDE_WINDOW, Superseded};

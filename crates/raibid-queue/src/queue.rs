@@ -96,6 +96,9 @@ pub enum CancelResult {
     Cancelled,
     /// Is running; its agent stops it within one heartbeat.
     Requested,
+    /// Is running, and its pipeline says a newer build must not interrupt it
+    /// (`interruptible: false`); only superseding leaves a job for that.
+    Kept,
     AlreadyFinished(JobStatus),
 }
 
@@ -617,6 +620,23 @@ impl Queue {
     }
 
     pub async fn cancel(&self, id: &str) -> Result<CancelResult, QueueError> {
+        self.cancel_because(id, "cancelled").await
+    }
+
+    /// Cancels a job, saying why: the reason becomes the cancelled job's `reason`, also when
+    /// its agent is the one to finish it.
+    pub async fn cancel_because(&self, id: &str, reason: &str) -> Result<CancelResult, QueueError> {
+        self.cancel_job(id, reason, false).await
+    }
+
+    /// `keep_uninterruptible`: leave a running job whose pipeline says `interruptible: false`
+    /// ([`CancelResult::Kept`]).
+    pub(crate) async fn cancel_job(
+        &self,
+        id: &str,
+        reason: &str,
+        keep_uninterruptible: bool,
+    ) -> Result<CancelResult, QueueError> {
         if !valid_id(id) {
             return Err(QueueError::NotFound(id.to_owned()));
         }
@@ -628,11 +648,14 @@ impl Queue {
             .key(self.keys.log(id))
             .key(self.keys.events())
             .arg(Utc::now().timestamp_millis())
-            .arg(id);
+            .arg(id)
+            .arg(reason)
+            .arg(if keep_uninterruptible { "1" } else { "0" });
         let reply: String = self.conn.script(&invocation).await?;
         match reply.as_str() {
             "cancelled" => Ok(CancelResult::Cancelled),
             "requested" => Ok(CancelResult::Requested),
+            "kept" => Ok(CancelResult::Kept),
             "missing" => Err(QueueError::NotFound(id.to_owned())),
             other => match other.strip_prefix("final:") {
                 Some(status) => Ok(CancelResult::AlreadyFinished(

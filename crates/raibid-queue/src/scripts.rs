@@ -309,7 +309,14 @@ if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then
   return 'stale'
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'reason', ARGV[5],
+local reason = ARGV[5]
+if ARGV[3] == 'cancelled' then
+  -- Whoever asked for the cancel said why (a newer build, a user); the agent only knows that
+  -- it was asked.
+  local asked = redis.call('HMGET', KEYS[2], 'cancel_requested', 'cancel_reason')
+  if asked[1] == '1' and asked[2] then reason = asked[2] end
+end
+redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'reason', reason,
   'steps', ARGV[6], 'images', ARGV[7], 'artifacts', ARGV[9])
 redis.call('ZREM', KEYS[3], ARGV[8])
 redis.call('ZADD', KEYS[4], '0', ARGV[8])
@@ -356,9 +363,11 @@ if status == 'queued' and ARGV[8] == '1' then
 end
 redis.call('ZREM', KEYS[4], ARGV[7])
 redis.call('ZREM', KEYS[5], ARGV[7])
-if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then
+local asked = redis.call('HMGET', KEYS[2], 'cancel_requested', 'cancel_reason')
+if asked[1] == '1' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[6], 'reason', 'cancelled')
+  redis.call('HSET', KEYS[2], 'status', 'cancelled', 'finished_at', ARGV[6], 'reason',
+    asked[2] or 'cancelled')
   redis.call('ZADD', KEYS[7], '0', ARGV[7])
   end_job(KEYS[8], KEYS[9], ARGV[7], 'cancelled')
   return 'cancelled'
@@ -377,6 +386,8 @@ end
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[7])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', entry, 'agent', '', 'reason', ARGV[5])
+-- The next attempt reads the pipeline afresh, and says again whether it may be interrupted.
+redis.call('HDEL', KEYS[2], 'interruptible')
 redis.call('ZADD', KEYS[4], '0', ARGV[7])
 redis.call('XADD', KEYS[9], '*', 'job', ARGV[7], 'status', 'queued')
 return 'requeued'
@@ -385,32 +396,91 @@ return 'requeued'
 });
 
 /// KEYS: job, by-status(queued), by-status(cancelled), log, events
-/// ARGV: now ms, id
-/// Returns "cancelled" | "requested" | "missing" | "final:<status>"
+/// ARGV: now ms, id, reason, "1" to leave a running job that said it may not be interrupted
+/// (superseding) or "0"
+/// Returns "cancelled" | "requested" | "kept" | "missing" | "final:<status>"
 pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &[
             END_JOB_FN,
             r#"
-local status = redis.call('HGET', KEYS[1], 'status')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'interruptible', 'cancel_requested')
+local status = cur[1]
 if not status then return 'missing' end
 if status == 'queued' then
   -- The stream entry stays (deleting it would make XINFO's lag unknown for KEDA); the
   -- agent that receives it sees the status and acks it without running anything.
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'reason', 'cancelled')
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'reason', ARGV[3])
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[3], '0', ARGV[2])
   end_job(KEYS[4], KEYS[5], ARGV[2], 'cancelled')
   return 'cancelled'
 end
 if status == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  if ARGV[4] == '1' and cur[2] == '0' then return 'kept' end
+  -- A second request keeps the first one's reason.
+  if cur[3] ~= '1' then
+    redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'cancel_reason', ARGV[3])
+  end
   return 'requested'
 end
 return 'final:' .. status
 "#,
         ]
         .concat(),
+    )
+});
+
+/// The unfinished jobs among a repository's newest that may be builds of the same ref as a
+/// new job, of another commit: the cheap first cut of `Queue::supersede`, which decodes what
+/// this returns and decides. The cut compares the spec's JSON text with the needles the caller
+/// encoded as serde_json writes them, so it only errs by returning too much (an `env` value
+/// could contain a needle's text) or by leaving out a job whose spec holds the new job's commit
+/// as well as its own, which no branch or pull request build does. Jobs already asked to cancel
+/// are left out. Everything is read, nothing written: the cancels are CANCEL's.
+///
+/// KEYS: by-repo, by-status(queued), by-status(running)
+/// ARGV: key prefix, most jobs to look at, ref needle, commit needle
+/// Returns id, spec, id, spec, ...
+pub(crate) static FIND_SUPERSEDED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ids = redis.call('ZRANGE', KEYS[1], '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, ARGV[2])
+if #ids == 0 then return {} end
+local queued = redis.call('ZMSCORE', KEYS[2], unpack(ids))
+local running = redis.call('ZMSCORE', KEYS[3], unpack(ids))
+local out = {}
+for i, id in ipairs(ids) do
+  if queued[i] or running[i] then
+    local f = redis.call('HMGET', ARGV[1] .. ':job:' .. id, 'spec', 'cancel_requested')
+    if f[1] and f[2] ~= '1' and string.find(f[1], ARGV[3], 1, true)
+       and not string.find(f[1], ARGV[4], 1, true) then
+      out[#out + 1] = id
+      out[#out + 1] = f[1]
+    end
+  end
+end
+return out
+"#,
+    )
+});
+
+/// A running job's pipeline says it must not be interrupted by a newer build (`interruptible:
+/// false`): recorded unless a cancel was asked for first, so that a cancel and the mark cannot
+/// cross (CANCEL reads the mark in the same way).
+///
+/// KEYS: job
+/// ARGV: entry
+/// Returns "ok" | "cancel" | "lost"
+pub(crate) static MARK_UNINTERRUPTIBLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HMGET', KEYS[1], 'status', 'entry', 'cancel_requested')
+if cur[1] ~= 'running' or cur[2] ~= ARGV[1] then return 'lost' end
+if cur[3] == '1' then return 'cancel' end
+redis.call('HSET', KEYS[1], 'interruptible', '0')
+return 'ok'
+"#,
     )
 });
 

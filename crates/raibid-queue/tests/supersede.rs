@@ -1,0 +1,292 @@
+//! Newer builds cancelling older ones of the same ref, against a real redis-server.
+
+use std::time::Duration;
+
+use raibid_model::{Event, Job, JobStatus, NewJob, Outcome, PoolName};
+use raibid_queue::{
+    CancelResult, Claimed, Enqueued, Heartbeat, Queue, QueueOptions, ReleaseResult,
+    SUPERSEDE_WINDOW, Superseded,
+};
+use raibid_testkit::RedisServer;
+
+fn queue(redis: &RedisServer) -> Queue {
+    let mut o = QueueOptions::new(redis.url());
+    o.command_timeout = Duration::from_secs(2);
+    Queue::open(o).unwrap()
+}
+
+fn sha(c: char) -> String {
+    c.to_string().repeat(40)
+}
+
+fn build(git_ref: &str, commit: char, event: Event) -> NewJob {
+    NewJob::new(
+        "acme/app",
+        "http://127.0.0.1/acme/app.git",
+        git_ref,
+        sha(commit),
+        event,
+    )
+}
+
+fn push(branch: &str, commit: char) -> NewJob {
+    build(&format!("refs/heads/{branch}"), commit, Event::Push)
+}
+
+async fn enqueue(q: &Queue, spec: NewJob) -> Job {
+    match q.enqueue(spec).await.unwrap() {
+        Enqueued::Created(job) => *job,
+        other => panic!("expected a new job, got {other:?}"),
+    }
+}
+
+async fn status(q: &Queue, id: &str) -> (JobStatus, Option<String>, bool) {
+    let job = q.get(id).await.unwrap().expect("job exists");
+    (job.status, job.reason, job.cancel_requested)
+}
+
+/// Claims the only queued job.
+async fn claim(q: &Queue, name: &str) -> Claimed {
+    let mut c = q.claimer(name).await.unwrap();
+    c.claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("a job is queued")
+}
+
+fn ids(superseded: &[Superseded]) -> Vec<&str> {
+    superseded.iter().map(|s| s.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_push_cancels_the_older_builds_of_its_branch_and_nothing_else() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let running = enqueue(&q, push("main", 'a')).await;
+    let claimed = claim(&q, "agent-1").await;
+    assert_eq!(claimed.job.id, running.id);
+    let queued = enqueue(&q, push("main", 'b')).await;
+    let other_branch = enqueue(&q, push("dev", 'b')).await;
+    let same_commit = enqueue(&q, push("main", 'c')).await;
+    let manual = enqueue(&q, build("refs/heads/main", 'b', Event::Manual)).await;
+    let pull = enqueue(&q, build("refs/pull/7/head", 'b', Event::PullRequest)).await;
+
+    let newer = enqueue(&q, push("main", 'c')).await;
+    let done = q.supersede(&newer).await.unwrap();
+    assert_eq!(
+        done,
+        vec![
+            Superseded {
+                id: queued.id.clone(),
+                result: CancelResult::Cancelled
+            },
+            Superseded {
+                id: running.id.clone(),
+                result: CancelResult::Requested
+            },
+        ],
+        "newest first"
+    );
+    let reason = format!("superseded by job {} (cccccccccc)", newer.id);
+    assert_eq!(
+        status(&q, &queued.id).await,
+        (JobStatus::Cancelled, Some(reason.clone()), false)
+    );
+    assert_eq!(status(&q, &running.id).await.0, JobStatus::Running);
+    for untouched in [&other_branch, &same_commit, &manual, &pull, &newer] {
+        assert_eq!(
+            status(&q, &untouched.id).await,
+            (JobStatus::Queued, None, false),
+            "{} {}",
+            untouched.spec.git_ref,
+            untouched.spec.event
+        );
+    }
+
+    // The agent learns of it from its heartbeat and acks as it does for any cancel; the
+    // record keeps why.
+    assert_eq!(
+        q.heartbeat(&claimed).await.unwrap(),
+        Heartbeat::CancelRequested
+    );
+    let mut outcome = Outcome::new(JobStatus::Cancelled);
+    outcome.reason = Some("cancelled".into());
+    assert!(q.ack(&claimed, &outcome).await.unwrap());
+    assert_eq!(
+        status(&q, &running.id).await,
+        (JobStatus::Cancelled, Some(reason), true)
+    );
+    assert!(
+        q.supersede(&newer).await.unwrap().is_empty(),
+        "nothing is left to cancel"
+    );
+}
+
+#[tokio::test]
+async fn a_pull_request_push_cancels_older_builds_of_that_pull_request_only() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let older = enqueue(&q, build("refs/pull/7/head", 'a', Event::PullRequest)).await;
+    let other_pr = enqueue(&q, build("refs/pull/8/head", 'a', Event::PullRequest)).await;
+    let branch = enqueue(&q, push("feature", 'a')).await;
+    let newer = enqueue(&q, build("refs/pull/7/head", 'b', Event::PullRequest)).await;
+    assert_eq!(
+        ids(&q.supersede(&newer).await.unwrap()),
+        vec![older.id.as_str()]
+    );
+    assert_eq!(status(&q, &other_pr.id).await.0, JobStatus::Queued);
+    assert_eq!(status(&q, &branch.id).await.0, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn tags_manual_jobs_and_newer_jobs_supersede_nothing() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let older = enqueue(&q, push("main", 'a')).await;
+    let manual = enqueue(&q, build("refs/heads/main", 'b', Event::Manual)).await;
+    assert!(q.supersede(&manual).await.unwrap().is_empty());
+    let tag = enqueue(&q, build("refs/tags/v1", 'b', Event::Tag)).await;
+    assert!(q.supersede(&tag).await.unwrap().is_empty());
+    // A job handed to `supersede` late (its webhook handler was slow) does not cancel a build
+    // queued after it.
+    let later = enqueue(&q, push("main", 'c')).await;
+    assert!(q.supersede(&older).await.unwrap().is_empty());
+    assert_eq!(status(&q, &later.id).await.0, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn a_running_job_that_may_not_be_interrupted_is_kept() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    enqueue(&q, push("main", 'a')).await;
+    let claimed = claim(&q, "agent-1").await;
+    assert!(q.mark_uninterruptible(&claimed).await.unwrap());
+
+    let newer = enqueue(&q, push("main", 'b')).await;
+    assert_eq!(
+        q.supersede(&newer).await.unwrap(),
+        vec![Superseded {
+            id: claimed.job.id.clone(),
+            result: CancelResult::Kept
+        }]
+    );
+    assert_eq!(
+        status(&q, &claimed.job.id).await,
+        (JobStatus::Running, None, false)
+    );
+    assert_eq!(q.heartbeat(&claimed).await.unwrap(), Heartbeat::Continue);
+
+    // A person can still cancel it.
+    assert_eq!(
+        q.cancel(&claimed.job.id).await.unwrap(),
+        CancelResult::Requested
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_asked_before_the_mark_wins() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    enqueue(&q, push("main", 'a')).await;
+    let claimed = claim(&q, "agent-1").await;
+    let newer = enqueue(&q, push("main", 'b')).await;
+    assert_eq!(
+        ids(&q.supersede(&newer).await.unwrap()),
+        vec![claimed.job.id.as_str()]
+    );
+    assert!(
+        !q.mark_uninterruptible(&claimed).await.unwrap(),
+        "too late: the job must stop"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_that_dies_after_the_cancel_leaves_the_job_cancelled_with_its_reason() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    enqueue(&q, push("main", 'a')).await;
+    let claimed = claim(&q, "agent-1").await;
+    let newer = enqueue(&q, push("main", 'b')).await;
+    q.supersede(&newer).await.unwrap();
+    assert_eq!(
+        q.release(&claimed, "agent went away").await.unwrap(),
+        ReleaseResult::Cancelled
+    );
+    let (st, reason, _) = status(&q, &claimed.job.id).await;
+    assert_eq!(st, JobStatus::Cancelled);
+    assert_eq!(
+        reason.unwrap(),
+        format!("superseded by job {} (bbbbbbbbbb)", newer.id)
+    );
+}
+
+#[tokio::test]
+async fn a_requeued_job_forgets_that_it_may_not_be_interrupted() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    enqueue(&q, push("main", 'a')).await;
+    let claimed = claim(&q, "agent-1").await;
+    assert!(q.mark_uninterruptible(&claimed).await.unwrap());
+    assert_eq!(
+        q.release(&claimed, "agent shut down").await.unwrap(),
+        ReleaseResult::Requeued
+    );
+    let again = claim(&q, "agent-2").await;
+    let newer = enqueue(&q, push("main", 'b')).await;
+    assert_eq!(
+        q.supersede(&newer).await.unwrap(),
+        vec![Superseded {
+            id: again.job.id.clone(),
+            result: CancelResult::Requested
+        }],
+        "the new attempt has not read its pipeline yet"
+    );
+}
+
+#[tokio::test]
+async fn every_variant_of_a_superseded_matrix_goes_including_those_past_the_window() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    enqueue(&q, push("main", 'a')).await;
+    let parent = claim(&q, "agent-1").await;
+    // As the agent expands a matrix: one job per variant, recorded as the parent's children,
+    // then the parent acked.
+    let variant = |name: usize| {
+        let mut spec = parent.job.spec.clone();
+        spec.matrix_parent = Some(parent.job.id.clone());
+        spec.env.insert("RAIBID_MATRIX".into(), format!("v{name}"));
+        spec
+    };
+    let count = SUPERSEDE_WINDOW + 6;
+    let mut children = Vec::new();
+    for n in 0..count - 1 {
+        children.push(enqueue(&q, variant(n)).await.id);
+    }
+    let newer = enqueue(&q, push("main", 'b')).await;
+    // The last variant is queued after the newer build (its matrix job was slow to expand):
+    // still older, by its matrix job.
+    children.push(enqueue(&q, variant(count - 1)).await.id);
+    q.set_children(&parent.job.id, &children).await.unwrap();
+    assert!(
+        q.ack(&parent, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+
+    let done = q.supersede(&newer).await.unwrap();
+    let mut cancelled: Vec<&str> = ids(&done);
+    cancelled.sort_unstable();
+    let mut expected: Vec<&str> = children.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(cancelled, expected);
+    assert!(
+        done.iter().all(|s| s.result == CancelResult::Cancelled),
+        "all were queued"
+    );
+    assert_eq!(status(&q, &newer.id).await.0, JobStatus::Queued);
+    assert_eq!(
+        status(&q, &parent.job.id).await.0,
+        JobStatus::Success,
+        "a finished job keeps its verdict"
+    );
+}
