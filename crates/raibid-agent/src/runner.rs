@@ -425,6 +425,37 @@ impl Runner {
         if let Some(keys) = pipeline.when.mismatch(&trigger) {
             return skip_pipeline(&pipeline, &keys, &trigger, log).await;
         }
+        if !pipeline.interruptible {
+            match self.queue.mark_uninterruptible(claimed).await {
+                Ok(Heartbeat::Continue) => {
+                    log.line(
+                        "interruptible: false: a newer build of this ref will not cancel this one",
+                    )
+                    .await;
+                }
+                Ok(Heartbeat::CancelRequested) => {
+                    reason.set(CANCEL_REQUESTED);
+                    stop.cancel();
+                    return stopped();
+                }
+                Ok(Heartbeat::Lost) => {
+                    reason.set(LOST);
+                    stop.cancel();
+                    return stopped();
+                }
+                // Without the mark a newer build may cancel this one; failing a deployment
+                // over a Redis hiccup would be no better, and while Redis is away nothing can
+                // cancel it anyway.
+                Err(e) => {
+                    warn!(job = %job.id, error = %e, "cannot record interruptible: false");
+                    log.line(&format!(
+                        "interruptible: false could not be recorded ({e}): a newer build of \
+                         this ref may cancel this one"
+                    ))
+                    .await;
+                }
+            }
+        }
         if pipeline.clone.submodules {
             match unless_stopped(stop, self.git.update_submodules(job, &workspace)).await {
                 None => return stopped(),
@@ -786,10 +817,17 @@ impl Runner {
             }
         }
         // Recorded before this job is acknowledged: its commit status combines the variants'.
-        if let Err(e) = self.queue.set_children(&job.id, &ids).await {
-            return MatrixStep::Expanded(
-                error_outcome(log, format!("recording the matrix variants: {e}")).await,
-            );
+        match self.queue.set_children(&job.id, &ids).await {
+            Ok(false) => {}
+            Ok(true) => {
+                log.line("cancelled while queueing its variants, so they are cancelled too")
+                    .await;
+            }
+            Err(e) => {
+                return MatrixStep::Expanded(
+                    error_outcome(log, format!("recording the matrix variants: {e}")).await,
+                );
+            }
         }
         let mut outcome = Outcome::new(JobStatus::Success);
         outcome.reason = Some(format!(

@@ -68,6 +68,9 @@ pub struct JobList {
 pub struct CancelReply {
     pub result: String,
     pub status: JobStatus,
+    /// A matrix job's variants cancelled with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

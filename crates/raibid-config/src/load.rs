@@ -189,6 +189,20 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             "use letters, digits, '-', '_' or '.'".into(),
         ));
     }
+    for (i, event) in config.server.cancel_superseded.iter().enumerate() {
+        if !matches!(
+            event,
+            raibid_model::Event::Push | raibid_model::Event::PullRequest
+        ) {
+            return Err(semantic(
+                &format!("server.cancel_superseded[{i}]"),
+                format!(
+                    "{event} builds are never superseded: only push and pull_request builds \
+                     have a branch or pull request that a newer build replaces"
+                ),
+            ));
+        }
+    }
     if config.server.max_log_streams == 0 {
         return Err(semantic(
             "server.max_log_streams",
@@ -775,5 +789,29 @@ flux:
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn only_branch_and_pull_request_builds_can_be_superseded() {
+        use raibid_model::Event;
+        assert_eq!(
+            parse("").unwrap().server.cancel_superseded,
+            [Event::Push, Event::PullRequest],
+            "Woodpecker's default"
+        );
+        assert!(
+            parse("server:\n  cancel_superseded: []\n")
+                .unwrap()
+                .server
+                .cancel_superseded
+                .is_empty()
+        );
+        let err = parse("server:\n  cancel_superseded: [push, tag]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.cancel_superseded[1]") && err.contains("tag builds"),
+            "{err}"
+        );
     }
 }

@@ -200,6 +200,9 @@ pub struct ServerConfig {
     pub allowed_repos: Vec<String>,
     /// Events that create jobs: push, tag, pull_request, manual, cron (`schedules`).
     pub events: Vec<raibid_model::Event>,
+    /// For these events (push, pull_request), a new build of a branch or pull request cancels
+    /// the older ones of it still queued or running, as Woodpecker's default does; empty: off.
+    pub cancel_superseded: Vec<raibid_model::Event>,
     pub body_limit_bytes: u64,
     /// Log streams (`logs?follow=true`) open at once; each holds a Redis connection, so the
     /// bound keeps followers from exhausting file descriptors or Redis's `maxclients`. Past
@@ -251,6 +254,7 @@ impl Default for ServerConfig {
                 raibid_model::Event::Manual,
                 raibid_model::Event::Cron,
             ],
+            cancel_superseded: vec![raibid_model::Event::Push, raibid_model::Event::PullRequest],
             body_limit_bytes: 5 * 1024 * 1024,
             max_log_streams: 256,
             max_log_streams_per_client: 32,

@@ -96,6 +96,7 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             when: When::default(),
             services: Vec::new(),
             steps,
+            interruptible: true,
         },
         explanation: format!(
             "no .raibid.yaml found, so the steps were autodetected from {}; add a .raibid.yaml to choose them yourself",

@@ -44,6 +44,11 @@ pub struct Pipeline {
     pub services: Vec<Service>,
     /// Never empty; names are unique.
     pub steps: Vec<Step>,
+    /// Whether a newer build of the same branch or pull request may cancel this one once it
+    /// runs (`interruptible:`, GitLab's word; true by default, as in Woodpecker). False for a
+    /// pipeline that deploys, which must not stop halfway. A queued build is cancelled
+    /// regardless: nothing of it has run.
+    pub interruptible: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -91,6 +96,7 @@ struct RawPipeline {
     when: Option<PipelineWhen>,
     services: Option<Services>,
     steps: Option<Steps>,
+    interruptible: Option<bool>,
 }
 
 impl RawPipeline {
@@ -141,6 +147,7 @@ impl RawPipeline {
             when: self.when.map(|w| w.0).unwrap_or_default(),
             services: self.services.map(|s| s.0).unwrap_or_default(),
             steps,
+            interruptible: self.interruptible.unwrap_or(true),
         })
     }
 }

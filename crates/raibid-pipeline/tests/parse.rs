@@ -869,3 +869,16 @@ fn option_like_images_and_reserved_names_are_refused_where_written() {
     assert_eq!((e.line, e.column), (2, 5), "{e}");
     assert!(e.message.contains("gets no `secrets`"), "{e}");
 }
+
+#[test]
+fn interruptible_defaults_to_true_and_takes_a_boolean() {
+    let steps = "steps:\n  - name: deploy\n    run: ./deploy.sh\n";
+    let parsed = |text: &str| raibid_pipeline::parse(".raibid.yaml", text).unwrap();
+    assert!(parsed(steps).interruptible);
+    assert!(!parsed(&format!("interruptible: false\n{steps}")).interruptible);
+    let e = err(&format!("interruptible: later\n{steps}")).to_string();
+    assert!(
+        e.starts_with(".raibid.yaml:1:16: ") && e.contains("expected a boolean"),
+        "{e}"
+    );
+}

@@ -707,22 +707,29 @@ impl Queue {
     }
 
     /// Records the jobs a matrix job expanded into, before the matrix job is acknowledged, so
-    /// that its commit status can combine theirs (`Job::children`).
+    /// that its commit status can combine theirs (`Job::children`). If the matrix job was asked
+    /// to cancel meanwhile, its variants are cancelled rather than left to run, and this says
+    /// `true`.
     pub async fn set_children(
         &self,
         parent_id: &str,
         children: &[String],
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         if !valid_id(parent_id) {
             return Err(QueueError::NotFound(parent_id.to_owned()));
         }
         let ids = serde_json::to_string(children).expect("ids serialize");
         // HSET on a missing key would create a record without a spec.
-        let exists: i64 = self
+        let (status, cancel): (Option<String>, Option<String>) = self
             .conn
-            .run(redis::cmd("EXISTS").arg(self.keys.job(parent_id)))
+            .run(
+                redis::cmd("HMGET")
+                    .arg(self.keys.job(parent_id))
+                    .arg("status")
+                    .arg("cancel_requested"),
+            )
             .await?;
-        if exists == 0 {
+        if status.is_none() {
             return Err(QueueError::NotFound(parent_id.to_owned()));
         }
         let _: i64 = self
@@ -734,7 +741,19 @@ impl Queue {
                     .arg(ids),
             )
             .await?;
-        Ok(())
+        // Asked to cancel while it queued them (by a person, or a newer build): from now on
+        // a cancel of the matrix job finds its variants, but this one came too early to.
+        if cancel.as_deref() != Some("1") && status.as_deref() != Some("cancelled") {
+            return Ok(false);
+        }
+        let reason = format!("the matrix job {parent_id} was cancelled");
+        for child in children {
+            match self.cancel_because(child, &reason).await {
+                Ok(_) | Err(QueueError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Newest first, `limit` at most, continuing after `cursor` (a job id).

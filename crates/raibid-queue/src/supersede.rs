@@ -20,7 +20,7 @@ use raibid_model::{Event, Job, JobStatus, NewJob};
 use tracing::warn;
 
 use crate::queue::valid_id;
-use crate::{CancelResult, Queue, QueueError, scripts};
+use crate::{CancelResult, Heartbeat, Queue, QueueError, scripts};
 
 /// How many of a repository's newest jobs are looked through for builds a new one supersedes.
 pub const SUPERSEDE_WINDOW: usize = 64;
@@ -67,10 +67,10 @@ impl Queue {
             if !supersedes(newer, id, &older) {
                 continue;
             }
-            if let Some(parent) = older.matrix_parent.filter(|p| valid_id(p)) {
-                if !parents.contains(&parent) {
-                    parents.push(parent);
-                }
+            if let Some(parent) = older.matrix_parent.filter(|p| valid_id(p))
+                && !parents.contains(&parent)
+            {
+                parents.push(parent);
             }
             victims.push(id.clone());
         }
@@ -107,7 +107,11 @@ impl Queue {
     pub(crate) async fn children_of(&self, parent: &str) -> Result<Vec<String>, QueueError> {
         let raw: Option<String> = self
             .conn
-            .run(redis::cmd("HGET").arg(self.keys.job(parent)).arg("children"))
+            .run(
+                redis::cmd("HGET")
+                    .arg(self.keys.job(parent))
+                    .arg("children"),
+            )
             .await?;
         Ok(raw
             .and_then(|r| serde_json::from_str::<Vec<String>>(&r).ok())
@@ -118,20 +122,21 @@ impl Queue {
     }
 
     /// Records that a running job must not be interrupted by a newer build (its pipeline says
-    /// `interruptible: false`). `Ok(false)`: too late, a cancel was asked for first (or the
-    /// claim was lost); the caller stops as it would on a heartbeat saying so.
+    /// `interruptible: false`). Answers as a heartbeat does: too late when a cancel was asked
+    /// for first, or when the claim was lost; the caller then stops as it would on a heartbeat.
     pub async fn mark_uninterruptible(
         &self,
         claimed: &crate::Claimed,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Heartbeat, QueueError> {
         let mut invocation = scripts::MARK_UNINTERRUPTIBLE.prepare_invoke();
         invocation
             .key(self.keys.job(&claimed.job.id))
             .arg(&claimed.entry);
         let reply: String = self.conn.script(&invocation).await?;
         match reply.as_str() {
-            "ok" => Ok(true),
-            "cancel" | "lost" => Ok(false),
+            "ok" => Ok(Heartbeat::Continue),
+            "cancel" => Ok(Heartbeat::CancelRequested),
+            "lost" => Ok(Heartbeat::Lost),
             other => Err(QueueError::Protocol(format!(
                 "marking a job uninterruptible replied {other}"
             ))),
@@ -186,8 +191,16 @@ mod tests {
     fn other_refs_events_commits_repositories_and_newer_jobs_are_not() {
         let n = newer();
         let a = "a".repeat(40);
-        assert!(!supersedes(&n, OLD, &spec("refs/heads/dev", &a, Event::Push)));
-        assert!(!supersedes(&n, OLD, &spec("refs/heads/main", &a, Event::Manual)));
+        assert!(!supersedes(
+            &n,
+            OLD,
+            &spec("refs/heads/dev", &a, Event::Push)
+        ));
+        assert!(!supersedes(
+            &n,
+            OLD,
+            &spec("refs/heads/main", &a, Event::Manual)
+        ));
         assert!(!supersedes(
             &n,
             OLD,
@@ -196,8 +209,16 @@ mod tests {
         let mut other_repo = spec("refs/heads/main", &a, Event::Push);
         other_repo.repo = "acme/other".into();
         assert!(!supersedes(&n, OLD, &other_repo));
-        assert!(!supersedes(&n, LATER, &spec("refs/heads/main", &a, Event::Push)));
-        assert!(!supersedes(&n, NEW, &spec("refs/heads/main", &a, Event::Push)));
+        assert!(!supersedes(
+            &n,
+            LATER,
+            &spec("refs/heads/main", &a, Event::Push)
+        ));
+        assert!(!supersedes(
+            &n,
+            NEW,
+            &spec("refs/heads/main", &a, Event::Push)
+        ));
     }
 
     #[test]

@@ -160,7 +160,10 @@ async fn a_running_job_that_may_not_be_interrupted_is_kept() {
     let q = queue(&redis);
     enqueue(&q, push("main", 'a')).await;
     let claimed = claim(&q, "agent-1").await;
-    assert!(q.mark_uninterruptible(&claimed).await.unwrap());
+    assert_eq!(
+        q.mark_uninterruptible(&claimed).await.unwrap(),
+        Heartbeat::Continue
+    );
 
     let newer = enqueue(&q, push("main", 'b')).await;
     assert_eq!(
@@ -194,9 +197,18 @@ async fn a_cancel_asked_before_the_mark_wins() {
         ids(&q.supersede(&newer).await.unwrap()),
         vec![claimed.job.id.as_str()]
     );
-    assert!(
-        !q.mark_uninterruptible(&claimed).await.unwrap(),
+    assert_eq!(
+        q.mark_uninterruptible(&claimed).await.unwrap(),
+        Heartbeat::CancelRequested,
         "too late: the job must stop"
+    );
+    let mut outcome = Outcome::new(JobStatus::Cancelled);
+    outcome.reason = Some("cancelled".into());
+    assert!(q.ack(&claimed, &outcome).await.unwrap());
+    assert_eq!(
+        q.mark_uninterruptible(&claimed).await.unwrap(),
+        Heartbeat::Lost,
+        "no longer running"
     );
 }
 
@@ -226,7 +238,10 @@ async fn a_requeued_job_forgets_that_it_may_not_be_interrupted() {
     let q = queue(&redis);
     enqueue(&q, push("main", 'a')).await;
     let claimed = claim(&q, "agent-1").await;
-    assert!(q.mark_uninterruptible(&claimed).await.unwrap());
+    assert_eq!(
+        q.mark_uninterruptible(&claimed).await.unwrap(),
+        Heartbeat::Continue
+    );
     assert_eq!(
         q.release(&claimed, "agent shut down").await.unwrap(),
         ReleaseResult::Requeued
@@ -289,4 +304,58 @@ async fn every_variant_of_a_superseded_matrix_goes_including_those_past_the_wind
         JobStatus::Success,
         "a finished job keeps its verdict"
     );
+}
+
+#[tokio::test]
+async fn variants_queued_while_their_matrix_job_was_being_cancelled_are_cancelled_too() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    enqueue(&q, push("main", 'a')).await;
+    let parent = claim(&q, "agent-1").await;
+    // The newer build arrives before the matrix job has queued anything: only the matrix job
+    // itself is found, and asked to stop.
+    let newer = enqueue(&q, push("main", 'b')).await;
+    assert_eq!(
+        ids(&q.supersede(&newer).await.unwrap()),
+        vec![parent.job.id.as_str()]
+    );
+    let mut children = Vec::new();
+    for name in ["x", "y"] {
+        let mut spec = parent.job.spec.clone();
+        spec.matrix_parent = Some(parent.job.id.clone());
+        spec.env.insert("RAIBID_MATRIX".into(), name.into());
+        children.push(enqueue(&q, spec).await.id);
+    }
+    assert!(q.set_children(&parent.job.id, &children).await.unwrap());
+    let reason = format!("the matrix job {} was cancelled", parent.job.id);
+    for child in &children {
+        assert_eq!(
+            status(&q, child).await,
+            (JobStatus::Cancelled, Some(reason.clone()), false)
+        );
+    }
+    assert_eq!(status(&q, &newer.id).await.0, JobStatus::Queued);
+
+    // Without a cancel, the variants are left to run.
+    let other = enqueue(&q, push("dev", 'c')).await;
+    let mut c = q.claimer("agent-2").await.unwrap();
+    let running = loop {
+        let claimed = c
+            .claim(&[PoolName::default()], Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("jobs are queued");
+        if claimed.job.id == other.id {
+            break claimed;
+        }
+    };
+    let mut spec = running.job.spec.clone();
+    spec.matrix_parent = Some(running.job.id.clone());
+    let child = enqueue(&q, spec).await;
+    assert!(
+        !q.set_children(&running.job.id, std::slice::from_ref(&child.id))
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&q, &child.id).await.0, JobStatus::Queued);
 }

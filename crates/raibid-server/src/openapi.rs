@@ -527,12 +527,22 @@ fn schemas() -> Value {
             "type": "object", "required": ["result", "status"],
             "properties": {
                 "result": { "type": "string", "enum": ["cancelled", "requested", "already_finished"] },
-                "status": schema_ref("JobStatus")
+                "status": schema_ref("JobStatus"),
+                "variants": {
+                    "type": "array", "items": string,
+                    "description": "A matrix job's variants cancelled with it, or asked to stop; absent when none."
+                }
             }
         },
         "WebhookQueued": {
             "type": "object", "required": ["job_id", "status"],
-            "properties": { "job_id": string, "status": { "const": "queued" } }
+            "properties": {
+                "job_id": string, "status": { "const": "queued" },
+                "superseded": {
+                    "type": "array", "items": string,
+                    "description": "Older builds of the same branch or pull request that this one cancelled, or asked to stop (server.cancel_superseded); absent when none."
+                }
+            }
         },
         "WebhookDuplicate": {
             "type": "object", "required": ["job_id", "duplicate"],

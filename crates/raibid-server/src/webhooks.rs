@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use raibid_config::{Config, Secret};
 use raibid_forge::Parsed;
 use raibid_model::Forge;
-use raibid_queue::Enqueued;
+use raibid_queue::{CancelResult, Enqueued};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
@@ -61,6 +61,10 @@ enum Reply {
     Queued {
         job_id: String,
         status: &'static str,
+        /// Older builds of the same branch or pull request this one cancelled (or asked to
+        /// stop), so the forge's delivery log says where they went.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        superseded: Vec<String>,
     },
     Duplicate {
         job_id: String,
@@ -185,9 +189,15 @@ async fn handle(
                 pool = %job.spec.pool,
                 "webhook queued a job"
             );
+            let superseded = if config.server.cancel_superseded.contains(&job.spec.event) {
+                supersede(state, &job).await
+            } else {
+                Vec::new()
+            };
             Ok(Reply::Queued {
                 job_id: job.id,
                 status: "queued",
+                superseded,
             })
         }
         Enqueued::Duplicate { job_id } => {
@@ -196,6 +206,33 @@ async fn handle(
                 job_id,
                 duplicate: true,
             })
+        }
+    }
+}
+
+/// Cancels the older builds `job` supersedes; returns those it cancelled or asked to stop.
+///
+/// The new job is queued already, so a failure here is logged and the webhook still succeeds:
+/// a forge retrying it would find a duplicate and not come back here, and the older builds
+/// merely run to the end, as they would with `server.cancel_superseded` off.
+async fn supersede(state: &AppState, job: &raibid_model::Job) -> Vec<String> {
+    match state.queue().supersede(job).await {
+        Ok(done) => done
+            .into_iter()
+            .filter_map(|s| match s.result {
+                CancelResult::Kept => {
+                    info!(job = %s.id, by = %job.id, "superseded, but its pipeline is not interruptible");
+                    None
+                }
+                _ => {
+                    info!(job = %s.id, by = %job.id, result = ?s.result, "superseded");
+                    Some(s.id)
+                }
+            })
+            .collect(),
+        Err(e) => {
+            warn!(job = %job.id, error = %e, "cannot cancel the builds this one supersedes");
+            Vec::new()
         }
     }
 }

@@ -196,6 +196,13 @@ impl Runtime {
                 let client = self.client.clone();
                 self.report(async move {
                     match client.cancel(&id).await {
+                        Ok(reply) if !reply.variants.is_empty() => (
+                            format!(
+                                "cancel {id}: {} matrix variants cancelled",
+                                reply.variants.len()
+                            ),
+                            false,
+                        ),
                         Ok(reply) => (
                             format!("cancel {id}: {} (now {})", reply.result, reply.status),
                             false,

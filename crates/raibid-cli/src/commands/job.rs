@@ -111,7 +111,14 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 match reply.result.as_str() {
                     "cancelled" => println!("cancelled {id}"),
                     "requested" => println!("cancel requested: {id} stops within one heartbeat"),
+                    _ if !reply.variants.is_empty() => {}
                     _ => println!("{id} had already finished: {}", reply.status),
+                }
+                if !reply.variants.is_empty() {
+                    println!(
+                        "cancelled its matrix variants: {}",
+                        reply.variants.join(" ")
+                    );
                 }
             }
         }

@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use raibid_model::{Job, JobStatus, PoolName};
-use raibid_queue::{CancelResult, JobFilter};
+use raibid_queue::{CancelResult, JobFilter, QueueError};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -100,6 +100,9 @@ pub(crate) fn not_found(id: &str) -> ApiError {
 pub(crate) struct Cancelled {
     result: &'static str,
     status: JobStatus,
+    /// A matrix job's variants that were cancelled with it (or asked to stop).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    variants: Vec<String>,
 }
 
 pub(crate) async fn cancel(
@@ -107,13 +110,38 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Cancelled>, ApiError> {
-    let (result, status) = match state.queue().cancel(&id).await? {
+    let queue = state.queue();
+    let (result, status) = match queue.cancel(&id).await? {
         CancelResult::Cancelled => ("cancelled", JobStatus::Cancelled),
-        CancelResult::Requested => ("requested", JobStatus::Running),
+        // Kept is superseding's answer only; a person's cancel is never refused.
+        CancelResult::Requested | CancelResult::Kept => ("requested", JobStatus::Running),
         CancelResult::AlreadyFinished(status) => ("already_finished", status),
     };
     info!(job = %id, result, "cancel");
-    Ok(Json(Cancelled { result, status }))
+    // A matrix job is done once it has queued its variants, which are the build: cancelling
+    // it means cancelling them, as cancelling a pipeline does in Woodpecker and GitLab.
+    let mut variants = Vec::new();
+    let children = queue
+        .get(&id)
+        .await?
+        .map(|j| j.children)
+        .unwrap_or_default();
+    let reason = format!("the matrix job {id} was cancelled");
+    for child in children {
+        match queue.cancel_because(&child, &reason).await {
+            Ok(CancelResult::Cancelled | CancelResult::Requested | CancelResult::Kept) => {
+                info!(job = %child, matrix = %id, "cancel");
+                variants.push(child);
+            }
+            Ok(CancelResult::AlreadyFinished(_)) | Err(QueueError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(Cancelled {
+        result,
+        status,
+        variants,
+    }))
 }
 
 pub(crate) async fn retry(

@@ -138,7 +138,12 @@ fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
             Some(r) => format!("could not run: {r}"),
             None => "could not run".into(),
         },
-        JobStatus::Cancelled => "cancelled".into(),
+        // Why, when it is more than "cancelled": a newer build superseded it, its matrix job
+        // was cancelled.
+        JobStatus::Cancelled => match reason.filter(|r| *r != "cancelled") {
+            Some(r) => format!("cancelled: {r}"),
+            None => "cancelled".into(),
+        },
         JobStatus::Dead => match reason {
             Some(r) => format!("gave up: {r}"),
             None => "gave up".into(),
@@ -207,6 +212,18 @@ mod tests {
             "failed: step test exited with 1"
         );
         assert_eq!(describe(&j, JobStatus::Cancelled, now), "cancelled");
+        let mut superseded = job();
+        superseded.reason =
+            Some("superseded by job 01KBQ0000000000000000000NW (abcdef0123)".into());
+        assert_eq!(
+            describe(&superseded, JobStatus::Cancelled, now),
+            "cancelled: superseded by job 01KBQ0000000000000000000NW (abcdef0123)"
+        );
+        superseded.reason = Some("cancelled".into());
+        assert_eq!(
+            describe(&superseded, JobStatus::Cancelled, now),
+            "cancelled"
+        );
     }
 
     #[test]
