@@ -68,6 +68,8 @@ async fn a_newer_push_stops_the_build_the_agent_is_running() {
         "quick",
     );
     let job = h.enqueue(&repo.url(), &old).await;
+    // As the server does on the webhook: the build joins its branch's lane.
+    assert!(h.queue.supersede(&job).await.unwrap().is_empty());
     let superseding = supersede_when_logged(&h, &repo.url(), &job.id, "waiting", new.clone());
 
     let started = std::time::Instant::now();
@@ -122,6 +124,8 @@ async fn a_pipeline_that_may_not_be_interrupted_runs_to_its_end() {
         "quick",
     );
     let job = h.enqueue(&repo.url(), &old).await;
+    // As the server does on the webhook: the build joins its branch's lane.
+    assert!(h.queue.supersede(&job).await.unwrap().is_empty());
     let superseding = supersede_when_logged(&h, &repo.url(), &job.id, "deploying", new);
 
     let ends = h.run_once(h.runner(SecretStore::default())).await;

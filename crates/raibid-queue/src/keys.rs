@@ -93,6 +93,13 @@ impl Keys {
     }
 
     /// The scheduler's mark for one schedule (`Queue::schedule_mark`).
+    /// The builds of `git_ref` in `repo`, which a newer one supersedes (`supersede.rs`).
+    /// Neither name holds a `:` (forges refuse it in repository names, git in refs), so lanes
+    /// cannot collide.
+    pub fn lane(&self, repo: &str, git_ref: &str) -> String {
+        format!("{}:lane:{repo}:{git_ref}", self.prefix)
+    }
+
     pub fn schedule(&self, name: &str) -> String {
         format!("{}:schedule:{name}", self.prefix)
     }

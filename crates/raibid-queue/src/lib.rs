@@ -37,4 +37,4 @@ pub use queue::{
     MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
 };
 pub use schedules::ScheduleMark;
-pub use supersede::{SUPERSEDE_WINDOW, Superseded};
+pub use supersede::{LANE_MAX, Superseded};

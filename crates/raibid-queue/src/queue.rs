@@ -693,6 +693,7 @@ impl Queue {
                 )));
             }
         };
+        self.join_lane(&job).await?;
         // The matrix job's status combines its children's: the retry stands in for the run
         // it repeats, or the combined status would never change again.
         if let Some(parent) = parent.filter(|p| valid_id(p)) {

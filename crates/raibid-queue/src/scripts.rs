@@ -431,36 +431,63 @@ return 'final:' .. status
     )
 });
 
-/// The unfinished jobs among a repository's newest that may be builds of the same ref as a
-/// new job, of another commit: the cheap first cut of `Queue::supersede`, which decodes what
-/// this returns and decides. The cut compares the spec's JSON text with the needles the caller
-/// encoded as serde_json writes them, so it only errs by returning too much (an `env` value
-/// could contain a needle's text) or by leaving out a job whose spec holds the new job's commit
-/// as well as its own, which no branch or pull request build does. Jobs already asked to cancel
-/// are left out. Everything is read, nothing written: the cancels are CANCEL's.
+/// Registers a build of a ref (the lane: a sorted set of `<id>:<commit>`, ordered by id) and
+/// returns the older builds of it that a new one may supersede: those of another commit that
+/// are queued or running and not being cancelled already, and finished matrix jobs whose
+/// variants may still be (`Queue::supersede` cancels, this only reads and tidies).
 ///
-/// KEYS: by-repo, by-status(queued), by-status(running)
-/// ARGV: key prefix, most jobs to look at, ref needle, commit needle
-/// Returns id, spec, id, spec, ...
+/// Lanes are kept small as they are read: a finished build leaves its lane when a newer one
+/// sees it, and a lane keeps its `max` newest builds. A build of the new one's commit is not
+/// even looked up, so a burst of pushes of one commit costs nothing per job. Builds newer than
+/// the new one are not looked at: they supersede it, not the other way round.
+///
+/// KEYS: lane
+/// ARGV: key prefix, new id, new commit, most builds kept in the lane, lane ttl seconds
+/// Returns id, "1" if it has variants else "0", ...
 pub(crate) static FIND_SUPERSEDED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local ids = redis.call('ZRANGE', KEYS[1], '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, ARGV[2])
-if #ids == 0 then return {} end
-local queued = redis.call('ZMSCORE', KEYS[2], unpack(ids))
-local running = redis.call('ZMSCORE', KEYS[3], unpack(ids))
+local mine = ARGV[2] .. ':' .. ARGV[3]
 local out = {}
-for i, id in ipairs(ids) do
-  if queued[i] or running[i] then
-    local f = redis.call('HMGET', ARGV[1] .. ':job:' .. id, 'spec', 'cancel_requested')
-    if f[1] and f[2] ~= '1' and string.find(f[1], ARGV[3], 1, true)
-       and not string.find(f[1], ARGV[4], 1, true) then
+local older = redis.call('ZRANGE', KEYS[1], '(' .. ARGV[2], '-', 'BYLEX', 'REV', 'LIMIT', 0,
+  ARGV[4])
+for _, member in ipairs(older) do
+  local sep = string.find(member, ':', 1, true)
+  if sep and string.sub(member, sep + 1) ~= ARGV[3] then
+    local id = string.sub(member, 1, sep - 1)
+    local f = redis.call('HMGET', ARGV[1] .. ':job:' .. id, 'status', 'cancel_requested',
+      'children')
+    local variants = f[3] and f[3] ~= '' and f[3] ~= '[]'
+    local unfinished = f[1] == 'queued' or f[1] == 'running'
+    if (unfinished and f[2] ~= '1') or variants then
       out[#out + 1] = id
-      out[#out + 1] = f[1]
+      out[#out + 1] = variants and '1' or '0'
     end
+    if not unfinished then redis.call('ZREM', KEYS[1], member) end
   end
 end
+redis.call('ZADD', KEYS[1], '0', mine)
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1) end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
 return out
+"#,
+    )
+});
+
+/// Adds a build to its lane without superseding anything (a retry: a later push must still
+/// find it).
+///
+/// KEYS: lane
+/// ARGV: member (`<id>:<commit>`), most builds kept in the lane, lane ttl seconds
+pub(crate) static JOIN_LANE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZADD', KEYS[1], '0', ARGV[1])
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
 "#,
     )
 });

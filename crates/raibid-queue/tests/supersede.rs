@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use raibid_model::{Event, Job, JobStatus, NewJob, Outcome, PoolName};
 use raibid_queue::{
-    CancelResult, Claimed, Enqueued, Heartbeat, Queue, QueueOptions, ReleaseResult,
-    SUPERSEDE_WINDOW, Superseded,
+    CancelResult, Claimed, Enqueued, Heartbeat, LANE_MAX, Queue, QueueOptions, ReleaseResult,
+    Superseded,
 };
 use raibid_testkit::RedisServer;
 
@@ -54,6 +54,13 @@ async fn claim(q: &Queue, name: &str) -> Claimed {
         .expect("a job is queued")
 }
 
+/// Queues a build and supersedes as the server does on a webhook; what it superseded.
+async fn webhook(q: &Queue, spec: NewJob) -> (Job, Vec<Superseded>) {
+    let job = enqueue(q, spec).await;
+    let superseded = q.supersede(&job).await.unwrap();
+    (job, superseded)
+}
+
 fn ids(superseded: &[Superseded]) -> Vec<&str> {
     superseded.iter().map(|s| s.id.as_str()).collect()
 }
@@ -62,38 +69,52 @@ fn ids(superseded: &[Superseded]) -> Vec<&str> {
 async fn a_push_cancels_the_older_builds_of_its_branch_and_nothing_else() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let running = enqueue(&q, push("main", 'a')).await;
+    let (running, none) = webhook(&q, push("main", 'a')).await;
+    assert!(none.is_empty());
     let claimed = claim(&q, "agent-1").await;
     assert_eq!(claimed.job.id, running.id);
-    let queued = enqueue(&q, push("main", 'b')).await;
-    let other_branch = enqueue(&q, push("dev", 'b')).await;
-    let same_commit = enqueue(&q, push("main", 'c')).await;
-    let manual = enqueue(&q, build("refs/heads/main", 'b', Event::Manual)).await;
-    let pull = enqueue(&q, build("refs/pull/7/head", 'b', Event::PullRequest)).await;
+    let (other_branch, _) = webhook(&q, push("dev", 'a')).await;
+    let (pull, _) = webhook(&q, build("refs/pull/7/head", 'a', Event::PullRequest)).await;
+    let manual = enqueue(&q, build("refs/heads/main", 'a', Event::Manual)).await;
 
-    let newer = enqueue(&q, push("main", 'c')).await;
-    let done = q.supersede(&newer).await.unwrap();
+    let (second, done) = webhook(&q, push("main", 'b')).await;
+    assert_eq!(
+        done,
+        vec![Superseded {
+            id: running.id.clone(),
+            result: CancelResult::Requested
+        }]
+    );
+    assert_eq!(
+        status(&q, &running.id).await,
+        (JobStatus::Running, None, true)
+    );
+    // The same commit again (pushed to the branch by another delivery): nothing to cancel,
+    // the running one is being cancelled already.
+    let (same_commit, done) = webhook(&q, push("main", 'b')).await;
+    assert!(done.is_empty(), "{done:?}");
+
+    let (newest, done) = webhook(&q, push("main", 'c')).await;
     assert_eq!(
         done,
         vec![
             Superseded {
-                id: queued.id.clone(),
+                id: same_commit.id.clone(),
                 result: CancelResult::Cancelled
             },
             Superseded {
-                id: running.id.clone(),
-                result: CancelResult::Requested
+                id: second.id.clone(),
+                result: CancelResult::Cancelled
             },
         ],
         "newest first"
     );
-    let reason = format!("superseded by job {} (cccccccccc)", newer.id);
+    let reason = format!("superseded by job {} (cccccccccc)", newest.id);
     assert_eq!(
-        status(&q, &queued.id).await,
+        status(&q, &second.id).await,
         (JobStatus::Cancelled, Some(reason.clone()), false)
     );
-    assert_eq!(status(&q, &running.id).await.0, JobStatus::Running);
-    for untouched in [&other_branch, &same_commit, &manual, &pull, &newer] {
+    for untouched in [&other_branch, &pull, &manual, &newest] {
         assert_eq!(
             status(&q, &untouched.id).await,
             (JobStatus::Queued, None, false),
@@ -104,7 +125,7 @@ async fn a_push_cancels_the_older_builds_of_its_branch_and_nothing_else() {
     }
 
     // The agent learns of it from its heartbeat and acks as it does for any cancel; the
-    // record keeps why.
+    // record keeps why, and which build it was.
     assert_eq!(
         q.heartbeat(&claimed).await.unwrap(),
         Heartbeat::CancelRequested
@@ -114,10 +135,14 @@ async fn a_push_cancels_the_older_builds_of_its_branch_and_nothing_else() {
     assert!(q.ack(&claimed, &outcome).await.unwrap());
     assert_eq!(
         status(&q, &running.id).await,
-        (JobStatus::Cancelled, Some(reason), true)
+        (
+            JobStatus::Cancelled,
+            Some(format!("superseded by job {} (bbbbbbbbbb)", second.id)),
+            true
+        )
     );
     assert!(
-        q.supersede(&newer).await.unwrap().is_empty(),
+        q.supersede(&newest).await.unwrap().is_empty(),
         "nothing is left to cancel"
     );
 }
@@ -126,20 +151,17 @@ async fn a_push_cancels_the_older_builds_of_its_branch_and_nothing_else() {
 async fn a_pull_request_push_cancels_older_builds_of_that_pull_request_only() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let older = enqueue(&q, build("refs/pull/7/head", 'a', Event::PullRequest)).await;
-    let other_pr = enqueue(&q, build("refs/pull/8/head", 'a', Event::PullRequest)).await;
-    let branch = enqueue(&q, push("feature", 'a')).await;
-    let newer = enqueue(&q, build("refs/pull/7/head", 'b', Event::PullRequest)).await;
-    assert_eq!(
-        ids(&q.supersede(&newer).await.unwrap()),
-        vec![older.id.as_str()]
-    );
+    let (older, _) = webhook(&q, build("refs/pull/7/head", 'a', Event::PullRequest)).await;
+    let (other_pr, _) = webhook(&q, build("refs/pull/8/head", 'a', Event::PullRequest)).await;
+    let (branch, _) = webhook(&q, push("feature", 'a')).await;
+    let (_, done) = webhook(&q, build("refs/pull/7/head", 'b', Event::PullRequest)).await;
+    assert_eq!(ids(&done), vec![older.id.as_str()]);
     assert_eq!(status(&q, &other_pr.id).await.0, JobStatus::Queued);
     assert_eq!(status(&q, &branch.id).await.0, JobStatus::Queued);
 }
 
 #[tokio::test]
-async fn tags_manual_jobs_and_newer_jobs_supersede_nothing() {
+async fn tags_manual_jobs_and_late_webhooks_supersede_nothing() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     let older = enqueue(&q, push("main", 'a')).await;
@@ -147,37 +169,53 @@ async fn tags_manual_jobs_and_newer_jobs_supersede_nothing() {
     assert!(q.supersede(&manual).await.unwrap().is_empty());
     let tag = enqueue(&q, build("refs/tags/v1", 'b', Event::Tag)).await;
     assert!(q.supersede(&tag).await.unwrap().is_empty());
-    // A job handed to `supersede` late (its webhook handler was slow) does not cancel a build
-    // queued after it.
-    let later = enqueue(&q, push("main", 'c')).await;
+    // A newer push handled before the older one's webhook handler got to superseding: the
+    // older one does not cancel it.
+    let (later, _) = webhook(&q, push("main", 'c')).await;
     assert!(q.supersede(&older).await.unwrap().is_empty());
     assert_eq!(status(&q, &later.id).await.0, JobStatus::Queued);
+    let (_, done) = webhook(&q, push("main", 'd')).await;
+    assert_eq!(
+        ids(&done),
+        vec![later.id.as_str(), older.id.as_str()],
+        "the late one joined the lane all the same"
+    );
 }
 
 #[tokio::test]
 async fn a_running_job_that_may_not_be_interrupted_is_kept() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    enqueue(&q, push("main", 'a')).await;
+    webhook(&q, push("main", 'a')).await;
     let claimed = claim(&q, "agent-1").await;
     assert_eq!(
         q.mark_uninterruptible(&claimed).await.unwrap(),
         Heartbeat::Continue
     );
 
-    let newer = enqueue(&q, push("main", 'b')).await;
-    assert_eq!(
-        q.supersede(&newer).await.unwrap(),
-        vec![Superseded {
-            id: claimed.job.id.clone(),
-            result: CancelResult::Kept
-        }]
-    );
+    let (second, done) = webhook(&q, push("main", 'b')).await;
+    let kept = Superseded {
+        id: claimed.job.id.clone(),
+        result: CancelResult::Kept,
+    };
+    assert_eq!(done, vec![kept.clone()]);
     assert_eq!(
         status(&q, &claimed.job.id).await,
         (JobStatus::Running, None, false)
     );
     assert_eq!(q.heartbeat(&claimed).await.unwrap(), Heartbeat::Continue);
+    let (_, done) = webhook(&q, push("main", 'c')).await;
+    assert_eq!(
+        done,
+        vec![
+            Superseded {
+                id: second.id.clone(),
+                result: CancelResult::Cancelled
+            },
+            kept
+        ],
+        "kept again, and still in its lane"
+    );
 
     // A person can still cancel it.
     assert_eq!(
@@ -190,13 +228,10 @@ async fn a_running_job_that_may_not_be_interrupted_is_kept() {
 async fn a_cancel_asked_before_the_mark_wins() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    enqueue(&q, push("main", 'a')).await;
+    webhook(&q, push("main", 'a')).await;
     let claimed = claim(&q, "agent-1").await;
-    let newer = enqueue(&q, push("main", 'b')).await;
-    assert_eq!(
-        ids(&q.supersede(&newer).await.unwrap()),
-        vec![claimed.job.id.as_str()]
-    );
+    let (_, done) = webhook(&q, push("main", 'b')).await;
+    assert_eq!(ids(&done), vec![claimed.job.id.as_str()]);
     assert_eq!(
         q.mark_uninterruptible(&claimed).await.unwrap(),
         Heartbeat::CancelRequested,
@@ -216,10 +251,9 @@ async fn a_cancel_asked_before_the_mark_wins() {
 async fn an_agent_that_dies_after_the_cancel_leaves_the_job_cancelled_with_its_reason() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    enqueue(&q, push("main", 'a')).await;
+    webhook(&q, push("main", 'a')).await;
     let claimed = claim(&q, "agent-1").await;
-    let newer = enqueue(&q, push("main", 'b')).await;
-    q.supersede(&newer).await.unwrap();
+    let (newer, _) = webhook(&q, push("main", 'b')).await;
     assert_eq!(
         q.release(&claimed, "agent went away").await.unwrap(),
         ReleaseResult::Cancelled
@@ -236,7 +270,7 @@ async fn an_agent_that_dies_after_the_cancel_leaves_the_job_cancelled_with_its_r
 async fn a_requeued_job_forgets_that_it_may_not_be_interrupted() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    enqueue(&q, push("main", 'a')).await;
+    webhook(&q, push("main", 'a')).await;
     let claimed = claim(&q, "agent-1").await;
     assert_eq!(
         q.mark_uninterruptible(&claimed).await.unwrap(),
@@ -247,9 +281,9 @@ async fn a_requeued_job_forgets_that_it_may_not_be_interrupted() {
         ReleaseResult::Requeued
     );
     let again = claim(&q, "agent-2").await;
-    let newer = enqueue(&q, push("main", 'b')).await;
+    let (_, done) = webhook(&q, push("main", 'b')).await;
     assert_eq!(
-        q.supersede(&newer).await.unwrap(),
+        done,
         vec![Superseded {
             id: again.job.id.clone(),
             result: CancelResult::Requested
@@ -259,10 +293,47 @@ async fn a_requeued_job_forgets_that_it_may_not_be_interrupted() {
 }
 
 #[tokio::test]
-async fn every_variant_of_a_superseded_matrix_goes_including_those_past_the_window() {
+async fn a_retry_of_an_older_commit_is_superseded_by_the_next_push() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    enqueue(&q, push("main", 'a')).await;
+    webhook(&q, push("main", 'a')).await;
+    let claimed = claim(&q, "agent-1").await;
+    assert!(
+        q.ack(&claimed, &Outcome::new(JobStatus::Failure))
+            .await
+            .unwrap()
+    );
+    let retry = q.retry(&claimed.job.id).await.unwrap();
+    let (_, done) = webhook(&q, push("main", 'b')).await;
+    assert_eq!(ids(&done), vec![retry.id.as_str()]);
+}
+
+#[tokio::test]
+async fn a_lane_remembers_its_newest_builds_only() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut builds = Vec::new();
+    for _ in 0..LANE_MAX + 3 {
+        let (job, done) = webhook(&q, push("main", 'a')).await;
+        assert!(done.is_empty(), "one commit supersedes nothing of its own");
+        builds.push(job.id);
+    }
+    let (_, done) = webhook(&q, push("main", 'b')).await;
+    assert_eq!(done.len(), LANE_MAX);
+    for forgotten in &builds[..3] {
+        assert_eq!(status(&q, forgotten).await.0, JobStatus::Queued);
+    }
+    assert_eq!(status(&q, &builds[3]).await.0, JobStatus::Cancelled);
+    let ttl = redis.command("TTL raibid:ci-jobs:lane:acme/app:refs/heads/main");
+    let ttl: i64 = ttl.unwrap().trim_start_matches(':').trim().parse().unwrap();
+    assert!(ttl > 6 * 24 * 3600, "a lane lives a week: {ttl}");
+}
+
+#[tokio::test]
+async fn every_variant_of_a_superseded_matrix_goes_with_it() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    webhook(&q, push("main", 'a')).await;
     let parent = claim(&q, "agent-1").await;
     // As the agent expands a matrix: one job per variant, recorded as the parent's children,
     // then the parent acked.
@@ -272,37 +343,43 @@ async fn every_variant_of_a_superseded_matrix_goes_including_those_past_the_wind
         spec.env.insert("RAIBID_MATRIX".into(), format!("v{name}"));
         spec
     };
-    let count = SUPERSEDE_WINDOW + 6;
     let mut children = Vec::new();
-    for n in 0..count - 1 {
+    for n in 0..4 {
         children.push(enqueue(&q, variant(n)).await.id);
     }
+    // The newer push's webhook handler supersedes only once the matrix job has finished.
     let newer = enqueue(&q, push("main", 'b')).await;
-    // The last variant is queued after the newer build (its matrix job was slow to expand):
-    // still older, by its matrix job.
-    children.push(enqueue(&q, variant(count - 1)).await.id);
-    q.set_children(&parent.job.id, &children).await.unwrap();
+    children.push(enqueue(&q, variant(4)).await.id);
+    assert!(!q.set_children(&parent.job.id, &children).await.unwrap());
     assert!(
         q.ack(&parent, &Outcome::new(JobStatus::Success))
             .await
             .unwrap()
     );
+    let running_variant = claim(&q, "agent-2").await;
 
     let done = q.supersede(&newer).await.unwrap();
-    let mut cancelled: Vec<&str> = ids(&done);
+    let mut cancelled = ids(&done);
     cancelled.sort_unstable();
     let mut expected: Vec<&str> = children.iter().map(String::as_str).collect();
     expected.sort_unstable();
     assert_eq!(cancelled, expected);
-    assert!(
-        done.iter().all(|s| s.result == CancelResult::Cancelled),
-        "all were queued"
-    );
-    assert_eq!(status(&q, &newer.id).await.0, JobStatus::Queued);
+    for s in &done {
+        let want = if s.id == running_variant.job.id {
+            CancelResult::Requested
+        } else {
+            CancelResult::Cancelled
+        };
+        assert_eq!(s.result, want, "{}", s.id);
+    }
     assert_eq!(
         status(&q, &parent.job.id).await.0,
         JobStatus::Success,
         "a finished job keeps its verdict"
+    );
+    assert!(
+        q.supersede(&newer).await.unwrap().is_empty(),
+        "the finished matrix job has left its lane"
     );
 }
 
@@ -310,15 +387,12 @@ async fn every_variant_of_a_superseded_matrix_goes_including_those_past_the_wind
 async fn variants_queued_while_their_matrix_job_was_being_cancelled_are_cancelled_too() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    enqueue(&q, push("main", 'a')).await;
+    webhook(&q, push("main", 'a')).await;
     let parent = claim(&q, "agent-1").await;
     // The newer build arrives before the matrix job has queued anything: only the matrix job
     // itself is found, and asked to stop.
-    let newer = enqueue(&q, push("main", 'b')).await;
-    assert_eq!(
-        ids(&q.supersede(&newer).await.unwrap()),
-        vec![parent.job.id.as_str()]
-    );
+    let (newer, done) = webhook(&q, push("main", 'b')).await;
+    assert_eq!(ids(&done), vec![parent.job.id.as_str()]);
     let mut children = Vec::new();
     for name in ["x", "y"] {
         let mut spec = parent.job.spec.clone();
