@@ -436,10 +436,13 @@ return 'final:' .. status
 /// are queued or running and not being cancelled already, and finished matrix jobs whose
 /// variants may still be (`Queue::supersede` cancels, this only reads and tidies).
 ///
-/// Lanes are kept small as they are read: a finished build leaves its lane when a newer one
-/// sees it, and a lane keeps its `max` newest builds. A build of the new one's commit is not
-/// even looked up, so a burst of pushes of one commit costs nothing per job. Builds newer than
-/// the new one are not looked at: they supersede it, not the other way round.
+/// The look back stops at the newest older build of the same commit that superseded too: that
+/// one has handled everything older of other commits. So a burst of pushes of one commit costs
+/// each webhook one member, and a lane of builds that ran their course is read once more and
+/// tidied: a finished build leaves its lane when a newer one sees it, and a lane keeps its `max`
+/// newest builds. Retries (`<id>:<commit>:retry`, JOIN_LANE) superseded nothing, so the look
+/// goes on past them. Builds newer than the new one are not looked at: they supersede it, not
+/// the other way round.
 ///
 /// KEYS: lane
 /// ARGV: key prefix, new id, new commit, most builds kept in the lane, lane ttl seconds
@@ -447,27 +450,44 @@ return 'final:' .. status
 pub(crate) static FIND_SUPERSEDED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local mine = ARGV[2] .. ':' .. ARGV[3]
 local out = {}
-local older = redis.call('ZRANGE', KEYS[1], '(' .. ARGV[2], '-', 'BYLEX', 'REV', 'LIMIT', 0,
-  ARGV[4])
-for _, member in ipairs(older) do
-  local sep = string.find(member, ':', 1, true)
-  if sep and string.sub(member, sep + 1) ~= ARGV[3] then
-    local id = string.sub(member, 1, sep - 1)
-    local f = redis.call('HMGET', ARGV[1] .. ':job:' .. id, 'status', 'cancel_requested',
-      'children')
-    local variants = f[3] and f[3] ~= '' and f[3] ~= '[]'
-    local unfinished = f[1] == 'queued' or f[1] == 'running'
-    if (unfinished and f[2] ~= '1') or variants then
-      out[#out + 1] = id
-      out[#out + 1] = variants and '1' or '0'
+local max = tonumber(ARGV[4])
+local below = '(' .. ARGV[2]
+local seen = 0
+local done = false
+while not done and seen < max do
+  local page = redis.call('ZRANGE', KEYS[1], below, '-', 'BYLEX', 'REV', 'LIMIT', 0, 16)
+  if #page < 16 then done = true end
+  for _, member in ipairs(page) do
+    seen = seen + 1
+    below = '(' .. member
+    local sep = string.find(member, ':', 1, true)
+    if sep then
+      local id = string.sub(member, 1, sep - 1)
+      local commit = string.sub(member, sep + 1)
+      local retry = string.sub(commit, -6) == ':retry'
+      if retry then commit = string.sub(commit, 1, -7) end
+      if commit == ARGV[3] then
+        if not retry then
+          done = true
+          break
+        end
+      else
+        local f = redis.call('HMGET', ARGV[1] .. ':job:' .. id, 'status', 'cancel_requested',
+          'children')
+        local variants = f[3] and f[3] ~= '' and f[3] ~= '[]'
+        local unfinished = f[1] == 'queued' or f[1] == 'running'
+        if (unfinished and f[2] ~= '1') or variants then
+          out[#out + 1] = id
+          out[#out + 1] = variants and '1' or '0'
+        end
+        if not unfinished then redis.call('ZREM', KEYS[1], member) end
+      end
     end
-    if not unfinished then redis.call('ZREM', KEYS[1], member) end
   end
 end
-redis.call('ZADD', KEYS[1], '0', mine)
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+redis.call('ZADD', KEYS[1], '0', ARGV[2] .. ':' .. ARGV[3])
+local excess = redis.call('ZCARD', KEYS[1]) - max
 if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return out

@@ -104,7 +104,7 @@ impl Queue {
         let mut invocation = scripts::JOIN_LANE.prepare_invoke();
         invocation
             .key(self.keys.lane(&job.spec.repo, &job.spec.git_ref))
-            .arg(format!("{}:{}", job.id, job.spec.sha))
+            .arg(format!("{}:{}:retry", job.id, job.spec.sha))
             .arg(LANE_MAX)
             .arg(LANE_TTL.as_secs());
         let _: i64 = self.conn.script(&invocation).await?;

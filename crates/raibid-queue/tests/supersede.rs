@@ -433,3 +433,24 @@ async fn variants_queued_while_their_matrix_job_was_being_cancelled_are_cancelle
     );
     assert_eq!(status(&q, &child.id).await.0, JobStatus::Queued);
 }
+
+#[tokio::test]
+async fn a_retry_of_the_new_commit_is_looked_past() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    // e is built and fails; f is pushed after it; e is retried; then e is pushed again (the
+    // branch reset to it). The retry is of the new commit, so it stays; f must go, though it
+    // is older than the retry, which superseded nothing.
+    webhook(&q, push("main", 'e')).await;
+    let failed = claim(&q, "agent-1").await;
+    assert!(
+        q.ack(&failed, &Outcome::new(JobStatus::Failure))
+            .await
+            .unwrap()
+    );
+    let (pushed, _) = webhook(&q, push("main", 'f')).await;
+    let retry = q.retry(&failed.job.id).await.unwrap();
+    let (_, done) = webhook(&q, push("main", 'e')).await;
+    assert_eq!(ids(&done), vec![pushed.id.as_str()]);
+    assert_eq!(status(&q, &retry.id).await.0, JobStatus::Queued);
+}
