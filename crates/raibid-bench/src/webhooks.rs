@@ -35,6 +35,15 @@ pub const TARGET_SERVER_RSS_MIB: f64 = 30.0;
 const BENCH_REPO: &str = "bench/webhooks";
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
+/// The `i`th commit the load generator pushes: [`SHA`] first.
+fn commit(i: usize) -> String {
+    if i == 0 {
+        SHA.to_owned()
+    } else {
+        format!("{i:040x}")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WebhookBenchOptions {
     /// The `raibid` executable started as `raibid server`.
@@ -52,6 +61,11 @@ pub struct WebhookBenchOptions {
     pub baseline_duration: Duration,
     /// `RAIBID_LOG` for the server; `None` keeps its default (`info`, one line per job queued).
     pub server_log: Option<String>,
+    /// Distinct commits the deliveries push to the branch, in turn. 1: every delivery pushes
+    /// the same commit, so none supersedes another. More: consecutive deliveries push different
+    /// commits, as in a storm of pushes, and each cancels the build queued before it
+    /// (`server.cancel_superseded`).
+    pub commits: usize,
 }
 
 impl Default for WebhookBenchOptions {
@@ -64,6 +78,7 @@ impl Default for WebhookBenchOptions {
             idle_settle: Duration::from_secs(5),
             baseline_duration: Duration::from_secs(5),
             server_log: None,
+            commits: 1,
         }
     }
 }
@@ -75,6 +90,10 @@ pub struct WebhookReport {
     pub warmup_s: f64,
     pub duration_s: f64,
     pub server_log: String,
+    /// Distinct commits pushed in turn (see `WebhookBenchOptions::commits`).
+    pub commits: usize,
+    /// Jobs cancelled because a newer push superseded them (their status after the run).
+    pub superseded: u64,
     /// Deliveries sent over the whole run (warm-up included).
     pub sent: u64,
     /// Answered 202 with a job id.
@@ -126,8 +145,20 @@ impl WebhookReport {
         let mut out = format!(
             "webhooks: {} keep-alive connections, {:.0} s measured after {:.0} s warm-up; \
              `raibid server` as its own process (RAIBID_LOG={}), private redis-server without \
-             persistence\nmachine: {}\n\n",
-            self.connections, self.duration_s, self.warmup_s, self.server_log, self.machine
+             persistence\npushes: {}\nmachine: {}\n\n",
+            self.connections,
+            self.duration_s,
+            self.warmup_s,
+            self.server_log,
+            if self.commits <= 1 {
+                "one commit, again and again (none supersedes another)".to_owned()
+            } else {
+                format!(
+                    "{} commits in turn, each superseding the build before it: {} jobs cancelled",
+                    self.commits, self.superseded
+                )
+            },
+            self.machine
         );
         out.push_str(&table(
             &[
@@ -258,6 +289,7 @@ pub async fn webhooks(opts: WebhookBenchOptions) -> Result<WebhookReport, BenchE
 
     let queue = Queue::open(QueueOptions::new(redis.url()))?;
     let stream_length = queue.stats(&PoolName::default()).await?.length;
+    let superseded = queue.count(raibid_model::JobStatus::Cancelled).await?;
     info!(duration = ?opts.baseline_duration, "measuring the Queue::enqueue baseline");
     let baseline = enqueue_baseline(&redis.url(), opts.connections, opts.baseline_duration).await?;
 
@@ -304,6 +336,8 @@ pub async fn webhooks(opts: WebhookBenchOptions) -> Result<WebhookReport, BenchE
         warmup_s: opts.warmup.as_secs_f64(),
         duration_s: opts.duration.as_secs_f64(),
         server_log: opts.server_log.clone().unwrap_or_else(|| "default".into()),
+        commits: opts.commits.max(1),
+        superseded,
         sent: load.sent,
         queued: load.queued,
         duplicates: load.duplicates,
@@ -431,18 +465,27 @@ async fn generate_load(
     secret: &str,
     opts: &WebhookBenchOptions,
 ) -> Load {
-    let push = Push {
-        repo: BENCH_REPO.into(),
-        clone_url: format!("http://127.0.0.1:9/{BENCH_REPO}.git"),
-        git_ref: "refs/heads/main".into(),
-        before: "0".repeat(40),
-        after: SHA.into(),
-        sender: "bench".into(),
-    };
-    // The signature covers the body only, so one body and one signature serve every delivery;
-    // only the delivery id differs. The generator then spends its time on HTTP, not HMACs.
-    let body_bytes = bytes::Bytes::from(gitea_push_body(&push));
-    let headers = Arc::new(gitea_push_headers(&body_bytes, secret.as_bytes(), "-"));
+    // The signature covers the body only, so one body and one signature per commit serve
+    // every delivery; only the delivery id differs. The generator then spends its time on
+    // HTTP, not HMACs.
+    let bodies: Arc<Vec<(bytes::Bytes, Vec<(&'static str, String)>)>> = Arc::new(
+        (0..opts.commits.max(1))
+            .map(|i| {
+                let push = Push {
+                    repo: BENCH_REPO.into(),
+                    clone_url: format!("http://127.0.0.1:9/{BENCH_REPO}.git"),
+                    git_ref: "refs/heads/main".into(),
+                    before: "0".repeat(40),
+                    after: commit(i),
+                    sender: "bench".into(),
+                };
+                let body = bytes::Bytes::from(gitea_push_body(&push));
+                let headers = gitea_push_headers(&body, secret.as_bytes(), "-");
+                (body, headers)
+            })
+            .collect(),
+    );
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let url = Arc::new(format!("{server_url}/webhooks/gitea"));
     let start = Instant::now();
     let window = opts.warmup..opts.warmup + opts.duration;
@@ -450,9 +493,9 @@ async fn generate_load(
     let mut tasks = Vec::new();
     for conn in 0..opts.connections {
         let http = http.clone();
-        let headers = headers.clone();
+        let bodies = bodies.clone();
+        let turn = turn.clone();
         let url = url.clone();
-        let body = body_bytes.clone();
         let window = window.clone();
         let run_id = run_id.clone();
         tasks.push(tokio::spawn(async move {
@@ -465,6 +508,8 @@ async fn generate_load(
                 }
                 let delivery = format!("{run_id}-{conn}-{n}");
                 n += 1;
+                let next = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (body, headers) = &bodies[next % bodies.len()];
                 let mut req = http
                     .post(url.as_str())
                     .timeout(Duration::from_secs(30))

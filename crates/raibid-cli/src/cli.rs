@@ -352,6 +352,10 @@ pub struct BenchWebhooksArgs {
     /// `RAIBID_LOG` for the server under test.
     #[arg(long)]
     pub server_log: Option<String>,
+    /// Distinct commits pushed in turn: 1 pushes one commit again and again; more is a storm
+    /// of pushes to one branch, each superseding (cancelling) the build queued before it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub commits: u32,
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

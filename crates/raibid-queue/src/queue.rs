@@ -757,6 +757,13 @@ impl Queue {
         Ok(true)
     }
 
+    /// How many jobs have `status` (one read of its index).
+    pub async fn count(&self, status: JobStatus) -> Result<u64, QueueError> {
+        self.conn
+            .run(redis::cmd("ZCARD").arg(self.keys.by_status(status)))
+            .await
+    }
+
     /// Newest first, `limit` at most, continuing after `cursor` (a job id).
     pub async fn list(
         &self,

@@ -24,6 +24,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 warmup: Duration::from_secs_f64(a.warmup_s),
                 duration: Duration::from_secs_f64(a.duration_s),
                 server_log: a.server_log,
+                commits: a.commits as usize,
                 ..Default::default()
             };
             show(raibid_bench::webhooks(options).await, a.output, |r| {
