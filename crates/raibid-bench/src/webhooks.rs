@@ -458,6 +458,9 @@ enum Answer {
     Failed(String),
 }
 
+/// A push body and its headers (signature included).
+type Delivery = (bytes::Bytes, Vec<(&'static str, String)>);
+
 /// `connections` tasks, each sending deliveries back to back until warm-up plus duration.
 async fn generate_load(
     http: &reqwest::Client,
@@ -468,7 +471,7 @@ async fn generate_load(
     // The signature covers the body only, so one body and one signature per commit serve
     // every delivery; only the delivery id differs. The generator then spends its time on
     // HTTP, not HMACs.
-    let bodies: Arc<Vec<(bytes::Bytes, Vec<(&'static str, String)>)>> = Arc::new(
+    let bodies: Arc<Vec<Delivery>> = Arc::new(
         (0..opts.commits.max(1))
             .map(|i| {
                 let push = Push {
