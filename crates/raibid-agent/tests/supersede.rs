@@ -11,18 +11,34 @@ use raibid_testkit::GitRepo;
 mod support;
 use support::Harness;
 
-/// Waits until job `id`'s log contains `text`, then queues a push of `newer` to the same
-/// branch and supersedes as the server does; the newer job's id, and what it cancelled.
-fn supersede_when_logged(
-    h: &Harness,
-    url: &str,
-    id: &str,
-    text: &'static str,
-    newer: String,
-) -> tokio::task::JoinHandle<(String, Vec<Superseded>)> {
+/// What a test starts from: a push of a commit with `pipeline`, queued as its webhook would
+/// have it, and a task that waits until that job's log shows `text`, then pushes a newer commit
+/// (a quick pipeline) and supersedes as the server does. The task gives the newer job's id and
+/// what it superseded.
+struct Pushes {
+    /// Kept until the test ends: the agent checks it out.
+    _repo: GitRepo,
+    job: raibid_model::Job,
+    newer_commit: String,
+    superseding: tokio::task::JoinHandle<(String, Vec<Superseded>)>,
+}
+
+async fn push_then_push_again(h: &Harness, pipeline: &str, text: &'static str) -> Pushes {
+    let repo = GitRepo::new();
+    let old = repo.commit(&[(".raibid.yaml", pipeline)], "old");
+    let newer_commit = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: quick\n    run: echo quick\n",
+        )],
+        "new",
+    );
+    let job = h.enqueue(&repo.url(), &old).await;
+    // As the server does on the webhook: the build joins its branch's lane.
+    assert!(h.queue.supersede(&job).await.unwrap().is_empty());
     let queue: Queue = h.queue.clone();
-    let (url, id) = (url.to_owned(), id.to_owned());
-    tokio::spawn(async move {
+    let (url, id, newer) = (repo.url(), job.id.clone(), newer_commit.clone());
+    let superseding = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let batch = queue
@@ -46,31 +62,26 @@ fn supersede_when_logged(
         };
         let superseded = queue.supersede(&job).await.unwrap();
         (job.id, superseded)
-    })
+    });
+    Pushes {
+        _repo: repo,
+        job,
+        newer_commit,
+        superseding,
+    }
 }
 
 #[tokio::test]
 async fn a_newer_push_stops_the_build_the_agent_is_running() {
     let h = Harness::new();
-    let repo = GitRepo::new();
-    let old = repo.commit(
-        &[(
-            ".raibid.yaml",
-            "steps:\n  - name: wait\n    run: echo wait\"\"ing; sleep 120\n",
-        )],
-        "slow",
-    );
-    let new = repo.commit(
-        &[(
-            ".raibid.yaml",
-            "steps:\n  - name: quick\n    run: echo quick\n",
-        )],
-        "quick",
-    );
-    let job = h.enqueue(&repo.url(), &old).await;
-    // As the server does on the webhook: the build joins its branch's lane.
-    assert!(h.queue.supersede(&job).await.unwrap().is_empty());
-    let superseding = supersede_when_logged(&h, &repo.url(), &job.id, "waiting", new.clone());
+    // `wait""ing` prints what the log is watched for; the command itself does not contain it.
+    let mut pushes = push_then_push_again(
+        &h,
+        "steps:\n  - name: wait\n    run: echo wait\"\"ing; sleep 120\n",
+        "waiting",
+    )
+    .await;
+    let (job, new) = (&pushes.job, &pushes.newer_commit);
 
     let started = std::time::Instant::now();
     let ends = h.run_once(h.runner(SecretStore::default())).await;
@@ -78,7 +89,7 @@ async fn a_newer_push_stops_the_build_the_agent_is_running() {
         started.elapsed() < Duration::from_secs(30),
         "stopped, not waited for"
     );
-    let (newer, superseded) = superseding.await.unwrap();
+    let (newer, superseded) = (&mut pushes.superseding).await.unwrap();
     assert_eq!(
         superseded,
         vec![Superseded {
@@ -108,29 +119,17 @@ async fn a_newer_push_stops_the_build_the_agent_is_running() {
 #[tokio::test]
 async fn a_pipeline_that_may_not_be_interrupted_runs_to_its_end() {
     let h = Harness::new();
-    let repo = GitRepo::new();
-    let old = repo.commit(
-        &[(
-            ".raibid.yaml",
-            "interruptible: false\nsteps:\n  - name: deploy\n    run: echo deploy\"\"ing; sleep 2; echo deployed\n",
-        )],
-        "deploy",
-    );
-    let new = repo.commit(
-        &[(
-            ".raibid.yaml",
-            "steps:\n  - name: quick\n    run: echo quick\n",
-        )],
-        "quick",
-    );
-    let job = h.enqueue(&repo.url(), &old).await;
-    // As the server does on the webhook: the build joins its branch's lane.
-    assert!(h.queue.supersede(&job).await.unwrap().is_empty());
-    let superseding = supersede_when_logged(&h, &repo.url(), &job.id, "deploying", new);
+    let mut pushes = push_then_push_again(
+        &h,
+        "interruptible: false\nsteps:\n  - name: deploy\n    run: echo deploy\"\"ing; sleep 2; echo deployed\n",
+        "deploying",
+    )
+    .await;
+    let job = &pushes.job;
 
     let ends = h.run_once(h.runner(SecretStore::default())).await;
     assert_eq!(
-        superseding.await.unwrap().1,
+        (&mut pushes.superseding).await.unwrap().1,
         vec![Superseded {
             id: job.id.clone(),
             result: CancelResult::Kept

@@ -360,12 +360,7 @@ impl Queue {
             .arg(&claimed.consumer)
             .arg(&claimed.entry);
         let reply: String = self.conn.script(&invocation).await?;
-        match reply.as_str() {
-            "ok" => Ok(Heartbeat::Continue),
-            "cancel" => Ok(Heartbeat::CancelRequested),
-            "lost" => Ok(Heartbeat::Lost),
-            other => Err(QueueError::Protocol(format!("heartbeat replied {other}"))),
-        }
+        heartbeat_reply(&reply, "heartbeat")
     }
 
     /// Records the step results of a running job, for the dashboard; not part of the ack.
@@ -1027,6 +1022,16 @@ enum ClaimNow {
 }
 
 /// Job ids are ULIDs; anything else cannot name a key of ours.
+/// What a script that answers like HEARTBEAT ("ok" | "cancel" | "lost") said.
+pub(crate) fn heartbeat_reply(reply: &str, what: &str) -> Result<Heartbeat, QueueError> {
+    match reply {
+        "ok" => Ok(Heartbeat::Continue),
+        "cancel" => Ok(Heartbeat::CancelRequested),
+        "lost" => Ok(Heartbeat::Lost),
+        other => Err(QueueError::Protocol(format!("{what} replied {other}"))),
+    }
+}
+
 pub(crate) fn valid_id(id: &str) -> bool {
     id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }

@@ -16,7 +16,7 @@
 
 use raibid_model::{Event, Job, NewJob};
 
-use crate::queue::valid_id;
+use crate::queue::{heartbeat_reply, valid_id};
 use crate::{CancelResult, Heartbeat, Queue, QueueError, scripts};
 
 /// How many builds of one branch or pull request its lane remembers.
@@ -141,14 +141,7 @@ impl Queue {
             .key(self.keys.job(&claimed.job.id))
             .arg(&claimed.entry);
         let reply: String = self.conn.script(&invocation).await?;
-        match reply.as_str() {
-            "ok" => Ok(Heartbeat::Continue),
-            "cancel" => Ok(Heartbeat::CancelRequested),
-            "lost" => Ok(Heartbeat::Lost),
-            other => Err(QueueError::Protocol(format!(
-                "marking a job uninterruptible replied {other}"
-            ))),
-        }
+        heartbeat_reply(&reply, "marking a job uninterruptible")
     }
 }
 

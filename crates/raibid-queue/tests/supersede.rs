@@ -61,6 +61,19 @@ async fn webhook(q: &Queue, spec: NewJob) -> (Job, Vec<Superseded>) {
     (job, superseded)
 }
 
+/// A build of `commit` on main, from its webhook, that an agent has claimed.
+async fn running(q: &Queue, commit: char) -> Claimed {
+    webhook(q, push("main", commit)).await;
+    claim(q, "agent-1").await
+}
+
+/// Acks as an agent does when a heartbeat told it to stop.
+async fn ack_cancelled(q: &Queue, claimed: &Claimed) {
+    let mut outcome = Outcome::new(JobStatus::Cancelled);
+    outcome.reason = Some("cancelled".into());
+    assert!(q.ack(claimed, &outcome).await.unwrap());
+}
+
 fn ids(superseded: &[Superseded]) -> Vec<&str> {
     superseded.iter().map(|s| s.id.as_str()).collect()
 }
@@ -130,9 +143,7 @@ async fn a_push_cancels_the_older_builds_of_its_branch_and_nothing_else() {
         q.heartbeat(&claimed).await.unwrap(),
         Heartbeat::CancelRequested
     );
-    let mut outcome = Outcome::new(JobStatus::Cancelled);
-    outcome.reason = Some("cancelled".into());
-    assert!(q.ack(&claimed, &outcome).await.unwrap());
+    ack_cancelled(&q, &claimed).await;
     assert_eq!(
         status(&q, &running.id).await,
         (
@@ -186,8 +197,7 @@ async fn tags_manual_jobs_and_late_webhooks_supersede_nothing() {
 async fn a_running_job_that_may_not_be_interrupted_is_kept() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    webhook(&q, push("main", 'a')).await;
-    let claimed = claim(&q, "agent-1").await;
+    let claimed = running(&q, 'a').await;
     assert_eq!(
         q.mark_uninterruptible(&claimed).await.unwrap(),
         Heartbeat::Continue
@@ -228,8 +238,7 @@ async fn a_running_job_that_may_not_be_interrupted_is_kept() {
 async fn a_cancel_asked_before_the_mark_wins() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    webhook(&q, push("main", 'a')).await;
-    let claimed = claim(&q, "agent-1").await;
+    let claimed = running(&q, 'a').await;
     let (_, done) = webhook(&q, push("main", 'b')).await;
     assert_eq!(ids(&done), vec![claimed.job.id.as_str()]);
     assert_eq!(
@@ -237,9 +246,7 @@ async fn a_cancel_asked_before_the_mark_wins() {
         Heartbeat::CancelRequested,
         "too late: the job must stop"
     );
-    let mut outcome = Outcome::new(JobStatus::Cancelled);
-    outcome.reason = Some("cancelled".into());
-    assert!(q.ack(&claimed, &outcome).await.unwrap());
+    ack_cancelled(&q, &claimed).await;
     assert_eq!(
         q.mark_uninterruptible(&claimed).await.unwrap(),
         Heartbeat::Lost,
@@ -251,8 +258,7 @@ async fn a_cancel_asked_before_the_mark_wins() {
 async fn an_agent_that_dies_after_the_cancel_leaves_the_job_cancelled_with_its_reason() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    webhook(&q, push("main", 'a')).await;
-    let claimed = claim(&q, "agent-1").await;
+    let claimed = running(&q, 'a').await;
     let (newer, _) = webhook(&q, push("main", 'b')).await;
     assert_eq!(
         q.release(&claimed, "agent went away").await.unwrap(),
@@ -270,8 +276,7 @@ async fn an_agent_that_dies_after_the_cancel_leaves_the_job_cancelled_with_its_r
 async fn a_requeued_job_forgets_that_it_may_not_be_interrupted() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    webhook(&q, push("main", 'a')).await;
-    let claimed = claim(&q, "agent-1").await;
+    let claimed = running(&q, 'a').await;
     assert_eq!(
         q.mark_uninterruptible(&claimed).await.unwrap(),
         Heartbeat::Continue
@@ -296,8 +301,7 @@ async fn a_requeued_job_forgets_that_it_may_not_be_interrupted() {
 async fn a_retry_of_an_older_commit_is_superseded_by_the_next_push() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    webhook(&q, push("main", 'a')).await;
-    let claimed = claim(&q, "agent-1").await;
+    let claimed = running(&q, 'a').await;
     assert!(
         q.ack(&claimed, &Outcome::new(JobStatus::Failure))
             .await
@@ -333,8 +337,7 @@ async fn a_lane_remembers_its_newest_builds_only() {
 async fn every_variant_of_a_superseded_matrix_goes_with_it() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    webhook(&q, push("main", 'a')).await;
-    let parent = claim(&q, "agent-1").await;
+    let parent = running(&q, 'a').await;
     // As the agent expands a matrix: one job per variant, recorded as the parent's children,
     // then the parent acked.
     let variant = |name: usize| {
@@ -387,8 +390,7 @@ async fn every_variant_of_a_superseded_matrix_goes_with_it() {
 async fn variants_queued_while_their_matrix_job_was_being_cancelled_are_cancelled_too() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    webhook(&q, push("main", 'a')).await;
-    let parent = claim(&q, "agent-1").await;
+    let parent = running(&q, 'a').await;
     // The newer build arrives before the matrix job has queued anything: only the matrix job
     // itself is found, and asked to stop.
     let (newer, done) = webhook(&q, push("main", 'b')).await;
