@@ -39,7 +39,7 @@ impl StatusState {
     /// could not run, given up) show `error`.
     pub fn from_job(status: JobStatus) -> Self {
         match status {
-            JobStatus::Queued | JobStatus::Running => StatusState::Pending,
+            JobStatus::Blocked | JobStatus::Queued | JobStatus::Running => StatusState::Pending,
             JobStatus::Success => StatusState::Success,
             JobStatus::Failure => StatusState::Failure,
             JobStatus::Error | JobStatus::Cancelled | JobStatus::Dead => StatusState::Error,

@@ -101,6 +101,9 @@ impl std::str::FromStr for Forge {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
+    /// Waiting for a person to approve it before it is queued (`server.approval`): a pull
+    /// request from a fork, say. It is in no stream, so nothing scales up for it.
+    Blocked,
     Queued,
     Running,
     Success,
@@ -114,7 +117,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Blocked,
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Success,
@@ -126,6 +130,7 @@ impl JobStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Blocked => "blocked",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Success => "success",
@@ -138,7 +143,10 @@ impl JobStatus {
 
     /// A final status never changes again.
     pub fn is_final(self) -> bool {
-        !matches!(self, JobStatus::Queued | JobStatus::Running)
+        !matches!(
+            self,
+            JobStatus::Blocked | JobStatus::Queued | JobStatus::Running
+        )
     }
 }
 
@@ -156,7 +164,7 @@ impl std::str::FromStr for JobStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown status {s:?} (expected one of queued, running, success, failure, error, cancelled, dead)"
+                    "unknown status {s:?} (expected one of blocked, queued, running, success, failure, error, cancelled, dead)"
                 )
             })
     }
@@ -414,12 +422,15 @@ mod tests {
     }
 
     #[test]
-    fn only_queued_and_running_are_not_final() {
+    fn only_blocked_queued_and_running_are_not_final() {
         let open: Vec<_> = JobStatus::ALL
             .into_iter()
             .filter(|s| !s.is_final())
             .collect();
-        assert_eq!(open, vec![JobStatus::Queued, JobStatus::Running]);
+        assert_eq!(
+            open,
+            vec![JobStatus::Blocked, JobStatus::Queued, JobStatus::Running]
+        );
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub enum QueueError {
         id: String,
         status: raibid_model::JobStatus,
     },
+    /// Only a job waiting for approval can be approved.
+    #[error("job {id} is {status}; only a blocked job (waiting for approval) can be approved")]
+    NotBlocked {
+        id: String,
+        status: raibid_model::JobStatus,
+    },
     #[error("invalid job: {0}")]
     Invalid(String),
     #[error("unexpected reply from redis: {0}")]

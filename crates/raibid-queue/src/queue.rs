@@ -210,6 +210,17 @@ impl Queue {
 
     /// Queues a job: one script writes the stream entry, the record and its indexes.
     pub async fn enqueue(&self, spec: NewJob) -> Result<Enqueued, QueueError> {
+        self.enqueue_as(spec, JobStatus::Queued).await
+    }
+
+    /// Records a job that waits for a person's approval ([`JobStatus::Blocked`], see
+    /// [`Queue::approve`]): like [`Queue::enqueue`], delivery ids included, but without a
+    /// stream entry, so no agent sees it and nothing scales up for it.
+    pub async fn enqueue_blocked(&self, spec: NewJob) -> Result<Enqueued, QueueError> {
+        self.enqueue_as(spec, JobStatus::Blocked).await
+    }
+
+    async fn enqueue_as(&self, spec: NewJob, status: JobStatus) -> Result<Enqueued, QueueError> {
         record::validate(&spec)?;
         self.ensure_group(&spec.pool).await?;
         let id = next_id();
@@ -224,7 +235,7 @@ impl Queue {
             .key(self.keys.job(&id))
             .key(self.keys.stream(&spec.pool))
             .key(self.keys.all_jobs())
-            .key(self.keys.by_status(JobStatus::Queued))
+            .key(self.keys.by_status(status))
             .key(self.keys.by_repo(&spec.repo))
             .key(self.keys.by_pool(&spec.pool))
             .key(self.keys.pools())
@@ -237,15 +248,16 @@ impl Queue {
             .arg(self.options.delivery_ttl.as_secs().max(1))
             .arg(record::spec_json(&spec))
             .arg(now)
-            .arg(self.options.events_maxlen);
+            .arg(self.options.events_maxlen)
+            .arg(status.as_str());
         let reply: Vec<String> = self.conn.script(&invocation).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {
-                debug!(job = %id, pool = %spec.pool, repo = %spec.repo, "enqueued");
+                debug!(job = %id, pool = %spec.pool, repo = %spec.repo, %status, "enqueued");
                 let created_at = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
-                Ok(Enqueued::Created(Box::new(Job::queued(
-                    id, spec, created_at,
-                ))))
+                let mut job = Job::queued(id, spec, created_at);
+                job.status = status;
+                Ok(Enqueued::Created(Box::new(job)))
             }
             Some("dup") => Ok(Enqueued::Duplicate {
                 job_id: reply.get(1).cloned().unwrap_or_default(),
@@ -642,6 +654,7 @@ impl Queue {
             .key(self.keys.by_status(JobStatus::Cancelled))
             .key(self.keys.log(id))
             .key(self.keys.events())
+            .key(self.keys.by_status(JobStatus::Blocked))
             .arg(Utc::now().timestamp_millis())
             .arg(id)
             .arg(reason)
@@ -658,6 +671,58 @@ impl Queue {
                 )),
                 None => Err(QueueError::Protocol(format!("cancel replied {other}"))),
             },
+        }
+    }
+
+    /// Queues a blocked job (see [`Queue::enqueue_blocked`]) now that a person approved it.
+    pub async fn approve(&self, id: &str) -> Result<Job, QueueError> {
+        let job = self
+            .get(id)
+            .await?
+            .ok_or_else(|| QueueError::NotFound(id.to_owned()))?;
+        if job.status != JobStatus::Blocked {
+            return Err(QueueError::NotBlocked {
+                id: job.id,
+                status: job.status,
+            });
+        }
+        self.ensure_group(&job.spec.pool).await?;
+        let mut invocation = scripts::APPROVE.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.stream(&job.spec.pool))
+            .key(self.keys.by_status(JobStatus::Blocked))
+            .key(self.keys.by_status(JobStatus::Queued))
+            .key(self.keys.events())
+            .arg(id)
+            .arg(self.options.maxlen)
+            .arg(&self.options.consumer_group);
+        let reply: Vec<String> = self.conn.script(&invocation).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => {
+                info!(job = %id, pool = %job.spec.pool, "approved");
+                Ok(Job {
+                    status: JobStatus::Queued,
+                    ..job
+                })
+            }
+            Some("missing") => Err(QueueError::NotFound(id.to_owned())),
+            // Cancelled or approved by someone else between the two reads.
+            Some("status") => Err(QueueError::NotBlocked {
+                id: id.to_owned(),
+                status: reply
+                    .get(1)
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(QueueError::Protocol)?
+                    .unwrap_or(JobStatus::Queued),
+            }),
+            Some("full") => Err(QueueError::Full {
+                pool: job.spec.pool.to_string(),
+                depth: reply.get(1).and_then(|d| d.parse().ok()).unwrap_or(0),
+                limit: self.options.maxlen,
+            }),
+            _ => Err(QueueError::Protocol(format!("approve replied {reply:?}"))),
         }
     }
 

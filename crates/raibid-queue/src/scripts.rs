@@ -69,9 +69,11 @@ end
 
 /// Idempotency check, backpressure and trimming, XADD, the job record and its indexes.
 ///
-/// KEYS: job, stream, all, by-status(queued), by-repo, by-pool, pools, delivery (or ""), events
-/// ARGV: id, maxlen, group, pool, delivery ttl (s), spec (JSON), created_at (ms), events maxlen
-/// Returns {"dup", existing id} | {"full", depth} | {"ok", entry}
+/// KEYS: job, stream, all, by-status(the status), by-repo, by-pool, pools, delivery (or ""),
+///       events
+/// ARGV: id, maxlen, group, pool, delivery ttl (s), spec (JSON), created_at (ms), events
+///       maxlen, status ("queued", or "blocked": no stream entry until approved)
+/// Returns {"dup", existing id} | {"full", depth} | {"ok", entry ("" when blocked)}
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &[
@@ -81,16 +83,20 @@ if KEYS[8] ~= '' then
   local existing = redis.call('GET', KEYS[8])
   if existing then return {'dup', existing} end
 end
-local maxlen = tonumber(ARGV[2])
-if redis.call('XLEN', KEYS[2]) >= maxlen then
-  -- Refuse rather than drop jobs nobody has run yet (see TRIM_FN).
-  local depth = trim_done(KEYS[2], ARGV[3], nil, '=')
-  if depth >= maxlen then return {'full', tostring(depth)} end
+local entry = ''
+-- A blocked job (waiting for approval) gets its stream entry when it is approved (APPROVE).
+if ARGV[9] == 'queued' then
+  local maxlen = tonumber(ARGV[2])
+  if redis.call('XLEN', KEYS[2]) >= maxlen then
+    -- Refuse rather than drop jobs nobody has run yet (see TRIM_FN).
+    local depth = trim_done(KEYS[2], ARGV[3], nil, '=')
+    if depth >= maxlen then return {'full', tostring(depth)} end
+  end
+  entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 end
-local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 -- The record's layout is record.rs's; field names are literals here because every argument
 -- costs a Lua string and a table slot.
-redis.call('HSET', KEYS[1], 'entry', entry, 'id', ARGV[1], 'spec', ARGV[6], 'status', 'queued',
+redis.call('HSET', KEYS[1], 'entry', entry, 'id', ARGV[1], 'spec', ARGV[6], 'status', ARGV[9],
   'attempt', '0', 'created_at', ARGV[7])
 redis.call('ZADD', KEYS[3], '0', ARGV[1])
 redis.call('ZADD', KEYS[4], '0', ARGV[1])
@@ -100,7 +106,7 @@ redis.call('ZADD', KEYS[6], '0', ARGV[1])
 -- walks to recreate missing consumer groups.
 redis.call('SADD', KEYS[7], ARGV[4])
 if KEYS[8] ~= '' then redis.call('SET', KEYS[8], ARGV[1], 'EX', ARGV[5]) end
-redis.call('XADD', KEYS[9], '*', 'job', ARGV[1], 'status', 'queued')
+redis.call('XADD', KEYS[9], '*', 'job', ARGV[1], 'status', ARGV[9])
 -- The events stream is trimmed here only, once per job, keeping what the status reporter's
 -- group has not handled yet; a group nobody reads any more (a reporter switched off) cannot
 -- pin it for ever: past 20 times its size the oldest events go regardless.
@@ -395,7 +401,7 @@ return 'requeued'
     .concat())
 });
 
-/// KEYS: job, by-status(queued), by-status(cancelled), log, events
+/// KEYS: job, by-status(queued), by-status(cancelled), log, events, by-status(blocked)
 /// ARGV: now ms, id, reason, "1" to leave a running job that said it may not be interrupted
 /// (superseding) or "0"
 /// Returns "cancelled" | "requested" | "kept" | "missing" | "final:<status>"
@@ -407,11 +413,12 @@ pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
 local cur = redis.call('HMGET', KEYS[1], 'status', 'interruptible', 'cancel_requested')
 local status = cur[1]
 if not status then return 'missing' end
-if status == 'queued' then
-  -- The stream entry stays (deleting it would make XINFO's lag unknown for KEDA); the
-  -- agent that receives it sees the status and acks it without running anything.
+if status == 'queued' or status == 'blocked' then
+  -- A queued job's stream entry stays (deleting it would make XINFO's lag unknown for
+  -- KEDA); the agent that receives it sees the status and acks it without running anything.
+  -- A blocked job has none.
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'reason', ARGV[3])
-  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', status == 'queued' and KEYS[2] or KEYS[6], ARGV[2])
   redis.call('ZADD', KEYS[3], '0', ARGV[2])
   end_job(KEYS[4], KEYS[5], ARGV[2], 'cancelled')
   return 'cancelled'
@@ -425,6 +432,37 @@ if status == 'running' then
   return 'requested'
 end
 return 'final:' .. status
+"#,
+        ]
+        .concat(),
+    )
+});
+
+/// Queues a blocked job now that a person approved it: its stream entry, as ENQUEUE would
+/// have written it, so the lag counts it and an autoscaler starts an agent.
+///
+/// KEYS: job, stream, by-status(blocked), by-status(queued), events
+/// ARGV: id, maxlen, group
+/// Returns {"ok", entry} | {"full", depth} | {"missing"} | {"status", <status>}
+pub(crate) static APPROVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        &[
+            TRIM_FN,
+            r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status ~= 'blocked' then return {'status', status} end
+local maxlen = tonumber(ARGV[2])
+if redis.call('XLEN', KEYS[2]) >= maxlen then
+  local depth = trim_done(KEYS[2], ARGV[3], nil, '=')
+  if depth >= maxlen then return {'full', tostring(depth)} end
+end
+local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'entry', entry)
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], '0', ARGV[1])
+redis.call('XADD', KEYS[5], '*', 'job', ARGV[1], 'status', 'queued')
+return {'ok', entry}
 "#,
         ]
         .concat(),
@@ -476,7 +514,7 @@ while not done and seen < max do
         local f = redis.call('HMGET', ARGV[1] .. ':job:' .. id, 'status', 'cancel_requested',
           'children')
         local variants = f[3] and f[3] ~= '' and f[3] ~= '[]'
-        local unfinished = f[1] == 'queued' or f[1] == 'running'
+        local unfinished = f[1] == 'queued' or f[1] == 'running' or f[1] == 'blocked'
         if (unfinished and f[2] ~= '1') or variants then
           out[#out + 1] = id
           out[#out + 1] = variants and '1' or '0'

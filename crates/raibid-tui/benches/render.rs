@@ -18,7 +18,7 @@ fn jobs() -> Vec<Job> {
     (0..JOBS)
         .rev()
         .map(|i| {
-            let status = JobStatus::ALL[(i % 7) as usize];
+            let status = JobStatus::ALL[i as usize % JobStatus::ALL.len()];
             let created_at = now() - chrono::Duration::seconds(i64::from(i) * 30);
             let started_at =
                 (status != JobStatus::Queued).then(|| created_at + chrono::Duration::seconds(5));

@@ -36,9 +36,10 @@ pub(crate) fn age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// Colour by outcome, so a wall of jobs can be read at a glance: green passed, red failed,
-/// yellow waiting, cyan busy, grey stopped on purpose.
+/// yellow waiting (bold: waiting for a person), cyan busy, grey stopped on purpose.
 pub(crate) fn status_style(status: JobStatus) -> Style {
     match status {
+        JobStatus::Blocked => Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
         JobStatus::Queued => Style::new().fg(Color::Yellow),
         JobStatus::Running => Style::new().fg(Color::Cyan),
         JobStatus::Success => Style::new().fg(Color::Green),

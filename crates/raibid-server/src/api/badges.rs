@@ -69,7 +69,7 @@ impl Verdict {
             JobStatus::Failure => Some(Verdict::Failing),
             JobStatus::Error | JobStatus::Dead => Some(Verdict::Error),
             JobStatus::Cancelled => Some(Verdict::Cancelled),
-            JobStatus::Queued | JobStatus::Running => None,
+            JobStatus::Blocked | JobStatus::Queued | JobStatus::Running => None,
         }
     }
 }
