@@ -309,10 +309,12 @@ pub enum JobCommand {
         #[arg(long, short)]
         dir: Option<std::path::PathBuf>,
     },
-    /// Cancel a queued or running job.
+    /// Cancel a queued or running job; a blocked one is declined.
     Cancel { id: String },
     /// Queue a new run of a job.
     Retry { id: String },
+    /// Let a job that waits for approval (blocked, `server.approval`) run.
+    Approve { id: String },
 }
 
 #[derive(Debug, Subcommand)]

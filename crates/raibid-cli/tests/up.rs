@@ -625,6 +625,12 @@ async fn the_job_commands_drive_the_api() {
     assert_eq!(retry.spec.retry_of.as_deref(), Some(job.id.as_str()));
     let cancel = cli(&up, &["job", "cancel", &job.id]);
     assert!(cancel.contains("already finished"), "{cancel}");
+    let approve = cli_run(&up, &["job", "approve", &job.id]);
+    let said = String::from_utf8_lossy(&approve.stderr);
+    assert!(
+        !approve.status.success() && said.contains("only a blocked job"),
+        "a finished job is not approved: {said}"
+    );
 
     let status = cli(&up, &["status"]);
     assert!(

@@ -291,6 +291,15 @@ impl Client {
         .await
     }
 
+    /// Queues a job that waits for approval (`blocked`); the job as queued.
+    pub async fn approve(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{}/approve", segment(id)),
+        ))
+        .await
+    }
+
     pub async fn queues(&self) -> Result<Queues, ClientError> {
         self.json(self.request(reqwest::Method::GET, "/api/v1/queues"))
             .await

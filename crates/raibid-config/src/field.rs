@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use raibid_model::{Event, PoolName};
 
 use crate::{
-    AgentConfig, ClusterConfig, Config, ContainerEngineKind, CronExpr, ExecutorKind, FluxConfig,
-    GiteaConfig, IpRange, K3sConfig, KedaConfig, MemoryLimit, PoolRule, RedisConfig,
+    AgentConfig, ApprovalMode, ClusterConfig, Config, ContainerEngineKind, CronExpr, ExecutorKind,
+    FluxConfig, GiteaConfig, IpRange, K3sConfig, KedaConfig, MemoryLimit, PoolRule, RedisConfig,
     RegistryConfig, Schedule, ScheduleName, Secret, ServerConfig, StepLimits, TokenHash, UpConfig,
 };
 
@@ -49,6 +49,7 @@ leaves!(
     Secret => true,
     PoolName => false,
     ExecutorKind => false,
+    ApprovalMode => false,
     ContainerEngineKind => false,
     Event => false,
     TokenHash => false,
@@ -146,7 +147,7 @@ structs! {
     Schedule { name, repo, clone_url, branch, cron, pool, env }
     ServerConfig {
         listen, public_url, tokens, read_requires_token, webhook_secret, repo_secrets,
-        allowed_repos, events, cancel_superseded, body_limit_bytes, max_log_streams,
+        allowed_repos, events, approval, cancel_superseded, body_limit_bytes, max_log_streams,
         max_log_streams_per_client,
         log_stream_max_secs, trusted_proxies,
         default_pool, pool_rules, pools, github_api_url, github_token, schedules,

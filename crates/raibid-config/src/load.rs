@@ -814,4 +814,37 @@ flux:
             "{err}"
         );
     }
+
+    #[test]
+    fn approval_defaults_to_forks_and_names_bad_modes() {
+        use crate::ApprovalMode;
+        use raibid_model::Event;
+        assert_eq!(parse("").unwrap().server.approval, ApprovalMode::Forks);
+        for (text, mode) in [
+            ("none", ApprovalMode::None),
+            ("forks", ApprovalMode::Forks),
+            ("pull_requests", ApprovalMode::PullRequests),
+            ("all_events", ApprovalMode::AllEvents),
+        ] {
+            let c = parse(&format!("server:\n  approval: {text}\n")).unwrap();
+            assert_eq!(c.server.approval, mode);
+        }
+        let err = parse("server:\n  approval: strangers\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.approval") || err.contains("approval"),
+            "{err}"
+        );
+        assert!(err.contains("all_events"), "lists the modes: {err}");
+
+        let forks = ApprovalMode::Forks;
+        assert!(forks.requires(Event::PullRequest, true));
+        assert!(!forks.requires(Event::PullRequest, false));
+        assert!(!forks.requires(Event::Push, true));
+        assert!(ApprovalMode::PullRequests.requires(Event::PullRequest, false));
+        assert!(!ApprovalMode::PullRequests.requires(Event::Tag, false));
+        assert!(ApprovalMode::AllEvents.requires(Event::Push, false));
+        assert!(!ApprovalMode::None.requires(Event::PullRequest, true));
+    }
 }

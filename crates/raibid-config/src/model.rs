@@ -200,6 +200,10 @@ pub struct ServerConfig {
     pub allowed_repos: Vec<String>,
     /// Events that create jobs: push, tag, pull_request, manual, cron (`schedules`).
     pub events: Vec<raibid_model::Event>,
+    /// Which webhooks' jobs wait for a token holder's approval (`raibid job approve`) before
+    /// they are queued, as in Woodpecker: `forks` (pull requests from forks, the default),
+    /// `pull_requests`, `all_events`, or `none`.
+    pub approval: ApprovalMode,
     /// For these events (push, pull_request), a new build of a branch or pull request cancels
     /// the older ones of it still queued or running, as Woodpecker's default does; empty: off.
     pub cancel_superseded: Vec<raibid_model::Event>,
@@ -254,6 +258,7 @@ impl Default for ServerConfig {
                 raibid_model::Event::Manual,
                 raibid_model::Event::Cron,
             ],
+            approval: ApprovalMode::Forks,
             cancel_superseded: vec![raibid_model::Event::Push, raibid_model::Event::PullRequest],
             body_limit_bytes: 5 * 1024 * 1024,
             max_log_streams: 256,
@@ -266,6 +271,33 @@ impl Default for ServerConfig {
             github_api_url: "https://api.github.com".into(),
             github_token: Secret::default(),
             schedules: Vec::new(),
+        }
+    }
+}
+
+/// Which webhooks' jobs need a person's approval before they run (Woodpecker's approval
+/// modes, by the same names). Jobs submitted through the API and schedules' jobs never do:
+/// they come from token holders and the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    None,
+    /// Pull requests whose code comes from a fork (or an AGit push): code from people who
+    /// cannot push to the repository.
+    Forks,
+    PullRequests,
+    AllEvents,
+}
+
+impl ApprovalMode {
+    /// Whether a webhook's job of `event` (from a fork or not) waits for approval.
+    pub fn requires(self, event: raibid_model::Event, from_fork: bool) -> bool {
+        use raibid_model::Event;
+        match self {
+            ApprovalMode::None => false,
+            ApprovalMode::Forks => event == Event::PullRequest && from_fork,
+            ApprovalMode::PullRequests => event == Event::PullRequest,
+            ApprovalMode::AllEvents => true,
         }
     }
 }

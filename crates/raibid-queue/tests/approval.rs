@@ -44,11 +44,7 @@ async fn a_blocked_job_runs_only_once_approved() {
     assert_eq!(job.status, JobStatus::Blocked);
     assert_eq!(status(&q, &job.id).await, JobStatus::Blocked);
     let stats = q.stats(&PoolName::default()).await.unwrap();
-    assert_eq!(
-        (stats.lag, stats.length),
-        (0, 0),
-        "nothing to scale up for"
-    );
+    assert_eq!((stats.lag, stats.length), (0, 0), "nothing to scale up for");
     let mut agent = q.claimer("agent-1").await.unwrap();
     assert!(
         agent

@@ -294,6 +294,23 @@ fn paths() -> Value {
                 }
             }
         },
+        "/api/v1/jobs/{id}/approve": {
+            "post": {
+                "operationId": "approve_job",
+                "tags": ["jobs"],
+                "summary": "Queue a job that waits for approval (blocked)",
+                "description": "server.approval blocks webhooks' jobs (by default: pull requests from forks) until a token holder approves them. To decline one, cancel it.",
+                "security": [{ "bearer": [] }],
+                "parameters": [job_id_parameter()],
+                "responses": {
+                    "200": json_body("The job, now queued.", schema_ref("Job")),
+                    "401": unauthorized,
+                    "404": not_found,
+                    "409": error("The job is not blocked; the message names its status."),
+                    "503": unavailable
+                }
+            }
+        },
         "/api/v1/jobs/{id}/logs": {
             "get": {
                 "operationId": "job_logs",
@@ -456,7 +473,7 @@ fn schemas() -> Value {
             } }
         },
         "Status": { "type": "object", "properties": { "status": string } },
-        "JobStatus": { "type": "string", "enum": ["queued", "running", "success", "failure", "error", "cancelled", "dead"] },
+        "JobStatus": { "type": "string", "enum": ["blocked", "queued", "running", "success", "failure", "error", "cancelled", "dead"], "description": "blocked: waiting for a person's approval (server.approval) before it is queued." },
         "Event": { "type": "string", "enum": ["push", "tag", "pull_request", "manual", "cron"] },
         "Forge": { "type": "string", "enum": ["gitea", "forgejo", "github"] },
         "StepResult": {
@@ -537,7 +554,11 @@ fn schemas() -> Value {
         "WebhookQueued": {
             "type": "object", "required": ["job_id", "status"],
             "properties": {
-                "job_id": string, "status": { "const": "queued" },
+                "job_id": string,
+                "status": {
+                    "enum": ["queued", "blocked"],
+                    "description": "blocked: waiting for a person's approval (server.approval)."
+                },
                 "superseded": {
                     "type": "array", "items": string,
                     "description": "Older builds of the same branch or pull request that this one cancelled, or asked to stop (server.cancel_superseded); absent when none."

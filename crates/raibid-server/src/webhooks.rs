@@ -173,22 +173,37 @@ async fn handle(
 
     let pool = state.repos().pool_for(&trigger.repo).clone();
     let delivery = raibid_forge::delivery_id(forge, headers);
-    match state
-        .queue()
-        .enqueue(trigger.into_new_job(pool, delivery))
-        .await?
-    {
+    let spec = trigger.into_new_job(pool, delivery);
+    let blocked = config.server.approval.requires(spec.event, spec.from_fork);
+    let enqueued = if blocked {
+        state.queue().enqueue_blocked(spec).await?
+    } else {
+        state.queue().enqueue(spec).await?
+    };
+    match enqueued {
         Enqueued::Created(job) => {
-            state.metrics().job_queued(&job.spec.pool);
-            info!(
-                job = %job.id,
-                %forge,
-                repo = %job.spec.repo,
-                git_ref = %job.spec.git_ref,
-                event = %job.spec.event,
-                pool = %job.spec.pool,
-                "webhook queued a job"
-            );
+            if blocked {
+                info!(
+                    job = %job.id,
+                    %forge,
+                    repo = %job.spec.repo,
+                    git_ref = %job.spec.git_ref,
+                    event = %job.spec.event,
+                    from_fork = job.spec.from_fork,
+                    "webhook's job waits for approval (server.approval)"
+                );
+            } else {
+                state.metrics().job_queued(&job.spec.pool);
+                info!(
+                    job = %job.id,
+                    %forge,
+                    repo = %job.spec.repo,
+                    git_ref = %job.spec.git_ref,
+                    event = %job.spec.event,
+                    pool = %job.spec.pool,
+                    "webhook queued a job"
+                );
+            }
             let superseded = if config.server.cancel_superseded.contains(&job.spec.event) {
                 supersede(state, &job).await
             } else {
@@ -196,7 +211,7 @@ async fn handle(
             };
             Ok(Reply::Queued {
                 job_id: job.id,
-                status: "queued",
+                status: job.status.as_str(),
                 superseded,
             })
         }

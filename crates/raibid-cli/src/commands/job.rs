@@ -126,6 +126,10 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             let job = client.retry(&id).await?;
             print_queued(&job, json, &format!("retry of {id}"))?;
         }
+        JobCommand::Approve { id } => {
+            let job = client.approve(&id).await?;
+            print_queued(&job, json, "approved")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

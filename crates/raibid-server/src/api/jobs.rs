@@ -154,3 +154,14 @@ pub(crate) async fn retry(
     info!(job = %job.id, retry_of = %id, pool = %job.spec.pool, "job retried");
     Ok((StatusCode::CREATED, Json(job)))
 }
+
+pub(crate) async fn approve(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let job = state.queue().approve(&id).await?;
+    state.metrics().job_queued(&job.spec.pool);
+    info!(job = %job.id, repo = %job.spec.repo, pool = %job.spec.pool, "job approved");
+    Ok(Json(job))
+}

@@ -1,0 +1,141 @@
+//! `server.approval`: webhooks' jobs that wait for a token holder before they run, through the
+//! real webhook endpoint, the jobs API and a real redis-server.
+
+mod support;
+
+use raibid_config::ApprovalMode;
+use raibid_model::{JobStatus, PoolName};
+use reqwest::StatusCode;
+use support::{TOKEN, TestServer, json};
+
+async fn job(server: &TestServer, id: &str) -> raibid_model::Job {
+    server.queue.get(id).await.unwrap().expect("job exists")
+}
+
+/// Delivers a recorded fixture; the reply's job id and status.
+async fn deliver(server: &TestServer, name: &str) -> (String, String) {
+    let response = server.deliver(name).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body = json(response).await;
+    (
+        body["job_id"].as_str().unwrap().to_owned(),
+        body["status"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_pull_request_from_a_fork_waits_until_a_token_holder_approves_it() {
+    let server = TestServer::start().await;
+    // Gitea's AGit pull request: pushed by someone without write access, so a fork's.
+    let (id, status) = deliver(&server, "gitea/pull_request-agit").await;
+    assert_eq!(status, "blocked");
+    let blocked = job(&server, &id).await;
+    assert_eq!(blocked.status, JobStatus::Blocked);
+    assert!(blocked.spec.from_fork);
+    let stats = server.queue.stats(&PoolName::default()).await.unwrap();
+    assert_eq!(stats.lag, 0, "no agent is started for it");
+
+    let path = format!("/api/v1/jobs/{id}/approve");
+    let anonymous = server.client.post(server.url(&path)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(job(&server, &id).await.status, JobStatus::Blocked);
+
+    let approved = server
+        .client
+        .post(server.url(&path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), StatusCode::OK);
+    assert_eq!(json(approved).await["status"], "queued");
+    assert_eq!(
+        server.queue.stats(&PoolName::default()).await.unwrap().lag,
+        1
+    );
+    let claimed = server.claim_one("agent-1").await;
+    assert_eq!(claimed.job.id, id);
+
+    let again = server
+        .client
+        .post(server.url(&path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let message = json(again).await.to_string();
+    assert!(message.contains("is running"), "{message}");
+    let missing = server
+        .client
+        .post(server.url("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/approve"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    // A pull request from a branch of the repository itself runs at once.
+    let (other, status) = deliver(&server, "github/pull_request-opened").await;
+    assert_eq!(status, "queued");
+    assert_eq!(job(&server, &other).await.status, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn cancelling_a_blocked_job_declines_it() {
+    let server = TestServer::start().await;
+    let (id, _) = deliver(&server, "gitea/pull_request-agit").await;
+    let response = server
+        .post_json(&format!("/api/v1/jobs/{id}/cancel"), &serde_json::json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await["result"], "cancelled");
+    assert_eq!(job(&server, &id).await.status, JobStatus::Cancelled);
+    let approve = server
+        .post_json(
+            &format!("/api/v1/jobs/{id}/approve"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(approve.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn approval_follows_server_approval() {
+    let mut config = support::config();
+    config.server.approval = ApprovalMode::None;
+    let server = TestServer::start_with(config).await;
+    assert_eq!(
+        deliver(&server, "gitea/pull_request-agit").await.1,
+        "queued",
+        "none: even forks run at once"
+    );
+
+    let mut config = support::config();
+    config.server.approval = ApprovalMode::PullRequests;
+    let server = TestServer::start_with(config).await;
+    assert_eq!(
+        deliver(&server, "github/pull_request-opened").await.1,
+        "blocked"
+    );
+    assert_eq!(deliver(&server, "github/push").await.1, "queued");
+
+    let mut config = support::config();
+    config.server.approval = ApprovalMode::AllEvents;
+    let server = TestServer::start_with(config).await;
+    assert_eq!(deliver(&server, "github/push").await.1, "blocked");
+    assert_eq!(deliver(&server, "gitea/push").await.1, "blocked");
+    // A token holder's own submission is never blocked.
+    let response = server
+        .post_json(
+            "/api/v1/jobs",
+            &serde_json::json!({
+                "repo": "acme/app",
+                "clone_url": "https://git.example/acme/app.git",
+                "sha": "0123456789abcdef0123456789abcdef01234567",
+            }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(json(response).await["status"], "queued");
+}
