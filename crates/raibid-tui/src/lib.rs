@@ -211,6 +211,15 @@ impl Runtime {
                     }
                 });
             }
+            Command::Approve(id) => {
+                let client = self.client.clone();
+                self.report(async move {
+                    match client.approve(&id).await {
+                        Ok(job) => (format!("approved {id}: {}", job.status), false),
+                        Err(e) => (format!("approve {id} failed: {e}"), true),
+                    }
+                });
+            }
             Command::Retry(id) => {
                 let client = self.client.clone();
                 self.report(async move {

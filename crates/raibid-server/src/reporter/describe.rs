@@ -225,6 +225,14 @@ mod tests {
             describe(&superseded, JobStatus::Cancelled, now),
             "cancelled"
         );
+        assert_eq!(
+            describe(&j, JobStatus::Blocked, now),
+            format!("waiting for approval: raibid job approve {}", j.id)
+        );
+        assert_eq!(
+            raibid_forge::StatusState::from_job(JobStatus::Blocked),
+            raibid_forge::StatusState::Pending
+        );
     }
 
     #[test]

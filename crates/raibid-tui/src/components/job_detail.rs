@@ -268,6 +268,22 @@ impl JobDetailView {
                     command: Command::Retry(job.id.clone()),
                 });
             }
+            KeyCode::Char('a') if job.status == JobStatus::Blocked => {
+                let whose = if job.spec.from_fork {
+                    "a fork's code"
+                } else {
+                    "its code"
+                };
+                return EventResult::Action(Action::Confirm {
+                    prompt: format!(
+                        "Approve job {} ({} {})? It runs {whose} on an agent.",
+                        job.id,
+                        job.spec.repo,
+                        fmt::short_ref(&job.spec.git_ref)
+                    ),
+                    command: Command::Approve(job.id.clone()),
+                });
+            }
             KeyCode::Char('y') => {
                 return EventResult::Action(Action::Run(Command::Copy(job.id.clone())));
             }
@@ -645,6 +661,29 @@ mod tests {
         }
         v.handle_event(&key(KeyCode::Enter));
         assert!(v.no_match);
+    }
+
+    #[test]
+    fn only_a_blocked_job_can_be_approved_and_only_after_asking() {
+        let mut v = opened(1);
+        assert_eq!(
+            v.handle_event(&key(KeyCode::Char('a'))),
+            EventResult::Ignored,
+            "a running job needs no approval"
+        );
+        let mut blocked = job("01", "acme/app", JobStatus::Blocked);
+        blocked.spec.from_fork = true;
+        v.open(blocked);
+        let EventResult::Action(Action::Confirm { command, prompt }) =
+            v.handle_event(&key(KeyCode::Char('a')))
+        else {
+            panic!("a must ask for confirmation");
+        };
+        assert_eq!(command, Command::Approve("01".into()));
+        assert!(
+            prompt.contains("Approve job 01") && prompt.contains("a fork's code"),
+            "{prompt}"
+        );
     }
 
     #[test]
