@@ -90,7 +90,11 @@ async fn cancelling_a_blocked_job_declines_it() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(response).await["result"], "cancelled");
-    assert_eq!(job(&server, &id).await.status, JobStatus::Cancelled);
+    let declined = job(&server, &id).await;
+    assert_eq!(
+        (declined.status, declined.reason.as_deref()),
+        (JobStatus::Cancelled, Some("declined"))
+    );
     let approve = server
         .post_json(
             &format!("/api/v1/jobs/{id}/approve"),

@@ -160,10 +160,17 @@ impl Poller {
             limit: Some(FULL_PAGE),
             ..ListJobs::default()
         };
-        let (newest, queued, running, queues, agents, job) = tokio::try_join!(
+        // Jobs waiting for approval stay on screen, and change when someone approves them.
+        let blocked_query = ListJobs {
+            status: Some(JobStatus::Blocked),
+            limit: Some(NEWEST_PAGE),
+            ..ListJobs::default()
+        };
+        let (newest, queued, running, blocked, queues, agents, job) = tokio::try_join!(
             client.list(&newest_query),
             client.list(&queued_query),
             client.list(&running_query),
+            client.list(&blocked_query),
             client.queues(),
             client.agents(),
             async {
@@ -193,7 +200,12 @@ impl Poller {
             history.cursor = page.next_cursor;
             older = page.jobs;
         }
-        let active: Vec<Job> = queued.jobs.into_iter().chain(running.jobs).collect();
+        let active: Vec<Job> = blocked
+            .jobs
+            .into_iter()
+            .chain(queued.jobs)
+            .chain(running.jobs)
+            .collect();
         let covered: HashSet<&str> = newest
             .jobs
             .iter()

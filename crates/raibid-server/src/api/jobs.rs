@@ -111,7 +111,14 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Cancelled>, ApiError> {
     let queue = state.queue();
-    let (result, status) = match queue.cancel(&id).await? {
+    let job = queue.get(&id).await?.ok_or_else(|| not_found(&id))?;
+    // A job waiting for approval that is cancelled was turned down, as Woodpecker says.
+    let why = if job.status == JobStatus::Blocked {
+        "declined"
+    } else {
+        "cancelled"
+    };
+    let (result, status) = match queue.cancel_because(&id, why).await? {
         CancelResult::Cancelled => ("cancelled", JobStatus::Cancelled),
         // Kept is superseding's answer only; a person's cancel is never refused.
         CancelResult::Requested | CancelResult::Kept => ("requested", JobStatus::Running),
@@ -121,13 +128,8 @@ pub(crate) async fn cancel(
     // A matrix job is done once it has queued its variants, which are the build: cancelling
     // it means cancelling them, as cancelling a pipeline does in Woodpecker and GitLab.
     let mut variants = Vec::new();
-    let children = queue
-        .get(&id)
-        .await?
-        .map(|j| j.children)
-        .unwrap_or_default();
     let reason = format!("the matrix job {id} was cancelled");
-    for child in children {
+    for child in job.children {
         match queue.cancel_because(&child, &reason).await {
             Ok(CancelResult::Cancelled | CancelResult::Requested | CancelResult::Kept) => {
                 info!(job = %child, matrix = %id, "cancel");
