@@ -182,28 +182,20 @@ async fn handle(
     };
     match enqueued {
         Enqueued::Created(job) => {
-            if blocked {
-                info!(
-                    job = %job.id,
-                    %forge,
-                    repo = %job.spec.repo,
-                    git_ref = %job.spec.git_ref,
-                    event = %job.spec.event,
-                    from_fork = job.spec.from_fork,
-                    "webhook's job waits for approval (server.approval)"
-                );
-            } else {
+            // Counted as queued when approved, if it waits (`blocked`).
+            if !blocked {
                 state.metrics().job_queued(&job.spec.pool);
-                info!(
-                    job = %job.id,
-                    %forge,
-                    repo = %job.spec.repo,
-                    git_ref = %job.spec.git_ref,
-                    event = %job.spec.event,
-                    pool = %job.spec.pool,
-                    "webhook queued a job"
-                );
             }
+            info!(
+                job = %job.id,
+                %forge,
+                repo = %job.spec.repo,
+                git_ref = %job.spec.git_ref,
+                event = %job.spec.event,
+                pool = %job.spec.pool,
+                status = %job.status,
+                "webhook queued a job"
+            );
             let superseded = if config.server.cancel_superseded.contains(&job.spec.event) {
                 supersede(state, &job).await
             } else {

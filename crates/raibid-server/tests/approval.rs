@@ -6,7 +6,7 @@ mod support;
 use raibid_config::ApprovalMode;
 use raibid_model::{JobStatus, PoolName};
 use reqwest::StatusCode;
-use support::{TOKEN, TestServer, json};
+use support::{TestServer, json};
 
 async fn job(server: &TestServer, id: &str) -> raibid_model::Job {
     server.queue.get(id).await.unwrap().expect("job exists")
@@ -40,13 +40,7 @@ async fn a_pull_request_from_a_fork_waits_until_a_token_holder_approves_it() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(job(&server, &id).await.status, JobStatus::Blocked);
 
-    let approved = server
-        .client
-        .post(server.url(&path))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let approved = server.post_json(&path, &serde_json::json!({})).await;
     assert_eq!(approved.status(), StatusCode::OK);
     assert_eq!(json(approved).await["status"], "queued");
     assert_eq!(
@@ -56,23 +50,16 @@ async fn a_pull_request_from_a_fork_waits_until_a_token_holder_approves_it() {
     let claimed = server.claim_one("agent-1").await;
     assert_eq!(claimed.job.id, id);
 
-    let again = server
-        .client
-        .post(server.url(&path))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let again = server.post_json(&path, &serde_json::json!({})).await;
     assert_eq!(again.status(), StatusCode::CONFLICT);
     let message = json(again).await.to_string();
     assert!(message.contains("is running"), "{message}");
     let missing = server
-        .client
-        .post(server.url("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/approve"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/approve",
+            &serde_json::json!({}),
+        )
+        .await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
     // A pull request from a branch of the repository itself runs at once.
