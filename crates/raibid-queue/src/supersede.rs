@@ -1,5 +1,5 @@
-//! A newer build of a branch or pull request cancels the older ones still queued or running
-//! (Woodpecker's "cancel previous pipelines", GitLab's auto-cancel of redundant pipelines):
+//! A newer build of a branch or pull request cancels the older ones still queued, blocked
+//! (waiting for approval) or running (Woodpecker's "cancel previous pipelines", GitLab's auto-cancel of redundant pipelines):
 //! their results would describe commits nobody looks at any more, and they hold agents the
 //! newer build needs.
 //!
@@ -9,7 +9,8 @@
 //! id (queue order): a build joins its lane when it supersedes (its webhook) or is a retry, and
 //! what it supersedes are the lane's older members. A matrix job's variants go with it; they
 //! are found through it, not the lane. A running job whose pipeline says `interruptible: false`
-//! is left to finish (queued ones are cancelled regardless: nothing of them has run).
+//! is left to finish (queued and blocked ones are cancelled regardless: nothing of them has
+//! run).
 //!
 //! A lane keeps its [`LANE_MAX`] newest builds, and lives a week after its last one: builds
 //! older than that are not found, and run to their end.
