@@ -262,12 +262,18 @@ impl Queue {
             Some("dup") => Ok(Enqueued::Duplicate {
                 job_id: reply.get(1).cloned().unwrap_or_default(),
             }),
-            Some("full") => Err(QueueError::Full {
-                pool: spec.pool.to_string(),
-                depth: reply.get(1).and_then(|d| d.parse().ok()).unwrap_or(0),
-                limit: self.options.maxlen,
-            }),
+            Some("full") => Err(self.full(&spec.pool, &reply)),
             _ => Err(QueueError::Protocol(format!("enqueue replied {reply:?}"))),
+        }
+    }
+
+    /// The error for a script's `{"full", depth}` (ENQUEUE, APPROVE): the pool's stream is at
+    /// `redis.maxlen`.
+    fn full(&self, pool: &PoolName, reply: &[String]) -> QueueError {
+        QueueError::Full {
+            pool: pool.to_string(),
+            depth: reply.get(1).and_then(|d| d.parse().ok()).unwrap_or(0),
+            limit: self.options.maxlen,
         }
     }
 
@@ -717,11 +723,7 @@ impl Queue {
                     .map_err(QueueError::Protocol)?
                     .unwrap_or(JobStatus::Queued),
             }),
-            Some("full") => Err(QueueError::Full {
-                pool: job.spec.pool.to_string(),
-                depth: reply.get(1).and_then(|d| d.parse().ok()).unwrap_or(0),
-                limit: self.options.maxlen,
-            }),
+            Some("full") => Err(self.full(&job.spec.pool, &reply)),
             _ => Err(QueueError::Protocol(format!("approve replied {reply:?}"))),
         }
     }
@@ -807,14 +809,28 @@ impl Queue {
         if cancel.as_deref() != Some("1") && status.as_deref() != Some("cancelled") {
             return Ok(false);
         }
+        self.cancel_variants(parent_id, children).await?;
+        Ok(true)
+    }
+
+    /// Cancels a cancelled matrix job's variants (or asks their agents to stop), saying so as
+    /// their reason; those that had finished or are gone are left. Returns the ones it
+    /// cancelled or asked to stop.
+    pub async fn cancel_variants(
+        &self,
+        parent_id: &str,
+        variants: &[String],
+    ) -> Result<Vec<String>, QueueError> {
         let reason = format!("the matrix job {parent_id} was cancelled");
-        for child in children {
-            match self.cancel_because(child, &reason).await {
-                Ok(_) | Err(QueueError::NotFound(_)) => {}
+        let mut cancelled = Vec::new();
+        for id in variants {
+            match self.cancel_because(id, &reason).await {
+                Ok(CancelResult::AlreadyFinished(_)) | Err(QueueError::NotFound(_)) => {}
+                Ok(_) => cancelled.push(id.clone()),
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        Ok(cancelled)
     }
 
     /// How many jobs have `status` (one read of its index).

@@ -469,6 +469,17 @@ return {'ok', entry}
     )
 });
 
+/// Shared by FIND_SUPERSEDED and JOIN_LANE: adds a member to a lane, keeps its `max` newest
+/// and its time to live.
+const JOIN_LANE_FN: &str = r#"
+local function join_lane(lane, member, max, ttl)
+  redis.call('ZADD', lane, '0', member)
+  local excess = redis.call('ZCARD', lane) - max
+  if excess > 0 then redis.call('ZREMRANGEBYRANK', lane, 0, excess - 1) end
+  redis.call('EXPIRE', lane, ttl)
+end
+"#;
+
 /// Registers a build of a ref (the lane: a sorted set of `<id>:<commit>`, ordered by id) and
 /// returns the older builds of it that a new one may supersede: those of another commit that
 /// are queued or running and not being cancelled already, and finished matrix jobs whose
@@ -487,7 +498,9 @@ return {'ok', entry}
 /// Returns id, "1" if it has variants else "0", ...
 pub(crate) static FIND_SUPERSEDED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
+        &[
+            JOIN_LANE_FN,
+            r#"
 local out = {}
 local max = tonumber(ARGV[4])
 local below = '(' .. ARGV[2]
@@ -524,12 +537,11 @@ while not done and seen < max do
     end
   end
 end
-redis.call('ZADD', KEYS[1], '0', ARGV[2] .. ':' .. ARGV[3])
-local excess = redis.call('ZCARD', KEYS[1]) - max
-if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1) end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+join_lane(KEYS[1], ARGV[2] .. ':' .. ARGV[3], max, ARGV[5])
 return out
 "#,
+        ]
+        .concat(),
     )
 });
 
@@ -540,13 +552,14 @@ return out
 /// ARGV: member (`<id>:<commit>`), most builds kept in the lane, lane ttl seconds
 pub(crate) static JOIN_LANE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r#"
-redis.call('ZADD', KEYS[1], '0', ARGV[1])
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
-if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1) end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+        &[
+            JOIN_LANE_FN,
+            r#"
+join_lane(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3])
 return 1
 "#,
+        ]
+        .concat(),
     )
 });
 

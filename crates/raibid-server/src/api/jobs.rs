@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use raibid_model::{Job, JobStatus, PoolName};
-use raibid_queue::{CancelResult, JobFilter, QueueError};
+use raibid_queue::{CancelResult, JobFilter};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -127,17 +127,9 @@ pub(crate) async fn cancel(
     info!(job = %id, result, "cancel");
     // A matrix job is done once it has queued its variants, which are the build: cancelling
     // it means cancelling them, as cancelling a pipeline does in Woodpecker and GitLab.
-    let mut variants = Vec::new();
-    let reason = format!("the matrix job {id} was cancelled");
-    for child in job.children {
-        match queue.cancel_because(&child, &reason).await {
-            Ok(CancelResult::Cancelled | CancelResult::Requested | CancelResult::Kept) => {
-                info!(job = %child, matrix = %id, "cancel");
-                variants.push(child);
-            }
-            Ok(CancelResult::AlreadyFinished(_)) | Err(QueueError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+    let variants = queue.cancel_variants(&id, &job.children).await?;
+    for variant in &variants {
+        info!(job = %variant, matrix = %id, "cancel");
     }
     Ok(Json(Cancelled {
         result,
