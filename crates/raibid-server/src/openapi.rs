@@ -97,7 +97,9 @@ fn webhook(forge: &str) -> Value {
                 "403": error("The repository is not in server.allowed_repos."),
                 "413": error("Body larger than server.body_limit_bytes."),
                 "415": error("Content-Type is not application/json."),
-                "503": error("Redis unavailable or the pool's queue is full; retry later.")
+                "503": error("Redis unavailable or the pool's queue is full; retry later. Also when \
+                    the job was queued but the older builds it supersedes could not be cancelled: \
+                    the message names the job, and a redelivery finishes the cancelling.")
             }
         }
     })
@@ -567,7 +569,14 @@ fn schemas() -> Value {
         },
         "WebhookDuplicate": {
             "type": "object", "required": ["job_id", "duplicate"],
-            "properties": { "job_id": string, "duplicate": { "const": true } }
+            "properties": {
+                "job_id": string,
+                "duplicate": { "const": true },
+                "superseded": {
+                    "type": "array", "items": string,
+                    "description": "Older builds the first delivery failed to cancel (its answer was a 503) and this one cancelled; absent when none."
+                }
+            }
         },
         "WebhookIgnored": {
             "type": "object", "required": ["ignored"],

@@ -69,6 +69,9 @@ enum Reply {
     Duplicate {
         job_id: String,
         duplicate: bool,
+        /// What the redelivery superseded: builds the first delivery failed to cancel.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        superseded: Vec<String>,
     },
     Ignored {
         ignored: String,
@@ -197,7 +200,7 @@ async fn handle(
                 "webhook queued a job"
             );
             let superseded = if config.server.cancel_superseded.contains(&job.spec.event) {
-                supersede(state, &job).await
+                supersede(state, &job).await?
             } else {
                 Vec::new()
             };
@@ -209,9 +212,19 @@ async fn handle(
         }
         Enqueued::Duplicate { job_id } => {
             debug!(job = %job_id, %forge, "webhook redelivered");
+            // The first delivery may have queued the job and then failed to supersede (its
+            // answer was a 503): the redelivery finishes that. Superseding again is harmless,
+            // as the builds it cancelled are no longer unfinished.
+            let superseded = match state.queue().get(&job_id).await? {
+                Some(job) if config.server.cancel_superseded.contains(&job.spec.event) => {
+                    supersede(state, &job).await?
+                }
+                _ => Vec::new(),
+            };
             Ok(Reply::Duplicate {
                 job_id,
                 duplicate: true,
+                superseded,
             })
         }
     }
@@ -219,29 +232,32 @@ async fn handle(
 
 /// Cancels the older builds `job` supersedes; returns those it cancelled or asked to stop.
 ///
-/// The new job is queued already, so a failure here is logged and the webhook still succeeds:
-/// a forge retrying it would find a duplicate and not come back here, and the older builds
-/// merely run to the end, as they would with `server.cancel_superseded` off.
-async fn supersede(state: &AppState, job: &raibid_model::Job) -> Vec<String> {
-    match state.queue().supersede(job).await {
-        Ok(done) => done
-            .into_iter()
-            .filter_map(|s| match s.result {
-                CancelResult::Kept => {
-                    info!(job = %s.id, by = %job.id, "superseded, but its pipeline is not interruptible");
-                    None
-                }
-                _ => {
-                    info!(job = %s.id, by = %job.id, result = ?s.result, "superseded");
-                    Some(s.id)
-                }
-            })
-            .collect(),
-        Err(e) => {
-            warn!(job = %job.id, error = %e, "cannot cancel the builds this one supersedes");
-            Vec::new()
-        }
-    }
+/// The new job is queued already when this fails (Redis lost in between), and it has not
+/// joined its lane either, so no later push would find it. The answer is then a 503 naming
+/// the job, so that the forge delivers the webhook again: the redelivery is a duplicate, which
+/// supersedes again instead of queueing.
+async fn supersede(state: &AppState, job: &raibid_model::Job) -> Result<Vec<String>, ApiError> {
+    let done = state.queue().supersede(job).await.map_err(|e| {
+        warn!(job = %job.id, error = %e, "cannot cancel the builds this one supersedes");
+        ApiError::QueueUnavailable(format!(
+            "job {} is queued, but the older builds it supersedes could not be cancelled \
+             ({e}); deliver this webhook again to finish",
+            job.id
+        ))
+    })?;
+    Ok(done
+        .into_iter()
+        .filter_map(|s| match s.result {
+            CancelResult::Kept => {
+                info!(job = %s.id, by = %job.id, "superseded, but its pipeline is not interruptible");
+                None
+            }
+            _ => {
+                info!(job = %s.id, by = %job.id, result = ?s.result, "superseded");
+                Some(s.id)
+            }
+        })
+        .collect())
 }
 
 /// The secret the body must be signed with: the repository's own, else the global one.

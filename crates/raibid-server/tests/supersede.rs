@@ -232,3 +232,91 @@ async fn cancelling_a_matrix_job_cancels_its_variants() {
     assert_eq!(reply["result"], "cancelled");
     assert_eq!(reply.get("variants"), None);
 }
+
+/// Redis failing between queueing a job and superseding for it (here: the server's Redis user
+/// may not read lanes) answers 503 naming the job, so the forge delivers again; the
+/// redelivery is a duplicate that supersedes, and the job is in its lane for later pushes.
+#[tokio::test]
+async fn a_push_whose_superseding_failed_finishes_it_when_delivered_again() {
+    let redis = raibid_testkit::RedisServer::start();
+    assert_eq!(
+        redis
+            .command("ACL SETUSER raibid on >secret ~* &* +@all -zrange")
+            .unwrap(),
+        "+OK"
+    );
+    let url = redis
+        .url()
+        .replacen("redis://", "redis://raibid:secret@", 1);
+    let mut options = raibid_queue::QueueOptions::new(url);
+    options.command_timeout = std::time::Duration::from_secs(2);
+    let server_queue = raibid_queue::Queue::open(options).unwrap();
+    let server = TestServer::start_with_queue(
+        redis,
+        support::config(),
+        raibid_server::system_clock(),
+        server_queue,
+    )
+    .await;
+    // The test's own queue may read lanes: it stands in for the first push, already in its lane.
+    let spec = NewJob::new(
+        REPO,
+        "https://git.example/acme/app.git",
+        "refs/heads/main",
+        sha('a'),
+        Event::Push,
+    );
+    let Enqueued::Created(first) = server.queue.enqueue(spec).await.unwrap() else {
+        panic!("not created");
+    };
+    assert!(server.queue.supersede(&first).await.unwrap().is_empty());
+
+    let body = push_body(REPO, "main", &sha('b'));
+    let deliver = || async {
+        server
+            .post_webhook(
+                "gitea",
+                gitea_headers("push", "d-main-b", SECRET, &body),
+                body.clone(),
+            )
+            .await
+    };
+    let response = deliver().await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let message = json(response).await["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second_id = server
+        .queue
+        .list(&Default::default(), None, 10)
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .find(|j| j.spec.sha == sha('b'))
+        .expect("the job was queued")
+        .id;
+    assert!(
+        message.contains(&format!("job {second_id} is queued"))
+            && message.contains("deliver this webhook again"),
+        "{message}"
+    );
+    assert_eq!(job(&server, &first.id).await.status, JobStatus::Queued);
+
+    server
+        .redis
+        .command("ACL SETUSER raibid +zrange")
+        .expect("Redis answers");
+    let response = deliver().await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply = json(response).await;
+    assert_eq!(reply["job_id"], second_id.as_str());
+    assert_eq!(reply["duplicate"], true);
+    assert_eq!(superseded(&reply), vec![first.id.clone()]);
+    assert_eq!(job(&server, &first.id).await.status, JobStatus::Cancelled);
+
+    // The second build joined its lane: the next push finds it.
+    let third = push(&server, "main", 'c').await;
+    assert_eq!(superseded(&third), vec![second_id]);
+}

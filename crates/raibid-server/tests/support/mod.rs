@@ -72,6 +72,17 @@ impl TestServer {
         config: Config,
         clock: std::sync::Arc<dyn raibid_server::Clock>,
     ) -> Self {
+        let server_queue = queue_for(&redis);
+        Self::start_with_queue(redis, config, clock, server_queue).await
+    }
+
+    /// A server that speaks to Redis through `server_queue` (another Redis user, say).
+    pub async fn start_with_queue(
+        redis: RedisServer,
+        config: Config,
+        clock: std::sync::Arc<dyn raibid_server::Clock>,
+        server_queue: Queue,
+    ) -> Self {
         let queue = queue_for(&redis);
         // The reporter's consumer group starts at the end of the events stream; creating it
         // first means no event of the test can come before it.
@@ -81,7 +92,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let options = ServerOptions {
             config,
-            queue: queue_for(&redis),
+            queue: server_queue,
             instance: "test".into(),
             clock,
         };
