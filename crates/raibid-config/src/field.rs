@@ -147,7 +147,7 @@ structs! {
     Schedule { name, repo, clone_url, branch, cron, pool, env }
     ServerConfig {
         listen, public_url, tokens, read_requires_token, webhook_secret, repo_secrets,
-        allowed_repos, events, approval, cancel_superseded, body_limit_bytes, max_log_streams,
+        allowed_repos, events, approval, approval_expiry_days, cancel_superseded, body_limit_bytes, max_log_streams,
         max_log_streams_per_client,
         log_stream_max_secs, trusted_proxies,
         default_pool, pool_rules, pools, github_api_url, github_token, schedules,

@@ -816,6 +816,17 @@ flux:
     }
 
     #[test]
+    fn approvals_expire_after_thirty_days_unless_configured() {
+        assert_eq!(parse("").unwrap().server.approval_expiry_days, 30);
+        let c = parse("server:\n  approval_expiry_days: 0\n").unwrap();
+        assert_eq!(c.server.approval_expiry_days, 0);
+        let err = parse("server:\n  approval_expiry_days: -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("approval_expiry_days"), "{err}");
+    }
+
+    #[test]
     fn approval_defaults_to_forks_and_names_bad_modes() {
         use crate::ApprovalMode;
         use raibid_model::Event;

@@ -204,6 +204,11 @@ pub struct ServerConfig {
     /// they are queued, as in Woodpecker: `forks` (pull requests from forks, the default),
     /// `pull_requests`, `all_events`, or `none`.
     pub approval: ApprovalMode,
+    /// A job left waiting for approval this many days is declined (cancelled, its commit
+    /// status saying so), as GitHub deletes runs awaiting approval after 30 days: blocked jobs
+    /// are not finished, so retention never prunes them, and nobody will approve a pull
+    /// request's build of a month ago. 0: they wait for ever.
+    pub approval_expiry_days: u32,
     /// For these events (push, pull_request), a new build of a branch or pull request cancels
     /// the older ones of it still queued or running, as Woodpecker's default does; empty: off.
     pub cancel_superseded: Vec<raibid_model::Event>,
@@ -259,6 +264,7 @@ impl Default for ServerConfig {
                 raibid_model::Event::Cron,
             ],
             approval: ApprovalMode::Forks,
+            approval_expiry_days: 30,
             cancel_superseded: vec![raibid_model::Event::Push, raibid_model::Event::PullRequest],
             body_limit_bytes: 5 * 1024 * 1024,
             max_log_streams: 256,

@@ -2,7 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use raibid_model::{Job, JobStatus, NewJob, Outcome, PoolName};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -96,10 +96,21 @@ pub enum CancelResult {
     Cancelled,
     /// Is running; its agent stops it within one heartbeat.
     Requested,
-    /// Is running, and its pipeline says a newer build must not interrupt it
-    /// (`interruptible: false`); only superseding leaves a job for that.
+    /// Left as it is: running with a pipeline that says a newer build must not interrupt it
+    /// (`interruptible: false`, when superseding), or no longer waiting for approval (when
+    /// expiring blocked jobs).
     Kept,
     AlreadyFinished(JobStatus),
+}
+
+/// Which jobs a cancel may touch; the others end up [`CancelResult::Kept`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelScope {
+    Any,
+    /// Superseding: not a running job whose pipeline says `interruptible: false`.
+    Interruptible,
+    /// Expiring approvals: only a job still blocked, not one approved meanwhile.
+    Blocked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -639,16 +650,14 @@ impl Queue {
     /// Cancels a job, saying why: the reason becomes the cancelled job's `reason`, also when
     /// its agent is the one to finish it.
     pub async fn cancel_because(&self, id: &str, reason: &str) -> Result<CancelResult, QueueError> {
-        self.cancel_job(id, reason, false).await
+        self.cancel_job(id, reason, CancelScope::Any).await
     }
 
-    /// `keep_uninterruptible`: leave a running job whose pipeline says `interruptible: false`
-    /// ([`CancelResult::Kept`]).
     pub(crate) async fn cancel_job(
         &self,
         id: &str,
         reason: &str,
-        keep_uninterruptible: bool,
+        scope: CancelScope,
     ) -> Result<CancelResult, QueueError> {
         if !valid_id(id) {
             return Err(QueueError::NotFound(id.to_owned()));
@@ -664,7 +673,11 @@ impl Queue {
             .arg(Utc::now().timestamp_millis())
             .arg(id)
             .arg(reason)
-            .arg(if keep_uninterruptible { "1" } else { "0" });
+            .arg(match scope {
+                CancelScope::Any => "any",
+                CancelScope::Interruptible => "interruptible",
+                CancelScope::Blocked => "blocked",
+            });
         let reply: String = self.conn.script(&invocation).await?;
         match reply.as_str() {
             "cancelled" => Ok(CancelResult::Cancelled),
@@ -678,6 +691,62 @@ impl Queue {
                 None => Err(QueueError::Protocol(format!("cancel replied {other}"))),
             },
         }
+    }
+
+    /// Declines the jobs that have waited for approval since before `cutoff` (by their ids'
+    /// time, which is when their webhook came); returns their ids. `reason` becomes theirs.
+    /// A job approved meanwhile is left alone. Bounded per call, as the reaper calls it often.
+    pub async fn expire_blocked(
+        &self,
+        cutoff: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<String>, QueueError> {
+        const BATCH: usize = 100;
+        let cutoff = cutoff.timestamp_millis();
+        if cutoff <= 0 {
+            return Ok(Vec::new());
+        }
+        // The smallest id of the cutoff's millisecond: every job id is a ULID, ordered by time.
+        let bound = format!("({}", ulid::Ulid::from_parts(cutoff as u64, 0));
+        let mut expired = Vec::new();
+        for _ in 0..10 {
+            let ids: Vec<String> = self
+                .conn
+                .run(
+                    redis::cmd("ZRANGE")
+                        .arg(self.keys.by_status(JobStatus::Blocked))
+                        .arg("-")
+                        .arg(&bound)
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(BATCH),
+                )
+                .await?;
+            for id in &ids {
+                match self.cancel_job(id, reason, CancelScope::Blocked).await {
+                    Ok(CancelResult::Cancelled) => expired.push(id.clone()),
+                    Ok(_) => {}
+                    // An index member without its record (pruned by hand): drop the member,
+                    // or every pass would find it again.
+                    Err(QueueError::NotFound(_)) => {
+                        let _: i64 = self
+                            .conn
+                            .run(
+                                redis::cmd("ZREM")
+                                    .arg(self.keys.by_status(JobStatus::Blocked))
+                                    .arg(id),
+                            )
+                            .await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if ids.len() < BATCH {
+                break;
+            }
+        }
+        Ok(expired)
     }
 
     /// Queues a blocked job (see [`Queue::enqueue_blocked`]) now that a person approved it.

@@ -402,8 +402,9 @@ return 'requeued'
 });
 
 /// KEYS: job, by-status(queued), by-status(cancelled), log, events, by-status(blocked)
-/// ARGV: now ms, id, reason, "1" to leave a running job that said it may not be interrupted
-/// (superseding) or "0"
+/// ARGV: now ms, id, reason, scope: "any"; "interruptible" leaves a running job that said it
+/// may not be interrupted (superseding); "blocked" cancels only a job waiting for approval
+/// (its expiry), leaving one approved meanwhile
 /// Returns "cancelled" | "requested" | "kept" | "missing" | "final:<status>"
 pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -413,6 +414,7 @@ pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
 local cur = redis.call('HMGET', KEYS[1], 'status', 'interruptible', 'cancel_requested')
 local status = cur[1]
 if not status then return 'missing' end
+if ARGV[4] == 'blocked' and (status == 'queued' or status == 'running') then return 'kept' end
 if status == 'queued' or status == 'blocked' then
   -- A queued job's stream entry stays (deleting it would make XINFO's lag unknown for
   -- KEDA); the agent that receives it sees the status and acks it without running anything.
@@ -424,7 +426,7 @@ if status == 'queued' or status == 'blocked' then
   return 'cancelled'
 end
 if status == 'running' then
-  if ARGV[4] == '1' and cur[2] == '0' then return 'kept' end
+  if ARGV[4] == 'interruptible' and cur[2] == '0' then return 'kept' end
   -- A second request keeps the first one's reason.
   if cur[3] ~= '1' then
     redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'cancel_reason', ARGV[3])

@@ -17,6 +17,7 @@
 
 use raibid_model::{Event, Job, NewJob};
 
+use crate::queue::CancelScope;
 use crate::queue::{heartbeat_reply, valid_id};
 use crate::{CancelResult, Heartbeat, Queue, QueueError, scripts};
 
@@ -84,7 +85,10 @@ impl Queue {
         if out.iter().any(|s| s.id == id) {
             return Ok(());
         }
-        match self.cancel_job(id, reason, true).await {
+        match self
+            .cancel_job(id, reason, CancelScope::Interruptible)
+            .await
+        {
             Ok(CancelResult::AlreadyFinished(_)) | Err(QueueError::NotFound(_)) => Ok(()),
             Ok(result) => {
                 out.push(Superseded {

@@ -142,3 +142,57 @@ async fn a_redelivered_webhook_finds_its_blocked_job_and_a_full_queue_refuses_th
         "still waiting, for a later approval"
     );
 }
+
+/// Blocked jobs older than the cutoff are declined with the reason given; younger ones, and
+/// one approved meanwhile, are left alone; a stray index member is dropped.
+#[tokio::test]
+async fn blocked_jobs_past_the_cutoff_expire() {
+    let redis = RedisServer::start();
+    let q = Queue::open(options(&redis)).unwrap();
+    let old = blocked(&q, fork_pr('a')).await;
+    let mut other = fork_pr('b');
+    other.pr_number = Some(4);
+    other.git_ref = "refs/pull/4/head".into();
+    let approved = blocked(&q, other).await;
+    q.approve(&approved.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cutoff = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut young = fork_pr('c');
+    young.pr_number = Some(5);
+    young.git_ref = "refs/pull/5/head".into();
+    let young = blocked(&q, young).await;
+    // An index member whose record is gone.
+    redis
+        .command("ZADD raibid:ci-jobs:jobs:status:blocked 0 01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        .unwrap();
+    // The approved job as an expiry that read the index just before the approval sees it.
+    redis
+        .command(&format!(
+            "ZADD raibid:ci-jobs:jobs:status:blocked 0 {}",
+            approved.id
+        ))
+        .unwrap();
+
+    let expired = q.expire_blocked(cutoff, "approval expired").await.unwrap();
+    assert_eq!(expired, vec![old.id.clone()]);
+    let declined = q.get(&old.id).await.unwrap().unwrap();
+    assert_eq!(declined.status, JobStatus::Cancelled);
+    assert_eq!(declined.reason.as_deref(), Some("approval expired"));
+    assert_eq!(status(&q, &approved.id).await, JobStatus::Queued);
+    assert_eq!(status(&q, &young.id).await, JobStatus::Blocked);
+    redis
+        .command(&format!(
+            "ZREM raibid:ci-jobs:jobs:status:blocked {}",
+            approved.id
+        ))
+        .unwrap();
+    assert_eq!(
+        q.count(JobStatus::Blocked).await.unwrap(),
+        1,
+        "the stray is gone"
+    );
+
+    // Again: nothing more to do.
+    assert!(q.expire_blocked(cutoff, "x").await.unwrap().is_empty());
+}

@@ -1,5 +1,6 @@
-//! The reaper: hands jobs of agents that stopped heart-beating back to the queue, and prunes
-//! old finished jobs: beyond `redis.retain_jobs`, and while Redis is close to its `maxmemory`.
+//! The reaper: hands jobs of agents that stopped heart-beating back to the queue, declines
+//! jobs that waited for approval past `server.approval_expiry_days`, and prunes old finished
+//! jobs: beyond `redis.retain_jobs`, and while Redis is close to its `maxmemory`.
 //!
 //! Every server replica runs one; the queue's scripts make concurrent reaping safe.
 
@@ -15,6 +16,13 @@ pub(crate) async fn run(state: AppState) {
     let min_idle = Duration::from_secs(state.config().redis.stale_after_secs);
     let keep = state.config().redis.retain_jobs;
     let memory_percent = state.config().redis.prune_memory_percent;
+    let expiry_days = state.config().server.approval_expiry_days;
+    let expiry = (expiry_days > 0).then(|| {
+        (
+            chrono::TimeDelta::days(i64::from(expiry_days)),
+            format!("approval expired: waited more than {expiry_days} day(s)"),
+        )
+    });
     // Said once per episode, not every five seconds.
     let mut full_warned = false;
     let mut refused_warned = false;
@@ -41,6 +49,18 @@ pub(crate) async fn run(state: AppState) {
                     }
                 }
                 Err(e) => warn!(error = %e, "reaper could not look for stale jobs"),
+            }
+            if let Some((max_wait, reason)) = &expiry {
+                let cutoff = state.clock().now() - *max_wait;
+                match state.queue().expire_blocked(cutoff, reason).await {
+                    Ok(expired) if expired.is_empty() => {}
+                    Ok(expired) => {
+                        info!(?expired, "declined jobs that waited too long for approval")
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "reaper could not expire jobs waiting for approval")
+                    }
+                }
             }
             match state.queue().prune(keep).await {
                 Ok(0) => {}

@@ -34,7 +34,7 @@ use crate::api::validate;
 /// within a few seconds of its time, and a failed attempt is retried as soon.
 const EVERY: Duration = Duration::from_secs(2);
 
-/// Where the scheduler gets the time from.
+/// Where the scheduler and the expiry of approvals (the reaper) get the time from.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }

@@ -130,3 +130,51 @@ async fn approval_follows_server_approval() {
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(json(response).await["status"], "queued");
 }
+
+/// A clock the test moves forward, as if the server had run for days.
+struct TestClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl raibid_server::Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// `server.approval_expiry_days`: the reaper declines a job nobody approved in time, with a
+/// reason that says so, and not before.
+#[tokio::test]
+async fn a_job_left_waiting_past_the_expiry_is_declined_by_the_reaper() {
+    let mut config = support::config();
+    config.server.approval_expiry_days = 2;
+    let clock = std::sync::Arc::new(TestClock(std::sync::Mutex::new(chrono::Utc::now())));
+    let server =
+        TestServer::start_with_clock(raibid_testkit::RedisServer::start(), config, clock.clone())
+            .await;
+    let (id, status) = deliver(&server, "gitea/pull_request-agit").await;
+    assert_eq!(status, "blocked");
+
+    // A day and a half later: still waiting.
+    *clock.0.lock().unwrap() = chrono::Utc::now() + chrono::TimeDelta::hours(36);
+    // Two reaper passes (every 5 s) at this time leave it waiting.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let first = job(&server, &id).await;
+    assert_eq!(first.status, JobStatus::Blocked, "{:?}", first.reason);
+
+    // Two and a half days later: it has waited past two days.
+    *clock.0.lock().unwrap() =
+        chrono::Utc::now() + chrono::TimeDelta::days(3) - chrono::TimeDelta::hours(12);
+    let expired = support::eventually(
+        std::time::Duration::from_secs(15),
+        "the reaper to decline the old job",
+        || async {
+            let j = job(&server, &id).await;
+            (j.status != JobStatus::Blocked).then_some(j)
+        },
+    )
+    .await;
+    assert_eq!(expired.status, JobStatus::Cancelled);
+    assert_eq!(
+        expired.reason.as_deref(),
+        Some("approval expired: waited more than 2 day(s)")
+    );
+}
