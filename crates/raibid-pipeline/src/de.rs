@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::merge::MergeKeys;
 use crate::names;
 
 /// Runs `check` on a string scalar.
@@ -99,7 +100,7 @@ where
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        let raw = R::deserialize(MapAccessDeserializer::new(map))?;
+        let raw = R::deserialize(MapAccessDeserializer::new(MergeKeys::new(map)))?;
         (self.check)(raw).map_err(de::Error::custom)
     }
 }
@@ -207,7 +208,8 @@ impl<'de> Visitor<'de> for EnvMapVisitor {
         f.write_str("a mapping of variable names to values, like `{ FOO: bar }`")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let mut map = MergeKeys::new(map);
         let mut env = BTreeMap::new();
         while let Some(name) = map.next_key_seed(unique_name(
             "a variable name",

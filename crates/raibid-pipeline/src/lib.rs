@@ -17,6 +17,7 @@ mod flow_guard;
 mod image_build;
 mod makefile;
 mod matrix;
+mod merge;
 mod names;
 mod pipeline;
 mod service;

@@ -97,6 +97,10 @@ struct RawPipeline {
     services: Option<Services>,
     steps: Option<Steps>,
     interruptible: Option<bool>,
+    /// Woodpecker's place for YAML anchors (`- &image golang:1.22`) that steps then use
+    /// (`image: *image`, `<<: *defaults`); not read otherwise.
+    #[allow(dead_code)]
+    variables: Option<serde::de::IgnoredAny>,
 }
 
 impl RawPipeline {

@@ -102,6 +102,14 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
     ("image-with-spaces.yaml", 1, 8, "not an image reference"),
     ("matrix-bad-exclude.yaml", 2, 3, "never matches"),
     ("matrix-too-big.yaml", 2, 3, "the limit is 256"),
+    ("merge-of-a-decimal.yaml", 8, 7, "unquoted decimal 1.2"),
+    ("merge-of-a-list.yaml", 5, 7, "`<<` merges a mapping"),
+    (
+        "merge-of-unknown-key.yaml",
+        6,
+        5,
+        "unknown field `timout`, expected one of",
+    ),
     ("missing-name.yaml", 2, 5, "no `name`"),
     ("missing-run.yaml", 5, 5, "has nothing to do"),
     ("missing-tag-placeholder-close.yaml", 4, 14, "never closed"),
@@ -881,4 +889,48 @@ fn interruptible_defaults_to_true_and_takes_a_boolean() {
         e.starts_with(".raibid.yaml:1:16: ") && e.contains("expected a boolean"),
         "{e}"
     );
+}
+
+/// Anchors under `variables:`, aliases and merge keys (`<<`), as Woodpecker and GitLab files
+/// use them: a step's own keys win over merged ones, wherever they are written.
+#[test]
+fn anchors_and_merge_keys_reuse_parts_of_the_file() {
+    let p = sample("anchors-and-merge-keys.yaml");
+    let [test, lint, docs] = &p.steps[..] else {
+        panic!("three steps: {:?}", p.steps);
+    };
+    let image = Some("docker.io/library/rust:1.80".to_owned());
+    assert_eq!(
+        (&test.image, &lint.image, &docs.image),
+        (&image, &image, &image)
+    );
+    assert_eq!(test.timeout, Some(Duration::from_secs(20 * 60)));
+    assert_eq!(lint.timeout, Some(Duration::from_secs(5 * 60)), "its own");
+    assert_eq!(docs.timeout, None);
+    let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        test.env,
+        env(&[("CARGO_TERM_COLOR", "always"), ("RUST", "1.80")])
+    );
+    assert_eq!(
+        lint.env,
+        env(&[
+            ("CARGO_TERM_COLOR", "always"),
+            ("RUST", "1.80"),
+            ("RUSTFLAGS", "-D warnings")
+        ])
+    );
+    assert!(matches!(&test.kind, StepKind::Run { script } if script == "cargo test"));
+    let push = TriggerContext::new(Event::Push, Some("main".into()), None);
+    let tag = TriggerContext::new(Event::Tag, None, Some("v1".into()));
+    for step in [test, lint] {
+        assert!(step.when.runs(&push, raibid_pipeline::RunState::Success));
+        assert!(!step.when.runs(&tag, raibid_pipeline::RunState::Success));
+    }
+    assert!(docs.when.runs(&tag, raibid_pipeline::RunState::Success));
 }
