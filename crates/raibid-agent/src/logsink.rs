@@ -24,6 +24,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 pub const FLUSH_BYTES: usize = 64 * 1024;
 const MASK: &[u8] = b"***";
 const TAIL_LINES: usize = 20;
+/// How long a prefixed log (a step running beside others, [`JobLog::fork`]) holds an
+/// unfinished line before writing it out on a line of its own: whole lines keep the steps'
+/// output from mixing within a line, and a prompt or progress text still shows in time.
+pub const PARTIAL_LINE_WAIT: Duration = Duration::from_secs(1);
 
 /// Sleeps until `due`, or forever when nothing is buffered.
 async fn sleep_until_due(due: Option<Instant>) {
@@ -100,6 +104,15 @@ impl Masker {
             let mut automata = Automata::new(&self.secrets, budget);
             automata.read(&self.pending, 0);
             self.automata = Some(automata);
+        }
+    }
+
+    /// A masker of the same secrets with nothing held back: for another stream of output.
+    fn fork(&self) -> Masker {
+        Masker {
+            secrets: self.secrets.clone(),
+            dfa_budget: self.dfa_budget,
+            ..Masker::default()
         }
     }
 
@@ -436,6 +449,14 @@ pub struct JobLog {
     partial_line: Vec<u8>,
     capped: bool,
     bytes_written: u64,
+    /// Put before every line (a forked log's); such a log writes whole lines only.
+    prefix: Option<Vec<u8>>,
+    /// Prefixed logs: whether the next byte starts a line.
+    at_line_start: bool,
+    /// Prefixed logs: the length of `buffer` up to its last complete line.
+    complete: usize,
+    /// Prefixed logs: when the unfinished line at the end of `buffer` began.
+    partial_since: Option<Instant>,
 }
 
 impl JobLog {
@@ -450,7 +471,24 @@ impl JobLog {
             partial_line: Vec::new(),
             capped: false,
             bytes_written: 0,
+            prefix: None,
+            at_line_start: true,
+            complete: 0,
+            partial_since: None,
         }
+    }
+
+    /// A log into the same job log whose every line starts with `prefix`, masking the same
+    /// secrets: for a step that runs beside others. It writes whole lines only, so the lines
+    /// of steps running together alternate but never mix (an unfinished line waits at most
+    /// [`PARTIAL_LINE_WAIT`], then ends where it is). Flush this log before forking, so that
+    /// nothing it holds comes after the forks' lines.
+    pub fn fork(&self, prefix: &str) -> JobLog {
+        let mut log = JobLog::new(self.queue.clone(), self.job_id.clone());
+        log.masker = self.masker.fork();
+        log.prefix = Some(prefix.as_bytes().to_vec());
+        log.capped = self.capped;
+        log
     }
 
     pub fn mask(&mut self, secret: &str) {
@@ -484,7 +522,11 @@ impl JobLog {
     pub async fn flush(&mut self) {
         let rest = self.masker.finish();
         self.buffer_masked(&rest);
-        self.flush_buffer().await;
+        if self.prefix.is_some() {
+            self.flush_lines(true).await;
+        } else {
+            self.flush_buffer().await;
+        }
     }
 
     /// The last lines written since [`Self::start_tail`], for the step result.
@@ -519,16 +561,38 @@ impl JobLog {
         self.flush().await;
     }
 
-    /// When the buffer must be written, so that no byte waits longer than `FLUSH_INTERVAL`.
+    /// When the buffer must be written, so that no byte waits longer than `FLUSH_INTERVAL`
+    /// (a prefixed log's unfinished line: [`PARTIAL_LINE_WAIT`]).
     fn flush_due(&self) -> Option<Instant> {
+        if self.prefix.is_some() && self.complete == 0 {
+            return self.partial_since.map(|t| t + PARTIAL_LINE_WAIT);
+        }
         self.oldest.map(|t| t + FLUSH_INTERVAL)
     }
 
     fn buffer_masked(&mut self, data: &[u8]) {
-        if self.oldest.is_none() && !data.is_empty() {
-            self.oldest = Some(Instant::now());
+        if let Some(prefix) = &self.prefix {
+            for piece in data.split_inclusive(|&b| b == b'\n') {
+                if self.at_line_start {
+                    self.buffer.extend_from_slice(prefix);
+                    self.at_line_start = false;
+                    self.partial_since = Some(Instant::now());
+                }
+                self.buffer.extend_from_slice(piece);
+                if piece.ends_with(b"\n") {
+                    self.at_line_start = true;
+                    self.partial_since = None;
+                    self.complete = self.buffer.len();
+                    // The clock of a prefixed log starts when a line is whole.
+                    self.oldest.get_or_insert_with(Instant::now);
+                }
+            }
+        } else {
+            if self.oldest.is_none() && !data.is_empty() {
+                self.oldest = Some(Instant::now());
+            }
+            self.buffer.extend_from_slice(data);
         }
-        self.buffer.extend_from_slice(data);
         for &b in data {
             if b == b'\n' {
                 let line = String::from_utf8_lossy(&self.partial_line).into_owned();
@@ -544,15 +608,50 @@ impl JobLog {
     }
 
     async fn flush_buffer(&mut self) {
+        if self.prefix.is_some() {
+            return self.flush_lines(false).await;
+        }
         self.oldest = None;
         if self.buffer.is_empty() || self.capped {
             self.buffer.clear();
             return;
         }
-        let data = std::mem::take(&mut self.buffer);
+        let mut data = std::mem::take(&mut self.buffer);
+        self.store(&data).await;
+        // The allocation is kept for the next chunk.
+        data.clear();
+        self.buffer = data;
+    }
+
+    /// A prefixed log's flush: its complete lines, and its unfinished line too when `all`, when
+    /// it has waited [`PARTIAL_LINE_WAIT`] or when it is as long as a whole write (it then
+    /// ends where it is, and what follows starts a line of its own).
+    async fn flush_lines(&mut self, all: bool) {
+        let partial = self.buffer.len() - self.complete;
+        let partial_due = self
+            .partial_since
+            .is_some_and(|t| t + PARTIAL_LINE_WAIT <= Instant::now())
+            || partial >= FLUSH_BYTES;
+        if (all || partial_due) && !self.at_line_start {
+            self.buffer.push(b'\n');
+            self.at_line_start = true;
+            self.partial_since = None;
+            self.complete = self.buffer.len();
+        }
+        let rest = self.buffer.split_off(self.complete);
+        let data = std::mem::replace(&mut self.buffer, rest);
+        self.complete = 0;
+        self.oldest = None;
+        if data.is_empty() || self.capped {
+            return;
+        }
+        self.store(&data).await;
+    }
+
+    async fn store(&mut self, data: &[u8]) {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=5 {
-            match self.queue.append_log(&self.job_id, &data).await {
+            match self.queue.append_log(&self.job_id, data).await {
                 Ok(stored) => {
                     self.bytes_written += data.len() as u64;
                     self.capped = !stored;
@@ -568,8 +667,6 @@ impl JobLog {
                 }
             }
         }
-        self.buffer = data;
-        self.buffer.clear();
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use raibid_model::{Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
 use raibid_pipeline::{
-    Cache, OnFailure, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind,
-    TagContext, TriggerContext,
+    Cache, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind, TagContext,
+    TriggerContext,
 };
 use raibid_queue::{Claimed, Enqueued, Heartbeat, Queue, QueueError, ReleaseResult};
 use tokio::sync::mpsc;
@@ -28,6 +28,8 @@ use crate::remove;
 use crate::secrets::SecretStore;
 use crate::workspace_file;
 use crate::workspace_lock::{self, InUse};
+
+mod steps;
 
 /// Jobs without a `timeout:` stop after this, or after their longest step timeout if that is
 /// longer; a step without a timeout of its own may take what is left of its job's.
@@ -977,198 +979,27 @@ impl Runner {
                 }
             }
         };
-        let mut outcome = Outcome::new(JobStatus::Success);
-        // The first failure makes the job's status and reason; steps that run after it
-        // (`when: status: failure`) and fail too change neither.
-        let fail = |outcome: &mut Outcome, status: JobStatus, reason: String| {
-            if outcome.status == JobStatus::Success {
-                outcome.status = status;
-                outcome.reason = Some(reason);
-            }
+        let ctx = steps::StepContext {
+            claimed,
+            pipeline,
+            trigger,
+            base_env: &base_env,
+            workspace,
+            home,
+            private,
+            read_only,
+            network: services.as_ref().map(|s| s.network().to_owned()),
+            job_limit,
+            job_deadline,
+            stop,
+            reason,
         };
-        for (i, step) in pipeline.steps.iter().enumerate() {
-            let state = if outcome.status == JobStatus::Success {
-                RunState::Success
-            } else {
-                RunState::Failure
-            };
-            if stop.is_cancelled()
-                || outcome.status == JobStatus::Cancelled
-                || !step.when.runs_in(state)
-            {
-                results[i].status = StepStatus::Skipped;
-                continue;
-            }
-            // Some block allows `state`, but none of those matches the trigger.
-            if !step.when.runs(trigger, state) {
-                results[i].status = StepStatus::Skipped;
-                log.line(&format!(
-                    "\x1b[2m- step {} skipped (when does not match)\x1b[0m",
-                    step.name
-                ))
+        let mut outcome = Outcome::new(JobStatus::Success);
+        if pipeline.runs_as_graph() {
+            self.run_graph(&ctx, &mut results, &mut outcome, log).await;
+        } else {
+            self.run_in_order(&ctx, &mut results, &mut outcome, log)
                 .await;
-                continue;
-            }
-            let secrets = match self.secrets.resolve(job, &step.secrets) {
-                Ok(s) => s,
-                Err(e) => {
-                    results[i].status = StepStatus::Failure;
-                    results[i].tail = e.to_string();
-                    log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
-                        .await;
-                    fail(
-                        &mut outcome,
-                        JobStatus::Error,
-                        format!("step {}: {e}", step.name),
-                    );
-                    continue;
-                }
-            };
-            for value in secrets.values() {
-                log.mask(value);
-            }
-            let mut env = base_env.clone();
-            env.insert("RAIBID_JOB_STATUS".into(), state.as_str().into());
-            env.entry("CI_PIPELINE_STATUS".into())
-                .or_insert_with(|| state.as_str().into());
-            env.extend(
-                step.env
-                    .iter()
-                    .filter(|(k, _)| !is_reserved(k))
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-            env.extend(secrets);
-            let remaining = job_deadline.saturating_duration_since(Instant::now());
-            let (timeout, job_bound) = step_limit(step.timeout, remaining);
-            if timeout.is_zero() {
-                let why = job_limit_reached(job_limit);
-                results[i].status = StepStatus::Failure;
-                log.line(&format!("\x1b[31m✘ {}: {why}\x1b[0m", step.name))
-                    .await;
-                fail(
-                    &mut outcome,
-                    JobStatus::Failure,
-                    format!("step {} {why}", step.name),
-                );
-                continue;
-            }
-
-            results[i].status = StepStatus::Running;
-            let _ = self.queue.record_progress(claimed, &results).await;
-            log.start_tail();
-            log.line(&format!(
-                "\n\x1b[1;36m▶ step {}\x1b[0m \x1b[2m{}\x1b[0m",
-                step.name,
-                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            ))
-            .await;
-            let started = Instant::now();
-            let result = match &step.kind {
-                StepKind::Run { script } => {
-                    let spec = StepSpec {
-                        name: step.name.clone(),
-                        script: script.clone(),
-                        workspace: workspace.to_path_buf(),
-                        home: Some(home.to_path_buf()),
-                        read_only: read_only.to_vec(),
-                        private: Some(private.to_path_buf()),
-                        env,
-                        timeout,
-                        image: step.image.clone().or_else(|| pipeline.image.clone()),
-                        pull: step.pull,
-                        untrusted: !self.secrets.trusts(job),
-                        network: services.as_ref().map(|s| s.network().to_owned()),
-                    };
-                    self.run_script(&spec, log, stop).await
-                }
-                StepKind::ImageBuild(build) => {
-                    self.run_image_build(
-                        job,
-                        build,
-                        workspace,
-                        private,
-                        timeout,
-                        log,
-                        stop,
-                        &mut outcome.images,
-                    )
-                    .await
-                }
-            };
-            let elapsed = started.elapsed();
-            results[i].duration_ms = Some(elapsed.as_millis() as u64);
-            results[i].tail = log.tail();
-            match result {
-                Ok(exit) if exit.success() => {
-                    results[i].status = StepStatus::Success;
-                    results[i].exit_code = exit.code;
-                    log.line(&format!(
-                        "\x1b[32m✔ {} ({:.2}s)\x1b[0m",
-                        step.name,
-                        elapsed.as_secs_f64()
-                    ))
-                    .await;
-                }
-                Ok(exit) => {
-                    results[i].exit_code = exit.code;
-                    // The job's own time running out is not the step's failure to ignore.
-                    let ignore = step.failure == OnFailure::Ignore
-                        && !exit.cancelled
-                        && !(exit.timed_out && job_bound);
-                    let why = if exit.cancelled {
-                        results[i].status = StepStatus::Cancelled;
-                        match reason.get() {
-                            INTERRUPTED => "stopped: the agent is shutting down".to_owned(),
-                            LOST => "stopped: the job was reassigned".to_owned(),
-                            _ => "cancelled".to_owned(),
-                        }
-                    } else if exit.timed_out {
-                        results[i].status = StepStatus::Failure;
-                        if job_bound {
-                            job_limit_reached(job_limit)
-                        } else {
-                            format!("timed out after {}s", timeout.as_secs())
-                        }
-                    } else {
-                        results[i].status = StepStatus::Failure;
-                        match (exit.code, exit.signal) {
-                            (Some(code), _) => format!("exit code {code}"),
-                            (None, Some(sig)) => format!("killed by signal {sig}"),
-                            _ => "failed".to_owned(),
-                        }
-                    };
-                    let (colour, note) = if ignore {
-                        ("33", ", ignored (failure: ignore)")
-                    } else {
-                        ("31", "")
-                    };
-                    log.line(&format!(
-                        "\x1b[{colour}m✘ {}: {why} ({:.2}s){note}\x1b[0m",
-                        step.name,
-                        elapsed.as_secs_f64()
-                    ))
-                    .await;
-                    if !ignore {
-                        let status = if exit.cancelled {
-                            JobStatus::Cancelled
-                        } else {
-                            JobStatus::Failure
-                        };
-                        fail(&mut outcome, status, format!("step {} {why}", step.name));
-                    }
-                }
-                Err(message) => {
-                    results[i].status = StepStatus::Failure;
-                    log.line(&format!("\x1b[31m✘ {}: {message}\x1b[0m", step.name))
-                        .await;
-                    fail(
-                        &mut outcome,
-                        JobStatus::Error,
-                        format!("step {}: {message}", step.name),
-                    );
-                }
-            }
-            let _ = self.queue.record_progress(claimed, &results).await;
         }
         if let Some(group) = services {
             let (tx, rx) = mpsc::channel(64);

@@ -170,6 +170,7 @@ fn step(name: &str, kind: StepKind, image: Option<&str>) -> Step {
         when: When::default(),
         secrets: Vec::new(),
         failure: OnFailure::Fail,
+        depends_on: None,
     }
 }
 

@@ -65,6 +65,13 @@ pub struct CloneOptions {
 }
 
 impl Pipeline {
+    /// Whether the steps run as a graph (some step has `depends_on`), as in Woodpecker: each
+    /// step starts once the steps it depends on have ended, and those without `depends_on` at
+    /// once, side by side. Otherwise they run one after the other, in the file's order.
+    pub fn runs_as_graph(&self) -> bool {
+        self.steps.iter().any(|s| s.depends_on.is_some())
+    }
+
     /// The jobs this pipeline runs as: one per matrix combination, or a single unnamed variant.
     pub fn expand_matrix(&self) -> Vec<Variant> {
         match &self.matrix {

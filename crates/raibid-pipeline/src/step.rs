@@ -29,6 +29,11 @@ pub struct Step {
     /// Secrets to expose to this step as environment variables of the same name.
     pub secrets: Vec<String>,
     pub failure: OnFailure,
+    /// The steps this one waits for (`depends_on`, Woodpecker's key), all written before it;
+    /// `None` when not given. Once any step of a pipeline has it, its steps run as a graph:
+    /// each starts when those it depends on have ended, those without it at once (see
+    /// [`crate::Pipeline::runs_as_graph`]).
+    pub depends_on: Option<Vec<String>>,
 }
 
 /// What a failed step does to the job (`failure:`, as in Woodpecker).
@@ -96,6 +101,22 @@ struct RawStep {
     #[serde(default, deserialize_with = "secrets")]
     secrets: Vec<String>,
     failure: Option<Failure>,
+    /// Woodpecker's spelling; `depends-on` matches the other keys of a step.
+    #[serde(
+        rename = "depends_on",
+        alias = "depends-on",
+        default,
+        deserialize_with = "depends_on"
+    )]
+    depends_on: Option<Vec<String>>,
+}
+
+fn depends_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    UniqueList::new("names of steps written before this one", None, |name| {
+        names::step_name(name).map(|_| ())
+    })
+    .deserialize(d)
+    .map(Some)
 }
 
 impl RawStep {
@@ -150,6 +171,21 @@ impl RawStep {
                 ));
             }
         };
+        if let Some(missing) = self
+            .depends_on
+            .iter()
+            .flatten()
+            .find(|d| !taken.contains(*d))
+        {
+            return Err(if *missing == name {
+                format!("step {name:?} depends on itself; remove it from its `depends_on`")
+            } else {
+                format!(
+                    "step {name:?} depends on {missing:?}, which is not a step written before \
+                     it; a step can wait only for steps above it in the file"
+                )
+            });
+        }
         let when = self.when.map(|w| w.0).unwrap_or_default();
         if let Some(why) = when.impossible() {
             // Accepted, the step would be skipped on every run with nothing to say why.
@@ -165,6 +201,7 @@ impl RawStep {
             when,
             secrets: self.secrets,
             failure: self.failure.map(|f| f.0).unwrap_or_default(),
+            depends_on: self.depends_on,
         })
     }
 }
@@ -218,6 +255,33 @@ mod tests {
         let err = steps(yaml).unwrap_err();
         let loc = err.location().expect("error has a location");
         (loc.line(), loc.column(), err.to_string())
+    }
+
+    #[test]
+    fn depends_on_names_steps_written_before() {
+        let s = steps(
+            "- name: build\n  run: make\n  depends_on: []\n\
+             - name: lint\n  run: make lint\n\
+             - name: test\n  run: make test\n  depends-on: [build, lint]\n",
+        )
+        .unwrap();
+        assert_eq!(s[0].depends_on, Some(vec![]));
+        assert_eq!(s[1].depends_on, None);
+        assert_eq!(s[2].depends_on, Some(vec!["build".into(), "lint".into()]));
+
+        let later = "- name: test\n  run: t\n  depends_on: [build]\n- name: build\n  run: b\n";
+        let (line, column, message) = error_at(later);
+        assert_eq!((line, column), (1, 3), "{message}");
+        assert!(
+            message.contains("depends on \"build\", which is not a step written before it"),
+            "{message}"
+        );
+        let (_, _, message) = error_at("- name: a\n  run: a\n  depends_on: [a]\n");
+        assert!(message.contains("depends on itself"), "{message}");
+        let (line, column, message) =
+            error_at("- name: a\n  run: a\n- name: b\n  run: b\n  depends_on: [a, a]\n");
+        assert_eq!((line, column), (5, 19), "{message}");
+        assert!(message.contains("twice"), "{message}");
     }
 
     #[test]

@@ -86,7 +86,11 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
             };
         }
     }
-    out.push_str("steps:\n");
+    out.push_str(if pipeline.runs_as_graph() {
+        "steps (side by side, each after those it depends on):\n"
+    } else {
+        "steps:\n"
+    });
     for step in &pipeline.steps {
         let what = match &step.kind {
             StepKind::Run { .. } => match step.image.as_ref().or(pipeline.image.as_ref()) {
@@ -100,7 +104,11 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
         } else {
             ", with `when`"
         };
-        let _ = writeln!(out, "  {} ({what}{when})", step.name);
+        let after = match &step.depends_on {
+            Some(names) if !names.is_empty() => format!(", after {}", names.join(", ")),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "  {} ({what}{when}{after})", step.name);
     }
     if let Some(artifacts) = &pipeline.artifacts {
         let _ = writeln!(
@@ -129,6 +137,19 @@ mod tests {
             ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16, ready when `pg_isready` succeeds, waited for up to 60 s)\n  cache (redis:7)\n\
              steps:\n  test (run in rust:1)\n  image (image-build {registry}/{repo}:{sha}-{matrix}, with `when`)\n\
              artifacts: dist, report.xml (on_success)\n"
+        );
+    }
+
+    #[test]
+    fn the_summary_of_a_graph_says_what_waits_for_what() {
+        let pipeline = raibid_pipeline::parse(
+            ".raibid.yaml",
+            "steps:\n  - name: a\n    run: a\n  - name: b\n    run: b\n  - name: c\n    depends_on: [a, b]\n    run: c\n",
+        )
+        .unwrap();
+        assert_eq!(
+            summary(".raibid.yaml", &pipeline),
+            ".raibid.yaml: valid\nsteps (side by side, each after those it depends on):\n  a (run)\n  b (run)\n  c (run, after a, b)\n"
         );
     }
 }

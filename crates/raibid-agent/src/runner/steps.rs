@@ -1,0 +1,424 @@
+//! Running a job's steps: one after the other in the file's order, or as a graph when some step
+//! has `depends_on` (Woodpecker's rule), each step starting once those it depends on have ended
+//! and running beside the others, its output lines prefixed with its name.
+//!
+//! Both orders decide, prepare and run a step the same way; only who waits for whom differs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::stream::{FuturesUnordered, StreamExt};
+use raibid_model::{JobStatus, Outcome, StepResult, StepStatus};
+use raibid_pipeline::{OnFailure, Pipeline, RunState, Step, StepKind, TriggerContext};
+use raibid_queue::Claimed;
+use tokio_util::sync::CancellationToken;
+
+use super::{INTERRUPTED, LOST, Runner, StopReason, job_limit_reached, step_limit};
+use crate::env::is_reserved;
+use crate::executor::StepSpec;
+use crate::logsink::JobLog;
+
+/// What every step of a job shares.
+pub(super) struct StepContext<'a> {
+    pub claimed: &'a Claimed,
+    pub pipeline: &'a Pipeline,
+    pub trigger: &'a TriggerContext,
+    pub base_env: &'a BTreeMap<String, String>,
+    pub workspace: &'a Path,
+    pub home: &'a Path,
+    pub private: &'a Path,
+    pub read_only: &'a [PathBuf],
+    /// The services' network, which `run` steps join.
+    pub network: Option<String>,
+    pub job_limit: Duration,
+    pub job_deadline: Instant,
+    pub stop: &'a CancellationToken,
+    pub reason: &'a StopReason,
+}
+
+/// How one step ended, and what it does to the job.
+struct StepRun {
+    status: StepStatus,
+    exit_code: Option<i32>,
+    duration_ms: Option<u64>,
+    tail: String,
+    /// The job's status and reason, if this is its first failure.
+    fails_job: Option<(JobStatus, String)>,
+}
+
+impl StepRun {
+    fn failed(tail: String, status: JobStatus, reason: String) -> Self {
+        StepRun {
+            status: StepStatus::Failure,
+            exit_code: None,
+            duration_ms: None,
+            tail,
+            fails_job: Some((status, reason)),
+        }
+    }
+}
+
+/// A step ready to start: its environment and time limit.
+struct Ready {
+    env: BTreeMap<String, String>,
+    timeout: Duration,
+    /// Whether `timeout` is what is left of the job's time rather than the step's own.
+    job_bound: bool,
+}
+
+/// The first failure makes the job's status and reason; later ones change neither.
+fn fail(outcome: &mut Outcome, status: JobStatus, reason: String) {
+    if outcome.status == JobStatus::Success {
+        outcome.status = status;
+        outcome.reason = Some(reason);
+    }
+}
+
+fn state_of(outcome: &Outcome) -> RunState {
+    if outcome.status == JobStatus::Success {
+        RunState::Success
+    } else {
+        RunState::Failure
+    }
+}
+
+fn apply(result: &mut StepResult, run: StepRun, outcome: &mut Outcome) {
+    result.status = run.status;
+    result.exit_code = run.exit_code;
+    if run.duration_ms.is_some() {
+        result.duration_ms = run.duration_ms;
+    }
+    result.tail = run.tail;
+    if let Some((status, reason)) = run.fails_job {
+        fail(outcome, status, reason);
+    }
+}
+
+impl Runner {
+    /// Steps one after the other, in the file's order.
+    pub(super) async fn run_in_order(
+        &self,
+        ctx: &StepContext<'_>,
+        results: &mut [StepResult],
+        outcome: &mut Outcome,
+        log: &mut JobLog,
+    ) {
+        for (i, step) in ctx.pipeline.steps.iter().enumerate() {
+            let state = state_of(outcome);
+            if !self.should_run(ctx, step, state, outcome, log).await {
+                results[i].status = StepStatus::Skipped;
+                continue;
+            }
+            let ready = match self.prepare(ctx, step, state, log).await {
+                Ok(ready) => ready,
+                Err(run) => {
+                    apply(&mut results[i], run, outcome);
+                    continue;
+                }
+            };
+            results[i].status = StepStatus::Running;
+            let _ = self.queue.record_progress(ctx.claimed, results).await;
+            let run = self
+                .run_step(ctx, step, ready, log, &mut outcome.images)
+                .await;
+            apply(&mut results[i], run, outcome);
+            let _ = self.queue.record_progress(ctx.claimed, results).await;
+        }
+    }
+
+    /// Steps as a graph: each starts once every step it depends on has ended (whatever its
+    /// result), and steps without `depends_on` start at once. A step decides whether it runs
+    /// when it starts, from how the job stands then: after a failure only steps with
+    /// `when: status: failure` start, while steps already running go on to their end.
+    pub(super) async fn run_graph(
+        &self,
+        ctx: &StepContext<'_>,
+        results: &mut [StepResult],
+        outcome: &mut Outcome,
+        log: &mut JobLog,
+    ) {
+        let steps = &ctx.pipeline.steps;
+        let index: HashMap<&str, usize> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        let mut started = vec![false; steps.len()];
+        let mut ended = vec![false; steps.len()];
+        let mut running = FuturesUnordered::new();
+        // The forks write beside this log from now on: nothing of it may be left to come later.
+        log.flush().await;
+        loop {
+            // Skipping a step can free those that depend on it, so look until nothing changes.
+            let mut changed = true;
+            let mut any_started = false;
+            while changed {
+                changed = false;
+                for (i, step) in steps.iter().enumerate() {
+                    let waits = step
+                        .depends_on
+                        .iter()
+                        .flatten()
+                        .any(|d| !ended[index[d.as_str()]]);
+                    if started[i] || waits {
+                        continue;
+                    }
+                    started[i] = true;
+                    changed = true;
+                    let state = state_of(outcome);
+                    if !self.should_run(ctx, step, state, outcome, log).await {
+                        results[i].status = StepStatus::Skipped;
+                        ended[i] = true;
+                        continue;
+                    }
+                    results[i].status = StepStatus::Running;
+                    any_started = true;
+                    let fork = log.fork(&format!("[{}] ", step.name));
+                    running.push(self.graph_step(ctx, i, step, state, fork));
+                }
+            }
+            if any_started {
+                let _ = self.queue.record_progress(ctx.claimed, results).await;
+            }
+            let Some((i, run, images)) = running.next().await else {
+                break;
+            };
+            ended[i] = true;
+            outcome.images.extend(images);
+            apply(&mut results[i], run, outcome);
+            let _ = self.queue.record_progress(ctx.claimed, results).await;
+        }
+    }
+
+    /// One step of a graph, on a log of its own.
+    async fn graph_step(
+        &self,
+        ctx: &StepContext<'_>,
+        i: usize,
+        step: &Step,
+        state: RunState,
+        mut log: JobLog,
+    ) -> (usize, StepRun, Vec<String>) {
+        let mut images = Vec::new();
+        let run = match self.prepare(ctx, step, state, &mut log).await {
+            Ok(ready) => self.run_step(ctx, step, ready, &mut log, &mut images).await,
+            Err(run) => run,
+        };
+        log.flush().await;
+        (i, run, images)
+    }
+
+    /// Whether `step` runs with the job in `state`; a step its `when` filters out says so.
+    async fn should_run(
+        &self,
+        ctx: &StepContext<'_>,
+        step: &Step,
+        state: RunState,
+        outcome: &Outcome,
+        log: &mut JobLog,
+    ) -> bool {
+        if ctx.stop.is_cancelled()
+            || outcome.status == JobStatus::Cancelled
+            || !step.when.runs_in(state)
+        {
+            return false;
+        }
+        // Some block allows `state`, but none of those matches the trigger.
+        if !step.when.runs(ctx.trigger, state) {
+            log.line(&format!(
+                "\x1b[2m- step {} skipped (when does not match)\x1b[0m",
+                step.name
+            ))
+            .await;
+            return false;
+        }
+        true
+    }
+
+    /// The step's secrets, environment and time limit; a step that cannot start fails here.
+    async fn prepare(
+        &self,
+        ctx: &StepContext<'_>,
+        step: &Step,
+        state: RunState,
+        log: &mut JobLog,
+    ) -> Result<Ready, StepRun> {
+        let job = &ctx.claimed.job;
+        let secrets = match self.secrets.resolve(job, &step.secrets) {
+            Ok(s) => s,
+            Err(e) => {
+                log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
+                    .await;
+                return Err(StepRun::failed(
+                    e.to_string(),
+                    JobStatus::Error,
+                    format!("step {}: {e}", step.name),
+                ));
+            }
+        };
+        for value in secrets.values() {
+            log.mask(value);
+        }
+        let mut env = ctx.base_env.clone();
+        env.insert("RAIBID_JOB_STATUS".into(), state.as_str().into());
+        env.entry("CI_PIPELINE_STATUS".into())
+            .or_insert_with(|| state.as_str().into());
+        env.extend(
+            step.env
+                .iter()
+                .filter(|(k, _)| !is_reserved(k))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        env.extend(secrets);
+        let remaining = ctx.job_deadline.saturating_duration_since(Instant::now());
+        let (timeout, job_bound) = step_limit(step.timeout, remaining);
+        if timeout.is_zero() {
+            let why = job_limit_reached(ctx.job_limit);
+            log.line(&format!("\x1b[31m✘ {}: {why}\x1b[0m", step.name))
+                .await;
+            return Err(StepRun::failed(
+                String::new(),
+                JobStatus::Failure,
+                format!("step {} {why}", step.name),
+            ));
+        }
+        Ok(Ready {
+            env,
+            timeout,
+            job_bound,
+        })
+    }
+
+    /// Runs a prepared step and says how it ended, in the log and in the result.
+    async fn run_step(
+        &self,
+        ctx: &StepContext<'_>,
+        step: &Step,
+        ready: Ready,
+        log: &mut JobLog,
+        images: &mut Vec<String>,
+    ) -> StepRun {
+        let job = &ctx.claimed.job;
+        let Ready {
+            env,
+            timeout,
+            job_bound,
+        } = ready;
+        log.start_tail();
+        log.line(&format!(
+            "\n\x1b[1;36m▶ step {}\x1b[0m \x1b[2m{}\x1b[0m",
+            step.name,
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ))
+        .await;
+        let started = Instant::now();
+        let result = match &step.kind {
+            StepKind::Run { script } => {
+                let spec = StepSpec {
+                    name: step.name.clone(),
+                    script: script.clone(),
+                    workspace: ctx.workspace.to_path_buf(),
+                    home: Some(ctx.home.to_path_buf()),
+                    read_only: ctx.read_only.to_vec(),
+                    private: Some(ctx.private.to_path_buf()),
+                    env,
+                    timeout,
+                    image: step.image.clone().or_else(|| ctx.pipeline.image.clone()),
+                    pull: step.pull,
+                    untrusted: !self.secrets.trusts(job),
+                    network: ctx.network.clone(),
+                };
+                self.run_script(&spec, log, ctx.stop).await
+            }
+            StepKind::ImageBuild(build) => {
+                self.run_image_build(
+                    job,
+                    build,
+                    ctx.workspace,
+                    ctx.private,
+                    timeout,
+                    log,
+                    ctx.stop,
+                    images,
+                )
+                .await
+            }
+        };
+        let elapsed = started.elapsed();
+        let mut run = StepRun {
+            status: StepStatus::Success,
+            exit_code: None,
+            duration_ms: Some(elapsed.as_millis() as u64),
+            tail: log.tail(),
+            fails_job: None,
+        };
+        match result {
+            Ok(exit) if exit.success() => {
+                run.exit_code = exit.code;
+                log.line(&format!(
+                    "\x1b[32m✔ {} ({:.2}s)\x1b[0m",
+                    step.name,
+                    elapsed.as_secs_f64()
+                ))
+                .await;
+            }
+            Ok(exit) => {
+                run.exit_code = exit.code;
+                // The job's own time running out is not the step's failure to ignore.
+                let ignore = step.failure == OnFailure::Ignore
+                    && !exit.cancelled
+                    && !(exit.timed_out && job_bound);
+                let why = if exit.cancelled {
+                    run.status = StepStatus::Cancelled;
+                    match ctx.reason.get() {
+                        INTERRUPTED => "stopped: the agent is shutting down".to_owned(),
+                        LOST => "stopped: the job was reassigned".to_owned(),
+                        _ => "cancelled".to_owned(),
+                    }
+                } else if exit.timed_out {
+                    run.status = StepStatus::Failure;
+                    if job_bound {
+                        job_limit_reached(ctx.job_limit)
+                    } else {
+                        format!("timed out after {}s", timeout.as_secs())
+                    }
+                } else {
+                    run.status = StepStatus::Failure;
+                    match (exit.code, exit.signal) {
+                        (Some(code), _) => format!("exit code {code}"),
+                        (None, Some(sig)) => format!("killed by signal {sig}"),
+                        _ => "failed".to_owned(),
+                    }
+                };
+                let (colour, note) = if ignore {
+                    ("33", ", ignored (failure: ignore)")
+                } else {
+                    ("31", "")
+                };
+                log.line(&format!(
+                    "\x1b[{colour}m✘ {}: {why} ({:.2}s){note}\x1b[0m",
+                    step.name,
+                    elapsed.as_secs_f64()
+                ))
+                .await;
+                if !ignore {
+                    let status = if exit.cancelled {
+                        JobStatus::Cancelled
+                    } else {
+                        JobStatus::Failure
+                    };
+                    run.fails_job = Some((status, format!("step {} {why}", step.name)));
+                }
+            }
+            Err(message) => {
+                run.status = StepStatus::Failure;
+                log.line(&format!("\x1b[31m✘ {}: {message}\x1b[0m", step.name))
+                    .await;
+                run.fails_job = Some((JobStatus::Error, format!("step {}: {message}", step.name)));
+            }
+        }
+        run
+    }
+}

@@ -1,0 +1,85 @@
+//! The job log as steps running side by side write it ([`JobLog::fork`]), stored in a real
+//! redis-server and read back as `raibid job logs` reads it.
+
+use std::time::Duration;
+
+use raibid_agent::JobLog;
+use raibid_model::{Event, NewJob};
+use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
+use raibid_testkit::RedisServer;
+use tokio::sync::mpsc;
+
+async fn job(redis: &RedisServer) -> (Queue, String) {
+    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
+    let spec = NewJob::new(
+        "acme/app",
+        "http://127.0.0.1/acme/app.git",
+        "refs/heads/main",
+        "a".repeat(40),
+        Event::Push,
+    );
+    let Enqueued::Created(job) = queue.enqueue(spec).await.unwrap() else {
+        panic!("not created");
+    };
+    (queue, job.id)
+}
+
+async fn stored(queue: &Queue, id: &str) -> String {
+    let batch = queue.read_log(id, &LogCursor::start(), 1000).await.unwrap();
+    let bytes: Vec<u8> = batch.chunks.into_iter().flat_map(|c| c.data).collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn forks_write_whole_prefixed_lines_and_mask_the_same_secrets() {
+    let redis = RedisServer::start();
+    let (queue, id) = job(&redis).await;
+    let mut log = JobLog::new(queue.clone(), id.clone());
+    log.mask("hunter22");
+    log.line("before").await;
+    let mut a = log.fork("[a] ");
+    let mut b = log.fork("[b] ");
+    a.write(b"one ").await;
+    b.write(b"two\nthree").await;
+    a.write(b"half hunt").await;
+    a.write(b"er22\n").await;
+    b.write(b" end").await;
+    a.flush().await;
+    b.flush().await;
+    assert_eq!(
+        stored(&queue, &id).await,
+        "before\n[a] one half ***\n[b] two\n[b] three end\n",
+        "a's line was whole first; b's unfinished line ends at its flush"
+    );
+    assert_eq!(a.tail(), "one half ***", "the tail has no prefix");
+    assert_eq!(b.tail(), "two\nthree end");
+}
+
+#[tokio::test]
+async fn an_unfinished_line_waits_a_second_at_most() {
+    let redis = RedisServer::start();
+    let (queue, id) = job(&redis).await;
+    let log = JobLog::new(queue.clone(), id.clone());
+    let mut step = log.fork("[s] ");
+    let (tx, rx) = mpsc::channel(8);
+    let pump = tokio::spawn(async move {
+        step.pump(rx).await;
+        step
+    });
+    tx.send(b"line\nprompt> ".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stored(&queue, &id).await,
+        "[s] line\n",
+        "whole lines go at once"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(stored(&queue, &id).await, "[s] line\n[s] prompt> \n");
+    tx.send(b"yes\n".to_vec()).await.unwrap();
+    drop(tx);
+    pump.await.unwrap();
+    assert_eq!(
+        stored(&queue, &id).await,
+        "[s] line\n[s] prompt> \n[s] yes\n"
+    );
+}

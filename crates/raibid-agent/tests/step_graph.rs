@@ -1,0 +1,175 @@
+//! Steps that run as a graph (`depends_on`): side by side, each after those it depends on,
+//! under the bwrap sandbox with real processes, a real git repository and a real redis-server.
+
+use raibid_agent::{JobEnd, SecretStore};
+use raibid_model::{JobStatus, StepStatus};
+use raibid_testkit::GitRepo;
+
+mod support;
+use support::Harness;
+
+/// `a` and `b` each wait for the other to have started, which only steps running at the same
+/// time can do (one after the other, each would give up after 10 s and fail); `after` waits for
+/// both, and `later` for a step its `when` skipped.
+const SIDE_BY_SIDE: &str = r#"steps:
+  - name: a
+    run: |
+      touch .a-started
+      for i in $(seq 1 100); do test -f .b-started && break; sleep 0.1; done
+      test -f .b-started && echo a-saw-b
+  - name: b
+    run: |
+      touch .b-started
+      for i in $(seq 1 100); do test -f .a-started && break; sleep 0.1; done
+      test -f .a-started && echo b-saw-a
+  - name: after
+    depends_on: [a, b]
+    run: test -f .a-started && test -f .b-started && echo both-done
+  - name: tags-only
+    depends_on: [after]
+    run: echo never
+    when: { event: tag }
+  - name: later
+    depends_on: [tags-only]
+    run: echo after-a-skipped-step
+"#;
+
+#[tokio::test]
+async fn steps_without_dependencies_run_side_by_side_and_the_rest_wait_for_theirs() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(&[(".raibid.yaml", SIDE_BY_SIDE)], "graph");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(
+        ends,
+        vec![(job.id.clone(), JobEnd::Acked(JobStatus::Success))],
+        "{log}"
+    );
+    let done = h.job(&job.id).await;
+    let statuses: Vec<(&str, StepStatus)> = done
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("a", StepStatus::Success),
+            ("b", StepStatus::Success),
+            ("after", StepStatus::Success),
+            ("tags-only", StepStatus::Skipped),
+            ("later", StepStatus::Success),
+        ]
+    );
+    for line in [
+        "[a] a-saw-b\n",
+        "[b] b-saw-a\n",
+        "[after] both-done\n",
+        "[later] after-a-skipped-step\n",
+    ] {
+        assert!(log.contains(line), "{line:?} in {log}");
+    }
+    assert!(!log.contains("never"), "{log}");
+    let done_at = log.find("[after] both-done").unwrap();
+    assert!(
+        log.find("[a] a-saw-b").unwrap() < done_at && log.find("[b] b-saw-a").unwrap() < done_at,
+        "after ran after both: {log}"
+    );
+    let tail = &done.steps[0].tail;
+    assert!(
+        tail.ends_with("\na-saw-b") && !tail.contains("[a]") && !tail.contains("b-saw-a"),
+        "each step's own tail, without the prefix: {tail:?}"
+    );
+}
+
+/// A failure stops what has not started (but steps for failures), and lets what runs beside
+/// it finish; the job's reason is the failure's.
+const FAILING: &str = r#"steps:
+  - name: fails
+    run: exit 3
+  - name: slow
+    run: sleep 1 && echo slow-finished
+  - name: dependent
+    depends_on: [fails]
+    run: echo should-not-run
+  - name: cleanup
+    depends_on: [fails]
+    run: echo cleaning-up
+    when: { status: [failure] }
+"#;
+
+#[tokio::test]
+async fn a_failure_skips_the_steps_after_it_and_lets_the_running_ones_finish() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(&[(".raibid.yaml", FAILING)], "graph");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(
+        ends,
+        vec![(job.id.clone(), JobEnd::Acked(JobStatus::Failure))],
+        "{log}"
+    );
+    let done = h.job(&job.id).await;
+    assert_eq!(done.reason.as_deref(), Some("step fails exit code 3"));
+    let status = |name: &str| done.steps.iter().find(|s| s.name == name).unwrap().status;
+    assert_eq!(status("fails"), StepStatus::Failure);
+    assert_eq!(status("slow"), StepStatus::Success);
+    assert_eq!(status("dependent"), StepStatus::Skipped);
+    assert_eq!(status("cleanup"), StepStatus::Success);
+    assert!(log.contains("[slow] slow-finished\n"), "{log}");
+    assert!(log.contains("[cleanup] cleaning-up\n"), "{log}");
+    assert!(!log.contains("should-not-run"), "{log}");
+}
+
+/// A cancel stops every step running side by side, and no step starts after it.
+#[tokio::test]
+async fn cancelling_a_graph_stops_all_its_running_steps() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: one\n    run: sleep 120\n  - name: two\n    run: sleep 120\n  \
+             - name: three\n    depends_on: [one]\n    run: echo too-late\n",
+        )],
+        "slow",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let queue = h.queue.clone();
+    let id = job.id.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let job = queue.get(&id).await.unwrap().unwrap();
+            let both = job
+                .steps
+                .iter()
+                .filter(|s| s.status == StepStatus::Running)
+                .count()
+                == 2;
+            if job.status == JobStatus::Running && both {
+                queue.cancel(&id).await.unwrap();
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(ends[0].1, JobEnd::Acked(JobStatus::Cancelled));
+    let done = h.job(&job.id).await;
+    let statuses: Vec<StepStatus> = done.steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Cancelled,
+            StepStatus::Cancelled,
+            StepStatus::Skipped
+        ]
+    );
+    assert!(!h.log(&job.id).await.contains("too-late"));
+}
