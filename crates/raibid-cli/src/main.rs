@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod local_redis;
+mod local_registry;
 mod logging;
 mod machine_memory;
 mod output;

@@ -647,9 +647,10 @@ async fn a_sandboxed_step_cannot_read_up_s_credentials() {
     let client = up.client();
     let token_file = up.data.join("api-token");
     let pipeline = format!(
-        "steps:\n  - name: peek\n    run: |\n      if cat {} {}; then echo LEAKED; else echo hidden; fi\n",
+        "steps:\n  - name: peek\n    run: |\n      if cat {} {} {}; then echo LEAKED; else echo hidden; fi\n",
         token_file.display(),
-        up.data.join("webhook-secret").display()
+        up.data.join("webhook-secret").display(),
+        up.data.join("registry-password").display()
     );
     let (repo, sha) = repo_with(&pipeline);
     let job = submit(&client, &repo, &sha).await;
@@ -661,6 +662,9 @@ async fn a_sandboxed_step_cannot_read_up_s_credentials() {
         !log.contains(token.trim()) && !log.contains("LEAKED"),
         "{log}"
     );
+    if let Ok(password) = std::fs::read_to_string(up.data.join("registry-password")) {
+        assert!(!log.contains(password.trim()), "{log}");
+    }
     assert!(log.contains("hidden"), "{log}");
 }
 
@@ -1006,4 +1010,78 @@ fn cli_that_fails(up: &Up, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The variables of `raibid up`'s `env` file, as `. <data>/env` would set them.
+fn up_env(up: &Up) -> Vec<(String, String)> {
+    read(&up.data.join("env"))
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The banner's registry host of the current run.
+fn registry_host(up: &Up) -> String {
+    let log = up.run_log();
+    let line = log
+        .lines()
+        .find(|l| l.trim_start().starts_with("registry "))
+        .unwrap_or_else(|| panic!("no registry line:\n{log}"));
+    line.split_whitespace().nth(1).unwrap().to_owned()
+}
+
+/// Without a registry or a forge configured, `raibid up` brings its own (docker-registry,
+/// requiring a login): a job's artifacts are kept there and `raibid job artifacts` fetches
+/// them with the login from `env`; a restart takes the same port, which recorded references
+/// name.
+#[tokio::test]
+async fn up_brings_a_private_registry_that_keeps_artifacts() {
+    require_binary("docker-registry", "docker-registry");
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(dir.path(), "", &["--max-agents", "1"], &[]);
+    let host = registry_host(&up);
+    assert!(host.starts_with("127.0.0.1:"), "{host}");
+    let password = read(&up.data.join("registry-password"));
+    assert_eq!(mode(&up.data.join("registry-password")), 0o600);
+    assert_eq!(mode(&up.data.join("registry")), 0o700);
+    assert!(!up.log().contains(&password), "the password is printed");
+
+    // Anonymous clients are refused.
+    let port: u16 = host.rsplit(':').next().unwrap().parse().unwrap();
+    let anonymous = http_get(port, "/v2/");
+    assert!(
+        anonymous.starts_with("HTTP/1.0 401") || anonymous.starts_with("HTTP/1.1 401"),
+        "{anonymous}"
+    );
+
+    let client = up.client();
+    let (repo, sha) = repo_with(
+        "artifacts: [out]\nsteps:\n  - name: make\n    run: mkdir -p out && echo built-here > out/result.txt\n",
+    );
+    let job = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &job.id, Duration::from_secs(90)).await;
+    assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
+
+    assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
+    up.spawn(&["--max-agents", "1"], &[]);
+    assert_eq!(registry_host(&up), host, "the same port again");
+
+    let into = dir.path().join("fetched");
+    let out = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&up.config)
+        .args(["job", "artifacts", &job.id, "--dir"])
+        .arg(&into)
+        .envs(up_env(&up))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&into.join("out/result.txt")), "built-here");
 }

@@ -160,7 +160,7 @@ structs! {
         git_token, registry, secrets, secret_repos, secrets_for_forks, step_limits,
     }
     StepLimits { memory, cpus, pids }
-    UpConfig { data_dir, max_agents, polling_interval_ms, cooldown_secs, redis_maxmemory }
+    UpConfig { data_dir, max_agents, polling_interval_ms, cooldown_secs, redis_maxmemory, registry }
 }
 
 /// Removes the offending value from a serde error message (`invalid type: string "hunter2",

@@ -465,6 +465,11 @@ pub struct UpConfig {
     /// grow Redis into the machine's memory, which the jobs themselves need; with one, the
     /// reaper deletes the oldest finished jobs' logs from `redis.prune_memory_percent` of it.
     pub redis_maxmemory: MemoryLimit,
+    /// Start a private OCI registry (Debian's `docker-registry`, when installed) for image
+    /// builds and artifacts, unless a registry or a forge is configured (`agent.registry.host`,
+    /// `gitea.url`): without one, `{registry}` names the in-cluster Gitea, which one machine
+    /// does not have.
+    pub registry: bool,
 }
 
 impl Default for UpConfig {
@@ -475,6 +480,7 @@ impl Default for UpConfig {
             polling_interval_ms: 200,
             cooldown_secs: 30,
             redis_maxmemory: MemoryLimit::PercentOfMachine(10),
+            registry: true,
         }
     }
 }

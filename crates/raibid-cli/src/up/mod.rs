@@ -1,7 +1,9 @@
 //! `raibid up`: the whole system in one foreground process.
 //!
-//! Start order: private redis-server (AOF, everysec) -> server -> local pool (-> demo).
-//! Stop order, on Ctrl-C or SIGTERM: pool (agents get their grace period) -> server -> Redis.
+//! Start order: private redis-server (AOF, everysec) -> private registry (when there is none
+//! and docker-registry is installed) -> server -> local pool (-> demo).
+//! Stop order, on Ctrl-C or SIGTERM: pool (agents get their grace period) -> server ->
+//! registry -> Redis.
 //! Every child is started with a parent-death signal, so even `kill -9` of `raibid up` leaves
 //! nothing behind.
 
@@ -25,6 +27,7 @@ use tracing::info;
 use crate::cli::{Global, UpArgs};
 use crate::commands::{data_home, queue_options, shutdown_signal};
 use crate::local_redis::{Durability, LocalRedis, which};
+use crate::local_registry::{self, LocalRegistry};
 
 pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = raibid_agent::hardening::forbid_inspection() {
@@ -102,6 +105,20 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         }
     };
 
+    // A registry: the configured one (or the forge's), else our own when installed.
+    let registry = if wants_own_registry(&config) && LocalRegistry::available() {
+        let password = credentials::load_or_create(&data_dir.join("registry-password"))?;
+        let registry = LocalRegistry::start(&data_dir.join("registry"), &password).await?;
+        let r = &mut config.agent.registry;
+        r.host = registry.host();
+        r.username = local_registry::USER.to_owned();
+        r.password = Secret::new(password);
+        r.insecure = true;
+        Some(registry)
+    } else {
+        None
+    };
+
     config.server.webhook_secret = Secret::new(secret.clone());
     let token = credentials::load_or_create(&data_dir.join("api-token"))?;
     config.server.tokens.push(TokenHash::of(&token));
@@ -146,10 +163,14 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         })?;
     let server_url = format!("http://{}", listener.local_addr()?);
     crate::commands::default_public_url(&mut config, listener.local_addr()?);
-    crate::private_files::write(
-        &data_dir.join("env"),
-        &format!("export RAIBID_SERVER={server_url}\nexport RAIBID_TOKEN={token}\n"),
-    )?;
+    let mut env = format!("export RAIBID_SERVER={server_url}\nexport RAIBID_TOKEN={token}\n");
+    // The agents push to the private registry with this login, and `raibid job artifacts`
+    // downloads with it.
+    let registry_env = registry.as_ref().map(|_| registry_env(&config));
+    for (name, value) in registry_env.iter().flatten() {
+        env.push_str(&format!("export {name}={value}\n"));
+    }
+    crate::private_files::write(&data_dir.join("env"), &env)?;
 
     let stop_server = CancellationToken::new();
     let server = tokio::spawn(raibid_server::serve(
@@ -169,6 +190,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     if let Ok(path) = std::env::var("PATH") {
         agent_env.push(("PATH".into(), path));
     }
+    agent_env.extend(registry_env.into_iter().flatten());
     let mut global_args = Vec::new();
     if let Some(c) = &global.config {
         global_args.push("--config".to_owned());
@@ -207,6 +229,23 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         None => println!(
             "  redis     {} (external)",
             crate::commands::config::redact_url(config.redis.url.expose())
+        ),
+    }
+    match &registry {
+        Some(r) => println!(
+            "  registry  {} (private, for image builds and artifacts; user {}, password in \
+             {}/registry-password)",
+            r.host(),
+            local_registry::USER,
+            data_dir.display()
+        ),
+        None if wants_own_registry(&config) => println!(
+            "  registry  none: install docker-registry for image pushes and artifacts, or set \
+             agent.registry"
+        ),
+        None => println!(
+            "  registry  {} (configured)",
+            crate::commands::agent::registry_host(&config)
         ),
     }
     println!("  server    {server_url}  (webhooks: {server_url}/webhooks/gitea|forgejo|github)");
@@ -250,7 +289,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         shutdown_signal().await;
     }
 
-    info!("stopping: agents, then server, then redis");
+    info!("stopping: agents, then server, then registry and redis");
     stop_pool.cancel();
     let _ = pool_task.await;
     stop_demo.cancel();
@@ -260,11 +299,40 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         Err(_) => eprintln!("server did not stop within 15 s"),
         _ => {}
     }
+    if let Some(registry) = registry {
+        registry.stop().await;
+    }
     if let Some(redis) = redis {
         redis.stop().await;
     }
     println!("raibid up: stopped");
     Ok(exit)
+}
+
+/// Whether `raibid up` should bring a registry of its own: asked to (`up.registry`), and
+/// neither a registry nor a forge is configured, so that `{registry}` would otherwise name the
+/// in-cluster Gitea of the default configuration.
+fn wants_own_registry(config: &Config) -> bool {
+    config.up.registry
+        && config.agent.registry.host.trim().is_empty()
+        && config.gitea.url == raibid_config::GiteaConfig::default().url
+}
+
+/// The agents' registry settings as the variables that override them.
+fn registry_env(config: &Config) -> Vec<(String, String)> {
+    let r = &config.agent.registry;
+    vec![
+        ("RAIBID_AGENT_REGISTRY_HOST".into(), r.host.clone()),
+        ("RAIBID_AGENT_REGISTRY_USERNAME".into(), r.username.clone()),
+        (
+            "RAIBID_AGENT_REGISTRY_PASSWORD".into(),
+            r.password.expose().to_owned(),
+        ),
+        (
+            "RAIBID_AGENT_REGISTRY_INSECURE".into(),
+            r.insecure.to_string(),
+        ),
+    ]
 }
 
 async fn run_demo(

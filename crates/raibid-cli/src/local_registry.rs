@@ -1,0 +1,191 @@
+//! A private OCI registry child process for `raibid up`: Debian's `docker-registry` (the CNCF
+//! distribution server) on loopback, so that image builds push and artifacts are kept on a
+//! machine without a forge's registry.
+//!
+//! It requires a login, as the private Redis does a password: every local user can reach
+//! 127.0.0.1, and images and artifacts are a job's output. Its port is kept in its directory
+//! and taken again on the next start when free, because image names and the artifacts'
+//! references recorded on jobs name the registry by `127.0.0.1:<port>`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::local_redis::{die_with_parent, which};
+
+/// The login the agents push with.
+pub const USER: &str = "raibid";
+
+/// How long a starting registry may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct LocalRegistry {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl LocalRegistry {
+    /// Whether `docker-registry` is installed (on PATH).
+    pub fn available() -> bool {
+        which("docker-registry").is_some()
+    }
+
+    /// Starts `docker-registry` with its storage, configuration and log in `dir` (made
+    /// private), requiring [`USER`] and `password`.
+    pub async fn start(dir: &Path, password: &str) -> anyhow::Result<Self> {
+        let binary = which("docker-registry").context(
+            "docker-registry is not installed: run `sudo apt-get install -y docker-registry`",
+        )?;
+        crate::private_files::ensure_dir(dir)?;
+        crate::private_files::restrict_tree(dir)?;
+        let port = port_for(dir)?;
+        // The registry's htpasswd takes bcrypt alone; cost 10 is its own tool's default.
+        let hash = bcrypt::hash(password, 10).context("hashing the registry password")?;
+        let htpasswd = dir.join("htpasswd");
+        crate::private_files::write(&htpasswd, &format!("{USER}:{hash}\n"))?;
+        let config = dir.join("config.yml");
+        crate::private_files::write(&config, &config_yaml(dir, port, &htpasswd))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("registry.log"))?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Stopped by `raibid up` after the agents, not by the terminal's Ctrl-C.
+            .process_group(0)
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        // SAFETY: umask is async-signal-safe and touches no allocator or locks.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("starting docker-registry")?;
+        let mut registry = Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        if let Err(e) = registry.wait_ready().await {
+            registry.stop().await;
+            return Err(e);
+        }
+        crate::private_files::write(&dir.join("port"), &format!("{port}\n"))?;
+        Ok(registry)
+    }
+
+    /// `127.0.0.1:<port>`, as it appears in image names.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Until `GET /v2/` answers (401 without a login: it is up and requires one).
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let log =
+                    std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!(
+                    "docker-registry exited ({status}) on port {}: {}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                );
+            }
+            let last = match status_of_v2(self.port).await {
+                Ok(401) => return Ok(()),
+                Ok(other) => format!("GET /v2/ answered {other}, not 401"),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "docker-registry did not answer on port {} within {} s ({last})",
+                    self.port,
+                    START_TIMEOUT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The port of the last run if it is free, else a new one.
+fn port_for(dir: &Path) -> anyhow::Result<u16> {
+    let kept = std::fs::read_to_string(dir.join("port"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    if let Some(port) = kept
+        && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    {
+        return Ok(port);
+    }
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn config_yaml(dir: &Path, port: u16, htpasswd: &Path) -> String {
+    // The upload secret signs upload state between requests of one push; any value works for
+    // a single instance, and a fresh one per start loses nothing but unfinished uploads.
+    let secret: String = (0..32)
+        .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+        .collect();
+    format!(
+        "version: 0.1\n\
+         log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+         storage:\n  filesystem:\n    rootdirectory: {data}\n\
+         http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n\
+         auth:\n  htpasswd:\n    realm: raibid\n    path: {htpasswd}\n",
+        data = dir.join("data").display(),
+        htpasswd = htpasswd.display(),
+    )
+}
+
+/// The status code of a plain `GET /v2/`.
+async fn status_of_v2(port: u16) -> std::io::Result<u16> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut head = vec![0; 64];
+        let n = stream.read(&mut head).await?;
+        let line = String::from_utf8_lossy(&head[..n]);
+        line.split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not HTTP: {line:?}")))
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
