@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use raibid_agent::executor::{
     BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerLimits,
-    ContainerOptions, ExecError, Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE, StepExit,
-    StepSpec,
+    ContainerOptions, ExecError, Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE,
+    StepDevices, StepExit, StepSpec,
 };
 use raibid_agent::image::RegistryAuth;
 use raibid_config::ContainerEngineKind;
@@ -699,7 +699,64 @@ on_each_engine!(
     container_services_are_reached_by_name_and_leave_nothing,
     container_services_are_waited_for_until_ready,
     container_services_take_an_entrypoint,
+    container_steps_get_the_configured_devices,
 );
+
+/// A device node no sandbox's `/dev` has by itself, to hand to steps as `agent.devices` does
+/// (`/dev/kvm` is GitLab Runner's own example). One of these exists on any Linux machine that
+/// runs containers; none is a failure, not a skip.
+fn a_device_node() -> std::path::PathBuf {
+    ["/dev/fuse", "/dev/kvm", "/dev/net/tun", "/dev/loop-control"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .expect("none of /dev/fuse, /dev/kvm, /dev/net/tun, /dev/loop-control exists here")
+}
+
+/// `agent.devices`: the node is in the sandbox's `/dev` when configured, and not otherwise.
+#[tokio::test]
+async fn bwrap_steps_get_the_configured_devices() {
+    let node = a_device_node();
+    let script = format!(
+        "if test -c {0}; then echo present; else echo absent; fi",
+        node.display()
+    );
+    let without = run(&bwrap(), &step(&script).spec).await;
+    assert_eq!(without.output, "absent\n", "{:?}", without.exit);
+    let with = bwrap_with(BwrapOptions {
+        devices: StepDevices {
+            paths: vec![node.clone()],
+            gpus: false,
+        },
+        ..BwrapOptions::default()
+    });
+    let ran = run(&with, &step(&script).spec).await;
+    assert_eq!(ran.output, "present\n", "{:?}", ran.exit);
+}
+
+async fn container_steps_get_the_configured_devices(engine: &impl TestEngine) {
+    let node = a_device_node();
+    let script = format!(
+        "if test -c {0}; then echo present; else echo absent; fi",
+        node.display()
+    );
+    let without = run(&container(engine).await, &step(&script).spec).await;
+    assert_eq!(without.output, "absent\n", "{:?}", without.exit);
+    let with = container_with(
+        engine,
+        ContainerOptions {
+            default_image: BUSYBOX_IMAGE.into(),
+            devices: StepDevices {
+                paths: vec![node.clone()],
+                gpus: false,
+            },
+            ..ContainerOptions::default()
+        },
+    )
+    .await;
+    let ran = run(&with, &step(&script).spec).await;
+    assert_eq!(ran.output, "present\n", "{:?}", ran.exit);
+}
 
 /// `services:` run beside the steps on a network of the job's own (internal: the agent gives
 /// steps no network here), reached by name; their output comes back when they are finished,

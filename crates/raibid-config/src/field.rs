@@ -13,8 +13,9 @@ use raibid_model::{Event, PoolName};
 
 use crate::{
     AgentConfig, ApprovalMode, ClusterConfig, Config, ContainerEngineKind, CronExpr, ExecutorKind,
-    FluxConfig, GiteaConfig, IpRange, K3sConfig, KedaConfig, MemoryLimit, PoolRule, RedisConfig,
-    RegistryConfig, Schedule, ScheduleName, Secret, ServerConfig, StepLimits, TokenHash, UpConfig,
+    FluxConfig, GiteaConfig, GpuMode, IpRange, K3sConfig, KedaConfig, MemoryLimit, PoolRule,
+    RedisConfig, RegistryConfig, Schedule, ScheduleName, Secret, ServerConfig, StepLimits,
+    TokenHash, UpConfig,
 };
 
 pub(crate) trait Field: Sized {
@@ -50,6 +51,7 @@ leaves!(
     PoolName => false,
     ExecutorKind => false,
     ApprovalMode => false,
+    GpuMode => false,
     ContainerEngineKind => false,
     Event => false,
     TokenHash => false,
@@ -157,7 +159,8 @@ structs! {
         name, pools, labels, executor, container_engine, step_user, workspace_dir, cache_dir, job_cache_max_bytes,
         artifacts_max_bytes, buildah_root,
         buildah_runroot, concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
-        git_token, registry, secrets, secret_repos, secrets_for_forks, step_limits,
+        git_token, registry, secrets, secret_repos, secrets_for_forks, step_limits, devices,
+        gpus,
     }
     StepLimits { memory, cpus, pids }
     UpConfig { data_dir, max_agents, polling_interval_ms, cooldown_secs, redis_maxmemory, registry }

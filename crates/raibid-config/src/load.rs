@@ -189,6 +189,24 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             "use letters, digits, '-', '_' or '.'".into(),
         ));
     }
+    for (i, device) in config.agent.devices.iter().enumerate() {
+        let path = std::path::Path::new(device);
+        let plain = path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+        if !device.starts_with("/dev/") || !plain || device.contains(':') {
+            return Err(semantic(
+                &format!("agent.devices[{i}]"),
+                format!(
+                    "{device:?} is not a device node's path: give a path under /dev, such as \
+                     /dev/kvm (the step gets it at the same path)"
+                ),
+            ));
+        }
+    }
     for (i, event) in config.server.cancel_superseded.iter().enumerate() {
         if !matches!(
             event,
@@ -813,6 +831,30 @@ flux:
             err.contains("server.cancel_superseded[1]") && err.contains("tag builds"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn devices_are_paths_under_dev_and_gpus_none_or_all() {
+        use crate::GpuMode;
+        let c = parse("").unwrap();
+        assert!(c.agent.devices.is_empty());
+        assert_eq!(c.agent.gpus, GpuMode::None);
+        let c = parse("agent:\n  devices: [/dev/kvm]\n  gpus: all\n").unwrap();
+        assert_eq!(c.agent.devices, ["/dev/kvm"]);
+        assert_eq!(c.agent.gpus, GpuMode::All);
+        for bad in [
+            "kvm",
+            "/etc/shadow",
+            "/dev/../etc/shadow",
+            "/dev/kvm:/dev/kvm",
+        ] {
+            let err = parse(&format!("agent:\n  devices: [\"{bad}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("agent.devices[0]"), "{bad}: {err}");
+        }
+        let err = parse("agent:\n  gpus: some\n").unwrap_err().to_string();
+        assert!(err.contains("gpus") && err.contains("all"), "{err}");
     }
 
     #[test]

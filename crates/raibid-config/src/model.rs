@@ -393,6 +393,22 @@ pub struct AgentConfig {
     pub secrets_for_forks: bool,
     /// Resources each step container may use (container executor only).
     pub step_limits: StepLimits,
+    /// Host device nodes every step gets (`/dev/kvm`), as GitLab Runner's `devices`: bound
+    /// into the bwrap sandbox's `/dev`, `--device` for containers. Host steps see all anyway.
+    pub devices: Vec<String>,
+    /// The machine's NVIDIA GPUs for every step, as GitLab Runner's `gpus`: `none` or `all`
+    /// (the GPU pool's agents): every `/dev/nvidia*` node under bwrap, podman's CDI device
+    /// `nvidia.com/gpu=all`, docker's `--gpus all`.
+    pub gpus: GpuMode,
+}
+
+/// Which GPUs steps get (`agent.gpus`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuMode {
+    #[default]
+    None,
+    All,
 }
 
 /// What one step may use, enforced by the container engine's cgroups (`--memory`, `--cpus`,
@@ -444,6 +460,8 @@ impl Default for AgentConfig {
             secret_repos: BTreeMap::new(),
             secrets_for_forks: false,
             step_limits: StepLimits::default(),
+            devices: Vec::new(),
+            gpus: GpuMode::None,
         }
     }
 }

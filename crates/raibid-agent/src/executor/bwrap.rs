@@ -79,6 +79,8 @@ pub struct BwrapOptions {
     /// The account steps run as inside the sandbox (the agent must be root); `None`: the
     /// agent's own uid, without capabilities.
     pub user: Option<StepUser>,
+    /// Device nodes bound into the sandbox's `/dev` besides its basic ones.
+    pub devices: super::StepDevices,
 }
 
 impl Default for BwrapOptions {
@@ -90,6 +92,7 @@ impl Default for BwrapOptions {
             ro_binds: Vec::new(),
             kill_grace: DEFAULT_KILL_GRACE,
             user: None,
+            devices: super::StepDevices::default(),
         }
     }
 }
@@ -286,6 +289,17 @@ fn sandbox_args(
     ];
     for mount in system {
         args.extend(mount.iter().map(OsString::from));
+    }
+    // Into the sandbox's own /dev, so after it. The agent checked at start that they exist; one
+    // gone since (a driver unloaded) is left out, and the step fails as it would on the host.
+    for node in options.devices.nodes(Path::new("/dev")) {
+        if node.exists() {
+            args.push("--dev-bind".into());
+            args.push(node.clone().into());
+            args.push(node.into());
+        } else {
+            debug!(device = %node.display(), "not binding a missing device");
+        }
     }
     for dir in &options.hide {
         match std::fs::canonicalize(dir) {

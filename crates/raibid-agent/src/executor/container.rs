@@ -156,6 +156,8 @@ pub struct ContainerOptions {
     /// with it, so a pipeline can run what an earlier `image-build` pushed there without the
     /// operator logging the engine in as well. Never for untrusted steps.
     pub registry_login: Option<RegistryAuth>,
+    /// Devices every step container gets (`agent.devices`, `agent.gpus`).
+    pub devices: super::StepDevices,
 }
 
 /// cgroup limits of one step container; `None`: unlimited.
@@ -194,6 +196,7 @@ impl Default for ContainerOptions {
             arch_preflight: None,
             limits: ContainerLimits::default(),
             registry_login: None,
+            devices: super::StepDevices::default(),
         }
     }
 }
@@ -503,6 +506,7 @@ impl ContainerExecutor {
         // that the script's first line continues (see `StepEnv::prelude`).
         let script = format!("exec 2>&1; {}{}", env.prelude(), spec.script);
         let engine_timeout = self.engine_timeout(remaining);
+        let devices = device_args(self.engine.name(), &self.options.devices);
         let args = run_args(&RunArgs {
             name: &name,
             workspace: &workspace,
@@ -515,6 +519,7 @@ impl ContainerExecutor {
             script: &script,
             engine_timeout,
             limits: &self.options.limits,
+            devices: &devices,
             // An image pulled with the registry's login was pulled just now if the step asked;
             // the engine, pulling again without that login, would be refused.
             pull_always: spec.pull && !pulled_with_login,
@@ -714,6 +719,25 @@ struct RunArgs<'a> {
     limits: &'a ContainerLimits,
     /// `--pull always` (podman and docker 20.10 and later).
     pull_always: bool,
+    /// Arguments that give the step its devices (see [`device_args`]).
+    devices: &'a [OsString],
+}
+
+/// `--device` for each configured node, and the GPUs as the engine takes them: podman through
+/// NVIDIA's CDI specification, docker through NVIDIA's runtime.
+pub(super) fn device_args(engine: &str, devices: &super::StepDevices) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    for path in &devices.paths {
+        args.push("--device".into());
+        args.push(path.into());
+    }
+    if devices.gpus {
+        match engine {
+            "docker" => args.extend(["--gpus", "all"].map(OsString::from)),
+            _ => args.extend(["--device", "nvidia.com/gpu=all"].map(OsString::from)),
+        }
+    }
+    args
 }
 
 fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
@@ -762,6 +786,7 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
         args.push(seconds.to_string().into());
     }
     args.extend(a.limits.args());
+    args.extend(a.devices.iter().cloned());
     if a.pull_always {
         args.extend(["--pull", "always"].map(OsString::from));
     }
@@ -964,6 +989,27 @@ fn last_lines(text: &str, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn devices_and_gpus_as_each_engine_takes_them() {
+        let devices = crate::executor::StepDevices {
+            paths: vec!["/dev/kvm".into()],
+            gpus: true,
+        };
+        let joined = |engine| {
+            device_args(engine, &devices)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            joined("podman"),
+            "--device /dev/kvm --device nvidia.com/gpu=all"
+        );
+        assert_eq!(joined("docker"), "--device /dev/kvm --gpus all");
+        assert!(device_args("podman", &Default::default()).is_empty());
+    }
     use super::*;
 
     /// The preflight's verdict comes before anything touches the engine: a refused image
@@ -1090,6 +1136,7 @@ mod tests {
             engine_timeout: None,
             limits: &ContainerLimits::default(),
             pull_always: false,
+            devices: &[],
         })
         .unwrap();
         let args: Vec<String> = args
@@ -1222,6 +1269,7 @@ mod tests {
                 pids: Some(512),
             },
             pull_always: true,
+            devices: &[],
         })
         .unwrap();
         let args: Vec<String> = args
@@ -1272,6 +1320,7 @@ mod tests {
             engine_timeout: None,
             limits: &ContainerLimits::default(),
             pull_always: false,
+            devices: &[],
         };
         assert!(run_args(&args).is_err());
     }
@@ -1293,6 +1342,7 @@ mod tests {
             engine_timeout: None,
             limits: &ContainerLimits::default(),
             pull_always: false,
+            devices: &[],
         };
         let joined = |a: &RunArgs<'_>| {
             run_args(a)

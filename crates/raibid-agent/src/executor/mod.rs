@@ -6,6 +6,7 @@ mod bwrap;
 mod container;
 mod container_owner;
 mod container_services;
+mod devices;
 mod env_script;
 mod host;
 mod image_arch;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use bwrap::{BwrapExecutor, BwrapOptions, SANDBOX_HOME, SANDBOX_WORKSPACE};
 pub use container::{ContainerEngine, ContainerExecutor, ContainerLimits, ContainerOptions};
 pub use container_services::{ServiceGroup, ServicesSpec};
+pub use devices::{StepDevices, cdi_has_nvidia_gpus, nvidia_nodes};
 pub use host::HostExecutor;
 pub use image_arch::{ArchPreflight, ArchVerdict, RegistryLogin};
 

@@ -9,13 +9,14 @@ use raibid_agent::artifacts::ArtifactStore;
 use raibid_agent::executor::{
     ArchPreflight, BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor,
     ContainerLimits, ContainerOptions, ExecError, Executor, HostExecutor, RegistryLogin,
+    StepDevices, cdi_has_nvidia_gpus,
 };
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver};
 use raibid_agent::{
     AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, StepUser, StepUserError,
     run_agent,
 };
-use raibid_config::{Config, ExecutorKind};
+use raibid_config::{Config, ExecutorKind, GpuMode};
 use raibid_queue::Queue;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -276,13 +277,49 @@ fn bwrap_executor(
     // step's business; its own workspace is bound back in by the executor. Under `raibid up`
     // the agent's directory sits inside up's, next to the API token, the webhook secret and
     // Redis's files: hide all of it.
+    let devices = step_devices(config);
+    devices
+        .check_nodes(Path::new("/dev"))
+        .map_err(anyhow::Error::msg)?;
     Ok(BwrapExecutor::new(BwrapOptions {
         network: config.agent.network,
         hide: hidden_dirs(config, data_dir),
         ro_binds: toolchain.ro_paths.clone(),
         user: users.bwrap()?,
+        devices,
         ..Default::default()
     }))
+}
+
+/// `agent.devices` and `agent.gpus` (the configuration checked their form).
+fn step_devices(config: &Config) -> StepDevices {
+    StepDevices {
+        paths: config.agent.devices.iter().map(PathBuf::from).collect(),
+        gpus: config.agent.gpus == GpuMode::All,
+    }
+}
+
+/// What the container engine needs for the configured devices, checked before the first job
+/// rather than failing each step.
+fn check_container_devices(engine: &ContainerEngine, devices: &StepDevices) -> anyhow::Result<()> {
+    if let Some(missing) = devices.paths.iter().find(|p| !p.exists()) {
+        anyhow::bail!(
+            "agent.devices: {} does not exist on this machine",
+            missing.display()
+        );
+    }
+    if devices.gpus
+        && engine.name() == "podman"
+        && !cdi_has_nvidia_gpus(&[Path::new("/etc/cdi"), Path::new("/var/run/cdi")])
+    {
+        anyhow::bail!(
+            "agent.gpus: all gives podman's containers the CDI device nvidia.com/gpu=all, but \
+             no CDI specification of NVIDIA GPUs is in /etc/cdi or /var/run/cdi: install the \
+             NVIDIA Container Toolkit and run `sudo nvidia-ctk cdi generate --output \
+             /etc/cdi/nvidia.yaml`"
+        );
+    }
+    Ok(())
 }
 
 /// What `auto` comes to, decided here for both that need it: an agent (`executor`) and
@@ -386,6 +423,8 @@ async fn executor(
         }
         ExecutorKind::Container => {
             let engine = ContainerEngine::detect(config.agent.container_engine).await?;
+            let devices = step_devices(config);
+            check_container_devices(&engine, &devices)?;
             let registry = &config.agent.registry;
             let login = (!registry.username.is_empty()).then(|| RegistryLogin {
                 host: registry_host(config),
@@ -414,6 +453,7 @@ async fn executor(
                         pids: (limits.pids > 0).then_some(limits.pids),
                     },
                     registry_login,
+                    devices,
                     ..Default::default()
                 },
             ))
