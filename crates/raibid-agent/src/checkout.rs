@@ -480,6 +480,12 @@ impl GitCheckout {
     /// The message of commit `sha` in `dest`, for `when: path: ignore_message`. Read from the
     /// commit object itself, so no configuration (`log.*`, encodings) shapes it.
     pub async fn commit_message(&self, dest: &Path, sha: &str) -> Result<String, CheckoutError> {
+        self.commit_info(dest, sha).await.map(|c| c.message)
+    }
+
+    /// The commit's message and author, for `when: path`'s `ignore_message` and the steps'
+    /// `CI_COMMIT_*` variables.
+    pub async fn commit_info(&self, dest: &Path, sha: &str) -> Result<CommitInfo, CheckoutError> {
         if !is_full_sha(sha) {
             return Err(CheckoutError::Git {
                 step: "cat-file",
@@ -494,11 +500,7 @@ impl GitCheckout {
                 &["cat-file", "commit", sha],
             )
             .await?;
-        // Headers, a blank line, the message. A signature header's lines start with a space.
-        Ok(commit
-            .split_once("\n\n")
-            .map(|(_, message)| message.to_owned())
-            .unwrap_or_default())
+        Ok(CommitInfo::parse(&commit))
     }
 
     /// Whether the mirror of `job`'s repository has commit `sha`, fetching it by sha (under the
@@ -878,11 +880,57 @@ async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutErro
     }
 }
 
+/// What a commit says of itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub message: String,
+    pub author_name: String,
+    pub author_email: String,
+}
+
+impl CommitInfo {
+    /// From `git cat-file commit`: headers, a blank line, the message. The author header is
+    /// `author <name> <<email>> <seconds> <zone>`; a signature header's lines start with a
+    /// space and are passed over.
+    fn parse(commit: &str) -> Self {
+        let (headers, message) = commit.split_once("\n\n").unwrap_or((commit, ""));
+        let author = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("author "))
+            .unwrap_or_default();
+        let (name, email) = match (author.find('<'), author.rfind('>')) {
+            (Some(open), Some(close)) if open < close => {
+                (author[..open].trim(), &author[open + 1..close])
+            }
+            _ => ("", ""),
+        };
+        CommitInfo {
+            message: message.to_owned(),
+            author_name: name.to_owned(),
+            author_email: email.to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
     /// A checkout waiting for another's mirror lock and then cancelled leaves nothing behind
     /// that keeps the runtime, and so a `--once` agent, from ending.
+    #[test]
+    fn commit_headers_give_the_author() {
+        let commit = "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\
+                      author Ada Lovelace <ada@example.org> 1700000000 +0100\n\
+                      committer Bot <bot@example.org> 1700000001 +0000\n\
+                      gpgsig -----BEGIN PGP SIGNATURE-----\n \n -----END PGP SIGNATURE-----\n\
+                      \nFix: the thing\n\nWhy it was broken.\n";
+        let info = CommitInfo::parse(commit);
+        assert_eq!(info.author_name, "Ada Lovelace");
+        assert_eq!(info.author_email, "ada@example.org");
+        assert_eq!(info.message, "Fix: the thing\n\nWhy it was broken.\n");
+        assert_eq!(CommitInfo::parse("tree x\n"), CommitInfo::default());
+    }
+
     #[test]
     fn a_cancelled_wait_for_the_mirror_lock_holds_up_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -969,6 +1017,11 @@ mod tests {
         assert_eq!(
             git.commit_message(&dest, &sha).await.unwrap(),
             "Move [ALL]\n\nbody\n"
+        );
+        let info = git.commit_info(&dest, &sha).await.unwrap();
+        assert!(
+            !info.author_name.is_empty() && info.author_email.contains('@'),
+            "{info:?}"
         );
 
         // A base newer than the mirror (a pull request whose target moved on), with the head

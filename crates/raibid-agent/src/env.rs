@@ -6,6 +6,8 @@ use std::path::Path;
 
 use raibid_model::Job;
 
+use crate::checkout::CommitInfo;
+
 /// Where a step's commands run, which decides what its environment must name.
 #[derive(Debug, Clone, Copy)]
 pub enum StepPlace<'a> {
@@ -61,6 +63,10 @@ fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
     set("RAIBID_POOL", job.spec.pool.as_str());
     set("RAIBID_WORKSPACE", &workspace.to_string_lossy());
     set("CI_REPO", &job.spec.repo);
+    if let Some((owner, name)) = job.spec.repo.rsplit_once('/') {
+        set("CI_REPO_OWNER", owner);
+        set("CI_REPO_NAME", name);
+    }
     set("CI_COMMIT_SHA", &job.spec.sha);
     set("CI_COMMIT_REF", &job.spec.git_ref);
     set("CI_PIPELINE_EVENT", job.spec.event.as_str());
@@ -86,6 +92,34 @@ fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
     if let Some(schedule) = job.spec.schedule.as_deref() {
         set("RAIBID_SCHEDULE", schedule);
         set("CI_PIPELINE_CRON", schedule);
+    }
+    env
+}
+
+/// The longest `CI_COMMIT_MESSAGE`: a process's environment strings are bounded (128 KiB each
+/// on Linux), and a step must not fail to start because of a long commit message.
+const MAX_MESSAGE: usize = 16 * 1024;
+
+/// Woodpecker's variables of the commit itself.
+pub fn commit_env(commit: &CommitInfo) -> BTreeMap<String, String> {
+    let mut message = commit.message.trim_end().to_owned();
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    let mut env = BTreeMap::new();
+    env.insert("CI_COMMIT_MESSAGE".to_owned(), message);
+    if !commit.author_name.is_empty() {
+        env.insert("CI_COMMIT_AUTHOR".to_owned(), commit.author_name.clone());
+    }
+    if !commit.author_email.is_empty() {
+        env.insert(
+            "CI_COMMIT_AUTHOR_EMAIL".to_owned(),
+            commit.author_email.clone(),
+        );
     }
     env
 }
@@ -190,5 +224,22 @@ mod tests {
         assert_eq!(env["CI_COMMIT_BRANCH"], "main");
         let push = job_env(&job(), Path::new("/w"));
         assert!(!push.contains_key("CI_PIPELINE_CRON") && !push.contains_key("RAIBID_SCHEDULE"));
+    }
+
+    #[test]
+    fn the_commit_s_variables_are_bounded() {
+        let mut commit = CommitInfo {
+            message: "Fix it\n\nbody\n".into(),
+            author_name: "Ada".into(),
+            author_email: "ada@example.org".into(),
+        };
+        let env = commit_env(&commit);
+        assert_eq!(env["CI_COMMIT_MESSAGE"], "Fix it\n\nbody");
+        assert_eq!(env["CI_COMMIT_AUTHOR"], "Ada");
+        assert_eq!(env["CI_COMMIT_AUTHOR_EMAIL"], "ada@example.org");
+        commit.message = "é".repeat(MAX_MESSAGE);
+        assert!(commit_env(&commit)["CI_COMMIT_MESSAGE"].len() <= MAX_MESSAGE);
+        commit.author_name.clear();
+        assert!(!commit_env(&commit).contains_key("CI_COMMIT_AUTHOR"));
     }
 }

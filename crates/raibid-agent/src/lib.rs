@@ -25,7 +25,7 @@ mod workspace_file;
 mod workspace_lock;
 
 pub use agent::{AgentOptions, AgentSummary, run_agent};
-pub use checkout::{Changes, CheckoutError, CheckoutReport, GitCheckout};
+pub use checkout::{Changes, CheckoutError, CheckoutReport, CommitInfo, GitCheckout};
 pub use job_cache::{
     DEFAULT_JOB_CACHE_MAX_BYTES, EntryMeta, JobCache, JobCacheError, Restored, Saved, Skipped,
 };

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::artifacts::ArtifactStore;
-use crate::checkout::{Changes, GitCheckout};
-use crate::env::{StepPlace, is_reserved, step_base_env};
+use crate::checkout::{Changes, CommitInfo, GitCheckout};
+use crate::env::{StepPlace, commit_env, is_reserved, step_base_env};
 use crate::executor::{Executor, ServiceGroup, ServicesSpec, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
 use crate::job_cache::{JobCache, JobCacheError, Restored, Saved};
@@ -405,6 +405,17 @@ impl Runner {
             job.build_branch().map(str::to_owned),
             job.tag().map(str::to_owned),
         );
+        // Before the workspace goes to the step user, as git reads it (see below).
+        let commit = match self.git.commit_info(&workspace, &job.spec.sha).await {
+            Ok(commit) => {
+                trigger.message = Some(commit.message.clone());
+                Some(commit)
+            }
+            Err(e) => {
+                warn!(job = %job.id, error = %e, "cannot read the commit's message and author");
+                None
+            }
+        };
         // The first delivery of a matrix job only queues its variants, which compare for
         // their own steps; the pipeline's `when` needs the changes before that.
         let queues_variants =
@@ -515,6 +526,7 @@ impl Runner {
                 claimed,
                 &pipeline,
                 &trigger,
+                commit.as_ref(),
                 variant_env,
                 &workspace,
                 &home,
@@ -851,10 +863,6 @@ impl Runner {
         trigger: &mut TriggerContext,
         log: &mut JobLog,
     ) {
-        match self.git.commit_message(workspace, &job.spec.sha).await {
-            Ok(message) => trigger.message = Some(message),
-            Err(e) => warn!(job = %job.id, error = %e, "cannot read the commit message"),
-        }
         let why = match self.git.changed_files(job, workspace).await {
             Changes::Known(files) if files.is_empty() => {
                 "the commit changes no files compared with its base".to_owned()
@@ -891,6 +899,7 @@ impl Runner {
         claimed: &Claimed,
         pipeline: &Pipeline,
         trigger: &TriggerContext,
+        commit: Option<&CommitInfo>,
         variant_env: BTreeMap<String, String>,
         workspace: &Path,
         home: &Path,
@@ -919,6 +928,7 @@ impl Runner {
             },
         };
         let mut base_env = step_base_env(job, place);
+        base_env.extend(commit.map(commit_env).unwrap_or_default());
         for (k, v) in pipeline.env.iter().chain(&variant_env).chain(&job.spec.env) {
             if !is_reserved(k) {
                 base_env.insert(k.clone(), v.clone());

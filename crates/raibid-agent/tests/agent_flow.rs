@@ -51,6 +51,33 @@ async fn a_two_step_pipeline_runs_under_bwrap_and_succeeds() {
     assert_eq!(h.work_left(), Vec::<String>::new(), "workspace removed");
 }
 
+/// Woodpecker's variables of the commit, the repository and the step reach every step.
+#[tokio::test]
+async fn the_commit_repository_and_step_variables_reach_the_steps() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: show\n    run: |\n      echo \"step=$CI_STEP_NAME owner=$CI_REPO_OWNER name=$CI_REPO_NAME\"\n      echo \"author=$CI_COMMIT_AUTHOR <$CI_COMMIT_AUTHOR_EMAIL>\"\n      printf 'message=%s|\\n' \"$CI_COMMIT_MESSAGE\"\n",
+        )],
+        "Add the pipeline\n\nWith a body.",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("step=show owner=acme name=app\n"), "{log}");
+    assert!(
+        log.contains("author=raibid test <test@raibid.invalid>\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("message=Add the pipeline\n\nWith a body.|\n"),
+        "{log}"
+    );
+}
+
 /// The variables name the workspace and HOME where the sandbox shows them, the same in every
 /// job, not the job's directories on the host.
 #[tokio::test]

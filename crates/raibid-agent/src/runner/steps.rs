@@ -263,6 +263,7 @@ impl Runner {
         }
         let mut env = ctx.base_env.clone();
         env.insert("RAIBID_JOB_STATUS".into(), state.as_str().into());
+        env.insert("CI_STEP_NAME".into(), step.name.clone());
         env.entry("CI_PIPELINE_STATUS".into())
             .or_insert_with(|| state.as_str().into());
         env.extend(
