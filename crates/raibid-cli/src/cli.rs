@@ -296,6 +296,9 @@ pub enum JobCommand {
         id: String,
         #[arg(long, short)]
         follow: bool,
+        /// Only this step's lines (of steps running side by side, without their `[NAME] `).
+        #[arg(long, value_name = "NAME")]
+        step: Option<String>,
         /// With --follow: give up when the job could not be read for this many seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         retry_for: u64,

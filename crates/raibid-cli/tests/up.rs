@@ -617,6 +617,16 @@ async fn the_job_commands_drive_the_api() {
     assert!(shown.contains("hello") && shown.contains(&sha), "{shown}");
     let logs = cli(&up, &["job", "logs", &job.id]);
     assert!(logs.contains("hello-from-cli"), "{logs}");
+    assert!(logs.contains("checked out"), "{logs}");
+    let step = cli(&up, &["job", "logs", &job.id, "--step", "hello"]);
+    assert!(
+        step.contains("hello-from-cli")
+            && step.contains("▶ step hello")
+            && !step.contains("checked out"),
+        "only the step's section: {step}"
+    );
+    let other = cli(&up, &["job", "logs", &job.id, "--step", "nope"]);
+    assert_eq!(other, "", "no such step, no lines");
     let followed = cli(&up, &["job", "logs", "--follow", &job.id]);
     assert!(followed.contains("hello-from-cli"), "{followed}");
 

@@ -11,6 +11,7 @@ use raibid_config::Config;
 use raibid_model::{Job, JobStatus};
 
 use crate::cli::{JobArgs, JobCommand, Output};
+use crate::commands::step_log::StepFilter;
 use crate::output::{ago, duration, table};
 
 pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
@@ -74,19 +75,27 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
         JobCommand::Logs {
             id,
             follow,
+            step,
             retry_for,
         } => {
+            let mut filter = step.as_deref().map(StepFilter::new);
             if follow {
-                return follow_logs(&client, &id, Duration::from_secs(retry_for)).await;
+                return follow_logs(&client, &id, Duration::from_secs(retry_for), filter).await;
             }
             let mut cursor: Option<String> = None;
             loop {
                 let part = client.logs(&id, cursor.as_deref()).await?;
-                print!("{}", part.text);
+                match &mut filter {
+                    Some(f) => print!("{}", f.push(&part.text)),
+                    None => print!("{}", part.text),
+                }
                 if part.text.is_empty() || part.cursor == cursor {
                     break;
                 }
                 cursor = part.cursor;
+            }
+            if let Some(f) = &mut filter {
+                print!("{}", f.finish());
             }
         }
         JobCommand::Artifacts { id, dir } => {
@@ -189,7 +198,12 @@ async fn download_artifacts(
 /// so a long build can be watched to its end and each line is printed once. Gives up when the
 /// job could not be read for `retry_for`, or at once on answers that asking again will not
 /// change (no such job, not allowed, job deleted).
-async fn follow_logs(client: &Client, id: &str, retry_for: Duration) -> anyhow::Result<ExitCode> {
+async fn follow_logs(
+    client: &Client,
+    id: &str,
+    retry_for: Duration,
+    mut filter: Option<StepFilter>,
+) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     let mut last_event: Option<String> = None;
     let mut backoff = reconnect_backoff();
@@ -201,7 +215,11 @@ async fn follow_logs(client: &Client, id: &str, retry_for: Duration) -> anyhow::
         let result = client
             .follow_logs(id, resume_after.as_deref(), |event| {
                 if let LogEvent::Log { id, text } = event {
-                    let _ = stdout.write_all(text.as_bytes());
+                    let shown = match &mut filter {
+                        Some(f) => std::borrow::Cow::Owned(f.push(text)),
+                        None => std::borrow::Cow::Borrowed(text.as_str()),
+                    };
+                    let _ = stdout.write_all(shown.as_bytes());
                     let _ = stdout.flush();
                     if id.is_some() {
                         last_event.clone_from(id);
@@ -212,6 +230,9 @@ async fn follow_logs(client: &Client, id: &str, retry_for: Duration) -> anyhow::
             .await;
         let reason = match result {
             Ok(Some(status)) => {
+                if let Some(f) = &mut filter {
+                    let _ = stdout.write_all(f.finish().as_bytes());
+                }
                 eprintln!("job {id} finished: {status}");
                 return Ok(exit_for(status));
             }

@@ -7,6 +7,7 @@ mod pipeline;
 mod schedule;
 mod server;
 mod status;
+mod step_log;
 mod token;
 
 use std::process::ExitCode;
