@@ -542,20 +542,7 @@ fn seconds_at_end(line: &str) -> Option<f64> {
 
 /// The line without its colour escapes (the agent colours warnings).
 fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    strip_ansi_escapes::strip_str(line)
 }
 
 /// Bytes (regular files and links, hard links counted once) and files under `dir`, without

@@ -126,17 +126,8 @@ impl LocalRedis {
         // `raibid up` stops it last, itself.
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true);
-        die_with_parent(&mut cmd);
-        // SAFETY: umask is async-signal-safe and touches no allocator or locks.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-                Ok(())
-            });
-        }
+            .stderr(Stdio::null());
+        crate::child_process::owned_private(&mut cmd);
         let child = cmd.spawn().context("starting redis-server")?;
         let mut redis = Self {
             child,
@@ -211,19 +202,7 @@ impl LocalRedis {
 
     /// SIGTERM (redis flushes its AOF and exits), then SIGKILL after 10 s.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
-        let _ = self.child.kill().await;
+        crate::child_process::terminate(&mut self.child, Duration::from_secs(10)).await;
     }
 }
 
@@ -330,17 +309,6 @@ async fn read_line(conn: &mut BufReader<tokio::net::TcpStream>) -> std::io::Resu
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok(line.trim_end().to_owned())
-}
-
-/// Makes the kernel kill the child if we die without cleaning up (SIGKILL, panic=abort).
-pub fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; the closure touches no allocator or locks.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {

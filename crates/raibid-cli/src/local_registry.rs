@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-use crate::local_redis::{die_with_parent, which};
+use crate::local_redis::which;
 
 /// The login the agents push with.
 pub const USER: &str = "raibid";
@@ -59,18 +59,9 @@ impl LocalRegistry {
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            // Stopped by `raibid up` after the agents, not by the terminal's Ctrl-C.
-            .process_group(0)
-            .kill_on_drop(true);
-        die_with_parent(&mut cmd);
-        // SAFETY: umask is async-signal-safe and touches no allocator or locks.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-                Ok(())
-            });
-        }
+            .stderr(log);
+        // Stopped by `raibid up` after the agents, not by the terminal's Ctrl-C.
+        crate::child_process::owned_private(&mut cmd);
         let child = cmd.spawn().context("starting docker-registry")?;
         let mut registry = Self {
             child,
@@ -122,19 +113,7 @@ impl LocalRegistry {
 
     /// SIGTERM, then SIGKILL after 10 s.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-        }
-        let _ = self.child.kill().await;
+        crate::child_process::terminate(&mut self.child, Duration::from_secs(10)).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! `raibid`: one binary for every role. Each subcommand is thin glue over a library crate.
 
+mod child_process;
 mod cli;
 mod commands;
 mod local_redis;

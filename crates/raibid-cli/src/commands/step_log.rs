@@ -5,22 +5,9 @@
 //! `✘ NAME: ..`); steps of a `depends_on` graph run side by side, and each of their lines starts
 //! with `[NAME] `, which is taken off here.
 
-/// Strips ANSI colour sequences (`ESC [ ... m`), which the agent puts around its own lines.
+/// The line without the colour sequences the agent puts around its own lines.
 fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    strip_ansi_escapes::strip_str(line)
 }
 
 pub struct StepFilter {

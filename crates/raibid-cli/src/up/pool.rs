@@ -24,8 +24,6 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::local_redis::die_with_parent;
-
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     /// The `raibid` executable to start agents from.
@@ -186,12 +184,10 @@ impl LocalPool {
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            // Not in the terminal's foreground group: Ctrl-C reaches `raibid up` alone, which
-            // stops the agents in order (SIGTERM, grace period) before the server and Redis.
-            .process_group(0)
-            .kill_on_drop(true);
-        die_with_parent(&mut cmd);
+            .stderr(log);
+        // Not in the terminal's foreground group: Ctrl-C reaches `raibid up` alone, which
+        // stops the agents in order (SIGTERM, grace period) before the server and Redis.
+        crate::child_process::owned(&mut cmd);
         let child = cmd.spawn()?;
         Ok(AgentProcess {
             child,
