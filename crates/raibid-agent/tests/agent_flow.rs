@@ -272,17 +272,7 @@ async fn cancelling_a_running_job_stops_it() {
         "slow",
     );
     let job = h.enqueue(&repo.url(), &sha).await;
-    let queue = h.queue.clone();
-    let id = job.id.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if queue.get(&id).await.unwrap().unwrap().status == JobStatus::Running {
-                queue.cancel(&id).await.unwrap();
-                return;
-            }
-        }
-    });
+    h.cancel_when(&job.id, |job| job.status == JobStatus::Running);
     let started = std::time::Instant::now();
     let ends = h.run_once(h.runner(SecretStore::default())).await;
     assert!(started.elapsed() < Duration::from_secs(30));

@@ -139,23 +139,9 @@ async fn cancelling_a_graph_stops_all_its_running_steps() {
         "slow",
     );
     let job = h.enqueue(&repo.url(), &sha).await;
-    let queue = h.queue.clone();
-    let id = job.id.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let job = queue.get(&id).await.unwrap().unwrap();
-            let both = job
-                .steps
-                .iter()
-                .filter(|s| s.status == StepStatus::Running)
-                .count()
-                == 2;
-            if job.status == JobStatus::Running && both {
-                queue.cancel(&id).await.unwrap();
-                return;
-            }
-        }
+    h.cancel_when(&job.id, |job| {
+        let running = job.steps.iter().filter(|s| s.status == StepStatus::Running);
+        job.status == JobStatus::Running && running.count() == 2
     });
     let started = std::time::Instant::now();
     let ends = h.run_once(h.runner(SecretStore::default())).await;

@@ -30,6 +30,17 @@ async fn push(server: &TestServer, branch: &str, commit: char) -> serde_json::Va
     json(response).await
 }
 
+/// A push of `commit` to `branch` as the queue takes it, without a webhook.
+fn pushed(branch: &str, commit: char) -> NewJob {
+    NewJob::new(
+        REPO,
+        "https://git.example/acme/app.git",
+        format!("refs/heads/{branch}"),
+        sha(commit),
+        Event::Push,
+    )
+}
+
 async fn job(server: &TestServer, id: &str) -> raibid_model::Job {
     server.queue.get(id).await.unwrap().expect("job exists")
 }
@@ -151,14 +162,7 @@ async fn superseding_follows_server_cancel_superseded() {
 #[tokio::test]
 async fn cancelling_a_matrix_job_cancels_its_variants() {
     let server = TestServer::start().await;
-    let spec = NewJob::new(
-        REPO,
-        "https://git.example/acme/app.git",
-        "refs/heads/main",
-        sha('a'),
-        Event::Push,
-    );
-    let Enqueued::Created(parent) = server.queue.enqueue(spec).await.unwrap() else {
+    let Enqueued::Created(parent) = server.queue.enqueue(pushed("main", 'a')).await.unwrap() else {
         panic!("not created");
     };
     let claimed = server.claim_one("agent-1").await;
@@ -206,18 +210,7 @@ async fn cancelling_a_matrix_job_cancels_its_variants() {
     assert!(job(&server, &variants[0]).await.cancel_requested);
 
     // A plain job's reply has no variants.
-    let Enqueued::Created(plain) = server
-        .queue
-        .enqueue(NewJob::new(
-            REPO,
-            "https://git.example/acme/app.git",
-            "refs/heads/dev",
-            sha('b'),
-            Event::Push,
-        ))
-        .await
-        .unwrap()
-    else {
+    let Enqueued::Created(plain) = server.queue.enqueue(pushed("dev", 'b')).await.unwrap() else {
         panic!("not created");
     };
     let reply = json(
@@ -259,14 +252,7 @@ async fn a_push_whose_superseding_failed_finishes_it_when_delivered_again() {
     )
     .await;
     // The test's own queue may read lanes: it stands in for the first push, already in its lane.
-    let spec = NewJob::new(
-        REPO,
-        "https://git.example/acme/app.git",
-        "refs/heads/main",
-        sha('a'),
-        Event::Push,
-    );
-    let Enqueued::Created(first) = server.queue.enqueue(spec).await.unwrap() else {
+    let Enqueued::Created(first) = server.queue.enqueue(pushed("main", 'a')).await.unwrap() else {
         panic!("not created");
     };
     assert!(server.queue.supersede(&first).await.unwrap().is_empty());

@@ -226,6 +226,22 @@ impl Harness {
     pub async fn job(&self, id: &str) -> Job {
         self.queue.get(id).await.unwrap().unwrap()
     }
+
+    /// Cancels job `id` as soon as `ready` holds for it (looked at every 200 ms), from a task
+    /// of its own, as a person would while the agent runs it.
+    pub fn cancel_when(&self, id: &str, ready: impl Fn(&Job) -> bool + Send + Sync + 'static) {
+        let queue = self.queue.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                if ready(&queue.get(&id).await.unwrap().unwrap()) {
+                    queue.cancel(&id).await.unwrap();
+                    return;
+                }
+            }
+        });
+    }
 }
 
 /// The tests' agent: the default pool, one job at a time, short timeouts; `once` stops it
