@@ -159,3 +159,53 @@ async fn cancelling_a_graph_stops_all_its_running_steps() {
     );
     assert!(!h.log(&job.id).await.contains("too-late"));
 }
+
+/// `retry`: a step that fails is run again, up to its count, with `CI_STEP_ATTEMPT`; the last
+/// run decides.
+#[tokio::test]
+async fn a_failing_step_is_retried_as_often_as_it_asks() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            r#"steps:
+  - name: flaky
+    retry: 2
+    run: |
+      n=$(cat "$HOME/tries" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$HOME/tries"
+      echo "try $n attempt $CI_STEP_ATTEMPT"
+      test $n -ge 2
+  - name: hopeless
+    retry: 1
+    failure: ignore
+    run: echo nope; exit 4
+"#,
+        )],
+        "flaky",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(
+        ends,
+        vec![(job.id.clone(), JobEnd::Acked(JobStatus::Success))],
+        "{log}"
+    );
+    for line in [
+        "try 1 attempt 1\n",
+        "↻ flaky: exit code 1",
+        "retrying, attempt 2 of 3",
+        "try 2 attempt 2\n",
+        "↻ hopeless: exit code 4",
+    ] {
+        assert!(log.contains(line), "{line:?} in {log}");
+    }
+    assert!(!log.contains("try 3"), "no third run after a pass: {log}");
+    assert_eq!(log.matches("nope\n").count(), 2, "{log}");
+    let done = h.job(&job.id).await;
+    assert_eq!(done.steps[0].status, StepStatus::Success);
+    assert_eq!(done.steps[1].status, StepStatus::Failure);
+    assert_eq!(done.steps[1].exit_code, Some(4));
+    assert!(!done.steps[0].tail.contains("try 1"), "the last run's tail");
+}

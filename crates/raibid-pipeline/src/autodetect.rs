@@ -171,6 +171,7 @@ fn step(name: &str, kind: StepKind, image: Option<&str>) -> Step {
         secrets: Vec::new(),
         failure: OnFailure::Fail,
         depends_on: None,
+        retry: 0,
     }
 }
 

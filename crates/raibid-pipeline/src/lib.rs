@@ -36,7 +36,7 @@ pub use image_build::ImageBuild;
 pub use matrix::{MAX_AXES, MAX_VARIANT_NAME_LEN, MAX_VARIANTS, Matrix, Variant};
 pub use pipeline::{CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes};
 pub use service::{DEFAULT_READY_TIMEOUT, MAX_SERVICES, Ready, Service};
-pub use step::{OnFailure, Step, StepKind};
+pub use step::{MAX_RETRIES, OnFailure, Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};
 pub use when::{PathFilter, Pattern, RunState, TriggerContext, When, WhenBlock};
 

@@ -34,6 +34,23 @@ pub struct Step {
     /// each starts when those it depends on have ended, those without it at once (see
     /// [`crate::Pipeline::runs_as_graph`]).
     pub depends_on: Option<Vec<String>>,
+    /// How many more times a failing step runs before its failure counts (`retry:`, GitLab's
+    /// key, at most [`MAX_RETRIES`]): for tests that fail now and then. Only the step's own
+    /// failure is retried: not a cancel, the job's time running out, or a step that could not
+    /// start.
+    pub retry: u32,
+}
+
+/// The most retries a step may ask for: each one can take the step's whole timeout.
+pub const MAX_RETRIES: u32 = 5;
+
+fn retries(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n <= MAX_RETRIES => Ok(n),
+        _ => Err(format!(
+            "`retry` is {s:?}; give a number of retries from 0 to {MAX_RETRIES}"
+        )),
+    }
 }
 
 /// What a failed step does to the job (`failure:`, as in Woodpecker).
@@ -78,6 +95,7 @@ fn script(s: &str) -> Result<String, String> {
 
 checked_str!(StepName: String, "a step name", names::step_name);
 checked_str!(Failure: OnFailure, "fail or ignore", on_failure);
+checked_str!(Retries: u32, "a number of retries from 0 to 5", retries);
 checked_str!(Script: String, "a shell script (use `|` for several lines)", script);
 checked_str!(
     /// Shared with the pipeline-level `image`.
@@ -109,6 +127,7 @@ struct RawStep {
         deserialize_with = "depends_on"
     )]
     depends_on: Option<Vec<String>>,
+    retry: Option<Retries>,
 }
 
 fn depends_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -202,6 +221,7 @@ impl RawStep {
             secrets: self.secrets,
             failure: self.failure.map(|f| f.0).unwrap_or_default(),
             depends_on: self.depends_on,
+            retry: self.retry.map_or(0, |r| r.0),
         })
     }
 }
@@ -255,6 +275,18 @@ mod tests {
         let err = steps(yaml).unwrap_err();
         let loc = err.location().expect("error has a location");
         (loc.line(), loc.column(), err.to_string())
+    }
+
+    #[test]
+    fn retry_is_a_small_number() {
+        let s = steps("- name: flaky\n  run: t\n  retry: 2\n- name: once\n  run: o\n").unwrap();
+        assert_eq!((s[0].retry, s[1].retry), (2, 0));
+        for bad in ["6", "-1", "two", "1.5"] {
+            let (line, column, message) =
+                error_at(&format!("- name: flaky\n  run: t\n  retry: {bad}\n"));
+            assert_eq!((line, column), (3, 10), "{bad}: {message}");
+            assert!(message.contains("from 0 to 5"), "{message}");
+        }
     }
 
     #[test]

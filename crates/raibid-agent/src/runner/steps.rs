@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{INTERRUPTED, LOST, Runner, StopReason, job_limit_reached, step_limit};
 use crate::env::is_reserved;
-use crate::executor::StepSpec;
+use crate::executor::{StepExit, StepSpec};
 use crate::logsink::JobLog;
 
 /// What every step of a job shares.
@@ -66,6 +66,18 @@ struct Ready {
     timeout: Duration,
     /// Whether `timeout` is what is left of the job's time rather than the step's own.
     job_bound: bool,
+}
+
+/// A step's own failure in words: its exit code, signal or own time limit.
+fn failure_of(exit: &StepExit, timeout: Duration) -> String {
+    if exit.timed_out {
+        return format!("timed out after {}s", timeout.as_secs());
+    }
+    match (exit.code, exit.signal) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "failed".to_owned(),
+    }
 }
 
 /// The first failure makes the job's status and reason; later ones change neither.
@@ -292,7 +304,8 @@ impl Runner {
         })
     }
 
-    /// Runs a prepared step and says how it ended, in the log and in the result.
+    /// Runs a prepared step, again after a failure as its `retry` allows, and says how it
+    /// ended, in the log and in the result.
     async fn run_step(
         &self,
         ctx: &StepContext<'_>,
@@ -301,21 +314,73 @@ impl Runner {
         log: &mut JobLog,
         images: &mut Vec<String>,
     ) -> StepRun {
-        let job = &ctx.claimed.job;
         let Ready {
-            env,
-            timeout,
-            job_bound,
+            mut env,
+            mut timeout,
+            mut job_bound,
         } = ready;
-        log.start_tail();
-        log.line(&format!(
-            "\n\x1b[1;36m▶ step {}\x1b[0m \x1b[2m{}\x1b[0m",
-            step.name,
-            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        ))
-        .await;
-        let started = Instant::now();
-        let result = match &step.kind {
+        let attempts = step.retry + 1;
+        let first_start = Instant::now();
+        let mut attempt = 1;
+        loop {
+            if attempts > 1 {
+                env.insert("CI_STEP_ATTEMPT".into(), attempt.to_string());
+            }
+            log.start_tail();
+            log.line(&format!(
+                "\n\x1b[1;36m▶ step {}\x1b[0m \x1b[2m{}\x1b[0m",
+                step.name,
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ))
+            .await;
+            let started = Instant::now();
+            let result = self
+                .run_once(ctx, step, env.clone(), timeout, log, images)
+                .await;
+            let elapsed = started.elapsed();
+            // Only the step's own failure is worth another go.
+            let retryable = matches!(&result, Ok(exit)
+                if !(exit.success() || exit.cancelled || exit.timed_out && job_bound));
+            if retryable && attempt < attempts && !ctx.stop.is_cancelled() {
+                let remaining = ctx.job_deadline.saturating_duration_since(Instant::now());
+                let (next, bound) = step_limit(step.timeout, remaining);
+                if !next.is_zero() {
+                    let Ok(exit) = &result else {
+                        unreachable!("retryable")
+                    };
+                    log.line(&format!(
+                        "\x1b[33m↻ {}: {} ({:.2}s); retrying, attempt {} of {attempts}\x1b[0m",
+                        step.name,
+                        failure_of(exit, timeout),
+                        elapsed.as_secs_f64(),
+                        attempt + 1
+                    ))
+                    .await;
+                    attempt += 1;
+                    (timeout, job_bound) = (next, bound);
+                    continue;
+                }
+            }
+            let mut run = self
+                .verdict(ctx, step, result, timeout, job_bound, elapsed, log)
+                .await;
+            run.duration_ms = Some(first_start.elapsed().as_millis() as u64);
+            return run;
+        }
+    }
+
+    /// One run of the step's script or image build.
+    async fn run_once(
+        &self,
+        ctx: &StepContext<'_>,
+        step: &Step,
+        env: BTreeMap<String, String>,
+        timeout: Duration,
+        log: &mut JobLog,
+        images: &mut Vec<String>,
+    ) -> Result<StepExit, String> {
+        let job = &ctx.claimed.job;
+        match &step.kind {
             StepKind::Run { script } => {
                 let spec = StepSpec {
                     name: step.name.clone(),
@@ -346,12 +411,25 @@ impl Runner {
                 )
                 .await
             }
-        };
-        let elapsed = started.elapsed();
+        }
+    }
+
+    /// How the step's last run ended, in the log (its result line) and as its result.
+    #[allow(clippy::too_many_arguments)]
+    async fn verdict(
+        &self,
+        ctx: &StepContext<'_>,
+        step: &Step,
+        result: Result<StepExit, String>,
+        timeout: Duration,
+        job_bound: bool,
+        elapsed: Duration,
+        log: &mut JobLog,
+    ) -> StepRun {
         let mut run = StepRun {
             status: StepStatus::Success,
             exit_code: None,
-            duration_ms: Some(elapsed.as_millis() as u64),
+            duration_ms: None,
             tail: log.tail(),
             fails_job: None,
         };
@@ -378,20 +456,12 @@ impl Runner {
                         LOST => "stopped: the job was reassigned".to_owned(),
                         _ => "cancelled".to_owned(),
                     }
-                } else if exit.timed_out {
+                } else if exit.timed_out && job_bound {
                     run.status = StepStatus::Failure;
-                    if job_bound {
-                        job_limit_reached(ctx.job_limit)
-                    } else {
-                        format!("timed out after {}s", timeout.as_secs())
-                    }
+                    job_limit_reached(ctx.job_limit)
                 } else {
                     run.status = StepStatus::Failure;
-                    match (exit.code, exit.signal) {
-                        (Some(code), _) => format!("exit code {code}"),
-                        (None, Some(sig)) => format!("killed by signal {sig}"),
-                        _ => "failed".to_owned(),
-                    }
+                    failure_of(&exit, timeout)
                 };
                 let (colour, note) = if ignore {
                     ("33", ", ignored (failure: ignore)")
