@@ -108,7 +108,11 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
             Some(names) if !names.is_empty() => format!(", after {}", names.join(", ")),
             _ => String::new(),
         };
-        let _ = writeln!(out, "  {} ({what}{when}{after})", step.name);
+        let retry = match step.retry {
+            0 => String::new(),
+            n => format!(", retried up to {n} time(s)"),
+        };
+        let _ = writeln!(out, "  {} ({what}{when}{after}{retry})", step.name);
     }
     if let Some(artifacts) = &pipeline.artifacts {
         let _ = writeln!(
@@ -144,12 +148,12 @@ mod tests {
     fn the_summary_of_a_graph_says_what_waits_for_what() {
         let pipeline = raibid_pipeline::parse(
             ".raibid.yaml",
-            "steps:\n  - name: a\n    run: a\n  - name: b\n    run: b\n  - name: c\n    depends_on: [a, b]\n    run: c\n",
+            "steps:\n  - name: a\n    run: a\n  - name: b\n    run: b\n    retry: 2\n  - name: c\n    depends_on: [a, b]\n    run: c\n",
         )
         .unwrap();
         assert_eq!(
             summary(".raibid.yaml", &pipeline),
-            ".raibid.yaml: valid\nsteps (side by side, each after those it depends on):\n  a (run)\n  b (run)\n  c (run, after a, b)\n"
+            ".raibid.yaml: valid\nsteps (side by side, each after those it depends on):\n  a (run)\n  b (run, retried up to 2 time(s))\n  c (run, after a, b)\n"
         );
     }
 }
