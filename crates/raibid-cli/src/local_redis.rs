@@ -23,6 +23,7 @@ pub struct LocalRedis {
     dir: PathBuf,
     password: Option<String>,
     maxmemory: Option<u64>,
+    durability: Durability,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,23 @@ impl LocalRedis {
             Self::start_with(dir, port, durability, password, SILENCE_TIMEOUT, &lines).await?;
         redis.maxmemory = maxmemory;
         Ok(redis)
+    }
+
+    /// Started again as it was, on the same port, from its data (its AOF): after it died.
+    pub async fn start_again(&self) -> anyhow::Result<Self> {
+        Self::start(
+            &self.dir,
+            Some(self.port),
+            self.durability,
+            self.password.as_deref(),
+            self.maxmemory,
+        )
+        .await
+    }
+
+    /// How it ended, once it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// The `maxmemory` it was started with, in bytes.
@@ -135,6 +153,7 @@ impl LocalRedis {
             dir: dir.to_path_buf(),
             password: password.map(str::to_owned),
             maxmemory: None,
+            durability,
         };
         if let Err(e) = redis.wait_ready(silence_timeout).await {
             // SIGTERM rather than the SIGKILL of dropping the child: it may be alive but stuck.

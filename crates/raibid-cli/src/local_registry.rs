@@ -27,6 +27,7 @@ pub struct LocalRegistry {
     child: Child,
     port: u16,
     dir: PathBuf,
+    password: String,
 }
 
 impl LocalRegistry {
@@ -67,6 +68,7 @@ impl LocalRegistry {
             child,
             port,
             dir: dir.to_path_buf(),
+            password: password.to_owned(),
         };
         if let Err(e) = registry.wait_ready().await {
             registry.stop().await;
@@ -74,6 +76,16 @@ impl LocalRegistry {
         }
         crate::private_files::write(&dir.join("port"), &format!("{port}\n"))?;
         Ok(registry)
+    }
+
+    /// Started again as it was, on its port (free again), from its storage: after it died.
+    pub async fn start_again(&self) -> anyhow::Result<Self> {
+        Self::start(&self.dir, &self.password).await
+    }
+
+    /// How it ended, once it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// `127.0.0.1:<port>`, as it appears in image names.

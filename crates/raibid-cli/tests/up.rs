@@ -1095,3 +1095,72 @@ async fn up_brings_a_private_registry_that_keeps_artifacts() {
     );
     assert_eq!(read(&into.join("out/result.txt")), "built-here");
 }
+
+/// The pid of `up`'s redis-server (which names itself by its address, not its data) or
+/// docker-registry (whose command line names its configuration in the data directory).
+async fn child_of_up(up: &Up, program: &str) -> Option<i32> {
+    let needle = if program == "redis-server" {
+        format!("127.0.0.1:{}", up.redis_port().await)
+    } else {
+        up.data.to_string_lossy().into_owned()
+    };
+    processes_mentioning(Path::new(&needle))
+        .into_iter()
+        .find(|(_, c)| c.contains(program))
+        .map(|(pid, _)| pid)
+}
+
+/// The private Redis and registry are started again when they die under a running `raibid
+/// up` (SIGKILL, as the OOM killer sends), on their ports and from their data: the jobs of
+/// before are still there, and a new job runs and keeps its artifacts.
+#[tokio::test]
+async fn up_starts_its_redis_and_registry_again_when_they_die() {
+    require_binary("docker-registry", "docker-registry");
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), "", &["--max-agents", "1"], &[]);
+    let client = up.client();
+    let (repo, sha) = repo_with(
+        "artifacts: [out]\nsteps:\n  - name: make\n    run: mkdir -p out && echo kept > out/r.txt\n",
+    );
+    let before = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &before.id, Duration::from_secs(90)).await;
+    assert_eq!(done.status, JobStatus::Success, "{}", up.log());
+    // The AOF is written every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut killed = Vec::new();
+    for program in ["redis-server", "docker-registry"] {
+        let pid = child_of_up(&up, program)
+            .await
+            .unwrap_or_else(|| panic!("no {program}"));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        killed.push((program, pid));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (program, old) in killed {
+        loop {
+            match child_of_up(&up, program).await {
+                Some(pid) if pid != old => break,
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{program} not started again:\n{}",
+                        up.log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    assert!(up.log().contains("started again"), "{}", up.log());
+
+    let kept = client.job(&before.id).await.unwrap();
+    assert_eq!(kept.status, JobStatus::Success, "the job of before is kept");
+    let after = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &after.id, Duration::from_secs(90)).await;
+    assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
+}

@@ -9,6 +9,7 @@
 
 mod credentials;
 mod demo;
+mod keeper;
 mod pool;
 
 use std::path::{Path, PathBuf};
@@ -265,6 +266,11 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         data_dir.display()
     );
 
+    // Watched from here on: the banner above names them as started.
+    let stop_keepers = CancellationToken::new();
+    let redis = redis.map(|r| keeper::keep(r, stop_keepers.clone()));
+    let registry = registry.map(|r| keeper::keep(r, stop_keepers.clone()));
+
     let stop_demo = CancellationToken::new();
     let mut exit = ExitCode::SUCCESS;
     if args.demo {
@@ -299,14 +305,25 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         Err(_) => eprintln!("server did not stop within 15 s"),
         _ => {}
     }
-    if let Some(registry) = registry {
+    // A keeper that panicked dropped its child, which kills it.
+    stop_keepers.cancel();
+    if let Some(Ok(registry)) = join(registry).await {
         registry.stop().await;
     }
-    if let Some(redis) = redis {
+    if let Some(Ok(redis)) = join(redis).await {
         redis.stop().await;
     }
     println!("raibid up: stopped");
     Ok(exit)
+}
+
+async fn join<T>(
+    keeper: Option<tokio::task::JoinHandle<T>>,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    match keeper {
+        Some(handle) => Some(handle.await),
+        None => None,
+    }
 }
 
 /// Whether `raibid up` should bring a registry of its own: asked to (`up.registry`), and
