@@ -8,6 +8,16 @@ use raibid_testkit::GitRepo;
 mod support;
 use support::Harness;
 
+/// Runs a job of `pipeline` on one agent; its id, how the agent ended it, and its log.
+async fn run_pipeline(h: &Harness, pipeline: &str) -> (String, Vec<(String, JobEnd)>, String) {
+    let repo = GitRepo::new();
+    let sha = repo.commit(&[(".raibid.yaml", pipeline)], "pipeline");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    (job.id, ends, log)
+}
+
 /// `a` and `b` each wait for the other to have started, which only steps running at the same
 /// time can do (one after the other, each would give up after 10 s and fail); `after` waits for
 /// both, and `later` for a step its `when` skipped.
@@ -37,17 +47,13 @@ const SIDE_BY_SIDE: &str = r#"steps:
 #[tokio::test]
 async fn steps_without_dependencies_run_side_by_side_and_the_rest_wait_for_theirs() {
     let h = Harness::new();
-    let repo = GitRepo::new();
-    let sha = repo.commit(&[(".raibid.yaml", SIDE_BY_SIDE)], "graph");
-    let job = h.enqueue(&repo.url(), &sha).await;
-    let ends = h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&job.id).await;
+    let (id, ends, log) = run_pipeline(&h, SIDE_BY_SIDE).await;
     assert_eq!(
         ends,
-        vec![(job.id.clone(), JobEnd::Acked(JobStatus::Success))],
+        vec![(id.clone(), JobEnd::Acked(JobStatus::Success))],
         "{log}"
     );
-    let done = h.job(&job.id).await;
+    let done = h.job(&id).await;
     let statuses: Vec<(&str, StepStatus)> = done
         .steps
         .iter()
@@ -103,17 +109,13 @@ const FAILING: &str = r#"steps:
 #[tokio::test]
 async fn a_failure_skips_the_steps_after_it_and_lets_the_running_ones_finish() {
     let h = Harness::new();
-    let repo = GitRepo::new();
-    let sha = repo.commit(&[(".raibid.yaml", FAILING)], "graph");
-    let job = h.enqueue(&repo.url(), &sha).await;
-    let ends = h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&job.id).await;
+    let (id, ends, log) = run_pipeline(&h, FAILING).await;
     assert_eq!(
         ends,
-        vec![(job.id.clone(), JobEnd::Acked(JobStatus::Failure))],
+        vec![(id.clone(), JobEnd::Acked(JobStatus::Failure))],
         "{log}"
     );
-    let done = h.job(&job.id).await;
+    let done = h.job(&id).await;
     assert_eq!(done.reason.as_deref(), Some("step fails exit code 3"));
     let status = |name: &str| done.steps.iter().find(|s| s.name == name).unwrap().status;
     assert_eq!(status("fails"), StepStatus::Failure);
@@ -165,11 +167,9 @@ async fn cancelling_a_graph_stops_all_its_running_steps() {
 #[tokio::test]
 async fn a_failing_step_is_retried_as_often_as_it_asks() {
     let h = Harness::new();
-    let repo = GitRepo::new();
-    let sha = repo.commit(
-        &[(
-            ".raibid.yaml",
-            r#"steps:
+    let (id, ends, log) = run_pipeline(
+        &h,
+        r#"steps:
   - name: flaky
     retry: 2
     run: |
@@ -181,15 +181,11 @@ async fn a_failing_step_is_retried_as_often_as_it_asks() {
     failure: ignore
     run: echo nope; exit 4
 "#,
-        )],
-        "flaky",
-    );
-    let job = h.enqueue(&repo.url(), &sha).await;
-    let ends = h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&job.id).await;
+    )
+    .await;
     assert_eq!(
         ends,
-        vec![(job.id.clone(), JobEnd::Acked(JobStatus::Success))],
+        vec![(id.clone(), JobEnd::Acked(JobStatus::Success))],
         "{log}"
     );
     for line in [
@@ -203,7 +199,7 @@ async fn a_failing_step_is_retried_as_often_as_it_asks() {
     }
     assert!(!log.contains("try 3"), "no third run after a pass: {log}");
     assert_eq!(log.matches("nope\n").count(), 2, "{log}");
-    let done = h.job(&job.id).await;
+    let done = h.job(&id).await;
     assert_eq!(done.steps[0].status, StepStatus::Success);
     assert_eq!(done.steps[1].status, StepStatus::Failure);
     assert_eq!(done.steps[1].exit_code, Some(4));
