@@ -129,12 +129,22 @@ impl LocalRegistry {
     }
 }
 
+/// The port a registry started in `dir` listened on last.
+fn kept_port(dir: &Path) -> Option<u16> {
+    std::fs::read_to_string(dir.join("port"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+}
+
+/// The host (`127.0.0.1:<port>`) of the registry started in `dir` on an earlier run, if any:
+/// what `raibid up`'s `env` file exported as `RAIBID_AGENT_REGISTRY_HOST`.
+pub fn kept_host(dir: &Path) -> Option<String> {
+    kept_port(dir).map(|port| format!("127.0.0.1:{port}"))
+}
+
 /// The port of the last run if it is free, else a new one.
 fn port_for(dir: &Path) -> anyhow::Result<u16> {
-    let kept = std::fs::read_to_string(dir.join("port"))
-        .ok()
-        .and_then(|p| p.trim().parse::<u16>().ok());
-    if let Some(port) = kept
+    if let Some(port) = kept_port(dir)
         && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
     {
         return Ok(port);

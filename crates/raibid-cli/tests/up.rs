@@ -1074,9 +1074,20 @@ async fn up_brings_a_private_registry_that_keeps_artifacts() {
     let done = wait_final(&client, &job.id, Duration::from_secs(90)).await;
     assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
 
+    // Started again from a shell that sourced `env` (the registry's login in its variables).
+    let sourced = up_env(&up);
     assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
-    up.spawn(&["--max-agents", "1"], &[]);
+    let sourced: Vec<(&str, &str)> = sourced
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    up.spawn(&["--max-agents", "1"], &sourced);
     assert_eq!(registry_host(&up), host, "the same port again");
+    assert!(
+        up.run_log().contains("(private, for image builds"),
+        "its own registry again, not a configured one:\n{}",
+        up.run_log()
+    );
 
     let into = dir.path().join("fetched");
     let out = Command::new(RAIBID)

@@ -107,9 +107,10 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     };
 
     // A registry: the configured one (or the forge's), else our own when installed.
-    let registry = if wants_own_registry(&config) && LocalRegistry::available() {
+    let registry_dir = data_dir.join("registry");
+    let registry = if wants_own_registry(&config, &registry_dir) && LocalRegistry::available() {
         let password = credentials::load_or_create(&data_dir.join("registry-password"))?;
-        let registry = LocalRegistry::start(&data_dir.join("registry"), &password).await?;
+        let registry = LocalRegistry::start(&registry_dir, &password).await?;
         let r = &mut config.agent.registry;
         r.host = registry.host();
         r.username = local_registry::USER.to_owned();
@@ -240,7 +241,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             local_registry::USER,
             data_dir.display()
         ),
-        None if wants_own_registry(&config) => println!(
+        None if wants_own_registry(&config, &registry_dir) => println!(
             "  registry  none: install docker-registry for image pushes and artifacts, or set \
              agent.registry"
         ),
@@ -329,9 +330,14 @@ async fn join<T>(
 /// Whether `raibid up` should bring a registry of its own: asked to (`up.registry`), and
 /// neither a registry nor a forge is configured, so that `{registry}` would otherwise name the
 /// in-cluster Gitea of the default configuration.
-fn wants_own_registry(config: &Config) -> bool {
+///
+/// A configured host that is the one this data directory's registry had is ours too: a shell
+/// that sourced `<data>/env` has it in `RAIBID_AGENT_REGISTRY_HOST`, and `raibid up` started
+/// again from there must bring its registry back rather than point the agents at nothing.
+fn wants_own_registry(config: &Config, registry_dir: &Path) -> bool {
+    let host = config.agent.registry.host.trim();
     config.up.registry
-        && config.agent.registry.host.trim().is_empty()
+        && (host.is_empty() || local_registry::kept_host(registry_dir).as_deref() == Some(host))
         && config.gitea.url == raibid_config::GiteaConfig::default().url
 }
 
