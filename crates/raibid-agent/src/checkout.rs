@@ -477,14 +477,9 @@ impl GitCheckout {
         }
     }
 
-    /// The message of commit `sha` in `dest`, for `when: path: ignore_message`. Read from the
-    /// commit object itself, so no configuration (`log.*`, encodings) shapes it.
-    pub async fn commit_message(&self, dest: &Path, sha: &str) -> Result<String, CheckoutError> {
-        self.commit_info(dest, sha).await.map(|c| c.message)
-    }
-
-    /// The commit's message and author, for `when: path`'s `ignore_message` and the steps'
-    /// `CI_COMMIT_*` variables.
+    /// The message and author of commit `sha` in `dest`, for `when: path`'s `ignore_message`
+    /// and the steps' `CI_COMMIT_*` variables. Read from the commit object itself, so no
+    /// configuration (`log.*`, encodings) shapes them.
     pub async fn commit_info(&self, dest: &Path, sha: &str) -> Result<CommitInfo, CheckoutError> {
         if !is_full_sha(sha) {
             return Err(CheckoutError::Git {
@@ -1014,11 +1009,8 @@ mod tests {
         };
         files.sort();
         assert_eq!(files, ["a b\nc.txt", "lib/new.rs", "src/old.rs"]);
-        assert_eq!(
-            git.commit_message(&dest, &sha).await.unwrap(),
-            "Move [ALL]\n\nbody\n"
-        );
         let info = git.commit_info(&dest, &sha).await.unwrap();
+        assert_eq!(info.message, "Move [ALL]\n\nbody\n");
         assert!(
             !info.author_name.is_empty() && info.author_email.contains('@'),
             "{info:?}"

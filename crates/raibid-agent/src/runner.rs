@@ -852,8 +852,8 @@ impl Runner {
         MatrixStep::Expanded(outcome)
     }
 
-    /// Fills in what `when: path` filters look at: the files the commit changes and its
-    /// message. When the changes cannot be known (or are none), says once in the log why path
+    /// Fills in the files the commit changes, which `when: path` filters look at (its message
+    /// is read for every job, before this). When the changes cannot be known (or are none), says once in the log why path
     /// filters do not apply; the pipeline and the steps that have them then run.
     async fn path_context(
         &self,

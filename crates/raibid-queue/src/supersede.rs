@@ -1,7 +1,7 @@
 //! A newer build of a branch or pull request cancels the older ones still queued, blocked
-//! (waiting for approval) or running (Woodpecker's "cancel previous pipelines", GitLab's auto-cancel of redundant pipelines):
-//! their results would describe commits nobody looks at any more, and they hold agents the
-//! newer build needs.
+//! (waiting for approval) or running (Woodpecker's "cancel previous pipelines", GitLab's
+//! auto-cancel of redundant pipelines): their results would describe commits nobody looks at
+//! any more, and they hold agents the newer build needs.
 //!
 //! "The same" means the same repository and ref (`refs/heads/<branch>`, or
 //! `refs/pull/<n>/head` for every push to a pull request), and another commit: a second build
@@ -17,8 +17,7 @@
 
 use raibid_model::{Event, Job, NewJob};
 
-use crate::queue::CancelScope;
-use crate::queue::{heartbeat_reply, valid_id};
+use crate::queue::{CancelScope, heartbeat_reply, valid_id};
 use crate::{CancelResult, Heartbeat, Queue, QueueError, scripts};
 
 /// How many builds of one branch or pull request its lane remembers.
