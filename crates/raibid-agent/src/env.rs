@@ -88,6 +88,11 @@ fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
         set("RAIBID_PULL_REQUEST", &pr.to_string());
         set("CI_COMMIT_PULL_REQUEST", &pr.to_string());
     }
+    // One workflow of `.raibid/` (Woodpecker's name for it).
+    if let Some(workflow) = job.spec.env.get(crate::runner::WORKFLOW_ENV) {
+        set("RAIBID_WORKFLOW", workflow);
+        set("CI_WORKFLOW_NAME", workflow);
+    }
     // Woodpecker's name for the cron job that started the pipeline.
     if let Some(schedule) = job.spec.schedule.as_deref() {
         set("RAIBID_SCHEDULE", schedule);

@@ -30,6 +30,10 @@ use crate::workspace_file;
 use crate::workspace_lock::{self, InUse};
 
 mod steps;
+mod workflows;
+
+use workflows::Source;
+pub use workflows::WORKFLOW_ENV;
 
 /// Jobs without a `timeout:` stop after this, or after their longest step timeout if that is
 /// longer; a step without a timeout of its own may take what is left of its job's.
@@ -396,8 +400,8 @@ impl Runner {
             Err(e) => return error_outcome(log, format!("checkout failed: {e}")).await,
         }
 
-        let pipeline = match load_pipeline(&workspace, log).await {
-            Ok(p) => p,
+        let source = match workflows::load(&workspace, job, log).await {
+            Ok(source) => source,
             Err(message) => return error_outcome(log, message).await,
         };
         let mut trigger = TriggerContext::new(
@@ -416,6 +420,14 @@ impl Runner {
                 None
             }
         };
+        let pipeline = match source {
+            Source::One(pipeline) => *pipeline,
+            Source::Workflows(workflows) => {
+                return self
+                    .queue_workflows(job, &workflows, &workspace, trigger, log, stop)
+                    .await;
+            }
+        };
         // The first delivery of a matrix job only queues its variants, which compare for
         // their own steps; the pipeline's `when` needs the changes before that.
         let queues_variants =
@@ -424,9 +436,14 @@ impl Runner {
         // Before the workspace goes to the step user: git refuses a repository another user
         // owns (`safe.directory`).
         if step_paths || pipeline.when.has_path() {
+            let what = match (pipeline.when.has_path(), step_paths) {
+                (true, true) => "the pipeline and steps with `when: path` run",
+                (true, false) => "the pipeline runs",
+                _ => "steps with `when: path` run",
+            };
             let Some(()) = unless_stopped(
                 stop,
-                self.path_context(job, &workspace, &pipeline, &mut trigger, log),
+                self.path_context(job, &workspace, what, &mut trigger, log),
             )
             .await
             else {
@@ -792,57 +809,31 @@ impl Runner {
                 None => MatrixStep::Expanded(
                     error_outcome(
                         log,
-                        format!("matrix variant {wanted:?} is not in {PIPELINE_FILE}"),
+                        format!("matrix variant {wanted:?} is not in the pipeline's matrix"),
                     )
                     .await,
                 ),
             };
         }
-        let mut ids = Vec::new();
-        for variant in &variants {
-            let mut spec: NewJob = job.spec.clone();
-            // A rerun of this job (its agent died after queueing some variants) finds the
-            // variants it queued already instead of queueing them twice.
-            spec.delivery_id = Some(format!("matrix:{}:{}", job.id, variant.name));
-            spec.retry_of = None;
-            spec.matrix_parent = Some(job.id.clone());
-            spec.env
-                .insert("RAIBID_MATRIX".into(), variant.name.clone());
-            match self.queue.enqueue(spec).await {
-                Ok(Enqueued::Created(child)) => {
-                    log.line(&format!("queued {} for {}", child.id, variant.name))
-                        .await;
-                    ids.push(child.id.clone());
-                }
-                Ok(Enqueued::Duplicate { job_id }) => {
-                    log.line(&format!("{job_id} was already queued for {}", variant.name))
-                        .await;
-                    ids.push(job_id);
-                }
-                Err(e) => {
-                    return MatrixStep::Expanded(
-                        error_outcome(
-                            log,
-                            format!("queueing matrix variant {}: {e}", variant.name),
-                        )
-                        .await,
-                    );
-                }
-            }
-        }
-        // Recorded before this job is acknowledged: its commit status combines the variants'.
-        match self.queue.set_children(&job.id, &ids).await {
-            Ok(false) => {}
-            Ok(true) => {
-                log.line("cancelled while queueing its variants, so they are cancelled too")
-                    .await;
-            }
-            Err(e) => {
-                return MatrixStep::Expanded(
-                    error_outcome(log, format!("recording the matrix variants: {e}")).await,
-                );
-            }
-        }
+        let children = variants
+            .iter()
+            .map(|variant| {
+                let mut spec: NewJob = job.spec.clone();
+                // A rerun of this job (its agent died after queueing some variants) finds the
+                // variants it queued already instead of queueing them twice.
+                spec.delivery_id = Some(format!("matrix:{}:{}", job.id, variant.name));
+                spec.env
+                    .insert("RAIBID_MATRIX".into(), variant.name.clone());
+                (variant.name.clone(), spec)
+            })
+            .collect();
+        let ids = match self
+            .queue_children(job, children, "matrix variant", log)
+            .await
+        {
+            Ok(ids) => ids,
+            Err(outcome) => return MatrixStep::Expanded(outcome),
+        };
         let mut outcome = Outcome::new(JobStatus::Success);
         outcome.reason = Some(format!(
             "matrix expanded into {} jobs: {}",
@@ -852,6 +843,54 @@ impl Runner {
         MatrixStep::Expanded(outcome)
     }
 
+    /// Queues `children` (what the log calls each, and its spec) as jobs of `job`'s own and
+    /// records them on it, so that its commit status combines theirs and a cancel of it reaches
+    /// them. Their specs are `job`'s but for what the caller changed; each needs a delivery id
+    /// of its own, which makes a rerun of `job` find the children it queued already. The ids
+    /// queued, or the outcome that ends `job` when that fails.
+    async fn queue_children(
+        &self,
+        job: &Job,
+        children: Vec<(String, NewJob)>,
+        what: &str,
+        log: &mut JobLog,
+    ) -> Result<Vec<String>, Outcome> {
+        let mut ids = Vec::with_capacity(children.len());
+        for (label, mut spec) in children {
+            debug_assert!(spec.delivery_id.is_some(), "a child needs a delivery id");
+            spec.retry_of = None;
+            spec.matrix_parent = Some(job.id.clone());
+            match self.queue.enqueue(spec).await {
+                Ok(Enqueued::Created(child)) => {
+                    log.line(&format!("queued {} for {label}", child.id)).await;
+                    ids.push(child.id.clone());
+                }
+                Ok(Enqueued::Duplicate { job_id }) => {
+                    log.line(&format!("{job_id} was already queued for {label}"))
+                        .await;
+                    ids.push(job_id);
+                }
+                Err(e) => {
+                    return Err(error_outcome(log, format!("queueing {what} {label}: {e}")).await);
+                }
+            }
+        }
+        // Recorded before this job is acknowledged: its commit status combines the children's.
+        match self.queue.set_children(&job.id, &ids).await {
+            Ok(false) => {}
+            Ok(true) => {
+                log.line(&format!(
+                    "cancelled while queueing its {what}s, so they are cancelled too"
+                ))
+                .await;
+            }
+            Err(e) => {
+                return Err(error_outcome(log, format!("recording the {what}s: {e}")).await);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Fills in the files the commit changes, which `when: path` filters look at (its message
     /// is read for every job, before this). When the changes cannot be known (or are none), says once in the log why path
     /// filters do not apply; the pipeline and the steps that have them then run.
@@ -859,7 +898,7 @@ impl Runner {
         &self,
         job: &Job,
         workspace: &Path,
-        pipeline: &Pipeline,
+        what: &str,
         trigger: &mut TriggerContext,
         log: &mut JobLog,
     ) {
@@ -881,12 +920,6 @@ impl Runner {
             Changes::Unknown(why) => why,
         };
         info!(job = %job.id, %why, "path filters not applied");
-        let steps = pipeline.steps.iter().any(|s| s.when.has_path());
-        let what = match (pipeline.when.has_path(), steps) {
-            (true, true) => "the pipeline and steps with `when: path` run",
-            (true, false) => "the pipeline runs",
-            _ => "steps with `when: path` run",
-        };
         log.line(&format!(
             "\x1b[33mpath filters not applied, {what}: {why}\x1b[0m"
         ))
@@ -1301,37 +1334,7 @@ async fn skip_pipeline(
     trigger: &TriggerContext,
     log: &mut JobLog,
 ) -> Outcome {
-    let job_has = |key: &str| match key {
-        "event" => format!("the job's event is {}", trigger.event),
-        "branch" => match &trigger.branch {
-            Some(branch) => format!("the job's branch is {branch}"),
-            None => "the job has no branch".to_owned(),
-        },
-        "tag" => match &trigger.tag {
-            Some(tag) => format!("the job's tag is {tag}"),
-            None => "the job has no tag".to_owned(),
-        },
-        _ => match &trigger.changed_files {
-            Some(files) => format!("none of the {} changed file(s) is wanted", files.len()),
-            None => "the changes are not known".to_owned(),
-        },
-    };
-    // One block (a mapping, or a list of one) keeps the single-key wording; for a list, each
-    // block's first key that does not match.
-    let (why, reason) = match keys {
-        [key] => (format!("`{key}`: {}", job_has(key)), (*key).to_owned()),
-        _ => {
-            let blocks: Vec<String> = keys
-                .iter()
-                .enumerate()
-                .map(|(i, key)| format!("block {} `{key}`: {}", i + 1, job_has(key)))
-                .collect();
-            (
-                format!("no block matches: {}", blocks.join("; ")),
-                format!("no block matches: {}", keys.join(", ")),
-            )
-        }
-    };
+    let (why, reason) = why_skipped(keys, trigger);
     log.line(&format!(
         "\x1b[33mpipeline skipped: the pipeline's `when` does not match ({why}); \
          no step runs\x1b[0m"
@@ -1352,6 +1355,42 @@ async fn skip_pipeline(
         })
         .collect();
     outcome
+}
+
+/// Why a `when` does not match, from the keys [`raibid_pipeline::When::mismatch`] names: a
+/// sentence for the log, and the short form for the job's reason.
+fn why_skipped(keys: &[&str], trigger: &TriggerContext) -> (String, String) {
+    let job_has = |key: &str| match key {
+        "event" => format!("the job's event is {}", trigger.event),
+        "branch" => match &trigger.branch {
+            Some(branch) => format!("the job's branch is {branch}"),
+            None => "the job has no branch".to_owned(),
+        },
+        "tag" => match &trigger.tag {
+            Some(tag) => format!("the job's tag is {tag}"),
+            None => "the job has no tag".to_owned(),
+        },
+        _ => match &trigger.changed_files {
+            Some(files) => format!("none of the {} changed file(s) is wanted", files.len()),
+            None => "the changes are not known".to_owned(),
+        },
+    };
+    // One block (a mapping, or a list of one) keeps the single-key wording; for a list, each
+    // block's first key that does not match.
+    match keys {
+        [key] => (format!("`{key}`: {}", job_has(key)), (*key).to_owned()),
+        _ => {
+            let blocks: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| format!("block {} `{key}`: {}", i + 1, job_has(key)))
+                .collect();
+            (
+                format!("no block matches: {}", blocks.join("; ")),
+                format!("no block matches: {}", keys.join(", ")),
+            )
+        }
+    }
 }
 
 async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {
@@ -1458,22 +1497,6 @@ async fn unless_stopped<T>(stop: &CancellationToken, work: impl Future<Output = 
     }
 }
 
-/// `.raibid.yaml`, or what autodetection makes of the repository; errors are ready for the log
-/// and the commit status (file, line and column included). The agent reads these files itself,
-/// unsandboxed, so they are read through [`workspace_file::read`]: no links, bounded size.
-async fn load_pipeline(workspace: &Path, log: &mut JobLog) -> Result<Pipeline, String> {
-    if let Some(bytes) = read_workspace_file(workspace, PIPELINE_FILE).await? {
-        return raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string());
-    }
-    let root = workspace.to_path_buf();
-    let listing = tokio::task::spawn_blocking(move || repo_listing(&root))
-        .await
-        .map_err(|e| format!("listing the workspace: {e}"))??;
-    let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
-    log.line(&detected.explanation).await;
-    Ok(detected.pipeline)
-}
-
 /// What autodetection reads of a repository without a `.raibid.yaml`: the names at its root
 /// and the makefile `make` would read there (through [`workspace_file::read`], as the agent
 /// reads the pipeline file). Blocking; `raibid pipeline check` shares it.
@@ -1494,20 +1517,6 @@ pub fn repo_listing(root: &Path) -> Result<RepoListing, String> {
         }
     }
     Ok(listing)
-}
-
-/// [`workspace_file::read`] with the agent's size limit, off the async threads.
-async fn read_workspace_file(
-    workspace: &Path,
-    name: &'static str,
-) -> Result<Option<Vec<u8>>, String> {
-    let workspace = workspace.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        workspace_file::read(&workspace, name, workspace_file::MAX_READ_BYTES)
-    })
-    .await
-    .map_err(|e| format!("reading {name}: {e}"))?
-    .map_err(|e| e.to_string())
 }
 
 /// The ignore patterns buildah would read from the build context (`.containerignore` first,

@@ -121,6 +121,40 @@ fn read_regular(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>, Workspac
     Ok(bytes)
 }
 
+/// The names in directory `relative` of `workspace`, or `None` when there is no such
+/// directory (or it is no directory at all). Refuses a directory that is a symbolic link, or
+/// lies under one, as [`read`] does for files: listing it would show another place's names.
+pub(crate) fn list_dir(
+    workspace: &Path,
+    relative: &str,
+) -> Result<Option<Vec<String>>, WorkspaceFileError> {
+    let io = |source| WorkspaceFileError::Io {
+        name: relative.to_owned(),
+        source,
+    };
+    let root = std::fs::canonicalize(workspace).map_err(io)?;
+    let expected = plain_join(&root, relative)?;
+    match std::fs::symlink_metadata(&expected) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(WorkspaceFileError::Symlink(relative.to_owned()));
+        }
+        Ok(meta) if !meta.is_dir() => return Ok(None),
+        Ok(_) => {}
+    }
+    if std::fs::canonicalize(&expected).map_err(io)? != expected {
+        return Err(WorkspaceFileError::Symlink(relative.to_owned()));
+    }
+    let names = std::fs::read_dir(&expected)
+        .and_then(|dir| {
+            dir.map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<io::Result<Vec<_>>>()
+        })
+        .map_err(io)?;
+    Ok(Some(names))
+}
+
 /// `relative` in `workspace` with every symbolic link resolved, refused unless it stays inside
 /// the workspace. For paths given to programs that follow links themselves (buildah reading a
 /// build context), where a link inside the repository is legitimate but leaving it is not.
@@ -194,6 +228,29 @@ mod tests {
                 "{name}: {err}"
             );
             assert!(!err.to_string().contains("private"), "{err}");
+        }
+    }
+
+    #[test]
+    fn directories_are_listed_unless_they_are_links() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(ws.path().join("ci")).unwrap();
+        std::fs::write(ws.path().join("ci/a.yaml"), "").unwrap();
+        std::fs::write(ws.path().join("file"), "").unwrap();
+        symlink(outside.path(), ws.path().join("out")).unwrap();
+        symlink("ci", ws.path().join("alias")).unwrap();
+        assert_eq!(list_dir(ws.path(), "ci").unwrap().unwrap(), ["a.yaml"]);
+        assert!(list_dir(ws.path(), "none").unwrap().is_none());
+        assert!(list_dir(ws.path(), "file").unwrap().is_none());
+        for name in ["out", "alias", "alias/."] {
+            assert!(
+                matches!(
+                    list_dir(ws.path(), name),
+                    Err(WorkspaceFileError::Symlink(_))
+                ),
+                "{name}"
+            );
         }
     }
 

@@ -209,8 +209,8 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PipelineCommand {
-    /// Parse and validate a `.raibid.yaml`; print what it runs, or the error with its file,
-    /// line and column (exit code 1).
+    /// Parse and validate a `.raibid.yaml`, or the workflows of a `.raibid/` directory; print
+    /// what they run, or the errors with file, line and column (exit code 1).
     Check {
         #[arg(default_value = raibid_pipeline::PIPELINE_FILE)]
         file: PathBuf,
@@ -270,7 +270,8 @@ pub enum JobCommand {
         sha: Option<String>,
         #[arg(long)]
         pool: Option<String>,
-        /// Extra environment, repeatable: `--env KEY=VALUE`.
+        /// Extra environment, repeatable: `--env KEY=VALUE`. `RAIBID_WORKFLOW=NAME` runs one
+        /// workflow of `.raibid/`, `RAIBID_MATRIX=NAME` one variant of a matrix.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
     },

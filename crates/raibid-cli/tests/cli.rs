@@ -466,6 +466,48 @@ fn pipeline_check_reports_errors_where_they_are_written() {
         "{stdout}"
     );
 
+    // Workflows in `.raibid/`: each checked, every error reported.
+    let workflows = dir.path().join(".raibid");
+    std::fs::create_dir(&workflows).unwrap();
+    std::fs::write(
+        workflows.join("build.yaml"),
+        "steps:\n  - name: b\n    run: make\n",
+    )
+    .unwrap();
+    std::fs::write(workflows.join("notes.md"), "not a workflow\n").unwrap();
+    for target in [&file, &workflows] {
+        let out = check(target);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            stdout,
+            format!(
+                "1 workflow(s), one job each (one per variant of a matrix):\n{}: valid\nsteps:\n  b (run)\n",
+                workflows.join("build.yaml").display()
+            )
+        );
+    }
+    std::fs::write(
+        workflows.join("lint.yml"),
+        "steps:\n  - name: l\n    rn: make\n",
+    )
+    .unwrap();
+    let out = check(&workflows);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:3:", workflows.join("lint.yml").display())),
+        "{stderr}"
+    );
+    std::fs::write(&file, "steps:\n  - name: t\n    run: make test\n").unwrap();
+    let out = check(&file);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("hold pipelines; an agent refuses the commit"),
+        "{out:?}"
+    );
+
     let out = check(&dir.path().join("missing.yaml"));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(

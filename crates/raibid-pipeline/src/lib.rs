@@ -24,6 +24,7 @@ mod service;
 mod step;
 mod tag;
 mod when;
+mod workflows;
 
 pub use artifacts::{Artifacts, ArtifactsWhen, glob_base, path_glob};
 pub use autodetect::{AutodetectError, Autodetected, RepoListing, autodetect};
@@ -39,6 +40,10 @@ pub use service::{DEFAULT_READY_TIMEOUT, MAX_SERVICES, Ready, Service};
 pub use step::{MAX_RETRIES, OnFailure, Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};
 pub use when::{PathFilter, Pattern, RunState, TriggerContext, When, WhenBlock};
+pub use workflows::{
+    MAX_WORKFLOW_NAME_LEN, MAX_WORKFLOWS, PIPELINE_DIR, WorkflowError, WorkflowFile,
+    valid_name as valid_workflow_name, workflow_files,
+};
 
 /// The pipeline file, at the repository root.
 pub const PIPELINE_FILE: &str = ".raibid.yaml";

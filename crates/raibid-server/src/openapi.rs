@@ -532,7 +532,10 @@ fn schemas() -> Value {
                 "ref": { "type": "string", "default": "refs/heads/main", "description": "Full ref or branch name." },
                 "sha": { "type": "string", "description": "40 or 64 hex digits; resolved from ref when absent." },
                 "pool": { "type": "string", "description": "Defaults to the pool server.pool_rules pick for repo." },
-                "env": { "type": "object", "additionalProperties": string }
+                "env": {
+                    "type": "object", "additionalProperties": string,
+                    "description": "Variables the steps get. RAIBID_* names are refused except RAIBID_MATRIX (run one variant of a matrix) and RAIBID_WORKFLOW (run one workflow of .raibid/)."
+                }
             }
         },
         "JobList": {

@@ -1,13 +1,13 @@
-//! `raibid pipeline check`: a `.raibid.yaml` read exactly as an agent reads it, before it is
-//! pushed (Woodpecker's `lint`, GitLab's CI lint), so a broken file costs no job; without one,
-//! what the agent's autodetection would run.
+//! `raibid pipeline check`: a `.raibid.yaml` (or the workflows of `.raibid/`) read exactly as
+//! an agent reads it, before it is pushed (Woodpecker's `lint`, GitLab's CI lint), so a broken
+//! file costs no job; without one, what the agent's autodetection would run.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use raibid_pipeline::{PIPELINE_FILE, Pipeline, StepKind};
+use raibid_pipeline::{PIPELINE_DIR, PIPELINE_FILE, Pipeline, StepKind, WorkflowFile};
 
 use crate::cli::PipelineCommand;
 
@@ -18,9 +18,36 @@ pub fn run(cmd: PipelineCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn check(file: &Path) -> anyhow::Result<ExitCode> {
+    if file.is_dir() {
+        return check_workflows(file, &workflows(file)?);
+    }
     let is_pipeline_file = file.file_name() == Some(PIPELINE_FILE.as_ref());
-    if is_pipeline_file && !file.exists() {
-        return autodetected(file.parent().unwrap_or(Path::new("")));
+    if is_pipeline_file {
+        let root = file.parent().unwrap_or(Path::new(""));
+        let dir = root.join(PIPELINE_DIR);
+        let workflows = if dir.is_dir() {
+            workflows(&dir)?
+        } else {
+            Vec::new()
+        };
+        match (file.exists(), workflows.is_empty()) {
+            (true, false) => {
+                eprintln!(
+                    "both {} and {} ({}) hold pipelines; an agent refuses the commit: keep one",
+                    file.display(),
+                    dir.display(),
+                    workflows
+                        .iter()
+                        .map(|w| w.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            (false, false) => return check_workflows(&dir, &workflows),
+            (false, true) => return autodetected(root),
+            (true, true) => {}
+        }
     }
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     match raibid_pipeline::parse_bytes(&file.display().to_string(), &bytes) {
@@ -34,6 +61,53 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The workflow files of directory `dir` (a `.raibid/`), as an agent picks them.
+fn workflows(dir: &Path) -> anyhow::Result<Vec<WorkflowFile>> {
+    let names = std::fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("listing {}", dir.display()))?;
+    raibid_pipeline::workflow_files(&names).map_err(anyhow::Error::msg)
+}
+
+/// Each workflow of `dir` checked as an agent checks it: every error is printed, not only the
+/// first, and any makes the exit code 1.
+fn check_workflows(dir: &Path, workflows: &[WorkflowFile]) -> anyhow::Result<ExitCode> {
+    if workflows.is_empty() {
+        eprintln!("{}: no workflow files (*.yaml, *.yml)", dir.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "{} workflow(s), one job each (one per variant of a matrix):",
+        workflows.len()
+    );
+    let mut code = ExitCode::SUCCESS;
+    for workflow in workflows {
+        // `.raibid/x.yaml` names the file the way the agent's errors do; the path of `dir`
+        // as given is what the reader can open.
+        let path = dir.join(
+            workflow
+                .path
+                .trim_start_matches(&format!("{PIPELINE_DIR}/")),
+        );
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {shown}"))?;
+        match raibid_pipeline::parse_bytes(&shown, &bytes) {
+            Ok(pipeline) => {
+                print!("{}", summary(&shown, &pipeline));
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
 }
 
 /// A repository without a pipeline file: what the agent's autodetection makes of `root`.

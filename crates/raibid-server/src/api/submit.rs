@@ -105,7 +105,7 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
     let mut env_bytes = 0;
     for (name, value) in &request.env {
         validate::env_name(name).map_err(|m| field(&format!("env.{name}"), m))?;
-        validate::env_value(value).map_err(|m| field(&format!("env.{name}"), m))?;
+        validate::env_value(name, value).map_err(|m| field(&format!("env.{name}"), m))?;
         env_bytes += name.len() + value.len();
     }
     validate::env_size(request.env.len(), env_bytes).map_err(|m| field("env", m))?;

@@ -59,18 +59,25 @@ pub(crate) fn env_name(s: &str) -> Result<(), &'static str> {
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
     if !(first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
         Err("a variable name is letters, digits and '_', not starting with a digit")
-    } else if s.starts_with("RAIBID_") && s != "RAIBID_MATRIX" {
+    } else if s.starts_with("RAIBID_") && s != "RAIBID_MATRIX" && s != "RAIBID_WORKFLOW" {
         // The agent would drop it: it says what the job is, and a submission cannot change that.
-        // RAIBID_MATRIX is the exception the agent keeps: it runs one variant of a matrix.
-        Err("RAIBID_* variables are set by the agent (RAIBID_MATRIX excepted)")
+        // The exceptions the agent keeps: RAIBID_MATRIX runs one variant of a matrix,
+        // RAIBID_WORKFLOW one workflow of `.raibid/`.
+        Err("RAIBID_* variables are set by the agent (RAIBID_MATRIX and RAIBID_WORKFLOW excepted)")
     } else {
         Ok(())
     }
 }
 
-/// Environment values cannot hold NUL; the size bounds keep a job record small.
-pub(crate) fn env_value(s: &str) -> Result<(), &'static str> {
-    if s.contains('\0') {
+/// Environment values cannot hold NUL; the size bounds keep a job record small. A workflow's
+/// name ends up in commit-status contexts, so it must be one a `.raibid/` file can have.
+pub(crate) fn env_value(name: &str, s: &str) -> Result<(), &'static str> {
+    if name == "RAIBID_WORKFLOW" && !raibid_pipeline::valid_workflow_name(s) {
+        Err(
+            "not a workflow name: the name of a .raibid/*.yaml file without .yaml (letters, \
+             digits, '.', '_' and '-', at most 64)",
+        )
+    } else if s.contains('\0') {
         Err("a value must not contain NUL")
     } else {
         Ok(())
@@ -157,8 +164,24 @@ mod tests {
     }
 
     #[test]
+    fn a_workflow_variable_must_name_a_workflow() {
+        assert!(env_value("RAIBID_WORKFLOW", "build.linux-x86_64").is_ok());
+        for bad in ["", "a/b", "../x", "a b", ".hidden"] {
+            assert!(env_value("RAIBID_WORKFLOW", bad).is_err(), "{bad}");
+        }
+        assert!(env_value("OTHER", "a/b").is_ok());
+    }
+
+    #[test]
     fn env_names() {
-        for good in ["A", "_x", "CI_TOKEN_2", "RAIBID", "RAIBID_MATRIX"] {
+        for good in [
+            "A",
+            "_x",
+            "CI_TOKEN_2",
+            "RAIBID",
+            "RAIBID_MATRIX",
+            "RAIBID_WORKFLOW",
+        ] {
             assert!(env_name(good).is_ok(), "{good}");
         }
         for bad in ["", "1A", "A-B", "A B", "A=B", "É", "RAIBID_SHA", "RAIBID_"] {

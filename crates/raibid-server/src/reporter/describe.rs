@@ -26,19 +26,24 @@ pub(crate) fn matrix_status(
     public_url: &str,
 ) -> CommitStatus {
     let total = children.len();
-    let with = |wanted: &[JobStatus]| -> Vec<&str> {
+    let with = |wanted: &[JobStatus]| -> Vec<String> {
         children
             .iter()
             .flatten()
             .filter(|child| wanted.contains(&child.status))
-            .map(|child| {
-                child
-                    .spec
-                    .env
-                    .get("RAIBID_MATRIX")
-                    .map_or(child.id.as_str(), String::as_str)
-            })
+            .map(|child| label(child).unwrap_or_else(|| child.id.clone()))
             .collect()
+    };
+    // A matrix's children are its variants; the workflows of `.raibid/` (and their variants)
+    // are jobs.
+    let noun = if children
+        .iter()
+        .flatten()
+        .any(|child| child.spec.env.contains_key("RAIBID_WORKFLOW"))
+    {
+        "jobs"
+    } else {
+        "variants"
     };
     let failed = with(&[JobStatus::Failure, JobStatus::Error, JobStatus::Dead]);
     let cancelled = with(&[JobStatus::Cancelled]);
@@ -51,7 +56,7 @@ pub(crate) fn matrix_status(
         (
             StatusState::Failure,
             format!(
-                "{} of {total} variants failed: {}",
+                "{} of {total} {noun} failed: {}",
                 failed.len(),
                 failed.join(", ")
             ),
@@ -64,12 +69,12 @@ pub(crate) fn matrix_status(
     } else if finished == total {
         (
             StatusState::Success,
-            format!("all {total} variants succeeded"),
+            format!("all {total} {noun} succeeded"),
         )
     } else {
         (
             StatusState::Pending,
-            format!("{finished} of {total} variants finished"),
+            format!("{finished} of {total} {noun} finished"),
         )
     };
     CommitStatus {
@@ -85,16 +90,34 @@ fn target_url(job: &Job, public_url: &str) -> Option<String> {
     (!public_url.is_empty()).then(|| format!("{public_url}/api/v1/jobs/{}", job.id))
 }
 
-/// `raibid/<event>/<pool>`, plus `/<variant>` for a matrix variant.
+/// `raibid/<event>/<pool>`, plus `/<workflow>` for a job of one workflow of `.raibid/`, plus
+/// `/<variant>` for a matrix variant.
 ///
-/// Jobs carry their pool, not their pipeline, so one check per pool; the event keeps the push
-/// and the pull request builds of one commit apart (Woodpecker: `ci/woodpecker/<event>/...`),
-/// and the variant keeps a matrix's jobs apart, or the last to finish would win.
+/// Jobs carry their pool, so one check per pool; the event keeps the push and the pull request
+/// builds of one commit apart (Woodpecker: `ci/woodpecker/<event>/<workflow>`), and the
+/// workflow and variant keep the jobs of one push apart, or the last to finish would win.
 pub(crate) fn context(job: &Job) -> String {
     let base = format!("raibid/{}/{}", job.spec.event, job.spec.pool);
-    match (&job.spec.matrix_parent, job.spec.env.get("RAIBID_MATRIX")) {
-        (Some(_), Some(variant)) => format!("{base}/{variant}"),
-        _ => base,
+    match label(job) {
+        Some(label) => format!("{base}/{label}"),
+        None => base,
+    }
+}
+
+/// What tells a job apart from the others of its push: `<workflow>`, `<workflow>/<variant>`
+/// or `<variant>`. A variant counts only on a variant job (one with a parent): the first job
+/// of a matrix shows the matrix as a whole.
+fn label(job: &Job) -> Option<String> {
+    let workflow = job.spec.env.get("RAIBID_WORKFLOW");
+    let variant = job
+        .spec
+        .matrix_parent
+        .as_ref()
+        .and(job.spec.env.get("RAIBID_MATRIX"));
+    match (workflow, variant) {
+        (Some(workflow), Some(variant)) => Some(format!("{workflow}/{variant}")),
+        (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+        (None, None) => None,
     }
 }
 
@@ -125,6 +148,10 @@ fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
                 && job.steps.iter().all(|s| s.status == StepStatus::Skipped) =>
         {
             "skipped: when does not match".into()
+        }
+        // A job of `.raibid/` workflows, none of which runs for it.
+        JobStatus::Success if reason.is_some_and(|r| r.starts_with("skipped: no workflow")) => {
+            "skipped: no workflow's when matches".into()
         }
         JobStatus::Success => match took {
             Some(t) => format!("succeeded in {t}"),
@@ -329,6 +356,64 @@ mod tests {
                 variant("b", JobStatus::Success)
             ]),
             (StatusState::Success, "all 2 variants succeeded".into())
+        );
+    }
+
+    #[test]
+    fn workflows_have_contexts_of_their_own_and_combine_as_jobs() {
+        let parent = job();
+        let child = |workflow: &str, variant: Option<&str>, status: JobStatus| {
+            let mut child = job();
+            child.status = status;
+            child.spec.matrix_parent = Some(parent.id.clone());
+            child
+                .spec
+                .env
+                .insert("RAIBID_WORKFLOW".into(), workflow.into());
+            if let Some(variant) = variant {
+                child
+                    .spec
+                    .env
+                    .insert("RAIBID_MATRIX".into(), variant.into());
+            }
+            child
+        };
+        let build = child("build", None, JobStatus::Success);
+        let test = child("test", Some("RUST=1.80"), JobStatus::Failure);
+        assert_eq!(context(&build), "raibid/push/gpu/build");
+        assert_eq!(context(&test), "raibid/push/gpu/test/RUST=1.80");
+        // Submitted by hand to run one workflow, which has a matrix: the matrix as a whole.
+        let mut by_hand = job();
+        by_hand
+            .spec
+            .env
+            .insert("RAIBID_WORKFLOW".into(), "test".into());
+        by_hand
+            .spec
+            .env
+            .insert("RAIBID_MATRIX".into(), "RUST=1.80".into());
+        assert_eq!(context(&by_hand), "raibid/push/gpu/test");
+        let status = matrix_status(&parent, &[Some(build.clone()), Some(test)], "");
+        assert_eq!(status.context, "raibid/push/gpu");
+        assert_eq!(
+            (status.state, status.description),
+            (
+                StatusState::Failure,
+                "1 of 2 jobs failed: test/RUST=1.80".into()
+            )
+        );
+        let status = matrix_status(&parent, &[Some(build), None], "");
+        assert_eq!(status.description, "1 of 2 jobs finished");
+    }
+
+    #[test]
+    fn a_push_whose_workflows_all_skip_says_so() {
+        let mut parent = job();
+        parent.status = JobStatus::Success;
+        parent.reason = Some("skipped: no workflow's when matches (build, test)".into());
+        assert_eq!(
+            commit_status(&parent, "").description,
+            "skipped: no workflow's when matches"
         );
     }
 

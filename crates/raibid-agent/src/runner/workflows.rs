@@ -1,0 +1,228 @@
+//! Finding what a checkout runs (`.raibid.yaml`, the workflows of `.raibid/`, or what
+//! autodetection makes of it), and queueing one job per workflow.
+//!
+//! A repository with several workflows runs like a matrix: the first job of a push reads
+//! every workflow file, drops those whose `when` does not match, and queues one job per
+//! workflow (per variant of a workflow's matrix) as its children. So workflows spread over
+//! agents like any job, each has its own commit status, and the first job's status combines
+//! theirs, as Woodpecker reports a pipeline of several workflows.
+
+use std::path::Path;
+
+use raibid_model::{Job, JobStatus, NewJob, Outcome};
+use raibid_pipeline::{
+    MAX_VARIANTS, PIPELINE_DIR, PIPELINE_FILE, Pipeline, TriggerContext, WorkflowFile,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Runner, error_outcome, repo_listing, unless_stopped, why_skipped};
+use crate::logsink::JobLog;
+use crate::workspace_file;
+
+/// The job variable that names the workflow a job runs; set on the jobs the first one queues,
+/// and accepted from a manual submission to run one workflow.
+pub const WORKFLOW_ENV: &str = "RAIBID_WORKFLOW";
+
+/// What a job found to run.
+pub(super) enum Source {
+    /// One pipeline: `.raibid.yaml`, the job's workflow, or autodetected.
+    One(Box<Pipeline>),
+    /// The workflows of `.raibid/`, for a job that names none: it queues them.
+    Workflows(Vec<(WorkflowFile, Pipeline)>),
+}
+
+/// What `job` runs in `workspace`. Errors are ready for the log and the commit status (file,
+/// line and column included). The agent reads these files itself, unsandboxed, so they are
+/// read through [`workspace_file`]: no links, bounded size.
+pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Result<Source, String> {
+    let single = read(workspace, PIPELINE_FILE.to_owned()).await?;
+    let root = workspace.to_path_buf();
+    let names = tokio::task::spawn_blocking(move || workspace_file::list_dir(&root, PIPELINE_DIR))
+        .await
+        .map_err(|e| format!("listing {PIPELINE_DIR}/: {e}"))?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let workflows = raibid_pipeline::workflow_files(&names).map_err(|e| e.to_string())?;
+    if single.is_some() && !workflows.is_empty() {
+        return Err(format!(
+            "both {PIPELINE_FILE} and {PIPELINE_DIR}/ ({}) hold pipelines; keep one",
+            list(&workflows)
+        ));
+    }
+    if let Some(wanted) = job.spec.env.get(WORKFLOW_ENV) {
+        let Some(file) = workflows.iter().find(|w| &w.name == wanted) else {
+            return Err(if workflows.is_empty() {
+                format!(
+                    "the job runs workflow {wanted:?} ({WORKFLOW_ENV}), but the commit has no \
+                     workflow files in {PIPELINE_DIR}/"
+                )
+            } else {
+                format!(
+                    "the job runs workflow {wanted:?} ({WORKFLOW_ENV}), which is not in \
+                     {PIPELINE_DIR}/ ({})",
+                    list(&workflows)
+                )
+            });
+        };
+        log.line(&format!("workflow {} ({})", file.name, file.path))
+            .await;
+        return parse(workspace, file)
+            .await
+            .map(|p| Source::One(Box::new(p)));
+    }
+    if let Some(bytes) = single {
+        return raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes)
+            .map(|p| Source::One(Box::new(p)))
+            .map_err(|e| e.to_string());
+    }
+    if !workflows.is_empty() {
+        let mut parsed = Vec::with_capacity(workflows.len());
+        // Every file is checked before anything is queued: a broken one fails the push
+        // as a broken `.raibid.yaml` would, with its file, line and column.
+        for file in workflows {
+            let pipeline = parse(workspace, &file).await?;
+            parsed.push((file, pipeline));
+        }
+        return Ok(Source::Workflows(parsed));
+    }
+    let root = workspace.to_path_buf();
+    let listing = tokio::task::spawn_blocking(move || repo_listing(&root))
+        .await
+        .map_err(|e| format!("listing the workspace: {e}"))??;
+    let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
+    log.line(&detected.explanation).await;
+    Ok(Source::One(Box::new(detected.pipeline)))
+}
+
+async fn parse(workspace: &Path, file: &WorkflowFile) -> Result<Pipeline, String> {
+    // Listed a moment ago; gone now only if something else changed the checkout.
+    let bytes = read(workspace, file.path.clone())
+        .await?
+        .ok_or_else(|| format!("{} disappeared while it was read", file.path))?;
+    raibid_pipeline::parse_bytes(&file.path, &bytes).map_err(|e| e.to_string())
+}
+
+/// [`workspace_file::read`] with the agent's size limit, off the async threads.
+async fn read(workspace: &Path, name: String) -> Result<Option<Vec<u8>>, String> {
+    let workspace = workspace.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        workspace_file::read(&workspace, &name, workspace_file::MAX_READ_BYTES)
+    })
+    .await
+    .map_err(|e| format!("reading the pipeline: {e}"))?
+    .map_err(|e| e.to_string())
+}
+
+fn list(workflows: &[WorkflowFile]) -> String {
+    workflows
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Runner {
+    /// Queues a job for each workflow whose `when` matches (one per variant of a workflow's
+    /// matrix); the outcome of `job`, which runs no step itself.
+    pub(super) async fn queue_workflows(
+        &self,
+        job: &Job,
+        workflows: &[(WorkflowFile, Pipeline)],
+        workspace: &Path,
+        mut trigger: TriggerContext,
+        log: &mut JobLog,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        log.line(&format!(
+            "{} workflow(s) in {PIPELINE_DIR}/: {}",
+            workflows.len(),
+            workflows
+                .iter()
+                .map(|(file, _)| file.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .await;
+        if workflows.iter().any(|(_, p)| p.when.has_path()) {
+            let context = self.path_context(
+                job,
+                workspace,
+                "workflows with `when: path` run",
+                &mut trigger,
+                log,
+            );
+            if unless_stopped(stop, context).await.is_none() {
+                return Outcome::new(JobStatus::Cancelled);
+            }
+        }
+        let mut children = Vec::new();
+        let mut skipped = Vec::new();
+        for (file, pipeline) in workflows {
+            if let Some(keys) = pipeline.when.mismatch(&trigger) {
+                let (why, _) = why_skipped(&keys, &trigger);
+                log.line(&format!(
+                    "\x1b[33mworkflow {} skipped: its `when` does not match ({why})\x1b[0m",
+                    file.name
+                ))
+                .await;
+                skipped.push(file.name.as_str());
+                continue;
+            }
+            let mut spec: NewJob = job.spec.clone();
+            spec.env.insert(WORKFLOW_ENV.into(), file.name.clone());
+            if pipeline.matrix.is_none() {
+                spec.delivery_id = Some(format!("workflow:{}:{}", job.id, file.name));
+                children.push((file.name.clone(), spec));
+                continue;
+            }
+            // The variants are this job's children too, not grandchildren: one level of jobs
+            // whose statuses this one's combines.
+            for variant in pipeline.expand_matrix() {
+                let mut spec = spec.clone();
+                spec.delivery_id = Some(format!(
+                    "workflow:{}:{}:{}",
+                    job.id, file.name, variant.name
+                ));
+                spec.env
+                    .insert("RAIBID_MATRIX".into(), variant.name.clone());
+                children.push((format!("{} {}", file.name, variant.name), spec));
+            }
+        }
+        if children.len() > MAX_VARIANTS {
+            return error_outcome(
+                log,
+                format!(
+                    "the workflows in {PIPELINE_DIR}/ would queue {} jobs for this commit \
+                     (their matrix variants included); at most {MAX_VARIANTS} are allowed",
+                    children.len()
+                ),
+            )
+            .await;
+        }
+        if children.is_empty() {
+            log.line("\x1b[33mno workflow's `when` matches; nothing runs\x1b[0m")
+                .await;
+            return Outcome::new(JobStatus::Success).with_reason(format!(
+                "skipped: no workflow's when matches ({})",
+                skipped.join(", ")
+            ));
+        }
+        let ids = match self
+            .queue_children(job, children, "workflow job", log)
+            .await
+        {
+            Ok(ids) => ids,
+            Err(outcome) => return outcome,
+        };
+        let mut reason = format!(
+            "{} workflow(s) queued as {} job(s): {}",
+            workflows.len() - skipped.len(),
+            ids.len(),
+            ids.join(" ")
+        );
+        if !skipped.is_empty() {
+            reason.push_str(&format!("; skipped: {}", skipped.join(", ")));
+        }
+        Outcome::new(JobStatus::Success).with_reason(reason)
+    }
+}

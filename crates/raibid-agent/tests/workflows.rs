@@ -1,0 +1,216 @@
+//! Several workflows in `.raibid/`: a push's first job queues one job per workflow (and per
+//! variant of a workflow's matrix), with a real agent, redis-server and git repositories.
+
+use raibid_agent::SecretStore;
+use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
+use raibid_testkit::GitRepo;
+
+mod support;
+use support::Harness;
+
+const BUILD: &str =
+    "steps:\n  - name: build\n    run: echo \"built by $CI_WORKFLOW_NAME/$RAIBID_WORKFLOW\"\n";
+const TEST: &str = "matrix:\n  FLAVOUR: [plain, fancy]\nsteps:\n  - name: test\n    run: echo \"tested $FLAVOUR in $CI_WORKFLOW_NAME\"\n";
+const DEPLOY: &str = "when:\n  event: tag\nsteps:\n  - name: deploy\n    run: echo deployed\n";
+
+/// Runs agents until every job in `ids` has ended; the jobs, in that order.
+async fn run_all(h: &Harness, ids: &[String]) -> Vec<Job> {
+    for _ in 0..ids.len() + 1 {
+        let mut all_done = true;
+        for id in ids {
+            all_done &= h.job(id).await.status.is_final();
+        }
+        if all_done {
+            break;
+        }
+        h.run_once(h.runner(SecretStore::default())).await;
+    }
+    let mut jobs = Vec::new();
+    for id in ids {
+        jobs.push(h.job(id).await);
+    }
+    jobs
+}
+
+#[tokio::test]
+async fn each_workflow_becomes_a_job_of_its_own() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[
+            (".raibid/build.yaml", BUILD),
+            (".raibid/test.yml", TEST),
+            (".raibid/deploy.yaml", DEPLOY),
+            (".raibid/README.md", "not a workflow\n"),
+        ],
+        "workflows",
+    );
+    let parent = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&parent.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    let reason = done.reason.unwrap();
+    assert!(
+        reason.starts_with("2 workflow(s) queued as 3 job(s)")
+            && reason.ends_with("skipped: deploy"),
+        "{reason}"
+    );
+    let log = h.log(&parent.id).await;
+    assert!(
+        log.contains("3 workflow(s) in .raibid/: build, deploy, test"),
+        "{log}"
+    );
+    assert!(log.contains("workflow deploy skipped"), "{log}");
+    assert_eq!(done.children.len(), 3);
+
+    let children = run_all(&h, &done.children).await;
+    let mut seen = Vec::new();
+    for child in &children {
+        assert_eq!(child.status, JobStatus::Success, "{:?}", child.reason);
+        assert_eq!(
+            child.spec.matrix_parent.as_deref(),
+            Some(parent.id.as_str())
+        );
+        assert!(child.children.is_empty(), "variants are not grandchildren");
+        let workflow = child.spec.env["RAIBID_WORKFLOW"].clone();
+        let variant = child.spec.env.get("RAIBID_MATRIX").cloned();
+        seen.push((workflow, variant));
+        let log = h.log(&child.id).await;
+        match child.spec.env.get("RAIBID_MATRIX") {
+            None => assert!(log.contains("built by build/build"), "{log}"),
+            Some(v) => {
+                let flavour = v.strip_prefix("FLAVOUR=").unwrap();
+                assert!(log.contains(&format!("tested {flavour} in test")), "{log}");
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("build".to_owned(), None),
+            ("test".to_owned(), Some("FLAVOUR=fancy".to_owned())),
+            ("test".to_owned(), Some("FLAVOUR=plain".to_owned())),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_broken_workflow_fails_the_push_and_queues_nothing() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[
+            (".raibid/build.yaml", BUILD),
+            (
+                ".raibid/lint.yaml",
+                "steps:\n  - name: lint\n    rnu: cargo clippy\n",
+            ),
+        ],
+        "broken",
+    );
+    let parent = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&parent.id).await;
+    assert_eq!(done.status, JobStatus::Error);
+    let reason = done.reason.unwrap();
+    assert!(reason.starts_with(".raibid/lint.yaml:3:"), "{reason}");
+    assert!(done.children.is_empty());
+    assert_eq!(h.queue.stats(&PoolName::default()).await.unwrap().lag, 0);
+}
+
+#[tokio::test]
+async fn a_pipeline_file_and_workflows_together_are_refused() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(".raibid.yaml", BUILD), (".raibid/test.yaml", TEST)],
+        "both",
+    );
+    let (job, _) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("both .raibid.yaml and .raibid/ (test) hold pipelines; keep one")
+    );
+    // A `.raibid/` without workflow files (scripts the steps call) is no conflict.
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(".raibid.yaml", BUILD), (".raibid/helper.sh", "echo hi\n")],
+        "scripts",
+    );
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+}
+
+#[tokio::test]
+async fn a_job_may_name_the_workflow_it_runs() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(".raibid/build.yaml", BUILD), (".raibid/test.yaml", TEST)],
+        "workflows",
+    );
+    let manual = |workflow: &str| {
+        let mut spec = NewJob::new(
+            "acme/app",
+            repo.url(),
+            "refs/heads/main",
+            &sha,
+            Event::Manual,
+        );
+        spec.env.insert("RAIBID_WORKFLOW".into(), workflow.into());
+        spec
+    };
+    let one = h.enqueue_spec(manual("build")).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&one.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    assert!(done.children.is_empty());
+    let log = h.log(&one.id).await;
+    assert!(log.contains("workflow build (.raibid/build.yaml)"), "{log}");
+    assert!(log.contains("built by build/build"), "{log}");
+    assert!(!log.contains("tested"), "{log}");
+
+    let missing = h.enqueue_spec(manual("deploy")).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&missing.id).await;
+    assert_eq!(done.status, JobStatus::Error);
+    assert_eq!(
+        done.reason.as_deref(),
+        Some(
+            "the job runs workflow \"deploy\" (RAIBID_WORKFLOW), which is not in .raibid/ \
+             (build, test)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_push_no_workflow_runs_for_is_skipped() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let base = repo.commit(
+        &[
+            (".raibid/deploy.yaml", DEPLOY),
+            (
+                ".raibid/docs.yaml",
+                "when:\n  path: \"docs/**\"\nsteps:\n  - name: docs\n    run: echo docs\n",
+            ),
+        ],
+        "workflows",
+    );
+    let sha = repo.commit(&[("src/main.rs", "fn main() {}\n")], "code only");
+    let mut spec = NewJob::new("acme/app", repo.url(), "refs/heads/main", &sha, Event::Push);
+    spec.diff_base = Some(base);
+    let parent = h.enqueue_spec(spec).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&parent.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    assert!(done.children.is_empty());
+    let reason = done.reason.unwrap();
+    assert!(
+        reason == "skipped: no workflow's when matches (deploy, docs)",
+        "{reason}"
+    );
+    assert_eq!(h.queue.stats(&PoolName::default()).await.unwrap().lag, 0);
+}
