@@ -844,10 +844,8 @@ impl Runner {
     }
 
     /// Queues `children` (what the log calls each, and its spec) as jobs of `job`'s own and
-    /// records them on it, so that its commit status combines theirs and a cancel of it reaches
-    /// them. Their specs are `job`'s but for what the caller changed; each needs a delivery id
-    /// of its own, which makes a rerun of `job` find the children it queued already. The ids
-    /// queued, or the outcome that ends `job` when that fails.
+    /// records them on it (see [`Runner::enqueue_child`] and [`Runner::record_children`]). The
+    /// ids queued, or the outcome that ends `job` when that fails.
     async fn queue_children(
         &self,
         job: &Job,
@@ -856,39 +854,68 @@ impl Runner {
         log: &mut JobLog,
     ) -> Result<Vec<String>, Outcome> {
         let mut ids = Vec::with_capacity(children.len());
-        for (label, mut spec) in children {
-            debug_assert!(spec.delivery_id.is_some(), "a child needs a delivery id");
-            spec.retry_of = None;
-            spec.matrix_parent = Some(job.id.clone());
-            match self.queue.enqueue(spec).await {
-                Ok(Enqueued::Created(child)) => {
-                    log.line(&format!("queued {} for {label}", child.id)).await;
-                    ids.push(child.id.clone());
-                }
-                Ok(Enqueued::Duplicate { job_id }) => {
-                    log.line(&format!("{job_id} was already queued for {label}"))
-                        .await;
-                    ids.push(job_id);
-                }
-                Err(e) => {
-                    return Err(error_outcome(log, format!("queueing {what} {label}: {e}")).await);
-                }
-            }
+        for (label, spec) in children {
+            ids.push(self.enqueue_child(job, &label, spec, what, log).await?);
         }
-        // Recorded before this job is acknowledged: its commit status combines the children's.
-        match self.queue.set_children(&job.id, &ids).await {
-            Ok(false) => {}
+        self.record_children(job, &ids, what, log).await?;
+        Ok(ids)
+    }
+
+    /// Queues `spec` as a child of `job` (blocked when it waits for other jobs); its id, or the
+    /// outcome that ends `job`. Its spec is `job`'s but for what the caller changed; it needs a
+    /// delivery id of its own, which makes a rerun of `job` find the child it queued already.
+    async fn enqueue_child(
+        &self,
+        job: &Job,
+        label: &str,
+        mut spec: NewJob,
+        what: &str,
+        log: &mut JobLog,
+    ) -> Result<String, Outcome> {
+        debug_assert!(spec.delivery_id.is_some(), "a child needs a delivery id");
+        spec.retry_of = None;
+        spec.matrix_parent = Some(job.id.clone());
+        let waits = spec.needs.is_some();
+        let enqueued = if waits {
+            self.queue.enqueue_blocked(spec).await
+        } else {
+            self.queue.enqueue(spec).await
+        };
+        match enqueued {
+            Ok(Enqueued::Created(child)) => {
+                let how = if waits { "recorded" } else { "queued" };
+                log.line(&format!("{how} {} for {label}", child.id)).await;
+                Ok(child.id.clone())
+            }
+            Ok(Enqueued::Duplicate { job_id }) => {
+                log.line(&format!("{job_id} was already queued for {label}"))
+                    .await;
+                Ok(job_id)
+            }
+            Err(e) => Err(error_outcome(log, format!("queueing {what} {label}: {e}")).await),
+        }
+    }
+
+    /// Records `ids` as `job`'s children, before `job` is acknowledged: its commit status
+    /// combines theirs, and a cancel of it reaches them.
+    async fn record_children(
+        &self,
+        job: &Job,
+        ids: &[String],
+        what: &str,
+        log: &mut JobLog,
+    ) -> Result<(), Outcome> {
+        match self.queue.set_children(&job.id, ids).await {
+            Ok(false) => Ok(()),
             Ok(true) => {
                 log.line(&format!(
                     "cancelled while queueing its {what}s, so they are cancelled too"
                 ))
                 .await;
+                Ok(())
             }
-            Err(e) => {
-                return Err(error_outcome(log, format!("recording the {what}s: {e}")).await);
-            }
+            Err(e) => Err(error_outcome(log, format!("recording the {what}s: {e}")).await),
         }
-        Ok(ids)
     }
 
     /// Fills in the files the commit changes, which `when: path` filters look at (its message

@@ -135,6 +135,7 @@ mod tests {
                 target_branch: None,
                 diff_base: None,
                 schedule: None,
+                needs: None,
             },
             status: JobStatus::Running,
             attempt: 1,

@@ -214,3 +214,152 @@ async fn a_push_no_workflow_runs_for_is_skipped() {
     );
     assert_eq!(h.queue.stats(&PoolName::default()).await.unwrap().lag, 0);
 }
+
+#[tokio::test]
+async fn a_workflow_waits_for_the_workflows_it_depends_on() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let test = format!("depends_on: [build]\n{TEST}");
+    let sha = repo.commit(
+        &[
+            (".raibid/build.yaml", BUILD),
+            (".raibid/test.yaml", test.as_str()),
+            (
+                ".raibid/notify.yaml",
+                "depends_on: [test]\nruns_on: [success, failure]\nsteps:\n  - name: n\n    run: echo notified\n",
+            ),
+            (".raibid/deploy.yaml", DEPLOY),
+            (
+                ".raibid/publish.yaml",
+                "depends_on: [deploy]\nsteps:\n  - name: p\n    run: echo published\n",
+            ),
+        ],
+        "waiting workflows",
+    );
+    let parent = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&parent.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    let reason = done.reason.unwrap();
+    assert!(
+        reason.starts_with("3 workflow(s) queued as 4 job(s)")
+            && reason.ends_with("skipped: deploy, publish"),
+        "{reason}"
+    );
+    let log = h.log(&parent.id).await;
+    assert!(
+        log.contains("workflow publish skipped: it depends on deploy, which does not run"),
+        "{log}"
+    );
+    // Queued in dependency order: build, test's variants, notify.
+    let kids = {
+        let mut kids = Vec::new();
+        for id in &done.children {
+            kids.push(h.job(id).await);
+        }
+        kids
+    };
+    let workflow = |j: &Job| j.spec.env["RAIBID_WORKFLOW"].clone();
+    assert_eq!(
+        kids.iter().map(workflow).collect::<Vec<_>>(),
+        ["build", "test", "test", "notify"]
+    );
+    let (build, tests, notify) = (&kids[0], &kids[1..3], &kids[3]);
+    assert_eq!(build.status, JobStatus::Queued);
+    assert!(build.spec.needs.is_none());
+    for t in tests {
+        assert_eq!(t.status, JobStatus::Blocked);
+        let needs = t.spec.needs.as_ref().unwrap();
+        assert_eq!(
+            (needs.workflows.as_slice(), needs.jobs.as_slice()),
+            (&["build".to_owned()][..], &[build.id.clone()][..])
+        );
+        assert!(!needs.on_failure);
+    }
+    let needs = notify.spec.needs.as_ref().unwrap();
+    assert_eq!(needs.jobs, [tests[0].id.clone(), tests[1].id.clone()]);
+    assert!(needs.on_failure);
+
+    // Only build runs; what the server does when a job ends, the test does by hand.
+    let ends = h.run_once(h.runner(SecretStore::default())).await;
+    assert_eq!(
+        ends.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        [&build.id]
+    );
+    assert_eq!(h.job(&tests[0].id).await.status, JobStatus::Blocked);
+    let released = h.queue.release_waiting(&parent.id).await.unwrap();
+    assert_eq!(released.len(), 2, "{released:?}");
+    let ids: Vec<String> = tests.iter().map(|t| t.id.clone()).collect();
+    for t in run_all(&h, &ids).await {
+        assert_eq!(t.status, JobStatus::Success, "{:?}", t.reason);
+    }
+    assert_eq!(h.job(&notify.id).await.status, JobStatus::Blocked);
+    h.queue.release_waiting(&parent.id).await.unwrap();
+    let notify = &run_all(&h, std::slice::from_ref(&notify.id)).await[0];
+    assert_eq!(notify.status, JobStatus::Success, "{:?}", notify.reason);
+    assert!(h.log(&notify.id).await.contains("notified"));
+}
+
+#[tokio::test]
+async fn workflows_that_wait_for_each_other_are_refused() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[
+            (
+                ".raibid/a.yaml",
+                "depends_on: [b]\nsteps:\n  - name: a\n    run: 'true'\n",
+            ),
+            (
+                ".raibid/b.yaml",
+                "depends_on: [a]\nsteps:\n  - name: b\n    run: 'true'\n",
+            ),
+            (
+                ".raibid/c.yaml",
+                "depends_on: [d]\nsteps:\n  - name: c\n    run: 'true'\n",
+            ),
+        ],
+        "cycle",
+    );
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Error, "{log}");
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("workflow \"c\" depends on \"d\", which is not a workflow of .raibid/ (a, b, c)")
+    );
+    let sha = repo.commit(&[(".raibid/c.yaml", BUILD)], "no d");
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Error, "{log}");
+    assert!(
+        job.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("the workflows a, b wait for each other"),
+        "{:?}",
+        job.reason
+    );
+    assert_eq!(h.queue.stats(&PoolName::default()).await.unwrap().lag, 0);
+}
+
+#[tokio::test]
+async fn a_pipeline_file_cannot_wait_for_workflows() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "depends_on: [build]\nsteps:\n  - name: a\n    run: 'true'\n",
+        )],
+        "single",
+    );
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Error, "{log}");
+    assert!(
+        job.reason
+            .as_deref()
+            .unwrap()
+            .contains("only a workflow of .raibid/"),
+        "{:?}",
+        job.reason
+    );
+}

@@ -293,6 +293,7 @@ async fn enqueue(
             target_branch: None,
             diff_base: None,
             schedule: None,
+            needs: None,
         })
         .await?;
     Ok(job.job_id().to_owned())

@@ -629,6 +629,7 @@ async fn enqueue_baseline(
                 target_branch: None,
                 diff_base: None,
                 schedule: None,
+                needs: None,
             };
             async move { queue.enqueue(spec).await }
         })

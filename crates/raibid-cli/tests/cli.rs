@@ -488,6 +488,23 @@ fn pipeline_check_reports_errors_where_they_are_written() {
         );
     }
     std::fs::write(
+        workflows.join("deploy.yaml"),
+        "depends_on: [build, lint]\nsteps:\n  - name: d\n    run: make\n",
+    )
+    .unwrap();
+    let out = check(&workflows);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("depends_on: starts after build, lint have succeeded"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("workflow \"deploy\" depends on \"lint\", which is not a workflow"),
+        "{out:?}"
+    );
+    std::fs::write(
         workflows.join("lint.yml"),
         "steps:\n  - name: l\n    rn: make\n",
     )

@@ -85,6 +85,7 @@ impl Trigger {
             },
             diff_base: self.diff_base,
             schedule: None,
+            needs: None,
         }
     }
 }

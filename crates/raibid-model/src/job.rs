@@ -222,6 +222,73 @@ pub struct NewJob {
     /// run. Retries keep it. Absent in specs written before schedules existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// For the job of a workflow with `depends_on`: the jobs it waits for. It is created
+    /// `blocked` and queued by the server once they have all ended (see [`Needs`]). Absent in
+    /// specs written before workflows could wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Needs>,
+}
+
+/// What the job of a workflow with `depends_on` waits for: the jobs of the workflows it names
+/// (each variant of a matrix), all of them siblings under the same parent job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Needs {
+    /// The workflows, by name, for people (`waiting for build, test`).
+    pub workflows: Vec<String>,
+    /// Their jobs' ids.
+    pub jobs: Vec<String>,
+    /// Whether it runs when one of them failed (`runs_on: [success, failure]`); a cancelled
+    /// one always stops it.
+    #[serde(default)]
+    pub on_failure: bool,
+}
+
+/// What to do with a job that waits for others ([`Needs`]), given how they stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeedsVerdict {
+    /// Some have not ended.
+    Wait,
+    /// Queue it.
+    Run,
+    /// End it as cancelled, for this reason.
+    Drop(String),
+}
+
+impl Needs {
+    /// Decides from the jobs it waits for, as they are now (`None`: one no longer exists,
+    /// which counts as cancelled: nothing can tell how it ended).
+    pub fn verdict(&self, jobs: &[Option<&Job>]) -> NeedsVerdict {
+        let mut failed = Vec::new();
+        for job in jobs {
+            let Some(job) = job else {
+                return NeedsVerdict::Drop("not run: a job it depends on no longer exists".into());
+            };
+            if !job.status.is_final() {
+                return NeedsVerdict::Wait;
+            }
+            let name = job
+                .spec
+                .env
+                .get("RAIBID_WORKFLOW")
+                .map_or(job.id.as_str(), String::as_str);
+            match job.status {
+                JobStatus::Cancelled => {
+                    return NeedsVerdict::Drop(format!("not run: {name} was cancelled"));
+                }
+                JobStatus::Success => {}
+                _ => {
+                    if !failed.contains(&name) {
+                        failed.push(name);
+                    }
+                }
+            }
+        }
+        if failed.is_empty() || self.on_failure {
+            NeedsVerdict::Run
+        } else {
+            NeedsVerdict::Drop(format!("not run: {} failed", failed.join(", ")))
+        }
+    }
 }
 
 impl NewJob {
@@ -252,6 +319,7 @@ impl NewJob {
             target_branch: None,
             diff_base: None,
             schedule: None,
+            needs: None,
         }
     }
 }
@@ -412,6 +480,55 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_waiting_job_runs_once_what_it_needs_has_ended_well() {
+        let job = |workflow: &str, status: JobStatus| {
+            let mut spec = NewJob::new("o/r", "u", "refs/heads/main", "a".repeat(40), Event::Push);
+            spec.env.insert("RAIBID_WORKFLOW".into(), workflow.into());
+            let mut job = Job::queued(format!("id-{workflow}"), spec, chrono::Utc::now());
+            job.status = status;
+            job
+        };
+        let needs = |on_failure| Needs {
+            workflows: vec!["build".into(), "test".into()],
+            jobs: vec!["id-build".into(), "id-test".into()],
+            on_failure,
+        };
+        let build = job("build", JobStatus::Success);
+        let running = job("test", JobStatus::Running);
+        let passed = job("test", JobStatus::Success);
+        let failed = job("test", JobStatus::Failure);
+        let dead = job("test", JobStatus::Dead);
+        let cancelled = job("test", JobStatus::Cancelled);
+        let verdict =
+            |on_failure, other: &Job| needs(on_failure).verdict(&[Some(&build), Some(other)]);
+        assert_eq!(verdict(false, &running), NeedsVerdict::Wait);
+        assert_eq!(verdict(true, &running), NeedsVerdict::Wait);
+        assert_eq!(verdict(false, &passed), NeedsVerdict::Run);
+        assert_eq!(
+            verdict(false, &failed),
+            NeedsVerdict::Drop("not run: test failed".into())
+        );
+        assert_eq!(
+            verdict(false, &dead),
+            NeedsVerdict::Drop("not run: test failed".into())
+        );
+        assert_eq!(verdict(true, &failed), NeedsVerdict::Run);
+        assert_eq!(
+            verdict(true, &cancelled),
+            NeedsVerdict::Drop("not run: test was cancelled".into())
+        );
+        assert!(matches!(
+            needs(true).verdict(&[Some(&build), None]),
+            NeedsVerdict::Drop(_)
+        ));
+        // Two failed variants of one workflow name it once.
+        assert_eq!(
+            needs(false).verdict(&[Some(&failed), Some(&failed)]),
+            NeedsVerdict::Drop("not run: test failed".into())
+        );
+    }
 
     #[test]
     fn status_round_trips_through_strings() {

@@ -11,7 +11,8 @@ mod stats;
 
 pub use agent::AgentInfo;
 pub use job::{
-    Event, Forge, Job, JobArtifacts, JobStatus, NewJob, Outcome, StepResult, StepStatus,
+    Event, Forge, Job, JobArtifacts, JobStatus, Needs, NeedsVerdict, NewJob, Outcome, StepResult,
+    StepStatus,
 };
 pub use pool::{PoolName, PoolNameError};
 pub use stats::{ConsumerStats, PoolStats, ScalerStatus};

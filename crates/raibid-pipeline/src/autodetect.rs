@@ -97,6 +97,8 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             services: Vec::new(),
             steps,
             interruptible: true,
+            depends_on: Vec::new(),
+            runs_on_failure: false,
         },
         explanation: format!(
             "no .raibid.yaml found, so the steps were autodetected from {}; add a .raibid.yaml to choose them yourself",

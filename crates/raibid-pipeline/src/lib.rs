@@ -42,7 +42,7 @@ pub use tag::{TagContext, TagError, TemplateError, repository as image_repositor
 pub use when::{PathFilter, Pattern, RunState, TriggerContext, When, WhenBlock};
 pub use workflows::{
     MAX_WORKFLOW_NAME_LEN, MAX_WORKFLOWS, PIPELINE_DIR, WorkflowError, WorkflowFile,
-    valid_name as valid_workflow_name, workflow_files,
+    valid_name as valid_workflow_name, workflow_files, workflow_order,
 };
 
 /// The pipeline file, at the repository root.

@@ -8,7 +8,7 @@ use serde::de::DeserializeSeed;
 
 use crate::artifacts::{Artifacts, ArtifactsDe};
 use crate::cache::{Cache, CacheDe};
-use crate::de::{CheckedMap, StepEnvMap};
+use crate::de::{CheckedMap, StepEnvMap, UniqueList};
 use crate::duration::Timeout;
 use crate::error::PipelineError;
 use crate::flow_guard;
@@ -49,6 +49,13 @@ pub struct Pipeline {
     /// pipeline that deploys, which must not stop halfway. A queued build is cancelled
     /// regardless: nothing of it has run.
     pub interruptible: bool,
+    /// For a workflow of `.raibid/`: the other workflows whose jobs must have ended before its
+    /// job is queued (`depends_on:`, Woodpecker's workflow key). Empty for every other file;
+    /// the agent refuses it in a `.raibid.yaml`, which has no other workflows.
+    pub depends_on: Vec<String>,
+    /// Whether the workflow runs when a workflow it depends on failed (`runs_on: [success,
+    /// failure]`, Woodpecker's key); by default it runs only when they all succeeded.
+    pub runs_on_failure: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -104,10 +111,85 @@ struct RawPipeline {
     services: Option<Services>,
     steps: Option<Steps>,
     interruptible: Option<bool>,
+    #[serde(
+        rename = "depends_on",
+        alias = "depends-on",
+        default,
+        deserialize_with = "workflow_deps"
+    )]
+    depends_on: Option<Vec<String>>,
+    #[serde(rename = "runs_on", alias = "runs-on")]
+    runs_on: Option<RunsOn>,
     /// Woodpecker's place for YAML anchors (`- &image golang:1.22`) that steps then use
     /// (`image: *image`, `<<: *defaults`); not read otherwise.
     #[allow(dead_code)]
     variables: Option<serde::de::IgnoredAny>,
+}
+
+fn workflow_deps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    UniqueList::new(
+        "names of other workflows of .raibid/",
+        Some("the list is empty; name the workflows this one waits for, or remove `depends_on`"),
+        |name| {
+            if crate::workflows::valid_name(name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name:?} is not a workflow name: the name of a file of .raibid/ without \
+                     .yaml or .yml"
+                ))
+            }
+        },
+    )
+    .deserialize(d)
+    .map(Some)
+}
+
+/// `runs_on:` as written: when the workflow runs, given how the ones it depends on ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RunsOn {
+    failure: bool,
+}
+
+impl<'de> Deserialize<'de> for RunsOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(RunsOnVisitor)
+    }
+}
+
+struct RunsOnVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RunsOnVisitor {
+    type Value = RunsOn;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of `success` and `failure`")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RunsOn, A::Error> {
+        #[derive(Deserialize, PartialEq, Eq)]
+        #[serde(rename_all = "lowercase")]
+        enum Value {
+            Success,
+            Failure,
+        }
+        let mut values = Vec::new();
+        while let Some(value) = seq.next_element::<Value>()? {
+            values.push(value);
+        }
+        if !values.contains(&Value::Success) {
+            // A workflow that runs only after a failure would need a third way for a job to
+            // end (not run, without being cancelled); `[success, failure]` with steps'
+            // `when: { status: failure }` comes closest.
+            return Err(serde::de::Error::custom(
+                "runs_on must include success: use [success] (the default) or [success, \
+                 failure]; a workflow that runs only after a failure is not supported",
+            ));
+        }
+        Ok(RunsOn {
+            failure: values.contains(&Value::Failure),
+        })
+    }
 }
 
 impl RawPipeline {
@@ -115,6 +197,13 @@ impl RawPipeline {
         let Some(Steps(steps)) = self.steps else {
             return Err("`steps` is missing or empty; a pipeline needs a list of steps".to_owned());
         };
+        if self.runs_on.is_some() && self.depends_on.is_none() {
+            return Err(
+                "`runs_on` says whether to run after the workflows in `depends_on` failed; \
+                 without `depends_on` it has nothing to refer to"
+                    .to_owned(),
+            );
+        }
         if let Some(MatrixDe(matrix)) = &self.matrix
             && steps
                 .iter()
@@ -159,6 +248,8 @@ impl RawPipeline {
             services: self.services.map(|s| s.0).unwrap_or_default(),
             steps,
             interruptible: self.interruptible.unwrap_or(true),
+            depends_on: self.depends_on.unwrap_or_default(),
+            runs_on_failure: self.runs_on.is_some_and(|r| r.failure),
         })
     }
 }

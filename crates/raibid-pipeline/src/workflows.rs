@@ -95,6 +95,59 @@ where
         .collect())
 }
 
+/// Checks the workflows' `depends_on` (`deps[i]` is what workflow `names[i]` names): every
+/// name must be another workflow, and no workflow may wait for itself through others. The
+/// workflows' indexes in an order where each comes after those it depends on (the order
+/// their jobs are queued in, as a waiting job names the ids of those it waits for).
+pub fn workflow_order(names: &[&str], deps: &[&[String]]) -> Result<Vec<usize>, String> {
+    let index = |name: &str| names.iter().position(|n| *n == name);
+    for (i, list) in deps.iter().enumerate() {
+        for dep in list.iter() {
+            match index(dep) {
+                Some(j) if j == i => {
+                    return Err(format!(
+                        "workflow {:?} depends on itself; remove it from its `depends_on`",
+                        names[i]
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(format!(
+                        "workflow {:?} depends on {dep:?}, which is not a workflow of \
+                         {PIPELINE_DIR}/ ({})",
+                        names[i],
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    let mut order = Vec::with_capacity(names.len());
+    let mut placed = vec![false; names.len()];
+    while order.len() < names.len() {
+        let ready: Vec<usize> = (0..names.len())
+            .filter(|&i| !placed[i])
+            .filter(|&i| deps[i].iter().all(|d| index(d).is_some_and(|j| placed[j])))
+            .collect();
+        if ready.is_empty() {
+            let cycle: Vec<&str> = (0..names.len())
+                .filter(|&i| !placed[i])
+                .map(|i| names[i])
+                .collect();
+            return Err(format!(
+                "the workflows {} wait for each other through `depends_on`, so none of them \
+                 could ever start",
+                cycle.join(", ")
+            ));
+        }
+        for i in ready {
+            placed[i] = true;
+            order.push(i);
+        }
+    }
+    Ok(order)
+}
+
 /// Whether `name` may name a workflow: it ends up in a commit-status context, a delivery id
 /// and an environment value, where `/`, `,`, spaces or control characters would be ambiguous.
 pub fn valid_name(name: &str) -> bool {
@@ -165,6 +218,43 @@ mod tests {
         assert_eq!(
             err.to_string(),
             ".raibid/build.yaml and .raibid/build.yml are both workflow \"build\"; keep one"
+        );
+    }
+
+    #[test]
+    fn workflows_come_after_those_they_depend_on() {
+        let deps = |lists: &[&[&str]]| -> Vec<Vec<String>> {
+            lists
+                .iter()
+                .map(|l| l.iter().map(|s| (*s).to_owned()).collect())
+                .collect()
+        };
+        let order = |names: &[&str], lists: &[&[&str]]| {
+            let lists = deps(lists);
+            let refs: Vec<&[String]> = lists.iter().map(Vec::as_slice).collect();
+            workflow_order(names, &refs)
+        };
+        assert_eq!(
+            order(
+                &["build", "deploy", "test"],
+                &[&[], &["build", "test"], &["build"]]
+            ),
+            Ok(vec![0, 2, 1])
+        );
+        assert_eq!(order(&["a", "b"], &[&[], &[]]), Ok(vec![0, 1]));
+        assert_eq!(
+            order(&["a", "b"], &[&["b"], &["bee"]]).unwrap_err(),
+            "workflow \"b\" depends on \"bee\", which is not a workflow of .raibid/ (a, b)"
+        );
+        assert!(
+            order(&["a"], &[&["a"]])
+                .unwrap_err()
+                .contains("depends on itself")
+        );
+        assert_eq!(
+            order(&["a", "b", "c", "d"], &[&[], &["c"], &["d", "a"], &["b"]]).unwrap_err(),
+            "the workflows b, c, d wait for each other through `depends_on`, so none of them \
+             could ever start"
         );
     }
 

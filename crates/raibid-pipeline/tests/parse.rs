@@ -891,6 +891,47 @@ fn interruptible_defaults_to_true_and_takes_a_boolean() {
     );
 }
 
+/// A workflow of `.raibid/` may wait for others (`depends_on`) and say whether it runs after
+/// they failed (`runs_on`), as Woodpecker's workflows do.
+#[test]
+fn a_workflow_names_the_workflows_it_waits_for() {
+    let steps = "steps:\n  - name: deploy\n    run: ./deploy.sh\n";
+    let parsed = |text: &str| raibid_pipeline::parse(".raibid/deploy.yaml", text).unwrap();
+    let plain = parsed(steps);
+    assert!(plain.depends_on.is_empty() && !plain.runs_on_failure);
+    let p = parsed(&format!("depends_on: [build, test.unit]\n{steps}"));
+    assert_eq!(p.depends_on, ["build", "test.unit"]);
+    assert!(!p.runs_on_failure);
+    let p = parsed(&format!(
+        "depends-on:\n  - build\nruns_on: [success, failure]\n{steps}"
+    ));
+    assert_eq!(p.depends_on, ["build"]);
+    assert!(p.runs_on_failure);
+    assert!(!parsed(&format!("depends_on: [build]\nruns_on: [success]\n{steps}")).runs_on_failure);
+
+    for (text, at, says) in [
+        ("depends_on: [build, build]\n", (1, 21), "twice"),
+        ("depends_on: [\"a/b\"]\n", (1, 14), "is not a workflow name"),
+        ("depends_on: []\n", (1, 13), "the list is empty"),
+        (
+            "depends_on: [build]\nruns_on: [failure]\n",
+            (2, 10),
+            "must include success",
+        ),
+        (
+            "depends_on: [build]\nruns_on: [sometimes]\n",
+            (2, 11),
+            "unknown variant",
+        ),
+        ("runs_on: [success]\n", (1, 1), "without `depends_on`"),
+    ] {
+        let e =
+            raibid_pipeline::parse(".raibid/deploy.yaml", &format!("{text}{steps}")).unwrap_err();
+        assert_eq!((e.line, e.column), at, "{text}: {e}");
+        assert!(e.message.contains(says), "{text}: {e}");
+    }
+}
+
 /// Anchors under `variables:`, aliases and merge keys (`<<`), as Woodpecker and GitLab files
 /// use them: a step's own keys win over merged ones, wherever they are written.
 #[test]

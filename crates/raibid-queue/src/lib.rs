@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod keys;
 mod logs;
+mod needs;
 mod queue;
 mod record;
 mod reply;
@@ -32,6 +33,7 @@ pub use conn::QueueOptions;
 pub use error::QueueError;
 pub use events::{JobEvent, JobEvents};
 pub use logs::{LogBatch, LogChunk, LogCursor, LogFollower};
+pub use needs::Released;
 pub use queue::{
     CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, MemoryPrune,
     MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,

@@ -148,6 +148,7 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
         target_branch: None,
         diff_base: None,
         schedule: None,
+        needs: None,
     })
 }
 
@@ -246,6 +247,7 @@ mod tests {
             target_branch: None,
             diff_base: None,
             schedule: None,
+            needs: None,
         }
     }
 

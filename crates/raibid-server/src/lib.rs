@@ -27,6 +27,7 @@ mod sampler;
 mod scheduler;
 mod serve;
 mod state;
+mod waiting;
 mod webhooks;
 
 pub(crate) use error::ApiError;

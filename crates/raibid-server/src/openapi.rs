@@ -507,9 +507,9 @@ fn schemas() -> Value {
                 "delivery_id": string,
                 "env": { "type": "object", "additionalProperties": string },
                 "retry_of": string,
-                "matrix_parent": { "type": "string", "description": "The matrix job this variant belongs to." },
+                "matrix_parent": { "type": "string", "description": "The job that queued this one: a matrix job for its variant, or the first job of a push for one of its workflows (.raibid/)." },
                 "target_branch": { "type": "string", "description": "For a pull request, the branch it targets." },
-                "children": { "type": "array", "items": string, "description": "The variant jobs of a matrix job." },
+                "children": { "type": "array", "items": string, "description": "The variant jobs of a matrix job, or the workflow jobs of a push with workflows in .raibid/." },
                 "log_pruned": { "type": "boolean", "description": "The job's log was deleted to keep Redis below its memory limit (`redis.prune_memory_percent`); present only when true." },
                 "status": schema_ref("JobStatus"),
                 "attempt": { "type": "integer", "minimum": 0 },
@@ -644,6 +644,16 @@ fn schemas() -> Value {
         "description": "Jobs of event cron: the name of the schedule (server.schedules) that \
                         queued it; steps get it as CI_PIPELINE_CRON and RAIBID_SCHEDULE."
     });
+    schemas["Job"]["properties"]["needs"] = schema_ref("Needs");
+    schemas["Needs"] = json!({
+        "type": "object", "required": ["workflows", "jobs"],
+        "description": "For the job of a workflow with depends_on: what it waits for, blocked, before it is queued.",
+        "properties": {
+            "workflows": { "type": "array", "items": { "type": "string" } },
+            "jobs": { "type": "array", "items": { "type": "string" } },
+            "on_failure": { "type": "boolean", "description": "Runs also when one of them failed (runs_on: [success, failure])." }
+        }
+    });
     schemas["JobArtifacts"] = json!({
         "type": "object",
         "required": ["reference", "size", "files"],
@@ -739,6 +749,11 @@ mod tests {
         new.target_branch = Some("main".into());
         new.diff_base = Some("b".repeat(40));
         new.schedule = Some("nightly".into());
+        new.needs = Some(raibid_model::Needs {
+            workflows: vec!["build".into()],
+            jobs: vec!["j".into()],
+            on_failure: true,
+        });
         let now = chrono::Utc::now();
         let mut job = raibid_model::Job::queued("01JABCDEFGHJKMNPQRSTVWXYZ0", new, now);
         job.started_at = Some(now);

@@ -8,12 +8,14 @@
 //! theirs, as Woodpecker reports a pipeline of several workflows.
 
 use std::path::Path;
+use std::time::Duration;
 
-use raibid_model::{Job, JobStatus, NewJob, Outcome};
+use raibid_model::{Job, JobStatus, Needs, NeedsVerdict, NewJob, Outcome};
 use raibid_pipeline::{
     MAX_VARIANTS, PIPELINE_DIR, PIPELINE_FILE, Pipeline, TriggerContext, WorkflowFile,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::{Runner, error_outcome, repo_listing, unless_stopped, why_skipped};
 use crate::logsink::JobLog;
@@ -71,9 +73,16 @@ pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Resul
             .map(|p| Source::One(Box::new(p)));
     }
     if let Some(bytes) = single {
-        return raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes)
-            .map(|p| Source::One(Box::new(p)))
-            .map_err(|e| e.to_string());
+        let pipeline =
+            raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string())?;
+        if !pipeline.depends_on.is_empty() {
+            return Err(format!(
+                "{PIPELINE_FILE}: `depends_on` at the top names other workflows, which only a \
+                 workflow of {PIPELINE_DIR}/ has; for steps that wait, put `depends_on` on the \
+                 steps"
+            ));
+        }
+        return Ok(Source::One(Box::new(pipeline)));
     }
     if !workflows.is_empty() {
         let mut parsed = Vec::with_capacity(workflows.len());
@@ -155,9 +164,19 @@ impl Runner {
                 return Outcome::new(JobStatus::Cancelled);
             }
         }
-        let mut children = Vec::new();
+        let names: Vec<&str> = workflows.iter().map(|(f, _)| f.name.as_str()).collect();
+        let deps: Vec<&[String]> = workflows
+            .iter()
+            .map(|(_, p)| p.depends_on.as_slice())
+            .collect();
+        let order = match raibid_pipeline::workflow_order(&names, &deps) {
+            Ok(order) => order,
+            Err(e) => return error_outcome(log, e).await,
+        };
+        let index = |name: &str| names.iter().position(|n| *n == name).unwrap_or_default();
+        let mut runs = vec![true; workflows.len()];
         let mut skipped = Vec::new();
-        for (file, pipeline) in workflows {
+        for (i, (file, pipeline)) in workflows.iter().enumerate() {
             if let Some(keys) = pipeline.when.mismatch(&trigger) {
                 let (why, _) = why_skipped(&keys, &trigger);
                 log.line(&format!(
@@ -165,18 +184,40 @@ impl Runner {
                     file.name
                 ))
                 .await;
+                runs[i] = false;
                 skipped.push(file.name.as_str());
+            }
+        }
+        // A workflow waiting for one that does not run does not run either (as in Woodpecker):
+        // it would either never start or start without what it waits for. In queueing order,
+        // so what a skip causes further down is seen.
+        for &i in &order {
+            if !runs[i] {
                 continue;
             }
+            if let Some(dep) = deps[i].iter().find(|d| !runs[index(d)]) {
+                log.line(&format!(
+                    "\x1b[33mworkflow {} skipped: it depends on {dep}, which does not run\x1b[0m",
+                    names[i]
+                ))
+                .await;
+                runs[i] = false;
+                skipped.push(names[i]);
+            }
+        }
+        // One job per workflow, one per variant of a workflow's matrix; the variants are this
+        // job's children too, not grandchildren: one level of jobs whose statuses this one's
+        // combines.
+        let mut planned: Vec<(usize, String, NewJob)> = Vec::new();
+        for &i in order.iter().filter(|&&i| runs[i]) {
+            let (file, pipeline) = &workflows[i];
             let mut spec: NewJob = job.spec.clone();
             spec.env.insert(WORKFLOW_ENV.into(), file.name.clone());
             if pipeline.matrix.is_none() {
                 spec.delivery_id = Some(format!("workflow:{}:{}", job.id, file.name));
-                children.push((file.name.clone(), spec));
+                planned.push((i, file.name.clone(), spec));
                 continue;
             }
-            // The variants are this job's children too, not grandchildren: one level of jobs
-            // whose statuses this one's combines.
             for variant in pipeline.expand_matrix() {
                 let mut spec = spec.clone();
                 spec.delivery_id = Some(format!(
@@ -185,35 +226,60 @@ impl Runner {
                 ));
                 spec.env
                     .insert("RAIBID_MATRIX".into(), variant.name.clone());
-                children.push((format!("{} {}", file.name, variant.name), spec));
+                planned.push((i, format!("{} {}", file.name, variant.name), spec));
             }
         }
-        if children.len() > MAX_VARIANTS {
+        if planned.len() > MAX_VARIANTS {
             return error_outcome(
                 log,
                 format!(
                     "the workflows in {PIPELINE_DIR}/ would queue {} jobs for this commit \
                      (their matrix variants included); at most {MAX_VARIANTS} are allowed",
-                    children.len()
+                    planned.len()
                 ),
             )
             .await;
         }
-        if children.is_empty() {
-            log.line("\x1b[33mno workflow's `when` matches; nothing runs\x1b[0m")
+        if planned.is_empty() {
+            log.line("\x1b[33mno workflow runs for this job\x1b[0m")
                 .await;
             return Outcome::new(JobStatus::Success).with_reason(format!(
                 "skipped: no workflow's when matches ({})",
                 skipped.join(", ")
             ));
         }
-        let ids = match self
-            .queue_children(job, children, "workflow job", log)
-            .await
-        {
-            Ok(ids) => ids,
-            Err(outcome) => return outcome,
-        };
+        let mut ids = Vec::with_capacity(planned.len());
+        let mut ids_of: Vec<Vec<String>> = vec![Vec::new(); workflows.len()];
+        for (i, label, mut spec) in planned {
+            let pipeline = &workflows[i].1;
+            if !pipeline.depends_on.is_empty() {
+                // Queued in dependency order, so the ids of what it waits for are known.
+                spec.needs = Some(Needs {
+                    workflows: pipeline.depends_on.clone(),
+                    jobs: pipeline
+                        .depends_on
+                        .iter()
+                        .flat_map(|d| ids_of[index(d)].iter().cloned())
+                        .collect(),
+                    on_failure: pipeline.runs_on_failure,
+                });
+            }
+            let id = match self
+                .enqueue_child(job, &label, spec, "workflow job", log)
+                .await
+            {
+                Ok(id) => id,
+                Err(outcome) => return outcome,
+            };
+            ids_of[i].push(id.clone());
+            ids.push(id);
+        }
+        if let Err(outcome) = self.record_children(job, &ids, "workflow job", log).await {
+            return outcome;
+        }
+        if workflows.iter().any(|(_, p)| !p.depends_on.is_empty()) {
+            self.release_waiting(job, log).await;
+        }
         let mut reason = format!(
             "{} workflow(s) queued as {} job(s): {}",
             workflows.len() - skipped.len(),
@@ -224,5 +290,40 @@ impl Runner {
             reason.push_str(&format!("; skipped: {}", skipped.join(", ")));
         }
         Outcome::new(JobStatus::Success).with_reason(reason)
+    }
+
+    /// Queues (or drops) the waiting children whose dependencies ended before they were
+    /// recorded, which the server, looking when a child ends, may have missed. It looks again
+    /// when this job has ended, so this only saves that wait.
+    async fn release_waiting(&self, job: &Job, log: &mut JobLog) {
+        let mut pause = Duration::from_millis(200);
+        for attempt in 1..=6 {
+            match self.queue.release_waiting(&job.id).await {
+                Ok(released) => {
+                    for r in released {
+                        let what = match r.verdict {
+                            NeedsVerdict::Run => "queued".to_owned(),
+                            NeedsVerdict::Drop(reason) => reason,
+                            NeedsVerdict::Wait => continue,
+                        };
+                        log.line(&format!("{}: {what}", r.id)).await;
+                    }
+                    return;
+                }
+                Err(e) if attempt < 6 => {
+                    warn!(job = %job.id, error = %e, "cannot look at the waiting workflows yet");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => {
+                    warn!(job = %job.id, error = %e, "cannot look at the waiting workflows");
+                    log.line(&format!(
+                        "\x1b[33mcould not look whether the waiting workflows may start ({e}); \
+                         the server looks again once this job has ended\x1b[0m"
+                    ))
+                    .await;
+                }
+            }
+        }
     }
 }

@@ -87,6 +87,7 @@ fn check_workflows(dir: &Path, workflows: &[WorkflowFile]) -> anyhow::Result<Exi
         workflows.len()
     );
     let mut code = ExitCode::SUCCESS;
+    let mut deps: Vec<Vec<String>> = Vec::new();
     for workflow in workflows {
         // `.raibid/x.yaml` names the file the way the agent's errors do; the path of `dir`
         // as given is what the reader can open.
@@ -100,11 +101,20 @@ fn check_workflows(dir: &Path, workflows: &[WorkflowFile]) -> anyhow::Result<Exi
         match raibid_pipeline::parse_bytes(&shown, &bytes) {
             Ok(pipeline) => {
                 print!("{}", summary(&shown, &pipeline));
+                deps.push(pipeline.depends_on);
             }
             Err(e) => {
                 eprintln!("{e}");
                 code = ExitCode::FAILURE;
             }
+        }
+    }
+    if deps.len() == workflows.len() {
+        let names: Vec<&str> = workflows.iter().map(|w| w.name.as_str()).collect();
+        let lists: Vec<&[String]> = deps.iter().map(Vec::as_slice).collect();
+        if let Err(e) = raibid_pipeline::workflow_order(&names, &lists) {
+            eprintln!("{}: {e}", dir.display());
+            code = ExitCode::FAILURE;
         }
     }
     Ok(code)
@@ -143,6 +153,18 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
     }
     if !pipeline.when.is_empty() {
         out.push_str("when: runs only for jobs that match its `when`\n");
+    }
+    if !pipeline.depends_on.is_empty() {
+        let _ = writeln!(
+            out,
+            "depends_on: starts after {} {}",
+            pipeline.depends_on.join(", "),
+            if pipeline.runs_on_failure {
+                "have ended, however they ended"
+            } else {
+                "have succeeded"
+            }
+        );
     }
     if !pipeline.services.is_empty() {
         out.push_str("services:\n");

@@ -127,5 +127,6 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         target_branch: None,
         diff_base: None,
         schedule: None,
+        needs: None,
     })
 }

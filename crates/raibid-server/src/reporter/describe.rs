@@ -135,7 +135,10 @@ fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
     let took = job.duration(now).map(human);
     let reason = job.reason.as_deref();
     match status {
-        JobStatus::Blocked => format!("waiting for approval: raibid job approve {}", job.id),
+        JobStatus::Blocked => match &job.spec.needs {
+            Some(needs) => format!("waiting for {}", needs.workflows.join(", ")),
+            None => format!("waiting for approval: raibid job approve {}", job.id),
+        },
         JobStatus::Queued => "queued".into(),
         JobStatus::Running => match &job.agent {
             Some(agent) => format!("running on {agent}"),

@@ -1,5 +1,5 @@
 //! The commit-status reporter: turns job status changes into statuses on the forge, and into
-//! the job metrics.
+//! the job metrics; a job's end also releases the jobs that wait for it ([`crate::waiting`]).
 //!
 //! It reads the queue's events stream in the consumer group [`GROUP`], so replicas share the
 //! work and an event is acknowledged only once handled; after a crash the consumer's
@@ -359,6 +359,10 @@ impl Reporter {
                 let seconds = (end - start).num_milliseconds().max(0) as f64 / 1000.0;
                 metrics.job_finished(&job.spec.pool, event.status, seconds);
             }
+        }
+        // Before any report, which may wait for the forge for a long time.
+        if work.events.iter().any(|event| event.status.is_final()) {
+            crate::waiting::job_ended(&self.state, &job).await;
         }
         let Some(forge) = job.spec.forge else {
             return Verdict::Done;
