@@ -363,6 +363,33 @@ fn describe(job: &Job) -> String {
     if let Some(r) = &job.spec.retry_of {
         field("retry of", r.clone());
     }
+    if let Some(workflow) = job.spec.env.get("RAIBID_WORKFLOW") {
+        field("workflow", workflow.clone());
+    }
+    if let Some(variant) = job.spec.env.get("RAIBID_MATRIX") {
+        field("variant", variant.clone());
+    }
+    if let Some(parent) = &job.spec.matrix_parent {
+        field("queued by", parent.clone());
+    }
+    if let Some(needs) = &job.spec.needs {
+        let after = if needs.on_failure {
+            "however they end"
+        } else {
+            "if they succeed"
+        };
+        field(
+            "waits for",
+            format!(
+                "{} ({}), {after}",
+                needs.workflows.join(", "),
+                needs.jobs.join(" ")
+            ),
+        );
+    }
+    if !job.children.is_empty() {
+        field("children", job.children.join(" "));
+    }
     if !job.steps.is_empty() {
         out.push('\n');
         let rows: Vec<Vec<String>> = job
@@ -404,6 +431,34 @@ mod tests {
         assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
         b.reset();
         assert_eq!(b.next_wait(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_workflow_job_says_what_it_belongs_to_and_waits_for() {
+        let mut spec = raibid_model::NewJob::new(
+            "acme/app",
+            "u",
+            "refs/heads/main",
+            "a".repeat(40),
+            raibid_model::Event::Push,
+        );
+        spec.env.insert("RAIBID_WORKFLOW".into(), "deploy".into());
+        spec.matrix_parent = Some("P".into());
+        spec.needs = Some(raibid_model::Needs {
+            workflows: vec!["build".into(), "test".into()],
+            jobs: vec!["B".into(), "T".into()],
+            on_failure: false,
+        });
+        let mut job = Job::queued("D".to_owned(), spec, Utc::now());
+        job.status = raibid_model::JobStatus::Blocked;
+        let shown = describe(&job);
+        for line in [
+            "workflow   deploy\n",
+            "queued by  P\n",
+            "waits for  build, test (B T), if they succeed\n",
+        ] {
+            assert!(shown.contains(line), "{line:?} in\n{shown}");
+        }
     }
 
     #[test]

@@ -268,6 +268,8 @@ impl JobDetailView {
                     command: Command::Retry(job.id.clone()),
                 });
             }
+            // A workflow's job waiting for others is released by the server, not a person.
+            KeyCode::Char('a') if job.status == JobStatus::Blocked && job.spec.needs.is_some() => {}
             KeyCode::Char('a') if job.status == JobStatus::Blocked => {
                 let whose = if job.spec.from_fork {
                     "a fork's code"
@@ -683,6 +685,20 @@ mod tests {
         assert!(
             prompt.contains("Approve job 01") && prompt.contains("a fork's code"),
             "{prompt}"
+        );
+        let mut waiting = job("02", "acme/app", JobStatus::Blocked);
+        waiting.spec.needs = Some(raibid_model::Needs {
+            workflows: vec!["build".into()],
+            jobs: vec!["01".into()],
+            on_failure: false,
+        });
+        v.open(waiting);
+        assert!(
+            !matches!(
+                v.handle_event(&key(KeyCode::Char('a'))),
+                EventResult::Action(_)
+            ),
+            "a job waiting for workflows is not approved by hand"
         );
     }
 
