@@ -882,15 +882,15 @@ impl Queue {
         Ok(true)
     }
 
-    /// Cancels a cancelled matrix job's variants (or asks their agents to stop), saying so as
-    /// their reason; those that had finished or are gone are left. Returns the ones it
-    /// cancelled or asked to stop.
+    /// Cancels the children of a cancelled job (a matrix's variants, the jobs of its
+    /// workflows), or asks their agents to stop, saying so as their reason; those that had
+    /// finished or are gone are left. Returns the ones it cancelled or asked to stop.
     pub async fn cancel_variants(
         &self,
         parent_id: &str,
         variants: &[String],
     ) -> Result<Vec<String>, QueueError> {
-        let reason = format!("the matrix job {parent_id} was cancelled");
+        let reason = format!("job {parent_id}, which queued it, was cancelled");
         let mut cancelled = Vec::new();
         for id in variants {
             match self.cancel_because(id, &reason).await {

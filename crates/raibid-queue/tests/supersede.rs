@@ -403,7 +403,7 @@ async fn variants_queued_while_their_matrix_job_was_being_cancelled_are_cancelle
         children.push(enqueue(&q, spec).await.id);
     }
     assert!(q.set_children(&parent.job.id, &children).await.unwrap());
-    let reason = format!("the matrix job {} was cancelled", parent.job.id);
+    let reason = format!("job {}, which queued it, was cancelled", parent.job.id);
     for child in &children {
         assert_eq!(
             status(&q, child).await,

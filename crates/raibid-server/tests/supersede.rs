@@ -201,7 +201,7 @@ async fn cancelling_a_matrix_job_cancels_its_variants() {
     let reply = json(response).await;
     assert_eq!(reply["result"], "already_finished");
     assert_eq!(reply["variants"], serde_json::json!(variants));
-    let reason = format!("the matrix job {} was cancelled", parent.id);
+    let reason = format!("job {}, which queued it, was cancelled", parent.id);
     let queued = job(&server, &variants[1]).await;
     assert_eq!(
         (queued.status, queued.reason.as_deref()),

@@ -198,7 +198,7 @@ impl Runtime {
                     match client.cancel(&id).await {
                         Ok(reply) if !reply.variants.is_empty() => (
                             format!(
-                                "cancel {id}: {} matrix variants cancelled",
+                                "cancel {id}: {} jobs it queued cancelled",
                                 reply.variants.len()
                             ),
                             false,

@@ -125,7 +125,7 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 }
                 if !reply.variants.is_empty() {
                     println!(
-                        "cancelled its matrix variants: {}",
+                        "cancelled the jobs it queued: {}",
                         reply.variants.join(" ")
                     );
                 }
