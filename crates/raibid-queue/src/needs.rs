@@ -26,8 +26,23 @@ impl Queue {
     /// over; what it did. Children still waiting, or decided already, are left alone.
     pub async fn release_waiting(&self, parent: &str) -> Result<Vec<Released>, QueueError> {
         let mut released = Vec::new();
-        for child in self.children_of(parent).await? {
-            let Some(job) = self.get(&child).await? else {
+        let children = self.children_of(parent).await?;
+        if children.is_empty() {
+            return Ok(released);
+        }
+        // Every child of a workflow's job ending looks here, so only the statuses are read
+        // for all of them (one round trip), and only blocked children in full.
+        let mut pipe = redis::pipe();
+        for child in &children {
+            pipe.cmd("HGET").arg(self.keys.job(child)).arg("status");
+        }
+        let statuses: Vec<Option<String>> = self.conn.pipe(&pipe).await?;
+        let blocked = JobStatus::Blocked.as_str();
+        for (child, status) in children.iter().zip(statuses) {
+            if status.as_deref() != Some(blocked) {
+                continue;
+            }
+            let Some(job) = self.get(child).await? else {
                 continue;
             };
             let Some(needs) = job.spec.needs.as_ref() else {
