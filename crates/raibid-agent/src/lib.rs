@@ -18,6 +18,7 @@ mod lock_file;
 mod logsink;
 mod private_dir;
 mod remove;
+mod repo_filter;
 mod runner;
 mod secrets;
 mod step_user;
@@ -30,6 +31,7 @@ pub use job_cache::{
     DEFAULT_JOB_CACHE_MAX_BYTES, EntryMeta, JobCache, JobCacheError, Restored, Saved, Skipped,
 };
 pub use logsink::{JobLog, Masker};
+pub use repo_filter::RepoFilter;
 pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings, repo_listing};
 pub use secrets::{SecretError, SecretStore};
 pub use step_user::{StepUser, StepUserError};

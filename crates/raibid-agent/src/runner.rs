@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use raibid_model::{Job, JobStatus, NewJob, Outcome, StepResult, StepStatus};
+use raibid_model::{Job, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_pipeline::{
     Cache, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind, TagContext,
     TriggerContext,
@@ -67,6 +67,8 @@ pub struct RunnerSettings {
     pub step_env: BTreeMap<String, String>,
     /// Value of `{registry}` in image tags.
     pub registry: String,
+    /// The repositories whose jobs this agent runs (`agent.repos`).
+    pub repos: crate::RepoFilter,
 }
 
 /// How a job left this agent.
@@ -360,6 +362,18 @@ impl Runner {
         ))
         .await;
 
+        if !self.settings.repos.allows(&job.spec.repo) {
+            return error_outcome(
+                log,
+                format!(
+                    "repository {} may not run on agent {}: it is not in agent.repos ({})",
+                    job.spec.repo,
+                    self.settings.agent_name,
+                    self.settings.repos.globs().join(", ")
+                ),
+            )
+            .await;
+        }
         let workspace = job_dir.join("src");
         let home = job_dir.join("home");
         // The agent's own files about the steps and builds (crate::private_dir): never handed
@@ -454,6 +468,14 @@ impl Runner {
         // not run for this job runs nothing, a matrix's variants included.
         if let Some(keys) = pipeline.when.mismatch(&trigger) {
             return skip_pipeline(&pipeline, &keys, &trigger, log).await;
+        }
+        // A pipeline for another pool's agents runs there, as a job of its own; a matrix's
+        // variants are queued there directly, below.
+        if let Some(pool) = &pipeline.pool
+            && *pool != job.spec.pool
+            && !queues_variants
+        {
+            return self.move_to_pool(job, pool, log).await;
         }
         if !pipeline.interruptible {
             match self.queue.mark_uninterruptible(claimed).await {
@@ -819,6 +841,9 @@ impl Runner {
             .iter()
             .map(|variant| {
                 let mut spec: NewJob = job.spec.clone();
+                if let Some(pool) = &pipeline.pool {
+                    spec.pool = pool.clone();
+                }
                 // A rerun of this job (its agent died after queueing some variants) finds the
                 // variants it queued already instead of queueing them twice.
                 spec.delivery_id = Some(format!("matrix:{}:{}", job.id, variant.name));
@@ -841,6 +866,28 @@ impl Runner {
             ids.join(" ")
         ));
         MatrixStep::Expanded(outcome)
+    }
+
+    /// Queues `job` again in `pool`, which its pipeline names (`pool:`), as its one child: the
+    /// job itself ends once that is done, and its commit status follows the child's.
+    async fn move_to_pool(&self, job: &Job, pool: &PoolName, log: &mut JobLog) -> Outcome {
+        let mut spec = job.spec.clone();
+        spec.pool = pool.clone();
+        spec.delivery_id = Some(format!("pool:{}:{pool}", job.id));
+        log.line(&format!(
+            "the pipeline runs in pool {pool} (`pool:`), not {}: queued again there",
+            job.spec.pool
+        ))
+        .await;
+        let label = format!("pool {pool}");
+        match self
+            .queue_children(job, vec![(label, spec)], "job", log)
+            .await
+        {
+            Ok(ids) => Outcome::new(JobStatus::Success)
+                .with_reason(format!("runs in pool {pool} as {}", ids.join(" "))),
+            Err(outcome) => outcome,
+        }
     }
 
     /// Queues `children` (what the log calls each, and its spec) as jobs of `job`'s own and

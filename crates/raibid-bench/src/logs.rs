@@ -180,6 +180,7 @@ pub async fn logs(opts: LogBenchOptions) -> Result<LogReport, BenchError> {
             step_path: STEP_PATH.into(),
             step_env: BTreeMap::new(),
             registry: String::new(),
+            repos: raibid_agent::RepoFilter::any(),
         },
     });
 

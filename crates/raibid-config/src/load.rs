@@ -172,6 +172,10 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
         crate::repo_glob(glob)
             .map_err(|e| semantic(&format!("server.allowed_repos[{i}]"), e.to_string()))?;
     }
+    for (i, glob) in config.agent.repos.iter().enumerate() {
+        crate::repo_glob(glob)
+            .map_err(|e| semantic(&format!("agent.repos[{i}]"), e.to_string()))?;
+    }
     let names_ok = |s: &str| {
         !s.is_empty()
             && s.chars()

@@ -346,6 +346,11 @@ pub struct AgentConfig {
     /// Empty: `<hostname>-<pid>`.
     pub name: String,
     pub pools: Vec<PoolName>,
+    /// The repositories (globs over `owner/name`, case ignored) whose jobs this agent runs; a
+    /// job of another ends in `error`. For the agents of a pool with secrets or hardware that
+    /// not every repository may use, as a pipeline can name its pool (`pool:`), like GitLab
+    /// Runner's runners locked to projects.
+    pub repos: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub executor: ExecutorKind,
     /// The container executor's engine; a machine with both would otherwise always get podman.
@@ -439,6 +444,7 @@ impl Default for AgentConfig {
         Self {
             name: String::new(),
             pools: vec![PoolName::default()],
+            repos: vec!["*".into()],
             labels: BTreeMap::new(),
             executor: ExecutorKind::Auto,
             container_engine: ContainerEngineKind::Auto,

@@ -99,6 +99,7 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             interruptible: true,
             depends_on: Vec::new(),
             runs_on_failure: false,
+            pool: None,
         },
         explanation: format!(
             "no .raibid.yaml found, so the steps were autodetected from {}; add a .raibid.yaml to choose them yourself",

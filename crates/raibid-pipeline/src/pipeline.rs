@@ -8,7 +8,7 @@ use serde::de::DeserializeSeed;
 
 use crate::artifacts::{Artifacts, ArtifactsDe};
 use crate::cache::{Cache, CacheDe};
-use crate::de::{CheckedMap, StepEnvMap, UniqueList};
+use crate::de::{CheckedMap, StepEnvMap, StrCheck, UniqueList};
 use crate::duration::Timeout;
 use crate::error::PipelineError;
 use crate::flow_guard;
@@ -56,6 +56,11 @@ pub struct Pipeline {
     /// Whether the workflow runs when a workflow it depends on failed (`runs_on: [success,
     /// failure]`, Woodpecker's key); by default it runs only when they all succeeded.
     pub runs_on_failure: bool,
+    /// The pool whose agents run it (`pool:`, as GitHub's `runs-on` and Woodpecker's
+    /// `labels` pick runners): a job that comes to another pool's agent is queued again in
+    /// this one, as a job of its own (see the agent's runner). `None`: the pool the server
+    /// chose (`server.pool_rules`).
+    pub pool: Option<raibid_model::PoolName>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -120,6 +125,8 @@ struct RawPipeline {
     depends_on: Option<Vec<String>>,
     #[serde(rename = "runs_on", alias = "runs-on")]
     runs_on: Option<RunsOn>,
+    #[serde(default, deserialize_with = "pool")]
+    pool: Option<raibid_model::PoolName>,
     /// Woodpecker's place for YAML anchors (`- &image golang:1.22`) that steps then use
     /// (`image: *image`, `<<: *defaults`); not read otherwise.
     #[allow(dead_code)]
@@ -141,6 +148,16 @@ fn workflow_deps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<St
             }
         },
     )
+    .deserialize(d)
+    .map(Some)
+}
+
+fn pool<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<raibid_model::PoolName>, D::Error> {
+    StrCheck::new("a pool name", |name: &str| {
+        raibid_model::PoolName::new(name).map_err(|e| e.to_string())
+    })
     .deserialize(d)
     .map(Some)
 }
@@ -250,6 +267,7 @@ impl RawPipeline {
             interruptible: self.interruptible.unwrap_or(true),
             depends_on: self.depends_on.unwrap_or_default(),
             runs_on_failure: self.runs_on.is_some_and(|r| r.failure),
+            pool: self.pool,
         })
     }
 }

@@ -891,6 +891,20 @@ fn interruptible_defaults_to_true_and_takes_a_boolean() {
     );
 }
 
+#[test]
+fn a_pipeline_may_name_the_pool_that_runs_it() {
+    let steps = "steps:\n  - name: train\n    run: ./train.sh\n";
+    assert_eq!(
+        raibid_pipeline::parse(".raibid.yaml", steps).unwrap().pool,
+        None
+    );
+    let p = raibid_pipeline::parse(".raibid.yaml", &format!("pool: gpu\n{steps}")).unwrap();
+    assert_eq!(p.pool.unwrap().as_str(), "gpu");
+    let e = err(&format!("pool: GPU!\n{steps}"));
+    assert_eq!((e.line, e.column), (1, 7), "{e}");
+    assert!(e.message.contains("invalid pool name \"GPU!\""), "{e}");
+}
+
 /// A workflow of `.raibid/` may wait for others (`depends_on`) and say whether it runs after
 /// they failed (`runs_on`), as Woodpecker's workflows do.
 #[test]

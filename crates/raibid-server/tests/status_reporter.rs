@@ -660,6 +660,7 @@ impl Matrix {
                 step_path: "/usr/local/bin:/usr/bin:/bin".into(),
                 step_env: Default::default(),
                 registry: "registry.invalid".into(),
+                repos: raibid_agent::RepoFilter::any(),
             },
         };
         let mut claimer = server.queue.claimer("spark-1").await.unwrap();

@@ -213,6 +213,9 @@ impl Runner {
             let (file, pipeline) = &workflows[i];
             let mut spec: NewJob = job.spec.clone();
             spec.env.insert(WORKFLOW_ENV.into(), file.name.clone());
+            if let Some(pool) = &pipeline.pool {
+                spec.pool = pool.clone();
+            }
             if pipeline.matrix.is_none() {
                 spec.delivery_id = Some(format!("workflow:{}:{}", job.id, file.name));
                 planned.push((i, file.name.clone(), spec));

@@ -145,6 +145,7 @@ impl Harness {
                 step_path: "/usr/local/bin:/usr/bin:/bin".into(),
                 step_env: BTreeMap::new(),
                 registry: registry.into(),
+                repos: raibid_agent::RepoFilter::any(),
             },
         }
     }

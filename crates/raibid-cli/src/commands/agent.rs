@@ -13,8 +13,8 @@ use raibid_agent::executor::{
 };
 use raibid_agent::image::{ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver};
 use raibid_agent::{
-    AgentOptions, GitCheckout, Runner, RunnerSettings, SecretStore, StepUser, StepUserError,
-    run_agent,
+    AgentOptions, GitCheckout, RepoFilter, Runner, RunnerSettings, SecretStore, StepUser,
+    StepUserError, run_agent,
 };
 use raibid_config::{Config, ExecutorKind, GpuMode};
 use raibid_queue::Queue;
@@ -136,6 +136,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
             step_path: toolchain.path(),
             step_env: toolchain.env(),
             registry: registry_host(&config),
+            repos: RepoFilter::new(&a.repos).context("agent.repos")?,
         },
     });
     let options = AgentOptions {

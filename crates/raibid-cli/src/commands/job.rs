@@ -124,10 +124,7 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                     _ => println!("{id} had already finished: {}", reply.status),
                 }
                 if !reply.variants.is_empty() {
-                    println!(
-                        "cancelled the jobs it queued: {}",
-                        reply.variants.join(" ")
-                    );
+                    println!("cancelled the jobs it queued: {}", reply.variants.join(" "));
                 }
             }
         }

@@ -154,6 +154,9 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
     if !pipeline.when.is_empty() {
         out.push_str("when: runs only for jobs that match its `when`\n");
     }
+    if let Some(pool) = &pipeline.pool {
+        let _ = writeln!(out, "pool: runs on the agents of pool {pool}");
+    }
     if !pipeline.depends_on.is_empty() {
         let _ = writeln!(
             out,
@@ -237,6 +240,19 @@ mod tests {
             ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16, ready when `pg_isready` succeeds, waited for up to 60 s)\n  cache (redis:7)\n\
              steps:\n  test (run in rust:1)\n  image (image-build {registry}/{repo}:{sha}-{matrix}, with `when`)\n\
              artifacts: dist, report.xml (on_success)\n"
+        );
+    }
+
+    #[test]
+    fn the_summary_names_the_pool() {
+        let pipeline = raibid_pipeline::parse(
+            ".raibid.yaml",
+            "pool: gpu\nsteps:\n  - name: t\n    run: t\n",
+        )
+        .unwrap();
+        assert_eq!(
+            summary(".raibid.yaml", &pipeline),
+            ".raibid.yaml: valid\npool: runs on the agents of pool gpu\nsteps:\n  t (run)\n"
         );
     }
 

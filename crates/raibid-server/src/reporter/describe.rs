@@ -34,17 +34,13 @@ pub(crate) fn matrix_status(
             .map(|child| label(child).unwrap_or_else(|| child.id.clone()))
             .collect()
     };
-    // A matrix's children are its variants; the workflows of `.raibid/` (and their variants)
-    // are jobs.
-    let noun = if children
-        .iter()
-        .flatten()
-        .any(|child| child.spec.env.contains_key("RAIBID_WORKFLOW"))
-    {
-        "jobs"
-    } else {
-        "variants"
-    };
+    // A matrix's children are its variants; the workflows of `.raibid/` (and their variants),
+    // or a pipeline queued again in its own pool, are jobs.
+    let variants = children.iter().flatten().all(|child| {
+        child.spec.env.contains_key("RAIBID_MATRIX")
+            && !child.spec.env.contains_key("RAIBID_WORKFLOW")
+    });
+    let noun = if variants { "variants" } else { "jobs" };
     let failed = with(&[JobStatus::Failure, JobStatus::Error, JobStatus::Dead]);
     let cancelled = with(&[JobStatus::Cancelled]);
     let finished = children
