@@ -331,6 +331,21 @@ impl JobDetailView {
                 Style::new().fg(Color::Yellow),
             ));
         }
+        // Which part of its push a job is: a workflow of `.raibid/`, a matrix variant.
+        if let Some(workflow) = job.spec.env.get("RAIBID_WORKFLOW") {
+            first.push(Span::raw(format!("  workflow {workflow}")));
+        }
+        if let Some(variant) = job.spec.env.get("RAIBID_MATRIX") {
+            first.push(Span::raw(format!("  {variant}")));
+        }
+        if job.status == JobStatus::Blocked
+            && let Some(needs) = &job.spec.needs
+        {
+            first.push(Span::styled(
+                format!("  waiting for {}", needs.workflows.join(", ")),
+                Style::new().fg(Color::Yellow),
+            ));
+        }
         let sha = job.spec.sha.get(..10).unwrap_or(&job.spec.sha);
         let second = Line::from(vec![
             Span::raw(format!(
@@ -663,6 +678,32 @@ mod tests {
         }
         v.handle_event(&key(KeyCode::Enter));
         assert!(v.no_match);
+    }
+
+    #[test]
+    fn the_header_names_the_workflow_and_what_it_waits_for() {
+        let mut waiting = job("02", "acme/app", JobStatus::Blocked);
+        waiting
+            .spec
+            .env
+            .insert("RAIBID_WORKFLOW".into(), "deploy".into());
+        waiting.spec.needs = Some(raibid_model::Needs {
+            workflows: vec!["build".into(), "test".into()],
+            jobs: vec!["01".into()],
+            on_failure: false,
+        });
+        let mut v = JobDetailView::default();
+        v.open(waiting);
+        let backend = ratatui::backend::TestBackend::new(100, 12);
+        let mut terminal = ratatui::Terminal::new(backend).unwrap();
+        terminal
+            .draw(|frame| v.draw(frame, frame.area(), chrono::Utc::now()))
+            .unwrap();
+        let screen = format!("{:?}", terminal.backend().buffer());
+        assert!(
+            screen.contains("workflow deploy  waiting for build, test"),
+            "{screen}"
+        );
     }
 
     #[test]
