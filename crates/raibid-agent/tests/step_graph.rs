@@ -127,6 +127,26 @@ async fn a_failure_skips_the_steps_after_it_and_lets_the_running_ones_finish() {
     assert!(!log.contains("should-not-run"), "{log}");
 }
 
+/// A step may wait for one written after it (Woodpecker's order-free `depends_on`).
+#[tokio::test]
+async fn a_step_may_wait_for_a_step_written_after_it() {
+    let h = Harness::new();
+    let (id, ends, log) = run_pipeline(
+        &h,
+        "steps:\n  - name: test\n    depends_on: [build]\n    run: cat built\n  - name: build\n    depends_on: []\n    run: echo made > built\n",
+    )
+    .await;
+    assert_eq!(
+        ends,
+        vec![(id.clone(), JobEnd::Acked(JobStatus::Success))],
+        "{log}"
+    );
+    assert!(log.contains("[test] made\n"), "{log}");
+    let build = log.find("[build]").or_else(|| log.find("build")).unwrap();
+    let test = log.find("[test] made").unwrap();
+    assert!(build < test, "{log}");
+}
+
 /// A cancel stops every step running side by side, and no step starts after it.
 #[tokio::test]
 async fn cancelling_a_graph_stops_all_its_running_steps() {

@@ -317,6 +317,14 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
         .map_err(|e| PipelineError::from_yaml(file_name, text, &e))
     };
     let pipeline = read()?;
+    // A step may depend on steps written after it, so `depends_on` is checked once all are
+    // read; read again with what is wrong known, the step that has it reports its position.
+    let problems = crate::step::graph_problems(&pipeline.steps);
+    if let Some(message) = problems.values().next().cloned() {
+        return Err(crate::step::with_graph_problems(problems, read)
+            .err()
+            .unwrap_or_else(|| PipelineError::new(file_name, 1, 1, message)));
+    }
     // A tag's length with `{matrix}` depends on the matrix, which may come after the steps in
     // the file. Read again with it known, the tag's own check reports the tag's position.
     if let Some((len, message)) = matrix_tag_too_long(&pipeline) {

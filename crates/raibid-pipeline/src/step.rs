@@ -1,5 +1,6 @@
 //! One entry of `steps:`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
@@ -29,7 +30,7 @@ pub struct Step {
     /// Secrets to expose to this step as environment variables of the same name.
     pub secrets: Vec<String>,
     pub failure: OnFailure,
-    /// The steps this one waits for (`depends_on`, Woodpecker's key), all written before it;
+    /// The steps this one waits for (`depends_on`, Woodpecker's key), written before or after;
     /// `None` when not given. Once any step of a pipeline has it, its steps run as a graph:
     /// each starts when those it depends on have ended, those without it at once (see
     /// [`crate::Pipeline::runs_as_graph`]).
@@ -131,7 +132,7 @@ struct RawStep {
 }
 
 fn depends_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    UniqueList::new("names of steps written before this one", None, |name| {
+    UniqueList::new("names of other steps", None, |name| {
         names::step_name(name).map(|_| ())
     })
     .deserialize(d)
@@ -190,20 +191,17 @@ impl RawStep {
                 ));
             }
         };
-        if let Some(missing) = self
-            .depends_on
-            .iter()
-            .flatten()
-            .find(|d| !taken.contains(*d))
+        let deps = self.depends_on.iter().flatten();
+        if deps.clone().any(|d| *d == name) {
+            return Err(format!(
+                "step {name:?} depends on itself; remove it from its `depends_on`"
+            ));
+        }
+        // Known only once every step has been read: see `graph_problem`.
+        if let Some(message) =
+            GRAPH_PROBLEMS.with_borrow(|problems| problems.as_ref()?.get(&name).cloned())
         {
-            return Err(if *missing == name {
-                format!("step {name:?} depends on itself; remove it from its `depends_on`")
-            } else {
-                format!(
-                    "step {name:?} depends on {missing:?}, which is not a step written before \
-                     it; a step can wait only for steps above it in the file"
-                )
-            });
+            return Err(message);
         }
         let when = self.when.map(|w| w.0).unwrap_or_default();
         if let Some(why) = when.impossible() {
@@ -224,6 +222,87 @@ impl RawStep {
             retry: self.retry.map_or(0, |r| r.0),
         })
     }
+}
+
+thread_local! {
+    /// What is wrong with the steps' `depends_on`, by the step to report it at, while
+    /// [`with_graph_problems`] reads the file again to report it there.
+    static GRAPH_PROBLEMS: RefCell<Option<BTreeMap<String, String>>> = const { RefCell::new(None) };
+}
+
+/// What is wrong with the `depends_on` of `steps` (a name that is no step, steps that wait
+/// for each other), keyed by the step whose position the error should carry; empty when
+/// nothing is. A step may name steps written after it, as in Woodpecker, so this needs all of
+/// them and is checked once they have been read.
+pub(crate) fn graph_problems(steps: &[Step]) -> BTreeMap<String, String> {
+    let mut problems = BTreeMap::new();
+    let names: BTreeSet<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    for step in steps {
+        if let Some(missing) = step
+            .depends_on
+            .iter()
+            .flatten()
+            .find(|d| !names.contains(d.as_str()))
+        {
+            problems.insert(
+                step.name.clone(),
+                format!(
+                    "step {:?} depends on {missing:?}, which is not a step of this pipeline",
+                    step.name
+                ),
+            );
+        }
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+    // Take steps whose dependencies are all taken until none is left; what cannot be taken
+    // waits, through others, for itself.
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
+    loop {
+        let ready: Vec<&str> = steps
+            .iter()
+            .filter(|s| !placed.contains(s.name.as_str()))
+            .filter(|s| {
+                s.depends_on
+                    .iter()
+                    .flatten()
+                    .all(|d| placed.contains(d.as_str()))
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        placed.extend(ready);
+    }
+    let stuck: Vec<&Step> = steps
+        .iter()
+        .filter(|s| !placed.contains(s.name.as_str()))
+        .collect();
+    if let Some(first) = stuck.first() {
+        let names: Vec<&str> = stuck.iter().map(|s| s.name.as_str()).collect();
+        problems.insert(
+            first.name.clone(),
+            format!(
+                "steps {} wait for each other through `depends_on`, so none of them could \
+                 ever start",
+                names.join(", ")
+            ),
+        );
+    }
+    problems
+}
+
+/// Runs `read` with `problems` reported at their steps (see [`graph_problems`]).
+pub(crate) fn with_graph_problems<T>(
+    problems: BTreeMap<String, String>,
+    read: impl FnOnce() -> T,
+) -> T {
+    GRAPH_PROBLEMS.set(Some(problems));
+    let result = read();
+    GRAPH_PROBLEMS.set(None);
+    result
 }
 
 /// `steps:` as written in YAML: a non-empty list of steps with unique names.
@@ -290,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn depends_on_names_steps_written_before() {
+    fn depends_on_names_other_steps() {
         let s = steps(
             "- name: build\n  run: make\n  depends_on: []\n\
              - name: lint\n  run: make lint\n\
@@ -301,13 +380,10 @@ mod tests {
         assert_eq!(s[1].depends_on, None);
         assert_eq!(s[2].depends_on, Some(vec!["build".into(), "lint".into()]));
 
+        // A step written later is fine here; names and cycles are checked over the whole
+        // list (`graph_problems`, tests/parse.rs).
         let later = "- name: test\n  run: t\n  depends_on: [build]\n- name: build\n  run: b\n";
-        let (line, column, message) = error_at(later);
-        assert_eq!((line, column), (1, 3), "{message}");
-        assert!(
-            message.contains("depends on \"build\", which is not a step written before it"),
-            "{message}"
-        );
+        assert!(steps(later).is_ok());
         let (_, _, message) = error_at("- name: a\n  run: a\n  depends_on: [a]\n");
         assert!(message.contains("depends on itself"), "{message}");
         let (line, column, message) =

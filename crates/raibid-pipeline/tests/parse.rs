@@ -891,6 +891,38 @@ fn interruptible_defaults_to_true_and_takes_a_boolean() {
     );
 }
 
+/// As in Woodpecker, a step may wait for steps written after it; names that are no step and
+/// steps waiting for each other are errors at the step.
+#[test]
+fn steps_may_depend_on_steps_in_any_order_but_not_in_a_circle() {
+    let p = parse(
+        PIPELINE_FILE,
+        "steps:\n  - name: test\n    run: t\n    depends_on: [build]\n  - name: build\n    run: b\n    depends_on: []\n",
+    )
+    .unwrap();
+    assert_eq!(p.steps[0].depends_on, Some(vec!["build".to_owned()]));
+    assert!(p.runs_as_graph());
+
+    let e =
+        err("steps:\n  - name: a\n    run: a\n  - name: b\n    run: b\n    depends_on: [a, bee]\n");
+    assert_eq!((e.line, e.column), (4, 5), "{e}");
+    assert!(
+        e.message
+            .contains("step \"b\" depends on \"bee\", which is not a step of this pipeline"),
+        "{e}"
+    );
+
+    let e = err(
+        "steps:\n  - name: a\n    run: a\n  - name: b\n    run: b\n    depends_on: [c]\n  - name: c\n    run: c\n    depends_on: [b]\n",
+    );
+    assert_eq!((e.line, e.column), (4, 5), "{e}");
+    assert!(
+        e.message
+            .contains("steps b, c wait for each other through `depends_on`"),
+        "{e}"
+    );
+}
+
 #[test]
 fn a_pipeline_may_name_the_pool_that_runs_it() {
     let steps = "steps:\n  - name: train\n    run: ./train.sh\n";
