@@ -354,12 +354,9 @@ async fn a_pipeline_file_cannot_wait_for_workflows() {
     );
     let (job, log) = h.run(&repo.url(), &sha).await;
     assert_eq!(job.status, JobStatus::Error, "{log}");
+    let reason = job.reason.unwrap();
     assert!(
-        job.reason
-            .as_deref()
-            .unwrap()
-            .contains("only a workflow of .raibid/"),
-        "{:?}",
-        job.reason
+        reason.starts_with(".raibid.yaml:1:13: ") && reason.contains("only a workflow of .raibid/"),
+        "{reason}"
     );
 }

@@ -35,7 +35,9 @@ pub use duration::{DurationError, MAX_TIMEOUT, parse_duration};
 pub use error::PipelineError;
 pub use image_build::ImageBuild;
 pub use matrix::{MAX_AXES, MAX_VARIANT_NAME_LEN, MAX_VARIANTS, Matrix, Variant};
-pub use pipeline::{CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes};
+pub use pipeline::{
+    CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes, parse_workflow_bytes,
+};
 pub use service::{DEFAULT_READY_TIMEOUT, MAX_SERVICES, Ready, Service};
 pub use step::{MAX_RETRIES, OnFailure, Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};

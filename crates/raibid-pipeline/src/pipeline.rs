@@ -133,7 +133,34 @@ struct RawPipeline {
     variables: Option<serde::de::IgnoredAny>,
 }
 
+thread_local! {
+    /// Whether the file being parsed is a workflow of `.raibid/` ([`parse_workflow_bytes`]),
+    /// which may wait for others.
+    static WORKFLOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+const NOT_A_WORKFLOW: &str = "`depends_on` at the top names other workflows, which only a \
+                              workflow of .raibid/ has; for steps that wait for each other, \
+                              give the steps `depends_on`";
+
 fn workflow_deps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    if !WORKFLOW.get() {
+        // Refused from inside a visitor, so that the error carries the value's position.
+        struct NotHere;
+        impl<'de> serde::de::Visitor<'de> for NotHere {
+            type Value = Option<Vec<String>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(NOT_A_WORKFLOW)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                _: A,
+            ) -> Result<Self::Value, A::Error> {
+                Err(serde::de::Error::custom(NOT_A_WORKFLOW))
+            }
+        }
+        return d.deserialize_seq(NotHere);
+    }
     UniqueList::new(
         "names of other workflows of .raibid/",
         Some("the list is empty; name the workflows this one waits for, or remove `depends_on`"),
@@ -359,6 +386,15 @@ fn matrix_tag_too_long(pipeline: &Pipeline) -> Option<(usize, String)> {
 
 /// Like [`parse`], for file contents straight from disk or git: invalid UTF-8 is reported at the
 /// first bad byte.
+/// [`parse_bytes`] for a workflow of `.raibid/` (`crate::PIPELINE_DIR`), which may also name
+/// the workflows it waits for (`depends_on`, `runs_on`).
+pub fn parse_workflow_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, PipelineError> {
+    WORKFLOW.set(true);
+    let parsed = parse_bytes(file_name, bytes);
+    WORKFLOW.set(false);
+    parsed
+}
+
 pub fn parse_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, PipelineError> {
     match std::str::from_utf8(bytes) {
         Ok(text) => parse(file_name, text),

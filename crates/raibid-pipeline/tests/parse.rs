@@ -937,12 +937,21 @@ fn a_pipeline_may_name_the_pool_that_runs_it() {
     assert!(e.message.contains("invalid pool name \"GPU!\""), "{e}");
 }
 
+#[test]
+fn only_a_workflow_waits_for_others() {
+    let e = err("depends_on: [build]\nsteps:\n  - name: a\n    run: a\n");
+    assert_eq!((e.line, e.column), (1, 13), "{e}");
+    assert!(e.message.contains("only a workflow of .raibid/ has"), "{e}");
+}
+
 /// A workflow of `.raibid/` may wait for others (`depends_on`) and say whether it runs after
 /// they failed (`runs_on`), as Woodpecker's workflows do.
 #[test]
 fn a_workflow_names_the_workflows_it_waits_for() {
     let steps = "steps:\n  - name: deploy\n    run: ./deploy.sh\n";
-    let parsed = |text: &str| raibid_pipeline::parse(".raibid/deploy.yaml", text).unwrap();
+    let parsed = |text: &str| {
+        raibid_pipeline::parse_workflow_bytes(".raibid/deploy.yaml", text.as_bytes()).unwrap()
+    };
     let plain = parsed(steps);
     assert!(plain.depends_on.is_empty() && !plain.runs_on_failure);
     let p = parsed(&format!("depends_on: [build, test.unit]\n{steps}"));
@@ -971,8 +980,11 @@ fn a_workflow_names_the_workflows_it_waits_for() {
         ),
         ("runs_on: [success]\n", (1, 1), "without `depends_on`"),
     ] {
-        let e =
-            raibid_pipeline::parse(".raibid/deploy.yaml", &format!("{text}{steps}")).unwrap_err();
+        let e = raibid_pipeline::parse_workflow_bytes(
+            ".raibid/deploy.yaml",
+            format!("{text}{steps}").as_bytes(),
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.column), at, "{text}: {e}");
         assert!(e.message.contains(says), "{text}: {e}");
     }

@@ -73,16 +73,9 @@ pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Resul
             .map(|p| Source::One(Box::new(p)));
     }
     if let Some(bytes) = single {
-        let pipeline =
-            raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes).map_err(|e| e.to_string())?;
-        if !pipeline.depends_on.is_empty() {
-            return Err(format!(
-                "{PIPELINE_FILE}: `depends_on` at the top names other workflows, which only a \
-                 workflow of {PIPELINE_DIR}/ has; for steps that wait, put `depends_on` on the \
-                 steps"
-            ));
-        }
-        return Ok(Source::One(Box::new(pipeline)));
+        return raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes)
+            .map(|p| Source::One(Box::new(p)))
+            .map_err(|e| e.to_string());
     }
     if !workflows.is_empty() {
         let mut parsed = Vec::with_capacity(workflows.len());
@@ -108,7 +101,7 @@ async fn parse(workspace: &Path, file: &WorkflowFile) -> Result<Pipeline, String
     let bytes = read(workspace, file.path.clone())
         .await?
         .ok_or_else(|| format!("{} disappeared while it was read", file.path))?;
-    raibid_pipeline::parse_bytes(&file.path, &bytes).map_err(|e| e.to_string())
+    raibid_pipeline::parse_workflow_bytes(&file.path, &bytes).map_err(|e| e.to_string())
 }
 
 /// [`workspace_file::read`] with the agent's size limit, off the async threads.

@@ -50,7 +50,17 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    match raibid_pipeline::parse_bytes(&file.display().to_string(), &bytes) {
+    // One file of a `.raibid/`, checked alone: read as the agent reads a workflow.
+    let in_workflows = file
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|dir| dir == PIPELINE_DIR);
+    let parse = if in_workflows {
+        raibid_pipeline::parse_workflow_bytes
+    } else {
+        raibid_pipeline::parse_bytes
+    };
+    match parse(&file.display().to_string(), &bytes) {
         Ok(pipeline) => {
             print!("{}", summary(&file.display().to_string(), &pipeline));
             Ok(ExitCode::SUCCESS)
@@ -98,7 +108,7 @@ fn check_workflows(dir: &Path, workflows: &[WorkflowFile]) -> anyhow::Result<Exi
         );
         let shown = path.display().to_string();
         let bytes = std::fs::read(&path).with_context(|| format!("reading {shown}"))?;
-        match raibid_pipeline::parse_bytes(&shown, &bytes) {
+        match raibid_pipeline::parse_workflow_bytes(&shown, &bytes) {
             Ok(pipeline) => {
                 print!("{}", summary(&shown, &pipeline));
                 deps.push(pipeline.depends_on);
