@@ -40,7 +40,13 @@ pub(crate) fn matrix_status(
         child.spec.env.contains_key("RAIBID_MATRIX")
             && !child.spec.env.contains_key("RAIBID_WORKFLOW")
     });
-    let noun = if variants { "variants" } else { "jobs" };
+    let noun = match (variants, total) {
+        (true, 1) => "variant",
+        (true, _) => "variants",
+        // A pipeline queued again in the pool it names: its one job.
+        (false, 1) => "job",
+        (false, _) => "jobs",
+    };
     let failed = with(&[JobStatus::Failure, JobStatus::Error, JobStatus::Dead]);
     let cancelled = with(&[JobStatus::Cancelled]);
     let finished = children
@@ -403,6 +409,16 @@ mod tests {
         );
         let status = matrix_status(&parent, &[Some(build), None], "");
         assert_eq!(status.description, "1 of 2 jobs finished");
+    }
+
+    #[test]
+    fn one_child_is_one_job() {
+        let parent = job();
+        let mut moved = job();
+        moved.status = JobStatus::Success;
+        moved.spec.matrix_parent = Some(parent.id.clone());
+        let status = matrix_status(&parent, &[Some(moved)], "");
+        assert_eq!(status.description, "all 1 job succeeded");
     }
 
     #[test]
