@@ -47,25 +47,37 @@ pub(crate) fn read(
     relative: &str,
     limit: u64,
 ) -> Result<Option<Vec<u8>>, WorkspaceFileError> {
+    match unlinked(workspace, relative)? {
+        Some((path, _)) => read_regular(&path, relative, limit).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `relative` in `workspace` and what it is, or `None` when it does not exist; refused when
+/// it, or a directory above it, is a symbolic link.
+fn unlinked(
+    workspace: &Path,
+    relative: &str,
+) -> Result<Option<(PathBuf, std::fs::Metadata)>, WorkspaceFileError> {
     let io = |source| WorkspaceFileError::Io {
         name: relative.to_owned(),
         source,
     };
     let root = std::fs::canonicalize(workspace).map_err(io)?;
     let expected = plain_join(&root, relative)?;
-    match std::fs::symlink_metadata(&expected) {
+    let meta = match std::fs::symlink_metadata(&expected) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(e)),
         Ok(meta) if meta.file_type().is_symlink() => {
             return Err(WorkspaceFileError::Symlink(relative.to_owned()));
         }
-        Ok(_) => {}
-    }
+        Ok(meta) => meta,
+    };
     // A link in a parent directory makes the resolved path differ from the one asked for.
     if std::fs::canonicalize(&expected).map_err(io)? != expected {
         return Err(WorkspaceFileError::Symlink(relative.to_owned()));
     }
-    read_regular(&expected, relative, limit).map(Some)
+    Ok(Some((expected, meta)))
 }
 
 /// The contents of `relative` in `workspace`, or `None` when there is no such file (or it is
@@ -128,30 +140,21 @@ pub(crate) fn list_dir(
     workspace: &Path,
     relative: &str,
 ) -> Result<Option<Vec<String>>, WorkspaceFileError> {
-    let io = |source| WorkspaceFileError::Io {
-        name: relative.to_owned(),
-        source,
+    let Some((path, meta)) = unlinked(workspace, relative)? else {
+        return Ok(None);
     };
-    let root = std::fs::canonicalize(workspace).map_err(io)?;
-    let expected = plain_join(&root, relative)?;
-    match std::fs::symlink_metadata(&expected) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e)),
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(WorkspaceFileError::Symlink(relative.to_owned()));
-        }
-        Ok(meta) if !meta.is_dir() => return Ok(None),
-        Ok(_) => {}
+    if !meta.is_dir() {
+        return Ok(None);
     }
-    if std::fs::canonicalize(&expected).map_err(io)? != expected {
-        return Err(WorkspaceFileError::Symlink(relative.to_owned()));
-    }
-    let names = std::fs::read_dir(&expected)
+    let names = std::fs::read_dir(&path)
         .and_then(|dir| {
             dir.map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
                 .collect::<io::Result<Vec<_>>>()
         })
-        .map_err(io)?;
+        .map_err(|source| WorkspaceFileError::Io {
+            name: relative.to_owned(),
+            source,
+        })?;
     Ok(Some(names))
 }
 

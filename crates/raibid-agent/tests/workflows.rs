@@ -32,6 +32,28 @@ async fn run_all(h: &Harness, ids: &[String]) -> Vec<Job> {
     jobs
 }
 
+/// Queues a push of `sha` and runs the job that queues its workflows, which must succeed
+/// with a reason starting `queued` and ending `skipped`; the job and its log.
+async fn fan_out(
+    h: &Harness,
+    repo: &GitRepo,
+    sha: &str,
+    queued: &str,
+    skipped: &str,
+) -> (Job, String) {
+    let parent = h.enqueue(&repo.url(), sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&parent.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    let reason = done.reason.clone().unwrap();
+    assert!(
+        reason.starts_with(queued) && reason.ends_with(skipped),
+        "{reason}"
+    );
+    let log = h.log(&parent.id).await;
+    (done, log)
+}
+
 #[tokio::test]
 async fn each_workflow_becomes_a_job_of_its_own() {
     let h = Harness::new();
@@ -45,17 +67,14 @@ async fn each_workflow_becomes_a_job_of_its_own() {
         ],
         "workflows",
     );
-    let parent = h.enqueue(&repo.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let done = h.job(&parent.id).await;
-    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
-    let reason = done.reason.unwrap();
-    assert!(
-        reason.starts_with("2 workflow(s) queued as 3 job(s)")
-            && reason.ends_with("skipped: deploy"),
-        "{reason}"
-    );
-    let log = h.log(&parent.id).await;
+    let (done, log) = fan_out(
+        &h,
+        &repo,
+        &sha,
+        "2 workflow(s) queued as 3 job(s)",
+        "skipped: deploy",
+    )
+    .await;
     assert!(
         log.contains("3 workflow(s) in .raibid/: build, deploy, test"),
         "{log}"
@@ -67,10 +86,7 @@ async fn each_workflow_becomes_a_job_of_its_own() {
     let mut seen = Vec::new();
     for child in &children {
         assert_eq!(child.status, JobStatus::Success, "{:?}", child.reason);
-        assert_eq!(
-            child.spec.matrix_parent.as_deref(),
-            Some(parent.id.as_str())
-        );
+        assert_eq!(child.spec.matrix_parent.as_deref(), Some(done.id.as_str()));
         assert!(child.children.is_empty(), "variants are not grandchildren");
         let workflow = child.spec.env["RAIBID_WORKFLOW"].clone();
         let variant = child.spec.env.get("RAIBID_MATRIX").cloned();
@@ -236,17 +252,14 @@ async fn a_workflow_waits_for_the_workflows_it_depends_on() {
         ],
         "waiting workflows",
     );
-    let parent = h.enqueue(&repo.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let done = h.job(&parent.id).await;
-    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
-    let reason = done.reason.unwrap();
-    assert!(
-        reason.starts_with("3 workflow(s) queued as 4 job(s)")
-            && reason.ends_with("skipped: deploy, publish"),
-        "{reason}"
-    );
-    let log = h.log(&parent.id).await;
+    let (done, log) = fan_out(
+        &h,
+        &repo,
+        &sha,
+        "3 workflow(s) queued as 4 job(s)",
+        "skipped: deploy, publish",
+    )
+    .await;
     assert!(
         log.contains("workflow publish skipped: it depends on deploy, which does not run"),
         "{log}"
@@ -287,14 +300,14 @@ async fn a_workflow_waits_for_the_workflows_it_depends_on() {
         [&build.id]
     );
     assert_eq!(h.job(&tests[0].id).await.status, JobStatus::Blocked);
-    let released = h.queue.release_waiting(&parent.id).await.unwrap();
+    let released = h.queue.release_waiting(&done.id).await.unwrap();
     assert_eq!(released.len(), 2, "{released:?}");
     let ids: Vec<String> = tests.iter().map(|t| t.id.clone()).collect();
     for t in run_all(&h, &ids).await {
         assert_eq!(t.status, JobStatus::Success, "{:?}", t.reason);
     }
     assert_eq!(h.job(&notify.id).await.status, JobStatus::Blocked);
-    h.queue.release_waiting(&parent.id).await.unwrap();
+    h.queue.release_waiting(&done.id).await.unwrap();
     let notify = &run_all(&h, std::slice::from_ref(&notify.id)).await[0];
     assert_eq!(notify.status, JobStatus::Success, "{:?}", notify.reason);
     assert!(h.log(&notify.id).await.contains("notified"));

@@ -74,6 +74,20 @@ async fn family(server: &TestServer, on_failure: bool) -> (Job, Job, Job) {
     (parent, build, deploy)
 }
 
+/// Claims the next job, which must be `id`, and acknowledges it with `status`, as its agent
+/// would.
+async fn finish(server: &TestServer, id: &str, status: JobStatus) {
+    let claimed = server.claim_one("agent").await;
+    assert_eq!(claimed.job.id, id);
+    assert!(
+        server
+            .queue
+            .ack(&claimed, &Outcome::new(status))
+            .await
+            .unwrap()
+    );
+}
+
 async fn status_becomes(server: &TestServer, id: &str, wanted: JobStatus) -> Job {
     eventually(
         Duration::from_secs(10),
@@ -113,13 +127,7 @@ async fn the_server_queues_a_waiting_workflow_when_what_it_needs_succeeded() {
         JobStatus::Blocked
     );
 
-    let claimed = server.claim_one("agent-build").await;
-    assert_eq!(claimed.job.id, build.id);
-    server
-        .queue
-        .ack(&claimed, &Outcome::new(JobStatus::Success))
-        .await
-        .unwrap();
+    finish(&server, &build.id, JobStatus::Success).await;
     status_becomes(&server, &deploy.id, JobStatus::Queued).await;
     assert_eq!(server.claim_one("agent-deploy").await.job.id, deploy.id);
 }
@@ -128,24 +136,12 @@ async fn the_server_queues_a_waiting_workflow_when_what_it_needs_succeeded() {
 async fn the_server_drops_a_waiting_workflow_when_what_it_needs_failed() {
     let server = TestServer::start().await;
     let (_, build, deploy) = family(&server, false).await;
-    let claimed = server.claim_one("agent-build").await;
-    assert_eq!(claimed.job.id, build.id);
-    server
-        .queue
-        .ack(&claimed, &Outcome::new(JobStatus::Failure))
-        .await
-        .unwrap();
+    finish(&server, &build.id, JobStatus::Failure).await;
     let dropped = status_becomes(&server, &deploy.id, JobStatus::Cancelled).await;
     assert_eq!(dropped.reason.as_deref(), Some("not run: build failed"));
 
     // `runs_on: [success, failure]`: queued all the same.
     let (_, build, notify) = family(&server, true).await;
-    let claimed = server.claim_one("agent-build").await;
-    assert_eq!(claimed.job.id, build.id);
-    server
-        .queue
-        .ack(&claimed, &Outcome::new(JobStatus::Failure))
-        .await
-        .unwrap();
+    finish(&server, &build.id, JobStatus::Failure).await;
     status_becomes(&server, &notify.id, JobStatus::Queued).await;
 }
