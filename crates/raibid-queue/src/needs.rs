@@ -2,12 +2,17 @@
 //! `blocked` with [`raibid_model::Needs`], and queued (or dropped) once the jobs it names have
 //! ended.
 //!
-//! Two parties look, so none is missed without either keeping state: the job that queued
+//! Several parties look, so none is missed without any keeping state: the job that queued
 //! the workflows looks right after recording its children (a dependency may have ended before
-//! its dependant existed), and the server looks whenever a child ends (the events stream, at
-//! least once). Both may decide for the same job; approving or cancelling a job that is no
-//! longer blocked changes nothing, so the second one loses harmlessly.
+//! its dependant existed), the server looks whenever a child ends (the events stream, at least
+//! once), and its reaper sweeps the older waiting jobs now and then ([`Queue::sweep_waiting`]),
+//! for endings whose events no server read before the stream was trimmed. Several may decide
+//! for the same job; approving or cancelling a job that is no longer blocked changes nothing,
+//! so the later ones lose harmlessly.
 
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
 use raibid_model::{Job, JobStatus, NeedsVerdict};
 
 use crate::queue::CancelScope;
@@ -21,7 +26,59 @@ pub struct Released {
     pub verdict: NeedsVerdict,
 }
 
+/// Blocked jobs read per page of a sweep, and the most pages: the reaper calls it every
+/// minute, and jobs waiting for a person's approval are in the same index.
+const SWEEP_BATCH: usize = 200;
+const SWEEP_PAGES: usize = 25;
+
 impl Queue {
+    /// Releases (see [`Queue::release_waiting`]) what waits among the blocked jobs recorded
+    /// before `cutoff`, the oldest first, at most [`SWEEP_PAGES`] pages of [`SWEEP_BATCH`].
+    pub async fn sweep_waiting(&self, cutoff: DateTime<Utc>) -> Result<Vec<Released>, QueueError> {
+        let cutoff = cutoff.timestamp_millis();
+        if cutoff <= 0 {
+            return Ok(Vec::new());
+        }
+        // Job ids are ULIDs, ordered by time: the smallest id of the cutoff's millisecond.
+        let bound = format!("({}", ulid::Ulid::from_parts(cutoff as u64, 0));
+        let mut parents = BTreeSet::new();
+        // Page by id: jobs waiting for a person's approval can stay for days, and must not
+        // hide the waiting workflows behind them.
+        let mut from = "-".to_owned();
+        for _ in 0..SWEEP_PAGES {
+            let ids: Vec<String> = self
+                .conn
+                .run(
+                    redis::cmd("ZRANGE")
+                        .arg(self.keys.by_status(JobStatus::Blocked))
+                        .arg(&from)
+                        .arg(&bound)
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(SWEEP_BATCH),
+                )
+                .await?;
+            for id in &ids {
+                if let Some(job) = self.get(id).await?
+                    && job.spec.needs.is_some()
+                    && let Some(parent) = job.spec.matrix_parent
+                {
+                    parents.insert(parent);
+                }
+            }
+            match ids.last() {
+                Some(last) if ids.len() == SWEEP_BATCH => from = format!("({last}"),
+                _ => break,
+            }
+        }
+        let mut released = Vec::new();
+        for parent in parents {
+            released.extend(self.release_waiting(&parent).await?);
+        }
+        Ok(released)
+    }
+
     /// Queues or drops every child of `parent` that waits for other jobs and whose wait is
     /// over; what it did. Children still waiting, or decided already, are left alone.
     pub async fn release_waiting(&self, parent: &str) -> Result<Vec<Released>, QueueError> {

@@ -138,3 +138,31 @@ async fn cancelling_the_parent_reaches_the_waiting_jobs() {
     assert!(q.release_waiting(&parent.id).await.unwrap().is_empty());
     assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Cancelled);
 }
+
+/// The reaper's safety net: a dependency that ended without anyone looking (its event never
+/// read) still releases what waits for it, once the waiting job is older than the cutoff.
+#[tokio::test]
+async fn a_sweep_releases_what_nobody_looked_at() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    // Older jobs waiting for approval, more than a page of them, do not hide it.
+    for i in 0..450 {
+        let mut spec = spec(None);
+        spec.sha = format!("{i:040x}");
+        created(q.enqueue_blocked(spec).await.unwrap());
+    }
+    let (parent, build, deploy) = family(&q, false).await;
+    finish(&q, &parent.id, JobStatus::Success).await;
+    finish(&q, &build.id, JobStatus::Success).await;
+    let before = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
+    assert!(
+        q.sweep_waiting(before).await.unwrap().is_empty(),
+        "too young"
+    );
+    assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Blocked);
+    let later = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
+    let released = q.sweep_waiting(later).await.unwrap();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].id, deploy.id);
+    assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Queued);
+}

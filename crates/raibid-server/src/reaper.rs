@@ -1,5 +1,6 @@
 //! The reaper: hands jobs of agents that stopped heart-beating back to the queue, declines
-//! jobs that waited for approval past `server.approval_expiry_days`, and prunes old finished
+//! jobs that waited for approval past `server.approval_expiry_days`, releases workflows whose
+//! wait ended unseen (`Queue::sweep_waiting`), and prunes old finished
 //! jobs: beyond `redis.retain_jobs`, and while Redis is close to its `maxmemory`.
 //!
 //! Every server replica runs one; the queue's scripts make concurrent reaping safe.
@@ -11,6 +12,10 @@ use tracing::{info, warn};
 use crate::AppState;
 
 const EVERY: Duration = Duration::from_secs(5);
+/// Waiting workflows are swept every this many passes (a minute), and only those recorded at
+/// least [`SWEEP_AGE`] ago: younger ones are released by the events as they come.
+const SWEEP_EVERY_TICKS: u32 = 12;
+const SWEEP_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 pub(crate) async fn run(state: AppState) {
     let min_idle = Duration::from_secs(state.config().redis.stale_after_secs);
@@ -26,6 +31,7 @@ pub(crate) async fn run(state: AppState) {
     // Said once per episode, not every five seconds.
     let mut full_warned = false;
     let mut refused_warned = false;
+    let mut sweep_in = 0u32;
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -62,6 +68,17 @@ pub(crate) async fn run(state: AppState) {
                     }
                 }
             }
+            // Workflows waiting for jobs whose endings no server read (the events were
+            // trimmed while every server was down); once a minute, for jobs older than one.
+            if sweep_in == 0 {
+                let cutoff = state.clock().now() - SWEEP_AGE;
+                match state.queue().sweep_waiting(cutoff).await {
+                    Ok(released) if released.is_empty() => {}
+                    Ok(released) => info!(?released, "released workflows that waited"),
+                    Err(e) => warn!(error = %e, "reaper could not look at waiting workflows"),
+                }
+            }
+            sweep_in = (sweep_in + 1) % SWEEP_EVERY_TICKS;
             match state.queue().prune(keep).await {
                 Ok(0) => {}
                 Ok(removed) => info!(removed, keep, "pruned old jobs"),

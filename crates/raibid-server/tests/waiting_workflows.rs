@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use raibid_model::{Event, Job, JobStatus, Needs, NewJob, Outcome};
-use raibid_queue::Enqueued;
+use raibid_model::{Event, Job, JobStatus, Needs, NewJob, Outcome, PoolName};
+use raibid_queue::{Claimed, Enqueued, Queue};
 use reqwest::StatusCode;
 use support::{TestServer, eventually, json};
 
@@ -27,10 +27,9 @@ async fn created(enqueued: Enqueued) -> Job {
 }
 
 /// A push's parent job (acknowledged), its `build` (queued) and `deploy` (waiting for it).
-async fn family(server: &TestServer, on_failure: bool) -> (Job, Job, Job) {
+async fn family(queue: &Queue, on_failure: bool) -> (Job, Job, Job) {
     let parent = created(
-        server
-            .queue
+        queue
             .enqueue(NewJob::new(
                 "acme/app",
                 "https://git.example/acme/app.git",
@@ -42,31 +41,21 @@ async fn family(server: &TestServer, on_failure: bool) -> (Job, Job, Job) {
             .unwrap(),
     )
     .await;
-    let claimed = server.claim_one("agent-parent").await;
-    assert_eq!(claimed.job.id, parent.id);
-    let build = created(
-        server
-            .queue
-            .enqueue(workflow(&parent, "build"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let claimed = claim(queue, &parent.id).await;
+    let build = created(queue.enqueue(workflow(&parent, "build")).await.unwrap()).await;
     let mut deploy = workflow(&parent, "deploy");
     deploy.needs = Some(Needs {
         workflows: vec!["build".into()],
         jobs: vec![build.id.clone()],
         on_failure,
     });
-    let deploy = created(server.queue.enqueue_blocked(deploy).await.unwrap()).await;
-    server
-        .queue
+    let deploy = created(queue.enqueue_blocked(deploy).await.unwrap()).await;
+    queue
         .set_children(&parent.id, &[build.id.clone(), deploy.id.clone()])
         .await
         .unwrap();
     assert!(
-        server
-            .queue
+        queue
             .ack(&claimed, &Outcome::new(JobStatus::Success))
             .await
             .unwrap()
@@ -74,18 +63,24 @@ async fn family(server: &TestServer, on_failure: bool) -> (Job, Job, Job) {
     (parent, build, deploy)
 }
 
-/// Claims the next job, which must be `id`, and acknowledges it with `status`, as its agent
-/// would.
-async fn finish(server: &TestServer, id: &str, status: JobStatus) {
-    let claimed = server.claim_one("agent").await;
+/// Claims the next job of the default pool, which must be `id`, as an agent would.
+async fn claim(queue: &Queue, id: &str) -> Claimed {
+    let claimed = queue
+        .claimer("agent")
+        .await
+        .unwrap()
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("a job is queued");
     assert_eq!(claimed.job.id, id);
-    assert!(
-        server
-            .queue
-            .ack(&claimed, &Outcome::new(status))
-            .await
-            .unwrap()
-    );
+    claimed
+}
+
+/// Claims `id` and acknowledges it with `status`.
+async fn finish(queue: &Queue, id: &str, status: JobStatus) {
+    let claimed = claim(queue, id).await;
+    assert!(queue.ack(&claimed, &Outcome::new(status)).await.unwrap());
 }
 
 async fn status_becomes(server: &TestServer, id: &str, wanted: JobStatus) -> Job {
@@ -103,7 +98,7 @@ async fn status_becomes(server: &TestServer, id: &str, wanted: JobStatus) -> Job
 #[tokio::test]
 async fn the_server_queues_a_waiting_workflow_when_what_it_needs_succeeded() {
     let server = TestServer::start().await;
-    let (_, build, deploy) = family(&server, false).await;
+    let (_, build, deploy) = family(&server.queue, false).await;
 
     // Waiting for build, not for a person.
     let response = server
@@ -127,21 +122,43 @@ async fn the_server_queues_a_waiting_workflow_when_what_it_needs_succeeded() {
         JobStatus::Blocked
     );
 
-    finish(&server, &build.id, JobStatus::Success).await;
+    finish(&server.queue, &build.id, JobStatus::Success).await;
     status_becomes(&server, &deploy.id, JobStatus::Queued).await;
-    assert_eq!(server.claim_one("agent-deploy").await.job.id, deploy.id);
+    claim(&server.queue, &deploy.id).await;
 }
 
 #[tokio::test]
 async fn the_server_drops_a_waiting_workflow_when_what_it_needs_failed() {
     let server = TestServer::start().await;
-    let (_, build, deploy) = family(&server, false).await;
-    finish(&server, &build.id, JobStatus::Failure).await;
+    let (_, build, deploy) = family(&server.queue, false).await;
+    finish(&server.queue, &build.id, JobStatus::Failure).await;
     let dropped = status_becomes(&server, &deploy.id, JobStatus::Cancelled).await;
     assert_eq!(dropped.reason.as_deref(), Some("not run: build failed"));
 
     // `runs_on: [success, failure]`: queued all the same.
-    let (_, build, notify) = family(&server, true).await;
-    finish(&server, &build.id, JobStatus::Failure).await;
+    let (_, build, notify) = family(&server.queue, true).await;
+    finish(&server.queue, &build.id, JobStatus::Failure).await;
     status_becomes(&server, &notify.id, JobStatus::Queued).await;
+}
+
+/// A clock some minutes ahead, as if the server had run that long.
+struct Ahead(chrono::TimeDelta);
+
+impl raibid_server::Clock for Ahead {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.0
+    }
+}
+
+/// The reaper's sweep: a dependency that ended while no server read the events (its group
+/// starts after them here) still releases what waits for it, once that is a minute old.
+#[tokio::test]
+async fn the_reaper_releases_a_workflow_whose_wait_ended_unseen() {
+    let redis = raibid_testkit::RedisServer::start();
+    let queue = support::queue_for(&redis);
+    let (_, build, deploy) = family(&queue, false).await;
+    finish(&queue, &build.id, JobStatus::Success).await;
+    let clock = std::sync::Arc::new(Ahead(chrono::TimeDelta::minutes(2)));
+    let server = TestServer::start_with_clock(redis, support::config(), clock).await;
+    status_becomes(&server, &deploy.id, JobStatus::Queued).await;
 }
