@@ -89,11 +89,7 @@ impl Queue {
         }
         // Every child of a workflow's job ending looks here, so only the statuses are read
         // for all of them (one round trip), and only blocked children in full.
-        let mut pipe = redis::pipe();
-        for child in &children {
-            pipe.cmd("HGET").arg(self.keys.job(child)).arg("status");
-        }
-        let statuses: Vec<Option<String>> = self.conn.pipe(&pipe).await?;
+        let statuses = self.statuses(&children).await?;
         let blocked = JobStatus::Blocked.as_str();
         for (child, status) in children.iter().zip(statuses) {
             if status.as_deref() != Some(blocked) {
@@ -106,6 +102,11 @@ impl Queue {
                 continue;
             };
             if job.status != JobStatus::Blocked {
+                continue;
+            }
+            // Most looks find something still running: decided from the statuses alone
+            // (one round trip), before reading every record the verdict names.
+            if self.any_running(&needs.jobs).await? {
                 continue;
             }
             let mut needed: Vec<Option<Job>> = Vec::with_capacity(needs.jobs.len());
@@ -138,5 +139,23 @@ impl Queue {
             });
         }
         Ok(released)
+    }
+
+    /// The status of each of `ids` (`None`: no such job), in one round trip.
+    async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<String>>, QueueError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGET").arg(self.keys.job(id)).arg("status");
+        }
+        self.conn.pipe(&pipe).await
+    }
+
+    /// Whether any of `ids` has not ended yet.
+    async fn any_running(&self, ids: &[String]) -> Result<bool, QueueError> {
+        Ok(self.statuses(ids).await?.iter().flatten().any(|status| {
+            status
+                .parse::<JobStatus>()
+                .is_ok_and(|status| !status.is_final())
+        }))
     }
 }
