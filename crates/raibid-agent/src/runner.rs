@@ -821,9 +821,12 @@ impl Runner {
         if pipeline.matrix.is_none() {
             return MatrixStep::Run(BTreeMap::new());
         }
-        let variants = pipeline.expand_matrix();
         if let Some(wanted) = job.spec.env.get("RAIBID_MATRIX") {
-            return match variants.into_iter().find(|v| &v.name == wanted) {
+            return match pipeline
+                .expand_matrix()
+                .into_iter()
+                .find(|v| &v.name == wanted)
+            {
                 Some(v) => {
                     log.line(&format!("matrix variant {}", v.name)).await;
                     MatrixStep::Run(v.env)
@@ -837,20 +840,9 @@ impl Runner {
                 ),
             };
         }
-        let children = variants
-            .iter()
-            .map(|variant| {
-                let mut spec: NewJob = job.spec.clone();
-                if let Some(pool) = &pipeline.pool {
-                    spec.pool = pool.clone();
-                }
-                // A rerun of this job (its agent died after queueing some variants) finds the
-                // variants it queued already instead of queueing them twice.
-                spec.delivery_id = Some(format!("matrix:{}:{}", job.id, variant.name));
-                spec.env
-                    .insert("RAIBID_MATRIX".into(), variant.name.clone());
-                (variant.name.clone(), spec)
-            })
+        let children = variant_specs(&job.spec, pipeline, &format!("matrix:{}", job.id))
+            .into_iter()
+            .map(|(variant, spec)| (variant.unwrap_or_default(), spec))
             .collect();
         let ids = match self
             .queue_children(job, children, "matrix variant", log)
@@ -1465,6 +1457,33 @@ fn why_skipped(keys: &[&str], trigger: &TriggerContext) -> (String, String) {
             )
         }
     }
+}
+
+/// The specs of the jobs that run `pipeline` for `base`: one per matrix variant (with
+/// `RAIBID_MATRIX`, and the variant's name for the caller's labels), else `base` alone; each
+/// in the pipeline's `pool:` if it names one. Delivery ids are `<key>:<variant>`, or `<key>`:
+/// a rerun of the job that queues them (its agent died after queueing some) finds those it
+/// queued already instead of queueing them twice.
+fn variant_specs(base: &NewJob, pipeline: &Pipeline, key: &str) -> Vec<(Option<String>, NewJob)> {
+    let mut base = base.clone();
+    if let Some(pool) = &pipeline.pool {
+        base.pool = pool.clone();
+    }
+    if pipeline.matrix.is_none() {
+        base.delivery_id = Some(key.to_owned());
+        return vec![(None, base)];
+    }
+    pipeline
+        .expand_matrix()
+        .into_iter()
+        .map(|variant| {
+            let mut spec = base.clone();
+            spec.delivery_id = Some(format!("{key}:{}", variant.name));
+            spec.env
+                .insert("RAIBID_MATRIX".into(), variant.name.clone());
+            (Some(variant.name), spec)
+        })
+        .collect()
 }
 
 async fn error_outcome(log: &mut JobLog, message: String) -> Outcome {

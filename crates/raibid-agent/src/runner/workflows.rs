@@ -17,7 +17,7 @@ use raibid_pipeline::{
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Runner, error_outcome, repo_listing, unless_stopped, why_skipped};
+use super::{Runner, error_outcome, repo_listing, unless_stopped, variant_specs, why_skipped};
 use crate::logsink::JobLog;
 use crate::workspace_file;
 
@@ -204,25 +204,15 @@ impl Runner {
         let mut planned: Vec<(usize, String, NewJob)> = Vec::new();
         for &i in order.iter().filter(|&&i| runs[i]) {
             let (file, pipeline) = &workflows[i];
-            let mut spec: NewJob = job.spec.clone();
-            spec.env.insert(WORKFLOW_ENV.into(), file.name.clone());
-            if let Some(pool) = &pipeline.pool {
-                spec.pool = pool.clone();
-            }
-            if pipeline.matrix.is_none() {
-                spec.delivery_id = Some(format!("workflow:{}:{}", job.id, file.name));
-                planned.push((i, file.name.clone(), spec));
-                continue;
-            }
-            for variant in pipeline.expand_matrix() {
-                let mut spec = spec.clone();
-                spec.delivery_id = Some(format!(
-                    "workflow:{}:{}:{}",
-                    job.id, file.name, variant.name
-                ));
-                spec.env
-                    .insert("RAIBID_MATRIX".into(), variant.name.clone());
-                planned.push((i, format!("{} {}", file.name, variant.name), spec));
+            let mut base: NewJob = job.spec.clone();
+            base.env.insert(WORKFLOW_ENV.into(), file.name.clone());
+            let key = format!("workflow:{}:{}", job.id, file.name);
+            for (variant, spec) in variant_specs(&base, pipeline, &key) {
+                let label = match variant {
+                    Some(variant) => format!("{} {variant}", file.name),
+                    None => file.name.clone(),
+                };
+                planned.push((i, label, spec));
             }
         }
         if planned.len() > MAX_VARIANTS {
