@@ -255,13 +255,20 @@ pub enum NeedsVerdict {
 }
 
 impl Needs {
+    /// How the reason of a job dropped by its [`NeedsVerdict`] begins: a retry of the job that
+    /// dropped it records it again (see `Queue::retry`), unlike a job a person cancelled.
+    pub const NOT_RUN: &'static str = "not run: ";
+
     /// Decides from the jobs it waits for, as they are now (`None`: one no longer exists,
     /// which counts as cancelled: nothing can tell how it ended).
     pub fn verdict(&self, jobs: &[Option<&Job>]) -> NeedsVerdict {
         let mut failed = Vec::new();
         for job in jobs {
             let Some(job) = job else {
-                return NeedsVerdict::Drop("not run: a job it depends on no longer exists".into());
+                return NeedsVerdict::Drop(format!(
+                    "{}a job it depends on no longer exists",
+                    Self::NOT_RUN
+                ));
             };
             if !job.status.is_final() {
                 return NeedsVerdict::Wait;
@@ -273,7 +280,7 @@ impl Needs {
                 .map_or(job.id.as_str(), String::as_str);
             match job.status {
                 JobStatus::Cancelled => {
-                    return NeedsVerdict::Drop(format!("not run: {name} was cancelled"));
+                    return NeedsVerdict::Drop(format!("{}{name} was cancelled", Self::NOT_RUN));
                 }
                 JobStatus::Success => {}
                 _ => {
@@ -286,7 +293,7 @@ impl Needs {
         if failed.is_empty() || self.on_failure {
             NeedsVerdict::Run
         } else {
-            NeedsVerdict::Drop(format!("not run: {} failed", failed.join(", ")))
+            NeedsVerdict::Drop(format!("{}{} failed", Self::NOT_RUN, failed.join(", ")))
         }
     }
 }

@@ -10,13 +10,13 @@
 //! for the same job; approving or cancelling a job that is no longer blocked changes nothing,
 //! so the later ones lose harmlessly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use raibid_model::{Job, JobStatus, NeedsVerdict};
+use raibid_model::{Job, JobStatus, Needs, NeedsVerdict};
 
 use crate::queue::CancelScope;
-use crate::{CancelResult, Queue, QueueError};
+use crate::{CancelResult, Enqueued, Queue, QueueError};
 
 /// What [`Queue::release_waiting`] did with one waiting job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +141,76 @@ impl Queue {
         Ok(released)
     }
 
+    /// After `old`, a sibling under `parent`, was retried as `new`: records again, waiting for
+    /// the retry, the siblings that were not run because it did not succeed (and those not run
+    /// because one of them was not), as GitHub re-runs what depends on a re-run job. Siblings
+    /// still waiting for `old` wait for `new` instead. Each copy replaces its original among
+    /// `parent`'s children, so the combined status waits for it. The ids of the copies.
+    ///
+    /// Jobs a person (or a cancel of `parent`) cancelled stay so: only a reason that
+    /// [`Needs::NOT_RUN`] begins marks a job the verdict dropped.
+    pub(crate) async fn revive_dependants(
+        &self,
+        parent: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<Vec<String>, QueueError> {
+        // Children are recorded in dependency order, so one pass finds a dependant's
+        // dependants after it.
+        let mut replaced = BTreeMap::from([(old.to_owned(), new.to_owned())]);
+        let mut revived = Vec::new();
+        for child in self.children_of(parent).await? {
+            let Some(job) = self.get(&child).await? else {
+                continue;
+            };
+            let Some(needs) = job.spec.needs.as_ref() else {
+                continue;
+            };
+            if !needs.jobs.iter().any(|id| replaced.contains_key(id)) {
+                continue;
+            }
+            let revive = if job.status == JobStatus::Blocked {
+                let reason = format!("replaced by a copy that waits for {new}, the retry of {old}");
+                match self
+                    .cancel_job(&job.id, &reason, CancelScope::Blocked)
+                    .await?
+                {
+                    CancelResult::Cancelled => true,
+                    // Decided meanwhile: queued (it runs), or dropped (revived all the same).
+                    _ => self.get(&child).await?.is_some_and(|now| dropped(&now)),
+                }
+            } else {
+                dropped(&job)
+            };
+            if !revive {
+                continue;
+            }
+            let mut spec = job.spec.clone();
+            if let Some(needs) = spec.needs.as_mut() {
+                for id in &mut needs.jobs {
+                    if let Some(new) = replaced.get(id.as_str()) {
+                        id.clone_from(new);
+                    }
+                }
+            }
+            spec.delivery_id = None;
+            spec.retry_of = Some(job.id.clone());
+            let copy = match self.enqueue_blocked(spec).await? {
+                Enqueued::Created(copy) => copy.id,
+                Enqueued::Duplicate { job_id } => {
+                    return Err(QueueError::Protocol(format!(
+                        "a copy of {} collided with delivery of {job_id}",
+                        job.id
+                    )));
+                }
+            };
+            self.replace_child(parent, &job.id, &copy).await?;
+            replaced.insert(job.id, copy.clone());
+            revived.push(copy);
+        }
+        Ok(revived)
+    }
+
     /// The status of each of `ids` (`None`: no such job), in one round trip.
     async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<String>>, QueueError> {
         let mut pipe = redis::pipe();
@@ -158,4 +228,13 @@ impl Queue {
                 .is_ok_and(|status| !status.is_final())
         }))
     }
+}
+
+/// Whether `job` ended because what it waited for did not succeed (not by a person's cancel).
+fn dropped(job: &Job) -> bool {
+    job.status == JobStatus::Cancelled
+        && job
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.starts_with(Needs::NOT_RUN))
 }

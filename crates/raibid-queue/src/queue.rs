@@ -828,14 +828,26 @@ impl Queue {
         // The matrix job's status combines its children's: the retry stands in for the run
         // it repeats, or the combined status would never change again.
         if let Some(parent) = parent.filter(|p| valid_id(p)) {
-            let mut invocation = scripts::REPLACE_CHILD.prepare_invoke();
-            invocation
-                .key(self.keys.job(&parent))
-                .arg(&old.id)
-                .arg(&job.id);
-            let _: i64 = self.conn.script(&invocation).await?;
+            self.replace_child(&parent, &old.id, &job.id).await?;
+            let revived = self.revive_dependants(&parent, &old.id, &job.id).await?;
+            if !revived.is_empty() {
+                info!(job = %job.id, retry_of = %old.id, ?revived, "jobs waiting for the retry");
+            }
         }
         Ok(job)
+    }
+
+    /// Puts `new` where `old` stands among `parent`'s children.
+    pub(crate) async fn replace_child(
+        &self,
+        parent: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), QueueError> {
+        let mut invocation = scripts::REPLACE_CHILD.prepare_invoke();
+        invocation.key(self.keys.job(parent)).arg(old).arg(new);
+        let _: i64 = self.conn.script(&invocation).await?;
+        Ok(())
     }
 
     /// Records the jobs a matrix job expanded into, before the matrix job is acknowledged, so

@@ -166,3 +166,165 @@ async fn a_sweep_releases_what_nobody_looked_at() {
     assert_eq!(released[0].id, deploy.id);
     assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Queued);
 }
+
+/// A workflow job under `parent`, waiting for `needs` when there are any.
+async fn workflow(q: &Queue, parent: &Job, name: &str, needs: &[&Job]) -> Job {
+    let mut s = spec(Some(name));
+    s.delivery_id = Some(format!("workflow:{}:{name}", parent.id));
+    s.matrix_parent = Some(parent.id.clone());
+    if needs.is_empty() {
+        return created(q.enqueue(s).await.unwrap());
+    }
+    s.needs = Some(Needs {
+        workflows: needs
+            .iter()
+            .map(|j| j.spec.env["RAIBID_WORKFLOW"].clone())
+            .collect(),
+        jobs: needs.iter().map(|j| j.id.clone()).collect(),
+        on_failure: false,
+    });
+    created(q.enqueue_blocked(s).await.unwrap())
+}
+
+async fn children(q: &Queue, parent: &Job) -> Vec<String> {
+    job(q, &parent.id).await.children
+}
+
+/// GitHub's "re-run failed jobs": what was not run because a job failed waits for its retry.
+#[tokio::test]
+async fn a_retry_records_again_what_was_not_run_because_the_job_failed() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let parent = created(q.enqueue(spec(None)).await.unwrap());
+    let build = workflow(&q, &parent, "build", &[]).await;
+    let deploy = workflow(&q, &parent, "deploy", &[&build]).await;
+    let notify = workflow(&q, &parent, "notify", &[&deploy]).await;
+    let ids = [build.id.clone(), deploy.id.clone(), notify.id.clone()];
+    q.set_children(&parent.id, &ids).await.unwrap();
+    finish(&q, &parent.id, JobStatus::Success).await;
+    finish(&q, &build.id, JobStatus::Failure).await;
+    q.release_waiting(&parent.id).await.unwrap();
+    assert_eq!(
+        job(&q, &notify.id).await.reason.as_deref(),
+        Some("not run: deploy was cancelled")
+    );
+
+    let retry = q.retry(&build.id).await.unwrap();
+    let now = children(&q, &parent).await;
+    assert_eq!(now[0], retry.id);
+    assert!(
+        !now.contains(&deploy.id) && !now.contains(&notify.id),
+        "{now:?}"
+    );
+    let deploy2 = job(&q, &now[1]).await;
+    let notify2 = job(&q, &now[2]).await;
+    assert_eq!(deploy2.status, JobStatus::Blocked);
+    assert_eq!(deploy2.spec.retry_of.as_deref(), Some(deploy.id.as_str()));
+    assert_eq!(
+        deploy2.spec.needs.as_ref().unwrap().jobs,
+        [retry.id.as_str()]
+    );
+    assert_eq!(deploy2.spec.needs.as_ref().unwrap().workflows, ["build"]);
+    assert_eq!(notify2.status, JobStatus::Blocked);
+    assert_eq!(
+        notify2.spec.needs.as_ref().unwrap().jobs,
+        [deploy2.id.as_str()]
+    );
+    // The originals keep how they ended.
+    assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Cancelled);
+    assert_eq!(
+        q.stats(&PoolName::default()).await.unwrap().lag,
+        1,
+        "the retry"
+    );
+
+    finish(&q, &retry.id, JobStatus::Success).await;
+    q.release_waiting(&parent.id).await.unwrap();
+    assert_eq!(job(&q, &deploy2.id).await.status, JobStatus::Queued);
+    finish(&q, &deploy2.id, JobStatus::Success).await;
+    q.release_waiting(&parent.id).await.unwrap();
+    assert_eq!(job(&q, &notify2.id).await.status, JobStatus::Queued);
+}
+
+/// Retrying a job that was not run runs it, and records again what waited for it.
+#[tokio::test]
+async fn a_retry_of_a_dropped_job_revives_its_own_dependants() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let parent = created(q.enqueue(spec(None)).await.unwrap());
+    let build = workflow(&q, &parent, "build", &[]).await;
+    let deploy = workflow(&q, &parent, "deploy", &[&build]).await;
+    let notify = workflow(&q, &parent, "notify", &[&deploy]).await;
+    let ids = [build.id.clone(), deploy.id.clone(), notify.id.clone()];
+    q.set_children(&parent.id, &ids).await.unwrap();
+    finish(&q, &parent.id, JobStatus::Success).await;
+    finish(&q, &build.id, JobStatus::Failure).await;
+    q.release_waiting(&parent.id).await.unwrap();
+
+    let deploy2 = q.retry(&deploy.id).await.unwrap();
+    assert_eq!(deploy2.status, JobStatus::Queued, "a retry runs at once");
+    let now = children(&q, &parent).await;
+    assert_eq!(now[..2], [build.id.clone(), deploy2.id.clone()]);
+    let notify2 = job(&q, &now[2]).await;
+    assert_eq!(notify2.status, JobStatus::Blocked);
+    assert_eq!(notify2.spec.needs.unwrap().jobs, [deploy2.id.as_str()]);
+}
+
+/// A job a person cancelled is not theirs to revive; one still waiting for the failed job waits
+/// for its retry instead.
+#[tokio::test]
+async fn a_retry_leaves_cancelled_dependants_and_redirects_waiting_ones() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let parent = created(q.enqueue(spec(None)).await.unwrap());
+    let build = workflow(&q, &parent, "build", &[]).await;
+    let lint = workflow(&q, &parent, "lint", &[]).await;
+    let deploy = workflow(&q, &parent, "deploy", &[&build]).await;
+    let docs = workflow(&q, &parent, "docs", &[&build, &lint]).await;
+    let ids = [
+        build.id.clone(),
+        lint.id.clone(),
+        deploy.id.clone(),
+        docs.id.clone(),
+    ];
+    q.set_children(&parent.id, &ids).await.unwrap();
+    q.cancel_because(&deploy.id, "cancelled by a person")
+        .await
+        .unwrap();
+    finish(&q, &parent.id, JobStatus::Success).await;
+    finish(&q, &build.id, JobStatus::Failure).await;
+    // lint still queued, so docs still waits.
+    q.release_waiting(&parent.id).await.unwrap();
+    assert_eq!(job(&q, &docs.id).await.status, JobStatus::Blocked);
+
+    let retry = q.retry(&build.id).await.unwrap();
+    let now = children(&q, &parent).await;
+    assert_eq!(
+        now[..3],
+        [retry.id.clone(), lint.id.clone(), deploy.id.clone()]
+    );
+    assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Cancelled);
+    let old_docs = job(&q, &docs.id).await;
+    assert_eq!(old_docs.status, JobStatus::Cancelled);
+    assert!(
+        old_docs
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("replaced by"),
+        "{old_docs:?}"
+    );
+    let docs2 = job(&q, &now[3]).await;
+    assert_eq!(docs2.status, JobStatus::Blocked);
+    assert_eq!(
+        docs2.spec.needs.unwrap().jobs,
+        [retry.id.clone(), lint.id.clone()]
+    );
+    // lint, then the retry: docs is released only when both have ended.
+    finish(&q, &lint.id, JobStatus::Success).await;
+    q.release_waiting(&parent.id).await.unwrap();
+    assert_eq!(job(&q, &docs2.id).await.status, JobStatus::Blocked);
+    finish(&q, &retry.id, JobStatus::Success).await;
+    q.release_waiting(&parent.id).await.unwrap();
+    assert_eq!(job(&q, &docs2.id).await.status, JobStatus::Queued);
+}
