@@ -423,6 +423,9 @@ impl Runner {
             job.build_branch().map(str::to_owned),
             job.tag().map(str::to_owned),
         );
+        trigger.git_ref = Some(job.spec.git_ref.clone());
+        trigger.repo = Some(job.spec.repo.clone());
+        trigger.cron = job.spec.schedule.clone();
         // Before the workspace goes to the step user, as git reads it (see below).
         let commit = match self.git.commit_info(&workspace, &job.spec.sha).await {
             Ok(commit) => {
@@ -535,6 +538,7 @@ impl Runner {
             MatrixStep::Run(env) => env,
             MatrixStep::Expanded(outcome) => return outcome,
         };
+        trigger.matrix.clone_from(&variant_env);
         // Restored before the workspace goes to the step user, so the hand-over below gives
         // the restored files to it too.
         let cache = self.cache_key(job, &pipeline, log).await;
@@ -1435,6 +1439,18 @@ fn why_skipped(keys: &[&str], trigger: &TriggerContext) -> (String, String) {
         "tag" => match &trigger.tag {
             Some(tag) => format!("the job's tag is {tag}"),
             None => "the job has no tag".to_owned(),
+        },
+        "ref" => match &trigger.git_ref {
+            Some(git_ref) => format!("the job's ref is {git_ref}"),
+            None => "the job's ref is not known".to_owned(),
+        },
+        "repo" => match &trigger.repo {
+            Some(repo) => format!("the job's repository is {repo}"),
+            None => "the job's repository is not known".to_owned(),
+        },
+        "cron" => match &trigger.cron {
+            Some(cron) => format!("the job's schedule is {cron}"),
+            None => "the job is not of a schedule".to_owned(),
         },
         _ => match &trigger.changed_files {
             Some(files) => format!("none of the {} changed file(s) is wanted", files.len()),

@@ -510,9 +510,13 @@ async fn without_the_network_run_steps_see_only_loopback() {
     let interfaces: Vec<&str> = output
         .lines()
         .filter_map(|line| line.trim_start().split_once(':'))
+        // Interface names only: buildah's warnings (`time="2026-...T06:34:40Z" level=...`)
+        // have a colon and digits after it too.
         .filter(|(name, rest)| {
             !name.is_empty()
-                && !name.contains(' ')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
                 && rest.trim_start().starts_with(|c: char| c.is_ascii_digit())
         })
         .map(|(name, _)| name)

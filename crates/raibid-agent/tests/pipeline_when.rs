@@ -229,3 +229,78 @@ async fn a_when_list_runs_when_any_of_its_blocks_matches() {
         Some("skipped: the pipeline's when does not match (no block matches: branch, event)")
     );
 }
+
+/// Woodpecker's `when: matrix` (a step of one variant only), `cron` (a step of one schedule),
+/// `repo` and `ref`, as the agent fills them in for each job.
+#[tokio::test]
+async fn steps_filter_on_the_variant_the_schedule_the_repository_and_the_ref() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: publish\n    run: echo ran-publish-$RUST\n    when: { matrix: { RUST: stable } }\n  \
+             - name: nightly\n    run: echo ran-nightly\n    when: { cron: \"night*\" }\n  \
+             - name: upstream\n    run: echo ran-upstream\n    when: { repo: ACME/app }\n  \
+             - name: main\n    run: echo ran-main\n    when: { ref: refs/heads/main }\n\
+             matrix:\n  RUST: [stable, \"1.80\"]\n",
+        )],
+        "filters",
+    );
+    // A push: the matrix job queues two variants; each runs `publish` only if it is stable.
+    let parent = h.enqueue_spec(push(&repo, "main", &sha, None)).await;
+    let runner = h.runner(SecretStore::default());
+    h.run_once(runner.clone()).await;
+    let mut ran = Vec::new();
+    for _ in 0..2 {
+        for (id, _) in h.run_once(runner.clone()).await {
+            let job = h.job(&id).await;
+            let log = h.log(&id).await;
+            assert_eq!(job.status, JobStatus::Success, "{log}");
+            ran.push((
+                job.spec.env["RAIBID_MATRIX"].clone(),
+                statuses(&job)
+                    .iter()
+                    .map(|(n, s)| (n.to_string(), *s))
+                    .collect::<Vec<_>>(),
+                log,
+            ));
+        }
+    }
+    ran.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(ran.len(), 2, "{parent:?}");
+    let (stable, other) = (&ran[1], &ran[0]);
+    assert_eq!(stable.0, "RUST=stable");
+    let expect = |publish| {
+        vec![
+            ("publish".to_owned(), publish),
+            ("nightly".to_owned(), StepStatus::Skipped),
+            ("upstream".to_owned(), StepStatus::Success),
+            ("main".to_owned(), StepStatus::Success),
+        ]
+    };
+    assert_eq!(stable.1, expect(StepStatus::Success), "{}", stable.2);
+    assert!(stable.2.contains("ran-publish-stable"), "{}", stable.2);
+    assert_eq!(other.1, expect(StepStatus::Skipped), "{}", other.2);
+
+    // A job of the `nightly` schedule, on a branch, of a fork: `nightly` runs, `upstream`
+    // and `main` do not.
+    let mut spec = push(&repo, "dev", &sha, None);
+    spec.repo = "someone/app".into();
+    spec.event = Event::Cron;
+    spec.schedule = Some("nightly".into());
+    spec.env.insert("RAIBID_MATRIX".into(), "RUST=1.80".into());
+    let (done, log) = run(&h, spec).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(
+        statuses(&done),
+        [
+            ("publish", StepStatus::Skipped),
+            ("nightly", StepStatus::Success),
+            ("upstream", StepStatus::Skipped),
+            ("main", StepStatus::Skipped)
+        ],
+        "{log}"
+    );
+    assert!(log.contains("ran-nightly"), "{log}");
+}

@@ -244,6 +244,10 @@ async fn a_workflow_waits_for_the_workflows_it_depends_on() {
                 ".raibid/notify.yaml",
                 "depends_on: [test]\nruns_on: [success, failure]\nsteps:\n  - name: n\n    run: echo notified\n",
             ),
+            (
+                ".raibid/page.yaml",
+                "depends_on: [test]\nruns_on: [failure]\nsteps:\n  - name: p\n    run: echo paged\n",
+            ),
             (".raibid/deploy.yaml", DEPLOY),
             (
                 ".raibid/publish.yaml",
@@ -256,7 +260,7 @@ async fn a_workflow_waits_for_the_workflows_it_depends_on() {
         &h,
         &repo,
         &sha,
-        "3 workflow(s) queued as 4 job(s)",
+        "4 workflow(s) queued as 5 job(s)",
         "skipped: deploy, publish",
     )
     .await;
@@ -264,7 +268,7 @@ async fn a_workflow_waits_for_the_workflows_it_depends_on() {
         log.contains("workflow publish skipped: it depends on deploy, which does not run"),
         "{log}"
     );
-    // Queued in dependency order: build, test's variants, notify.
+    // Queued in dependency order: build, test's variants, notify and page.
     let kids = {
         let mut kids = Vec::new();
         for id in &done.children {
@@ -275,9 +279,9 @@ async fn a_workflow_waits_for_the_workflows_it_depends_on() {
     let workflow = |j: &Job| j.spec.env["RAIBID_WORKFLOW"].clone();
     assert_eq!(
         kids.iter().map(workflow).collect::<Vec<_>>(),
-        ["build", "test", "test", "notify"]
+        ["build", "test", "test", "notify", "page"]
     );
-    let (build, tests, notify) = (&kids[0], &kids[1..3], &kids[3]);
+    let (build, tests, notify, page) = (&kids[0], &kids[1..3], &kids[3], &kids[4]);
     assert_eq!(build.status, JobStatus::Queued);
     assert!(build.spec.needs.is_none());
     for t in tests {
@@ -291,7 +295,9 @@ async fn a_workflow_waits_for_the_workflows_it_depends_on() {
     }
     let needs = notify.spec.needs.as_ref().unwrap();
     assert_eq!(needs.jobs, [tests[0].id.clone(), tests[1].id.clone()]);
-    assert!(needs.on_failure);
+    assert!(needs.on_failure && needs.on_success);
+    let needs = page.spec.needs.as_ref().unwrap();
+    assert!(needs.on_failure && !needs.on_success);
 
     // Only build runs; what the server does when a job ends, the test does by hand.
     let ends = h.run_once(h.runner(SecretStore::default())).await;
@@ -308,6 +314,13 @@ async fn a_workflow_waits_for_the_workflows_it_depends_on() {
     }
     assert_eq!(h.job(&notify.id).await.status, JobStatus::Blocked);
     h.queue.release_waiting(&done.id).await.unwrap();
+    // `runs_on: [failure]` and nothing failed.
+    let page = h.job(&page.id).await;
+    assert_eq!(page.status, JobStatus::Skipped);
+    assert_eq!(
+        page.reason.as_deref(),
+        Some("not run: test succeeded, and it runs only after a failure")
+    );
     let notify = &run_all(&h, std::slice::from_ref(&notify.id)).await[0];
     assert_eq!(notify.status, JobStatus::Success, "{:?}", notify.reason);
     assert!(h.log(&notify.id).await.contains("notified"));

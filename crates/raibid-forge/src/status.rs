@@ -40,7 +40,10 @@ impl StatusState {
     pub fn from_job(status: JobStatus) -> Self {
         match status {
             JobStatus::Blocked | JobStatus::Queued | JobStatus::Running => StatusState::Pending,
-            JobStatus::Success => StatusState::Success,
+            // As GitHub counts a skipped job for a required check: the forges have no
+            // "skipped" state, and a red or grey mark would block a merge for a job that was
+            // asked not to run.
+            JobStatus::Success | JobStatus::Skipped => StatusState::Success,
             JobStatus::Failure => StatusState::Failure,
             JobStatus::Error | JobStatus::Cancelled | JobStatus::Dead => StatusState::Error,
         }
@@ -327,10 +330,9 @@ mod tests {
             StatusState::from_job(JobStatus::Running),
             StatusState::Pending
         );
-        assert_eq!(
-            StatusState::from_job(JobStatus::Success),
-            StatusState::Success
-        );
+        for st in [JobStatus::Success, JobStatus::Skipped] {
+            assert_eq!(StatusState::from_job(st), StatusState::Success);
+        }
         assert_eq!(
             StatusState::from_job(JobStatus::Failure),
             StatusState::Failure

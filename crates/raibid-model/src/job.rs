@@ -114,10 +114,14 @@ pub enum JobStatus {
     Cancelled,
     /// Given up after `max_attempts` deliveries; the reason is in `Job::reason`.
     Dead,
+    /// Not run, as its pipeline asked: a workflow whose `depends_on` did not end as its
+    /// `runs_on` wants (GitHub's and Woodpecker's "skipped"). Neither a verdict on the code nor
+    /// a person's cancel; the reason says why (`not run: test failed`).
+    Skipped,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 8] = [
+    pub const ALL: [JobStatus; 9] = [
         JobStatus::Blocked,
         JobStatus::Queued,
         JobStatus::Running,
@@ -126,6 +130,7 @@ impl JobStatus {
         JobStatus::Error,
         JobStatus::Cancelled,
         JobStatus::Dead,
+        JobStatus::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -138,6 +143,7 @@ impl JobStatus {
             JobStatus::Error => "error",
             JobStatus::Cancelled => "cancelled",
             JobStatus::Dead => "dead",
+            JobStatus::Skipped => "skipped",
         }
     }
 
@@ -164,7 +170,7 @@ impl std::str::FromStr for JobStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown status {s:?} (expected one of blocked, queued, running, success, failure, error, cancelled, dead)"
+                    "unknown status {s:?} (expected one of blocked, queued, running, success, failure, error, cancelled, dead, skipped)"
                 )
             })
     }
@@ -237,10 +243,22 @@ pub struct Needs {
     pub workflows: Vec<String>,
     /// Their jobs' ids.
     pub jobs: Vec<String>,
-    /// Whether it runs when one of them failed (`runs_on: [success, failure]`); a cancelled
-    /// one always stops it.
+    /// Whether it runs when one of them failed (`runs_on: [success, failure]` or
+    /// `[failure]`); a cancelled or skipped one always stops it.
     #[serde(default)]
     pub on_failure: bool,
+    /// Whether it runs when they all succeeded: false for `runs_on: [failure]` alone (a
+    /// workflow that reports failures, say).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub on_success: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// What to do with a job that waits for others ([`Needs`]), given how they stand.
@@ -250,25 +268,23 @@ pub enum NeedsVerdict {
     Wait,
     /// Queue it.
     Run,
-    /// End it as cancelled, for this reason.
-    Drop(String),
+    /// End it as [`JobStatus::Skipped`], for this reason.
+    Skip(String),
 }
 
 impl Needs {
-    /// How the reason of a job dropped by its [`NeedsVerdict`] begins: a retry of the job that
-    /// dropped it records it again (see `Queue::retry`), unlike a job a person cancelled.
+    /// How the reason of a job skipped by its [`NeedsVerdict`] begins.
     pub const NOT_RUN: &'static str = "not run: ";
 
     /// Decides from the jobs it waits for, as they are now (`None`: one no longer exists,
     /// which counts as cancelled: nothing can tell how it ended).
     pub fn verdict(&self, jobs: &[Option<&Job>]) -> NeedsVerdict {
+        let skip = |why: String| NeedsVerdict::Skip(format!("{}{why}", Self::NOT_RUN));
         let mut failed = Vec::new();
+        let mut succeeded = Vec::new();
         for job in jobs {
             let Some(job) = job else {
-                return NeedsVerdict::Drop(format!(
-                    "{}a job it depends on no longer exists",
-                    Self::NOT_RUN
-                ));
+                return skip("a job it depends on no longer exists".into());
             };
             if !job.status.is_final() {
                 return NeedsVerdict::Wait;
@@ -278,22 +294,23 @@ impl Needs {
                 .env
                 .get("RAIBID_WORKFLOW")
                 .map_or(job.id.as_str(), String::as_str);
-            match job.status {
-                JobStatus::Cancelled => {
-                    return NeedsVerdict::Drop(format!("{}{name} was cancelled", Self::NOT_RUN));
-                }
-                JobStatus::Success => {}
-                _ => {
-                    if !failed.contains(&name) {
-                        failed.push(name);
-                    }
-                }
+            let into = match job.status {
+                JobStatus::Cancelled => return skip(format!("{name} was cancelled")),
+                JobStatus::Skipped => return skip(format!("{name} was skipped")),
+                JobStatus::Success => &mut succeeded,
+                _ => &mut failed,
+            };
+            if !into.contains(&name) {
+                into.push(name);
             }
         }
-        if failed.is_empty() || self.on_failure {
-            NeedsVerdict::Run
-        } else {
-            NeedsVerdict::Drop(format!("{}{} failed", Self::NOT_RUN, failed.join(", ")))
+        match (failed.is_empty(), self.on_success, self.on_failure) {
+            (true, true, _) | (false, _, true) => NeedsVerdict::Run,
+            (true, false, _) => skip(format!(
+                "{} succeeded, and it runs only after a failure",
+                succeeded.join(", ")
+            )),
+            (false, _, false) => skip(format!("{} failed", failed.join(", "))),
         }
     }
 }
@@ -501,6 +518,7 @@ mod tests {
             workflows: vec!["build".into(), "test".into()],
             jobs: vec!["id-build".into(), "id-test".into()],
             on_failure,
+            on_success: true,
         };
         let build = job("build", JobStatus::Success);
         let running = job("test", JobStatus::Running);
@@ -515,25 +533,69 @@ mod tests {
         assert_eq!(verdict(false, &passed), NeedsVerdict::Run);
         assert_eq!(
             verdict(false, &failed),
-            NeedsVerdict::Drop("not run: test failed".into())
+            NeedsVerdict::Skip("not run: test failed".into())
         );
         assert_eq!(
             verdict(false, &dead),
-            NeedsVerdict::Drop("not run: test failed".into())
+            NeedsVerdict::Skip("not run: test failed".into())
         );
         assert_eq!(verdict(true, &failed), NeedsVerdict::Run);
         assert_eq!(
             verdict(true, &cancelled),
-            NeedsVerdict::Drop("not run: test was cancelled".into())
+            NeedsVerdict::Skip("not run: test was cancelled".into())
         );
         assert!(matches!(
             needs(true).verdict(&[Some(&build), None]),
-            NeedsVerdict::Drop(_)
+            NeedsVerdict::Skip(_)
         ));
         // Two failed variants of one workflow name it once.
         assert_eq!(
             needs(false).verdict(&[Some(&failed), Some(&failed)]),
-            NeedsVerdict::Drop("not run: test failed".into())
+            NeedsVerdict::Skip("not run: test failed".into())
+        );
+    }
+
+    /// `runs_on: [failure]`: a workflow for failures only (Woodpecker's key).
+    #[test]
+    fn a_job_for_failures_runs_only_after_one() {
+        let job = |workflow: &str, status: JobStatus| {
+            let mut spec = NewJob::new("o/r", "u", "refs/heads/main", "a".repeat(40), Event::Push);
+            spec.env.insert("RAIBID_WORKFLOW".into(), workflow.into());
+            let mut job = Job::queued(format!("id-{workflow}"), spec, chrono::Utc::now());
+            job.status = status;
+            job
+        };
+        let needs = Needs {
+            workflows: vec!["build".into(), "test".into()],
+            jobs: vec!["id-build".into(), "id-test".into()],
+            on_failure: true,
+            on_success: false,
+        };
+        let build = job("build", JobStatus::Success);
+        let verdict = |other: &Job| needs.verdict(&[Some(&build), Some(other)]);
+        assert_eq!(
+            verdict(&job("test", JobStatus::Success)),
+            NeedsVerdict::Skip(
+                "not run: build, test succeeded, and it runs only after a failure".into()
+            )
+        );
+        assert_eq!(verdict(&job("test", JobStatus::Error)), NeedsVerdict::Run);
+        assert_eq!(
+            verdict(&job("test", JobStatus::Running)),
+            NeedsVerdict::Wait
+        );
+        // What was itself not run stops it either way.
+        assert_eq!(
+            verdict(&job("test", JobStatus::Skipped)),
+            NeedsVerdict::Skip("not run: test was skipped".into())
+        );
+        // Stored before `on_success` existed: it ran after success.
+        let old: Needs =
+            serde_json::from_str(r#"{"workflows":["b"],"jobs":["x"],"on_failure":false}"#).unwrap();
+        assert!(old.on_success);
+        assert!(
+            !serde_json::to_string(&old).unwrap().contains("on_success"),
+            "the default is left out"
         );
     }
 

@@ -99,6 +99,7 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             interruptible: true,
             depends_on: Vec::new(),
             runs_on_failure: false,
+            runs_on_success: true,
             pool: None,
         },
         explanation: format!(

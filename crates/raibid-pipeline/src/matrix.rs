@@ -325,6 +325,22 @@ impl<'de> Visitor<'de> for Entries {
     }
 }
 
+/// A step's `when: matrix` (Woodpecker's key): variables and the values the variant must have
+/// for the step to run, read as an `include` entry is. Not empty.
+pub(crate) struct MatrixFilter(pub(crate) BTreeMap<String, String>);
+
+const FILTER: &str = "`when: matrix`";
+
+impl<'de> Deserialize<'de> for MatrixFilter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Entry {
+            what: FILTER,
+            index: 0,
+        })
+        .map(MatrixFilter)
+    }
+}
+
 /// One `include`/`exclude` entry: at most [`MAX_AXES`] variables, like a variant, and no more
 /// entries than a matrix has jobs.
 struct Entry {
@@ -371,6 +387,12 @@ impl<'de> Visitor<'de> for Entry {
                 matrix_value(v).map(|()| v.to_owned())
             }))?;
             entry.insert(name, value);
+        }
+        if entry.is_empty() && self.what == FILTER {
+            return Err(de::Error::custom(
+                "an empty `matrix` filter would match every variant; remove it, or name \
+                 variables and values, like `{ RUST: nightly }`",
+            ));
         }
         Ok(entry)
     }

@@ -1,6 +1,6 @@
 //! The whole pipeline file and its entry points.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -54,8 +54,12 @@ pub struct Pipeline {
     /// the agent refuses it in a `.raibid.yaml`, which has no other workflows.
     pub depends_on: Vec<String>,
     /// Whether the workflow runs when a workflow it depends on failed (`runs_on: [success,
-    /// failure]`, Woodpecker's key); by default it runs only when they all succeeded.
+    /// failure]` or `[failure]`, Woodpecker's key); by default it runs only when they all
+    /// succeeded.
     pub runs_on_failure: bool,
+    /// Whether it runs when they all succeeded: false for `runs_on: [failure]` (a workflow
+    /// that reports failures).
+    pub runs_on_success: bool,
     /// The pool whose agents run it (`pool:`, as GitHub's `runs-on` and Woodpecker's
     /// `labels` pick runners): a job that comes to another pool's agent is queued again in
     /// this one, as a job of its own (see the agent's runner). `None`: the pool the server
@@ -192,6 +196,7 @@ fn pool<'de, D: serde::Deserializer<'de>>(
 /// `runs_on:` as written: when the workflow runs, given how the ones it depends on ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RunsOn {
+    success: bool,
     failure: bool,
 }
 
@@ -221,16 +226,14 @@ impl<'de> serde::de::Visitor<'de> for RunsOnVisitor {
         while let Some(value) = seq.next_element::<Value>()? {
             values.push(value);
         }
-        if !values.contains(&Value::Success) {
-            // A workflow that runs only after a failure would need a third way for a job to
-            // end (not run, without being cancelled); `[success, failure]` with steps'
-            // `when: { status: failure }` comes closest.
+        if values.is_empty() {
+            // It would never run.
             return Err(serde::de::Error::custom(
-                "runs_on must include success: use [success] (the default) or [success, \
-                 failure]; a workflow that runs only after a failure is not supported",
+                "runs_on is empty: use [success] (the default), [failure] or [success, failure]",
             ));
         }
         Ok(RunsOn {
+            success: values.contains(&Value::Success),
             failure: values.contains(&Value::Failure),
         })
     }
@@ -294,6 +297,7 @@ impl RawPipeline {
             interruptible: self.interruptible.unwrap_or(true),
             depends_on: self.depends_on.unwrap_or_default(),
             runs_on_failure: self.runs_on.is_some_and(|r| r.failure),
+            runs_on_success: self.runs_on.is_none_or(|r| r.success),
             pool: self.pool,
         })
     }
@@ -346,7 +350,10 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
     let pipeline = read()?;
     // A step may depend on steps written after it, so `depends_on` is checked once all are
     // read; read again with what is wrong known, the step that has it reports its position.
-    let problems = crate::step::graph_problems(&pipeline.steps);
+    let mut problems = crate::step::graph_problems(&pipeline.steps);
+    for (step, message) in matrix_filter_problems(&pipeline) {
+        problems.entry(step).or_insert(message);
+    }
     if let Some(message) = problems.values().next().cloned() {
         return Err(crate::step::with_graph_problems(problems, read)
             .err()
@@ -360,6 +367,51 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
             .unwrap_or_else(|| PipelineError::new(file_name, 1, 1, message)));
     }
     Ok(pipeline)
+}
+
+/// Steps whose `when: matrix` can never match: it names a variable that no variant has, or
+/// the pipeline has no matrix. Keyed by step, as [`crate::step::graph_problems`], since the
+/// matrix may be written after the steps.
+fn matrix_filter_problems(pipeline: &Pipeline) -> Vec<(String, String)> {
+    let variables: BTreeSet<&str> = match &pipeline.matrix {
+        Some(matrix) => matrix
+            .axes
+            .keys()
+            .chain(matrix.include.iter().flat_map(|entry| entry.keys()))
+            .map(String::as_str)
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    let mut problems = Vec::new();
+    for step in &pipeline.steps {
+        let filtered = step.when.blocks.iter().flat_map(|b| b.matrix.keys());
+        for name in filtered {
+            if pipeline.matrix.is_none() {
+                problems.push((
+                    step.name.clone(),
+                    format!(
+                        "step {:?}: `when: matrix` can never match: the pipeline has no `matrix`",
+                        step.name
+                    ),
+                ));
+                break;
+            }
+            if !variables.contains(name.as_str()) {
+                let known: Vec<&str> = variables.iter().copied().collect();
+                problems.push((
+                    step.name.clone(),
+                    format!(
+                        "step {:?}: `when: matrix` names {name:?}, which is not a variable of \
+                         the pipeline's matrix ({})",
+                        step.name,
+                        known.join(", ")
+                    ),
+                ));
+                break;
+            }
+        }
+    }
+    problems
 }
 
 /// The longest `{matrix}` of a matrix pipeline and the first of its image builds' tags that

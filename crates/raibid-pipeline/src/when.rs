@@ -1,6 +1,8 @@
-//! Step filters, `when: { branch, event, tag, status, path }` or a list of such blocks (any of
-//! which may match), and the pipeline's own `when` (the same without `status`).
+//! Step filters, `when: { branch, event, tag, ref, repo, cron, matrix, status, path }` or a
+//! list of such blocks (any of which may match), and the pipeline's own `when` (the same
+//! without `status` and `matrix`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
@@ -12,6 +14,7 @@ use serde::de::{
 };
 
 use crate::de::OneOrMany;
+use crate::matrix::MatrixFilter;
 
 /// What triggered a job, as far as step filters care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,15 @@ pub struct TriggerContext {
     pub changed_files: Option<Vec<String>>,
     /// The head commit's message, for `when: path: ignore_message`. `None` when not known.
     pub message: Option<String>,
+    /// The full ref (`refs/heads/main`, `refs/tags/v1`, `refs/pull/7/head`), for `when: ref`.
+    pub git_ref: Option<String>,
+    /// `owner/name`, for `when: repo`.
+    pub repo: Option<String>,
+    /// The name of the schedule that queued the job (event `cron`), for `when: cron`.
+    pub cron: Option<String>,
+    /// The matrix variant's variables, for a step's `when: matrix`; empty without a matrix
+    /// (and for the job that queues the variants).
+    pub matrix: BTreeMap<String, String>,
 }
 
 impl TriggerContext {
@@ -41,6 +53,10 @@ impl TriggerContext {
             tag,
             changed_files: None,
             message: None,
+            git_ref: None,
+            repo: None,
+            cron: None,
+            matrix: BTreeMap::new(),
         }
     }
 }
@@ -58,7 +74,19 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(source: &str) -> Result<Self, globset::Error> {
-        let glob: Glob = GlobBuilder::new(source).literal_separator(true).build()?;
+        Self::build(source, false)
+    }
+
+    /// For repository names, which forges resolve ignoring case.
+    pub fn ignoring_case(source: &str) -> Result<Self, globset::Error> {
+        Self::build(source, true)
+    }
+
+    fn build(source: &str, ignore_case: bool) -> Result<Self, globset::Error> {
+        let glob: Glob = GlobBuilder::new(source)
+            .literal_separator(true)
+            .case_insensitive(ignore_case)
+            .build()?;
         Ok(Self {
             source: source.to_owned(),
             matcher: glob.compile_matcher(),
@@ -147,6 +175,15 @@ pub struct WhenBlock {
     pub branch: Vec<Pattern>,
     pub event: Vec<Event>,
     pub tag: Vec<Pattern>,
+    /// Globs over the full ref (`refs/heads/main`, `refs/tags/v*`, `refs/pull/*/head`).
+    pub git_ref: Vec<Pattern>,
+    /// Globs over `owner/name`, case ignored: for a file shared by forks or mirrors.
+    pub repo: Vec<Pattern>,
+    /// Globs over the name of the schedule that queued the job (`server.schedules`); only jobs
+    /// of schedules match.
+    pub cron: Vec<Pattern>,
+    /// Variables the matrix variant must have, with these values (steps only).
+    pub matrix: BTreeMap<String, String>,
     /// Empty means `[success]`, as in Woodpecker: `[failure]` is for clean-up and notification
     /// steps, `[success, failure]` for steps that always run.
     pub status: Vec<RunState>,
@@ -159,6 +196,10 @@ impl WhenBlock {
         self.branch.is_empty()
             && self.event.is_empty()
             && self.tag.is_empty()
+            && self.git_ref.is_empty()
+            && self.repo.is_empty()
+            && self.cron.is_empty()
+            && self.matrix.is_empty()
             && self.status.is_empty()
             && self.path.is_none()
     }
@@ -190,6 +231,11 @@ impl WhenBlock {
             Some("`tag` with events that have no tag; add `tag` to `event`")
         } else if !self.branch.is_empty() && !may_have_branch {
             Some("`branch` with only the `tag` event, which has no branch")
+        } else if !self.cron.is_empty()
+            && !self.event.is_empty()
+            && !self.event.contains(&Event::Cron)
+        {
+            Some("`cron` with events that are not `cron`; only jobs of schedules have one")
         } else {
             None
         }
@@ -202,8 +248,9 @@ impl WhenBlock {
         self.mismatch(ctx).is_none()
     }
 
-    /// The first key (`event`, `branch`, `tag`, `path`) that does not match `ctx`, to say why
-    /// a pipeline does not run; `None` when [`WhenBlock::matches`]. `status` is not looked at.
+    /// The first key (`event`, `branch`, `tag`, `ref`, `repo`, `cron`, `matrix`, `path`) that
+    /// does not match `ctx`, to say why a pipeline does not run; `None` when
+    /// [`WhenBlock::matches`]. `status` is not looked at.
     pub fn mismatch(&self, ctx: &TriggerContext) -> Option<&'static str> {
         let names_match = |patterns: &[Pattern], name: Option<&str>| {
             patterns.is_empty() || name.is_some_and(|n| patterns.iter().any(|p| p.is_match(n)))
@@ -214,6 +261,18 @@ impl WhenBlock {
             Some("branch")
         } else if !names_match(&self.tag, ctx.tag.as_deref()) {
             Some("tag")
+        } else if !names_match(&self.git_ref, ctx.git_ref.as_deref()) {
+            Some("ref")
+        } else if !names_match(&self.repo, ctx.repo.as_deref()) {
+            Some("repo")
+        } else if !names_match(&self.cron, ctx.cron.as_deref()) {
+            Some("cron")
+        } else if !self
+            .matrix
+            .iter()
+            .all(|(name, value)| ctx.matrix.get(name) == Some(value))
+        {
+            Some("matrix")
         } else if !self
             .path
             .as_ref()
@@ -336,6 +395,48 @@ fn patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
         "a glob or a list of globs",
         "an empty list never matches; remove the key to match every name",
         pattern,
+    )
+    .deserialize(d)
+}
+
+fn repo_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
+    OneOrMany::new(
+        "a glob over owner/name or a list of them",
+        "an empty list never matches; remove `repo` to match every repository",
+        repo_pattern,
+    )
+    .deserialize(d)
+}
+
+fn repo_pattern(source: &str) -> Result<Pattern, String> {
+    if source.is_empty() {
+        return Err(
+            "an empty pattern matches nothing; use \"*/*\" to match any repository".to_owned(),
+        );
+    }
+    if !source.contains('/') && !source.contains("**") {
+        return Err(format!(
+            "{source:?} can never match: repositories are named `owner/name`"
+        ));
+    }
+    Pattern::ignoring_case(source).map_err(|e| format!("invalid glob {source:?}: {}", e.kind()))
+}
+
+fn ref_pattern(source: &str) -> Result<Pattern, String> {
+    if !source.starts_with("refs/") && !source.starts_with("**") {
+        return Err(format!(
+            "{source:?} can never match: `ref` is the full ref, like `refs/heads/main`, \
+             `refs/tags/v*` or `refs/pull/*/head`; use `branch` or `tag` for short names"
+        ));
+    }
+    pattern(source)
+}
+
+fn ref_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
+    OneOrMany::new(
+        "a glob over full refs (refs/heads/main) or a list of them",
+        "an empty list never matches; remove `ref` to match every ref",
+        ref_pattern,
     )
     .deserialize(d)
 }
@@ -478,6 +579,13 @@ pub(crate) struct RawWhen {
     event: Vec<Event>,
     #[serde(default, deserialize_with = "patterns")]
     tag: Vec<Pattern>,
+    #[serde(default, rename = "ref", deserialize_with = "ref_patterns")]
+    git_ref: Vec<Pattern>,
+    #[serde(default, deserialize_with = "repo_patterns")]
+    repo: Vec<Pattern>,
+    #[serde(default, deserialize_with = "patterns")]
+    cron: Vec<Pattern>,
+    matrix: Option<MatrixFilter>,
     #[serde(default, deserialize_with = "states")]
     status: Vec<RunState>,
     path: Option<PathFilterDe>,
@@ -489,6 +597,10 @@ impl From<RawWhen> for WhenBlock {
             branch: raw.branch,
             event: raw.event,
             tag: raw.tag,
+            git_ref: raw.git_ref,
+            repo: raw.repo,
+            cron: raw.cron,
+            matrix: raw.matrix.map(|m| m.0).unwrap_or_default(),
             status: raw.status,
             path: raw.path.map(|p| p.0),
         }
@@ -512,7 +624,7 @@ impl<'de> Deserialize<'de> for StepWhen {
 pub(crate) struct PipelineWhen(pub(crate) When);
 
 /// The keys a pipeline's `when` takes, in the order unknown-key errors list them.
-const PIPELINE_WHEN_KEYS: &[&str] = &["branch", "event", "tag", "path"];
+const PIPELINE_WHEN_KEYS: &[&str] = &["branch", "event", "tag", "ref", "repo", "cron", "path"];
 
 impl<'de> Deserialize<'de> for PipelineWhen {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -543,13 +655,13 @@ impl<'de> Visitor<'de> for WhenVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.pipeline {
             f.write_str(
-                "a mapping of filters: `branch`, `event`, `tag`, `path` (or a list of such \
-                 mappings, any of which may match)",
+                "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path` \
+                 (or a list of such mappings, any of which may match)",
             )
         } else {
             f.write_str(
-                "a mapping of filters: `branch`, `event`, `tag`, `status`, `path` (or a list of \
-                 such mappings, any of which may match)",
+                "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, \
+                 `matrix`, `status`, `path` (or a list of such mappings, any of which may match)",
             )
         }
     }
@@ -610,9 +722,14 @@ impl<'de> Visitor<'de> for BlockSeed {
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.pipeline {
-            f.write_str("a mapping of filters: `branch`, `event`, `tag`, `path`")
+            f.write_str(
+                "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path`",
+            )
         } else {
-            f.write_str("a mapping of filters: `branch`, `event`, `tag`, `status`, `path`")
+            f.write_str(
+                "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `matrix`, \
+                 `status`, `path`",
+            )
         }
     }
 
@@ -671,7 +788,7 @@ impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for PipelineKey<K> {
     type Value = K::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a filter name: `branch`, `event`, `tag` or `path`")
+        f.write_str("a filter name: `branch`, `event`, `tag`, `ref`, `repo`, `cron` or `path`")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<K::Value, E> {
@@ -679,6 +796,10 @@ impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for PipelineKey<K> {
             "status" => Err(E::custom(
                 "`status` is for steps: the pipeline's `when` is decided before any step has \
                  run; give `when: { status: ... }` to the steps that need it",
+            )),
+            "matrix" => Err(E::custom(
+                "`matrix` is for steps: the pipeline's `when` is decided for the whole matrix; \
+                 give `when: { matrix: ... }` to the steps that need it",
             )),
             key if PIPELINE_WHEN_KEYS.contains(&key) => self.0.deserialize(key.into_deserializer()),
             other => Err(E::unknown_field(other, PIPELINE_WHEN_KEYS)),
@@ -762,6 +883,68 @@ mod tests {
         assert!(w.matches(&on_tag("v1.2.3")));
         assert!(!w.matches(&on_tag("release-1")));
         assert!(!w.matches(&on_branch(Event::Push, "v1")));
+    }
+
+    /// Woodpecker's `ref`, `repo`, `cron` and `matrix` filters.
+    #[test]
+    fn ref_repo_cron_and_matrix_filters() {
+        let ctx = TriggerContext {
+            git_ref: Some("refs/pull/7/head".into()),
+            repo: Some("Acme/App".into()),
+            cron: Some("nightly".into()),
+            matrix: BTreeMap::from([
+                ("RUST".into(), "1.80".into()),
+                ("OS".into(), "linux".into()),
+            ]),
+            ..on_branch(Event::Cron, "main")
+        };
+        let plain = on_branch(Event::Push, "main");
+        let w = when("ref: \"refs/pull/*/head\"");
+        assert!(w.matches(&ctx));
+        assert_eq!(
+            w.mismatch(&plain),
+            Some("ref"),
+            "a ref not known never matches"
+        );
+        assert!(!when("ref: refs/heads/*").matches(&ctx));
+        // Forges resolve names ignoring case, and so does `repo`.
+        assert!(when("repo: acme/app").matches(&ctx));
+        assert!(when("repo: [other/x, \"acme/*\"]").matches(&ctx));
+        assert_eq!(when("repo: fork/app").mismatch(&ctx), Some("repo"));
+        assert!(when("cron: \"night*\"").matches(&ctx));
+        assert_eq!(when("cron: weekly").mismatch(&ctx), Some("cron"));
+        assert_eq!(when("cron: nightly").mismatch(&plain), Some("cron"));
+        assert!(when("matrix: { RUST: \"1.80\" }").matches(&ctx));
+        assert!(when("matrix: { RUST: \"1.80\", OS: linux }").matches(&ctx));
+        assert_eq!(
+            when("matrix: { RUST: \"1.81\" }").mismatch(&ctx),
+            Some("matrix")
+        );
+        assert_eq!(
+            when("matrix: { RUST: \"1.80\" }").mismatch(&plain),
+            Some("matrix")
+        );
+        assert!(!when("matrix: { RUST: nightly }").is_empty());
+        // A cron filter for other events only is a mistake.
+        assert!(when("cron: nightly\nevent: push").impossible().is_some());
+        assert_eq!(
+            when("cron: nightly\nevent: [push, cron]").impossible(),
+            None
+        );
+
+        for (yaml, needle) in [
+            ("ref: main", "the full ref"),
+            ("ref: []", "empty list"),
+            ("repo: app", "owner/name"),
+            ("repo: \"\"", "empty pattern"),
+            ("cron: []", "empty list"),
+            ("matrix: {}", "empty `matrix` filter"),
+            ("matrix: [RUST]", "a mapping of matrix variables"),
+            ("matrix: { \"a b\": x }", "matrix"),
+        ] {
+            let err = serde_yaml::from_str::<RawWhen>(yaml).err().unwrap();
+            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+        }
     }
 
     #[test]
@@ -988,6 +1171,8 @@ mod tests {
             "{ event: [push, pull_request], branch: main }",
             "event: tag\ntag: \"v*\"",
             "path: { include: \"src/**\", exclude: \"**/*.md\", ignore_message: \"[ALL]\" }",
+            "{ ref: \"refs/tags/v*\", repo: \"acme/*\" }",
+            "{ event: cron, cron: nightly }",
             "{}",
         ] {
             let read = pipeline_when(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
@@ -1018,7 +1203,14 @@ mod tests {
                 "branch: main\nbranches: dev\n",
                 2,
                 1,
-                "unknown field `branches`, expected one of `branch`, `event`, `tag`, `path`",
+                "unknown field `branches`, expected one of `branch`, `event`, `tag`, `ref`, \
+                 `repo`, `cron`, `path`",
+            ),
+            (
+                "branch: main\nmatrix: { RUST: nightly }\n",
+                2,
+                1,
+                "`matrix` is for steps",
             ),
             ("event: pushh\n", 1, 8, "unknown event"),
             ("path: { include: [] }\n", 1, 18, "empty list never matches"),
@@ -1180,7 +1372,7 @@ mod tests {
                 "- branch: main\n- { event: push, tags: x }\n",
                 2,
                 18,
-                "unknown field `tags`, expected one of `branch`, `event`, `tag`, `path`",
+                "unknown field `tags`, expected one of `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path`",
             ),
             (
                 "- branch: main\n- event: tag\n- { branch: dev, event: tag }\n",

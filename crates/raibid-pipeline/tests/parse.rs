@@ -750,7 +750,7 @@ fn a_top_level_when_filters_the_whole_pipeline() {
             format!("when: {{ event: push, statuses: failure }}\n{STEPS}"),
             1,
             22,
-            "unknown field `statuses`, expected one of `branch`, `event`, `tag`, `path`",
+            "unknown field `statuses`, expected one of `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path`",
         ),
         (
             format!("when:\n  branch: main\n  tag: \"v*\"\n{STEPS}"),
@@ -923,6 +923,32 @@ fn steps_may_depend_on_steps_in_any_order_but_not_in_a_circle() {
     );
 }
 
+/// A step's `when: matrix` must name the matrix's variables, which may be written after the
+/// steps: the error is at the step all the same.
+#[test]
+fn a_matrix_filter_names_variables_of_the_matrix() {
+    let steps = "steps:\n  - name: a\n    run: a\n  - name: publish\n    run: p\n    when: { matrix: { RUST: stable } }\n";
+    let p = parse(
+        PIPELINE_FILE,
+        &format!("{steps}matrix:\n  include:\n    - {{ RUST: stable }}\n"),
+    )
+    .unwrap();
+    assert_eq!(p.steps[1].when.blocks[0].matrix["RUST"], "stable");
+
+    let e = err(&format!("{steps}matrix:\n  GO: [\"1.22\"]\n"));
+    assert_eq!((e.line, e.column), (4, 5), "{e}");
+    assert!(
+        e.message.contains(
+            "step \"publish\": `when: matrix` names \"RUST\", which is not a variable of the \
+             pipeline's matrix (GO)"
+        ),
+        "{e}"
+    );
+    let e = err(steps);
+    assert_eq!((e.line, e.column), (4, 5), "{e}");
+    assert!(e.message.contains("the pipeline has no `matrix`"), "{e}");
+}
+
 #[test]
 fn a_pipeline_may_name_the_pool_that_runs_it() {
     let steps = "steps:\n  - name: train\n    run: ./train.sh\n";
@@ -962,16 +988,21 @@ fn a_workflow_names_the_workflows_it_waits_for() {
     ));
     assert_eq!(p.depends_on, ["build"]);
     assert!(p.runs_on_failure);
+    assert!(p.runs_on_success);
     assert!(!parsed(&format!("depends_on: [build]\nruns_on: [success]\n{steps}")).runs_on_failure);
+    assert!(plain.runs_on_success);
+    // A workflow for failures only (a notification, say).
+    let p = parsed(&format!("depends_on: [build]\nruns_on: [failure]\n{steps}"));
+    assert!(p.runs_on_failure && !p.runs_on_success);
 
     for (text, at, says) in [
         ("depends_on: [build, build]\n", (1, 21), "twice"),
         ("depends_on: [\"a/b\"]\n", (1, 14), "is not a workflow name"),
         ("depends_on: []\n", (1, 13), "the list is empty"),
         (
-            "depends_on: [build]\nruns_on: [failure]\n",
+            "depends_on: [build]\nruns_on: []\n",
             (2, 10),
-            "must include success",
+            "runs_on is empty",
         ),
         (
             "depends_on: [build]\nruns_on: [sometimes]\n",

@@ -1,5 +1,5 @@
 //! Jobs that wait for other jobs: a workflow of `.raibid/` with `depends_on` is recorded
-//! `blocked` with [`raibid_model::Needs`], and queued (or dropped) once the jobs it names have
+//! `blocked` with [`raibid_model::Needs`], and queued (or skipped) once the jobs it names have
 //! ended.
 //!
 //! Several parties look, so none is missed without any keeping state: the job that queued
@@ -13,16 +13,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+
 use raibid_model::{Job, JobStatus, Needs, NeedsVerdict};
 
-use crate::queue::CancelScope;
-use crate::{CancelResult, Enqueued, Queue, QueueError};
+use crate::{Enqueued, Queue, QueueError, scripts};
 
 /// What [`Queue::release_waiting`] did with one waiting job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {
     pub id: String,
-    /// [`NeedsVerdict::Run`]: queued; [`NeedsVerdict::Drop`]: cancelled with that reason.
+    /// [`NeedsVerdict::Run`]: queued; [`NeedsVerdict::Skip`]: skipped with that reason.
     pub verdict: NeedsVerdict,
 }
 
@@ -79,7 +79,7 @@ impl Queue {
         Ok(released)
     }
 
-    /// Queues or drops every child of `parent` that waits for other jobs and whose wait is
+    /// Queues or skips every child of `parent` that waits for other jobs and whose wait is
     /// over; what it did. Children still waiting, or decided already, are left alone.
     pub async fn release_waiting(&self, parent: &str) -> Result<Vec<Released>, QueueError> {
         let mut released = Vec::new();
@@ -122,13 +122,9 @@ impl Queue {
                     Err(QueueError::NotBlocked { .. }) => continue,
                     Err(e) => return Err(e),
                 },
-                NeedsVerdict::Drop(reason) => {
-                    match self
-                        .cancel_job(&job.id, reason, CancelScope::Blocked)
-                        .await?
-                    {
-                        CancelResult::Cancelled => {}
-                        _ => continue,
+                NeedsVerdict::Skip(reason) => {
+                    if !self.skip_blocked(&job.id, reason).await? {
+                        continue;
                     }
                 }
             }
@@ -142,13 +138,12 @@ impl Queue {
     }
 
     /// After `old`, a sibling under `parent`, was retried as `new`: records again, waiting for
-    /// the retry, the siblings that were not run because it did not succeed (and those not run
-    /// because one of them was not), as GitHub re-runs what depends on a re-run job. Siblings
+    /// the retry, the siblings skipped because of how it ended (and those skipped because one
+    /// of them was), as GitHub re-runs what depends on a re-run job. Siblings
     /// still waiting for `old` wait for `new` instead. Each copy replaces its original among
     /// `parent`'s children, so the combined status waits for it. The ids of the copies.
     ///
-    /// Jobs a person (or a cancel of `parent`) cancelled stay so: only a reason that
-    /// [`Needs::NOT_RUN`] begins marks a job the verdict dropped.
+    /// Jobs a person (or a cancel of `parent`) cancelled stay so.
     pub(crate) async fn revive_dependants(
         &self,
         parent: &str,
@@ -170,17 +165,16 @@ impl Queue {
                 continue;
             }
             let revive = if job.status == JobStatus::Blocked {
-                let reason = format!("replaced by a copy that waits for {new}, the retry of {old}");
-                match self
-                    .cancel_job(&job.id, &reason, CancelScope::Blocked)
-                    .await?
-                {
-                    CancelResult::Cancelled => true,
-                    // Decided meanwhile: queued (it runs), or dropped (revived all the same).
-                    _ => self.get(&child).await?.is_some_and(|now| dropped(&now)),
-                }
+                let reason = format!(
+                    "{}replaced by a copy that waits for {new}, the retry of {old}",
+                    Needs::NOT_RUN
+                );
+                // Not blocked any more: decided meanwhile, queued (it runs) or skipped
+                // (revived all the same).
+                self.skip_blocked(&job.id, &reason).await?
+                    || self.get(&child).await?.is_some_and(|now| skipped(&now))
             } else {
-                dropped(&job)
+                skipped(&job)
             };
             if !revive {
                 continue;
@@ -211,6 +205,27 @@ impl Queue {
         Ok(revived)
     }
 
+    /// Ends blocked job `id` as [`JobStatus::Skipped`] with `reason`; false when it was no
+    /// longer blocked (decided by another party, or cancelled).
+    async fn skip_blocked(&self, id: &str, reason: &str) -> Result<bool, QueueError> {
+        let mut invocation = scripts::SKIP.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.by_status(JobStatus::Blocked))
+            .key(self.keys.by_status(JobStatus::Skipped))
+            .key(self.keys.log(id))
+            .key(self.keys.events())
+            .arg(Utc::now().timestamp_millis())
+            .arg(id)
+            .arg(reason);
+        let reply: String = self.conn.script(&invocation).await?;
+        match reply.as_str() {
+            "skipped" => Ok(true),
+            "missing" => Err(QueueError::NotFound(id.to_owned())),
+            _ => Ok(false),
+        }
+    }
+
     /// The status of each of `ids` (`None`: no such job), in one round trip.
     async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<String>>, QueueError> {
         let mut pipe = redis::pipe();
@@ -230,11 +245,14 @@ impl Queue {
     }
 }
 
-/// Whether `job` ended because what it waited for did not succeed (not by a person's cancel).
-fn dropped(job: &Job) -> bool {
-    job.status == JobStatus::Cancelled
-        && job
-            .reason
-            .as_deref()
-            .is_some_and(|reason| reason.starts_with(Needs::NOT_RUN))
+/// Whether `job` was not run because what it waited for did not end as it wanted (not by a
+/// person's cancel). Jobs recorded before [`JobStatus::Skipped`] existed were cancelled,
+/// with a reason that [`Needs::NOT_RUN`] begins.
+fn skipped(job: &Job) -> bool {
+    job.status == JobStatus::Skipped
+        || job.status == JobStatus::Cancelled
+            && job
+                .reason
+                .as_deref()
+                .is_some_and(|reason| reason.starts_with(Needs::NOT_RUN))
 }

@@ -401,6 +401,31 @@ return 'requeued'
     .concat())
 });
 
+/// Ends a blocked job as skipped: a workflow whose `depends_on` did not end as its `runs_on`
+/// wants. Only a job still blocked; one queued or ended meanwhile is left as it is.
+///
+/// KEYS: job, by-status(blocked), by-status(skipped), log, events
+/// ARGV: now ms, id, reason
+/// Returns "skipped" | "missing" | "<status>" (not blocked)
+pub(crate) static SKIP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        &[
+            END_JOB_FN,
+            r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'blocked' then return status end
+redis.call('HSET', KEYS[1], 'status', 'skipped', 'finished_at', ARGV[1], 'reason', ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], '0', ARGV[2])
+end_job(KEYS[4], KEYS[5], ARGV[2], 'skipped')
+return 'skipped'
+"#,
+        ]
+        .concat(),
+    )
+});
+
 /// KEYS: job, by-status(queued), by-status(cancelled), log, events, by-status(blocked)
 /// ARGV: now ms, id, reason, scope: "any"; "interruptible" leaves a running job that said it
 /// may not be interrupted (superseding); "blocked" cancels only a job waiting for approval

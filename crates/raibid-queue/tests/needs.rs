@@ -48,6 +48,7 @@ async fn family(q: &Queue, on_failure: bool) -> (Job, Job, Job) {
         workflows: vec!["build".into()],
         jobs: vec![build.id.clone()],
         on_failure,
+        on_success: true,
     });
     let deploy = created(q.enqueue_blocked(deploy).await.unwrap());
     q.set_children(&parent.id, &[build.id.clone(), deploy.id.clone()])
@@ -105,7 +106,7 @@ async fn a_waiting_job_is_queued_once_what_it_needs_succeeded() {
 }
 
 #[tokio::test]
-async fn a_failed_need_drops_the_waiting_job_unless_it_runs_on_failure() {
+async fn a_failed_need_skips_the_waiting_job_unless_it_runs_on_failure() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     let (parent, build, deploy) = family(&q, false).await;
@@ -113,7 +114,7 @@ async fn a_failed_need_drops_the_waiting_job_unless_it_runs_on_failure() {
     finish(&q, &build.id, JobStatus::Failure).await;
     q.release_waiting(&parent.id).await.unwrap();
     let dropped = job(&q, &deploy.id).await;
-    assert_eq!(dropped.status, JobStatus::Cancelled);
+    assert_eq!(dropped.status, JobStatus::Skipped);
     assert_eq!(dropped.reason.as_deref(), Some("not run: build failed"));
     assert_eq!(q.stats(&PoolName::default()).await.unwrap().lag, 0);
 
@@ -182,6 +183,7 @@ async fn workflow(q: &Queue, parent: &Job, name: &str, needs: &[&Job]) -> Job {
             .collect(),
         jobs: needs.iter().map(|j| j.id.clone()).collect(),
         on_failure: false,
+        on_success: true,
     });
     created(q.enqueue_blocked(s).await.unwrap())
 }
@@ -206,7 +208,7 @@ async fn a_retry_records_again_what_was_not_run_because_the_job_failed() {
     q.release_waiting(&parent.id).await.unwrap();
     assert_eq!(
         job(&q, &notify.id).await.reason.as_deref(),
-        Some("not run: deploy was cancelled")
+        Some("not run: deploy was skipped")
     );
 
     let retry = q.retry(&build.id).await.unwrap();
@@ -231,7 +233,7 @@ async fn a_retry_records_again_what_was_not_run_because_the_job_failed() {
         [deploy2.id.as_str()]
     );
     // The originals keep how they ended.
-    assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Cancelled);
+    assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Skipped);
     assert_eq!(
         q.stats(&PoolName::default()).await.unwrap().lag,
         1,
@@ -305,13 +307,13 @@ async fn a_retry_leaves_cancelled_dependants_and_redirects_waiting_ones() {
     );
     assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Cancelled);
     let old_docs = job(&q, &docs.id).await;
-    assert_eq!(old_docs.status, JobStatus::Cancelled);
+    assert_eq!(old_docs.status, JobStatus::Skipped);
     assert!(
         old_docs
             .reason
             .as_deref()
             .unwrap()
-            .starts_with("replaced by"),
+            .starts_with("not run: replaced by"),
         "{old_docs:?}"
     );
     let docs2 = job(&q, &now[3]).await;
@@ -327,4 +329,63 @@ async fn a_retry_leaves_cancelled_dependants_and_redirects_waiting_ones() {
     finish(&q, &retry.id, JobStatus::Success).await;
     q.release_waiting(&parent.id).await.unwrap();
     assert_eq!(job(&q, &docs2.id).await.status, JobStatus::Queued);
+}
+
+/// `runs_on: [failure]`: a workflow that reports failures runs after one, and is skipped (not
+/// cancelled, which would mark the push) when everything succeeded.
+#[tokio::test]
+async fn a_workflow_for_failures_is_skipped_when_all_succeeded() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    for (build_ends, notify_ends) in [
+        (JobStatus::Success, JobStatus::Skipped),
+        (JobStatus::Failure, JobStatus::Queued),
+    ] {
+        let parent = created(q.enqueue(spec(None)).await.unwrap());
+        let build = workflow(&q, &parent, "build", &[]).await;
+        let mut s = spec(Some("notify"));
+        s.matrix_parent = Some(parent.id.clone());
+        s.needs = Some(Needs {
+            workflows: vec!["build".into()],
+            jobs: vec![build.id.clone()],
+            on_failure: true,
+            on_success: false,
+        });
+        let notify = created(q.enqueue_blocked(s).await.unwrap());
+        q.set_children(&parent.id, &[build.id.clone(), notify.id.clone()])
+            .await
+            .unwrap();
+        finish(&q, &parent.id, JobStatus::Success).await;
+        finish(&q, &build.id, build_ends).await;
+        let released = q.release_waiting(&parent.id).await.unwrap();
+        assert_eq!(released.len(), 1);
+        let notify = job(&q, &notify.id).await;
+        assert_eq!(notify.status, notify_ends);
+        if notify_ends == JobStatus::Skipped {
+            assert_eq!(
+                notify.reason.as_deref(),
+                Some("not run: build succeeded, and it runs only after a failure")
+            );
+            assert!(notify.finished_at.is_some());
+            let skipped = q
+                .list(
+                    &raibid_queue::JobFilter {
+                        status: Some(JobStatus::Skipped),
+                        ..Default::default()
+                    },
+                    None,
+                    10,
+                )
+                .await
+                .unwrap();
+            assert_eq!(skipped.jobs.len(), 1, "listed by its status");
+            assert_eq!(
+                q.stats(&PoolName::default()).await.unwrap().lag,
+                0,
+                "nothing queued for it"
+            );
+        } else {
+            finish(&q, &notify.id, JobStatus::Success).await;
+        }
+    }
 }

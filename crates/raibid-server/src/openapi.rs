@@ -475,7 +475,7 @@ fn schemas() -> Value {
             } }
         },
         "Status": { "type": "object", "properties": { "status": string } },
-        "JobStatus": { "type": "string", "enum": ["blocked", "queued", "running", "success", "failure", "error", "cancelled", "dead"], "description": "blocked: waiting for a person's approval (server.approval) before it is queued." },
+        "JobStatus": { "type": "string", "enum": ["blocked", "queued", "running", "success", "failure", "error", "cancelled", "dead", "skipped"], "description": "blocked: waiting for a person's approval (server.approval), or for the workflows it depends on (needs), before it is queued. skipped: a workflow not run because those ended otherwise than its runs_on wants (reason says how)." },
         "Event": { "type": "string", "enum": ["push", "tag", "pull_request", "manual", "cron"] },
         "Forge": { "type": "string", "enum": ["gitea", "forgejo", "github"] },
         "StepResult": {
@@ -651,7 +651,8 @@ fn schemas() -> Value {
         "properties": {
             "workflows": { "type": "array", "items": { "type": "string" } },
             "jobs": { "type": "array", "items": { "type": "string" } },
-            "on_failure": { "type": "boolean", "description": "Runs also when one of them failed (runs_on: [success, failure])." }
+            "on_failure": { "type": "boolean", "description": "Runs when one of them failed (runs_on: [success, failure] or [failure])." },
+            "on_success": { "type": "boolean", "default": true, "description": "Runs when they all succeeded; false for runs_on: [failure]. Left out when true." }
         }
     });
     schemas["JobArtifacts"] = json!({
@@ -753,6 +754,7 @@ mod tests {
             workflows: vec!["build".into()],
             jobs: vec!["j".into()],
             on_failure: true,
+            on_success: true,
         });
         let now = chrono::Utc::now();
         let mut job = raibid_model::Job::queued("01JABCDEFGHJKMNPQRSTVWXYZ0", new, now);

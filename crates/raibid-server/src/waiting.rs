@@ -1,5 +1,5 @@
 //! Jobs that wait for other jobs (a workflow of `.raibid/` with `depends_on`): when a job
-//! ends, the server queues or drops its siblings whose wait is over
+//! ends, the server queues or skips its siblings whose wait is over
 //! ([`raibid_queue::Queue::release_waiting`]). Driven by the events stream, which the
 //! reporter reads at least once, so an ending is never missed while a server runs.
 

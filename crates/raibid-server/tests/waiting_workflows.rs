@@ -48,6 +48,7 @@ async fn family(queue: &Queue, on_failure: bool) -> (Job, Job, Job) {
         workflows: vec!["build".into()],
         jobs: vec![build.id.clone()],
         on_failure,
+        on_success: true,
     });
     let deploy = created(queue.enqueue_blocked(deploy).await.unwrap()).await;
     queue
@@ -128,11 +129,11 @@ async fn the_server_queues_a_waiting_workflow_when_what_it_needs_succeeded() {
 }
 
 #[tokio::test]
-async fn the_server_drops_a_waiting_workflow_when_what_it_needs_failed() {
+async fn the_server_skips_a_waiting_workflow_when_what_it_needs_failed() {
     let server = TestServer::start().await;
     let (_, build, deploy) = family(&server.queue, false).await;
     finish(&server.queue, &build.id, JobStatus::Failure).await;
-    let dropped = status_becomes(&server, &deploy.id, JobStatus::Cancelled).await;
+    let dropped = status_becomes(&server, &deploy.id, JobStatus::Skipped).await;
     assert_eq!(dropped.reason.as_deref(), Some("not run: build failed"));
 
     // `runs_on: [success, failure]`: queued all the same.

@@ -45,7 +45,7 @@ pub(crate) fn status_style(status: JobStatus) -> Style {
         JobStatus::Success => Style::new().fg(Color::Green),
         JobStatus::Failure => Style::new().fg(Color::Red),
         JobStatus::Error => Style::new().fg(Color::Magenta),
-        JobStatus::Cancelled => Style::new().fg(Color::DarkGray),
+        JobStatus::Cancelled | JobStatus::Skipped => Style::new().fg(Color::DarkGray),
         JobStatus::Dead => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
     }
 }

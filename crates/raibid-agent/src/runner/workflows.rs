@@ -248,6 +248,7 @@ impl Runner {
                         .flat_map(|d| ids_of[index(d)].iter().cloned())
                         .collect(),
                     on_failure: pipeline.runs_on_failure,
+                    on_success: pipeline.runs_on_success,
                 });
             }
             let id = match self
@@ -278,7 +279,7 @@ impl Runner {
         Outcome::new(JobStatus::Success).with_reason(reason)
     }
 
-    /// Queues (or drops) the waiting children whose dependencies ended before they were
+    /// Queues (or skips) the waiting children whose dependencies ended before they were
     /// recorded, which the server, looking when a child ends, may have missed. It looks again
     /// when this job has ended, so this only saves that wait.
     async fn release_waiting(&self, job: &Job, log: &mut JobLog) {
@@ -289,7 +290,7 @@ impl Runner {
                     for r in released {
                         let what = match r.verdict {
                             NeedsVerdict::Run => "queued".to_owned(),
-                            NeedsVerdict::Drop(reason) => reason,
+                            NeedsVerdict::Skip(reason) => reason,
                             NeedsVerdict::Wait => continue,
                         };
                         log.line(&format!("{}: {what}", r.id)).await;

@@ -370,10 +370,10 @@ fn describe(job: &Job) -> String {
         field("queued by", parent.clone());
     }
     if let Some(needs) = &job.spec.needs {
-        let after = if needs.on_failure {
-            "however they end"
-        } else {
-            "if they succeed"
+        let after = match (needs.on_success, needs.on_failure) {
+            (true, true) => "however they end",
+            (false, _) => "if one of them fails",
+            (true, false) => "if they succeed",
         };
         field(
             "waits for",
@@ -445,6 +445,7 @@ mod tests {
             workflows: vec!["build".into(), "test".into()],
             jobs: vec!["B".into(), "T".into()],
             on_failure: false,
+            on_success: true,
         });
         let mut job = Job::queued("D".to_owned(), spec, Utc::now());
         job.status = raibid_model::JobStatus::Blocked;

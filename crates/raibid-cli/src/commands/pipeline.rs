@@ -172,10 +172,10 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
             out,
             "depends_on: starts after {} {}",
             pipeline.depends_on.join(", "),
-            if pipeline.runs_on_failure {
-                "have ended, however they ended"
-            } else {
-                "have succeeded"
+            match (pipeline.runs_on_success, pipeline.runs_on_failure) {
+                (true, true) => "have ended, however they ended",
+                (false, _) => "have ended, only if one of them failed",
+                (true, false) => "have succeeded",
             }
         );
     }

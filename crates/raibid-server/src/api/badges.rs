@@ -70,6 +70,9 @@ impl Verdict {
             JobStatus::Error | JobStatus::Dead => Some(Verdict::Error),
             JobStatus::Cancelled => Some(Verdict::Cancelled),
             JobStatus::Blocked | JobStatus::Queued | JobStatus::Running => None,
+            // Only a workflow's job is ever skipped, and a badge shows whole builds; were one
+            // skipped, it would say nothing about the code, as a build not run says nothing.
+            JobStatus::Skipped => None,
         }
     }
 }

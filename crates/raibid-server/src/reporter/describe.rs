@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use raibid_forge::{CommitStatus, StatusState};
-use raibid_model::{Job, JobStatus, StepStatus};
+use raibid_model::{Job, JobStatus, Needs, StepStatus};
 
 /// The status to show for `job` as it is now.
 pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
@@ -19,7 +19,8 @@ pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
 /// it has queued them, so its own status says nothing about the code.
 ///
 /// Any variant failed (or could not run, or was given up): failure, naming them; else any
-/// cancelled: as a cancelled job shows; else all succeeded: success; else pending.
+/// cancelled: as a cancelled job shows; else all succeeded or were skipped (workflows whose
+/// `runs_on` kept them from running): success, naming the skipped; else pending.
 pub(crate) fn matrix_status(
     parent: &Job,
     children: &[Option<Job>],
@@ -49,6 +50,7 @@ pub(crate) fn matrix_status(
     };
     let failed = with(&[JobStatus::Failure, JobStatus::Error, JobStatus::Dead]);
     let cancelled = with(&[JobStatus::Cancelled]);
+    let skipped = with(&[JobStatus::Skipped]);
     let finished = children
         .iter()
         .flatten()
@@ -68,10 +70,19 @@ pub(crate) fn matrix_status(
             StatusState::from_job(JobStatus::Cancelled),
             format!("cancelled: {}", cancelled.join(", ")),
         )
-    } else if finished == total {
+    } else if finished == total && skipped.is_empty() {
         (
             StatusState::Success,
             format!("all {total} {noun} succeeded"),
+        )
+    } else if finished == total {
+        (
+            StatusState::Success,
+            format!(
+                "{} of {total} {noun} succeeded, skipped: {}",
+                total - skipped.len(),
+                skipped.join(", ")
+            ),
         )
     } else {
         (
@@ -180,6 +191,11 @@ fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
         JobStatus::Dead => match reason {
             Some(r) => format!("gave up: {r}"),
             None => "gave up".into(),
+        },
+        // `not run: test failed` -> `skipped: test failed`.
+        JobStatus::Skipped => match reason.map(|r| r.strip_prefix(Needs::NOT_RUN).unwrap_or(r)) {
+            Some(r) => format!("skipped: {r}"),
+            None => "skipped".into(),
         },
     }
 }
@@ -407,8 +423,26 @@ mod tests {
                 "1 of 2 jobs failed: test/RUST=1.80".into()
             )
         );
-        let status = matrix_status(&parent, &[Some(build), None], "");
+        let status = matrix_status(&parent, &[Some(build.clone()), None], "");
         assert_eq!(status.description, "1 of 2 jobs finished");
+
+        // A workflow its `runs_on` kept from running passes, named, and shows as skipped.
+        let mut notify = child("notify", None, JobStatus::Skipped);
+        notify.reason = Some("not run: build succeeded, and it runs only after a failure".into());
+        let status = matrix_status(&parent, &[Some(build), Some(notify.clone())], "");
+        assert_eq!(
+            (status.state, status.description),
+            (
+                StatusState::Success,
+                "1 of 2 jobs succeeded, skipped: notify".into()
+            )
+        );
+        let own = commit_status(&notify, "");
+        assert_eq!(own.state, StatusState::Success);
+        assert_eq!(
+            own.description,
+            "skipped: build succeeded, and it runs only after a failure"
+        );
     }
 
     #[test]

@@ -691,6 +691,7 @@ mod tests {
             workflows: vec!["build".into(), "test".into()],
             jobs: vec!["01".into()],
             on_failure: false,
+            on_success: true,
         });
         let mut v = JobDetailView::default();
         v.open(waiting);
@@ -732,6 +733,7 @@ mod tests {
             workflows: vec!["build".into()],
             jobs: vec!["01".into()],
             on_failure: false,
+            on_success: true,
         });
         v.open(waiting);
         assert!(
