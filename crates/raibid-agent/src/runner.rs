@@ -12,7 +12,7 @@ use raibid_pipeline::{
     Cache, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind, TagContext,
     TriggerContext,
 };
-use raibid_queue::{Claimed, Enqueued, Heartbeat, Queue, QueueError, ReleaseResult};
+use raibid_queue::{Claimed, Enqueued, GroupClaim, Heartbeat, Queue, QueueError, ReleaseResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -79,12 +79,16 @@ pub enum JobEnd {
     Lost,
     /// Handed back unfinished (agent shutting down).
     Released(ReleaseResult),
+    /// Waiting, `blocked`, for its concurrency group (the pipeline's `concurrency:`), held by
+    /// another job: queued again when that ends. Nothing was acked.
+    Parked,
 }
 
 const RUNNING: u8 = 0;
 const CANCEL_REQUESTED: u8 = 1;
 const LOST: u8 = 2;
 const INTERRUPTED: u8 = 3;
+const PARKED: u8 = 4;
 
 /// Why the job's cancel token fired.
 struct StopReason(AtomicU8);
@@ -282,6 +286,7 @@ impl Runner {
                 warn!(job = %job.id, "claim lost while running; the job runs elsewhere");
                 Ok(JobEnd::Lost)
             }
+            PARKED => Ok(JobEnd::Parked),
             INTERRUPTED => {
                 let result = self
                     .queue
@@ -539,6 +544,19 @@ impl Runner {
             MatrixStep::Expanded(outcome) => return outcome,
         };
         trigger.matrix.clone_from(&variant_env);
+        if let Some(group) = &pipeline.concurrency {
+            match self.take_group(claimed, group, log).await {
+                Ok(None) => {}
+                Ok(Some(stop_reason)) => {
+                    reason.set(stop_reason);
+                    if stop_reason != PARKED {
+                        stop.cancel();
+                    }
+                    return stopped();
+                }
+                Err(outcome) => return outcome,
+            }
+        }
         // Restored before the workspace goes to the step user, so the hand-over below gives
         // the restored files to it too.
         let cache = self.cache_key(job, &pipeline, log).await;
@@ -816,6 +834,45 @@ impl Runner {
                 human_size(max)
             ))
             .await;
+        }
+    }
+
+    /// Takes the job's concurrency group, or parks the job until it is free; `Some` stop
+    /// reason when the job stops here (parked, cancelled, claim lost), the outcome that ends
+    /// it when Redis cannot be asked.
+    async fn take_group(
+        &self,
+        claimed: &Claimed,
+        group: &str,
+        log: &mut JobLog,
+    ) -> Result<Option<u8>, Outcome> {
+        let job = &claimed.job;
+        match self.queue.acquire_group(claimed, group).await {
+            Ok(GroupClaim::Held) => {
+                log.line(&format!("concurrency group {group}: this job holds it"))
+                    .await;
+                Ok(None)
+            }
+            Ok(GroupClaim::Parked { holder }) => {
+                let held = match &holder {
+                    Some(holder) => format!("job {holder} holds it"),
+                    None => "older jobs wait for it".to_owned(),
+                };
+                log.line(&format!(
+                    "concurrency group {group}: {held}; this job waits, blocked, without an \
+                     agent, and is queued again when its turn comes"
+                ))
+                .await;
+                // The holder may have ended between the look and the parking, with nobody
+                // left to hand the group on.
+                if let Err(e) = self.queue.release_group(&job.spec.repo, group).await {
+                    warn!(job = %job.id, error = %e, "cannot look at the concurrency group again");
+                }
+                Ok(Some(PARKED))
+            }
+            Ok(GroupClaim::CancelRequested) => Ok(Some(CANCEL_REQUESTED)),
+            Ok(GroupClaim::Lost) => Ok(Some(LOST)),
+            Err(e) => Err(error_outcome(log, format!("concurrency group {group}: {e}")).await),
         }
     }
 

@@ -150,6 +150,7 @@ mod tests {
             children: Vec::new(),
             artifacts: None,
             log_pruned: false,
+            concurrency: None,
         }
     }
 

@@ -452,6 +452,10 @@ pub struct Job {
     /// The job's log was deleted to keep Redis below its memory limit (the record stays).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub log_pruned: bool,
+    /// The concurrency group of its repository (the pipeline's `concurrency:`) that it holds
+    /// or waits for (`blocked`), once an agent has read the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<String>,
 }
 
 impl Job {
@@ -473,6 +477,7 @@ impl Job {
             children: Vec::new(),
             artifacts: None,
             log_pruned: false,
+            concurrency: None,
         }
     }
 

@@ -100,6 +100,7 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             depends_on: Vec::new(),
             runs_on_failure: false,
             runs_on_success: true,
+            concurrency: None,
             pool: None,
         },
         explanation: format!(

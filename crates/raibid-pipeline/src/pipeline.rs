@@ -65,6 +65,11 @@ pub struct Pipeline {
     /// this one, as a job of its own (see the agent's runner). `None`: the pool the server
     /// chose (`server.pool_rules`).
     pub pool: Option<raibid_model::PoolName>,
+    /// A concurrency group of the repository (`concurrency: deploy`, GitLab's
+    /// `resource_group`, GitHub's `concurrency` without cancelling): at most one job of the
+    /// group runs its steps at a time; the others wait, `blocked`, oldest first, holding no
+    /// agent. `None`: no limit.
+    pub concurrency: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -131,6 +136,8 @@ struct RawPipeline {
     runs_on: Option<RunsOn>,
     #[serde(default, deserialize_with = "pool")]
     pool: Option<raibid_model::PoolName>,
+    #[serde(default, deserialize_with = "concurrency")]
+    concurrency: Option<String>,
     /// Woodpecker's place for YAML anchors (`- &image golang:1.22`) that steps then use
     /// (`image: *image`, `<<: *defaults`); not read otherwise.
     #[allow(dead_code)]
@@ -188,6 +195,24 @@ fn pool<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<raibid_model::PoolName>, D::Error> {
     StrCheck::new("a pool name", |name: &str| {
         raibid_model::PoolName::new(name).map_err(|e| e.to_string())
+    })
+    .deserialize(d)
+    .map(Some)
+}
+
+/// A concurrency group's name: as a workflow's, since it names a Redis key and shows in
+/// commit statuses.
+fn concurrency<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    StrCheck::new("a concurrency group name", |name: &str| {
+        if crate::workflows::valid_name(name) {
+            Ok(name.to_owned())
+        } else {
+            Err(format!(
+                "invalid concurrency group {name:?}: use letters, digits, '.', '_' and '-', \
+                 at most {} characters, starting with a letter or digit",
+                crate::workflows::MAX_WORKFLOW_NAME_LEN
+            ))
+        }
     })
     .deserialize(d)
     .map(Some)
@@ -299,6 +324,7 @@ impl RawPipeline {
             runs_on_failure: self.runs_on.is_some_and(|r| r.failure),
             runs_on_success: self.runs_on.is_none_or(|r| r.success),
             pool: self.pool,
+            concurrency: self.concurrency,
         })
     }
 }

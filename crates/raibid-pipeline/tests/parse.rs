@@ -950,6 +950,28 @@ fn a_matrix_filter_names_variables_of_the_matrix() {
 }
 
 #[test]
+fn a_pipeline_may_name_its_concurrency_group() {
+    let steps = "steps:\n  - name: deploy\n    run: ./deploy.sh\n";
+    assert_eq!(
+        raibid_pipeline::parse(".raibid.yaml", steps)
+            .unwrap()
+            .concurrency,
+        None
+    );
+    let p = raibid_pipeline::parse(".raibid.yaml", &format!("concurrency: prod-eu.1\n{steps}"))
+        .unwrap();
+    assert_eq!(p.concurrency.as_deref(), Some("prod-eu.1"));
+    for (text, at) in [
+        ("concurrency: \"a/b\"\n", (1, 14)),
+        ("concurrency: \"\"\n", (1, 14)),
+    ] {
+        let e = err(&format!("{text}{steps}"));
+        assert_eq!((e.line, e.column), at, "{e}");
+        assert!(e.message.contains("invalid concurrency group"), "{e}");
+    }
+}
+
+#[test]
 fn a_pipeline_may_name_the_pool_that_runs_it() {
     let steps = "steps:\n  - name: train\n    run: ./train.sh\n";
     assert_eq!(

@@ -74,6 +74,24 @@ impl Keys {
         format!("{}:jobs:pool:{pool}", self.prefix)
     }
 
+    /// A repository's concurrency group: the id of the job that holds it (runs its steps, or
+    /// was handed it and is being queued). Repository names are compared ignoring case, as
+    /// forges resolve them.
+    pub fn group(&self, member: &str) -> String {
+        format!("{}:group:{member}", self.prefix)
+    }
+
+    /// The jobs waiting for a concurrency group, `blocked`: a sorted set of ids, oldest first.
+    pub fn group_waiting(&self, member: &str) -> String {
+        format!("{}:group:{member}:waiting", self.prefix)
+    }
+
+    /// The concurrency groups that have waiting jobs (members `<repo>:<group>`), for the
+    /// reaper's sweep.
+    pub fn groups(&self) -> String {
+        format!("{}:groups", self.prefix)
+    }
+
     pub fn pools(&self) -> String {
         format!("{}:pools", self.prefix)
     }

@@ -15,6 +15,7 @@
 
 mod agents;
 pub mod bench;
+mod concurrency;
 mod conn;
 mod error;
 mod events;
@@ -29,6 +30,7 @@ mod scripts;
 mod stats;
 mod supersede;
 
+pub use concurrency::GroupClaim;
 pub use conn::QueueOptions;
 pub use error::QueueError;
 pub use events::{JobEvent, JobEvents};

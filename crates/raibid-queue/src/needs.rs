@@ -101,7 +101,9 @@ impl Queue {
             let Some(needs) = job.spec.needs.as_ref() else {
                 continue;
             };
-            if job.status != JobStatus::Blocked {
+            // Released once already, and now waiting for its concurrency group, which
+            // releases it (`Queue::release_group`).
+            if job.status != JobStatus::Blocked || job.concurrency.is_some() {
                 continue;
             }
             // Most looks find something still running: decided from the statuses alone

@@ -111,6 +111,7 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
             None => Vec::new(),
         },
         log_pruned: get("log_pruned") == Some("1"),
+        concurrency: opt("concurrency"),
     })
 }
 

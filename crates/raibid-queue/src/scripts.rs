@@ -401,6 +401,96 @@ return 'requeued'
     .concat())
 });
 
+/// The final statuses, for scripts that look at another job's status.
+const FINAL_FN: &str = r#"
+local FINAL = {success = true, failure = true, error = true, cancelled = true, dead = true,
+  skipped = true}
+"#;
+
+/// A running job whose pipeline names a concurrency group takes it, or waits for it: its stream
+/// entry is acknowledged and it becomes `blocked`, in the group's waiting set, holding no agent
+/// (its start is not counted as an attempt). It takes the group when no job holds it (or the
+/// holder has ended) and nobody waits before it; a job handed the group holds it already.
+///
+/// KEYS: job, group, waiting, groups, stream, by-status(running), by-status(blocked), events
+/// ARGV: id, entry, group name, job key prefix, consumer group, groups member
+/// Returns {"held"} | {"parked", holder or ""} | {"cancel"} | {"lost"}
+pub(crate) static ACQUIRE_GROUP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        &[
+            FINAL_FN,
+            r#"
+local cur = redis.call('HMGET', KEYS[1], 'status', 'entry', 'cancel_requested', 'attempt')
+if cur[1] ~= 'running' or cur[2] ~= ARGV[2] then return {'lost'} end
+if cur[3] == '1' then return {'cancel'} end
+redis.call('HSET', KEYS[1], 'concurrency', ARGV[3])
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then return {'held'} end
+local free = not holder
+if holder then
+  local st = redis.call('HGET', ARGV[4] .. holder, 'status')
+  free = (not st) or FINAL[st] ~= nil
+end
+if free and redis.call('ZCARD', KEYS[3]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[1])
+  return {'held'}
+end
+redis.call('XACK', KEYS[5], ARGV[5], ARGV[2])
+local attempt = math.max((tonumber(cur[4]) or 1) - 1, 0)
+local why = 'waiting for concurrency group ' .. ARGV[3]
+if holder and not free then why = why .. ', held by job ' .. holder end
+redis.call('HSET', KEYS[1], 'status', 'blocked', 'attempt', string.format('%d', attempt),
+  'reason', why)
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZADD', KEYS[7], '0', ARGV[1])
+redis.call('ZADD', KEYS[3], '0', ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[6])
+redis.call('XADD', KEYS[8], '*', 'job', ARGV[1], 'status', 'blocked')
+if free then holder = '' end
+return {'parked', holder or ''}
+"#,
+        ]
+        .concat(),
+    )
+});
+
+/// Hands a concurrency group whose holder has ended to the oldest job waiting for it, which
+/// the caller then queues (`APPROVE`); forgets the group when nobody waits. A holder that was
+/// handed the group but is still blocked (its queueing failed) is handed it again.
+///
+/// KEYS: group, waiting, groups
+/// ARGV: job key prefix, groups member
+/// Returns {"held", holder} | {"next", id} | {"free"}
+pub(crate) static RELEASE_GROUP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        &[
+            FINAL_FN,
+            r#"
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  local st = redis.call('HGET', ARGV[1] .. holder, 'status')
+  if st == 'blocked' then return {'next', holder} end
+  if st and not FINAL[st] then return {'held', holder} end
+end
+while true do
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if #head == 0 then
+    redis.call('DEL', KEYS[1])
+    redis.call('SREM', KEYS[3], ARGV[2])
+    return {'free'}
+  end
+  redis.call('ZREM', KEYS[2], head[1])
+  if redis.call('HGET', ARGV[1] .. head[1], 'status') == 'blocked' then
+    redis.call('SET', KEYS[1], head[1])
+    return {'next', head[1]}
+  end
+end
+"#,
+        ]
+        .concat(),
+    )
+});
+
 /// Ends a blocked job as skipped: a workflow whose `depends_on` did not end as its `runs_on`
 /// wants. Only a job still blocked; one queued or ended meanwhile is left as it is.
 ///

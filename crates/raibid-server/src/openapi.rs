@@ -645,6 +645,12 @@ fn schemas() -> Value {
                         queued it; steps get it as CI_PIPELINE_CRON and RAIBID_SCHEDULE."
     });
     schemas["Job"]["properties"]["needs"] = schema_ref("Needs");
+    schemas["Job"]["properties"]["concurrency"] = json!({
+        "type": "string",
+        "description": "The repository's concurrency group (the pipeline's concurrency:) that \
+                        the job holds, or waits for while blocked; set once an agent has read \
+                        the pipeline."
+    });
     schemas["Needs"] = json!({
         "type": "object", "required": ["workflows", "jobs"],
         "description": "For the job of a workflow with depends_on: what it waits for, blocked, before it is queued.",

@@ -1,6 +1,7 @@
 //! The reaper: hands jobs of agents that stopped heart-beating back to the queue, declines
 //! jobs that waited for approval past `server.approval_expiry_days`, releases workflows whose
-//! wait ended unseen (`Queue::sweep_waiting`), and prunes old finished
+//! wait ended unseen (`Queue::sweep_waiting`) and concurrency groups whose holder ended unseen
+//! (`Queue::sweep_groups`), and prunes old finished
 //! jobs: beyond `redis.retain_jobs`, and while Redis is close to its `maxmemory`.
 //!
 //! Every server replica runs one; the queue's scripts make concurrent reaping safe.
@@ -76,6 +77,11 @@ pub(crate) async fn run(state: AppState) {
                     Ok(released) if released.is_empty() => {}
                     Ok(released) => info!(?released, "released workflows that waited"),
                     Err(e) => warn!(error = %e, "reaper could not look at waiting workflows"),
+                }
+                match state.queue().sweep_groups().await {
+                    Ok(queued) if queued.is_empty() => {}
+                    Ok(queued) => info!(?queued, "handed concurrency groups on"),
+                    Err(e) => warn!(error = %e, "reaper could not look at concurrency groups"),
                 }
             }
             sweep_in = (sweep_in + 1) % SWEEP_EVERY_TICKS;

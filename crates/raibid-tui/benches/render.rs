@@ -46,6 +46,7 @@ fn jobs() -> Vec<Job> {
                 children: Vec::new(),
                 artifacts: None,
                 log_pruned: false,
+                concurrency: None,
             }
         })
         .collect()

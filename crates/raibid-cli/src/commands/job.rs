@@ -369,6 +369,9 @@ fn describe(job: &Job) -> String {
     if let Some(parent) = &job.spec.matrix_parent {
         field("queued by", parent.clone());
     }
+    if let Some(group) = &job.concurrency {
+        field("concurrency", group.clone());
+    }
     if let Some(needs) = &job.spec.needs {
         let after = match (needs.on_success, needs.on_failure) {
             (true, true) => "however they end",

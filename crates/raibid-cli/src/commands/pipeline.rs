@@ -167,6 +167,13 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
     if let Some(pool) = &pipeline.pool {
         let _ = writeln!(out, "pool: runs on the agents of pool {pool}");
     }
+    if let Some(group) = &pipeline.concurrency {
+        let _ = writeln!(
+            out,
+            "concurrency: one job of the repository's group {group} runs at a time; the \
+             others wait, oldest first"
+        );
+    }
     if !pipeline.depends_on.is_empty() {
         let _ = writeln!(
             out,

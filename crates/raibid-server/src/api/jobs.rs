@@ -154,17 +154,24 @@ pub(crate) async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    // A workflow's job waiting for others is not waiting for a person: approving it would
-    // start it without what it waits for.
+    // A workflow's job waiting for others, or a job waiting for its concurrency group, is not
+    // waiting for a person: approving it would start it without what it waits for.
     if let Some(job) = state.queue().get(&id).await?
         && job.status == JobStatus::Blocked
-        && let Some(needs) = &job.spec.needs
     {
-        return Err(ApiError::Conflict(format!(
-            "job {id} waits for the workflows {}, not for approval; it is queued when they \
-             have ended",
-            needs.workflows.join(", ")
-        )));
+        if let Some(group) = &job.concurrency {
+            return Err(ApiError::Conflict(format!(
+                "job {id} waits for its concurrency group {group}, not for approval; it is \
+                 queued when the job that holds the group has ended"
+            )));
+        }
+        if let Some(needs) = &job.spec.needs {
+            return Err(ApiError::Conflict(format!(
+                "job {id} waits for the workflows {}, not for approval; it is queued when they \
+                 have ended",
+                needs.workflows.join(", ")
+            )));
+        }
     }
     let job = state.queue().approve(&id).await?;
     state.metrics().job_queued(&job.spec.pool);

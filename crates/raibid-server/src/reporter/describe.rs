@@ -148,9 +148,10 @@ fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
     let took = job.duration(now).map(human);
     let reason = job.reason.as_deref();
     match status {
-        JobStatus::Blocked => match &job.spec.needs {
-            Some(needs) => format!("waiting for {}", needs.workflows.join(", ")),
-            None => format!("waiting for approval: raibid job approve {}", job.id),
+        JobStatus::Blocked => match (&job.concurrency, &job.spec.needs) {
+            (Some(group), _) => format!("waiting for concurrency group {group}"),
+            (None, Some(needs)) => format!("waiting for {}", needs.workflows.join(", ")),
+            (None, None) => format!("waiting for approval: raibid job approve {}", job.id),
         },
         JobStatus::Queued => "queued".into(),
         JobStatus::Running => match &job.agent {
@@ -243,6 +244,7 @@ mod tests {
             children: Vec::new(),
             artifacts: None,
             log_pruned: false,
+            concurrency: None,
         }
     }
 
@@ -276,6 +278,12 @@ mod tests {
         assert_eq!(
             describe(&j, JobStatus::Blocked, now),
             format!("waiting for approval: raibid job approve {}", j.id)
+        );
+        let mut parked = j.clone();
+        parked.concurrency = Some("production".into());
+        assert_eq!(
+            describe(&parked, JobStatus::Blocked, now),
+            "waiting for concurrency group production"
         );
         assert_eq!(
             raibid_forge::StatusState::from_job(JobStatus::Blocked),

@@ -269,7 +269,9 @@ impl JobDetailView {
                 });
             }
             // A workflow's job waiting for others is released by the server, not a person.
-            KeyCode::Char('a') if job.status == JobStatus::Blocked && job.spec.needs.is_some() => {}
+            KeyCode::Char('a')
+                if job.status == JobStatus::Blocked
+                    && (job.spec.needs.is_some() || job.concurrency.is_some()) => {}
             KeyCode::Char('a') if job.status == JobStatus::Blocked => {
                 let whose = if job.spec.from_fork {
                     "a fork's code"
@@ -338,13 +340,17 @@ impl JobDetailView {
         if let Some(variant) = job.spec.env.get("RAIBID_MATRIX") {
             first.push(Span::raw(format!("  {variant}")));
         }
-        if job.status == JobStatus::Blocked
-            && let Some(needs) = &job.spec.needs
-        {
-            first.push(Span::styled(
-                format!("  waiting for {}", needs.workflows.join(", ")),
-                Style::new().fg(Color::Yellow),
-            ));
+        if job.status == JobStatus::Blocked {
+            let waits = match (&job.concurrency, &job.spec.needs) {
+                (Some(group), _) => Some(format!("  waiting for concurrency group {group}")),
+                (None, Some(needs)) => {
+                    Some(format!("  waiting for {}", needs.workflows.join(", ")))
+                }
+                (None, None) => None,
+            };
+            if let Some(waits) = waits {
+                first.push(Span::styled(waits, Style::new().fg(Color::Yellow)));
+            }
         }
         let sha = job.spec.sha.get(..10).unwrap_or(&job.spec.sha);
         let second = Line::from(vec![
