@@ -510,15 +510,17 @@ impl Job {
 mod tests {
     use super::*;
 
+    /// The job of workflow `workflow`, ended (or not) as `status`.
+    fn job(workflow: &str, status: JobStatus) -> Job {
+        let mut spec = NewJob::new("o/r", "u", "refs/heads/main", "a".repeat(40), Event::Push);
+        spec.env.insert("RAIBID_WORKFLOW".into(), workflow.into());
+        let mut job = Job::queued(format!("id-{workflow}"), spec, chrono::Utc::now());
+        job.status = status;
+        job
+    }
+
     #[test]
     fn a_waiting_job_runs_once_what_it_needs_has_ended_well() {
-        let job = |workflow: &str, status: JobStatus| {
-            let mut spec = NewJob::new("o/r", "u", "refs/heads/main", "a".repeat(40), Event::Push);
-            spec.env.insert("RAIBID_WORKFLOW".into(), workflow.into());
-            let mut job = Job::queued(format!("id-{workflow}"), spec, chrono::Utc::now());
-            job.status = status;
-            job
-        };
         let needs = |on_failure| Needs {
             workflows: vec!["build".into(), "test".into()],
             jobs: vec!["id-build".into(), "id-test".into()],
@@ -563,13 +565,6 @@ mod tests {
     /// `runs_on: [failure]`: a workflow for failures only (Woodpecker's key).
     #[test]
     fn a_job_for_failures_runs_only_after_one() {
-        let job = |workflow: &str, status: JobStatus| {
-            let mut spec = NewJob::new("o/r", "u", "refs/heads/main", "a".repeat(40), Event::Push);
-            spec.env.insert("RAIBID_WORKFLOW".into(), workflow.into());
-            let mut job = Job::queued(format!("id-{workflow}"), spec, chrono::Utc::now());
-            job.status = status;
-            job
-        };
         let needs = Needs {
             workflows: vec!["build".into(), "test".into()],
             jobs: vec!["id-build".into(), "id-test".into()],

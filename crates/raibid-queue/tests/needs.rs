@@ -192,20 +192,27 @@ async fn children(q: &Queue, parent: &Job) -> Vec<String> {
     job(q, &parent.id).await.children
 }
 
+/// A push whose `build` failed, so that `deploy` (waiting for it) and `notify` (waiting for
+/// deploy) were skipped: the parent and the three.
+async fn failed_chain(q: &Queue) -> [Job; 4] {
+    let parent = created(q.enqueue(spec(None)).await.unwrap());
+    let build = workflow(q, &parent, "build", &[]).await;
+    let deploy = workflow(q, &parent, "deploy", &[&build]).await;
+    let notify = workflow(q, &parent, "notify", &[&deploy]).await;
+    let ids = [build.id.clone(), deploy.id.clone(), notify.id.clone()];
+    q.set_children(&parent.id, &ids).await.unwrap();
+    finish(q, &parent.id, JobStatus::Success).await;
+    finish(q, &build.id, JobStatus::Failure).await;
+    q.release_waiting(&parent.id).await.unwrap();
+    [parent, build, deploy, notify]
+}
+
 /// GitHub's "re-run failed jobs": what was not run because a job failed waits for its retry.
 #[tokio::test]
 async fn a_retry_records_again_what_was_not_run_because_the_job_failed() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let parent = created(q.enqueue(spec(None)).await.unwrap());
-    let build = workflow(&q, &parent, "build", &[]).await;
-    let deploy = workflow(&q, &parent, "deploy", &[&build]).await;
-    let notify = workflow(&q, &parent, "notify", &[&deploy]).await;
-    let ids = [build.id.clone(), deploy.id.clone(), notify.id.clone()];
-    q.set_children(&parent.id, &ids).await.unwrap();
-    finish(&q, &parent.id, JobStatus::Success).await;
-    finish(&q, &build.id, JobStatus::Failure).await;
-    q.release_waiting(&parent.id).await.unwrap();
+    let [parent, build, deploy, notify] = failed_chain(&q).await;
     assert_eq!(
         job(&q, &notify.id).await.reason.as_deref(),
         Some("not run: deploy was skipped")
@@ -253,15 +260,7 @@ async fn a_retry_records_again_what_was_not_run_because_the_job_failed() {
 async fn a_retry_of_a_dropped_job_revives_its_own_dependants() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    let parent = created(q.enqueue(spec(None)).await.unwrap());
-    let build = workflow(&q, &parent, "build", &[]).await;
-    let deploy = workflow(&q, &parent, "deploy", &[&build]).await;
-    let notify = workflow(&q, &parent, "notify", &[&deploy]).await;
-    let ids = [build.id.clone(), deploy.id.clone(), notify.id.clone()];
-    q.set_children(&parent.id, &ids).await.unwrap();
-    finish(&q, &parent.id, JobStatus::Success).await;
-    finish(&q, &build.id, JobStatus::Failure).await;
-    q.release_waiting(&parent.id).await.unwrap();
+    let [parent, build, deploy, _] = failed_chain(&q).await;
 
     let deploy2 = q.retry(&deploy.id).await.unwrap();
     assert_eq!(deploy2.status, JobStatus::Queued, "a retry runs at once");

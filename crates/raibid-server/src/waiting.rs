@@ -18,51 +18,45 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// (the agent that ran it looked already; this covers that agent failing to). Waits out
 /// Redis outages, as the event must not be acknowledged before this is done.
 pub(crate) async fn job_ended(state: &AppState, job: &Job) {
+    let queue = state.queue();
+    if let Some(group) = &job.concurrency {
+        let done = until_done(job, "hand its concurrency group on", || {
+            queue.release_group(&job.spec.repo, group)
+        })
+        .await;
+        debug!(job = %job.id, %group, next = ?done, "looked at the concurrency group");
+    }
     let sibling_of = job
         .spec
         .matrix_parent
         .as_deref()
         .filter(|_| job.spec.env.contains_key("RAIBID_WORKFLOW"));
-    if let Some(group) = &job.concurrency {
-        release_group(state, job, group).await;
-    }
     let parent_of = (!job.children.is_empty()).then_some(job.id.as_str());
     for parent in [sibling_of, parent_of].into_iter().flatten() {
-        loop {
-            match state.queue().release_waiting(parent).await {
-                Ok(released) => {
-                    debug!(job = %job.id, %parent, ?released, "looked at the waiting jobs");
-                    break;
-                }
-                Err(e) if e.is_transient() => {
-                    debug!(job = %job.id, error = %e, "waiting for Redis to release jobs");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(e) => {
-                    warn!(job = %job.id, %parent, error = %e, "cannot release the jobs waiting for this one");
-                    break;
-                }
-            }
-        }
+        let released = until_done(job, "release the jobs waiting for it", || {
+            queue.release_waiting(parent)
+        })
+        .await;
+        debug!(job = %job.id, %parent, ?released, "looked at the waiting jobs");
     }
 }
 
-/// After `job`, which held or waited for its repository's concurrency group `group`, ended:
-/// the group goes to the next job waiting for it ([`raibid_queue::Queue::release_group`]).
-async fn release_group(state: &AppState, job: &Job, group: &str) {
+/// Runs `op` until it succeeds or fails for good (`None`, logged), pausing while Redis is away.
+async fn until_done<T, F, Fut>(job: &Job, what: &str, op: F) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, raibid_queue::QueueError>>,
+{
     loop {
-        match state.queue().release_group(&job.spec.repo, group).await {
-            Ok(next) => {
-                debug!(job = %job.id, %group, ?next, "looked at the concurrency group");
-                return;
-            }
+        match op().await {
+            Ok(done) => return Some(done),
             Err(e) if e.is_transient() => {
-                debug!(job = %job.id, error = %e, "waiting for Redis to hand the group on");
+                debug!(job = %job.id, error = %e, "waiting for Redis to {what}");
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(e) => {
-                warn!(job = %job.id, %group, error = %e, "cannot hand the concurrency group on");
-                return;
+                warn!(job = %job.id, error = %e, "cannot {what}");
+                return None;
             }
         }
     }
