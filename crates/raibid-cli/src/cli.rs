@@ -316,7 +316,14 @@ pub enum JobCommand {
     /// Cancel a queued or running job; a blocked one is declined.
     Cancel { id: String },
     /// Queue a new run of a job.
-    Retry { id: String },
+    Retry {
+        id: String,
+        /// Of the jobs this one queued (its matrix variants or workflows), retry those that
+        /// failed, could not run or were given up; the workflows skipped because of them wait
+        /// for the retries (GitHub's "Re-run failed jobs").
+        #[arg(long)]
+        failed: bool,
+    },
     /// Let a job that waits for approval (blocked, `server.approval`) run.
     Approve { id: String },
 }

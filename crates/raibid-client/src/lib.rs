@@ -73,6 +73,12 @@ pub struct CancelReply {
     pub variants: Vec<String>,
 }
 
+/// `POST /api/v1/jobs/{id}/retry-failed`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Retried {
+    pub retried: Vec<Job>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct AgentEntry {
     #[serde(flatten)]
@@ -289,6 +295,18 @@ impl Client {
             &format!("/api/v1/jobs/{}/retry", segment(id)),
         ))
         .await
+    }
+
+    /// Retries the failed jobs that job `id` queued (its matrix variants or workflows); the
+    /// retries.
+    pub async fn retry_failed(&self, id: &str) -> Result<Vec<Job>, ClientError> {
+        let reply: Retried = self
+            .json(self.request(
+                reqwest::Method::POST,
+                &format!("/api/v1/jobs/{}/retry-failed", segment(id)),
+            ))
+            .await?;
+        Ok(reply.retried)
     }
 
     /// Queues a job that waits for approval (`blocked`); the job as queued.

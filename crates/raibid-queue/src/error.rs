@@ -31,6 +31,9 @@ pub enum QueueError {
         id: String,
         status: raibid_model::JobStatus,
     },
+    /// Retrying the failed jobs of a job that queued none, or none of which failed.
+    #[error("{0}")]
+    NothingToRetry(String),
     #[error("invalid job: {0}")]
     Invalid(String),
     #[error("unexpected reply from redis: {0}")]

@@ -139,22 +139,22 @@ impl Queue {
         Ok(released)
     }
 
-    /// After `old`, a sibling under `parent`, was retried as `new`: records again, waiting for
-    /// the retry, the siblings skipped because of how it ended (and those skipped because one
-    /// of them was), as GitHub re-runs what depends on a re-run job. Siblings
-    /// still waiting for `old` wait for `new` instead. Each copy replaces its original among
-    /// `parent`'s children, so the combined status waits for it. The ids of the copies.
+    /// After siblings under `parent` were retried (`replaced`: each original's id and its
+    /// retry's): records again, waiting for the retries, the siblings skipped because of how
+    /// those ended (and those skipped because one of them was), as GitHub re-runs what depends
+    /// on a re-run job. Siblings still waiting for an original wait for its retry instead.
+    /// Each copy replaces its original among `parent`'s children, so the combined status
+    /// waits for it. The ids of the copies.
     ///
     /// Jobs a person (or a cancel of `parent`) cancelled stay so.
     pub(crate) async fn revive_dependants(
         &self,
         parent: &str,
-        old: &str,
-        new: &str,
+        replaced: &BTreeMap<String, String>,
     ) -> Result<Vec<String>, QueueError> {
         // Children are recorded in dependency order, so one pass finds a dependant's
         // dependants after it.
-        let mut replaced = BTreeMap::from([(old.to_owned(), new.to_owned())]);
+        let mut replaced = replaced.clone();
         let mut revived = Vec::new();
         for child in self.children_of(parent).await? {
             let Some(job) = self.get(&child).await? else {
@@ -167,6 +167,11 @@ impl Queue {
                 continue;
             }
             let revive = if job.status == JobStatus::Blocked {
+                let (old, new) = needs
+                    .jobs
+                    .iter()
+                    .find_map(|id| replaced.get_key_value(id.as_str()))
+                    .expect("checked above");
                 let reason = format!(
                     "{}replaced by a copy that waits for {new}, the retry of {old}",
                     Needs::NOT_RUN

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -802,20 +802,84 @@ impl Queue {
     /// Only a finished job can be retried: a copy of a queued or running one would build the
     /// same commit at the same time, and whichever finished last would set the commit status.
     pub async fn retry(&self, id: &str) -> Result<Job, QueueError> {
-        let old = self
+        let old = self.finished(id).await?;
+        let (job, parent) = self.copy_of(old.clone()).await?;
+        if let Some(parent) = parent {
+            let replaced = BTreeMap::from([(old.id, job.id.clone())]);
+            let revived = self.revive_dependants(&parent, &replaced).await?;
+            if !revived.is_empty() {
+                info!(job = %job.id, ?revived, "jobs waiting for the retry");
+            }
+        }
+        Ok(job)
+    }
+
+    /// Retries the jobs that `id` queued (a matrix's variants, the workflows of `.raibid/`)
+    /// and that failed, could not run or were given up, as GitHub's "Re-run failed jobs";
+    /// the workflows skipped because of them wait for the retries (see
+    /// [`Queue::revive_dependants`]). The retries, in the order of the children.
+    pub async fn retry_failed(&self, id: &str) -> Result<Vec<Job>, QueueError> {
+        let parent = self.finished(id).await?;
+        if parent.children.is_empty() {
+            return Err(QueueError::NothingToRetry(format!(
+                "job {id} queued no jobs (it has no matrix or workflows); retry it as a whole"
+            )));
+        }
+        let mut failed = Vec::new();
+        for child in &parent.children {
+            if let Some(job) = self.get(child).await?
+                && matches!(
+                    job.status,
+                    JobStatus::Failure | JobStatus::Error | JobStatus::Dead
+                )
+            {
+                failed.push(job);
+            }
+        }
+        if failed.is_empty() {
+            return Err(QueueError::NothingToRetry(format!(
+                "none of the jobs that job {id} queued failed (or they are still running)"
+            )));
+        }
+        // All copies first, then one look at the dependants: one that waited for two of them
+        // is recorded again once, waiting for both retries.
+        let mut replaced = BTreeMap::new();
+        let mut retries = Vec::with_capacity(failed.len());
+        for old in failed {
+            let old_id = old.id.clone();
+            let (job, _) = self.copy_of(old).await?;
+            replaced.insert(old_id, job.id.clone());
+            retries.push(job);
+        }
+        let revived = self.revive_dependants(&parent.id, &replaced).await?;
+        if !revived.is_empty() {
+            info!(parent = %parent.id, ?revived, "jobs waiting for the retries");
+        }
+        Ok(retries)
+    }
+
+    /// Job `id`, which must have ended.
+    async fn finished(&self, id: &str) -> Result<Job, QueueError> {
+        let job = self
             .get(id)
             .await?
             .ok_or_else(|| QueueError::NotFound(id.to_owned()))?;
-        if !old.status.is_final() {
+        if !job.status.is_final() {
             return Err(QueueError::NotFinal {
-                id: old.id,
-                status: old.status,
+                id: job.id,
+                status: job.status,
             });
         }
+        Ok(job)
+    }
+
+    /// Queues a copy of ended job `old` and puts it in `old`'s place among its parent's
+    /// children; the copy, and the parent's id when it has one.
+    async fn copy_of(&self, old: Job) -> Result<(Job, Option<String>), QueueError> {
         let mut spec = old.spec;
         spec.delivery_id = None;
         spec.retry_of = Some(old.id.clone());
-        let parent = spec.matrix_parent.clone();
+        let parent = spec.matrix_parent.clone().filter(|p| valid_id(p));
         let job = match self.enqueue(spec).await? {
             Enqueued::Created(job) => *job,
             Enqueued::Duplicate { job_id } => {
@@ -827,14 +891,10 @@ impl Queue {
         self.join_lane(&job).await?;
         // The matrix job's status combines its children's: the retry stands in for the run
         // it repeats, or the combined status would never change again.
-        if let Some(parent) = parent.filter(|p| valid_id(p)) {
-            self.replace_child(&parent, &old.id, &job.id).await?;
-            let revived = self.revive_dependants(&parent, &old.id, &job.id).await?;
-            if !revived.is_empty() {
-                info!(job = %job.id, retry_of = %old.id, ?revived, "jobs waiting for the retry");
-            }
+        if let Some(parent) = &parent {
+            self.replace_child(parent, &old.id, &job.id).await?;
         }
-        Ok(job)
+        Ok((job, parent))
     }
 
     /// Puts `new` where `old` stands among `parent`'s children.

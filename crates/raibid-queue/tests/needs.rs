@@ -388,3 +388,72 @@ async fn a_workflow_for_failures_is_skipped_when_all_succeeded() {
         }
     }
 }
+
+/// GitHub's "Re-run failed jobs" for a whole push: every failed workflow at once, and a
+/// workflow that waited for two of them recorded again once, waiting for both retries.
+#[tokio::test]
+async fn retrying_the_failed_jobs_of_a_push_revives_each_dependant_once() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let parent = created(q.enqueue(spec(None)).await.unwrap());
+    let build = workflow(&q, &parent, "build", &[]).await;
+    let lint = workflow(&q, &parent, "lint", &[]).await;
+    let test = workflow(&q, &parent, "test", &[]).await;
+    let deploy = workflow(&q, &parent, "deploy", &[&build, &test]).await;
+    let ids = [
+        build.id.clone(),
+        lint.id.clone(),
+        test.id.clone(),
+        deploy.id.clone(),
+    ];
+    q.set_children(&parent.id, &ids).await.unwrap();
+    let err = q.retry_failed(&parent.id).await.unwrap_err();
+    assert!(err.to_string().contains("is queued"), "{err}");
+    finish(&q, &parent.id, JobStatus::Success).await;
+    finish(&q, &build.id, JobStatus::Failure).await;
+    finish(&q, &lint.id, JobStatus::Success).await;
+    finish(&q, &test.id, JobStatus::Error).await;
+    q.release_waiting(&parent.id).await.unwrap();
+    assert_eq!(job(&q, &deploy.id).await.status, JobStatus::Skipped);
+
+    let retried = q.retry_failed(&parent.id).await.unwrap();
+    let retried_of: Vec<_> = retried
+        .iter()
+        .map(|j| j.spec.retry_of.clone().unwrap())
+        .collect();
+    assert_eq!(retried_of, [build.id.clone(), test.id.clone()]);
+    let now = children(&q, &parent).await;
+    assert_eq!(
+        now[..3],
+        [
+            retried[0].id.clone(),
+            lint.id.clone(),
+            retried[1].id.clone()
+        ]
+    );
+    let deploy2 = job(&q, &now[3]).await;
+    assert_eq!(deploy2.spec.retry_of.as_deref(), Some(deploy.id.as_str()));
+    assert_eq!(
+        deploy2.spec.needs.unwrap().jobs,
+        [retried[0].id.clone(), retried[1].id.clone()]
+    );
+    // One copy of deploy, not one per retry.
+    let skipped = q
+        .list(
+            &raibid_queue::JobFilter {
+                status: Some(JobStatus::Skipped),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(skipped.jobs.len(), 1, "{:?}", skipped.jobs);
+
+    // Nothing left that failed (the retries have not run), and a job with no children.
+    let err = q.retry_failed(&parent.id).await.unwrap_err();
+    assert!(err.to_string().contains("none of the jobs"), "{err}");
+    let err = q.retry_failed(&lint.id).await.unwrap_err();
+    assert!(err.to_string().contains("queued no jobs"), "{err}");
+}

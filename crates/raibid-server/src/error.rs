@@ -159,9 +159,9 @@ impl From<QueueError> for ApiError {
             }
             QueueError::Full { .. } => ApiError::QueueFull(e.to_string()),
             QueueError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
-            QueueError::NotFinal { .. } | QueueError::NotBlocked { .. } => {
-                ApiError::Conflict(e.to_string())
-            }
+            QueueError::NotFinal { .. }
+            | QueueError::NotBlocked { .. }
+            | QueueError::NothingToRetry(_) => ApiError::Conflict(e.to_string()),
             QueueError::Invalid(message) => ApiError::InvalidRequest(message),
             QueueError::BadUrl(_) | QueueError::Protocol(_) => ApiError::Internal(e.to_string()),
         }

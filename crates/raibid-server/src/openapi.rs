@@ -296,6 +296,26 @@ fn paths() -> Value {
                 }
             }
         },
+        "/api/v1/jobs/{id}/retry-failed": {
+            "post": {
+                "operationId": "retry_failed_jobs",
+                "tags": ["jobs"],
+                "summary": "Queue fresh copies of the failed jobs that a job queued",
+                "description": "GitHub's Re-run failed jobs: of the jobs a matrix or workflow job queued (its children), those that failed, could not run or were given up are retried; the workflows skipped because of them are recorded again, waiting for the retries. The copies take the originals' places among the children.",
+                "security": [{ "bearer": [] }],
+                "parameters": [job_id_parameter()],
+                "responses": {
+                    "201": json_body("The retries, in the order of the children.", json!({
+                        "type": "object", "required": ["retried"],
+                        "properties": { "retried": { "type": "array", "items": schema_ref("Job") } }
+                    })),
+                    "401": unauthorized,
+                    "404": not_found,
+                    "409": error("The job is not finished, queued no jobs, or none of them failed; the message says which."),
+                    "503": unavailable
+                }
+            }
+        },
         "/api/v1/jobs/{id}/approve": {
             "post": {
                 "operationId": "approve_job",

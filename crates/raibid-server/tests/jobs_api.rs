@@ -512,6 +512,8 @@ async fn mutating_calls_need_a_valid_token() {
         "/api/v1/jobs".to_owned(),
         format!("/api/v1/jobs/{}/cancel", job.id),
         format!("/api/v1/jobs/{}/retry", job.id),
+        format!("/api/v1/jobs/{}/retry-failed", job.id),
+        format!("/api/v1/jobs/{}/approve", job.id),
     ] {
         let missing = server
             .client

@@ -142,6 +142,56 @@ async fn the_server_skips_a_waiting_workflow_when_what_it_needs_failed() {
     status_becomes(&server, &notify.id, JobStatus::Queued).await;
 }
 
+/// `POST /api/v1/jobs/{id}/retry-failed`: the failed workflow again, and what the server
+/// skipped because of it waiting for the retry and queued when it passes.
+#[tokio::test]
+async fn retrying_the_failed_jobs_of_a_push_through_the_api() {
+    let server = TestServer::start().await;
+    let (parent, build, deploy) = family(&server.queue, false).await;
+    finish(&server.queue, &build.id, JobStatus::Failure).await;
+    status_becomes(&server, &deploy.id, JobStatus::Skipped).await;
+
+    let response = server
+        .post_json(
+            &format!("/api/v1/jobs/{}/retry-failed", parent.id),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body = json(response).await;
+    let retried = body["retried"].as_array().unwrap();
+    assert_eq!(retried.len(), 1, "{body}");
+    assert_eq!(retried[0]["retry_of"], build.id.as_str(), "{body}");
+    let retry = retried[0]["id"].as_str().unwrap().to_owned();
+    let children = server
+        .queue
+        .get(&parent.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .children;
+    assert_eq!(children[0], retry);
+    let deploy2 = children[1].clone();
+    assert_ne!(deploy2, deploy.id);
+    assert_eq!(
+        server.queue.get(&deploy2).await.unwrap().unwrap().status,
+        JobStatus::Blocked
+    );
+    finish(&server.queue, &retry, JobStatus::Success).await;
+    status_becomes(&server, &deploy2, JobStatus::Queued).await;
+
+    // Nothing failed any more; a job that queued none.
+    for id in [&parent.id, &retry] {
+        let response = server
+            .post_json(
+                &format!("/api/v1/jobs/{id}/retry-failed"),
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "{id}");
+    }
+}
+
 /// A clock some minutes ahead, as if the server had run that long.
 struct Ahead(chrono::TimeDelta);
 

@@ -128,9 +128,20 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        JobCommand::Retry { id } => {
+        JobCommand::Retry { id, failed: false } => {
             let job = client.retry(&id).await?;
             print_queued(&job, json, &format!("retry of {id}"))?;
+        }
+        JobCommand::Retry { id, failed: true } => {
+            let retried = client.retry_failed(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&retried)?);
+            } else {
+                for job in &retried {
+                    let of = job.spec.retry_of.as_deref().unwrap_or("?");
+                    print_queued(job, false, &format!("retry of {of}"))?;
+                }
+            }
         }
         JobCommand::Approve { id } => {
             let job = client.approve(&id).await?;

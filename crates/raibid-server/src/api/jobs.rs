@@ -149,6 +149,25 @@ pub(crate) async fn retry(
     Ok((StatusCode::CREATED, Json(job)))
 }
 
+#[derive(Debug, Serialize)]
+pub(crate) struct Retried {
+    retried: Vec<Job>,
+}
+
+/// GitHub's "Re-run failed jobs": the failed jobs that a matrix or workflow job queued.
+pub(crate) async fn retry_failed(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Retried>), ApiError> {
+    let retried = state.queue().retry_failed(&id).await?;
+    for job in &retried {
+        state.metrics().job_queued(&job.spec.pool);
+        info!(job = %job.id, retry_of = ?job.spec.retry_of, parent = %id, "job retried");
+    }
+    Ok((StatusCode::CREATED, Json(Retried { retried })))
+}
+
 pub(crate) async fn approve(
     _: CanWrite,
     State(state): State<AppState>,

@@ -23,6 +23,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/api/v1/jobs/{id}", jobs::show),
         Route::post("/api/v1/jobs/{id}/cancel", jobs::cancel),
         Route::post("/api/v1/jobs/{id}/retry", jobs::retry),
+        Route::post("/api/v1/jobs/{id}/retry-failed", jobs::retry_failed),
         Route::post("/api/v1/jobs/{id}/approve", jobs::approve),
         Route::get("/api/v1/jobs/{id}/logs", logs::logs),
         Route::get("/api/v1/queues", pools::queues),
