@@ -229,6 +229,21 @@ impl Runtime {
                     }
                 });
             }
+            Command::RetryFailed(id) => {
+                let client = self.client.clone();
+                self.report(async move {
+                    match client.retry_failed(&id).await {
+                        Ok(jobs) => {
+                            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+                            (
+                                format!("retried the failed jobs of {id}: {}", ids.join(" ")),
+                                false,
+                            )
+                        }
+                        Err(e) => (format!("retry of {id}'s failed jobs failed: {e}"), true),
+                    }
+                });
+            }
         }
         Ok(true)
     }

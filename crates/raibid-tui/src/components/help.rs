@@ -36,7 +36,7 @@ const BINDINGS: &[(&str, &[(&str, &str)])] = &[
             ("j k PgUp PgDn g G", "scroll the log (wheel too)"),
             ("[ ]", "scroll the steps (wheel too)"),
             ("/, n, N", "search, next match, previous"),
-            ("c, r, a", "cancel, retry, approve (asks first)"),
+            ("c, r, R, a", "cancel, retry (R: failed), approve"),
             ("y", "copy the job id (OSC 52)"),
             ("Esc", "back to the jobs"),
         ],

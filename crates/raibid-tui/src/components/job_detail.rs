@@ -268,6 +268,16 @@ impl JobDetailView {
                     command: Command::Retry(job.id.clone()),
                 });
             }
+            // GitHub's "Re-run failed jobs", for a job that queued others.
+            KeyCode::Char('R') if !job.children.is_empty() => {
+                return EventResult::Action(Action::Confirm {
+                    prompt: format!(
+                        "Retry the failed jobs that job {} ({}) queued?",
+                        job.id, job.spec.repo
+                    ),
+                    command: Command::RetryFailed(job.id.clone()),
+                });
+            }
             // A workflow's job waiting for others is released by the server, not a person.
             KeyCode::Char('a')
                 if job.status == JobStatus::Blocked
@@ -630,6 +640,21 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_queued_others_retries_their_failures_with_r() {
+        let mut v = JobDetailView::default();
+        let mut parent = job("01", "acme/app", JobStatus::Success);
+        parent.children = vec!["02".into(), "03".into()];
+        v.open(parent);
+        let EventResult::Action(Action::Confirm { command, prompt }) =
+            v.handle_event(&key(KeyCode::Char('R')))
+        else {
+            panic!("R must ask for confirmation");
+        };
+        assert_eq!(command, Command::RetryFailed("01".into()));
+        assert!(prompt.contains("failed jobs that job 01"), "{prompt}");
+    }
+
+    #[test]
     fn follows_by_default_and_f_toggles() {
         let mut v = opened(100);
         assert!(v.follow);
@@ -767,6 +792,13 @@ mod tests {
             panic!("r must ask for confirmation");
         };
         assert_eq!(command, Command::Retry("01".into()));
+        assert!(
+            !matches!(
+                v.handle_event(&key(KeyCode::Char('R'))),
+                EventResult::Action(_)
+            ),
+            "R only for a job that queued others"
+        );
         assert_eq!(
             v.handle_event(&key(KeyCode::Char('y'))),
             EventResult::Action(Action::Run(Command::Copy("01".into())))

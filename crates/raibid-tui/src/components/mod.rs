@@ -36,6 +36,8 @@ pub(crate) enum Command {
     FollowJob(String),
     Cancel(String),
     Retry(String),
+    /// Retry the failed jobs this one queued (matrix variants, workflows).
+    RetryFailed(String),
     /// Let a blocked job (waiting for approval) run.
     Approve(String),
     /// Put text on the clipboard of the terminal the user sits at (OSC 52).
