@@ -125,14 +125,21 @@ fn with_badges(mut paths: Value) -> Value {
             "parameters": [
                 path("owner", "The repository's owner, as the forge names it."),
                 path("name", "The repository's name."),
-                query("branch", "The branch, like main.", json!({ "type": "string" }))
+                query("branch", "The branch, like main.", json!({ "type": "string" })),
+                query(
+                    "workflow",
+                    "One workflow of .raibid/ (its file name without .yaml): the newest \
+                     finished build of the branch that ran it, its jobs (every matrix \
+                     variant) combined; the badge's label is the workflow's name.",
+                    json!({ "type": "string" })
+                )
             ],
             "responses": {
                 "200": {
                     "description": "The badge.",
                     "content": { "image/svg+xml": { "schema": { "type": "string" } } }
                 },
-                "400": error("Not a repository name (owner/name)."),
+                "400": error("Not a repository name (owner/name), or not a workflow name."),
                 "401": error(
                     "Missing or invalid bearer token (only with server.read_requires_token)."
                 ),

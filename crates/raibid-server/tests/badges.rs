@@ -52,6 +52,11 @@ async fn running(server: &TestServer, spec: NewJob) -> Claimed {
 
 /// The badge's verdict, from its accessible label, after checking what a README needs.
 async fn badge(server: &TestServer, query: &str) -> String {
+    labelled(server, query, "build").await
+}
+
+/// The verdict of a badge whose label is `label`.
+async fn labelled(server: &TestServer, query: &str, label: &str) -> String {
     let response = server
         .get(&format!("/api/v1/repos/{REPO}/badge.svg{query}"))
         .await;
@@ -63,7 +68,7 @@ async fn badge(server: &TestServer, query: &str) -> String {
     assert_eq!(response.headers()["cache-control"], "no-cache, max-age=0");
     let svg = response.text().await.unwrap();
     let label = svg
-        .split("aria-label=\"build: ")
+        .split(&format!("aria-label=\"{label}: "))
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_else(|| panic!("no label in {svg}"));
@@ -134,6 +139,84 @@ async fn badges_show_the_newest_finished_build_of_the_branch() {
             .unwrap()
     );
     assert_eq!(badge(&server, "?branch=main").await, "failing");
+}
+
+/// `?workflow=`: one workflow of `.raibid/`, as GitHub's per-workflow badges, from the newest
+/// finished build of the branch that ran it.
+#[tokio::test]
+async fn a_badge_may_show_one_workflow() {
+    let server = TestServer::start().await;
+    let child = |parent: &str, workflow: &str, variant: Option<&str>| {
+        let mut spec = push("main");
+        spec.matrix_parent = Some(parent.to_owned());
+        spec.env.insert("RAIBID_WORKFLOW".into(), workflow.into());
+        if let Some(variant) = variant {
+            spec.env.insert("RAIBID_MATRIX".into(), variant.into());
+        }
+        spec
+    };
+    // A push ran build (passed) and test's two variants (one failed).
+    let older = job(&server, push("main"), JobStatus::Success).await;
+    let kids = [
+        job(&server, child(&older, "build", None), JobStatus::Success).await,
+        job(
+            &server,
+            child(&older, "test", Some("A=1")),
+            JobStatus::Success,
+        )
+        .await,
+        job(
+            &server,
+            child(&older, "test", Some("A=2")),
+            JobStatus::Failure,
+        )
+        .await,
+    ];
+    server.queue.set_children(&older, &kids).await.unwrap();
+    assert_eq!(
+        labelled(&server, "?branch=main&workflow=build", "build").await,
+        "passing"
+    );
+    assert_eq!(
+        labelled(&server, "?branch=main&workflow=test", "test").await,
+        "failing"
+    );
+    assert_eq!(
+        labelled(&server, "?branch=main&workflow=deploy", "deploy").await,
+        "unknown"
+    );
+    assert_eq!(badge(&server, "?branch=main").await, "failing");
+
+    // A newer push ran build only (test's `when` left it out), and it failed.
+    let newer = job(&server, push("main"), JobStatus::Success).await;
+    let kid = job(&server, child(&newer, "build", None), JobStatus::Failure).await;
+    server.queue.set_children(&newer, &[kid]).await.unwrap();
+    assert_eq!(
+        labelled(&server, "?branch=main&workflow=build", "build").await,
+        "failing"
+    );
+    assert_eq!(
+        labelled(&server, "?branch=main&workflow=test", "test").await,
+        "failing",
+        "the newest build that ran test"
+    );
+    // One workflow submitted by hand is a build of it.
+    let mut alone = push("main");
+    alone.env.insert("RAIBID_WORKFLOW".into(), "deploy".into());
+    job(&server, alone, JobStatus::Success).await;
+    assert_eq!(
+        labelled(&server, "?branch=main&workflow=deploy", "deploy").await,
+        "passing"
+    );
+    assert_eq!(
+        labelled(&server, "?branch=main&workflow=build", "build").await,
+        "failing"
+    );
+
+    let response = server
+        .get(&format!("/api/v1/repos/{REPO}/badge.svg?workflow=a/b"))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

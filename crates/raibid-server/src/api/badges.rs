@@ -31,6 +31,8 @@ const PAGE: usize = 50;
 #[derive(Debug, Deserialize)]
 pub(crate) struct BadgeParams {
     branch: Option<String>,
+    /// One workflow of `.raibid/`, as GitHub's per-workflow badges.
+    workflow: Option<String>,
 }
 
 /// What a badge says.
@@ -90,23 +92,34 @@ pub(crate) async fn badge(
         message: m.to_owned(),
     })?;
     let branch = params.branch.filter(|b| !b.is_empty());
-    let verdict = newest_verdict(&state, &repo, branch.as_deref()).await?;
+    let workflow = params.workflow.filter(|w| !w.is_empty());
+    if let Some(workflow) = &workflow
+        && !raibid_pipeline::valid_workflow_name(workflow)
+    {
+        return Err(ApiError::InvalidParameter {
+            name: "workflow",
+            message: "not a workflow name: letters, digits, '.', '_' and '-', at most 64".into(),
+        });
+    }
+    let verdict = newest_verdict(&state, &repo, branch.as_deref(), workflow.as_deref()).await?;
     Ok((
         [
             (CONTENT_TYPE, "image/svg+xml;charset=utf-8"),
             // Proxies that fetch README images (GitHub's camo) keep them otherwise.
             (CACHE_CONTROL, "no-cache, max-age=0"),
         ],
-        svg("build", verdict),
+        svg(workflow.as_deref().unwrap_or("build"), verdict),
     )
         .into_response())
 }
 
-/// The verdict of the newest finished build of `branch` (any branch when `None`).
+/// The verdict of the newest finished build of `branch` (any branch when `None`), or of the
+/// newest that ran `workflow` to its end.
 async fn newest_verdict(
     state: &AppState,
     repo: &str,
     branch: Option<&str>,
+    workflow: Option<&str>,
 ) -> Result<Verdict, ApiError> {
     let queue = state.queue();
     let filter = JobFilter {
@@ -122,7 +135,7 @@ async fn newest_verdict(
             if !about_branch(job, branch) {
                 continue;
             }
-            if let Some(verdict) = verdict(state, job).await? {
+            if let Some(verdict) = verdict(state, job, workflow).await? {
                 return Ok(verdict);
             }
         }
@@ -145,17 +158,37 @@ fn about_branch(job: &Job, branch: Option<&str>) -> bool {
         }
 }
 
-/// `None` while the job (or any of its matrix variants) has not finished.
-async fn verdict(state: &AppState, job: &Job) -> Result<Option<Verdict>, ApiError> {
+/// `None` while the job (or any of its matrix variants) has not finished; with `workflow`,
+/// also when the build did not run that workflow (its `when` left it out, or the build
+/// failed before queueing it).
+async fn verdict(
+    state: &AppState,
+    job: &Job,
+    workflow: Option<&str>,
+) -> Result<Option<Verdict>, ApiError> {
     if !job.status.is_final() {
         return Ok(None);
     }
+    // A build of that one workflow (`raibid job submit --env RAIBID_WORKFLOW=...`) is judged
+    // as any build.
+    let of_workflow = |j: &Job| j.spec.env.get("RAIBID_WORKFLOW").map(String::as_str) == workflow;
+    let whole = workflow.is_none() || of_workflow(job);
     if job.children.is_empty() || job.status != JobStatus::Success {
-        return Ok(Verdict::of_job(job.status));
+        return Ok(if whole {
+            Verdict::of_job(job.status)
+        } else {
+            None
+        });
     }
     // At once, as the reporter reads them: the shared connection pipelines the reads.
-    let children =
+    let mut children =
         futures::future::try_join_all(job.children.iter().map(|id| state.queue().get(id))).await?;
+    if !whole {
+        children.retain(|child| child.as_ref().is_some_and(of_workflow));
+        if children.is_empty() {
+            return Ok(None);
+        }
+    }
     Ok(match matrix_status(job, &children, "").state {
         StatusState::Pending => None,
         StatusState::Success => Some(Verdict::Passing),
