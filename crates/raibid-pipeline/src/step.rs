@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
-use crate::de::{CheckedMap, StepEnvMap, UniqueList, checked_str};
+use crate::de::{CheckedMap, OneOrMany, StepEnvMap, UniqueList, checked_str};
 use crate::duration::Timeout;
 use crate::image_build::{ImageBuild, ImageBuildDe};
 use crate::names;
@@ -98,6 +98,29 @@ checked_str!(StepName: String, "a step name", names::step_name);
 checked_str!(Failure: OnFailure, "fail or ignore", on_failure);
 checked_str!(Retries: u32, "a number of retries from 0 to 5", retries);
 checked_str!(Script: String, "a shell script (use `|` for several lines)", script);
+
+/// One command of `commands:`.
+fn command(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("an empty command; remove it".to_owned());
+    }
+    if s.contains('\0') {
+        return Err("a command may not contain a NUL character".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
+/// `commands:` (Woodpecker's key; GitLab's `script:`): a list of commands, run as one script,
+/// one after the other, the first that fails failing the step, as `run` runs its lines.
+fn commands<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    OneOrMany::new(
+        "a command or a list of commands",
+        "an empty list of commands; give the commands to run",
+        command,
+    )
+    .deserialize(d)
+    .map(Some)
+}
 checked_str!(
     /// Shared with the pipeline-level `image`.
     ImageRef: String, "a container image like rust:1.85", names::image_ref);
@@ -111,6 +134,8 @@ pub(crate) fn secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 struct RawStep {
     name: Option<StepName>,
     run: Option<Script>,
+    #[serde(default, alias = "script", deserialize_with = "commands")]
+    commands: Option<Vec<String>>,
     image_build: Option<ImageBuildDe>,
     image: Option<ImageRef>,
     pull: Option<bool>,
@@ -150,8 +175,21 @@ impl RawStep {
                 "step name {name:?} is used by an earlier step; step names must be unique"
             ));
         }
-        let kind = match (self.run, self.image_build) {
-            (Some(Script(script)), None) => StepKind::Run { script },
+        let run = match (self.run, self.commands) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "step {name:?} has both `run` and `commands`; keep one (`commands` is a list \
+                     of the lines `run` would hold)"
+                ));
+            }
+            (Some(Script(script)), None) => Some(script),
+            // Each command on its own line: the shell runs them in turn and `-e` stops at the
+            // first that fails, as Woodpecker does.
+            (None, Some(commands)) => Some(commands.iter().map(|c| format!("{c}\n")).collect()),
+            (None, None) => None,
+        };
+        let kind = match (run, self.image_build) {
+            (Some(script), None) => StepKind::Run { script },
             (None, Some(ImageBuildDe(build))) => {
                 if self.image.is_some() {
                     return Err(format!(
@@ -182,12 +220,12 @@ impl RawStep {
             }
             (Some(_), Some(_)) => {
                 return Err(format!(
-                    "step {name:?} has both `run` and `image-build`; a step does one of them, so split it into two steps"
+                    "step {name:?} has both `run` (or `commands`) and `image-build`; a step does one of them, so split it into two steps"
                 ));
             }
             (None, None) => {
                 return Err(format!(
-                    "step {name:?} has nothing to do: give it `run` (commands) or `image-build`"
+                    "step {name:?} has nothing to do: give it `run` (or `commands`) or `image-build`"
                 ));
             }
         };
@@ -390,6 +428,51 @@ mod tests {
             error_at("- name: a\n  run: a\n- name: b\n  run: b\n  depends_on: [a, a]\n");
         assert_eq!((line, column), (5, 19), "{message}");
         assert!(message.contains("twice"), "{message}");
+    }
+
+    /// Woodpecker's `commands:` (and GitLab's `script:`): the lines of a `run`.
+    #[test]
+    fn commands_are_the_lines_of_a_run_script() {
+        let s = steps(
+            "- name: a\n  commands:\n    - cargo build\n    - cargo test --locked\n- name: b\n  script: make\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s[0].kind,
+            StepKind::Run {
+                script: "cargo build\ncargo test --locked\n".to_owned()
+            }
+        );
+        assert_eq!(
+            s[1].kind,
+            StepKind::Run {
+                script: "make\n".to_owned()
+            }
+        );
+        for (yaml, line, column, says) in [
+            (
+                "- name: a\n  commands: []\n",
+                2,
+                13,
+                "an empty list of commands",
+            ),
+            (
+                "- name: a\n  commands: [make, \"  \"]\n",
+                2,
+                20,
+                "an empty command",
+            ),
+            (
+                "- name: a\n  run: make\n  commands: [make]\n",
+                1,
+                3,
+                "both `run` and `commands`",
+            ),
+        ] {
+            let (l, c, message) = error_at(yaml);
+            assert_eq!((l, c), (line, column), "{yaml}: {message}");
+            assert!(message.contains(says), "{yaml}: {message}");
+        }
     }
 
     #[test]
