@@ -6,9 +6,9 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::de::{CheckedMap, OneOrMany, StepEnvMap, UniqueList, checked_str};
+use crate::de::{CheckedMap, OneOrMany, StepEnvMap, StrCheck, UniqueList, checked_str};
 use crate::duration::Timeout;
 use crate::image_build::{ImageBuild, ImageBuildDe};
 use crate::names;
@@ -139,6 +139,8 @@ struct RawStep {
     image_build: Option<ImageBuildDe>,
     image: Option<ImageRef>,
     pull: Option<bool>,
+    /// `environment` is Woodpecker's spelling.
+    #[serde(alias = "environment")]
     env: Option<StepEnvMap>,
     timeout: Option<Timeout>,
     when: Option<StepWhen>,
@@ -175,6 +177,11 @@ impl RawStep {
                 "step name {name:?} is used by an earlier step; step names must be unique"
             ));
         }
+        let run_key = if self.commands.is_some() {
+            "commands"
+        } else {
+            "run"
+        };
         let run = match (self.run, self.commands) {
             (Some(_), Some(_)) => {
                 return Err(format!(
@@ -220,7 +227,7 @@ impl RawStep {
             }
             (Some(_), Some(_)) => {
                 return Err(format!(
-                    "step {name:?} has both `run` (or `commands`) and `image-build`; a step does one of them, so split it into two steps"
+                    "step {name:?} has both `{run_key}` and `image-build`; a step does one of them, so split it into two steps"
                 ));
             }
             (None, None) => {
@@ -348,7 +355,7 @@ pub(crate) struct Steps(pub(crate) Vec<Step>);
 
 impl<'de> Deserialize<'de> for Steps {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_seq(StepsVisitor)
+        d.deserialize_any(StepsVisitor)
     }
 }
 
@@ -358,7 +365,48 @@ impl<'de> Visitor<'de> for StepsVisitor {
     type Value = Steps;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of steps, each starting with `- name:`")
+        f.write_str(
+            "a list of steps, each starting with `- name:` (or a mapping of step names to \
+             steps)",
+        )
+    }
+
+    /// Woodpecker's other form, `steps: { build: { ... }, test: { ... } }`: each key is a
+    /// step's name, in the order written.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Steps, A::Error> {
+        let mut steps = Vec::new();
+        let mut taken = BTreeSet::new();
+        while let Some(name) = map.next_key_seed(StrCheck::new("a step name", |name: &str| {
+            let name = names::step_name(name)?;
+            if taken.contains(&name) {
+                return Err(format!(
+                    "step {name:?} is given twice; step names must be unique"
+                ));
+            }
+            Ok(name)
+        }))? {
+            let step = map.next_value_seed(CheckedMap::new(
+                "a step: a mapping with either `run` (or `commands`) or `image-build`, under \
+                 its name (or a list of steps, each starting with `- name:`)",
+                |mut raw: RawStep| {
+                    if raw.name.is_some() {
+                        return Err(format!(
+                            "step {name:?}: its name is its key here; remove `name`"
+                        ));
+                    }
+                    raw.name = Some(StepName(name.clone()));
+                    raw.into_step(&taken)
+                },
+            ))?;
+            taken.insert(step.name.clone());
+            steps.push(step);
+        }
+        if steps.is_empty() {
+            return Err(de::Error::custom(
+                "the mapping is empty; a pipeline needs at least one step",
+            ));
+        }
+        Ok(Steps(steps))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Steps, A::Error> {
@@ -428,6 +476,41 @@ mod tests {
             error_at("- name: a\n  run: a\n- name: b\n  run: b\n  depends_on: [a, a]\n");
         assert_eq!((line, column), (5, 19), "{message}");
         assert!(message.contains("twice"), "{message}");
+    }
+
+    /// Woodpecker's other form of `steps`, a mapping from names to steps, in the order written,
+    /// with its `environment` spelling of `env`.
+    #[test]
+    fn steps_may_be_a_mapping_of_names_to_steps() {
+        let s = steps(
+            "build:\n  image: rust:1\n  commands:\n    - cargo build\n  environment:\n    CARGO_TERM_COLOR: always\n\
+             test:\n  commands: [cargo test]\n  depends_on: [build]\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["build", "test"]);
+        assert_eq!(s[0].env["CARGO_TERM_COLOR"], "always");
+        assert_eq!(s[1].depends_on, Some(vec!["build".to_owned()]));
+        for (yaml, line, column, says) in [
+            (
+                "a:\n  name: b\n  run: x\n",
+                2,
+                3,
+                "its name is its key here",
+            ),
+            ("a:\n  run: x\na:\n  run: y\n", 3, 1, "is given twice"),
+            ("{}\n", 1, 1, "the mapping is empty"),
+            (
+                "a:\n  run: x\n  env: {A: b}\n  environment: {C: d}\n",
+                2,
+                3,
+                "duplicate field",
+            ),
+        ] {
+            let (l, c, message) = error_at(yaml);
+            assert_eq!((l, c), (line, column), "{yaml}: {message}");
+            assert!(message.contains(says), "{yaml}: {message}");
+        }
     }
 
     /// Woodpecker's `commands:` (and GitLab's `script:`): the lines of a `run`.

@@ -949,6 +949,35 @@ fn a_matrix_filter_names_variables_of_the_matrix() {
     assert!(e.message.contains("the pipeline has no `matrix`"), "{e}");
 }
 
+/// A file written for Woodpecker 2 runs as it is.
+#[test]
+fn a_woodpecker_file_parses_as_written() {
+    let p = sample("woodpecker-style.yaml");
+    let names: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["lint", "test", "release"]);
+    assert_eq!(
+        p.steps[0].kind,
+        StepKind::Run {
+            script: "cargo fmt --check\ncargo clippy -- -D warnings\n".into()
+        }
+    );
+    assert_eq!(p.steps[1].env["CARGO_TERM_COLOR"], "always");
+    assert_eq!(p.steps[2].image.as_deref(), Some("rust:1.85"));
+    assert!(p.runs_as_graph());
+    let tag = TriggerContext {
+        git_ref: Some("refs/tags/v1.2".into()),
+        ..TriggerContext::new(Event::Tag, None, Some("v1.2".into()))
+    };
+    assert!(p.when.matches(&tag));
+    assert!(p.steps[2].when.matches(&tag));
+    let nightly = TriggerContext {
+        cron: Some("nightly".into()),
+        ..TriggerContext::new(Event::Cron, Some("main".into()), None)
+    };
+    assert!(p.when.matches(&nightly));
+    assert!(!p.steps[2].when.matches(&nightly));
+}
+
 #[test]
 fn a_pipeline_may_name_its_concurrency_group() {
     let steps = "steps:\n  - name: deploy\n    run: ./deploy.sh\n";
