@@ -1509,6 +1509,8 @@ fn why_skipped(keys: &[&str], trigger: &TriggerContext) -> (String, String) {
             Some(cron) => format!("the job's schedule is {cron}"),
             None => "the job is not of a schedule".to_owned(),
         },
+        // Only steps have `matrix` filters; kept for the wording should that change.
+        "matrix" => "the job's matrix variant differs".to_owned(),
         _ => match &trigger.changed_files {
             Some(files) => format!("none of the {} changed file(s) is wanted", files.len()),
             None => "the changes are not known".to_owned(),
