@@ -29,24 +29,52 @@ fn in_step(pid: i32) -> bool {
     })
 }
 
-/// Kills the agent of a running step `kills` times (a different agent process each time), or
-/// until every job has finished. Half a second into the step, so that its first line has
-/// reached the job log.
+/// The job agent `agent` is running, read straight from Redis.
+fn job_of_agent(conn: &mut redis::Connection, agent: &str) -> Option<String> {
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg("raibid:ci-jobs:jobs:status:running")
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .unwrap();
+    ids.into_iter().find(|id| {
+        let holder: Option<String> = redis::cmd("HGET")
+            .arg(format!("raibid:ci-jobs:job:{id}"))
+            .arg("agent")
+            .query(conn)
+            .unwrap();
+        holder.as_deref() == Some(agent)
+    })
+}
+
+/// Kills the agent of a running step `kills` times, each time of another job (killing one
+/// job's agent `max_attempts` times would rightly give the job up), or until every job has
+/// finished. Half a second into the step, so that its first line has reached the job log.
 fn killer(up: &Up, tap: &EventTap, jobs: usize, kills: usize) -> usize {
+    let mut conn = up.redis.connection();
     let mut killed = BTreeSet::new();
+    let mut spared = BTreeSet::new();
     let mut seen: BTreeMap<i32, Instant> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(size(180, 900));
     while killed.len() < kills && tap.finished() < jobs && Instant::now() < deadline {
-        for (pid, _) in up.agents() {
-            if killed.contains(&pid) || !procs::is_alive(pid) || !in_step(pid) {
+        for (pid, name) in up.agents() {
+            if spared.contains(&pid) || !procs::is_alive(pid) || !in_step(pid) {
                 seen.remove(&pid);
                 continue;
             }
             let since = *seen.entry(pid).or_insert_with(Instant::now);
-            if since.elapsed() >= Duration::from_millis(500) {
-                procs::signal(pid, Signal::SIGKILL);
-                killed.insert(pid);
-                break;
+            if since.elapsed() < Duration::from_millis(500) {
+                continue;
+            }
+            match job_of_agent(&mut conn, &name) {
+                Some(job) if !killed.contains(&job) => {
+                    procs::signal(pid, Signal::SIGKILL);
+                    killed.insert(job);
+                    break;
+                }
+                _ => {
+                    spared.insert(pid);
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(20));
