@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use raibid_model::{Job, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_pipeline::{
-    Cache, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind, TagContext,
-    TriggerContext,
+    Cache, GroupContext, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind,
+    TagContext, TriggerContext,
 };
 use raibid_queue::{Claimed, Enqueued, GroupClaim, Heartbeat, Queue, QueueError, ReleaseResult};
 use tokio::sync::mpsc;
@@ -544,8 +544,17 @@ impl Runner {
             MatrixStep::Expanded(outcome) => return outcome,
         };
         trigger.matrix.clone_from(&variant_env);
-        if let Some(group) = &pipeline.concurrency {
-            match self.take_group(claimed, group, log).await {
+        if let Some(template) = &pipeline.concurrency {
+            let group = raibid_pipeline::concurrency_group(
+                template,
+                &GroupContext {
+                    branch: job.build_branch().map(str::to_owned),
+                    git_ref: job.spec.git_ref.clone(),
+                    event: job.spec.event,
+                    matrix: job.spec.env.get("RAIBID_MATRIX").cloned(),
+                },
+            );
+            match self.take_group(claimed, &group, log).await {
                 Ok(None) => {}
                 Ok(Some(stop_reason)) => {
                     reason.set(stop_reason);

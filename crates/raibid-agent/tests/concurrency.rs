@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use raibid_agent::{JobEnd, SecretStore};
-use raibid_model::{JobStatus, Outcome, PoolName};
+use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName};
 use raibid_queue::GroupClaim;
 use raibid_testkit::GitRepo;
 
@@ -84,4 +84,53 @@ async fn a_job_waits_for_its_group_without_an_agent_and_runs_when_it_is_free() {
         "{log}"
     );
     assert!(log.contains(&format!("deploying {sha}")), "{log}");
+}
+
+/// `concurrency: deploy-{branch}`: one group per branch, filled in for each job.
+#[tokio::test]
+async fn a_group_template_makes_a_group_per_branch() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "concurrency: deploy-{branch}\nsteps:\n  - name: deploy\n    run: echo deployed\n",
+        )],
+        "deploy per branch",
+    );
+    let on = |branch: &str| {
+        NewJob::new(
+            "acme/app",
+            repo.url(),
+            format!("refs/heads/{branch}"),
+            sha.clone(),
+            Event::Push,
+        )
+    };
+    // A deployment of main holds `deploy-main`.
+    let holder = h.enqueue_spec(on("main")).await;
+    let mut elsewhere = h.queue.claimer("elsewhere").await.unwrap();
+    let held = elsewhere
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.job.id, holder.id);
+    h.queue.acquire_group(&held, "deploy-main").await.unwrap();
+
+    let feature = h.enqueue_spec(on("feature/login")).await;
+    let main = h.enqueue_spec(on("main")).await;
+    let runner = h.runner(SecretStore::default());
+    let ends = h.run_once(runner.clone()).await;
+    assert_eq!(ends, [(feature.id.clone(), JobEnd::Acked(JobStatus::Success))]);
+    assert_eq!(
+        h.job(&feature.id).await.concurrency.as_deref(),
+        Some("deploy-feature-login")
+    );
+    let ends = h.run_once(runner).await;
+    assert_eq!(ends, [(main.id.clone(), JobEnd::Parked)]);
+    assert_eq!(
+        h.job(&main.id).await.concurrency.as_deref(),
+        Some("deploy-main")
+    );
 }

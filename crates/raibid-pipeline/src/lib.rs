@@ -10,6 +10,7 @@
 mod artifacts;
 mod autodetect;
 mod cache;
+mod concurrency;
 mod de;
 mod duration;
 mod error;
@@ -31,6 +32,7 @@ pub use autodetect::{AutodetectError, Autodetected, RepoListing, autodetect};
 pub use cache::{
     Cache, CacheKeyError, CachePolicy, DEFAULT_CACHE_KEY, MAX_CACHE_KEY_LEN, MAX_CACHE_PATHS,
 };
+pub use concurrency::{GroupContext, MAX_GROUP_LEN, render as concurrency_group};
 pub use duration::{DurationError, MAX_TIMEOUT, parse_duration};
 pub use error::PipelineError;
 pub use image_build::ImageBuild;

@@ -68,7 +68,8 @@ pub struct Pipeline {
     /// A concurrency group of the repository (`concurrency: deploy`, GitLab's
     /// `resource_group`, GitHub's `concurrency` without cancelling): at most one job of the
     /// group runs its steps at a time; the others wait, `blocked`, oldest first, holding no
-    /// agent. `None`: no limit.
+    /// agent. A template (`deploy-{branch}`), rendered for each job by
+    /// [`crate::concurrency_group`]. `None`: no limit.
     pub concurrency: Option<String>,
 }
 
@@ -200,19 +201,11 @@ fn pool<'de, D: serde::Deserializer<'de>>(
     .map(Some)
 }
 
-/// A concurrency group's name: as a workflow's, since it names a Redis key and shows in
-/// commit statuses.
+/// A concurrency group's name, or a template of one (`deploy-{branch}`): it names a Redis key
+/// and shows in commit statuses.
 fn concurrency<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     StrCheck::new("a concurrency group name", |name: &str| {
-        if crate::workflows::valid_name(name) {
-            Ok(name.to_owned())
-        } else {
-            Err(format!(
-                "invalid concurrency group {name:?}: use letters, digits, '.', '_' and '-', \
-                 at most {} characters, starting with a letter or digit",
-                crate::workflows::MAX_WORKFLOW_NAME_LEN
-            ))
-        }
+        crate::concurrency::check(name).map(|()| name.to_owned())
     })
     .deserialize(d)
     .map(Some)
