@@ -97,7 +97,10 @@ impl std::str::FromStr for Forge {
 }
 
 /// The life of a job. `Queued -> Running -> {Success, Failure, Error, Cancelled}`; a job whose
-/// agents keep dying ends in `Dead` (moved to the dead-letter stream).
+/// agents keep dying ends in `Dead` (moved to the dead-letter stream). `Blocked` comes before
+/// `Queued` for a job waiting for a person, for the workflows it depends on (ending `Skipped`
+/// when they end otherwise than it wants), or for its concurrency group (a running job parked
+/// there goes `Running -> Blocked` without counting an attempt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
