@@ -122,7 +122,10 @@ async fn a_group_template_makes_a_group_per_branch() {
     let main = h.enqueue_spec(on("main")).await;
     let runner = h.runner(SecretStore::default());
     let ends = h.run_once(runner.clone()).await;
-    assert_eq!(ends, [(feature.id.clone(), JobEnd::Acked(JobStatus::Success))]);
+    assert_eq!(
+        ends,
+        [(feature.id.clone(), JobEnd::Acked(JobStatus::Success))]
+    );
     assert_eq!(
         h.job(&feature.id).await.concurrency.as_deref(),
         Some("deploy-feature-login")

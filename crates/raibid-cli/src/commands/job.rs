@@ -330,6 +330,7 @@ pub fn jobs_table(jobs: &[Job]) -> String {
                 j.spec.repo.clone(),
                 j.spec.git_ref.trim_start_matches("refs/").to_owned(),
                 short(&j.spec.sha).to_owned(),
+                label(j),
                 j.spec.pool.to_string(),
                 j.status.to_string(),
                 j.agent.clone().unwrap_or_default(),
@@ -340,10 +341,28 @@ pub fn jobs_table(jobs: &[Job]) -> String {
         .collect();
     table(
         &[
-            "ID", "REPO", "REF", "SHA", "POOL", "STATUS", "AGENT", "QUEUED", "DURATION",
+            "ID", "REPO", "REF", "SHA", "JOB", "POOL", "STATUS", "AGENT", "QUEUED", "DURATION",
         ],
         &rows,
     )
+}
+
+/// What tells a job apart from the others of its push, as its commit status's context ends:
+/// `<workflow>`, `<workflow>/<variant>` or `<variant>`; empty for a push's first job.
+fn label(job: &Job) -> String {
+    let workflow = job.spec.env.get("RAIBID_WORKFLOW");
+    // A first job holds `RAIBID_MATRIX` only as a variant; without a parent it is the whole.
+    let variant = job
+        .spec
+        .env
+        .get("RAIBID_MATRIX")
+        .filter(|_| job.spec.matrix_parent.is_some());
+    match (workflow, variant) {
+        (Some(w), Some(v)) => format!("{w}/{v}"),
+        (Some(w), None) => w.clone(),
+        (None, Some(v)) => v.clone(),
+        (None, None) => String::new(),
+    }
 }
 
 fn describe(job: &Job) -> String {
@@ -471,6 +490,42 @@ mod tests {
         ] {
             assert!(shown.contains(line), "{line:?} in\n{shown}");
         }
+    }
+
+    #[test]
+    fn the_job_list_names_each_job_of_a_push() {
+        let job = |env: &[(&str, &str)], parent: bool| {
+            let mut spec = raibid_model::NewJob::new(
+                "acme/app",
+                "u",
+                "refs/heads/main",
+                "a".repeat(40),
+                raibid_model::Event::Push,
+            );
+            for (k, v) in env {
+                spec.env.insert((*k).into(), (*v).into());
+            }
+            spec.matrix_parent = parent.then(|| "P".into());
+            Job::queued("J".to_owned(), spec, Utc::now())
+        };
+        let jobs = [
+            job(&[], false),
+            job(
+                &[("RAIBID_WORKFLOW", "test"), ("RAIBID_MATRIX", "RUST=1.80")],
+                true,
+            ),
+            job(&[("RAIBID_WORKFLOW", "deploy")], true),
+            job(&[("RAIBID_MATRIX", "OS=linux")], true),
+            // Submitted as one variant by hand: the whole job.
+            job(&[("RAIBID_MATRIX", "OS=linux")], false),
+        ];
+        let labels: Vec<String> = jobs.iter().map(label).collect();
+        assert_eq!(labels, ["", "test/RUST=1.80", "deploy", "OS=linux", ""]);
+        let table = jobs_table(&jobs);
+        assert!(
+            table.lines().next().unwrap().contains("SHA         JOB"),
+            "{table}"
+        );
     }
 
     #[test]
