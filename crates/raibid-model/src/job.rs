@@ -503,6 +503,23 @@ impl Job {
         }
     }
 
+    /// What tells the job apart from the others of its push, as its commit status's context
+    /// ends: `<workflow>`, `<workflow>/<variant>` or `<variant>`. A variant counts only on a
+    /// variant job (one with a parent): the first job of a matrix stands for the whole.
+    pub fn label(&self) -> Option<String> {
+        let workflow = self.spec.env.get("RAIBID_WORKFLOW");
+        let variant = self
+            .spec
+            .matrix_parent
+            .as_ref()
+            .and(self.spec.env.get("RAIBID_MATRIX"));
+        match (workflow, variant) {
+            (Some(workflow), Some(variant)) => Some(format!("{workflow}/{variant}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+            (None, None) => None,
+        }
+    }
+
     /// Tag name for `refs/tags/*`.
     pub fn tag(&self) -> Option<&str> {
         self.spec.git_ref.strip_prefix("refs/tags/")

@@ -330,7 +330,7 @@ pub fn jobs_table(jobs: &[Job]) -> String {
                 j.spec.repo.clone(),
                 j.spec.git_ref.trim_start_matches("refs/").to_owned(),
                 short(&j.spec.sha).to_owned(),
-                label(j),
+                j.label().unwrap_or_default(),
                 j.spec.pool.to_string(),
                 j.status.to_string(),
                 j.agent.clone().unwrap_or_default(),
@@ -345,24 +345,6 @@ pub fn jobs_table(jobs: &[Job]) -> String {
         ],
         &rows,
     )
-}
-
-/// What tells a job apart from the others of its push, as its commit status's context ends:
-/// `<workflow>`, `<workflow>/<variant>` or `<variant>`; empty for a push's first job.
-fn label(job: &Job) -> String {
-    let workflow = job.spec.env.get("RAIBID_WORKFLOW");
-    // A first job holds `RAIBID_MATRIX` only as a variant; without a parent it is the whole.
-    let variant = job
-        .spec
-        .env
-        .get("RAIBID_MATRIX")
-        .filter(|_| job.spec.matrix_parent.is_some());
-    match (workflow, variant) {
-        (Some(w), Some(v)) => format!("{w}/{v}"),
-        (Some(w), None) => w.clone(),
-        (None, Some(v)) => v.clone(),
-        (None, None) => String::new(),
-    }
 }
 
 fn describe(job: &Job) -> String {
@@ -519,7 +501,7 @@ mod tests {
             // Submitted as one variant by hand: the whole job.
             job(&[("RAIBID_MATRIX", "OS=linux")], false),
         ];
-        let labels: Vec<String> = jobs.iter().map(label).collect();
+        let labels: Vec<String> = jobs.iter().map(|j| j.label().unwrap_or_default()).collect();
         assert_eq!(labels, ["", "test/RUST=1.80", "deploy", "OS=linux", ""]);
         let table = jobs_table(&jobs);
         assert!(

@@ -32,7 +32,7 @@ pub(crate) fn matrix_status(
             .iter()
             .flatten()
             .filter(|child| wanted.contains(&child.status))
-            .map(|child| label(child).unwrap_or_else(|| child.id.clone()))
+            .map(|child| child.label().unwrap_or_else(|| child.id.clone()))
             .collect()
     };
     // A matrix's children are its variants; the workflows of `.raibid/` (and their variants),
@@ -111,26 +111,9 @@ fn target_url(job: &Job, public_url: &str) -> Option<String> {
 /// workflow and variant keep the jobs of one push apart, or the last to finish would win.
 pub(crate) fn context(job: &Job) -> String {
     let base = format!("raibid/{}/{}", job.spec.event, job.spec.pool);
-    match label(job) {
+    match job.label() {
         Some(label) => format!("{base}/{label}"),
         None => base,
-    }
-}
-
-/// What tells a job apart from the others of its push: `<workflow>`, `<workflow>/<variant>`
-/// or `<variant>`. A variant counts only on a variant job (one with a parent): the first job
-/// of a matrix shows the matrix as a whole.
-fn label(job: &Job) -> Option<String> {
-    let workflow = job.spec.env.get("RAIBID_WORKFLOW");
-    let variant = job
-        .spec
-        .matrix_parent
-        .as_ref()
-        .and(job.spec.env.get("RAIBID_MATRIX"));
-    match (workflow, variant) {
-        (Some(workflow), Some(variant)) => Some(format!("{workflow}/{variant}")),
-        (Some(one), None) | (None, Some(one)) => Some(one.clone()),
-        (None, None) => None,
     }
 }
 
