@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use raibid_agent::{JobEnd, SecretStore};
-use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName};
-use raibid_queue::GroupClaim;
+use raibid_model::{Event, Job, JobStatus, NewJob, Outcome, PoolName};
+use raibid_queue::{Claimed, GroupClaim};
 use raibid_testkit::GitRepo;
 
 mod support;
@@ -14,6 +14,22 @@ use support::Harness;
 
 const DEPLOY: &str =
     "concurrency: production\nsteps:\n  - name: deploy\n    run: echo deploying $CI_COMMIT_SHA\n";
+
+/// Claims `job` (the next queued) as an agent elsewhere would, and takes `group` for it.
+async fn hold(h: &Harness, job: &Job, group: &str) -> Claimed {
+    let mut elsewhere = h.queue.claimer("elsewhere").await.unwrap();
+    let held = elsewhere
+        .claim(&[PoolName::default()], Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.job.id, job.id);
+    assert_eq!(
+        h.queue.acquire_group(&held, group).await.unwrap(),
+        GroupClaim::Held
+    );
+    held
+}
 
 #[tokio::test]
 async fn a_job_waits_for_its_group_without_an_agent_and_runs_when_it_is_free() {
@@ -23,17 +39,7 @@ async fn a_job_waits_for_its_group_without_an_agent_and_runs_when_it_is_free() {
     // Another deployment of the repository holds the group (claimed by hand: its agent is
     // elsewhere).
     let holder = h.enqueue(&repo.url(), &sha).await;
-    let mut elsewhere = h.queue.claimer("elsewhere").await.unwrap();
-    let held = elsewhere
-        .claim(&[PoolName::default()], Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(held.job.id, holder.id);
-    assert_eq!(
-        h.queue.acquire_group(&held, "production").await.unwrap(),
-        GroupClaim::Held
-    );
+    let held = hold(&h, &holder, "production").await;
 
     let waiting = h.enqueue(&repo.url(), &sha).await;
     let runner = h.runner(SecretStore::default());
@@ -109,14 +115,7 @@ async fn a_group_template_makes_a_group_per_branch() {
     };
     // A deployment of main holds `deploy-main`.
     let holder = h.enqueue_spec(on("main")).await;
-    let mut elsewhere = h.queue.claimer("elsewhere").await.unwrap();
-    let held = elsewhere
-        .claim(&[PoolName::default()], Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(held.job.id, holder.id);
-    h.queue.acquire_group(&held, "deploy-main").await.unwrap();
+    hold(&h, &holder, "deploy-main").await;
 
     let feature = h.enqueue_spec(on("feature/login")).await;
     let main = h.enqueue_spec(on("main")).await;
