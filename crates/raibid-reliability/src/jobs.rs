@@ -207,6 +207,29 @@ pub async fn wait_final(client: &Client, id: &str, within: Duration) -> Job {
     }
 }
 
+/// The job agent `agent` ran (or runs), and its status now, read straight from Redis: a
+/// `raibid up` agent runs one job (`--once`) under a name of its own.
+pub fn job_of_agent(conn: &mut redis::Connection, agent: &str) -> Option<(String, String)> {
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg("raibid:ci-jobs:jobs")
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("HMGET")
+            .arg(format!("raibid:ci-jobs:job:{id}"))
+            .arg("agent")
+            .arg("status");
+    }
+    let fields: Vec<(Option<String>, Option<String>)> = pipe.query(conn).unwrap();
+    ids.into_iter()
+        .zip(fields)
+        .find(|(_, (a, _))| a.as_deref() == Some(agent))
+        .map(|(id, (_, status))| (id, status.unwrap_or_default()))
+}
+
 /// The whole stored log of job `id`.
 pub async fn log_of(client: &Client, id: &str) -> String {
     client.logs(id, None).await.unwrap().text

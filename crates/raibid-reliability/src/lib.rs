@@ -28,7 +28,9 @@ use nix::fcntl::Flock;
 pub use binary::{raibid_binary, workspace_root};
 pub use events::{EVENTS_KEY, EventTap, Transition};
 pub use git_server::GitServer;
-pub use jobs::{Ledger, Verdict, log_of, push_webhook, submit_until_accepted, wait_final};
+pub use jobs::{
+    Ledger, Verdict, job_of_agent, log_of, push_webhook, submit_until_accepted, wait_final,
+};
 pub use latency::{Latencies, LatencyProbe};
 pub use redis::{Durability, Redis};
 pub use service::Service;

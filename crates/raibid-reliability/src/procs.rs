@@ -42,6 +42,15 @@ pub fn cmdline(pid: i32) -> Option<String> {
     Some(String::from_utf8_lossy(&raw).replace('\0', " "))
 }
 
+/// Whether agent `pid` is running a step: it has a `bwrap` child whose command line names a
+/// job workspace (the `bwrap` outside one is the sandbox probe every agent runs at start).
+pub fn in_step(pid: i32) -> bool {
+    children(pid).into_iter().any(|kid| {
+        comm(kid).as_deref() == Some("bwrap")
+            && cmdline(kid).is_some_and(|c| c.contains("/workspaces/"))
+    })
+}
+
 /// Direct children of `pid`.
 pub fn children(pid: i32) -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

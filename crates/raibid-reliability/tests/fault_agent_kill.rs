@@ -9,7 +9,8 @@ use nix::sys::signal::Signal;
 use raibid_client::SubmitJob;
 use raibid_model::JobStatus;
 use raibid_reliability::{
-    EventTap, Ledger, Settings, Up, exclusive, procs, report, size, submit_until_accepted,
+    EventTap, Ledger, Settings, Up, exclusive, job_of_agent, procs, report, size,
+    submit_until_accepted,
 };
 use raibid_testkit::GitRepo;
 use serde_json::json;
@@ -28,19 +29,14 @@ enum Phase {
 
 const PHASES: [Phase; 3] = [Phase::Checkout, Phase::Step, Phase::AfterStep];
 
-/// What the agent is doing, as its child processes tell. (A `bwrap` outside a job workspace is
-/// the sandbox probe every agent runs when it starts.)
+/// What the agent is doing, as its child processes tell.
 fn observe(pid: i32) -> Option<Phase> {
-    let kids: Vec<(String, String)> = procs::children(pid)
+    let git = procs::children(pid)
         .into_iter()
-        .filter_map(|kid| Some((procs::comm(kid)?, procs::cmdline(kid)?)))
-        .collect();
-    if kids.iter().any(|(comm, _)| comm == "git") {
+        .any(|kid| procs::comm(kid).as_deref() == Some("git"));
+    if git {
         Some(Phase::Checkout)
-    } else if kids
-        .iter()
-        .any(|(comm, cmdline)| comm == "bwrap" && cmdline.contains("/workspaces/"))
-    {
+    } else if procs::in_step(pid) {
         Some(Phase::Step)
     } else {
         None
@@ -75,28 +71,6 @@ fn repository() -> (GitRepo, String) {
         "a pipeline with a slow checkout and a slow cleanup",
     );
     (repo, sha)
-}
-
-/// The job an agent was running, and its status now, read straight from Redis.
-fn job_of_agent(conn: &mut redis::Connection, agent: &str) -> Option<(String, String)> {
-    let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg("raibid:ci-jobs:jobs")
-        .arg(0)
-        .arg(-1)
-        .query(conn)
-        .unwrap();
-    let mut pipe = redis::pipe();
-    for id in &ids {
-        pipe.cmd("HMGET")
-            .arg(format!("raibid:ci-jobs:job:{id}"))
-            .arg("agent")
-            .arg("status");
-    }
-    let fields: Vec<(Option<String>, Option<String>)> = pipe.query(conn).unwrap();
-    ids.into_iter()
-        .zip(fields)
-        .find(|(_, (a, _))| a.as_deref() == Some(agent))
-        .map(|(id, (_, status))| (id, status.unwrap_or_default()))
 }
 
 /// Kills `kills` agents, cycling through the phases, until the kills are done or every job has

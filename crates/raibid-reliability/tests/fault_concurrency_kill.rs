@@ -10,7 +10,8 @@ use nix::sys::signal::Signal;
 use raibid_client::SubmitJob;
 use raibid_model::JobStatus;
 use raibid_reliability::{
-    EventTap, Ledger, Settings, Up, exclusive, log_of, procs, report, size, submit_until_accepted,
+    EventTap, Ledger, Settings, Up, exclusive, job_of_agent, log_of, procs, report, size,
+    submit_until_accepted,
 };
 use raibid_testkit::GitRepo;
 use serde_json::json;
@@ -19,33 +20,6 @@ use serde_json::json;
 const PIPELINE: &str = "concurrency: deploy\nsteps:\n  - name: deploy\n    run: |\n      \
                         echo \"start $(date +%s%N)\"\n      sleep 1\n      \
                         echo \"end $(date +%s%N)\"\n";
-
-/// Whether the agent's step sandbox is running (a `bwrap` of a job workspace; the one outside
-/// is the probe every agent runs when it starts).
-fn in_step(pid: i32) -> bool {
-    procs::children(pid).into_iter().any(|kid| {
-        procs::comm(kid).as_deref() == Some("bwrap")
-            && procs::cmdline(kid).is_some_and(|c| c.contains("/workspaces/"))
-    })
-}
-
-/// The job agent `agent` is running, read straight from Redis.
-fn job_of_agent(conn: &mut redis::Connection, agent: &str) -> Option<String> {
-    let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg("raibid:ci-jobs:jobs:status:running")
-        .arg(0)
-        .arg(-1)
-        .query(conn)
-        .unwrap();
-    ids.into_iter().find(|id| {
-        let holder: Option<String> = redis::cmd("HGET")
-            .arg(format!("raibid:ci-jobs:job:{id}"))
-            .arg("agent")
-            .query(conn)
-            .unwrap();
-        holder.as_deref() == Some(agent)
-    })
-}
 
 /// Kills the agent of a running step `kills` times, each time of another job (killing one
 /// job's agent `max_attempts` times would rightly give the job up), or until every job has
@@ -58,7 +32,7 @@ fn killer(up: &Up, tap: &EventTap, jobs: usize, kills: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(size(180, 900));
     while killed.len() < kills && tap.finished() < jobs && Instant::now() < deadline {
         for (pid, name) in up.agents() {
-            if spared.contains(&pid) || !procs::is_alive(pid) || !in_step(pid) {
+            if spared.contains(&pid) || !procs::is_alive(pid) || !procs::in_step(pid) {
                 seen.remove(&pid);
                 continue;
             }
@@ -67,7 +41,7 @@ fn killer(up: &Up, tap: &EventTap, jobs: usize, kills: usize) -> usize {
                 continue;
             }
             match job_of_agent(&mut conn, &name) {
-                Some(job) if !killed.contains(&job) => {
+                Some((job, _)) if !killed.contains(&job) => {
                     procs::signal(pid, Signal::SIGKILL);
                     killed.insert(job);
                     break;
