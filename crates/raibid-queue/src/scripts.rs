@@ -401,10 +401,10 @@ return 'requeued'
     .concat())
 });
 
-/// The final statuses, for scripts that look at another job's status.
-const FINAL_FN: &str = r#"
-local FINAL = {success = true, failure = true, error = true, cancelled = true, dead = true,
-  skipped = true}
+/// The statuses that are not final (`JobStatus::is_final`'s complement, so a final status
+/// added later needs no change here), for scripts that look at another job's status.
+const OPEN_FN: &str = r#"
+local OPEN = {blocked = true, queued = true, running = true}
 "#;
 
 /// A running job whose pipeline names a concurrency group takes it, or waits for it: its stream
@@ -418,7 +418,7 @@ local FINAL = {success = true, failure = true, error = true, cancelled = true, d
 pub(crate) static ACQUIRE_GROUP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &[
-            FINAL_FN,
+            OPEN_FN,
             r#"
 local cur = redis.call('HMGET', KEYS[1], 'status', 'entry', 'cancel_requested', 'attempt')
 if cur[1] ~= 'running' or cur[2] ~= ARGV[2] then return {'lost'} end
@@ -426,19 +426,16 @@ if cur[3] == '1' then return {'cancel'} end
 redis.call('HSET', KEYS[1], 'concurrency', ARGV[3])
 local holder = redis.call('GET', KEYS[2])
 if holder == ARGV[1] then return {'held'} end
-local free = not holder
-if holder then
-  local st = redis.call('HGET', ARGV[4] .. holder, 'status')
-  free = (not st) or FINAL[st] ~= nil
-end
-if free and redis.call('ZCARD', KEYS[3]) == 0 then
+-- The job that holds the group and has not ended, if any.
+local busy = holder and OPEN[redis.call('HGET', ARGV[4] .. holder, 'status')] and holder
+if not busy and redis.call('ZCARD', KEYS[3]) == 0 then
   redis.call('SET', KEYS[2], ARGV[1])
   return {'held'}
 end
 redis.call('XACK', KEYS[5], ARGV[5], ARGV[2])
 local attempt = math.max((tonumber(cur[4]) or 1) - 1, 0)
 local why = 'waiting for concurrency group ' .. ARGV[3]
-if holder and not free then why = why .. ', held by job ' .. holder end
+if busy then why = why .. ', held by job ' .. busy end
 redis.call('HSET', KEYS[1], 'status', 'blocked', 'attempt', string.format('%d', attempt),
   'reason', why)
 redis.call('ZREM', KEYS[6], ARGV[1])
@@ -446,8 +443,7 @@ redis.call('ZADD', KEYS[7], '0', ARGV[1])
 redis.call('ZADD', KEYS[3], '0', ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[6])
 redis.call('XADD', KEYS[8], '*', 'job', ARGV[1], 'status', 'blocked')
-if free then holder = '' end
-return {'parked', holder or ''}
+return {'parked', busy or ''}
 "#,
         ]
         .concat(),
@@ -464,13 +460,13 @@ return {'parked', holder or ''}
 pub(crate) static RELEASE_GROUP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &[
-            FINAL_FN,
+            OPEN_FN,
             r#"
 local holder = redis.call('GET', KEYS[1])
 if holder then
   local st = redis.call('HGET', ARGV[1] .. holder, 'status')
   if st == 'blocked' then return {'next', holder} end
-  if st and not FINAL[st] then return {'held', holder} end
+  if OPEN[st] then return {'held', holder} end
 end
 while true do
   local head = redis.call('ZRANGE', KEYS[2], 0, 0)
