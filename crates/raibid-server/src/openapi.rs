@@ -502,7 +502,7 @@ fn schemas() -> Value {
             } }
         },
         "Status": { "type": "object", "properties": { "status": string } },
-        "JobStatus": { "type": "string", "enum": ["blocked", "queued", "running", "success", "failure", "error", "cancelled", "dead", "skipped"], "description": "blocked: waiting for a person's approval (server.approval), or for the workflows it depends on (needs), before it is queued. skipped: a workflow not run because those ended otherwise than its runs_on wants (reason says how)." },
+        "JobStatus": { "type": "string", "enum": ["blocked", "queued", "running", "success", "failure", "error", "cancelled", "dead", "skipped"], "description": "blocked: waiting for a person's approval (server.approval), for the workflows it depends on (needs), or for its concurrency group (concurrency), before it is queued. skipped: a workflow not run because those ended otherwise than its runs_on wants (reason says how)." },
         "Event": { "type": "string", "enum": ["push", "tag", "pull_request", "manual", "cron"] },
         "Forge": { "type": "string", "enum": ["gitea", "forgejo", "github"] },
         "StepResult": {
