@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use raibid_model::{Event, Job, JobStatus, NewJob, Outcome, PoolName};
 use raibid_queue::{Claimed, Enqueued, GroupClaim, Queue};
-use reqwest::StatusCode;
 use support::{TestServer, eventually, json};
 
 async fn enqueue(queue: &Queue) -> Job {
@@ -56,21 +55,12 @@ async fn the_server_hands_the_group_on_when_its_holder_ends() {
     ));
 
     // Waiting for the group, not for a person.
-    let response = server
-        .post_json(
+    server
+        .post_conflict(
             &format!("/api/v1/jobs/{}/approve", waiting.id),
-            &serde_json::json!({}),
+            "waits for its concurrency group production, not for approval",
         )
         .await;
-    assert_eq!(response.status(), StatusCode::CONFLICT);
-    let body = json(response).await;
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("waits for its concurrency group production, not for approval"),
-        "{body}"
-    );
     let shown = json(server.get(&format!("/api/v1/jobs/{}", waiting.id)).await).await;
     assert_eq!(shown["concurrency"], "production", "{shown}");
     tokio::time::sleep(Duration::from_millis(300)).await;

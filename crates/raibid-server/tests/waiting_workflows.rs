@@ -102,21 +102,12 @@ async fn the_server_queues_a_waiting_workflow_when_what_it_needs_succeeded() {
     let (_, build, deploy) = family(&server.queue, false).await;
 
     // Waiting for build, not for a person.
-    let response = server
-        .post_json(
+    server
+        .post_conflict(
             &format!("/api/v1/jobs/{}/approve", deploy.id),
-            &serde_json::json!({}),
+            "waits for the workflows build, not for approval",
         )
         .await;
-    assert_eq!(response.status(), StatusCode::CONFLICT);
-    let body = json(response).await;
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("waits for the workflows build, not for approval"),
-        "{body}"
-    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         server.queue.get(&deploy.id).await.unwrap().unwrap().status,
@@ -181,14 +172,10 @@ async fn retrying_the_failed_jobs_of_a_push_through_the_api() {
     status_becomes(&server, &deploy2, JobStatus::Queued).await;
 
     // Nothing failed any more; a job that queued none.
-    for id in [&parent.id, &retry] {
-        let response = server
-            .post_json(
-                &format!("/api/v1/jobs/{id}/retry-failed"),
-                &serde_json::json!({}),
-            )
+    for (id, says) in [(&parent.id, "none of the jobs"), (&retry, "queued no jobs")] {
+        server
+            .post_conflict(&format!("/api/v1/jobs/{id}/retry-failed"), says)
             .await;
-        assert_eq!(response.status(), StatusCode::CONFLICT, "{id}");
     }
 }
 

@@ -155,6 +155,20 @@ impl TestServer {
             .unwrap()
     }
 
+    /// POSTs an empty JSON body to `path` with the token and checks the answer is 409 whose
+    /// message contains `says`.
+    pub async fn post_conflict(&self, path: &str, says: &str) {
+        let response = self.post_json(path, &serde_json::json!({})).await;
+        assert_eq!(response.status(), reqwest::StatusCode::CONFLICT, "{path}");
+        let body = json(response).await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{path}: {body}"
+        );
+    }
+
     pub async fn post_webhook(
         &self,
         forge: &str,
