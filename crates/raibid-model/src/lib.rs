@@ -7,6 +7,7 @@ mod agent;
 mod job;
 mod pool;
 pub mod scaling;
+mod secret;
 mod stats;
 
 pub use agent::AgentInfo;
@@ -15,4 +16,5 @@ pub use job::{
     StepStatus,
 };
 pub use pool::{PoolName, PoolNameError};
+pub use secret::RepoSecret;
 pub use stats::{ConsumerStats, PoolStats, ScalerStatus};

@@ -20,6 +20,9 @@ pub struct QueueOptions {
     pub command_timeout: Duration,
     /// How long a webhook's delivery id is remembered for idempotent redelivery.
     pub delivery_ttl: Duration,
+    /// Seals and opens repository secrets (`redis.secrets_key`); without it they cannot be
+    /// set, and jobs cannot read them.
+    pub secrets_key: Option<crate::SecretsKey>,
 }
 
 impl QueueOptions {
@@ -34,6 +37,7 @@ impl QueueOptions {
             log_max_bytes: 10 * 1024 * 1024,
             command_timeout: Duration::from_secs(5),
             delivery_ttl: Duration::from_secs(24 * 3600),
+            secrets_key: None,
         }
     }
 }

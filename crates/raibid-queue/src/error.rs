@@ -34,6 +34,17 @@ pub enum QueueError {
     /// Retrying the failed jobs of a job that queued none, or none of which failed.
     #[error("{0}")]
     NothingToRetry(String),
+    /// Setting a repository secret on a queue without `redis.secrets_key`.
+    #[error(
+        "repository secrets are off: set redis.secrets_key (RAIBID_REDIS_SECRETS_KEY, at least \
+         32 random characters) on the server and the agents"
+    )]
+    SecretsOff,
+    /// A repository secret that cannot be set: a bad value, or the key cannot seal.
+    #[error("{0}")]
+    InvalidSecret(String),
+    #[error("repository {repo} has {limit} secrets, the most it may have: delete one first")]
+    TooManySecrets { repo: String, limit: usize },
     #[error("invalid job: {0}")]
     Invalid(String),
     #[error("unexpected reply from redis: {0}")]

@@ -74,6 +74,12 @@ impl Keys {
         format!("{}:jobs:pool:{pool}", self.prefix)
     }
 
+    /// A repository's secrets (a hash, a field per secret), lowercased as forges compare
+    /// repository names.
+    pub fn secrets(&self, repo: &str) -> String {
+        format!("{}:secrets:{}", self.prefix, repo.to_ascii_lowercase())
+    }
+
     /// A repository's concurrency group: the id of the job that holds it (runs its steps, or
     /// was handed it and is being queued). Repository names are compared ignoring case, as
     /// forges resolve them.

@@ -27,6 +27,7 @@ mod record;
 mod reply;
 mod schedules;
 mod scripts;
+mod secrets;
 mod stats;
 mod supersede;
 
@@ -41,4 +42,7 @@ pub use queue::{
     MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
 };
 pub use schedules::ScheduleMark;
+pub use secrets::{
+    MAX_SECRET_BYTES, MAX_SECRETS_PER_REPO, OpenedSecret, RepoSecrets, SecretsKey, Unopenable,
+};
 pub use supersede::{LANE_MAX, Superseded};

@@ -940,3 +940,19 @@ return moved
 "#,
     )
 });
+
+/// Sets a repository secret: 1 if new, 0 if replaced, -1 if the repository already has
+/// ARGV[3] others. KEYS: the repository's secrets; ARGV: name, sealed record, the bound.
+pub(crate) static SET_SECRET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 0
+end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});

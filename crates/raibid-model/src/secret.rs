@@ -1,0 +1,44 @@
+//! Repository secrets as the API shows them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::Event;
+
+/// A repository secret, without its value: once set, a value is only ever given to the steps
+/// that name it, never back through the API (as on GitHub, Gitea and Woodpecker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoSecret {
+    pub name: String,
+    /// The events whose jobs may read it (Woodpecker's secret events): a deploy key limited to
+    /// `push` and `tag` is not given to a pull request's job, whatever its pipeline file says.
+    /// Empty: every event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RepoSecret {
+    /// Whether a job of `event` may read it.
+    pub fn allows(&self, event: Event) -> bool {
+        self.events.is_empty() || self.events.contains(&event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_events_means_every_event() {
+        let mut s = RepoSecret {
+            name: "DEPLOY_KEY".into(),
+            events: vec![],
+            updated_at: Utc::now(),
+        };
+        assert!(Event::ALL.iter().all(|e| s.allows(*e)));
+        s.events = vec![Event::Push, Event::Tag];
+        assert!(s.allows(Event::Tag));
+        assert!(!s.allows(Event::PullRequest));
+    }
+}

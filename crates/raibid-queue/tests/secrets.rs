@@ -1,0 +1,203 @@
+//! Repository secrets against a real redis-server: sealed at rest, opened only with the key
+//! they were sealed with.
+
+use std::time::Duration;
+
+use raibid_model::Event;
+use raibid_queue::{
+    MAX_SECRETS_PER_REPO, OpenedSecret, Queue, QueueError, QueueOptions, SecretsKey, Unopenable,
+};
+use raibid_testkit::RedisServer;
+
+const KEY: &str = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+fn queue(redis: &RedisServer, key: Option<&str>) -> Queue {
+    let mut o = QueueOptions::new(redis.url());
+    o.command_timeout = Duration::from_secs(2);
+    o.secrets_key = key.map(|k| SecretsKey::derive(k).unwrap());
+    Queue::open(o).unwrap()
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_in_redis_and_open_for_the_repository() {
+    let redis = RedisServer::start();
+    let q = queue(&redis, Some(KEY));
+    let (listed, created) = q
+        .set_secret(
+            "acme/app",
+            "DEPLOY_KEY",
+            "hunter2-deploy",
+            &[Event::Tag, Event::Push],
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(listed.events, [Event::Push, Event::Tag]);
+    let (_, created) = q
+        .set_secret("acme/app", "DEPLOY_KEY", "hunter3-deploy", &[])
+        .await
+        .unwrap();
+    assert!(!created, "a second set replaces the value");
+    q.set_secret("acme/app", "NPM_TOKEN", "npm-123456", &[Event::Push])
+        .await
+        .unwrap();
+
+    // Nothing in Redis holds a value in the clear.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for key in &keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for value in ["hunter3-deploy", "npm-123456"] {
+            assert!(
+                !dump.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{key} holds {value}"
+            );
+        }
+    }
+
+    let names: Vec<String> = q
+        .secrets("ACME/App")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["DEPLOY_KEY", "NPM_TOKEN"],
+        "repository names ignore case"
+    );
+
+    // An agent with the same key opens them; the repository's name is compared ignoring case.
+    let agent = queue(&redis, Some(KEY));
+    let opened = agent.open_secrets("Acme/App").await.unwrap();
+    assert_eq!(
+        opened["DEPLOY_KEY"],
+        Ok(OpenedSecret {
+            value: "hunter3-deploy".into(),
+            events: vec![]
+        })
+    );
+    assert_eq!(opened["NPM_TOKEN"].as_ref().unwrap().events, [Event::Push]);
+    assert!(agent.open_secrets("acme/other").await.unwrap().is_empty());
+
+    assert!(q.delete_secret("acme/app", "NPM_TOKEN").await.unwrap());
+    assert!(!q.delete_secret("acme/app", "NPM_TOKEN").await.unwrap());
+    assert_eq!(q.secrets("acme/app").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn without_the_key_secrets_are_neither_set_nor_opened() {
+    let redis = RedisServer::start();
+    let keyless = queue(&redis, None);
+    let err = keyless
+        .set_secret("acme/app", "TOKEN", "value-1234", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::SecretsOff), "{err}");
+    assert!(err.to_string().contains("redis.secrets_key"), "{err}");
+
+    queue(&redis, Some(KEY))
+        .set_secret("acme/app", "TOKEN", "value-1234", &[])
+        .await
+        .unwrap();
+    // Listing needs no key: names and events are not sealed.
+    assert_eq!(keyless.secrets("acme/app").await.unwrap().len(), 1);
+    assert_eq!(
+        keyless.open_secrets("acme/app").await.unwrap()["TOKEN"],
+        Err(Unopenable::NoKey)
+    );
+    let other = queue(&redis, Some(&KEY.replace('0', "!")));
+    let err = other.open_secrets("acme/app").await.unwrap()["TOKEN"]
+        .clone()
+        .unwrap_err();
+    assert!(matches!(err, Unopenable::OtherKey { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_value_moved_in_redis_does_not_open() {
+    let redis = RedisServer::start();
+    let q = queue(&redis, Some(KEY));
+    q.set_secret("acme/app", "TOKEN", "value-1234", &[Event::Push])
+        .await
+        .unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*secrets:acme/app")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sealed: String = redis::cmd("HGET")
+        .arg(&keys[0])
+        .arg("TOKEN")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Copied to another repository, or its events widened, it no longer opens.
+    let other_repo = keys[0].replace("acme/app", "evil/app");
+    let _: () = redis::cmd("HSET")
+        .arg(&other_repo)
+        .arg("TOKEN")
+        .arg(&sealed)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.open_secrets("evil/app").await.unwrap()["TOKEN"],
+        Err(Unopenable::Damaged)
+    );
+    let widened = sealed.replace(r#""events":["push"],"#, "");
+    assert_ne!(widened, sealed);
+    let _: () = redis::cmd("HSET")
+        .arg(&keys[0])
+        .arg("TOKEN")
+        .arg(&widened)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.open_secrets("acme/app").await.unwrap()["TOKEN"],
+        Err(Unopenable::Damaged)
+    );
+}
+
+#[tokio::test]
+async fn a_repository_holds_a_bounded_number_of_secrets() {
+    let redis = RedisServer::start();
+    let q = queue(&redis, Some(KEY));
+    for i in 0..MAX_SECRETS_PER_REPO {
+        q.set_secret("acme/app", &format!("S{i}"), "value-1234", &[])
+            .await
+            .unwrap();
+    }
+    let err = q
+        .set_secret("acme/app", "ONE_MORE", "value-1234", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::TooManySecrets { .. }), "{err}");
+    // Replacing one is still possible, and another repository has its own bound.
+    q.set_secret("acme/app", "S0", "value-5678", &[])
+        .await
+        .unwrap();
+    q.set_secret("acme/lib", "ONE_MORE", "value-1234", &[])
+        .await
+        .unwrap();
+    let err = q.set_secret("acme/app", "S1", "", &[]).await.unwrap_err();
+    assert!(matches!(err, QueueError::InvalidSecret(_)), "{err}");
+}
