@@ -141,7 +141,7 @@ structs! {
     GiteaConfig { url, admin_user, token, chart_version }
     RedisConfig {
         url, stream_name, consumer_group, maxlen, max_attempts, stale_after_secs, log_max_bytes,
-        command_timeout_ms, retain_jobs, prune_memory_percent,
+        command_timeout_ms, retain_jobs, prune_memory_percent, secrets_key,
     }
     KedaConfig { version, polling_interval, max_replicas }
     FluxConfig { version, git_repo, branch, path }

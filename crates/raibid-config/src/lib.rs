@@ -18,7 +18,7 @@ mod token;
 
 pub use env::is_override_variable;
 pub use ip_range::IpRange;
-pub use load::{ConfigError, ConfigSource, default_path, load, load_from_str};
+pub use load::{ConfigError, ConfigSource, SECRETS_KEY_MIN_LEN, default_path, load, load_from_str};
 pub use memory_limit::MemoryLimit;
 pub use model::*;
 pub use schedule::{CronExpr, Schedule, ScheduleName};

@@ -158,6 +158,10 @@ fn strip_location(message: &str) -> String {
     }
 }
 
+/// The shortest `redis.secrets_key`: repository secrets' key is derived from it without
+/// stretching, so it must be random already (raibid-queue's `SecretsKey` holds the same bound).
+pub const SECRETS_KEY_MIN_LEN: usize = 32;
+
 fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
     let semantic = |key: &str, message: String| ConfigError::Semantic {
         path: path.to_path_buf(),
@@ -244,6 +248,18 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
         return Err(semantic(
             "redis.prune_memory_percent",
             "a share of Redis's maxmemory: 1 to 100, or 0 to turn it off".into(),
+        ));
+    }
+    let secrets_key = config.redis.secrets_key.expose();
+    if !secrets_key.is_empty() && secrets_key.chars().count() < SECRETS_KEY_MIN_LEN {
+        return Err(semantic(
+            "redis.secrets_key",
+            format!(
+                "has {} characters; give at least {SECRETS_KEY_MIN_LEN} random ones (for \
+                 example `head -c 24 /dev/urandom | base64`), or none to turn repository \
+                 secrets off",
+                secrets_key.chars().count()
+            ),
         ));
     }
     validate_schedules(config, &semantic)?;
@@ -579,6 +595,25 @@ flux:
         assert!(
             msg.contains("RAIBID_SERVER_SCHEDULES") && msg.contains("cron"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_secrets_key_is_long_or_absent() {
+        assert!(parse("").unwrap().redis.secrets_key.is_empty());
+        let key = "k".repeat(SECRETS_KEY_MIN_LEN);
+        let config = parse(&format!("redis:\n  secrets_key: {key}\n")).unwrap();
+        assert_eq!(config.redis.secrets_key.expose(), key);
+        let err = parse("redis:\n  secrets_key: hunter2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.secrets_key") && err.contains("7 characters"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("hunter2"),
+            "the error must not show the key: {err}"
         );
     }
 

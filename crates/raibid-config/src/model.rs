@@ -110,6 +110,10 @@ pub struct RedisConfig {
     /// also prunes the oldest finished jobs, however few are kept: a full Redis under
     /// `noeviction` refuses every new job. 0 turns it off.
     pub prune_memory_percent: u32,
+    /// Seals repository secrets (`raibid secret set`) in Redis: the server seals with it and
+    /// the agents open with it, so both need the same value, at least 32 random characters.
+    /// Empty: repository secrets are off. `raibid up` and `raibid setup` generate one.
+    pub secrets_key: Secret,
 }
 
 impl Default for RedisConfig {
@@ -125,6 +129,7 @@ impl Default for RedisConfig {
             command_timeout_ms: 5_000,
             retain_jobs: 50_000,
             prune_memory_percent: 80,
+            secrets_key: Secret::default(),
         }
     }
 }

@@ -80,6 +80,9 @@ pub(crate) enum ApiError {
     TooManyLogStreamsForClient { limit: u32 },
     #[error("the request took too long and was abandoned")]
     Timeout,
+    /// A feature this server's configuration leaves off (repository secrets without a key).
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -107,6 +110,7 @@ impl ApiError {
             | ApiError::TooManyLogStreams { .. }
             | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -136,6 +140,7 @@ impl ApiError {
             ApiError::TooManyLogStreamsForClient { .. } => "too_many_log_streams_for_client",
             ApiError::Timeout => "timeout",
             ApiError::Internal(_) => "internal",
+            ApiError::NotImplemented(_) => "not_implemented",
         }
     }
 
@@ -162,7 +167,11 @@ impl From<QueueError> for ApiError {
             QueueError::NotFinal { .. }
             | QueueError::NotBlocked { .. }
             | QueueError::NothingToRetry(_) => ApiError::Conflict(e.to_string()),
-            QueueError::Invalid(message) => ApiError::InvalidRequest(message),
+            QueueError::Invalid(message) | QueueError::InvalidSecret(message) => {
+                ApiError::InvalidRequest(message)
+            }
+            QueueError::TooManySecrets { .. } => ApiError::Conflict(e.to_string()),
+            QueueError::SecretsOff => ApiError::NotImplemented(e.to_string()),
             QueueError::BadUrl(_) | QueueError::Protocol(_) => ApiError::Internal(e.to_string()),
         }
     }

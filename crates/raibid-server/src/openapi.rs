@@ -25,7 +25,7 @@ fn spec(public_url: &str) -> Value {
                 Retry-After."
         },
         "servers": [{ "url": public_url }],
-        "paths": with_badges(with_schedules(paths())),
+        "paths": with_secrets(with_badges(with_schedules(paths()))),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -144,6 +144,102 @@ fn with_badges(mut paths: Value) -> Value {
                     "Missing or invalid bearer token (only with server.read_requires_token)."
                 ),
                 "503": error("Redis is unavailable; retry after Retry-After seconds.")
+            }
+        }
+    });
+    paths
+}
+
+/// A repository's secrets (`/api/v1/repos/{owner}/{name}/secrets`), beside `paths()`.
+fn with_secrets(mut paths: Value) -> Value {
+    let path = |name: &str, description: &str| {
+        json!({ "name": name, "in": "path", "required": true, "description": description,
+                "schema": { "type": "string" } })
+    };
+    let repo = || {
+        vec![
+            path("owner", "The repository's owner, as the forge names it."),
+            path("name", "The repository's name."),
+        ]
+    };
+    let with_secret = || {
+        let mut p = repo();
+        p.push(path(
+            "secret",
+            "The secret's name: a variable name (letters, digits, '_', not starting with a \
+             digit), at most 128 characters, not RAIBID_*.",
+        ));
+        p
+    };
+    let unauthorized = error("Missing or invalid bearer token.");
+    let unavailable = error("Redis is unavailable; retry after Retry-After seconds.");
+    paths["/api/v1/repos/{owner}/{name}/secrets"] = json!({
+        "get": {
+            "operationId": "list_repo_secrets",
+            "tags": ["secrets"],
+            "summary": "A repository's secrets, without their values",
+            "description": "Names, events and when each was last set; values never leave the \
+                server. Repository names are compared ignoring case.",
+            "security": [{ "bearer": [] }],
+            "parameters": repo(),
+            "responses": {
+                "200": json_body("The secrets, by name.", json!({
+                    "type": "object", "required": ["secrets"],
+                    "properties": { "secrets": { "type": "array", "items": schema_ref("RepoSecret") } }
+                })),
+                "400": error("Not a repository name (owner/name)."),
+                "401": unauthorized,
+                "503": unavailable
+            }
+        }
+    });
+    paths["/api/v1/repos/{owner}/{name}/secrets/{secret}"] = json!({
+        "put": {
+            "operationId": "set_repo_secret",
+            "tags": ["secrets"],
+            "summary": "Set a repository secret",
+            "description": "Steps and services of the repository's jobs read it by naming it \
+                in `secrets:`; it wins over an agent's secret of the same name. Jobs of \
+                pull requests from forks never get it (unless agent.secrets_for_forks), nor \
+                jobs of events it is not given to. The value is sealed in Redis with \
+                redis.secrets_key and masked in every log of the repository's jobs.",
+            "security": [{ "bearer": [] }],
+            "parameters": with_secret(),
+            "requestBody": {
+                "required": true,
+                "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["value"], "additionalProperties": false,
+                    "properties": {
+                        "value": { "type": "string", "minLength": 1, "description": "At most 65536 bytes, no NUL." },
+                        "events": { "type": "array", "items": { "enum": ["push", "tag", "pull_request", "manual", "cron"] }, "description": "The events whose jobs may read it; absent or empty: every event." }
+                    }
+                } } }
+            },
+            "responses": {
+                "200": json_body("Replaced.", schema_ref("RepoSecret")),
+                "201": json_body("Created.", schema_ref("RepoSecret")),
+                "400": error("A bad repository or secret name, an empty, oversized or NUL-holding value, or an unknown event."),
+                "401": unauthorized,
+                "409": error("The repository has 100 secrets already."),
+                "415": error("The body is not JSON (Content-Type application/json)."),
+                "501": error("Repository secrets are off: the server has no redis.secrets_key."),
+                "503": unavailable
+            }
+        },
+        "delete": {
+            "operationId": "delete_repo_secret",
+            "tags": ["secrets"],
+            "summary": "Delete a repository secret",
+            "description": "Jobs that start afterwards no longer get it; a step that names it \
+                then fails, unless an agent has a secret of that name.",
+            "security": [{ "bearer": [] }],
+            "parameters": with_secret(),
+            "responses": {
+                "204": { "description": "Deleted." },
+                "400": error("A bad repository or secret name."),
+                "401": unauthorized,
+                "404": error("The repository has no secret of that name."),
+                "503": unavailable
             }
         }
     });
@@ -698,6 +794,19 @@ fn schemas() -> Value {
             "reference": { "type": "string", "description": "<registry>/<owner>/<name>/artifacts@sha256:..." },
             "size": { "type": "integer", "minimum": 0, "description": "Bytes of the archive." },
             "files": { "type": "integer", "minimum": 0 }
+        }
+    });
+    schemas["RepoSecret"] = json!({
+        "type": "object",
+        "required": ["name", "updated_at"],
+        "properties": {
+            "name": { "type": "string" },
+            "events": {
+                "type": "array",
+                "items": { "enum": ["push", "tag", "pull_request", "manual", "cron"] },
+                "description": "The events whose jobs may read it; absent: every event."
+            },
+            "updated_at": { "type": "string", "format": "date-time" }
         }
     });
     schemas["Schedule"] = json!({

@@ -10,7 +10,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::{Method, Uri};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
@@ -53,6 +53,30 @@ impl Route {
             method: Method::POST,
             path,
             handler: post(handler),
+        }
+    }
+
+    pub fn put<H, T>(path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        Self {
+            method: Method::PUT,
+            path,
+            handler: put(handler),
+        }
+    }
+
+    pub fn delete<H, T>(path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        Self {
+            method: Method::DELETE,
+            path,
+            handler: delete(handler),
         }
     }
 }

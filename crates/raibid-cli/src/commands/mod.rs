@@ -83,6 +83,10 @@ pub fn queue_options(config: &Config) -> QueueOptions {
     o.max_attempts = r.max_attempts;
     o.log_max_bytes = r.log_max_bytes;
     o.command_timeout = Duration::from_millis(r.command_timeout_ms);
+    // Loading the configuration checked its length, the only way deriving can fail.
+    o.secrets_key = (!r.secrets_key.is_empty())
+        .then(|| raibid_queue::SecretsKey::derive(r.secrets_key.expose()).ok())
+        .flatten();
     o
 }
 

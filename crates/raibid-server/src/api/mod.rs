@@ -7,6 +7,7 @@ mod jobs;
 mod logs;
 pub(crate) mod pools;
 mod schedules;
+mod secrets;
 mod submit;
 pub(crate) mod validate;
 
@@ -29,6 +30,15 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/api/v1/queues", pools::queues),
         Route::get("/api/v1/agents", pools::agents),
         Route::get("/api/v1/repos/{owner}/{name}/badge.svg", badges::badge),
+        Route::get("/api/v1/repos/{owner}/{name}/secrets", secrets::list),
+        Route::put(
+            "/api/v1/repos/{owner}/{name}/secrets/{secret}",
+            secrets::set,
+        ),
+        Route::delete(
+            "/api/v1/repos/{owner}/{name}/secrets/{secret}",
+            secrets::delete,
+        ),
         Route::get("/api/v1/schedules", schedules::list),
         Route::post("/api/v1/schedules/{name}/run", schedules::run),
         Route::get("/api/v1/openapi.json", openapi::document),
