@@ -1115,6 +1115,23 @@ impl Runner {
                 tail: String::new(),
             })
             .collect();
+        // The repository's secrets, every value masked from here on, whether or not a step
+        // names it: a step may print one it got some other way (a file the last build left).
+        let repo_secrets = match self.queue.open_secrets(&job.spec.repo).await {
+            Ok(secrets) => secrets,
+            Err(e) => {
+                for r in &mut results {
+                    r.status = StepStatus::Skipped;
+                }
+                let mut outcome =
+                    error_outcome(log, format!("cannot read the repository's secrets: {e}")).await;
+                outcome.steps = results;
+                return outcome;
+            }
+        };
+        for secret in repo_secrets.values().flatten() {
+            log.mask(&secret.value);
+        }
         // Only for a job in which some `run` step can run at all: services are containers to
         // pull and start, for nothing when `when` skips every step that could reach them.
         let steps_can_use_services = pipeline.steps.iter().any(|s| {
@@ -1126,7 +1143,7 @@ impl Runner {
             None
         } else {
             let started = match self
-                .services_with_secrets(job, &pipeline.services, log)
+                .services_with_secrets(job, &pipeline.services, &repo_secrets, log)
                 .await
             {
                 Ok(services) => {
@@ -1167,6 +1184,7 @@ impl Runner {
             home,
             private,
             read_only,
+            repo_secrets: &repo_secrets,
             network: services.as_ref().map(|s| s.network().to_owned()),
             job_limit,
             job_deadline,
@@ -1205,13 +1223,14 @@ impl Runner {
         &self,
         job: &Job,
         services: &[Service],
+        repo_secrets: &raibid_queue::RepoSecrets,
         log: &mut JobLog,
     ) -> Result<Vec<Service>, String> {
         let mut out = Vec::with_capacity(services.len());
         for service in services {
             let secrets = self
                 .secrets
-                .resolve(job, &service.secrets)
+                .resolve(job, &service.secrets, repo_secrets)
                 .map_err(|e| format!("service {}: {e}", service.name))?;
             for value in secrets.values() {
                 log.mask(value);

@@ -2,17 +2,41 @@
 //!
 //! A step gets a secret only if it names it, the repository is allowed to use it, and the job
 //! is not a pull request from a fork (whose author controls the pipeline file) unless the
-//! operator opted in. Every known secret value is masked in every job's log regardless.
+//! operator opted in. Secrets are the repository's own (`raibid secret set`, limited to the
+//! events they were given to) or the agent's (`agent.secrets`, limited by
+//! `agent.secret_repos`); a repository's secret wins over an agent's of the same name, as
+//! Woodpecker's repository secrets win over its global ones. Every agent secret is masked in
+//! every job's log, and every secret of a repository in each of its jobs' logs.
 
 use std::collections::BTreeMap;
 
 use globset::{GlobSet, GlobSetBuilder};
 use raibid_model::{Event, Job};
+use raibid_queue::{RepoSecrets, Unopenable};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
-    #[error("secret {0} is not configured on this agent (agent.secrets)")]
-    Unknown(String),
+    #[error(
+        "secret {name} is neither a secret of repository {repo} (raibid secret set {repo} \
+         {name}) nor configured on this agent (agent.secrets)"
+    )]
+    Unknown { name: String, repo: String },
+    #[error("secret {name} of repository {repo} cannot be read: {why}")]
+    Unopenable {
+        name: String,
+        repo: String,
+        why: Unopenable,
+    },
+    #[error(
+        "secret {name} of repository {repo} is not given to {event} jobs (only to {allowed}; \
+         raibid secret set --event changes that)"
+    )]
+    Event {
+        name: String,
+        repo: String,
+        event: Event,
+        allowed: String,
+    },
     #[error("secret {name} is not available to repository {repo} (agent.secret_repos)")]
     RepoNotAllowed { name: String, repo: String },
     #[error(
@@ -69,26 +93,54 @@ impl SecretStore {
         })
     }
 
-    /// The values of `names` for this job, or the first reason one of them is refused.
+    /// The values of `names` for this job, or the first reason one of them is refused. A
+    /// name the job's repository has a secret of (`repo`, from `Queue::open_secrets`) is
+    /// that secret, limited to its events; otherwise it is this agent's, limited to the
+    /// repositories of `agent.secret_repos`. Neither goes to a pull request from a fork.
     pub fn resolve(
         &self,
         job: &Job,
         names: &[String],
+        repo: &RepoSecrets,
     ) -> Result<BTreeMap<String, String>, SecretError> {
         let mut out = BTreeMap::new();
         for name in names {
-            let value = self
-                .values
-                .get(name)
-                .ok_or_else(|| SecretError::Unknown(name.clone()))?;
-            if let Some(globs) = self.repos.get(name)
-                && !globs.is_match(&job.spec.repo)
-            {
-                return Err(SecretError::RepoNotAllowed {
-                    name: name.clone(),
-                    repo: job.spec.repo.clone(),
-                });
-            }
+            let value = match repo.get(name) {
+                Some(Ok(secret)) => {
+                    if !secret.events.is_empty() && !secret.events.contains(&job.spec.event) {
+                        let allowed: Vec<&str> = secret.events.iter().map(|e| e.as_str()).collect();
+                        return Err(SecretError::Event {
+                            name: name.clone(),
+                            repo: job.spec.repo.clone(),
+                            event: job.spec.event,
+                            allowed: allowed.join(", "),
+                        });
+                    }
+                    &secret.value
+                }
+                Some(Err(why)) => {
+                    return Err(SecretError::Unopenable {
+                        name: name.clone(),
+                        repo: job.spec.repo.clone(),
+                        why: why.clone(),
+                    });
+                }
+                None => {
+                    let value = self.values.get(name).ok_or_else(|| SecretError::Unknown {
+                        name: name.clone(),
+                        repo: job.spec.repo.clone(),
+                    })?;
+                    if let Some(globs) = self.repos.get(name)
+                        && !globs.is_match(&job.spec.repo)
+                    {
+                        return Err(SecretError::RepoNotAllowed {
+                            name: name.clone(),
+                            repo: job.spec.repo.clone(),
+                        });
+                    }
+                    value
+                }
+            };
             if !self.trusts(job) {
                 return Err(SecretError::Fork(name.clone()));
             }
@@ -169,6 +221,7 @@ mod tests {
             .resolve(
                 &job("acme/site", Event::Push, false),
                 &["DEPLOY_KEY".into()],
+                &RepoSecrets::new(),
             )
             .unwrap();
         assert_eq!(got["DEPLOY_KEY"], "k-123456");
@@ -180,6 +233,7 @@ mod tests {
             .resolve(
                 &job("ACME/Site", Event::Push, false),
                 &["DEPLOY_KEY".into()],
+                &RepoSecrets::new(),
             )
             .unwrap();
         assert_eq!(got["DEPLOY_KEY"], "k-123456");
@@ -191,6 +245,7 @@ mod tests {
             .resolve(
                 &job("evil/repo", Event::Push, false),
                 &["DEPLOY_KEY".into()],
+                &RepoSecrets::new(),
             )
             .unwrap_err();
         assert!(matches!(err, SecretError::RepoNotAllowed { .. }));
@@ -202,6 +257,7 @@ mod tests {
             .resolve(
                 &job("acme/site", Event::PullRequest, true),
                 &["SHARED".into()],
+                &RepoSecrets::new(),
             )
             .unwrap_err();
         assert_eq!(err, SecretError::Fork("SHARED".into()));
@@ -209,7 +265,8 @@ mod tests {
             store()
                 .resolve(
                     &job("acme/site", Event::PullRequest, false),
-                    &["SHARED".into()]
+                    &["SHARED".into()],
+                    &RepoSecrets::new(),
                 )
                 .is_ok()
         );
@@ -228,8 +285,78 @@ mod tests {
     #[test]
     fn unknown_secrets_are_named() {
         let err = store()
-            .resolve(&job("a/b", Event::Push, false), &["NOPE".into()])
+            .resolve(
+                &job("a/b", Event::Push, false),
+                &["NOPE".into()],
+                &RepoSecrets::new(),
+            )
             .unwrap_err();
         assert!(err.to_string().contains("NOPE"));
+    }
+
+    fn repo_secrets() -> RepoSecrets {
+        use raibid_queue::OpenedSecret;
+        RepoSecrets::from([
+            (
+                "SHARED".to_owned(),
+                Ok(OpenedSecret {
+                    value: "repo-123456".into(),
+                    events: vec![],
+                }),
+            ),
+            (
+                "RELEASE_KEY".to_owned(),
+                Ok(OpenedSecret {
+                    value: "rel-123456".into(),
+                    events: vec![Event::Tag],
+                }),
+            ),
+            ("BROKEN".to_owned(), Err(Unopenable::Damaged)),
+        ])
+    }
+
+    #[test]
+    fn a_repository_secret_wins_over_the_agents_within_its_events() {
+        let push = job("acme/site", Event::Push, false);
+        let got = store()
+            .resolve(
+                &push,
+                &["SHARED".into(), "DEPLOY_KEY".into()],
+                &repo_secrets(),
+            )
+            .unwrap();
+        assert_eq!(got["SHARED"], "repo-123456");
+        assert_eq!(got["DEPLOY_KEY"], "k-123456");
+        let err = store()
+            .resolve(&push, &["RELEASE_KEY".into()], &repo_secrets())
+            .unwrap_err();
+        assert!(matches!(err, SecretError::Event { .. }), "{err}");
+        assert!(err.to_string().contains("push jobs (only to tag"), "{err}");
+        let tag = job("acme/site", Event::Tag, false);
+        let got = store()
+            .resolve(&tag, &["RELEASE_KEY".into()], &repo_secrets())
+            .unwrap();
+        assert_eq!(got["RELEASE_KEY"], "rel-123456");
+    }
+
+    #[test]
+    fn repository_secrets_are_withheld_from_forks_and_unreadable_ones_say_why() {
+        let fork = job("acme/site", Event::PullRequest, true);
+        let err = store()
+            .resolve(&fork, &["SHARED".into()], &repo_secrets())
+            .unwrap_err();
+        assert_eq!(err, SecretError::Fork("SHARED".into()));
+        let push = job("acme/site", Event::Push, false);
+        let err = store()
+            .resolve(&push, &["BROKEN".into()], &repo_secrets())
+            .unwrap_err();
+        assert!(err.to_string().contains("set the secret again"), "{err}");
+        let err = store()
+            .resolve(&push, &["NOPE".into()], &repo_secrets())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("raibid secret set acme/site NOPE"),
+            "{err}"
+        );
     }
 }

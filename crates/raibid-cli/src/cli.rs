@@ -67,6 +67,8 @@ pub enum Command {
     Job(JobArgs),
     /// The scheduled jobs the server runs (`server.schedules`).
     Schedule(ScheduleArgs),
+    /// A repository's secrets, which its steps read by naming them in `secrets:`.
+    Secret(SecretArgs),
     /// Check a pipeline file as an agent would read it.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -249,6 +251,47 @@ pub enum ScheduleCommand {
     /// cron); the timetable goes on as before.
     Run {
         /// The schedule's name in `server.schedules`.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(subcommand)]
+    pub command: SecretCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret (a new one, or a new value). The value is read from standard input, never
+    /// from the command line, which other users of the machine can see: typed at a prompt
+    /// that does not echo it, or piped in (`echo`'s trailing newline is dropped), or read
+    /// from --from-file as the file is.
+    Set {
+        /// The repository, `owner/name` as the forge names it.
+        repo: String,
+        /// The secret's name: the variable steps read it as.
+        name: String,
+        /// Read the value from this file, byte for byte (keys, certificates).
+        #[arg(long, value_name = "PATH")]
+        from_file: Option<PathBuf>,
+        /// Only jobs of these events get it (push, tag, pull_request, manual, cron); repeat
+        /// or separate with commas. Default: every event.
+        #[arg(long = "event", value_name = "EVENT", value_delimiter = ',')]
+        events: Vec<raibid_model::Event>,
+    },
+    /// A repository's secrets: names, events and when they were set (never values).
+    List {
+        /// The repository, `owner/name`.
+        repo: String,
+    },
+    /// Delete a secret; steps that name it then fail (unless an agent has one of that name).
+    #[command(alias = "delete")]
+    Rm {
+        /// The repository, `owner/name`.
+        repo: String,
         name: String,
     },
 }
@@ -491,6 +534,7 @@ impl Command {
             | Command::Pipeline(_)
             | Command::Job(_)
             | Command::Schedule(_)
+            | Command::Secret(_)
             | Command::Bench(_)
             | Command::Infra(_) => "warn",
             Command::Setup(_) | Command::Teardown(_) => "info",
@@ -512,6 +556,7 @@ impl Command {
                 | Command::Pipeline(_)
                 | Command::Job(_)
                 | Command::Schedule(_)
+                | Command::Secret(_)
                 | Command::Status(_)
                 | Command::Infra(_)
         )

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use raibid_model::{AgentInfo, Job, JobStatus, PoolStats, ScalerStatus};
+use raibid_model::{AgentInfo, Event, Job, JobStatus, PoolStats, RepoSecret, ScalerStatus};
 use serde::{Deserialize, Serialize};
 
 pub use backoff::Backoff;
@@ -32,6 +32,9 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// An argument no request can be made of (a repository that is not `owner/name`).
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 /// What `POST /api/v1/jobs` takes.
@@ -112,6 +115,11 @@ pub struct ScheduleEntry {
     /// The job the last queued occurrence made.
     #[serde(default)]
     pub last_job: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct SecretList {
+    secrets: Vec<RepoSecret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +350,50 @@ impl Client {
         .await
     }
 
+    /// Repository `repo`'s (`owner/name`) secrets, without their values.
+    pub async fn secrets(&self, repo: &str) -> Result<Vec<RepoSecret>, ClientError> {
+        let s: SecretList = self
+            .json(self.request(reqwest::Method::GET, &secrets_path(repo, None)?))
+            .await?;
+        Ok(s.secrets)
+    }
+
+    /// Sets one of `repo`'s secrets, readable by jobs of `events` (every event if empty); the
+    /// secret as listed, and whether it is new.
+    pub async fn set_secret(
+        &self,
+        repo: &str,
+        name: &str,
+        value: &str,
+        events: &[Event],
+    ) -> Result<(RepoSecret, bool), ClientError> {
+        let body = serde_json::json!({ "value": value, "events": events });
+        let resp = self
+            .send(
+                self.request(reqwest::Method::PUT, &secrets_path(repo, Some(name))?)
+                    .json(&body)
+                    .timeout(Duration::from_secs(30)),
+            )
+            .await?;
+        let created = resp.status() == reqwest::StatusCode::CREATED;
+        let secret = resp
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok((secret, created))
+    }
+
+    /// Deletes one of `repo`'s secrets; a secret it does not have is [`ClientError::Api`]
+    /// with status 404.
+    pub async fn delete_secret(&self, repo: &str, name: &str) -> Result<(), ClientError> {
+        self.send(
+            self.request(reqwest::Method::DELETE, &secrets_path(repo, Some(name))?)
+                .timeout(Duration::from_secs(30)),
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn agents(&self) -> Result<Vec<AgentEntry>, ClientError> {
         let a: Agents = self
             .json(self.request(reqwest::Method::GET, "/api/v1/agents"))
@@ -476,6 +528,19 @@ impl Client {
 }
 
 /// Job ids are ULIDs; anything else is percent-encoded so it cannot change the path.
+/// `/api/v1/repos/{owner}/{name}/secrets[/{secret}]`.
+fn secrets_path(repo: &str, secret: Option<&str>) -> Result<String, ClientError> {
+    let (owner, name) = repo
+        .split_once('/')
+        .ok_or_else(|| ClientError::InvalidArgument(format!("{repo:?} is not owner/name")))?;
+    let mut path = format!("/api/v1/repos/{}/{}/secrets", segment(owner), segment(name));
+    if let Some(secret) = secret {
+        path.push('/');
+        path.push_str(&segment(secret));
+    }
+    Ok(path)
+}
+
 fn segment(id: &str) -> String {
     id.bytes()
         .map(|b| {

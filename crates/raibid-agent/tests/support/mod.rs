@@ -33,16 +33,33 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_secrets_key(None)
+    }
+
+    /// A harness whose queue (the agents' too) seals and opens repository secrets with `key`
+    /// (`redis.secrets_key`).
+    pub fn with_secrets_key(key: Option<&str>) -> Self {
         require_binary("bwrap", "bubblewrap");
         let redis = RedisServer::start();
-        let mut options = QueueOptions::new(redis.url());
-        options.command_timeout = Duration::from_secs(3);
-        let queue = Queue::open(options).unwrap();
+        let queue = Queue::open(Self::queue_options(&redis, key)).unwrap();
         Self {
             _redis: redis,
             queue,
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    fn queue_options(redis: &RedisServer, key: Option<&str>) -> QueueOptions {
+        let mut options = QueueOptions::new(redis.url());
+        options.command_timeout = Duration::from_secs(3);
+        options.secrets_key = key.map(|k| raibid_queue::SecretsKey::derive(k).unwrap());
+        options
+    }
+
+    /// Another queue on the harness's Redis, with `key` for repository secrets: an agent
+    /// configured unlike the one that set them.
+    pub fn queue_with_key(&self, key: Option<&str>) -> Queue {
+        Queue::open(Self::queue_options(&self._redis, key)).unwrap()
     }
 
     /// A harness for steps run as other users (`agent.step_user`), which only root can start:

@@ -1,0 +1,177 @@
+//! `raibid secret set|list|rm`: a repository's secrets through the API.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use raibid_config::Config;
+use raibid_model::RepoSecret;
+
+use crate::cli::{Output, SecretArgs, SecretCommand};
+use crate::output::{ago, table};
+
+pub async fn run(config: &Config, args: SecretArgs) -> anyhow::Result<ExitCode> {
+    let client = super::api_client(config, &args.api)?;
+    let json = args.api.output == Output::Json;
+    match args.command {
+        SecretCommand::Set {
+            repo,
+            name,
+            from_file,
+            events,
+        } => {
+            let value = match from_file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                None => read_value(&name)?,
+            };
+            if value.is_empty() {
+                bail!("the value of {name} is empty: a secret needs one");
+            }
+            let (secret, created) = client.set_secret(&repo, &name, &value, &events).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&secret)?);
+            } else {
+                println!(
+                    "{} secret {name} of {repo} ({})",
+                    if created { "created" } else { "updated" },
+                    events_of(&secret)
+                );
+            }
+        }
+        SecretCommand::List { repo } => {
+            let secrets = client.secrets(&repo).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&secrets)?);
+            } else if secrets.is_empty() {
+                println!("{repo} has no secrets (raibid secret set {repo} NAME)");
+            } else {
+                print!("{}", secrets_table(&secrets, Utc::now()));
+            }
+        }
+        SecretCommand::Rm { repo, name } => {
+            client.delete_secret(&repo, &name).await?;
+            if !json {
+                println!("deleted secret {name} of {repo}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The value from standard input: at a terminal, one line typed without echo; from a pipe,
+/// everything, less the one newline `echo` ends with.
+fn read_value(name: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("value of {name} (not shown): ");
+        std::io::stderr().flush()?;
+        let _echo_off = EchoOff::new(&stdin)?;
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        eprintln!();
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let mut value = String::new();
+    stdin
+        .lock()
+        .read_to_string(&mut value)
+        .context("reading the value from standard input")?;
+    if let Some(v) = value.strip_suffix('\n') {
+        value = v.strip_suffix('\r').unwrap_or(v).to_owned();
+    }
+    Ok(value)
+}
+
+/// The terminal without echo while it lives, restored however the read ends.
+struct EchoOff<'a> {
+    fd: std::os::fd::BorrowedFd<'a>,
+    saved: nix::sys::termios::Termios,
+}
+
+impl<'a> EchoOff<'a> {
+    fn new(stdin: &'a std::io::Stdin) -> anyhow::Result<Self> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let fd = stdin.as_fd();
+        let saved = tcgetattr(fd).context("reading the terminal's settings")?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        tcsetattr(fd, SetArg::TCSAFLUSH, &quiet).context("turning the terminal's echo off")?;
+        Ok(Self { fd, saved })
+    }
+}
+
+impl Drop for EchoOff<'_> {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            self.fd,
+            nix::sys::termios::SetArg::TCSAFLUSH,
+            &self.saved,
+        );
+    }
+}
+
+fn events_of(secret: &RepoSecret) -> String {
+    if secret.events.is_empty() {
+        "every event".to_owned()
+    } else {
+        let events: Vec<&str> = secret.events.iter().map(|e| e.as_str()).collect();
+        format!("events {}", events.join(", "))
+    }
+}
+
+fn secrets_table(secrets: &[RepoSecret], now: chrono::DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = secrets
+        .iter()
+        .map(|s| {
+            let events: Vec<&str> = s.events.iter().map(|e| e.as_str()).collect();
+            vec![
+                s.name.clone(),
+                if events.is_empty() {
+                    "all".to_owned()
+                } else {
+                    events.join(",")
+                },
+                ago(s.updated_at, now),
+            ]
+        })
+        .collect();
+    table(&["NAME", "EVENTS", "UPDATED"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raibid_model::Event;
+
+    #[test]
+    fn a_row_per_secret_without_values() {
+        let now = Utc::now();
+        let secret = |name: &str, events: Vec<Event>| RepoSecret {
+            name: name.into(),
+            events,
+            updated_at: now - chrono::Duration::minutes(5),
+        };
+        let text = secrets_table(
+            &[
+                secret("DEPLOY_KEY", vec![Event::Push, Event::Tag]),
+                secret("NPM_TOKEN", vec![]),
+            ],
+            now,
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{text}");
+        assert!(
+            lines[1].contains("DEPLOY_KEY") && lines[1].contains("push,tag"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("NPM_TOKEN") && lines[2].contains("all"),
+            "{text}"
+        );
+        assert!(lines[2].contains("5m00s ago"), "{text}");
+    }
+}
