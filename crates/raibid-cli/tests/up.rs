@@ -649,6 +649,95 @@ async fn the_job_commands_drive_the_api() {
     );
 }
 
+/// Runs a client command against `up` with its token and `input` on standard input.
+fn cli_with_input(up: &Up, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let token = std::fs::read_to_string(up.data.join("api-token")).unwrap();
+    let mut child = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&up.config)
+        .args(args)
+        .env("RAIBID_SERVER", up.url())
+        .env("RAIBID_TOKEN", token.trim())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn repository_secrets_set_with_the_cli_reach_steps_masked_and_outlive_a_restart() {
+    const VALUE: &str = "dep-value-5Gh7kQ";
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(dir.path(), "", &["--max-agents", "1"], &[]);
+    let set = cli_with_input(
+        &up,
+        &["secret", "set", "acme/app", "DEPLOY_TOKEN"],
+        &format!("{VALUE}\n"),
+    );
+    let said = String::from_utf8_lossy(&set.stdout);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        said.contains("created secret DEPLOY_TOKEN of acme/app (every event)"),
+        "{said}"
+    );
+    let listed = cli(&up, &["secret", "list", "acme/app"]);
+    assert!(
+        listed.contains("DEPLOY_TOKEN") && !listed.contains(VALUE),
+        "{listed}"
+    );
+
+    // `echo`'s newline is not part of the value: the step compares it exactly.
+    let (repo, sha) = repo_with(&format!(
+        "steps:\n  - name: deploy\n    secrets: [DEPLOY_TOKEN]\n    run: |\n      \
+         echo token=$DEPLOY_TOKEN\n      test \"$DEPLOY_TOKEN\" = {VALUE}\n"
+    ));
+    let client = up.client();
+    let job = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    let log = client.logs(&job.id, None).await.unwrap().text;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(log.contains("token=***") && !log.contains(VALUE), "{log}");
+
+    // The key is kept in the data directory: after a restart the secret still opens.
+    assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
+    up.spawn(&["--max-agents", "1"], &[]);
+    let client = up.client();
+    let job = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    let log = client.logs(&job.id, None).await.unwrap().text;
+    assert_eq!(done.status, JobStatus::Success, "after a restart: {log}");
+
+    let removed = cli(&up, &["secret", "rm", "acme/app", "DEPLOY_TOKEN"]);
+    assert!(removed.contains("deleted secret DEPLOY_TOKEN"), "{removed}");
+    let again = cli_run(&up, &["secret", "rm", "acme/app", "DEPLOY_TOKEN"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no secret DEPLOY_TOKEN"));
+    let job = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, JobStatus::Error);
+    assert!(
+        done.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("neither a secret of repository acme/app"),
+        "{done:?}"
+    );
+    assert!(!up.log().contains(VALUE), "the value is in raibid up's log");
+}
+
 #[tokio::test]
 async fn a_sandboxed_step_cannot_read_up_s_credentials() {
     // Outside /tmp, /root and /home, which the sandbox hides anyway.
@@ -657,10 +746,11 @@ async fn a_sandboxed_step_cannot_read_up_s_credentials() {
     let client = up.client();
     let token_file = up.data.join("api-token");
     let pipeline = format!(
-        "steps:\n  - name: peek\n    run: |\n      if cat {} {} {}; then echo LEAKED; else echo hidden; fi\n",
+        "steps:\n  - name: peek\n    run: |\n      if cat {} {} {} {}; then echo LEAKED; else echo hidden; fi\n",
         token_file.display(),
         up.data.join("webhook-secret").display(),
-        up.data.join("registry-password").display()
+        up.data.join("registry-password").display(),
+        up.data.join("secrets-key").display()
     );
     let (repo, sha) = repo_with(&pipeline);
     let job = submit(&client, &repo, &sha).await;
@@ -675,6 +765,7 @@ async fn a_sandboxed_step_cannot_read_up_s_credentials() {
     if let Ok(password) = std::fs::read_to_string(up.data.join("registry-password")) {
         assert!(!log.contains(password.trim()), "{log}");
     }
+    assert!(!log.contains(&read(&up.data.join("secrets-key"))), "{log}");
     assert!(log.contains("hidden"), "{log}");
 }
 
@@ -710,7 +801,13 @@ fn modes_under(dir: &Path) -> Vec<(PathBuf, u32)> {
 async fn assert_private(up: &Up) {
     let data = &up.data;
     assert_eq!(mode(data), 0o700, "data directory");
-    for file in ["env", "api-token", "webhook-secret", "redis-password"] {
+    for file in [
+        "env",
+        "api-token",
+        "webhook-secret",
+        "redis-password",
+        "secrets-key",
+    ] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
     let redis_dir = data.join("redis");
@@ -781,7 +878,13 @@ async fn up_s_files_are_private_and_its_redis_needs_a_password_never_on_a_comman
 
     // As an older version (or a careless copy) left them: readable by everyone.
     set_mode(&up.data, 0o755);
-    for file in ["env", "api-token", "webhook-secret", "redis-password"] {
+    for file in [
+        "env",
+        "api-token",
+        "webhook-secret",
+        "redis-password",
+        "secrets-key",
+    ] {
         set_mode(&up.data.join(file), 0o644);
     }
     for (path, m) in modes_under(&up.data.join("redis")) {

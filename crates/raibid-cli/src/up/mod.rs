@@ -122,6 +122,23 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     };
 
     config.server.webhook_secret = Secret::new(secret.clone());
+    // Repository secrets are sealed with it: generated once, so the ones set stay readable
+    // across restarts.
+    if config.redis.secrets_key.is_empty() {
+        let path = data_dir.join("secrets-key");
+        let key = credentials::load_or_create(&path)?;
+        if key.chars().count() < raibid_config::SECRETS_KEY_MIN_LEN {
+            bail!(
+                "{} holds {} characters; the key repository secrets are sealed with needs at \
+                 least {} (delete the file to have one generated, which makes the secrets \
+                 set so far unreadable)",
+                path.display(),
+                key.chars().count(),
+                raibid_config::SECRETS_KEY_MIN_LEN
+            );
+        }
+        config.redis.secrets_key = Secret::new(key);
+    }
     let token = credentials::load_or_create(&data_dir.join("api-token"))?;
     config.server.tokens.push(TokenHash::of(&token));
     if let Some(listen) = &args.listen {
@@ -189,6 +206,11 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         "RAIBID_REDIS_URL".to_owned(),
         config.redis.url.expose().to_owned(),
     )];
+    // The agents open repository secrets with the key the server seals them with.
+    agent_env.push((
+        "RAIBID_REDIS_SECRETS_KEY".to_owned(),
+        config.redis.secrets_key.expose().to_owned(),
+    ));
     if let Ok(path) = std::env::var("PATH") {
         agent_env.push(("PATH".into(), path));
     }
