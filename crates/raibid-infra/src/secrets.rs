@@ -28,9 +28,11 @@ pub struct SecretSpec {
     pub component: &'static str,
 }
 
+/// Redis's password, and the key repository secrets are sealed with in Redis
+/// (`redis.secrets_key`): what every Redis client of raibid-ci (server, agents) needs.
 pub const REDIS: SecretSpec = SecretSpec {
     name: "raibid-redis",
-    keys: &["password"],
+    keys: &["password", "secrets-key"],
     app: "redis",
     component: "queue",
 };
@@ -133,6 +135,11 @@ pub fn sources(
                 ("raibid-redis", "password") => from(
                     "redis.url",
                     redis_password.as_deref().unwrap_or_default(),
+                    KeySource::KeepOrGenerate,
+                ),
+                ("raibid-redis", "secrets-key") => from(
+                    "redis.secrets_key",
+                    config.redis.secrets_key.expose(),
                     KeySource::KeepOrGenerate,
                 ),
                 ("raibid-server", "webhook-secret") => from(
@@ -370,9 +377,18 @@ mod tests {
     fn keeps_existing_values_and_generates_missing_ones() {
         let config = Config::default();
         let sources = sources(&REDIS, &config).unwrap();
-        assert_eq!(sources, [("password", KeySource::KeepOrGenerate)]);
+        assert_eq!(
+            sources,
+            [
+                ("password", KeySource::KeepOrGenerate),
+                ("secrets-key", KeySource::KeepOrGenerate)
+            ]
+        );
+        // A cluster set up before the secrets key existed keeps its password and gets a key.
         let existing = BTreeMap::from([("password".to_owned(), ByteString(b"old".to_vec()))]);
-        assert_eq!(resolve(&sources, Some(&existing))["password"], "old");
+        let upgraded = resolve(&sources, Some(&existing));
+        assert_eq!(upgraded["password"], "old");
+        assert!(upgraded["secrets-key"].len() >= raibid_config::SECRETS_KEY_MIN_LEN);
         let fresh = resolve(&sources, None);
         assert_eq!(fresh["password"].len(), 32);
         assert_ne!(fresh, resolve(&sources, None), "two generations differ");
@@ -400,11 +416,14 @@ mod tests {
         let mut config = Config::default();
         config.redis.url = raibid_config::Secret::new("redis://:fromconfig@x:6379");
         config.server.webhook_secret = raibid_config::Secret::new("hook");
-        let existing = BTreeMap::from([("password".to_owned(), ByteString(b"old".to_vec()))]);
-        assert_eq!(
-            resolve(&sources(&REDIS, &config).unwrap(), Some(&existing))["password"],
-            "fromconfig"
-        );
+        config.redis.secrets_key = raibid_config::Secret::new("k".repeat(40));
+        let existing = BTreeMap::from([
+            ("password".to_owned(), ByteString(b"old".to_vec())),
+            ("secrets-key".to_owned(), ByteString(b"old-key".to_vec())),
+        ]);
+        let redis = resolve(&sources(&REDIS, &config).unwrap(), Some(&existing));
+        assert_eq!(redis["password"], "fromconfig");
+        assert_eq!(redis["secrets-key"], "k".repeat(40));
         let server = resolve(&sources(&SERVER, &config).unwrap(), None);
         assert_eq!(server["webhook-secret"], "hook");
         assert_eq!(server["gitea-token"], "", "a token is never invented");

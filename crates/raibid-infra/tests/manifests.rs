@@ -211,7 +211,7 @@ fn configuration_typos_and_unknown_variables_are_caught_before_a_crash_loop() {
     );
     assert_eq!(issues.len(), 1, "{issues:#?}");
     assert!(
-        issues[0].contains("spec.template.spec.containers[0].env[3]"),
+        issues[0].contains("spec.template.spec.containers[0].env[4]"),
         "{}",
         issues[0]
     );

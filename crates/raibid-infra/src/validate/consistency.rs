@@ -410,9 +410,11 @@ fn environment(manifest: &Manifest, issues: &mut Vec<Issue>) {
             let Some(name) = var["name"].as_str().filter(|n| n.starts_with("RAIBID_")) else {
                 continue;
             };
+            // A value from a Secret or field is not known here: a stand-in that passes the
+            // rules on values (a long one, as redis.secrets_key needs 32 characters).
             let value = var["value"]
                 .as_str()
-                .unwrap_or("from-a-reference")
+                .unwrap_or("a-value-from-a-reference-unknown-here")
                 .to_owned();
             let vars = [(name.to_owned(), value)];
             if let Err(e) = raibid_config::load_from_str("", Path::new("(environment)"), &vars) {
