@@ -285,6 +285,11 @@ impl Up {
         read_trimmed(&self.data.join("api-token"))
     }
 
+    /// The key `raibid up` generated for repository secrets (`redis.secrets_key`).
+    pub fn secrets_key(&self) -> String {
+        read_trimmed(&self.data.join("secrets-key"))
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.url(), Some(self.token())).expect("an API client")
     }

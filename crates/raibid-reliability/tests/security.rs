@@ -21,6 +21,7 @@ const FINAL_WITHIN: Duration = Duration::from_secs(90);
 const SHARED: &str = "shared-secret-4f9a2c71";
 const DEPLOY_KEY: &str = "deploy-key-8e3b5d90";
 const REDIS_PASSWORD: &str = "redis-password-6d1e0f3a";
+const REPO_SECRET: &str = "repo-secret-7c2d9e41";
 
 /// Agent secrets: SHARED for every repository, DEPLOY_KEY for acme/site only.
 const AGENT_SECRETS: &str = "  secrets:\n    SHARED: \"shared-secret-4f9a2c71\"\n    \
@@ -225,6 +226,51 @@ async fn trace_logs_and_command_lines_never_show_tokens_or_secrets() {
     let git = GitServer::start().await;
     let (urls, sha) = publish(&git, &["acme/site"]);
 
+    // A repository secret, set as a person would: the value on standard input, never on a
+    // command line; a job then prints it.
+    let mut set = std::process::Command::new(raibid_reliability::raibid_binary())
+        .args([
+            "secret",
+            "set",
+            "acme/secrets",
+            "REPO_TOKEN",
+            "--server",
+            &up.url(),
+        ])
+        .env("RAIBID_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = set.stdin.take().unwrap();
+        stdin.write_all(REPO_SECRET.as_bytes()).unwrap();
+    }
+    let set = set.wait_with_output().unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let repo = GitRepo::new();
+    let repo_sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: repo\n    secrets: [REPO_TOKEN]\n    run: echo \"repo=$REPO_TOKEN\"\n",
+        )],
+        "repository secret",
+    );
+    let with_repo_secret = with_config_token
+        .submit(&SubmitJob {
+            repo: "acme/secrets".into(),
+            clone_url: git.publish("acme/secrets", &repo),
+            sha: Some(repo_sha),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let submitted = with_config_token
         .submit(&SubmitJob {
             repo: "acme/site".into(),
@@ -253,6 +299,14 @@ async fn trace_logs_and_command_lines_never_show_tokens_or_secrets() {
             .status,
         JobStatus::Success
     );
+    let with_repo_secret = wait_final(&client, &with_repo_secret.id, FINAL_WITHIN).await;
+    assert_eq!(
+        with_repo_secret.status,
+        JobStatus::Success,
+        "{with_repo_secret:?}"
+    );
+    let log = log_of(&client, &with_repo_secret.id).await;
+    assert!(log.contains("repo=***"), "{log}");
     client
         .list(&Default::default())
         .await
@@ -283,6 +337,7 @@ async fn trace_logs_and_command_lines_never_show_tokens_or_secrets() {
         401
     );
 
+    let secrets_key = up.secrets_key();
     let secrets = [
         ("generated API token", generated.as_str()),
         ("configured API token", TOKEN),
@@ -290,6 +345,8 @@ async fn trace_logs_and_command_lines_never_show_tokens_or_secrets() {
         ("redis password", REDIS_PASSWORD),
         ("agent secret", SHARED),
         ("scoped agent secret", DEPLOY_KEY),
+        ("repository secret", REPO_SECRET),
+        ("secrets key", secrets_key.as_str()),
     ];
     watching.store(false, Ordering::SeqCst);
     let command_lines = watcher.join().unwrap();
