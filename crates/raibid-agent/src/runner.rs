@@ -1117,7 +1117,7 @@ impl Runner {
             .collect();
         // The repository's secrets, every value masked from here on, whether or not a step
         // names it: a step may print one it got some other way (a file the last build left).
-        let repo_secrets = match self.queue.open_secrets(&job.spec.repo).await {
+        let job_secrets = match self.queue.open_secrets(&job.spec.repo).await {
             Ok(secrets) => secrets,
             Err(e) => {
                 for r in &mut results {
@@ -1129,8 +1129,10 @@ impl Runner {
                 return outcome;
             }
         };
-        for secret in repo_secrets.values().flatten() {
-            log.mask(&secret.value);
+        for secret in job_secrets.values() {
+            if let Ok(opened) = &secret.opened {
+                log.mask(&opened.value);
+            }
         }
         // Only for a job in which some `run` step can run at all: services are containers to
         // pull and start, for nothing when `when` skips every step that could reach them.
@@ -1143,7 +1145,7 @@ impl Runner {
             None
         } else {
             let started = match self
-                .services_with_secrets(job, &pipeline.services, &repo_secrets, log)
+                .services_with_secrets(job, &pipeline.services, &job_secrets, log)
                 .await
             {
                 Ok(services) => {
@@ -1184,7 +1186,7 @@ impl Runner {
             home,
             private,
             read_only,
-            repo_secrets: &repo_secrets,
+            job_secrets: &job_secrets,
             network: services.as_ref().map(|s| s.network().to_owned()),
             job_limit,
             job_deadline,
@@ -1223,14 +1225,14 @@ impl Runner {
         &self,
         job: &Job,
         services: &[Service],
-        repo_secrets: &raibid_queue::RepoSecrets,
+        job_secrets: &raibid_queue::JobSecrets,
         log: &mut JobLog,
     ) -> Result<Vec<Service>, String> {
         let mut out = Vec::with_capacity(services.len());
         for service in services {
             let secrets = self
                 .secrets
-                .resolve(job, &service.secrets, repo_secrets)
+                .resolve(job, &service.secrets, job_secrets)
                 .map_err(|e| format!("service {}: {e}", service.name))?;
             for value in secrets.values() {
                 log.mask(value);

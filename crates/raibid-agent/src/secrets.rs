@@ -11,29 +11,30 @@
 use std::collections::BTreeMap;
 
 use globset::{GlobSet, GlobSetBuilder};
+use raibid_model::SecretScope;
 use raibid_model::{Event, Job};
-use raibid_queue::{RepoSecrets, Unopenable};
+use raibid_queue::{JobSecrets, Unopenable};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     #[error(
-        "secret {name} is neither a secret of repository {repo} (raibid secret set {repo} \
-         {name}) nor configured on this agent (agent.secrets)"
+        "secret {name} is neither a secret of repository {repo} or its owner (raibid secret set) \
+         nor configured on this agent (agent.secrets)"
     )]
     Unknown { name: String, repo: String },
-    #[error("secret {name} of repository {repo} cannot be read: {why}")]
+    #[error("secret {name} of {scope} cannot be read: {why}")]
     Unopenable {
         name: String,
-        repo: String,
+        scope: SecretScope,
         why: Unopenable,
     },
     #[error(
-        "secret {name} of repository {repo} is not given to {event} jobs (only to {allowed}; \
-         raibid secret set --event changes that)"
+        "secret {name} of {scope} is not given to {event} jobs (only to {allowed}; raibid \
+         secret set --event changes that)"
     )]
     Event {
         name: String,
-        repo: String,
+        scope: SecretScope,
         event: Event,
         allowed: String,
     },
@@ -94,36 +95,38 @@ impl SecretStore {
     }
 
     /// The values of `names` for this job, or the first reason one of them is refused. A
-    /// name the job's repository has a secret of (`repo`, from `Queue::open_secrets`) is
-    /// that secret, limited to its events; otherwise it is this agent's, limited to the
-    /// repositories of `agent.secret_repos`. Neither goes to a pull request from a fork.
+    /// name the job's repository or its owner has a secret of (`job_secrets`, from
+    /// `Queue::open_secrets`) is that secret, limited to its events; otherwise it is this
+    /// agent's, limited to the repositories of `agent.secret_repos`. None goes to a pull
+    /// request from a fork.
     pub fn resolve(
         &self,
         job: &Job,
         names: &[String],
-        repo: &RepoSecrets,
+        job_secrets: &JobSecrets,
     ) -> Result<BTreeMap<String, String>, SecretError> {
         let mut out = BTreeMap::new();
         for name in names {
-            let value = match repo.get(name) {
-                Some(Ok(secret)) => {
-                    if !secret.events.is_empty() && !secret.events.contains(&job.spec.event) {
-                        let allowed: Vec<&str> = secret.events.iter().map(|e| e.as_str()).collect();
+            let value = match job_secrets.get(name) {
+                Some(secret) => {
+                    let opened = secret
+                        .opened
+                        .as_ref()
+                        .map_err(|why| SecretError::Unopenable {
+                            name: name.clone(),
+                            scope: secret.scope.clone(),
+                            why: why.clone(),
+                        })?;
+                    if !opened.events.is_empty() && !opened.events.contains(&job.spec.event) {
+                        let allowed: Vec<&str> = opened.events.iter().map(|e| e.as_str()).collect();
                         return Err(SecretError::Event {
                             name: name.clone(),
-                            repo: job.spec.repo.clone(),
+                            scope: secret.scope.clone(),
                             event: job.spec.event,
                             allowed: allowed.join(", "),
                         });
                     }
-                    &secret.value
-                }
-                Some(Err(why)) => {
-                    return Err(SecretError::Unopenable {
-                        name: name.clone(),
-                        repo: job.spec.repo.clone(),
-                        why: why.clone(),
-                    });
+                    &opened.value
                 }
                 None => {
                     let value = self.values.get(name).ok_or_else(|| SecretError::Unknown {
@@ -221,7 +224,7 @@ mod tests {
             .resolve(
                 &job("acme/site", Event::Push, false),
                 &["DEPLOY_KEY".into()],
-                &RepoSecrets::new(),
+                &JobSecrets::new(),
             )
             .unwrap();
         assert_eq!(got["DEPLOY_KEY"], "k-123456");
@@ -233,7 +236,7 @@ mod tests {
             .resolve(
                 &job("ACME/Site", Event::Push, false),
                 &["DEPLOY_KEY".into()],
-                &RepoSecrets::new(),
+                &JobSecrets::new(),
             )
             .unwrap();
         assert_eq!(got["DEPLOY_KEY"], "k-123456");
@@ -245,7 +248,7 @@ mod tests {
             .resolve(
                 &job("evil/repo", Event::Push, false),
                 &["DEPLOY_KEY".into()],
-                &RepoSecrets::new(),
+                &JobSecrets::new(),
             )
             .unwrap_err();
         assert!(matches!(err, SecretError::RepoNotAllowed { .. }));
@@ -257,7 +260,7 @@ mod tests {
             .resolve(
                 &job("acme/site", Event::PullRequest, true),
                 &["SHARED".into()],
-                &RepoSecrets::new(),
+                &JobSecrets::new(),
             )
             .unwrap_err();
         assert_eq!(err, SecretError::Fork("SHARED".into()));
@@ -266,7 +269,7 @@ mod tests {
                 .resolve(
                     &job("acme/site", Event::PullRequest, false),
                     &["SHARED".into()],
-                    &RepoSecrets::new(),
+                    &JobSecrets::new(),
                 )
                 .is_ok()
         );
@@ -288,30 +291,35 @@ mod tests {
             .resolve(
                 &job("a/b", Event::Push, false),
                 &["NOPE".into()],
-                &RepoSecrets::new(),
+                &JobSecrets::new(),
             )
             .unwrap_err();
         assert!(err.to_string().contains("NOPE"));
     }
 
-    fn repo_secrets() -> RepoSecrets {
-        use raibid_queue::OpenedSecret;
-        RepoSecrets::from([
-            (
-                "SHARED".to_owned(),
-                Ok(OpenedSecret {
-                    value: "repo-123456".into(),
-                    events: vec![],
-                }),
-            ),
+    fn repo_secrets() -> JobSecrets {
+        use raibid_queue::{JobSecret, OpenedSecret};
+        let repo = SecretScope::Repo("acme/site".into());
+        let secret = |value: &str, events: Vec<Event>| JobSecret {
+            scope: repo.clone(),
+            opened: Ok(OpenedSecret {
+                value: value.into(),
+                events,
+            }),
+        };
+        JobSecrets::from([
+            ("SHARED".to_owned(), secret("repo-123456", vec![])),
             (
                 "RELEASE_KEY".to_owned(),
-                Ok(OpenedSecret {
-                    value: "rel-123456".into(),
-                    events: vec![Event::Tag],
-                }),
+                secret("rel-123456", vec![Event::Tag]),
             ),
-            ("BROKEN".to_owned(), Err(Unopenable::Damaged)),
+            (
+                "BROKEN".to_owned(),
+                JobSecret {
+                    scope: SecretScope::Owner("acme".into()),
+                    opened: Err(Unopenable::Damaged),
+                },
+            ),
         ])
     }
 
@@ -350,12 +358,18 @@ mod tests {
         let err = store()
             .resolve(&push, &["BROKEN".into()], &repo_secrets())
             .unwrap_err();
-        assert!(err.to_string().contains("set the secret again"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("secret BROKEN of owner acme cannot be read")
+                && err.to_string().contains("set the secret again"),
+            "{err}"
+        );
         let err = store()
             .resolve(&push, &["NOPE".into()], &repo_secrets())
             .unwrap_err();
         assert!(
-            err.to_string().contains("raibid secret set acme/site NOPE"),
+            err.to_string()
+                .contains("neither a secret of repository acme/site or its owner"),
             "{err}"
         );
     }

@@ -1,34 +1,59 @@
-//! Repository secrets (`raibid secret set`) in real jobs: a step that names one gets its value
-//! and the log shows `***` for it and for every other secret of the repository; a secret is
+//! Repository and owner secrets (`raibid secret set`) in real jobs: a step that names one gets
+//! its value (the repository's over its owner's) and the log shows `***` for it and for every
+//! other secret of the repository and its owner; a secret is
 //! refused to jobs of events it was not given to, to pull requests from forks, and by an
 //! agent whose `redis.secrets_key` is not the one it was sealed with.
 
 mod support;
 
 use raibid_agent::SecretStore;
-use raibid_model::{Event, JobStatus};
+use raibid_model::{Event, JobStatus, SecretScope};
 use raibid_testkit::GitRepo;
 use support::Harness;
 
 const KEY: &str = "the-repository-secrets-key-0123456789";
 
+fn repo(name: &str) -> SecretScope {
+    SecretScope::Repo(name.to_owned())
+}
+
 async fn harness_with_secrets() -> Harness {
     let h = Harness::with_secrets_key(Some(KEY));
     h.queue
-        .set_secret("acme/app", "DEPLOY_TOKEN", "dep-7Hq2x9Lw", &[Event::Push])
+        .set_secret(
+            &repo("acme/app"),
+            "DEPLOY_TOKEN",
+            "dep-7Hq2x9Lw",
+            &[Event::Push],
+        )
         .await
         .unwrap();
     h.queue
-        .set_secret("acme/app", "RELEASE_TOKEN", "rel-3Kd8s1Pz", &[Event::Tag])
+        .set_secret(
+            &repo("acme/app"),
+            "RELEASE_TOKEN",
+            "rel-3Kd8s1Pz",
+            &[Event::Tag],
+        )
         .await
         .unwrap();
     h.queue
-        .set_secret("acme/app", "UNUSED_TOKEN", "unu-5Rt6y7Uq", &[])
+        .set_secret(&repo("acme/app"), "UNUSED_TOKEN", "unu-5Rt6y7Uq", &[])
+        .await
+        .unwrap();
+    // The owner's: every repository of acme gets them, under its own of the same name.
+    let acme = SecretScope::Owner("acme".into());
+    h.queue
+        .set_secret(&acme, "DEPLOY_TOKEN", "org-4Ff5g6Hh", &[])
+        .await
+        .unwrap();
+    h.queue
+        .set_secret(&acme, "ORG_TOKEN", "org-9Jj8k7Ll", &[])
         .await
         .unwrap();
     // Another repository's secret of the same name is not this one's.
     h.queue
-        .set_secret("acme/other", "DEPLOY_TOKEN", "oth-1Aa2Bb3C", &[])
+        .set_secret(&repo("acme/other"), "DEPLOY_TOKEN", "oth-1Aa2Bb3C", &[])
         .await
         .unwrap();
     h
@@ -51,8 +76,8 @@ async fn a_step_gets_its_repositorys_secret_and_the_log_masks_them_all() {
         &[
             (".raibid.yaml", &pipeline("DEPLOY_TOKEN")),
             ("expected", "dep-7Hq2x9Lw"),
-            // Printed without being named: masked all the same.
-            ("unused", "unused is unu-5Rt6y7Uq\n"),
+            // Printed without being named: masked all the same, the owner's too.
+            ("unused", "unused is unu-5Rt6y7Uq, org is org-9Jj8k7Ll\n"),
         ],
         "init",
     );
@@ -61,8 +86,8 @@ async fn a_step_gets_its_repositorys_secret_and_the_log_masks_them_all() {
     let log = h.log(&job.id).await;
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
     assert!(log.contains("the token is ***"), "{log}");
-    assert!(log.contains("unused is ***"), "{log}");
-    for value in ["dep-7Hq2x9Lw", "unu-5Rt6y7Uq"] {
+    assert!(log.contains("unused is ***, org is ***"), "{log}");
+    for value in ["dep-7Hq2x9Lw", "unu-5Rt6y7Uq", "org-9Jj8k7Ll"] {
         assert!(!log.contains(value), "{value} in {log}");
     }
 }
@@ -142,4 +167,41 @@ async fn a_secret_is_refused_to_other_events_to_forks_and_to_other_keys() {
     h.run_once(h.runner(SecretStore::default())).await;
     let log = h.log(&job.id).await;
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+}
+
+#[tokio::test]
+async fn an_owners_secret_reaches_its_repositories_only() {
+    let h = harness_with_secrets().await;
+    let repo_dir = GitRepo::new();
+    let sha = repo_dir.commit(
+        &[
+            (".raibid.yaml", &pipeline("ORG_TOKEN")),
+            ("expected", "org-9Jj8k7Ll"),
+            ("unused", ""),
+        ],
+        "org",
+    );
+    let job = h.enqueue(&repo_dir.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("the token is ***"), "{log}");
+
+    // A repository of another owner does not get it.
+    let spec = raibid_model::NewJob::new(
+        "elsewhere/app",
+        repo_dir.url(),
+        "refs/heads/main",
+        &sha,
+        Event::Push,
+    );
+    let job = h.enqueue_spec(spec).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&job.id).await;
+    assert_eq!(done.status, JobStatus::Error);
+    let reason = done.reason.unwrap();
+    assert!(
+        reason.contains("neither a secret of repository elsewhere/app"),
+        "{reason}"
+    );
 }

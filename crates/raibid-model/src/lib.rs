@@ -16,5 +16,5 @@ pub use job::{
     StepStatus,
 };
 pub use pool::{PoolName, PoolNameError};
-pub use secret::RepoSecret;
+pub use secret::{RepoSecret, SecretScope};
 pub use stats::{ConsumerStats, PoolStats, ScalerStatus};

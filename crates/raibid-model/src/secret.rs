@@ -18,6 +18,41 @@ pub struct RepoSecret {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Whose secrets: one repository's, or those of every repository of an owner (an
+/// organization or a user), as Woodpecker's and Gitea's organization secrets. A job gets both
+/// its repository's and its owner's; the repository's win.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretScope {
+    /// `owner/name`.
+    Repo(String),
+    /// `owner`.
+    Owner(String),
+}
+
+impl SecretScope {
+    /// The owner's scope of repository `repo` (`owner/name`).
+    pub fn owner_of(repo: &str) -> Option<SecretScope> {
+        repo.split_once('/')
+            .map(|(owner, _)| SecretScope::Owner(owner.to_owned()))
+    }
+
+    /// The repository's or owner's name, as given.
+    pub fn name(&self) -> &str {
+        match self {
+            SecretScope::Repo(name) | SecretScope::Owner(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for SecretScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretScope::Repo(repo) => write!(f, "repository {repo}"),
+            SecretScope::Owner(owner) => write!(f, "owner {owner}"),
+        }
+    }
+}
+
 impl RepoSecret {
     /// Whether a job of `event` may read it.
     pub fn allows(&self, event: Event) -> bool {

@@ -43,8 +43,8 @@ pub enum QueueError {
     /// A repository secret that cannot be set: a bad value, or the key cannot seal.
     #[error("{0}")]
     InvalidSecret(String),
-    #[error("repository {repo} has {limit} secrets, the most it may have: delete one first")]
-    TooManySecrets { repo: String, limit: usize },
+    #[error("{scope} has {limit} secrets, the most it may have: delete one first")]
+    TooManySecrets { scope: String, limit: usize },
     #[error("invalid job: {0}")]
     Invalid(String),
     #[error("unexpected reply from redis: {0}")]

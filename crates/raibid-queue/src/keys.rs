@@ -1,6 +1,6 @@
 //! Every Redis key raibid-ci uses, in one place.
 
-use raibid_model::{JobStatus, PoolName};
+use raibid_model::{JobStatus, PoolName, SecretScope};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -74,10 +74,21 @@ impl Keys {
         format!("{}:jobs:pool:{pool}", self.prefix)
     }
 
-    /// A repository's secrets (a hash, a field per secret), lowercased as forges compare
-    /// repository names.
-    pub fn secrets(&self, repo: &str) -> String {
-        format!("{}:secrets:{}", self.prefix, repo.to_ascii_lowercase())
+    /// A repository's or an owner's secrets (a hash, a field per secret), lowercased as
+    /// forges compare names.
+    pub fn secrets(&self, scope: &SecretScope) -> String {
+        match scope {
+            SecretScope::Repo(repo) => {
+                format!("{}:secrets:{}", self.prefix, repo.to_ascii_lowercase())
+            }
+            SecretScope::Owner(owner) => {
+                format!(
+                    "{}:owner-secrets:{}",
+                    self.prefix,
+                    owner.to_ascii_lowercase()
+                )
+            }
+        }
     }
 
     /// A repository's concurrency group: the id of the job that holds it (runs its steps, or

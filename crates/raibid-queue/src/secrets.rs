@@ -1,9 +1,9 @@
-//! Repository secrets: values a token holder sets for one repository (`raibid secret set`),
-//! which that repository's steps read by naming them in `secrets:`, as on Woodpecker, Gitea
-//! Actions and GitHub.
+//! Repository secrets: values a token holder sets for one repository, or for every repository
+//! of an owner (`raibid secret set`), which those repositories' steps read by naming them in
+//! `secrets:`, as on Woodpecker, Gitea Actions and GitHub.
 //!
-//! Each repository's secrets are one hash (`<prefix>:secrets:<owner/name>`, lowercased as
-//! forges compare names), a field per secret holding its value sealed with ChaCha20-Poly1305
+//! Each repository's secrets are one hash (`<prefix>:secrets:<owner/name>`), each owner's
+//! another (`<prefix>:owner-secrets:<owner>`), lowercased as forges compare names; a field per secret holding its value sealed with ChaCha20-Poly1305
 //! under `redis.secrets_key`, which the server (to seal) and the agents (to open) share. What
 //! that buys: a Redis dump, backup or replica, or a client that may only read, holds no
 //! usable value. What it does not: anyone who can write to the queue can make an agent run a
@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use raibid_model::{Event, RepoSecret};
+use raibid_model::{Event, RepoSecret, SecretScope};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -115,18 +115,22 @@ struct Stored {
     sealed: String,
 }
 
-/// What the seal binds a value to: moved to another repository or name, or given other
-/// events, it no longer opens.
-fn bound_to(repo: &str, name: &str, events: &[Event]) -> String {
+/// What the seal binds a value to: moved to another repository, owner or name, or given
+/// other events, it no longer opens.
+fn bound_to(scope: &SecretScope, name: &str, events: &[Event]) -> String {
     let events: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+    let kind = match scope {
+        SecretScope::Repo(_) => "repository",
+        SecretScope::Owner(_) => "owner",
+    };
     format!(
-        "raibid-ci repository secret v1\n{}\n{name}\n{}",
-        repo.to_ascii_lowercase(),
+        "raibid-ci {kind} secret v1\n{}\n{name}\n{}",
+        scope.name().to_ascii_lowercase(),
         events.join(",")
     )
 }
 
-/// A repository secret opened for a job.
+/// A secret opened for a job.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OpenedSecret {
     pub value: String,
@@ -156,17 +160,25 @@ pub enum Unopenable {
     Damaged,
 }
 
-/// A repository's secrets for one job, by name.
-pub type RepoSecrets = BTreeMap<String, Result<OpenedSecret, Unopenable>>;
+/// One of a job's secrets: whose it is, and its value or why it cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSecret {
+    pub scope: SecretScope,
+    pub opened: Result<OpenedSecret, Unopenable>,
+}
+
+/// The secrets of a job's repository and of its owner, by name: the repository's where both
+/// have one.
+pub type JobSecrets = BTreeMap<String, JobSecret>;
 
 impl Queue {
-    /// Sets repository `repo`'s secret `name` (sealed), readable by jobs of `events` (all if
-    /// empty). Returns it as listed, and whether it is new (false: it replaced a value).
-    /// Refused without `redis.secrets_key` ([`QueueError::SecretsOff`]) and for a repository
-    /// that has [`MAX_SECRETS_PER_REPO`] others already.
+    /// Sets the secret `name` of a repository or owner (sealed), readable by jobs of `events`
+    /// (all if empty). Returns it as listed, and whether it is new (false: it replaced a
+    /// value). Refused without `redis.secrets_key` ([`QueueError::SecretsOff`]) and for a
+    /// repository or owner that has [`MAX_SECRETS_PER_REPO`] others already.
     pub async fn set_secret(
         &self,
-        repo: &str,
+        scope: &SecretScope,
         name: &str,
         value: &str,
         events: &[Event],
@@ -184,7 +196,7 @@ impl Queue {
         let mut events = events.to_vec();
         events.sort_by_key(|e| e.as_str());
         events.dedup();
-        let (nonce, sealed) = key.seal(&bound_to(repo, name, &events), value)?;
+        let (nonce, sealed) = key.seal(&bound_to(scope, name, &events), value)?;
         let stored = Stored {
             events,
             updated_at: Utc::now(),
@@ -196,14 +208,14 @@ impl Queue {
             .map_err(|e| QueueError::Protocol(format!("encoding a secret: {e}")))?;
         let mut invocation = scripts::SET_SECRET.prepare_invoke();
         invocation
-            .key(self.keys.secrets(repo))
+            .key(self.keys.secrets(scope))
             .arg(name)
             .arg(json)
             .arg(MAX_SECRETS_PER_REPO);
         let created: i64 = self.conn.script(&invocation).await?;
         if created < 0 {
             return Err(QueueError::TooManySecrets {
-                repo: repo.to_owned(),
+                scope: scope.to_string(),
                 limit: MAX_SECRETS_PER_REPO,
             });
         }
@@ -215,10 +227,10 @@ impl Queue {
         Ok((secret, created == 1))
     }
 
-    /// Repository `repo`'s secrets by name, without their values.
-    pub async fn secrets(&self, repo: &str) -> Result<Vec<RepoSecret>, QueueError> {
+    /// The secrets of a repository or owner, by name, without their values.
+    pub async fn secrets(&self, scope: &SecretScope) -> Result<Vec<RepoSecret>, QueueError> {
         Ok(self
-            .stored_secrets(repo)
+            .stored_secrets(scope)
             .await?
             .into_iter()
             .map(|(name, stored)| RepoSecret {
@@ -229,58 +241,80 @@ impl Queue {
             .collect())
     }
 
-    /// Deletes one of `repo`'s secrets; false if it had none of that name.
-    pub async fn delete_secret(&self, repo: &str, name: &str) -> Result<bool, QueueError> {
+    /// Deletes one secret of a repository or owner; false if it had none of that name.
+    pub async fn delete_secret(&self, scope: &SecretScope, name: &str) -> Result<bool, QueueError> {
         let deleted: i64 = self
             .conn
-            .run(redis::cmd("HDEL").arg(self.keys.secrets(repo)).arg(name))
+            .run(redis::cmd("HDEL").arg(self.keys.secrets(scope)).arg(name))
             .await?;
         Ok(deleted == 1)
     }
 
-    /// Repository `repo`'s secrets opened with this queue's key, for a job: each one that
-    /// cannot be opened says why, and fails only a job that names it.
-    pub async fn open_secrets(&self, repo: &str) -> Result<RepoSecrets, QueueError> {
-        let key = self.options().secrets_key.as_ref();
-        Ok(self
-            .stored_secrets(repo)
-            .await?
+    /// The secrets of repository `repo` and of its owner, opened with this queue's key, for a
+    /// job: each one that cannot be opened says why, and fails only a job that names it.
+    pub async fn open_secrets(&self, repo: &str) -> Result<JobSecrets, QueueError> {
+        let mut secrets = JobSecrets::new();
+        let scopes = SecretScope::owner_of(repo)
             .into_iter()
-            .map(|(name, stored)| {
-                let opened = match key {
-                    None => Err(Unopenable::NoKey),
-                    Some(key) if key.id != stored.key => Err(Unopenable::OtherKey {
-                        sealed_with: stored.key.clone(),
-                        ours: key.id.clone(),
-                    }),
-                    Some(key) => {
-                        let aad = bound_to(repo, &name, &stored.events);
-                        match (hex::decode(&stored.nonce), hex::decode(&stored.sealed)) {
-                            (Ok(nonce), Ok(sealed)) => key.open(&aad, &nonce, sealed),
-                            _ => None,
-                        }
-                        .map(|value| OpenedSecret {
-                            value,
-                            events: stored.events.clone(),
-                        })
-                        .ok_or(Unopenable::Damaged)
-                    }
-                };
-                (name, opened)
-            })
-            .collect())
+            .chain([SecretScope::Repo(repo.to_owned())]);
+        // The repository's come last, so they replace its owner's of the same name.
+        for scope in scopes {
+            for (name, stored) in self.stored_secrets(&scope).await? {
+                let opened = self.open_secret(&scope, &name, &stored);
+                secrets.insert(
+                    name,
+                    JobSecret {
+                        scope: scope.clone(),
+                        opened,
+                    },
+                );
+            }
+        }
+        Ok(secrets)
     }
 
-    async fn stored_secrets(&self, repo: &str) -> Result<BTreeMap<String, Stored>, QueueError> {
+    fn open_secret(
+        &self,
+        scope: &SecretScope,
+        name: &str,
+        stored: &Stored,
+    ) -> Result<OpenedSecret, Unopenable> {
+        let key = self
+            .options()
+            .secrets_key
+            .as_ref()
+            .ok_or(Unopenable::NoKey)?;
+        if key.id != stored.key {
+            return Err(Unopenable::OtherKey {
+                sealed_with: stored.key.clone(),
+                ours: key.id.clone(),
+            });
+        }
+        let aad = bound_to(scope, name, &stored.events);
+        match (hex::decode(&stored.nonce), hex::decode(&stored.sealed)) {
+            (Ok(nonce), Ok(sealed)) => key.open(&aad, &nonce, sealed),
+            _ => None,
+        }
+        .map(|value| OpenedSecret {
+            value,
+            events: stored.events.clone(),
+        })
+        .ok_or(Unopenable::Damaged)
+    }
+
+    async fn stored_secrets(
+        &self,
+        scope: &SecretScope,
+    ) -> Result<BTreeMap<String, Stored>, QueueError> {
         let fields: HashMap<String, String> = self
             .conn
-            .run(redis::cmd("HGETALL").arg(self.keys.secrets(repo)))
+            .run(redis::cmd("HGETALL").arg(self.keys.secrets(scope)))
             .await?;
         fields
             .into_iter()
             .map(|(name, json)| {
                 let stored = serde_json::from_str(&json)
-                    .map_err(|e| QueueError::Protocol(format!("secret {name} of {repo}: {e}")))?;
+                    .map_err(|e| QueueError::Protocol(format!("secret {name} of {scope}: {e}")))?;
                 Ok((name, stored))
             })
             .collect()
@@ -304,7 +338,8 @@ mod tests {
     #[test]
     fn a_value_opens_only_where_it_was_sealed() {
         let k = key("a");
-        let aad = bound_to("acme/app", "TOKEN", &[Event::Push]);
+        let repo = |r: &str| SecretScope::Repo(r.to_owned());
+        let aad = bound_to(&repo("acme/app"), "TOKEN", &[Event::Push]);
         let (nonce, sealed) = k.seal(&aad, "s3cret-value").unwrap();
         assert!(!sealed.windows(12).any(|w| w == b"s3cret-value"));
         assert_eq!(
@@ -314,16 +349,22 @@ mod tests {
         // Case of the repository does not matter, as forges compare names ignoring it.
         assert!(
             k.open(
-                &bound_to("ACME/App", "TOKEN", &[Event::Push]),
+                &bound_to(&repo("ACME/App"), "TOKEN", &[Event::Push]),
                 &nonce,
                 sealed.clone()
             )
             .is_some()
         );
         for other in [
-            bound_to("acme/other", "TOKEN", &[Event::Push]),
-            bound_to("acme/app", "OTHER", &[Event::Push]),
-            bound_to("acme/app", "TOKEN", &[]),
+            bound_to(&repo("acme/other"), "TOKEN", &[Event::Push]),
+            bound_to(&repo("acme/app"), "OTHER", &[Event::Push]),
+            bound_to(&repo("acme/app"), "TOKEN", &[]),
+            // An owner's secret is another kind, even of a same-named owner.
+            bound_to(
+                &SecretScope::Owner("acme/app".into()),
+                "TOKEN",
+                &[Event::Push],
+            ),
         ] {
             assert_eq!(k.open(&other, &nonce, sealed.clone()), None, "{other}");
         }

@@ -3,13 +3,21 @@
 
 use std::time::Duration;
 
-use raibid_model::Event;
+use raibid_model::{Event, SecretScope};
 use raibid_queue::{
     MAX_SECRETS_PER_REPO, OpenedSecret, Queue, QueueError, QueueOptions, SecretsKey, Unopenable,
 };
 use raibid_testkit::RedisServer;
 
 const KEY: &str = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+fn repo(name: &str) -> SecretScope {
+    SecretScope::Repo(name.to_owned())
+}
+
+fn owner(name: &str) -> SecretScope {
+    SecretScope::Owner(name.to_owned())
+}
 
 fn queue(redis: &RedisServer, key: Option<&str>) -> Queue {
     let mut o = QueueOptions::new(redis.url());
@@ -24,7 +32,7 @@ async fn secrets_are_sealed_in_redis_and_open_for_the_repository() {
     let q = queue(&redis, Some(KEY));
     let (listed, created) = q
         .set_secret(
-            "acme/app",
+            &repo("acme/app"),
             "DEPLOY_KEY",
             "hunter2-deploy",
             &[Event::Tag, Event::Push],
@@ -34,11 +42,11 @@ async fn secrets_are_sealed_in_redis_and_open_for_the_repository() {
     assert!(created);
     assert_eq!(listed.events, [Event::Push, Event::Tag]);
     let (_, created) = q
-        .set_secret("acme/app", "DEPLOY_KEY", "hunter3-deploy", &[])
+        .set_secret(&repo("acme/app"), "DEPLOY_KEY", "hunter3-deploy", &[])
         .await
         .unwrap();
     assert!(!created, "a second set replaces the value");
-    q.set_secret("acme/app", "NPM_TOKEN", "npm-123456", &[Event::Push])
+    q.set_secret(&repo("acme/app"), "NPM_TOKEN", "npm-123456", &[Event::Push])
         .await
         .unwrap();
 
@@ -68,7 +76,7 @@ async fn secrets_are_sealed_in_redis_and_open_for_the_repository() {
     }
 
     let names: Vec<String> = q
-        .secrets("ACME/App")
+        .secrets(&repo("ACME/App"))
         .await
         .unwrap()
         .into_iter()
@@ -84,18 +92,34 @@ async fn secrets_are_sealed_in_redis_and_open_for_the_repository() {
     let agent = queue(&redis, Some(KEY));
     let opened = agent.open_secrets("Acme/App").await.unwrap();
     assert_eq!(
-        opened["DEPLOY_KEY"],
+        opened["DEPLOY_KEY"].opened,
         Ok(OpenedSecret {
             value: "hunter3-deploy".into(),
             events: vec![]
         })
     );
-    assert_eq!(opened["NPM_TOKEN"].as_ref().unwrap().events, [Event::Push]);
+    assert_eq!(
+        opened["DEPLOY_KEY"].scope,
+        repo("Acme/App"),
+        "as the job names it"
+    );
+    assert_eq!(
+        opened["NPM_TOKEN"].opened.as_ref().unwrap().events,
+        [Event::Push]
+    );
     assert!(agent.open_secrets("acme/other").await.unwrap().is_empty());
 
-    assert!(q.delete_secret("acme/app", "NPM_TOKEN").await.unwrap());
-    assert!(!q.delete_secret("acme/app", "NPM_TOKEN").await.unwrap());
-    assert_eq!(q.secrets("acme/app").await.unwrap().len(), 1);
+    assert!(
+        q.delete_secret(&repo("acme/app"), "NPM_TOKEN")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !q.delete_secret(&repo("acme/app"), "NPM_TOKEN")
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.secrets(&repo("acme/app")).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -103,24 +127,25 @@ async fn without_the_key_secrets_are_neither_set_nor_opened() {
     let redis = RedisServer::start();
     let keyless = queue(&redis, None);
     let err = keyless
-        .set_secret("acme/app", "TOKEN", "value-1234", &[])
+        .set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[])
         .await
         .unwrap_err();
     assert!(matches!(err, QueueError::SecretsOff), "{err}");
     assert!(err.to_string().contains("redis.secrets_key"), "{err}");
 
     queue(&redis, Some(KEY))
-        .set_secret("acme/app", "TOKEN", "value-1234", &[])
+        .set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[])
         .await
         .unwrap();
     // Listing needs no key: names and events are not sealed.
-    assert_eq!(keyless.secrets("acme/app").await.unwrap().len(), 1);
+    assert_eq!(keyless.secrets(&repo("acme/app")).await.unwrap().len(), 1);
     assert_eq!(
-        keyless.open_secrets("acme/app").await.unwrap()["TOKEN"],
+        keyless.open_secrets("acme/app").await.unwrap()["TOKEN"].opened,
         Err(Unopenable::NoKey)
     );
     let other = queue(&redis, Some(&KEY.replace('0', "!")));
     let err = other.open_secrets("acme/app").await.unwrap()["TOKEN"]
+        .opened
         .clone()
         .unwrap_err();
     assert!(matches!(err, Unopenable::OtherKey { .. }), "{err}");
@@ -130,7 +155,7 @@ async fn without_the_key_secrets_are_neither_set_nor_opened() {
 async fn a_value_moved_in_redis_does_not_open() {
     let redis = RedisServer::start();
     let q = queue(&redis, Some(KEY));
-    q.set_secret("acme/app", "TOKEN", "value-1234", &[Event::Push])
+    q.set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[Event::Push])
         .await
         .unwrap();
     let mut conn = redis::Client::open(redis.url())
@@ -159,7 +184,7 @@ async fn a_value_moved_in_redis_does_not_open() {
         .await
         .unwrap();
     assert_eq!(
-        q.open_secrets("evil/app").await.unwrap()["TOKEN"],
+        q.open_secrets("evil/app").await.unwrap()["TOKEN"].opened,
         Err(Unopenable::Damaged)
     );
     let widened = sealed.replace(r#""events":["push"],"#, "");
@@ -172,7 +197,7 @@ async fn a_value_moved_in_redis_does_not_open() {
         .await
         .unwrap();
     assert_eq!(
-        q.open_secrets("acme/app").await.unwrap()["TOKEN"],
+        q.open_secrets("acme/app").await.unwrap()["TOKEN"].opened,
         Err(Unopenable::Damaged)
     );
 }
@@ -182,22 +207,70 @@ async fn a_repository_holds_a_bounded_number_of_secrets() {
     let redis = RedisServer::start();
     let q = queue(&redis, Some(KEY));
     for i in 0..MAX_SECRETS_PER_REPO {
-        q.set_secret("acme/app", &format!("S{i}"), "value-1234", &[])
+        q.set_secret(&repo("acme/app"), &format!("S{i}"), "value-1234", &[])
             .await
             .unwrap();
     }
     let err = q
-        .set_secret("acme/app", "ONE_MORE", "value-1234", &[])
+        .set_secret(&repo("acme/app"), "ONE_MORE", "value-1234", &[])
         .await
         .unwrap_err();
     assert!(matches!(err, QueueError::TooManySecrets { .. }), "{err}");
     // Replacing one is still possible, and another repository has its own bound.
-    q.set_secret("acme/app", "S0", "value-5678", &[])
+    q.set_secret(&repo("acme/app"), "S0", "value-5678", &[])
         .await
         .unwrap();
-    q.set_secret("acme/lib", "ONE_MORE", "value-1234", &[])
+    q.set_secret(&repo("acme/lib"), "ONE_MORE", "value-1234", &[])
         .await
         .unwrap();
-    let err = q.set_secret("acme/app", "S1", "", &[]).await.unwrap_err();
+    let err = q
+        .set_secret(&repo("acme/app"), "S1", "", &[])
+        .await
+        .unwrap_err();
     assert!(matches!(err, QueueError::InvalidSecret(_)), "{err}");
+}
+
+#[tokio::test]
+async fn an_owners_secrets_reach_all_its_repositories_under_their_own() {
+    let redis = RedisServer::start();
+    let q = queue(&redis, Some(KEY));
+    q.set_secret(&owner("acme"), "REGISTRY_TOKEN", "org-registry-1", &[])
+        .await
+        .unwrap();
+    q.set_secret(&owner("acme"), "DEPLOY_KEY", "org-deploy-1", &[Event::Tag])
+        .await
+        .unwrap();
+    q.set_secret(&repo("acme/app"), "DEPLOY_KEY", "app-deploy-1", &[])
+        .await
+        .unwrap();
+
+    let app = q.open_secrets("acme/app").await.unwrap();
+    assert_eq!(app["REGISTRY_TOKEN"].scope, owner("acme"));
+    assert_eq!(
+        app["REGISTRY_TOKEN"].opened.as_ref().unwrap().value,
+        "org-registry-1"
+    );
+    // The repository's own wins over its owner's.
+    assert_eq!(app["DEPLOY_KEY"].scope, repo("acme/app"));
+    assert_eq!(
+        app["DEPLOY_KEY"].opened.as_ref().unwrap().value,
+        "app-deploy-1"
+    );
+    let lib = q.open_secrets("ACME/lib").await.unwrap();
+    assert_eq!(
+        lib["DEPLOY_KEY"].opened.as_ref().unwrap().value,
+        "org-deploy-1"
+    );
+    assert_eq!(
+        lib["DEPLOY_KEY"].opened.as_ref().unwrap().events,
+        [Event::Tag]
+    );
+    assert!(q.open_secrets("other/app").await.unwrap().is_empty());
+
+    // Listed and deleted apart from the repositories'.
+    assert_eq!(q.secrets(&owner("Acme")).await.unwrap().len(), 2);
+    assert_eq!(q.secrets(&repo("acme/app")).await.unwrap().len(), 1);
+    assert!(q.delete_secret(&owner("acme"), "DEPLOY_KEY").await.unwrap());
+    let lib = q.open_secrets("acme/lib").await.unwrap();
+    assert!(!lib.contains_key("DEPLOY_KEY"));
 }

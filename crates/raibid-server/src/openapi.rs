@@ -150,99 +150,116 @@ fn with_badges(mut paths: Value) -> Value {
     paths
 }
 
-/// A repository's secrets (`/api/v1/repos/{owner}/{name}/secrets`), beside `paths()`.
+/// Secrets of a repository (`/api/v1/repos/{owner}/{name}/secrets`) and of an owner
+/// (`/api/v1/orgs/{owner}/secrets`), beside `paths()`.
 fn with_secrets(mut paths: Value) -> Value {
     let path = |name: &str, description: &str| {
         json!({ "name": name, "in": "path", "required": true, "description": description,
                 "schema": { "type": "string" } })
     };
-    let repo = || {
-        vec![
-            path("owner", "The repository's owner, as the forge names it."),
-            path("name", "The repository's name."),
-        ]
-    };
-    let with_secret = || {
-        let mut p = repo();
-        p.push(path(
-            "secret",
-            "The secret's name: a variable name (letters, digits, '_', not starting with a \
-             digit), at most 128 characters, not RAIBID_*.",
-        ));
-        p
-    };
-    let unauthorized = error("Missing or invalid bearer token.");
-    let unavailable = error("Redis is unavailable; retry after Retry-After seconds.");
-    paths["/api/v1/repos/{owner}/{name}/secrets"] = json!({
-        "get": {
-            "operationId": "list_repo_secrets",
-            "tags": ["secrets"],
-            "summary": "A repository's secrets, without their values",
-            "description": "Names, events and when each was last set; values never leave the \
-                server. Repository names are compared ignoring case.",
-            "security": [{ "bearer": [] }],
-            "parameters": repo(),
-            "responses": {
-                "200": json_body("The secrets, by name.", json!({
-                    "type": "object", "required": ["secrets"],
-                    "properties": { "secrets": { "type": "array", "items": schema_ref("RepoSecret") } }
-                })),
-                "400": error("Not a repository name (owner/name)."),
-                "401": unauthorized,
-                "503": unavailable
+    let owner = path(
+        "owner",
+        "The owner (organization or user), as the forge names it.",
+    );
+    let repo = vec![owner.clone(), path("name", "The repository's name.")];
+    let secret = path(
+        "secret",
+        "The secret's name: a variable name (letters, digits, '_', not starting with a \
+         digit), at most 128 characters, not RAIBID_*.",
+    );
+    let scopes = [
+        (
+            "/api/v1/repos/{owner}/{name}/secrets",
+            "repo",
+            "a repository",
+            "Not a repository name (owner/name)",
+            repo,
+        ),
+        (
+            "/api/v1/orgs/{owner}/secrets",
+            "org",
+            "every repository of an owner (an organization or a user; the repository's own \
+             secret of the same name wins)",
+            "Not an owner's name",
+            vec![owner],
+        ),
+    ];
+    for (base, id, whose, bad_scope, params) in scopes {
+        let mut with_secret = params.clone();
+        with_secret.push(secret.clone());
+        let unauthorized = error("Missing or invalid bearer token.");
+        let unavailable = error("Redis is unavailable; retry after Retry-After seconds.");
+        paths[base] = json!({
+            "get": {
+                "operationId": format!("list_{id}_secrets"),
+                "tags": ["secrets"],
+                "summary": format!("The secrets of {whose}, without their values"),
+                "description": "Names, events and when each was last set; values never leave \
+                    the server. Names of repositories and owners are compared ignoring case.",
+                "security": [{ "bearer": [] }],
+                "parameters": params,
+                "responses": {
+                    "200": json_body("The secrets, by name.", json!({
+                        "type": "object", "required": ["secrets"],
+                        "properties": { "secrets": { "type": "array", "items": schema_ref("RepoSecret") } }
+                    })),
+                    "400": error(&format!("{bad_scope}.")),
+                    "401": unauthorized,
+                    "503": unavailable
+                }
             }
-        }
-    });
-    paths["/api/v1/repos/{owner}/{name}/secrets/{secret}"] = json!({
-        "put": {
-            "operationId": "set_repo_secret",
-            "tags": ["secrets"],
-            "summary": "Set a repository secret",
-            "description": "Steps and services of the repository's jobs read it by naming it \
-                in `secrets:`; it wins over an agent's secret of the same name. Jobs of \
-                pull requests from forks never get it (unless agent.secrets_for_forks), nor \
-                jobs of events it is not given to. The value is sealed in Redis with \
-                redis.secrets_key and masked in every log of the repository's jobs.",
-            "security": [{ "bearer": [] }],
-            "parameters": with_secret(),
-            "requestBody": {
-                "required": true,
-                "content": { "application/json": { "schema": {
-                    "type": "object", "required": ["value"], "additionalProperties": false,
-                    "properties": {
-                        "value": { "type": "string", "minLength": 1, "description": "At most 65536 bytes, no NUL." },
-                        "events": { "type": "array", "items": { "enum": ["push", "tag", "pull_request", "manual", "cron"] }, "description": "The events whose jobs may read it; absent or empty: every event." }
-                    }
-                } } }
+        });
+        paths[format!("{base}/{{secret}}")] = json!({
+            "put": {
+                "operationId": format!("set_{id}_secret"),
+                "tags": ["secrets"],
+                "summary": format!("Set a secret of {whose}"),
+                "description": "Steps and services of the jobs read it by naming it in \
+                    `secrets:`; it wins over an agent's secret of the same name. Jobs of pull \
+                    requests from forks never get it (unless agent.secrets_for_forks), nor \
+                    jobs of events it is not given to. The value is sealed in Redis with \
+                    redis.secrets_key and masked in every log of the jobs that could read it.",
+                "security": [{ "bearer": [] }],
+                "parameters": with_secret.clone(),
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": {
+                        "type": "object", "required": ["value"], "additionalProperties": false,
+                        "properties": {
+                            "value": { "type": "string", "minLength": 1, "description": "At most 65536 bytes, no NUL." },
+                            "events": { "type": "array", "items": { "enum": ["push", "tag", "pull_request", "manual", "cron"] }, "description": "The events whose jobs may read it; absent or empty: every event." }
+                        }
+                    } } }
+                },
+                "responses": {
+                    "200": json_body("Replaced.", schema_ref("RepoSecret")),
+                    "201": json_body("Created.", schema_ref("RepoSecret")),
+                    "400": error(&format!("{bad_scope}, a bad secret name, an empty, oversized or NUL-holding value, or an unknown event.")),
+                    "401": unauthorized,
+                    "409": error("There are 100 secrets here already."),
+                    "415": error("The body is not JSON (Content-Type application/json)."),
+                    "501": error("Repository secrets are off: the server has no redis.secrets_key."),
+                    "503": unavailable
+                }
             },
-            "responses": {
-                "200": json_body("Replaced.", schema_ref("RepoSecret")),
-                "201": json_body("Created.", schema_ref("RepoSecret")),
-                "400": error("A bad repository or secret name, an empty, oversized or NUL-holding value, or an unknown event."),
-                "401": unauthorized,
-                "409": error("The repository has 100 secrets already."),
-                "415": error("The body is not JSON (Content-Type application/json)."),
-                "501": error("Repository secrets are off: the server has no redis.secrets_key."),
-                "503": unavailable
+            "delete": {
+                "operationId": format!("delete_{id}_secret"),
+                "tags": ["secrets"],
+                "summary": format!("Delete a secret of {whose}"),
+                "description": "Jobs that start afterwards no longer get it; a step that names \
+                    it then fails, unless another secret of that name reaches it.",
+                "security": [{ "bearer": [] }],
+                "parameters": with_secret,
+                "responses": {
+                    "204": { "description": "Deleted." },
+                    "400": error(&format!("{bad_scope}, or a bad secret name.")),
+                    "401": unauthorized,
+                    "404": error("No secret of that name here."),
+                    "503": unavailable
+                }
             }
-        },
-        "delete": {
-            "operationId": "delete_repo_secret",
-            "tags": ["secrets"],
-            "summary": "Delete a repository secret",
-            "description": "Jobs that start afterwards no longer get it; a step that names it \
-                then fails, unless an agent has a secret of that name.",
-            "security": [{ "bearer": [] }],
-            "parameters": with_secret(),
-            "responses": {
-                "204": { "description": "Deleted." },
-                "400": error("A bad repository or secret name."),
-                "401": unauthorized,
-                "404": error("The repository has no secret of that name."),
-                "503": unavailable
-            }
-        }
-    });
+        });
+    }
     paths
 }
 

@@ -1,5 +1,5 @@
-//! Repository secrets through the API against a real redis-server: token holders set, list
-//! and delete them; values go in and never come out, not in answers and not in the server's
+//! Repository and owner secrets through the API against a real redis-server: token holders
+//! set, list and delete them; values go in and never come out, not in answers and not in the server's
 //! log; bad names, values and bodies are refused with what is wrong; without
 //! `redis.secrets_key` setting one is refused, and without Redis it is 503.
 
@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use raibid_model::SecretScope;
 use raibid_queue::{QueueOptions, SecretsKey};
 use raibid_testkit::RedisServer;
 use reqwest::StatusCode;
@@ -121,7 +122,7 @@ async fn token_holders_set_list_and_delete_secrets_whose_values_never_come_back(
 
     let logged = logs.text();
     assert!(
-        logged.contains("repository secret set"),
+        logged.contains("secret set") && logged.contains("repository acme/app"),
         "the server says what it did"
     );
     assert!(!logged.contains(VALUE), "a value reached the server's log");
@@ -147,7 +148,14 @@ async fn every_call_needs_a_token() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    assert!(server.queue.secrets("acme/app").await.unwrap().is_empty());
+    assert!(
+        server
+            .queue
+            .secrets(&SecretScope::Repo("acme/app".into()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -204,7 +212,14 @@ async fn bad_names_values_and_bodies_are_refused_saying_why() {
         .await
         .unwrap();
     assert_eq!(not_json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(server.queue.secrets("acme/app").await.unwrap().is_empty());
+    assert!(
+        server
+            .queue
+            .secrets(&SecretScope::Repo("acme/app".into()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -238,4 +253,85 @@ async fn without_a_secrets_key_setting_is_refused_and_without_redis_it_is_503() 
         server.get_authed(SECRETS).await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+#[tokio::test]
+async fn an_owners_secrets_are_set_listed_and_deleted_apart_from_its_repositories() {
+    let server = server_with_key().await;
+    const ORG: &str = "/api/v1/orgs/acme/secrets";
+    let created = put(
+        &server,
+        &format!("{ORG}/REGISTRY_TOKEN"),
+        json!({ "value": VALUE, "events": ["push"] }),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(json(created).await["events"], json!(["push"]));
+    put(
+        &server,
+        &format!("{SECRETS}/APP_ONLY"),
+        json!({ "value": "app-only-value" }),
+    )
+    .await;
+
+    let listed = server.get_authed("/api/v1/orgs/ACME/secrets").await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    let text = listed.text().await.unwrap();
+    assert!(
+        text.contains("REGISTRY_TOKEN") && !text.contains("APP_ONLY") && !text.contains(VALUE),
+        "{text}"
+    );
+    let repo = json(server.get_authed(SECRETS).await).await;
+    assert_eq!(repo["secrets"].as_array().unwrap().len(), 1, "{repo}");
+    // What an agent of one of acme's repositories opens.
+    let opened = server.queue.open_secrets("acme/anything").await.unwrap();
+    assert_eq!(
+        opened["REGISTRY_TOKEN"].scope,
+        SecretScope::Owner("acme".into())
+    );
+
+    refused(
+        put(
+            &server,
+            "/api/v1/orgs/.acme/secrets/TOKEN",
+            json!({ "value": VALUE }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "owner",
+    )
+    .await;
+    refused(
+        put(
+            &server,
+            &format!("{ORG}/RAIBID_X"),
+            json!({ "value": VALUE }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "set by the agent",
+    )
+    .await;
+    assert_eq!(
+        server
+            .client
+            .get(server.url(ORG))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        delete(&server, &format!("{ORG}/REGISTRY_TOKEN"))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    refused(
+        delete(&server, &format!("{ORG}/REGISTRY_TOKEN")).await,
+        StatusCode::NOT_FOUND,
+        "owner acme has no secret REGISTRY_TOKEN",
+    )
+    .await;
 }

@@ -30,8 +30,8 @@ pub(super) struct StepContext<'a> {
     pub home: &'a Path,
     pub private: &'a Path,
     pub read_only: &'a [PathBuf],
-    /// The job's repository's secrets (`raibid secret set`), opened.
-    pub repo_secrets: &'a raibid_queue::RepoSecrets,
+    /// The secrets of the job's repository and its owner (`raibid secret set`), opened.
+    pub job_secrets: &'a raibid_queue::JobSecrets,
     /// The services' network, which `run` steps join.
     pub network: Option<String>,
     pub job_limit: Duration,
@@ -260,7 +260,7 @@ impl Runner {
         log: &mut JobLog,
     ) -> Result<Ready, StepRun> {
         let job = &ctx.claimed.job;
-        let secrets = match self.secrets.resolve(job, &step.secrets, ctx.repo_secrets) {
+        let secrets = match self.secrets.resolve(job, &step.secrets, ctx.job_secrets) {
             Ok(s) => s,
             Err(e) => {
                 log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))

@@ -39,6 +39,12 @@ pub(crate) fn routes() -> Vec<Route> {
             "/api/v1/repos/{owner}/{name}/secrets/{secret}",
             secrets::delete,
         ),
+        Route::get("/api/v1/orgs/{owner}/secrets", secrets::list_owner),
+        Route::put("/api/v1/orgs/{owner}/secrets/{secret}", secrets::set_owner),
+        Route::delete(
+            "/api/v1/orgs/{owner}/secrets/{secret}",
+            secrets::delete_owner,
+        ),
         Route::get("/api/v1/schedules", schedules::list),
         Route::post("/api/v1/schedules/{name}/run", schedules::run),
         Route::get("/api/v1/openapi.json", openapi::document),

@@ -1,7 +1,8 @@
-//! `/api/v1/repos/{owner}/{name}/secrets`: a repository's secrets, set and deleted by token
-//! holders (`raibid secret`), read by that repository's steps that name them.
+//! `/api/v1/repos/{owner}/{name}/secrets`: a repository's secrets, and
+//! `/api/v1/orgs/{owner}/secrets`: those of every repository of an owner (an organization or a
+//! user), set and deleted by token holders (`raibid secret`), read by the steps that name them.
 //!
-//! Every call needs a token, listing included, since a repository's secrets are its
+//! Every call needs a token, listing included, since secrets are their repositories'
 //! administrators' business (as on Gitea and GitHub). A value goes in and never comes out:
 //! the list has names, events and times only.
 
@@ -9,7 +10,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use raibid_model::{Event, RepoSecret};
+use raibid_model::{Event, RepoSecret, SecretScope};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -40,9 +41,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Json<SecretList>, ApiError> {
-    let repo = repo(&owner, &name)?;
-    let secrets = state.queue().secrets(&repo).await?;
-    Ok(Json(SecretList { secrets }))
+    list_of(&state, repo(&owner, &name)?).await
 }
 
 pub(crate) async fn set(
@@ -51,8 +50,54 @@ pub(crate) async fn set(
     Path((owner, name, secret)): Path<(String, String, String)>,
     request: Result<Json<SetSecret>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RepoSecret>), ApiError> {
-    let repo = repo(&owner, &name)?;
-    secret_name(&secret)?;
+    set_in(&state, repo(&owner, &name)?, &secret, request).await
+}
+
+pub(crate) async fn delete(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path((owner, name, secret)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_from(&state, repo(&owner, &name)?, &secret).await
+}
+
+pub(crate) async fn list_owner(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path(owner): Path<String>,
+) -> Result<Json<SecretList>, ApiError> {
+    list_of(&state, owner_scope(&owner)?).await
+}
+
+pub(crate) async fn set_owner(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path((owner, secret)): Path<(String, String)>,
+    request: Result<Json<SetSecret>, JsonRejection>,
+) -> Result<(StatusCode, Json<RepoSecret>), ApiError> {
+    set_in(&state, owner_scope(&owner)?, &secret, request).await
+}
+
+pub(crate) async fn delete_owner(
+    _: CanWrite,
+    State(state): State<AppState>,
+    Path((owner, secret)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_from(&state, owner_scope(&owner)?, &secret).await
+}
+
+async fn list_of(state: &AppState, scope: SecretScope) -> Result<Json<SecretList>, ApiError> {
+    let secrets = state.queue().secrets(&scope).await?;
+    Ok(Json(SecretList { secrets }))
+}
+
+async fn set_in(
+    state: &AppState,
+    scope: SecretScope,
+    secret: &str,
+    request: Result<Json<SetSecret>, JsonRejection>,
+) -> Result<(StatusCode, Json<RepoSecret>), ApiError> {
+    secret_name(secret)?;
     let Json(request) = request.map_err(json_error)?;
     if request.value.is_empty() {
         return Err(ApiError::InvalidField {
@@ -78,9 +123,9 @@ pub(crate) async fn set(
     }
     let (listed, created) = state
         .queue()
-        .set_secret(&repo, &secret, &request.value, &request.events)
+        .set_secret(&scope, secret, &request.value, &request.events)
         .await?;
-    info!(repo = %repo, secret = %secret, created, "repository secret set");
+    info!(%scope, secret, created, "secret set");
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -89,29 +134,37 @@ pub(crate) async fn set(
     Ok((status, Json(listed)))
 }
 
-pub(crate) async fn delete(
-    _: CanWrite,
-    State(state): State<AppState>,
-    Path((owner, name, secret)): Path<(String, String, String)>,
+async fn delete_from(
+    state: &AppState,
+    scope: SecretScope,
+    secret: &str,
 ) -> Result<StatusCode, ApiError> {
-    let repo = repo(&owner, &name)?;
-    secret_name(&secret)?;
-    if !state.queue().delete_secret(&repo, &secret).await? {
+    secret_name(secret)?;
+    if !state.queue().delete_secret(&scope, secret).await? {
         return Err(ApiError::NotFound(format!(
-            "repository {repo} has no secret {secret}"
+            "{scope} has no secret {secret}"
         )));
     }
-    info!(repo = %repo, secret = %secret, "repository secret deleted");
+    info!(%scope, secret, "secret deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn repo(owner: &str, name: &str) -> Result<String, ApiError> {
+fn repo(owner: &str, name: &str) -> Result<SecretScope, ApiError> {
     let repo = format!("{owner}/{name}");
     validate::repo(&repo).map_err(|m| ApiError::InvalidParameter {
         name: "repo",
         message: m.to_owned(),
     })?;
-    Ok(repo)
+    Ok(SecretScope::Repo(repo))
+}
+
+/// An owner is valid if its repositories' names can be.
+fn owner_scope(owner: &str) -> Result<SecretScope, ApiError> {
+    validate::repo(&format!("{owner}/x")).map_err(|m| ApiError::InvalidParameter {
+        name: "owner",
+        message: m.to_owned(),
+    })?;
+    Ok(SecretScope::Owner(owner.to_owned()))
 }
 
 /// A name a step can read as `$NAME`, and not one of the agent's own `RAIBID_*` variables,
