@@ -270,8 +270,8 @@ pub enum SecretCommand {
     /// that does not echo it, or piped in (`echo`'s trailing newline is dropped), or read
     /// from --from-file as the file is.
     Set {
-        /// The repository, `owner/name` as the forge names it.
-        repo: String,
+        #[command(flatten)]
+        target: SecretTarget,
         /// The secret's name: the variable steps read it as.
         name: String,
         /// Read the value from this file, byte for byte (keys, certificates).
@@ -282,18 +282,43 @@ pub enum SecretCommand {
         #[arg(long = "event", value_name = "EVENT", value_delimiter = ',')]
         events: Vec<raibid_model::Event>,
     },
-    /// A repository's secrets: names, events and when they were set (never values).
+    /// The secrets of a repository or owner: names, events and when they were set (never
+    /// values).
     List {
-        /// The repository, `owner/name`.
-        repo: String,
+        #[command(flatten)]
+        target: SecretTarget,
     },
-    /// Delete a secret; steps that name it then fail (unless an agent has one of that name).
+    /// Delete a secret; steps that name it then fail (unless another secret of that name
+    /// reaches them).
     #[command(alias = "delete")]
     Rm {
-        /// The repository, `owner/name`.
-        repo: String,
+        #[command(flatten)]
+        target: SecretTarget,
         name: String,
     },
+}
+
+/// Whose secret: a repository's, or with `--org` every repository of an owner's.
+#[derive(Debug, Args)]
+pub struct SecretTarget {
+    /// The repository, `owner/name` as the forge names it; with --org, the owner (an
+    /// organization or a user) whose repositories all get the secret.
+    #[arg(value_name = "REPO")]
+    pub target: String,
+    /// The target is an owner: the secret is every one of its repositories' (a repository's
+    /// own secret of the same name wins).
+    #[arg(long)]
+    pub org: bool,
+}
+
+impl SecretTarget {
+    pub fn scope(&self) -> raibid_model::SecretScope {
+        if self.org {
+            raibid_model::SecretScope::Owner(self.target.clone())
+        } else {
+            raibid_model::SecretScope::Repo(self.target.clone())
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -690,26 +690,57 @@ async fn repository_secrets_set_with_the_cli_reach_steps_masked_and_outlive_a_re
         String::from_utf8_lossy(&set.stderr)
     );
     assert!(
-        said.contains("created secret DEPLOY_TOKEN of acme/app (every event)"),
+        said.contains("created secret DEPLOY_TOKEN of repository acme/app (every event)"),
         "{said}"
+    );
+    // An owner's secret, from a file kept byte for byte (its newline too), for jobs
+    // submitted by hand only (event manual).
+    let file = dir.path().join("registry-token");
+    std::fs::write(&file, "org-reg-8Lm2\n").unwrap();
+    let org = cli(
+        &up,
+        &[
+            "secret",
+            "set",
+            "--org",
+            "acme",
+            "REGISTRY_TOKEN",
+            "--from-file",
+            file.to_str().unwrap(),
+            "--event",
+            "manual",
+        ],
+    );
+    assert!(
+        org.contains("created secret REGISTRY_TOKEN of owner acme (events manual)"),
+        "{org}"
     );
     let listed = cli(&up, &["secret", "list", "acme/app"]);
     assert!(
-        listed.contains("DEPLOY_TOKEN") && !listed.contains(VALUE),
+        listed.contains("DEPLOY_TOKEN") && !listed.contains(VALUE) && !listed.contains("REGISTRY"),
+        "{listed}"
+    );
+    let listed = cli(&up, &["secret", "list", "--org", "acme"]);
+    assert!(
+        listed.contains("REGISTRY_TOKEN") && listed.contains("manual"),
         "{listed}"
     );
 
     // `echo`'s newline is not part of the value: the step compares it exactly.
     let (repo, sha) = repo_with(&format!(
-        "steps:\n  - name: deploy\n    secrets: [DEPLOY_TOKEN]\n    run: |\n      \
-         echo token=$DEPLOY_TOKEN\n      test \"$DEPLOY_TOKEN\" = {VALUE}\n"
+        "steps:\n  - name: deploy\n    secrets: [DEPLOY_TOKEN, REGISTRY_TOKEN]\n    run: |\n      \
+         echo token=$DEPLOY_TOKEN registry=$REGISTRY_TOKEN\n      \
+         test \"$DEPLOY_TOKEN\" = {VALUE}\n      test ${{#REGISTRY_TOKEN}} -eq 13\n"
     ));
     let client = up.client();
     let job = submit(&client, &repo, &sha).await;
     let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
     let log = client.logs(&job.id, None).await.unwrap().text;
     assert_eq!(done.status, JobStatus::Success, "{log}");
-    assert!(log.contains("token=***") && !log.contains(VALUE), "{log}");
+    assert!(
+        log.contains("token=*** registry=***") && !log.contains(VALUE),
+        "{log}"
+    );
 
     // The key is kept in the data directory: after a restart the secret still opens.
     assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use raibid_model::{AgentInfo, Event, Job, JobStatus, PoolStats, RepoSecret, ScalerStatus};
+use raibid_model::{
+    AgentInfo, Event, Job, JobStatus, PoolStats, RepoSecret, ScalerStatus, SecretScope,
+};
 use serde::{Deserialize, Serialize};
 
 pub use backoff::Backoff;
@@ -350,19 +352,19 @@ impl Client {
         .await
     }
 
-    /// Repository `repo`'s (`owner/name`) secrets, without their values.
-    pub async fn secrets(&self, repo: &str) -> Result<Vec<RepoSecret>, ClientError> {
+    /// The secrets of a repository or an owner, without their values.
+    pub async fn secrets(&self, scope: &SecretScope) -> Result<Vec<RepoSecret>, ClientError> {
         let s: SecretList = self
-            .json(self.request(reqwest::Method::GET, &secrets_path(repo, None)?))
+            .json(self.request(reqwest::Method::GET, &secrets_path(scope, None)?))
             .await?;
         Ok(s.secrets)
     }
 
-    /// Sets one of `repo`'s secrets, readable by jobs of `events` (every event if empty); the
-    /// secret as listed, and whether it is new.
+    /// Sets a secret of a repository or an owner, readable by jobs of `events` (every event
+    /// if empty); the secret as listed, and whether it is new.
     pub async fn set_secret(
         &self,
-        repo: &str,
+        scope: &SecretScope,
         name: &str,
         value: &str,
         events: &[Event],
@@ -370,7 +372,7 @@ impl Client {
         let body = serde_json::json!({ "value": value, "events": events });
         let resp = self
             .send(
-                self.request(reqwest::Method::PUT, &secrets_path(repo, Some(name))?)
+                self.request(reqwest::Method::PUT, &secrets_path(scope, Some(name))?)
                     .json(&body)
                     .timeout(Duration::from_secs(30)),
             )
@@ -383,11 +385,11 @@ impl Client {
         Ok((secret, created))
     }
 
-    /// Deletes one of `repo`'s secrets; a secret it does not have is [`ClientError::Api`]
-    /// with status 404.
-    pub async fn delete_secret(&self, repo: &str, name: &str) -> Result<(), ClientError> {
+    /// Deletes a secret of a repository or an owner; one it does not have is
+    /// [`ClientError::Api`] with status 404.
+    pub async fn delete_secret(&self, scope: &SecretScope, name: &str) -> Result<(), ClientError> {
         self.send(
-            self.request(reqwest::Method::DELETE, &secrets_path(repo, Some(name))?)
+            self.request(reqwest::Method::DELETE, &secrets_path(scope, Some(name))?)
                 .timeout(Duration::from_secs(30)),
         )
         .await?;
@@ -528,12 +530,24 @@ impl Client {
 }
 
 /// Job ids are ULIDs; anything else is percent-encoded so it cannot change the path.
-/// `/api/v1/repos/{owner}/{name}/secrets[/{secret}]`.
-fn secrets_path(repo: &str, secret: Option<&str>) -> Result<String, ClientError> {
-    let (owner, name) = repo
-        .split_once('/')
-        .ok_or_else(|| ClientError::InvalidArgument(format!("{repo:?} is not owner/name")))?;
-    let mut path = format!("/api/v1/repos/{}/{}/secrets", segment(owner), segment(name));
+/// `/api/v1/repos/{owner}/{name}/secrets[/{secret}]` or `/api/v1/orgs/{owner}/secrets[/...]`.
+fn secrets_path(scope: &SecretScope, secret: Option<&str>) -> Result<String, ClientError> {
+    let mut path = match scope {
+        SecretScope::Repo(repo) => {
+            let (owner, name) = repo.split_once('/').ok_or_else(|| {
+                ClientError::InvalidArgument(format!("{repo:?} is not a repository (owner/name)"))
+            })?;
+            format!("/api/v1/repos/{}/{}/secrets", segment(owner), segment(name))
+        }
+        SecretScope::Owner(owner) => {
+            if owner.contains('/') {
+                return Err(ClientError::InvalidArgument(format!(
+                    "{owner:?} is not an owner: give its name alone, without /"
+                )));
+            }
+            format!("/api/v1/orgs/{}/secrets", segment(owner))
+        }
+    };
     if let Some(secret) = secret {
         path.push('/');
         path.push_str(&segment(secret));

@@ -1,4 +1,5 @@
-//! `raibid secret set|list|rm`: a repository's secrets through the API.
+//! `raibid secret set|list|rm`: the secrets of a repository, or of an owner (`--org`),
+//! through the API.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
@@ -17,11 +18,12 @@ pub async fn run(config: &Config, args: SecretArgs) -> anyhow::Result<ExitCode> 
     let json = args.api.output == Output::Json;
     match args.command {
         SecretCommand::Set {
-            repo,
+            target,
             name,
             from_file,
             events,
         } => {
+            let scope = target.scope();
             let value = match from_file {
                 Some(path) => std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?,
@@ -30,31 +32,37 @@ pub async fn run(config: &Config, args: SecretArgs) -> anyhow::Result<ExitCode> 
             if value.is_empty() {
                 bail!("the value of {name} is empty: a secret needs one");
             }
-            let (secret, created) = client.set_secret(&repo, &name, &value, &events).await?;
+            let (secret, created) = client.set_secret(&scope, &name, &value, &events).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&secret)?);
             } else {
                 println!(
-                    "{} secret {name} of {repo} ({})",
+                    "{} secret {name} of {scope} ({})",
                     if created { "created" } else { "updated" },
                     events_of(&secret)
                 );
             }
         }
-        SecretCommand::List { repo } => {
-            let secrets = client.secrets(&repo).await?;
+        SecretCommand::List { target } => {
+            let scope = target.scope();
+            let secrets = client.secrets(&scope).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&secrets)?);
             } else if secrets.is_empty() {
-                println!("{repo} has no secrets (raibid secret set {repo} NAME)");
+                let org = if target.org { "--org " } else { "" };
+                println!(
+                    "{scope} has no secrets (raibid secret set {org}{} NAME)",
+                    target.target
+                );
             } else {
                 print!("{}", secrets_table(&secrets, Utc::now()));
             }
         }
-        SecretCommand::Rm { repo, name } => {
-            client.delete_secret(&repo, &name).await?;
+        SecretCommand::Rm { target, name } => {
+            let scope = target.scope();
+            client.delete_secret(&scope, &name).await?;
             if !json {
-                println!("deleted secret {name} of {repo}");
+                println!("deleted secret {name} of {scope}");
             }
         }
     }
