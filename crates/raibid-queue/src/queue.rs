@@ -695,7 +695,10 @@ impl Queue {
 
     /// Declines the jobs that have waited for approval since before `cutoff` (by their ids'
     /// time, which is when their webhook came); returns their ids. `reason` becomes theirs.
-    /// A job approved meanwhile is left alone. Bounded per call, as the reaper calls it often.
+    /// A job approved meanwhile is left alone, and so are jobs blocked for other reasons than
+    /// a person's approval: waiting for other workflows or for their concurrency group (they
+    /// go on when those end). Bounded per call (1,000 blocked jobs looked at), as the reaper
+    /// calls it often.
     pub async fn expire_blocked(
         &self,
         cutoff: DateTime<Utc>,
@@ -709,13 +712,15 @@ impl Queue {
         // The smallest id of the cutoff's millisecond: every job id is a ULID, ordered by time.
         let bound = format!("({}", ulid::Ulid::from_parts(cutoff as u64, 0));
         let mut expired = Vec::new();
+        // Paged by id: jobs blocked for other reasons than approval stay in the index.
+        let mut from = "-".to_owned();
         for _ in 0..10 {
             let ids: Vec<String> = self
                 .conn
                 .run(
                     redis::cmd("ZRANGE")
                         .arg(self.keys.by_status(JobStatus::Blocked))
-                        .arg("-")
+                        .arg(&from)
                         .arg(&bound)
                         .arg("BYLEX")
                         .arg("LIMIT")
@@ -742,8 +747,9 @@ impl Queue {
                     Err(e) => return Err(e),
                 }
             }
-            if ids.len() < BATCH {
-                break;
+            match ids.last() {
+                Some(last) if ids.len() == BATCH => from = format!("({last}"),
+                _ => break,
             }
         }
         Ok(expired)

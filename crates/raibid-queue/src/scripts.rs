@@ -514,8 +514,9 @@ return 'skipped'
 
 /// KEYS: job, by-status(queued), by-status(cancelled), log, events, by-status(blocked)
 /// ARGV: now ms, id, reason, scope: "any"; "interruptible" leaves a running job that said it
-/// may not be interrupted (superseding); "blocked" cancels only a job waiting for approval
-/// (its expiry), leaving one approved meanwhile
+/// may not be interrupted (superseding); "blocked" cancels only a job waiting for a person's
+/// approval (its expiry), leaving one approved meanwhile, and one blocked waiting for other
+/// workflows (a `needs` in its spec) or for its concurrency group (`concurrency` set)
 /// Returns "cancelled" | "requested" | "kept" | "missing" | "final:<status>"
 pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -525,7 +526,19 @@ pub(crate) static CANCEL: LazyLock<Script> = LazyLock::new(|| {
 local cur = redis.call('HMGET', KEYS[1], 'status', 'interruptible', 'cancel_requested')
 local status = cur[1]
 if not status then return 'missing' end
-if ARGV[4] == 'blocked' and (status == 'queued' or status == 'running') then return 'kept' end
+if ARGV[4] == 'blocked' then
+  if status == 'queued' or status == 'running' then return 'kept' end
+  if status == 'blocked' then
+    local waits = redis.call('HMGET', KEYS[1], 'concurrency', 'spec')
+    if waits[1] and waits[1] ~= '' then return 'kept' end
+    if waits[2] then
+      local ok, spec = pcall(cjson.decode, waits[2])
+      if ok and type(spec) == 'table' and spec.needs ~= nil and spec.needs ~= cjson.null then
+        return 'kept'
+      end
+    end
+  end
+end
 if status == 'queued' or status == 'blocked' then
   -- A queued job's stream entry stays (deleting it would make XINFO's lag unknown for
   -- KEDA); the agent that receives it sees the status and acks it without running anything.

@@ -196,3 +196,76 @@ async fn blocked_jobs_past_the_cutoff_expire() {
     // Again: nothing more to do.
     assert!(q.expire_blocked(cutoff, "x").await.unwrap().is_empty());
 }
+
+/// Jobs blocked waiting for other workflows or for their concurrency group are not waiting for
+/// a person: expiry leaves them, however many, and still finds the approval it should decline
+/// behind them.
+#[tokio::test]
+async fn expiry_declines_only_jobs_waiting_for_approval() {
+    let redis = RedisServer::start();
+    let q = Queue::open(options(&redis)).unwrap();
+    // More workflow waiters than one page of the expiry's scan.
+    let mut waiting = Vec::new();
+    for i in 0..105 {
+        let mut spec = NewJob::new(
+            "acme/app",
+            "http://127.0.0.1/acme/app.git",
+            "refs/heads/main",
+            "a".repeat(40),
+            Event::Push,
+        );
+        spec.env
+            .insert("RAIBID_WORKFLOW".into(), format!("deploy{i}"));
+        spec.needs = Some(raibid_model::Needs {
+            workflows: vec!["build".into()],
+            jobs: vec!["01ARZ3NDEKTSV4RRFFQ69G5FAV".into()],
+            on_failure: false,
+            on_success: true,
+        });
+        waiting.push(blocked(&q, spec).await.id);
+    }
+    // A job parked for its concurrency group, held by another.
+    for sha in ['b', 'c'] {
+        q.enqueue(NewJob::new(
+            "acme/app",
+            "http://127.0.0.1/acme/app.git",
+            "refs/heads/main",
+            sha.to_string().repeat(40),
+            Event::Push,
+        ))
+        .await
+        .unwrap();
+    }
+    let mut claimer = q.claimer("agent").await.unwrap();
+    let pools = [PoolName::default()];
+    let holder = claimer
+        .claim(&pools, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        q.acquire_group(&holder, "production").await.unwrap(),
+        raibid_queue::GroupClaim::Held
+    );
+    let parked = claimer
+        .claim(&pools, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        q.acquire_group(&parked, "production").await.unwrap(),
+        raibid_queue::GroupClaim::Parked { .. }
+    ));
+    let fork = blocked(&q, fork_pr('d')).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let expired = q
+        .expire_blocked(chrono::Utc::now(), "approval expired")
+        .await
+        .unwrap();
+    assert_eq!(expired, vec![fork.id.clone()]);
+    assert_eq!(status(&q, &parked.job.id).await, JobStatus::Blocked);
+    for id in &waiting {
+        assert_eq!(status(&q, id).await, JobStatus::Blocked);
+    }
+}
