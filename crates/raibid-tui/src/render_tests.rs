@@ -100,6 +100,58 @@ fn fixture_with(kubeconfig: Kubeconfig) -> App {
     app
 }
 
+/// The jobs of one push of a repository with workflows in `.raibid/`: the first job, a
+/// workflow's matrix variants and a workflow waiting for it. The JOB column names them.
+fn with_workflows() -> App {
+    let mut app = App::new(
+        "http://127.0.0.1:8080",
+        Kubeconfig::Missing("/home/ci/.kube/config".into()),
+        "raibid-ci",
+    );
+    let parent = ulid(200);
+    let mut jobs = Vec::new();
+    let children = [
+        (None, None, JobStatus::Success),
+        (Some("test"), Some("RUST=1.80"), JobStatus::Running),
+        (Some("test"), Some("RUST=stable"), JobStatus::Success),
+        (Some("deploy"), None, JobStatus::Blocked),
+    ];
+    for (i, (workflow, variant, status)) in children.into_iter().enumerate() {
+        let mut j = job(&ulid(200 - i as u32), "acme/web", status);
+        j.created_at = at(-60 + i as i64);
+        if let Some(w) = workflow {
+            j.spec.env.insert("RAIBID_WORKFLOW".into(), w.into());
+        }
+        if let Some(v) = variant {
+            j.spec.matrix_parent = Some(parent.clone());
+            j.spec.env.insert("RAIBID_MATRIX".into(), v.into());
+        }
+        jobs.push(j);
+    }
+    app.apply(DataEvent::Jobs(JobsUpdate {
+        newest: jobs,
+        at: now(),
+        ..Default::default()
+    }));
+    app.apply(DataEvent::Connected { at: at(-1) });
+    app
+}
+
+/// The filter finds jobs by their label too.
+#[test]
+fn the_filter_matches_a_workflows_name() {
+    let mut app = with_workflows();
+    for event in std::iter::once(key(KeyCode::Char('/')))
+        .chain(typed("deploy"))
+        .chain([key(KeyCode::Enter)])
+    {
+        app.handle_input(&event);
+    }
+    let text = screen_text(&render(&mut app, 100, 12)).join("\n");
+    assert!(text.contains("deploy") && text.contains("1/4"), "{text}");
+    assert!(!text.contains("RUST=1.80"), "{text}");
+}
+
 fn step(name: &str, status: StepStatus, exit: Option<i32>, ms: Option<u64>) -> StepResult {
     StepResult {
         name: name.into(),
@@ -202,6 +254,7 @@ macro_rules! snapshot_both_sizes {
 }
 
 snapshot_both_sizes!(jobs, fixture());
+snapshot_both_sizes!(jobs_of_a_push, with_workflows());
 snapshot_both_sizes!(job_detail, with_open_job(fixture()));
 snapshot_both_sizes!(job_detail_long_pipeline, with_failed_pipeline());
 snapshot_both_sizes!(queues, on_tab(fixture(), '3'));

@@ -30,6 +30,8 @@ const FULL_ID: u16 = 26;
 /// Refs rarely need more than this beyond their minimum; the rest of a wide screen goes to
 /// the repository name.
 const MAX_REF_GROWTH: u16 = 26;
+/// The same for a job's label (`test/RUST=1.80`, `deploy/linux-arm64`).
+const MAX_JOB_GROWTH: u16 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SortKey {
@@ -67,6 +69,9 @@ enum Column {
     Id,
     Status,
     Repo,
+    /// Which job of a push: its workflow and matrix variant (`Job::label`), as the CLI's list
+    /// and the commit statuses name them.
+    Job,
     Ref,
     Pool,
     Agent,
@@ -75,10 +80,11 @@ enum Column {
 }
 
 impl Column {
-    const ALL: [Column; 8] = [
+    const ALL: [Column; 9] = [
         Column::Id,
         Column::Status,
         Column::Repo,
+        Column::Job,
         Column::Ref,
         Column::Pool,
         Column::Agent,
@@ -91,6 +97,7 @@ impl Column {
             Column::Id => "ID",
             Column::Status => "STATUS",
             Column::Repo => "REPO",
+            Column::Job => "JOB",
             Column::Ref => "REF",
             Column::Pool => "POOL",
             Column::Agent => "AGENT",
@@ -105,10 +112,11 @@ impl Column {
             Column::Id => (id_width, 0),
             Column::Status => (10, 0),
             Column::Repo => (12, 0),
+            Column::Job => (12, 4),
             Column::Ref => (14, 3),
-            Column::Pool => (10, 5),
-            Column::Agent => (14, 6),
-            Column::Queued => (7, 4),
+            Column::Pool => (10, 6),
+            Column::Agent => (14, 7),
+            Column::Queued => (7, 5),
             Column::Duration => (8, 2),
         };
         ColumnSpec { min, drop_rank }
@@ -171,6 +179,10 @@ pub(crate) struct JobsView {
     nav: TableNav,
     /// When the data was fetched: running jobs' durations are sorted as of then.
     as_of: DateTime<Utc>,
+    /// Whether a shown job is one of several of a push (a workflow or a matrix variant):
+    /// only then is there a JOB column, which would otherwise be empty and take the place of
+    /// others on a narrow screen. Decided when the rows are, not per frame.
+    labelled: bool,
 }
 
 impl Default for JobsView {
@@ -184,6 +196,7 @@ impl Default for JobsView {
             reversed: false,
             nav: TableNav::default(),
             as_of: DateTime::UNIX_EPOCH,
+            labelled: false,
         }
     }
 }
@@ -239,6 +252,7 @@ impl JobsView {
         if self.reversed {
             self.shown.reverse();
         }
+        self.labelled = self.shown.iter().any(|&i| jobs[i].label().is_some());
         let position =
             selected_id.and_then(|id| self.shown.iter().position(|&i| self.store.jobs[i].id == id));
         self.nav
@@ -343,6 +357,7 @@ impl JobsView {
                 Cell::from(text).style(fmt::status_style(job.status))
             }
             Column::Repo => Cell::from(job.spec.repo.as_str()),
+            Column::Job => Cell::from(job.label().unwrap_or_default()),
             Column::Ref => Cell::from(fmt::short_ref(&job.spec.git_ref)),
             Column::Pool => Cell::from(job.spec.pool.as_str()),
             Column::Agent => Cell::from(job.agent.as_deref().unwrap_or("-")),
@@ -359,56 +374,60 @@ impl JobsView {
     }
 }
 
-/// Every term must appear in the repo, the ref or the status.
+/// Every term must appear in the repo, the job's label, the ref or the status.
 fn matches(job: &Job, terms: &[String]) -> bool {
     if terms.is_empty() {
         return true;
     }
     let repo = job.spec.repo.to_ascii_lowercase();
+    let label = job.label().unwrap_or_default().to_ascii_lowercase();
     let git_ref = job.spec.git_ref.to_ascii_lowercase();
     let status = job.status.as_str();
-    terms
-        .iter()
-        .all(|t| repo.contains(t) || git_ref.contains(t) || status.contains(t.as_str()))
+    terms.iter().all(|t| {
+        repo.contains(t) || label.contains(t) || git_ref.contains(t) || status.contains(t.as_str())
+    })
 }
 
 /// The columns that fit, and whether ids are shown whole: ids are cut short only when that
 /// is the price of showing every column.
-fn layout_columns(width: u16) -> (Vec<Column>, bool) {
+fn layout_columns(width: u16, labelled: bool) -> (Vec<Column>, bool) {
+    let all: Vec<Column> = Column::ALL
+        .into_iter()
+        .filter(|c| labelled || *c != Column::Job)
+        .collect();
     let fit_with = |id_width: u16| -> Vec<Column> {
-        let specs: Vec<ColumnSpec> = Column::ALL.iter().map(|c| c.spec(id_width)).collect();
+        let specs: Vec<ColumnSpec> = all.iter().map(|c| c.spec(id_width)).collect();
         columns::fit(&specs, width)
             .into_iter()
-            .map(|i| Column::ALL[i])
+            .map(|i| all[i])
             .collect()
     };
     let whole = fit_with(FULL_ID);
-    if whole.len() == Column::ALL.len() {
+    if whole.len() == all.len() {
         (whole, true)
     } else {
         (fit_with(SHORT_ID as u16), false)
     }
 }
 
-/// Exact widths: every column its minimum, and what is left to the repo and the ref, which
-/// are the columns whose values run long.
+/// Exact widths: every column its minimum, and what is left to the job's label, the ref and
+/// the repo, which are the columns whose values run long.
 fn column_widths(columns: &[Column], full_id: bool, width: u16) -> Vec<Constraint> {
     let id_width = if full_id { FULL_ID } else { SHORT_ID as u16 };
     let mut widths: Vec<u16> = columns.iter().map(|c| c.spec(id_width).min).collect();
     let used: u16 = widths.iter().sum::<u16>()
         + columns::SPACING * u16::try_from(columns.len().saturating_sub(1)).unwrap_or(0);
-    let spare = width.saturating_sub(used);
+    let mut spare = width.saturating_sub(used);
     let position = |col| columns.iter().position(|c| *c == col);
-    let to_ref = match position(Column::Ref) {
-        Some(i) => {
-            let grow = (spare / 3).min(MAX_REF_GROWTH);
+    for (column, most) in [(Column::Job, MAX_JOB_GROWTH), (Column::Ref, MAX_REF_GROWTH)] {
+        if let Some(i) = position(column) {
+            let grow = (spare / 3).min(most);
             widths[i] += grow;
-            grow
+            spare -= grow;
         }
-        None => 0,
-    };
+    }
     if let Some(i) = position(Column::Repo) {
-        widths[i] += spare - to_ref;
+        widths[i] += spare;
     }
     widths.into_iter().map(Constraint::Length).collect()
 }
@@ -457,7 +476,7 @@ impl Component for JobsView {
             frame.render_widget(Paragraph::new(prompt), prompt_area);
         }
 
-        let (columns, full_id) = layout_columns(table_area.width);
+        let (columns, full_id) = layout_columns(table_area.width, self.labelled);
         let body = Rect {
             y: table_area.y.saturating_add(1),
             height: table_area.height.saturating_sub(1),
@@ -713,10 +732,10 @@ mod tests {
 
     #[test]
     fn narrow_terminals_keep_id_and_status() {
-        let (cols, full) = layout_columns(40);
+        let (cols, full) = layout_columns(40, false);
         assert!(!full);
         assert!(cols.contains(&Column::Id) && cols.contains(&Column::Status));
-        let (cols, full) = layout_columns(158);
+        let (cols, full) = layout_columns(158, true);
         assert!(full);
         assert_eq!(cols.len(), Column::ALL.len());
     }
