@@ -170,6 +170,16 @@ pub struct ImageBuildOptions {
     pub network: bool,
 }
 
+/// A build's secrets by name; `Debug` shows the names only, as a request may be logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct BuildSecrets(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for BuildSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub context_dir: PathBuf,
@@ -185,6 +195,10 @@ pub struct BuildRequest {
     /// `linux/arm64` and the like; empty means this machine's platform, as a plain image.
     pub platforms: Vec<String>,
     pub build_args: BTreeMap<String, String>,
+    /// Build secrets (`buildah bud --secret`): a `RUN --mount=type=secret,id=NAME` reads one
+    /// as `/run/secrets/NAME`, in no layer of the image, unlike a build argument, which the
+    /// image's history keeps. Names are variable names (the step's `secrets:`).
+    pub secrets: BuildSecrets,
     pub push: bool,
     /// Whether buildah gets the agent's registry login (to pull private base images, and to
     /// push). Off for untrusted jobs: their `RUN` instructions can leave buildah's chroot and
@@ -331,6 +345,7 @@ impl ImageBuilder {
                 .filter(|_| request.credentials),
             &self.options.insecure_registries,
             &request.ignore,
+            &request.secrets.0,
             request.private.as_deref(),
         )
     }
@@ -531,6 +546,14 @@ impl Plan {
                 return Err(invalid(format!("invalid build argument name {key:?}")));
             }
         }
+        for name in request.secrets.0.keys() {
+            // `--secret id=NAME,src=PATH` is split at commas and `=`, and NAME becomes a file
+            // name under /run/secrets.
+            let fine = |c: char| c.is_ascii_alphanumeric() || c == '_';
+            if name.is_empty() || !name.chars().all(fine) {
+                return Err(invalid(format!("invalid build secret name {name:?}")));
+            }
+        }
         let context_dir = std::path::absolute(&request.context_dir)?;
         if !context_dir.is_dir() {
             return Err(invalid(format!(
@@ -629,6 +652,12 @@ impl Plan {
         for (key, value) in &request.build_args {
             args.push("--build-arg".into());
             args.push(format!("{key}={value}").into());
+        }
+        for name in request.secrets.0.keys() {
+            let mut secret = OsString::from(format!("id={name},src="));
+            secret.push(files.secret(name));
+            args.push("--secret".into());
+            args.push(secret);
         }
         args
     }
@@ -1327,6 +1356,10 @@ mod tests {
             tags: vec!["r.example/acme/app:1".into()],
             platforms: vec![],
             build_args: BTreeMap::from([("VERSION".into(), "1.2".into())]),
+            secrets: BuildSecrets(BTreeMap::from([(
+                "NPM_TOKEN".into(),
+                "npm-secret-1234".into(),
+            )])),
             push: true,
             credentials: true,
             cache_repo: Some("r.example/acme/cache".into()),
@@ -1366,7 +1399,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let request = request(dir.path());
         let plan = Plan::new(&request, false).unwrap();
-        let files = BuildFiles::write(Some(&auth), &[], b"", None).unwrap();
+        let files = BuildFiles::write(Some(&auth), &[], b"", &BTreeMap::new(), None).unwrap();
         let mut args = builder.global_args(&files);
         args.extend(plan.bud_args(&request, &files));
         let text: Vec<String> = args
@@ -1384,6 +1417,17 @@ mod tests {
         assert!(text.contains("--build-arg VERSION=1.2"));
         assert!(text.contains("--http-proxy=false"), "{text}");
         assert!(!format!("{auth:?}").contains("hunter2"));
+        // A build secret goes by file, and a logged request names it only.
+        assert!(
+            text.contains(&format!(
+                "--secret id=NPM_TOKEN,src={}",
+                files.secret("NPM_TOKEN").display()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("npm-secret-1234"), "{text}");
+        let logged = format!("{request:?}");
+        assert!(logged.contains("NPM_TOKEN") && !logged.contains("npm-secret-1234"));
     }
 
     #[test]
@@ -1402,7 +1446,7 @@ mod tests {
         ]);
         let mut builder = builder(None);
         builder.kept_env = kept_environment(|name| agent.get(name).map(OsString::from));
-        let files = BuildFiles::write(None, &[], b"", None).unwrap();
+        let files = BuildFiles::write(None, &[], b"", &BTreeMap::new(), None).unwrap();
         let env: BTreeMap<String, String> = builder
             .environment(&files)
             .into_iter()
@@ -1492,6 +1536,10 @@ mod tests {
             },
             BuildRequest {
                 build_args: BTreeMap::from([("A=B".into(), "x".into())]),
+                ..good.clone()
+            },
+            BuildRequest {
+                secrets: BuildSecrets(BTreeMap::from([("A,src=/etc/shadow".into(), "x".into())])),
                 ..good.clone()
             },
         ];
@@ -1691,7 +1739,7 @@ esac
         for name in &names {
             store.record(&Garbage::List(name.clone())).unwrap();
         }
-        let files = BuildFiles::write(None, &[], &[], None).unwrap();
+        let files = BuildFiles::write(None, &[], &[], &BTreeMap::new(), None).unwrap();
         let (output, _log) = mpsc::channel(64);
         let budget = Duration::from_millis(3000);
         let started = Instant::now();

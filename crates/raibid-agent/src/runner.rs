@@ -1291,6 +1291,8 @@ impl Runner {
         log: &mut JobLog,
         stop: &CancellationToken,
         images: &mut Vec<String>,
+        // The step's `secrets:`, resolved: build secrets.
+        secrets: BTreeMap<String, String>,
     ) -> Result<StepExit, String> {
         let Some(builder) = &self.images else {
             return Err("image builds need buildah on the agent (apt-get install buildah)".into());
@@ -1356,6 +1358,7 @@ impl Runner {
             tags,
             platforms: build.platforms.clone(),
             build_args: build.build_args.clone(),
+            secrets: crate::image::BuildSecrets(secrets),
             push: build.push && trusted,
             credentials: trusted,
             cache_repo,

@@ -184,6 +184,71 @@ async fn runs_build_steps_on_a_base_pulled_from_the_registry() {
     );
 }
 
+/// A build secret reaches the `RUN` step that mounts it, and no layer, config or history of
+/// the pushed image holds it (unlike a build argument).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_secrets_reach_run_steps_and_no_layer() {
+    const VALUE: &str = "npm-value-8Kx2Qz";
+    let registry = Registry::start();
+    let base_store = Store::new();
+    let base = push_busybox_base(
+        &registry,
+        &base_store.builder(&registry, StorageDriver::Vfs),
+    )
+    .await;
+    let store = Store::new();
+    let builder = store.builder(&registry, StorageDriver::detect());
+    let context = context(
+        &format!(
+            "FROM {base}\n\
+             RUN --mount=type=secret,id=NPM_TOKEN echo \"secret of $(wc -c < /run/secrets/NPM_TOKEN) \
+             bytes\" && cp /run/secrets/NPM_TOKEN /copied\n\
+             RUN test ! -e /run/secrets/NPM_TOKEN && echo gone after its step\n"
+        ),
+        &[],
+    );
+    let tag = format!("{}/acme/app:secret", registry.host());
+    let mut request = request(context.path(), vec![tag]);
+    request.secrets.0.insert("NPM_TOKEN".into(), VALUE.into());
+    let (built, output) = build_ok(&builder, &request).await;
+    assert!(output.contains("secret of 16 bytes"), "{output}");
+    assert!(output.contains("gone after its step"), "{output}");
+    let manifest = assert_pushed(&registry, "acme/app", "secret", &built.digests[0]);
+    // Every blob of the image: its config (with the history of its steps) and its layers,
+    // unpacked. The step above copied the secret into a file of the image on purpose: the
+    // copy is there (the build could read it, and it has the right value), which shows the
+    // search finds a value where there is one. (The Containerfile itself must not hold the
+    // value: its steps are in the image's history.)
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
+    for layer in manifest["layers"].as_array().unwrap() {
+        blobs.push(layer["digest"].as_str().unwrap().to_owned());
+    }
+    let mut found = Vec::new();
+    for digest in &blobs {
+        let blob = registry
+            .get(&format!("/v2/acme/app/blobs/{digest}"), None)
+            .unwrap();
+        assert_eq!(blob.status, 200, "{digest}");
+        let mut bytes = Vec::new();
+        let mut gz = flate2::read::GzDecoder::new(blob.body.as_slice());
+        if std::io::Read::read_to_end(&mut gz, &mut bytes).is_err() {
+            bytes = blob.body.clone();
+        }
+        if bytes.windows(VALUE.len()).any(|w| w == VALUE.as_bytes()) {
+            found.push(digest.clone());
+        }
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "only the layer with the deliberate copy: {found:?}"
+    );
+    assert_ne!(
+        found[0], blobs[0],
+        "the config and its history do not hold it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platforms_make_a_manifest_list() {
     let registry = Registry::start();

@@ -205,3 +205,42 @@ async fn an_owners_secret_reaches_its_repositories_only() {
         "{reason}"
     );
 }
+
+/// An `image-build` step's `secrets:` are build secrets: a `RUN --mount=type=secret` step
+/// reads the repository's secret, and the job's log masks it.
+#[tokio::test]
+async fn an_image_build_step_gets_its_secrets_as_build_secrets() {
+    raibid_testkit::require_binary("buildah", "buildah");
+    let busybox = raibid_testkit::require_binary("busybox", "busybox-static");
+    let h = harness_with_secrets().await;
+    let registry = raibid_testkit::Registry::start();
+    let builder = h.image_builder(&registry);
+    let repo_dir = GitRepo::new();
+    // A static busybox is the build's shell: no base image to pull.
+    std::fs::copy(&busybox, repo_dir.path().join("busybox")).unwrap();
+    repo_dir.git(&["add", "busybox"]);
+    let sha = repo_dir.commit(
+        &[
+            (
+                ".raibid.yaml",
+                "steps:\n  - name: image\n    secrets: [DEPLOY_TOKEN]\n    image-build:\n      \
+                 tags: [\"{registry}/{repo}:{short_sha}\"]\n",
+            ),
+            (
+                "Containerfile",
+                "FROM scratch\nCOPY busybox /bin/busybox\n\
+                 RUN --mount=type=secret,id=DEPLOY_TOKEN [\"/bin/busybox\", \"sh\", \"-c\", \
+                 \"/bin/busybox echo token=$(/bin/busybox cat /run/secrets/DEPLOY_TOKEN) \
+                 bytes=$(/bin/busybox wc -c < /run/secrets/DEPLOY_TOKEN)\"]\n",
+            ),
+        ],
+        "image with a build secret",
+    );
+    let job = h.enqueue(&repo_dir.url(), &sha).await;
+    h.run_once(h.runner_with_images(SecretStore::default(), Some(builder), &registry.host()))
+        .await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("token=*** bytes=12"), "{log}");
+    assert!(!log.contains("dep-7Hq2x9Lw"), "{log}");
+}

@@ -27,7 +27,9 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
     pub when: When,
-    /// Secrets to expose to this step as environment variables of the same name.
+    /// Secrets to expose to this step: as environment variables of the same name to a `run`
+    /// step, as build secrets (`RUN --mount=type=secret,id=NAME`, the file
+    /// `/run/secrets/NAME`, in no layer of the image) to an `image-build` step.
     pub secrets: Vec<String>,
     pub failure: OnFailure,
     /// The steps this one waits for (`depends_on`, Woodpecker's key), written before or after;
@@ -215,12 +217,6 @@ impl RawStep {
                         "step {name:?}: an `image-build` step gets no `env` (its variables would \
                          not reach the build); give build-time values as `build-args` under \
                          `image-build`"
-                    ));
-                }
-                if !self.secrets.is_empty() {
-                    return Err(format!(
-                        "step {name:?}: an `image-build` step gets no `secrets` (they would not \
-                         reach the build; pushing uses the agent's registry login); remove them"
                     ));
                 }
                 StepKind::ImageBuild(build)
@@ -659,17 +655,10 @@ mod tests {
                 && msg.contains("`build-args`"),
             "{msg}"
         );
-        let (line, col, msg) =
-            error_at("- image-build: { tags: [t] }\n  secrets: [TOKEN]\n  name: img\n");
-        assert_eq!((line, col), (1, 3));
-        assert!(
-            msg.contains("an `image-build` step gets no `secrets`"),
-            "{msg}"
-        );
-        // An empty list asks for nothing.
-        assert!(
-            steps("- name: a\n  image-build: { tags: [t] }\n  secrets: []\n  env: {}\n").is_ok()
-        );
+        // Secrets reach a build as build secrets; an empty `env` asks for nothing.
+        let s = steps("- name: a\n  image-build: { tags: [t] }\n  secrets: [TOKEN]\n  env: {}\n")
+            .unwrap();
+        assert_eq!(s[0].secrets, ["TOKEN"]);
     }
 
     #[test]

@@ -873,9 +873,9 @@ fn option_like_images_and_reserved_names_are_refused_where_written() {
     )
     .unwrap();
     assert_eq!(p.env.len(), 3);
-    let e = err("steps:\n  - name: image\n    image-build: { tags: [x] }\n    secrets: [TOKEN]\n");
+    let e = err("steps:\n  - name: image\n    image-build: { tags: [x] }\n    env: { A: b }\n");
     assert_eq!((e.line, e.column), (2, 5), "{e}");
-    assert!(e.message.contains("gets no `secrets`"), "{e}");
+    assert!(e.message.contains("gets no `env`"), "{e}");
 }
 
 #[test]

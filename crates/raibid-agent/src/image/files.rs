@@ -1,5 +1,5 @@
-//! The private files buildah reads during one build: registry credentials, registry settings
-//! and the build context's ignore patterns.
+//! The private files buildah reads during one build: registry credentials, registry settings,
+//! the build context's ignore patterns and the build's secrets.
 //!
 //! All are written for every build and always passed, so a build never falls back on
 //! `/etc/containers/registries.conf` or on logins of the agent's user: a pipeline must not be
@@ -10,6 +10,7 @@
 //! The ignore file is a copy because buildah, as root, follows a `.dockerignore` that is a link
 //! (to `/dev/zero`, to a file of the agent's) and never opens the context's own when given one.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -30,6 +31,7 @@ impl BuildFiles {
         auth: Option<&RegistryAuth>,
         insecure: &[String],
         ignore: &[u8],
+        secrets: &BTreeMap<String, String>,
         private: Option<&Path>,
     ) -> io::Result<Self> {
         let dir = crate::private_dir::private_tempdir("raibid-build-", private)?;
@@ -40,6 +42,14 @@ impl BuildFiles {
             registries_conf(insecure).as_bytes(),
         )?;
         private_file(files.ignore_file(), ignore)?;
+        if !secrets.is_empty() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(files.dir.path().join("secrets"))?;
+            for (name, value) in secrets {
+                private_file(files.secret(name), value.as_bytes())?;
+            }
+        }
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(files.home())?;
@@ -57,6 +67,11 @@ impl BuildFiles {
     /// For `--ignorefile`: the patterns of the context's `.containerignore` or `.dockerignore`.
     pub(crate) fn ignore_file(&self) -> PathBuf {
         self.dir.path().join("ignore")
+    }
+
+    /// The file of build secret `name` (a variable name), for `--secret id=NAME,src=...`.
+    pub(crate) fn secret(&self, name: &str) -> PathBuf {
+        self.dir.path().join("secrets").join(name)
     }
 
     /// buildah's `HOME` (and the directory its configuration variables point into): empty, so
@@ -159,8 +174,19 @@ mod tests {
             username: "bot".into(),
             password: "pa:ss".into(),
         };
-        let files =
-            BuildFiles::write(Some(&auth), &["127.0.0.1:5000".into()], b"target\n", None).unwrap();
+        let secrets = BTreeMap::from([("NPM_TOKEN".to_owned(), "npm-123456".to_owned())]);
+        let files = BuildFiles::write(
+            Some(&auth),
+            &["127.0.0.1:5000".into()],
+            b"target\n",
+            &secrets,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(files.secret("NPM_TOKEN")).unwrap(),
+            "npm-123456"
+        );
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(files.authfile()).unwrap()).unwrap();
         assert_eq!(
@@ -172,6 +198,7 @@ mod tests {
             files.authfile(),
             files.registries_conf(),
             files.ignore_file(),
+            files.secret("NPM_TOKEN"),
         ] {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", path.display());
@@ -189,7 +216,7 @@ mod tests {
 
     #[test]
     fn no_credentials_means_an_empty_auth_file() {
-        let files = BuildFiles::write(None, &[], b"", None).unwrap();
+        let files = BuildFiles::write(None, &[], b"", &BTreeMap::new(), None).unwrap();
         assert_eq!(
             std::fs::read_to_string(files.authfile()).unwrap(),
             r#"{"auths":{}}"#

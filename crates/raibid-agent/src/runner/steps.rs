@@ -401,6 +401,12 @@ impl Runner {
                 self.run_script(&spec, log, ctx.stop).await
             }
             StepKind::ImageBuild(build) => {
+                // `prepare` put the step's secrets, resolved, into its environment.
+                let secrets = step
+                    .secrets
+                    .iter()
+                    .filter_map(|name| env.get(name).map(|v| (name.clone(), v.clone())))
+                    .collect();
                 self.run_image_build(
                     job,
                     build,
@@ -410,6 +416,7 @@ impl Runner {
                     log,
                     ctx.stop,
                     images,
+                    secrets,
                 )
                 .await
             }

@@ -147,6 +147,7 @@ pub fn request(context: &Path, tags: Vec<String>) -> BuildRequest {
         tags,
         platforms: Vec::new(),
         build_args: BTreeMap::new(),
+        secrets: Default::default(),
         push: true,
         credentials: true,
         cache_repo: None,
