@@ -1230,15 +1230,26 @@ impl Runner {
     ) -> Result<Vec<Service>, String> {
         let mut out = Vec::with_capacity(services.len());
         for service in services {
+            let mut names = service.secrets.clone();
+            names.extend(service.secret_env.values().cloned());
             let secrets = self
                 .secrets
-                .resolve(job, &service.secrets, job_secrets)
+                .resolve(job, &names, job_secrets)
                 .map_err(|e| format!("service {}: {e}", service.name))?;
             for value in secrets.values() {
                 log.mask(value);
             }
             let mut service = service.clone();
-            service.env.extend(secrets);
+            for (var, secret) in std::mem::take(&mut service.secret_env) {
+                if let Some(value) = secrets.get(&secret) {
+                    service.env.insert(var, value.clone());
+                }
+            }
+            service.env.extend(
+                secrets
+                    .into_iter()
+                    .filter(|(name, _)| service.secrets.contains(name)),
+            );
             service.secrets.clear();
             out.push(service);
         }

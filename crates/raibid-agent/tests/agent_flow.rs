@@ -958,9 +958,10 @@ async fn container_jobs_with_services_reach_them_by_name() {
         }
     };
     let pipeline = format!(
-        "services:\n  - name: kv\n    image: {BUSYBOX_IMAGE}\n    env: {{ANSWER: \"42\"}}\n    \
+        "services:\n  - name: kv\n    image: {BUSYBOX_IMAGE}\n    \
+         environment: {{ANSWER: \"42\", PASS: {{from_secret: KV_TOKEN}}}}\n    \
          secrets: [KV_TOKEN]\n    \
-         command: [sh, -c, 'echo kv up; sleep 1; while true; do echo \"$ANSWER $KV_TOKEN\" | nc -l -p 6000; done']\n    \
+         command: [sh, -c, 'echo kv up; sleep 1; while true; do echo \"$ANSWER $KV_TOKEN $PASS\" | nc -l -p 6000; done']\n    \
          ready: nc -w 1 127.0.0.1 6000 </dev/null | grep -q 42\n\
          steps:\n  - name: ask\n    run: |\n      answer=$(nc -w 2 kv 6000 </dev/null)\n      \
          echo \"the answer is $answer\"\n  - name: again\n    run: nc -w 2 kv 6000 </dev/null\n"
@@ -968,7 +969,8 @@ async fn container_jobs_with_services_reach_them_by_name() {
     let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "services");
     let (done, log) = run(sha).await;
     assert_eq!(done.status, JobStatus::Success, "{log}");
-    assert!(log.contains("the answer is 42 ***\n"), "{log}");
+    // The secret by its own name and, Woodpecker's way, under the service's (`from_secret`).
+    assert!(log.contains("the answer is 42 *** ***\n"), "{log}");
     assert!(!log.contains("kv-secret-5a1t"), "{log}");
     let services = log.find("\u{25b6} services").expect("services heading");
     let first_step = log.find("\u{25b6} step ask").expect("step heading");

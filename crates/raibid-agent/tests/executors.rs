@@ -771,6 +771,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         image: BUSYBOX_IMAGE.into(),
         env: BTreeMap::from([("GREETING".into(), "hello from the service".into())]),
         secrets: Vec::new(),
+        secret_env: Default::default(),
         ready: None,
         entrypoint: Vec::new(),
         command: vec![
@@ -785,6 +786,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         image: BUSYBOX_IMAGE.into(),
         env: BTreeMap::new(),
         secrets: Vec::new(),
+        secret_env: Default::default(),
         ready: None,
         entrypoint: Vec::new(),
         command: vec![
@@ -864,6 +866,7 @@ async fn container_services_are_reached_by_name_and_leave_nothing(engine: &impl 
         image: "localhost/raibid-test/no-such-image:1".into(),
         env: BTreeMap::new(),
         secrets: Vec::new(),
+        secret_env: Default::default(),
         command: Vec::new(),
         ready: None,
         entrypoint: Vec::new(),
@@ -889,6 +892,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         image: BUSYBOX_IMAGE.into(),
         env: BTreeMap::new(),
         secrets: Vec::new(),
+        secret_env: Default::default(),
         command: vec!["sh".into(), "-c".into(), script.into()],
         entrypoint: Vec::new(),
         ready: Some(Ready {
@@ -984,6 +988,7 @@ async fn container_services_take_an_entrypoint(engine: &impl TestEngine) {
             image: BUSYBOX_IMAGE.into(),
             env: BTreeMap::new(),
             secrets: Vec::new(),
+            secret_env: Default::default(),
             entrypoint: vec!["/bin/sh".into(), "-c".into()],
             command: vec![
                 "echo \"from the entrypoint: $0 $1\"; touch /said; exec sleep 1000".into(),

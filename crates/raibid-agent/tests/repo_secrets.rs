@@ -244,3 +244,32 @@ async fn an_image_build_step_gets_its_secrets_as_build_secrets() {
     assert!(log.contains("token=*** bytes=12"), "{log}");
     assert!(!log.contains("dep-7Hq2x9Lw"), "{log}");
 }
+
+/// Woodpecker 2's `environment: { VAR: { from_secret: name } }` gives a step a secret under a
+/// variable name of its own, masked like any other.
+#[tokio::test]
+async fn from_secret_gives_a_secret_under_the_steps_own_name() {
+    let h = harness_with_secrets().await;
+    h.queue
+        .set_secret(&repo("acme/app"), "docker_password", "dkr-3Vb7n9Mm", &[])
+        .await
+        .unwrap();
+    let repo_dir = GitRepo::new();
+    let sha = repo_dir.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  push:\n    environment:\n      DOCKER_PASSWORD:\n        \
+             from_secret: docker_password\n      RUST: 1.80\n    commands:\n      \
+             - echo password=$DOCKER_PASSWORD rust=$RUST\n      \
+             - test \"$DOCKER_PASSWORD\" = dkr-3Vb7n9Mm\n      \
+             - test -z \"${docker_password:-}\"\n",
+        )],
+        "woodpecker",
+    );
+    let job = h.enqueue(&repo_dir.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("password=*** rust=1.80"), "{log}");
+    assert!(!log.contains("dkr-3Vb7n9Mm"), "{log}");
+}

@@ -174,6 +174,7 @@ fn step(name: &str, kind: StepKind, image: Option<&str>) -> Step {
         timeout: None,
         when: When::default(),
         secrets: Vec::new(),
+        secret_env: Default::default(),
         failure: OnFailure::Fail,
         depends_on: None,
         retry: 0,

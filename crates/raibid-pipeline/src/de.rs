@@ -7,6 +7,7 @@
 //! scalar checks inside `visit_str` (reported at the scalar), whole-mapping checks inside
 //! `visit_map` (reported at the mapping's first key) and whole-list checks inside `visit_seq`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
@@ -196,6 +197,187 @@ impl<'de> de::Deserialize<'de> for StepEnvMap {
         deserializer
             .deserialize_map(EnvMapVisitor(names::check_step_env_name))
             .map(StepEnvMap)
+    }
+}
+
+/// A step's `env:` (`environment:`): a value is text, or `{ from_secret: NAME }`, Woodpecker
+/// 2's way of giving a step a secret under a variable name of its own (see
+/// [`with_from_secret_vars`]).
+pub(crate) struct StepEnv(pub(crate) BTreeMap<String, EnvValue>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EnvValue {
+    Text(String),
+    FromSecret(String),
+}
+
+impl<'de> de::Deserialize<'de> for StepEnv {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(StepEnvVisitor).map(StepEnv)
+    }
+}
+
+struct StepEnvVisitor;
+
+impl<'de> Visitor<'de> for StepEnvVisitor {
+    type Value = BTreeMap<String, EnvValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(
+            "a mapping of variable names to values or `{ from_secret: NAME }`, like \
+             `{ FOO: bar, TOKEN: { from_secret: deploy_token } }`",
+        )
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let mut map = MergeKeys::new(map);
+        let mut env = BTreeMap::new();
+        while let Some(name) = map.next_key_seed(unique_name(
+            "a variable name",
+            |name| env.contains_key(name),
+            names::check_step_env_name,
+        ))? {
+            let value = map.next_value_seed(EnvValueSeed { var: &name })?;
+            env.insert(name, value);
+        }
+        Ok(env)
+    }
+}
+
+const FROM_SECRET: &str = "from_secret";
+
+thread_local! {
+    /// The variables some mapping of the file being read gives `{ from_secret: ... }`; see
+    /// [`with_from_secret_vars`].
+    static FROM_SECRET_VARS: RefCell<BTreeSet<String>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+/// Runs `read` (a parse of `text`) knowing which variables of `text` are given
+/// `{ from_secret: ... }`.
+///
+/// serde_yaml hands a scalar's source text over only to `deserialize_str` (so that
+/// `RUST: 1.80` stays `"1.80"`), which refuses a mapping; `deserialize_any` takes both but
+/// turns `1.80` into the float 1.8. So the file is first read loosely for the names whose
+/// value is such a mapping somewhere, and only those are read with `deserialize_any`: a
+/// number given to one of them elsewhere loses its formatting, which nothing else does.
+pub(crate) fn with_from_secret_vars<T>(text: &str, read: impl FnOnce() -> T) -> T {
+    let mut vars = BTreeSet::new();
+    if text.contains(FROM_SECRET)
+        && let Ok(document) = serde_yaml::from_str::<serde_yaml::Value>(text)
+    {
+        collect_from_secret_vars(&document, &mut vars);
+    }
+    FROM_SECRET_VARS.set(vars);
+    let result = read();
+    FROM_SECRET_VARS.set(BTreeSet::new());
+    result
+}
+
+fn collect_from_secret_vars(value: &serde_yaml::Value, vars: &mut BTreeSet<String>) {
+    match value {
+        serde_yaml::Value::Mapping(mapping) => {
+            for (key, value) in mapping {
+                if let (Some(key), serde_yaml::Value::Mapping(inner)) = (key.as_str(), value)
+                    && inner.contains_key(FROM_SECRET)
+                {
+                    vars.insert(key.to_owned());
+                }
+                collect_from_secret_vars(value, vars);
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for item in items {
+                collect_from_secret_vars(item, vars);
+            }
+        }
+        serde_yaml::Value::Tagged(tagged) => collect_from_secret_vars(&tagged.value, vars),
+        _ => {}
+    }
+}
+
+/// One value of a step's `env`: see [`with_from_secret_vars`].
+struct EnvValueSeed<'a> {
+    var: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for EnvValueSeed<'_> {
+    type Value = EnvValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<EnvValue, D::Error> {
+        if FROM_SECRET_VARS.with_borrow(|vars| vars.contains(self.var)) {
+            deserializer.deserialize_any(EnvValueVisitor)
+        } else {
+            StrCheck::new("a string value, or `{ from_secret: NAME }`", env_value)
+                .deserialize(deserializer)
+                .map(EnvValue::Text)
+        }
+    }
+}
+
+struct EnvValueVisitor;
+
+impl EnvValueVisitor {
+    fn text<E: de::Error>(v: &str) -> Result<EnvValue, E> {
+        env_value(v).map(EnvValue::Text).map_err(E::custom)
+    }
+}
+
+impl<'de> Visitor<'de> for EnvValueVisitor {
+    type Value = EnvValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string value, or `{ from_secret: NAME }`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
+        Self::text(v)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<EnvValue, E> {
+        Self::text(&v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<EnvValue, E> {
+        Self::text(&v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<EnvValue, E> {
+        Self::text(&v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<EnvValue, E> {
+        Self::text(&v.to_string())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<EnvValue, E> {
+        Self::text("")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnvValue, A::Error> {
+        let mut secret = None;
+        while let Some(key) = map.next_key_seed(StrCheck::new("`from_secret`", |k: &str| {
+            if k == FROM_SECRET {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{k}`: a variable's value is text, or `{{ from_secret: NAME }}` to give it \
+                     a secret's value"
+                ))
+            }
+        }))? {
+            let () = key;
+            if secret.is_some() {
+                return Err(de::Error::custom("`from_secret` is given twice; keep one"));
+            }
+            secret = Some(
+                map.next_value_seed(StrCheck::new("the name of a secret", |v: &str| {
+                    names::check_env_name(v).map(|()| v.to_owned())
+                }))?,
+            );
+        }
+        secret
+            .map(EnvValue::FromSecret)
+            .ok_or_else(|| de::Error::custom("`{ from_secret: NAME }` needs a name"))
     }
 }
 

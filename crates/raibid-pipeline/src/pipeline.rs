@@ -359,11 +359,13 @@ pub fn parse(file_name: &str, text: &str) -> Result<Pipeline, PipelineError> {
         )
     })?;
     let read = || {
-        CheckedMap::new(
-            "a pipeline: a mapping with a `steps:` list",
-            RawPipeline::into_pipeline,
-        )
-        .deserialize(serde_yaml::Deserializer::from_str(text))
+        crate::de::with_from_secret_vars(text, || {
+            CheckedMap::new(
+                "a pipeline: a mapping with a `steps:` list",
+                RawPipeline::into_pipeline,
+            )
+            .deserialize(serde_yaml::Deserializer::from_str(text))
+        })
         .map_err(|e| PipelineError::from_yaml(file_name, text, &e))
     };
     let pipeline = read()?;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::de::{CheckedMap, StepEnvMap, checked_str};
+use crate::de::{CheckedMap, EnvValue, StepEnv, checked_str};
 use crate::duration::Timeout;
 use crate::step::{ImageRef, Script};
 
@@ -28,6 +28,8 @@ pub struct Service {
     /// Secrets to give the service as environment variables of the same name, as a step's
     /// `secrets:` (and under the same rules: allowed repositories, never for forks).
     pub secrets: Vec<String>,
+    /// Variables given a secret's value (`env: { VAR: { from_secret: NAME } }`), as a step's.
+    pub secret_env: BTreeMap<String, String>,
     /// Replaces the image's default command (`CMD`); empty: the image's own.
     pub command: Vec<String>,
     /// Replaces the image's `ENTRYPOINT`; `command` (never the image's `CMD`) follows it, as
@@ -102,7 +104,9 @@ checked_str!(ServiceName: String, "a service name like postgres", service_name);
 struct RawService {
     name: Option<ServiceName>,
     image: Option<ImageRef>,
-    env: Option<StepEnvMap>,
+    /// `environment` is Woodpecker's spelling.
+    #[serde(alias = "environment")]
+    env: Option<StepEnv>,
     #[serde(default, deserialize_with = "crate::step::secrets")]
     secrets: Vec<String>,
     command: Option<Vec<String>>,
@@ -131,11 +135,20 @@ impl RawService {
         };
         let command = args("command", self.command)?;
         let entrypoint = args("entrypoint", self.entrypoint)?;
+        let mut env = BTreeMap::new();
+        let mut secret_env = BTreeMap::new();
+        for (var, value) in self.env.map(|e| e.0).unwrap_or_default() {
+            match value {
+                EnvValue::Text(text) => env.insert(var, text),
+                EnvValue::FromSecret(secret) => secret_env.insert(var, secret),
+            };
+        }
         Ok(Service {
             name,
             image,
-            env: self.env.map(|e| e.0).unwrap_or_default(),
+            env,
             secrets: self.secrets,
+            secret_env,
             command,
             entrypoint,
             ready: self.ready.map(|r| r.0),
@@ -248,13 +261,26 @@ mod tests {
     use super::*;
 
     fn services(yaml: &str) -> Result<Vec<Service>, serde_yaml::Error> {
-        serde_yaml::from_str::<Services>(yaml).map(|s| s.0)
+        crate::de::with_from_secret_vars(yaml, || serde_yaml::from_str::<Services>(yaml))
+            .map(|s| s.0)
     }
 
     fn error_at(yaml: &str) -> (usize, usize, String) {
         let err = services(yaml).unwrap_err();
         let loc = err.location().expect("error has a location");
         (loc.line(), loc.column(), err.to_string())
+    }
+
+    /// Woodpecker's spelling, with a secret under a name of the service's own.
+    #[test]
+    fn a_service_takes_environment_with_from_secret() {
+        let s = services(
+            "- name: db\n  image: postgres:16\n  environment:\n    POSTGRES_USER: ci\n    \
+             POSTGRES_PASSWORD:\n      from_secret: db_password\n",
+        )
+        .unwrap();
+        assert_eq!(s[0].env["POSTGRES_USER"], "ci");
+        assert_eq!(s[0].secret_env["POSTGRES_PASSWORD"], "db_password");
     }
 
     #[test]
@@ -270,6 +296,7 @@ mod tests {
                 image: "postgres:16".into(),
                 env: BTreeMap::from([("POSTGRES_PASSWORD".into(), "test".into())]),
                 secrets: vec!["LICENSE_KEY".into()],
+                secret_env: BTreeMap::new(),
                 command: vec!["postgres".into(), "-c".into(), "fsync=off".into()],
                 entrypoint: vec!["docker-entrypoint.sh".into()],
                 ready: None,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::de::{CheckedMap, OneOrMany, StepEnvMap, StrCheck, UniqueList, checked_str};
+use crate::de::{CheckedMap, EnvValue, OneOrMany, StepEnv, StrCheck, UniqueList, checked_str};
 use crate::duration::Timeout;
 use crate::image_build::{ImageBuild, ImageBuildDe};
 use crate::names;
@@ -31,6 +31,9 @@ pub struct Step {
     /// step, as build secrets (`RUN --mount=type=secret,id=NAME`, the file
     /// `/run/secrets/NAME`, in no layer of the image) to an `image-build` step.
     pub secrets: Vec<String>,
+    /// Variables given a secret's value (`env: { VAR: { from_secret: NAME } }`, Woodpecker
+    /// 2's spelling): variable name to secret name, under the rules of `secrets`.
+    pub secret_env: BTreeMap<String, String>,
     pub failure: OnFailure,
     /// The steps this one waits for (`depends_on`, Woodpecker's key), written before or after;
     /// `None` when not given. Once any step of a pipeline has it, its steps run as a graph:
@@ -143,7 +146,7 @@ struct RawStep {
     pull: Option<bool>,
     /// `environment` is Woodpecker's spelling.
     #[serde(alias = "environment")]
-    env: Option<StepEnvMap>,
+    env: Option<StepEnv>,
     timeout: Option<Timeout>,
     when: Option<StepWhen>,
     #[serde(default, deserialize_with = "secrets")]
@@ -249,12 +252,27 @@ impl RawStep {
             // Accepted, the step would be skipped on every run with nothing to say why.
             return Err(format!("step {name:?}: `when` can never match: {why}"));
         }
+        let mut env = BTreeMap::new();
+        let mut secret_env = BTreeMap::new();
+        for (var, value) in self.env.map(|e| e.0).unwrap_or_default() {
+            match value {
+                EnvValue::Text(text) => env.insert(var, text),
+                EnvValue::FromSecret(secret) => secret_env.insert(var, secret),
+            };
+        }
+        if let Some(var) = secret_env.keys().find(|var| self.secrets.contains(var)) {
+            return Err(format!(
+                "step {name:?}: {var} is both in `secrets` and given `from_secret` in `env`; \
+                 keep one"
+            ));
+        }
         Ok(Step {
             name,
             kind,
             image: self.image.map(|i| i.0),
             pull: self.pull.unwrap_or(false),
-            env: self.env.map(|e| e.0).unwrap_or_default(),
+            env,
+            secret_env,
             timeout: self.timeout.map(|t| t.0),
             when,
             secrets: self.secrets,
@@ -429,13 +447,56 @@ mod tests {
     use super::*;
 
     fn steps(yaml: &str) -> Result<Vec<Step>, serde_yaml::Error> {
-        serde_yaml::from_str::<Steps>(yaml).map(|s| s.0)
+        crate::de::with_from_secret_vars(yaml, || serde_yaml::from_str::<Steps>(yaml)).map(|s| s.0)
     }
 
     fn error_at(yaml: &str) -> (usize, usize, String) {
         let err = steps(yaml).unwrap_err();
         let loc = err.location().expect("error has a location");
         (loc.line(), loc.column(), err.to_string())
+    }
+
+    /// Woodpecker 2 gives a step a secret under a name of its own with `from_secret`.
+    #[test]
+    fn env_values_may_come_from_secrets() {
+        let s = steps(
+            "- name: push\n  commands: [docker push]\n  environment:\n    RUST: 1.80\n    \
+             DOCKER_PASSWORD:\n      from_secret: docker_password\n    \
+             USER: { from_secret: docker_user }\n    PLAIN: from_secret\n",
+        )
+        .unwrap();
+        assert_eq!(s[0].env["RUST"], "1.80", "text keeps its source");
+        assert_eq!(s[0].env["PLAIN"], "from_secret");
+        assert_eq!(
+            s[0].secret_env,
+            BTreeMap::from([
+                ("DOCKER_PASSWORD".to_owned(), "docker_password".to_owned()),
+                ("USER".to_owned(), "docker_user".to_owned()),
+            ])
+        );
+        assert!(!s[0].env.contains_key("DOCKER_PASSWORD"));
+
+        let (line, col, msg) =
+            error_at("- name: a\n  run: x\n  env:\n    A: { from_secret: 9bad }\n");
+        assert_eq!(line, 4, "{msg}");
+        assert!(
+            msg.contains("9bad") && msg.contains("variable name"),
+            "{col}: {msg}"
+        );
+        let (line, _, msg) = error_at("- name: a\n  run: x\n  env:\n    A: { secret: x }\n");
+        assert_eq!(line, 4, "{msg}");
+        assert!(msg.contains("`{ from_secret: NAME }`"), "{msg}");
+        let (_, _, msg) = error_at(
+            "- name: a\n  run: x\n  secrets: [TOKEN]\n  env: { TOKEN: { from_secret: other } }\n",
+        );
+        assert!(
+            msg.contains("both in `secrets` and given `from_secret`"),
+            "{msg}"
+        );
+        let (_, _, msg) = error_at(
+            "- name: img\n  image-build: { tags: [t] }\n  env: { T: { from_secret: x } }\n",
+        );
+        assert!(msg.contains("gets no `env`"), "{msg}");
     }
 
     #[test]

@@ -963,6 +963,11 @@ fn a_woodpecker_file_parses_as_written() {
     );
     assert_eq!(p.steps[1].env["CARGO_TERM_COLOR"], "always");
     assert_eq!(p.steps[2].image.as_deref(), Some("rust:1.85"));
+    assert_eq!(
+        p.steps[2].secret_env["CARGO_REGISTRY_TOKEN"],
+        "crates_token"
+    );
+    assert_eq!(p.steps[2].env["RUST_VERSION"], "1.80");
     assert!(p.runs_as_graph());
     let tag = TriggerContext {
         git_ref: Some("refs/tags/v1.2".into()),

@@ -260,7 +260,11 @@ impl Runner {
         log: &mut JobLog,
     ) -> Result<Ready, StepRun> {
         let job = &ctx.claimed.job;
-        let secrets = match self.secrets.resolve(job, &step.secrets, ctx.job_secrets) {
+        // Those of `secrets:` by their own names, those of `env: { VAR: { from_secret } }`
+        // under the step's.
+        let mut names = step.secrets.clone();
+        names.extend(step.secret_env.values().cloned());
+        let secrets = match self.secrets.resolve(job, &names, ctx.job_secrets) {
             Ok(s) => s,
             Err(e) => {
                 log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
@@ -286,7 +290,16 @@ impl Runner {
                 .filter(|(k, _)| !is_reserved(k))
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
-        env.extend(secrets);
+        for (var, secret) in &step.secret_env {
+            if let Some(value) = secrets.get(secret) {
+                env.insert(var.clone(), value.clone());
+            }
+        }
+        env.extend(
+            secrets
+                .into_iter()
+                .filter(|(name, _)| step.secrets.contains(name)),
+        );
         let remaining = ctx.job_deadline.saturating_duration_since(Instant::now());
         let (timeout, job_bound) = step_limit(step.timeout, remaining);
         if timeout.is_zero() {
