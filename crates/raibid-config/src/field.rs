@@ -142,6 +142,7 @@ structs! {
     RedisConfig {
         url, stream_name, consumer_group, maxlen, max_attempts, stale_after_secs, log_max_bytes,
         command_timeout_ms, retain_jobs, prune_memory_percent, secrets_key,
+        secrets_previous_keys,
     }
     KedaConfig { version, polling_interval, max_replicas }
     FluxConfig { version, git_repo, branch, path }

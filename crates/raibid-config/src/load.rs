@@ -262,6 +262,27 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             ),
         ));
     }
+    for (i, previous) in config.redis.secrets_previous_keys.iter().enumerate() {
+        let key = format!("redis.secrets_previous_keys[{i}]");
+        if previous.expose().chars().count() < SECRETS_KEY_MIN_LEN {
+            return Err(semantic(
+                &key,
+                format!(
+                    "has {} characters; a key repository secrets were sealed with has at least \
+                     {SECRETS_KEY_MIN_LEN}",
+                    previous.expose().chars().count()
+                ),
+            ));
+        }
+        if secrets_key.is_empty() {
+            return Err(semantic(
+                &key,
+                "previous keys are for rotating redis.secrets_key, which is empty: set the new \
+                 key there"
+                    .into(),
+            ));
+        }
+    }
     validate_schedules(config, &semantic)?;
     let cpus = config.agent.step_limits.cpus;
     if !cpus.is_finite() || cpus < 0.0 {
@@ -615,6 +636,26 @@ flux:
             !err.contains("hunter2"),
             "the error must not show the key: {err}"
         );
+        let rotating = parse(&format!(
+            "redis:\n  secrets_key: {key}\n  secrets_previous_keys: [{}]\n",
+            "p".repeat(40)
+        ))
+        .unwrap();
+        assert_eq!(rotating.redis.secrets_previous_keys.len(), 1);
+        let err = parse(&format!(
+            "redis:\n  secrets_key: {key}\n  secrets_previous_keys: [short-one]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("redis.secrets_previous_keys[0]"), "{err}");
+        assert!(!err.contains("short-one"), "{err}");
+        let err = parse(&format!(
+            "redis:\n  secrets_previous_keys: [{}]\n",
+            "p".repeat(40)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("set the new key there"), "{err}");
     }
 
     #[test]

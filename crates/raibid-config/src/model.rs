@@ -114,6 +114,10 @@ pub struct RedisConfig {
     /// the agents open with it, so both need the same value, at least 32 random characters.
     /// Empty: repository secrets are off. `raibid up` and `raibid setup` generate one.
     pub secrets_key: Secret,
+    /// Keys secrets were sealed with before `secrets_key`, while rotating it: values sealed
+    /// with one still open, and the server seals them again with `secrets_key`; once it has
+    /// logged doing so, drop them.
+    pub secrets_previous_keys: Vec<Secret>,
 }
 
 impl Default for RedisConfig {
@@ -130,6 +134,7 @@ impl Default for RedisConfig {
             retain_jobs: 50_000,
             prune_memory_percent: 80,
             secrets_key: Secret::default(),
+            secrets_previous_keys: Vec::new(),
         }
     }
 }

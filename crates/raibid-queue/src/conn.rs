@@ -23,6 +23,10 @@ pub struct QueueOptions {
     /// Seals and opens repository secrets (`redis.secrets_key`); without it they cannot be
     /// set, and jobs cannot read them.
     pub secrets_key: Option<crate::SecretsKey>,
+    /// Keys secrets were sealed with before `secrets_key` (`redis.secrets_previous_keys`):
+    /// values sealed with one still open, and `Queue::reseal_secrets` seals them again with
+    /// `secrets_key`, after which the old key can go.
+    pub secrets_previous_keys: Vec<crate::SecretsKey>,
 }
 
 impl QueueOptions {
@@ -38,6 +42,7 @@ impl QueueOptions {
             command_timeout: Duration::from_secs(5),
             delivery_ttl: Duration::from_secs(24 * 3600),
             secrets_key: None,
+            secrets_previous_keys: Vec::new(),
         }
     }
 }

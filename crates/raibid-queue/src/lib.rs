@@ -43,7 +43,7 @@ pub use queue::{
 };
 pub use schedules::ScheduleMark;
 pub use secrets::{
-    JobSecret, JobSecrets, MAX_SECRET_BYTES, MAX_SECRETS_PER_REPO, OpenedSecret, SecretsKey,
-    Unopenable,
+    JobSecret, JobSecrets, MAX_SECRET_BYTES, MAX_SECRETS_PER_REPO, OpenedSecret, Resealed,
+    SecretsKey, Unopenable,
 };
 pub use supersede::{LANE_MAX, Superseded};

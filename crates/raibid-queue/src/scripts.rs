@@ -969,3 +969,15 @@ return 1
 "#,
     )
 });
+
+/// Replaces a secret's sealed record if it is still the one read: 1 if replaced, 0 if it was
+/// set again or deleted meanwhile. KEYS: the secrets hash; ARGV: name, record read, new record.
+pub(crate) static RESEAL_SECRET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"#,
+    )
+});

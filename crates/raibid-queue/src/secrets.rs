@@ -160,6 +160,28 @@ pub enum Unopenable {
     Damaged,
 }
 
+/// What [`Queue::reseal_secrets`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Sealed again with the current key.
+    pub resealed: usize,
+    /// Sealed with a key that is neither the current one nor a previous one, or damaged.
+    pub unopenable: usize,
+}
+
+/// A key prefix as a `SCAN MATCH` pattern's literal part: its `*`, `?`, `[`, `]` and `\`
+/// escaped.
+fn redis_glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// One of a job's secrets: whose it is, and its value or why it cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSecret {
@@ -279,17 +301,15 @@ impl Queue {
         name: &str,
         stored: &Stored,
     ) -> Result<OpenedSecret, Unopenable> {
-        let key = self
-            .options()
-            .secrets_key
-            .as_ref()
-            .ok_or(Unopenable::NoKey)?;
-        if key.id != stored.key {
-            return Err(Unopenable::OtherKey {
+        let options = self.options();
+        let current = options.secrets_key.as_ref().ok_or(Unopenable::NoKey)?;
+        let key = std::iter::once(current)
+            .chain(&options.secrets_previous_keys)
+            .find(|key| key.id == stored.key)
+            .ok_or_else(|| Unopenable::OtherKey {
                 sealed_with: stored.key.clone(),
-                ours: key.id.clone(),
-            });
-        }
+                ours: current.id.clone(),
+            })?;
         let aad = bound_to(scope, name, &stored.events);
         match (hex::decode(&stored.nonce), hex::decode(&stored.sealed)) {
             (Ok(nonce), Ok(sealed)) => key.open(&aad, &nonce, sealed),
@@ -300,6 +320,96 @@ impl Queue {
             events: stored.events.clone(),
         })
         .ok_or(Unopenable::Damaged)
+    }
+
+    /// Seals again with `secrets_key` every secret sealed with one of
+    /// `secrets_previous_keys`, so that the previous key can be dropped: run by the server's
+    /// reaper until it has succeeded once. A value changed meanwhile (set again) is left as it
+    /// now is; one no key opens is counted and left alone.
+    pub async fn reseal_secrets(&self) -> Result<Resealed, QueueError> {
+        let options = self.options();
+        let current = options.secrets_key.as_ref().ok_or(QueueError::SecretsOff)?;
+        let mut report = Resealed::default();
+        if options.secrets_previous_keys.is_empty() {
+            return Ok(report);
+        }
+        for (hash, scope) in self.secret_hashes().await? {
+            let fields: HashMap<String, String> =
+                self.conn.run(redis::cmd("HGETALL").arg(&hash)).await?;
+            for (name, json) in fields {
+                let Ok(stored) = serde_json::from_str::<Stored>(&json) else {
+                    report.unopenable += 1;
+                    continue;
+                };
+                if stored.key == current.id {
+                    continue;
+                }
+                let Ok(opened) = self.open_secret(&scope, &name, &stored) else {
+                    report.unopenable += 1;
+                    continue;
+                };
+                let (nonce, sealed) =
+                    current.seal(&bound_to(&scope, &name, &stored.events), &opened.value)?;
+                let resealed = Stored {
+                    key: current.id.clone(),
+                    nonce: hex::encode(nonce),
+                    sealed: hex::encode(sealed),
+                    ..stored
+                };
+                let new = serde_json::to_string(&resealed)
+                    .map_err(|e| QueueError::Protocol(format!("encoding a secret: {e}")))?;
+                let mut invocation = scripts::RESEAL_SECRET.prepare_invoke();
+                invocation.key(&hash).arg(&name).arg(&json).arg(new);
+                let swapped: i64 = self.conn.script(&invocation).await?;
+                if swapped == 1 {
+                    report.resealed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every secrets hash, with the scope its name says (lowercased, as the seal binds it).
+    async fn secret_hashes(&self) -> Result<Vec<(String, SecretScope)>, QueueError> {
+        let prefixes = [
+            (self.keys.secrets(&SecretScope::Repo(String::new())), true),
+            (self.keys.secrets(&SecretScope::Owner(String::new())), false),
+        ];
+        let mut hashes = Vec::new();
+        for (prefix, repo) in prefixes {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self
+                    .conn
+                    .run(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(format!("{}*", redis_glob_escape(&prefix)))
+                            .arg("COUNT")
+                            .arg(1000)
+                            .arg("TYPE")
+                            .arg("hash"),
+                    )
+                    .await?;
+                for key in keys {
+                    let Some(name) = key.strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    let scope = if repo {
+                        SecretScope::Repo(name.to_owned())
+                    } else {
+                        SecretScope::Owner(name.to_owned())
+                    };
+                    hashes.push((key, scope));
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(hashes)
     }
 
     async fn stored_secrets(

@@ -274,3 +274,57 @@ async fn an_owners_secrets_reach_all_its_repositories_under_their_own() {
     let lib = q.open_secrets("acme/lib").await.unwrap();
     assert!(!lib.contains_key("DEPLOY_KEY"));
 }
+
+/// Rotating `redis.secrets_key`: with the old key among the previous ones, values sealed with
+/// it still open, and resealing moves them to the new key, after which the old one can go.
+#[tokio::test]
+async fn secrets_survive_a_key_rotation() {
+    const NEW: &str = "the-new-secrets-key-of-32-characters-or-more";
+    let redis = RedisServer::start();
+    let old = queue(&redis, Some(KEY));
+    old.set_secret(&repo("Acme/App"), "TOKEN", "value-1234", &[Event::Push])
+        .await
+        .unwrap();
+    old.set_secret(&owner("acme"), "ORG", "org-value-1", &[])
+        .await
+        .unwrap();
+    // Sealed with a key nobody has any more: counted, left alone.
+    queue(&redis, Some(&KEY.replace('a', "!")))
+        .set_secret(&repo("acme/app"), "LOST", "lost-value-1", &[])
+        .await
+        .unwrap();
+
+    let mut options = QueueOptions::new(redis.url());
+    options.secrets_key = Some(SecretsKey::derive(NEW).unwrap());
+    options.secrets_previous_keys = vec![SecretsKey::derive(KEY).unwrap()];
+    let rotating = Queue::open(options).unwrap();
+    let opened = rotating.open_secrets("acme/app").await.unwrap();
+    assert_eq!(opened["TOKEN"].opened.as_ref().unwrap().value, "value-1234");
+    assert_eq!(opened["ORG"].opened.as_ref().unwrap().value, "org-value-1");
+
+    let report = rotating.reseal_secrets().await.unwrap();
+    assert_eq!((report.resealed, report.unopenable), (2, 1));
+    let again = rotating.reseal_secrets().await.unwrap();
+    assert_eq!(
+        (again.resealed, again.unopenable),
+        (0, 1),
+        "nothing left to move"
+    );
+
+    // Only the new key now: both open, with their events kept.
+    let new_only = queue(&redis, Some(NEW));
+    let opened = new_only.open_secrets("acme/app").await.unwrap();
+    assert_eq!(opened["TOKEN"].opened.as_ref().unwrap().value, "value-1234");
+    assert_eq!(
+        opened["TOKEN"].opened.as_ref().unwrap().events,
+        [Event::Push]
+    );
+    assert_eq!(opened["ORG"].opened.as_ref().unwrap().value, "org-value-1");
+    assert!(matches!(
+        opened["LOST"].opened,
+        Err(Unopenable::OtherKey { .. })
+    ));
+    // The old key alone no longer opens them.
+    let old_only = old.open_secrets("acme/app").await.unwrap();
+    assert!(old_only["TOKEN"].opened.is_err());
+}

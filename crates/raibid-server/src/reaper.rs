@@ -1,8 +1,9 @@
 //! The reaper: hands jobs of agents that stopped heart-beating back to the queue, declines
 //! jobs that waited for approval past `server.approval_expiry_days`, releases workflows whose
 //! wait ended unseen (`Queue::sweep_waiting`) and concurrency groups whose holder ended unseen
-//! (`Queue::sweep_groups`), and prunes old finished
-//! jobs: beyond `redis.retain_jobs`, and while Redis is close to its `maxmemory`.
+//! (`Queue::sweep_groups`), seals secrets again after `redis.secrets_key` changed
+//! (`Queue::reseal_secrets`), and prunes old finished jobs: beyond `redis.retain_jobs`, and
+//! while Redis is close to its `maxmemory`.
 //!
 //! Every server replica runs one; the queue's scripts make concurrent reaping safe.
 
@@ -33,6 +34,10 @@ pub(crate) async fn run(state: AppState) {
     let mut full_warned = false;
     let mut refused_warned = false;
     let mut sweep_in = 0u32;
+    // Rotating `redis.secrets_key`: secrets sealed with a previous key are sealed again with
+    // the new one, once (tried again each minute until it has worked).
+    let options = state.queue().options();
+    let mut reseal = options.secrets_key.is_some() && !options.secrets_previous_keys.is_empty();
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -82,6 +87,20 @@ pub(crate) async fn run(state: AppState) {
                     Ok(queued) if queued.is_empty() => {}
                     Ok(queued) => info!(?queued, "handed concurrency groups on"),
                     Err(e) => warn!(error = %e, "reaper could not look at concurrency groups"),
+                }
+                if reseal {
+                    match state.queue().reseal_secrets().await {
+                        Ok(report) => {
+                            reseal = false;
+                            info!(
+                                resealed = report.resealed,
+                                unopenable = report.unopenable,
+                                "repository secrets are sealed with redis.secrets_key: \
+                                 redis.secrets_previous_keys may go"
+                            );
+                        }
+                        Err(e) => warn!(error = %e, "reaper could not seal secrets again"),
+                    }
                 }
             }
             sweep_in = (sweep_in + 1) % SWEEP_EVERY_TICKS;

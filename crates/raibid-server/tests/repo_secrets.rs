@@ -335,3 +335,41 @@ async fn an_owners_secrets_are_set_listed_and_deleted_apart_from_its_repositorie
     )
     .await;
 }
+
+/// A server given a new `redis.secrets_key` with the old one among the previous keys seals
+/// every secret again with the new key, so the old one can go.
+#[tokio::test]
+async fn a_rotated_key_is_applied_to_every_secret() {
+    const NEW: &str = "a-new-secrets-key-of-at-least-32-characters";
+    let redis = RedisServer::start();
+    let mut old = QueueOptions::new(redis.url());
+    old.secrets_key = Some(SecretsKey::derive(KEY).unwrap());
+    let old = raibid_queue::Queue::open(old).unwrap();
+    old.set_secret(&SecretScope::Repo("acme/app".into()), "TOKEN", VALUE, &[])
+        .await
+        .unwrap();
+    let mut options = QueueOptions::new(redis.url());
+    options.command_timeout = Duration::from_secs(2);
+    options.secrets_key = Some(SecretsKey::derive(NEW).unwrap());
+    options.secrets_previous_keys = vec![SecretsKey::derive(KEY).unwrap()];
+    let queue = raibid_queue::Queue::open(options).unwrap();
+    let server =
+        TestServer::start_with_queue(redis, config(), raibid_server::system_clock(), queue).await;
+    let mut new_only = QueueOptions::new(server.redis.url());
+    new_only.secrets_key = Some(SecretsKey::derive(NEW).unwrap());
+    let new_only = raibid_queue::Queue::open(new_only).unwrap();
+    support::eventually(
+        Duration::from_secs(20),
+        "the secret sealed again",
+        || async {
+            let opened = new_only.open_secrets("acme/app").await.unwrap();
+            opened["TOKEN"]
+                .opened
+                .as_ref()
+                .ok()
+                .filter(|s| s.value == VALUE)
+                .map(|_| ())
+        },
+    )
+    .await;
+}

@@ -89,6 +89,11 @@ pub fn queue_options(config: &Config) -> QueueOptions {
     o.secrets_key = (!r.secrets_key.is_empty())
         .then(|| raibid_queue::SecretsKey::derive(r.secrets_key.expose()).ok())
         .flatten();
+    o.secrets_previous_keys = r
+        .secrets_previous_keys
+        .iter()
+        .filter_map(|key| raibid_queue::SecretsKey::derive(key.expose()).ok())
+        .collect();
     o
 }
 
