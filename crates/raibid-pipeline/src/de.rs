@@ -211,6 +211,21 @@ pub(crate) enum EnvValue {
     FromSecret(String),
 }
 
+impl StepEnv {
+    /// The variables with text values, and those given a secret (variable to secret name).
+    pub(crate) fn split(self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let mut text = BTreeMap::new();
+        let mut secrets = BTreeMap::new();
+        for (var, value) in self.0 {
+            match value {
+                EnvValue::Text(value) => text.insert(var, value),
+                EnvValue::FromSecret(secret) => secrets.insert(var, secret),
+            };
+        }
+        (text, secrets)
+    }
+}
+
 impl<'de> de::Deserialize<'de> for StepEnv {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(StepEnvVisitor).map(StepEnv)

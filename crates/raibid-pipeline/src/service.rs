@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::de::{CheckedMap, EnvValue, StepEnv, checked_str};
+use crate::de::{CheckedMap, StepEnv, checked_str};
 use crate::duration::Timeout;
 use crate::step::{ImageRef, Script};
 
@@ -135,14 +135,7 @@ impl RawService {
         };
         let command = args("command", self.command)?;
         let entrypoint = args("entrypoint", self.entrypoint)?;
-        let mut env = BTreeMap::new();
-        let mut secret_env = BTreeMap::new();
-        for (var, value) in self.env.map(|e| e.0).unwrap_or_default() {
-            match value {
-                EnvValue::Text(text) => env.insert(var, text),
-                EnvValue::FromSecret(secret) => secret_env.insert(var, secret),
-            };
-        }
+        let (env, secret_env) = self.env.map(StepEnv::split).unwrap_or_default();
         Ok(Service {
             name,
             image,

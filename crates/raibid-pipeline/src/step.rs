@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::de::{CheckedMap, EnvValue, OneOrMany, StepEnv, StrCheck, UniqueList, checked_str};
+use crate::de::{CheckedMap, OneOrMany, StepEnv, StrCheck, UniqueList, checked_str};
 use crate::duration::Timeout;
 use crate::image_build::{ImageBuild, ImageBuildDe};
 use crate::names;
@@ -252,14 +252,7 @@ impl RawStep {
             // Accepted, the step would be skipped on every run with nothing to say why.
             return Err(format!("step {name:?}: `when` can never match: {why}"));
         }
-        let mut env = BTreeMap::new();
-        let mut secret_env = BTreeMap::new();
-        for (var, value) in self.env.map(|e| e.0).unwrap_or_default() {
-            match value {
-                EnvValue::Text(text) => env.insert(var, text),
-                EnvValue::FromSecret(secret) => secret_env.insert(var, secret),
-            };
-        }
+        let (env, secret_env) = self.env.map(StepEnv::split).unwrap_or_default();
         if let Some(var) = secret_env.keys().find(|var| self.secrets.contains(var)) {
             return Err(format!(
                 "step {name:?}: {var} is both in `secrets` and given `from_secret` in `env`; \

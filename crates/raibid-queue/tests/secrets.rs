@@ -19,6 +19,23 @@ fn owner(name: &str) -> SecretScope {
     SecretScope::Owner(name.to_owned())
 }
 
+/// A plain connection, to look at what the queue stored.
+async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn keys(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 fn queue(redis: &RedisServer, key: Option<&str>) -> Queue {
     let mut o = QueueOptions::new(redis.url());
     o.command_timeout = Duration::from_secs(2);
@@ -51,16 +68,8 @@ async fn secrets_are_sealed_in_redis_and_open_for_the_repository() {
         .unwrap();
 
     // Nothing in Redis holds a value in the clear.
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = raw(&redis).await;
+    let keys = keys(&mut conn, "*").await;
     for key in &keys {
         let dump: Vec<u8> = redis::cmd("DUMP")
             .arg(key)
@@ -158,16 +167,8 @@ async fn a_value_moved_in_redis_does_not_open() {
     q.set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[Event::Push])
         .await
         .unwrap();
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*secrets:acme/app")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = raw(&redis).await;
+    let keys = keys(&mut conn, "*secrets:acme/app").await;
     let sealed: String = redis::cmd("HGET")
         .arg(&keys[0])
         .arg("TOKEN")

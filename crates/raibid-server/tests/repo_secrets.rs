@@ -17,13 +17,25 @@ use support::{TOKEN, TestServer, config, json};
 const KEY: &str = "a-secrets-key-of-at-least-32-characters";
 const VALUE: &str = "dckr_pat_9Xk2mQ7wLp";
 
-async fn server_with_key() -> TestServer {
-    let redis = RedisServer::start();
+/// A queue on `redis` that seals with `key` and also opens what `previous` keys sealed.
+fn queue_with_keys(redis: &RedisServer, key: &str, previous: &[&str]) -> raibid_queue::Queue {
     let mut options = QueueOptions::new(redis.url());
     options.command_timeout = Duration::from_secs(2);
-    options.secrets_key = Some(SecretsKey::derive(KEY).unwrap());
-    let queue = raibid_queue::Queue::open(options).unwrap();
+    options.secrets_key = Some(SecretsKey::derive(key).unwrap());
+    options.secrets_previous_keys = previous
+        .iter()
+        .map(|k| SecretsKey::derive(k).unwrap())
+        .collect();
+    raibid_queue::Queue::open(options).unwrap()
+}
+
+async fn server_with_keys(key: &str, previous: &[&str], redis: RedisServer) -> TestServer {
+    let queue = queue_with_keys(&redis, key, previous);
     TestServer::start_with_queue(redis, config(), raibid_server::system_clock(), queue).await
+}
+
+async fn server_with_key() -> TestServer {
+    server_with_keys(KEY, &[], RedisServer::start()).await
 }
 
 const SECRETS: &str = "/api/v1/repos/acme/app/secrets";
@@ -47,6 +59,16 @@ async fn delete(server: &TestServer, path: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// A refused request set nothing.
+async fn assert_nothing_set(server: &TestServer) {
+    let set = server
+        .queue
+        .secrets(&SecretScope::Repo("acme/app".into()))
+        .await
+        .unwrap();
+    assert!(set.is_empty(), "{set:?}");
 }
 
 /// The answer's status is `status` and its message contains `says`.
@@ -148,14 +170,7 @@ async fn every_call_needs_a_token() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    assert!(
-        server
-            .queue
-            .secrets(&SecretScope::Repo("acme/app".into()))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_nothing_set(&server).await;
 }
 
 #[tokio::test]
@@ -212,14 +227,7 @@ async fn bad_names_values_and_bodies_are_refused_saying_why() {
         .await
         .unwrap();
     assert_eq!(not_json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(
-        server
-            .queue
-            .secrets(&SecretScope::Repo("acme/app".into()))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_nothing_set(&server).await;
 }
 
 #[tokio::test]
@@ -342,22 +350,12 @@ async fn an_owners_secrets_are_set_listed_and_deleted_apart_from_its_repositorie
 async fn a_rotated_key_is_applied_to_every_secret() {
     const NEW: &str = "a-new-secrets-key-of-at-least-32-characters";
     let redis = RedisServer::start();
-    let mut old = QueueOptions::new(redis.url());
-    old.secrets_key = Some(SecretsKey::derive(KEY).unwrap());
-    let old = raibid_queue::Queue::open(old).unwrap();
-    old.set_secret(&SecretScope::Repo("acme/app".into()), "TOKEN", VALUE, &[])
+    queue_with_keys(&redis, KEY, &[])
+        .set_secret(&SecretScope::Repo("acme/app".into()), "TOKEN", VALUE, &[])
         .await
         .unwrap();
-    let mut options = QueueOptions::new(redis.url());
-    options.command_timeout = Duration::from_secs(2);
-    options.secrets_key = Some(SecretsKey::derive(NEW).unwrap());
-    options.secrets_previous_keys = vec![SecretsKey::derive(KEY).unwrap()];
-    let queue = raibid_queue::Queue::open(options).unwrap();
-    let server =
-        TestServer::start_with_queue(redis, config(), raibid_server::system_clock(), queue).await;
-    let mut new_only = QueueOptions::new(server.redis.url());
-    new_only.secrets_key = Some(SecretsKey::derive(NEW).unwrap());
-    let new_only = raibid_queue::Queue::open(new_only).unwrap();
+    let server = server_with_keys(NEW, &[KEY], redis).await;
+    let new_only = queue_with_keys(&server.redis, NEW, &[]);
     support::eventually(
         Duration::from_secs(20),
         "the secret sealed again",
