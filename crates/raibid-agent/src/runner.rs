@@ -1245,11 +1245,9 @@ impl Runner {
                     service.env.insert(var, value.clone());
                 }
             }
-            service.env.extend(
-                secrets
-                    .into_iter()
-                    .filter(|(name, _)| service.secrets.contains(name)),
-            );
+            service
+                .env
+                .extend(SecretStore::variables(&service.secrets, &secrets));
             service.secrets.clear();
             out.push(service);
         }

@@ -107,8 +107,20 @@ impl SecretStore {
     ) -> Result<BTreeMap<String, String>, SecretError> {
         let mut out = BTreeMap::new();
         for name in names {
-            let value = match job_secrets.get(name) {
-                Some(secret) => {
+            // The name as written, else one that differs only in case (Woodpecker's and
+            // GitHub's secret names ignore it), the repository's and owner's first.
+            let found = match (
+                job_secrets.get_key_value(name),
+                self.values.get_key_value(name),
+            ) {
+                (None, None) => (
+                    one_ignoring_case(job_secrets, name),
+                    one_ignoring_case(&self.values, name),
+                ),
+                exact => exact,
+            };
+            let value = match found.0 {
+                Some((_, secret)) => {
                     let opened = secret
                         .opened
                         .as_ref()
@@ -129,11 +141,11 @@ impl SecretStore {
                     &opened.value
                 }
                 None => {
-                    let value = self.values.get(name).ok_or_else(|| SecretError::Unknown {
+                    let (configured, value) = found.1.ok_or_else(|| SecretError::Unknown {
                         name: name.clone(),
                         repo: job.spec.repo.clone(),
                     })?;
-                    if let Some(globs) = self.repos.get(name)
+                    if let Some(globs) = self.repos.get(configured)
                         && !globs.is_match(&job.spec.repo)
                     {
                         return Err(SecretError::RepoNotAllowed {
@@ -152,6 +164,27 @@ impl SecretStore {
         Ok(out)
     }
 
+    /// The variables a step or service gets for the secrets of its `secrets:` (resolved): each
+    /// under its name as written and, if that has lowercase letters, under its uppercase
+    /// form too, as Woodpecker gives `secrets: [docker_username]` as `$DOCKER_USERNAME`.
+    pub fn variables(
+        names: &[String],
+        resolved: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for name in names {
+            if let Some(value) = resolved.get(name) {
+                let upper = name.to_ascii_uppercase();
+                // Never one of the agent's own variables (`raibid_sha` is no `RAIBID_SHA`).
+                if !crate::env::is_reserved(&upper) {
+                    out.insert(upper, value.clone());
+                }
+                out.insert(name.clone(), value.clone());
+            }
+        }
+        out
+    }
+
     /// Whether the job may act with what the operator entrusted to the agent: secrets, and the
     /// registry credentials that push images. A pull request from a fork runs a pipeline
     /// written by someone outside the repository, so only if `agent.secrets_for_forks` says so.
@@ -161,6 +194,18 @@ impl SecretStore {
 
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.values.values().map(String::as_str)
+    }
+}
+
+/// The one entry whose key is `name` ignoring case; none if several are.
+fn one_ignoring_case<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    name: &str,
+) -> Option<(&'a String, &'a V)> {
+    let mut matching = map.iter().filter(|(key, _)| key.eq_ignore_ascii_case(name));
+    match (matching.next(), matching.next()) {
+        (Some(entry), None) => Some(entry),
+        _ => None,
     }
 }
 
@@ -372,5 +417,66 @@ mod tests {
                 .contains("neither a secret of repository acme/site or its owner"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_name_may_differ_in_case_when_only_one_secret_matches() {
+        let push = job("acme/site", Event::Push, false);
+        // `shared` finds the repository's SHARED; `deploy_key` the agent's DEPLOY_KEY, whose
+        // repository rule still applies.
+        let got = store()
+            .resolve(
+                &push,
+                &["shared".into(), "deploy_key".into()],
+                &repo_secrets(),
+            )
+            .unwrap();
+        assert_eq!(got["shared"], "repo-123456");
+        assert_eq!(got["deploy_key"], "k-123456");
+        let err = store()
+            .resolve(
+                &job("evil/repo", Event::Push, false),
+                &["deploy_key".into()],
+                &JobSecrets::new(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, SecretError::RepoNotAllowed { .. }), "{err}");
+        // Two that differ only in case: neither is guessed.
+        let values = BTreeMap::from([
+            ("Token".to_owned(), "t-123456".to_owned()),
+            ("TOKEN".to_owned(), "u-123456".to_owned()),
+        ]);
+        let ambiguous = SecretStore::new(values, &BTreeMap::new(), false).unwrap();
+        assert!(matches!(
+            ambiguous.resolve(&push, &["token".into()], &JobSecrets::new()),
+            Err(SecretError::Unknown { .. })
+        ));
+        assert_eq!(
+            ambiguous
+                .resolve(&push, &["TOKEN".into()], &JobSecrets::new())
+                .unwrap()["TOKEN"],
+            "u-123456",
+            "the exact name wins"
+        );
+    }
+
+    #[test]
+    fn lowercase_names_are_also_given_in_uppercase() {
+        let resolved = BTreeMap::from([
+            ("docker_password".to_owned(), "d-123456".to_owned()),
+            ("raibid_sha".to_owned(), "r-123456".to_owned()),
+            ("TOKEN".to_owned(), "t-123456".to_owned()),
+        ]);
+        let names: Vec<String> = resolved.keys().cloned().collect();
+        let vars = SecretStore::variables(&names, &resolved);
+        assert_eq!(vars["docker_password"], "d-123456");
+        assert_eq!(vars["DOCKER_PASSWORD"], "d-123456");
+        assert_eq!(vars["TOKEN"], "t-123456");
+        assert!(vars.contains_key("raibid_sha"));
+        assert!(
+            !vars.contains_key("RAIBID_SHA"),
+            "the agent's own variables stay its own"
+        );
+        assert_eq!(vars.len(), 4);
     }
 }

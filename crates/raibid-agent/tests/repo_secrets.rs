@@ -273,3 +273,29 @@ async fn from_secret_gives_a_secret_under_the_steps_own_name() {
     assert!(log.contains("password=*** rust=1.80"), "{log}");
     assert!(!log.contains("dkr-3Vb7n9Mm"), "{log}");
 }
+
+/// A Woodpecker 1 file names secrets in lowercase (`secrets: [docker_password]`) and reads
+/// them in uppercase; the secret itself may have been set in uppercase.
+#[tokio::test]
+async fn woodpecker_style_lowercase_secret_names_work() {
+    let h = harness_with_secrets().await;
+    h.queue
+        .set_secret(&repo("acme/app"), "DOCKER_PASSWORD", "dkr-8Hh2j4Kk", &[])
+        .await
+        .unwrap();
+    let repo_dir = GitRepo::new();
+    let sha = repo_dir.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: push\n    secrets: [docker_password]\n    commands:\n      \
+             - echo upper=$DOCKER_PASSWORD lower=$docker_password\n      \
+             - test \"$DOCKER_PASSWORD\" = dkr-8Hh2j4Kk\n",
+        )],
+        "woodpecker 1",
+    );
+    let job = h.enqueue(&repo_dir.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("upper=*** lower=***"), "{log}");
+}

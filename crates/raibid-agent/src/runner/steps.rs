@@ -16,6 +16,7 @@ use raibid_queue::Claimed;
 use tokio_util::sync::CancellationToken;
 
 use super::{INTERRUPTED, LOST, Runner, StopReason, job_limit_reached, step_limit};
+use crate::SecretStore;
 use crate::env::is_reserved;
 use crate::executor::{StepExit, StepSpec};
 use crate::logsink::JobLog;
@@ -295,11 +296,7 @@ impl Runner {
                 env.insert(var.clone(), value.clone());
             }
         }
-        env.extend(
-            secrets
-                .into_iter()
-                .filter(|(name, _)| step.secrets.contains(name)),
-        );
+        env.extend(SecretStore::variables(&step.secrets, &secrets));
         let remaining = ctx.job_deadline.saturating_duration_since(Instant::now());
         let (timeout, job_bound) = step_limit(step.timeout, remaining);
         if timeout.is_zero() {
