@@ -230,6 +230,16 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
         };
         let _ = writeln!(out, "  {} ({what}{when}{after}{retry})", step.name);
     }
+    let secrets = secrets_used(pipeline);
+    if !secrets.is_empty() {
+        out.push_str(
+            "secrets (the repository's or its owner's, `raibid secret set`, or the agents' \
+             agent.secrets):\n",
+        );
+        for (secret, uses) in &secrets {
+            let _ = writeln!(out, "  {secret} ({})", uses.join("; "));
+        }
+    }
     if let Some(artifacts) = &pipeline.artifacts {
         let _ = writeln!(
             out,
@@ -239,6 +249,39 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
         );
     }
     out
+}
+
+/// Every secret the pipeline names, with where and as what: what must be set for it to run.
+fn secrets_used(pipeline: &Pipeline) -> std::collections::BTreeMap<&str, Vec<String>> {
+    let mut used: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for service in &pipeline.services {
+        for name in &service.secrets {
+            used.entry(name)
+                .or_default()
+                .push(format!("service {}", service.name));
+        }
+        for (var, name) in &service.secret_env {
+            used.entry(name)
+                .or_default()
+                .push(format!("service {} as {var}", service.name));
+        }
+    }
+    for step in &pipeline.steps {
+        let build = matches!(step.kind, StepKind::ImageBuild(_));
+        for name in &step.secrets {
+            used.entry(name).or_default().push(if build {
+                format!("step {}, build secret", step.name)
+            } else {
+                format!("step {}", step.name)
+            });
+        }
+        for (var, name) in &step.secret_env {
+            used.entry(name)
+                .or_default()
+                .push(format!("step {} as {var}", step.name));
+        }
+    }
+    used
 }
 
 #[cfg(test)]
@@ -257,6 +300,28 @@ mod tests {
             ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16, ready when `pg_isready` succeeds, waited for up to 60 s)\n  cache (redis:7)\n\
              steps:\n  test (run in rust:1)\n  image (image-build {registry}/{repo}:{sha}-{matrix}, with `when`)\n\
              artifacts: dist, report.xml (on_success)\n"
+        );
+    }
+
+    #[test]
+    fn the_summary_lists_the_secrets_to_set() {
+        let pipeline = raibid_pipeline::parse(
+            ".raibid.yaml",
+            "services:\n  - name: db\n    image: postgres:16\n    environment:\n      \
+             POSTGRES_PASSWORD: { from_secret: db_password }\n\
+             steps:\n  - name: test\n    secrets: [db_password]\n    run: cargo test\n  \
+             - name: push\n    env: { DOCKER_PASSWORD: { from_secret: docker_password } }\n    \
+             run: docker push\n  - name: image\n    secrets: [NPM_TOKEN]\n    \
+             image-build: { tags: [x] }\n",
+        )
+        .unwrap();
+        let text = summary(".raibid.yaml", &pipeline);
+        let listed = text.split_once("agent.secrets):\n").unwrap().1;
+        assert_eq!(
+            listed,
+            "  NPM_TOKEN (step image, build secret)\n  \
+             db_password (service db as POSTGRES_PASSWORD; step test)\n  \
+             docker_password (step push as DOCKER_PASSWORD)\n"
         );
     }
 
