@@ -29,6 +29,16 @@ pub enum SecretError {
         why: Unopenable,
     },
     #[error(
+        "secret {name} of {scope} is given only to jobs of pushes to branches {allowed}, and \
+         this job is {what}"
+    )]
+    Branch {
+        name: String,
+        scope: SecretScope,
+        allowed: String,
+        what: String,
+    },
+    #[error(
         "secret {name} of {scope} is not given to {event} jobs (only to {allowed}; raibid \
          secret set --event changes that)"
     )]
@@ -138,6 +148,24 @@ impl SecretStore {
                             allowed: allowed.join(", "),
                         });
                     }
+                    if !opened.branches.is_empty() {
+                        let pushed = match job.spec.event {
+                            Event::PullRequest => None,
+                            _ => job.branch(),
+                        };
+                        if !pushed.is_some_and(|b| branch_matches(&opened.branches, b)) {
+                            return Err(SecretError::Branch {
+                                name: name.clone(),
+                                scope: secret.scope.clone(),
+                                allowed: opened.branches.join(", "),
+                                what: match (job.spec.event, pushed) {
+                                    (Event::PullRequest, _) => "a pull request's".to_owned(),
+                                    (_, Some(branch)) => format!("of branch {branch}"),
+                                    (_, None) => format!("of {}", job.spec.git_ref),
+                                },
+                            });
+                        }
+                    }
                     &opened.value
                 }
                 None => {
@@ -195,6 +223,17 @@ impl SecretStore {
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.values.values().map(String::as_str)
     }
+}
+
+/// Whether `branch` matches one of `globs` (`*` within a path segment, `**` across them). A
+/// glob that does not parse matches nothing: the server checked them when they were set.
+fn branch_matches(globs: &[String], branch: &str) -> bool {
+    globs.iter().any(|glob| {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .is_ok_and(|g| g.compile_matcher().is_match(branch))
+    })
 }
 
 /// The one entry whose key is `name` ignoring case; none if several are.
@@ -350,6 +389,7 @@ mod tests {
             opened: Ok(OpenedSecret {
                 value: value.into(),
                 events,
+                branches: vec![],
             }),
         };
         JobSecrets::from([
@@ -478,5 +518,52 @@ mod tests {
             "the agent's own variables stay its own"
         );
         assert_eq!(vars.len(), 4);
+    }
+
+    #[test]
+    fn a_secret_for_some_branches_goes_only_to_pushes_to_them() {
+        use raibid_queue::{JobSecret, OpenedSecret};
+        let secrets = JobSecrets::from([(
+            "DEPLOY".to_owned(),
+            JobSecret {
+                scope: SecretScope::Repo("acme/site".into()),
+                opened: Ok(OpenedSecret {
+                    value: "d-123456".into(),
+                    events: vec![],
+                    branches: vec!["main".into(), "release/*".into()],
+                }),
+            },
+        )]);
+        let on = |git_ref: &str, event: Event| {
+            let mut j = job("acme/site", event, false);
+            j.spec.git_ref = git_ref.into();
+            j.spec.target_branch = Some("main".into());
+            store().resolve(&j, &["DEPLOY".into()], &secrets)
+        };
+        assert!(on("refs/heads/main", Event::Push).is_ok());
+        assert!(on("refs/heads/release/1.2", Event::Push).is_ok());
+        assert!(on("refs/heads/main", Event::Manual).is_ok());
+        for (git_ref, event, says) in [
+            (
+                "refs/heads/feature",
+                Event::Push,
+                "this job is of branch feature",
+            ),
+            (
+                "refs/heads/release/1/x",
+                Event::Push,
+                "of branch release/1/x",
+            ),
+            ("refs/pull/3/head", Event::PullRequest, "a pull request's"),
+            ("refs/tags/v1", Event::Tag, "of refs/tags/v1"),
+        ] {
+            let err = on(git_ref, event).unwrap_err();
+            assert!(
+                matches!(err, SecretError::Branch { .. }),
+                "{git_ref}: {err}"
+            );
+            assert!(err.to_string().contains(says), "{err}");
+            assert!(err.to_string().contains("main, release/*"), "{err}");
+        }
     }
 }

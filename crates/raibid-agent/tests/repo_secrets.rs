@@ -25,6 +25,7 @@ async fn harness_with_secrets() -> Harness {
             "DEPLOY_TOKEN",
             "dep-7Hq2x9Lw",
             &[Event::Push],
+            &[],
         )
         .await
         .unwrap();
@@ -34,26 +35,33 @@ async fn harness_with_secrets() -> Harness {
             "RELEASE_TOKEN",
             "rel-3Kd8s1Pz",
             &[Event::Tag],
+            &[],
         )
         .await
         .unwrap();
     h.queue
-        .set_secret(&repo("acme/app"), "UNUSED_TOKEN", "unu-5Rt6y7Uq", &[])
+        .set_secret(&repo("acme/app"), "UNUSED_TOKEN", "unu-5Rt6y7Uq", &[], &[])
         .await
         .unwrap();
     // The owner's: every repository of acme gets them, under its own of the same name.
     let acme = SecretScope::Owner("acme".into());
     h.queue
-        .set_secret(&acme, "DEPLOY_TOKEN", "org-4Ff5g6Hh", &[])
+        .set_secret(&acme, "DEPLOY_TOKEN", "org-4Ff5g6Hh", &[], &[])
         .await
         .unwrap();
     h.queue
-        .set_secret(&acme, "ORG_TOKEN", "org-9Jj8k7Ll", &[])
+        .set_secret(&acme, "ORG_TOKEN", "org-9Jj8k7Ll", &[], &[])
         .await
         .unwrap();
     // Another repository's secret of the same name is not this one's.
     h.queue
-        .set_secret(&repo("acme/other"), "DEPLOY_TOKEN", "oth-1Aa2Bb3C", &[])
+        .set_secret(
+            &repo("acme/other"),
+            "DEPLOY_TOKEN",
+            "oth-1Aa2Bb3C",
+            &[],
+            &[],
+        )
         .await
         .unwrap();
     h
@@ -251,7 +259,13 @@ async fn an_image_build_step_gets_its_secrets_as_build_secrets() {
 async fn from_secret_gives_a_secret_under_the_steps_own_name() {
     let h = harness_with_secrets().await;
     h.queue
-        .set_secret(&repo("acme/app"), "docker_password", "dkr-3Vb7n9Mm", &[])
+        .set_secret(
+            &repo("acme/app"),
+            "docker_password",
+            "dkr-3Vb7n9Mm",
+            &[],
+            &[],
+        )
         .await
         .unwrap();
     let repo_dir = GitRepo::new();
@@ -280,7 +294,13 @@ async fn from_secret_gives_a_secret_under_the_steps_own_name() {
 async fn woodpecker_style_lowercase_secret_names_work() {
     let h = harness_with_secrets().await;
     h.queue
-        .set_secret(&repo("acme/app"), "DOCKER_PASSWORD", "dkr-8Hh2j4Kk", &[])
+        .set_secret(
+            &repo("acme/app"),
+            "DOCKER_PASSWORD",
+            "dkr-8Hh2j4Kk",
+            &[],
+            &[],
+        )
         .await
         .unwrap();
     let repo_dir = GitRepo::new();
@@ -298,4 +318,51 @@ async fn woodpecker_style_lowercase_secret_names_work() {
     let log = h.log(&job.id).await;
     assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
     assert!(log.contains("upper=*** lower=***"), "{log}");
+}
+
+/// A secret given only to pushes to `main` reaches a push to main and no other branch.
+#[tokio::test]
+async fn a_branch_restricted_secret_reaches_only_pushes_to_its_branches() {
+    let h = harness_with_secrets().await;
+    h.queue
+        .set_secret(
+            &repo("acme/app"),
+            "PROD_TOKEN",
+            "prod-6Yy7u8Ii",
+            &[],
+            &["main".into()],
+        )
+        .await
+        .unwrap();
+    let repo_dir = GitRepo::new();
+    let sha = repo_dir.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: deploy\n    secrets: [PROD_TOKEN]\n    run: echo prod=$PROD_TOKEN\n",
+        )],
+        "deploy",
+    );
+    let main = h.enqueue(&repo_dir.url(), &sha).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&main.id).await;
+    assert_eq!(h.job(&main.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains("prod=***"), "{log}");
+
+    let feature = h
+        .enqueue_spec(raibid_model::NewJob::new(
+            "acme/app",
+            repo_dir.url(),
+            "refs/heads/feature",
+            &sha,
+            Event::Push,
+        ))
+        .await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let done = h.job(&feature.id).await;
+    assert_eq!(done.status, JobStatus::Error);
+    let reason = done.reason.unwrap();
+    assert!(
+        reason.contains("only to jobs of pushes to branches main") && reason.contains("feature"),
+        "{reason}"
+    );
 }

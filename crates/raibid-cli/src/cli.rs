@@ -281,6 +281,10 @@ pub enum SecretCommand {
         /// or separate with commas. Default: every event.
         #[arg(long = "event", value_name = "EVENT", value_delimiter = ',')]
         events: Vec<raibid_model::Event>,
+        /// Only jobs of pushes to branches matching these globs get it (`main`,
+        /// `release/*`), never pull requests' or tags'; repeat for more. Default: any.
+        #[arg(long = "branch", value_name = "GLOB")]
+        branches: Vec<String>,
     },
     /// The secrets of a repository or owner: names, events and when they were set (never
     /// values).

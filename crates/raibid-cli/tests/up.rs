@@ -680,7 +680,14 @@ async fn repository_secrets_set_with_the_cli_reach_steps_masked_and_outlive_a_re
     let mut up = Up::start(dir.path(), "", &["--max-agents", "1"], &[]);
     let set = cli_with_input(
         &up,
-        &["secret", "set", "acme/app", "DEPLOY_TOKEN"],
+        &[
+            "secret",
+            "set",
+            "acme/app",
+            "DEPLOY_TOKEN",
+            "--branch",
+            "main",
+        ],
         &format!("{VALUE}\n"),
     );
     let said = String::from_utf8_lossy(&set.stdout);
@@ -690,7 +697,9 @@ async fn repository_secrets_set_with_the_cli_reach_steps_masked_and_outlive_a_re
         String::from_utf8_lossy(&set.stderr)
     );
     assert!(
-        said.contains("created secret DEPLOY_TOKEN of repository acme/app (every event)"),
+        said.contains(
+            "created secret DEPLOY_TOKEN of repository acme/app (every event; pushes to main)"
+        ),
         "{said}"
     );
     // An owner's secret, from a file kept byte for byte (its newline too), for jobs

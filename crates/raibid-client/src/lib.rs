@@ -361,15 +361,17 @@ impl Client {
     }
 
     /// Sets a secret of a repository or an owner, readable by jobs of `events` (every event
-    /// if empty); the secret as listed, and whether it is new.
+    /// if empty) and, if `branches` has globs, only by jobs of pushes to matching branches;
+    /// the secret as listed, and whether it is new.
     pub async fn set_secret(
         &self,
         scope: &SecretScope,
         name: &str,
         value: &str,
         events: &[Event],
+        branches: &[String],
     ) -> Result<(RepoSecret, bool), ClientError> {
-        let body = serde_json::json!({ "value": value, "events": events });
+        let body = serde_json::json!({ "value": value, "events": events, "branches": branches });
         let resp = self
             .send(
                 self.request(reqwest::Method::PUT, &secrets_path(scope, Some(name))?)

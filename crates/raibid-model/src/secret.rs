@@ -15,6 +15,11 @@ pub struct RepoSecret {
     /// Empty: every event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<Event>,
+    /// Globs over branch names (`main`, `release/*`): only jobs of a push to a matching branch
+    /// may read it (GitLab's protected variables), never a pull request's, whatever branch it
+    /// targets, nor a tag's. Empty: every branch, and jobs of no branch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -69,6 +74,7 @@ mod tests {
         let mut s = RepoSecret {
             name: "DEPLOY_KEY".into(),
             events: vec![],
+            branches: vec![],
             updated_at: Utc::now(),
         };
         assert!(Event::ALL.iter().all(|e| s.allows(*e)));

@@ -108,6 +108,8 @@ impl SecretsKey {
 struct Stored {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     events: Vec<Event>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    branches: Vec<String>,
     updated_at: DateTime<Utc>,
     /// Which key sealed it ([`SecretsKey`]'s id).
     key: String,
@@ -116,18 +118,24 @@ struct Stored {
 }
 
 /// What the seal binds a value to: moved to another repository, owner or name, or given
-/// other events, it no longer opens.
-fn bound_to(scope: &SecretScope, name: &str, events: &[Event]) -> String {
+/// other events or branches, it no longer opens.
+fn bound_to(scope: &SecretScope, name: &str, events: &[Event], branches: &[String]) -> String {
     let events: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
     let kind = match scope {
         SecretScope::Repo(_) => "repository",
         SecretScope::Owner(_) => "owner",
     };
-    format!(
+    let mut bound = format!(
         "raibid-ci {kind} secret v1\n{}\n{name}\n{}",
         scope.name().to_ascii_lowercase(),
         events.join(",")
-    )
+    );
+    if !branches.is_empty() {
+        // NUL separates: a glob may hold anything else.
+        bound.push('\n');
+        bound.push_str(&branches.join("\0"));
+    }
+    bound
 }
 
 /// A secret opened for a job.
@@ -135,6 +143,8 @@ fn bound_to(scope: &SecretScope, name: &str, events: &[Event]) -> String {
 pub struct OpenedSecret {
     pub value: String,
     pub events: Vec<Event>,
+    /// Globs over pushed branches; empty: any (see `RepoSecret::branches`).
+    pub branches: Vec<String>,
 }
 
 impl fmt::Debug for OpenedSecret {
@@ -142,6 +152,7 @@ impl fmt::Debug for OpenedSecret {
         f.debug_struct("OpenedSecret")
             .field("value", &"***")
             .field("events", &self.events)
+            .field("branches", &self.branches)
             .finish()
     }
 }
@@ -204,6 +215,7 @@ impl Queue {
         name: &str,
         value: &str,
         events: &[Event],
+        branches: &[String],
     ) -> Result<(RepoSecret, bool), QueueError> {
         let key = self
             .options()
@@ -218,9 +230,13 @@ impl Queue {
         let mut events = events.to_vec();
         events.sort_by_key(|e| e.as_str());
         events.dedup();
-        let (nonce, sealed) = key.seal(&bound_to(scope, name, &events), value)?;
+        let mut branches = branches.to_vec();
+        branches.sort();
+        branches.dedup();
+        let (nonce, sealed) = key.seal(&bound_to(scope, name, &events, &branches), value)?;
         let stored = Stored {
             events,
+            branches,
             updated_at: Utc::now(),
             key: key.id.clone(),
             nonce: hex::encode(nonce),
@@ -244,6 +260,7 @@ impl Queue {
         let secret = RepoSecret {
             name: name.to_owned(),
             events: stored.events,
+            branches: stored.branches,
             updated_at: stored.updated_at,
         };
         Ok((secret, created == 1))
@@ -258,6 +275,7 @@ impl Queue {
             .map(|(name, stored)| RepoSecret {
                 name,
                 events: stored.events,
+                branches: stored.branches,
                 updated_at: stored.updated_at,
             })
             .collect())
@@ -310,7 +328,7 @@ impl Queue {
                 sealed_with: stored.key.clone(),
                 ours: current.id.clone(),
             })?;
-        let aad = bound_to(scope, name, &stored.events);
+        let aad = bound_to(scope, name, &stored.events, &stored.branches);
         match (hex::decode(&stored.nonce), hex::decode(&stored.sealed)) {
             (Ok(nonce), Ok(sealed)) => key.open(&aad, &nonce, sealed),
             _ => None,
@@ -318,6 +336,7 @@ impl Queue {
         .map(|value| OpenedSecret {
             value,
             events: stored.events.clone(),
+            branches: stored.branches.clone(),
         })
         .ok_or(Unopenable::Damaged)
     }
@@ -348,8 +367,10 @@ impl Queue {
                     report.unopenable += 1;
                     continue;
                 };
-                let (nonce, sealed) =
-                    current.seal(&bound_to(&scope, &name, &stored.events), &opened.value)?;
+                let (nonce, sealed) = current.seal(
+                    &bound_to(&scope, &name, &stored.events, &stored.branches),
+                    &opened.value,
+                )?;
                 let resealed = Stored {
                     key: current.id.clone(),
                     nonce: hex::encode(nonce),
@@ -449,7 +470,7 @@ mod tests {
     fn a_value_opens_only_where_it_was_sealed() {
         let k = key("a");
         let repo = |r: &str| SecretScope::Repo(r.to_owned());
-        let aad = bound_to(&repo("acme/app"), "TOKEN", &[Event::Push]);
+        let aad = bound_to(&repo("acme/app"), "TOKEN", &[Event::Push], &[]);
         let (nonce, sealed) = k.seal(&aad, "s3cret-value").unwrap();
         assert!(!sealed.windows(12).any(|w| w == b"s3cret-value"));
         assert_eq!(
@@ -459,22 +480,25 @@ mod tests {
         // Case of the repository does not matter, as forges compare names ignoring it.
         assert!(
             k.open(
-                &bound_to(&repo("ACME/App"), "TOKEN", &[Event::Push]),
+                &bound_to(&repo("ACME/App"), "TOKEN", &[Event::Push], &[]),
                 &nonce,
                 sealed.clone()
             )
             .is_some()
         );
         for other in [
-            bound_to(&repo("acme/other"), "TOKEN", &[Event::Push]),
-            bound_to(&repo("acme/app"), "OTHER", &[Event::Push]),
-            bound_to(&repo("acme/app"), "TOKEN", &[]),
+            bound_to(&repo("acme/other"), "TOKEN", &[Event::Push], &[]),
+            bound_to(&repo("acme/app"), "OTHER", &[Event::Push], &[]),
+            bound_to(&repo("acme/app"), "TOKEN", &[], &[]),
             // An owner's secret is another kind, even of a same-named owner.
             bound_to(
                 &SecretScope::Owner("acme/app".into()),
                 "TOKEN",
                 &[Event::Push],
+                &[],
             ),
+            // Nor does it open for any branch, once it was sealed for every one.
+            bound_to(&repo("acme/app"), "TOKEN", &[Event::Push], &["*".into()]),
         ] {
             assert_eq!(k.open(&other, &nonce, sealed.clone()), None, "{other}");
         }

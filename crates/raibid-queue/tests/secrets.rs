@@ -53,19 +53,26 @@ async fn secrets_are_sealed_in_redis_and_open_for_the_repository() {
             "DEPLOY_KEY",
             "hunter2-deploy",
             &[Event::Tag, Event::Push],
+            &[],
         )
         .await
         .unwrap();
     assert!(created);
     assert_eq!(listed.events, [Event::Push, Event::Tag]);
     let (_, created) = q
-        .set_secret(&repo("acme/app"), "DEPLOY_KEY", "hunter3-deploy", &[])
+        .set_secret(&repo("acme/app"), "DEPLOY_KEY", "hunter3-deploy", &[], &[])
         .await
         .unwrap();
     assert!(!created, "a second set replaces the value");
-    q.set_secret(&repo("acme/app"), "NPM_TOKEN", "npm-123456", &[Event::Push])
-        .await
-        .unwrap();
+    q.set_secret(
+        &repo("acme/app"),
+        "NPM_TOKEN",
+        "npm-123456",
+        &[Event::Push],
+        &[],
+    )
+    .await
+    .unwrap();
 
     // Nothing in Redis holds a value in the clear.
     let mut conn = raw(&redis).await;
@@ -104,7 +111,8 @@ async fn secrets_are_sealed_in_redis_and_open_for_the_repository() {
         opened["DEPLOY_KEY"].opened,
         Ok(OpenedSecret {
             value: "hunter3-deploy".into(),
-            events: vec![]
+            events: vec![],
+            branches: vec![],
         })
     );
     assert_eq!(
@@ -136,14 +144,14 @@ async fn without_the_key_secrets_are_neither_set_nor_opened() {
     let redis = RedisServer::start();
     let keyless = queue(&redis, None);
     let err = keyless
-        .set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[])
+        .set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[], &[])
         .await
         .unwrap_err();
     assert!(matches!(err, QueueError::SecretsOff), "{err}");
     assert!(err.to_string().contains("redis.secrets_key"), "{err}");
 
     queue(&redis, Some(KEY))
-        .set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[])
+        .set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[], &[])
         .await
         .unwrap();
     // Listing needs no key: names and events are not sealed.
@@ -164,9 +172,15 @@ async fn without_the_key_secrets_are_neither_set_nor_opened() {
 async fn a_value_moved_in_redis_does_not_open() {
     let redis = RedisServer::start();
     let q = queue(&redis, Some(KEY));
-    q.set_secret(&repo("acme/app"), "TOKEN", "value-1234", &[Event::Push])
-        .await
-        .unwrap();
+    q.set_secret(
+        &repo("acme/app"),
+        "TOKEN",
+        "value-1234",
+        &[Event::Push],
+        &[],
+    )
+    .await
+    .unwrap();
     let mut conn = raw(&redis).await;
     let keys = keys(&mut conn, "*secrets:acme/app").await;
     let sealed: String = redis::cmd("HGET")
@@ -208,24 +222,24 @@ async fn a_repository_holds_a_bounded_number_of_secrets() {
     let redis = RedisServer::start();
     let q = queue(&redis, Some(KEY));
     for i in 0..MAX_SECRETS_PER_REPO {
-        q.set_secret(&repo("acme/app"), &format!("S{i}"), "value-1234", &[])
+        q.set_secret(&repo("acme/app"), &format!("S{i}"), "value-1234", &[], &[])
             .await
             .unwrap();
     }
     let err = q
-        .set_secret(&repo("acme/app"), "ONE_MORE", "value-1234", &[])
+        .set_secret(&repo("acme/app"), "ONE_MORE", "value-1234", &[], &[])
         .await
         .unwrap_err();
     assert!(matches!(err, QueueError::TooManySecrets { .. }), "{err}");
     // Replacing one is still possible, and another repository has its own bound.
-    q.set_secret(&repo("acme/app"), "S0", "value-5678", &[])
+    q.set_secret(&repo("acme/app"), "S0", "value-5678", &[], &[])
         .await
         .unwrap();
-    q.set_secret(&repo("acme/lib"), "ONE_MORE", "value-1234", &[])
+    q.set_secret(&repo("acme/lib"), "ONE_MORE", "value-1234", &[], &[])
         .await
         .unwrap();
     let err = q
-        .set_secret(&repo("acme/app"), "S1", "", &[])
+        .set_secret(&repo("acme/app"), "S1", "", &[], &[])
         .await
         .unwrap_err();
     assert!(matches!(err, QueueError::InvalidSecret(_)), "{err}");
@@ -235,13 +249,19 @@ async fn a_repository_holds_a_bounded_number_of_secrets() {
 async fn an_owners_secrets_reach_all_its_repositories_under_their_own() {
     let redis = RedisServer::start();
     let q = queue(&redis, Some(KEY));
-    q.set_secret(&owner("acme"), "REGISTRY_TOKEN", "org-registry-1", &[])
+    q.set_secret(&owner("acme"), "REGISTRY_TOKEN", "org-registry-1", &[], &[])
         .await
         .unwrap();
-    q.set_secret(&owner("acme"), "DEPLOY_KEY", "org-deploy-1", &[Event::Tag])
-        .await
-        .unwrap();
-    q.set_secret(&repo("acme/app"), "DEPLOY_KEY", "app-deploy-1", &[])
+    q.set_secret(
+        &owner("acme"),
+        "DEPLOY_KEY",
+        "org-deploy-1",
+        &[Event::Tag],
+        &[],
+    )
+    .await
+    .unwrap();
+    q.set_secret(&repo("acme/app"), "DEPLOY_KEY", "app-deploy-1", &[], &[])
         .await
         .unwrap();
 
@@ -283,15 +303,21 @@ async fn secrets_survive_a_key_rotation() {
     const NEW: &str = "the-new-secrets-key-of-32-characters-or-more";
     let redis = RedisServer::start();
     let old = queue(&redis, Some(KEY));
-    old.set_secret(&repo("Acme/App"), "TOKEN", "value-1234", &[Event::Push])
-        .await
-        .unwrap();
-    old.set_secret(&owner("acme"), "ORG", "org-value-1", &[])
+    old.set_secret(
+        &repo("Acme/App"),
+        "TOKEN",
+        "value-1234",
+        &[Event::Push],
+        &[],
+    )
+    .await
+    .unwrap();
+    old.set_secret(&owner("acme"), "ORG", "org-value-1", &[], &[])
         .await
         .unwrap();
     // Sealed with a key nobody has any more: counted, left alone.
     queue(&redis, Some(&KEY.replace('a', "!")))
-        .set_secret(&repo("acme/app"), "LOST", "lost-value-1", &[])
+        .set_secret(&repo("acme/app"), "LOST", "lost-value-1", &[], &[])
         .await
         .unwrap();
 

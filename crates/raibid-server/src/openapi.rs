@@ -227,14 +227,15 @@ fn with_secrets(mut paths: Value) -> Value {
                         "type": "object", "required": ["value"], "additionalProperties": false,
                         "properties": {
                             "value": { "type": "string", "minLength": 1, "description": "At most 65536 bytes, no NUL." },
-                            "events": { "type": "array", "items": { "enum": ["push", "tag", "pull_request", "manual", "cron"] }, "description": "The events whose jobs may read it; absent or empty: every event." }
+                            "events": { "type": "array", "items": { "enum": ["push", "tag", "pull_request", "manual", "cron"] }, "description": "The events whose jobs may read it; absent or empty: every event." },
+                            "branches": { "type": "array", "maxItems": 20, "items": { "type": "string", "minLength": 1, "maxLength": 200 }, "description": "Globs over branch names (`*` within a path segment): only jobs of pushes to a matching branch may read it, never a pull request's or a tag's; absent or empty: any." }
                         }
                     } } }
                 },
                 "responses": {
                     "200": json_body("Replaced.", schema_ref("RepoSecret")),
                     "201": json_body("Created.", schema_ref("RepoSecret")),
-                    "400": error(&format!("{bad_scope}, a bad secret name, an empty, oversized or NUL-holding value, or an unknown event.")),
+                    "400": error(&format!("{bad_scope}, a bad secret name, an empty, oversized or NUL-holding value, an unknown event, or a bad branch glob.")),
                     "401": unauthorized,
                     "409": error("There are 100 secrets here already."),
                     "415": error("The body is not JSON (Content-Type application/json)."),
@@ -822,6 +823,11 @@ fn schemas() -> Value {
                 "type": "array",
                 "items": { "enum": ["push", "tag", "pull_request", "manual", "cron"] },
                 "description": "The events whose jobs may read it; absent: every event."
+            },
+            "branches": {
+                "type": "array",
+                "items": { "type": "string" },
+                "description": "Globs over pushed branches whose jobs may read it; absent: any."
             },
             "updated_at": { "type": "string", "format": "date-time" }
         }

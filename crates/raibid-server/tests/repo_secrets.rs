@@ -88,13 +88,14 @@ async fn token_holders_set_list_and_delete_secrets_whose_values_never_come_back(
     let created = put(
         &server,
         &path,
-        json!({ "value": VALUE, "events": ["tag", "push"] }),
+        json!({ "value": VALUE, "events": ["tag", "push"], "branches": ["release/*", "main"] }),
     )
     .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let created = json(created).await;
     assert_eq!(created["name"], "DOCKER_TOKEN");
     assert_eq!(created["events"], json!(["push", "tag"]));
+    assert_eq!(created["branches"], json!(["main", "release/*"]));
     assert!(created["updated_at"].is_string());
     let replaced = put(&server, &path, json!({ "value": format!("{VALUE}-2") })).await;
     assert_eq!(replaced.status(), StatusCode::OK);
@@ -209,6 +210,11 @@ async fn bad_names_values_and_bodies_are_refused_saying_why() {
             "unknown variant",
         ),
         (json!({ "value": VALUE, "repos": [] }), "unknown field"),
+        (
+            json!({ "value": VALUE, "branches": ["main", "a[b"] }),
+            "branches[1]",
+        ),
+        (json!({ "value": VALUE, "branches": [""] }), "branches[0]"),
         (json!({}), "missing field `value`"),
     ] {
         refused(
@@ -351,7 +357,13 @@ async fn a_rotated_key_is_applied_to_every_secret() {
     const NEW: &str = "a-new-secrets-key-of-at-least-32-characters";
     let redis = RedisServer::start();
     queue_with_keys(&redis, KEY, &[])
-        .set_secret(&SecretScope::Repo("acme/app".into()), "TOKEN", VALUE, &[])
+        .set_secret(
+            &SecretScope::Repo("acme/app".into()),
+            "TOKEN",
+            VALUE,
+            &[],
+            &[],
+        )
         .await
         .unwrap();
     let server = server_with_keys(NEW, &[KEY], redis).await;

@@ -22,6 +22,7 @@ pub async fn run(config: &Config, args: SecretArgs) -> anyhow::Result<ExitCode> 
             name,
             from_file,
             events,
+            branches,
         } => {
             let scope = target.scope();
             let value = match from_file {
@@ -32,7 +33,9 @@ pub async fn run(config: &Config, args: SecretArgs) -> anyhow::Result<ExitCode> 
             if value.is_empty() {
                 bail!("the value of {name} is empty: a secret needs one");
             }
-            let (secret, created) = client.set_secret(&scope, &name, &value, &events).await?;
+            let (secret, created) = client
+                .set_secret(&scope, &name, &value, &events, &branches)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&secret)?);
             } else {
@@ -123,12 +126,16 @@ impl Drop for EchoOff<'_> {
 }
 
 fn events_of(secret: &RepoSecret) -> String {
-    if secret.events.is_empty() {
+    let mut what = if secret.events.is_empty() {
         "every event".to_owned()
     } else {
         let events: Vec<&str> = secret.events.iter().map(|e| e.as_str()).collect();
         format!("events {}", events.join(", "))
+    };
+    if !secret.branches.is_empty() {
+        what.push_str(&format!("; pushes to {}", secret.branches.join(", ")));
     }
+    what
 }
 
 fn secrets_table(secrets: &[RepoSecret], now: chrono::DateTime<Utc>) -> String {
@@ -143,11 +150,16 @@ fn secrets_table(secrets: &[RepoSecret], now: chrono::DateTime<Utc>) -> String {
                 } else {
                     events.join(",")
                 },
+                if s.branches.is_empty() {
+                    "all".to_owned()
+                } else {
+                    s.branches.join(",")
+                },
                 ago(s.updated_at, now),
             ]
         })
         .collect();
-    table(&["NAME", "EVENTS", "UPDATED"], &rows)
+    table(&["NAME", "EVENTS", "BRANCHES", "UPDATED"], &rows)
 }
 
 #[cfg(test)]
@@ -161,6 +173,11 @@ mod tests {
         let secret = |name: &str, events: Vec<Event>| RepoSecret {
             name: name.into(),
             events,
+            branches: if name == "DEPLOY_KEY" {
+                vec!["main".into()]
+            } else {
+                vec![]
+            },
             updated_at: now - chrono::Duration::minutes(5),
         };
         let text = secrets_table(
@@ -173,7 +190,9 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{text}");
         assert!(
-            lines[1].contains("DEPLOY_KEY") && lines[1].contains("push,tag"),
+            lines[1].contains("DEPLOY_KEY")
+                && lines[1].contains("push,tag")
+                && lines[1].contains("main"),
             "{text}"
         );
         assert!(

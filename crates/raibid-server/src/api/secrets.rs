@@ -29,6 +29,8 @@ pub(crate) struct SetSecret {
     value: String,
     #[serde(default)]
     events: Vec<Event>,
+    #[serde(default)]
+    branches: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,9 +123,16 @@ async fn set_in(
             message: "a secret becomes an environment variable, which cannot hold NUL".into(),
         });
     }
+    branch_globs(&request.branches)?;
     let (listed, created) = state
         .queue()
-        .set_secret(&scope, secret, &request.value, &request.events)
+        .set_secret(
+            &scope,
+            secret,
+            &request.value,
+            &request.events,
+            &request.branches,
+        )
         .await?;
     info!(%scope, secret, created, "secret set");
     let status = if created {
@@ -147,6 +156,34 @@ async fn delete_from(
     }
     info!(%scope, secret, "secret deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Globs over branch names, as the agent matches them (`*` within a path segment).
+fn branch_globs(globs: &[String]) -> Result<(), ApiError> {
+    const MAX_BRANCH_GLOBS: usize = 20;
+    let invalid = |i: usize, message: String| ApiError::InvalidField {
+        field: format!("branches[{i}]"),
+        message,
+    };
+    if globs.len() > MAX_BRANCH_GLOBS {
+        return Err(ApiError::InvalidField {
+            field: "branches".into(),
+            message: format!("at most {MAX_BRANCH_GLOBS} globs"),
+        });
+    }
+    for (i, glob) in globs.iter().enumerate() {
+        if glob.is_empty() || glob.len() > 200 || glob.contains('\0') {
+            return Err(invalid(
+                i,
+                "a glob over branch names, like main or release/*".into(),
+            ));
+        }
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| invalid(i, format!("{glob:?}: {e}")))?;
+    }
+    Ok(())
 }
 
 fn repo(owner: &str, name: &str) -> Result<SecretScope, ApiError> {
