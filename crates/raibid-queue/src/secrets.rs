@@ -3,13 +3,14 @@
 //! `secrets:`, as on Woodpecker, Gitea Actions and GitHub.
 //!
 //! Each repository's secrets are one hash (`<prefix>:secrets:<owner/name>`), each owner's
-//! another (`<prefix>:owner-secrets:<owner>`), lowercased as forges compare names; a field per secret holding its value sealed with ChaCha20-Poly1305
-//! under `redis.secrets_key`, which the server (to seal) and the agents (to open) share. What
-//! that buys: a Redis dump, backup or replica, or a client that may only read, holds no
-//! usable value. What it does not: anyone who can write to the queue can make an agent run a
-//! job, and the agent holds the key (SECURITY.md). The sealed bytes are bound to their
-//! repository, name and events, so a value copied to another repository's hash, or given
-//! more events, no longer opens.
+//! another (`<prefix>:owner-secrets:<owner>`), lowercased as forges compare names: a field per
+//! secret holding its value sealed with ChaCha20-Poly1305 under `redis.secrets_key`, which the
+//! server (to seal) and the agents (to open) share. What that buys: a Redis dump, backup or
+//! replica, or a client that may only read, holds no usable value. What it does not: anyone
+//! who can write to the queue can make an agent run a job, and the agent holds the key
+//! (SECURITY.md). The sealed bytes are bound to their repository or owner, name, events and
+//! branches, so a value copied to another repository's hash, or given more events or
+//! branches, no longer opens.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
