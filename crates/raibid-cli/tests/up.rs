@@ -778,6 +778,82 @@ async fn repository_secrets_set_with_the_cli_reach_steps_masked_and_outlive_a_re
     assert!(!up.log().contains(VALUE), "the value is in raibid up's log");
 }
 
+/// Typed at a terminal, a secret's value is read without echo: it never shows on the screen,
+/// and what was typed is what a job gets. Driven through tmux, a real terminal.
+#[tokio::test]
+async fn a_secret_typed_at_the_prompt_is_not_shown() {
+    const TYPED: &str = "typed-secret-9Qw2Er";
+    require_binary("tmux", "tmux");
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), "", &["--max-agents", "1"], &[]);
+    let token = read(&up.data.join("api-token"));
+    let socket = format!("raibid-secret-prompt-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screen = || tmux(&["capture-pane", "-p", "-t", "prompt"]);
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let shown = screen();
+            if shown.contains(text) {
+                return shown;
+            }
+            assert!(Instant::now() < deadline, "{text:?} never showed:\n{shown}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let command = format!(
+        "env RAIBID_SERVER={} RAIBID_TOKEN={token} {RAIBID} --config {} secret set acme/app \
+         PROMPTED; echo exit=$?; sleep 30",
+        up.url(),
+        up.config.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "prompt",
+        "-x",
+        "200",
+        "-y",
+        "20",
+        &command,
+    ]);
+    wait_for("value of PROMPTED (not shown):");
+    tmux(&["send-keys", "-t", "prompt", "-l", TYPED]);
+    tmux(&["send-keys", "-t", "prompt", "Enter"]);
+    let shown = wait_for("exit=");
+    let _ = Command::new("tmux")
+        .args(["-L", &socket, "kill-server"])
+        .output();
+    assert!(
+        shown.contains("created secret PROMPTED") && shown.contains("exit=0"),
+        "{shown}"
+    );
+    assert!(!shown.contains(TYPED), "the value was echoed:\n{shown}");
+
+    let (repo, sha) = repo_with(&format!(
+        "steps:\n  - name: use\n    secrets: [PROMPTED]\n    run: test \"$PROMPTED\" = {TYPED}\n"
+    ));
+    let client = up.client();
+    let job = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    let log = client.logs(&job.id, None).await.unwrap().text;
+    assert_eq!(
+        done.status,
+        JobStatus::Success,
+        "what was typed is the value: {log}"
+    );
+}
+
 #[tokio::test]
 async fn a_sandboxed_step_cannot_read_up_s_credentials() {
     // Outside /tmp, /root and /home, which the sandbox hides anyway.
