@@ -832,13 +832,46 @@ async fn a_secret_typed_at_the_prompt_is_not_shown() {
     tmux(&["send-keys", "-t", "prompt", "Enter"]);
     let shown = wait_for("exit=");
     let _ = Command::new("tmux")
-        .args(["-L", &socket, "kill-server"])
+        .args(["-L", &socket, "kill-session", "-t", "prompt"])
         .output();
     assert!(
         shown.contains("created secret PROMPTED") && shown.contains("exit=0"),
         "{shown}"
     );
     assert!(!shown.contains(TYPED), "the value was echoed:\n{shown}");
+
+    // Ctrl-C at the prompt gives the terminal back with its echo on. (The shell outlives the
+    // Ctrl-C to say so: its trap is its own, raibid gets the default.)
+    let command = format!(
+        "trap true INT; env RAIBID_SERVER={} RAIBID_TOKEN={token} {RAIBID} --config {} secret \
+         set acme/app CANCELLED; echo exit=$?; stty -a | tr ' ' '\\n' | grep -x -- '-\\?echo'; sleep 30",
+        up.url(),
+        up.config.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "prompt",
+        "-x",
+        "200",
+        "-y",
+        "20",
+        &command,
+    ]);
+    wait_for("value of CANCELLED (not shown):");
+    tmux(&["send-keys", "-t", "prompt", "C-c"]);
+    wait_for("exit=130");
+    // `stty` writes right after the exit line.
+    std::thread::sleep(Duration::from_millis(500));
+    let shown = screen();
+    let _ = Command::new("tmux")
+        .args(["-L", &socket, "kill-server"])
+        .output();
+    assert!(
+        shown.lines().any(|l| l.trim() == "echo"),
+        "the terminal's echo is off after Ctrl-C:\n{shown}"
+    );
 
     let (repo, sha) = repo_with(&format!(
         "steps:\n  - name: use\n    secrets: [PROMPTED]\n    run: test \"$PROMPTED\" = {TYPED}\n"

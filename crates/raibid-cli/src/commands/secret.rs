@@ -96,17 +96,44 @@ fn read_value(name: &str) -> anyhow::Result<String> {
     Ok(value)
 }
 
-/// The terminal without echo while it lives, restored however the read ends.
+/// The terminal without echo while it lives, restored however the read ends: on drop, and by
+/// a SIGINT handler, since Ctrl-C at the prompt ends the process without dropping anything and
+/// would leave the shell without echo.
 struct EchoOff<'a> {
     fd: std::os::fd::BorrowedFd<'a>,
     saved: nix::sys::termios::Termios,
 }
 
+/// The settings [`EchoOff`] put aside, for [`restore_and_exit`], which may read nothing that
+/// allocates or locks.
+static SAVED: std::sync::OnceLock<nix::libc::termios> = std::sync::OnceLock::new();
+
+extern "C" fn restore_and_exit(_: nix::libc::c_int) {
+    // SAFETY: `tcsetattr`, `write` and `_exit` are async-signal-safe, and `SAVED` was set before
+    // this handler was installed, so `get` only reads it.
+    unsafe {
+        if let Some(saved) = SAVED.get() {
+            nix::libc::tcsetattr(0, nix::libc::TCSANOW, saved);
+        }
+        nix::libc::write(2, b"\n".as_ptr().cast(), 1);
+        nix::libc::_exit(130);
+    }
+}
+
 impl<'a> EchoOff<'a> {
     fn new(stdin: &'a std::io::Stdin) -> anyhow::Result<Self> {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
         use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
         let fd = stdin.as_fd();
         let saved = tcgetattr(fd).context("reading the terminal's settings")?;
+        let _ = SAVED.set(saved.clone().into());
+        let handler = SigAction::new(
+            SigHandler::Handler(restore_and_exit),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only makes async-signal-safe calls (see `restore_and_exit`).
+        unsafe { sigaction(Signal::SIGINT, &handler) }.context("handling Ctrl-C at the prompt")?;
         let mut quiet = saved.clone();
         quiet.local_flags.remove(LocalFlags::ECHO);
         quiet.local_flags.insert(LocalFlags::ECHONL);
