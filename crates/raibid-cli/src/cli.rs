@@ -67,7 +67,7 @@ pub enum Command {
     Job(JobArgs),
     /// The scheduled jobs the server runs (`server.schedules`).
     Schedule(ScheduleArgs),
-    /// A repository's secrets, which its steps read by naming them in `secrets:`.
+    /// The secrets of a repository or owner, which steps read by naming them in `secrets:`.
     Secret(SecretArgs),
     /// Check a pipeline file as an agent would read it.
     #[command(subcommand)]
@@ -265,10 +265,11 @@ pub struct SecretArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
-    /// Set a secret (a new one, or a new value). The value is read from standard input, never
-    /// from the command line, which other users of the machine can see: typed at a prompt
-    /// that does not echo it, or piped in (`echo`'s trailing newline is dropped), or read
-    /// from --from-file as the file is.
+    /// Set a secret: a new one, or a new value.
+    ///
+    /// The value is read from standard input, never from the command line, which other users
+    /// of the machine can see: typed at a prompt that does not echo it, or piped in (`echo`'s
+    /// trailing newline is dropped), or read from --from-file as the file is.
     Set {
         #[command(flatten)]
         target: SecretTarget,
