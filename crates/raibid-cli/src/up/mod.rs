@@ -124,7 +124,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     config.server.webhook_secret = Secret::new(secret.clone());
     // Repository secrets are sealed with it: generated once, so the ones set stay readable
     // across restarts.
-    if config.redis.secrets_key.is_empty() {
+    let key_in_data_dir = config.redis.secrets_key.is_empty();
+    if key_in_data_dir {
         let path = data_dir.join("secrets-key");
         let key = credentials::load_or_create(&path)?;
         if key.chars().count() < raibid_config::SECRETS_KEY_MIN_LEN {
@@ -281,8 +282,17 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     );
     println!(
         "  secrets   webhook secret in {0}/webhook-secret, API token in {0}/api-token, \
-         Redis password in {0}/redis-password",
-        data_dir.display()
+         Redis password in {0}/redis-password{1}",
+        data_dir.display(),
+        if key_in_data_dir {
+            format!(
+                ", key of repository secrets (`raibid secret set`) in {}/secrets-key: keep it \
+                 with the Redis data",
+                data_dir.display()
+            )
+        } else {
+            String::new()
+        }
     );
     println!(
         "  use       . {}/env; raibid job list; raibid tui",
