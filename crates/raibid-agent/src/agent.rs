@@ -65,6 +65,17 @@ pub async fn run_agent(
     if swept > 0 {
         info!(swept, "removed workspaces that dead agents left behind");
     }
+    // Beside the first job; awaited before the agent returns, since the entries it took are
+    // this agent's to delete or schedule again.
+    let expiry = runner.artifacts.clone().map(|store| {
+        let queue = runner.queue.clone();
+        tokio::spawn(async move {
+            let deleted = crate::keep_artifacts::expire_artifacts(&queue, &store).await;
+            if deleted > 0 {
+                info!(deleted, "deleted expired artifacts from the registry");
+            }
+        })
+    });
 
     // Running jobs are interrupted only when the grace period after shutdown is over.
     let interrupt = CancellationToken::new();
@@ -108,6 +119,9 @@ pub async fn run_agent(
             Ok(Err(e)) => first_error = first_error.or(Some(e)),
             Err(e) => first_error = first_error.or(Some(QueueError::Protocol(e.to_string()))),
         }
+    }
+    if let Some(expiry) = expiry {
+        let _ = expiry.await;
     }
     grace.abort();
     registry.abort();

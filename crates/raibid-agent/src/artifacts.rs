@@ -33,6 +33,9 @@ pub struct ArtifactStore {
     pub insecure: bool,
     /// See [`DEFAULT_ARTIFACTS_MAX_BYTES`].
     pub max_bytes: u64,
+    /// How long kept artifacts stay in the registry (`agent.artifacts_expire_days`); `None`:
+    /// for ever.
+    pub expire_after: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for ArtifactStore {
             .field("user", &self.login.as_ref().map(|(user, _)| user))
             .field("insecure", &self.insecure)
             .field("max_bytes", &self.max_bytes)
+            .field("expire_after", &self.expire_after)
             .finish()
     }
 }

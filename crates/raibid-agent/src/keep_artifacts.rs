@@ -149,6 +149,20 @@ impl Runner {
         let _ = tokio::fs::remove_file(&archive).await;
         match pushed {
             Ok(pushed) => {
+                // Scheduled before the job records them: an agent dying in between leaves an
+                // entry whose deletion finds a job without them, not artifacts never deleted.
+                let expires_at = store
+                    .expire_after
+                    .and_then(|after| chrono::Duration::from_std(after).ok())
+                    .map(|after| Utc::now() + after);
+                if let Some(at) = expires_at
+                    && let Err(e) = self
+                        .queue
+                        .schedule_artifacts_expiry(&job.id, &pushed.reference, at)
+                        .await
+                {
+                    warn!(job = %job.id, error = %e, "cannot schedule the artifacts' expiry");
+                }
                 log.line(&format!(
                     "artifacts: kept {} ({} files, {}; {} compressed) as {} in {:.2}s; \
                      `raibid job artifacts {}` fetches them",
@@ -161,10 +175,19 @@ impl Runner {
                     job.id
                 ))
                 .await;
+                if let Some(at) = expires_at {
+                    log.line(&format!(
+                        "artifacts: kept until {} (agent.artifacts_expire_days)",
+                        at.format("%Y-%m-%d %H:%M UTC")
+                    ))
+                    .await;
+                }
                 outcome.artifacts = Some(JobArtifacts {
                     reference: pushed.reference,
                     size: pushed.size,
                     files: packed.files,
+                    expires_at,
+                    expired: false,
                 });
             }
             Err(e) => fail(job, outcome, log, format!("artifacts: not kept: {e}")).await,
@@ -180,4 +203,66 @@ async fn fail(job: &Job, outcome: &mut Outcome, log: &mut JobLog, message: Strin
         outcome.status = JobStatus::Error;
         outcome.reason = Some(message);
     }
+}
+
+/// Deleted at most this many per pass, so an agent that starts is not held up by a backlog.
+const EXPIRE_BATCH: usize = 100;
+
+/// A deletion the registry refused is tried again this much later.
+const RETRY_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Deletes the artifacts due by now from the registry (a batch) and marks their jobs'
+/// artifacts expired; returns how many were deleted. Run by each agent as it starts, beside
+/// its first job: agents come and go with the queue, so the due ones never wait long while
+/// jobs run. When the registry refuses one (no deletes allowed, down), that one and the rest
+/// of the batch are tried again an hour later.
+pub async fn expire_artifacts(
+    queue: &raibid_queue::Queue,
+    store: &crate::artifacts::ArtifactStore,
+) -> usize {
+    let due = match queue.take_due_artifacts(Utc::now(), EXPIRE_BATCH).await {
+        Ok(due) => due,
+        Err(e) => {
+            warn!(error = %e, "cannot look for expired artifacts");
+            return 0;
+        }
+    };
+    let options = store.fetch_options();
+    let mut deleted = 0;
+    let mut due = due.into_iter();
+    while let Some(artifacts) = due.next() {
+        match raibid_oci::delete_artifact(&artifacts.reference, &options).await {
+            Ok(found) => {
+                deleted += usize::from(found);
+                if let Err(e) = queue
+                    .mark_artifacts_expired(&artifacts.job_id, &artifacts.reference)
+                    .await
+                {
+                    warn!(job = %artifacts.job_id, error = %e, "cannot mark artifacts expired");
+                }
+                tracing::info!(job = %artifacts.job_id, reference = %artifacts.reference, "expired artifacts deleted");
+            }
+            Err(e) => {
+                warn!(
+                    job = %artifacts.job_id,
+                    reference = %artifacts.reference,
+                    error = %e,
+                    "cannot delete expired artifacts; trying again in an hour (the registry must \
+                     allow deletes: docker-registry's storage.delete.enabled)"
+                );
+                // The rest would most likely fail alike, each after its timeout, while this
+                // agent (a pod with its job done) waits to exit.
+                for artifacts in std::iter::once(artifacts).chain(due.by_ref()) {
+                    let _ = queue
+                        .schedule_artifacts_expiry(
+                            &artifacts.job_id,
+                            &artifacts.reference,
+                            Utc::now() + RETRY_AFTER,
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+    deleted
 }

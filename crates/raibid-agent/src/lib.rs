@@ -30,6 +30,7 @@ pub use checkout::{Changes, CheckoutError, CheckoutReport, CommitInfo, GitChecko
 pub use job_cache::{
     DEFAULT_JOB_CACHE_MAX_BYTES, EntryMeta, JobCache, JobCacheError, Restored, Saved, Skipped,
 };
+pub use keep_artifacts::expire_artifacts;
 pub use logsink::{JobLog, Masker};
 pub use repo_filter::RepoFilter;
 pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings, repo_listing};

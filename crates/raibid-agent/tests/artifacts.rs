@@ -19,6 +19,7 @@ fn store(registry: &Registry, password: &str, max_bytes: u64) -> ArtifactStore {
         login: Some((TEST_USER.to_owned(), password.to_owned())),
         insecure: true,
         max_bytes,
+        expire_after: None,
     }
 }
 
@@ -97,6 +98,71 @@ async fn artifacts_are_pushed_to_the_registry_and_fetched_back() {
         std::fs::read_to_string(out.join("report.txt")).unwrap(),
         "report"
     );
+}
+
+/// With `agent.artifacts_expire_days`, kept artifacts are due for deletion; the next agent
+/// to start deletes them from the registry and marks the job's artifacts expired. A registry
+/// it cannot reach gets them again later: nothing taken is lost.
+#[tokio::test]
+async fn expired_artifacts_are_deleted_from_the_registry() {
+    let h = Harness::new();
+    let registry = Registry::start_with_auth(TEST_USER, TEST_PASSWORD, TEST_PASSWORD_BCRYPT);
+    let repo = GitRepo::new();
+    let sha = repo.commit(&[(".raibid.yaml", BUILD)], "build");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let mut expiring = store(&registry, TEST_PASSWORD, 1 << 20);
+    expiring.expire_after = Some(Duration::from_millis(1));
+    h.run_once(h.runner_with_artifacts(SecretStore::default(), expiring.clone()))
+        .await;
+    let done = h.job(&job.id).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    let artifacts = done.artifacts.expect("recorded on the job");
+    assert!(
+        artifacts.expires_at.is_some() && !artifacts.expired,
+        "{artifacts:?}"
+    );
+    assert!(log.contains("artifacts: kept until "), "{log}");
+    let (_, digest) = artifacts.reference.split_once('@').unwrap();
+    let manifest = |digest: &str| {
+        registry
+            .get(
+                &format!("/v2/acme/app/artifacts/manifests/{digest}"),
+                Some("application/vnd.oci.image.manifest.v1+json"),
+            )
+            .unwrap()
+            .status
+    };
+    // The agent that ran the job looked as it started, before they were kept.
+    assert_eq!(manifest(digest), 200);
+
+    // A registry that refuses (here: a wrong login): taken, then given back for an hour later.
+    let mut refused = expiring.clone();
+    refused.login = Some((TEST_USER.to_owned(), "not-the-password".to_owned()));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(raibid_agent::expire_artifacts(&h.queue, &refused).await, 0);
+    assert_eq!(manifest(digest), 200);
+    assert!(
+        h.queue
+            .take_due_artifacts(chrono::Utc::now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = chrono::Utc::now() + chrono::TimeDelta::hours(2);
+    let due = h.queue.take_due_artifacts(later, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "not lost: {due:?}");
+    h.queue
+        .schedule_artifacts_expiry(&due[0].job_id, &due[0].reference, chrono::Utc::now())
+        .await
+        .unwrap();
+
+    // The next agent to start deletes them, and the job says so.
+    assert_eq!(raibid_agent::expire_artifacts(&h.queue, &expiring).await, 1);
+    assert_eq!(manifest(digest), 404);
+    let artifacts = h.job(&job.id).await.artifacts.unwrap();
+    assert!(artifacts.expired, "{artifacts:?}");
+    assert_eq!(raibid_agent::expire_artifacts(&h.queue, &expiring).await, 0);
 }
 
 /// `when:` decides by the verdict; a fork's job pushes nothing; artifacts that cannot be kept

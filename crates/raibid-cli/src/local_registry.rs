@@ -155,6 +155,7 @@ fn port_for(dir: &Path) -> anyhow::Result<u16> {
 }
 
 fn config_yaml(dir: &Path, port: u16, htpasswd: &Path) -> String {
+    // Deletes are on so that agents can remove expired artifacts (agent.artifacts_expire_days).
     // The upload secret signs upload state between requests of one push; any value works for
     // a single instance, and a fresh one per start loses nothing but unfinished uploads.
     let secret: String = (0..32)
@@ -163,7 +164,7 @@ fn config_yaml(dir: &Path, port: u16, htpasswd: &Path) -> String {
     format!(
         "version: 0.1\n\
          log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-         storage:\n  filesystem:\n    rootdirectory: {data}\n\
+         storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n\
          http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n\
          auth:\n  htpasswd:\n    realm: raibid\n    path: {htpasswd}\n",
         data = dir.join("data").display(),

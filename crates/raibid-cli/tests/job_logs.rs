@@ -328,6 +328,8 @@ async fn job_artifacts_come_back_from_the_registry_into_a_directory() {
         reference: pushed.reference.clone(),
         size: pushed.size,
         files: 1,
+        expires_at: None,
+        expired: false,
     });
     assert!(queue.ack(&claimed, &outcome).await.unwrap());
 
@@ -397,6 +399,24 @@ async fn job_artifacts_come_back_from_the_registry_into_a_directory() {
         "{stderr}"
     );
     assert!(!dir.path().join("x").exists());
+
+    // Once an agent deleted them (agent.artifacts_expire_days), the command says so.
+    assert!(
+        queue
+            .mark_artifacts_expired(&id, &pushed.reference)
+            .await
+            .unwrap()
+    );
+    let out = cli(&with_login, &["job", "artifacts", &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("the artifacts of job {id} expired")),
+        "{stderr}"
+    );
+    let shown = cli(&with_login, &["job", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("artifacts  expired"), "{shown}");
 
     // A job without artifacts.
     let other = running_job(&queue).await;

@@ -381,6 +381,11 @@ pub struct AgentConfig {
     /// A job's `artifacts:` may hold this many bytes of files, before compression; 0 turns
     /// artifacts off on this agent.
     pub artifacts_max_bytes: u64,
+    /// Jobs' artifacts are deleted from the registry this many days after they were kept (as
+    /// GitHub's artifact retention, 90 days there), by whichever agent starts next; 0 keeps
+    /// them for ever. A registry must allow deletes (docker-registry:
+    /// `storage.delete.enabled`; `raibid up`'s does).
+    pub artifacts_expire_days: u32,
     /// buildah's image and layer store (`--root`); empty: `<data dir>/buildah/storage`. In a
     /// pod it must be a mounted volume: the container's writable layer counts against the
     /// pod's ephemeral-storage limit and dies with the pod, so nothing would be cached.
@@ -463,6 +468,7 @@ impl Default for AgentConfig {
             cache_dir: String::new(),
             job_cache_max_bytes: 10 << 30,
             artifacts_max_bytes: 1 << 30,
+            artifacts_expire_days: 30,
             buildah_root: String::new(),
             buildah_runroot: String::new(),
             concurrency: 1,

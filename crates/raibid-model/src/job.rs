@@ -402,6 +402,13 @@ pub struct JobArtifacts {
     pub size: u64,
     /// Regular files in it.
     pub files: u64,
+    /// When an agent deletes them from the registry (`agent.artifacts_expire_days`, as
+    /// GitHub's artifact retention); `None`: kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Deleted: the reference no longer resolves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 impl Outcome {

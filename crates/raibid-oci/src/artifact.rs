@@ -89,6 +89,30 @@ pub async fn push_artifact(
     })
 }
 
+/// Deletes the artifact `reference` (pinned by digest, as [`PushedArtifact::reference`] is)
+/// from its registry: its manifest, whose layer the registry's garbage collection then frees.
+/// Returns false if the registry no longer had it. A registry that does not allow deletes
+/// (docker-registry without `storage.delete.enabled`) answers 405, an error.
+pub async fn delete_artifact(
+    reference: &str,
+    options: &FetchOptions,
+) -> Result<bool, PreflightError> {
+    let reference = ImageReference::parse(reference)?;
+    if !reference.reference.starts_with("sha256:") {
+        return Err(PreflightError::BadReference {
+            image: reference.to_string(),
+            reason: "only an artifact pinned by digest is deleted (a tag may have moved)".into(),
+        });
+    }
+    let mut registry = Registry::new(&reference, options)?;
+    let url = format!("{}/manifests/{}", registry.base, reference.reference);
+    match registry.send(|http| http.delete(&url)).await {
+        Ok(_) => Ok(true),
+        Err(PreflightError::Refused { status: 404, .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes the archive of the artifact `reference` (best pinned by digest, as
 /// [`PushedArtifact::reference`] is) to `dest`, checking it against the digests the manifest
 /// names. Returns its size.

@@ -74,6 +74,11 @@ impl Keys {
         format!("{}:jobs:pool:{pool}", self.prefix)
     }
 
+    /// Jobs' artifacts by when they are due for deletion (`<job id> <reference>`).
+    pub fn artifacts_expiry(&self) -> String {
+        format!("{}:artifacts:expiry", self.prefix)
+    }
+
     /// A repository's or an owner's secrets (a hash, a field per secret), lowercased as
     /// forges compare names.
     pub fn secrets(&self, scope: &SecretScope) -> String {

@@ -14,6 +14,7 @@
 //!   them again; after `max_attempts` deliveries a job goes to `<stream>:dlq` instead.
 
 mod agents;
+mod artifacts;
 pub mod bench;
 mod concurrency;
 mod conn;
@@ -31,6 +32,7 @@ mod secrets;
 mod stats;
 mod supersede;
 
+pub use artifacts::DueArtifacts;
 pub use concurrency::GroupClaim;
 pub use conn::QueueOptions;
 pub use error::QueueError;

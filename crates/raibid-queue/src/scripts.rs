@@ -981,3 +981,27 @@ return 1
 "#,
     )
 });
+
+/// Takes the members of a sorted set due by a time: removed as they are returned, so each goes
+/// to one caller. KEYS: the set; ARGV: now (ms), the most to take.
+pub(crate) static TAKE_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
+"#,
+    )
+});
+
+/// Sets a field of a hash that exists: a pruned job's record is not brought back as a
+/// fragment. KEYS: the hash; ARGV: field, value. 1 if set.
+pub(crate) static SET_IF_PRESENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});

@@ -105,6 +105,8 @@ async fn enqueue_claim_ack_round_trip() {
         reference: "r.example/acme/app/artifacts@sha256:ab".into(),
         size: 10,
         files: 2,
+        expires_at: None,
+        expired: false,
     };
     outcome.artifacts = Some(artifacts.clone());
     assert!(q.ack(&claimed, &outcome).await.unwrap());

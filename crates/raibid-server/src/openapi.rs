@@ -811,7 +811,9 @@ fn schemas() -> Value {
         "properties": {
             "reference": { "type": "string", "description": "<registry>/<owner>/<name>/artifacts@sha256:..." },
             "size": { "type": "integer", "minimum": 0, "description": "Bytes of the archive." },
-            "files": { "type": "integer", "minimum": 0 }
+            "files": { "type": "integer", "minimum": 0 },
+            "expires_at": { "type": "string", "format": "date-time", "description": "When an agent deletes them from the registry (agent.artifacts_expire_days); absent: kept." },
+            "expired": { "type": "boolean", "description": "Deleted: the reference no longer resolves. Absent: false." }
         }
     });
     schemas["RepoSecret"] = json!({
@@ -933,6 +935,8 @@ mod tests {
             reference: "r/o/r/artifacts@sha256:ab".into(),
             size: 1,
             files: 1,
+            expires_at: Some(now),
+            expired: true,
         });
         let served = serde_json::to_value(&job).unwrap();
         let doc = spec("");

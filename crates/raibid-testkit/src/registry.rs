@@ -238,7 +238,8 @@ impl Drop for Registry {
 
 fn config_yaml(dir: &Path, port: u16, auth: Option<(&str, &str, &str)>) -> String {
     let mut yaml = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+         delete:\n    enabled: true\n\
          http:\n  addr: 127.0.0.1:{port}\n  secret: raibid-test-only\n",
         dir.join("data").display()
     );

@@ -272,10 +272,19 @@ fn job_detail_names_the_artifacts() {
         reference: "git.example/acme/web/artifacts@sha256:ab".into(),
         size: 2048,
         files: 3,
+        expires_at: None,
+        expired: false,
     });
-    app.apply(DataEvent::Job(Box::new(done)));
+    app.apply(DataEvent::Job(Box::new(done.clone())));
     let text = screen_text(&render(&mut app, 160, 48)).join("\n");
     assert!(text.contains(" · artifacts: 3 files"), "{text}");
+    // Deleted from the registry: said so, not counted.
+    if let Some(a) = done.artifacts.as_mut() {
+        a.expired = true;
+    }
+    app.apply(DataEvent::Job(Box::new(done)));
+    let text = screen_text(&render(&mut app, 160, 48)).join("\n");
+    assert!(text.contains(" · artifacts: expired"), "{text}");
 }
 
 #[test]

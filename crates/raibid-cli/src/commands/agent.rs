@@ -178,6 +178,9 @@ fn artifact_store(config: &Config) -> Option<ArtifactStore> {
         }),
         insecure: a.registry.insecure,
         max_bytes: a.artifacts_max_bytes,
+        expire_after: (a.artifacts_expire_days > 0).then(|| {
+            std::time::Duration::from_secs(u64::from(a.artifacts_expire_days) * 24 * 3600)
+        }),
     })
 }
 

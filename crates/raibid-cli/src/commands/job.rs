@@ -166,6 +166,19 @@ async fn download_artifacts(
             job.id
         );
     };
+    if artifacts.expired {
+        bail!(
+            "the artifacts of job {} expired{}: they were deleted from the registry \
+             (agent.artifacts_expire_days); run the job again (`raibid job retry {}`) to build \
+             them anew",
+            job.id,
+            artifacts
+                .expires_at
+                .map(|at| format!(" on {}", at.format("%Y-%m-%d")))
+                .unwrap_or_default(),
+            job.id
+        );
+    }
     let reference = artifacts.reference.clone();
     let host = reference.split('/').next().unwrap_or_default();
     let registry = &config.agent.registry;
@@ -424,10 +437,28 @@ fn describe(job: &Job) -> String {
         out.push_str(&format!("image      {image}\n"));
     }
     if let Some(artifacts) = &job.artifacts {
-        out.push_str(&format!(
-            "artifacts  {} ({} files, {} bytes; `raibid job artifacts {}`)\n",
-            artifacts.reference, artifacts.files, artifacts.size, job.id
-        ));
+        let when = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
+        if artifacts.expired {
+            out.push_str(&format!(
+                "artifacts  expired{}, deleted from the registry\n",
+                artifacts
+                    .expires_at
+                    .map(|at| format!(" {}", when(at)))
+                    .unwrap_or_default()
+            ));
+        } else {
+            out.push_str(&format!(
+                "artifacts  {} ({} files, {} bytes; `raibid job artifacts {}`{})\n",
+                artifacts.reference,
+                artifacts.files,
+                artifacts.size,
+                job.id,
+                artifacts
+                    .expires_at
+                    .map(|at| format!("; kept until {}", when(at)))
+                    .unwrap_or_default()
+            ));
+        }
     }
     out
 }

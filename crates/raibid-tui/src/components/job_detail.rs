@@ -390,10 +390,14 @@ impl JobDetailView {
         ))];
         if let Some(artifacts) = &job.artifacts {
             // The reference is long; `raibid job artifacts <id>` is what fetches them.
-            third.push(Span::styled(
-                format!(" · artifacts: {} files", artifacts.files),
-                Style::new().fg(Color::Green),
-            ));
+            third.push(if artifacts.expired {
+                Span::styled(" · artifacts: expired", Style::new().fg(Color::DarkGray))
+            } else {
+                Span::styled(
+                    format!(" · artifacts: {} files", artifacts.files),
+                    Style::new().fg(Color::Green),
+                )
+            });
         }
         if let Some(reason) = &job.reason {
             third.push(Span::styled(
