@@ -1284,14 +1284,21 @@ fn up_env(up: &Up) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The banner's registry host of the current run.
+/// The banner's registry host of the current run. `raibid up` is ready (its `env` written)
+/// a moment before it prints the banner, so the line is waited for.
 fn registry_host(up: &Up) -> String {
-    let log = up.run_log();
-    let line = log
-        .lines()
-        .find(|l| l.trim_start().starts_with("registry "))
-        .unwrap_or_else(|| panic!("no registry line:\n{log}"));
-    line.split_whitespace().nth(1).unwrap().to_owned()
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = up.run_log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.trim_start().starts_with("registry "))
+        {
+            return line.split_whitespace().nth(1).unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no registry line:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Without a registry or a forge configured, `raibid up` brings its own (docker-registry,
