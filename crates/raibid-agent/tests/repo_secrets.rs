@@ -89,10 +89,8 @@ async fn a_step_gets_its_repositorys_secret_and_the_log_masks_them_all() {
         ],
         "init",
     );
-    let job = h.enqueue(&repo.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&job.id).await;
-    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
     assert!(log.contains("the token is ***"), "{log}");
     assert!(log.contains("unused is ***, org is ***"), "{log}");
     for value in ["dep-7Hq2x9Lw", "unu-5Rt6y7Uq", "org-9Jj8k7Ll"] {
@@ -113,16 +111,14 @@ async fn a_secret_is_refused_to_other_events_to_forks_and_to_other_keys() {
         "release",
     );
     // Given to tags only: a push's job fails saying so, before the step runs.
-    let job = h.enqueue(&repo.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let done = h.job(&job.id).await;
+    let (done, log) = h.run(&repo.url(), &sha).await;
     assert_eq!(done.status, JobStatus::Error);
     let reason = done.reason.unwrap();
     assert!(
         reason.contains("not given to push jobs (only to tag"),
         "{reason}"
     );
-    assert!(!h.log(&job.id).await.contains("the token is"));
+    assert!(!log.contains("the token is"), "{log}");
 
     let sha = repo.commit(
         &[
@@ -140,11 +136,9 @@ async fn a_secret_is_refused_to_other_events_to_forks_and_to_other_keys() {
         ],
         "fork",
     );
-    let job = h
-        .enqueue_spec(Harness::pull_request(&repo.url(), &fork_sha, 7, true))
+    let (done, _) = h
+        .run_spec(Harness::pull_request(&repo.url(), &fork_sha, 7, true))
         .await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let done = h.job(&job.id).await;
     assert_eq!(done.status, JobStatus::Error);
     assert!(
         done.reason
@@ -171,10 +165,8 @@ async fn a_secret_is_refused_to_other_events_to_forks_and_to_other_keys() {
     }
 
     // With the key and a push, the same commit passes.
-    let job = h.enqueue(&repo.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&job.id).await;
-    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
 }
 
 #[tokio::test]
@@ -189,10 +181,8 @@ async fn an_owners_secret_reaches_its_repositories_only() {
         ],
         "org",
     );
-    let job = h.enqueue(&repo_dir.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&job.id).await;
-    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    let (done, log) = h.run(&repo_dir.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
     assert!(log.contains("the token is ***"), "{log}");
 
     // A repository of another owner does not get it.
@@ -203,9 +193,7 @@ async fn an_owners_secret_reaches_its_repositories_only() {
         &sha,
         Event::Push,
     );
-    let job = h.enqueue_spec(spec).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let done = h.job(&job.id).await;
+    let (done, _) = h.run_spec(spec).await;
     assert_eq!(done.status, JobStatus::Error);
     let reason = done.reason.unwrap();
     assert!(
@@ -280,10 +268,8 @@ async fn from_secret_gives_a_secret_under_the_steps_own_name() {
         )],
         "woodpecker",
     );
-    let job = h.enqueue(&repo_dir.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&job.id).await;
-    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    let (done, log) = h.run(&repo_dir.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
     assert!(log.contains("password=*** rust=1.80"), "{log}");
     assert!(!log.contains("dkr-3Vb7n9Mm"), "{log}");
 }
@@ -313,10 +299,8 @@ async fn woodpecker_style_lowercase_secret_names_work() {
         )],
         "woodpecker 1",
     );
-    let job = h.enqueue(&repo_dir.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&job.id).await;
-    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    let (done, log) = h.run(&repo_dir.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
     assert!(log.contains("upper=*** lower=***"), "{log}");
 }
 
@@ -342,14 +326,12 @@ async fn a_branch_restricted_secret_reaches_only_pushes_to_its_branches() {
         )],
         "deploy",
     );
-    let main = h.enqueue(&repo_dir.url(), &sha).await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let log = h.log(&main.id).await;
-    assert_eq!(h.job(&main.id).await.status, JobStatus::Success, "{log}");
+    let (done, log) = h.run(&repo_dir.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
     assert!(log.contains("prod=***"), "{log}");
 
-    let feature = h
-        .enqueue_spec(raibid_model::NewJob::new(
+    let (done, _) = h
+        .run_spec(raibid_model::NewJob::new(
             "acme/app",
             repo_dir.url(),
             "refs/heads/feature",
@@ -357,8 +339,6 @@ async fn a_branch_restricted_secret_reaches_only_pushes_to_its_branches() {
             Event::Push,
         ))
         .await;
-    h.run_once(h.runner(SecretStore::default())).await;
-    let done = h.job(&feature.id).await;
     assert_eq!(done.status, JobStatus::Error);
     let reason = done.reason.unwrap();
     assert!(

@@ -810,24 +810,28 @@ async fn a_secret_typed_at_the_prompt_is_not_shown() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let command = format!(
-        "env RAIBID_SERVER={} RAIBID_TOKEN={token} {RAIBID} --config {} secret set acme/app \
-         PROMPTED; echo exit=$?; sleep 30",
-        up.url(),
-        up.config.display()
-    );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "prompt",
-        "-x",
-        "200",
-        "-y",
-        "20",
-        &command,
-    ]);
-    wait_for("value of PROMPTED (not shown):");
+    // `raibid secret set acme/app NAME` in a new terminal, between shell lines of its own.
+    let prompt = |before: &str, name: &str, after: &str| {
+        let command = format!(
+            "{before} env RAIBID_SERVER={} RAIBID_TOKEN={token} {RAIBID} --config {} secret set \
+             acme/app {name}; echo exit=$?; {after} sleep 30",
+            up.url(),
+            up.config.display()
+        );
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "prompt",
+            "-x",
+            "200",
+            "-y",
+            "20",
+            &command,
+        ]);
+        wait_for(&format!("value of {name} (not shown):"));
+    };
+    prompt("", "PROMPTED", "");
     tmux(&["send-keys", "-t", "prompt", "-l", TYPED]);
     tmux(&["send-keys", "-t", "prompt", "Enter"]);
     let shown = wait_for("exit=");
@@ -842,24 +846,11 @@ async fn a_secret_typed_at_the_prompt_is_not_shown() {
 
     // Ctrl-C at the prompt gives the terminal back with its echo on. (The shell outlives the
     // Ctrl-C to say so: its trap is its own, raibid gets the default.)
-    let command = format!(
-        "trap true INT; env RAIBID_SERVER={} RAIBID_TOKEN={token} {RAIBID} --config {} secret \
-         set acme/app CANCELLED; echo exit=$?; stty -a | tr ' ' '\\n' | grep -x -- '-\\?echo'; sleep 30",
-        up.url(),
-        up.config.display()
+    prompt(
+        "trap true INT;",
+        "CANCELLED",
+        "stty -a | tr ' ' '\\n' | grep -x -- '-\\?echo';",
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "prompt",
-        "-x",
-        "200",
-        "-y",
-        "20",
-        &command,
-    ]);
-    wait_for("value of CANCELLED (not shown):");
     tmux(&["send-keys", "-t", "prompt", "C-c"]);
     wait_for("exit=130");
     // `stty` writes right after the exit line.

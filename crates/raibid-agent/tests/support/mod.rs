@@ -231,6 +231,14 @@ impl Harness {
         (self.job(&job.id).await, self.log(&job.id).await)
     }
 
+    /// Queues `spec` and runs one agent (default runner, no secrets) until it has finished
+    /// it; the job as it ended and its log.
+    pub async fn run_spec(&self, spec: NewJob) -> (Job, String) {
+        let job = self.enqueue_spec(spec).await;
+        self.run_once(self.runner(SecretStore::default())).await;
+        (self.job(&job.id).await, self.log(&job.id).await)
+    }
+
     pub async fn log(&self, id: &str) -> String {
         let batch = self
             .queue
