@@ -216,11 +216,7 @@ fn secret_name(name: &str) -> Result<(), ApiError> {
             "a secret's name has at most {MAX_NAME_LEN} characters"
         )));
     }
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    if !(first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+    if !validate::is_variable_name(name) {
         return Err(invalid(format!(
             "{name:?}: a secret's name is a variable name: letters, digits and '_', not \
              starting with a digit"

@@ -51,13 +51,18 @@ pub(crate) fn full_ref(s: &str) -> Result<String, &'static str> {
     Ok(full)
 }
 
-/// A POSIX-portable environment variable name.
-pub(crate) fn env_name(s: &str) -> Result<(), &'static str> {
+/// Letters, digits and '_', not starting with a digit: a name a shell reads as `$NAME`.
+pub(crate) fn is_variable_name(s: &str) -> bool {
     let mut bytes = s.bytes();
     let first_ok = bytes
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-    if !(first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+    first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A POSIX-portable environment variable name.
+pub(crate) fn env_name(s: &str) -> Result<(), &'static str> {
+    if !is_variable_name(s) {
         Err("a variable name is letters, digits and '_', not starting with a digit")
     } else if s.starts_with("RAIBID_") && s != "RAIBID_MATRIX" && s != "RAIBID_WORKFLOW" {
         // The agent would drop it: it says what the job is, and a submission cannot change that.
