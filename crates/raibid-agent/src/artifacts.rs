@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use raibid_pipeline::ArtifactsExpiry;
 use tokio_util::sync::CancellationToken;
 
 use crate::job_cache::save_source;
@@ -36,6 +37,9 @@ pub struct ArtifactStore {
     /// How long kept artifacts stay in the registry (`agent.artifacts_expire_days`); `None`:
     /// for ever.
     pub expire_after: Option<std::time::Duration>,
+    /// The longest any artifacts stay (`agent.artifacts_max_expire_days`), whatever the
+    /// pipeline's `expire_in` or `expire_after` say; `None`: no limit.
+    pub max_expire: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -46,6 +50,7 @@ impl std::fmt::Debug for ArtifactStore {
             .field("insecure", &self.insecure)
             .field("max_bytes", &self.max_bytes)
             .field("expire_after", &self.expire_after)
+            .field("max_expire", &self.max_expire)
             .finish()
     }
 }
@@ -59,6 +64,24 @@ impl ArtifactStore {
             self.registry,
             repo.to_ascii_lowercase()
         )
+    }
+
+    /// How long a job's artifacts stay when its pipeline asks for `asked` (`expire_in`), and
+    /// what decided it, for the log; `None`: for ever.
+    pub fn lifetime(
+        &self,
+        asked: Option<ArtifactsExpiry>,
+    ) -> (Option<std::time::Duration>, &'static str) {
+        let (lifetime, source) = match asked {
+            None => (self.expire_after, "agent.artifacts_expire_days"),
+            Some(ArtifactsExpiry::After(after)) => (Some(after), "expire_in"),
+            Some(ArtifactsExpiry::Never) => (None, "expire_in: never"),
+        };
+        match (lifetime, self.max_expire) {
+            (Some(lifetime), Some(max)) if lifetime <= max => (Some(lifetime), source),
+            (_, Some(max)) => (Some(max), "agent.artifacts_max_expire_days"),
+            (lifetime, None) => (lifetime, source),
+        }
     }
 
     pub fn fetch_options(&self) -> raibid_oci::FetchOptions {
@@ -352,6 +375,41 @@ mod tests {
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     use super::*;
+
+    #[test]
+    fn lifetime_is_the_pipeline_s_up_to_the_agent_s_limit() {
+        use std::time::Duration;
+        const DAY: Duration = Duration::from_secs(86_400);
+        let mut store = ArtifactStore {
+            registry: "r".into(),
+            login: None,
+            insecure: true,
+            max_bytes: 1,
+            expire_after: Some(30 * DAY),
+            max_expire: None,
+        };
+        let after = |d| Some(ArtifactsExpiry::After(d));
+        assert_eq!(
+            store.lifetime(None),
+            (Some(30 * DAY), "agent.artifacts_expire_days")
+        );
+        assert_eq!(store.lifetime(after(DAY)), (Some(DAY), "expire_in"));
+        assert_eq!(
+            store.lifetime(Some(ArtifactsExpiry::Never)),
+            (None, "expire_in: never")
+        );
+        store.max_expire = Some(7 * DAY);
+        let limit = "agent.artifacts_max_expire_days";
+        assert_eq!(store.lifetime(after(7 * DAY)), (Some(7 * DAY), "expire_in"));
+        assert_eq!(store.lifetime(after(8 * DAY)), (Some(7 * DAY), limit));
+        assert_eq!(
+            store.lifetime(Some(ArtifactsExpiry::Never)),
+            (Some(7 * DAY), limit)
+        );
+        assert_eq!(store.lifetime(None), (Some(7 * DAY), limit));
+        store.expire_after = None;
+        assert_eq!(store.lifetime(None), (Some(7 * DAY), limit));
+    }
 
     fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

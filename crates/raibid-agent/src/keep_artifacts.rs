@@ -151,10 +151,10 @@ impl Runner {
             Ok(pushed) => {
                 // Scheduled before the job records them: an agent dying in between leaves an
                 // entry whose deletion finds a job without them, not artifacts never deleted.
-                let expires_at = store
-                    .expire_after
+                let (lifetime, source) = store.lifetime(artifacts.expire_in);
+                let expires_at = lifetime
                     .and_then(|after| chrono::Duration::from_std(after).ok())
-                    .map(|after| Utc::now() + after);
+                    .and_then(|after| Utc::now().checked_add_signed(after));
                 if let Some(at) = expires_at
                     && let Err(e) = self
                         .queue
@@ -177,10 +177,13 @@ impl Runner {
                 .await;
                 if let Some(at) = expires_at {
                     log.line(&format!(
-                        "artifacts: kept until {} (agent.artifacts_expire_days)",
+                        "artifacts: kept until {} ({source})",
                         at.format("%Y-%m-%d %H:%M UTC")
                     ))
                     .await;
+                } else if artifacts.expire_in.is_some() {
+                    log.line(&format!("artifacts: kept for ever ({source})"))
+                        .await;
                 }
                 outcome.artifacts = Some(JobArtifacts {
                     reference: pushed.reference,

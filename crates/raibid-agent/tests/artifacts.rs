@@ -20,6 +20,7 @@ fn store(registry: &Registry, password: &str, max_bytes: u64) -> ArtifactStore {
         insecure: true,
         max_bytes,
         expire_after: None,
+        max_expire: None,
     }
 }
 
@@ -163,6 +164,64 @@ async fn expired_artifacts_are_deleted_from_the_registry() {
     let artifacts = h.job(&job.id).await.artifacts.unwrap();
     assert!(artifacts.expired, "{artifacts:?}");
     assert_eq!(raibid_agent::expire_artifacts(&h.queue, &expiring).await, 0);
+}
+
+/// A pipeline's `expire_in` sets its artifacts' lifetime instead of the agent's default, up to
+/// the agent's `max_expire`; `never` keeps them out of the due set altogether.
+#[tokio::test]
+async fn expire_in_sets_the_lifetime_up_to_the_agent_s_limit() {
+    let h = Harness::new();
+    let registry = Registry::start_with_auth(TEST_USER, TEST_PASSWORD, TEST_PASSWORD_BCRYPT);
+    let repo = GitRepo::new();
+    const DAY: Duration = Duration::from_secs(86_400);
+    let mut agent = store(&registry, TEST_PASSWORD, 1 << 20);
+    agent.expire_after = Some(30 * DAY);
+    let run = |expire_in: &str, store: ArtifactStore| {
+        let (h, repo) = (&h, &repo);
+        let pipeline = BUILD.replace(
+            "artifacts:\n",
+            &format!("artifacts:\n  expire_in: {expire_in}\n"),
+        );
+        async move {
+            let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "build");
+            let job = h.enqueue(&repo.url(), &sha).await;
+            h.run_once(h.runner_with_artifacts(SecretStore::default(), store))
+                .await;
+            let (done, log) = (h.job(&job.id).await, h.log(&job.id).await);
+            assert_eq!(done.status, JobStatus::Success, "{log}");
+            let expires_at = done.artifacts.expect("kept").expires_at;
+            let days = expires_at.map(|at| (at - chrono::Utc::now()).num_hours() as f64 / 24.0);
+            (job.id, days, log)
+        }
+    };
+
+    let (week, days, log) = run("1 week", agent.clone()).await;
+    assert!(days.is_some_and(|d| (6.9..=7.0).contains(&d)), "{days:?}");
+    assert!(log.contains("(expire_in)\n"), "{log}");
+
+    let mut limited = agent.clone();
+    limited.max_expire = Some(2 * DAY);
+    let (capped, days, log) = run("never", limited).await;
+    assert!(days.is_some_and(|d| (1.9..=2.0).contains(&d)), "{days:?}");
+    assert!(log.contains("(agent.artifacts_max_expire_days)"), "{log}");
+
+    let (never, days, log) = run("never", agent).await;
+    assert_eq!(days, None);
+    assert!(
+        log.contains("artifacts: kept for ever (expire_in: never)"),
+        "{log}"
+    );
+
+    let later = chrono::Utc::now() + chrono::TimeDelta::days(3650);
+    let due: Vec<String> = h
+        .queue
+        .take_due_artifacts(later, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|due| due.job_id)
+        .collect();
+    assert_eq!(due, [capped, week], "never is never due: {never}");
 }
 
 /// `when:` decides by the verdict; a fork's job pushes nothing; artifacts that cannot be kept

@@ -162,6 +162,10 @@ fn strip_location(message: &str) -> String {
 /// stretching, so it must be random already (raibid-queue's `SecretsKey` holds the same bound).
 pub const SECRETS_KEY_MIN_LEN: usize = 32;
 
+/// Artifact lifetimes in days stay under 100 years, as a pipeline's `expire_in` does: a date
+/// further out overflows the clocks it passes through.
+const MAX_ARTIFACTS_DAYS: u32 = 36_500;
+
 fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
     let semantic = |key: &str, message: String| ConfigError::Semantic {
         path: path.to_path_buf(),
@@ -284,6 +288,26 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
         }
     }
     validate_schedules(config, &semantic)?;
+    for (key, days) in [
+        (
+            "agent.artifacts_expire_days",
+            config.agent.artifacts_expire_days,
+        ),
+        (
+            "agent.artifacts_max_expire_days",
+            config.agent.artifacts_max_expire_days,
+        ),
+    ] {
+        if days > MAX_ARTIFACTS_DAYS {
+            return Err(semantic(
+                key,
+                format!(
+                    "{days} days is over 100 years: use 0 to keep artifacts for ever (or, for \
+                     the limit, to set none)"
+                ),
+            ));
+        }
+    }
     let cpus = config.agent.step_limits.cpus;
     if !cpus.is_finite() || cpus < 0.0 {
         return Err(semantic(
@@ -617,6 +641,22 @@ flux:
             msg.contains("RAIBID_SERVER_SCHEDULES") && msg.contains("cron"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn artifact_lifetimes_stay_under_a_century() {
+        let config = parse("agent:\n  artifacts_max_expire_days: 365\n").unwrap();
+        assert_eq!(config.agent.artifacts_max_expire_days, 365);
+        assert_eq!(config.agent.artifacts_expire_days, 30);
+        for key in ["artifacts_expire_days", "artifacts_max_expire_days"] {
+            let err = parse(&format!("agent:\n  {key}: 4294967295\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("agent.{key}")) && err.contains("over 100 years"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

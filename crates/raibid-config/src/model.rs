@@ -386,6 +386,9 @@ pub struct AgentConfig {
     /// them for ever. A registry must allow deletes (docker-registry:
     /// `storage.delete.enabled`; `raibid up`'s does).
     pub artifacts_expire_days: u32,
+    /// The longest a pipeline's `artifacts: expire_in` may keep artifacts, in days (`never`
+    /// included); 0: no limit, as on GitLab. For registries whose space is counted.
+    pub artifacts_max_expire_days: u32,
     /// buildah's image and layer store (`--root`); empty: `<data dir>/buildah/storage`. In a
     /// pod it must be a mounted volume: the container's writable layer counts against the
     /// pod's ephemeral-storage limit and dies with the pod, so nothing would be cached.
@@ -469,6 +472,7 @@ impl Default for AgentConfig {
             job_cache_max_bytes: 10 << 30,
             artifacts_max_bytes: 1 << 30,
             artifacts_expire_days: 30,
+            artifacts_max_expire_days: 0,
             buildah_root: String::new(),
             buildah_runroot: String::new(),
             concurrency: 1,

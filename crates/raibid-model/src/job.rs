@@ -402,8 +402,8 @@ pub struct JobArtifacts {
     pub size: u64,
     /// Regular files in it.
     pub files: u64,
-    /// When an agent deletes them from the registry (`agent.artifacts_expire_days`, as
-    /// GitHub's artifact retention); `None`: kept.
+    /// When an agent deletes them from the registry (the pipeline's `expire_in`, else
+    /// `agent.artifacts_expire_days`, as GitHub's artifact retention); `None`: kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     /// Deleted: the reference no longer resolves.

@@ -2,6 +2,7 @@
 //! `artifacts:`, Gitea Actions' `upload-artifact`): a binary, a package, a test report.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
@@ -17,7 +18,127 @@ pub struct Artifacts {
     /// plain paths inside each other), but globs are allowed: see [`path_glob`].
     pub paths: Vec<String>,
     pub when: ArtifactsWhen,
+    /// GitLab's `expire_in`; `None`: the agent's `agent.artifacts_expire_days`.
+    pub expire_in: Option<ArtifactsExpiry>,
 }
+
+/// How long a job's artifacts stay in the registry, as the pipeline asks (`expire_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactsExpiry {
+    After(Duration),
+    /// `never`: kept until deleted by hand (unless the agent caps lifetimes,
+    /// `agent.artifacts_max_expire_days`).
+    Never,
+}
+
+impl fmt::Display for ArtifactsExpiry {
+    /// In the largest units that divide it exactly, as `expire_in` could spell it:
+    /// `23 days`, `2 hours 20 mins`, `never`.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let ArtifactsExpiry::After(after) = self else {
+            return f.write_str("never");
+        };
+        let mut left = after.as_secs();
+        let mut parts = Vec::new();
+        for (unit, secs) in [("day", 86_400), ("hour", 3_600), ("min", 60), ("sec", 1)] {
+            if left >= secs {
+                let n = left / secs;
+                left %= secs;
+                parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
+            }
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// Longer than anyone means: `expire_in: 1000 years` is a typo or `never`, and a date that far
+/// out does not fit every clock the job's record passes through.
+pub const MAX_EXPIRE_IN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Reads `expire_in` as GitLab does (its ChronicDuration spellings): `never`, a number of
+/// seconds (`"3600"`), or numbers with units, largest or smallest first, optionally joined by
+/// commas or `and` (`30 mins`, `2h20min`, `1 week`, `3 weeks and 2 days`, `6 mos 1 day`). A
+/// month is 30 days and a year 365, as there.
+pub fn parse_expire_in(text: &str) -> Result<ArtifactsExpiry, String> {
+    let syntax = || {
+        format!(
+            "expire_in {text:?}: use `never`, a number of seconds, or numbers with units \
+             (30 mins, 2 hours, 1 week, 3 weeks and 2 days, 6 months)"
+        )
+    };
+    let s = text.trim().to_ascii_lowercase();
+    if s == "never" {
+        return Ok(ArtifactsExpiry::Never);
+    }
+    let mut total: u64 = 0;
+    let mut rest = s.as_str();
+    let mut parts = 0;
+    loop {
+        rest = rest.trim_start_matches([' ', ',']);
+        if let Some(after) = rest.strip_prefix("and ") {
+            if parts == 0 {
+                return Err(syntax());
+            }
+            rest = after.trim_start();
+        }
+        if rest.is_empty() {
+            break;
+        }
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(syntax());
+        }
+        let number: u64 = rest[..digits].parse().unwrap_or(u64::MAX);
+        rest = rest[digits..].trim_start();
+        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let scale = if letters == 0 {
+            // A bare number is seconds, and only when it stands alone.
+            if parts > 0 || !rest.is_empty() {
+                return Err(syntax());
+            }
+            1
+        } else {
+            unit_seconds(&rest[..letters]).ok_or_else(syntax)?
+        };
+        rest = &rest[letters..];
+        total = total.saturating_add(number.saturating_mul(scale));
+        parts += 1;
+    }
+    if parts == 0 {
+        return Err(syntax());
+    }
+    let after = Duration::from_secs(total);
+    if after.is_zero() {
+        Err(format!(
+            "expire_in {text:?} would delete the artifacts as they are kept; to keep none, \
+             remove `artifacts:`"
+        ))
+    } else if after > MAX_EXPIRE_IN {
+        Err(format!(
+            "expire_in {text:?} is longer than 100 years; use `never`"
+        ))
+    } else {
+        Ok(ArtifactsExpiry::After(after))
+    }
+}
+
+fn unit_seconds(unit: &str) -> Option<u64> {
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    Some(match unit {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => MINUTE,
+        "h" | "hr" | "hrs" | "hour" | "hours" => HOUR,
+        "d" | "day" | "days" => DAY,
+        "w" | "wk" | "wks" | "week" | "weeks" => 7 * DAY,
+        "mo" | "mos" | "month" | "months" => 30 * DAY,
+        "y" | "yr" | "yrs" | "year" | "years" => 365 * DAY,
+        _ => return None,
+    })
+}
+
+checked_str!(ExpireIn: ArtifactsExpiry, "a lifetime such as 1 week, 30 days or never", parse_expire_in);
 
 /// After which jobs the artifacts are kept (GitLab's `artifacts:when`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,6 +228,7 @@ struct RawArtifacts {
     #[serde(default, deserialize_with = "paths")]
     paths: Option<Vec<String>>,
     when: Option<When>,
+    expire_in: Option<ExpireIn>,
 }
 
 /// `artifacts:` as written: a mapping, or a list of paths (`artifacts: [dist]`) for the
@@ -125,7 +247,10 @@ impl<'de> Visitor<'de> for ArtifactsVisitor {
     type Value = Artifacts;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("artifacts: a list of paths, or a mapping with `paths` and optionally `when`")
+        f.write_str(
+            "artifacts: a list of paths, or a mapping with `paths` and optionally `when` and \
+             `expire_in`",
+        )
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Artifacts, A::Error> {
@@ -136,6 +261,7 @@ impl<'de> Visitor<'de> for ArtifactsVisitor {
             }
             .visit_seq(seq)?,
             when: ArtifactsWhen::default(),
+            expire_in: None,
         })
     }
 
@@ -149,6 +275,7 @@ impl<'de> Visitor<'de> for ArtifactsVisitor {
         Ok(Artifacts {
             paths,
             when: raw.when.map(|w| w.0).unwrap_or_default(),
+            expire_in: raw.expire_in.map(|e| e.0),
         })
     }
 }
@@ -168,6 +295,7 @@ mod tests {
             Artifacts {
                 paths: vec!["dist".into(), "target/release/app".into()],
                 when: ArtifactsWhen::OnSuccess,
+                expire_in: None,
             }
         );
         assert_eq!(
@@ -175,6 +303,7 @@ mod tests {
             Artifacts {
                 paths: vec!["reports".into()],
                 when: ArtifactsWhen::OnFailure,
+                expire_in: None,
             }
         );
         assert_eq!(
@@ -196,9 +325,21 @@ mod tests {
             ("when: always\n", (1, 1), "need `paths`"),
             ("paths: [a]\nwhen: sometimes\n", (2, 7), "use on_success"),
             (
-                "paths: [a]\nexpire_in: 1d\n",
+                "paths: [a]\nexpire_in: soon\n",
+                (2, 12),
+                "use `never`, a number of seconds",
+            ),
+            (
+                "paths: [a]\nexpire_in: 0 days\n",
+                (2, 12),
+                "remove `artifacts:`",
+            ),
+            ("paths: [a]\nexpire_in: 101 years\n", (2, 12), "use `never`"),
+            ("paths: [a]\nexpire_in: [1d]\n", (2, 12), "such as 1 week"),
+            (
+                "paths: [a]\nexpires: 1d\n",
                 (2, 1),
-                "unknown field `expire_in`",
+                "unknown field `expires`",
             ),
             ("dist", (1, 1), "a list of paths, or a mapping"),
         ] {
@@ -207,6 +348,66 @@ mod tests {
             assert_eq!((loc.line(), loc.column()), at, "{yaml:?}: {err}");
             assert!(err.to_string().contains(message), "{yaml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn expire_in_reads_gitlab_s_spellings() {
+        let after = |text: &str| match parse_expire_in(text) {
+            Ok(ArtifactsExpiry::After(d)) => d.as_secs(),
+            other => panic!("{text:?}: {other:?}"),
+        };
+        const DAY: u64 = 86_400;
+        // The examples of GitLab's documentation of `artifacts:expire_in`.
+        assert_eq!(after("42"), 42);
+        assert_eq!(after("42 seconds"), 42);
+        assert_eq!(after("3 mins 4 sec"), 184);
+        assert_eq!(after("2 hrs 20 min"), 8_400);
+        assert_eq!(after("2h20min"), 8_400);
+        assert_eq!(after("6 mos 1 day"), 181 * DAY);
+        assert_eq!(after("47 yrs 6 mos and 4d"), (47 * 365 + 6 * 30 + 4) * DAY);
+        assert_eq!(after("3 weeks and 2 days"), 23 * DAY);
+        assert_eq!(after("1 Week"), 7 * DAY);
+        assert_eq!(after("1d, 12h"), DAY + 12 * 3600);
+        assert_eq!(parse_expire_in(" never "), Ok(ArtifactsExpiry::Never));
+        for (text, shown) in [
+            ("3 weeks and 2 days", "23 days"),
+            ("2h20min", "2 hours 20 mins"),
+            ("1d 61s", "1 day 1 min 1 sec"),
+            ("never", "never"),
+        ] {
+            assert_eq!(parse_expire_in(text).unwrap().to_string(), shown);
+        }
+        for bad in [
+            "",
+            "and 1d",
+            "1 fortnight",
+            "1d 2",
+            "1.5 days",
+            "-1d",
+            "d",
+            "1d and",
+            "never 1d",
+        ] {
+            let err = parse_expire_in(bad).unwrap_err();
+            assert!(
+                err.contains("number of seconds") || err.contains("remove"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(
+            artifacts("paths: [x]\nexpire_in: 1 week\n")
+                .unwrap()
+                .expire_in,
+            Some(ArtifactsExpiry::After(std::time::Duration::from_secs(
+                7 * DAY
+            )))
+        );
+        assert_eq!(
+            artifacts("paths: [x]\nexpire_in: 3600\n")
+                .unwrap()
+                .expire_in,
+            Some(ArtifactsExpiry::After(std::time::Duration::from_secs(3600)))
+        );
     }
 
     #[test]

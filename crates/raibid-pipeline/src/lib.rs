@@ -27,7 +27,9 @@ mod tag;
 mod when;
 mod workflows;
 
-pub use artifacts::{Artifacts, ArtifactsWhen, glob_base, path_glob};
+pub use artifacts::{
+    Artifacts, ArtifactsExpiry, ArtifactsWhen, MAX_EXPIRE_IN, glob_base, parse_expire_in, path_glob,
+};
 pub use autodetect::{AutodetectError, Autodetected, RepoListing, autodetect};
 pub use cache::{
     Cache, CacheKeyError, CachePolicy, DEFAULT_CACHE_KEY, MAX_CACHE_KEY_LEN, MAX_CACHE_PATHS,

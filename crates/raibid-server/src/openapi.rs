@@ -812,7 +812,7 @@ fn schemas() -> Value {
             "reference": { "type": "string", "description": "<registry>/<owner>/<name>/artifacts@sha256:..." },
             "size": { "type": "integer", "minimum": 0, "description": "Bytes of the archive." },
             "files": { "type": "integer", "minimum": 0 },
-            "expires_at": { "type": "string", "format": "date-time", "description": "When an agent deletes them from the registry (agent.artifacts_expire_days); absent: kept." },
+            "expires_at": { "type": "string", "format": "date-time", "description": "When an agent deletes them from the registry (the pipeline's expire_in, else agent.artifacts_expire_days); absent: kept." },
             "expired": { "type": "boolean", "description": "Deleted: the reference no longer resolves. Absent: false." }
         }
     });

@@ -178,10 +178,14 @@ fn artifact_store(config: &Config) -> Option<ArtifactStore> {
         }),
         insecure: a.registry.insecure,
         max_bytes: a.artifacts_max_bytes,
-        expire_after: (a.artifacts_expire_days > 0).then(|| {
-            std::time::Duration::from_secs(u64::from(a.artifacts_expire_days) * 24 * 3600)
-        }),
+        expire_after: days(a.artifacts_expire_days),
+        max_expire: days(a.artifacts_max_expire_days),
     })
+}
+
+/// A lifetime in days from the configuration; 0: none.
+fn days(days: u32) -> Option<std::time::Duration> {
+    (days > 0).then(|| std::time::Duration::from_secs(u64::from(days) * 24 * 3600))
 }
 
 /// Who steps run as. `agent.step_user` for host and bwrap steps; for bwrap steps of an agent

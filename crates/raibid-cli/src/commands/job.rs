@@ -168,9 +168,9 @@ async fn download_artifacts(
     };
     if artifacts.expired {
         bail!(
-            "the artifacts of job {} expired{}: they were deleted from the registry \
-             (agent.artifacts_expire_days); run the job again (`raibid job retry {}`) to build \
-             them anew",
+            "the artifacts of job {} expired{}: they were deleted from the registry (the \
+             pipeline's `expire_in`, else agent.artifacts_expire_days); run the job again \
+             (`raibid job retry {}`) to build them anew",
             job.id,
             artifacts
                 .expires_at

@@ -243,9 +243,13 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
     if let Some(artifacts) = &pipeline.artifacts {
         let _ = writeln!(
             out,
-            "artifacts: {} ({})",
+            "artifacts: {} ({}{})",
             artifacts.paths.join(", "),
-            artifacts.when.as_str()
+            artifacts.when.as_str(),
+            match artifacts.expire_in {
+                Some(expire_in) => format!(", expire in {expire_in}"),
+                None => String::new(),
+            }
         );
     }
     out
@@ -292,14 +296,14 @@ mod tests {
     fn the_summary_names_what_the_agent_will_run() {
         let pipeline = raibid_pipeline::parse(
             ".raibid.yaml",
-            "image: rust:1\nmatrix:\n  RUST: [\"1.80\", \"1.85\"]\nservices:\n  - name: db\n    image: postgres:16\n    ready: pg_isready\n  - name: cache\n    image: redis:7\nartifacts: [dist, report.xml]\nsteps:\n  - name: test\n    run: cargo test\n  - name: image\n    when: {branch: main}\n    image-build:\n      tags: [\"{registry}/{repo}:{sha}-{matrix}\"]\n",
+            "image: rust:1\nmatrix:\n  RUST: [\"1.80\", \"1.85\"]\nservices:\n  - name: db\n    image: postgres:16\n    ready: pg_isready\n  - name: cache\n    image: redis:7\nartifacts:\n  paths: [dist, report.xml]\n  expire_in: 3 weeks and 2 days\nsteps:\n  - name: test\n    run: cargo test\n  - name: image\n    when: {branch: main}\n    image-build:\n      tags: [\"{registry}/{repo}:{sha}-{matrix}\"]\n",
         )
         .unwrap();
         assert_eq!(
             summary(".raibid.yaml", &pipeline),
             ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16, ready when `pg_isready` succeeds, waited for up to 60 s)\n  cache (redis:7)\n\
              steps:\n  test (run in rust:1)\n  image (image-build {registry}/{repo}:{sha}-{matrix}, with `when`)\n\
-             artifacts: dist, report.xml (on_success)\n"
+             artifacts: dist, report.xml (on_success, expire in 23 days)\n"
         );
     }
 
