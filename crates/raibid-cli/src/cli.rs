@@ -219,10 +219,41 @@ pub enum PipelineCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenScopeArg {
+    Read,
+    Jobs,
+    Secrets,
+}
+
+impl From<TokenScopeArg> for raibid_config::TokenScope {
+    fn from(scope: TokenScopeArg) -> Self {
+        match scope {
+            TokenScopeArg::Read => raibid_config::TokenScope::Read,
+            TokenScopeArg::Jobs => raibid_config::TokenScope::Jobs,
+            TokenScopeArg::Secrets => raibid_config::TokenScope::Secrets,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Print a new random token and the hash to put into `server.tokens`.
-    New,
+    /// Print a new random token and the hash to put into `server.tokens`; with `--name`, an
+    /// entry that names it and may limit what it does (`--scope`) and to which repositories
+    /// (`--repo`).
+    New {
+        /// The token's name in the server's log (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: Option<String>,
+        /// What it may do: read, jobs (submit, cancel, retry, approve), secrets; repeat for
+        /// several [default: all]. Every token reads.
+        #[arg(long = "scope", value_name = "SCOPE", requires = "name")]
+        scopes: Vec<TokenScopeArg>,
+        /// A glob over owner/name of the repositories whose jobs and secrets it may change;
+        /// repeat for several [default: every repository].
+        #[arg(long = "repo", value_name = "GLOB", requires = "name")]
+        repos: Vec<String>,
+    },
     /// Print the `server.tokens` entry for a token read from standard input.
     Hash,
 }

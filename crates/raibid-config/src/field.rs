@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use raibid_model::{Event, PoolName};
 
 use crate::{
-    AgentConfig, ApprovalMode, ClusterConfig, Config, ContainerEngineKind, CronExpr, ExecutorKind,
-    FluxConfig, GiteaConfig, GpuMode, IpRange, K3sConfig, KedaConfig, MemoryLimit, PoolRule,
-    RedisConfig, RegistryConfig, Schedule, ScheduleName, Secret, ServerConfig, StepLimits,
-    TokenHash, UpConfig,
+    AgentConfig, ApiToken, ApprovalMode, ClusterConfig, Config, ContainerEngineKind, CronExpr,
+    ExecutorKind, FluxConfig, GiteaConfig, GpuMode, IpRange, K3sConfig, KedaConfig, MemoryLimit,
+    PoolRule, RedisConfig, RegistryConfig, Schedule, ScheduleName, Secret, ServerConfig,
+    StepLimits, UpConfig,
 };
 
 pub(crate) trait Field: Sized {
@@ -54,7 +54,7 @@ leaves!(
     GpuMode => false,
     ContainerEngineKind => false,
     Event => false,
-    TokenHash => false,
+    ApiToken => false,
     IpRange => false,
     MemoryLimit => false,
     ScheduleName => false,

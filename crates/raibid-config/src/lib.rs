@@ -23,4 +23,4 @@ pub use memory_limit::MemoryLimit;
 pub use model::*;
 pub use schedule::{CronExpr, Schedule, ScheduleName};
 pub use secret::{Secret, redact_url};
-pub use token::{TokenHash, hash_token};
+pub use token::{ApiToken, TokenHash, TokenScope, hash_token};

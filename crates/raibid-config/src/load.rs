@@ -189,6 +189,43 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
+    let mut token_names = std::collections::BTreeSet::new();
+    for (i, token) in config.server.tokens.iter().enumerate() {
+        let key = |field: &str| format!("server.tokens[{i}].{field}");
+        // A bare hash has no name (the log names it by the hash).
+        let named = !token.name.is_empty();
+        if named && (!names_ok(&token.name) || token.name.len() > 64) {
+            return Err(semantic(
+                &key("name"),
+                "use up to 64 letters, digits, '-', '_' or '.' (the server's log names the \
+                 token by it)"
+                    .into(),
+            ));
+        } else if named && !token_names.insert(token.name.to_ascii_lowercase()) {
+            return Err(semantic(
+                &key("name"),
+                format!("{:?} names another token too", token.name),
+            ));
+        }
+        if token.scopes.is_empty() {
+            return Err(semantic(
+                &key("scopes"),
+                "list what it may do: read, jobs, secrets (leave scopes out for all)".into(),
+            ));
+        }
+        if token.repos.is_empty() {
+            return Err(semantic(
+                &key("repos"),
+                "list the repositories it may change, like [\"acme/*\"] (leave repos out for \
+                 all)"
+                    .into(),
+            ));
+        }
+        for (j, glob) in token.repos.iter().enumerate() {
+            crate::repo_glob(glob)
+                .map_err(|e| semantic(&format!("server.tokens[{i}].repos[{j}]"), e.to_string()))?;
+        }
+    }
     if !names_ok(&config.redis.stream_name) {
         return Err(semantic(
             "redis.stream_name",
@@ -641,6 +678,46 @@ flux:
             msg.contains("RAIBID_SERVER_SCHEDULES") && msg.contains("cron"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn limited_tokens_are_named_once_and_limited_sensibly() {
+        let hash = crate::hash_token("t");
+        let entry = |extra: &str| {
+            format!("server:\n  tokens:\n    - name: bot\n      hash: {hash}\n{extra}")
+        };
+        let config = parse(&entry("      repos: [\"acme/*\"]\n")).unwrap();
+        assert_eq!(config.server.tokens[0].repos, ["acme/*"]);
+        for (extra, key, message) in [
+            (
+                "      scopes: []\n",
+                "server.tokens[0].scopes",
+                "leave scopes out",
+            ),
+            (
+                "      repos: []\n",
+                "server.tokens[0].repos",
+                "leave repos out",
+            ),
+            ("      repos: [\"a/[\"]\n", "server.tokens[0].repos[0]", ""),
+            (
+                &format!("    - name: BOT\n      hash: {hash}\n") as &str,
+                "server.tokens[1].name",
+                "names another token",
+            ),
+        ] {
+            let err = parse(&entry(extra)).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains(message),
+                "{extra:?}: {err}"
+            );
+        }
+        let err = parse(&format!(
+            "server:\n  tokens:\n    - name: a b\n      hash: {hash}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.tokens[0].name"), "{err}");
     }
 
     #[test]

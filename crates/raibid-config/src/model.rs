@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use raibid_model::PoolName;
 use serde::{Deserialize, Serialize};
 
-use crate::{IpRange, MemoryLimit, Schedule, Secret, TokenHash};
+use crate::{ApiToken, IpRange, MemoryLimit, Schedule, Secret};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -196,8 +196,10 @@ pub struct ServerConfig {
     /// server listens (`raibid server` and `raibid up` fill it in once bound), so an explicit
     /// value, even `http://127.0.0.1:8080`, is always kept.
     pub public_url: String,
-    /// Hashes (`sha256:<hex>`) of the bearer tokens accepted on mutating API calls.
-    pub tokens: Vec<TokenHash>,
+    /// The bearer tokens accepted on mutating API calls (and on reads with
+    /// `read_requires_token`): their hashes (`sha256:<hex>`), each alone or with a name,
+    /// scopes and repositories that limit it ([`ApiToken`]).
+    pub tokens: Vec<ApiToken>,
     /// Also require a token for read-only API calls.
     pub read_requires_token: bool,
     /// Secret for webhook signatures when a repository has none of its own.

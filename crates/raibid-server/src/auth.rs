@@ -7,20 +7,82 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use raibid_config::{ApiToken, TokenScope};
 
 use crate::{ApiError, AppState};
 
-/// Proof that the request may change jobs (submit, cancel, retry).
-pub(crate) struct CanWrite;
+/// The token a request presented, and so what it may change.
+pub(crate) struct Caller(ApiToken);
 
-/// Proof that the request may read jobs; free unless `server.read_requires_token`.
+impl Caller {
+    /// How the server's log names it: the token's name, or the start of its hash.
+    pub(crate) fn name(&self) -> String {
+        self.0.name()
+    }
+
+    /// Refuses (403) a change to a repository the token is not for (`repos:` of its entry).
+    pub(crate) fn may_change(&self, repo: &str) -> Result<(), ApiError> {
+        let matches = self.0.repos.iter().any(|glob| {
+            raibid_config::repo_glob(glob).is_ok_and(|g| g.compile_matcher().is_match(repo))
+        });
+        if matches {
+            Ok(())
+        } else {
+            Err(self.not_for(repo))
+        }
+    }
+
+    /// Refuses (403) a change to an owner's secrets, which every repository of the owner
+    /// reads, unless the token is for every one of them: `repos:` holds `*` or `<owner>/*`.
+    pub(crate) fn may_change_owner(&self, owner: &str) -> Result<(), ApiError> {
+        let every = self.0.repos.iter().any(|glob| {
+            matches!(glob.as_str(), "*" | "**" | "*/*")
+                || glob
+                    .strip_suffix("/*")
+                    .is_some_and(|o| o.eq_ignore_ascii_case(owner))
+        });
+        if every {
+            Ok(())
+        } else {
+            Err(self.not_for(&format!("every repository of {owner} (`{owner}/*`)")))
+        }
+    }
+
+    fn not_for(&self, what: &str) -> ApiError {
+        ApiError::Forbidden(format!(
+            "token {} may not change {what}: its repos are {}",
+            self.name(),
+            self.0.repos.join(", ")
+        ))
+    }
+}
+
+/// Proof that the request may change jobs (submit, cancel, retry, approve, run a schedule):
+/// a token with the `jobs` scope. The handler still checks the job's repository with
+/// [`Caller::may_change`].
+pub(crate) struct CanRunJobs(pub(crate) Caller);
+
+/// Proof that the request may set, list and delete secrets: a token with the `secrets` scope.
+/// The handler still checks the repository or owner.
+pub(crate) struct CanSetSecrets(pub(crate) Caller);
+
+/// Proof that the request may read jobs; free unless `server.read_requires_token`, and then
+/// any valid token reads (every scope includes reading).
 pub(crate) struct CanRead;
 
-impl FromRequestParts<AppState> for CanWrite {
+impl FromRequestParts<AppState> for CanRunJobs {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        check_token(parts, state).map(|()| CanWrite)
+        scoped(parts, state, TokenScope::Jobs).map(CanRunJobs)
+    }
+}
+
+impl FromRequestParts<AppState> for CanSetSecrets {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        scoped(parts, state, TokenScope::Secrets).map(CanSetSecrets)
     }
 }
 
@@ -31,11 +93,30 @@ impl FromRequestParts<AppState> for CanRead {
         if !state.config().server.read_requires_token {
             return Ok(CanRead);
         }
-        check_token(parts, state).map(|()| CanRead)
+        check_token(parts, state).map(|_| CanRead)
     }
 }
 
-fn check_token(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+fn scoped(parts: &Parts, state: &AppState, scope: TokenScope) -> Result<Caller, ApiError> {
+    let token = check_token(parts, state)?;
+    if token.has_scope(scope) {
+        Ok(Caller(token))
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "token {} may not do this: it needs the `{}` scope (its scopes: {})",
+            token.name(),
+            scope.as_str(),
+            token
+                .scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+fn check_token(parts: &Parts, state: &AppState) -> Result<ApiToken, ApiError> {
     let accepted = &state.config().server.tokens;
     if accepted.is_empty() {
         return Err(ApiError::Unauthorized(
@@ -54,16 +135,23 @@ fn check_token(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
         .ok_or_else(|| {
             ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
         })?;
-    // Every configured hash is compared, without stopping at the first match, so the time
-    // taken does not tell which entry (if any) was close.
-    let matched = accepted
-        .iter()
-        .fold(false, |found, hash| hash.matches(presented) | found);
-    if matched {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("invalid token".into()))
+    match matching(accepted, presented) {
+        Some(i) => Ok(accepted[i].clone()),
+        None => Err(ApiError::Unauthorized("invalid token".into())),
     }
+}
+
+/// The position of the first entry whose hash is the presented token's. Every configured hash
+/// is compared, without stopping at the first match, so the time taken does not tell which
+/// entry (if any) was close.
+fn matching(accepted: &[ApiToken], presented: &str) -> Option<usize> {
+    accepted.iter().enumerate().fold(None, |found, (i, token)| {
+        if token.hash.matches(presented) {
+            found.or(Some(i))
+        } else {
+            found
+        }
+    })
 }
 
 /// Which configured token (by position in `server.tokens`) the request presents, if any: the
@@ -71,20 +159,7 @@ fn check_token(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
 /// client). An invalid token identifies nobody, or made-up tokens would be fresh identities.
 pub(crate) fn token_index(headers: &axum::http::HeaderMap, state: &AppState) -> Option<usize> {
     let presented = headers.get(AUTHORIZATION)?.to_str().ok().and_then(bearer)?;
-    // Every hash is compared, as in `check_token`.
-    state
-        .config()
-        .server
-        .tokens
-        .iter()
-        .enumerate()
-        .fold(None, |found, (i, hash)| {
-            if hash.matches(presented) {
-                found.or(Some(i))
-            } else {
-                found
-            }
-        })
+    matching(&state.config().server.tokens, presented)
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.

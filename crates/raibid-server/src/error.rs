@@ -45,6 +45,9 @@ pub(crate) enum ApiError {
     NoWebhookSecret,
     #[error("repository {0} is not in server.allowed_repos")]
     RepoNotAllowed(String),
+    /// A valid token that may not make this change (its scopes or repositories).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0} jobs are not enabled in server.events")]
     EventNotEnabled(raibid_model::Event),
     #[error("{0}")]
@@ -97,7 +100,9 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::BadSignature(_) | ApiError::NoWebhookSecret => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::RepoNotAllowed(_) | ApiError::EventNotEnabled(_) => StatusCode::FORBIDDEN,
+            ApiError::RepoNotAllowed(_) | ApiError::EventNotEnabled(_) | ApiError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -126,6 +131,7 @@ impl ApiError {
             ApiError::BadSignature(_) => "bad_signature",
             ApiError::NoWebhookSecret => "no_webhook_secret",
             ApiError::RepoNotAllowed(_) => "repo_not_allowed",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::EventNotEnabled(_) => "event_not_enabled",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",

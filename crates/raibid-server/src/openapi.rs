@@ -25,13 +25,13 @@ fn spec(public_url: &str) -> Value {
                 Retry-After."
         },
         "servers": [{ "url": public_url }],
-        "paths": with_secrets(with_badges(with_schedules(paths()))),
+        "paths": with_forbidden(with_secrets(with_badges(with_schedules(paths())))),
         "components": {
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "A token whose sha256 hash is listed in server.tokens."
+                    "description": "A token whose sha256 hash is listed in server.tokens. An entry there may name it and limit it to scopes (read, jobs: submit, cancel, retry, approve, run schedules; secrets) and to repositories (globs over owner/name); every token reads."
                 },
                 "signature": {
                     "type": "apiKey",
@@ -56,6 +56,43 @@ fn json_body(description: &str, schema: Value) -> Value {
         "description": description,
         "content": { "application/json": { "schema": schema } }
     })
+}
+
+/// Every call that needs a token may also meet a token that is not for it (`server.tokens`
+/// scopes and repositories): 403, code `forbidden`.
+fn with_forbidden(mut paths: Value) -> Value {
+    const FORBIDDEN: &str = "The token lacks the scope this call needs, or is not for the \
+        repository (or owner) it changes (code forbidden); the message says which.";
+    let Some(paths) = paths.as_object_mut() else {
+        unreachable!("paths are an object");
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let token_only = operation["security"] == json!([{ "bearer": [] }]);
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+            .filter(|_| token_only)
+        else {
+            continue;
+        };
+        match responses.get_mut("403") {
+            Some(existing) => {
+                let before = existing["description"].as_str().unwrap_or_default();
+                existing["description"] = json!(format!(
+                    "{before} Or: {}",
+                    FORBIDDEN.replace("The token", "the token")
+                ));
+            }
+            None => {
+                responses.insert("403".into(), error(FORBIDDEN));
+            }
+        }
+    }
+    Value::Object(std::mem::take(paths))
 }
 
 fn error(description: &str) -> Value {

@@ -60,6 +60,21 @@ async fn the_openapi_document_is_served() {
             .contains("event: end")
     );
     assert!(doc["components"]["schemas"]["Job"].is_object());
+    // Every call that needs a token says what a token not for it gets (scopes, repositories).
+    let token_only: Vec<(&String, &serde_json::Value)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().values().map(move |op| (path, op)))
+        .filter(|(_, op)| op["security"] == json!([{ "bearer": [] }]))
+        .collect();
+    assert_eq!(token_only.len(), 12, "{token_only:?}");
+    for (path, op) in token_only {
+        let forbidden = op["responses"]["403"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(forbidden.contains("code forbidden"), "{path}: {op}");
+    }
 }
 
 #[tokio::test]

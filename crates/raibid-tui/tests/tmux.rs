@@ -173,7 +173,11 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
         .expect("bind");
     let server_url = format!("http://{}", listener.local_addr().expect("address"));
     let mut config = Config::default();
-    config.server.tokens = vec![TokenHash::parse(&hash_token(TOKEN)).expect("token hash")];
+    config.server.tokens = vec![
+        TokenHash::parse(&hash_token(TOKEN))
+            .expect("token hash")
+            .into(),
+    ];
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(raibid_server::serve(
         listener,

@@ -141,7 +141,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         config.redis.secrets_key = Secret::new(key);
     }
     let token = credentials::load_or_create(&data_dir.join("api-token"))?;
-    config.server.tokens.push(TokenHash::of(&token));
+    config.server.tokens.push(TokenHash::of(&token).into());
     if let Some(listen) = &args.listen {
         config.server.listen = listen.clone();
     }

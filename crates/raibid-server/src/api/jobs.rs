@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::validate;
-use crate::auth::{CanRead, CanWrite};
+use crate::auth::{CanRead, CanRunJobs};
 use crate::{ApiError, AppState};
 
 const DEFAULT_PAGE: usize = 50;
@@ -106,12 +106,13 @@ pub(crate) struct Cancelled {
 }
 
 pub(crate) async fn cancel(
-    _: CanWrite,
+    CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Cancelled>, ApiError> {
     let queue = state.queue();
     let job = queue.get(&id).await?.ok_or_else(|| not_found(&id))?;
+    caller.may_change(&job.spec.repo)?;
     // A job waiting for approval that is cancelled was turned down, as Woodpecker says.
     let why = if job.status == JobStatus::Blocked {
         "declined"
@@ -124,7 +125,7 @@ pub(crate) async fn cancel(
         CancelResult::Requested | CancelResult::Kept => ("requested", JobStatus::Running),
         CancelResult::AlreadyFinished(status) => ("already_finished", status),
     };
-    info!(job = %id, result, "cancel");
+    info!(job = %id, result, token = %caller.name(), "cancel");
     // A matrix job is done once it has queued its variants, which are the build: cancelling
     // it means cancelling them, as cancelling a pipeline does in Woodpecker and GitLab.
     let variants = queue.cancel_variants(&id, &job.children).await?;
@@ -139,14 +140,31 @@ pub(crate) async fn cancel(
 }
 
 pub(crate) async fn retry(
-    _: CanWrite,
+    CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    may_change_job(&state, &caller, &id).await?;
     let job = state.queue().retry(&id).await?;
     state.metrics().job_queued(&job.spec.pool);
-    info!(job = %job.id, retry_of = %id, pool = %job.spec.pool, "job retried");
+    info!(
+        job = %job.id, retry_of = %id, pool = %job.spec.pool, token = %caller.name(),
+        "job retried"
+    );
     Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// Refuses a change to a job of a repository the caller's token is not for; a job that is
+/// not there is left for the queue's own answer.
+async fn may_change_job(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    id: &str,
+) -> Result<(), ApiError> {
+    match state.queue().get(id).await? {
+        Some(job) => caller.may_change(&job.spec.repo),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -156,28 +174,36 @@ pub(crate) struct Retried {
 
 /// GitHub's "Re-run failed jobs": the failed jobs that a matrix or workflow job queued.
 pub(crate) async fn retry_failed(
-    _: CanWrite,
+    CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Retried>), ApiError> {
+    may_change_job(&state, &caller, &id).await?;
     let retried = state.queue().retry_failed(&id).await?;
     for job in &retried {
         state.metrics().job_queued(&job.spec.pool);
-        info!(job = %job.id, retry_of = ?job.spec.retry_of, parent = %id, "job retried");
+        info!(
+            job = %job.id, retry_of = ?job.spec.retry_of, parent = %id, token = %caller.name(),
+            "job retried"
+        );
     }
     Ok((StatusCode::CREATED, Json(Retried { retried })))
 }
 
 pub(crate) async fn approve(
-    _: CanWrite,
+    CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
+    let job = state
+        .queue()
+        .get(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    caller.may_change(&job.spec.repo)?;
     // A workflow's job waiting for others, or a job waiting for its concurrency group, is not
     // waiting for a person: approving it would start it without what it waits for.
-    if let Some(job) = state.queue().get(&id).await?
-        && job.status == JobStatus::Blocked
-    {
+    if job.status == JobStatus::Blocked {
         if let Some(group) = &job.concurrency {
             return Err(ApiError::Conflict(format!(
                 "job {id} waits for its concurrency group {group}, not for approval; it is \
@@ -194,6 +220,9 @@ pub(crate) async fn approve(
     }
     let job = state.queue().approve(&id).await?;
     state.metrics().job_queued(&job.spec.pool);
-    info!(job = %job.id, repo = %job.spec.repo, pool = %job.spec.pool, "job approved");
+    info!(
+        job = %job.id, repo = %job.spec.repo, pool = %job.spec.pool, token = %caller.name(),
+        "job approved"
+    );
     Ok(Json(job))
 }

@@ -11,7 +11,7 @@ use raibid_queue::Enqueued;
 use serde::Serialize;
 use tracing::info;
 
-use crate::auth::{CanRead, CanWrite};
+use crate::auth::{CanRead, CanRunJobs};
 use crate::scheduler::{self, ScheduleError};
 use crate::{ApiError, AppState};
 
@@ -85,7 +85,7 @@ pub(crate) async fn list(
 /// occurrence's (`cron:<name>:<unix seconds>`) nor another run's: the queue never takes a run
 /// for a redelivery, nor an occurrence for a redelivery of a run.
 pub(crate) async fn run(
-    _: CanWrite,
+    CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
@@ -98,6 +98,7 @@ pub(crate) async fn run(
         .ok_or_else(|| {
             ApiError::NotFound(format!("schedule {name} not found in server.schedules"))
         })?;
+    caller.may_change(&schedule.repo)?;
     // The same bounds as the scheduler's: a token queues nothing the timetable would not.
     if !state.config().server.events.contains(&Event::Cron) {
         return Err(ApiError::Conflict(format!(
@@ -124,6 +125,7 @@ pub(crate) async fn run(
         job = %job.id,
         sha = %job.spec.sha,
         pool = %job.spec.pool,
+        token = %caller.name(),
         "schedule run by hand"
     );
     Ok((StatusCode::CREATED, Json(job)))

@@ -16,7 +16,7 @@ use tracing::info;
 
 use super::submit::json_error;
 use super::validate;
-use crate::auth::CanWrite;
+use crate::auth::{Caller, CanSetSecrets};
 use crate::{ApiError, AppState};
 
 /// Names go into steps' environments, so they are variable names; 128 characters is
@@ -39,53 +39,67 @@ pub(crate) struct SecretList {
 }
 
 pub(crate) async fn list(
-    _: CanWrite,
+    CanSetSecrets(caller): CanSetSecrets,
     State(state): State<AppState>,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Json<SecretList>, ApiError> {
-    list_of(&state, repo(&owner, &name)?).await
+    list_of(&state, repo_for(&caller, &owner, &name)?).await
 }
 
 pub(crate) async fn set(
-    _: CanWrite,
+    CanSetSecrets(caller): CanSetSecrets,
     State(state): State<AppState>,
     Path((owner, name, secret)): Path<(String, String, String)>,
     request: Result<Json<SetSecret>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RepoSecret>), ApiError> {
-    set_in(&state, repo(&owner, &name)?, &secret, request).await
+    set_in(
+        &state,
+        &caller,
+        repo_for(&caller, &owner, &name)?,
+        &secret,
+        request,
+    )
+    .await
 }
 
 pub(crate) async fn delete(
-    _: CanWrite,
+    CanSetSecrets(caller): CanSetSecrets,
     State(state): State<AppState>,
     Path((owner, name, secret)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    delete_from(&state, repo(&owner, &name)?, &secret).await
+    delete_from(&state, &caller, repo_for(&caller, &owner, &name)?, &secret).await
 }
 
 pub(crate) async fn list_owner(
-    _: CanWrite,
+    CanSetSecrets(caller): CanSetSecrets,
     State(state): State<AppState>,
     Path(owner): Path<String>,
 ) -> Result<Json<SecretList>, ApiError> {
-    list_of(&state, owner_scope(&owner)?).await
+    list_of(&state, owner_for(&caller, &owner)?).await
 }
 
 pub(crate) async fn set_owner(
-    _: CanWrite,
+    CanSetSecrets(caller): CanSetSecrets,
     State(state): State<AppState>,
     Path((owner, secret)): Path<(String, String)>,
     request: Result<Json<SetSecret>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RepoSecret>), ApiError> {
-    set_in(&state, owner_scope(&owner)?, &secret, request).await
+    set_in(
+        &state,
+        &caller,
+        owner_for(&caller, &owner)?,
+        &secret,
+        request,
+    )
+    .await
 }
 
 pub(crate) async fn delete_owner(
-    _: CanWrite,
+    CanSetSecrets(caller): CanSetSecrets,
     State(state): State<AppState>,
     Path((owner, secret)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    delete_from(&state, owner_scope(&owner)?, &secret).await
+    delete_from(&state, &caller, owner_for(&caller, &owner)?, &secret).await
 }
 
 async fn list_of(state: &AppState, scope: SecretScope) -> Result<Json<SecretList>, ApiError> {
@@ -95,6 +109,7 @@ async fn list_of(state: &AppState, scope: SecretScope) -> Result<Json<SecretList
 
 async fn set_in(
     state: &AppState,
+    caller: &Caller,
     scope: SecretScope,
     secret: &str,
     request: Result<Json<SetSecret>, JsonRejection>,
@@ -134,7 +149,7 @@ async fn set_in(
             &request.branches,
         )
         .await?;
-    info!(%scope, secret, created, "secret set");
+    info!(%scope, secret, created, token = %caller.name(), "secret set");
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -145,6 +160,7 @@ async fn set_in(
 
 async fn delete_from(
     state: &AppState,
+    caller: &Caller,
     scope: SecretScope,
     secret: &str,
 ) -> Result<StatusCode, ApiError> {
@@ -154,7 +170,7 @@ async fn delete_from(
             "{scope} has no secret {secret}"
         )));
     }
-    info!(%scope, secret, "secret deleted");
+    info!(%scope, secret, token = %caller.name(), "secret deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -193,6 +209,21 @@ fn repo(owner: &str, name: &str) -> Result<SecretScope, ApiError> {
         message: m.to_owned(),
     })?;
     Ok(SecretScope::Repo(repo))
+}
+
+/// A repository's secrets, if the caller's token is for that repository.
+fn repo_for(caller: &Caller, owner: &str, name: &str) -> Result<SecretScope, ApiError> {
+    let scope = repo(owner, name)?;
+    caller.may_change(&format!("{owner}/{name}"))?;
+    Ok(scope)
+}
+
+/// An owner's secrets, which all its repositories read, if the caller's token is for all of
+/// them.
+fn owner_for(caller: &Caller, owner: &str) -> Result<SecretScope, ApiError> {
+    let scope = owner_scope(owner)?;
+    caller.may_change_owner(owner)?;
+    Ok(scope)
 }
 
 /// An owner is valid if its repositories' names can be.

@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::git;
 use super::validate;
-use crate::auth::CanWrite;
+use crate::auth::CanRunJobs;
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Deserialize)]
@@ -32,12 +32,13 @@ pub(crate) struct SubmitRequest {
 }
 
 pub(crate) async fn submit(
-    _: CanWrite,
+    CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,
     request: Result<Json<SubmitRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let Json(request) = request.map_err(json_error)?;
     let mut spec = validated(&state, request)?;
+    caller.may_change(&spec.repo)?;
     // A token is no way around what the server builds at all: the same limits as webhooks.
     if !state.repos().is_allowed(&spec.repo) {
         return Err(ApiError::RepoNotAllowed(spec.repo));
@@ -63,6 +64,7 @@ pub(crate) async fn submit(
         repo = %job.spec.repo,
         git_ref = %job.spec.git_ref,
         pool = %job.spec.pool,
+        token = %caller.name(),
         "job submitted"
     );
     Ok((StatusCode::CREATED, Json(job)))

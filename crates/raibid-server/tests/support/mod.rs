@@ -32,7 +32,7 @@ pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 pub fn config() -> Config {
     let mut config = Config::default();
     config.server.webhook_secret = Secret::new(SECRET);
-    config.server.tokens = vec![TokenHash::parse(&hash_token(TOKEN)).unwrap()];
+    config.server.tokens = vec![TokenHash::parse(&hash_token(TOKEN)).unwrap().into()];
     config
 }
 
