@@ -290,6 +290,7 @@ mod tests {
             artifacts: None,
             log_pruned: false,
             concurrency: None,
+            approved_by: None,
         }
     }
 

@@ -466,6 +466,10 @@ pub struct Job {
     /// or waits for (`blocked`), once an agent has read the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<String>,
+    /// Who let it run when it waited for approval (`server.approval`): the name of the API
+    /// token (or the start of its hash) that approved it, as Woodpecker shows its approver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 impl Job {
@@ -488,6 +492,7 @@ impl Job {
             artifacts: None,
             log_pruned: false,
             concurrency: None,
+            approved_by: None,
         }
     }
 

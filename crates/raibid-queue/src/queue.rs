@@ -755,8 +755,21 @@ impl Queue {
         Ok(expired)
     }
 
-    /// Queues a blocked job (see [`Queue::enqueue_blocked`]) now that a person approved it.
+    /// Queues a blocked job (see [`Queue::enqueue_blocked`]) now that a person approved it;
+    /// `approver` (an API token's name) is kept on its record.
+    pub async fn approve_by(&self, id: &str, approver: &str) -> Result<Job, QueueError> {
+        let mut job = self.approve_as(id, approver).await?;
+        job.approved_by = Some(approver.to_owned());
+        Ok(job)
+    }
+
+    /// Queues a blocked job whose wait the queue itself ended (its workflows ran, its
+    /// concurrency group came free): nobody approved it.
     pub async fn approve(&self, id: &str) -> Result<Job, QueueError> {
+        self.approve_as(id, "").await
+    }
+
+    async fn approve_as(&self, id: &str, approver: &str) -> Result<Job, QueueError> {
         let job = self
             .get(id)
             .await?
@@ -777,7 +790,8 @@ impl Queue {
             .key(self.keys.events())
             .arg(id)
             .arg(self.options.maxlen)
-            .arg(&self.options.consumer_group);
+            .arg(&self.options.consumer_group)
+            .arg(approver);
         let reply: Vec<String> = self.conn.script(&invocation).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {

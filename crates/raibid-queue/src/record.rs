@@ -112,6 +112,7 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
         },
         log_pruned: get("log_pruned") == Some("1"),
         concurrency: opt("concurrency"),
+        approved_by: opt("approved_by"),
     })
 }
 

@@ -568,7 +568,7 @@ return 'final:' .. status
 /// have written it, so the lag counts it and an autoscaler starts an agent.
 ///
 /// KEYS: job, stream, by-status(blocked), by-status(queued), events
-/// ARGV: id, maxlen, group
+/// ARGV: id, maxlen, group, approver ('' when the queue itself lets it run)
 /// Returns {"ok", entry} | {"full", depth} | {"missing"} | {"status", <status>}
 pub(crate) static APPROVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -585,6 +585,7 @@ if redis.call('XLEN', KEYS[2]) >= maxlen then
 end
 local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'queued', 'entry', entry)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'approved_by', ARGV[4]) end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], '0', ARGV[1])
 redis.call('XADD', KEYS[5], '*', 'job', ARGV[1], 'status', 'queued')

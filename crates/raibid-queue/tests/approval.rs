@@ -55,8 +55,11 @@ async fn a_blocked_job_runs_only_once_approved() {
     );
     assert_eq!(q.count(JobStatus::Blocked).await.unwrap(), 1);
 
-    let approved = q.approve(&job.id).await.unwrap();
+    let approved = q.approve_by(&job.id, "release-bot").await.unwrap();
     assert_eq!(approved.status, JobStatus::Queued);
+    assert_eq!(approved.approved_by.as_deref(), Some("release-bot"));
+    let recorded = q.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(recorded.approved_by.as_deref(), Some("release-bot"));
     assert_eq!(q.stats(&PoolName::default()).await.unwrap().lag, 1);
     let claimed = agent
         .claim(&[PoolName::default()], Duration::ZERO)
@@ -155,6 +158,9 @@ async fn blocked_jobs_past_the_cutoff_expire() {
     other.git_ref = "refs/pull/4/head".into();
     let approved = blocked(&q, other).await;
     q.approve(&approved.id).await.unwrap();
+    // Queued by the queue itself (as a concurrency group or workflows do): nobody approved.
+    let record = q.get(&approved.id).await.unwrap().unwrap();
+    assert_eq!(record.approved_by, None);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let cutoff = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -829,6 +829,12 @@ fn schemas() -> Value {
                         the job holds, or waits for while blocked; set once an agent has read \
                         the pipeline."
     });
+    schemas["Job"]["properties"]["approved_by"] = json!({
+        "type": "string",
+        "description": "Who let a job that waited for approval (server.approval) run: the name \
+                        of the API token that approved it (server.tokens), or the start of its \
+                        hash for an unnamed one. Absent for jobs that never waited for a person."
+    });
     schemas["Needs"] = json!({
         "type": "object", "required": ["workflows", "jobs"],
         "description": "For the job of a workflow with depends_on: what it waits for, blocked, before it is queued.",

@@ -42,7 +42,12 @@ async fn a_pull_request_from_a_fork_waits_until_a_token_holder_approves_it() {
 
     let approved = server.post_json(&path, &serde_json::json!({})).await;
     assert_eq!(approved.status(), StatusCode::OK);
-    assert_eq!(json(approved).await["status"], "queued");
+    let approved = json(approved).await;
+    assert_eq!(approved["status"], "queued");
+    // The approver is kept: an unnamed token by the start of its hash.
+    let by = &raibid_config::hash_token(support::TOKEN)[..15];
+    assert_eq!(approved["approved_by"], by);
+    assert_eq!(job(&server, &id).await.approved_by.as_deref(), Some(by));
     assert_eq!(
         server.queue.stats(&PoolName::default()).await.unwrap().lag,
         1

@@ -159,6 +159,24 @@ async fn a_jobs_token_changes_only_its_repositories_jobs() {
     )
     .await;
 
+    // Its own repository's blocked job it approves, and is named as the approver.
+    let mut fork = raibid_model::NewJob::new(
+        "acme/app",
+        "https://git.example/acme/app.git",
+        "refs/pull/7/head",
+        SHA,
+        raibid_model::Event::PullRequest,
+    );
+    fork.from_fork = true;
+    let blocked = match server.queue.enqueue_blocked(fork).await.unwrap() {
+        raibid_queue::Enqueued::Created(job) => job.id,
+        other => panic!("{other:?}"),
+    };
+    let path = format!("/api/v1/jobs/{blocked}/approve");
+    let response = call(&server, Method::POST, &path, BOT, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await["approved_by"], "bot");
+
     // Its own repository's job it cancels; a job id that does not exist is still 404.
     let path = format!("/api/v1/jobs/{ours}/cancel");
     let response = call(&server, Method::POST, &path, BOT, None).await;

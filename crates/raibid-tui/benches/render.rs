@@ -47,6 +47,7 @@ fn jobs() -> Vec<Job> {
                 artifacts: None,
                 log_pruned: false,
                 concurrency: None,
+                approved_by: None,
             }
         })
         .collect()

@@ -394,6 +394,9 @@ fn describe(job: &Job) -> String {
     if let Some(parent) = &job.spec.matrix_parent {
         field("queued by", parent.clone());
     }
+    if let Some(approver) = &job.approved_by {
+        field("approver", approver.clone());
+    }
     if let Some(group) = &job.concurrency {
         field("concurrency", group.clone());
     }
@@ -503,6 +506,9 @@ mod tests {
         ] {
             assert!(shown.contains(line), "{line:?} in\n{shown}");
         }
+        assert!(!shown.contains("approver"), "{shown}");
+        job.approved_by = Some("release-bot".into());
+        assert!(describe(&job).contains("approver   release-bot\n"));
     }
 
     #[test]

@@ -218,7 +218,7 @@ pub(crate) async fn approve(
             )));
         }
     }
-    let job = state.queue().approve(&id).await?;
+    let job = state.queue().approve_by(&id, &caller.name()).await?;
     state.metrics().job_queued(&job.spec.pool);
     info!(
         job = %job.id, repo = %job.spec.repo, pool = %job.spec.pool, token = %caller.name(),

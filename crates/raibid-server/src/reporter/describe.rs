@@ -228,6 +228,7 @@ mod tests {
             artifacts: None,
             log_pruned: false,
             concurrency: None,
+            approved_by: None,
         }
     }
 
