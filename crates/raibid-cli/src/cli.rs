@@ -408,14 +408,18 @@ pub enum JobCommand {
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         retry_for: u64,
     },
-    /// Download a job's `artifacts:` from the registry the agent pushed them to, and unpack
-    /// them into a directory. Uses `agent.registry`'s login (or RAIBID_AGENT_REGISTRY_USERNAME
-    /// and RAIBID_AGENT_REGISTRY_PASSWORD) when the artifacts are on that host, else none.
+    /// Download a job's `artifacts:` through the server (which fetches them from the registry
+    /// the agent pushed them to, with its login there) and unpack them into a directory.
     Artifacts {
         id: String,
         /// Where to unpack them [default: ./<id>-artifacts].
         #[arg(long, short)]
         dir: Option<std::path::PathBuf>,
+        /// Fetch them from the registry directly instead, with `agent.registry`'s login (or
+        /// RAIBID_AGENT_REGISTRY_USERNAME and RAIBID_AGENT_REGISTRY_PASSWORD) when they are on
+        /// that host, else none.
+        #[arg(long)]
+        from_registry: bool,
     },
     /// Cancel a queued or running job; a blocked one is declined.
     Cancel { id: String },

@@ -280,17 +280,19 @@ async fn follow_gives_up_when_the_job_stays_unreadable() {
 }
 
 /// `raibid job artifacts` downloads what an agent pushed (here: pushed as an agent does, with
-/// the agent's packing) and unpacks it; with the registry's login from `agent.registry` only.
+/// the agent's packing) and unpacks it: through the server, with the server's registry login
+/// (`agent.registry` in its configuration) and none of the user's; or with `--from-registry`
+/// from the registry itself, with the user's.
 #[tokio::test]
 async fn job_artifacts_come_back_from_the_registry_into_a_directory() {
     use raibid_testkit::Registry;
     use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
 
     let Setup {
-        redis: _redis,
+        redis,
         _dir,
-        config: _,
-        port: _,
+        config: server_config,
+        port,
         url,
         server,
         queue,
@@ -352,25 +354,54 @@ async fn job_artifacts_come_back_from_the_registry_into_a_directory() {
             .output()
             .unwrap()
     };
+    let download = |config: &Path, out_dir: &Path, extra: &[&str]| {
+        let mut args = vec!["job", "artifacts", &id, "--dir", out_dir.to_str().unwrap()];
+        args.extend(extra);
+        cli(config, &args)
+    };
+    let downloaded = |out: std::process::Output, out_dir: &Path| {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout,
+            format!("1 file of {} in {}\n", pushed.reference, out_dir.display())
+        );
+        assert_eq!(
+            std::fs::read_to_string(out_dir.join("dist/app")).unwrap(),
+            "binary"
+        );
+    };
+    let without = dir.path().join("empty.yaml");
+    std::fs::write(&without, "").unwrap();
+
+    // From the registry itself, with the user's login.
     let out_dir = dir.path().join("out");
-    let out = cli(
-        &with_login,
-        &["job", "artifacts", &id, "--dir", out_dir.to_str().unwrap()],
+    downloaded(
+        download(&with_login, &out_dir, &["--from-registry"]),
+        &out_dir,
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+
+    // Through a server without a login there: the registry refuses it, and the command says
+    // what the server said.
+    let out = download(&with_login, &dir.path().join("y"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("through the server") && stderr.contains("bad_gateway"),
+        "{stderr}"
     );
-    assert_eq!(
-        stdout,
-        format!("1 file of {} in {}\n", pushed.reference, out_dir.display())
-    );
-    assert_eq!(
-        std::fs::read_to_string(out_dir.join("dist/app")).unwrap(),
-        "binary"
-    );
+    assert!(!dir.path().join("y").exists());
+
+    // Through a server with the login: the user needs none.
+    stop(server);
+    std::fs::copy(&with_login, &server_config).unwrap();
+    let server = start_server(&server_config, port, &redis.url());
+    let out_dir = dir.path().join("through-the-server");
+    downloaded(download(&without, &out_dir, &[]), &out_dir);
     let shown = cli(&with_login, &["job", "show", &id]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(
@@ -378,19 +409,8 @@ async fn job_artifacts_come_back_from_the_registry_into_a_directory() {
         "{shown}"
     );
 
-    // Without the login the registry refuses, and the command says so.
-    let without = dir.path().join("empty.yaml");
-    std::fs::write(&without, "").unwrap();
-    let out = cli(
-        &without,
-        &[
-            "job",
-            "artifacts",
-            &id,
-            "--dir",
-            dir.path().join("x").to_str().unwrap(),
-        ],
-    );
+    // From the registry without the login: refused, and the command says so.
+    let out = download(&without, &dir.path().join("x"), &["--from-registry"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

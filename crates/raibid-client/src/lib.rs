@@ -444,6 +444,73 @@ impl Client {
         Ok(resp.status().is_success())
     }
 
+    /// Downloads a job's artifacts archive (a `.tar.gz`) through the server into `dest`,
+    /// checking its size and digest; on any failure `dest` is removed. Returns the archive's
+    /// size and `sha256:` digest.
+    pub async fn download_artifacts(
+        &self,
+        id: &str,
+        dest: &std::path::Path,
+    ) -> Result<(u64, String), ClientError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        /// A registry behind the server that stops sending for this long has stalled.
+        const IDLE: Duration = Duration::from_secs(60);
+        let mut resp = self
+            .send(self.request(
+                reqwest::Method::GET,
+                &format!("/api/v1/jobs/{}/artifacts", segment(id)),
+            ))
+            .await?;
+        let expected_digest = resp
+            .headers()
+            .get("x-raibid-artifacts-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ClientError::Protocol("the answer names no X-Raibid-Artifacts-Digest".into())
+            })?;
+        let expected_size = resp.content_length();
+        let written = async {
+            let io = |e: std::io::Error| {
+                ClientError::Protocol(format!("writing {}: {e}", dest.display()))
+            };
+            let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+            let mut hasher = sha2::Sha256::new();
+            let mut size = 0u64;
+            loop {
+                let chunk = tokio::time::timeout(IDLE, resp.chunk())
+                    .await
+                    .map_err(|_| ClientError::Unreachable {
+                        url: self.base.clone(),
+                        message: format!("the download stalled for {} s", IDLE.as_secs()),
+                    })?
+                    .map_err(|e| ClientError::Unreachable {
+                        url: self.base.clone(),
+                        message: format!("the download broke off: {}", e.without_url()),
+                    })?;
+                let Some(chunk) = chunk else { break };
+                size += chunk.len() as u64;
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(io)?;
+            }
+            file.flush().await.map_err(io)?;
+            let digest = format!("sha256:{:x}", hasher.finalize());
+            if digest != expected_digest || expected_size.is_some_and(|n| n != size) {
+                return Err(ClientError::Protocol(format!(
+                    "the archive received ({size} bytes, {digest}) is not the one the server \
+                     named ({expected_digest})"
+                )));
+            }
+            Ok((size, digest))
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(dest).await;
+        }
+        written
+    }
+
     /// The log after `cursor` as plain text.
     pub async fn logs(&self, id: &str, cursor: Option<&str>) -> Result<LogText, ClientError> {
         let mut req = self.request(

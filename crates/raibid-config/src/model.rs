@@ -532,6 +532,38 @@ impl Default for UpConfig {
 }
 
 impl Config {
+    /// How to reach the registry of `reference` (an image or artifact reference): whether
+    /// over plain HTTP, and with which login: `agent.registry`'s on its host, nothing of it
+    /// anywhere else (a login is no business of another registry's).
+    pub fn registry_login_for(&self, reference: &str) -> (bool, Option<(String, String)>) {
+        let host = reference.split('/').next().unwrap_or_default();
+        let registry = &self.agent.registry;
+        let ours = !host.is_empty() && host == self.registry_host();
+        let login = (ours && !registry.username.is_empty()).then(|| {
+            (
+                registry.username.clone(),
+                registry.password.expose().to_owned(),
+            )
+        });
+        (ours && registry.insecure, login)
+    }
+
+    /// Where image builds and artifacts go: `agent.registry.host`, else the forge's, the host
+    /// of `gitea.url` (Gitea's registry lives there); empty: none.
+    pub fn registry_host(&self) -> String {
+        if !self.agent.registry.host.is_empty() {
+            return self.agent.registry.host.clone();
+        }
+        let url = &self.gitea.url;
+        url.split_once("://")
+            .map(|(_, rest)| rest)
+            .unwrap_or(url)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// The Redis stream of one pool.
     pub fn stream_for(&self, pool: &PoolName) -> String {
         format!("{}:{}", self.redis.stream_name, pool)

@@ -253,10 +253,11 @@ async fn a_changed_secret_changes_the_pod_templates_that_read_it() {
     assert_ne!(new_hook[1], new_password[1]);
     assert_eq!(new_hook[2..], new_password[2..]);
 
+    // The agents push with the registry login, and the server fetches artifacts with it.
     config.agent.registry.password = raibid_config::Secret::new("pkg-token");
     let new_login = secret_checksums(&config).await;
-    assert_eq!(new_login[..2], new_hook[..2]);
-    for (before, after) in new_hook[2..].iter().zip(&new_login[2..]) {
+    assert_eq!(new_login[0], new_hook[0], "Redis does not read the agents' Secret");
+    for (before, after) in new_hook[1..].iter().zip(&new_login[1..]) {
         assert_ne!(before, after);
     }
 }
@@ -323,9 +324,13 @@ async fn a_secret_read_outside_the_setup_names_its_readers() {
     )
     .await;
     assert!(!both.contains("also read by"), "{both}");
-    // The agents' Secret has no reader outside them (each agent pod reads it when it starts).
+    // The agents' Secret is also read by the server (the registry login, for artifacts).
     let agents = setup_text(setup_args(&[ComponentArg::Agents]), ALL_TOOLS).await;
-    assert!(!agents.contains("also read by"), "{agents}");
+    assert!(
+        agents.contains("also read by Deployment/raibid-server (namespace raibid-ci)")
+            && agents.contains("(run `raibid setup server agents`)"),
+        "{agents}"
+    );
     // `setup flux` writes every Secret, and the prod overlay is named in what to run.
     let mut args = setup_args(&[ComponentArg::Flux]);
     args.overlay = "prod".into();

@@ -113,14 +113,84 @@ pub async fn delete_artifact(
     }
 }
 
-/// Writes the archive of the artifact `reference` (best pinned by digest, as
-/// [`PushedArtifact::reference`] is) to `dest`, checking it against the digests the manifest
-/// names. Returns its size.
-pub async fn pull_artifact(
+/// An artifact's archive on its way from the registry: its size and digest, known from the
+/// manifest before the first byte, and its bytes, checked against both as they come, so that
+/// it can be passed on (the server's `GET /api/v1/jobs/{id}/artifacts`) without a copy on disk.
+pub struct ArtifactDownload {
+    /// Of the archive, as the manifest names it.
+    pub size: u64,
+    /// `sha256:<hex>` of the archive, as the manifest names it.
+    pub digest: String,
+    reference: ImageReference,
+    response: reqwest::Response,
+    hasher: Sha256,
+    received: u64,
+    done: bool,
+}
+
+impl ArtifactDownload {
+    /// The next piece of the archive; `None` at its end, once its size and digest were found
+    /// right. An error means the bytes given so far must be thrown away: the registry served
+    /// something else than the manifest names, or the connection broke.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, PreflightError> {
+        if self.done {
+            return Ok(None);
+        }
+        let chunk = self
+            .response
+            .chunk()
+            .await
+            .map_err(|e| unreachable(&self.reference, &e))?;
+        match chunk {
+            Some(chunk) => {
+                self.received += chunk.len() as u64;
+                if self.received > self.size {
+                    self.done = true;
+                    return Err(self.mismatch("more than"));
+                }
+                self.hasher.update(&chunk);
+                // The last piece is checked before it is given, so that whoever passes the
+                // pieces on (with the size announced) never completes a damaged archive.
+                if self.received == self.size {
+                    self.done = true;
+                    self.verify()?;
+                }
+                Ok(Some(chunk))
+            }
+            None => {
+                self.done = true;
+                self.verify()?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn verify(&mut self) -> Result<(), PreflightError> {
+        let got = format!("sha256:{:x}", self.hasher.finalize_reset());
+        if self.received != self.size || got != self.digest {
+            return Err(self.mismatch(&format!("{} bytes, {got}: not", self.received)));
+        }
+        Ok(())
+    }
+
+    fn mismatch(&self, what: &str) -> PreflightError {
+        PreflightError::BadManifest {
+            image: self.reference.to_string(),
+            message: format!(
+                "the archive the registry served ({what} the one the manifest names: {} bytes, \
+                 {})",
+                self.size, self.digest
+            ),
+        }
+    }
+}
+
+/// Starts downloading the archive of the artifact `reference` (best pinned by digest, as
+/// [`PushedArtifact::reference`] is): reads and checks its manifest, then asks for the layer.
+pub async fn open_artifact(
     reference: &str,
-    dest: &Path,
     options: &FetchOptions,
-) -> Result<u64, PreflightError> {
+) -> Result<ArtifactDownload, PreflightError> {
     let reference = ImageReference::parse(reference)?;
     let image = reference.to_string();
     let mut registry = Registry::new(&reference, options)?;
@@ -160,41 +230,49 @@ pub async fn pull_artifact(
         }
     };
     let url = format!("{}/blobs/{}", registry.base, layer.digest);
-    let mut response = registry.send(|http| http.get(&url)).await?;
+    let response = registry.send(|http| http.get(&url)).await?;
+    Ok(ArtifactDownload {
+        size: layer.size,
+        digest: layer.digest.clone(),
+        reference,
+        response,
+        hasher: Sha256::new(),
+        received: 0,
+        done: false,
+    })
+}
+
+/// Writes the archive of the artifact `reference` (best pinned by digest, as
+/// [`PushedArtifact::reference`] is) to `dest`, checking it against the digests the manifest
+/// names. Returns its size.
+pub async fn pull_artifact(
+    reference: &str,
+    dest: &Path,
+    options: &FetchOptions,
+) -> Result<u64, PreflightError> {
+    let mut download = open_artifact(reference, options).await?;
+    let (registry, image) = (
+        download.reference.registry.clone(),
+        download.reference.to_string(),
+    );
     let io_error = |e: std::io::Error| PreflightError::Unreachable {
-        registry: reference.registry.clone(),
+        registry: registry.clone(),
         image: image.clone(),
         message: format!("writing {}: {e}", dest.display()),
     };
     let mut file = tokio::fs::File::create(dest).await.map_err(io_error)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| unreachable(&reference, &e))?
-    {
-        size += chunk.len() as u64;
-        if size > layer.size {
-            break;
+    let written = async {
+        while let Some(chunk) = download.chunk().await? {
+            file.write_all(&chunk).await.map_err(io_error)?;
         }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(io_error)?;
+        file.flush().await.map_err(io_error)
     }
-    file.flush().await.map_err(io_error)?;
-    let got = format!("sha256:{:x}", hasher.finalize());
-    if size != layer.size || got != layer.digest {
+    .await;
+    if let Err(e) = written {
         let _ = tokio::fs::remove_file(dest).await;
-        return Err(PreflightError::BadManifest {
-            image,
-            message: format!(
-                "the archive the registry served ({size} bytes, {got}) is not the one the \
-                 manifest names ({} bytes, {})",
-                layer.size, layer.digest
-            ),
-        });
+        return Err(e);
     }
-    Ok(size)
+    Ok(download.size)
 }
 
 #[derive(Deserialize)]

@@ -15,8 +15,8 @@ mod index;
 mod reference;
 
 pub use artifact::{
-    ARTIFACT_TYPE, LAYER_MEDIA_TYPE, LAYER_TITLE, PushedArtifact, delete_artifact, pull_artifact,
-    push_artifact,
+    ARTIFACT_TYPE, ArtifactDownload, LAYER_MEDIA_TYPE, LAYER_TITLE, PushedArtifact,
+    delete_artifact, open_artifact, pull_artifact, push_artifact,
 };
 pub use fetch::{FetchOptions, ImageCheck, check_image};
 pub use index::{

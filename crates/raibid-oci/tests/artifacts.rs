@@ -119,3 +119,53 @@ async fn an_image_is_not_taken_for_artifacts() {
         "{err}"
     );
 }
+
+/// A registry that serves other bytes than the manifest names (a damaged or tampered store):
+/// the download is refused at its end and nothing is left behind; streamed, the last piece is
+/// an error instead of the end.
+#[tokio::test]
+async fn an_archive_that_is_not_the_manifest_s_is_refused() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.tar.gz");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&archive, &content).unwrap();
+    let tag = format!("{}/acme/app/artifacts:01JOB", registry.host());
+    let pushed = push_artifact(&tag, &archive, &BTreeMap::new(), &options(None))
+        .await
+        .unwrap();
+    let mut download = raibid_oci::open_artifact(&pushed.reference, &options(None))
+        .await
+        .unwrap();
+    assert_eq!(download.size, content.len() as u64);
+    let blob = registry.blob_path(&download.digest);
+    let mut whole = Vec::new();
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        whole.extend_from_slice(&chunk);
+    }
+    assert_eq!(whole, content);
+
+    // The same length, one byte changed.
+    let mut tampered = content.clone();
+    tampered[100_000] ^= 0xff;
+    std::fs::write(&blob, &tampered).unwrap();
+    let back = dir.path().join("back.tar.gz");
+    let err = pull_artifact(&pushed.reference, &back, &options(None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PreflightError::BadManifest { message, .. } if message.contains("not the one the manifest names")),
+        "{err}"
+    );
+    assert!(!back.exists(), "nothing is left behind");
+    let mut download = raibid_oci::open_artifact(&pushed.reference, &options(None))
+        .await
+        .unwrap();
+    let end = loop {
+        match download.chunk().await {
+            Ok(Some(_)) => continue,
+            end => break end,
+        }
+    };
+    assert!(end.is_err(), "{end:?}");
+}

@@ -52,6 +52,12 @@ pub(crate) enum ApiError {
     EventNotEnabled(raibid_model::Event),
     #[error("{0}")]
     NotFound(String),
+    /// What was asked for existed and is gone for good (expired artifacts).
+    #[error("{0}")]
+    Gone(String),
+    /// A server the request needed (the registry) failed or refused.
+    #[error("{0}")]
+    BadGateway(String),
     /// The request contradicts the job's current state (retrying a job that is still running).
     #[error("{0}")]
     Conflict(String),
@@ -105,6 +111,8 @@ impl ApiError {
             }
             ApiError::NotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -135,6 +143,8 @@ impl ApiError {
             ApiError::EventNotEnabled(_) => "event_not_enabled",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Gone(_) => "gone",
+            ApiError::BadGateway(_) => "bad_gateway",
             ApiError::RouteNotFound(_) => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",

@@ -551,6 +551,37 @@ fn paths() -> Value {
                 }
             }
         },
+        "/api/v1/jobs/{id}/artifacts": {
+            "get": {
+                "operationId": "job_artifacts",
+                "tags": ["jobs"],
+                "summary": "Download a job's artifacts",
+                "description": "The gzipped tar of the job's artifacts: (the pipeline's \
+                    artifacts:), fetched from the registry the agent pushed it to with the \
+                    server's login there (agent.registry) and passed on as it comes. It is \
+                    checked against the digest its manifest names while it passes; when the \
+                    registry serves other bytes the response is broken off before its end, so \
+                    a client must treat a short body as a failure (Content-Length says the \
+                    size) and may check X-Raibid-Artifacts-Digest itself.",
+                "security": [{}, { "bearer": [] }],
+                "parameters": [job_id_parameter()],
+                "responses": {
+                    "200": {
+                        "description": "The archive (ORAS's artifacts.tar.gz).",
+                        "headers": {
+                            "X-Raibid-Artifacts-Digest": { "schema": { "type": "string" }, "description": "sha256:<hex> of the archive." },
+                            "Content-Length": { "schema": { "type": "integer" }, "description": "Its size in bytes." }
+                        },
+                        "content": { "application/gzip": { "schema": { "type": "string", "format": "binary" } } }
+                    },
+                    "401": unauthorized,
+                    "404": error("No such job, the job has no artifacts, or the registry no longer has them."),
+                    "410": error("The artifacts expired and were deleted (code gone)."),
+                    "502": error("The registry failed or refused the server (code bad_gateway)."),
+                    "503": unavailable
+                }
+            }
+        },
         "/api/v1/queues": {
             "get": {
                 "operationId": "list_queues",

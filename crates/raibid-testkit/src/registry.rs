@@ -101,6 +101,19 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Where the registry keeps the blob `sha256:<hex>` on disk: a test that overwrites it
+    /// makes the registry serve other bytes than the digest names, as a damaged disk or a
+    /// tampered store would.
+    pub fn blob_path(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// A plain GET, authenticated when the registry requires it.
     pub fn get(&self, path: &str, accept: Option<&str>) -> std::io::Result<Response> {
         http_get(self.port, path, accept, self.credentials.as_deref())

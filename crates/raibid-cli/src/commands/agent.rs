@@ -87,7 +87,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
     info!(executor = executor.name(), %name, pools = ?pools, "agent starting");
 
     let images = if which("buildah").is_some() {
-        let registry = registry_host(&config);
+        let registry = config.registry_host();
         Some(Arc::new(ImageBuilder::new(ImageBuildOptions {
             // In a pod, agent.buildah_root is the node-local cache volume (infra/base/agents).
             root: non_empty(&a.buildah_root)
@@ -135,7 +135,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
             heartbeat_interval: Duration::from_secs(a.heartbeat_interval_secs.max(1)),
             step_path: toolchain.path(),
             step_env: toolchain.env(),
-            registry: registry_host(&config),
+            registry: config.registry_host(),
             repos: RepoFilter::new(&a.repos).context("agent.repos")?,
         },
     });
@@ -167,7 +167,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
 /// without a registry or with `agent.artifacts_max_bytes: 0`.
 fn artifact_store(config: &Config) -> Option<ArtifactStore> {
     let a = &config.agent;
-    let registry = registry_host(config);
+    let registry = config.registry_host();
     (!registry.is_empty() && a.artifacts_max_bytes > 0).then(|| ArtifactStore {
         registry,
         login: (!a.registry.username.is_empty()).then(|| {
@@ -435,7 +435,7 @@ async fn executor(
             check_container_devices(&engine, &devices)?;
             let registry = &config.agent.registry;
             let login = (!registry.username.is_empty()).then(|| RegistryLogin {
-                host: registry_host(config),
+                host: config.registry_host(),
                 username: registry.username.clone(),
                 password: registry.password.expose().to_owned(),
             });
@@ -533,22 +533,6 @@ impl Toolchain {
         }
         env
     }
-}
-
-/// `{registry}` in image tags: the configured registry, or the forge's host (Gitea serves its
-/// container registry on the same host).
-pub(crate) fn registry_host(config: &Config) -> String {
-    if !config.agent.registry.host.is_empty() {
-        return config.agent.registry.host.clone();
-    }
-    let url = &config.gitea.url;
-    url.split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(url)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// What bwrap covers with an empty tmpfs: the agent's data directory, `raibid up`'s around

@@ -98,10 +98,19 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 print!("{}", f.finish());
             }
         }
-        JobCommand::Artifacts { id, dir } => {
+        JobCommand::Artifacts {
+            id,
+            dir,
+            from_registry,
+        } => {
             let job = client.job(&id).await?;
             let dest = dir.unwrap_or_else(|| PathBuf::from(format!("{id}-artifacts")));
-            let (reference, files) = download_artifacts(config, &job, &dest).await?;
+            let from = if from_registry {
+                ArtifactSource::Registry(config)
+            } else {
+                ArtifactSource::Server(&client)
+            };
+            let (reference, files) = download_artifacts(from, &job, &dest).await?;
             if json {
                 let reply = serde_json::json!({
                     "job": id, "reference": reference, "dir": dest, "files": files,
@@ -151,10 +160,18 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where `raibid job artifacts` gets the archive.
+enum ArtifactSource<'a> {
+    /// `GET /api/v1/jobs/{id}/artifacts`: the server's registry login, the user's API token.
+    Server(&'a Client),
+    /// The registry itself, with this configuration's `agent.registry` login.
+    Registry(&'a Config),
+}
+
 /// Pulls the job's artifacts (pinned by digest) and unpacks them into `dest`; returns the
 /// reference and the number of files.
 async fn download_artifacts(
-    config: &Config,
+    from: ArtifactSource<'_>,
     job: &Job,
     dest: &Path,
 ) -> anyhow::Result<(String, u64)> {
@@ -180,19 +197,6 @@ async fn download_artifacts(
         );
     }
     let reference = artifacts.reference.clone();
-    let host = reference.split('/').next().unwrap_or_default();
-    let registry = &config.agent.registry;
-    let ours = host == super::agent::registry_host(config);
-    let options = raibid_oci::FetchOptions {
-        insecure: ours && registry.insecure,
-        timeout: Duration::from_secs(60),
-        credentials: (ours && !registry.username.is_empty()).then(|| {
-            (
-                registry.username.clone(),
-                registry.password.expose().to_owned(),
-            )
-        }),
-    };
     // Beside the destination rather than in /tmp, which may be a small tmpfs.
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -204,14 +208,38 @@ async fn download_artifacts(
         .suffix(".tar.gz")
         .tempfile_in(&parent)
         .with_context(|| format!("creating a temporary file in {}", parent.display()))?;
-    raibid_oci::pull_artifact(&reference, archive.path(), &options)
-        .await
-        .with_context(|| format!("downloading {reference}"))?;
+    match from {
+        ArtifactSource::Server(client) => {
+            client
+                .download_artifacts(&job.id, archive.path())
+                .await
+                .with_context(|| format!("downloading {reference} through the server"))?;
+        }
+        ArtifactSource::Registry(config) => {
+            raibid_oci::pull_artifact(
+                &reference,
+                archive.path(),
+                &registry_options(config, &reference),
+            )
+            .await
+            .with_context(|| format!("downloading {reference}"))?;
+        }
+    }
     let (path, into) = (archive.path().to_path_buf(), dest.to_path_buf());
     let files = tokio::task::spawn_blocking(move || raibid_agent::artifacts::unpack(&path, &into))
         .await?
         .with_context(|| format!("unpacking {reference} into {}", dest.display()))?;
     Ok((reference, files))
+}
+
+/// `agent.registry`'s login on its host, none elsewhere.
+fn registry_options(config: &Config, reference: &str) -> raibid_oci::FetchOptions {
+    let (insecure, credentials) = config.registry_login_for(reference);
+    raibid_oci::FetchOptions {
+        insecure,
+        timeout: Duration::from_secs(60),
+        credentials,
+    }
 }
 
 /// `logs --follow`: prints the log until the job ends, reconnecting after the last event seen

@@ -268,10 +268,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             "  registry  none: install docker-registry for image pushes and artifacts, or set \
              agent.registry"
         ),
-        None => println!(
-            "  registry  {} (configured)",
-            crate::commands::agent::registry_host(&config)
-        ),
+        None => println!("  registry  {} (configured)", config.registry_host()),
     }
     println!("  server    {server_url}  (webhooks: {server_url}/webhooks/gitea|forgejo|github)");
     println!(

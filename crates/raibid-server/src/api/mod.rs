@@ -1,5 +1,6 @@
 //! The jobs API under `/api/v1`: JSON in and out, bearer tokens for anything that changes jobs.
 
+mod artifacts;
 mod badges;
 mod follow;
 pub(crate) mod git;
@@ -27,6 +28,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/api/v1/jobs/{id}/retry-failed", jobs::retry_failed),
         Route::post("/api/v1/jobs/{id}/approve", jobs::approve),
         Route::get("/api/v1/jobs/{id}/logs", logs::logs),
+        Route::get("/api/v1/jobs/{id}/artifacts", artifacts::download),
         Route::get("/api/v1/queues", pools::queues),
         Route::get("/api/v1/agents", pools::agents),
         Route::get("/api/v1/repos/{owner}/{name}/badge.svg", badges::badge),
