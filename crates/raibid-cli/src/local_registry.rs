@@ -55,6 +55,7 @@ impl LocalRegistry {
             .create(true)
             .append(true)
             .open(dir.join("registry.log"))?;
+        garbage_collect(&binary, &config, dir, &log).await;
         let mut cmd = Command::new(binary);
         cmd.arg("serve")
             .arg(&config)
@@ -129,6 +130,46 @@ impl LocalRegistry {
     }
 }
 
+/// Frees the layers no manifest uses any more (those of artifacts that expired: deleting a
+/// manifest frees nothing by itself), before the registry serves: distribution's garbage
+/// collection must not run beside uploads. A failure costs only space, so it is logged and
+/// the registry starts anyway.
+async fn garbage_collect(binary: &Path, config: &Path, dir: &Path, log: &std::fs::File) {
+    /// A store so large that collecting takes longer is left for the next start.
+    const LIMIT: Duration = Duration::from_secs(300);
+    if !dir.join("data").exists() {
+        return;
+    }
+    let (Ok(out), Ok(err)) = (log.try_clone(), log.try_clone()) else {
+        return;
+    };
+    let mut cmd = Command::new(binary);
+    cmd.arg("garbage-collect")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true);
+    crate::child_process::owned_private(&mut cmd);
+    let started = Instant::now();
+    match tokio::time::timeout(LIMIT, cmd.status()).await {
+        Ok(Ok(status)) if status.success() => {
+            tracing::debug!(took = ?started.elapsed(), "registry: garbage collected");
+        }
+        Ok(Ok(status)) => tracing::warn!(
+            %status,
+            log = %dir.join("registry.log").display(),
+            "registry: garbage collection failed; unused layers keep their space"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "registry: cannot run garbage collection"),
+        Err(_) => tracing::warn!(
+            "registry: garbage collection took over {} s and was stopped; it runs again at \
+             the next start",
+            LIMIT.as_secs()
+        ),
+    }
+}
+
 /// The port a registry started in `dir` listened on last.
 fn kept_port(dir: &Path) -> Option<u16> {
     std::fs::read_to_string(dir.join("port"))
@@ -190,4 +231,71 @@ async fn status_of_v2(port: u16) -> std::io::Result<u16> {
     tokio::time::timeout(Duration::from_secs(1), attempt)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sha256:<hex>` of `bytes`, as the registry names the blob.
+    fn digest(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+    }
+
+    fn blob(dir: &Path, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        dir.join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// An expired artifact's manifest is deleted while the registry runs; its layer's space
+    /// comes back when `raibid up` starts the registry again, and what is still tagged stays.
+    #[tokio::test]
+    async fn a_restart_frees_the_layers_of_deleted_artifacts() {
+        raibid_testkit::require_binary("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("registry");
+        let registry = LocalRegistry::start(&store, "pw").await.unwrap();
+        let login = raibid_oci::FetchOptions {
+            insecure: true,
+            credentials: Some((USER.to_owned(), "pw".to_owned())),
+            ..raibid_oci::FetchOptions::default()
+        };
+        let push = |name: &str, content: &[u8]| {
+            let archive = dir.path().join(name);
+            std::fs::write(&archive, content).unwrap();
+            let tag = format!("{}/acme/app/artifacts:{name}", registry.host());
+            let login = login.clone();
+            async move {
+                raibid_oci::push_artifact(&tag, &archive, &Default::default(), &login)
+                    .await
+                    .unwrap()
+            }
+        };
+        let expired = push("expired", b"the expired job's archive").await;
+        let kept = push("kept", b"the kept job's archive").await;
+        let expired_blob = blob(&store, &digest(b"the expired job's archive"));
+        let kept_blob = blob(&store, &digest(b"the kept job's archive"));
+        assert!(expired_blob.exists() && kept_blob.exists());
+        assert!(
+            raibid_oci::delete_artifact(&expired.reference, &login)
+                .await
+                .unwrap()
+        );
+        registry.stop().await;
+        assert!(expired_blob.exists(), "deleting a manifest frees nothing");
+
+        let registry = LocalRegistry::start(&store, "pw").await.unwrap();
+        assert!(!expired_blob.exists(), "collected at the start");
+        assert!(kept_blob.exists());
+        let back = dir.path().join("back");
+        raibid_oci::pull_artifact(&kept.reference, &back, &login)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), b"the kept job's archive");
+        registry.stop().await;
+    }
 }

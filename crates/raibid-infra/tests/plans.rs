@@ -256,7 +256,10 @@ async fn a_changed_secret_changes_the_pod_templates_that_read_it() {
     // The agents push with the registry login, and the server fetches artifacts with it.
     config.agent.registry.password = raibid_config::Secret::new("pkg-token");
     let new_login = secret_checksums(&config).await;
-    assert_eq!(new_login[0], new_hook[0], "Redis does not read the agents' Secret");
+    assert_eq!(
+        new_login[0], new_hook[0],
+        "Redis does not read the agents' Secret"
+    );
     for (before, after) in new_hook[1..].iter().zip(&new_login[1..]) {
         assert_ne!(before, after);
     }
