@@ -233,7 +233,7 @@ pub fn pack(
 /// found by walking its base directory without following links and never inside `.git`, and a
 /// link a glob matches is kept as a link. Records in `packed` which paths gave something and
 /// why the others did not.
-fn roots(
+pub(crate) fn roots(
     workspace: &Path,
     paths: &[String],
     packed: &mut Packed,
@@ -317,7 +317,7 @@ fn roots(
 
 /// `O_NOFOLLOW | O_NONBLOCK`: the last component is not followed, and a FIFO a step left
 /// does not block the open (it is then refused as not a regular file).
-fn libc_flags() -> i32 {
+pub(crate) fn libc_flags() -> i32 {
     nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits()
 }
 

@@ -32,6 +32,10 @@ impl Runner {
         log: &mut JobLog,
     ) {
         let note = |text: &str| format!("\x1b[33martifacts: {text}\x1b[0m");
+        if artifacts.paths.is_empty() {
+            // Only `reports:`, which `read_test_reports` read.
+            return;
+        }
         if stop.is_cancelled()
             || !matches!(
                 outcome.status,
@@ -197,6 +201,92 @@ impl Runner {
         }
     }
 }
+
+impl Runner {
+    /// Reads the pipeline's JUnit reports (`artifacts: reports: junit:`) after the steps,
+    /// whatever the verdict (failures are what reports are for), and records their summary on
+    /// the job. A report that cannot be read is a note in the log, never a failure of the job:
+    /// the steps' exit codes decide that.
+    pub(crate) async fn read_test_reports(
+        &self,
+        job: &Job,
+        artifacts: &Artifacts,
+        workspace: &Path,
+        outcome: &mut Outcome,
+        stop: &CancellationToken,
+        log: &mut JobLog,
+    ) {
+        if artifacts.junit.is_empty() || stop.is_cancelled() {
+            return;
+        }
+        let (workspace, paths, stop) = (
+            workspace.to_path_buf(),
+            artifacts.junit.clone(),
+            stop.clone(),
+        );
+        let collected = tokio::task::spawn_blocking(move || {
+            crate::test_reports::collect(&workspace, &paths, &stop)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.map_err(|e| e.to_string()));
+        let collected = match collected {
+            Ok(collected) => collected,
+            Err(e) => {
+                warn!(job = %job.id, error = %e, "cannot read the test reports");
+                log.line(&format!("\x1b[33mtests: reports not read: {e}\x1b[0m"))
+                    .await;
+                return;
+            }
+        };
+        for note in &collected.notes {
+            log.line(&format!("\x1b[33mtests: {note}\x1b[0m")).await;
+        }
+        let Some(report) = collected.report else {
+            log.line("\x1b[33mtests: no report could be read\x1b[0m")
+                .await;
+            return;
+        };
+        let colour = if report.failed > 0 { "31" } else { "32" };
+        log.line(&format!(
+            "\x1b[{colour}mtests: {} ({} report{}, {:.1}s)\x1b[0m",
+            report.summary(),
+            report.files,
+            if report.files == 1 { "" } else { "s" },
+            report.seconds
+        ))
+        .await;
+        for failure in report.failures.iter().take(SHOWN_FAILURES) {
+            let suite = if failure.suite.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", failure.suite)
+            };
+            log.line(&format!(
+                "\x1b[31mtests: failed: {suite}{}{}\x1b[0m",
+                failure.name,
+                if failure.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", failure.message)
+                }
+            ))
+            .await;
+        }
+        if report.failed > SHOWN_FAILURES as u64 {
+            log.line(&format!(
+                "\x1b[31mtests: and {} more failed (`raibid job show {}`)\x1b[0m",
+                report.failed - SHOWN_FAILURES as u64,
+                job.id
+            ))
+            .await;
+        }
+        outcome.tests = Some(report);
+    }
+}
+
+/// Failed tests the log names; the job's record keeps more.
+const SHOWN_FAILURES: usize = 5;
 
 /// A passing job whose artifacts were lost ends in `error`; a failed one keeps its verdict.
 async fn fail(job: &Job, outcome: &mut Outcome, log: &mut JobLog, message: String) {

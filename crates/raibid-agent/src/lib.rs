@@ -22,6 +22,7 @@ mod repo_filter;
 mod runner;
 mod secrets;
 mod step_user;
+pub mod test_reports;
 mod workspace_file;
 mod workspace_lock;
 

@@ -608,6 +608,8 @@ impl Runner {
             )
             .await;
         if let Some(artifacts) = &pipeline.artifacts {
+            self.read_test_reports(job, artifacts, &workspace, &mut outcome, stop, log)
+                .await;
             self.keep_artifacts(
                 job,
                 artifacts,

@@ -288,6 +288,7 @@ mod tests {
             images: vec![],
             children: Vec::new(),
             artifacts: None,
+            tests: None,
             log_pruned: false,
             concurrency: None,
             approved_by: None,

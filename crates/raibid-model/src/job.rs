@@ -389,6 +389,60 @@ pub struct Outcome {
     pub images: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<JobArtifacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestReport>,
+}
+
+/// What a job's JUnit XML reports (`artifacts: reports: junit:`) say, as GitLab's test
+/// report summary shows: counts over every test case, and the first failures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestReport {
+    /// Test cases, however they ended.
+    pub tests: u64,
+    /// Failed or errored.
+    pub failed: u64,
+    pub skipped: u64,
+    /// Of every test case, as the reports give them.
+    pub seconds: f64,
+    /// Reports read.
+    pub files: u32,
+    /// The first [`TestReport::MAX_FAILURES`] failed test cases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<TestFailure>,
+}
+
+impl TestReport {
+    /// Failures kept by name: enough to see what broke, bounded for the job's record.
+    pub const MAX_FAILURES: usize = 20;
+
+    pub fn passed(&self) -> u64 {
+        self.tests.saturating_sub(self.failed + self.skipped)
+    }
+
+    /// `120 tests: 117 passed, 2 failed, 1 skipped`, leaving out what is zero.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!("{} passed", self.passed())];
+        if self.failed > 0 {
+            parts.push(format!("{} failed", self.failed));
+        }
+        if self.skipped > 0 {
+            parts.push(format!("{} skipped", self.skipped));
+        }
+        let plural = if self.tests == 1 { "" } else { "s" };
+        format!("{} test{plural}: {}", self.tests, parts.join(", "))
+    }
+}
+
+/// One failed (or errored) test case of a [`TestReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestFailure {
+    /// The test case's `classname` (a module, a class), or its suite's name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub suite: String,
+    pub name: String,
+    /// The first line of the failure's message (or of its text), shortened.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// A job's `artifacts:`, as the agent pushed them to the forge's registry: one gzipped tar in an
@@ -419,6 +473,7 @@ impl Outcome {
             steps: Vec::new(),
             images: Vec::new(),
             artifacts: None,
+            tests: None,
         }
     }
 
@@ -455,6 +510,9 @@ pub struct Job {
     pub images: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<JobArtifacts>,
+    /// What its JUnit reports said, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestReport>,
     /// The jobs a matrix job expanded into, one per variant; its commit status is theirs
     /// combined.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -490,6 +548,7 @@ impl Job {
             images: Vec::new(),
             children: Vec::new(),
             artifacts: None,
+            tests: None,
             log_pruned: false,
             concurrency: None,
             approved_by: None,

@@ -13,7 +13,7 @@ mod stats;
 pub use agent::AgentInfo;
 pub use job::{
     Event, Forge, Job, JobArtifacts, JobStatus, Needs, NeedsVerdict, NewJob, Outcome, StepResult,
-    StepStatus,
+    StepStatus, TestFailure, TestReport,
 };
 pub use pool::{PoolName, PoolNameError};
 pub use secret::{RepoSecret, SecretScope};

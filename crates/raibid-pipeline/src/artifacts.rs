@@ -20,6 +20,10 @@ pub struct Artifacts {
     pub when: ArtifactsWhen,
     /// GitLab's `expire_in`; `None`: the agent's `agent.artifacts_expire_days`.
     pub expire_in: Option<ArtifactsExpiry>,
+    /// JUnit XML reports (`reports: junit:`, as GitLab's), paths or globs under the rules of
+    /// `paths`: read after the steps whatever `when` says, and summed up on the job; kept
+    /// only when `paths` names them too. Empty: none.
+    pub junit: Vec<String>,
 }
 
 /// How long a job's artifacts stay in the registry, as the pipeline asks (`expire_in`).
@@ -229,6 +233,21 @@ struct RawArtifacts {
     paths: Option<Vec<String>>,
     when: Option<When>,
     expire_in: Option<ExpireIn>,
+    reports: Option<RawReports>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    #[serde(default, deserialize_with = "report_paths")]
+    junit: Vec<String>,
+}
+
+fn report_paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(PathsVisitor {
+        what: "report",
+        globs: true,
+    })
 }
 
 /// `artifacts:` as written: a mapping, or a list of paths (`artifacts: [dist]`) for the
@@ -262,20 +281,28 @@ impl<'de> Visitor<'de> for ArtifactsVisitor {
             .visit_seq(seq)?,
             when: ArtifactsWhen::default(),
             expire_in: None,
+            junit: Vec::new(),
         })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Artifacts, A::Error> {
         let raw = RawArtifacts::deserialize(MapAccessDeserializer::new(map))?;
-        let Some(paths) = raw.paths else {
-            return Err(de::Error::custom(
-                "artifacts need `paths`: the files and directories to keep, like [dist]",
-            ));
+        let junit = raw.reports.map(|r| r.junit).unwrap_or_default();
+        let paths = match raw.paths {
+            Some(paths) => paths,
+            None if !junit.is_empty() => Vec::new(),
+            None => {
+                return Err(de::Error::custom(
+                    "artifacts need `paths`: the files and directories to keep, like [dist] \
+                     (or `reports: {junit: ...}` alone)",
+                ));
+            }
         };
         Ok(Artifacts {
             paths,
             when: raw.when.map(|w| w.0).unwrap_or_default(),
             expire_in: raw.expire_in.map(|e| e.0),
+            junit,
         })
     }
 }
@@ -296,6 +323,7 @@ mod tests {
                 paths: vec!["dist".into(), "target/release/app".into()],
                 when: ArtifactsWhen::OnSuccess,
                 expire_in: None,
+                junit: vec![],
             }
         );
         assert_eq!(
@@ -304,6 +332,7 @@ mod tests {
                 paths: vec!["reports".into()],
                 when: ArtifactsWhen::OnFailure,
                 expire_in: None,
+                junit: vec![],
             }
         );
         assert_eq!(
@@ -408,6 +437,33 @@ mod tests {
                 .expire_in,
             Some(ArtifactsExpiry::After(std::time::Duration::from_secs(3600)))
         );
+    }
+
+    #[test]
+    fn junit_reports_as_gitlab_writes_them() {
+        let a = artifacts("paths: [dist]\nreports:\n  junit: [\"**/junit.xml\", report.xml]\n")
+            .unwrap();
+        assert_eq!(a.junit, ["**/junit.xml", "report.xml"]);
+        assert_eq!(a.paths, ["dist"]);
+        // One path alone, and reports without paths to keep.
+        let a = artifacts("reports:\n  junit: target/nextest/ci/junit.xml\n").unwrap();
+        assert_eq!(a.junit, ["target/nextest/ci/junit.xml"]);
+        assert!(a.paths.is_empty());
+        for (yaml, at, message) in [
+            ("reports:\n  junit: ../x.xml\n", (2, 10), "stay inside it"),
+            ("reports:\n  junit: []\n", (2, 10), "list the report paths"),
+            (
+                "reports:\n  cobertura: c.xml\n",
+                (2, 3),
+                "unknown field `cobertura`",
+            ),
+            ("reports: {}\n", (1, 1), "need `paths`"),
+        ] {
+            let err = artifacts(yaml).unwrap_err();
+            let loc = err.location().expect("located");
+            assert_eq!((loc.line(), loc.column()), at, "{yaml:?}: {err}");
+            assert!(err.to_string().contains(message), "{yaml:?}: {err}");
+        }
     }
 
     #[test]

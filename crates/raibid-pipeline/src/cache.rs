@@ -267,6 +267,14 @@ impl<'de> Visitor<'de> for PathsVisitor {
         f.write_str("a list of paths relative to the workspace, like [target, .npm]")
     }
 
+    /// One path alone (`junit: report.xml`, as GitLab's reports take it), when the caller
+    /// deserializes with `deserialize_any`.
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+        workspace_path(v, self.what, self.globs)
+            .map(|path| vec![path])
+            .map_err(E::custom)
+    }
+
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
         let mut paths: Vec<String> = Vec::new();
         while let Some(path) = seq.next_element_seed(StrCheck::new(
@@ -303,12 +311,12 @@ impl<'de> Visitor<'de> for PathsVisitor {
         }
         if paths.is_empty() {
             return Err(de::Error::custom(format!(
-                "`paths` is empty; list the {} paths, like [{}]",
+                "the list of paths is empty; list the {} paths, like [{}]",
                 self.what,
-                if self.what == "cache" {
-                    "target"
-                } else {
-                    "dist"
+                match self.what {
+                    "cache" => "target",
+                    "report" => "junit.xml",
+                    _ => "dist",
                 }
             )));
         }
@@ -516,7 +524,7 @@ mod tests {
                 (4, 23),
                 "inside the other",
             ),
-            ("cache: []\n", (4, 8), "`paths` is empty"),
+            ("cache: []\n", (4, 8), "the list of paths is empty"),
             ("cache:\n  key: x\n", (5, 3), "needs `paths`"),
             (
                 "cache:\n  paths: [a]\n  when: always\n",

@@ -443,6 +443,13 @@ impl Queue {
                     .as_ref()
                     .map(|a| serde_json::to_string(a).expect("artifacts serialize"))
                     .unwrap_or_default(),
+            )
+            .arg(
+                outcome
+                    .tests
+                    .as_ref()
+                    .map(|t| serde_json::to_string(t).expect("test report serializes"))
+                    .unwrap_or_default(),
             );
         let reply: String = self.conn.script(&invocation).await?;
         let accepted = reply == "ok";

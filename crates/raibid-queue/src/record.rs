@@ -104,6 +104,9 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
         artifacts: opt("artifacts")
             .map(|s| serde_json::from_str(&s).map_err(|e| parse_err("artifacts", e.to_string())))
             .transpose()?,
+        tests: opt("tests")
+            .map(|s| serde_json::from_str(&s).map_err(|e| parse_err("tests", e.to_string())))
+            .transpose()?,
         children: match opt("children") {
             Some(s) => {
                 serde_json::from_str(&s).map_err(|e| parse_err("children", e.to_string()))?

@@ -302,7 +302,7 @@ end
 ///
 /// KEYS: stream, job, by-status(running), by-status(final), log, events
 /// ARGV: group, entry, status, now ms, reason, steps json, images json, id, artifacts json
-/// (or "")
+/// (or ""), tests json (or "")
 /// Returns "ok" | "stale"
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -323,7 +323,7 @@ if ARGV[3] == 'cancelled' then
   if asked[1] == '1' and asked[2] then reason = asked[2] end
 end
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'finished_at', ARGV[4], 'reason', reason,
-  'steps', ARGV[6], 'images', ARGV[7], 'artifacts', ARGV[9])
+  'steps', ARGV[6], 'images', ARGV[7], 'artifacts', ARGV[9], 'tests', ARGV[10])
 redis.call('ZREM', KEYS[3], ARGV[8])
 redis.call('ZADD', KEYS[4], '0', ARGV[8])
 end_job(KEYS[5], KEYS[6], ARGV[8], ARGV[3])

@@ -109,11 +109,25 @@ async fn enqueue_claim_ack_round_trip() {
         expired: false,
     };
     outcome.artifacts = Some(artifacts.clone());
+    let tests = raibid_model::TestReport {
+        tests: 3,
+        failed: 1,
+        skipped: 0,
+        seconds: 0.5,
+        files: 1,
+        failures: vec![raibid_model::TestFailure {
+            suite: "app".into(),
+            name: "divides".into(),
+            message: "by zero".into(),
+        }],
+    };
+    outcome.tests = Some(tests.clone());
     assert!(q.ack(&claimed, &outcome).await.unwrap());
     let done = q.get(&j.id).await.unwrap().unwrap();
     assert_eq!(done.status, JobStatus::Success);
     assert_eq!(done.steps.len(), 1);
     assert_eq!(done.artifacts, Some(artifacts));
+    assert_eq!(done.tests, Some(tests));
     assert!(done.finished_at.is_some());
 
     let stats = q.stats(&PoolName::default()).await.unwrap();

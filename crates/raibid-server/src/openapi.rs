@@ -860,6 +860,29 @@ fn schemas() -> Value {
                         the job holds, or waits for while blocked; set once an agent has read \
                         the pipeline."
     });
+    schemas["Job"]["properties"]["tests"] = schema_ref("TestReport");
+    schemas["TestReport"] = json!({
+        "type": "object", "required": ["tests", "failed", "skipped", "seconds", "files"],
+        "description": "What the job's JUnit XML reports (artifacts: reports: junit:) said, \
+                        counted over their test cases; present once a job that has reports has \
+                        ended and one could be read.",
+        "properties": {
+            "tests": { "type": "integer", "minimum": 0, "description": "Test cases, however they ended." },
+            "failed": { "type": "integer", "minimum": 0, "description": "Test cases with <failure> or <error>." },
+            "skipped": { "type": "integer", "minimum": 0 },
+            "seconds": { "type": "number", "minimum": 0, "description": "Their time, summed." },
+            "files": { "type": "integer", "minimum": 1, "description": "Reports read." },
+            "failures": { "type": "array", "maxItems": 20, "items": schema_ref("TestFailure"), "description": "The first 20 failed test cases." }
+        }
+    });
+    schemas["TestFailure"] = json!({
+        "type": "object", "required": ["name"],
+        "properties": {
+            "suite": { "type": "string", "description": "Its classname, or its suite's name." },
+            "name": { "type": "string" },
+            "message": { "type": "string", "description": "The first line of the failure's message, shortened." }
+        }
+    });
     schemas["Job"]["properties"]["approved_by"] = json!({
         "type": "string",
         "description": "Who let a job that waited for approval (server.approval) run: the name \

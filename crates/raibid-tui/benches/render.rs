@@ -45,6 +45,7 @@ fn jobs() -> Vec<Job> {
                 images: Vec::new(),
                 children: Vec::new(),
                 artifacts: None,
+                tests: None,
                 log_pruned: false,
                 concurrency: None,
                 approved_by: None,

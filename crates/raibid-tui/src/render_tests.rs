@@ -282,9 +282,19 @@ fn job_detail_names_the_artifacts() {
     if let Some(a) = done.artifacts.as_mut() {
         a.expired = true;
     }
-    app.apply(DataEvent::Job(Box::new(done)));
+    app.apply(DataEvent::Job(Box::new(done.clone())));
     let text = screen_text(&render(&mut app, 160, 48)).join("\n");
     assert!(text.contains(" · artifacts: expired"), "{text}");
+    // What its JUnit reports said.
+    done.tests = Some(raibid_model::TestReport {
+        tests: 12,
+        failed: 1,
+        files: 1,
+        ..Default::default()
+    });
+    app.apply(DataEvent::Job(Box::new(done)));
+    let text = screen_text(&render(&mut app, 160, 48)).join("\n");
+    assert!(text.contains(" · 12 tests: 11 passed, 1 failed"), "{text}");
 }
 
 #[test]

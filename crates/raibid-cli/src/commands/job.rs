@@ -491,6 +491,30 @@ fn describe(job: &Job) -> String {
             ));
         }
     }
+    if let Some(tests) = &job.tests {
+        out.push_str(&format!(
+            "tests      {}
+",
+            tests.summary()
+        ));
+        for failure in &tests.failures {
+            let suite = if failure.suite.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", failure.suite)
+            };
+            let message = if failure.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failure.message)
+            };
+            out.push_str(&format!("  failed   {suite}{}{message}\n", failure.name));
+        }
+        let unnamed = tests.failed.saturating_sub(tests.failures.len() as u64);
+        if unnamed > 0 {
+            out.push_str(&format!("  and {unnamed} more failed\n"));
+        }
+    }
     out
 }
 
@@ -537,6 +561,41 @@ mod tests {
         assert!(!shown.contains("approver"), "{shown}");
         job.approved_by = Some("release-bot".into());
         assert!(describe(&job).contains("approver   release-bot\n"));
+    }
+
+    #[test]
+    fn a_job_shows_its_test_report_and_failures() {
+        let spec = raibid_model::NewJob::new(
+            "acme/app",
+            "u",
+            "refs/heads/main",
+            "a".repeat(40),
+            raibid_model::Event::Push,
+        );
+        let mut job = Job::queued("T".to_owned(), spec, Utc::now());
+        job.tests = Some(raibid_model::TestReport {
+            tests: 40,
+            failed: 22,
+            skipped: 1,
+            seconds: 3.5,
+            files: 2,
+            failures: (0..20)
+                .map(|i| raibid_model::TestFailure {
+                    suite: if i == 0 { "app".into() } else { String::new() },
+                    name: format!("t{i}"),
+                    message: if i == 0 { "boom".into() } else { String::new() },
+                })
+                .collect(),
+        });
+        let shown = describe(&job);
+        for line in [
+            "tests      40 tests: 17 passed, 22 failed, 1 skipped\n",
+            "  failed   app t0: boom\n",
+            "  failed   t19\n",
+            "  and 2 more failed\n",
+        ] {
+            assert!(shown.contains(line), "{line:?} in\n{shown}");
+        }
     }
 
     #[test]

@@ -128,6 +128,17 @@ pub(crate) fn fingerprint(status: &CommitStatus) -> String {
 }
 
 fn describe(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
+    let verdict = verdict(job, status, now);
+    // What its JUnit reports said, after the verdict, as GitLab's pipeline shows it.
+    match (&job.tests, status) {
+        (Some(tests), JobStatus::Success | JobStatus::Failure) => {
+            format!("{verdict}; {}", tests.summary())
+        }
+        _ => verdict,
+    }
+}
+
+fn verdict(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
     let took = job.duration(now).map(human);
     let reason = job.reason.as_deref();
     match status {
@@ -226,6 +237,7 @@ mod tests {
             images: Vec::new(),
             children: Vec::new(),
             artifacts: None,
+            tests: None,
             log_pruned: false,
             concurrency: None,
             approved_by: None,
@@ -245,6 +257,22 @@ mod tests {
         assert_eq!(
             describe(&failed, JobStatus::Failure, now),
             "failed: step test exited with 1"
+        );
+        // With JUnit reports, what they said follows the verdict.
+        failed.tests = Some(raibid_model::TestReport {
+            tests: 120,
+            failed: 2,
+            skipped: 1,
+            files: 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            describe(&failed, JobStatus::Failure, now),
+            "failed: step test exited with 1; 120 tests: 117 passed, 2 failed, 1 skipped"
+        );
+        assert_eq!(
+            describe(&failed, JobStatus::Running, now),
+            "running on spark-1"
         );
         assert_eq!(describe(&j, JobStatus::Cancelled, now), "cancelled");
         let mut superseded = job();

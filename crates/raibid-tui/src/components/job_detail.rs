@@ -399,6 +399,17 @@ impl JobDetailView {
                 )
             });
         }
+        if let Some(tests) = &job.tests {
+            let colour = if tests.failed > 0 {
+                Color::Red
+            } else {
+                Color::Green
+            };
+            third.push(Span::styled(
+                format!(" · {}", tests.summary()),
+                Style::new().fg(colour),
+            ));
+        }
         if let Some(reason) = &job.reason {
             third.push(Span::styled(
                 format!(" · {reason}"),
