@@ -90,9 +90,51 @@ pub enum Command {
     Server(ServerArgs),
     /// Run an agent that claims and runs jobs.
     Agent(AgentArgs),
+    /// Run the pipeline of a working tree here, once, as an agent would, and print its log:
+    /// uncommitted and untracked files included (ignored ones not), on a private redis-server,
+    /// with the configured executor. Exits 0 only if every job succeeded.
+    Exec(ExecArgs),
     /// Measure raibid-ci against its targets (not part of the test suite).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// A directory of the repository.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// How steps are isolated [default: agent.executor].
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorArg>,
+    /// The branch the job is for (`when: branch`, `CI_COMMIT_BRANCH`) [default: the one
+    /// checked out, else main].
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// The `owner/name` the job is for (`agent.secret_repos`, `agent.repos`) [default:
+    /// local/<directory name>].
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// The event the job is for.
+    #[arg(long, value_enum, default_value_t = ExecEvent::Push)]
+    pub event: ExecEvent,
+    /// Extra environment, repeatable: `--env KEY=VALUE`. `RAIBID_WORKFLOW=NAME` runs one
+    /// workflow of `.raibid/`, `RAIBID_MATRIX=NAME` one variant of a matrix.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// More pools to take jobs from (a pipeline's `pool:`), repeatable [default: default and
+    /// agent.pools].
+    #[arg(long = "pool", value_name = "POOL")]
+    pub pools: Vec<raibid_model::PoolName>,
+    /// Keep each job's workspace after it ends.
+    #[arg(long)]
+    pub keep_workspace: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecEvent {
+    Push,
+    Manual,
 }
 
 #[derive(Debug, Args)]
@@ -604,6 +646,8 @@ impl Command {
             | Command::Infra(_) => "warn",
             Command::Setup(_) | Command::Teardown(_) => "info",
             Command::Server(_) | Command::Agent(_) | Command::Up(_) => "info",
+            // The job's log is the output; the agent's own lines only for trouble.
+            Command::Exec(_) => "warn",
             Command::Status(_) => "warn",
             // Log lines would tear the dashboard's screen apart.
             Command::Tui(_) => "off",

@@ -29,11 +29,32 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = raibid_agent::hardening::forbid_inspection() {
         warn!(error = %e, "steps of this user may read the agent's environment");
     }
+    let (runner, options) = prepare(&config, &args).await?;
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            crate::commands::shutdown_signal().await;
+            info!("shutdown requested: no new jobs; running ones get the grace period");
+            shutdown.cancel();
+        });
+    }
+    let summary = run_agent(runner, options, shutdown).await?;
+    info!(jobs = summary.jobs.len(), "agent stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The runner and loop options an agent of `config` with `args` runs with: its executor
+/// (probed), image builder, secrets, registry and queue. `raibid exec` runs the same.
+pub(crate) async fn prepare(
+    config: &Config,
+    args: &AgentArgs,
+) -> anyhow::Result<(Arc<Runner>, AgentOptions)> {
     let a = &config.agent;
     let data_dir = args
         .data_dir
         .clone()
-        .unwrap_or_else(|| data_home(&config).join("agent"));
+        .unwrap_or_else(|| data_home(config).join("agent"));
     let workspace_root = non_empty(&a.workspace_dir).unwrap_or_else(|| data_dir.join("workspaces"));
     let cache_dir = non_empty(&a.cache_dir).unwrap_or_else(|| data_dir.join("git-mirrors"));
     let name = args
@@ -78,7 +99,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
     let executor = executor(
         kind,
         &users,
-        &config,
+        config,
         &data_dir,
         &toolchain,
         BwrapExecutor::probe,
@@ -119,14 +140,14 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
         &a.secret_repos,
         a.secrets_for_forks,
     )?;
-    let queue = Queue::open(queue_options(&config))?;
+    let queue = Queue::open(queue_options(config))?;
     let runner = Arc::new(Runner {
         queue,
         executor,
         git: GitCheckout::new(cache_dir, Some(a.git_token.expose().to_owned()))
             .with_job_cache_max_bytes(a.job_cache_max_bytes),
         images,
-        artifacts: artifact_store(&config),
+        artifacts: artifact_store(config),
         secrets,
         settings: RunnerSettings {
             agent_name: name.clone(),
@@ -149,18 +170,7 @@ pub async fn run(config: Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
         grace_period: Duration::from_secs(args.grace_period.unwrap_or(a.grace_period_secs)),
         heartbeat_interval: Duration::from_secs(a.heartbeat_interval_secs.max(1)),
     };
-    let shutdown = CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            crate::commands::shutdown_signal().await;
-            info!("shutdown requested: no new jobs; running ones get the grace period");
-            shutdown.cancel();
-        });
-    }
-    let summary = run_agent(runner, options, shutdown).await?;
-    info!(jobs = summary.jobs.len(), "agent stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok((runner, options))
 }
 
 /// Where `artifacts:` go: the registry image builds push to, with the same login; none

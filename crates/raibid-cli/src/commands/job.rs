@@ -330,7 +330,7 @@ fn exit_for(status: JobStatus) -> ExitCode {
     }
 }
 
-fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     pairs
         .iter()
         .map(|p| {

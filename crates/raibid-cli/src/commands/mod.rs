@@ -2,6 +2,7 @@ pub(crate) mod agent;
 mod bench;
 mod bench_queue;
 pub(crate) mod config;
+pub(crate) mod exec;
 pub(crate) mod job;
 mod pipeline;
 mod schedule;
@@ -67,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(&load_config(&cli.global)?, args).await,
         Command::Server(args) => server::run(load_config(&cli.global)?, args).await,
         Command::Agent(args) => agent::run(load_config(&cli.global)?, args).await,
+        Command::Exec(args) => exec::run(load_config(&cli.global)?, args).await,
     }
 }
 

@@ -20,11 +20,16 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let value = random_secret();
     crate::private_files::write(path, &format!("{value}\n"))?;
     Ok(value)
+}
+
+/// 24 random bytes in hex: a password nobody types.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! Every child is started with a parent-death signal, so even `kill -9` of `raibid up` leaves
 //! nothing behind.
 
-mod credentials;
+pub(crate) mod credentials;
 mod demo;
 mod keeper;
 mod pool;

@@ -1,0 +1,389 @@
+//! `raibid exec`: runs the pipeline of a working tree here, once, as an agent would, and prints
+//! its log (woodpecker-cli's `exec`, gitlab-runner's `exec`): for trying a `.raibid.yaml`
+//! before pushing it.
+//!
+//! The working tree is taken as it is, uncommitted and untracked files included (ignored ones
+//! not): it is written as a commit through a private index, so the user's index, branches and
+//! stash stay as they were, and named by a temporary ref (`refs/raibid/exec/<id>`) for the
+//! agent's clone, deleted afterwards. The job goes through the real parts: a private
+//! redis-server, the queue, and an in-process agent with the configured executor, so matrix
+//! variants and workflows run as jobs of their own, one after another, each log printed in
+//! turn.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use raibid_config::{Config, Secret};
+use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
+use raibid_queue::{Enqueued, LogCursor, Queue};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AgentArgs, ExecArgs, ExecEvent};
+use crate::commands::{agent, data_home, queue_options};
+use crate::local_redis::{Durability, LocalRedis};
+
+pub async fn run(mut config: Config, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let top = git(&args.dir, &["rev-parse", "--show-toplevel"], &[])
+        .await
+        .with_context(|| format!("{} is not in a git repository", args.dir.display()))?;
+    let top = PathBuf::from(top);
+    let snapshot = Snapshot::take(&top).await?;
+    let outcome = run_snapshot(&mut config, &args, &top, &snapshot).await;
+    snapshot.remove().await;
+    outcome
+}
+
+async fn run_snapshot(
+    config: &mut Config,
+    args: &ExecArgs,
+    top: &Path,
+    snapshot: &Snapshot,
+) -> anyhow::Result<ExitCode> {
+    let data = data_home(config).join("exec");
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    // Each run its own Redis, so that runs side by side never see each other's jobs.
+    let redis_dir = tempfile::Builder::new()
+        .prefix("redis-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(&data)
+        .context("creating a directory for redis-server")?;
+    let password = crate::up::credentials::random_secret();
+    let redis = LocalRedis::start(
+        redis_dir.path(),
+        None,
+        Durability::Memory,
+        Some(&password),
+        None,
+    )
+    .await?;
+    config.redis.url = Secret::new(redis.url());
+    let result = run_job(config, args, top, snapshot).await;
+    redis.stop().await;
+    result
+}
+
+async fn run_job(
+    config: &Config,
+    args: &ExecArgs,
+    top: &Path,
+    snapshot: &Snapshot,
+) -> anyhow::Result<ExitCode> {
+    let mut pools = vec![PoolName::default()];
+    for pool in config.agent.pools.iter().chain(&args.pools) {
+        if !pools.contains(pool) {
+            pools.push(pool.clone());
+        }
+    }
+    let agent_args = AgentArgs {
+        once: false,
+        idle_timeout: None,
+        concurrency: Some(1),
+        name: Some(format!("exec-{}", std::process::id())),
+        pools: pools.clone(),
+        labels: Vec::new(),
+        executor: args.executor,
+        keep_workspace: args.keep_workspace,
+        data_dir: Some(data_home(config).join("exec").join("agent")),
+        grace_period: Some(5),
+    };
+    let (runner, options) = agent::prepare(config, &agent_args).await?;
+    let queue = Queue::open(queue_options(config))?;
+
+    let repo = match &args.repo {
+        Some(repo) => repo.clone(),
+        None => format!("local/{}", repo_name(top)),
+    };
+    let branch = match &args.branch {
+        Some(branch) => branch.clone(),
+        None => git(top, &["symbolic-ref", "--quiet", "--short", "HEAD"], &[])
+            .await
+            .unwrap_or_else(|_| "main".into()),
+    };
+    let event = match args.event {
+        ExecEvent::Push => Event::Push,
+        ExecEvent::Manual => Event::Manual,
+    };
+    let mut spec = NewJob::new(
+        &repo,
+        format!("file://{}", top.display()),
+        format!("refs/heads/{branch}"),
+        &snapshot.sha,
+        event,
+    );
+    spec.env = crate::commands::job::parse_env(&args.env)?;
+    let root = match queue.enqueue(spec).await? {
+        Enqueued::Created(job) => job.id,
+        Enqueued::Duplicate { job_id } => job_id,
+    };
+    eprintln!(
+        "raibid exec: {repo} {branch} at {} ({}), job {root}",
+        &snapshot.sha[..12],
+        if snapshot.changed {
+            "the working tree, with its changes"
+        } else {
+            "the working tree, as committed"
+        }
+    );
+
+    let shutdown = CancellationToken::new();
+    let mut agent = tokio::spawn(raibid_agent::run_agent(runner, options, shutdown.clone()));
+    let shown = tokio::select! {
+        shown = show(&queue, &root, &pools) => shown,
+        ended = &mut agent => Err(match ended {
+            Ok(Ok(_)) => anyhow::anyhow!("the agent stopped before the job ended"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("the agent stopped"),
+            Err(e) => anyhow::anyhow!("the agent failed: {e}"),
+        }),
+        () = crate::commands::shutdown_signal() => {
+            eprintln!("raibid exec: interrupted; cancelling the job");
+            cancel_all(&queue, &root).await;
+            // Its steps are stopped within a heartbeat; the log says so.
+            let _ = tokio::time::timeout(Duration::from_secs(10), show(&queue, &root, &pools)).await;
+            shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut agent).await;
+            return Ok(ExitCode::from(130));
+        }
+    };
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), &mut agent).await;
+    let ended = shown?;
+    let failed: Vec<&Job> = ended
+        .iter()
+        .filter(|job| !matches!(job.status, JobStatus::Success | JobStatus::Skipped))
+        .collect();
+    if ended.len() > 1 {
+        eprintln!();
+        for job in &ended {
+            eprintln!(
+                "raibid exec: {} {}",
+                job.label().unwrap_or_else(|| job.id.clone()),
+                job.status
+            );
+        }
+    }
+    Ok(if failed.is_empty() {
+        eprintln!("raibid exec: succeeded");
+        ExitCode::SUCCESS
+    } else {
+        for job in &failed {
+            let reason = job.reason.as_deref().unwrap_or("");
+            eprintln!(
+                "raibid exec: {} {}{}{reason}",
+                job.label().unwrap_or_else(|| job.id.clone()),
+                job.status,
+                if reason.is_empty() { "" } else { ": " }
+            );
+        }
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints the log of job `root`, then those of the jobs it queued (matrix variants,
+/// workflows), in order and each in turn; returns the jobs that ran the steps, ended.
+async fn show(queue: &Queue, root: &str, pools: &[PoolName]) -> anyhow::Result<Vec<Job>> {
+    let mut ended = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(id) = pending.pop() {
+        let job = follow(queue, &id, pools, id != root).await?;
+        if job.children.is_empty() {
+            ended.push(job);
+        } else {
+            pending.extend(job.children.iter().rev().cloned());
+        }
+    }
+    Ok(ended)
+}
+
+/// Prints one job's log as it is written, until the job ends.
+async fn follow(queue: &Queue, id: &str, pools: &[PoolName], header: bool) -> anyhow::Result<Job> {
+    let mut printed_header = !header;
+    let mut follower = queue.log_follower(id).await?;
+    let mut cursor = LogCursor::start();
+    let mut stdout = std::io::stdout();
+    loop {
+        let batch = follower.next(&cursor, Duration::from_millis(500)).await?;
+        let job = queue
+            .get(id)
+            .await?
+            .with_context(|| format!("job {id} disappeared"))?;
+        if !printed_header {
+            printed_header = true;
+            eprintln!("\n── {} ──", job.label().unwrap_or_else(|| job.id.clone()));
+        }
+        if job.status == JobStatus::Queued && !pools.contains(&job.spec.pool) {
+            bail!(
+                "job {id} waits in pool {}, which this run does not take jobs from: give \
+                 `--pool {}`",
+                job.spec.pool,
+                job.spec.pool
+            );
+        }
+        for chunk in &batch.chunks {
+            stdout.write_all(&chunk.data)?;
+        }
+        stdout.flush()?;
+        cursor = batch.next;
+        if batch.finished {
+            return Ok(job);
+        }
+    }
+}
+
+/// Cancels `root` and every job it queued.
+async fn cancel_all(queue: &Queue, root: &str) {
+    let mut pending = vec![root.to_owned()];
+    while let Some(id) = pending.pop() {
+        let _ = queue.cancel_because(&id, "cancelled").await;
+        if let Ok(Some(job)) = queue.get(&id).await {
+            pending.extend(job.children);
+        }
+    }
+}
+
+/// `owner/name`'s name part for a directory: what forges allow in repository names.
+fn repo_name(top: &Path) -> String {
+    let name: String = top
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_matches('.');
+    if name.is_empty() {
+        "repo".into()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The working tree as a commit, named by a temporary ref.
+struct Snapshot {
+    top: PathBuf,
+    sha: String,
+    reference: String,
+    /// It differs from HEAD (changes, untracked files, or no HEAD yet).
+    changed: bool,
+}
+
+impl Snapshot {
+    async fn take(top: &Path) -> anyhow::Result<Self> {
+        // A private index, starting from the real one so that what is staged counts, and
+        // nothing the user has staged or not is touched.
+        let index_dir = tempfile::tempdir().context("creating a temporary index")?;
+        let index = index_dir.path().join("index");
+        let real = git(top, &["rev-parse", "--git-path", "index"], &[]).await?;
+        let real = top.join(real);
+        if real.exists() {
+            std::fs::copy(&real, &index).context("copying the index")?;
+        }
+        let env = [("GIT_INDEX_FILE", index.as_os_str())];
+        git(top, &["add", "--all", "--", "."], &env)
+            .await
+            .context("reading the working tree")?;
+        let tree = git(top, &["write-tree"], &env).await?;
+        let head = git(
+            top,
+            &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+            &[],
+        )
+        .await
+        .ok();
+        let head_tree = match &head {
+            Some(_) => git(top, &["rev-parse", "HEAD^{tree}"], &[]).await.ok(),
+            None => None,
+        };
+        let (sha, changed) = match (&head, head_tree) {
+            (Some(head), Some(head_tree)) if head_tree == tree => (head.clone(), false),
+            _ => {
+                let mut commit = vec![
+                    "commit-tree",
+                    tree.as_str(),
+                    "-m",
+                    "raibid exec: the working tree",
+                ];
+                if let Some(head) = &head {
+                    commit.extend(["-p", head.as_str()]);
+                }
+                // An identity of its own when the user has none configured.
+                let id = [
+                    ("GIT_AUTHOR_NAME", "raibid exec".as_ref()),
+                    ("GIT_AUTHOR_EMAIL", "exec@raibid.invalid".as_ref()),
+                    ("GIT_COMMITTER_NAME", "raibid exec".as_ref()),
+                    ("GIT_COMMITTER_EMAIL", "exec@raibid.invalid".as_ref()),
+                ];
+                (git(top, &commit, &id).await?, true)
+            }
+        };
+        let reference = format!(
+            "refs/raibid/exec/{}-{}",
+            std::process::id(),
+            crate::up::credentials::random_secret()
+                .get(..8)
+                .unwrap_or_default()
+        );
+        git(top, &["update-ref", &reference, &sha], &[]).await?;
+        Ok(Self {
+            top: top.to_path_buf(),
+            sha,
+            reference,
+            changed,
+        })
+    }
+
+    async fn remove(&self) {
+        if let Err(e) = git(&self.top, &["update-ref", "-d", &self.reference], &[]).await {
+            eprintln!(
+                "raibid exec: could not delete {} (`git update-ref -d {}`): {e:#}",
+                self.reference, self.reference
+            );
+        }
+    }
+}
+
+/// Runs git in `dir` with `args` (never through a shell) and extra `env`; its trimmed output.
+async fn git(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> anyhow::Result<String> {
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("-C").arg(dir).args(args);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .context("running git")?;
+    if !out.status.success() {
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names_from_directories() {
+        assert_eq!(repo_name(Path::new("/src/my app")), "my-app");
+        assert_eq!(repo_name(Path::new("/src/raibid-ci")), "raibid-ci");
+        assert_eq!(repo_name(Path::new("/")), "repo");
+    }
+}

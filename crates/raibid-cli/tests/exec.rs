@@ -1,0 +1,147 @@
+//! `raibid exec` as a user runs it: the real binary on a real git working tree, with its own
+//! private redis-server and in-process agent (host executor), printing the job's log.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const RAIBID: &str = env!("CARGO_BIN_EXE_raibid");
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A repository on branch `feature` with one commit of `files`.
+fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "feature"]);
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "first"]);
+    dir
+}
+
+fn exec(dir: &Path, data: &Path, extra: &[&str]) -> Output {
+    Command::new(RAIBID)
+        .arg("--config")
+        .arg(data.join("no-config.yaml"))
+        .args(["exec", "--executor", "host"])
+        .args(extra)
+        .arg(dir)
+        .env("XDG_DATA_HOME", data)
+        .env_remove("RAIBID_REDIS_URL")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_working_tree_runs_as_it_is_and_the_repository_is_left_as_it_was() {
+    let pipeline = "\
+steps:
+  - name: show
+    run: |
+      echo \"on $CI_COMMIT_BRANCH for $CI_REPO\"
+      cat committed.txt staged.txt untracked.txt
+      test -e ignored.log && echo 'ignored file came along' || echo 'no ignored file'
+";
+    let repo = repo(&[
+        (".raibid.yaml", pipeline),
+        ("committed.txt", "as committed\n"),
+        (".gitignore", "*.log\n"),
+    ]);
+    let dir = repo.path();
+    std::fs::write(dir.join("committed.txt"), "changed, not committed\n").unwrap();
+    std::fs::write(dir.join("staged.txt"), "staged\n").unwrap();
+    git(dir, &["add", "staged.txt"]);
+    std::fs::write(dir.join("untracked.txt"), "untracked\n").unwrap();
+    std::fs::write(dir.join("ignored.log"), "noise\n").unwrap();
+    let status = git(dir, &["status", "--porcelain"]);
+    let head = git(dir, &["rev-parse", "HEAD"]);
+
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let out = exec(dir, data.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Named as forges allow: no leading dot.
+    let name = dir.file_name().unwrap().to_string_lossy();
+    let name = name.trim_start_matches('.');
+    for line in [
+        format!("on feature for local/{name}\n"),
+        "changed, not committed\nstaged\nuntracked\n".into(),
+        "no ignored file\n".into(),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} in\n{stdout}");
+    }
+    assert!(stderr.contains("the working tree, with its changes"), "{stderr}");
+    assert!(stderr.contains("raibid exec: succeeded"), "{stderr}");
+    // Index, working tree, branch and refs as they were.
+    assert_eq!(git(dir, &["status", "--porcelain"]), status);
+    assert_eq!(git(dir, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(dir, &["for-each-ref", "refs/raibid"]), "");
+}
+
+#[test]
+fn every_variant_runs_and_a_failed_one_fails_the_command() {
+    let pipeline = "\
+matrix:
+  V: [a, b]
+steps:
+  - name: check
+    run: |
+      echo \"variant $V\"
+      test \"$V\" = a
+";
+    let repo = repo(&[(".raibid.yaml", pipeline)]);
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let out = exec(repo.path(), data.path(), &["--branch", "main"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("variant a\n") && stdout.contains("variant b\n"),
+        "{stdout}"
+    );
+    for line in [
+        "── V=a ──",
+        "── V=b ──",
+        "raibid exec: V=a success",
+        "raibid exec: V=b failure: step check exit code 1",
+    ] {
+        assert!(stderr.contains(line), "{line:?} in\n{stderr}");
+    }
+    // Clean: the commit itself, nothing changed.
+    assert!(stderr.contains("as committed"), "{stderr}");
+}
+
+#[test]
+fn a_broken_pipeline_says_where_and_outside_a_repository_nothing_runs() {
+    let repo = repo(&[(".raibid.yaml", "steps:\n  - name: x\n    runn: true\n")]);
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let out = exec(repo.path(), data.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(".raibid.yaml:3:5"), "{stdout}");
+
+    let plain = tempfile::tempdir().unwrap();
+    let out = exec(plain.path(), data.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is not in a git repository"), "{stderr}");
+}
