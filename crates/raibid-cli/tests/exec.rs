@@ -87,7 +87,10 @@ steps:
     ] {
         assert!(stdout.contains(&line), "{line:?} in\n{stdout}");
     }
-    assert!(stderr.contains("the working tree, with its changes"), "{stderr}");
+    assert!(
+        stderr.contains("the working tree, with its changes"),
+        "{stderr}"
+    );
     assert!(stderr.contains("raibid exec: succeeded"), "{stderr}");
     // Index, working tree, branch and refs as they were.
     assert_eq!(git(dir, &["status", "--porcelain"]), status);

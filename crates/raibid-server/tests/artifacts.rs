@@ -13,20 +13,22 @@ use raibid_testkit::registry::{TEST_PASSWORD, TEST_PASSWORD_BCRYPT, TEST_USER};
 use reqwest::StatusCode;
 use support::{SHA, TestServer, config, json};
 
+/// A push of acme/app, claimed by `agent`.
+async fn running_job(server: &TestServer, agent: &str) -> raibid_queue::Claimed {
+    let push = NewJob::new(
+        "acme/app",
+        "https://git.example/acme/app.git",
+        "refs/heads/main",
+        SHA,
+        raibid_model::Event::Push,
+    );
+    server.queue.enqueue(push).await.unwrap();
+    server.claim_one(agent).await
+}
+
 /// A finished job of acme/app whose artifacts (`content`, as the archive) are in `registry`.
 async fn job_with_artifacts(server: &TestServer, registry: &Registry, content: &[u8]) -> String {
-    server
-        .queue
-        .enqueue(NewJob::new(
-            "acme/app",
-            "https://git.example/acme/app.git",
-            "refs/heads/main",
-            SHA,
-            raibid_model::Event::Push,
-        ))
-        .await
-        .unwrap();
-    let claimed = server.claim_one("agent-1").await;
+    let claimed = running_job(server, "agent-1").await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("a.tar.gz");
     std::fs::write(&archive, content).unwrap();
@@ -175,18 +177,7 @@ async fn missing_expired_and_deleted_artifacts_are_refused_saying_which() {
     .await;
 
     // A job that kept none.
-    server
-        .queue
-        .enqueue(NewJob::new(
-            "acme/app",
-            "https://git.example/acme/app.git",
-            "refs/heads/main",
-            SHA,
-            raibid_model::Event::Push,
-        ))
-        .await
-        .unwrap();
-    let claimed = server.claim_one("agent-2").await;
+    let claimed = running_job(&server, "agent-2").await;
     assert!(
         server
             .queue
