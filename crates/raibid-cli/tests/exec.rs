@@ -148,3 +148,60 @@ fn a_broken_pipeline_says_where_and_outside_a_repository_nothing_runs() {
     assert!(!out.status.success());
     assert!(stderr.contains("is not in a git repository"), "{stderr}");
 }
+
+/// Ctrl-C while a step runs: the job is cancelled (its step stopped), the command exits 130
+/// within seconds, and the temporary ref is gone.
+#[test]
+fn an_interrupt_cancels_the_job_and_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let pipeline = "steps:\n  - name: long\n    run: |\n      echo started\n      sleep 60\n";
+    let repo = repo(&[(".raibid.yaml", pipeline)]);
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let mut child = Command::new(RAIBID)
+        .arg("--config")
+        .arg(data.path().join("no-config.yaml"))
+        .args(["exec", "--executor", "host"])
+        .arg(repo.path())
+        .env("XDG_DATA_HOME", data.path())
+        .env_remove("RAIBID_REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "ended early: {seen}"
+        );
+        seen.push_str(&line);
+        if line == "started\n" {
+            break;
+        }
+    }
+    let interrupted = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        interrupted.elapsed()
+    );
+    assert!(
+        stderr.contains("interrupted; cancelling the job"),
+        "{stderr}"
+    );
+    assert_eq!(git(repo.path(), &["for-each-ref", "refs/raibid"]), "");
+}
