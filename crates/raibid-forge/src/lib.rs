@@ -21,4 +21,4 @@ pub use signature::{SignatureError, verify};
 pub use status::{
     CommitStatus, StatusError, StatusRequest, StatusState, auth_header, status_request,
 };
-pub use trigger::{Parsed, Trigger};
+pub use trigger::{Parsed, PullRequestClosed, Trigger};

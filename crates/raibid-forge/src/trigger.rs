@@ -16,6 +16,25 @@ pub enum Parsed {
     Ignored {
         reason: String,
     },
+    /// A pull request was closed (or merged): its builds still queued or running describe
+    /// code nobody will merge as it is.
+    Closed(PullRequestClosed),
+}
+
+/// Which pull request was closed; `repo` is checked as a trigger's is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestClosed {
+    pub forge: Forge,
+    /// `owner/name` of the target repository.
+    pub repo: String,
+    pub number: u64,
+}
+
+impl PullRequestClosed {
+    /// The ref its builds are of (`Trigger::git_ref` of its pull request events).
+    pub fn git_ref(&self) -> String {
+        format!("refs/pull/{}/head", self.number)
+    }
 }
 
 impl Parsed {

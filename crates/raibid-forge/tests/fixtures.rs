@@ -39,7 +39,27 @@ fn parsed(name: &str) -> Parsed {
 fn trigger(name: &str) -> Trigger {
     match parsed(name) {
         Parsed::Trigger(trigger) => trigger,
-        Parsed::Ignored { reason } => panic!("{name} was ignored: {reason}"),
+        other => panic!("{name} is no trigger: {other:?}"),
+    }
+}
+
+/// The recorded `opened` deliveries with their action changed to `closed` (what the forges
+/// send on closing and on merging, with the same payload): the pull request and repository.
+#[test]
+fn closed_pull_requests_of_recorded_payloads() {
+    for name in ["gitea/pull_request-opened", "github/pull_request-opened"] {
+        let (body, headers) = fixture(name);
+        let mut payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        payload["action"] = "closed".into();
+        let body = serde_json::to_vec(&payload).unwrap();
+        let opened = trigger(name);
+        match parse(forge_of(name), &headers, &body).unwrap() {
+            Parsed::Closed(closed) => {
+                assert_eq!(closed.repo, opened.repo, "{name}");
+                assert_eq!(closed.git_ref(), opened.git_ref, "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
     }
 }
 

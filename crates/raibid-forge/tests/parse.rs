@@ -70,14 +70,14 @@ fn run(forge: Forge, headers: &HeaderMap, body: &Value) -> Result<Parsed, ParseE
 fn trigger(forge: Forge, event: &str, body: &Value) -> Trigger {
     match run(forge, &event_headers(forge, event), body).unwrap() {
         Parsed::Trigger(trigger) => trigger,
-        Parsed::Ignored { reason } => panic!("ignored: {reason}"),
+        other => panic!("not a trigger: {other:?}"),
     }
 }
 
 fn ignored(forge: Forge, event: &str, body: &Value) -> String {
     match run(forge, &event_headers(forge, event), body).unwrap() {
         Parsed::Ignored { reason } => reason,
-        Parsed::Trigger(trigger) => panic!("unexpected trigger {trigger:?}"),
+        other => panic!("not ignored: {other:?}"),
     }
 }
 
@@ -313,10 +313,8 @@ fn gitea_pull_request_sync_event_type_builds() {
 #[test]
 fn other_pull_request_actions_are_ignored_by_name() {
     for (forge, action) in [
-        (Forge::Github, "closed"),
         (Forge::Github, "labeled"),
         (Forge::Github, "edited"),
-        (Forge::Gitea, "closed"),
         (Forge::Gitea, "label_updated"),
         (Forge::Forgejo, "review_requested"),
     ] {
@@ -328,10 +326,42 @@ fn other_pull_request_actions_are_ignored_by_name() {
     }
 }
 
+/// Closed or merged (both `closed`): which pull request of which repository, nothing else.
+#[test]
+fn a_closed_pull_request_is_named_with_its_repository() {
+    for forge in [Forge::Github, Forge::Gitea, Forge::Forgejo] {
+        let closed = run(
+            forge,
+            &event_headers(forge, "pull_request"),
+            &pull_request("closed", Value::Null),
+        )
+        .unwrap();
+        assert_eq!(
+            closed,
+            Parsed::Closed(raibid_forge::PullRequestClosed {
+                forge,
+                repo: "owner/repo".into(),
+                number: 7,
+            })
+        );
+        let Parsed::Closed(closed) = closed else {
+            unreachable!()
+        };
+        assert_eq!(closed.git_ref(), "refs/pull/7/head");
+    }
+    // The repository's name is checked as a trigger's is.
+    let mut bad = pull_request("closed", Value::Null);
+    bad["repository"]["full_name"] = json!("../etc");
+    assert_eq!(
+        error_path(Forge::Gitea, "pull_request", bad.to_string().as_bytes()),
+        "repository.full_name"
+    );
+}
+
 #[test]
 fn ignored_pull_request_actions_need_nothing_but_the_action() {
     assert!(
-        ignored(Forge::Github, "pull_request", &json!({"action": "closed"})).contains("closed")
+        ignored(Forge::Github, "pull_request", &json!({"action": "labeled"})).contains("labeled")
     );
     assert_eq!(error_path(Forge::Github, "pull_request", b"{}"), "action");
 }

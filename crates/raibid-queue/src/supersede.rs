@@ -75,6 +75,38 @@ impl Queue {
         Ok(out)
     }
 
+    /// Cancels every build of `git_ref` of `repo` its lane remembers that is still queued,
+    /// blocked or running (a closed pull request's), and their matrix variants, as superseding
+    /// does (`interruptible: false` keeps a running one); says which, newest first.
+    pub async fn cancel_lane(
+        &self,
+        repo: &str,
+        git_ref: &str,
+        reason: &str,
+    ) -> Result<Vec<Superseded>, QueueError> {
+        let members: Vec<String> = self
+            .conn
+            .run(
+                redis::cmd("ZRANGE")
+                    .arg(self.keys.lane(repo, git_ref))
+                    .arg(0)
+                    .arg(-1)
+                    .arg("REV"),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for member in &members {
+            let Some(id) = member.split(':').next().filter(|id| valid_id(id)) else {
+                continue;
+            };
+            self.supersede_one(id, reason, &mut out).await?;
+            for child in self.children_of(id).await? {
+                self.supersede_one(&child, reason, &mut out).await?;
+            }
+        }
+        Ok(out)
+    }
+
     async fn supersede_one(
         &self,
         id: &str,

@@ -127,8 +127,8 @@ fn webhook(forge: &str) -> Value {
             },
             "responses": {
                 "200": json_body("Redelivery of an already queued webhook.", schema_ref("WebhookDuplicate")),
-                "202": json_body("Queued, or acknowledged and ignored (with the reason).",
-                    json!({ "oneOf": [schema_ref("WebhookQueued"), schema_ref("WebhookIgnored")] })),
+                "202": json_body("Queued, acknowledged and ignored (with the reason), or a closed pull request's builds cancelled.",
+                    json!({ "oneOf": [schema_ref("WebhookQueued"), schema_ref("WebhookIgnored"), schema_ref("WebhookClosed")] })),
                 "400": error("Malformed JSON or a missing/invalid field (named by its JSON path)."),
                 "401": error("Missing or wrong signature, or no webhook secret configured."),
                 "403": error("The repository is not in server.allowed_repos."),
@@ -793,6 +793,14 @@ fn schemas() -> Value {
         "WebhookIgnored": {
             "type": "object", "required": ["ignored"],
             "properties": { "ignored": { "type": "string", "description": "Why no job was queued." } }
+        },
+        "WebhookClosed": {
+            "type": "object", "required": ["closed", "cancelled"],
+            "description": "A pull request was closed or merged (action closed), with server.cancel_superseded listing pull_request: its builds still queued, waiting for approval or running were cancelled (or asked to stop).",
+            "properties": {
+                "closed": { "type": "integer", "description": "The pull request's number." },
+                "cancelled": { "type": "array", "items": string }
+            }
         },
         "ConsumerStats": {
             "type": "object", "required": ["name", "pending", "idle_ms"],

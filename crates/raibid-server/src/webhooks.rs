@@ -76,6 +76,11 @@ enum Reply {
     Ignored {
         ignored: String,
     },
+    /// A pull request was closed: its builds that were still queued or running.
+    Closed {
+        closed: u64,
+        cancelled: Vec<String>,
+    },
 }
 
 impl Reply {
@@ -84,6 +89,7 @@ impl Reply {
             Reply::Queued { .. } => "queued",
             Reply::Duplicate { .. } => "duplicate",
             Reply::Ignored { .. } => "ignored",
+            Reply::Closed { .. } => "closed",
         }
     }
 }
@@ -92,7 +98,9 @@ impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         let status = match self {
             Reply::Duplicate { .. } => StatusCode::OK,
-            Reply::Queued { .. } | Reply::Ignored { .. } => StatusCode::ACCEPTED,
+            Reply::Queued { .. } | Reply::Ignored { .. } | Reply::Closed { .. } => {
+                StatusCode::ACCEPTED
+            }
         };
         (status, axum::Json(self)).into_response()
     }
@@ -161,6 +169,7 @@ async fn handle(
             debug!(%forge, %reason, "webhook ignored");
             return Ok(Reply::Ignored { ignored: reason });
         }
+        Parsed::Closed(closed) => return close(state, key, closed).await,
     };
     check_signed_by_own_secret(state.repos(), key, &trigger.repo).inspect_err(|e| {
         warn!(%forge, repo = %trigger.repo, error = %e, "webhook rejected: wrong secret");
@@ -228,6 +237,48 @@ async fn handle(
             })
         }
     }
+}
+
+/// A closed (or merged) pull request: its builds still queued, waiting for approval or
+/// running are cancelled, as a newer push to it would have them, when pull request builds are
+/// superseded at all (`server.cancel_superseded`). A redelivery finds nothing left to cancel.
+async fn close(
+    state: &AppState,
+    key: &Secret,
+    closed: raibid_forge::PullRequestClosed,
+) -> Result<Reply, ApiError> {
+    check_signed_by_own_secret(state.repos(), key, &closed.repo)?;
+    if !state.repos().is_allowed(&closed.repo) {
+        return Err(ApiError::RepoNotAllowed(closed.repo));
+    }
+    let config = state.config();
+    if !config
+        .server
+        .cancel_superseded
+        .contains(&raibid_model::Event::PullRequest)
+        || !config
+            .server
+            .events
+            .contains(&raibid_model::Event::PullRequest)
+    {
+        return Ok(Reply::Ignored {
+            ignored: "pull_request action \"closed\": its builds are left to run \
+                      (server.cancel_superseded has no pull_request)"
+                .into(),
+        });
+    }
+    let reason = format!("pull request #{} closed", closed.number);
+    let cancelled = state
+        .queue()
+        .cancel_lane(&closed.repo, &closed.git_ref(), &reason)
+        .await?;
+    for build in &cancelled {
+        info!(job = %build.id, repo = %closed.repo, result = ?build.result, "{reason}: cancelled");
+    }
+    Ok(Reply::Closed {
+        closed: closed.number,
+        cancelled: cancelled.into_iter().map(|b| b.id).collect(),
+    })
 }
 
 /// Cancels the older builds `job` supersedes; returns those it cancelled or asked to stop.

@@ -122,11 +122,24 @@ async fn a_pull_request_update_cancels_the_build_of_its_previous_head() {
 
     // The recorded synchronize carries the same head as the opening; a real one follows a
     // push, so it gets a new head commit and is signed again.
-    let (body, mut headers) = fixture("gitea/pull_request-synchronized");
+    let (body, headers) = fixture("gitea/pull_request-synchronized");
     let mut payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
     payload["pull_request"]["head"]["sha"] = sha('d').into();
     let body = serde_json::to_vec(&payload).unwrap();
-    let signature = hmac_hex(SECRET, &body);
+    let response = server
+        .post_webhook("gitea", signed(headers, &body), body)
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let synchronized = json(response).await;
+    assert_eq!(superseded(&synchronized), vec![opened_id.clone()]);
+    let old = job(&server, &opened_id).await;
+    assert_eq!(old.status, JobStatus::Cancelled);
+    assert_eq!(old.spec.event, Event::PullRequest);
+}
+
+/// Gitea's recorded headers for `body`, signed again (a payload the test changed).
+fn signed(mut headers: reqwest::header::HeaderMap, body: &[u8]) -> reqwest::header::HeaderMap {
+    let signature = hmac_hex(SECRET, body);
     for name in ["x-gitea-signature", "x-gogs-signature"] {
         headers.insert(name, HeaderValue::from_str(&signature).unwrap());
     }
@@ -135,13 +148,65 @@ async fn a_pull_request_update_cancels_the_build_of_its_previous_head() {
         HeaderValue::from_str(&format!("sha256={signature}")).unwrap(),
     );
     headers.remove("x-hub-signature");
+    headers
+}
+
+/// The recorded opening of a pull request, closed (Gitea sends `closed` on closing and on
+/// merging): its builds still queued or running are cancelled, the branch's are not.
+#[tokio::test]
+async fn closing_a_pull_request_cancels_its_builds() {
+    let closing = || {
+        let (body, headers) = fixture("gitea/pull_request-opened");
+        let mut payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        payload["action"] = "closed".into();
+        let number = payload["pull_request"]["number"].as_u64().unwrap();
+        let body = serde_json::to_vec(&payload).unwrap();
+        (signed(headers, &body), body, number)
+    };
+
+    // Off when pull request builds are not superseded: the build runs on.
+    let mut config = support::config();
+    config.server.cancel_superseded = vec![Event::Push];
+    let server = TestServer::start_with(config).await;
+    let opened = json(server.deliver("gitea/pull_request-opened").await).await;
+    let (headers, body, _) = closing();
     let response = server.post_webhook("gitea", headers, body).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let synchronized = json(response).await;
-    assert_eq!(superseded(&synchronized), vec![opened_id.clone()]);
-    let old = job(&server, &opened_id).await;
-    assert_eq!(old.status, JobStatus::Cancelled);
-    assert_eq!(old.spec.event, Event::PullRequest);
+    let reply = json(response).await;
+    assert!(
+        reply["ignored"].as_str().unwrap().contains("left to run"),
+        "{reply}"
+    );
+    let id = opened["job_id"].as_str().unwrap();
+    assert_eq!(job(&server, id).await.status, JobStatus::Queued);
+
+    // On by default.
+    let server = TestServer::start().await;
+    let opened = json(server.deliver("gitea/pull_request-opened").await).await;
+    let opened_id = opened["job_id"].as_str().unwrap().to_owned();
+    let branch = push(&server, "main", 'a').await;
+    let (headers, body, number) = closing();
+    let response = server.post_webhook("gitea", headers, body).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let reply = json(response).await;
+    assert_eq!(reply["closed"], number, "{reply}");
+    assert_eq!(
+        reply["cancelled"],
+        serde_json::json!([opened_id]),
+        "{reply}"
+    );
+    let cancelled = job(&server, &opened_id).await;
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(
+        cancelled.reason.as_deref(),
+        Some(format!("pull request #{number} closed").as_str())
+    );
+    let branch_id = branch["job_id"].as_str().unwrap();
+    assert_eq!(job(&server, branch_id).await.status, JobStatus::Queued);
+    // A redelivery finds nothing left.
+    let (headers, body, _) = closing();
+    let again = json(server.post_webhook("gitea", headers, body).await).await;
+    assert_eq!(again["cancelled"], serde_json::json!([]), "{again}");
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@ use raibid_model::{Event, Forge};
 use serde::Deserialize;
 
 use super::{ParseError, trigger};
-use crate::payload::{BranchName, Repository, Sha, User, decode, objects_only};
-use crate::trigger::Parsed;
+use crate::payload::{BranchName, RepoName, Repository, Sha, User, decode, objects_only};
+use crate::trigger::{Parsed, PullRequestClosed};
 
 /// Read first, so that the many pull request events that do not build (labels, reviews,
 /// closing) are acknowledged without requiring the rest of the payload to be complete.
@@ -62,7 +62,37 @@ struct Base {
     sha: Option<String>,
 }
 
-objects_only!(Action, PullRequestEvent, PullRequest, Head, HeadRepo, Base);
+/// `closed`: only which pull request, of which repository.
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
+struct ClosedEvent {
+    pull_request: ClosedPullRequest,
+    repository: ClosedRepository,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
+struct ClosedPullRequest {
+    number: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
+struct ClosedRepository {
+    full_name: RepoName,
+}
+
+objects_only!(
+    Action,
+    PullRequestEvent,
+    PullRequest,
+    Head,
+    HeadRepo,
+    Base,
+    ClosedEvent,
+    ClosedPullRequest,
+    ClosedRepository
+);
 
 pub(super) fn parse(
     forge: Forge,
@@ -70,6 +100,14 @@ pub(super) fn parse(
     body: &[u8],
 ) -> Result<Parsed, ParseError> {
     let Action { action } = decode(body)?;
+    if action == "closed" {
+        let event: ClosedEvent = decode(body)?;
+        return Ok(Parsed::Closed(PullRequestClosed {
+            forge,
+            repo: event.repository.full_name.0,
+            number: event.pull_request.number,
+        }));
+    }
     if !builds(forge, &action, event_type) {
         return Ok(Parsed::ignored(format!(
             "pull_request action {action:?} is not handled"
