@@ -129,6 +129,11 @@ pub struct ExecArgs {
     /// Keep each job's workspace after it ends.
     #[arg(long)]
     pub keep_workspace: bool,
+    /// A secret steps may name in `secrets:`, its value taken from this command's environment
+    /// variable of the same name (never from the command line, which other users can read);
+    /// repeatable. Over `agent.secrets` of the same name.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -205,3 +205,48 @@ fn an_interrupt_cancels_the_job_and_cleans_up() {
     );
     assert_eq!(git(repo.path(), &["for-each-ref", "refs/raibid"]), "");
 }
+
+/// `--secret NAME` gives steps that name it the value of this command's `$NAME`, masked in the
+/// log; a secret without its variable is refused before anything runs.
+#[test]
+fn secrets_come_from_the_environment_and_are_masked() {
+    let pipeline = "\
+steps:
+  - name: deploy
+    secrets: [DEPLOY_TOKEN]
+    run: |
+      echo \"token: $DEPLOY_TOKEN\"
+      test \"$DEPLOY_TOKEN\" = tok-3141592653
+";
+    let repo = repo(&[(".raibid.yaml", pipeline)]);
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let run = |value: Option<&str>| {
+        let mut cmd = Command::new(RAIBID);
+        cmd.arg("--config")
+            .arg(data.path().join("no-config.yaml"))
+            .args(["exec", "--executor", "host", "--secret", "DEPLOY_TOKEN"])
+            .arg(repo.path())
+            .env("XDG_DATA_HOME", data.path())
+            .env_remove("RAIBID_REDIS_URL")
+            .env_remove("DEPLOY_TOKEN");
+        if let Some(value) = value {
+            cmd.env("DEPLOY_TOKEN", value);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(Some("tok-3141592653"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("token: ***\n"), "{stdout}");
+    assert!(!stdout.contains("3141592653"), "{stdout}");
+
+    let out = run(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--secret DEPLOY_TOKEN: set the environment variable DEPLOY_TOKEN"),
+        "{stderr}"
+    );
+    assert_eq!(git(repo.path(), &["for-each-ref", "refs/raibid"]), "");
+}

@@ -42,6 +42,17 @@ async fn run_snapshot(
     top: &Path,
     snapshot: &Snapshot,
 ) -> anyhow::Result<ExitCode> {
+    for name in &args.secrets {
+        let value = std::env::var(name).with_context(|| {
+            format!("--secret {name}: set the environment variable {name} to its value")
+        })?;
+        config
+            .agent
+            .secrets
+            .insert(name.clone(), Secret::new(value));
+        // Given for this run: to whatever repository it is run as.
+        config.agent.secret_repos.remove(name);
+    }
     let data = data_home(config).join("exec");
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     // Each run its own Redis, so that runs side by side never see each other's jobs.
