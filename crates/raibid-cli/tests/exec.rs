@@ -34,8 +34,10 @@ fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// `raibid exec` on `dir`; a run that hangs (a job nobody releases) fails the test after two
+/// minutes instead of holding it for ever.
 fn exec(dir: &Path, data: &Path, extra: &[&str]) -> Output {
-    Command::new(RAIBID)
+    let mut child = Command::new(RAIBID)
         .arg("--config")
         .arg(data.join("no-config.yaml"))
         .args(["exec", "--executor", "host"])
@@ -43,8 +45,24 @@ fn exec(dir: &Path, data: &Path, extra: &[&str]) -> Output {
         .arg(dir)
         .env("XDG_DATA_HOME", data)
         .env_remove("RAIBID_REDIS_URL")
-        .output()
-        .unwrap()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "raibid exec hung:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -130,6 +148,36 @@ steps:
     }
     // Clean: the commit itself, nothing changed.
     assert!(stderr.contains("as committed"), "{stderr}");
+}
+
+/// Workflows of `.raibid/` run as their jobs, one waiting for another (`depends_on`), as a
+/// server would release them.
+#[test]
+fn workflows_run_in_their_order() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    std::fs::create_dir_all(dir.join(".raibid")).unwrap();
+    std::fs::write(
+        dir.join(".raibid/build.yaml"),
+        "steps:\n  - name: b\n    run: echo building > /dev/null; echo built\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(".raibid/deploy.yaml"),
+        "depends_on: [build]\nsteps:\n  - name: d\n    run: echo deployed\n",
+    )
+    .unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let out = exec(dir, data.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let built = stdout.find("built\n").expect("build ran");
+    let deployed = stdout.find("deployed\n").expect("deploy ran");
+    assert!(built < deployed, "{stdout}");
+    assert!(stderr.contains("raibid exec: deploy success"), "{stderr}");
 }
 
 #[test]

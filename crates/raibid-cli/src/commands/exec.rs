@@ -141,6 +141,18 @@ async fn run_job(
 
     let shutdown = CancellationToken::new();
     let mut agent = tokio::spawn(raibid_agent::run_agent(runner, options, shutdown.clone()));
+    // What the server does when a job ends (workflows that `depends_on` it, the next holder
+    // of a concurrency group); without a server here, by sweeping this private queue.
+    let settler = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let _ = queue.sweep_waiting(chrono::Utc::now()).await;
+                let _ = queue.sweep_groups().await;
+            }
+        })
+    };
     let shown = tokio::select! {
         shown = show(&queue, &root, &pools) => shown,
         ended = &mut agent => Err(match ended {
@@ -150,6 +162,7 @@ async fn run_job(
         }),
         () = crate::commands::shutdown_signal() => {
             eprintln!("raibid exec: interrupted; cancelling the job");
+            settler.abort();
             cancel_all(&queue, &root).await;
             // Its steps are stopped within a heartbeat; the log says so.
             let _ = tokio::time::timeout(Duration::from_secs(10), show(&queue, &root, &pools)).await;
@@ -158,6 +171,7 @@ async fn run_job(
             return Ok(ExitCode::from(130));
         }
     };
+    settler.abort();
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut agent).await;
     let ended = shown?;
