@@ -251,6 +251,10 @@ fn an_interrupt_cancels_the_job_and_cleans_up() {
         stderr.contains("interrupted; cancelling the job"),
         "{stderr}"
     );
+    // What was printed before is not printed again.
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(!rest.contains("started"), "{rest}");
     assert_eq!(git(repo.path(), &["for-each-ref", "refs/raibid"]), "");
 }
 

@@ -163,9 +163,9 @@ async fn run_job(
         () = crate::commands::shutdown_signal() => {
             eprintln!("raibid exec: interrupted; cancelling the job");
             settler.abort();
-            cancel_all(&queue, &root).await;
-            // Its steps are stopped within a heartbeat; the log says so.
-            let _ = tokio::time::timeout(Duration::from_secs(10), show(&queue, &root, &pools)).await;
+            let jobs = cancel_all(&queue, &root).await;
+            // A running step is stopped within a heartbeat; its agent then acks.
+            let _ = tokio::time::timeout(Duration::from_secs(10), all_ended(&queue, &jobs)).await;
             shutdown.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(10), &mut agent).await;
             return Ok(ExitCode::from(130));
@@ -257,13 +257,28 @@ async fn follow(queue: &Queue, id: &str, pools: &[PoolName], header: bool) -> an
     }
 }
 
-/// Cancels `root` and every job it queued.
-async fn cancel_all(queue: &Queue, root: &str) {
+/// Cancels `root` and every job it queued; returns their ids.
+async fn cancel_all(queue: &Queue, root: &str) -> Vec<String> {
+    let mut jobs = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(id) = pending.pop() {
         let _ = queue.cancel_because(&id, "cancelled").await;
         if let Ok(Some(job)) = queue.get(&id).await {
             pending.extend(job.children);
+        }
+        jobs.push(id);
+    }
+    jobs
+}
+
+/// Until every one of `jobs` has ended (or cannot be read).
+async fn all_ended(queue: &Queue, jobs: &[String]) {
+    for id in jobs {
+        while let Ok(Some(job)) = queue.get(id).await {
+            if job.status.is_final() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
