@@ -207,6 +207,18 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
                 format!("{:?} names another token too", token.name),
             ));
         }
+        if let Some(first) = config.server.tokens[..i]
+            .iter()
+            .position(|other| other.hash == token.hash)
+        {
+            return Err(semantic(
+                &key("hash"),
+                format!(
+                    "the same token as server.tokens[{first}]: a token has one entry, or the \
+                     first would decide what it may do"
+                ),
+            ));
+        }
         if token.scopes.is_empty() {
             return Err(semantic(
                 &key("scopes"),
@@ -712,6 +724,15 @@ flux:
                 "{extra:?}: {err}"
             );
         }
+        let err = parse(&format!(
+            "server:\n  tokens:\n    - {hash}\n    - name: bot\n      hash: {hash}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("server.tokens[1].hash") && err.contains("server.tokens[0]"),
+            "{err}"
+        );
         let err = parse(&format!(
             "server:\n  tokens:\n    - name: a b\n      hash: {hash}\n"
         ))
