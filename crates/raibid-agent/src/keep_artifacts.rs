@@ -216,7 +216,12 @@ impl Runner {
         stop: &CancellationToken,
         log: &mut JobLog,
     ) {
-        if artifacts.junit.is_empty() || stop.is_cancelled() {
+        // Nothing ran (every step's `when` said no): nothing can have written a report.
+        let nothing_ran = outcome
+            .steps
+            .iter()
+            .all(|s| s.status == raibid_model::StepStatus::Skipped);
+        if artifacts.junit.is_empty() || stop.is_cancelled() || nothing_ran {
             return;
         }
         let (workspace, paths, stop) = (

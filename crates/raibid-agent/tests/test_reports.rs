@@ -76,3 +76,15 @@ async fn without_a_readable_report_the_job_records_none() {
     assert_eq!(job.tests, None);
     assert!(log.contains("tests: no report could be read"), "{log}");
 }
+
+#[tokio::test]
+async fn a_pipeline_that_ran_nothing_reads_no_report() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let pipeline = "when: { branch: release }\nartifacts:\n  reports:\n    junit: [report.xml]\nsteps:\n  - name: t\n    run: 'true'\n";
+    let sha = repo.commit(&[(".raibid.yaml", pipeline)], "skipped");
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert_eq!(job.tests, None);
+    assert!(!log.contains("tests:"), "{log}");
+}
