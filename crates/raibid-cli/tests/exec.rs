@@ -34,11 +34,18 @@ fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// `raibid exec` on `dir`; a run that hangs (a job nobody releases) fails the test after two
-/// minutes instead of holding it for ever.
-fn exec(dir: &Path, data: &Path, extra: &[&str]) -> Output {
-    let mut child = Command::new(RAIBID)
-        .arg("--config")
+/// Where a run keeps its data (`$XDG_DATA_HOME`), with an empty configuration file.
+fn data_dir() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    data
+}
+
+/// `raibid exec [extra] dir` with the host executor and `data` (see [`data_dir`]), its output
+/// piped.
+fn command(dir: &Path, data: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(RAIBID);
+    cmd.arg("--config")
         .arg(data.join("no-config.yaml"))
         .args(["exec", "--executor", "host"])
         .args(extra)
@@ -46,9 +53,14 @@ fn exec(dir: &Path, data: &Path, extra: &[&str]) -> Output {
         .env("XDG_DATA_HOME", data)
         .env_remove("RAIBID_REDIS_URL")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// `raibid exec` on `dir`; a run that hangs (a job nobody releases) fails the test after two
+/// minutes instead of holding it for ever.
+fn exec(dir: &Path, data: &Path, extra: &[&str]) -> Output {
+    let mut child = command(dir, data, extra).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
@@ -89,8 +101,7 @@ steps:
     let status = git(dir, &["status", "--porcelain"]);
     let head = git(dir, &["rev-parse", "HEAD"]);
 
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let data = data_dir();
     let out = exec(dir, data.path(), &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -128,8 +139,7 @@ steps:
       test \"$V\" = a
 ";
     let repo = repo(&[(".raibid.yaml", pipeline)]);
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let data = data_dir();
     let out = exec(repo.path(), data.path(), &["--branch", "main"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -168,8 +178,7 @@ fn workflows_run_in_their_order() {
     )
     .unwrap();
     git(dir, &["init", "-q", "-b", "main"]);
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let data = data_dir();
     let out = exec(dir, data.path(), &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -183,8 +192,7 @@ fn workflows_run_in_their_order() {
 #[test]
 fn a_broken_pipeline_says_where_and_outside_a_repository_nothing_runs() {
     let repo = repo(&[(".raibid.yaml", "steps:\n  - name: x\n    runn: true\n")]);
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let data = data_dir();
     let out = exec(repo.path(), data.path(), &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -206,19 +214,8 @@ fn an_interrupt_cancels_the_job_and_cleans_up() {
 
     let pipeline = "steps:\n  - name: long\n    run: |\n      echo started\n      sleep 60\n";
     let repo = repo(&[(".raibid.yaml", pipeline)]);
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
-    let mut child = Command::new(RAIBID)
-        .arg("--config")
-        .arg(data.path().join("no-config.yaml"))
-        .args(["exec", "--executor", "host"])
-        .arg(repo.path())
-        .env("XDG_DATA_HOME", data.path())
-        .env_remove("RAIBID_REDIS_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let data = data_dir();
+    let mut child = command(repo.path(), data.path(), &[]).spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
     loop {
@@ -271,17 +268,10 @@ steps:
       test \"$DEPLOY_TOKEN\" = tok-3141592653
 ";
     let repo = repo(&[(".raibid.yaml", pipeline)]);
-    let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("no-config.yaml"), "").unwrap();
+    let data = data_dir();
     let run = |value: Option<&str>| {
-        let mut cmd = Command::new(RAIBID);
-        cmd.arg("--config")
-            .arg(data.path().join("no-config.yaml"))
-            .args(["exec", "--executor", "host", "--secret", "DEPLOY_TOKEN"])
-            .arg(repo.path())
-            .env("XDG_DATA_HOME", data.path())
-            .env_remove("RAIBID_REDIS_URL")
-            .env_remove("DEPLOY_TOKEN");
+        let mut cmd = command(repo.path(), data.path(), &["--secret", "DEPLOY_TOKEN"]);
+        cmd.env_remove("DEPLOY_TOKEN");
         if let Some(value) = value {
             cmd.env("DEPLOY_TOKEN", value);
         }
