@@ -225,14 +225,11 @@ impl SecretStore {
     }
 }
 
-/// Whether `branch` matches one of `globs` (`*` within a path segment, `**` across them). A
-/// glob that does not parse matches nothing: the server checked them when they were set.
+/// Whether `branch` matches one of `globs` ([`raibid_config::branch_glob`]). A glob that does
+/// not parse matches nothing: the server checked them when they were set.
 fn branch_matches(globs: &[String], branch: &str) -> bool {
     globs.iter().any(|glob| {
-        globset::GlobBuilder::new(glob)
-            .literal_separator(true)
-            .build()
-            .is_ok_and(|g| g.compile_matcher().is_match(branch))
+        raibid_config::branch_glob(glob).is_ok_and(|g| g.compile_matcher().is_match(branch))
     })
 }
 

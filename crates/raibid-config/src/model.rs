@@ -596,3 +596,13 @@ pub fn repo_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
         .case_insensitive(true)
         .build()
 }
+
+/// A glob over branch names, as a secret's `--branch` limits it: `*` stays within one path
+/// segment (`release/*` is `release/1.2`, not `release/1/x`), `**` crosses them. Names are
+/// compared as written: git's branch names are case-sensitive. The server checks them when a
+/// secret is set and the agent matches pushed branches with them, so both read them alike.
+pub fn branch_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+}

@@ -174,7 +174,7 @@ async fn delete_from(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Globs over branch names, as the agent matches them (`*` within a path segment).
+/// Globs over branch names, as the agent matches them ([`raibid_config::branch_glob`]).
 fn branch_globs(globs: &[String]) -> Result<(), ApiError> {
     const MAX_BRANCH_GLOBS: usize = 20;
     let invalid = |i: usize, message: String| ApiError::InvalidField {
@@ -194,10 +194,7 @@ fn branch_globs(globs: &[String]) -> Result<(), ApiError> {
                 "a glob over branch names, like main or release/*".into(),
             ));
         }
-        globset::GlobBuilder::new(glob)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| invalid(i, format!("{glob:?}: {e}")))?;
+        raibid_config::branch_glob(glob).map_err(|e| invalid(i, format!("{glob:?}: {e}")))?;
     }
     Ok(())
 }
