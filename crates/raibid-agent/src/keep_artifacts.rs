@@ -262,21 +262,8 @@ impl Runner {
         ))
         .await;
         for failure in report.failures.iter().take(SHOWN_FAILURES) {
-            let suite = if failure.suite.is_empty() {
-                String::new()
-            } else {
-                format!("{} ", failure.suite)
-            };
-            log.line(&format!(
-                "\x1b[31mtests: failed: {suite}{}{}\x1b[0m",
-                failure.name,
-                if failure.message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", failure.message)
-                }
-            ))
-            .await;
+            log.line(&format!("\x1b[31mtests: failed: {failure}\x1b[0m"))
+                .await;
         }
         if report.failed > SHOWN_FAILURES as u64 {
             log.line(&format!(

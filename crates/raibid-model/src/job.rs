@@ -445,6 +445,21 @@ pub struct TestFailure {
     pub message: String,
 }
 
+impl std::fmt::Display for TestFailure {
+    /// `suite name: message`, leaving out what is empty: how the log and `raibid job show`
+    /// name a failure.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.suite.is_empty() {
+            write!(f, "{} ", self.suite)?;
+        }
+        f.write_str(&self.name)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
 /// A job's `artifacts:`, as the agent pushed them to the forge's registry: one gzipped tar in an
 /// OCI artifact, tagged with the job's id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

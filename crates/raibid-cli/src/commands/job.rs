@@ -492,23 +492,9 @@ fn describe(job: &Job) -> String {
         }
     }
     if let Some(tests) = &job.tests {
-        out.push_str(&format!(
-            "tests      {}
-",
-            tests.summary()
-        ));
+        out.push_str(&format!("tests      {}\n", tests.summary()));
         for failure in &tests.failures {
-            let suite = if failure.suite.is_empty() {
-                String::new()
-            } else {
-                format!("{} ", failure.suite)
-            };
-            let message = if failure.message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", failure.message)
-            };
-            out.push_str(&format!("  failed   {suite}{}{message}\n", failure.name));
+            out.push_str(&format!("  failed   {failure}\n"));
         }
         let unnamed = tests.failed.saturating_sub(tests.failures.len() as u64);
         if unnamed > 0 {
