@@ -190,17 +190,12 @@ pub fn pack(
                     .append_link(&mut header, &name, &target)
                     .map_err(io_err("archiving", &on_disk))?;
             } else if kind.is_file() && meta.uid() == owner {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc_flags())
-                    .open(&on_disk)
-                    .map_err(io_err("opening", &on_disk))?;
-                let opened = file.metadata().map_err(io_err("reading", &on_disk))?;
-                // Swapped for something else between the look and the open.
-                if !opened.is_file() || opened.ino() != meta.ino() {
-                    leave_out(&mut packed, &name, "changed while it was read");
+                let Some((file, opened)) =
+                    open_as_seen(&on_disk, &meta).map_err(io_err("opening", &on_disk))?
+                else {
+                    leave_out(&mut packed, &name, CHANGED);
                     continue;
-                }
+                };
                 packed.bytes += opened.len();
                 if packed.bytes > max_bytes {
                     return Err(ArtifactsError::TooLarge { max: max_bytes });
@@ -211,8 +206,7 @@ pub fn pack(
                     .map_err(io_err("archiving", &on_disk))?;
                 packed.files += 1;
             } else if kind.is_file() {
-                let why = format!("owned by uid {}, not the workspace's owner", meta.uid());
-                leave_out(&mut packed, &name, &why);
+                leave_out(&mut packed, &name, &not_the_owners(&meta));
             } else {
                 leave_out(&mut packed, &name, "not a file, directory or link");
             }
@@ -317,8 +311,32 @@ pub(crate) fn roots(
 
 /// `O_NOFOLLOW | O_NONBLOCK`: the last component is not followed, and a FIFO a step left
 /// does not block the open (it is then refused as not a regular file).
-pub(crate) fn libc_flags() -> i32 {
+fn libc_flags() -> i32 {
     nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits()
+}
+
+/// Why [`open_as_seen`] gave nothing.
+pub(crate) const CHANGED: &str = "changed while it was read";
+
+/// Opens `path`, which `seen` (its `symlink_metadata`) said is a regular file, without
+/// following a link or blocking on a FIFO; `None` when it was swapped for something else
+/// between the look and the open. Returns the file and what the open found.
+pub(crate) fn open_as_seen(
+    path: &Path,
+    seen: &std::fs::Metadata,
+) -> io::Result<Option<(File, std::fs::Metadata)>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(path)?;
+    let opened = file.metadata()?;
+    Ok((opened.is_file() && opened.ino() == seen.ino()).then_some((file, opened)))
+}
+
+/// Why a regular file of the workspace is left out: a step of a root agent's job may have
+/// hard-linked a file it cannot read, which the agent must not publish.
+pub(crate) fn not_the_owners(meta: &std::fs::Metadata) -> String {
+    format!("owned by uid {}, not the workspace's owner", meta.uid())
 }
 
 fn leave_out(packed: &mut Packed, name: &Path, why: &str) {

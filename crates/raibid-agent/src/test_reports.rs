@@ -9,13 +9,13 @@
 //! entity of a report expands into anything.
 
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use raibid_model::{TestFailure, TestReport};
 use tokio_util::sync::CancellationToken;
 
-use crate::artifacts::{ArtifactsError, Packed, libc_flags, roots};
+use crate::artifacts::{ArtifactsError, CHANGED, Packed, not_the_owners, open_as_seen, roots};
 
 /// A report larger than this is left out: JUnit files of even large suites are a few MiB.
 pub const MAX_REPORT_BYTES: u64 = 32 << 20;
@@ -85,20 +85,11 @@ fn read(path: &Path, owner: u32) -> Result<String, String> {
         return Err("not a regular file".into());
     }
     if meta.uid() != owner {
-        return Err(format!(
-            "owned by uid {}, not the workspace's owner",
-            meta.uid()
-        ));
+        return Err(not_the_owners(&meta));
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_flags())
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let opened = file.metadata().map_err(|e| e.to_string())?;
-    if !opened.is_file() || opened.ino() != meta.ino() {
-        return Err("changed while it was read".into());
-    }
+    let (file, opened) = open_as_seen(path, &meta)
+        .map_err(|e| e.to_string())?
+        .ok_or(CHANGED)?;
     if opened.len() > MAX_REPORT_BYTES {
         return Err(format!("larger than {} MiB", MAX_REPORT_BYTES >> 20));
     }
