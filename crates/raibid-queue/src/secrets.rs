@@ -118,6 +118,36 @@ struct Stored {
     sealed: String,
 }
 
+impl Stored {
+    /// `value` sealed with `key`, bound to `scope`, `name`, `events` and `branches` as
+    /// [`bound_to`] says.
+    fn seal(
+        key: &SecretsKey,
+        scope: &SecretScope,
+        name: &str,
+        value: &str,
+        events: Vec<Event>,
+        branches: Vec<String>,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Self, QueueError> {
+        let (nonce, sealed) = key.seal(&bound_to(scope, name, &events, &branches), value)?;
+        Ok(Self {
+            events,
+            branches,
+            updated_at,
+            key: key.id.clone(),
+            nonce: hex::encode(nonce),
+            sealed: hex::encode(sealed),
+        })
+    }
+
+    /// As the hash's field holds it.
+    fn to_json(&self) -> Result<String, QueueError> {
+        serde_json::to_string(self)
+            .map_err(|e| QueueError::Protocol(format!("encoding a secret: {e}")))
+    }
+}
+
 /// What the seal binds a value to: moved to another repository, owner or name, or given
 /// other events or branches, it no longer opens.
 fn bound_to(scope: &SecretScope, name: &str, events: &[Event], branches: &[String]) -> String {
@@ -234,17 +264,8 @@ impl Queue {
         let mut branches = branches.to_vec();
         branches.sort();
         branches.dedup();
-        let (nonce, sealed) = key.seal(&bound_to(scope, name, &events, &branches), value)?;
-        let stored = Stored {
-            events,
-            branches,
-            updated_at: Utc::now(),
-            key: key.id.clone(),
-            nonce: hex::encode(nonce),
-            sealed: hex::encode(sealed),
-        };
-        let json = serde_json::to_string(&stored)
-            .map_err(|e| QueueError::Protocol(format!("encoding a secret: {e}")))?;
+        let stored = Stored::seal(key, scope, name, value, events, branches, Utc::now())?;
+        let json = stored.to_json()?;
         let mut invocation = scripts::SET_SECRET.prepare_invoke();
         invocation
             .key(self.keys.secrets(scope))
@@ -368,18 +389,16 @@ impl Queue {
                     report.unopenable += 1;
                     continue;
                 };
-                let (nonce, sealed) = current.seal(
-                    &bound_to(&scope, &name, &stored.events, &stored.branches),
+                let new = Stored::seal(
+                    current,
+                    &scope,
+                    &name,
                     &opened.value,
-                )?;
-                let resealed = Stored {
-                    key: current.id.clone(),
-                    nonce: hex::encode(nonce),
-                    sealed: hex::encode(sealed),
-                    ..stored
-                };
-                let new = serde_json::to_string(&resealed)
-                    .map_err(|e| QueueError::Protocol(format!("encoding a secret: {e}")))?;
+                    stored.events,
+                    stored.branches,
+                    stored.updated_at,
+                )?
+                .to_json()?;
                 let mut invocation = scripts::RESEAL_SECRET.prepare_invoke();
                 invocation.key(&hash).arg(&name).arg(&json).arg(new);
                 let swapped: i64 = self.conn.script(&invocation).await?;
