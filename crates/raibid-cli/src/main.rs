@@ -3,6 +3,7 @@
 mod child_process;
 mod cli;
 mod commands;
+mod git;
 mod local_redis;
 mod local_registry;
 mod logging;

@@ -23,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AgentArgs, ExecArgs, ExecEvent};
 use crate::commands::{agent, data_home, queue_options};
+use crate::git;
 use crate::local_redis::{Durability, LocalRedis};
 
 pub async fn run(mut config: Config, args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let top = git(&args.dir, &["rev-parse", "--show-toplevel"], &[])
+    let top = git::output(&args.dir, &["rev-parse", "--show-toplevel"], &[])
         .await
         .with_context(|| format!("{} is not in a git repository", args.dir.display()))?;
     let top = PathBuf::from(top);
@@ -109,7 +110,7 @@ async fn run_job(
     };
     let branch = match &args.branch {
         Some(branch) => branch.clone(),
-        None => git(top, &["symbolic-ref", "--quiet", "--short", "HEAD"], &[])
+        None => git::output(top, &["symbolic-ref", "--quiet", "--short", "HEAD"], &[])
             .await
             .unwrap_or_else(|_| "main".into()),
     };
@@ -321,17 +322,17 @@ impl Snapshot {
         // nothing the user has staged or not is touched.
         let index_dir = tempfile::tempdir().context("creating a temporary index")?;
         let index = index_dir.path().join("index");
-        let real = git(top, &["rev-parse", "--git-path", "index"], &[]).await?;
+        let real = git::output(top, &["rev-parse", "--git-path", "index"], &[]).await?;
         let real = top.join(real);
         if real.exists() {
             std::fs::copy(&real, &index).context("copying the index")?;
         }
         let env = [("GIT_INDEX_FILE", index.as_os_str())];
-        git(top, &["add", "--all", "--", "."], &env)
+        git::output(top, &["add", "--all", "--", "."], &env)
             .await
             .context("reading the working tree")?;
-        let tree = git(top, &["write-tree"], &env).await?;
-        let head = git(
+        let tree = git::output(top, &["write-tree"], &env).await?;
+        let head = git::output(
             top,
             &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
             &[],
@@ -339,7 +340,9 @@ impl Snapshot {
         .await
         .ok();
         let head_tree = match &head {
-            Some(_) => git(top, &["rev-parse", "HEAD^{tree}"], &[]).await.ok(),
+            Some(_) => git::output(top, &["rev-parse", "HEAD^{tree}"], &[])
+                .await
+                .ok(),
             None => None,
         };
         let (sha, changed) = match (&head, head_tree) {
@@ -361,7 +364,7 @@ impl Snapshot {
                     ("GIT_COMMITTER_NAME", "raibid exec".as_ref()),
                     ("GIT_COMMITTER_EMAIL", "exec@raibid.invalid".as_ref()),
                 ];
-                (git(top, &commit, &id).await?, true)
+                (git::output(top, &commit, &id).await?, true)
             }
         };
         let reference = format!(
@@ -371,7 +374,7 @@ impl Snapshot {
                 .get(..8)
                 .unwrap_or_default()
         );
-        git(top, &["update-ref", &reference, &sha], &[]).await?;
+        git::output(top, &["update-ref", &reference, &sha], &[]).await?;
         Ok(Self {
             top: top.to_path_buf(),
             sha,
@@ -381,39 +384,13 @@ impl Snapshot {
     }
 
     async fn remove(&self) {
-        if let Err(e) = git(&self.top, &["update-ref", "-d", &self.reference], &[]).await {
+        if let Err(e) = git::output(&self.top, &["update-ref", "-d", &self.reference], &[]).await {
             eprintln!(
                 "raibid exec: could not delete {} (`git update-ref -d {}`): {e:#}",
                 self.reference, self.reference
             );
         }
     }
-}
-
-/// Runs git in `dir` with `args` (never through a shell) and extra `env`; its trimmed output.
-async fn git(
-    dir: &Path,
-    args: &[&str],
-    env: &[(&str, &std::ffi::OsStr)],
-) -> anyhow::Result<String> {
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.arg("-C").arg(dir).args(args);
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("running git")?;
-    if !out.status.success() {
-        bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 #[cfg(test)]

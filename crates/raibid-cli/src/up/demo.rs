@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use raibid_client::Client;
 use raibid_forge::send::{Push, gitea_push_body, gitea_push_headers};
 use raibid_model::{Job, JobStatus};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 const CARGO_TOML: &str = r#"[package]
@@ -238,29 +237,16 @@ pub fn describe(branch: &str, job: &Job) -> String {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=raibid demo",
-            "-c",
-            "user.email=demo@raibid.invalid",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .await
-        .context("running git (apt-get install -y git)")?;
-    if !out.status.success() {
-        bail!(
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let mut all = vec![
+        "-c",
+        "user.name=raibid demo",
+        "-c",
+        "user.email=demo@raibid.invalid",
+        "-c",
+        "commit.gpgsign=false",
+    ];
+    all.extend(args);
+    crate::git::output(dir, &all, &[("GIT_CONFIG_NOSYSTEM", "1".as_ref())]).await
 }
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
