@@ -255,6 +255,30 @@ fn an_interrupt_cancels_the_job_and_cleans_up() {
     assert_eq!(git(repo.path(), &["for-each-ref", "refs/raibid"]), "");
 }
 
+/// A run killed before it could delete its ref (`kill -9`, or Ctrl-C before the job was
+/// queued) leaves it; the next run deletes it, and keeps the ref of a run still going.
+#[test]
+fn refs_left_by_stopped_runs_are_deleted_by_the_next() {
+    let repo = repo(&[(".raibid.yaml", "steps:\n  - name: hi\n    run: echo hi\n")]);
+    let data = data_dir();
+    // 4194305 is past the largest process number Linux hands out; this test's own runs.
+    let stopped = "refs/raibid/exec/4194305-0badc0de";
+    let running = format!("refs/raibid/exec/{}-0c0ffee0", std::process::id());
+    git(repo.path(), &["update-ref", stopped, "HEAD"]);
+    git(repo.path(), &["update-ref", &running, "HEAD"]);
+    let out = exec(repo.path(), data.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("deleted {stopped}")), "{stderr}");
+    assert_eq!(
+        git(
+            repo.path(),
+            &["for-each-ref", "--format=%(refname)", "refs/raibid"]
+        ),
+        format!("{running}\n")
+    );
+}
+
 /// `--secret NAME` gives steps that name it the value of this command's `$NAME`, masked in the
 /// log; a secret without its variable is refused before anything runs.
 #[test]

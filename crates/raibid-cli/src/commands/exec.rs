@@ -31,6 +31,7 @@ pub async fn run(mut config: Config, args: ExecArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("{} is not in a git repository", args.dir.display()))?;
     let top = PathBuf::from(top);
+    Snapshot::remove_abandoned(&top).await;
     let snapshot = Snapshot::take(&top).await?;
     let outcome = run_snapshot(&mut config, &args, &top, &snapshot).await;
     snapshot.remove().await;
@@ -307,6 +308,27 @@ fn repo_name(top: &Path) -> String {
     }
 }
 
+/// Where the temporary refs live: `<EXEC_REFS><pid>-<random>`.
+const EXEC_REFS: &str = "refs/raibid/exec/";
+
+/// A ref under [`EXEC_REFS`] whose process no longer runs on this machine. A name not of that
+/// form is not one of ours to delete.
+fn abandoned(reference: &str) -> bool {
+    let Some(pid) = reference
+        .strip_prefix(EXEC_REFS)
+        .and_then(|rest| rest.split_once('-'))
+        .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        .filter(|pid| *pid > 0)
+    else {
+        return false;
+    };
+    // Signal 0 only asks whether the process exists; EPERM means it does (another user's).
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
 /// The working tree as a commit, named by a temporary ref.
 struct Snapshot {
     top: PathBuf,
@@ -368,7 +390,7 @@ impl Snapshot {
             }
         };
         let reference = format!(
-            "refs/raibid/exec/{}-{}",
+            "{EXEC_REFS}{}-{}",
             std::process::id(),
             crate::up::credentials::random_secret()
                 .get(..8)
@@ -381,6 +403,30 @@ impl Snapshot {
             reference,
             changed,
         })
+    }
+
+    /// Deletes the refs of earlier runs that died before deleting theirs (killed, or
+    /// interrupted before the job was queued, when Ctrl-C still ends the process at once):
+    /// those whose process (the number the ref's name starts with) no longer runs here. A run
+    /// going on beside this one keeps its ref.
+    async fn remove_abandoned(top: &Path) {
+        let Ok(refs) = git::output(
+            top,
+            &["for-each-ref", "--format=%(refname)", EXEC_REFS],
+            &[],
+        )
+        .await
+        else {
+            return;
+        };
+        for reference in refs.lines().filter(|r| abandoned(r)) {
+            if git::output(top, &["update-ref", "-d", reference], &[])
+                .await
+                .is_ok()
+            {
+                eprintln!("raibid exec: deleted {reference}, left by a run that was stopped");
+            }
+        }
     }
 
     async fn remove(&self) {
@@ -402,5 +448,16 @@ mod tests {
         assert_eq!(repo_name(Path::new("/src/my app")), "my-app");
         assert_eq!(repo_name(Path::new("/src/raibid-ci")), "raibid-ci");
         assert_eq!(repo_name(Path::new("/")), "repo");
+    }
+
+    #[test]
+    fn only_refs_of_processes_that_are_gone_are_abandoned() {
+        let me = std::process::id();
+        assert!(!abandoned(&format!("{EXEC_REFS}{me}-abcdef12")));
+        // Past the largest process number Linux hands out (2^22).
+        assert!(abandoned(&format!("{EXEC_REFS}4194305-abcdef12")));
+        assert!(!abandoned(&format!("{EXEC_REFS}mine")));
+        assert!(!abandoned(&format!("{EXEC_REFS}0-abcdef12")));
+        assert!(!abandoned("refs/heads/4194305-x"));
     }
 }
