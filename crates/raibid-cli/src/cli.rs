@@ -296,8 +296,9 @@ pub enum TokenCommand {
         /// several [default: all]. Every token reads.
         #[arg(long = "scope", value_name = "SCOPE", requires = "name")]
         scopes: Vec<TokenScopeArg>,
-        /// A glob over owner/name of the repositories whose jobs and secrets it may change;
-        /// repeat for several [default: every repository].
+        /// A glob over owner/name of the repositories whose jobs and secrets it may change
+        /// (and, when reads need a token, the only ones it reads); repeat for several
+        /// [default: every repository].
         #[arg(long = "repo", value_name = "GLOB", requires = "name")]
         repos: Vec<String>,
     },

@@ -67,7 +67,8 @@ impl<'de> Deserialize<'de> for TokenHash {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenScope {
-    /// Read jobs, logs, queues and schedules when reads need a token.
+    /// Read jobs, logs, queues and schedules when reads need a token. Every token reads; this
+    /// scope is for a token that does nothing else.
     Read,
     /// Submit, cancel, retry and approve jobs; run schedules.
     Jobs,
@@ -106,7 +107,7 @@ pub struct ApiToken {
     pub hash: TokenHash,
     pub scopes: Vec<TokenScope>,
     /// Globs over `owner/name` (case-insensitive) of the repositories whose jobs and secrets it
-    /// may change; reads are not limited by them.
+    /// may change, and, when reads need a token, whose jobs, logs and artifacts it may read.
     pub repos: Vec<String>,
 }
 
@@ -133,6 +134,30 @@ impl ApiToken {
 
     pub fn has_scope(&self, scope: TokenScope) -> bool {
         self.scopes.contains(&scope)
+    }
+
+    /// Whether `repo` (`owner/name`) is one of the token's repositories.
+    pub fn covers(&self, repo: &str) -> bool {
+        self.covers_all()
+            || self.repos.iter().any(|glob| {
+                crate::repo_glob(glob).is_ok_and(|g| g.compile_matcher().is_match(repo))
+            })
+    }
+
+    /// Whether the token is for every repository: its `repos` hold `*`.
+    pub fn covers_all(&self) -> bool {
+        self.repos
+            .iter()
+            .any(|glob| matches!(glob.as_str(), "*" | "**" | "*/*" | "**/*"))
+    }
+
+    /// Whether the token is for every repository of `owner`: `*` or `<owner>/*`.
+    pub fn covers_owner(&self, owner: &str) -> bool {
+        self.covers_all()
+            || self.repos.iter().any(|glob| {
+                glob.strip_suffix("/*")
+                    .is_some_and(|o| o.eq_ignore_ascii_case(owner))
+            })
     }
 
     fn is_unlimited(&self) -> bool {
@@ -263,6 +288,20 @@ mod tests {
                 .to_string();
             assert!(err.contains(message), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_token_covers_its_repositories_in_any_case() {
+        let mut token = ApiToken::unlimited(TokenHash::of("t"));
+        assert!(token.covers("any/repo") && token.covers_owner("any"));
+        token.repos = vec!["acme/*".into(), "other/app".into()];
+        assert!(!token.covers_all());
+        assert!(token.covers("acme/app") && token.covers("ACME/App"));
+        assert!(token.covers("other/app") && !token.covers("other/lib"));
+        assert!(!token.covers("acmex/app") && !token.covers("evil/acme/app"));
+        assert!(token.covers_owner("ACME") && !token.covers_owner("other"));
+        token.repos.clear();
+        assert!(!token.covers("acme/app") && !token.covers_owner("acme"));
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub use events::{JobEvent, JobEvents};
 pub use logs::{LogBatch, LogChunk, LogCursor, LogFollower};
 pub use needs::Released;
 pub use queue::{
-    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, MemoryPrune,
-    MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
+    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, LIST_SCAN_MAX,
+    MemoryPrune, MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
 };
 pub use schedules::ScheduleMark;
 pub use secrets::{

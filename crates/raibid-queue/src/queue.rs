@@ -129,6 +129,10 @@ pub struct ReapReport {
     pub cancelled: Vec<String>,
 }
 
+/// How many job records one [`Queue::list_where`] call reads at most while looking for jobs
+/// its filters keep.
+pub const LIST_SCAN_MAX: usize = 5_000;
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
     pub status: Option<JobStatus>,
@@ -139,7 +143,8 @@ pub struct JobFilter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobPage {
     pub jobs: Vec<Job>,
-    /// Pass back to get the next (older) page; `None` at the end.
+    /// Pass back to get the next (older) page; `None` at the end. A filtered page may hold
+    /// fewer jobs than asked for and still have one (see [`Queue::list_where`]).
     pub next_cursor: Option<String>,
 }
 
@@ -1015,7 +1020,23 @@ impl Queue {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<JobPage, QueueError> {
+        self.list_where(filter, cursor, limit, &|_| true).await
+    }
+
+    /// As [`Queue::list`], keeping only the jobs `keep` accepts (the repositories a caller
+    /// may read). Such a scan reads at most [`LIST_SCAN_MAX`] records per call, so that a
+    /// caller who sees few of the jobs cannot make one request walk the whole history: past
+    /// that the page may hold fewer than `limit` jobs (none, even) and still have a
+    /// `next_cursor` to continue from.
+    pub async fn list_where(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<&str>,
+        limit: usize,
+        keep: &(dyn Fn(&Job) -> bool + Sync),
+    ) -> Result<JobPage, QueueError> {
         let limit = limit.clamp(1, 1000);
+        let mut scanned = 0usize;
         let index = if let Some(repo) = &filter.repo {
             self.keys.by_repo(repo)
         } else if let Some(pool) = &filter.pool {
@@ -1059,6 +1080,7 @@ impl Queue {
             };
             for (id, fields) in ids.iter().zip(records) {
                 start = format!("({id}");
+                scanned += 1;
                 if fields.is_empty() {
                     continue;
                 }
@@ -1066,7 +1088,16 @@ impl Queue {
                 if filter.status.is_some_and(|s| s != job.status)
                     || filter.pool.as_ref().is_some_and(|p| *p != job.spec.pool)
                     || filter.repo.as_ref().is_some_and(|r| *r != job.spec.repo)
+                    || !keep(&job)
                 {
+                    if scanned >= LIST_SCAN_MAX
+                        && !(exhausted && id == ids.last().expect("non-empty"))
+                    {
+                        return Ok(JobPage {
+                            jobs,
+                            next_cursor: Some(id.clone()),
+                        });
+                    }
                     continue;
                 }
                 jobs.push(job);

@@ -849,6 +849,40 @@ async fn list_is_newest_first_with_filters_and_cursor() {
     );
 }
 
+/// A caller who may see few jobs (a token limited to some repositories) is answered after
+/// `LIST_SCAN_MAX` records at most, with a cursor to go on from, and going on finds the rest.
+#[tokio::test]
+async fn a_filtered_listing_reads_a_bounded_number_of_records_per_call() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let theirs = created(q.enqueue(job("acme/theirs")).await.unwrap()).id;
+    // Concurrently: one round trip each, and this is only the setting of the scene.
+    futures::future::try_join_all(
+        (0..raibid_queue::LIST_SCAN_MAX + 10).map(|_| q.enqueue(job("acme/other"))),
+    )
+    .await
+    .unwrap();
+    let mine = |job: &raibid_model::Job| job.spec.repo == "acme/theirs";
+    let first = q
+        .list_where(&JobFilter::default(), None, 10, &mine)
+        .await
+        .unwrap();
+    assert!(first.jobs.is_empty(), "{:?}", first.jobs);
+    let cursor = first.next_cursor.expect("more to read");
+    let rest = q
+        .list_where(&JobFilter::default(), Some(&cursor), 10, &mine)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.jobs.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&theirs]
+    );
+    assert_eq!(rest.next_cursor, None);
+    // Unfiltered, a page is full whatever the bound.
+    let all = q.list(&JobFilter::default(), None, 1000).await.unwrap();
+    assert_eq!(all.jobs.len(), 1000);
+}
+
 #[tokio::test]
 async fn retry_creates_a_new_job() {
     let redis = RedisServer::start();

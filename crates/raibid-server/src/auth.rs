@@ -22,10 +22,7 @@ impl Caller {
 
     /// Refuses (403) a change to a repository the token is not for (`repos:` of its entry).
     pub(crate) fn may_change(&self, repo: &str) -> Result<(), ApiError> {
-        let matches = self.0.repos.iter().any(|glob| {
-            raibid_config::repo_glob(glob).is_ok_and(|g| g.compile_matcher().is_match(repo))
-        });
-        if matches {
+        if self.0.covers(repo) {
             Ok(())
         } else {
             Err(self.not_for(repo))
@@ -35,13 +32,7 @@ impl Caller {
     /// Refuses (403) a change to an owner's secrets, which every repository of the owner
     /// reads, unless the token is for every one of them: `repos:` holds `*` or `<owner>/*`.
     pub(crate) fn may_change_owner(&self, owner: &str) -> Result<(), ApiError> {
-        let every = self.0.repos.iter().any(|glob| {
-            matches!(glob.as_str(), "*" | "**" | "*/*")
-                || glob
-                    .strip_suffix("/*")
-                    .is_some_and(|o| o.eq_ignore_ascii_case(owner))
-        });
-        if every {
+        if self.0.covers_owner(owner) {
             Ok(())
         } else {
             Err(self.not_for(&format!("every repository of {owner} (`{owner}/*`)")))
@@ -66,9 +57,31 @@ pub(crate) struct CanRunJobs(pub(crate) Caller);
 /// The handler still checks the repository or owner.
 pub(crate) struct CanSetSecrets(pub(crate) Caller);
 
-/// Proof that the request may read jobs; free unless `server.read_requires_token`, and then
-/// any valid token reads (every scope includes reading).
-pub(crate) struct CanRead;
+/// Proof that the request may read, and of which repositories. Free unless
+/// `server.read_requires_token`; then any valid token reads (every scope includes reading),
+/// but only the jobs, logs and artifacts of its `repos:`, as a Gitea or GitLab token sees only
+/// the projects its user may see. Queues and agents are the farm's, not a repository's, and
+/// show every token the same.
+pub(crate) struct CanRead(Option<ApiToken>);
+
+impl CanRead {
+    /// Whether the jobs of `repo` (`owner/name`) are the caller's to read.
+    pub(crate) fn may_read(&self, repo: &str) -> bool {
+        self.0.as_ref().is_none_or(|token| token.covers(repo))
+    }
+
+    /// Refuses (403) a read of a repository the caller named and may not read.
+    pub(crate) fn check(&self, repo: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(token) if !token.covers(repo) => Err(ApiError::Forbidden(format!(
+                "token {} may not read {repo}: its repos are {}",
+                token.name(),
+                token.repos.join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for CanRunJobs {
     type Rejection = ApiError;
@@ -91,9 +104,10 @@ impl FromRequestParts<AppState> for CanRead {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if !state.config().server.read_requires_token {
-            return Ok(CanRead);
+            return Ok(CanRead(None));
         }
-        check_token(parts, state).map(|_| CanRead)
+        let token = check_token(parts, state)?;
+        Ok(CanRead((!token.covers_all()).then_some(token)))
     }
 }
 

@@ -180,6 +180,10 @@ fn with_badges(mut paths: Value) -> Value {
                 "401": error(
                     "Missing or invalid bearer token (only with server.read_requires_token)."
                 ),
+                "403": error(
+                    "Reads need a token and the token is not for this repository (its repos); \
+                     code forbidden."
+                ),
                 "503": error("Redis is unavailable; retry after Retry-After seconds.")
             }
         }
@@ -363,7 +367,13 @@ fn paths() -> Value {
         "Missing or invalid bearer token (read calls: only with server.read_requires_token).",
     );
     let unavailable = error("Redis is unavailable; retry after Retry-After seconds.");
-    let not_found = error("No such job.");
+    let not_found = error(
+        "No such job, or, when reads need a token, a job of a repository the token is not for.",
+    );
+    let not_readable = error(
+        "Reads need a token (server.read_requires_token) and the token is not for the \
+         repository named (its repos); code forbidden.",
+    );
     let bad_request = error("Invalid parameter or body field, named in the message.");
     json!({
         "/webhooks/gitea": webhook("gitea"),
@@ -374,6 +384,10 @@ fn paths() -> Value {
                 "operationId": "list_jobs",
                 "tags": ["jobs"],
                 "summary": "List jobs, newest first",
+                "description": "When reads need a token, a token limited to some repositories \
+                    (server.tokens repos) lists only theirs. A page then holds the jobs found \
+                    among 5,000 records at most, possibly fewer than limit (none, even), with a \
+                    next_cursor to go on from.",
                 "security": [{}, { "bearer": [] }],
                 "parameters": [
                     query("status", "Only jobs with this status.", schema_ref("JobStatus")),
@@ -386,6 +400,7 @@ fn paths() -> Value {
                     "200": json_body("One page of jobs.", schema_ref("JobList")),
                     "400": bad_request,
                     "401": unauthorized,
+                    "403": not_readable,
                     "503": unavailable
                 }
             },
@@ -575,7 +590,7 @@ fn paths() -> Value {
                         "content": { "application/gzip": { "schema": { "type": "string", "format": "binary" } } }
                     },
                     "401": unauthorized,
-                    "404": error("No such job, the job has no artifacts, or the registry no longer has them."),
+                    "404": error("No such job (or, when reads need a token, one of a repository the token is not for), the job has no artifacts, or the registry no longer has them."),
                     "410": error("The artifacts expired and were deleted (code gone)."),
                     "502": error("The registry failed or refused the server (code bad_gateway)."),
                     "503": unavailable

@@ -244,6 +244,90 @@ async fn a_read_token_reads_and_changes_nothing() {
     .await;
 }
 
+/// When reads need a token, a token limited to some repositories reads only their jobs, logs,
+/// artifacts, badges and schedules: another repository's job is "not found", as a private
+/// repository is on Gitea; a repository it names itself is refused.
+#[tokio::test]
+async fn a_limited_token_reads_only_its_repositories() {
+    let server = server().await;
+    let ours = job_id(submit(&server, TOKEN, "ACME/App").await).await;
+    let theirs = job_id(submit(&server, TOKEN, "other/app").await).await;
+    let get = |path: String, token: &'static str| {
+        let server = &server;
+        async move { call(server, Method::GET, &path, token, None).await }
+    };
+
+    let listed = json(get("/api/v1/jobs".into(), BOT).await).await;
+    let ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [ours.as_str()], "{listed}");
+    let listed = json(get("/api/v1/jobs".into(), READER).await).await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 2, "{listed}");
+    forbidden(
+        get("/api/v1/jobs?repo=other/app".into(), BOT).await,
+        &["token bot may not read other/app", "acme/*"],
+    )
+    .await;
+    assert_eq!(
+        get("/api/v1/jobs?repo=acme/app".into(), BOT).await.status(),
+        StatusCode::OK
+    );
+
+    for path in ["", "/logs", "/artifacts"] {
+        let response = get(format!("/api/v1/jobs/{theirs}{path}"), BOT).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        let body = json(response).await;
+        assert_eq!(
+            body["error"]["message"],
+            format!("job {theirs} not found"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        get(format!("/api/v1/jobs/{ours}"), BOT).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(format!("/api/v1/jobs/{ours}/logs"), BOT).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(format!("/api/v1/jobs/{theirs}"), READER).await.status(),
+        StatusCode::OK
+    );
+
+    forbidden(
+        get("/api/v1/repos/other/app/badge.svg".into(), BOT).await,
+        &["token bot may not read other/app"],
+    )
+    .await;
+    assert_eq!(
+        get("/api/v1/repos/acme/app/badge.svg".into(), BOT)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // The nightly schedule builds other/app.
+    let schedules = json(get("/api/v1/schedules".into(), BOT).await).await;
+    assert_eq!(schedules["schedules"], json!([]), "{schedules}");
+    let schedules = json(get("/api/v1/schedules".into(), READER).await).await;
+    assert_eq!(schedules["schedules"][0]["name"], "nightly", "{schedules}");
+
+    // The farm's queues and agents are no repository's.
+    for path in ["/api/v1/queues", "/api/v1/agents"] {
+        assert_eq!(
+            get(path.into(), BOT).await.status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_secrets_token_sets_only_its_repositories_secrets() {
     let server = server().await;

@@ -16,7 +16,7 @@ use axum::response::Response;
 use raibid_oci::PreflightError;
 use tracing::{info, warn};
 
-use super::jobs::not_found;
+use super::jobs::readable;
 use crate::auth::CanRead;
 use crate::{ApiError, AppState};
 
@@ -24,15 +24,11 @@ use crate::{ApiError, AppState};
 pub(crate) const DIGEST_HEADER: &str = "x-raibid-artifacts-digest";
 
 pub(crate) async fn download(
-    _: CanRead,
+    reader: CanRead,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = state
-        .queue()
-        .get(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let job = readable(&state, &reader, &id).await?;
     let Some(artifacts) = job.artifacts else {
         return Err(ApiError::NotFound(format!(
             "job {id} has no artifacts: its pipeline has no `artifacts:`, the job has not \

@@ -80,7 +80,7 @@ impl Verdict {
 }
 
 pub(crate) async fn badge(
-    _: CanRead,
+    reader: CanRead,
     State(state): State<AppState>,
     Path((owner, name)): Path<(String, String)>,
     params: Result<Query<BadgeParams>, QueryRejection>,
@@ -91,6 +91,7 @@ pub(crate) async fn badge(
         name: "repo",
         message: m.to_owned(),
     })?;
+    reader.check(&repo)?;
     let branch = params.branch.filter(|b| !b.is_empty());
     let workflow = params.workflow.filter(|w| !w.is_empty());
     if let Some(workflow) = &workflow

@@ -33,7 +33,7 @@ pub(crate) struct JobList {
 }
 
 pub(crate) async fn list(
-    _: CanRead,
+    reader: CanRead,
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<JobList>, ApiError> {
@@ -68,10 +68,15 @@ pub(crate) async fn list(
         .transpose()?
         .unwrap_or(DEFAULT_PAGE);
 
+    if let Some(repo) = &repo {
+        reader.check(repo)?;
+    }
     let filter = JobFilter { status, repo, pool };
     let page = state
         .queue()
-        .list(&filter, cursor.as_deref(), limit)
+        .list_where(&filter, cursor.as_deref(), limit, &|job| {
+            reader.may_read(&job.spec.repo)
+        })
         .await?;
     Ok(Json(JobList {
         jobs: page.jobs,
@@ -80,20 +85,31 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn show(
-    _: CanRead,
+    reader: CanRead,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    state
-        .queue()
-        .get(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(&id))
+    readable(&state, &reader, &id).await.map(Json)
 }
 
 pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("job {id} not found"))
+}
+
+/// Job `id`, if the caller may read its repository. A job of another repository is "not
+/// found", as Gitea and GitHub answer for a private repository: a token limited to some
+/// repositories learns nothing of the others, not even that a job id exists.
+pub(crate) async fn readable(
+    state: &AppState,
+    reader: &CanRead,
+    id: &str,
+) -> Result<Job, ApiError> {
+    state
+        .queue()
+        .get(id)
+        .await?
+        .filter(|job| reader.may_read(&job.spec.repo))
+        .ok_or_else(|| not_found(id))
 }
 
 #[derive(Debug, Serialize)]

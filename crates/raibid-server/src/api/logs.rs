@@ -15,7 +15,7 @@ use raibid_queue::LogCursor;
 use serde::Deserialize;
 
 use super::follow;
-use super::jobs::not_found;
+use super::jobs::readable;
 use crate::auth::{CanRead, token_index};
 use crate::client_addr::client_ip;
 use crate::{ApiError, AppState};
@@ -36,7 +36,7 @@ pub(crate) struct LogParams {
 }
 
 pub(crate) async fn logs(
-    _: CanRead,
+    reader: CanRead,
     State(state): State<AppState>,
     Path(id): Path<String>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -67,11 +67,7 @@ pub(crate) async fn logs(
         })?,
         None => LogCursor::start(),
     };
-    let job = state
-        .queue()
-        .get(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let job = readable(&state, &reader, &id).await?;
     if follow {
         // Behind a reverse proxy every anonymous follower has the proxy's address, unless the
         // proxy is trusted to name them (`server.trusted_proxies`); tokens always do.

@@ -38,24 +38,25 @@ pub(crate) struct ScheduleInfo {
 }
 
 pub(crate) async fn list(
-    _: CanRead,
+    reader: CanRead,
     State(state): State<AppState>,
 ) -> Result<Json<Schedules>, ApiError> {
     let now = state.clock().now();
-    let marks = futures::future::try_join_all(
-        state
-            .config()
-            .server
-            .schedules
-            .iter()
-            .map(|s| state.queue().schedule_mark(s.name.as_str())),
-    )
-    .await?;
-    let schedules = state
+    let visible: Vec<_> = state
         .config()
         .server
         .schedules
         .iter()
+        .filter(|s| reader.may_read(&s.repo))
+        .collect();
+    let marks = futures::future::try_join_all(
+        visible
+            .iter()
+            .map(|s| state.queue().schedule_mark(s.name.as_str())),
+    )
+    .await?;
+    let schedules = visible
+        .into_iter()
         .zip(marks)
         .map(|(s, mark)| ScheduleInfo {
             name: s.name.to_string(),
