@@ -1139,7 +1139,7 @@ impl Runner {
         // Only for a job in which some `run` step can run at all: services are containers to
         // pull and start, for nothing when `when` skips every step that could reach them.
         let steps_can_use_services = pipeline.steps.iter().any(|s| {
-            matches!(s.kind, StepKind::Run { .. })
+            matches!(s.kind, StepKind::Run { .. } | StepKind::Plugin { .. })
                 && (s.when.runs(trigger, RunState::Success)
                     || s.when.runs(trigger, RunState::Failure))
         });

@@ -1063,6 +1063,63 @@ async fn services_outside_the_container_executor_are_an_error() {
     assert!(!log.contains("services"), "{log}");
 }
 
+/// A Woodpecker plugin step (an `image`, `settings`, no commands) runs the image's entrypoint
+/// with its settings as `PLUGIN_*` variables, as Woodpecker makes them; a secret named by
+/// `from_secret`, at the top or inside a structured setting, is masked in the log, as written
+/// and as JSON quotes it.
+#[tokio::test]
+async fn plugin_steps_get_their_settings_and_secrets() {
+    use raibid_agent::executor::ContainerOptions;
+    use raibid_testkit::{BUSYBOX_IMAGE, Podman, TestEngine};
+
+    let h = Harness::new();
+    let podman = Podman::new();
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("plugin.sh"),
+        "#!/bin/sh\nenv | grep '^PLUGIN_' | sort\n",
+    )
+    .unwrap();
+    std::fs::write(
+        context.path().join("Containerfile"),
+        format!(
+            "FROM {BUSYBOX_IMAGE}\nCOPY plugin.sh /plugin.sh\nRUN chmod 755 /plugin.sh\n\
+             ENTRYPOINT [\"/plugin.sh\"]\n"
+        ),
+    )
+    .unwrap();
+    let image = "localhost/raibid-test/plugin:1";
+    podman.build(image, context.path());
+    let executor = podman_executor(&podman, ContainerOptions::default()).await;
+    let secret = "pa\"ss-7Yx4";
+    let secrets = BTreeMap::from([("registry_password".to_owned(), secret.to_owned())]);
+    let secrets = SecretStore::new(secrets, &BTreeMap::new(), false).unwrap();
+    let repo = GitRepo::new();
+    let pipeline = format!(
+        "steps:\n  - name: publish\n    image: {image}\n    settings:\n      \
+         repo: acme/app\n      dry-run: true\n      tags: [main, \"1.2\"]\n      \
+         password:\n        from_secret: registry_password\n      logins:\n        \
+         - registry: r.example\n          password:\n            \
+         from_secret: registry_password\n"
+    );
+    let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "plugin");
+    let job = h.enqueue(&repo.url(), &sha).await;
+    h.run_once(h.runner_on(executor, secrets, None, "registry.invalid"))
+        .await;
+    let (done, log) = (h.job(&job.id).await, h.log(&job.id).await);
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    for line in [
+        "PLUGIN_DRY_RUN=true\n",
+        "PLUGIN_LOGINS=[{\"password\":\"***\",\"registry\":\"r.example\"}]\n",
+        "PLUGIN_PASSWORD=***\n",
+        "PLUGIN_REPO=acme/app\n",
+        "PLUGIN_TAGS=main,1.2\n",
+    ] {
+        assert!(log.contains(line), "{line:?} in {log}");
+    }
+    assert!(!log.contains("7Yx4"), "{log}");
+}
+
 /// A container executor on the test's own podman.
 async fn podman_executor(
     podman: &raibid_testkit::Podman,

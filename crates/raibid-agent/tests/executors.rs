@@ -52,6 +52,7 @@ fn step(script: &str) -> Step {
         spec: StepSpec {
             name: "test".into(),
             script: script.into(),
+            plugin: false,
             workspace: workspace.path().to_path_buf(),
             home: None,
             read_only: Vec::new(),
@@ -700,6 +701,7 @@ on_each_engine!(
     container_services_are_waited_for_until_ready,
     container_services_take_an_entrypoint,
     container_steps_get_the_configured_devices,
+    container_plugin_steps_run_their_entrypoint_with_their_settings,
 );
 
 /// A device node no sandbox's `/dev` has by itself, to hand to steps as `agent.devices` does
@@ -1300,6 +1302,75 @@ async fn container_steps_end_with_their_timeout_when_the_agent_is_gone(engine: &
         "gone after {:?}",
         started.elapsed()
     );
+}
+
+/// A Woodpecker plugin runs its image's entrypoint (no script, no shell of ours) in the
+/// workspace, reading its `PLUGIN_*` variables, multi-line ones too (an SSH key given as a
+/// setting); its exit code is the step's. Host and bwrap steps cannot run one.
+async fn container_plugin_steps_run_their_entrypoint_with_their_settings(engine: &impl TestEngine) {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("plugin.sh"),
+        "#!/bin/sh\necho \"plugin in $(pwd) as $0\"\nprintf '%s\\n' \"$PLUGIN_REPO\" \"$PLUGIN_KEY\" \
+         \"$PLUGIN_LONG\" | head -c 200\necho \"$PLUGIN_TOKEN\" >&2\nexit \"${PLUGIN_EXIT:-0}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        context.path().join("Containerfile"),
+        format!(
+            "FROM {BUSYBOX_IMAGE}\nCOPY plugin.sh /bin/plugin.sh\nRUN chmod 755 /bin/plugin.sh\n\
+             ENTRYPOINT [\"/bin/plugin.sh\"]\n"
+        ),
+    )
+    .unwrap();
+    let image = "localhost/raibid-test/plugin:1";
+    engine.build(image, context.path());
+    let executor = container(engine).await;
+    let mut step = step("");
+    step.spec.plugin = true;
+    step.spec.image = Some(image.into());
+    step.spec.env.extend([
+        ("PLUGIN_REPO".to_string(), "acme/app".to_string()),
+        (
+            "PLUGIN_KEY".to_string(),
+            "-----BEGIN KEY-----\nabc\n-----END KEY-----".to_string(),
+        ),
+        ("PLUGIN_LONG".to_string(), "l".repeat(40_000)),
+        ("PLUGIN_TOKEN".to_string(), "t0k3n".to_string()),
+        ("PLUGIN_EXIT".to_string(), "4".to_string()),
+    ]);
+    let ran = run(&executor, &step.spec).await;
+    assert_eq!(ran.exit.code, Some(4), "{:?}: {}", ran.exit, ran.output);
+    assert!(
+        ran.output.starts_with(
+            "plugin in /workspace as /bin/plugin.sh\nacme/app\n-----BEGIN KEY-----\nabc\n\
+             -----END KEY-----\nllll"
+        ),
+        "{}",
+        ran.output
+    );
+    assert!(ran.output.contains("t0k3n\n"), "{}", ran.output);
+    assert_eq!(engine.containers(), Vec::<String>::new(), "left behind");
+
+    // A multi-line value the plugin could only get from a file that its entrypoint never reads.
+    step.spec.env.insert("NOTE".into(), "two\nlines".into());
+    let (result, _) = try_run(&executor, &step.spec, CancellationToken::new()).await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("NOTE has a multi-line or very long value"),
+        "{err}"
+    );
+    step.spec.env.remove("NOTE");
+
+    for other in [&host() as &dyn Executor, &bwrap()] {
+        let (result, _) = try_run(other, &step.spec, CancellationToken::new()).await;
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("runs only under the container executor"),
+            "{}: {err}",
+            other.name()
+        );
+    }
 }
 
 /// Builds, into `engine`'s store only, busybox with `/version` holding `version`; its local

@@ -346,6 +346,7 @@ async fn executor_only(script: &str, workspace: &std::path::Path) -> Result<Dura
     let spec = StepSpec {
         name: "flood".into(),
         script: script.to_owned(),
+        plugin: false,
         workspace: workspace.to_path_buf(),
         home: None,
         read_only: Vec::new(),

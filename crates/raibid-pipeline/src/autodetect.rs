@@ -192,6 +192,7 @@ mod tests {
             .map(|s| match &s.kind {
                 StepKind::Run { script } => script.clone(),
                 StepKind::ImageBuild(b) => format!("image-build {}", b.file.as_deref().unwrap()),
+                StepKind::Plugin { .. } => unreachable!("autodetection makes no plugin steps"),
             })
             .collect()
     }

@@ -21,6 +21,7 @@ mod matrix;
 mod merge;
 mod names;
 mod pipeline;
+pub mod plugin;
 mod service;
 mod step;
 mod tag;
@@ -42,6 +43,7 @@ pub use matrix::{MAX_AXES, MAX_VARIANT_NAME_LEN, MAX_VARIANTS, Matrix, Variant};
 pub use pipeline::{
     CloneOptions, MAX_FILE_SIZE, Pipeline, parse, parse_bytes, parse_workflow_bytes,
 };
+pub use plugin::Settings;
 pub use service::{DEFAULT_READY_TIMEOUT, MAX_SERVICES, Ready, Service};
 pub use step::{MAX_RETRIES, OnFailure, Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};

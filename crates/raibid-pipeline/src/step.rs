@@ -12,6 +12,7 @@ use crate::de::{CheckedMap, OneOrMany, StepEnv, StrCheck, UniqueList, checked_st
 use crate::duration::Timeout;
 use crate::image_build::{ImageBuild, ImageBuildDe};
 use crate::names;
+use crate::plugin::Settings;
 use crate::when::{StepWhen, When};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,11 @@ pub enum StepKind {
         script: String,
     },
     ImageBuild(ImageBuild),
+    /// A Woodpecker plugin: the step's `image` run with its own entrypoint and command,
+    /// configured by `settings` (see [`crate::plugin`]). Container executor only.
+    Plugin {
+        settings: Settings,
+    },
 }
 
 fn script(s: &str) -> Result<String, String> {
@@ -144,6 +150,8 @@ struct RawStep {
     image_build: Option<ImageBuildDe>,
     image: Option<ImageRef>,
     pull: Option<bool>,
+    /// A plugin step's settings (Woodpecker's key).
+    settings: Option<Settings>,
     /// `environment` is Woodpecker's spelling.
     #[serde(alias = "environment")]
     env: Option<StepEnv>,
@@ -200,6 +208,13 @@ impl RawStep {
             (None, Some(commands)) => Some(commands.iter().map(|c| format!("{c}\n")).collect()),
             (None, None) => None,
         };
+        if self.settings.is_some() && (run.is_some() || self.image_build.is_some()) {
+            return Err(format!(
+                "step {name:?}: `settings` are for a plugin, a step with an `image` and no \
+                 `{run_key}` or `image-build` (the image's own entrypoint reads them as \
+                 PLUGIN_* variables); give the commands the values through `env`"
+            ));
+        }
         let kind = match (run, self.image_build) {
             (Some(script), None) => StepKind::Run { script },
             (None, Some(ImageBuildDe(build))) => {
@@ -229,9 +244,13 @@ impl RawStep {
                     "step {name:?} has both `{run_key}` and `image-build`; a step does one of them, so split it into two steps"
                 ));
             }
+            (None, None) if self.image.is_some() => StepKind::Plugin {
+                settings: self.settings.unwrap_or_default(),
+            },
             (None, None) => {
                 return Err(format!(
-                    "step {name:?} has nothing to do: give it `run` (or `commands`) or `image-build`"
+                    "step {name:?} has nothing to do: give it `run` (or `commands`), \
+                     `image-build`, or an `image` to run as a plugin"
                 ));
             }
         };
@@ -257,6 +276,17 @@ impl RawStep {
             return Err(format!(
                 "step {name:?}: {var} is both in `secrets` and given `from_secret` in `env`; \
                  keep one"
+            ));
+        }
+        if let StepKind::Plugin { settings } = &kind
+            && let Some(var) = settings.vars().find(|var| {
+                env.contains_key(*var)
+                    || secret_env.contains_key(*var)
+                    || self.secrets.iter().any(|s| s == var)
+            })
+        {
+            return Err(format!(
+                "step {name:?}: {var} is both a setting and in `env` or `secrets`; keep one"
             ));
         }
         Ok(Step {
@@ -641,6 +671,56 @@ mod tests {
         assert_eq!(s[0].timeout, None);
     }
 
+    /// Woodpecker's plugin steps: an `image` and no commands, configured by `settings`.
+    #[test]
+    fn a_step_with_only_an_image_is_a_plugin() {
+        let s = steps(
+            "- name: publish\n  image: woodpeckerci/plugin-docker-buildx\n  pull: true\n  \
+             settings:\n    repo: acme/app\n    dry-run: true\n    password:\n      \
+             from_secret: registry_password\n  environment:\n    EXTRA: x\n",
+        )
+        .unwrap();
+        let StepKind::Plugin { settings } = &s[0].kind else {
+            panic!("{:?}", s[0].kind);
+        };
+        assert_eq!(
+            settings.vars().collect::<Vec<_>>(),
+            ["PLUGIN_DRY_RUN", "PLUGIN_PASSWORD", "PLUGIN_REPO"]
+        );
+        assert!(settings.secrets().contains("registry_password"));
+        assert_eq!(
+            s[0].image.as_deref(),
+            Some("woodpeckerci/plugin-docker-buildx")
+        );
+        assert!(s[0].pull);
+        assert_eq!(s[0].env["EXTRA"], "x");
+        // Without settings too.
+        let s = steps("- name: notify\n  image: acme/notify:1\n").unwrap();
+        assert!(matches!(&s[0].kind, StepKind::Plugin { settings } if settings.is_empty()));
+
+        for (yaml, says) in [
+            (
+                "- name: a\n  image: i\n  commands: [x]\n  settings: { a: 1 }\n",
+                "`settings` are for a plugin",
+            ),
+            (
+                "- name: a\n  image-build: { tags: [t] }\n  settings: { a: 1 }\n",
+                "`settings` are for a plugin",
+            ),
+            (
+                "- name: a\n  image: i\n  settings: { a: 1 }\n  env: { PLUGIN_A: x }\n",
+                "PLUGIN_A is both a setting and in `env` or `secrets`",
+            ),
+            (
+                "- name: a\n  image: i\n  settings: { a: 1 }\n  secrets: [PLUGIN_A]\n",
+                "PLUGIN_A is both a setting",
+            ),
+        ] {
+            let (_, _, msg) = error_at(yaml);
+            assert!(msg.contains(says), "{yaml:?}: {msg}");
+        }
+    }
+
     #[test]
     fn whole_step_errors_point_at_the_first_key_of_the_step() {
         let (line, col, msg) = error_at("- name: a\n  run: x\n- name: a\n  run: y\n");
@@ -651,7 +731,7 @@ mod tests {
         assert_eq!((line, col), (1, 3));
         assert!(msg.contains("both `run` and `image-build`"), "{msg}");
 
-        let (line, col, msg) = error_at("- name: a\n  run: x\n-   name: b\n    image: y\n");
+        let (line, col, msg) = error_at("- name: a\n  run: x\n-   name: b\n    pull: true\n");
         assert_eq!((line, col), (3, 5));
         assert!(msg.contains("nothing to do"), "{msg}");
 

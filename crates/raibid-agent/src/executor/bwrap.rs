@@ -137,6 +137,7 @@ impl BwrapExecutor {
         let spec = StepSpec {
             name: "bwrap-probe".into(),
             script: "true".into(),
+            plugin: false,
             workspace: workspace.path().to_path_buf(),
             home: None,
             read_only: Vec::new(),
@@ -235,6 +236,9 @@ impl Executor for BwrapExecutor {
         output: OutputSender,
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<StepExit, ExecError>> {
+        if spec.plugin {
+            return Box::pin(async move { Err(super::plugin_unsupported(spec, self.name())) });
+        }
         Box::pin(self.run(spec, output, cancel))
     }
 }

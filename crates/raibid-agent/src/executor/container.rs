@@ -499,12 +499,14 @@ impl ContainerExecutor {
         // What the preparation left of the step's time, for the agent's limit and podman's.
         let remaining = spec.timeout.saturating_sub(started.elapsed());
         let workspace = process::workspace_dir(&spec.workspace)?;
-        let env = StepEnv::write(&spec.env, spec.private.as_deref())?;
+        let env = StepEnv::write(&spec.env, spec.private.as_deref(), spec.plugin)?;
         let name = self.container_name()?;
         // One stream, so that the log has stdout and stderr in the order they were written: the
         // engine carries them apart, and nothing can order them again afterwards. On the line
-        // that the script's first line continues (see `StepEnv::prelude`).
+        // that the script's first line continues (see `StepEnv::prelude`). A plugin runs its
+        // image's entrypoint instead, its two streams merged by the client as they arrive.
         let script = format!("exec 2>&1; {}{}", env.prelude(), spec.script);
+        let client_names = env.client_names();
         let engine_timeout = self.engine_timeout(remaining);
         let devices = device_args(self.engine.name(), &self.options.devices);
         let args = run_args(&RunArgs {
@@ -516,7 +518,8 @@ impl ContainerExecutor {
             network: self.options.network,
             service_network: spec.network.as_deref(),
             image: &image,
-            script: &script,
+            script: (!spec.plugin).then_some(script.as_str()),
+            client_env: &client_names,
             engine_timeout,
             limits: &self.options.limits,
             devices: &devices,
@@ -529,7 +532,10 @@ impl ContainerExecutor {
         // conmon, which podman starts, writes a file named `oom` into its working directory
         // when the container is killed for memory: the step's private directory, removed
         // with it, rather than wherever the agent was started.
-        command.args(args).current_dir(env.dir.path());
+        command
+            .args(args)
+            .current_dir(env.dir.path())
+            .envs(env.through_client.iter().map(|(k, v)| (k, v)));
         let leftover = RemoveOnDrop {
             engine: self.engine.clone(),
             name: Some(name.clone()),
@@ -610,6 +616,10 @@ const ENV_DIR: &str = "/run/raibid-env";
 /// Longer values go through a file: docker refuses env-file lines over 64 KiB.
 const MAX_ENV_FILE_VALUE: usize = 32 * 1024;
 
+/// The most a value given through the engine client's environment may hold: the kernel
+/// refuses to start a program with one variable over 128 KiB.
+const MAX_CLIENT_ENV_VALUE: usize = 120 * 1024;
+
 /// The step's environment on disk, in a private directory (0700) deleted on drop: the
 /// `--env-file`, and one file per value it cannot carry.
 #[derive(Debug)]
@@ -617,13 +627,19 @@ pub(super) struct StepEnv {
     dir: tempfile::TempDir,
     /// Names of the values kept in files, exported by [`StepEnv::prelude`].
     in_files: Vec<String>,
+    /// A plugin's `PLUGIN_*` values that an env-file cannot carry, which no prelude can
+    /// export (the plugin's entrypoint runs, not a script): given to the engine client's
+    /// own environment and passed on by name (`--env NAME`). Only `PLUGIN_*` names, which
+    /// neither the engine client nor the dynamic loader read.
+    through_client: Vec<(String, String)>,
 }
 
 impl StepEnv {
-    /// In `private` (see [`StepSpec::private`]).
+    /// In `private` (see [`StepSpec::private`]); `plugin`: for a step that runs no script.
     pub(super) fn write(
         env: &BTreeMap<String, String>,
         private: Option<&Path>,
+        plugin: bool,
     ) -> Result<Self, ExecError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = crate::private_dir::private_tempdir("raibid-env-", private)?;
@@ -633,6 +649,7 @@ impl StepEnv {
             .mode(0o600)
             .open(dir.path().join("env"))?;
         let mut in_files = Vec::new();
+        let mut through_client = Vec::new();
         for (key, value) in env {
             if key.is_empty() || key.contains(['=', '\n', '\0']) {
                 return Err(ExecError::Spawn(format!(
@@ -641,6 +658,23 @@ impl StepEnv {
             }
             if !value.contains(['\n', '\r']) && value.len() <= MAX_ENV_FILE_VALUE {
                 writeln!(file, "{key}={value}")?;
+                continue;
+            }
+            if plugin {
+                if !key.starts_with("PLUGIN_") || !is_shell_name(key) {
+                    return Err(ExecError::Spawn(format!(
+                        "{key} has a multi-line or very long value, which a plugin step is \
+                         given only as a setting (`settings:`, its PLUGIN_* variables): the \
+                         image's entrypoint runs, with no shell to read it from a file"
+                    )));
+                }
+                if value.len() > MAX_CLIENT_ENV_VALUE || value.contains('\0') {
+                    return Err(ExecError::Spawn(format!(
+                        "{key} is over {} KiB, more than a plugin step can be given",
+                        MAX_CLIENT_ENV_VALUE / 1024
+                    )));
+                }
+                through_client.push((key.clone(), value.clone()));
                 continue;
             }
             if !is_shell_name(key) {
@@ -664,7 +698,19 @@ impl StepEnv {
             in_files.push(key.clone());
         }
         file.flush()?;
-        Ok(Self { dir, in_files })
+        Ok(Self {
+            dir,
+            in_files,
+            through_client,
+        })
+    }
+
+    /// Names given through the client's environment (see [`StepEnv::through_client`]).
+    fn client_names(&self) -> Vec<&str> {
+        self.through_client
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect()
     }
 
     pub(super) fn env_file(&self) -> PathBuf {
@@ -713,7 +759,10 @@ struct RunArgs<'a> {
     /// The job's services' network (see [`StepSpec::network`]), over `network`.
     service_network: Option<&'a str>,
     image: &'a str,
-    script: &'a str,
+    /// `None`: the image's own entrypoint and command (a plugin).
+    script: Option<&'a str>,
+    /// Names the container takes from the client's environment (`--env NAME`).
+    client_env: &'a [&'a str],
     /// Seconds for podman's `--timeout`.
     engine_timeout: Option<u64>,
     limits: &'a ContainerLimits,
@@ -776,6 +825,9 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
     }
     args.extend(["-w", CONTAINER_WORKSPACE, "--env-file"].map(OsString::from));
     args.push(a.env_file.into());
+    for name in a.client_env {
+        args.extend(["--env", name].map(OsString::from));
+    }
     if let Some(network) = a.service_network {
         args.extend(["--network", network].map(OsString::from));
     } else if !a.network {
@@ -791,8 +843,10 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
         args.extend(["--pull", "always"].map(OsString::from));
     }
     args.push(a.image.into());
-    args.extend(SHELL.map(OsString::from));
-    args.push(a.script.into());
+    if let Some(script) = a.script {
+        args.extend(SHELL.map(OsString::from));
+        args.push(script.into());
+    }
     Ok(args)
 }
 
@@ -1031,6 +1085,7 @@ mod tests {
         let spec = StepSpec {
             name: "build".into(),
             script: "true".into(),
+            plugin: false,
             workspace: workspace.path().to_path_buf(),
             home: None,
             read_only: Vec::new(),
@@ -1066,6 +1121,7 @@ mod tests {
         let mut spec = StepSpec {
             name: "build".into(),
             script: "true".into(),
+            plugin: false,
             workspace: dir.path().to_path_buf(),
             home: None,
             read_only: Vec::new(),
@@ -1112,7 +1168,7 @@ mod tests {
             ("LONG".to_string(), long.clone()),
             ("CR".to_string(), "a\r".to_string()),
         ]);
-        let file = StepEnv::write(&env, None).unwrap();
+        let file = StepEnv::write(&env, None, false).unwrap();
         assert_eq!(
             std::fs::read_to_string(file.env_file()).unwrap(),
             "TOKEN=s3cret\n"
@@ -1132,7 +1188,8 @@ mod tests {
             network: false,
             service_network: None,
             image: "alpine:3",
-            script: &(file.prelude() + "make test"),
+            script: Some(&(file.prelude() + "make test")),
+            client_env: &[],
             engine_timeout: None,
             limits: &ContainerLimits::default(),
             pull_always: false,
@@ -1178,7 +1235,7 @@ mod tests {
     fn the_prelude_exports_values_exactly() {
         let value = "line one\n  two 'quoted' $(not run) `nor this`\n\n";
         let env = BTreeMap::from([("MULTI".to_string(), value.to_string())]);
-        let file = StepEnv::write(&env, None).unwrap();
+        let file = StepEnv::write(&env, None, false).unwrap();
         let prelude = file
             .prelude()
             .replace(ENV_DIR, &file.values().unwrap().display().to_string());
@@ -1204,7 +1261,7 @@ mod tests {
         assert!(stderr.contains(" 2: raibid-no-such-command"), "{stderr}");
 
         let env = BTreeMap::from([("NOT-A-NAME".to_string(), "a\nb".to_string())]);
-        assert!(StepEnv::write(&env, None).is_err());
+        assert!(StepEnv::write(&env, None, false).is_err());
     }
 
     /// Where the image's /bin/sh is bash, a multi-line value named like one of bash's
@@ -1216,7 +1273,7 @@ mod tests {
             .map(|k| (k.to_string(), "5\n6".to_string()))
             .collect();
         env.insert("AFTER".into(), "still\nset".into());
-        let file = StepEnv::write(&env, None).unwrap();
+        let file = StepEnv::write(&env, None, false).unwrap();
         let prelude = file
             .prelude()
             .replace(ENV_DIR, &file.values().unwrap().display().to_string());
@@ -1261,7 +1318,8 @@ mod tests {
             network: false,
             service_network: None,
             image: "rust:1",
-            script: "cargo build",
+            script: Some("cargo build"),
+            client_env: &[],
             engine_timeout: executor.engine_timeout(Duration::from_millis(60_500)),
             limits: &ContainerLimits {
                 memory_bytes: Some(3 << 30),
@@ -1306,7 +1364,7 @@ mod tests {
         assert!(check_image_name("").is_err());
         assert!(check_image_name("debian:bookworm-slim").is_ok());
         let env = BTreeMap::from([("A=B".to_string(), "x".to_string())]);
-        assert!(StepEnv::write(&env, None).is_err());
+        assert!(StepEnv::write(&env, None, false).is_err());
         let args = RunArgs {
             name: "n",
             workspace: Path::new("/w/a:b"),
@@ -1316,7 +1374,8 @@ mod tests {
             network: true,
             service_network: None,
             image: "i",
-            script: "s",
+            script: Some("s"),
+            client_env: &[],
             engine_timeout: None,
             limits: &ContainerLimits::default(),
             pull_always: false,
@@ -1338,7 +1397,8 @@ mod tests {
             network: false,
             service_network: Some("raibid-net"),
             image: "i",
-            script: "s",
+            script: Some("s"),
+            client_env: &[],
             engine_timeout: None,
             limits: &ContainerLimits::default(),
             pull_always: false,

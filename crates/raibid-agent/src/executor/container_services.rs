@@ -286,7 +286,7 @@ impl ContainerExecutor {
                 output,
             )
             .await?;
-        let env = StepEnv::write(&service.env, spec.private.as_deref())?;
+        let env = StepEnv::write(&service.env, spec.private.as_deref(), false)?;
         if env.values().is_some() {
             return Err(fail(
                 "an `env` value with a newline or over 32 KiB cannot reach a service (it has no \

@@ -61,6 +61,9 @@ impl Executor for HostExecutor {
         cancel: CancellationToken,
     ) -> BoxFuture<'a, Result<StepExit, ExecError>> {
         Box::pin(async move {
+            if spec.plugin {
+                return Err(super::plugin_unsupported(spec, self.name()));
+            }
             let workspace = process::workspace_dir(&spec.workspace)?;
             let mut command = Command::new(SHELL[0]);
             command

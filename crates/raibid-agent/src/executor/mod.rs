@@ -33,6 +33,9 @@ pub struct StepSpec {
     pub name: String,
     /// A shell script, run with `sh -e`.
     pub script: String,
+    /// Run the image's own entrypoint and command instead of `script`: a Woodpecker plugin,
+    /// configured by `PLUGIN_*` variables in `env`. Only the container executor can.
+    pub plugin: bool,
     /// The job's checkout; the step's working directory.
     pub workspace: PathBuf,
     /// The job's `HOME` on the host, writable like the workspace. A sandbox binds exactly
@@ -108,6 +111,16 @@ pub enum ExecError {
     /// A job's services could not start (their network, a container the engine refused).
     #[error("{0}")]
     Service(String),
+}
+
+/// What an executor that runs no images answers a plugin step (see [`StepSpec::plugin`]).
+pub(crate) fn plugin_unsupported(spec: &StepSpec, executor: &str) -> ExecError {
+    ExecError::Unsupported(format!(
+        "step {} is a plugin (an image run with its own entrypoint, configured by `settings`), \
+         which runs only under the container executor (agent.executor: container); this \
+         agent's is {executor}",
+        spec.name
+    ))
 }
 
 /// Output of a running step, stdout and stderr merged in the order they were written.

@@ -265,6 +265,9 @@ impl Runner {
         // under the step's.
         let mut names = step.secrets.clone();
         names.extend(step.secret_env.values().cloned());
+        if let StepKind::Plugin { settings } = &step.kind {
+            names.extend(settings.secrets());
+        }
         let secrets = match self.secrets.resolve(job, &names, ctx.job_secrets) {
             Ok(s) => s,
             Err(e) => {
@@ -279,6 +282,14 @@ impl Runner {
         };
         for value in secrets.values() {
             log.mask(value);
+            // As a plugin's JSON setting holds it, should the plugin print that.
+            if let StepKind::Plugin { .. } = &step.kind
+                && let Ok(quoted) = serde_json::to_string(value)
+                && quoted.len() > 2
+                && quoted[1..quoted.len() - 1] != **value
+            {
+                log.mask(&quoted[1..quoted.len() - 1]);
+            }
         }
         let mut env = ctx.base_env.clone();
         env.insert("RAIBID_JOB_STATUS".into(), state.as_str().into());
@@ -297,6 +308,21 @@ impl Runner {
             }
         }
         env.extend(SecretStore::variables(&step.secrets, &secrets));
+        if let StepKind::Plugin { settings } = &step.kind {
+            // Every secret they name was resolved above, or the step failed there.
+            match settings.env(&|name| secrets.get(name).cloned()) {
+                Ok(vars) => env.extend(vars),
+                Err(e) => {
+                    log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
+                        .await;
+                    return Err(StepRun::failed(
+                        e.clone(),
+                        JobStatus::Error,
+                        format!("step {}: {e}", step.name),
+                    ));
+                }
+            }
+        }
         let remaining = ctx.job_deadline.saturating_duration_since(Instant::now());
         let (timeout, job_bound) = step_limit(step.timeout, remaining);
         if timeout.is_zero() {
@@ -392,24 +418,9 @@ impl Runner {
         images: &mut Vec<String>,
     ) -> Result<StepExit, String> {
         let job = &ctx.claimed.job;
-        match &step.kind {
-            StepKind::Run { script } => {
-                let spec = StepSpec {
-                    name: step.name.clone(),
-                    script: script.clone(),
-                    workspace: ctx.workspace.to_path_buf(),
-                    home: Some(ctx.home.to_path_buf()),
-                    read_only: ctx.read_only.to_vec(),
-                    private: Some(ctx.private.to_path_buf()),
-                    env,
-                    timeout,
-                    image: step.image.clone().or_else(|| ctx.pipeline.image.clone()),
-                    pull: step.pull,
-                    untrusted: !self.secrets.trusts(job),
-                    network: ctx.network.clone(),
-                };
-                self.run_script(&spec, log, ctx.stop).await
-            }
+        let (script, plugin) = match &step.kind {
+            StepKind::Run { script } => (script.clone(), false),
+            StepKind::Plugin { .. } => (String::new(), true),
             StepKind::ImageBuild(build) => {
                 // `prepare` put the step's secrets, resolved, into its environment.
                 let secrets = step
@@ -417,20 +428,37 @@ impl Runner {
                     .iter()
                     .filter_map(|name| env.get(name).map(|v| (name.clone(), v.clone())))
                     .collect();
-                self.run_image_build(
-                    job,
-                    build,
-                    ctx.workspace,
-                    ctx.private,
-                    timeout,
-                    log,
-                    ctx.stop,
-                    images,
-                    secrets,
-                )
-                .await
+                return self
+                    .run_image_build(
+                        job,
+                        build,
+                        ctx.workspace,
+                        ctx.private,
+                        timeout,
+                        log,
+                        ctx.stop,
+                        images,
+                        secrets,
+                    )
+                    .await;
             }
-        }
+        };
+        let spec = StepSpec {
+            name: step.name.clone(),
+            script,
+            plugin,
+            workspace: ctx.workspace.to_path_buf(),
+            home: Some(ctx.home.to_path_buf()),
+            read_only: ctx.read_only.to_vec(),
+            private: Some(ctx.private.to_path_buf()),
+            env,
+            timeout,
+            image: step.image.clone().or_else(|| ctx.pipeline.image.clone()),
+            pull: step.pull,
+            untrusted: !self.secrets.trusts(job),
+            network: ctx.network.clone(),
+        };
+        self.run_script(&spec, log, ctx.stop).await
     }
 
     /// How the step's last run ended, in the log (its result line) and as its result.

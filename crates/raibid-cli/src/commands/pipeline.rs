@@ -214,6 +214,13 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
                 None => "run".to_owned(),
             },
             StepKind::ImageBuild(build) => format!("image-build {}", build.tags.join(", ")),
+            StepKind::Plugin { settings } if settings.is_empty() => {
+                format!("plugin {}", step.image.as_deref().unwrap_or_default())
+            }
+            StepKind::Plugin { settings } => format!(
+                "plugin {}, settings {settings}",
+                step.image.as_deref().unwrap_or_default()
+            ),
         };
         let when = if step.when.is_empty() {
             ""
@@ -291,6 +298,13 @@ fn secrets_used(pipeline: &Pipeline) -> std::collections::BTreeMap<&str, Vec<Str
                 .or_default()
                 .push(format!("step {} as {var}", step.name));
         }
+        if let StepKind::Plugin { settings } = &step.kind {
+            for (var, name) in settings.secret_uses() {
+                used.entry(name)
+                    .or_default()
+                    .push(format!("step {} in {var}", step.name));
+            }
+        }
     }
     used
 }
@@ -298,6 +312,29 @@ fn secrets_used(pipeline: &Pipeline) -> std::collections::BTreeMap<&str, Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_steps_show_their_image_settings_and_secrets() {
+        let pipeline = raibid_pipeline::parse(
+            ".woodpecker.yaml",
+            "steps:\n  - name: publish\n    image: woodpeckerci/plugin-docker-buildx\n    \
+             settings:\n      repo: acme/app\n      password:\n        from_secret: pw\n  \
+             - name: notify\n    image: acme/notify:1\n",
+        )
+        .unwrap();
+        let shown = summary(".woodpecker.yaml", &pipeline);
+        assert!(
+            shown.contains(
+                "  publish (plugin woodpeckerci/plugin-docker-buildx, settings \
+                 PLUGIN_PASSWORD, PLUGIN_REPO)\n  notify (plugin acme/notify:1)\n"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("  pw (step publish in PLUGIN_PASSWORD)\n"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn the_summary_names_what_the_agent_will_run() {
