@@ -1063,6 +1063,38 @@ async fn services_outside_the_container_executor_are_an_error() {
     assert!(!log.contains("services"), "{log}");
 }
 
+/// `directory:` starts a step in a directory of the repository, or one an earlier step made;
+/// `CI_WORKSPACE` stays the workspace. A directory that is not there ends the job in `error`
+/// before the step runs, saying which.
+#[tokio::test]
+async fn steps_start_in_their_directory_and_a_missing_one_is_an_error() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let pipeline = "steps:\n  - name: web\n    directory: apps/web\n    run: |\n      \
+                    cat marker\n      test \"$(pwd)\" = \"$CI_WORKSPACE/apps/web\" && echo ws-ok\n  \
+                    - name: make\n    run: mkdir -p out/x\n  - name: later\n    \
+                    directory: out/x\n    run: echo \"in $(basename \"$(pwd)\")\"\n";
+    let sha = repo.commit(
+        &[(".raibid.yaml", pipeline), ("apps/web/marker", "in web\n")],
+        "directories",
+    );
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains("in web\nws-ok\n") && log.contains("in x\n"),
+        "{log}"
+    );
+
+    let pipeline = "steps:\n  - name: gone\n    directory: nowhere\n    run: echo ran-it\n";
+    let sha = repo.commit(&[(".raibid.yaml", pipeline)], "missing directory");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Error, "{log}");
+    assert!(
+        log.contains("`directory: nowhere` is not in the workspace") && !log.contains("ran-it"),
+        "{log}"
+    );
+}
+
 /// A Woodpecker plugin step (an `image`, `settings`, no commands) runs the image's entrypoint
 /// with its settings as `PLUGIN_*` variables, as Woodpecker makes them; a secret named by
 /// `from_secret`, at the top or inside a structured setting, is masked in the log, as written

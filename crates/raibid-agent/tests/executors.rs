@@ -54,6 +54,7 @@ fn step(script: &str) -> Step {
             script: script.into(),
             plugin: false,
             workspace: workspace.path().to_path_buf(),
+            directory: None,
             home: None,
             read_only: Vec::new(),
             private: None,
@@ -702,7 +703,38 @@ on_each_engine!(
     container_services_take_an_entrypoint,
     container_steps_get_the_configured_devices,
     container_plugin_steps_run_their_entrypoint_with_their_settings,
+    container_steps_start_in_their_directory,
 );
+
+/// A step's `directory:` is where it starts, under every executor; the workspace stays the
+/// workspace.
+#[tokio::test]
+async fn host_and_bwrap_steps_start_in_their_directory() {
+    for executor in [&host() as &dyn Executor, &bwrap()] {
+        let mut step = step("pwd; ls");
+        std::fs::create_dir_all(step.spec.workspace.join("apps/web")).unwrap();
+        std::fs::write(step.spec.workspace.join("apps/web/here"), "").unwrap();
+        step.spec.directory = Some("apps/web".into());
+        let ran = run(executor, &step.spec).await;
+        assert!(
+            ran.exit.success() && ran.output.ends_with("/apps/web\nhere\n"),
+            "{}: {:?} {}",
+            executor.name(),
+            ran.exit,
+            ran.output
+        );
+    }
+}
+
+async fn container_steps_start_in_their_directory(engine: &impl TestEngine) {
+    let executor = container(engine).await;
+    let mut step = step("pwd; ls");
+    std::fs::create_dir_all(step.spec.workspace.join("apps/web")).unwrap();
+    std::fs::write(step.spec.workspace.join("apps/web/here"), "").unwrap();
+    step.spec.directory = Some("apps/web".into());
+    let ran = run(&executor, &step.spec).await;
+    assert_eq!(ran.output, "/workspace/apps/web\nhere\n", "{:?}", ran.exit);
+}
 
 /// A device node no sandbox's `/dev` has by itself, to hand to steps as `agent.devices` does
 /// (`/dev/kvm` is GitLab Runner's own example). One of these exists on any Linux machine that

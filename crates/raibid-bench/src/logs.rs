@@ -348,6 +348,7 @@ async fn executor_only(script: &str, workspace: &std::path::Path) -> Result<Dura
         script: script.to_owned(),
         plugin: false,
         workspace: workspace.to_path_buf(),
+        directory: None,
         home: None,
         read_only: Vec::new(),
         private: None,

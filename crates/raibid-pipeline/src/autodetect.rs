@@ -178,6 +178,7 @@ fn step(name: &str, kind: StepKind, image: Option<&str>) -> Step {
         failure: OnFailure::Fail,
         depends_on: None,
         retry: 0,
+        directory: None,
     }
 }
 

@@ -75,7 +75,7 @@ fn workspace_path(path: &str) -> Result<String, String> {
 }
 
 checked_str!(
-    /// A path inside the workspace.
+    /// A path inside the workspace: also a step's `directory`.
     WorkspacePath: String, "a path relative to the repository root", workspace_path
 );
 

@@ -10,7 +10,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use crate::de::{CheckedMap, OneOrMany, StepEnv, StrCheck, UniqueList, checked_str};
 use crate::duration::Timeout;
-use crate::image_build::{ImageBuild, ImageBuildDe};
+use crate::image_build::{ImageBuild, ImageBuildDe, WorkspacePath};
 use crate::names;
 use crate::plugin::Settings;
 use crate::when::{StepWhen, When};
@@ -46,6 +46,10 @@ pub struct Step {
     /// failure is retried: not a cancel, the job's time running out, or a step that could not
     /// start.
     pub retry: u32,
+    /// Where in the workspace the step starts (`directory:`, Woodpecker's key; GitHub's
+    /// `working-directory`): a directory of the repository for a monorepo's parts. Relative,
+    /// never leaving the workspace; `None`: the workspace itself.
+    pub directory: Option<String>,
 }
 
 /// The most retries a step may ask for: each one can take the step's whole timeout.
@@ -169,6 +173,7 @@ struct RawStep {
     )]
     depends_on: Option<Vec<String>>,
     retry: Option<Retries>,
+    directory: Option<WorkspacePath>,
 }
 
 fn depends_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -227,6 +232,13 @@ impl RawStep {
                     return Err(format!(
                         "step {name:?}: `pull` is for the image of a `run` step; an \
                          `image-build` step has none"
+                    ));
+                }
+                if self.directory.is_some() {
+                    return Err(format!(
+                        "step {name:?}: an `image-build` step runs no commands for `directory` \
+                         to apply to; give the build's directory as `context` under \
+                         `image-build`"
                     ));
                 }
                 // The agent runs buildah with neither: accepted, they would silently do nothing.
@@ -302,6 +314,7 @@ impl RawStep {
             failure: self.failure.map(|f| f.0).unwrap_or_default(),
             depends_on: self.depends_on,
             retry: self.retry.map_or(0, |r| r.0),
+            directory: self.directory.map(|d| d.0),
         })
     }
 }
@@ -669,6 +682,30 @@ mod tests {
         assert!(s[0].when.is_empty());
         assert!(s[0].secrets.is_empty());
         assert_eq!(s[0].timeout, None);
+    }
+
+    /// `directory:` (Woodpecker's key) is a path in the workspace for `run` and plugin steps.
+    #[test]
+    fn a_step_may_start_in_a_directory_of_the_workspace() {
+        let s = steps("- name: web\n  directory: apps/web\n  commands: [npm test]\n").unwrap();
+        assert_eq!(s[0].directory.as_deref(), Some("apps/web"));
+        for (yaml, says) in [
+            (
+                "- name: a\n  directory: /etc\n  run: x\n",
+                "is absolute; give a path relative to the repository root",
+            ),
+            (
+                "- name: a\n  directory: ../x\n  run: x\n",
+                "leaves the repository",
+            ),
+            (
+                "- name: a\n  directory: web\n  image-build: { tags: [t] }\n",
+                "give the build's directory as `context`",
+            ),
+        ] {
+            let (_, _, msg) = error_at(yaml);
+            assert!(msg.contains(says), "{yaml:?}: {msg}");
+        }
     }
 
     /// Woodpecker's plugin steps: an `image` and no commands, configured by `settings`.

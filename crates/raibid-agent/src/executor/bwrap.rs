@@ -139,6 +139,7 @@ impl BwrapExecutor {
             script: "true".into(),
             plugin: false,
             workspace: workspace.path().to_path_buf(),
+            directory: None,
             home: None,
             read_only: Vec::new(),
             private: None,
@@ -199,6 +200,7 @@ impl BwrapExecutor {
             .args(sandbox_args(
                 &self.options,
                 &workspace,
+                &spec.start_dir(Path::new(SANDBOX_WORKSPACE)),
                 home,
                 &spec.read_only,
                 &env.path(),
@@ -249,6 +251,7 @@ impl Executor for BwrapExecutor {
 fn sandbox_args(
     options: &BwrapOptions,
     workspace: &Path,
+    start_dir: &Path,
     home: Option<&Path>,
     read_only: &[PathBuf],
     env_file: &Path,
@@ -344,7 +347,7 @@ fn sandbox_args(
         workspace.into(),
         SANDBOX_WORKSPACE.into(),
         "--chdir".into(),
-        SANDBOX_WORKSPACE.into(),
+        start_dir.into(),
         "--".into(),
     ]);
     if let Some(user) = options.user {
@@ -458,7 +461,15 @@ mod tests {
             ..BwrapOptions::default()
         };
         let work = work.canonicalize().unwrap();
-        let args = sandbox_args(&options, &work, None, &[], Path::new("/e"), "make");
+        let args = sandbox_args(
+            &options,
+            &work,
+            Path::new(SANDBOX_WORKSPACE),
+            None,
+            &[],
+            Path::new("/e"),
+            "make",
+        );
         let (d, t, w) = (
             data_dir.to_str().unwrap(),
             tools.canonicalize().unwrap(),
@@ -491,6 +502,7 @@ mod tests {
         let args = sandbox_args(
             &options,
             Path::new("/data/work/j-a1/src"),
+            Path::new(SANDBOX_WORKSPACE),
             Some(Path::new("/data/work/j-a1/home")),
             &[],
             Path::new("/e"),
@@ -524,6 +536,7 @@ mod tests {
         let args = sandbox_args(
             &BwrapOptions::default(),
             Path::new("/w/x"),
+            Path::new(SANDBOX_WORKSPACE),
             None,
             &[],
             Path::new("/e"),
@@ -542,6 +555,7 @@ mod tests {
             !sandbox_args(
                 &options,
                 Path::new("/w"),
+                Path::new(SANDBOX_WORKSPACE),
                 None,
                 &[],
                 Path::new("/e"),

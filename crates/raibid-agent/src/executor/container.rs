@@ -518,6 +518,7 @@ impl ContainerExecutor {
             network: self.options.network,
             service_network: spec.network.as_deref(),
             image: &image,
+            start_dir: &spec.start_dir(Path::new(CONTAINER_WORKSPACE)),
             script: (!spec.plugin).then_some(script.as_str()),
             client_env: &client_names,
             engine_timeout,
@@ -759,6 +760,8 @@ struct RunArgs<'a> {
     /// The job's services' network (see [`StepSpec::network`]), over `network`.
     service_network: Option<&'a str>,
     image: &'a str,
+    /// Where the step starts: the workspace's mount point or a directory in it.
+    start_dir: &'a Path,
     /// `None`: the image's own entrypoint and command (a plugin).
     script: Option<&'a str>,
     /// Names the container takes from the client's environment (`--env NAME`).
@@ -823,7 +826,9 @@ fn run_args(a: &RunArgs<'_>) -> Result<Vec<OsString>, ExecError> {
         args.push("-v".into());
         args.push(volume);
     }
-    args.extend(["-w", CONTAINER_WORKSPACE, "--env-file"].map(OsString::from));
+    args.push("-w".into());
+    args.push(a.start_dir.into());
+    args.push("--env-file".into());
     args.push(a.env_file.into());
     for name in a.client_env {
         args.extend(["--env", name].map(OsString::from));
@@ -1087,6 +1092,7 @@ mod tests {
             script: "true".into(),
             plugin: false,
             workspace: workspace.path().to_path_buf(),
+            directory: None,
             home: None,
             read_only: Vec::new(),
             private: None,
@@ -1123,6 +1129,7 @@ mod tests {
             script: "true".into(),
             plugin: false,
             workspace: dir.path().to_path_buf(),
+            directory: None,
             home: None,
             read_only: Vec::new(),
             private: None,
@@ -1188,6 +1195,7 @@ mod tests {
             network: false,
             service_network: None,
             image: "alpine:3",
+            start_dir: Path::new(CONTAINER_WORKSPACE),
             script: Some(&(file.prelude() + "make test")),
             client_env: &[],
             engine_timeout: None,
@@ -1318,6 +1326,7 @@ mod tests {
             network: false,
             service_network: None,
             image: "rust:1",
+            start_dir: Path::new(CONTAINER_WORKSPACE),
             script: Some("cargo build"),
             client_env: &[],
             engine_timeout: executor.engine_timeout(Duration::from_millis(60_500)),
@@ -1374,6 +1383,7 @@ mod tests {
             network: true,
             service_network: None,
             image: "i",
+            start_dir: Path::new(CONTAINER_WORKSPACE),
             script: Some("s"),
             client_env: &[],
             engine_timeout: None,
@@ -1397,6 +1407,7 @@ mod tests {
             network: false,
             service_network: Some("raibid-net"),
             image: "i",
+            start_dir: Path::new(CONTAINER_WORKSPACE),
             script: Some("s"),
             client_env: &[],
             engine_timeout: None,

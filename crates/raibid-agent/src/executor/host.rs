@@ -71,7 +71,7 @@ impl Executor for HostExecutor {
                 .arg(&spec.script)
                 .env_clear()
                 .envs(&spec.env)
-                .current_dir(workspace);
+                .current_dir(spec.start_dir(&workspace));
             if let Some(user) = self.user {
                 // std drops root's supplementary groups before setuid.
                 command.uid(user.uid).gid(user.gid);

@@ -36,8 +36,11 @@ pub struct StepSpec {
     /// Run the image's own entrypoint and command instead of `script`: a Woodpecker plugin,
     /// configured by `PLUGIN_*` variables in `env`. Only the container executor can.
     pub plugin: bool,
-    /// The job's checkout; the step's working directory.
+    /// The job's checkout; the step's working directory unless `directory` names one in it.
     pub workspace: PathBuf,
+    /// Where in the workspace the step starts (the step's `directory:`), relative; the runner
+    /// has checked that it is a directory there, reached through no symbolic link.
+    pub directory: Option<PathBuf>,
     /// The job's `HOME` on the host, writable like the workspace. A sandbox binds exactly
     /// this: the `HOME` of `env` comes from the pipeline too, so it can name any path.
     pub home: Option<PathBuf>,
@@ -111,6 +114,16 @@ pub enum ExecError {
     /// A job's services could not start (their network, a container the engine refused).
     #[error("{0}")]
     Service(String),
+}
+
+impl StepSpec {
+    /// Where the step starts, for a workspace that the step sees at `root`.
+    pub(crate) fn start_dir(&self, root: &Path) -> PathBuf {
+        match &self.directory {
+            Some(dir) => root.join(dir),
+            None => root.to_path_buf(),
+        }
+    }
 }
 
 /// What an executor that runs no images answers a plugin step (see [`StepSpec::plugin`]).

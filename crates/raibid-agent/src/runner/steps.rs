@@ -261,6 +261,17 @@ impl Runner {
         log: &mut JobLog,
     ) -> Result<Ready, StepRun> {
         let job = &ctx.claimed.job;
+        if let Some(dir) = &step.directory
+            && let Err(e) = step_directory(ctx.workspace, dir)
+        {
+            log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
+                .await;
+            return Err(StepRun::failed(
+                e.clone(),
+                JobStatus::Error,
+                format!("step {}: {e}", step.name),
+            ));
+        }
         // Those of `secrets:` by their own names, those of `env: { VAR: { from_secret } }`
         // under the step's.
         let mut names = step.secrets.clone();
@@ -448,6 +459,7 @@ impl Runner {
             script,
             plugin,
             workspace: ctx.workspace.to_path_buf(),
+            directory: step.directory.as_ref().map(PathBuf::from),
             home: Some(ctx.home.to_path_buf()),
             read_only: ctx.read_only.to_vec(),
             private: Some(ctx.private.to_path_buf()),
@@ -538,5 +550,66 @@ impl Runner {
             }
         }
         run
+    }
+}
+
+/// Checks a step's `directory:` (relative, never `..`: the pipeline checked it) against the
+/// workspace as the step finds it: a directory there, of the repository or made by an earlier
+/// step, reached through no symbolic link, so that every executor starts the step in the same
+/// place (a link would be followed on the host but resolved inside a sandbox or container).
+fn step_directory(workspace: &Path, dir: &str) -> Result<(), String> {
+    use std::path::Component;
+    let mut path = workspace.to_path_buf();
+    for component in Path::new(dir).components() {
+        match component {
+            Component::CurDir => continue,
+            Component::Normal(name) => path.push(name),
+            _ => return Err(format!("`directory: {dir}` leaves the workspace")),
+        }
+        let shown = path.strip_prefix(workspace).unwrap_or(&path).display();
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "`directory: {dir}`: {shown} is a symbolic link; name the directory it \
+                     points to"
+                ));
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(format!("`directory: {dir}`: {shown} is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "`directory: {dir}` is not in the workspace: give a directory of the \
+                     repository, or one that an earlier step made"
+                ));
+            }
+            Err(e) => return Err(format!("`directory: {dir}`: {shown}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod directory_tests {
+    use super::*;
+
+    #[test]
+    fn a_step_directory_is_a_real_directory_of_the_workspace() {
+        let ws = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(ws.path().join("apps/web")).unwrap();
+        std::fs::write(ws.path().join("apps/file"), "").unwrap();
+        std::os::unix::fs::symlink("/etc", ws.path().join("apps/etc")).unwrap();
+        std::os::unix::fs::symlink("web", ws.path().join("apps/alias")).unwrap();
+        assert_eq!(step_directory(ws.path(), "apps/web"), Ok(()));
+        assert_eq!(step_directory(ws.path(), "./apps/web/"), Ok(()));
+        for (dir, says) in [
+            ("apps/etc", "apps/etc is a symbolic link"),
+            ("apps/alias/x", "apps/alias is a symbolic link"),
+            ("apps/file", "apps/file is not a directory"),
+            ("apps/none", "is not in the workspace"),
+            ("apps/../..", "leaves the workspace"),
+        ] {
+            let err = step_directory(ws.path(), dir).unwrap_err();
+            assert!(err.contains(says), "{dir}: {err}");
+        }
     }
 }

@@ -235,7 +235,11 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
             0 => String::new(),
             n => format!(", retried up to {n} time(s)"),
         };
-        let _ = writeln!(out, "  {} ({what}{when}{after}{retry})", step.name);
+        let dir = match &step.directory {
+            Some(dir) => format!(", in {dir}"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  {} ({what}{dir}{when}{after}{retry})", step.name);
     }
     let secrets = secrets_used(pipeline);
     if !secrets.is_empty() {
@@ -319,14 +323,14 @@ mod tests {
             ".woodpecker.yaml",
             "steps:\n  - name: publish\n    image: woodpeckerci/plugin-docker-buildx\n    \
              settings:\n      repo: acme/app\n      password:\n        from_secret: pw\n  \
-             - name: notify\n    image: acme/notify:1\n",
+             - name: notify\n    image: acme/notify:1\n    directory: deploy\n",
         )
         .unwrap();
         let shown = summary(".woodpecker.yaml", &pipeline);
         assert!(
             shown.contains(
                 "  publish (plugin woodpeckerci/plugin-docker-buildx, settings \
-                 PLUGIN_PASSWORD, PLUGIN_REPO)\n  notify (plugin acme/notify:1)\n"
+                 PLUGIN_PASSWORD, PLUGIN_REPO)\n  notify (plugin acme/notify:1, in deploy)\n"
             ),
             "{shown}"
         );
