@@ -264,13 +264,7 @@ impl Runner {
         if let Some(dir) = &step.directory
             && let Err(e) = step_directory(ctx.workspace, dir)
         {
-            log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
-                .await;
-            return Err(StepRun::failed(
-                e.clone(),
-                JobStatus::Error,
-                format!("step {}: {e}", step.name),
-            ));
+            return Err(cannot_start(step, e, log).await);
         }
         // Those of `secrets:` by their own names, those of `env: { VAR: { from_secret } }`
         // under the step's.
@@ -281,15 +275,7 @@ impl Runner {
         }
         let secrets = match self.secrets.resolve(job, &names, ctx.job_secrets) {
             Ok(s) => s,
-            Err(e) => {
-                log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
-                    .await;
-                return Err(StepRun::failed(
-                    e.to_string(),
-                    JobStatus::Error,
-                    format!("step {}: {e}", step.name),
-                ));
-            }
+            Err(e) => return Err(cannot_start(step, e.to_string(), log).await),
         };
         for value in secrets.values() {
             log.mask(value);
@@ -323,15 +309,7 @@ impl Runner {
             // Every secret they name was resolved above, or the step failed there.
             match settings.env(&|name| secrets.get(name).cloned()) {
                 Ok(vars) => env.extend(vars),
-                Err(e) => {
-                    log.line(&format!("\x1b[31m✘ step {}: {e}\x1b[0m", step.name))
-                        .await;
-                    return Err(StepRun::failed(
-                        e.clone(),
-                        JobStatus::Error,
-                        format!("step {}: {e}", step.name),
-                    ));
-                }
+                Err(e) => return Err(cannot_start(step, e, log).await),
             }
         }
         let remaining = ctx.job_deadline.saturating_duration_since(Instant::now());
@@ -551,6 +529,15 @@ impl Runner {
         }
         run
     }
+}
+
+/// A step that cannot start (its secrets, its directory): said in the log, and its result,
+/// `error`, which the job's becomes.
+async fn cannot_start(step: &Step, why: String, log: &mut JobLog) -> StepRun {
+    log.line(&format!("\x1b[31m✘ step {}: {why}\x1b[0m", step.name))
+        .await;
+    let reason = format!("step {}: {why}", step.name);
+    StepRun::failed(why, JobStatus::Error, reason)
 }
 
 /// Checks a step's `directory:` (relative, never `..`: the pipeline checked it) against the
