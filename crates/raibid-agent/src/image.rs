@@ -69,6 +69,7 @@ mod containerfile;
 mod files;
 pub(crate) use files::{auth_json, private_file};
 mod platform;
+pub(crate) use platform::Platform;
 mod reference;
 mod spawn;
 mod store;
@@ -90,7 +91,7 @@ use crate::Masker;
 use crate::executor::process::{self, DEFAULT_KILL_GRACE, Limits, SignalGroup};
 use crate::executor::{ExecError, OutputSender, StepExit};
 use files::BuildFiles;
-use platform::{BINFMT_DIR, Platform};
+use platform::BINFMT_DIR;
 use store::{Garbage, PRIVATE_PREFIX, SharedStore, Wait};
 
 /// How buildah stores images; see the module docs for the trade-offs.

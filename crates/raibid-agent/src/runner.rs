@@ -431,6 +431,7 @@ impl Runner {
         trigger.git_ref = Some(job.spec.git_ref.clone());
         trigger.repo = Some(job.spec.repo.clone());
         trigger.cron = job.spec.schedule.clone();
+        trigger.platform = crate::image::Platform::native().map(|p| p.to_string());
         // Before the workspace goes to the step user, as git reads it (see below).
         let commit = match self.git.commit_info(&workspace, &job.spec.sha).await {
             Ok(commit) => {

@@ -1063,6 +1063,35 @@ async fn services_outside_the_container_executor_are_an_error() {
     assert!(!log.contains("services"), "{log}");
 }
 
+/// `when: platform` runs a step only on agents of that platform (`linux/arm64`), as
+/// Woodpecker's does: this agent's runs it, another's is skipped, saying so.
+#[tokio::test]
+async fn steps_for_another_platform_are_skipped() {
+    let (native, other) = match std::env::consts::ARCH {
+        "aarch64" => ("linux/arm64", "linux/amd64"),
+        "x86_64" => ("linux/amd64", "linux/arm64"),
+        arch => panic!("no platform name known here for {arch}"),
+    };
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let pipeline = format!(
+        "steps:\n  - name: here\n    when: {{ platform: {native} }}\n    run: echo ran-here\n  \
+         - name: there\n    when: {{ platform: {other} }}\n    run: echo ran-there\n  \
+         - name: any\n    when: {{ platform: \"linux/*\" }}\n    run: echo ran-any\n"
+    );
+    let sha = repo.commit(&[(".raibid.yaml", pipeline.as_str())], "platforms");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains("ran-here\n") && log.contains("ran-any\n"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("ran-there") && log.contains("step there skipped"),
+        "{log}"
+    );
+}
+
 /// `directory:` starts a step in a directory of the repository, or one an earlier step made;
 /// `CI_WORKSPACE` stays the workspace. A directory that is not there ends the job in `error`
 /// before the step runs, saying which.

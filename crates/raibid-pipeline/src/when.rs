@@ -1,4 +1,4 @@
-//! Step filters, `when: { branch, event, tag, ref, repo, cron, matrix, status, path }` or a
+//! Step filters, `when: { branch, event, tag, ref, repo, cron, matrix, platform, status, path }` or a
 //! list of such blocks (any of which may match), and the pipeline's own `when` (the same
 //! without `status` and `matrix`).
 
@@ -42,6 +42,10 @@ pub struct TriggerContext {
     /// The matrix variant's variables, for a step's `when: matrix`; empty without a matrix
     /// (and for the job that queues the variants).
     pub matrix: BTreeMap<String, String>,
+    /// The platform of the agent running the job (`linux/arm64`, `linux/amd64`), as container
+    /// images and Woodpecker name it, for a step's `when: platform`. `None`: not known, and
+    /// no platform filter matches.
+    pub platform: Option<String>,
 }
 
 impl TriggerContext {
@@ -57,6 +61,7 @@ impl TriggerContext {
             repo: None,
             cron: None,
             matrix: BTreeMap::new(),
+            platform: None,
         }
     }
 }
@@ -184,6 +189,8 @@ pub struct WhenBlock {
     pub cron: Vec<Pattern>,
     /// Variables the matrix variant must have, with these values (steps only).
     pub matrix: BTreeMap<String, String>,
+    /// Globs over the agent's platform, `linux/arm64` (steps only, as Woodpecker's).
+    pub platform: Vec<Pattern>,
     /// Empty means `[success]`, as in Woodpecker: `[failure]` is for clean-up and notification
     /// steps, `[success, failure]` for steps that always run.
     pub status: Vec<RunState>,
@@ -200,6 +207,7 @@ impl WhenBlock {
             && self.repo.is_empty()
             && self.cron.is_empty()
             && self.matrix.is_empty()
+            && self.platform.is_empty()
             && self.status.is_empty()
             && self.path.is_none()
     }
@@ -248,7 +256,8 @@ impl WhenBlock {
         self.mismatch(ctx).is_none()
     }
 
-    /// The first key (`event`, `branch`, `tag`, `ref`, `repo`, `cron`, `matrix`, `path`) that
+    /// The first key (`event`, `branch`, `tag`, `ref`, `repo`, `cron`, `matrix`, `platform`,
+    /// `path`) that
     /// does not match `ctx`, to say why a pipeline does not run; `None` when
     /// [`WhenBlock::matches`]. `status` is not looked at.
     pub fn mismatch(&self, ctx: &TriggerContext) -> Option<&'static str> {
@@ -273,6 +282,8 @@ impl WhenBlock {
             .all(|(name, value)| ctx.matrix.get(name) == Some(value))
         {
             Some("matrix")
+        } else if !names_match(&self.platform, ctx.platform.as_deref()) {
+            Some("platform")
         } else if !self
             .path
             .as_ref()
@@ -417,6 +428,37 @@ fn repo_pattern(source: &str) -> Result<Pattern, String> {
     if !source.contains('/') && !source.contains("**") {
         return Err(format!(
             "{source:?} can never match: repositories are named `owner/name`"
+        ));
+    }
+    Pattern::ignoring_case(source).map_err(|e| format!("invalid glob {source:?}: {}", e.kind()))
+}
+
+fn platform_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
+    OneOrMany::new(
+        "a glob over platforms (linux/arm64, linux/*) or a list of them",
+        "an empty list never matches; remove `platform` to run on every agent",
+        platform_pattern,
+    )
+    .deserialize(d)
+}
+
+/// Agents are Linux machines: `linux/<arch>`, the architecture as Go and container images
+/// name it (`amd64`, `arm64`), which a Rust name (`x86_64`, `aarch64`) never matches.
+fn platform_pattern(source: &str) -> Result<Pattern, String> {
+    let Some((os, arch)) = source.split_once('/') else {
+        return Err(format!(
+            "{source:?} can never match: a platform is `os/arch`, like `linux/arm64`"
+        ));
+    };
+    if !matches!(os, "linux" | "*" | "**") {
+        return Err(format!(
+            "{source:?} can never match: agents run on linux (`linux/{arch}`)"
+        ));
+    }
+    if matches!(arch, "x86_64" | "aarch64") {
+        let go = if arch == "x86_64" { "amd64" } else { "arm64" };
+        return Err(format!(
+            "{source:?} can never match: the architecture is named as Go names it, `linux/{go}`"
         ));
     }
     Pattern::ignoring_case(source).map_err(|e| format!("invalid glob {source:?}: {}", e.kind()))
@@ -586,6 +628,8 @@ pub(crate) struct RawWhen {
     #[serde(default, deserialize_with = "patterns")]
     cron: Vec<Pattern>,
     matrix: Option<MatrixFilter>,
+    #[serde(default, deserialize_with = "platform_patterns")]
+    platform: Vec<Pattern>,
     #[serde(default, deserialize_with = "states")]
     status: Vec<RunState>,
     path: Option<PathFilterDe>,
@@ -601,6 +645,7 @@ impl From<RawWhen> for WhenBlock {
             repo: raw.repo,
             cron: raw.cron,
             matrix: raw.matrix.map(|m| m.0).unwrap_or_default(),
+            platform: raw.platform,
             status: raw.status,
             path: raw.path.map(|p| p.0),
         }
@@ -661,7 +706,7 @@ impl<'de> Visitor<'de> for WhenVisitor {
         } else {
             f.write_str(
                 "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, \
-                 `matrix`, `status`, `path` (or a list of such mappings, any of which may match)",
+                 `matrix`, `platform`, `status`, `path` (or a list of such mappings, any of which may match)",
             )
         }
     }
@@ -728,7 +773,7 @@ impl<'de> Visitor<'de> for BlockSeed {
         } else {
             f.write_str(
                 "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `matrix`, \
-                 `status`, `path`",
+                 `platform`, `status`, `path`",
             )
         }
     }
@@ -800,6 +845,11 @@ impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for PipelineKey<K> {
             "matrix" => Err(E::custom(
                 "`matrix` is for steps: the pipeline's `when` is decided for the whole matrix; \
                  give `when: { matrix: ... }` to the steps that need it",
+            )),
+            "platform" => Err(E::custom(
+                "`platform` is for steps: the pipeline's `when` may be decided on another agent \
+                 than the one that runs its steps (a matrix's variants); choose the agents with \
+                 `pool`, or give `when: { platform: ... }` to the steps",
             )),
             key if PIPELINE_WHEN_KEYS.contains(&key) => self.0.deserialize(key.into_deserializer()),
             other => Err(E::unknown_field(other, PIPELINE_WHEN_KEYS)),
@@ -883,6 +933,39 @@ mod tests {
         assert!(w.matches(&on_tag("v1.2.3")));
         assert!(!w.matches(&on_tag("release-1")));
         assert!(!w.matches(&on_branch(Event::Push, "v1")));
+    }
+
+    /// Woodpecker's `platform`: the agent's, as container images name it; steps only.
+    #[test]
+    fn platform_filters_match_the_agent_s_platform() {
+        let arm = TriggerContext {
+            platform: Some("linux/arm64".into()),
+            ..on_branch(Event::Push, "main")
+        };
+        assert!(when("platform: linux/arm64").matches(&arm));
+        assert!(when("platform: [linux/amd64, \"linux/arm*\"]").matches(&arm));
+        assert!(when("platform: \"*/*\"").matches(&arm));
+        assert_eq!(
+            when("platform: linux/amd64").mismatch(&arm),
+            Some("platform")
+        );
+        assert_eq!(
+            when("platform: linux/arm64").mismatch(&on_branch(Event::Push, "main")),
+            Some("platform"),
+            "an unknown platform matches no filter"
+        );
+        for (yaml, needle) in [
+            ("platform: arm64", "a platform is `os/arch`"),
+            ("platform: windows/amd64", "agents run on linux"),
+            ("platform: linux/aarch64", "`linux/arm64`"),
+            ("platform: linux/x86_64", "`linux/amd64`"),
+            ("platform: []", "empty list"),
+        ] {
+            let err = serde_yaml::from_str::<RawWhen>(yaml).err().expect(yaml);
+            assert!(err.to_string().contains(needle), "{yaml}: {err}");
+        }
+        let err = pipeline_when("platform: linux/arm64\n").unwrap_err();
+        assert!(err.to_string().contains("`platform` is for steps"), "{err}");
     }
 
     /// Woodpecker's `ref`, `repo`, `cron` and `matrix` filters.
