@@ -46,7 +46,7 @@ pub fn step_base_env(job: &Job, place: StepPlace<'_>) -> BTreeMap<String, String
 
 /// Variables every step gets, named like Woodpecker's `CI_*` so existing scripts work, plus
 /// `RAIBID_*` equivalents. `workspace` is the checkout as the step sees it.
-fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
+pub(crate) fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let mut set = |k: &str, v: &str| {
         env.insert(k.to_owned(), v.to_owned());

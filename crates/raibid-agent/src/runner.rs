@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::artifacts::ArtifactStore;
 use crate::checkout::{Changes, CommitInfo, GitCheckout};
-use crate::env::{StepPlace, commit_env, is_reserved, step_base_env};
+use crate::env::{StepPlace, commit_env, is_reserved, job_env, step_base_env};
 use crate::executor::{Executor, ServiceGroup, ServicesSpec, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
 use crate::job_cache::{JobCache, JobCacheError, Restored, Saved};
@@ -443,6 +443,7 @@ impl Runner {
                 None
             }
         };
+        trigger.env = self.expression_env(job, &workspace, commit.as_ref());
         let pipeline = match source {
             Source::One(pipeline) => *pipeline,
             Source::Workflows(workflows) => {
@@ -1033,6 +1034,32 @@ impl Runner {
     /// Fills in the files the commit changes, which `when: path` filters look at (its message
     /// is read for every job, before this). When the changes cannot be known (or are none), says once in the log why path
     /// filters do not apply; the pipeline and the steps that have them then run.
+    /// The variables a `when: evaluate` of the pipeline or of a workflow reads, decided before
+    /// the steps' environment exists: the job's and its commit's `CI_*` variables and the
+    /// job's own (`raibid job submit --env`). Steps' `when` read theirs (see `run_steps`).
+    fn expression_env(
+        &self,
+        job: &Job,
+        workspace: &Path,
+        commit: Option<&CommitInfo>,
+    ) -> BTreeMap<String, String> {
+        let seen = self
+            .executor
+            .image_workspace()
+            .or(self.executor.step_paths().map(|p| p.workspace))
+            .unwrap_or(workspace);
+        let mut env = job_env(job, seen);
+        env.extend(commit.map(commit_env).unwrap_or_default());
+        env.extend(
+            job.spec
+                .env
+                .iter()
+                .filter(|(k, _)| !is_reserved(k))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        env
+    }
+
     async fn path_context(
         &self,
         job: &Job,
@@ -1106,6 +1133,11 @@ impl Runner {
                 base_env.insert(k.clone(), v.clone());
             }
         }
+        // A step's `when: evaluate` reads what its steps get.
+        let trigger = &TriggerContext {
+            env: base_env.clone(),
+            ..trigger.clone()
+        };
 
         let mut results: Vec<StepResult> = pipeline
             .steps
@@ -1556,6 +1588,11 @@ fn why_skipped(keys: &[&str], trigger: &TriggerContext) -> (String, String) {
         },
         // Only steps have `matrix` filters; kept for the wording should that change.
         "matrix" => "the job's matrix variant differs".to_owned(),
+        "platform" => match &trigger.platform {
+            Some(platform) => format!("this agent's platform is {platform}"),
+            None => "this agent's platform is not known".to_owned(),
+        },
+        "evaluate" => "the condition does not hold with the job's variables".to_owned(),
         _ => match &trigger.changed_files {
             Some(files) => format!("none of the {} changed file(s) is wanted", files.len()),
             None => "the changes are not known".to_owned(),

@@ -1092,6 +1092,40 @@ async fn steps_for_another_platform_are_skipped() {
     );
 }
 
+/// `when: evaluate` (Woodpecker's expressions) reads the variables the steps get: the commit's
+/// message, the pipeline's `env`; the pipeline's own `when` may use it to skip the job.
+#[tokio::test]
+async fn evaluate_conditions_read_the_steps_variables() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let pipeline = "env:\n  MODE: fast\nsteps:\n  - name: deploy\n    when:\n      \
+                    evaluate: 'CI_COMMIT_MESSAGE contains \"[deploy]\" && MODE == \"fast\"'\n    \
+                    run: echo deploying\n  - name: slow\n    \
+                    when: { evaluate: 'MODE == \"slow\"' }\n    run: echo slow-ran\n";
+    let sha = repo.commit(&[(".raibid.yaml", pipeline)], "release [deploy]");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains("deploying\n") && !log.contains("slow-ran"),
+        "{log}"
+    );
+
+    let pipeline = "when:\n  evaluate: 'CI_COMMIT_MESSAGE contains \"[run]\"'\n\
+                    steps:\n  - name: a\n    run: echo ran-a\n";
+    let sha = repo.commit(&[(".raibid.yaml", pipeline)], "nothing to see");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains("`evaluate`: the condition does not hold with the job's variables")
+            && !log.contains("ran-a"),
+        "{log}"
+    );
+    let sha = repo.commit(&[], "go [run]");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(log.contains("ran-a\n"), "{log}");
+}
+
 /// `directory:` starts a step in a directory of the repository, or one an earlier step made;
 /// `CI_WORKSPACE` stays the workspace. A directory that is not there ends the job in `error`
 /// before the step runs, saying which.

@@ -14,6 +14,7 @@ mod concurrency;
 mod de;
 mod duration;
 mod error;
+pub mod evaluate;
 mod flow_guard;
 mod image_build;
 mod makefile;

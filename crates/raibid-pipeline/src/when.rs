@@ -13,7 +13,8 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
 };
 
-use crate::de::OneOrMany;
+use crate::de::{OneOrMany, checked_str};
+use crate::evaluate::Expression;
 use crate::matrix::MatrixFilter;
 
 /// What triggered a job, as far as step filters care.
@@ -46,6 +47,9 @@ pub struct TriggerContext {
     /// images and Woodpecker name it, for a step's `when: platform`. `None`: not known, and
     /// no platform filter matches.
     pub platform: Option<String>,
+    /// The variables `when: evaluate` reads: those the job's steps get (`CI_*`, the
+    /// pipeline's `env`, the job's own). Empty: every variable is `nil`.
+    pub env: BTreeMap<String, String>,
 }
 
 impl TriggerContext {
@@ -62,6 +66,7 @@ impl TriggerContext {
             cron: None,
             matrix: BTreeMap::new(),
             platform: None,
+            env: BTreeMap::new(),
         }
     }
 }
@@ -191,6 +196,8 @@ pub struct WhenBlock {
     pub matrix: BTreeMap<String, String>,
     /// Globs over the agent's platform, `linux/arm64` (steps only, as Woodpecker's).
     pub platform: Vec<Pattern>,
+    /// A condition over the variables (Woodpecker's `evaluate`).
+    pub evaluate: Option<Expression>,
     /// Empty means `[success]`, as in Woodpecker: `[failure]` is for clean-up and notification
     /// steps, `[success, failure]` for steps that always run.
     pub status: Vec<RunState>,
@@ -208,6 +215,7 @@ impl WhenBlock {
             && self.cron.is_empty()
             && self.matrix.is_empty()
             && self.platform.is_empty()
+            && self.evaluate.is_none()
             && self.status.is_empty()
             && self.path.is_none()
     }
@@ -284,6 +292,8 @@ impl WhenBlock {
             Some("matrix")
         } else if !names_match(&self.platform, ctx.platform.as_deref()) {
             Some("platform")
+        } else if !self.evaluate.as_ref().is_none_or(|e| e.holds(&ctx.env)) {
+            Some("evaluate")
         } else if !self
             .path
             .as_ref()
@@ -432,6 +442,12 @@ fn repo_pattern(source: &str) -> Result<Pattern, String> {
     }
     Pattern::ignoring_case(source).map_err(|e| format!("invalid glob {source:?}: {}", e.kind()))
 }
+
+checked_str!(
+    Evaluate: Expression,
+    "a condition in quotes, like 'CI_COMMIT_MESSAGE contains \"[deploy]\"'",
+    Expression::parse
+);
 
 fn platform_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
     OneOrMany::new(
@@ -630,6 +646,7 @@ pub(crate) struct RawWhen {
     matrix: Option<MatrixFilter>,
     #[serde(default, deserialize_with = "platform_patterns")]
     platform: Vec<Pattern>,
+    evaluate: Option<Evaluate>,
     #[serde(default, deserialize_with = "states")]
     status: Vec<RunState>,
     path: Option<PathFilterDe>,
@@ -646,6 +663,7 @@ impl From<RawWhen> for WhenBlock {
             cron: raw.cron,
             matrix: raw.matrix.map(|m| m.0).unwrap_or_default(),
             platform: raw.platform,
+            evaluate: raw.evaluate.map(|e| e.0),
             status: raw.status,
             path: raw.path.map(|p| p.0),
         }
@@ -669,7 +687,9 @@ impl<'de> Deserialize<'de> for StepWhen {
 pub(crate) struct PipelineWhen(pub(crate) When);
 
 /// The keys a pipeline's `when` takes, in the order unknown-key errors list them.
-const PIPELINE_WHEN_KEYS: &[&str] = &["branch", "event", "tag", "ref", "repo", "cron", "path"];
+const PIPELINE_WHEN_KEYS: &[&str] = &[
+    "branch", "event", "tag", "ref", "repo", "cron", "path", "evaluate",
+];
 
 impl<'de> Deserialize<'de> for PipelineWhen {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -700,13 +720,13 @@ impl<'de> Visitor<'de> for WhenVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.pipeline {
             f.write_str(
-                "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path` \
+                "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path`, `evaluate` \
                  (or a list of such mappings, any of which may match)",
             )
         } else {
             f.write_str(
                 "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, \
-                 `matrix`, `platform`, `status`, `path` (or a list of such mappings, any of which may match)",
+                 `matrix`, `platform`, `status`, `path`, `evaluate` (or a list of such mappings, any of which may match)",
             )
         }
     }
@@ -768,12 +788,12 @@ impl<'de> Visitor<'de> for BlockSeed {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.pipeline {
             f.write_str(
-                "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path`",
+                "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path`, `evaluate`",
             )
         } else {
             f.write_str(
                 "a mapping of filters: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `matrix`, \
-                 `platform`, `status`, `path`",
+                 `platform`, `status`, `path`, `evaluate`",
             )
         }
     }
@@ -833,7 +853,9 @@ impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for PipelineKey<K> {
     type Value = K::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a filter name: `branch`, `event`, `tag`, `ref`, `repo`, `cron` or `path`")
+        f.write_str(
+            "a filter name: `branch`, `event`, `tag`, `ref`, `repo`, `cron`, `path` or `evaluate`",
+        )
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<K::Value, E> {
@@ -966,6 +988,40 @@ mod tests {
         }
         let err = pipeline_when("platform: linux/arm64\n").unwrap_err();
         assert!(err.to_string().contains("`platform` is for steps"), "{err}");
+    }
+
+    /// Woodpecker's `evaluate`, over the variables of the context, in a step's `when` and the
+    /// pipeline's.
+    #[test]
+    fn evaluate_filters_read_the_variables() {
+        let mut ctx = on_branch(Event::Push, "main");
+        ctx.env = BTreeMap::from([("CI_COMMIT_MESSAGE".into(), "x [deploy]".into())]);
+        let w = when("evaluate: 'CI_COMMIT_MESSAGE contains \"[deploy]\"'");
+        assert!(w.matches(&ctx) && !w.is_empty());
+        assert_eq!(
+            when("evaluate: 'CI_COMMIT_MESSAGE == \"x\"'").mismatch(&ctx),
+            Some("evaluate")
+        );
+        assert_eq!(
+            when("{ branch: dev, evaluate: 'true' }").mismatch(&ctx),
+            Some("branch")
+        );
+        let w = pipeline_when("evaluate: 'SKIP != \"true\"'\n").unwrap();
+        assert!(w.matches(&ctx));
+        refused_at(
+            "evaluate: 'CI_A == '\n",
+            pipeline_when("evaluate: 'CI_A == '\n"),
+            1,
+            11,
+            "`evaluate`, column 9: the condition is cut short",
+        );
+        refused_at(
+            "evaluate: CI_A\n",
+            step_when("evaluate: CI_A\n"),
+            1,
+            11,
+            "is not a condition",
+        );
     }
 
     /// Woodpecker's `ref`, `repo`, `cron` and `matrix` filters.
