@@ -176,7 +176,7 @@ fn lex(source: &str) -> Result<Vec<Token>, String> {
             }
             let word = &source[start..i];
             let kind = match WORDS.iter().find(|w| **w == word) {
-                Some(w) => Tok::Op(*w),
+                Some(w) => Tok::Op(w),
                 None => Tok::Ident(word.to_owned()),
             };
             tokens.push(Token { kind, start });
