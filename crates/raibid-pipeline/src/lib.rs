@@ -10,6 +10,7 @@
 mod artifacts;
 mod autodetect;
 mod cache;
+mod clone;
 mod concurrency;
 mod de;
 mod duration;

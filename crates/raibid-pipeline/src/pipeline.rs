@@ -73,16 +73,12 @@ pub struct Pipeline {
     pub concurrency: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CloneOptions {
-    #[serde(default)]
     pub submodules: bool,
-    #[serde(default)]
     pub lfs: bool,
     /// The repository's tags in the workspace (for `git describe`). Off by default, as in
     /// actions/checkout and Woodpecker: most builds need only the commit.
-    #[serde(default)]
     pub tags: bool,
 }
 

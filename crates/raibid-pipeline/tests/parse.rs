@@ -89,7 +89,12 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "both `run` and `image-build`",
     ),
     ("clone-not-bool.yaml", 2, 15, "expected a boolean"),
-    ("clone-unknown-key.yaml", 3, 3, "unknown field `depth`"),
+    (
+        "clone-unknown-key.yaml",
+        3,
+        10,
+        "`clone` has no key `depth`",
+    ),
     ("context-escapes.yaml", 4, 16, "leaves the repository"),
     ("duplicate-env-key.yaml", 3, 3, "given twice"),
     ("duplicate-secret.yaml", 4, 22, "listed twice"),
@@ -954,7 +959,25 @@ fn a_matrix_filter_names_variables_of_the_matrix() {
 fn a_woodpecker_file_parses_as_written() {
     let p = sample("woodpecker-style.yaml");
     let names: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["lint", "test", "release"]);
+    assert_eq!(names, ["lint", "test", "release", "notify"]);
+    assert!(p.clone.tags && !p.clone.lfs && !p.clone.submodules);
+    let notify = &p.steps[3];
+    assert_eq!(notify.directory.as_deref(), Some("web"));
+    let StepKind::Plugin { settings } = &notify.kind else {
+        panic!("{:?}", notify.kind);
+    };
+    assert_eq!(
+        settings.env(&|name| Some(format!("<{name}>"))).unwrap(),
+        [
+            ("PLUGIN_DEBUG".to_string(), "true".to_string()),
+            ("PLUGIN_URL".to_string(), "<hook_url>".to_string())
+        ]
+        .into()
+    );
+    let mut with_message = TriggerContext::new(Event::Push, Some("main".into()), None);
+    assert!(!notify.when.matches(&with_message));
+    with_message.env = [("CI_COMMIT_MESSAGE".into(), "ship it [notify]".into())].into();
+    assert!(notify.when.matches(&with_message));
     assert_eq!(
         p.steps[0].kind,
         StepKind::Run {
