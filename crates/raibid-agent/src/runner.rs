@@ -541,6 +541,20 @@ impl Runner {
             }
         }
 
+        if pipeline.skip_clone {
+            let emptied = {
+                let workspace = workspace.clone();
+                tokio::task::spawn_blocking(move || empty_dir(&workspace))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            };
+            if let Err(e) = emptied {
+                return error_outcome(log, format!("skip_clone: emptying the workspace: {e}"))
+                    .await;
+            }
+            log.line("skip_clone: the steps start in an empty workspace")
+                .await;
+        }
         let variant_env = match self.matrix_variant(job, &pipeline, log).await {
             MatrixStep::Run(env) => env,
             MatrixStep::Expanded(outcome) => return outcome,
@@ -1563,6 +1577,15 @@ async fn skip_pipeline(
 
 /// Why a `when` does not match, from the keys [`raibid_pipeline::When::mismatch`] names: a
 /// sentence for the log, and the short form for the job's reason.
+/// Removes everything in `dir`, which stays: a `skip_clone` workspace, checked out only to read
+/// the pipeline.
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        remove::remove_tree(&entry?.path())?;
+    }
+    Ok(())
+}
+
 fn why_skipped(keys: &[&str], trigger: &TriggerContext) -> (String, String) {
     let job_has = |key: &str| match key {
         "event" => format!("the job's event is {}", trigger.event),

@@ -1126,6 +1126,30 @@ async fn evaluate_conditions_read_the_steps_variables() {
     assert!(log.contains("ran-a\n"), "{log}");
 }
 
+/// `skip_clone: true` (Woodpecker's): the steps start in an empty workspace, the commit having
+/// been fetched only to read the pipeline.
+#[tokio::test]
+async fn skip_clone_leaves_the_workspace_empty() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let pipeline = "skip_clone: true\nsteps:\n  - name: look\n    run: |\n      \
+                    echo \"entries: $(ls -A | wc -l)\"\n      touch made\n";
+    let sha = repo.commit(
+        &[
+            (".raibid.yaml", pipeline),
+            ("src/main.rs", "fn main() {}\n"),
+        ],
+        "no source needed",
+    );
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains("skip_clone: the steps start in an empty workspace")
+            && log.contains("entries: 0\n"),
+        "{log}"
+    );
+}
+
 /// `directory:` starts a step in a directory of the repository, or one an earlier step made;
 /// `CI_WORKSPACE` stays the workspace. A directory that is not there ends the job in `error`
 /// before the step runs, saying which.

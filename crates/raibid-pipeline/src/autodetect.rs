@@ -90,6 +90,7 @@ pub fn autodetect(listing: &RepoListing) -> Result<Autodetected, AutodetectError
             env: BTreeMap::new(),
             timeout: None,
             clone: CloneOptions::default(),
+            skip_clone: false,
             matrix: None,
             cache: None,
             artifacts: None,

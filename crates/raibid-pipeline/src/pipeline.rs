@@ -31,6 +31,10 @@ pub struct Pipeline {
     /// Limit for the whole job.
     pub timeout: Option<Duration>,
     pub clone: CloneOptions,
+    /// Steps start in an empty workspace (`skip_clone: true`, Woodpecker's key), for a
+    /// workflow that needs no source (a deployment from the registry, a notification). The
+    /// agent still fetches the commit, to read this file, and empties the workspace after.
+    pub skip_clone: bool,
     pub matrix: Option<Matrix>,
     /// Directories kept between jobs of the repository (`cache:`).
     pub cache: Option<Cache>,
@@ -115,6 +119,7 @@ struct RawPipeline {
     env: Option<StepEnvMap>,
     timeout: Option<Timeout>,
     clone: Option<CloneOptions>,
+    skip_clone: Option<bool>,
     matrix: Option<MatrixDe>,
     cache: Option<CacheDe>,
     artifacts: Option<ArtifactsDe>,
@@ -258,6 +263,14 @@ impl RawPipeline {
         let Some(Steps(steps)) = self.steps else {
             return Err("`steps` is missing or empty; a pipeline needs a list of steps".to_owned());
         };
+        let skip_clone = self.skip_clone.unwrap_or(false);
+        if skip_clone && self.clone.is_some_and(|c| c != CloneOptions::default()) {
+            return Err(
+                "`skip_clone: true` leaves the workspace empty, so `clone` has nothing to add; \
+                 keep one"
+                    .to_owned(),
+            );
+        }
         if self.runs_on.is_some() && self.depends_on.is_none() {
             return Err(
                 "`runs_on` says whether to run after the workflows in `depends_on` failed; \
@@ -302,6 +315,7 @@ impl RawPipeline {
             env: self.env.map(|e| e.0).unwrap_or_default(),
             timeout: self.timeout.map(|t| t.0),
             clone: self.clone.unwrap_or_default(),
+            skip_clone,
             matrix: self.matrix.map(|m| m.0),
             cache: self.cache.map(|c| c.0),
             artifacts: self.artifacts.map(|a| a.0),

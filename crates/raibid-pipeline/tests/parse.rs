@@ -90,6 +90,12 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
     ),
     ("clone-not-bool.yaml", 2, 15, "expected a boolean"),
     (
+        "skip-clone-with-clone.yaml",
+        1,
+        1,
+        "`skip_clone: true` leaves the workspace empty",
+    ),
+    (
         "clone-unknown-key.yaml",
         3,
         10,
@@ -960,6 +966,7 @@ fn a_woodpecker_file_parses_as_written() {
     let p = sample("woodpecker-style.yaml");
     let names: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["lint", "test", "release", "notify"]);
+    assert!(!p.skip_clone);
     assert!(p.clone.tags && !p.clone.lfs && !p.clone.submodules);
     let notify = &p.steps[3];
     assert_eq!(notify.directory.as_deref(), Some("web"));
