@@ -351,7 +351,7 @@ async fn workflows_that_wait_for_each_other_are_refused() {
     assert_eq!(job.status, JobStatus::Error, "{log}");
     assert_eq!(
         job.reason.as_deref(),
-        Some("workflow \"c\" depends on \"d\", which is not a workflow of .raibid/ (a, b, c)")
+        Some("workflow \"c\" depends on \"d\", which is not one of the workflows (a, b, c)")
     );
     let sha = repo.commit(&[(".raibid/c.yaml", BUILD)], "no d");
     let (job, log) = h.run(&repo.url(), &sha).await;
@@ -384,5 +384,60 @@ async fn a_pipeline_file_cannot_wait_for_workflows() {
     assert!(
         reason.starts_with(".raibid.yaml:1:13: ") && reason.contains("only a workflow of .raibid/"),
         "{reason}"
+    );
+}
+
+/// A repository moving from Woodpecker runs its files as they are when it has no raibid ones:
+/// `.woodpecker/` first (one job per workflow), else `.woodpecker.yaml`, else
+/// `.woodpecker.yml`; raibid's own files win over them.
+#[tokio::test]
+async fn woodpecker_files_run_when_there_are_no_raibid_ones() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let single = "steps:\n  hello:\n    image: alpine\n    commands: [echo \"from $CI_WORKFLOW_NAME woodpecker file\"]\n";
+    let sha = repo.commit(&[(".woodpecker.yml", single)], "a woodpecker file");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains("no .raibid.yaml: running Woodpecker's .woodpecker.yml")
+            && log.contains("woodpecker file\n"),
+        "{log}"
+    );
+
+    let sha = repo.commit(
+        &[
+            (".woodpecker/build.yaml", BUILD),
+            (".woodpecker/deploy.yaml", DEPLOY),
+        ],
+        "woodpecker workflows",
+    );
+    let (done, log) = fan_out(
+        &h,
+        &repo,
+        &sha,
+        "1 workflow(s) queued as 1 job(s)",
+        "skipped: deploy",
+    )
+    .await;
+    assert!(
+        log.contains("running the workflows of Woodpecker's .woodpecker/")
+            && log.contains("2 workflow(s) in .woodpecker/: build, deploy"),
+        "{log}"
+    );
+    let jobs = run_all(&h, &done.children).await;
+    assert_eq!(jobs[0].status, JobStatus::Success);
+    assert!(
+        h.log(&jobs[0].id).await.contains("built by build/build\n"),
+        "{}",
+        h.log(&jobs[0].id).await
+    );
+
+    let ours = "steps:\n  - name: ours\n    run: echo raibid file\n";
+    let sha = repo.commit(&[(".raibid.yaml", ours)], "our own file too");
+    let (done, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains("raibid file\n") && !log.contains("Woodpecker"),
+        "{log}"
     );
 }

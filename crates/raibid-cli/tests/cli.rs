@@ -466,6 +466,27 @@ fn pipeline_check_reports_errors_where_they_are_written() {
         "{stdout}"
     );
 
+    // Woodpecker's file, when there is none of raibid's, as an agent runs it: before
+    // autodetection; its errors name it.
+    let woodpecker = dir.path().join(".woodpecker.yml");
+    std::fs::write(&woodpecker, "steps:\n  hello:\n    commands: [echo hi]\n").unwrap();
+    let out = check(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout,
+        format!("{}: valid\nsteps:\n  hello (run)\n", woodpecker.display())
+    );
+    std::fs::write(&woodpecker, "steps:\n  hello:\n    comands: [echo hi]\n").unwrap();
+    let out = check(&file);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:3:5: ", woodpecker.display())),
+        "{stderr}"
+    );
+    std::fs::remove_file(&woodpecker).unwrap();
+
     // Workflows in `.raibid/`: each checked, every error reported.
     let workflows = dir.path().join(".raibid");
     std::fs::create_dir(&workflows).unwrap();
@@ -501,7 +522,7 @@ fn pipeline_check_reports_errors_where_they_are_written() {
     );
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("workflow \"deploy\" depends on \"lint\", which is not a workflow"),
+            .contains("workflow \"deploy\" depends on \"lint\", which is not one of the workflows"),
         "{out:?}"
     );
     std::fs::write(

@@ -51,8 +51,9 @@ pub use step::{MAX_RETRIES, OnFailure, Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};
 pub use when::{PathFilter, Pattern, RunState, TriggerContext, When, WhenBlock};
 pub use workflows::{
-    MAX_WORKFLOW_NAME_LEN, MAX_WORKFLOWS, PIPELINE_DIR, WorkflowError, WorkflowFile,
-    valid_name as valid_workflow_name, workflow_files, workflow_order,
+    MAX_WORKFLOW_NAME_LEN, MAX_WORKFLOWS, PIPELINE_DIR, WOODPECKER_DIR, WOODPECKER_FILES,
+    WorkflowError, WorkflowFile, valid_name as valid_workflow_name, workflow_files,
+    workflow_files_in, workflow_order,
 };
 
 /// The pipeline file, at the repository root.

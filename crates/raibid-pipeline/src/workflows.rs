@@ -10,6 +10,14 @@ use std::collections::BTreeMap;
 /// root. Used when there is no [`crate::PIPELINE_FILE`].
 pub const PIPELINE_DIR: &str = ".raibid";
 
+/// Woodpecker's directory of workflows, read when a repository has neither
+/// [`crate::PIPELINE_FILE`] nor [`PIPELINE_DIR`], so that a repository moving from Woodpecker
+/// runs as it is. Woodpecker's order: this directory first, then [`WOODPECKER_FILES`].
+pub const WOODPECKER_DIR: &str = ".woodpecker";
+
+/// Woodpecker's single pipeline files, in the order Woodpecker looks for them.
+pub const WOODPECKER_FILES: [&str; 2] = [".woodpecker.yaml", ".woodpecker.yml"];
+
 /// The most workflow files a repository may have: each becomes a job (or a matrix of them)
 /// for every push, so the bound keeps one push from flooding the queue, like
 /// [`crate::MAX_VARIANTS`] does for one matrix.
@@ -19,7 +27,7 @@ pub const MAX_WORKFLOWS: usize = 64;
 /// characters, beside a matrix variant's name.
 pub const MAX_WORKFLOW_NAME_LEN: usize = 64;
 
-/// One workflow file of [`PIPELINE_DIR`].
+/// One workflow file of [`PIPELINE_DIR`] (or [`WOODPECKER_DIR`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkflowFile {
     /// The file's name without `.yaml`/`.yml`: the job's `RAIBID_WORKFLOW` and
@@ -29,29 +37,51 @@ pub struct WorkflowFile {
     pub path: String,
 }
 
+impl WorkflowFile {
+    /// The directory it is in: [`PIPELINE_DIR`] or [`WOODPECKER_DIR`].
+    pub fn dir(&self) -> &str {
+        self.path.split_once('/').map_or("", |(dir, _)| dir)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkflowError {
     #[error(
-        "{PIPELINE_DIR}/{file}: {name:?} is not a valid workflow name: use at most \
+        "{dir}/{file}: {name:?} is not a valid workflow name: use at most \
          {MAX_WORKFLOW_NAME_LEN} letters, digits, '.', '_' and '-', starting with a letter or digit"
     )]
-    BadName { file: String, name: String },
-    #[error(
-        "{PIPELINE_DIR}/{first} and {PIPELINE_DIR}/{second} are both workflow {name:?}; keep one"
-    )]
+    BadName {
+        dir: &'static str,
+        file: String,
+        name: String,
+    },
+    #[error("{dir}/{first} and {dir}/{second} are both workflow {name:?}; keep one")]
     SameName {
+        dir: &'static str,
         name: String,
         first: String,
         second: String,
     },
-    #[error("{PIPELINE_DIR}/ has {count} workflow files; at most {MAX_WORKFLOWS} are allowed")]
-    TooMany { count: usize },
+    #[error("{dir}/ has {count} workflow files; at most {MAX_WORKFLOWS} are allowed")]
+    TooMany { dir: &'static str, count: usize },
 }
 
 /// The workflows among `entries`, the names of the regular files directly in
 /// [`PIPELINE_DIR`], sorted by name. Files that are not `*.yaml` or `*.yml` (a README, a
 /// script the steps call) are not workflows. Empty when there is none.
 pub fn workflow_files<I, S>(entries: I) -> Result<Vec<WorkflowFile>, WorkflowError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    workflow_files_in(PIPELINE_DIR, entries)
+}
+
+/// [`workflow_files`] of `dir`: [`PIPELINE_DIR`] or [`WOODPECKER_DIR`].
+pub fn workflow_files_in<I, S>(
+    dir: &'static str,
+    entries: I,
+) -> Result<Vec<WorkflowFile>, WorkflowError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
@@ -70,12 +100,14 @@ where
         };
         if !valid_name(name) {
             return Err(WorkflowError::BadName {
+                dir,
                 file: file.clone(),
                 name: name.to_owned(),
             });
         }
         if let Some(first) = found.get(name) {
             return Err(WorkflowError::SameName {
+                dir,
                 name: name.to_owned(),
                 first: first.clone(),
                 second: file,
@@ -84,12 +116,15 @@ where
         found.insert(name.to_owned(), file);
     }
     if found.len() > MAX_WORKFLOWS {
-        return Err(WorkflowError::TooMany { count: found.len() });
+        return Err(WorkflowError::TooMany {
+            dir,
+            count: found.len(),
+        });
     }
     Ok(found
         .into_iter()
         .map(|(name, file)| WorkflowFile {
-            path: format!("{PIPELINE_DIR}/{file}"),
+            path: format!("{dir}/{file}"),
             name,
         })
         .collect())
@@ -113,8 +148,8 @@ pub fn workflow_order(names: &[&str], deps: &[&[String]]) -> Result<Vec<usize>, 
                 Some(_) => {}
                 None => {
                     return Err(format!(
-                        "workflow {:?} depends on {dep:?}, which is not a workflow of \
-                         {PIPELINE_DIR}/ ({})",
+                        "workflow {:?} depends on {dep:?}, which is not one of the \
+                         workflows ({})",
                         names[i],
                         names.join(", ")
                     ));
@@ -244,7 +279,7 @@ mod tests {
         assert_eq!(order(&["a", "b"], &[&[], &[]]), Ok(vec![0, 1]));
         assert_eq!(
             order(&["a", "b"], &[&["b"], &["bee"]]).unwrap_err(),
-            "workflow \"b\" depends on \"bee\", which is not a workflow of .raibid/ (a, b)"
+            "workflow \"b\" depends on \"bee\", which is not one of the workflows (a, b)"
         );
         assert!(
             order(&["a"], &[&["a"]])
@@ -265,9 +300,20 @@ mod tests {
             workflow_files(files(MAX_WORKFLOWS)).unwrap().len(),
             MAX_WORKFLOWS
         );
+        // Woodpecker's directory, named in paths and errors.
+        let woodpecker = workflow_files_in(WOODPECKER_DIR, ["test.yml", "README.md"]).unwrap();
+        assert_eq!(woodpecker[0].path, ".woodpecker/test.yml");
+        assert_eq!(woodpecker[0].dir(), WOODPECKER_DIR);
+        assert!(
+            workflow_files_in(WOODPECKER_DIR, ["a.yaml", "a.yml"])
+                .unwrap_err()
+                .to_string()
+                .starts_with(".woodpecker/a.yaml and .woodpecker/a.yml")
+        );
         assert_eq!(
             workflow_files(files(MAX_WORKFLOWS + 1)).unwrap_err(),
             WorkflowError::TooMany {
+                dir: PIPELINE_DIR,
                 count: MAX_WORKFLOWS + 1
             }
         );

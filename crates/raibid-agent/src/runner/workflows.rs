@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use raibid_model::{Job, JobStatus, Needs, NeedsVerdict, NewJob, Outcome};
 use raibid_pipeline::{
-    MAX_VARIANTS, PIPELINE_DIR, PIPELINE_FILE, Pipeline, TriggerContext, WorkflowFile,
+    MAX_VARIANTS, PIPELINE_DIR, PIPELINE_FILE, Pipeline, TriggerContext, WOODPECKER_DIR,
+    WOODPECKER_FILES, WorkflowFile,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -37,17 +38,44 @@ pub(super) enum Source {
 /// line and column included). The agent reads these files itself, unsandboxed, so they are
 /// read through [`workspace_file`]: no links, bounded size.
 pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Result<Source, String> {
-    let single = read(workspace, PIPELINE_FILE.to_owned()).await?;
-    let root = workspace.to_path_buf();
-    let names = tokio::task::spawn_blocking(move || workspace_file::list_dir(&root, PIPELINE_DIR))
-        .await
-        .map_err(|e| format!("listing {PIPELINE_DIR}/: {e}"))?
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    let workflows = raibid_pipeline::workflow_files(&names).map_err(|e| e.to_string())?;
+    let (mut single, mut workflows) = (
+        read(workspace, PIPELINE_FILE.to_owned())
+            .await?
+            .map(|bytes| (PIPELINE_FILE, bytes)),
+        list_workflows(workspace, PIPELINE_DIR).await?,
+    );
+    let (file_shown, dir) = if single.is_none() && workflows.is_empty() {
+        // A repository moving from Woodpecker runs its files as they are, in Woodpecker's
+        // order: its directory, else its single file.
+        workflows = list_workflows(workspace, WOODPECKER_DIR).await?;
+        if workflows.is_empty() {
+            for name in WOODPECKER_FILES {
+                if let Some(bytes) = read(workspace, name.to_owned()).await? {
+                    single = Some((name, bytes));
+                    break;
+                }
+            }
+        }
+        if let Some((name, _)) = &single {
+            log.line(&format!("no {PIPELINE_FILE}: running Woodpecker's {name}"))
+                .await;
+        } else if !workflows.is_empty() {
+            log.line(&format!(
+                "no {PIPELINE_FILE} or {PIPELINE_DIR}/: running the workflows of Woodpecker's \
+                 {WOODPECKER_DIR}/"
+            ))
+            .await;
+        }
+        (
+            single.as_ref().map_or(PIPELINE_FILE, |(name, _)| *name),
+            WOODPECKER_DIR,
+        )
+    } else {
+        (PIPELINE_FILE, PIPELINE_DIR)
+    };
     if single.is_some() && !workflows.is_empty() {
         return Err(format!(
-            "both {PIPELINE_FILE} and {PIPELINE_DIR}/ ({}) hold pipelines; keep one",
+            "both {file_shown} and {dir}/ ({}) hold pipelines; keep one",
             list(&workflows)
         ));
     }
@@ -56,12 +84,12 @@ pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Resul
             return Err(if workflows.is_empty() {
                 format!(
                     "the job runs workflow {wanted:?} ({WORKFLOW_ENV}), but the commit has no \
-                     workflow files in {PIPELINE_DIR}/"
+                     workflow files in {dir}/"
                 )
             } else {
                 format!(
                     "the job runs workflow {wanted:?} ({WORKFLOW_ENV}), which is not in \
-                     {PIPELINE_DIR}/ ({})",
+                     {dir}/ ({})",
                     list(&workflows)
                 )
             });
@@ -72,8 +100,8 @@ pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Resul
             .await
             .map(|p| Source::One(Box::new(p)));
     }
-    if let Some(bytes) = single {
-        return raibid_pipeline::parse_bytes(PIPELINE_FILE, &bytes)
+    if let Some((name, bytes)) = single {
+        return raibid_pipeline::parse_bytes(name, &bytes)
             .map(|p| Source::One(Box::new(p)))
             .map_err(|e| e.to_string());
     }
@@ -94,6 +122,17 @@ pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Resul
     let detected = raibid_pipeline::autodetect(&listing).map_err(|e| e.to_string())?;
     log.line(&detected.explanation).await;
     Ok(Source::One(Box::new(detected.pipeline)))
+}
+
+/// The workflow files of `dir` in the checkout (none when it does not exist).
+async fn list_workflows(workspace: &Path, dir: &'static str) -> Result<Vec<WorkflowFile>, String> {
+    let root = workspace.to_path_buf();
+    let names = tokio::task::spawn_blocking(move || workspace_file::list_dir(&root, dir))
+        .await
+        .map_err(|e| format!("listing {dir}/: {e}"))?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    raibid_pipeline::workflow_files_in(dir, &names).map_err(|e| e.to_string())
 }
 
 async fn parse(workspace: &Path, file: &WorkflowFile) -> Result<Pipeline, String> {
@@ -135,8 +174,11 @@ impl Runner {
         log: &mut JobLog,
         stop: &CancellationToken,
     ) -> Outcome {
+        let dir = workflows
+            .first()
+            .map_or(PIPELINE_DIR, |(file, _)| file.dir());
         log.line(&format!(
-            "{} workflow(s) in {PIPELINE_DIR}/: {}",
+            "{} workflow(s) in {dir}/: {}",
             workflows.len(),
             workflows
                 .iter()
@@ -219,7 +261,7 @@ impl Runner {
             return error_outcome(
                 log,
                 format!(
-                    "the workflows in {PIPELINE_DIR}/ would queue {} jobs for this commit \
+                    "the workflows in {dir}/ would queue {} jobs for this commit \
                      (their matrix variants included); at most {MAX_VARIANTS} are allowed",
                     planned.len()
                 ),

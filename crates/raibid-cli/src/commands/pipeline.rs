@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use raibid_pipeline::{PIPELINE_DIR, PIPELINE_FILE, Pipeline, StepKind, WorkflowFile};
+use raibid_pipeline::{
+    PIPELINE_DIR, PIPELINE_FILE, Pipeline, StepKind, WOODPECKER_DIR, WOODPECKER_FILES, WorkflowFile,
+};
 
 use crate::cli::PipelineCommand;
 
@@ -19,14 +21,19 @@ pub fn run(cmd: PipelineCommand) -> anyhow::Result<ExitCode> {
 
 fn check(file: &Path) -> anyhow::Result<ExitCode> {
     if file.is_dir() {
-        return check_workflows(file, &workflows(file)?);
+        let name = if file.file_name() == Some(WOODPECKER_DIR.as_ref()) {
+            WOODPECKER_DIR
+        } else {
+            PIPELINE_DIR
+        };
+        return check_workflows(file, &workflows(file, name)?);
     }
     let is_pipeline_file = file.file_name() == Some(PIPELINE_FILE.as_ref());
     if is_pipeline_file {
         let root = file.parent().unwrap_or(Path::new(""));
         let dir = root.join(PIPELINE_DIR);
         let workflows = if dir.is_dir() {
-            workflows(&dir)?
+            workflows(&dir, PIPELINE_DIR)?
         } else {
             Vec::new()
         };
@@ -45,7 +52,7 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             (false, false) => return check_workflows(&dir, &workflows),
-            (false, true) => return autodetected(root),
+            (false, true) => return woodpecker_or_autodetected(root),
             (true, true) => {}
         }
     }
@@ -54,7 +61,7 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
     let in_workflows = file
         .parent()
         .and_then(Path::file_name)
-        .is_some_and(|dir| dir == PIPELINE_DIR);
+        .is_some_and(|dir| dir == PIPELINE_DIR || dir == WOODPECKER_DIR);
     let parse = if in_workflows {
         raibid_pipeline::parse_workflow_bytes
     } else {
@@ -73,8 +80,28 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The workflow files of directory `dir` (a `.raibid/`), as an agent picks them.
-fn workflows(dir: &Path) -> anyhow::Result<Vec<WorkflowFile>> {
+/// Without raibid's files, an agent runs Woodpecker's (its directory first, then its single
+/// file), and only without those autodetects.
+fn woodpecker_or_autodetected(root: &Path) -> anyhow::Result<ExitCode> {
+    let dir = root.join(WOODPECKER_DIR);
+    if dir.is_dir() {
+        let workflows = workflows(&dir, WOODPECKER_DIR)?;
+        if !workflows.is_empty() {
+            return check_workflows(&dir, &workflows);
+        }
+    }
+    for name in WOODPECKER_FILES {
+        let file = root.join(name);
+        if file.is_file() {
+            return check(&file);
+        }
+    }
+    autodetected(root)
+}
+
+/// The workflow files of directory `dir` (a `.raibid/`, or `.woodpecker/`: `name`), as an
+/// agent picks them.
+fn workflows(dir: &Path, name: &'static str) -> anyhow::Result<Vec<WorkflowFile>> {
     let names = std::fs::read_dir(dir)
         .and_then(|entries| {
             entries
@@ -82,7 +109,7 @@ fn workflows(dir: &Path) -> anyhow::Result<Vec<WorkflowFile>> {
                 .collect::<std::io::Result<Vec<_>>>()
         })
         .with_context(|| format!("listing {}", dir.display()))?;
-    raibid_pipeline::workflow_files(&names).map_err(anyhow::Error::msg)
+    raibid_pipeline::workflow_files_in(name, &names).map_err(anyhow::Error::msg)
 }
 
 /// Each workflow of `dir` checked as an agent checks it: every error is printed, not only the
@@ -104,7 +131,7 @@ fn check_workflows(dir: &Path, workflows: &[WorkflowFile]) -> anyhow::Result<Exi
         let path = dir.join(
             workflow
                 .path
-                .trim_start_matches(&format!("{PIPELINE_DIR}/")),
+                .trim_start_matches(&format!("{}/", workflow.dir())),
         );
         let shown = path.display().to_string();
         let bytes = std::fs::read(&path).with_context(|| format!("reading {shown}"))?;
