@@ -120,6 +120,9 @@ struct RawPipeline {
     timeout: Option<Timeout>,
     clone: Option<CloneOptions>,
     skip_clone: Option<bool>,
+    /// Woodpecker's agent selection, read only to say what to write instead.
+    #[serde(default, deserialize_with = "woodpecker_labels")]
+    labels: (),
     matrix: Option<MatrixDe>,
     cache: Option<CacheDe>,
     artifacts: Option<ArtifactsDe>,
@@ -200,6 +203,35 @@ fn pool<'de, D: serde::Deserializer<'de>>(
     })
     .deserialize(d)
     .map(Some)
+}
+
+/// Woodpecker's `labels:` pick agents by their labels; here agents serve pools, and a pipeline
+/// names its `pool`. Refused where it is written, saying so, rather than as an unknown key.
+fn woodpecker_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    /// Fails inside the deserializer's own callback, so the error carries the position.
+    struct Labels;
+    impl<'de> serde::de::Visitor<'de> for Labels {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("nothing")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+            Err(serde::de::Error::custom(LABELS))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+            Err(serde::de::Error::custom(LABELS))
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+            Err(E::custom(LABELS))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+            Err(E::custom(LABELS))
+        }
+    }
+    const LABELS: &str = "`labels` (Woodpecker's) choose agents by their labels; here agents \
+        serve pools, and a pipeline names its pool: write `pool: gpu` and run agents with \
+        `--pool gpu`";
+    d.deserialize_any(Labels)
 }
 
 /// A concurrency group's name, or a template of one (`deploy-{branch}`): it names a Redis key

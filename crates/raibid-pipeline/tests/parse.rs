@@ -89,6 +89,7 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "both `run` and `image-build`",
     ),
     ("clone-not-bool.yaml", 2, 15, "expected a boolean"),
+    ("woodpecker-labels.yaml", 2, 3, "write `pool: gpu`"),
     (
         "skip-clone-with-clone.yaml",
         1,
