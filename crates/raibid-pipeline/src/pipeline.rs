@@ -122,6 +122,7 @@ struct RawPipeline {
     skip_clone: Option<bool>,
     /// Woodpecker's agent selection, read only to say what to write instead.
     #[serde(default, deserialize_with = "woodpecker_labels")]
+    #[allow(dead_code)]
     labels: (),
     matrix: Option<MatrixDe>,
     cache: Option<CacheDe>,
