@@ -403,28 +403,29 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Node, String> {
-        let mut left = self.and()?;
-        loop {
-            let start = self.here();
-            if !(self.eat("||") || self.eat("or")) {
-                return Ok(left);
-            }
-            let right = self.and()?;
-            both_conditions(&left, &right, start, "||")?;
-            left = Node::Or(Box::new(left), Box::new(right));
-        }
+        self.joined(["||", "or"], Self::and, Node::Or)
     }
 
     fn and(&mut self) -> Result<Node, String> {
-        let mut left = self.not()?;
+        self.joined(["&&", "and"], Self::not, Node::And)
+    }
+
+    /// `next (op next)*`, left to right: conditions joined by one operator, spelt either way.
+    fn joined(
+        &mut self,
+        op: [&str; 2],
+        next: fn(&mut Self) -> Result<Node, String>,
+        join: fn(Box<Node>, Box<Node>) -> Node,
+    ) -> Result<Node, String> {
+        let mut left = next(self)?;
         loop {
             let start = self.here();
-            if !(self.eat("&&") || self.eat("and")) {
+            if !(self.eat(op[0]) || self.eat(op[1])) {
                 return Ok(left);
             }
-            let right = self.not()?;
-            both_conditions(&left, &right, start, "&&")?;
-            left = Node::And(Box::new(left), Box::new(right));
+            let right = next(self)?;
+            both_conditions(&left, &right, start, op[0])?;
+            left = join(Box::new(left), Box::new(right));
         }
     }
 
