@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::de::{CheckedMap, StepEnv, checked_str};
 use crate::duration::Timeout;
@@ -112,6 +112,34 @@ struct RawService {
     command: Option<Vec<String>>,
     entrypoint: Option<Vec<String>>,
     ready: Option<ReadyDe>,
+    /// Woodpecker's `ports`, which its Kubernetes backend needs to expose a service: here
+    /// steps reach every port of a service by its name on the job's network, so they are
+    /// only checked.
+    #[serde(default, deserialize_with = "ports")]
+    #[allow(dead_code)]
+    ports: (),
+}
+
+/// `ports: [5432, "6379/tcp"]`: port numbers, with `/tcp` or `/udp` if given.
+fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    crate::de::OneOrMany::new(
+        "a port number or a list of them, like [5432] or [\"6379/tcp\"]",
+        "an empty list; remove `ports`",
+        |port: &str| {
+            let number = port
+                .strip_suffix("/tcp")
+                .or_else(|| port.strip_suffix("/udp"))
+                .unwrap_or(port);
+            match number.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(()),
+                _ => Err(format!(
+                    "{port:?} is not a port: a number from 1 to 65535, with /tcp or /udp if given"
+                )),
+            }
+        },
+    )
+    .deserialize(d)
+    .map(|_: Vec<()>| ())
 }
 
 impl RawService {
@@ -217,7 +245,7 @@ pub(crate) struct Services(pub(crate) Vec<Service>);
 
 impl<'de> Deserialize<'de> for Services {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_seq(ServicesVisitor)
+        d.deserialize_any(ServicesVisitor)
     }
 }
 
@@ -227,7 +255,43 @@ impl<'de> Visitor<'de> for ServicesVisitor {
     type Value = Services;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of services, each starting with `- name:`")
+        f.write_str(
+            "a list of services, each starting with `- name:` (or a mapping of service names \
+             to services)",
+        )
+    }
+
+    /// Woodpecker 2's form, `services: { db: { image: postgres:16 } }`: each key is a
+    /// service's name, in the order written.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Services, A::Error> {
+        let mut services = Vec::new();
+        let mut taken = BTreeSet::new();
+        while let Some(name) = map.next_key_seed(crate::de::StrCheck::new(
+            "a service name like postgres",
+            service_name,
+        ))? {
+            let service = map.next_value_seed(CheckedMap::new(
+                "a service: a mapping with `image`, under its name (or a list of services, \
+                 each starting with `- name:`)",
+                |mut raw: RawService| {
+                    if raw.name.is_some() {
+                        return Err(format!(
+                            "service {name:?}: its name is its key here; remove `name`"
+                        ));
+                    }
+                    raw.name = Some(ServiceName(name.clone()));
+                    raw.into_service(&taken)
+                },
+            ))?;
+            if services.len() == MAX_SERVICES {
+                return Err(de::Error::custom(format!(
+                    "more than {MAX_SERVICES} services; a job may have at most {MAX_SERVICES}"
+                )));
+            }
+            taken.insert(service.name.clone());
+            services.push(service);
+        }
+        Ok(Services(services))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Services, A::Error> {
@@ -256,6 +320,32 @@ mod tests {
     fn services(yaml: &str) -> Result<Vec<Service>, serde_yaml::Error> {
         crate::de::with_from_secret_vars(yaml, || serde_yaml::from_str::<Services>(yaml))
             .map(|s| s.0)
+    }
+
+    /// Woodpecker 2's mapping of names to services, with its `ports` (checked, not needed).
+    #[test]
+    fn services_may_be_a_mapping_of_names_as_in_woodpecker() {
+        let s = services(
+            "database:\n  image: mysql:8\n  environment:\n    MYSQL_ROOT_PASSWORD: example\n  \
+             ports: [3306]\ncache:\n  image: redis:7\n  ports: [\"6379/tcp\"]\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["database", "cache"]);
+        assert_eq!(s[0].image, "mysql:8");
+        assert_eq!(s[0].env["MYSQL_ROOT_PASSWORD"], "example");
+        for (yaml, says) in [
+            ("db:\n  name: db\n  image: x\n", "its name is its key here"),
+            ("Db:\n  image: x\n", "service name"),
+            ("db:\n  image: x\n  ports: [\"80/sctp\"]\n", "is not a port"),
+            (
+                "db:\n  image: x\n  ports: []\n",
+                "an empty list; remove `ports`",
+            ),
+        ] {
+            let err = services(yaml).unwrap_err().to_string();
+            assert!(err.contains(says), "{yaml:?}: {err}");
+        }
     }
 
     fn error_at(yaml: &str) -> (usize, usize, String) {
@@ -340,8 +430,8 @@ mod tests {
         assert!(msg.contains("`entrypoint` is empty"), "{msg}");
         let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  entrypoint: ['']\n");
         assert!(msg.contains("starts with the program"), "{msg}");
-        let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  ports: [5432]\n");
-        assert!(msg.contains("unknown field `ports`"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  ports: [0]\n");
+        assert!(msg.contains("\"0\" is not a port"), "{msg}");
         let (_, _, msg) = error_at("- name: db\n  image: postgres:16\n  env: {RAIBID_X: 1}\n");
         assert!(msg.contains("RAIBID_"), "{msg}");
         for name in ["-db", "db-", "1db", "", &"a".repeat(64)] {

@@ -968,6 +968,8 @@ fn a_woodpecker_file_parses_as_written() {
     let names: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["lint", "test", "release", "notify"]);
     assert!(!p.skip_clone);
+    assert_eq!(p.services[0].name, "database");
+    assert_eq!(p.services[0].env["POSTGRES_PASSWORD"], "test");
     assert!(p.clone.tags && !p.clone.lfs && !p.clone.submodules);
     let notify = &p.steps[3];
     assert_eq!(notify.directory.as_deref(), Some("web"));
