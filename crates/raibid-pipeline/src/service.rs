@@ -251,6 +251,22 @@ impl<'de> Deserialize<'de> for Services {
 
 struct ServicesVisitor;
 
+/// One more service, in either form, within [`MAX_SERVICES`]; `taken` holds the names so far.
+fn add<E: de::Error>(
+    services: &mut Vec<Service>,
+    taken: &mut BTreeSet<String>,
+    service: Service,
+) -> Result<(), E> {
+    if services.len() == MAX_SERVICES {
+        return Err(E::custom(format!(
+            "more than {MAX_SERVICES} services; a job may have at most {MAX_SERVICES}"
+        )));
+    }
+    taken.insert(service.name.clone());
+    services.push(service);
+    Ok(())
+}
+
 impl<'de> Visitor<'de> for ServicesVisitor {
     type Value = Services;
 
@@ -283,13 +299,7 @@ impl<'de> Visitor<'de> for ServicesVisitor {
                     raw.into_service(&taken)
                 },
             ))?;
-            if services.len() == MAX_SERVICES {
-                return Err(de::Error::custom(format!(
-                    "more than {MAX_SERVICES} services; a job may have at most {MAX_SERVICES}"
-                )));
-            }
-            taken.insert(service.name.clone());
-            services.push(service);
+            add(&mut services, &mut taken, service)?;
         }
         Ok(Services(services))
     }
@@ -301,13 +311,7 @@ impl<'de> Visitor<'de> for ServicesVisitor {
             "a service: a mapping with `name` and `image`",
             |raw: RawService| raw.into_service(&taken),
         ))? {
-            if services.len() == MAX_SERVICES {
-                return Err(de::Error::custom(format!(
-                    "more than {MAX_SERVICES} services; a job may have at most {MAX_SERVICES}"
-                )));
-            }
-            taken.insert(service.name.clone());
-            services.push(service);
+            add(&mut services, &mut taken, service)?;
         }
         Ok(Services(services))
     }
