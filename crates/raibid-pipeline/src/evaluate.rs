@@ -244,6 +244,21 @@ enum Cmp {
     NotIn,
 }
 
+/// The operators that compare the values on their two sides, as written. (`not in` and
+/// `matches`, which take more than a value, are read apart.)
+const COMPARISONS: &[(&str, Cmp)] = &[
+    ("==", Cmp::Eq),
+    ("!=", Cmp::Ne),
+    ("<=", Cmp::Le),
+    (">=", Cmp::Ge),
+    ("<", Cmp::Lt),
+    (">", Cmp::Gt),
+    ("contains", Cmp::Contains),
+    ("startsWith", Cmp::StartsWith),
+    ("endsWith", Cmp::EndsWith),
+    ("in", Cmp::In),
+];
+
 #[derive(Clone)]
 enum Node {
     Text(String),
@@ -446,26 +461,8 @@ impl Parser<'_> {
     fn comparison(&mut self) -> Result<Node, String> {
         let left = self.primary()?;
         let start = self.here();
-        let cmp = if self.eat("==") {
-            Cmp::Eq
-        } else if self.eat("!=") {
-            Cmp::Ne
-        } else if self.eat("<=") {
-            Cmp::Le
-        } else if self.eat(">=") {
-            Cmp::Ge
-        } else if self.eat("<") {
-            Cmp::Lt
-        } else if self.eat(">") {
-            Cmp::Gt
-        } else if self.eat("contains") {
-            Cmp::Contains
-        } else if self.eat("startsWith") {
-            Cmp::StartsWith
-        } else if self.eat("endsWith") {
-            Cmp::EndsWith
-        } else if self.eat("in") {
-            Cmp::In
+        let cmp = if let Some(&(_, cmp)) = COMPARISONS.iter().find(|(op, _)| self.eat(op)) {
+            cmp
         } else if self.eat("not") {
             if !self.eat("in") {
                 return Err(at(start, "`not` here must be `not in`"));
