@@ -1045,9 +1045,6 @@ impl Runner {
         }
     }
 
-    /// Fills in the files the commit changes, which `when: path` filters look at (its message
-    /// is read for every job, before this). When the changes cannot be known (or are none), says once in the log why path
-    /// filters do not apply; the pipeline and the steps that have them then run.
     /// The variables a `when: evaluate` of the pipeline or of a workflow reads, decided before
     /// the steps' environment exists: the job's and its commit's `CI_*` variables and the
     /// job's own (`raibid job submit --env`). Steps' `when` read theirs (see `run_steps`).
@@ -1074,6 +1071,9 @@ impl Runner {
         env
     }
 
+    /// Fills in the files the commit changes, which `when: path` filters look at (its message
+    /// is read for every job, before this). When the changes cannot be known (or are none), says once in the log why path
+    /// filters do not apply; the pipeline and the steps that have them then run.
     async fn path_context(
         &self,
         job: &Job,
@@ -1575,8 +1575,6 @@ async fn skip_pipeline(
     outcome
 }
 
-/// Why a `when` does not match, from the keys [`raibid_pipeline::When::mismatch`] names: a
-/// sentence for the log, and the short form for the job's reason.
 /// Removes everything in `dir`, which stays: a `skip_clone` workspace, checked out only to read
 /// the pipeline.
 fn empty_dir(dir: &Path) -> std::io::Result<()> {
@@ -1586,6 +1584,8 @@ fn empty_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Why a `when` does not match, from the keys [`raibid_pipeline::When::mismatch`] names: a
+/// sentence for the log, and the short form for the job's reason.
 fn why_skipped(keys: &[&str], trigger: &TriggerContext) -> (String, String) {
     let job_has = |key: &str| match key {
         "event" => format!("the job's event is {}", trigger.event),
