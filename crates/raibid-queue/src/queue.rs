@@ -1301,7 +1301,6 @@ enum ClaimNow {
     NoGroup,
 }
 
-/// Job ids are ULIDs; anything else cannot name a key of ours.
 /// What a script that answers like HEARTBEAT ("ok" | "cancel" | "lost") said.
 pub(crate) fn heartbeat_reply(reply: &str, what: &str) -> Result<Heartbeat, QueueError> {
     match reply {
@@ -1312,6 +1311,7 @@ pub(crate) fn heartbeat_reply(reply: &str, what: &str) -> Result<Heartbeat, Queu
     }
 }
 
+/// Job ids are ULIDs; anything else cannot name a key of ours.
 pub(crate) fn valid_id(id: &str) -> bool {
     id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
