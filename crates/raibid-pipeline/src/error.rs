@@ -45,8 +45,185 @@ fn explain(message: &str) -> String {
             "the file holds more than one YAML document (`---`); a pipeline is a single document"
                 .to_owned()
         }
-        _ => message.to_owned(),
+        _ => foreign_key(message).unwrap_or_else(|| message.to_owned()),
     }
+}
+
+/// Where in the file an unknown key was found, from the path in front of serde's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Top,
+    Step,
+    Service,
+    When,
+    Elsewhere,
+}
+
+impl Place {
+    /// `""`, `steps[0]`, `steps.build`, `services[1]`, `when[0]`, `steps[0].when`, ...
+    fn of(path: &str) -> Self {
+        if path.is_empty() {
+            return Self::Top;
+        }
+        // `steps[0]` is two segments, as `steps.build` is: `steps`, then the step.
+        let segments: Vec<&str> = path
+            .split('.')
+            .flat_map(|s| match s.find('[') {
+                Some(at) if at > 0 => vec![&s[..at], &s[at..]],
+                _ => vec![s],
+            })
+            .collect();
+        let is_index = |s: &str| s.starts_with('[');
+        match segments.as_slice() {
+            [.., "when"] => Self::When,
+            [.., "when", i] if is_index(i) => Self::When,
+            ["steps", _] => Self::Step,
+            ["services", _] => Self::Service,
+            _ => Self::Elsewhere,
+        }
+    }
+}
+
+/// Keys of Woodpecker, GitHub Actions and GitLab CI files that raibid does not read, with what
+/// to write instead or why there is nothing: serde's "unknown field, expected one of ..." leaves
+/// a user who brought a file from there guessing whether the key is misspelt or missing.
+const FOREIGN_KEYS: &[(Place, &str, &str)] = &[
+    (
+        Place::Top,
+        "pipeline",
+        "is `steps` here (Woodpecker before 1.0 called them `pipeline`)",
+    ),
+    (
+        Place::Top,
+        "workspace",
+        "(Woodpecker's) is not read: the agent chooses where the repository is checked out, \
+         and steps find it in `$CI_WORKSPACE` (their working directory)",
+    ),
+    (
+        Place::Top,
+        "platform",
+        "(Woodpecker's) is not read: agents are chosen by `pool` (`pool: arm64`)",
+    ),
+    (
+        Place::Top,
+        "jobs",
+        "belongs to a GitHub Actions workflow, which raibid does not run; a pipeline is a list of \
+         `steps` (docs/pipelines.md)",
+    ),
+    (
+        Place::Top,
+        "stages",
+        "(GitLab's) is not read: steps run in the order written, side by side with `depends_on`",
+    ),
+    (
+        Place::Step,
+        "detach",
+        "(Woodpecker's background steps) is not run: a container beside the steps, reachable \
+         by its name, is a `services:` entry",
+    ),
+    (
+        Place::Step,
+        "privileged",
+        "is not run: no step gets a privileged container, which could take over the agent's \
+         machine; images are built with `image-build`, which needs none",
+    ),
+    (
+        Place::Service,
+        "privileged",
+        "is not run: no service gets a privileged container, which could take over the \
+         agent's machine",
+    ),
+    (
+        Place::Step,
+        "volumes",
+        "are not mounted: no step reaches the agent's own files; keep files between jobs with \
+         `cache:` and hand them on with `artifacts:`",
+    ),
+    (
+        Place::Service,
+        "volumes",
+        "are not mounted: no service reaches the agent's own files",
+    ),
+    (
+        Place::Step,
+        "network_mode",
+        "is not run: a job's steps and services share a network of their own",
+    ),
+    (
+        Place::Service,
+        "network_mode",
+        "is not run: a job's steps and services share a network of their own",
+    ),
+    (
+        Place::Step,
+        "entrypoint",
+        "is not read for steps: a step with `run` runs its commands with the image's shell, and \
+         a step with an `image` and no `run` runs the image's own entrypoint (a plugin); a \
+         service may set `entrypoint`",
+    ),
+    (
+        Place::Step,
+        "ports",
+        "belong to `services:`; a step reaches every port of a service by the service's name",
+    ),
+    (
+        Place::Step,
+        "group",
+        "(Woodpecker's old parallel groups) is not read: steps run side by side with \
+         `depends_on`",
+    ),
+    (
+        Place::Step,
+        "uses",
+        "(a GitHub Action) is not run: write its commands under `run`, or use a Woodpecker \
+         plugin: a step with an `image` and `settings`",
+    ),
+    (
+        Place::Step,
+        "working-directory",
+        "(GitHub's) is `directory` here",
+    ),
+    (
+        Place::Step,
+        "continue-on-error",
+        "(GitHub's) is `failure: ignore` here",
+    ),
+    (
+        Place::Step,
+        "allow_failure",
+        "(GitLab's) is `failure: ignore` here",
+    ),
+    (
+        Place::Step,
+        "timeout-minutes",
+        "(GitHub's) is `timeout` here (`timeout: 30m`)",
+    ),
+    (Place::Step, "if", "(GitHub's) is `when` here"),
+    (Place::Step, "needs", "(GitLab's) is `depends_on` here"),
+    (
+        Place::When,
+        "environment",
+        "(Woodpecker's deployment environments) cannot match: raibid runs no deployment events",
+    ),
+    (
+        Place::When,
+        "instance",
+        "(the Woodpecker server's host name) is not read: one server reads this file; remove it",
+    ),
+];
+
+/// serde's "unknown field" for a key in `FOREIGN_KEYS`, said the way that table says it.
+fn foreign_key(message: &str) -> Option<String> {
+    let (prefix, path, rest) = match message.split_once(": unknown field `") {
+        Some((path, rest)) => (format!("{path}: "), path, rest),
+        None => (String::new(), "", message.strip_prefix("unknown field `")?),
+    };
+    let key = &rest[..rest.find('`')?];
+    let place = Place::of(path);
+    let (_, _, hint) = FOREIGN_KEYS
+        .iter()
+        .find(|(p, k, _)| *p == place && *k == key)?;
+    Some(format!("{prefix}`{key}` {hint}"))
 }
 
 /// Removes the ` at line L column C` (or ` at position N`) that serde_yaml and libyaml append,
@@ -133,6 +310,68 @@ mod tests {
             without_positions("look at line up at the top"),
             "look at line up at the top"
         );
+    }
+
+    #[test]
+    fn keys_of_other_ci_files_say_what_to_write_instead() {
+        let cases = [
+            (
+                "steps.build: unknown field `detach`, expected one of `name`, `run`",
+                "steps.build: `detach` (Woodpecker's background steps) is not run: a container \
+                 beside the steps, reachable by its name, is a `services:` entry",
+            ),
+            (
+                "unknown field `pipeline`, expected one of `image`, `steps`",
+                "`pipeline` is `steps` here (Woodpecker before 1.0 called them `pipeline`)",
+            ),
+            (
+                "steps[0].when[1]: unknown field `environment`, expected one of `branch`",
+                "steps[0].when[1]: `environment` (Woodpecker's deployment environments) cannot \
+                 match: raibid runs no deployment events",
+            ),
+            (
+                "when: unknown field `instance`, expected one of `branch`",
+                "when: `instance` (the Woodpecker server's host name) is not read: one server \
+                 reads this file; remove it",
+            ),
+            (
+                "services[0]: unknown field `privileged`, expected one of `name`",
+                "services[0]: `privileged` is not run: no service gets a privileged container, \
+                 which could take over the agent's machine",
+            ),
+        ];
+        for (serde, ours) in cases {
+            assert_eq!(explain(serde), ours);
+        }
+        // The same key somewhere it means something else, or a key nobody uses: serde's words.
+        for untouched in [
+            "steps[0].when: unknown field `detach`, expected one of `branch`",
+            "clone.git: unknown field `privileged`, expected one of `name`",
+            "services[0]: unknown field `ports2`, expected one of `name`",
+            "steps[0]: unknown field `imagee`, expected one of `name`",
+            "steps[0]: invalid type: string \"x\", expected a boolean",
+        ] {
+            assert_eq!(explain(untouched), untouched);
+        }
+    }
+
+    #[test]
+    fn places_are_read_from_serde_paths() {
+        for (path, place) in [
+            ("", Place::Top),
+            ("steps[3]", Place::Step),
+            ("steps.build", Place::Step),
+            ("services.db", Place::Service),
+            ("when", Place::When),
+            ("when[2]", Place::When),
+            ("steps.build.when[0]", Place::When),
+            ("clone.git", Place::Elsewhere),
+            ("steps[0].settings", Place::Elsewhere),
+            ("steps.build.settings", Place::Elsewhere),
+            ("steps[0].when.path", Place::Elsewhere),
+        ] {
+            assert_eq!(Place::of(path), place, "{path}");
+        }
     }
 
     #[test]

@@ -91,6 +91,13 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
     ("clone-not-bool.yaml", 2, 15, "expected a boolean"),
     ("woodpecker-labels.yaml", 2, 3, "write `pool: gpu`"),
     (
+        "woodpecker-detach.yaml",
+        4,
+        5,
+        "steps.database: `detach` (Woodpecker's background steps) is not run: a container \
+         beside the steps, reachable by its name, is a `services:` entry",
+    ),
+    (
         "skip-clone-with-clone.yaml",
         1,
         1,
@@ -146,7 +153,12 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         9,
         "unknown field `excludes`, expected one of `include`, `exclude`, `ignore_message`",
     ),
-    ("unknown-top-key.yaml", 2, 1, "unknown field `stages`"),
+    (
+        "unknown-top-key.yaml",
+        2,
+        1,
+        "`stages` (GitLab's) is not read: steps run in the order written",
+    ),
     (
         "yaml-syntax.yaml",
         4,
