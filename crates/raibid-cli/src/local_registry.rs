@@ -84,6 +84,15 @@ impl LocalRegistry {
         Self::start(&self.dir, &self.password).await
     }
 
+    /// Stops it, frees the layers nothing uses any more (see [`garbage_collect`]) and starts
+    /// it again on its port. For `raibid up`'s pool, while no agent runs and no job is queued,
+    /// so that no upload is under way. An error leaves it stopped, for the keeper to start again.
+    pub async fn collect(&mut self) -> anyhow::Result<()> {
+        crate::child_process::terminate(&mut self.child, Duration::from_secs(10)).await;
+        *self = self.start_again().await?;
+        Ok(())
+    }
+
     /// How it ended, once it has.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -296,6 +305,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::fs::read(&back).unwrap(), b"the kept job's archive");
+        registry.stop().await;
+    }
+
+    /// `raibid up`'s periodic collection: the same, without `raibid up` starting again, and
+    /// the registry serves on its port afterwards.
+    #[tokio::test]
+    async fn collect_frees_the_layers_of_deleted_artifacts_and_serves_again() {
+        raibid_testkit::require_binary("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("registry");
+        let mut registry = LocalRegistry::start(&store, "pw").await.unwrap();
+        let host = registry.host();
+        let login = raibid_oci::FetchOptions {
+            insecure: true,
+            credentials: Some((USER.to_owned(), "pw".to_owned())),
+            ..raibid_oci::FetchOptions::default()
+        };
+        let archive = dir.path().join("archive");
+        std::fs::write(&archive, b"an expired job's archive").unwrap();
+        let tag = format!("{host}/acme/app/artifacts:old");
+        let pushed = raibid_oci::push_artifact(&tag, &archive, &Default::default(), &login)
+            .await
+            .unwrap();
+        let layer = blob(&store, &digest(b"an expired job's archive"));
+        assert!(
+            raibid_oci::delete_artifact(&pushed.reference, &login)
+                .await
+                .unwrap()
+        );
+        assert!(layer.exists(), "deleting a manifest frees nothing");
+
+        registry.collect().await.unwrap();
+        assert!(!layer.exists(), "collected");
+        assert_eq!(registry.host(), host, "on its port again");
+        assert!(registry.exited().is_none());
+        std::fs::write(&archive, b"a new job's archive").unwrap();
+        let tag = format!("{host}/acme/app/artifacts:new");
+        let pushed = raibid_oci::push_artifact(&tag, &archive, &Default::default(), &login)
+            .await
+            .unwrap();
+        let back = dir.path().join("back");
+        raibid_oci::pull_artifact(&pushed.reference, &back, &login)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), b"a new job's archive");
         registry.stop().await;
     }
 }

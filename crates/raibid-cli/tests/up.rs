@@ -1425,3 +1425,74 @@ async fn up_starts_its_redis_and_registry_again_when_they_die() {
     let done = wait_final(&client, &after.id, Duration::from_secs(90)).await;
     assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
 }
+
+/// `raibid up` collects its registry's unused layers at a quiet moment once
+/// `up.registry_gc_interval_secs` has passed, without being started again: a deleted
+/// artifact's layer goes, and the registry goes on serving jobs.
+#[tokio::test]
+async fn up_collects_its_registry_s_unused_layers_while_the_farm_is_quiet() {
+    require_binary("docker-registry", "docker-registry");
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(
+        dir.path(),
+        "",
+        &["--max-agents", "1"],
+        &[("RAIBID_UP_REGISTRY_GC_INTERVAL_SECS", "4")],
+    );
+    let host = registry_host(&up);
+    let login = raibid_oci::FetchOptions {
+        insecure: true,
+        credentials: Some((
+            "raibid".to_owned(),
+            read(&up.data.join("registry-password")).trim().to_owned(),
+        )),
+        ..raibid_oci::FetchOptions::default()
+    };
+    let archive = dir.path().join("archive");
+    std::fs::write(&archive, b"an expired job's archive").unwrap();
+    // The test's own pushes are no agent's, so the pool does not wait for them: one that
+    // meets the registry restarting is tried again.
+    let mut attempts = 0;
+    let pushed = loop {
+        let tag = format!("{host}/acme/app/artifacts:old");
+        match raibid_oci::push_artifact(&tag, &archive, &Default::default(), &login).await {
+            Ok(pushed) => match raibid_oci::delete_artifact(&pushed.reference, &login).await {
+                Ok(true) => break pushed,
+                other => panic!("delete: {other:?}"),
+            },
+            Err(e) if attempts < 10 => {
+                attempts += 1;
+                eprintln!("push: {e}; again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("push: {e}"),
+        }
+    };
+    use sha2::Digest;
+    let hex = format!("{:x}", sha2::Sha256::digest(b"an expired job's archive"));
+    let layer = up
+        .data
+        .join("registry/data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex);
+    assert!(
+        pushed.size > 0 && layer.exists(),
+        "pushed to {}",
+        layer.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while layer.exists() {
+        assert!(Instant::now() < deadline, "not collected:\n{}", up.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(up.log().contains("registry collected"), "{}", up.log());
+
+    let client = up.client();
+    let (repo, sha) = repo_with(
+        "artifacts: [out]\nsteps:\n  - name: make\n    run: mkdir -p out && echo after > out/r.txt\n",
+    );
+    let job = submit(&client, &repo, &sha).await;
+    let done = wait_final(&client, &job.id, Duration::from_secs(90)).await;
+    assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
+    assert_eq!(registry_host(&up), host, "on its port");
+}

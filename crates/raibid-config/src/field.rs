@@ -164,7 +164,10 @@ structs! {
         gpus,
     }
     StepLimits { memory, cpus, pids }
-    UpConfig { data_dir, max_agents, polling_interval_ms, cooldown_secs, redis_maxmemory, registry }
+    UpConfig {
+        data_dir, max_agents, polling_interval_ms, cooldown_secs, redis_maxmemory, registry,
+        registry_gc_interval_secs,
+    }
 }
 
 /// Removes the offending value from a serde error message (`invalid type: string "hunter2",

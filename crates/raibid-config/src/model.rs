@@ -516,6 +516,11 @@ pub struct UpConfig {
     /// `gitea.url`): without one, `{registry}` names the in-cluster Gitea, which one machine
     /// does not have.
     pub registry: bool,
+    /// How often the private registry frees the layers of expired artifacts (distribution's
+    /// garbage collection, which must not run beside uploads): at the first moment after this
+    /// long with no agent running and no job queued, the registry is stopped, collected and
+    /// started again; also at every start. 0: only at start.
+    pub registry_gc_interval_secs: u64,
 }
 
 impl Default for UpConfig {
@@ -527,6 +532,7 @@ impl Default for UpConfig {
             cooldown_secs: 30,
             redis_maxmemory: MemoryLimit::PercentOfMachine(10),
             registry: true,
+            registry_gc_interval_secs: 86_400,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -25,7 +26,13 @@ pub trait Restart: Sized + Send + 'static {
     const WHAT: &'static str;
     fn exited(&mut self) -> Option<ExitStatus>;
     fn restart(&self) -> impl Future<Output = anyhow::Result<Self>> + Send;
+    /// Upkeep that must not run while the child is in use, done when the pool asks (see
+    /// [`Upkeep`]).
+    fn upkeep(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
+
+/// A request for the child's upkeep, answered when it is done.
+pub type Upkeep = oneshot::Sender<anyhow::Result<()>>;
 
 impl Restart for LocalRedis {
     const WHAT: &'static str = "redis-server";
@@ -34,6 +41,10 @@ impl Restart for LocalRedis {
     }
     fn restart(&self) -> impl Future<Output = anyhow::Result<Self>> + Send {
         self.start_again()
+    }
+    /// Redis keeps itself (its AOF is rewritten by Redis, old logs pruned by the reaper).
+    async fn upkeep(&mut self) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
@@ -45,16 +56,30 @@ impl Restart for LocalRegistry {
     fn restart(&self) -> impl Future<Output = anyhow::Result<Self>> + Send {
         self.start_again()
     }
+    fn upkeep(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        self.collect()
+    }
 }
 
-/// Watches `child` until `stop`, starting it again whenever it exits; hands back the child
-/// of the moment, for `raibid up` to stop in order.
-pub fn keep<T: Restart>(mut child: T, stop: CancellationToken) -> JoinHandle<T> {
+/// Watches `child` until `stop`, starting it again whenever it exits and doing its upkeep
+/// when `upkeep` asks; hands back the child of the moment, for `raibid up` to stop in order.
+pub fn keep<T: Restart>(
+    mut child: T,
+    stop: CancellationToken,
+    mut upkeep: Option<mpsc::Receiver<Upkeep>>,
+) -> JoinHandle<T> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return child,
                 () = tokio::time::sleep(LOOK_EVERY) => {}
+                Some(done) = next_request(&mut upkeep) => {
+                    let result = child.upkeep().await;
+                    if let Err(e) = &result {
+                        warn!(process = T::WHAT, error = %e, "upkeep failed");
+                    }
+                    let _ = done.send(result);
+                }
             }
             let Some(status) = child.exited() else {
                 continue;
@@ -80,4 +105,15 @@ pub fn keep<T: Restart>(mut child: T, stop: CancellationToken) -> JoinHandle<T> 
             }
         }
     })
+}
+
+/// The next upkeep request; never, without a channel or once every sender is gone.
+async fn next_request(upkeep: &mut Option<mpsc::Receiver<Upkeep>>) -> Option<Upkeep> {
+    match upkeep {
+        Some(requests) => match requests.recv().await {
+            Some(request) => Some(request),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }

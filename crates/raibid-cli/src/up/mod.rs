@@ -221,6 +221,19 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         global_args.push("--config".to_owned());
         global_args.push(c.display().to_string());
     }
+    // The private registry's garbage collection, asked for by the pool at quiet moments.
+    let (upkeep_settings, upkeep_requests) = match (&registry, config.up.registry_gc_interval_secs)
+    {
+        (Some(_), secs) if secs > 0 => {
+            let (requests, received) = tokio::sync::mpsc::channel(1);
+            let every = Duration::from_secs(secs);
+            (
+                Some(pool::UpkeepSettings { every, requests }),
+                Some(received),
+            )
+        }
+        _ => (None, None),
+    };
     let pool = pool::LocalPool::new(
         queue.clone(),
         pool::PoolSettings {
@@ -235,6 +248,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             cooldown,
             pools: config.agent.pools.clone(),
             grace_period: Duration::from_secs(config.agent.grace_period_secs),
+            upkeep: upkeep_settings,
         },
     );
     let pool_task = tokio::spawn(pool.run(stop_pool.clone()));
@@ -298,8 +312,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
 
     // Watched from here on: the banner above names them as started.
     let stop_keepers = CancellationToken::new();
-    let redis = redis.map(|r| keeper::keep(r, stop_keepers.clone()));
-    let registry = registry.map(|r| keeper::keep(r, stop_keepers.clone()));
+    let redis = redis.map(|r| keeper::keep(r, stop_keepers.clone(), None));
+    let registry = registry.map(|r| keeper::keep(r, stop_keepers.clone(), upkeep_requests));
 
     let stop_demo = CancellationToken::new();
     let mut exit = ExitCode::SUCCESS;

@@ -10,11 +10,19 @@
 //! process, a slot otherwise idles for half a polling interval on average after every job,
 //! which bounded a burst's drain rate by the interval rather than by the machine. An agent
 //! that fails (a broken configuration, say) waits for the tick, so a crash loop cannot spin.
+//!
+//! The pool also knows when the farm is quiet, which the private registry's garbage collection
+//! needs (it must not run beside uploads, and only agents upload): with no agent process alive
+//! and nothing queued or pending, no upload can be under way, and none can start while the
+//! pool, which alone starts agents, waits for the collection to end.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use chrono::Utc;
 use raibid_model::scaling::{ScaleInput, agents_to_start};
@@ -45,6 +53,17 @@ pub struct PoolSettings {
     pub pools: Vec<PoolName>,
     /// Grace period for running jobs when the pool stops.
     pub grace_period: Duration,
+    /// The private registry's garbage collection, when there is one to do.
+    pub upkeep: Option<UpkeepSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpkeepSettings {
+    /// At the first quiet moment this long after the last one (or after the start, which
+    /// collects too).
+    pub every: Duration,
+    /// Asks the registry's keeper ([`super::keeper::keep`]).
+    pub requests: mpsc::Sender<super::keeper::Upkeep>,
 }
 
 struct AgentProcess {
@@ -59,6 +78,7 @@ pub struct LocalPool {
     agents: Vec<AgentProcess>,
     started_total: u64,
     last: HashMap<PoolName, (u64, u64)>,
+    last_upkeep: Instant,
 }
 
 impl LocalPool {
@@ -69,6 +89,7 @@ impl LocalPool {
             agents: Vec::new(),
             started_total: 0,
             last: HashMap::new(),
+            last_upkeep: Instant::now(),
         }
     }
 
@@ -95,6 +116,7 @@ impl LocalPool {
             .retain_mut(|a| matches!(a.child.try_wait(), Ok(None)));
         let mut pools: BTreeSet<PoolName> = self.settings.pools.iter().cloned().collect();
         pools.extend(self.queue.pools().await?);
+        self.upkeep_if_quiet(&pools).await?;
         for pool in pools {
             let stats = self.queue.stats(&pool).await?;
             let mine: Vec<&AgentProcess> = self.agents.iter().filter(|a| a.pool == pool).collect();
@@ -150,6 +172,42 @@ impl LocalPool {
                     updated_at: Utc::now(),
                 })
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// The registry's upkeep, when it is due and nothing could be uploading: no agent alive,
+    /// and in every pool nothing queued and nothing pending (a pending entry is a job whose
+    /// agent died; the reaper queues it again). Jobs queued meanwhile wait for it to end.
+    async fn upkeep_if_quiet(
+        &mut self,
+        pools: &BTreeSet<PoolName>,
+    ) -> Result<(), raibid_queue::QueueError> {
+        let Some(upkeep) = &self.settings.upkeep else {
+            return Ok(());
+        };
+        if !self.agents.is_empty() || self.last_upkeep.elapsed() < upkeep.every {
+            return Ok(());
+        }
+        for pool in pools {
+            let stats = self.queue.stats(pool).await?;
+            if stats.lag > 0 || stats.pending > 0 {
+                return Ok(());
+            }
+        }
+        let requests = upkeep.requests.clone();
+        self.last_upkeep = Instant::now();
+        info!("local pool: quiet; the registry collects unused layers");
+        let (done, result) = oneshot::channel();
+        if requests.send(done).await.is_err() {
+            return Ok(());
+        }
+        // Otherwise the keeper said why, and starts the registry again if it is down.
+        if let Ok(Ok(())) = result.await {
+            info!(
+                took = ?self.last_upkeep.elapsed(),
+                "local pool: registry collected; agents start again"
+            );
         }
         Ok(())
     }
@@ -257,6 +315,106 @@ mod tests {
             name: script.to_owned(),
             pool: PoolName::default(),
         }
+    }
+
+    fn pool_with_upkeep(
+        queue: Queue,
+        every: Duration,
+    ) -> (LocalPool, mpsc::Receiver<super::super::keeper::Upkeep>) {
+        let (requests, received) = mpsc::channel(1);
+        let settings = PoolSettings {
+            exe: PathBuf::from("/bin/false"),
+            global_args: Vec::new(),
+            env: Vec::new(),
+            agent_args: Vec::new(),
+            agent_data_dir: PathBuf::from("/nonexistent"),
+            log_file: PathBuf::from("/dev/null"),
+            max_agents: 1,
+            polling_interval: Duration::from_millis(100),
+            cooldown: Duration::from_secs(1),
+            pools: vec![PoolName::default()],
+            grace_period: Duration::from_secs(1),
+            upkeep: Some(UpkeepSettings { every, requests }),
+        };
+        (LocalPool::new(queue, settings), received)
+    }
+
+    /// Runs one upkeep check, answering a request if one comes; whether one came.
+    async fn upkeep_asked(
+        pool: &mut LocalPool,
+        received: &mut mpsc::Receiver<super::super::keeper::Upkeep>,
+    ) -> bool {
+        let pools: BTreeSet<PoolName> = [PoolName::default()].into();
+        let answer = async {
+            let done = received.recv().await.expect("the pool holds a sender");
+            done.send(Ok(())).unwrap();
+        };
+        tokio::select! {
+            r = pool.upkeep_if_quiet(&pools) => {
+                r.unwrap();
+                // Asked and answered in one go would have been seen by the other branch.
+                received.try_recv().is_ok()
+            }
+            () = answer => true,
+        }
+    }
+
+    /// The registry's garbage collection runs only when it is due and nothing could be
+    /// uploading: no agent alive, nothing queued or pending.
+    #[tokio::test]
+    async fn the_registry_is_collected_only_when_due_and_the_farm_is_quiet() {
+        let redis = raibid_testkit::RedisServer::start();
+        let queue = Queue::open(raibid_queue::QueueOptions::new(redis.url())).unwrap();
+
+        let (mut pool, mut received) = pool_with_upkeep(queue.clone(), Duration::from_secs(3600));
+        assert!(
+            !upkeep_asked(&mut pool, &mut received).await,
+            "not due: collected at the start"
+        );
+
+        let (mut pool, mut received) = pool_with_upkeep(queue.clone(), Duration::ZERO);
+        pool.agents.push(agent("sleep 30"));
+        assert!(
+            !upkeep_asked(&mut pool, &mut received).await,
+            "an agent is alive"
+        );
+        pool.agents.clear();
+
+        let job = raibid_model::NewJob::new(
+            "acme/app",
+            "http://127.0.0.1/acme/app.git",
+            "refs/heads/main",
+            "0123456789abcdef0123456789abcdef01234567",
+            raibid_model::Event::Push,
+        );
+        queue.enqueue(job).await.unwrap();
+        assert!(
+            !upkeep_asked(&mut pool, &mut received).await,
+            "a job is queued"
+        );
+        // Claimed by an agent that died: pending, not queued, and still not quiet.
+        let mut claimer = queue.claimer("gone").await.unwrap();
+        let claimed = claimer
+            .claim(&[PoolName::default()], Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the job");
+        assert!(
+            !upkeep_asked(&mut pool, &mut received).await,
+            "a job is pending"
+        );
+
+        queue
+            .ack(
+                &claimed,
+                &raibid_model::Outcome::new(raibid_model::JobStatus::Success),
+            )
+            .await
+            .unwrap();
+        assert!(
+            upkeep_asked(&mut pool, &mut received).await,
+            "quiet and due"
+        );
     }
 
     #[tokio::test]
