@@ -160,7 +160,13 @@ impl GitCheckout {
             self.clone_mirror(url, &mirror).await?;
             mirror_created = true;
         }
-        if !self.has_commit(&mirror, sha).await? {
+        // A tag's job needs its tag in the mirror as well as its commit, for `git describe`
+        // with `clone: tags` (see `fetch_tags`): a tag pushed onto a commit the mirror already
+        // had (a release tag on a built `main`) is otherwise missing from it.
+        let tag = job.spec.git_ref.starts_with("refs/tags/");
+        if !self.has_commit(&mirror, sha).await?
+            || (tag && !self.has_ref(&mirror, &job.spec.git_ref).await?)
+        {
             remove_stale_locks(&mirror).await;
             let fetch = self
                 .git(
@@ -388,6 +394,21 @@ impl GitCheckout {
         Ok(())
     }
 
+    /// Whether the checked-out commit has files stored in Git LFS (marked `filter=lfs` by its
+    /// `.gitattributes`), asked of git alone: git-lfs may not be installed, and a repository
+    /// without such files does not need it.
+    pub async fn uses_lfs(&self, dest: &Path) -> Result<bool, CheckoutError> {
+        let listed = self
+            .git(
+                Some(dest),
+                Reach::Local,
+                "lfs files",
+                &["ls-files", "-z", "--", ":(attr:filter=lfs)"],
+            )
+            .await?;
+        Ok(!listed.is_empty())
+    }
+
     /// The repository's `.lfsconfig` may name any LFS server (`lfs.url`,
     /// `remote.origin.lfsurl`), and git-lfs ignores `GIT_ALLOW_PROTOCOL`: a local path or
     /// `file://` URL there would copy LFS objects of another repository on the agent's disk
@@ -525,6 +546,15 @@ impl GitCheckout {
         let found = self.has_commit(&mirror, sha).await;
         drop(lock);
         found
+    }
+
+    async fn has_ref(&self, repo: &Path, name: &str) -> Result<bool, CheckoutError> {
+        let args = ["show-ref", "--verify", "--quiet", "--", name];
+        match self.git(Some(repo), Reach::Local, "show-ref", &args).await {
+            Ok(_) => Ok(true),
+            Err(CheckoutError::Git { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn has_commit(&self, repo: &Path, sha: &str) -> Result<bool, CheckoutError> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use raibid_model::{Job, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_pipeline::{
-    Cache, GroupContext, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind,
+    Cache, Fetch, GroupContext, PIPELINE_FILE, Pipeline, RepoListing, RunState, Service, StepKind,
     TagContext, TriggerContext,
 };
 use raibid_queue::{Claimed, Enqueued, GroupClaim, Heartbeat, Queue, QueueError, ReleaseResult};
@@ -518,24 +518,51 @@ impl Runner {
                 }
             }
         }
-        if pipeline.clone.submodules {
+        // `Fetch::Auto` (Woodpecker's defaults): submodules when the commit has a
+        // `.gitmodules`, tags for a tag, LFS files when some file is in LFS.
+        let submodules = match pipeline.clone.submodules {
+            Fetch::Auto => {
+                std::fs::symlink_metadata(workspace.join(".gitmodules")).is_ok_and(|m| m.is_file())
+            }
+            fetch => fetch == Fetch::Yes,
+        };
+        if submodules {
             match unless_stopped(stop, self.git.update_submodules(job, &workspace)).await {
                 None => return stopped(),
                 Some(Err(e)) => return error_outcome(log, format!("submodules: {e}")).await,
                 Some(Ok(())) => {}
             }
         }
-        if pipeline.clone.tags {
+        let tags = match pipeline.clone.tags {
+            Fetch::Auto => job.spec.git_ref.starts_with("refs/tags/"),
+            fetch => fetch == Fetch::Yes,
+        };
+        if tags {
             match unless_stopped(stop, self.git.fetch_tags(job, &workspace)).await {
                 None => return stopped(),
                 Some(Err(e)) => return error_outcome(log, format!("tags: {e}")).await,
                 Some(Ok(())) => {}
             }
         }
-        if pipeline.clone.lfs {
+        let lfs = match pipeline.clone.lfs {
+            Fetch::Auto => match unless_stopped(stop, self.git.uses_lfs(&workspace)).await {
+                None => return stopped(),
+                Some(Err(e)) => return error_outcome(log, format!("git lfs: {e}")).await,
+                Some(Ok(uses)) => uses,
+            },
+            fetch => fetch == Fetch::Yes,
+        };
+        if lfs {
             match unless_stopped(stop, self.git.lfs_pull(job, &workspace)).await {
                 None => return stopped(),
                 // The error says when git-lfs is missing (GitCheckout::lfs_pull), and only then.
+                Some(Err(e)) if pipeline.clone.lfs == Fetch::Auto => {
+                    let why = format!(
+                        "git lfs: {e} (Woodpecker's clone fetches a repository's LFS files \
+                         unless its settings say `lfs: false`)"
+                    );
+                    return error_outcome(log, why).await;
+                }
                 Some(Err(e)) => return error_outcome(log, format!("git lfs: {e}")).await,
                 Some(Ok(())) => {}
             }

@@ -706,6 +706,47 @@ async fn submodules_are_checked_out_when_the_pipeline_asks() {
     assert!(log.contains("from the submodule"), "{log}");
 }
 
+/// A Woodpecker file without `clone:` is checked out as Woodpecker's clone step would do it: with
+/// its submodules, since it has some, and with the tags for a tag's job only.
+#[tokio::test]
+async fn a_woodpecker_file_gets_submodules_and_a_tag_s_tags_by_default() {
+    let h = Harness::new();
+    let sub = GitRepo::new();
+    sub.commit(&[("lib.txt", "from the submodule\n")], "sub");
+    let repo = GitRepo::new();
+    repo.commit(&[("a.txt", "1\n")], "first");
+    repo.git(&["tag", "v1.0.0"]);
+    repo.commit(
+        &[(
+            ".woodpecker.yaml",
+            "steps:\n  - name: read\n    commands:\n      - cat vendor/sub/lib.txt\n      \
+             - echo describe=$(git describe --tags 2>/dev/null || echo none)\n",
+        )],
+        "pipeline",
+    );
+    repo.git(&[
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "--quiet",
+        &sub.url(),
+        "vendor/sub",
+    ]);
+    let sha = repo.commit(&[], "add submodule");
+
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains("from the submodule"), "{log}");
+    assert!(log.contains("describe=none"), "a push gets no tags:\n{log}");
+
+    repo.git(&["tag", "v1.1.0"]);
+    let tag = NewJob::new("acme/app", repo.url(), "refs/tags/v1.1.0", &sha, Event::Tag);
+    let (job, log) = h.run_spec(tag).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains("describe=v1.1.0"), "{log}");
+}
+
 /// The workspace is a repository that git inside the bubblewrap sandbox can use, although the
 /// mirror it borrows objects from sits in the agent's hidden cache: on the pushed branch at the
 /// exact commit, with full history, `origin` the public URL, clean; tags only when asked.

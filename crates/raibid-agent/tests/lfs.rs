@@ -37,10 +37,17 @@ fn lfs_repo() -> GitRepo {
 /// Commits `data.bin` (an LFS file) with `content` and the pipeline; returns the commit and
 /// the LFS object id (the content's sha256), having checked that git holds only a pointer.
 fn commit_lfs_file(repo: &GitRepo, pipeline: &str, content: &str) -> (String, String) {
-    let sha = repo.commit(
-        &[(".raibid.yaml", pipeline), ("data.bin", content)],
-        "an LFS file",
-    );
+    commit_lfs_file_as(repo, ".raibid.yaml", pipeline, content)
+}
+
+/// [`commit_lfs_file`] with the pipeline in `file`.
+fn commit_lfs_file_as(
+    repo: &GitRepo,
+    file: &str,
+    pipeline: &str,
+    content: &str,
+) -> (String, String) {
+    let sha = repo.commit(&[(file, pipeline), ("data.bin", content)], "an LFS file");
     let oid = hex::encode(Sha256::digest(content.as_bytes()));
     let blob = repo.git(&["cat-file", "-p", "HEAD:data.bin"]);
     assert!(
@@ -160,6 +167,52 @@ async fn without_lfs_the_pointer_is_checked_out_although_git_lfs_is_set_up_globa
     let (job, log) = h.run(&repo.url(), &sha).await;
     assert_eq!(job.status, JobStatus::Success, "{log}");
     assert!(log.contains(&format!("{oid}  data.bin")), "{log}");
+}
+
+/// A Woodpecker file without `clone:` gets the LFS files' content, as Woodpecker's clone step
+/// fetches them by default; its clone step's `lfs: false` leaves the pointers.
+#[tokio::test]
+async fn a_woodpecker_file_gets_lfs_content_by_default() {
+    let h = harness();
+    let repo = lfs_repo();
+    let read = "steps:\n  - name: read\n    commands: [sha256sum data.bin, cat data.bin]\n";
+    let text = content("woodpecker");
+    let (sha, oid) = commit_lfs_file_as(&repo, ".woodpecker.yaml", read, &text);
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains(&format!("{oid}  data.bin")), "{log}");
+
+    let off = format!(
+        "clone:\n  git:\n    image: woodpeckerci/plugin-git\n    settings:\n      lfs: false\n{read}"
+    );
+    let (sha, oid) = commit_lfs_file_as(&repo, ".woodpecker.yaml", &off, &text);
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(log.contains(POINTER), "{log}");
+    assert!(!log.contains(&format!("{oid}  data.bin")), "{log}");
+}
+
+/// The agent asks git alone whether a commit has LFS files, so a repository without any needs
+/// no git-lfs on the agent for a Woodpecker file's default clone.
+#[tokio::test]
+async fn lfs_files_are_found_without_git_lfs() {
+    let plain = GitRepo::new();
+    plain.commit(&[("a.txt", "1\n")], "plain");
+    let checkout = GitCheckout::new(tempfile::tempdir().unwrap().path(), None);
+    assert!(!checkout.uses_lfs(plain.path()).await.unwrap());
+    // Marked by `.gitattributes`, as `git lfs track` writes it, and no git-lfs involved.
+    let marked = GitRepo::new();
+    marked.commit(
+        &[
+            (
+                ".gitattributes",
+                "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+            ),
+            ("data.bin", "not even a pointer\n"),
+        ],
+        "marked",
+    );
+    assert!(checkout.uses_lfs(marked.path()).await.unwrap());
 }
 
 /// An LFS object the clone URL's store does not have (pushed without git-lfs's pre-push hook)

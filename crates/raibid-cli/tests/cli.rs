@@ -467,7 +467,7 @@ fn pipeline_check_reports_errors_where_they_are_written() {
     );
 
     // Woodpecker's file, when there is none of raibid's, as an agent runs it: before
-    // autodetection; its errors name it.
+    // autodetection, with Woodpecker's clone defaults; its errors name it.
     let woodpecker = dir.path().join(".woodpecker.yml");
     std::fs::write(&woodpecker, "steps:\n  hello:\n    commands: [echo hi]\n").unwrap();
     let out = check(&file);
@@ -475,7 +475,11 @@ fn pipeline_check_reports_errors_where_they_are_written() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         stdout,
-        format!("{}: valid\nsteps:\n  hello (run)\n", woodpecker.display())
+        format!(
+            "{}: valid\nclone: the commit, tags on tag events, submodules if it has any, LFS \
+             files if it has any\nsteps:\n  hello (run)\n",
+            woodpecker.display()
+        )
     );
     std::fs::write(&woodpecker, "steps:\n  hello:\n    comands: [echo hi]\n").unwrap();
     let out = check(&file);

@@ -13,7 +13,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::pipeline::CloneOptions;
+use crate::pipeline::{CloneOptions, Fetch};
 
 impl<'de> Deserialize<'de> for CloneOptions {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -41,9 +41,9 @@ impl<'de> Visitor<'de> for CloneVisitor {
         let mut step: Option<String> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "tags" => options.tags = map.next_value()?,
-                "submodules" => options.submodules = map.next_value()?,
-                "lfs" => options.lfs = map.next_value()?,
+                "tags" => options.tags = map.next_value::<bool>()?.into(),
+                "submodules" => options.submodules = map.next_value::<bool>()?.into(),
+                "lfs" => options.lfs = map.next_value::<bool>()?.into(),
                 name => {
                     if let Some(first) = &step {
                         return Err(de::Error::custom(format!(
@@ -142,12 +142,15 @@ impl CloneStep {
                 self.image
             ));
         }
-        let mut options = CloneOptions::default();
+        // What the settings leave out, the plugin does by default.
+        let mut options = CloneOptions::WOODPECKER;
         for (key, value) in &self.settings {
-            let flag = |what: &mut bool| -> Result<(), String> {
-                *what = boolean(value).ok_or_else(|| {
-                    format!("clone setting `{key}` is true or false, not {value:?}")
-                })?;
+            let flag = |what: &mut Fetch| -> Result<(), String> {
+                *what = boolean(value)
+                    .ok_or_else(|| {
+                        format!("clone setting `{key}` is true or false, not {value:?}")
+                    })?
+                    .into();
                 Ok(())
             };
             match key.to_ascii_lowercase().replace('-', "_").as_str() {
@@ -201,10 +204,15 @@ mod tests {
     #[test]
     fn raibid_s_own_form_and_woodpecker_s_clone_steps_say_the_same() {
         let ours = CloneOptions {
-            tags: true,
-            submodules: true,
-            lfs: false,
+            tags: Fetch::Yes,
+            submodules: Fetch::Yes,
+            lfs: Fetch::No,
         };
+        assert_eq!(
+            clone("{ tags: true, submodules: true, lfs: false }").unwrap(),
+            ours
+        );
+        // What raibid's form leaves out it does not fetch.
         assert_eq!(clone("{ tags: true, submodules: true }").unwrap(), ours);
         assert_eq!(
             clone(
@@ -217,14 +225,22 @@ mod tests {
         assert_eq!(
             clone(
                 "- name: clone\n  image: quay.io/woodpeckerci/plugin-git\n  settings:\n    \
-                 tags: true\n    recursive: true\n    partial: false\n"
+                 tags: true\n    recursive: true\n    lfs: false\n    partial: false\n"
             )
             .unwrap(),
             ours
         );
+        // What a clone step leaves out, the plugin does by default.
         assert_eq!(
             clone("git:\n  image: woodpeckerci/plugin-git\n").unwrap(),
-            CloneOptions::default()
+            CloneOptions::WOODPECKER
+        );
+        assert_eq!(
+            clone("git:\n  image: woodpeckerci/plugin-git\n  settings: { lfs: false }\n").unwrap(),
+            CloneOptions {
+                lfs: Fetch::No,
+                ..CloneOptions::WOODPECKER
+            }
         );
     }
 

@@ -77,13 +77,44 @@ pub struct Pipeline {
     pub concurrency: Option<String>,
 }
 
+/// What the checkout fetches besides the commit. All off for raibid's own files, as in
+/// actions/checkout (most builds need only the commit); Woodpecker's clone defaults
+/// ([`CloneOptions::WOODPECKER`]) for a Woodpecker file or clone step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CloneOptions {
-    pub submodules: bool,
-    pub lfs: bool,
-    /// The repository's tags in the workspace (for `git describe`). Off by default, as in
-    /// actions/checkout and Woodpecker: most builds need only the commit.
-    pub tags: bool,
+    pub submodules: Fetch,
+    pub lfs: Fetch,
+    /// The repository's tags in the workspace (for `git describe`).
+    pub tags: Fetch,
+}
+
+impl CloneOptions {
+    /// What Woodpecker's clone step (woodpeckerci/plugin-git) does unless told otherwise: LFS
+    /// files and submodules, tags on tag events. A Woodpecker file without `clone:`, or the
+    /// settings its clone step leaves out, mean these.
+    pub const WOODPECKER: Self = Self {
+        submodules: Fetch::Auto,
+        lfs: Fetch::Auto,
+        tags: Fetch::Auto,
+    };
+}
+
+/// Whether the checkout fetches one kind of thing besides the commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fetch {
+    #[default]
+    No,
+    Yes,
+    /// Woodpecker's default: LFS files and submodules when the commit has any (files marked
+    /// `filter=lfs`, a `.gitmodules`), so that a repository without them needs neither
+    /// git-lfs nor its submodules' servers; tags on tag events.
+    Auto,
+}
+
+impl From<bool> for Fetch {
+    fn from(yes: bool) -> Self {
+        if yes { Self::Yes } else { Self::No }
+    }
 }
 
 impl Pipeline {
@@ -154,6 +185,9 @@ thread_local! {
     /// Whether the file being parsed is a workflow of `.raibid/` ([`parse_workflow_bytes`]),
     /// which may wait for others.
     static WORKFLOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether it is a Woodpecker file ([`parse_woodpecker_bytes`]), whose clone has
+    /// Woodpecker's defaults.
+    static WOODPECKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 const NOT_A_WORKFLOW: &str = "`depends_on` at the top names other workflows, which only a \
@@ -347,7 +381,12 @@ impl RawPipeline {
             image: self.image.map(|i| i.0),
             env: self.env.map(|e| e.0).unwrap_or_default(),
             timeout: self.timeout.map(|t| t.0),
-            clone: self.clone.unwrap_or_default(),
+            clone: match self.clone {
+                _ if skip_clone => CloneOptions::default(),
+                Some(clone) => clone,
+                None if WOODPECKER.get() => CloneOptions::WOODPECKER,
+                None => CloneOptions::default(),
+            },
             skip_clone,
             matrix: self.matrix.map(|m| m.0),
             cache: self.cache.map(|c| c.0),
@@ -500,8 +539,6 @@ fn matrix_tag_too_long(pipeline: &Pipeline) -> Option<(usize, String)> {
     })
 }
 
-/// Like [`parse`], for file contents straight from disk or git: invalid UTF-8 is reported at the
-/// first bad byte.
 /// [`parse_bytes`] for a workflow of `.raibid/` (`crate::PIPELINE_DIR`), which may also name
 /// the workflows it waits for (`depends_on`, `runs_on`).
 pub fn parse_workflow_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, PipelineError> {
@@ -511,6 +548,26 @@ pub fn parse_workflow_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, P
     parsed
 }
 
+/// [`parse_bytes`] for a Woodpecker file, run as it is (`crate::WOODPECKER_FILES`, or with
+/// `workflow` one of `crate::WOODPECKER_DIR`): the same keys, and Woodpecker's clone defaults
+/// where it has no `clone:`.
+pub fn parse_woodpecker_bytes(
+    file_name: &str,
+    bytes: &[u8],
+    workflow: bool,
+) -> Result<Pipeline, PipelineError> {
+    WOODPECKER.set(true);
+    let parsed = if workflow {
+        parse_workflow_bytes(file_name, bytes)
+    } else {
+        parse_bytes(file_name, bytes)
+    };
+    WOODPECKER.set(false);
+    parsed
+}
+
+/// Like [`parse`], for file contents straight from disk or git: invalid UTF-8 is reported at the
+/// first bad byte.
 pub fn parse_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, PipelineError> {
     match std::str::from_utf8(bytes) {
         Ok(text) => parse(file_name, text),

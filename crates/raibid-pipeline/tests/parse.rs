@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use raibid_model::Event;
 use raibid_pipeline::{
-    MAX_FILE_SIZE, PIPELINE_FILE, Pipeline, PipelineError, StepKind, TagContext, TagError,
+    Fetch, MAX_FILE_SIZE, PIPELINE_FILE, Pipeline, PipelineError, StepKind, TagContext, TagError,
     TriggerContext, parse, parse_bytes,
 };
 
@@ -235,7 +235,7 @@ fn the_documented_example_parses_to_the_expected_model() {
     assert_eq!(p.image.as_deref(), Some("rust:1.85"));
     assert_eq!(p.env["CARGO_TERM_COLOR"], "always");
     assert_eq!(p.timeout, Some(Duration::from_secs(30 * 60)));
-    assert!(!p.clone.submodules && !p.clone.lfs && !p.clone.tags);
+    assert_eq!(p.clone, raibid_pipeline::CloneOptions::default());
     assert_eq!(p.steps.len(), 2);
 
     let build = &p.steps[0];
@@ -973,6 +973,34 @@ fn a_matrix_filter_names_variables_of_the_matrix() {
     assert!(e.message.contains("the pipeline has no `matrix`"), "{e}");
 }
 
+/// A Woodpecker file without `clone:` is checked out as Woodpecker's clone step would: LFS files
+/// and submodules when the commit has them, tags on tag events. The same text as raibid's own
+/// file fetches the commit alone, and `skip_clone` nothing.
+#[test]
+fn a_woodpecker_file_gets_woodpecker_s_clone_defaults() {
+    use raibid_pipeline::{CloneOptions, parse_woodpecker_bytes};
+    let text = b"steps:\n  - name: a\n    image: alpine\n    commands: [ls]\n";
+    for workflow in [false, true] {
+        let p = parse_woodpecker_bytes(".woodpecker.yaml", text, workflow).unwrap();
+        assert_eq!(p.clone, CloneOptions::WOODPECKER);
+    }
+    assert_eq!(
+        parse_bytes(".raibid.yaml", text).unwrap().clone,
+        CloneOptions::default()
+    );
+    let skipped = b"skip_clone: true\nsteps:\n  - name: a\n    image: alpine\n    commands: [ls]\n";
+    let p = parse_woodpecker_bytes(".woodpecker.yaml", skipped, false).unwrap();
+    assert_eq!(p.clone, CloneOptions::default());
+    let told = b"clone:\n  git:\n    image: woodpeckerci/plugin-git\n    settings: { lfs: false, recursive: false, tags: false }\nsteps:\n  - name: a\n    image: alpine\n    commands: [ls]\n";
+    let p = parse_woodpecker_bytes(".woodpecker.yaml", told, false).unwrap();
+    assert_eq!(p.clone, CloneOptions::default());
+    // The flag does not outlive the parse.
+    assert_eq!(
+        parse_bytes(".raibid.yaml", text).unwrap().clone,
+        CloneOptions::default()
+    );
+}
+
 /// A file written for Woodpecker 2 runs as it is.
 #[test]
 fn a_woodpecker_file_parses_as_written() {
@@ -982,7 +1010,15 @@ fn a_woodpecker_file_parses_as_written() {
     assert!(!p.skip_clone);
     assert_eq!(p.services[0].name, "database");
     assert_eq!(p.services[0].env["POSTGRES_PASSWORD"], "test");
-    assert!(p.clone.tags && !p.clone.lfs && !p.clone.submodules);
+    // What the clone step's settings leave out (`recursive`) is plugin-git's default.
+    assert_eq!(
+        p.clone,
+        raibid_pipeline::CloneOptions {
+            tags: Fetch::Yes,
+            lfs: Fetch::No,
+            submodules: Fetch::Auto,
+        }
+    );
     let notify = &p.steps[3];
     assert_eq!(notify.directory.as_deref(), Some("web"));
     let StepKind::Plugin { settings } = &notify.kind else {

@@ -101,7 +101,12 @@ pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Resul
             .map(|p| Source::One(Box::new(p)));
     }
     if let Some((name, bytes)) = single {
-        return raibid_pipeline::parse_bytes(name, &bytes)
+        let parsed = if WOODPECKER_FILES.contains(&name) {
+            raibid_pipeline::parse_woodpecker_bytes(name, &bytes, false)
+        } else {
+            raibid_pipeline::parse_bytes(name, &bytes)
+        };
+        return parsed
             .map(|p| Source::One(Box::new(p)))
             .map_err(|e| e.to_string());
     }
@@ -140,7 +145,12 @@ async fn parse(workspace: &Path, file: &WorkflowFile) -> Result<Pipeline, String
     let bytes = read(workspace, file.path.clone())
         .await?
         .ok_or_else(|| format!("{} disappeared while it was read", file.path))?;
-    raibid_pipeline::parse_workflow_bytes(&file.path, &bytes).map_err(|e| e.to_string())
+    if file.dir() == WOODPECKER_DIR {
+        raibid_pipeline::parse_woodpecker_bytes(&file.path, &bytes, true)
+    } else {
+        raibid_pipeline::parse_workflow_bytes(&file.path, &bytes)
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// [`workspace_file::read`] with the agent's size limit, off the async threads.

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use raibid_pipeline::{
-    PIPELINE_DIR, PIPELINE_FILE, Pipeline, StepKind, WOODPECKER_DIR, WOODPECKER_FILES, WorkflowFile,
+    CloneOptions, Fetch, PIPELINE_DIR, PIPELINE_FILE, Pipeline, StepKind, WOODPECKER_DIR,
+    WOODPECKER_FILES, WorkflowFile,
 };
 
 use crate::cli::PipelineCommand;
@@ -62,12 +63,21 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
         .parent()
         .and_then(Path::file_name)
         .is_some_and(|dir| dir == PIPELINE_DIR || dir == WOODPECKER_DIR);
-    let parse = if in_workflows {
-        raibid_pipeline::parse_workflow_bytes
-    } else {
-        raibid_pipeline::parse_bytes
+    let woodpecker = file
+        .file_name()
+        .is_some_and(|name| WOODPECKER_FILES.iter().any(|w| name == *w))
+        || (in_workflows
+            && file
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|dir| dir == WOODPECKER_DIR));
+    let shown = file.display().to_string();
+    let parsed = match (woodpecker, in_workflows) {
+        (true, workflow) => raibid_pipeline::parse_woodpecker_bytes(&shown, &bytes, workflow),
+        (false, true) => raibid_pipeline::parse_workflow_bytes(&shown, &bytes),
+        (false, false) => raibid_pipeline::parse_bytes(&shown, &bytes),
     };
-    match parse(&file.display().to_string(), &bytes) {
+    match parsed {
         Ok(pipeline) => {
             print!("{}", summary(&file.display().to_string(), &pipeline));
             Ok(ExitCode::SUCCESS)
@@ -135,7 +145,12 @@ fn check_workflows(dir: &Path, workflows: &[WorkflowFile]) -> anyhow::Result<Exi
         );
         let shown = path.display().to_string();
         let bytes = std::fs::read(&path).with_context(|| format!("reading {shown}"))?;
-        match raibid_pipeline::parse_workflow_bytes(&shown, &bytes) {
+        let parsed = if workflow.dir() == WOODPECKER_DIR {
+            raibid_pipeline::parse_woodpecker_bytes(&shown, &bytes, true)
+        } else {
+            raibid_pipeline::parse_workflow_bytes(&shown, &bytes)
+        };
+        match parsed {
             Ok(pipeline) => {
                 print!("{}", summary(&shown, &pipeline));
                 deps.push(pipeline.depends_on);
@@ -179,6 +194,23 @@ fn autodetected(root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// What the agent will run, one line per part.
+/// What the checkout fetches besides the commit, in words; `None` for the commit alone.
+fn clone_summary(clone: &CloneOptions) -> Option<String> {
+    let mut parts = Vec::new();
+    for (what, fetch, auto) in [
+        ("tags", clone.tags, "tags on tag events"),
+        ("submodules", clone.submodules, "submodules if it has any"),
+        ("LFS files", clone.lfs, "LFS files if it has any"),
+    ] {
+        match fetch {
+            Fetch::No => {}
+            Fetch::Yes => parts.push(what.to_owned()),
+            Fetch::Auto => parts.push(auto.to_owned()),
+        }
+    }
+    (!parts.is_empty()).then(|| format!("the commit, {}", parts.join(", ")))
+}
+
 fn summary(name: &str, pipeline: &Pipeline) -> String {
     let mut out = format!("{name}: valid\n");
     let variants = pipeline.expand_matrix();
@@ -190,6 +222,9 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
     }
     if !pipeline.when.is_empty() {
         out.push_str("when: runs only for jobs that match its `when`\n");
+    }
+    if let Some(clone) = clone_summary(&pipeline.clone) {
+        let _ = writeln!(out, "clone: {clone}");
     }
     if let Some(pool) = &pipeline.pool {
         let _ = writeln!(out, "pool: runs on the agents of pool {pool}");
