@@ -419,10 +419,6 @@ impl Runner {
             Err(e) => return error_outcome(log, format!("checkout failed: {e}")).await,
         }
 
-        let source = match workflows::load(&workspace, job, log).await {
-            Ok(source) => source,
-            Err(message) => return error_outcome(log, message).await,
-        };
         let mut trigger = TriggerContext::new(
             job.spec.event,
             job.build_branch().map(str::to_owned),
@@ -444,6 +440,11 @@ impl Runner {
             }
         };
         trigger.env = self.expression_env(job, &workspace, commit.as_ref());
+        // A Woodpecker file's `${NAME}` are substituted from these variables as it is read.
+        let source = match workflows::load(&workspace, job, &trigger.env, log).await {
+            Ok(source) => source,
+            Err(message) => return error_outcome(log, message).await,
+        };
         let pipeline = match source {
             Source::One(pipeline) => *pipeline,
             Source::Workflows(workflows) => {

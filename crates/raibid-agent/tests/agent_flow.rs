@@ -414,6 +414,76 @@ async fn a_matrix_pipeline_becomes_one_job_per_variant() {
     assert!(seen.iter().any(|l| l.contains("flavour=fancy")));
 }
 
+/// A Woodpecker file's `${NAME}` are substituted before it is read, as Woodpecker does it: from
+/// the job's variables and a matrix variant's values, with bash's operations, and `$$` stands
+/// for a `$` left to the step's shell; a variable the job does not have is an error naming it,
+/// with its line and column.
+#[tokio::test]
+async fn a_woodpecker_file_s_variables_are_substituted_before_it_is_read() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".woodpecker.yaml",
+            "steps:\n  - name: show\n    commands:\n      \
+             - echo short=${CI_COMMIT_SHA:0:7} branch=${CI_COMMIT_BRANCH^^}\n      \
+             - echo home=$${HOME} dollar=$$ unset=${NOT_SET:-none}\n",
+        )],
+        "substituted",
+    );
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains(&format!("short={} branch=MAIN", &sha[..7])),
+        "{log}"
+    );
+    // `$${HOME}` reached the shell as `${HOME}`: a path, not the shell's process id.
+    assert!(log.contains("home=/"), "{log}");
+    assert!(log.contains("unset=none"), "{log}");
+
+    let sha = repo.commit(
+        &[(
+            ".woodpecker.yaml",
+            "steps:\n  - name: show\n    commands:\n      - echo ${HOME}\n",
+        )],
+        "a variable the pipeline does not have",
+    );
+    let (job, log) = h.run(&repo.url(), &sha).await;
+    assert_eq!(job.status, JobStatus::Error, "{log}");
+    let reason = job.reason.unwrap_or_default();
+    assert!(
+        reason.contains(".woodpecker.yaml:4:14: no variable HOME") && reason.contains("$${HOME}"),
+        "{reason}"
+    );
+
+    let sha = repo.commit(
+        &[(
+            ".woodpecker.yaml",
+            "matrix:\n  GO: [\"1.21\", \"1.22\"]\nsteps:\n  - name: show\n    \
+             image: golang:${GO}\n    commands: [echo go=${GO}]\n",
+        )],
+        "matrix",
+    );
+    let parent = h.enqueue(&repo.url(), &sha).await;
+    let runner = h.runner(SecretStore::default());
+    h.run_once(runner.clone()).await;
+    let done = h.job(&parent.id).await;
+    assert_eq!(
+        done.status,
+        JobStatus::Success,
+        "{}",
+        h.log(&parent.id).await
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        for (id, _) in h.run_once(runner.clone()).await {
+            seen.push(h.log(&id).await);
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("go=1.21")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("go=1.22")), "{seen:?}");
+}
+
 #[tokio::test]
 async fn shutdown_hands_a_running_job_back_after_the_grace_period() {
     let h = Harness::new();

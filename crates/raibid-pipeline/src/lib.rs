@@ -26,6 +26,7 @@ mod pipeline;
 pub mod plugin;
 mod service;
 mod step;
+pub mod substitute;
 mod tag;
 mod when;
 mod workflows;
@@ -43,8 +44,8 @@ pub use error::PipelineError;
 pub use image_build::ImageBuild;
 pub use matrix::{MAX_AXES, MAX_VARIANT_NAME_LEN, MAX_VARIANTS, Matrix, Variant};
 pub use pipeline::{
-    CloneOptions, Fetch, MAX_FILE_SIZE, Pipeline, parse, parse_bytes, parse_woodpecker_bytes,
-    parse_workflow_bytes,
+    CloneOptions, Fetch, MAX_FILE_SIZE, Pipeline, Variables, parse, parse_bytes,
+    parse_woodpecker_bytes, parse_workflow_bytes,
 };
 pub use plugin::Settings;
 pub use service::{DEFAULT_READY_TIMEOUT, MAX_SERVICES, Ready, Service};

@@ -548,22 +548,85 @@ pub fn parse_workflow_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, P
     parsed
 }
 
+/// What a Woodpecker file's `${NAME}` become before it is read ([`crate::substitute`]).
+pub enum Variables<'a> {
+    /// The job's variables; a variable the file uses without a default that has no value is
+    /// an error naming it, as in Woodpecker.
+    Job(&'a dyn Fn(&str) -> Option<String>),
+    /// Those known, and a variable's own name for any other: for reading a file without the
+    /// job it would run for (`raibid pipeline check`; a matrix's first job, which only
+    /// queues its variants, each then read with its own values).
+    Known(&'a dyn Fn(&str) -> Option<String>),
+}
+
 /// [`parse_bytes`] for a Woodpecker file, run as it is (`crate::WOODPECKER_FILES`, or with
-/// `workflow` one of `crate::WOODPECKER_DIR`): the same keys, and Woodpecker's clone defaults
-/// where it has no `clone:`.
+/// `workflow` one of `crate::WOODPECKER_DIR`): its `${NAME}` substituted from `variables`
+/// first, then the same keys, and Woodpecker's clone defaults where it has no `clone:`.
+/// Positions in errors after substitution are in the substituted text (a line is a line).
 pub fn parse_woodpecker_bytes(
     file_name: &str,
     bytes: &[u8],
     workflow: bool,
+    variables: &Variables<'_>,
 ) -> Result<Pipeline, PipelineError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| not_utf8(file_name, bytes, &e))?;
+    let (lookup, strict) = match variables {
+        Variables::Job(lookup) => (*lookup, true),
+        Variables::Known(lookup) => (*lookup, false),
+    };
+    let placeholder = |name: &str| Some(lookup(name).unwrap_or_else(|| name.to_owned()));
+    let substituted = if strict {
+        crate::substitute::substitute(text, lookup)
+    } else {
+        crate::substitute::substitute(text, &placeholder)
+    }
+    .map_err(|e| at_offset(file_name, text, e.offset, e.message))?;
+    if let Some((_, offset)) = substituted.missing.first() {
+        let names: Vec<&str> = substituted
+            .missing
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        return Err(at_offset(
+            file_name,
+            text,
+            *offset,
+            format!(
+                "no variable {} for `${{...}}`, which Woodpecker files substitute before they are \
+                 read (from CI_* and the job's own variables); give a default \
+                 (`${{{}:-value}}`), or write `$${{{}}}` for the step's shell to expand it",
+                names.join(", "),
+                names[0],
+                names[0]
+            ),
+        ));
+    }
     WOODPECKER.set(true);
     let parsed = if workflow {
-        parse_workflow_bytes(file_name, bytes)
+        parse_workflow_bytes(file_name, substituted.text.as_bytes())
     } else {
-        parse_bytes(file_name, bytes)
+        parse_bytes(file_name, substituted.text.as_bytes())
     };
     WOODPECKER.set(false);
     parsed
+}
+
+/// An error at byte `offset` of `text`, by line and column.
+fn at_offset(file_name: &str, text: &str, offset: usize, message: String) -> PipelineError {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    PipelineError::new(file_name, line, column, message)
+}
+
+fn not_utf8(file_name: &str, bytes: &[u8], e: &std::str::Utf8Error) -> PipelineError {
+    let valid = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
+    at_offset(
+        file_name,
+        &valid,
+        valid.len(),
+        "the file is not valid UTF-8; save it as UTF-8".to_owned(),
+    )
 }
 
 /// Like [`parse`], for file contents straight from disk or git: invalid UTF-8 is reported at the
@@ -571,16 +634,6 @@ pub fn parse_woodpecker_bytes(
 pub fn parse_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, PipelineError> {
     match std::str::from_utf8(bytes) {
         Ok(text) => parse(file_name, text),
-        Err(e) => {
-            let valid = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
-            let line = valid.matches('\n').count() + 1;
-            let column = valid.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-            Err(PipelineError::new(
-                file_name,
-                line,
-                column,
-                "the file is not valid UTF-8; save it as UTF-8",
-            ))
-        }
+        Err(e) => Err(not_utf8(file_name, bytes, &e)),
     }
 }

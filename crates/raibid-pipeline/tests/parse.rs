@@ -978,10 +978,11 @@ fn a_matrix_filter_names_variables_of_the_matrix() {
 /// file fetches the commit alone, and `skip_clone` nothing.
 #[test]
 fn a_woodpecker_file_gets_woodpecker_s_clone_defaults() {
-    use raibid_pipeline::{CloneOptions, parse_woodpecker_bytes};
+    use raibid_pipeline::{CloneOptions, Variables, parse_woodpecker_bytes};
+    const NONE: Variables<'static> = Variables::Job(&|_| None);
     let text = b"steps:\n  - name: a\n    image: alpine\n    commands: [ls]\n";
     for workflow in [false, true] {
-        let p = parse_woodpecker_bytes(".woodpecker.yaml", text, workflow).unwrap();
+        let p = parse_woodpecker_bytes(".woodpecker.yaml", text, workflow, &NONE).unwrap();
         assert_eq!(p.clone, CloneOptions::WOODPECKER);
     }
     assert_eq!(
@@ -989,16 +990,56 @@ fn a_woodpecker_file_gets_woodpecker_s_clone_defaults() {
         CloneOptions::default()
     );
     let skipped = b"skip_clone: true\nsteps:\n  - name: a\n    image: alpine\n    commands: [ls]\n";
-    let p = parse_woodpecker_bytes(".woodpecker.yaml", skipped, false).unwrap();
+    let p = parse_woodpecker_bytes(".woodpecker.yaml", skipped, false, &NONE).unwrap();
     assert_eq!(p.clone, CloneOptions::default());
     let told = b"clone:\n  git:\n    image: woodpeckerci/plugin-git\n    settings: { lfs: false, recursive: false, tags: false }\nsteps:\n  - name: a\n    image: alpine\n    commands: [ls]\n";
-    let p = parse_woodpecker_bytes(".woodpecker.yaml", told, false).unwrap();
+    let p = parse_woodpecker_bytes(".woodpecker.yaml", told, false, &NONE).unwrap();
     assert_eq!(p.clone, CloneOptions::default());
     // The flag does not outlive the parse.
     assert_eq!(
         parse_bytes(".raibid.yaml", text).unwrap().clone,
         CloneOptions::default()
     );
+}
+
+/// A Woodpecker file's `${NAME}` are substituted before it is read: from the job's variables
+/// (a missing one an error at its line and column), or, without a job, with each variable's
+/// own name; a bad substitution is refused where it starts.
+#[test]
+fn a_woodpecker_file_is_substituted_before_it_is_read() {
+    use raibid_pipeline::{Variables, parse_woodpecker_bytes};
+    let text = b"steps:\n  - name: build\n    image: golang:${GO_VERSION:-1.22}\n    commands:\n      - go build -o app-${CI_COMMIT_SHA:0:8}\n      - echo $${HOME}\n";
+    let ci = |name: &str| (name == "CI_COMMIT_SHA").then(|| "0123456789abcdef".to_owned());
+    let p = parse_woodpecker_bytes(".woodpecker.yaml", text, false, &Variables::Job(&ci)).unwrap();
+    assert_eq!(p.steps[0].image.as_deref(), Some("golang:1.22"));
+    let StepKind::Run { script } = &p.steps[0].kind else {
+        panic!("{:?}", p.steps[0].kind);
+    };
+    assert_eq!(script, "go build -o app-01234567\necho ${HOME}\n");
+
+    let none = |_: &str| None;
+    let e = parse_woodpecker_bytes(".woodpecker.yaml", text, false, &Variables::Job(&none))
+        .unwrap_err();
+    assert_eq!((e.line, e.column), (5, 25), "{e}");
+    assert!(
+        e.message.starts_with("no variable CI_COMMIT_SHA for"),
+        "{e}"
+    );
+
+    let p =
+        parse_woodpecker_bytes(".woodpecker.yaml", text, false, &Variables::Known(&none)).unwrap();
+    let StepKind::Run { script } = &p.steps[0].kind else {
+        panic!("{:?}", p.steps[0].kind);
+    };
+    assert_eq!(script, "go build -o app-CI_COMMI\necho ${HOME}\n");
+
+    let bad = b"steps:\n  - name: build\n    commands:\n      - echo ${CI_COMMIT_SHA\n";
+    let e = parse_woodpecker_bytes(".woodpecker.yaml", bad, false, &Variables::Known(&none))
+        .unwrap_err();
+    assert_eq!((e.line, e.column), (4, 14), "{e}");
+    assert!(e.message.contains("bad substitution"), "{e}");
+    // raibid's own files are read as written.
+    assert!(parse_bytes(".raibid.yaml", bad).is_ok());
 }
 
 /// A file written for Woodpecker 2 runs as it is.

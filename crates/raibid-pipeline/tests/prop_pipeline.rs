@@ -97,6 +97,19 @@ proptest! {
         }
     }
 
+    /// Woodpecker's substitution, over text full of its operators and multi-byte characters.
+    #[test]
+    fn substitution_never_panics(text in "([$]{1,2}[{]?[A-Za-zé_]{0,3}[:#%/^,=}-]{0,3}[0-9é*.?]{0,2}[}]?| |x|\n|é){0,40}") {
+        let values = |name: &str| name.len().is_multiple_of(2).then(|| format!("{name}é/.x"));
+        let _ = raibid_pipeline::substitute::substitute(&text, &values);
+        let _ = raibid_pipeline::parse_woodpecker_bytes(
+            ".woodpecker.yaml",
+            text.as_bytes(),
+            false,
+            &raibid_pipeline::Variables::Job(&values),
+        );
+    }
+
     #[test]
     fn arbitrary_text_never_panics(text in any::<String>()) {
         if let Ok(p) = parse(PIPELINE_FILE, &text) {

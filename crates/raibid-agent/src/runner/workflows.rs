@@ -7,12 +7,13 @@
 //! agents like any job, each has its own commit status, and the first job's status combines
 //! theirs, as Woodpecker reports a pipeline of several workflows.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use raibid_model::{Job, JobStatus, Needs, NeedsVerdict, NewJob, Outcome};
 use raibid_pipeline::{
-    MAX_VARIANTS, PIPELINE_DIR, PIPELINE_FILE, Pipeline, TriggerContext, WOODPECKER_DIR,
+    MAX_VARIANTS, PIPELINE_DIR, PIPELINE_FILE, Pipeline, TriggerContext, Variables, WOODPECKER_DIR,
     WOODPECKER_FILES, WorkflowFile,
 };
 use tokio_util::sync::CancellationToken;
@@ -36,8 +37,14 @@ pub(super) enum Source {
 
 /// What `job` runs in `workspace`. Errors are ready for the log and the commit status (file,
 /// line and column included). The agent reads these files itself, unsandboxed, so they are
-/// read through [`workspace_file`]: no links, bounded size.
-pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Result<Source, String> {
+/// read through [`workspace_file`]: no links, bounded size. `env` holds the variables a
+/// Woodpecker file's `${NAME}` are substituted from (the `CI_*` ones and the job's own).
+pub(super) async fn load(
+    workspace: &Path,
+    job: &Job,
+    env: &BTreeMap<String, String>,
+    log: &mut JobLog,
+) -> Result<Source, String> {
     let (mut single, mut workflows) = (
         read(workspace, PIPELINE_FILE.to_owned())
             .await?
@@ -96,26 +103,24 @@ pub(super) async fn load(workspace: &Path, job: &Job, log: &mut JobLog) -> Resul
         };
         log.line(&format!("workflow {} ({})", file.name, file.path))
             .await;
-        return parse(workspace, file)
+        return parse(workspace, file, job, env)
             .await
             .map(|p| Source::One(Box::new(p)));
     }
     if let Some((name, bytes)) = single {
         let parsed = if WOODPECKER_FILES.contains(&name) {
-            raibid_pipeline::parse_woodpecker_bytes(name, &bytes, false)
+            parse_woodpecker(name, &bytes, false, job, env)
         } else {
-            raibid_pipeline::parse_bytes(name, &bytes)
+            raibid_pipeline::parse_bytes(name, &bytes).map_err(|e| e.to_string())
         };
-        return parsed
-            .map(|p| Source::One(Box::new(p)))
-            .map_err(|e| e.to_string());
+        return parsed.map(|p| Source::One(Box::new(p)));
     }
     if !workflows.is_empty() {
         let mut parsed = Vec::with_capacity(workflows.len());
         // Every file is checked before anything is queued: a broken one fails the push
         // as a broken `.raibid.yaml` would, with its file, line and column.
         for file in workflows {
-            let pipeline = parse(workspace, &file).await?;
+            let pipeline = parse(workspace, &file, job, env).await?;
             parsed.push((file, pipeline));
         }
         return Ok(Source::Workflows(parsed));
@@ -140,17 +145,56 @@ async fn list_workflows(workspace: &Path, dir: &'static str) -> Result<Vec<Workf
     raibid_pipeline::workflow_files_in(dir, &names).map_err(|e| e.to_string())
 }
 
-async fn parse(workspace: &Path, file: &WorkflowFile) -> Result<Pipeline, String> {
+async fn parse(
+    workspace: &Path,
+    file: &WorkflowFile,
+    job: &Job,
+    env: &BTreeMap<String, String>,
+) -> Result<Pipeline, String> {
     // Listed a moment ago; gone now only if something else changed the checkout.
     let bytes = read(workspace, file.path.clone())
         .await?
         .ok_or_else(|| format!("{} disappeared while it was read", file.path))?;
     if file.dir() == WOODPECKER_DIR {
-        raibid_pipeline::parse_woodpecker_bytes(&file.path, &bytes, true)
+        parse_woodpecker(&file.path, &bytes, true, job, env)
     } else {
-        raibid_pipeline::parse_workflow_bytes(&file.path, &bytes)
+        raibid_pipeline::parse_workflow_bytes(&file.path, &bytes).map_err(|e| e.to_string())
     }
-    .map_err(|e| e.to_string())
+}
+
+/// A Woodpecker file with its `${NAME}` substituted from `env`, and for a matrix variant's job
+/// from the variant's values too, which only the file itself gives: it is read once with what
+/// is known to find them. A matrix's first job, which only queues the variants, keeps that
+/// reading.
+fn parse_woodpecker(
+    name: &str,
+    bytes: &[u8],
+    workflow: bool,
+    job: &Job,
+    env: &BTreeMap<String, String>,
+) -> Result<Pipeline, String> {
+    let parse = |variables: &Variables<'_>| {
+        raibid_pipeline::parse_woodpecker_bytes(name, bytes, workflow, variables)
+            .map_err(|e| e.to_string())
+    };
+    let known = |n: &str| env.get(n).cloned();
+    let first = parse(&Variables::Known(&known))?;
+    if first.matrix.is_none() {
+        return parse(&Variables::Job(&known));
+    }
+    let Some(wanted) = job.spec.env.get("RAIBID_MATRIX") else {
+        return Ok(first);
+    };
+    let Some(variant) = first
+        .expand_matrix()
+        .into_iter()
+        .find(|v| &v.name == wanted)
+    else {
+        // The runner says that the variant is not in the matrix.
+        return Ok(first);
+    };
+    let with_variant = |n: &str| variant.env.get(n).or_else(|| env.get(n)).cloned();
+    parse(&Variables::Job(&with_variant))
 }
 
 /// [`workspace_file::read`] with the agent's size limit, off the async threads.

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use raibid_pipeline::{
-    CloneOptions, Fetch, PIPELINE_DIR, PIPELINE_FILE, Pipeline, StepKind, WOODPECKER_DIR,
-    WOODPECKER_FILES, WorkflowFile,
+    CloneOptions, Fetch, PIPELINE_DIR, PIPELINE_FILE, Pipeline, StepKind, Variables,
+    WOODPECKER_DIR, WOODPECKER_FILES, WorkflowFile,
 };
 
 use crate::cli::PipelineCommand;
@@ -73,7 +73,7 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
                 .is_some_and(|dir| dir == WOODPECKER_DIR));
     let shown = file.display().to_string();
     let parsed = match (woodpecker, in_workflows) {
-        (true, workflow) => raibid_pipeline::parse_woodpecker_bytes(&shown, &bytes, workflow),
+        (true, workflow) => read_woodpecker(&shown, &bytes, workflow),
         (false, true) => raibid_pipeline::parse_workflow_bytes(&shown, &bytes),
         (false, false) => raibid_pipeline::parse_bytes(&shown, &bytes),
     };
@@ -146,7 +146,7 @@ fn check_workflows(dir: &Path, workflows: &[WorkflowFile]) -> anyhow::Result<Exi
         let shown = path.display().to_string();
         let bytes = std::fs::read(&path).with_context(|| format!("reading {shown}"))?;
         let parsed = if workflow.dir() == WOODPECKER_DIR {
-            raibid_pipeline::parse_woodpecker_bytes(&shown, &bytes, true)
+            read_woodpecker(&shown, &bytes, true)
         } else {
             raibid_pipeline::parse_workflow_bytes(&shown, &bytes)
         };
@@ -194,6 +194,17 @@ fn autodetected(root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// What the agent will run, one line per part.
+/// A Woodpecker file as an agent reads it, but without a job: each `${NAME}` becomes `NAME`
+/// (the job's variables are known only when it runs), its syntax checked all the same.
+fn read_woodpecker(
+    shown: &str,
+    bytes: &[u8],
+    workflow: bool,
+) -> Result<Pipeline, raibid_pipeline::PipelineError> {
+    let none = |_: &str| None;
+    raibid_pipeline::parse_woodpecker_bytes(shown, bytes, workflow, &Variables::Known(&none))
+}
+
 /// What the checkout fetches besides the commit, in words; `None` for the commit alone.
 fn clone_summary(clone: &CloneOptions) -> Option<String> {
     let mut parts = Vec::new();
