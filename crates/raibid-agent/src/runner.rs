@@ -1112,7 +1112,14 @@ impl Runner {
     ) {
         let why = match self.git.changed_files(job, workspace).await {
             Changes::Known(files) if files.is_empty() => {
-                "the commit changes no files compared with its base".to_owned()
+                // Known to be none, which a filter with `on_empty: false` does not match.
+                trigger.changed_files = Some(files);
+                log.line(&format!(
+                    "\x1b[33mpath filters: the commit changes no files compared with its base, \
+                     so {what} unless a filter says `on_empty: false`\x1b[0m"
+                ))
+                .await;
+                return;
             }
             Changes::Known(files) => {
                 let base = job.spec.diff_base.as_deref().unwrap_or_default();
@@ -1645,6 +1652,9 @@ fn why_skipped(keys: &[&str], trigger: &TriggerContext) -> (String, String) {
         },
         "evaluate" => "the condition does not hold with the job's variables".to_owned(),
         _ => match &trigger.changed_files {
+            Some(files) if files.is_empty() => {
+                "the commit changes no files (`on_empty: false`)".to_owned()
+            }
             Some(files) => format!("none of the {} changed file(s) is wanted", files.len()),
             None => "the changes are not known".to_owned(),
         },

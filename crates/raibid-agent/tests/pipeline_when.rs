@@ -158,6 +158,51 @@ async fn a_pipeline_path_filter_skips_the_pipeline_for_other_files() {
     );
 }
 
+/// Woodpecker's `on_empty`: a commit known to change no files runs the steps whose path
+/// filter leaves it at its default and skips those with `on_empty: false`; and a branch filter
+/// that excludes a branch skips the step there.
+#[tokio::test]
+async fn on_empty_and_an_excluded_branch_decide_as_in_woodpecker() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let pipeline = "steps:\n  - name: default\n    run: echo ran-default\n    \
+                    when: { path: \"src/**\" }\n  - name: strict\n    run: echo ran-strict\n    \
+                    when: { path: { include: \"src/**\", on_empty: false } }\n  \
+                    - name: not-on-main\n    run: echo ran-not-on-main\n    \
+                    when: { branch: { exclude: main } }\n";
+    let first = repo.commit(&[(".raibid.yaml", pipeline)], "init");
+    repo.git(&["commit", "--quiet", "--allow-empty", "-m", "nothing"]);
+    let empty = repo.git(&["rev-parse", "HEAD"]);
+    let (done, log) = run(&h, push(&repo, "main", empty.trim(), Some(&first))).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(
+        statuses(&done),
+        [
+            ("default", StepStatus::Success),
+            ("strict", StepStatus::Skipped),
+            ("not-on-main", StepStatus::Skipped)
+        ],
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "the commit changes no files compared with its base, so steps with `when: path` \
+             run unless a filter says `on_empty: false`"
+        ),
+        "{log}"
+    );
+    let (done, log) = run(&h, push(&repo, "dev", empty.trim(), Some(&first))).await;
+    assert_eq!(
+        statuses(&done),
+        [
+            ("default", StepStatus::Success),
+            ("strict", StepStatus::Skipped),
+            ("not-on-main", StepStatus::Success)
+        ],
+        "{log}"
+    );
+}
+
 /// A tag `name` of `sha` (tagged in `repo`), built as a tag push.
 fn tag_push(repo: &GitRepo, name: &str, sha: &str) -> NewJob {
     repo.git(&["tag", name, sha]);

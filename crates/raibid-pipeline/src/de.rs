@@ -108,6 +108,7 @@ where
 
 /// A single string or a list of strings, each checked by `item`; an empty list is refused
 /// because a filter that can never match is almost certainly a mistake.
+#[derive(Clone, Copy)]
 pub(crate) struct OneOrMany<F> {
     expecting: &'static str,
     empty: &'static str,
@@ -172,6 +173,78 @@ where
             return Err(de::Error::custom(self.empty));
         }
         Ok(items)
+    }
+}
+
+/// A filter as Woodpecker writes one: a value or list of [`OneOrMany`], which it includes, or a
+/// mapping of `include` and `exclude`, each such a value or list (`branch: { exclude: main }`).
+/// Gives `(include, exclude)`.
+pub(crate) struct IncludeExclude<F>(pub(crate) OneOrMany<F>);
+
+impl<'de, T, F> DeserializeSeed<'de> for IncludeExclude<F>
+where
+    F: Fn(&str) -> Result<T, String> + Copy,
+{
+    type Value = (Vec<T>, Vec<T>);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T, F> Visitor<'de> for IncludeExclude<F>
+where
+    F: Fn(&str) -> Result<T, String> + Copy,
+{
+    type Value = (Vec<T>, Vec<T>);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{}, or `include` and `exclude` lists of them",
+            self.0.expecting
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.0.visit_str(v).map(|v| (v, Vec::new()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.0.visit_u64(v).map(|v| (v, Vec::new()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.0.visit_i64(v).map(|v| (v, Vec::new()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.0.visit_f64(v).map(|v| (v, Vec::new()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_seq(seq).map(|v| (v, Vec::new()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut include, mut exclude) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = match key.as_str() {
+                "include" => &mut include,
+                "exclude" => &mut exclude,
+                other => return Err(de::Error::unknown_field(other, &["include", "exclude"])),
+            };
+            if slot.is_some() {
+                return Err(de::Error::custom(format!("`{key}` is given twice")));
+            }
+            *slot = Some(map.next_value_seed(self.0)?);
+        }
+        if include.is_none() && exclude.is_none() {
+            return Err(de::Error::custom(
+                "an empty mapping; give `include`, `exclude` or both",
+            ));
+        }
+        Ok((include.unwrap_or_default(), exclude.unwrap_or_default()))
     }
 }
 

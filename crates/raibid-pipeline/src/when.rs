@@ -13,7 +13,7 @@ use serde::de::{
     self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
 };
 
-use crate::de::{OneOrMany, checked_str};
+use crate::de::{IncludeExclude, OneOrMany, checked_str};
 use crate::evaluate::Expression;
 use crate::matrix::MatrixFilter;
 
@@ -30,7 +30,7 @@ pub struct TriggerContext {
     /// renamed file under both its old and its new path), for `when: path`. `None` when they
     /// are not known (a tag, a manual job, a new branch, a base commit that cannot be had):
     /// path filters then match, as in Woodpecker, so that no step is left out for want of
-    /// knowing.
+    /// knowing. Empty when known to be none: they match unless they say `on_empty: false`.
     pub changed_files: Option<Vec<String>>,
     /// The head commit's message, for `when: path: ignore_message`. `None` when not known.
     pub message: Option<String>,
@@ -137,11 +137,15 @@ pub struct PathFilter {
     /// A commit whose message contains this (case ignored) runs the step whatever it changes:
     /// a way to force a full build from a commit message.
     pub ignore_message: Option<String>,
+    /// Whether a commit known to change no files (an empty commit, a merge that brings
+    /// nothing new) matches: Woodpecker's `on_empty`, true unless written.
+    pub on_empty: bool,
 }
 
 impl PathFilter {
-    /// As Woodpecker's `Path.Match`: `files` is `None` (or empty) when the changes are not
-    /// known, and the step then runs; it also runs for a message with `ignore_message` in it.
+    /// As Woodpecker's `Path.Match`: `files` is `None` when the changes are not known, and the
+    /// step then runs; empty (known: no changes), it runs as `on_empty` says; it also runs for
+    /// a message with `ignore_message` in it.
     pub fn matches(&self, files: Option<&[String]>, message: Option<&str>) -> bool {
         if let (Some(marker), Some(message)) = (&self.ignore_message, message)
             && message.to_lowercase().contains(&marker.to_lowercase())
@@ -149,8 +153,9 @@ impl PathFilter {
             return true;
         }
         let files = match files {
-            Some(files) if !files.is_empty() => files,
-            _ => return true,
+            None => return true,
+            Some([]) => return self.on_empty,
+            Some(files) => files,
         };
         let any = |patterns: &[Pattern], file: &str| patterns.iter().any(|p| p.is_match(file));
         if !self.exclude.is_empty() && files.iter().all(|f| any(&self.exclude, f)) {
@@ -203,6 +208,28 @@ pub struct WhenBlock {
     pub status: Vec<RunState>,
     /// `None`: the step runs whatever the commit changes.
     pub path: Option<PathFilter>,
+    /// What the filters above leave out (Woodpecker's `exclude`).
+    pub excluded: Excluded,
+}
+
+/// Names and events that a block's filters leave out, as Woodpecker's `{ include, exclude }`
+/// form of a filter writes them (`branch: { exclude: main }`): a job that one of them matches
+/// does not match the block, whatever the filter's own list (its `include`) says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Excluded {
+    pub branch: Vec<Pattern>,
+    pub event: Vec<Event>,
+    pub tag: Vec<Pattern>,
+    pub git_ref: Vec<Pattern>,
+    pub repo: Vec<Pattern>,
+    pub cron: Vec<Pattern>,
+    pub platform: Vec<Pattern>,
+}
+
+impl Excluded {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl WhenBlock {
@@ -218,6 +245,7 @@ impl WhenBlock {
             && self.evaluate.is_none()
             && self.status.is_empty()
             && self.path.is_none()
+            && self.excluded.is_empty()
     }
 
     /// Whether the block allows the job to be in `state` (the trigger is [`WhenBlock::matches`]'s).
@@ -269,20 +297,26 @@ impl WhenBlock {
     /// does not match `ctx`, to say why a pipeline does not run; `None` when
     /// [`WhenBlock::matches`]. `status` is not looked at.
     pub fn mismatch(&self, ctx: &TriggerContext) -> Option<&'static str> {
-        let names_match = |patterns: &[Pattern], name: Option<&str>| {
-            patterns.is_empty() || name.is_some_and(|n| patterns.iter().any(|p| p.is_match(n)))
+        // Excluded wins; without a list of its own a filter that excludes takes the rest.
+        let names_match = |patterns: &[Pattern], excluded: &[Pattern], name: Option<&str>| {
+            let any = |list: &[Pattern], n: &str| list.iter().any(|p| p.is_match(n));
+            !name.is_some_and(|n| any(excluded, n))
+                && (patterns.is_empty() || name.is_some_and(|n| any(patterns, n)))
         };
-        if !(self.event.is_empty() || self.event.contains(&ctx.event)) {
+        let ex = &self.excluded;
+        if !(self.event.is_empty() || self.event.contains(&ctx.event))
+            || ex.event.contains(&ctx.event)
+        {
             Some("event")
-        } else if !names_match(&self.branch, ctx.branch.as_deref()) {
+        } else if !names_match(&self.branch, &ex.branch, ctx.branch.as_deref()) {
             Some("branch")
-        } else if !names_match(&self.tag, ctx.tag.as_deref()) {
+        } else if !names_match(&self.tag, &ex.tag, ctx.tag.as_deref()) {
             Some("tag")
-        } else if !names_match(&self.git_ref, ctx.git_ref.as_deref()) {
+        } else if !names_match(&self.git_ref, &ex.git_ref, ctx.git_ref.as_deref()) {
             Some("ref")
-        } else if !names_match(&self.repo, ctx.repo.as_deref()) {
+        } else if !names_match(&self.repo, &ex.repo, ctx.repo.as_deref()) {
             Some("repo")
-        } else if !names_match(&self.cron, ctx.cron.as_deref()) {
+        } else if !names_match(&self.cron, &ex.cron, ctx.cron.as_deref()) {
             Some("cron")
         } else if !self
             .matrix
@@ -290,7 +324,7 @@ impl WhenBlock {
             .all(|(name, value)| ctx.matrix.get(name) == Some(value))
         {
             Some("matrix")
-        } else if !names_match(&self.platform, ctx.platform.as_deref()) {
+        } else if !names_match(&self.platform, &ex.platform, ctx.platform.as_deref()) {
             Some("platform")
         } else if !self.evaluate.as_ref().is_none_or(|e| e.holds(&ctx.env)) {
             Some("evaluate")
@@ -411,21 +445,24 @@ fn state(name: &str) -> Result<RunState, String> {
     }
 }
 
-fn patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
-    OneOrMany::new(
+/// A filter's `(include, exclude)`: see [`IncludeExclude`].
+type Filter<T> = (Vec<T>, Vec<T>);
+
+fn patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Filter<Pattern>, D::Error> {
+    IncludeExclude(OneOrMany::new(
         "a glob or a list of globs",
         "an empty list never matches; remove the key to match every name",
         pattern,
-    )
+    ))
     .deserialize(d)
 }
 
-fn repo_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
-    OneOrMany::new(
+fn repo_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Filter<Pattern>, D::Error> {
+    IncludeExclude(OneOrMany::new(
         "a glob over owner/name or a list of them",
         "an empty list never matches; remove `repo` to match every repository",
         repo_pattern,
-    )
+    ))
     .deserialize(d)
 }
 
@@ -449,12 +486,12 @@ checked_str!(
     Expression::parse
 );
 
-fn platform_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
-    OneOrMany::new(
+fn platform_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Filter<Pattern>, D::Error> {
+    IncludeExclude(OneOrMany::new(
         "a glob over platforms (linux/arm64, linux/*) or a list of them",
         "an empty list never matches; remove `platform` to run on every agent",
         platform_pattern,
-    )
+    ))
     .deserialize(d)
 }
 
@@ -490,21 +527,21 @@ fn ref_pattern(source: &str) -> Result<Pattern, String> {
     pattern(source)
 }
 
-fn ref_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Pattern>, D::Error> {
-    OneOrMany::new(
+fn ref_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Filter<Pattern>, D::Error> {
+    IncludeExclude(OneOrMany::new(
         "a glob over full refs (refs/heads/main) or a list of them",
         "an empty list never matches; remove `ref` to match every ref",
         ref_pattern,
-    )
+    ))
     .deserialize(d)
 }
 
-fn events<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Event>, D::Error> {
-    OneOrMany::new(
+fn events<'de, D: Deserializer<'de>>(d: D) -> Result<Filter<Event>, D::Error> {
+    IncludeExclude(OneOrMany::new(
         "an event (push, tag, pull_request, manual, cron) or a list of them",
         "an empty list never matches; remove `event` to run on every event",
         event,
-    )
+    ))
     .deserialize(d)
 }
 
@@ -541,6 +578,7 @@ struct RawPathFilter {
     #[serde(default, deserialize_with = "path_patterns")]
     exclude: Vec<Pattern>,
     ignore_message: Option<IgnoreMessage>,
+    on_empty: Option<bool>,
 }
 
 struct IgnoreMessage(String);
@@ -576,6 +614,7 @@ impl PathVisitor {
             include,
             exclude: Vec::new(),
             ignore_message: None,
+            on_empty: true,
         }
     }
 }
@@ -587,8 +626,8 @@ impl<'de> Visitor<'de> for PathVisitor {
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(
-            "a glob over file paths, a list of them, or a mapping with `include`, `exclude` \
-             and `ignore_message`",
+            "a glob over file paths, a list of them, or a mapping with `include`, `exclude`, \
+             `ignore_message` and `on_empty`",
         )
     }
 
@@ -623,6 +662,7 @@ impl<'de> Visitor<'de> for PathVisitor {
             include: raw.include,
             exclude: raw.exclude,
             ignore_message: raw.ignore_message.map(|m| m.0),
+            on_empty: raw.on_empty.unwrap_or(true),
         })
     }
 }
@@ -632,20 +672,20 @@ impl<'de> Visitor<'de> for PathVisitor {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWhen {
     #[serde(default, deserialize_with = "patterns")]
-    branch: Vec<Pattern>,
+    branch: Filter<Pattern>,
     #[serde(default, deserialize_with = "events")]
-    event: Vec<Event>,
+    event: Filter<Event>,
     #[serde(default, deserialize_with = "patterns")]
-    tag: Vec<Pattern>,
+    tag: Filter<Pattern>,
     #[serde(default, rename = "ref", deserialize_with = "ref_patterns")]
-    git_ref: Vec<Pattern>,
+    git_ref: Filter<Pattern>,
     #[serde(default, deserialize_with = "repo_patterns")]
-    repo: Vec<Pattern>,
+    repo: Filter<Pattern>,
     #[serde(default, deserialize_with = "patterns")]
-    cron: Vec<Pattern>,
+    cron: Filter<Pattern>,
     matrix: Option<MatrixFilter>,
     #[serde(default, deserialize_with = "platform_patterns")]
-    platform: Vec<Pattern>,
+    platform: Filter<Pattern>,
     evaluate: Option<Evaluate>,
     #[serde(default, deserialize_with = "states")]
     status: Vec<RunState>,
@@ -655,17 +695,26 @@ pub(crate) struct RawWhen {
 impl From<RawWhen> for WhenBlock {
     fn from(raw: RawWhen) -> Self {
         Self {
-            branch: raw.branch,
-            event: raw.event,
-            tag: raw.tag,
-            git_ref: raw.git_ref,
-            repo: raw.repo,
-            cron: raw.cron,
+            branch: raw.branch.0,
+            event: raw.event.0,
+            tag: raw.tag.0,
+            git_ref: raw.git_ref.0,
+            repo: raw.repo.0,
+            cron: raw.cron.0,
             matrix: raw.matrix.map(|m| m.0).unwrap_or_default(),
-            platform: raw.platform,
+            platform: raw.platform.0,
             evaluate: raw.evaluate.map(|e| e.0),
             status: raw.status,
             path: raw.path.map(|p| p.0),
+            excluded: Excluded {
+                branch: raw.branch.1,
+                event: raw.event.1,
+                tag: raw.tag.1,
+                git_ref: raw.git_ref.1,
+                repo: raw.repo.1,
+                cron: raw.cron.1,
+                platform: raw.platform.1,
+            },
         }
     }
 }
@@ -1101,7 +1150,8 @@ mod tests {
             ("branch: []", "empty list"),
             ("tag: \"\"", "empty pattern"),
             ("branches: main", "unknown field"),
-            ("branch: {a: b}", "expected a glob"),
+            ("branch: {a: b}", "expected `include` or `exclude`"),
+            ("branch: 1.5", "put it in quotes"),
             ("status: failed", "unknown status"),
             ("status: []", "empty list"),
         ] {
@@ -1141,6 +1191,71 @@ mod tests {
 
     fn path(yaml: &str) -> PathFilter {
         when(yaml).path.expect("a path filter")
+    }
+
+    /// Woodpecker's `{ include, exclude }` form of a filter: what it excludes never matches,
+    /// whatever it includes; with only `exclude`, everything else does.
+    #[test]
+    fn filters_take_woodpecker_s_include_and_exclude() {
+        let not_main = when("branch: { exclude: main }");
+        assert!(!not_main.is_empty());
+        assert!(!not_main.matches(&on_branch(Event::Push, "main")));
+        assert!(not_main.matches(&on_branch(Event::Push, "dev")));
+        // A tag has no branch, so nothing of it is excluded either.
+        assert!(not_main.matches(&on_tag("v1")));
+
+        let release = when("branch:\n  include: [\"release/*\"]\n  exclude: release/old");
+        assert!(release.matches(&on_branch(Event::Push, "release/1.0")));
+        assert!(!release.matches(&on_branch(Event::Push, "release/old")));
+        assert!(!release.matches(&on_branch(Event::Push, "main")));
+
+        let no_tags = when("event: { exclude: [tag, cron] }");
+        assert!(no_tags.matches(&on_branch(Event::Push, "main")));
+        assert!(!no_tags.matches(&on_tag("v1")));
+        assert_eq!(no_tags.mismatch(&on_tag("v1")), Some("event"));
+
+        let refs = when("ref: { include: \"refs/heads/**\", exclude: refs/heads/wip/* }");
+        let mut wip = on_branch(Event::Push, "wip/x");
+        wip.git_ref = Some("refs/heads/wip/x".to_owned());
+        assert_eq!(refs.mismatch(&wip), Some("ref"));
+        let repo = when("repo: { exclude: \"fork/*\" }");
+        assert!(repo.matches(&on_branch(Event::Push, "main")));
+        // The same as a plain list when only `include` is given.
+        assert_eq!(
+            when("branch: { include: [main] }").branch,
+            when("branch: main").branch
+        );
+    }
+
+    #[test]
+    fn include_and_exclude_are_checked_where_they_are_written() {
+        for (yaml, says) in [
+            ("branch: {}", "an empty mapping"),
+            ("branch: { exclude: [] }", "empty list never matches"),
+            ("branch: { exlude: main }", "unknown field `exlude`"),
+            ("event: { exclude: merge }", "unknown event"),
+            ("ref: { exclude: main }", "can never match"),
+            ("branch: { include: a, include: b }", "given twice"),
+        ] {
+            let err = serde_yaml::from_str::<RawWhen>(yaml)
+                .err()
+                .unwrap_or_else(|| panic!("{yaml} was accepted"))
+                .to_string();
+            assert!(err.contains(says), "{yaml}: {err}");
+        }
+    }
+
+    /// Woodpecker's `on_empty`: a commit known to change nothing matches a path filter unless
+    /// it says `on_empty: false`; unknown changes match either way.
+    #[test]
+    fn a_path_filter_s_on_empty_decides_for_a_commit_that_changes_nothing() {
+        let default = when("path: src/**");
+        assert!(default.matches(&changing(Some(&[]), "empty")));
+        let strict = when("path: { include: src/**, on_empty: false }");
+        assert!(!strict.matches(&changing(Some(&[]), "empty")));
+        assert!(strict.matches(&changing(None, "not known")));
+        assert!(strict.matches(&changing(Some(&["src/a.rs"]), "some")));
+        assert!(!strict.matches(&changing(Some(&["README.md"]), "some")));
     }
 
     #[test]
