@@ -519,6 +519,22 @@ impl GitCheckout {
         Ok(CommitInfo::parse(&commit))
     }
 
+    /// The branch the repository's `HEAD` names (Woodpecker's `CI_REPO_DEFAULT_BRANCH`), as
+    /// the agent's mirror had it from the forge when it was cloned: forges serve the default
+    /// branch there. `None` for a detached `HEAD`.
+    pub async fn default_branch(&self, job: &Job) -> Option<String> {
+        let mirror = self.mirror_path(&job.spec.repo, &job.spec.clone_url);
+        let args = ["symbolic-ref", "--quiet", "HEAD"];
+        let head = self
+            .git(Some(&mirror), Reach::Local, "symbolic-ref", &args)
+            .await
+            .ok()?;
+        head.trim()
+            .strip_prefix("refs/heads/")
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+    }
+
     /// Whether the mirror of `job`'s repository has commit `sha`, fetching it by sha (under the
     /// mirror's lock, within [`BASE_FETCH_TIMEOUT`]) when it has not.
     async fn ensure_commit(&self, job: &Job, sha: &str) -> Result<bool, CheckoutError> {
@@ -905,12 +921,14 @@ async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutErro
     }
 }
 
-/// What a commit says of itself.
+/// What a commit says of itself, and its repository's default branch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitInfo {
     pub message: String,
     pub author_name: String,
     pub author_email: String,
+    /// See [`GitCheckout::default_branch`].
+    pub default_branch: Option<String>,
 }
 
 impl CommitInfo {
@@ -933,6 +951,7 @@ impl CommitInfo {
             message: message.to_owned(),
             author_name: name.to_owned(),
             author_email: email.to_owned(),
+            default_branch: None,
         }
     }
 }

@@ -126,6 +126,9 @@ pub fn commit_env(commit: &CommitInfo) -> BTreeMap<String, String> {
             commit.author_email.clone(),
         );
     }
+    if let Some(branch) = &commit.default_branch {
+        env.insert("CI_REPO_DEFAULT_BRANCH".to_owned(), branch.clone());
+    }
     env
 }
 
@@ -237,11 +240,13 @@ mod tests {
             message: "Fix it\n\nbody\n".into(),
             author_name: "Ada".into(),
             author_email: "ada@example.org".into(),
+            default_branch: Some("trunk".into()),
         };
         let env = commit_env(&commit);
         assert_eq!(env["CI_COMMIT_MESSAGE"], "Fix it\n\nbody");
         assert_eq!(env["CI_COMMIT_AUTHOR"], "Ada");
         assert_eq!(env["CI_COMMIT_AUTHOR_EMAIL"], "ada@example.org");
+        assert_eq!(env["CI_REPO_DEFAULT_BRANCH"], "trunk");
         commit.message = "é".repeat(MAX_MESSAGE);
         assert!(commit_env(&commit)["CI_COMMIT_MESSAGE"].len() <= MAX_MESSAGE);
         commit.author_name.clear();

@@ -430,7 +430,8 @@ impl Runner {
         trigger.platform = crate::image::Platform::native().map(|p| p.to_string());
         // Before the workspace goes to the step user, as git reads it (see below).
         let commit = match self.git.commit_info(&workspace, &job.spec.sha).await {
-            Ok(commit) => {
+            Ok(mut commit) => {
+                commit.default_branch = self.git.default_branch(job).await;
                 trigger.message = Some(commit.message.clone());
                 Some(commit)
             }

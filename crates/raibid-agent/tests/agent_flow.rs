@@ -427,7 +427,8 @@ async fn a_woodpecker_file_s_variables_are_substituted_before_it_is_read() {
             ".woodpecker.yaml",
             "steps:\n  - name: show\n    commands:\n      \
              - echo short=${CI_COMMIT_SHA:0:7} branch=${CI_COMMIT_BRANCH^^}\n      \
-             - echo home=$${HOME} dollar=$$ unset=${NOT_SET:-none}\n",
+             - echo home=$${HOME} dollar=$$ unset=${NOT_SET:-none}\n    \
+             when:\n      branch: ${CI_REPO_DEFAULT_BRANCH}\n",
         )],
         "substituted",
     );
