@@ -747,6 +747,20 @@ async fn without_known_changes_path_filtered_steps_run_and_the_log_says_why() {
     }
 }
 
+/// Adds `sub` to `repo` at `vendor/sub` (its `lib.txt` reads "from the submodule") and commits.
+fn add_submodule(repo: &GitRepo, sub: &GitRepo) -> String {
+    repo.git(&[
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "--quiet",
+        &sub.url(),
+        "vendor/sub",
+    ]);
+    repo.commit(&[], "add submodule")
+}
+
 #[tokio::test]
 async fn submodules_are_checked_out_when_the_pipeline_asks() {
     let h = Harness::new();
@@ -760,16 +774,7 @@ async fn submodules_are_checked_out_when_the_pipeline_asks() {
         )],
         "init",
     );
-    repo.git(&[
-        "-c",
-        "protocol.file.allow=always",
-        "submodule",
-        "add",
-        "--quiet",
-        &sub.url(),
-        "vendor/sub",
-    ]);
-    let sha = repo.commit(&[], "add submodule");
+    let sha = add_submodule(&repo, &sub);
     let job = h.enqueue(&repo.url(), &sha).await;
     h.run_once(h.runner(SecretStore::default())).await;
     let log = h.log(&job.id).await;
@@ -795,16 +800,7 @@ async fn a_woodpecker_file_gets_submodules_and_a_tag_s_tags_by_default() {
         )],
         "pipeline",
     );
-    repo.git(&[
-        "-c",
-        "protocol.file.allow=always",
-        "submodule",
-        "add",
-        "--quiet",
-        &sub.url(),
-        "vendor/sub",
-    ]);
-    let sha = repo.commit(&[], "add submodule");
+    let sha = add_submodule(&repo, &sub);
 
     let (job, log) = h.run(&repo.url(), &sha).await;
     assert_eq!(job.status, JobStatus::Success, "{log}");
