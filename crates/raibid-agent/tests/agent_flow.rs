@@ -747,7 +747,7 @@ async fn without_known_changes_path_filtered_steps_run_and_the_log_says_why() {
     }
 }
 
-/// Adds `sub` to `repo` at `vendor/sub` (its `lib.txt` reads "from the submodule") and commits.
+/// Adds `sub` to `repo` at `vendor/sub` and commits it; the new commit.
 fn add_submodule(repo: &GitRepo, sub: &GitRepo) -> String {
     repo.git(&[
         "-c",
