@@ -67,6 +67,11 @@ pub(crate) fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
         set("CI_REPO_OWNER", owner);
         set("CI_REPO_NAME", name);
     }
+    // The workspace's `origin` already says it; Woodpecker's name for it.
+    set("CI_REPO_CLONE_URL", &job.spec.clone_url);
+    if let Some(forge) = job.spec.forge {
+        set("CI_FORGE_TYPE", forge.as_str());
+    }
     set("CI_COMMIT_SHA", &job.spec.sha);
     set("CI_COMMIT_REF", &job.spec.git_ref);
     set("CI_PIPELINE_EVENT", job.spec.event.as_str());
@@ -217,6 +222,16 @@ mod tests {
         let push = job_env(&job(), Path::new("/w"));
         assert_eq!(push["CI_COMMIT_BRANCH"], "main");
         assert!(!push.contains_key("CI_COMMIT_TARGET_BRANCH"));
+    }
+
+    #[test]
+    fn the_clone_url_and_the_forge_are_named() {
+        let mut gitea = job();
+        gitea.spec.forge = Some(raibid_model::Forge::Gitea);
+        let env = job_env(&gitea, Path::new("/w"));
+        assert_eq!(env["CI_REPO_CLONE_URL"], "http://x");
+        assert_eq!(env["CI_FORGE_TYPE"], "gitea");
+        assert!(!job_env(&job(), Path::new("/w")).contains_key("CI_FORGE_TYPE"));
     }
 
     #[test]
