@@ -199,6 +199,12 @@ const FOREIGN_KEYS: &[(Place, &str, &str)] = &[
         "(GitHub's) is `timeout` here (`timeout: 30m`)",
     ),
     (Place::Step, "if", "(GitHub's) is `when` here"),
+    (
+        Place::Step,
+        "backend_options",
+        "(Woodpecker's per-backend settings) is not read: the agent's configuration gives \
+         steps their limits and devices (`agent.step_limits`, `agent.devices`, `agent.gpus`)",
+    ),
     (Place::Step, "needs", "(GitLab's) is `depends_on` here"),
     (
         Place::When,
@@ -333,6 +339,12 @@ mod tests {
                 "when: unknown field `instance`, expected one of `branch`",
                 "when: `instance` (the Woodpecker server's host name) is not read: one server \
                  reads this file; remove it",
+            ),
+            (
+                "steps.build: unknown field `backend_options`, expected one of `name`",
+                "steps.build: `backend_options` (Woodpecker's per-backend settings) is not read: \
+                 the agent's configuration gives steps their limits and devices \
+                 (`agent.step_limits`, `agent.devices`, `agent.gpus`)",
             ),
             (
                 "services[0]: unknown field `privileged`, expected one of `name`",

@@ -432,7 +432,22 @@ fn path_pattern(source: &str) -> Result<Pattern, String> {
 }
 
 fn event(name: &str) -> Result<Event, String> {
-    name.parse()
+    name.parse().map_err(|unknown: String| {
+        // Events of Woodpecker and GitHub files that raibid has no job for, or names differently.
+        let instead = match name {
+            "pull_request_closed" => {
+                "raibid runs no job when a pull request is closed (closing one cancels its builds)"
+            }
+            "release" => "raibid runs no job for a release; the tag it creates runs `event: tag`",
+            "deployment" | "deploy" => "raibid runs no deployment events",
+            "pull_request_metadata" => "raibid runs no job when a pull request's labels change",
+            "workflow_dispatch" => "GitHub's `workflow_dispatch` is `manual` here",
+            "schedule" => "GitHub's `schedule` is `cron` here",
+            "pull_request_target" => "GitHub's `pull_request_target` is `pull_request` here",
+            _ => return unknown,
+        };
+        format!("{unknown}: {instead}")
+    })
 }
 
 fn state(name: &str) -> Result<RunState, String> {
@@ -1146,6 +1161,11 @@ mod tests {
         for (yaml, needle) in [
             ("event: pushh", "unknown event"),
             ("event: [push, merge]", "unknown event"),
+            (
+                "event: [push, pull_request_closed]",
+                "raibid runs no job when a pull request is closed",
+            ),
+            ("event: workflow_dispatch", "is `manual` here"),
             ("branch: \"[\"", "invalid glob"),
             ("branch: []", "empty list"),
             ("tag: \"\"", "empty pattern"),
