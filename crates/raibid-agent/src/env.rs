@@ -75,6 +75,9 @@ pub(crate) fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
     set("CI_COMMIT_SHA", &job.spec.sha);
     set("CI_COMMIT_REF", &job.spec.git_ref);
     set("CI_PIPELINE_EVENT", job.spec.event.as_str());
+    if let Some(number) = job.spec.number {
+        set("CI_PIPELINE_NUMBER", &number.to_string());
+    }
     set("CI_WORKSPACE", &workspace.to_string_lossy());
     // For a pull request the branch is the one it targets, as in Woodpecker.
     if let Some(branch) = job.build_branch() {
@@ -225,13 +228,16 @@ mod tests {
     }
 
     #[test]
-    fn the_clone_url_and_the_forge_are_named() {
+    fn the_clone_url_the_forge_and_the_number_are_named() {
         let mut gitea = job();
         gitea.spec.forge = Some(raibid_model::Forge::Gitea);
+        gitea.spec.number = Some(42);
         let env = job_env(&gitea, Path::new("/w"));
         assert_eq!(env["CI_REPO_CLONE_URL"], "http://x");
         assert_eq!(env["CI_FORGE_TYPE"], "gitea");
-        assert!(!job_env(&job(), Path::new("/w")).contains_key("CI_FORGE_TYPE"));
+        assert_eq!(env["CI_PIPELINE_NUMBER"], "42");
+        let plain = job_env(&job(), Path::new("/w"));
+        assert!(!plain.contains_key("CI_FORGE_TYPE") && !plain.contains_key("CI_PIPELINE_NUMBER"));
     }
 
     #[test]

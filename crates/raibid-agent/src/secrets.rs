@@ -272,6 +272,7 @@ mod tests {
                 diff_base: None,
                 schedule: None,
                 needs: None,
+                number: None,
             },
             status: JobStatus::Running,
             attempt: 1,

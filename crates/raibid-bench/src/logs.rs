@@ -295,6 +295,7 @@ async fn enqueue(
             diff_base: None,
             schedule: None,
             needs: None,
+            number: None,
         })
         .await?;
     Ok(job.job_id().to_owned())

@@ -630,6 +630,7 @@ async fn enqueue_baseline(
                 diff_base: None,
                 schedule: None,
                 needs: None,
+                number: None,
             };
             async move { queue.enqueue(spec).await }
         })

@@ -105,6 +105,7 @@ impl Trigger {
             diff_base: self.diff_base,
             schedule: None,
             needs: None,
+            number: None,
         }
     }
 }

@@ -236,6 +236,13 @@ pub struct NewJob {
     /// specs written before workflows could wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs: Option<Needs>,
+    /// The repository's pipeline number (Woodpecker's `CI_PIPELINE_NUMBER`): one more than the
+    /// last the server gave the repository, when a webhook, a submission or a schedule queues
+    /// the job. A push's workflows and a matrix's variants share their first job's, and a
+    /// retry keeps it: the same pipeline, run again. `None` for jobs queued otherwise
+    /// (`raibid exec`) and in specs written before numbers existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u64>,
 }
 
 /// What the job of a workflow with `depends_on` waits for: the jobs of the workflows it names
@@ -347,6 +354,7 @@ impl NewJob {
             diff_base: None,
             schedule: None,
             needs: None,
+            number: None,
         }
     }
 }

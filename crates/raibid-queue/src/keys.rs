@@ -118,6 +118,11 @@ impl Keys {
         format!("{}:pools", self.prefix)
     }
 
+    /// One hash of every repository's last pipeline number, by lowercase `owner/name`.
+    pub fn pipeline_numbers(&self) -> String {
+        format!("{}:pipeline-numbers", self.prefix)
+    }
+
     pub fn delivery(&self, delivery_id: &str) -> String {
         format!("{}:delivery:{delivery_id}", self.prefix)
     }

@@ -1122,6 +1122,17 @@ impl Queue {
         }
     }
 
+    /// The repository's next pipeline number ([`NewJob::number`]), counted in Redis with its
+    /// jobs. Repository names are compared ignoring case, as forges resolve them. A number taken
+    /// for a job that is then not queued (a redelivered webhook) is not given again.
+    pub async fn next_pipeline_number(&self, repo: &str) -> Result<u64, QueueError> {
+        let mut cmd = redis::cmd("HINCRBY");
+        cmd.arg(self.keys.pipeline_numbers())
+            .arg(repo.to_ascii_lowercase())
+            .arg(1);
+        self.conn.run(&cmd).await
+    }
+
     /// Every pool that has ever had a job or a consumer.
     pub async fn pools(&self) -> Result<Vec<PoolName>, QueueError> {
         let names: Vec<String> = self

@@ -154,6 +154,7 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
         diff_base: None,
         schedule: None,
         needs: None,
+        number: None,
     })
 }
 
@@ -253,6 +254,7 @@ mod tests {
             diff_base: None,
             schedule: None,
             needs: None,
+            number: None,
         }
     }
 

@@ -876,6 +876,12 @@ fn schemas() -> Value {
         "description": "Jobs of event cron: the name of the schedule (server.schedules) that \
                         queued it; steps get it as CI_PIPELINE_CRON and RAIBID_SCHEDULE."
     });
+    schemas["Job"]["properties"]["number"] = json!({
+        "type": "integer",
+        "description": "The repository's pipeline number (CI_PIPELINE_NUMBER), given when a \
+                        webhook, a submission or a schedule queued it; a push's workflows and a \
+                        matrix's variants share their first job's, and a retry keeps it."
+    });
     schemas["Job"]["properties"]["needs"] = schema_ref("Needs");
     schemas["Job"]["properties"]["concurrency"] = json!({
         "type": "string",

@@ -241,6 +241,7 @@ pub(crate) async fn enqueue(
     let git_ref = format!("refs/heads/{}", schedule.branch);
     let sha = git::resolve(&schedule.clone_url, &git_ref).await?;
     let spec = NewJob {
+        number: Some(state.queue().next_pipeline_number(&schedule.repo).await?),
         pool: schedule
             .pool
             .clone()

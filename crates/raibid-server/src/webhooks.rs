@@ -185,7 +185,8 @@ async fn handle(
 
     let pool = state.repos().pool_for(&trigger.repo).clone();
     let delivery = raibid_forge::delivery_id(forge, headers);
-    let spec = trigger.into_new_job(pool, delivery);
+    let mut spec = trigger.into_new_job(pool, delivery);
+    spec.number = Some(state.queue().next_pipeline_number(&spec.repo).await?);
     let blocked = config.server.approval.requires(spec.event, spec.from_fork);
     let enqueued = if blocked {
         state.queue().enqueue_blocked(spec).await?

@@ -72,6 +72,14 @@ async fn submit_with_a_sha_queues_a_manual_job() {
     )
     .await;
     assert_eq!(explicit.spec.pool.as_str(), "cpu");
+    // The repository's pipeline numbers, whatever the case of its name.
+    assert_eq!((job.spec.number, explicit.spec.number), (Some(1), Some(2)));
+    let other = submit(
+        &server,
+        json!({ "repo": "ML/Model", "clone_url": "file:///srv/git/model.git", "sha": SHA }),
+    )
+    .await;
+    assert_eq!(other.spec.number, Some(3));
 }
 
 /// `server.allowed_repos` and `server.events` bound what the server builds, whoever asks: a

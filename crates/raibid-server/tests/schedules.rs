@@ -130,6 +130,8 @@ async fn two_servers_queue_one_job_per_occurrence() {
     assert_eq!(job.spec.sha, head);
     assert_eq!(job.spec.git_ref, "refs/heads/main");
     assert_eq!(job.spec.schedule.as_deref(), Some("nightly"));
+    // Numbered like any job (the other server took a number for its duplicate too).
+    assert!(job.spec.number.is_some());
     assert_eq!(job.spec.env["FULL"], "1");
     let occurrence = at(4, 3, 0, 0).timestamp();
     assert_eq!(

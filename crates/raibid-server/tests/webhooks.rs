@@ -193,6 +193,8 @@ async fn every_signed_fixture_queues_exactly_what_it_describes() {
     }];
     let server = TestServer::start_with(cfg).await;
     let mut queued = Vec::new();
+    // Each repository's jobs are numbered 1, 2, ... in the order they came.
+    let mut numbers: std::collections::HashMap<String, u64> = Default::default();
     for (name, expect) in expectations() {
         let response = server.deliver(name).await;
         let status = response.status();
@@ -226,6 +228,9 @@ async fn every_signed_fixture_queues_exactly_what_it_describes() {
                 assert_eq!(job.spec.forge, Some(forge_of(name)), "{name}");
                 assert_eq!(job.status, JobStatus::Queued, "{name}");
                 assert!(job.spec.delivery_id.is_some(), "{name}");
+                let last = numbers.entry(job.spec.repo.to_lowercase()).or_default();
+                *last += 1;
+                assert_eq!(job.spec.number, Some(*last), "{name}");
                 queued.push(job.id);
             }
         }

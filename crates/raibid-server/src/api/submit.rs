@@ -49,6 +49,7 @@ pub(crate) async fn submit(
     if spec.sha.is_empty() {
         spec.sha = git::resolve(&spec.clone_url, &spec.git_ref).await?;
     }
+    spec.number = Some(state.queue().next_pipeline_number(&spec.repo).await?);
     let job = match state.queue().enqueue(spec).await? {
         Enqueued::Created(job) => *job,
         // Submissions carry no delivery id, so the queue has nothing to deduplicate them by.
@@ -130,5 +131,6 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         diff_base: None,
         schedule: None,
         needs: None,
+        number: None,
     })
 }
