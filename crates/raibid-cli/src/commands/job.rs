@@ -395,6 +395,9 @@ fn describe(job: &Job) -> String {
     field("id", job.id.clone());
     field("status", job.status.to_string());
     field("repo", job.spec.repo.clone());
+    if let Some(number) = job.spec.number {
+        field("pipeline", format!("#{number}"));
+    }
     field("ref", job.spec.git_ref.clone());
     field("sha", job.spec.sha.clone());
     field("event", job.spec.event.to_string());
@@ -528,6 +531,7 @@ mod tests {
         );
         spec.env.insert("RAIBID_WORKFLOW".into(), "deploy".into());
         spec.matrix_parent = Some("P".into());
+        spec.number = Some(17);
         spec.needs = Some(raibid_model::Needs {
             workflows: vec!["build".into(), "test".into()],
             jobs: vec!["B".into(), "T".into()],
@@ -539,6 +543,7 @@ mod tests {
         let shown = describe(&job);
         for line in [
             "workflow   deploy\n",
+            "pipeline   #17\n",
             "queued by  P\n",
             "waits for  build, test (B T), if they succeed\n",
         ] {
