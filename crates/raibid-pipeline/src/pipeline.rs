@@ -550,8 +550,10 @@ pub fn parse_workflow_bytes(file_name: &str, bytes: &[u8]) -> Result<Pipeline, P
 
 /// What a Woodpecker file's `${NAME}` become before it is read ([`crate::substitute`]).
 pub enum Variables<'a> {
-    /// The job's variables; a variable the file uses without a default that has no value is
-    /// an error naming it, as in Woodpecker.
+    /// The job's variables. A `CI_*` one the job does not have is empty, as Woodpecker's
+    /// pipeline variables are when they do not apply (`CI_COMMIT_TAG` on a push, for a step
+    /// that runs on tags only); any other the file uses without a default is an error naming
+    /// it, as in Woodpecker: most likely a shell variable (`${HOME}`) meant for the step.
     Job(&'a dyn Fn(&str) -> Option<String>),
     /// Those known, and a variable's own name for any other: for reading a file without the
     /// job it would run for (`raibid pipeline check`; a matrix's first job, which only
@@ -575,8 +577,9 @@ pub fn parse_woodpecker_bytes(
         Variables::Known(lookup) => (*lookup, false),
     };
     let placeholder = |name: &str| Some(lookup(name).unwrap_or_else(|| name.to_owned()));
+    let or_empty = |name: &str| lookup(name).or_else(|| name.starts_with("CI_").then(String::new));
     let substituted = if strict {
-        crate::substitute::substitute(text, lookup)
+        crate::substitute::substitute(text, &or_empty)
     } else {
         crate::substitute::substitute(text, &placeholder)
     }

@@ -1008,7 +1008,7 @@ fn a_woodpecker_file_gets_woodpecker_s_clone_defaults() {
 #[test]
 fn a_woodpecker_file_is_substituted_before_it_is_read() {
     use raibid_pipeline::{Variables, parse_woodpecker_bytes};
-    let text = b"steps:\n  - name: build\n    image: golang:${GO_VERSION:-1.22}\n    commands:\n      - go build -o app-${CI_COMMIT_SHA:0:8}\n      - echo $${HOME}\n";
+    let text = b"steps:\n  - name: build\n    image: golang:${GO_VERSION:-1.22}\n    commands:\n      - go build -o app-${CI_COMMIT_SHA:0:8}${CI_COMMIT_TAG}\n      - echo $${HOME}\n";
     let ci = |name: &str| (name == "CI_COMMIT_SHA").then(|| "0123456789abcdef".to_owned());
     let p = parse_woodpecker_bytes(".woodpecker.yaml", text, false, &Variables::Job(&ci)).unwrap();
     assert_eq!(p.steps[0].image.as_deref(), Some("golang:1.22"));
@@ -1017,21 +1017,30 @@ fn a_woodpecker_file_is_substituted_before_it_is_read() {
     };
     assert_eq!(script, "go build -o app-01234567\necho ${HOME}\n");
 
+    // A `CI_*` variable the job does not have is empty (no tag on a push); any other is an
+    // error at its line and column.
     let none = |_: &str| None;
-    let e = parse_woodpecker_bytes(".woodpecker.yaml", text, false, &Variables::Job(&none))
+    let p =
+        parse_woodpecker_bytes(".woodpecker.yaml", text, false, &Variables::Job(&none)).unwrap();
+    let StepKind::Run { script } = &p.steps[0].kind else {
+        panic!("{:?}", p.steps[0].kind);
+    };
+    assert_eq!(script, "go build -o app-\necho ${HOME}\n");
+    let home = b"steps:\n  - name: build\n    commands:\n      - cd ${HOME}\n";
+    let e = parse_woodpecker_bytes(".woodpecker.yaml", home, false, &Variables::Job(&none))
         .unwrap_err();
-    assert_eq!((e.line, e.column), (5, 25), "{e}");
-    assert!(
-        e.message.starts_with("no variable CI_COMMIT_SHA for"),
-        "{e}"
-    );
+    assert_eq!((e.line, e.column), (4, 12), "{e}");
+    assert!(e.message.starts_with("no variable HOME for"), "{e}");
 
     let p =
         parse_woodpecker_bytes(".woodpecker.yaml", text, false, &Variables::Known(&none)).unwrap();
     let StepKind::Run { script } = &p.steps[0].kind else {
         panic!("{:?}", p.steps[0].kind);
     };
-    assert_eq!(script, "go build -o app-CI_COMMI\necho ${HOME}\n");
+    assert_eq!(
+        script,
+        "go build -o app-CI_COMMICI_COMMIT_TAG\necho ${HOME}\n"
+    );
 
     let bad = b"steps:\n  - name: build\n    commands:\n      - echo ${CI_COMMIT_SHA\n";
     let e = parse_woodpecker_bytes(".woodpecker.yaml", bad, false, &Variables::Known(&none))
