@@ -145,9 +145,9 @@ impl Parser<'_> {
             ':' => {
                 self.pos += 1;
                 let value = self.value(&name, start, false);
-                let offset = self.param(start, &[':', '}'])?;
+                let offset = self.param(start, &[':', '}'], false)?;
                 let length = if self.eat(":") {
-                    Some(self.param(start, &['}'])?)
+                    Some(self.param(start, &['}'], false)?)
                 } else {
                     None
                 };
@@ -166,7 +166,7 @@ impl Parser<'_> {
                 self.pos += 1;
                 let longest = self.eat(if op == '#' { "#" } else { "%" });
                 let value = self.value(&name, start, false);
-                let pattern = self.param(start, &['}'])?;
+                let pattern = self.param(start, &['}'], false)?;
                 self.close(start)?;
                 // drone/envsubst's own matcher: `*` crosses `/`, as in bash's `${path##*/}`.
                 let glob = globset::GlobBuilder::new(&pattern)
@@ -187,9 +187,9 @@ impl Parser<'_> {
                     self.pos += 1;
                 }
                 let value = self.value(&name, start, false);
-                let pattern = self.escaped_param(start, &['/', '}'])?;
+                let pattern = self.param(start, &['/', '}'], true)?;
                 let replacement = if self.eat("/") {
-                    self.escaped_param(start, &['}'])?
+                    self.param(start, &['}'], true)?
                 } else {
                     String::new()
                 };
@@ -203,7 +203,7 @@ impl Parser<'_> {
     /// `${NAME=word}`, `${NAME:=word}`, `${NAME:-word}`: the value, or `word` (itself
     /// substituted) when it is empty or unset.
     fn default(&mut self, name: &str, start: usize) -> Result<String, SubstError> {
-        let fallback = self.param(start, &['}'])?;
+        let fallback = self.param(start, &['}'], false)?;
         self.close(start)?;
         let value = self.value(name, start, true);
         Ok(if value.is_empty() { fallback } else { value })
@@ -238,31 +238,16 @@ impl Parser<'_> {
         }
     }
 
-    /// Text up to one of `stops` (not consumed), with `${...}` inside substituted.
-    fn param(&mut self, start: usize, stops: &[char]) -> Result<String, SubstError> {
+    /// Text up to one of `stops` (not consumed), with `${...}` inside substituted; with
+    /// `escapes` (a replacement's pattern and text), `\/` and `\\` stand for `/` and `\`.
+    fn param(&mut self, start: usize, stops: &[char], escapes: bool) -> Result<String, SubstError> {
         let mut out = String::new();
         loop {
-            match self.peek() {
-                None => return Err(self.bad(start, "no closing }")),
-                Some(c) if stops.contains(&c) => return Ok(out),
-                Some(_) if self.rest().starts_with("${") => out.push_str(&self.expression()?),
-                Some(c) => {
-                    out.push(c);
-                    self.pos += c.len_utf8();
-                }
-            }
-        }
-    }
-
-    /// [`Self::param`] where `\/` and `\\` stand for `/` and `\` (a replacement's pattern).
-    fn escaped_param(&mut self, start: usize, stops: &[char]) -> Result<String, SubstError> {
-        let mut out = String::new();
-        loop {
-            if self.eat("\\/") {
+            if escapes && self.eat("\\/") {
                 out.push('/');
                 continue;
             }
-            if self.eat("\\\\") {
+            if escapes && self.eat("\\\\") {
                 out.push('\\');
                 continue;
             }
