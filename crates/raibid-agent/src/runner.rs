@@ -522,12 +522,9 @@ impl Runner {
         }
         // `Fetch::Auto` (Woodpecker's defaults): submodules when the commit has a
         // `.gitmodules`, tags for a tag, LFS files when some file is in LFS.
-        let submodules = match pipeline.clone.submodules {
-            Fetch::Auto => {
-                std::fs::symlink_metadata(workspace.join(".gitmodules")).is_ok_and(|m| m.is_file())
-            }
-            fetch => fetch == Fetch::Yes,
-        };
+        let submodules = pipeline.clone.submodules.wanted(|| {
+            std::fs::symlink_metadata(workspace.join(".gitmodules")).is_ok_and(|m| m.is_file())
+        });
         if submodules {
             match unless_stopped(stop, self.git.update_submodules(job, &workspace)).await {
                 None => return stopped(),
@@ -535,10 +532,10 @@ impl Runner {
                 Some(Ok(())) => {}
             }
         }
-        let tags = match pipeline.clone.tags {
-            Fetch::Auto => job.spec.git_ref.starts_with("refs/tags/"),
-            fetch => fetch == Fetch::Yes,
-        };
+        let tags = pipeline
+            .clone
+            .tags
+            .wanted(|| job.spec.git_ref.starts_with("refs/tags/"));
         if tags {
             match unless_stopped(stop, self.git.fetch_tags(job, &workspace)).await {
                 None => return stopped(),

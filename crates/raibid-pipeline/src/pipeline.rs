@@ -111,6 +111,18 @@ pub enum Fetch {
     Auto,
 }
 
+impl Fetch {
+    /// Whether to fetch, `auto` saying whether the commit calls for it (asked for
+    /// [`Fetch::Auto`] only).
+    pub fn wanted(self, auto: impl FnOnce() -> bool) -> bool {
+        match self {
+            Self::No => false,
+            Self::Yes => true,
+            Self::Auto => auto(),
+        }
+    }
+}
+
 impl From<bool> for Fetch {
     fn from(yes: bool) -> Self {
         if yes { Self::Yes } else { Self::No }

@@ -59,18 +59,13 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
     }
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     // One file of a `.raibid/`, checked alone: read as the agent reads a workflow.
-    let in_workflows = file
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|dir| dir == PIPELINE_DIR || dir == WOODPECKER_DIR);
-    let woodpecker = file
-        .file_name()
-        .is_some_and(|name| WOODPECKER_FILES.iter().any(|w| name == *w))
-        || (in_workflows
-            && file
-                .parent()
-                .and_then(Path::file_name)
-                .is_some_and(|dir| dir == WOODPECKER_DIR));
+    let dir = file.parent().and_then(Path::file_name);
+    let in_woodpecker_dir = dir.is_some_and(|dir| dir == WOODPECKER_DIR);
+    let in_workflows = in_woodpecker_dir || dir.is_some_and(|dir| dir == PIPELINE_DIR);
+    let woodpecker = in_woodpecker_dir
+        || file
+            .file_name()
+            .is_some_and(|name| WOODPECKER_FILES.iter().any(|w| name == *w));
     let shown = file.display().to_string();
     let parsed = match (woodpecker, in_workflows) {
         (true, workflow) => read_woodpecker(&shown, &bytes, workflow),
