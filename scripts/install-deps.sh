@@ -16,7 +16,9 @@ if [ "${1:-run}" = test ]; then
          # pick for podman's virtual network stack without recommends.
          /usr/lib/podman/netavark:netavark iptables:iptables
          # services: steps find them by name through podman's DNS.
-         /usr/lib/podman/aardvark-dns:aardvark-dns)
+         /usr/lib/podman/aardvark-dns:aardvark-dns
+         # The web page's script runs under node against a real server.
+         node:nodejs)
 fi
 
 missing=()

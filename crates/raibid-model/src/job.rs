@@ -370,6 +370,20 @@ pub enum StepStatus {
     Cancelled,
 }
 
+impl StepStatus {
+    /// The name the API gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Success => "success",
+            StepStatus::Failure => "failure",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The record of one pipeline step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
@@ -623,6 +637,17 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_statuses_are_named_as_the_api_serializes_them() {
+        use StepStatus::*;
+        for status in [Pending, Running, Success, Failure, Skipped, Cancelled] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::Value::from(status.as_str())
+            );
+        }
+    }
 
     /// The job of workflow `workflow`, ended (or not) as `status`.
     fn job(workflow: &str, status: JobStatus) -> Job {

@@ -4,6 +4,7 @@
 //! in one crate with no I/O. Changing a field here changes the wire format of both.
 
 mod agent;
+pub mod human;
 mod job;
 mod pool;
 pub mod scaling;

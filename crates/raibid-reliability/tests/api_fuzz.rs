@@ -1,5 +1,5 @@
-//! Arbitrary query strings and ids against a real `raibid server`: every request gets an
-//! answer, and none is a 5xx. Requests go out as raw bytes so that nothing on the client side
+//! Arbitrary query strings and ids against a real `raibid server`, on the API and on the web
+//! pages: every request gets an answer, and none is a 5xx. Requests go out as raw bytes so that nothing on the client side
 //! tidies them up first.
 //!
 //! `PROPTEST_CASES` raises the case count (`scripts/fuzz.sh` runs them long).
@@ -133,6 +133,9 @@ async fn arbitrary_query_strings_never_get_a_5xx() {
         .unwrap();
     client.cancel(&job.id).await.unwrap();
     let logs = format!("/api/v1/jobs/{}/logs", job.id);
+    // The web pages read the same parameters and the same job.
+    let page = format!("/jobs/{}", job.id);
+    let paths = ["/api/v1/jobs", logs.as_str(), "/jobs", page.as_str()];
 
     let check = |target: Vec<u8>| -> Result<(), TestCaseError> {
         let status = get(port, &target);
@@ -143,25 +146,25 @@ async fn arbitrary_query_strings_never_get_a_5xx() {
     };
     tokio::task::block_in_place(|| {
         for q in REGRESSIONS {
-            for path in ["/api/v1/jobs", logs.as_str()] {
+            for path in paths {
                 check(format!("{path}?{q}").into_bytes()).unwrap();
             }
         }
         let mut runner = TestRunner::new(Config::default());
         let cases = runner.config().cases;
         runner
-            .run(&(query(), any::<bool>()), |(q, on_logs)| {
-                let path = if on_logs {
-                    logs.as_str()
-                } else {
-                    "/api/v1/jobs"
-                };
-                check(format!("{path}?{q}").into_bytes())
+            .run(&(query(), 0..paths.len()), |(q, path)| {
+                check(format!("{}?{q}", paths[path]).into_bytes())
             })
             .unwrap();
         runner
-            .run(&raw_query(), |q| {
-                let mut target = b"/api/v1/jobs?".to_vec();
+            .run(&(raw_query(), any::<bool>()), |(q, page)| {
+                let mut target = if page {
+                    &b"/jobs?"[..]
+                } else {
+                    b"/api/v1/jobs?"
+                }
+                .to_vec();
                 target.extend_from_slice(&q);
                 check(target)
             })
@@ -169,6 +172,7 @@ async fn arbitrary_query_strings_never_get_a_5xx() {
         runner
             .run(&prop_oneof!["[!-~]{0,80}", percent_encoded()], |id| {
                 check(format!("/api/v1/jobs/{id}").into_bytes())?;
+                check(format!("/jobs/{id}").into_bytes())?;
                 check(format!("/api/v1/jobs/{id}/logs?follow=true").into_bytes())
             })
             .unwrap();

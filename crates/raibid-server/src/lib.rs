@@ -1,7 +1,8 @@
 //! raibid-ci's HTTP server.
 //!
 //! It receives forge webhooks and turns them into queued jobs, serves the jobs API (submit,
-//! list, show, cancel, retry, logs read once or followed live), reports job statuses back to
+//! list, show, cancel, retry, logs read once or followed live) and web pages for people (the
+//! job list, a job's page with its live log), reports job statuses back to
 //! the forge as commit statuses, and exposes health and Prometheus metrics. This crate is the
 //! only one that knows HTTP; everything it stores goes through `raibid-queue`, everything it
 //! knows about forges comes from `raibid-forge`.
@@ -19,6 +20,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod options;
+mod pages;
 mod reaper;
 mod reporter;
 mod repos;

@@ -15,7 +15,7 @@ use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
-use crate::{ApiError, AppState, api, ops, webhooks};
+use crate::{ApiError, AppState, api, ops, pages, webhooks};
 
 /// Bound on any request's handling, so a stuck dependency cannot pile up connections. Log
 /// streams are not cut by it: it covers producing the response head, not the streamed body.
@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .merge(table(webhooks::routes()).layer(DefaultBodyLimit::max(webhook_limit)))
         .merge(table(api::routes()).layer(DefaultBodyLimit::max(api::BODY_LIMIT)))
         .merge(table(ops::routes()))
+        .merge(table(pages::routes()))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(

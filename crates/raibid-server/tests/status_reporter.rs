@@ -190,7 +190,7 @@ async fn each_status_change_is_reported_as_gitea_and_github_expect() {
     assert_eq!(call.body["context"], "raibid/push/default");
     assert_eq!(
         call.body["target_url"],
-        format!("https://ci.example/api/v1/jobs/{id}")
+        format!("https://ci.example/jobs/{id}")
     );
 
     let claimed = server.claim_one("spark-7").await;

@@ -5,30 +5,7 @@ use chrono::{DateTime, Utc};
 use raibid_model::{JobStatus, StepStatus};
 use ratatui::style::{Color, Modifier, Style};
 
-/// `42s`, `3m05s`, `2h07m`, `4d03h`: two units at most, because a table cell has no room
-/// for more and the second unit is all the precision a glance needs.
-pub(crate) fn duration(d: chrono::Duration) -> String {
-    let secs = d.num_seconds().max(0);
-    let (m, s) = (secs / 60, secs % 60);
-    let (h, m) = (m / 60, m % 60);
-    let (days, h) = (h / 24, h % 24);
-    if days > 0 {
-        format!("{days}d{h:02}h")
-    } else if h > 0 {
-        format!("{h}h{m:02}m")
-    } else if m > 0 {
-        format!("{m}m{s:02}s")
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// Milliseconds as [`duration`] renders them.
-pub(crate) fn millis(ms: u64) -> String {
-    duration(chrono::Duration::milliseconds(
-        i64::try_from(ms).unwrap_or(i64::MAX),
-    ))
-}
+pub(crate) use raibid_model::human::{duration, millis};
 
 /// How long ago `at` was, seen from `now`.
 pub(crate) fn age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
@@ -79,18 +56,6 @@ pub(crate) fn short_id(id: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_use_two_units_at_most() {
-        let d = chrono::Duration::seconds;
-        assert_eq!(duration(d(0)), "0s");
-        assert_eq!(duration(d(59)), "59s");
-        assert_eq!(duration(d(65)), "1m05s");
-        assert_eq!(duration(d(3600 + 7 * 60 + 3)), "1h07m");
-        assert_eq!(duration(d(2 * 86400 + 3 * 3600)), "2d03h");
-        assert_eq!(duration(d(-5)), "0s");
-        assert_eq!(millis(1500), "1s");
-    }
 
     #[test]
     fn refs_and_ids_shorten() {

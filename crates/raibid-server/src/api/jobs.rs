@@ -13,7 +13,7 @@ use super::validate;
 use crate::auth::{CanRead, CanRunJobs};
 use crate::{ApiError, AppState};
 
-const DEFAULT_PAGE: usize = 50;
+pub(crate) const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
 
 /// Every parameter arrives as text so that a bad one is reported by name.
@@ -28,8 +28,78 @@ pub(crate) struct ListParams {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct JobList {
-    jobs: Vec<Job>,
-    next_cursor: Option<String>,
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+/// A listing's parameters, checked: the API's and the web pages' listings take the same.
+pub(crate) struct Listing {
+    pub filter: JobFilter,
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+impl ListParams {
+    pub(crate) fn check(self) -> Result<Listing, ApiError> {
+        let bad = |name, message: &str| ApiError::InvalidParameter {
+            name,
+            message: message.to_owned(),
+        };
+        let given = |value: Option<String>| value.filter(|v| !v.is_empty());
+
+        let status = given(self.status)
+            .map(|s| s.parse::<JobStatus>().map_err(|e| bad("status", &e)))
+            .transpose()?;
+        let repo = given(self.repo)
+            .map(|r| validate::repo(&r).map(|()| r).map_err(|m| bad("repo", m)))
+            .transpose()?;
+        let pool = given(self.pool)
+            .map(|p| PoolName::new(p).map_err(|e| bad("pool", &e.to_string())))
+            .transpose()?;
+        let cursor = given(self.cursor)
+            .map(|c| {
+                validate::job_id(&c)
+                    .map(|()| c)
+                    .map_err(|m| bad("cursor", m))
+            })
+            .transpose()?;
+        let limit = given(self.limit)
+            .map(|l| match l.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+                _ => Err(bad("limit", "must be a number from 1 to 1000")),
+            })
+            .transpose()?
+            .unwrap_or(DEFAULT_PAGE);
+        Ok(Listing {
+            filter: JobFilter { status, repo, pool },
+            cursor,
+            limit,
+        })
+    }
+}
+
+/// One page of the jobs `listing` asks for, of the repositories `reader` may read.
+pub(crate) async fn page(
+    state: &AppState,
+    reader: &CanRead,
+    listing: Listing,
+) -> Result<JobList, ApiError> {
+    if let Some(repo) = &listing.filter.repo {
+        reader.check(repo)?;
+    }
+    let page = state
+        .queue()
+        .list_where(
+            &listing.filter,
+            listing.cursor.as_deref(),
+            listing.limit,
+            &|job| reader.may_read(&job.spec.repo),
+        )
+        .await?;
+    Ok(JobList {
+        jobs: page.jobs,
+        next_cursor: page.next_cursor,
+    })
 }
 
 pub(crate) async fn list(
@@ -38,50 +108,7 @@ pub(crate) async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<JobList>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    let bad = |name, message: &str| ApiError::InvalidParameter {
-        name,
-        message: message.to_owned(),
-    };
-    let given = |value: Option<String>| value.filter(|v| !v.is_empty());
-
-    let status = given(params.status)
-        .map(|s| s.parse::<JobStatus>().map_err(|e| bad("status", &e)))
-        .transpose()?;
-    let repo = given(params.repo)
-        .map(|r| validate::repo(&r).map(|()| r).map_err(|m| bad("repo", m)))
-        .transpose()?;
-    let pool = given(params.pool)
-        .map(|p| PoolName::new(p).map_err(|e| bad("pool", &e.to_string())))
-        .transpose()?;
-    let cursor = given(params.cursor)
-        .map(|c| {
-            validate::job_id(&c)
-                .map(|()| c)
-                .map_err(|m| bad("cursor", m))
-        })
-        .transpose()?;
-    let limit = given(params.limit)
-        .map(|l| match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            _ => Err(bad("limit", "must be a number from 1 to 1000")),
-        })
-        .transpose()?
-        .unwrap_or(DEFAULT_PAGE);
-
-    if let Some(repo) = &repo {
-        reader.check(repo)?;
-    }
-    let filter = JobFilter { status, repo, pool };
-    let page = state
-        .queue()
-        .list_where(&filter, cursor.as_deref(), limit, &|job| {
-            reader.may_read(&job.spec.repo)
-        })
-        .await?;
-    Ok(Json(JobList {
-        jobs: page.jobs,
-        next_cursor: page.next_cursor,
-    }))
+    page(&state, &reader, params.check()?).await.map(Json)
 }
 
 pub(crate) async fn show(

@@ -4,7 +4,7 @@ mod artifacts;
 mod badges;
 mod follow;
 pub(crate) mod git;
-mod jobs;
+pub(crate) mod jobs;
 mod logs;
 pub(crate) mod pools;
 mod schedules;

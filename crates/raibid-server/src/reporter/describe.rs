@@ -98,9 +98,10 @@ pub(crate) fn matrix_status(
     }
 }
 
+/// The job's web page (`GET /jobs/{id}`), where the forge's "Details" link takes people.
 fn target_url(job: &Job, public_url: &str) -> Option<String> {
     let public_url = public_url.trim_end_matches('/');
-    (!public_url.is_empty()).then(|| format!("{public_url}/api/v1/jobs/{}", job.id))
+    (!public_url.is_empty()).then(|| format!("{public_url}/jobs/{}", job.id))
 }
 
 /// `raibid/<event>/<pool>`, plus `/<workflow>` for a job of one workflow of `.raibid/`, plus
@@ -336,7 +337,7 @@ mod tests {
         assert_eq!(status.state, StatusState::Pending);
         assert_eq!(
             status.target_url.as_deref(),
-            Some("https://ci.example/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0")
+            Some("https://ci.example/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0")
         );
         assert_eq!(status.context, "raibid/push/gpu");
         assert_eq!(commit_status(&job(), "").target_url, None);

@@ -1,0 +1,351 @@
+//! `GET /jobs/{id}`: one job, its steps and the end of its log, followed live while it runs.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use raibid_model::{Event, Forge, Job, human};
+
+use super::{PageError, log, page, root};
+use crate::ApiError;
+use crate::AppState;
+use crate::api::jobs::readable;
+use crate::auth::CanRead;
+
+/// A matrix's variants shown on its page; a matrix is far smaller in practice.
+const MAX_CHILDREN: usize = 256;
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    root: String,
+    title: String,
+    id: String,
+    heading: String,
+    status: &'static str,
+    fields: Vec<Field>,
+    children: Vec<Child>,
+    steps: Vec<Step>,
+    tests: Option<Tests>,
+    images: Vec<String>,
+    artifacts: Option<String>,
+    log: Log,
+    /// The job can still write: the page follows its log.
+    live: bool,
+}
+
+/// One line of the job's description, linked where there is somewhere to go.
+struct Field {
+    name: &'static str,
+    value: String,
+    href: Option<String>,
+}
+
+struct Child {
+    id: String,
+    name: String,
+    status: &'static str,
+    duration: String,
+}
+
+struct Step {
+    name: String,
+    status: &'static str,
+    exit: String,
+    time: String,
+}
+
+struct Tests {
+    summary: String,
+    failures: Vec<String>,
+    more: u64,
+}
+
+struct Log {
+    html: String,
+    skipped: u64,
+    cursor: String,
+    empty: bool,
+    pruned: bool,
+}
+
+pub(super) async fn show(
+    reader: Result<CanRead, ApiError>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let fail = |e: ApiError| PageError::new(&state, e);
+    let reader = reader.map_err(fail)?;
+    let job = readable(&state, &reader, &id).await.map_err(fail)?;
+    let queue = state.queue();
+    let mut children = Vec::new();
+    for child in job.children.iter().take(MAX_CHILDREN) {
+        if let Some(child) = queue.get(child).await.map_err(|e| fail(e.into()))? {
+            children.push(child);
+        }
+    }
+    let tail = log::tail(queue, &job.id, log::TAIL_BYTES)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let now = state.clock().now();
+    let root = root(&state);
+    let template = JobPage {
+        title: title(&job),
+        heading: title(&job),
+        id: job.id.clone(),
+        status: job.status.as_str(),
+        fields: fields(&job, &root, now),
+        children: children
+            .iter()
+            .map(|c| Child {
+                id: c.id.clone(),
+                name: c.label().unwrap_or_else(|| c.id.clone()),
+                status: c.status.as_str(),
+                duration: c.duration(now).map(human::duration).unwrap_or_default(),
+            })
+            .collect(),
+        steps: job
+            .steps
+            .iter()
+            .map(|s| Step {
+                name: s.name.clone(),
+                status: s.status.as_str(),
+                exit: s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                time: s.duration_ms.map(human::millis).unwrap_or_default(),
+            })
+            .collect(),
+        tests: job.tests.as_ref().map(|t| Tests {
+            summary: t.summary(),
+            failures: t.failures.iter().map(ToString::to_string).collect(),
+            more: t.failed.saturating_sub(t.failures.len() as u64),
+        }),
+        images: job.images.clone(),
+        artifacts: job.artifacts.as_ref().map(|a| artifacts(&job, a)),
+        log: Log {
+            empty: tail.text.is_empty(),
+            html: log::html(&tail.text),
+            skipped: tail.skipped,
+            cursor: tail.cursor.0,
+            pruned: job.log_pruned,
+        },
+        live: !job.status.is_final(),
+        root,
+    };
+    Ok(page(StatusCode::OK, &template))
+}
+
+/// `acme/app #12 · build/linux`: what the forge's list of checks calls it.
+fn title(job: &Job) -> String {
+    let mut title = job.spec.repo.clone();
+    if let Some(number) = job.spec.number {
+        title.push_str(&format!(" #{number}"));
+    }
+    if let Some(label) = job.label() {
+        title.push_str(&format!(" · {label}"));
+    }
+    title
+}
+
+fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
+    let mut fields = Vec::new();
+    let mut add =
+        |name, value: String, href: Option<String>| fields.push(Field { name, value, href });
+    let web = forge_web_url(job);
+    let job_href = |id: &str| Some(format!("{root}/jobs/{id}"));
+    add("job", job.id.clone(), None);
+    add(
+        "repository",
+        job.spec.repo.clone(),
+        Some(format!("{root}/jobs?repo={}", job.spec.repo)),
+    );
+    add("event", job.spec.event.to_string(), None);
+    add("ref", job.spec.git_ref.clone(), None);
+    add(
+        "commit",
+        job.spec.sha.clone(),
+        web.as_ref().map(|w| format!("{w}/commit/{}", job.spec.sha)),
+    );
+    if let Some(pr) = job.spec.pr_number {
+        let path = match job.spec.forge {
+            Some(Forge::Github) => "pull",
+            _ => "pulls",
+        };
+        add(
+            "pull request",
+            format!("#{pr}"),
+            web.as_ref().map(|w| format!("{w}/{path}/{pr}")),
+        );
+    }
+    if let Some(target) = &job.spec.target_branch
+        && job.spec.event == Event::PullRequest
+    {
+        add("into", target.clone(), None);
+    }
+    if let Some(sender) = &job.spec.sender {
+        add("by", sender.clone(), None);
+    }
+    if let Some(workflow) = job.spec.env.get("RAIBID_WORKFLOW") {
+        add("workflow", workflow.clone(), None);
+    }
+    if let Some(variant) = job.spec.env.get("RAIBID_MATRIX") {
+        add("variant", variant.clone(), None);
+    }
+    if let Some(parent) = &job.spec.matrix_parent {
+        add("queued by", parent.clone(), job_href(parent));
+    }
+    if let Some(original) = &job.spec.retry_of {
+        add("retry of", original.clone(), job_href(original));
+    }
+    if let Some(schedule) = &job.spec.schedule {
+        add("schedule", schedule.clone(), None);
+    }
+    add("pool", job.spec.pool.to_string(), None);
+    add("attempt", job.attempt.to_string(), None);
+    if let Some(agent) = &job.agent {
+        add("agent", agent.clone(), None);
+    }
+    add("queued", at(job.created_at, now), None);
+    if let Some(started) = job.started_at {
+        add("started", at(started, now), None);
+    }
+    if let Some(d) = job.duration(now) {
+        add("duration", human::duration(d), None);
+    }
+    if let Some(reason) = &job.reason {
+        add("reason", reason.clone(), None);
+    }
+    if let Some(approver) = &job.approved_by {
+        add("approved by", approver.clone(), None);
+    }
+    if let Some(group) = &job.concurrency {
+        add("concurrency", group.clone(), None);
+    }
+    if let Some(needs) = &job.spec.needs {
+        let after = match (needs.on_success, needs.on_failure) {
+            (true, true) => "however they end",
+            (false, _) => "if one of them fails",
+            (true, false) => "if they succeed",
+        };
+        add(
+            "waits for",
+            format!("{}, {after}", needs.workflows.join(", ")),
+            None,
+        );
+    }
+    fields
+}
+
+/// `2026-12-05 18:02:11 UTC (3m05s ago)`.
+fn at(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!(
+        "{} ({} ago)",
+        time.format("%Y-%m-%d %H:%M:%S UTC"),
+        human::duration(now - time)
+    )
+}
+
+fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts) -> String {
+    let when = |at: DateTime<Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
+    if artifacts.expired {
+        format!(
+            "expired{}, deleted from the registry",
+            artifacts
+                .expires_at
+                .map(|at| format!(" {}", when(at)))
+                .unwrap_or_default()
+        )
+    } else {
+        format!(
+            "{} files, {} bytes: `raibid job artifacts {}` downloads them{}",
+            artifacts.files,
+            artifacts.size,
+            job.id,
+            artifacts
+                .expires_at
+                .map(|at| format!("; kept until {}", when(at)))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// The repository's web address on its forge, from the URL it was cloned from: Gitea, Forgejo
+/// and GitHub serve a repository at its clone URL without `.git`. Only for `http(s)` URLs
+/// without credentials, so a page never shows a password or links to `file://`.
+fn forge_web_url(job: &Job) -> Option<String> {
+    job.spec.forge?;
+    let url = reqwest::Url::parse(&job.spec.clone_url).ok()?;
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+    {
+        return None;
+    }
+    let text = url.as_str().trim_end_matches('/');
+    Some(text.strip_suffix(".git").unwrap_or(text).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use raibid_model::NewJob;
+
+    use super::*;
+
+    fn job(clone_url: &str, forge: Option<Forge>) -> Job {
+        let mut spec = NewJob::new(
+            "acme/app",
+            clone_url,
+            "refs/heads/main",
+            "0".repeat(40),
+            Event::Push,
+        );
+        spec.forge = forge;
+        Job::queued("01ARZ3NDEKTSV4RRFFQ69G5FAV", spec, Utc::now())
+    }
+
+    #[test]
+    fn the_forge_page_is_the_clone_url_without_git() {
+        let gitea = Some(Forge::Gitea);
+        let web = |url, forge| forge_web_url(&job(url, forge));
+        assert_eq!(
+            web("https://git.example/acme/app.git", gitea).as_deref(),
+            Some("https://git.example/acme/app")
+        );
+        assert_eq!(
+            web("http://127.0.0.1:3000/acme/app", gitea).as_deref(),
+            Some("http://127.0.0.1:3000/acme/app")
+        );
+        assert_eq!(web("https://u:p@git.example/acme/app.git", gitea), None);
+        assert_eq!(web("https://tok@git.example/acme/app.git", gitea), None);
+        assert_eq!(web("file:///srv/git/app.git", gitea), None);
+        assert_eq!(web("git://git.example/acme/app.git", gitea), None);
+        // A submitted job's URL need not be a forge's.
+        assert_eq!(web("https://git.example/acme/app.git", None), None);
+    }
+
+    #[test]
+    fn pull_requests_link_to_the_forges_own_page() {
+        let mut pr = job("https://github.com/acme/app.git", Some(Forge::Github));
+        pr.spec.event = Event::PullRequest;
+        pr.spec.pr_number = Some(7);
+        pr.spec.target_branch = Some("main".into());
+        let now = Utc::now();
+        let link = |job: &Job| {
+            fields(job, "", now)
+                .into_iter()
+                .find(|f| f.name == "pull request")
+                .and_then(|f| f.href)
+        };
+        assert_eq!(
+            link(&pr).as_deref(),
+            Some("https://github.com/acme/app/pull/7")
+        );
+        pr.spec.forge = Some(Forge::Forgejo);
+        pr.spec.clone_url = "https://codeberg.example/acme/app.git".into();
+        assert_eq!(
+            link(&pr).as_deref(),
+            Some("https://codeberg.example/acme/app/pulls/7")
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! `GET /jobs`: the newest jobs first, filtered as the API's listing is.
+
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::SecondsFormat;
+use raibid_model::{JobStatus, human};
+
+use super::{PageError, page, root};
+use crate::api::jobs::{DEFAULT_PAGE, ListParams, page as list_page};
+use crate::auth::CanRead;
+use crate::{ApiError, AppState};
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    root: String,
+    title: String,
+    repo: String,
+    pool: String,
+    /// Every status, and whether it is the one filtered on.
+    statuses: Vec<(&'static str, bool)>,
+    filtered: bool,
+    rows: Vec<Row>,
+    next: Option<String>,
+    refresh: bool,
+}
+
+struct Row {
+    id: String,
+    name: String,
+    status: &'static str,
+    repo: String,
+    git_ref: String,
+    sha: String,
+    pool: String,
+    agent: String,
+    queued_at: String,
+    queued_ago: String,
+    duration: String,
+}
+
+pub(super) async fn list(
+    reader: Result<CanRead, ApiError>,
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let fail = |e: ApiError| PageError::new(&state, e);
+    let reader = reader.map_err(fail)?;
+    let Query(params) = params.map_err(|e| fail(ApiError::InvalidRequest(e.body_text())))?;
+    let listing = params.check().map_err(fail)?;
+    let filter = listing.filter.clone();
+    let first_page = listing.cursor.is_none();
+    let limit = listing.limit;
+    let jobs = list_page(&state, &reader, listing).await.map_err(fail)?;
+
+    let root = root(&state);
+    let now = state.clock().now();
+    let repo = filter.repo.clone().unwrap_or_default();
+    let pool = filter
+        .pool
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let next = jobs.next_cursor.map(|cursor| {
+        let limit = (limit != DEFAULT_PAGE).then(|| limit.to_string());
+        let query = url_query(&[
+            ("repo", &repo),
+            ("status", filter.status.map(JobStatus::as_str).unwrap_or("")),
+            ("pool", &pool),
+            ("limit", limit.as_deref().unwrap_or("")),
+            ("cursor", &cursor),
+        ]);
+        format!("{root}/jobs?{query}")
+    });
+    let template = JobsPage {
+        title: match &filter.repo {
+            Some(repo) => format!("Jobs of {repo}"),
+            None => "Jobs".to_owned(),
+        },
+        statuses: JobStatus::ALL
+            .iter()
+            .map(|s| (s.as_str(), filter.status == Some(*s)))
+            .collect(),
+        filtered: filter.status.is_some() || filter.repo.is_some() || filter.pool.is_some(),
+        refresh: first_page && jobs.jobs.iter().any(|j| !j.status.is_final()),
+        rows: jobs
+            .jobs
+            .iter()
+            .map(|j| Row {
+                id: j.id.clone(),
+                name: match (j.spec.number, j.label()) {
+                    (Some(n), Some(label)) => format!("#{n} {label}"),
+                    (Some(n), None) => format!("#{n}"),
+                    (None, Some(label)) => label,
+                    (None, None) => j.id.clone(),
+                },
+                status: j.status.as_str(),
+                repo: j.spec.repo.clone(),
+                git_ref: j.spec.git_ref.trim_start_matches("refs/").to_owned(),
+                sha: j.spec.sha.chars().take(10).collect(),
+                pool: j.spec.pool.to_string(),
+                agent: j.agent.clone().unwrap_or_default(),
+                queued_at: j.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                queued_ago: format!("{} ago", human::duration(now - j.created_at)),
+                duration: j.duration(now).map(human::duration).unwrap_or_default(),
+            })
+            .collect(),
+        next,
+        repo,
+        pool,
+        root,
+    };
+    Ok(page(StatusCode::OK, &template))
+}
+
+/// `a=1&b=2` of the pairs whose value is not empty, each value percent-encoded.
+fn url_query(pairs: &[(&str, &str)]) -> String {
+    let mut url = reqwest::Url::parse("http://x/").expect("a valid URL");
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+            query.append_pair(name, value);
+        }
+    }
+    url.query().unwrap_or_default().to_owned()
+}

@@ -1,0 +1,133 @@
+//! Web pages for people: a job's page, which the forge's commit status links to, and the job
+//! list.
+//!
+//! Read-only HTML rendered on the server from the records the API serves, with the API's read
+//! rules ([`CanRead`]). There are no sessions or cookies: with `server.read_requires_token` a
+//! browser, which cannot send a bearer token, gets a 401 page saying so (clients that send the
+//! token get the page). Every value shown comes from webhooks, pipelines and build output, that
+//! is from strangers, so the templates escape all of it (askama) and the pages' Content
+//! Security Policy allows no inline script: the one script, which follows a running job's log,
+//! is a file of its own.
+
+mod assets;
+mod job;
+mod list;
+mod log;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::routes::Route;
+use crate::{ApiError, AppState};
+
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/", index),
+        Route::get("/jobs", list::list),
+        Route::get("/jobs/{id}", job::show),
+        Route::get("/assets/raibid.css", assets::css),
+        Route::get("/assets/job.js", assets::script),
+    ]
+}
+
+/// Scripts only from the server's own files, styles also inline (the log's colours are
+/// `style` attributes), no frames, forms only to the server itself.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+/// Where the pages live below the server's address: the path of `server.public_url`, when a
+/// reverse proxy serves raibid below one (`https://git.example/ci`), so links, styles and the
+/// script are asked for through it.
+pub(crate) fn root(state: &AppState) -> String {
+    reqwest::Url::parse(&state.config().server.public_url)
+        .map(|url| url.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+async fn index(State(state): State<AppState>) -> Redirect {
+    Redirect::to(&format!("{}/jobs", root(&state)))
+}
+
+/// A rendered page with the headers every page has.
+fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => {
+            let mut response = (status, html).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            );
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        // A template that fails to render is a bug; the API's error body says which.
+        Err(e) => ApiError::Internal(format!("rendering a page: {e}")).into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    root: String,
+    title: String,
+    message: String,
+    hint: Option<&'static str>,
+}
+
+/// An [`ApiError`] met while making a page, answered as a page with the API's status code.
+pub(crate) struct PageError {
+    error: ApiError,
+    root: String,
+}
+
+impl PageError {
+    pub(crate) fn new(state: &AppState, error: impl Into<ApiError>) -> Self {
+        Self {
+            error: error.into(),
+            root: root(state),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.error.code(), error = %self.error, "page failed");
+        }
+        let hint = match &self.error {
+            ApiError::Unauthorized(_) => Some(
+                "This server asks for an API token to read jobs (server.read_requires_token), \
+                 which a browser cannot send. `raibid job show`, `raibid job logs` and `raibid \
+                 tui` read them with one.",
+            ),
+            ApiError::QueueUnavailable(_) | ApiError::Timeout => {
+                Some("The server cannot reach Redis just now; reload in a moment.")
+            }
+            _ => None,
+        };
+        let template = ErrorPage {
+            root: self.root,
+            title: format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("error")
+            ),
+            message: self.error.to_string(),
+            hint,
+        };
+        page(status, &template)
+    }
+}

@@ -1,0 +1,107 @@
+// Runs the job page's script (assets/job.js) under node against a real server: a stand-in for
+// the few elements of the page it touches, and an EventSource over node's fetch. Prints what
+// the script did as one line of JSON once it has reloaded the page (or failed).
+//
+//   node follow.mjs <job.js> <server base URL> <job id> <cursor> <root>
+import { readFileSync } from "node:fs";
+import vm from "node:vm";
+
+const [script, base, job, cursor, root] = process.argv.slice(2);
+const seen = { url: null, appended: [], placeholderRemoved: false, closed: false, reloaded: false };
+
+let ended;
+const finished = new Promise((resolve) => (ended = resolve));
+
+const log = { dataset: { live: "true", job, cursor }, append: (text) => seen.appended.push(text) };
+let placeholder = {
+  remove() {
+    seen.placeholderRemoved = true;
+    placeholder = null;
+  },
+};
+const badge = { textContent: "queued", className: "status status-queued" };
+const document = {
+  body: { dataset: { root } },
+  documentElement: { scrollHeight: 1000 },
+  getElementById: (id) => ({ log, status: badge, "log-empty": placeholder })[id] ?? null,
+};
+const window = {
+  innerHeight: 1000,
+  scrollY: 0,
+  scrollTo() {},
+  location: {
+    reload() {
+      seen.reloaded = true;
+      ended();
+    },
+  },
+};
+
+/** The part of the browser's EventSource the script uses: named events, `close`. */
+class EventSource {
+  constructor(url) {
+    seen.url = url;
+    this.listeners = {};
+    this.abort = new AbortController();
+    this.read(new URL(url, base)).catch((e) => {
+      if (!this.abort.signal.aborted) {
+        seen.error = String(e);
+        ended();
+      }
+    });
+  }
+  addEventListener(name, listener) {
+    this.listeners[name] = listener;
+  }
+  close() {
+    seen.closed = true;
+    this.abort.abort();
+  }
+  async read(url) {
+    const response = await fetch(url, { signal: this.abort.signal });
+    if (!response.ok) {
+      throw new Error(`${url}: ${response.status}`);
+    }
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const bytes of response.body) {
+      buffer += decoder.decode(bytes, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) {
+            name = line.slice(6).trim();
+          } else if (line.startsWith("data:")) {
+            data.push(line.slice(5).replace(/^ /, ""));
+          }
+        }
+        if (data.length > 0 && this.listeners[name]) {
+          this.listeners[name]({ data: data.join("\n") });
+        }
+      }
+    }
+  }
+}
+
+const ticks = [];
+const context = vm.createContext({
+  document,
+  window,
+  EventSource,
+  JSON,
+  encodeURIComponent,
+  setInterval: (tick) => ticks.push(tick),
+  fetch: (url, options) => fetch(new URL(url, base), options),
+});
+vm.runInContext(readFileSync(script, "utf8"), context, { filename: script });
+await finished;
+// The badge's poll, once, now that the job has ended.
+for (const tick of ticks) {
+  await tick();
+}
+seen.badge = badge;
+console.log(JSON.stringify(seen));

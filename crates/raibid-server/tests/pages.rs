@@ -1,0 +1,438 @@
+//! The web pages (`/jobs`, `/jobs/{id}`) against the real server and a real redis-server:
+//! what a person who follows a forge's "Details" link sees.
+
+mod support;
+
+use raibid_config::{ApiToken, TokenHash, TokenScope, hash_token};
+use raibid_model::{JobStatus, Outcome, StepResult, StepStatus, TestFailure, TestReport};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::json;
+use support::{SHA, TOKEN, TestServer, config};
+
+/// Status, headers and body of `GET path`, as a browser would ask (no token).
+async fn get(server: &TestServer, path: &str) -> (StatusCode, HeaderMap, String) {
+    let response = server.get(path).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+/// A page that must be there: 200, HTML, with the pages' headers.
+async fn page(server: &TestServer, path: &str) -> String {
+    let (status, headers, body) = get(server, path).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    body
+}
+
+async fn submit(server: &TestServer, repo: &str) -> String {
+    let response = server
+        .post_json(
+            "/api/v1/jobs",
+            &json!({ "repo": repo, "clone_url": format!("https://git.example/{repo}.git"), "sha": SHA }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    support::json(response).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_finished_job_shows_its_steps_tests_and_coloured_log_with_everything_escaped() {
+    let server = TestServer::start().await;
+    let id = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("spark-1").await;
+    server
+        .queue
+        .append_log(
+            &id,
+            b"\x1b[32mCompiling\x1b[0m app\n<script>alert('log')</script>\nerror: 1 test failed\n",
+        )
+        .await
+        .unwrap();
+    let mut outcome = Outcome::new(JobStatus::Failure).with_reason("step <b>test</b> failed");
+    outcome.steps = vec![
+        StepResult {
+            name: "build".into(),
+            status: StepStatus::Success,
+            exit_code: Some(0),
+            duration_ms: Some(65_000),
+            tail: String::new(),
+        },
+        StepResult {
+            name: "test<img src=x onerror=alert(1)>".into(),
+            status: StepStatus::Failure,
+            exit_code: Some(101),
+            duration_ms: Some(4_000),
+            tail: String::new(),
+        },
+    ];
+    outcome.tests = Some(TestReport {
+        tests: 12,
+        failed: 1,
+        skipped: 0,
+        seconds: 0.5,
+        files: 1,
+        failures: vec![TestFailure {
+            suite: "app".into(),
+            name: "parses <input>".into(),
+            message: "left != right".into(),
+        }],
+    });
+    server.queue.ack(&claimed, &outcome).await.unwrap();
+
+    let body = page(&server, &format!("/jobs/{id}")).await;
+    // The header, the description and the steps.
+    assert!(
+        body.contains("<title>acme/app #1 · raibid-ci</title>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("class=\"status status-failure\">failure</span>"),
+        "{body}"
+    );
+    assert!(body.contains("spark-1"), "{body}");
+    assert!(body.contains("<td>build</td>"), "{body}");
+    assert!(body.contains("1m05s"), "{body}");
+    assert!(body.contains("<td>101</td>"), "{body}");
+    assert!(body.contains("12 tests"), "{body}");
+    // The log's colours are spans, its markup text.
+    assert!(
+        body.contains("<span style='color:var(--green,#0a0)'>Compiling</span> app"),
+        "{body}"
+    );
+    assert!(body.contains("error: 1 test failed"), "{body}");
+    // Nothing from the job reaches the page as markup: log, step name, reason, test name.
+    assert!(!body.contains("<script>alert"), "{body}");
+    assert!(!body.contains("<img"), "{body}");
+    assert!(!body.contains("<b>test</b>"), "{body}");
+    assert!(!body.contains("parses <input>"), "{body}");
+    assert!(body.contains("&lt;script&gt;alert("), "{body}");
+    assert!(body.contains("test&#60;img"), "{body}");
+    // Finished: nothing to follow.
+    assert!(body.contains("data-live=\"false\""), "{body}");
+    assert!(!body.contains("job.js"), "{body}");
+    // A submitted job's clone URL is not a forge's: no commit link.
+    assert!(
+        !body.contains("https://git.example/acme/app/commit"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_running_job_s_page_follows_its_log_from_where_it_stopped() {
+    let server = TestServer::start().await;
+    let id = submit(&server, "acme/app").await;
+    let queued = page(&server, &format!("/jobs/{id}")).await;
+    assert!(queued.contains("No output yet."), "{queued}");
+    assert!(queued.contains("data-cursor=\"0-0\""), "{queued}");
+    assert!(queued.contains("data-live=\"true\""), "{queued}");
+    assert!(
+        queued.contains("<script src=\"/assets/job.js\" defer></script>"),
+        "{queued}"
+    );
+
+    let _claimed = server.claim_one("spark-1").await;
+    server.queue.append_log(&id, b"line 1\n").await.unwrap();
+    server.queue.append_log(&id, b"line 2\n").await.unwrap();
+    let running = page(&server, &format!("/jobs/{id}")).await;
+    assert!(running.contains(">line 1\nline 2\n</pre>"), "{running}");
+    // The cursor the script follows from is the one the log API gives after these lines.
+    let raw = server.get(&format!("/api/v1/jobs/{id}/logs")).await;
+    let cursor = raw.headers()["x-raibid-log-cursor"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        running.contains(&format!("data-cursor=\"{cursor}\"")),
+        "{cursor}: {running}"
+    );
+    assert!(!running.contains("No output"), "{running}");
+}
+
+#[tokio::test]
+async fn a_long_log_shows_its_end_and_says_what_it_leaves_out() {
+    let server = TestServer::start().await;
+    let id = submit(&server, "acme/app").await;
+    let _claimed = server.claim_one("spark-1").await;
+    // 1,200 lines of 1 KiB: 176 of them do not fit in the page's 1 MiB.
+    for chunk in 0..12 {
+        let mut data = Vec::new();
+        for line in chunk * 100..(chunk + 1) * 100 {
+            let text = format!("line {line:04} ");
+            data.extend_from_slice(text.as_bytes());
+            data.extend(std::iter::repeat_n(b'.', 1023 - text.len()));
+            data.push(b'\n');
+        }
+        assert!(server.queue.append_log(&id, &data).await.unwrap());
+    }
+    let body = page(&server, &format!("/jobs/{id}")).await;
+    assert!(
+        body.contains("The first 180224 bytes are not shown"),
+        "{}",
+        &body[..2000]
+    );
+    assert!(body.contains("line 1199 "));
+    assert!(body.contains(">line 0176 "), "the page starts at a line");
+    assert!(!body.contains("line 0175 "));
+}
+
+#[tokio::test]
+async fn a_matrix_job_lists_its_variants() {
+    let server = TestServer::start().await;
+    let parent = submit(&server, "acme/app").await;
+    let a = submit(&server, "acme/app").await;
+    let b = submit(&server, "acme/app").await;
+    server
+        .queue
+        .set_children(&parent, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    let body = page(&server, &format!("/jobs/{parent}")).await;
+    assert!(body.contains(&format!("<a href=\"/jobs/{a}\">")), "{body}");
+    assert!(body.contains(&format!("<a href=\"/jobs/{b}\">")), "{body}");
+}
+
+#[tokio::test]
+async fn a_webhook_s_job_links_to_its_commit_and_pull_request_on_the_forge() {
+    let server = TestServer::start().await;
+    let response = server.deliver("gitea/pull_request-opened").await;
+    assert!(response.status().is_success());
+    let id = support::json(response).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = server.queue.get(&id).await.unwrap().unwrap();
+    let body = page(&server, &format!("/jobs/{id}")).await;
+    assert!(
+        body.contains(&format!(
+            "href=\"https://try.gitea.io/jcitizen/my-repo/commit/{}\"",
+            job.spec.sha
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains("href=\"https://try.gitea.io/jcitizen/my-repo/pulls/1\">#1</a>"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn missing_jobs_and_bad_parameters_are_pages_with_the_api_s_status_and_reason() {
+    let server = TestServer::start().await;
+    let (status, headers, body) = get(&server, "/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(
+        body.contains("job 01ARZ3NDEKTSV4RRFFQ69G5FAV not found"),
+        "{body}"
+    );
+
+    let (status, _, body) = get(&server, "/jobs?status=finished").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("query parameter status"), "{body}");
+
+    let (status, _, body) = get(&server, "/jobs?repo=..%2Fetc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn with_read_requires_token_a_browser_is_told_why_and_a_token_holder_reads() {
+    let mut cfg = config();
+    cfg.server.read_requires_token = true;
+    let other = "rbd_other_team_token_77";
+    cfg.server.tokens.push(ApiToken {
+        name: "other".into(),
+        hash: TokenHash::parse(&hash_token(other)).unwrap(),
+        scopes: vec![TokenScope::Read],
+        repos: vec!["other/*".into()],
+    });
+    let server = TestServer::start_with(cfg).await;
+    let id = submit(&server, "acme/app").await;
+
+    let (status, headers, body) = get(&server, &format!("/jobs/{id}")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(body.contains("server.read_requires_token"), "{body}");
+    let (status, _, _) = get(&server, "/jobs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let with = |token: &str, path: &str| {
+        server
+            .client
+            .get(server.url(path))
+            .bearer_auth(token)
+            .send()
+    };
+    let response = with(TOKEN, &format!("/jobs/{id}")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // A token for other repositories learns nothing of this one.
+    let response = with(other, &format!("/jobs/{id}")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let list = with(other, "/jobs").await.unwrap().text().await.unwrap();
+    assert!(!list.contains(&id), "{list}");
+    assert!(list.contains("No jobs"), "{list}");
+}
+
+#[tokio::test]
+async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
+    let server = TestServer::start().await;
+    let app = submit(&server, "acme/app").await;
+    let lib = submit(&server, "acme/lib").await;
+
+    let all = page(&server, "/jobs").await;
+    assert!(
+        all.contains(&format!("<a href=\"/jobs/{app}\">#1</a>")),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("<a href=\"/jobs/{lib}\">#1</a>")),
+        "{all}"
+    );
+    assert!(all.contains("http-equiv=\"refresh\""), "queued jobs: {all}");
+
+    let only_lib = page(&server, "/jobs?repo=acme/lib").await;
+    assert!(
+        only_lib.contains(&lib) && !only_lib.contains(&app),
+        "{only_lib}"
+    );
+    assert!(only_lib.contains("<title>Jobs of acme/lib · raibid-ci</title>"));
+    assert!(
+        only_lib.contains("value=\"acme/lib\""),
+        "the form keeps the filter"
+    );
+
+    // Newest first, one per page: the link to the next page holds the filters and cursor.
+    let first = page(&server, "/jobs?limit=1&status=queued").await;
+    assert!(first.contains(&lib) && !first.contains(&app), "{first}");
+    let next = format!("/jobs?status=queued&#38;limit=1&#38;cursor={lib}");
+    assert!(first.contains(&next), "{first}");
+    let second = page(&server, &next.replace("&#38;", "&")).await;
+    assert!(second.contains(&app) && !second.contains(&lib), "{second}");
+    assert!(
+        !second.contains("http-equiv=\"refresh\""),
+        "only the first page reloads"
+    );
+
+    let none = page(&server, "/jobs?status=success").await;
+    assert!(none.contains("No jobs match these filters."), "{none}");
+    assert!(!none.contains("http-equiv=\"refresh\""), "{none}");
+}
+
+#[tokio::test]
+async fn the_pages_live_below_the_public_url_s_path_and_the_root_leads_to_them() {
+    let mut cfg = config();
+    cfg.server.public_url = "https://git.example/ci/".into();
+    let server = TestServer::start_with(cfg).await;
+    let id = submit(&server, "acme/app").await;
+    let body = page(&server, &format!("/jobs/{id}")).await;
+    assert!(body.contains("href=\"/ci/assets/raibid.css\""), "{body}");
+    assert!(body.contains("href=\"/ci/jobs?repo=acme/app\""), "{body}");
+    assert!(body.contains("src=\"/ci/assets/job.js\""), "{body}");
+    assert!(body.contains("data-root=\"/ci\""), "{body}");
+
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = no_redirects.get(server.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/ci/jobs");
+
+    for (path, kind) in [
+        ("/assets/raibid.css", "text/css; charset=utf-8"),
+        ("/assets/job.js", "text/javascript; charset=utf-8"),
+    ] {
+        let response = server.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()["content-type"], kind, "{path}");
+        assert!(!response.text().await.unwrap().is_empty());
+    }
+}
+
+/// The value of attribute `name` of the page's first element that has one.
+fn attribute<'a>(body: &'a str, name: &str) -> &'a str {
+    let start = body
+        .find(&format!(" {name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        + name.len()
+        + 3;
+    let end = start + body[start..].find('"').unwrap();
+    &body[start..end]
+}
+
+#[tokio::test]
+async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
+    let node = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("node"))
+                .find(|p| p.is_file())
+        })
+        .expect(
+            "node is not installed: the web page's script is tested under it \
+             (apt-get install nodejs, or scripts/install-deps.sh test)",
+        );
+    let server = TestServer::start().await;
+    let id = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("spark-1").await;
+    server.queue.append_log(&id, b"line 1\n").await.unwrap();
+    let body = page(&server, &format!("/jobs/{id}")).await;
+    let cursor = attribute(&body, "data-cursor").to_owned();
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = tokio::process::Command::new(node)
+        .arg(dir.join("tests/js/follow.mjs"))
+        .arg(dir.join("assets/job.js"))
+        .arg(&server.base)
+        .arg(attribute(&body, "data-job"))
+        .arg(&cursor)
+        .arg(attribute(&body, "data-root"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // What comes after the page was rendered, coloured, then the end.
+    server
+        .queue
+        .append_log(&id, b"\x1b[31mline 2\x1b[0m\n")
+        .await
+        .unwrap();
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        script.wait_with_output(),
+    )
+    .await
+    .expect("the script reloads the page within 30 s")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["error"], serde_json::Value::Null, "{seen}");
+    assert_eq!(
+        seen["url"],
+        format!("/api/v1/jobs/{id}/logs?follow=true&cursor={cursor}")
+    );
+    // Only what the page did not have, without its colour codes.
+    assert_eq!(seen["appended"], json!(["line 2\n"]), "{seen}");
+    assert_eq!(seen["placeholderRemoved"], true);
+    assert_eq!(
+        (&seen["closed"], &seen["reloaded"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(seen["badge"]["textContent"], "success", "{seen}");
+    assert_eq!(seen["badge"]["className"], "status status-success");
+}
