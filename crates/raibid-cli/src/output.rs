@@ -27,16 +27,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// "3s", "2m05s", "1h02m": compact durations for tables.
-pub fn duration(d: chrono::Duration) -> String {
-    let secs = d.num_seconds().max(0);
-    match secs {
-        s if s < 10 => format!("{:.1}s", d.num_milliseconds().max(0) as f64 / 1000.0),
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
-        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
+/// Compact durations for tables: `0.4s`, `15s`, `2m05s`, `1h02m`, `2d03h`.
+pub use raibid_model::human::precise_duration as duration;
 
 pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     format!("{} ago", duration(now - t))

@@ -19,6 +19,16 @@ pub fn duration(d: chrono::Duration) -> String {
     }
 }
 
+/// [`duration`], with tenths of a second below ten seconds, where whole seconds would make
+/// every quick step `0s`: for a step's or a job's own time rather than an age.
+pub fn precise_duration(d: chrono::Duration) -> String {
+    if d.num_seconds() < 10 {
+        format!("{:.1}s", d.num_milliseconds().max(0) as f64 / 1000.0)
+    } else {
+        duration(d)
+    }
+}
+
 /// Milliseconds as [`duration`] renders them.
 pub fn millis(ms: u64) -> String {
     duration(chrono::Duration::milliseconds(
@@ -40,5 +50,15 @@ mod tests {
         assert_eq!(duration(secs(4 * 86400 + 3 * 3600)), "4d03h");
         assert_eq!(duration(secs(-5)), "0s", "clock skew is not negative time");
         assert_eq!(millis(1_500), "1s");
+        assert_eq!(
+            precise_duration(chrono::Duration::milliseconds(130)),
+            "0.1s"
+        );
+        assert_eq!(
+            precise_duration(chrono::Duration::milliseconds(9_940)),
+            "9.9s"
+        );
+        assert_eq!(precise_duration(secs(-1)), "0.0s");
+        assert_eq!(precise_duration(secs(185)), "3m05s");
     }
 }

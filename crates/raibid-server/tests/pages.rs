@@ -349,6 +349,8 @@ async fn the_pages_live_below_the_public_url_s_path_and_the_root_leads_to_them()
     for (path, kind) in [
         ("/assets/raibid.css", "text/css; charset=utf-8"),
         ("/assets/job.js", "text/javascript; charset=utf-8"),
+        ("/assets/favicon.svg", "image/svg+xml"),
+        ("/favicon.ico", "image/svg+xml"),
     ] {
         let response = server.get(path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");

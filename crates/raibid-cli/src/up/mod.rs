@@ -432,6 +432,7 @@ async fn run_demo(
         );
         println!("dashboard:    raibid tui");
         println!("(first: . {}/env)", data_dir.display());
+        println!("in a browser: {server_url}/jobs/{}", job.id);
     }
     Ok(as_expected)
 }

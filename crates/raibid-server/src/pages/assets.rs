@@ -1,10 +1,11 @@
-//! The pages' style sheet and script, compiled into the binary so that a server is one file.
+//! The pages' style sheet, script and icon, compiled into the binary so that a server is one file.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 const CSS: &str = include_str!("../../assets/raibid.css");
 const SCRIPT: &str = include_str!("../../assets/job.js");
+const ICON: &str = include_str!("../../assets/favicon.svg");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -31,4 +32,9 @@ pub(super) async fn css() -> Response {
 
 pub(super) async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// Browsers ask for an icon whatever the page says; without one every page view logs a 404.
+pub(super) async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
 }

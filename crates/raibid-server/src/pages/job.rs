@@ -102,7 +102,10 @@ pub(super) async fn show(
                 id: c.id.clone(),
                 name: c.label().unwrap_or_else(|| c.id.clone()),
                 status: c.status.as_str(),
-                duration: c.duration(now).map(human::duration).unwrap_or_default(),
+                duration: c
+                    .duration(now)
+                    .map(human::precise_duration)
+                    .unwrap_or_default(),
             })
             .collect(),
         steps: job
@@ -112,7 +115,10 @@ pub(super) async fn show(
                 name: s.name.clone(),
                 status: s.status.as_str(),
                 exit: s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-                time: s.duration_ms.map(human::millis).unwrap_or_default(),
+                time: s
+                    .duration_ms
+                    .map(|ms| human::precise_duration(chrono::Duration::milliseconds(ms as i64)))
+                    .unwrap_or_default(),
             })
             .collect(),
         tests: job.tests.as_ref().map(|t| Tests {
@@ -210,7 +216,7 @@ fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
         add("started", at(started, now), None);
     }
     if let Some(d) = job.duration(now) {
-        add("duration", human::duration(d), None);
+        add("duration", human::precise_duration(d), None);
     }
     if let Some(reason) = &job.reason {
         add("reason", reason.clone(), None);

@@ -105,7 +105,10 @@ pub(super) async fn list(
                 agent: j.agent.clone().unwrap_or_default(),
                 queued_at: j.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
                 queued_ago: format!("{} ago", human::duration(now - j.created_at)),
-                duration: j.duration(now).map(human::duration).unwrap_or_default(),
+                duration: j
+                    .duration(now)
+                    .map(human::precise_duration)
+                    .unwrap_or_default(),
             })
             .collect(),
         next,

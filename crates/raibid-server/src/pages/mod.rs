@@ -29,6 +29,8 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/jobs/{id}", job::show),
         Route::get("/assets/raibid.css", assets::css),
         Route::get("/assets/job.js", assets::script),
+        Route::get("/assets/favicon.svg", assets::icon),
+        Route::get("/favicon.ico", assets::icon),
     ]
 }
 
