@@ -26,7 +26,12 @@ pub enum StepPlace<'a> {
 }
 
 /// The environment every step of `job` starts from, before the pipeline's own `env`.
-pub fn step_base_env(job: &Job, place: StepPlace<'_>) -> BTreeMap<String, String> {
+/// `public_url` is the server's address for people (`server.public_url`; empty: unknown).
+pub fn step_base_env(
+    job: &Job,
+    place: StepPlace<'_>,
+    public_url: &str,
+) -> BTreeMap<String, String> {
     match place {
         StepPlace::Host {
             workspace,
@@ -34,19 +39,20 @@ pub fn step_base_env(job: &Job, place: StepPlace<'_>) -> BTreeMap<String, String
             path,
             toolchain,
         } => {
-            let mut env = job_env(job, workspace);
+            let mut env = job_env(job, workspace, public_url);
             env.insert("PATH".into(), path.into());
             env.insert("HOME".into(), home.to_string_lossy().into_owned());
             env.extend(toolchain.iter().map(|(k, v)| (k.clone(), v.clone())));
             env
         }
-        StepPlace::Image { workspace } => job_env(job, workspace),
+        StepPlace::Image { workspace } => job_env(job, workspace, public_url),
     }
 }
 
 /// Variables every step gets, named like Woodpecker's `CI_*` so existing scripts work, plus
-/// `RAIBID_*` equivalents. `workspace` is the checkout as the step sees it.
-pub(crate) fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
+/// `RAIBID_*` equivalents. `workspace` is the checkout as the step sees it; `public_url` the
+/// server's address for people, for links to the job's page (empty: none).
+pub(crate) fn job_env(job: &Job, workspace: &Path, public_url: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let mut set = |k: &str, v: &str| {
         env.insert(k.to_owned(), v.to_owned());
@@ -72,6 +78,37 @@ pub(crate) fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
     if let Some(forge) = job.spec.forge {
         set("CI_FORGE_TYPE", forge.as_str());
     }
+    set("CI_SYSTEM_NAME", "raibid");
+    set("CI_SYSTEM_VERSION", env!("CARGO_PKG_VERSION"));
+    if let Some(agent) = &job.agent {
+        set("CI_MACHINE", agent);
+    }
+    let public_url = public_url.trim_end_matches('/');
+    if !public_url.is_empty() {
+        let page = format!("{public_url}/jobs/{}", job.id);
+        set("CI_SYSTEM_URL", public_url);
+        set("CI_PIPELINE_URL", &page);
+        // Woodpecker links each step; raibid's page holds them all.
+        set("CI_STEP_URL", &page);
+    }
+    // Links to the forge, from the repository's web page a webhook named.
+    if let Some(url) = &job.spec.repo_url {
+        set("CI_REPO_URL", url);
+        if let Some((scheme, rest)) = url.split_once("://") {
+            let host = rest.split('/').next().unwrap_or_default();
+            set("CI_FORGE_URL", &format!("{scheme}://{host}"));
+        }
+    }
+    if let Some(url) = job.spec.forge_url() {
+        set("CI_PIPELINE_FORGE_URL", &url);
+    }
+    set(
+        "CI_PIPELINE_CREATED",
+        &job.created_at.timestamp().to_string(),
+    );
+    if let Some(started) = job.started_at {
+        set("CI_PIPELINE_STARTED", &started.timestamp().to_string());
+    }
     set("CI_COMMIT_SHA", &job.spec.sha);
     set("CI_COMMIT_REF", &job.spec.git_ref);
     set("CI_PIPELINE_EVENT", job.spec.event.as_str());
@@ -87,6 +124,12 @@ pub(crate) fn job_env(job: &Job, workspace: &Path) -> BTreeMap<String, String> {
     if let Some(target) = job.spec.target_branch.as_deref() {
         set("RAIBID_TARGET_BRANCH", target);
         set("CI_COMMIT_TARGET_BRANCH", target);
+    }
+    if let Some(source) = job.spec.source_branch.as_deref() {
+        set("CI_COMMIT_SOURCE_BRANCH", source);
+        if let Some(target) = job.spec.target_branch.as_deref() {
+            set("CI_COMMIT_REFSPEC", &format!("{source}:{target}"));
+        }
     }
     if let Some(tag) = job.tag() {
         set("RAIBID_TAG", tag);
@@ -185,6 +228,7 @@ mod tests {
                 path: "/opt/cargo/bin:/usr/bin:/bin",
                 toolchain: &toolchain,
             },
+            "",
         );
         assert_eq!(env["PATH"], "/opt/cargo/bin:/usr/bin:/bin");
         assert_eq!(env["HOME"], "/var/lib/raibid/work/j-a1/home");
@@ -200,6 +244,7 @@ mod tests {
             StepPlace::Image {
                 workspace: Path::new("/workspace"),
             },
+            "",
         );
         for host_only in ["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME"] {
             assert!(!env.contains_key(host_only), "{host_only} in {env:?}");
@@ -217,14 +262,60 @@ mod tests {
         pr.spec.git_ref = "refs/pull/7/head".into();
         pr.spec.pr_number = Some(7);
         pr.spec.target_branch = Some("main".into());
-        let env = job_env(&pr, Path::new("/w"));
+        let env = job_env(&pr, Path::new("/w"), "");
         assert_eq!(env["CI_COMMIT_BRANCH"], "main");
         assert_eq!(env["RAIBID_BRANCH"], "main");
         assert_eq!(env["CI_COMMIT_TARGET_BRANCH"], "main");
         assert_eq!(env["CI_COMMIT_PULL_REQUEST"], "7");
-        let push = job_env(&job(), Path::new("/w"));
+        assert!(
+            !env.contains_key("CI_COMMIT_SOURCE_BRANCH"),
+            "not given: not set"
+        );
+        let push = job_env(&job(), Path::new("/w"), "");
         assert_eq!(push["CI_COMMIT_BRANCH"], "main");
         assert!(!push.contains_key("CI_COMMIT_TARGET_BRANCH"));
+
+        pr.spec.source_branch = Some("fix/typo".into());
+        let env = job_env(&pr, Path::new("/w"), "");
+        assert_eq!(env["CI_COMMIT_SOURCE_BRANCH"], "fix/typo");
+        assert_eq!(env["CI_COMMIT_REFSPEC"], "fix/typo:main");
+    }
+
+    #[test]
+    fn links_name_the_job_s_page_and_the_forge_s() {
+        let mut pr = job();
+        pr.spec.event = Event::PullRequest;
+        pr.spec.forge = Some(raibid_model::Forge::Forgejo);
+        pr.spec.pr_number = Some(7);
+        pr.spec.repo_url = Some("https://codeberg.example/acme/app".into());
+        pr.agent = Some("spark-3".into());
+        let env = job_env(&pr, Path::new("/w"), "https://ci.example/raibid/");
+        let page = "https://ci.example/raibid/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        assert_eq!(env["CI_PIPELINE_URL"], page);
+        assert_eq!(env["CI_STEP_URL"], page);
+        assert_eq!(env["CI_SYSTEM_URL"], "https://ci.example/raibid");
+        assert_eq!(env["CI_SYSTEM_NAME"], "raibid");
+        assert_eq!(env["CI_MACHINE"], "spark-3");
+        assert_eq!(env["CI_REPO_URL"], "https://codeberg.example/acme/app");
+        assert_eq!(env["CI_FORGE_URL"], "https://codeberg.example");
+        assert_eq!(
+            env["CI_PIPELINE_FORGE_URL"],
+            "https://codeberg.example/acme/app/pulls/7"
+        );
+        assert_eq!(
+            env["CI_PIPELINE_CREATED"], "0",
+            "the test job's creation: the epoch"
+        );
+        // Without a public address or a forge's page: no links.
+        let plain = job_env(&job(), Path::new("/w"), "");
+        for link in [
+            "CI_PIPELINE_URL",
+            "CI_SYSTEM_URL",
+            "CI_REPO_URL",
+            "CI_PIPELINE_FORGE_URL",
+        ] {
+            assert!(!plain.contains_key(link), "{link}");
+        }
     }
 
     #[test]
@@ -232,11 +323,11 @@ mod tests {
         let mut gitea = job();
         gitea.spec.forge = Some(raibid_model::Forge::Gitea);
         gitea.spec.number = Some(42);
-        let env = job_env(&gitea, Path::new("/w"));
+        let env = job_env(&gitea, Path::new("/w"), "");
         assert_eq!(env["CI_REPO_CLONE_URL"], "http://x");
         assert_eq!(env["CI_FORGE_TYPE"], "gitea");
         assert_eq!(env["CI_PIPELINE_NUMBER"], "42");
-        let plain = job_env(&job(), Path::new("/w"));
+        let plain = job_env(&job(), Path::new("/w"), "");
         assert!(!plain.contains_key("CI_FORGE_TYPE") && !plain.contains_key("CI_PIPELINE_NUMBER"));
     }
 
@@ -245,13 +336,13 @@ mod tests {
         let mut nightly = job();
         nightly.spec.event = Event::Cron;
         nightly.spec.schedule = Some("nightly".into());
-        let env = job_env(&nightly, Path::new("/w"));
+        let env = job_env(&nightly, Path::new("/w"), "");
         assert_eq!(env["CI_PIPELINE_EVENT"], "cron");
         assert_eq!(env["RAIBID_EVENT"], "cron");
         assert_eq!(env["CI_PIPELINE_CRON"], "nightly");
         assert_eq!(env["RAIBID_SCHEDULE"], "nightly");
         assert_eq!(env["CI_COMMIT_BRANCH"], "main");
-        let push = job_env(&job(), Path::new("/w"));
+        let push = job_env(&job(), Path::new("/w"), "");
         assert!(!push.contains_key("CI_PIPELINE_CRON") && !push.contains_key("RAIBID_SCHEDULE"));
     }
 

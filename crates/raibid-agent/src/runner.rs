@@ -69,6 +69,9 @@ pub struct RunnerSettings {
     pub registry: String,
     /// The repositories whose jobs this agent runs (`agent.repos`).
     pub repos: crate::RepoFilter,
+    /// The server's address for people (`server.public_url`): steps' `CI_PIPELINE_URL` links
+    /// the job's page below it. Empty: not known, no links.
+    pub public_url: String,
 }
 
 /// How a job left this agent.
@@ -1085,7 +1088,7 @@ impl Runner {
             .image_workspace()
             .or(self.executor.step_paths().map(|p| p.workspace))
             .unwrap_or(workspace);
-        let mut env = job_env(job, seen);
+        let mut env = job_env(job, seen, &self.settings.public_url);
         env.extend(commit.map(commit_env).unwrap_or_default());
         env.extend(
             job.spec
@@ -1173,7 +1176,7 @@ impl Runner {
                 toolchain: &self.settings.step_env,
             },
         };
-        let mut base_env = step_base_env(job, place);
+        let mut base_env = step_base_env(job, place, &self.settings.public_url);
         base_env.extend(commit.map(commit_env).unwrap_or_default());
         for (k, v) in pipeline.env.iter().chain(&variant_env).chain(&job.spec.env) {
             if !is_reserved(k) {

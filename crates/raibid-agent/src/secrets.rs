@@ -273,6 +273,8 @@ mod tests {
                 schedule: None,
                 needs: None,
                 number: None,
+                source_branch: None,
+                repo_url: None,
             },
             status: JobStatus::Running,
             attempt: 1,

@@ -59,7 +59,7 @@ async fn the_commit_repository_and_step_variables_reach_the_steps() {
     let sha = repo.commit(
         &[(
             ".raibid.yaml",
-            "steps:\n  - name: show\n    run: |\n      echo \"step=$CI_STEP_NAME owner=$CI_REPO_OWNER name=$CI_REPO_NAME\"\n      echo \"author=$CI_COMMIT_AUTHOR <$CI_COMMIT_AUTHOR_EMAIL>\"\n      printf 'message=%s|\\n' \"$CI_COMMIT_MESSAGE\"\n",
+            "steps:\n  - name: show\n    run: |\n      echo \"step=$CI_STEP_NAME owner=$CI_REPO_OWNER name=$CI_REPO_NAME\"\n      echo \"author=$CI_COMMIT_AUTHOR <$CI_COMMIT_AUTHOR_EMAIL>\"\n      printf 'message=%s|\\n' \"$CI_COMMIT_MESSAGE\"\n      echo \"page=$CI_PIPELINE_URL on=$CI_MACHINE by=$CI_SYSTEM_NAME step=$CI_STEP_NUMBER\"\n",
         )],
         "Add the pipeline\n\nWith a body.",
     );
@@ -74,6 +74,15 @@ async fn the_commit_repository_and_step_variables_reach_the_steps() {
     );
     assert!(
         log.contains("message=Add the pipeline\n\nWith a body.|\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "page={}/jobs/{} on={} by=raibid step=1\n",
+            support::PUBLIC_URL,
+            job.id,
+            support::AGENT_NAME
+        )),
         "{log}"
     );
 }

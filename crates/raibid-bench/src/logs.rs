@@ -181,6 +181,7 @@ pub async fn logs(opts: LogBenchOptions) -> Result<LogReport, BenchError> {
             step_env: BTreeMap::new(),
             registry: String::new(),
             repos: raibid_agent::RepoFilter::any(),
+            public_url: String::new(),
         },
     });
 
@@ -296,6 +297,8 @@ async fn enqueue(
             schedule: None,
             needs: None,
             number: None,
+            source_branch: None,
+            repo_url: None,
         })
         .await?;
     Ok(job.job_id().to_owned())

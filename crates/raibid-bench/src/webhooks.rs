@@ -631,6 +631,8 @@ async fn enqueue_baseline(
                 schedule: None,
                 needs: None,
                 number: None,
+                source_branch: None,
+                repo_url: None,
             };
             async move { queue.enqueue(spec).await }
         })

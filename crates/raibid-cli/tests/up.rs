@@ -581,7 +581,9 @@ async fn the_job_commands_drive_the_api() {
         "{}",
         &description[..description.len().min(600)]
     );
-    let (repo, sha) = repo_with("steps:\n  - name: hello\n    run: echo hello-from-cli\n");
+    let (repo, sha) = repo_with(
+        "steps:\n  - name: hello\n    run: echo hello-from-cli page=$CI_PIPELINE_URL\n",
+    );
     let url = repo.url();
 
     let submitted = cli(
@@ -616,7 +618,17 @@ async fn the_job_commands_drive_the_api() {
     let shown = cli(&up, &["job", "show", &job.id]);
     assert!(shown.contains("hello") && shown.contains(&sha), "{shown}");
     let logs = cli(&up, &["job", "logs", &job.id]);
-    assert!(logs.contains("hello-from-cli"), "{logs}");
+    // The agents know where the job's page is, and the server serves it.
+    let page = format!("http://127.0.0.1:{}/jobs/{}", up.port, job.id);
+    assert!(
+        logs.contains(&format!("hello-from-cli page={page}\n")),
+        "{logs}"
+    );
+    let html = http_get(up.port, &format!("/jobs/{}", job.id));
+    assert!(
+        html.contains("hello-from-cli") && html.contains("status-success"),
+        "{html}"
+    );
     assert!(logs.contains("checked out"), "{logs}");
     let step = cli(&up, &["job", "logs", &job.id, "--step", "hello"]);
     assert!(

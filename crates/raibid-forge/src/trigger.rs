@@ -57,7 +57,8 @@ pub struct Trigger {
     pub repo: String,
     /// Always the target repository's URL: `refs/pull/<n>/head` lives there even for forks.
     pub clone_url: String,
-    /// The repository's web page, for links in notifications.
+    /// The repository's web page, for links (checked: `http(s)`, no credentials, query or
+    /// fragment; dropped otherwise).
     pub html_url: Option<String>,
     /// Full ref: `refs/heads/<branch>`, `refs/tags/<tag>` or `refs/pull/<n>/head`.
     pub git_ref: String,
@@ -68,6 +69,8 @@ pub struct Trigger {
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub pr_number: Option<u64>,
+    /// The branch a pull request comes from, checked as a branch name.
+    pub source_branch: Option<String>,
     /// The pull request comes from another repository, whose author may not be trusted with
     /// secrets.
     pub from_fork: bool,
@@ -106,6 +109,8 @@ impl Trigger {
             schedule: None,
             needs: None,
             number: None,
+            source_branch: self.source_branch,
+            repo_url: self.html_url,
         }
     }
 }

@@ -104,9 +104,43 @@ pub(crate) fn clone_url(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A web page to link to: an `http(s)://` URL as [`clone_url`] accepts, without credentials
+/// (a page must never show them), query or fragment, so nothing but a repository's address
+/// reaches a job's page and its steps' `CI_REPO_URL`.
+pub(crate) fn web_url(s: &str) -> bool {
+    let Ok(()) = clone_url(s) else { return false };
+    let rest = s.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    !authority.contains('@') && !s.contains(['?', '#', '"', '<', '>', '\\'])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn web_urls() {
+        for good in [
+            "https://git.example/acme/app",
+            "http://127.0.0.1:3000/acme/app",
+        ] {
+            assert!(web_url(good), "{good}");
+        }
+        for bad in [
+            "",
+            "ftp://git.example/acme/app",
+            "javascript:alert(1)",
+            "https://user:pw@git.example/acme/app",
+            "https://token@git.example/acme/app",
+            "https://git.example/acme/app?x=1",
+            "https://git.example/acme/app#top",
+            "https://git.example/acme/\"onmouseover=x",
+            "https://git.example/a b",
+            "https:///acme/app",
+        ] {
+            assert!(!web_url(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn shas() {

@@ -158,6 +158,7 @@ fn gitea_push() {
             branch: some("main"),
             tag: None,
             pr_number: None,
+            source_branch: None,
             from_fork: false,
             sender: some("test-user"),
             default_branch: some("main"),
@@ -181,6 +182,7 @@ fn gitea_push_docs_example() {
             branch: some("develop"),
             tag: None,
             pr_number: None,
+            source_branch: None,
             from_fork: false,
             sender: some("gitea"),
             default_branch: some("master"),
@@ -204,6 +206,7 @@ fn gitea_push_new_branch() {
             branch: some("master"),
             tag: None,
             pr_number: None,
+            source_branch: None,
             from_fork: false,
             sender: some("example"),
             default_branch: some("master"),
@@ -244,6 +247,7 @@ fn gitea_pull_request_1() -> Trigger {
         branch: some("master"),
         tag: None,
         pr_number: Some(1),
+        source_branch: some("feature"),
         from_fork: false,
         sender: some("jcitizen"),
         default_branch: some("master"),
@@ -266,6 +270,35 @@ fn pull_request_jobs_know_their_target_branch_and_pushes_need_none() {
     assert!(gh.target_branch.is_some(), "{gh:?}");
     let push = trigger("gitea/push").into_new_job(pool, None);
     assert_eq!(push.target_branch, None);
+    // And the branch it comes from, and the repository's page, for links.
+    assert_eq!(pr.source_branch.as_deref(), Some("feature"));
+    assert_eq!(
+        pr.repo_url.as_deref(),
+        Some("https://try.gitea.io/jcitizen/my-repo")
+    );
+    assert_eq!(gh.source_branch.as_deref(), Some("changes"));
+}
+
+/// A repository page that is not a plain `http(s)` address is not kept for links.
+#[test]
+fn a_repository_page_with_credentials_or_another_scheme_is_dropped() {
+    let (body, headers) = fixture("gitea/push");
+    let text = String::from_utf8(body).unwrap();
+    for bad in [
+        "javascript:alert(1)",
+        "http://user:secret@127.0.0.1:3000/Test-CI/multi-line-secrets",
+    ] {
+        let body = text.replacen(
+            "\"html_url\": \"http://127.0.0.1:3000/Test-CI/multi-line-secrets\"",
+            &format!("\"html_url\": \"{bad}\""),
+            1,
+        );
+        assert_ne!(body, text, "the fixture names its page");
+        let Parsed::Trigger(t) = parse(Forge::Gitea, &headers, body.as_bytes()).unwrap() else {
+            panic!("ignored");
+        };
+        assert_eq!(t.html_url, None, "{bad}");
+    }
 }
 
 /// `when: path` compares with the branch's previous commit for a push, the base for a pull
@@ -328,6 +361,8 @@ fn gitea_pull_request_synchronized() {
 fn gitea_agit_pull_request_is_untrusted() {
     let expected = Trigger {
         from_fork: true,
+        // Its head is `refs/pull/1/head`, no branch.
+        source_branch: None,
         ..gitea_pull_request_1()
     };
     assert_eq!(trigger("gitea/pull_request-agit"), expected);
@@ -353,6 +388,7 @@ fn forgejo_push_docs_example() {
             branch: some("develop"),
             tag: None,
             pr_number: None,
+            source_branch: None,
             from_fork: false,
             sender: some("forgejo"),
             default_branch: some("master"),
@@ -376,6 +412,7 @@ fn forgejo_push_new_branch() {
             branch: some("fdsafdsa"),
             tag: None,
             pr_number: None,
+            source_branch: None,
             from_fork: false,
             sender: some("6543"),
             default_branch: some("main"),
@@ -419,6 +456,7 @@ fn github_push() {
             branch: some("main"),
             tag: None,
             pr_number: None,
+            source_branch: None,
             from_fork: false,
             sender: some("6543"),
             default_branch: some("main"),
@@ -442,6 +480,7 @@ fn github_push_new_branch() {
             branch: some("master"),
             tag: None,
             pr_number: None,
+            source_branch: None,
             from_fork: false,
             sender: some("Codertocat"),
             default_branch: some("master"),
@@ -462,6 +501,7 @@ fn github_pull_request_2() -> Trigger {
         branch: some("master"),
         tag: None,
         pr_number: Some(2),
+        source_branch: some("changes"),
         from_fork: false,
         sender: some("Codertocat"),
         default_branch: some("master"),

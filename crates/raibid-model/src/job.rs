@@ -243,6 +243,41 @@ pub struct NewJob {
     /// (`raibid exec`) and in specs written before numbers existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u64>,
+    /// The branch a pull request comes from (Woodpecker's `CI_COMMIT_SOURCE_BRANCH`), when its
+    /// head is a branch: not for a Gitea AGit pull request, whose head is its own ref. Checked
+    /// as a branch name. Absent for other events and in specs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_branch: Option<String>,
+    /// The repository's web page on its forge, as the webhook named it (`CI_REPO_URL`, and the
+    /// links of the job's page): an `http(s)` URL without credentials, query or fragment, or
+    /// absent (submissions, schedules, older specs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_url: Option<String>,
+}
+
+impl NewJob {
+    /// The commit's page on the forge (Gitea, Forgejo and GitHub all serve `<repo>/commit/<sha>`).
+    pub fn commit_url(&self) -> Option<String> {
+        let repo = self.repo_url.as_deref()?.trim_end_matches('/');
+        Some(format!("{repo}/commit/{}", self.sha))
+    }
+
+    /// The pull request's page on the forge: GitHub's `<repo>/pull/<n>`, Gitea's and
+    /// Forgejo's `<repo>/pulls/<n>`.
+    pub fn pull_request_url(&self) -> Option<String> {
+        let repo = self.repo_url.as_deref()?.trim_end_matches('/');
+        let path = match self.forge? {
+            Forge::Github => "pull",
+            Forge::Gitea | Forge::Forgejo => "pulls",
+        };
+        Some(format!("{repo}/{path}/{}", self.pr_number?))
+    }
+
+    /// What started the job, on the forge (Woodpecker's `CI_PIPELINE_FORGE_URL`): the pull
+    /// request, else the commit.
+    pub fn forge_url(&self) -> Option<String> {
+        self.pull_request_url().or_else(|| self.commit_url())
+    }
 }
 
 /// What the job of a workflow with `depends_on` waits for: the jobs of the workflows it names
@@ -355,6 +390,8 @@ impl NewJob {
             schedule: None,
             needs: None,
             number: None,
+            source_branch: None,
+            repo_url: None,
         }
     }
 }
@@ -637,6 +674,34 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forge_links_come_from_the_repository_s_web_page() {
+        let mut spec = NewJob::new(
+            "acme/app",
+            "x",
+            "refs/pull/7/head",
+            "a".repeat(40),
+            Event::PullRequest,
+        );
+        spec.pr_number = Some(7);
+        spec.forge = Some(Forge::Gitea);
+        assert_eq!(spec.forge_url(), None, "no web page, no links");
+        spec.repo_url = Some("https://git.example/acme/app/".into());
+        let commit = format!("https://git.example/acme/app/commit/{}", "a".repeat(40));
+        assert_eq!(spec.commit_url().as_deref(), Some(commit.as_str()));
+        assert_eq!(
+            spec.forge_url().as_deref(),
+            Some("https://git.example/acme/app/pulls/7")
+        );
+        spec.forge = Some(Forge::Github);
+        assert_eq!(
+            spec.pull_request_url().as_deref(),
+            Some("https://git.example/acme/app/pull/7")
+        );
+        spec.pr_number = None;
+        assert_eq!(spec.forge_url().as_deref(), Some(commit.as_str()));
+    }
 
     #[test]
     fn step_statuses_are_named_as_the_api_serializes_them() {

@@ -155,6 +155,8 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
         schedule: None,
         needs: None,
         number: None,
+        source_branch: None,
+        repo_url: None,
     })
 }
 
@@ -255,6 +257,8 @@ mod tests {
             schedule: None,
             needs: None,
             number: None,
+            source_branch: None,
+            repo_url: None,
         }
     }
 

@@ -882,6 +882,16 @@ fn schemas() -> Value {
                         webhook, a submission or a schedule queued it; a push's workflows and a \
                         matrix's variants share their first job's, and a retry keeps it."
     });
+    schemas["Job"]["properties"]["source_branch"] = json!({
+        "type": "string",
+        "description": "For a pull request from a branch, that branch (CI_COMMIT_SOURCE_BRANCH)."
+    });
+    schemas["Job"]["properties"]["repo_url"] = json!({
+        "type": "string",
+        "format": "uri",
+        "description": "Jobs of a webhook: the repository's web page on its forge (CI_REPO_URL), \
+                        an http(s) URL without credentials."
+    });
     schemas["Job"]["properties"]["needs"] = schema_ref("Needs");
     schemas["Job"]["properties"]["concurrency"] = json!({
         "type": "string",

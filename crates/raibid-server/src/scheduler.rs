@@ -242,6 +242,8 @@ pub(crate) async fn enqueue(
     let sha = git::resolve(&schedule.clone_url, &git_ref).await?;
     let spec = NewJob {
         number: Some(state.queue().next_pipeline_number(&schedule.repo).await?),
+        source_branch: None,
+        repo_url: None,
         pool: schedule
             .pool
             .clone()

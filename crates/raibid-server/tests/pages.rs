@@ -222,6 +222,8 @@ async fn a_webhook_s_job_links_to_its_commit_and_pull_request_on_the_forge() {
         body.contains("href=\"https://try.gitea.io/jcitizen/my-repo/pulls/1\">#1</a>"),
         "{body}"
     );
+    assert!(body.contains("<th>from</th><td>feature</td>"), "{body}");
+    assert!(body.contains("<th>into</th><td>master</td>"), "{body}");
 }
 
 #[tokio::test]

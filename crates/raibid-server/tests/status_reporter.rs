@@ -661,6 +661,7 @@ impl Matrix {
                 step_env: Default::default(),
                 registry: "registry.invalid".into(),
                 repos: raibid_agent::RepoFilter::any(),
+                public_url: String::new(),
             },
         };
         let mut claimer = server.queue.claimer("spark-1").await.unwrap();

@@ -126,7 +126,7 @@ impl Runner {
                 results[i].status = StepStatus::Skipped;
                 continue;
             }
-            let ready = match self.prepare(ctx, step, state, log).await {
+            let ready = match self.prepare(ctx, i, step, state, log).await {
                 Ok(ready) => ready,
                 Err(run) => {
                     apply(&mut results[i], run, outcome);
@@ -217,7 +217,7 @@ impl Runner {
         mut log: JobLog,
     ) -> (usize, StepRun, Vec<String>) {
         let mut images = Vec::new();
-        let run = match self.prepare(ctx, step, state, &mut log).await {
+        let run = match self.prepare(ctx, i, step, state, &mut log).await {
             Ok(ready) => self.run_step(ctx, step, ready, &mut log, &mut images).await,
             Err(run) => run,
         };
@@ -253,9 +253,11 @@ impl Runner {
     }
 
     /// The step's secrets, environment and time limit; a step that cannot start fails here.
+    /// `index` is its place among the pipeline's steps.
     async fn prepare(
         &self,
         ctx: &StepContext<'_>,
+        index: usize,
         step: &Step,
         state: RunState,
         log: &mut JobLog,
@@ -291,6 +293,11 @@ impl Runner {
         let mut env = ctx.base_env.clone();
         env.insert("RAIBID_JOB_STATUS".into(), state.as_str().into());
         env.insert("CI_STEP_NAME".into(), step.name.clone());
+        env.insert("CI_STEP_NUMBER".into(), (index + 1).to_string());
+        env.insert(
+            "CI_STEP_STARTED".into(),
+            chrono::Utc::now().timestamp().to_string(),
+        );
         env.entry("CI_PIPELINE_STATUS".into())
             .or_insert_with(|| state.as_str().into());
         env.extend(

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The name of the tests' agent, in its options and its runner's settings.
 pub const AGENT_NAME: &str = "test-agent";
+/// The server's address for people that the harness's agents know (`server.public_url`).
+pub const PUBLIC_URL: &str = "https://ci.example/raibid";
 
 /// A real redis-server and queue, and what an agent keeps on disk, under `dir`: its mirror
 /// cache (`cache`, hidden from steps), its workspaces (`work`) and buildah's storage
@@ -163,6 +165,7 @@ impl Harness {
                 step_env: BTreeMap::new(),
                 registry: registry.into(),
                 repos: raibid_agent::RepoFilter::any(),
+                public_url: PUBLIC_URL.into(),
             },
         }
     }

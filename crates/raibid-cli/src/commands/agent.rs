@@ -158,6 +158,7 @@ pub(crate) async fn prepare(
             step_env: toolchain.env(),
             registry: config.registry_host(),
             repos: RepoFilter::new(&a.repos).context("agent.repos")?,
+            public_url: config.server.public_url.clone(),
         },
     });
     let options = AgentOptions {

@@ -212,6 +212,11 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         "RAIBID_REDIS_SECRETS_KEY".to_owned(),
         config.redis.secrets_key.expose().to_owned(),
     ));
+    // Where the steps' CI_PIPELINE_URL points: the server's address as filled in above.
+    agent_env.push((
+        "RAIBID_SERVER_PUBLIC_URL".to_owned(),
+        config.server.public_url.clone(),
+    ));
     if let Ok(path) = std::env::var("PATH") {
         agent_env.push(("PATH".into(), path));
     }

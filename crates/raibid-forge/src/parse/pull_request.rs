@@ -116,6 +116,9 @@ pub(super) fn parse(
     let event: PullRequestEvent = decode(body)?;
     let pr = event.pull_request;
     let from_fork = is_from_fork(forge, &pr.head, &event.repository.full_name.0);
+    // A branch's name; an AGit pull request's head is its own `refs/pull/<n>/head`.
+    let source_branch = Some(pr.head.git_ref.clone())
+        .filter(|b| !b.starts_with("refs/") && crate::validate::branch_name(b).is_ok());
     let diff_base = super::diff_base(pr.base.sha, &pr.head.sha.0);
     let mut trigger = trigger(
         forge,
@@ -128,6 +131,7 @@ pub(super) fn parse(
     trigger.diff_base = diff_base;
     trigger.branch = Some(pr.base.branch.0);
     trigger.pr_number = Some(pr.number);
+    trigger.source_branch = source_branch;
     trigger.from_fork = from_fork;
     Ok(Parsed::Trigger(trigger))
 }

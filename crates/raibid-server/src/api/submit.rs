@@ -132,5 +132,7 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         schedule: None,
         needs: None,
         number: None,
+        source_branch: None,
+        repo_url: None,
     })
 }

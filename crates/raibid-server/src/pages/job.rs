@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use raibid_model::{Event, Forge, Job, human};
+use raibid_model::{Event, Job, human};
 
 use super::{PageError, log, page, root};
 use crate::ApiError;
@@ -157,7 +157,6 @@ fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
     let mut fields = Vec::new();
     let mut add =
         |name, value: String, href: Option<String>| fields.push(Field { name, value, href });
-    let web = forge_web_url(job);
     let job_href = |id: &str| Some(format!("{root}/jobs/{id}"));
     add("job", job.id.clone(), None);
     add(
@@ -167,21 +166,16 @@ fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
     );
     add("event", job.spec.event.to_string(), None);
     add("ref", job.spec.git_ref.clone(), None);
-    add(
-        "commit",
-        job.spec.sha.clone(),
-        web.as_ref().map(|w| format!("{w}/commit/{}", job.spec.sha)),
-    );
+    add("commit", job.spec.sha.clone(), job.spec.commit_url());
     if let Some(pr) = job.spec.pr_number {
-        let path = match job.spec.forge {
-            Some(Forge::Github) => "pull",
-            _ => "pulls",
-        };
         add(
             "pull request",
             format!("#{pr}"),
-            web.as_ref().map(|w| format!("{w}/{path}/{pr}")),
+            job.spec.pull_request_url(),
         );
+    }
+    if let Some(source) = &job.spec.source_branch {
+        add("from", source.clone(), None);
     }
     if let Some(target) = &job.spec.target_branch
         && job.spec.event == Event::PullRequest
@@ -275,83 +269,38 @@ fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts) -> String {
     }
 }
 
-/// The repository's web address on its forge, from the URL it was cloned from: Gitea, Forgejo
-/// and GitHub serve a repository at its clone URL without `.git`. Only for `http(s)` URLs
-/// without credentials, so a page never shows a password or links to `file://`.
-fn forge_web_url(job: &Job) -> Option<String> {
-    job.spec.forge?;
-    let url = reqwest::Url::parse(&job.spec.clone_url).ok()?;
-    if !matches!(url.scheme(), "http" | "https")
-        || !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-    {
-        return None;
-    }
-    let text = url.as_str().trim_end_matches('/');
-    Some(text.strip_suffix(".git").unwrap_or(text).to_owned())
-}
-
 #[cfg(test)]
 mod tests {
-    use raibid_model::NewJob;
+    use raibid_model::{Forge, NewJob};
 
     use super::*;
 
-    fn job(clone_url: &str, forge: Option<Forge>) -> Job {
+    #[test]
+    fn a_pull_request_names_its_branches_and_links_to_the_forge() {
         let mut spec = NewJob::new(
             "acme/app",
-            clone_url,
-            "refs/heads/main",
+            "https://github.com/acme/app.git",
+            "refs/pull/7/head",
             "0".repeat(40),
-            Event::Push,
+            Event::PullRequest,
         );
-        spec.forge = forge;
-        Job::queued("01ARZ3NDEKTSV4RRFFQ69G5FAV", spec, Utc::now())
-    }
-
-    #[test]
-    fn the_forge_page_is_the_clone_url_without_git() {
-        let gitea = Some(Forge::Gitea);
-        let web = |url, forge| forge_web_url(&job(url, forge));
+        spec.forge = Some(Forge::Github);
+        spec.pr_number = Some(7);
+        spec.target_branch = Some("main".into());
+        spec.source_branch = Some("fix-<b>".into());
+        spec.repo_url = Some("https://github.com/acme/app".into());
+        let job = Job::queued("01ARZ3NDEKTSV4RRFFQ69G5FAV", spec, Utc::now());
+        let fields = fields(&job, "/ci", Utc::now());
+        let field = |name| fields.iter().find(|f| f.name == name).unwrap();
         assert_eq!(
-            web("https://git.example/acme/app.git", gitea).as_deref(),
-            Some("https://git.example/acme/app")
-        );
-        assert_eq!(
-            web("http://127.0.0.1:3000/acme/app", gitea).as_deref(),
-            Some("http://127.0.0.1:3000/acme/app")
-        );
-        assert_eq!(web("https://u:p@git.example/acme/app.git", gitea), None);
-        assert_eq!(web("https://tok@git.example/acme/app.git", gitea), None);
-        assert_eq!(web("file:///srv/git/app.git", gitea), None);
-        assert_eq!(web("git://git.example/acme/app.git", gitea), None);
-        // A submitted job's URL need not be a forge's.
-        assert_eq!(web("https://git.example/acme/app.git", None), None);
-    }
-
-    #[test]
-    fn pull_requests_link_to_the_forges_own_page() {
-        let mut pr = job("https://github.com/acme/app.git", Some(Forge::Github));
-        pr.spec.event = Event::PullRequest;
-        pr.spec.pr_number = Some(7);
-        pr.spec.target_branch = Some("main".into());
-        let now = Utc::now();
-        let link = |job: &Job| {
-            fields(job, "", now)
-                .into_iter()
-                .find(|f| f.name == "pull request")
-                .and_then(|f| f.href)
-        };
-        assert_eq!(
-            link(&pr).as_deref(),
+            field("pull request").href.as_deref(),
             Some("https://github.com/acme/app/pull/7")
         );
-        pr.spec.forge = Some(Forge::Forgejo);
-        pr.spec.clone_url = "https://codeberg.example/acme/app.git".into();
+        assert_eq!(field("into").value, "main");
+        assert_eq!(field("from").value, "fix-<b>", "escaped by the template");
         assert_eq!(
-            link(&pr).as_deref(),
-            Some("https://codeberg.example/acme/app/pulls/7")
+            field("repository").href.as_deref(),
+            Some("/ci/jobs?repo=acme/app")
         );
     }
 }
