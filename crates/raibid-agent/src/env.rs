@@ -183,6 +183,76 @@ pub fn commit_env(commit: &CommitInfo) -> BTreeMap<String, String> {
     env
 }
 
+/// What the agent learns about a job before its steps run, for their variables: its commit
+/// (from git) and the repository's previous job of the same branch (from the queue).
+#[derive(Debug, Default)]
+pub struct JobFacts {
+    pub commit: Option<CommitInfo>,
+    pub previous: Option<Job>,
+}
+
+impl JobFacts {
+    /// Their variables; `public_url` as for [`job_env`].
+    pub fn env(&self, public_url: &str) -> BTreeMap<String, String> {
+        let mut env = self.commit.as_ref().map(commit_env).unwrap_or_default();
+        if let Some(previous) = &self.previous {
+            env.extend(previous_env(previous, public_url));
+        }
+        env
+    }
+}
+
+/// Woodpecker's `CI_PREV_*` variables of the previous job: notification steps compare its
+/// status with this one's to say "fixed" or "still failing". Its commit's message and author
+/// are not among them: they would take a git lookup of a commit the mirror may not have.
+fn previous_env(previous: &Job, public_url: &str) -> BTreeMap<String, String> {
+    let spec = &previous.spec;
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        env.insert(format!("CI_PREV_{k}"), v);
+    };
+    if let Some(number) = spec.number {
+        set("PIPELINE_NUMBER", number.to_string());
+    }
+    set("PIPELINE_STATUS", previous.status.as_str().to_owned());
+    set("PIPELINE_EVENT", spec.event.as_str().to_owned());
+    let public_url = public_url.trim_end_matches('/');
+    if !public_url.is_empty() {
+        set("PIPELINE_URL", format!("{public_url}/jobs/{}", previous.id));
+    }
+    if let Some(url) = spec.forge_url() {
+        set("PIPELINE_FORGE_URL", url);
+    }
+    set(
+        "PIPELINE_CREATED",
+        previous.created_at.timestamp().to_string(),
+    );
+    if let Some(at) = previous.started_at {
+        set("PIPELINE_STARTED", at.timestamp().to_string());
+    }
+    if let Some(at) = previous.finished_at {
+        set("PIPELINE_FINISHED", at.timestamp().to_string());
+    }
+    set("COMMIT_SHA", spec.sha.clone());
+    set("COMMIT_REF", spec.git_ref.clone());
+    if let Some(branch) = previous.build_branch() {
+        set("COMMIT_BRANCH", branch.to_owned());
+    }
+    if let Some(url) = spec.commit_url() {
+        set("COMMIT_URL", url);
+    }
+    if let Some(target) = &spec.target_branch {
+        set("COMMIT_TARGET_BRANCH", target.clone());
+    }
+    if let Some(source) = &spec.source_branch {
+        set("COMMIT_SOURCE_BRANCH", source.clone());
+        if let Some(target) = &spec.target_branch {
+            set("COMMIT_REFSPEC", format!("{source}:{target}"));
+        }
+    }
+    env
+}
+
 /// Env names that a pipeline or a manual submission may not override: they carry the agent's
 /// own guarantees (where the checkout is, which commit it is).
 pub fn is_reserved(name: &str) -> bool {
@@ -344,6 +414,37 @@ mod tests {
         assert_eq!(env["CI_COMMIT_BRANCH"], "main");
         let push = job_env(&job(), Path::new("/w"), "");
         assert!(!push.contains_key("CI_PIPELINE_CRON") && !push.contains_key("RAIBID_SCHEDULE"));
+    }
+
+    #[test]
+    fn the_previous_job_is_named_as_woodpecker_names_its_previous_pipeline() {
+        let mut previous = job();
+        previous.status = JobStatus::Failure;
+        previous.spec.number = Some(41);
+        previous.spec.repo_url = Some("https://git.example/acme/app".into());
+        previous.started_at = Some(previous.created_at + chrono::Duration::seconds(2));
+        previous.finished_at = Some(previous.created_at + chrono::Duration::seconds(60));
+        let facts = JobFacts {
+            commit: None,
+            previous: Some(previous),
+        };
+        let env = facts.env("https://ci.example");
+        assert_eq!(env["CI_PREV_PIPELINE_NUMBER"], "41");
+        assert_eq!(env["CI_PREV_PIPELINE_STATUS"], "failure");
+        assert_eq!(env["CI_PREV_PIPELINE_EVENT"], "push");
+        assert_eq!(
+            env["CI_PREV_PIPELINE_URL"],
+            "https://ci.example/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV"
+        );
+        assert_eq!(env["CI_PREV_PIPELINE_STARTED"], "2");
+        assert_eq!(env["CI_PREV_PIPELINE_FINISHED"], "60");
+        assert_eq!(env["CI_PREV_COMMIT_BRANCH"], "main");
+        assert_eq!(env["CI_PREV_COMMIT_SHA"], "0".repeat(40));
+        assert_eq!(
+            env["CI_PREV_COMMIT_URL"],
+            format!("https://git.example/acme/app/commit/{}", "0".repeat(40))
+        );
+        assert!(JobFacts::default().env("").is_empty());
     }
 
     #[test]

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::artifacts::ArtifactStore;
-use crate::checkout::{Changes, CommitInfo, GitCheckout};
-use crate::env::{StepPlace, commit_env, is_reserved, job_env, step_base_env};
+use crate::checkout::{Changes, GitCheckout};
+use crate::env::{JobFacts, StepPlace, is_reserved, job_env, step_base_env};
 use crate::executor::{Executor, ServiceGroup, ServicesSpec, StepExit, StepSpec};
 use crate::image::{BuildRequest, ImageBuilder, ImageError};
 use crate::job_cache::{JobCache, JobCacheError, Restored, Saved};
@@ -443,7 +443,11 @@ impl Runner {
                 None
             }
         };
-        trigger.env = self.expression_env(job, &workspace, commit.as_ref());
+        let facts = JobFacts {
+            commit,
+            previous: self.previous_job(job).await,
+        };
+        trigger.env = self.expression_env(job, &workspace, &facts);
         // A Woodpecker file's `${NAME}` are substituted from these variables as it is read.
         let source = match workflows::load(&workspace, job, &trigger.env, log).await {
             Ok(source) => source,
@@ -641,7 +645,7 @@ impl Runner {
                 claimed,
                 &pipeline,
                 &trigger,
-                commit.as_ref(),
+                &facts,
                 variant_env,
                 &workspace,
                 &home,
@@ -1074,6 +1078,31 @@ impl Runner {
         }
     }
 
+    /// The repository's job before `job` about the same branch, of the same workflow and
+    /// matrix variant (Woodpecker's previous pipeline, for `CI_PREV_*`), looked for among the
+    /// repository's [`raibid_queue::LIST_SCAN_MAX`] jobs before it. A job without a branch
+    /// (a tag's) has none; should the queue not answer, the steps run without those variables.
+    async fn previous_job(&self, job: &Job) -> Option<Job> {
+        let branch = job.build_branch()?;
+        let label = job.label();
+        let filter = raibid_queue::JobFilter {
+            repo: Some(job.spec.repo.clone()),
+            ..Default::default()
+        };
+        let same = |other: &Job| other.build_branch() == Some(branch) && other.label() == label;
+        match self
+            .queue
+            .list_where(&filter, Some(&job.id), 1, &same)
+            .await
+        {
+            Ok(page) => page.jobs.into_iter().next(),
+            Err(e) => {
+                warn!(job = %job.id, error = %e, "cannot look up the previous job of the branch");
+                None
+            }
+        }
+    }
+
     /// The variables a `when: evaluate` of the pipeline or of a workflow reads, decided before
     /// the steps' environment exists: the job's and its commit's `CI_*` variables and the
     /// job's own (`raibid job submit --env`). Steps' `when` read theirs (see `run_steps`).
@@ -1081,7 +1110,7 @@ impl Runner {
         &self,
         job: &Job,
         workspace: &Path,
-        commit: Option<&CommitInfo>,
+        facts: &JobFacts,
     ) -> BTreeMap<String, String> {
         let seen = self
             .executor
@@ -1089,7 +1118,7 @@ impl Runner {
             .or(self.executor.step_paths().map(|p| p.workspace))
             .unwrap_or(workspace);
         let mut env = job_env(job, seen, &self.settings.public_url);
-        env.extend(commit.map(commit_env).unwrap_or_default());
+        env.extend(facts.env(&self.settings.public_url));
         env.extend(
             job.spec
                 .env
@@ -1148,7 +1177,7 @@ impl Runner {
         claimed: &Claimed,
         pipeline: &Pipeline,
         trigger: &TriggerContext,
-        commit: Option<&CommitInfo>,
+        facts: &JobFacts,
         variant_env: BTreeMap<String, String>,
         workspace: &Path,
         home: &Path,
@@ -1177,7 +1206,7 @@ impl Runner {
             },
         };
         let mut base_env = step_base_env(job, place, &self.settings.public_url);
-        base_env.extend(commit.map(commit_env).unwrap_or_default());
+        base_env.extend(facts.env(&self.settings.public_url));
         for (k, v) in pipeline.env.iter().chain(&variant_env).chain(&job.spec.env) {
             if !is_reserved(k) {
                 base_env.insert(k.clone(), v.clone());

@@ -87,6 +87,48 @@ async fn the_commit_repository_and_step_variables_reach_the_steps() {
     );
 }
 
+/// A job's steps learn how the branch's previous job went (Woodpecker's `CI_PREV_*`), which a
+/// notification step compares with its own to say "fixed"; another branch's job is not it.
+#[tokio::test]
+async fn steps_are_told_about_the_branch_s_previous_job() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let show = "steps:\n  - name: show\n    run: echo \"prev=${CI_PREV_PIPELINE_STATUS:-none} sha=${CI_PREV_COMMIT_SHA:-none}\"\n";
+    let broken = repo.commit(
+        &[(".raibid.yaml", "steps:\n  - name: fail\n    run: exit 3\n")],
+        "broken",
+    );
+    let fixed = repo.commit(&[(".raibid.yaml", show)], "fixed");
+
+    let first = h.enqueue(&repo.url(), &broken).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    assert_eq!(h.job(&first.id).await.status, JobStatus::Failure);
+    // A job of another branch in between.
+    let other = NewJob::new(
+        "acme/app",
+        repo.url(),
+        "refs/heads/dev",
+        &fixed,
+        Event::Push,
+    );
+    let other = h.enqueue_spec(other).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&other.id).await;
+    assert!(
+        log.contains("prev=none sha=none\n"),
+        "dev has no earlier job: {log}"
+    );
+
+    let second = h.enqueue(&repo.url(), &fixed).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&second.id).await;
+    assert_eq!(h.job(&second.id).await.status, JobStatus::Success, "{log}");
+    assert!(
+        log.contains(&format!("prev=failure sha={broken}\n")),
+        "{log}"
+    );
+}
+
 /// The variables name the workspace and HOME where the sandbox shows them, the same in every
 /// job, not the job's directories on the host.
 #[tokio::test]

@@ -581,9 +581,8 @@ async fn the_job_commands_drive_the_api() {
         "{}",
         &description[..description.len().min(600)]
     );
-    let (repo, sha) = repo_with(
-        "steps:\n  - name: hello\n    run: echo hello-from-cli page=$CI_PIPELINE_URL\n",
-    );
+    let (repo, sha) =
+        repo_with("steps:\n  - name: hello\n    run: echo hello-from-cli page=$CI_PIPELINE_URL\n");
     let url = repo.url();
 
     let submitted = cli(
