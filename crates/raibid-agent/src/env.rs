@@ -83,10 +83,8 @@ pub(crate) fn job_env(job: &Job, workspace: &Path, public_url: &str) -> BTreeMap
     if let Some(agent) = &job.agent {
         set("CI_MACHINE", agent);
     }
-    let public_url = public_url.trim_end_matches('/');
-    if !public_url.is_empty() {
-        let page = format!("{public_url}/jobs/{}", job.id);
-        set("CI_SYSTEM_URL", public_url);
+    if let Some(page) = job.page_url(public_url) {
+        set("CI_SYSTEM_URL", public_url.trim_end_matches('/'));
         set("CI_PIPELINE_URL", &page);
         // Woodpecker links each step; raibid's page holds them all.
         set("CI_STEP_URL", &page);
@@ -216,9 +214,8 @@ fn previous_env(previous: &Job, public_url: &str) -> BTreeMap<String, String> {
     }
     set("PIPELINE_STATUS", previous.status.as_str().to_owned());
     set("PIPELINE_EVENT", spec.event.as_str().to_owned());
-    let public_url = public_url.trim_end_matches('/');
-    if !public_url.is_empty() {
-        set("PIPELINE_URL", format!("{public_url}/jobs/{}", previous.id));
+    if let Some(page) = previous.page_url(public_url) {
+        set("PIPELINE_URL", page);
     }
     if let Some(url) = spec.forge_url() {
         set("PIPELINE_FORGE_URL", url);

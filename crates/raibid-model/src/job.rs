@@ -321,6 +321,15 @@ impl Needs {
     /// How the reason of a job skipped by its [`NeedsVerdict`] begins.
     pub const NOT_RUN: &'static str = "not run: ";
 
+    /// When the waiting job runs, as people read it after "waits for ...".
+    pub fn after(&self) -> &'static str {
+        match (self.on_success, self.on_failure) {
+            (true, true) => "however they end",
+            (false, _) => "if one of them fails",
+            (true, false) => "if they succeed",
+        }
+    }
+
     /// Decides from the jobs it waits for, as they are now (`None`: one no longer exists,
     /// which counts as cancelled: nothing can tell how it ended).
     pub fn verdict(&self, jobs: &[Option<&Job>]) -> NeedsVerdict {
@@ -539,6 +548,14 @@ pub struct JobArtifacts {
     pub expired: bool,
 }
 
+impl JobArtifacts {
+    /// `expires_at` as people read it: `2026-12-05 18:02 UTC`.
+    pub fn expiry(&self) -> Option<String> {
+        self.expires_at
+            .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
+    }
+}
+
 impl Outcome {
     pub fn new(status: JobStatus) -> Self {
         Self {
@@ -663,6 +680,13 @@ impl Job {
             (Some(one), None) | (None, Some(one)) => Some(one.clone()),
             (None, None) => None,
         }
+    }
+
+    /// The job's web page below `public_url`, the server's address for people
+    /// (`server.public_url`), which serves it at `/jobs/<id>`; `None` when that is not known.
+    pub fn page_url(&self, public_url: &str) -> Option<String> {
+        let public_url = public_url.trim_end_matches('/');
+        (!public_url.is_empty()).then(|| format!("{public_url}/jobs/{}", self.id))
     }
 
     /// Tag name for `refs/tags/*`.

@@ -160,7 +160,7 @@ impl ApiError {
         }
     }
 
-    fn retry_after(&self) -> Option<&'static str> {
+    pub(crate) fn retry_after(&self) -> Option<&'static str> {
         match self {
             ApiError::QueueUnavailable(_) | ApiError::Timeout => Some(RETRY_AFTER_UNAVAILABLE),
             ApiError::QueueFull(_) => Some(RETRY_AFTER_FULL),

@@ -39,6 +39,14 @@ async fn without_redis_everything_is_503_and_recovers_by_itself() {
     )
     .await;
     assert_503_with_retry_after(server.get("/api/v1/queues").await, "queues").await;
+    // The web pages say so to a person, and when to try again.
+    for page in ["/jobs", "/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0"] {
+        let response = server.get(page).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{page}");
+        assert_eq!(response.headers()["retry-after"], "5", "{page}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("cannot reach Redis"), "{page}: {body}");
+    }
     assert_503_with_retry_after(server.get("/readyz").await, "readyz").await;
     assert_eq!(
         server.get("/healthz").await.status(),

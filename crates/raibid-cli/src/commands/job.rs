@@ -432,17 +432,13 @@ fn describe(job: &Job) -> String {
         field("concurrency", group.clone());
     }
     if let Some(needs) = &job.spec.needs {
-        let after = match (needs.on_success, needs.on_failure) {
-            (true, true) => "however they end",
-            (false, _) => "if one of them fails",
-            (true, false) => "if they succeed",
-        };
         field(
             "waits for",
             format!(
-                "{} ({}), {after}",
+                "{} ({}), {}",
                 needs.workflows.join(", "),
-                needs.jobs.join(" ")
+                needs.jobs.join(" "),
+                needs.after()
             ),
         );
     }
@@ -471,13 +467,12 @@ fn describe(job: &Job) -> String {
         out.push_str(&format!("image      {image}\n"));
     }
     if let Some(artifacts) = &job.artifacts {
-        let when = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
         if artifacts.expired {
             out.push_str(&format!(
                 "artifacts  expired{}, deleted from the registry\n",
                 artifacts
-                    .expires_at
-                    .map(|at| format!(" {}", when(at)))
+                    .expiry()
+                    .map(|at| format!(" {at}"))
                     .unwrap_or_default()
             ));
         } else {
@@ -488,8 +483,8 @@ fn describe(job: &Job) -> String {
                 artifacts.size,
                 job.id,
                 artifacts
-                    .expires_at
-                    .map(|at| format!("; kept until {}", when(at)))
+                    .expiry()
+                    .map(|at| format!("; kept until {at}"))
                     .unwrap_or_default()
             ));
         }

@@ -117,7 +117,7 @@ pub(super) fn parse(
     let pr = event.pull_request;
     let from_fork = is_from_fork(forge, &pr.head, &event.repository.full_name.0);
     // A branch's name; an AGit pull request's head is its own `refs/pull/<n>/head`.
-    let source_branch = Some(pr.head.git_ref.clone())
+    let source_branch = Some(pr.head.git_ref)
         .filter(|b| !b.starts_with("refs/") && crate::validate::branch_name(b).is_ok());
     let diff_base = super::diff_base(pr.base.sha, &pr.head.sha.0);
     let mut trigger = trigger(

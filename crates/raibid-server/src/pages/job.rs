@@ -22,7 +22,6 @@ struct JobPage {
     root: String,
     title: String,
     id: String,
-    heading: String,
     status: &'static str,
     fields: Vec<Field>,
     children: Vec<Child>,
@@ -92,7 +91,6 @@ pub(super) async fn show(
     let root = root(&state);
     let template = JobPage {
         title: title(&job),
-        heading: title(&job),
         id: job.id.clone(),
         status: job.status.as_str(),
         fields: fields(&job, &root, now),
@@ -117,7 +115,10 @@ pub(super) async fn show(
                 exit: s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                 time: s
                     .duration_ms
-                    .map(|ms| human::precise_duration(chrono::Duration::milliseconds(ms as i64)))
+                    .map(|ms| {
+                        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+                        human::precise_duration(chrono::Duration::milliseconds(ms))
+                    })
                     .unwrap_or_default(),
             })
             .collect(),
@@ -222,14 +223,9 @@ fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
         add("concurrency", group.clone(), None);
     }
     if let Some(needs) = &job.spec.needs {
-        let after = match (needs.on_success, needs.on_failure) {
-            (true, true) => "however they end",
-            (false, _) => "if one of them fails",
-            (true, false) => "if they succeed",
-        };
         add(
             "waits for",
-            format!("{}, {after}", needs.workflows.join(", ")),
+            format!("{}, {}", needs.workflows.join(", "), needs.after()),
             None,
         );
     }
@@ -246,13 +242,12 @@ fn at(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts) -> String {
-    let when = |at: DateTime<Utc>| at.format("%Y-%m-%d %H:%M UTC").to_string();
     if artifacts.expired {
         format!(
             "expired{}, deleted from the registry",
             artifacts
-                .expires_at
-                .map(|at| format!(" {}", when(at)))
+                .expiry()
+                .map(|at| format!(" {at}"))
                 .unwrap_or_default()
         )
     } else {
@@ -262,8 +257,8 @@ fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts) -> String {
             artifacts.size,
             job.id,
             artifacts
-                .expires_at
-                .map(|at| format!("; kept until {}", when(at)))
+                .expiry()
+                .map(|at| format!("; kept until {at}"))
                 .unwrap_or_default()
         )
     }

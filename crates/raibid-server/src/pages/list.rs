@@ -121,12 +121,9 @@ pub(super) async fn list(
 
 /// `a=1&b=2` of the pairs whose value is not empty, each value percent-encoded.
 fn url_query(pairs: &[(&str, &str)]) -> String {
-    let mut url = reqwest::Url::parse("http://x/").expect("a valid URL");
-    {
-        let mut query = url.query_pairs_mut();
-        for (name, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
-            query.append_pair(name, value);
-        }
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        query.append_pair(name, value);
     }
-    url.query().unwrap_or_default().to_owned()
+    query.finish()
 }

@@ -130,6 +130,12 @@ impl IntoResponse for PageError {
             message: self.error.to_string(),
             hint,
         };
-        page(status, &template)
+        let mut response = page(status, &template);
+        if let Some(seconds) = self.error.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
+        response
     }
 }

@@ -8,7 +8,8 @@ use raibid_model::{Job, JobStatus, Needs, StepStatus};
 pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
     CommitStatus {
         state: StatusState::from_job(job.status),
-        target_url: target_url(job, public_url),
+        // The job's web page, where the forge's "Details" link takes people.
+        target_url: job.page_url(public_url),
         description: describe(job, job.status, Utc::now()),
         context: context(job),
     }
@@ -92,16 +93,10 @@ pub(crate) fn matrix_status(
     };
     CommitStatus {
         state,
-        target_url: target_url(parent, public_url),
+        target_url: parent.page_url(public_url),
         description,
         context: context(parent),
     }
-}
-
-/// The job's web page (`GET /jobs/{id}`), where the forge's "Details" link takes people.
-fn target_url(job: &Job, public_url: &str) -> Option<String> {
-    let public_url = public_url.trim_end_matches('/');
-    (!public_url.is_empty()).then(|| format!("{public_url}/jobs/{}", job.id))
 }
 
 /// `raibid/<event>/<pool>`, plus `/<workflow>` for a job of one workflow of `.raibid/`, plus
