@@ -628,6 +628,7 @@ async fn the_job_commands_drive_the_api() {
         html.contains("hello-from-cli") && html.contains("status-success"),
         "{html}"
     );
+    assert!(shown.contains(&format!("page       {page}\n")), "{shown}");
     assert!(logs.contains("checked out"), "{logs}");
     let step = cli(&up, &["job", "logs", &job.id, "--step", "hello"]);
     assert!(

@@ -69,7 +69,7 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
-                print!("{}", describe(&job));
+                print!("{}", describe(&job, client.base_url()));
             }
         }
         JobCommand::Logs {
@@ -388,12 +388,16 @@ pub fn jobs_table(jobs: &[Job]) -> String {
     )
 }
 
-fn describe(job: &Job) -> String {
+/// `job` as `raibid job show` prints it; `server` is the server's address, for the job's page.
+fn describe(job: &Job, server: &str) -> String {
     let now = Utc::now();
     let mut out = String::new();
     let mut field = |k: &str, v: String| out.push_str(&format!("{k:<10} {v}\n"));
     field("id", job.id.clone());
     field("status", job.status.to_string());
+    if let Some(page) = job.page_url(server) {
+        field("page", page);
+    }
     field("repo", job.spec.repo.clone());
     if let Some(number) = job.spec.number {
         field("pipeline", format!("#{number}"));
@@ -535,7 +539,7 @@ mod tests {
         });
         let mut job = Job::queued("D".to_owned(), spec, Utc::now());
         job.status = raibid_model::JobStatus::Blocked;
-        let shown = describe(&job);
+        let shown = describe(&job, "");
         for line in [
             "workflow   deploy\n",
             "pipeline   #17\n",
@@ -546,7 +550,7 @@ mod tests {
         }
         assert!(!shown.contains("approver"), "{shown}");
         job.approved_by = Some("release-bot".into());
-        assert!(describe(&job).contains("approver   release-bot\n"));
+        assert!(describe(&job, "").contains("approver   release-bot\n"));
     }
 
     #[test]
@@ -573,7 +577,7 @@ mod tests {
                 })
                 .collect(),
         });
-        let shown = describe(&job);
+        let shown = describe(&job, "");
         for line in [
             "tests      40 tests: 17 passed, 22 failed, 1 skipped\n",
             "  failed   app t0: boom\n",
