@@ -299,6 +299,11 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
         "{all}"
     );
     assert!(all.contains("http-equiv=\"refresh\""), "queued jobs: {all}");
+    // The queues above them: both jobs wait in the default pool.
+    assert!(
+        all.contains("<tr><td>default</td><td>2</td><td>0</td>"),
+        "{all}"
+    );
 
     let only_lib = page(&server, "/jobs?repo=acme/lib").await;
     assert!(
@@ -321,6 +326,10 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
     assert!(
         !second.contains("http-equiv=\"refresh\""),
         "only the first page reloads"
+    );
+    assert!(
+        !second.contains("class=\"queues\""),
+        "only the first page has the queues"
     );
 
     let none = page(&server, "/jobs?status=success").await;

@@ -7,9 +7,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::SecondsFormat;
 use raibid_model::{JobStatus, human};
+use raibid_queue::QueueError;
 
 use super::{PageError, page, root};
 use crate::api::jobs::{DEFAULT_PAGE, ListParams, page as list_page};
+use crate::api::pools::known_pools;
 use crate::auth::CanRead;
 use crate::{ApiError, AppState};
 
@@ -26,6 +28,17 @@ struct JobsPage {
     rows: Vec<Row>,
     next: Option<String>,
     refresh: bool,
+    /// The pools' queues, on the first page.
+    queues: Vec<QueueRow>,
+}
+
+/// One pool's queue, as `raibid status` shows it.
+struct QueueRow {
+    pool: String,
+    queued: u64,
+    running: u64,
+    oldest: String,
+    dead: u64,
 }
 
 struct Row {
@@ -55,6 +68,11 @@ pub(super) async fn list(
     let first_page = listing.cursor.is_none();
     let limit = listing.limit;
     let jobs = list_page(&state, &reader, listing).await.map_err(fail)?;
+    let queues = if first_page {
+        queue_rows(&state).await.map_err(|e| fail(e.into()))?
+    } else {
+        Vec::new()
+    };
 
     let root = root(&state);
     let now = state.clock().now();
@@ -115,8 +133,33 @@ pub(super) async fn list(
         repo,
         pool,
         root,
+        queues,
     };
     Ok(page(StatusCode::OK, &template))
+}
+
+/// Every pool's queue (those the queue has seen and the configured ones), as the API's
+/// `/api/v1/queues` reports them: the farm's, the same for every reader.
+async fn queue_rows(state: &AppState) -> Result<Vec<QueueRow>, QueueError> {
+    let queue = state.queue();
+    let pools = known_pools(state.config(), queue).await?;
+    let stats = futures::future::try_join_all(pools.iter().map(|pool| queue.stats(pool))).await?;
+    Ok(stats
+        .into_iter()
+        .map(|s| QueueRow {
+            pool: s.pool.to_string(),
+            queued: s.lag,
+            running: s.pending,
+            oldest: s
+                .oldest_queued_ms
+                .map(|ms| {
+                    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+                    human::duration(chrono::Duration::milliseconds(ms))
+                })
+                .unwrap_or_default(),
+            dead: s.dead_letters,
+        })
+        .collect())
 }
 
 /// `a=1&b=2` of the pairs whose value is not empty, each value percent-encoded.
