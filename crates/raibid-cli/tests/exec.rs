@@ -52,6 +52,8 @@ fn command(dir: &Path, data: &Path, extra: &[&str]) -> Command {
         .arg(dir)
         .env("XDG_DATA_HOME", data)
         .env_remove("RAIBID_REDIS_URL")
+        // A server's address the run must not link to: it never sees these jobs.
+        .env("RAIBID_SERVER_PUBLIC_URL", "https://ci.example")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     cmd
@@ -83,7 +85,7 @@ fn the_working_tree_runs_as_it_is_and_the_repository_is_left_as_it_was() {
 steps:
   - name: show
     run: |
-      echo \"on $CI_COMMIT_BRANCH for $CI_REPO\"
+      echo \"on $CI_COMMIT_BRANCH for $CI_REPO page=${CI_PIPELINE_URL:-none}\"
       cat committed.txt staged.txt untracked.txt
       test -e ignored.log && echo 'ignored file came along' || echo 'no ignored file'
 ";
@@ -110,7 +112,7 @@ steps:
     let name = dir.file_name().unwrap().to_string_lossy();
     let name = name.trim_start_matches('.');
     for line in [
-        format!("on feature for local/{name}\n"),
+        format!("on feature for local/{name} page=none\n"),
         "changed, not committed\nstaged\nuntracked\n".into(),
         "no ignored file\n".into(),
     ] {
