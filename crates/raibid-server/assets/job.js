@@ -1,7 +1,7 @@
-// Follows a running job on its page: appends what the agent writes to the log as it comes
-// (colours stripped: the server renders them once the job ends) and reloads the page when the
-// job ends, so the final status, steps and coloured log come from the server. Without
-// JavaScript the page is complete as of when it was loaded.
+// Follows a running job on its page: appends what the agent writes to the log as it comes,
+// with its colours as the server renders a finished log (ansi-to-html's SGR styles and CSS
+// variables), and reloads the page when the job ends, so the final status, steps and log come
+// from the server. Without JavaScript the page is complete as of when it was loaded.
 (function () {
   "use strict";
   const log = document.getElementById("log");
@@ -11,8 +11,119 @@
   const root = document.body.dataset.root || "";
   const job = encodeURIComponent(log.dataset.job);
   const cursor = encodeURIComponent(log.dataset.cursor);
-  // CSI sequences (colours, cursor movement) and OSC ones (titles, links).
-  const escapes = /\u001b\[[0-?]*[ -\/]*[@-~]|\u001b\][^\u0007\u001b]*(\u0007|\u001b\\)?/g;
+
+  const names = ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"];
+  const named = (i, bright) => `var(--${bright ? "bright-" : ""}${names[i]})`;
+  const byte = (n) => Math.max(0, Math.min(255, n | 0));
+  // xterm's 256 colours: the 16 named ones, a 6x6x6 cube, 24 greys.
+  const xterm = (n) => {
+    if (n < 16) {
+      return named(n % 8, n >= 8);
+    }
+    if (n < 232) {
+      const level = [0, 95, 135, 175, 215, 255];
+      const i = n - 16;
+      return `rgb(${level[Math.floor(i / 36)]},${level[Math.floor(i / 6) % 6]},${level[i % 6]})`;
+    }
+    const grey = 8 + (Math.min(n, 255) - 232) * 10;
+    return `rgb(${grey},${grey},${grey})`;
+  };
+  // An extended colour (`38;5;n`, `38;2;r;g;b`) starting at codes[i]: [colour, codes used].
+  const extended = (codes, i) => {
+    if (codes[i + 1] === 5 && i + 2 < codes.length) {
+      return [xterm(codes[i + 2]), 3];
+    }
+    if (codes[i + 1] === 2 && i + 4 < codes.length) {
+      return [`rgb(${byte(codes[i + 2])},${byte(codes[i + 3])},${byte(codes[i + 4])})`, 5];
+    }
+    return [null, codes.length - i];
+  };
+
+  let style = {};
+  const sgr = (parameters) => {
+    const codes = parameters === "" ? [0] : parameters.split(";").map((c) => Number(c) || 0);
+    for (let i = 0; i < codes.length; i += 1) {
+      const c = codes[i];
+      if (c === 0) {
+        style = {};
+      } else if (c === 1) {
+        style.bold = true;
+      } else if (c === 2) {
+        style.faint = true;
+      } else if (c === 3) {
+        style.italic = true;
+      } else if (c === 4) {
+        style.underline = true;
+      } else if (c === 22) {
+        delete style.bold;
+        delete style.faint;
+      } else if (c === 23) {
+        delete style.italic;
+      } else if (c === 24) {
+        delete style.underline;
+      } else if (c >= 30 && c <= 37) {
+        style.fg = named(c - 30, false);
+      } else if (c >= 90 && c <= 97) {
+        style.fg = named(c - 90, true);
+      } else if (c === 39) {
+        delete style.fg;
+      } else if (c >= 40 && c <= 47) {
+        style.bg = named(c - 40, false);
+      } else if (c >= 100 && c <= 107) {
+        style.bg = named(c - 100, true);
+      } else if (c === 49) {
+        delete style.bg;
+      } else if (c === 38 || c === 48) {
+        const [colour, used] = extended(codes, i);
+        if (colour) {
+          style[c === 38 ? "fg" : "bg"] = colour;
+        }
+        i += used - 1;
+      }
+    }
+  };
+  // Text as a node of its own style; only ever text, never markup.
+  const write = (text) => {
+    if (text === "") {
+      return;
+    }
+    if (Object.keys(style).length === 0) {
+      log.append(text);
+      return;
+    }
+    const span = document.createElement("span");
+    span.textContent = text;
+    span.style.color = style.fg || "";
+    span.style.background = style.bg || "";
+    span.style.fontWeight = style.bold ? "bold" : "";
+    span.style.opacity = style.faint ? "0.67" : "";
+    span.style.fontStyle = style.italic ? "italic" : "";
+    span.style.textDecoration = style.underline ? "underline" : "";
+    log.append(span);
+  };
+
+  // SGR sequences (colours), which are kept, then the others (cursor movement, titles, links),
+  // which are dropped.
+  const escape = /\u001b\[([0-9;]*)m|\u001b\[[0-?]*[ -\/]*[@-~]|\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)/g;
+  // A sequence cut by the end of a chunk: held back until the next one completes it.
+  const unfinished = /\u001b(?:\[[0-?]*[ -\/]*|\][^\u0007\u001b]*\u001b?)?$/;
+  let held = "";
+  const render = (chunk) => {
+    let text = held + chunk;
+    const cut = text.match(unfinished);
+    held = cut ? cut[0] : "";
+    text = text.slice(0, text.length - held.length);
+    let at = 0;
+    for (const match of text.matchAll(escape)) {
+      write(text.slice(at, match.index));
+      if (match[1] !== undefined) {
+        sgr(match[1]);
+      }
+      at = match.index + match[0].length;
+    }
+    write(text.slice(at));
+  };
+
   const atBottom = () =>
     window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 40;
 
@@ -24,7 +135,7 @@
     if (empty) {
       empty.remove();
     }
-    log.append(JSON.parse(event.data).text.replace(escapes, ""));
+    render(JSON.parse(event.data).text);
     if (follow) {
       window.scrollTo(0, document.documentElement.scrollHeight);
     }

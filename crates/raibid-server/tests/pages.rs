@@ -413,12 +413,15 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // What comes after the page was rendered, coloured, then the end.
-    server
-        .queue
-        .append_log(&id, b"\x1b[31mline 2\x1b[0m\n")
-        .await
-        .unwrap();
+    // What comes after the page was rendered, coloured, a colour cut in two by the chunks it
+    // came in, a terminal title; then the end.
+    for chunk in [
+        &b"\x1b[31mline 2\x1b[0m\n"[..],
+        b"\x1b]0;title\x07\x1b[3",
+        b"2mline 3\x1b[0m\n",
+    ] {
+        server.queue.append_log(&id, chunk).await.unwrap();
+    }
     server
         .queue
         .ack(&claimed, &Outcome::new(JobStatus::Success))
@@ -439,8 +442,17 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
         seen["url"],
         format!("/api/v1/jobs/{id}/logs?follow=true&cursor={cursor}")
     );
-    // Only what the page did not have, without its colour codes.
-    assert_eq!(seen["appended"], json!(["line 2\n"]), "{seen}");
+    // Only what the page did not have, its colour a style rather than escape codes.
+    assert_eq!(
+        seen["appended"],
+        json!([
+            { "text": "line 2", "color": "var(--red)" },
+            "\n",
+            { "text": "line 3", "color": "var(--green)" },
+            "\n"
+        ]),
+        "{seen}"
+    );
     assert_eq!(seen["placeholderRemoved"], true);
     assert_eq!(
         (&seen["closed"], &seen["reloaded"]),

@@ -12,7 +12,14 @@ const seen = { url: null, appended: [], placeholderRemoved: false, closed: false
 let ended;
 const finished = new Promise((resolve) => (ended = resolve));
 
-const log = { dataset: { live: "true", job, cursor }, append: (text) => seen.appended.push(text) };
+// Text nodes as strings, styled spans as their text and colour.
+const log = {
+  dataset: { live: "true", job, cursor },
+  append: (node) =>
+    seen.appended.push(
+      typeof node === "string" ? node : { text: node.textContent, color: node.style.color },
+    ),
+};
 let placeholder = {
   remove() {
     seen.placeholderRemoved = true;
@@ -21,6 +28,7 @@ let placeholder = {
 };
 const badge = { textContent: "queued", className: "status status-queued" };
 const document = {
+  createElement: () => ({ textContent: "", style: {} }),
   body: { dataset: { root } },
   documentElement: { scrollHeight: 1000 },
   getElementById: (id) => ({ log, status: badge, "log-empty": placeholder })[id] ?? null,
