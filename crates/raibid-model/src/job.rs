@@ -554,6 +554,15 @@ impl JobArtifacts {
         self.expires_at
             .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
     }
+
+    /// What became of them, once `expired`: `expired 2026-12-05 18:02 UTC, deleted from the
+    /// registry`.
+    pub fn expired_note(&self) -> Option<String> {
+        self.expired.then(|| {
+            let at = self.expiry().map(|at| format!(" {at}")).unwrap_or_default();
+            format!("expired{at}, deleted from the registry")
+        })
+    }
 }
 
 impl Outcome {
@@ -725,6 +734,24 @@ mod tests {
         );
         spec.pr_number = None;
         assert_eq!(spec.forge_url().as_deref(), Some(commit.as_str()));
+    }
+
+    #[test]
+    fn expired_artifacts_say_when() {
+        let mut artifacts = JobArtifacts {
+            reference: "r".into(),
+            size: 1,
+            files: 1,
+            expires_at: Some(DateTime::from_timestamp(1_796_493_720, 0).unwrap()),
+            expired: false,
+        };
+        assert_eq!(artifacts.expiry().as_deref(), Some("2026-12-05 18:02 UTC"));
+        assert_eq!(artifacts.expired_note(), None, "still kept");
+        artifacts.expired = true;
+        assert_eq!(
+            artifacts.expired_note().as_deref(),
+            Some("expired 2026-12-05 18:02 UTC, deleted from the registry")
+        );
     }
 
     #[test]

@@ -471,14 +471,8 @@ fn describe(job: &Job, server: &str) -> String {
         out.push_str(&format!("image      {image}\n"));
     }
     if let Some(artifacts) = &job.artifacts {
-        if artifacts.expired {
-            out.push_str(&format!(
-                "artifacts  expired{}, deleted from the registry\n",
-                artifacts
-                    .expiry()
-                    .map(|at| format!(" {at}"))
-                    .unwrap_or_default()
-            ));
+        if let Some(note) = artifacts.expired_note() {
+            out.push_str(&format!("artifacts  {note}\n"));
         } else {
             out.push_str(&format!(
                 "artifacts  {} ({} files, {} bytes; `raibid job artifacts {}`{})\n",

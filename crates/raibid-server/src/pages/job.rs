@@ -242,15 +242,7 @@ fn at(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts) -> String {
-    if artifacts.expired {
-        format!(
-            "expired{}, deleted from the registry",
-            artifacts
-                .expiry()
-                .map(|at| format!(" {at}"))
-                .unwrap_or_default()
-        )
-    } else {
+    artifacts.expired_note().unwrap_or_else(|| {
         format!(
             "{} files, {} bytes: `raibid job artifacts {}` downloads them{}",
             artifacts.files,
@@ -261,7 +253,7 @@ fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts) -> String {
                 .map(|at| format!("; kept until {at}"))
                 .unwrap_or_default()
         )
-    }
+    })
 }
 
 #[cfg(test)]
