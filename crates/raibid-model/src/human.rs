@@ -31,9 +31,16 @@ pub fn precise_duration(d: chrono::Duration) -> String {
 
 /// Milliseconds as [`duration`] renders them.
 pub fn millis(ms: u64) -> String {
-    duration(chrono::Duration::milliseconds(
-        i64::try_from(ms).unwrap_or(i64::MAX),
-    ))
+    duration(from_millis(ms))
+}
+
+/// Milliseconds as [`precise_duration`] renders them.
+pub fn precise_millis(ms: u64) -> String {
+    precise_duration(from_millis(ms))
+}
+
+fn from_millis(ms: u64) -> chrono::Duration {
+    chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -50,6 +57,7 @@ mod tests {
         assert_eq!(duration(secs(4 * 86400 + 3 * 3600)), "4d03h");
         assert_eq!(duration(secs(-5)), "0s", "clock skew is not negative time");
         assert_eq!(millis(1_500), "1s");
+        assert_eq!(precise_millis(1_500), "1.5s");
         assert_eq!(
             precise_duration(chrono::Duration::milliseconds(130)),
             "0.1s"

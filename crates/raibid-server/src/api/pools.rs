@@ -30,12 +30,18 @@ pub(crate) async fn queues(
     // Concurrently: each is one round trip, and on a busy machine every sequential round trip
     // is another wait for the scheduler (the load test's API latency probe).
     let queue = state.queue();
-    let known = known_pools(state.config(), queue).await?;
-    let (pools, scalers) = tokio::try_join!(
-        futures::future::try_join_all(known.iter().map(|pool| queue.stats(pool))),
-        queue.scaler_statuses(),
-    )?;
+    let (pools, scalers) =
+        tokio::try_join!(pool_stats(state.config(), queue), queue.scaler_statuses(),)?;
     Ok(Json(Pools { pools, scalers }))
+}
+
+/// The queue of every pool [`known_pools`] names, read concurrently.
+pub(crate) async fn pool_stats(
+    config: &Config,
+    queue: &Queue,
+) -> Result<Vec<PoolStats>, QueueError> {
+    let known = known_pools(config, queue).await?;
+    futures::future::try_join_all(known.iter().map(|pool| queue.stats(pool))).await
 }
 
 /// Pools the queue has seen, plus the configured ones that may not have had a job yet.

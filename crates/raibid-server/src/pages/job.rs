@@ -113,13 +113,7 @@ pub(super) async fn show(
                 name: s.name.clone(),
                 status: s.status.as_str(),
                 exit: s.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-                time: s
-                    .duration_ms
-                    .map(|ms| {
-                        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-                        human::precise_duration(chrono::Duration::milliseconds(ms))
-                    })
-                    .unwrap_or_default(),
+                time: s.duration_ms.map(human::precise_millis).unwrap_or_default(),
             })
             .collect(),
         tests: job.tests.as_ref().map(|t| Tests {

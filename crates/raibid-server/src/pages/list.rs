@@ -11,7 +11,7 @@ use raibid_queue::QueueError;
 
 use super::{PageError, page, root};
 use crate::api::jobs::{DEFAULT_PAGE, ListParams, page as list_page};
-use crate::api::pools::known_pools;
+use crate::api::pools::pool_stats;
 use crate::auth::CanRead;
 use crate::{ApiError, AppState};
 
@@ -141,22 +141,14 @@ pub(super) async fn list(
 /// Every pool's queue (those the queue has seen and the configured ones), as the API's
 /// `/api/v1/queues` reports them: the farm's, the same for every reader.
 async fn queue_rows(state: &AppState) -> Result<Vec<QueueRow>, QueueError> {
-    let queue = state.queue();
-    let pools = known_pools(state.config(), queue).await?;
-    let stats = futures::future::try_join_all(pools.iter().map(|pool| queue.stats(pool))).await?;
-    Ok(stats
+    Ok(pool_stats(state.config(), state.queue())
+        .await?
         .into_iter()
         .map(|s| QueueRow {
             pool: s.pool.to_string(),
             queued: s.lag,
             running: s.pending,
-            oldest: s
-                .oldest_queued_ms
-                .map(|ms| {
-                    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-                    human::duration(chrono::Duration::milliseconds(ms))
-                })
-                .unwrap_or_default(),
+            oldest: s.oldest_queued_ms.map(human::millis).unwrap_or_default(),
             dead: s.dead_letters,
         })
         .collect())
