@@ -279,6 +279,23 @@ fn pull_request_jobs_know_their_target_branch_and_pushes_need_none() {
     assert_eq!(gh.source_branch.as_deref(), Some("changes"));
 }
 
+/// A pull request's head branch that is no valid branch name is left out, not refused: the
+/// build still runs, its steps without `CI_COMMIT_SOURCE_BRANCH`.
+#[test]
+fn a_source_branch_that_is_no_branch_name_is_left_out() {
+    let (body, headers) = fixture("gitea/pull_request-opened");
+    let text = String::from_utf8(body).unwrap();
+    for bad in ["a..b", "-x", "with space", "refs/heads/main"] {
+        let body = text.replacen("\"ref\": \"feature\"", &format!("\"ref\": \"{bad}\""), 1);
+        assert_ne!(body, text, "the fixture names its head branch");
+        let Parsed::Trigger(t) = parse(Forge::Gitea, &headers, body.as_bytes()).unwrap() else {
+            panic!("ignored");
+        };
+        assert_eq!(t.source_branch, None, "{bad}");
+        assert_eq!(t.pr_number, Some(1), "{bad}: still a build");
+    }
+}
+
 /// A repository page that is not a plain `http(s)` address is not kept for links.
 #[test]
 fn a_repository_page_with_credentials_or_another_scheme_is_dropped() {
