@@ -1,11 +1,19 @@
 //! Bearer-token access to the jobs API.
 //!
-//! Handlers take [`CanWrite`] or [`CanRead`] as an argument; the extractor runs before the body
-//! is read, so an unauthenticated client cannot make the server parse its payload. The token
-//! itself is never logged: it lives only in the request's header map and in the comparison.
+//! Handlers take [`CanRunJobs`], [`CanSetSecrets`] or [`CanRead`] as an argument; the
+//! extractor runs before the body is read, so an unauthenticated client cannot make the server
+//! parse its payload. The token itself is never logged: it lives only in the request's header
+//! map and in the comparison.
+//!
+//! A browser signed in on the web pages sends its token in a cookie ([`SESSION_COOKIE`]).
+//! Reads accept it, so a job's page, its log stream and its status work under
+//! `server.read_requires_token`; the API's changes do not, so no other site can make a
+//! signed-in browser change anything through them (the pages' own buttons check where the form
+//! came from, see `pages::session`).
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use raibid_config::{ApiToken, TokenScope};
 
@@ -106,13 +114,35 @@ impl FromRequestParts<AppState> for CanRead {
         if !state.config().server.read_requires_token {
             return Ok(CanRead(None));
         }
-        let token = check_token(parts, state)?;
+        let token = if parts.headers.contains_key(AUTHORIZATION) {
+            check_token(parts, state)?
+        } else if let Some(presented) = session_cookie(&parts.headers) {
+            session_token(state, &presented).ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "the token this browser signed in with is no longer one of server.tokens: \
+                     sign in again"
+                        .into(),
+                )
+            })?
+        } else if state.config().server.tokens.is_empty() {
+            check_token(parts, state)?
+        } else {
+            return Err(ApiError::Unauthorized(
+                "this server's jobs are read with an API token (server.read_requires_token): \
+                 send `Authorization: Bearer <token>`, or sign in on its web pages"
+                    .into(),
+            ));
+        };
         Ok(CanRead((!token.covers_all()).then_some(token)))
     }
 }
 
 fn scoped(parts: &Parts, state: &AppState, scope: TokenScope) -> Result<Caller, ApiError> {
-    let token = check_token(parts, state)?;
+    require(check_token(parts, state)?, scope)
+}
+
+/// The token as a [`Caller`] if it has `scope`; else 403 naming what it lacks.
+pub(crate) fn require(token: ApiToken, scope: TokenScope) -> Result<Caller, ApiError> {
     if token.has_scope(scope) {
         Ok(Caller(token))
     } else {
@@ -168,12 +198,45 @@ fn matching(accepted: &[ApiToken], presented: &str) -> Option<usize> {
     })
 }
 
-/// Which configured token (by position in `server.tokens`) the request presents, if any: the
-/// identity of a client that may hold several connections (log follows are limited per
-/// client). An invalid token identifies nobody, or made-up tokens would be fresh identities.
-pub(crate) fn token_index(headers: &axum::http::HeaderMap, state: &AppState) -> Option<usize> {
-    let presented = headers.get(AUTHORIZATION)?.to_str().ok().and_then(bearer)?;
-    matching(&state.config().server.tokens, presented)
+/// Which configured token (by position in `server.tokens`) the request presents, in its
+/// header or a signed-in browser's cookie, if any: the identity of a client that may hold
+/// several connections (log follows are limited per client). An invalid token identifies
+/// nobody, or made-up tokens would be fresh identities.
+pub(crate) fn token_index(headers: &HeaderMap, state: &AppState) -> Option<usize> {
+    let accepted = &state.config().server.tokens;
+    match headers.get(AUTHORIZATION) {
+        Some(value) => matching(accepted, value.to_str().ok().and_then(bearer)?),
+        None => matching(accepted, &session_cookie(headers)?),
+    }
+}
+
+/// The cookie a browser signed in on the web pages keeps its token in.
+pub(crate) const SESSION_COOKIE: &str = "raibid_token";
+
+/// The token in the request's [`SESSION_COOKIE`], as it was given (percent-decoded), whether
+/// or not it is valid.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| {
+            form_urlencoded::parse(format!("t={value}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .next()
+                .unwrap_or_default()
+        })
+        .filter(|token| !token.is_empty())
+}
+
+/// The entry of `server.tokens` that `presented` is, if any (every entry compared, as for a
+/// bearer token).
+pub(crate) fn session_token(state: &AppState, presented: &str) -> Option<ApiToken> {
+    let accepted = &state.config().server.tokens;
+    matching(accepted, presented).map(|i| accepted[i].clone())
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.
@@ -194,5 +257,28 @@ mod tests {
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer "), None);
         assert_eq!(bearer("Bearerabc"), None);
+    }
+
+    #[test]
+    fn session_cookies() {
+        let cookies = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(COOKIE, value.parse().unwrap());
+            }
+            session_cookie(&headers)
+        };
+        assert_eq!(cookies(&["raibid_token=abc"]).as_deref(), Some("abc"));
+        assert_eq!(
+            cookies(&["theme=dark; raibid_token=a%3Bb%20c; x=y"]).as_deref(),
+            Some("a;b c")
+        );
+        assert_eq!(
+            cookies(&["theme=dark", "raibid_token=abc"]).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(cookies(&["raibid_tokens=abc"]), None);
+        assert_eq!(cookies(&["raibid_token="]), None);
+        assert_eq!(cookies(&[]), None);
     }
 }

@@ -263,6 +263,12 @@ async fn with_read_requires_token_a_browser_is_told_why_and_a_token_holder_reads
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert!(body.contains("server.read_requires_token"), "{body}");
+    // The way to sign in, coming back to this page.
+    let back = format!("/login?next=%2Fjobs%2F{id}");
+    assert!(
+        body.contains(&format!("href=\"{back}\">Sign in</a>")),
+        "{body}"
+    );
     let (status, _, _) = get(&server, "/jobs").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -317,12 +323,19 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
     );
 
     // Newest first, one per page: the link to the next page holds the filters and cursor.
+    let row = |id: &str| format!("href=\"/jobs/{id}\"");
     let first = page(&server, "/jobs?limit=1&status=queued").await;
-    assert!(first.contains(&lib) && !first.contains(&app), "{first}");
+    assert!(
+        first.contains(&row(&lib)) && !first.contains(&row(&app)),
+        "{first}"
+    );
     let next = format!("/jobs?status=queued&#38;limit=1&#38;cursor={lib}");
     assert!(first.contains(&next), "{first}");
     let second = page(&server, &next.replace("&#38;", "&")).await;
-    assert!(second.contains(&app) && !second.contains(&lib), "{second}");
+    assert!(
+        second.contains(&row(&app)) && !second.contains(&row(&lib)),
+        "{second}"
+    );
     assert!(
         !second.contains("http-equiv=\"refresh\""),
         "only the first page reloads"
@@ -460,4 +473,384 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
     );
     assert_eq!(seen["badge"]["textContent"], "success", "{seen}");
     assert_eq!(seen["badge"]["className"], "status status-success");
+}
+
+/// A browser that does not follow redirects, to see where the server sends it.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Where a form comes from, as a browser says it.
+#[derive(Clone, Copy)]
+enum From {
+    /// `Sec-Fetch-Site: same-origin`: a form of the server's own pages.
+    Here,
+    /// Only an `Origin` header, as older browsers send.
+    Origin(&'static str),
+    /// `Sec-Fetch-Site: cross-site`: another site's form.
+    Elsewhere,
+    /// Neither: not a browser's form.
+    Nowhere,
+}
+
+/// Status, headers and body of a form posted to `path`.
+async fn post_form(
+    server: &TestServer,
+    path: &str,
+    cookie: Option<&str>,
+    from: From,
+    form: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, String) {
+    let mut request = browser().post(server.url(path)).form(form);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request = match from {
+        From::Here => request.header("sec-fetch-site", "same-origin"),
+        From::Origin(origin) => request.header("origin", origin),
+        From::Elsewhere => request.header("sec-fetch-site", "cross-site"),
+        From::Nowhere => request,
+    };
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+/// Signs in with `token`; the cookie to send back (`raibid_token=...`).
+async fn sign_in(server: &TestServer, token: &str) -> String {
+    let (status, headers, body) =
+        post_form(server, "/login", None, From::Here, &[("token", token)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let set = headers["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// `GET path` with a cookie: status and body.
+async fn get_with(server: &TestServer, path: &str, cookie: &str) -> (StatusCode, String) {
+    let response = browser()
+        .get(server.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_with_a_token_reads_under_read_requires_token_and_signs_out() {
+    let mut cfg = config();
+    cfg.server.read_requires_token = true;
+    let server = TestServer::start_with(cfg).await;
+    let id = submit(&server, "acme/app").await;
+    let job_page = format!("/jobs/{id}");
+
+    // The form, coming back to the job's page.
+    let form = page(&server, &format!("/login?next=%2Fjobs%2F{id}")).await;
+    assert!(form.contains("type=\"password\" name=\"token\""), "{form}");
+    assert!(
+        form.contains(&format!("name=\"next\" value=\"{job_page}\"")),
+        "{form}"
+    );
+
+    // A wrong token: the form again, saying so, and no cookie.
+    let (status, headers, body) = post_form(
+        &server,
+        "/login",
+        None,
+        From::Here,
+        &[("token", "rbd_guess"), ("next", &job_page)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("not one of this server"), "{body}");
+    assert!(!headers.contains_key("set-cookie"));
+
+    // Another site may not sign the browser in (with a token of its choosing), nor a request
+    // that says nowhere.
+    for from in [
+        From::Elsewhere,
+        From::Nowhere,
+        From::Origin("https://evil.example"),
+    ] {
+        let (status, headers, body) =
+            post_form(&server, "/login", None, from, &[("token", TOKEN)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("own pages"), "{body}");
+        assert!(!headers.contains_key("set-cookie"));
+    }
+
+    // The right token: back to the page, with a cookie no script reads.
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let origin: &'static str = Box::leak(format!("http://{host}").into_boxed_str());
+    let (status, headers, body) = post_form(
+        &server,
+        "/login",
+        None,
+        From::Origin(origin),
+        &[("token", &format!(" {TOKEN}\n")), ("next", &job_page)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers["location"], job_page.as_str());
+    let set = headers["set-cookie"].to_str().unwrap();
+    assert_eq!(
+        set,
+        format!("raibid_token={TOKEN}; Path=/; Max-Age=604800; HttpOnly; SameSite=Lax")
+    );
+    // `next` never leads to another site.
+    let (_, headers, _) = post_form(
+        &server,
+        "/login",
+        None,
+        From::Here,
+        &[("token", TOKEN), ("next", "//evil.example/x")],
+    )
+    .await;
+    assert_eq!(headers["location"], "/jobs");
+
+    // Signed in: the pages, and what their script asks for (the job, its log stream), read.
+    let cookie = sign_in(&server, TOKEN).await;
+    let (status, body) = get_with(&server, &job_page, &cookie).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Sign out</button>"), "{body}");
+    assert!(!body.contains(">Sign in</a>"), "{body}");
+    let (status, _) = get_with(&server, "/jobs", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = get_with(&server, &format!("/api/v1/jobs/{id}"), &cookie).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = get_with(&server, &format!("/api/v1/jobs/{id}/logs"), &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The API's changes never take the cookie: another site's script could send it.
+    let response = browser()
+        .post(server.url(&format!("/api/v1/jobs/{id}/cancel")))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        server.queue.get(&id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+
+    // A token no longer accepted (or made up) signs nobody in.
+    let (status, body) = get_with(&server, &job_page, "raibid_token=rbd_revoked").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("sign in again"), "{body}");
+
+    // Signing out forgets the cookie; only the server's own pages may sign a browser out.
+    let (status, _, _) = post_form(&server, "/logout", Some(&cookie), From::Elsewhere, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, headers, _) = post_form(&server, "/logout", Some(&cookie), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/jobs");
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("raibid_token=; Path=/; Max-Age=0;")
+    );
+}
+
+#[tokio::test]
+async fn a_signed_in_browser_approves_cancels_and_retries_with_its_token_s_rights() {
+    let mut cfg = config();
+    let token = |name: &str, secret: &str, scopes: Vec<TokenScope>, repos: &str| ApiToken {
+        name: name.into(),
+        hash: TokenHash::parse(&hash_token(secret)).unwrap(),
+        scopes,
+        repos: vec![repos.into()],
+    };
+    cfg.server.tokens = vec![
+        token("maintainer", TOKEN, vec![TokenScope::Jobs], "*"),
+        token("viewer", "rbd_viewer_token_1", vec![TokenScope::Read], "*"),
+        token(
+            "other",
+            "rbd_other_token_2",
+            vec![TokenScope::Jobs],
+            "other/*",
+        ),
+    ];
+    let server = TestServer::start_with(cfg).await;
+    // Gitea's AGit pull request: a fork's, so it waits for approval.
+    let response = server.deliver("gitea/pull_request-agit").await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = support::json(response).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job_page = format!("/jobs/{id}");
+    let status_of = |id: String| {
+        let queue = server.queue.clone();
+        async move { queue.get(&id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status_of(id.clone()).await, JobStatus::Blocked);
+
+    let maintainer = sign_in(&server, TOKEN).await;
+    let viewer = sign_in(&server, "rbd_viewer_token_1").await;
+    let other = sign_in(&server, "rbd_other_token_2").await;
+    let approve_form = format!("action=\"/jobs/{id}/approve\"");
+    let decline_form = format!("action=\"/jobs/{id}/cancel\"");
+
+    // Only a token that may change the job's repository sees buttons; nobody signed in is
+    // offered to sign in.
+    let (_, body) = get_with(&server, &job_page, &maintainer).await;
+    assert!(body.contains(&approve_form), "{body}");
+    assert!(body.contains(&decline_form), "{body}");
+    assert!(body.contains(">Decline</button>"), "{body}");
+    assert!(
+        body.contains("<span class=\"user\">maintainer</span>"),
+        "{body}"
+    );
+    for cookie in [&viewer, &other] {
+        let (_, body) = get_with(&server, &job_page, cookie).await;
+        assert!(!body.contains(&approve_form), "{body}");
+        assert!(!body.contains("class=\"actions\""), "{body}");
+    }
+    let body = page(&server, &job_page).await;
+    assert!(!body.contains(&approve_form), "{body}");
+    assert!(body.contains(">Sign in</a>"), "{body}");
+
+    // A form is refused, and changes nothing, without the right token or from elsewhere.
+    let approve = format!("/jobs/{id}/approve");
+    for (cookie, from, refused, says) in [
+        (
+            None,
+            From::Here,
+            StatusCode::UNAUTHORIZED,
+            "sign in with an API token",
+        ),
+        (
+            Some(&viewer),
+            From::Here,
+            StatusCode::FORBIDDEN,
+            "`jobs` scope",
+        ),
+        (
+            Some(&other),
+            From::Here,
+            StatusCode::FORBIDDEN,
+            "may not change",
+        ),
+        (
+            Some(&maintainer),
+            From::Elsewhere,
+            StatusCode::FORBIDDEN,
+            "own pages",
+        ),
+        (
+            Some(&maintainer),
+            From::Nowhere,
+            StatusCode::FORBIDDEN,
+            "own pages",
+        ),
+    ] {
+        let (status, headers, body) =
+            post_form(&server, &approve, cookie.map(String::as_str), from, &[]).await;
+        assert_eq!(status, refused, "{body}");
+        assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+        assert!(body.contains(says), "{says}: {body}");
+    }
+    assert_eq!(status_of(id.clone()).await, JobStatus::Blocked);
+
+    // Approve: queued, approved by the signed-in token, and back to the page.
+    let (status, headers, body) =
+        post_form(&server, &approve, Some(&maintainer), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers["location"], job_page.as_str());
+    let job = server.queue.get(&id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.approved_by.as_deref(), Some("maintainer"));
+
+    // Cancel what is queued; a second press is the API's answer (already finished), no error.
+    let (_, body) = get_with(&server, &job_page, &maintainer).await;
+    assert!(body.contains(">Cancel</button>"), "{body}");
+    assert!(!body.contains(&approve_form), "{body}");
+    let cancel = format!("/jobs/{id}/cancel");
+    let (status, _, _) = post_form(&server, &cancel, Some(&maintainer), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(status_of(id.clone()).await, JobStatus::Cancelled);
+
+    // Retry what has ended: to the new job's page.
+    let (_, body) = get_with(&server, &job_page, &maintainer).await;
+    assert!(
+        body.contains(&format!("action=\"/jobs/{id}/retry\"")),
+        "{body}"
+    );
+    assert!(!body.contains("retry-failed"), "{body}");
+    let (status, headers, _) = post_form(
+        &server,
+        &format!("/jobs/{id}/retry"),
+        Some(&maintainer),
+        From::Here,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let location = headers["location"].to_str().unwrap();
+    let retry = location.strip_prefix("/jobs/").unwrap().to_owned();
+    assert_ne!(retry, id);
+    let retried = server.queue.get(&retry).await.unwrap().unwrap();
+    assert_eq!(retried.spec.retry_of.as_deref(), Some(id.as_str()));
+    // Queued at once: the person who pressed it may change the repository's jobs, as the
+    // API's retry is.
+    assert_eq!(retried.status, JobStatus::Queued);
+
+    // A button the job no longer offers is the API's refusal, as a page.
+    let (status, _, body) = post_form(&server, &approve, Some(&maintainer), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test]
+async fn a_matrix_with_a_failed_variant_offers_to_retry_the_failed_ones() {
+    let server = TestServer::start().await;
+    let parent = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("spark-1").await;
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    let failed = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("spark-1").await;
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Failure))
+        .await
+        .unwrap();
+    server
+        .queue
+        .set_children(&parent, std::slice::from_ref(&failed))
+        .await
+        .unwrap();
+    let cookie = sign_in(&server, TOKEN).await;
+    let (_, body) = get_with(&server, &format!("/jobs/{parent}"), &cookie).await;
+    assert!(
+        body.contains(&format!("action=\"/jobs/{parent}/retry-failed\"")),
+        "{body}"
+    );
+    let (status, headers, body) = post_form(
+        &server,
+        &format!("/jobs/{parent}/retry-failed"),
+        Some(&cookie),
+        From::Here,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers["location"], format!("/jobs/{parent}").as_str());
+    let jobs = support::json(server.get_authed("/api/v1/jobs?repo=acme/app").await).await;
+    let retries: Vec<_> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|job| job["retry_of"] == failed.as_str())
+        .collect();
+    assert_eq!(retries.len(), 1, "{jobs}");
 }

@@ -290,7 +290,9 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         None => println!("  registry  {} (configured)", config.registry_host()),
     }
     println!("  server    {server_url}  (webhooks: {server_url}/webhooks/gitea|forgejo|github)");
-    println!("  web       {server_url}/jobs");
+    println!(
+        "  web       {server_url}/jobs  (sign in with the API token to cancel, retry and approve)"
+    );
     println!(
         "  agents    0..{max_agents} on demand, {} steps (cooldown {}s, logs in {}/logs/agents.log)",
         executor_arg(executor),

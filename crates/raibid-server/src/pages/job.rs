@@ -5,9 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use raibid_model::{Event, Job, human};
+use raibid_model::{Event, Job, JobStatus, human};
 
-use super::{PageError, log, page, root};
+use super::{Chrome, PageError, Viewer, log, page};
 use crate::ApiError;
 use crate::AppState;
 use crate::api::jobs::readable;
@@ -21,6 +21,9 @@ const MAX_CHILDREN: usize = 256;
 struct JobPage {
     root: String,
     title: String,
+    chrome: Chrome,
+    /// The buttons the signed-in token may press.
+    actions: Vec<Action>,
     id: String,
     status: &'static str,
     fields: Vec<Field>,
@@ -39,6 +42,14 @@ struct Field {
     name: &'static str,
     value: String,
     href: Option<String>,
+}
+
+/// A button: a form posted to `/jobs/{id}/{path}`.
+struct Action {
+    path: &'static str,
+    label: &'static str,
+    /// Cancelling and declining lose work: the button looks it.
+    danger: bool,
 }
 
 struct Child {
@@ -70,11 +81,12 @@ struct Log {
 }
 
 pub(super) async fn show(
+    viewer: Viewer,
     reader: Result<CanRead, ApiError>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let fail = |e: ApiError| PageError::new(&state, e);
+    let fail = |e: ApiError| viewer.fail(e);
     let reader = reader.map_err(fail)?;
     let job = readable(&state, &reader, &id).await.map_err(fail)?;
     let queue = state.queue();
@@ -88,8 +100,14 @@ pub(super) async fn show(
         .await
         .map_err(|e| fail(e.into()))?;
     let now = state.clock().now();
-    let root = root(&state);
+    let root = viewer.root().to_owned();
     let template = JobPage {
+        chrome: viewer.chrome(),
+        actions: if viewer.may_run_jobs(&job.spec.repo) {
+            actions(&job, &children)
+        } else {
+            Vec::new()
+        },
         title: title(&job),
         id: job.id.clone(),
         status: job.status.as_str(),
@@ -134,6 +152,37 @@ pub(super) async fn show(
         root,
     };
     Ok(page(StatusCode::OK, &template))
+}
+
+/// What can be done to the job now, as the API would allow it: cancel what has not ended
+/// (decline what waits for approval), approve what waits for a person (not for other workflows
+/// or its concurrency group), retry what has ended, and retry the failed jobs of a matrix or
+/// of several workflows.
+fn actions(job: &Job, children: &[Job]) -> Vec<Action> {
+    let action = |path, label, danger| Action {
+        path,
+        label,
+        danger,
+    };
+    let mut actions = Vec::new();
+    if job.status == JobStatus::Blocked && job.concurrency.is_none() && job.spec.needs.is_none() {
+        actions.push(action("approve", "Approve", false));
+        actions.push(action("cancel", "Decline", true));
+    } else if !job.status.is_final() {
+        actions.push(action("cancel", "Cancel", true));
+    } else {
+        let failed = children.iter().any(|c| {
+            matches!(
+                c.status,
+                JobStatus::Failure | JobStatus::Error | JobStatus::Dead
+            )
+        });
+        if failed {
+            actions.push(action("retry-failed", "Retry failed jobs", false));
+        }
+        actions.push(action("retry", "Retry", false));
+    }
+    actions
 }
 
 /// `acme/app #12 · build/linux`: what the forge's list of checks calls it.

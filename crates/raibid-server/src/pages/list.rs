@@ -9,7 +9,7 @@ use chrono::SecondsFormat;
 use raibid_model::{JobStatus, human};
 use raibid_queue::QueueError;
 
-use super::{PageError, page, root};
+use super::{Chrome, PageError, Viewer, page};
 use crate::api::jobs::{DEFAULT_PAGE, ListParams, page as list_page};
 use crate::api::pools::pool_stats;
 use crate::auth::CanRead;
@@ -20,6 +20,7 @@ use crate::{ApiError, AppState};
 struct JobsPage {
     root: String,
     title: String,
+    chrome: Chrome,
     repo: String,
     pool: String,
     /// Every status, and whether it is the one filtered on.
@@ -56,11 +57,12 @@ struct Row {
 }
 
 pub(super) async fn list(
+    viewer: Viewer,
     reader: Result<CanRead, ApiError>,
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let fail = |e: ApiError| PageError::new(&state, e);
+    let fail = |e: ApiError| viewer.fail(e);
     let reader = reader.map_err(fail)?;
     let Query(params) = params.map_err(|e| fail(ApiError::InvalidRequest(e.body_text())))?;
     let listing = params.check().map_err(fail)?;
@@ -74,7 +76,7 @@ pub(super) async fn list(
         Vec::new()
     };
 
-    let root = root(&state);
+    let root = viewer.root().to_owned();
     let now = state.clock().now();
     let repo = filter.repo.clone().unwrap_or_default();
     let pool = filter
@@ -132,6 +134,7 @@ pub(super) async fn list(
         next,
         repo,
         pool,
+        chrome: viewer.chrome(),
         root,
         queues,
     };

@@ -1,18 +1,20 @@
 //! Web pages for people: a job's page, which the forge's commit status links to, and the job
 //! list.
 //!
-//! Read-only HTML rendered on the server from the records the API serves, with the API's read
-//! rules ([`CanRead`]). There are no sessions or cookies: with `server.read_requires_token` a
-//! browser, which cannot send a bearer token, gets a 401 page saying so (clients that send the
-//! token get the page). Every value shown comes from webhooks, pipelines and build output, that
-//! is from strangers, so the templates escape all of it (askama) and the pages' Content
-//! Security Policy allows no inline script: the one script, which follows a running job's log,
-//! is a file of its own.
+//! HTML rendered on the server from the records the API serves, with the API's read rules
+//! ([`CanRead`](crate::auth::CanRead)). A person may sign in with an API token
+//! ([`session`]): the pages then read under `server.read_requires_token`, and a job's page
+//! shows the buttons (cancel, retry, approve) the token may press ([`actions`]). Every value
+//! shown comes from webhooks, pipelines and build output, that is from strangers, so the
+//! templates escape all of it (askama) and the pages' Content Security Policy allows no inline
+//! script: the one script, which follows a running job's log, is a file of its own.
 
+mod actions;
 mod assets;
 mod job;
 mod list;
 mod log;
+mod session;
 
 use askama::Template;
 use axum::extract::State;
@@ -21,12 +23,20 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::routes::Route;
 use crate::{ApiError, AppState};
+pub(crate) use session::Viewer;
 
 pub(crate) fn routes() -> Vec<Route> {
     vec![
         Route::get("/", index),
         Route::get("/jobs", list::list),
         Route::get("/jobs/{id}", job::show),
+        Route::post("/jobs/{id}/cancel", actions::cancel),
+        Route::post("/jobs/{id}/retry", actions::retry),
+        Route::post("/jobs/{id}/retry-failed", actions::retry_failed),
+        Route::post("/jobs/{id}/approve", actions::approve),
+        Route::get("/login", session::form),
+        Route::post("/login", session::login),
+        Route::post("/logout", session::logout),
         Route::get("/assets/raibid.css", assets::css),
         Route::get("/assets/job.js", assets::script),
         Route::get("/assets/favicon.svg", assets::icon),
@@ -51,6 +61,12 @@ pub(crate) fn root(state: &AppState) -> String {
 
 async fn index(State(state): State<AppState>) -> Redirect {
     Redirect::to(&format!("{}/jobs", root(&state)))
+}
+
+/// The header every page has: who is signed in, else where to sign in (when tokens exist).
+pub(crate) struct Chrome {
+    user: Option<String>,
+    sign_in: Option<String>,
 }
 
 /// A rendered page with the headers every page has.
@@ -84,21 +100,26 @@ fn page(status: StatusCode, template: &impl Template) -> Response {
 struct ErrorPage {
     root: String,
     title: String,
+    chrome: Chrome,
     message: String,
     hint: Option<&'static str>,
+    /// On a 401, the way to the sign-in form.
+    sign_in: Option<String>,
 }
 
 /// An [`ApiError`] met while making a page, answered as a page with the API's status code.
 pub(crate) struct PageError {
     error: ApiError,
     root: String,
+    chrome: Chrome,
 }
 
 impl PageError {
-    pub(crate) fn new(state: &AppState, error: impl Into<ApiError>) -> Self {
+    pub(crate) fn new(viewer: &Viewer, error: ApiError) -> Self {
         Self {
-            error: error.into(),
-            root: root(state),
+            error,
+            root: viewer.root().to_owned(),
+            chrome: viewer.chrome(),
         }
     }
 }
@@ -110,18 +131,27 @@ impl IntoResponse for PageError {
             tracing::warn!(code = self.error.code(), error = %self.error, "page failed");
         }
         let hint = match &self.error {
+            ApiError::Unauthorized(_) if self.chrome.sign_in.is_some() => Some(
+                "Sign in with an API token (server.tokens) to see this page; `raibid job \
+                 show`, `raibid job logs` and `raibid tui` read jobs with one too.",
+            ),
             ApiError::Unauthorized(_) => Some(
-                "This server asks for an API token to read jobs (server.read_requires_token), \
-                 which a browser cannot send. `raibid job show`, `raibid job logs` and `raibid \
-                 tui` read them with one.",
+                "`raibid job show`, `raibid job logs` and `raibid tui` read jobs with an API \
+                 token too.",
             ),
             ApiError::QueueUnavailable(_) | ApiError::Timeout => {
                 Some("The server cannot reach Redis just now; reload in a moment.")
             }
             _ => None,
         };
+        let sign_in = match &self.error {
+            ApiError::Unauthorized(_) => self.chrome.sign_in.clone(),
+            _ => None,
+        };
         let template = ErrorPage {
+            sign_in,
             root: self.root,
+            chrome: self.chrome,
             title: format!(
                 "{} {}",
                 status.as_u16(),

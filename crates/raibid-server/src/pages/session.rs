@@ -1,0 +1,303 @@
+//! Signing in on the web pages: a browser keeps one of `server.tokens` in a cookie, so its pages
+//! read under `server.read_requires_token` and show the buttons its token may press.
+//!
+//! There is no user database: the token is the identity, as for the CLI. The cookie holds the
+//! token itself, `HttpOnly` (no script reads it), `SameSite=Lax` (sent when a forge's "Details"
+//! link is followed, never with another site's form) and `Secure` when `server.public_url` is
+//! https; removing the token from `server.tokens` signs every browser that holds it out. Forms
+//! that change something must also come from the server's own pages ([`same_origin`]), which
+//! covers browsers that do not enforce `SameSite`.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use raibid_config::{ApiToken, TokenScope};
+use serde::Deserialize;
+
+use super::{Chrome, PageError, page, root};
+use crate::auth::{SESSION_COOKIE, session_cookie, session_token};
+use crate::{ApiError, AppState};
+
+/// How long a browser stays signed in; Gitea's "remember me" keeps a login for 7 days too.
+const SESSION_SECS: u64 = 7 * 24 * 60 * 60;
+
+/// Who is looking at a page and where: for the header's sign-in link and the buttons its token
+/// may press. Never refuses a request; a page that needs a token asks [`crate::auth::CanRead`].
+pub(crate) struct Viewer {
+    root: String,
+    /// The signed-in token, when the browser's cookie holds one of `server.tokens`.
+    token: Option<ApiToken>,
+    /// Whether any token is configured, that is whether signing in can work.
+    can_sign_in: bool,
+    /// The page's path and query below the root, to come back to after signing in.
+    here: String,
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Viewer {
+            root: root(state),
+            token: session_cookie(&parts.headers).and_then(|t| session_token(state, &t)),
+            can_sign_in: !state.config().server.tokens.is_empty(),
+            here: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/jobs".to_owned(), |p| p.as_str().to_owned()),
+        })
+    }
+}
+
+impl Viewer {
+    pub(crate) fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The header's part of a page.
+    pub(crate) fn chrome(&self) -> Chrome {
+        Chrome {
+            user: self.token.as_ref().map(ApiToken::name),
+            sign_in: (self.token.is_none() && self.can_sign_in)
+                .then(|| login_href(&self.root, &self.here)),
+        }
+    }
+
+    /// Whether the signed-in token may cancel, retry and approve jobs of `repo`: the buttons
+    /// it is shown.
+    pub(crate) fn may_run_jobs(&self, repo: &str) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|t| t.has_scope(TokenScope::Jobs) && t.covers(repo))
+    }
+
+    /// The signed-in token, or a 401 naming what signing in is for.
+    pub(crate) fn token(&self, to: &str) -> Result<ApiToken, ApiError> {
+        self.token
+            .clone()
+            .ok_or_else(|| ApiError::Unauthorized(format!("sign in with an API token to {to}")))
+    }
+
+    pub(crate) fn fail(&self, error: impl Into<ApiError>) -> PageError {
+        PageError::new(self, error.into())
+    }
+}
+
+/// `/login?next=<here>`.
+fn login_href(root: &str, here: &str) -> String {
+    let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
+    format!("{root}/login?next={next}")
+}
+
+/// Where to go after signing in: a path of this server's pages, never another site (an open
+/// redirect would let a link to this server's sign-in page send the person anywhere).
+fn next_path(next: Option<&str>) -> &str {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.starts_with("/\\")
+                && !path.chars().any(|c| c.is_control() || c == '\\') =>
+        {
+            path
+        }
+        _ => "/jobs",
+    }
+}
+
+/// Refuses (403) a form that did not come from the server's own pages: a browser says where a
+/// form was sent from (`Sec-Fetch-Site`, else `Origin`); a request that says neither is not
+/// a browser's form, and is refused too. The API's bearer token needs none of this, since no
+/// other site can make a browser send it.
+pub(crate) fn same_origin(headers: &HeaderMap, state: &AppState) -> Result<(), ApiError> {
+    let refused = |from: &str| {
+        Err(ApiError::Forbidden(format!(
+            "this form must be sent from raibid's own pages, not from {from}"
+        )))
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.to_str() {
+            Ok("same-origin") => Ok(()),
+            Ok(other) => refused(&format!("a {other} page")),
+            Err(_) => refused("an unknown page"),
+        };
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return refused("a request that names no Origin");
+    };
+    let origin_host = reqwest::Url::parse(origin)
+        .ok()
+        .filter(|url| url.scheme() == "http" || url.scheme() == "https")
+        .and_then(|url| {
+            let host = url.host_str()?.to_owned();
+            Some(match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let public = reqwest::Url::parse(&state.config().server.public_url)
+        .ok()
+        .map(|url| url.origin().ascii_serialization());
+    match origin_host {
+        Some(origin_host) if Some(origin_host.as_str()) == host => Ok(()),
+        Some(_) if public.as_deref() == Some(origin) => Ok(()),
+        _ => refused(origin),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    root: String,
+    title: String,
+    chrome: Chrome,
+    next: String,
+    error: Option<String>,
+    can_sign_in: bool,
+}
+
+#[derive(Deserialize)]
+pub(super) struct LoginQuery {
+    next: Option<String>,
+}
+
+pub(super) async fn form(
+    viewer: Viewer,
+    axum::extract::Query(query): axum::extract::Query<LoginQuery>,
+) -> Response {
+    login_page(&viewer, next_path(query.next.as_deref()), None)
+}
+
+fn login_page(viewer: &Viewer, next: &str, error: Option<String>) -> Response {
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    page(
+        status,
+        &LoginPage {
+            root: viewer.root.clone(),
+            title: "Sign in".into(),
+            chrome: Chrome {
+                user: viewer.token.as_ref().map(ApiToken::name),
+                sign_in: None,
+            },
+            next: next.to_owned(),
+            error,
+            can_sign_in: viewer.can_sign_in,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct Login {
+    token: String,
+    next: Option<String>,
+}
+
+pub(super) async fn login(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(login): Form<Login>,
+) -> Result<Response, PageError> {
+    // Another site must not sign a browser in with a token of its choosing either: the
+    // person would then act, unawares, as that token.
+    same_origin(&headers, &state).map_err(|e| viewer.fail(e))?;
+    let next = next_path(login.next.as_deref());
+    let token = login.token.trim();
+    let Some(entry) = session_token(&state, token) else {
+        tracing::info!("sign-in with a token that is not in server.tokens");
+        let error = if viewer.can_sign_in {
+            "That token is not one of this server's (server.tokens)."
+        } else {
+            "This server has no API tokens (server.tokens), so no one can sign in."
+        };
+        return Ok(login_page(&viewer, next, Some(error.into())));
+    };
+    tracing::info!(token = %entry.name(), "signed in on the web pages");
+    let secure = state.config().server.public_url.starts_with("https://");
+    let value: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let cookie = cookie(&viewer.root, &value, SESSION_SECS, secure);
+    Ok(redirect_with_cookie(
+        &format!("{}{next}", viewer.root),
+        &cookie,
+    ))
+}
+
+pub(super) async fn logout(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    same_origin(&headers, &state).map_err(|e| viewer.fail(e))?;
+    let secure = state.config().server.public_url.starts_with("https://");
+    let cookie = cookie(&viewer.root, "", 0, secure);
+    Ok(redirect_with_cookie(
+        &format!("{}/jobs", viewer.root),
+        &cookie,
+    ))
+}
+
+fn cookie(root: &str, value: &str, max_age: u64, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={value}; Path={root}/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+fn redirect_with_cookie(to: &str, cookie: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    match HeaderValue::from_str(cookie) {
+        Ok(value) => {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+            response
+        }
+        // The value is percent-encoded and the root a URL's path: a bug if it happens.
+        Err(e) => ApiError::Internal(format!("the sign-in cookie: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_server() {
+        assert_eq!(next_path(Some("/jobs/01J?x=1")), "/jobs/01J?x=1");
+        assert_eq!(next_path(Some("//evil.example/")), "/jobs");
+        assert_eq!(next_path(Some("/\\evil.example/")), "/jobs");
+        assert_eq!(next_path(Some("https://evil.example/")), "/jobs");
+        assert_eq!(next_path(Some("/jobs\r\nSet-Cookie: x")), "/jobs");
+        assert_eq!(next_path(Some("")), "/jobs");
+        assert_eq!(next_path(None), "/jobs");
+    }
+
+    #[test]
+    fn login_link_carries_the_page() {
+        assert_eq!(
+            login_href("/ci", "/jobs?repo=acme/app&status=failure"),
+            "/ci/login?next=%2Fjobs%3Frepo%3Dacme%2Fapp%26status%3Dfailure"
+        );
+    }
+
+    #[test]
+    fn cookie_attributes() {
+        assert_eq!(
+            cookie("/ci", "abc", 60, true),
+            "raibid_token=abc; Path=/ci/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert_eq!(
+            cookie("", "", 0, false),
+            "raibid_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+        );
+    }
+}
