@@ -1,7 +1,8 @@
 // Follows a running job on its page: appends what the agent writes to the log as it comes,
 // with its colours as the server renders a finished log (ansi-to-html's SGR styles and CSS
-// variables), and reloads the page when the job ends, so the final status, steps and log come
-// from the server. Without JavaScript the page is complete as of when it was loaded.
+// variables), keeps the status and the steps' table as the agent reports them, and reloads the
+// page when the job ends, so the final status, steps and log come from the server. Without
+// JavaScript the page is complete as of when it was loaded.
 (function () {
   "use strict";
   const log = document.getElementById("log");
@@ -147,15 +148,74 @@
   source.addEventListener("end", ended);
   source.addEventListener("gone", ended);
 
-  // The badge until the job ends: a queued job becomes running when an agent starts it.
+  // A step's time as the server shows it (raibid_model::human::precise_millis): tenths below
+  // ten seconds, then two units at most.
+  const pad = (n) => String(n).padStart(2, "0");
+  const time = (ms) => {
+    if (typeof ms !== "number") {
+      return "";
+    }
+    if (ms < 10000) {
+      return `${(Math.max(0, ms) / 1000).toFixed(1)}s`;
+    }
+    const secs = Math.floor(ms / 1000);
+    const [m, s] = [Math.floor(secs / 60), secs % 60];
+    const [h, mm] = [Math.floor(m / 60), m % 60];
+    const [d, hh] = [Math.floor(h / 24), h % 24];
+    if (d > 0) {
+      return `${d}d${pad(hh)}h`;
+    }
+    if (h > 0) {
+      return `${h}h${pad(mm)}m`;
+    }
+    return m > 0 ? `${m}m${pad(s)}s` : `${s}s`;
+  };
+  const cell = (content) => {
+    const td = document.createElement("td");
+    td.append(content);
+    return td;
+  };
+  const statusBadge = (status) => {
+    const span = document.createElement("span");
+    span.className = `status status-${status}`;
+    span.textContent = status;
+    return span;
+  };
+  // The steps' table, rebuilt from the agent's report when it changes; text only.
+  const steps = document.getElementById("steps");
+  let shownSteps = null;
+  const showSteps = (list) => {
+    const key = JSON.stringify(list);
+    if (!steps || key === shownSteps) {
+      return;
+    }
+    shownSteps = key;
+    steps.querySelector("tbody").replaceChildren(
+      ...list.map((step) => {
+        const row = document.createElement("tr");
+        row.append(
+          cell(step.name),
+          cell(statusBadge(step.status)),
+          cell(step.exit_code === undefined ? "" : String(step.exit_code)),
+          cell(time(step.duration_ms)),
+        );
+        return row;
+      }),
+    );
+    steps.hidden = list.length === 0;
+  };
+
+  // The badge and the steps until the job ends: a queued job becomes running when an agent
+  // starts it, and its steps run one after another.
   const badge = document.getElementById("status");
   setInterval(async () => {
     try {
       const response = await fetch(`${root}/api/v1/jobs/${job}`);
       if (response.ok) {
-        const status = (await response.json()).status;
-        badge.textContent = status;
-        badge.className = `status status-${status}`;
+        const current = await response.json();
+        badge.textContent = current.status;
+        badge.className = `status status-${current.status}`;
+        showSteps(current.steps || []);
       }
     } catch (_) {
       // The server is restarting; the next tick tries again.

@@ -138,6 +138,8 @@ async fn a_running_job_s_page_follows_its_log_from_where_it_stopped() {
         queued.contains("<script src=\"/assets/job.js\" defer></script>"),
         "{queued}"
     );
+    // An empty steps' table, hidden, for the script to fill as the agent reports steps.
+    assert!(queued.contains("<section id=\"steps\" hidden>"), "{queued}");
 
     let _claimed = server.claim_one("spark-1").await;
     server.queue.append_log(&id, b"line 1\n").await.unwrap();
@@ -435,11 +437,21 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
     ] {
         server.queue.append_log(&id, chunk).await.unwrap();
     }
-    server
-        .queue
-        .ack(&claimed, &Outcome::new(JobStatus::Success))
-        .await
-        .unwrap();
+    // The steps as the agent reports them; the script shows them with the server's times.
+    let step = |name: &str, status, exit_code, duration_ms| StepResult {
+        name: name.into(),
+        status,
+        exit_code,
+        duration_ms,
+        tail: String::new(),
+    };
+    let mut outcome = Outcome::new(JobStatus::Success);
+    outcome.steps = vec![
+        step("build", StepStatus::Success, Some(0), Some(1_500)),
+        step("test<b>", StepStatus::Success, Some(0), Some(185_000)),
+        step("deploy", StepStatus::Skipped, None, None),
+    ];
+    server.queue.ack(&claimed, &outcome).await.unwrap();
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(30),
         script.wait_with_output(),
@@ -473,6 +485,16 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
     );
     assert_eq!(seen["badge"]["textContent"], "success", "{seen}");
     assert_eq!(seen["badge"]["className"], "status status-success");
+    assert_eq!(
+        seen["steps"],
+        json!([
+            ["build", "status status-success:success", "0", "1.5s"],
+            ["test<b>", "status status-success:success", "0", "3m05s"],
+            ["deploy", "status status-skipped:skipped", "", ""]
+        ]),
+        "{seen}"
+    );
+    assert_eq!(seen["stepsHidden"], false);
 }
 
 /// A browser that does not follow redirects, to see where the server sends it.

@@ -27,11 +27,35 @@ let placeholder = {
   },
 };
 const badge = { textContent: "queued", className: "status status-queued" };
+// An element: its text, class, style and children (text or elements).
+const element = () => ({
+  textContent: "",
+  className: "",
+  style: {},
+  children: [],
+  append(...nodes) {
+    this.children.push(...nodes);
+  },
+});
+// The steps' table: its rows as [name, status badge's class and text, exit code, time].
+const cellText = (td) =>
+  td.children.map((c) => (typeof c === "string" ? c : `${c.className}:${c.textContent}`)).join("");
+const steps = {
+  hidden: true,
+  querySelector: (selector) =>
+    selector === "tbody"
+      ? {
+          replaceChildren: (...rows) => {
+            seen.steps = rows.map((row) => row.children.map(cellText));
+          },
+        }
+      : null,
+};
 const document = {
-  createElement: () => ({ textContent: "", style: {} }),
+  createElement: element,
   body: { dataset: { root } },
   documentElement: { scrollHeight: 1000 },
-  getElementById: (id) => ({ log, status: badge, "log-empty": placeholder })[id] ?? null,
+  getElementById: (id) => ({ log, status: badge, steps, "log-empty": placeholder })[id] ?? null,
 };
 const window = {
   innerHeight: 1000,
@@ -112,4 +136,5 @@ for (const tick of ticks) {
   await tick();
 }
 seen.badge = badge;
+seen.stepsHidden = steps.hidden;
 console.log(JSON.stringify(seen));
