@@ -306,7 +306,8 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
         all.contains(&format!("<a href=\"/jobs/{lib}\">#1</a>")),
         "{all}"
     );
-    assert!(all.contains("http-equiv=\"refresh\""), "queued jobs: {all}");
+    assert!(all.contains("data-refresh=\"10\""), "queued jobs: {all}");
+    assert!(all.contains("src=\"/assets/list.js\""), "{all}");
     // The queues above them: both jobs wait in the default pool.
     assert!(
         all.contains("<tr><td>default</td><td>2</td><td>0</td>"),
@@ -339,7 +340,7 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
         "{second}"
     );
     assert!(
-        !second.contains("http-equiv=\"refresh\""),
+        !second.contains("data-refresh") && !second.contains("list.js"),
         "only the first page reloads"
     );
     assert!(
@@ -349,7 +350,7 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
 
     let none = page(&server, "/jobs?status=success").await;
     assert!(none.contains("No jobs match these filters."), "{none}");
-    assert!(!none.contains("http-equiv=\"refresh\""), "{none}");
+    assert!(!none.contains("data-refresh"), "{none}");
 }
 
 #[tokio::test]
@@ -375,6 +376,7 @@ async fn the_pages_live_below_the_public_url_s_path_and_the_root_leads_to_them()
     for (path, kind) in [
         ("/assets/raibid.css", "text/css; charset=utf-8"),
         ("/assets/job.js", "text/javascript; charset=utf-8"),
+        ("/assets/list.js", "text/javascript; charset=utf-8"),
         ("/assets/favicon.svg", "image/svg+xml"),
         ("/favicon.ico", "image/svg+xml"),
     ] {
@@ -398,16 +400,7 @@ fn attribute<'a>(body: &'a str, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
-    let node = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("node"))
-                .find(|p| p.is_file())
-        })
-        .expect(
-            "node is not installed: the web page's script is tested under it \
-             (apt-get install nodejs, or scripts/install-deps.sh test)",
-        );
+    let node = node();
     let server = TestServer::start().await;
     let id = submit(&server, "acme/app").await;
     let claimed = server.claim_one("spark-1").await;
@@ -495,6 +488,42 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
         "{seen}"
     );
     assert_eq!(seen["stepsHidden"], false);
+}
+
+/// node, which runs the pages' scripts in these tests.
+fn node() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("node"))
+                .find(|p| p.is_file())
+        })
+        .expect(
+            "node is not installed: the web pages' scripts are tested under it \
+             (apt-get install nodejs, or scripts/install-deps.sh test)",
+        )
+}
+
+#[tokio::test]
+async fn the_list_s_script_reloads_it_unless_a_filter_is_being_edited() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(node())
+        .arg(dir.join("tests/js/list.mjs"))
+        .arg(dir.join("assets/list.js"))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        seen,
+        json!({
+            "idle": { "reloaded": true, "period": 10000 },
+            "typed": { "reloaded": false, "period": 10000 },
+            "focused": { "reloaded": false, "period": 10000 },
+        })
+    );
 }
 
 /// A browser that does not follow redirects, to see where the server sends it.

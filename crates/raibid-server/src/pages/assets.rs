@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 const CSS: &str = include_str!("../../assets/raibid.css");
 const SCRIPT: &str = include_str!("../../assets/job.js");
+const LIST_SCRIPT: &str = include_str!("../../assets/list.js");
 const ICON: &str = include_str!("../../assets/favicon.svg");
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -32,6 +33,10 @@ pub(super) async fn css() -> Response {
 
 pub(super) async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub(super) async fn list_script() -> Response {
+    asset("text/javascript; charset=utf-8", LIST_SCRIPT)
 }
 
 /// Browsers ask for an icon whatever the page says; without one every page view logs a 404.

@@ -39,6 +39,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/logout", session::logout),
         Route::get("/assets/raibid.css", assets::css),
         Route::get("/assets/job.js", assets::script),
+        Route::get("/assets/list.js", assets::list_script),
         Route::get("/assets/favicon.svg", assets::icon),
         Route::get("/favicon.ico", assets::icon),
     ]
