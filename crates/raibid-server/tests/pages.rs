@@ -86,9 +86,23 @@ async fn a_finished_job_shows_its_steps_tests_and_coloured_log_with_everything_e
             message: "left != right".into(),
         }],
     });
+    outcome.artifacts = Some(raibid_model::JobArtifacts {
+        reference: "registry.example/acme/app/artifacts@sha256:00".into(),
+        size: 2048,
+        files: 3,
+        expires_at: None,
+        expired: false,
+    });
     server.queue.ack(&claimed, &outcome).await.unwrap();
 
     let body = page(&server, &format!("/jobs/{id}")).await;
+    // The artifacts, downloaded through the server.
+    assert!(
+        body.contains(&format!(
+            "<a class=\"button\" href=\"/api/v1/jobs/{id}/artifacts\">Download</a> 3 files"
+        )),
+        "{body}"
+    );
     // The header, the description and the steps.
     assert!(
         body.contains("<title>acme/app #1 · raibid-ci</title>"),

@@ -31,7 +31,7 @@ struct JobPage {
     steps: Vec<Step>,
     tests: Option<Tests>,
     images: Vec<String>,
-    artifacts: Option<String>,
+    artifacts: Option<Artifacts>,
     log: Log,
     /// The job can still write: the page follows its log.
     live: bool,
@@ -64,6 +64,12 @@ struct Step {
     status: &'static str,
     exit: String,
     time: String,
+}
+
+struct Artifacts {
+    summary: String,
+    /// The API's download, through the server, while the registry still has them.
+    download: Option<String>,
 }
 
 struct Tests {
@@ -140,7 +146,7 @@ pub(super) async fn show(
             more: t.failed.saturating_sub(t.failures.len() as u64),
         }),
         images: job.images.clone(),
-        artifacts: job.artifacts.as_ref().map(|a| artifacts(&job, a)),
+        artifacts: job.artifacts.as_ref().map(|a| artifacts(&job, a, &root)),
         log: Log {
             empty: tail.text.is_empty(),
             html: log::html(&tail.text),
@@ -284,19 +290,26 @@ fn at(time: DateTime<Utc>, now: DateTime<Utc>) -> String {
     )
 }
 
-fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts) -> String {
-    artifacts.expired_note().unwrap_or_else(|| {
-        format!(
-            "{} files, {} bytes: `raibid job artifacts {}` downloads them{}",
-            artifacts.files,
-            artifacts.size,
-            job.id,
-            artifacts
-                .expiry()
-                .map(|at| format!("; kept until {at}"))
-                .unwrap_or_default()
-        )
-    })
+fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts, root: &str) -> Artifacts {
+    match artifacts.expired_note() {
+        Some(note) => Artifacts {
+            summary: note,
+            download: None,
+        },
+        None => Artifacts {
+            summary: format!(
+                "{} files, {} bytes (.tar.gz); `raibid job artifacts {}` unpacks them{}",
+                artifacts.files,
+                artifacts.size,
+                job.id,
+                artifacts
+                    .expiry()
+                    .map(|at| format!("; kept until {at}"))
+                    .unwrap_or_default()
+            ),
+            download: Some(format!("{root}/api/v1/jobs/{}/artifacts", job.id)),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -332,5 +345,38 @@ mod tests {
             field("repository").href.as_deref(),
             Some("/ci/jobs?repo=acme/app")
         );
+    }
+
+    #[test]
+    fn artifacts_are_downloaded_through_the_server_until_they_expire() {
+        let spec = NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            "refs/heads/main",
+            "0".repeat(40),
+            Event::Push,
+        );
+        let job = Job::queued("01ARZ3NDEKTSV4RRFFQ69G5FAV", spec, Utc::now());
+        let mut kept = raibid_model::JobArtifacts {
+            reference: "registry.example/acme/app/artifacts@sha256:00".into(),
+            size: 2048,
+            files: 3,
+            expires_at: None,
+            expired: false,
+        };
+        let shown = artifacts(&job, &kept, "/ci");
+        assert_eq!(
+            shown.download.as_deref(),
+            Some("/ci/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/artifacts")
+        );
+        assert!(
+            shown.summary.starts_with("3 files, 2048 bytes"),
+            "{}",
+            shown.summary
+        );
+        kept.expired = true;
+        let gone = artifacts(&job, &kept, "/ci");
+        assert_eq!(gone.download, None);
+        assert!(gone.summary.contains("deleted"), "{}", gone.summary);
     }
 }
