@@ -233,7 +233,12 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             let (requests, received) = tokio::sync::mpsc::channel(1);
             let every = Duration::from_secs(secs);
             (
-                Some(pool::UpkeepSettings { every, requests }),
+                Some(pool::UpkeepSettings {
+                    every,
+                    // Overdue by as long again: a day without a quiet moment, by default.
+                    drain_after: every,
+                    requests,
+                }),
                 Some(received),
             )
         }

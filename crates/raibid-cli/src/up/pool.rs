@@ -14,7 +14,10 @@
 //! The pool also knows when the farm is quiet, which the private registry's garbage collection
 //! needs (it must not run beside uploads, and only agents upload): with no agent process alive
 //! and nothing queued or pending, no upload can be under way, and none can start while the
-//! pool, which alone starts agents, waits for the collection to end.
+//! pool, which alone starts agents, waits for the collection to end. A farm busy around the
+//! clock has no such moment, and its registry would grow until the disk is full: once the
+//! collection is overdue by as long again, the pool starts no more agents, lets the running
+//! ones finish their jobs, and collects when the last has exited, queued jobs waiting.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -62,6 +65,9 @@ pub struct UpkeepSettings {
     /// At the first quiet moment this long after the last one (or after the start, which
     /// collects too).
     pub every: Duration,
+    /// How much longer than `every` to wait for a quiet moment before draining the agents to
+    /// make one.
+    pub drain_after: Duration,
     /// Asks the registry's keeper ([`super::keeper::keep`]).
     pub requests: mpsc::Sender<super::keeper::Upkeep>,
 }
@@ -79,6 +85,8 @@ pub struct LocalPool {
     started_total: u64,
     last: HashMap<PoolName, (u64, u64)>,
     last_upkeep: Instant,
+    /// Whether the pool said it is draining for an overdue collection, so it says it once.
+    draining: bool,
 }
 
 impl LocalPool {
@@ -90,6 +98,7 @@ impl LocalPool {
             started_total: 0,
             last: HashMap::new(),
             last_upkeep: Instant::now(),
+            draining: false,
         }
     }
 
@@ -117,6 +126,18 @@ impl LocalPool {
         let mut pools: BTreeSet<PoolName> = self.settings.pools.iter().cloned().collect();
         pools.extend(self.queue.pools().await?);
         self.upkeep_if_quiet(&pools).await?;
+        let draining = self.upkeep_overdue();
+        if draining != self.draining {
+            self.draining = draining;
+            if draining {
+                warn!(
+                    agents = self.agents.len(),
+                    waited = ?self.last_upkeep.elapsed(),
+                    "local pool: no quiet moment for the registry's collection; starting no \
+                     agents until the running ones have ended"
+                );
+            }
+        }
         for pool in pools {
             let stats = self.queue.stats(&pool).await?;
             let mine: Vec<&AgentProcess> = self.agents.iter().filter(|a| a.pool == pool).collect();
@@ -137,7 +158,7 @@ impl LocalPool {
                 pending: running - busy,
                 max: self.settings.max_agents.saturating_sub(others),
             };
-            let start = agents_to_start(input);
+            let start = if draining { 0 } else { agents_to_start(input) };
             for _ in 0..start {
                 match self.spawn(&pool) {
                     Ok(agent) => self.agents.push(agent),
@@ -176,9 +197,20 @@ impl LocalPool {
         Ok(())
     }
 
+    /// Whether the registry's collection has waited for a quiet moment so long that the pool
+    /// drains its agents to make one.
+    fn upkeep_overdue(&self) -> bool {
+        self.settings
+            .upkeep
+            .as_ref()
+            .is_some_and(|u| self.last_upkeep.elapsed() >= u.every + u.drain_after)
+    }
+
     /// The registry's upkeep, when it is due and nothing could be uploading: no agent alive,
     /// and in every pool nothing queued and nothing pending (a pending entry is a job whose
-    /// agent died; the reaper queues it again). Jobs queued meanwhile wait for it to end.
+    /// agent died; the reaper queues it again); or, when overdue ([`Self::upkeep_overdue`]),
+    /// as soon as the last agent has exited, whatever is queued. Jobs queued meanwhile wait
+    /// for it to end.
     async fn upkeep_if_quiet(
         &mut self,
         pools: &BTreeSet<PoolName>,
@@ -189,15 +221,22 @@ impl LocalPool {
         if !self.agents.is_empty() || self.last_upkeep.elapsed() < upkeep.every {
             return Ok(());
         }
-        for pool in pools {
-            let stats = self.queue.stats(pool).await?;
-            if stats.lag > 0 || stats.pending > 0 {
-                return Ok(());
+        let overdue = self.upkeep_overdue();
+        if !overdue {
+            for pool in pools {
+                let stats = self.queue.stats(pool).await?;
+                if stats.lag > 0 || stats.pending > 0 {
+                    return Ok(());
+                }
             }
         }
         let requests = upkeep.requests.clone();
         self.last_upkeep = Instant::now();
-        info!("local pool: quiet; the registry collects unused layers");
+        if overdue {
+            info!("local pool: agents drained; the registry collects unused layers");
+        } else {
+            info!("local pool: quiet; the registry collects unused layers");
+        }
         let (done, result) = oneshot::channel();
         if requests.send(done).await.is_err() {
             return Ok(());
@@ -321,6 +360,14 @@ mod tests {
         queue: Queue,
         every: Duration,
     ) -> (LocalPool, mpsc::Receiver<super::super::keeper::Upkeep>) {
+        pool_draining_after(queue, every, Duration::from_secs(3600))
+    }
+
+    fn pool_draining_after(
+        queue: Queue,
+        every: Duration,
+        drain_after: Duration,
+    ) -> (LocalPool, mpsc::Receiver<super::super::keeper::Upkeep>) {
         let (requests, received) = mpsc::channel(1);
         let settings = PoolSettings {
             exe: PathBuf::from("/bin/false"),
@@ -334,7 +381,11 @@ mod tests {
             cooldown: Duration::from_secs(1),
             pools: vec![PoolName::default()],
             grace_period: Duration::from_secs(1),
-            upkeep: Some(UpkeepSettings { every, requests }),
+            upkeep: Some(UpkeepSettings {
+                every,
+                drain_after,
+                requests,
+            }),
         };
         (LocalPool::new(queue, settings), received)
     }
@@ -415,6 +466,45 @@ mod tests {
             upkeep_asked(&mut pool, &mut received).await,
             "quiet and due"
         );
+    }
+
+    /// A farm never quiet: once the collection is overdue the pool starts no agents, and
+    /// collects as soon as the last running one has exited, with jobs still queued.
+    #[tokio::test]
+    async fn an_overdue_collection_drains_the_agents_and_runs_with_jobs_queued() {
+        let redis = raibid_testkit::RedisServer::start();
+        let queue = Queue::open(raibid_queue::QueueOptions::new(redis.url())).unwrap();
+        let job = raibid_model::NewJob::new(
+            "acme/app",
+            "http://127.0.0.1/acme/app.git",
+            "refs/heads/main",
+            "0123456789abcdef0123456789abcdef01234567",
+            raibid_model::Event::Push,
+        );
+        queue.enqueue(job).await.unwrap();
+
+        // Due, not overdue: a queued job gets an agent, and the collection waits.
+        let (mut pool, mut received) =
+            pool_draining_after(queue.clone(), Duration::ZERO, Duration::from_secs(3600));
+        pool.step().await.unwrap();
+        assert_eq!(pool.agents.len(), 1, "an agent for the queued job");
+        assert!(received.try_recv().is_err(), "not quiet: a job is queued");
+
+        // Overdue: with an agent still running, none is started and nothing collected.
+        let (mut pool, mut received) =
+            pool_draining_after(queue.clone(), Duration::ZERO, Duration::ZERO);
+        pool.agents.push(agent("sleep 30"));
+        pool.step().await.unwrap();
+        assert_eq!(pool.agents.len(), 1, "no agent started while draining");
+        assert!(pool.draining);
+        assert!(received.try_recv().is_err(), "an agent is alive");
+        // The last agent gone: collected, the job still queued.
+        pool.agents.clear();
+        assert!(
+            upkeep_asked(&mut pool, &mut received).await,
+            "overdue and drained"
+        );
+        assert_eq!(queue.stats(&PoolName::default()).await.unwrap().lag, 1);
     }
 
     #[tokio::test]
