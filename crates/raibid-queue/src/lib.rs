@@ -37,7 +37,7 @@ pub use concurrency::GroupClaim;
 pub use conn::QueueOptions;
 pub use error::QueueError;
 pub use events::{JobEvent, JobEvents};
-pub use logs::{LogBatch, LogChunk, LogCursor, LogFollower};
+pub use logs::{LogBatch, LogChunk, LogCursor, LogEnd, LogFollower};
 pub use needs::Released;
 pub use queue::{
     CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, LIST_SCAN_MAX,

@@ -54,6 +54,19 @@ pub struct LogBatch {
     pub finished: bool,
 }
 
+/// The end of a log ([`Queue::read_log_end`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEnd {
+    /// Oldest first.
+    pub chunks: Vec<LogChunk>,
+    /// Bytes of the log before `chunks`.
+    pub skipped: u64,
+    /// The newest entry: a follower continues after it.
+    pub cursor: LogCursor,
+    /// The job has finished and nothing more will be written.
+    pub finished: bool,
+}
+
 impl Queue {
     /// Appends output; returns `false` once the log has hit its cap, or when the job no
     /// longer exists (pruned): the output is dropped.
@@ -96,6 +109,92 @@ impl Queue {
             )
             .await?;
         decode_entries(reply::array(&reply), after)
+    }
+
+    /// The end of job `job_id`'s log: its newest entries, read backwards `count` at a time
+    /// until they hold at least `min_bytes` or the log's start is reached, so a page that
+    /// shows a log's last MiB reads about that much rather than the whole log (up to
+    /// `log_max_bytes`, 10 MiB by default) for every view.
+    ///
+    /// The first read and the job's byte count are one transaction, so `skipped`, the bytes
+    /// before the returned chunks, is exact even while the job writes; later reads only go
+    /// back over entries that never change.
+    pub async fn read_log_end(
+        &self,
+        job_id: &str,
+        min_bytes: usize,
+        count: usize,
+    ) -> Result<LogEnd, QueueError> {
+        if !valid_id(job_id) {
+            return Err(QueueError::NotFound(job_id.to_owned()));
+        }
+        let count = count.max(1);
+        let log = self.keys.log(job_id);
+        let mut first = redis::pipe();
+        first
+            .atomic()
+            .cmd("HMGET")
+            .arg(self.keys.job(job_id))
+            .arg("log_bytes")
+            .arg("log_truncated")
+            .cmd("XREVRANGE")
+            .arg(&log)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count);
+        let (counts, entries): ((Option<u64>, Option<String>), Value) =
+            self.conn.pipe(&first).await?;
+        let (logged, truncated) = (counts.0.unwrap_or(0), counts.1.as_deref() == Some("1"));
+        let entries = reply::array(&entries);
+        let mut newest_first = decode_entries(entries, &LogCursor::start())?;
+        let end = LogEnd {
+            // The newest entry of any kind (the end marker has no output).
+            cursor: decode_entries(&entries[..entries.len().min(1)], &LogCursor::start())?.next,
+            finished: newest_first.finished,
+            chunks: Vec::new(),
+            skipped: 0,
+        };
+        // The byte count leaves out the notice a truncated log ends with, its newest entry.
+        let notice = match (truncated, newest_first.chunks.first()) {
+            (true, Some(chunk)) => chunk.data.len() as u64,
+            _ => 0,
+        };
+        let mut chunks = std::mem::take(&mut newest_first.chunks);
+        let mut bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+        let mut at_start = entries.len() < count;
+        while bytes < min_bytes && !at_start {
+            let Some(oldest) = chunks.last().map(|c| c.cursor.clone()) else {
+                break;
+            };
+            let reply: Value = self
+                .conn
+                .run(
+                    redis::cmd("XREVRANGE")
+                        .arg(&log)
+                        .arg(format!("({}", oldest.0))
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(count),
+                )
+                .await?;
+            let older = reply::array(&reply);
+            at_start = older.len() < count;
+            let batch = decode_entries(older, &oldest)?;
+            bytes += batch.chunks.iter().map(|c| c.data.len()).sum::<usize>();
+            chunks.extend(batch.chunks);
+        }
+        chunks.reverse();
+        let read = bytes as u64;
+        Ok(LogEnd {
+            chunks,
+            skipped: if read == 0 {
+                0
+            } else {
+                (logged + notice).saturating_sub(read)
+            },
+            ..end
+        })
     }
 
     /// Opens a dedicated connection for following one log with `XREAD BLOCK`.

@@ -789,6 +789,60 @@ async fn logs_append_read_follow_and_truncate() {
     assert!(all.finished, "ack marks the end of the log");
 }
 
+/// The end of a log read backwards: the newest chunks, oldest first, the exact bytes before
+/// them (the truncation notice included), where a follower continues, and whether it ended.
+#[tokio::test]
+async fn the_end_of_a_log_is_read_from_the_end() {
+    let redis = RedisServer::start();
+    let mut o = options(&redis);
+    o.log_max_bytes = 1_000;
+    let q = Queue::open(o).unwrap();
+    let j = created(q.enqueue(job("a/logs")).await.unwrap());
+    let end = q.read_log_end(&j.id, 100, 3).await.unwrap();
+    assert_eq!(end.chunks, Vec::new());
+    assert_eq!((end.skipped, end.finished), (0, false));
+    assert_eq!(
+        end.cursor,
+        LogCursor::start(),
+        "no log yet: follow from its start"
+    );
+
+    let mut c = q.claimer("w").await.unwrap();
+    let claimed = claim_queued(&mut c).await;
+    // 40 chunks of 10 bytes.
+    for i in 0..40 {
+        assert!(
+            q.append_log(&j.id, format!("chunk {i:02}\n\n").as_bytes())
+                .await
+                .unwrap()
+        );
+    }
+    let all = q.read_log(&j.id, &LogCursor::start(), 100).await.unwrap();
+    // At least 95 bytes, three entries a read: four reads, twelve chunks (120 bytes).
+    let end = q.read_log_end(&j.id, 95, 3).await.unwrap();
+    assert_eq!(end.chunks, all.chunks[28..].to_vec());
+    assert_eq!(end.skipped, 280);
+    assert_eq!(end.cursor, all.next);
+    assert!(!end.finished);
+    // More than there is: the whole log.
+    let whole = q.read_log_end(&j.id, 10_000, 7).await.unwrap();
+    assert_eq!((whole.chunks, whole.skipped), (all.chunks.clone(), 0));
+
+    // Past the cap: the notice the byte count leaves out is still counted; ended.
+    assert!(!q.append_log(&j.id, &[b'x'; 700]).await.unwrap());
+    q.ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    let all = q.read_log(&j.id, &LogCursor::start(), 100).await.unwrap();
+    let total: usize = all.chunks.iter().map(|c| c.data.len()).sum();
+    let end = q.read_log_end(&j.id, 50, 2).await.unwrap();
+    let shown: usize = end.chunks.iter().map(|c| c.data.len()).sum();
+    assert_eq!(end.skipped as usize + shown, total);
+    assert_eq!(end.chunks.last(), all.chunks.last(), "the notice");
+    assert!(end.finished);
+    assert_eq!(end.cursor, all.next, "after the end marker");
+}
+
 #[tokio::test]
 async fn list_is_newest_first_with_filters_and_cursor() {
     let redis = RedisServer::start();

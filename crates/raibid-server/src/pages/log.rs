@@ -17,39 +17,20 @@ pub(super) struct Tail {
     pub cursor: LogCursor,
 }
 
-/// Reads job `id`'s whole log (at most `queue.log_max_bytes`, 10 MiB by default) keeping its
-/// last `max` bytes, starting at a line when a line starts close enough to the cut.
+/// The last `max` bytes of job `id`'s log, starting at a line when a line starts close enough
+/// to the cut; read from the end, so a long log costs about `max`, not its whole length.
 pub(super) async fn tail(queue: &Queue, id: &str, max: usize) -> Result<Tail, QueueError> {
-    let mut text = Vec::new();
-    let mut skipped = 0u64;
-    let mut cursor = LogCursor::start();
-    loop {
-        let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
-        if batch.next == cursor {
-            break;
-        }
-        for chunk in batch.chunks {
-            text.extend_from_slice(&chunk.data);
-        }
-        cursor = batch.next;
-        // Trimmed in steps, not on every chunk, so each byte is moved a bounded number of
-        // times.
-        if text.len() > 2 * max {
-            let cut = text.len() - max;
-            text.drain(..cut);
-            skipped += cut as u64;
-        }
-        if batch.finished {
-            break;
-        }
+    let end = queue.read_log_end(id, max, READ_BATCH).await?;
+    let mut text = Vec::with_capacity(end.chunks.iter().map(|c| c.data.len()).sum());
+    for chunk in &end.chunks {
+        text.extend_from_slice(&chunk.data);
     }
     let cut = cut_at_line(&text, max);
     text.drain(..cut);
-    skipped += cut as u64;
     Ok(Tail {
         text,
-        skipped,
-        cursor,
+        skipped: end.skipped + cut as u64,
+        cursor: end.cursor,
     })
 }
 
