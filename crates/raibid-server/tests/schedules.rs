@@ -461,3 +461,70 @@ async fn a_run_by_hand_without_redis_is_503_and_works_once_it_is_back() {
     let listed = json(server.get("/api/v1/jobs").await).await;
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
 }
+
+/// The web page `/schedules`: each schedule, when it runs next, and a Run button for a
+/// signed-in token that may run its repository's jobs, which queues what the API's run does.
+#[tokio::test]
+async fn the_schedules_page_lists_them_and_runs_one_for_a_signed_in_token() {
+    use raibid_config::{ApiToken, TokenHash, TokenScope, hash_token};
+    use support::browser::{From, get_with, post_form, sign_in};
+
+    let repo = GitRepo::new();
+    let head = repo.commit(&[("README", "one\n")], "one");
+    let mut config = with_schedules(vec![schedule("nightly", &repo, "main", "0 3 * * *")]);
+    config.server.tokens.push(ApiToken {
+        name: "other".into(),
+        hash: TokenHash::parse(&hash_token("rbd_other_team_1")).unwrap(),
+        scopes: vec![TokenScope::Jobs],
+        repos: vec!["other/*".into()],
+    });
+    let clock = TestClock::at(at(4, 2, 59, 30));
+    let server = TestServer::start_with_clock(RedisServer::start(), config, clock).await;
+
+    let page = server.get("/schedules").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("<td>nightly</td>"), "{body}");
+    assert!(body.contains("<code>0 3 * * *</code>"), "{body}");
+    assert!(
+        body.contains("title=\"2026-03-04T03:00:00Z\">in 30s</td>"),
+        "{body}"
+    );
+    assert!(!body.contains("/schedules/nightly/run"), "{body}");
+    let run_form = "action=\"/schedules/nightly/run\"";
+    let other = sign_in(&server, "rbd_other_team_1").await;
+    let (_, body) = get_with(&server, "/schedules", &other).await;
+    assert!(!body.contains(run_form), "not its repository: {body}");
+    let cookie = sign_in(&server, TOKEN).await;
+    let (_, body) = get_with(&server, "/schedules", &cookie).await;
+    assert!(body.contains(run_form), "{body}");
+
+    let path = "/schedules/nightly/run";
+    let (status, _, _) = post_form(&server, path, Some(&cookie), From::Elsewhere, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) = post_form(&server, path, Some(&other), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(server.job_count().await, 0);
+    let (status, _, body) = post_form(
+        &server,
+        "/schedules/weekly/run",
+        Some(&cookie),
+        From::Here,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let (status, headers, body) = post_form(&server, path, Some(&cookie), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let id = headers["location"]
+        .to_str()
+        .unwrap()
+        .strip_prefix("/jobs/")
+        .unwrap()
+        .to_owned();
+    let job = server.queue.get(&id).await.unwrap().unwrap();
+    assert_eq!(job.spec.event, Event::Cron);
+    assert_eq!(job.spec.schedule.as_deref(), Some("nightly"));
+    assert_eq!(job.spec.sha, head);
+}

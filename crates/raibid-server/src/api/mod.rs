@@ -7,7 +7,7 @@ pub(crate) mod git;
 pub(crate) mod jobs;
 mod logs;
 pub(crate) mod pools;
-mod schedules;
+pub(crate) mod schedules;
 mod secrets;
 mod submit;
 pub(crate) mod validate;

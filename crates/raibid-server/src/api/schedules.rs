@@ -17,24 +17,24 @@ use crate::{ApiError, AppState};
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Schedules {
-    schedules: Vec<ScheduleInfo>,
+    pub(crate) schedules: Vec<ScheduleInfo>,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ScheduleInfo {
-    name: String,
-    repo: String,
-    branch: String,
-    cron: String,
-    pool: PoolName,
+    pub(crate) name: String,
+    pub(crate) repo: String,
+    pub(crate) branch: String,
+    pub(crate) cron: String,
+    pub(crate) pool: PoolName,
     /// The next occurrence after now, in UTC.
-    next: Option<DateTime<Utc>>,
+    pub(crate) next: Option<DateTime<Utc>>,
     /// The newest occurrence a scheduler has handled (queued, or passed over).
     #[serde(skip_serializing_if = "Option::is_none")]
-    last_occurrence: Option<DateTime<Utc>>,
+    pub(crate) last_occurrence: Option<DateTime<Utc>>,
     /// The job the last queued occurrence made.
     #[serde(skip_serializing_if = "Option::is_none")]
-    last_job: Option<String>,
+    pub(crate) last_job: Option<String>,
 }
 
 pub(crate) async fn list(

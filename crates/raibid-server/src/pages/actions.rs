@@ -15,7 +15,7 @@ use crate::auth::{CanRunJobs, require};
 use crate::{ApiError, AppState};
 
 /// The button's caller, if the form may be carried out at all.
-fn caller(
+pub(super) fn caller(
     viewer: &Viewer,
     state: &AppState,
     headers: &HeaderMap,

@@ -14,6 +14,7 @@ mod assets;
 mod job;
 mod list;
 mod log;
+mod schedules;
 mod session;
 
 use askama::Template;
@@ -34,6 +35,8 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/jobs/{id}/retry", actions::retry),
         Route::post("/jobs/{id}/retry-failed", actions::retry_failed),
         Route::post("/jobs/{id}/approve", actions::approve),
+        Route::get("/schedules", schedules::list),
+        Route::post("/schedules/{name}/run", schedules::run),
         Route::get("/login", session::form),
         Route::post("/login", session::login),
         Route::post("/logout", session::logout),

@@ -6,6 +6,7 @@
     reason = "each test binary uses a different part of the kit"
 )]
 
+pub mod browser;
 pub mod sse;
 
 use std::time::{Duration, Instant};
