@@ -537,9 +537,17 @@ async fn two_instances_run_side_by_side_and_one_data_dir_is_exclusive() {
 /// Runs the `raibid` CLI against `up` and returns stdout; panics with stderr on failure.
 /// A plain HTTP/1.0 GET on loopback; the response, headers included.
 fn http_get(port: u16, path: &str) -> String {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+}
+
+/// Sends `request` as it is; the whole response, head and body.
+fn http_request(port: u16, request: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
@@ -629,6 +637,38 @@ async fn the_job_commands_drive_the_api() {
         "{html}"
     );
     assert!(shown.contains(&format!("page       {page}\n")), "{shown}");
+    // A browser signs in with `raibid up`'s token, named, and may retry the job.
+    let token = std::fs::read_to_string(up.data.join("api-token")).unwrap();
+    let signed_in = http_request(
+        up.port,
+        &format!(
+            "POST /login HTTP/1.0\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: same-origin\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n\
+             token={}",
+            token.trim().len() + 6,
+            token.trim()
+        ),
+    );
+    let cookie = signed_in
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|value| value.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie: {signed_in}"));
+    let html = http_request(
+        up.port,
+        &format!(
+            "GET /jobs/{} HTTP/1.0\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n",
+            job.id
+        ),
+    );
+    assert!(
+        html.contains("<span class=\"user\">raibid-up</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("action=\"/jobs/{}/retry\"", job.id)),
+        "{html}"
+    );
     assert!(logs.contains("checked out"), "{logs}");
     let step = cli(&up, &["job", "logs", &job.id, "--step", "hello"]);
     assert!(

@@ -141,7 +141,11 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         config.redis.secrets_key = Secret::new(key);
     }
     let token = credentials::load_or_create(&data_dir.join("api-token"))?;
-    config.server.tokens.push(TokenHash::of(&token).into());
+    // Named, so the server's log, approvals and the web pages' "signed in as" say whose it is
+    // rather than the start of its hash.
+    let mut up_token = raibid_config::ApiToken::from(TokenHash::of(&token));
+    up_token.name = "raibid-up".into();
+    config.server.tokens.push(up_token);
     if let Some(listen) = &args.listen {
         config.server.listen = listen.clone();
     }
