@@ -563,6 +563,19 @@ impl JobArtifacts {
             format!("expired{at}, deleted from the registry")
         })
     }
+
+    /// What the CLI and the job's page say of artifacts still kept: `3 files, 2048 bytes;
+    /// `raibid job artifacts <id>`; kept until 2026-12-05 18:02 UTC`.
+    pub fn summary(&self, job_id: &str) -> String {
+        format!(
+            "{} files, {} bytes; `raibid job artifacts {job_id}`{}",
+            self.files,
+            self.size,
+            self.expiry()
+                .map(|at| format!("; kept until {at}"))
+                .unwrap_or_default()
+        )
+    }
 }
 
 impl Outcome {

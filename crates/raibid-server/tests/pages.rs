@@ -803,6 +803,18 @@ async fn a_signed_in_browser_approves_cancels_and_retries_with_its_token_s_right
     // API's retry is.
     assert_eq!(retried.status, JobStatus::Queued);
 
+    // No such button.
+    let (status, _, body) = post_form(
+        &server,
+        &format!("/jobs/{id}/explode"),
+        Some(&maintainer),
+        From::Here,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("no such button"), "{body}");
+
     // A button the job no longer offers is the API's refusal, as a page.
     let (status, _, body) = post_form(&server, &approve, Some(&maintainer), From::Here, &[]).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");

@@ -475,15 +475,9 @@ fn describe(job: &Job, server: &str) -> String {
             out.push_str(&format!("artifacts  {note}\n"));
         } else {
             out.push_str(&format!(
-                "artifacts  {} ({} files, {} bytes; `raibid job artifacts {}`{})\n",
+                "artifacts  {} ({})\n",
                 artifacts.reference,
-                artifacts.files,
-                artifacts.size,
-                job.id,
-                artifacts
-                    .expiry()
-                    .map(|at| format!("; kept until {at}"))
-                    .unwrap_or_default()
+                artifacts.summary(&job.id)
             ));
         }
     }

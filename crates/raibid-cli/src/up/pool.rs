@@ -356,6 +356,17 @@ mod tests {
         }
     }
 
+    /// A push's job, for the queue to hold.
+    fn push() -> raibid_model::NewJob {
+        raibid_model::NewJob::new(
+            "acme/app",
+            "http://127.0.0.1/acme/app.git",
+            "refs/heads/main",
+            "0123456789abcdef0123456789abcdef01234567",
+            raibid_model::Event::Push,
+        )
+    }
+
     fn pool_with_upkeep(
         queue: Queue,
         every: Duration,
@@ -431,14 +442,7 @@ mod tests {
         );
         pool.agents.clear();
 
-        let job = raibid_model::NewJob::new(
-            "acme/app",
-            "http://127.0.0.1/acme/app.git",
-            "refs/heads/main",
-            "0123456789abcdef0123456789abcdef01234567",
-            raibid_model::Event::Push,
-        );
-        queue.enqueue(job).await.unwrap();
+        queue.enqueue(push()).await.unwrap();
         assert!(
             !upkeep_asked(&mut pool, &mut received).await,
             "a job is queued"
@@ -474,14 +478,7 @@ mod tests {
     async fn an_overdue_collection_drains_the_agents_and_runs_with_jobs_queued() {
         let redis = raibid_testkit::RedisServer::start();
         let queue = Queue::open(raibid_queue::QueueOptions::new(redis.url())).unwrap();
-        let job = raibid_model::NewJob::new(
-            "acme/app",
-            "http://127.0.0.1/acme/app.git",
-            "refs/heads/main",
-            "0123456789abcdef0123456789abcdef01234567",
-            raibid_model::Event::Push,
-        );
-        queue.enqueue(job).await.unwrap();
+        queue.enqueue(push()).await.unwrap();
 
         // Due, not overdue: a queued job gets an agent, and the collection waits.
         let (mut pool, mut received) =

@@ -28,63 +28,36 @@ pub(super) fn caller(
     check().map_err(|e: ApiError| viewer.fail(e))
 }
 
-fn to_job(viewer: &Viewer, id: &str) -> Redirect {
-    Redirect::to(&format!("{}/jobs/{id}", viewer.root()))
-}
-
-pub(super) async fn cancel(
+/// `POST /jobs/{id}/{action}`: `cancel`, `retry` (to the retry's page: the new job is the one
+/// to watch), `retry-failed` (back to the parent's page, whose list of jobs now has the retries
+/// in the failures' place) or `approve`.
+pub(super) async fn act(
     viewer: Viewer,
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
 ) -> Result<Redirect, PageError> {
-    let caller = caller(&viewer, &state, &headers, "cancel jobs")?;
+    let to = match action.as_str() {
+        "cancel" => "cancel jobs",
+        "retry" | "retry-failed" => "retry jobs",
+        "approve" => "approve jobs",
+        _ => {
+            return Err(viewer.fail(ApiError::RouteNotFound(format!(
+                "POST /jobs/{id}/{action}: a job's page has no such button"
+            ))));
+        }
+    };
+    let caller = caller(&viewer, &state, &headers, to)?;
+    let (state, path) = (State(state), Path(id.clone()));
     // What the API would answer is on the page the redirect leads to.
-    let _ = jobs::cancel(caller, State(state), Path(id.clone()))
-        .await
-        .map_err(|e| viewer.fail(e))?;
-    Ok(to_job(&viewer, &id))
-}
-
-/// To the retry's page: the new job is the one to watch.
-pub(super) async fn retry(
-    viewer: Viewer,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Redirect, PageError> {
-    let caller = caller(&viewer, &state, &headers, "retry jobs")?;
-    let (_, axum::Json(job)) = jobs::retry(caller, State(state), Path(id))
-        .await
-        .map_err(|e| viewer.fail(e))?;
-    Ok(to_job(&viewer, &job.id))
-}
-
-/// Back to the parent's page, whose list of jobs now has the retries in the failures' place.
-pub(super) async fn retry_failed(
-    viewer: Viewer,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Redirect, PageError> {
-    let caller = caller(&viewer, &state, &headers, "retry jobs")?;
-    // What the API would answer is on the page the redirect leads to.
-    let _ = jobs::retry_failed(caller, State(state), Path(id.clone()))
-        .await
-        .map_err(|e| viewer.fail(e))?;
-    Ok(to_job(&viewer, &id))
-}
-
-pub(super) async fn approve(
-    viewer: Viewer,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Redirect, PageError> {
-    let caller = caller(&viewer, &state, &headers, "approve jobs")?;
-    // What the API would answer is on the page the redirect leads to.
-    let _ = jobs::approve(caller, State(state), Path(id.clone()))
-        .await
-        .map_err(|e| viewer.fail(e))?;
-    Ok(to_job(&viewer, &id))
+    let shown = match action.as_str() {
+        "cancel" => jobs::cancel(caller, state, path).await.map(|_| id),
+        "retry" => jobs::retry(caller, state, path)
+            .await
+            .map(|(_, axum::Json(job))| job.id),
+        "retry-failed" => jobs::retry_failed(caller, state, path).await.map(|_| id),
+        _ => jobs::approve(caller, state, path).await.map(|_| id),
+    }
+    .map_err(|e| viewer.fail(e))?;
+    Ok(Redirect::to(&format!("{}/jobs/{shown}", viewer.root())))
 }

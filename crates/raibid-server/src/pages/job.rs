@@ -297,16 +297,7 @@ fn artifacts(job: &Job, artifacts: &raibid_model::JobArtifacts, root: &str) -> A
             download: None,
         },
         None => Artifacts {
-            summary: format!(
-                "{} files, {} bytes (.tar.gz); `raibid job artifacts {}` unpacks them{}",
-                artifacts.files,
-                artifacts.size,
-                job.id,
-                artifacts
-                    .expiry()
-                    .map(|at| format!("; kept until {at}"))
-                    .unwrap_or_default()
-            ),
+            summary: artifacts.summary(&job.id),
             download: Some(format!("{root}/api/v1/jobs/{}/artifacts", job.id)),
         },
     }
