@@ -187,6 +187,8 @@ pub fn commit_env(commit: &CommitInfo) -> BTreeMap<String, String> {
 pub struct JobFacts {
     pub commit: Option<CommitInfo>,
     pub previous: Option<Job>,
+    /// The previous job's commit, when the workspace's repository has it (no fetch for it).
+    pub previous_commit: Option<CommitInfo>,
 }
 
 impl JobFacts {
@@ -195,6 +197,16 @@ impl JobFacts {
         let mut env = self.commit.as_ref().map(commit_env).unwrap_or_default();
         if let Some(previous) = &self.previous {
             env.extend(previous_env(previous, public_url));
+            if let Some(commit) = &self.previous_commit {
+                env.extend(
+                    commit_env(commit)
+                        .into_iter()
+                        .filter_map(|(k, v)| {
+                            Some((format!("CI_PREV_{}", k.strip_prefix("CI_")?), v))
+                        })
+                        .filter(|(k, _)| k.starts_with("CI_PREV_COMMIT_")),
+                );
+            }
         }
         env
     }
@@ -202,7 +214,7 @@ impl JobFacts {
 
 /// Woodpecker's `CI_PREV_*` variables of the previous job: notification steps compare its
 /// status with this one's to say "fixed" or "still failing". Its commit's message and author
-/// are not among them: they would take a git lookup of a commit the mirror may not have.
+/// come from git ([`JobFacts::previous_commit`]).
 fn previous_env(previous: &Job, public_url: &str) -> BTreeMap<String, String> {
     let spec = &previous.spec;
     let mut env = BTreeMap::new();
@@ -421,11 +433,16 @@ mod tests {
         previous.spec.repo_url = Some("https://git.example/acme/app".into());
         previous.started_at = Some(previous.created_at + chrono::Duration::seconds(2));
         previous.finished_at = Some(previous.created_at + chrono::Duration::seconds(60));
-        let facts = JobFacts {
+        let mut facts = JobFacts {
             commit: None,
             previous: Some(previous),
+            previous_commit: None,
         };
         let env = facts.env("https://ci.example");
+        assert!(
+            !env.contains_key("CI_PREV_COMMIT_MESSAGE"),
+            "no commit read"
+        );
         assert_eq!(env["CI_PREV_PIPELINE_NUMBER"], "41");
         assert_eq!(env["CI_PREV_PIPELINE_STATUS"], "failure");
         assert_eq!(env["CI_PREV_PIPELINE_EVENT"], "push");
@@ -440,6 +457,21 @@ mod tests {
         assert_eq!(
             env["CI_PREV_COMMIT_URL"],
             format!("https://git.example/acme/app/commit/{}", "0".repeat(40))
+        );
+        facts.previous_commit = Some(CommitInfo {
+            message: "Break it\n".into(),
+            author_name: "Ada".into(),
+            author_email: "ada@example.org".into(),
+            default_branch: Some("main".into()),
+        });
+        let env = facts.env("https://ci.example");
+        assert_eq!(env["CI_PREV_COMMIT_MESSAGE"], "Break it");
+        assert_eq!(env["CI_PREV_COMMIT_AUTHOR"], "Ada");
+        assert_eq!(env["CI_PREV_COMMIT_AUTHOR_EMAIL"], "ada@example.org");
+        assert!(!env.contains_key("CI_PREV_REPO_DEFAULT_BRANCH"));
+        assert!(
+            !env.contains_key("CI_COMMIT_MESSAGE"),
+            "not this job's commit"
         );
         assert!(JobFacts::default().env("").is_empty());
     }

@@ -443,9 +443,21 @@ impl Runner {
                 None
             }
         };
+        let previous = self.previous_job(job).await;
+        // Only from what the workspace's repository has: a commit pushed away is not fetched
+        // for a variable.
+        let previous_commit = match &previous {
+            Some(previous) => self
+                .git
+                .commit_info(&workspace, &previous.spec.sha)
+                .await
+                .ok(),
+            None => None,
+        };
         let facts = JobFacts {
             commit,
-            previous: self.previous_job(job).await,
+            previous,
+            previous_commit,
         };
         trigger.env = self.expression_env(job, &workspace, &facts);
         // A Woodpecker file's `${NAME}` are substituted from these variables as it is read.

@@ -93,7 +93,7 @@ async fn the_commit_repository_and_step_variables_reach_the_steps() {
 async fn steps_are_told_about_the_branch_s_previous_job() {
     let h = Harness::new();
     let repo = GitRepo::new();
-    let show = "steps:\n  - name: show\n    run: echo \"prev=${CI_PREV_PIPELINE_STATUS:-none} sha=${CI_PREV_COMMIT_SHA:-none}\"\n";
+    let show = "steps:\n  - name: show\n    run: echo \"prev=${CI_PREV_PIPELINE_STATUS:-none} sha=${CI_PREV_COMMIT_SHA:-none} msg=${CI_PREV_COMMIT_MESSAGE:-none}\"\n";
     let broken = repo.commit(
         &[(".raibid.yaml", "steps:\n  - name: fail\n    run: exit 3\n")],
         "broken",
@@ -115,7 +115,7 @@ async fn steps_are_told_about_the_branch_s_previous_job() {
     h.run_once(h.runner(SecretStore::default())).await;
     let log = h.log(&other.id).await;
     assert!(
-        log.contains("prev=none sha=none\n"),
+        log.contains("prev=none sha=none msg=none\n"),
         "dev has no earlier job: {log}"
     );
 
@@ -124,7 +124,7 @@ async fn steps_are_told_about_the_branch_s_previous_job() {
     let log = h.log(&second.id).await;
     assert_eq!(h.job(&second.id).await.status, JobStatus::Success, "{log}");
     assert!(
-        log.contains(&format!("prev=failure sha={broken}\n")),
+        log.contains(&format!("prev=failure sha={broken} msg=broken\n")),
         "{log}"
     );
 }
