@@ -123,6 +123,12 @@ pub(crate) fn job_env(job: &Job, workspace: &Path, public_url: &str) -> BTreeMap
         set("RAIBID_TARGET_BRANCH", target);
         set("CI_COMMIT_TARGET_BRANCH", target);
     }
+    if !job.spec.pr_labels.is_empty() {
+        set(
+            "CI_COMMIT_PULL_REQUEST_LABELS",
+            &job.spec.pr_labels.join(","),
+        );
+    }
     if let Some(source) = job.spec.source_branch.as_deref() {
         set("CI_COMMIT_SOURCE_BRANCH", source);
         if let Some(target) = job.spec.target_branch.as_deref() {
@@ -354,10 +360,16 @@ mod tests {
         assert_eq!(push["CI_COMMIT_BRANCH"], "main");
         assert!(!push.contains_key("CI_COMMIT_TARGET_BRANCH"));
 
+        assert!(!job_env(&pr, Path::new("/w"), "").contains_key("CI_COMMIT_PULL_REQUEST_LABELS"));
         pr.spec.source_branch = Some("fix/typo".into());
+        pr.spec.pr_labels = vec!["kind/bug".into(), "needs review".into()];
         let env = job_env(&pr, Path::new("/w"), "");
         assert_eq!(env["CI_COMMIT_SOURCE_BRANCH"], "fix/typo");
         assert_eq!(env["CI_COMMIT_REFSPEC"], "fix/typo:main");
+        assert_eq!(
+            env["CI_COMMIT_PULL_REQUEST_LABELS"],
+            "kind/bug,needs review"
+        );
     }
 
     #[test]

@@ -274,6 +274,7 @@ mod tests {
                 needs: None,
                 number: None,
                 source_branch: None,
+                pr_labels: Vec::new(),
                 repo_url: None,
             },
             status: JobStatus::Running,

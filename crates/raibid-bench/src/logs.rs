@@ -298,6 +298,7 @@ async fn enqueue(
             needs: None,
             number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             repo_url: None,
         })
         .await?;

@@ -632,6 +632,7 @@ async fn enqueue_baseline(
                 needs: None,
                 number: None,
                 source_branch: None,
+                pr_labels: Vec::new(),
                 repo_url: None,
             };
             async move { queue.enqueue(spec).await }

@@ -71,6 +71,8 @@ pub struct Trigger {
     pub pr_number: Option<u64>,
     /// The branch a pull request comes from, checked as a branch name.
     pub source_branch: Option<String>,
+    /// A pull request's labels, bounded and without control characters.
+    pub pr_labels: Vec<String>,
     /// The pull request comes from another repository, whose author may not be trusted with
     /// secrets.
     pub from_fork: bool,
@@ -110,6 +112,7 @@ impl Trigger {
             needs: None,
             number: None,
             source_branch: self.source_branch,
+            pr_labels: self.pr_labels,
             repo_url: self.html_url,
         }
     }

@@ -159,6 +159,7 @@ fn gitea_push() {
             tag: None,
             pr_number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             from_fork: false,
             sender: some("test-user"),
             default_branch: some("main"),
@@ -183,6 +184,7 @@ fn gitea_push_docs_example() {
             tag: None,
             pr_number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             from_fork: false,
             sender: some("gitea"),
             default_branch: some("master"),
@@ -207,6 +209,7 @@ fn gitea_push_new_branch() {
             tag: None,
             pr_number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             from_fork: false,
             sender: some("example"),
             default_branch: some("master"),
@@ -248,6 +251,7 @@ fn gitea_pull_request_1() -> Trigger {
         tag: None,
         pr_number: Some(1),
         source_branch: some("feature"),
+        pr_labels: Vec::new(),
         from_fork: false,
         sender: some("jcitizen"),
         default_branch: some("master"),
@@ -294,6 +298,53 @@ fn a_source_branch_that_is_no_branch_name_is_left_out() {
         assert_eq!(t.source_branch, None, "{bad}");
         assert_eq!(t.pr_number, Some(1), "{bad}: still a build");
     }
+}
+
+/// A pull request's labels, bounded: names with control characters, empty or too long ones
+/// are dropped, at most 64 kept; `null` is none.
+#[test]
+fn a_pull_request_s_labels_are_kept_within_bounds() {
+    let (body, headers) = fixture("gitea/pull_request-opened");
+    let mut json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let labels = |json: &serde_json::Value| {
+        let Parsed::Trigger(t) = parse(
+            Forge::Gitea,
+            &headers,
+            serde_json::to_vec(json).unwrap().as_slice(),
+        )
+        .unwrap() else {
+            panic!("ignored");
+        };
+        t.pr_labels
+    };
+    let label = |name: String| serde_json::json!({ "id": 1, "name": name, "color": "e11d21" });
+    json["pull_request"]["labels"] = serde_json::json!([
+        label("kind/bug".into()),
+        label(" ui ".into()),
+        label("".into()),
+        label("line\nbreak".into()),
+        label("x".repeat(256)),
+        label("x".repeat(255)),
+    ]);
+    assert_eq!(
+        labels(&json),
+        vec!["kind/bug".to_owned(), "ui".to_owned(), "x".repeat(255)]
+    );
+    json["pull_request"]["labels"] =
+        serde_json::Value::Array((0..100).map(|i| label(format!("l{i}"))).collect());
+    assert_eq!(labels(&json).len(), 64);
+    json["pull_request"]["labels"] = serde_json::Value::Null;
+    assert_eq!(labels(&json), Vec::<String>::new());
+    json["pull_request"]["labels"] = serde_json::json!("bug");
+    assert!(
+        parse(
+            Forge::Gitea,
+            &headers,
+            serde_json::to_vec(&json).unwrap().as_slice()
+        )
+        .is_err(),
+        "labels that are not a list are a malformed payload"
+    );
 }
 
 /// A repository page that is not a plain `http(s)` address is not kept for links.
@@ -380,6 +431,7 @@ fn gitea_agit_pull_request_is_untrusted() {
         from_fork: true,
         // Its head is `refs/pull/1/head`, no branch.
         source_branch: None,
+        pr_labels: Vec::new(),
         ..gitea_pull_request_1()
     };
     assert_eq!(trigger("gitea/pull_request-agit"), expected);
@@ -406,6 +458,7 @@ fn forgejo_push_docs_example() {
             tag: None,
             pr_number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             from_fork: false,
             sender: some("forgejo"),
             default_branch: some("master"),
@@ -430,6 +483,7 @@ fn forgejo_push_new_branch() {
             tag: None,
             pr_number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             from_fork: false,
             sender: some("6543"),
             default_branch: some("main"),
@@ -474,6 +528,7 @@ fn github_push() {
             tag: None,
             pr_number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             from_fork: false,
             sender: some("6543"),
             default_branch: some("main"),
@@ -498,6 +553,7 @@ fn github_push_new_branch() {
             tag: None,
             pr_number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             from_fork: false,
             sender: some("Codertocat"),
             default_branch: some("master"),
@@ -519,6 +575,7 @@ fn github_pull_request_2() -> Trigger {
         tag: None,
         pr_number: Some(2),
         source_branch: some("changes"),
+        pr_labels: vec!["bug".into()],
         from_fork: false,
         sender: some("Codertocat"),
         default_branch: some("master"),

@@ -253,7 +253,18 @@ pub struct NewJob {
     /// absent (submissions, schedules, older specs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo_url: Option<String>,
+    /// A pull request's labels when the webhook was sent (Woodpecker's
+    /// `CI_COMMIT_PULL_REQUEST_LABELS`): at most [`MAX_PR_LABELS`], each a name without control
+    /// characters of at most [`MAX_PR_LABEL_LEN`] bytes. Empty for other events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pr_labels: Vec<String>,
 }
+
+/// The most labels of a pull request a job keeps: the job record stays small whatever the
+/// forge sends.
+pub const MAX_PR_LABELS: usize = 64;
+/// The longest label name a job keeps, in bytes (Gitea's and GitHub's own limits are lower).
+pub const MAX_PR_LABEL_LEN: usize = 255;
 
 impl NewJob {
     /// The commit's page on the forge (Gitea, Forgejo and GitHub all serve `<repo>/commit/<sha>`).
@@ -400,6 +411,7 @@ impl NewJob {
             needs: None,
             number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             repo_url: None,
         }
     }

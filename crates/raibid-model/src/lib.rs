@@ -13,8 +13,8 @@ mod stats;
 
 pub use agent::AgentInfo;
 pub use job::{
-    Event, Forge, Job, JobArtifacts, JobStatus, Needs, NeedsVerdict, NewJob, Outcome, StepResult,
-    StepStatus, TestFailure, TestReport,
+    Event, Forge, Job, JobArtifacts, JobStatus, MAX_PR_LABEL_LEN, MAX_PR_LABELS, Needs,
+    NeedsVerdict, NewJob, Outcome, StepResult, StepStatus, TestFailure, TestReport,
 };
 pub use pool::{PoolName, PoolNameError};
 pub use secret::{RepoSecret, SecretScope};

@@ -156,6 +156,7 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
         needs: None,
         number: None,
         source_branch: None,
+        pr_labels: Vec::new(),
         repo_url: None,
     })
 }
@@ -258,6 +259,7 @@ mod tests {
             needs: None,
             number: None,
             source_branch: None,
+            pr_labels: Vec::new(),
             repo_url: None,
         }
     }

@@ -886,6 +886,13 @@ fn schemas() -> Value {
         "type": "string",
         "description": "For a pull request from a branch, that branch (CI_COMMIT_SOURCE_BRANCH)."
     });
+    schemas["Job"]["properties"]["pr_labels"] = json!({
+        "type": "array",
+        "items": { "type": "string" },
+        "maxItems": raibid_model::MAX_PR_LABELS,
+        "description": "For a pull request, its labels when the webhook was sent \
+                        (CI_COMMIT_PULL_REQUEST_LABELS, comma-separated)."
+    });
     schemas["Job"]["properties"]["repo_url"] = json!({
         "type": "string",
         "format": "uri",

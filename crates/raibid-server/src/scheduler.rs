@@ -243,6 +243,7 @@ pub(crate) async fn enqueue(
     let spec = NewJob {
         number: Some(state.queue().next_pipeline_number(&schedule.repo).await?),
         source_branch: None,
+        pr_labels: Vec::new(),
         repo_url: None,
         pool: schedule
             .pool

@@ -241,6 +241,19 @@ async fn a_webhook_s_job_links_to_its_commit_and_pull_request_on_the_forge() {
     );
     assert!(body.contains("<th>from</th><td>feature</td>"), "{body}");
     assert!(body.contains("<th>into</th><td>master</td>"), "{body}");
+    assert!(!body.contains("<th>labels</th>"), "{body}");
+
+    // GitHub's pull request has a label, which the job keeps and its page shows.
+    let response = server.deliver("github/pull_request-opened").await;
+    assert!(response.status().is_success());
+    let id = support::json(response).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = server.queue.get(&id).await.unwrap().unwrap();
+    assert_eq!(job.spec.pr_labels, vec!["bug".to_owned()]);
+    let body = page(&server, &format!("/jobs/{id}")).await;
+    assert!(body.contains("<th>labels</th><td>bug</td>"), "{body}");
 }
 
 #[tokio::test]

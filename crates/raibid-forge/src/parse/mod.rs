@@ -107,6 +107,7 @@ fn trigger(
         tag,
         pr_number: None,
         source_branch: None,
+        pr_labels: Vec::new(),
         from_fork: false,
         sender: non_empty(sender.and_then(|user| user.login)),
         default_branch: non_empty(repository.default_branch),

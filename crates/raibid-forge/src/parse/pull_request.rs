@@ -30,6 +30,15 @@ struct PullRequest {
     number: u64,
     head: Head,
     base: Base,
+    /// `null` from some Gitea versions for a pull request without labels.
+    #[serde(default)]
+    labels: Option<Vec<Label>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
+struct Label {
+    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +98,7 @@ objects_only!(
     Head,
     HeadRepo,
     Base,
+    Label,
     ClosedEvent,
     ClosedPullRequest,
     ClosedRepository
@@ -132,8 +142,25 @@ pub(super) fn parse(
     trigger.branch = Some(pr.base.branch.0);
     trigger.pr_number = Some(pr.number);
     trigger.source_branch = source_branch;
+    trigger.pr_labels = labels(pr.labels.unwrap_or_default());
     trigger.from_fork = from_fork;
     Ok(Parsed::Trigger(trigger))
+}
+
+/// The names a job keeps of a pull request's labels: trimmed, without empty ones, ones with
+/// control characters (they reach a step's environment) or longer than
+/// [`raibid_model::MAX_PR_LABEL_LEN`], at most [`raibid_model::MAX_PR_LABELS`] of them.
+fn labels(labels: Vec<Label>) -> Vec<String> {
+    labels
+        .into_iter()
+        .map(|label| label.name.trim().to_owned())
+        .filter(|name| {
+            !name.is_empty()
+                && name.len() <= raibid_model::MAX_PR_LABEL_LEN
+                && !name.chars().any(char::is_control)
+        })
+        .take(raibid_model::MAX_PR_LABELS)
+        .collect()
 }
 
 /// Whether the pull request's code must be treated as untrusted (no secrets).

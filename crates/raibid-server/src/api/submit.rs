@@ -133,6 +133,7 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         needs: None,
         number: None,
         source_branch: None,
+        pr_labels: Vec::new(),
         repo_url: None,
     })
 }

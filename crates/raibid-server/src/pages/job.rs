@@ -227,6 +227,9 @@ fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
     if let Some(source) = &job.spec.source_branch {
         add("from", source.clone(), None);
     }
+    if !job.spec.pr_labels.is_empty() {
+        add("labels", job.spec.pr_labels.join(", "), None);
+    }
     if let Some(target) = &job.spec.target_branch
         && job.spec.event == Event::PullRequest
     {
