@@ -458,6 +458,17 @@ impl GitCheckout {
     /// [`BASE_FETCH_TIMEOUT`]. Anything that goes wrong makes the changes unknown, not the job
     /// fail. Paths git cannot show as UTF-8 are read lossily and so match no glob exactly.
     pub async fn changed_files(&self, job: &Job, dest: &Path) -> Changes {
+        self.diff(job, dest, true).await
+    }
+
+    /// [`Self::changed_files`] without fetching a base the mirror lacks (then unknown): for
+    /// `CI_PIPELINE_FILES`, which every job gets, and which must not hold a job up on a
+    /// remote the way a path filter, which saves the work of steps, may.
+    pub async fn changed_files_at_hand(&self, job: &Job, dest: &Path) -> Changes {
+        self.diff(job, dest, false).await
+    }
+
+    async fn diff(&self, job: &Job, dest: &Path, fetch: bool) -> Changes {
         let sha = &job.spec.sha;
         let Some(base) = job.spec.diff_base.as_deref() else {
             return Changes::Unknown(no_base(job.spec.event));
@@ -466,7 +477,13 @@ impl GitCheckout {
         if !(is_full_sha(base) && base.len() == sha.len()) {
             return Changes::Unknown(format!("the base {base:?} is not a commit sha"));
         }
-        match self.ensure_commit(job, base).await {
+        let present = if fetch {
+            self.ensure_commit(job, base).await
+        } else {
+            let mirror = self.mirror_path(&job.spec.repo, &job.spec.clone_url);
+            self.has_commit(&mirror, base).await
+        };
+        match present {
             Ok(true) => {}
             Ok(false) => {
                 return Changes::Unknown(format!(

@@ -195,12 +195,33 @@ pub struct JobFacts {
     pub previous: Option<Job>,
     /// The previous job's commit, when the workspace's repository has it (no fetch for it).
     pub previous_commit: Option<CommitInfo>,
+    /// The files the commit changes compared with its base, when known without a fetch.
+    pub changed_files: Option<Vec<String>>,
+}
+
+/// Past this many changed files `CI_PIPELINE_FILES` is not set, as Woodpecker leaves it empty
+/// past 500.
+const MAX_PIPELINE_FILES: usize = 500;
+/// Nor past this much JSON: one environment string may not exceed 128 KiB on Linux.
+const MAX_PIPELINE_FILES_BYTES: usize = 64 * 1024;
+
+/// Woodpecker's `CI_PIPELINE_FILES`: the changed files as a JSON list of strings.
+fn pipeline_files(files: &[String]) -> Option<String> {
+    if files.len() > MAX_PIPELINE_FILES {
+        return None;
+    }
+    serde_json::to_string(files)
+        .ok()
+        .filter(|json| json.len() <= MAX_PIPELINE_FILES_BYTES)
 }
 
 impl JobFacts {
     /// Their variables; `public_url` as for [`job_env`].
     pub fn env(&self, public_url: &str) -> BTreeMap<String, String> {
         let mut env = self.commit.as_ref().map(commit_env).unwrap_or_default();
+        if let Some(files) = self.changed_files.as_deref().and_then(pipeline_files) {
+            env.insert("CI_PIPELINE_FILES".to_owned(), files);
+        }
         if let Some(previous) = &self.previous {
             env.extend(previous_env(previous, public_url));
             if let Some(commit) = &self.previous_commit {
@@ -449,6 +470,7 @@ mod tests {
             commit: None,
             previous: Some(previous),
             previous_commit: None,
+            changed_files: None,
         };
         let env = facts.env("https://ci.example");
         assert!(
@@ -486,6 +508,31 @@ mod tests {
             "not this job's commit"
         );
         assert!(JobFacts::default().env("").is_empty());
+    }
+
+    #[test]
+    fn changed_files_are_a_json_list_up_to_woodpecker_s_bound() {
+        let facts = |files: Vec<String>| JobFacts {
+            changed_files: Some(files),
+            ..JobFacts::default()
+        };
+        let env = facts(vec!["src/main.rs".into(), "docs/a \"b\".md".into()]).env("");
+        assert_eq!(
+            env["CI_PIPELINE_FILES"],
+            r#"["src/main.rs","docs/a \"b\".md"]"#
+        );
+        assert_eq!(facts(Vec::new()).env("")["CI_PIPELINE_FILES"], "[]");
+        let many = (0..501).map(|i| format!("f{i}")).collect();
+        assert!(!facts(many).env("").contains_key("CI_PIPELINE_FILES"));
+        let long = (0..300)
+            .map(|i| format!("{i}{}", "x".repeat(250)))
+            .collect();
+        assert!(!facts(long).env("").contains_key("CI_PIPELINE_FILES"));
+        assert!(
+            !JobFacts::default()
+                .env("")
+                .contains_key("CI_PIPELINE_FILES")
+        );
     }
 
     #[test]

@@ -454,10 +454,15 @@ impl Runner {
                 .ok(),
             None => None,
         };
+        let changed_files = match self.git.changed_files_at_hand(job, &workspace).await {
+            Changes::Known(files) => Some(files),
+            Changes::Unknown(_) => None,
+        };
         let facts = JobFacts {
             commit,
             previous,
             previous_commit,
+            changed_files,
         };
         trigger.env = self.expression_env(job, &workspace, &facts);
         // A Woodpecker file's `${NAME}` are substituted from these variables as it is read.

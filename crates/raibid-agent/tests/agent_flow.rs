@@ -685,6 +685,32 @@ fn push_since(repo: &GitRepo, sha: &str, base: Option<&str>) -> NewJob {
     spec
 }
 
+/// Every step of a push learns the files it changes (Woodpecker's `CI_PIPELINE_FILES`, a
+/// JSON list), without a path filter; a job without a base to compare with has none.
+#[tokio::test]
+async fn steps_are_told_the_files_the_commit_changes() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let show = "steps:\n  - name: files\n    run: echo \"files=${CI_PIPELINE_FILES:-unset}\"\n";
+    let first = repo.commit(&[(".raibid.yaml", show), ("a.txt", "a\n")], "init");
+    let second = repo.commit(
+        &[("src/b c.rs", "fn b() {}\n"), ("a.txt", "a2\n")],
+        "two files",
+    );
+    let job = h
+        .enqueue_spec(push_since(&repo, &second, Some(&first)))
+        .await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert_eq!(h.job(&job.id).await.status, JobStatus::Success, "{log}");
+    assert!(log.contains(r#"files=["a.txt","src/b c.rs"]"#), "{log}");
+
+    let job = h.enqueue_spec(push_since(&repo, &second, None)).await;
+    h.run_once(h.runner(SecretStore::default())).await;
+    let log = h.log(&job.id).await;
+    assert!(log.contains("files=unset\n"), "{log}");
+}
+
 /// `when: path` skips a step whose files the commit did not touch, exactly as a branch filter
 /// does (status `skipped`, the same log line); a pull request counts its changes from the
 /// merge base, so what its target branch did meanwhile does not run the code step.
