@@ -96,12 +96,14 @@ pub(super) async fn show(
     let reader = reader.map_err(fail)?;
     let job = readable(&state, &reader, &id).await.map_err(fail)?;
     let queue = state.queue();
-    let mut children = Vec::new();
-    for child in job.children.iter().take(MAX_CHILDREN) {
-        if let Some(child) = queue.get(child).await.map_err(|e| fail(e.into()))? {
-            children.push(child);
-        }
-    }
+    // Read side by side, as the badge reads them: one round trip's wait, not one per variant.
+    let children: Vec<Job> =
+        futures::future::try_join_all(job.children.iter().take(MAX_CHILDREN).map(|c| queue.get(c)))
+            .await
+            .map_err(|e| fail(e.into()))?
+            .into_iter()
+            .flatten()
+            .collect();
     let tail = log::tail(queue, &job.id, log::TAIL_BYTES)
         .await
         .map_err(|e| fail(e.into()))?;
