@@ -156,4 +156,9 @@ impl Keys {
     pub fn agents(&self) -> String {
         format!("{}:agents", self.prefix)
     }
+
+    /// A browser's session on the web pages, by a hash of its cookie.
+    pub fn session(&self, key: &str) -> String {
+        format!("{}:session:{key}", self.prefix)
+    }
 }

@@ -29,6 +29,7 @@ mod reply;
 mod schedules;
 mod scripts;
 mod secrets;
+mod sessions;
 mod stats;
 mod supersede;
 

@@ -5,11 +5,11 @@
 //! parse its payload. The token itself is never logged: it lives only in the request's header
 //! map and in the comparison.
 //!
-//! A browser signed in on the web pages sends its token in a cookie ([`SESSION_COOKIE`]).
-//! Reads accept it, so a job's page, its log stream and its status work under
-//! `server.read_requires_token`; the API's changes do not, so no other site can make a
-//! signed-in browser change anything through them (the pages' own buttons check where the form
-//! came from, see `pages::session`).
+//! A browser signed in on the web pages sends a session cookie ([`SESSION_COOKIE`]): a random
+//! id whose hash names, in Redis, the token it signed in with. Reads accept it, so a job's
+//! page, its log stream and its status work under `server.read_requires_token`; the API's
+//! changes do not, so no other site can make a signed-in browser change anything through them
+//! (the pages' own buttons check where the form came from, see `pages::session`).
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -116,11 +116,11 @@ impl FromRequestParts<AppState> for CanRead {
         }
         let token = if parts.headers.contains_key(AUTHORIZATION) {
             check_token(parts, state)?
-        } else if let Some(presented) = session_cookie(&parts.headers) {
-            session_token(state, &presented).ok_or_else(|| {
+        } else if let Some(cookie) = session_cookie(&parts.headers) {
+            session_token(state, &cookie).await?.ok_or_else(|| {
                 ApiError::Unauthorized(
-                    "the token this browser signed in with is no longer one of server.tokens: \
-                     sign in again"
+                    "this browser's sign-in has ended (it expired or signed out, or its token \
+                     is no longer one of server.tokens): sign in again"
                         .into(),
                 )
             })?
@@ -202,19 +202,23 @@ fn matching(accepted: &[ApiToken], presented: &str) -> Option<usize> {
 /// header or a signed-in browser's cookie, if any: the identity of a client that may hold
 /// several connections (log follows are limited per client). An invalid token identifies
 /// nobody, or made-up tokens would be fresh identities.
-pub(crate) fn token_index(headers: &HeaderMap, state: &AppState) -> Option<usize> {
+pub(crate) async fn token_index(headers: &HeaderMap, state: &AppState) -> Option<usize> {
     let accepted = &state.config().server.tokens;
     match headers.get(AUTHORIZATION) {
         Some(value) => matching(accepted, value.to_str().ok().and_then(bearer)?),
-        None => matching(accepted, &session_cookie(headers)?),
+        None => {
+            let cookie = session_cookie(headers)?;
+            let hash = state.queue().session(&session_key(&cookie)).await.ok()??;
+            position_of_hash(accepted, &hash)
+        }
     }
 }
 
-/// The cookie a browser signed in on the web pages keeps its token in.
-pub(crate) const SESSION_COOKIE: &str = "raibid_token";
+/// The cookie of a browser signed in on the web pages: its session's id.
+pub(crate) const SESSION_COOKIE: &str = "raibid_session";
 
-/// The token in the request's [`SESSION_COOKIE`], as it was given (percent-decoded), whether
-/// or not it is valid.
+/// The value of the request's [`SESSION_COOKIE`] (percent-decoded), whether or not it names
+/// a session.
 pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(COOKIE)
@@ -233,10 +237,37 @@ pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The entry of `server.tokens` that `presented` is, if any (every entry compared, as for a
-/// bearer token).
-pub(crate) fn session_token(state: &AppState, presented: &str) -> Option<ApiToken> {
+/// bearer token): what signing in checks.
+pub(crate) fn token_entry(state: &AppState, presented: &str) -> Option<ApiToken> {
     let accepted = &state.config().server.tokens;
     matching(accepted, presented).map(|i| accepted[i].clone())
+}
+
+/// Where Redis keeps the session of cookie `id`: a hash of it, so that Redis's data holds no
+/// cookie a browser could present.
+pub(crate) fn session_key(id: &str) -> String {
+    let hash = raibid_config::hash_token(id);
+    hash.strip_prefix("sha256:").unwrap_or(&hash).to_owned()
+}
+
+/// The token the session of cookie `id` is signed in as, if the session lasts and the token
+/// is still one of `server.tokens`.
+pub(crate) async fn session_token(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<ApiToken>, ApiError> {
+    let Some(hash) = state.queue().session(&session_key(id)).await? else {
+        return Ok(None);
+    };
+    let accepted = &state.config().server.tokens;
+    Ok(position_of_hash(accepted, &hash).map(|i| accepted[i].clone()))
+}
+
+/// The entry of `accepted` whose hash is `hash` (`sha256:<hex>`), as a session names it.
+fn position_of_hash(accepted: &[ApiToken], hash: &str) -> Option<usize> {
+    accepted
+        .iter()
+        .position(|token| token.hash.to_string() == hash)
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive.
@@ -268,17 +299,17 @@ mod tests {
             }
             session_cookie(&headers)
         };
-        assert_eq!(cookies(&["raibid_token=abc"]).as_deref(), Some("abc"));
+        assert_eq!(cookies(&["raibid_session=abc"]).as_deref(), Some("abc"));
         assert_eq!(
-            cookies(&["theme=dark; raibid_token=a%3Bb%20c; x=y"]).as_deref(),
+            cookies(&["theme=dark; raibid_session=a%3Bb%20c; x=y"]).as_deref(),
             Some("a;b c")
         );
         assert_eq!(
-            cookies(&["theme=dark", "raibid_token=abc"]).as_deref(),
+            cookies(&["theme=dark", "raibid_session=abc"]).as_deref(),
             Some("abc")
         );
-        assert_eq!(cookies(&["raibid_tokens=abc"]), None);
-        assert_eq!(cookies(&["raibid_token="]), None);
+        assert_eq!(cookies(&["raibid_sessions=abc"]), None);
+        assert_eq!(cookies(&["raibid_session="]), None);
         assert_eq!(cookies(&[]), None);
     }
 }

@@ -610,10 +610,23 @@ async fn a_browser_signs_in_with_a_token_reads_under_read_requires_token_and_sig
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(headers["location"], job_page.as_str());
+    // The cookie is a random session id, never the token; Redis keeps the session under a
+    // hash of the id, naming the token by its hash.
     let set = headers["set-cookie"].to_str().unwrap();
+    let (first, attributes) = set.split_once("; ").unwrap();
+    assert_eq!(attributes, "Path=/; Max-Age=604800; HttpOnly; SameSite=Lax");
+    let session = first.strip_prefix("raibid_session=").unwrap();
+    assert_eq!(session.len(), 64, "{session}");
+    assert!(session.bytes().all(|b| b.is_ascii_hexdigit()), "{session}");
+    assert!(!set.contains(TOKEN), "{set}");
+    let key = session_key(session);
     assert_eq!(
-        set,
-        format!("raibid_token={TOKEN}; Path=/; Max-Age=604800; HttpOnly; SameSite=Lax")
+        server.queue.session(&key).await.unwrap(),
+        Some(hash_token(TOKEN))
+    );
+    assert_ne!(
+        sign_in(&server, TOKEN).await,
+        format!("raibid_session={session}")
     );
     // `next` never leads to another site.
     let (_, headers, _) = post_form(
@@ -653,8 +666,21 @@ async fn a_browser_signs_in_with_a_token_reads_under_read_requires_token_and_sig
         JobStatus::Queued
     );
 
-    // A token no longer accepted (or made up) signs nobody in.
-    let (status, body) = get_with(&server, &job_page, "raibid_token=rbd_revoked").await;
+    // A made-up session, or one whose token is no longer in server.tokens, signs nobody in.
+    let (status, body) = get_with(&server, &job_page, "raibid_session=made-up").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("sign in again"), "{body}");
+    let revoked = "0".repeat(64);
+    server
+        .queue
+        .start_session(
+            &session_key(&revoked),
+            &hash_token("rbd_revoked_token"),
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let (status, body) = get_with(&server, &job_page, &format!("raibid_session={revoked}")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("sign in again"), "{body}");
 
@@ -668,8 +694,16 @@ async fn a_browser_signs_in_with_a_token_reads_under_read_requires_token_and_sig
         headers["set-cookie"]
             .to_str()
             .unwrap()
-            .starts_with("raibid_token=; Path=/; Max-Age=0;")
+            .starts_with("raibid_session=; Path=/; Max-Age=0;")
     );
+    // Ended on the server: a copy of the cookie reads nothing more.
+    let (status, _) = get_with(&server, &job_page, &cookie).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Where Redis keeps the session of cookie `id`, as the server derives it.
+fn session_key(id: &str) -> String {
+    hash_token(id).strip_prefix("sha256:").unwrap().to_owned()
 }
 
 #[tokio::test]

@@ -71,7 +71,7 @@ pub(crate) async fn logs(
     if follow {
         // Behind a reverse proxy every anonymous follower has the proxy's address, unless the
         // proxy is trusted to name them (`server.trusted_proxies`); tokens always do.
-        let client = match token_index(&headers, &state) {
+        let client = match token_index(&headers, &state).await {
             Some(i) => format!("token:{i}"),
             None => match peer {
                 Some(Extension(ConnectInfo(addr))) => {

@@ -1,12 +1,14 @@
-//! Signing in on the web pages: a browser keeps one of `server.tokens` in a cookie, so its pages
-//! read under `server.read_requires_token` and show the buttons its token may press.
+//! Signing in on the web pages with one of `server.tokens`, so a browser's pages read under
+//! `server.read_requires_token` and show the buttons its token may press.
 //!
-//! There is no user database: the token is the identity, as for the CLI. The cookie holds the
-//! token itself, `HttpOnly` (no script reads it), `SameSite=Lax` (sent when a forge's "Details"
-//! link is followed, never with another site's form) and `Secure` when `server.public_url` is
-//! https; removing the token from `server.tokens` signs every browser that holds it out. Forms
-//! that change something must also come from the server's own pages ([`same_origin`]), which
-//! covers browsers that do not enforce `SameSite`.
+//! There is no user database: the token is the identity, as for the CLI. Signing in starts a
+//! session in Redis, kept under a hash of a random id, that names the token by its hash; the
+//! browser's cookie holds the id, never the token, `HttpOnly` (no script reads it),
+//! `SameSite=Lax` (sent when a forge's "Details" link is followed, never with another site's
+//! form) and `Secure` when `server.public_url` is https. A session ends after 7 days, when its
+//! browser signs out, or when its token leaves `server.tokens`. Forms that change something
+//! must also come from the server's own pages ([`same_origin`]), which covers browsers that do
+//! not enforce `SameSite`.
 
 use askama::Template;
 use axum::Form;
@@ -15,10 +17,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use raibid_config::{ApiToken, TokenScope};
+use rand::RngCore;
 use serde::Deserialize;
 
 use super::{Chrome, PageError, page, root};
-use crate::auth::{SESSION_COOKIE, session_cookie, session_token};
+use crate::auth::{SESSION_COOKIE, session_cookie, session_key, session_token, token_entry};
 use crate::{ApiError, AppState};
 
 /// How long a browser stays signed in; Gitea's "remember me" keeps a login for 7 days too.
@@ -43,9 +46,15 @@ impl FromRequestParts<AppState> for Viewer {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // A session that cannot be read (Redis down) shows the page as to nobody; the page
+        // itself then says what is wrong.
+        let token = match session_cookie(&parts.headers) {
+            Some(id) => session_token(state, &id).await.ok().flatten(),
+            None => None,
+        };
         Ok(Viewer {
             root: root(state),
-            token: session_cookie(&parts.headers).and_then(|t| session_token(state, &t)),
+            token,
             can_sign_in: !state.config().server.tokens.is_empty(),
             here: parts
                 .uri
@@ -214,7 +223,7 @@ pub(super) async fn login(
     same_origin(&headers, &state).map_err(|e| viewer.fail(e))?;
     let next = next_path(login.next.as_deref());
     let token = login.token.trim();
-    let Some(entry) = session_token(&state, token) else {
+    let Some(entry) = token_entry(&state, token) else {
         tracing::info!("sign-in with a token that is not in server.tokens");
         let error = if viewer.can_sign_in {
             "That token is not one of this server's (server.tokens)."
@@ -223,10 +232,21 @@ pub(super) async fn login(
         };
         return Ok(login_page(&viewer, next, Some(error.into())));
     };
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    state
+        .queue()
+        .start_session(
+            &session_key(&id),
+            &entry.hash.to_string(),
+            std::time::Duration::from_secs(SESSION_SECS),
+        )
+        .await
+        .map_err(|e| viewer.fail(e))?;
     tracing::info!(token = %entry.name(), "signed in on the web pages");
     let secure = state.config().server.public_url.starts_with("https://");
-    let value: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
-    let cookie = cookie(&viewer.root, &value, SESSION_SECS, secure);
+    let cookie = cookie(&viewer.root, &id, SESSION_SECS, secure);
     Ok(redirect_with_cookie(
         &format!("{}{next}", viewer.root),
         &cookie,
@@ -239,6 +259,14 @@ pub(super) async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     same_origin(&headers, &state).map_err(|e| viewer.fail(e))?;
+    // Ended in Redis, not only forgotten by this browser: a copy of the cookie is no use.
+    if let Some(id) = session_cookie(&headers) {
+        state
+            .queue()
+            .end_session(&session_key(&id))
+            .await
+            .map_err(|e| viewer.fail(e))?;
+    }
     let secure = state.config().server.public_url.starts_with("https://");
     let cookie = cookie(&viewer.root, "", 0, secure);
     Ok(redirect_with_cookie(
@@ -293,11 +321,11 @@ mod tests {
     fn cookie_attributes() {
         assert_eq!(
             cookie("/ci", "abc", 60, true),
-            "raibid_token=abc; Path=/ci/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+            "raibid_session=abc; Path=/ci/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
         );
         assert_eq!(
             cookie("", "", 0, false),
-            "raibid_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+            "raibid_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
         );
     }
 }

@@ -49,7 +49,7 @@ pub async fn post_form(
     (status, headers, response.text().await.unwrap())
 }
 
-/// Signs in with `token`; the cookie to send back (`raibid_token=...`).
+/// Signs in with `token`; the cookie to send back (`raibid_session=...`).
 pub async fn sign_in(server: &super::TestServer, token: &str) -> String {
     let (status, headers, body) =
         post_form(server, "/login", None, From::Here, &[("token", token)]).await;
