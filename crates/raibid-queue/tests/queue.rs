@@ -1751,3 +1751,26 @@ async fn a_queued_record_of_the_older_layout_is_claimed_whole() {
     assert_eq!(claimed.job.attempt, 1);
     assert_eq!(claimed.job, q.get(id).await.unwrap().unwrap());
 }
+
+/// A web session lasts until its time is up or it is ended.
+#[tokio::test]
+async fn sessions_last_until_they_expire_or_end() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    q.start_session("k1", "sha256:aa", Duration::from_secs(60))
+        .await
+        .unwrap();
+    q.start_session("k2", "sha256:bb", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(q.session("k1").await.unwrap().as_deref(), Some("sha256:aa"));
+    assert_eq!(q.session("k2").await.unwrap().as_deref(), Some("sha256:bb"));
+    assert_eq!(q.session("k3").await.unwrap(), None);
+    q.end_session("k1").await.unwrap();
+    assert_eq!(q.session("k1").await.unwrap(), None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while q.session("k2").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "k2 never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
