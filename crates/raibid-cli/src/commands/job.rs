@@ -405,6 +405,17 @@ fn describe(job: &Job, server: &str) -> String {
     field("ref", job.spec.git_ref.clone());
     field("sha", job.spec.sha.clone());
     field("event", job.spec.event.to_string());
+    if let Some(pr) = job.spec.pr_number {
+        let branches = match (&job.spec.source_branch, &job.spec.target_branch) {
+            (Some(from), Some(into)) => format!(" ({from} into {into})"),
+            (None, Some(into)) => format!(" (into {into})"),
+            _ => String::new(),
+        };
+        field("pull", format!("#{pr}{branches}"));
+    }
+    if !job.spec.pr_labels.is_empty() {
+        field("labels", job.spec.pr_labels.join(", "));
+    }
     field("pool", job.spec.pool.to_string());
     field("attempt", job.attempt.to_string());
     field("queued", ago(job.created_at, now));
@@ -539,6 +550,28 @@ mod tests {
         assert!(!shown.contains("approver"), "{shown}");
         job.approved_by = Some("release-bot".into());
         assert!(describe(&job, "").contains("approver   release-bot\n"));
+    }
+
+    #[test]
+    fn a_pull_request_s_job_shows_its_branches_and_labels() {
+        let mut spec = raibid_model::NewJob::new(
+            "acme/app",
+            "u",
+            "refs/pull/7/head",
+            "a".repeat(40),
+            raibid_model::Event::PullRequest,
+        );
+        spec.pr_number = Some(7);
+        spec.target_branch = Some("main".into());
+        let mut job = Job::queued("P".to_owned(), spec, Utc::now());
+        let shown = describe(&job, "");
+        assert!(shown.contains("pull       #7 (into main)\n"), "{shown}");
+        assert!(!shown.contains("labels"), "{shown}");
+        job.spec.source_branch = Some("fix".into());
+        job.spec.pr_labels = vec!["bug".into(), "ui".into()];
+        let shown = describe(&job, "");
+        assert!(shown.contains("pull       #7 (fix into main)\n"), "{shown}");
+        assert!(shown.contains("labels     bug, ui\n"), "{shown}");
     }
 
     #[test]
