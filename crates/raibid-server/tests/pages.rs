@@ -914,3 +914,117 @@ async fn a_matrix_with_a_failed_variant_offers_to_retry_the_failed_ones() {
         .collect();
     assert_eq!(retries.len(), 1, "{jobs}");
 }
+
+/// "Run pipeline": a signed-in token that may run the repository's jobs queues a manual job of
+/// a branch with variables, through the API's checks; others are refused, nothing queued.
+#[tokio::test]
+async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
+    let repo = raibid_testkit::GitRepo::new();
+    let head = repo.commit(&[("README", "hello\n")], "init");
+    let mut cfg = config();
+    cfg.server.tokens.push(ApiToken {
+        name: "viewer".into(),
+        hash: TokenHash::parse(&hash_token("rbd_viewer_token_1")).unwrap(),
+        scopes: vec![TokenScope::Read],
+        repos: vec!["*".into()],
+    });
+    let server = TestServer::start_with(cfg).await;
+    let earlier = submit(&server, "acme/app").await;
+    let cookie = sign_in(&server, TOKEN).await;
+    let viewer = sign_in(&server, "rbd_viewer_token_1").await;
+
+    // The job's page leads to the form, filled in for its repository and branch.
+    let (_, body) = get_with(&server, &format!("/jobs/{earlier}"), &cookie).await;
+    let href = "/run?repo=acme%2Fapp&#38;clone_url=https%3A%2F%2Fgit.example%2Facme%2Fapp.git&#38;ref=refs%2Fheads%2Fmain";
+    assert!(body.contains(&format!("href=\"{href}\"")), "{body}");
+    let (_, body) = get_with(&server, &format!("/jobs/{earlier}"), &viewer).await;
+    assert!(!body.contains("/run?"), "{body}");
+    // The form: the clone URL from the repository's newest job when the link has none.
+    let (status, body) = get_with(&server, "/run?repo=acme/app&ref=refs/heads/dev", &cookie).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("value=\"https://git.example/acme/app.git\""),
+        "{body}"
+    );
+    assert!(body.contains("name=\"ref\" value=\"dev\""), "{body}");
+    let (status, _) = get_with(&server, "/run?repo=acme/app", &viewer).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = get(&server, "/run").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let url = repo.url();
+    let form = |variables: &'static str| {
+        vec![
+            ("repo", "acme/app".to_owned()),
+            ("clone_url", url.clone()),
+            ("ref", "main".to_owned()),
+            ("variables", variables.to_owned()),
+        ]
+    };
+    let post = |cookie: String, from: From, fields: Vec<(&'static str, String)>| {
+        let server = &server;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(server, "/run", Some(&cookie), from, &fields).await
+        }
+    };
+    let count = server.job_count().await;
+    for (cookie, from, variables, refused, says) in [
+        (
+            viewer.clone(),
+            From::Here,
+            "",
+            StatusCode::FORBIDDEN,
+            "`jobs` scope",
+        ),
+        (
+            cookie.clone(),
+            From::Elsewhere,
+            "",
+            StatusCode::FORBIDDEN,
+            "own pages",
+        ),
+        (
+            cookie.clone(),
+            From::Here,
+            "TARGET=prod\noops",
+            StatusCode::BAD_REQUEST,
+            "line 2",
+        ),
+        (
+            cookie.clone(),
+            From::Here,
+            "RAIBID_SHA=x",
+            StatusCode::BAD_REQUEST,
+            "env.RAIBID_SHA",
+        ),
+    ] {
+        let (status, _, body) = post(cookie, from, form(variables)).await;
+        assert_eq!(status, refused, "{variables}: {body}");
+        assert!(body.contains(says), "{says}: {body}");
+    }
+    let mut unknown = form("");
+    unknown[2].1 = "nope".into();
+    let (status, _, body) = post(cookie.clone(), From::Here, unknown).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(server.job_count().await, count, "nothing queued");
+
+    let (status, headers, body) = post(
+        cookie.clone(),
+        From::Here,
+        form("# where to\nTARGET=prod\n"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let id = headers["location"]
+        .to_str()
+        .unwrap()
+        .strip_prefix("/jobs/")
+        .unwrap()
+        .to_owned();
+    let job = server.queue.get(&id).await.unwrap().unwrap();
+    assert_eq!(job.spec.event, raibid_model::Event::Manual);
+    assert_eq!(job.spec.git_ref, "refs/heads/main");
+    assert_eq!(job.spec.sha, head);
+    assert_eq!(job.spec.env["TARGET"], "prod");
+}

@@ -9,7 +9,7 @@ mod logs;
 pub(crate) mod pools;
 pub(crate) mod schedules;
 mod secrets;
-mod submit;
+pub(crate) mod submit;
 pub(crate) mod validate;
 
 use crate::openapi;

@@ -31,6 +31,26 @@ pub(crate) struct SubmitRequest {
     env: BTreeMap<String, String>,
 }
 
+impl SubmitRequest {
+    /// A submission of branch or tag `git_ref` (resolved by the server), as the web page's
+    /// "Run pipeline" form makes one.
+    pub(crate) fn of_ref(
+        repo: String,
+        clone_url: String,
+        git_ref: String,
+        env: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            repo,
+            clone_url,
+            git_ref: Some(git_ref),
+            sha: None,
+            pool: None,
+            env,
+        }
+    }
+}
+
 pub(crate) async fn submit(
     CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,

@@ -24,6 +24,8 @@ struct JobPage {
     chrome: Chrome,
     /// The buttons the signed-in token may press.
     actions: Vec<Action>,
+    /// "Run pipeline" for the job's repository and ref, when the token may.
+    run: Option<String>,
     id: String,
     status: &'static str,
     fields: Vec<Field>,
@@ -116,6 +118,14 @@ pub(super) async fn show(
         } else {
             Vec::new()
         },
+        run: viewer.may_run_jobs(&job.spec.repo).then(|| {
+            // A pull request's ref is the forge's, not one to run by hand: its target branch.
+            let git_ref = match &job.spec.target_branch {
+                Some(target) if job.spec.pr_number.is_some() => target.clone(),
+                _ => job.spec.git_ref.clone(),
+            };
+            super::run::href(&root, &job.spec.repo, &job.spec.clone_url, &git_ref)
+        }),
         title: title(&job),
         id: job.id.clone(),
         status: job.status.as_str(),

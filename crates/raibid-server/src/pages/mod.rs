@@ -14,6 +14,7 @@ mod assets;
 mod job;
 mod list;
 mod log;
+mod run;
 mod schedules;
 mod session;
 
@@ -32,6 +33,8 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/jobs", list::list),
         Route::get("/jobs/{id}", job::show),
         Route::post("/jobs/{id}/{action}", actions::act),
+        Route::get("/run", run::form),
+        Route::post("/run", run::run),
         Route::get("/schedules", schedules::list),
         Route::post("/schedules/{name}/run", schedules::run),
         Route::get("/login", session::form),
