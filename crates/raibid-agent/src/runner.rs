@@ -431,33 +431,48 @@ impl Runner {
         trigger.repo = Some(job.spec.repo.clone());
         trigger.cron = job.spec.schedule.clone();
         trigger.platform = crate::image::Platform::native().map(|p| p.to_string());
-        // Before the workspace goes to the step user, as git reads it (see below).
-        let commit = match self.git.commit_info(&workspace, &job.spec.sha).await {
-            Ok(mut commit) => {
-                commit.default_branch = self.git.default_branch(job).await;
-                trigger.message = Some(commit.message.clone());
-                Some(commit)
+        // Before the workspace goes to the step user, as git reads it (see below). The facts
+        // are independent git processes and Redis reads, all before the first step: side by
+        // side, the job waits for the slowest rather than for their sum.
+        let commit = async {
+            let (info, default_branch) = tokio::join!(
+                self.git.commit_info(&workspace, &job.spec.sha),
+                self.git.default_branch(job)
+            );
+            match info {
+                Ok(mut commit) => {
+                    commit.default_branch = default_branch;
+                    Some(commit)
+                }
+                Err(e) => {
+                    warn!(job = %job.id, error = %e, "cannot read the commit's message and author");
+                    None
+                }
             }
-            Err(e) => {
-                warn!(job = %job.id, error = %e, "cannot read the commit's message and author");
-                None
+        };
+        let previous = async {
+            let previous = self.previous_job(job).await;
+            // Only from what the workspace's repository has: a commit pushed away is not
+            // fetched for a variable.
+            let commit = match &previous {
+                Some(previous) => self
+                    .git
+                    .commit_info(&workspace, &previous.spec.sha)
+                    .await
+                    .ok(),
+                None => None,
+            };
+            (previous, commit)
+        };
+        let changed = async {
+            match self.git.changed_files_at_hand(job, &workspace).await {
+                Changes::Known(files) => Some(files),
+                Changes::Unknown(_) => None,
             }
         };
-        let previous = self.previous_job(job).await;
-        // Only from what the workspace's repository has: a commit pushed away is not fetched
-        // for a variable.
-        let previous_commit = match &previous {
-            Some(previous) => self
-                .git
-                .commit_info(&workspace, &previous.spec.sha)
-                .await
-                .ok(),
-            None => None,
-        };
-        let changed_files = match self.git.changed_files_at_hand(job, &workspace).await {
-            Changes::Known(files) => Some(files),
-            Changes::Unknown(_) => None,
-        };
+        let (commit, (previous, previous_commit), changed_files) =
+            tokio::join!(commit, previous, changed);
+        trigger.message = commit.as_ref().map(|c| c.message.clone());
         let facts = JobFacts {
             commit,
             previous,

@@ -8,7 +8,7 @@ use raibid_model::{JobStatus, Outcome, StepResult, StepStatus, TestFailure, Test
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::json;
-use support::browser::{From, browser, get_with, post_form, sign_in};
+use support::browser::{From, browser, get_with, job_redirected_to, post_form, sign_in};
 use support::{SHA, TOKEN, TestServer, config};
 
 /// Status, headers and body of `GET path`, as a browser would ask (no token).
@@ -217,17 +217,22 @@ async fn a_matrix_job_lists_its_variants() {
     assert!(body.contains(&format!("<a href=\"/jobs/{b}\">")), "{body}");
 }
 
-#[tokio::test]
-async fn a_webhook_s_job_links_to_its_commit_and_pull_request_on_the_forge() {
-    let server = TestServer::start().await;
-    let response = server.deliver("gitea/pull_request-opened").await;
-    assert!(response.status().is_success());
+/// The job a recorded webhook queued.
+async fn delivered(server: &TestServer, fixture: &str) -> raibid_model::Job {
+    let response = server.deliver(fixture).await;
+    assert!(response.status().is_success(), "{fixture}");
     let id = support::json(response).await["job_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let job = server.queue.get(&id).await.unwrap().unwrap();
-    let body = page(&server, &format!("/jobs/{id}")).await;
+    server.queue.get(&id).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_webhook_s_job_links_to_its_commit_and_pull_request_on_the_forge() {
+    let server = TestServer::start().await;
+    let job = delivered(&server, "gitea/pull_request-opened").await;
+    let body = page(&server, &format!("/jobs/{}", job.id)).await;
     assert!(
         body.contains(&format!(
             "href=\"https://try.gitea.io/jcitizen/my-repo/commit/{}\"",
@@ -244,15 +249,9 @@ async fn a_webhook_s_job_links_to_its_commit_and_pull_request_on_the_forge() {
     assert!(!body.contains("<th>labels</th>"), "{body}");
 
     // GitHub's pull request has a label, which the job keeps and its page shows.
-    let response = server.deliver("github/pull_request-opened").await;
-    assert!(response.status().is_success());
-    let id = support::json(response).await["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let job = server.queue.get(&id).await.unwrap().unwrap();
+    let job = delivered(&server, "github/pull_request-opened").await;
     assert_eq!(job.spec.pr_labels, vec!["bug".to_owned()]);
-    let body = page(&server, &format!("/jobs/{id}")).await;
+    let body = page(&server, &format!("/jobs/{}", job.id)).await;
     assert!(body.contains("<th>labels</th><td>bug</td>"), "{body}");
 }
 
@@ -727,12 +726,7 @@ async fn a_signed_in_browser_approves_cancels_and_retries_with_its_token_s_right
     ];
     let server = TestServer::start_with(cfg).await;
     // Gitea's AGit pull request: a fork's, so it waits for approval.
-    let response = server.deliver("gitea/pull_request-agit").await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let id = support::json(response).await["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = delivered(&server, "gitea/pull_request-agit").await.id;
     let job_page = format!("/jobs/{id}");
     let status_of = |id: String| {
         let queue = server.queue.clone();
@@ -832,7 +826,7 @@ async fn a_signed_in_browser_approves_cancels_and_retries_with_its_token_s_right
         "{body}"
     );
     assert!(!body.contains("retry-failed"), "{body}");
-    let (status, headers, _) = post_form(
+    let answer = post_form(
         &server,
         &format!("/jobs/{id}/retry"),
         Some(&maintainer),
@@ -840,11 +834,8 @@ async fn a_signed_in_browser_approves_cancels_and_retries_with_its_token_s_right
         &[],
     )
     .await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    let location = headers["location"].to_str().unwrap();
-    let retry = location.strip_prefix("/jobs/").unwrap().to_owned();
-    assert_ne!(retry, id);
-    let retried = server.queue.get(&retry).await.unwrap().unwrap();
+    let retried = job_redirected_to(&server, answer).await;
+    assert_ne!(retried.id, id);
     assert_eq!(retried.spec.retry_of.as_deref(), Some(id.as_str()));
     // Queued at once: the person who pressed it may change the repository's jobs, as the
     // API's retry is.
@@ -1009,20 +1000,13 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(server.job_count().await, count, "nothing queued");
 
-    let (status, headers, body) = post(
+    let answer = post(
         cookie.clone(),
         From::Here,
         form("# where to\nTARGET=prod\n"),
     )
     .await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
-    let id = headers["location"]
-        .to_str()
-        .unwrap()
-        .strip_prefix("/jobs/")
-        .unwrap()
-        .to_owned();
-    let job = server.queue.get(&id).await.unwrap().unwrap();
+    let job = job_redirected_to(&server, answer).await;
     assert_eq!(job.spec.event, raibid_model::Event::Manual);
     assert_eq!(job.spec.git_ref, "refs/heads/main");
     assert_eq!(job.spec.sha, head);

@@ -467,7 +467,7 @@ async fn a_run_by_hand_without_redis_is_503_and_works_once_it_is_back() {
 #[tokio::test]
 async fn the_schedules_page_lists_them_and_runs_one_for_a_signed_in_token() {
     use raibid_config::{ApiToken, TokenHash, TokenScope, hash_token};
-    use support::browser::{From, get_with, post_form, sign_in};
+    use support::browser::{From, get_with, job_redirected_to, post_form, sign_in};
 
     let repo = GitRepo::new();
     let head = repo.commit(&[("README", "one\n")], "one");
@@ -515,15 +515,8 @@ async fn the_schedules_page_lists_them_and_runs_one_for_a_signed_in_token() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
-    let (status, headers, body) = post_form(&server, path, Some(&cookie), From::Here, &[]).await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
-    let id = headers["location"]
-        .to_str()
-        .unwrap()
-        .strip_prefix("/jobs/")
-        .unwrap()
-        .to_owned();
-    let job = server.queue.get(&id).await.unwrap().unwrap();
+    let answer = post_form(&server, path, Some(&cookie), From::Here, &[]).await;
+    let job = job_redirected_to(&server, answer).await;
     assert_eq!(job.spec.event, Event::Cron);
     assert_eq!(job.spec.schedule.as_deref(), Some("nightly"));
     assert_eq!(job.spec.sha, head);

@@ -72,3 +72,18 @@ pub async fn get_with(
         .unwrap();
     (response.status(), response.text().await.unwrap())
 }
+
+/// The job whose page a form's redirect (`303`, `Location: /jobs/<id>`) leads to.
+pub async fn job_redirected_to(
+    server: &super::TestServer,
+    (status, headers, body): (StatusCode, HeaderMap, String),
+) -> raibid_model::Job {
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let id = headers["location"]
+        .to_str()
+        .unwrap()
+        .strip_prefix("/jobs/")
+        .expect("a job's page")
+        .to_owned();
+    server.queue.get(&id).await.unwrap().expect("the job")
+}
