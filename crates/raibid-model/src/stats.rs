@@ -48,4 +48,8 @@ pub struct ScalerStatus {
     pub max_agents: u64,
     pub lag: u64,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Why it starts no agents whatever the lag, when it holds them back: `raibid up`'s pool
+    /// while it drains its agents for the private registry's garbage collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }

@@ -850,7 +850,13 @@ fn schemas() -> Value {
                 "started": { "type": "integer", "description": "Agents started at the last look." },
                 "max_agents": { "type": "integer" },
                 "lag": { "type": "integer" },
-                "updated_at": time
+                "updated_at": time,
+                "held": {
+                    "type": "string",
+                    "description": "Why the scaler starts no agents whatever the lag, while it \
+                                    holds them back (raibid up: draining for the private \
+                                    registry's garbage collection)."
+                }
             }
         },
         "Agent": {

@@ -86,6 +86,7 @@ fn fixture_with(kubeconfig: Kubeconfig) -> App {
                     max_agents: 4,
                     lag: 3,
                     updated_at: at(-1),
+                    held: None,
                 }],
                 at: at(secs),
             });

@@ -123,7 +123,10 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
                     .map(|s| format!("{}/{}", s.agents, s.max_agents))
                     .unwrap_or_else(|| "-".into()),
                 scaler
-                    .map(|s| s.source.clone())
+                    .map(|s| match &s.held {
+                        Some(why) => format!("{} (held: {why})", s.source),
+                        None => s.source.clone(),
+                    })
                     .unwrap_or_else(|| "-".into()),
                 p.oldest_queued_ms
                     .map(|ms| duration(chrono::Duration::milliseconds(ms as i64)))

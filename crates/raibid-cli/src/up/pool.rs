@@ -191,6 +191,11 @@ impl LocalPool {
                     max_agents: self.settings.max_agents,
                     lag: stats.lag,
                     updated_at: Utc::now(),
+                    held: draining.then(|| {
+                        "draining for the registry's garbage collection: agents start again \
+                         once it has run"
+                            .to_owned()
+                    }),
                 })
                 .await?;
         }
@@ -486,6 +491,9 @@ mod tests {
         pool.step().await.unwrap();
         assert_eq!(pool.agents.len(), 1, "an agent for the queued job");
         assert!(received.try_recv().is_err(), "not quiet: a job is queued");
+        let held =
+            |queue: Queue| async move { queue.scaler_statuses().await.unwrap()[0].held.clone() };
+        assert_eq!(held(queue.clone()).await, None);
 
         // Overdue: with an agent still running, none is started and nothing collected.
         let (mut pool, mut received) =
@@ -494,6 +502,9 @@ mod tests {
         pool.step().await.unwrap();
         assert_eq!(pool.agents.len(), 1, "no agent started while draining");
         assert!(pool.draining);
+        // `raibid status` (and `GET /api/v1/queues`) says why the queued job waits.
+        let why = held(queue.clone()).await.expect("held");
+        assert!(why.contains("garbage collection"), "{why}");
         assert!(received.try_recv().is_err(), "an agent is alive");
         // The last agent gone: collected, the job still queued.
         pool.agents.clear();
