@@ -473,6 +473,8 @@ impl Runner {
         let (commit, (previous, previous_commit), changed_files) =
             tokio::join!(commit, previous, changed);
         trigger.message = commit.as_ref().map(|c| c.message.clone());
+        // What `when: path` compares with, when known without a fetch (see `path_context`).
+        trigger.changed_files = changed_files.clone();
         let facts = JobFacts {
             commit,
             previous,
@@ -1162,8 +1164,10 @@ impl Runner {
     }
 
     /// Fills in the files the commit changes, which `when: path` filters look at (its message
-    /// is read for every job, before this). When the changes cannot be known (or are none), says once in the log why path
-    /// filters do not apply; the pipeline and the steps that have them then run.
+    /// is read for every job, before this), fetching a base the mirror lacks when the job's
+    /// facts could not name them without one. When the changes cannot be known (or are none),
+    /// says once in the log why path filters do not apply; the pipeline and the steps that
+    /// have them then run.
     async fn path_context(
         &self,
         job: &Job,
@@ -1172,7 +1176,12 @@ impl Runner {
         trigger: &mut TriggerContext,
         log: &mut JobLog,
     ) {
-        let why = match self.git.changed_files(job, workspace).await {
+        // Already read with the job's facts (`CI_PIPELINE_FILES`) when the base was at hand.
+        let changes = match trigger.changed_files.take() {
+            Some(files) => Changes::Known(files),
+            None => self.git.changed_files(job, workspace).await,
+        };
+        let why = match changes {
             Changes::Known(files) if files.is_empty() => {
                 // Known to be none, which a filter with `on_empty: false` does not match.
                 trigger.changed_files = Some(files);
