@@ -116,8 +116,8 @@ impl FromRequestParts<AppState> for CanRead {
         }
         let token = if parts.headers.contains_key(AUTHORIZATION) {
             check_token(parts, state)?
-        } else if let Some(cookie) = session_cookie(&parts.headers) {
-            session_token(state, &cookie).await?.ok_or_else(|| {
+        } else if session_cookie(&parts.headers).is_some() {
+            session_of(parts, state).await?.ok_or_else(|| {
                 ApiError::Unauthorized(
                     "this browser's sign-in has ended (it expired or signed out, or its token \
                      is no longer one of server.tokens): sign in again"
@@ -261,6 +261,26 @@ pub(crate) async fn session_token(
     };
     let accepted = &state.config().server.tokens;
     Ok(position_of_hash(accepted, &hash).map(|i| accepted[i].clone()))
+}
+
+/// The token the request's session cookie is signed in as ([`session_token`]), looked up once
+/// per request: a page asks both [`crate::pages::Viewer`] and [`CanRead`], which share the
+/// answer through the request's extensions.
+pub(crate) async fn session_of(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<Option<ApiToken>, ApiError> {
+    #[derive(Clone)]
+    struct Looked(Option<ApiToken>);
+    if let Some(Looked(token)) = parts.extensions.get::<Looked>() {
+        return Ok(token.clone());
+    }
+    let token = match session_cookie(&parts.headers) {
+        Some(id) => session_token(state, &id).await?,
+        None => None,
+    };
+    parts.extensions.insert(Looked(token.clone()));
+    Ok(token)
 }
 
 /// The entry of `accepted` whose hash is `hash` (`sha256:<hex>`), as a session names it.

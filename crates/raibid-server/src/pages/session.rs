@@ -21,7 +21,7 @@ use rand::RngCore;
 use serde::Deserialize;
 
 use super::{Chrome, PageError, page, root};
-use crate::auth::{SESSION_COOKIE, session_cookie, session_key, session_token, token_entry};
+use crate::auth::{SESSION_COOKIE, session_cookie, session_key, session_of, token_entry};
 use crate::{ApiError, AppState};
 
 /// How long a browser stays signed in; Gitea's "remember me" keeps a login for 7 days too.
@@ -48,10 +48,7 @@ impl FromRequestParts<AppState> for Viewer {
     ) -> Result<Self, Self::Rejection> {
         // A session that cannot be read (Redis down) shows the page as to nobody; the page
         // itself then says what is wrong.
-        let token = match session_cookie(&parts.headers) {
-            Some(id) => session_token(state, &id).await.ok().flatten(),
-            None => None,
-        };
+        let token = session_of(parts, state).await.ok().flatten();
         Ok(Viewer {
             root: root(state),
             token,
