@@ -116,18 +116,36 @@ fn a_typo_in_the_config_file_names_file_line_and_key() {
 }
 
 #[test]
-fn token_hash_matches_what_the_server_verifies() {
-    let mut child = Command::new(RAIBID)
-        .args(["token", "hash"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert_eq!(hash, raibid_config::hash_token("s3cret"));
+fn token_hash_matches_what_the_server_verifies_and_warns_of_a_short_token() {
+    let hash = |token: &str| {
+        let mut child = Command::new(RAIBID)
+            .args(["token", "hash"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{token}\n").as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (short, warning) = hash("s3cret");
+    assert_eq!(short, raibid_config::hash_token("s3cret"));
+    assert!(
+        warning.contains("a token of 6 characters can be guessed"),
+        "{warning}"
+    );
+    let long_token = "rbd_9f8a7c6e5d4b3a2f1e0d9c8b7a6";
+    let (long, quiet) = hash(long_token);
+    assert_eq!(long, raibid_config::hash_token(long_token));
+    assert_eq!(quiet, "");
 }
 
 #[test]

@@ -152,7 +152,7 @@ structs! {
         listen, public_url, tokens, read_requires_token, webhook_secret, repo_secrets,
         allowed_repos, events, approval, approval_expiry_days, cancel_superseded, body_limit_bytes, max_log_streams,
         max_log_streams_per_client,
-        log_stream_max_secs, trusted_proxies,
+        log_stream_max_secs, trusted_proxies, auth_failures_max, auth_failures_window_secs,
         default_pool, pool_rules, pools, github_api_url, github_token, schedules,
     }
     RegistryConfig { host, username, password, insecure }

@@ -294,6 +294,13 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             "must be at least 1".into(),
         ));
     }
+    let window = config.server.auth_failures_window_secs;
+    if config.server.auth_failures_max > 0 && !(1..=86_400).contains(&window) {
+        return Err(semantic(
+            "server.auth_failures_window_secs",
+            "1 to 86400 seconds (a day); to turn the limit off, set auth_failures_max to 0".into(),
+        ));
+    }
     if config.redis.max_attempts == 0 {
         return Err(semantic("redis.max_attempts", "must be at least 1".into()));
     }
@@ -1024,6 +1031,27 @@ flux:
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_failed_authentication_window_is_bounded_while_it_is_on() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            (
+                c.server.auth_failures_max,
+                c.server.auth_failures_window_secs
+            ),
+            (20, 300)
+        );
+        let c = parse("server:\n  auth_failures_max: 0\n  auth_failures_window_secs: 0\n");
+        assert_eq!(c.unwrap().server.auth_failures_max, 0);
+        for text in [
+            "server:\n  auth_failures_window_secs: 0\n",
+            "server:\n  auth_failures_window_secs: 86401\n",
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("server.auth_failures_window_secs"), "{err}");
         }
     }
 

@@ -242,6 +242,13 @@ pub struct ServerConfig {
     /// client's log stream slots. Anything else's `X-Forwarded-For` is ignored (anyone can
     /// send one).
     pub trusted_proxies: Vec<IpRange>,
+    /// Tokens that are not one of `tokens` (a bearer token, a sign-in) a client may present
+    /// within `auth_failures_window_secs`; past that, the tokens it presents are refused (429)
+    /// unchecked until the window ends, so a token cannot be guessed at the speed the server
+    /// answers. A client is its address (`trusted_proxies` apply), an IPv6 one by its /64.
+    /// 0: no limit.
+    pub auth_failures_max: u32,
+    pub auth_failures_window_secs: u64,
     pub default_pool: PoolName,
     /// First matching rule wins; no match: `default_pool`.
     pub pool_rules: Vec<PoolRule>,
@@ -283,6 +290,8 @@ impl Default for ServerConfig {
             max_log_streams_per_client: 32,
             log_stream_max_secs: 3600,
             trusted_proxies: Vec::new(),
+            auth_failures_max: 20,
+            auth_failures_window_secs: 300,
             default_pool: PoolName::default(),
             pool_rules: Vec::new(),
             pools: Vec::new(),

@@ -17,7 +17,7 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use raibid_config::{ApiToken, TokenScope};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, auth_limit};
 
 /// The token a request presented, and so what it may change.
 pub(crate) struct Caller(ApiToken);
@@ -179,9 +179,14 @@ fn check_token(parts: &Parts, state: &AppState) -> Result<ApiToken, ApiError> {
         .ok_or_else(|| {
             ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
         })?;
+    let client = auth_limit::client_of(parts, state);
+    auth_limit::check(state, client)?;
     match matching(accepted, presented) {
         Some(i) => Ok(accepted[i].clone()),
-        None => Err(ApiError::Unauthorized("invalid token".into())),
+        None => {
+            auth_limit::record(state, client);
+            Err(ApiError::Unauthorized("invalid token".into()))
+        }
     }
 }
 

@@ -87,6 +87,17 @@ pub(crate) enum ApiError {
          one, or read the log without follow"
     )]
     TooManyLogStreamsForClient { limit: u32 },
+    /// The client presented too many tokens that were not one of `server.tokens`.
+    #[error(
+        "too many failed authentications from this address ({max} within {window_secs} s, \
+         server.auth_failures_max): its tokens are refused unchecked for another \
+         {retry_after_secs} s"
+    )]
+    TooManyAuthFailures {
+        max: u32,
+        window_secs: u64,
+        retry_after_secs: u64,
+    },
     #[error("the request took too long and was abandoned")]
     Timeout,
     /// A feature this server's configuration leaves off (repository secrets without a key).
@@ -117,7 +128,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnresolvableRef(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyLogStreamsForClient { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyLogStreamsForClient { .. } | ApiError::TooManyAuthFailures { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::QueueUnavailable(_)
             | ApiError::QueueFull(_)
             | ApiError::TooManyLogStreams { .. }
@@ -154,21 +167,27 @@ impl ApiError {
             ApiError::QueueFull(_) => "queue_full",
             ApiError::TooManyLogStreams { .. } => "too_many_log_streams",
             ApiError::TooManyLogStreamsForClient { .. } => "too_many_log_streams_for_client",
+            ApiError::TooManyAuthFailures { .. } => "too_many_auth_failures",
             ApiError::Timeout => "timeout",
             ApiError::Internal(_) => "internal",
             ApiError::NotImplemented(_) => "not_implemented",
         }
     }
 
-    pub(crate) fn retry_after(&self) -> Option<&'static str> {
+    /// Seconds, for a `Retry-After` header.
+    pub(crate) fn retry_after(&self) -> Option<String> {
         match self {
             ApiError::QueueUnavailable(_) | ApiError::Timeout => Some(RETRY_AFTER_UNAVAILABLE),
             ApiError::QueueFull(_) => Some(RETRY_AFTER_FULL),
             ApiError::TooManyLogStreams { .. } | ApiError::TooManyLogStreamsForClient { .. } => {
                 Some(RETRY_AFTER_STREAMS)
             }
+            ApiError::TooManyAuthFailures {
+                retry_after_secs, ..
+            } => return Some(retry_after_secs.to_string()),
             _ => None,
         }
+        .map(str::to_owned)
     }
 }
 
@@ -218,8 +237,11 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        if let Some(seconds) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        if let Some(seconds) = self
+            .retry_after()
+            .and_then(|s| HeaderValue::try_from(s).ok())
+        {
+            headers.insert(header::RETRY_AFTER, seconds);
         }
         if matches!(self, ApiError::Unauthorized(_)) {
             headers.insert(

@@ -13,6 +13,7 @@
 
 mod api;
 mod auth;
+mod auth_limit;
 mod client_addr;
 mod error;
 pub mod git_http;

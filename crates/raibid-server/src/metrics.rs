@@ -31,6 +31,20 @@ struct StatusLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AuthLabels {
+    outcome: &'static str,
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthOutcome {
+    /// Not one of `server.tokens`.
+    Refused,
+    /// Not compared: its client had failed too often (`server.auth_failures_max`).
+    LockedOut,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReportLabels {
     forge: &'static str,
     outcome: &'static str,
@@ -80,6 +94,7 @@ pub(crate) struct Metrics {
     scaler_starting: Family<PoolLabels, Gauge>,
     scaler_max: Family<PoolLabels, Gauge>,
     status_reports: Family<ReportLabels, Counter>,
+    auth_failures: Family<AuthLabels, Counter>,
 }
 
 impl Metrics {
@@ -153,6 +168,13 @@ impl Metrics {
             "Commit statuses sent to forges, by forge and outcome",
             status_reports.clone(),
         );
+        let auth_failures = Family::default();
+        registry.register(
+            "auth_failures",
+            "Presented API and sign-in tokens refused: not one of server.tokens (refused), or \
+             not compared because the client failed too often (locked_out)",
+            auth_failures.clone(),
+        );
         Self {
             registry,
             webhooks,
@@ -166,7 +188,18 @@ impl Metrics {
             scaler_starting,
             scaler_max,
             status_reports,
+            auth_failures,
         }
+    }
+
+    pub fn auth_failure(&self, outcome: AuthOutcome) {
+        let outcome = match outcome {
+            AuthOutcome::Refused => "refused",
+            AuthOutcome::LockedOut => "locked_out",
+        };
+        self.auth_failures
+            .get_or_create(&AuthLabels { outcome })
+            .inc();
     }
 
     pub fn webhook(&self, labels: WebhookLabels) {
@@ -272,6 +305,7 @@ mod tests {
         m.pool_sample(&pool, 3, 1);
         m.agents_sample(2);
         m.status_report(Forge::Github, ReportOutcome::Failure);
+        m.auth_failure(AuthOutcome::LockedOut);
         let text = m.encode();
         for expected in [
             r#"raibid_webhooks_received_total{forge="gitea",event="push",outcome="queued"} 1"#,
@@ -282,6 +316,7 @@ mod tests {
             r#"raibid_queue_pending{pool="default"} 1"#,
             "raibid_agents_connected 2",
             r#"raibid_status_reports_total{forge="github",outcome="failure"} 1"#,
+            r#"raibid_auth_failures_total{outcome="locked_out"} 1"#,
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }

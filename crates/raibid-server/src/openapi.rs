@@ -25,7 +25,7 @@ fn spec(public_url: &str) -> Value {
                 Retry-After."
         },
         "servers": [{ "url": public_url }],
-        "paths": with_forbidden(with_secrets(with_badges(with_schedules(paths())))),
+        "paths": with_lockout(with_forbidden(with_secrets(with_badges(with_schedules(paths()))))),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -89,6 +89,43 @@ fn with_forbidden(mut paths: Value) -> Value {
             }
             None => {
                 responses.insert("403".into(), error(FORBIDDEN));
+            }
+        }
+    }
+    Value::Object(std::mem::take(paths))
+}
+
+/// Every call that compares a bearer token may meet a client locked out for presenting too
+/// many wrong ones: 429, code `too_many_auth_failures`.
+fn with_lockout(mut paths: Value) -> Value {
+    const LOCKED_OUT: &str = "This client presented more than server.auth_failures_max wrong \
+        tokens within server.auth_failures_window_secs, so its tokens are refused unchecked \
+        until that window ends (code too_many_auth_failures); retry after Retry-After seconds.";
+    let Some(paths) = paths.as_object_mut() else {
+        unreachable!("paths are an object");
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let takes_token = operation["security"]
+            .as_array()
+            .is_some_and(|ways| ways.contains(&json!({ "bearer": [] })));
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+            .filter(|_| takes_token)
+        else {
+            continue;
+        };
+        match responses.get_mut("429") {
+            Some(existing) => {
+                let before = existing["description"].as_str().unwrap_or_default();
+                existing["description"] = json!(format!("{before} Or: {LOCKED_OUT}"));
+            }
+            None => {
+                responses.insert("429".into(), error(LOCKED_OUT));
             }
         }
     }

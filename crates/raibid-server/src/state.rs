@@ -8,6 +8,7 @@ use raibid_queue::Queue;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth_limit::AuthFailures;
 use crate::metrics::Metrics;
 use crate::repos::RepoRules;
 use crate::{Clock, ServerError};
@@ -29,6 +30,8 @@ struct Inner {
     log_streams: Arc<Semaphore>,
     /// Open log streams per client, `server.max_log_streams_per_client` each.
     log_clients: Arc<Mutex<HashMap<String, u32>>>,
+    /// Tokens presented that were not ones of `server.tokens`, per client.
+    auth_failures: AuthFailures,
     /// The scheduler's time, and the API's when it says when schedules next run.
     clock: Arc<dyn Clock>,
 }
@@ -50,6 +53,10 @@ impl AppState {
                 repos: RepoRules::new(&config)?,
                 log_streams: Arc::new(Semaphore::new(config.server.max_log_streams as usize)),
                 log_clients: Arc::default(),
+                auth_failures: AuthFailures::new(
+                    config.server.auth_failures_max,
+                    std::time::Duration::from_secs(config.server.auth_failures_window_secs),
+                ),
                 config,
                 queue,
                 metrics: Metrics::new(),
@@ -97,6 +104,10 @@ impl AppState {
             *count += 1;
         }
         Some(ClientLogSlot { clients, client })
+    }
+
+    pub(crate) fn auth_failures(&self) -> &AuthFailures {
+        &self.inner.auth_failures
     }
 
     /// Cancelled when the server shuts down; streams and background tasks end on it.

@@ -30,11 +30,23 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             std::io::stdin().read_to_string(&mut token)?;
             let token = token.trim();
             anyhow::ensure!(!token.is_empty(), "no token on standard input");
+            if token.chars().count() < GUESSABLE_BELOW {
+                // The hash is unsalted SHA-256: a short token falls to guessing, online (the
+                // server only slows that down) or against a copy of the configuration.
+                eprintln!(
+                    "warning: a token of {} characters can be guessed; `raibid token new` \
+                     makes a random one of 256 bits",
+                    token.chars().count()
+                );
+            }
             println!("{}", raibid_config::hash_token(token));
         }
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Tokens shorter than this get a warning from `raibid token hash`.
+const GUESSABLE_BELOW: usize = 20;
 
 /// The `server.tokens` entry of a named token, indented to paste under `tokens:`, checked by
 /// the same rules the server's configuration is.

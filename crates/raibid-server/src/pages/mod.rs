@@ -165,10 +165,12 @@ impl IntoResponse for PageError {
             hint,
         };
         let mut response = page(status, &template);
-        if let Some(seconds) = self.error.retry_after() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        if let Some(seconds) = self
+            .error
+            .retry_after()
+            .and_then(|s| HeaderValue::try_from(s).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
         }
         response
     }

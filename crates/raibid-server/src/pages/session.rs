@@ -11,18 +11,20 @@
 //! not enforce `SameSite`.
 
 use askama::Template;
-use axum::Form;
-use axum::extract::{FromRequestParts, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use raibid_config::{ApiToken, TokenScope};
 use rand::RngCore;
 use serde::Deserialize;
 
 use super::{Chrome, PageError, page, root};
 use crate::auth::{SESSION_COOKIE, session_cookie, session_key, session_of, token_entry};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, auth_limit};
 
 /// How long a browser stays signed in; Gitea's "remember me" keeps a login for 7 days too.
 const SESSION_SECS: u64 = 7 * 24 * 60 * 60;
@@ -212,15 +214,19 @@ pub(super) struct Login {
 pub(super) async fn login(
     viewer: Viewer,
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Form(login): Form<Login>,
 ) -> Result<Response, PageError> {
     // Another site must not sign a browser in with a token of its choosing either: the
     // person would then act, unawares, as that token.
     same_origin(&headers, &state).map_err(|e| viewer.fail(e))?;
+    let client = auth_limit::client(peer.map(|Extension(ConnectInfo(a))| a), &headers, &state);
+    auth_limit::check(&state, client).map_err(|e| viewer.fail(e))?;
     let next = next_path(login.next.as_deref());
     let token = login.token.trim();
     let Some(entry) = token_entry(&state, token) else {
+        auth_limit::record(&state, client);
         tracing::info!("sign-in with a token that is not in server.tokens");
         let error = if viewer.can_sign_in {
             "That token is not one of this server's (server.tokens)."

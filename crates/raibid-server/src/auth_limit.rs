@@ -1,0 +1,274 @@
+//! Failed authentications, counted per client, so that a token cannot be guessed at the speed
+//! the server answers (Gitea's and GitLab's sign-in throttles do the same).
+//!
+//! A failure is a presented token that is not one of `server.tokens`: a bearer token or a
+//! sign-in on the web pages. After `server.auth_failures_max` of them within a window of
+//! `server.auth_failures_window_secs` (it starts with a client's first failure), the tokens the
+//! client presents are refused without being compared until the window ends, the right one
+//! too: otherwise the lockout would tell a guesser which guess was right.
+//!
+//! A client is the address [`crate::client_addr::client_ip`] reads (behind
+//! `server.trusted_proxies`, the proxy's client); IPv6 addresses count by their /64, which one
+//! host is commonly given whole. The counts live in the server's memory: each replica counts
+//! its own, and a restart forgets them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+
+use crate::AppState;
+use crate::client_addr::client_ip;
+
+/// Clients tracked at once. Past it, windows that have ended are dropped (at most once a
+/// second, so that a flood of new addresses does not make every failure a full sweep); when
+/// all are live, a new client is not counted. Its memory is a few megabytes at most.
+const MAX_CLIENTS: usize = 100_000;
+
+pub(crate) struct AuthFailures {
+    max: u32,
+    window: Duration,
+    clients: Mutex<Clients>,
+}
+
+#[derive(Default)]
+struct Clients {
+    windows: HashMap<IpAddr, Window>,
+    last_sweep: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+/// What counting a failure did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// Below the limit still.
+    Yes,
+    /// This failure was the client's last allowed one: it is locked out from now on.
+    LockedOut,
+    /// The limit is off, or the table is full of live windows.
+    No,
+}
+
+impl AuthFailures {
+    /// `max` failures per `window`; `max` 0 counts nothing.
+    pub(crate) fn new(max: u32, window: Duration) -> Self {
+        Self {
+            max,
+            window,
+            clients: Mutex::default(),
+        }
+    }
+
+    /// How long `client` must still wait before a token it presents is compared, if it is
+    /// locked out.
+    pub(crate) fn locked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        if self.max == 0 {
+            return None;
+        }
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let window = clients.windows.get(&key(client))?;
+        let elapsed = now.saturating_duration_since(window.started);
+        (window.failures >= self.max && elapsed < self.window).then(|| self.window - elapsed)
+    }
+
+    /// Counts one failure of `client`.
+    pub(crate) fn failed(&self, client: IpAddr, now: Instant) -> Counted {
+        if self.max == 0 {
+            return Counted::No;
+        }
+        let key = key(client);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.windows.len() >= MAX_CLIENTS && !clients.windows.contains_key(&key) {
+            let due = clients
+                .last_sweep
+                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+            if due {
+                clients.last_sweep = Some(now);
+                let window = self.window;
+                clients
+                    .windows
+                    .retain(|_, w| now.saturating_duration_since(w.started) < window);
+            }
+            if clients.windows.len() >= MAX_CLIENTS {
+                return Counted::No;
+            }
+        }
+        let window = clients.windows.entry(key).or_insert(Window {
+            started: now,
+            failures: 0,
+        });
+        if now.saturating_duration_since(window.started) >= self.window {
+            *window = Window {
+                started: now,
+                failures: 0,
+            };
+        }
+        window.failures = window.failures.saturating_add(1);
+        if window.failures == self.max {
+            Counted::LockedOut
+        } else {
+            Counted::Yes
+        }
+    }
+}
+
+/// The address failures are counted under: an IPv6 address's /64.
+fn key(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// The client a request's failures count against: none when the server does not know the
+/// peer (a router driven without a listener, as some tests do).
+pub(crate) fn client_of(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+    client(Some(*peer), &parts.headers, state)
+}
+
+/// [`client_of`] for a handler that took the peer and the headers apart.
+pub(crate) fn client(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Option<IpAddr> {
+    let trusted = &state.config().server.trusted_proxies;
+    peer.map(|peer| client_ip(peer.ip(), headers, trusted))
+}
+
+/// Refuses, before a presented token is compared, a client that is locked out.
+pub(crate) fn check(state: &AppState, client: Option<IpAddr>) -> Result<(), crate::ApiError> {
+    let Some(client) = client else {
+        return Ok(());
+    };
+    match state.auth_failures().locked(client, Instant::now()) {
+        Some(wait) => {
+            state
+                .metrics()
+                .auth_failure(crate::metrics::AuthOutcome::LockedOut);
+            Err(crate::ApiError::TooManyAuthFailures {
+                max: state.config().server.auth_failures_max,
+                window_secs: state.config().server.auth_failures_window_secs,
+                retry_after_secs: wait.as_secs().max(1),
+            })
+        }
+        None => Ok(()),
+    }
+}
+
+/// Counts a presented token that was not one of `server.tokens`, and says so in the log
+/// when it locks the client out (a line for fail2ban and the like to act on).
+pub(crate) fn record(state: &AppState, client: Option<IpAddr>) {
+    state
+        .metrics()
+        .auth_failure(crate::metrics::AuthOutcome::Refused);
+    let Some(client) = client else {
+        return;
+    };
+    if state.auth_failures().failed(client, Instant::now()) == Counted::LockedOut {
+        let server = &state.config().server;
+        tracing::warn!(
+            client = %key(client),
+            failures = server.auth_failures_max,
+            window_secs = server.auth_failures_window_secs,
+            "too many failed authentications: this client's tokens are refused unchecked \
+             until its window ends"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_client_is_locked_out_after_its_last_allowed_failure_until_the_window_ends() {
+        let limit = AuthFailures::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let client = ip("198.51.100.7");
+        assert_eq!(limit.failed(client, t0), Counted::Yes);
+        assert_eq!(limit.failed(client, t0), Counted::Yes);
+        assert_eq!(limit.locked(client, t0), None);
+        assert_eq!(
+            limit.failed(client, t0 + Duration::from_secs(10)),
+            Counted::LockedOut
+        );
+        assert_eq!(
+            limit.locked(client, t0 + Duration::from_secs(20)),
+            Some(Duration::from_secs(40))
+        );
+        // Others are not affected.
+        assert_eq!(limit.locked(ip("198.51.100.8"), t0), None);
+        // The window ends a minute after its first failure; a new one starts afresh.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(limit.locked(client, later), None);
+        assert_eq!(limit.failed(client, later), Counted::Yes);
+        assert_eq!(limit.locked(client, later), None);
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let limit = AuthFailures::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        limit.failed(ip("2001:db8:1:2::1"), t0);
+        limit.failed(ip("2001:db8:1:2:ffff::9"), t0);
+        assert!(limit.locked(ip("2001:db8:1:2::77"), t0).is_some());
+        assert_eq!(limit.locked(ip("2001:db8:1:3::1"), t0), None);
+        limit.failed(ip("::ffff:192.0.2.1"), t0);
+        limit.failed(ip("192.0.2.1"), t0);
+        assert!(limit.locked(ip("192.0.2.1"), t0).is_some());
+    }
+
+    #[test]
+    fn zero_turns_the_limit_off() {
+        let limit = AuthFailures::new(0, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(limit.failed(ip("192.0.2.1"), t0), Counted::No);
+        }
+        assert_eq!(limit.locked(ip("192.0.2.1"), t0), None);
+    }
+
+    #[test]
+    fn a_full_table_drops_ended_windows_and_otherwise_counts_no_new_client() {
+        let limit = AuthFailures::new(5, Duration::from_secs(60));
+        let t0 = Instant::now();
+        {
+            let mut clients = limit.clients.lock().unwrap();
+            for i in 0..MAX_CLIENTS as u32 {
+                clients.windows.insert(
+                    IpAddr::V4(i.into()),
+                    Window {
+                        started: t0,
+                        failures: 1,
+                    },
+                );
+            }
+        }
+        let newcomer = ip("2001:db8::1");
+        assert_eq!(limit.failed(newcomer, t0), Counted::No);
+        // Known clients are still counted.
+        assert_eq!(limit.failed(IpAddr::V4(7.into()), t0), Counted::Yes);
+        // Once the windows have ended, the sweep makes room.
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(limit.failed(newcomer, later), Counted::Yes);
+        assert_eq!(limit.clients.lock().unwrap().windows.len(), 1);
+    }
+}
