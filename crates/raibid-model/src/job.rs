@@ -267,6 +267,15 @@ pub const MAX_PR_LABELS: usize = 64;
 pub const MAX_PR_LABEL_LEN: usize = 255;
 
 impl NewJob {
+    /// The variables the job was given (a submission's, a schedule's), without the two that
+    /// say which workflow or matrix variant it runs, which are shown as such.
+    pub fn variables(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "RAIBID_WORKFLOW" | "RAIBID_MATRIX"))
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
     /// The commit's page on the forge (Gitea, Forgejo and GitHub all serve `<repo>/commit/<sha>`).
     pub fn commit_url(&self) -> Option<String> {
         let repo = self.repo_url.as_deref()?.trim_end_matches('/');

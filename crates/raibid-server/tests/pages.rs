@@ -1011,4 +1011,12 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
     assert_eq!(job.spec.git_ref, "refs/heads/main");
     assert_eq!(job.spec.sha, head);
     assert_eq!(job.spec.env["TARGET"], "prod");
+    // The job's page lists what it was given, folded away until asked for.
+    let (status, page) = get_with(&server, &format!("/jobs/{}", job.id), &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<summary>Variables (1)</summary>"), "{page}");
+    assert!(
+        page.contains("<th><code>TARGET</code></th><td><code>prod</code></td>"),
+        "{page}"
+    );
 }

@@ -440,6 +440,10 @@ fn describe(job: &Job, server: &str) -> String {
     if let Some(parent) = &job.spec.matrix_parent {
         field("queued by", parent.clone());
     }
+    for (name, value) in job.spec.variables() {
+        // One line each: a value's line breaks and other control characters escaped.
+        field("variable", format!("{name}={}", value.escape_debug()));
+    }
     if let Some(approver) = &job.approved_by {
         field("approver", approver.clone());
     }
@@ -548,8 +552,32 @@ mod tests {
             assert!(shown.contains(line), "{line:?} in\n{shown}");
         }
         assert!(!shown.contains("approver"), "{shown}");
+        assert!(!shown.contains("variable"), "{shown}");
         job.approved_by = Some("release-bot".into());
         assert!(describe(&job, "").contains("approver   release-bot\n"));
+    }
+
+    #[test]
+    fn a_job_shows_the_variables_it_was_given_one_per_line() {
+        let mut spec = raibid_model::NewJob::new(
+            "acme/app",
+            "u",
+            "refs/heads/main",
+            "a".repeat(40),
+            raibid_model::Event::Manual,
+        );
+        spec.env.insert("DEPLOY_TO".into(), "staging".into());
+        spec.env.insert("NOTE".into(), "two\nlines".into());
+        spec.env.insert("RAIBID_MATRIX".into(), "go-1.22".into());
+        let shown = describe(&Job::queued("V".to_owned(), spec, Utc::now()), "");
+        for line in [
+            "variable   DEPLOY_TO=staging\n",
+            "variable   NOTE=two\\nlines\n",
+            "variant    go-1.22\n",
+        ] {
+            assert!(shown.contains(line), "{line:?} in\n{shown}");
+        }
+        assert!(!shown.contains("RAIBID_MATRIX"), "{shown}");
     }
 
     #[test]

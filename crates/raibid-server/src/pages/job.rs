@@ -29,6 +29,8 @@ struct JobPage {
     id: String,
     status: &'static str,
     fields: Vec<Field>,
+    /// The variables the job was given, by name.
+    variables: Vec<(String, String)>,
     children: Vec<Child>,
     steps: Vec<Step>,
     tests: Option<Tests>,
@@ -130,6 +132,7 @@ pub(super) async fn show(
         id: job.id.clone(),
         status: job.status.as_str(),
         fields: fields(&job, &root, now),
+        variables: variables(&job),
         children: children
             .iter()
             .map(|c| Child {
@@ -213,6 +216,24 @@ fn title(job: &Job) -> String {
         title.push_str(&format!(" · {label}"));
     }
     title
+}
+
+/// Shown values are cut here: a variable can hold up to 64 KiB, a page's table should not.
+const VARIABLE_SHOWN_CHARS: usize = 200;
+
+/// The job's variables (a manual run's, a schedule's), each value cut to
+/// [`VARIABLE_SHOWN_CHARS`]; the API has them whole.
+fn variables(job: &Job) -> Vec<(String, String)> {
+    job.spec
+        .variables()
+        .map(|(name, value)| {
+            let mut shown: String = value.chars().take(VARIABLE_SHOWN_CHARS).collect();
+            if shown.len() < value.len() {
+                shown.push('…');
+            }
+            (name.to_owned(), shown)
+        })
+        .collect()
 }
 
 fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
@@ -323,6 +344,25 @@ mod tests {
     use raibid_model::{Forge, NewJob};
 
     use super::*;
+
+    #[test]
+    fn variables_are_listed_by_name_with_long_values_cut() {
+        let mut spec = NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            "refs/heads/main",
+            "0".repeat(40),
+            Event::Manual,
+        );
+        spec.env.insert("B".into(), "é".repeat(250));
+        spec.env.insert("A".into(), "1".into());
+        spec.env.insert("RAIBID_WORKFLOW".into(), "deploy".into());
+        let job = Job::queued("01ARZ3NDEKTSV4RRFFQ69G5FAV", spec, Utc::now());
+        let shown = variables(&job);
+        assert_eq!(shown.len(), 2, "the workflow is a field of its own");
+        assert_eq!(shown[0], ("A".to_owned(), "1".to_owned()));
+        assert_eq!(shown[1].1, format!("{}…", "é".repeat(VARIABLE_SHOWN_CHARS)));
+    }
 
     #[test]
     fn a_pull_request_names_its_branches_and_links_to_the_forge() {
