@@ -17,6 +17,7 @@ mod keep_artifacts;
 mod lock_file;
 mod logsink;
 mod private_dir;
+mod program;
 mod remove;
 mod repo_filter;
 mod runner;
@@ -33,6 +34,7 @@ pub use job_cache::{
 };
 pub use keep_artifacts::expire_artifacts;
 pub use logsink::{JobLog, Masker};
+pub use program::{AGENT_BINARY, AgentProgram};
 pub use repo_filter::RepoFilter;
 pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings, repo_listing};
 pub use secrets::{SecretError, SecretStore};

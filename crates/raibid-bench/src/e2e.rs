@@ -887,20 +887,15 @@ async fn warm_phase(ctx: &Ctx, opts: &E2eBenchOptions) -> Result<Warm, BenchErro
         let config = ctx.config.display().to_string();
         let agent_data = up.data.join("agent").display().to_string();
         let redis_url = up.queue.options().url.clone();
+        // The program `raibid up`'s pool starts agents with, so its memory is theirs.
+        let program = raibid_agent::AgentProgram::beside(&ctx.exe);
+        let mut args = vec!["--config", &config, "--log-format", "json"];
+        args.extend(program.subcommand);
+        args.extend(["--name", WARM_AGENT, "--data-dir", &agent_data]);
         let agent = Proc::spawn(
-            "raibid agent (warm)",
-            &ctx.exe,
-            &[
-                "--config",
-                &config,
-                "--log-format",
-                "json",
-                "agent",
-                "--name",
-                WARM_AGENT,
-                "--data-dir",
-                &agent_data,
-            ],
+            &format!("{program} (warm)"),
+            &program.program,
+            &args,
             &[("RAIBID_REDIS_URL", &redis_url)],
             &ctx.root.join("warm-agent.log"),
         )?;

@@ -12,6 +12,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `raibid-agent`'s command line: `raibid agent`'s, global options included.
+#[derive(Debug, Parser)]
+#[command(
+    name = "raibid-agent",
+    version,
+    about = "Run an agent that claims and runs jobs (`raibid agent` without the other commands)"
+)]
+pub struct AgentCli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(flatten)]
+    pub args: AgentArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct Global {
     /// Configuration file [default: $RAIBID_CONFIG or ~/.config/raibid/config.yaml]

@@ -222,9 +222,7 @@ fn agent_processes(data: &Path) -> Vec<(i32, String)> {
         .collect();
     processes_mentioning(&data.join("agent"))
         .into_iter()
-        .filter(|(pid, c)| {
-            c.contains(" agent --once") && parent(*pid).is_some_and(|p| ups.contains(&p))
-        })
+        .filter(|(pid, c)| c.contains(" --once ") && parent(*pid).is_some_and(|p| ups.contains(&p)))
         .collect()
 }
 
@@ -338,7 +336,7 @@ async fn an_agent_killed_mid_job_is_replaced_and_the_job_finishes() {
         .log()
         .lines()
         .find_map(|l| {
-            l.split("on demand, ")
+            l.split("on demand (raibid-agent), ")
                 .nth(1)?
                 .split(" steps")
                 .next()
@@ -349,6 +347,13 @@ async fn an_agent_killed_mid_job_is_replaced_and_the_job_finishes() {
         command_line.contains(&format!("--executor {decided} ")),
         "{command_line}\n{}",
         up.log()
+    );
+    // The pool runs the agent-only binary that cargo built beside raibid.
+    let program = command_line.split(' ').next().unwrap();
+    assert_eq!(
+        Path::new(program),
+        Path::new(env!("CARGO_BIN_EXE_raibid-agent")),
+        "{command_line}"
     );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(victim),
@@ -449,7 +454,8 @@ async fn host_steps_under_a_step_user_get_one_local_agent() {
     );
     assert!(up.terminate(Duration::from_secs(30)), "{}", up.log());
     assert!(
-        up.log().contains("0..1 on demand, host steps"),
+        up.log()
+            .contains("0..1 on demand (raibid-agent), host steps"),
         "{}",
         up.log()
     );

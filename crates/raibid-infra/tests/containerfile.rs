@@ -132,11 +132,17 @@ fn containerfile_builds_a_static_raibid_into_a_small_runtime_image() {
             "runtime installs {package}"
         );
     }
-    assert!(
-        runtime
-            .iter()
-            .any(|i| i.keyword == "COPY" && i.args == "--from=build /raibid /usr/local/bin/raibid")
-    );
+    for binary in ["raibid", "raibid-agent"] {
+        assert!(
+            build_runs.contains(&format!("release/{binary}\" /{binary}")),
+            "{build_runs}"
+        );
+        assert!(
+            runtime.iter().any(|i| i.keyword == "COPY"
+                && i.args == format!("--from=build /{binary} /usr/local/bin/{binary}")),
+            "runtime holds {binary}"
+        );
+    }
     let last = |keyword: &str| {
         runtime
             .iter()
@@ -179,7 +185,12 @@ fn the_manifests_run_the_image_as_the_containerfile_expects() {
             "{}",
             object.name()
         );
-        assert_eq!(container["command"][0], "raibid", "{}", object.name());
+        // The server runs `raibid server`, the agent pods the agent alone.
+        let program = match object.kind() {
+            "ScaledJob" => "raibid-agent",
+            _ => "raibid",
+        };
+        assert_eq!(container["command"][0], program, "{}", object.name());
     }
     let server = objects.iter().find(|m| m.kind() == "Deployment").unwrap();
     assert_eq!(

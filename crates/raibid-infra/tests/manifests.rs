@@ -166,6 +166,32 @@ fn pending_entries_instead_of_lag_is_refused() {
 }
 
 #[test]
+fn an_agent_pod_runs_one_job_with_either_agent_program() {
+    let command = "command: [\"raibid-agent\", \"--once\", \"--pool\", \"arm64\"]";
+    let file = "base/agents/scaledjob-arm64.yaml";
+    // `raibid agent` does the same work as the agent-only binary.
+    let subcommand = "command: [\"raibid\", \"agent\", \"--once\", \"--pool\", \"arm64\"]";
+    assert_eq!(
+        issues_after_edit(file, command, subcommand, "base/agents"),
+        Vec::<String>::new()
+    );
+    for wrong in [
+        "command: [\"raibid-agent\", \"--pool\", \"arm64\"]",
+        "command: [\"raibid\", \"server\", \"--once\", \"--pool\", \"arm64\"]",
+        "command: [\"sh\", \"-c\", \"agent\", \"--once\", \"--pool\", \"arm64\"]",
+    ] {
+        let issue = one_issue_after_edit(file, command, wrong, "base/agents");
+        assert!(
+            issue.ends_with(
+                "the agent must run as `raibid-agent --once --pool <pool>` (or `raibid agent \
+                 --once --pool <pool>`): one job per pod"
+            ),
+            "{wrong}: {issue}"
+        );
+    }
+}
+
+#[test]
 fn a_stream_the_agents_do_not_read_is_refused() {
     let issues = issues_after_edit(
         "base/agents/scaledjob-arm64.yaml",
@@ -332,12 +358,12 @@ fn every_scaled_job_scales_on_the_lag_of_the_stream_its_agents_read() {
             .map(|a| a.as_str().unwrap())
             .collect();
         assert_eq!(
-            &command[..4],
-            ["raibid", "agent", "--once", "--pool"],
+            &command[..3],
+            ["raibid-agent", "--once", "--pool"],
             "{}",
             job.name()
         );
-        let pool: raibid_model::PoolName = command[4].parse().unwrap();
+        let pool: raibid_model::PoolName = command[3].parse().unwrap();
         let trigger = &spec["triggers"][0];
         assert_eq!(trigger["type"], "redis-streams");
         assert_eq!(trigger["metadata"]["lagCount"], "1");

@@ -5,8 +5,9 @@
 //! test that silently skips proves nothing either, so the order is:
 //!
 //! 1. `RAIBID_BIN`, when set (a release build for the full-size runs);
-//! 2. the `raibid` in this test's own profile directory, when it is newer than every source
-//!    file of the workspace (`cargo test --workspace` has just built it);
+//! 2. the `raibid` in this test's own profile directory, when it and the `raibid-agent` beside
+//!    it (which `raibid up` starts its agents with) are newer than every source file of the
+//!    workspace (`cargo test --workspace` has just built them);
 //! 3. otherwise `cargo build -p raibid-cli` is run here, into the same target directory, and a
 //!    failure stops the test with the command to run by hand.
 
@@ -48,7 +49,7 @@ fn locate() -> PathBuf {
         .expect("tests run from <target>/<profile>/deps")
         .to_path_buf();
     let candidate = profile_dir.join("raibid");
-    if is_fresh(&candidate) {
+    if is_fresh(&candidate) && is_fresh(&profile_dir.join("raibid-agent")) {
         return candidate;
     }
     build(&profile_dir);
@@ -75,7 +76,7 @@ fn build(profile_dir: &Path) {
         .arg("--quiet")
         .arg("--manifest-path")
         .arg(workspace_root().join("Cargo.toml"))
-        .args(["-p", "raibid-cli", "--bin", "raibid"])
+        .args(["-p", "raibid-cli", "--bins"])
         .arg("--target-dir")
         .arg(target_dir);
     if profile != "debug" {

@@ -300,7 +300,7 @@ impl Up {
         let up = self.service.pid();
         procs::mentioning(path(&self.data.join("agent")))
             .into_iter()
-            .filter(|p| p.cmdline.contains(" agent --once") && procs::parent(p.pid) == up)
+            .filter(|p| p.cmdline.contains(" --once ") && procs::parent(p.pid) == up)
             .filter_map(|p| {
                 let name = p
                     .cmdline

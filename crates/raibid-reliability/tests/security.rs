@@ -351,7 +351,7 @@ async fn trace_logs_and_command_lines_never_show_tokens_or_secrets() {
     watching.store(false, Ordering::SeqCst);
     let command_lines = watcher.join().unwrap();
     assert!(
-        command_lines.iter().any(|c| c.contains(" agent --once")),
+        command_lines.iter().any(|c| c.contains(" --once ")),
         "agents were seen: {command_lines:?}"
     );
     for cmdline in &command_lines {

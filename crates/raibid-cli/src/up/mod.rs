@@ -248,10 +248,13 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         }
         _ => (None, None),
     };
+    let agent_program = raibid_agent::AgentProgram::beside(
+        &std::env::current_exe().context("locating the raibid executable")?,
+    );
     let pool = pool::LocalPool::new(
         queue.clone(),
         pool::PoolSettings {
-            exe: std::env::current_exe().context("locating the raibid executable")?,
+            agent: agent_program.clone(),
             global_args,
             env: agent_env,
             agent_args: vec!["--executor".into(), executor_arg(executor).into()],
@@ -303,7 +306,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         "  web       {server_url}/jobs  (sign in with the API token to cancel, retry and approve)"
     );
     println!(
-        "  agents    0..{max_agents} on demand, {} steps (cooldown {}s, logs in {}/logs/agents.log)",
+        "  agents    0..{max_agents} on demand ({agent_program}), {} steps (cooldown {}s, logs in \
+         {}/logs/agents.log)",
         executor_arg(executor),
         cooldown.as_secs(),
         data_dir.display()

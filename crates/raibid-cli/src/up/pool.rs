@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use chrono::Utc;
+use raibid_agent::AgentProgram;
 use raibid_model::scaling::{ScaleInput, agents_to_start};
 use raibid_model::{PoolName, ScalerStatus};
 use raibid_queue::Queue;
@@ -37,9 +38,9 @@ use tracing::{info, warn};
 
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
-    /// The `raibid` executable to start agents from.
-    pub exe: PathBuf,
-    /// Arguments that come before `agent` (e.g. `--config FILE`).
+    /// What starts an agent: `raibid-agent`, or `raibid agent`.
+    pub agent: AgentProgram,
+    /// Arguments that come before the agent's own (e.g. `--config FILE`).
     pub global_args: Vec<String>,
     /// Environment for agents on top of ours (e.g. the private Redis URL).
     pub env: Vec<(String, String)>,
@@ -268,9 +269,10 @@ impl LocalPool {
             .create(true)
             .append(true)
             .open(&self.settings.log_file)?;
-        let mut cmd = Command::new(&self.settings.exe);
+        let agent = &self.settings.agent;
+        let mut cmd = Command::new(&agent.program);
         cmd.args(&self.settings.global_args)
-            .arg("agent")
+            .args(agent.subcommand)
             .arg("--once")
             .args(&self.settings.agent_args)
             .arg("--idle-timeout")
@@ -347,6 +349,8 @@ async fn clean_exit(agents: &mut [AgentProcess]) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn agent(script: &str) -> AgentProcess {
@@ -386,7 +390,7 @@ mod tests {
     ) -> (LocalPool, mpsc::Receiver<super::super::keeper::Upkeep>) {
         let (requests, received) = mpsc::channel(1);
         let settings = PoolSettings {
-            exe: PathBuf::from("/bin/false"),
+            agent: AgentProgram::subcommand_of(Path::new("/bin/false")),
             global_args: Vec::new(),
             env: Vec::new(),
             agent_args: Vec::new(),

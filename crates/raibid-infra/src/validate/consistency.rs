@@ -78,11 +78,17 @@ fn scaled_job(manifest: &Manifest, config: &Config, issues: &mut Vec<Issue>) {
     let command_path =
         FieldPath::from_pointer("/spec/jobTargetRef/template/spec/containers/0/command");
     let command = agent_command(manifest);
-    if !(command.contains(&"agent") && command.contains(&"--once")) {
+    let runs_agent = match command.first() {
+        Some(&"raibid-agent") => true,
+        Some(&"raibid") => command.get(1) == Some(&"agent"),
+        _ => false,
+    };
+    if !(runs_agent && command.contains(&"--once")) {
         issues.push(Issue::new(
             manifest,
             command_path.clone(),
-            "the agent must run as `raibid agent --once --pool <pool>`: one job per pod",
+            "the agent must run as `raibid-agent --once --pool <pool>` (or `raibid agent \
+             --once --pool <pool>`): one job per pod",
         ));
     }
     let Some(raw_pool) = pool_argument(manifest) else {
