@@ -70,17 +70,30 @@ pub(crate) struct CanSetSecrets(pub(crate) Caller);
 /// but only the jobs, logs and artifacts of its `repos:`, as a Gitea or GitLab token sees only
 /// the projects its user may see. Queues and agents are the farm's, not a repository's, and
 /// show every token the same.
-pub(crate) struct CanRead(Option<ApiToken>);
+pub(crate) struct CanRead {
+    /// The token when it limits what is read (its `repos:`); `None`: everything.
+    limited_to: Option<ApiToken>,
+    /// The position in `server.tokens` of the token the read was checked with, if one was.
+    checked: Option<usize>,
+}
 
 impl CanRead {
     /// Whether the jobs of `repo` (`owner/name`) are the caller's to read.
     pub(crate) fn may_read(&self, repo: &str) -> bool {
-        self.0.as_ref().is_none_or(|token| token.covers(repo))
+        self.limited_to
+            .as_ref()
+            .is_none_or(|token| token.covers(repo))
+    }
+
+    /// Which configured token the caller is, when reading needed one: what [`token_index`]
+    /// would find again (a session's costs a Redis lookup).
+    pub(crate) fn checked_token(&self) -> Option<usize> {
+        self.checked
     }
 
     /// Refuses (403) a read of a repository the caller named and may not read.
     pub(crate) fn check(&self, repo: &str) -> Result<(), ApiError> {
-        match &self.0 {
+        match &self.limited_to {
             Some(token) if !token.covers(repo) => Err(ApiError::Forbidden(format!(
                 "token {} may not read {repo}: its repos are {}",
                 token.name(),
@@ -112,7 +125,10 @@ impl FromRequestParts<AppState> for CanRead {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if !state.config().server.read_requires_token {
-            return Ok(CanRead(None));
+            return Ok(CanRead {
+                limited_to: None,
+                checked: None,
+            });
         }
         let token = if parts.headers.contains_key(AUTHORIZATION) {
             check_token(parts, state)?
@@ -133,7 +149,11 @@ impl FromRequestParts<AppState> for CanRead {
                     .into(),
             ));
         };
-        Ok(CanRead((!token.covers_all()).then_some(token)))
+        let checked = position_of_hash(&state.config().server.tokens, &token.hash.to_string());
+        Ok(CanRead {
+            limited_to: (!token.covers_all()).then_some(token),
+            checked,
+        })
     }
 }
 

@@ -71,7 +71,11 @@ pub(crate) async fn logs(
     if follow {
         // Behind a reverse proxy every anonymous follower has the proxy's address, unless the
         // proxy is trusted to name them (`server.trusted_proxies`); tokens always do.
-        let client = match token_index(&headers, &state).await {
+        let token = match reader.checked_token() {
+            Some(i) => Some(i),
+            None => token_index(&headers, &state).await,
+        };
+        let client = match token {
             Some(i) => format!("token:{i}"),
             None => match peer {
                 Some(Extension(ConnectInfo(addr))) => {
