@@ -10,9 +10,9 @@
 //! must also come from the server's own pages ([`same_origin`]), which covers browsers that do
 //! not enforce `SameSite`.
 
-use askama::Template;
 use std::net::SocketAddr;
 
+use askama::Template;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
