@@ -60,47 +60,41 @@ fn json_body(description: &str, schema: Value) -> Value {
 
 /// Every call that needs a token may also meet a token that is not for it (`server.tokens`
 /// scopes and repositories): 403, code `forbidden`.
-fn with_forbidden(mut paths: Value) -> Value {
-    const FORBIDDEN: &str = "The token lacks the scope this call needs, or is not for the \
-        repository (or owner) it changes (code forbidden); the message says which.";
-    let Some(paths) = paths.as_object_mut() else {
-        unreachable!("paths are an object");
-    };
-    for operation in paths
-        .values_mut()
-        .filter_map(Value::as_object_mut)
-        .flat_map(|item| item.values_mut())
-    {
-        let token_only = operation["security"] == json!([{ "bearer": [] }]);
-        let Some(responses) = operation
-            .get_mut("responses")
-            .and_then(Value::as_object_mut)
-            .filter(|_| token_only)
-        else {
-            continue;
-        };
-        match responses.get_mut("403") {
-            Some(existing) => {
-                let before = existing["description"].as_str().unwrap_or_default();
-                existing["description"] = json!(format!(
-                    "{before} Or: {}",
-                    FORBIDDEN.replace("The token", "the token")
-                ));
-            }
-            None => {
-                responses.insert("403".into(), error(FORBIDDEN));
-            }
-        }
-    }
-    Value::Object(std::mem::take(paths))
+fn with_forbidden(paths: Value) -> Value {
+    with_response(
+        paths,
+        "403",
+        "The token lacks the scope this call needs, or is not for the repository (or owner) it \
+         changes (code forbidden); the message says which.",
+        |security| security == &json!([{ "bearer": [] }]),
+    )
 }
 
 /// Every call that compares a bearer token may meet a client locked out for presenting too
 /// many wrong ones: 429, code `too_many_auth_failures`.
-fn with_lockout(mut paths: Value) -> Value {
-    const LOCKED_OUT: &str = "This client presented more than server.auth_failures_max wrong \
-        tokens within server.auth_failures_window_secs, so its tokens are refused unchecked \
-        until that window ends (code too_many_auth_failures); retry after Retry-After seconds.";
+fn with_lockout(paths: Value) -> Value {
+    with_response(
+        paths,
+        "429",
+        "This client presented server.auth_failures_max wrong tokens within \
+         server.auth_failures_window_secs, so its tokens are refused unchecked until that \
+         window ends (code too_many_auth_failures); retry after Retry-After seconds.",
+        |security| {
+            security
+                .as_array()
+                .is_some_and(|ways| ways.contains(&json!({ "bearer": [] })))
+        },
+    )
+}
+
+/// Adds the response `status` to every operation whose `security` `applies`; where the
+/// operation has one already, its description gains "Or: <description>".
+fn with_response(
+    mut paths: Value,
+    status: &str,
+    description: &str,
+    applies: impl Fn(&Value) -> bool,
+) -> Value {
     let Some(paths) = paths.as_object_mut() else {
         unreachable!("paths are an object");
     };
@@ -109,23 +103,26 @@ fn with_lockout(mut paths: Value) -> Value {
         .filter_map(Value::as_object_mut)
         .flat_map(|item| item.values_mut())
     {
-        let takes_token = operation["security"]
-            .as_array()
-            .is_some_and(|ways| ways.contains(&json!({ "bearer": [] })));
+        let applies = applies(&operation["security"]);
         let Some(responses) = operation
             .get_mut("responses")
             .and_then(Value::as_object_mut)
-            .filter(|_| takes_token)
+            .filter(|_| applies)
         else {
             continue;
         };
-        match responses.get_mut("429") {
+        match responses.get_mut(status) {
             Some(existing) => {
                 let before = existing["description"].as_str().unwrap_or_default();
-                existing["description"] = json!(format!("{before} Or: {LOCKED_OUT}"));
+                let mut also = description.chars();
+                let also: String = also
+                    .next()
+                    .map(|first| first.to_lowercase().chain(also).collect())
+                    .unwrap_or_default();
+                existing["description"] = json!(format!("{before} Or: {also}"));
             }
             None => {
-                responses.insert("429".into(), error(LOCKED_OUT));
+                responses.insert(status.into(), error(description));
             }
         }
     }
@@ -1080,6 +1077,37 @@ mod tests {
             let name = piece.split('"').next().unwrap();
             assert!(schemas.contains_key(name), "dangling $ref to {name}");
         }
+    }
+
+    #[test]
+    fn calls_taking_a_token_document_the_lockout_and_the_scope_refusal() {
+        let doc = spec("");
+        let responses = |path: &str, method: &str| doc["paths"][path][method]["responses"].clone();
+        let submit = responses("/api/v1/jobs", "post");
+        assert!(
+            submit["429"]["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("This client presented server.auth_failures_max wrong tokens")
+        );
+        assert!(
+            submit["403"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("(code forbidden)")
+        );
+        // A read takes a token when reads need one; its own 429 gains the lockout.
+        let logs = responses("/api/v1/jobs/{id}/logs", "get");
+        let both = logs["429"]["description"].as_str().unwrap();
+        assert!(
+            both.contains("too_many_log_streams_for_client")
+                && both.contains(" Or: this client presented"),
+            "{both}"
+        );
+        // Scopes do not limit reads (a token of another repository's finds nothing: 404).
+        assert!(logs["403"].is_null());
+        // Webhooks are signed, not authenticated by token.
+        assert!(responses("/webhooks/gitea", "post")["429"].is_null());
     }
 
     /// Every field a job can be served with is documented (a field added to the model, such as
