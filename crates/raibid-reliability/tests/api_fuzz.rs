@@ -134,7 +134,8 @@ async fn arbitrary_query_strings_never_get_a_5xx() {
     client.cancel(&job.id).await.unwrap();
     let logs = format!("/api/v1/jobs/{}/logs", job.id);
     // The web pages read the same parameters and the same job; the sign-in form reads `next`,
-    // "Run pipeline" its repository, clone URL and ref (and wants a signed-in browser).
+    // "Run pipeline" its repository, clone URL and ref, the secrets page whose secrets (both want
+    // a signed-in browser).
     let page = format!("/jobs/{}", job.id);
     let paths = [
         "/api/v1/jobs",
@@ -144,6 +145,7 @@ async fn arbitrary_query_strings_never_get_a_5xx() {
         "/login",
         "/run",
         "/schedules",
+        "/secrets",
     ];
 
     let check = |target: Vec<u8>| -> Result<(), TestCaseError> {

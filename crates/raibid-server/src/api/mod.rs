@@ -8,7 +8,7 @@ pub(crate) mod jobs;
 mod logs;
 pub(crate) mod pools;
 pub(crate) mod schedules;
-mod secrets;
+pub(crate) mod secrets;
 pub(crate) mod submit;
 pub(crate) mod validate;
 

@@ -33,9 +33,20 @@ pub(crate) struct SetSecret {
     branches: Vec<String>,
 }
 
+impl SetSecret {
+    /// What the web pages' form sets, checked as a request's body is.
+    pub(crate) fn new(value: String, events: Vec<Event>, branches: Vec<String>) -> Self {
+        Self {
+            value,
+            events,
+            branches,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct SecretList {
-    secrets: Vec<RepoSecret>,
+    pub(crate) secrets: Vec<RepoSecret>,
 }
 
 pub(crate) async fn list(

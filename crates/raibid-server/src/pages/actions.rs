@@ -11,7 +11,7 @@ use raibid_config::TokenScope;
 use super::PageError;
 use super::session::{Viewer, same_origin};
 use crate::api::jobs;
-use crate::auth::{CanRunJobs, require};
+use crate::auth::{Caller, CanRunJobs, require};
 use crate::{ApiError, AppState};
 
 /// The button's caller, if the form may be carried out at all.
@@ -21,9 +21,20 @@ pub(super) fn caller(
     headers: &HeaderMap,
     to: &str,
 ) -> Result<CanRunJobs, PageError> {
+    form_caller(viewer, state, headers, to, TokenScope::Jobs).map(CanRunJobs)
+}
+
+/// The signed-in token of a form from the server's own pages, if it has `scope`.
+pub(super) fn form_caller(
+    viewer: &Viewer,
+    state: &AppState,
+    headers: &HeaderMap,
+    to: &str,
+    scope: TokenScope,
+) -> Result<Caller, PageError> {
     let check = || {
         same_origin(headers, state)?;
-        require(viewer.token(to)?, TokenScope::Jobs).map(CanRunJobs)
+        require(viewer.token(to)?, scope)
     };
     check().map_err(|e: ApiError| viewer.fail(e))
 }

@@ -26,6 +26,8 @@ struct JobPage {
     actions: Vec<Action>,
     /// "Run pipeline" for the job's repository and ref, when the token may.
     run: Option<String>,
+    /// The repository's secrets, when the token may set them.
+    secrets: Option<String>,
     id: String,
     status: &'static str,
     fields: Vec<Field>,
@@ -128,6 +130,9 @@ pub(super) async fn show(
             };
             super::run::href(&root, &job.spec.repo, &job.spec.clone_url, &git_ref)
         }),
+        secrets: viewer
+            .may_set_secrets(&job.spec.repo)
+            .then(|| super::secrets::href(&root, &job.spec.repo)),
         title: title(&job),
         id: job.id.clone(),
         status: job.status.as_str(),

@@ -16,6 +16,7 @@ mod list;
 mod log;
 mod run;
 mod schedules;
+mod secrets;
 mod session;
 
 use askama::Template;
@@ -37,6 +38,9 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/run", run::run),
         Route::get("/schedules", schedules::list),
         Route::post("/schedules/{name}/run", schedules::run),
+        Route::get("/secrets", secrets::show),
+        Route::post("/secrets/set", secrets::set),
+        Route::post("/secrets/delete", secrets::delete),
         Route::get("/login", session::form),
         Route::post("/login", session::login),
         Route::post("/logout", session::logout),
@@ -71,6 +75,8 @@ async fn index(State(state): State<AppState>) -> Redirect {
 pub(crate) struct Chrome {
     user: Option<String>,
     sign_in: Option<String>,
+    /// The signed-in token may set secrets: the header links their page.
+    secrets: bool,
 }
 
 /// A rendered page with the headers every page has.
@@ -113,7 +119,8 @@ struct ErrorPage {
 
 /// An [`ApiError`] met while making a page, answered as a page with the API's status code.
 pub(crate) struct PageError {
-    error: ApiError,
+    /// Boxed: pages return `Result<_, PageError>` everywhere, and the error is the rare path.
+    error: Box<ApiError>,
     root: String,
     chrome: Chrome,
 }
@@ -121,7 +128,7 @@ pub(crate) struct PageError {
 impl PageError {
     pub(crate) fn new(viewer: &Viewer, error: ApiError) -> Self {
         Self {
-            error,
+            error: Box::new(error),
             root: viewer.root().to_owned(),
             chrome: viewer.chrome(),
         }
@@ -134,7 +141,7 @@ impl IntoResponse for PageError {
         if status.is_server_error() {
             tracing::warn!(code = self.error.code(), error = %self.error, "page failed");
         }
-        let hint = match &self.error {
+        let hint = match &*self.error {
             ApiError::Unauthorized(_) if self.chrome.sign_in.is_some() => Some(
                 "Sign in with an API token (server.tokens) to see this page; `raibid job \
                  show`, `raibid job logs` and `raibid tui` read jobs with one too.",
@@ -148,7 +155,7 @@ impl IntoResponse for PageError {
             }
             _ => None,
         };
-        let sign_in = match &self.error {
+        let sign_in = match &*self.error {
             ApiError::Unauthorized(_) => self.chrome.sign_in.clone(),
             _ => None,
         };

@@ -74,6 +74,10 @@ impl Viewer {
             user: self.token.as_ref().map(ApiToken::name),
             sign_in: (self.token.is_none() && self.can_sign_in)
                 .then(|| login_href(&self.root, &self.here)),
+            secrets: self
+                .token
+                .as_ref()
+                .is_some_and(|t| t.has_scope(TokenScope::Secrets)),
         }
     }
 
@@ -83,6 +87,13 @@ impl Viewer {
         self.token
             .as_ref()
             .is_some_and(|t| t.has_scope(TokenScope::Jobs) && t.covers(repo))
+    }
+
+    /// Whether the signed-in token may set the secrets of `repo`: the job page's link to them.
+    pub(crate) fn may_set_secrets(&self, repo: &str) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|t| t.has_scope(TokenScope::Secrets) && t.covers(repo))
     }
 
     /// The signed-in token, or a 401 naming what signing in is for.
@@ -195,8 +206,8 @@ fn login_page(viewer: &Viewer, next: &str, error: Option<String>) -> Response {
             root: viewer.root.clone(),
             title: "Sign in".into(),
             chrome: Chrome {
-                user: viewer.token.as_ref().map(ApiToken::name),
                 sign_in: None,
+                ..viewer.chrome()
             },
             next: next.to_owned(),
             error,

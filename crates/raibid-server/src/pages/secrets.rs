@@ -1,0 +1,264 @@
+//! `GET /secrets?of=<owner/name or owner>`, `POST /secrets/set`, `POST /secrets/delete`: a
+//! repository's or an owner's secrets on the web pages, as Woodpecker's and Gitea's settings
+//! pages have them, for a signed-in token with the `secrets` scope. The page shows names,
+//! events, branches and when each was set; a value goes in through the form and never comes
+//! back, as through the API, whose handlers do the work (same checks, same log lines).
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Redirect, Response};
+use axum::{Form, Json};
+use chrono::SecondsFormat;
+use raibid_config::TokenScope;
+use raibid_model::Event;
+use serde::Deserialize;
+
+use super::actions::form_caller;
+use super::{Chrome, PageError, Viewer, page};
+use crate::api::secrets::{self, SecretList, SetSecret};
+use crate::auth::{CanSetSecrets, require};
+use crate::{ApiError, AppState};
+
+#[derive(Template)]
+#[template(path = "secrets.html")]
+struct SecretsPage {
+    root: String,
+    title: String,
+    chrome: Chrome,
+    /// What the page is about, as typed: `owner/name` or `owner`; empty: nothing chosen yet.
+    of: String,
+    /// "repository" or "owner", for the page's sentences.
+    kind: &'static str,
+    rows: Vec<Row>,
+    events: [&'static str; 5],
+}
+
+struct Row {
+    name: String,
+    events: String,
+    branches: String,
+    updated: String,
+}
+
+/// Whose secrets a page or form is about.
+enum Target {
+    Repo(String, String),
+    Owner(String),
+}
+
+impl Target {
+    /// `owner/name` is a repository, a name without `/` an owner; the API's handlers check
+    /// either further.
+    fn parse(of: &str) -> Self {
+        match of.split_once('/') {
+            Some((owner, name)) => Target::Repo(owner.to_owned(), name.to_owned()),
+            None => Target::Owner(of.to_owned()),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Repo(..) => "repository",
+            Target::Owner(_) => "owner",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct Of {
+    of: Option<String>,
+}
+
+pub(super) async fn show(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    Query(query): Query<Of>,
+) -> Result<Response, PageError> {
+    let of = query.of.unwrap_or_default().trim().to_owned();
+    let caller = viewer
+        .token("see and set secrets")
+        .and_then(|token| require(token, TokenScope::Secrets))
+        .map_err(|e| viewer.fail(e))?;
+    let target = Target::parse(&of);
+    let rows = if of.is_empty() {
+        Vec::new()
+    } else {
+        let (caller, state) = (CanSetSecrets(caller), State(state));
+        let Json(SecretList { secrets }) = match &target {
+            Target::Repo(owner, name) => {
+                secrets::list(
+                    caller,
+                    state,
+                    axum::extract::Path((owner.clone(), name.clone())),
+                )
+                .await
+            }
+            Target::Owner(owner) => {
+                secrets::list_owner(caller, state, axum::extract::Path(owner.clone())).await
+            }
+        }
+        .map_err(|e| viewer.fail(e))?;
+        secrets
+            .into_iter()
+            .map(|s| Row {
+                events: if s.events.is_empty() {
+                    "every event".into()
+                } else {
+                    s.events
+                        .iter()
+                        .map(|e| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                branches: if s.branches.is_empty() {
+                    "any".into()
+                } else {
+                    s.branches.join(", ")
+                },
+                updated: s.updated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                name: s.name,
+            })
+            .collect()
+    };
+    let template = SecretsPage {
+        root: viewer.root().to_owned(),
+        title: if of.is_empty() {
+            "Secrets".into()
+        } else {
+            format!("Secrets of {of}")
+        },
+        chrome: viewer.chrome(),
+        kind: target.kind(),
+        of,
+        rows,
+        events: Event::ALL.map(Event::as_str),
+    };
+    Ok(page(StatusCode::OK, &template))
+}
+
+/// `POST /secrets/set`: `of`, `name`, `value`, `event` (repeated; none: every event) and
+/// `branches` (a glob a line; none: any branch).
+pub(super) async fn set(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Result<Redirect, PageError> {
+    let caller = CanSetSecrets(form_caller(
+        &viewer,
+        &state,
+        &headers,
+        "set secrets",
+        TokenScope::Secrets,
+    )?);
+    let field = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let of = field("of").trim().to_owned();
+    let name = field("name").trim().to_owned();
+    let events = fields
+        .iter()
+        .filter(|(k, _)| k == "event")
+        .map(|(_, v)| {
+            v.parse::<Event>().map_err(|e| ApiError::InvalidField {
+                field: "event".into(),
+                message: e,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| viewer.fail(e))?;
+    let branches = field("branches")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    // A browser's textarea ends lines with CRLF; a secret's value is what was typed.
+    let request = Ok(Json(SetSecret::new(
+        field("value").replace("\r\n", "\n"),
+        events,
+        branches,
+    )));
+    let state = State(state);
+    match Target::parse(&of) {
+        Target::Repo(owner, repo) => secrets::set(
+            caller,
+            state,
+            axum::extract::Path((owner, repo, name)),
+            request,
+        )
+        .await
+        .map(drop),
+        Target::Owner(owner) => {
+            secrets::set_owner(caller, state, axum::extract::Path((owner, name)), request)
+                .await
+                .map(drop)
+        }
+    }
+    .map_err(|e| viewer.fail(e))?;
+    Ok(Redirect::to(&href(viewer.root(), &of)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Delete {
+    of: String,
+    name: String,
+}
+
+/// `POST /secrets/delete`: `of` and `name`.
+pub(super) async fn delete(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(delete): Form<Delete>,
+) -> Result<Redirect, PageError> {
+    let caller = CanSetSecrets(form_caller(
+        &viewer,
+        &state,
+        &headers,
+        "delete secrets",
+        TokenScope::Secrets,
+    )?);
+    let of = delete.of.trim().to_owned();
+    let name = delete.name;
+    let state = State(state);
+    match Target::parse(&of) {
+        Target::Repo(owner, repo) => {
+            secrets::delete(caller, state, axum::extract::Path((owner, repo, name))).await
+        }
+        Target::Owner(owner) => {
+            secrets::delete_owner(caller, state, axum::extract::Path((owner, name))).await
+        }
+    }
+    .map_err(|e| viewer.fail(e))?;
+    Ok(Redirect::to(&href(viewer.root(), &of)))
+}
+
+/// The page of `of`'s secrets.
+pub(super) fn href(root: &str, of: &str) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("of", of)
+        .finish();
+    format!("{root}/secrets?{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_with_a_slash_is_a_repository_else_an_owner() {
+        assert!(
+            matches!(Target::parse("acme/app"), Target::Repo(o, n) if o == "acme" && n == "app")
+        );
+        assert!(matches!(Target::parse("acme"), Target::Owner(o) if o == "acme"));
+        // The API refuses what is neither (`a/b/c` is no repository name).
+        assert!(matches!(Target::parse("a/b/c"), Target::Repo(o, n) if o == "a" && n == "b/c"));
+        assert_eq!(href("/ci", "acme/app"), "/ci/secrets?of=acme%2Fapp");
+    }
+}
