@@ -145,6 +145,8 @@ pub struct E2eReport {
     pub machine: Machine,
     /// What the agents run steps with (from the warm agent's log).
     pub executor: String,
+    /// What the agents are: `raibid-agent`, or `raibid agent` without it beside `raibid`.
+    pub agent_program: String,
     pub polling_interval_ms: u64,
     pub warm: PhaseReport,
     pub idle: PhaseReport,
@@ -251,11 +253,14 @@ impl E2eReport {
                     format!("{:.1}", mib(self.up_idle_rss_kib)),
                 ],
                 vec![
-                    "raibid agent, waiting, before any job".into(),
+                    format!("{}, waiting, before any job", self.agent_program),
                     format!("{:.1}", mib(self.agent_idle_rss_kib)),
                 ],
                 vec![
-                    format!("raibid agent, waiting, after {} jobs", self.warm.jobs),
+                    format!(
+                        "{}, waiting, after {} jobs",
+                        self.agent_program, self.warm.jobs
+                    ),
                     format!("{:.1}", mib(self.agent_idle_after_jobs_rss_kib)),
                 ],
             ],
@@ -369,6 +374,7 @@ pub async fn e2e(opts: E2eBenchOptions) -> Result<E2eReport, BenchError> {
     Ok(E2eReport {
         machine,
         executor: warm.executor,
+        agent_program: warm.agent_program,
         polling_interval_ms,
         warm: warm.phase,
         idle: idle.phase,
@@ -873,6 +879,7 @@ fn stream_id_ms(id: &str) -> Option<f64> {
 struct Warm {
     phase: PhaseReport,
     executor: String,
+    agent_program: String,
     agent_before: crate::procs::Memory,
     agent_after: crate::procs::Memory,
 }
@@ -933,6 +940,7 @@ async fn warm_phase(ctx: &Ctx, opts: &E2eBenchOptions) -> Result<Warm, BenchErro
             Ok::<_, BenchError>(Warm {
                 phase: summarize(&timings, cpu),
                 executor: executor_in(&log).unwrap_or_else(|| "unknown".into()),
+                agent_program: program.to_string(),
                 agent_before,
                 agent_after,
             })
