@@ -24,9 +24,8 @@ use axum::http::request::Parts;
 use crate::AppState;
 use crate::client_addr::client_ip;
 
-/// Clients tracked at once. Past it, windows that have ended are dropped (at most once a
-/// second, so that a flood of new addresses does not make every failure a full sweep); when
-/// all are live, a new client is not counted. Its memory is a few megabytes at most.
+/// Clients tracked at once: when every one has a live window, a new client is not counted.
+/// Its memory is a few megabytes at most.
 const MAX_CLIENTS: usize = 100_000;
 
 pub(crate) struct AuthFailures {
@@ -87,20 +86,21 @@ impl AuthFailures {
         }
         let key = key(client);
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        // Ended windows are dropped once a window, so the table holds the clients of about
+        // the last two; when it is full of live ones, at most once a second.
+        let full = clients.windows.len() >= MAX_CLIENTS && !clients.windows.contains_key(&key);
+        let since = clients
+            .last_sweep
+            .map(|at| now.saturating_duration_since(at));
+        if since.is_none_or(|d| d >= self.window || (full && d >= Duration::from_secs(1))) {
+            clients.last_sweep = Some(now);
+            let window = self.window;
+            clients
+                .windows
+                .retain(|_, w| now.saturating_duration_since(w.started) < window);
+        }
         if clients.windows.len() >= MAX_CLIENTS && !clients.windows.contains_key(&key) {
-            let due = clients
-                .last_sweep
-                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
-            if due {
-                clients.last_sweep = Some(now);
-                let window = self.window;
-                clients
-                    .windows
-                    .retain(|_, w| now.saturating_duration_since(w.started) < window);
-            }
-            if clients.windows.len() >= MAX_CLIENTS {
-                return Counted::No;
-            }
+            return Counted::No;
         }
         let window = clients.windows.entry(key).or_insert(Window {
             started: now,
@@ -234,6 +234,22 @@ mod tests {
         limit.failed(ip("::ffff:192.0.2.1"), t0);
         limit.failed(ip("192.0.2.1"), t0);
         assert!(limit.locked(ip("192.0.2.1"), t0).is_some());
+    }
+
+    #[test]
+    fn clients_whose_windows_ended_are_forgotten() {
+        let limit = AuthFailures::new(5, Duration::from_secs(60));
+        let t0 = Instant::now();
+        limit.failed(ip("192.0.2.1"), t0);
+        limit.failed(ip("192.0.2.2"), t0 + Duration::from_secs(30));
+        assert_eq!(limit.clients.lock().unwrap().windows.len(), 2);
+        // A window after the last sweep, the first client's window has ended; the second's
+        // has not.
+        limit.failed(ip("192.0.2.3"), t0 + Duration::from_secs(61));
+        let clients = limit.clients.lock().unwrap();
+        let mut kept: Vec<_> = clients.windows.keys().copied().collect();
+        kept.sort();
+        assert_eq!(kept, [ip("192.0.2.2"), ip("192.0.2.3")]);
     }
 
     #[test]
