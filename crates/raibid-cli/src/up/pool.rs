@@ -444,7 +444,7 @@ mod tests {
         );
 
         let (mut pool, mut received) = pool_with_upkeep(queue.clone(), Duration::ZERO);
-        pool.agents.push(agent("sleep 30"));
+        pool.agents.push(agent("exec sleep 30"));
         assert!(
             !upkeep_asked(&mut pool, &mut received).await,
             "an agent is alive"
@@ -502,7 +502,7 @@ mod tests {
         // Overdue: with an agent still running, none is started and nothing collected.
         let (mut pool, mut received) =
             pool_draining_after(queue.clone(), Duration::ZERO, Duration::ZERO);
-        pool.agents.push(agent("sleep 30"));
+        pool.agents.push(agent("exec sleep 30"));
         pool.step().await.unwrap();
         assert_eq!(pool.agents.len(), 1, "no agent started while draining");
         assert!(pool.draining);
