@@ -207,27 +207,44 @@ async fn without_the_secrets_scope_there_is_no_page_link_or_form() {
     assert!(listed(&server, repo()).await.is_empty());
 
     // A job's page links its repository's secrets for a token that may set them only.
-    let submitted = server
-        .client
-        .post(server.url("/api/v1/jobs"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({
-            "repo": "acme/app",
-            "clone_url": "https://git.example/acme/app.git",
-            "sha": support::SHA
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(submitted.status(), StatusCode::CREATED);
-    let id = support::json(submitted).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let submit = |repo: &'static str| {
+        let server = &server;
+        async move {
+            let submitted = server
+                .client
+                .post(server.url("/api/v1/jobs"))
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({
+                    "repo": repo,
+                    "clone_url": format!("https://git.example/{repo}.git"),
+                    "sha": support::SHA
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(submitted.status(), StatusCode::CREATED);
+            support::json(submitted).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let id = submit("acme/app").await;
+    submit("other/tool").await;
     let link = "href=\"/secrets?of=acme%2Fapp\">Secrets</a>";
     let admin = sign_in(&server, ADMIN).await;
     let (_, page) = get_with(&server, &format!("/jobs/{id}"), &admin).await;
     assert!(page.contains(link), "{page}");
     let (_, page) = get_with(&server, &format!("/jobs/{id}"), &builder).await;
     assert!(!page.contains(link), "{page}");
+
+    // The chooser suggests the repositories of recent jobs, and owners, the token may set.
+    let (_, page) = get_with(&server, "/secrets", &admin).await;
+    for offered in ["<option value=\"acme\">", "<option value=\"acme/app\">"] {
+        assert!(page.contains(offered), "{offered} in {page}");
+    }
+    assert!(
+        !page.contains("other/tool") && !page.contains("value=\"other\""),
+        "{page}"
+    );
 }

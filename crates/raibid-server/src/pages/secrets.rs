@@ -12,12 +12,13 @@ use axum::{Form, Json};
 use chrono::SecondsFormat;
 use raibid_config::TokenScope;
 use raibid_model::Event;
+use raibid_queue::JobFilter;
 use serde::Deserialize;
 
 use super::actions::form_caller;
 use super::{Chrome, PageError, Viewer, page};
 use crate::api::secrets::{self, SecretList, SetSecret};
-use crate::auth::{CanSetSecrets, require};
+use crate::auth::{Caller, CanSetSecrets, require};
 use crate::{ApiError, AppState};
 
 #[derive(Template)]
@@ -32,6 +33,9 @@ struct SecretsPage {
     kind: &'static str,
     rows: Vec<Row>,
     events: [&'static str; 5],
+    /// Repositories of recent jobs, and their owners, whose secrets the token may set: what
+    /// the chooser suggests.
+    known: Vec<String>,
 }
 
 struct Row {
@@ -80,6 +84,7 @@ pub(super) async fn show(
         .token("see and set secrets")
         .and_then(|token| require(token, TokenScope::Secrets))
         .map_err(|e| viewer.fail(e))?;
+    let known = known(&state, &caller).await.map_err(|e| viewer.fail(e))?;
     let target = Target::parse(&of);
     let rows = if of.is_empty() {
         Vec::new()
@@ -133,8 +138,34 @@ pub(super) async fn show(
         of,
         rows,
         events: Event::ALL.map(Event::as_str),
+        known,
     };
     Ok(page(StatusCode::OK, &template))
+}
+
+/// Jobs read for the chooser's suggestions: the newest, which name the repositories in use.
+const RECENT_JOBS: usize = 200;
+
+/// The repositories of the newest jobs and their owners, those `caller` may set secrets of,
+/// sorted.
+async fn known(state: &AppState, caller: &Caller) -> Result<Vec<String>, ApiError> {
+    let page = state
+        .queue()
+        .list(&JobFilter::default(), None, RECENT_JOBS)
+        .await?;
+    let mut known = std::collections::BTreeSet::new();
+    for job in &page.jobs {
+        let repo = &job.spec.repo;
+        if caller.may_change(repo).is_ok() {
+            known.insert(repo.clone());
+        }
+        if let Some((owner, _)) = repo.split_once('/')
+            && caller.may_change_owner(owner).is_ok()
+        {
+            known.insert(owner.to_owned());
+        }
+    }
+    Ok(known.into_iter().collect())
 }
 
 /// `POST /secrets/set`: `of`, `name`, `value`, `event` (repeated; none: every event) and
