@@ -5,6 +5,7 @@
 //! back, as through the API, whose handlers do the work (same checks, same log lines).
 
 use askama::Template;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
@@ -77,13 +78,14 @@ pub(super) struct Of {
 pub(super) async fn show(
     viewer: Viewer,
     State(state): State<AppState>,
-    Query(query): Query<Of>,
+    query: Result<Query<Of>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let of = query.of.unwrap_or_default().trim().to_owned();
     let caller = viewer
         .token("see and set secrets")
         .and_then(|token| require(token, TokenScope::Secrets))
         .map_err(|e| viewer.fail(e))?;
+    let Query(query) = query.map_err(|e| viewer.fail(ApiError::InvalidRequest(e.body_text())))?;
+    let of = query.of.unwrap_or_default().trim().to_owned();
     let known = known(&state, &caller).await.map_err(|e| viewer.fail(e))?;
     let target = Target::parse(&of);
     let rows = if of.is_empty() {
