@@ -113,12 +113,15 @@ pub(crate) async fn delete_owner(
     delete_from(&state, &caller, owner_for(&caller, &owner)?, &secret).await
 }
 
-async fn list_of(state: &AppState, scope: SecretScope) -> Result<Json<SecretList>, ApiError> {
+pub(crate) async fn list_of(
+    state: &AppState,
+    scope: SecretScope,
+) -> Result<Json<SecretList>, ApiError> {
     let secrets = state.queue().secrets(&scope).await?;
     Ok(Json(SecretList { secrets }))
 }
 
-async fn set_in(
+pub(crate) async fn set_in(
     state: &AppState,
     caller: &Caller,
     scope: SecretScope,
@@ -169,7 +172,7 @@ async fn set_in(
     Ok((status, Json(listed)))
 }
 
-async fn delete_from(
+pub(crate) async fn delete_from(
     state: &AppState,
     caller: &Caller,
     scope: SecretScope,
@@ -217,6 +220,15 @@ fn repo(owner: &str, name: &str) -> Result<SecretScope, ApiError> {
         message: m.to_owned(),
     })?;
     Ok(SecretScope::Repo(repo))
+}
+
+/// The secrets named as the web pages name them, `owner/name` (a repository's) or `owner`
+/// (every repository's of that owner), if the caller's token may change them.
+pub(crate) fn scope_named(caller: &Caller, of: &str) -> Result<SecretScope, ApiError> {
+    match of.split_once('/') {
+        Some((owner, name)) => repo_for(caller, owner, name),
+        None => owner_for(caller, of),
+    }
 }
 
 /// A repository's secrets, if the caller's token is for that repository.
@@ -267,4 +279,42 @@ fn secret_name(name: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use raibid_config::{ApiToken, TokenHash, TokenScope, hash_token};
+
+    use super::*;
+
+    #[test]
+    fn a_name_with_a_slash_is_a_repository_s_secrets_else_an_owner_s() {
+        let token = ApiToken {
+            name: "admin".into(),
+            hash: TokenHash::parse(&hash_token("t")).unwrap(),
+            scopes: vec![TokenScope::Secrets],
+            repos: vec!["acme/*".into()],
+        };
+        let caller = crate::auth::require(token, TokenScope::Secrets).unwrap();
+        assert_eq!(
+            scope_named(&caller, "acme/app").unwrap(),
+            SecretScope::Repo("acme/app".into())
+        );
+        assert_eq!(
+            scope_named(&caller, "acme").unwrap(),
+            SecretScope::Owner("acme".into())
+        );
+        for (of, status) in [
+            ("a/b/c", StatusCode::BAD_REQUEST),
+            ("acme/", StatusCode::BAD_REQUEST),
+            ("other/app", StatusCode::FORBIDDEN),
+            ("other", StatusCode::FORBIDDEN),
+        ] {
+            assert_eq!(
+                scope_named(&caller, of).unwrap_err().status(),
+                status,
+                "{of}"
+            );
+        }
+    }
 }

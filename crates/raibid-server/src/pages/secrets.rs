@@ -2,7 +2,7 @@
 //! repository's or an owner's secrets on the web pages, as Woodpecker's and Gitea's settings
 //! pages have them, for a signed-in token with the `secrets` scope. The page shows names,
 //! events, branches and when each was set; a value goes in through the form and never comes
-//! back, as through the API, whose handlers do the work (same checks, same log lines).
+//! back, as through the API, whose functions do the work (same checks, same log lines).
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -12,14 +12,14 @@ use axum::response::{Redirect, Response};
 use axum::{Form, Json};
 use chrono::SecondsFormat;
 use raibid_config::TokenScope;
-use raibid_model::Event;
+use raibid_model::{Event, SecretScope};
 use raibid_queue::JobFilter;
 use serde::Deserialize;
 
 use super::actions::form_caller;
 use super::{Chrome, PageError, Viewer, page};
 use crate::api::secrets::{self, SecretList, SetSecret};
-use crate::auth::{Caller, CanSetSecrets, require};
+use crate::auth::{Caller, require};
 use crate::{ApiError, AppState};
 
 #[derive(Template)]
@@ -46,30 +46,6 @@ struct Row {
     updated: String,
 }
 
-/// Whose secrets a page or form is about.
-enum Target {
-    Repo(String, String),
-    Owner(String),
-}
-
-impl Target {
-    /// `owner/name` is a repository, a name without `/` an owner; the API's handlers check
-    /// either further.
-    fn parse(of: &str) -> Self {
-        match of.split_once('/') {
-            Some((owner, name)) => Target::Repo(owner.to_owned(), name.to_owned()),
-            None => Target::Owner(of.to_owned()),
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Target::Repo(..) => "repository",
-            Target::Owner(_) => "owner",
-        }
-    }
-}
-
 #[derive(Deserialize)]
 pub(super) struct Of {
     of: Option<String>,
@@ -87,46 +63,42 @@ pub(super) async fn show(
     let Query(query) = query.map_err(|e| viewer.fail(ApiError::InvalidRequest(e.body_text())))?;
     let of = query.of.unwrap_or_default().trim().to_owned();
     let known = known(&state, &caller).await.map_err(|e| viewer.fail(e))?;
-    let target = Target::parse(&of);
-    let rows = if of.is_empty() {
-        Vec::new()
-    } else {
-        let (caller, state) = (CanSetSecrets(caller), State(state));
-        let Json(SecretList { secrets }) = match &target {
-            Target::Repo(owner, name) => {
-                secrets::list(
-                    caller,
-                    state,
-                    axum::extract::Path((owner.clone(), name.clone())),
-                )
-                .await
-            }
-            Target::Owner(owner) => {
-                secrets::list_owner(caller, state, axum::extract::Path(owner.clone())).await
-            }
-        }
+    let scope = (!of.is_empty())
+        .then(|| secrets::scope_named(&caller, &of))
+        .transpose()
         .map_err(|e| viewer.fail(e))?;
-        secrets
-            .into_iter()
-            .map(|s| Row {
-                events: if s.events.is_empty() {
-                    "every event".into()
-                } else {
-                    s.events
-                        .iter()
-                        .map(|e| e.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-                branches: if s.branches.is_empty() {
-                    "any".into()
-                } else {
-                    s.branches.join(", ")
-                },
-                updated: s.updated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                name: s.name,
-            })
-            .collect()
+    let kind = match &scope {
+        Some(SecretScope::Owner(_)) => "owner",
+        _ => "repository",
+    };
+    let rows = match scope {
+        None => Vec::new(),
+        Some(scope) => {
+            let Json(SecretList { secrets }) = secrets::list_of(&state, scope)
+                .await
+                .map_err(|e| viewer.fail(e))?;
+            secrets
+                .into_iter()
+                .map(|s| Row {
+                    events: if s.events.is_empty() {
+                        "every event".into()
+                    } else {
+                        s.events
+                            .iter()
+                            .map(|e| e.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                    branches: if s.branches.is_empty() {
+                        "any".into()
+                    } else {
+                        s.branches.join(", ")
+                    },
+                    updated: s.updated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    name: s.name,
+                })
+                .collect()
+        }
     };
     let template = SecretsPage {
         root: viewer.root().to_owned(),
@@ -136,7 +108,7 @@ pub(super) async fn show(
             format!("Secrets of {of}")
         },
         chrome: viewer.chrome(),
-        kind: target.kind(),
+        kind,
         of,
         rows,
         events: Event::ALL.map(Event::as_str),
@@ -178,13 +150,13 @@ pub(super) async fn set(
     headers: HeaderMap,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Redirect, PageError> {
-    let caller = CanSetSecrets(form_caller(
+    let caller = form_caller(
         &viewer,
         &state,
         &headers,
         "set secrets",
         TokenScope::Secrets,
-    )?);
+    )?;
     let field = |key: &str| {
         fields
             .iter()
@@ -217,23 +189,11 @@ pub(super) async fn set(
         events,
         branches,
     )));
-    let state = State(state);
-    match Target::parse(&of) {
-        Target::Repo(owner, repo) => secrets::set(
-            caller,
-            state,
-            axum::extract::Path((owner, repo, name)),
-            request,
-        )
+    let scope = secrets::scope_named(&caller, &of).map_err(|e| viewer.fail(e))?;
+    secrets::set_in(&state, &caller, scope, &name, request)
         .await
-        .map(drop),
-        Target::Owner(owner) => {
-            secrets::set_owner(caller, state, axum::extract::Path((owner, name)), request)
-                .await
-                .map(drop)
-        }
-    }
-    .map_err(|e| viewer.fail(e))?;
+        .map(drop)
+        .map_err(|e| viewer.fail(e))?;
     Ok(Redirect::to(&href(viewer.root(), &of)))
 }
 
@@ -250,25 +210,18 @@ pub(super) async fn delete(
     headers: HeaderMap,
     Form(delete): Form<Delete>,
 ) -> Result<Redirect, PageError> {
-    let caller = CanSetSecrets(form_caller(
+    let caller = form_caller(
         &viewer,
         &state,
         &headers,
         "delete secrets",
         TokenScope::Secrets,
-    )?);
+    )?;
     let of = delete.of.trim().to_owned();
-    let name = delete.name;
-    let state = State(state);
-    match Target::parse(&of) {
-        Target::Repo(owner, repo) => {
-            secrets::delete(caller, state, axum::extract::Path((owner, repo, name))).await
-        }
-        Target::Owner(owner) => {
-            secrets::delete_owner(caller, state, axum::extract::Path((owner, name))).await
-        }
-    }
-    .map_err(|e| viewer.fail(e))?;
+    let scope = secrets::scope_named(&caller, &of).map_err(|e| viewer.fail(e))?;
+    secrets::delete_from(&state, &caller, scope, &delete.name)
+        .await
+        .map_err(|e| viewer.fail(e))?;
     Ok(Redirect::to(&href(viewer.root(), &of)))
 }
 
@@ -285,13 +238,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_name_with_a_slash_is_a_repository_else_an_owner() {
-        assert!(
-            matches!(Target::parse("acme/app"), Target::Repo(o, n) if o == "acme" && n == "app")
-        );
-        assert!(matches!(Target::parse("acme"), Target::Owner(o) if o == "acme"));
-        // The API refuses what is neither (`a/b/c` is no repository name).
-        assert!(matches!(Target::parse("a/b/c"), Target::Repo(o, n) if o == "a" && n == "b/c"));
+    fn the_page_of_a_repository_s_secrets() {
         assert_eq!(href("/ci", "acme/app"), "/ci/secrets?of=acme%2Fapp");
     }
 }
