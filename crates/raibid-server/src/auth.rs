@@ -231,11 +231,9 @@ pub(crate) async fn token_index(headers: &HeaderMap, state: &AppState) -> Option
     let accepted = &state.config().server.tokens;
     match headers.get(AUTHORIZATION) {
         Some(value) => matching(accepted, value.to_str().ok().and_then(bearer)?),
-        None => {
-            let cookie = session_cookie(headers)?;
-            let hash = state.queue().session(&session_key(&cookie)).await.ok()??;
-            position_of_hash(accepted, &hash)
-        }
+        None => session_position(state, &session_cookie(headers)?)
+            .await
+            .ok()?,
     }
 }
 
@@ -281,11 +279,19 @@ pub(crate) async fn session_token(
     state: &AppState,
     id: &str,
 ) -> Result<Option<ApiToken>, ApiError> {
+    let accepted = &state.config().server.tokens;
+    Ok(session_position(state, id)
+        .await?
+        .map(|i| accepted[i].clone()))
+}
+
+/// Where in `server.tokens` the token of the session of cookie `id` is, if the session lasts
+/// and the token is still there.
+async fn session_position(state: &AppState, id: &str) -> Result<Option<usize>, ApiError> {
     let Some(hash) = state.queue().session(&session_key(id)).await? else {
         return Ok(None);
     };
-    let accepted = &state.config().server.tokens;
-    Ok(position_of_hash(accepted, &hash).map(|i| accepted[i].clone()))
+    Ok(position_of_hash(&state.config().server.tokens, &hash))
 }
 
 /// The token the request's session cookie is signed in as ([`session_token`]), looked up once
