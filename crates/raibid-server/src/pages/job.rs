@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use raibid_config::TokenScope;
 use raibid_model::{Event, Job, JobStatus, human};
 
 use super::{Chrome, PageError, Viewer, log, page};
@@ -115,14 +116,15 @@ pub(super) async fn show(
         .map_err(|e| fail(e.into()))?;
     let now = state.clock().now();
     let root = viewer.root().to_owned();
+    let may_run = viewer.may(TokenScope::Jobs, &job.spec.repo);
     let template = JobPage {
         chrome: viewer.chrome(),
-        actions: if viewer.may_run_jobs(&job.spec.repo) {
+        actions: if may_run {
             actions(&job, &children)
         } else {
             Vec::new()
         },
-        run: viewer.may_run_jobs(&job.spec.repo).then(|| {
+        run: may_run.then(|| {
             // A pull request's ref is the forge's, not one to run by hand: its target branch.
             let git_ref = match &job.spec.target_branch {
                 Some(target) if job.spec.pr_number.is_some() => target.clone(),
@@ -131,7 +133,7 @@ pub(super) async fn show(
             super::run::href(&root, &job.spec.repo, &job.spec.clone_url, &git_ref)
         }),
         secrets: viewer
-            .may_set_secrets(&job.spec.repo)
+            .may(TokenScope::Secrets, &job.spec.repo)
             .then(|| super::secrets::href(&root, &job.spec.repo)),
         title: title(&job),
         id: job.id.clone(),

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
 use chrono::SecondsFormat;
+use raibid_config::TokenScope;
 use raibid_model::human;
 
 use super::actions::caller;
@@ -54,7 +55,7 @@ pub(super) async fn list(
         .schedules
         .into_iter()
         .map(|s| Row {
-            can_run: viewer.may_run_jobs(&s.repo),
+            can_run: viewer.may(TokenScope::Jobs, &s.repo),
             next: s.next.map(stamp).unwrap_or_else(|| "never".into()),
             next_in: s
                 .next

@@ -81,19 +81,12 @@ impl Viewer {
         }
     }
 
-    /// Whether the signed-in token may cancel, retry and approve jobs of `repo`: the buttons
-    /// it is shown.
-    pub(crate) fn may_run_jobs(&self, repo: &str) -> bool {
+    /// Whether the signed-in token has `scope` for `repo`: the buttons and links it is shown
+    /// (`jobs`: cancel, retry, approve, run; `secrets`: the repository's secrets).
+    pub(crate) fn may(&self, scope: TokenScope, repo: &str) -> bool {
         self.token
             .as_ref()
-            .is_some_and(|t| t.has_scope(TokenScope::Jobs) && t.covers(repo))
-    }
-
-    /// Whether the signed-in token may set the secrets of `repo`: the job page's link to them.
-    pub(crate) fn may_set_secrets(&self, repo: &str) -> bool {
-        self.token
-            .as_ref()
-            .is_some_and(|t| t.has_scope(TokenScope::Secrets) && t.covers(repo))
+            .is_some_and(|t| t.has_scope(scope) && t.covers(repo))
     }
 
     /// The signed-in token, or a 401 naming what signing in is for.
