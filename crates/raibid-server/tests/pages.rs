@@ -942,6 +942,11 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _, _) = get(&server, "/run").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A query that is not one is a page saying so.
+    let (status, body) = get_with(&server, "/run?repo=a&repo=b", &cookie).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("<title>400 Bad Request"), "{body}");
+    assert!(body.contains("duplicate field"), "{body}");
 
     let url = repo.url();
     let form = |variables: &'static str| {

@@ -87,9 +87,10 @@ async fn a_secrets_token_lists_sets_and_deletes_secrets_whose_values_never_come_
         "{body}"
     );
     // A query that is not one is a page saying so, not a bare error.
-    let (status, body) = get_with(&server, "/secrets?of=%FF", &admin).await;
+    let (status, body) = get_with(&server, "/secrets?of=acme&of=acme/app", &admin).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("<title>400 Bad Request"), "{body}");
+    assert!(body.contains("duplicate field"), "{body}");
 
     // Another site's form sets nothing.
     let (status, _, body) = set(admin.clone(), From::Elsewhere, deploy_key()).await;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
@@ -44,9 +45,10 @@ pub(super) struct RunQuery {
 pub(super) async fn form(
     viewer: Viewer,
     State(state): State<AppState>,
-    Query(query): Query<RunQuery>,
+    query: Result<Query<RunQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
     let token = viewer.token("run pipelines").map_err(|e| viewer.fail(e))?;
+    let Query(query) = query.map_err(|e| viewer.fail(ApiError::InvalidRequest(e.body_text())))?;
     crate::auth::require(token, raibid_config::TokenScope::Jobs)
         .and_then(|caller| match query.repo.as_str() {
             "" => Ok(()),
