@@ -18,4 +18,4 @@ pub use job::{
 };
 pub use pool::{PoolName, PoolNameError};
 pub use secret::{RepoSecret, SecretScope};
-pub use stats::{ConsumerStats, PoolStats, ScalerStatus};
+pub use stats::{ConsumerStats, PoolPause, PoolStats, ScalerStatus};

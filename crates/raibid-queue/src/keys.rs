@@ -118,6 +118,11 @@ impl Keys {
         format!("{}:pools", self.prefix)
     }
 
+    /// One hash of the paused pools: pool name to its [`raibid_model::PoolPause`] as JSON.
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.prefix)
+    }
+
     /// One hash of every repository's last pipeline number, by lowercase `owner/name`.
     pub fn pipeline_numbers(&self) -> String {
         format!("{}:pipeline-numbers", self.prefix)

@@ -23,6 +23,7 @@ mod events;
 mod keys;
 mod logs;
 mod needs;
+mod pause;
 mod queue;
 mod record;
 mod reply;

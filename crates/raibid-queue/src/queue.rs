@@ -333,12 +333,34 @@ impl Queue {
             .key(self.keys.by_status(JobStatus::Queued))
             .key(self.keys.by_status(JobStatus::Running))
             .key(self.keys.events())
+            .key(self.keys.paused())
             .arg(&self.options.consumer_group)
             .arg(entry)
             .arg(consumer)
             .arg(now)
-            .arg(job_id);
+            .arg(job_id)
+            .arg(pool.as_str());
         let reply: Vec<String> = self.conn.script(&invocation).await?;
+        if reply.first().map(String::as_str) == Some("paused") {
+            // Paused while the read waited: give the entry back as if never read, for
+            // whoever claims once the pool is resumed. Should that fail, the entry stays
+            // pending under this consumer and the reaper hands it back.
+            debug!(job = job_id, entry, pool = %pool, "pool paused: entry handed back");
+            if let Err(e) = self
+                .release_entry(
+                    pool,
+                    entry,
+                    job_id,
+                    "returned unstarted: pool paused",
+                    false,
+                    None,
+                )
+                .await
+            {
+                warn!(job = %job_id, error = %e, "cannot hand back an entry of a paused pool now");
+            }
+            return Ok(None);
+        }
         if reply.first().map(String::as_str) == Some("skip") {
             debug!(
                 job = job_id,
@@ -363,7 +385,8 @@ impl Queue {
         invocation
             .key(self.keys.by_status(JobStatus::Queued))
             .key(self.keys.by_status(JobStatus::Running))
-            .key(self.keys.events());
+            .key(self.keys.events())
+            .key(self.keys.paused());
         for pool in pools {
             invocation.key(self.keys.stream(pool));
         }
@@ -372,6 +395,9 @@ impl Queue {
             .arg(consumer)
             .arg(now)
             .arg(self.keys.job(""));
+        for pool in pools {
+            invocation.arg(pool.as_str());
+        }
         let reply: Vec<String> =
             bounded(self.conn.timeout(), invocation.invoke_async(conn)).await?;
         match reply.as_slice() {
@@ -1340,6 +1366,9 @@ pub struct Claimer {
     backlog: bool,
 }
 
+/// How soon a claimer waiting beside a paused pool notices that the pool was resumed.
+const PAUSE_RECHECK: Duration = Duration::from_secs(2);
+
 impl Claimer {
     pub fn consumer(&self) -> &str {
         &self.consumer
@@ -1377,7 +1406,25 @@ impl Claimer {
             if remaining.is_zero() {
                 return Ok(None);
             }
-            let entries = match self.read(pools, remaining).await {
+            // One look per blocking read, on the idle path only: the claim script itself
+            // passes paused pools over while work is queued.
+            let paused = self.queue.paused_pools().await?;
+            let open: Vec<PoolName> = pools
+                .iter()
+                .filter(|pool| !paused.contains_key(*pool))
+                .cloned()
+                .collect();
+            // A blocked read does not see a pool resumed meanwhile: read in shorter spells.
+            let wait = if paused.is_empty() {
+                remaining
+            } else {
+                remaining.min(PAUSE_RECHECK)
+            };
+            if open.is_empty() {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let entries = match self.read(&open, wait).await {
                 Ok(entries) => entries,
                 // NOGROUP: the group was gone when the read started. UNBLOCKED: Redis 7
                 // ends a blocked read whose stream is deleted (FLUSHALL, DEL) with it.

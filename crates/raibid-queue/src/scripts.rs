@@ -156,12 +156,14 @@ end
 
 /// Starts an entry read by a blocking `XREADGROUP` (which cannot run inside a script).
 ///
-/// KEYS: job, stream, by-status(queued), by-status(running), events
-/// ARGV: group, entry, consumer, now ms, id
-/// Returns the job's fields (flat) or {"skip", reason}
+/// KEYS: job, stream, by-status(queued), by-status(running), events, paused pools
+/// ARGV: group, entry, consumer, now ms, id, pool
+/// Returns the job's fields (flat), {"skip", reason} or {"paused"}: the pool was paused while
+/// the read waited, and the entry, left untouched, is the caller's to hand back.
 pub(crate) static START: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{START_JOB_FN}
+if redis.call('HEXISTS', KEYS[6], ARGV[6]) == 1 then return {{'paused'}} end
 local fields, why = start_job(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
   KEYS[3], KEYS[4], KEYS[5])
 if fields then return fields end
@@ -170,17 +172,21 @@ return {{'skip', why}}
     ))
 });
 
-/// Reads and starts one job in a single round trip, trying the pools' streams in order.
+/// Reads and starts one job in a single round trip, trying the pools' streams in order and
+/// passing over paused pools (one `EXISTS` when none is paused).
 /// Without BLOCK (scripts cannot block); the caller falls back to a blocking read when idle.
 ///
-/// KEYS: by-status(queued), by-status(running), events, stream 1, stream 2, ...
-/// ARGV: group, consumer, now ms, job key prefix
+/// KEYS: by-status(queued), by-status(running), events, paused pools, stream 1, stream 2, ...
+/// ARGV: group, consumer, now ms, job key prefix, pool 1, pool 2, ...
 /// Returns {stream, entry, fields...} | {"nogroup", stream} | {}
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{START_JOB_FN}
-for i = 4, #KEYS do
-  for _ = 1, 32 do
+local any_paused = redis.call('EXISTS', KEYS[4]) == 1
+for i = 5, #KEYS do
+  local runs = 32
+  if any_paused and redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then runs = 0 end
+  for _ = 1, runs do
     local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', '1',
       'STREAMS', KEYS[i], '>')
     if type(r) == 'table' and r['err'] then return {{'nogroup', KEYS[i]}} end
@@ -881,19 +887,21 @@ return {deleted, looked, 0, candidates[looked]}
 /// milliseconds by the local pool and on every dashboard or API poll, and four sequential round
 /// trips made `/api/v1/queues` the slowest answer on a loaded machine.
 ///
-/// KEYS: stream, dlq
-/// ARGV: group
-/// Returns {length, dead letters} when the stream is empty or unreadable, else
-/// {length, dead letters, group found (0/1), pending, lag (-1: Redis could not compute it),
-///  last delivered id, {consumer, pending, idle ms, ...}, oldest undelivered id or ""}
+/// KEYS: stream, dlq, paused pools
+/// ARGV: group, pool
+/// Returns {length, dead letters, pause or nil} when the stream is empty or unreadable, else
+/// {length, dead letters, pause or nil, group found (0/1), pending, lag (-1: Redis could not
+///  compute it), last delivered id, {consumer, pending, idle ms, ...}, oldest undelivered id
+///  or ""}
 pub(crate) static STATS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local len = redis.call('XLEN', KEYS[1])
 local dead = redis.call('XLEN', KEYS[2])
-if len == 0 then return {len, dead} end
+local pause = redis.call('HGET', KEYS[3], ARGV[2])
+if len == 0 then return {len, dead, pause} end
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if not ok then return {len, dead} end
+if not ok then return {len, dead, pause} end
 local function oldest_after(from)
   local r = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1)
   if r[1] then return r[1][1] end
@@ -920,10 +928,10 @@ for _, g in ipairs(groups) do
       if last ~= '0-0' then from = '(' .. last end
       oldest = oldest_after(from)
     end
-    return {len, dead, 1, info['pending'], lag, last, flat, oldest}
+    return {len, dead, pause, 1, info['pending'], lag, last, flat, oldest}
   end
 end
-return {len, dead, 0, 0, len, '0-0', {}, oldest_after('-')}
+return {len, dead, pause, 0, 0, len, '0-0', {}, oldest_after('-')}
 "#,
     )
 });

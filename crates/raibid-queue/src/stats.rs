@@ -1,7 +1,7 @@
 //! Per-pool statistics: the autoscaling signal.
 
 use chrono::Utc;
-use raibid_model::{ConsumerStats, PoolName, PoolStats};
+use raibid_model::{ConsumerStats, PoolName, PoolPause, PoolStats};
 use redis::Value;
 
 use crate::{Queue, QueueError, reply, scripts};
@@ -15,7 +15,9 @@ impl Queue {
         invocation
             .key(&stream)
             .key(self.keys.dlq(pool))
-            .arg(&self.options.consumer_group);
+            .key(self.keys.paused())
+            .arg(&self.options.consumer_group)
+            .arg(pool.as_str());
         let reply: Value = self.conn.script(&invocation).await?;
         stats_from_reply(pool.clone(), stream, &reply, Utc::now().timestamp_millis())
     }
@@ -40,18 +42,19 @@ fn stats_from_reply(
         consumers: Vec::new(),
         oldest_queued_ms: None,
         dead_letters: count(1),
+        paused: pause_from_reply(parts.get(2))?,
     };
-    if parts.len() < 8 {
+    if parts.len() < 9 {
         return Ok(stats);
     }
-    stats.pending = count(3);
+    stats.pending = count(4);
     // Redis reports nil lag when it cannot compute it (entries deleted mid-stream); treat
     // that like KEDA does, as "everything may be waiting".
-    stats.lag = match reply::int(parts.get(4)) {
+    stats.lag = match reply::int(parts.get(5)) {
         Some(lag) if lag >= 0 => lag as u64,
         _ => length,
     };
-    for consumer in reply::array(&parts[6]).chunks(3) {
+    for consumer in reply::array(&parts[7]).chunks(3) {
         if let [name, pending, idle] = consumer {
             stats.consumers.push(ConsumerStats {
                 name: reply::string(name)?,
@@ -60,13 +63,26 @@ fn stats_from_reply(
             });
         }
     }
-    let oldest = reply::string(&parts[7])?;
+    let oldest = reply::string(&parts[8])?;
     if stats.lag > 0
         && let Some(ms) = reply::id_millis(&oldest)
     {
         stats.oldest_queued_ms = Some((now_ms - ms).max(0) as u64);
     }
     Ok(stats)
+}
+
+/// A pool's pause as stored (JSON), or none.
+pub(crate) fn pause_from_reply(value: Option<&Value>) -> Result<Option<PoolPause>, QueueError> {
+    match value {
+        None | Some(Value::Nil) => Ok(None),
+        Some(v) => {
+            let json = reply::string(v)?;
+            serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| QueueError::Protocol(format!("a pool's pause record: {e}")))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -79,14 +95,16 @@ mod tests {
 
     #[test]
     fn an_empty_stream_has_no_lag_and_unknown_lag_means_everything_waits() {
-        let empty = Value::Array(vec![Value::Int(0), Value::Int(2)]);
+        let empty = Value::Array(vec![Value::Int(0), Value::Int(2), Value::Nil]);
         let s = stats_from_reply(PoolName::default(), "s".into(), &empty, 0).unwrap();
         assert_eq!((s.length, s.lag, s.dead_letters), (0, 0, 2));
+        assert_eq!(s.paused, None);
 
         // Lag -1: Redis could not compute it (entries deleted mid-stream).
         let reply = Value::Array(vec![
             Value::Int(7),
             Value::Int(0),
+            bulk(r#"{"by":"ops","reason":"upgrade","since":"2026-12-06T10:00:00Z"}"#),
             Value::Int(1),
             Value::Int(1),
             Value::Int(-1),
@@ -100,5 +118,6 @@ mod tests {
         assert_eq!(s.consumers[0].name, "agent-1");
         assert_eq!(s.consumers[0].idle_ms, 250);
         assert_eq!(s.oldest_queued_ms, Some(3_000));
+        assert_eq!(s.paused.unwrap().reason, "upgrade");
     }
 }
