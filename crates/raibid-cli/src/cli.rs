@@ -81,6 +81,8 @@ pub enum Command {
     Job(JobArgs),
     /// The scheduled jobs the server runs (`server.schedules`).
     Schedule(ScheduleArgs),
+    /// Pause a pool (its jobs wait, queued, and agents take none) and resume it.
+    Pool(PoolArgs),
     /// The secrets of a repository or owner, which steps read by naming them in `secrets:`.
     Secret(SecretArgs),
     /// Check a pipeline file as an agent would read it.
@@ -285,6 +287,7 @@ pub enum TokenScopeArg {
     Read,
     Jobs,
     Secrets,
+    Pools,
 }
 
 impl From<TokenScopeArg> for raibid_config::TokenScope {
@@ -293,6 +296,7 @@ impl From<TokenScopeArg> for raibid_config::TokenScope {
             TokenScopeArg::Read => raibid_config::TokenScope::Read,
             TokenScopeArg::Jobs => raibid_config::TokenScope::Jobs,
             TokenScopeArg::Secrets => raibid_config::TokenScope::Secrets,
+            TokenScopeArg::Pools => raibid_config::TokenScope::Pools,
         }
     }
 }
@@ -345,6 +349,35 @@ pub enum ScheduleCommand {
     Run {
         /// The schedule's name in `server.schedules`.
         name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(subcommand)]
+    pub command: PoolCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Hold a pool's jobs for maintenance or to free the machine: webhooks still queue them,
+    /// no agent takes one (`raibid up` starts none), jobs already running go on.
+    ///
+    /// Needs a token of the `pools` scope for every repository. `raibid status`, the dashboard
+    /// and the job list show the pause, its author and reason until the pool is resumed.
+    Pause {
+        /// The pool, as `raibid status` lists it.
+        pool: String,
+        /// Why, in one line (at most 200 characters): shown wherever the pool is.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Let agents take a paused pool's jobs again, oldest first.
+    Resume {
+        /// The pool, as `raibid status` lists it.
+        pool: String,
     },
 }
 
@@ -661,6 +694,7 @@ impl Command {
             | Command::Pipeline(_)
             | Command::Job(_)
             | Command::Schedule(_)
+            | Command::Pool(_)
             | Command::Secret(_)
             | Command::Bench(_)
             | Command::Infra(_) => "warn",
@@ -685,6 +719,7 @@ impl Command {
                 | Command::Pipeline(_)
                 | Command::Job(_)
                 | Command::Schedule(_)
+                | Command::Pool(_)
                 | Command::Secret(_)
                 | Command::Status(_)
                 | Command::Infra(_)

@@ -1554,3 +1554,46 @@ async fn up_collects_its_registry_s_unused_layers_while_the_farm_is_quiet() {
     assert_eq!(done.status, JobStatus::Success, "{done:?}\n{}", up.log());
     assert_eq!(registry_host(&up), host, "on its port");
 }
+
+/// `raibid pool pause` holds a job queued with no agent started for it, `raibid status` says
+/// who paused it and why, and `raibid pool resume` lets the pool run it.
+#[tokio::test]
+async fn a_paused_pool_runs_nothing_until_resumed() {
+    let (repo, sha) = repo_with("steps:\n  - name: hello\n    run: echo held-then-run\n");
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), "", &[], &[]);
+    let client = up.client();
+
+    let text = cli(&up, &["pool", "pause", "default", "--reason", "new disk"]);
+    assert!(
+        text.starts_with("pool default paused by raibid-up ") && text.contains(": new disk"),
+        "{text}"
+    );
+    let job = submit(&client, &repo, &sha).await;
+    // Several of the pool's looks (every 200 ms by default) go by without an agent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(client.job(&job.id).await.unwrap().status, JobStatus::Queued);
+    assert!(
+        agent_processes(&up.data).is_empty(),
+        "{:?}",
+        agent_processes(&up.data)
+    );
+    let status = cli(&up, &["status"]);
+    assert!(status.contains("default (paused)"), "{status}");
+    assert!(
+        status.contains("default paused by raibid-up")
+            && status.contains("`raibid pool resume default`"),
+        "{status}"
+    );
+    assert!(status.contains("held: paused by raibid-up"), "{status}");
+    let error = cli_that_fails(&up, &["pool", "pause", "defualt"]);
+    assert!(
+        error.contains("404") && error.contains("no pool defualt"),
+        "{error}"
+    );
+
+    let text = cli(&up, &["pool", "resume", "default"]);
+    assert!(text.starts_with("pool default is not paused"), "{text}");
+    let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, JobStatus::Success);
+}

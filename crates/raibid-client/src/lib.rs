@@ -352,6 +352,28 @@ impl Client {
         .await
     }
 
+    /// Pauses `pool` (its jobs stay queued, agents take none) with `reason`, which may be
+    /// empty; the pool as it is now.
+    pub async fn pause_pool(&self, pool: &str, reason: &str) -> Result<PoolStats, ClientError> {
+        self.json(
+            self.request(
+                reqwest::Method::POST,
+                &format!("/api/v1/queues/{}/pause", segment(pool)),
+            )
+            .json(&serde_json::json!({ "reason": reason })),
+        )
+        .await
+    }
+
+    /// Ends `pool`'s pause; the pool as it is now.
+    pub async fn resume_pool(&self, pool: &str) -> Result<PoolStats, ClientError> {
+        self.json(self.request(
+            reqwest::Method::POST,
+            &format!("/api/v1/queues/{}/resume", segment(pool)),
+        ))
+        .await
+    }
+
     /// The secrets of a repository or an owner, without their values.
     pub async fn secrets(&self, scope: &SecretScope) -> Result<Vec<RepoSecret>, ClientError> {
         let s: SecretList = self

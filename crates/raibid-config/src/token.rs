@@ -74,16 +74,25 @@ pub enum TokenScope {
     Jobs,
     /// Set, list and delete repositories' and owners' secrets.
     Secrets,
+    /// Pause and resume pools (`raibid pool pause`): a hold on every repository's jobs in the
+    /// pool, so it also takes a token for every repository (`repos: ["*"]`).
+    Pools,
 }
 
 impl TokenScope {
-    pub const ALL: [TokenScope; 3] = [TokenScope::Read, TokenScope::Jobs, TokenScope::Secrets];
+    pub const ALL: [TokenScope; 4] = [
+        TokenScope::Read,
+        TokenScope::Jobs,
+        TokenScope::Secrets,
+        TokenScope::Pools,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TokenScope::Read => "read",
             TokenScope::Jobs => "jobs",
             TokenScope::Secrets => "secrets",
+            TokenScope::Pools => "pools",
         }
     }
 }
@@ -97,7 +106,7 @@ impl TokenScope {
 ///   - sha256:...
 ///   - name: release-bot
 ///     hash: sha256:...
-///     scopes: [jobs]        # read, jobs, secrets; default: all
+///     scopes: [jobs]        # read, jobs, secrets, pools; default: all
 ///     repos: ["acme/*"]     # globs over owner/name; default: every repository
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]

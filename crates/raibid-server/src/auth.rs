@@ -1,8 +1,8 @@
 //! Bearer-token access to the jobs API.
 //!
-//! Handlers take [`CanRunJobs`], [`CanSetSecrets`] or [`CanRead`] as an argument; the
-//! extractor runs before the body is read, so an unauthenticated client cannot make the server
-//! parse its payload. The token itself is never logged: it lives only in the request's header
+//! Handlers take [`CanRunJobs`], [`CanSetSecrets`], [`CanHoldPools`] or [`CanRead`] as an
+//! argument; the extractor runs before the body is read, so an unauthenticated client cannot
+//! make the server parse its payload. The token itself is never logged: it lives only in the request's header
 //! map and in the comparison.
 //!
 //! A browser signed in on the web pages sends a session cookie ([`SESSION_COOKIE`]): a random
@@ -47,6 +47,18 @@ impl Caller {
         }
     }
 
+    /// Refuses (403) a change that holds every repository's jobs (pausing a pool) unless the
+    /// token is for every repository: a token limited to some may not stop the others.
+    pub(crate) fn may_change_all(&self, what: &str) -> Result<(), ApiError> {
+        if self.0.covers_all() {
+            Ok(())
+        } else {
+            Err(self.not_for(&format!(
+                "{what}, which holds every repository's jobs (`*`)"
+            )))
+        }
+    }
+
     fn not_for(&self, what: &str) -> ApiError {
         ApiError::Forbidden(format!(
             "token {} may not change {what}: its repos are {}",
@@ -64,6 +76,10 @@ pub(crate) struct CanRunJobs(pub(crate) Caller);
 /// Proof that the request may set, list and delete secrets: a token with the `secrets` scope.
 /// The handler still checks the repository or owner.
 pub(crate) struct CanSetSecrets(pub(crate) Caller);
+
+/// Proof that the request may pause and resume pools: a token with the `pools` scope. The
+/// handler still checks that it is for every repository ([`Caller::may_change_all`]).
+pub(crate) struct CanHoldPools(pub(crate) Caller);
 
 /// Proof that the request may read, and of which repositories. Free unless
 /// `server.read_requires_token`; then any valid token reads (every scope includes reading),
@@ -117,6 +133,14 @@ impl FromRequestParts<AppState> for CanSetSecrets {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         scoped(parts, state, TokenScope::Secrets).map(CanSetSecrets)
+    }
+}
+
+impl FromRequestParts<AppState> for CanHoldPools {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        scoped(parts, state, TokenScope::Pools).map(CanHoldPools)
     }
 }
 

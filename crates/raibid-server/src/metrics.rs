@@ -89,6 +89,7 @@ pub(crate) struct Metrics {
     durations: Family<StatusLabels, Histogram, fn() -> Histogram>,
     queue_lag: Family<PoolLabels, Gauge>,
     queue_pending: Family<PoolLabels, Gauge>,
+    queue_paused: Family<PoolLabels, Gauge>,
     agents: Gauge,
     scaler_agents: Family<PoolLabels, Gauge>,
     scaler_starting: Family<PoolLabels, Gauge>,
@@ -138,6 +139,13 @@ impl Metrics {
             "Jobs delivered to an agent and not yet finished, by pool (sampled)",
             queue_pending.clone(),
         );
+        let queue_paused = Family::default();
+        registry.register(
+            "queue_paused",
+            "1 while the pool is paused (`raibid pool pause`): its jobs wait whatever the lag \
+             (sampled)",
+            queue_paused.clone(),
+        );
         let agents = Gauge::default();
         registry.register(
             "agents_connected",
@@ -183,6 +191,7 @@ impl Metrics {
             durations,
             queue_lag,
             queue_pending,
+            queue_paused,
             agents,
             scaler_agents,
             scaler_starting,
@@ -232,14 +241,19 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn pool_sample(&self, pool: &PoolName, lag: u64, pending: u64) {
+    pub fn pool_sample(&self, stats: &raibid_model::PoolStats) {
         let labels = PoolLabels {
-            pool: pool.to_string(),
+            pool: stats.pool.to_string(),
         };
-        self.queue_lag.get_or_create(&labels).set(saturate(lag));
+        self.queue_lag
+            .get_or_create(&labels)
+            .set(saturate(stats.lag));
         self.queue_pending
             .get_or_create(&labels)
-            .set(saturate(pending));
+            .set(saturate(stats.pending));
+        self.queue_paused
+            .get_or_create(&labels)
+            .set(i64::from(stats.paused.is_some()));
     }
 
     pub fn scaler_sample(&self, status: &raibid_model::ScalerStatus) {
@@ -302,7 +316,21 @@ mod tests {
         m.job_queued(&pool);
         m.transition(&pool, JobStatus::Running);
         m.job_finished(&pool, JobStatus::Success, 12.0);
-        m.pool_sample(&pool, 3, 1);
+        m.pool_sample(&raibid_model::PoolStats {
+            pool: pool.clone(),
+            stream: "ci-jobs:default".into(),
+            length: 4,
+            lag: 3,
+            pending: 1,
+            consumers: Vec::new(),
+            oldest_queued_ms: None,
+            dead_letters: 0,
+            paused: Some(raibid_model::PoolPause {
+                by: "ops".into(),
+                reason: String::new(),
+                since: chrono::Utc::now(),
+            }),
+        });
         m.agents_sample(2);
         m.status_report(Forge::Github, ReportOutcome::Failure);
         m.auth_failure(AuthOutcome::LockedOut);
@@ -314,6 +342,7 @@ mod tests {
             r#"raibid_job_duration_seconds_count{pool="default",status="success"} 1"#,
             r#"raibid_queue_lag{pool="default"} 3"#,
             r#"raibid_queue_pending{pool="default"} 1"#,
+            r#"raibid_queue_paused{pool="default"} 1"#,
             "raibid_agents_connected 2",
             r#"raibid_status_reports_total{forge="github",outcome="failure"} 1"#,
             r#"raibid_auth_failures_total{outcome="locked_out"} 1"#,

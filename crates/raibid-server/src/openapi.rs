@@ -64,8 +64,8 @@ fn with_forbidden(paths: Value) -> Value {
     with_response(
         paths,
         "403",
-        "The token lacks the scope this call needs, or is not for the repository (or owner) it \
-         changes (code forbidden); the message says which.",
+        "The token lacks the scope this call needs, or is not for the repository (or owner; a \
+         pool: every repository) it changes (code forbidden); the message says which.",
         |security| security == &json!([{ "bearer": [] }]),
     )
 }
@@ -137,6 +137,14 @@ fn job_id_parameter() -> Value {
     json!({
         "name": "id", "in": "path", "required": true,
         "description": "Job id (a ULID).",
+        "schema": { "type": "string" }
+    })
+}
+
+fn pool_parameter() -> Value {
+    json!({
+        "name": "pool", "in": "path", "required": true,
+        "description": "Pool name, as GET /api/v1/queues lists it.",
         "schema": { "type": "string" }
     })
 }
@@ -650,6 +658,47 @@ fn paths() -> Value {
                 }
             }
         },
+        "/api/v1/queues/{pool}/pause": {
+            "post": {
+                "operationId": "pause_pool",
+                "tags": ["pools"],
+                "summary": "Hold a pool's jobs, queued, until it is resumed",
+                "description": "Agents claim none of the pool's jobs and raibid up starts no \
+                    agent for them; webhooks still queue them and running jobs go on. Pausing \
+                    a paused pool replaces its reason. Needs the pools scope and a token for \
+                    every repository.",
+                "security": [{ "bearer": [] }],
+                "parameters": [pool_parameter()],
+                "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "properties": { "reason": { "type": "string", "maxLength": 200, "description": "One line, shown wherever the pool is." } }
+                } } } },
+                "responses": {
+                    "200": json_body("The pool, paused.", schema_ref("PoolStats")),
+                    "400": bad_request,
+                    "401": unauthorized,
+                    "404": error("No pool of that name is known; the message lists the pools."),
+                    "503": unavailable
+                }
+            }
+        },
+        "/api/v1/queues/{pool}/resume": {
+            "post": {
+                "operationId": "resume_pool",
+                "tags": ["pools"],
+                "summary": "Let agents take a paused pool's jobs again",
+                "description": "Resuming a pool that is not paused changes nothing.",
+                "security": [{ "bearer": [] }],
+                "parameters": [pool_parameter()],
+                "responses": {
+                    "200": json_body("The pool.", schema_ref("PoolStats")),
+                    "400": bad_request,
+                    "401": unauthorized,
+                    "404": error("No pool of that name is known; the message lists the pools."),
+                    "503": unavailable
+                }
+            }
+        },
         "/api/v1/agents": {
             "get": {
                 "operationId": "list_agents",
@@ -870,7 +919,18 @@ fn schemas() -> Value {
                 "pending": { "type": "integer", "description": "Jobs delivered and not yet finished." },
                 "consumers": { "type": "array", "items": schema_ref("ConsumerStats") },
                 "oldest_queued_ms": { "type": "integer" },
-                "dead_letters": { "type": "integer" }
+                "dead_letters": { "type": "integer" },
+                "paused": schema_ref("PoolPause")
+            }
+        },
+        "PoolPause": {
+            "type": "object",
+            "description": "Present while the pool is paused: its jobs stay queued.",
+            "required": ["by", "reason", "since"],
+            "properties": {
+                "by": { "type": "string", "description": "The name of the token that paused it." },
+                "reason": string,
+                "since": time
             }
         },
         "ScalerStatus": {

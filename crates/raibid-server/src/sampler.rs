@@ -32,7 +32,7 @@ async fn sample(state: &AppState) {
         Ok(pools) => {
             for pool in pools {
                 match queue.stats(&pool).await {
-                    Ok(stats) => state.metrics().pool_sample(&pool, stats.lag, stats.pending),
+                    Ok(stats) => state.metrics().pool_sample(&stats),
                     Err(e) => debug!(%pool, error = %e, "could not sample the pool"),
                 }
             }

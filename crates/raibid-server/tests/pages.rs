@@ -340,6 +340,23 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
         all.contains("<tr><td>default</td><td>2</td><td>0</td>"),
         "{all}"
     );
+    // A paused pool says so, by whom and why, beside its name.
+    server
+        .queue
+        .pause_pool(&raibid_model::PoolName::default(), "ops", "disk <swap>")
+        .await
+        .unwrap();
+    let paused = page(&server, "/jobs").await;
+    assert!(
+        paused.contains("<tr><td>default <strong class=\"paused\">paused by ops ")
+            && paused.contains(" ago: disk &#60;swap&#62;</strong></td><td>2</td>"),
+        "{paused}"
+    );
+    server
+        .queue
+        .resume_pool(&raibid_model::PoolName::default())
+        .await
+        .unwrap();
 
     let only_lib = page(&server, "/jobs?repo=acme/lib").await;
     assert!(

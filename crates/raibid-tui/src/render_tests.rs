@@ -76,7 +76,10 @@ fn fixture_with(kubeconfig: Kubeconfig) -> App {
         for quarter in 0..4 {
             let secs = minute as i64 * 60 + quarter * 15 - 585;
             app.apply(DataEvent::Pools {
-                pools: vec![pool("default", depth), pool("gpu", (minute % 2) as u64)],
+                pools: vec![
+                    pool("default", depth),
+                    paused(pool("gpu", (minute % 2) as u64)),
+                ],
                 scalers: vec![ScalerStatus {
                     pool: PoolName::default(),
                     source: "local".into(),
@@ -239,6 +242,16 @@ fn screen_text(backend: &TestBackend) -> Vec<String> {
                 .collect()
         })
         .collect()
+}
+
+/// `stats` as a pool an operator paused a minute ago.
+fn paused(mut stats: raibid_model::PoolStats) -> raibid_model::PoolStats {
+    stats.paused = Some(raibid_model::PoolPause {
+        by: "ops".into(),
+        reason: "driver upgrade".into(),
+        since: at(-60),
+    });
+    stats
 }
 
 macro_rules! snapshot_both_sizes {

@@ -69,6 +69,7 @@ pub fn pool(name: &str, lag: u64) -> PoolStats {
         }],
         oldest_queued_ms: (lag > 0).then_some(95_000),
         dead_letters: 0,
+        paused: None,
     }
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod config;
 pub(crate) mod exec;
 pub(crate) mod job;
 mod pipeline;
+mod pool;
 mod schedule;
 mod secret;
 mod server;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             job::run(&config, args).await
         }
         Command::Schedule(args) => schedule::run(&load_config(&cli.global)?, args).await,
+        Command::Pool(args) => pool::run(&load_config(&cli.global)?, args).await,
         Command::Secret(args) => secret::run(&load_config(&cli.global)?, args).await,
         Command::Bench(crate::cli::BenchCommand::Queue(args)) => bench_queue::run(args).await,
         Command::Bench(other) => bench::run(other).await,

@@ -116,7 +116,10 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
         .map(|p| {
             let scaler = queues.scalers.iter().find(|s| s.pool == p.pool);
             vec![
-                p.pool.to_string(),
+                match p.paused {
+                    Some(_) => format!("{} (paused)", p.pool),
+                    None => p.pool.to_string(),
+                },
                 p.lag.to_string(),
                 p.pending.to_string(),
                 scaler
@@ -145,6 +148,16 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
             &rows
         )
     );
+    for p in &queues.pools {
+        if let Some(pause) = &p.paused {
+            println!(
+                "{} {} (`raibid pool resume {}`)",
+                p.pool,
+                pause.describe(now),
+                p.pool
+            );
+        }
+    }
     println!();
     if agents.is_empty() {
         println!("agents    none connected (the local pool starts them when jobs arrive)");

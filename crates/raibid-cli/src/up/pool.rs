@@ -159,7 +159,12 @@ impl LocalPool {
                 pending: running - busy,
                 max: self.settings.max_agents.saturating_sub(others),
             };
-            let start = if draining { 0 } else { agents_to_start(input) };
+            // A paused pool's jobs wait for `raibid pool resume`; agents would only idle.
+            let start = if draining || stats.paused.is_some() {
+                0
+            } else {
+                agents_to_start(input)
+            };
             for _ in 0..start {
                 match self.spawn(&pool) {
                     Ok(agent) => self.agents.push(agent),
@@ -192,11 +197,14 @@ impl LocalPool {
                     max_agents: self.settings.max_agents,
                     lag: stats.lag,
                     updated_at: Utc::now(),
-                    held: draining.then(|| {
-                        "draining for the registry's garbage collection: agents start again \
-                         once it has run"
-                            .to_owned()
-                    }),
+                    held: match &stats.paused {
+                        Some(pause) => Some(pause.describe(Utc::now())),
+                        None => draining.then(|| {
+                            "draining for the registry's garbage collection: agents start \
+                             again once it has run"
+                                .to_owned()
+                        }),
+                    },
                 })
                 .await?;
         }
@@ -479,6 +487,34 @@ mod tests {
             upkeep_asked(&mut pool, &mut received).await,
             "quiet and due"
         );
+    }
+
+    /// A paused pool gets no agent whatever its lag, says why, and gets one once resumed.
+    #[tokio::test]
+    async fn a_paused_pool_gets_no_agent_until_resumed() {
+        let redis = raibid_testkit::RedisServer::start();
+        let queue = Queue::open(raibid_queue::QueueOptions::new(redis.url())).unwrap();
+        queue.enqueue(push()).await.unwrap();
+        queue
+            .pause_pool(&PoolName::default(), "ops", "new disk")
+            .await
+            .unwrap();
+        let (mut pool, _received) =
+            pool_draining_after(queue.clone(), Duration::from_secs(3600), Duration::ZERO);
+        pool.step().await.unwrap();
+        assert!(pool.agents.is_empty(), "no agent for a paused pool");
+        let status = queue.scaler_statuses().await.unwrap().remove(0);
+        let why = status.held.expect("held");
+        assert!(
+            why.starts_with("paused by ops") && why.ends_with(": new disk"),
+            "{why}"
+        );
+        assert_eq!(status.lag, 1);
+
+        queue.resume_pool(&PoolName::default()).await.unwrap();
+        pool.step().await.unwrap();
+        assert_eq!(pool.agents.len(), 1, "an agent once resumed");
+        assert_eq!(queue.scaler_statuses().await.unwrap()[0].held, None);
     }
 
     /// A farm never quiet: once the collection is overdue the pool starts no agents, and

@@ -30,6 +30,8 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/api/v1/jobs/{id}/logs", logs::logs),
         Route::get("/api/v1/jobs/{id}/artifacts", artifacts::download),
         Route::get("/api/v1/queues", pools::queues),
+        Route::post("/api/v1/queues/{pool}/pause", pools::pause),
+        Route::post("/api/v1/queues/{pool}/resume", pools::resume),
         Route::get("/api/v1/agents", pools::agents),
         Route::get("/api/v1/repos/{owner}/{name}/badge.svg", badges::badge),
         Route::get("/api/v1/repos/{owner}/{name}/secrets", secrets::list),

@@ -3,15 +3,108 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
 use chrono::{Duration, Utc};
 use raibid_config::Config;
 use raibid_model::{AgentInfo, PoolName, PoolStats, ScalerStatus};
 use raibid_queue::{Queue, QueueError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
-use crate::auth::CanRead;
+use crate::auth::{CanHoldPools, CanRead};
 use crate::{ApiError, AppState};
+
+/// A pause's reason is a line for a table or a page header, not a document.
+const REASON_MAX_CHARS: usize = 200;
+
+/// The body of `POST /api/v1/queues/{pool}/pause`; an empty body pauses without a reason.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseRequest {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/v1/queues/{pool}/pause`: holds the pool's jobs, queued, until it is resumed;
+/// running ones go on. Pausing a paused pool replaces its reason. Answers the pool's state.
+pub(crate) async fn pause(
+    CanHoldPools(caller): CanHoldPools,
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+    body: Bytes,
+) -> Result<Json<PoolStats>, ApiError> {
+    caller.may_change_all("pausing a pool")?;
+    let pool = known_pool(&state, &pool).await?;
+    let request: PauseRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PauseRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::InvalidRequest(format!("the body must be {{\"reason\": \"...\"}}: {e}"))
+        })?
+    };
+    let reason = request.reason.trim();
+    if reason.chars().count() > REASON_MAX_CHARS {
+        return Err(ApiError::InvalidField {
+            field: "reason".into(),
+            message: format!("at most {REASON_MAX_CHARS} characters"),
+        });
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(ApiError::InvalidField {
+            field: "reason".into(),
+            message: "one line without control characters".into(),
+        });
+    }
+    let queue = state.queue();
+    queue.pause_pool(&pool, &caller.name(), reason).await?;
+    warn!(pool = %pool, token = %caller.name(), reason, "pool paused: its jobs stay queued");
+    Ok(Json(queue.stats(&pool).await?))
+}
+
+/// `POST /api/v1/queues/{pool}/resume`: agents take the pool's jobs again. Resuming a pool
+/// that is not paused changes nothing. Answers the pool's state.
+pub(crate) async fn resume(
+    CanHoldPools(caller): CanHoldPools,
+    State(state): State<AppState>,
+    Path(pool): Path<String>,
+) -> Result<Json<PoolStats>, ApiError> {
+    caller.may_change_all("resuming a pool")?;
+    let queue = state.queue();
+    let name = pool_name(&pool)?;
+    // A paused pool is resumed even if nothing names it any more.
+    let pool = if queue.paused_pools().await?.contains_key(&name) {
+        name
+    } else {
+        known_pool(&state, &pool).await?
+    };
+    if queue.resume_pool(&pool).await? {
+        info!(pool = %pool, token = %caller.name(), "pool resumed");
+    }
+    Ok(Json(queue.stats(&pool).await?))
+}
+
+/// `name` as a pool the server knows ([`known_pools`]): a typo must not pause nothing while
+/// its author believes the pool held.
+async fn known_pool(state: &AppState, name: &str) -> Result<PoolName, ApiError> {
+    let pool = pool_name(name)?;
+    let known = known_pools(state.config(), state.queue()).await?;
+    if known.contains(&pool) {
+        return Ok(pool);
+    }
+    Err(ApiError::NotFound(format!(
+        "no pool {pool}: the pools are {}",
+        known
+            .iter()
+            .map(PoolName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+fn pool_name(name: &str) -> Result<PoolName, ApiError> {
+    PoolName::new(name).map_err(|e| ApiError::InvalidRequest(format!("pool {name:?}: {e}")))
+}
 
 /// Agents silent this long are dropped from the registry altogether.
 pub(crate) const FORGET_AGENTS_AFTER: Duration = Duration::hours(1);

@@ -40,6 +40,8 @@ struct QueueRow {
     running: u64,
     oldest: String,
     dead: u64,
+    /// Who paused the pool, when and why; empty while it runs.
+    paused: String,
 }
 
 struct Row {
@@ -153,6 +155,10 @@ async fn queue_rows(state: &AppState) -> Result<Vec<QueueRow>, QueueError> {
             running: s.pending,
             oldest: s.oldest_queued_ms.map(human::millis).unwrap_or_default(),
             dead: s.dead_letters,
+            paused: s
+                .paused
+                .map(|p| p.describe(chrono::Utc::now()))
+                .unwrap_or_default(),
         })
         .collect())
 }

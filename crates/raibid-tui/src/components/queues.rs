@@ -8,7 +8,7 @@ use crossterm::event::Event;
 use raibid_client::AgentEntry;
 use raibid_model::{PoolName, PoolStats, ScalerStatus};
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Span;
 use ratatui::widgets::{Block, Cell, Paragraph, Row};
@@ -139,7 +139,14 @@ impl QueuesView {
         now: DateTime<Utc>,
     ) -> Cell<'a> {
         match column {
-            Column::Pool => Cell::from(pool.pool.as_str()),
+            // A paused pool's queue grows on purpose: say so where the eye starts.
+            Column::Pool => match &pool.paused {
+                Some(_) => Cell::from(Span::styled(
+                    format!("{} (paused)", pool.pool),
+                    Style::new().fg(Color::Magenta),
+                )),
+                None => Cell::from(pool.pool.as_str()),
+            },
             Column::Queued => {
                 let style = if pool.lag > 0 {
                     Style::new().fg(Color::Yellow)
@@ -264,6 +271,19 @@ impl Component for QueuesView {
             );
             return;
         }
+        // Who paused which pool and why, under the table: the table has no room for it.
+        let notes: Vec<String> = self
+            .pools
+            .iter()
+            .filter_map(|p| Some(format!("{} {}", p.pool, p.paused.as_ref()?.describe(now))))
+            .collect();
+        let note_lines = (notes.len() as u16).min(inner.height.saturating_sub(3) / 2);
+        let [inner, notes_area] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Length(note_lines)]).areas(inner);
+        frame.render_widget(
+            Paragraph::new(notes.join("\n")).style(Style::new().fg(Color::Magenta)),
+            notes_area,
+        );
         let kept = columns::kept(&Column::ALL, inner.width);
         let fixed: u16 = kept
             .iter()
