@@ -561,6 +561,10 @@ fn http_request(port: u16, request: &str) -> String {
 
 /// Runs a client command against `up` with its token.
 fn cli_run(up: &Up, args: &[&str]) -> std::process::Output {
+    cli_run_with(up, args, &[])
+}
+
+fn cli_run_with(up: &Up, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let token = std::fs::read_to_string(up.data.join("api-token")).unwrap();
     Command::new(RAIBID)
         .arg("--config")
@@ -568,6 +572,7 @@ fn cli_run(up: &Up, args: &[&str]) -> std::process::Output {
         .args(args)
         .env("RAIBID_SERVER", up.url())
         .env("RAIBID_TOKEN", token.trim())
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -1564,11 +1569,20 @@ async fn a_paused_pool_runs_nothing_until_resumed() {
     let up = Up::start(dir.path(), "", &[], &[]);
     let client = up.client();
 
-    let text = cli(&up, &["pool", "pause", "default", "--reason", "new disk"]);
+    // No cluster here: nothing is said of KEDA.
+    let no_cluster = [("RAIBID_CLUSTER_KUBECONFIG", "/nonexistent/kubeconfig")];
+    let out = cli_run_with(
+        &up,
+        &["pool", "pause", "default", "--reason", "new disk"],
+        &no_cluster,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("pool default paused by raibid-up ") && text.contains(": new disk"),
         "{text}"
     );
+    assert!(!text.contains("KEDA") && out.stderr.is_empty(), "{out:?}");
     let job = submit(&client, &repo, &sha).await;
     // Several of the pool's looks (every 200 ms by default) go by without an agent.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1596,4 +1610,55 @@ async fn a_paused_pool_runs_nothing_until_resumed() {
     assert!(text.starts_with("pool default is not paused"), "{text}");
     let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
     assert_eq!(done.status, JobStatus::Success);
+}
+
+/// Where this machine has a cluster, pausing a pool also pauses its KEDA ScaledJob (and
+/// resuming resumes it); a cluster that refuses is a warning with the command to run by hand,
+/// the pool paused all the same.
+// Multi-threaded: the fake API server answers while the test waits for the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_a_pool_pauses_its_scaled_job_where_there_is_a_cluster() {
+    let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;
+    let kubeconfig = api.kubeconfig().display().to_string();
+    let env = [("RAIBID_CLUSTER_KUBECONFIG", kubeconfig.as_str())];
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), "", &[], &[("RAIBID_SERVER_POOLS", "[arm64]")]);
+
+    let out = cli_run_with(&up, &["pool", "pause", "arm64"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("KEDA: ScaledJob raibid-agent-arm64 paused (it starts no agent pods)"),
+        "{text}"
+    );
+    let annotation = &api.patches()[0].1["metadata"]["annotations"]["autoscaling.keda.sh/paused"];
+    assert_eq!(annotation, "true");
+
+    let out = cli_run_with(&up, &["pool", "resume", "arm64"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("KEDA: ScaledJob raibid-agent-arm64 resumed"),
+        "{text}"
+    );
+    assert!(api.patches()[1].1["metadata"]["annotations"]["autoscaling.keda.sh/paused"].is_null());
+
+    api.forbid("/apis/keda.sh/v1alpha1/namespaces/raibid-ci/scaledjobs/raibid-agent-arm64");
+    let out = cli_run_with(&up, &["pool", "pause", "arm64"], &env);
+    assert!(out.status.success(), "the pool is paused: {out:?}");
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("cannot patch")
+            && warning.contains(
+                "kubectl -n raibid-ci annotate scaledjob -l raibid.dev/pool=arm64 \
+                 autoscaling.keda.sh/paused=true"
+            ),
+        "{warning}"
+    );
+    let paused = up.client().queues().await.unwrap();
+    assert!(
+        paused
+            .pools
+            .iter()
+            .any(|p| p.pool.as_str() == "arm64" && p.paused.is_some())
+    );
 }

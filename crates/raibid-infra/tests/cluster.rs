@@ -460,3 +460,78 @@ async fn a_token_the_api_server_refuses_is_an_error_that_says_so() {
     assert!(matches!(err, InfraError::Unreachable { .. }), "{text}");
     assert!(text.contains("Unauthorized"), "{text}");
 }
+
+/// `raibid pool pause` sets KEDA's pause annotation on the pool's ScaledJob (found by its
+/// `raibid.dev/pool` label) with a merge patch, and resuming removes it; a pool without a
+/// ScaledJob is left alone, and a patch the API server forbids is an error that says so.
+#[tokio::test]
+async fn pausing_a_pool_annotates_its_scaled_job_for_keda() {
+    use raibid_infra::cluster::{KEDA_PAUSED, connect, pause_scaled_jobs};
+
+    let api = raibid_testkit::FakeKubeApi::start("k3s-arm64").await;
+    let mut config = Config::default();
+    config.cluster.kubeconfig = api.kubeconfig().display().to_string();
+    let cluster = connect(&config, Duration::from_secs(5)).await.unwrap();
+    let path = "/apis/keda.sh/v1alpha1/namespaces/raibid-ci/scaledjobs/raibid-agent-arm64";
+
+    let names = pause_scaled_jobs(&cluster, "raibid-ci", "arm64", true)
+        .await
+        .unwrap();
+    assert_eq!(names, ["raibid-agent-arm64"]);
+    assert_eq!(
+        api.patches(),
+        [(
+            path.to_owned(),
+            serde_json::json!({"metadata": {"annotations": {KEDA_PAUSED: "true"}}})
+        )]
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.contains("labelSelector=raibid.dev%2Fpool%3Darm64")),
+        "{:#?}",
+        api.requests()
+    );
+
+    let names = pause_scaled_jobs(&cluster, "raibid-ci", "arm64", false)
+        .await
+        .unwrap();
+    assert_eq!(names, ["raibid-agent-arm64"]);
+    assert_eq!(
+        api.patches()[1].1,
+        serde_json::json!({"metadata": {"annotations": {KEDA_PAUSED: null}}})
+    );
+
+    let none = pause_scaled_jobs(&cluster, "raibid-ci", "gpu", true)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(
+        api.patches().len(),
+        2,
+        "nothing patched for a pool without one"
+    );
+
+    // `raibid status` says which ScaledJob KEDA holds.
+    pause_scaled_jobs(&cluster, "raibid-ci", "arm64", true)
+        .await
+        .unwrap();
+    let status = cluster_status(&config).await;
+    assert!(status.scaled_jobs[0].paused && !status.scaled_jobs[1].paused);
+    assert!(
+        status
+            .to_string()
+            .contains("ScaledJob raibid-agent-arm64 (pool arm64): paused, Ready=True"),
+        "{status}"
+    );
+
+    api.forbid(path);
+    let err = pause_scaled_jobs(&cluster, "raibid-ci", "arm64", true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("raibid-agent-arm64") && err.contains("cannot patch"),
+        "{err}"
+    );
+}

@@ -1,4 +1,5 @@
-//! A Kubernetes API server stand-in that answers `GET`s from recorded responses.
+//! A Kubernetes API server stand-in that answers `GET`s from recorded responses and applies
+//! merge patches to the recorded objects (`raibid pool pause` annotates ScaledJobs).
 //!
 //! No API server can run where these tests run (k3s needs a kernel and privileges a build
 //! sandbox does not give), so the code that reads a cluster is tested against the answers of
@@ -30,8 +31,11 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 struct Shared {
-    /// `version` and `<prefix>_<resource>` (e.g. `api_v1_pods`, `apis_batch_v1_jobs`).
-    documents: HashMap<String, Value>,
+    /// `version` and `<prefix>_<resource>` (e.g. `api_v1_pods`, `apis_batch_v1_jobs`); merge
+    /// patches change them.
+    documents: Mutex<HashMap<String, Value>>,
+    /// Each merge patch applied: the object's path and the patch.
+    patches: Mutex<Vec<(String, Value)>>,
     requests: Mutex<Vec<String>>,
     down: AtomicBool,
     /// Paths every request to which gets 403, as for a kubeconfig without rights to them.
@@ -68,7 +72,8 @@ impl FakeKubeApi {
             documents.insert(stem.to_owned(), value);
         }
         let shared = Arc::new(Shared {
-            documents,
+            documents: Mutex::new(documents),
+            patches: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
             down: AtomicBool::new(false),
             forbidden: Mutex::new(Vec::new()),
@@ -108,6 +113,11 @@ impl FakeKubeApi {
     /// Every request so far, as `path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.shared.requests.lock().expect("not poisoned").clone()
+    }
+
+    /// Every merge patch applied so far: the object's path and the patch.
+    pub fn patches(&self) -> Vec<(String, Value)> {
+        self.shared.patches.lock().expect("not poisoned").clone()
     }
 
     /// While down, every request gets 503 (an API server whose etcd is gone answers so).
@@ -162,6 +172,7 @@ async fn answer(
     uri: Uri,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
 ) -> Response {
     shared
         .requests
@@ -192,16 +203,20 @@ async fn answer(
     if forbidden {
         return forbidden_answer(&method, path);
     }
+    let documents = shared.documents.lock().expect("not poisoned").clone();
     if path == "/version" {
-        return match shared.documents.get("version") {
+        return match documents.get("version") {
             Some(v) => axum::Json(v.clone()).into_response(),
             None => not_found(path),
         };
     }
+    if method == Method::PATCH {
+        return patch(&shared, path, &headers, &body);
+    }
     let Some(target) = ListTarget::parse(path) else {
         return not_found(path);
     };
-    let Some(list) = shared.documents.get(&target.document) else {
+    let Some(list) = documents.get(&target.document) else {
         return not_found(path);
     };
     let selector = match query.get("labelSelector").map(|s| Selector::parse(s)) {
@@ -226,6 +241,78 @@ async fn answer(
         });
     }
     axum::Json(list).into_response()
+}
+
+/// A JSON merge patch (RFC 7386) of one recorded object, `<list path>/<name>`, as
+/// `kubectl annotate` and kube's `Patch::Merge` send it; the patched object is kept for later
+/// requests and returned.
+fn patch(shared: &Shared, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let merge = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/merge-patch+json"));
+    if !merge {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "this fake API server applies merge patches only",
+        );
+    }
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the patch is not JSON",
+        );
+    };
+    let Some((list_path, name)) = path.rsplit_once('/') else {
+        return not_found(path);
+    };
+    let Some(target) = ListTarget::parse(list_path) else {
+        return not_found(path);
+    };
+    let mut documents = shared.documents.lock().expect("not poisoned");
+    let item = documents
+        .get_mut(&target.document)
+        .and_then(|list| list["items"].as_array_mut())
+        .and_then(|items| {
+            items.iter_mut().find(|item| {
+                item["metadata"]["name"] == name
+                    && target
+                        .namespace
+                        .as_deref()
+                        .is_none_or(|ns| item["metadata"]["namespace"] == ns)
+            })
+        });
+    let Some(item) = item else {
+        return not_found(path);
+    };
+    merge_patch(item, &patch);
+    shared
+        .patches
+        .lock()
+        .expect("not poisoned")
+        .push((path.to_owned(), patch));
+    axum::Json(item.clone()).into_response()
+}
+
+/// RFC 7386: objects merge key by key, `null` removes a key, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let object = target.as_object_mut().expect("made an object above");
+    for (key, value) in fields {
+        if value.is_null() {
+            object.remove(key);
+        } else {
+            merge_patch(object.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
 }
 
 /// The user the 403s name: a deploy account without rights to RBAC objects.
@@ -385,6 +472,16 @@ mod tests {
         assert_eq!((t.document.as_str(), t.namespace), ("api_v1_nodes", None));
         assert!(ListTarget::parse("/api/v1/namespaces/x/pods/one/log").is_none());
         assert!(ListTarget::parse("/healthz").is_none());
+    }
+
+    #[test]
+    fn merge_patches_follow_rfc_7386() {
+        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(
+            &mut target,
+            &json!({"a": "z", "c": {"f": null}, "n": {"m": 1}}),
+        );
+        assert_eq!(target, json!({"a": "z", "c": {"d": "e"}, "n": {"m": 1}}));
     }
 
     #[test]

@@ -510,3 +510,29 @@ fn tiny_terminals_do_not_panic() {
         render(&mut app, w, h);
     }
 }
+
+/// A ScaledJob KEDA holds (`raibid pool pause`) says so before its condition.
+#[test]
+fn a_paused_scaled_job_says_so() {
+    let mut app = on_tab(
+        fixture_with(Kubeconfig::Found("/etc/rancher/k3s/k3s.yaml".into())),
+        '5',
+    );
+    let mut status = cluster_status();
+    status.scaled_jobs[0].paused = true;
+    app.apply(DataEvent::Cluster(ClusterUpdate::Status {
+        status: Box::new(status),
+        at: at(-3),
+    }));
+    let screen = screen_text(&render(&mut app, 160, 48));
+    let row = screen
+        .iter()
+        .find(|l| l.contains("raibid-agent-arm64"))
+        .unwrap_or_else(|| panic!("no arm64 row in\n{}", screen.join("\n")));
+    assert!(row.contains("paused · "), "{row}");
+    let other = screen
+        .iter()
+        .find(|l| l.contains("raibid-agent-amd64"))
+        .unwrap();
+    assert!(!other.contains("paused"), "{other}");
+}

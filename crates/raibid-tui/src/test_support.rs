@@ -121,6 +121,7 @@ pub fn cluster_status() -> raibid_infra::ClusterStatus {
         message: message.into(),
         max_replicas: Some(20),
         active_jobs,
+        paused: false,
     };
     raibid_infra::ClusterStatus {
         reachable: true,

@@ -88,6 +88,8 @@ pub struct ScaledJobStatus {
     pub max_replicas: Option<u64>,
     /// Agent Jobs that are still running.
     pub active_jobs: usize,
+    /// KEDA's pause annotation is set (`raibid pool pause`): it starts no agent Jobs.
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -323,6 +325,12 @@ async fn scaled_jobs(
                 message,
                 max_replicas: object.data["spec"]["maxReplicaCount"].as_u64(),
                 active_jobs,
+                paused: object
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(super::KEDA_PAUSED))
+                    .is_some_and(|v| v == "true"),
                 name,
             }
         })
@@ -524,9 +532,10 @@ impl fmt::Display for ClusterStatus {
         for job in &self.scaled_jobs {
             writeln!(
                 f,
-                "  ScaledJob {} (pool {}): {}, {} running agent job(s), max {}",
+                "  ScaledJob {} (pool {}): {}{}, {} running agent job(s), max {}",
                 job.name,
                 job.pool.as_deref().unwrap_or("?"),
+                if job.paused { "paused, " } else { "" },
                 job.message,
                 job.active_jobs,
                 job.max_replicas.map_or("?".to_owned(), |m| m.to_string())
@@ -690,6 +699,7 @@ mod tests {
             message: "Ready=True: ScaledJob is defined correctly".into(),
             max_replicas: Some(20),
             active_jobs: 0,
+            paused: false,
         });
         // No agent pods is fine: they scale to zero.
         assert!(deployed.problems(&[Component::Agents]).is_empty());

@@ -398,7 +398,14 @@ fn draw_scaled_jobs(frame: &mut Frame, area: Rect, status: &ClusterStatus, base:
                 Cell::from(ready),
                 Cell::from(j.active_jobs.to_string()),
                 Cell::from(j.max_replicas.map_or("?".into(), |m| m.to_string())),
-                Cell::from(message.to_owned()),
+                if j.paused {
+                    Cell::from(Span::styled(
+                        format!("paused · {message}"),
+                        Style::new().fg(Color::Magenta),
+                    ))
+                } else {
+                    Cell::from(message.to_owned())
+                },
             ]
         })
         .collect();
