@@ -199,3 +199,73 @@ async fn a_bad_pause_is_refused_naming_why_and_pauses_nothing() {
     .await;
     assert!(server.queue.paused_pools().await.unwrap().is_empty());
 }
+
+/// The job list's queue table has Pause and Resume buttons for a signed-in token that may hold
+/// pools, and only for it; the buttons are the API's pause and resume, from this site only.
+#[tokio::test]
+async fn the_job_list_pauses_and_resumes_a_pool_for_a_token_that_may() {
+    use support::browser::{From, get_with, post_form, sign_in};
+
+    let server = server().await;
+    let ops = sign_in(&server, TOKEN).await;
+    let (_, list) = get_with(&server, "/jobs", &ops).await;
+    assert!(
+        list.contains("<form class=\"inline\" method=\"post\" action=\"/queues/gpu/pause\">"),
+        "{list}"
+    );
+    for (token, who) in [
+        (RUNNER, "a jobs token"),
+        (ACME_OPS, "a token for acme only"),
+    ] {
+        let cookie = sign_in(&server, token).await;
+        let (_, list) = get_with(&server, "/jobs", &cookie).await;
+        assert!(!list.contains("/queues/gpu/pause"), "{who}: {list}");
+        let (status, _, _) =
+            post_form(&server, "/queues/gpu/pause", Some(&cookie), From::Here, &[]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}");
+    }
+    let (status, _, _) = post_form(
+        &server,
+        "/queues/gpu/pause",
+        Some(&ops),
+        From::Elsewhere,
+        &[("reason", "from elsewhere")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another site's form");
+    assert!(server.queue.paused_pools().await.unwrap().is_empty());
+
+    let (status, headers, body) = post_form(
+        &server,
+        "/queues/gpu/pause",
+        Some(&ops),
+        From::Here,
+        &[("reason", "new GPUs")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers["location"], "/jobs");
+    let (_, list) = get_with(&server, "/jobs", &ops).await;
+    assert!(list.contains(" ago: new GPUs</strong>"), "{list}");
+    assert!(
+        list.contains("action=\"/queues/gpu/resume\"><button>Resume</button>"),
+        "{list}"
+    );
+    let (status, _, body) = post_form(
+        &server,
+        "/queues/gpu/pause",
+        Some(&ops),
+        From::Here,
+        &[("reason", &"x".repeat(201))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("at most 200"), "{body}");
+
+    let (status, _, _) =
+        post_form(&server, "/queues/gpu/resume", Some(&ops), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(server.queue.paused_pools().await.unwrap().is_empty());
+    let (status, _, _) = post_form(&server, "/queues/gpu/drain", Some(&ops), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -303,7 +303,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     }
     println!("  server    {server_url}  (webhooks: {server_url}/webhooks/gitea|forgejo|github)");
     println!(
-        "  web       {server_url}/jobs  (sign in with the API token to cancel, retry, approve and set secrets)"
+        "  web       {server_url}/jobs  (sign in with the API token to cancel, retry, approve, set secrets and pause pools)"
     );
     println!(
         "  agents    0..{max_agents} on demand ({agent_program}), {} steps (cooldown {}s, logs in \

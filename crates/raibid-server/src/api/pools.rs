@@ -12,7 +12,7 @@ use raibid_queue::{Queue, QueueError};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::auth::{CanHoldPools, CanRead};
+use crate::auth::{Caller, CanHoldPools, CanRead};
 use crate::{ApiError, AppState};
 
 /// A pause's reason is a line for a table or a page header, not a document.
@@ -34,8 +34,6 @@ pub(crate) async fn pause(
     Path(pool): Path<String>,
     body: Bytes,
 ) -> Result<Json<PoolStats>, ApiError> {
-    caller.may_change_all("pausing a pool")?;
-    let pool = known_pool(&state, &pool).await?;
     let request: PauseRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PauseRequest::default()
     } else {
@@ -43,7 +41,21 @@ pub(crate) async fn pause(
             ApiError::InvalidRequest(format!("the body must be {{\"reason\": \"...\"}}: {e}"))
         })?
     };
-    let reason = request.reason.trim();
+    pause_pool(&state, &caller, &pool, &request.reason)
+        .await
+        .map(Json)
+}
+
+/// Pauses `pool` for `caller`, as the API and the job list's Pause button do.
+pub(crate) async fn pause_pool(
+    state: &AppState,
+    caller: &Caller,
+    pool: &str,
+    reason: &str,
+) -> Result<PoolStats, ApiError> {
+    caller.may_change_all("pausing a pool")?;
+    let pool = known_pool(state, pool).await?;
+    let reason = reason.trim();
     if reason.chars().count() > REASON_MAX_CHARS {
         return Err(ApiError::InvalidField {
             field: "reason".into(),
@@ -59,7 +71,7 @@ pub(crate) async fn pause(
     let queue = state.queue();
     queue.pause_pool(&pool, &caller.name(), reason).await?;
     warn!(pool = %pool, token = %caller.name(), reason, "pool paused: its jobs stay queued");
-    Ok(Json(queue.stats(&pool).await?))
+    Ok(queue.stats(&pool).await?)
 }
 
 /// `POST /api/v1/queues/{pool}/resume`: agents take the pool's jobs again. Resuming a pool
@@ -69,19 +81,28 @@ pub(crate) async fn resume(
     State(state): State<AppState>,
     Path(pool): Path<String>,
 ) -> Result<Json<PoolStats>, ApiError> {
+    resume_pool(&state, &caller, &pool).await.map(Json)
+}
+
+/// Resumes `pool` for `caller`, as the API and the job list's Resume button do.
+pub(crate) async fn resume_pool(
+    state: &AppState,
+    caller: &Caller,
+    pool: &str,
+) -> Result<PoolStats, ApiError> {
     caller.may_change_all("resuming a pool")?;
     let queue = state.queue();
-    let name = pool_name(&pool)?;
+    let name = pool_name(pool)?;
     // A paused pool is resumed even if nothing names it any more.
     let pool = if queue.paused_pools().await?.contains_key(&name) {
         name
     } else {
-        known_pool(&state, &pool).await?
+        known_pool(state, pool).await?
     };
     if queue.resume_pool(&pool).await? {
         info!(pool = %pool, token = %caller.name(), "pool resumed");
     }
-    Ok(Json(queue.stats(&pool).await?))
+    Ok(queue.stats(&pool).await?)
 }
 
 /// `name` as a pool the server knows ([`known_pools`]): a typo must not pause nothing while

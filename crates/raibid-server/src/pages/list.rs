@@ -31,6 +31,8 @@ struct JobsPage {
     refresh: bool,
     /// The pools' queues, on the first page.
     queues: Vec<QueueRow>,
+    /// The signed-in token may pause and resume them: their buttons.
+    can_hold_pools: bool,
 }
 
 /// One pool's queue, as `raibid status` shows it.
@@ -139,6 +141,7 @@ pub(super) async fn list(
         chrome: viewer.chrome(),
         root,
         queues,
+        can_hold_pools: viewer.may_hold_pools(),
     };
     Ok(page(StatusCode::OK, &template))
 }

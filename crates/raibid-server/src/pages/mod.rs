@@ -14,6 +14,7 @@ mod assets;
 mod job;
 mod list;
 mod log;
+mod pools;
 mod run;
 mod schedules;
 mod secrets;
@@ -38,6 +39,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/run", run::run),
         Route::get("/schedules", schedules::list),
         Route::post("/schedules/{name}/run", schedules::run),
+        Route::post("/queues/{pool}/{action}", pools::act),
         Route::get("/secrets", secrets::show),
         Route::post("/secrets/set", secrets::set),
         Route::post("/secrets/delete", secrets::delete),

@@ -89,6 +89,14 @@ impl Viewer {
             .is_some_and(|t| t.has_scope(scope) && t.covers(repo))
     }
 
+    /// Whether the signed-in token may pause and resume pools: the `pools` scope, for every
+    /// repository (what the API asks of it).
+    pub(crate) fn may_hold_pools(&self) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|t| t.has_scope(TokenScope::Pools) && t.covers_all())
+    }
+
     /// The signed-in token, or a 401 naming what signing in is for.
     pub(crate) fn token(&self, to: &str) -> Result<ApiToken, ApiError> {
         self.token
