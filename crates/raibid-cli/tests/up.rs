@@ -1599,7 +1599,7 @@ async fn a_paused_pool_runs_nothing_until_resumed() {
             && status.contains("`raibid pool resume default`"),
         "{status}"
     );
-    assert!(status.contains("held: paused by raibid-up"), "{status}");
+    assert!(status.contains("local (held: paused)"), "{status}");
     let error = cli_that_fails(&up, &["pool", "pause", "defualt"]);
     assert!(
         error.contains("404") && error.contains("no pool defualt"),

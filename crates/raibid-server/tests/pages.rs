@@ -549,7 +549,7 @@ fn node() -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn the_list_s_script_reloads_it_unless_a_filter_is_being_edited() {
+async fn the_list_s_script_reloads_it_unless_a_filter_or_a_pause_reason_is_being_edited() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let output = tokio::process::Command::new(node())
         .arg(dir.join("tests/js/list.mjs"))
@@ -566,6 +566,8 @@ async fn the_list_s_script_reloads_it_unless_a_filter_is_being_edited() {
             "idle": { "reloaded": true, "period": 10000 },
             "typed": { "reloaded": false, "period": 10000 },
             "focused": { "reloaded": false, "period": 10000 },
+            "reasonTyped": { "reloaded": false, "period": 10000 },
+            "reasonFocused": { "reloaded": false, "period": 10000 },
         })
     );
 }

@@ -127,6 +127,8 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
                     .unwrap_or_else(|| "-".into()),
                 scaler
                     .map(|s| match &s.held {
+                        // The line under the table says who paused it and why.
+                        Some(_) if p.paused.is_some() => format!("{} (held: paused)", s.source),
                         Some(why) => format!("{} (held: {why})", s.source),
                         None => s.source.clone(),
                     })
