@@ -1600,6 +1600,12 @@ async fn a_paused_pool_runs_nothing_until_resumed() {
         "{status}"
     );
     assert!(status.contains("local (held: paused)"), "{status}");
+    let shown = cli(&up, &["job", "show", &job.id]);
+    assert!(
+        shown.contains("held       pool default paused by raibid-up ")
+            && shown.contains(": new disk: the job waits (`raibid pool resume default`)"),
+        "{shown}"
+    );
     let error = cli_that_fails(&up, &["pool", "pause", "defualt"]);
     assert!(
         error.contains("404") && error.contains("no pool defualt"),

@@ -352,6 +352,12 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
             && paused.contains(" ago: disk &#60;swap&#62;</strong></td><td>2</td>"),
         "{paused}"
     );
+    // So does the page of a job waiting in it.
+    let waiting = page(&server, &format!("/jobs/{lib}")).await;
+    assert!(
+        waiting.contains(" ago: disk &#60;swap&#62;: the job waits"),
+        "{waiting}"
+    );
     server
         .queue
         .resume_pool(&raibid_model::PoolName::default())

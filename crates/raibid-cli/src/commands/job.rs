@@ -70,6 +70,9 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
                 print!("{}", describe(&job, client.base_url()));
+                if let Some(line) = held(&client, &job).await {
+                    println!("{line}");
+                }
             }
         }
         JobCommand::Logs {
@@ -389,6 +392,24 @@ pub fn jobs_table(jobs: &[Job]) -> String {
 }
 
 /// `job` as `raibid job show` prints it; `server` is the server's address, for the job's page.
+/// Why a queued job does not start, when its pool is paused; `None` otherwise, or when the
+/// queues cannot be read (the job's own record is what was asked for).
+async fn held(client: &raibid_client::Client, job: &Job) -> Option<String> {
+    if job.status != JobStatus::Queued {
+        return None;
+    }
+    let queues = client.queues().await.ok()?;
+    let pool = queues.pools.iter().find(|p| p.pool == job.spec.pool)?;
+    let pause = pool.paused.as_ref()?;
+    Some(format!(
+        "{:<10} pool {} {}: the job waits (`raibid pool resume {}`)",
+        "held",
+        job.spec.pool,
+        pause.describe(Utc::now()),
+        job.spec.pool
+    ))
+}
+
 fn describe(job: &Job, server: &str) -> String {
     let now = Utc::now();
     let mut out = String::new();

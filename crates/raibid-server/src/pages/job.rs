@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use raibid_config::TokenScope;
-use raibid_model::{Event, Job, JobStatus, human};
+use raibid_model::{Event, Job, JobStatus, PoolPause, human};
 
 use super::{Chrome, PageError, Viewer, log, page};
 use crate::ApiError;
@@ -114,6 +114,16 @@ pub(super) async fn show(
     let tail = log::tail(queue, &job.id, log::TAIL_BYTES)
         .await
         .map_err(|e| fail(e.into()))?;
+    // Why a queued job does not start, when an operator is holding its pool.
+    let pause = if job.status == JobStatus::Queued {
+        queue
+            .paused_pools()
+            .await
+            .map_err(|e| fail(e.into()))?
+            .remove(&job.spec.pool)
+    } else {
+        None
+    };
     let now = state.clock().now();
     let root = viewer.root().to_owned();
     let may_run = viewer.may(TokenScope::Jobs, &job.spec.repo);
@@ -138,7 +148,7 @@ pub(super) async fn show(
         title: title(&job),
         id: job.id.clone(),
         status: job.status.as_str(),
-        fields: fields(&job, &root, now),
+        fields: fields(&job, &root, now, pause.as_ref()),
         variables: variables(&job),
         children: children
             .iter()
@@ -243,7 +253,7 @@ fn variables(job: &Job) -> Vec<(String, String)> {
         .collect()
 }
 
-fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
+fn fields(job: &Job, root: &str, now: DateTime<Utc>, pause: Option<&PoolPause>) -> Vec<Field> {
     let mut fields = Vec::new();
     let mut add =
         |name, value: String, href: Option<String>| fields.push(Field { name, value, href });
@@ -293,7 +303,14 @@ fn fields(job: &Job, root: &str, now: DateTime<Utc>) -> Vec<Field> {
     if let Some(schedule) = &job.spec.schedule {
         add("schedule", schedule.clone(), None);
     }
-    add("pool", job.spec.pool.to_string(), None);
+    match pause {
+        Some(pause) => add(
+            "pool",
+            format!("{}, {}: the job waits", job.spec.pool, pause.describe(now)),
+            None,
+        ),
+        None => add("pool", job.spec.pool.to_string(), None),
+    }
     add("attempt", job.attempt.to_string(), None);
     if let Some(agent) = &job.agent {
         add("agent", agent.clone(), None);
@@ -386,7 +403,7 @@ mod tests {
         spec.source_branch = Some("fix-<b>".into());
         spec.repo_url = Some("https://github.com/acme/app".into());
         let job = Job::queued("01ARZ3NDEKTSV4RRFFQ69G5FAV", spec, Utc::now());
-        let fields = fields(&job, "/ci", Utc::now());
+        let fields = fields(&job, "/ci", Utc::now(), None);
         let field = |name| fields.iter().find(|f| f.name == name).unwrap();
         assert_eq!(
             field("pull request").href.as_deref(),
@@ -397,6 +414,21 @@ mod tests {
         assert_eq!(
             field("repository").href.as_deref(),
             Some("/ci/jobs?repo=acme/app")
+        );
+        assert_eq!(field("pool").value, "default");
+
+        // A queued job of a paused pool says why it does not start.
+        let now = Utc::now();
+        let pause = PoolPause {
+            by: "ops".into(),
+            reason: "new disk".into(),
+            since: now - chrono::Duration::seconds(90),
+        };
+        let paused = super::fields(&job, "/ci", now, Some(&pause));
+        let pool = paused.iter().find(|f| f.name == "pool").unwrap();
+        assert_eq!(
+            pool.value,
+            "default, paused by ops 1m30s ago: new disk: the job waits"
         );
     }
 
