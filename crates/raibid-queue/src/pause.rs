@@ -55,8 +55,7 @@ impl Queue {
         Ok(removed == 1)
     }
 
-    /// Every paused pool and its pause. A record that no longer reads (hand-edited) still
-    /// pauses its pool, as the claim scripts see only the field: it is shown with no reason.
+    /// Every paused pool and its pause ([`stats::pause_record`]).
     pub async fn paused_pools(&self) -> Result<BTreeMap<PoolName, PoolPause>, QueueError> {
         let raw: BTreeMap<String, String> = self
             .conn
@@ -65,13 +64,7 @@ impl Queue {
         Ok(raw
             .into_iter()
             .filter_map(|(name, json)| {
-                let pool = PoolName::new(name).ok()?;
-                let pause = serde_json::from_str(&json).unwrap_or_else(|_| PoolPause {
-                    by: "?".into(),
-                    reason: String::new(),
-                    since: Utc::now(),
-                });
-                Some((pool, pause))
+                Some((PoolName::new(name).ok()?, stats::pause_record(&json)))
             })
             .collect())
     }

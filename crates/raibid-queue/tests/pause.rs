@@ -142,3 +142,21 @@ async fn a_job_read_as_its_pool_is_paused_is_handed_back_unstarted() {
         "the hand-back did not count"
     );
 }
+
+/// A pause record edited by hand into something unreadable still pauses its pool (the claim
+/// scripts look only for the field) and is shown, not an error hiding every pool's numbers.
+#[tokio::test]
+async fn an_unreadable_pause_record_still_pauses_and_still_reads() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let pool = PoolName::default();
+    enqueue(&q, job_in("web/site", &pool)).await;
+    let set = redis.command("HSET raibid:ci-jobs:paused default not-json");
+    assert_eq!(set.unwrap(), ":1");
+    let stats = q.stats(&pool).await.unwrap();
+    assert_eq!(stats.lag, 1);
+    assert_eq!(stats.paused.unwrap().by, "?");
+    assert_eq!(q.paused_pools().await.unwrap()[&pool].by, "?");
+    let mut c = q.claimer("agent").await.unwrap();
+    assert!(c.claim(&[pool], Duration::ZERO).await.unwrap().is_none());
+}

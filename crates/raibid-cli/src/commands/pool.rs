@@ -4,7 +4,6 @@
 //! pods for jobs no agent may take.
 
 use std::process::ExitCode;
-
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
