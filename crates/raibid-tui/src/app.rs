@@ -512,6 +512,47 @@ mod tests {
         assert!(app.popup.is_none());
     }
 
+    /// `p` on the Queues tab pauses the selected pool, or resumes it when it is paused,
+    /// asking first either way.
+    #[test]
+    fn p_pauses_or_resumes_the_selected_pool_after_yes() {
+        use crate::test_support::pool;
+        let mut app = app();
+        let mut gpu = pool("gpu", 2);
+        gpu.paused = Some(raibid_model::PoolPause {
+            by: "ops".into(),
+            reason: String::new(),
+            since: at(-60),
+        });
+        app.apply(DataEvent::Pools {
+            pools: vec![pool("default", 1), gpu],
+            scalers: Vec::new(),
+            at: at(0),
+        });
+        press(&mut app, KeyCode::Char('3'));
+        assert_eq!(press(&mut app, KeyCode::Char('p')), None);
+        assert!(matches!(&app.popup, Some(Popup::Confirm(_))));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('y')),
+            Some(Command::PausePool(raibid_model::PoolName::default()))
+        );
+        press(&mut app, KeyCode::Down);
+        press(&mut app, KeyCode::Char('p'));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('y')),
+            Some(Command::ResumePool(
+                raibid_model::PoolName::new("gpu").unwrap()
+            ))
+        );
+        press(&mut app, KeyCode::Char('p'));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('n')),
+            None,
+            "no: nothing runs"
+        );
+        assert!(app.popup.is_none());
+    }
+
     #[test]
     fn retry_confirms_with_enter() {
         let mut app = app();

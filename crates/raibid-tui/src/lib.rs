@@ -34,6 +34,8 @@ use chrono::Utc;
 use crossterm::event::EventStream;
 use futures::StreamExt;
 use raibid_client::Client;
+use raibid_infra::cluster::KedaPause;
+use raibid_model::PoolName;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -51,6 +53,8 @@ use terminal::TerminalGuard;
 const TICK: Duration = Duration::from_secs(1);
 /// Polling faster than this would load the server for no visible gain.
 const MIN_REFRESH: Duration = Duration::from_millis(100);
+/// How long a pause waits for the cluster's API server before leaving KEDA as it is.
+const CLUSTER_ACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TuiOptions {
@@ -98,6 +102,10 @@ pub async fn run(client: Client, options: TuiOptions) -> Result<(), TuiError> {
     let (cluster_visible, cluster_visible_rx) = watch::channel(false);
     let mut runtime = Runtime {
         client: client.clone(),
+        cluster: match &kubeconfig {
+            Kubeconfig::Found(path) => Some((path.clone(), options.namespace.clone())),
+            _ => None,
+        },
         events: events.clone(),
         open_job,
         wake: Arc::clone(&wake),
@@ -167,6 +175,9 @@ pub async fn run(client: Client, options: TuiOptions) -> Result<(), TuiError> {
 /// What the event loop owns besides the state: the client and the background tasks.
 struct Runtime {
     client: Client,
+    /// The cluster's kubeconfig and namespace, when there is one: a pool paused here has its
+    /// KEDA ScaledJobs paused too, as `raibid pool pause` does.
+    cluster: Option<(PathBuf, String)>,
     events: mpsc::UnboundedSender<Message>,
     open_job: watch::Sender<Option<String>>,
     wake: Arc<Notify>,
@@ -220,6 +231,8 @@ impl Runtime {
                     }
                 });
             }
+            Command::PausePool(pool) => self.hold(pool, true),
+            Command::ResumePool(pool) => self.hold(pool, false),
             Command::Retry(id) => {
                 let client = self.client.clone();
                 self.report(async move {
@@ -263,6 +276,12 @@ impl Runtime {
 
     /// Runs a request in the background; its answer becomes a notice, and the next poll is
     /// made at once so the lists show its effect.
+    fn hold(&mut self, pool: PoolName, paused: bool) {
+        let client = self.client.clone();
+        let cluster = self.cluster.clone();
+        self.report(hold_pool(client, cluster, pool, paused));
+    }
+
     fn report(&mut self, answer: impl Future<Output = (String, bool)> + Send + 'static) {
         let events = self.events.clone();
         let wake = Arc::clone(&self.wake);
@@ -271,6 +290,40 @@ impl Runtime {
             let _ = events.send(Message::Data(DataEvent::Notice { text, error }));
             wake.notify_one();
         });
+    }
+}
+
+/// Pauses or resumes `pool` through the API, then its ScaledJobs where there is a cluster;
+/// what happened, for the notice line, and whether it is an error.
+async fn hold_pool(
+    client: Client,
+    cluster: Option<(PathBuf, String)>,
+    pool: PoolName,
+    paused: bool,
+) -> (String, bool) {
+    let answer = if paused {
+        client.pause_pool(pool.as_str(), "").await
+    } else {
+        client.resume_pool(pool.as_str()).await
+    };
+    let verb = if paused { "paused" } else { "resumed" };
+    if let Err(e) = answer {
+        return (format!("pool {pool} not {verb}: {e}"), true);
+    }
+    let Some((kubeconfig, namespace)) = cluster else {
+        return (format!("pool {pool} {verb}"), false);
+    };
+    match raibid_infra::cluster::pause_pool_scaled_jobs(
+        &kubeconfig,
+        &namespace,
+        pool.as_str(),
+        paused,
+        CLUSTER_ACTION_TIMEOUT,
+    )
+    .await
+    {
+        KedaPause::Done(line) => (format!("pool {pool} {verb}; {line}"), false),
+        KedaPause::Failed(why) => (format!("pool {pool} {verb}, but {why}"), true),
     }
 }
 

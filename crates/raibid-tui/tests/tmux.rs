@@ -193,6 +193,12 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
     ));
 
     let queue = queue(&redis);
+    // The arm64 pool, whose ScaledJob the recorded cluster has: paused from the Queues tab.
+    // Queued first, so that the job opened below stays the newest.
+    queue
+        .enqueue(new_job("e2e/arm-build", "arm64", 0))
+        .await
+        .expect("enqueue");
     // Queued in a pool no agent serves; cancelled later, once it is deep in history.
     let Enqueued::Created(old) = queue
         .enqueue(new_job("e2e/old-build", "other", 0))
@@ -314,6 +320,37 @@ async fn dashboard_shows_a_job_and_its_log_then_restores_the_terminal() {
     ] {
         assert!(screen.contains(expected), "{expected} missing:\n{screen}");
     }
+
+    // The Queues tab pauses the selected pool (arm64, first by name), asking first, through
+    // the API and on KEDA's ScaledJob, and shows it paused; pressed again, resumes it.
+    tmux.send_keys(&["3"]);
+    tmux.wait_for("the queues", |_, s| {
+        s.contains("arm64") && s.contains("LAST 10 MIN")
+    });
+    tmux.send_keys(&["p"]);
+    let screen = tmux.wait_for("the confirmation", |_, s| s.contains("Confirm"));
+    assert!(screen.contains("Pause pool arm64?"), "{screen}");
+    tmux.send_keys(&["y"]);
+    tmux.wait_for("the pause's answer", |_, s| {
+        s.contains("pool arm64 paused; KEDA: ScaledJob raibid-agent-arm64 paused")
+    });
+    tmux.wait_for("the pool marked paused", |_, s| {
+        s.contains("arm64 paused by ")
+    });
+    let paused = queue.paused_pools().await.expect("paused pools");
+    assert!(
+        paused.contains_key(&PoolName::new("arm64").unwrap()),
+        "{paused:?}"
+    );
+    assert_eq!(cluster.patches().len(), 1, "{:?}", cluster.patches());
+    tmux.send_keys(&["p"]);
+    let screen = tmux.wait_for("the confirmation", |_, s| s.contains("Confirm"));
+    assert!(screen.contains("Resume pool arm64?"), "{screen}");
+    tmux.send_keys(&["y"]);
+    tmux.wait_for("the resume's answer", |_, s| {
+        s.contains("pool arm64 resumed; KEDA: ScaledJob raibid-agent-arm64 resumed")
+    });
+    assert!(queue.paused_pools().await.expect("paused pools").is_empty());
 
     // A newest page of jobs queued after the old one, then it is cancelled: no list the
     // dashboard polls has it any more, yet its row must turn to cancelled.

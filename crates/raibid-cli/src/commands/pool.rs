@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use raibid_config::Config;
-use raibid_model::{PoolName, PoolStats};
+use raibid_infra::cluster::KedaPause;
+use raibid_model::PoolStats;
 
 use crate::cli::{Output, PoolArgs, PoolCommand};
 
@@ -26,71 +27,25 @@ pub async fn run(config: &Config, args: PoolArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", summary(&stats, Utc::now()));
     }
-    // The pause is in force (agents read it from Redis); KEDA's side follows, and a failure
-    // there is a warning with the command that does it by hand.
-    match keda(config, &stats.pool, paused).await {
-        Keda::NoCluster => {}
-        Keda::Done(line) => {
-            if args.api.output != Output::Json {
-                println!("{line}");
-            }
+    // The pause is in force (agents read it from Redis); KEDA's side follows, where this
+    // machine has a cluster, and a failure there is a warning with the command to run by hand.
+    let kubeconfig = raibid_infra::cluster::kubeconfig_path(config);
+    if kubeconfig.exists() {
+        let keda = raibid_infra::cluster::pause_pool_scaled_jobs(
+            &kubeconfig,
+            &config.cluster.namespace,
+            stats.pool.as_str(),
+            paused,
+            CLUSTER_TIMEOUT,
+        )
+        .await;
+        match keda {
+            KedaPause::Done(line) if args.api.output != Output::Json => println!("{line}"),
+            KedaPause::Done(_) => {}
+            KedaPause::Failed(warning) => eprintln!("warning: {warning}"),
         }
-        Keda::Failed(warning) => eprintln!("warning: {warning}"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What became of the pool's ScaledJobs.
-#[derive(Debug, PartialEq, Eq)]
-enum Keda {
-    /// No kubeconfig here: a `raibid up` machine.
-    NoCluster,
-    /// What was done, for the user.
-    Done(String),
-    Failed(String),
-}
-
-/// Sets or clears KEDA's pause on the pool's ScaledJobs in `cluster.namespace`, when this
-/// machine has a kubeconfig.
-async fn keda(config: &Config, pool: &PoolName, paused: bool) -> Keda {
-    let kubeconfig = raibid_infra::cluster::kubeconfig_path(config);
-    if !kubeconfig.exists() {
-        return Keda::NoCluster;
-    }
-    let namespace = &config.cluster.namespace;
-    let result = match raibid_infra::cluster::connect(config, CLUSTER_TIMEOUT).await {
-        Ok(cluster) => {
-            raibid_infra::cluster::pause_scaled_jobs(&cluster, namespace, pool.as_str(), paused)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    let (verb, value) = if paused {
-        ("paused", "=true")
-    } else {
-        ("resumed", "-")
-    };
-    match result {
-        Ok(names) if names.is_empty() => Keda::Done(format!(
-            "KEDA: no ScaledJob of pool {pool} in namespace {namespace}"
-        )),
-        Ok(names) => Keda::Done(format!(
-            "KEDA: ScaledJob {} {verb}{}",
-            names.join(", "),
-            if paused {
-                " (it starts no agent pods)"
-            } else {
-                ""
-            }
-        )),
-        Err(e) => Keda::Failed(format!(
-            "KEDA's ScaledJobs of pool {pool} were not {verb} ({}); by hand: kubectl -n \
-             {namespace} annotate scaledjob -l {}={pool} {}{value}",
-            raibid_infra::cluster::error_chain(&e),
-            raibid_infra::cluster::POOL_LABEL,
-            raibid_infra::cluster::KEDA_PAUSED,
-        )),
-    }
 }
 
 /// What the pool does now, in the words an operator acts on.
@@ -118,7 +73,7 @@ fn summary(stats: &PoolStats, now: DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use raibid_model::PoolPause;
+    use raibid_model::{PoolName, PoolPause};
 
     use super::*;
 

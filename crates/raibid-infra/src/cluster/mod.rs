@@ -16,7 +16,7 @@ pub use objects::{
     exists, get, list_everywhere, namespace_labels, namespace_terminating, patch_if_present,
     secret_data, to_dynamic,
 };
-pub use pause::{KEDA_PAUSED, POOL_LABEL, pause_scaled_jobs};
+pub use pause::{KEDA_PAUSED, KedaPause, POOL_LABEL, pause_pool_scaled_jobs, pause_scaled_jobs};
 pub use status::{
     ClusterStatus, ComponentPods, FluxObject, NodeStatus, PodStatus, ScaledJobStatus,
     cluster_status, cluster_status_of, gpu_note, offers_gpus, requests_gpus,

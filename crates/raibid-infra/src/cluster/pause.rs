@@ -4,10 +4,13 @@
 //! again, each holding its resource requests (a GPU pool's GPUs) the while. KEDA's own pause
 //! annotation stops the ScaledJob's scale loop instead: no new Jobs, running ones go on.
 
+use std::path::Path;
+use std::time::Duration;
+
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 
-use super::Cluster;
 use super::objects::api_error;
+use super::{Cluster, connect_to, error_chain};
 use crate::InfraError;
 use crate::kinds;
 use crate::manifest::ObjectRef;
@@ -67,4 +70,53 @@ pub async fn pause_scaled_jobs(
         names.push(name);
     }
     Ok(names)
+}
+
+/// What became of a pool's ScaledJobs, in words for the person who paused or resumed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KedaPause {
+    /// Done, or nothing to do: what was.
+    Done(String),
+    /// The cluster could not be reached or refused: why, and the command that does it by hand.
+    Failed(String),
+}
+
+/// [`pause_scaled_jobs`] on the cluster of `kubeconfig`, as `raibid pool pause|resume` and the
+/// dashboard follow a pause with it. The pause itself is already in force: a failure here
+/// leaves only KEDA starting agent pods that find nothing to take.
+pub async fn pause_pool_scaled_jobs(
+    kubeconfig: &Path,
+    namespace: &str,
+    pool: &str,
+    paused: bool,
+    timeout: Duration,
+) -> KedaPause {
+    let result = match connect_to(kubeconfig, timeout).await {
+        Ok(cluster) => pause_scaled_jobs(&cluster, namespace, pool, paused).await,
+        Err(e) => Err(e),
+    };
+    let (verb, value) = if paused {
+        ("paused", "=true")
+    } else {
+        ("resumed", "-")
+    };
+    match result {
+        Ok(names) if names.is_empty() => KedaPause::Done(format!(
+            "KEDA: no ScaledJob of pool {pool} in namespace {namespace}"
+        )),
+        Ok(names) => KedaPause::Done(format!(
+            "KEDA: ScaledJob {} {verb}{}",
+            names.join(", "),
+            if paused {
+                " (it starts no agent pods)"
+            } else {
+                ""
+            }
+        )),
+        Err(e) => KedaPause::Failed(format!(
+            "KEDA's ScaledJobs of pool {pool} were not {verb} ({}); by hand: kubectl -n \
+             {namespace} annotate scaledjob -l {POOL_LABEL}={pool} {KEDA_PAUSED}{value}",
+            error_chain(&e),
+        )),
+    }
 }

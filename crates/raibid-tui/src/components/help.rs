@@ -41,7 +41,10 @@ const BINDINGS: &[(&str, &[(&str, &str)])] = &[
             ("Esc", "back to the jobs"),
         ],
     ),
-    ("Queues, Agents", &[("j k ↑ ↓, wheel", "move")]),
+    (
+        "Queues, Agents",
+        &[("j k ↑ ↓ wheel · p", "move · pause or resume (Queues)")],
+    ),
 ];
 
 const KEY_WIDTH: usize = 20;

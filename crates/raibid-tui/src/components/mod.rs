@@ -25,7 +25,7 @@ pub(crate) use queues::QueuesView;
 
 use chrono::{DateTime, Utc};
 use crossterm::event::Event;
-use raibid_model::Job;
+use raibid_model::{Job, PoolName};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
@@ -40,6 +40,9 @@ pub(crate) enum Command {
     RetryFailed(String),
     /// Let a blocked job (waiting for approval) run.
     Approve(String),
+    /// Hold the pool's jobs (`raibid pool pause`), or let them go again.
+    PausePool(PoolName),
+    ResumePool(PoolName),
     /// Put text on the clipboard of the terminal the user sits at (OSC 52).
     Copy(String),
     Quit,

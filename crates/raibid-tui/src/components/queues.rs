@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use crossterm::event::Event;
+use crossterm::event::{Event, KeyCode};
 use raibid_client::AgentEntry;
 use raibid_model::{PoolName, PoolStats, ScalerStatus};
 use ratatui::Frame;
@@ -15,7 +15,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row};
 
 use super::columns::{self, ColumnSpec, TableColumn};
 use super::nav::TableNav;
-use super::{Component, EventResult};
+use super::{Action, Command, Component, EventResult};
 use crate::fmt;
 
 /// How far back the queue-depth sparkline reaches.
@@ -139,14 +139,13 @@ impl QueuesView {
         now: DateTime<Utc>,
     ) -> Cell<'a> {
         match column {
-            // A paused pool's queue grows on purpose: say so where the eye starts.
-            Column::Pool => match &pool.paused {
-                Some(_) => Cell::from(Span::styled(
-                    format!("{} (paused)", pool.pool),
-                    Style::new().fg(Color::Magenta),
-                )),
-                None => Cell::from(pool.pool.as_str()),
-            },
+            // A paused pool's queue grows on purpose: say so where the eye starts (the line
+            // under the table says who paused it and why).
+            Column::Pool if pool.paused.is_some() => Cell::from(Span::styled(
+                pool.pool.as_str(),
+                Style::new().fg(Color::Magenta),
+            )),
+            Column::Pool => Cell::from(pool.pool.as_str()),
             Column::Queued => {
                 let style = if pool.lag > 0 {
                     Style::new().fg(Color::Yellow)
@@ -176,6 +175,9 @@ impl QueuesView {
             }
             // Agents the autoscaler keeps now out of its maximum, and how many it just started.
             // Pools no autoscaler watches (KEDA reports nothing here) show n/a.
+            Column::Scaler if pool.paused.is_some() => {
+                Cell::from(Span::styled("paused", Style::new().fg(Color::Magenta)))
+            }
             Column::Scaler => match self.scalers.get(&pool.pool) {
                 Some(s) if s.started > 0 => {
                     Cell::from(format!("{}/{} +{}", s.agents, s.max_agents, s.started))
@@ -241,6 +243,28 @@ impl QueuesView {
 impl Component for QueuesView {
     fn handle_event(&mut self, event: &Event) -> EventResult {
         let len = self.pools.len();
+        if let Event::Key(key) = event
+            && key.code == KeyCode::Char('p')
+            && let Some(pool) = self.pools.get(self.nav.selected())
+        {
+            let name = pool.pool.clone();
+            return EventResult::Action(match &pool.paused {
+                Some(_) => Action::Confirm {
+                    prompt: format!(
+                        "Resume pool {name}? Agents take its {} queued jobs.",
+                        pool.lag
+                    ),
+                    command: Command::ResumePool(name),
+                },
+                None => Action::Confirm {
+                    prompt: format!(
+                        "Pause pool {name}? Its jobs wait, queued, until it is resumed; running \
+                         ones go on."
+                    ),
+                    command: Command::PausePool(name),
+                },
+            });
+        }
         let moved = match event {
             Event::Key(key) => self.nav.handle_key(key, len),
             Event::Mouse(mouse) => {
