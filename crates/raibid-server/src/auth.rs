@@ -2,8 +2,8 @@
 //!
 //! Handlers take [`CanRunJobs`], [`CanSetSecrets`], [`CanHoldPools`] or [`CanRead`] as an
 //! argument; the extractor runs before the body is read, so an unauthenticated client cannot
-//! make the server parse its payload. The token itself is never logged: it lives only in the request's header
-//! map and in the comparison.
+//! make the server parse its payload. The token itself is never logged: it lives only in the
+//! request's header map and in the comparison.
 //!
 //! A browser signed in on the web pages sends a session cookie ([`SESSION_COOKIE`]): a random
 //! id whose hash names, in Redis, the token it signed in with. Reads accept it, so a job's

@@ -251,7 +251,7 @@ impl Component for QueuesView {
             return EventResult::Action(match &pool.paused {
                 Some(_) => Action::Confirm {
                     prompt: format!(
-                        "Resume pool {name}? Agents take its {} queued jobs.",
+                        "Resume pool {name}? Agents take its {} queued job(s).",
                         pool.lag
                     ),
                     command: Command::ResumePool(name),
