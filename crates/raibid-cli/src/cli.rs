@@ -467,6 +467,8 @@ pub enum JobCommand {
         /// Exact commit; resolved from the ref by the server when omitted.
         #[arg(long)]
         sha: Option<String>,
+        /// Pool to queue it in [default: the server's `pool_rules` for the repository, else
+        /// `server.default_pool`].
         #[arg(long)]
         pool: Option<String>,
         /// Extra environment, repeatable: `--env KEY=VALUE`. `RAIBID_WORKFLOW=NAME` runs one
@@ -476,10 +478,13 @@ pub enum JobCommand {
     },
     /// List jobs, newest first.
     List {
+        /// Only jobs with this status.
         #[arg(long)]
         status: Option<raibid_model::JobStatus>,
+        /// Only jobs of this repository (`owner/name`).
         #[arg(long)]
         repo: Option<String>,
+        /// Only jobs of this pool.
         #[arg(long)]
         pool: Option<String>,
         #[arg(long, default_value_t = 20)]
