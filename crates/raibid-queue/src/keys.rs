@@ -166,4 +166,10 @@ impl Keys {
     pub fn session(&self, key: &str) -> String {
         format!("{}:session:{key}", self.prefix)
     }
+
+    /// The sessions signed in with one token (by the token's hash): a sorted set of session
+    /// keys by expiry, so that signing out everywhere finds them.
+    pub fn sessions_of(&self, token_hash: &str) -> String {
+        format!("{}:sessions-of:{token_hash}", self.prefix)
+    }
 }

@@ -1014,3 +1014,40 @@ return 1
 "#,
     )
 });
+
+/// Starts a session and indexes it under its token, dropping the index's expired entries; the
+/// index lives as long as its longest session.
+///
+/// KEYS: session, sessions of the token
+/// ARGV: token hash, ttl s, now ms, session key (the index's member)
+pub(crate) static START_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local expires = tonumber(ARGV[3]) + tonumber(ARGV[2]) * 1000
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[2], string.format('%d', expires), ARGV[4])
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], last[2])
+return 1
+"#,
+    )
+});
+
+/// Ends every session of a token: each indexed session key still alive, then the index.
+///
+/// KEYS: sessions of the token
+/// ARGV: session key prefix (`<prefix>:session:`)
+/// Returns how many live sessions it ended.
+pub(crate) static END_SESSIONS_OF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local ended = 0
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  ended = ended + redis.call('DEL', ARGV[1] .. key)
+end
+redis.call('DEL', KEYS[1])
+return ended
+"#,
+    )
+});

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use crate::{Queue, QueueError};
+use chrono::Utc;
+
+use crate::{Queue, QueueError, scripts};
 
 impl Queue {
     /// Records that session `key` is signed in as the token whose hash is `token_hash`, for
@@ -18,15 +20,26 @@ impl Queue {
         token_hash: &str,
         ttl: Duration,
     ) -> Result<(), QueueError> {
-        self.conn
-            .run::<()>(
-                redis::cmd("SET")
-                    .arg(self.keys.session(key))
-                    .arg(token_hash)
-                    .arg("EX")
-                    .arg(ttl.as_secs().max(1)),
-            )
-            .await
+        let mut invocation = scripts::START_SESSION.prepare_invoke();
+        invocation
+            .key(self.keys.session(key))
+            .key(self.keys.sessions_of(token_hash))
+            .arg(token_hash)
+            .arg(ttl.as_secs().max(1))
+            .arg(Utc::now().timestamp_millis())
+            .arg(key);
+        let _: i64 = self.conn.script(&invocation).await?;
+        Ok(())
+    }
+
+    /// Signs out every session signed in with the token whose hash is `token_hash`, in every
+    /// browser (GitHub's "sign out of all sessions"); returns how many were still alive.
+    pub async fn end_sessions_of(&self, token_hash: &str) -> Result<u64, QueueError> {
+        let mut invocation = scripts::END_SESSIONS_OF.prepare_invoke();
+        invocation
+            .key(self.keys.sessions_of(token_hash))
+            .arg(self.keys.session(""));
+        self.conn.script(&invocation).await
     }
 
     /// The hash of the token session `key` is signed in as, while it lasts.

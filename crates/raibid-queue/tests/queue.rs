@@ -1774,3 +1774,48 @@ async fn sessions_last_until_they_expire_or_end() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Signing a token out everywhere ends each of its live sessions and no other token's; its
+/// index of sessions goes with them, and expires with its longest session meanwhile.
+#[tokio::test]
+async fn a_token_is_signed_out_everywhere_and_other_tokens_stay() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    for key in ["laptop", "phone", "ended"] {
+        q.start_session(key, "sha256:aa", Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    q.start_session("other", "sha256:bb", Duration::from_secs(60))
+        .await
+        .unwrap();
+    q.end_session("ended").await.unwrap();
+    let ttl = redis
+        .command("PTTL raibid:ci-jobs:sessions-of:sha256:aa")
+        .unwrap();
+    let ttl: i64 = ttl.trim_start_matches(':').parse().unwrap();
+    assert!(
+        ttl > 50_000 && ttl <= 60_000,
+        "the index expires with its sessions: {ttl}"
+    );
+
+    assert_eq!(q.end_sessions_of("sha256:aa").await.unwrap(), 2);
+    for key in ["laptop", "phone", "ended"] {
+        assert_eq!(q.session(key).await.unwrap(), None, "{key}");
+    }
+    assert_eq!(
+        q.session("other").await.unwrap().as_deref(),
+        Some("sha256:bb")
+    );
+    assert_eq!(
+        redis
+            .command("EXISTS raibid:ci-jobs:sessions-of:sha256:aa")
+            .unwrap(),
+        ":0"
+    );
+    assert_eq!(
+        q.end_sessions_of("sha256:aa").await.unwrap(),
+        0,
+        "none left"
+    );
+}

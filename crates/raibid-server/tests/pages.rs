@@ -1050,3 +1050,68 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
         "{page}"
     );
 }
+
+/// "everywhere" beside Sign out ends every session of the browser's token, in every browser,
+/// and no other token's; another site's form ends nothing.
+#[tokio::test]
+async fn signing_out_everywhere_ends_every_session_of_the_token() {
+    const OTHER: &str = "rbd_other_person_token_5e1";
+    let mut cfg = config();
+    cfg.server.read_requires_token = true;
+    cfg.server.tokens.push(ApiToken {
+        name: "other".into(),
+        hash: TokenHash::parse(&hash_token(OTHER)).unwrap(),
+        scopes: TokenScope::ALL.to_vec(),
+        repos: vec!["*".into()],
+    });
+    let server = TestServer::start_with(cfg).await;
+    let laptop = sign_in(&server, TOKEN).await;
+    let phone = sign_in(&server, TOKEN).await;
+    let colleague = sign_in(&server, OTHER).await;
+    let (status, page) = get_with(&server, "/jobs", &phone).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("<button name=\"everywhere\" value=\"1\""),
+        "{page}"
+    );
+
+    let everywhere = [("everywhere", "1")];
+    let (status, _, _) = post_form(
+        &server,
+        "/logout",
+        Some(&phone),
+        From::Elsewhere,
+        &everywhere,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(get_with(&server, "/jobs", &laptop).await.0, StatusCode::OK);
+
+    let (status, headers, _) =
+        post_form(&server, "/logout", Some(&phone), From::Here, &everywhere).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    for (cookie, which) in [(&phone, "this browser"), (&laptop, "the other browser")] {
+        let (status, _) = get_with(&server, "/jobs", cookie).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{which}");
+    }
+    assert_eq!(
+        get_with(&server, "/jobs", &colleague).await.0,
+        StatusCode::OK,
+        "another token's session stays"
+    );
+    // A plain sign-out ends only its own browser's session.
+    let again = sign_in(&server, TOKEN).await;
+    let (status, _, _) = post_form(&server, "/logout", Some(&colleague), From::Here, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        get_with(&server, "/jobs", &colleague).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(get_with(&server, "/jobs", &again).await.0, StatusCode::OK);
+}

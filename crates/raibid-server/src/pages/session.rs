@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 
 use askama::Template;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -268,19 +269,42 @@ pub(super) async fn login(
     ))
 }
 
+/// `POST /logout`: ends this browser's session; with `everywhere=1` (the header's "everywhere"
+/// button), every session signed in with the same token, in every browser, as GitHub's "sign
+/// out of all sessions" does for a lost laptop.
 pub(super) async fn logout(
     viewer: Viewer,
     State(state): State<AppState>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, PageError> {
     same_origin(&headers, &state).map_err(|e| viewer.fail(e))?;
+    let everywhere = form_urlencoded::parse(&body).any(|(k, v)| k == "everywhere" && v == "1");
     // Ended in Redis, not only forgotten by this browser: a copy of the cookie is no use.
     if let Some(id) = session_cookie(&headers) {
-        state
-            .queue()
-            .end_session(&session_key(&id))
-            .await
-            .map_err(|e| viewer.fail(e))?;
+        let queue = state.queue();
+        let key = session_key(&id);
+        let signed_in_as = if everywhere {
+            queue.session(&key).await.map_err(|e| viewer.fail(e))?
+        } else {
+            None
+        };
+        match signed_in_as {
+            Some(token_hash) => {
+                let ended = queue
+                    .end_sessions_of(&token_hash)
+                    .await
+                    .map_err(|e| viewer.fail(e))?;
+                // The session itself, should it predate the index of sessions.
+                queue.end_session(&key).await.map_err(|e| viewer.fail(e))?;
+                let token = viewer
+                    .token
+                    .as_ref()
+                    .map_or_else(|| token_hash.clone(), ApiToken::name);
+                tracing::info!(token = %token, sessions = ended, "signed out everywhere");
+            }
+            None => queue.end_session(&key).await.map_err(|e| viewer.fail(e))?,
+        }
     }
     let secure = state.config().server.public_url.starts_with("https://");
     let cookie = cookie(&viewer.root, "", 0, secure);
