@@ -1051,7 +1051,7 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
     );
 }
 
-/// "everywhere" beside Sign out ends every session of the browser's token, in every browser,
+/// "Sign out everywhere" ends every session of the browser's token, in every browser,
 /// and no other token's; another site's form ends nothing.
 #[tokio::test]
 async fn signing_out_everywhere_ends_every_session_of_the_token() {
