@@ -270,8 +270,8 @@ pub(super) async fn login(
 }
 
 /// `POST /logout`: ends this browser's session; with `everywhere=1` (the header's "Sign out
-/// everywhere"), every session signed in with the same token, in every browser, as GitHub's "sign
-/// out of all sessions" does for a lost laptop.
+/// everywhere"), every session signed in with the same token, in every browser, as GitHub's
+/// "sign out of all sessions" does for a lost laptop.
 pub(super) async fn logout(
     viewer: Viewer,
     State(state): State<AppState>,
