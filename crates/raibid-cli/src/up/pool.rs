@@ -221,10 +221,10 @@ impl LocalPool {
     }
 
     /// The registry's upkeep, when it is due and nothing could be uploading: no agent alive,
-    /// and in every pool nothing queued and nothing pending (a pending entry is a job whose
-    /// agent died; the reaper queues it again); or, when overdue ([`Self::upkeep_overdue`]),
-    /// as soon as the last agent has exited, whatever is queued. Jobs queued meanwhile wait
-    /// for it to end.
+    /// and in every pool nothing queued (but in a paused pool) and nothing pending (a pending
+    /// entry is a job whose agent died; the reaper queues it again); or, when overdue
+    /// ([`Self::upkeep_overdue`]), as soon as the last agent has exited, whatever is queued.
+    /// Jobs queued meanwhile wait for it to end.
     async fn upkeep_if_quiet(
         &mut self,
         pools: &BTreeSet<PoolName>,
@@ -239,7 +239,10 @@ impl LocalPool {
         if !overdue {
             for pool in pools {
                 let stats = self.queue.stats(pool).await?;
-                if stats.lag > 0 || stats.pending > 0 {
+                // A paused pool's queued jobs start nothing that could upload, however long
+                // they wait; its running ones (pending) still could.
+                let waiting = stats.lag > 0 && stats.paused.is_none();
+                if waiting || stats.pending > 0 {
                     return Ok(());
                 }
             }
@@ -486,6 +489,18 @@ mod tests {
         assert!(
             upkeep_asked(&mut pool, &mut received).await,
             "quiet and due"
+        );
+
+        // Queued in a paused pool: nothing can start, so still quiet.
+        queue.enqueue(push()).await.unwrap();
+        queue
+            .pause_pool(&PoolName::default(), "ops", "")
+            .await
+            .unwrap();
+        let (mut pool, mut received) = pool_with_upkeep(queue.clone(), Duration::ZERO);
+        assert!(
+            upkeep_asked(&mut pool, &mut received).await,
+            "only a paused pool's jobs wait"
         );
     }
 
