@@ -1667,4 +1667,14 @@ async fn pausing_a_pool_pauses_its_scaled_job_where_there_is_a_cluster() {
             .iter()
             .any(|p| p.pool.as_str() == "arm64" && p.paused.is_some())
     );
+    // `raibid status` reads both and says they disagree.
+    let out = cli_run_with(&up, &["status"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "note: pool arm64 is paused but its ScaledJob raibid-agent-arm64 is not: KEDA may \
+             start agent pods"
+        ),
+        "{text}"
+    );
 }

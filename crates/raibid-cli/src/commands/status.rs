@@ -76,6 +76,12 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
         return Ok(verdict(&problems));
     }
     let queues = client.queues().await?;
+    let (pause_problems, pause_notes) = if cluster.reachable {
+        pause_mismatches(&queues.pools, &cluster.scaled_jobs)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    problems.extend(pause_problems);
     let agents = client.agents().await?;
     let mut failures = Vec::new();
     for status in [JobStatus::Failure, JobStatus::Error, JobStatus::Dead] {
@@ -160,6 +166,9 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
             );
         }
     }
+    for note in &pause_notes {
+        println!("note: {note}");
+    }
     println!();
     if agents.is_empty() {
         println!("agents    none connected (the local pool starts them when jobs arrive)");
@@ -204,6 +213,43 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
     Ok(verdict(&problems))
 }
 
+/// Where the queue's pauses and KEDA's disagree: a ScaledJob paused for a pool that is not
+/// (its jobs would wait for ever: a problem), and a pool paused whose ScaledJob is not (KEDA
+/// starts agent pods that find nothing to take: a note). A pause made through the API or the
+/// web pages, or resumed there, leaves KEDA as it was.
+fn pause_mismatches(
+    pools: &[raibid_model::PoolStats],
+    scaled_jobs: &[raibid_infra::cluster::ScaledJobStatus],
+) -> (Vec<String>, Vec<String>) {
+    let (mut problems, mut notes) = (Vec::new(), Vec::new());
+    for job in scaled_jobs {
+        let Some(pool) = job
+            .pool
+            .as_deref()
+            .and_then(|name| pools.iter().find(|p| p.pool.as_str() == name))
+        else {
+            continue;
+        };
+        match (job.paused, pool.paused.is_some()) {
+            (true, false) => problems.push(format!(
+                "ScaledJob {} is paused ({}) but pool {} is not: KEDA starts no agent for its \
+                 jobs; `raibid pool resume {}` from here resumes both",
+                job.name,
+                raibid_infra::cluster::KEDA_PAUSED,
+                pool.pool,
+                pool.pool
+            )),
+            (false, true) => notes.push(format!(
+                "pool {} is paused but its ScaledJob {} is not: KEDA may start agent pods that \
+                 find nothing to take; `raibid pool pause {}` from here pauses both",
+                pool.pool, job.name, pool.pool
+            )),
+            _ => {}
+        }
+    }
+    (problems, notes)
+}
+
 /// The exit code, with what is not ready on stderr (stdout stays the report, or pure JSON).
 fn verdict(problems: &[String]) -> ExitCode {
     if problems.is_empty() {
@@ -213,4 +259,71 @@ fn verdict(problems: &[String]) -> ExitCode {
         eprintln!("not ready: {problem}");
     }
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use raibid_infra::cluster::ScaledJobStatus;
+    use raibid_model::{PoolName, PoolPause, PoolStats};
+
+    use super::*;
+
+    fn pool(name: &str, paused: bool) -> PoolStats {
+        PoolStats {
+            pool: PoolName::new(name).unwrap(),
+            stream: format!("ci-jobs:{name}"),
+            length: 1,
+            lag: 1,
+            pending: 0,
+            consumers: Vec::new(),
+            oldest_queued_ms: None,
+            dead_letters: 0,
+            paused: paused.then(|| PoolPause {
+                by: "ops".into(),
+                reason: String::new(),
+                since: Utc::now(),
+            }),
+        }
+    }
+
+    fn scaled_job(pool: &str, paused: bool) -> ScaledJobStatus {
+        ScaledJobStatus {
+            name: format!("raibid-agent-{pool}"),
+            pool: Some(pool.into()),
+            ready: true,
+            message: "Ready=True".into(),
+            max_replicas: Some(20),
+            active_jobs: 0,
+            paused,
+        }
+    }
+
+    #[test]
+    fn pauses_that_disagree_with_keda_are_named() {
+        let pools = [
+            pool("arm64", false),
+            pool("gpu", true),
+            pool("amd64", true),
+            pool("x", false),
+        ];
+        let jobs = [
+            scaled_job("arm64", true),
+            scaled_job("gpu", false),
+            scaled_job("amd64", true),
+            scaled_job("x", false),
+            scaled_job("gone", true),
+        ];
+        let (problems, notes) = pause_mismatches(&pools, &jobs);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("ScaledJob raibid-agent-arm64 is paused")
+                && problems[0].ends_with("`raibid pool resume arm64` from here resumes both"),
+            "{problems:?}"
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("pool gpu is paused but its ScaledJob raibid-agent-gpu is not"),
+            "{notes:?}"
+        );
+    }
 }
