@@ -167,6 +167,12 @@ impl Keys {
         format!("{}:session:{key}", self.prefix)
     }
 
+    /// The wrong tokens one client presented within its window, counted by every replica of
+    /// the server (`client` is its address, an IPv6 one's /64).
+    pub fn auth_failures(&self, client: &str) -> String {
+        format!("{}:auth-failures:{client}", self.prefix)
+    }
+
     /// The sessions signed in with one token (by the token's hash): a sorted set of session
     /// keys by expiry, so that signing out everywhere finds them.
     pub fn sessions_of(&self, token_hash: &str) -> String {

@@ -1051,3 +1051,18 @@ return ended
 "#,
     )
 });
+
+/// Counts one wrong token of a client; its window starts with its first.
+///
+/// KEYS: the client's failures
+/// ARGV: window ms
+/// Returns {failures in the window, ms left of it}
+pub(crate) static COUNT_AUTH_FAILURE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('PTTL', KEYS[1])}
+"#,
+    )
+});

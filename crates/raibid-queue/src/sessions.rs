@@ -1,5 +1,6 @@
 //! Browsers signed in on the web pages: which API token each session is signed in as, until
-//! it expires or signs out.
+//! it expires or signs out; and the wrong tokens each client presented, which every replica
+//! of the server counts together.
 //!
 //! A session is found by a key the server derives from the browser's cookie (a hash of it), and
 //! names its token by the token's hash as `server.tokens` lists it: neither the cookie nor the
@@ -47,6 +48,22 @@ impl Queue {
         self.conn
             .run(redis::cmd("GET").arg(self.keys.session(key)))
             .await
+    }
+
+    /// Counts a wrong token `client` presented, for every replica of the server to see:
+    /// the client's failures within its window (which starts with its first), and how long
+    /// that window has left.
+    pub async fn count_auth_failure(
+        &self,
+        client: &str,
+        window: Duration,
+    ) -> Result<(u64, Duration), QueueError> {
+        let mut invocation = scripts::COUNT_AUTH_FAILURE.prepare_invoke();
+        invocation
+            .key(self.keys.auth_failures(client))
+            .arg(window.as_millis().max(1) as u64);
+        let (count, left_ms): (u64, i64) = self.conn.script(&invocation).await?;
+        Ok((count, Duration::from_millis(left_ms.max(0) as u64)))
     }
 
     /// Signs session `key` out.

@@ -9,8 +9,12 @@
 //!
 //! A client is the address [`crate::client_addr::client_ip`] reads (behind
 //! `server.trusted_proxies`, the proxy's client); IPv6 addresses count by their /64, which one
-//! host is commonly given whole. The counts live in the server's memory: each replica counts
-//! its own, and a restart forgets them.
+//! host is commonly given whole. Each replica counts in its memory, where the check before a
+//! comparison reads (no Redis round trip on any request), and adds every failure to a count in
+//! Redis that all replicas share: a replica that sees the shared count at the limit locks the
+//! client out too, so several replicas allow a guesser about `auth_failures_max` guesses a
+//! window in all, not that many each (at most one more per replica, while the shared count
+//! reaches them).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -121,6 +125,30 @@ impl AuthFailures {
     }
 }
 
+impl AuthFailures {
+    /// Locks `client` out for `left` (what remains of its window as the replicas' shared
+    /// count has it); false when it already was.
+    pub(crate) fn lock_out(&self, client: IpAddr, left: Duration, now: Instant) -> bool {
+        if self.max == 0 || self.locked(client, now).is_some() {
+            return false;
+        }
+        let gone = self.window.saturating_sub(left.min(self.window));
+        let started = now.checked_sub(gone).unwrap_or(now);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.windows.len() >= MAX_CLIENTS && !clients.windows.contains_key(&key(client)) {
+            return false;
+        }
+        clients.windows.insert(
+            key(client),
+            Window {
+                started,
+                failures: self.max,
+            },
+        );
+        true
+    }
+}
+
 /// The address failures are counted under: an IPv6 address's /64.
 fn key(client: IpAddr) -> IpAddr {
     match client.to_canonical() {
@@ -179,15 +207,44 @@ pub(crate) fn record(state: &AppState, client: Option<IpAddr>) {
         return;
     };
     if state.auth_failures().failed(client, Instant::now()) == Counted::LockedOut {
-        let server = &state.config().server;
-        tracing::warn!(
-            client = %key(client),
-            failures = server.auth_failures_max,
-            window_secs = server.auth_failures_window_secs,
-            "too many failed authentications: this client's tokens are refused unchecked \
-             until its window ends"
-        );
+        warn_locked_out(state, client, "");
     }
+    // The other replicas' failures of the client count too: Redis keeps the shared count, and
+    // a replica locks the client out once it reaches the limit, even if few failures came
+    // here. Off the request's path; without Redis each replica counts alone.
+    let server = &state.config().server;
+    if server.auth_failures_max == 0 {
+        return;
+    }
+    let window = Duration::from_secs(server.auth_failures_window_secs);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let shared = state
+            .queue()
+            .count_auth_failure(&key(client).to_string(), window)
+            .await;
+        match shared {
+            Ok((count, left)) if count >= u64::from(state.config().server.auth_failures_max) => {
+                if state.auth_failures().lock_out(client, left, Instant::now()) {
+                    warn_locked_out(&state, client, " (counted across the server's replicas)");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot count a failed authentication in Redis"),
+        }
+    });
+}
+
+/// The one log line of a lockout, for fail2ban and the like to act on.
+fn warn_locked_out(state: &AppState, client: IpAddr, how: &str) {
+    let server = &state.config().server;
+    tracing::warn!(
+        client = %key(client),
+        failures = server.auth_failures_max,
+        window_secs = server.auth_failures_window_secs,
+        "too many failed authentications{how}: this client's tokens are refused unchecked \
+         until its window ends"
+    );
 }
 
 #[cfg(test)]
@@ -221,6 +278,26 @@ mod tests {
         assert_eq!(limit.locked(client, later), None);
         assert_eq!(limit.failed(client, later), Counted::Yes);
         assert_eq!(limit.locked(client, later), None);
+    }
+
+    /// What the replicas' shared count decides: locked out for what is left of the shared
+    /// window, once; off, never.
+    #[test]
+    fn the_shared_count_locks_a_client_out_for_what_is_left_of_its_window() {
+        let limit = AuthFailures::new(3, Duration::from_secs(60));
+        let t0 = Instant::now() + Duration::from_secs(120);
+        let client = ip("198.51.100.9");
+        assert_eq!(limit.failed(client, t0), Counted::Yes);
+        assert!(limit.lock_out(client, Duration::from_secs(45), t0));
+        assert_eq!(limit.locked(client, t0), Some(Duration::from_secs(45)));
+        assert!(
+            !limit.lock_out(client, Duration::from_secs(45), t0),
+            "already locked out"
+        );
+        assert_eq!(limit.locked(client, t0 + Duration::from_secs(45)), None);
+        let off = AuthFailures::new(0, Duration::from_secs(60));
+        assert!(!off.lock_out(client, Duration::from_secs(45), t0));
+        assert_eq!(off.locked(client, t0), None);
     }
 
     #[test]

@@ -13,11 +13,79 @@ use support::{SHA, TOKEN, TestServer, config, json};
 /// Three failures per minute; the test reaches the server through a "proxy" (loopback,
 /// trusted) so that `X-Forwarded-For` gives each request the client the test chooses.
 async fn server(max: u32, window_secs: u64) -> TestServer {
+    TestServer::start_with(limited(max, window_secs)).await
+}
+
+fn limited(max: u32, window_secs: u64) -> raibid_config::Config {
     let mut config = config();
     config.server.auth_failures_max = max;
     config.server.auth_failures_window_secs = window_secs;
     config.server.trusted_proxies = vec![raibid_config::IpRange::parse("127.0.0.1").unwrap()];
-    TestServer::start_with(config).await
+    config
+}
+
+/// A change the right token may make without changing anything: a job that does not exist,
+/// so 404, or 429 while the client is locked out.
+async fn cancel_nothing(server: &TestServer, client: &str, token: &str) -> StatusCode {
+    server
+        .client
+        .post(server.url("/api/v1/jobs/01JNOSUCHJOB0000000000000A/cancel"))
+        .header("x-forwarded-for", client)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Two replicas on one Redis count a client's wrong tokens together: three guesses spread
+/// over them lock it out where the third landed, not after three on each; the other replica
+/// locks it out at its next guess.
+#[tokio::test]
+async fn replicas_count_a_client_s_failures_together() {
+    let a = server(3, 60).await;
+    let b = TestServer::start_with_queue(
+        raibid_testkit::RedisServer::start(),
+        limited(3, 60),
+        raibid_server::system_clock(),
+        support::queue_for(&a.redis),
+    )
+    .await;
+    let guesser = "198.51.100.5";
+    for (replica, guess) in [(&a, "a"), (&a, "b"), (&b, "c")] {
+        assert_eq!(
+            submit(replica, guesser, guess).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    support::eventually(
+        Duration::from_secs(5),
+        "the shared count's lockout",
+        || async {
+            (cancel_nothing(&b, guesser, TOKEN).await == StatusCode::TOO_MANY_REQUESTS)
+                .then_some(())
+        },
+    )
+    .await;
+    // Replica a has seen two; its next guess is the one past the shared limit.
+    assert_eq!(
+        cancel_nothing(&a, guesser, TOKEN).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        submit(&a, guesser, "d").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        cancel_nothing(&a, guesser, TOKEN).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        cancel_nothing(&b, "198.51.100.6", TOKEN).await,
+        StatusCode::NOT_FOUND,
+        "another client goes on"
+    );
+    assert_eq!(a.job_count().await, 0, "no guess queued anything");
 }
 
 /// `POST /api/v1/jobs` as `client` with `token`.
