@@ -83,6 +83,28 @@ impl AuthFailures {
         (window.failures >= self.max && elapsed < self.window).then(|| self.window - elapsed)
     }
 
+    /// Locks `client` out for `left` (what remains of its window as the replicas' shared
+    /// count has it); false when it already was.
+    pub(crate) fn lock_out(&self, client: IpAddr, left: Duration, now: Instant) -> bool {
+        if self.max == 0 || self.locked(client, now).is_some() {
+            return false;
+        }
+        let gone = self.window.saturating_sub(left.min(self.window));
+        let started = now.checked_sub(gone).unwrap_or(now);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.windows.len() >= MAX_CLIENTS && !clients.windows.contains_key(&key(client)) {
+            return false;
+        }
+        clients.windows.insert(
+            key(client),
+            Window {
+                started,
+                failures: self.max,
+            },
+        );
+        true
+    }
+
     /// Counts one failure of `client`.
     pub(crate) fn failed(&self, client: IpAddr, now: Instant) -> Counted {
         if self.max == 0 {
@@ -122,30 +144,6 @@ impl AuthFailures {
         } else {
             Counted::Yes
         }
-    }
-}
-
-impl AuthFailures {
-    /// Locks `client` out for `left` (what remains of its window as the replicas' shared
-    /// count has it); false when it already was.
-    pub(crate) fn lock_out(&self, client: IpAddr, left: Duration, now: Instant) -> bool {
-        if self.max == 0 || self.locked(client, now).is_some() {
-            return false;
-        }
-        let gone = self.window.saturating_sub(left.min(self.window));
-        let started = now.checked_sub(gone).unwrap_or(now);
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if clients.windows.len() >= MAX_CLIENTS && !clients.windows.contains_key(&key(client)) {
-            return false;
-        }
-        clients.windows.insert(
-            key(client),
-            Window {
-                started,
-                failures: self.max,
-            },
-        );
-        true
     }
 }
 
