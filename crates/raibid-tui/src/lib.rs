@@ -53,8 +53,6 @@ use terminal::TerminalGuard;
 const TICK: Duration = Duration::from_secs(1);
 /// Polling faster than this would load the server for no visible gain.
 const MIN_REFRESH: Duration = Duration::from_millis(100);
-/// How long a pause waits for the cluster's API server before leaving KEDA as it is.
-const CLUSTER_ACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TuiOptions {
@@ -318,7 +316,6 @@ async fn hold_pool(
         &namespace,
         pool.as_str(),
         paused,
-        CLUSTER_ACTION_TIMEOUT,
     )
     .await
     {

@@ -4,7 +4,6 @@
 //! pods for jobs no agent may take.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use raibid_config::Config;
@@ -12,9 +11,6 @@ use raibid_infra::cluster::KedaPause;
 use raibid_model::PoolStats;
 
 use crate::cli::{Output, PoolArgs, PoolCommand};
-
-/// How long to wait for a cluster's API server before leaving KEDA as it is.
-const CLUSTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(config: &Config, args: PoolArgs) -> anyhow::Result<ExitCode> {
     let client = super::api_client(config, &args.api)?;
@@ -36,7 +32,6 @@ pub async fn run(config: &Config, args: PoolArgs) -> anyhow::Result<ExitCode> {
             &config.cluster.namespace,
             stats.pool.as_str(),
             paused,
-            CLUSTER_TIMEOUT,
         )
         .await;
         match keda {

@@ -81,6 +81,9 @@ pub enum KedaPause {
     Failed(String),
 }
 
+/// How long following a pause waits for the cluster's API server before leaving KEDA as it is.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// [`pause_scaled_jobs`] on the cluster of `kubeconfig`, as `raibid pool pause|resume` and the
 /// dashboard follow a pause with it. The pause itself is already in force: a failure here
 /// leaves only KEDA starting agent pods that find nothing to take.
@@ -89,9 +92,8 @@ pub async fn pause_pool_scaled_jobs(
     namespace: &str,
     pool: &str,
     paused: bool,
-    timeout: Duration,
 ) -> KedaPause {
-    let result = match connect_to(kubeconfig, timeout).await {
+    let result = match connect_to(kubeconfig, CLUSTER_TIMEOUT).await {
         Ok(cluster) => pause_scaled_jobs(&cluster, namespace, pool, paused).await,
         Err(e) => Err(e),
     };
