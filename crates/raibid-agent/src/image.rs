@@ -20,6 +20,11 @@
 //!
 //! A storage root keeps the driver it was created with: give each driver its own root.
 //!
+//! A build fails as its `buildah bud` does, with one exception: buildah sometimes cannot start
+//! a `RUN` step because the kernel is, for a moment, busy with its copy of itself
+//! (`SELF_COPY_BUSY`); that is no fault of the build, so it runs again (at most
+//! [`BUD_ATTEMPTS`] times in all).
+//!
 //! Without `platforms` the image is built for this machine and each tag pushed as a plain image.
 //! With `platforms` (even a single one) the build produces a manifest list, pushed whole to each
 //! tag, so consumers are told explicitly which platforms exist. Foreign platforms need qemu
@@ -85,7 +90,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::Masker;
 use crate::executor::process::{self, DEFAULT_KILL_GRACE, Limits, SignalGroup};
@@ -282,6 +287,16 @@ pub struct ImageBuilder {
     cleanup_threshold: usize,
 }
 
+/// What buildah prints when a `RUN` step could not start because the kernel refused, for the
+/// moment, to seal the in-memory copy of itself that buildah runs the step through (runc's
+/// guard against CVE-2019-5736): `fcntl(F_ADD_SEALS)` answers EBUSY while pages of the copy are
+/// still pinned. Nothing of the step ran, and building again passes: seen on CI, where it failed
+/// a build of the test suite once in some thirty runs.
+const SELF_COPY_BUSY: &[u8] = b"sealing memfd copy: Device or resource busy";
+
+/// How many times in all a build is tried when buildah fails as [`SELF_COPY_BUSY`] says.
+pub const BUD_ATTEMPTS: u32 = 3;
+
 /// The default of [`ImageBuilder::with_cleanup_threshold`].
 pub const CLEANUP_THRESHOLD: usize = 16;
 
@@ -328,6 +343,13 @@ impl ImageBuilder {
             kept_env: kept_environment(|name| std::env::var_os(name)),
             cleanup_threshold: CLEANUP_THRESHOLD,
         })
+    }
+
+    /// Runs this `buildah` rather than the one on `PATH`: one installed elsewhere, or a
+    /// wrapper around it.
+    pub fn with_buildah(mut self, buildah: PathBuf) -> Self {
+        self.buildah = buildah;
+        self
     }
 
     /// Past how many pending removals (records of finished builds, image/store.rs) a build
@@ -854,7 +876,7 @@ impl Run<'_> {
             self.files.iid_file().into(),
         ]);
         args.push(plan.context_dir.clone().into());
-        self.bud(request, plan, args).await?;
+        self.bud(request, plan, args, None).await?;
         if !request.push {
             return Ok(Vec::new());
         }
@@ -874,7 +896,7 @@ impl Run<'_> {
         args.extend(["--platform".into(), platforms.join(",").into()]);
         args.extend(["--manifest".into(), list.into()]);
         args.push(plan.context_dir.clone().into());
-        self.bud(request, plan, args).await?;
+        self.bud(request, plan, args, Some(list)).await?;
         if !request.push {
             return Ok(Vec::new());
         }
@@ -883,23 +905,52 @@ impl Run<'_> {
 
     /// Runs `bud`; without network, after pulling the images it uses, in a network namespace
     /// of its own, and on exactly the images pulled: the Containerfile it reads names them by
-    /// ID.
+    /// ID. A `bud` that failed as [`SELF_COPY_BUSY`] says runs again, up to [`BUD_ATTEMPTS`]
+    /// times in all; the manifest list `list` it was adding to is removed first, so that the
+    /// list pushed holds each platform's image once.
     async fn bud(
         &self,
         request: &BuildRequest,
         plan: &Plan,
         args: Vec<OsString>,
+        list: Option<&str>,
     ) -> Result<(), ImageError> {
-        if !plan.offline {
-            return self.buildah(args, "bud").await;
+        if plan.offline {
+            let bases = plan.base_images(request)?;
+            let mut ids = Vec::new();
+            for (n, (image, platform)) in bases.pulls.iter().enumerate() {
+                ids.push(self.pull(n, image, platform.as_ref()).await?);
+            }
+            self.files.write_containerfile(&bases.pinned(&ids)?)?;
         }
-        let bases = plan.base_images(request)?;
-        let mut ids = Vec::new();
-        for (n, (image, platform)) in bases.pulls.iter().enumerate() {
-            ids.push(self.pull(n, image, platform.as_ref()).await?);
+        let mut attempt = 1;
+        loop {
+            let how = if plan.offline {
+                Spawn::Offline
+            } else {
+                Spawn::Plain
+            };
+            let (result, busy) = self.run_buildah_watched(args.clone(), "bud", how).await;
+            match result {
+                Err(ImageError::Failed { .. }) if busy && attempt < BUD_ATTEMPTS => {
+                    attempt += 1;
+                    warn!(
+                        attempt,
+                        "buildah could not start a RUN step (EBUSY); building again"
+                    );
+                    let note = format!(
+                        "[raibid] buildah could not start a RUN step: the kernel was still busy \
+                         with buildah's copy of itself (EBUSY sealing a memfd), which is no fault \
+                         of the build; building again (attempt {attempt} of {BUD_ATTEMPTS})\n"
+                    );
+                    let _ = self.output.send(note.into_bytes()).await;
+                    if let Some(list) = list {
+                        self.remove_list(list).await;
+                    }
+                }
+                other => return other,
+            }
         }
-        self.files.write_containerfile(&bases.pinned(&ids)?)?;
-        self.run_buildah(args, "bud", Spawn::Offline).await
     }
 
     /// Pulls `image` (the `n`th base image of a build without network) and returns the ID of
@@ -1107,6 +1158,28 @@ impl Run<'_> {
         action: &str,
         how: Spawn,
     ) -> Result<(), ImageError> {
+        self.run_buildah_watched(args, action, how).await.0
+    }
+
+    /// [`Run::run_buildah`], and whether buildah's output said [`SELF_COPY_BUSY`].
+    async fn run_buildah_watched(
+        &self,
+        args: Vec<OsString>,
+        action: &str,
+        how: Spawn,
+    ) -> (Result<(), ImageError>, bool) {
+        let mut busy = false;
+        let result = self.run_buildah_once(args, action, how, &mut busy).await;
+        (result, busy)
+    }
+
+    async fn run_buildah_once(
+        &self,
+        args: Vec<OsString>,
+        action: &str,
+        how: Spawn,
+        busy: &mut bool,
+    ) -> Result<(), ImageError> {
         let offline = matches!(how, Spawn::Offline);
         if self.cancel.is_cancelled() {
             return Err(ImageError::Cancelled);
@@ -1166,7 +1239,8 @@ impl Run<'_> {
             start,
         );
         let masked = forward_masked(raw_rx, self.builder.masker(), self.output);
-        let (exit, ()) = tokio::join!(run, masked);
+        let (exit, seen) = tokio::join!(run, masked);
+        *busy = seen;
         let exit = exit?;
         if exit.cancelled {
             return Err(ImageError::Cancelled);
@@ -1253,13 +1327,16 @@ fn unnamed_images_with_digests(json: &[u8], digests: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Forwards buildah's output to the log, masked; true if it said [`SELF_COPY_BUSY`].
 async fn forward_masked(
     mut raw: mpsc::Receiver<Vec<u8>>,
     mut masker: Masker,
     output: &OutputSender,
-) {
+) -> bool {
     let mut listening = true;
+    let mut busy = Watch::new(SELF_COPY_BUSY);
     while let Some(chunk) = raw.recv().await {
+        busy.push(&chunk);
         let masked = masker.push(&chunk);
         if listening && !masked.is_empty() {
             listening = output.send(masked).await.is_ok();
@@ -1268,6 +1345,41 @@ async fn forward_masked(
     let rest = masker.finish();
     if listening && !rest.is_empty() {
         let _ = output.send(rest).await;
+    }
+    busy.seen
+}
+
+/// Whether a stream of chunks held `needle`, wherever the chunks split it.
+struct Watch {
+    needle: &'static [u8],
+    /// The last `needle.len() - 1` bytes seen, at most: the start of a match split by a chunk.
+    tail: Vec<u8>,
+    seen: bool,
+}
+
+impl Watch {
+    fn new(needle: &'static [u8]) -> Self {
+        Self {
+            needle,
+            tail: Vec::new(),
+            seen: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        if self.seen || self.needle.is_empty() {
+            self.seen = true;
+            return;
+        }
+        self.tail.extend_from_slice(chunk);
+        self.seen = self
+            .tail
+            .windows(self.needle.len())
+            .any(|w| w == self.needle);
+        let keep = self.needle.len() - 1;
+        if self.tail.len() > keep {
+            self.tail.drain(..self.tail.len() - keep);
+        }
     }
 }
 
@@ -1299,6 +1411,33 @@ fn describe(exit: &StepExit) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// buildah's EBUSY line is noticed however its output is cut into chunks, and only it.
+    #[test]
+    fn the_busy_line_is_seen_across_chunks() {
+        let line = b"Close_Fd sealing memfd copy: Device or resource busy\n";
+        for cut in 0..line.len() {
+            for second in cut..line.len() {
+                let mut watch = Watch::new(SELF_COPY_BUSY);
+                watch.push(&line[..cut]);
+                watch.push(&line[cut..second]);
+                watch.push(&line[second..]);
+                assert!(watch.seen, "cut at {cut} and {second}");
+            }
+        }
+        // Byte by byte, after a lot of other output.
+        let mut watch = Watch::new(SELF_COPY_BUSY);
+        watch.push(&[b'x'; 10_000]);
+        for byte in line {
+            watch.push(&[*byte]);
+        }
+        assert!(watch.seen);
+        assert!(watch.tail.len() < SELF_COPY_BUSY.len());
+        let mut watch = Watch::new(SELF_COPY_BUSY);
+        watch.push(b"sealing memfd copy: Device or resource");
+        watch.push(b" is fine\nbusy\n");
+        assert!(!watch.seen);
+    }
 
     /// Only `bud` failing is the build's (the user's) failure; pulls, pushes and the rest are
     /// the agent's errors.
