@@ -18,7 +18,9 @@ if [ "${1:-run}" = test ]; then
          # services: steps find them by name through podman's DNS.
          /usr/lib/podman/aardvark-dns:aardvark-dns
          # The web page's script runs under node against a real server.
-         node:nodejs)
+         node:nodejs
+         # promtool checks and tests monitoring/alerts.yaml; the package's server is not used.
+         promtool:prometheus)
 fi
 
 missing=()
@@ -44,6 +46,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "missing packages: ${missing[*]}" >&2
     echo "install them with: apt-get install -y ${missing[*]}" >&2
     exit 1
+  fi
+  # Debian starts the Prometheus server it installs (where systemd runs): the tests need only
+  # its promtool.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+      systemctl disable --now prometheus >/dev/null 2>&1 || true
+    else
+      sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
   fi
 fi
 

@@ -1,11 +1,70 @@
 //! Which address a request comes from, for limits kept per client.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
 use raibid_config::IpRange;
+use tracing::warn;
+
+use crate::AppState;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// How many peers [`UntrustedForwarders`] warns about: enough for a few proxies, few enough
+/// that clients sending the header themselves cannot fill the log.
+const MAX_WARNED: usize = 16;
+
+/// The peers that sent `X-Forwarded-For` without being in `server.trusted_proxies`.
+///
+/// A reverse proxy left out of `trusted_proxies` makes every client behind it one client for
+/// the per-client limits: one guesser's wrong tokens lock everyone out, and the log streams
+/// per client are shared. Nothing else shows that until it bites, so the server says it in its
+/// log, once per such peer.
+#[derive(Debug, Default)]
+pub(crate) struct UntrustedForwarders {
+    warned: Mutex<HashSet<IpAddr>>,
+}
+
+impl UntrustedForwarders {
+    /// True the first time `peer` is seen (only for the first [`MAX_WARNED`] peers).
+    fn first_time(&self, peer: IpAddr) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        warned.len() < MAX_WARNED && warned.insert(peer)
+    }
+}
+
+/// Middleware: warns (see [`UntrustedForwarders`]) when a peer that is not a trusted proxy
+/// sends `X-Forwarded-For`, and lets the request through unchanged.
+pub(crate) async fn warn_untrusted_forwarder(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.headers().contains_key(X_FORWARDED_FOR)
+        && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+    {
+        let peer = peer.ip().to_canonical();
+        let trusted = &state.config().server.trusted_proxies;
+        if !trusted.iter().any(|range| range.contains(&peer))
+            && state.untrusted_forwarders().first_time(peer)
+        {
+            warn!(
+                %peer,
+                "{peer} sent X-Forwarded-For but is not in server.trusted_proxies: if it is a \
+                 reverse proxy in front of this server, every client behind it counts as one \
+                 client for the per-client limits (one client's wrong tokens lock all of them \
+                 out, and they share the log streams per client); add it to \
+                 server.trusted_proxies. (Said once per address.)"
+            );
+        }
+    }
+    next.run(request).await
+}
 
 /// The peer, or, when the peer is a trusted proxy, the last `X-Forwarded-For` hop that is not
 /// one. Each proxy appends the address it was reached from, so the hops left of the first

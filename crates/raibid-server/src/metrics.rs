@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use raibid_model::{JobStatus, PoolName};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct WebhookLabels {
@@ -90,6 +91,9 @@ pub(crate) struct Metrics {
     queue_lag: Family<PoolLabels, Gauge>,
     queue_pending: Family<PoolLabels, Gauge>,
     queue_paused: Family<PoolLabels, Gauge>,
+    queue_oldest: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    dead_letters: Family<PoolLabels, Gauge>,
+    redis_up: Gauge,
     agents: Gauge,
     scaler_agents: Family<PoolLabels, Gauge>,
     scaler_starting: Family<PoolLabels, Gauge>,
@@ -146,6 +150,26 @@ impl Metrics {
              (sampled)",
             queue_paused.clone(),
         );
+        let queue_oldest = Family::default();
+        registry.register(
+            "queue_oldest_queued_seconds",
+            "Age of the pool's oldest job waiting to be delivered to an agent; 0 when none waits \
+             (sampled)",
+            queue_oldest.clone(),
+        );
+        let dead_letters = Family::default();
+        registry.register(
+            "queue_dead_letters",
+            "Entries in the pool's dead-letter stream: jobs given up after max_attempts \
+             (sampled)",
+            dead_letters.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register(
+            "redis_up",
+            "1 if the server's last sample of the queue reached Redis, else 0",
+            redis_up.clone(),
+        );
         let agents = Gauge::default();
         registry.register(
             "agents_connected",
@@ -192,6 +216,9 @@ impl Metrics {
             queue_lag,
             queue_pending,
             queue_paused,
+            queue_oldest,
+            dead_letters,
+            redis_up,
             agents,
             scaler_agents,
             scaler_starting,
@@ -254,6 +281,17 @@ impl Metrics {
         self.queue_paused
             .get_or_create(&labels)
             .set(i64::from(stats.paused.is_some()));
+        self.queue_oldest
+            .get_or_create(&labels)
+            .set(stats.oldest_queued_ms.unwrap_or(0) as f64 / 1000.0);
+        self.dead_letters
+            .get_or_create(&labels)
+            .set(saturate(stats.dead_letters));
+    }
+
+    /// Whether the sampler's last round reached Redis.
+    pub fn redis_sample(&self, reached: bool) {
+        self.redis_up.set(i64::from(reached));
     }
 
     pub fn scaler_sample(&self, status: &raibid_model::ScalerStatus) {
@@ -304,6 +342,71 @@ mod tests {
 
     use super::*;
 
+    /// Every family, with a sample each.
+    fn populated() -> Metrics {
+        let m = Metrics::new();
+        let pool = PoolName::default();
+        m.webhook(WebhookLabels {
+            forge: "gitea",
+            event: "push",
+            outcome: "queued",
+        });
+        m.job_queued(&pool);
+        m.transition(&pool, JobStatus::Dead);
+        m.job_finished(&pool, JobStatus::Success, 12.0);
+        m.pool_sample(&raibid_model::PoolStats {
+            pool: pool.clone(),
+            stream: "ci-jobs:default".into(),
+            length: 0,
+            lag: 0,
+            pending: 0,
+            consumers: Vec::new(),
+            oldest_queued_ms: None,
+            dead_letters: 0,
+            paused: None,
+        });
+        m.scaler_sample(&raibid_model::ScalerStatus {
+            pool,
+            source: "local".into(),
+            agents: 1,
+            starting: 0,
+            started: 0,
+            max_agents: 2,
+            lag: 0,
+            updated_at: chrono::Utc::now(),
+            held: None,
+        });
+        m.redis_sample(true);
+        m.agents_sample(0);
+        m.status_report(Forge::Gitea, ReportOutcome::Success);
+        m.auth_failure(AuthOutcome::Refused);
+        m
+    }
+
+    /// A rule of monitoring/alerts.yaml on a metric the server does not serve (renamed, say)
+    /// would never fire: every `raibid_*` name in the file is a metric here.
+    #[test]
+    fn the_alerting_rules_name_only_served_metrics() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../monitoring/alerts.yaml");
+        let rules = std::fs::read_to_string(path).unwrap();
+        let text = populated().encode();
+        let served: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let mut used: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|token| token.starts_with("raibid_"))
+            .collect();
+        used.sort();
+        used.dedup();
+        assert!(used.len() >= 8, "{used:?}");
+        for name in used {
+            assert!(served.contains(&name), "{name} is not served:\n{text}");
+        }
+    }
+
     #[test]
     fn every_family_is_exposed_with_its_labels() {
         let m = Metrics::new();
@@ -323,8 +426,8 @@ mod tests {
             lag: 3,
             pending: 1,
             consumers: Vec::new(),
-            oldest_queued_ms: None,
-            dead_letters: 0,
+            oldest_queued_ms: Some(1_500),
+            dead_letters: 2,
             paused: Some(raibid_model::PoolPause {
                 by: "ops".into(),
                 reason: String::new(),
@@ -332,6 +435,7 @@ mod tests {
             }),
         });
         m.agents_sample(2);
+        m.redis_sample(true);
         m.status_report(Forge::Github, ReportOutcome::Failure);
         m.auth_failure(AuthOutcome::LockedOut);
         let text = m.encode();
@@ -343,6 +447,9 @@ mod tests {
             r#"raibid_queue_lag{pool="default"} 3"#,
             r#"raibid_queue_pending{pool="default"} 1"#,
             r#"raibid_queue_paused{pool="default"} 1"#,
+            r#"raibid_queue_oldest_queued_seconds{pool="default"} 1.5"#,
+            r#"raibid_queue_dead_letters{pool="default"} 2"#,
+            "raibid_redis_up 1",
             "raibid_agents_connected 2",
             r#"raibid_status_reports_total{forge="github",outcome="failure"} 1"#,
             r#"raibid_auth_failures_total{outcome="locked_out"} 1"#,

@@ -107,6 +107,10 @@ pub fn router(state: AppState) -> Router {
         .merge(table(pages::routes()))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::client_addr::warn_untrusted_forwarder,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())

@@ -28,7 +28,9 @@ pub(crate) async fn run(state: AppState) {
 
 async fn sample(state: &AppState) {
     let queue = state.queue();
-    match known_pools(state.config(), queue).await {
+    // Reached if the pools could be listed: a pool's stats failing alone (a stream trimmed
+    // away meanwhile) is not Redis being down.
+    let reached = match known_pools(state.config(), queue).await {
         Ok(pools) => {
             for pool in pools {
                 match queue.stats(&pool).await {
@@ -36,9 +38,14 @@ async fn sample(state: &AppState) {
                     Err(e) => debug!(%pool, error = %e, "could not sample the pool"),
                 }
             }
+            true
         }
-        Err(e) => debug!(error = %e, "could not list pools"),
-    }
+        Err(e) => {
+            debug!(error = %e, "could not list pools");
+            false
+        }
+    };
+    state.metrics().redis_sample(reached);
     match queue.scaler_statuses().await {
         Ok(statuses) => statuses
             .iter()

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth_limit::AuthFailures;
+use crate::client_addr::UntrustedForwarders;
 use crate::metrics::Metrics;
 use crate::repos::RepoRules;
 use crate::{Clock, ServerError};
@@ -34,6 +35,8 @@ struct Inner {
     auth_failures: AuthFailures,
     /// The scheduler's time, and the API's when it says when schedules next run.
     clock: Arc<dyn Clock>,
+    /// Peers that sent `X-Forwarded-For` without being trusted proxies, warned about once.
+    untrusted_forwarders: UntrustedForwarders,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 shutdown: CancellationToken::new(),
                 clock,
+                untrusted_forwarders: UntrustedForwarders::default(),
             }),
         })
     }
@@ -108,6 +112,10 @@ impl AppState {
 
     pub(crate) fn auth_failures(&self) -> &AuthFailures {
         &self.inner.auth_failures
+    }
+
+    pub(crate) fn untrusted_forwarders(&self) -> &UntrustedForwarders {
+        &self.inner.untrusted_forwarders
     }
 
     /// Cancelled when the server shuts down; streams and background tasks end on it.
