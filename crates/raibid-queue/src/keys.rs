@@ -167,6 +167,12 @@ impl Keys {
         format!("{}:session:{key}", self.prefix)
     }
 
+    /// What a session's list shows of it (when it started, the browser, its address), kept as
+    /// long as the session.
+    pub fn session_info(&self, key: &str) -> String {
+        format!("{}:session-info:{key}", self.prefix)
+    }
+
     /// The wrong tokens one client presented within its window, counted by every replica of
     /// the server (`client` is its address, an IPv6 one's /64).
     pub fn auth_failures(&self, client: &str) -> String {

@@ -50,4 +50,5 @@ pub use secrets::{
     JobSecret, JobSecrets, MAX_SECRET_BYTES, MAX_SECRETS_PER_REPO, OpenedSecret, Resealed,
     SecretsKey, Unopenable,
 };
+pub use sessions::{SessionClient, SessionInfo};
 pub use supersede::{LANE_MAX, Superseded};

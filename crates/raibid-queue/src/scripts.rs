@@ -1015,15 +1015,17 @@ return 1
     )
 });
 
-/// Starts a session and indexes it under its token, dropping the index's expired entries; the
-/// index lives as long as its longest session.
+/// Starts a session, with what its list shows of it, and indexes it under its token, dropping
+/// the index's expired entries; the index lives as long as its longest session.
 ///
-/// KEYS: session, sessions of the token
-/// ARGV: token hash, ttl s, now ms, session key (the index's member)
+/// KEYS: session, sessions of the token, session's details
+/// ARGV: token hash, ttl s, now ms, session key (the index's member), user agent, address
 pub(crate) static START_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[3], 'started', ARGV[3], 'user_agent', ARGV[5], 'address', ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 local expires = tonumber(ARGV[3]) + tonumber(ARGV[2]) * 1000
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
 redis.call('ZADD', KEYS[2], string.format('%d', expires), ARGV[4])
@@ -1034,10 +1036,11 @@ return 1
     )
 });
 
-/// Ends every session of a token: each indexed session key still alive, then the index.
+/// Ends every session of a token: each indexed session key still alive (and its details),
+/// then the index.
 ///
 /// KEYS: sessions of the token
-/// ARGV: session key prefix (`<prefix>:session:`)
+/// ARGV: session key prefix (`<prefix>:session:`), details prefix (`<prefix>:session-info:`)
 /// Returns how many live sessions it ended.
 pub(crate) static END_SESSIONS_OF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -1045,9 +1048,50 @@ pub(crate) static END_SESSIONS_OF: LazyLock<Script> = LazyLock::new(|| {
 local ended = 0
 for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   ended = ended + redis.call('DEL', ARGV[1] .. key)
+  redis.call('DEL', ARGV[2] .. key)
 end
 redis.call('DEL', KEYS[1])
 return ended
+"#,
+    )
+});
+
+/// The live sessions of a token, oldest expiry first: those of its index whose session still
+/// names the token.
+///
+/// KEYS: sessions of the token
+/// ARGV: session key prefix, details prefix, token hash
+/// Returns {{session key, expires ms, started ms or '', user agent, address}, ...}
+pub(crate) static LIST_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {}
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #members, 2 do
+  local key = members[i]
+  if redis.call('GET', ARGV[1] .. key) == ARGV[3] then
+    local info = redis.call('HMGET', ARGV[2] .. key, 'started', 'user_agent', 'address')
+    table.insert(out, {key, members[i + 1], info[1] or '', info[2] or '', info[3] or ''})
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Ends one session of a token, if it is one: another token's session, or one that has ended,
+/// is left alone.
+///
+/// KEYS: session, session's details, sessions of the token
+/// ARGV: token hash, session key
+/// Returns 1 if it ended the session, else 0.
+pub(crate) static END_SESSION_OF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return 1
 "#,
     )
 });

@@ -6,7 +6,7 @@ use std::time::Duration;
 use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_queue::{
     CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, MemoryPrune,
-    MemoryReading, Queue, QueueError, QueueOptions, ReleaseResult,
+    MemoryReading, Queue, QueueError, QueueOptions, ReleaseResult, SessionClient,
 };
 use raibid_testkit::{RedisOptions, RedisServer};
 
@@ -1757,12 +1757,22 @@ async fn a_queued_record_of_the_older_layout_is_claimed_whole() {
 async fn sessions_last_until_they_expire_or_end() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    q.start_session("k1", "sha256:aa", Duration::from_secs(60))
-        .await
-        .unwrap();
-    q.start_session("k2", "sha256:bb", Duration::from_secs(1))
-        .await
-        .unwrap();
+    q.start_session(
+        "k1",
+        "sha256:aa",
+        Duration::from_secs(60),
+        &SessionClient::default(),
+    )
+    .await
+    .unwrap();
+    q.start_session(
+        "k2",
+        "sha256:bb",
+        Duration::from_secs(1),
+        &SessionClient::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(q.session("k1").await.unwrap().as_deref(), Some("sha256:aa"));
     assert_eq!(q.session("k2").await.unwrap().as_deref(), Some("sha256:bb"));
     assert_eq!(q.session("k3").await.unwrap(), None);
@@ -1775,6 +1785,94 @@ async fn sessions_last_until_they_expire_or_end() {
     }
 }
 
+/// A token's sessions are listed with the browser each signed in from, only while they live
+/// and only its own; one of them can be ended by its token, not by another.
+#[tokio::test]
+async fn a_token_s_sessions_are_listed_and_ended_one_by_one() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let laptop = SessionClient {
+        user_agent: "Firefox on Linux".into(),
+        address: "192.0.2.7".into(),
+    };
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    q.start_session("laptop", "sha256:aa", Duration::from_secs(60), &laptop)
+        .await
+        .unwrap();
+    q.start_session(
+        "phone",
+        "sha256:aa",
+        Duration::from_secs(120),
+        &SessionClient::default(),
+    )
+    .await
+    .unwrap();
+    q.start_session("ended", "sha256:aa", Duration::from_secs(90), &laptop)
+        .await
+        .unwrap();
+    q.start_session("other", "sha256:bb", Duration::from_secs(60), &laptop)
+        .await
+        .unwrap();
+    q.end_session("ended").await.unwrap();
+    assert_eq!(
+        redis
+            .command("EXISTS raibid:ci-jobs:session-info:ended")
+            .unwrap(),
+        ":0",
+        "a session's details go with it"
+    );
+
+    let listed = q.sessions_of("sha256:aa").await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["laptop", "phone"], "soonest to expire first");
+    assert_eq!(listed[0].client, laptop);
+    let started = listed[0].started.expect("when it started");
+    assert!(
+        started >= before && started <= chrono::Utc::now(),
+        "{started}"
+    );
+    let ttl = (listed[0].expires - started).num_seconds();
+    assert!((59..=61).contains(&ttl), "{ttl}");
+    assert_eq!(listed[1].client, SessionClient::default());
+
+    assert!(
+        !q.end_session_of("sha256:bb", "laptop").await.unwrap(),
+        "another token's"
+    );
+    assert_eq!(
+        q.session("laptop").await.unwrap().as_deref(),
+        Some("sha256:aa")
+    );
+    assert!(q.end_session_of("sha256:aa", "laptop").await.unwrap());
+    assert!(
+        !q.end_session_of("sha256:aa", "laptop").await.unwrap(),
+        "ended already"
+    );
+    assert_eq!(q.session("laptop").await.unwrap(), None);
+    let keys: Vec<String> = q
+        .sessions_of("sha256:aa")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, ["phone"]);
+    assert_eq!(
+        redis
+            .command("ZSCORE raibid:ci-jobs:sessions-of:sha256:aa laptop")
+            .unwrap(),
+        "$-1",
+        "out of the index too"
+    );
+    // A session started before sessions kept details is listed without them.
+    redis
+        .command("DEL raibid:ci-jobs:session-info:phone")
+        .unwrap();
+    let listed = q.sessions_of("sha256:aa").await.unwrap();
+    assert_eq!(listed[0].started, None);
+    assert_eq!(q.sessions_of("sha256:cc").await.unwrap(), Vec::new());
+}
+
 /// Signing a token out everywhere ends each of its live sessions and no other token's; its
 /// index of sessions goes with them, and expires with its longest session meanwhile.
 #[tokio::test]
@@ -1782,13 +1880,23 @@ async fn a_token_is_signed_out_everywhere_and_other_tokens_stay() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     for key in ["laptop", "phone", "ended"] {
-        q.start_session(key, "sha256:aa", Duration::from_secs(60))
-            .await
-            .unwrap();
-    }
-    q.start_session("other", "sha256:bb", Duration::from_secs(60))
+        q.start_session(
+            key,
+            "sha256:aa",
+            Duration::from_secs(60),
+            &SessionClient::default(),
+        )
         .await
         .unwrap();
+    }
+    q.start_session(
+        "other",
+        "sha256:bb",
+        Duration::from_secs(60),
+        &SessionClient::default(),
+    )
+    .await
+    .unwrap();
     q.end_session("ended").await.unwrap();
     let ttl = redis
         .command("PTTL raibid:ci-jobs:sessions-of:sha256:aa")

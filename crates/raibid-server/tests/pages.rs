@@ -8,7 +8,9 @@ use raibid_model::{JobStatus, Outcome, StepResult, StepStatus, TestFailure, Test
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::json;
-use support::browser::{From, browser, get_with, job_redirected_to, post_form, sign_in};
+use support::browser::{
+    From, browser, get_with, job_redirected_to, post_form, sign_in, sign_in_from,
+};
 use support::{SHA, TOKEN, TestServer, config};
 
 /// Status, headers and body of `GET path`, as a browser would ask (no token).
@@ -701,6 +703,7 @@ async fn a_browser_signs_in_with_a_token_reads_under_read_requires_token_and_sig
             &session_key(&revoked),
             &hash_token("rbd_revoked_token"),
             std::time::Duration::from_secs(60),
+            &Default::default(),
         )
         .await
         .unwrap();
@@ -1049,6 +1052,120 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
         page.contains("<th><code>TARGET</code></th><td><code>prod</code></td>"),
         "{page}"
     );
+}
+
+/// The sessions page lists the browsers signed in with the viewer's token (not another
+/// token's) and signs one out; not another token's, not by another site's form, not without
+/// signing in.
+#[tokio::test]
+async fn the_sessions_page_lists_a_token_s_browsers_and_signs_one_out() {
+    const OTHER: &str = "rbd_other_person_token_5e1";
+    let mut cfg = config();
+    cfg.server.read_requires_token = true;
+    cfg.server.tokens.push(ApiToken {
+        name: "other".into(),
+        hash: TokenHash::parse(&hash_token(OTHER)).unwrap(),
+        scopes: TokenScope::ALL.to_vec(),
+        repos: vec!["*".into()],
+    });
+    let server = TestServer::start_with(cfg).await;
+    let laptop = sign_in_from(&server, TOKEN, "Firefox/133.0 (laptop)").await;
+    let phone = sign_in_from(&server, TOKEN, "Safari <phone>").await;
+    let colleague = sign_in_from(&server, OTHER, "Chrome (colleague)").await;
+
+    let (status, page) = get_with(&server, "/sessions", &laptop).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("/sessions\">sessions</a>"),
+        "the header links it: {page}"
+    );
+    assert!(
+        page.contains("Firefox/133.0 (laptop) <strong>(this browser)</strong>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Safari &#60;phone&#62;</td>"),
+        "escaped: {page}"
+    );
+    assert!(page.contains("<td>127.0.0.1</td>"), "{page}");
+    assert!(
+        !page.contains("colleague"),
+        "another token's session: {page}"
+    );
+    let marker = "name=\"session\" value=\"";
+    assert_eq!(page.matches(marker).count(), 1, "one other browser: {page}");
+    let at = page.find(marker).unwrap() + marker.len();
+    let phone_key = page[at..at + 64].to_owned();
+
+    let end = [("session", phone_key.as_str())];
+    let refused = [
+        (
+            Some(&colleague),
+            From::Here,
+            StatusCode::NOT_FOUND,
+            "another token",
+        ),
+        (
+            Some(&laptop),
+            From::Elsewhere,
+            StatusCode::FORBIDDEN,
+            "another site's form",
+        ),
+        (
+            None,
+            From::Here,
+            StatusCode::UNAUTHORIZED,
+            "nobody signed in",
+        ),
+    ];
+    for (cookie, from, expected, why) in refused {
+        let (status, _, body) = post_form(
+            &server,
+            "/sessions/end",
+            cookie.map(String::as_str),
+            from,
+            &end,
+        )
+        .await;
+        assert_eq!(status, expected, "{why}: {body}");
+        assert_eq!(
+            get_with(&server, "/jobs", &phone).await.0,
+            StatusCode::OK,
+            "{why}"
+        );
+    }
+    let (status, _, body) = post_form(
+        &server,
+        "/sessions/end",
+        Some(&laptop),
+        From::Here,
+        &[("session", "../not-a-key")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (status, headers, body) =
+        post_form(&server, "/sessions/end", Some(&laptop), From::Here, &end).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers["location"], "/sessions");
+    assert_eq!(
+        get_with(&server, "/jobs", &phone).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(get_with(&server, "/jobs", &laptop).await.0, StatusCode::OK);
+    assert_eq!(
+        get_with(&server, "/jobs", &colleague).await.0,
+        StatusCode::OK
+    );
+    let (_, page) = get_with(&server, "/sessions", &laptop).await;
+    assert!(!page.contains("Safari"), "{page}");
+    let (status, _, _) = post_form(&server, "/sessions/end", Some(&laptop), From::Here, &end).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "ended already");
+
+    // Without signing in there is no page, and the header has no link.
+    let (status, page) = get_with(&server, "/sessions", "raibid_session=made-up").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(!page.contains("/sessions\">sessions</a>"), "{page}");
 }
 
 /// "Sign out everywhere" ends every session of the browser's token, in every browser,

@@ -19,6 +19,7 @@ mod run;
 mod schedules;
 mod secrets;
 mod session;
+mod sessions;
 
 use askama::Template;
 use axum::extract::State;
@@ -46,6 +47,8 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/login", session::form),
         Route::post("/login", session::login),
         Route::post("/logout", session::logout),
+        Route::get("/sessions", sessions::list),
+        Route::post("/sessions/end", sessions::end),
         Route::get("/assets/raibid.css", assets::css),
         Route::get("/assets/job.js", assets::script),
         Route::get("/assets/list.js", assets::list_script),

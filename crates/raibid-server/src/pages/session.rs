@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use raibid_config::{ApiToken, TokenScope};
+use raibid_queue::SessionClient;
 use rand::RngCore;
 use serde::Deserialize;
 
@@ -251,12 +252,17 @@ pub(super) async fn login(
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let signed_in_from = SessionClient {
+        user_agent: user_agent(&headers),
+        address: client.map(|ip| ip.to_string()).unwrap_or_default(),
+    };
     state
         .queue()
         .start_session(
             &session_key(&id),
             &entry.hash.to_string(),
             std::time::Duration::from_secs(SESSION_SECS),
+            &signed_in_from,
         )
         .await
         .map_err(|e| viewer.fail(e))?;
@@ -314,6 +320,22 @@ pub(super) async fn logout(
     ))
 }
 
+/// The longest `User-Agent` a session keeps: enough to tell browsers apart.
+const MAX_USER_AGENT: usize = 200;
+
+/// The browser's `User-Agent`, for the list of sessions: without control characters, at most
+/// [`MAX_USER_AGENT`] characters.
+fn user_agent(headers: &HeaderMap) -> String {
+    let raw = headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_AGENT)
+        .collect()
+}
+
 fn cookie(root: &str, value: &str, max_age: u64, secure: bool) -> String {
     format!(
         "{SESSION_COOKIE}={value}; Path={root}/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
@@ -354,6 +376,22 @@ mod tests {
             login_href("/ci", "/jobs?repo=acme/app&status=failure"),
             "/ci/login?next=%2Fjobs%3Frepo%3Dacme%2Fapp%26status%3Dfailure"
         );
+    }
+
+    #[test]
+    fn a_user_agent_is_kept_short_and_printable() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(user_agent(&headers), "");
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_bytes(b"Mozilla/5.0\t(X11) \xff").unwrap(),
+        );
+        assert_eq!(user_agent(&headers), "Mozilla/5.0(X11) \u{fffd}");
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_str(&"x".repeat(500)).unwrap(),
+        );
+        assert_eq!(user_agent(&headers).len(), MAX_USER_AGENT);
     }
 
     #[test]

@@ -54,6 +54,25 @@ pub async fn sign_in(server: &super::TestServer, token: &str) -> String {
     let (status, headers, body) =
         post_form(server, "/login", None, From::Here, &[("token", token)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    cookie_set(&headers)
+}
+
+/// [`sign_in`] from a browser that calls itself `user_agent`.
+pub async fn sign_in_from(server: &super::TestServer, token: &str, user_agent: &str) -> String {
+    let response = browser()
+        .post(server.url("/login"))
+        .header("sec-fetch-site", "same-origin")
+        .header("user-agent", user_agent)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    cookie_set(response.headers())
+}
+
+/// The cookie a response sets, as a browser sends it back.
+fn cookie_set(headers: &HeaderMap) -> String {
     let set = headers["set-cookie"].to_str().unwrap();
     set.split(';').next().unwrap().to_owned()
 }
