@@ -60,15 +60,6 @@ fn assert_pushed(
     manifest
 }
 
-fn native_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => panic!("no test platform name for {other}"),
-    };
-    format!("linux/{arch}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_a_scratch_image_and_reports_its_digests() {
     let registry = Registry::start();

@@ -190,15 +190,6 @@ async fn a_manifest_list_tried_again_holds_each_platform_once() {
     assert_eq!(leftover, 0, "{:?}\n{output}", store.images());
 }
 
-fn native_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => panic!("no test platform name for {other}"),
-    };
-    format!("linux/{arch}")
-}
-
 /// The manifest (list) the registry serves for `repository:tag`.
 fn manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json::Value {
     let response = registry

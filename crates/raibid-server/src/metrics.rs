@@ -352,18 +352,22 @@ mod tests {
             outcome: "queued",
         });
         m.job_queued(&pool);
-        m.transition(&pool, JobStatus::Dead);
+        m.transition(&pool, JobStatus::Running);
         m.job_finished(&pool, JobStatus::Success, 12.0);
         m.pool_sample(&raibid_model::PoolStats {
             pool: pool.clone(),
             stream: "ci-jobs:default".into(),
-            length: 0,
-            lag: 0,
-            pending: 0,
+            length: 4,
+            lag: 3,
+            pending: 1,
             consumers: Vec::new(),
-            oldest_queued_ms: None,
-            dead_letters: 0,
-            paused: None,
+            oldest_queued_ms: Some(1_500),
+            dead_letters: 2,
+            paused: Some(raibid_model::PoolPause {
+                by: "ops".into(),
+                reason: String::new(),
+                since: chrono::Utc::now(),
+            }),
         });
         m.scaler_sample(&raibid_model::ScalerStatus {
             pool,
@@ -372,14 +376,14 @@ mod tests {
             starting: 0,
             started: 0,
             max_agents: 2,
-            lag: 0,
+            lag: 3,
             updated_at: chrono::Utc::now(),
             held: None,
         });
+        m.agents_sample(2);
         m.redis_sample(true);
-        m.agents_sample(0);
-        m.status_report(Forge::Gitea, ReportOutcome::Success);
-        m.auth_failure(AuthOutcome::Refused);
+        m.status_report(Forge::Github, ReportOutcome::Failure);
+        m.auth_failure(AuthOutcome::LockedOut);
         m
     }
 
@@ -409,36 +413,7 @@ mod tests {
 
     #[test]
     fn every_family_is_exposed_with_its_labels() {
-        let m = Metrics::new();
-        let pool = PoolName::default();
-        m.webhook(WebhookLabels {
-            forge: "gitea",
-            event: "push",
-            outcome: "queued",
-        });
-        m.job_queued(&pool);
-        m.transition(&pool, JobStatus::Running);
-        m.job_finished(&pool, JobStatus::Success, 12.0);
-        m.pool_sample(&raibid_model::PoolStats {
-            pool: pool.clone(),
-            stream: "ci-jobs:default".into(),
-            length: 4,
-            lag: 3,
-            pending: 1,
-            consumers: Vec::new(),
-            oldest_queued_ms: Some(1_500),
-            dead_letters: 2,
-            paused: Some(raibid_model::PoolPause {
-                by: "ops".into(),
-                reason: String::new(),
-                since: chrono::Utc::now(),
-            }),
-        });
-        m.agents_sample(2);
-        m.redis_sample(true);
-        m.status_report(Forge::Github, ReportOutcome::Failure);
-        m.auth_failure(AuthOutcome::LockedOut);
-        let text = m.encode();
+        let text = populated().encode();
         for expected in [
             r#"raibid_webhooks_received_total{forge="gitea",event="push",outcome="queued"} 1"#,
             r#"raibid_jobs_queued_total{pool="default"} 1"#,
@@ -451,6 +426,8 @@ mod tests {
             r#"raibid_queue_dead_letters{pool="default"} 2"#,
             "raibid_redis_up 1",
             "raibid_agents_connected 2",
+            r#"raibid_scaler_agents{pool="default"} 1"#,
+            r#"raibid_scaler_max_agents{pool="default"} 2"#,
             r#"raibid_status_reports_total{forge="github",outcome="failure"} 1"#,
             r#"raibid_auth_failures_total{outcome="locked_out"} 1"#,
         ] {

@@ -1054,12 +1054,11 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
     );
 }
 
-/// The sessions page lists the browsers signed in with the viewer's token (not another
-/// token's) and signs one out; not another token's, not by another site's form, not without
-/// signing in.
-#[tokio::test]
-async fn the_sessions_page_lists_a_token_s_browsers_and_signs_one_out() {
-    const OTHER: &str = "rbd_other_person_token_5e1";
+/// A colleague's token, besides [`TOKEN`].
+const OTHER: &str = "rbd_other_person_token_5e1";
+
+/// A server with reads behind a token, and two people's tokens: [`TOKEN`] and [`OTHER`].
+async fn two_people() -> TestServer {
     let mut cfg = config();
     cfg.server.read_requires_token = true;
     cfg.server.tokens.push(ApiToken {
@@ -1068,7 +1067,15 @@ async fn the_sessions_page_lists_a_token_s_browsers_and_signs_one_out() {
         scopes: TokenScope::ALL.to_vec(),
         repos: vec!["*".into()],
     });
-    let server = TestServer::start_with(cfg).await;
+    TestServer::start_with(cfg).await
+}
+
+/// The sessions page lists the browsers signed in with the viewer's token (not another
+/// token's) and signs one out; not another token's, not by another site's form, not without
+/// signing in.
+#[tokio::test]
+async fn the_sessions_page_lists_a_token_s_browsers_and_signs_one_out() {
+    let server = two_people().await;
     let laptop = sign_in_from(&server, TOKEN, "Firefox/133.0 (laptop)").await;
     let phone = sign_in_from(&server, TOKEN, "Safari <phone>").await;
     let colleague = sign_in_from(&server, OTHER, "Chrome (colleague)").await;
@@ -1172,16 +1179,7 @@ async fn the_sessions_page_lists_a_token_s_browsers_and_signs_one_out() {
 /// and no other token's; another site's form ends nothing.
 #[tokio::test]
 async fn signing_out_everywhere_ends_every_session_of_the_token() {
-    const OTHER: &str = "rbd_other_person_token_5e1";
-    let mut cfg = config();
-    cfg.server.read_requires_token = true;
-    cfg.server.tokens.push(ApiToken {
-        name: "other".into(),
-        hash: TokenHash::parse(&hash_token(OTHER)).unwrap(),
-        scopes: TokenScope::ALL.to_vec(),
-        repos: vec!["*".into()],
-    });
-    let server = TestServer::start_with(cfg).await;
+    let server = two_people().await;
     let laptop = sign_in(&server, TOKEN).await;
     let phone = sign_in(&server, TOKEN).await;
     let colleague = sign_in(&server, OTHER).await;

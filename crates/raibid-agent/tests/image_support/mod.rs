@@ -233,6 +233,16 @@ pub async fn push_busybox_base(registry: &Registry, builder: &ImageBuilder) -> S
     tag
 }
 
+/// This machine's platform as buildah names it (`linux/amd64`).
+pub fn native_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("no test platform name for {other}"),
+    };
+    format!("linux/{arch}")
+}
+
 /// Fails the test unless it runs as root (CI does).
 pub fn require_root(why: &str) {
     assert!(
