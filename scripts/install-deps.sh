@@ -19,7 +19,7 @@ if [ "${1:-run}" = test ]; then
          /usr/lib/podman/aardvark-dns:aardvark-dns
          # The web page's script runs under node against a real server.
          node:nodejs
-         # promtool checks and tests monitoring/alerts.yaml; the package's server is not used.
+         # promtool checks monitoring/; a test runs the Prometheus server against a real raibid server.
          promtool:prometheus)
 fi
 
@@ -47,8 +47,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install them with: apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
-  # Debian starts the Prometheus server it installs (where systemd runs): the tests need only
-  # its promtool.
+  # Debian starts the Prometheus server it installs as a service (where systemd runs): the
+  # tests start their own.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     if [ "$(id -u)" -eq 0 ]; then
       systemctl disable --now prometheus >/dev/null 2>&1 || true

@@ -387,27 +387,33 @@ mod tests {
         m
     }
 
-    /// A rule of monitoring/alerts.yaml on a metric the server does not serve (renamed, say)
-    /// would never fire: every `raibid_*` name in the file is a metric here.
+    /// A rule of monitoring/alerts.yaml or a panel of its Grafana dashboard on a metric the
+    /// server does not serve (renamed, say) would never fire or show anything: every
+    /// `raibid_*` name in those files is a metric here.
     #[test]
-    fn the_alerting_rules_name_only_served_metrics() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../monitoring/alerts.yaml");
-        let rules = std::fs::read_to_string(path).unwrap();
+    fn monitoring_names_only_served_metrics() {
         let text = populated().encode();
         let served: Vec<&str> = text
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split(['{', ' ']).next())
             .collect();
-        let mut used: Vec<&str> = rules
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|token| token.starts_with("raibid_"))
-            .collect();
-        used.sort();
-        used.dedup();
-        assert!(used.len() >= 8, "{used:?}");
-        for name in used {
-            assert!(served.contains(&name), "{name} is not served:\n{text}");
+        for file in ["alerts.yaml", "grafana-dashboard.json"] {
+            let path = format!("{}/../../monitoring/{file}", env!("CARGO_MANIFEST_DIR"));
+            let rules = std::fs::read_to_string(path).unwrap();
+            let mut used: Vec<&str> = rules
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|token| token.starts_with("raibid_"))
+                .collect();
+            used.sort();
+            used.dedup();
+            assert!(used.len() >= 8, "{file}: {used:?}");
+            for name in used {
+                assert!(
+                    served.contains(&name),
+                    "{file}: {name} is not served:\n{text}"
+                );
+            }
         }
     }
 
