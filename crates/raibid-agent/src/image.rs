@@ -291,7 +291,8 @@ pub struct ImageBuilder {
 /// moment, to seal the in-memory copy of itself that buildah runs the step through (runc's
 /// guard against CVE-2019-5736): `fcntl(F_ADD_SEALS)` answers EBUSY while pages of the copy are
 /// still pinned. Nothing of the step ran, and building again passes: seen on CI, where it failed
-/// a build of the test suite once in some thirty runs.
+/// a build of the test suite once in some thirty runs. (A `RUN` step that prints the line and
+/// fails is also tried again; that costs only its own build's time.)
 const SELF_COPY_BUSY: &[u8] = b"sealing memfd copy: Device or resource busy";
 
 /// How many times in all a build is tried when buildah fails as [`SELF_COPY_BUSY`] says.
@@ -930,7 +931,10 @@ impl Run<'_> {
             } else {
                 Spawn::Plain
             };
-            let (result, busy) = self.run_buildah_watched(args.clone(), "bud", how).await;
+            let mut busy = false;
+            let result = self
+                .run_buildah_noting(args.clone(), "bud", how, &mut busy)
+                .await;
             match result {
                 Err(ImageError::Failed { .. }) if busy && attempt < BUD_ATTEMPTS => {
                     attempt += 1;
@@ -1158,22 +1162,11 @@ impl Run<'_> {
         action: &str,
         how: Spawn,
     ) -> Result<(), ImageError> {
-        self.run_buildah_watched(args, action, how).await.0
+        self.run_buildah_noting(args, action, how, &mut false).await
     }
 
-    /// [`Run::run_buildah`], and whether buildah's output said [`SELF_COPY_BUSY`].
-    async fn run_buildah_watched(
-        &self,
-        args: Vec<OsString>,
-        action: &str,
-        how: Spawn,
-    ) -> (Result<(), ImageError>, bool) {
-        let mut busy = false;
-        let result = self.run_buildah_once(args, action, how, &mut busy).await;
-        (result, busy)
-    }
-
-    async fn run_buildah_once(
+    /// [`Run::run_buildah`], setting `busy` if buildah's output said [`SELF_COPY_BUSY`].
+    async fn run_buildah_noting(
         &self,
         args: Vec<OsString>,
         action: &str,

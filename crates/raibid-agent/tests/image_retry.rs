@@ -128,8 +128,8 @@ async fn a_build_that_stays_busy_fails_after_its_last_try() {
     assert!(registry.tags("acme/busy").is_empty());
 }
 
-/// The user's own failure (here a file the Containerfile copies is missing) is not tried
-/// again, even if the build's output happens to mention the line.
+/// The build's own failure (here a file the Containerfile copies is missing) is not tried
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_s_own_failure_is_not_tried_again() {
     let registry = Registry::start();
