@@ -1752,27 +1752,26 @@ async fn a_queued_record_of_the_older_layout_is_claimed_whole() {
     assert_eq!(claimed.job, q.get(id).await.unwrap().unwrap());
 }
 
+/// Starts session `key` of `token_hash` for `secs` seconds, from a browser that said nothing
+/// of itself.
+async fn start_session(q: &Queue, key: &str, token_hash: &str, secs: u64) {
+    q.start_session(
+        key,
+        token_hash,
+        Duration::from_secs(secs),
+        &SessionClient::default(),
+    )
+    .await
+    .unwrap();
+}
+
 /// A web session lasts until its time is up or it is ended.
 #[tokio::test]
 async fn sessions_last_until_they_expire_or_end() {
     let redis = RedisServer::start();
     let q = queue(&redis);
-    q.start_session(
-        "k1",
-        "sha256:aa",
-        Duration::from_secs(60),
-        &SessionClient::default(),
-    )
-    .await
-    .unwrap();
-    q.start_session(
-        "k2",
-        "sha256:bb",
-        Duration::from_secs(1),
-        &SessionClient::default(),
-    )
-    .await
-    .unwrap();
+    start_session(&q, "k1", "sha256:aa", 60).await;
+    start_session(&q, "k2", "sha256:bb", 1).await;
     assert_eq!(q.session("k1").await.unwrap().as_deref(), Some("sha256:aa"));
     assert_eq!(q.session("k2").await.unwrap().as_deref(), Some("sha256:bb"));
     assert_eq!(q.session("k3").await.unwrap(), None);
@@ -1799,14 +1798,7 @@ async fn a_token_s_sessions_are_listed_and_ended_one_by_one() {
     q.start_session("laptop", "sha256:aa", Duration::from_secs(60), &laptop)
         .await
         .unwrap();
-    q.start_session(
-        "phone",
-        "sha256:aa",
-        Duration::from_secs(120),
-        &SessionClient::default(),
-    )
-    .await
-    .unwrap();
+    start_session(&q, "phone", "sha256:aa", 120).await;
     q.start_session("ended", "sha256:aa", Duration::from_secs(90), &laptop)
         .await
         .unwrap();
@@ -1880,23 +1872,9 @@ async fn a_token_is_signed_out_everywhere_and_other_tokens_stay() {
     let redis = RedisServer::start();
     let q = queue(&redis);
     for key in ["laptop", "phone", "ended"] {
-        q.start_session(
-            key,
-            "sha256:aa",
-            Duration::from_secs(60),
-            &SessionClient::default(),
-        )
-        .await
-        .unwrap();
+        start_session(&q, key, "sha256:aa", 60).await;
     }
-    q.start_session(
-        "other",
-        "sha256:bb",
-        Duration::from_secs(60),
-        &SessionClient::default(),
-    )
-    .await
-    .unwrap();
+    start_session(&q, "other", "sha256:bb", 60).await;
     q.end_session("ended").await.unwrap();
     let ttl = redis
         .command("PTTL raibid:ci-jobs:sessions-of:sha256:aa")

@@ -50,9 +50,7 @@ pub(crate) async fn warn_untrusted_forwarder(
     {
         let peer = peer.ip().to_canonical();
         let trusted = &state.config().server.trusted_proxies;
-        if !trusted.iter().any(|range| range.contains(&peer))
-            && state.untrusted_forwarders().first_time(peer)
-        {
+        if !is_trusted(&peer, trusted) && state.untrusted_forwarders().first_time(peer) {
             warn!(
                 %peer,
                 "{peer} sent X-Forwarded-For but is not in server.trusted_proxies: if it is a \
@@ -70,7 +68,7 @@ pub(crate) async fn warn_untrusted_forwarder(
 /// one. Each proxy appends the address it was reached from, so the hops left of the first
 /// untrusted one are whatever the client chose to send: reading from the right stops there.
 pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|range| range.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted(ip, trusted);
     let mut client = peer.to_canonical();
     if !is_trusted(&client) {
         return client;
@@ -92,6 +90,11 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) 
         }
     }
     client
+}
+
+/// Whether `ip` is one of `server.trusted_proxies`.
+fn is_trusted(ip: &IpAddr, trusted: &[IpRange]) -> bool {
+    trusted.iter().any(|range| range.contains(ip))
 }
 
 /// `203.0.113.7`, `2001:db8::1`, and the forms some proxies add a port to (`203.0.113.7:41234`,
