@@ -77,6 +77,8 @@ pub async fn run_agent(
         })
     });
 
+    let mirrors = tokio::spawn(expire_mirrors(runner.clone()));
+
     // Running jobs are interrupted only when the grace period after shutdown is over.
     let interrupt = CancellationToken::new();
     let grace = {
@@ -123,6 +125,7 @@ pub async fn run_agent(
     if let Some(expiry) = expiry {
         let _ = expiry.await;
     }
+    let _ = mirrors.await;
     grace.abort();
     registry.abort();
     if let Err(e) = runner.queue.agent_gone(&options.name).await {
@@ -224,6 +227,7 @@ async fn worker(
         }
         // A long-running agent outlives the agents that die beside it on a shared root.
         runner.sweep_orphaned_workspaces().await;
+        expire_mirrors(runner.clone()).await;
     }
     if let Err(e) = runner
         .queue
@@ -233,6 +237,20 @@ async fn worker(
         warn!(error = %e, consumer, "could not remove the consumer from the group");
     }
     Ok(done)
+}
+
+/// The cache directory's daily sweep of unused git mirrors: beside the first job, and after
+/// each job of an agent that lives for days.
+async fn expire_mirrors(runner: Arc<Runner>) {
+    match runner.git.expire_mirrors().await {
+        Ok(Some(sweep)) if !sweep.expired.is_empty() || sweep.leftovers > 0 => info!(
+            expired = ?sweep.expired,
+            leftovers = sweep.leftovers,
+            "removed git mirrors no job used within agent.mirror_expire_days"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot sweep the git mirrors"),
+    }
 }
 
 async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) {

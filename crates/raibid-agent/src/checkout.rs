@@ -95,6 +95,9 @@ pub enum Changes {
 /// a slow remote must not hold the job up for the checkout's whole timeout.
 const BASE_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `agent.mirror_expire_days`' default.
+pub const DEFAULT_MIRROR_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 #[derive(Clone)]
 pub struct GitCheckout {
     cache_dir: PathBuf,
@@ -103,6 +106,8 @@ pub struct GitCheckout {
     /// The cap of the pipelines' `cache:` entries, kept under `<cache_dir>/jobs`: the cache
     /// directory is this type's, and it reaches the runner with it.
     job_cache_max_bytes: u64,
+    /// Mirrors no checkout used for this long are removed (`agent.mirror_expire_days`).
+    mirror_expiry: Option<Duration>,
 }
 
 impl GitCheckout {
@@ -112,7 +117,28 @@ impl GitCheckout {
             token: token.filter(|t| !t.is_empty()),
             timeout: Duration::from_secs(600),
             job_cache_max_bytes: crate::job_cache::DEFAULT_JOB_CACHE_MAX_BYTES,
+            mirror_expiry: Some(DEFAULT_MIRROR_EXPIRY),
         }
+    }
+
+    /// Removes mirrors no job used for `expiry` (at least [`crate::MIN_MIRROR_EXPIRY`]);
+    /// `None` keeps them for ever.
+    pub fn with_mirror_expiry(mut self, expiry: Option<Duration>) -> Self {
+        self.mirror_expiry = expiry;
+        self
+    }
+
+    /// Removes the mirrors no job has used within the expiry, and what killed clones left,
+    /// if the cache directory's daily sweep is due and no other agent is at it: `None` when
+    /// nothing was swept. Agents sharing the cache directory take turns.
+    pub async fn expire_mirrors(&self) -> std::io::Result<Option<crate::MirrorSweep>> {
+        let Some(expiry) = self.mirror_expiry else {
+            return Ok(None);
+        };
+        let dir = self.cache_dir.clone();
+        tokio::task::spawn_blocking(move || crate::mirror_expiry::sweep(&dir, expiry))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Caps the pipelines' job caches (`agent.job_cache_max_bytes`); 0 turns them off.
@@ -928,7 +954,10 @@ async fn lock_mirror(mirror: &Path) -> Result<Flock<std::fs::File>, CheckoutErro
     let mut pause = Duration::from_millis(10);
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
+            Ok(lock) => {
+                crate::mirror_expiry::mark_used(&lock);
+                return Ok(lock);
+            }
             Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
                 file = back;
                 tokio::time::sleep(pause).await;

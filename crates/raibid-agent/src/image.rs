@@ -159,7 +159,8 @@ impl fmt::Debug for RegistryAuth {
 
 #[derive(Debug, Clone)]
 pub struct ImageBuildOptions {
-    /// buildah's storage root (images, layers); private to this agent.
+    /// buildah's storage root (images, layers): raibid's alone, shared only by agents (see
+    /// image/store.rs), since cleanups and prunes remove what no build of theirs holds.
     pub root: PathBuf,
     /// buildah's runtime state (locks, mounts).
     pub runroot: PathBuf,
@@ -285,6 +286,8 @@ pub struct ImageBuilder {
     kept_env: Vec<(&'static str, OsString)>,
     /// How many pending removals make a build ending wait to clean up (module docs).
     cleanup_threshold: usize,
+    /// How often the store is pruned (`agent.buildah_prune_days`); `None`: never.
+    prune_every: Option<Duration>,
 }
 
 /// What buildah prints when a `RUN` step could not start because the kernel refused, for the
@@ -297,6 +300,18 @@ const SELF_COPY_BUSY: &[u8] = b"sealing memfd copy: Device or resource busy";
 
 /// How many times in all a build is tried when buildah fails as [`SELF_COPY_BUSY`] says.
 pub const BUD_ATTEMPTS: u32 = 3;
+
+/// The default of [`ImageBuilder::with_prune_interval`] (`agent.buildah_prune_days`): weekly, as
+/// GitLab suggests running its `clear-docker-cache`.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The longest a prune holds the store: removing the `--layers` images of a week's builds
+/// deletes full copies of their file systems with vfs, far more than a cleanup's one build.
+const PRUNE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `buildah rmi --prune` removes the images without a name and without children; each round
+/// makes their parents such images, so a chain of `--layers` images takes a round per layer.
+const PRUNE_ROUNDS: usize = 64;
 
 /// The default of [`ImageBuilder::with_cleanup_threshold`].
 pub const CLEANUP_THRESHOLD: usize = 16;
@@ -343,6 +358,7 @@ impl ImageBuilder {
             kill_grace: DEFAULT_KILL_GRACE,
             kept_env: kept_environment(|name| std::env::var_os(name)),
             cleanup_threshold: CLEANUP_THRESHOLD,
+            prune_every: Some(PRUNE_INTERVAL),
         })
     }
 
@@ -358,6 +374,15 @@ impl ImageBuilder {
     /// moment; at least 1. The default, [`CLEANUP_THRESHOLD`], suits production; tests go lower.
     pub fn with_cleanup_threshold(mut self, threshold: usize) -> Self {
         self.cleanup_threshold = threshold.max(1);
+        self
+    }
+
+    /// How often a build ending at a quiet moment prunes the store: the working containers of
+    /// killed builds and the images nothing names (the `--layers` cache, base images a newer
+    /// pull replaced) go, the named base images stay. `None`: never. Default
+    /// [`PRUNE_INTERVAL`]. The store must be raibid's alone (see `ImageBuildOptions::root`).
+    pub fn with_prune_interval(mut self, every: Option<Duration>) -> Self {
+        self.prune_every = every;
         self
     }
 
@@ -439,6 +464,18 @@ impl ImageBuilder {
                 ..run
             };
             cleanup.collect_garbage(&store).await;
+            let due = self.prune_every.map(|every| store.prune_due(every));
+            match due {
+                Some(Ok(true)) => {
+                    let prune = Run {
+                        deadline: Some(Instant::now() + PRUNE_TIMEOUT),
+                        ..cleanup
+                    };
+                    prune.prune().await;
+                }
+                Some(Err(e)) => debug!(error = %e, "cannot read when the image store was pruned"),
+                Some(Ok(false)) | None => {}
+            }
         }
         let digests = result?;
         info!(tags = ?request.tags, ?digests, "image built");
@@ -1072,6 +1109,32 @@ impl Run<'_> {
         }
     }
 
+    /// With the store's lock held exclusively: removes every working container (no build is in
+    /// flight, so they are killed builds') and the images without a name that nothing uses,
+    /// round after round until none is left.
+    async fn prune(&self) {
+        let removed = |out: Option<Vec<u8>>| {
+            out.map(|out| {
+                String::from_utf8_lossy(&out)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .count()
+            })
+        };
+        let containers = removed(self.capture(&["rm", "--all"]).await).unwrap_or(0);
+        let mut images = 0;
+        for _ in 0..PRUNE_ROUNDS {
+            match removed(self.capture(&["rmi", "--prune"]).await) {
+                Some(0) | None => break,
+                Some(n) => images += n,
+            }
+        }
+        info!(
+            containers,
+            images, "pruned the image store (agent.buildah_prune_days)"
+        );
+    }
+
     fn out_of_time(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
@@ -1477,6 +1540,7 @@ mod tests {
             kill_grace: DEFAULT_KILL_GRACE,
             kept_env: Vec::new(),
             cleanup_threshold: CLEANUP_THRESHOLD,
+            prune_every: Some(PRUNE_INTERVAL),
         }
     }
 

@@ -16,6 +16,7 @@ mod job_cache;
 mod keep_artifacts;
 mod lock_file;
 mod logsink;
+mod mirror_expiry;
 mod private_dir;
 mod program;
 mod remove;
@@ -28,12 +29,15 @@ mod workspace_file;
 mod workspace_lock;
 
 pub use agent::{AgentOptions, AgentSummary, run_agent};
-pub use checkout::{Changes, CheckoutError, CheckoutReport, CommitInfo, GitCheckout};
+pub use checkout::{
+    Changes, CheckoutError, CheckoutReport, CommitInfo, DEFAULT_MIRROR_EXPIRY, GitCheckout,
+};
 pub use job_cache::{
     DEFAULT_JOB_CACHE_MAX_BYTES, EntryMeta, JobCache, JobCacheError, Restored, Saved, Skipped,
 };
 pub use keep_artifacts::expire_artifacts;
 pub use logsink::{JobLog, Masker};
+pub use mirror_expiry::{MIN_EXPIRY as MIN_MIRROR_EXPIRY, MirrorSweep};
 pub use program::{AGENT_BINARY, AgentProgram};
 pub use repo_filter::RepoFilter;
 pub use runner::{DEFAULT_TIMEOUT, JobEnd, Runner, RunnerSettings, repo_listing};

@@ -157,9 +157,9 @@ structs! {
     }
     RegistryConfig { host, username, password, insecure }
     AgentConfig {
-        name, pools, repos, labels, executor, container_engine, step_user, workspace_dir, cache_dir, job_cache_max_bytes,
+        name, pools, repos, labels, executor, container_engine, step_user, workspace_dir, cache_dir, mirror_expire_days, job_cache_max_bytes,
         artifacts_max_bytes, artifacts_expire_days, artifacts_max_expire_days, buildah_root,
-        buildah_runroot, concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
+        buildah_runroot, buildah_prune_days, concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
         git_token, registry, secrets, secret_repos, secrets_for_forks, step_limits, devices,
         gpus,
     }

@@ -364,6 +364,14 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             ));
         }
     }
+    if config.agent.mirror_expire_days == 1 {
+        return Err(semantic(
+            "agent.mirror_expire_days",
+            "1 day is shorter than a job may use its mirror (a day, and its clean-up): use 2 or \
+             more, or 0 to keep mirrors for ever"
+                .into(),
+        ));
+    }
     let cpus = config.agent.step_limits.cpus;
     if !cpus.is_finite() || cpus < 0.0 {
         return Err(semantic(
@@ -762,6 +770,22 @@ flux:
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn mirrors_expire_after_two_days_or_more() {
+        assert_eq!(parse("").unwrap().agent.mirror_expire_days, 30);
+        for days in [0, 2, 4_000_000_000] {
+            let config = parse(&format!("agent:\n  mirror_expire_days: {days}\n")).unwrap();
+            assert_eq!(config.agent.mirror_expire_days, days);
+        }
+        let err = parse("agent:\n  mirror_expire_days: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("agent.mirror_expire_days") && err.contains("use 2 or more"),
+            "{err}"
+        );
     }
 
     #[test]

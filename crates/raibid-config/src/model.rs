@@ -386,6 +386,10 @@ pub struct AgentConfig {
     pub workspace_dir: String,
     /// Where bare git mirrors are kept between jobs; empty: `<data dir>/git-mirrors`.
     pub cache_dir: String,
+    /// A git mirror no job has used for this many days is removed from `cache_dir` by the
+    /// next agent to sweep it (at most once a day); 0 keeps mirrors for ever. At least 2: a
+    /// job reads its mirror's objects for as long as it runs, up to a day.
+    pub mirror_expire_days: u32,
     /// All pipelines' `cache:` entries together (under `<cache_dir>/jobs`) stay under this many
     /// bytes, the least recently used removed first; 0 turns the pipelines' caches off.
     pub job_cache_max_bytes: u64,
@@ -407,6 +411,10 @@ pub struct AgentConfig {
     /// buildah's per-run state (`--runroot`: locks, mount bookkeeping); empty:
     /// `<data dir>/buildah/run`. Small, and private to one agent.
     pub buildah_runroot: String,
+    /// Every this many days, a build ending when no other is in flight prunes buildah's store:
+    /// the working containers of killed builds and the images nothing names (the `--layers`
+    /// cache, base images a newer pull replaced) go; named base images stay. 0: never.
+    pub buildah_prune_days: u32,
     pub concurrency: u32,
     /// `--once` exits quietly when nothing arrives for this long.
     pub idle_timeout_secs: u64,
@@ -480,12 +488,14 @@ impl Default for AgentConfig {
             step_user: String::new(),
             workspace_dir: String::new(),
             cache_dir: String::new(),
+            mirror_expire_days: 30,
             job_cache_max_bytes: 10 << 30,
             artifacts_max_bytes: 1 << 30,
             artifacts_expire_days: 30,
             artifacts_max_expire_days: 0,
             buildah_root: String::new(),
             buildah_runroot: String::new(),
+            buildah_prune_days: 7,
             concurrency: 1,
             idle_timeout_secs: 30,
             grace_period_secs: 30,

@@ -236,6 +236,26 @@ impl SharedStore {
         std::fs::write(path, format!("{kind}\n"))
     }
 
+    /// Whether the store's prune is due, `every` after the last; if so, it counts as done from
+    /// now. A store never pruned starts counting now: agents of a version without prunes have
+    /// left no mark. Call with the lock held exclusively.
+    pub(crate) fn prune_due(&self, every: Duration) -> io::Result<bool> {
+        let path = self.dir.join("pruned");
+        let new = match std::fs::symlink_metadata(&path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(e),
+        };
+        let stamp = crate::lock_file::open(&path)?;
+        let now = std::time::SystemTime::now();
+        let last = stamp.metadata()?.modified()?;
+        if new || now.duration_since(last).unwrap_or_default() < every {
+            return Ok(false);
+        }
+        stamp.set_modified(now)?;
+        Ok(true)
+    }
+
     /// How many records are pending, counting up to `limit`.
     pub(crate) fn pending(&self, limit: usize) -> io::Result<usize> {
         let mut count = 0;
@@ -340,6 +360,33 @@ mod tests {
         let records = store.records().unwrap();
         assert_eq!(records.len(), 1, "{records:?}");
         assert_eq!(records[0].1, Some(image));
+    }
+
+    #[test]
+    fn a_prune_is_due_an_interval_after_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedStore::open(dir.path()).unwrap();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let stamp = store.dir.join("pruned");
+        assert!(
+            !store.prune_due(week).unwrap(),
+            "a new store starts counting"
+        );
+        assert!(stamp.is_file());
+        assert!(!store.prune_due(week).unwrap());
+        let ago = |d: Duration| {
+            File::options()
+                .write(true)
+                .open(&stamp)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - d)
+                .unwrap();
+        };
+        ago(week - Duration::from_secs(60));
+        assert!(!store.prune_due(week).unwrap());
+        ago(week);
+        assert!(store.prune_due(week).unwrap());
+        assert!(!store.prune_due(week).unwrap(), "done from now");
     }
 
     /// A cleanup that waits shuts the gate: builds in flight go on, builds starting wait, and

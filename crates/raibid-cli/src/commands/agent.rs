@@ -109,25 +109,28 @@ pub(crate) async fn prepare(
 
     let images = if which("buildah").is_some() {
         let registry = config.registry_host();
-        Some(Arc::new(ImageBuilder::new(ImageBuildOptions {
-            // In a pod, agent.buildah_root is the node-local cache volume (infra/base/agents).
-            root: non_empty(&a.buildah_root)
-                .unwrap_or_else(|| data_dir.join("buildah").join("storage")),
-            runroot: non_empty(&a.buildah_runroot)
-                .unwrap_or_else(|| data_dir.join("buildah").join("run")),
-            storage_driver: StorageDriver::detect(),
-            registry_auth: (!a.registry.username.is_empty()).then(|| RegistryAuth {
-                host: registry.clone(),
-                username: a.registry.username.clone(),
-                password: a.registry.password.expose().to_owned(),
-            }),
-            insecure_registries: if a.registry.insecure {
-                vec![registry]
-            } else {
-                Vec::new()
-            },
-            network: a.network,
-        })?))
+        Some(Arc::new(
+            ImageBuilder::new(ImageBuildOptions {
+                // In a pod, agent.buildah_root is the node-local cache volume (infra/base/agents).
+                root: non_empty(&a.buildah_root)
+                    .unwrap_or_else(|| data_dir.join("buildah").join("storage")),
+                runroot: non_empty(&a.buildah_runroot)
+                    .unwrap_or_else(|| data_dir.join("buildah").join("run")),
+                storage_driver: StorageDriver::detect(),
+                registry_auth: (!a.registry.username.is_empty()).then(|| RegistryAuth {
+                    host: registry.clone(),
+                    username: a.registry.username.clone(),
+                    password: a.registry.password.expose().to_owned(),
+                }),
+                insecure_registries: if a.registry.insecure {
+                    vec![registry]
+                } else {
+                    Vec::new()
+                },
+                network: a.network,
+            })?
+            .with_prune_interval(days(a.buildah_prune_days)),
+        ))
     } else {
         None
     };
@@ -145,7 +148,8 @@ pub(crate) async fn prepare(
         queue,
         executor,
         git: GitCheckout::new(cache_dir, Some(a.git_token.expose().to_owned()))
-            .with_job_cache_max_bytes(a.job_cache_max_bytes),
+            .with_job_cache_max_bytes(a.job_cache_max_bytes)
+            .with_mirror_expiry(days(a.mirror_expire_days)),
         images,
         artifacts: artifact_store(config),
         secrets,
