@@ -1,6 +1,6 @@
 // Follows a running job on its page: appends what the agent writes to the log as it comes,
-// with its colours as the server renders a finished log (ansi-to-html's SGR styles and CSS
-// variables), keeps the status and the steps' table as the agent reports them, and reloads the
+// in numbered lines with their colours as the server renders a finished log (ansi-to-html's
+// SGR styles and CSS variables), keeps the status and the steps' table as the agent reports them, and reloads the
 // page when the job ends, so the final status, steps and log come from the server. Without
 // JavaScript the page is complete as of when it was loaded.
 (function () {
@@ -83,24 +83,50 @@
       }
     }
   };
-  // Text as a node of its own style; only ever text, never markup.
-  const write = (text) => {
-    if (text === "") {
-      return;
-    }
-    if (Object.keys(style).length === 0) {
-      log.append(text);
-      return;
-    }
+  // Lines as the server numbers them: a span per line, led by a link to itself. The page's
+  // last line is continued when the server left it unfinished.
+  let line = Number(log.dataset.line) || 1;
+  let current = log.dataset.open === "true" ? log.lastElementChild : null;
+  const newLine = () => {
     const span = document.createElement("span");
-    span.textContent = text;
-    span.style.color = style.fg || "";
-    span.style.background = style.bg || "";
-    span.style.fontWeight = style.bold ? "bold" : "";
-    span.style.opacity = style.faint ? "0.67" : "";
-    span.style.fontStyle = style.italic ? "italic" : "";
-    span.style.textDecoration = style.underline ? "underline" : "";
+    span.className = "line";
+    span.id = `L${line}`;
+    const link = document.createElement("a");
+    link.className = "ln";
+    link.href = `#L${line}`;
+    link.dataset.n = String(line);
+    span.append(link);
     log.append(span);
+    return span;
+  };
+  // Text of one line (up to and with its line break) as a node of its own style; only ever
+  // text, never markup.
+  const writeLine = (text) => {
+    current = current || newLine();
+    if (Object.keys(style).length === 0) {
+      current.append(text);
+    } else {
+      const span = document.createElement("span");
+      span.textContent = text;
+      span.style.color = style.fg || "";
+      span.style.background = style.bg || "";
+      span.style.fontWeight = style.bold ? "bold" : "";
+      span.style.opacity = style.faint ? "0.67" : "";
+      span.style.fontStyle = style.italic ? "italic" : "";
+      span.style.textDecoration = style.underline ? "underline" : "";
+      current.append(span);
+    }
+    if (text.endsWith("\n")) {
+      current = null;
+      line += 1;
+    }
+  };
+  const write = (text) => {
+    for (const piece of text.split(/(?<=\n)/)) {
+      if (piece !== "") {
+        writeLine(piece);
+      }
+    }
   };
 
   // SGR sequences (colours), which are kept, then the others (cursor movement, titles, links),

@@ -162,7 +162,20 @@ async fn a_running_job_s_page_follows_its_log_from_where_it_stopped() {
     server.queue.append_log(&id, b"line 1\n").await.unwrap();
     server.queue.append_log(&id, b"line 2\n").await.unwrap();
     let running = page(&server, &format!("/jobs/{id}")).await;
-    assert!(running.contains(">line 1\nline 2\n</pre>"), "{running}");
+    // Numbered lines, each a link to itself; the script goes on at line 3.
+    assert!(
+        running.contains(
+            ">\
+             <span class=\"line\" id=\"L1\"><a class=\"ln\" href=\"#L1\" data-n=\"1\"></a>line 1\n</span>\
+             <span class=\"line\" id=\"L2\"><a class=\"ln\" href=\"#L2\" data-n=\"2\"></a>line 2\n</span>\
+             </pre>"
+        ),
+        "{running}"
+    );
+    assert!(
+        running.contains("data-line=\"3\" data-open=\"false\""),
+        "{running}"
+    );
     // The cursor the script follows from is the one the log API gives after these lines.
     let raw = server.get(&format!("/api/v1/jobs/{id}/logs")).await;
     let cursor = raw.headers()["x-raibid-log-cursor"]
@@ -199,8 +212,15 @@ async fn a_long_log_shows_its_end_and_says_what_it_leaves_out() {
         &body[..2000]
     );
     assert!(body.contains("line 1199 "));
-    assert!(body.contains(">line 0176 "), "the page starts at a line");
     assert!(!body.contains("line 0175 "));
+    // The page starts at a line, numbered as in the whole log, so that its link names the
+    // same line as the raw log's line count.
+    assert!(
+        body.contains("<span class=\"line\" id=\"L177\"><a class=\"ln\" href=\"#L177\" data-n=\"177\"></a>line 0176 "),
+        "the page starts at a line"
+    );
+    assert!(body.contains("data-n=\"1200\"></a>line 1199 "));
+    assert!(!body.contains("id=\"L176\""));
 }
 
 #[tokio::test]
@@ -456,9 +476,16 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
     let server = TestServer::start().await;
     let id = submit(&server, "acme/app").await;
     let claimed = server.claim_one("spark-1").await;
-    server.queue.append_log(&id, b"line 1\n").await.unwrap();
+    // The page ends inside line 2, which the script continues.
+    server
+        .queue
+        .append_log(&id, b"line 1\nline 2 ")
+        .await
+        .unwrap();
     let body = page(&server, &format!("/jobs/{id}")).await;
     let cursor = attribute(&body, "data-cursor").to_owned();
+    assert_eq!(attribute(&body, "data-line"), "2");
+    assert_eq!(attribute(&body, "data-open"), "true");
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let script = tokio::process::Command::new(node)
@@ -468,6 +495,8 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
         .arg(attribute(&body, "data-job"))
         .arg(&cursor)
         .arg(attribute(&body, "data-root"))
+        .arg(attribute(&body, "data-line"))
+        .arg(attribute(&body, "data-open"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -476,9 +505,10 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
     // What comes after the page was rendered, coloured, a colour cut in two by the chunks it
     // came in, a terminal title; then the end.
     for chunk in [
-        &b"\x1b[31mline 2\x1b[0m\n"[..],
+        &b"\x1b[31mgoes on\x1b[0m\n"[..],
         b"\x1b]0;title\x07\x1b[3",
-        b"2mline 3\x1b[0m\n",
+        b"2mline 3\x1b[0m\nline 4\nline",
+        b" 5\n",
     ] {
         server.queue.append_log(&id, chunk).await.unwrap();
     }
@@ -512,14 +542,27 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
         seen["url"],
         format!("/api/v1/jobs/{id}/logs?follow=true&cursor={cursor}")
     );
-    // Only what the page did not have, its colour a style rather than escape codes.
+    // Only what the page did not have, its colour a style rather than escape codes: the
+    // end of the page's last line, then lines numbered on from it, each with its link.
+    assert_eq!(
+        seen["continued"],
+        json!([{ "text": "goes on", "color": "var(--red)" }, "\n"]),
+        "{seen}"
+    );
+    let line = |n: u32, parts: serde_json::Value| {
+        json!({
+            "id": format!("L{n}"),
+            "className": "line",
+            "link": ["ln", format!("#L{n}"), n.to_string()],
+            "parts": parts,
+        })
+    };
     assert_eq!(
         seen["appended"],
         json!([
-            { "text": "line 2", "color": "var(--red)" },
-            "\n",
-            { "text": "line 3", "color": "var(--green)" },
-            "\n"
+            line(3, json!([{ "text": "line 3", "color": "var(--green)" }, "\n"])),
+            line(4, json!(["line 4\n"])),
+            line(5, json!(["line", " 5\n"])),
         ]),
         "{seen}"
     );

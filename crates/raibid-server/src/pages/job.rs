@@ -87,6 +87,10 @@ struct Tests {
 
 struct Log {
     html: String,
+    /// The number of the line a follower writes into next, and whether the page's last line
+    /// is unfinished (the script continues it): see `log::Lines`.
+    line: u64,
+    open: bool,
     skipped: u64,
     cursor: String,
     empty: bool,
@@ -179,12 +183,17 @@ pub(super) async fn show(
         }),
         images: job.images.clone(),
         artifacts: job.artifacts.as_ref().map(|a| artifacts(&job, a, &root)),
-        log: Log {
-            empty: tail.text.is_empty(),
-            html: log::html(&tail.text),
-            skipped: tail.skipped,
-            cursor: tail.cursor.0,
-            pruned: job.log_pruned,
+        log: {
+            let lines = log::numbered(&tail.text, tail.first_line);
+            Log {
+                empty: tail.text.is_empty(),
+                html: lines.html,
+                line: lines.next,
+                open: lines.open,
+                skipped: tail.skipped,
+                cursor: tail.cursor.0,
+                pruned: job.log_pruned,
+            }
         },
         live: !job.status.is_final(),
         root,

@@ -15,6 +15,9 @@ pub(super) struct Tail {
     pub skipped: u64,
     /// The log's last entry read: a follower starts after it.
     pub cursor: LogCursor,
+    /// The number of `text`'s first line in the whole log (from 1), so that a line's link
+    /// names the same line whatever part of the log a page shows.
+    pub first_line: u64,
 }
 
 /// The last `max` bytes of job `id`'s log, starting at a line when a line starts close enough
@@ -26,12 +29,132 @@ pub(super) async fn tail(queue: &Queue, id: &str, max: usize) -> Result<Tail, Qu
         text.extend_from_slice(&chunk.data);
     }
     let cut = cut_at_line(&text, max);
+    let mut first_line = 1 + newlines(&text[..cut]);
+    if end.skipped > 0 {
+        first_line += lines_before(queue, id, end.skipped).await?;
+    }
     text.drain(..cut);
     Ok(Tail {
         text,
         skipped: end.skipped + cut as u64,
         cursor: end.cursor,
+        first_line,
     })
+}
+
+fn newlines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// The line breaks in the first `bytes` of a log, which are whole entries (those before the
+/// tail; a log only grows at its end). Only logs longer than the page's tail pay for this: at
+/// most the log's cap (`redis.log_max_bytes`) read in batches.
+async fn lines_before(queue: &Queue, id: &str, bytes: u64) -> Result<u64, QueueError> {
+    let mut cursor = LogCursor::start();
+    let (mut read, mut lines) = (0u64, 0u64);
+    while read < bytes {
+        let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
+        if batch.chunks.is_empty() {
+            break;
+        }
+        for chunk in &batch.chunks {
+            let take = (bytes - read).min(chunk.data.len() as u64) as usize;
+            lines += newlines(&chunk.data[..take]);
+            read += take as u64;
+            if read == bytes {
+                break;
+            }
+        }
+        cursor = batch.next;
+    }
+    Ok(lines)
+}
+
+/// A log's HTML cut into lines, each a `<span class="line" id="L<n>">` led by a link to itself
+/// (its number shown by CSS, so that copying the log copies no numbers).
+pub(super) struct Lines {
+    pub html: String,
+    /// The number of the line the log's next byte belongs to: the last one if it is `open`.
+    pub next: u64,
+    /// The last line has no line break yet: what comes next continues it.
+    pub open: bool,
+}
+
+/// [`html`] of `text`, its lines numbered from `first`. A colour that runs on past a line
+/// break is closed at the break and opened again on the next line, so each line's markup is
+/// whole.
+pub(super) fn numbered(text: &[u8], first: u64) -> Lines {
+    let coloured = html(text);
+    let mut out = String::with_capacity(coloured.len() + coloured.len() / 8);
+    let mut open_tags: Vec<&str> = Vec::new();
+    let mut line = first;
+    let mut in_line = false;
+    let mut rest = coloured.as_str();
+    let start_line = |out: &mut String, line: u64, open_tags: &[&str]| {
+        out.push_str(&format!(
+            "<span class=\"line\" id=\"L{line}\"><a class=\"ln\" href=\"#L{line}\" data-n=\"{line}\"></a>"
+        ));
+        open_tags.iter().for_each(|tag| out.push_str(tag));
+    };
+    let end_line = |out: &mut String, open_tags: &[&str]| {
+        for tag in open_tags.iter().rev() {
+            out.push_str("</");
+            out.push_str(tag_name(tag));
+            out.push('>');
+        }
+        out.push_str("</span>");
+    };
+    while !rest.is_empty() {
+        if rest.starts_with('<') {
+            // The converter's own markup: text's `<` comes escaped.
+            let end = rest.find('>').map_or(rest.len(), |i| i + 1);
+            let (tag, after) = rest.split_at(end);
+            rest = after;
+            if tag.starts_with("</") {
+                open_tags.pop();
+            } else {
+                open_tags.push(tag);
+            }
+            // Tags between lines are carried by `open_tags` into the next line.
+            if in_line {
+                out.push_str(tag);
+            }
+            continue;
+        }
+        let end = rest.find(['<', '\n']).map_or(rest.len(), |i| {
+            if rest.as_bytes()[i] == b'\n' {
+                i + 1
+            } else {
+                i
+            }
+        });
+        let (piece, after) = rest.split_at(end);
+        rest = after;
+        if !in_line {
+            start_line(&mut out, line, &open_tags);
+            in_line = true;
+        }
+        out.push_str(piece);
+        if piece.ends_with('\n') {
+            end_line(&mut out, &open_tags);
+            in_line = false;
+            line += 1;
+        }
+    }
+    if in_line {
+        end_line(&mut out, &open_tags);
+    }
+    Lines {
+        html: out,
+        next: line,
+        open: in_line,
+    }
+}
+
+/// `span` of `<span style='...'>`, `b` of `<b>`.
+fn tag_name(tag: &str) -> &str {
+    let name = tag.trim_start_matches('<').trim_end_matches('>');
+    name.split(char::is_whitespace).next().unwrap_or(name)
 }
 
 /// Where to cut `text` to keep at most `max` bytes: just after a line break when one comes in
@@ -109,6 +232,45 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("<script>"), "{out}");
+    }
+
+    #[test]
+    fn lines_are_numbered_and_each_line_s_markup_is_whole() {
+        let lines = numbered(b"plain\n\x1b[31mred\nstill red\x1b[0m after\n<b>\n", 7);
+        assert_eq!(
+            lines.html,
+            "<span class=\"line\" id=\"L7\"><a class=\"ln\" href=\"#L7\" data-n=\"7\"></a>plain\n</span>\
+             <span class=\"line\" id=\"L8\"><a class=\"ln\" href=\"#L8\" data-n=\"8\"></a>\
+             <span style='color:var(--red,#a00)'>red\n</span></span>\
+             <span class=\"line\" id=\"L9\"><a class=\"ln\" href=\"#L9\" data-n=\"9\"></a>\
+             <span style='color:var(--red,#a00)'>still red</span> after\n</span>\
+             <span class=\"line\" id=\"L10\"><a class=\"ln\" href=\"#L10\" data-n=\"10\"></a>&lt;b&gt;\n</span>"
+        );
+        assert_eq!((lines.next, lines.open), (11, false));
+        // Every tag opened is closed, line by line.
+        for line in lines.html.split("<span class=\"line\"").skip(1) {
+            assert_eq!(
+                line.matches("<span").count() + 1,
+                line.matches("</span>").count(),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unfinished_last_line_is_left_open_for_what_follows() {
+        let lines = numbered(b"one\ntwo", 1);
+        assert!(
+            lines.html.ends_with("data-n=\"2\"></a>two</span>"),
+            "{}",
+            lines.html
+        );
+        assert_eq!((lines.next, lines.open), (2, true));
+        let empty = numbered(b"", 5);
+        assert_eq!(
+            (empty.html.as_str(), empty.next, empty.open),
+            ("", 5, false)
+        );
     }
 
     #[test]

@@ -2,23 +2,26 @@
 // the few elements of the page it touches, and an EventSource over node's fetch. Prints what
 // the script did as one line of JSON once it has reloaded the page (or failed).
 //
-//   node follow.mjs <job.js> <server base URL> <job id> <cursor> <root>
+//   node follow.mjs <job.js> <server base URL> <job id> <cursor> <root> <line> <open>
 import { readFileSync } from "node:fs";
 import vm from "node:vm";
 
-const [script, base, job, cursor, root] = process.argv.slice(2);
+const [script, base, job, cursor, root, line, open] = process.argv.slice(2);
 const seen = { url: null, appended: [], placeholderRemoved: false, closed: false, reloaded: false };
 
 let ended;
 const finished = new Promise((resolve) => (ended = resolve));
 
 // Text nodes as strings, styled spans as their text and colour.
+const part = (node) =>
+  typeof node === "string" ? node : { text: node.textContent, color: node.style.color };
+// The page's last line, which the script continues when the server left it unfinished.
+const pageLine = { children: [], append: (...nodes) => pageLine.children.push(...nodes) };
+const lines = [];
 const log = {
-  dataset: { live: "true", job, cursor },
-  append: (node) =>
-    seen.appended.push(
-      typeof node === "string" ? node : { text: node.textContent, color: node.style.color },
-    ),
+  dataset: { live: "true", job, cursor, line, open },
+  lastElementChild: pageLine,
+  append: (node) => lines.push(node),
 };
 let placeholder = {
   remove() {
@@ -32,6 +35,7 @@ const element = () => ({
   textContent: "",
   className: "",
   style: {},
+  dataset: {},
   children: [],
   append(...nodes) {
     this.children.push(...nodes);
@@ -135,6 +139,14 @@ await finished;
 for (const tick of ticks) {
   await tick();
 }
+// Each line the script made: its id, its number's link and what it holds.
+seen.appended = lines.map((l) => ({
+  id: l.id,
+  className: l.className,
+  link: [l.children[0].className, l.children[0].href, l.children[0].dataset.n],
+  parts: l.children.slice(1).map(part),
+}));
+seen.continued = pageLine.children.map(part);
 seen.badge = badge;
 seen.stepsHidden = steps.hidden;
 console.log(JSON.stringify(seen));
