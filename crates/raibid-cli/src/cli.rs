@@ -487,6 +487,12 @@ pub enum JobCommand {
         /// Only jobs of this pool.
         #[arg(long)]
         pool: Option<String>,
+        /// Only jobs building this branch: pushes to it and pull requests into it.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Only jobs of this event (push, tag, pull_request, manual, cron).
+        #[arg(long)]
+        event: Option<raibid_model::Event>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
         /// Continue after this job id (from a previous page).

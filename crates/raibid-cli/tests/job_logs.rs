@@ -1,5 +1,5 @@
-//! `raibid job logs --follow` and `raibid job artifacts` against a real `raibid server`
-//! process and redis-server (and a real registry for the artifacts).
+//! `raibid job logs --follow`, `raibid job artifacts` and `raibid job list` against a real
+//! `raibid server` process and redis-server (and a real registry for the artifacts).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -451,4 +451,76 @@ async fn job_artifacts_come_back_from_the_registry_into_a_directory() {
     assert!(!out.status.success());
     assert!(stderr.contains("has no artifacts"), "{stderr}");
     stop(server);
+}
+
+/// `raibid job list --branch` and `--event` ask the server for those jobs only.
+#[tokio::test]
+async fn job_list_filters_by_branch_and_event() {
+    let setup = Setup::new().await;
+    let spec = |git_ref: &str, event| {
+        NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            git_ref,
+            "0123456789abcdef0123456789abcdef01234567",
+            event,
+        )
+    };
+    let dev = setup
+        .queue
+        .enqueue(spec("refs/heads/dev", Event::Push))
+        .await
+        .unwrap();
+    let tag = setup
+        .queue
+        .enqueue(spec("refs/tags/v1.0.0", Event::Tag))
+        .await
+        .unwrap();
+    let id = |e: raibid_queue::Enqueued| match e {
+        raibid_queue::Enqueued::Created(job) => job.id,
+        other => panic!("{other:?}"),
+    };
+    let (dev, tag) = (id(dev), id(tag));
+    let list = |filters: &[&str]| {
+        let out = Command::new(RAIBID)
+            .arg("--config")
+            .arg(&setup.config)
+            .args(["job", "list", "--server", &setup.url, "--output", "json"])
+            .args(filters)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{filters:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&["--branch", "dev"]), [dev]);
+    assert_eq!(list(&["--event", "tag"]), [tag]);
+    assert_eq!(
+        list(&["--branch", "main", "--event", "manual"]),
+        std::slice::from_ref(&setup.id)
+    );
+    assert_eq!(
+        list(&["--branch", "dev", "--event", "manual"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(list(&[]).len(), 3);
+
+    let out = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["job", "list", "--server", &setup.url, "--event", "deploy"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown event \"deploy\""), "{err}");
 }

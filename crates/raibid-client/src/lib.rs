@@ -59,6 +59,9 @@ pub struct ListJobs {
     pub status: Option<JobStatus>,
     pub repo: Option<String>,
     pub pool: Option<String>,
+    /// The branch the jobs build: pushes to it and pull requests into it.
+    pub branch: Option<String>,
+    pub event: Option<Event>,
     pub cursor: Option<String>,
     pub limit: Option<usize>,
 }
@@ -259,6 +262,12 @@ impl Client {
         }
         if let Some(p) = &q.pool {
             params.push(("pool", p.clone()));
+        }
+        if let Some(b) = &q.branch {
+            params.push(("branch", b.clone()));
+        }
+        if let Some(e) = q.event {
+            params.push(("event", e.as_str().to_owned()));
         }
         if let Some(c) = &q.cursor {
             params.push(("cursor", c.clone()));

@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use raibid_model::{Job, JobStatus, NewJob, Outcome, PoolName};
+use raibid_model::{Event, Job, JobStatus, NewJob, Outcome, PoolName};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use tracing::{debug, info, warn};
@@ -138,6 +138,10 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     pub repo: Option<String>,
     pub pool: Option<PoolName>,
+    /// The branch a job builds ([`Job::build_branch`]): pushes to it and pull requests into
+    /// it, as `when: branch` reads it. No index: looked for among the records the scan reads.
+    pub branch: Option<String>,
+    pub event: Option<Event>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1114,6 +1118,11 @@ impl Queue {
                 if filter.status.is_some_and(|s| s != job.status)
                     || filter.pool.as_ref().is_some_and(|p| *p != job.spec.pool)
                     || filter.repo.as_ref().is_some_and(|r| *r != job.spec.repo)
+                    || filter
+                        .branch
+                        .as_deref()
+                        .is_some_and(|b| job.build_branch() != Some(b))
+                    || filter.event.is_some_and(|e| e != job.spec.event)
                     || !keep(&job)
                 {
                     if scanned >= LIST_SCAN_MAX

@@ -903,6 +903,90 @@ async fn list_is_newest_first_with_filters_and_cursor() {
     );
 }
 
+/// The branch filter takes a build's branch: pushes to it and pull requests into it, not
+/// tags or other branches; the event filter takes the job's event; both go with the others.
+#[tokio::test]
+async fn list_filters_by_branch_and_event() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let sha = "a".repeat(40);
+    let spec = |git_ref: &str, event| {
+        NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            git_ref,
+            &sha,
+            event,
+        )
+    };
+    let push_main = created(
+        q.enqueue(spec("refs/heads/main", Event::Push))
+            .await
+            .unwrap(),
+    )
+    .id;
+    let push_dev = created(
+        q.enqueue(spec("refs/heads/dev", Event::Push))
+            .await
+            .unwrap(),
+    )
+    .id;
+    let tag = created(q.enqueue(spec("refs/tags/v1", Event::Tag)).await.unwrap()).id;
+    let mut pr = spec("refs/pull/7/head", Event::PullRequest);
+    pr.pr_number = Some(7);
+    pr.target_branch = Some("main".into());
+    let pr_main = created(q.enqueue(pr).await.unwrap()).id;
+    let manual_main = created(
+        q.enqueue(spec("refs/heads/main", Event::Manual))
+            .await
+            .unwrap(),
+    )
+    .id;
+    let ids = |filter: JobFilter| {
+        let q = q.clone();
+        async move {
+            let page = q.list(&filter, None, 100).await.unwrap();
+            page.jobs.into_iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    let branch = |b: &str| JobFilter {
+        branch: Some(b.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(branch("main")).await,
+        [manual_main.clone(), pr_main.clone(), push_main.clone()]
+    );
+    assert_eq!(ids(branch("dev")).await, vec![push_dev.clone()]);
+    assert_eq!(
+        ids(branch("v1")).await,
+        Vec::<String>::new(),
+        "a tag is no branch"
+    );
+    let event = |e| JobFilter {
+        event: Some(e),
+        ..Default::default()
+    };
+    assert_eq!(ids(event(Event::Tag)).await, vec![tag.clone()]);
+    assert_eq!(ids(event(Event::PullRequest)).await, vec![pr_main.clone()]);
+    assert_eq!(
+        ids(JobFilter {
+            event: Some(Event::Push),
+            ..branch("main")
+        })
+        .await,
+        vec![push_main.clone()]
+    );
+    assert_eq!(
+        ids(JobFilter {
+            repo: Some("acme/other".into()),
+            ..branch("main")
+        })
+        .await,
+        Vec::<String>::new()
+    );
+}
+
 /// A caller who may see few jobs (a token limited to some repositories) is answered after
 /// `LIST_SCAN_MAX` records at most, with a cursor to go on from, and going on finds the rest.
 #[tokio::test]

@@ -427,14 +427,16 @@ fn paths() -> Value {
                 "tags": ["jobs"],
                 "summary": "List jobs, newest first",
                 "description": "When reads need a token, a token limited to some repositories \
-                    (server.tokens repos) lists only theirs. A page then holds the jobs found \
-                    among 5,000 records at most, possibly fewer than limit (none, even), with a \
-                    next_cursor to go on from.",
+                    (server.tokens repos) lists only theirs. Such a listing, and one filtered by \
+                    branch or event, holds the jobs found among 5,000 records at most, possibly \
+                    fewer than limit (none, even), with a next_cursor to go on from.",
                 "security": [{}, { "bearer": [] }],
                 "parameters": [
                     query("status", "Only jobs with this status.", schema_ref("JobStatus")),
                     query("repo", "Only jobs of this owner/name.", json!({ "type": "string" })),
                     query("pool", "Only jobs of this pool.", json!({ "type": "string" })),
+                    query("branch", "Only jobs building this branch: pushes to it and pull requests into it (a name such as main, without refs/heads/).", json!({ "type": "string" })),
+                    query("event", "Only jobs of this event.", schema_ref("Event")),
                     query("cursor", "next_cursor of the previous page.", json!({ "type": "string" })),
                     query("limit", "Page size, 1-1000 (default 50).", json!({ "type": "integer", "minimum": 1, "maximum": 1000 }))
                 ],

@@ -283,6 +283,9 @@ async fn list_filters_and_pages_newest_first() {
         if i == 4 {
             body["pool"] = "gpu".into();
         }
+        if i == 2 {
+            body["ref"] = "release/1.x".into();
+        }
         ids.push(submit(&server, body).await.id);
     }
     let cancelled = ids[1].clone();
@@ -338,6 +341,14 @@ async fn list_filters_and_pages_newest_first() {
     let queued_odd =
         ids_of(json(server.get("/api/v1/jobs?status=queued&repo=acme/odd").await).await);
     assert_eq!(queued_odd, vec![ids[3].clone()]);
+    let release = ids_of(json(server.get("/api/v1/jobs?branch=release/1.x").await).await);
+    assert_eq!(release, vec![ids[2].clone()]);
+    let main_even = ids_of(json(server.get("/api/v1/jobs?branch=main&repo=acme/even").await).await);
+    assert_eq!(main_even, vec![ids[4].clone(), ids[0].clone()]);
+    let manual = ids_of(json(server.get("/api/v1/jobs?event=manual").await).await);
+    assert_eq!(manual.len(), 5, "submitted jobs are manual");
+    let pushes = ids_of(json(server.get("/api/v1/jobs?event=push").await).await);
+    assert_eq!(pushes, Vec::<String>::new());
 
     for (query, name) in [
         ("status=done", "status"),
@@ -346,6 +357,9 @@ async fn list_filters_and_pages_newest_first() {
         ("limit=0", "limit"),
         ("limit=lots", "limit"),
         ("repo=no-slash", "repo"),
+        ("branch=refs/heads/main", "branch"),
+        ("branch=a..b", "branch"),
+        ("event=deploy", "event"),
     ] {
         let (status, code, message) =
             error(server.get(&format!("/api/v1/jobs?{query}")).await).await;

@@ -423,6 +423,31 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
     let none = page(&server, "/jobs?status=success").await;
     assert!(none.contains("No jobs match these filters."), "{none}");
     assert!(!none.contains("data-refresh"), "{none}");
+
+    // The branch and event filters, kept by the form; a branch's ref links to its builds.
+    let main = page(&server, "/jobs?branch=main&event=manual").await;
+    assert!(
+        main.contains(&row(&lib)) && main.contains(&row(&app)),
+        "{main}"
+    );
+    assert!(main.contains("name=\"branch\" value=\"main\""), "{main}");
+    assert!(
+        main.contains("<option value=\"manual\" selected>manual</option>"),
+        "{main}"
+    );
+    assert!(
+        main.contains(
+            "<a href=\"/jobs?repo=acme%2Fapp&#38;branch=main\" title=\"this branch's builds\">heads/main</a>"
+        ),
+        "{main}"
+    );
+    for query in ["event=push", "branch=dev"] {
+        let none = page(&server, &format!("/jobs?{query}")).await;
+        assert!(
+            none.contains("No jobs match these filters."),
+            "{query}: {none}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -560,7 +585,10 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
     assert_eq!(
         seen["appended"],
         json!([
-            line(3, json!([{ "text": "line 3", "color": "var(--green)" }, "\n"])),
+            line(
+                3,
+                json!([{ "text": "line 3", "color": "var(--green)" }, "\n"])
+            ),
             line(4, json!(["line 4\n"])),
             line(5, json!(["line", " 5\n"])),
         ]),

@@ -43,6 +43,8 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             status,
             repo,
             pool,
+            branch,
+            event,
             limit,
             cursor,
         } => {
@@ -51,6 +53,8 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                     status,
                     repo,
                     pool,
+                    branch,
+                    event,
                     cursor,
                     limit: Some(limit),
                 })

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use raibid_model::{Job, JobStatus, PoolName};
+use raibid_model::{Event, Job, JobStatus, PoolName};
 use raibid_queue::{CancelResult, JobFilter};
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -22,6 +22,8 @@ pub(crate) struct ListParams {
     status: Option<String>,
     repo: Option<String>,
     pool: Option<String>,
+    branch: Option<String>,
+    event: Option<String>,
     cursor: Option<String>,
     limit: Option<String>,
 }
@@ -56,6 +58,16 @@ impl ListParams {
         let pool = given(self.pool)
             .map(|p| PoolName::new(p).map_err(|e| bad("pool", &e.to_string())))
             .transpose()?;
+        let branch = given(self.branch)
+            .map(|b| {
+                validate::branch(&b)
+                    .map(|()| b)
+                    .map_err(|m| bad("branch", m))
+            })
+            .transpose()?;
+        let event = given(self.event)
+            .map(|e| e.parse::<Event>().map_err(|e| bad("event", &e)))
+            .transpose()?;
         let cursor = given(self.cursor)
             .map(|c| {
                 validate::job_id(&c)
@@ -71,7 +83,13 @@ impl ListParams {
             .transpose()?
             .unwrap_or(DEFAULT_PAGE);
         Ok(Listing {
-            filter: JobFilter { status, repo, pool },
+            filter: JobFilter {
+                status,
+                repo,
+                pool,
+                branch,
+                event,
+            },
             cursor,
             limit,
         })

@@ -51,6 +51,15 @@ pub(crate) fn full_ref(s: &str) -> Result<String, &'static str> {
     Ok(full)
 }
 
+/// A branch name (`main`, `release/1.x`), as the job list filters on it: a name that could
+/// follow `refs/heads/`.
+pub(crate) fn branch(s: &str) -> Result<(), &'static str> {
+    if s.starts_with("refs/") {
+        return Err("a branch name, without refs/heads/");
+    }
+    git_ref(&format!("refs/heads/{s}"))
+}
+
 /// Letters, digits and '_', not starting with a digit: a name a shell reads as `$NAME`.
 pub(crate) fn is_variable_name(s: &str) -> bool {
     let mut bytes = s.bytes();

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::SecondsFormat;
-use raibid_model::{JobStatus, human};
+use raibid_model::{Event, JobStatus, human};
 use raibid_queue::QueueError;
 
 use super::{Chrome, PageError, Viewer, page};
@@ -23,8 +23,11 @@ struct JobsPage {
     chrome: Chrome,
     repo: String,
     pool: String,
+    branch: String,
     /// Every status, and whether it is the one filtered on.
     statuses: Vec<(&'static str, bool)>,
+    /// Every event, and whether it is the one filtered on.
+    events: Vec<(&'static str, bool)>,
     filtered: bool,
     rows: Vec<Row>,
     next: Option<String>,
@@ -52,6 +55,8 @@ struct Row {
     status: &'static str,
     repo: String,
     git_ref: String,
+    /// The job list of the repository's builds of the branch the job builds, if it builds one.
+    branch_href: Option<String>,
     sha: String,
     pool: String,
     agent: String,
@@ -88,12 +93,15 @@ pub(super) async fn list(
         .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
+    let branch = filter.branch.clone().unwrap_or_default();
     let next = jobs.next_cursor.map(|cursor| {
         let limit = (limit != DEFAULT_PAGE).then(|| limit.to_string());
         let query = url_query(&[
             ("repo", &repo),
             ("status", filter.status.map(JobStatus::as_str).unwrap_or("")),
             ("pool", &pool),
+            ("branch", &branch),
+            ("event", filter.event.map(Event::as_str).unwrap_or("")),
             ("limit", limit.as_deref().unwrap_or("")),
             ("cursor", &cursor),
         ]);
@@ -108,7 +116,15 @@ pub(super) async fn list(
             .iter()
             .map(|s| (s.as_str(), filter.status == Some(*s)))
             .collect(),
-        filtered: filter.status.is_some() || filter.repo.is_some() || filter.pool.is_some(),
+        events: Event::ALL
+            .iter()
+            .map(|e| (e.as_str(), filter.event == Some(*e)))
+            .collect(),
+        filtered: filter.status.is_some()
+            || filter.repo.is_some()
+            || filter.pool.is_some()
+            || filter.branch.is_some()
+            || filter.event.is_some(),
         refresh: first_page && jobs.jobs.iter().any(|j| !j.status.is_final()),
         rows: jobs
             .jobs
@@ -124,6 +140,10 @@ pub(super) async fn list(
                 status: j.status.as_str(),
                 repo: j.spec.repo.clone(),
                 git_ref: j.spec.git_ref.trim_start_matches("refs/").to_owned(),
+                branch_href: j.branch().map(|b| {
+                    let query = url_query(&[("repo", &j.spec.repo), ("branch", b)]);
+                    format!("{root}/jobs?{query}")
+                }),
                 sha: j.spec.sha.chars().take(10).collect(),
                 pool: j.spec.pool.to_string(),
                 agent: j.agent.clone().unwrap_or_default(),
@@ -138,6 +158,7 @@ pub(super) async fn list(
         next,
         repo,
         pool,
+        branch,
         chrome: viewer.chrome(),
         root,
         queues,
