@@ -10,6 +10,7 @@ mod pool;
 pub mod scaling;
 mod secret;
 mod stats;
+pub mod step_log;
 
 pub use agent::AgentInfo;
 pub use job::{

@@ -154,25 +154,32 @@
   const atBottom = () =>
     window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 40;
 
-  // Reconnects by itself with Last-Event-ID, which the server resumes from.
-  const source = new EventSource(`${root}/api/v1/jobs/${job}/logs?follow=true&cursor=${cursor}`);
-  source.addEventListener("log", (event) => {
-    const follow = atBottom();
-    const empty = document.getElementById("log-empty");
-    if (empty) {
-      empty.remove();
-    }
-    render(JSON.parse(event.data).text);
-    if (follow) {
-      window.scrollTo(0, document.documentElement.scrollHeight);
-    }
-  });
+  // One step's lines (`?step=NAME`) are not followed: the page reloads once the job ends.
+  const stepView = log.dataset.step !== undefined;
+  let source = null;
   const ended = () => {
-    source.close();
+    if (source) {
+      source.close();
+    }
     window.location.reload();
   };
-  source.addEventListener("end", ended);
-  source.addEventListener("gone", ended);
+  if (!stepView) {
+    // Reconnects by itself with Last-Event-ID, which the server resumes from.
+    source = new EventSource(`${root}/api/v1/jobs/${job}/logs?follow=true&cursor=${cursor}`);
+    source.addEventListener("log", (event) => {
+      const follow = atBottom();
+      const empty = document.getElementById("log-empty");
+      if (empty) {
+        empty.remove();
+      }
+      render(JSON.parse(event.data).text);
+      if (follow) {
+        window.scrollTo(0, document.documentElement.scrollHeight);
+      }
+    });
+    source.addEventListener("end", ended);
+    source.addEventListener("gone", ended);
+  }
 
   // A step's time as the server shows it (raibid_model::human::precise_millis): tenths below
   // ten seconds, then two units at most.
@@ -219,8 +226,12 @@
     steps.querySelector("tbody").replaceChildren(
       ...list.map((step) => {
         const row = document.createElement("tr");
+        const name = document.createElement("a");
+        name.href = `${root}/jobs/${job}?step=${encodeURIComponent(step.name)}#log`;
+        name.title = "this step's lines of the log";
+        name.textContent = step.name;
         row.append(
-          cell(step.name),
+          cell(name),
           cell(statusBadge(step.status)),
           cell(step.exit_code === undefined ? "" : String(step.exit_code)),
           cell(time(step.duration_ms)),
@@ -242,6 +253,9 @@
         badge.textContent = current.status;
         badge.className = `status status-${current.status}`;
         showSteps(current.steps || []);
+        if (stepView && !["blocked", "queued", "running"].includes(current.status)) {
+          ended();
+        }
       }
     } catch (_) {
       // The server is restarting; the next tick tries again.

@@ -116,7 +116,10 @@ async fn a_finished_job_shows_its_steps_tests_and_coloured_log_with_everything_e
         "{body}"
     );
     assert!(body.contains("spark-1"), "{body}");
-    assert!(body.contains("<td>build</td>"), "{body}");
+    assert!(
+        body.contains("title=\"this step's lines of the log\">build</a></td>"),
+        "{body}"
+    );
     assert!(body.contains("1m05s"), "{body}");
     assert!(body.contains("<td>101</td>"), "{body}");
     assert!(body.contains("12 tests"), "{body}");
@@ -604,13 +607,132 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
     assert_eq!(
         seen["steps"],
         json!([
-            ["build", "status status-success:success", "0", "1.5s"],
-            ["test<b>", "status status-success:success", "0", "3m05s"],
-            ["deploy", "status status-skipped:skipped", "", ""]
+            [
+                format!("/jobs/{id}?step=build#log:build"),
+                "status status-success:success",
+                "0",
+                "1.5s"
+            ],
+            [
+                format!("/jobs/{id}?step=test%3Cb%3E#log:test<b>"),
+                "status status-success:success",
+                "0",
+                "3m05s"
+            ],
+            [
+                format!("/jobs/{id}?step=deploy#log:deploy"),
+                "status status-skipped:skipped",
+                "",
+                ""
+            ]
         ]),
         "{seen}"
     );
     assert_eq!(seen["stepsHidden"], false);
+}
+
+/// A step's name in the steps' table leads to its lines of the log (`?step=NAME`), numbered as
+/// in the whole log; an unknown step is a 404. While the job runs, the page's script follows
+/// the job's status alone (not the log) and reloads the page when the job ends.
+#[tokio::test]
+async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
+    let node = node();
+    let server = TestServer::start().await;
+    let id = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("spark-1").await;
+    let log = "checkout\n\n\x1b[1;36m\u{25b6} step build\x1b[0m \x1b[2m2026-12-06T00:00:00.000Z\x1b[0m\n\
+        compiling <x>\n\x1b[32m\u{2714} build (1.00s)\x1b[0m\n\
+        \n\x1b[1;36m\u{25b6} step test\x1b[0m \x1b[2m2026-12-06T00:00:01.000Z\x1b[0m\nok 1\n";
+    server.queue.append_log(&id, log.as_bytes()).await.unwrap();
+    let step = |name: &str, status| StepResult {
+        name: name.into(),
+        status,
+        exit_code: None,
+        duration_ms: None,
+        tail: String::new(),
+    };
+    let steps = [
+        step("build", StepStatus::Success),
+        step("test", StepStatus::Running),
+    ];
+    assert!(
+        server
+            .queue
+            .record_progress(&claimed, &steps)
+            .await
+            .unwrap()
+    );
+
+    let build = page(&server, &format!("/jobs/{id}?step=build")).await;
+    assert!(build.contains("<h2>Log of step build</h2>"), "{build}");
+    assert!(
+        build.contains(&format!("<a href=\"/jobs/{id}#log\">whole log</a>")),
+        "{build}"
+    );
+    // Lines 3 to 5 of the log: its header, its output, its result.
+    assert!(
+        build.contains("<span class=\"line\" id=\"L3\">")
+            && build.contains("data-n=\"4\"></a>compiling &lt;x&gt;\n</span>")
+            && build.contains("<span class=\"line\" id=\"L5\">"),
+        "{build}"
+    );
+    assert!(
+        !build.contains("checkout") && !build.contains("ok 1") && !build.contains("id=\"L6\""),
+        "{build}"
+    );
+    assert!(build.contains("data-step=\"build\""), "{build}");
+    // The steps' table leads to each step's lines.
+    assert!(
+        build.contains(&format!("<a href=\"/jobs/{id}?step=test#log\"")),
+        "{build}"
+    );
+    let test = page(&server, &format!("/jobs/{id}?step=test")).await;
+    assert!(test.contains("data-n=\"8\"></a>ok 1\n</span>"), "{test}");
+    let (status, _, body) = get(&server, &format!("/jobs/{id}?step=deploy")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("has no step &#34;deploy&#34;"), "{body}");
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = tokio::process::Command::new(node)
+        .arg(dir.join("tests/js/follow.mjs"))
+        .arg(dir.join("assets/job.js"))
+        .arg(&server.base)
+        .arg(attribute(&build, "data-job"))
+        .arg(attribute(&build, "data-cursor"))
+        .arg(attribute(&build, "data-root"))
+        .arg(attribute(&build, "data-line"))
+        .arg(attribute(&build, "data-open"))
+        .arg(attribute(&build, "data-step"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    server.queue.append_log(&id, b"ok 2\n").await.unwrap();
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        script.wait_with_output(),
+    )
+    .await
+    .expect("the script reloads the page within 30 s")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        seen["url"],
+        serde_json::Value::Null,
+        "no log stream: {seen}"
+    );
+    assert_eq!(seen["appended"], json!([]), "{seen}");
+    assert_eq!(seen["reloaded"], true, "{seen}");
+    assert_eq!(seen["badge"]["textContent"], "success", "{seen}");
 }
 
 /// node, which runs the pages' scripts in these tests.

@@ -11,8 +11,8 @@ use raibid_config::Config;
 use raibid_model::{Job, JobStatus};
 
 use crate::cli::{JobArgs, JobCommand, Output};
-use crate::commands::step_log::StepFilter;
 use crate::output::{ago, duration, table};
+use raibid_model::step_log::StepFilter;
 
 pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
     let client = super::api_client(config, &args.api)?;

@@ -10,7 +10,6 @@ mod schedule;
 mod secret;
 mod server;
 mod status;
-mod step_log;
 mod token;
 
 use std::process::ExitCode;

@@ -1,7 +1,8 @@
 //! `GET /jobs/{id}`: one job, its steps and the end of its log, followed live while it runs.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -86,6 +87,10 @@ struct Tests {
 }
 
 struct Log {
+    /// The step whose lines these are (`?step=NAME`); `None`: the whole log.
+    step: Option<String>,
+    /// The step's first lines left out.
+    hidden_lines: u64,
     html: String,
     /// The number of the line a follower writes into next, and whether the page's last line
     /// is unfinished (the script continues it): see `log::Lines`.
@@ -97,15 +102,32 @@ struct Log {
     pruned: bool,
 }
 
+/// `?step=NAME`: one step's lines of the log rather than the log's end.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct ShowQuery {
+    step: Option<String>,
+}
+
 pub(super) async fn show(
     viewer: Viewer,
     reader: Result<CanRead, ApiError>,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
     let fail = |e: ApiError| viewer.fail(e);
     let reader = reader.map_err(fail)?;
+    let Query(query) = query.map_err(|e| fail(ApiError::InvalidRequest(e.body_text())))?;
     let job = readable(&state, &reader, &id).await.map_err(fail)?;
+    let step = query.step.filter(|s| !s.is_empty());
+    if let Some(step) = &step
+        && !job.steps.iter().any(|s| s.name == *step)
+    {
+        return Err(fail(ApiError::NotFound(format!(
+            "job {} has no step {step:?}",
+            job.id
+        ))));
+    }
     let queue = state.queue();
     // Read side by side, as the badge reads them: one round trip's wait, not one per variant.
     let children: Vec<Job> =
@@ -115,9 +137,42 @@ pub(super) async fn show(
             .into_iter()
             .flatten()
             .collect();
-    let tail = log::tail(queue, &job.id, log::TAIL_BYTES)
-        .await
-        .map_err(|e| fail(e.into()))?;
+    let log = match &step {
+        None => {
+            let tail = log::tail(queue, &job.id, log::TAIL_BYTES)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            let lines = log::numbered(&tail.text, tail.first_line);
+            Log {
+                step: None,
+                hidden_lines: 0,
+                empty: tail.text.is_empty(),
+                html: lines.html,
+                line: lines.next,
+                open: lines.open,
+                skipped: tail.skipped,
+                cursor: tail.cursor.0,
+                pruned: job.log_pruned,
+            }
+        }
+        Some(step) => {
+            let lines = log::step_lines(queue, &job.id, step, log::TAIL_BYTES)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            Log {
+                step: Some(step.clone()),
+                hidden_lines: lines.hidden,
+                empty: lines.empty,
+                html: lines.html,
+                // Not followed: the script watches the job's status alone.
+                line: 0,
+                open: false,
+                skipped: 0,
+                cursor: String::new(),
+                pruned: job.log_pruned,
+            }
+        }
+    };
     // Why a queued job does not start, when an operator is holding its pool.
     let pause = if job.status == JobStatus::Queued {
         queue
@@ -183,18 +238,7 @@ pub(super) async fn show(
         }),
         images: job.images.clone(),
         artifacts: job.artifacts.as_ref().map(|a| artifacts(&job, a, &root)),
-        log: {
-            let lines = log::numbered(&tail.text, tail.first_line);
-            Log {
-                empty: tail.text.is_empty(),
-                html: lines.html,
-                line: lines.next,
-                open: lines.open,
-                skipped: tail.skipped,
-                cursor: tail.cursor.0,
-                pruned: job.log_pruned,
-            }
-        },
+        log,
         live: !job.status.is_final(),
         root,
     };

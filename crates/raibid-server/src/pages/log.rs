@@ -1,5 +1,6 @@
 //! The end of a job's log, as HTML with its colours.
 
+use raibid_model::step_log::StepFilter;
 use raibid_queue::{LogCursor, Queue, QueueError};
 
 /// The most of a log a page shows: browsers slow down on megabytes of text, and the end is
@@ -68,6 +69,63 @@ async fn lines_before(queue: &Queue, id: &str, bytes: u64) -> Result<u64, QueueE
         cursor = batch.next;
     }
     Ok(lines)
+}
+
+/// One step's lines of a log, as `raibid job logs --step` shows them, each numbered as in the
+/// whole log.
+pub(super) struct StepLines {
+    pub html: String,
+    pub empty: bool,
+    /// The step's first lines, left out to keep the page under its size.
+    pub hidden: u64,
+}
+
+/// The step's lines of job `id`'s log, at most the last `max` bytes of them. The whole log is
+/// read (at most its cap, `redis.log_max_bytes`): a step's section may be anywhere in it.
+pub(super) async fn step_lines(
+    queue: &Queue,
+    id: &str,
+    step: &str,
+    max: usize,
+) -> Result<StepLines, QueueError> {
+    let mut cursor = LogCursor::start();
+    let mut bytes = Vec::new();
+    loop {
+        let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
+        if batch.chunks.is_empty() {
+            break;
+        }
+        for chunk in &batch.chunks {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        cursor = batch.next;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut filter = StepFilter::new(step);
+    let mut kept: Vec<(u64, String)> = Vec::new();
+    for (number, line) in (1u64..).zip(text.split_inclusive('\n')) {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        if let Some(shown) = filter.keep(body) {
+            kept.push((number, format!("{shown}{end}")));
+        }
+    }
+    let mut size = 0;
+    let mut start = kept.len();
+    while start > 0 && size + kept[start - 1].1.len() <= max {
+        start -= 1;
+        size += kept[start].1.len();
+    }
+    Ok(StepLines {
+        html: kept[start..]
+            .iter()
+            .map(|(number, line)| numbered(line.as_bytes(), *number).html)
+            .collect(),
+        empty: kept.is_empty(),
+        hidden: start as u64,
+    })
 }
 
 /// A log's HTML cut into lines, each a `<span class="line" id="L<n>">` led by a link to itself

@@ -2,11 +2,13 @@
 // the few elements of the page it touches, and an EventSource over node's fetch. Prints what
 // the script did as one line of JSON once it has reloaded the page (or failed).
 //
-//   node follow.mjs <job.js> <server base URL> <job id> <cursor> <root> <line> <open>
+//   node follow.mjs <job.js> <server base URL> <job id> <cursor> <root> <line> <open> [<step>]
+//
+// With <step>, the page shows that step's lines: the script follows the job's status alone.
 import { readFileSync } from "node:fs";
 import vm from "node:vm";
 
-const [script, base, job, cursor, root, line, open] = process.argv.slice(2);
+const [script, base, job, cursor, root, line, open, step] = process.argv.slice(2);
 const seen = { url: null, appended: [], placeholderRemoved: false, closed: false, reloaded: false };
 
 let ended;
@@ -19,7 +21,7 @@ const part = (node) =>
 const pageLine = { children: [], append: (...nodes) => pageLine.children.push(...nodes) };
 const lines = [];
 const log = {
-  dataset: { live: "true", job, cursor, line, open },
+  dataset: { live: "true", job, cursor, line, open, ...(step === undefined ? {} : { step }) },
   lastElementChild: pageLine,
   append: (node) => lines.push(node),
 };
@@ -43,7 +45,14 @@ const element = () => ({
 });
 // The steps' table: its rows as [name, status badge's class and text, exit code, time].
 const cellText = (td) =>
-  td.children.map((c) => (typeof c === "string" ? c : `${c.className}:${c.textContent}`)).join("");
+  td.children
+    .map((c) => {
+      if (typeof c === "string") {
+        return c;
+      }
+      return c.href === undefined ? `${c.className}:${c.textContent}` : `${c.href}:${c.textContent}`;
+    })
+    .join("");
 const steps = {
   hidden: true,
   querySelector: (selector) =>
@@ -134,10 +143,20 @@ const context = vm.createContext({
   fetch: (url, options) => fetch(new URL(url, base), options),
 });
 vm.runInContext(readFileSync(script, "utf8"), context, { filename: script });
-await finished;
-// The badge's poll, once, now that the job has ended.
-for (const tick of ticks) {
-  await tick();
+if (step === undefined) {
+  await finished;
+  // The badge's poll, once, now that the job has ended.
+  for (const tick of ticks) {
+    await tick();
+  }
+} else {
+  // The status poll, as the browser's timer would run it, until it reloads the page.
+  while (!seen.reloaded) {
+    for (const tick of ticks) {
+      await tick();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 // Each line the script made: its id, its number's link and what it holds.
 seen.appended = lines.map((l) => ({

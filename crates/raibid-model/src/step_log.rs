@@ -1,4 +1,5 @@
-//! `raibid job logs --step NAME`: one step's lines out of a job's log, as it arrives in pieces.
+//! One step's lines out of a job's log, as it arrives in pieces (`raibid job logs --step NAME`)
+//! or line by line (a job's page, `?step=NAME`).
 //!
 //! The agent writes a job's log as one stream. Steps that run one after the other each have a
 //! section from their header (`▶ step NAME <time>`) to their result line (`✔ NAME (..)` or
@@ -38,7 +39,7 @@ impl StepFilter {
         let whole = std::mem::replace(&mut self.partial, rest);
         let mut out = String::new();
         for line in whole.lines() {
-            if let Some(kept) = self.line(line) {
+            if let Some(kept) = self.keep(line) {
                 out.push_str(kept);
                 out.push('\n');
             }
@@ -52,10 +53,12 @@ impl StepFilter {
         if last.is_empty() {
             return last;
         }
-        self.line(&last).map(str::to_owned).unwrap_or_default()
+        self.keep(&last).map(str::to_owned).unwrap_or_default()
     }
 
-    fn line<'a>(&mut self, line: &'a str) -> Option<&'a str> {
+    /// The line as the step's log shows it, if it is the step's: the lines of a log are
+    /// handed over in order, without their line breaks.
+    pub fn keep<'a>(&mut self, line: &'a str) -> Option<&'a str> {
         if let Some(rest) = line.strip_prefix(&self.prefix) {
             return Some(rest);
         }
