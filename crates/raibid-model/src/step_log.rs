@@ -56,6 +56,12 @@ impl StepFilter {
         self.keep(&last).map(str::to_owned).unwrap_or_default()
     }
 
+    /// Whether the lines handed over so far end inside the step's section (of steps one after
+    /// the other): a follower of the log goes on from there.
+    pub fn inside(&self) -> bool {
+        self.inside
+    }
+
     /// The line as the step's log shows it, if it is the step's: the lines of a log are
     /// handed over in order, without their line breaks.
     pub fn keep<'a>(&mut self, line: &'a str) -> Option<&'a str> {

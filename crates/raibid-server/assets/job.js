@@ -154,32 +154,78 @@
   const atBottom = () =>
     window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 40;
 
-  // One step's lines (`?step=NAME`) are not followed: the page reloads once the job ends.
-  const stepView = log.dataset.step !== undefined;
-  let source = null;
-  const ended = () => {
-    if (source) {
-      source.close();
+  // A page of one step's lines (`?step=NAME`) keeps those of the log's lines that are the
+  // step's, as the server chose them (raibid_model::step_log): a side-by-side step's lines
+  // (`[NAME] `, taken off), or the lines of its section from its header to its result. Lines
+  // are judged whole; the server hands over the log's unfinished last line.
+  const step = log.dataset.step;
+  const prefix = `[${step}] `;
+  let inside = log.dataset.inside === "true";
+  let pending = log.dataset.partial || "";
+  let number = line;
+  const keep = (text) => {
+    if (text.startsWith(prefix)) {
+      return text.slice(prefix.length);
     }
+    const plain = text.replace(escape, "");
+    if (plain.startsWith("\u25b6 step ")) {
+      const header = plain.slice("\u25b6 step ".length);
+      const space = header.lastIndexOf(" ");
+      inside = (space < 0 ? header : header.slice(0, space)) === step;
+      return inside ? text : null;
+    }
+    if (!inside) {
+      return null;
+    }
+    const result = plain.startsWith("\u2714 ") || plain.startsWith("\u2718 ") ? plain.slice(2) : null;
+    if (result !== null && (result.startsWith(`${step} (`) || result.startsWith(`${step}: `))) {
+      inside = false;
+    }
+    return text;
+  };
+  const followStep = (text) => {
+    pending += text;
+    let end;
+    while ((end = pending.indexOf("\n")) >= 0) {
+      const kept = keep(pending.slice(0, end));
+      pending = pending.slice(end + 1);
+      if (kept !== null) {
+        // Each line on its own, as the server renders them, under its number in the log.
+        style = {};
+        current = null;
+        line = number;
+        render(`${kept}\n`);
+      }
+      number += 1;
+    }
+  };
+
+  // Reconnects by itself with Last-Event-ID, which the server resumes from.
+  const source = new EventSource(`${root}/api/v1/jobs/${job}/logs?follow=true&cursor=${cursor}`);
+  source.addEventListener("log", (event) => {
+    const follow = atBottom();
+    const text = JSON.parse(event.data).text;
+    const before = log.lastElementChild;
+    if (step === undefined) {
+      render(text);
+    } else {
+      followStep(text);
+    }
+    // A step's page says it has no output until one of its lines comes.
+    const empty = document.getElementById("log-empty");
+    if (empty && (step === undefined || log.lastElementChild !== before)) {
+      empty.remove();
+    }
+    if (follow) {
+      window.scrollTo(0, document.documentElement.scrollHeight);
+    }
+  });
+  const ended = () => {
+    source.close();
     window.location.reload();
   };
-  if (!stepView) {
-    // Reconnects by itself with Last-Event-ID, which the server resumes from.
-    source = new EventSource(`${root}/api/v1/jobs/${job}/logs?follow=true&cursor=${cursor}`);
-    source.addEventListener("log", (event) => {
-      const follow = atBottom();
-      const empty = document.getElementById("log-empty");
-      if (empty) {
-        empty.remove();
-      }
-      render(JSON.parse(event.data).text);
-      if (follow) {
-        window.scrollTo(0, document.documentElement.scrollHeight);
-      }
-    });
-    source.addEventListener("end", ended);
-    source.addEventListener("gone", ended);
-  }
+  source.addEventListener("end", ended);
+  source.addEventListener("gone", ended);
 
   // A step's time as the server shows it (raibid_model::human::precise_millis): tenths below
   // ten seconds, then two units at most.
@@ -253,9 +299,6 @@
         badge.textContent = current.status;
         badge.className = `status status-${current.status}`;
         showSteps(current.steps || []);
-        if (stepView && !["blocked", "queued", "running"].includes(current.status)) {
-          ended();
-        }
       }
     } catch (_) {
       // The server is restarting; the next tick tries again.

@@ -577,23 +577,15 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
         json!([{ "text": "goes on", "color": "var(--red)" }, "\n"]),
         "{seen}"
     );
-    let line = |n: u32, parts: serde_json::Value| {
-        json!({
-            "id": format!("L{n}"),
-            "className": "line",
-            "link": ["ln", format!("#L{n}"), n.to_string()],
-            "parts": parts,
-        })
-    };
     assert_eq!(
         seen["appended"],
         json!([
-            line(
+            log_line(
                 3,
                 json!([{ "text": "line 3", "color": "var(--green)" }, "\n"])
             ),
-            line(4, json!(["line 4\n"])),
-            line(5, json!(["line", " 5\n"])),
+            log_line(4, json!(["line 4\n"])),
+            log_line(5, json!(["line", " 5\n"])),
         ]),
         "{seen}"
     );
@@ -633,7 +625,8 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
 
 /// A step's name in the steps' table leads to its lines of the log (`?step=NAME`), numbered as
 /// in the whole log; an unknown step is a 404. While the job runs, the page's script follows
-/// the job's status alone (not the log) and reloads the page when the job ends.
+/// the log, keeping the step's lines (the unfinished one the page ended with included) under
+/// their numbers, and reloads the page when the job ends.
 #[tokio::test]
 async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
     let node = node();
@@ -642,7 +635,7 @@ async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
     let claimed = server.claim_one("spark-1").await;
     let log = "checkout\n\n\x1b[1;36m\u{25b6} step build\x1b[0m \x1b[2m2026-12-06T00:00:00.000Z\x1b[0m\n\
         compiling <x>\n\x1b[32m\u{2714} build (1.00s)\x1b[0m\n\
-        \n\x1b[1;36m\u{25b6} step test\x1b[0m \x1b[2m2026-12-06T00:00:01.000Z\x1b[0m\nok 1\n";
+        \n\x1b[1;36m\u{25b6} step test\x1b[0m \x1b[2m2026-12-06T00:00:01.000Z\x1b[0m\nok 1\nok ";
     server.queue.append_log(&id, log.as_bytes()).await.unwrap();
     let step = |name: &str, status| StepResult {
         name: name.into(),
@@ -688,6 +681,14 @@ async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
     );
     let test = page(&server, &format!("/jobs/{id}?step=test")).await;
     assert!(test.contains("data-n=\"8\"></a>ok 1\n</span>"), "{test}");
+    // The unfinished line is the script's to judge once whole.
+    assert!(!test.contains("id=\"L9\""), "{test}");
+    assert!(
+        test.contains("data-line=\"9\"")
+            && test.contains("data-inside=\"true\"")
+            && test.contains("data-partial=\"ok \""),
+        "{test}"
+    );
     let (status, _, body) = get(&server, &format!("/jobs/{id}?step=deploy")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("has no step &#34;deploy&#34;"), "{body}");
@@ -697,19 +698,27 @@ async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
         .arg(dir.join("tests/js/follow.mjs"))
         .arg(dir.join("assets/job.js"))
         .arg(&server.base)
-        .arg(attribute(&build, "data-job"))
-        .arg(attribute(&build, "data-cursor"))
-        .arg(attribute(&build, "data-root"))
-        .arg(attribute(&build, "data-line"))
-        .arg(attribute(&build, "data-open"))
-        .arg(attribute(&build, "data-step"))
+        .arg(attribute(&test, "data-job"))
+        .arg(attribute(&test, "data-cursor"))
+        .arg(attribute(&test, "data-root"))
+        .arg(attribute(&test, "data-line"))
+        .arg(attribute(&test, "data-open"))
+        .arg(attribute(&test, "data-step"))
+        .arg(attribute(&test, "data-inside"))
+        .arg(attribute(&test, "data-partial"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    server.queue.append_log(&id, b"ok 2\n").await.unwrap();
+    // The unfinished line ends, then the step's result, then what is no longer the step's.
+    for chunk in [
+        &b"2\n\x1b[31m\xe2\x9c\x98 test: exit"[..],
+        b" code 1 (0.50s)\x1b[0m\n",
+        b"service db: ready\n",
+    ] {
+        server.queue.append_log(&id, chunk).await.unwrap();
+    }
     server
         .queue
         .ack(&claimed, &Outcome::new(JobStatus::Success))
@@ -726,13 +735,29 @@ async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
     assert!(output.status.success(), "{stderr}");
     let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
-        seen["url"],
-        serde_json::Value::Null,
-        "no log stream: {seen}"
+        seen["appended"],
+        json!([
+            log_line(9, json!(["ok 2\n"])),
+            log_line(
+                10,
+                json!([{ "text": "\u{2718} test: exit code 1 (0.50s)", "color": "var(--red)" }, "\n"])
+            ),
+        ]),
+        "{seen}"
     );
-    assert_eq!(seen["appended"], json!([]), "{seen}");
     assert_eq!(seen["reloaded"], true, "{seen}");
     assert_eq!(seen["badge"]["textContent"], "success", "{seen}");
+}
+
+/// A log line as follow.mjs reports what the page's script made of it: its id, the link its
+/// number is, and its parts (text, or coloured text).
+fn log_line(n: u32, parts: serde_json::Value) -> serde_json::Value {
+    json!({
+        "id": format!("L{n}"),
+        "className": "line",
+        "link": ["ln", format!("#L{n}"), n.to_string()],
+        "parts": parts,
+    })
 }
 
 /// node, which runs the pages' scripts in these tests.

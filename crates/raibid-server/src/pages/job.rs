@@ -91,6 +91,10 @@ struct Log {
     step: Option<String>,
     /// The step's first lines left out.
     hidden_lines: u64,
+    /// For a step's lines followed live: the log's unfinished last line, and whether the log
+    /// so far ends inside the step's section (`log::StepLines`).
+    partial: String,
+    inside: bool,
     html: String,
     /// The number of the line a follower writes into next, and whether the page's last line
     /// is unfinished (the script continues it): see `log::Lines`.
@@ -146,6 +150,8 @@ pub(super) async fn show(
             Log {
                 step: None,
                 hidden_lines: 0,
+                partial: String::new(),
+                inside: false,
                 empty: tail.text.is_empty(),
                 html: lines.html,
                 line: lines.next,
@@ -156,7 +162,8 @@ pub(super) async fn show(
             }
         }
         Some(step) => {
-            let lines = log::step_lines(queue, &job.id, step, log::TAIL_BYTES)
+            let follow = !job.status.is_final();
+            let lines = log::step_lines(queue, &job.id, step, log::TAIL_BYTES, follow)
                 .await
                 .map_err(|e| fail(e.into()))?;
             Log {
@@ -164,11 +171,13 @@ pub(super) async fn show(
                 hidden_lines: lines.hidden,
                 empty: lines.empty,
                 html: lines.html,
-                // Not followed: the script watches the job's status alone.
-                line: 0,
+                line: lines.next,
+                // The script keeps the step's lines whole: it shows none unfinished.
                 open: false,
+                partial: lines.partial,
+                inside: lines.inside,
                 skipped: 0,
-                cursor: String::new(),
+                cursor: lines.cursor.0,
                 pruned: job.log_pruned,
             }
         }

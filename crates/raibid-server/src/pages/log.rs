@@ -72,21 +72,32 @@ async fn lines_before(queue: &Queue, id: &str, bytes: u64) -> Result<u64, QueueE
 }
 
 /// One step's lines of a log, as `raibid job logs --step` shows them, each numbered as in the
-/// whole log.
+/// whole log, and where a follower of the log goes on from.
 pub(super) struct StepLines {
     pub html: String,
     pub empty: bool,
     /// The step's first lines, left out to keep the page under its size.
     pub hidden: u64,
+    /// The log's last entry read.
+    pub cursor: LogCursor,
+    /// The number of the log's unfinished last line, or of the next line.
+    pub next: u64,
+    /// With `follow`: the log's unfinished last line, not shown yet (whether it is the step's
+    /// is known once it is whole).
+    pub partial: String,
+    /// The log read so far ends inside the step's section.
+    pub inside: bool,
 }
 
 /// The step's lines of job `id`'s log, at most the last `max` bytes of them. The whole log is
-/// read (at most its cap, `redis.log_max_bytes`): a step's section may be anywhere in it.
+/// read (at most its cap, `redis.log_max_bytes`): a step's section may be anywhere in it. With
+/// `follow` (a job still running) an unfinished last line is left for the follower.
 pub(super) async fn step_lines(
     queue: &Queue,
     id: &str,
     step: &str,
     max: usize,
+    follow: bool,
 ) -> Result<StepLines, QueueError> {
     let mut cursor = LogCursor::start();
     let mut bytes = Vec::new();
@@ -101,16 +112,23 @@ pub(super) async fn step_lines(
         cursor = batch.next;
     }
     let text = String::from_utf8_lossy(&bytes);
+    let (whole, partial) = match text.rfind('\n') {
+        Some(end) if follow => text.split_at(end + 1),
+        None if follow => ("", text.as_ref()),
+        _ => (text.as_ref(), ""),
+    };
     let mut filter = StepFilter::new(step);
     let mut kept: Vec<(u64, String)> = Vec::new();
-    for (number, line) in (1u64..).zip(text.split_inclusive('\n')) {
+    let mut next = 1u64;
+    for line in whole.split_inclusive('\n') {
         let (body, end) = match line.strip_suffix('\n') {
             Some(body) => (body, "\n"),
             None => (line, ""),
         };
         if let Some(shown) = filter.keep(body) {
-            kept.push((number, format!("{shown}{end}")));
+            kept.push((next, format!("{shown}{end}")));
         }
+        next += 1;
     }
     let mut size = 0;
     let mut start = kept.len();
@@ -125,6 +143,10 @@ pub(super) async fn step_lines(
             .collect(),
         empty: kept.is_empty(),
         hidden: start as u64,
+        cursor,
+        next,
+        partial: partial.to_owned(),
+        inside: filter.inside(),
     })
 }
 

@@ -2,13 +2,14 @@
 // the few elements of the page it touches, and an EventSource over node's fetch. Prints what
 // the script did as one line of JSON once it has reloaded the page (or failed).
 //
-//   node follow.mjs <job.js> <server base URL> <job id> <cursor> <root> <line> <open> [<step>]
+//   node follow.mjs <job.js> <server base URL> <job id> <cursor> <root> <line> <open>
+//        [<step> <inside> <partial>]
 //
-// With <step>, the page shows that step's lines: the script follows the job's status alone.
+// With <step>, the page shows that step's lines (`data-step`, `data-inside`, `data-partial`).
 import { readFileSync } from "node:fs";
 import vm from "node:vm";
 
-const [script, base, job, cursor, root, line, open, step] = process.argv.slice(2);
+const [script, base, job, cursor, root, line, open, step, inside, partial] = process.argv.slice(2);
 const seen = { url: null, appended: [], placeholderRemoved: false, closed: false, reloaded: false };
 
 let ended;
@@ -21,8 +22,17 @@ const part = (node) =>
 const pageLine = { children: [], append: (...nodes) => pageLine.children.push(...nodes) };
 const lines = [];
 const log = {
-  dataset: { live: "true", job, cursor, line, open, ...(step === undefined ? {} : { step }) },
-  lastElementChild: pageLine,
+  dataset: {
+    live: "true",
+    job,
+    cursor,
+    line,
+    open,
+    ...(step === undefined ? {} : { step, inside, partial }),
+  },
+  get lastElementChild() {
+    return lines.length > 0 ? lines[lines.length - 1] : pageLine;
+  },
   append: (node) => lines.push(node),
 };
 let placeholder = {
@@ -143,20 +153,10 @@ const context = vm.createContext({
   fetch: (url, options) => fetch(new URL(url, base), options),
 });
 vm.runInContext(readFileSync(script, "utf8"), context, { filename: script });
-if (step === undefined) {
-  await finished;
-  // The badge's poll, once, now that the job has ended.
-  for (const tick of ticks) {
-    await tick();
-  }
-} else {
-  // The status poll, as the browser's timer would run it, until it reloads the page.
-  while (!seen.reloaded) {
-    for (const tick of ticks) {
-      await tick();
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+await finished;
+// The badge's poll, once, now that the job has ended.
+for (const tick of ticks) {
+  await tick();
 }
 // Each line the script made: its id, its number's link and what it holds.
 seen.appended = lines.map((l) => ({
