@@ -305,12 +305,14 @@ pub const BUD_ATTEMPTS: u32 = 3;
 /// GitLab suggests running its `clear-docker-cache`.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The longest a prune holds the store: removing the `--layers` images of a week's builds
-/// deletes full copies of their file systems with vfs, far more than a cleanup's one build.
+/// The longest a prune holds the store (and the build that prunes ends that much later):
+/// removing a week's images without a name deletes full copies of their file systems with
+/// vfs, far more than a cleanup's one build.
 const PRUNE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `buildah rmi --prune` removes the images without a name and without children; each round
-/// makes their parents such images, so a chain of `--layers` images takes a round per layer.
+/// makes their parents such images, so a chain of images without names (a killed `--layers`
+/// build's) takes a round per layer.
 const PRUNE_ROUNDS: usize = 64;
 
 /// The default of [`ImageBuilder::with_cleanup_threshold`].
@@ -378,8 +380,8 @@ impl ImageBuilder {
     }
 
     /// How often a build ending at a quiet moment prunes the store: the working containers of
-    /// killed builds and the images nothing names (the `--layers` cache, base images a newer
-    /// pull replaced) go, the named base images stay. `None`: never. Default
+    /// killed builds and the images nothing names (base images a newer pull replaced, layers
+    /// of killed builds) go, the named base images stay. `None`: never. Default
     /// [`PRUNE_INTERVAL`]. The store must be raibid's alone (see `ImageBuildOptions::root`).
     pub fn with_prune_interval(mut self, every: Option<Duration>) -> Self {
         self.prune_every = every;

@@ -412,8 +412,8 @@ pub struct AgentConfig {
     /// `<data dir>/buildah/run`. Small, and private to one agent.
     pub buildah_runroot: String,
     /// Every this many days, a build ending when no other is in flight prunes buildah's store:
-    /// the working containers of killed builds and the images nothing names (the `--layers`
-    /// cache, base images a newer pull replaced) go; named base images stay. 0: never.
+    /// the working containers of killed builds and the images nothing names (base images a
+    /// newer pull replaced, layers of killed builds) go; named base images stay. 0: never.
     pub buildah_prune_days: u32,
     pub concurrency: u32,
     /// `--once` exits quietly when nothing arrives for this long.

@@ -1,4 +1,5 @@
-//! The end of a job's log, as HTML with its colours.
+//! A job's log as its page shows it: its end, or one step's lines, as HTML with its colours in
+//! numbered lines.
 
 use raibid_model::step_log::StepFilter;
 use raibid_queue::{LogCursor, Queue, QueueError};
@@ -47,28 +48,29 @@ fn newlines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-/// The line breaks in the first `bytes` of a log, which are whole entries (those before the
-/// tail; a log only grows at its end). Only logs longer than the page's tail pay for this: at
-/// most the log's cap (`redis.log_max_bytes`) read in batches.
+/// The line breaks in the first `bytes` of a log (those before the tail; a log only grows at
+/// its end). Only logs longer than the page's tail pay for this.
 async fn lines_before(queue: &Queue, id: &str, bytes: u64) -> Result<u64, QueueError> {
+    let (log, _) = whole(queue, id).await?;
+    let before = usize::try_from(bytes).unwrap_or(usize::MAX).min(log.len());
+    Ok(newlines(&log[..before]))
+}
+
+/// The whole log as it is now, and its last entry: at most the log's cap
+/// (`redis.log_max_bytes`), read in batches.
+async fn whole(queue: &Queue, id: &str) -> Result<(Vec<u8>, LogCursor), QueueError> {
     let mut cursor = LogCursor::start();
-    let (mut read, mut lines) = (0u64, 0u64);
-    while read < bytes {
+    let mut bytes = Vec::new();
+    loop {
         let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
         if batch.chunks.is_empty() {
-            break;
+            return Ok((bytes, cursor));
         }
         for chunk in &batch.chunks {
-            let take = (bytes - read).min(chunk.data.len() as u64) as usize;
-            lines += newlines(&chunk.data[..take]);
-            read += take as u64;
-            if read == bytes {
-                break;
-            }
+            bytes.extend_from_slice(&chunk.data);
         }
         cursor = batch.next;
     }
-    Ok(lines)
 }
 
 /// One step's lines of a log, as `raibid job logs --step` shows them, each numbered as in the
@@ -99,18 +101,7 @@ pub(super) async fn step_lines(
     max: usize,
     follow: bool,
 ) -> Result<StepLines, QueueError> {
-    let mut cursor = LogCursor::start();
-    let mut bytes = Vec::new();
-    loop {
-        let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
-        if batch.chunks.is_empty() {
-            break;
-        }
-        for chunk in &batch.chunks {
-            bytes.extend_from_slice(&chunk.data);
-        }
-        cursor = batch.next;
-    }
+    let (bytes, cursor) = whole(queue, id).await?;
     let text = String::from_utf8_lossy(&bytes);
     let (whole, partial) = match text.rfind('\n') {
         Some(end) if follow => text.split_at(end + 1),
