@@ -14,7 +14,7 @@ use raibid_reliability::{Settings, Stack, exclusive, report};
 use serde_json::json;
 
 /// Inputs that once needed care, always sent before the generated ones.
-const REGRESSIONS: [&str; 17] = [
+const REGRESSIONS: [&str; 20] = [
     "limit=0",
     "limit=1001",
     "limit=18446744073709551616",
@@ -33,6 +33,9 @@ const REGRESSIONS: [&str; 17] = [
     "cursor=007-01",
     "status=queued&status=running",
     "&&&==&=",
+    "branch=..&event=%00",
+    "branch=refs%2Fheads%2Fmain&event=push",
+    "step=%FF",
 ];
 
 /// GETs `target` and returns the status code, or `None` without an answer.
@@ -90,7 +93,8 @@ fn value() -> impl Strategy<Value = String> {
 fn query() -> impl Strategy<Value = String> {
     let key = prop_oneof![
         prop::sample::select(vec![
-            "status", "repo", "pool", "cursor", "limit", "follow", "after"
+            "status", "repo", "pool", "cursor", "limit", "follow", "after", "branch", "event",
+            "step"
         ])
         .prop_map(str::to_owned),
         "[!#-~&&[^&=]]{0,10}",
