@@ -93,6 +93,11 @@ pub enum Command {
     Up(UpArgs),
     /// What is running: server, Redis, pools, agents, recent failures.
     Status(StatusArgs),
+    /// Copy everything raibid keeps in Redis (jobs, logs, sealed secrets, schedules, sessions)
+    /// to a file: Redis's RDB, taken as a replica takes it, without stopping anything.
+    Backup(BackupArgs),
+    /// Put a backup back as `raibid up`'s data (stopped): its current data is kept aside.
+    Restore(RestoreArgs),
     /// The terminal dashboard: jobs, live logs, queues, agents, cluster.
     Tui(TuiArgs),
     /// Set up cluster components (k3s, redis, gitea, keda, flux, server, agents) in order.
@@ -156,6 +161,30 @@ pub struct ExecArgs {
 pub enum ExecEvent {
     Push,
     Manual,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write [default: raibid-backup-<UTC time>.rdb here].
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// `raibid up`'s data directory, running or not [default: up.data_dir or
+    /// ~/.local/share/raibid, unless a Redis is configured].
+    #[arg(long, value_name = "DIR", conflicts_with = "redis_url")]
+    pub data_dir: Option<PathBuf>,
+    /// The Redis to copy [default: redis.url when configured (RAIBID_REDIS_URL or the
+    /// configuration file), else raibid up's].
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file `raibid backup` wrote.
+    pub file: PathBuf,
+    /// `raibid up`'s data directory [default: up.data_dir or ~/.local/share/raibid].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -708,6 +737,8 @@ impl Command {
             | Command::Pool(_)
             | Command::Secret(_)
             | Command::Bench(_)
+            | Command::Backup(_)
+            | Command::Restore(_)
             | Command::Infra(_) => "warn",
             Command::Setup(_) | Command::Teardown(_) => "info",
             Command::Server(_) | Command::Agent(_) | Command::Up(_) => "info",

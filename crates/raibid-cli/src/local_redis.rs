@@ -77,6 +77,90 @@ impl LocalRedis {
         .await
     }
 
+    /// Started without its AOF, from the RDB file `rdb` in `dir` (a backup), to write a new
+    /// AOF from with [`LocalRedis::switch_to_aof`]; on a free loopback port.
+    pub async fn start_from_rdb(dir: &Path, rdb: &str, password: &str) -> anyhow::Result<Self> {
+        let dbfilename = format!("dbfilename {}", config_quote(rdb));
+        Self::start_with(
+            dir,
+            None,
+            Durability::Memory,
+            Some(password),
+            SILENCE_TIMEOUT,
+            &[&dbfilename],
+        )
+        .await
+    }
+
+    /// Turns its AOF on (`CONFIG SET appendonly yes`, which writes the AOF from what it holds)
+    /// and waits until that AOF is written: what `raibid up` then starts from.
+    pub async fn switch_to_aof(&mut self) -> anyhow::Result<()> {
+        let reply = self
+            .command(&["CONFIG", "SET", "appendonly", "yes"])
+            .await?;
+        anyhow::ensure!(reply == "OK", "CONFIG SET appendonly yes answered {reply}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let info = self.command(&["INFO", "persistence"]).await?;
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            if field("aof_enabled") == "1"
+                && field("aof_rewrite_in_progress") == "0"
+                && field("aof_rewrite_scheduled") == "0"
+            {
+                let status = field("aof_last_bgrewrite_status");
+                anyhow::ensure!(
+                    status == "ok",
+                    "writing the AOF failed ({status}): see {}",
+                    self.dir.join("redis.log").display()
+                );
+                self.durability = Durability::Aof;
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the AOF was not written within 10 minutes: see {}",
+                self.dir.join("redis.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// One command (after AUTH), its reply as text: a status, an error, or a bulk string.
+    async fn command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut conn =
+            BufReader::new(tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?);
+        let mut request = Vec::new();
+        if let Some(password) = &self.password {
+            request.extend(resp(&["AUTH", password]));
+        }
+        request.extend(resp(args));
+        conn.get_mut().write_all(&request).await?;
+        if self.password.is_some() {
+            let auth = read_line(&mut conn).await?;
+            anyhow::ensure!(auth == "+OK", "AUTH answered {auth}");
+        }
+        let header = read_line(&mut conn).await?;
+        if let Some(len) = header
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            let mut body = vec![0; len + 2];
+            conn.read_exact(&mut body).await?;
+            body.truncate(len);
+            return Ok(String::from_utf8_lossy(&body).into_owned());
+        }
+        match header.strip_prefix('+') {
+            Some(status) => Ok(status.to_owned()),
+            None => anyhow::bail!("{} answered {header}", args.join(" ")),
+        }
+    }
+
     /// How it ended, once it has.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

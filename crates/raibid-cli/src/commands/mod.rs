@@ -35,6 +35,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secret(args) => secret::run(&load_config(&cli.global)?, args).await,
         Command::Bench(crate::cli::BenchCommand::Queue(args)) => bench_queue::run(args).await,
         Command::Bench(other) => bench::run(other).await,
+        Command::Backup(args) => {
+            let config = load_config(&cli.global)?;
+            crate::up::backup(&cli.global, &config, args).await
+        }
+        Command::Restore(args) => crate::up::restore(&load_config(&cli.global)?, args).await,
         Command::Up(args) => {
             let config = load_config(&cli.global)?;
             crate::up::run(&cli.global, config, args).await

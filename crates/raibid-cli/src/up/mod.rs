@@ -7,6 +7,7 @@
 //! Every child is started with a parent-death signal, so even `kill -9` of `raibid up` leaves
 //! nothing behind.
 
+mod backup;
 pub(crate) mod credentials;
 mod demo;
 mod keeper;
@@ -29,6 +30,8 @@ use crate::cli::{Global, UpArgs};
 use crate::commands::{data_home, queue_options, shutdown_signal};
 use crate::local_redis::{Durability, LocalRedis, which};
 use crate::local_registry::{self, LocalRegistry};
+
+pub use backup::{backup, restore};
 
 pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = raibid_agent::hardening::forbid_inspection() {
@@ -102,6 +105,8 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             )
             .await?;
             config.redis.url = Secret::new(redis.url());
+            // For `raibid backup` while this runs.
+            crate::private_files::write(&data_dir.join(backup::REDIS_URL_FILE), &redis.url())?;
             Some(redis)
         }
     };
