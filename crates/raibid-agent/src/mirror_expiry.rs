@@ -119,15 +119,17 @@ fn sweep_one(
     let Some(lock) = try_lock(crate::lock_file::open(&lock_path)?)? else {
         return Ok(()); // in use
     };
+    // Leftovers first: one may have the name the mirror is moved aside under (this agent's
+    // own, from a removal that failed).
+    for dir in found.leftovers {
+        crate::remove::remove_tree(&dir)?;
+        sweep.leftovers += 1;
+    }
     if expired(lock.metadata()?.modified()?) {
         let aside = cache_dir.join(format!("{base}.old-{}", std::process::id()));
         std::fs::rename(cache_dir.join(format!("{base}.git")), &aside)?;
         sweep.expired.push(format!("{base}.git"));
         crate::remove::remove_tree(&aside)?;
-    }
-    for dir in found.leftovers {
-        crate::remove::remove_tree(&dir)?;
-        sweep.leftovers += 1;
     }
     drop(lock);
     Ok(())
@@ -345,6 +347,23 @@ mod tests {
                 "repo-1a2b.tmp-x"
             ]
         );
+    }
+
+    /// An earlier removal of this agent's that failed left the name the mirror is moved aside
+    /// under: the sweep still removes the mirror.
+    #[test]
+    fn a_leftover_under_the_aside_name_does_not_block_the_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        mirror(dir.path(), "old-repo-1a2b", 31 * DAY);
+        let aside = dir
+            .path()
+            .join(format!("old-repo-1a2b.old-{}", std::process::id()));
+        std::fs::create_dir_all(aside.join("objects")).unwrap();
+        swept(dir.path(), 2 * DAY);
+        let sweep = sweep(dir.path(), 30 * DAY).unwrap().unwrap();
+        assert_eq!(sweep.expired, ["old-repo-1a2b.git"]);
+        assert_eq!(sweep.leftovers, 1);
+        assert!(!aside.exists() && !dir.path().join("old-repo-1a2b.git").exists());
     }
 
     #[test]
