@@ -226,6 +226,56 @@ async fn a_long_log_shows_its_end_and_says_what_it_leaves_out() {
     assert!(!body.contains("id=\"L176\""));
 }
 
+/// A step's lines longer than the page holds: the page shows the last of them, numbered as in
+/// the log, and says how many it leaves out.
+#[tokio::test]
+async fn a_long_step_shows_its_end_and_says_what_it_leaves_out() {
+    let server = TestServer::start().await;
+    let id = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("spark-1").await;
+    let mut log = b"checkout\n\xe2\x96\xb6 step big 2026-12-06T00:00:00.000Z\n".to_vec();
+    for line in 0..1200 {
+        let text = format!("line {line:04} ");
+        log.extend_from_slice(text.as_bytes());
+        log.extend(std::iter::repeat_n(b'.', 1023 - text.len()));
+        log.push(b'\n');
+    }
+    log.extend_from_slice(b"\xe2\x9c\x94 big (9.00s)\nafter\n");
+    for chunk in log.chunks(64 * 1024) {
+        assert!(server.queue.append_log(&id, chunk).await.unwrap());
+    }
+    let step = StepResult {
+        name: "big".into(),
+        status: StepStatus::Success,
+        exit_code: Some(0),
+        duration_ms: None,
+        tail: String::new(),
+    };
+    assert!(
+        server
+            .queue
+            .record_progress(&claimed, &[step])
+            .await
+            .unwrap()
+    );
+    let body = page(&server, &format!("/jobs/{id}?step=big")).await;
+    // 1,202 lines of the step (header, 1,200 of output, result); 1 MiB holds 1,024 of them
+    // (the result's line is short): the header and the first 177 lines of output are left out.
+    assert!(
+        body.contains("The step's first 178 lines are not shown"),
+        "{}",
+        &body[..3000]
+    );
+    // Line 180 of the log is output line 0177: the log's first line is `checkout`.
+    assert!(
+        body.contains("id=\"L180\"><a class=\"ln\" href=\"#L180\" data-n=\"180\"></a>line 0177 "),
+        "{}",
+        &body[..3000]
+    );
+    assert!(!body.contains("line 0176 ") && !body.contains("after\n"));
+    assert!(body.contains("data-n=\"1203\"></a>\u{2714} big (9.00s)\n"));
+}
+
 #[tokio::test]
 async fn a_matrix_job_lists_its_variants() {
     let server = TestServer::start().await;
