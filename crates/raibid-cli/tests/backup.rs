@@ -265,3 +265,24 @@ fn a_refused_copy_says_why_and_leaves_no_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a Redis RDB file"), "{err}");
 }
+
+/// A Redis reached over TLS (`rediss://`), its certificate self-signed (`#insecure`).
+#[tokio::test]
+async fn a_redis_behind_tls_is_backed_up() {
+    let redis = RedisServer::start_with(RedisOptions {
+        tls: true,
+        ..Default::default()
+    });
+    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
+    queued(&queue).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("tls.rdb");
+    ok(&raibid(&[
+        "backup",
+        "--redis-url",
+        &redis.url(),
+        "-o",
+        backup.to_str().unwrap(),
+    ]));
+    assert!(is_rdb(&backup));
+}

@@ -119,6 +119,11 @@ async fn snapshot(url: &str, output: &Path) -> anyhow::Result<()> {
         "redis-cli is not installed: run `sudo apt-get install -y redis-tools` (redis-server \
          brings it)",
     )?;
+    // redis-rs's spelling of a certificate left unchecked is redis-cli's `--insecure`.
+    let (url, insecure) = match url.strip_suffix("#insecure") {
+        Some(url) => (url, true),
+        None => (url, false),
+    };
     let (url, password) = without_password(url)?;
     let partial = output.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
@@ -129,6 +134,7 @@ async fn snapshot(url: &str, output: &Path) -> anyhow::Result<()> {
         .arg("-u")
         .arg(&url)
         .arg("--no-auth-warning")
+        .args(insecure.then_some("--insecure"))
         .arg("--rdb")
         .arg(&partial)
         .env_remove("REDISCLI_AUTH")
