@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use raibid_agent::image::{ImageBuilder, StorageDriver};
-use raibid_testkit::Registry;
+use raibid_testkit::{Registry, set_modified_ago};
 
 mod image_support;
 use image_support::{Store, build_ok, context, push_busybox_base, request};
@@ -17,15 +17,6 @@ fn stamp(store: &Store, registry: &Registry) -> PathBuf {
         .options(registry, StorageDriver::Vfs, None)
         .root
         .join("raibid-builds/pruned")
-}
-
-fn backdate(path: &std::path::Path, ago: Duration) {
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(SystemTime::now() - ago)
-        .unwrap();
 }
 
 /// The images of the store that nothing names.
@@ -81,7 +72,7 @@ async fn a_quiet_moment_a_week_after_the_last_prune_prunes_the_store() {
     assert_eq!(unnamed(&store), 1);
 
     // A week on, the next build ending alone prunes: the named base image stays.
-    backdate(&stamp, WEEK + Duration::from_secs(60));
+    set_modified_ago(&stamp, WEEK + Duration::from_secs(60));
     build_plain(&builder, &registry, &base, "b").await;
     assert_eq!(store.containers(), Vec::<String>::new());
     let images = store.images();
@@ -106,7 +97,7 @@ async fn without_an_interval_the_store_is_never_pruned() {
     let stamp = stamp(&store, &registry);
     assert!(!stamp.exists(), "no prune, no count");
     std::fs::write(&stamp, "").unwrap();
-    backdate(&stamp, 10 * WEEK);
+    set_modified_ago(&stamp, 10 * WEEK);
     build_plain(&builder, &registry, &base, "a").await;
     assert_eq!(store.containers(), ["killed-build"]);
     assert_eq!(unnamed(&store), 1);

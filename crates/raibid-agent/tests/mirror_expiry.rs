@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use raibid_agent::GitCheckout;
 use raibid_model::JobStatus;
-use raibid_testkit::GitRepo;
+use raibid_testkit::{GitRepo, set_modified_ago};
 
 mod support;
 use support::Harness;
@@ -16,15 +16,6 @@ const PIPELINE: &str = "steps:\n  - name: test\n    run: test -f README.md\n";
 
 fn last_used(lock: &Path) -> SystemTime {
     std::fs::metadata(lock).unwrap().modified().unwrap()
-}
-
-fn set_last_used(path: &Path, ago: Duration) {
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(SystemTime::now() - ago)
-        .unwrap();
 }
 
 /// A repository with a pipeline, and its mirror's path in the harness's cache.
@@ -58,9 +49,9 @@ async fn a_mirror_unused_for_the_expiry_is_removed_by_the_next_agent() {
     );
 
     // A month on: `old` was last built 31 days ago, `busy` 29, the last sweep 2 days ago.
-    set_last_used(&old_lock, 31 * DAY);
-    set_last_used(&busy_lock, 29 * DAY);
-    set_last_used(&stamp, 2 * DAY);
+    set_modified_ago(&old_lock, 31 * DAY);
+    set_modified_ago(&busy_lock, 29 * DAY);
+    set_modified_ago(&stamp, 2 * DAY);
     let (job, log) = h.run(&busy.url(), &busy_sha).await;
     assert_eq!(job.status, JobStatus::Success, "{log}");
     assert!(!old_mirror.exists(), "the unused mirror is removed");
@@ -91,8 +82,8 @@ async fn a_mirror_is_kept_where_mirrors_never_expire() {
     // this one, which only marks the mirrors used.
     let first = GitCheckout::new(h.cache(), None).expire_mirrors().await;
     assert_eq!(first.unwrap(), Some(Default::default()));
-    set_last_used(&mirror.with_extension("lock"), 400 * DAY);
-    set_last_used(&h.cache().join(".mirrors-swept"), 2 * DAY);
+    set_modified_ago(&mirror.with_extension("lock"), 400 * DAY);
+    set_modified_ago(&h.cache().join(".mirrors-swept"), 2 * DAY);
 
     let checkout = GitCheckout::new(h.cache(), None).with_mirror_expiry(None);
     assert_eq!(checkout.expire_mirrors().await.unwrap(), None);

@@ -26,6 +26,17 @@ fn raibid(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `raibid backup <from...> -o <file>`, which must succeed and write an RDB file (0600);
+/// what it printed.
+fn back_up(from: &[&str], file: &Path) -> String {
+    let mut args = vec!["backup"];
+    args.extend(from);
+    args.extend(["-o", file.to_str().unwrap()]);
+    let said = ok(&raibid(&args));
+    assert!(is_rdb(file), "{} is an RDB file", file.display());
+    said
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -127,14 +138,7 @@ async fn a_backup_restored_into_raibid_up_s_data_holds_the_jobs() {
     let id = queued(&queue).await;
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("one.rdb");
-    let said = ok(&raibid(&[
-        "backup",
-        "--redis-url",
-        &redis.url(),
-        "-o",
-        backup.to_str().unwrap(),
-    ]));
-    assert!(is_rdb(&backup));
+    let said = back_up(&["--redis-url", &redis.url()], &backup);
     assert!(!said.contains("s3cret"), "{said}");
 
     // Into a data directory raibid up has not used yet.
@@ -160,14 +164,7 @@ async fn a_backup_restored_into_raibid_up_s_data_holds_the_jobs() {
     // From raibid up's data while it is stopped (its AOF read by a redis-server of the
     // backup's own), then into another data directory that had data of its own.
     let second = dir.path().join("two.rdb");
-    ok(&raibid(&[
-        "backup",
-        "--data-dir",
-        up.to_str().unwrap(),
-        "-o",
-        second.to_str().unwrap(),
-    ]));
-    assert!(is_rdb(&second));
+    back_up(&["--data-dir", up.to_str().unwrap()], &second);
     let other = dir.path().join("other");
     ok(&raibid(&[
         "restore",
@@ -209,15 +206,8 @@ async fn a_running_raibid_up_is_backed_up_but_not_restored_over() {
     let _running = hold_up_lock(&up);
     std::fs::write(up.join("redis-url"), redis.url()).unwrap();
     let backup = dir.path().join("b.rdb");
-    let said = ok(&raibid(&[
-        "backup",
-        "--data-dir",
-        up.to_str().unwrap(),
-        "-o",
-        backup.to_str().unwrap(),
-    ]));
+    let said = back_up(&["--data-dir", up.to_str().unwrap()], &backup);
     assert!(said.contains("raibid up running"), "{said}");
-    assert!(is_rdb(&backup));
 
     let out = raibid(&[
         "restore",
@@ -277,12 +267,5 @@ async fn a_redis_behind_tls_is_backed_up() {
     queued(&queue).await;
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("tls.rdb");
-    ok(&raibid(&[
-        "backup",
-        "--redis-url",
-        &redis.url(),
-        "-o",
-        backup.to_str().unwrap(),
-    ]));
-    assert!(is_rdb(&backup));
+    back_up(&["--redis-url", &redis.url()], &backup);
 }

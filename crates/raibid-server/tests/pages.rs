@@ -565,21 +565,7 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
     assert_eq!(attribute(&body, "data-line"), "2");
     assert_eq!(attribute(&body, "data-open"), "true");
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = tokio::process::Command::new(node)
-        .arg(dir.join("tests/js/follow.mjs"))
-        .arg(dir.join("assets/job.js"))
-        .arg(&server.base)
-        .arg(attribute(&body, "data-job"))
-        .arg(&cursor)
-        .arg(attribute(&body, "data-root"))
-        .arg(attribute(&body, "data-line"))
-        .arg(attribute(&body, "data-open"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let script = follow(node, &server, &body);
     // What comes after the page was rendered, coloured, a colour cut in two by the chunks it
     // came in, a terminal title; then the end.
     for chunk in [
@@ -605,16 +591,7 @@ async fn the_page_s_script_follows_the_log_and_reloads_when_the_job_ends() {
         step("deploy", StepStatus::Skipped, None, None),
     ];
     server.queue.ack(&claimed, &outcome).await.unwrap();
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        script.wait_with_output(),
-    )
-    .await
-    .expect("the script reloads the page within 30 s")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = followed(script).await;
     assert_eq!(seen["error"], serde_json::Value::Null, "{seen}");
     assert_eq!(
         seen["url"],
@@ -743,24 +720,7 @@ async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("has no step &#34;deploy&#34;"), "{body}");
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = tokio::process::Command::new(node)
-        .arg(dir.join("tests/js/follow.mjs"))
-        .arg(dir.join("assets/job.js"))
-        .arg(&server.base)
-        .arg(attribute(&test, "data-job"))
-        .arg(attribute(&test, "data-cursor"))
-        .arg(attribute(&test, "data-root"))
-        .arg(attribute(&test, "data-line"))
-        .arg(attribute(&test, "data-open"))
-        .arg(attribute(&test, "data-step"))
-        .arg(attribute(&test, "data-inside"))
-        .arg(attribute(&test, "data-partial"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let script = follow(node, &server, &test);
     // The unfinished line ends, then the step's result, then what is no longer the step's.
     for chunk in [
         &b"2\n\x1b[31m\xe2\x9c\x98 test: exit"[..],
@@ -774,16 +734,7 @@ async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
         .ack(&claimed, &Outcome::new(JobStatus::Success))
         .await
         .unwrap();
-    let output = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        script.wait_with_output(),
-    )
-    .await
-    .expect("the script reloads the page within 30 s")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = followed(script).await;
     assert_eq!(
         seen["appended"],
         json!([
@@ -797,6 +748,46 @@ async fn a_step_s_lines_of_the_log_have_a_page_of_their_own() {
     );
     assert_eq!(seen["reloaded"], true, "{seen}");
     assert_eq!(seen["badge"]["textContent"], "success", "{seen}");
+}
+
+/// The job page's script under node (tests/js/follow.mjs), given what `page` holds for it: a
+/// whole log's page, or a step's (`data-step`).
+fn follow(node: std::path::PathBuf, server: &TestServer, page: &str) -> tokio::process::Child {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = vec![
+        "data-job",
+        "data-cursor",
+        "data-root",
+        "data-line",
+        "data-open",
+    ];
+    if page.contains(" data-step=\"") {
+        names.extend(["data-step", "data-inside", "data-partial"]);
+    }
+    tokio::process::Command::new(node)
+        .arg(dir.join("tests/js/follow.mjs"))
+        .arg(dir.join("assets/job.js"))
+        .arg(&server.base)
+        .args(names.iter().map(|name| attribute(page, name)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// What the script did, once it has reloaded the page (within 30 s).
+async fn followed(script: tokio::process::Child) -> serde_json::Value {
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        script.wait_with_output(),
+    )
+    .await
+    .expect("the script reloads the page within 30 s")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// A log line as follow.mjs reports what the page's script made of it: its id, the link its

@@ -24,6 +24,6 @@ pub use kube_api::FakeKubeApi;
 pub use log_buffer::LogBuffer;
 pub use podman::Podman;
 pub use port::free_port;
-pub use process::{require_binary, write_script};
+pub use process::{require_binary, set_modified_ago, write_script};
 pub use redis::{RedisOptions, RedisServer};
 pub use registry::Registry;

@@ -40,3 +40,14 @@ pub fn write_script(path: &std::path::Path, text: &str) {
     let status = child.wait().expect("wait for /bin/sh");
     assert!(status.success(), "could not write {}", path.display());
 }
+
+/// Sets `path`'s modification time to `ago` before now: how tests make a file look as old as
+/// what they test (a mirror unused for a month, a prune a week ago).
+pub fn set_modified_ago(path: &std::path::Path, ago: std::time::Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
