@@ -133,18 +133,9 @@ impl LocalRedis {
 
     /// One command (after AUTH), its reply as text: a status, an error, or a bulk string.
     async fn command(&self, args: &[&str]) -> anyhow::Result<String> {
-        let mut conn =
-            BufReader::new(tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?);
-        let mut request = Vec::new();
-        if let Some(password) = &self.password {
-            request.extend(resp(&["AUTH", password]));
-        }
-        request.extend(resp(args));
-        conn.get_mut().write_all(&request).await?;
-        if self.password.is_some() {
-            let auth = read_line(&mut conn).await?;
-            anyhow::ensure!(auth == "+OK", "AUTH answered {auth}");
-        }
+        let mut conn = send_authed(self.port, self.password.as_deref(), args)
+            .await?
+            .map_err(anyhow::Error::msg)?;
         let header = read_line(&mut conn).await?;
         if let Some(len) = header
             .strip_prefix('$')
@@ -352,19 +343,10 @@ async fn probe(port: u16, password: Option<&str>, progress: bool) -> Probe {
 }
 
 async fn probe_once(port: u16, password: Option<&str>, progress: bool) -> std::io::Result<Probe> {
-    let mut conn = BufReader::new(tokio::net::TcpStream::connect(("127.0.0.1", port)).await?);
-    let mut request = Vec::new();
-    if let Some(password) = password {
-        request.extend(resp(&["AUTH", password]));
-    }
-    request.extend(resp(&["PING"]));
-    conn.get_mut().write_all(&request).await?;
-    if password.is_some() {
-        let auth = read_line(&mut conn).await?;
-        if auth != "+OK" {
-            return Ok(Probe::NoAnswer(format!("AUTH answered {auth}")));
-        }
-    }
+    let mut conn = match send_authed(port, password, &["PING"]).await? {
+        Ok(conn) => conn,
+        Err(refused) => return Ok(Probe::NoAnswer(refused)),
+    };
     let ping = read_line(&mut conn).await?;
     if ping == "+PONG" {
         return Ok(Probe::Ready);
@@ -392,6 +374,30 @@ async fn probe_once(port: u16, password: Option<&str>, progress: bool) -> std::i
         .find_map(|l| l.strip_prefix("loading_loaded_perc:"))
         .and_then(|v| v.trim().parse().ok());
     Ok(Probe::Loading(loaded))
+}
+
+/// A connection to the redis-server on `port` with AUTH (when there is a `password`) and the
+/// command `args` sent in one write, AUTH's reply read: the command's reply is next. `Err`
+/// with what AUTH answered when it refused.
+async fn send_authed(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+) -> std::io::Result<Result<BufReader<tokio::net::TcpStream>, String>> {
+    let mut conn = BufReader::new(tokio::net::TcpStream::connect(("127.0.0.1", port)).await?);
+    let mut request = Vec::new();
+    if let Some(password) = password {
+        request.extend(resp(&["AUTH", password]));
+    }
+    request.extend(resp(args));
+    conn.get_mut().write_all(&request).await?;
+    if password.is_some() {
+        let auth = read_line(&mut conn).await?;
+        if auth != "+OK" {
+            return Ok(Err(format!("AUTH answered {auth}")));
+        }
+    }
+    Ok(Ok(conn))
 }
 
 /// A command as a RESP array of bulk strings.
