@@ -23,37 +23,33 @@ pub(super) struct Tail {
 }
 
 /// The last `max` bytes of job `id`'s log, starting at a line when a line starts close enough
-/// to the cut; read from the end, so a long log costs about `max`, not its whole length.
+/// to the cut. Read from the end, so a log that fits costs about `max`; a longer one is read
+/// whole (at most its cap), once, to number its lines from its start.
 pub(super) async fn tail(queue: &Queue, id: &str, max: usize) -> Result<Tail, QueueError> {
     let end = queue.read_log_end(id, max, READ_BATCH).await?;
-    let mut text = Vec::with_capacity(end.chunks.iter().map(|c| c.data.len()).sum());
-    for chunk in &end.chunks {
-        text.extend_from_slice(&chunk.data);
-    }
+    let (mut text, cursor) = if end.skipped == 0 {
+        let text = end
+            .chunks
+            .iter()
+            .flat_map(|c| c.data.iter().copied())
+            .collect();
+        (text, end.cursor)
+    } else {
+        whole(queue, id).await?
+    };
     let cut = cut_at_line(&text, max);
-    let mut first_line = 1 + newlines(&text[..cut]);
-    if end.skipped > 0 {
-        first_line += lines_before(queue, id, end.skipped).await?;
-    }
+    let first_line = 1 + newlines(&text[..cut]);
     text.drain(..cut);
     Ok(Tail {
         text,
-        skipped: end.skipped + cut as u64,
-        cursor: end.cursor,
+        skipped: cut as u64,
+        cursor,
         first_line,
     })
 }
 
 fn newlines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
-}
-
-/// The line breaks in the first `bytes` of a log (those before the tail; a log only grows at
-/// its end). Only logs longer than the page's tail pay for this.
-async fn lines_before(queue: &Queue, id: &str, bytes: u64) -> Result<u64, QueueError> {
-    let (log, _) = whole(queue, id).await?;
-    let before = usize::try_from(bytes).unwrap_or(usize::MAX).min(log.len());
-    Ok(newlines(&log[..before]))
 }
 
 /// The whole log as it is now, and its last entry: at most the log's cap
