@@ -79,6 +79,9 @@ pub enum Command {
     Token(TokenCommand),
     /// Submit, inspect and control jobs through the API.
     Job(JobArgs),
+    /// The repositories with jobs, and a repository's branches, pull requests and tags with
+    /// their newest builds.
+    Repo(RepoArgs),
     /// The scheduled jobs the server runs (`server.schedules`).
     Schedule(ScheduleArgs),
     /// Pause a pool (its jobs wait, queued, and agents take none) and resume it.
@@ -378,6 +381,27 @@ pub enum ScheduleCommand {
     Run {
         /// The schedule's name in `server.schedules`.
         name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(subcommand)]
+    pub command: RepoCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// The repositories with jobs, the most recently active first, each with its newest
+    /// build.
+    List,
+    /// A repository's branches, pull requests and tags, each with its newest build (found
+    /// among its 1,000 newest jobs).
+    Show {
+        /// The repository, as `owner/name`.
+        repo: String,
     },
 }
 
@@ -734,6 +758,7 @@ impl Command {
             | Command::Pipeline(_)
             | Command::Job(_)
             | Command::Schedule(_)
+            | Command::Repo(_)
             | Command::Pool(_)
             | Command::Secret(_)
             | Command::Bench(_)
@@ -761,6 +786,7 @@ impl Command {
                 | Command::Pipeline(_)
                 | Command::Job(_)
                 | Command::Schedule(_)
+                | Command::Repo(_)
                 | Command::Pool(_)
                 | Command::Secret(_)
                 | Command::Status(_)

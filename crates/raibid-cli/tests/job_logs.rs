@@ -524,3 +524,75 @@ async fn job_list_filters_by_branch_and_event() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown event \"deploy\""), "{err}");
 }
+
+/// `raibid repo list` and `raibid repo show` against a real server: the repositories with
+/// jobs, and a repository's refs with their newest builds, as tables and as JSON.
+#[tokio::test]
+async fn repo_list_and_show_read_the_repositories_api() {
+    let setup = Setup::new().await;
+    let tag = setup
+        .queue
+        .enqueue(NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            "refs/tags/v1.0.0",
+            "0123456789abcdef0123456789abcdef01234567",
+            Event::Tag,
+        ))
+        .await
+        .unwrap();
+    let raibid_queue::Enqueued::Created(tag) = tag else {
+        panic!("{tag:?}")
+    };
+    let repo = |args: &[&str]| {
+        let out = Command::new(RAIBID)
+            .arg("--config")
+            .arg(&setup.config)
+            .args(["repo", "--server", &setup.url])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = repo(&["list", "--output", "json"]);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["repo"], "acme/app", "{list}");
+    assert_eq!(list[0]["latest"]["job"]["id"], tag.id.as_str(), "{list}");
+    let (ok, out, err) = repo(&["list"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("REPO"), "{out}");
+    assert!(
+        out.contains("acme/app") && out.contains("tags/v1.0.0"),
+        "{out}"
+    );
+
+    let (ok, out, err) = repo(&["show", "acme/app"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("BRANCH"), "{out}");
+    assert!(
+        lines[1].starts_with("main") && lines[1].contains(&setup.id),
+        "the running job of main: {out}"
+    );
+    assert!(out.contains("TAG") && out.contains(&tag.id), "{out}");
+    let (ok, out, err) = repo(&["show", "acme/app", "--output", "json"]);
+    assert!(ok, "{err}");
+    let overview: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(overview["branches"][0]["status"], "running", "{overview}");
+    assert_eq!(overview["complete"], true);
+
+    let (ok, _, err) = repo(&["show", "acme/none"]);
+    assert!(!ok);
+    assert!(err.contains("no jobs of acme/none"), "{err}");
+    let (ok, _, err) = repo(&["show", "acme"]);
+    assert!(!ok);
+    assert!(
+        err.contains("\"acme\" is not a repository (owner/name)"),
+        "{err}"
+    );
+}

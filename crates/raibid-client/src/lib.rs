@@ -103,6 +103,52 @@ pub struct Queues {
     pub scalers: Vec<ScalerStatus>,
 }
 
+/// A build (a job that is no matrix variant nor another workflow's job of its push) and the
+/// status its commit status gives: for the first job of several, theirs combined.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Build {
+    pub status: JobStatus,
+    /// What a combined status says (`1 of 3 variants failed: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub job: Job,
+}
+
+/// One entry of `GET /api/v1/repos`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RepoEntry {
+    pub repo: String,
+    /// When its newest job was queued.
+    pub last_queued_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<Build>,
+}
+
+/// A branch, pull request (its number) or tag, and its newest build.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RefBuild {
+    pub name: String,
+    #[serde(flatten)]
+    pub build: Build,
+}
+
+/// `GET /api/v1/repos/{owner}/{name}`: a repository's refs with their newest builds, found
+/// among its `scanned` newest jobs (`complete` when those were all).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RepoOverview {
+    pub repo: String,
+    pub branches: Vec<RefBuild>,
+    pub pull_requests: Vec<RefBuild>,
+    pub tags: Vec<RefBuild>,
+    pub scanned: usize,
+    pub complete: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Repos {
+    repos: Vec<RepoEntry>,
+}
+
 /// One entry of `GET /api/v1/schedules`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct ScheduleEntry {
@@ -340,6 +386,27 @@ impl Client {
     pub async fn queues(&self) -> Result<Queues, ClientError> {
         self.json(self.request(reqwest::Method::GET, "/api/v1/queues"))
             .await
+    }
+
+    /// The repositories with jobs, the most recently active first.
+    pub async fn repos(&self) -> Result<Vec<RepoEntry>, ClientError> {
+        let r: Repos = self
+            .json(self.request(reqwest::Method::GET, "/api/v1/repos"))
+            .await?;
+        Ok(r.repos)
+    }
+
+    /// `repo`'s branches, pull requests and tags with their newest builds; a repository
+    /// without jobs is [`ClientError::Api`] with status 404.
+    pub async fn repo(&self, repo: &str) -> Result<RepoOverview, ClientError> {
+        let (owner, name) = repo.split_once('/').ok_or_else(|| {
+            ClientError::InvalidArgument(format!("{repo:?} is not a repository (owner/name)"))
+        })?;
+        self.json(self.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/repos/{}/{}", segment(owner), segment(name)),
+        ))
+        .await
     }
 
     pub async fn schedules(&self) -> Result<Vec<ScheduleEntry>, ClientError> {

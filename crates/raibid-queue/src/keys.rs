@@ -70,6 +70,18 @@ impl Keys {
         format!("{}:jobs:repo:{repo}", self.prefix)
     }
 
+    /// Every repository with a job kept (ZSET, scored by its newest job's `created_at` in ms),
+    /// for the repositories page: listing them from the `by_repo` indexes would walk the
+    /// keyspace.
+    pub fn repos(&self) -> String {
+        format!("{}:repos", self.prefix)
+    }
+
+    /// Set once [`Keys::repos`] holds the repositories of jobs queued before it existed.
+    pub fn repos_indexed(&self) -> String {
+        format!("{}:repos:indexed", self.prefix)
+    }
+
     pub fn by_pool(&self, pool: &PoolName) -> String {
         format!("{}:jobs:pool:{pool}", self.prefix)
     }

@@ -27,6 +27,7 @@ mod pause;
 mod queue;
 mod record;
 mod reply;
+mod repos;
 mod schedules;
 mod scripts;
 mod secrets;
@@ -45,6 +46,7 @@ pub use queue::{
     CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, LIST_SCAN_MAX,
     MemoryPrune, MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
 };
+pub use repos::RepoActivity;
 pub use schedules::ScheduleMark;
 pub use secrets::{
     JobSecret, JobSecrets, MAX_SECRET_BYTES, MAX_SECRETS_PER_REPO, OpenedSecret, Resealed,

@@ -261,6 +261,7 @@ impl Queue {
             .key(self.keys.pools())
             .key(&delivery_key)
             .key(self.keys.events())
+            .key(self.keys.repos())
             .arg(&id)
             .arg(self.options.maxlen)
             .arg(&self.options.consumer_group)
@@ -269,7 +270,8 @@ impl Queue {
             .arg(record::spec_json(&spec))
             .arg(now)
             .arg(self.options.events_maxlen)
-            .arg(status.as_str());
+            .arg(status.as_str())
+            .arg(&spec.repo);
         let reply: Vec<String> = self.conn.script(&invocation).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {

@@ -70,9 +70,9 @@ end
 /// Idempotency check, backpressure and trimming, XADD, the job record and its indexes.
 ///
 /// KEYS: job, stream, all, by-status(the status), by-repo, by-pool, pools, delivery (or ""),
-///       events
+///       events, repos
 /// ARGV: id, maxlen, group, pool, delivery ttl (s), spec (JSON), created_at (ms), events
-///       maxlen, status ("queued", or "blocked": no stream entry until approved)
+///       maxlen, status ("queued", or "blocked": no stream entry until approved), repo
 /// Returns {"dup", existing id} | {"full", depth} | {"ok", entry ("" when blocked)}
 pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -102,6 +102,7 @@ redis.call('ZADD', KEYS[3], '0', ARGV[1])
 redis.call('ZADD', KEYS[4], '0', ARGV[1])
 redis.call('ZADD', KEYS[5], '0', ARGV[1])
 redis.call('ZADD', KEYS[6], '0', ARGV[1])
+redis.call('ZADD', KEYS[10], 'GT', ARGV[7], ARGV[10])
 -- Every time, not once per pool: after Redis lost its data this rebuilds the set the reaper
 -- walks to recreate missing consumer groups.
 redis.call('SADD', KEYS[7], ARGV[4])
@@ -797,7 +798,11 @@ for i = 1, math.min(n, #candidates) do
     redis.call('DEL', jobkey, p .. ':log:' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', p .. ':jobs:status:' .. status, id)
-    if type(repo) == 'string' then redis.call('ZREM', p .. ':jobs:repo:' .. repo, id) end
+    if type(repo) == 'string' then
+      local by_repo = p .. ':jobs:repo:' .. repo
+      redis.call('ZREM', by_repo, id)
+      if redis.call('EXISTS', by_repo) == 0 then redis.call('ZREM', p .. ':repos', repo) end
+    end
     if type(pool) == 'string' then redis.call('ZREM', p .. ':jobs:pool:' .. pool, id) end
     removed = removed + 1
   end

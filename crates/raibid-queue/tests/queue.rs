@@ -1989,3 +1989,48 @@ async fn a_token_is_signed_out_everywhere_and_other_tokens_stay() {
         "none left"
     );
 }
+
+/// The repositories with jobs, the most recently active first; one whose jobs were all pruned
+/// is gone; a Redis holding jobs from before the set existed has it filled when first read.
+#[tokio::test]
+async fn repositories_are_listed_by_their_newest_job() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    assert_eq!(q.repositories().await.unwrap(), Vec::new());
+    let old = created(q.enqueue(job("acme/old")).await.unwrap());
+    let first = created(q.enqueue(job("acme/app")).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let lib = created(q.enqueue(job("acme/lib")).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = created(q.enqueue(job("acme/app")).await.unwrap());
+    let names = |list: Vec<raibid_queue::RepoActivity>| {
+        list.into_iter().map(|r| r.repo).collect::<Vec<_>>()
+    };
+    let list = q.repositories().await.unwrap();
+    assert_eq!(names(list.clone()), ["acme/app", "acme/lib", "acme/old"]);
+    assert_eq!(list[0].last_queued_at, again.created_at);
+    assert_eq!(list[1].last_queued_at, lib.created_at);
+    assert!(first.created_at < again.created_at);
+
+    // Every job of acme/old pruned: it is no repository with jobs any more.
+    q.cancel(&old.id).await.unwrap();
+    assert_eq!(q.prune(3).await.unwrap(), 1);
+    assert_eq!(
+        names(q.repositories().await.unwrap()),
+        ["acme/app", "acme/lib"]
+    );
+
+    // As a Redis written before the set existed: filled from the per-repository indexes.
+    let mut conn = redis_conn(&redis).await;
+    let prefix = "raibid:ci-jobs";
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:repos"))
+        .arg(format!("{prefix}:repos:indexed"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let list = q.repositories().await.unwrap();
+    assert_eq!(names(list.clone()), ["acme/app", "acme/lib"]);
+    assert_eq!(list[0].last_queued_at, again.created_at);
+    assert_eq!(list[1].last_queued_at, lib.created_at);
+}

@@ -139,7 +139,7 @@ async fn arbitrary_query_strings_never_get_a_5xx() {
     let logs = format!("/api/v1/jobs/{}/logs", job.id);
     // The web pages read the same parameters and the same job; the sign-in form reads `next`,
     // "Run pipeline" its repository, clone URL and ref, the secrets page whose secrets (both want
-    // a signed-in browser).
+    // a signed-in browser); the repositories' pages and API read a repository's name.
     let page = format!("/jobs/{}", job.id);
     let paths = [
         "/api/v1/jobs",
@@ -150,6 +150,10 @@ async fn arbitrary_query_strings_never_get_a_5xx() {
         "/run",
         "/schedules",
         "/secrets",
+        "/api/v1/repos",
+        "/repos",
+        "/api/v1/repos/acme/app",
+        "/repos/acme/app",
     ];
 
     let check = |target: Vec<u8>| -> Result<(), TestCaseError> {
@@ -183,7 +187,9 @@ async fn arbitrary_query_strings_never_get_a_5xx() {
             .run(&prop_oneof!["[!-~]{0,80}", percent_encoded()], |id| {
                 check(format!("/api/v1/jobs/{id}").into_bytes())?;
                 check(format!("/jobs/{id}").into_bytes())?;
-                check(format!("/api/v1/jobs/{id}/logs?follow=true").into_bytes())
+                check(format!("/api/v1/jobs/{id}/logs?follow=true").into_bytes())?;
+                check(format!("/api/v1/repos/acme/{id}").into_bytes())?;
+                check(format!("/repos/{id}/app").into_bytes())
             })
             .unwrap();
         report(

@@ -25,7 +25,7 @@ fn spec(public_url: &str) -> Value {
                 Retry-After."
         },
         "servers": [{ "url": public_url }],
-        "paths": with_lockout(with_forbidden(with_secrets(with_badges(with_schedules(paths()))))),
+        "paths": with_lockout(with_forbidden(with_secrets(with_repos(with_badges(with_schedules(paths())))))),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -226,6 +226,83 @@ fn with_badges(mut paths: Value) -> Value {
                     "Reads need a token and the token is not for this repository (its repos); \
                      code forbidden."
                 ),
+                "503": error("Redis is unavailable; retry after Retry-After seconds.")
+            }
+        }
+    });
+    paths
+}
+
+/// The repositories with builds (`/api/v1/repos`) and one's refs
+/// (`/api/v1/repos/{owner}/{name}`), beside `paths()`.
+fn with_repos(mut paths: Value) -> Value {
+    let path = |name: &str, description: &str| {
+        json!({ "name": name, "in": "path", "required": true, "description": description,
+                "schema": { "type": "string" } })
+    };
+    let unauthorized =
+        error("Missing or invalid bearer token (only with server.read_requires_token).");
+    paths["/api/v1/repos"] = json!({
+        "get": {
+            "operationId": "list_repos",
+            "tags": ["jobs"],
+            "summary": "The repositories with jobs, each with its newest build",
+            "description": "The most recently active first (by when their newest job was \
+                queued), at most 1000; with server.read_requires_token, only those the token \
+                may read. A repository whose jobs were all pruned is not listed.",
+            "security": [{}, { "bearer": [] }],
+            "responses": {
+                "200": json_body("The repositories.", json!({
+                    "type": "object", "required": ["repos"],
+                    "properties": { "repos": { "type": "array", "items": {
+                        "type": "object", "required": ["repo", "last_queued_at"],
+                        "properties": {
+                            "repo": { "type": "string" },
+                            "last_queued_at": { "type": "string", "format": "date-time" },
+                            "latest": schema_ref("Build")
+                        }
+                    } } }
+                })),
+                "401": unauthorized.clone(),
+                "503": error("Redis is unavailable; retry after Retry-After seconds.")
+            }
+        }
+    });
+    paths["/api/v1/repos/{owner}/{name}"] = json!({
+        "get": {
+            "operationId": "show_repo",
+            "tags": ["jobs"],
+            "summary": "A repository's branches, pull requests and tags, each with its newest build",
+            "description": "Found among the repository's 1000 newest jobs (complete: false \
+                when it has more, and refs built only before them are missing), at most 100 \
+                of each kind, the most recently built first. A branch's builds are its pushes, \
+                manual and cron jobs; a matrix variant, or another workflow's job of the same \
+                push, is part of its build, not one of its own.",
+            "security": [{}, { "bearer": [] }],
+            "parameters": [
+                path("owner", "The repository's owner, as the forge names it."),
+                path("name", "The repository's name.")
+            ],
+            "responses": {
+                "200": json_body("The repository's refs.", json!({
+                    "type": "object",
+                    "required": ["repo", "branches", "pull_requests", "tags", "scanned", "complete"],
+                    "properties": {
+                        "repo": { "type": "string" },
+                        "branches": { "type": "array", "items": schema_ref("RefBuild") },
+                        "pull_requests": { "type": "array", "items": schema_ref("RefBuild") },
+                        "tags": { "type": "array", "items": schema_ref("RefBuild") },
+                        "scanned": { "type": "integer", "minimum": 0, "description": "How many of its newest jobs were read." },
+                        "complete": { "type": "boolean", "description": "Whether those were all its jobs." }
+                    }
+                })),
+                "400": error("Not a repository name (owner/name)."),
+                "401": unauthorized,
+                "403": error(
+                    "Reads need a token and the token is not for this repository (its repos); \
+                     code forbidden."
+                ),
+                "404": error("The repository has no jobs."),
                 "503": error("Redis is unavailable; retry after Retry-After seconds.")
             }
         }
@@ -971,6 +1048,25 @@ fn schemas() -> Value {
                 "stale": { "type": "boolean", "description": "No heartbeat for three heartbeat intervals." }
             }
         }
+    });
+    schemas["Build"] = json!({
+        "type": "object", "required": ["status", "job"],
+        "description": "A build: a job that is no matrix variant and no other workflow's job of its push.",
+        "properties": {
+            "status": {
+                "allOf": [schema_ref("JobStatus")],
+                "description": "As its commit status gives it: the job's own; for the first job of a matrix or of several workflows, once it passed, its jobs' combined (running until they all end, then failure if one failed, else cancelled if one was, else success)."
+            },
+            "description": { "type": "string", "description": "What the combined status says; absent for a single job." },
+            "job": schema_ref("Job")
+        }
+    });
+    schemas["RefBuild"] = json!({
+        "description": "A ref and its newest build.",
+        "allOf": [
+            schema_ref("Build"),
+            { "type": "object", "required": ["name"], "properties": { "name": { "type": "string", "description": "The branch, the tag, or the pull request's number." } } }
+        ]
     });
     schemas["Job"]["properties"]["diff_base"] = diff_base;
     schemas["Job"]["properties"]["schedule"] = json!({

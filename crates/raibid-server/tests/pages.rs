@@ -446,6 +446,10 @@ async fn the_job_list_filters_pages_and_refreshes_while_jobs_move() {
     );
     assert!(only_lib.contains("<title>Jobs of acme/lib · raibid-ci</title>"));
     assert!(
+        only_lib.contains("<a href=\"/repos/acme/lib\">"),
+        "the repository's page: {only_lib}"
+    );
+    assert!(
         only_lib.contains("value=\"acme/lib\""),
         "the form keeps the filter"
     );
@@ -511,7 +515,7 @@ async fn the_pages_live_below_the_public_url_s_path_and_the_root_leads_to_them()
     let id = submit(&server, "acme/app").await;
     let body = page(&server, &format!("/jobs/{id}")).await;
     assert!(body.contains("href=\"/ci/assets/raibid.css\""), "{body}");
-    assert!(body.contains("href=\"/ci/jobs?repo=acme/app\""), "{body}");
+    assert!(body.contains("href=\"/ci/repos/acme/app\""), "{body}");
     assert!(body.contains("src=\"/ci/assets/job.js\""), "{body}");
     assert!(body.contains("data-root=\"/ci\""), "{body}");
 

@@ -312,6 +312,21 @@ async fn a_limited_token_reads_only_its_repositories() {
         StatusCode::OK
     );
 
+    let repos = json(get("/api/v1/repos".into(), BOT).await).await;
+    assert_eq!(repos["repos"].as_array().unwrap().len(), 1, "{repos}");
+    assert_eq!(repos["repos"][0]["repo"], "ACME/App", "{repos}");
+    let repos = json(get("/api/v1/repos".into(), READER).await).await;
+    assert_eq!(repos["repos"].as_array().unwrap().len(), 2, "{repos}");
+    forbidden(
+        get("/api/v1/repos/other/app".into(), BOT).await,
+        &["token bot may not read other/app"],
+    )
+    .await;
+    assert_eq!(
+        get("/api/v1/repos/ACME/App".into(), BOT).await.status(),
+        StatusCode::OK
+    );
+
     // The nightly schedule builds other/app.
     let schedules = json(get("/api/v1/schedules".into(), BOT).await).await;
     assert_eq!(schedules["schedules"], json!([]), "{schedules}");

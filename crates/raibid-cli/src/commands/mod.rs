@@ -6,6 +6,7 @@ pub(crate) mod exec;
 pub(crate) mod job;
 mod pipeline;
 mod pool;
+mod repo;
 mod schedule;
 mod secret;
 mod server;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.global)?;
             job::run(&config, args).await
         }
+        Command::Repo(args) => repo::run(&load_config(&cli.global)?, args).await,
         Command::Schedule(args) => schedule::run(&load_config(&cli.global)?, args).await,
         Command::Pool(args) => pool::run(&load_config(&cli.global)?, args).await,
         Command::Secret(args) => secret::run(&load_config(&cli.global)?, args).await,

@@ -7,6 +7,7 @@ pub(crate) mod git;
 pub(crate) mod jobs;
 mod logs;
 pub(crate) mod pools;
+pub(crate) mod repos;
 pub(crate) mod schedules;
 pub(crate) mod secrets;
 pub(crate) mod submit;
@@ -33,6 +34,8 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/api/v1/queues/{pool}/pause", pools::pause),
         Route::post("/api/v1/queues/{pool}/resume", pools::resume),
         Route::get("/api/v1/agents", pools::agents),
+        Route::get("/api/v1/repos", repos::list),
+        Route::get("/api/v1/repos/{owner}/{name}", repos::show),
         Route::get("/api/v1/repos/{owner}/{name}/badge.svg", badges::badge),
         Route::get("/api/v1/repos/{owner}/{name}/secrets", secrets::list),
         Route::put(

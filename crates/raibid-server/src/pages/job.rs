@@ -324,7 +324,8 @@ fn fields(job: &Job, root: &str, now: DateTime<Utc>, pause: Option<&PoolPause>) 
     add(
         "repository",
         job.spec.repo.clone(),
-        Some(format!("{root}/jobs?repo={}", job.spec.repo)),
+        // Its branches, pull requests and tags, each with its newest build.
+        Some(format!("{root}/repos/{}", job.spec.repo)),
     );
     add("event", job.spec.event.to_string(), None);
     add("ref", job.spec.git_ref.clone(), None);
@@ -475,7 +476,7 @@ mod tests {
         assert_eq!(field("from").value, "fix-<b>", "escaped by the template");
         assert_eq!(
             field("repository").href.as_deref(),
-            Some("/ci/jobs?repo=acme/app")
+            Some("/ci/repos/acme/app")
         );
         assert_eq!(field("pool").value, "default");
 

@@ -188,7 +188,7 @@ async fn queue_rows(state: &AppState) -> Result<Vec<QueueRow>, QueueError> {
 }
 
 /// `a=1&b=2` of the pairs whose value is not empty, each value percent-encoded.
-fn url_query(pairs: &[(&str, &str)]) -> String {
+pub(super) fn url_query(pairs: &[(&str, &str)]) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (name, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
         query.append_pair(name, value);

@@ -15,6 +15,7 @@ mod job;
 mod list;
 mod log;
 mod pools;
+mod repos;
 mod run;
 mod schedules;
 mod secrets;
@@ -36,6 +37,8 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/jobs", list::list),
         Route::get("/jobs/{id}", job::show),
         Route::post("/jobs/{id}/{action}", actions::act),
+        Route::get("/repos", repos::list),
+        Route::get("/repos/{owner}/{name}", repos::show),
         Route::get("/run", run::form),
         Route::post("/run", run::run),
         Route::get("/schedules", schedules::list),
