@@ -1493,3 +1493,97 @@ async fn signing_out_everywhere_ends_every_session_of_the_token() {
     );
     assert_eq!(get_with(&server, "/jobs", &again).await.0, StatusCode::OK);
 }
+
+/// `/agents`: each agent that reported lately, what it runs, whether it went silent; and what
+/// the autoscalers last decided.
+#[tokio::test]
+async fn the_agents_page_shows_who_works_on_what() {
+    let server = TestServer::start().await;
+    let body = page(&server, "/agents").await;
+    assert!(
+        body.contains("No agent reported in the last hour"),
+        "{body}"
+    );
+    assert!(!body.contains("http-equiv=\"refresh\""), "{body}");
+
+    let job = submit(&server, "acme/app").await;
+    let info = |name: &str, jobs: Vec<String>| raibid_model::AgentInfo {
+        name: name.into(),
+        arch: "aarch64".into(),
+        pools: vec![raibid_model::PoolName::default()],
+        labels: [("gpu".to_owned(), "1".to_owned())].into(),
+        current_jobs: jobs,
+        started_at: chrono::Utc::now() - chrono::Duration::minutes(5),
+        last_heartbeat: chrono::Utc::now(),
+        jobs_done: 7,
+        version: "0.1.0".into(),
+    };
+    server
+        .queue
+        .agent_heartbeat(&info("spark-1", vec![job.clone()]))
+        .await
+        .unwrap();
+    server
+        .queue
+        .agent_heartbeat(&info("spark-2", Vec::new()))
+        .await
+        .unwrap();
+    // An agent last heard of two minutes ago: three heartbeats missed.
+    let mut silent = info("spark-3", Vec::new());
+    silent.last_heartbeat = chrono::Utc::now() - chrono::Duration::minutes(2);
+    let json = serde_json::to_string(&silent).unwrap();
+    assert!(!json.contains('\''));
+    let reply = server
+        .redis
+        .command(&format!("HSET raibid:ci-jobs:agents spark-3 '{json}'"))
+        .unwrap();
+    assert_eq!(reply, ":1");
+    server
+        .queue
+        .set_scaler_status(&raibid_model::ScalerStatus {
+            pool: raibid_model::PoolName::default(),
+            source: "local".into(),
+            agents: 2,
+            starting: 0,
+            started: 0,
+            max_agents: 4,
+            lag: 1,
+            updated_at: chrono::Utc::now(),
+            held: Some("collecting the registry's garbage".into()),
+        })
+        .await
+        .unwrap();
+
+    let body = page(&server, "/agents").await;
+    assert!(
+        body.contains("http-equiv=\"refresh\" content=\"10\""),
+        "{body}"
+    );
+    let row = |name: &str| {
+        body.split("<tr>")
+            .find(|r| r.contains(&format!("<td>{name}</td>")))
+            .unwrap_or_else(|| panic!("no row of {name}: {body}"))
+            .to_owned()
+    };
+    let working = row("spark-1");
+    assert!(working.contains(">working</span>"), "{working}");
+    assert!(
+        working.contains(&format!("<a href=\"/jobs/{job}\">")),
+        "{working}"
+    );
+    assert!(
+        working.contains("gpu=1") && working.contains("aarch64"),
+        "{working}"
+    );
+    assert!(
+        working.contains("<td>7</td>") && working.contains("5m"),
+        "{working}"
+    );
+    assert!(row("spark-2").contains(">idle</span>"));
+    assert!(row("spark-3").contains(">stale</span>"));
+    assert!(body.contains("<h2>Autoscalers</h2>"), "{body}");
+    assert!(
+        body.contains("collecting the registry&#39;s garbage"),
+        "{body}"
+    );
+}

@@ -10,6 +10,7 @@
 //! script: the one script, which follows a running job's log, is a file of its own.
 
 mod actions;
+mod agents;
 mod assets;
 mod job;
 mod list;
@@ -37,6 +38,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/jobs", list::list),
         Route::get("/jobs/{id}", job::show),
         Route::post("/jobs/{id}/{action}", actions::act),
+        Route::get("/agents", agents::list),
         Route::get("/repos", repos::list),
         Route::get("/repos/{owner}/{name}", repos::show),
         Route::get("/run", run::form),
