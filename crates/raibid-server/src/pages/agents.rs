@@ -1,6 +1,7 @@
-//! `GET /agents`: the agents that reported lately, what each runs, and what the autoscalers
-//! last decided, as Woodpecker's agents page and GitLab's runners page show them. The
-//! farm's, the same for every reader, as `GET /api/v1/agents` is.
+//! `GET /agents`: the agents running (and those that went silent within the hour without
+//! saying goodbye), what each runs, and what the autoscalers last decided, as Woodpecker's
+//! agents page and GitLab's runners page show them. The farm's, the same for every reader, as
+//! `GET /api/v1/agents` is.
 
 use askama::Template;
 use axum::extract::State;
