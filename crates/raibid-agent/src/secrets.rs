@@ -275,6 +275,7 @@ mod tests {
                 number: None,
                 source_branch: None,
                 pr_labels: Vec::new(),
+                title: None,
                 repo_url: None,
             },
             status: JobStatus::Running,

@@ -299,6 +299,7 @@ async fn enqueue(
             number: None,
             source_branch: None,
             pr_labels: Vec::new(),
+            title: None,
             repo_url: None,
         })
         .await?;

@@ -633,6 +633,7 @@ async fn enqueue_baseline(
                 number: None,
                 source_branch: None,
                 pr_labels: Vec::new(),
+                title: None,
                 repo_url: None,
             };
             async move { queue.enqueue(spec).await }

@@ -82,6 +82,9 @@ pub struct Trigger {
     /// The commit `when: path` filters compare with (checked like `sha`): a branch push's
     /// `before`, unless the push created the branch; a pull request's base. `None` for tags.
     pub diff_base: Option<String>,
+    /// What the build is about, in one line ([`raibid_model::title_line`]): the head commit's
+    /// subject of a push, the title of a pull request.
+    pub title: Option<String>,
 }
 
 impl Trigger {
@@ -113,6 +116,7 @@ impl Trigger {
             number: None,
             source_branch: self.source_branch,
             pr_labels: self.pr_labels,
+            title: self.title,
             repo_url: self.html_url,
         }
     }

@@ -258,6 +258,38 @@ pub struct NewJob {
     /// characters of at most [`MAX_PR_LABEL_LEN`] bytes. Empty for other events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pr_labels: Vec<String>,
+    /// What the build is about, in one line, as Woodpecker's and GitHub's run lists name a
+    /// run: a push's head commit's subject, a pull request's title ([`title_line`]). Absent
+    /// where the webhook has none (a tag's, often), for submissions, schedules and older specs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// The longest title a job keeps, in characters; a longer one is cut, ending in `…`.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// A job's [`NewJob::title`] from a commit message or a pull request's title: its first line,
+/// trimmed, control characters as spaces, at most [`MAX_TITLE_CHARS`]; `None` when nothing is
+/// left. The text comes from whoever pushed, so it is made fit for a table cell and a log line.
+pub fn title_line(text: &str) -> Option<String> {
+    let line: String = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let line = line.trim();
+    if line.is_empty() {
+        return None;
+    }
+    if line.chars().count() <= MAX_TITLE_CHARS {
+        return Some(line.to_owned());
+    }
+    let mut cut: String = line.chars().take(MAX_TITLE_CHARS - 1).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    Some(cut)
 }
 
 /// The most labels of a pull request a job keeps: the job record stays small whatever the
@@ -421,6 +453,7 @@ impl NewJob {
             number: None,
             source_branch: None,
             pr_labels: Vec::new(),
+            title: None,
             repo_url: None,
         }
     }
@@ -741,6 +774,26 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_title_is_one_clean_bounded_line() {
+        assert_eq!(
+            title_line("Fix the parser\n\nIt broke on tabs.").as_deref(),
+            Some("Fix the parser")
+        );
+        assert_eq!(
+            title_line("  spaced\tand\u{1b}[31mred  ").as_deref(),
+            Some("spaced and [31mred")
+        );
+        assert_eq!(title_line(""), None);
+        assert_eq!(title_line(" \n body only"), None);
+        let long = "é".repeat(MAX_TITLE_CHARS + 10);
+        let cut = title_line(&long).unwrap();
+        assert_eq!(cut.chars().count(), MAX_TITLE_CHARS);
+        assert!(cut.ends_with('…'));
+        let exact = "x".repeat(MAX_TITLE_CHARS);
+        assert_eq!(title_line(&exact).as_deref(), Some(exact.as_str()));
+    }
 
     #[test]
     fn forge_links_come_from_the_repository_s_web_page() {

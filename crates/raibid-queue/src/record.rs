@@ -157,6 +157,7 @@ fn legacy_spec(fields: &HashMap<String, String>) -> Result<NewJob, QueueError> {
         number: None,
         source_branch: None,
         pr_labels: Vec::new(),
+        title: None,
         repo_url: None,
     })
 }
@@ -260,6 +261,7 @@ mod tests {
             number: None,
             source_branch: None,
             pr_labels: Vec::new(),
+            title: None,
             repo_url: None,
         }
     }

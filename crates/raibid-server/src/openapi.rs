@@ -1091,6 +1091,14 @@ fn schemas() -> Value {
         "description": "For a pull request, its labels when the webhook was sent \
                         (CI_COMMIT_PULL_REQUEST_LABELS, comma-separated)."
     });
+    schemas["Job"]["properties"]["title"] = json!({
+        "type": "string",
+        "maxLength": raibid_model::MAX_TITLE_CHARS,
+        "description": "What the build is about, in one line: a push's head commit's subject, \
+                        a pull request's title, as the webhook gave them (control characters \
+                        as spaces, cut to 200 characters). Absent where the webhook had none, \
+                        and for submissions and schedules."
+    });
     schemas["Job"]["properties"]["repo_url"] = json!({
         "type": "string",
         "format": "uri",

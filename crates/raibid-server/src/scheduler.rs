@@ -244,6 +244,7 @@ pub(crate) async fn enqueue(
         number: Some(state.queue().next_pipeline_number(&schedule.repo).await?),
         source_branch: None,
         pr_labels: Vec::new(),
+        title: None,
         repo_url: None,
         pool: schedule
             .pool

@@ -330,6 +330,41 @@ async fn a_webhook_s_job_links_to_its_commit_and_pull_request_on_the_forge() {
     assert!(body.contains("<th>labels</th><td>bug</td>"), "{body}");
 }
 
+/// A webhook's job is named by its pull request's title or its head commit's subject, on its
+/// page, in the job list and on its repository's page.
+#[tokio::test]
+async fn a_webhook_s_job_shows_its_title() {
+    let server = TestServer::start().await;
+    let pr = delivered(&server, "gitea/pull_request-opened").await;
+    assert_eq!(pr.spec.title.as_deref(), Some("Add License File"));
+    let push = delivered(&server, "github/push").await;
+    assert_eq!(
+        push.spec.title.as_deref(),
+        Some("Fix multiline secrets replacer (#700)")
+    );
+    let body = page(&server, &format!("/jobs/{}", pr.id)).await;
+    assert!(
+        body.contains("<th>title</th><td>Add License File</td>"),
+        "{body}"
+    );
+    let body = page(&server, "/jobs").await;
+    assert!(
+        body.contains("<span class=\"detail title\">Add License File</span>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<span class=\"detail title\">Fix multiline secrets replacer (#700)</span>"),
+        "{body}"
+    );
+    let body = page(&server, "/repos/jcitizen/my-repo").await;
+    assert!(
+        body.contains("<span class=\"detail title\">Add License File</span>"),
+        "{body}"
+    );
+    let api = support::json(server.get(&format!("/api/v1/jobs/{}", pr.id)).await).await;
+    assert_eq!(api["title"], "Add License File");
+}
+
 #[tokio::test]
 async fn missing_jobs_and_bad_parameters_are_pages_with_the_api_s_status_and_reason() {
     let server = TestServer::start().await;
@@ -1500,10 +1535,7 @@ async fn signing_out_everywhere_ends_every_session_of_the_token() {
 async fn the_agents_page_shows_who_works_on_what() {
     let server = TestServer::start().await;
     let body = page(&server, "/agents").await;
-    assert!(
-        body.contains("No agent is running"),
-        "{body}"
-    );
+    assert!(body.contains("No agent is running"), "{body}");
     assert!(!body.contains("http-equiv=\"refresh\""), "{body}");
 
     let job = submit(&server, "acme/app").await;

@@ -312,6 +312,16 @@ fn job_detail_names_the_artifacts() {
 }
 
 #[test]
+fn job_detail_shows_the_title() {
+    let mut app = with_open_job(fixture());
+    let mut titled = job(&ulid(100), "acme/web", JobStatus::Running);
+    titled.spec.title = Some("Fix the flaky retry test".into());
+    app.apply(DataEvent::Job(Box::new(titled)));
+    let text = screen_text(&render(&mut app, 160, 48)).join("\n");
+    assert!(text.contains(") Fix the flaky retry test · push"), "{text}");
+}
+
+#[test]
 fn cluster_unreachable_after_a_reading() {
     let mut app = with_cluster();
     app.apply(DataEvent::Cluster(ClusterUpdate::Unreachable {

@@ -427,6 +427,9 @@ fn describe(job: &Job, server: &str) -> String {
     if let Some(number) = job.spec.number {
         field("pipeline", format!("#{number}"));
     }
+    if let Some(title) = &job.spec.title {
+        field("title", title.clone());
+    }
     field("ref", job.spec.git_ref.clone());
     field("sha", job.spec.sha.clone());
     field("event", job.spec.event.to_string());
@@ -606,7 +609,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pull_request_s_job_shows_its_branches_and_labels() {
+    fn a_pull_request_s_job_shows_its_branches_labels_and_title() {
         let mut spec = raibid_model::NewJob::new(
             "acme/app",
             "u",
@@ -620,11 +623,14 @@ mod tests {
         let shown = describe(&job, "");
         assert!(shown.contains("pull       #7 (into main)\n"), "{shown}");
         assert!(!shown.contains("labels"), "{shown}");
+        assert!(!shown.contains("title"), "{shown}");
         job.spec.source_branch = Some("fix".into());
         job.spec.pr_labels = vec!["bug".into(), "ui".into()];
+        job.spec.title = Some("Fix the parser".into());
         let shown = describe(&job, "");
         assert!(shown.contains("pull       #7 (fix into main)\n"), "{shown}");
         assert!(shown.contains("labels     bug, ui\n"), "{shown}");
+        assert!(shown.contains("title      Fix the parser\n"), "{shown}");
     }
 
     #[test]

@@ -108,6 +108,7 @@ fn trigger(
         pr_number: None,
         source_branch: None,
         pr_labels: Vec::new(),
+        title: None,
         from_fork: false,
         sender: non_empty(sender.and_then(|user| user.login)),
         default_branch: non_empty(repository.default_branch),

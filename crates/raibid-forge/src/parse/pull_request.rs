@@ -28,6 +28,8 @@ struct PullRequestEvent {
 #[serde(remote = "Self")]
 struct PullRequest {
     number: u64,
+    #[serde(default)]
+    title: Option<String>,
     head: Head,
     base: Base,
     /// `null` from some Gitea versions for a pull request without labels.
@@ -144,6 +146,7 @@ pub(super) fn parse(
     trigger.source_branch = source_branch;
     trigger.pr_labels = labels(pr.labels.unwrap_or_default());
     trigger.from_fork = from_fork;
+    trigger.title = pr.title.as_deref().and_then(raibid_model::title_line);
     Ok(Parsed::Trigger(trigger))
 }
 

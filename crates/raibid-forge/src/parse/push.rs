@@ -80,6 +80,11 @@ pub(super) fn parse(forge: Forge, body: &[u8]) -> Result<Parsed, ParseError> {
             "the head commit's message says {marker}"
         )));
     }
+    let title = push
+        .head_commit
+        .as_ref()
+        .and_then(|c| c.message.as_deref())
+        .and_then(raibid_model::title_line);
     let sha = match (event, push.head_commit) {
         (Event::Tag, Some(commit)) => commit.id.0,
         _ => push.after.0,
@@ -91,5 +96,6 @@ pub(super) fn parse(forge: Forge, body: &[u8]) -> Result<Parsed, ParseError> {
     };
     let mut trigger = trigger(forge, push.repository, push.sender, git_ref, sha, event);
     trigger.diff_base = diff_base;
+    trigger.title = title;
     Ok(Parsed::Trigger(trigger))
 }

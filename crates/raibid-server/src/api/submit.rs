@@ -154,6 +154,7 @@ fn validated(state: &AppState, request: SubmitRequest) -> Result<NewJob, ApiErro
         number: None,
         source_branch: None,
         pr_labels: Vec::new(),
+        title: None,
         repo_url: None,
     })
 }

@@ -327,6 +327,9 @@ fn fields(job: &Job, root: &str, now: DateTime<Utc>, pause: Option<&PoolPause>) 
         // Its branches, pull requests and tags, each with its newest build.
         Some(format!("{root}/repos/{}", job.spec.repo)),
     );
+    if let Some(title) = &job.spec.title {
+        add("title", title.clone(), None);
+    }
     add("event", job.spec.event.to_string(), None);
     add("ref", job.spec.git_ref.clone(), None);
     add("commit", job.spec.sha.clone(), job.spec.commit_url());

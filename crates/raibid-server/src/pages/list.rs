@@ -52,6 +52,8 @@ struct QueueRow {
 struct Row {
     id: String,
     name: String,
+    /// The head commit's subject or the pull request's title.
+    title: String,
     status: &'static str,
     repo: String,
     git_ref: String,
@@ -137,6 +139,7 @@ pub(super) async fn list(
                     (None, Some(label)) => label,
                     (None, None) => j.id.clone(),
                 },
+                title: j.spec.title.clone().unwrap_or_default(),
                 status: j.status.as_str(),
                 repo: j.spec.repo.clone(),
                 git_ref: j.spec.git_ref.trim_start_matches("refs/").to_owned(),

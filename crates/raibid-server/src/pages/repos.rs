@@ -70,6 +70,8 @@ struct BuildCells {
     id: String,
     /// `#12`, or the job id of a job without a pipeline number.
     label: String,
+    /// The head commit's subject or the pull request's title.
+    title: String,
     status: &'static str,
     /// The combined status's words, for a build of several jobs.
     description: String,
@@ -90,6 +92,7 @@ impl BuildCells {
                 .number
                 .map(|n| format!("#{n}"))
                 .unwrap_or_else(|| job.id.clone()),
+            title: job.spec.title.clone().unwrap_or_default(),
             status: build.status.as_str(),
             description: build.description.clone().unwrap_or_default(),
             git_ref: job.spec.git_ref.trim_start_matches("refs/").to_owned(),

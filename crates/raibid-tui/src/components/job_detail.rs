@@ -363,22 +363,28 @@ impl JobDetailView {
             }
         }
         let sha = job.spec.sha.get(..10).unwrap_or(&job.spec.sha);
-        let second = Line::from(vec![
-            Span::raw(format!(
-                "{} @ {} ({sha})",
-                job.spec.repo,
-                fmt::short_ref(&job.spec.git_ref)
-            )),
-            Span::styled(
-                format!(
-                    " · {} · pool {} · agent {}",
-                    job.spec.event,
-                    job.spec.pool,
-                    job.agent.as_deref().unwrap_or("-")
-                ),
-                dim,
+        let mut second = vec![Span::raw(format!(
+            "{} @ {} ({sha})",
+            job.spec.repo,
+            fmt::short_ref(&job.spec.git_ref)
+        ))];
+        // The pull request's title or the head commit's subject: what the build is about.
+        if let Some(title) = &job.spec.title {
+            second.push(Span::styled(
+                format!(" {title}"),
+                Style::new().add_modifier(Modifier::ITALIC),
+            ));
+        }
+        second.push(Span::styled(
+            format!(
+                " · {} · pool {} · agent {}",
+                job.spec.event,
+                job.spec.pool,
+                job.agent.as_deref().unwrap_or("-")
             ),
-        ]);
+            dim,
+        ));
+        let second = Line::from(second);
         let waited = job.started_at.or(job.finished_at).unwrap_or(now) - job.created_at;
         let mut third = vec![Span::raw(format!(
             "created {} · waited {} · ran {}",

@@ -228,7 +228,7 @@ impl JobsView {
         let terms: Vec<String> = self
             .filter
             .split_whitespace()
-            .map(str::to_ascii_lowercase)
+            .map(str::to_lowercase)
             .collect();
         let jobs = &self.store.jobs;
         self.shown = (0..jobs.len())
@@ -374,7 +374,7 @@ impl JobsView {
     }
 }
 
-/// Every term must appear in the repo, the job's label, the ref or the status.
+/// Every term must appear in the repo, the job's label, the ref, the status or the title.
 fn matches(job: &Job, terms: &[String]) -> bool {
     if terms.is_empty() {
         return true;
@@ -383,8 +383,13 @@ fn matches(job: &Job, terms: &[String]) -> bool {
     let label = job.label().unwrap_or_default().to_ascii_lowercase();
     let git_ref = job.spec.git_ref.to_ascii_lowercase();
     let status = job.status.as_str();
+    let title = job.spec.title.as_deref().unwrap_or_default().to_lowercase();
     terms.iter().all(|t| {
-        repo.contains(t) || label.contains(t) || git_ref.contains(t) || status.contains(t.as_str())
+        repo.contains(t)
+            || label.contains(t)
+            || git_ref.contains(t)
+            || status.contains(t.as_str())
+            || title.contains(t.as_str())
     })
 }
 
@@ -639,6 +644,18 @@ mod tests {
         v.handle_event(&key(KeyCode::Esc));
         assert!(v.filter.is_empty());
         assert!(!v.captures_text());
+    }
+
+    #[test]
+    fn filter_matches_the_title() {
+        let mut titled = job("02", "acme/api", JobStatus::Success);
+        titled.spec.title = Some("Réparer le Parser".into());
+        let mut v = view(vec![job("03", "acme/web", JobStatus::Failure), titled]);
+        v.handle_event(&key(KeyCode::Char('/')));
+        for e in typed("RÉPARER parser") {
+            v.handle_event(&e);
+        }
+        assert_eq!(shown_ids(&v), ["02"]);
     }
 
     #[test]
