@@ -681,6 +681,7 @@ pub(crate) async fn push_webhook(
         before: "0".repeat(40),
         after: sha.to_owned(),
         sender: "bench".into(),
+        message: "push".into(),
     };
     let body = gitea_push_body(&push);
     let headers = gitea_push_headers(&body, ctx.secret.as_bytes(), delivery);

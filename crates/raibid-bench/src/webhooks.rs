@@ -481,6 +481,7 @@ async fn generate_load(
                     before: "0".repeat(40),
                     after: commit(i),
                     sender: "bench".into(),
+                    message: "push".into(),
                 };
                 let body = bytes::Bytes::from(gitea_push_body(&push));
                 let headers = gitea_push_headers(&body, secret.as_bytes(), "-");

@@ -29,6 +29,8 @@ pub struct Push {
     pub before: String,
     pub after: String,
     pub sender: String,
+    /// The head commit's message.
+    pub message: String,
 }
 
 /// A Gitea `push` event body (the fields Gitea 1.2x sends that anyone reads).
@@ -42,10 +44,10 @@ pub fn gitea_push_body(push: &Push) -> Vec<u8> {
         "compare_url": "",
         "commits": [{
             "id": push.after,
-            "message": "push",
+            "message": push.message,
             "url": format!("{html_url}/commit/{}", push.after),
         }],
-        "head_commit": { "id": push.after, "message": "push" },
+        "head_commit": { "id": push.after, "message": push.message },
         "repository": {
             "id": 1,
             "name": name,
@@ -106,6 +108,7 @@ mod tests {
             before: "0".repeat(40),
             after: "a".repeat(40),
             sender: "demo".into(),
+            message: "Greet\n\nin more words".into(),
         };
         let body = gitea_push_body(&push);
         let h = headers(&gitea_push_headers(&body, b"s3cret", "d-1"));
@@ -116,6 +119,7 @@ mod tests {
                 assert_eq!(t.sha, "a".repeat(40));
                 assert_eq!(t.git_ref, "refs/heads/main");
                 assert_eq!(t.clone_url, push.clone_url);
+                assert_eq!(t.title.as_deref(), Some("Greet"));
             }
             other => panic!("{other:?}"),
         }

@@ -168,6 +168,7 @@ pub fn push_webhook(
         before: "0".repeat(40),
         after: sha.to_owned(),
         sender: "reliability".to_owned(),
+        message: "push".into(),
     });
     let headers = gitea_push_headers(&body, secret.as_bytes(), delivery);
     (headers, body)

@@ -68,6 +68,10 @@ mod tests {
 pub const DEMO_REPO: &str = "demo/hello-raibid";
 
 /// The demo repository: a bare repository under `git_root` with `main` and `broken`.
+/// The demo branches' commit messages, which their webhooks carry as a forge's would.
+const MAIN_MESSAGE: &str = "A crate that greets";
+const BROKEN_MESSAGE: &str = "Say goodbye instead (breaks the test)";
+
 pub struct DemoRepo {
     pub git_root: PathBuf,
     pub main_sha: String,
@@ -92,19 +96,10 @@ pub async fn prepare(dir: &Path) -> anyhow::Result<DemoRepo> {
             tokio::fs::write(work.join(path), content).await?;
         }
         git(&work, &["add", "."]).await?;
-        git(&work, &["commit", "--quiet", "-m", "A crate that greets"]).await?;
+        git(&work, &["commit", "--quiet", "-m", MAIN_MESSAGE]).await?;
         git(&work, &["checkout", "--quiet", "-b", "broken"]).await?;
         tokio::fs::write(work.join("src/lib.rs"), LIB_BROKEN).await?;
-        git(
-            &work,
-            &[
-                "commit",
-                "--quiet",
-                "-am",
-                "Say goodbye instead (breaks the test)",
-            ],
-        )
-        .await?;
+        git(&work, &["commit", "--quiet", "-am", BROKEN_MESSAGE]).await?;
         git(&work, &["checkout", "--quiet", "main"]).await?;
     }
     if !bare.exists() {
@@ -155,7 +150,10 @@ pub async fn run(
 ) -> anyhow::Result<Vec<(String, Job)>> {
     let clone_url = format!("{git_url}/{DEMO_REPO}.git");
     let mut jobs = Vec::new();
-    for (branch, sha) in [("main", &repo.main_sha), ("broken", &repo.broken_sha)] {
+    for (branch, sha, message) in [
+        ("main", &repo.main_sha, MAIN_MESSAGE),
+        ("broken", &repo.broken_sha, BROKEN_MESSAGE),
+    ] {
         let push = Push {
             repo: DEMO_REPO.into(),
             clone_url: clone_url.clone(),
@@ -163,6 +161,7 @@ pub async fn run(
             before: "0".repeat(40),
             after: sha.clone(),
             sender: "demo".into(),
+            message: message.into(),
         };
         let body = gitea_push_body(&push);
         let delivery = format!("demo-{branch}-{sha}-{}", std::process::id());
