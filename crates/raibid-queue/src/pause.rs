@@ -7,10 +7,14 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use raibid_model::{PoolName, PoolPause};
+use raibid_model::{JobStatus, PoolName, PoolPause};
 use redis::Value;
 
-use crate::{Queue, QueueError, stats};
+use crate::{JobFilter, Queue, QueueError, stats};
+
+/// The most queued jobs a pause or resume announces: their commit statuses say why they wait;
+/// beyond that the newest are the ones people look at.
+const ANNOUNCED_MAX: usize = 1000;
 
 impl Queue {
     /// Pauses `pool`, or replaces the pause's reason if it already is paused (keeping when it
@@ -39,6 +43,7 @@ impl Queue {
             .conn
             .run(redis::cmd("HSET").arg(&key).arg(pool.as_str()).arg(json))
             .await?;
+        self.announce_queued(pool).await?;
         Ok(pause)
     }
 
@@ -52,7 +57,38 @@ impl Queue {
                     .arg(pool.as_str()),
             )
             .await?;
+        if removed == 1 {
+            self.announce_queued(pool).await?;
+        }
         Ok(removed == 1)
+    }
+
+    /// Appends a `queued` event for each of `pool`'s queued jobs (the newest
+    /// [`ANNOUNCED_MAX`]), so that the commit-status reporter says again what they wait for:
+    /// a pause changes what a queued job's status says, not the status itself.
+    async fn announce_queued(&self, pool: &PoolName) -> Result<(), QueueError> {
+        let filter = JobFilter {
+            status: Some(JobStatus::Queued),
+            ..JobFilter::default()
+        };
+        let queued = self
+            .list_where(&filter, None, ANNOUNCED_MAX, &|job| job.spec.pool == *pool)
+            .await?;
+        if queued.jobs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for job in &queued.jobs {
+            pipe.cmd("XADD")
+                .arg(self.keys.events())
+                .arg("*")
+                .arg("job")
+                .arg(&job.id)
+                .arg("status")
+                .arg(JobStatus::Queued.as_str())
+                .ignore();
+        }
+        self.conn.pipe(&pipe).await
     }
 
     /// Every paused pool and its pause ([`stats::pause_record`]).

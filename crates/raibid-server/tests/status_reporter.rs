@@ -821,3 +821,62 @@ async fn a_matrix_whose_variants_all_pass_succeeds_on_the_matrix_context() {
         "success"
     );
 }
+
+/// A queued job's status says when its pool is paused, and why; a pause and a resume change
+/// what the statuses of jobs already queued say.
+#[tokio::test]
+async fn a_paused_pool_s_queued_jobs_say_why_they_wait() {
+    let forge = Forge::default();
+    let base = forge.clone().start().await;
+    let server = TestServer::start_with(forge_config(&base)).await;
+
+    server.deliver("gitea/push").await;
+    let calls = forge.wait_for_calls(1).await;
+    assert_eq!(calls[0].body["description"], "queued");
+
+    let paused = server
+        .post_json(
+            "/api/v1/queues/default/pause",
+            &serde_json::json!({ "reason": "driver upgrade" }),
+        )
+        .await;
+    assert_eq!(paused.status(), reqwest::StatusCode::OK);
+    let calls = forge.wait_for_calls(2).await;
+    assert_eq!(calls[1].path, calls[0].path, "the same job's commit");
+    assert_eq!(calls[1].body["state"], "pending");
+    assert_eq!(
+        calls[1].body["description"],
+        "queued: pool default is paused: driver upgrade"
+    );
+
+    // Queued while the pool is paused.
+    server.deliver("github/push").await;
+    let calls = forge.wait_for_calls(3).await;
+    assert!(calls[2].path.contains("woodpecker-ci"), "{:?}", calls[2]);
+    assert_eq!(
+        calls[2].body["description"],
+        "queued: pool default is paused: driver upgrade"
+    );
+
+    let resumed = server
+        .post_json("/api/v1/queues/default/resume", &serde_json::json!({}))
+        .await;
+    assert_eq!(resumed.status(), reqwest::StatusCode::OK);
+    let calls = forge.wait_for_calls(5).await;
+    for call in &calls[3..] {
+        assert_eq!(call.body["description"], "queued", "{call:?}");
+    }
+    let mut paths: Vec<&str> = calls[3..].iter().map(|c| c.path.as_str()).collect();
+    paths.sort();
+    let mut before: Vec<&str> = calls[1..3].iter().map(|c| c.path.as_str()).collect();
+    before.sort();
+    assert_eq!(paths, before, "both queued jobs' statuses said again");
+
+    // Nothing else: a resume of a running pool announces nothing.
+    let resumed = server
+        .post_json("/api/v1/queues/default/resume", &serde_json::json!({}))
+        .await;
+    assert_eq!(resumed.status(), reqwest::StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(forge.calls().len(), 5);
+}

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use raibid_forge::{CommitStatus, StatusState};
-use raibid_model::{Job, JobStatus, Needs, StepStatus};
+use raibid_model::{Job, JobStatus, Needs, PoolPause, StepStatus};
 
 /// The status to show for `job` as it is now.
 pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
@@ -13,6 +13,16 @@ pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
         description: describe(job, job.status, Utc::now()),
         context: context(job),
     }
+}
+
+/// What the status of queued `job` says while its pool is paused: who paused it stays out (a
+/// commit status is public to the repository's readers), why is what they need.
+pub(crate) fn held(status: &mut CommitStatus, job: &Job, pause: &PoolPause) {
+    status.description = if pause.reason.is_empty() {
+        format!("queued: pool {} is paused", job.spec.pool)
+    } else {
+        format!("queued: pool {} is paused: {}", job.spec.pool, pause.reason)
+    };
 }
 
 /// The status of matrix job `parent`: its variants' (`children`, in the order recorded;

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use raibid_forge::{StatusRequest, auth_header, status_request};
-use raibid_model::{Forge, Job};
+use raibid_model::{Forge, Job, JobStatus};
 use raibid_queue::{JobEvent, JobEvents};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -480,6 +480,20 @@ impl Reporter {
     /// The job's own status, or for a finished matrix job its variants' combined.
     async fn commit_status(&self, job: &Job) -> raibid_forge::CommitStatus {
         let public_url = &self.state.config().server.public_url;
+        if job.status == JobStatus::Queued {
+            let mut status = describe::commit_status(job, public_url);
+            // Why it waits, when its pool is paused: a pause or resume announces the pool's
+            // queued jobs again, so this is said and unsaid as it changes.
+            match self.state.queue().paused_pools().await {
+                Ok(paused) => {
+                    if let Some(pause) = paused.get(&job.spec.pool) {
+                        describe::held(&mut status, job, pause);
+                    }
+                }
+                Err(e) => debug!(job = %job.id, error = %e, "cannot read the paused pools"),
+            }
+            return status;
+        }
         if job.children.is_empty() || !job.status.is_final() {
             return describe::commit_status(job, public_url);
         }
