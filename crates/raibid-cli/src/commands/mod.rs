@@ -147,14 +147,18 @@ pub fn default_public_url(config: &mut Config, listening: std::net::SocketAddr) 
     config.server.public_url = format!("http://{addr}");
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are in place once this returns, not
+/// only when the future is first polled: a signal sent in between (right after a banner that
+/// invites it) would otherwise meet the default action and kill the process alone.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 

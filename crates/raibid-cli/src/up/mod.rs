@@ -199,6 +199,11 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     for (name, value) in registry_env.iter().flatten() {
         env.push_str(&format!("export {name}={value}\n"));
     }
+    // Listening from here on, before `env` tells clients (and scripts, and tests) that up is
+    // there and the banner says "Ctrl-C stops everything": a signal sent as soon as either is
+    // read must find the orderly stop, not the default action that kills up alone.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     crate::private_files::write(&data_dir.join("env"), &env)?;
 
     let stop_server = CancellationToken::new();
@@ -348,21 +353,21 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         if args.exit_after_demo {
             tokio::select! {
                 r = result => exit = demo_exit(r),
-                _ = shutdown_signal() => {}
+                () = &mut shutdown => {}
             }
         } else {
             tokio::select! {
                 r = result => {
                     demo_exit(r);
                     println!("Ctrl-C stops everything.");
-                    shutdown_signal().await;
+                    (&mut shutdown).await;
                 }
-                _ = shutdown_signal() => {}
+                () = &mut shutdown => {}
             }
         }
     } else {
         println!("Ctrl-C stops everything.");
-        shutdown_signal().await;
+        shutdown.await;
     }
 
     info!("stopping: agents, then server, then registry and redis");
