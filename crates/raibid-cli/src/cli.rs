@@ -593,6 +593,9 @@ pub enum JobCommand {
     },
     /// Let a job that waits for approval (blocked, `server.approval`) run.
     Approve { id: String },
+    /// Erase a finished job's log (a secret that reached it unmasked, say); the job's record
+    /// and result stay, saying who erased it and when.
+    EraseLog { id: String },
 }
 
 #[derive(Debug, Subcommand)]

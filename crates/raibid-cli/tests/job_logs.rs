@@ -596,3 +596,65 @@ async fn repo_list_and_show_read_the_repositories_api() {
         "{err}"
     );
 }
+
+/// `raibid job erase-log` against a real server with a token: refused while the job runs,
+/// then the log is gone and `raibid job logs` prints who erased it.
+#[tokio::test]
+async fn erase_log_erases_a_finished_job_s_log() {
+    use sha2::Digest;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "rbd_erase_test_token_31";
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  tokens: [\"sha256:{:x}\"]\n",
+            sha2::Sha256::digest(token.as_bytes())
+        ),
+    )
+    .unwrap();
+    let port = raibid_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _server = start_server(&config, port, &redis.url());
+    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
+    let claimed = running_job(&queue).await;
+    let id = claimed.job.id.clone();
+    queue.append_log(&id, b"password=hunter2\n").await.unwrap();
+    let raibid = |args: &[&str]| {
+        let out = Command::new(RAIBID)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .args(["--server", &url, "--token", token])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = raibid(&["job", "erase-log", &id]);
+    assert!(!ok);
+    assert!(
+        err.contains("is running: its log is still being written"),
+        "{err}"
+    );
+    assert!(
+        queue
+            .ack(&claimed, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    let (ok, out, err) = raibid(&["job", "erase-log", &id]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("this job's log was erased by "), "{out}");
+    let (ok, out, err) = raibid(&["job", "logs", &id]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(
+        out.contains("[raibid] this job's log was erased by "),
+        "{out}"
+    );
+}

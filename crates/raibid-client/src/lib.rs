@@ -383,6 +383,16 @@ impl Client {
         .await
     }
 
+    /// Erases finished job `id`'s log; the job, saying who erased it. A job that has not
+    /// ended is [`ClientError::Api`] with status 409.
+    pub async fn erase_log(&self, id: &str) -> Result<Job, ClientError> {
+        self.json(self.request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/jobs/{}/logs", segment(id)),
+        ))
+        .await
+    }
+
     pub async fn queues(&self) -> Result<Queues, ClientError> {
         self.json(self.request(reqwest::Method::GET, "/api/v1/queues"))
             .await

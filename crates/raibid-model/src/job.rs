@@ -687,6 +687,10 @@ pub struct Job {
     /// The job's log was deleted to keep Redis below its memory limit (the record stays).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub log_pruned: bool,
+    /// Who erased the job's log, and when: a person, through `DELETE /api/v1/jobs/{id}/logs`
+    /// (a secret that reached the log unmasked, say). The record stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_erased: Option<LogErased>,
     /// The concurrency group of its repository (the pipeline's `concurrency:`) that it holds
     /// or waits for (`blocked`), once an agent has read the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -695,6 +699,25 @@ pub struct Job {
     /// token (or the start of its hash) that approved it, as Woodpecker shows its approver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+}
+
+/// Who erased a job's log ([`Job::log_erased`]), and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogErased {
+    /// The API token's name (or the start of its hash), as the server's log names it.
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+impl LogErased {
+    /// What stands in place of the log.
+    pub fn note(&self) -> String {
+        format!(
+            "this job's log was erased by {} at {}",
+            self.by,
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
 }
 
 impl Job {
@@ -717,6 +740,7 @@ impl Job {
             artifacts: None,
             tests: None,
             log_pruned: false,
+            log_erased: None,
             concurrency: None,
             approved_by: None,
         }

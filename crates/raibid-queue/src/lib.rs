@@ -43,8 +43,8 @@ pub use events::{JobEvent, JobEvents};
 pub use logs::{LogBatch, LogChunk, LogCursor, LogEnd, LogFollower};
 pub use needs::Released;
 pub use queue::{
-    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, JobPage, LIST_SCAN_MAX,
-    MemoryPrune, MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
+    CancelResult, Claimed, Claimer, Enqueued, EraseLog, Heartbeat, JobFilter, JobPage,
+    LIST_SCAN_MAX, MemoryPrune, MemoryReading, MemoryUse, Queue, ReapReport, ReleaseResult,
 };
 pub use repos::RepoActivity;
 pub use schedules::ScheduleMark;

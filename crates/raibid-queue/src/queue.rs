@@ -103,6 +103,16 @@ pub enum CancelResult {
     AlreadyFinished(JobStatus),
 }
 
+/// What became of a request to erase a job's log ([`Queue::erase_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EraseLog {
+    Erased,
+    /// No such job.
+    Missing,
+    /// The job has not ended (it is in this status): its log is still being written.
+    Unfinished(JobStatus),
+}
+
 /// Which jobs a cancel may touch; the others end up [`CancelResult::Kept`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CancelScope {
@@ -1039,6 +1049,29 @@ impl Queue {
     }
 
     /// How many jobs have `status` (one read of its index).
+    /// Erases the log of finished job `id` for `by` (a secret that reached it unmasked, say):
+    /// the log is deleted and the record says who erased it and when. Erasing again renames
+    /// who did it.
+    pub async fn erase_log(&self, id: &str, by: &str) -> Result<EraseLog, QueueError> {
+        let mut invocation = scripts::ERASE_LOG.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.log(id))
+            .arg(by)
+            .arg(Utc::now().timestamp_millis());
+        let reply: Vec<String> = self.conn.script(&invocation).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(EraseLog::Erased),
+            Some("missing") => Ok(EraseLog::Missing),
+            Some("unfinished") => reply
+                .get(1)
+                .and_then(|s| s.parse().ok())
+                .map(EraseLog::Unfinished)
+                .ok_or_else(|| QueueError::Protocol(format!("erase_log replied {reply:?}"))),
+            _ => Err(QueueError::Protocol(format!("erase_log replied {reply:?}"))),
+        }
+    }
+
     pub async fn count(&self, status: JobStatus) -> Result<u64, QueueError> {
         self.conn
             .run(redis::cmd("ZCARD").arg(self.keys.by_status(status)))

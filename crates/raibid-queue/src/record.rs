@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use raibid_model::{Job, NewJob, PoolName, StepResult};
+use raibid_model::{Job, LogErased, NewJob, PoolName, StepResult};
 
 use crate::QueueError;
 
@@ -114,6 +114,10 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
             None => Vec::new(),
         },
         log_pruned: get("log_pruned") == Some("1"),
+        log_erased: match (opt("log_erased_by"), ts("log_erased_at")?) {
+            (Some(by), Some(at)) => Some(LogErased { by, at }),
+            _ => None,
+        },
         concurrency: opt("concurrency"),
         approved_by: opt("approved_by"),
     })

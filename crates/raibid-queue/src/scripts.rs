@@ -814,6 +814,27 @@ return removed
     )
 });
 
+/// Erases a finished job's log at a person's request, marking its record with who and when.
+/// A job that has not ended is left alone: its agent is still writing the log.
+///
+/// KEYS: job, log
+/// ARGV: by, at (ms)
+/// Returns {"ok"} | {"missing"} | {"unfinished", status}
+pub(crate) static ERASE_LOG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status == 'queued' or status == 'running' or status == 'blocked' then
+  return {'unfinished', status}
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'log_erased_by', ARGV[1], 'log_erased_at', ARGV[2])
+return {'ok'}
+"#,
+    )
+});
+
 /// Deletes the logs (not the records) of finished jobs, oldest first, going on from where the
 /// last call stopped, until about ARGV[3] bytes are freed or ARGV[2] jobs were looked at, and
 /// marks their records `log_pruned`. Records are what the commit-status reporter and matrix

@@ -2034,3 +2034,45 @@ async fn repositories_are_listed_by_their_newest_job() {
     assert_eq!(list[0].last_queued_at, again.created_at);
     assert_eq!(list[1].last_queued_at, lib.created_at);
 }
+
+/// A finished job's log can be erased, its record saying who erased it; a running job's
+/// cannot, nor a job that is not there.
+#[tokio::test]
+async fn a_finished_job_s_log_is_erased_and_the_record_says_by_whom() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("a/leak")).await.unwrap());
+    assert_eq!(
+        q.erase_log(&j.id, "ops").await.unwrap(),
+        raibid_queue::EraseLog::Unfinished(JobStatus::Queued)
+    );
+    let mut c = q.claimer("w").await.unwrap();
+    let claimed = claim_queued(&mut c).await;
+    assert!(q.append_log(&j.id, b"token=hunter2\n").await.unwrap());
+    assert_eq!(
+        q.erase_log(&j.id, "ops").await.unwrap(),
+        raibid_queue::EraseLog::Unfinished(JobStatus::Running)
+    );
+    assert!(
+        q.ack(&claimed, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        q.erase_log(&j.id, "ops").await.unwrap(),
+        raibid_queue::EraseLog::Erased
+    );
+    let batch = q.read_log(&j.id, &LogCursor::start(), 100).await.unwrap();
+    assert!(batch.chunks.is_empty(), "{batch:?}");
+    let job = q.get(&j.id).await.unwrap().unwrap();
+    let erased = job.log_erased.expect("marked");
+    assert_eq!(erased.by, "ops");
+    assert!((chrono::Utc::now() - erased.at).num_seconds() < 60);
+    assert_eq!(job.status, JobStatus::Success, "the result stays");
+    assert_eq!(
+        q.erase_log("01ARZ3NDEKTSV4RRFFQ69G5FAV", "ops")
+            .await
+            .unwrap(),
+        raibid_queue::EraseLog::Missing
+    );
+}

@@ -25,7 +25,7 @@ fn spec(public_url: &str) -> Value {
                 Retry-After."
         },
         "servers": [{ "url": public_url }],
-        "paths": with_lockout(with_forbidden(with_secrets(with_repos(with_badges(with_schedules(paths())))))),
+        "paths": with_lockout(with_forbidden(with_secrets(with_log_erasure(with_repos(with_badges(with_schedules(paths()))))))),
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -228,6 +228,30 @@ fn with_badges(mut paths: Value) -> Value {
                 ),
                 "503": error("Redis is unavailable; retry after Retry-After seconds.")
             }
+        }
+    });
+    paths
+}
+
+/// `DELETE /api/v1/jobs/{id}/logs`, beside `paths()`.
+fn with_log_erasure(mut paths: Value) -> Value {
+    paths["/api/v1/jobs/{id}/logs"]["delete"] = json!({
+        "operationId": "erase_job_log",
+        "tags": ["jobs"],
+        "summary": "Erase a finished job's log",
+        "description": "For a secret that reached the log unmasked, say (GitLab's \"Erase job \
+            log\"). The log is deleted; the job's record and result stay, and say who erased \
+            it and when (log_erased), which the log's reads then give in its place. Needs the \
+            jobs scope for the job's repository; the server's log names the token.",
+        "security": [{ "bearer": [] }],
+        "parameters": [job_id_parameter()],
+        "responses": {
+            "200": json_body("The job, its log erased.", schema_ref("Job")),
+            "401": error("Missing or invalid bearer token."),
+            "404": error("No such job."),
+            "409": error("The job has not ended (its log is still being written); the message \
+                names its status."),
+            "503": error("Redis is unavailable; retry after Retry-After seconds.")
         }
     });
     paths
@@ -1090,6 +1114,16 @@ fn schemas() -> Value {
         "maxItems": raibid_model::MAX_PR_LABELS,
         "description": "For a pull request, its labels when the webhook was sent \
                         (CI_COMMIT_PULL_REQUEST_LABELS, comma-separated)."
+    });
+    schemas["Job"]["properties"]["log_erased"] = json!({
+        "type": "object",
+        "required": ["by", "at"],
+        "description": "Who erased the job's log (DELETE /api/v1/jobs/{id}/logs) and when; \
+                        present only then.",
+        "properties": {
+            "by": { "type": "string", "description": "The token's name, or the start of its hash." },
+            "at": { "type": "string", "format": "date-time" }
+        }
     });
     schemas["Job"]["properties"]["title"] = json!({
         "type": "string",

@@ -517,3 +517,92 @@ async fn clients_behind_a_trusted_proxy_get_slots_of_their_own() {
     drop((first, other));
     server.shutdown().await;
 }
+
+/// `DELETE /api/v1/jobs/{id}/logs`: a finished job's log is erased; what reads it (plain,
+/// followed, the job's page) then says who erased it and when. A running job's is refused.
+#[tokio::test]
+async fn a_finished_job_s_log_is_erased_for_a_token_holder() {
+    let server = TestServer::start().await;
+    let claimed = running_job(&server).await;
+    let id = claimed.job.id.clone();
+    server
+        .queue
+        .append_log(&id, b"password=hunter2\n")
+        .await
+        .unwrap();
+    let erase = |token: Option<&'static str>| {
+        let request = server
+            .client
+            .delete(server.url(&format!("/api/v1/jobs/{id}/logs")));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move { request.send().await.unwrap() }
+    };
+
+    let refused = erase(Some(support::TOKEN)).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let body = json(refused).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is running: its log is still being written"),
+        "{body}"
+    );
+    assert_eq!(erase(None).await.status(), StatusCode::UNAUTHORIZED);
+
+    assert!(
+        server
+            .queue
+            .ack(&claimed, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    assert_eq!(erase(None).await.status(), StatusCode::UNAUTHORIZED);
+    let erased = erase(Some(support::TOKEN)).await;
+    assert_eq!(erased.status(), StatusCode::OK);
+    let job = json(erased).await;
+    assert_eq!(job["status"], "success");
+    let by = job["log_erased"]["by"].as_str().unwrap().to_owned();
+    assert!(!by.is_empty(), "{job}");
+
+    let (text, _, finished) = read_plain(&server, &format!("/api/v1/jobs/{id}/logs")).await;
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.starts_with(&format!("[raibid] this job's log was erased by {by} at ")),
+        "{text}"
+    );
+    assert_eq!(finished, "true");
+    let mut events = SseReader::new(
+        server
+            .get(&format!("/api/v1/jobs/{id}/logs?follow=true"))
+            .await,
+    );
+    let first = events.next(WAIT).await.unwrap();
+    assert!(
+        first.data["text"]
+            .as_str()
+            .unwrap()
+            .contains("this job's log was erased by"),
+        "{first:?}"
+    );
+    let page = server
+        .get(&format!("/jobs/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("hunter2"), "{page}");
+    assert!(page.contains("This job&#39;s log was erased by"), "{page}");
+
+    let missing = server
+        .client
+        .delete(server.url("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/logs"))
+        .bearer_auth(support::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

@@ -1619,3 +1619,68 @@ async fn the_agents_page_shows_who_works_on_what() {
         "{body}"
     );
 }
+
+/// A finished job's page offers a token holder "Erase log"; pressed, the log is gone and the
+/// page says who erased it.
+#[tokio::test]
+async fn a_signed_in_browser_erases_a_finished_job_s_log() {
+    let server = TestServer::start().await;
+    let id = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("agent-1").await;
+    server
+        .queue
+        .append_log(&id, b"password=hunter2\n")
+        .await
+        .unwrap();
+    let cookie = sign_in(&server, TOKEN).await;
+    let form = format!("action=\"/jobs/{id}/erase-log\"");
+    let (_, body) = get_with(&server, &format!("/jobs/{id}"), &cookie).await;
+    assert!(
+        !body.contains(&form),
+        "a running job's log is still written: {body}"
+    );
+    assert!(
+        server
+            .queue
+            .ack(&claimed, &raibid_model::Outcome::new(JobStatus::Failure))
+            .await
+            .unwrap()
+    );
+    let (_, body) = get_with(&server, &format!("/jobs/{id}"), &cookie).await;
+    assert!(body.contains(&form), "{body}");
+    assert!(body.contains(">Erase log</button>"), "{body}");
+    assert!(body.contains("hunter2"), "{body}");
+
+    let job = job_redirected_to(
+        &server,
+        post_form(
+            &server,
+            &format!("/jobs/{id}/erase-log"),
+            Some(&cookie),
+            From::Here,
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(job.id, id);
+    assert!(job.log_erased.is_some());
+    let (_, body) = get_with(&server, &format!("/jobs/{id}"), &cookie).await;
+    assert!(!body.contains("hunter2"), "{body}");
+    assert!(!body.contains(&form), "erased already: {body}");
+    assert!(
+        body.contains("<p class=\"note\">This job&#39;s log was erased by "),
+        "{body}"
+    );
+
+    // From another site's form: refused, as every button is.
+    let (status, _, _) = post_form(
+        &server,
+        &format!("/jobs/{id}/erase-log"),
+        Some(&cookie),
+        From::Elsewhere,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

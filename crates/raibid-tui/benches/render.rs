@@ -47,6 +47,7 @@ fn jobs() -> Vec<Job> {
                 artifacts: None,
                 tests: None,
                 log_pruned: false,
+                log_erased: None,
                 concurrency: None,
                 approved_by: None,
             }

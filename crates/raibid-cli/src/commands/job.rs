@@ -163,6 +163,18 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             let job = client.approve(&id).await?;
             print_queued(&job, json, "approved")?;
         }
+        JobCommand::EraseLog { id } => {
+            let job = client.erase_log(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                let note = job.log_erased.as_ref().map(|e| e.note());
+                println!(
+                    "{}",
+                    note.unwrap_or_else(|| format!("erased the log of {id}"))
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

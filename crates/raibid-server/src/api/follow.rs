@@ -55,10 +55,13 @@ pub(crate) fn stream(
     let events = async_stream::stream! {
         // Dropped with the stream, whether it ended or the client went away.
         let _permit = permit;
+        let gone = super::logs::gone_note(&job);
         let id = job.id;
-        if job.log_pruned && start == LogCursor::start() {
+        if let Some(note) = gone
+            && start == LogCursor::start()
+        {
             // No id: a client that resumes from here starts over, note included.
-            let data = serde_json::json!({ "text": super::logs::PRUNED_LOG_NOTE });
+            let data = serde_json::json!({ "text": note });
             yield Ok::<Event, Infallible>(Event::default().event("log").data(data.to_string()));
         }
         let mut cursor = start;

@@ -7,16 +7,18 @@ use axum::extract::rejection::QueryRejection;
 use std::net::SocketAddr;
 
 use axum::Extension;
+use axum::Json;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use raibid_model::Job;
-use raibid_queue::LogCursor;
+use raibid_queue::{EraseLog, LogCursor};
 use serde::Deserialize;
+use tracing::warn;
 
 use super::follow;
-use super::jobs::readable;
-use crate::auth::{CanRead, token_index};
+use super::jobs::{not_found, readable};
+use crate::auth::{CanRead, CanRunJobs, token_index};
 use crate::client_addr::client_ip;
 use crate::{ApiError, AppState};
 
@@ -112,13 +114,53 @@ pub(crate) async fn logs(
 pub(crate) const PRUNED_LOG_NOTE: &str = "[raibid] this job's log was deleted to keep Redis below its memory limit \
      (redis.prune_memory_percent); the job's record and result are kept\n";
 
+/// What stands at the start of `job`'s log in place of what was deleted: a person's erasure,
+/// or the reaper's pruning; `None` while the log is whole.
+pub(crate) fn gone_note(job: &Job) -> Option<String> {
+    match &job.log_erased {
+        Some(erased) => Some(format!("[raibid] {}\n", erased.note())),
+        None => job.log_pruned.then(|| PRUNED_LOG_NOTE.to_owned()),
+    }
+}
+
+/// `DELETE /api/v1/jobs/{id}/logs`: erases a finished job's log (a secret that reached it
+/// unmasked, say), as GitLab's "Erase job log" and Woodpecker's log deletion do. The job's
+/// record and result stay, saying who erased it and when; the server's log names the token.
+pub(crate) async fn erase(
+    CanRunJobs(caller): CanRunJobs,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let queue = state.queue();
+    let job = queue.get(&id).await?.ok_or_else(|| not_found(&id))?;
+    caller.may_change(&job.spec.repo)?;
+    match queue.erase_log(&id, &caller.name()).await? {
+        EraseLog::Erased => {}
+        EraseLog::Missing => return Err(not_found(&id)),
+        EraseLog::Unfinished(status) => {
+            return Err(ApiError::Conflict(format!(
+                "job {id} is {status}: its log is still being written; cancel the job, or \
+                 wait for it to end, then erase its log"
+            )));
+        }
+    }
+    warn!(job = %id, repo = %job.spec.repo, token = %caller.name(), "job log erased");
+    queue
+        .get(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
+}
+
 async fn plain(state: &AppState, job: &Job, mut cursor: LogCursor) -> Result<Response, ApiError> {
     // Every log entry of a job that had finished when we looked has been written; reaching the
     // end of the stream then means the end of the log, even past its end marker.
     let was_final = job.status.is_final();
     let mut body = Vec::new();
-    if job.log_pruned && cursor == LogCursor::start() {
-        body.extend_from_slice(PRUNED_LOG_NOTE.as_bytes());
+    if let Some(note) = gone_note(job)
+        && cursor == LogCursor::start()
+    {
+        body.extend_from_slice(note.as_bytes());
     }
     let finished = 'read: loop {
         let batch = state.queue().read_log(&job.id, &cursor, READ_BATCH).await?;

@@ -5,7 +5,7 @@ mod badges;
 mod follow;
 pub(crate) mod git;
 pub(crate) mod jobs;
-mod logs;
+pub(crate) mod logs;
 pub(crate) mod pools;
 pub(crate) mod repos;
 pub(crate) mod schedules;
@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/api/v1/jobs/{id}/retry-failed", jobs::retry_failed),
         Route::post("/api/v1/jobs/{id}/approve", jobs::approve),
         Route::get("/api/v1/jobs/{id}/logs", logs::logs),
+        Route::delete("/api/v1/jobs/{id}/logs", logs::erase),
         Route::get("/api/v1/jobs/{id}/artifacts", artifacts::download),
         Route::get("/api/v1/queues", pools::queues),
         Route::post("/api/v1/queues/{pool}/pause", pools::pause),

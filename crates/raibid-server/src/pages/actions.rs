@@ -1,4 +1,4 @@
-//! The job page's buttons: cancel, retry, retry the failed variants, approve. Each is a form
+//! The job page's buttons: cancel, retry, retry the failed variants, approve, erase the log. Each is a form
 //! posted by a signed-in browser ([`Viewer`]) from the server's own pages ([`same_origin`]),
 //! carried out by the API's handler with the token's rights (scope `jobs`, its repositories),
 //! and answered with a redirect to the page that shows the result.
@@ -10,7 +10,7 @@ use raibid_config::TokenScope;
 
 use super::PageError;
 use super::session::{Viewer, same_origin};
-use crate::api::jobs;
+use crate::api::{jobs, logs};
 use crate::auth::{Caller, CanRunJobs, require};
 use crate::{ApiError, AppState};
 
@@ -41,7 +41,7 @@ pub(super) fn form_caller(
 
 /// `POST /jobs/{id}/{action}`: `cancel`, `retry` (to the retry's page: the new job is the one
 /// to watch), `retry-failed` (back to the parent's page, whose list of jobs now has the retries
-/// in the failures' place) or `approve`.
+/// in the failures' place), `approve` or `erase-log`.
 pub(super) async fn act(
     viewer: Viewer,
     State(state): State<AppState>,
@@ -52,6 +52,7 @@ pub(super) async fn act(
         "cancel" => "cancel jobs",
         "retry" | "retry-failed" => "retry jobs",
         "approve" => "approve jobs",
+        "erase-log" => "erase jobs' logs",
         _ => {
             return Err(viewer.fail(ApiError::RouteNotFound(format!(
                 "POST /jobs/{id}/{action}: a job's page has no such button"
@@ -67,6 +68,7 @@ pub(super) async fn act(
             .await
             .map(|(_, axum::Json(job))| job.id),
         "retry-failed" => jobs::retry_failed(caller, state, path).await.map(|_| id),
+        "erase-log" => logs::erase(caller, state, path).await.map(|_| id),
         _ => jobs::approve(caller, state, path).await.map(|_| id),
     }
     .map_err(|e| viewer.fail(e))?;

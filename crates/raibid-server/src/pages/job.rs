@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use raibid_config::TokenScope;
-use raibid_model::{Event, Job, JobStatus, PoolPause, human};
+use raibid_model::{Event, Job, JobStatus, LogErased, PoolPause, human};
 
 use super::{Chrome, PageError, Viewer, log, page};
 use crate::ApiError;
@@ -104,6 +104,8 @@ struct Log {
     cursor: String,
     empty: bool,
     pruned: bool,
+    /// Who erased the log and when, in words.
+    erased: Option<String>,
 }
 
 /// `?step=NAME`: one step's lines of the log rather than the log's end.
@@ -159,6 +161,7 @@ pub(super) async fn show(
                 skipped: tail.skipped,
                 cursor: tail.cursor.0,
                 pruned: job.log_pruned,
+                erased: job.log_erased.as_ref().map(erased_note),
             }
         }
         Some(step) => {
@@ -179,6 +182,7 @@ pub(super) async fn show(
                 skipped: 0,
                 cursor: lines.cursor.0,
                 pruned: job.log_pruned,
+                erased: job.log_erased.as_ref().map(erased_note),
             }
         }
     };
@@ -256,8 +260,8 @@ pub(super) async fn show(
 
 /// What can be done to the job now, as the API would allow it: cancel what has not ended
 /// (decline what waits for approval), approve what waits for a person (not for other workflows
-/// or its concurrency group), retry what has ended, and retry the failed jobs of a matrix or
-/// of several workflows.
+/// or its concurrency group), retry what has ended, retry the failed jobs of a matrix or of
+/// several workflows, and erase the log of what has ended.
 fn actions(job: &Job, children: &[Job]) -> Vec<Action> {
     let action = |path, label, danger| Action {
         path,
@@ -281,8 +285,21 @@ fn actions(job: &Job, children: &[Job]) -> Vec<Action> {
             actions.push(action("retry-failed", "Retry failed jobs", false));
         }
         actions.push(action("retry", "Retry", false));
+        // Last: it loses the log for good.
+        if job.log_erased.is_none() {
+            actions.push(action("erase-log", "Erase log", true));
+        }
     }
     actions
+}
+
+/// [`LogErased::note`] as a sentence of its own.
+fn erased_note(erased: &LogErased) -> String {
+    let mut note = erased.note();
+    if let Some(first) = note.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    note
 }
 
 /// `acme/app #12 · build/linux`: what the forge's list of checks calls it.

@@ -245,6 +245,7 @@ mod tests {
             artifacts: None,
             tests: None,
             log_pruned: false,
+            log_erased: None,
             concurrency: None,
             approved_by: None,
         }
