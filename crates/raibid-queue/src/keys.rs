@@ -197,3 +197,30 @@ impl Keys {
         format!("{}:sessions-of:{token_hash}", self.prefix)
     }
 }
+
+/// `text` as the literal part of a `SCAN MATCH` pattern: its `*`, `?`, `[`, `]` and `\`
+/// escaped (a stream name, a repository's name may hold them).
+pub(crate) fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_specials_are_escaped() {
+        assert_eq!(
+            glob_escape("raibid:ci-jobs:jobs:repo:"),
+            "raibid:ci-jobs:jobs:repo:"
+        );
+        assert_eq!(glob_escape(r"a*b?[c]\"), r"a\*b\?\[c\]\\");
+    }
+}

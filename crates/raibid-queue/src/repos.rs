@@ -52,7 +52,7 @@ impl Queue {
     /// doing it at once, or an enqueue meanwhile, change nothing.
     async fn index_repositories(&self) -> Result<(), QueueError> {
         let prefix = self.keys.by_repo("");
-        let pattern = format!("{}*", glob_escape(&prefix));
+        let pattern = format!("{}*", crate::keys::glob_escape(&prefix));
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = self
@@ -124,31 +124,5 @@ impl Queue {
         self.conn
             .run(redis::cmd("SET").arg(self.keys.repos_indexed()).arg(1))
             .await
-    }
-}
-
-/// `text` matched literally by a `SCAN MATCH` pattern (the stream name may hold `*` or `[`).
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_specials_are_escaped() {
-        assert_eq!(
-            glob_escape("raibid:ci-jobs:jobs:repo:"),
-            "raibid:ci-jobs:jobs:repo:"
-        );
-        assert_eq!(glob_escape(r"a*b?[c]\"), r"a\*b\?\[c\]\\");
     }
 }

@@ -211,19 +211,6 @@ pub struct Resealed {
     pub unopenable: usize,
 }
 
-/// A key prefix as a `SCAN MATCH` pattern's literal part: its `*`, `?`, `[`, `]` and `\`
-/// escaped.
-fn redis_glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// One of a job's secrets: whose it is, and its value or why it cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSecret {
@@ -426,7 +413,7 @@ impl Queue {
                         redis::cmd("SCAN")
                             .arg(cursor)
                             .arg("MATCH")
-                            .arg(format!("{}*", redis_glob_escape(&prefix)))
+                            .arg(format!("{}*", crate::keys::glob_escape(&prefix)))
                             .arg("COUNT")
                             .arg(1000)
                             .arg("TYPE")

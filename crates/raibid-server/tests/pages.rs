@@ -1648,7 +1648,12 @@ async fn a_signed_in_browser_erases_a_finished_job_s_log() {
     );
     let (_, body) = get_with(&server, &format!("/jobs/{id}"), &cookie).await;
     assert!(body.contains(&form), "{body}");
-    assert!(body.contains(">Erase log</button>"), "{body}");
+    // Asked twice, without a script: the first press only shows the button that erases.
+    assert!(
+        body.contains("<summary class=\"button danger\">Erase log…</summary>"),
+        "{body}"
+    );
+    assert!(body.contains(">Erase the log for good</button>"), "{body}");
     assert!(body.contains("hunter2"), "{body}");
 
     let job = job_redirected_to(

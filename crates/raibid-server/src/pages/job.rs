@@ -58,6 +58,9 @@ struct Action {
     label: &'static str,
     /// Cancelling and declining lose work: the button looks it.
     danger: bool,
+    /// What a second button says, shown only once the first is pressed: for what cannot be
+    /// undone, asked again without a script.
+    confirm: Option<&'static str>,
 }
 
 struct Child {
@@ -267,6 +270,7 @@ fn actions(job: &Job, children: &[Job]) -> Vec<Action> {
         path,
         label,
         danger,
+        confirm: None,
     };
     let mut actions = Vec::new();
     if job.status == JobStatus::Blocked && job.concurrency.is_none() && job.spec.needs.is_none() {
@@ -287,7 +291,10 @@ fn actions(job: &Job, children: &[Job]) -> Vec<Action> {
         actions.push(action("retry", "Retry", false));
         // Last: it loses the log for good.
         if job.log_erased.is_none() {
-            actions.push(action("erase-log", "Erase log", true));
+            actions.push(Action {
+                confirm: Some("Erase the log for good"),
+                ..action("erase-log", "Erase log…", true)
+            });
         }
     }
     actions
