@@ -638,7 +638,7 @@ async fn erase_log_erases_a_finished_job_s_log() {
     let (ok, _, err) = raibid(&["job", "erase-log", &id]);
     assert!(!ok);
     assert!(
-        err.contains("is running: its log is still being written"),
+        err.contains("is running: a log is erased once its job has ended"),
         "{err}"
     );
     assert!(

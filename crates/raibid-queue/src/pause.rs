@@ -43,7 +43,7 @@ impl Queue {
             .conn
             .run(redis::cmd("HSET").arg(&key).arg(pool.as_str()).arg(json))
             .await?;
-        self.announce_queued(pool).await?;
+        self.announce_queued(pool).await;
         Ok(pause)
     }
 
@@ -58,7 +58,7 @@ impl Queue {
             )
             .await?;
         if removed == 1 {
-            self.announce_queued(pool).await?;
+            self.announce_queued(pool).await;
         }
         Ok(removed == 1)
     }
@@ -66,7 +66,16 @@ impl Queue {
     /// Appends a `queued` event for each of `pool`'s queued jobs (the newest
     /// [`ANNOUNCED_MAX`]), so that the commit-status reporter says again what they wait for:
     /// a pause changes what a queued job's status says, not the status itself.
-    async fn announce_queued(&self, pool: &PoolName) -> Result<(), QueueError> {
+    ///
+    /// The pause itself is in force already, so a failure here is logged, not returned: the
+    /// statuses then say what they said, until the jobs move.
+    async fn announce_queued(&self, pool: &PoolName) {
+        if let Err(e) = self.try_announce_queued(pool).await {
+            tracing::warn!(pool = %pool, error = %e, "cannot announce the pool's queued jobs");
+        }
+    }
+
+    async fn try_announce_queued(&self, pool: &PoolName) -> Result<(), QueueError> {
         let filter = JobFilter {
             status: Some(JobStatus::Queued),
             ..JobFilter::default()

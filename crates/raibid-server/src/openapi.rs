@@ -249,8 +249,8 @@ fn with_log_erasure(mut paths: Value) -> Value {
             "200": json_body("The job, its log erased.", schema_ref("Job")),
             "401": error("Missing or invalid bearer token."),
             "404": error("No such job."),
-            "409": error("The job has not ended (its log is still being written); the message \
-                names its status."),
+            "409": error("The job has not ended (its agent may still write to its log); the \
+                message names its status."),
             "503": error("Redis is unavailable; retry after Retry-After seconds.")
         }
     });

@@ -548,7 +548,7 @@ async fn a_finished_job_s_log_is_erased_for_a_token_holder() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("is running: its log is still being written"),
+            .contains("is running: a log is erased once its job has ended"),
         "{body}"
     );
     assert_eq!(erase(None).await.status(), StatusCode::UNAUTHORIZED);

@@ -139,8 +139,8 @@ pub(crate) async fn erase(
         EraseLog::Missing => return Err(not_found(&id)),
         EraseLog::Unfinished(status) => {
             return Err(ApiError::Conflict(format!(
-                "job {id} is {status}: its log is still being written; cancel the job, or \
-                 wait for it to end, then erase its log"
+                "job {id} is {status}: a log is erased once its job has ended (its agent \
+                 may still write to it); cancel the job first, or wait for it to end"
             )));
         }
     }

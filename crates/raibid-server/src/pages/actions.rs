@@ -1,7 +1,7 @@
-//! The job page's buttons: cancel, retry, retry the failed variants, approve, erase the log. Each is a form
-//! posted by a signed-in browser ([`Viewer`]) from the server's own pages ([`same_origin`]),
-//! carried out by the API's handler with the token's rights (scope `jobs`, its repositories),
-//! and answered with a redirect to the page that shows the result.
+//! The job page's buttons: cancel, retry, retry the failed variants, approve, erase the log.
+//! Each is a form posted by a signed-in browser ([`Viewer`]) from the server's own pages
+//! ([`same_origin`]), carried out by the API's handler with the token's rights (scope `jobs`,
+//! its repositories), and answered with a redirect to the page that shows the result.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
