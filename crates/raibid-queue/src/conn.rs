@@ -101,6 +101,36 @@ impl Conn {
         bounded(self.timeout, invocation.invoke_async(&mut conn)).await
     }
 
+    /// The names after `prefix` of every key of Redis type `kind` whose name starts with it,
+    /// walked with `SCAN` (a thousand keys a round trip, never one long command).
+    pub async fn scan_prefixed(&self, prefix: &str, kind: &str) -> Result<Vec<String>, QueueError> {
+        let pattern = format!("{}*", crate::keys::glob_escape(prefix));
+        let mut names = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .arg("TYPE")
+                        .arg(kind),
+                )
+                .await?;
+            names.extend(
+                keys.into_iter()
+                    .filter_map(|key| key.strip_prefix(prefix).map(str::to_owned)),
+            );
+            if next == 0 {
+                return Ok(names);
+            }
+            cursor = next;
+        }
+    }
+
     /// A connection of its own for one blocking reader.
     pub async fn dedicated(&self) -> Result<MultiplexedConnection, QueueError> {
         let config = AsyncConnectionConfig::new()

@@ -14,8 +14,8 @@ pub struct RepoActivity {
     pub last_queued_at: DateTime<Utc>,
 }
 
-/// Keys looked at per `SCAN` while filling the set.
-const SCAN_COUNT: usize = 1000;
+/// Repositories read per round trip while filling the set.
+const BATCH: usize = 1000;
 
 impl Queue {
     /// Every repository with a job kept, the one whose newest job was queued last first.
@@ -48,78 +48,59 @@ impl Queue {
     }
 
     /// Fills the set from the `by_repo` indexes (jobs queued before it existed): each scored
-    /// by its newest job's `created_at`. Idempotent, so two servers
-    /// doing it at once, or an enqueue meanwhile, change nothing.
+    /// by its newest job's `created_at`. Idempotent, so two servers doing it at once, or an
+    /// enqueue meanwhile, change nothing.
     async fn index_repositories(&self) -> Result<(), QueueError> {
-        let prefix = self.keys.by_repo("");
-        let pattern = format!("{}*", crate::keys::glob_escape(&prefix));
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .conn
-                .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT),
-                )
-                .await?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.cmd("ZRANGE")
-                        .arg(key)
-                        .arg("+")
-                        .arg("-")
-                        .arg("BYLEX")
-                        .arg("REV")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(1);
-                }
-                let newest: Vec<Vec<String>> = self.conn.pipe(&pipe).await?;
-                let newest: Vec<(&str, String)> = keys
-                    .iter()
-                    .zip(newest)
-                    .filter_map(|(key, ids)| Some((&key[prefix.len()..], ids.first()?.clone())))
-                    .collect();
-                let mut pipe = redis::pipe();
-                for (_, id) in &newest {
-                    pipe.cmd("HGET").arg(self.keys.job(id)).arg("created_at");
-                }
-                let created: Vec<Option<i64>> = if newest.is_empty() {
-                    Vec::new()
-                } else {
-                    self.conn.pipe(&pipe).await?
-                };
-                let mut add = redis::pipe();
-                let mut adding = false;
-                for ((repo, id), created) in newest.iter().zip(created) {
-                    // A record without its time: the job id's, a moment before it.
-                    let Some(ms) = created.or_else(|| {
-                        let ulid = ulid::Ulid::from_string(id).ok()?;
-                        i64::try_from(ulid.timestamp_ms()).ok()
-                    }) else {
-                        continue;
-                    };
+        let repos = self
+            .conn
+            .scan_prefixed(&self.keys.by_repo(""), "zset")
+            .await?;
+        for batch in repos.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for repo in batch {
+                pipe.cmd("ZRANGE")
+                    .arg(self.keys.by_repo(repo))
+                    .arg("+")
+                    .arg("-")
+                    .arg("BYLEX")
+                    .arg("REV")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1);
+            }
+            let newest: Vec<Vec<String>> = self.conn.pipe(&pipe).await?;
+            let newest: Vec<(&String, String)> = batch
+                .iter()
+                .zip(newest)
+                .filter_map(|(repo, ids)| Some((repo, ids.into_iter().next()?)))
+                .collect();
+            if newest.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for (_, id) in &newest {
+                pipe.cmd("HGET").arg(self.keys.job(id)).arg("created_at");
+            }
+            let created: Vec<Option<i64>> = self.conn.pipe(&pipe).await?;
+            let mut add = redis::pipe();
+            for ((repo, id), created) in newest.iter().zip(created) {
+                // A record without its time: the job id's, a moment before it.
+                let ms = created.or_else(|| {
+                    let ulid = ulid::Ulid::from_string(id).ok()?;
+                    i64::try_from(ulid.timestamp_ms()).ok()
+                });
+                if let Some(ms) = ms {
                     add.cmd("ZADD")
                         .arg(self.keys.repos())
                         .arg("GT")
                         .arg(ms)
                         .arg(*repo)
                         .ignore();
-                    adding = true;
-                }
-                if adding {
-                    let () = self.conn.pipe(&add).await?;
                 }
             }
-            if next == 0 {
-                break;
+            if !add.is_empty() {
+                let () = self.conn.pipe(&add).await?;
             }
-            cursor = next;
         }
         self.conn
             .run(redis::cmd("SET").arg(self.keys.repos_indexed()).arg(1))

@@ -405,36 +405,13 @@ impl Queue {
         ];
         let mut hashes = Vec::new();
         for (prefix, repo) in prefixes {
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = self
-                    .conn
-                    .run(
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(format!("{}*", crate::keys::glob_escape(&prefix)))
-                            .arg("COUNT")
-                            .arg(1000)
-                            .arg("TYPE")
-                            .arg("hash"),
-                    )
-                    .await?;
-                for key in keys {
-                    let Some(name) = key.strip_prefix(&prefix) else {
-                        continue;
-                    };
-                    let scope = if repo {
-                        SecretScope::Repo(name.to_owned())
-                    } else {
-                        SecretScope::Owner(name.to_owned())
-                    };
-                    hashes.push((key, scope));
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+            for name in self.conn.scan_prefixed(&prefix, "hash").await? {
+                let scope = if repo {
+                    SecretScope::Repo(name.clone())
+                } else {
+                    SecretScope::Owner(name.clone())
+                };
+                hashes.push((format!("{prefix}{name}"), scope));
             }
         }
         Ok(hashes)
