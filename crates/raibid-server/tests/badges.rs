@@ -2,10 +2,7 @@
 
 mod support;
 
-use std::time::Duration;
-
 use raibid_model::{Event, JobStatus, NewJob, Outcome};
-use raibid_queue::{Claimed, Enqueued};
 use reqwest::StatusCode;
 use support::{SHA, TestServer};
 
@@ -23,31 +20,6 @@ fn spec(git_ref: &str, event: Event) -> NewJob {
 
 fn push(branch: &str) -> NewJob {
     spec(&format!("refs/heads/{branch}"), Event::Push)
-}
-
-/// Queues `spec` and has an agent run it to `end`. Jobs are listed newest first by id, which
-/// counts milliseconds: the pause keeps their order the order of the calls.
-async fn job(server: &TestServer, spec: NewJob, end: JobStatus) -> String {
-    let claimed = running(server, spec).await;
-    assert!(
-        server
-            .queue
-            .ack(&claimed, &Outcome::new(end))
-            .await
-            .unwrap()
-    );
-    claimed.job.id
-}
-
-/// Queues `spec` and has an agent claim it, leaving it running.
-async fn running(server: &TestServer, spec: NewJob) -> Claimed {
-    tokio::time::sleep(Duration::from_millis(3)).await;
-    let Enqueued::Created(job) = server.queue.enqueue(spec).await.unwrap() else {
-        panic!("not created");
-    };
-    let claimed = server.claim_one("agent").await;
-    assert_eq!(claimed.job.id, job.id);
-    claimed
 }
 
 /// The badge's verdict, from its accessible label, after checking what a README needs.
@@ -81,16 +53,18 @@ async fn badges_show_the_newest_finished_build_of_the_branch() {
     assert_eq!(badge(&server, "?branch=main").await, "unknown");
     assert_eq!(badge(&server, "").await, "unknown");
 
-    job(&server, push("main"), JobStatus::Success).await;
+    server.run_to(push("main"), JobStatus::Success).await;
     assert_eq!(badge(&server, "?branch=main").await, "passing");
     // Newer, and none of them about main as a branch: another branch, a pull request into
     // main, a tag, a build of main still running.
-    job(&server, push("dev"), JobStatus::Failure).await;
+    server.run_to(push("dev"), JobStatus::Failure).await;
     let mut pr = spec("refs/pull/7/head", Event::PullRequest);
     pr.target_branch = Some("main".into());
-    job(&server, pr, JobStatus::Failure).await;
-    job(&server, spec("refs/tags/v1", Event::Tag), JobStatus::Error).await;
-    let _unfinished = running(&server, push("main")).await;
+    server.run_to(pr, JobStatus::Failure).await;
+    server
+        .run_to(spec("refs/tags/v1", Event::Tag), JobStatus::Error)
+        .await;
+    let _unfinished = server.run_claimed(push("main")).await;
     assert_eq!(badge(&server, "?branch=main").await, "passing");
     assert_eq!(badge(&server, "?branch=dev").await, "failing");
     assert_eq!(badge(&server, "?branch=gone").await, "unknown");
@@ -105,22 +79,22 @@ async fn badges_show_the_newest_finished_build_of_the_branch() {
         .unwrap();
     assert!(other.contains("aria-label=\"build: unknown\""), "{other}");
 
-    job(&server, push("main"), JobStatus::Cancelled).await;
+    server.run_to(push("main"), JobStatus::Cancelled).await;
     assert_eq!(badge(&server, "?branch=main").await, "cancelled");
-    job(&server, push("main"), JobStatus::Error).await;
+    server.run_to(push("main"), JobStatus::Error).await;
     assert_eq!(badge(&server, "?branch=main").await, "error");
 
     // A matrix job: its own success means only that it queued its variants; the badge waits
     // for them, and their verdict is its.
-    let parent = job(&server, push("main"), JobStatus::Success).await;
+    let parent = server.run_to(push("main"), JobStatus::Success).await;
     let variant = |name: &str| {
         let mut spec = push("main");
         spec.matrix_parent = Some(parent.clone());
         spec.env.insert("RAIBID_MATRIX".into(), name.into());
         spec
     };
-    let first = job(&server, variant("A=1"), JobStatus::Success).await;
-    let second = running(&server, variant("A=2")).await;
+    let first = server.run_to(variant("A=1"), JobStatus::Success).await;
+    let second = server.run_claimed(variant("A=2")).await;
     server
         .queue
         .set_children(&parent, &[first, second.job.id.clone()])
@@ -156,21 +130,17 @@ async fn a_badge_may_show_one_workflow() {
         spec
     };
     // A push ran build (passed) and test's two variants (one failed).
-    let older = job(&server, push("main"), JobStatus::Success).await;
+    let older = server.run_to(push("main"), JobStatus::Success).await;
     let kids = [
-        job(&server, child(&older, "build", None), JobStatus::Success).await,
-        job(
-            &server,
-            child(&older, "test", Some("A=1")),
-            JobStatus::Success,
-        )
-        .await,
-        job(
-            &server,
-            child(&older, "test", Some("A=2")),
-            JobStatus::Failure,
-        )
-        .await,
+        server
+            .run_to(child(&older, "build", None), JobStatus::Success)
+            .await,
+        server
+            .run_to(child(&older, "test", Some("A=1")), JobStatus::Success)
+            .await,
+        server
+            .run_to(child(&older, "test", Some("A=2")), JobStatus::Failure)
+            .await,
     ];
     server.queue.set_children(&older, &kids).await.unwrap();
     assert_eq!(
@@ -188,8 +158,10 @@ async fn a_badge_may_show_one_workflow() {
     assert_eq!(badge(&server, "?branch=main").await, "failing");
 
     // A newer push ran build only (test's `when` left it out), and it failed.
-    let newer = job(&server, push("main"), JobStatus::Success).await;
-    let kid = job(&server, child(&newer, "build", None), JobStatus::Failure).await;
+    let newer = server.run_to(push("main"), JobStatus::Success).await;
+    let kid = server
+        .run_to(child(&newer, "build", None), JobStatus::Failure)
+        .await;
     server.queue.set_children(&newer, &[kid]).await.unwrap();
     assert_eq!(
         labelled(&server, "?branch=main&workflow=build", "build").await,
@@ -203,7 +175,7 @@ async fn a_badge_may_show_one_workflow() {
     // One workflow submitted by hand is a build of it.
     let mut alone = push("main");
     alone.env.insert("RAIBID_WORKFLOW".into(), "deploy".into());
-    job(&server, alone, JobStatus::Success).await;
+    server.run_to(alone, JobStatus::Success).await;
     assert_eq!(
         labelled(&server, "?branch=main&workflow=deploy", "deploy").await,
         "passing"

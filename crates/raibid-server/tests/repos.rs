@@ -3,10 +3,7 @@
 
 mod support;
 
-use std::time::Duration;
-
 use raibid_model::{Event, JobStatus, NewJob, Outcome};
-use raibid_queue::{Claimed, Enqueued};
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::{SHA, TestServer, json};
@@ -36,31 +33,6 @@ fn push(branch: &str) -> NewJob {
     spec(REPO, &format!("refs/heads/{branch}"), Event::Push)
 }
 
-/// Queues `spec` and has an agent claim it, leaving it running. Jobs are ordered by id, which
-/// counts milliseconds: the pause keeps their order the order of the calls.
-async fn running(server: &TestServer, spec: NewJob) -> Claimed {
-    tokio::time::sleep(Duration::from_millis(3)).await;
-    let Enqueued::Created(job) = server.queue.enqueue(spec).await.unwrap() else {
-        panic!("not created");
-    };
-    let claimed = server.claim_one("agent").await;
-    assert_eq!(claimed.job.id, job.id);
-    claimed
-}
-
-/// Queues `spec` and has an agent run it to `end`.
-async fn finished(server: &TestServer, spec: NewJob, end: JobStatus) -> String {
-    let claimed = running(server, spec).await;
-    assert!(
-        server
-            .queue
-            .ack(&claimed, &Outcome::new(end))
-            .await
-            .unwrap()
-    );
-    claimed.job.id
-}
-
 /// `name=status(job id)` of each entry of `list`.
 fn refs(list: &Value) -> Vec<String> {
     list.as_array()
@@ -80,36 +52,33 @@ fn refs(list: &Value) -> Vec<String> {
 #[tokio::test]
 async fn a_repository_shows_each_ref_s_newest_build() {
     let server = TestServer::start().await;
-    let old_main = finished(&server, push("main"), JobStatus::Failure).await;
-    let dev = finished(&server, push("dev"), JobStatus::Failure).await;
-    let pr = finished(
-        &server,
-        spec(REPO, "refs/pull/7/head", Event::PullRequest),
-        JobStatus::Success,
-    )
-    .await;
-    let tag = finished(
-        &server,
-        spec(REPO, "refs/tags/v1.0", Event::Tag),
-        JobStatus::Success,
-    )
-    .await;
-    let other = finished(
-        &server,
-        spec("acme/lib", "refs/heads/main", Event::Push),
-        JobStatus::Success,
-    )
-    .await;
+    let old_main = server.run_to(push("main"), JobStatus::Failure).await;
+    let dev = server.run_to(push("dev"), JobStatus::Failure).await;
+    let pr = server
+        .run_to(
+            spec(REPO, "refs/pull/7/head", Event::PullRequest),
+            JobStatus::Success,
+        )
+        .await;
+    let tag = server
+        .run_to(spec(REPO, "refs/tags/v1.0", Event::Tag), JobStatus::Success)
+        .await;
+    let other = server
+        .run_to(
+            spec("acme/lib", "refs/heads/main", Event::Push),
+            JobStatus::Success,
+        )
+        .await;
     // main's newest build is a matrix: its first job passed, one variant still runs.
-    let parent = finished(&server, push("main"), JobStatus::Success).await;
+    let parent = server.run_to(push("main"), JobStatus::Success).await;
     let variant = |name: &str| {
         let mut spec = push("main");
         spec.matrix_parent = Some(parent.clone());
         spec.env.insert("RAIBID_MATRIX".into(), name.into());
         spec
     };
-    let first = finished(&server, variant("A=1"), JobStatus::Success).await;
-    let second = running(&server, variant("A=2")).await;
+    let first = server.run_to(variant("A=1"), JobStatus::Success).await;
+    let second = server.run_claimed(variant("A=2")).await;
     server
         .queue
         .set_children(&parent, &[first, second.job.id.clone()])
@@ -220,8 +189,10 @@ async fn a_long_history_is_read_only_in_part() {
 #[tokio::test]
 async fn the_repository_pages_show_the_same() {
     let server = TestServer::start().await;
-    let main = finished(&server, push("main"), JobStatus::Success).await;
-    let pr = running(&server, spec(REPO, "refs/pull/7/head", Event::PullRequest)).await;
+    let main = server.run_to(push("main"), JobStatus::Success).await;
+    let pr = server
+        .run_claimed(spec(REPO, "refs/pull/7/head", Event::PullRequest))
+        .await;
 
     let response = server.get("/repos").await;
     assert_eq!(response.status(), StatusCode::OK);

@@ -205,6 +205,31 @@ impl TestServer {
             .expect("a job is queued")
     }
 
+    /// Queues `spec` and has an agent claim it, leaving it running. Jobs are listed newest
+    /// first by id, which counts milliseconds: the pause keeps their order the order of the
+    /// calls.
+    pub async fn run_claimed(&self, spec: raibid_model::NewJob) -> raibid_queue::Claimed {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let raibid_queue::Enqueued::Created(job) = self.queue.enqueue(spec).await.unwrap() else {
+            panic!("not created");
+        };
+        let claimed = self.claim_one("agent").await;
+        assert_eq!(claimed.job.id, job.id);
+        claimed
+    }
+
+    /// Queues `spec` and has an agent run it to `end`; its id.
+    pub async fn run_to(&self, spec: raibid_model::NewJob, end: raibid_model::JobStatus) -> String {
+        let claimed = self.run_claimed(spec).await;
+        assert!(
+            self.queue
+                .ack(&claimed, &raibid_model::Outcome::new(end))
+                .await
+                .unwrap()
+        );
+        claimed.job.id
+    }
+
     /// Total number of jobs in the queue.
     pub async fn job_count(&self) -> usize {
         self.queue
