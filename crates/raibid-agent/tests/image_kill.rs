@@ -243,10 +243,22 @@ async fn a_build_outlives_the_thread_that_started_its_buildah() {
         .await
         .unwrap();
     let run_step = processes_with(&marker);
+    let buildah = buildah_children(std::process::id() as i32);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let dead = |pids: &[i32]| -> Vec<i32> { pids.iter().copied().filter(|p| !alive(*p)).collect() };
+    // Which died says whose doing it was: the buildah this process started (the spawning
+    // thread's parent-death signal) or only what buildah itself started.
     assert!(
-        run_step.iter().all(|pid| alive(*pid)) && !run_step.is_empty(),
-        "the build was killed when the thread that started it ended\n{}",
+        !run_step.is_empty() && !buildah.is_empty(),
+        "no RUN step ({run_step:?}) or no buildah ({buildah:?}) once the thread ended\n{}",
+        output.lock().unwrap()
+    );
+    assert!(
+        dead(&run_step).is_empty() && dead(&buildah).is_empty(),
+        "the build was killed when the thread that started it ended: dead RUN step processes \
+         {:?} of {run_step:?}, dead buildah {:?} of {buildah:?}\n{}",
+        dead(&run_step),
+        dead(&buildah),
         output.lock().unwrap()
     );
     cancel.cancel();
