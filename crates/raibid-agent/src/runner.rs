@@ -473,6 +473,24 @@ impl Runner {
         let (commit, (previous, previous_commit), changed_files) =
             tokio::join!(commit, previous, changed);
         trigger.message = commit.as_ref().map(|c| c.message.clone());
+        // A job queued without a title (a submission, a schedule) shows its commit's subject,
+        // as a webhook's does; the jobs it queues (variants, workflows, another pool's) keep it.
+        let titled;
+        let job = match (&job.spec.title, &commit) {
+            (None, Some(commit)) => match raibid_model::title_line(&commit.message) {
+                Some(title) => {
+                    if let Err(e) = self.queue.record_title(claimed, &commit.message).await {
+                        warn!(job = %job.id, error = %e, "cannot record the job's title");
+                    }
+                    let mut with_title = job.clone();
+                    with_title.spec.title = Some(title);
+                    titled = with_title;
+                    &titled
+                }
+                None => job,
+            },
+            _ => job,
+        };
         // What `when: path` compares with, when known without a fetch (see `path_context`).
         trigger.changed_files = changed_files.clone();
         let facts = JobFacts {

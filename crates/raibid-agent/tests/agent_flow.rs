@@ -465,6 +465,45 @@ async fn a_matrix_pipeline_becomes_one_job_per_variant() {
     assert!(seen.iter().any(|l| l.contains("flavour=fancy")));
 }
 
+/// A job queued without a title (a submission, a schedule: only a webhook brings one) gets
+/// its commit's subject once its agent has checked the commit out, as Woodpecker shows a
+/// manual or cron pipeline's commit message; the variants it queues carry it.
+#[tokio::test]
+async fn a_job_queued_without_a_title_gets_its_commits_subject() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "matrix:\n  FLAVOUR: [plain, fancy]\nsteps:\n  - name: show\n    run: echo $FLAVOUR\n",
+        )],
+        "Speed up the parser\n\nIt read every line twice.",
+    );
+    let parent = h.enqueue(&repo.url(), &sha).await;
+    assert_eq!(parent.spec.title, None);
+    let runner = h.runner(SecretStore::default());
+    h.run_once(runner.clone()).await;
+    let done = h.job(&parent.id).await;
+    assert_eq!(done.spec.title.as_deref(), Some("Speed up the parser"));
+    assert_eq!(done.children.len(), 2, "{:?}", done.reason);
+    for child in &done.children {
+        let child = h.job(child).await;
+        assert_eq!(child.spec.title.as_deref(), Some("Speed up the parser"));
+    }
+
+    // A webhook's title stays as the forge sent it (a pull request's is not its commit's).
+    let sha = repo.commit(
+        &[(".raibid.yaml", "steps:\n  - name: show\n    run: echo hi\n")],
+        "Inline the lexer",
+    );
+    let mut spec = Harness::pull_request(&repo.url(), &sha, 7, false);
+    spec.title = Some("Make parsing faster".into());
+    // Of its own: the variants above wait in the first one's queue.
+    let (done, log) = Harness::new().run_spec(spec).await;
+    assert_eq!(done.status, JobStatus::Success, "{log}");
+    assert_eq!(done.spec.title.as_deref(), Some("Make parsing faster"));
+}
+
 /// A Woodpecker file's `${NAME}` are substituted before it is read, as Woodpecker does it: from
 /// the job's variables and a matrix variant's values, with bash's operations, and `$$` stands
 /// for a `$` left to the step's shell; a variable the job does not have is an error naming it,

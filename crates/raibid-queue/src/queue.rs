@@ -458,6 +458,24 @@ impl Queue {
         Ok(recorded == 1)
     }
 
+    /// Records the title of a job that was queued without one (a submission, a schedule, a
+    /// retry of those): its commit's subject, which only the agent that checked the commit out
+    /// knows, from its `message` ([`raibid_model::title_line`]). Under the same rule as
+    /// [`Queue::record_progress`]: only while `claimed` is the job's current claim. Returns
+    /// whether it was recorded (a message with no first line records nothing).
+    pub async fn record_title(&self, claimed: &Claimed, message: &str) -> Result<bool, QueueError> {
+        let Some(title) = raibid_model::title_line(message) else {
+            return Ok(false);
+        };
+        let mut invocation = scripts::RECORD_TITLE.prepare_invoke();
+        invocation
+            .key(self.keys.job(&claimed.job.id))
+            .arg(&claimed.entry)
+            .arg(title);
+        let recorded: i64 = self.conn.script(&invocation).await?;
+        Ok(recorded == 1)
+    }
+
     /// XACK and the final status in one script. `false`: the claim had been lost, the result
     /// was discarded (the job runs, or ran, elsewhere).
     pub async fn ack(&self, claimed: &Claimed, outcome: &Outcome) -> Result<bool, QueueError> {

@@ -76,10 +76,15 @@ pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Result<Job, Queue
     };
     let opt = |k: &str| get(k).filter(|v| !v.is_empty()).map(str::to_owned);
 
-    let spec = match get("spec") {
+    let mut spec: NewJob = match get("spec") {
         Some(json) => serde_json::from_str(json).map_err(|e| parse_err("spec", e.to_string()))?,
         None => legacy_spec(fields)?,
     };
+    // A job queued without a title (a submission, a schedule) gets its commit's subject from
+    // the agent that checked it out (`Queue::record_title`), beside the spec it was queued with.
+    if spec.title.is_none() {
+        spec.title = opt("title");
+    }
     Ok(Job {
         id: req("id")?.to_owned(),
         spec,

@@ -275,6 +275,22 @@ return 1
     )
 });
 
+/// Keeps the title an agent read from the job's commit, under the same condition as
+/// [`RECORD_PROGRESS`]: only the current claim's agent writes it.
+///
+/// KEYS: job hash
+/// ARGV: entry, title
+/// Returns 1 recorded | 0 not the current claim
+pub(crate) static RECORD_TITLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'title', ARGV[2])
+return 1
+"#,
+    )
+});
+
 /// Removes a consumer from its group only if it holds nothing: `XGROUP DELCONSUMER` drops the
 /// consumer's pending entries with it, so an entry delivered between a separate check and the
 /// delete (a blocking read of the exiting agent still parked in Redis) would be in neither the

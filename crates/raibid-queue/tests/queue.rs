@@ -284,6 +284,29 @@ async fn heartbeats_keep_a_claim_and_a_lost_claim_cannot_ack() {
     assert!(!q.record_progress(&claimed, &[step("stale")]).await.unwrap());
     let steps = q.get(&claimed.job.id).await.unwrap().unwrap().steps;
     assert_eq!(steps, vec![step("current")]);
+    // So with the title it read from the commit it checked out.
+    assert!(!q.record_title(&claimed, "stale\n\nbody").await.unwrap());
+    assert_eq!(
+        q.get(&claimed.job.id).await.unwrap().unwrap().spec.title,
+        None
+    );
+    assert!(
+        !q.record_title(&current, "\n\n").await.unwrap(),
+        "no first line"
+    );
+    assert!(
+        q.record_title(&current, "Current\tone\n\nbody")
+            .await
+            .unwrap()
+    );
+    let job = q.get(&claimed.job.id).await.unwrap().unwrap();
+    assert_eq!(job.spec.title.as_deref(), Some("Current one"));
+    // And a retry keeps it.
+    q.ack(&current, &Outcome::new(JobStatus::Failure))
+        .await
+        .unwrap();
+    let retried = q.retry(&job.id).await.unwrap();
+    assert_eq!(retried.spec.title.as_deref(), Some("Current one"));
 }
 
 /// Step results ride in the job record, rewritten after every step; many noisy steps must not

@@ -1130,8 +1130,9 @@ fn schemas() -> Value {
         "maxLength": raibid_model::MAX_TITLE_CHARS,
         "description": "What the build is about, in one line: a push's head commit's subject, \
                         a pull request's title, as the webhook gave them (control characters \
-                        as spaces, cut to 200 characters). Absent where the webhook had none, \
-                        and for submissions and schedules."
+                        as spaces, cut to 200 characters). A job queued without one \
+                        (submissions, schedules) gets its commit's subject once an agent has \
+                        checked the commit out."
     });
     schemas["Job"]["properties"]["repo_url"] = json!({
         "type": "string",
