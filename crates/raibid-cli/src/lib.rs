@@ -12,6 +12,7 @@ mod commands;
 mod git;
 mod local_redis;
 mod local_registry;
+mod log_files;
 mod logging;
 mod machine_memory;
 mod output;

@@ -183,6 +183,8 @@ impl LocalRedis {
             Some(p) => p,
             None => free_port()?,
         };
+        // redis-server appends to it itself, for as long as the machine runs.
+        crate::log_files::rotate_if_larger(&dir.join("redis.log"), crate::log_files::MAX_BYTES)?;
         let mut cmd = Command::new(binary);
         let mut conf = String::new();
         if let Some(password) = password {

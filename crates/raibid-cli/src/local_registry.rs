@@ -51,10 +51,8 @@ impl LocalRegistry {
         crate::private_files::write(&htpasswd, &format!("{USER}:{hash}\n"))?;
         let config = dir.join("config.yml");
         crate::private_files::write(&config, &config_yaml(dir, port, &htpasswd))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("registry.log"))?;
+        let log =
+            crate::log_files::open_append(&dir.join("registry.log"), crate::log_files::MAX_BYTES)?;
         garbage_collect(&binary, &config, dir, &log).await;
         let mut cmd = Command::new(binary);
         cmd.arg("serve")

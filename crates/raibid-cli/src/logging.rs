@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Global, LogFormat};
@@ -8,7 +10,10 @@ pub fn init(global: &Global, default_level: &str) {
         .unwrap_or_else(|_| EnvFilter::new(global.log_level.as_deref().unwrap_or(default_level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; a log file (`raibid up`'s agents.log), journald
+        // or a pod's log would keep the escape codes around every field.
+        .with_ansi(std::io::stderr().is_terminal());
     match global.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -303,6 +303,10 @@ async fn the_demo_passes_and_fails_as_designed_and_leaves_nothing_behind() {
         "{:?}",
         processes_mentioning(&data)
     );
+    // The agents' log is a file: plain text, no terminal colours around its fields.
+    let agents = std::fs::read_to_string(data.join("logs/agents.log")).unwrap();
+    assert!(agents.contains(" claimed job="), "{agents}");
+    assert!(!agents.contains('\x1b'), "{agents}");
 }
 
 #[tokio::test]

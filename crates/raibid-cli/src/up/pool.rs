@@ -276,10 +276,8 @@ impl LocalPool {
             std::process::id(),
             self.started_total
         );
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.settings.log_file)?;
+        let log =
+            crate::log_files::open_append(&self.settings.log_file, crate::log_files::MAX_BYTES)?;
         let agent = &self.settings.agent;
         let mut cmd = Command::new(&agent.program);
         cmd.args(&self.settings.global_args)
