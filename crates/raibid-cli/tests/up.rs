@@ -632,11 +632,16 @@ async fn the_job_commands_drive_the_api() {
     let done = wait_final(&client, &job.id, Duration::from_secs(60)).await;
     assert_eq!(done.status, JobStatus::Success);
 
+    // A submission names no title: its agent took the commit's subject (`repo_with`'s).
+    assert_eq!(job.spec.title, None);
+    assert_eq!(done.spec.title.as_deref(), Some("pipeline"));
     let table = cli(&up, &["job", "list"]);
     assert!(
         table.starts_with("ID ") && table.contains(&job.id) && table.contains("success"),
         "{table}"
     );
+    let row = table.lines().find(|l| l.starts_with(&job.id)).unwrap();
+    assert!(row.ends_with(" pipeline"), "{table}");
     let shown = cli(&up, &["job", "show", &job.id]);
     assert!(shown.contains("hello") && shown.contains(&sha), "{shown}");
     let logs = cli(&up, &["job", "logs", &job.id]);

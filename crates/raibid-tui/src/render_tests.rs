@@ -38,18 +38,54 @@ fn fixture_with(kubeconfig: Kubeconfig) -> App {
     let mut app = App::new("http://127.0.0.1:8080", kubeconfig, "raibid-ci");
     let mut jobs = Vec::new();
     let statuses = [
-        ("acme/web", "refs/heads/main", JobStatus::Running),
-        ("acme/web", "refs/heads/feature/login", JobStatus::Queued),
-        ("acme/api", "refs/tags/v1.4.0", JobStatus::Success),
-        ("acme/api", "refs/pull/42/head", JobStatus::Failure),
-        ("tools/lint", "refs/heads/main", JobStatus::Error),
-        ("acme/web", "refs/heads/main", JobStatus::Cancelled),
-        ("acme/ml", "refs/heads/train", JobStatus::Dead),
-        ("acme/ml", "refs/heads/train", JobStatus::Success),
+        (
+            "acme/web",
+            "refs/heads/main",
+            JobStatus::Running,
+            "Cache the session lookups",
+        ),
+        (
+            "acme/web",
+            "refs/heads/feature/login",
+            JobStatus::Queued,
+            "Log in with passkeys",
+        ),
+        (
+            "acme/api",
+            "refs/tags/v1.4.0",
+            JobStatus::Success,
+            "Release 1.4.0",
+        ),
+        (
+            "acme/api",
+            "refs/pull/42/head",
+            JobStatus::Failure,
+            "Paginate the orders endpoint, which returned every order at once",
+        ),
+        ("tools/lint", "refs/heads/main", JobStatus::Error, ""),
+        (
+            "acme/web",
+            "refs/heads/main",
+            JobStatus::Cancelled,
+            "Fix the footer",
+        ),
+        (
+            "acme/ml",
+            "refs/heads/train",
+            JobStatus::Dead,
+            "Nightly training",
+        ),
+        (
+            "acme/ml",
+            "refs/heads/train",
+            JobStatus::Success,
+            "Nightly training",
+        ),
     ];
-    for (i, (repo, git_ref, status)) in statuses.into_iter().enumerate() {
+    for (i, (repo, git_ref, status, title)) in statuses.into_iter().enumerate() {
         let mut j = job(&ulid(100 - i as u32), repo, status);
         j.spec.git_ref = git_ref.to_owned();
+        j.spec.title = (!title.is_empty()).then(|| title.to_owned());
         if repo == "acme/ml" {
             j.spec.pool = PoolName::new("gpu").unwrap();
             j.agent = j.agent.map(|_| "dgx-spark-2".to_owned());
@@ -318,7 +354,10 @@ fn job_detail_shows_the_title() {
     titled.spec.title = Some("Fix the flaky retry test".into());
     app.apply(DataEvent::Job(Box::new(titled)));
     let text = screen_text(&render(&mut app, 160, 48)).join("\n");
-    assert!(text.contains(") Fix the flaky retry test · push"), "{text}");
+    assert!(
+        text.contains("agent agent-1  Fix the flaky retry test"),
+        "{text}"
+    );
 }
 
 #[test]

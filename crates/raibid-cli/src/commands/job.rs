@@ -396,15 +396,31 @@ pub fn jobs_table(jobs: &[Job]) -> String {
                 j.agent.clone().unwrap_or_default(),
                 ago(j.created_at, now),
                 j.duration(now).map(duration).unwrap_or_default(),
+                j.spec.title.as_deref().map(cut_title).unwrap_or_default(),
             ]
         })
         .collect();
     table(
         &[
             "ID", "REPO", "REF", "SHA", "JOB", "POOL", "STATUS", "AGENT", "QUEUED", "DURATION",
+            "TITLE",
         ],
         &rows,
     )
+}
+
+/// The most of a title the job list shows: last on its line, as `gh run list` leads with it,
+/// and cut so that one long pull request title does not wrap every row (`raibid job show` has
+/// it whole).
+const LIST_TITLE_CHARS: usize = 50;
+
+fn cut_title(title: &str) -> String {
+    if title.chars().count() <= LIST_TITLE_CHARS {
+        return title.to_owned();
+    }
+    let mut cut: String = title.chars().take(LIST_TITLE_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// `job` as `raibid job show` prints it; `server` is the server's address, for the job's page.
@@ -714,6 +730,12 @@ mod tests {
             table.lines().next().unwrap().contains("SHA         JOB"),
             "{table}"
         );
+        assert!(table.lines().next().unwrap().ends_with(" TITLE"), "{table}");
+        let mut titled = jobs[0].clone();
+        titled.spec.title = Some(format!("Fix {}", "x".repeat(60)));
+        let table = jobs_table(&[titled]);
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.ends_with(&format!("Fix {}…", "x".repeat(45))), "{row}");
     }
 
     #[test]

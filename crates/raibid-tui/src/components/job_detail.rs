@@ -368,13 +368,6 @@ impl JobDetailView {
             job.spec.repo,
             fmt::short_ref(&job.spec.git_ref)
         ))];
-        // The pull request's title or the head commit's subject: what the build is about.
-        if let Some(title) = &job.spec.title {
-            second.push(Span::styled(
-                format!(" {title}"),
-                Style::new().add_modifier(Modifier::ITALIC),
-            ));
-        }
         second.push(Span::styled(
             format!(
                 " · {} · pool {} · agent {}",
@@ -384,6 +377,14 @@ impl JobDetailView {
             ),
             dim,
         ));
+        // The pull request's title or the commit's subject, what the build is about: last, so
+        // that a narrow terminal cuts it rather than the facts before it.
+        if let Some(title) = &job.spec.title {
+            second.push(Span::styled(
+                format!("  {title}"),
+                Style::new().add_modifier(Modifier::ITALIC),
+            ));
+        }
         let second = Line::from(second);
         let waited = job.started_at.or(job.finished_at).unwrap_or(now) - job.created_at;
         let mut third = vec![Span::raw(format!(

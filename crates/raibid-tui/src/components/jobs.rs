@@ -32,6 +32,8 @@ const FULL_ID: u16 = 26;
 const MAX_REF_GROWTH: u16 = 26;
 /// The same for a job's label (`test/RUST=1.80`, `deploy/linux-arm64`).
 const MAX_JOB_GROWTH: u16 = 20;
+/// The same for a repository's name, when the title takes the rest.
+const MAX_REPO_GROWTH: u16 = 24;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SortKey {
@@ -77,10 +79,14 @@ enum Column {
     Agent,
     Queued,
     Duration,
+    /// The pull request's title or the commit's subject (`NewJob::title`), as `gh run list`
+    /// and Woodpecker's pipeline list lead with it: the first to go on a narrow terminal,
+    /// where the job's page still shows it.
+    Title,
 }
 
 impl Column {
-    const ALL: [Column; 9] = [
+    const ALL: [Column; 10] = [
         Column::Id,
         Column::Status,
         Column::Repo,
@@ -90,6 +96,7 @@ impl Column {
         Column::Agent,
         Column::Queued,
         Column::Duration,
+        Column::Title,
     ];
 
     fn header(self) -> &'static str {
@@ -103,6 +110,7 @@ impl Column {
             Column::Agent => "AGENT",
             Column::Queued => "QUEUED",
             Column::Duration => "DURATION",
+            Column::Title => "TITLE",
         }
     }
 
@@ -118,6 +126,7 @@ impl Column {
             Column::Agent => (14, 7),
             Column::Queued => (7, 5),
             Column::Duration => (8, 2),
+            Column::Title => (16, 8),
         };
         ColumnSpec { min, drop_rank }
     }
@@ -370,6 +379,7 @@ impl JobsView {
                     .map(fmt::duration)
                     .unwrap_or_else(|| "-".into()),
             ),
+            Column::Title => Cell::from(job.spec.title.as_deref().unwrap_or("")),
         }
     }
 }
@@ -394,7 +404,7 @@ fn matches(job: &Job, terms: &[String]) -> bool {
 }
 
 /// The columns that fit, and whether ids are shown whole: ids are cut short only when that
-/// is the price of showing every column.
+/// is the price of showing every column but the title.
 fn layout_columns(width: u16, labelled: bool) -> (Vec<Column>, bool) {
     let all: Vec<Column> = Column::ALL
         .into_iter()
@@ -408,15 +418,16 @@ fn layout_columns(width: u16, labelled: bool) -> (Vec<Column>, bool) {
             .collect()
     };
     let whole = fit_with(FULL_ID);
-    if whole.len() == all.len() {
+    let untitled = |columns: &[Column]| columns.iter().filter(|c| **c != Column::Title).count();
+    if untitled(&whole) == untitled(&all) {
         (whole, true)
     } else {
         (fit_with(SHORT_ID as u16), false)
     }
 }
 
-/// Exact widths: every column its minimum, and what is left to the job's label, the ref and
-/// the repo, which are the columns whose values run long.
+/// Exact widths: every column its minimum, and what is left to the job's label, the ref, the
+/// repo and the title, which are the columns whose values run long.
 fn column_widths(columns: &[Column], full_id: bool, width: u16) -> Vec<Constraint> {
     let id_width = if full_id { FULL_ID } else { SHORT_ID as u16 };
     let mut widths: Vec<u16> = columns.iter().map(|c| c.spec(id_width).min).collect();
@@ -431,7 +442,13 @@ fn column_widths(columns: &[Column], full_id: bool, width: u16) -> Vec<Constrain
             spare -= grow;
         }
     }
-    if let Some(i) = position(Column::Repo) {
+    let (repo, title) = (position(Column::Repo), position(Column::Title));
+    if let (Some(i), Some(_)) = (repo, title) {
+        let grow = (spare / 2).min(MAX_REPO_GROWTH);
+        widths[i] += grow;
+        spare -= grow;
+    }
+    if let Some(i) = title.or(repo) {
         widths[i] += spare;
     }
     widths.into_iter().map(Constraint::Length).collect()
@@ -755,5 +772,30 @@ mod tests {
         let (cols, full) = layout_columns(158, true);
         assert!(full);
         assert_eq!(cols.len(), Column::ALL.len());
+        // The title goes first, and ids stay whole without it.
+        let (cols, full) = layout_columns(135, true);
+        assert!(full, "{cols:?}");
+        assert_eq!(cols.len(), Column::ALL.len() - 1);
+        assert!(!cols.contains(&Column::Title));
+    }
+
+    #[test]
+    fn the_title_takes_a_wide_screens_rest_after_the_repository_s_share() {
+        let columns = Column::ALL.to_vec();
+        let widths = column_widths(&columns, true, 260);
+        let at = |c: Column| match widths[columns.iter().position(|x| *x == c).unwrap()] {
+            Constraint::Length(n) => n,
+            other => panic!("{other:?}"),
+        };
+        let total: u16 = columns.iter().map(|c| at(*c)).sum::<u16>() + columns.len() as u16 - 1;
+        assert_eq!(total, 260);
+        assert_eq!(at(Column::Repo), 12 + MAX_REPO_GROWTH);
+        assert!(at(Column::Title) > 16, "{widths:?}");
+        let untitled: Vec<Column> = columns
+            .into_iter()
+            .filter(|c| *c != Column::Title)
+            .collect();
+        let widths = column_widths(&untitled, true, 260);
+        assert!(matches!(widths[2], Constraint::Length(n) if n > 12 + MAX_REPO_GROWTH));
     }
 }
