@@ -448,14 +448,8 @@ impl Queue {
         claimed: &Claimed,
         steps: &[raibid_model::StepResult],
     ) -> Result<bool, QueueError> {
-        let json = record::steps_json(steps);
-        let mut invocation = scripts::RECORD_PROGRESS.prepare_invoke();
-        invocation
-            .key(self.keys.job(&claimed.job.id))
-            .arg(&claimed.entry)
-            .arg(json);
-        let recorded: i64 = self.conn.script(&invocation).await?;
-        Ok(recorded == 1)
+        self.record_claimed(claimed, "steps", &record::steps_json(steps))
+            .await
     }
 
     /// Records the title of a job that was queued without one (a submission, a schedule, a
@@ -464,14 +458,24 @@ impl Queue {
     /// [`Queue::record_progress`]: only while `claimed` is the job's current claim. Returns
     /// whether it was recorded (a message with no first line records nothing).
     pub async fn record_title(&self, claimed: &Claimed, message: &str) -> Result<bool, QueueError> {
-        let Some(title) = raibid_model::title_line(message) else {
-            return Ok(false);
-        };
-        let mut invocation = scripts::RECORD_TITLE.prepare_invoke();
+        match raibid_model::title_line(message) {
+            Some(title) => self.record_claimed(claimed, "title", &title).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn record_claimed(
+        &self,
+        claimed: &Claimed,
+        field: &str,
+        value: &str,
+    ) -> Result<bool, QueueError> {
+        let mut invocation = scripts::RECORD_CLAIMED.prepare_invoke();
         invocation
             .key(self.keys.job(&claimed.job.id))
             .arg(&claimed.entry)
-            .arg(title);
+            .arg(field)
+            .arg(value);
         let recorded: i64 = self.conn.script(&invocation).await?;
         Ok(recorded == 1)
     }

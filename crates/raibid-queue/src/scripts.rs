@@ -260,32 +260,18 @@ return replaced
     )
 });
 
-/// Sets a running job's step results if the caller's claim is still the job's.
+/// Sets a field of a running job's record (its step results, the title read from its commit)
+/// if the caller's claim is still the job's: an agent presumed dead must not write over the
+/// attempt that replaced it, nor bring back a pruned record.
 ///
 /// KEYS: job
-/// ARGV: entry, steps (JSON)
+/// ARGV: entry, field, value
 /// Returns 1 recorded | 0 the claim is not current
-pub(crate) static RECORD_PROGRESS: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static RECORD_CLAIMED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'steps', ARGV[2])
-return 1
-"#,
-    )
-});
-
-/// Keeps the title an agent read from the job's commit, under the same condition as
-/// [`RECORD_PROGRESS`]: only the current claim's agent writes it.
-///
-/// KEYS: job hash
-/// ARGV: entry, title
-/// Returns 1 recorded | 0 not the current claim
-pub(crate) static RECORD_TITLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('HGET', KEYS[1], 'entry') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'title', ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 "#,
     )
