@@ -445,6 +445,77 @@ async fn ctrl_c_stops_in_order_and_the_running_job_keeps_its_verdict() {
     );
 }
 
+/// A stop asked for while up starts (Redis loading its data, the registry collecting its
+/// garbage: minutes, for big ones) stops what has started, in order, and up exits as after a
+/// run; it used to meet the default action, which killed up alone.
+#[tokio::test]
+async fn a_sigterm_while_starting_stops_what_has_started() {
+    require_binary("redis-server", "redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "").unwrap();
+    let mut child = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&config)
+        .args(["up", "--data-dir"])
+        .arg(&data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env_remove("RAIBID_REDIS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signalled as soon as its redis-server runs: Redis still starting, or the registry.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes_mentioning(&data.join("redis"))
+        .iter()
+        .any(|(_, cmdline)| {
+            cmdline.starts_with("redis-server") || cmdline.contains("/redis-server")
+        })
+    {
+        assert!(Instant::now() < deadline, "no redis-server started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started_env = data.join("env").exists();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "raibid up did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        status.success(),
+        "{status:?} (env written before: {started_env})\n{said}"
+    );
+    assert!(said.contains("raibid up: stopped"), "{said}");
+    // A redis-server stopped while it was still starting is killed, which takes it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(&data).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            processes_mentioning(&data)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Agents running host steps as one step user exclude each other (one per machine), so up
 /// starts one at a time instead of agents that would fail.
 #[tokio::test]

@@ -38,6 +38,11 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         tracing::warn!(error = %e, "steps of this user may read raibid up's environment");
     }
     ensure_tools()?;
+    // From the start: a signal while Redis loads its data or the registry collects its
+    // garbage (minutes, for big ones) stops what has started, in order, rather than meeting the
+    // default action that kills up alone; one after that finds the orderly stop below.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => data_home(&config),
@@ -96,14 +101,18 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             // the queue runs code as this user.
             let password = credentials::load_or_create(&data_dir.join("redis-password"))?;
             let maxmemory = redis_maxmemory(config.up.redis_maxmemory)?;
-            let redis = LocalRedis::start(
-                &data_dir.join("redis"),
+            let redis_dir = data_dir.join("redis");
+            let start = LocalRedis::start(
+                &redis_dir,
                 None,
                 Durability::Aof,
                 Some(&password),
                 maxmemory,
-            )
-            .await?;
+            );
+            let Some(redis) = unless_signalled(shutdown.as_mut(), start).await else {
+                return Ok(stopped_while_starting(None).await);
+            };
+            let redis = redis?;
             config.redis.url = Secret::new(redis.url());
             // For `raibid backup` while this runs.
             crate::private_files::write(&data_dir.join(backup::REDIS_URL_FILE), &redis.url())?;
@@ -115,7 +124,11 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     let registry_dir = data_dir.join("registry");
     let registry = if wants_own_registry(&config, &registry_dir) && LocalRegistry::available() {
         let password = credentials::load_or_create(&data_dir.join("registry-password"))?;
-        let registry = LocalRegistry::start(&registry_dir, &password).await?;
+        let start = LocalRegistry::start(&registry_dir, &password);
+        let Some(registry) = unless_signalled(shutdown.as_mut(), start).await else {
+            return Ok(stopped_while_starting(redis).await);
+        };
+        let registry = registry?;
         let r = &mut config.agent.registry;
         r.host = registry.host();
         r.username = local_registry::USER.to_owned();
@@ -199,11 +212,6 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     for (name, value) in registry_env.iter().flatten() {
         env.push_str(&format!("export {name}={value}\n"));
     }
-    // Listening from here on, before `env` tells clients (and scripts, and tests) that up is
-    // there and the banner says "Ctrl-C stops everything": a signal sent as soon as either is
-    // read must find the orderly stop, not the default action that kills up alone.
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     crate::private_files::write(&data_dir.join("env"), &env)?;
 
     let stop_server = CancellationToken::new();
@@ -390,6 +398,29 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     }
     println!("raibid up: stopped");
     Ok(exit)
+}
+
+/// `work`, unless a stop is asked for first (then `None`, and `work` is dropped: what it had
+/// started is killed with it).
+async fn unless_signalled<T>(
+    shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        done = work => Some(done),
+        () = shutdown => None,
+    }
+}
+
+/// A stop asked for while starting (the registry, the last of what may take long, was not
+/// started): Redis, if it was, stops as at the end of a run.
+async fn stopped_while_starting(redis: Option<LocalRedis>) -> ExitCode {
+    info!("stopping while starting");
+    if let Some(redis) = redis {
+        redis.stop().await;
+    }
+    println!("raibid up: stopped");
+    ExitCode::SUCCESS
 }
 
 async fn join<T>(
