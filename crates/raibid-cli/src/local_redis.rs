@@ -172,6 +172,67 @@ impl LocalRedis {
         silence_timeout: Duration,
         extra_config: &[&str],
     ) -> anyhow::Result<Self> {
+        let candidates = match port {
+            Some(port) => vec![port],
+            None => (0..PORT_TRIES)
+                .map(|_| free_port())
+                .collect::<anyhow::Result<Vec<u16>>>()?,
+        };
+        Self::start_on_first_free(
+            dir,
+            &candidates,
+            durability,
+            password,
+            silence_timeout,
+            extra_config,
+        )
+        .await
+    }
+
+    /// Started on the first of `candidates` that is still free when redis-server binds it. A
+    /// port the kernel chose was free when chosen, and may be taken a moment later, by an
+    /// outgoing connection's local port or another server's pick: then the next one is tried.
+    async fn start_on_first_free(
+        dir: &Path,
+        candidates: &[u16],
+        durability: Durability,
+        password: Option<&str>,
+        silence_timeout: Duration,
+        extra_config: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut taken = None;
+        for &port in candidates {
+            match Self::start_on(
+                dir,
+                port,
+                durability,
+                password,
+                silence_timeout,
+                extra_config,
+            )
+            .await
+            {
+                Err(e) if e.to_string().contains("Address already in use") => {
+                    info!(
+                        port,
+                        "the port chosen for redis-server was taken; another one"
+                    );
+                    taken = Some(e);
+                }
+                started => return started,
+            }
+        }
+        Err(taken.unwrap_or_else(|| anyhow::anyhow!("no port to start redis-server on")))
+    }
+
+    async fn start_on(
+        dir: &Path,
+        port: u16,
+        durability: Durability,
+        password: Option<&str>,
+        silence_timeout: Duration,
+        extra_config: &[&str],
+    ) -> anyhow::Result<Self> {
         let binary = which("redis-server").context(
             "redis-server is not installed: run `sudo apt-get install -y redis-server` \
              (or set redis.url / --redis-url to use an existing Redis 7+)",
@@ -179,10 +240,6 @@ impl LocalRedis {
         crate::private_files::ensure_dir(dir)?;
         // Files from before redis-server ran with umask 077.
         crate::private_files::restrict_tree(dir)?;
-        let port = match port {
-            Some(p) => p,
-            None => free_port()?,
-        };
         // redis-server appends to it itself, for as long as the machine runs.
         crate::log_files::rotate_if_larger(&dir.join("redis.log"), crate::log_files::MAX_BYTES)?;
         let mut cmd = Command::new(binary);
@@ -447,6 +504,9 @@ fn config_quote(value: &str) -> String {
     quoted
 }
 
+/// Ports tried for a Redis of no given port (see [`LocalRedis::start_on_first_free`]).
+const PORT_TRIES: usize = 3;
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -495,6 +555,44 @@ mod tests {
             let reply = read_line(&mut conn).await.unwrap();
             assert!(reply.starts_with('+') || reply.starts_with(':'), "{reply}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_port_taken_before_redis_binds_it_is_given_up_for_the_next() {
+        if which("redis-server").is_none() {
+            panic!("redis-server is needed: sudo apt-get install -y redis-server");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().join("redis");
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap().port();
+        let free = free_port().unwrap();
+        let start = |candidates: Vec<u16>| {
+            let dir = dir.clone();
+            async move {
+                LocalRedis::start_on_first_free(
+                    &dir,
+                    &candidates,
+                    Durability::Memory,
+                    Some("pw"),
+                    SILENCE_TIMEOUT,
+                    &[],
+                )
+                .await
+            }
+        };
+        let redis = start(vec![taken, free]).await.unwrap();
+        assert_eq!(redis.port, free);
+        run(redis.port, "pw", &[vec!["PING"]]).await;
+        redis.stop().await;
+
+        let Err(err) = start(vec![taken]).await else {
+            panic!("redis-server started on a port another socket listens on");
+        };
+        let err = err.to_string();
+        assert!(err.contains(&format!("on port {taken}")), "{err}");
+        assert!(err.contains("Address already in use"), "{err}");
+        drop(holder);
     }
 
     /// A real redis-server made slow to load with its own `key-load-delay` (0.2 ms per key), as
