@@ -349,16 +349,22 @@ async fn a_webhook_s_job_shows_its_title() {
     );
     let body = page(&server, "/jobs").await;
     assert!(
-        body.contains("<span class=\"detail title\">Add License File</span>"),
+        body.contains(
+            "<span class=\"detail title\" title=\"Add License File\">Add License File</span>"
+        ),
         "{body}"
     );
     assert!(
-        body.contains("<span class=\"detail title\">Fix multiline secrets replacer (#700)</span>"),
+        body.contains(
+            "<span class=\"detail title\" title=\"Fix multiline secrets replacer (#700)\">Fix multiline secrets replacer (#700)</span>"
+        ),
         "{body}"
     );
     let body = page(&server, "/repos/jcitizen/my-repo").await;
     assert!(
-        body.contains("<span class=\"detail title\">Add License File</span>"),
+        body.contains(
+            "<span class=\"detail title\" title=\"Add License File\">Add License File</span>"
+        ),
         "{body}"
     );
     let api = support::json(server.get(&format!("/api/v1/jobs/{}", pr.id)).await).await;
