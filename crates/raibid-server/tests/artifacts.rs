@@ -178,13 +178,7 @@ async fn missing_expired_and_deleted_artifacts_are_refused_saying_which() {
 
     // A job that kept none.
     let claimed = running_job(&server, "agent-2").await;
-    assert!(
-        server
-            .queue
-            .ack(&claimed, &Outcome::new(JobStatus::Success))
-            .await
-            .unwrap()
-    );
+    server.end(&claimed, JobStatus::Success).await;
     error(
         server
             .get(&format!("/api/v1/jobs/{}/artifacts", claimed.job.id))

@@ -246,13 +246,7 @@ async fn cancelling_a_matrix_job_cancels_its_variants() {
         .set_children(&parent.id, &variants)
         .await
         .unwrap();
-    assert!(
-        server
-            .queue
-            .ack(&claimed, &Outcome::new(JobStatus::Success))
-            .await
-            .unwrap()
-    );
+    server.end(&claimed, JobStatus::Success).await;
     let running_variant = server.claim_one("agent-2").await;
     assert_eq!(running_variant.job.id, variants[0]);
 

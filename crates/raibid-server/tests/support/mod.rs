@@ -221,13 +221,20 @@ impl TestServer {
     /// Queues `spec` and has an agent run it to `end`; its id.
     pub async fn run_to(&self, spec: raibid_model::NewJob, end: raibid_model::JobStatus) -> String {
         let claimed = self.run_claimed(spec).await;
+        self.end(&claimed, end).await;
+        claimed.job.id
+    }
+
+    /// Ends the claimed job as `status`, as its agent's ack does; the claim must still hold.
+    pub async fn end(&self, claimed: &raibid_queue::Claimed, status: raibid_model::JobStatus) {
         assert!(
             self.queue
-                .ack(&claimed, &raibid_model::Outcome::new(end))
+                .ack(claimed, &raibid_model::Outcome::new(status))
                 .await
-                .unwrap()
+                .unwrap(),
+            "the claim of {} was lost",
+            claimed.job.id
         );
-        claimed.job.id
     }
 
     /// Total number of jobs in the queue.
