@@ -157,6 +157,7 @@ impl Runner {
                 // entry whose deletion finds a job without them, not artifacts never deleted.
                 let (lifetime, source) = store.lifetime(artifacts.expire_in);
                 let expires_at = lifetime
+                    .filter(|_| !store.ephemeral)
                     .and_then(|after| chrono::Duration::from_std(after).ok())
                     .and_then(|after| Utc::now().checked_add_signed(after));
                 if let Some(at) = expires_at
@@ -167,16 +168,19 @@ impl Runner {
                 {
                     warn!(job = %job.id, error = %e, "cannot schedule the artifacts' expiry");
                 }
+                let fetch = if store.ephemeral {
+                    String::new()
+                } else {
+                    format!("; `raibid job artifacts {}` fetches them", job.id)
+                };
                 log.line(&format!(
-                    "artifacts: kept {} ({} files, {}; {} compressed) as {} in {:.2}s; \
-                     `raibid job artifacts {}` fetches them",
+                    "artifacts: kept {} ({} files, {}; {} compressed) as {} in {:.2}s{fetch}",
                     listed(&packed.paths),
                     packed.files,
                     human_size(packed.bytes),
                     human_size(pushed.size),
                     pushed.reference,
                     started.elapsed().as_secs_f64(),
-                    job.id
                 ))
                 .await;
                 if let Some(at) = expires_at {
@@ -185,7 +189,7 @@ impl Runner {
                         at.format("%Y-%m-%d %H:%M UTC")
                     ))
                     .await;
-                } else if artifacts.expire_in.is_some() {
+                } else if artifacts.expire_in.is_some() && !store.ephemeral {
                     log.line(&format!("artifacts: kept for ever ({source})"))
                         .await;
                 }

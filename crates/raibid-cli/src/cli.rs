@@ -158,6 +158,11 @@ pub struct ExecArgs {
     /// repeatable. Over `agent.secrets` of the same name.
     #[arg(long = "secret", value_name = "NAME")]
     pub secrets: Vec<String>,
+    /// Unpack the `artifacts:` the jobs kept into DIR (one directory in it per matrix variant
+    /// or workflow). Without a registry configured they are kept in one of the run's own,
+    /// gone with it.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -286,6 +291,10 @@ pub struct AgentArgs {
     /// Seconds a running job may still take after SIGTERM [default: agent.grace_period_secs].
     #[arg(long, value_name = "SECS")]
     pub grace_period: Option<u64>,
+    /// The agent of `raibid exec`: its jobs are forgotten with the run, so their artifacts
+    /// cannot be fetched by job id later, nor expire (see `ArtifactStore::ephemeral`).
+    #[arg(skip)]
+    pub ephemeral: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -46,7 +46,8 @@ impl LocalRegistry {
         crate::private_files::restrict_tree(dir)?;
         let port = port_for(dir)?;
         // The registry's htpasswd takes bcrypt alone; cost 10 is its own tool's default.
-        let hash = bcrypt::hash(password, 10).context("hashing the registry password")?;
+        let hash = bcrypt::hash(password, bcrypt_cost(password))
+            .context("hashing the registry password")?;
         let htpasswd = dir.join("htpasswd");
         crate::private_files::write(&htpasswd, &format!("{USER}:{hash}\n"))?;
         let config = dir.join("config.yml");
@@ -99,6 +100,15 @@ impl LocalRegistry {
     /// `127.0.0.1:<port>`, as it appears in image names.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Points `config`'s agents at this registry with its login, over plain HTTP (loopback).
+    pub fn configure_agents(&self, config: &mut raibid_config::Config) {
+        let r = &mut config.agent.registry;
+        r.host = self.host();
+        r.username = USER.to_owned();
+        r.password = raibid_config::Secret::new(self.password.clone());
+        r.insecure = true;
     }
 
     /// Until `GET /v2/` answers (401 without a login: it is up and requires one).
@@ -177,6 +187,32 @@ async fn garbage_collect(binary: &Path, config: &Path, dir: &Path, log: &std::fs
     }
 }
 
+/// The bcrypt cost of the registry's password hash. The registry checks it on every request,
+/// and a push or pull makes several (an artifact's push about eight): at bcrypt's default
+/// cost of 10 that took some 60 ms each. A password as long as the generated ones (48 hex
+/// digits, 192 bits) cannot be guessed from its hash whatever the cost, so it gets the least
+/// (4, its least: under a millisecond); a shorter one, written into the password file by hand, keeps the
+/// default.
+fn bcrypt_cost(password: &str) -> u32 {
+    if password.len() >= 48 {
+        4
+    } else {
+        bcrypt::DEFAULT_COST
+    }
+}
+
+/// Whether `config` names no registry: neither `agent.registry.host` nor a forge (`gitea.url`
+/// as configured by default names the in-cluster Gitea, which a machine without the cluster
+/// cannot reach).
+pub fn none_configured(config: &raibid_config::Config) -> bool {
+    config.agent.registry.host.trim().is_empty() && !forge_configured(config)
+}
+
+/// Whether `gitea.url` was set: its registry is then the one image builds push to.
+pub fn forge_configured(config: &raibid_config::Config) -> bool {
+    config.gitea.url != raibid_config::GiteaConfig::default().url
+}
+
 /// The port a registry started in `dir` listened on last.
 fn kept_port(dir: &Path) -> Option<u16> {
     std::fs::read_to_string(dir.join("port"))
@@ -243,6 +279,16 @@ async fn status_of_v2(port: u16) -> std::io::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generated_password_is_hashed_at_the_least_cost_a_short_one_at_the_default() {
+        let generated = crate::up::credentials::random_secret();
+        assert_eq!(bcrypt_cost(&generated), 4);
+        assert_eq!(bcrypt_cost("hunter2"), bcrypt::DEFAULT_COST);
+        // The registry's check (bcrypt's verify) takes either.
+        let hash = bcrypt::hash(&generated, bcrypt_cost(&generated)).unwrap();
+        assert!(bcrypt::verify(&generated, &hash).unwrap());
+    }
 
     /// `sha256:<hex>` of `bytes`, as the registry names the blob.
     fn digest(bytes: &[u8]) -> String {

@@ -318,3 +318,79 @@ steps:
     );
     assert_eq!(git(repo.path(), &["for-each-ref", "refs/raibid"]), "");
 }
+
+/// Image builds and `artifacts:` go to a registry of the run's own, in place of the one
+/// configured (a working tree's build must not land there), which goes with the run;
+/// `--artifacts DIR` unpacks each variant's into a directory of its own first.
+#[test]
+fn artifacts_and_images_go_to_a_registry_of_the_run_and_artifacts_are_copied_out() {
+    let pipeline = "\
+matrix:
+  GREETING: [hello, bonjour]
+steps:
+  - name: make
+    run: mkdir -p out && echo \"$GREETING\" > out/greeting.txt
+  - name: image
+    image-build:
+      tags: [\"{registry}/{repo}:{matrix}\"]
+artifacts: [out/]
+";
+    let repo = repo(&[
+        (".raibid.yaml", pipeline),
+        ("Containerfile", "FROM scratch\nCOPY out/greeting.txt /\n"),
+    ]);
+    let data = data_dir();
+    let copied = tempfile::tempdir().unwrap();
+    let dest = copied.path().join("artifacts");
+    let run = |extra: &[&str]| {
+        let mut cmd = command(repo.path(), data.path(), extra);
+        // Configured, and never to be pushed to by `raibid exec`.
+        cmd.env("RAIBID_AGENT_REGISTRY_HOST", "registry.invalid:5000");
+        cmd.output().unwrap()
+    };
+    let out = run(&["--artifacts", dest.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for greeting in ["hello", "bonjour"] {
+        let file = dest.join(format!("GREETING={greeting}/out/greeting.txt"));
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap_or_default(),
+            format!("{greeting}\n"),
+            "{}\n{stdout}\n{stderr}",
+            file.display()
+        );
+        assert!(
+            stderr.contains(&format!(
+                "raibid exec: artifacts of GREETING={greeting}: 1 file(s) in {}",
+                dest.join(format!("GREETING={greeting}")).display()
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(!stdout.contains("registry.invalid"), "{stdout}");
+    assert_eq!(stdout.matches("pushed 127.0.0.1:").count(), 2, "{stdout}");
+    // Nobody fetches these by job id later, nor expires them: the log does not say so.
+    assert!(stdout.contains("artifacts: kept out (1 files"), "{stdout}");
+    assert!(!stdout.contains("raibid job artifacts"), "{stdout}");
+    assert!(!stdout.contains("kept until"), "{stdout}");
+
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the artifacts were kept in this run's own registry, gone with it: `--artifacts \
+             DIR` unpacks them"
+        ),
+        "{stderr}"
+    );
+    // The registry's storage went with each run.
+    let left: Vec<_> = std::fs::read_dir(data.path().join("raibid/exec"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("registry-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

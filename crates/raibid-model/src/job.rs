@@ -769,17 +769,23 @@ impl Job {
     /// ends: `<workflow>`, `<workflow>/<variant>` or `<variant>`. A variant counts only on a
     /// variant job (one with a parent): the first job of a matrix stands for the whole.
     pub fn label(&self) -> Option<String> {
+        match self.label_parts() {
+            (Some(workflow), Some(variant)) => Some(format!("{workflow}/{variant}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// The parts of [`Self::label`]: the workflow's name and the matrix variant's, each where
+    /// the job is one.
+    pub fn label_parts(&self) -> (Option<&String>, Option<&String>) {
         let workflow = self.spec.env.get("RAIBID_WORKFLOW");
         let variant = self
             .spec
             .matrix_parent
             .as_ref()
             .and(self.spec.env.get("RAIBID_MATRIX"));
-        match (workflow, variant) {
-            (Some(workflow), Some(variant)) => Some(format!("{workflow}/{variant}")),
-            (Some(one), None) | (None, Some(one)) => Some(one.clone()),
-            (None, None) => None,
-        }
+        (workflow, variant)
     }
 
     /// The job's web page below `public_url`, the server's address for people

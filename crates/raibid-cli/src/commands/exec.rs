@@ -25,6 +25,7 @@ use crate::cli::{AgentArgs, ExecArgs, ExecEvent};
 use crate::commands::{agent, data_home, queue_options};
 use crate::git;
 use crate::local_redis::{Durability, LocalRedis};
+use crate::local_registry::LocalRegistry;
 
 pub async fn run(mut config: Config, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let top = git::output(&args.dir, &["rev-parse", "--show-toplevel"], &[])
@@ -76,9 +77,45 @@ async fn run_snapshot(
     // No server shows this job: steps get no CI_PIPELINE_URL pointing at one that would not
     // know it.
     config.server.public_url.clear();
-    let result = run_job(config, args, top, snapshot).await;
+    let registry = match start_registry(config, &data).await {
+        Ok(registry) => registry,
+        Err(e) => {
+            redis.stop().await;
+            return Err(e);
+        }
+    };
+    let result = run_job(config, args, top, snapshot, registry.is_some()).await;
+    if let Some((registry, _dir)) = registry {
+        registry.stop().await;
+    }
     redis.stop().await;
     result
+}
+
+/// A registry of this run's own, as `raibid up` brings one, in place of any configured: image
+/// builds and `artifacts:` work as they will in CI (and `--artifacts` copies the latter out),
+/// while a working tree's uncommitted build never lands in the real registry (over the
+/// `:main` a deployment pulls) and nothing of a forgotten run is left there. It and what
+/// was pushed to it go with the run. Without docker-registry there is no registry: the agent
+/// notes that it keeps no artifacts, and image builds fail saying they need one.
+async fn start_registry(
+    config: &mut Config,
+    data: &Path,
+) -> anyhow::Result<Option<(LocalRegistry, tempfile::TempDir)>> {
+    if !LocalRegistry::available() {
+        config.agent.registry = Default::default();
+        config.gitea.url.clear();
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("registry-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(data)
+        .context("creating a directory for docker-registry")?;
+    let password = crate::up::credentials::random_secret();
+    let registry = LocalRegistry::start(dir.path(), &password).await?;
+    registry.configure_agents(config);
+    Ok(Some((registry, dir)))
 }
 
 async fn run_job(
@@ -86,6 +123,7 @@ async fn run_job(
     args: &ExecArgs,
     top: &Path,
     snapshot: &Snapshot,
+    private_registry: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut pools = vec![PoolName::default()];
     for pool in config.agent.pools.iter().chain(&args.pools) {
@@ -104,6 +142,7 @@ async fn run_job(
         keep_workspace: args.keep_workspace,
         data_dir: Some(data_home(config).join("exec").join("agent")),
         grace_period: Some(5),
+        ephemeral: true,
     };
     let (runner, options) = agent::prepare(config, &agent_args).await?;
     let queue = Queue::open(queue_options(config))?;
@@ -180,6 +219,15 @@ async fn run_job(
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut agent).await;
     let ended = shown?;
+    let kept: Vec<&Job> = ended.iter().filter(|job| job.artifacts.is_some()).collect();
+    match &args.artifacts {
+        Some(dir) => copy_artifacts(config, &kept, ended.len() > 1, dir).await?,
+        None if private_registry && !kept.is_empty() => eprintln!(
+            "raibid exec: the artifacts were kept in this run's own registry, gone with it: \
+             `--artifacts DIR` unpacks them"
+        ),
+        None => {}
+    }
     let failed: Vec<&Job> = ended
         .iter()
         .filter(|job| !matches!(job.status, JobStatus::Success | JobStatus::Skipped))
@@ -209,6 +257,60 @@ async fn run_job(
         }
         ExitCode::FAILURE
     })
+}
+
+/// Unpacks the artifacts each job kept into `dir`, or with several jobs (matrix variants,
+/// workflows) into a directory of `dir` named for each, as `raibid job artifacts` would.
+async fn copy_artifacts(
+    config: &Config,
+    jobs: &[&Job],
+    several: bool,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    if jobs.is_empty() {
+        eprintln!("raibid exec: no artifacts to copy into {}", dir.display());
+    }
+    for job in jobs {
+        let dest = if several {
+            dir.join(artifacts_dir_name(job))
+        } else {
+            dir.to_path_buf()
+        };
+        let (_, files) = super::job::download_artifacts(
+            super::job::ArtifactSource::Registry(config),
+            job,
+            &dest,
+        )
+        .await?;
+        eprintln!(
+            "raibid exec: artifacts{}: {files} file(s) in {}",
+            job.label().map(|l| format!(" of {l}")).unwrap_or_default(),
+            dest.display()
+        );
+    }
+    Ok(())
+}
+
+/// A job's directory below `--artifacts`: its label, `workflow/variant` making two levels, or
+/// its id where a part would not make a plain file name (a matrix value may hold `/`, and a
+/// variant's name runs to 2,079 characters).
+fn artifacts_dir_name(job: &Job) -> PathBuf {
+    let plain = |part: &String| {
+        !part.is_empty()
+            && part.len() <= 128
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._,=+@-".contains(c))
+    };
+    let (workflow, variant) = job.label_parts();
+    let parts: Vec<&String> = workflow.into_iter().chain(variant).collect();
+    if !parts.is_empty() && parts.iter().all(|part| plain(part)) {
+        parts.iter().map(|part| part.as_str()).collect()
+    } else {
+        PathBuf::from(&job.id)
+    }
 }
 
 /// Prints the log of job `root`, then those of the jobs it queued (matrix variants,
@@ -451,6 +553,40 @@ mod tests {
         assert_eq!(repo_name(Path::new("/src/my app")), "my-app");
         assert_eq!(repo_name(Path::new("/src/raibid-ci")), "raibid-ci");
         assert_eq!(repo_name(Path::new("/")), "repo");
+    }
+
+    #[test]
+    fn artifacts_go_to_a_directory_named_for_the_job_when_its_name_is_a_plain_one() {
+        let job = |workflow: Option<&str>, variant: Option<&str>| {
+            let mut spec = NewJob::new("o/r", "u", "refs/heads/main", "a".repeat(40), Event::Push);
+            if let Some(workflow) = workflow {
+                spec.env.insert("RAIBID_WORKFLOW".into(), workflow.into());
+            }
+            if let Some(variant) = variant {
+                spec.matrix_parent = Some("parent".into());
+                spec.env.insert("RAIBID_MATRIX".into(), variant.into());
+            }
+            Job::queued("01JOB", spec, chrono::Utc::now())
+        };
+        let name = |workflow, variant| artifacts_dir_name(&job(workflow, variant));
+        assert_eq!(name(None, None), Path::new("01JOB"));
+        assert_eq!(
+            name(None, Some("RUST=1.80,TARGET=x86_64")),
+            Path::new("RUST=1.80,TARGET=x86_64")
+        );
+        assert_eq!(name(Some("build"), None), Path::new("build"));
+        assert_eq!(
+            name(Some("build"), Some("OS=linux")),
+            Path::new("build/OS=linux")
+        );
+        // A value with `/`, `..`, a space, or a name no file system takes: the job's id.
+        assert_eq!(name(None, Some("PLATFORM=linux/arm64")), Path::new("01JOB"));
+        assert_eq!(name(Some(".."), None), Path::new("01JOB"));
+        assert_eq!(name(None, Some("NAME=a b")), Path::new("01JOB"));
+        assert_eq!(
+            name(None, Some(&format!("V={}", "x".repeat(200)))),
+            Path::new("01JOB")
+        );
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Where `raibid job artifacts` gets the archive.
-enum ArtifactSource<'a> {
+pub(crate) enum ArtifactSource<'a> {
     /// `GET /api/v1/jobs/{id}/artifacts`: the server's registry login, the user's API token.
     Server(&'a Client),
     /// The registry itself, with this configuration's `agent.registry` login.
@@ -189,7 +189,7 @@ enum ArtifactSource<'a> {
 
 /// Pulls the job's artifacts (pinned by digest) and unpacks them into `dest`; returns the
 /// reference and the number of files.
-async fn download_artifacts(
+pub(crate) async fn download_artifacts(
     from: ArtifactSource<'_>,
     job: &Job,
     dest: &Path,

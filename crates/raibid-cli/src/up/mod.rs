@@ -129,11 +129,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             return Ok(stopped_while_starting(redis).await);
         };
         let registry = registry?;
-        let r = &mut config.agent.registry;
-        r.host = registry.host();
-        r.username = local_registry::USER.to_owned();
-        r.password = Secret::new(password);
-        r.insecure = true;
+        registry.configure_agents(&mut config);
         Some(registry)
     } else {
         None
@@ -442,8 +438,9 @@ async fn join<T>(
 fn wants_own_registry(config: &Config, registry_dir: &Path) -> bool {
     let host = config.agent.registry.host.trim();
     config.up.registry
-        && (host.is_empty() || local_registry::kept_host(registry_dir).as_deref() == Some(host))
-        && config.gitea.url == raibid_config::GiteaConfig::default().url
+        && (local_registry::none_configured(config)
+            || (local_registry::kept_host(registry_dir).as_deref() == Some(host)
+                && !local_registry::forge_configured(config)))
 }
 
 /// The agents' registry settings as the variables that override them.
