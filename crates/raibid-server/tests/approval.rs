@@ -6,7 +6,7 @@ mod support;
 use raibid_config::ApprovalMode;
 use raibid_model::{JobStatus, PoolName};
 use reqwest::StatusCode;
-use support::{TestServer, json};
+use support::{TOKEN, TestServer, json};
 
 async fn job(server: &TestServer, id: &str) -> raibid_model::Job {
     server.queue.get(id).await.unwrap().expect("job exists")
@@ -83,9 +83,10 @@ async fn cancelling_a_blocked_job_declines_it() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(response).await["result"], "cancelled");
     let declined = job(&server, &id).await;
+    let who = &raibid_config::hash_token(TOKEN)[..15];
     assert_eq!(
-        (declined.status, declined.reason.as_deref()),
-        (JobStatus::Cancelled, Some("declined"))
+        (declined.status, declined.reason),
+        (JobStatus::Cancelled, Some(format!("declined by {who}")))
     );
     let approve = server
         .post_json(

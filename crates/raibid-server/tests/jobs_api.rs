@@ -427,6 +427,13 @@ async fn show_cancel_and_retry() {
         finished,
         json!({ "result": "already_finished", "status": "cancelled" })
     );
+    // The agent only knows it was asked; the record says who asked, as the server's log names
+    // the token (its entry's name, else the start of its hash).
+    let who = &raibid_config::hash_token(TOKEN)[..15];
+    assert_eq!(
+        server.queue.get(&job.id).await.unwrap().unwrap().reason,
+        Some(format!("cancelled by {who}"))
+    );
     let (status, _, _) = error(
         server
             .post_json("/api/v1/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0/cancel", &json!({}))

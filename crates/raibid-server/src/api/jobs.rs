@@ -174,13 +174,18 @@ pub(crate) async fn cancel(
     let queue = state.queue();
     let job = queue.get(&id).await?.ok_or_else(|| not_found(&id))?;
     caller.may_change(&job.spec.repo)?;
-    // A job waiting for approval that is cancelled was turned down, as Woodpecker says.
-    let why = if job.status == JobStatus::Blocked {
-        "declined"
-    } else {
-        "cancelled"
-    };
-    let (result, status) = match queue.cancel_because(&id, why).await? {
+    // A job waiting for approval that is cancelled was turned down, as Woodpecker says; and
+    // by whom, as Woodpecker and GitHub show, in its record and commit status.
+    let why = format!(
+        "{} by {}",
+        if job.status == JobStatus::Blocked {
+            "declined"
+        } else {
+            "cancelled"
+        },
+        caller.name()
+    );
+    let (result, status) = match queue.cancel_because(&id, &why).await? {
         CancelResult::Cancelled => ("cancelled", JobStatus::Cancelled),
         // Kept is superseding's answer only; a person's cancel is never refused.
         CancelResult::Requested | CancelResult::Kept => ("requested", JobStatus::Running),

@@ -184,8 +184,9 @@ fn verdict(job: &Job, status: JobStatus, now: DateTime<Utc>) -> String {
             None => "could not run".into(),
         },
         // Why, when it is more than "cancelled": a newer build superseded it, its matrix job
-        // was cancelled.
+        // was cancelled; who, when a person did.
         JobStatus::Cancelled => match reason.filter(|r| *r != "cancelled") {
+            Some(r) if r.starts_with("cancelled by ") => r.to_owned(),
             Some(r) => format!("cancelled: {r}"),
             None => "cancelled".into(),
         },
@@ -293,6 +294,16 @@ mod tests {
         assert_eq!(
             describe(&superseded, JobStatus::Cancelled, now),
             "cancelled"
+        );
+        superseded.reason = Some("cancelled by alice".into());
+        assert_eq!(
+            describe(&superseded, JobStatus::Cancelled, now),
+            "cancelled by alice"
+        );
+        superseded.reason = Some("declined by alice".into());
+        assert_eq!(
+            describe(&superseded, JobStatus::Cancelled, now),
+            "cancelled: declined by alice"
         );
         assert_eq!(
             describe(&j, JobStatus::Blocked, now),
