@@ -40,9 +40,6 @@ pub struct ArtifactStore {
     /// The longest any artifacts stay (`agent.artifacts_max_expire_days`), whatever the
     /// pipeline's `expire_in` or `expire_after` say; `None`: no limit.
     pub max_expire: Option<std::time::Duration>,
-    /// Kept for one run (`raibid exec`), whose queue goes with it: no job id fetches them
-    /// later and no agent would delete them when they expire, so the log promises neither.
-    pub ephemeral: bool,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -54,7 +51,6 @@ impl std::fmt::Debug for ArtifactStore {
             .field("max_bytes", &self.max_bytes)
             .field("expire_after", &self.expire_after)
             .field("max_expire", &self.max_expire)
-            .field("ephemeral", &self.ephemeral)
             .finish()
     }
 }
@@ -409,7 +405,6 @@ mod tests {
             max_bytes: 1,
             expire_after: Some(30 * DAY),
             max_expire: None,
-            ephemeral: false,
         };
         let after = |d| Some(ArtifactsExpiry::After(d));
         assert_eq!(

@@ -56,10 +56,13 @@ impl Runner {
             return;
         }
         let Some(store) = &self.artifacts else {
-            log.line(&note(
+            log.line(&note(if self.settings.ephemeral {
+                "not kept: raibid exec keeps them in a registry of its own, which needs \
+                 docker-registry installed"
+            } else {
                 "not kept: this agent keeps none (it needs a registry, agent.registry.host or \
-                 gitea.url, and agent.artifacts_max_bytes above 0)",
-            ))
+                 gitea.url, and agent.artifacts_max_bytes above 0)"
+            }))
             .await;
             return;
         };
@@ -157,7 +160,7 @@ impl Runner {
                 // entry whose deletion finds a job without them, not artifacts never deleted.
                 let (lifetime, source) = store.lifetime(artifacts.expire_in);
                 let expires_at = lifetime
-                    .filter(|_| !store.ephemeral)
+                    .filter(|_| !self.settings.ephemeral)
                     .and_then(|after| chrono::Duration::from_std(after).ok())
                     .and_then(|after| Utc::now().checked_add_signed(after));
                 if let Some(at) = expires_at
@@ -168,7 +171,7 @@ impl Runner {
                 {
                     warn!(job = %job.id, error = %e, "cannot schedule the artifacts' expiry");
                 }
-                let fetch = if store.ephemeral {
+                let fetch = if self.settings.ephemeral {
                     String::new()
                 } else {
                     format!("; `raibid job artifacts {}` fetches them", job.id)
@@ -189,7 +192,7 @@ impl Runner {
                         at.format("%Y-%m-%d %H:%M UTC")
                     ))
                     .await;
-                } else if artifacts.expire_in.is_some() && !store.ephemeral {
+                } else if artifacts.expire_in.is_some() && !self.settings.ephemeral {
                     log.line(&format!("artifacts: kept for ever ({source})"))
                         .await;
                 }

@@ -72,6 +72,9 @@ pub struct RunnerSettings {
     /// The server's address for people (`server.public_url`): steps' `CI_PIPELINE_URL` links
     /// the job's page below it. Empty: not known, no links.
     pub public_url: String,
+    /// The agent of one run (`raibid exec`), whose queue and registry go with it: the log
+    /// does not say how to fetch a job's artifacts by its id later or when they expire.
+    pub ephemeral: bool,
 }
 
 /// How a job left this agent.

@@ -21,7 +21,6 @@ fn store(registry: &Registry, password: &str, max_bytes: u64) -> ArtifactStore {
         max_bytes,
         expire_after: None,
         max_expire: None,
-        ephemeral: false,
     }
 }
 

@@ -182,6 +182,7 @@ pub async fn logs(opts: LogBenchOptions) -> Result<LogReport, BenchError> {
             registry: String::new(),
             repos: raibid_agent::RepoFilter::any(),
             public_url: String::new(),
+            ephemeral: false,
         },
     });
 

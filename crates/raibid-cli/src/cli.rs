@@ -292,7 +292,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "SECS")]
     pub grace_period: Option<u64>,
     /// The agent of `raibid exec`: its jobs are forgotten with the run, so their artifacts
-    /// cannot be fetched by job id later, nor expire (see `ArtifactStore::ephemeral`).
+    /// cannot be fetched by job id later, nor expire (see `RunnerSettings::ephemeral`).
     #[arg(skip)]
     pub ephemeral: bool,
 }

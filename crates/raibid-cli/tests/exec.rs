@@ -394,3 +394,42 @@ artifacts: [out/]
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Without docker-registry there is no registry for the run: the job still passes, its log
+/// saying why its artifacts were not kept and what would keep them (not the configured
+/// registry, which `raibid exec` never uses).
+#[test]
+fn without_docker_registry_artifacts_are_a_note() {
+    let pipeline = "\
+steps:
+  - name: make
+    run: mkdir -p out && echo made > out/file.txt
+artifacts: [out/]
+";
+    let repo = repo(&[(".raibid.yaml", pipeline)]);
+    let data = data_dir();
+    // Everything on PATH but docker-registry.
+    let bin = tempfile::tempdir().unwrap();
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap()) {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let link = bin.path().join(entry.file_name());
+            if entry.file_name() != "docker-registry" && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    let mut cmd = command(repo.path(), data.path(), &[]);
+    cmd.env("PATH", bin.path());
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "artifacts: not kept: raibid exec keeps them in a registry of its own, which needs \
+             docker-registry installed"
+        ),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("--artifacts DIR"), "{stderr}");
+}

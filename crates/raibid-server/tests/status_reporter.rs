@@ -662,6 +662,7 @@ impl Matrix {
                 registry: "registry.invalid".into(),
                 repos: raibid_agent::RepoFilter::any(),
                 public_url: String::new(),
+                ephemeral: false,
             },
         };
         let mut claimer = server.queue.claimer("spark-1").await.unwrap();

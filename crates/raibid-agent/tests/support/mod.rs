@@ -166,6 +166,7 @@ impl Harness {
                 registry: registry.into(),
                 repos: raibid_agent::RepoFilter::any(),
                 public_url: PUBLIC_URL.into(),
+                ephemeral: false,
             },
         }
     }

@@ -151,7 +151,7 @@ pub(crate) async fn prepare(
             .with_job_cache_max_bytes(a.job_cache_max_bytes)
             .with_mirror_expiry(days(a.mirror_expire_days)),
         images,
-        artifacts: artifact_store(config, args.ephemeral),
+        artifacts: artifact_store(config),
         secrets,
         settings: RunnerSettings {
             agent_name: name.clone(),
@@ -163,6 +163,7 @@ pub(crate) async fn prepare(
             registry: config.registry_host(),
             repos: RepoFilter::new(&a.repos).context("agent.repos")?,
             public_url: config.server.public_url.clone(),
+            ephemeral: args.ephemeral,
         },
     });
     let options = AgentOptions {
@@ -180,7 +181,7 @@ pub(crate) async fn prepare(
 
 /// Where `artifacts:` go: the registry image builds push to, with the same login; none
 /// without a registry or with `agent.artifacts_max_bytes: 0`.
-fn artifact_store(config: &Config, ephemeral: bool) -> Option<ArtifactStore> {
+fn artifact_store(config: &Config) -> Option<ArtifactStore> {
     let a = &config.agent;
     let registry = config.registry_host();
     (!registry.is_empty() && a.artifacts_max_bytes > 0).then(|| ArtifactStore {
@@ -195,7 +196,6 @@ fn artifact_store(config: &Config, ephemeral: bool) -> Option<ArtifactStore> {
         max_bytes: a.artifacts_max_bytes,
         expire_after: days(a.artifacts_expire_days),
         max_expire: days(a.artifacts_max_expire_days),
-        ephemeral,
     })
 }
 
