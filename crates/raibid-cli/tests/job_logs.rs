@@ -658,3 +658,96 @@ async fn erase_log_erases_a_finished_job_s_log() {
         "{out}"
     );
 }
+
+/// Following a matrix job follows the build: its own log, then each variant's in turn, and
+/// the exit status is the variants' (a matrix job succeeds as soon as it has queued them, so
+/// a script that waited on it alone would take a failed build for a passed one).
+#[tokio::test]
+async fn follow_of_a_matrix_job_follows_its_variants_and_exits_as_they_ended() {
+    let Setup {
+        redis: _redis,
+        _dir,
+        config,
+        port: _,
+        url,
+        server,
+        queue,
+        claimed,
+        id,
+    } = Setup::new().await;
+    let mut variants = Vec::new();
+    for name in ["OS=linux", "OS=mac"] {
+        let mut spec = NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            "refs/heads/main",
+            "0123456789abcdef0123456789abcdef01234567",
+            Event::Manual,
+        );
+        spec.matrix_parent = Some(id.clone());
+        spec.env.insert("RAIBID_MATRIX".into(), name.into());
+        let job = match queue.enqueue(spec).await.unwrap() {
+            raibid_queue::Enqueued::Created(job) => job,
+            other => panic!("{other:?}"),
+        };
+        variants.push(job.id);
+    }
+    queue
+        .append_log(&id, b"queued two variants\n")
+        .await
+        .unwrap();
+    queue.set_children(&id, &variants).await.unwrap();
+    let follower = Follower::start(&config, &url, &id, &[]);
+    follower.wait_for_output("queued two variants\n").await;
+    queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+
+    // The variants run side by side: the second ends first, failing.
+    let mut claimer = queue.claimer("agent-2").await.unwrap();
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let claimed = claimer
+            .claim(&[PoolName::default()], Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("a variant");
+        running.push(claimed);
+    }
+    running.sort_by_key(|c| variants.iter().position(|v| *v == c.job.id));
+    queue
+        .append_log(&variants[1], b"mac fails\n")
+        .await
+        .unwrap();
+    let mut failure = Outcome::new(JobStatus::Failure);
+    failure.reason = Some("step test exit code 1".into());
+    queue.ack(&running[1], &failure).await.unwrap();
+    queue
+        .append_log(&variants[0], b"linux passes\n")
+        .await
+        .unwrap();
+    follower.wait_for_output("linux passes\n").await;
+    queue
+        .ack(&running[0], &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+
+    let (status, stdout, stderr) = follower.finish().await;
+    stop(server);
+    assert_eq!(
+        stdout, "queued two variants\nlinux passes\nmac fails\n",
+        "stderr: {stderr}"
+    );
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    for line in [
+        format!("job {id} finished: success\n"),
+        format!("job {id} queued 2 job(s); following them\n"),
+        format!("── OS=linux ({}) ──\n", variants[0]),
+        format!("job {} finished: success\n", variants[0]),
+        format!("── OS=mac ({}) ──\n", variants[1]),
+        format!("job {} finished: failure\n", variants[1]),
+    ] {
+        assert!(stderr.contains(&line), "{line:?} in\n{stderr}");
+    }
+}

@@ -85,10 +85,16 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             step,
             retry_for,
         } => {
-            let mut filter = step.as_deref().map(StepFilter::new);
             if follow {
-                return follow_logs(&client, &id, Duration::from_secs(retry_for), filter).await;
+                return follow_build(
+                    &client,
+                    &id,
+                    Duration::from_secs(retry_for),
+                    step.as_deref(),
+                )
+                .await;
             }
+            let mut filter = step.as_deref().map(StepFilter::new);
             let mut cursor: Option<String> = None;
             loop {
                 let part = client.logs(&id, cursor.as_deref()).await?;
@@ -261,7 +267,49 @@ fn registry_options(config: &Config, reference: &str) -> raibid_oci::FetchOption
     }
 }
 
-/// `logs --follow`: prints the log until the job ends, reconnecting after the last event seen
+/// `logs --follow`: the job's log until it ends, then, for a matrix job or one that queued
+/// the workflows of `.raibid/`, the logs of the jobs it queued, each in turn (their own
+/// children too), as `raibid exec` prints them: a matrix job ends as soon as it has queued its
+/// variants, which are the build, and a script waiting for the build must wait for them.
+/// Exits 0 only if every job that ran steps succeeded (or was skipped).
+async fn follow_build(
+    client: &Client,
+    root: &str,
+    retry_for: Duration,
+    step: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let mut pending = vec![root.to_owned()];
+    while let Some(id) = pending.pop() {
+        if id != root {
+            let job = client.job(&id).await?;
+            eprintln!(
+                "\n── {} ({id}) ──",
+                job.label().unwrap_or_else(|| "job".into())
+            );
+        }
+        let filter = step.map(StepFilter::new);
+        let status = follow_logs(client, &id, retry_for, filter).await?;
+        let children = if status.is_final() {
+            client.job(&id).await?.children
+        } else {
+            Vec::new()
+        };
+        if children.is_empty() {
+            failed |= !matches!(status, JobStatus::Success | JobStatus::Skipped);
+        } else {
+            eprintln!("job {id} queued {} job(s); following them", children.len());
+            pending.extend(children.into_iter().rev());
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `logs --follow` of one job: prints the log until the job ends, reconnecting after the last event seen
 /// whenever the stream breaks (server restart, proxy timeout, the server's stream lifetime),
 /// so a long build can be watched to its end and each line is printed once. Gives up when the
 /// job could not be read for `retry_for`, or at once on answers that asking again will not
@@ -271,7 +319,7 @@ async fn follow_logs(
     id: &str,
     retry_for: Duration,
     mut filter: Option<StepFilter>,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<JobStatus> {
     let mut stdout = std::io::stdout();
     let mut last_event: Option<String> = None;
     let mut backoff = reconnect_backoff();
@@ -302,7 +350,7 @@ async fn follow_logs(
                     let _ = stdout.write_all(f.finish().as_bytes());
                 }
                 eprintln!("job {id} finished: {status}");
-                return Ok(exit_for(status));
+                return Ok(status);
             }
             Ok(None) => {
                 readable_at = Instant::now();
@@ -338,15 +386,6 @@ async fn follow_logs(
 /// Waits between reconnects: short at first, capped so a server that comes back is found soon.
 fn reconnect_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
-}
-
-/// `logs --follow` exits like the job: scripts can wait for a build with it.
-fn exit_for(status: JobStatus) -> ExitCode {
-    if status == JobStatus::Success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }
 
 pub(crate) fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
