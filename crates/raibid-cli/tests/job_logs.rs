@@ -58,17 +58,19 @@ fn stop(server: Server) {
     drop(server);
 }
 
+/// The job these tests queue (a submission of `acme/app` at main).
+fn spec() -> NewJob {
+    NewJob::new(
+        "acme/app",
+        "https://git.example/acme/app.git",
+        "refs/heads/main",
+        "0123456789abcdef0123456789abcdef01234567",
+        Event::Manual,
+    )
+}
+
 async fn running_job(queue: &Queue) -> Claimed {
-    queue
-        .enqueue(NewJob::new(
-            "acme/app",
-            "https://git.example/acme/app.git",
-            "refs/heads/main",
-            "0123456789abcdef0123456789abcdef01234567",
-            Event::Manual,
-        ))
-        .await
-        .unwrap();
+    queue.enqueue(spec()).await.unwrap();
     queue
         .claimer("agent-1")
         .await
@@ -677,13 +679,7 @@ async fn follow_of_a_matrix_job_follows_its_variants_and_exits_as_they_ended() {
     } = Setup::new().await;
     let mut variants = Vec::new();
     for name in ["OS=linux", "OS=mac"] {
-        let mut spec = NewJob::new(
-            "acme/app",
-            "https://git.example/acme/app.git",
-            "refs/heads/main",
-            "0123456789abcdef0123456789abcdef01234567",
-            Event::Manual,
-        );
+        let mut spec = spec();
         spec.matrix_parent = Some(id.clone());
         spec.env.insert("RAIBID_MATRIX".into(), name.into());
         let job = match queue.enqueue(spec).await.unwrap() {
