@@ -514,6 +514,10 @@ impl SecretTarget {
     }
 }
 
+/// How long following a job's log keeps trying to read a job it cannot (a server restarting):
+/// `job logs --retry-for`'s default, and `job submit --follow`'s.
+pub const FOLLOW_RETRY_SECS: u64 = 60;
+
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Queue a build of a repository at a ref or commit.
@@ -537,6 +541,10 @@ pub enum JobCommand {
         /// workflow of `.raibid/`, `RAIBID_MATRIX=NAME` one variant of a matrix.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Then follow the build's logs as `job logs --follow` does, exiting as it ended (0
+        /// only if every job of it succeeded): for scripts that build, then deploy.
+        #[arg(long)]
+        follow: bool,
     },
     /// List jobs, newest first.
     List {
@@ -573,7 +581,7 @@ pub enum JobCommand {
         #[arg(long, value_name = "NAME")]
         step: Option<String>,
         /// With --follow: give up when the job could not be read for this many seconds.
-        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        #[arg(long, value_name = "SECONDS", default_value_t = FOLLOW_RETRY_SECS)]
         retry_for: u64,
     },
     /// Download a job's `artifacts:` through the server (which fetches them from the registry

@@ -713,6 +713,34 @@ async fn the_job_commands_drive_the_api() {
     );
     let row = table.lines().find(|l| l.starts_with(&job.id)).unwrap();
     assert!(row.ends_with(" pipeline"), "{table}");
+
+    // `submit --follow` waits for the build, a matrix's variants included, and exits as it
+    // ended: one variant failed.
+    let (matrix, _) = repo_with(
+        "matrix:\n  N: [\"1\", \"2\"]\nsteps:\n  - name: check\n    run: echo variant-$N; test $N = 1\n",
+    );
+    let out = cli_run(
+        &up,
+        &[
+            "job",
+            "submit",
+            "acme/matrix",
+            "--clone-url",
+            &matrix.url(),
+            "--follow",
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    for line in ["variant-1\n", "variant-2\n"] {
+        assert!(stdout.contains(line), "{line:?} in\n{stdout}\n{stderr}");
+    }
+    for header in ["── N=1 (", "── N=2 ("] {
+        assert!(stderr.contains(header), "{header:?} in\n{stderr}");
+    }
     let shown = cli(&up, &["job", "show", &job.id]);
     assert!(shown.contains("hello") && shown.contains(&sha), "{shown}");
     let logs = cli(&up, &["job", "logs", &job.id]);

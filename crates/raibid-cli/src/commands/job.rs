@@ -25,7 +25,11 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             sha,
             pool,
             env,
+            follow,
         } => {
+            if follow && json {
+                bail!("--follow prints the build's log, which is not JSON: drop --output json");
+            }
             let env = parse_env(&env)?;
             let job = client
                 .submit(&SubmitJob {
@@ -38,6 +42,10 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 })
                 .await?;
             print_queued(&job, json, &source(&job))?;
+            if follow {
+                let retry_for = Duration::from_secs(crate::cli::FOLLOW_RETRY_SECS);
+                return follow_build(&client, &job.id, retry_for, None).await;
+            }
         }
         JobCommand::List {
             status,
