@@ -304,6 +304,7 @@ async fn follow_build(
             Vec::new()
         };
         if children.is_empty() {
+            eprintln!("job {id} finished: {status}");
             failed |= !matches!(status, JobStatus::Success | JobStatus::Skipped);
         } else {
             eprintln!("job {id} queued {} job(s); following them", children.len());
@@ -357,7 +358,6 @@ async fn follow_logs(
                 if let Some(f) = &mut filter {
                     let _ = stdout.write_all(f.finish().as_bytes());
                 }
-                eprintln!("job {id} finished: {status}");
                 return Ok(status);
             }
             Ok(None) => {
