@@ -290,6 +290,65 @@ async fn a_matrix_job_lists_its_variants() {
     let body = page(&server, &format!("/jobs/{parent}")).await;
     assert!(body.contains(&format!("<a href=\"/jobs/{a}\">")), "{body}");
     assert!(body.contains(&format!("<a href=\"/jobs/{b}\">")), "{body}");
+
+    // Once the matrix job has queued them it has passed; the page heads with the build's
+    // status, its jobs' combined (failed as soon as one has), and reloads until they have
+    // all ended.
+    let status = |body: &str| {
+        let start = body.find("<span id=\"status\"").expect("a status badge");
+        body[start..].split('<').nth(1).unwrap().to_owned()
+    };
+    let claimed = server.claim_one("agent-1").await;
+    assert_eq!(claimed.job.id, parent);
+    server.end(&claimed, JobStatus::Success).await;
+    let body = page(&server, &format!("/jobs/{parent}")).await;
+    assert_eq!(
+        status(&body),
+        "span id=\"status\" class=\"status status-running\">running"
+    );
+    assert!(
+        body.contains("<th>build</th><td>0 of 2 jobs finished</td>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        "{body}"
+    );
+    let first = server.claim_one("agent-1").await;
+    assert_eq!(first.job.id, a);
+    server.end(&first, JobStatus::Failure).await;
+    let body = page(&server, &format!("/jobs/{parent}")).await;
+    assert_eq!(
+        status(&body),
+        "span id=\"status\" class=\"status status-failure\">failure"
+    );
+    assert!(
+        body.contains(&format!("<th>build</th><td>1 of 2 jobs failed: {a}</td>")),
+        "{body}"
+    );
+    assert!(
+        body.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        "{body}"
+    );
+    let second = server.claim_one("agent-1").await;
+    server.end(&second, JobStatus::Success).await;
+    let body = page(&server, &format!("/jobs/{parent}")).await;
+    assert_eq!(
+        status(&body),
+        "span id=\"status\" class=\"status status-failure\">failure"
+    );
+    assert!(
+        body.contains(&format!("<th>build</th><td>1 of 2 jobs failed: {a}</td>")),
+        "{body}"
+    );
+    assert!(!body.contains("http-equiv=\"refresh\""), "{body}");
+    // A job of its own (here the variant) heads with its own status.
+    let body = page(&server, &format!("/jobs/{b}")).await;
+    assert_eq!(
+        status(&body),
+        "span id=\"status\" class=\"status status-success\">success"
+    );
+    assert!(!body.contains("<th>build</th>"), "{body}");
 }
 
 /// The job a recorded webhook queued.

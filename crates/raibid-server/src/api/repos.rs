@@ -257,12 +257,19 @@ pub(crate) async fn build(state: &AppState, job: Job) -> Result<Build, QueueErro
     }
     let children =
         futures::future::try_join_all(job.children.iter().map(|id| state.queue().get(id))).await?;
-    let combined = matrix_status(&job, &children, "");
+    let (status, description) = combined(&job, &children);
     Ok(Build {
-        status: combined_status(combined.state),
-        description: Some(combined.description),
+        status,
+        description: Some(description),
         job,
     })
+}
+
+/// Matrix job (or workflows' first job) `job`'s status and description as its commit status
+/// combines its jobs' (`children`, as recorded; `None` for one that is gone).
+pub(crate) fn combined(job: &Job, children: &[Option<Job>]) -> (JobStatus, String) {
+    let combined = matrix_status(job, children, "");
+    (combined_status(combined.state), combined.description)
 }
 
 /// A combined commit status as a job's status (see `matrix_status`: its error is a cancel).

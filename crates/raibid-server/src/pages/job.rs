@@ -17,6 +17,8 @@ use crate::auth::CanRead;
 
 /// A matrix's variants shown on its page; a matrix is far smaller in practice.
 const MAX_CHILDREN: usize = 256;
+/// How often a build's page reloads while its jobs run.
+const BUILD_REFRESH_SECS: u32 = 5;
 
 #[derive(Template)]
 #[template(path = "job.html")]
@@ -31,7 +33,10 @@ struct JobPage {
     /// The repository's secrets, when the token may set them.
     secrets: Option<String>,
     id: String,
+    /// The job's status, or for the first job of several its build's (see `show`).
     status: &'static str,
+    /// Seconds after which the page reloads: while a build's jobs run.
+    refresh: Option<u32>,
     fields: Vec<Field>,
     /// The variables the job was given, by name.
     variables: Vec<(String, String)>,
@@ -139,13 +144,16 @@ pub(super) async fn show(
     }
     let queue = state.queue();
     // Read side by side, as the badge reads them: one round trip's wait, not one per variant.
-    let children: Vec<Job> =
+    let children: Vec<Option<Job>> =
         futures::future::try_join_all(job.children.iter().take(MAX_CHILDREN).map(|c| queue.get(c)))
             .await
-            .map_err(|e| fail(e.into()))?
-            .into_iter()
-            .flatten()
-            .collect();
+            .map_err(|e| fail(e.into()))?;
+    // The first job of a matrix or of several workflows passes once it has queued them: the
+    // page heads with the build's status, theirs combined, as its commit status, the badge and
+    // the repository's page give it.
+    let build = (job.status == JobStatus::Success && !children.is_empty())
+        .then(|| crate::api::repos::combined(&job, &children));
+    let children: Vec<Job> = children.into_iter().flatten().collect();
     let log = match &step {
         None => {
             let tail = log::tail(queue, &job.id, log::TAIL_BYTES)
@@ -222,8 +230,15 @@ pub(super) async fn show(
             .then(|| super::secrets::href(&root, &job.spec.repo)),
         title: title(&job),
         id: job.id.clone(),
-        status: job.status.as_str(),
-        fields: fields(&job, &root, now, pause.as_ref()),
+        status: build
+            .as_ref()
+            .map_or(job.status, |(status, _)| *status)
+            .as_str(),
+        // Until its jobs have ended (a failed one fails the build at once); the job's own
+        // script follows only its own status.
+        refresh: (build.is_some() && children.iter().any(|c| !c.status.is_final()))
+            .then_some(BUILD_REFRESH_SECS),
+        fields: fields(&job, &root, now, pause.as_ref(), build.as_ref()),
         variables: variables(&job),
         children: children
             .iter()
@@ -339,11 +354,20 @@ fn variables(job: &Job) -> Vec<(String, String)> {
         .collect()
 }
 
-fn fields(job: &Job, root: &str, now: DateTime<Utc>, pause: Option<&PoolPause>) -> Vec<Field> {
+fn fields(
+    job: &Job,
+    root: &str,
+    now: DateTime<Utc>,
+    pause: Option<&PoolPause>,
+    build: Option<&(JobStatus, String)>,
+) -> Vec<Field> {
     let mut fields = Vec::new();
     let mut add =
         |name, value: String, href: Option<String>| fields.push(Field { name, value, href });
     let job_href = |id: &str| Some(format!("{root}/jobs/{id}"));
+    if let Some((_, description)) = build {
+        add("build", description.clone(), None);
+    }
     add("job", job.id.clone(), None);
     add(
         "repository",
@@ -493,7 +517,7 @@ mod tests {
         spec.source_branch = Some("fix-<b>".into());
         spec.repo_url = Some("https://github.com/acme/app".into());
         let job = Job::queued("01ARZ3NDEKTSV4RRFFQ69G5FAV", spec, Utc::now());
-        let fields = fields(&job, "/ci", Utc::now(), None);
+        let fields = fields(&job, "/ci", Utc::now(), None, None);
         let field = |name| fields.iter().find(|f| f.name == name).unwrap();
         assert_eq!(
             field("pull request").href.as_deref(),
@@ -514,7 +538,7 @@ mod tests {
             reason: "new disk".into(),
             since: now - chrono::Duration::seconds(90),
         };
-        let paused = super::fields(&job, "/ci", now, Some(&pause));
+        let paused = super::fields(&job, "/ci", now, Some(&pause), None);
         let pool = paused.iter().find(|f| f.name == "pool").unwrap();
         assert_eq!(
             pool.value,
