@@ -385,6 +385,19 @@ artifacts: [out/]
         ),
         "{stderr}"
     );
+
+    // Artifacts that cannot be copied out fail the run, after the jobs' results.
+    let file = copied.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = run(&["--artifacts", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("raibid exec: GREETING=hello success\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("raibid exec: --artifacts: "), "{stderr}");
+    assert!(!stderr.contains("raibid exec: succeeded"), "{stderr}");
     // The registry's storage went with each run.
     let left: Vec<_> = std::fs::read_dir(data.path().join("raibid/exec"))
         .unwrap()

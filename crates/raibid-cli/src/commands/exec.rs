@@ -220,8 +220,15 @@ async fn run_job(
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut agent).await;
     let ended = shown?;
     let kept: Vec<&Job> = ended.iter().filter(|job| job.artifacts.is_some()).collect();
+    // Not copied out is a failed run, said after the jobs' own results rather than in place
+    // of them.
+    let mut not_copied = None;
     match &args.artifacts {
-        Some(dir) => copy_artifacts(config, &kept, ended.len() > 1, dir).await?,
+        Some(dir) => {
+            not_copied = copy_artifacts(config, &kept, ended.len() > 1, dir)
+                .await
+                .err();
+        }
         None if private_registry && !kept.is_empty() => eprintln!(
             "raibid exec: the artifacts were kept in this run's own registry, gone with it: \
              `--artifacts DIR` unpacks them"
@@ -242,7 +249,10 @@ async fn run_job(
             );
         }
     }
-    Ok(if failed.is_empty() {
+    if let Some(e) = &not_copied {
+        eprintln!("raibid exec: --artifacts: {e:#}");
+    }
+    Ok(if failed.is_empty() && not_copied.is_none() {
         eprintln!("raibid exec: succeeded");
         ExitCode::SUCCESS
     } else {
