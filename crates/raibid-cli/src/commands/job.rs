@@ -290,7 +290,7 @@ async fn follow_build(
     let mut pending = vec![root.to_owned()];
     while let Some(id) = pending.pop() {
         if id != root {
-            let job = client.job(&id).await?;
+            let job = read_job(client, &id, retry_for).await?;
             eprintln!(
                 "\n── {} ({id}) ──",
                 job.label().unwrap_or_else(|| "job".into())
@@ -299,7 +299,7 @@ async fn follow_build(
         let filter = step.map(StepFilter::new);
         let status = follow_logs(client, &id, retry_for, filter).await?;
         let children = if status.is_final() {
-            client.job(&id).await?.children
+            read_job(client, &id, retry_for).await?.children
         } else {
             Vec::new()
         };
@@ -318,8 +318,36 @@ async fn follow_build(
     })
 }
 
-/// `logs --follow` of one job: prints the log until the job ends, reconnecting after the last event seen
-/// whenever the stream breaks (server restart, proxy timeout, the server's stream lifetime),
+/// Reads job `id` for [`follow_build`], trying again through what a log stream survives (a
+/// server restarting) for `retry_for`; an answer that asking again will not change (no such
+/// job, not allowed) at once.
+async fn read_job(client: &Client, id: &str, retry_for: Duration) -> anyhow::Result<Job> {
+    let started = Instant::now();
+    let mut backoff = reconnect_backoff();
+    loop {
+        match client.job(id).await {
+            Ok(job) => return Ok(job),
+            Err(e) if is_final_answer(&e) => return Err(e.into()),
+            Err(e) if started.elapsed() >= retry_for => {
+                bail!(
+                    "could not read job {id} for {} s ({e}); giving up",
+                    retry_for.as_secs()
+                )
+            }
+            Err(e) => {
+                let wait = backoff.next_wait();
+                eprintln!(
+                    "raibid: cannot read job {id} ({e}); trying again in {:.1} s",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// `logs --follow` of one job: prints the log until the job ends, reconnecting after the last
+/// event seen whenever the stream breaks (server restart, proxy timeout, the server's stream lifetime),
 /// so a long build can be watched to its end and each line is printed once. Gives up when the
 /// job could not be read for `retry_for`, or at once on answers that asking again will not
 /// change (no such job, not allowed, job deleted).
@@ -364,11 +392,7 @@ async fn follow_logs(
                 readable_at = Instant::now();
                 "the server closed the stream".to_owned()
             }
-            Err(ClientError::Api { status, .. })
-                if (400..500).contains(&status) && status != 408 && status != 429 =>
-            {
-                return Err(result.unwrap_err().into());
-            }
+            Err(e) if is_final_answer(&e) => return Err(e.into()),
             Err(e) => e.to_string(),
         };
         if progressed {
@@ -389,6 +413,13 @@ async fn follow_logs(
         );
         tokio::time::sleep(wait).await;
     }
+}
+
+/// An answer that asking again will not change: no such job, not allowed, job deleted (a
+/// 4xx other than a timeout or too many requests).
+fn is_final_answer(e: &ClientError) -> bool {
+    matches!(e, ClientError::Api { status, .. }
+        if (400..500).contains(status) && *status != 408 && *status != 429)
 }
 
 /// Waits between reconnects: short at first, capped so a server that comes back is found soon.
