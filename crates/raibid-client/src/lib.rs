@@ -336,6 +336,16 @@ impl Client {
         .await
     }
 
+    /// `GET /api/v1/jobs/{id}/build`: the job with the status its commit status gives (for the
+    /// first job of a matrix or of several workflows, its jobs' combined).
+    pub async fn build(&self, id: &str) -> Result<Build, ClientError> {
+        self.json(self.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{}/build", segment(id)),
+        ))
+        .await
+    }
+
     /// [`Client::job`], with `None` for a job the server does not have (never existed, or pruned
     /// since it was last seen), for callers that watch jobs which may go away.
     pub async fn find_job(&self, id: &str) -> Result<Option<Job>, ClientError> {

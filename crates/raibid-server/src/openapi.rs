@@ -582,6 +582,22 @@ fn paths() -> Value {
                 }
             }
         },
+        "/api/v1/jobs/{id}/build": {
+            "get": {
+                "operationId": "show_build",
+                "tags": ["jobs"],
+                "summary": "One job with its build's status",
+                "description": "The job and the status its commit status gives: for the first job of a matrix or of several workflows, which succeeds once it has queued them, its jobs' combined.",
+                "security": [{}, { "bearer": [] }],
+                "parameters": [job_id_parameter()],
+                "responses": {
+                    "200": json_body("The job and its build's status.", schema_ref("Build")),
+                    "401": unauthorized,
+                    "404": not_found,
+                    "503": unavailable
+                }
+            }
+        },
         "/api/v1/jobs/{id}/cancel": {
             "post": {
                 "operationId": "cancel_job",

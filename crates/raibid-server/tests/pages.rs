@@ -277,7 +277,7 @@ async fn a_long_step_shows_its_end_and_says_what_it_leaves_out() {
 }
 
 #[tokio::test]
-async fn a_matrix_job_lists_its_variants() {
+async fn a_matrix_job_lists_its_variants_and_heads_with_its_build_s_status() {
     let server = TestServer::start().await;
     let parent = submit(&server, "acme/app").await;
     let a = submit(&server, "acme/app").await;
@@ -342,6 +342,23 @@ async fn a_matrix_job_lists_its_variants() {
         "{body}"
     );
     assert!(!body.contains("http-equiv=\"refresh\""), "{body}");
+    // The API gives the same (`raibid job show` reads it), and for a job of its own its own.
+    let build = support::json(server.get(&format!("/api/v1/jobs/{parent}/build")).await).await;
+    assert_eq!(
+        (&build["status"], &build["description"], &build["job"]["id"]),
+        (
+            &json!("failure"),
+            &json!(format!("1 of 2 jobs failed: {a}")),
+            &json!(parent)
+        )
+    );
+    let single = support::json(server.get(&format!("/api/v1/jobs/{b}/build")).await).await;
+    assert_eq!(single["status"], "success");
+    assert!(single.get("description").is_none(), "{single}");
+    let missing = server
+        .get("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/build")
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     // A job of its own (here the variant) heads with its own status.
     let body = page(&server, &format!("/jobs/{b}")).await;
     assert_eq!(

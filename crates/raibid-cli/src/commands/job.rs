@@ -77,11 +77,16 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             }
         }
         JobCommand::Show { id } => {
-            let job = client.job(&id).await?;
+            let (job, build) = match client.build(&id).await {
+                Ok(build) => (build.job, build.description.map(|d| (build.status, d))),
+                // A server older than `/build` (or no such job, which this says again).
+                Err(ClientError::Api { status: 404, .. }) => (client.job(&id).await?, None),
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
-                print!("{}", describe(&job, client.base_url()));
+                print!("{}", describe(&job, build.as_ref(), client.base_url()));
                 if let Some(line) = held(&client, &job).await {
                     println!("{line}");
                 }
@@ -520,12 +525,18 @@ async fn held(client: &raibid_client::Client, job: &Job) -> Option<String> {
     ))
 }
 
-fn describe(job: &Job, server: &str) -> String {
+/// `raibid job show`'s text. `build`: the status and description of the build `job` is the
+/// first job of (a matrix, several workflows), its jobs' combined.
+fn describe(job: &Job, build: Option<&(JobStatus, String)>, server: &str) -> String {
     let now = Utc::now();
     let mut out = String::new();
     let mut field = |k: &str, v: String| out.push_str(&format!("{k:<10} {v}\n"));
     field("id", job.id.clone());
     field("status", job.status.to_string());
+    if let Some((status, description)) = build {
+        // The job's own status says only that it queued its jobs.
+        field("build", format!("{status}: {description}"));
+    }
     if let Some(page) = job.page_url(server) {
         field("page", page);
     }
@@ -676,7 +687,7 @@ mod tests {
         });
         let mut job = Job::queued("D".to_owned(), spec, Utc::now());
         job.status = raibid_model::JobStatus::Blocked;
-        let shown = describe(&job, "");
+        let shown = describe(&job, None, "");
         for line in [
             "workflow   deploy\n",
             "pipeline   #17\n",
@@ -688,7 +699,30 @@ mod tests {
         assert!(!shown.contains("approver"), "{shown}");
         assert!(!shown.contains("variable"), "{shown}");
         job.approved_by = Some("release-bot".into());
-        assert!(describe(&job, "").contains("approver   release-bot\n"));
+        assert!(describe(&job, None, "").contains("approver   release-bot\n"));
+    }
+
+    #[test]
+    fn show_gives_a_build_s_combined_status_after_the_job_s_own() {
+        let spec = raibid_model::NewJob::new(
+            "o/r",
+            "u",
+            "refs/heads/main",
+            "a".repeat(40),
+            raibid_model::Event::Push,
+        );
+        let mut job = Job::queued("01MATRIX".to_owned(), spec, Utc::now());
+        job.status = JobStatus::Success;
+        let build = (JobStatus::Failure, "1 of 2 variants failed: N=2".to_owned());
+        let shown = describe(&job, Some(&build), "");
+        assert!(
+            shown.starts_with(
+                "id         01MATRIX\nstatus     success\nbuild      failure: 1 of 2 variants \
+                 failed: N=2\n"
+            ),
+            "{shown}"
+        );
+        assert!(!describe(&job, None, "").contains("build"));
     }
 
     #[test]
@@ -703,7 +737,7 @@ mod tests {
         spec.env.insert("DEPLOY_TO".into(), "staging".into());
         spec.env.insert("NOTE".into(), "two\nlines".into());
         spec.env.insert("RAIBID_MATRIX".into(), "go-1.22".into());
-        let shown = describe(&Job::queued("V".to_owned(), spec, Utc::now()), "");
+        let shown = describe(&Job::queued("V".to_owned(), spec, Utc::now()), None, "");
         for line in [
             "variable   DEPLOY_TO=staging\n",
             "variable   NOTE=two\\nlines\n",
@@ -726,14 +760,14 @@ mod tests {
         spec.pr_number = Some(7);
         spec.target_branch = Some("main".into());
         let mut job = Job::queued("P".to_owned(), spec, Utc::now());
-        let shown = describe(&job, "");
+        let shown = describe(&job, None, "");
         assert!(shown.contains("pull       #7 (into main)\n"), "{shown}");
         assert!(!shown.contains("labels"), "{shown}");
         assert!(!shown.contains("title"), "{shown}");
         job.spec.source_branch = Some("fix".into());
         job.spec.pr_labels = vec!["bug".into(), "ui".into()];
         job.spec.title = Some("Fix the parser".into());
-        let shown = describe(&job, "");
+        let shown = describe(&job, None, "");
         assert!(shown.contains("pull       #7 (fix into main)\n"), "{shown}");
         assert!(shown.contains("labels     bug, ui\n"), "{shown}");
         assert!(shown.contains("title      Fix the parser\n"), "{shown}");
@@ -763,7 +797,7 @@ mod tests {
                 })
                 .collect(),
         });
-        let shown = describe(&job, "");
+        let shown = describe(&job, None, "");
         for line in [
             "tests      40 tests: 17 passed, 22 failed, 1 skipped\n",
             "  failed   app t0: boom\n",

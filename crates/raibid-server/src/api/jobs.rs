@@ -137,6 +137,18 @@ pub(crate) async fn show(
     readable(&state, &reader, &id).await.map(Json)
 }
 
+/// The job with the status its commit status gives: for the first job of a matrix or of
+/// several workflows, its jobs' combined, which its own `success` (it queued them) does not
+/// say. `raibid job show` reads this.
+pub(crate) async fn build(
+    reader: CanRead,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<super::repos::Build>, ApiError> {
+    let job = readable(&state, &reader, &id).await?;
+    Ok(Json(super::repos::build(&state, job).await?))
+}
+
 pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("job {id} not found"))
 }

@@ -24,6 +24,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/api/v1/jobs", submit::submit),
         Route::get("/api/v1/jobs", jobs::list),
         Route::get("/api/v1/jobs/{id}", jobs::show),
+        Route::get("/api/v1/jobs/{id}/build", jobs::build),
         Route::post("/api/v1/jobs/{id}/cancel", jobs::cancel),
         Route::post("/api/v1/jobs/{id}/retry", jobs::retry),
         Route::post("/api/v1/jobs/{id}/retry-failed", jobs::retry_failed),
