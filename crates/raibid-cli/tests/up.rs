@@ -1588,7 +1588,14 @@ async fn up_starts_its_redis_and_registry_again_when_they_die() {
             }
         }
     }
-    assert!(up.log().contains("started again"), "{}", up.log());
+    // Said once each is ready, which is after its process is there to be seen.
+    for program in ["redis-server", "docker-registry"] {
+        let said = format!("started again process=\"{program}\"");
+        while !up.log().contains(&said) {
+            assert!(Instant::now() < deadline, "{said:?} in\n{}", up.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     let kept = client.job(&before.id).await.unwrap();
     assert_eq!(kept.status, JobStatus::Success, "the job of before is kept");
