@@ -294,54 +294,38 @@ async fn a_matrix_job_lists_its_variants_and_heads_with_its_build_s_status() {
     // Once the matrix job has queued them it has passed; the page heads with the build's
     // status, its jobs' combined (failed as soon as one has), and reloads until they have
     // all ended.
-    let status = |body: &str| {
+    // The page's headline status, its build line, and whether it reloads.
+    let head = |body: &str| {
         let start = body.find("<span id=\"status\"").expect("a status badge");
-        body[start..].split('<').nth(1).unwrap().to_owned()
+        let status = body[start..].split('>').nth(1).unwrap().split('<').next();
+        let build = body.split("<th>build</th><td>").nth(1);
+        (
+            status.unwrap().to_owned(),
+            build.map(|rest| rest.split('<').next().unwrap().to_owned()),
+            body.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        )
     };
     let claimed = server.claim_one("agent-1").await;
     assert_eq!(claimed.job.id, parent);
     server.end(&claimed, JobStatus::Success).await;
     let body = page(&server, &format!("/jobs/{parent}")).await;
-    assert_eq!(
-        status(&body),
-        "span id=\"status\" class=\"status status-running\">running"
-    );
-    assert!(
-        body.contains("<th>build</th><td>0 of 2 jobs finished</td>"),
-        "{body}"
-    );
-    assert!(
-        body.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
-        "{body}"
-    );
+    let expected = ("running".into(), Some("0 of 2 jobs finished".into()), true);
+    assert_eq!(head(&body), expected, "{body}");
     let first = server.claim_one("agent-1").await;
     assert_eq!(first.job.id, a);
     server.end(&first, JobStatus::Failure).await;
     let body = page(&server, &format!("/jobs/{parent}")).await;
-    assert_eq!(
-        status(&body),
-        "span id=\"status\" class=\"status status-failure\">failure"
-    );
-    assert!(
-        body.contains(&format!("<th>build</th><td>1 of 2 jobs failed: {a}</td>")),
-        "{body}"
-    );
-    assert!(
-        body.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
-        "{body}"
-    );
+    let failed = format!("1 of 2 jobs failed: {a}");
+    let expected = ("failure".into(), Some(failed.clone()), true);
+    assert_eq!(head(&body), expected, "{body}");
     let second = server.claim_one("agent-1").await;
     server.end(&second, JobStatus::Success).await;
     let body = page(&server, &format!("/jobs/{parent}")).await;
     assert_eq!(
-        status(&body),
-        "span id=\"status\" class=\"status status-failure\">failure"
-    );
-    assert!(
-        body.contains(&format!("<th>build</th><td>1 of 2 jobs failed: {a}</td>")),
+        head(&body),
+        ("failure".into(), Some(failed), false),
         "{body}"
     );
-    assert!(!body.contains("http-equiv=\"refresh\""), "{body}");
     // The API gives the same (`raibid job show` reads it), and for a job of its own its own.
     let build = support::json(server.get(&format!("/api/v1/jobs/{parent}/build")).await).await;
     assert_eq!(
@@ -361,11 +345,7 @@ async fn a_matrix_job_lists_its_variants_and_heads_with_its_build_s_status() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     // A job of its own (here the variant) heads with its own status.
     let body = page(&server, &format!("/jobs/{b}")).await;
-    assert_eq!(
-        status(&body),
-        "span id=\"status\" class=\"status status-success\">success"
-    );
-    assert!(!body.contains("<th>build</th>"), "{body}");
+    assert_eq!(head(&body), ("success".into(), None, false), "{body}");
 }
 
 /// The job a recorded webhook queued.
