@@ -559,9 +559,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_port_taken_before_redis_binds_it_is_given_up_for_the_next() {
-        if which("redis-server").is_none() {
-            panic!("redis-server is needed: sudo apt-get install -y redis-server");
-        }
+        raibid_testkit::require_binary("redis-server", "redis-server");
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().join("redis");
         let holder = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -601,9 +599,7 @@ mod tests {
     /// instead of failing.
     #[tokio::test]
     async fn a_slow_aof_load_is_waited_out_and_a_silent_server_is_given_up_on() {
-        if which("redis-server").is_none() {
-            panic!("redis-server is needed: sudo apt-get install -y redis-server");
-        }
+        raibid_testkit::require_binary("redis-server", "redis-server");
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().join("redis");
         let keys = 8000;

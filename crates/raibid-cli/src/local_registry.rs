@@ -45,7 +45,7 @@ impl LocalRegistry {
         crate::private_files::ensure_dir(dir)?;
         crate::private_files::restrict_tree(dir)?;
         let port = port_for(dir)?;
-        // The registry's htpasswd takes bcrypt alone; cost 10 is its own tool's default.
+        // The registry's htpasswd takes bcrypt alone.
         let hash = bcrypt::hash(password, bcrypt_cost(password))
             .context("hashing the registry password")?;
         let htpasswd = dir.join("htpasswd");
@@ -189,28 +189,16 @@ async fn garbage_collect(binary: &Path, config: &Path, dir: &Path, log: &std::fs
 
 /// The bcrypt cost of the registry's password hash. The registry checks it on every request,
 /// and a push or pull makes several (an artifact's push about eight): at bcrypt's default
-/// cost of 10 that took some 60 ms each. A password as long as the generated ones (48 hex
-/// digits, 192 bits) cannot be guessed from its hash whatever the cost, so it gets the least
-/// (4, its least: under a millisecond); a shorter one, written into the password file by hand, keeps the
-/// default.
+/// cost of 10 (also htpasswd's) that took some 60 ms each. A password as long as the
+/// generated ones (48 hex digits, 192 bits) cannot be guessed from its hash whatever the cost,
+/// so it gets bcrypt's least, 4 (under a millisecond); a shorter one, written into the
+/// password file by hand, keeps the default.
 fn bcrypt_cost(password: &str) -> u32 {
     if password.len() >= 48 {
         4
     } else {
         bcrypt::DEFAULT_COST
     }
-}
-
-/// Whether `config` names no registry: neither `agent.registry.host` nor a forge (`gitea.url`
-/// as configured by default names the in-cluster Gitea, which a machine without the cluster
-/// cannot reach).
-pub fn none_configured(config: &raibid_config::Config) -> bool {
-    config.agent.registry.host.trim().is_empty() && !forge_configured(config)
-}
-
-/// Whether `gitea.url` was set: its registry is then the one image builds push to.
-pub fn forge_configured(config: &raibid_config::Config) -> bool {
-    config.gitea.url != raibid_config::GiteaConfig::default().url
 }
 
 /// The port a registry started in `dir` listened on last.

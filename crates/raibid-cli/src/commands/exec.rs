@@ -84,7 +84,7 @@ async fn run_snapshot(
             return Err(e);
         }
     };
-    let result = run_job(config, args, top, snapshot, registry.is_some()).await;
+    let result = run_job(config, args, top, snapshot).await;
     if let Some((registry, _dir)) = registry {
         registry.stop().await;
     }
@@ -123,7 +123,6 @@ async fn run_job(
     args: &ExecArgs,
     top: &Path,
     snapshot: &Snapshot,
-    private_registry: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut pools = vec![PoolName::default()];
     for pool in config.agent.pools.iter().chain(&args.pools) {
@@ -221,20 +220,21 @@ async fn run_job(
     let ended = shown?;
     let kept: Vec<&Job> = ended.iter().filter(|job| job.artifacts.is_some()).collect();
     // Not copied out is a failed run, said after the jobs' own results rather than in place
-    // of them.
-    let mut not_copied = None;
-    match &args.artifacts {
-        Some(dir) => {
-            not_copied = copy_artifacts(config, &kept, ended.len() > 1, dir)
-                .await
-                .err();
+    // of them. Kept at all, they are in the run's own registry (see `start_registry`).
+    let not_copied = match &args.artifacts {
+        Some(dir) => copy_artifacts(config, &kept, ended.len() > 1, dir)
+            .await
+            .err(),
+        None => {
+            if !kept.is_empty() {
+                eprintln!(
+                    "raibid exec: the artifacts were kept in this run's own registry, gone \
+                     with it: `--artifacts DIR` unpacks them"
+                );
+            }
+            None
         }
-        None if private_registry && !kept.is_empty() => eprintln!(
-            "raibid exec: the artifacts were kept in this run's own registry, gone with it: \
-             `--artifacts DIR` unpacks them"
-        ),
-        None => {}
-    }
+    };
     let failed: Vec<&Job> = ended
         .iter()
         .filter(|job| !matches!(job.status, JobStatus::Success | JobStatus::Skipped))

@@ -438,9 +438,8 @@ async fn join<T>(
 fn wants_own_registry(config: &Config, registry_dir: &Path) -> bool {
     let host = config.agent.registry.host.trim();
     config.up.registry
-        && (local_registry::none_configured(config)
-            || (local_registry::kept_host(registry_dir).as_deref() == Some(host)
-                && !local_registry::forge_configured(config)))
+        && (host.is_empty() || local_registry::kept_host(registry_dir).as_deref() == Some(host))
+        && config.gitea.url == raibid_config::GiteaConfig::default().url
 }
 
 /// The agents' registry settings as the variables that override them.
