@@ -575,3 +575,34 @@ fn pipeline_check_reports_errors_where_they_are_written() {
         "{out:?}"
     );
 }
+
+/// `job submit --follow` prints the build's log, which `--output json` could not parse: the
+/// two are refused together, before anything is queued (no server listens here).
+#[test]
+fn submit_follow_with_json_output_is_refused_before_anything_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "").unwrap();
+    let out = raibid(
+        &config,
+        &[
+            "job",
+            "submit",
+            "acme/app",
+            "--clone-url",
+            "https://git.example/acme/app.git",
+            "--follow",
+            "-o",
+            "json",
+            "--server",
+            "http://127.0.0.1:9",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--follow prints the build's log, which is not JSON: drop --output json"),
+        "{stderr}"
+    );
+}
