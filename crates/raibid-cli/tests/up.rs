@@ -557,8 +557,8 @@ async fn twenty_jobs_with_four_agents_at_most_then_back_to_zero() {
             })
             .await
             .unwrap();
-        if page.jobs.iter().all(|j| j.status.is_final()) {
-            assert!(page.jobs.iter().all(|j| j.status == JobStatus::Success));
+        if page.jobs.iter().all(|j| j.status().is_final()) {
+            assert!(page.jobs.iter().all(|j| j.status() == JobStatus::Success));
             assert_eq!(page.jobs.len(), 20);
             break;
         }
@@ -741,6 +741,20 @@ async fn the_job_commands_drive_the_api() {
     for header in ["── N=1 (", "── N=2 ("] {
         assert!(stderr.contains(header), "{header:?} in\n{stderr}");
     }
+    // The list shows the build's status on the matrix job, which passed once it had queued
+    // its variants.
+    let first = stdout
+        .lines()
+        .chain(stderr.lines())
+        .find_map(|l| l.strip_prefix("queued ")?.split(' ').next())
+        .unwrap_or_else(|| panic!("no job queued in\n{stdout}\n{stderr}"));
+    assert_eq!(
+        wait_final(&client, first, Duration::from_secs(5)).await.status,
+        JobStatus::Success
+    );
+    let table = cli(&up, &["job", "list", "--repo", "acme/matrix"]);
+    let row = table.lines().find(|l| l.starts_with(first)).unwrap();
+    assert!(row.contains(" failure "), "{table}");
     let shown = cli(&up, &["job", "show", &job.id]);
     assert!(shown.contains("hello") && shown.contains(&sha), "{shown}");
     let logs = cli(&up, &["job", "logs", &job.id]);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use raibid_model::{
-    AgentInfo, Event, Job, JobStatus, PoolStats, RepoSecret, ScalerStatus, SecretScope,
+    AgentInfo, Event, Job, JobStatus, ListedJob, PoolStats, RepoSecret, ScalerStatus, SecretScope,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +68,7 @@ pub struct ListJobs {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct JobList {
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<ListedJob>,
     pub next_cursor: Option<String>,
 }
 

@@ -701,6 +701,65 @@ pub struct Job {
     pub approved_by: Option<String>,
 }
 
+/// A job as the job lists serve it: the stored record, and for a job that queued others its
+/// build's status, so that a list does not show a matrix green whose variant failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedJob {
+    #[serde(flatten)]
+    pub job: Job,
+    /// Set for a job that queued others (matrix variants, the workflows of `.raibid/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildStatus>,
+}
+
+impl ListedJob {
+    /// The status a list shows: the build's, for a job that queued others.
+    pub fn status(&self) -> JobStatus {
+        self.build.as_ref().map_or(self.job.status, |b| b.status)
+    }
+}
+
+/// The status of a build of several jobs, as its commit status combines them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildStatus {
+    /// The first job's own status until it passed; then its jobs' combined: `running` until
+    /// they all end, then `failure` if one failed, else `cancelled` if one was cancelled, else
+    /// `success`.
+    pub status: JobStatus,
+    /// What the combined status says (`1 of 3 variants failed: N=2`), once the first job passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl BuildStatus {
+    /// The status of a build whose first job passed, from its jobs' (`children`; `None` for
+    /// one that no longer exists): `failure` if one failed (or could not run, or was given
+    /// up), else `cancelled` if one was, else `success` once all ended (skipped jobs
+    /// too), else `running`. The commit status, the web pages, the API and
+    /// the dashboard all combine by this one rule.
+    pub fn combine<'a>(children: impl IntoIterator<Item = Option<&'a Job>>) -> JobStatus {
+        let mut cancelled = false;
+        let mut ended = true;
+        for child in children {
+            match child.map(|c| c.status) {
+                Some(JobStatus::Failure | JobStatus::Error | JobStatus::Dead) => {
+                    return JobStatus::Failure;
+                }
+                Some(JobStatus::Cancelled) => cancelled = true,
+                Some(status) if status.is_final() => {}
+                _ => ended = false,
+            }
+        }
+        if cancelled {
+            JobStatus::Cancelled
+        } else if ended {
+            JobStatus::Success
+        } else {
+            JobStatus::Running
+        }
+    }
+}
+
 /// Who erased a job's log ([`Job::log_erased`]), and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogErased {
@@ -889,6 +948,53 @@ mod tests {
         let mut job = Job::queued(format!("id-{workflow}"), spec, chrono::Utc::now());
         job.status = status;
         job
+    }
+
+    #[test]
+    fn a_build_fails_as_soon_as_one_job_fails_and_passes_once_all_ended() {
+        use JobStatus::*;
+        let combine = |statuses: &[Option<JobStatus>]| {
+            let jobs: Vec<Option<Job>> = statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.map(|s| job(&i.to_string(), s)))
+                .collect();
+            BuildStatus::combine(jobs.iter().map(Option::as_ref))
+        };
+        assert_eq!(combine(&[Some(Running), Some(Failure)]), Failure);
+        assert_eq!(combine(&[Some(Cancelled), Some(Dead)]), Failure);
+        assert_eq!(combine(&[Some(Error), Some(Success)]), Failure);
+        assert_eq!(combine(&[Some(Queued), Some(Cancelled)]), Cancelled);
+        assert_eq!(combine(&[Some(Success), Some(Skipped)]), Success);
+        assert_eq!(combine(&[Some(Success), Some(Blocked)]), Running);
+        // A job that is gone never ends, as the commit status counts it.
+        assert_eq!(combine(&[Some(Success), None]), Running);
+    }
+
+    #[test]
+    fn a_listed_job_is_the_record_with_its_build_beside() {
+        use JobStatus::*;
+        let mut record = job("w", Success);
+        record.children = vec!["c".into()];
+        let listed = ListedJob {
+            job: record.clone(),
+            build: Some(BuildStatus {
+                status: Failure,
+                description: Some("1 of 1 job failed: c".into()),
+            }),
+        };
+        let value = serde_json::to_value(&listed).unwrap();
+        assert_eq!(value["id"], "id-w");
+        assert_eq!(value["status"], "success");
+        assert_eq!(value["build"]["status"], "failure");
+        assert_eq!(serde_json::from_value::<ListedJob>(value).unwrap(), listed);
+        assert_eq!(listed.status(), Failure);
+        // A record of its own, as a server without builds in its lists gives it.
+        let plain: ListedJob = serde_json::to_value(&record)
+            .and_then(serde_json::from_value)
+            .unwrap();
+        assert_eq!((plain.status(), plain.build), (Success, None));
+        assert_eq!(plain.job, record);
     }
 
     #[test]

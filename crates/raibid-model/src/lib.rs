@@ -14,9 +14,9 @@ pub mod step_log;
 
 pub use agent::AgentInfo;
 pub use job::{
-    Event, Forge, Job, JobArtifacts, JobStatus, LogErased, MAX_PR_LABEL_LEN, MAX_PR_LABELS,
-    MAX_TITLE_CHARS, Needs, NeedsVerdict, NewJob, Outcome, StepResult, StepStatus, TestFailure,
-    TestReport, title_line,
+    BuildStatus, Event, Forge, Job, JobArtifacts, JobStatus, ListedJob, LogErased,
+    MAX_PR_LABEL_LEN, MAX_PR_LABELS, MAX_TITLE_CHARS, Needs, NeedsVerdict, NewJob, Outcome,
+    StepResult, StepStatus, TestFailure, TestReport, title_line,
 };
 pub use pool::{PoolName, PoolNameError};
 pub use secret::{RepoSecret, SecretScope};

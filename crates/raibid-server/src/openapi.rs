@@ -967,7 +967,7 @@ fn schemas() -> Value {
         "JobList": {
             "type": "object", "required": ["jobs", "next_cursor"],
             "properties": {
-                "jobs": { "type": "array", "items": schema_ref("Job") },
+                "jobs": { "type": "array", "items": schema_ref("ListedJob") },
                 "next_cursor": opt_string
             }
         },
@@ -1100,6 +1100,27 @@ fn schemas() -> Value {
             "description": { "type": "string", "description": "What the combined status says; absent for a single job." },
             "job": schema_ref("Job")
         }
+    });
+    schemas["ListedJob"] = json!({
+        "description": "A job as the job list gives it: the job, and for one that queued others (a matrix's variants, the workflows of .raibid/) its build's status, which the web list and the dashboard show in its place. The status filter reads the job's own.",
+        "allOf": [
+            schema_ref("Job"),
+            {
+                "type": "object",
+                "properties": {
+                    "build": {
+                        "type": "object", "required": ["status"],
+                        "properties": {
+                            "status": {
+                                "allOf": [schema_ref("JobStatus")],
+                                "description": "The job's own until it passed; then its jobs' combined, as the commit status gives it (see Build)."
+                            },
+                            "description": { "type": "string", "description": "What the combined status says, once the job passed." }
+                        }
+                    }
+                }
+            }
+        ]
     });
     schemas["RefBuild"] = json!({
         "description": "A ref and its newest build.",

@@ -1751,3 +1751,72 @@ async fn a_signed_in_browser_erases_a_finished_job_s_log() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn the_job_lists_show_a_build_s_status_on_its_first_job() {
+    let server = TestServer::start().await;
+    let parent = submit(&server, "acme/app").await;
+    let a = submit(&server, "acme/app").await;
+    let b = submit(&server, "acme/app").await;
+    server
+        .queue
+        .set_children(&parent, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    // The API's list: each entry, and its `build` if it has one.
+    let listed = || async {
+        let list = support::json(server.get("/api/v1/jobs?repo=acme/app").await).await;
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| (j["id"].as_str().unwrap().to_owned(), j.clone()))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    // The web list's row of the first job: its status badge and what the build says.
+    let row = |body: &str| {
+        let start = body.find(&format!("<a href=\"/jobs/{parent}\">")).unwrap();
+        let row = &body[start..start + body[start..].find("</tr>").unwrap()];
+        let status = row.split("class=\"status status-").nth(1).unwrap();
+        let build = row.split("class=\"detail title build\" title=\"").nth(1);
+        (
+            status.split('"').next().unwrap().to_owned(),
+            build.map(|b| b.split('"').next().unwrap().to_owned()),
+        )
+    };
+
+    // Queued, it is its own build: the API says so, with its own status.
+    let jobs = listed().await;
+    assert_eq!(jobs[&parent]["build"], json!({"status": "queued"}));
+    assert!(jobs[&a].get("build").is_none(), "{}", jobs[&a]);
+    let claimed = server.claim_one("agent-1").await;
+    server.end(&claimed, JobStatus::Success).await;
+    let jobs = listed().await;
+    assert_eq!(jobs[&parent]["status"], "success");
+    assert_eq!(
+        jobs[&parent]["build"],
+        json!({"status": "running", "description": "0 of 2 jobs finished"})
+    );
+    let body = page(&server, "/jobs").await;
+    assert_eq!(
+        row(&body),
+        ("running".into(), Some("0 of 2 jobs finished".into()))
+    );
+
+    let first = server.claim_one("agent-1").await;
+    assert_eq!(first.job.id, a);
+    server.end(&first, JobStatus::Failure).await;
+    let failed = format!("1 of 2 jobs failed: {a}");
+    let jobs = listed().await;
+    assert_eq!(
+        jobs[&parent]["build"],
+        json!({"status": "failure", "description": failed})
+    );
+    assert!(jobs[&b].get("build").is_none(), "{}", jobs[&b]);
+    let body = page(&server, "/jobs").await;
+    assert_eq!(row(&body), ("failure".into(), Some(failed.clone())));
+    // The status filter reads the jobs' own: the first job passed.
+    let passed = support::json(server.get("/api/v1/jobs?status=success").await).await;
+    assert_eq!(passed["jobs"][0]["id"], json!(parent));
+    assert_eq!(passed["jobs"][0]["build"]["status"], "failure");
+}

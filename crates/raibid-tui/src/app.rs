@@ -105,8 +105,14 @@ impl App {
 
     pub fn apply(&mut self, event: DataEvent) {
         match event {
-            DataEvent::Jobs(update) => self.jobs.apply(update),
-            DataEvent::Job(job) => self.detail.update_job(*job),
+            DataEvent::Jobs(update) => {
+                self.jobs.apply(update);
+                self.show_build();
+            }
+            DataEvent::Job(job) => {
+                self.detail.update_job(*job);
+                self.show_build();
+            }
             DataEvent::Pools { pools, scalers, at } => {
                 self.queues.set_pools(pools, scalers, at);
             }
@@ -213,6 +219,15 @@ impl App {
         }
     }
 
+    /// Gives the open job's page its build's status, from the jobs the list holds.
+    fn show_build(&mut self) {
+        let build = self
+            .detail
+            .job()
+            .and_then(|job| self.jobs.build_status(job));
+        self.detail.set_build(build);
+    }
+
     fn perform(&mut self, action: Action) -> Option<Command> {
         match action {
             Action::OpenJob(job) => {
@@ -224,6 +239,7 @@ impl App {
                 }
                 let id = job.id.clone();
                 self.detail.open(*job);
+                self.show_build();
                 Some(Command::FollowJob(id))
             }
             Action::Back => {

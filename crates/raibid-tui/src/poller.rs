@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use raibid_client::{Backoff, Client, ClientError, ListJobs, LogEvent};
-use raibid_model::{Job, JobStatus};
+use raibid_model::{Job, JobStatus, ListedJob};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::components::MAX_JOBS;
@@ -88,6 +88,11 @@ impl Watch {
             self.last_read.remove(id);
         }
     }
+}
+
+/// The records of listed jobs.
+fn jobs(listed: Vec<ListedJob>) -> Vec<Job> {
+    listed.into_iter().map(|l| l.job).collect()
 }
 
 pub(crate) struct Poller {
@@ -198,16 +203,18 @@ impl Poller {
                 .await?;
             history.loaded += page.jobs.len();
             history.cursor = page.next_cursor;
-            older = page.jobs;
+            older = jobs(page.jobs);
         }
-        let active: Vec<Job> = blocked
-            .jobs
+        // The dashboard combines a build's status from the jobs it holds (`JobStore`), which
+        // the watch keeps fresh; the lists' own combination would go stale on a first job
+        // that is no longer listed.
+        let newest = jobs(newest.jobs);
+        let active: Vec<Job> = jobs(blocked.jobs)
             .into_iter()
-            .chain(queued.jobs)
-            .chain(running.jobs)
+            .chain(jobs(queued.jobs))
+            .chain(jobs(running.jobs))
             .collect();
         let covered: HashSet<&str> = newest
-            .jobs
             .iter()
             .chain(&active)
             .chain(&older)
@@ -228,17 +235,12 @@ impl Poller {
             }
         }
         watch.record(
-            newest
-                .jobs
-                .iter()
-                .chain(&active)
-                .chain(&older)
-                .chain(&refreshed),
+            newest.iter().chain(&active).chain(&older).chain(&refreshed),
             &gone,
         );
         let mut events = vec![
             DataEvent::Jobs(JobsUpdate {
-                newest: newest.jobs,
+                newest,
                 active,
                 older,
                 refreshed,

@@ -148,6 +148,17 @@ fn with_workflows() -> App {
         Kubeconfig::Missing("/home/ci/.kube/config".into()),
         "raibid-ci",
     );
+    app.apply(DataEvent::Jobs(JobsUpdate {
+        newest: workflow_jobs(),
+        at: now(),
+        ..Default::default()
+    }));
+    app.apply(DataEvent::Connected { at: at(-1) });
+    app
+}
+
+/// [`with_workflows`]'s jobs, newest first.
+fn workflow_jobs() -> Vec<raibid_model::Job> {
     let parent = ulid(200);
     let mut jobs = Vec::new();
     let children = [
@@ -168,13 +179,44 @@ fn with_workflows() -> App {
         }
         jobs.push(j);
     }
+    // The first job queued the others: the list shows their build's status on it.
+    jobs[0].children = jobs[1..].iter().map(|j| j.id.clone()).collect();
+    jobs
+}
+
+/// The first job of a build passed once it queued the others: the list and its page show
+/// the build's status, theirs combined, which fails as soon as one of them has.
+#[test]
+fn the_first_job_of_a_build_shows_the_build_s_status() {
+    let mut app = with_workflows();
+    let first_row = |app: &mut App| {
+        let text = screen_text(&render(app, 120, 12));
+        let row = text.iter().find(|l| l.contains("2W9R000200")).cloned();
+        row.unwrap_or_else(|| panic!("the first job's row in\n{}", text.join("\n")))
+    };
+    assert!(
+        first_row(&mut app).contains(" running "),
+        "{}",
+        first_row(&mut app)
+    );
+    // The running variant fails.
+    let mut jobs = workflow_jobs();
+    assert_eq!(jobs[1].status, JobStatus::Running);
+    jobs[1].status = JobStatus::Failure;
     app.apply(DataEvent::Jobs(JobsUpdate {
         newest: jobs,
         at: now(),
         ..Default::default()
     }));
-    app.apply(DataEvent::Connected { at: at(-1) });
-    app
+    let row = first_row(&mut app);
+    assert!(
+        row.contains(" failure ") && !row.contains("success"),
+        "{row}"
+    );
+    // Its page: its own status (it passed), then the build's.
+    app.handle_input(&key(KeyCode::Enter));
+    let text = screen_text(&render(&mut app, 120, 24)).join("\n");
+    assert!(text.contains("success  build failure  attempt 1"), "{text}");
 }
 
 /// The filter finds jobs by their label too.

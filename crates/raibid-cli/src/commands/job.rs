@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use raibid_client::{Backoff, Client, ClientError, ListJobs, LogEvent, SubmitJob};
 use raibid_config::Config;
-use raibid_model::{Job, JobStatus};
+use raibid_model::{Job, JobStatus, ListedJob};
 
 use crate::cli::{JobArgs, JobCommand, Output};
 use crate::output::{ago, duration, table};
@@ -463,11 +463,14 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(10)]
 }
 
-pub fn jobs_table(jobs: &[Job]) -> String {
+/// STATUS is the build's for the first job of a matrix or of several workflows (see
+/// [`ListedJob`]), as the web list and the dashboard show it.
+pub fn jobs_table(jobs: &[ListedJob]) -> String {
     let now = Utc::now();
     let rows: Vec<Vec<String>> = jobs
         .iter()
-        .map(|j| {
+        .map(|listed| {
+            let j = &listed.job;
             vec![
                 j.id.clone(),
                 j.spec.repo.clone(),
@@ -475,7 +478,7 @@ pub fn jobs_table(jobs: &[Job]) -> String {
                 short(&j.spec.sha).to_owned(),
                 j.label().unwrap_or_default(),
                 j.spec.pool.to_string(),
-                j.status.to_string(),
+                listed.status().to_string(),
                 j.agent.clone().unwrap_or_default(),
                 ago(j.created_at, now),
                 j.duration(now).map(duration).unwrap_or_default(),
@@ -837,7 +840,11 @@ mod tests {
         ];
         let labels: Vec<String> = jobs.iter().map(|j| j.label().unwrap_or_default()).collect();
         assert_eq!(labels, ["", "test/RUST=1.80", "deploy", "OS=linux", ""]);
-        let table = jobs_table(&jobs);
+        let listed = |job: &Job| ListedJob {
+            job: job.clone(),
+            build: None,
+        };
+        let table = jobs_table(&jobs.iter().map(listed).collect::<Vec<_>>());
         assert!(
             table.lines().next().unwrap().contains("SHA         JOB"),
             "{table}"
@@ -845,9 +852,22 @@ mod tests {
         assert!(table.lines().next().unwrap().ends_with(" TITLE"), "{table}");
         let mut titled = jobs[0].clone();
         titled.spec.title = Some(format!("Fix {}", "x".repeat(60)));
-        let table = jobs_table(&[titled]);
+        let table = jobs_table(&[listed(&titled)]);
         let row = table.lines().nth(1).unwrap();
         assert!(row.ends_with(&format!("Fix {}…", "x".repeat(45))), "{row}");
+        assert!(row.contains(" queued "), "{row}");
+
+        // The first job of a build: its build's status, not its own.
+        let build = ListedJob {
+            build: Some(raibid_model::BuildStatus {
+                status: JobStatus::Failure,
+                description: Some("1 of 2 variants failed: N=2".into()),
+            }),
+            ..listed(&titled)
+        };
+        let row = jobs_table(&[build]).lines().nth(1).unwrap().to_owned();
+        assert!(row.contains(" failure "), "{row}");
+        assert!(!row.contains(" queued "), "{row}");
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub async fn run(config: &Config, args: StatusArgs) -> anyhow::Result<ExitCode> 
             .await?;
         failures.extend(page.jobs);
     }
-    failures.sort_by(|a, b| b.id.cmp(&a.id));
+    failures.sort_by(|a, b| b.job.id.cmp(&a.job.id));
     failures.truncate(5);
 
     if args.api.output == Output::Json {

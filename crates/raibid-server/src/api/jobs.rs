@@ -4,8 +4,8 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use raibid_model::{Event, Job, JobStatus, PoolName};
-use raibid_queue::{CancelResult, JobFilter};
+use raibid_model::{Event, Job, JobStatus, ListedJob, PoolName};
+use raibid_queue::{CancelResult, JobFilter, QueueError};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -30,7 +30,7 @@ pub(crate) struct ListParams {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct JobList {
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<ListedJob>,
     pub next_cursor: Option<String>,
 }
 
@@ -114,10 +114,22 @@ pub(crate) async fn page(
             &|job| reader.may_read(&job.spec.repo),
         )
         .await?;
+    let jobs =
+        futures::future::try_join_all(page.jobs.into_iter().map(|job| listed(state, job))).await?;
     Ok(JobList {
-        jobs: page.jobs,
+        jobs,
         next_cursor: page.next_cursor,
     })
+}
+
+/// `job` with its build's status, if it queued others.
+async fn listed(state: &AppState, job: Job) -> Result<ListedJob, QueueError> {
+    let build = if job.children.is_empty() {
+        None
+    } else {
+        Some(super::repos::build_status(state, &job).await?)
+    };
+    Ok(ListedJob { job, build })
 }
 
 pub(crate) async fn list(

@@ -15,8 +15,7 @@ use std::collections::HashSet;
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use raibid_forge::StatusState;
-use raibid_model::{Event, Job, JobStatus};
+use raibid_model::{BuildStatus, Event, Job, JobStatus};
 use raibid_queue::{JobFilter, QueueError};
 use serde::Serialize;
 
@@ -248,38 +247,41 @@ impl Refs {
 /// `job` with the status its commit status gives: for the first job of several that passed,
 /// its jobs' combined status, as the reporter and the badge combine them.
 pub(crate) async fn build(state: &AppState, job: Job) -> Result<Build, QueueError> {
+    let BuildStatus {
+        status,
+        description,
+    } = build_status(state, &job).await?;
+    Ok(Build {
+        status,
+        description,
+        job,
+    })
+}
+
+/// [`build`]'s status of `job`.
+pub(crate) async fn build_status(state: &AppState, job: &Job) -> Result<BuildStatus, QueueError> {
     if job.children.is_empty() || job.status != JobStatus::Success {
-        return Ok(Build {
+        return Ok(BuildStatus {
             status: job.status,
             description: None,
-            job,
         });
     }
     let children =
         futures::future::try_join_all(job.children.iter().map(|id| state.queue().get(id))).await?;
-    let (status, description) = combined(&job, &children);
-    Ok(Build {
+    let (status, description) = combined(job, &children);
+    Ok(BuildStatus {
         status,
         description: Some(description),
-        job,
     })
 }
 
 /// Matrix job (or workflows' first job) `job`'s status and description as its commit status
 /// combines its jobs' (`children`, as recorded; `None` for one that is gone).
 pub(crate) fn combined(job: &Job, children: &[Option<Job>]) -> (JobStatus, String) {
-    let combined = matrix_status(job, children, "");
-    (combined_status(combined.state), combined.description)
-}
-
-/// A combined commit status as a job's status (see `matrix_status`: its error is a cancel).
-fn combined_status(state: StatusState) -> JobStatus {
-    match state {
-        StatusState::Pending => JobStatus::Running,
-        StatusState::Success => JobStatus::Success,
-        StatusState::Failure => JobStatus::Failure,
-        StatusState::Error => JobStatus::Cancelled,
-    }
+    (
+        BuildStatus::combine(children.iter().map(Option::as_ref)),
+        matrix_status(job, children, "").description,
+    )
 }
 
 #[cfg(test)]
@@ -347,13 +349,5 @@ mod tests {
         }
         assert_eq!(refs.branches.list.len(), MAX_REFS);
         assert_eq!(refs.branches.list[0].0, "b0");
-    }
-
-    #[test]
-    fn a_combined_error_is_a_cancel() {
-        assert_eq!(combined_status(StatusState::Pending), JobStatus::Running);
-        assert_eq!(combined_status(StatusState::Error), JobStatus::Cancelled);
-        assert_eq!(combined_status(StatusState::Failure), JobStatus::Failure);
-        assert_eq!(combined_status(StatusState::Success), JobStatus::Success);
     }
 }

@@ -54,7 +54,11 @@ struct Row {
     name: String,
     /// The head commit's subject or the pull request's title.
     title: String,
+    /// For a job that queued others, its build's (see [`raibid_model::ListedJob`]).
     status: &'static str,
+    /// What the build's status says (`1 of 3 variants failed: N=2`), for a job that queued
+    /// others.
+    build: String,
     repo: String,
     git_ref: String,
     /// The job list of the repository's builds of the branch the job builds, if it builds one.
@@ -127,11 +131,12 @@ pub(super) async fn list(
             || filter.pool.is_some()
             || filter.branch.is_some()
             || filter.event.is_some(),
-        refresh: first_page && jobs.jobs.iter().any(|j| !j.status.is_final()),
+        refresh: first_page && jobs.jobs.iter().any(|j| !j.status().is_final()),
         rows: jobs
             .jobs
             .iter()
-            .map(|j| Row {
+            .map(|listed| (listed, &listed.job))
+            .map(|(listed, j)| Row {
                 id: j.id.clone(),
                 name: match (j.spec.number, j.label()) {
                     (Some(n), Some(label)) => format!("#{n} {label}"),
@@ -140,7 +145,12 @@ pub(super) async fn list(
                     (None, None) => j.id.clone(),
                 },
                 title: j.spec.title.clone().unwrap_or_default(),
-                status: j.status.as_str(),
+                status: listed.status().as_str(),
+                build: listed
+                    .build
+                    .as_ref()
+                    .and_then(|b| b.description.clone())
+                    .unwrap_or_default(),
                 repo: j.spec.repo.clone(),
                 git_ref: j.spec.git_ref.trim_start_matches("refs/").to_owned(),
                 branch_href: j.branch().map(|b| {

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use raibid_forge::{CommitStatus, StatusState};
-use raibid_model::{Job, JobStatus, Needs, PoolPause, StepStatus};
+use raibid_model::{BuildStatus, Job, JobStatus, Needs, PoolPause, StepStatus};
 
 /// The status to show for `job` as it is now.
 pub(crate) fn commit_status(job: &Job, public_url: &str) -> CommitStatus {
@@ -67,42 +67,24 @@ pub(crate) fn matrix_status(
         .flatten()
         .filter(|child| child.status.is_final())
         .count();
-    let (state, description) = if !failed.is_empty() {
-        (
-            StatusState::Failure,
-            format!(
-                "{} of {total} {noun} failed: {}",
-                failed.len(),
-                failed.join(", ")
-            ),
-        )
-    } else if !cancelled.is_empty() {
-        (
-            StatusState::from_job(JobStatus::Cancelled),
-            format!("cancelled: {}", cancelled.join(", ")),
-        )
-    } else if finished == total && skipped.is_empty() {
-        (
-            StatusState::Success,
-            format!("all {total} {noun} succeeded"),
-        )
-    } else if finished == total {
-        (
-            StatusState::Success,
-            format!(
-                "{} of {total} {noun} succeeded, skipped: {}",
-                total - skipped.len(),
-                skipped.join(", ")
-            ),
-        )
-    } else {
-        (
-            StatusState::Pending,
-            format!("{finished} of {total} {noun} finished"),
-        )
+    let status = BuildStatus::combine(children.iter().map(Option::as_ref));
+    let description = match status {
+        JobStatus::Failure => format!(
+            "{} of {total} {noun} failed: {}",
+            failed.len(),
+            failed.join(", ")
+        ),
+        JobStatus::Cancelled => format!("cancelled: {}", cancelled.join(", ")),
+        JobStatus::Success if skipped.is_empty() => format!("all {total} {noun} succeeded"),
+        JobStatus::Success => format!(
+            "{} of {total} {noun} succeeded, skipped: {}",
+            total - skipped.len(),
+            skipped.join(", ")
+        ),
+        _ => format!("{finished} of {total} {noun} finished"),
     };
     CommitStatus {
-        state,
+        state: StatusState::from_job(status),
         target_url: parent.page_url(public_url),
         description,
         context: context(parent),

@@ -28,6 +28,9 @@ enum StreamState {
 
 pub(crate) struct JobDetailView {
     job: Option<Job>,
+    /// For the first job of a matrix or of several workflows, once it passed: the status of
+    /// its build, the jobs it queued combined (see `JobStore::shown_status`).
+    build: Option<JobStatus>,
     log: LogBuffer,
     stream: StreamState,
     /// Keep the newest line in view as output arrives.
@@ -54,6 +57,7 @@ impl Default for JobDetailView {
     fn default() -> Self {
         Self {
             job: None,
+            build: None,
             log: LogBuffer::default(),
             stream: StreamState::Connecting,
             follow: true,
@@ -104,6 +108,14 @@ impl JobDetailView {
             log_rows: self.log_rows,
             ..Self::default()
         };
+    }
+
+    pub fn job(&self) -> Option<&Job> {
+        self.job.as_ref()
+    }
+
+    pub fn set_build(&mut self, build: Option<JobStatus>) {
+        self.build = build;
     }
 
     pub fn job_id(&self) -> Option<&str> {
@@ -335,8 +347,12 @@ impl JobDetailView {
             Span::styled(job.id.clone(), Style::new().add_modifier(Modifier::BOLD)),
             Span::raw("  "),
             Span::styled(job.status.as_str(), fmt::status_style(job.status)),
-            Span::styled(format!("  attempt {}", job.attempt), dim),
         ];
+        if let Some(build) = self.build {
+            first.push(Span::raw("  build "));
+            first.push(Span::styled(build.as_str(), fmt::status_style(build)));
+        }
+        first.push(Span::styled(format!("  attempt {}", job.attempt), dim));
         if job.cancel_requested && !job.status.is_final() {
             first.push(Span::styled(
                 "  cancel requested",

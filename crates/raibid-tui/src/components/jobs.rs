@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-use raibid_model::Job;
+use raibid_model::{BuildStatus, Job, JobStatus};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -136,6 +136,10 @@ impl Column {
 #[derive(Debug, Default)]
 pub(crate) struct JobStore {
     jobs: Vec<Job>,
+    /// Each job's status as the list shows it, index for index: for the first job of a matrix
+    /// or of several workflows, which passes once it has queued them, its build's, the jobs it
+    /// queued combined (as the commit status, `raibid job list` and the web list give it).
+    shown_status: Vec<JobStatus>,
 }
 
 impl JobStore {
@@ -167,13 +171,35 @@ impl JobStore {
             self.jobs.sort_unstable_by(|a, b| b.id.cmp(&a.id));
         }
         self.jobs.truncate(MAX_JOBS);
+        self.shown_status = self
+            .jobs
+            .iter()
+            .map(|job| self.build_status(job).unwrap_or(job.status))
+            .collect();
+    }
+
+    /// For the first job of a matrix or of several workflows, once it passed: its build's
+    /// status (see `shown_status`) from the jobs it queued as held here. Those are newer than
+    /// it, so held while it is, and re-read while they run; one that is not held (gone from
+    /// the server) has not ended, as the server counts it.
+    fn build_status(&self, job: &Job) -> Option<JobStatus> {
+        (job.status == JobStatus::Success && !job.children.is_empty())
+            .then(|| BuildStatus::combine(job.children.iter().map(|id| self.find(id))))
+    }
+
+    /// The job `id`: the jobs are sorted by id, newest (greatest) first.
+    fn find(&self, id: &str) -> Option<&Job> {
+        self.jobs
+            .binary_search_by(|j| id.cmp(&j.id))
+            .ok()
+            .map(|i| &self.jobs[i])
     }
 }
 
 #[cfg(test)]
 impl JobStore {
     pub fn get(&self, id: &str) -> Option<&Job> {
-        self.jobs.iter().find(|j| j.id == id)
+        self.find(id)
     }
 }
 
@@ -220,6 +246,12 @@ impl JobsView {
         self.rebuild_selecting(selected_id);
     }
 
+    /// The status of `job`'s build, for the first job of a matrix or of several workflows
+    /// once it passed (see [`JobStore::shown_status`]).
+    pub fn build_status(&self, job: &Job) -> Option<JobStatus> {
+        self.store.build_status(job)
+    }
+
     pub fn selected(&self) -> Option<&Job> {
         self.shown
             .get(self.nav.selected())
@@ -241,7 +273,7 @@ impl JobsView {
             .collect();
         let jobs = &self.store.jobs;
         self.shown = (0..jobs.len())
-            .filter(|&i| matches(&jobs[i], &terms))
+            .filter(|&i| matches(&jobs[i], self.store.shown_status[i], &terms))
             .collect();
         let as_of = self.as_of;
         // Stable sorts: equal keys stay newest first.
@@ -250,7 +282,9 @@ impl JobsView {
             SortKey::Repo => self
                 .shown
                 .sort_by(|&a, &b| jobs[a].spec.repo.cmp(&jobs[b].spec.repo)),
-            SortKey::Status => self.shown.sort_by_key(|&i| jobs[i].status.as_str()),
+            SortKey::Status => self
+                .shown
+                .sort_by_key(|&i| self.store.shown_status[i].as_str()),
             SortKey::Pool => self
                 .shown
                 .sort_by(|&a, &b| jobs[a].spec.pool.cmp(&jobs[b].spec.pool)),
@@ -350,7 +384,14 @@ impl JobsView {
         Line::from(spans)
     }
 
-    fn cell(job: &Job, column: Column, full_id: bool, now: DateTime<Utc>) -> Cell<'_> {
+    /// `status`: the job's as the list shows it (see [`JobStore::shown_status`]).
+    fn cell(
+        job: &Job,
+        status: JobStatus,
+        column: Column,
+        full_id: bool,
+        now: DateTime<Utc>,
+    ) -> Cell<'_> {
         match column {
             Column::Id => Cell::from(if full_id {
                 job.id.as_str()
@@ -361,9 +402,9 @@ impl JobsView {
                 let text = if job.cancel_requested && !job.status.is_final() {
                     "cancelling"
                 } else {
-                    job.status.as_str()
+                    status.as_str()
                 };
-                Cell::from(text).style(fmt::status_style(job.status))
+                Cell::from(text).style(fmt::status_style(status))
             }
             Column::Repo => Cell::from(job.spec.repo.as_str()),
             Column::Job => Cell::from(job.label().unwrap_or_default()),
@@ -384,15 +425,15 @@ impl JobsView {
     }
 }
 
-/// Every term must appear in the repo, the job's label, the ref, the status or the title.
-fn matches(job: &Job, terms: &[String]) -> bool {
+/// Every term must appear in the repo, the job's label, the ref, the status shown or the title.
+fn matches(job: &Job, status: JobStatus, terms: &[String]) -> bool {
     if terms.is_empty() {
         return true;
     }
     let repo = job.spec.repo.to_ascii_lowercase();
     let label = job.label().unwrap_or_default().to_ascii_lowercase();
     let git_ref = job.spec.git_ref.to_ascii_lowercase();
-    let status = job.status.as_str();
+    let status = status.as_str();
     let title = job.spec.title.as_deref().unwrap_or_default().to_lowercase();
     terms.iter().all(|t| {
         repo.contains(t)
@@ -518,8 +559,13 @@ impl Component for JobsView {
         }
         let selected = self.nav.selected();
         let rows = range.map(|pos| {
-            let job = &self.store.jobs[self.shown[pos]];
-            let row = Row::new(columns.iter().map(|&c| Self::cell(job, c, full_id, now)));
+            let i = self.shown[pos];
+            let (job, status) = (&self.store.jobs[i], self.store.shown_status[i]);
+            let row = Row::new(
+                columns
+                    .iter()
+                    .map(|&c| Self::cell(job, status, c, full_id, now)),
+            );
             if pos == selected {
                 row.style(Style::new().add_modifier(Modifier::REVERSED))
             } else {
