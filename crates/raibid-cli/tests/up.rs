@@ -749,7 +749,9 @@ async fn the_job_commands_drive_the_api() {
         .find_map(|l| l.strip_prefix("queued ")?.split(' ').next())
         .unwrap_or_else(|| panic!("no job queued in\n{stdout}\n{stderr}"));
     assert_eq!(
-        wait_final(&client, first, Duration::from_secs(5)).await.status,
+        wait_final(&client, first, Duration::from_secs(5))
+            .await
+            .status,
         JobStatus::Success
     );
     let table = cli(&up, &["job", "list", "--repo", "acme/matrix"]);
