@@ -835,6 +835,17 @@ impl Job {
         }
     }
 
+    /// How the job lists name it, as Woodpecker's names a workflow of a pipeline: its pipeline
+    /// number and its label (`#17 test/RUST=1.80`), or either alone; `None` for a job with
+    /// neither (queued before pipelines were numbered), which its id names.
+    pub fn list_name(&self) -> Option<String> {
+        match (self.spec.number, self.label()) {
+            (Some(n), Some(label)) => Some(format!("#{n} {label}")),
+            (Some(n), None) => Some(format!("#{n}")),
+            (None, label) => label,
+        }
+    }
+
     /// The parts of [`Self::label`]: the workflow's name and the matrix variant's, each where
     /// the job is one.
     pub fn label_parts(&self) -> (Option<&String>, Option<&String>) {

@@ -476,7 +476,7 @@ pub fn jobs_table(jobs: &[ListedJob]) -> String {
                 j.spec.repo.clone(),
                 j.spec.git_ref.trim_start_matches("refs/").to_owned(),
                 short(&j.spec.sha).to_owned(),
-                j.label().unwrap_or_default(),
+                j.list_name().unwrap_or_default(),
                 j.spec.pool.to_string(),
                 listed.status().to_string(),
                 j.agent.clone().unwrap_or_default(),
@@ -850,6 +850,27 @@ mod tests {
             "{table}"
         );
         assert!(table.lines().next().unwrap().ends_with(" TITLE"), "{table}");
+        // Numbered, as the web list names them: the pipeline's number, then the label.
+        let names: Vec<String> = jobs
+            .iter()
+            .map(|j| {
+                let mut numbered = j.clone();
+                numbered.spec.number = Some(17);
+                let table = jobs_table(&[listed(&numbered)]);
+                let row = table.lines().nth(1).unwrap().to_owned();
+                row.split("  ").filter(|c| c.starts_with('#')).collect()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "#17",
+                "#17 test/RUST=1.80",
+                "#17 deploy",
+                "#17 OS=linux",
+                "#17"
+            ]
+        );
         let mut titled = jobs[0].clone();
         titled.spec.title = Some(format!("Fix {}", "x".repeat(60)));
         let table = jobs_table(&[listed(&titled)]);

@@ -138,12 +138,7 @@ pub(super) async fn list(
             .map(|listed| (listed, &listed.job))
             .map(|(listed, j)| Row {
                 id: j.id.clone(),
-                name: match (j.spec.number, j.label()) {
-                    (Some(n), Some(label)) => format!("#{n} {label}"),
-                    (Some(n), None) => format!("#{n}"),
-                    (None, Some(label)) => label,
-                    (None, None) => j.id.clone(),
-                },
+                name: j.list_name().unwrap_or_else(|| j.id.clone()),
                 title: j.spec.title.clone().unwrap_or_default(),
                 status: listed.status().as_str(),
                 build: listed
