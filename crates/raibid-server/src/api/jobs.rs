@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use raibid_model::{Event, Job, JobStatus, ListedJob, PoolName};
+use std::collections::HashMap;
+
+use raibid_model::{BuildStatus, Event, Job, JobStatus, ListedJob, PoolName};
 use raibid_queue::{CancelResult, JobFilter, QueueError};
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -114,22 +116,33 @@ pub(crate) async fn page(
             &|job| reader.may_read(&job.spec.repo),
         )
         .await?;
-    let jobs =
-        futures::future::try_join_all(page.jobs.into_iter().map(|job| listed(state, job))).await?;
+    let read: HashMap<&str, &Job> = page.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let builds =
+        futures::future::try_join_all(page.jobs.iter().map(|job| build_of(state, job, &read)))
+            .await?;
+    let jobs = page
+        .jobs
+        .into_iter()
+        .zip(builds)
+        .map(|(job, build)| ListedJob { job, build })
+        .collect();
     Ok(JobList {
         jobs,
         next_cursor: page.next_cursor,
     })
 }
 
-/// `job` with its build's status, if it queued others.
-async fn listed(state: &AppState, job: Job) -> Result<ListedJob, QueueError> {
-    let build = if job.children.is_empty() {
-        None
-    } else {
-        Some(super::repos::build_status(state, &job).await?)
-    };
-    Ok(ListedJob { job, build })
+/// The status of the build `job` is the first job of, if it queued others; `read`: the page's
+/// jobs (see `repos::build_status`).
+async fn build_of(
+    state: &AppState,
+    job: &Job,
+    read: &HashMap<&str, &Job>,
+) -> Result<Option<BuildStatus>, QueueError> {
+    if job.children.is_empty() {
+        return Ok(None);
+    }
+    super::repos::build_status(state, job, read).await.map(Some)
 }
 
 pub(crate) async fn list(

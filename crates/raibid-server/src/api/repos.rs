@@ -10,7 +10,7 @@
 //! jobs, as the badge finds a branch's, so one request never walks a long history. A ref
 //! last built before them is not listed, and the answer says so (`complete: false`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -250,7 +250,7 @@ pub(crate) async fn build(state: &AppState, job: Job) -> Result<Build, QueueErro
     let BuildStatus {
         status,
         description,
-    } = build_status(state, &job).await?;
+    } = build_status(state, &job, &HashMap::new()).await?;
     Ok(Build {
         status,
         description,
@@ -258,16 +258,26 @@ pub(crate) async fn build(state: &AppState, job: Job) -> Result<Build, QueueErro
     })
 }
 
-/// [`build`]'s status of `job`.
-pub(crate) async fn build_status(state: &AppState, job: &Job) -> Result<BuildStatus, QueueError> {
+/// [`build`]'s status of `job`. Its jobs found in `read` (jobs just read, a list's page) are
+/// not read again: a page of the newest jobs holds most jobs of its builds.
+pub(crate) async fn build_status(
+    state: &AppState,
+    job: &Job,
+    read: &HashMap<&str, &Job>,
+) -> Result<BuildStatus, QueueError> {
     if job.children.is_empty() || job.status != JobStatus::Success {
         return Ok(BuildStatus {
             status: job.status,
             description: None,
         });
     }
-    let children =
-        futures::future::try_join_all(job.children.iter().map(|id| state.queue().get(id))).await?;
+    let children = futures::future::try_join_all(job.children.iter().map(|id| async move {
+        match read.get(id.as_str()) {
+            Some(child) => Ok(Some((*child).clone())),
+            None => state.queue().get(id).await,
+        }
+    }))
+    .await?;
     let (status, description) = combined(job, &children);
     Ok(BuildStatus {
         status,
