@@ -170,6 +170,8 @@ fn workflow_jobs() -> Vec<raibid_model::Job> {
     for (i, (workflow, variant, status)) in children.into_iter().enumerate() {
         let mut j = job(&ulid(200 - i as u32), "acme/web", status);
         j.created_at = at(-60 + i as i64);
+        // One push: one pipeline number.
+        j.spec.number = Some(7);
         if let Some(w) = workflow {
             j.spec.env.insert("RAIBID_WORKFLOW".into(), w.into());
         }
@@ -216,7 +218,10 @@ fn the_first_job_of_a_build_shows_the_build_s_status() {
     // Its page: its own status (it passed), then the build's.
     app.handle_input(&key(KeyCode::Enter));
     let text = screen_text(&render(&mut app, 120, 24)).join("\n");
-    assert!(text.contains("success  build failure  attempt 1"), "{text}");
+    assert!(
+        text.contains("  #7  success  build failure  attempt 1"),
+        "{text}"
+    );
 }
 
 /// The filter finds jobs by their label too.
@@ -232,6 +237,19 @@ fn the_filter_matches_a_workflows_name() {
     let text = screen_text(&render(&mut app, 100, 12)).join("\n");
     assert!(text.contains("deploy") && text.contains("1/4"), "{text}");
     assert!(!text.contains("RUST=1.80"), "{text}");
+    // And by the build's number.
+    for event in [key(KeyCode::Esc), key(KeyCode::Char('/'))]
+        .into_iter()
+        .chain(typed("#7 test"))
+        .chain([key(KeyCode::Enter)])
+    {
+        app.handle_input(&event);
+    }
+    let text = screen_text(&render(&mut app, 100, 12)).join("\n");
+    assert!(
+        text.contains("test/RUST=1.80") && text.contains("2/4"),
+        "{text}"
+    );
 }
 
 fn step(name: &str, status: StepStatus, exit: Option<i32>, ms: Option<u64>) -> StepResult {

@@ -343,11 +343,17 @@ impl JobDetailView {
 
     fn draw_header(&self, frame: &mut Frame, area: Rect, job: &Job, now: DateTime<Utc>) {
         let dim = Style::new().fg(Color::DarkGray);
-        let mut first = vec![
-            Span::styled(job.id.clone(), Style::new().add_modifier(Modifier::BOLD)),
+        let mut first = vec![Span::styled(
+            job.id.clone(),
+            Style::new().add_modifier(Modifier::BOLD),
+        )];
+        if let Some(number) = job.spec.number {
+            first.push(Span::raw(format!("  #{number}")));
+        }
+        first.extend([
             Span::raw("  "),
             Span::styled(job.status.as_str(), fmt::status_style(job.status)),
-        ];
+        ]);
         if let Some(build) = self.build {
             first.push(Span::raw("  build "));
             first.push(Span::styled(build.as_str(), fmt::status_style(build)));

@@ -69,6 +69,10 @@ impl SortKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
     Id,
+    /// The pipeline number (`#17`), which the CLI's and the web list lead the job's name with:
+    /// how people name a build. The first to go after the title on a narrow terminal, where
+    /// the job's label needs the room; the filter finds `#17` either way.
+    Number,
     Status,
     Repo,
     /// Which job of a push: its workflow and matrix variant (`Job::label`), as the CLI's list
@@ -86,8 +90,9 @@ enum Column {
 }
 
 impl Column {
-    const ALL: [Column; 10] = [
+    const ALL: [Column; 11] = [
         Column::Id,
+        Column::Number,
         Column::Status,
         Column::Repo,
         Column::Job,
@@ -102,6 +107,7 @@ impl Column {
     fn header(self) -> &'static str {
         match self {
             Column::Id => "ID",
+            Column::Number => "#",
             Column::Status => "STATUS",
             Column::Repo => "REPO",
             Column::Job => "JOB",
@@ -122,11 +128,12 @@ impl Column {
             Column::Repo => (12, 0),
             Column::Job => (12, 4),
             Column::Ref => (14, 3),
+            Column::Number => (5, 8),
             Column::Pool => (10, 6),
             Column::Agent => (14, 7),
             Column::Queued => (7, 5),
             Column::Duration => (8, 2),
-            Column::Title => (16, 8),
+            Column::Title => (16, 9),
         };
         ColumnSpec { min, drop_rank }
     }
@@ -218,6 +225,8 @@ pub(crate) struct JobsView {
     /// only then is there a JOB column, which would otherwise be empty and take the place of
     /// others on a narrow screen. Decided when the rows are, not per frame.
     labelled: bool,
+    /// The same for the # column: whether a shown job has a pipeline number.
+    numbered: bool,
 }
 
 impl Default for JobsView {
@@ -232,6 +241,7 @@ impl Default for JobsView {
             nav: TableNav::default(),
             as_of: DateTime::UNIX_EPOCH,
             labelled: false,
+            numbered: false,
         }
     }
 }
@@ -296,6 +306,7 @@ impl JobsView {
             self.shown.reverse();
         }
         self.labelled = self.shown.iter().any(|&i| jobs[i].label().is_some());
+        self.numbered = self.shown.iter().any(|&i| jobs[i].spec.number.is_some());
         let position =
             selected_id.and_then(|id| self.shown.iter().position(|&i| self.store.jobs[i].id == id));
         self.nav
@@ -407,6 +418,9 @@ impl JobsView {
                 Cell::from(text).style(fmt::status_style(status))
             }
             Column::Repo => Cell::from(job.spec.repo.as_str()),
+            Column::Number => {
+                Cell::from(job.spec.number.map(|n| format!("#{n}")).unwrap_or_default())
+            }
             Column::Job => Cell::from(job.label().unwrap_or_default()),
             Column::Ref => Cell::from(fmt::short_ref(&job.spec.git_ref)),
             Column::Pool => Cell::from(job.spec.pool.as_str()),
@@ -425,13 +439,15 @@ impl JobsView {
     }
 }
 
-/// Every term must appear in the repo, the job's label, the ref, the status shown or the title.
+/// Every term must appear in the repo, the job's name (`#17 test/RUST=1.80`), the ref, the
+/// status shown or the title.
 fn matches(job: &Job, status: JobStatus, terms: &[String]) -> bool {
     if terms.is_empty() {
         return true;
     }
     let repo = job.spec.repo.to_ascii_lowercase();
-    let label = job.label().unwrap_or_default().to_ascii_lowercase();
+    // `#17 test`: a build is found by its number too.
+    let label = job.list_name().unwrap_or_default().to_ascii_lowercase();
     let git_ref = job.spec.git_ref.to_ascii_lowercase();
     let status = status.as_str();
     let title = job.spec.title.as_deref().unwrap_or_default().to_lowercase();
@@ -446,10 +462,11 @@ fn matches(job: &Job, status: JobStatus, terms: &[String]) -> bool {
 
 /// The columns that fit, and whether ids are shown whole: ids are cut short only when that
 /// is the price of showing every column but the title.
-fn layout_columns(width: u16, labelled: bool) -> (Vec<Column>, bool) {
+fn layout_columns(width: u16, labelled: bool, numbered: bool) -> (Vec<Column>, bool) {
     let all: Vec<Column> = Column::ALL
         .into_iter()
         .filter(|c| labelled || *c != Column::Job)
+        .filter(|c| numbered || *c != Column::Number)
         .collect();
     let fit_with = |id_width: u16| -> Vec<Column> {
         let specs: Vec<ColumnSpec> = all.iter().map(|c| c.spec(id_width)).collect();
@@ -539,7 +556,7 @@ impl Component for JobsView {
             frame.render_widget(Paragraph::new(prompt), prompt_area);
         }
 
-        let (columns, full_id) = layout_columns(table_area.width, self.labelled);
+        let (columns, full_id) = layout_columns(table_area.width, self.labelled, self.numbered);
         let body = Rect {
             y: table_area.y.saturating_add(1),
             height: table_area.height.saturating_sub(1),
@@ -812,17 +829,26 @@ mod tests {
 
     #[test]
     fn narrow_terminals_keep_id_and_status() {
-        let (cols, full) = layout_columns(40, false);
+        let (cols, full) = layout_columns(40, false, true);
         assert!(!full);
         assert!(cols.contains(&Column::Id) && cols.contains(&Column::Status));
-        let (cols, full) = layout_columns(158, true);
+        let (cols, full) = layout_columns(144, true, true);
         assert!(full);
         assert_eq!(cols.len(), Column::ALL.len());
         // The title goes first, and ids stay whole without it.
-        let (cols, full) = layout_columns(135, true);
+        let (cols, full) = layout_columns(127, true, true);
         assert!(full, "{cols:?}");
         assert_eq!(cols.len(), Column::ALL.len() - 1);
         assert!(!cols.contains(&Column::Title));
+        // Then the number, before the job's label.
+        let (cols, _) = layout_columns(105, true, true);
+        assert!(
+            cols.contains(&Column::Job) && !cols.contains(&Column::Number),
+            "{cols:?}"
+        );
+        // Without numbered jobs there is no # column.
+        let (cols, _) = layout_columns(164, true, false);
+        assert!(!cols.contains(&Column::Number), "{cols:?}");
     }
 
     #[test]
@@ -842,6 +868,7 @@ mod tests {
             .filter(|c| *c != Column::Title)
             .collect();
         let widths = column_widths(&untitled, true, 260);
-        assert!(matches!(widths[2], Constraint::Length(n) if n > 12 + MAX_REPO_GROWTH));
+        let repo = untitled.iter().position(|c| *c == Column::Repo).unwrap();
+        assert!(matches!(widths[repo], Constraint::Length(n) if n > 12 + MAX_REPO_GROWTH));
     }
 }
