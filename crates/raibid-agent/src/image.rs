@@ -165,7 +165,11 @@ pub struct ImageBuildOptions {
     /// buildah's runtime state (locks, mounts).
     pub runroot: PathBuf,
     pub storage_driver: StorageDriver,
+    /// The login of the registry images are pushed to (`agent.registry`).
     pub registry_auth: Option<RegistryAuth>,
+    /// Logins of other registries, to pull the base images of trusted builds only
+    /// (`agent.pull_logins`): a build may not push to their hosts, not even layer cache.
+    pub pull_auths: Vec<RegistryAuth>,
     /// Registries reached over plain HTTP, e.g. `127.0.0.1:5000`.
     pub insecure_registries: Vec<String>,
     /// Whether `RUN` steps may reach the network (the agent's `network` setting). Without it
@@ -388,12 +392,56 @@ impl ImageBuilder {
         self
     }
 
+    /// The logins `request` may use: none for an untrusted one; the push login last, so that
+    /// it wins over a pull login of the same host.
+    fn auths(&self, request: &BuildRequest) -> Vec<&RegistryAuth> {
+        if !request.credentials {
+            return Vec::new();
+        }
+        self.options
+            .pull_auths
+            .iter()
+            .chain(&self.options.registry_auth)
+            .collect()
+    }
+
+    /// Refuses a push (of a tag, or of layer cache) to a registry the agent has a login of for
+    /// pulls only: such a login is the operator's (Docker Hub's, an organisation's), not for
+    /// pipelines to publish with.
+    fn check_push_hosts(&self, request: &BuildRequest) -> Result<(), ImageError> {
+        if !request.credentials {
+            return Ok(());
+        }
+        let push_host = self.options.registry_auth.as_ref().map(|a| a.host.as_str());
+        let pushed = request
+            .tags
+            .iter()
+            .filter(|_| request.push)
+            .chain(&request.cache_repo);
+        for name in pushed {
+            let Ok(reference) = raibid_oci::ImageReference::parse(name) else {
+                continue;
+            };
+            let host = reference.registry.as_str();
+            let pull_only = self
+                .options
+                .pull_auths
+                .iter()
+                .any(|a| a.host == host && Some(host) != push_host);
+            if pull_only {
+                return Err(ImageError::Invalid(format!(
+                    "{name} would be pushed to {host}, whose login (agent.pull_logins) is \
+                     for pulling base images only; push to {}",
+                    push_host.unwrap_or("the agent's registry (agent.registry)")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn files(&self, request: &BuildRequest) -> io::Result<BuildFiles> {
         BuildFiles::write(
-            self.options
-                .registry_auth
-                .as_ref()
-                .filter(|_| request.credentials),
+            &self.auths(request),
             &self.options.insecure_registries,
             &request.ignore,
             &request.secrets.0,
@@ -413,6 +461,7 @@ impl ImageBuilder {
     ) -> Result<BuiltImage, ImageError> {
         let deadline = request.timeout.map(|limit| Instant::now() + limit);
         let plan = Plan::new(request, !self.options.network)?;
+        self.check_push_hosts(request)?;
         let files = self.files(request)?;
         let run = Run {
             builder: self,
@@ -566,7 +615,12 @@ impl ImageBuilder {
     /// Secrets to mask in buildah's output.
     fn masker(&self) -> Masker {
         let mut masker = Masker::default();
-        if let Some(auth) = &self.options.registry_auth {
+        for auth in self
+            .options
+            .pull_auths
+            .iter()
+            .chain(&self.options.registry_auth)
+        {
             masker.add_secret(&auth.password);
             masker.add_secret(&files::encoded_credentials(auth));
         }
@@ -1536,6 +1590,7 @@ mod tests {
                     mount_program: "/usr/bin/fuse-overlayfs".into(),
                 },
                 registry_auth: auth,
+                pull_auths: Vec::new(),
                 insecure_registries: vec![],
                 network: true,
             },
@@ -1598,7 +1653,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let request = request(dir.path());
         let plan = Plan::new(&request, false).unwrap();
-        let files = BuildFiles::write(Some(&auth), &[], b"", &BTreeMap::new(), None).unwrap();
+        let files = BuildFiles::write(&[&auth], &[], b"", &BTreeMap::new(), None).unwrap();
         let mut args = builder.global_args(&files);
         args.extend(plan.bud_args(&request, &files));
         let text: Vec<String> = args
@@ -1645,7 +1700,7 @@ mod tests {
         ]);
         let mut builder = builder(None);
         builder.kept_env = kept_environment(|name| agent.get(name).map(OsString::from));
-        let files = BuildFiles::write(None, &[], b"", &BTreeMap::new(), None).unwrap();
+        let files = BuildFiles::write(&[], &[], b"", &BTreeMap::new(), None).unwrap();
         let env: BTreeMap<String, String> = builder
             .environment(&files)
             .into_iter()
@@ -1938,7 +1993,7 @@ esac
         for name in &names {
             store.record(&Garbage::List(name.clone())).unwrap();
         }
-        let files = BuildFiles::write(None, &[], &[], &BTreeMap::new(), None).unwrap();
+        let files = BuildFiles::write(&[], &[], &[], &BTreeMap::new(), None).unwrap();
         let (output, _log) = mpsc::channel(64);
         let budget = Duration::from_millis(3000);
         let started = Instant::now();

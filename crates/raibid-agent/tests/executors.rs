@@ -1445,11 +1445,19 @@ async fn container_steps_pull_from_the_forge_registry_with_its_login(engine: &im
         engine,
         ContainerOptions {
             default_image: BUSYBOX_IMAGE.into(),
-            registry_login: Some(RegistryAuth {
-                host: forge.host(),
-                username: TEST_USER.into(),
-                password: TEST_PASSWORD.into(),
-            }),
+            // Another registry's login first (`agent.pull_logins`): each image's host picks.
+            registry_logins: vec![
+                RegistryAuth {
+                    host: "registry.example:5000".into(),
+                    username: "other".into(),
+                    password: "not-this-one".into(),
+                },
+                RegistryAuth {
+                    host: forge.host(),
+                    username: TEST_USER.into(),
+                    password: TEST_PASSWORD.into(),
+                },
+            ],
             ..ContainerOptions::default()
         },
     )

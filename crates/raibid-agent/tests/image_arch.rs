@@ -48,7 +48,7 @@ async fn container_step_images_are_checked_for_this_machines_architecture() {
         .push_manifest("ci/multi", "latest", OCI_INDEX, &index)
         .await;
 
-    let preflight = ArchPreflight::for_this_machine(true, None);
+    let preflight = ArchPreflight::for_this_machine(true, Vec::new());
     match preflight.check(&format!("{host}/ci/foreign:latest")).await {
         ArchVerdict::Refused(why) => {
             assert!(why.contains(&format!("linux/{ours}")), "{why}");

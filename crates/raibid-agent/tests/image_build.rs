@@ -321,6 +321,90 @@ async fn a_foreign_platform_needs_emulation() {
     assert!(output.is_empty(), "{output}");
 }
 
+/// A base image on another registry that needs a login (`agent.pull_logins`): a trusted build
+/// pulls it with that login, which never shows; an untrusted one gets no login; and nothing
+/// may be pushed to that registry with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_login_pulls_a_private_base_image_and_never_pushes() {
+    let private = Registry::start_with_auth(USER, PASSWORD, PASSWORD_BCRYPT);
+    let login = RegistryAuth {
+        host: private.host(),
+        username: USER.into(),
+        password: PASSWORD.into(),
+    };
+    let base_store = Store::new();
+    let base = push_busybox_base(
+        &private,
+        &base_store.builder_with(&private, StorageDriver::Vfs, Some(login.clone())),
+    )
+    .await;
+    // The images go to a registry of their own, whose login (none here) is agent.registry's.
+    let target = Registry::start();
+    // Each build a store of its own, which has to pull the base.
+    let stores: Vec<Store> = (0..3).map(|_| Store::new()).collect();
+    let built_with = std::sync::atomic::AtomicUsize::new(0);
+    let builder = |pull_auths: Vec<RegistryAuth>| {
+        let store = &stores[built_with.fetch_add(1, Ordering::Relaxed) % stores.len()];
+        let mut options = store.options(&target, StorageDriver::Vfs, None);
+        options.insecure_registries.push(private.host());
+        options.pull_auths = pull_auths;
+        ImageBuilder::new(options).unwrap()
+    };
+    let context = context(&format!("FROM {base}\nRUN echo on-the-base\n"), &[]);
+    let tag = format!("{}/acme/app:1", target.host());
+
+    let (built, output) = build_ok(
+        &builder(vec![login.clone()]),
+        &request(context.path(), vec![tag.clone()]),
+    )
+    .await;
+    assert_pushed(&target, "acme/app", "1", &built.digests[0]);
+    assert!(!output.contains(PASSWORD), "{output}");
+
+    // Without the login, or untrusted (a fork's build), the base cannot be pulled.
+    let (result, output) = build(
+        &builder(Vec::new()),
+        &request(context.path(), vec![tag.clone()]),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(ImageError::Failed { .. })),
+        "{result:?}"
+    );
+    assert!(
+        output.contains("unauthorized") || output.contains("authentication required"),
+        "{output}"
+    );
+    let mut untrusted = request(context.path(), vec![tag]);
+    untrusted.credentials = false;
+    let (result, _) = build(&builder(vec![login.clone()]), &untrusted).await;
+    assert!(
+        matches!(result, Err(ImageError::Failed { .. })),
+        "{result:?}"
+    );
+
+    // A tag or cache on the pull login's registry is refused before anything runs.
+    let pushes = request(
+        context.path(),
+        vec![format!("{}/acme/app:2", private.host())],
+    );
+    let mut cache = request(
+        context.path(),
+        vec![format!("{}/acme/app:3", target.host())],
+    );
+    cache.cache_repo = Some(format!("{}/acme/app/cache", private.host()));
+    for refused in [pushes, cache] {
+        let (result, output) = build(&builder(vec![login.clone()]), &refused).await;
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("agent.pull_logins") && err.contains(&private.host()),
+            "{err}"
+        );
+        assert!(output.is_empty(), "{output}");
+    }
+    assert_eq!(private.tags("acme/app"), Vec::<String>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_work_but_never_show() {
     let registry = Registry::start_with_auth(USER, PASSWORD, PASSWORD_BCRYPT);

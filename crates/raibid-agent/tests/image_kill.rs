@@ -177,6 +177,7 @@ async fn agent_to_be_killed(settings: &str) {
         runroot: text("runroot").into(),
         storage_driver: StorageDriver::Vfs,
         registry_auth: None,
+        pull_auths: Vec::new(),
         insecure_registries: vec![text("registry")],
         network: true,
     })

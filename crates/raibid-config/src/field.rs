@@ -14,7 +14,7 @@ use raibid_model::{Event, PoolName};
 use crate::{
     AgentConfig, ApiToken, ApprovalMode, ClusterConfig, Config, ContainerEngineKind, CronExpr,
     ExecutorKind, FluxConfig, GiteaConfig, GpuMode, IpRange, K3sConfig, KedaConfig, MemoryLimit,
-    PoolRule, RedisConfig, RegistryConfig, Schedule, ScheduleName, Secret, ServerConfig,
+    PoolRule, PullLogin, RedisConfig, RegistryConfig, Schedule, ScheduleName, Secret, ServerConfig,
     StepLimits, UpConfig,
 };
 
@@ -160,9 +160,10 @@ structs! {
         name, pools, repos, labels, executor, container_engine, step_user, workspace_dir, cache_dir, mirror_expire_days, job_cache_max_bytes,
         artifacts_max_bytes, artifacts_expire_days, artifacts_max_expire_days, buildah_root,
         buildah_runroot, buildah_prune_days, concurrency, idle_timeout_secs, grace_period_secs, heartbeat_interval_secs, network,
-        git_token, registry, secrets, secret_repos, secrets_for_forks, step_limits, devices,
-        gpus,
+        git_token, registry, pull_logins, secrets, secret_repos, secrets_for_forks, step_limits,
+        devices, gpus,
     }
+    PullLogin { host, username, password, insecure }
     StepLimits { memory, cpus, pids }
     UpConfig {
         data_dir, max_agents, polling_interval_ms, cooldown_secs, redis_maxmemory, registry,

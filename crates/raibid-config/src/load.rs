@@ -250,6 +250,41 @@ fn validate(config: &Config, path: &Path) -> Result<(), ConfigError> {
             "use letters, digits, '-', '_' or '.'".into(),
         ));
     }
+    let mut pull_hosts = std::collections::BTreeSet::new();
+    for (i, login) in config.agent.pull_logins.iter().enumerate() {
+        let key = |field: &str| format!("agent.pull_logins[{i}].{field}");
+        let host_ok = !login.host.is_empty()
+            && login
+                .host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !host_ok {
+            return Err(semantic(
+                &key("host"),
+                format!(
+                    "{:?} is not a registry host: give it as image names do, without a scheme \
+                     or path (docker.io, ghcr.io, registry.example:5000)",
+                    login.host
+                ),
+            ));
+        }
+        if !pull_hosts.insert(login.host.as_str()) {
+            return Err(semantic(
+                &key("host"),
+                format!("{} has a login already: one per registry", login.host),
+            ));
+        }
+        if login.username.is_empty() || login.password.expose().is_empty() {
+            return Err(semantic(
+                &key(if login.username.is_empty() {
+                    "username"
+                } else {
+                    "password"
+                }),
+                "a login needs a username and a password (or access token)".into(),
+            ));
+        }
+    }
     for (i, device) in config.agent.devices.iter().enumerate() {
         let path = std::path::Path::new(device);
         let plain = path.components().all(|c| {
@@ -1099,6 +1134,49 @@ flux:
             .to_string();
         assert!(
             err.contains("server.cancel_superseded[1]") && err.contains("tag builds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pull_logins_name_a_host_once_with_a_username_and_password() {
+        let c = parse(
+            "agent:\n  pull_logins:\n    - {host: docker.io, username: u, password: p}\n    \
+             - {host: 'registry.example:5000', username: v, password: q}\n",
+        )
+        .unwrap();
+        let hosts: Vec<_> = c
+            .agent
+            .pull_logins
+            .iter()
+            .map(|l| l.host.as_str())
+            .collect();
+        assert_eq!(hosts, ["docker.io", "registry.example:5000"]);
+        assert_eq!(c.agent.pull_logins[0].password.expose(), "p");
+        for (bad, key) in [
+            (
+                "{host: 'https://ghcr.io', username: u, password: p}",
+                "[0].host",
+            ),
+            ("{host: ghcr.io/acme, username: u, password: p}", "[0].host"),
+            ("{host: '', username: u, password: p}", "[0].host"),
+            ("{host: ghcr.io, password: p}", "[0].username"),
+            ("{host: ghcr.io, username: u}", "[0].password"),
+            (
+                "{host: ghcr.io, username: u, password: p, token: t}",
+                "token",
+            ),
+        ] {
+            let err = parse(&format!("agent:\n  pull_logins: [{bad}]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let twice = "agent:\n  pull_logins:\n    - {host: ghcr.io, username: u, password: p}\n    \
+                     - {host: ghcr.io, username: v, password: q}\n";
+        let err = parse(twice).unwrap_err().to_string();
+        assert!(
+            err.contains("agent.pull_logins[1].host") && err.contains("one per"),
             "{err}"
         );
     }

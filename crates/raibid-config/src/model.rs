@@ -426,6 +426,12 @@ pub struct AgentConfig {
     /// HTTPS token for cloning private repositories; never written to a remote URL.
     pub git_token: Secret,
     pub registry: RegistryConfig,
+    /// Logins of other registries (Docker Hub, ghcr.io, an organisation's), with which trusted
+    /// jobs pull images: the base images of image builds, step, service and plugin images
+    /// under the container executor. As GitLab Runner's `DOCKER_AUTH_CONFIG` and Woodpecker's
+    /// registries; for private images, and for Docker Hub's limit on anonymous pulls. Never
+    /// for pushes: an image build whose tags (or cache) name one of these hosts is refused.
+    pub pull_logins: Vec<PullLogin>,
     /// Secrets a pipeline step can ask for by name.
     pub secrets: BTreeMap<String, Secret>,
     /// Which repositories may use which secret (secret name -> globs over `owner/name`).
@@ -442,6 +448,22 @@ pub struct AgentConfig {
     /// (the GPU pool's agents): every `/dev/nvidia*` node under bwrap, podman's CDI device
     /// `nvidia.com/gpu=all`, docker's `--gpus all`.
     pub gpus: GpuMode,
+}
+
+/// A registry login for pulls (`agent.pull_logins`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullLogin {
+    /// As it appears in image names: `docker.io` (Docker Hub, also for `FROM debian`),
+    /// `ghcr.io`, `registry.example:5000`.
+    pub host: String,
+    pub username: String,
+    /// A password or an access token; one that can only read is best (Docker Hub's read-only
+    /// access tokens, a GitHub token with `read:packages`): a trusted build's `RUN` can read
+    /// the login file while it runs, as it can `agent.registry`'s.
+    pub password: Secret,
+    /// Plain HTTP (a registry on loopback or a trusted network), for image builds' pulls.
+    pub insecure: bool,
 }
 
 /// Which GPUs steps get (`agent.gpus`).
@@ -503,6 +525,7 @@ impl Default for AgentConfig {
             network: true,
             git_token: Secret::default(),
             registry: RegistryConfig::default(),
+            pull_logins: Vec::new(),
             secrets: BTreeMap::new(),
             secret_repos: BTreeMap::new(),
             secrets_for_forks: false,

@@ -14,23 +14,36 @@ fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap()
 }
 
+fn id(i: u32) -> String {
+    format!("01JXK4Q3ZP8M5T7V2W9R{i:06}")
+}
+
 fn jobs() -> Vec<Job> {
     (0..JOBS)
         .rev()
         .map(|i| {
-            let status = JobStatus::ALL[i as usize % JobStatus::ALL.len()];
+            // Every tenth job is the first of a build of five, which the list shows with its
+            // four jobs' combined status.
+            let first = i % 10 == 0;
+            let status = if first {
+                JobStatus::Success
+            } else {
+                JobStatus::ALL[i as usize % JobStatus::ALL.len()]
+            };
+            let mut spec = NewJob::new(
+                format!("org-{}/repo-{}", i % 13, i % 101),
+                "",
+                format!("refs/heads/branch-{}", i % 17),
+                "0123456789abcdef0123456789abcdef01234567",
+                Event::Push,
+            );
+            spec.number = Some(u64::from(i / 10 + 1));
             let created_at = now() - chrono::Duration::seconds(i64::from(i) * 30);
             let started_at =
                 (status != JobStatus::Queued).then(|| created_at + chrono::Duration::seconds(5));
             Job {
-                id: format!("01JXK4Q3ZP8M5T7V2W9R{i:06}"),
-                spec: NewJob::new(
-                    format!("org-{}/repo-{}", i % 13, i % 101),
-                    "",
-                    format!("refs/heads/branch-{}", i % 17),
-                    "0123456789abcdef0123456789abcdef01234567",
-                    Event::Push,
-                ),
+                id: id(i),
+                spec,
                 status,
                 attempt: 1,
                 created_at,
@@ -43,7 +56,11 @@ fn jobs() -> Vec<Job> {
                 cancel_requested: false,
                 steps: Vec::new(),
                 images: Vec::new(),
-                children: Vec::new(),
+                children: if first {
+                    (i + 1..(i + 5).min(JOBS)).map(id).collect()
+                } else {
+                    Vec::new()
+                },
                 artifacts: None,
                 tests: None,
                 log_pruned: false,

@@ -152,10 +152,11 @@ pub struct ContainerOptions {
     pub arch_preflight: Option<Arc<ArchPreflight>>,
     /// Each step container's share of the machine (`agent.step_limits`).
     pub limits: ContainerLimits,
-    /// The forge registry's login (`agent.registry`): trusted steps pull images on its host
-    /// with it, so a pipeline can run what an earlier `image-build` pushed there without the
-    /// operator logging the engine in as well. Never for untrusted steps.
-    pub registry_login: Option<RegistryAuth>,
+    /// The forge registry's login (`agent.registry`) and those of `agent.pull_logins`: trusted
+    /// steps pull images on their hosts with them, so a pipeline can run what an earlier
+    /// `image-build` pushed, or a private image elsewhere, without the operator logging the
+    /// engine in as well. Never for untrusted steps. One login per host.
+    pub registry_logins: Vec<RegistryAuth>,
     /// Devices every step container gets (`agent.devices`, `agent.gpus`).
     pub devices: super::StepDevices,
 }
@@ -195,7 +196,7 @@ impl Default for ContainerOptions {
             kill_grace: DEFAULT_KILL_GRACE,
             arch_preflight: None,
             limits: ContainerLimits::default(),
-            registry_login: None,
+            registry_logins: Vec::new(),
             devices: super::StepDevices::default(),
         }
     }
@@ -228,7 +229,7 @@ impl ContainerExecutor {
         let public_images = options
             .arch_preflight
             .clone()
-            .unwrap_or_else(|| Arc::new(ArchPreflight::for_this_machine(false, None)));
+            .unwrap_or_else(|| Arc::new(ArchPreflight::for_this_machine(false, Vec::new())));
         Self {
             engine,
             options,
@@ -343,27 +344,41 @@ impl ContainerExecutor {
         removed
     }
 
-    /// For an image on the forge registry's host, when the agent has its login: pulls it with
-    /// that login if the engine lacks it or the step asks (`pull: true`), through a private
-    /// file the engine reads for this one pull. Returns whether the image is the registry's,
-    /// so the engine is not asked to pull it again on its own.
+    /// For an image on the host of a registry the agent has a login of: pulls it with that
+    /// login if the engine lacks it or the step asks (`pull: true`), through a private file the
+    /// engine reads for this one pull. Returns whether it did (or had the image), so the engine
+    /// is not asked to pull it again on its own, without the login.
     async fn pull_with_registry_login(
         &self,
         image: &str,
         pull: bool,
         private: Option<&Path>,
     ) -> Result<bool, ExecError> {
-        let Some(login) = &self.options.registry_login else {
+        let Ok(reference) = ImageReference::parse(image) else {
             return Ok(false);
         };
-        if !ImageReference::parse(image).is_ok_and(|r| r.registry == login.host) {
+        let Some(login) = self
+            .options
+            .registry_logins
+            .iter()
+            .find(|l| l.host == reference.registry)
+        else {
             return Ok(false);
-        }
+        };
         if !pull && self.engine.has_image(image).await {
             return Ok(true);
         }
         let dir = crate::private_dir::private_tempdir("raibid-pull-", private)?;
-        let auth = crate::image::auth_json(Some(login));
+        let auth = if self.engine.name == "docker" && login.host == "docker.io" {
+            // docker's client files Docker Hub's login under the index's old address.
+            let hub = RegistryAuth {
+                host: "https://index.docker.io/v1/".to_owned(),
+                ..login.clone()
+            };
+            crate::image::auth_json([&hub])
+        } else {
+            crate::image::auth_json([login])
+        };
         for name in ["auth.json", "config.json"] {
             crate::image::private_file(dir.path().join(name), auth.as_bytes())?;
         }
@@ -382,7 +397,8 @@ impl ContainerExecutor {
             .await
             .map_err(|why| {
                 ExecError::Image(format!(
-                    "cannot pull {image} with agent.registry's login: {why}"
+                    "cannot pull {image} with the agent's login of {}: {why}",
+                    login.host
                 ))
             })?;
         Ok(true)
@@ -1082,7 +1098,7 @@ mod tests {
                 name: "podman",
             },
             ContainerOptions {
-                arch_preflight: Some(Arc::new(ArchPreflight::for_this_machine(false, None))),
+                arch_preflight: Some(Arc::new(ArchPreflight::for_this_machine(false, Vec::new()))),
                 ..Default::default()
             },
         );

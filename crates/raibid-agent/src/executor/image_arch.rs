@@ -25,7 +25,8 @@ pub enum ArchVerdict {
     Refused(String),
 }
 
-/// Credentials for one registry host (the forge's), used only for images on that host.
+/// Credentials for one registry host (the forge's, or one of `agent.pull_logins`), used only
+/// for images on that host.
 #[derive(Debug, Clone)]
 pub struct RegistryLogin {
     pub host: String,
@@ -38,7 +39,7 @@ pub struct ArchPreflight {
     arch: String,
     insecure: bool,
     timeout: Duration,
-    login: Option<RegistryLogin>,
+    logins: Vec<RegistryLogin>,
     /// Definite verdicts per image for `ttl`: a pipeline of ten steps on one image asks once,
     /// and a tag pushed again for more platforms is seen within minutes.
     cache: Mutex<HashMap<String, (Instant, ArchVerdict)>>,
@@ -49,12 +50,12 @@ pub struct ArchPreflight {
 
 impl ArchPreflight {
     /// `arch` as Rust or Go spells it (`aarch64` and `arm64` are the same).
-    pub fn new(arch: &str, insecure: bool, login: Option<RegistryLogin>) -> Self {
+    pub fn new(arch: &str, insecure: bool, logins: Vec<RegistryLogin>) -> Self {
         Self {
             arch: normalize_arch(arch).to_owned(),
             insecure,
             timeout: Duration::from_secs(10),
-            login,
+            logins,
             cache: Mutex::new(HashMap::new()),
             public: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(300),
@@ -62,8 +63,8 @@ impl ArchPreflight {
     }
 
     /// For this machine's architecture.
-    pub fn for_this_machine(insecure: bool, login: Option<RegistryLogin>) -> Self {
-        Self::new(std::env::consts::ARCH, insecure, login)
+    pub fn for_this_machine(insecure: bool, logins: Vec<RegistryLogin>) -> Self {
+        Self::new(std::env::consts::ARCH, insecure, logins)
     }
 
     pub async fn check(&self, image: &str) -> ArchVerdict {
@@ -122,10 +123,11 @@ impl ArchPreflight {
     }
 
     fn fetch_options(&self, image: &str) -> FetchOptions {
-        let credentials = self.login.as_ref().and_then(|login| {
-            let reference = ImageReference::parse(image).ok()?;
-            (reference.registry == login.host)
-                .then(|| (login.username.clone(), login.password.clone()))
+        let credentials = ImageReference::parse(image).ok().and_then(|reference| {
+            self.logins
+                .iter()
+                .find(|login| login.host == reference.registry)
+                .map(|login| (login.username.clone(), login.password.clone()))
         });
         FetchOptions {
             insecure: self.insecure,

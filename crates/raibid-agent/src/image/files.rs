@@ -28,7 +28,7 @@ pub(crate) struct BuildFiles {
 
 impl BuildFiles {
     pub(crate) fn write(
-        auth: Option<&RegistryAuth>,
+        auths: &[&RegistryAuth],
         insecure: &[String],
         ignore: &[u8],
         secrets: &BTreeMap<String, String>,
@@ -36,7 +36,10 @@ impl BuildFiles {
     ) -> io::Result<Self> {
         let dir = crate::private_dir::private_tempdir("raibid-build-", private)?;
         let files = Self { dir };
-        private_file(files.authfile(), auth_json(auth).as_bytes())?;
+        private_file(
+            files.authfile(),
+            auth_json(auths.iter().copied()).as_bytes(),
+        )?;
         private_file(
             files.registries_conf(),
             registries_conf(insecure).as_bytes(),
@@ -124,9 +127,10 @@ pub(crate) fn encoded_credentials(auth: &RegistryAuth) -> String {
 }
 
 /// `{"auths": {...}}`: containers' `auth.json` and docker's `config.json` alike.
-pub(crate) fn auth_json(auth: Option<&RegistryAuth>) -> String {
+pub(crate) fn auth_json<'a>(logins: impl IntoIterator<Item = &'a RegistryAuth>) -> String {
     let mut auths = serde_json::Map::new();
-    if let Some(a) = auth {
+    // A later login of the same host replaces an earlier one.
+    for a in logins {
         auths.insert(
             a.host.clone(),
             serde_json::json!({ "auth": encoded_credentials(a) }),
@@ -176,7 +180,7 @@ mod tests {
         };
         let secrets = BTreeMap::from([("NPM_TOKEN".to_owned(), "npm-123456".to_owned())]);
         let files = BuildFiles::write(
-            Some(&auth),
+            &[&auth],
             &["127.0.0.1:5000".into()],
             b"target\n",
             &secrets,
@@ -216,7 +220,7 @@ mod tests {
 
     #[test]
     fn no_credentials_means_an_empty_auth_file() {
-        let files = BuildFiles::write(None, &[], b"", &BTreeMap::new(), None).unwrap();
+        let files = BuildFiles::write(&[], &[], b"", &BTreeMap::new(), None).unwrap();
         assert_eq!(
             std::fs::read_to_string(files.authfile()).unwrap(),
             r#"{"auths":{}}"#

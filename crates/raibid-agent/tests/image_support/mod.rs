@@ -65,6 +65,7 @@ impl Store {
             runroot: self.dir.path().join("runroot"),
             storage_driver: driver,
             registry_auth: auth,
+            pull_auths: Vec::new(),
             insecure_registries: vec![registry.host()],
             network: true,
         }

@@ -180,6 +180,7 @@ impl Harness {
                 runroot: self.dir.path().join("buildah/run"),
                 storage_driver: StorageDriver::Vfs,
                 registry_auth: None,
+                pull_auths: Vec::new(),
                 insecure_registries: vec![registry.host()],
                 network: true,
             })

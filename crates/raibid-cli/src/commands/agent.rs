@@ -122,11 +122,14 @@ pub(crate) async fn prepare(
                     username: a.registry.username.clone(),
                     password: a.registry.password.expose().to_owned(),
                 }),
-                insecure_registries: if a.registry.insecure {
-                    vec![registry]
-                } else {
-                    Vec::new()
-                },
+                pull_auths: pull_logins(config),
+                insecure_registries: a
+                    .pull_logins
+                    .iter()
+                    .filter(|l| l.insecure)
+                    .map(|l| l.host.clone())
+                    .chain(a.registry.insecure.then_some(registry))
+                    .collect(),
                 network: a.network,
             })?
             .with_prune_interval(days(a.buildah_prune_days)),
@@ -450,23 +453,32 @@ async fn executor(
             let devices = step_devices(config);
             check_container_devices(&engine, &devices)?;
             let registry = &config.agent.registry;
-            let login = (!registry.username.is_empty()).then(|| RegistryLogin {
-                host: config.registry_host(),
-                username: registry.username.clone(),
-                password: registry.password.expose().to_owned(),
-            });
-            let registry_login = login.as_ref().map(|l| RegistryAuth {
-                host: l.host.clone(),
-                username: l.username.clone(),
-                password: l.password.clone(),
-            });
+            // The forge registry's login wins over a pull login of the same host.
+            let mut registry_logins = pull_logins(config);
+            if !registry.username.is_empty() {
+                let host = config.registry_host();
+                registry_logins.retain(|l| l.host != host);
+                registry_logins.push(RegistryAuth {
+                    host,
+                    username: registry.username.clone(),
+                    password: registry.password.expose().to_owned(),
+                });
+            }
+            let logins = registry_logins
+                .iter()
+                .map(|l| RegistryLogin {
+                    host: l.host.clone(),
+                    username: l.username.clone(),
+                    password: l.password.clone(),
+                })
+                .collect();
             Arc::new(ContainerExecutor::new(
                 engine,
                 ContainerOptions {
                     network: config.agent.network,
                     arch_preflight: Some(Arc::new(ArchPreflight::for_this_machine(
                         registry.insecure,
-                        login,
+                        logins,
                     ))),
                     limits: ContainerLimits {
                         memory_bytes: crate::machine_memory::limit_bytes(
@@ -476,7 +488,7 @@ async fn executor(
                         cpus: (limits.cpus > 0.0).then_some(limits.cpus),
                         pids: (limits.pids > 0).then_some(limits.pids),
                     },
-                    registry_login,
+                    registry_logins,
                     devices,
                     ..Default::default()
                 },
@@ -582,6 +594,20 @@ fn default_name() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "agent".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// `agent.pull_logins`, as the image builder and the container executor take logins.
+fn pull_logins(config: &Config) -> Vec<RegistryAuth> {
+    config
+        .agent
+        .pull_logins
+        .iter()
+        .map(|l| RegistryAuth {
+            host: l.host.clone(),
+            username: l.username.clone(),
+            password: l.password.expose().to_owned(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use raibid_config::{Config, Secret};
+use raibid_config::{Config, PullLogin, Secret};
 use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
 use raibid_queue::{Enqueued, LogCursor, Queue};
 use tokio_util::sync::CancellationToken;
@@ -92,6 +92,27 @@ async fn run_snapshot(
     result
 }
 
+/// The configured registry's login, as a login to pull with (`agent.pull_logins`): a build
+/// `FROM` an image CI pushed there (a base image), or a step running one, works as it will in
+/// CI, while nothing of the run can be pushed there.
+fn keep_for_pulls(config: &mut Config) {
+    let registry = &config.agent.registry;
+    let host = config.registry_host();
+    if registry.username.is_empty()
+        || host.is_empty()
+        || config.agent.pull_logins.iter().any(|l| l.host == host)
+    {
+        return;
+    }
+    let login = PullLogin {
+        host,
+        username: registry.username.clone(),
+        password: registry.password.clone(),
+        insecure: registry.insecure,
+    };
+    config.agent.pull_logins.push(login);
+}
+
 /// A registry of this run's own, as `raibid up` brings one, in place of any configured: image
 /// builds and `artifacts:` work as they will in CI (and `--artifacts` copies the latter out),
 /// while a working tree's uncommitted build never lands in the real registry (over the
@@ -102,6 +123,7 @@ async fn start_registry(
     config: &mut Config,
     data: &Path,
 ) -> anyhow::Result<Option<(LocalRegistry, tempfile::TempDir)>> {
+    keep_for_pulls(config);
     if !LocalRegistry::available() {
         config.agent.registry = Default::default();
         config.gitea.url.clear();
