@@ -446,3 +446,125 @@ artifacts: [out/]
     );
     assert!(!stderr.contains("--artifacts DIR"), "{stderr}");
 }
+
+/// Pushes, with buildah through raibid's image builder, a base image (one file, `FROM
+/// scratch`) to `registry`, which requires the test login; returns its name.
+fn push_private_base(registry: &raibid_testkit::Registry) -> String {
+    use raibid_agent::image::{
+        BuildRequest, ImageBuildOptions, ImageBuilder, RegistryAuth, StorageDriver,
+    };
+    raibid_testkit::require_binary("buildah", "buildah");
+    let store = tempfile::tempdir().unwrap();
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("base.txt"), "from the private base\n").unwrap();
+    std::fs::write(
+        context.path().join("Containerfile"),
+        "FROM scratch\nCOPY base.txt /\n",
+    )
+    .unwrap();
+    let name = format!("{}/acme/base:1", registry.host());
+    let builder = ImageBuilder::new(ImageBuildOptions {
+        root: store.path().join("root"),
+        runroot: store.path().join("run"),
+        storage_driver: StorageDriver::Vfs,
+        registry_auth: Some(RegistryAuth {
+            host: registry.host(),
+            username: raibid_testkit::registry::TEST_USER.into(),
+            password: raibid_testkit::registry::TEST_PASSWORD.into(),
+        }),
+        pull_auths: Vec::new(),
+        insecure_registries: vec![registry.host()],
+        network: true,
+    })
+    .unwrap();
+    let request = BuildRequest {
+        context_dir: context.path().to_path_buf(),
+        containerfile: "Containerfile".into(),
+        ignore: Vec::new(),
+        tags: vec![name.clone()],
+        platforms: Vec::new(),
+        build_args: Default::default(),
+        secrets: Default::default(),
+        push: true,
+        credentials: true,
+        cache_repo: None,
+        timeout: None,
+        private: None,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let built = runtime.block_on(async {
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let built = builder
+            .build_and_push(&request, tx, Default::default())
+            .await;
+        drain.await.unwrap();
+        built
+    });
+    built.unwrap_or_else(|e| panic!("pushing the base image: {e}"));
+    name
+}
+
+/// The configured registry's login is kept to pull with: an image build `FROM` a base image
+/// CI pushed there (a private one) works under `raibid exec`, while the build's own image goes
+/// to the run's registry and nothing to the configured one.
+#[test]
+fn a_base_image_on_the_configured_registry_is_pulled_with_its_login() {
+    let private = raibid_testkit::Registry::start_with_auth(
+        raibid_testkit::registry::TEST_USER,
+        raibid_testkit::registry::TEST_PASSWORD,
+        raibid_testkit::registry::TEST_PASSWORD_BCRYPT,
+    );
+    let base = push_private_base(&private);
+    let pipeline = "\
+steps:
+  - name: image
+    image-build:
+      tags: [\"{registry}/{repo}:exec\"]
+";
+    let repo = repo(&[
+        (".raibid.yaml", pipeline),
+        (
+            "Containerfile",
+            &format!("FROM {base}\nCOPY .raibid.yaml /\n"),
+        ),
+    ]);
+    let run = |password: &str| {
+        // Each run a buildah store of its own, which has to pull the base.
+        let data = data_dir();
+        let mut cmd = command(repo.path(), data.path(), &[]);
+        cmd.env("RAIBID_AGENT_REGISTRY_HOST", private.host())
+            .env("RAIBID_AGENT_REGISTRY_INSECURE", "true");
+        cmd.env(
+            "RAIBID_AGENT_REGISTRY_USERNAME",
+            raibid_testkit::registry::TEST_USER,
+        )
+        .env("RAIBID_AGENT_REGISTRY_PASSWORD", password);
+        let out = cmd.output().unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (passed, output) = run(raibid_testkit::registry::TEST_PASSWORD);
+    assert!(passed, "{output}");
+    assert!(output.contains("pushed 127.0.0.1:"), "{output}");
+    assert!(
+        !output.contains(&format!("pushed {}", private.host())),
+        "{output}"
+    );
+    assert!(
+        !output.contains(raibid_testkit::registry::TEST_PASSWORD),
+        "{output}"
+    );
+    assert_eq!(private.tags("acme/base"), ["1"]);
+    // With a wrong password the base cannot be pulled: the login is what pulled it.
+    let (passed, output) = run("not-the-password");
+    assert!(!passed, "{output}");
+    assert!(
+        output.contains("unauthorized") || output.contains("authentication required"),
+        "{output}"
+    );
+}
