@@ -73,6 +73,13 @@ pub(crate) fn apply_env(config: &mut Config, vars: &[(String, String)]) -> Resul
             ));
         };
         let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        // A list set from an empty value (a Secret's key left empty, as `raibid setup` leaves
+        // one nothing was configured for) is the empty list, not a type error.
+        let raw = if matches!(leaf_shape, Value::Sequence(_)) && raw.trim().is_empty() {
+            "[]"
+        } else {
+            raw.as_str()
+        };
         let one = Config::deserialize(Nested {
             path: &path,
             raw,
@@ -225,6 +232,29 @@ mod tests {
     fn numeric_looking_strings_stay_strings() {
         let c = with_env("", &[("RAIBID_REDIS_CONSUMER_GROUP", "123")]).unwrap();
         assert_eq!(c.redis.consumer_group, "123");
+    }
+
+    #[test]
+    fn a_list_comes_from_env_as_yaml_and_empty_is_none() {
+        let c = with_env(
+            "agent:\n  pull_logins: [{host: a.example, username: u, password: p}]\n",
+            &[(
+                "RAIBID_AGENT_PULL_LOGINS",
+                "[{host: ghcr.io, username: bot, password: tok}]",
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.agent.pull_logins.len(), 1);
+        assert_eq!(c.agent.pull_logins[0].host, "ghcr.io");
+        assert_eq!(c.agent.pull_logins[0].password.expose(), "tok");
+        let c = with_env(
+            "agent:\n  pull_logins: [{host: a.example, username: u, password: p}]\n",
+            &[("RAIBID_AGENT_PULL_LOGINS", "")],
+        )
+        .unwrap();
+        assert!(c.agent.pull_logins.is_empty());
+        // A number is still no list.
+        assert!(with_env("", &[("RAIBID_AGENT_PULL_LOGINS", "3")]).is_err());
     }
 
     #[test]

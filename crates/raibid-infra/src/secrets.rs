@@ -56,16 +56,22 @@ pub const GITEA_ADMIN: SecretSpec = SecretSpec {
 /// fails only at a push or clone that needs a login).
 pub const AGENT_CREDENTIALS: SecretSpec = SecretSpec {
     name: "raibid-agent-credentials",
-    keys: &["registry-username", "registry-password", "git-token"],
+    keys: &[
+        "registry-username",
+        "registry-password",
+        "pull-logins",
+        "git-token",
+    ],
     app: "raibid",
     component: "agent",
 };
 
 /// Which agent setting each key of [`AGENT_CREDENTIALS`] becomes in the pod (`RAIBID_*`
 /// override), checked on every ScaledJob by validation.
-pub const AGENT_CREDENTIAL_ENV: [(&str, &str); 3] = [
+pub const AGENT_CREDENTIAL_ENV: [(&str, &str); 4] = [
     ("RAIBID_AGENT_REGISTRY_USERNAME", "registry-username"),
     ("RAIBID_AGENT_REGISTRY_PASSWORD", "registry-password"),
+    ("RAIBID_AGENT_PULL_LOGINS", "pull-logins"),
     ("RAIBID_AGENT_GIT_TOKEN", "git-token"),
 ];
 
@@ -162,6 +168,11 @@ pub fn sources(
                     config.agent.registry.password.expose(),
                     KeySource::KeepOrEmpty,
                 ),
+                ("raibid-agent-credentials", "pull-logins") => from(
+                    "agent.pull_logins",
+                    &pull_logins_text(config),
+                    KeySource::KeepOrEmpty,
+                ),
                 ("raibid-agent-credentials", "git-token") => from(
                     "agent.git_token",
                     config.agent.git_token.expose(),
@@ -177,6 +188,27 @@ pub fn sources(
             (*key, source)
         })
         .collect())
+}
+
+/// `agent.pull_logins` as the agents' `RAIBID_AGENT_PULL_LOGINS` reads it (JSON is YAML), its
+/// passwords in the clear as every value of a Secret is; empty when there are none.
+fn pull_logins_text(config: &Config) -> String {
+    let logins = &config.agent.pull_logins;
+    if logins.is_empty() {
+        return String::new();
+    }
+    let list: Vec<serde_json::Value> = logins
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "host": l.host,
+                "username": l.username,
+                "password": l.password.expose(),
+                "insecure": l.insecure,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }
 
 /// The password in `redis://[user]:password@host...`, if any, percent-decoded: a URL carries
@@ -441,6 +473,21 @@ mod tests {
         assert_eq!(values["registry-username"], "ci-bot");
         assert_eq!(values["registry-password"], "pkg-token");
         assert_eq!(values["git-token"], "git-token");
+        assert_eq!(values["pull-logins"], "", "none configured");
+        // The pull logins reach the pods' agents as the variable the manifests set.
+        config.agent.pull_logins = vec![raibid_config::PullLogin {
+            host: "docker.io".into(),
+            username: "hub-bot".into(),
+            password: raibid_config::Secret::new("dckr_pat_x"),
+            insecure: false,
+        }];
+        let values = resolve(&sources(&AGENT_CREDENTIALS, &config).unwrap(), None);
+        let vars = [(
+            "RAIBID_AGENT_PULL_LOGINS".to_owned(),
+            values["pull-logins"].clone(),
+        )];
+        let pod = raibid_config::load_from_str("", std::path::Path::new("c.yaml"), &vars).unwrap();
+        assert_eq!(pod.agent.pull_logins, config.agent.pull_logins);
         for (_, key) in AGENT_CREDENTIAL_ENV {
             assert!(provides(AGENT_CREDENTIALS.name, key));
         }

@@ -416,14 +416,19 @@ fn environment(manifest: &Manifest, issues: &mut Vec<Issue>) {
             let Some(name) = var["name"].as_str().filter(|n| n.starts_with("RAIBID_")) else {
                 continue;
             };
-            // A value from a Secret or field is not known here: a stand-in that passes the
-            // rules on values (a long one, as redis.secrets_key needs 32 characters).
-            let value = var["value"]
-                .as_str()
-                .unwrap_or("a-value-from-a-reference-unknown-here")
-                .to_owned();
-            let vars = [(name.to_owned(), value)];
-            if let Err(e) = raibid_config::load_from_str("", Path::new("(environment)"), &vars) {
+            // A value from a Secret or field is not known here: stand-ins that pass the rules
+            // on values, one of which must (a long text, as redis.secrets_key needs 32
+            // characters; empty, which a list such as agent.pull_logins reads as none).
+            let load = |value: &str| {
+                let vars = [(name.to_owned(), value.to_owned())];
+                raibid_config::load_from_str("", Path::new("(environment)"), &vars)
+            };
+            let loaded = match var["value"].as_str() {
+                Some(value) => load(value),
+                None => load("a-value-from-a-reference-unknown-here")
+                    .or_else(|e| load("").map_err(|_| e)),
+            };
+            if let Err(e) = loaded {
                 issues.push(Issue::new(
                     manifest,
                     path.clone().key("env").index(i),
