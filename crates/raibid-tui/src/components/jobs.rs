@@ -143,10 +143,6 @@ impl Column {
 #[derive(Debug, Default)]
 pub(crate) struct JobStore {
     jobs: Vec<Job>,
-    /// Each job's status as the list shows it, index for index: for the first job of a matrix
-    /// or of several workflows, which passes once it has queued them, its build's, the jobs it
-    /// queued combined (as the commit status, `raibid job list` and the web list give it).
-    shown_status: Vec<JobStatus>,
 }
 
 impl JobStore {
@@ -178,17 +174,21 @@ impl JobStore {
             self.jobs.sort_unstable_by(|a, b| b.id.cmp(&a.id));
         }
         self.jobs.truncate(MAX_JOBS);
-        self.shown_status = self
-            .jobs
-            .iter()
-            .map(|job| self.build_status(job).unwrap_or(job.status))
-            .collect();
+    }
+
+    /// `job`'s status as the list shows it: for the first job of a matrix or of several
+    /// workflows, which passes once it has queued them, its build's, the jobs it queued
+    /// combined (as the commit status, `raibid job list` and the web list give it). Worked
+    /// out when asked (the rows on screen; every job only to filter or sort by status): for
+    /// all 10,000 jobs at every poll it doubled the cost of taking the poll in (BENCHMARKS.md).
+    fn shown_status(&self, job: &Job) -> JobStatus {
+        self.build_status(job).unwrap_or(job.status)
     }
 
     /// For the first job of a matrix or of several workflows, once it passed: its build's
-    /// status (see `shown_status`) from the jobs it queued as held here. Those are newer than
-    /// it, so held while it is, and re-read while they run; one that is not held (gone from
-    /// the server) has not ended, as the server counts it.
+    /// status from the jobs it queued as held here. Those are newer than it, so held while it
+    /// is, and re-read while they run; one that is not held (gone from the server) has not
+    /// ended, as the server counts it.
     fn build_status(&self, job: &Job) -> Option<JobStatus> {
         (job.status == JobStatus::Success && !job.children.is_empty())
             .then(|| BuildStatus::combine(job.children.iter().map(|id| self.find(id))))
@@ -257,7 +257,7 @@ impl JobsView {
     }
 
     /// The status of `job`'s build, for the first job of a matrix or of several workflows
-    /// once it passed (see [`JobStore::shown_status`]).
+    /// once it passed (see [`JobStore::build_status`]).
     pub fn build_status(&self, job: &Job) -> Option<JobStatus> {
         self.store.build_status(job)
     }
@@ -283,7 +283,9 @@ impl JobsView {
             .collect();
         let jobs = &self.store.jobs;
         self.shown = (0..jobs.len())
-            .filter(|&i| matches(&jobs[i], self.store.shown_status[i], &terms))
+            .filter(|&i| {
+                terms.is_empty() || matches(&jobs[i], self.store.shown_status(&jobs[i]), &terms)
+            })
             .collect();
         let as_of = self.as_of;
         // Stable sorts: equal keys stay newest first.
@@ -294,7 +296,7 @@ impl JobsView {
                 .sort_by(|&a, &b| jobs[a].spec.repo.cmp(&jobs[b].spec.repo)),
             SortKey::Status => self
                 .shown
-                .sort_by_key(|&i| self.store.shown_status[i].as_str()),
+                .sort_by_cached_key(|&i| self.store.shown_status(&jobs[i]).as_str()),
             SortKey::Pool => self
                 .shown
                 .sort_by(|&a, &b| jobs[a].spec.pool.cmp(&jobs[b].spec.pool)),
@@ -395,7 +397,7 @@ impl JobsView {
         Line::from(spans)
     }
 
-    /// `status`: the job's as the list shows it (see [`JobStore::shown_status`]).
+    /// `status`: the job's as the list shows it ([`JobStore::shown_status`]).
     fn cell(
         job: &Job,
         status: JobStatus,
@@ -577,7 +579,8 @@ impl Component for JobsView {
         let selected = self.nav.selected();
         let rows = range.map(|pos| {
             let i = self.shown[pos];
-            let (job, status) = (&self.store.jobs[i], self.store.shown_status[i]);
+            let job = &self.store.jobs[i];
+            let status = self.store.shown_status(job);
             let row = Row::new(
                 columns
                     .iter()
