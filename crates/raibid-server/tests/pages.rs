@@ -276,17 +276,23 @@ async fn a_long_step_shows_its_end_and_says_what_it_leaves_out() {
     assert!(body.contains("data-n=\"1203\"></a>\u{2714} big (9.00s)\n"));
 }
 
-#[tokio::test]
-async fn a_matrix_job_lists_its_variants_and_heads_with_its_build_s_status() {
-    let server = TestServer::start().await;
-    let parent = submit(&server, "acme/app").await;
-    let a = submit(&server, "acme/app").await;
-    let b = submit(&server, "acme/app").await;
+/// Three jobs of acme/app, the first recorded as having queued the other two: a build.
+async fn build_of_two(server: &TestServer) -> (String, String, String) {
+    let parent = submit(server, "acme/app").await;
+    let a = submit(server, "acme/app").await;
+    let b = submit(server, "acme/app").await;
     server
         .queue
         .set_children(&parent, &[a.clone(), b.clone()])
         .await
         .unwrap();
+    (parent, a, b)
+}
+
+#[tokio::test]
+async fn a_matrix_job_lists_its_variants_and_heads_with_its_build_s_status() {
+    let server = TestServer::start().await;
+    let (parent, a, b) = build_of_two(&server).await;
     let body = page(&server, &format!("/jobs/{parent}")).await;
     assert!(body.contains(&format!("<a href=\"/jobs/{a}\">")), "{body}");
     assert!(body.contains(&format!("<a href=\"/jobs/{b}\">")), "{body}");
@@ -1755,14 +1761,7 @@ async fn a_signed_in_browser_erases_a_finished_job_s_log() {
 #[tokio::test]
 async fn the_job_lists_show_a_build_s_status_on_its_first_job() {
     let server = TestServer::start().await;
-    let parent = submit(&server, "acme/app").await;
-    let a = submit(&server, "acme/app").await;
-    let b = submit(&server, "acme/app").await;
-    server
-        .queue
-        .set_children(&parent, &[a.clone(), b.clone()])
-        .await
-        .unwrap();
+    let (parent, a, b) = build_of_two(&server).await;
     // The API's list: each entry, and its `build` if it has one.
     let listed = || async {
         let list = support::json(server.get("/api/v1/jobs?repo=acme/app").await).await;
