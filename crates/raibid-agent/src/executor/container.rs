@@ -369,16 +369,7 @@ impl ContainerExecutor {
             return Ok(true);
         }
         let dir = crate::private_dir::private_tempdir("raibid-pull-", private)?;
-        let auth = if self.engine.name == "docker" && login.host == "docker.io" {
-            // docker's client files Docker Hub's login under the index's old address.
-            let hub = RegistryAuth {
-                host: "https://index.docker.io/v1/".to_owned(),
-                ..login.clone()
-            };
-            crate::image::auth_json([&hub])
-        } else {
-            crate::image::auth_json([login])
-        };
+        let auth = engine_auth_json(self.engine.name, login);
         for name in ["auth.json", "config.json"] {
             crate::image::private_file(dir.path().join(name), auth.as_bytes())?;
         }
@@ -1062,9 +1053,22 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" / ")
 }
 
+/// The login file `engine` reads for one pull with `login`: docker's client files Docker Hub's
+/// login under the index's old address, not under `docker.io` as podman and buildah do.
+fn engine_auth_json(engine: &str, login: &RegistryAuth) -> String {
+    if engine == "docker" && login.host == "docker.io" {
+        let hub = RegistryAuth {
+            host: "https://index.docker.io/v1/".to_owned(),
+            ..login.clone()
+        };
+        crate::image::auth_json([&hub])
+    } else {
+        crate::image::auth_json([login])
+    }
+}
+
 #[cfg(test)]
 mod tests {
-
     #[test]
     fn devices_and_gpus_as_each_engine_takes_them() {
         let devices = crate::executor::StepDevices {
@@ -1086,6 +1090,34 @@ mod tests {
         assert!(device_args("podman", &Default::default()).is_empty());
     }
     use super::*;
+
+    #[test]
+    fn docker_hub_s_login_is_filed_where_each_engine_looks() {
+        let login = |host: &str| RegistryAuth {
+            host: host.into(),
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let hosts = |json: String| -> Vec<String> {
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            value["auths"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let hub = login("docker.io");
+        assert_eq!(
+            hosts(engine_auth_json("docker", &hub)),
+            ["https://index.docker.io/v1/"]
+        );
+        assert_eq!(hosts(engine_auth_json("podman", &hub)), ["docker.io"]);
+        assert_eq!(
+            hosts(engine_auth_json("docker", &login("ghcr.io"))),
+            ["ghcr.io"]
+        );
+    }
 
     /// The preflight's verdict comes before anything touches the engine: a refused image
     /// fails the step at once, with the preflight's message, and pulls nothing.
