@@ -1754,23 +1754,22 @@ async fn a_step_s_environment_file_lives_in_the_job_s_private_directory() {
         CancellationToken::new(),
     ));
     let private = h.dir.path().join("work").join("slot-0").join("agent");
-    let env_file = loop {
+    // The file exists a moment before the agent has written it: wait for its contents.
+    loop {
         let found = std::fs::read_dir(&private).ok().and_then(|dir| {
             dir.flatten()
                 .map(|e| e.path().join("env"))
                 .find(|f| f.exists())
         });
-        if let Some(file) = found {
-            break file;
+        let written = found
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .is_some_and(|text| text.contains("env-file-marker-7d1"));
+        if written {
+            break;
         }
         assert!(!agent.is_finished(), "{}", h.log(&job.id).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(
-        std::fs::read_to_string(&env_file)
-            .unwrap()
-            .contains("env-file-marker-7d1")
-    );
+    }
     let mode = std::fs::metadata(&private).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
     let ends = agent.await.unwrap().unwrap().jobs;
