@@ -73,13 +73,6 @@ pub(crate) fn apply_env(config: &mut Config, vars: &[(String, String)]) -> Resul
             ));
         };
         let path: Vec<&str> = path.iter().map(String::as_str).collect();
-        // A list set from an empty value (a Secret's key left empty, as `raibid setup` leaves
-        // one nothing was configured for) is the empty list, not a type error.
-        let raw = if matches!(leaf_shape, Value::Sequence(_)) && raw.trim().is_empty() {
-            "[]"
-        } else {
-            raw.as_str()
-        };
         let one = Config::deserialize(Nested {
             path: &path,
             raw,
@@ -235,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn a_list_comes_from_env_as_yaml_and_empty_is_none() {
+    fn pull_logins_come_from_env_as_yaml_and_empty_is_none() {
         let c = with_env(
             "agent:\n  pull_logins: [{host: a.example, username: u, password: p}]\n",
             &[(
@@ -253,8 +246,9 @@ mod tests {
         )
         .unwrap();
         assert!(c.agent.pull_logins.is_empty());
-        // A number is still no list.
+        // A number is still no list, and another list is not given empty by an empty value.
         assert!(with_env("", &[("RAIBID_AGENT_PULL_LOGINS", "3")]).is_err());
+        assert!(with_env("", &[("RAIBID_AGENT_POOLS", "")]).is_err());
     }
 
     #[test]

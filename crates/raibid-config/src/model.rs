@@ -431,6 +431,9 @@ pub struct AgentConfig {
     /// under the container executor. As GitLab Runner's `DOCKER_AUTH_CONFIG` and Woodpecker's
     /// registries; for private images, and for Docker Hub's limit on anonymous pulls. Never
     /// for pushes: an image build whose tags (or cache) name one of these hosts is refused.
+    /// Nothing (`pull_logins:`, an empty `RAIBID_AGENT_PULL_LOGINS`, which is how a pod gets
+    /// the Secret's key `raibid setup` left empty) is none.
+    #[serde(deserialize_with = "nothing_is_none")]
     pub pull_logins: Vec<PullLogin>,
     /// Secrets a pipeline step can ask for by name.
     pub secrets: BTreeMap<String, Secret>,
@@ -448,6 +451,15 @@ pub struct AgentConfig {
     /// (the GPU pool's agents): every `/dev/nvidia*` node under bwrap, podman's CDI device
     /// `nvidia.com/gpu=all`, docker's `--gpus all`.
     pub gpus: GpuMode,
+}
+
+/// A list, or nothing (YAML's null) for the empty list.
+fn nothing_is_none<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// A registry login for pulls (`agent.pull_logins`).
