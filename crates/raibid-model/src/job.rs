@@ -835,6 +835,13 @@ impl Job {
         }
     }
 
+    /// Whether it is the first job of a matrix or of several workflows and has passed, which it
+    /// does once it has queued its jobs: its own status then says nothing of the code, and
+    /// everything that shows it shows its build's, its jobs' combined ([`BuildStatus::combine`]).
+    pub fn stands_for_its_jobs(&self) -> bool {
+        self.status == JobStatus::Success && !self.children.is_empty()
+    }
+
     /// How the job lists name it, as Woodpecker's names a workflow of a pipeline: its pipeline
     /// number and its label (`#17 test/RUST=1.80`), or either alone; `None` for a job with
     /// neither (queued before pipelines were numbered), which its id names.

@@ -265,7 +265,7 @@ pub(crate) async fn build_status(
     job: &Job,
     read: &HashMap<&str, &Job>,
 ) -> Result<BuildStatus, QueueError> {
-    if job.children.is_empty() || job.status != JobStatus::Success {
+    if !job.stands_for_its_jobs() {
         return Ok(BuildStatus {
             status: job.status,
             description: None,
@@ -278,20 +278,16 @@ pub(crate) async fn build_status(
         }
     }))
     .await?;
-    let (status, description) = combined(job, &children);
-    Ok(BuildStatus {
-        status,
-        description: Some(description),
-    })
+    Ok(combined(job, &children))
 }
 
 /// Matrix job (or workflows' first job) `job`'s status and description as its commit status
 /// combines its jobs' (`children`, as recorded; `None` for one that is gone).
-pub(crate) fn combined(job: &Job, children: &[Option<Job>]) -> (JobStatus, String) {
-    (
-        BuildStatus::combine(children.iter().map(Option::as_ref)),
-        matrix_status(job, children, "").description,
-    )
+pub(crate) fn combined(job: &Job, children: &[Option<Job>]) -> BuildStatus {
+    BuildStatus {
+        status: BuildStatus::combine(children.iter().map(Option::as_ref)),
+        description: Some(matrix_status(job, children, "").description),
+    }
 }
 
 #[cfg(test)]

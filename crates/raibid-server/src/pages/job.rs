@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use raibid_config::TokenScope;
-use raibid_model::{Event, Job, JobStatus, LogErased, PoolPause, human};
+use raibid_model::{BuildStatus, Event, Job, JobStatus, LogErased, PoolPause, human};
 
 use super::{Chrome, PageError, Viewer, log, page};
 use crate::ApiError;
@@ -151,7 +151,8 @@ pub(super) async fn show(
     // The first job of a matrix or of several workflows passes once it has queued them: the
     // page heads with the build's status, theirs combined, as its commit status, the badge and
     // the repository's page give it.
-    let build = (job.status == JobStatus::Success && !children.is_empty())
+    let build = job
+        .stands_for_its_jobs()
         .then(|| crate::api::repos::combined(&job, &children));
     let children: Vec<Job> = children.into_iter().flatten().collect();
     let log = match &step {
@@ -232,7 +233,7 @@ pub(super) async fn show(
         id: job.id.clone(),
         status: build
             .as_ref()
-            .map_or(job.status, |(status, _)| *status)
+            .map_or(job.status, |build| build.status)
             .as_str(),
         // Until its jobs have ended (a failed one fails the build at once); the job's own
         // script follows only its own status.
@@ -359,14 +360,14 @@ fn fields(
     root: &str,
     now: DateTime<Utc>,
     pause: Option<&PoolPause>,
-    build: Option<&(JobStatus, String)>,
+    build: Option<&BuildStatus>,
 ) -> Vec<Field> {
     let mut fields = Vec::new();
     let mut add =
         |name, value: String, href: Option<String>| fields.push(Field { name, value, href });
     let job_href = |id: &str| Some(format!("{root}/jobs/{id}"));
-    if let Some((_, description)) = build {
-        add("build", description.clone(), None);
+    if let Some(description) = build.and_then(|b| b.description.clone()) {
+        add("build", description, None);
     }
     add("job", job.id.clone(), None);
     add(

@@ -190,7 +190,7 @@ impl JobStore {
     /// is, and re-read while they run; one that is not held (gone from the server) has not
     /// ended, as the server counts it.
     fn build_status(&self, job: &Job) -> Option<JobStatus> {
-        (job.status == JobStatus::Success && !job.children.is_empty())
+        job.stands_for_its_jobs()
             .then(|| BuildStatus::combine(job.children.iter().map(|id| self.find(id))))
     }
 
