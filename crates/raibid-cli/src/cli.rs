@@ -34,8 +34,21 @@ pub struct Global {
     /// Log filter (`info`, `debug`, `raibid_queue=trace`); RAIBID_LOG wins.
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// The program's own log lines (on stderr): `json` for a log collector, one object a line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Colours in job logs and the program's own log lines: `auto` at a terminal (unless
+    /// NO_COLOR is set; CLICOLOR_FORCE forces them), so that a log saved to a file or piped
+    /// to grep is plain text.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,7 +59,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    /// Aligned columns for people.
     Table,
+    /// The API's objects, for scripts (`jq`).
     Json,
 }
 
@@ -65,6 +80,7 @@ pub struct ApiArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// How results are printed on stdout.
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -52,6 +52,7 @@ fn command(dir: &Path, data: &Path, extra: &[&str]) -> Command {
         .arg(dir)
         .env("XDG_DATA_HOME", data)
         .env_remove("RAIBID_REDIS_URL")
+        .env_remove("CLICOLOR_FORCE")
         // A server's address the run must not link to: it never sees these jobs.
         .env("RAIBID_SERVER_PUBLIC_URL", "https://ci.example")
         .stdout(std::process::Stdio::piped())
@@ -150,6 +151,10 @@ steps:
         stdout.contains("variant a\n") && stdout.contains("variant b\n"),
         "{stdout}"
     );
+    // The agent's marks, without their colours in a pipe.
+    assert!(stdout.contains("\u{25b6} step check "), "{stdout}");
+    assert!(stdout.contains("\u{2718} check: exit code 1"), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
     for line in [
         "── V=a ──",
         "── V=b ──",

@@ -748,3 +748,64 @@ async fn follow_of_a_matrix_job_follows_its_variants_and_exits_as_they_ended() {
         assert!(stderr.contains(&line), "{line:?} in\n{stderr}");
     }
 }
+
+/// A log carries the agent's escape codes (and the steps' own): `raibid job logs` writes them
+/// to a terminal, and to a pipe or file only when asked (`--color always`, CLICOLOR_FORCE),
+/// so that `raibid job logs <id> > build.log` or `| grep` reads plain text. An escape code
+/// split between two appends (two reads, two events of a followed log) is removed whole.
+#[tokio::test]
+async fn logs_are_plain_text_in_a_pipe_unless_colours_are_asked_for() {
+    let Setup {
+        redis: _redis,
+        _dir,
+        config,
+        port: _,
+        url,
+        server: _server,
+        queue,
+        claimed,
+        id,
+    } = Setup::new().await;
+    let parts: [&[u8]; 2] = [
+        b"\x1b[1;36m\xe2\x96\xb6 step build\x1b[0m \x1b[2m12:00\x1b[0m\n\x1b[3",
+        b"1merror\x1b[0m: it broke\r\n",
+    ];
+    for part in parts {
+        queue.append_log(&id, part).await.unwrap();
+    }
+    let coloured = parts.concat();
+    let plain = "\u{25b6} step build 12:00\nerror: it broke\r\n";
+
+    let logs = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(RAIBID)
+            .arg("--config")
+            .arg(&config)
+            .args(["job", "logs", &id, "--server", &url])
+            .args(args)
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        out.stdout
+    };
+    assert_eq!(String::from_utf8(logs(&[], &[])).unwrap(), plain);
+    assert_eq!(
+        String::from_utf8(logs(&["--color", "never"], &[("CLICOLOR_FORCE", "1")])).unwrap(),
+        plain
+    );
+    assert_eq!(logs(&["--color", "always"], &[]), coloured);
+    assert_eq!(logs(&[], &[("CLICOLOR_FORCE", "1")]), coloured);
+
+    let follower = Follower::start(&config, &url, &id, &[]);
+    follower.wait_for_output("it broke").await;
+    queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    let (status, stdout, stderr) = follower.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, plain);
+}

@@ -366,7 +366,7 @@ async fn follow(queue: &Queue, id: &str, pools: &[PoolName], header: bool) -> an
     let mut printed_header = !header;
     let mut follower = queue.log_follower(id).await?;
     let mut cursor = LogCursor::start();
-    let mut stdout = std::io::stdout();
+    let mut stdout = anstream::stdout();
     loop {
         let batch = follower.next(&cursor, Duration::from_millis(500)).await?;
         let job = queue

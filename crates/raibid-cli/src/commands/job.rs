@@ -109,11 +109,12 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             }
             let mut filter = step.as_deref().map(StepFilter::new);
             let mut cursor: Option<String> = None;
+            let mut stdout = anstream::stdout().lock();
             loop {
                 let part = client.logs(&id, cursor.as_deref()).await?;
                 match &mut filter {
-                    Some(f) => print!("{}", f.push(&part.text)),
-                    None => print!("{}", part.text),
+                    Some(f) => stdout.write_all(f.push(&part.text).as_bytes())?,
+                    None => stdout.write_all(part.text.as_bytes())?,
                 }
                 if part.text.is_empty() || part.cursor == cursor {
                     break;
@@ -121,8 +122,9 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
                 cursor = part.cursor;
             }
             if let Some(f) = &mut filter {
-                print!("{}", f.finish());
+                stdout.write_all(f.finish().as_bytes())?;
             }
+            stdout.flush()?;
         }
         JobCommand::Artifacts {
             id,
@@ -362,7 +364,7 @@ async fn follow_logs(
     retry_for: Duration,
     mut filter: Option<StepFilter>,
 ) -> anyhow::Result<JobStatus> {
-    let mut stdout = std::io::stdout();
+    let mut stdout = anstream::stdout();
     let mut last_event: Option<String> = None;
     let mut backoff = reconnect_backoff();
     // The last time the server showed it could read the job.
