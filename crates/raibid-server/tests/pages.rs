@@ -226,6 +226,70 @@ async fn a_long_log_shows_its_end_and_says_what_it_leaves_out() {
     assert!(!body.contains("id=\"L176\""));
 }
 
+/// The page's "raw" link: the whole log as plain text, for a browser. The API gives it in
+/// pages of 8 MiB with its escape codes, which a browser shows as litter; this is the whole
+/// log (here 600 writes, more than one read of Redis takes), escape codes stripped, one cut
+/// between two writes included, tabs and carriage returns kept.
+#[tokio::test]
+async fn the_raw_log_is_the_whole_log_without_escape_codes() {
+    let server = TestServer::start().await;
+    let id = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("spark-1").await;
+    let mut expected = String::new();
+    for part in [
+        &b"\x1b[1;36m\xe2\x96\xb6 step build\x1b[0m\n\x1b[3"[..],
+        b"2mok\x1b[0m\tdone\r\n",
+    ] {
+        assert!(server.queue.append_log(&id, part).await.unwrap());
+    }
+    expected.push_str("\u{25b6} step build\nok\tdone\r\n");
+    for n in 0..600 {
+        let line = format!("line {n}\n");
+        let coloured = format!("\x1b[2m{}\x1b[0m", line);
+        assert!(
+            server
+                .queue
+                .append_log(&id, coloured.as_bytes())
+                .await
+                .unwrap()
+        );
+        expected.push_str(&line);
+    }
+
+    let body = page(&server, &format!("/jobs/{id}")).await;
+    assert!(
+        body.contains(&format!("<a href=\"/jobs/{id}/raw\">raw</a>")),
+        "{body}"
+    );
+    let (status, headers, raw) = get(&server, &format!("/jobs/{id}/raw")).await;
+    assert_eq!(status, StatusCode::OK, "{raw}");
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(
+        headers["content-disposition"],
+        format!("inline; filename=\"job-{id}.log\"").as_str()
+    );
+    assert_eq!(raw, expected);
+
+    // An erased log says so, as the page does.
+    server
+        .queue
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap();
+    server.queue.erase_log(&id, "alice").await.unwrap();
+    let (status, _, raw) = get(&server, &format!("/jobs/{id}/raw")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        raw.starts_with("[raibid] this job's log was erased by alice"),
+        "{raw}"
+    );
+    assert!(!raw.contains("line 0"), "{raw}");
+
+    let (status, _, body) = get(&server, "/jobs/01JABCDEFGHJKMNPQRSTVWXYZ0/raw").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
 /// A step's lines longer than the page holds: the page shows the last of them, numbered as in
 /// the log, and says how many it leaves out.
 #[tokio::test]
@@ -488,8 +552,15 @@ async fn with_read_requires_token_a_browser_is_told_why_and_a_token_holder_reads
     };
     let response = with(TOKEN, &format!("/jobs/{id}")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    // The raw log reads as the page does.
+    let (status, _, _) = get(&server, &format!("/jobs/{id}/raw")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let response = with(TOKEN, &format!("/jobs/{id}/raw")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     // A token for other repositories learns nothing of this one.
     let response = with(other, &format!("/jobs/{id}")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = with(other, &format!("/jobs/{id}/raw")).await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let list = with(other, "/jobs").await.unwrap().text().await.unwrap();
     assert!(!list.contains(&id), "{list}");

@@ -16,6 +16,7 @@ mod job;
 mod list;
 mod log;
 mod pools;
+mod raw;
 mod repos;
 mod run;
 mod schedules;
@@ -37,6 +38,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::get("/", index),
         Route::get("/jobs", list::list),
         Route::get("/jobs/{id}", job::show),
+        Route::get("/jobs/{id}/raw", raw::raw),
         Route::post("/jobs/{id}/{action}", actions::act),
         Route::get("/agents", agents::list),
         Route::get("/repos", repos::list),
