@@ -542,7 +542,7 @@ fn seconds_at_end(line: &str) -> Option<f64> {
 
 /// The line without its colour escapes (the agent colours warnings).
 fn strip_ansi(line: &str) -> String {
-    strip_ansi_escapes::strip_str(line)
+    anstream::adapter::strip_str(line).to_string()
 }
 
 /// Bytes (regular files and links, hard links counted once) and files under `dir`, without

@@ -8,7 +8,7 @@
 
 /// The line without the colour sequences the agent puts around its own lines.
 fn plain(line: &str) -> String {
-    strip_ansi_escapes::strip_str(line)
+    anstream::adapter::strip_str(line).to_string()
 }
 
 pub struct StepFilter {

@@ -248,7 +248,7 @@ pub(super) fn html(text: &[u8]) -> String {
     let text = String::from_utf8_lossy(text);
     ansi_to_html::convert(&text).unwrap_or_else(|_| {
         // A sequence the converter cannot read: the text without any of them.
-        let plain = strip_ansi_escapes::strip_str(&text);
+        let plain = anstream::adapter::strip_str(&text).to_string();
         ansi_to_html::convert(&plain).unwrap_or_else(|_| escape(&plain))
     })
 }
