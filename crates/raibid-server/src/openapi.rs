@@ -533,7 +533,7 @@ fn paths() -> Value {
                     fewer than limit (none, even), with a next_cursor to go on from.",
                 "security": [{}, { "bearer": [] }],
                 "parameters": [
-                    query("status", "Only jobs with this status.", schema_ref("JobStatus")),
+                    query("status", "Only jobs with this status as the list shows it (ListedJob): a build's first job that passed is listed by its build's status. Such a page may hold fewer jobs than `limit` and still have a next_cursor.", schema_ref("JobStatus")),
                     query("repo", "Only jobs of this owner/name.", json!({ "type": "string" })),
                     query("pool", "Only jobs of this pool.", json!({ "type": "string" })),
                     query("branch", "Only jobs building this branch: pushes to it and pull requests into it (a name such as main, without refs/heads/).", json!({ "type": "string" })),
@@ -1102,7 +1102,7 @@ fn schemas() -> Value {
         }
     });
     schemas["ListedJob"] = json!({
-        "description": "A job as the job list gives it: the job, and for one that queued others (a matrix's variants, the workflows of .raibid/) its build's status, which the web list and the dashboard show in its place. The status filter reads the job's own.",
+        "description": "A job as the job list gives it: the job, and for one that queued others (a matrix's variants, the workflows of .raibid/) its build's status, which the web list and the dashboard show in its place. The status filter reads this status too.",
         "allOf": [
             schema_ref("Job"),
             {

@@ -1872,6 +1872,11 @@ async fn the_job_lists_show_a_build_s_status_on_its_first_job() {
         row(&body),
         ("running".into(), Some("0 of 2 jobs finished".into()))
     );
+    assert_eq!(
+        ids_with(&server, "status=running").await,
+        (vec![parent.clone()], None)
+    );
+    assert_eq!(ids_with(&server, "status=success").await, (vec![], None));
 
     let first = server.claim_one("agent-1").await;
     assert_eq!(first.job.id, a);
@@ -1885,8 +1890,52 @@ async fn the_job_lists_show_a_build_s_status_on_its_first_job() {
     assert!(jobs[&b].get("build").is_none(), "{}", jobs[&b]);
     let body = page(&server, "/jobs").await;
     assert_eq!(row(&body), ("failure".into(), Some(failed.clone())));
-    // The status filter reads the jobs' own: the first job passed.
-    let passed = support::json(server.get("/api/v1/jobs?status=success").await).await;
-    assert_eq!(passed["jobs"][0]["id"], json!(parent));
-    assert_eq!(passed["jobs"][0]["build"]["status"], "failure");
+    // The status filter reads the status the lists show, as the dashboard's does: the first
+    // job passed itself, but its build failed.
+    assert_eq!(ids_with(&server, "status=success").await, (vec![], None));
+    assert_eq!(
+        ids_with(&server, "status=failure").await,
+        (vec![a.clone(), parent.clone()], None)
+    );
+    // A page at a time, the two scans merged newest first.
+    assert_eq!(
+        ids_with(&server, "status=failure&limit=1").await,
+        (vec![a.clone()], Some(a.clone()))
+    );
+    assert_eq!(
+        ids_with(&server, &format!("status=failure&limit=1&cursor={a}")).await,
+        (vec![parent.clone()], None)
+    );
+    let body = page(&server, "/jobs?status=failure").await;
+    assert_eq!(row(&body), ("failure".into(), Some(failed.clone())));
+    assert!(
+        page(&server, "/jobs?status=success")
+            .await
+            .contains("No jobs")
+    );
+    // Running while a job of the build runs; then a success once the build is (a retry of
+    // the failed job passed, here its record set to success).
+    assert_eq!(
+        ids_with(&server, "status=running&repo=acme/app").await,
+        (vec![], None)
+    );
+    let second = server.claim_one("agent-1").await;
+    assert_eq!(second.job.id, b);
+    server.end(&second, JobStatus::Success).await;
+    assert_eq!(
+        ids_with(&server, "status=success").await,
+        (vec![b.clone()], None)
+    );
+}
+
+/// The ids of `GET /api/v1/jobs?<query>`, newest first, and its next cursor.
+async fn ids_with(server: &TestServer, query: &str) -> (Vec<String>, Option<String>) {
+    let list = support::json(server.get(&format!("/api/v1/jobs?{query}")).await).await;
+    let ids = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, list["next_cursor"].as_str().map(str::to_owned))
 }

@@ -107,29 +107,98 @@ pub(crate) async fn page(
     if let Some(repo) = &listing.filter.repo {
         reader.check(repo)?;
     }
-    let page = state
-        .queue()
-        .list_where(
-            &listing.filter,
-            listing.cursor.as_deref(),
-            listing.limit,
-            &|job| reader.may_read(&job.spec.repo),
-        )
-        .await?;
-    let read: HashMap<&str, &Job> = page.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
-    let builds =
-        futures::future::try_join_all(page.jobs.iter().map(|job| build_of(state, job, &read)))
+    let keep = |job: &Job| reader.may_read(&job.spec.repo);
+    let Some(status) = listing.filter.status else {
+        let page = state
+            .queue()
+            .list_where(
+                &listing.filter,
+                listing.cursor.as_deref(),
+                listing.limit,
+                &keep,
+            )
             .await?;
-    let jobs = page
-        .jobs
+        return Ok(JobList {
+            jobs: listed(state, page.jobs).await?,
+            next_cursor: page.next_cursor,
+        });
+    };
+    by_shown_status(state, &listing, status, &keep).await
+}
+
+/// The jobs whose status as the lists show it ([`ListedJob::status`]) is `status`, as the
+/// dashboard's filter reads it: a failed build's first job, which passed itself (it queued the
+/// others), is among the failures, not the successes. The queue indexes jobs by their own
+/// status, so the first jobs of builds come from a second scan, of the passed jobs, keeping
+/// those with jobs of their own; the two scans, each newest first, are merged up to the older
+/// of the places they stopped at, the next page going on from there. A page may hold fewer
+/// jobs than asked for (passed builds that failed are left out of a page of successes).
+async fn by_shown_status(
+    state: &AppState,
+    listing: &Listing,
+    status: JobStatus,
+    keep: &(dyn Fn(&Job) -> bool + Sync),
+) -> Result<JobList, ApiError> {
+    let queue = state.queue();
+    let cursor = listing.cursor.as_deref();
+    let own = queue
+        .list_where(&listing.filter, cursor, listing.limit, keep)
+        .await?;
+    let mut scans = vec![own];
+    // A build's combined status is one of these; a first job that passed shows no other.
+    if matches!(
+        status,
+        JobStatus::Running | JobStatus::Failure | JobStatus::Cancelled
+    ) {
+        let passed = JobFilter {
+            status: Some(JobStatus::Success),
+            ..listing.filter.clone()
+        };
+        let firsts = queue
+            .list_where(&passed, cursor, listing.limit, &|job| {
+                !job.children.is_empty() && keep(job)
+            })
+            .await?;
+        scans.push(firsts);
+    }
+    // Both scans saw every job newer than the newer of their stops (ids sort by time).
+    let stop = scans.iter().filter_map(|s| s.next_cursor.clone()).max();
+    let mut jobs: Vec<Job> = scans
+        .into_iter()
+        .flat_map(|s| s.jobs)
+        .filter(|job| stop.as_ref().is_none_or(|stop| job.id >= *stop))
+        .collect();
+    jobs.sort_by(|a, b| b.id.cmp(&a.id));
+    // A first job that passed between the two scans is in both.
+    jobs.dedup_by(|a, b| a.id == b.id);
+    let mut shown: Vec<ListedJob> = listed(state, jobs)
+        .await?
+        .into_iter()
+        .filter(|listed| listed.status() == status)
+        .collect();
+    let next_cursor = if shown.len() > listing.limit {
+        shown.truncate(listing.limit);
+        shown.last().map(|listed| listed.job.id.clone())
+    } else {
+        stop
+    };
+    Ok(JobList {
+        jobs: shown,
+        next_cursor,
+    })
+}
+
+/// `jobs` with their builds' statuses, read from `jobs` themselves where a build's jobs are
+/// among them (they usually are, being listed together), else from Redis.
+async fn listed(state: &AppState, jobs: Vec<Job>) -> Result<Vec<ListedJob>, QueueError> {
+    let read: HashMap<&str, &Job> = jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let builds =
+        futures::future::try_join_all(jobs.iter().map(|job| build_of(state, job, &read))).await?;
+    Ok(jobs
         .into_iter()
         .zip(builds)
         .map(|(job, build)| ListedJob { job, build })
-        .collect();
-    Ok(JobList {
-        jobs,
-        next_cursor: page.next_cursor,
-    })
+        .collect())
 }
 
 /// The status of the build `job` is the first job of, if it queued others; `read`: the page's
