@@ -628,7 +628,13 @@ pub enum JobCommand {
     Approve { id: String },
     /// Erase a finished job's log (a secret that reached it unmasked, say); the job's record
     /// and result stay, saying who erased it and when.
-    EraseLog { id: String },
+    EraseLog {
+        id: String,
+        /// Also the logs of every job it queued (a matrix's variants, the workflows of
+        /// `.raibid/`): the whole build's, once all of it has ended.
+        #[arg(long)]
+        build: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -659,6 +659,38 @@ async fn erase_log_erases_a_finished_job_s_log() {
         out.contains("[raibid] this job's log was erased by "),
         "{out}"
     );
+
+    // `--build`: the job's and those of the jobs it queued.
+    let child = running_job(&queue).await;
+    queue
+        .append_log(&child.job.id, b"password=hunter2\n")
+        .await
+        .unwrap();
+    queue
+        .set_children(&id, std::slice::from_ref(&child.job.id))
+        .await
+        .unwrap();
+    let (ok, _, err) = raibid(&["job", "erase-log", "--build", &id]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("job {} of this build is running", child.job.id)),
+        "{err}"
+    );
+    queue
+        .ack(&child, &Outcome::new(JobStatus::Failure))
+        .await
+        .unwrap();
+    let (ok, out, err) = raibid(&["job", "erase-log", "--build", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "erased the logs of 2 job(s) of the build:\n  {id}\n  {}\n",
+            child.job.id
+        )
+    );
+    let (_, out, _) = raibid(&["job", "logs", &child.job.id]);
+    assert!(!out.contains("hunter2"), "{out}");
 }
 
 /// Following a matrix job follows the build: its own log, then each variant's in turn, and

@@ -403,6 +403,23 @@ impl Client {
         .await
     }
 
+    /// Erases the logs of the build job `id` is the first job of: its own and those of every
+    /// job it queued; the ids of the jobs whose logs were erased. A build with a job that has
+    /// not ended is [`ClientError::Api`] with status 409, nothing erased.
+    pub async fn erase_build_logs(&self, id: &str) -> Result<Vec<String>, ClientError> {
+        #[derive(Deserialize)]
+        struct Erased {
+            erased: Vec<String>,
+        }
+        let erased: Erased = self
+            .json(self.request(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/jobs/{}/build/logs", segment(id)),
+            ))
+            .await?;
+        Ok(erased.erased)
+    }
+
     pub async fn queues(&self) -> Result<Queues, ClientError> {
         self.json(self.request(reqwest::Method::GET, "/api/v1/queues"))
             .await

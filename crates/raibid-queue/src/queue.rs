@@ -1070,7 +1070,6 @@ impl Queue {
         Ok(cancelled)
     }
 
-    /// How many jobs have `status` (one read of its index).
     /// Erases the log of finished job `id` for `by` (a secret that reached it unmasked, say):
     /// the log is deleted and the record says who erased it and when. Erasing again renames
     /// who did it.
@@ -1094,6 +1093,7 @@ impl Queue {
         }
     }
 
+    /// How many jobs have `status` (one read of its index).
     pub async fn count(&self, status: JobStatus) -> Result<u64, QueueError> {
         self.conn
             .run(redis::cmd("ZCARD").arg(self.keys.by_status(status)))

@@ -233,7 +233,7 @@ fn with_badges(mut paths: Value) -> Value {
     paths
 }
 
-/// `DELETE /api/v1/jobs/{id}/logs`, beside `paths()`.
+/// `DELETE /api/v1/jobs/{id}/logs` and `/api/v1/jobs/{id}/build/logs`, beside `paths()`.
 fn with_log_erasure(mut paths: Value) -> Value {
     paths["/api/v1/jobs/{id}/logs"]["delete"] = json!({
         "operationId": "erase_job_log",
@@ -251,6 +251,38 @@ fn with_log_erasure(mut paths: Value) -> Value {
             "404": error("No such job."),
             "409": error("The job has not ended (its agent may still write to its log); the \
                 message names its status."),
+            "503": error("Redis is unavailable; retry after Retry-After seconds.")
+        }
+    });
+    paths["/api/v1/jobs/{id}/build/logs"]["delete"] = json!({
+        "operationId": "erase_build_logs",
+        "tags": ["jobs"],
+        "summary": "Erase the logs of a build: the job and every job it queued",
+        "description": "A secret a step printed is in the log of every matrix variant (as \
+            Woodpecker's log purge of a pipeline and GitHub's \"Delete all logs\" of a run). \
+            Each job's log is erased as DELETE /api/v1/jobs/{id}/logs erases it; jobs gone from \
+            Redis are passed over. Needs the jobs scope for the job's repository.",
+        "security": [{ "bearer": [] }],
+        "parameters": [job_id_parameter()],
+        "responses": {
+            "200": json_body(
+                "The jobs whose logs were erased.",
+                json!({
+                    "type": "object",
+                    "required": ["erased"],
+                    "properties": {
+                        "erased": {
+                            "type": "array",
+                            "items": { "type": "string" },
+                            "description": "Job ids: the job, then those it queued, then theirs."
+                        }
+                    }
+                })
+            ),
+            "401": error("Missing or invalid bearer token."),
+            "404": error("No such job."),
+            "409": error("A job of the build has not ended; nothing was erased, and the \
+                message names it."),
             "503": error("Redis is unavailable; retry after Retry-After seconds.")
         }
     });

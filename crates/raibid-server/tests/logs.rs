@@ -600,3 +600,107 @@ async fn a_finished_job_s_log_is_erased_for_a_token_holder() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+/// `DELETE /api/v1/jobs/{id}/build/logs`: a build's logs, the first job's and those of every
+/// job it queued (here a workflow that queued a variant of its own), erased together once all
+/// have ended; refused, with nothing erased, while one runs; a token of another repository
+/// may not.
+#[tokio::test]
+async fn a_build_s_logs_are_erased_together_once_it_has_ended() {
+    use raibid_config::{ApiToken, TokenHash, TokenScope, hash_token};
+    let mut cfg = support::config();
+    let other = "rbd_other_team_token_77";
+    cfg.server.tokens.push(ApiToken {
+        name: "other".into(),
+        hash: TokenHash::parse(&hash_token(other)).unwrap(),
+        scopes: vec![TokenScope::Jobs],
+        repos: vec!["other/*".into()],
+    });
+    let server = TestServer::start_with(cfg).await;
+    let first = queued_job(&server).await;
+    let workflow = queued_job(&server).await;
+    let variant = queued_job(&server).await;
+    let unrelated = queued_job(&server).await;
+    server
+        .queue
+        .set_children(&first, std::slice::from_ref(&workflow))
+        .await
+        .unwrap();
+    server
+        .queue
+        .set_children(&workflow, std::slice::from_ref(&variant))
+        .await
+        .unwrap();
+    let build = [&first, &workflow, &variant];
+    let mut claimed = Vec::new();
+    for id in build.iter().copied().chain([&unrelated]) {
+        server
+            .queue
+            .append_log(id, format!("{id}: password=hunter2\n").as_bytes())
+            .await
+            .unwrap();
+        let job = server.claim_one("agent-1").await;
+        assert_eq!(job.job.id, *id);
+        claimed.push(job);
+    }
+    let erase = |token: &'static str| {
+        let request = server
+            .client
+            .delete(server.url(&format!("/api/v1/jobs/{first}/build/logs")))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    let server = &server;
+    let log = |id: &str| {
+        let path = format!("/api/v1/jobs/{id}/logs");
+        async move { read_plain(server, &path).await.0 }
+    };
+
+    // The variant still runs: nothing is erased.
+    server.end(&claimed[0], JobStatus::Success).await;
+    server.end(&claimed[1], JobStatus::Success).await;
+    let refused = erase(support::TOKEN).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let body = json(refused).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("job {variant} of this build is running")),
+        "{body}"
+    );
+    for id in build {
+        assert!(log(id).await.contains("hunter2"), "{id}");
+    }
+
+    server.end(&claimed[2], JobStatus::Failure).await;
+    server.end(&claimed[3], JobStatus::Success).await;
+    let forbidden = erase(other).await;
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    assert!(log(&first).await.contains("hunter2"));
+    let erased = erase(support::TOKEN).await;
+    assert_eq!(erased.status(), StatusCode::OK);
+    assert_eq!(
+        json(erased).await,
+        json!({ "erased": [first, workflow, variant] })
+    );
+    for id in build {
+        let text = log(id).await;
+        assert!(!text.contains("hunter2"), "{id}: {text}");
+        assert!(
+            text.starts_with("[raibid] this job's log was erased by "),
+            "{text}"
+        );
+    }
+    // Only the build's.
+    assert!(log(&unrelated).await.contains("hunter2"));
+
+    let missing = server
+        .client
+        .delete(server.url("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/build/logs"))
+        .bearer_auth(support::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

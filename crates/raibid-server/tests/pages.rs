@@ -1829,6 +1829,60 @@ async fn a_signed_in_browser_erases_a_finished_job_s_log() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
+/// A build's first job, once every job it queued has ended, has a button that erases all
+/// their logs (`DELETE /api/v1/jobs/{id}/build/logs`).
+#[tokio::test]
+async fn a_signed_in_browser_erases_a_build_s_logs() {
+    let server = TestServer::start().await;
+    let (parent, a, b) = build_of_two(&server).await;
+    for id in [&parent, &a, &b] {
+        server
+            .queue
+            .append_log(id, b"password=hunter2\n")
+            .await
+            .unwrap();
+    }
+    let cookie = sign_in(&server, TOKEN).await;
+    let form = format!("action=\"/jobs/{parent}/erase-build-logs\"");
+    let claimed = server.claim_one("agent-1").await;
+    server.end(&claimed, JobStatus::Success).await;
+    let first = server.claim_one("agent-1").await;
+    server.end(&first, JobStatus::Failure).await;
+    let (_, body) = get_with(&server, &format!("/jobs/{parent}"), &cookie).await;
+    assert!(!body.contains(&form), "{b} has not run yet: {body}");
+    let second = server.claim_one("agent-1").await;
+    server.end(&second, JobStatus::Success).await;
+    let (_, body) = get_with(&server, &format!("/jobs/{parent}"), &cookie).await;
+    assert!(body.contains(&form), "{body}");
+    assert!(
+        body.contains("<summary class=\"button danger\">Erase the build&#39;s logs…</summary>"),
+        "{body}"
+    );
+    // A job that queued nothing has only its own log's button.
+    let (_, body) = get_with(&server, &format!("/jobs/{a}"), &cookie).await;
+    assert!(!body.contains("erase-build-logs"), "{body}");
+
+    let job = job_redirected_to(
+        &server,
+        post_form(
+            &server,
+            &format!("/jobs/{parent}/erase-build-logs"),
+            Some(&cookie),
+            From::Here,
+            &[],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(job.id, parent);
+    for id in [&parent, &a, &b] {
+        let job = server.queue.get(id).await.unwrap().unwrap();
+        assert!(job.log_erased.is_some(), "{id}");
+        let (_, body) = get_with(&server, &format!("/jobs/{id}"), &cookie).await;
+        assert!(!body.contains("hunter2"), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn the_job_lists_show_a_build_s_status_on_its_first_job() {
     let server = TestServer::start().await;

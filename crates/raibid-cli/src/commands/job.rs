@@ -184,7 +184,18 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             let job = client.approve(&id).await?;
             print_queued(&job, json, "approved")?;
         }
-        JobCommand::EraseLog { id } => {
+        JobCommand::EraseLog { id, build: true } => {
+            let erased = client.erase_build_logs(&id).await?;
+            if json {
+                println!("{}", serde_json::json!({ "erased": erased }));
+            } else {
+                println!("erased the logs of {} job(s) of the build:", erased.len());
+                for id in erased {
+                    println!("  {id}");
+                }
+            }
+        }
+        JobCommand::EraseLog { id, build: false } => {
             let job = client.erase_log(&id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&job)?);

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use raibid_model::Job;
 use raibid_queue::{EraseLog, LogCursor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::follow;
@@ -150,6 +150,79 @@ pub(crate) async fn erase(
         .await?
         .map(Json)
         .ok_or_else(|| not_found(&id))
+}
+
+/// What `DELETE /api/v1/jobs/{id}/build/logs` erased.
+#[derive(Debug, Serialize)]
+pub(crate) struct ErasedBuild {
+    /// The jobs whose logs were erased: the first job, then those it queued, then theirs.
+    pub erased: Vec<String>,
+}
+
+/// `DELETE /api/v1/jobs/{id}/build/logs`: erases the logs of a build, the job and every job
+/// it queued (matrix variants, workflows, their variants), as Woodpecker's `log purge` of a
+/// pipeline and GitHub's "Delete all logs" of a run do: a secret printed by a step of a
+/// matrix is in every variant's log. Only once all of them have ended; otherwise nothing is
+/// erased and the answer names one that has not. Jobs gone from Redis (past
+/// `redis.retain_jobs`) are passed over.
+pub(crate) async fn erase_build(
+    CanRunJobs(caller): CanRunJobs,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ErasedBuild>, ApiError> {
+    let queue = state.queue();
+    let first = queue.get(&id).await?.ok_or_else(|| not_found(&id))?;
+    caller.may_change(&first.spec.repo)?;
+    let jobs = build_jobs(&state, first).await?;
+    if let Some(running) = jobs.iter().find(|job| !job.status.is_final()) {
+        return Err(ApiError::Conflict(format!(
+            "job {} of this build is {}: logs are erased once every job of the build has \
+             ended (an agent may still write to them); cancel the build first, or wait for it \
+             to end",
+            running.id, running.status
+        )));
+    }
+    let mut erased = Vec::new();
+    for job in &jobs {
+        match queue.erase_log(&job.id, &caller.name()).await? {
+            EraseLog::Erased => erased.push(job.id.clone()),
+            EraseLog::Missing => {}
+            EraseLog::Unfinished(status) => {
+                return Err(ApiError::Conflict(format!(
+                    "job {} of this build is {status}; the logs of {} were erased",
+                    job.id,
+                    if erased.is_empty() {
+                        "none of its jobs".to_owned()
+                    } else {
+                        erased.join(", ")
+                    }
+                )));
+            }
+        }
+    }
+    warn!(job = %id, repo = %jobs[0].spec.repo, jobs = erased.len(), token = %caller.name(), "build's logs erased");
+    Ok(Json(ErasedBuild { erased }))
+}
+
+/// `first` and every job it queued, and they queued, in that order; those gone from Redis
+/// left out.
+async fn build_jobs(state: &AppState, first: Job) -> Result<Vec<Job>, ApiError> {
+    let mut jobs = vec![first];
+    let mut seen: std::collections::HashSet<String> = std::iter::once(jobs[0].id.clone()).collect();
+    let mut next = 0;
+    while next < jobs.len() {
+        let children: Vec<String> = jobs[next]
+            .children
+            .iter()
+            .filter(|c| seen.insert((*c).clone()))
+            .cloned()
+            .collect();
+        let read =
+            futures::future::try_join_all(children.iter().map(|c| state.queue().get(c))).await?;
+        jobs.extend(read.into_iter().flatten());
+        next += 1;
+    }
+    Ok(jobs)
 }
 
 async fn plain(state: &AppState, job: &Job, mut cursor: LogCursor) -> Result<Response, ApiError> {

@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Vec<Route> {
         Route::post("/api/v1/jobs/{id}/approve", jobs::approve),
         Route::get("/api/v1/jobs/{id}/logs", logs::logs),
         Route::delete("/api/v1/jobs/{id}/logs", logs::erase),
+        Route::delete("/api/v1/jobs/{id}/build/logs", logs::erase_build),
         Route::get("/api/v1/jobs/{id}/artifacts", artifacts::download),
         Route::get("/api/v1/queues", pools::queues),
         Route::post("/api/v1/queues/{pool}/pause", pools::pause),

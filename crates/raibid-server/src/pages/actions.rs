@@ -1,4 +1,5 @@
-//! The job page's buttons: cancel, retry, retry the failed variants, approve, erase the log.
+//! The job page's buttons: cancel, retry, retry the failed variants, approve, erase the log
+//! (or the whole build's).
 //! Each is a form posted by a signed-in browser ([`Viewer`]) from the server's own pages
 //! ([`same_origin`]), carried out by the API's handler with the token's rights (scope `jobs`,
 //! its repositories), and answered with a redirect to the page that shows the result.
@@ -41,7 +42,7 @@ pub(super) fn form_caller(
 
 /// `POST /jobs/{id}/{action}`: `cancel`, `retry` (to the retry's page: the new job is the one
 /// to watch), `retry-failed` (back to the parent's page, whose list of jobs now has the retries
-/// in the failures' place), `approve` or `erase-log`.
+/// in the failures' place), `approve`, `erase-log` or `erase-build-logs`.
 pub(super) async fn act(
     viewer: Viewer,
     State(state): State<AppState>,
@@ -52,7 +53,7 @@ pub(super) async fn act(
         "cancel" => "cancel jobs",
         "retry" | "retry-failed" => "retry jobs",
         "approve" => "approve jobs",
-        "erase-log" => "erase jobs' logs",
+        "erase-log" | "erase-build-logs" => "erase jobs' logs",
         _ => {
             return Err(viewer.fail(ApiError::RouteNotFound(format!(
                 "POST /jobs/{id}/{action}: a job's page has no such button"
@@ -69,6 +70,7 @@ pub(super) async fn act(
             .map(|(_, axum::Json(job))| job.id),
         "retry-failed" => jobs::retry_failed(caller, state, path).await.map(|_| id),
         "erase-log" => logs::erase(caller, state, path).await.map(|_| id),
+        "erase-build-logs" => logs::erase_build(caller, state, path).await.map(|_| id),
         _ => jobs::approve(caller, state, path).await.map(|_| id),
     }
     .map_err(|e| viewer.fail(e))?;

@@ -280,7 +280,8 @@ pub(super) async fn show(
 /// What can be done to the job now, as the API would allow it: cancel what has not ended
 /// (decline what waits for approval), approve what waits for a person (not for other workflows
 /// or its concurrency group), retry what has ended, retry the failed jobs of a matrix or of
-/// several workflows, and erase the log of what has ended.
+/// several workflows, and erase the log of what has ended, or of the whole build once the
+/// jobs it queued have ended too.
 fn actions(job: &Job, children: &[Job]) -> Vec<Action> {
     let action = |path, label, danger| Action {
         path,
@@ -305,11 +306,19 @@ fn actions(job: &Job, children: &[Job]) -> Vec<Action> {
             actions.push(action("retry-failed", "Retry failed jobs", false));
         }
         actions.push(action("retry", "Retry", false));
-        // Last: it loses the log for good.
+        // Last: they lose logs for good.
         if job.log_erased.is_none() {
             actions.push(Action {
                 confirm: Some("Erase the log for good"),
                 ..action("erase-log", "Erase log…", true)
+            });
+        }
+        // A secret a step printed is in every variant's log; the API checks the jobs that
+        // these queued in turn.
+        if !children.is_empty() && children.iter().all(|c| c.status.is_final()) {
+            actions.push(Action {
+                confirm: Some("Erase the logs of this job and of every job it queued for good"),
+                ..action("erase-build-logs", "Erase the build's logs…", true)
             });
         }
     }
