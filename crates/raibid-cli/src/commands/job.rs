@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use raibid_client::{Backoff, Client, ClientError, ListJobs, LogEvent, SubmitJob};
 use raibid_config::Config;
-use raibid_model::{Job, JobStatus, ListedJob};
+use raibid_model::{BuildStatus, Job, JobStatus, ListedJob};
 
 use crate::cli::{JobArgs, JobCommand, Output};
 use crate::output::{ago, duration, table};
@@ -78,7 +78,13 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
         }
         JobCommand::Show { id } => {
             let (job, build) = match client.build(&id).await {
-                Ok(build) => (build.job, build.description.map(|d| (build.status, d))),
+                Ok(build) => {
+                    let status = BuildStatus {
+                        status: build.status,
+                        description: build.description,
+                    };
+                    (build.job, Some(status))
+                }
                 // A server older than `/build` (or no such job, which this says again).
                 Err(ClientError::Api { status: 404, .. }) => (client.job(&id).await?, None),
                 Err(e) => return Err(e.into()),
@@ -541,15 +547,19 @@ async fn held(client: &raibid_client::Client, job: &Job) -> Option<String> {
     ))
 }
 
-/// `raibid job show`'s text. `build`: the status and description of the build `job` is the
-/// first job of (a matrix, several workflows), its jobs' combined.
-fn describe(job: &Job, build: Option<&(JobStatus, String)>, server: &str) -> String {
+/// `raibid job show`'s text. `build`: the status of the build `job` is the first job of (a
+/// matrix, several workflows), once it passed: its jobs' combined, with what it says.
+fn describe(job: &Job, build: Option<&BuildStatus>, server: &str) -> String {
     let now = Utc::now();
     let mut out = String::new();
     let mut field = |k: &str, v: String| out.push_str(&format!("{k:<10} {v}\n"));
     field("id", job.id.clone());
     field("status", job.status.to_string());
-    if let Some((status, description)) = build {
+    if let Some(BuildStatus {
+        status,
+        description: Some(description),
+    }) = build
+    {
         // The job's own status says only that it queued its jobs.
         field("build", format!("{status}: {description}"));
     }
@@ -729,7 +739,10 @@ mod tests {
         );
         let mut job = Job::queued("01MATRIX".to_owned(), spec, Utc::now());
         job.status = JobStatus::Success;
-        let build = (JobStatus::Failure, "1 of 2 variants failed: N=2".to_owned());
+        let build = BuildStatus {
+            status: JobStatus::Failure,
+            description: Some("1 of 2 variants failed: N=2".to_owned()),
+        };
         let shown = describe(&job, Some(&build), "");
         assert!(
             shown.starts_with(
