@@ -119,6 +119,7 @@ fn yaml_error(path: &Path, e: serde_yaml::Error) -> ConfigError {
     } else {
         message
     };
+    let message = raibid_model::suggest::misspelt(&message).unwrap_or(message);
     match e.location() {
         Some(loc) => ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -568,14 +569,20 @@ flux:
         let err = parse("redis:\n  stream_name: x\n  stream_nmae: y\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("/etc/raibid.yaml:3:"), "{msg}");
-        assert!(msg.contains("unknown field `stream_nmae`"), "{msg}");
+        assert!(
+            msg.contains("unknown field `stream_nmae` (did you mean `stream_name`?), expected"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn unknown_section_is_an_error() {
         let msg = parse("redsi:\n  url: x\n").unwrap_err().to_string();
         assert!(msg.contains("/etc/raibid.yaml:1:"), "{msg}");
-        assert!(msg.contains("redsi"), "{msg}");
+        assert!(
+            msg.contains("unknown field `redsi` (did you mean `redis`?)"),
+            "{msg}"
+        );
     }
 
     #[test]

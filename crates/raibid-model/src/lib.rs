@@ -11,6 +11,7 @@ pub mod scaling;
 mod secret;
 mod stats;
 pub mod step_log;
+pub mod suggest;
 
 pub use agent::AgentInfo;
 pub use job::{

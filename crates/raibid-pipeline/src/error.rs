@@ -45,7 +45,9 @@ fn explain(message: &str) -> String {
             "the file holds more than one YAML document (`---`); a pipeline is a single document"
                 .to_owned()
         }
-        _ => foreign_key(message).unwrap_or_else(|| message.to_owned()),
+        _ => foreign_key(message)
+            .or_else(|| raibid_model::suggest::misspelt(message))
+            .unwrap_or_else(|| message.to_owned()),
     }
 }
 

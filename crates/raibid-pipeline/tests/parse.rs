@@ -127,7 +127,7 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "merge-of-unknown-key.yaml",
         6,
         5,
-        "unknown field `timout`, expected one of",
+        "unknown field `timout` (did you mean `timeout`?), expected one of",
     ),
     ("missing-name.yaml", 2, 5, "no `name`"),
     ("missing-run.yaml", 5, 5, "has nothing to do"),
@@ -151,7 +151,7 @@ const INVALID: &[(&str, usize, usize, &str)] = &[
         "unknown-path-key.yaml",
         7,
         9,
-        "unknown field `excludes`, expected one of `include`, `exclude`, `ignore_message`",
+        "unknown field `excludes` (did you mean `exclude`?), expected one of `include`, `exclude`, `ignore_message`",
     ),
     (
         "unknown-top-key.yaml",
