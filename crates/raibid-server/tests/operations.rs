@@ -68,7 +68,7 @@ async fn the_openapi_document_is_served() {
         .flat_map(|(path, item)| item.as_object().unwrap().values().map(move |op| (path, op)))
         .filter(|(_, op)| op["security"] == json!([{ "bearer": [] }]))
         .collect();
-    assert_eq!(token_only.len(), 15, "{token_only:?}");
+    assert_eq!(token_only.len(), 16, "{token_only:?}");
     for (path, op) in token_only {
         let forbidden = op["responses"]["403"]["description"]
             .as_str()
