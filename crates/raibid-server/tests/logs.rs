@@ -592,12 +592,8 @@ async fn a_finished_job_s_log_is_erased_for_a_token_holder() {
     assert!(page.contains("This job&#39;s log was erased by"), "{page}");
 
     let missing = server
-        .client
-        .delete(server.url("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/logs"))
-        .bearer_auth(support::TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .delete_authed("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/logs")
+        .await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
 
@@ -696,11 +692,7 @@ async fn a_build_s_logs_are_erased_together_once_it_has_ended() {
     assert!(log(&unrelated).await.contains("hunter2"));
 
     let missing = server
-        .client
-        .delete(server.url("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/build/logs"))
-        .bearer_auth(support::TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .delete_authed("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/build/logs")
+        .await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }

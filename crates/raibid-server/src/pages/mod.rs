@@ -91,25 +91,28 @@ pub(crate) struct Chrome {
     secrets: bool,
 }
 
+/// The headers everything the pages serve has: its type, which the browser keeps to
+/// (`nosniff`), its Content Security Policy, and no caching (a job's page changes as it runs).
+fn served_as(response: &mut Response, content_type: &'static str, csp: &'static str) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+}
+
 /// A rendered page with the headers every page has.
 fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => {
             let mut response = (status, html).into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            headers.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            );
-            headers.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            served_as(&mut response, "text/html; charset=utf-8", CSP);
             response
         }
         // A template that fails to render is a bug; the API's error body says which.

@@ -15,7 +15,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use raibid_queue::LogCursor;
 
-use super::{PageError, Viewer};
+use super::{PageError, Viewer, served_as};
 use crate::ApiError;
 use crate::AppState;
 use crate::api::jobs::readable;
@@ -38,22 +38,15 @@ pub(super) async fn raw(
     // Saved under the job's name; ids are checked ULIDs, nothing to quote.
     let disposition = HeaderValue::from_str(&format!("inline; filename=\"job-{}.log\"", job.id));
     let mut response = Body::from_stream(plain_log(state, job.id, note)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+    served_as(
+        &mut response,
+        "text/plain; charset=utf-8",
+        "default-src 'none'; frame-ancestors 'none'",
     );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(value) = disposition {
-        headers.insert(header::CONTENT_DISPOSITION, value);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
 }
