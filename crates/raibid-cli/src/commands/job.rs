@@ -193,7 +193,8 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
         JobCommand::EraseLog { id, build: true } => {
             let erased = client.erase_build_logs(&id).await?;
             if json {
-                println!("{}", serde_json::json!({ "erased": erased }));
+                let erased = serde_json::json!({ "erased": erased });
+                println!("{}", serde_json::to_string_pretty(&erased)?);
             } else {
                 println!("erased the logs of {} job(s) of the build:", erased.len());
                 for id in erased {

@@ -263,6 +263,17 @@ pub(crate) async fn readable(
         .ok_or_else(|| not_found(id))
 }
 
+/// Job `id`, if it exists and the caller's token may change its repository.
+pub(crate) async fn changeable(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    id: &str,
+) -> Result<Job, ApiError> {
+    let job = state.queue().get(id).await?.ok_or_else(|| not_found(id))?;
+    caller.may_change(&job.spec.repo)?;
+    Ok(job)
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct Cancelled {
     result: &'static str,
@@ -278,8 +289,7 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Cancelled>, ApiError> {
     let queue = state.queue();
-    let job = queue.get(&id).await?.ok_or_else(|| not_found(&id))?;
-    caller.may_change(&job.spec.repo)?;
+    let job = changeable(&state, &caller, &id).await?;
     // A job waiting for approval that is cancelled was turned down, as Woodpecker says; and
     // by whom, as Woodpecker and GitHub show, in its record and commit status.
     let why = format!(
@@ -367,12 +377,7 @@ pub(crate) async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let job = state
-        .queue()
-        .get(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    caller.may_change(&job.spec.repo)?;
+    let job = changeable(&state, &caller, &id).await?;
     // A workflow's job waiting for others, or a job waiting for its concurrency group, is not
     // waiting for a person: approving it would start it without what it waits for.
     if job.status == JobStatus::Blocked {

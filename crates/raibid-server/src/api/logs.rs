@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::follow;
-use super::jobs::{not_found, readable};
+use super::jobs::{changeable, not_found, readable};
 use crate::auth::{CanRead, CanRunJobs, token_index};
 use crate::client_addr::client_ip;
 use crate::{ApiError, AppState};
@@ -132,8 +132,7 @@ pub(crate) async fn erase(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     let queue = state.queue();
-    let job = queue.get(&id).await?.ok_or_else(|| not_found(&id))?;
-    caller.may_change(&job.spec.repo)?;
+    let job = changeable(&state, &caller, &id).await?;
     match queue.erase_log(&id, &caller.name()).await? {
         EraseLog::Erased => {}
         EraseLog::Missing => return Err(not_found(&id)),
@@ -171,8 +170,7 @@ pub(crate) async fn erase_build(
     Path(id): Path<String>,
 ) -> Result<Json<ErasedBuild>, ApiError> {
     let queue = state.queue();
-    let first = queue.get(&id).await?.ok_or_else(|| not_found(&id))?;
-    caller.may_change(&first.spec.repo)?;
+    let first = changeable(&state, &caller, &id).await?;
     let jobs = build_jobs(&state, first).await?;
     if let Some(running) = jobs.iter().find(|job| !job.status.is_final()) {
         return Err(ApiError::Conflict(format!(
