@@ -30,6 +30,8 @@ pub enum BenchError {
     Http(#[from] reqwest::Error),
     #[error("queue: {0}")]
     Queue(#[from] raibid_queue::QueueError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("checkout: {0}")]
     Checkout(#[from] raibid_agent::CheckoutError),
     #[error("executor: {0}")]

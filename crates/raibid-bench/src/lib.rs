@@ -4,7 +4,7 @@
 //! Each benchmark is one async function taking an options struct (defaults: the sizes the
 //! targets are stated for) and returning a serializable report that also renders as plain
 //! tables, so the `raibid` binary can offer them as `raibid bench
-//! webhooks|checkout|logs|e2e|cache` with `--output table|json`. They start real processes
+//! webhooks|checkout|logs|e2e|cache|pages` with `--output table|json`. They start real processes
 //! (redis-server, git daemon, the release `raibid` binary, cargo), take tens of seconds to
 //! minutes, and are run by hand: they are not tests, and nothing in the test suite depends on
 //! a timing.
@@ -18,6 +18,7 @@ mod checkout;
 mod e2e;
 mod error;
 mod logs;
+mod pages;
 mod procs;
 mod report;
 mod webhooks;
@@ -27,6 +28,7 @@ pub use checkout::{CheckoutBenchOptions, CheckoutReport, checkout};
 pub use e2e::{E2eBenchOptions, E2eReport, PhaseReport, Stretch, ThroughputReport, e2e};
 pub use error::BenchError;
 pub use logs::{LogBenchOptions, LogReport, logs};
+pub use pages::{PageRow, PagesBenchOptions, PagesReport, pages};
 pub use procs::default_raibid_exe;
 pub use report::{LatencySummary, Machine, TargetCheck};
 pub use webhooks::{WebhookBenchOptions, WebhookReport, webhooks};

@@ -658,6 +658,28 @@ pub enum BenchCommand {
     /// cache, then cold, warm and incremental jobs with it; restore and save times, the cached
     /// size and the speed-up.
     Cache(BenchCacheArgs),
+    /// Reading a long history through the server: a job's page and a step's page of a long
+    /// log, the raw log, the job list by status and a repository's page, next to the Redis
+    /// reads each needs, timed in the same run.
+    Pages(BenchPagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPagesArgs {
+    /// Finished jobs written into the queue before timing.
+    #[arg(long, default_value_t = 10_000)]
+    pub jobs: usize,
+    /// How many of them failed, spread through the history.
+    #[arg(long, default_value_t = 50)]
+    pub failures: usize,
+    /// Size of the long logs, in MiB (10: the default `redis.log_max_bytes`).
+    #[arg(long, default_value_t = 10)]
+    pub log_mib: usize,
+    /// Times each request is sent.
+    #[arg(long, default_value_t = 20)]
+    pub requests: usize,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]

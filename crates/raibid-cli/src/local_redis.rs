@@ -267,6 +267,10 @@ impl LocalRedis {
             .arg("no")
             .arg("--save")
             .arg("")
+            // `raibid backup` takes its copy as a replica does; Redis holds a diskless sync
+            // back 5 s for more replicas to share it, and this one has no others.
+            .arg("--repl-diskless-sync-delay")
+            .arg("0")
             .arg("--logfile")
             .arg(dir.join("redis.log"));
         match durability {
@@ -582,6 +586,20 @@ mod tests {
         let redis = start(vec![taken, free]).await.unwrap();
         assert_eq!(redis.port, free);
         run(redis.port, "pw", &[vec!["PING"]]).await;
+        // A backup (`redis-cli --rdb`) is not held back for replicas that never come.
+        let mut conn = send_authed(
+            free,
+            Some("pw"),
+            &["CONFIG", "GET", "repl-diskless-sync-delay"],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let mut reply = Vec::new();
+        for _ in 0..5 {
+            reply.push(read_line(&mut conn).await.unwrap());
+        }
+        assert_eq!(reply, ["*2", "$24", "repl-diskless-sync-delay", "$1", "0"]);
         redis.stop().await;
 
         let Err(err) = start(vec![taken]).await else {

@@ -54,6 +54,12 @@ pub struct LogBatch {
     pub finished: bool,
 }
 
+/// A job record's `log_bytes`, `log_truncated` and `log_lines`.
+type LogCounts = (Option<u64>, Option<String>, Option<String>);
+
+/// The most entries [`Queue::read_log_end`] asks for at once after its first read.
+const LOG_END_MAX_READ: usize = 4096;
+
 /// The end of a log ([`Queue::read_log_end`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEnd {
@@ -61,6 +67,11 @@ pub struct LogEnd {
     pub chunks: Vec<LogChunk>,
     /// Bytes of the log before `chunks`.
     pub skipped: u64,
+    /// Line breaks in the log before `chunks`, so that a page of its end numbers its lines as
+    /// in the whole log without reading it; `None` for a log whose lines were not counted as
+    /// it was written (begun or appended to by an agent older than the count), to be counted
+    /// by reading it.
+    pub lines_before: Option<u64>,
     /// The newest entry: a follower continues after it.
     pub cursor: LogCursor,
     /// The job has finished and nothing more will be written.
@@ -111,10 +122,13 @@ impl Queue {
         decode_entries(reply::array(&reply), after)
     }
 
-    /// The end of job `job_id`'s log: its newest entries, read backwards `count` at a time
-    /// until they hold at least `min_bytes` or the log's start is reached, so a page that
-    /// shows a log's last MiB reads about that much rather than the whole log (up to
-    /// `log_max_bytes`, 10 MiB by default) for every view.
+    /// The end of job `job_id`'s log: its newest entries, read backwards until they hold at
+    /// least `min_bytes` or the log's start is reached, so a page that shows a log's last MiB
+    /// reads about that much rather than the whole log (up to `log_max_bytes`, 10 MiB by
+    /// default) for every view. The first read takes `count` entries, the next ones as many as
+    /// the bytes still wanted take at the size of the entries read so far: an agent's entries
+    /// are anything from a line to 64 KiB, and a fixed count that reads a MiB of lines reads a
+    /// whole log of 64 KiB entries at once.
     ///
     /// The first read and the job's byte count are one transaction, so `skipped`, the bytes
     /// before the returned chunks, is exact even while the job writes; later reads only go
@@ -137,15 +151,16 @@ impl Queue {
             .arg(self.keys.job(job_id))
             .arg("log_bytes")
             .arg("log_truncated")
+            .arg("log_lines")
             .cmd("XREVRANGE")
             .arg(&log)
             .arg("+")
             .arg("-")
             .arg("COUNT")
             .arg(count);
-        let (counts, entries): ((Option<u64>, Option<String>), Value) =
-            self.conn.pipe(&first).await?;
+        let (counts, entries): (LogCounts, Value) = self.conn.pipe(&first).await?;
         let (logged, truncated) = (counts.0.unwrap_or(0), counts.1.as_deref() == Some("1"));
+        let lines = counts.2.as_deref().and_then(|l| counted_lines(l, logged));
         let entries = reply::array(&entries);
         let mut newest_first = decode_entries(entries, &LogCursor::start())?;
         let end = LogEnd {
@@ -154,6 +169,7 @@ impl Queue {
             finished: newest_first.finished,
             chunks: Vec::new(),
             skipped: 0,
+            lines_before: None,
         };
         // The byte count leaves out the notice a truncated log ends with, its newest entry.
         let notice = match (truncated, newest_first.chunks.first()) {
@@ -167,6 +183,10 @@ impl Queue {
             let Some(oldest) = chunks.last().map(|c| c.cursor.clone()) else {
                 break;
             };
+            let average = (bytes / chunks.len()).max(1);
+            let count = (min_bytes - bytes)
+                .div_ceil(average)
+                .clamp(1, LOG_END_MAX_READ);
             let reply: Value = self
                 .conn
                 .run(
@@ -186,13 +206,14 @@ impl Queue {
         }
         chunks.reverse();
         let read = bytes as u64;
+        if read == 0 {
+            return Ok(LogEnd { chunks, ..end });
+        }
+        let breaks: u64 = chunks.iter().map(|c| line_breaks(&c.data)).sum();
         Ok(LogEnd {
             chunks,
-            skipped: if read == 0 {
-                0
-            } else {
-                (logged + notice).saturating_sub(read)
-            },
+            skipped: (logged + notice).saturating_sub(read),
+            lines_before: lines.map(|total| total.saturating_sub(breaks)),
             ..end
         })
     }
@@ -209,6 +230,19 @@ impl Queue {
             timeout: self.conn.timeout(),
         })
     }
+}
+
+/// The line count of a job record's `log_lines` (`<log_bytes>:<lines>`, kept by the append
+/// script), if it counts the `logged` bytes the record has now.
+fn counted_lines(field: &str, logged: u64) -> Option<u64> {
+    let (bytes, lines) = field.split_once(':')?;
+    (bytes.parse::<u64>().ok()? == logged).then_some(())?;
+    lines.parse().ok()
+}
+
+/// The number of `\n` in `bytes`.
+fn line_breaks(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 /// Waits for new output of one job; each follower holds its own connection.
@@ -336,5 +370,19 @@ mod tests {
                 .unwrap()
                 .is_last_possible()
         );
+    }
+
+    #[test]
+    fn a_line_count_holds_only_for_the_bytes_it_counted() {
+        assert_eq!(counted_lines("120:7", 120), Some(7));
+        assert_eq!(counted_lines("0:0", 0), Some(0));
+        assert_eq!(
+            counted_lines("120:7", 130),
+            None,
+            "stale: appended uncounted"
+        );
+        assert_eq!(counted_lines("120", 120), None);
+        assert_eq!(counted_lines("x:7", 120), None);
+        assert_eq!(counted_lines("120:", 120), None);
     }
 }

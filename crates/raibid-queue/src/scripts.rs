@@ -733,15 +733,35 @@ if redis.call('HGET', KEYS[1], 'log_truncated') == '1' then return 0 end
 local used = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
 local max = tonumber(ARGV[2])
 local len = string.len(ARGV[1])
+-- The log's line breaks so far, kept as '<log_bytes>:<lines>' so that a page of the log's end
+-- numbers its lines without reading the rest. It is counted from the log's first byte, and
+-- only while its byte count matches: a log begun, or appended to, by an older agent that
+-- does not count has none or a stale one, and is counted by reading it.
+local lines = nil
+if used == 0 then
+  lines = 0
+else
+  local b, l = string.match(redis.call('HGET', KEYS[1], 'log_lines') or '', '^(%d+):(%d+)$')
+  if b and tonumber(b) == used then lines = tonumber(l) end
+end
+local function add(data)
+  redis.call('XADD', KEYS[2], '*', 'd', data)
+  if lines then
+    local _, n = string.gsub(data, '\n', '')
+    lines = lines + n
+  end
+end
 if used + len > max then
   local room = max - used
-  if room > 0 then redis.call('XADD', KEYS[2], '*', 'd', string.sub(ARGV[1], 1, room)) end
-  redis.call('XADD', KEYS[2], '*', 'd', '\n[raibid] log truncated: the job printed more than ' .. max .. ' bytes\n')
+  if room > 0 then add(string.sub(ARGV[1], 1, room)) end
+  add('\n[raibid] log truncated: the job printed more than ' .. max .. ' bytes\n')
   redis.call('HSET', KEYS[1], 'log_truncated', '1', 'log_bytes', max)
+  if lines then redis.call('HSET', KEYS[1], 'log_lines', max .. ':' .. lines) end
   return 2
 end
-redis.call('XADD', KEYS[2], '*', 'd', ARGV[1])
+add(ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'log_bytes', len)
+if lines then redis.call('HSET', KEYS[1], 'log_lines', (used + len) .. ':' .. lines) end
 return 1
 "#,
     )

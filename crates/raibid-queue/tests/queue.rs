@@ -841,15 +841,23 @@ async fn the_end_of_a_log_is_read_from_the_end() {
         );
     }
     let all = q.read_log(&j.id, &LogCursor::start(), 100).await.unwrap();
-    // At least 95 bytes, three entries a read: four reads, twelve chunks (120 bytes).
+    // At least 95 bytes, three entries first (30 bytes), then the seven that 65 bytes take
+    // at 10 bytes an entry: ten chunks, no more.
     let end = q.read_log_end(&j.id, 95, 3).await.unwrap();
-    assert_eq!(end.chunks, all.chunks[28..].to_vec());
-    assert_eq!(end.skipped, 280);
+    assert_eq!(end.chunks, all.chunks[30..].to_vec());
+    assert_eq!(end.skipped, 300);
+    assert_eq!(end.lines_before, Some(60), "two line breaks a chunk");
+    // One entry first: the rest in one more read, still no more than needed.
+    let one = q.read_log_end(&j.id, 95, 1).await.unwrap();
+    assert_eq!(one.chunks, all.chunks[30..].to_vec());
     assert_eq!(end.cursor, all.next);
     assert!(!end.finished);
     // More than there is: the whole log.
     let whole = q.read_log_end(&j.id, 10_000, 7).await.unwrap();
-    assert_eq!((whole.chunks, whole.skipped), (all.chunks.clone(), 0));
+    assert_eq!(
+        (whole.chunks, whole.skipped, whole.lines_before),
+        (all.chunks.clone(), 0, Some(0))
+    );
 
     // Past the cap: the notice the byte count leaves out is still counted; ended.
     assert!(!q.append_log(&j.id, &[b'x'; 700]).await.unwrap());
@@ -862,8 +870,49 @@ async fn the_end_of_a_log_is_read_from_the_end() {
     let shown: usize = end.chunks.iter().map(|c| c.data.len()).sum();
     assert_eq!(end.skipped as usize + shown, total);
     assert_eq!(end.chunks.last(), all.chunks.last(), "the notice");
+    let before = &all.chunks[..all.chunks.len() - end.chunks.len()];
+    assert_eq!(
+        end.lines_before,
+        Some(before.iter().map(|c| line_breaks(&c.data)).sum()),
+        "counted up to the cut, the notice's own lines after it"
+    );
     assert!(end.finished);
     assert_eq!(end.cursor, all.next, "after the end marker");
+}
+
+fn line_breaks(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// A log whose lines were not all counted as they were written (an agent from before the count
+/// appended to it, as in a rolling upgrade) gives no line count rather than a wrong one.
+#[tokio::test]
+async fn a_log_appended_to_without_the_count_has_no_line_count() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("a/logs")).await.unwrap());
+    assert!(q.append_log(&j.id, b"one\ntwo\n").await.unwrap());
+    let end = q.read_log_end(&j.id, 4, 1).await.unwrap();
+    assert_eq!(end.lines_before, Some(0));
+    // What the append script did before it counted lines.
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::pipe()
+        .cmd("XADD")
+        .arg(format!("raibid:ci-jobs:log:{}", j.id))
+        .arg("*")
+        .arg("d")
+        .arg("three\n")
+        .cmd("HINCRBY")
+        .arg(format!("raibid:ci-jobs:job:{}", j.id))
+        .arg("log_bytes")
+        .arg(6)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(q.append_log(&j.id, b"four\n").await.unwrap());
+    let end = q.read_log_end(&j.id, 4, 1).await.unwrap();
+    assert_eq!(end.skipped, 14);
+    assert_eq!(end.lines_before, None, "three's line went uncounted");
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! `raibid bench webhooks|checkout|logs|e2e|cache`: the benchmarks of raibid-bench, with this very
+//! `raibid bench webhooks|checkout|logs|e2e|cache|pages`: the benchmarks of raibid-bench, with this very
 //! executable as the `raibid` they start, so that the figures are of the binary being run.
 
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use raibid_bench::{
     BenchError, CacheBenchOptions, CacheDeps, CheckoutBenchOptions, E2eBenchOptions,
-    LogBenchOptions, WebhookBenchOptions,
+    LogBenchOptions, PagesBenchOptions, WebhookBenchOptions,
 };
 use serde::Serialize;
 
@@ -81,6 +81,18 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 },
             };
             show(raibid_bench::cache(options).await, a.output, |r| {
+                r.render_table()
+            })
+        }
+        BenchCommand::Pages(a) => {
+            let options = PagesBenchOptions {
+                raibid_exe: exe,
+                jobs: a.jobs,
+                failures: a.failures,
+                log_bytes: a.log_mib * 1024 * 1024,
+                requests: a.requests,
+            };
+            show(raibid_bench::pages(options).await, a.output, |r| {
                 r.render_table()
             })
         }

@@ -1,14 +1,19 @@
 //! A job's log as its page shows it: its end, or one step's lines, as HTML with its colours in
 //! numbered lines.
 
+use std::collections::VecDeque;
+
 use raibid_model::step_log::StepFilter;
 use raibid_queue::{LogCursor, Queue, QueueError};
 
 /// The most of a log a page shows: browsers slow down on megabytes of text, and the end is
 /// where a build says why it failed. The raw log has the rest.
 pub(super) const TAIL_BYTES: usize = 1024 * 1024;
-/// Chunks per Redis read.
+/// Chunks per Redis read of a whole log.
 const READ_BATCH: usize = 512;
+/// Chunks of a log's end read first: a MiB of the agent's largest (64 KiB), after which the
+/// queue reads as many more as the chunks' size so far says the rest takes.
+const END_FIRST_READ: usize = 16;
 
 /// The last [`TAIL_BYTES`] of a log and where a follower continues from.
 pub(super) struct Tail {
@@ -23,27 +28,28 @@ pub(super) struct Tail {
 }
 
 /// The last `max` bytes of job `id`'s log, starting at a line when a line starts close enough
-/// to the cut. Read from the end, so a log that fits costs about `max`; a longer one is read
-/// whole (at most its cap), once, to number its lines from its start.
+/// to the cut. Read from the end, so it costs about `max` however long the log: the log's
+/// count of its lines numbers them. A log whose lines were not counted as it was written (an
+/// older agent's) has the line breaks before its end counted by reading them, not kept.
 pub(super) async fn tail(queue: &Queue, id: &str, max: usize) -> Result<Tail, QueueError> {
-    let end = queue.read_log_end(id, max, READ_BATCH).await?;
-    let (mut text, cursor) = if end.skipped == 0 {
-        let text = end
-            .chunks
-            .iter()
-            .flat_map(|c| c.data.iter().copied())
-            .collect();
-        (text, end.cursor)
-    } else {
-        whole(queue, id).await?
+    let end = queue.read_log_end(id, max, END_FIRST_READ).await?;
+    let mut text: Vec<u8> = end
+        .chunks
+        .iter()
+        .flat_map(|c| c.data.iter().copied())
+        .collect();
+    let before = match (end.skipped, end.lines_before, end.chunks.first()) {
+        (0, _, _) | (_, _, None) => 0,
+        (_, Some(lines), _) => lines,
+        (_, None, Some(first)) => line_breaks_before(queue, id, &first.cursor).await?,
     };
     let cut = cut_at_line(&text, max);
-    let first_line = 1 + newlines(&text[..cut]);
+    let first_line = 1 + before + newlines(&text[..cut]);
     text.drain(..cut);
     Ok(Tail {
         text,
-        skipped: cut as u64,
-        cursor,
+        skipped: end.skipped + cut as u64,
+        cursor: end.cursor,
         first_line,
     })
 }
@@ -52,18 +58,20 @@ fn newlines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-/// The whole log as it is now, and its last entry: at most the log's cap
-/// (`redis.log_max_bytes`), read in batches.
-async fn whole(queue: &Queue, id: &str) -> Result<(Vec<u8>, LogCursor), QueueError> {
+/// The line breaks of job `id`'s log before its entry `stop`, read in batches.
+async fn line_breaks_before(queue: &Queue, id: &str, stop: &LogCursor) -> Result<u64, QueueError> {
     let mut cursor = LogCursor::start();
-    let mut bytes = Vec::new();
+    let mut lines = 0;
     loop {
         let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
         if batch.chunks.is_empty() {
-            return Ok((bytes, cursor));
+            return Ok(lines);
         }
         for chunk in &batch.chunks {
-            bytes.extend_from_slice(&chunk.data);
+            if chunk.cursor == *stop {
+                return Ok(lines);
+            }
+            lines += newlines(&chunk.data);
         }
         cursor = batch.next;
     }
@@ -88,8 +96,9 @@ pub(super) struct StepLines {
 }
 
 /// The step's lines of job `id`'s log, at most the last `max` bytes of them. The whole log is
-/// read (at most its cap, `redis.log_max_bytes`): a step's section may be anywhere in it. With
-/// `follow` (a job still running) an unfinished last line is left for the follower.
+/// read (at most its cap, `redis.log_max_bytes`): a step's section may be anywhere in it; but
+/// batch by batch, holding only the step's last `max` bytes of lines and the line being read.
+/// With `follow` (a job still running) an unfinished last line is left for the follower.
 pub(super) async fn step_lines(
     queue: &Queue,
     id: &str,
@@ -97,44 +106,104 @@ pub(super) async fn step_lines(
     max: usize,
     follow: bool,
 ) -> Result<StepLines, QueueError> {
-    let (bytes, cursor) = whole(queue, id).await?;
-    let text = String::from_utf8_lossy(&bytes);
-    let (whole, partial) = match text.rfind('\n') {
-        Some(end) if follow => text.split_at(end + 1),
-        None if follow => ("", text.as_ref()),
-        _ => (text.as_ref(), ""),
-    };
-    let mut filter = StepFilter::new(step);
-    let mut kept: Vec<(u64, String)> = Vec::new();
-    let mut next = 1u64;
-    for line in whole.split_inclusive('\n') {
-        let (body, end) = match line.strip_suffix('\n') {
-            Some(body) => (body, "\n"),
-            None => (line, ""),
-        };
-        if let Some(shown) = filter.keep(body) {
-            kept.push((next, format!("{shown}{end}")));
+    let mut lines = StepSection::new(step, max);
+    let mut cursor = LogCursor::start();
+    loop {
+        let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
+        if batch.chunks.is_empty() {
+            break;
         }
-        next += 1;
+        for chunk in &batch.chunks {
+            lines.read(&chunk.data);
+        }
+        cursor = batch.next;
     }
-    let mut size = 0;
-    let mut start = kept.len();
-    while start > 0 && size + kept[start - 1].1.len() <= max {
-        start -= 1;
-        size += kept[start].1.len();
+    Ok(lines.end(cursor, follow))
+}
+
+/// [`step_lines`]' state between reads.
+struct StepSection {
+    filter: StepFilter,
+    max: usize,
+    /// The step's last lines read, each with its number, their bytes at most `max`.
+    kept: VecDeque<(u64, String)>,
+    size: usize,
+    /// The step's lines dropped from the front of `kept`.
+    hidden: u64,
+    /// The number of the line `unfinished` belongs to.
+    next: u64,
+    /// What was read after the last line break.
+    unfinished: Vec<u8>,
+}
+
+impl StepSection {
+    fn new(step: &str, max: usize) -> Self {
+        Self {
+            filter: StepFilter::new(step),
+            max,
+            kept: VecDeque::new(),
+            size: 0,
+            hidden: 0,
+            next: 1,
+            unfinished: Vec::new(),
+        }
     }
-    Ok(StepLines {
-        html: kept[start..]
-            .iter()
-            .map(|(number, line)| numbered(line.as_bytes(), *number).html)
-            .collect(),
-        empty: kept.is_empty(),
-        hidden: start as u64,
-        cursor,
-        next,
-        partial: partial.to_owned(),
-        inside: filter.inside(),
-    })
+
+    fn read(&mut self, data: &[u8]) {
+        self.unfinished.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(at) = self.unfinished[start..].iter().position(|&b| b == b'\n') {
+            let end = start + at;
+            let line = String::from_utf8_lossy(&self.unfinished[start..end]).into_owned();
+            self.line(&line, "\n");
+            start = end + 1;
+        }
+        self.unfinished.drain(..start);
+    }
+
+    fn line(&mut self, body: &str, end: &str) {
+        if let Some(shown) = self.filter.keep(body) {
+            let line = format!("{shown}{end}");
+            self.size += line.len();
+            self.kept.push_back((self.next, line));
+            while self.size > self.max {
+                let Some((_, dropped)) = self.kept.pop_front() else {
+                    break;
+                };
+                self.size -= dropped.len();
+                self.hidden += 1;
+            }
+        }
+        self.next += 1;
+    }
+
+    /// The log read up to `cursor`: its unfinished last line left for a follower, or else
+    /// read as a line.
+    fn end(mut self, cursor: LogCursor, follow: bool) -> StepLines {
+        let unfinished =
+            String::from_utf8_lossy(&std::mem::take(&mut self.unfinished)).into_owned();
+        let partial = if follow {
+            unfinished
+        } else {
+            if !unfinished.is_empty() {
+                self.line(&unfinished, "");
+            }
+            String::new()
+        };
+        StepLines {
+            html: self
+                .kept
+                .iter()
+                .map(|(number, line)| numbered(line.as_bytes(), *number).html)
+                .collect(),
+            empty: self.kept.is_empty() && self.hidden == 0,
+            hidden: self.hidden,
+            cursor,
+            next: self.next,
+            partial,
+            inside: self.filter.inside(),
+        }
+    }
 }
 
 /// A log's HTML cut into lines, each a `<span class="line" id="L<n>">` led by a link to itself
@@ -271,6 +340,58 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LOG: &str = "checkout abc\n\
+        \u{1b}[1;36m▶ step build\u{1b}[0m 2026-12-05T00:00:00.000Z\n\
+        compiling ä\n\
+        linking\n\
+        \u{1b}[32m✔ build (1.00s)\u{1b}[0m\n\
+        \u{1b}[1;36m▶ step test\u{1b}[0m 2026-12-05T00:00:01.000Z\n\
+        ok 1";
+
+    fn section(pieces: &[&[u8]], max: usize, follow: bool, step: &str) -> StepLines {
+        let mut s = StepSection::new(step, max);
+        pieces.iter().for_each(|p| s.read(p));
+        s.end(LogCursor::start(), follow)
+    }
+
+    #[test]
+    fn a_step_s_lines_are_the_same_however_the_log_is_read() {
+        let whole = section(&[LOG.as_bytes()], 1 << 20, false, "build");
+        assert!(whole.html.contains("id=\"L3\""), "numbered as in the log");
+        assert!(whole.html.contains("compiling ä"));
+        assert!(!whole.html.contains("L1\"") && !whole.html.contains("L6\""));
+        assert_eq!((whole.hidden, whole.next, whole.empty), (0, 8, false));
+        // Byte by byte, a character and the escape codes cut between reads.
+        let bytes: Vec<&[u8]> = LOG.as_bytes().chunks(1).collect();
+        let cut = section(&bytes, 1 << 20, false, "build");
+        assert_eq!(cut.html, whole.html);
+        assert_eq!((cut.hidden, cut.next), (0, 8));
+
+        // Followed: the unfinished last line waits; it is the next line's number.
+        let test = section(&bytes, 1 << 20, true, "test");
+        assert_eq!(
+            (test.partial.as_str(), test.next, test.inside),
+            ("ok 1", 7, true)
+        );
+        let ended = section(&bytes, 1 << 20, false, "test");
+        assert!(ended.html.contains("ok 1") && ended.partial.is_empty());
+        assert!(section(&bytes, 1 << 20, false, "deploy").empty);
+    }
+
+    #[test]
+    fn only_the_step_s_last_lines_that_fit_are_kept() {
+        // "linking\n" and the result line fit in 40 bytes; "compiling ä\n" does not.
+        let last = section(&[LOG.as_bytes()], 40, false, "build");
+        assert_eq!(last.hidden, 2, "the header and compiling");
+        assert!(last.html.contains("linking") && !last.html.contains("compiling"));
+        assert!(!last.empty);
+        let none = section(&[LOG.as_bytes()], 3, false, "build");
+        assert_eq!(
+            (none.hidden, none.html.as_str(), none.empty),
+            (4, "", false)
+        );
+    }
 
     #[test]
     fn a_cut_starts_at_the_next_line_when_there_is_one() {
