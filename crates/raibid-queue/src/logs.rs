@@ -90,7 +90,8 @@ impl Queue {
             .key(self.keys.job(job_id))
             .key(self.keys.log(job_id))
             .arg(data)
-            .arg(self.options.log_max_bytes);
+            .arg(self.options.log_max_bytes)
+            .arg(line_breaks(data));
         let stored: i64 = self.conn.script(&invocation).await?;
         Ok(stored == 1)
     }

@@ -721,7 +721,8 @@ return 'ok'
 /// Appends to a job's log stream within its byte budget, if the job still exists.
 ///
 /// KEYS: job, log
-/// ARGV: chunk, max bytes
+/// ARGV: chunk, max bytes, the chunk's line breaks (counted by the caller: counting in Lua
+/// costs a pattern match per byte of every chunk, where only a truncated one needs it)
 /// Returns 1 stored | 2 stored up to the cap and marked truncated | 0 dropped
 pub(crate) static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -744,22 +745,23 @@ else
   local b, l = string.match(redis.call('HGET', KEYS[1], 'log_lines') or '', '^(%d+):(%d+)$')
   if b and tonumber(b) == used then lines = tonumber(l) end
 end
-local function add(data)
+local function add(data, breaks)
   redis.call('XADD', KEYS[2], '*', 'd', data)
-  if lines then
-    local _, n = string.gsub(data, '\n', '')
-    lines = lines + n
-  end
+  if lines then lines = lines + breaks end
 end
 if used + len > max then
   local room = max - used
-  if room > 0 then add(string.sub(ARGV[1], 1, room)) end
-  add('\n[raibid] log truncated: the job printed more than ' .. max .. ' bytes\n')
+  if room > 0 then
+    local kept = string.sub(ARGV[1], 1, room)
+    local _, breaks = string.gsub(kept, '\n', '')
+    add(kept, breaks)
+  end
+  add('\n[raibid] log truncated: the job printed more than ' .. max .. ' bytes\n', 2)
   redis.call('HSET', KEYS[1], 'log_truncated', '1', 'log_bytes', max)
   if lines then redis.call('HSET', KEYS[1], 'log_lines', max .. ':' .. lines) end
   return 2
 end
-add(ARGV[1])
+add(ARGV[1], tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[1], 'log_bytes', len)
 if lines then redis.call('HSET', KEYS[1], 'log_lines', (used + len) .. ':' .. lines) end
 return 1
