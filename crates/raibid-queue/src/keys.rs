@@ -82,6 +82,19 @@ impl Keys {
         format!("{}:repos:indexed", self.prefix)
     }
 
+    /// The jobs that queued others (a matrix's first job, a workflow that queued the rest of
+    /// `.raibid/`): the first jobs of builds, whose status in the lists is their build's, so
+    /// that the status filter finds them without reading every passed job. By id, as the
+    /// other indexes.
+    pub fn builds(&self) -> String {
+        format!("{}:jobs:builds", self.prefix)
+    }
+
+    /// Set once [`Keys::builds`] holds the builds of jobs recorded before it existed.
+    pub fn builds_indexed(&self) -> String {
+        format!("{}:jobs:builds:indexed", self.prefix)
+    }
+
     pub fn by_pool(&self, pool: &PoolName) -> String {
         format!("{}:jobs:pool:{pool}", self.prefix)
     }

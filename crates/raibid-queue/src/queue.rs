@@ -1032,15 +1032,21 @@ impl Queue {
         if status.is_none() {
             return Err(QueueError::NotFound(parent_id.to_owned()));
         }
-        let _: i64 = self
-            .conn
-            .run(
-                redis::cmd("HSET")
-                    .arg(self.keys.job(parent_id))
-                    .arg("children")
-                    .arg(ids),
-            )
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(self.keys.job(parent_id))
+            .arg("children")
+            .arg(ids)
+            .ignore();
+        if !children.is_empty() {
+            pipe.cmd("ZADD")
+                .arg(self.keys.builds())
+                .arg(0)
+                .arg(parent_id)
+                .ignore();
+        }
+        let () = self.conn.pipe(&pipe).await?;
         // Asked to cancel while it queued them (by a person, or a newer build): from now on
         // a cancel of the matrix job finds its variants, but this one came too early to.
         if cancel.as_deref() != Some("1") && status.as_deref() != Some("cancelled") {
@@ -1122,8 +1128,6 @@ impl Queue {
         limit: usize,
         keep: &(dyn Fn(&Job) -> bool + Sync),
     ) -> Result<JobPage, QueueError> {
-        let limit = limit.clamp(1, 1000);
-        let mut scanned = 0usize;
         let index = if let Some(repo) = &filter.repo {
             self.keys.by_repo(repo)
         } else if let Some(pool) = &filter.pool {
@@ -1133,6 +1137,100 @@ impl Queue {
         } else {
             self.keys.all_jobs()
         };
+        self.scan_index(&index, filter, cursor, limit, keep).await
+    }
+
+    /// As [`Queue::list_where`], among the first jobs of builds only (the jobs that queued
+    /// others, [`Job::children`]): a few of all jobs, where the status filter looks for builds
+    /// whose status differs from their first job's.
+    pub async fn list_builds_where(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<&str>,
+        limit: usize,
+        keep: &(dyn Fn(&Job) -> bool + Sync),
+    ) -> Result<JobPage, QueueError> {
+        let indexed: bool = self
+            .conn
+            .run(redis::cmd("EXISTS").arg(self.keys.builds_indexed()))
+            .await?;
+        if !indexed {
+            self.index_builds().await?;
+        }
+        self.scan_index(&self.keys.builds(), filter, cursor, limit, &|job| {
+            !job.children.is_empty() && keep(job)
+        })
+        .await
+    }
+
+    /// Fills the index of builds from the records of jobs kept from before it existed: every
+    /// job whose record lists jobs it queued. Idempotent, so two servers doing it at once, or
+    /// a build recorded meanwhile, change nothing; done once per Redis.
+    async fn index_builds(&self) -> Result<(), QueueError> {
+        const BATCH: usize = 1000;
+        let mut start = "-".to_owned();
+        loop {
+            let ids: Vec<String> = self
+                .conn
+                .run(
+                    redis::cmd("ZRANGE")
+                        .arg(self.keys.all_jobs())
+                        .arg(&start)
+                        .arg("+")
+                        .arg("BYLEX")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(BATCH),
+                )
+                .await?;
+            let Some(last) = ids.last() else { break };
+            start = format!("({last}");
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGET").arg(self.keys.job(id)).arg("children");
+            }
+            let children: Vec<Option<String>> = self.conn.pipe(&pipe).await?;
+            let builds: Vec<&String> = ids
+                .iter()
+                .zip(children)
+                .filter(|(_, children)| {
+                    children
+                        .as_deref()
+                        .is_some_and(|c| !c.is_empty() && c != "[]")
+                })
+                .map(|(id, _)| id)
+                .collect();
+            if !builds.is_empty() {
+                let mut add = redis::cmd("ZADD");
+                add.arg(self.keys.builds());
+                for id in builds {
+                    add.arg(0).arg(id);
+                }
+                let _: i64 = self.conn.run(&add).await?;
+            }
+            if ids.len() < BATCH {
+                break;
+            }
+        }
+        let _: () = self
+            .conn
+            .run(redis::cmd("SET").arg(self.keys.builds_indexed()).arg(1))
+            .await?;
+        Ok(())
+    }
+
+    /// The scan of [`Queue::list_where`] over `index`, the filter's other conditions read from
+    /// the records.
+    async fn scan_index(
+        &self,
+        index: &str,
+        filter: &JobFilter,
+        cursor: Option<&str>,
+        limit: usize,
+        keep: &(dyn Fn(&Job) -> bool + Sync),
+    ) -> Result<JobPage, QueueError> {
+        let limit = limit.clamp(1, 1000);
+        let mut scanned = 0usize;
         let mut jobs = Vec::new();
         let mut start = match cursor {
             Some(c) if valid_id(c) => format!("({c}"),

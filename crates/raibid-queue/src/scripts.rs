@@ -813,6 +813,7 @@ for i = 1, math.min(n, #candidates) do
   local status = f[1]
   if not status then
     for k = 1, #KEYS do redis.call('ZREM', KEYS[k], id) end
+    redis.call('ZREM', p .. ':jobs:builds', id)
   elseif status ~= 'queued' and status ~= 'running' then
     local repo, pool = f[3], f[4]
     if f[2] then
@@ -822,6 +823,7 @@ for i = 1, math.min(n, #candidates) do
     redis.call('DEL', jobkey, p .. ':log:' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', p .. ':jobs:status:' .. status, id)
+    redis.call('ZREM', p .. ':jobs:builds', id)
     if type(repo) == 'string' then
       local by_repo = p .. ':jobs:repo:' .. repo
       redis.call('ZREM', by_repo, id)

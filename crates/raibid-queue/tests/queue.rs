@@ -1235,6 +1235,107 @@ async fn a_retried_variant_replaces_its_predecessor_among_the_children() {
     assert!(q.retry(&plain.id).await.is_ok());
 }
 
+/// The first jobs of builds (the jobs that queued others) have an index of their own, which
+/// the status filter scans instead of every passed job: filled by `set_children`, filled once
+/// from the records of a Redis from before it, emptied by pruning.
+#[tokio::test]
+async fn the_first_jobs_of_builds_are_listed_from_an_index_of_their_own() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let ids_of = |page: raibid_queue::JobPage| -> Vec<String> {
+        page.jobs.into_iter().map(|j| j.id).collect()
+    };
+    let passed = JobFilter {
+        status: Some(JobStatus::Success),
+        ..JobFilter::default()
+    };
+    let everything = |_: &raibid_model::Job| true;
+    // Read once while empty: from then on the index is taken as complete.
+    let page = q
+        .list_builds_where(&passed, None, 10, &everything)
+        .await
+        .unwrap();
+    assert_eq!((page.jobs.len(), page.next_cursor), (0, None));
+    let mut c = q.claimer("w").await.unwrap();
+    let mut builds = Vec::new();
+    for n in 0..3 {
+        let parent = created(q.enqueue(job("a/matrix")).await.unwrap());
+        let claimed = claim_queued(&mut c).await;
+        assert_eq!(claimed.job.id, parent.id);
+        let mut spec = job("a/matrix");
+        spec.matrix_parent = Some(parent.id.clone());
+        let variant = created(q.enqueue(spec).await.unwrap()).id;
+        q.set_children(&parent.id, &[variant]).await.unwrap();
+        let status = if n == 1 {
+            JobStatus::Failure
+        } else {
+            JobStatus::Success
+        };
+        q.ack(&claimed, &Outcome::new(status)).await.unwrap();
+        // Its variant, and a job that queued nothing, passed as well.
+        let claimed = claim_queued(&mut c).await;
+        q.ack(&claimed, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap();
+        let plain = created(q.enqueue(job("a/plain")).await.unwrap());
+        let claimed = claim_queued(&mut c).await;
+        assert_eq!(claimed.job.id, plain.id);
+        q.ack(&claimed, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap();
+        builds.push(parent.id);
+    }
+    let newest_first = vec![builds[2].clone(), builds[0].clone()];
+    let page = q
+        .list_builds_where(&passed, None, 10, &everything)
+        .await
+        .unwrap();
+    assert_eq!(page.next_cursor, None);
+    assert_eq!(
+        ids_of(page),
+        newest_first,
+        "the passed builds, nothing else"
+    );
+    let page = q
+        .list_builds_where(&passed, None, 1, &everything)
+        .await
+        .unwrap();
+    assert_eq!(page.next_cursor.as_deref(), Some(builds[2].as_str()));
+
+    // A Redis from before the index: filled from the records, once.
+    let mut conn = redis_conn(&redis).await;
+    let _: () = redis::cmd("DEL")
+        .arg("raibid:ci-jobs:jobs:builds")
+        .arg("raibid:ci-jobs:jobs:builds:indexed")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let page = q
+        .list_builds_where(&passed, None, 10, &everything)
+        .await
+        .unwrap();
+    assert_eq!(ids_of(page), newest_first);
+    let indexed: Vec<String> = redis::cmd("ZRANGE")
+        .arg("raibid:ci-jobs:jobs:builds")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(indexed, builds, "every build, whatever its status");
+
+    // Pruned jobs leave it.
+    assert!(q.prune(3).await.unwrap() > 0);
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg("raibid:ci-jobs:jobs:builds")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![builds[2].clone()], "the newest three jobs kept");
+}
+
 /// Redis as it runs on Kubernetes: a fixed `maxmemory` with `noeviction`. Finished jobs' logs
 /// filled it long before `retain_jobs` was reached, and from then on every enqueue failed.
 /// Pruning by memory deletes the logs of the oldest finished jobs (never of queued ones) to

@@ -129,8 +129,8 @@ pub(crate) async fn page(
 /// The jobs whose status as the lists show it ([`ListedJob::status`]) is `status`, as the
 /// dashboard's filter reads it: a failed build's first job, which passed itself (it queued the
 /// others), is among the failures, not the successes. The queue indexes jobs by their own
-/// status, so the first jobs of builds come from a second scan, of the passed jobs, keeping
-/// those with jobs of their own; the two scans, each newest first, are merged up to the older
+/// status, so the first jobs of builds come from a second scan, of the index of builds (the
+/// jobs that queued others), keeping the passed ones; the two scans, each newest first, are merged up to the older
 /// of the places they stopped at, the next page going on from there. A page may hold fewer
 /// jobs than asked for (passed builds that failed are left out of a page of successes).
 async fn by_shown_status(
@@ -155,9 +155,7 @@ async fn by_shown_status(
             ..listing.filter.clone()
         };
         let firsts = queue
-            .list_where(&passed, cursor, listing.limit, &|job| {
-                !job.children.is_empty() && keep(job)
-            })
+            .list_builds_where(&passed, cursor, listing.limit, keep)
             .await?;
         scans.push(firsts);
     }
