@@ -1243,7 +1243,7 @@ impl Queue {
                 .conn
                 .run(
                     redis::cmd("ZRANGE")
-                        .arg(&index)
+                        .arg(index)
                         .arg(&start)
                         .arg("-")
                         .arg("BYLEX")
