@@ -10,8 +10,7 @@
 //!   lines as it was written, and one written by an agent that did not, which is counted by
 //!   reading it), one step's page (the whole log read for the step's lines), the raw log;
 //! - the job list, unfiltered and by status: `status=failure` also scans the passed jobs for
-//!   builds that failed, up to `LIST_SCAN_MAX` records a page (its worst case here, as no
-//!   passed job queued others);
+//!   builds that failed, in the index of the jobs that queued others (one job in 10 here);
 //! - a repository's page, built from its 1,000 newest jobs.
 //!
 //! Each row's ceiling is the Redis reads the server cannot avoid for it, made from this
@@ -21,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
-use raibid_queue::{Enqueued, LIST_SCAN_MAX, Queue, QueueOptions};
+use raibid_queue::{Enqueued, Queue, QueueOptions};
 use serde::Serialize;
 use tracing::info;
 
@@ -32,6 +31,8 @@ use crate::webhooks::{ServerProcess, random_secret};
 
 /// Jobs of the history are spread over this many repositories, each with a few branches.
 const REPOS: usize = 4;
+/// One job in this many queues another (a matrix of one variant): a build.
+const BUILD_EVERY: usize = 10;
 const BRANCHES: usize = 20;
 /// What a job page shows of a log (`pages::log::TAIL_BYTES`).
 const PAGE_BYTES: usize = 1024 * 1024;
@@ -189,15 +190,19 @@ pub async fn pages(opts: PagesBenchOptions) -> Result<PagesReport, BenchError> {
     };
     let whole = Ceiling::WholeLog(log_key(&counted));
     let list = Ceiling::Records {
-        index: "raibid:ci-jobs:jobs".into(),
+        indexes: vec!["raibid:ci-jobs:jobs".into()],
         count: 50,
     };
+    // A page of failures and one of passed builds (the two scans of the status filter).
     let scan = Ceiling::Records {
-        index: "raibid:ci-jobs:jobs:status:success".into(),
-        count: LIST_SCAN_MAX,
+        indexes: vec![
+            "raibid:ci-jobs:jobs:status:failure".into(),
+            "raibid:ci-jobs:jobs:builds".into(),
+        ],
+        count: 50,
     };
     let repo_jobs = Ceiling::Records {
-        index: format!("raibid:ci-jobs:jobs:repo:{repo}"),
+        indexes: vec![format!("raibid:ci-jobs:jobs:repo:{repo}")],
         count: 1_000,
     };
     let requests: Vec<(&str, String, Ceiling)> = vec![
@@ -299,19 +304,42 @@ impl History {
     async fn write(queue: &Queue, opts: &PagesBenchOptions) -> Result<Self, BenchError> {
         let pool = PoolName::default();
         let mut claimer = queue.claimer("bench-pages").await?;
-        let every = opts.jobs.checked_div(opts.failures).unwrap_or(usize::MAX);
-        for i in 0..opts.jobs {
-            enqueue(queue, i).await?;
-            let claimed = claimer
+        let mut claim = async || {
+            claimer
                 .claim(std::slice::from_ref(&pool), Duration::ZERO)
                 .await?
-                .ok_or_else(|| BenchError::Invalid("a job just queued was not claimed".into()))?;
-            let status = if (i + 1) % every == 0 {
+                .ok_or_else(|| BenchError::Invalid("a job just queued was not claimed".into()))
+        };
+        // Half the failures are a build's second job (its first passed, having queued it),
+        // half are jobs of their own.
+        let every = (opts.jobs * 2)
+            .checked_div(opts.failures)
+            .unwrap_or(usize::MAX);
+        let status = |n: usize| {
+            if every >= 10 && (n % every == 1 || n % every == every / 2 + 3) {
                 JobStatus::Failure
             } else {
                 JobStatus::Success
-            };
-            queue.ack(&claimed, &Outcome::new(status)).await?;
+            }
+        };
+        let mut i = 0;
+        while i < opts.jobs {
+            let id = enqueue(queue, i, None).await?;
+            let claimed = claim().await?;
+            if i % BUILD_EVERY == 0 && i + 1 < opts.jobs {
+                // Of the same repository and branch, as a matrix's variants are.
+                let child = enqueue(queue, i, Some(&id)).await?;
+                queue.set_children(&id, &[child]).await?;
+                queue
+                    .ack(&claimed, &Outcome::new(JobStatus::Success))
+                    .await?;
+                let claimed = claim().await?;
+                queue.ack(&claimed, &Outcome::new(status(i + 1))).await?;
+                i += 2;
+            } else {
+                queue.ack(&claimed, &Outcome::new(status(i))).await?;
+                i += 1;
+            }
         }
         Ok(Self { pool })
     }
@@ -325,7 +353,7 @@ impl History {
         name: &str,
     ) -> Result<String, BenchError> {
         let mut claimer = queue.claimer(format!("bench-pages-{name}")).await?;
-        enqueue(queue, 0).await?;
+        enqueue(queue, 0, None).await?;
         let claimed = claimer
             .claim(std::slice::from_ref(&self.pool), Duration::ZERO)
             .await?
@@ -363,17 +391,18 @@ impl History {
     }
 }
 
-async fn enqueue(queue: &Queue, i: usize) -> Result<(), BenchError> {
+async fn enqueue(queue: &Queue, i: usize, parent: Option<&str>) -> Result<String, BenchError> {
     let repo = format!("bench/repo-{}", i % REPOS);
-    let job = NewJob::new(
+    let mut job = NewJob::new(
         &repo,
         format!("http://127.0.0.1/{repo}.git"),
         format!("refs/heads/branch-{}", (i / REPOS) % BRANCHES),
-        format!("{:040x}", i + 1),
+        format!("{:040x}", i + 1 + usize::from(parent.is_some()) * (1 << 40)),
         Event::Push,
     );
+    job.matrix_parent = parent.map(str::to_owned);
     match queue.enqueue(job).await? {
-        Enqueued::Created(_) => Ok(()),
+        Enqueued::Created(job) => Ok(job.id),
         other => Err(BenchError::Invalid(format!(
             "job {i} was not queued: {other:?}"
         ))),
@@ -412,8 +441,8 @@ enum Ceiling {
     LogEnd { key: String, entries: usize },
     /// All of a log, 512 entries at a time.
     WholeLog(String),
-    /// The newest `count` ids of an index and their records, 100 at a time.
-    Records { index: String, count: usize },
+    /// The newest `count` ids of each index and their records, 100 at a time.
+    Records { indexes: Vec<String>, count: usize },
 }
 
 impl Ceiling {
@@ -421,6 +450,10 @@ impl Ceiling {
         match self {
             Self::LogEnd { .. } => "XREVRANGE of the log's last MiB".into(),
             Self::WholeLog(_) => "XRANGE of the whole log".into(),
+            Self::Records { indexes, count } if indexes.len() > 1 => format!(
+                "ZRANGE + HGETALL of {count} records of {} indexes, 100 a round trip",
+                indexes.len()
+            ),
             Self::Records { count, .. } => {
                 format!("ZRANGE + HGETALL of {count} records, 100 a round trip")
             }
@@ -460,35 +493,45 @@ impl Ceiling {
                     start = format!("({last}");
                 }
             }
-            Self::Records { index, count } => {
-                let mut start = "+".to_owned();
-                let mut read = 0;
-                while read < *count {
-                    let ids: Vec<String> = redis::cmd("ZRANGE")
-                        .arg(index)
-                        .arg(&start)
-                        .arg("-")
-                        .arg("BYLEX")
-                        .arg("REV")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(100.min(count - read))
-                        .query_async(conn)
-                        .await?;
-                    let Some(last) = ids.last() else {
-                        break;
-                    };
-                    start = format!("({last}");
-                    read += ids.len();
-                    let mut pipe = redis::pipe();
-                    for id in &ids {
-                        pipe.cmd("HGETALL").arg(format!("raibid:ci-jobs:job:{id}"));
-                    }
-                    let _: Vec<std::collections::HashMap<String, String>> =
-                        pipe.query_async(conn).await?;
+            Self::Records { indexes, count } => {
+                for index in indexes {
+                    Self::records(conn, index, *count).await?;
                 }
             }
         }
         Ok(start.elapsed())
+    }
+
+    async fn records(
+        conn: &mut redis::aio::MultiplexedConnection,
+        index: &str,
+        count: usize,
+    ) -> Result<(), BenchError> {
+        let mut start = "+".to_owned();
+        let mut read = 0;
+        while read < count {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(index)
+                .arg(&start)
+                .arg("-")
+                .arg("BYLEX")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(100.min(count - read))
+                .query_async(conn)
+                .await?;
+            let Some(last) = ids.last() else {
+                break;
+            };
+            start = format!("({last}");
+            read += ids.len();
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGETALL").arg(format!("raibid:ci-jobs:job:{id}"));
+            }
+            let _: Vec<std::collections::HashMap<String, String>> = pipe.query_async(conn).await?;
+        }
+        Ok(())
     }
 }
