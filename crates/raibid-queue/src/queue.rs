@@ -1142,7 +1142,9 @@ impl Queue {
 
     /// As [`Queue::list_where`], among the first jobs of builds only (the jobs that queued
     /// others, [`Job::children`]): a few of all jobs, where the status filter looks for builds
-    /// whose status differs from their first job's.
+    /// whose status differs from their first job's. Read from the index of builds, or, for a
+    /// repository or a pool, from its own index as [`Queue::list_where`] reads it: the index
+    /// of builds holds every repository's.
     pub async fn list_builds_where(
         &self,
         filter: &JobFilter,
@@ -1150,6 +1152,10 @@ impl Queue {
         limit: usize,
         keep: &(dyn Fn(&Job) -> bool + Sync),
     ) -> Result<JobPage, QueueError> {
+        let build = |job: &Job| !job.children.is_empty() && keep(job);
+        if filter.repo.is_some() || filter.pool.is_some() {
+            return self.list_where(filter, cursor, limit, &build).await;
+        }
         let indexed: bool = self
             .conn
             .run(redis::cmd("EXISTS").arg(self.keys.builds_indexed()))
@@ -1157,10 +1163,8 @@ impl Queue {
         if !indexed {
             self.index_builds().await?;
         }
-        self.scan_index(&self.keys.builds(), filter, cursor, limit, &|job| {
-            !job.children.is_empty() && keep(job)
-        })
-        .await
+        self.scan_index(&self.keys.builds(), filter, cursor, limit, &build)
+            .await
     }
 
     /// Fills the index of builds from the records of jobs kept from before it existed: every

@@ -1301,6 +1301,21 @@ async fn the_first_jobs_of_builds_are_listed_from_an_index_of_their_own() {
         .await
         .unwrap();
     assert_eq!(page.next_cursor.as_deref(), Some(builds[2].as_str()));
+    // A repository's: from its own index.
+    let of_repo = |repo: &str| JobFilter {
+        repo: Some(repo.into()),
+        ..passed.clone()
+    };
+    let page = q
+        .list_builds_where(&of_repo("a/matrix"), None, 10, &everything)
+        .await
+        .unwrap();
+    assert_eq!(ids_of(page), newest_first);
+    let page = q
+        .list_builds_where(&of_repo("a/plain"), None, 10, &everything)
+        .await
+        .unwrap();
+    assert_eq!(page.jobs, Vec::new());
 
     // A Redis from before the index: filled from the records, once.
     let mut conn = redis_conn(&redis).await;
