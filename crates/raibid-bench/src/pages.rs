@@ -214,7 +214,7 @@ pub async fn pages(opts: PagesBenchOptions) -> Result<PagesReport, BenchError> {
         (
             "job page, long log (its last MiB)",
             format!("/jobs/{counted}"),
-            page_tail.clone(),
+            page_tail,
         ),
         (
             "job page, long log an older agent wrote",

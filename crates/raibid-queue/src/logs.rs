@@ -241,8 +241,9 @@ fn counted_lines(field: &str, logged: u64) -> Option<u64> {
     lines.parse().ok()
 }
 
-/// The number of `\n` in `bytes`.
-fn line_breaks(bytes: &[u8]) -> u64 {
+/// The number of `\n` in `bytes`: how the append script's count of a log's lines is kept, and
+/// how a reader counts the lines it reads.
+pub fn line_breaks(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 

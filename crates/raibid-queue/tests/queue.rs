@@ -6,7 +6,7 @@ use std::time::Duration;
 use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_queue::{
     CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, MemoryPrune,
-    MemoryReading, Queue, QueueError, QueueOptions, ReleaseResult, SessionClient,
+    MemoryReading, Queue, QueueError, QueueOptions, ReleaseResult, SessionClient, line_breaks,
 };
 use raibid_testkit::{RedisOptions, RedisServer};
 
@@ -880,10 +880,6 @@ async fn the_end_of_a_log_is_read_from_the_end() {
     assert_eq!(end.cursor, all.next, "after the end marker");
 }
 
-fn line_breaks(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
-}
-
 /// A log whose lines were not all counted as they were written (an agent from before the count
 /// appended to it, as in a rolling upgrade) gives no line count rather than a wrong one.
 #[tokio::test]
@@ -1330,25 +1326,30 @@ async fn the_first_jobs_of_builds_are_listed_from_an_index_of_their_own() {
         .await
         .unwrap();
     assert_eq!(ids_of(page), newest_first);
-    let indexed: Vec<String> = redis::cmd("ZRANGE")
-        .arg("raibid:ci-jobs:jobs:builds")
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(indexed, builds, "every build, whatever its status");
+    assert_eq!(
+        builds_index(&mut conn).await,
+        builds,
+        "every build, whatever its status"
+    );
 
     // Pruned jobs leave it.
     assert!(q.prune(3).await.unwrap() > 0);
-    let left: Vec<String> = redis::cmd("ZRANGE")
+    assert_eq!(
+        builds_index(&mut conn).await,
+        vec![builds[2].clone()],
+        "the newest three jobs kept"
+    );
+}
+
+/// The ids in the index of builds, oldest first.
+async fn builds_index(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    redis::cmd("ZRANGE")
         .arg("raibid:ci-jobs:jobs:builds")
         .arg(0)
         .arg(-1)
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
-        .unwrap();
-    assert_eq!(left, vec![builds[2].clone()], "the newest three jobs kept");
+        .unwrap()
 }
 
 /// Redis as it runs on Kubernetes: a fixed `maxmemory` with `noeviction`. Finished jobs' logs

@@ -1,5 +1,6 @@
-//! `raibid bench webhooks|checkout|logs|e2e|cache|pages`: the benchmarks of raibid-bench, with this very
-//! executable as the `raibid` they start, so that the figures are of the binary being run.
+//! `raibid bench webhooks|checkout|logs|e2e|cache|pages`: the benchmarks of raibid-bench, with
+//! this very executable as the `raibid` they start, so that the figures are of the binary being
+//! run.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -130,9 +130,10 @@ pub(crate) async fn page(
 /// dashboard's filter reads it: a failed build's first job, which passed itself (it queued the
 /// others), is among the failures, not the successes. The queue indexes jobs by their own
 /// status, so the first jobs of builds come from a second scan, of the index of builds (the
-/// jobs that queued others), keeping the passed ones; the two scans, each newest first, are merged up to the older
-/// of the places they stopped at, the next page going on from there. A page may hold fewer
-/// jobs than asked for (passed builds that failed are left out of a page of successes).
+/// jobs that queued others), keeping the passed ones; the two scans, each newest first, are
+/// merged up to the older of the places they stopped at, the next page going on from there. A
+/// page may hold fewer jobs than asked for (passed builds that failed are left out of a page
+/// of successes).
 async fn by_shown_status(
     state: &AppState,
     listing: &Listing,

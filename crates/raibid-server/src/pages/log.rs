@@ -2,9 +2,10 @@
 //! numbered lines.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 
 use raibid_model::step_log::StepFilter;
-use raibid_queue::{LogCursor, Queue, QueueError};
+use raibid_queue::{LogChunk, LogCursor, Queue, QueueError, line_breaks};
 
 /// The most of a log a page shows: browsers slow down on megabytes of text, and the end is
 /// where a build says why it failed. The raw log has the rest.
@@ -44,7 +45,7 @@ pub(super) async fn tail(queue: &Queue, id: &str, max: usize) -> Result<Tail, Qu
         (_, None, Some(first)) => line_breaks_before(queue, id, &first.cursor).await?,
     };
     let cut = cut_at_line(&text, max);
-    let first_line = 1 + before + newlines(&text[..cut]);
+    let first_line = 1 + before + line_breaks(&text[..cut]);
     text.drain(..cut);
     Ok(Tail {
         text,
@@ -54,24 +55,37 @@ pub(super) async fn tail(queue: &Queue, id: &str, max: usize) -> Result<Tail, Qu
     })
 }
 
-fn newlines(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+/// The line breaks of job `id`'s log before its entry `stop`.
+async fn line_breaks_before(queue: &Queue, id: &str, stop: &LogCursor) -> Result<u64, QueueError> {
+    let mut lines = 0;
+    each_chunk(queue, id, |chunk| {
+        if chunk.cursor == *stop {
+            return ControlFlow::Break(());
+        }
+        lines += line_breaks(&chunk.data);
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(lines)
 }
 
-/// The line breaks of job `id`'s log before its entry `stop`, read in batches.
-async fn line_breaks_before(queue: &Queue, id: &str, stop: &LogCursor) -> Result<u64, QueueError> {
+/// Reads job `id`'s log from its start, batch by batch, handing each chunk to `each` until it
+/// breaks or the log ends; returns where the last batch read ends.
+async fn each_chunk(
+    queue: &Queue,
+    id: &str,
+    mut each: impl FnMut(&LogChunk) -> ControlFlow<()>,
+) -> Result<LogCursor, QueueError> {
     let mut cursor = LogCursor::start();
-    let mut lines = 0;
     loop {
         let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
         if batch.chunks.is_empty() {
-            return Ok(lines);
+            return Ok(cursor);
         }
         for chunk in &batch.chunks {
-            if chunk.cursor == *stop {
-                return Ok(lines);
+            if each(chunk).is_break() {
+                return Ok(cursor);
             }
-            lines += newlines(&chunk.data);
         }
         cursor = batch.next;
     }
@@ -107,17 +121,11 @@ pub(super) async fn step_lines(
     follow: bool,
 ) -> Result<StepLines, QueueError> {
     let mut lines = StepSection::new(step, max);
-    let mut cursor = LogCursor::start();
-    loop {
-        let batch = queue.read_log(id, &cursor, READ_BATCH).await?;
-        if batch.chunks.is_empty() {
-            break;
-        }
-        for chunk in &batch.chunks {
-            lines.read(&chunk.data);
-        }
-        cursor = batch.next;
-    }
+    let cursor = each_chunk(queue, id, |chunk| {
+        lines.read(&chunk.data);
+        ControlFlow::Continue(())
+    })
+    .await?;
     Ok(lines.end(cursor, follow))
 }
 
