@@ -985,11 +985,11 @@ async fn a_secret_typed_at_the_prompt_is_not_shown() {
         assert!(out.status.success(), "tmux {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let screen = || tmux(&["capture-pane", "-p", "-t", "prompt"]);
-    let wait_for = |text: &str| {
+    let screen = |session: &str| tmux(&["capture-pane", "-p", "-t", session]);
+    let wait_for = |session: &str, text: &str| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let shown = screen();
+            let shown = screen(session);
             if shown.contains(text) {
                 return shown;
             }
@@ -997,8 +997,11 @@ async fn a_secret_typed_at_the_prompt_is_not_shown() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    // `raibid secret set acme/app NAME` in a new terminal, between shell lines of its own.
-    let prompt = |before: &str, name: &str, after: &str| {
+    // `raibid secret set acme/app NAME` in a new terminal, between shell lines of its own. Each
+    // prompt has a session of its own and the first is left running until the end: killing a
+    // tmux server's last session stops the server, and a session started right after could
+    // reach it while it stops ("server exited unexpectedly").
+    let prompt = |session: &str, before: &str, name: &str, after: &str| {
         let command = format!(
             "{before} env RAIBID_SERVER={} RAIBID_TOKEN={token} {RAIBID} --config {} secret set \
              acme/app {name}; echo exit=$?; {after} sleep 30",
@@ -1009,22 +1012,19 @@ async fn a_secret_typed_at_the_prompt_is_not_shown() {
             "new-session",
             "-d",
             "-s",
-            "prompt",
+            session,
             "-x",
             "200",
             "-y",
             "20",
             &command,
         ]);
-        wait_for(&format!("value of {name} (not shown):"));
+        wait_for(session, &format!("value of {name} (not shown):"));
     };
-    prompt("", "PROMPTED", "");
-    tmux(&["send-keys", "-t", "prompt", "-l", TYPED]);
-    tmux(&["send-keys", "-t", "prompt", "Enter"]);
-    let shown = wait_for("exit=");
-    let _ = Command::new("tmux")
-        .args(["-L", &socket, "kill-session", "-t", "prompt"])
-        .output();
+    prompt("typed", "", "PROMPTED", "");
+    tmux(&["send-keys", "-t", "typed", "-l", TYPED]);
+    tmux(&["send-keys", "-t", "typed", "Enter"]);
+    let shown = wait_for("typed", "exit=");
     assert!(
         shown.contains("created secret PROMPTED") && shown.contains("exit=0"),
         "{shown}"
@@ -1034,15 +1034,16 @@ async fn a_secret_typed_at_the_prompt_is_not_shown() {
     // Ctrl-C at the prompt gives the terminal back with its echo on. (The shell outlives the
     // Ctrl-C to say so: its trap is its own, raibid gets the default.)
     prompt(
+        "cancelled",
         "trap true INT;",
         "CANCELLED",
         "stty -a | tr ' ' '\\n' | grep -x -- '-\\?echo';",
     );
-    tmux(&["send-keys", "-t", "prompt", "C-c"]);
-    wait_for("exit=130");
+    tmux(&["send-keys", "-t", "cancelled", "C-c"]);
+    wait_for("cancelled", "exit=130");
     // `stty` writes right after the exit line.
     std::thread::sleep(Duration::from_millis(500));
-    let shown = screen();
+    let shown = screen("cancelled");
     let _ = Command::new("tmux")
         .args(["-L", &socket, "kill-server"])
         .output();
