@@ -10,7 +10,8 @@
 //!   lines as it was written, and one written by an agent that did not, which is counted by
 //!   reading it), one step's page (the whole log read for the step's lines), the raw log;
 //! - the job list, unfiltered and by status: `status=failure` also scans the passed jobs for
-//!   builds that failed, in the index of the jobs that queued others (one job in 10 here);
+//!   builds that failed, in the index of the jobs that queued others (one job in 10 here),
+//!   reading on until its page is full;
 //! - a repository's page, built from its 1,000 newest jobs.
 //!
 //! Each row's ceiling is the Redis reads the server cannot avoid for it, made from this
@@ -80,6 +81,8 @@ pub struct PageRow {
     pub what: String,
     pub request: String,
     pub response_bytes: usize,
+    /// How many jobs an API list held (`None` for a web page).
+    pub jobs_listed: Option<usize>,
     pub latency: LatencySummary,
     /// The Redis reads the request cannot avoid, from this process.
     pub ceiling: String,
@@ -104,6 +107,7 @@ impl PagesReport {
                 vec![
                     r.what.clone(),
                     format!("{:.0}", r.response_bytes as f64 / 1024.0),
+                    r.jobs_listed.map_or("-".into(), |n| n.to_string()),
                     format!("{:.1}", r.latency.p50_ms),
                     format!("{:.1}", r.latency.p99_ms),
                     format!("{:.1}", r.ceiling_ms),
@@ -115,6 +119,7 @@ impl PagesReport {
             &[
                 "REQUEST",
                 "KIB",
+                "JOBS",
                 "P50 MS",
                 "P99 MS",
                 "REDIS MS",
@@ -189,22 +194,15 @@ pub async fn pages(opts: PagesBenchOptions) -> Result<PagesReport, BenchError> {
         entries: entries_of_last(&mut raw, &log_key(&counted), PAGE_BYTES).await?,
     };
     let whole = Ceiling::WholeLog(log_key(&counted));
-    let list = Ceiling::Records {
-        indexes: vec!["raibid:ci-jobs:jobs".into()],
-        count: 50,
-    };
-    // A page of failures and one of passed builds (the two scans of the status filter).
-    let scan = Ceiling::Records {
-        indexes: vec![
-            "raibid:ci-jobs:jobs:status:failure".into(),
-            "raibid:ci-jobs:jobs:builds".into(),
-        ],
-        count: 50,
-    };
-    let repo_jobs = Ceiling::Records {
-        indexes: vec![format!("raibid:ci-jobs:jobs:repo:{repo}")],
-        count: 1_000,
-    };
+    let list = Ceiling::Records(vec![("raibid:ci-jobs:jobs".into(), 50)]);
+    // The status filter's two scans: a page of failures, and the builds that passed as far
+    // back as the server reads on for them (four reads, doubling from the page's 50) to fill
+    // its page.
+    let scan = Ceiling::Records(vec![
+        ("raibid:ci-jobs:jobs:status:failure".into(), 50),
+        ("raibid:ci-jobs:jobs:builds".into(), 750),
+    ]);
+    let repo_jobs = Ceiling::Records(vec![(format!("raibid:ci-jobs:jobs:repo:{repo}"), 1_000)]);
     let requests: Vec<(&str, String, Ceiling)> = vec![
         (
             "job page, 1 MiB log (all of it)",
@@ -254,6 +252,7 @@ pub async fn pages(opts: PagesBenchOptions) -> Result<PagesReport, BenchError> {
         let target = format!("{url}{path}");
         let mut samples = Vec::with_capacity(n);
         let mut size = 0;
+        let mut jobs_listed = None;
         // The first is a warm-up.
         for i in 0..=n {
             let start = Instant::now();
@@ -268,6 +267,11 @@ pub async fn pages(opts: PagesBenchOptions) -> Result<PagesReport, BenchError> {
                 )));
             }
             size = body.len();
+            if path.starts_with("/api/") {
+                let list: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| BenchError::Invalid(format!("GET {path}: {e}")))?;
+                jobs_listed = list["jobs"].as_array().map(Vec::len);
+            }
             if i > 0 {
                 samples.push(took);
             }
@@ -280,6 +284,7 @@ pub async fn pages(opts: PagesBenchOptions) -> Result<PagesReport, BenchError> {
             what: what.to_owned(),
             request: path,
             response_bytes: size,
+            jobs_listed,
             latency: LatencySummary::of(&samples),
             ceiling: ceiling.describe(),
             ceiling_ms: median(&raw_samples).as_secs_f64() * 1000.0,
@@ -441,8 +446,8 @@ enum Ceiling {
     LogEnd { key: String, entries: usize },
     /// All of a log, 512 entries at a time.
     WholeLog(String),
-    /// The newest `count` ids of each index and their records, 100 at a time.
-    Records { indexes: Vec<String>, count: usize },
+    /// The newest ids of each index, as many as its count, and their records, 100 at a time.
+    Records(Vec<(String, usize)>),
 }
 
 impl Ceiling {
@@ -450,12 +455,16 @@ impl Ceiling {
         match self {
             Self::LogEnd { .. } => "XREVRANGE of the log's last MiB".into(),
             Self::WholeLog(_) => "XRANGE of the whole log".into(),
-            Self::Records { indexes, count } if indexes.len() > 1 => format!(
-                "ZRANGE + HGETALL of {count} records of {} indexes, 100 a round trip",
-                indexes.len()
-            ),
-            Self::Records { count, .. } => {
-                format!("ZRANGE + HGETALL of {count} records, 100 a round trip")
+            Self::Records(indexes) => {
+                let counts: Vec<String> = indexes.iter().map(|(_, n)| n.to_string()).collect();
+                let of = match indexes.len() {
+                    1 => String::new(),
+                    n => format!(" of {n} indexes"),
+                };
+                format!(
+                    "ZRANGE + HGETALL of {} records{of}, 100 a round trip",
+                    counts.join(" + ")
+                )
             }
         }
     }
@@ -493,8 +502,8 @@ impl Ceiling {
                     start = format!("({last}");
                 }
             }
-            Self::Records { indexes, count } => {
-                for index in indexes {
+            Self::Records(indexes) => {
+                for (index, count) in indexes {
                     Self::records(conn, index, *count).await?;
                 }
             }

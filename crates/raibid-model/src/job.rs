@@ -738,10 +738,15 @@ impl BuildStatus {
     /// too), else `running`. The commit status, the web pages, the API and
     /// the dashboard all combine by this one rule.
     pub fn combine<'a>(children: impl IntoIterator<Item = Option<&'a Job>>) -> JobStatus {
+        Self::combine_statuses(children.into_iter().map(|c| c.map(|c| c.status)))
+    }
+
+    /// [`BuildStatus::combine`] of the jobs' statuses alone.
+    pub fn combine_statuses(children: impl IntoIterator<Item = Option<JobStatus>>) -> JobStatus {
         let mut cancelled = false;
         let mut ended = true;
         for child in children {
-            match child.map(|c| c.status) {
+            match child {
                 Some(JobStatus::Failure | JobStatus::Error | JobStatus::Dead) => {
                     return JobStatus::Failure;
                 }

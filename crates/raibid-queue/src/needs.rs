@@ -90,9 +90,8 @@ impl Queue {
         // Every child of a workflow's job ending looks here, so only the statuses are read
         // for all of them (one round trip), and only blocked children in full.
         let statuses = self.statuses(&children).await?;
-        let blocked = JobStatus::Blocked.as_str();
         for (child, status) in children.iter().zip(statuses) {
-            if status.as_deref() != Some(blocked) {
+            if status != Some(JobStatus::Blocked) {
                 continue;
             }
             let Some(job) = self.get(child).await? else {
@@ -233,22 +232,14 @@ impl Queue {
         }
     }
 
-    /// The status of each of `ids` (`None`: no such job), in one round trip.
-    async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<String>>, QueueError> {
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("HGET").arg(self.keys.job(id)).arg("status");
-        }
-        self.conn.pipe(&pipe).await
-    }
-
     /// Whether any of `ids` has not ended yet.
     async fn any_running(&self, ids: &[String]) -> Result<bool, QueueError> {
-        Ok(self.statuses(ids).await?.iter().flatten().any(|status| {
-            status
-                .parse::<JobStatus>()
-                .is_ok_and(|status| !status.is_final())
-        }))
+        Ok(self
+            .statuses(ids)
+            .await?
+            .into_iter()
+            .flatten()
+            .any(|status| !status.is_final()))
     }
 }
 

@@ -1993,6 +1993,84 @@ async fn the_job_lists_show_a_build_s_status_on_its_first_job() {
     );
 }
 
+/// A page of failures on a history where builds that passed are newer than the failures:
+/// the builds scan stops at the page's limit of builds, and the page reads on past it rather
+/// than answering with none of the older failures.
+#[tokio::test]
+async fn a_status_page_reads_on_past_the_builds_that_passed() {
+    let server = TestServer::start().await;
+    // Submitted and ended one at a time, so that ids and ends are in this order.
+    let run = |status: JobStatus| {
+        let server = &server;
+        async move {
+            let id = submit(server, "acme/app").await;
+            let claimed = server.claim_one("agent-1").await;
+            assert_eq!(claimed.job.id, id);
+            server.end(&claimed, status).await;
+            id
+        }
+    };
+    let old = [run(JobStatus::Failure).await, run(JobStatus::Failure).await];
+    // Six builds of one job each, all passed but the third's job.
+    let mut builds = Vec::new();
+    for n in 0..6 {
+        let parent = submit(&server, "acme/app").await;
+        let child = submit(&server, "acme/app").await;
+        server
+            .queue
+            .set_children(&parent, std::slice::from_ref(&child))
+            .await
+            .unwrap();
+        for (id, status) in [
+            (&parent, JobStatus::Success),
+            (
+                &child,
+                if n == 2 {
+                    JobStatus::Failure
+                } else {
+                    JobStatus::Success
+                },
+            ),
+        ] {
+            let claimed = server.claim_one("agent-1").await;
+            assert_eq!(&claimed.job.id, id);
+            server.end(&claimed, status).await;
+        }
+        builds.push((parent, child));
+    }
+    let (failed, its_job) = builds[2].clone();
+    assert_eq!(
+        ids_with(&server, "status=failure&limit=3").await,
+        (
+            vec![its_job.clone(), failed.clone(), old[1].clone()],
+            Some(old[1].clone())
+        )
+    );
+    assert_eq!(
+        ids_with(
+            &server,
+            &format!("status=failure&limit=3&cursor={}", old[1])
+        )
+        .await,
+        (vec![old[0].clone()], None)
+    );
+    // Pages of two: the first needs the builds scan's second read.
+    assert_eq!(
+        ids_with(&server, "status=failure&limit=2").await,
+        (vec![its_job.clone(), failed.clone()], Some(failed.clone()))
+    );
+    assert_eq!(
+        ids_with(&server, &format!("status=failure&limit=2&cursor={failed}")).await,
+        (old.iter().rev().cloned().collect::<Vec<_>>(), None)
+    );
+    // Pages of one: the failed build's page does not hold its failed job, whose status is
+    // read on its own.
+    assert_eq!(
+        ids_with(&server, &format!("status=failure&limit=1&cursor={its_job}")).await,
+        (vec![failed.clone()], Some(failed.clone()))
+    );
+}
+
 /// The ids of `GET /api/v1/jobs?<query>`, newest first, and its next cursor.
 async fn ids_with(server: &TestServer, query: &str) -> (Vec<String>, Option<String>) {
     let list = support::json(server.get(&format!("/api/v1/jobs?{query}")).await).await;

@@ -130,61 +130,190 @@ pub(crate) async fn page(
 /// dashboard's filter reads it: a failed build's first job, which passed itself (it queued the
 /// others), is among the failures, not the successes. The queue indexes jobs by their own
 /// status, so the first jobs of builds come from a second scan, of the index of builds (the
-/// jobs that queued others), keeping the passed ones; the two scans, each newest first, are
-/// merged up to the older of the places they stopped at, the next page going on from there. A
-/// page may hold fewer jobs than asked for (passed builds that failed are left out of a page
-/// of successes).
+/// jobs that queued others), keeping the passed ones. The two scans, each newest first, are
+/// merged: everything newer than the newer of their stops has been read by both, and the scan
+/// that stopped there reads on, until the page is full, both have ended, or
+/// [`STATUS_ROUNDS`] reads were made; the next page goes on from the last stop. (Without
+/// reading on, a page of failures on a history where one job in ten is a build covered only
+/// the jobs as old as the builds scan's first `limit` builds: a handful of failures.) A page
+/// may still hold fewer jobs than asked for and have a cursor.
 async fn by_shown_status(
     state: &AppState,
     listing: &Listing,
     status: JobStatus,
     keep: &(dyn Fn(&Job) -> bool + Sync),
 ) -> Result<JobList, ApiError> {
-    let queue = state.queue();
-    let cursor = listing.cursor.as_deref();
-    let own = queue
-        .list_where(&listing.filter, cursor, listing.limit, keep)
-        .await?;
-    let mut scans = vec![own];
+    let own = listing.filter.clone();
     // A build's combined status is one of these; a first job that passed shows no other.
-    if matches!(
+    let builds = matches!(
         status,
         JobStatus::Running | JobStatus::Failure | JobStatus::Cancelled
-    ) {
-        let passed = JobFilter {
-            status: Some(JobStatus::Success),
-            ..listing.filter.clone()
-        };
-        let firsts = queue
-            .list_builds_where(&passed, cursor, listing.limit, keep)
+    )
+    .then(|| JobFilter {
+        status: Some(JobStatus::Success),
+        ..listing.filter.clone()
+    });
+    let mut scans = vec![Scan::new(own, false)];
+    scans.extend(builds.map(|filter| Scan::new(filter, true)));
+    for scan in &mut scans {
+        scan.read(state, listing.cursor.as_deref(), listing.limit, keep)
             .await?;
-        scans.push(firsts);
     }
-    // Both scans saw every job newer than the newer of their stops (ids sort by time).
-    let stop = scans.iter().filter_map(|s| s.next_cursor.clone()).max();
-    let mut jobs: Vec<Job> = scans
+    let mut shown: Vec<ListedJob> = Vec::new();
+    let mut rounds = 1;
+    loop {
+        // Every scan has read every job newer than the newest stop (ids sort by time).
+        let stop = scans.iter().filter_map(|s| s.next.clone()).max();
+        let mut jobs: Vec<Job> = scans
+            .iter_mut()
+            .flat_map(|scan| scan.take_down_to(stop.as_deref()))
+            .collect();
+        jobs.sort_by(|a, b| b.id.cmp(&a.id));
+        // A first job that passed between the two scans is in both.
+        jobs.dedup_by(|a, b| a.id == b.id);
+        let jobs = with_shown_status(state, jobs, status).await?;
+        shown.extend(
+            listed(state, jobs)
+                .await?
+                .into_iter()
+                .filter(|listed| listed.status() == status),
+        );
+        let Some(stop) = stop else {
+            return Ok(full_page(shown, listing.limit, None));
+        };
+        if shown.len() >= listing.limit || rounds == STATUS_ROUNDS {
+            return Ok(full_page(shown, listing.limit, Some(stop)));
+        }
+        // Each read on asks for twice as many as its last: the scan that lags is the sparse
+        // one, and walking it `limit` at a time would take many round trips.
+        for scan in scans.iter_mut().filter(|s| s.next.as_ref() == Some(&stop)) {
+            let more = (scan.asked * 2).min(MAX_PAGE);
+            scan.read(state, Some(&stop), more, keep).await?;
+        }
+        rounds += 1;
+    }
+}
+
+/// Of `jobs`, those whose status as the lists show it is `status`, weighed by their builds'
+/// jobs' statuses alone (read in one round trip). Most of the builds scan's jobs are builds
+/// that passed, and reading their jobs' whole records only to drop them cost more than the
+/// rest of the page; [`listed`] reads the records of the builds kept, to describe them.
+async fn with_shown_status(
+    state: &AppState,
+    jobs: Vec<Job>,
+    status: JobStatus,
+) -> Result<Vec<Job>, QueueError> {
+    let known: HashMap<&str, JobStatus> = jobs.iter().map(|j| (j.id.as_str(), j.status)).collect();
+    let unknown: Vec<String> = jobs
+        .iter()
+        .filter(|job| job.stands_for_its_jobs())
+        .flat_map(|job| &job.children)
+        .filter(|id| !known.contains_key(id.as_str()))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .flat_map(|s| s.jobs)
-        .filter(|job| stop.as_ref().is_none_or(|stop| job.id >= *stop))
         .collect();
-    jobs.sort_by(|a, b| b.id.cmp(&a.id));
-    // A first job that passed between the two scans is in both.
-    jobs.dedup_by(|a, b| a.id == b.id);
-    let mut shown: Vec<ListedJob> = listed(state, jobs)
-        .await?
+    let read = state.queue().statuses(&unknown).await?;
+    let statuses: HashMap<&str, Option<JobStatus>> = unknown
+        .iter()
+        .map(String::as_str)
+        .zip(read)
+        .chain(known.iter().map(|(id, status)| (*id, Some(*status))))
+        .collect();
+    let wanted: Vec<bool> = jobs
+        .iter()
+        .map(|job| {
+            let shown = if job.stands_for_its_jobs() {
+                BuildStatus::combine_statuses(
+                    job.children
+                        .iter()
+                        .map(|id| statuses.get(id.as_str()).copied().flatten()),
+                )
+            } else {
+                job.status
+            };
+            shown == status
+        })
+        .collect();
+    Ok(jobs
         .into_iter()
-        .filter(|listed| listed.status() == status)
-        .collect();
-    let next_cursor = if shown.len() > listing.limit {
-        shown.truncate(listing.limit);
+        .zip(wanted)
+        .filter_map(|(job, wanted)| wanted.then_some(job))
+        .collect())
+}
+
+/// Reads one page of the status filter may take (see [`by_shown_status`]): with the second
+/// scan's reads doubling from the page's limit, 50 + 100 + 200 + 400 builds at most for a
+/// page of 50.
+const STATUS_ROUNDS: usize = 4;
+
+/// One of the status filter's scans: the jobs read and not yet merged, newest first, and
+/// where it stopped.
+struct Scan {
+    filter: JobFilter,
+    builds: bool,
+    jobs: std::collections::VecDeque<Job>,
+    next: Option<String>,
+    asked: usize,
+}
+
+impl Scan {
+    fn new(filter: JobFilter, builds: bool) -> Self {
+        Self {
+            filter,
+            builds,
+            jobs: Default::default(),
+            next: None,
+            asked: 0,
+        }
+    }
+
+    /// The next `limit` jobs after `cursor`.
+    async fn read(
+        &mut self,
+        state: &AppState,
+        cursor: Option<&str>,
+        limit: usize,
+        keep: &(dyn Fn(&Job) -> bool + Sync),
+    ) -> Result<(), QueueError> {
+        let queue = state.queue();
+        let page = if self.builds {
+            queue
+                .list_builds_where(&self.filter, cursor, limit, keep)
+                .await?
+        } else {
+            queue.list_where(&self.filter, cursor, limit, keep).await?
+        };
+        self.jobs.extend(page.jobs);
+        self.next = page.next_cursor;
+        self.asked = limit;
+        Ok(())
+    }
+
+    /// The jobs read that are not older than `stop` (all of them without one).
+    fn take_down_to(&mut self, stop: Option<&str>) -> Vec<Job> {
+        let keep = self
+            .jobs
+            .iter()
+            .take_while(|job| stop.is_none_or(|stop| job.id.as_str() >= stop))
+            .count();
+        self.jobs.drain(..keep).collect()
+    }
+}
+
+/// `shown`, newest first, cut to `limit`, with the cursor of the next page: after the last
+/// job kept if some were cut, else `stop`, where the scans stopped.
+fn full_page(mut shown: Vec<ListedJob>, limit: usize, stop: Option<String>) -> JobList {
+    let next_cursor = if shown.len() > limit {
+        shown.truncate(limit);
         shown.last().map(|listed| listed.job.id.clone())
     } else {
         stop
     };
-    Ok(JobList {
+    JobList {
         jobs: shown,
         next_cursor,
-    })
+    }
 }
 
 /// `jobs` with their builds' statuses, read from `jobs` themselves where a build's jobs are
