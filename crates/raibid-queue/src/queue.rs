@@ -160,6 +160,9 @@ pub struct JobPage {
     /// Pass back to get the next (older) page; `None` at the end. A filtered page may hold
     /// fewer jobs than asked for and still have one (see [`Queue::list_where`]).
     pub next_cursor: Option<String>,
+    /// How many records the page read: what it cost, for a caller that reads on over several
+    /// pages within a budget.
+    pub scanned: usize,
 }
 
 impl Queue {
@@ -1314,6 +1317,7 @@ impl Queue {
                     {
                         return Ok(JobPage {
                             jobs,
+                            scanned,
                             next_cursor: Some(id.clone()),
                         });
                     }
@@ -1328,6 +1332,7 @@ impl Queue {
                     };
                     return Ok(JobPage {
                         jobs,
+                        scanned,
                         next_cursor: next,
                     });
                 }
@@ -1335,6 +1340,7 @@ impl Queue {
             if exhausted {
                 return Ok(JobPage {
                     jobs,
+                    scanned,
                     next_cursor: None,
                 });
             }

@@ -1074,6 +1074,7 @@ async fn a_filtered_listing_reads_a_bounded_number_of_records_per_call() {
         .await
         .unwrap();
     assert!(first.jobs.is_empty(), "{:?}", first.jobs);
+    assert_eq!(first.scanned, raibid_queue::LIST_SCAN_MAX);
     let cursor = first.next_cursor.expect("more to read");
     let rest = q
         .list_where(&JobFilter::default(), Some(&cursor), 10, &mine)
@@ -1084,9 +1085,10 @@ async fn a_filtered_listing_reads_a_bounded_number_of_records_per_call() {
         [&theirs]
     );
     assert_eq!(rest.next_cursor, None);
+    assert_eq!(rest.scanned, 11, "the rest of the others and theirs");
     // Unfiltered, a page is full whatever the bound.
     let all = q.list(&JobFilter::default(), None, 1000).await.unwrap();
-    assert_eq!(all.jobs.len(), 1000);
+    assert_eq!((all.jobs.len(), all.scanned), (1000, 1000));
 }
 
 #[tokio::test]

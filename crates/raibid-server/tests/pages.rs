@@ -2071,6 +2071,44 @@ async fn a_status_page_reads_on_past_the_builds_that_passed() {
     );
 }
 
+/// Reading on has a budget: a repository's scans for its failures and its builds read its
+/// own index, up to `LIST_SCAN_MAX` records each, and a page that read that many answers with
+/// a cursor rather than reading on.
+#[tokio::test]
+async fn a_status_page_stops_reading_on_at_its_budget() {
+    let server = TestServer::start().await;
+    let claimed = {
+        let failed = submit(&server, "acme/app").await;
+        let claimed = server.claim_one("agent-1").await;
+        assert_eq!(claimed.job.id, failed);
+        claimed
+    };
+    server.end(&claimed, JobStatus::Failure).await;
+    // Queued after it, neither failures nor builds: the scans read past them all.
+    futures::future::try_join_all((0..raibid_queue::LIST_SCAN_MAX + 10).map(|_| {
+        server.queue.enqueue(raibid_model::NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            "refs/heads/main",
+            SHA,
+            raibid_model::Event::Push,
+        ))
+    }))
+    .await
+    .unwrap();
+    let (first, cursor) = ids_with(&server, "status=failure&repo=acme/app&limit=5").await;
+    assert!(first.is_empty(), "{first:?}");
+    let cursor = cursor.expect("a cursor to go on from");
+    assert_eq!(
+        ids_with(
+            &server,
+            &format!("status=failure&repo=acme/app&limit=5&cursor={cursor}")
+        )
+        .await,
+        (vec![claimed.job.id.clone()], None)
+    );
+}
+
 /// The ids of `GET /api/v1/jobs?<query>`, newest first, and its next cursor.
 async fn ids_with(server: &TestServer, query: &str) -> (Vec<String>, Option<String>) {
     let list = support::json(server.get(&format!("/api/v1/jobs?{query}")).await).await;

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use std::collections::HashMap;
 
 use raibid_model::{BuildStatus, Event, Job, JobStatus, ListedJob, PoolName};
-use raibid_queue::{CancelResult, JobFilter, QueueError};
+use raibid_queue::{CancelResult, JobFilter, LIST_SCAN_MAX, QueueError};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -132,8 +132,10 @@ pub(crate) async fn page(
 /// status, so the first jobs of builds come from a second scan, of the index of builds (the
 /// jobs that queued others), keeping the passed ones. The two scans, each newest first, are
 /// merged: everything newer than the newer of their stops has been read by both, and the scan
-/// that stopped there reads on, until the page is full, both have ended, or
-/// [`STATUS_ROUNDS`] reads were made; the next page goes on from the last stop. (Without
+/// that stopped there reads on, until the page is full, both have ended, or [`STATUS_ROUNDS`]
+/// reads were made or they read [`LIST_SCAN_MAX`] records between them (a filtered scan, of a
+/// repository's jobs for its builds, may read that many at once); the next page goes on from
+/// the last stop. (Without
 /// reading on, a page of failures on a history where one job in ten is a build covered only
 /// the jobs as old as the builds scan's first `limit` builds: a handful of failures.) A page
 /// may still hold fewer jobs than asked for and have a cursor.
@@ -155,8 +157,10 @@ async fn by_shown_status(
     });
     let mut scans = vec![Scan::new(own, false)];
     scans.extend(builds.map(|filter| Scan::new(filter, true)));
+    let mut scanned = 0;
     for scan in &mut scans {
-        scan.read(state, listing.cursor.as_deref(), listing.limit, keep)
+        scanned += scan
+            .read(state, listing.cursor.as_deref(), listing.limit, keep)
             .await?;
     }
     let mut shown: Vec<ListedJob> = Vec::new();
@@ -181,14 +185,14 @@ async fn by_shown_status(
         let Some(stop) = stop else {
             return Ok(full_page(shown, listing.limit, None));
         };
-        if shown.len() >= listing.limit || rounds == STATUS_ROUNDS {
+        if shown.len() >= listing.limit || rounds == STATUS_ROUNDS || scanned >= LIST_SCAN_MAX {
             return Ok(full_page(shown, listing.limit, Some(stop)));
         }
         // Each read on asks for twice as many as its last: the scan that lags is the sparse
         // one, and walking it `limit` at a time would take many round trips.
         for scan in scans.iter_mut().filter(|s| s.next.as_ref() == Some(&stop)) {
             let more = (scan.asked * 2).min(MAX_PAGE);
-            scan.read(state, Some(&stop), more, keep).await?;
+            scanned += scan.read(state, Some(&stop), more, keep).await?;
         }
         rounds += 1;
     }
@@ -268,14 +272,14 @@ impl Scan {
         }
     }
 
-    /// The next `limit` jobs after `cursor`.
+    /// The next `limit` jobs after `cursor`; how many records that read.
     async fn read(
         &mut self,
         state: &AppState,
         cursor: Option<&str>,
         limit: usize,
         keep: &(dyn Fn(&Job) -> bool + Sync),
-    ) -> Result<(), QueueError> {
+    ) -> Result<usize, QueueError> {
         let queue = state.queue();
         let page = if self.builds {
             queue
@@ -287,7 +291,7 @@ impl Scan {
         self.jobs.extend(page.jobs);
         self.next = page.next_cursor;
         self.asked = limit;
-        Ok(())
+        Ok(page.scanned)
     }
 
     /// The jobs read that are not older than `stop` (all of them without one).
