@@ -135,10 +135,9 @@ pub(crate) async fn page(
 /// that stopped there reads on, until the page is full, both have ended, or [`STATUS_ROUNDS`]
 /// reads were made or they read [`LIST_SCAN_MAX`] records between them (a filtered scan, of a
 /// repository's jobs for its builds, may read that many at once); the next page goes on from
-/// the last stop. (Without
-/// reading on, a page of failures on a history where one job in ten is a build covered only
-/// the jobs as old as the builds scan's first `limit` builds: a handful of failures.) A page
-/// may still hold fewer jobs than asked for and have a cursor.
+/// the last stop. (Without reading on, a page of failures on a history where one job in ten
+/// is a build covered only the jobs as old as the builds scan's first `limit` builds: a
+/// handful of failures.) A page may still hold fewer jobs than asked for and have a cursor.
 async fn by_shown_status(
     state: &AppState,
     listing: &Listing,
