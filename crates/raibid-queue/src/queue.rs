@@ -1195,6 +1195,23 @@ impl Queue {
             .await
     }
 
+    /// Makes sure job `id`, if it queued others, is in the index of builds; whether it is. The
+    /// server calls it for the build of every job that ends: an agent older than the index
+    /// records a build's jobs without adding it, and the index is filled from the records
+    /// only once.
+    pub async fn index_build(&self, id: &str) -> Result<bool, QueueError> {
+        if !valid_id(id) {
+            return Ok(false);
+        }
+        let mut invocation = scripts::INDEX_BUILD.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.builds())
+            .arg(id);
+        let indexed: i64 = self.conn.script(&invocation).await?;
+        Ok(indexed == 1)
+    }
+
     /// Fills the index of builds from the records of jobs kept from before it existed: every
     /// job whose record lists jobs it queued. Idempotent, so two servers doing it at once, or
     /// a build recorded meanwhile, change nothing; done once per Redis.

@@ -234,6 +234,24 @@ return 'ok'
     )
 });
 
+/// Adds a job to the index of builds if its record lists jobs it queued: for builds recorded
+/// by an agent older than the index (a rolling upgrade), whose `set_children` did not add
+/// them. Nothing for a job that is gone, so that the index keeps no id pruning cannot remove.
+///
+/// KEYS: job, index of builds
+/// ARGV: job id
+/// Returns 1 indexed (or was) | 0 not a build, or gone
+pub(crate) static INDEX_BUILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local children = redis.call('HGET', KEYS[1], 'children')
+if not children or children == '' or children == '[]' then return 0 end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+"#,
+    )
+});
+
 /// Puts a retried matrix variant in the place of the job it retries, among its matrix job's
 /// children, so that the combined commit status follows the new run.
 ///

@@ -1343,6 +1343,37 @@ async fn the_first_jobs_of_builds_are_listed_from_an_index_of_their_own() {
     );
 }
 
+/// A build whose jobs an agent older than the index recorded (its own `HSET` of `children`,
+/// no `ZADD`) is indexed when asked: the server asks for the build of every job that ends.
+#[tokio::test]
+async fn a_build_an_older_agent_recorded_is_indexed_when_asked() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let mut conn = redis_conn(&redis).await;
+    let plain = created(q.enqueue(job("a/b")).await.unwrap()).id;
+    let build = created(q.enqueue(job("a/b")).await.unwrap()).id;
+    let variant = created(q.enqueue(job("a/b")).await.unwrap()).id;
+    assert!(
+        !q.index_build(&build).await.unwrap(),
+        "no jobs recorded yet"
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(format!("raibid:ci-jobs:job:{build}"))
+        .arg("children")
+        .arg(format!("[\"{variant}\"]"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(builds_index(&mut conn).await.is_empty());
+    assert!(q.index_build(&build).await.unwrap());
+    assert!(q.index_build(&build).await.unwrap(), "again: no change");
+    assert!(!q.index_build(&plain).await.unwrap());
+    let gone = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    assert!(!q.index_build(gone).await.unwrap());
+    assert!(!q.index_build("../not-an-id").await.unwrap());
+    assert_eq!(builds_index(&mut conn).await, vec![build]);
+}
+
 /// The ids in the index of builds, oldest first.
 async fn builds_index(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
     redis::cmd("ZRANGE")

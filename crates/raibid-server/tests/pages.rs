@@ -2109,6 +2109,42 @@ async fn a_status_page_stops_reading_on_at_its_budget() {
     );
 }
 
+/// A build an agent older than the index of builds ran (it records the build's jobs without
+/// indexing it) is indexed by the server when its first job ends, so that once its job fails
+/// the status filter lists it, though the index was filled from the records before.
+#[tokio::test]
+async fn a_build_an_older_agent_ran_is_listed_by_the_status_filter() {
+    let server = TestServer::start().await;
+    // Read once: the index of builds is taken as complete from now on.
+    assert_eq!(ids_with(&server, "status=failure").await, (vec![], None));
+    let parent = submit(&server, "acme/app").await;
+    let child = submit(&server, "acme/app").await;
+    let claimed = server.claim_one("agent-1").await;
+    assert_eq!(claimed.job.id, parent);
+    // The older agent's `set_children`: the record's field alone.
+    let reply = server
+        .redis
+        .command(&format!(
+            "HSET raibid:ci-jobs:job:{parent} children '[\"{child}\"]'"
+        ))
+        .unwrap();
+    assert_eq!(reply, ":1", "a field of its own");
+    server.end(&claimed, JobStatus::Success).await;
+    let claimed = server.claim_one("agent-1").await;
+    assert_eq!(claimed.job.id, child);
+    server.end(&claimed, JobStatus::Failure).await;
+    // The server's reporter takes the ends from the events stream.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (ids, _) = ids_with(&server, "status=failure").await;
+        if ids == [child.clone(), parent.clone()] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "listed: {ids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The ids of `GET /api/v1/jobs?<query>`, newest first, and its next cursor.
 async fn ids_with(server: &TestServer, query: &str) -> (Vec<String>, Option<String>) {
     let list = support::json(server.get(&format!("/api/v1/jobs?{query}")).await).await;

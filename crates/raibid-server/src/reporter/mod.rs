@@ -363,6 +363,7 @@ impl Reporter {
         // Before any report, which may wait for the forge for a long time.
         if work.events.iter().any(|event| event.status.is_final()) {
             crate::waiting::job_ended(&self.state, &job).await;
+            self.index_build(&job).await;
         }
         let Some(forge) = job.spec.forge else {
             return Verdict::Done;
@@ -374,6 +375,21 @@ impl Reporter {
             verdict = verdict.and(self.report(forge, parent).await);
         }
         verdict
+    }
+
+    /// Puts the build `job` belongs to (its matrix job's, or its own if it queued others) in
+    /// the index of builds, which an agent older than the index does not (see
+    /// [`raibid_queue::Queue::index_build`]); the status filter lists failed builds from it.
+    async fn index_build(&self, job: &Job) {
+        let own = (!job.children.is_empty()).then_some(job.id.as_str());
+        for build in [job.spec.matrix_parent.as_deref(), own]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = self.state.queue().index_build(build).await {
+                warn!(job = %job.id, %build, error = %e, "could not index the job's build");
+            }
+        }
     }
 
     /// The job an event is about; `None` when it no longer exists (pruned) or its record is
