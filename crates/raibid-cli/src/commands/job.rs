@@ -684,6 +684,102 @@ fn describe(job: &Job, build: Option<&BuildStatus>, server: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An HTTP server on loopback that answers its requests with `answers` in turn (the last
+    /// one from then on), each on a connection of its own; and how many it was asked.
+    async fn answering(answers: Vec<(u16, String)>) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = answers[n.min(answers.len() - 1)].clone();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        (url, asked)
+    }
+
+    fn job_json(id: &str) -> String {
+        let spec = raibid_model::NewJob::new(
+            "acme/app",
+            "https://git.example/acme/app.git",
+            "refs/heads/main",
+            "a".repeat(40),
+            raibid_model::Event::Push,
+        );
+        serde_json::to_string(&Job::queued(id.to_owned(), spec, Utc::now())).unwrap()
+    }
+
+    const ID: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    const UNAVAILABLE: &str = r#"{"error":"redis_unavailable","message":"Redis is down"}"#;
+
+    /// Between two followed jobs the server may be restarting: the job is read again until
+    /// it answers.
+    #[tokio::test]
+    async fn reading_a_followed_job_waits_out_a_server_that_is_away() {
+        let (url, asked) = answering(vec![
+            (503, UNAVAILABLE.into()),
+            (503, UNAVAILABLE.into()),
+            (200, job_json(ID)),
+        ])
+        .await;
+        let client = Client::new(&url, None).unwrap();
+        let job = read_job(&client, ID, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(job.id, ID);
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+    }
+
+    /// An answer asking again will not change ends it at once; one that might, once
+    /// `retry_for` has passed.
+    #[tokio::test]
+    async fn reading_a_followed_job_gives_up_on_final_answers_and_after_its_time() {
+        let missing = r#"{"error":"not_found","message":"job not found"}"#;
+        let (url, asked) = answering(vec![(404, missing.into())]).await;
+        let client = Client::new(&url, None).unwrap();
+        let e = read_job(&client, ID, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not found"), "{e}");
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "not asked again");
+
+        let (url, asked) = answering(vec![(503, UNAVAILABLE.into())]).await;
+        let client = Client::new(&url, None).unwrap();
+        let e = read_job(&client, ID, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("could not read job {ID} for 1 s")),
+            "{e}"
+        );
+        // Asked at once, after the first wait (0.5 s) and after the second (1 s more), past
+        // its second.
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn reconnect_waits_double_to_a_ceiling_and_reset() {
