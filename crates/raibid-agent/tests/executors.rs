@@ -930,7 +930,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         command: vec!["sh".into(), "-c".into(), script.into()],
         entrypoint: Vec::new(),
         ready: Some(Ready {
-            run: ready.into(),
+            run: raibid_pipeline::ReadyRun::Shell(ready.into()),
             timeout: Duration::from_secs(timeout),
         }),
     };
@@ -1009,6 +1009,53 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
     );
     assert!(log.contains("bad configuration\n"), "{log}");
     nothing_left(engine).await;
+
+    // An image without a shell (distroless): a check given as a program and its arguments
+    // runs as it is; the same check as shell commands cannot run there.
+    let context = tempfile::tempdir().unwrap();
+    let busybox = raibid_testkit::require_binary("busybox", "busybox-static");
+    std::fs::copy(&busybox, context.path().join("busybox")).unwrap();
+    std::fs::write(
+        context.path().join("Containerfile"),
+        "FROM scratch\nCOPY busybox /busybox\n",
+    )
+    .unwrap();
+    const SHELLLESS: &str = "localhost/raibid-test/no-shell:1";
+    engine.build(SHELLLESS, context.path());
+    let shellless = |ready: raibid_pipeline::ReadyRun| raibid_pipeline::Service {
+        image: SHELLLESS.into(),
+        command: vec![
+            "/busybox".into(),
+            "sh".into(),
+            "-c".into(),
+            "/busybox sleep 1; /busybox touch /up; exec /busybox sleep 1000".into(),
+        ],
+        ready: Some(Ready {
+            run: ready,
+            timeout: Duration::from_secs(4),
+        }),
+        ..service("plain", "", "", 1)
+    };
+    let exec = raibid_pipeline::ReadyRun::Exec(
+        ["/busybox", "test", "-f", "/up"].map(String::from).to_vec(),
+    );
+    let (group, notes) = start(shellless(exec)).await;
+    let group = group.unwrap();
+    assert!(
+        notes.contains("[raibid] service plain is ready ("),
+        "{notes}"
+    );
+    let (tx, rx) = mpsc::channel(64);
+    tokio::join!(group.finish(tx), collect(rx));
+    nothing_left(engine).await;
+    let shell = raibid_pipeline::ReadyRun::Shell("/busybox test -f /up".into());
+    let (err, _) = start(shellless(shell)).await;
+    let err = err.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Service(why) if why.starts_with("service plain: not ready within 4 s")),
+        "{err}"
+    );
+    nothing_left(engine).await;
 }
 
 /// `entrypoint` replaces the image's, with `command` after it, on both engines.
@@ -1032,7 +1079,7 @@ async fn container_services_take_an_entrypoint(engine: &impl TestEngine) {
             // Its output is in the engine's log (written before the file) by the time the
             // services are handed over.
             ready: Some(raibid_pipeline::Ready {
-                run: "test -f /said".into(),
+                run: raibid_pipeline::ReadyRun::Shell("test -f /said".into()),
                 timeout: Duration::from_secs(30),
             }),
         }],

@@ -48,7 +48,7 @@ pub use pipeline::{
     parse_woodpecker_bytes, parse_workflow_bytes,
 };
 pub use plugin::Settings;
-pub use service::{DEFAULT_READY_TIMEOUT, MAX_SERVICES, Ready, Service};
+pub use service::{DEFAULT_READY_TIMEOUT, MAX_SERVICES, Ready, ReadyRun, Service};
 pub use step::{MAX_RETRIES, OnFailure, Step, StepKind};
 pub use tag::{TagContext, TagError, TemplateError, repository as image_repository};
 pub use when::{PathFilter, Pattern, RunState, TriggerContext, When, WhenBlock};

@@ -11,7 +11,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use crate::de::{CheckedMap, StepEnv, checked_str};
 use crate::duration::Timeout;
-use crate::step::{ImageRef, Script};
+use crate::step::ImageRef;
 
 /// More services than this are a mistake or an attack on the agent's machine.
 pub const MAX_SERVICES: usize = 8;
@@ -45,11 +45,56 @@ pub struct Service {
 /// sooner fails for no fault of the code under test.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready {
-    /// Shell commands run inside the service's container (`/bin/sh -c`), again and again,
-    /// until they exit 0: `pg_isready -U postgres`, `redis-cli ping`.
-    pub run: String,
+    /// What runs inside the service's container, again and again, until it exits 0.
+    pub run: ReadyRun,
     /// How long to keep trying before the job ends in `error`.
     pub timeout: Duration,
+}
+
+/// A readiness check's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyRun {
+    /// Shell commands, run by the image's `/bin/sh -c`: `pg_isready -U postgres`.
+    Shell(String),
+    /// A program and its arguments, run as they are, without a shell (docker compose's
+    /// `["CMD", ...]`): for images that have none, distroless ones.
+    Exec(Vec<String>),
+}
+
+impl ReadyRun {
+    /// What runs after `<engine> exec <container>`: one argument each, never through a
+    /// shell of the agent's.
+    pub fn argv(&self) -> Vec<&str> {
+        match self {
+            Self::Shell(script) => vec!["/bin/sh", "-c", script],
+            Self::Exec(args) => args.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// As the log and `raibid pipeline check` name it: the commands, or the arguments with those
+/// that are empty or hold blanks or quotes quoted.
+impl fmt::Display for ReadyRun {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::Shell(script) => f.write_str(script.trim()),
+            Self::Exec(args) => {
+                let shown: Vec<String> = args
+                    .iter()
+                    .map(|a| {
+                        if a.is_empty()
+                            || a.contains(|c: char| c.is_whitespace() || "'\"\\".contains(c))
+                        {
+                            format!("{a:?}")
+                        } else {
+                            a.clone()
+                        }
+                    })
+                    .collect();
+                f.write_str(&shown.join(" "))
+            }
+        }
+    }
 }
 
 /// Long enough for a database to initialise its files on a slow disk.
@@ -91,8 +136,10 @@ fn arguments(key: &str, args: Vec<String>) -> Result<Vec<String>, String> {
     if args.iter().any(|a| a.contains('\0')) {
         return Err(format!("`{key}` may not contain a NUL character"));
     }
-    if key == "entrypoint" && args[0].is_empty() {
-        return Err("`entrypoint` starts with the program to run; it is empty".to_owned());
+    if key != "command" && args[0].is_empty() {
+        return Err(format!(
+            "`{key}` starts with the program to run; it is empty"
+        ));
     }
     Ok(args)
 }
@@ -177,7 +224,8 @@ impl RawService {
     }
 }
 
-/// `ready:` as written: the commands alone, or a mapping with `run` and `timeout`.
+/// `ready:` as written: the commands alone (a shell's line, or a program and its arguments),
+/// or a mapping with `run` and `timeout`.
 struct ReadyDe(Ready);
 
 impl<'de> Deserialize<'de> for ReadyDe {
@@ -189,8 +237,65 @@ impl<'de> Deserialize<'de> for ReadyDe {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawReady {
-    run: Option<Script>,
+    run: Option<RunDe>,
     timeout: Option<Timeout>,
+}
+
+/// `ready`'s `run`: shell commands, or a list of a program and its arguments.
+struct RunDe(ReadyRun);
+
+impl<'de> Deserialize<'de> for RunDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RunVisitor;
+        impl<'de> Visitor<'de> for RunVisitor {
+            type Value = ReadyRun;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "the commands that succeed once the service is up (like `pg_isready -U \
+                     postgres`), or a program and its arguments (like [pg_isready, -U, postgres])",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ReadyRun, E> {
+                ready_script(v).map(ReadyRun::Shell).map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ReadyRun, A::Error> {
+                ready_exec(seq)
+            }
+        }
+        d.deserialize_any(RunVisitor).map(RunDe)
+    }
+}
+
+/// `ready: [program, args...]`. Docker compose's healthcheck forms are taken as written
+/// there: `[CMD, program, args...]`, and `[CMD-SHELL, commands]` for shell commands.
+fn ready_exec<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<ReadyRun, A::Error> {
+    let mut args: Vec<String> = Vec::new();
+    while let Some(arg) = seq.next_element::<String>()? {
+        args.push(arg);
+    }
+    let custom = |message: String| <A::Error as de::Error>::custom(message);
+    match args.first().map(String::as_str) {
+        Some("CMD") => {
+            args.remove(0);
+        }
+        Some("CMD-SHELL") => {
+            return match args.as_slice() {
+                [_, script] => ready_script(script).map(ReadyRun::Shell).map_err(custom),
+                _ => Err(custom(
+                    "`[CMD-SHELL, ...]` takes one string, the shell's commands".to_owned(),
+                )),
+            };
+        }
+        _ => {}
+    }
+    if args.is_empty() {
+        return Err(custom(
+            "`ready` is empty; give the program that succeeds once the service is up, or \
+             leave it out"
+                .to_owned(),
+        ));
+    }
+    arguments("ready", args).map(ReadyRun::Exec).map_err(custom)
 }
 
 struct ReadyVisitor;
@@ -201,20 +306,28 @@ impl<'de> Visitor<'de> for ReadyVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(
             "a readiness check: the commands that succeed once the service is up (like \
-             `pg_isready -U postgres`), or a mapping with `run` and `timeout`",
+             `pg_isready -U postgres`), a program and its arguments (like [pg_isready, -U, \
+             postgres]), or a mapping with `run` and `timeout`",
         )
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Ready, E> {
         Ok(Ready {
-            run: ready_script(v).map_err(E::custom)?,
+            run: ReadyRun::Shell(ready_script(v).map_err(E::custom)?),
+            timeout: DEFAULT_READY_TIMEOUT,
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Ready, A::Error> {
+        Ok(Ready {
+            run: ready_exec(seq)?,
             timeout: DEFAULT_READY_TIMEOUT,
         })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Ready, A::Error> {
         let raw = RawReady::deserialize(MapAccessDeserializer::new(map))?;
-        let Some(Script(run)) = raw.run else {
+        let Some(RunDe(run)) = raw.run else {
             return Err(de::Error::custom(
                 "`ready` needs `run`: the commands that succeed once the service is up",
             ));
@@ -403,16 +516,57 @@ mod tests {
         assert_eq!(
             s[0].ready,
             Some(Ready {
-                run: "pg_isready -U postgres".into(),
+                run: ReadyRun::Shell("pg_isready -U postgres".into()),
                 timeout: DEFAULT_READY_TIMEOUT,
             })
         );
         assert_eq!(
             s[1].ready,
             Some(Ready {
-                run: "redis-cli ping".into(),
+                run: ReadyRun::Shell("redis-cli ping".into()),
                 timeout: Duration::from_secs(120),
             })
+        );
+    }
+
+    /// A program and its arguments run without a shell, for an image that has none; docker
+    /// compose's `CMD` and `CMD-SHELL` forms as compose reads them.
+    #[test]
+    fn readiness_may_be_a_program_and_its_arguments() {
+        let ready = |yaml: &str| {
+            services(&format!("- name: db\n  image: pg\n  ready: {yaml}\n"))
+                .unwrap()
+                .remove(0)
+                .ready
+                .unwrap()
+        };
+        let exec = |args: &[&str]| ReadyRun::Exec(args.iter().map(|a| a.to_string()).collect());
+        let pg = exec(&["pg_isready", "-U", "postgres"]);
+        assert_eq!(ready("[pg_isready, -U, postgres]").run, pg);
+        assert_eq!(ready("[CMD, pg_isready, -U, postgres]").run, pg);
+        assert_eq!(
+            ready("{run: [pg_isready, -U, postgres], timeout: 5s}"),
+            Ready {
+                run: pg.clone(),
+                timeout: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(
+            ready("[CMD-SHELL, pg_isready || exit 1]").run,
+            ReadyRun::Shell("pg_isready || exit 1".into())
+        );
+        assert_eq!(pg.argv(), ["pg_isready", "-U", "postgres"]);
+        assert_eq!(
+            ReadyRun::Shell("redis-cli ping".into()).argv(),
+            ["/bin/sh", "-c", "redis-cli ping"]
+        );
+        assert_eq!(
+            exec(&["/ko-app/probe", "--url", "http://db/ready it", ""]).to_string(),
+            "/ko-app/probe --url \"http://db/ready it\" \"\""
+        );
+        assert_eq!(
+            ReadyRun::Shell("  redis-cli ping\n".into()).to_string(),
+            "redis-cli ping"
         );
     }
 
@@ -455,7 +609,18 @@ mod tests {
         let (line, col, msg) = error_at("- name: db\n  image: pg\n  ready: {run: x, timeout: 0}\n");
         assert_eq!((line, col), (3, 28));
         assert!(msg.contains("zero"), "{msg}");
-        let (_, _, msg) = error_at("- name: db\n  image: pg\n  ready: [x]\n");
+        let (line, col, msg) = error_at("- name: db\n  image: pg\n  ready: []\n");
+        assert_eq!((line, col), (3, 10));
+        assert!(msg.contains("`ready` is empty"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: pg\n  ready: [CMD]\n");
+        assert!(msg.contains("`ready` is empty"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: pg\n  ready: ['', x]\n");
+        assert!(msg.contains("starts with the program"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: pg\n  ready: [CMD-SHELL, a, b]\n");
+        assert!(msg.contains("takes one string"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: pg\n  ready: {run: []}\n");
+        assert!(msg.contains("`ready` is empty"), "{msg}");
+        let (_, _, msg) = error_at("- name: db\n  image: pg\n  ready: 5\n");
         assert!(msg.contains("a readiness check"), "{msg}");
         let many: String = (0..=MAX_SERVICES)
             .map(|i| format!("- name: s{i}\n  image: busybox\n"))

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use raibid_pipeline::{Ready, Service};
+use raibid_pipeline::{Ready, ReadyRun, Service};
 use tokio_util::sync::CancellationToken;
 
 use super::container::{
@@ -340,8 +340,9 @@ const READY_INTERVAL: Duration = Duration::from_secs(1);
 /// otherwise use the whole of `ready.timeout` on its first try.
 const READY_TRY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `ready.run` in the service's container until it exits 0, for at most `ready.timeout`
-/// (and never past the job's deadline). A service whose container has stopped is not waited
+/// Runs `ready.run` in the service's container until it exits 0, starting tries for at most
+/// `ready.timeout` (a try under way then has its [`READY_TRY_TIMEOUT`]), never past the
+/// job's deadline. A service whose container has stopped is not waited
 /// for any longer. When it gives up, what the last try printed and the service's own log go to
 /// `output` (the job's log, where secrets are masked): why a database did not come up is in
 /// what it printed. The error, which becomes the job's reason and commit status, carries
@@ -360,8 +361,12 @@ async fn wait_ready(
     let mut tries = 0u32;
     let (why, printed) = loop {
         tries += 1;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = left.min(READY_TRY_TIMEOUT);
+        // A try has its own time, whatever is left of the check's: cut to what was left, the
+        // last try of a check that fails at once could be ended before it could say why
+        // (an engine slow to `exec` under load takes a second). Only the job's end cuts it.
+        let timeout = job_deadline
+            .saturating_duration_since(Instant::now())
+            .min(READY_TRY_TIMEOUT);
         let failed = match try_ready(engine, container, &ready.run, timeout).await {
             Ok(()) => {
                 let note = format!(
@@ -387,7 +392,7 @@ async fn wait_ready(
                     "not ready within {:.0} s ({}); the last try of `{}` {}",
                     (deadline - started).as_secs_f64(),
                     tries_text(tries),
-                    ready.run.trim(),
+                    ready.run,
                     failed.verdict
                 ),
                 failed.printed,
@@ -420,17 +425,19 @@ struct NotReady {
     printed: String,
 }
 
-/// One try: `<engine> exec <container> /bin/sh -c <run>`. The commands reach the engine as one
-/// argument, never through a shell of the agent's. Their output is kept only to show why a try
+/// One try: `<engine> exec <container> /bin/sh -c <commands>`, or `<engine> exec <container>
+/// <program> <args>` for a check given as a list (an image without a shell). Each reaches the
+/// engine as an argument of its own, never through a shell of the agent's. Their output is kept only to show why a try
 /// failed, and no more of it than of a service's log (a check that prints without end must not
 /// fill the agent's memory).
 async fn try_ready(
     engine: &ContainerEngine,
     container: &str,
-    run: &str,
+    run: &ReadyRun,
     timeout: Duration,
 ) -> Result<(), NotReady> {
-    let args = ["exec", container, "/bin/sh", "-c", run];
+    let mut args = vec!["exec", container];
+    args.extend(run.argv());
     let not_ready = |verdict: String, printed: String| NotReady { verdict, printed };
     match engine_tail(engine, &args, timeout).await {
         None => Err(not_ready(

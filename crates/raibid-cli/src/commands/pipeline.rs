@@ -263,7 +263,7 @@ fn summary(name: &str, pipeline: &Pipeline) -> String {
                     "  {} ({}, ready when `{}` succeeds, waited for up to {} s)",
                     service.name,
                     service.image,
-                    ready.run.trim(),
+                    ready.run,
                     ready.timeout.as_secs()
                 ),
                 None => writeln!(out, "  {} ({})", service.name, service.image),
@@ -412,12 +412,12 @@ mod tests {
     fn the_summary_names_what_the_agent_will_run() {
         let pipeline = raibid_pipeline::parse(
             ".raibid.yaml",
-            "image: rust:1\nmatrix:\n  RUST: [\"1.80\", \"1.85\"]\nservices:\n  - name: db\n    image: postgres:16\n    ready: pg_isready\n  - name: cache\n    image: redis:7\nartifacts:\n  paths: [dist, report.xml]\n  expire_in: 3 weeks and 2 days\n  reports:\n    junit: report.xml\nsteps:\n  - name: test\n    run: cargo test\n  - name: image\n    when: {branch: main}\n    image-build:\n      tags: [\"{registry}/{repo}:{sha}-{matrix}\"]\n",
+            "image: rust:1\nmatrix:\n  RUST: [\"1.80\", \"1.85\"]\nservices:\n  - name: db\n    image: postgres:16\n    ready: pg_isready\n  - name: cache\n    image: redis:7\n  - name: app\n    image: app:distroless\n    ready: [/app, --health, \"db up\"]\nartifacts:\n  paths: [dist, report.xml]\n  expire_in: 3 weeks and 2 days\n  reports:\n    junit: report.xml\nsteps:\n  - name: test\n    run: cargo test\n  - name: image\n    when: {branch: main}\n    image-build:\n      tags: [\"{registry}/{repo}:{sha}-{matrix}\"]\n",
         )
         .unwrap();
         assert_eq!(
             summary(".raibid.yaml", &pipeline),
-            ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16, ready when `pg_isready` succeeds, waited for up to 60 s)\n  cache (redis:7)\n\
+            ".raibid.yaml: valid\nmatrix: 2 jobs\n  RUST=1.80\n  RUST=1.85\nservices:\n  db (postgres:16, ready when `pg_isready` succeeds, waited for up to 60 s)\n  cache (redis:7)\n  app (app:distroless, ready when `/app --health \"db up\"` succeeds, waited for up to 60 s)\n\
              steps:\n  test (run in rust:1)\n  image (image-build {registry}/{repo}:{sha}-{matrix}, with `when`)\n\
              test reports (JUnit, read after the steps): report.xml\n\
              artifacts: dist, report.xml (on_success, expire in 23 days)\n"
