@@ -47,7 +47,8 @@ pub struct Service {
 pub struct Ready {
     /// What runs inside the service's container, again and again, until it exits 0.
     pub run: ReadyRun,
-    /// How long to keep trying before the job ends in `error`.
+    /// How long new tries are started before the job ends in `error` (the agent lets a try
+    /// under way then finish, within its own time limit).
     pub timeout: Duration,
 }
 
