@@ -1022,7 +1022,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
     .unwrap();
     const SHELLLESS: &str = "localhost/raibid-test/no-shell:1";
     engine.build(SHELLLESS, context.path());
-    let shellless = |ready: raibid_pipeline::ReadyRun| raibid_pipeline::Service {
+    let shellless = |ready: raibid_pipeline::ReadyRun, timeout: u64| raibid_pipeline::Service {
         image: SHELLLESS.into(),
         command: vec![
             "/busybox".into(),
@@ -1032,14 +1032,14 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
         ],
         ready: Some(Ready {
             run: ready,
-            timeout: Duration::from_secs(4),
+            timeout: Duration::from_secs(timeout),
         }),
         ..service("plain", "", "", 1)
     };
     let exec = raibid_pipeline::ReadyRun::Exec(
         ["/busybox", "test", "-f", "/up"].map(String::from).to_vec(),
     );
-    let (group, notes) = start(shellless(exec)).await;
+    let (group, notes) = start(shellless(exec, 60)).await;
     let group = group.unwrap();
     assert!(
         notes.contains("[raibid] service plain is ready ("),
@@ -1049,7 +1049,7 @@ async fn container_services_are_waited_for_until_ready(engine: &impl TestEngine)
     tokio::join!(group.finish(tx), collect(rx));
     nothing_left(engine).await;
     let shell = raibid_pipeline::ReadyRun::Shell("/busybox test -f /up".into());
-    let (err, _) = start(shellless(shell)).await;
+    let (err, _) = start(shellless(shell, 4)).await;
     let err = err.unwrap_err();
     assert!(
         matches!(&err, ExecError::Service(why) if why.starts_with("service plain: not ready within 4 s")),

@@ -776,9 +776,10 @@ mod tests {
                 .starts_with(&format!("could not read job {ID} for 1 s")),
             "{e}"
         );
-        // Asked at once, after the first wait (0.5 s) and after the second (1 s more), past
-        // its second.
-        assert_eq!(asked.load(Ordering::SeqCst), 3);
+        // Asked at once and after the first wait (0.5 s), and, unless that answer came after
+        // its second (a loaded machine), after the second wait (1 s more).
+        let asked = asked.load(Ordering::SeqCst);
+        assert!((2..=3).contains(&asked), "asked {asked} times");
     }
 
     #[test]
