@@ -341,12 +341,12 @@ const READY_INTERVAL: Duration = Duration::from_secs(1);
 const READY_TRY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `ready.run` in the service's container until it exits 0, starting tries for at most
-/// `ready.timeout` (a try under way then has its [`READY_TRY_TIMEOUT`]), never past the
-/// job's deadline. A service whose container has stopped is not waited
-/// for any longer. When it gives up, what the last try printed and the service's own log go to
-/// `output` (the job's log, where secrets are masked): why a database did not come up is in
-/// what it printed. The error, which becomes the job's reason and commit status, carries
-/// neither, as a service's environment may hold secrets that its output repeats.
+/// `ready.timeout` (a try under way then has its [`READY_TRY_TIMEOUT`]), never past the job's
+/// deadline. A service whose container has stopped is not waited for any longer. When it
+/// gives up, what the last try printed and the service's own log go to `output` (the job's
+/// log, where secrets are masked): why a database did not come up is in what it printed. The
+/// error, which becomes the job's reason and commit status, carries neither, as a service's
+/// environment may hold secrets that its output repeats.
 async fn wait_ready(
     engine: &ContainerEngine,
     service: &Service,
@@ -427,9 +427,9 @@ struct NotReady {
 
 /// One try: `<engine> exec <container> /bin/sh -c <commands>`, or `<engine> exec <container>
 /// <program> <args>` for a check given as a list (an image without a shell). Each reaches the
-/// engine as an argument of its own, never through a shell of the agent's. Their output is kept only to show why a try
-/// failed, and no more of it than of a service's log (a check that prints without end must not
-/// fill the agent's memory).
+/// engine as an argument of its own, never through a shell of the agent's. The output is kept
+/// only to show why a try failed, and no more of it than of a service's log (a check that
+/// prints without end must not fill the agent's memory).
 async fn try_ready(
     engine: &ContainerEngine,
     container: &str,

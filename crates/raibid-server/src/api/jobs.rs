@@ -206,42 +206,36 @@ async fn with_shown_status(
     jobs: Vec<Job>,
     status: JobStatus,
 ) -> Result<Vec<Job>, QueueError> {
-    let known: HashMap<&str, JobStatus> = jobs.iter().map(|j| (j.id.as_str(), j.status)).collect();
+    // Those of the jobs themselves, then those read for the builds' other jobs.
+    let mut statuses: HashMap<String, Option<JobStatus>> = jobs
+        .iter()
+        .map(|job| (job.id.clone(), Some(job.status)))
+        .collect();
     let unknown: Vec<String> = jobs
         .iter()
         .filter(|job| job.stands_for_its_jobs())
         .flat_map(|job| &job.children)
-        .filter(|id| !known.contains_key(id.as_str()))
+        .filter(|id| !statuses.contains_key(*id))
         .cloned()
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     let read = state.queue().statuses(&unknown).await?;
-    let statuses: HashMap<&str, Option<JobStatus>> = unknown
-        .iter()
-        .map(String::as_str)
-        .zip(read)
-        .chain(known.iter().map(|(id, status)| (*id, Some(*status))))
-        .collect();
-    let wanted: Vec<bool> = jobs
-        .iter()
-        .map(|job| {
-            let shown = if job.stands_for_its_jobs() {
-                BuildStatus::combine_statuses(
-                    job.children
-                        .iter()
-                        .map(|id| statuses.get(id.as_str()).copied().flatten()),
-                )
-            } else {
-                job.status
-            };
-            shown == status
-        })
-        .collect();
+    statuses.extend(unknown.into_iter().zip(read));
+    let shown = |job: &Job| {
+        if job.stands_for_its_jobs() {
+            BuildStatus::combine_statuses(
+                job.children
+                    .iter()
+                    .map(|id| statuses.get(id).copied().flatten()),
+            )
+        } else {
+            job.status
+        }
+    };
     Ok(jobs
         .into_iter()
-        .zip(wanted)
-        .filter_map(|(job, wanted)| wanted.then_some(job))
+        .filter(|job| shown(job) == status)
         .collect())
 }
 
