@@ -5,6 +5,7 @@
 //! they die with the test. A missing binary is a loud failure with the command that installs it:
 //! a test that silently skips proves nothing.
 
+pub mod canned_http;
 mod docker;
 mod engine;
 pub mod fixtures;

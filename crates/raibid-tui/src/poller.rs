@@ -403,47 +403,15 @@ mod tests {
     /// many (429 with Retry-After), then streams one line and the end. Returns its URL and
     /// the number of log requests so far.
     async fn log_server_refusing_once() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&requests);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let counter = Arc::clone(&counter);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buffer = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buffer[..n]),
-                        }
-                    }
-                    let response = if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-                        let body = r#"{"error":{"code":"too_many_log_streams_for_client","message":"this client already follows 4 logs"}}"#;
-                        format!(
-                            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
-                             retry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    } else {
-                        let body = "event: log\nid: 1-0\ndata: {\"text\":\"hello\\n\"}\n\n\
-                                    event: end\ndata: {\"status\":\"success\"}\n\n";
-                        format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    };
-                    let _ = stream.write_all(response.as_bytes()).await;
-                });
-            }
-        });
-        (url, requests)
+        use raibid_testkit::canned_http::{answering, http_response};
+        let refused = r#"{"error":{"code":"too_many_log_streams_for_client","message":"this client already follows 4 logs"}}"#;
+        let log = "event: log\nid: 1-0\ndata: {\"text\":\"hello\\n\"}\n\n\
+                   event: end\ndata: {\"status\":\"success\"}\n\n";
+        answering(vec![
+            http_response(429, "application/json", &["retry-after: 1"], refused),
+            http_response(200, "text/event-stream", &[], log),
+        ])
+        .await
     }
 
     /// A 429 (this client follows too many logs) stopped following for good, though a

@@ -684,41 +684,17 @@ fn describe(job: &Job, build: Option<&BuildStatus>, server: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raibid_testkit::canned_http::http_response;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An HTTP server on loopback that answers its requests with `answers` in turn (the last
-    /// one from then on), each on a connection of its own; and how many it was asked.
+    /// The loopback server of [`raibid_testkit::canned_http`], answering JSON.
     async fn answering(answers: Vec<(u16, String)>) -> (String, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let asked = Arc::new(AtomicUsize::new(0));
-        let count = asked.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let n = count.fetch_add(1, Ordering::SeqCst);
-                let (status, body) = answers[n.min(answers.len() - 1)].clone();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            }
-        });
-        (url, asked)
+        let responses = answers
+            .into_iter()
+            .map(|(status, body)| http_response(status, "application/json", &[], &body))
+            .collect();
+        raibid_testkit::canned_http::answering(responses).await
     }
 
     fn job_json(id: &str) -> String {
