@@ -29,9 +29,11 @@ use crate::secrets::SecretStore;
 use crate::workspace_file;
 use crate::workspace_lock::{self, InUse};
 
+mod outage;
 mod steps;
 mod workflows;
 
+use outage::through_outage;
 use workflows::Source;
 pub use workflows::WORKFLOW_ENV;
 
@@ -240,6 +242,7 @@ impl Runner {
         let stop = CancellationToken::new();
         let reason = Arc::new(StopReason(AtomicU8::new(RUNNING)));
         let heartbeat = self.spawn_heartbeat(claimed.clone(), stop.clone(), reason.clone());
+        let shutdown = interrupt.clone();
         let interrupt_watch = {
             let stop = stop.clone();
             let reason = reason.clone();
@@ -266,7 +269,7 @@ impl Runner {
         // outlast `stale_after`, and without heartbeats the reaper would requeue a job that
         // has finished, so its result would be discarded and the job run again. An agent that
         // dies between the two leaves a final job's workspace, which the orphan sweeper takes.
-        let end = self.end(&claimed, outcome, reason.get()).await;
+        let end = self.end(&claimed, outcome, reason.get(), &shutdown).await;
         if !self.settings.keep_workspace
             && let Err(e) = remove_job_dir(job_dir.clone()).await
         {
@@ -279,12 +282,15 @@ impl Runner {
         end
     }
 
-    /// Acks the job, or releases it (interrupted), or leaves it (claim lost).
+    /// Acks the job, or releases it (interrupted), or leaves it (claim lost). An ack waits
+    /// out a Redis outage unless the agent is shutting down (`shutdown`): a finished job whose
+    /// verdict is not recorded is run again.
     async fn end(
         &self,
         claimed: &Claimed,
         mut outcome: Outcome,
         reason: u8,
+        shutdown: &CancellationToken,
     ) -> Result<JobEnd, QueueError> {
         let job = &claimed.job;
         match reason {
@@ -303,14 +309,22 @@ impl Runner {
             CANCEL_REQUESTED => {
                 outcome.status = JobStatus::Cancelled;
                 outcome.reason = Some("cancelled".into());
-                self.ack(claimed, &outcome).await
+                self.ack(claimed, &outcome, shutdown).await
             }
-            _ => self.ack(claimed, &outcome).await,
+            _ => self.ack(claimed, &outcome, shutdown).await,
         }
     }
 
-    async fn ack(&self, claimed: &Claimed, outcome: &Outcome) -> Result<JobEnd, QueueError> {
-        if self.queue.ack(claimed, outcome).await? {
+    async fn ack(
+        &self,
+        claimed: &Claimed,
+        outcome: &Outcome,
+        shutdown: &CancellationToken,
+    ) -> Result<JobEnd, QueueError> {
+        // A try that timed out may have landed: the next then finds the claim gone and answers
+        // `Lost`, which only this agent's log shows (the job's record has the verdict).
+        let ack = || self.queue.ack(claimed, outcome);
+        if through_outage(&claimed.job.id, "recording the job's end", shutdown, ack).await? {
             Ok(JobEnd::Acked(outcome.status))
         } else {
             Ok(JobEnd::Lost)
@@ -454,7 +468,7 @@ impl Runner {
             }
         };
         let previous = async {
-            let previous = self.previous_job(job).await;
+            let previous = self.previous_job(job, stop).await;
             // Only from what the workspace's repository has: a commit pushed away is not
             // fetched for a variable.
             let commit = match &previous {
@@ -549,7 +563,7 @@ impl Runner {
             && *pool != job.spec.pool
             && !queues_variants
         {
-            return self.move_to_pool(job, pool, log).await;
+            return self.move_to_pool(job, pool, log, stop).await;
         }
         if !pipeline.interruptible {
             match self.queue.mark_uninterruptible(claimed).await {
@@ -643,7 +657,7 @@ impl Runner {
             log.line("skip_clone: the steps start in an empty workspace")
                 .await;
         }
-        let variant_env = match self.matrix_variant(job, &pipeline, log).await {
+        let variant_env = match self.matrix_variant(job, &pipeline, log, stop).await {
             MatrixStep::Run(env) => env,
             MatrixStep::Expanded(outcome) => return outcome,
         };
@@ -658,7 +672,7 @@ impl Runner {
                     matrix: job.spec.env.get("RAIBID_MATRIX").cloned(),
                 },
             );
-            match self.take_group(claimed, &group, log).await {
+            match self.take_group(claimed, &group, log, stop).await {
                 Ok(None) => {}
                 Ok(Some(stop_reason)) => {
                     reason.set(stop_reason);
@@ -960,9 +974,11 @@ impl Runner {
         claimed: &Claimed,
         group: &str,
         log: &mut JobLog,
+        stop: &CancellationToken,
     ) -> Result<Option<u8>, Outcome> {
         let job = &claimed.job;
-        match self.queue.acquire_group(claimed, group).await {
+        let acquire = || self.queue.acquire_group(claimed, group);
+        match through_outage(&job.id, "taking the concurrency group", stop, acquire).await {
             Ok(GroupClaim::Held) => {
                 log.line(&format!("concurrency group {group}: this job holds it"))
                     .await;
@@ -993,7 +1009,13 @@ impl Runner {
 
     /// A matrix pipeline runs as one job per variant: the first delivery (no `RAIBID_MATRIX`)
     /// queues the variants as jobs of their own, so they spread over agents like any job.
-    async fn matrix_variant(&self, job: &Job, pipeline: &Pipeline, log: &mut JobLog) -> MatrixStep {
+    async fn matrix_variant(
+        &self,
+        job: &Job,
+        pipeline: &Pipeline,
+        log: &mut JobLog,
+        stop: &CancellationToken,
+    ) -> MatrixStep {
         if pipeline.matrix.is_none() {
             return MatrixStep::Run(BTreeMap::new());
         }
@@ -1021,7 +1043,7 @@ impl Runner {
             .map(|(variant, spec)| (variant.unwrap_or_default(), spec))
             .collect();
         let ids = match self
-            .queue_children(job, children, "matrix variant", log)
+            .queue_children(job, children, "matrix variant", log, stop)
             .await
         {
             Ok(ids) => ids,
@@ -1038,7 +1060,13 @@ impl Runner {
 
     /// Queues `job` again in `pool`, which its pipeline names (`pool:`), as its one child: the
     /// job itself ends once that is done, and its commit status follows the child's.
-    async fn move_to_pool(&self, job: &Job, pool: &PoolName, log: &mut JobLog) -> Outcome {
+    async fn move_to_pool(
+        &self,
+        job: &Job,
+        pool: &PoolName,
+        log: &mut JobLog,
+        stop: &CancellationToken,
+    ) -> Outcome {
         let mut spec = job.spec.clone();
         spec.pool = pool.clone();
         spec.delivery_id = Some(format!("pool:{}:{pool}", job.id));
@@ -1049,7 +1077,7 @@ impl Runner {
         .await;
         let label = format!("pool {pool}");
         match self
-            .queue_children(job, vec![(label, spec)], "job", log)
+            .queue_children(job, vec![(label, spec)], "job", log, stop)
             .await
         {
             Ok(ids) => Outcome::new(JobStatus::Success)
@@ -1067,12 +1095,16 @@ impl Runner {
         children: Vec<(String, NewJob)>,
         what: &str,
         log: &mut JobLog,
+        stop: &CancellationToken,
     ) -> Result<Vec<String>, Outcome> {
         let mut ids = Vec::with_capacity(children.len());
         for (label, spec) in children {
-            ids.push(self.enqueue_child(job, &label, spec, what, log).await?);
+            ids.push(
+                self.enqueue_child(job, &label, spec, what, log, stop)
+                    .await?,
+            );
         }
-        self.record_children(job, &ids, what, log).await?;
+        self.record_children(job, &ids, what, log, stop).await?;
         Ok(ids)
     }
 
@@ -1086,16 +1118,25 @@ impl Runner {
         mut spec: NewJob,
         what: &str,
         log: &mut JobLog,
+        stop: &CancellationToken,
     ) -> Result<String, Outcome> {
         debug_assert!(spec.delivery_id.is_some(), "a child needs a delivery id");
         spec.retry_of = None;
         spec.matrix_parent = Some(job.id.clone());
         let waits = spec.needs.is_some();
-        let enqueued = if waits {
-            self.queue.enqueue_blocked(spec).await
-        } else {
-            self.queue.enqueue(spec).await
+        // Tried again after a timeout, when it may have been queued: its delivery id makes the
+        // second try find it (`Duplicate`).
+        let enqueue = || {
+            let spec = spec.clone();
+            async move {
+                if waits {
+                    self.queue.enqueue_blocked(spec).await
+                } else {
+                    self.queue.enqueue(spec).await
+                }
+            }
         };
+        let enqueued = through_outage(&job.id, "queueing a job", stop, enqueue).await;
         match enqueued {
             Ok(Enqueued::Created(child)) => {
                 let how = if waits { "recorded" } else { "queued" };
@@ -1119,8 +1160,10 @@ impl Runner {
         ids: &[String],
         what: &str,
         log: &mut JobLog,
+        stop: &CancellationToken,
     ) -> Result<(), Outcome> {
-        match self.queue.set_children(&job.id, ids).await {
+        let record = || self.queue.set_children(&job.id, ids);
+        match through_outage(&job.id, "recording the jobs queued", stop, record).await {
             Ok(false) => Ok(()),
             Ok(true) => {
                 log.line(&format!(
@@ -1136,8 +1179,9 @@ impl Runner {
     /// The repository's job before `job` about the same branch, of the same workflow and
     /// matrix variant (Woodpecker's previous pipeline, for `CI_PREV_*`), looked for among the
     /// repository's [`raibid_queue::LIST_SCAN_MAX`] jobs before it. A job without a branch
-    /// (a tag's) has none; should the queue not answer, the steps run without those variables.
-    async fn previous_job(&self, job: &Job) -> Option<Job> {
+    /// (a tag's) has none. A Redis outage is waited out (see [`outage`]); should the queue
+    /// fail otherwise, the steps run without those variables.
+    async fn previous_job(&self, job: &Job, stop: &CancellationToken) -> Option<Job> {
         let branch = job.build_branch()?;
         let label = job.label();
         let filter = raibid_queue::JobFilter {
@@ -1145,11 +1189,8 @@ impl Runner {
             ..Default::default()
         };
         let same = |other: &Job| other.build_branch() == Some(branch) && other.label() == label;
-        match self
-            .queue
-            .list_where(&filter, Some(&job.id), 1, &same)
-            .await
-        {
+        let look = || self.queue.list_where(&filter, Some(&job.id), 1, &same);
+        match through_outage(&job.id, "looking up the previous job", stop, look).await {
             Ok(page) => page.jobs.into_iter().next(),
             Err(e) => {
                 warn!(job = %job.id, error = %e, "cannot look up the previous job of the branch");
@@ -1293,7 +1334,8 @@ impl Runner {
             .collect();
         // The repository's secrets, every value masked from here on, whether or not a step
         // names it: a step may print one it got some other way (a file the last build left).
-        let job_secrets = match self.queue.open_secrets(&job.spec.repo).await {
+        let open = || self.queue.open_secrets(&job.spec.repo);
+        let job_secrets = match through_outage(&job.id, "reading the secrets", stop, open).await {
             Ok(secrets) => secrets,
             Err(e) => {
                 for r in &mut results {

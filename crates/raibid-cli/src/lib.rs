@@ -14,6 +14,7 @@ mod local_redis;
 mod local_registry;
 mod log_files;
 mod logging;
+mod loopback_port;
 mod machine_memory;
 mod output;
 mod private_files;

@@ -1,6 +1,5 @@
 //! A private redis-server child process, for `raibid up` and the benchmarks.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -511,13 +510,17 @@ fn config_quote(value: &str) -> String {
 /// Ports tried for a Redis of no given port (see [`LocalRedis::start_on_first_free`]).
 const PORT_TRIES: usize = 3;
 
+/// Below the ephemeral range (see [`crate::loopback_port`]): [`LocalRedis::start_again`]
+/// needs the same port after redis-server died, and an outgoing connection could have taken
+/// one the kernel chose.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(crate::loopback_port::pick()?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
     fn loading_is_waited_out_and_only_silence_gives_up() {

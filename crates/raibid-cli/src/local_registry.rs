@@ -23,6 +23,10 @@ pub const USER: &str = "raibid";
 /// How long a starting registry may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long the port of the last run is waited for while another program holds it.
+const KEPT_PORT_WAIT: Duration = Duration::from_secs(5);
+const KEPT_PORT_POLL: Duration = Duration::from_millis(100);
+
 pub struct LocalRegistry {
     child: Child,
     port: u16,
@@ -44,7 +48,7 @@ impl LocalRegistry {
         )?;
         crate::private_files::ensure_dir(dir)?;
         crate::private_files::restrict_tree(dir)?;
-        let port = port_for(dir)?;
+        let port = port_for(dir, KEPT_PORT_WAIT).await?;
         // The registry's htpasswd takes bcrypt alone.
         let hash = bcrypt::hash(password, bcrypt_cost(password))
             .context("hashing the registry password")?;
@@ -214,16 +218,34 @@ pub fn kept_host(dir: &Path) -> Option<String> {
     kept_port(dir).map(|port| format!("127.0.0.1:{port}"))
 }
 
-/// The port of the last run if it is free, else a new one.
-fn port_for(dir: &Path) -> anyhow::Result<u16> {
-    if let Some(port) = kept_port(dir)
-        && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-    {
-        return Ok(port);
+/// The port of the last run, waited for up to `wait` while something else holds it (a
+/// registry of the same directory still exiting, a short-lived connection), else a new one:
+/// images and artifacts recorded as `127.0.0.1:<old port>` then no longer reach it, which the
+/// log says.
+async fn port_for(dir: &Path, wait: Duration) -> anyhow::Result<u16> {
+    let Some(kept) = kept_port(dir) else {
+        return Ok(crate::loopback_port::pick()?);
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        if crate::loopback_port::is_free(kept) {
+            return Ok(kept);
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(KEPT_PORT_POLL).await;
     }
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let port = crate::loopback_port::pick()?;
+    tracing::warn!(
+        kept,
+        port,
+        "the registry's port of the last run is taken by another program: it listens on \
+         another one, and the images and artifacts of earlier jobs, recorded as \
+         127.0.0.1:{kept}, cannot be fetched under that name until it gets its port back \
+         (free the port and start it again)"
+    );
+    Ok(port)
 }
 
 fn config_yaml(dir: &Path, port: u16, htpasswd: &Path) -> String {
@@ -267,6 +289,40 @@ async fn status_of_v2(port: u16) -> std::io::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keep(dir: &Path, port: u16) {
+        std::fs::write(dir.join("port"), format!("{port}\n")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_port_of_the_last_run_is_waited_for_while_it_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = port_for(dir.path(), Duration::ZERO).await.unwrap();
+        assert!(crate::loopback_port::is_free(fresh));
+
+        keep(dir.path(), fresh);
+        let holder = std::net::TcpListener::bind(("127.0.0.1", fresh)).unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(holder);
+        });
+        let port = port_for(dir.path(), Duration::from_secs(30)).await.unwrap();
+        assert_eq!(port, fresh, "got its port back once it was let go");
+        release.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_port_of_the_last_run_held_past_the_wait_is_given_up_for_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = crate::loopback_port::pick().unwrap();
+        keep(dir.path(), kept);
+        let _holder = std::net::TcpListener::bind(("127.0.0.1", kept)).unwrap();
+        let port = port_for(dir.path(), Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_ne!(port, kept);
+        assert!(crate::loopback_port::is_free(port));
+    }
 
     #[test]
     fn a_generated_password_is_hashed_at_the_least_cost_a_short_one_at_the_default() {

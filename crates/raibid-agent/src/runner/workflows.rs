@@ -348,7 +348,7 @@ impl Runner {
                 });
             }
             let id = match self
-                .enqueue_child(job, &label, spec, "workflow job", log)
+                .enqueue_child(job, &label, spec, "workflow job", log, stop)
                 .await
             {
                 Ok(id) => id,
@@ -357,7 +357,10 @@ impl Runner {
             ids_of[i].push(id.clone());
             ids.push(id);
         }
-        if let Err(outcome) = self.record_children(job, &ids, "workflow job", log).await {
+        if let Err(outcome) = self
+            .record_children(job, &ids, "workflow job", log, stop)
+            .await
+        {
             return outcome;
         }
         if workflows.iter().any(|(_, p)| !p.depends_on.is_empty()) {

@@ -28,7 +28,7 @@ pub const PUBLIC_URL: &str = "https://ci.example/raibid";
 /// cache (`cache`, hidden from steps), its workspaces (`work`) and buildah's storage
 /// (`buildah`).
 pub struct Harness {
-    _redis: RedisServer,
+    pub redis: RedisServer,
     pub queue: Queue,
     pub dir: tempfile::TempDir,
 }
@@ -41,11 +41,29 @@ impl Harness {
     /// A harness whose queue (the agents' too) seals and opens repository secrets with `key`
     /// (`redis.secrets_key`).
     pub fn with_secrets_key(key: Option<&str>) -> Self {
-        require_binary("bwrap", "bubblewrap");
         let redis = RedisServer::start();
-        let queue = Queue::open(Self::queue_options(&redis, key)).unwrap();
+        let options = Self::queue_options(&redis, key);
+        Self::on(redis, options)
+    }
+
+    /// A harness whose redis-server keeps everything in its append-only file, so that a test
+    /// may kill it and start it again ([`RedisServer::restart`]) without losing the jobs, and
+    /// whose calls to a Redis that is gone give up after `command_timeout`.
+    pub fn with_aof(command_timeout: Duration) -> Self {
+        let redis = RedisServer::start_with(raibid_testkit::RedisOptions {
+            aof: true,
+            ..Default::default()
+        });
+        let mut options = Self::queue_options(&redis, None);
+        options.command_timeout = command_timeout;
+        Self::on(redis, options)
+    }
+
+    fn on(redis: RedisServer, options: QueueOptions) -> Self {
+        require_binary("bwrap", "bubblewrap");
+        let queue = Queue::open(options).unwrap();
         Self {
-            _redis: redis,
+            redis,
             queue,
             dir: tempfile::tempdir().unwrap(),
         }
@@ -61,7 +79,7 @@ impl Harness {
     /// Another queue on the harness's Redis, with `key` for repository secrets: an agent
     /// configured unlike the one that set them.
     pub fn queue_with_key(&self, key: Option<&str>) -> Queue {
-        Queue::open(Self::queue_options(&self._redis, key)).unwrap()
+        Queue::open(Self::queue_options(&self.redis, key)).unwrap()
     }
 
     /// A harness for steps run as other users (`agent.step_user`), which only root can start:
