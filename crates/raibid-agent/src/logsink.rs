@@ -14,7 +14,7 @@ use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 use aho_corasick::nfa::contiguous::NFA;
 use aho_corasick::{Anchored, Input, MatchKind};
-use raibid_queue::Queue;
+use raibid_queue::{LogWriter, Queue};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
@@ -449,6 +449,10 @@ pub struct JobLog {
     partial_line: Vec<u8>,
     capped: bool,
     bytes_written: u64,
+    /// Numbers this log's appends, so that the retry of one that timed out but landed later
+    /// is not stored twice.
+    writer: LogWriter,
+    chunks: u64,
     /// Put before every line (a forked log's); such a log writes whole lines only.
     prefix: Option<Vec<u8>>,
     /// Prefixed logs: whether the next byte starts a line.
@@ -471,6 +475,8 @@ impl JobLog {
             partial_line: Vec::new(),
             capped: false,
             bytes_written: 0,
+            writer: LogWriter::new(),
+            chunks: 0,
             prefix: None,
             at_line_start: true,
             complete: 0,
@@ -650,8 +656,13 @@ impl JobLog {
 
     async fn store(&mut self, data: &[u8]) {
         let mut delay = Duration::from_millis(50);
+        let chunk = self.chunks;
+        self.chunks += 1;
         for attempt in 1..=5 {
-            match self.queue.append_log(&self.job_id, data).await {
+            let append = self
+                .queue
+                .append_log_as(&self.job_id, data, &self.writer, chunk);
+            match append.await {
                 Ok(stored) => {
                     self.bytes_written += data.len() as u64;
                     self.capped = !stored;

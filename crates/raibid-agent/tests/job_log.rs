@@ -83,3 +83,39 @@ async fn an_unfinished_line_waits_a_second_at_most() {
         "[s] line\n[s] prompt> \n[s] yes\n"
     );
 }
+
+/// Redis stalls (SIGSTOP) while the log writes a chunk: each try times out, and the tries
+/// queued in the stalled Redis all run once it goes on. The chunk is stored once.
+#[tokio::test]
+async fn a_chunk_tried_again_through_a_stall_is_stored_once() {
+    let redis = RedisServer::start();
+    let mut options = QueueOptions::new(redis.url());
+    options.command_timeout = Duration::from_millis(200);
+    let queue = Queue::open(options).unwrap();
+    let spec = NewJob::new(
+        "acme/app",
+        "http://127.0.0.1/acme/app.git",
+        "refs/heads/main",
+        "a".repeat(40),
+        Event::Push,
+    );
+    let Enqueued::Created(job) = queue.enqueue(spec).await.unwrap() else {
+        panic!("not created");
+    };
+    let mut log = JobLog::new(queue.clone(), job.id.clone());
+    log.line("before the stall").await;
+    redis.pause();
+    let writing = tokio::spawn(async move {
+        log.line("during the stall").await;
+        log
+    });
+    // Two tries or more have timed out by now (200 ms each, 50 and 100 ms apart).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.resume();
+    let mut log = writing.await.unwrap();
+    log.line("after the stall").await;
+    assert_eq!(
+        stored(&queue, &job.id).await,
+        "before the stall\nduring the stall\nafter the stall\n"
+    );
+}

@@ -40,7 +40,7 @@ pub use concurrency::GroupClaim;
 pub use conn::QueueOptions;
 pub use error::QueueError;
 pub use events::{JobEvent, JobEvents};
-pub use logs::{LogBatch, LogChunk, LogCursor, LogEnd, LogFollower, line_breaks};
+pub use logs::{LogBatch, LogChunk, LogCursor, LogEnd, LogFollower, LogWriter, line_breaks};
 pub use needs::Released;
 pub use queue::{
     CancelResult, Claimed, Claimer, Enqueued, EraseLog, Heartbeat, JobFilter, JobPage,

@@ -78,10 +78,56 @@ pub struct LogEnd {
     pub finished: bool,
 }
 
+/// One writer of a job's log that tries a chunk again when an append timed out
+/// ([`Queue::append_log_as`]). A timed-out append may still land, late, when a stalled Redis
+/// catches up, and its retry would then print the chunk twice; a writer numbers its chunks,
+/// and the job's record keeps the number of the last one it appended.
+#[derive(Debug, Clone)]
+pub struct LogWriter {
+    /// The record's field for this writer: one per writer, since steps side by side each
+    /// write the job's log through a writer of their own.
+    field: String,
+}
+
+impl LogWriter {
+    pub fn new() -> Self {
+        Self {
+            field: format!("log_chunk:{}", ulid::Ulid::new()),
+        }
+    }
+}
+
+impl Default for LogWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Queue {
     /// Appends output; returns `false` once the log has hit its cap, or when the job no
     /// longer exists (pruned): the output is dropped.
     pub async fn append_log(&self, job_id: &str, data: &[u8]) -> Result<bool, QueueError> {
+        self.append(job_id, data, None).await
+    }
+
+    /// [`Queue::append_log`] of `writer`'s chunk number `chunk`, which is not appended again
+    /// when it was `writer`'s last (a retry of an append that landed after all).
+    pub async fn append_log_as(
+        &self,
+        job_id: &str,
+        data: &[u8],
+        writer: &LogWriter,
+        chunk: u64,
+    ) -> Result<bool, QueueError> {
+        self.append(job_id, data, Some((writer, chunk))).await
+    }
+
+    async fn append(
+        &self,
+        job_id: &str,
+        data: &[u8],
+        chunk: Option<(&LogWriter, u64)>,
+    ) -> Result<bool, QueueError> {
         if data.is_empty() {
             return Ok(true);
         }
@@ -92,6 +138,9 @@ impl Queue {
             .arg(data)
             .arg(self.options.log_max_bytes)
             .arg(line_breaks(data));
+        if let Some((writer, chunk)) = chunk {
+            invocation.arg(&writer.field).arg(chunk);
+        }
         let stored: i64 = self.conn.script(&invocation).await?;
         Ok(stored == 1)
     }

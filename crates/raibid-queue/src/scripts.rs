@@ -740,8 +740,9 @@ return 'ok'
 ///
 /// KEYS: job, log
 /// ARGV: chunk, max bytes, the chunk's line breaks (counted by the caller: counting in Lua
-/// costs a pattern match per byte of every chunk, where only a truncated one needs it)
-/// Returns 1 stored | 2 stored up to the cap and marked truncated | 0 dropped
+/// costs a pattern match per byte of every chunk, where only a truncated one needs it); for a
+/// writer's numbered chunk ([`crate::LogWriter`]), the writer's field and the chunk's number
+/// Returns 1 stored (or stored before) | 2 stored up to the cap and marked truncated | 0 dropped
 pub(crate) static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -749,6 +750,13 @@ pub(crate) static APPEND_LOG: LazyLock<Script> = LazyLock::new(|| {
 -- a record holding nothing but byte counts.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'log_truncated') == '1' then return 0 end
+-- A writer's numbered chunk (ARGV[5], its number kept in the record's field ARGV[4]) that was
+-- its last is a retry of an append that timed out and landed after all.
+local writer = ARGV[4]
+if writer and redis.call('HGET', KEYS[1], writer) == ARGV[5] then return 1 end
+local function appended()
+  if writer then redis.call('HSET', KEYS[1], writer, ARGV[5]) end
+end
 local used = tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or '0')
 local max = tonumber(ARGV[2])
 local len = string.len(ARGV[1])
@@ -777,11 +785,13 @@ if used + len > max then
   add('\n[raibid] log truncated: the job printed more than ' .. max .. ' bytes\n', 2)
   redis.call('HSET', KEYS[1], 'log_truncated', '1', 'log_bytes', max)
   if lines then redis.call('HSET', KEYS[1], 'log_lines', max .. ':' .. lines) end
+  appended()
   return 2
 end
 add(ARGV[1], tonumber(ARGV[3]))
 redis.call('HINCRBY', KEYS[1], 'log_bytes', len)
 if lines then redis.call('HSET', KEYS[1], 'log_lines', (used + len) .. ':' .. lines) end
+appended()
 return 1
 "#,
     )

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use raibid_model::{Event, JobStatus, NewJob, Outcome, PoolName, StepResult, StepStatus};
 use raibid_queue::{
-    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, MemoryPrune,
-    MemoryReading, Queue, QueueError, QueueOptions, ReleaseResult, SessionClient, line_breaks,
+    CancelResult, Claimed, Claimer, Enqueued, Heartbeat, JobFilter, LogCursor, LogWriter,
+    MemoryPrune, MemoryReading, Queue, QueueError, QueueOptions, ReleaseResult, SessionClient,
+    line_breaks,
 };
 use raibid_testkit::{RedisOptions, RedisServer};
 
@@ -810,6 +811,49 @@ async fn logs_append_read_follow_and_truncate() {
     assert!(text.contains("log truncated"), "{text}");
     assert!(!text.contains("dropped"));
     assert!(all.finished, "ack marks the end of the log");
+}
+
+/// A writer's chunk tried again is stored once: the try before may have landed after it timed
+/// out. Each writer (steps side by side each have one) is numbered on its own.
+#[tokio::test]
+async fn a_writer_s_chunk_tried_again_is_stored_once() {
+    let redis = RedisServer::start();
+    let q = Queue::open(options(&redis)).unwrap();
+    let j = created(q.enqueue(job("a/logs")).await.unwrap());
+    let (a, b) = (LogWriter::new(), LogWriter::new());
+    assert!(q.append_log_as(&j.id, b"a0\n", &a, 0).await.unwrap());
+    assert!(
+        q.append_log_as(&j.id, b"a0\n", &a, 0).await.unwrap(),
+        "again"
+    );
+    assert!(q.append_log_as(&j.id, b"b0\n", &b, 0).await.unwrap());
+    assert!(q.append_log_as(&j.id, b"a1\n", &a, 1).await.unwrap());
+    assert!(
+        q.append_log_as(&j.id, b"a1\n", &a, 1).await.unwrap(),
+        "again"
+    );
+    assert!(q.append_log(&j.id, b"plain\n").await.unwrap());
+    assert!(q.append_log(&j.id, b"plain\n").await.unwrap());
+    let all = q.read_log(&j.id, &LogCursor::start(), 100).await.unwrap();
+    let text: Vec<u8> = all.chunks.iter().flat_map(|c| c.data.clone()).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&text),
+        "a0\nb0\na1\nplain\nplain\n",
+        "unnumbered appends are each stored"
+    );
+    let mut conn = redis_conn(&redis).await;
+    let counts: (u64, String) = redis::cmd("HMGET")
+        .arg(format!("raibid:ci-jobs:job:{}", j.id))
+        .arg("log_bytes")
+        .arg("log_lines")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        (21, "21:5".to_owned()),
+        "the byte and line counts leave the repeats out"
+    );
 }
 
 /// The end of a log read backwards: the newest chunks, oldest first, the exact bytes before
