@@ -14,10 +14,12 @@ use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 use aho_corasick::nfa::contiguous::NFA;
 use aho_corasick::{Anchored, Input, MatchKind};
-use raibid_queue::{LogWriter, Queue};
+use raibid_queue::{LogWriter, Queue, QueueError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
+
+mod held;
 
 /// The longest a byte of output waits in the agent before it is written to Redis.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -28,6 +30,11 @@ const TAIL_LINES: usize = 20;
 /// unfinished line before writing it out on a line of its own: whole lines keep the steps'
 /// output from mixing within a line, and a prompt or progress text still shows in time.
 pub const PARTIAL_LINE_WAIT: Duration = Duration::from_secs(1);
+/// Tries of one append before its output is held for later (see [`held`]).
+const APPEND_TRIES: u32 = 5;
+/// How long a log that ends (a job's, a step's beside others) waits for Redis to take what it
+/// holds: a job's end waits for Redis anyway, to be recorded.
+const FINAL_WAIT: Duration = Duration::from_secs(10);
 
 /// Sleeps until `due`, or forever when nothing is buffered.
 async fn sleep_until_due(due: Option<Instant>) {
@@ -453,6 +460,8 @@ pub struct JobLog {
     /// is not stored twice.
     writer: LogWriter,
     chunks: u64,
+    /// Output Redis did not take yet, oldest first: written before anything newer.
+    held: held::Held,
     /// Put before every line (a forked log's); such a log writes whole lines only.
     prefix: Option<Vec<u8>>,
     /// Prefixed logs: whether the next byte starts a line.
@@ -477,6 +486,7 @@ impl JobLog {
             bytes_written: 0,
             writer: LogWriter::new(),
             chunks: 0,
+            held: held::Held::default(),
             prefix: None,
             at_line_start: true,
             complete: 0,
@@ -654,30 +664,94 @@ impl JobLog {
         self.store(&data).await;
     }
 
+    /// Flushes everything and waits up to [`FINAL_WAIT`] for Redis to take what is held: for a
+    /// log that ends, or one that others are to write after.
+    pub async fn finish(&mut self) {
+        self.flush().await;
+        let deadline = Instant::now() + FINAL_WAIT;
+        let mut pause = Duration::from_millis(100);
+        while !self.send_held(1).await {
+            if Instant::now() >= deadline {
+                warn!(
+                    job = %self.job_id,
+                    bytes = self.held.bytes(),
+                    "dropping log output: redis did not take it"
+                );
+                self.held.clear();
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
     async fn store(&mut self, data: &[u8]) {
-        let mut delay = Duration::from_millis(50);
         let chunk = self.chunks;
         self.chunks += 1;
-        for attempt in 1..=5 {
+        if !self.held.is_empty() {
+            // Redis was away at the last write: after what waits, one try each.
+            self.held.hold(chunk, data, held::LIMIT);
+            self.send_held(1).await;
+            return;
+        }
+        match self.append(chunk, data, APPEND_TRIES).await {
+            Ok(stored) => self.stored(data.len(), stored),
+            Err(e) if e.is_transient() => {
+                warn!(job = %self.job_id, error = %e, "redis does not take the log; holding its output until it does");
+                self.held.hold(chunk, data, held::LIMIT);
+            }
+            Err(e) => {
+                warn!(job = %self.job_id, error = %e, bytes = data.len(), "dropping log output");
+            }
+        }
+    }
+
+    /// Appends what is held, oldest first, `tries` tries each, until one fails: whether
+    /// nothing is left.
+    async fn send_held(&mut self, tries: u32) -> bool {
+        while let Some(chunk) = self.held.front() {
+            let (number, data) = (chunk.number, chunk.data().into_owned());
+            match self.append(number, &data, tries).await {
+                Ok(stored) => {
+                    self.held.pop_front();
+                    self.stored(data.len(), stored);
+                    if self.capped {
+                        self.held.clear();
+                    }
+                }
+                Err(e) if e.is_transient() => return false,
+                Err(e) => {
+                    warn!(job = %self.job_id, error = %e, bytes = data.len(), "dropping log output");
+                    self.held.pop_front();
+                }
+            }
+        }
+        true
+    }
+
+    /// Chunk `chunk` appended, with `tries` tries a little apart while Redis is away.
+    async fn append(&self, chunk: u64, data: &[u8], tries: u32) -> Result<bool, QueueError> {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
             let append = self
                 .queue
                 .append_log_as(&self.job_id, data, &self.writer, chunk);
             match append.await {
-                Ok(stored) => {
-                    self.bytes_written += data.len() as u64;
-                    self.capped = !stored;
-                    break;
-                }
-                Err(e) if e.is_transient() && attempt < 5 => {
+                Err(e) if e.is_transient() && attempt < tries => {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
+                    attempt += 1;
                 }
-                Err(e) => {
-                    warn!(job = %self.job_id, error = %e, bytes = data.len(), "dropping log output");
-                    break;
-                }
+                answered => return answered,
             }
         }
+    }
+
+    /// `len` bytes appended; `stored`: whether the log took them (false past its cap).
+    fn stored(&mut self, len: usize, stored: bool) {
+        self.bytes_written += len as u64;
+        self.capped = !stored;
     }
 }
 

@@ -261,7 +261,7 @@ impl Runner {
         let outcome = self
             .execute(&claimed, &job_dir, &mut log, &stop, &reason)
             .await;
-        log.flush().await;
+        log.finish().await;
 
         heartbeat.abort();
         interrupt_watch.abort();

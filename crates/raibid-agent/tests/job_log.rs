@@ -6,11 +6,15 @@ use std::time::Duration;
 use raibid_agent::JobLog;
 use raibid_model::{Event, NewJob};
 use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
-use raibid_testkit::RedisServer;
+use raibid_testkit::{RedisOptions, RedisServer};
 use tokio::sync::mpsc;
 
 async fn job(redis: &RedisServer) -> (Queue, String) {
-    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
+    job_on(&Queue::open(QueueOptions::new(redis.url())).unwrap()).await
+}
+
+async fn job_on(queue: &Queue) -> (Queue, String) {
+    let queue = queue.clone();
     let spec = NewJob::new(
         "acme/app",
         "http://127.0.0.1/acme/app.git",
@@ -92,17 +96,8 @@ async fn a_chunk_tried_again_through_a_stall_is_stored_once() {
     let mut options = QueueOptions::new(redis.url());
     options.command_timeout = Duration::from_millis(200);
     let queue = Queue::open(options).unwrap();
-    let spec = NewJob::new(
-        "acme/app",
-        "http://127.0.0.1/acme/app.git",
-        "refs/heads/main",
-        "a".repeat(40),
-        Event::Push,
-    );
-    let Enqueued::Created(job) = queue.enqueue(spec).await.unwrap() else {
-        panic!("not created");
-    };
-    let mut log = JobLog::new(queue.clone(), job.id.clone());
+    let (_, id) = job_on(&queue).await;
+    let mut log = JobLog::new(queue.clone(), id.clone());
     log.line("before the stall").await;
     redis.pause();
     let writing = tokio::spawn(async move {
@@ -115,7 +110,53 @@ async fn a_chunk_tried_again_through_a_stall_is_stored_once() {
     let mut log = writing.await.unwrap();
     log.line("after the stall").await;
     assert_eq!(
-        stored(&queue, &job.id).await,
+        stored(&queue, &id).await,
         "before the stall\nduring the stall\nafter the stall\n"
+    );
+}
+
+/// Redis dies under a job log: what the log is given meanwhile is held, and written in order
+/// once Redis is back, by the next write or by the log's end, which waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_given_while_redis_is_away_is_written_when_it_is_back() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
+    let mut options = QueueOptions::new(redis.url());
+    options.command_timeout = Duration::from_millis(500);
+    let queue = Queue::open(options).unwrap();
+    let (_, id) = job_on(&queue).await;
+    let mut log = JobLog::new(queue.clone(), id.clone());
+    log.line("before").await;
+
+    redis.kill();
+    log.line("while away 1").await;
+    log.line("while away 2").await;
+    let mut redis = tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    log.line("back").await;
+    assert_eq!(
+        stored(&queue, &id).await,
+        "before\nwhile away 1\nwhile away 2\nback\n"
+    );
+
+    // Away again at the log's end: its end waits for Redis.
+    redis.kill();
+    log.line("at the end").await;
+    let restart = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        redis.restart();
+        redis
+    });
+    log.finish().await;
+    let _redis = restart.await.unwrap();
+    assert_eq!(
+        stored(&queue, &id).await,
+        "before\nwhile away 1\nwhile away 2\nback\nat the end\n"
     );
 }

@@ -84,6 +84,8 @@ async fn what_a_job_reads_before_its_steps_waits_for_redis() {
     assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
     let log = h.log(&job.id).await;
     assert!(log.contains(&format!("previous={first}")), "{log}");
+    // Written while Redis was away, held by the log and written once it was back.
+    assert!(log.contains("checked out"), "{log}");
 }
 
 /// A tag's job has no previous job to look up: the repository's secrets are the first thing

@@ -164,7 +164,7 @@ impl Runner {
         let mut ended = vec![false; steps.len()];
         let mut running = FuturesUnordered::new();
         // The forks write beside this log from now on: nothing of it may be left to come later.
-        log.flush().await;
+        log.finish().await;
         loop {
             // Skipping a step can free those that depend on it, so look until nothing changes.
             let mut changed = true;
@@ -221,7 +221,7 @@ impl Runner {
             Ok(ready) => self.run_step(ctx, step, ready, &mut log, &mut images).await,
             Err(run) => run,
         };
-        log.flush().await;
+        log.finish().await;
         (i, run, images)
     }
 
