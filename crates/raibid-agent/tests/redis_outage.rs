@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use raibid_agent::{JobEnd, Runner, SecretStore};
-use raibid_model::{Event, JobStatus, NewJob, PoolName};
+use raibid_model::{Event, Job, JobStatus, NewJob, PoolName};
 use raibid_queue::Claimed;
 use raibid_testkit::GitRepo;
 use tokio::task::JoinHandle;
@@ -22,10 +22,12 @@ const OUTAGE: Duration = Duration::from_secs(6);
 /// and the job writes its log's first lines before it reads anything from Redis.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Kills Redis, waits [`OUTAGE`], and starts it again on its port from its data.
-async fn outage(h: &mut Harness) {
+/// Kills Redis, waits [`OUTAGE`] (the job `run` must still be waiting then), and starts Redis
+/// again on its port from its data.
+async fn outage(h: &mut Harness, run: &JoinHandle<JobEnd>) {
     h.redis.kill();
     tokio::time::sleep(OUTAGE).await;
+    assert!(!run.is_finished(), "the job waits while Redis is away");
     tokio::task::block_in_place(|| h.redis.restart());
 }
 
@@ -49,11 +51,16 @@ async fn start(h: &Harness, runner: std::sync::Arc<Runner>) -> (Claimed, JoinHan
     (claimed, run)
 }
 
-async fn ended(run: JoinHandle<JobEnd>) -> JobEnd {
-    tokio::time::timeout(Duration::from_secs(60), run)
+/// The job `run` runs, once it has been acked `success` by this agent.
+async fn succeeded(h: &Harness, run: JoinHandle<JobEnd>, id: &str) -> Job {
+    let end = tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("the job ends once Redis answers")
-        .unwrap()
+        .unwrap();
+    assert_eq!(end, JobEnd::Acked(JobStatus::Success));
+    let done = h.job(id).await;
+    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    done
 }
 
 /// Before its first step a job reads the previous job of its branch (for `CI_PREV_*`) and the
@@ -76,12 +83,8 @@ async fn what_a_job_reads_before_its_steps_waits_for_redis() {
 
     let (claimed, run) = start(&h, h.runner(SecretStore::default())).await;
     assert_eq!(claimed.job.id, job.id);
-    outage(&mut h).await;
-    assert!(!run.is_finished(), "the job waits while Redis is away");
-
-    assert_eq!(ended(run).await, JobEnd::Acked(JobStatus::Success));
-    let done = h.job(&job.id).await;
-    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    outage(&mut h, &run).await;
+    succeeded(&h, run, &job.id).await;
     let log = h.log(&job.id).await;
     assert!(log.contains(&format!("previous={first}")), "{log}");
     // Written while Redis was away, held by the log and written once it was back.
@@ -111,12 +114,8 @@ async fn a_tag_s_job_waits_for_redis_to_read_its_secrets() {
         ))
         .await;
     let (_claimed, run) = start(&h, h.runner(SecretStore::default())).await;
-    outage(&mut h).await;
-    assert!(!run.is_finished(), "the job waits while Redis is away");
-
-    assert_eq!(ended(run).await, JobEnd::Acked(JobStatus::Success));
-    let done = h.job(&job.id).await;
-    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    outage(&mut h, &run).await;
+    succeeded(&h, run, &job.id).await;
     let log = h.log(&job.id).await;
     assert!(log.contains("releasing v1.0.0"), "{log}");
 }
@@ -138,11 +137,7 @@ async fn a_verdict_reached_while_redis_is_away_is_recorded_once_it_is_back() {
     let (_claimed, run) = start(&h, h.runner(SecretStore::default())).await;
     // The step is under way (or about to be) when Redis dies, and ends well before it is back.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    outage(&mut h).await;
-    assert!(!run.is_finished(), "the ack waits while Redis is away");
-
-    assert_eq!(ended(run).await, JobEnd::Acked(JobStatus::Success));
-    let done = h.job(&job.id).await;
-    assert_eq!(done.status, JobStatus::Success, "{:?}", done.reason);
+    outage(&mut h, &run).await;
+    let done = succeeded(&h, run, &job.id).await;
     assert_eq!(done.attempt, 1, "not run again");
 }
