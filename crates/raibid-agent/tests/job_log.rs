@@ -13,6 +13,14 @@ async fn job(redis: &RedisServer) -> (Queue, String) {
     job_on(&Queue::open(QueueOptions::new(redis.url())).unwrap()).await
 }
 
+/// [`job`] on a queue whose calls give up after `command_timeout`, for a Redis that a test
+/// stops or kills.
+async fn job_with_timeout(redis: &RedisServer, command_timeout: Duration) -> (Queue, String) {
+    let mut options = QueueOptions::new(redis.url());
+    options.command_timeout = command_timeout;
+    job_on(&Queue::open(options).unwrap()).await
+}
+
 async fn job_on(queue: &Queue) -> (Queue, String) {
     let queue = queue.clone();
     let spec = NewJob::new(
@@ -93,10 +101,7 @@ async fn an_unfinished_line_waits_a_second_at_most() {
 #[tokio::test]
 async fn a_chunk_tried_again_through_a_stall_is_stored_once() {
     let redis = RedisServer::start();
-    let mut options = QueueOptions::new(redis.url());
-    options.command_timeout = Duration::from_millis(200);
-    let queue = Queue::open(options).unwrap();
-    let (_, id) = job_on(&queue).await;
+    let (queue, id) = job_with_timeout(&redis, Duration::from_millis(200)).await;
     let mut log = JobLog::new(queue.clone(), id.clone());
     log.line("before the stall").await;
     redis.pause();
@@ -123,10 +128,7 @@ async fn output_given_while_redis_is_away_is_written_when_it_is_back() {
         aof: true,
         ..Default::default()
     });
-    let mut options = QueueOptions::new(redis.url());
-    options.command_timeout = Duration::from_millis(500);
-    let queue = Queue::open(options).unwrap();
-    let (_, id) = job_on(&queue).await;
+    let (queue, id) = job_with_timeout(&redis, Duration::from_millis(500)).await;
     let mut log = JobLog::new(queue.clone(), id.clone());
     log.line("before").await;
 
