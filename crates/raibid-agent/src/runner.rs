@@ -321,8 +321,7 @@ impl Runner {
         outcome: &Outcome,
         shutdown: &CancellationToken,
     ) -> Result<JobEnd, QueueError> {
-        // A try that timed out may have landed: the next then finds the claim gone and answers
-        // `Lost`, which only this agent's log shows (the job's record has the verdict).
+        // A try that timed out may have landed; the queue answers the next as it did the first.
         let ack = || self.queue.ack(claimed, outcome);
         if through_outage(&claimed.job.id, "recording the job's end", shutdown, ack).await? {
             Ok(JobEnd::Acked(outcome.status))

@@ -509,7 +509,8 @@ impl Queue {
     }
 
     /// XACK and the final status in one script. `false`: the claim had been lost, the result
-    /// was discarded (the job runs, or ran, elsewhere).
+    /// was discarded (the job runs, or ran, elsewhere). The same ack sent again is `true`: a
+    /// try that timed out may have landed, and its sender must not then think the job lost.
     pub async fn ack(&self, claimed: &Claimed, outcome: &Outcome) -> Result<bool, QueueError> {
         if !outcome.status.is_final() || outcome.status == JobStatus::Dead {
             return Err(QueueError::Invalid(format!(
@@ -549,13 +550,14 @@ impl Queue {
                     .unwrap_or_default(),
             );
         let reply: String = self.conn.script(&invocation).await?;
-        let accepted = reply == "ok";
-        if accepted {
-            info!(job = %id, status = %outcome.status, "acked");
-        } else {
-            warn!(job = %id, "ack discarded: the claim had been taken over");
+        match reply.as_str() {
+            "ok" => info!(job = %id, status = %outcome.status, "acked"),
+            "again" => {
+                info!(job = %id, status = %outcome.status, "already acked by an earlier try")
+            }
+            _ => warn!(job = %id, "ack discarded: the claim had been taken over"),
         }
-        Ok(accepted)
+        Ok(matches!(reply.as_str(), "ok" | "again"))
     }
 
     /// Gives a claimed job back without a verdict (agent shutting down, infrastructure

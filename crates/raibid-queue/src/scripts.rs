@@ -330,7 +330,8 @@ end
 /// KEYS: stream, job, by-status(running), by-status(final), log, events
 /// ARGV: group, entry, status, now ms, reason, steps json, images json, id, artifacts json
 /// (or ""), tests json (or "")
-/// Returns "ok" | "stale"
+/// Returns "ok" | "again" (this delivery already ended with this status: an earlier try of
+/// the same ack landed, though its answer was lost to a timeout) | "stale"
 pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &[
@@ -339,6 +340,9 @@ pub(crate) static ACK: LazyLock<Script> = LazyLock::new(|| {
 local cur = redis.call('HMGET', KEYS[2], 'entry', 'status')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  -- A requeue gives the job a new entry, so the same entry can only have been ended by the
+  -- agent that holds it.
+  if cur[1] == ARGV[2] and cur[2] == ARGV[3] then return 'again' end
   return 'stale'
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])

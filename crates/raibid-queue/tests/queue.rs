@@ -142,6 +142,38 @@ async fn enqueue_claim_ack_round_trip() {
     );
 }
 
+/// An ack whose answer was lost to a timeout, though it landed, is sent again; the agent must
+/// hear that its verdict stands, not that its claim was taken over.
+#[tokio::test]
+async fn an_ack_sent_again_is_answered_as_the_first() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let j = created(q.enqueue(job("acme/app")).await.unwrap());
+    let mut claimer = q.claimer("agent-1").await.unwrap();
+    let claimed = claim_queued(&mut claimer).await;
+    let mut passed = Outcome::new(JobStatus::Success);
+    passed.reason = Some("1 step(s) passed".into());
+    assert!(q.ack(&claimed, &passed).await.unwrap());
+    let first = q.get(&j.id).await.unwrap().unwrap();
+
+    assert!(
+        q.ack(&claimed, &passed).await.unwrap(),
+        "the same ack again"
+    );
+    assert_eq!(
+        q.get(&j.id).await.unwrap().unwrap(),
+        first,
+        "changes nothing"
+    );
+    // Another verdict for the same delivery is not this ack again: it must not land.
+    assert!(
+        !q.ack(&claimed, &Outcome::new(JobStatus::Failure))
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.get(&j.id).await.unwrap().unwrap(), first);
+}
+
 #[tokio::test]
 async fn claim_blocks_until_a_job_arrives() {
     let redis = RedisServer::start();
