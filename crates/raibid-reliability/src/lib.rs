@@ -56,6 +56,21 @@ pub fn exclusive() -> Flock<File> {
     raibid_testkit::machine_lock("raibid-reliability.lock")
 }
 
+/// Whether `done` holds within `within`, asked every 100 ms. For what an agent does after a
+/// job's status is final: it acks before it removes the job's workspace and releases its slot
+/// (a long removal must not hold the verdict back), so a test that sees the status may look
+/// at the disk before the agent has got there, the sooner the busier the machine.
+pub async fn settled(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    true
+}
+
 /// Prints a test's figures as one line that RELIABILITY.md quotes
 /// (`cargo test -p raibid-reliability -- --nocapture | grep '^FIGURES'`).
 pub fn report(test: &str, figures: serde_json::Value) {

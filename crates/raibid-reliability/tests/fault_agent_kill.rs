@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use raibid_client::SubmitJob;
 use raibid_model::JobStatus;
 use raibid_reliability::{
-    EventTap, Ledger, Settings, Up, exclusive, job_of_agent, procs, report, size,
+    EventTap, Ledger, Settings, Up, exclusive, job_of_agent, procs, report, settled, size,
     submit_until_accepted,
 };
 use raibid_testkit::GitRepo;
@@ -269,7 +269,6 @@ async fn a_sigkilled_agent_leaves_no_workspace_behind() {
         assert!(Instant::now() < deadline, "the job never finished");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The agent that reran the job acks before it removes its own workspace (and lock).
     let left = || -> Vec<_> {
         std::fs::read_dir(up.data.join("agent/workspaces"))
             .unwrap()
@@ -277,9 +276,9 @@ async fn a_sigkilled_agent_leaves_no_workspace_behind() {
             .map(|e| e.file_name())
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !left().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(left().is_empty(), "workspaces left behind: {:?}", left());
+    assert!(
+        settled(Duration::from_secs(30), || left().is_empty()).await,
+        "workspaces left behind: {:?}",
+        left()
+    );
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use raibid_client::{Client, SubmitJob};
 use raibid_model::{Job, JobStatus};
-use raibid_reliability::{Settings, Stack, exclusive, report};
+use raibid_reliability::{Settings, Stack, exclusive, report, settled};
 use raibid_testkit::GitRepo;
 use serde_json::json;
 
@@ -151,7 +151,7 @@ async fn a_full_workspace_disk_fails_the_job_clearly_and_the_agent_goes_on() {
     );
     assert_eq!(stack.agents[0].pid(), agent_pid, "the same agent process");
     assert!(
-        disk.entries().is_empty(),
+        settled(Duration::from_secs(30), || disk.entries().is_empty()).await,
         "every workspace was removed: {:?}",
         disk.entries()
     );
