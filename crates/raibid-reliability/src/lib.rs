@@ -56,10 +56,11 @@ pub fn exclusive() -> Flock<File> {
     raibid_testkit::machine_lock("raibid-reliability.lock")
 }
 
-/// Whether `done` holds within `within`, asked every 100 ms. For what an agent does after a
-/// job's status is final: it acks before it removes the job's workspace and releases its slot
-/// (a long removal must not hold the verdict back), so a test that sees the status may look
-/// at the disk before the agent has got there, the sooner the busier the machine.
+/// Whether `done` holds within `within`, asked every 100 ms. For what processes finish after
+/// the moment a test can see: an agent acks before it removes the job's workspace and
+/// releases its slot (a long removal must not hold the verdict back), and a stopped `raibid
+/// up`'s children exit after it, so a test that looks at once may look too early, the sooner
+/// the busier the machine.
 pub async fn settled(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + within;
     while !done() {

@@ -191,12 +191,8 @@ async fn sigkilled_agents_lose_no_job_and_finish_none_twice() {
         "raibid up stopped cleanly\n{}",
         up.logs()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !up.leftovers().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert!(
-        up.leftovers().is_empty(),
+        settled(Duration::from_secs(10), || up.leftovers().is_empty()).await,
         "processes left: {:?}",
         up.leftovers()
     );
