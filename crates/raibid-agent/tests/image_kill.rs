@@ -86,6 +86,27 @@ async fn wait_for_run_step(marker: &str) -> Vec<i32> {
     }
 }
 
+/// The RUN step's processes once its shell has become `sleep <marker>`, found within
+/// [`GONE_WITHIN`]; the last list seen (maybe empty) if that never happens. One look is not
+/// enough: while the shell execs, its command line reads as empty, so it seems gone.
+async fn sleeping_run_step(marker: &str) -> Vec<i32> {
+    let deadline = Instant::now() + GONE_WITHIN;
+    loop {
+        let found = processes_with(marker);
+        let sleeping = |pid: &i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .next()
+                    .is_some_and(|program| program.ends_with(b"sleep"))
+            })
+        };
+        if (!found.is_empty() && found.iter().all(sleeping)) || Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits (at most [`GONE_WITHIN`]) for `pids` to die; those left are killed (they are this
 /// test's own), and named.
 fn survivors(pids: &[i32]) -> Vec<i32> {
@@ -150,9 +171,7 @@ async fn a_sigkilled_agent_takes_its_buildah_with_it() {
         .unwrap();
     let agent_pid = agent.id() as i32;
     wait_for_run_step(&marker).await;
-    // Until the shell has become `sleep`.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let run_step = processes_with(&marker);
+    let run_step = sleeping_run_step(&marker).await;
     let buildah = buildah_children(agent_pid);
     assert!(
         !buildah.is_empty(),
@@ -243,7 +262,7 @@ async fn a_build_outlives_the_thread_that_started_its_buildah() {
     tokio::task::spawn_blocking(move || thread.join().unwrap())
         .await
         .unwrap();
-    let run_step = processes_with(&marker);
+    let run_step = sleeping_run_step(&marker).await;
     let buildah = buildah_children(std::process::id() as i32);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let dead = |pids: &[i32]| -> Vec<i32> { pids.iter().copied().filter(|p| !alive(*p)).collect() };
