@@ -25,9 +25,11 @@ use redis::Script;
 /// pending list: a long job whose entry aged out while newer jobs streamed past would end up
 /// running forever in the records with nothing left for the reaper to find. So streams are
 /// trimmed with `MINID ~` up to the oldest entry any group still needs (its oldest pending
-/// entry, else its last delivered one); memory stays bounded because the backpressure check
-/// counts exactly what trimming keeps (lag + pending), and pending entries of dead agents are
-/// handed back by the reaper.
+/// entry, else its last delivered one). So the stream holds what is owed (lag + pending, which
+/// backpressure keeps within `maxlen`) and the entries acked after the oldest job still
+/// running: as many as the pool finishes while that job runs, bounded by its timeout (a dead
+/// agent's entry is handed back by the reaper). An entry is a few dozen bytes; the job records
+/// and logs, pruned by `retain_jobs`, are what costs memory.
 ///
 /// `trim_done(stream, group, cap, how)` returns the lag + pending of `group`, or the stream's
 /// length when it has no such group (nothing was read, so everything is owed). `how` is `=` or

@@ -1,8 +1,9 @@
 //! Load: many short jobs through long-running agents, with a small `redis.maxlen` and
 //! `redis.retain_jobs` so that backpressure, stream trimming and pruning all happen.
 //!
-//! The CI size checks correctness only: every job ends exactly once, the pool stream never grows
-//! past its bound, old records are pruned. The full size (`RAIBID_RELIABILITY_FULL=1`: 10,000
+//! The CI size checks correctness only: every job ends exactly once, what the agents owe never
+//! passes `maxlen` (backpressure), an enqueue into a full stream trims what was acked, old
+//! records are pruned. The full size (`RAIBID_RELIABILITY_FULL=1`: 10,000
 //! jobs, 20 agents) also holds the API to a p99 latency of 50 ms and the server's memory to no
 //! growth between the first and the second half of the run.
 
@@ -26,8 +27,36 @@ struct Sample {
     redis_rss_kib: u64,
     redis_used_kib: u64,
     stream_len: u64,
+    /// Entries the pool's group has yet to read or to ack (lag + pending), counted from the
+    /// entries themselves rather than from the group's `lag`, which the server trusts.
+    owed: u64,
     records: u64,
 }
+
+/// The pool stream's length and what its group owes, read in one step (a script), so that no
+/// enqueue or ack falls between the two.
+const STREAM_NOW: &str = r#"
+local len = redis.call('XLEN', KEYS[1])
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return {len, len} end
+local owed = 0
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local unread = #redis.call('XRANGE', KEYS[1], '(' .. info['last-delivered-id'], '+')
+  owed = math.max(owed, unread + info['pending'])
+end
+return {len, owed}
+"#;
+
+fn stream_now(conn: &mut redis::Connection) -> (u64, u64) {
+    redis::Script::new(STREAM_NOW)
+        .key(STREAM)
+        .invoke(conn)
+        .unwrap()
+}
+
+const STREAM: &str = "ci-jobs:default";
 
 fn sample(stack: &Stack) -> Sample {
     let mut conn = stack.redis.connection();
@@ -37,11 +66,13 @@ fn sample(stack: &Stack) -> Sample {
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
+    let (stream_len, owed) = stream_now(&mut conn);
     Sample {
         server_rss_kib: stack.server.pid().and_then(procs::rss_kib).unwrap_or(0),
         redis_rss_kib: stack.redis.rss_kib().unwrap_or(0),
         redis_used_kib: used / 1024,
-        stream_len: stack.redis.xlen("ci-jobs:default"),
+        stream_len,
+        owed,
         records: redis::cmd("ZCARD")
             .arg("raibid:ci-jobs:jobs")
             .query(&mut conn)
@@ -158,16 +189,22 @@ async fn many_jobs_many_agents_all_finish_with_bounded_memory() {
     let prune_caught_up = drained.elapsed();
     let peak = |f: fn(&Sample) -> u64| samples.iter().map(f).max().unwrap_or(0);
     let stream_peak = peak(|s| s.stream_len);
+    // Backpressure: what the agents have yet to run never passes `maxlen`. The stream itself
+    // may, by the entries acked after the oldest job still running (trimming keeps every
+    // entry from there on, see raibid-queue's scripts.rs): how many depends on how long that
+    // job runs and how fast the others go, so that is reported, and trimming is checked below.
+    let owed_peak = peak(|s| s.owed);
     assert!(
-        stream_peak <= maxlen + 100,
-        "the stream stays within maxlen {maxlen} (plus what was acked after the oldest \
-         running job, which pins trimming): peak {stream_peak}"
+        owed_peak <= maxlen,
+        "the jobs owed stay within maxlen {maxlen}: peak {owed_peak}"
     );
     assert!(
         last.records <= retain,
         "finished jobs beyond retain_jobs are pruned: {} records kept",
         last.records
     );
+    let trimmed_to =
+        trimming_drops_what_was_acked(&stack, &tap, &client, &ledger, &repo, &sha, maxlen).await;
     assert_eq!(latencies.failures, 0, "the API always answered");
     assert_eq!(latencies.server_errors(), 0, "the API never failed");
 
@@ -204,6 +241,9 @@ async fn many_jobs_many_agents_all_finish_with_bounded_memory() {
             "api_p99_ms": p99,
             "api_max_ms": latencies.max(),
             "stream_len_peak": stream_peak,
+            "owed_peak": owed_peak,
+            "acked_but_kept_peak": peak(|s| s.stream_len - s.owed),
+            "stream_len_after_a_trim": trimmed_to,
             "records_peak": peak(|s| s.records),
             "records_after_prune": last.records,
             "prune_caught_up_after_run_s": prune_caught_up.as_secs(),
@@ -221,4 +261,55 @@ async fn many_jobs_many_agents_all_finish_with_bounded_memory() {
             "server memory grew from {server_first_half} KiB to {server_second_half} KiB"
         );
     }
+}
+
+/// Once every job has finished, an enqueue that finds the stream at `maxlen` trims away all
+/// that was acked: the stream is left with the last entry delivered (a group's read position
+/// is kept) and the new one. Jobs are first added, and run, until the stream is that long.
+/// Returns the stream's length after that enqueue.
+async fn trimming_drops_what_was_acked(
+    stack: &Stack,
+    tap: &EventTap,
+    client: &raibid_client::Client,
+    ledger: &Ledger,
+    repo: &GitRepo,
+    sha: &str,
+    maxlen: u64,
+) -> u64 {
+    let submission = SubmitJob {
+        repo: "acme/load".into(),
+        clone_url: repo.url(),
+        sha: Some(sha.to_owned()),
+        ..Default::default()
+    };
+    let mut conn = stack.redis.connection();
+    let (len, owed) = tokio::task::block_in_place(|| stream_now(&mut conn));
+    assert_eq!(owed, 0, "every job finished, yet {owed} are owed");
+    // The run's jobs too: the verdict names any job it does not know.
+    let mut ledger = ledger.clone();
+    for _ in len..maxlen {
+        let (job, _) = submit_until_accepted(client, &submission, Duration::from_secs(60)).await;
+        ledger.add(job.id);
+    }
+    ledger
+        .wait_finished(tap, Duration::from_secs(size(120, 600)))
+        .await
+        .assert_each_once(JobStatus::Success, "");
+    let (filled, owed) = tokio::task::block_in_place(|| stream_now(&mut conn));
+    assert!(
+        filled >= maxlen && owed == 0,
+        "{filled} entries, {owed} owed"
+    );
+    let (last, _) = submit_until_accepted(client, &submission, Duration::from_secs(60)).await;
+    let (after, _) = tokio::task::block_in_place(|| stream_now(&mut conn));
+    assert_eq!(
+        after, 2,
+        "an enqueue into a stream of {filled} acked entries keeps the last one read and its own"
+    );
+    ledger.add(last.id);
+    ledger
+        .wait_finished(tap, Duration::from_secs(60))
+        .await
+        .assert_each_once(JobStatus::Success, "");
+    after
 }
