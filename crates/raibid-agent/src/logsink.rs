@@ -17,7 +17,8 @@ use aho_corasick::{Anchored, Input, MatchKind};
 use raibid_queue::{LogWriter, Queue, QueueError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::warn;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 mod held;
 
@@ -32,9 +33,8 @@ const TAIL_LINES: usize = 20;
 pub const PARTIAL_LINE_WAIT: Duration = Duration::from_secs(1);
 /// Tries of one append before its output is held for later (see [`held`]).
 const APPEND_TRIES: u32 = 5;
-/// How long a log that ends (a job's, a step's beside others) waits for Redis to take what it
-/// holds: a job's end waits for Redis anyway, to be recorded.
-const FINAL_WAIT: Duration = Duration::from_secs(10);
+/// The longest pause between tries of a log that ends while Redis is away.
+const FINAL_PAUSE: Duration = Duration::from_secs(2);
 
 /// Sleeps until `due`, or forever when nothing is buffered.
 async fn sleep_until_due(due: Option<Instant>) {
@@ -470,10 +470,15 @@ pub struct JobLog {
     complete: usize,
     /// Prefixed logs: when the unfinished line at the end of `buffer` began.
     partial_since: Option<Instant>,
+    /// Fires when the agent stops waiting for anything (its shutdown grace period is over):
+    /// until then a log that ends waits for Redis to take what it holds.
+    shutdown: CancellationToken,
 }
 
 impl JobLog {
-    pub fn new(queue: Queue, job_id: impl Into<String>) -> Self {
+    /// A job's log. Its end ([`JobLog::finish`]) waits out a Redis outage until `shutdown`
+    /// fires, as the job's ack does.
+    pub fn new(queue: Queue, job_id: impl Into<String>, shutdown: CancellationToken) -> Self {
         Self {
             queue,
             job_id: job_id.into(),
@@ -491,6 +496,7 @@ impl JobLog {
             at_line_start: true,
             complete: 0,
             partial_since: None,
+            shutdown,
         }
     }
 
@@ -500,7 +506,11 @@ impl JobLog {
     /// [`PARTIAL_LINE_WAIT`], then ends where it is). Flush this log before forking, so that
     /// nothing it holds comes after the forks' lines.
     pub fn fork(&self, prefix: &str) -> JobLog {
-        let mut log = JobLog::new(self.queue.clone(), self.job_id.clone());
+        let mut log = JobLog::new(
+            self.queue.clone(),
+            self.job_id.clone(),
+            self.shutdown.clone(),
+        );
         log.masker = self.masker.fork();
         log.prefix = Some(prefix.as_bytes().to_vec());
         log.capped = self.capped;
@@ -664,24 +674,40 @@ impl JobLog {
         self.store(&data).await;
     }
 
-    /// Flushes everything and waits up to [`FINAL_WAIT`] for Redis to take what is held: for a
-    /// log that ends, or one that others are to write after.
+    /// Flushes everything and waits for Redis to take what is held: for a log that ends, or
+    /// one that others are to write after. While Redis is away it waits, as the job's ack
+    /// does (a job's end is recorded only once Redis answers), so an outage at the end of a
+    /// job loses none of its log; only the agent's shutdown (its grace period over) makes it
+    /// give the held output up.
     pub async fn finish(&mut self) {
         self.flush().await;
-        let deadline = Instant::now() + FINAL_WAIT;
         let mut pause = Duration::from_millis(100);
+        let mut away_since = None;
         while !self.send_held(1).await {
-            if Instant::now() >= deadline {
+            if away_since.is_none() {
                 warn!(
                     job = %self.job_id,
                     bytes = self.held.bytes(),
-                    "dropping log output: redis did not take it"
+                    "the log's end waits for redis to take its output"
                 );
-                self.held.clear();
-                return;
+                away_since = Some(Instant::now());
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.shutdown.cancelled() => {
+                    warn!(
+                        job = %self.job_id,
+                        bytes = self.held.bytes(),
+                        "dropping log output: the agent shut down before redis took it"
+                    );
+                    self.held.clear();
+                    return;
+                }
+            }
+            pause = (pause * 2).min(FINAL_PAUSE);
+        }
+        if let Some(since) = away_since {
+            info!(job = %self.job_id, waited = ?since.elapsed(), "redis took the log's output");
         }
     }
 

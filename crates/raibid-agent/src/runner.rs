@@ -254,7 +254,7 @@ impl Runner {
         };
 
         let (job_dir, in_use) = self.take_job_dir(&job).await;
-        let mut log = JobLog::new(self.queue.clone(), job.id.clone());
+        let mut log = JobLog::new(self.queue.clone(), job.id.clone(), shutdown.clone());
         for secret in self.secrets.values() {
             log.mask(secret);
         }

@@ -8,6 +8,7 @@ use raibid_model::{Event, NewJob};
 use raibid_queue::{Enqueued, LogCursor, Queue, QueueOptions};
 use raibid_testkit::{RedisOptions, RedisServer};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 async fn job(redis: &RedisServer) -> (Queue, String) {
     job_on(&Queue::open(QueueOptions::new(redis.url())).unwrap()).await
@@ -46,7 +47,7 @@ async fn stored(queue: &Queue, id: &str) -> String {
 async fn forks_write_whole_prefixed_lines_and_mask_the_same_secrets() {
     let redis = RedisServer::start();
     let (queue, id) = job(&redis).await;
-    let mut log = JobLog::new(queue.clone(), id.clone());
+    let mut log = JobLog::new(queue.clone(), id.clone(), CancellationToken::new());
     log.mask("hunter22");
     log.line("before").await;
     let mut a = log.fork("[a] ");
@@ -71,7 +72,7 @@ async fn forks_write_whole_prefixed_lines_and_mask_the_same_secrets() {
 async fn an_unfinished_line_waits_a_second_at_most() {
     let redis = RedisServer::start();
     let (queue, id) = job(&redis).await;
-    let log = JobLog::new(queue.clone(), id.clone());
+    let log = JobLog::new(queue.clone(), id.clone(), CancellationToken::new());
     let mut step = log.fork("[s] ");
     let (tx, rx) = mpsc::channel(8);
     let pump = tokio::spawn(async move {
@@ -102,7 +103,7 @@ async fn an_unfinished_line_waits_a_second_at_most() {
 async fn a_chunk_tried_again_through_a_stall_is_stored_once() {
     let redis = RedisServer::start();
     let (queue, id) = job_with_timeout(&redis, Duration::from_millis(200)).await;
-    let mut log = JobLog::new(queue.clone(), id.clone());
+    let mut log = JobLog::new(queue.clone(), id.clone(), CancellationToken::new());
     log.line("before the stall").await;
     redis.pause();
     let writing = tokio::spawn(async move {
@@ -129,7 +130,7 @@ async fn output_given_while_redis_is_away_is_written_when_it_is_back() {
         ..Default::default()
     });
     let (queue, id) = job_with_timeout(&redis, Duration::from_millis(500)).await;
-    let mut log = JobLog::new(queue.clone(), id.clone());
+    let mut log = JobLog::new(queue.clone(), id.clone(), CancellationToken::new());
     log.line("before").await;
 
     redis.kill();
@@ -161,4 +162,61 @@ async fn output_given_while_redis_is_away_is_written_when_it_is_back() {
         stored(&queue, &id).await,
         "before\nwhile away 1\nwhile away 2\nback\nat the end\n"
     );
+}
+
+/// Redis away at a job log's end for longer than the log ever waited before (10 s): the end
+/// waits for it, as the job's ack does, and the log is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_s_end_waits_out_a_long_outage() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
+    let (queue, id) = job_with_timeout(&redis, Duration::from_millis(500)).await;
+    let mut log = JobLog::new(queue.clone(), id.clone(), CancellationToken::new());
+    log.line("before").await;
+    redis.kill();
+    log.write(b"the last line\n").await;
+    let restart = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_secs(12));
+        redis.restart();
+        redis
+    });
+    log.finish().await;
+    let _redis = restart.await.unwrap();
+    assert_eq!(stored(&queue, &id).await, "before\nthe last line\n");
+}
+
+/// The agent shutting down (its grace period over) ends a log's wait for Redis: what the log
+/// held is given up rather than holding the agent's exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_ends_a_log_s_wait_for_redis() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
+    let (queue, id) = job_with_timeout(&redis, Duration::from_millis(500)).await;
+    let shutdown = CancellationToken::new();
+    let mut log = JobLog::new(queue.clone(), id.clone(), shutdown.clone());
+    log.line("before").await;
+    redis.kill();
+    log.write(b"held\n").await;
+    let finishing = tokio::spawn(async move { log.finish().await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !finishing.is_finished(),
+        "the log's end did not wait for redis"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), finishing)
+        .await
+        .expect("the log's end gave up once the agent shut down")
+        .unwrap();
+    let _redis = tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored(&queue, &id).await, "before\n");
 }
