@@ -43,6 +43,29 @@ async fn stored(queue: &Queue, id: &str) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// A job log that wrote `before` to a Redis (with an append-only file, so that a restart
+/// keeps it) which has just been killed; `shutdown` is the log's.
+async fn log_whose_redis_died(shutdown: CancellationToken) -> (RedisServer, Queue, String, JobLog) {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
+    let (queue, id) = job_with_timeout(&redis, Duration::from_millis(500)).await;
+    let mut log = JobLog::new(queue.clone(), id.clone(), shutdown);
+    log.line("before").await;
+    redis.kill();
+    (redis, queue, id, log)
+}
+
+/// Restarts the killed `redis` on its port after `after`, off the runtime.
+fn restart_after(mut redis: RedisServer, after: Duration) -> tokio::task::JoinHandle<RedisServer> {
+    tokio::task::spawn_blocking(move || {
+        std::thread::sleep(after);
+        redis.restart();
+        redis
+    })
+}
+
 #[tokio::test]
 async fn forks_write_whole_prefixed_lines_and_mask_the_same_secrets() {
     let redis = RedisServer::start();
@@ -125,23 +148,10 @@ async fn a_chunk_tried_again_through_a_stall_is_stored_once() {
 /// once Redis is back, by the next write or by the log's end, which waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_given_while_redis_is_away_is_written_when_it_is_back() {
-    let mut redis = RedisServer::start_with(RedisOptions {
-        aof: true,
-        ..Default::default()
-    });
-    let (queue, id) = job_with_timeout(&redis, Duration::from_millis(500)).await;
-    let mut log = JobLog::new(queue.clone(), id.clone(), CancellationToken::new());
-    log.line("before").await;
-
-    redis.kill();
+    let (redis, queue, id, mut log) = log_whose_redis_died(CancellationToken::new()).await;
     log.line("while away 1").await;
     log.line("while away 2").await;
-    let mut redis = tokio::task::spawn_blocking(move || {
-        redis.restart();
-        redis
-    })
-    .await
-    .unwrap();
+    let mut redis = restart_after(redis, Duration::ZERO).await.unwrap();
     log.line("back").await;
     assert_eq!(
         stored(&queue, &id).await,
@@ -151,11 +161,7 @@ async fn output_given_while_redis_is_away_is_written_when_it_is_back() {
     // Away again at the log's end: its end waits for Redis.
     redis.kill();
     log.line("at the end").await;
-    let restart = tokio::task::spawn_blocking(move || {
-        std::thread::sleep(Duration::from_secs(1));
-        redis.restart();
-        redis
-    });
+    let restart = restart_after(redis, Duration::from_secs(1));
     log.finish().await;
     let _redis = restart.await.unwrap();
     assert_eq!(
@@ -168,20 +174,9 @@ async fn output_given_while_redis_is_away_is_written_when_it_is_back() {
 /// waits for it, as the job's ack does, and the log is whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_s_end_waits_out_a_long_outage() {
-    let mut redis = RedisServer::start_with(RedisOptions {
-        aof: true,
-        ..Default::default()
-    });
-    let (queue, id) = job_with_timeout(&redis, Duration::from_millis(500)).await;
-    let mut log = JobLog::new(queue.clone(), id.clone(), CancellationToken::new());
-    log.line("before").await;
-    redis.kill();
+    let (redis, queue, id, mut log) = log_whose_redis_died(CancellationToken::new()).await;
     log.write(b"the last line\n").await;
-    let restart = tokio::task::spawn_blocking(move || {
-        std::thread::sleep(Duration::from_secs(12));
-        redis.restart();
-        redis
-    });
+    let restart = restart_after(redis, Duration::from_secs(12));
     log.finish().await;
     let _redis = restart.await.unwrap();
     assert_eq!(stored(&queue, &id).await, "before\nthe last line\n");
@@ -191,15 +186,8 @@ async fn a_log_s_end_waits_out_a_long_outage() {
 /// held is given up rather than holding the agent's exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_ends_a_log_s_wait_for_redis() {
-    let mut redis = RedisServer::start_with(RedisOptions {
-        aof: true,
-        ..Default::default()
-    });
-    let (queue, id) = job_with_timeout(&redis, Duration::from_millis(500)).await;
     let shutdown = CancellationToken::new();
-    let mut log = JobLog::new(queue.clone(), id.clone(), shutdown.clone());
-    log.line("before").await;
-    redis.kill();
+    let (redis, queue, id, mut log) = log_whose_redis_died(shutdown.clone()).await;
     log.write(b"held\n").await;
     let finishing = tokio::spawn(async move { log.finish().await });
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -212,11 +200,6 @@ async fn a_shutdown_ends_a_log_s_wait_for_redis() {
         .await
         .expect("the log's end gave up once the agent shut down")
         .unwrap();
-    let _redis = tokio::task::spawn_blocking(move || {
-        redis.restart();
-        redis
-    })
-    .await
-    .unwrap();
+    let _redis = restart_after(redis, Duration::ZERO).await.unwrap();
     assert_eq!(stored(&queue, &id).await, "before\n");
 }
