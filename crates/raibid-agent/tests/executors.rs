@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use raibid_agent::executor::{
     BwrapExecutor, BwrapOptions, ContainerEngine, ContainerExecutor, ContainerLimits,
     ContainerOptions, ExecError, Executor, HostExecutor, SANDBOX_HOME, SANDBOX_WORKSPACE,
-    StepDevices, StepExit, StepSpec,
+    SETUP_TRIES, StepDevices, StepExit, StepSpec,
 };
 use raibid_agent::image::RegistryAuth;
 use raibid_config::ContainerEngineKind;
@@ -448,6 +448,113 @@ async fn bwrap_contains_processes_that_escape_the_group() {
         ran.elapsed
     );
     assert_none_left(&m);
+}
+
+/// A bwrap that fails to set the sandbox up its first `fails` times, as one does when the
+/// host's mounts change while it copies them (bubblewrap issue 650), then is the real one.
+/// Returns it and the file counting its runs.
+fn bwrap_failing_setup(dir: &Path, fails: u32) -> (BwrapExecutor, PathBuf) {
+    let real = require_binary("bwrap", "bubblewrap");
+    let program = dir.join("bwrap");
+    let count = dir.join("runs");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\n\
+             n=$(cat '{count}' 2>/dev/null || echo 0)\n\
+             echo $((n + 1)) > '{count}'\n\
+             if [ \"$n\" -lt {fails} ]; then\n\
+             echo \"bwrap: Can't bind mount /oldroot/ on /newroot/: Unable to apply mount flags: \
+             remount \\\"/newroot/run/netns/gone\\\": No such file or directory\" >&2\n\
+             exit 1\n\
+             fi\n\
+             exec '{real}' \"$@\"\n",
+            count = count.display(),
+            real = real.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let options = BwrapOptions {
+        kill_grace: GRACE,
+        ..BwrapOptions::default()
+    };
+    (BwrapExecutor::with_program(options, program), count)
+}
+
+fn runs(count: &Path) -> u32 {
+    std::fs::read_to_string(count)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A sandbox bwrap could not set up says nothing about the step: it is set up again, and the
+/// log says why the first lines are bwrap's.
+#[tokio::test]
+async fn a_sandbox_bwrap_could_not_set_up_is_set_up_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bwrap, count) = bwrap_failing_setup(dir.path(), SETUP_TRIES - 1);
+    let s = step("echo in the sandbox");
+    let ran = run(&bwrap, &s.spec).await;
+    assert!(ran.exit.success(), "{:?}\n{}", ran.exit, ran.output);
+    assert_eq!(runs(&count), SETUP_TRIES);
+    assert_eq!(
+        ran.output.matches("Unable to apply mount flags").count() as u32,
+        SETUP_TRIES - 1,
+        "{}",
+        ran.output
+    );
+    assert!(
+        ran.output.contains(&format!(
+            "[raibid] bwrap could not set the sandbox up (above), before the step started; \
+             setting it up again ({SETUP_TRIES} of {SETUP_TRIES})\n"
+        )),
+        "{}",
+        ran.output
+    );
+    assert!(ran.output.ends_with("in the sandbox\n"), "{}", ran.output);
+}
+
+/// A sandbox that never sets up fails the step after the last try, with bwrap's own words.
+#[tokio::test]
+async fn a_sandbox_that_never_sets_up_fails_after_the_last_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bwrap, count) = bwrap_failing_setup(dir.path(), 100);
+    let s = step("echo never");
+    let ran = run(&bwrap, &s.spec).await;
+    assert_eq!(ran.exit.code, Some(1), "{}", ran.output);
+    assert_eq!(runs(&count), SETUP_TRIES);
+    assert!(!ran.output.contains("never"), "{}", ran.output);
+}
+
+/// A step that fails on its own, with bwrap's exit code for a failed setup and its words, ran:
+/// it is not run again.
+#[tokio::test]
+async fn a_step_that_fails_in_its_sandbox_runs_once() {
+    let s = step(
+        "echo ran >> ran; echo \"bwrap: Can't bind mount /oldroot/ on /newroot/\" >&2; exit 1",
+    );
+    let ran = run(&bwrap(), &s.spec).await;
+    assert_eq!(ran.exit.code, Some(1), "{}", ran.output);
+    assert_eq!(
+        std::fs::read_to_string(s.spec.workspace.join("ran")).unwrap(),
+        "ran\n",
+        "{}",
+        ran.output
+    );
+}
+
+/// The descriptor that says the step started is closed before the step's script runs.
+#[tokio::test]
+async fn a_step_gets_no_descriptor_of_the_sandbox_s() {
+    let s = step("ls /proc/$$/fd");
+    let ran = run(&bwrap(), &s.spec).await;
+    assert!(ran.exit.success(), "{}", ran.output);
+    let fds: Vec<&str> = ran.output.lines().collect();
+    assert!(!fds.contains(&"3"), "{fds:?}");
 }
 
 #[tokio::test]

@@ -105,8 +105,19 @@ impl UpRedis {
         }
     }
 
-    fn queue(&self) -> Queue {
-        Queue::open(QueueOptions::new(self.url.clone())).unwrap()
+    /// Its queue, once Redis answers: it takes connections while it still loads the AOF,
+    /// and answers those `LOADING` meanwhile.
+    async fn queue(&self) -> Queue {
+        let queue = Queue::open(QueueOptions::new(self.url.clone())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Err(e) = queue.ping().await {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not load its data: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        queue
     }
 }
 
@@ -154,6 +165,7 @@ async fn a_backup_restored_into_raibid_up_s_data_holds_the_jobs() {
         let restored = UpRedis::start(&up);
         let job = restored
             .queue()
+            .await
             .get(&id)
             .await
             .unwrap()
@@ -174,7 +186,7 @@ async fn a_backup_restored_into_raibid_up_s_data_holds_the_jobs() {
     ]));
     let later = {
         let redis = UpRedis::start(&other);
-        queued(&redis.queue()).await
+        queued(&redis.queue().await).await
     };
     let said = ok(&raibid(&[
         "restore",
@@ -184,9 +196,9 @@ async fn a_backup_restored_into_raibid_up_s_data_holds_the_jobs() {
     ]));
     assert!(said.contains("appendonlydir.before-restore-"), "{said}");
     let restored = UpRedis::start(&other);
-    assert!(restored.queue().get(&id).await.unwrap().is_some());
+    assert!(restored.queue().await.get(&id).await.unwrap().is_some());
     assert!(
-        restored.queue().get(&later).await.unwrap().is_none(),
+        restored.queue().await.get(&later).await.unwrap().is_none(),
         "the data the backup did not hold is gone (kept aside)"
     );
 }

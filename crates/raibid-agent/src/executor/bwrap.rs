@@ -26,6 +26,14 @@
 //! sandbox keeps only `CAP_SETUID`/`CAP_SETGID`, and `setpriv` inside it switches to the user
 //! (which drops those too) before the script starts.
 //!
+//! bwrap can fail to set the sandbox up when the host's mount table changes while it copies it
+//! (a container engine's overlay or network namespace mounted or removed at that moment;
+//! bubblewrap issue 650): `Can't bind mount /oldroot/ on /newroot/: Unable to apply mount
+//! flags`. That says nothing about the step, so a sandbox in which the step never started is
+//! set up again, up to [`SETUP_TRIES`] times. Whether it started is told by the step's shell,
+//! which writes a byte to a pipe ([`STARTED_FD`]) before anything else, rather than by bwrap's
+//! exit code (1 for a step's `exit 1` too) or its messages (a step may run bwrap itself).
+//!
 //! Because of the PID namespace, the step's processes are not in the process group the agent
 //! spawned (that holds only bwrap). Killing bwrap kills them all: `--die-with-parent` SIGKILLs
 //! the sandbox's init, and the kernel then kills the whole namespace. SIGTERM, which bwrap does
@@ -33,6 +41,8 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,7 +52,7 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::env_script::{EnvScript, FIXED_PATH, sourced_first};
 use super::process::{self, DEFAULT_KILL_GRACE, Limits, SHELL, Stopper, signal_group};
@@ -64,6 +74,20 @@ const ENV_IN_SANDBOX: &str = "/tmp/.raibid-env";
 const SETPRIV: &str = "/usr/bin/setpriv";
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sandboxes set up for one step before its failure to start is the step's.
+pub const SETUP_TRIES: u32 = 3;
+
+/// Before the next try, times the number of tries so far.
+const SETUP_PAUSE: Duration = Duration::from_millis(200);
+
+/// The descriptor through which the step's shell says that the sandbox is set up: a byte
+/// written, then closed before the step's own script runs.
+const STARTED_FD: i32 = 3;
+
+/// What the step's shell runs first: the byte on [`STARTED_FD`]. Without that descriptor
+/// (nothing to tell) it goes on quietly; `sh -e` does not stop on a failure left of `||`.
+const SAY_STARTED: &str = "{ printf s >&3; exec 3>&-; } 2>/dev/null || :; ";
 
 #[derive(Debug, Clone)]
 pub struct BwrapOptions {
@@ -109,6 +133,15 @@ impl BwrapExecutor {
     pub fn new(options: BwrapOptions) -> Self {
         Self {
             program: process::find_on_path("bwrap"),
+            options,
+        }
+    }
+
+    /// Sandboxes through the bwrap at `program` rather than the one on `PATH` (a build of
+    /// one's own; the tests' wrapper that fails as a raced mount does).
+    pub fn with_program(options: BwrapOptions, program: PathBuf) -> Self {
+        Self {
+            program: Some(program),
             options,
         }
     }
@@ -172,12 +205,43 @@ impl BwrapExecutor {
         })
     }
 
+    /// Runs the step, setting its sandbox up again (see the module's doc) while the step
+    /// never started in it.
     async fn run(
         &self,
         spec: &StepSpec,
         output: OutputSender,
         cancel: CancellationToken,
     ) -> Result<StepExit, ExecError> {
+        let mut tries = 1;
+        loop {
+            let (exit, started) = self.run_once(spec, output.clone(), cancel.clone()).await?;
+            if started || exit.success() || exit.cancelled || exit.timed_out || tries >= SETUP_TRIES
+            {
+                return Ok(exit);
+            }
+            warn!(step = %spec.name, tries, "bwrap could not set the sandbox up; trying again");
+            let note = format!(
+                "[raibid] bwrap could not set the sandbox up (above), before the step started; \
+                 setting it up again ({} of {SETUP_TRIES})\n",
+                tries + 1
+            );
+            let _ = output.send(note.into_bytes()).await;
+            tokio::select! {
+                () = tokio::time::sleep(SETUP_PAUSE * tries) => {}
+                () = cancel.cancelled() => return Ok(exit),
+            }
+            tries += 1;
+        }
+    }
+
+    /// One sandbox for the step: how it ended, and whether the step started in it.
+    async fn run_once(
+        &self,
+        spec: &StepSpec,
+        output: OutputSender,
+        cancel: CancellationToken,
+    ) -> Result<(StepExit, bool), ExecError> {
         let Some(program) = &self.program else {
             return Err(ExecError::Unavailable {
                 executor: "bwrap",
@@ -208,11 +272,40 @@ impl BwrapExecutor {
             ))
             .env_clear()
             .env("PATH", FIXED_PATH);
+        let (mut started, said) = io::pipe()?;
+        let said_fd = said.as_raw_fd();
+        // SAFETY: dup2 and fcntl are async-signal-safe and touch no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                // The pipe is close-on-exec; its copy at STARTED_FD is not. When it already
+                // is STARTED_FD, dup2 would leave the flag.
+                let done = if said_fd == STARTED_FD {
+                    libc::fcntl(said_fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(said_fd, STARTED_FD)
+                };
+                if done < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let limits = Limits {
             timeout: Some(spec.timeout),
             grace: self.options.kill_grace,
         };
-        process::run(command, output, cancel, limits, &SandboxStopper).await
+        let exit = process::run(command, output, cancel, limits, &SandboxStopper).await?;
+        drop(said);
+        // The byte was written before bwrap ended, if ever. Not read to the end: the
+        // sandbox's init, a copy of bwrap holding the descriptor, may still be going away.
+        nix::fcntl::fcntl(
+            started.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(io::Error::from)?;
+        let mut byte = [0u8; 1];
+        let said_started = matches!(started.read(&mut byte), Ok(1));
+        Ok((exit, said_started))
     }
 }
 
@@ -366,7 +459,10 @@ fn sandbox_args(
         SHELL
             .map(OsString::from)
             .into_iter()
-            .chain([OsString::from(sourced_first(ENV_IN_SANDBOX, script))]),
+            .chain([OsString::from(format!(
+                "{SAY_STARTED}{}",
+                sourced_first(ENV_IN_SANDBOX, script)
+            ))]),
     );
     args
 }

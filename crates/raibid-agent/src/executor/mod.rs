@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use bwrap::{BwrapExecutor, BwrapOptions, SANDBOX_HOME, SANDBOX_WORKSPACE};
+pub use bwrap::{BwrapExecutor, BwrapOptions, SANDBOX_HOME, SANDBOX_WORKSPACE, SETUP_TRIES};
 pub use container::{ContainerEngine, ContainerExecutor, ContainerLimits, ContainerOptions};
 pub use container_services::{ServiceGroup, ServicesSpec};
 pub use devices::{StepDevices, cdi_has_nvidia_gpus, nvidia_nodes};
