@@ -582,7 +582,14 @@ mod tests {
         assert!(args.contains(&"--unshare-net".into()));
         assert_eq!(
             args[args.len() - 5..],
-            ["--", "/bin/sh", "-e", "-c", ". /tmp/.raibid-env; make"].map(OsString::from)
+            [
+                "--",
+                "/bin/sh",
+                "-e",
+                "-c",
+                &format!("{SAY_STARTED}. /tmp/.raibid-env; make")
+            ]
+            .map(OsString::from)
         );
     }
 
@@ -624,7 +631,7 @@ mod tests {
                 "/bin/sh",
                 "-e",
                 "-c",
-                ". /tmp/.raibid-env; true",
+                &format!("{SAY_STARTED}. /tmp/.raibid-env; true"),
             ]
             .map(OsString::from)[..]
         );
