@@ -131,15 +131,16 @@ async fn many_jobs_many_agents_all_finish_with_bounded_memory() {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let refusals = Arc::new(AtomicUsize::new(0));
+    let submission = SubmitJob {
+        repo: "acme/load".into(),
+        clone_url: repo.url(),
+        sha: Some(sha.clone()),
+        ..Default::default()
+    };
     let mut submitters = tokio::task::JoinSet::new();
     for _ in 0..4 {
         let (client, next, refusals) = (client.clone(), next.clone(), refusals.clone());
-        let submission = SubmitJob {
-            repo: "acme/load".into(),
-            clone_url: repo.url(),
-            sha: Some(sha.clone()),
-            ..Default::default()
-        };
+        let submission = submission.clone();
         submitters.spawn(async move {
             let mut ids = Vec::new();
             while next.fetch_add(1, Ordering::SeqCst) < jobs {
@@ -204,7 +205,7 @@ async fn many_jobs_many_agents_all_finish_with_bounded_memory() {
         last.records
     );
     let trimmed_to =
-        trimming_drops_what_was_acked(&stack, &tap, &client, &ledger, &repo, &sha, maxlen).await;
+        trimming_drops_what_was_acked(&stack, &tap, &client, &ledger, &submission, maxlen).await;
     assert_eq!(latencies.failures, 0, "the API always answered");
     assert_eq!(latencies.server_errors(), 0, "the API never failed");
 
@@ -272,23 +273,16 @@ async fn trimming_drops_what_was_acked(
     tap: &EventTap,
     client: &raibid_client::Client,
     ledger: &Ledger,
-    repo: &GitRepo,
-    sha: &str,
+    submission: &SubmitJob,
     maxlen: u64,
 ) -> u64 {
-    let submission = SubmitJob {
-        repo: "acme/load".into(),
-        clone_url: repo.url(),
-        sha: Some(sha.to_owned()),
-        ..Default::default()
-    };
     let mut conn = stack.redis.connection();
     let (len, owed) = tokio::task::block_in_place(|| stream_now(&mut conn));
     assert_eq!(owed, 0, "every job finished, yet {owed} are owed");
     // The run's jobs too: the verdict names any job it does not know.
     let mut ledger = ledger.clone();
     for _ in len..maxlen {
-        let (job, _) = submit_until_accepted(client, &submission, Duration::from_secs(60)).await;
+        let (job, _) = submit_until_accepted(client, submission, Duration::from_secs(60)).await;
         ledger.add(job.id);
     }
     ledger
@@ -300,7 +294,7 @@ async fn trimming_drops_what_was_acked(
         filled >= maxlen && owed == 0,
         "{filled} entries, {owed} owed"
     );
-    let (last, _) = submit_until_accepted(client, &submission, Duration::from_secs(60)).await;
+    let (last, _) = submit_until_accepted(client, submission, Duration::from_secs(60)).await;
     let (after, _) = tokio::task::block_in_place(|| stream_now(&mut conn));
     assert_eq!(
         after, 2,
