@@ -9,6 +9,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tracing::info;
 
+/// redis-server's log, in its directory.
+pub const LOG_FILE: &str = "redis.log";
+
 /// How long a starting redis-server may stay silent before we give up on it. Time it spends
 /// answering `-LOADING` does not count: see [`next_step`].
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -116,7 +119,7 @@ impl LocalRedis {
                 anyhow::ensure!(
                     status == "ok",
                     "writing the AOF failed ({status}): see {}",
-                    self.dir.join("redis.log").display()
+                    self.dir.join(LOG_FILE).display()
                 );
                 self.durability = Durability::Aof;
                 return Ok(());
@@ -124,7 +127,7 @@ impl LocalRedis {
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "the AOF was not written within 10 minutes: see {}",
-                self.dir.join("redis.log").display()
+                self.dir.join(LOG_FILE).display()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -240,7 +243,7 @@ impl LocalRedis {
         // Files from before redis-server ran with umask 077.
         crate::private_files::restrict_tree(dir)?;
         // redis-server appends to it itself, for as long as the machine runs.
-        crate::log_files::rotate_if_larger(&dir.join("redis.log"), crate::log_files::MAX_BYTES)?;
+        crate::log_files::rotate_if_larger(&dir.join(LOG_FILE), crate::log_files::MAX_BYTES)?;
         let mut cmd = Command::new(binary);
         let mut conf = String::new();
         if let Some(password) = password {
@@ -271,7 +274,7 @@ impl LocalRedis {
             .arg("--repl-diskless-sync-delay")
             .arg("0")
             .arg("--logfile")
-            .arg(dir.join("redis.log"));
+            .arg(dir.join(LOG_FILE));
         match durability {
             Durability::Aof => cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]),
             Durability::Memory => cmd.args(["--appendonly", "no"]),
@@ -317,7 +320,7 @@ impl LocalRedis {
         let mut last_progress: Option<Instant> = None;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.join(LOG_FILE)).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 bail!(
                     "redis-server exited ({status}) on port {}: {}",

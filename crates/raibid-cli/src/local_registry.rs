@@ -20,6 +20,9 @@ use crate::local_redis::which;
 /// The login the agents push with.
 pub const USER: &str = "raibid";
 
+/// docker-registry's output, in its directory.
+pub const LOG_FILE: &str = "registry.log";
+
 /// How long a starting registry may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -56,8 +59,7 @@ impl LocalRegistry {
         crate::private_files::write(&htpasswd, &format!("{USER}:{hash}\n"))?;
         let config = dir.join("config.yml");
         crate::private_files::write(&config, &config_yaml(dir, port, &htpasswd))?;
-        let log =
-            crate::log_files::open_append(&dir.join("registry.log"), crate::log_files::MAX_BYTES)?;
+        let log = crate::log_files::open_append(&dir.join(LOG_FILE), crate::log_files::MAX_BYTES)?;
         garbage_collect(&binary, &config, dir, &log).await;
         let mut cmd = Command::new(binary);
         cmd.arg("serve")
@@ -120,8 +122,7 @@ impl LocalRegistry {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let log =
-                    std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.join(LOG_FILE)).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 bail!(
                     "docker-registry exited ({status}) on port {}: {}",
@@ -179,7 +180,7 @@ async fn garbage_collect(binary: &Path, config: &Path, dir: &Path, log: &std::fs
         }
         Ok(Ok(status)) => tracing::warn!(
             %status,
-            log = %dir.join("registry.log").display(),
+            log = %dir.join(LOG_FILE).display(),
             "registry: garbage collection failed; unused layers keep their space"
         ),
         Ok(Err(e)) => tracing::warn!(error = %e, "registry: cannot run garbage collection"),

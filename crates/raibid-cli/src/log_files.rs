@@ -1,10 +1,15 @@
 //! The log files `raibid up` keeps in its data directory (the agents', the registry's,
 //! Redis's): appended to for as long as the machine runs CI, so each is bounded by moving it
-//! aside when it is opened past [`MAX_BYTES`], as logrotate's `size` with `rotate 1` would.
+//! aside when it is opened past [`MAX_BYTES`], as logrotate's `size` with `rotate 1` would,
+//! and, while `raibid up` runs, by [`keep_bounded`]: a registry started once writes to the
+//! file it was given for weeks.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 /// A log file larger than this when opened is moved to `<name>.1` (replacing the one there):
 /// the newest lines are what someone reads, and two files bound the disk used to about twice
@@ -29,6 +34,68 @@ pub fn rotate_if_larger(path: &Path, max_bytes: u64) -> io::Result<bool> {
         Ok(_) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// How often [`keep_bounded`] looks at the files' sizes: a busy registry logs a few MiB an
+/// hour, so a file passes [`MAX_BYTES`] by little before it is looked at.
+pub const LOOK_EVERY: Duration = Duration::from_secs(60);
+
+/// Copies `path` to `<name>.1` (replacing the one there) and empties it, when it is larger
+/// than `max_bytes`: logrotate's `copytruncate`, for a file that running programs hold open.
+/// Moving such a file aside would not bound it: they would go on writing to the moved file.
+/// They opened it for appending (each `open_append` does; redis-server opens it anew for
+/// each line), so their next write lands at the start of the emptied file, not past a hole.
+/// Lines written between the copy and the truncation are lost, as with logrotate. Whether it
+/// did.
+pub fn copy_truncate_if_larger(path: &Path, max_bytes: u64) -> io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > max_bytes => {
+            std::fs::copy(path, previous(path))?;
+            OpenOptions::new().write(true).open(path)?.set_len(0)?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Until `stop`, every `every`, [`copy_truncate_if_larger`] on each of `paths`. A file that
+/// cannot be tended is warned about and looked at again next time.
+pub async fn keep_bounded(
+    paths: Vec<PathBuf>,
+    max_bytes: u64,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for path in &paths {
+            let tended = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || copy_truncate_if_larger(&path, max_bytes)).await
+            };
+            match tended {
+                Ok(Ok(true)) => tracing::info!(
+                    path = %path.display(),
+                    previous = %previous(path).display(),
+                    "log file past its size: its lines moved to the previous file"
+                ),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot bound log file")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot bound log file")
+                }
+            }
+        }
     }
 }
 
@@ -66,6 +133,74 @@ mod tests {
         write("fifth\n");
         assert_eq!(read(&path), "fifth\n", "13 bytes again: moved aside");
         assert_eq!(read(&previous(&path)), "third\nfourth\n");
+    }
+
+    #[test]
+    fn a_log_a_running_program_writes_is_emptied_and_its_next_lines_start_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.log");
+        // As the registry: started once with the file, writing for as long as it runs.
+        let mut writer = std::process::Command::new("sh")
+            .args(["-c", "echo before; read _; echo after"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(open_append(&path, MAX_BYTES).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&path).unwrap() != "before\n" {
+            assert!(std::time::Instant::now() < deadline, "sh never wrote");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !copy_truncate_if_larger(&path, 7).unwrap(),
+            "7 bytes: not larger"
+        );
+        assert!(copy_truncate_if_larger(&path, 6).unwrap());
+        drop(writer.stdin.take());
+        assert!(writer.wait().unwrap().success());
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&previous(&path)), "before\n");
+        // At the start: no hole of zeros where "before" was.
+        assert_eq!(read(&path), "after\n");
+    }
+
+    #[tokio::test]
+    async fn logs_are_kept_bounded_until_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("redis.log");
+        let small = dir.path().join("agents.log");
+        let missing = dir.path().join("registry.log");
+        std::fs::write(&big, "0123456789a").unwrap();
+        std::fs::write(&small, "0123").unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(keep_bounded(
+            vec![missing.clone(), big.clone(), small.clone()],
+            10,
+            Duration::from_millis(20),
+            stop.clone(),
+        ));
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !read(&big).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never emptied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(read(&previous(&big)), "0123456789a");
+        // Looked at again: a file that grew since is emptied too.
+        std::fs::write(&small, "0123456789ab").unwrap();
+        while !read(&small).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never looked at again"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!missing.exists() && !previous(&missing).exists());
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops when told")
+            .unwrap();
     }
 
     #[test]

@@ -349,6 +349,18 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     let stop_keepers = CancellationToken::new();
     let redis = redis.map(|r| keeper::keep(r, stop_keepers.clone(), None));
     let registry = registry.map(|r| keeper::keep(r, stop_keepers.clone(), upkeep_requests));
+    // The agents' file is also moved aside at each agent's start; Redis and the registry are
+    // started once and write for as long as this runs.
+    let logs = tokio::spawn(crate::log_files::keep_bounded(
+        vec![
+            data_dir.join("logs").join("agents.log"),
+            registry_dir.join(local_registry::LOG_FILE),
+            data_dir.join("redis").join(crate::local_redis::LOG_FILE),
+        ],
+        crate::log_files::MAX_BYTES,
+        crate::log_files::LOOK_EVERY,
+        stop_keepers.clone(),
+    ));
 
     let stop_demo = CancellationToken::new();
     let mut exit = ExitCode::SUCCESS;
@@ -386,6 +398,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     }
     // A keeper that panicked dropped its child, which kills it.
     stop_keepers.cancel();
+    let _ = logs.await;
     if let Some(Ok(registry)) = join(registry).await {
         registry.stop().await;
     }
