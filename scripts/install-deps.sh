@@ -20,7 +20,9 @@ if [ "${1:-run}" = test ]; then
          # The web page's script runs under node against a real server.
          node:nodejs
          # promtool checks monitoring/; a test runs the Prometheus server against a real raibid server.
-         promtool:prometheus)
+         promtool:prometheus
+         # systemd-analyze verifies the unit `raibid up --systemd-unit` writes.
+         systemd-analyze:systemd)
 fi
 
 missing=()

@@ -246,6 +246,10 @@ pub struct UpArgs {
     /// With --demo: stop once the demo jobs have finished (exit 0 if they ended as expected).
     #[arg(long, requires = "demo")]
     pub exit_after_demo: bool,
+    /// Start nothing: print a systemd service unit that runs `raibid up` with these options at
+    /// boot (for /etc/systemd/system/raibid-up.service).
+    #[arg(long, conflicts_with = "demo")]
+    pub systemd_unit: bool,
 }
 
 #[derive(Debug, Args)]

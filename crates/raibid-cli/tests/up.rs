@@ -1810,3 +1810,208 @@ async fn pausing_a_pool_pauses_its_scaled_job_where_there_is_a_cluster() {
         "{text}"
     );
 }
+
+/// The words of a systemd command line, as systemd reads them for a service whose
+/// environment has no variable but PATH: split at spaces outside double quotes, `\\` and `\"`
+/// unescaped inside them; then `%%` read as `%` (another specifier is not expected here), `$$`
+/// as `$`, and `$NAME` or `${NAME}` as the variable's value, nothing for any but PATH.
+fn systemd_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars();
+    let mut word: Option<String> = None;
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' => words.extend(word.take()),
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next().expect("closing quote") {
+                        '"' => break,
+                        '\\' => w.push(chars.next().expect("escaped character")),
+                        c => w.push(c),
+                    }
+                }
+            }
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words.iter().map(|w| systemd_expand(w)).collect()
+}
+
+fn systemd_expand(word: &str) -> String {
+    let mut out = String::new();
+    let mut chars = word.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('%', Some('%')) | ('$', Some('$')) => out.push(chars.next().unwrap()),
+            ('%', next) => panic!("specifier %{next:?} in {word:?}"),
+            ('$', Some(_)) => {
+                let braced = chars.next_if_eq(&'{').is_some();
+                let mut name = String::new();
+                while let Some(c) = chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_') {
+                    name.push(c);
+                }
+                if braced {
+                    assert_eq!(chars.next(), Some('}'), "{word:?}");
+                }
+                if name == "PATH" {
+                    out.push_str(&std::env::var("PATH").unwrap());
+                }
+            }
+            (c, _) => out.push(c),
+        }
+    }
+    out
+}
+
+/// The value of `key=` in a unit's text.
+fn unit_setting<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in:\n{unit}"))
+}
+
+/// `raibid up --systemd-unit` writes a unit that systemd accepts and that runs this `raibid
+/// up`: a data directory whose name has a space, `%` and `$` reaches it as it was, started as
+/// systemd starts a service (from `/`, with the unit's environment alone). systemd stops it
+/// as the unit says (KillMode=mixed: SIGTERM to `raibid up` alone), and the running job
+/// still ends as it would have, within the unit's TimeoutStopSec, nothing left behind.
+#[tokio::test]
+async fn the_systemd_unit_starts_this_up_and_stops_it_in_order() {
+    require_binary("systemd-analyze", "systemd");
+    require_binary("redis-server", "redis-server");
+    require_binary("bwrap", "bubblewrap");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ci data 100% $HOME");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "redis:\n  stale_after_secs: 2\nup:\n  polling_interval_ms: 100\n  cooldown_secs: 2\nagent:\n  heartbeat_interval_secs: 1\n  grace_period_secs: 2\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let written = Command::new(RAIBID)
+        .arg("--config")
+        .arg(&config)
+        .args(["up", "--systemd-unit", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &listen])
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{written:?}");
+    let unit = String::from_utf8(written.stdout).unwrap();
+    assert!(!data.exists(), "it started nothing");
+
+    let unit_file = dir.path().join("raibid-up.service");
+    std::fs::write(&unit_file, &unit).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_file)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}\n{unit}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    let argv = systemd_words(unit_setting(&unit, "ExecStart"));
+    let raibid = std::fs::canonicalize(RAIBID).unwrap();
+    assert_eq!(
+        argv,
+        [
+            raibid.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen
+        ],
+        "{unit}"
+    );
+    assert_eq!(unit_setting(&unit, "KillMode"), "mixed");
+    let stop_timeout: u64 = unit_setting(&unit, "TimeoutStopSec").parse().unwrap();
+    assert!(stop_timeout > 2 + 15 + 10 + 10, "{stop_timeout}");
+    let environment = systemd_words(unit_setting(&unit, "Environment"));
+    let path = environment[0].strip_prefix("PATH=").unwrap();
+
+    // As systemd runs it.
+    std::fs::create_dir_all(&data).unwrap();
+    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .env("PATH", path)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut up = Up {
+        child: Some(child),
+        data: data.clone(),
+        config,
+        port,
+        run_start: 0,
+    };
+    up.wait_ready();
+    let client = up.client();
+    let (repo, sha) = repo_with("steps:\n  - name: short\n    run: sleep 1\n");
+    let job = submit(&client, &repo, &sha).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.job(&job.id).await.unwrap().status != JobStatus::Running {
+        assert!(Instant::now() < deadline, "never ran:\n{}", up.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        up.terminate(Duration::from_secs(stop_timeout)),
+        "{}",
+        up.log()
+    );
+    // KillMode=mixed would SIGKILL what is left now: there must be nothing.
+    assert_eq!(processes_mentioning(&data), vec![], "{}", up.log());
+
+    up.spawn(&[], &[]);
+    let done = up.client().job(&job.id).await.unwrap();
+    assert_eq!(
+        (done.status, done.attempt),
+        (JobStatus::Success, 1),
+        "{}",
+        up.log()
+    );
+}
+
+/// What must not be written into a file every user can read, and what a service does not do,
+/// is refused, naming what to do instead.
+#[test]
+fn the_systemd_unit_refuses_secrets_and_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(RAIBID)
+            .args(["up", "--systemd-unit", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let said = refused(&["--webhook-secret", "hunter2"], &[]);
+    assert!(said.contains("--webhook-secret-file"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+    let said = refused(&[], &[("RAIBID_UP_WEBHOOK_SECRET", "hunter2")]);
+    assert!(said.contains("--webhook-secret-file"), "{said}");
+    let said = refused(&["--redis-url", "redis://:hunter2@10.0.0.5:6379"], &[]);
+    assert!(said.contains("redis.url in the configuration"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+    let said = refused(&["--demo"], &[]);
+    assert!(said.contains("--demo"), "{said}");
+}

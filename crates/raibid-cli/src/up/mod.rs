@@ -12,6 +12,7 @@ pub(crate) mod credentials;
 mod demo;
 mod keeper;
 mod pool;
+mod systemd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,6 +35,13 @@ use crate::local_registry::{self, LocalRegistry};
 pub use backup::{backup, restore};
 
 pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
+    if args.systemd_unit {
+        print!(
+            "{}",
+            systemd::UnitInputs::gather(global, &args, &config)?.render()?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Err(e) = raibid_agent::hardening::forbid_inspection() {
         tracing::warn!(error = %e, "steps of this user may read raibid up's environment");
     }
