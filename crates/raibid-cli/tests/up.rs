@@ -1813,8 +1813,9 @@ async fn pausing_a_pool_pauses_its_scaled_job_where_there_is_a_cluster() {
 
 /// The words of a systemd command line, as systemd reads them for a service whose
 /// environment has no variable but PATH: split at spaces outside double quotes, `\\` and `\"`
-/// unescaped inside them; then `%%` read as `%` (another specifier is not expected here), `$$`
-/// as `$`, and `$NAME` or `${NAME}` as the variable's value, nothing for any but PATH.
+/// unescaped inside them; then `%%` read as `%` (another specifier is not expected here) and,
+/// in the arguments after the program's path, `$$` as `$`, and `$NAME` or `${NAME}` as the
+/// variable's value, nothing for any but PATH.
 fn systemd_words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut chars = line.chars();
@@ -1836,17 +1837,22 @@ fn systemd_words(line: &str) -> Vec<String> {
         }
     }
     words.extend(word);
-    words.iter().map(|w| systemd_expand(w)).collect()
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| systemd_expand(w, i > 0))
+        .collect()
 }
 
-fn systemd_expand(word: &str) -> String {
+fn systemd_expand(word: &str, variables: bool) -> String {
     let mut out = String::new();
     let mut chars = word.chars().peekable();
     while let Some(c) = chars.next() {
         match (c, chars.peek().copied()) {
-            ('%', Some('%')) | ('$', Some('$')) => out.push(chars.next().unwrap()),
+            ('%', Some('%')) => out.push(chars.next().unwrap()),
             ('%', next) => panic!("specifier %{next:?} in {word:?}"),
-            ('$', Some(_)) => {
+            ('$', Some('$')) if variables => out.push(chars.next().unwrap()),
+            ('$', Some(_)) if variables => {
                 let braced = chars.next_if_eq(&'{').is_some();
                 let mut name = String::new();
                 while let Some(c) = chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_') {

@@ -145,8 +145,21 @@ impl UnitInputs {
         if let Some(url) = &self.redis_url {
             argv.extend(["--redis-url".into(), url.clone()]);
         }
-        let quoted: anyhow::Result<Vec<String>> =
-            argv.iter().map(|a| quote(a, Expand::Exec)).collect();
+        // systemd takes the program's path without `$` expansion, its arguments with it.
+        let quoted: anyhow::Result<Vec<String>> = argv
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                quote(
+                    a,
+                    if i == 0 {
+                        Expand::Setting
+                    } else {
+                        Expand::Exec
+                    },
+                )
+            })
+            .collect();
         Ok(quoted?.join(" "))
     }
 
@@ -175,7 +188,11 @@ impl UnitInputs {
              Type=exec\n",
         );
         if let Some(user) = &self.user {
-            writeln!(unit, "User={}", quote(user, Expand::Setting)?)?;
+            // Taken as written, quotes and all: a name systemd would read otherwise is refused.
+            if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c == '"') {
+                bail!("user name {user:?} cannot be written into a unit's User=");
+            }
+            writeln!(unit, "User={}", quote_bare(user)?)?;
         }
         writeln!(unit, "ExecStart={}", self.exec_start()?)?;
         if let Some(path) = &self.path {
@@ -227,9 +244,9 @@ pub const SERVICE_ENV: &str = "service.env";
 /// Which expansions systemd applies to a setting's value.
 #[derive(Clone, Copy)]
 enum Expand {
-    /// `ExecStart=`: `%` specifiers and `$VAR`.
+    /// `ExecStart=`'s arguments: `%` specifiers and `$VAR`.
     Exec,
-    /// Other settings: `%` specifiers.
+    /// Other settings, and `ExecStart=`'s program: `%` specifiers.
     Setting,
 }
 
@@ -340,7 +357,7 @@ mod tests {
             ),
             "{unit}"
         );
-        assert!(unit.contains("\nUser=\"ci\"\n"), "{unit}");
+        assert!(unit.contains("\nUser=ci\n"), "{unit}");
         assert!(
             unit.contains("\nEnvironment=\"PATH=/home/ci/.cargo/bin:/usr/bin:/bin\"\n"),
             "{unit}"
@@ -352,6 +369,50 @@ mod tests {
         assert!(unit.contains("\nKillMode=mixed\n"), "{unit}");
         assert!(unit.contains("\nTimeoutStopSec=120\n"), "{unit}");
         assert!(unit.contains("\nWantedBy=multi-user.target\n"), "{unit}");
+    }
+
+    /// `systemd-analyze verify` reads it without a word: a unit for a user, with a program
+    /// and a data directory whose paths need quoting.
+    #[test]
+    fn systemd_reads_the_unit_without_complaint() {
+        let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("systemd-analyze is missing: apt-get install -y systemd");
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("raibid 100% $HOME");
+        std::fs::copy(std::env::current_exe().unwrap(), &program).unwrap();
+        let unit = UnitInputs {
+            program,
+            data_dir: dir.path().join("data \"100%\" $HOME"),
+            user: Some("daemon".into()),
+            ..inputs()
+        }
+        .render()
+        .unwrap();
+        let file = dir.path().join("raibid-up.service");
+        std::fs::write(&file, &unit).unwrap();
+        let out = std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "{out:?}\n{unit}"
+        );
+        assert!(unit.contains("\nUser=daemon\n"), "{unit}");
+    }
+
+    #[test]
+    fn a_user_name_systemd_would_read_otherwise_is_refused() {
+        for name in ["", "a b", "\"ci\""] {
+            let inputs = UnitInputs {
+                user: Some(name.into()),
+                ..inputs()
+            };
+            assert!(inputs.render().is_err(), "{name:?}");
+        }
     }
 
     #[test]
