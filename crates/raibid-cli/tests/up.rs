@@ -1996,7 +1996,7 @@ async fn the_systemd_unit_starts_this_up_and_stops_it_in_order() {
 /// What must not be written into a file every user can read, and what a service does not do,
 /// is refused, naming what to do instead.
 #[test]
-fn the_systemd_unit_refuses_secrets_and_the_demo() {
+fn the_systemd_unit_holds_no_secret_and_runs_no_demo() {
     let dir = tempfile::tempdir().unwrap();
     let refused = |args: &[&str], env: &[(&str, &str)]| {
         let out = Command::new(RAIBID)
@@ -2020,4 +2020,29 @@ fn the_systemd_unit_refuses_secrets_and_the_demo() {
     assert!(!said.contains("hunter2"), "{said}");
     let said = refused(&["--demo"], &[]);
     assert!(said.contains("--demo"), "{said}");
+
+    // Configuration from the environment is named, not written.
+    let out = Command::new(RAIBID)
+        .args(["up", "--systemd-unit", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RAIBID_GITEA_TOKEN", "hunter2")
+        .env("RAIBID_SERVER", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (unit, said) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(
+        !unit.contains("hunter2") && !unit.contains("RAIBID_GITEA_TOKEN"),
+        "{unit}"
+    );
+    assert!(
+        said.contains("RAIBID_GITEA_TOKEN set here and not written into the unit")
+            && said.contains("service.env")
+            && !said.contains("RAIBID_SERVER")
+            && !said.contains("hunter2"),
+        "{said}"
+    );
 }

@@ -36,10 +36,11 @@ pub use backup::{backup, restore};
 
 pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.systemd_unit {
-        print!(
-            "{}",
-            systemd::UnitInputs::gather(global, &args, &config)?.render()?
-        );
+        let unit = systemd::UnitInputs::gather(global, &args, &config)?;
+        print!("{}", unit.render()?);
+        for note in unit.notes() {
+            eprintln!("note: {note}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if let Err(e) = raibid_agent::hardening::forbid_inspection() {

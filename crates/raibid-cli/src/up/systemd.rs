@@ -43,7 +43,13 @@ pub struct UnitInputs {
     pub user: Option<String>,
     pub path: Option<String>,
     pub grace_period_secs: u64,
+    /// `RAIBID_*` configuration variables of this process, which the unit leaves out.
+    pub left_out: Vec<String>,
 }
+
+/// `RAIBID_*` variables that are no configuration of `raibid up`: the CLI's server and token,
+/// and the configuration file's path, which the unit names.
+const NOT_CONFIGURATION: [&str; 3] = ["RAIBID_CONFIG", "RAIBID_SERVER", "RAIBID_TOKEN"];
 
 impl UnitInputs {
     /// From `raibid up`'s arguments and this process; refuses what must not go into a file
@@ -79,12 +85,14 @@ impl UnitInputs {
         let program = std::env::current_exe()
             .and_then(|p| p.canonicalize())
             .map_err(|e| anyhow::anyhow!("locating the raibid executable: {e}"))?;
-        // As `raibid up` would read them here; the service's own environment has none of
-        // this shell's variables.
+        // The file `raibid up` would read here, named: the service's environment has none of
+        // this shell's variables (`RAIBID_CONFIG`, `XDG_CONFIG_HOME`). None when there is no
+        // file yet: then the service reads its user's default, which may be written later.
         let config_file = global
             .config
             .clone()
-            .or_else(|| std::env::var_os("RAIBID_CONFIG").map(PathBuf::from));
+            .or_else(|| std::env::var_os("RAIBID_CONFIG").map(PathBuf::from))
+            .or_else(|| Some(raibid_config::default_path()).filter(|p| p.is_file()));
         let data_dir = match &args.data_dir {
             Some(dir) => dir.clone(),
             None => crate::commands::data_home(config),
@@ -117,7 +125,29 @@ impl UnitInputs {
             user,
             path: std::env::var("PATH").ok(),
             grace_period_secs: config.agent.grace_period_secs,
+            left_out: std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .filter(|name| {
+                    name.starts_with("RAIBID_") && !NOT_CONFIGURATION.contains(&name.as_str())
+                })
+                .collect(),
         })
+    }
+
+    /// What to tell whoever installs the unit, on stderr beside it.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if !self.left_out.is_empty() {
+            let mut names = self.left_out.clone();
+            names.sort();
+            notes.push(format!(
+                "{} set here and not written into the unit (it may hold secrets); the service \
+                 reads them from {} (KEY=value lines, private to its owner)",
+                names.join(", "),
+                self.data_dir.join(SERVICE_ENV).display()
+            ));
+        }
+        notes
     }
 
     /// `raibid up` with the same options, each argument quoted for `ExecStart=`.
@@ -319,6 +349,7 @@ mod tests {
             user: Some("ci".into()),
             path: Some("/home/ci/.cargo/bin:/usr/bin:/bin".into()),
             grace_period_secs: 30,
+            left_out: Vec::new(),
         }
     }
 
