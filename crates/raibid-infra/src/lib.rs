@@ -54,6 +54,8 @@ pub use k3s::K3sInstall;
 pub use kinds::{KINDS, KindInfo, lookup as lookup_kind};
 pub use manifest::{Manifest, ObjectRef, parse_documents, to_yaml_stream};
 pub use path::{FieldPath, Segment};
+/// How the plans print commands, for other commands that print one to be run again.
+pub use plan::shell_quote;
 pub use plan::{CommandLine, Plan, Step};
 pub use render::{render, render_as_is, resolve_target, sort_for_apply};
 pub use secrets::{CATALOG as SECRETS, KeySource, SecretSpec, build as secret_manifest};

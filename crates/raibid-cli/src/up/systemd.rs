@@ -313,12 +313,7 @@ fn quote_bare(text: &str) -> anyhow::Result<String> {
 /// `arg` as a shell reads it back, for the command written into the unit's comment that
 /// makes it again; on one line.
 fn shell_word(arg: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c);
-    if !arg.is_empty() && arg.chars().all(plain) {
-        return arg.to_owned();
-    }
-    let quoted = format!("'{}'", arg.replace('\'', r"'\''"));
-    quoted.replace('\n', "'$'\\n''")
+    raibid_infra::shell_quote(arg).replace('\n', "'$'\\n''")
 }
 
 fn path_text(path: &Path) -> anyhow::Result<String> {
