@@ -47,13 +47,8 @@ impl Up {
     }
 
     fn spawn(&mut self, extra_args: &[&str], env: &[(&str, &str)]) {
-        self.run_start = self.log().len();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.with_extension("log"))
-            .unwrap();
-        let child = Command::new(RAIBID)
+        let mut command = Command::new(RAIBID);
+        command
             .arg("--config")
             .arg(&self.config)
             .arg("up")
@@ -63,7 +58,20 @@ impl Up {
             .arg(format!("127.0.0.1:{}", self.port))
             .args(extra_args)
             .envs(env.iter().copied())
-            .env_remove("RAIBID_REDIS_URL")
+            .env_remove("RAIBID_REDIS_URL");
+        self.spawn_command(command);
+    }
+
+    /// Starts `command`, a `raibid up` of this data directory and port, its output appended
+    /// to the log, and waits until it serves.
+    fn spawn_command(&mut self, mut command: Command) {
+        self.run_start = self.log().len();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))
+            .unwrap();
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -411,13 +419,9 @@ async fn a_restart_resumes_queued_jobs() {
     }
 }
 
-/// Ctrl-C reaches every process of the terminal's foreground group. Only `raibid up` may act
-/// on it: redis-server would shut down at once (SIGINT is its shutdown signal) while the
-/// agents, in their grace period, still have a job to ack.
-#[tokio::test]
-async fn ctrl_c_stops_in_order_and_the_running_job_keeps_its_verdict() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut up = Up::start(dir.path(), "", &[], &[]);
+/// A job of a step that sleeps a second, once it runs, and its repository, which must outlive
+/// the job's checkout.
+async fn a_running_short_job(up: &Up) -> (GitRepo, Job) {
     let client = up.client();
     let (repo, sha) = repo_with("steps:\n  - name: short\n    run: sleep 1\n");
     let job = submit(&client, &repo, &sha).await;
@@ -426,6 +430,30 @@ async fn ctrl_c_stops_in_order_and_the_running_job_keeps_its_verdict() {
         assert!(Instant::now() < deadline, "never ran:\n{}", up.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (repo, job)
+}
+
+/// After a stop: `raibid up` started again finds `job` ended as `success`, run once.
+async fn assert_it_ended_once_as_success(up: &mut Up, job: &Job) {
+    up.spawn(&[], &[]);
+    // Read at once: a restarted up's reaper would requeue a job left running.
+    let done = up.client().job(&job.id).await.unwrap();
+    assert_eq!(
+        (done.status, done.attempt),
+        (JobStatus::Success, 1),
+        "{done:?}\n{}",
+        up.log()
+    );
+}
+
+/// Ctrl-C reaches every process of the terminal's foreground group. Only `raibid up` may act
+/// on it: redis-server would shut down at once (SIGINT is its shutdown signal) while the
+/// agents, in their grace period, still have a job to ack.
+#[tokio::test]
+async fn ctrl_c_stops_in_order_and_the_running_job_keeps_its_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(dir.path(), "", &[], &[]);
+    let (_repo, job) = a_running_short_job(&up).await;
     assert!(up.interrupt_group(Duration::from_secs(30)), "{}", up.log());
     let redis_logs: String = modes_under(&up.data)
         .into_iter()
@@ -434,15 +462,7 @@ async fn ctrl_c_stops_in_order_and_the_running_job_keeps_its_verdict() {
         .collect();
     assert!(!redis_logs.contains("Received SIGINT"), "{redis_logs}");
 
-    up.spawn(&[], &[]);
-    // Read at once: a restarted up's reaper would requeue a job left running.
-    let done = up.client().job(&job.id).await.unwrap();
-    assert_eq!(
-        (done.status, done.attempt),
-        (JobStatus::Success, 1),
-        "{}",
-        up.log()
-    );
+    assert_it_ended_once_as_success(&mut up, &job).await;
 }
 
 /// A stop asked for while up starts (Redis loading its data, the registry collecting its
@@ -1946,35 +1966,21 @@ async fn the_systemd_unit_starts_this_up_and_stops_it_in_order() {
     let path = environment[0].strip_prefix("PATH=").unwrap();
 
     // As systemd runs it.
-    std::fs::create_dir_all(&data).unwrap();
-    let log = std::fs::File::create(data.with_extension("log")).unwrap();
-    let child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env_clear()
-        .env("PATH", path)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .unwrap();
     let mut up = Up {
-        child: Some(child),
+        child: None,
         data: data.clone(),
         config,
         port,
         run_start: 0,
     };
-    up.wait_ready();
-    let client = up.client();
-    let (repo, sha) = repo_with("steps:\n  - name: short\n    run: sleep 1\n");
-    let job = submit(&client, &repo, &sha).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.job(&job.id).await.unwrap().status != JobStatus::Running {
-        assert!(Instant::now() < deadline, "never ran:\n{}", up.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .env_clear()
+        .env("PATH", path)
+        .current_dir("/");
+    up.spawn_command(command);
+    let (_repo, job) = a_running_short_job(&up).await;
     assert!(
         up.terminate(Duration::from_secs(stop_timeout)),
         "{}",
@@ -1983,14 +1989,7 @@ async fn the_systemd_unit_starts_this_up_and_stops_it_in_order() {
     // KillMode=mixed would SIGKILL what is left now: there must be nothing.
     assert_eq!(processes_mentioning(&data), vec![], "{}", up.log());
 
-    up.spawn(&[], &[]);
-    let done = up.client().job(&job.id).await.unwrap();
-    assert_eq!(
-        (done.status, done.attempt),
-        (JobStatus::Success, 1),
-        "{}",
-        up.log()
-    );
+    assert_it_ended_once_as_success(&mut up, &job).await;
 }
 
 /// What must not be written into a file every user can read, and what a service does not do,
