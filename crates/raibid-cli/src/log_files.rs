@@ -26,12 +26,17 @@ pub fn open_append(path: &Path, max_bytes: u64) -> io::Result<File> {
 /// Moves `path` to `<name>.1` when it is larger than `max_bytes`, for a log file another
 /// program opens itself (redis-server's `--logfile`). Whether it moved it.
 pub fn rotate_if_larger(path: &Path, max_bytes: u64) -> io::Result<bool> {
+    if !is_larger(path, max_bytes)? {
+        return Ok(false);
+    }
+    std::fs::rename(path, previous(path))?;
+    Ok(true)
+}
+
+/// Whether `path` exists and holds more than `max_bytes`.
+fn is_larger(path: &Path, max_bytes: u64) -> io::Result<bool> {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.len() > max_bytes => {
-            std::fs::rename(path, previous(path))?;
-            Ok(true)
-        }
-        Ok(_) => Ok(false),
+        Ok(meta) => Ok(meta.len() > max_bytes),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
@@ -49,16 +54,12 @@ pub const LOOK_EVERY: Duration = Duration::from_secs(60);
 /// Lines written between the copy and the truncation are lost, as with logrotate. Whether it
 /// did.
 pub fn copy_truncate_if_larger(path: &Path, max_bytes: u64) -> io::Result<bool> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.len() > max_bytes => {
-            std::fs::copy(path, previous(path))?;
-            OpenOptions::new().write(true).open(path)?.set_len(0)?;
-            Ok(true)
-        }
-        Ok(_) => Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+    if !is_larger(path, max_bytes)? {
+        return Ok(false);
     }
+    std::fs::copy(path, previous(path))?;
+    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
 }
 
 /// Until `stop`, every `every`, [`copy_truncate_if_larger`] on each of `paths`. A file that
@@ -79,18 +80,17 @@ pub async fn keep_bounded(
         for path in &paths {
             let tended = {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || copy_truncate_if_larger(&path, max_bytes)).await
+                tokio::task::spawn_blocking(move || copy_truncate_if_larger(&path, max_bytes))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
             };
             match tended {
-                Ok(Ok(true)) => tracing::info!(
+                Ok(true) => tracing::info!(
                     path = %path.display(),
                     previous = %previous(path).display(),
                     "log file past its size: its lines moved to the previous file"
                 ),
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot bound log file")
-                }
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot bound log file")
                 }

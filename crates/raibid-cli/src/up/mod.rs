@@ -271,6 +271,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
         }
         _ => (None, None),
     };
+    let agents_log = data_dir.join("logs").join("agents.log");
     let agent_program = raibid_agent::AgentProgram::beside(
         &std::env::current_exe().context("locating the raibid executable")?,
     );
@@ -282,7 +283,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
             env: agent_env,
             agent_args: vec!["--executor".into(), executor_arg(executor).into()],
             agent_data_dir,
-            log_file: data_dir.join("logs").join("agents.log"),
+            log_file: agents_log.clone(),
             max_agents,
             polling_interval: Duration::from_millis(config.up.polling_interval_ms.max(10)),
             cooldown,
@@ -362,7 +363,7 @@ pub async fn run(global: &Global, mut config: Config, args: UpArgs) -> anyhow::R
     // started once and write for as long as this runs.
     let logs = tokio::spawn(crate::log_files::keep_bounded(
         vec![
-            data_dir.join("logs").join("agents.log"),
+            agents_log,
             registry_dir.join(local_registry::LOG_FILE),
             data_dir.join("redis").join(crate::local_redis::LOG_FILE),
         ],

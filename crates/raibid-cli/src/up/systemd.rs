@@ -152,7 +152,7 @@ impl UnitInputs {
 
     /// `raibid up` with the same options, each argument quoted for `ExecStart=`.
     fn exec_start(&self) -> anyhow::Result<String> {
-        let mut argv: Vec<String> = vec![path_text(&self.program)?];
+        let mut argv: Vec<String> = Vec::new();
         if let Some(config) = &self.config {
             argv.extend(["--config".into(), path_text(config)?]);
         }
@@ -176,21 +176,12 @@ impl UnitInputs {
             argv.extend(["--redis-url".into(), url.clone()]);
         }
         // systemd takes the program's path without `$` expansion, its arguments with it.
-        let quoted: anyhow::Result<Vec<String>> = argv
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                quote(
-                    a,
-                    if i == 0 {
-                        Expand::Setting
-                    } else {
-                        Expand::Exec
-                    },
-                )
-            })
-            .collect();
-        Ok(quoted?.join(" "))
+        let mut line = quote(&path_text(&self.program)?, Expand::Setting)?;
+        for arg in &argv {
+            line.push(' ');
+            line.push_str(&quote(arg, Expand::Exec)?);
+        }
+        Ok(line)
     }
 
     /// The unit file's text.
