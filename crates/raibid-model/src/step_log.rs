@@ -68,6 +68,12 @@ impl StepFilter {
         if let Some(rest) = line.strip_prefix(&self.prefix) {
             return Some(rest);
         }
+        // Taking the colours off costs an allocation: a line without any of the marks a header
+        // or a result line starts with is neither, whatever its colours (a log's lines are
+        // nearly all such).
+        if !line.contains(['▶', '✔', '✘']) {
+            return self.inside.then_some(line);
+        }
         let text = plain(line);
         if let Some(header) = text.strip_prefix("▶ step ") {
             // `NAME <time>`: the time has no space, a name may.

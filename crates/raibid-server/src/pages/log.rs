@@ -158,15 +158,17 @@ impl StepSection {
     }
 
     fn read(&mut self, data: &[u8]) {
-        self.unfinished.extend_from_slice(data);
+        // Taken out while its lines are read, so that they are borrowed, not copied, one by one.
+        let mut unfinished = std::mem::take(&mut self.unfinished);
+        unfinished.extend_from_slice(data);
         let mut start = 0;
-        while let Some(at) = self.unfinished[start..].iter().position(|&b| b == b'\n') {
+        while let Some(at) = unfinished[start..].iter().position(|&b| b == b'\n') {
             let end = start + at;
-            let line = String::from_utf8_lossy(&self.unfinished[start..end]).into_owned();
-            self.line(&line, "\n");
+            self.line(&String::from_utf8_lossy(&unfinished[start..end]), "\n");
             start = end + 1;
         }
-        self.unfinished.drain(..start);
+        unfinished.drain(..start);
+        self.unfinished = unfinished;
     }
 
     fn line(&mut self, body: &str, end: &str) {
