@@ -1,7 +1,8 @@
 //! Redis dies under an agent running a job and is started again from its append-only file, as
 //! `raibid up`'s keeper and a Kubernetes StatefulSet do. The job waits for it and goes on
-//! where it was, rather than failing over a restart that lost nothing. A real agent runner,
-//! redis-server (SIGKILLed) and git repository.
+//! where it was, rather than failing over a restart that lost nothing. So it does when Redis
+//! answers but refuses writes (a full disk). A real agent runner, redis-server (SIGKILLed, or
+//! its background save failed) and git repository.
 
 use std::time::Duration;
 
@@ -140,4 +141,33 @@ async fn a_verdict_reached_while_redis_is_away_is_recorded_once_it_is_back() {
     outage(&mut h, &run).await;
     let done = succeeded(&h, run, &job.id).await;
     assert_eq!(done.attempt, 1, "not run again");
+}
+
+/// Redis answering but refusing writes (`MISCONF`: it cannot save, its disk full) is an
+/// outage too: the job's log lines wait for it, and so does its verdict, instead of being
+/// dropped, the job run again, while reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_reached_while_redis_refuses_writes_is_recorded_once_it_takes_them() {
+    let h = Harness::new();
+    let repo = GitRepo::new();
+    let sha = repo.commit(
+        &[(
+            ".raibid.yaml",
+            "steps:\n  - name: work\n    run: sleep 1 && echo written while refused\n",
+        )],
+        "work",
+    );
+    let job = h.enqueue(&repo.url(), &sha).await;
+    let (_claimed, run) = start(&h, h.runner(SecretStore::default())).await;
+    tokio::task::block_in_place(|| h.redis.refuse_writes());
+    tokio::time::sleep(OUTAGE).await;
+    assert!(
+        !run.is_finished(),
+        "the job waits while Redis refuses writes"
+    );
+    tokio::task::block_in_place(|| h.redis.accept_writes());
+    let done = succeeded(&h, run, &job.id).await;
+    assert_eq!(done.attempt, 1, "not run again");
+    let log = h.log(&job.id).await;
+    assert!(log.contains("written while refused"), "{log}");
 }

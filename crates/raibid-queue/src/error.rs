@@ -1,7 +1,12 @@
 /// What can go wrong talking to the queue.
 ///
 /// `Unavailable` is the one callers branch on: the server answers 503 with Retry-After, agents
-/// back off and retry. Everything else is a bug or bad input and is reported as such.
+/// back off and retry. It includes a Redis that answers but refuses writes for now, at its
+/// `maxmemory` (`OOM`) or unable to save its data (`MISCONF`: a full disk), as much an outage
+/// for what must be written as a Redis that is down, and one that ends without raibid doing
+/// anything different: the reaper deleting old logs, an operator freeing the disk. (Not
+/// `READONLY`: a URL naming a replica is a mistake that no wait mends.) Everything else is a
+/// bug or bad input and is reported as such.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("redis is unavailable: {0}")]
@@ -72,6 +77,7 @@ impl From<redis::RedisError> for QueueError {
                     | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
                     | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
             )
+            || matches!(e.code(), Some("OOM" | "MISCONF"))
         {
             QueueError::Unavailable(e.to_string())
         } else {

@@ -790,6 +790,59 @@ async fn redis_down_is_a_typed_error_not_a_hang() {
     assert!(err.is_transient(), "{err:?}");
 }
 
+/// A Redis that answers but refuses writes is away for what must be written: past its
+/// `maxmemory` (`noeviction`, as on Kubernetes and in `raibid up`) until the reaper deletes old
+/// logs, or unable to save (`MISCONF`: a full disk) until the disk has room. Callers wait and
+/// retry as through an outage (the server answers 503, an agent holds its log and its
+/// verdict) instead of treating it as a bug: dropping log output, giving up a finished job's
+/// ack so that the job runs again, or an agent exiting.
+#[tokio::test]
+async fn a_redis_refusing_writes_is_away_not_broken() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let running = created(q.enqueue(job("a/running")).await.unwrap()).id;
+    let mut c = q.claimer("agent").await.unwrap();
+    let claimed = claim_queued(&mut c).await;
+    assert_eq!(claimed.job.id, running);
+
+    for set in [
+        "CONFIG SET maxmemory-policy noeviction",
+        "CONFIG SET maxmemory 1",
+    ] {
+        assert_eq!(redis.command(set).unwrap(), "+OK");
+    }
+    let err = q.enqueue(job("a/full")).await.unwrap_err();
+    assert!(err.is_transient(), "enqueue at maxmemory: {err:?}");
+    let err = q.append_log(&running, b"a line\n").await.unwrap_err();
+    assert!(err.is_transient(), "log at maxmemory: {err:?}");
+    assert_eq!(redis.command("CONFIG SET maxmemory 0").unwrap(), "+OK");
+    assert!(q.append_log(&running, b"a line\n").await.unwrap());
+
+    redis.refuse_writes();
+    let err = q.enqueue(job("a/no-disk")).await.unwrap_err();
+    assert!(err.is_transient(), "enqueue refused: {err:?}");
+    let err = q
+        .ack(&claimed, &Outcome::new(JobStatus::Success))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "ack refused: {err:?}");
+    assert_eq!(
+        q.get(&running).await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
+    redis.accept_writes();
+    assert!(
+        q.ack(&claimed, &Outcome::new(JobStatus::Success))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        q.get(&running).await.unwrap().unwrap().status,
+        JobStatus::Success
+    );
+    created(q.enqueue(job("a/after")).await.unwrap());
+}
+
 #[tokio::test]
 async fn paused_redis_times_out() {
     let redis = RedisServer::start();

@@ -142,6 +142,72 @@ impl RedisServer {
         }
     }
 
+    /// Makes Redis refuse every write with `MISCONF`, as it does once it cannot save its data
+    /// (a full disk): with a `save` point configured, a background save is killed midway,
+    /// which Redis counts as a failed save. Reads go on. [`Self::accept_writes`] ends it as
+    /// recovery does, with a save that succeeds.
+    pub fn refuse_writes(&self) {
+        let pid = self.pid().expect("redis-server runs");
+        for line in [
+            "CONFIG SET save \"3600 1\"",
+            // A second a key: the save is still under way when it is killed.
+            "CONFIG SET rdb-key-save-delay 1000000",
+            "SET raibid-testkit:saved 1",
+        ] {
+            self.expect_reply(line, "+OK");
+        }
+        self.expect_reply("BGSAVE", "+Background saving started");
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let saver = self.wait_for("the background save's process", || {
+            std::fs::read_to_string(&children)
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<i32>()
+                .ok()
+        });
+        kill(Pid::from_raw(saver), Signal::SIGKILL).expect("kill the background save");
+        self.wait_for("writes refused (MISCONF)", || {
+            self.command("SET raibid-testkit:probe 1")
+                .ok()
+                .filter(|r| r.starts_with("-MISCONF"))
+        });
+    }
+
+    /// Ends [`Self::refuse_writes`]: a background save succeeds, and the `save` point the test
+    /// server runs without is taken away again.
+    pub fn accept_writes(&self) {
+        self.expect_reply("CONFIG SET rdb-key-save-delay 0", "+OK");
+        self.expect_reply("BGSAVE", "+Background saving started");
+        self.wait_for("writes taken again", || {
+            self.command("SET raibid-testkit:probe 1")
+                .ok()
+                .filter(|r| r == "+OK")
+        });
+        self.expect_reply("CONFIG SET save \"\"", "+OK");
+        self.expect_reply("DEL raibid-testkit:saved raibid-testkit:probe", ":2");
+    }
+
+    fn expect_reply(&self, line: &str, reply: &str) {
+        let got = self.command(line).expect("redis-server answers");
+        assert_eq!(got, reply, "{line}");
+    }
+
+    /// `f`'s first `Some`, tried every 20 ms for at most 10 s.
+    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(found) = f() {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server: no {what} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends one inline command and returns the first reply line; enough for test set-up.
     pub fn command(&self, line: &str) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
