@@ -79,3 +79,38 @@ async fn without_redis_everything_is_503_and_recovers_by_itself() {
         "only what was accepted was queued"
     );
 }
+
+/// A Redis that answers but refuses writes, its disk full (`MISCONF`) or past its `maxmemory`
+/// (`OOM`): the webhook is answered 503 so the forge delivers it again, reads go on, and the
+/// delivery is queued once, when Redis takes writes again.
+#[tokio::test]
+async fn a_redis_refusing_writes_gets_webhooks_redelivered_and_still_reads() {
+    let server = TestServer::start().await;
+    let body = push_body("acme/app", "main", SHA);
+    let delivery = || gitea_headers("push", "refused-1", SECRET, &body);
+
+    server.redis.refuse_writes();
+    let response = server.post_webhook("gitea", delivery(), body.clone()).await;
+    assert_503_with_retry_after(response, "webhook, disk full").await;
+    assert_eq!(server.get("/api/v1/jobs").await.status(), StatusCode::OK);
+    server.redis.accept_writes();
+
+    for set in [
+        "CONFIG SET maxmemory-policy noeviction",
+        "CONFIG SET maxmemory 1",
+    ] {
+        assert_eq!(server.redis.command(set).unwrap(), "+OK");
+    }
+    let response = server.post_webhook("gitea", delivery(), body.clone()).await;
+    assert_503_with_retry_after(response, "webhook, memory full").await;
+    assert_eq!(server.get("/api/v1/jobs").await.status(), StatusCode::OK);
+    assert_eq!(
+        server.redis.command("CONFIG SET maxmemory 0").unwrap(),
+        "+OK"
+    );
+
+    let response = server.post_webhook("gitea", delivery(), body.clone()).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let listed = json(server.get("/api/v1/jobs").await).await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
+}
