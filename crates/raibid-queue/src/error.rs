@@ -4,7 +4,8 @@
 /// back off and retry. It includes a Redis that answers but refuses writes for now, at its
 /// `maxmemory` (`OOM`) or unable to save its data (`MISCONF`: a full disk), as much an outage
 /// for what must be written as a Redis that is down, and one that ends without raibid doing
-/// anything different: the reaper deleting old logs, an operator freeing the disk. (Not
+/// anything different: the reaper deleting old logs, an operator freeing the disk; and one
+/// busy with a script past `busy-reply-threshold` (`BUSY`), until it ends or is killed. (Not
 /// `READONLY`: a URL naming a replica is a mistake that no wait mends.) Everything else is a
 /// bug or bad input and is reported as such.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +78,7 @@ impl From<redis::RedisError> for QueueError {
                     | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
                     | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
             )
-            || matches!(e.code(), Some("OOM" | "MISCONF"))
+            || matches!(e.code(), Some("OOM" | "MISCONF" | "BUSY"))
         {
             QueueError::Unavailable(e.to_string())
         } else {

@@ -843,6 +843,31 @@ async fn a_redis_refusing_writes_is_away_not_broken() {
     created(q.enqueue(job("a/after")).await.unwrap());
 }
 
+/// A script that runs past `busy-reply-threshold` (someone's, or a long prune) makes Redis
+/// answer everyone else `BUSY` until it ends or is killed: an outage, not a bug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_busy_with_a_long_script_is_away_not_broken() {
+    let redis = RedisServer::start();
+    let q = queue(&redis);
+    let threshold = redis.command("CONFIG SET busy-reply-threshold 100");
+    assert_eq!(threshold.unwrap(), "+OK");
+    let (busy, killed, ended) = std::thread::scope(|scope| {
+        let looping = scope.spawn(|| redis.command("EVAL \"while true do end\" 0"));
+        std::thread::sleep(Duration::from_millis(300));
+        let busy = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(q.enqueue(job("a/busy")))
+        });
+        let killed = redis.command("SCRIPT KILL");
+        (busy.map(|_| ()), killed, looping.join().unwrap())
+    });
+    let err = busy.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(killed.unwrap(), "+OK");
+    let ended = ended.unwrap();
+    assert!(ended.starts_with("-ERR Script killed"), "{ended}");
+    created(q.enqueue(job("a/after")).await.unwrap());
+}
+
 #[tokio::test]
 async fn paused_redis_times_out() {
     let redis = RedisServer::start();
