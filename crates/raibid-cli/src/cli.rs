@@ -565,6 +565,11 @@ pub enum JobCommand {
         /// only if every job of it succeeded): for scripts that build, then deploy.
         #[arg(long)]
         follow: bool,
+        /// Send the submission again for this many seconds while the server cannot take it (503:
+        /// Redis away, the queue full) or does not answer; it is queued once however often it
+        /// is sent (`Idempotency-Key`). With --follow, also how long the build may stay unreadable.
+        #[arg(long, value_name = "SECONDS", default_value_t = FOLLOW_RETRY_SECS)]
+        retry_for: u64,
     },
     /// List jobs, newest first.
     List {

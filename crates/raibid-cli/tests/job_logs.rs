@@ -841,3 +841,100 @@ async fn logs_are_plain_text_in_a_pipe_unless_colours_are_asked_for() {
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout, plain);
 }
+
+/// A TCP proxy on a free loopback port to `to` that lets the first connection's request reach
+/// the server and drops the server's answer, as a proxy that timed out or a broken network
+/// does after the server has acted on it; later connections pass both ways.
+async fn losing_the_first_answer(to: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut server = tokio::net::TcpStream::connect(("127.0.0.1", to))
+                .await
+                .unwrap();
+            if !std::mem::take(&mut first) {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                let (mut from_client, _to_client) = client.split();
+                let (mut from_server, mut to_server) = server.split();
+                let request = tokio::io::copy(&mut from_client, &mut to_server);
+                let mut answer = [0u8; 1];
+                // Until the server starts answering: the request has been acted on.
+                tokio::select! {
+                    _ = request => {}
+                    _ = from_server.read(&mut answer) => {}
+                }
+                let _ = to_server.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// `raibid job submit` whose answer is lost on the way (the job was queued): the CLI sends the
+/// submission again with the same `Idempotency-Key`, the server answers with the job the first
+/// sending queued, and one job is queued, not one per sending.
+#[tokio::test]
+async fn submit_whose_answer_was_lost_queues_one_job() {
+    use sha2::Digest;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "rbd_submit_test_token_52";
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  tokens: [\"sha256:{:x}\"]\n",
+            sha2::Sha256::digest(token.as_bytes())
+        ),
+    )
+    .unwrap();
+    let port = raibid_testkit::free_port();
+    let _server = start_server(&config, port, &redis.url());
+    let queue = Queue::open(QueueOptions::new(redis.url())).unwrap();
+    let proxy = losing_the_first_answer(port).await;
+
+    let out = tokio::process::Command::new(RAIBID)
+        .arg("--config")
+        .arg(&config)
+        .args(["job", "submit", "acme/app", "--sha"])
+        .arg("0123456789abcdef0123456789abcdef01234567")
+        .args([
+            "--clone-url",
+            "https://git.example/acme/app.git",
+            "-o",
+            "json",
+        ])
+        .args([
+            "--server",
+            &format!("http://127.0.0.1:{proxy}"),
+            "--token",
+            token,
+        ])
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("the submission ends")
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("sending it again"), "{stderr}");
+    let job: raibid_model::Job = serde_json::from_str(&stdout).unwrap();
+    let listed = queue
+        .list(&raibid_queue::JobFilter::default(), None, 100)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [job.id.as_str()], "one job however often it was sent");
+}

@@ -298,6 +298,18 @@ impl Client {
         .await
     }
 
+    /// [`Self::submit`] with an `Idempotency-Key`: sent again, with the same job and key, after
+    /// an answer that left it unknown whether the job was queued (a 503, a timeout, no
+    /// answer), it queues no second job; the server answers with the one queued before.
+    pub async fn submit_with_key(&self, job: &SubmitJob, key: &str) -> Result<Job, ClientError> {
+        self.json(
+            self.request(reqwest::Method::POST, "/api/v1/jobs")
+                .header("Idempotency-Key", key)
+                .json(job),
+        )
+        .await
+    }
+
     pub async fn list(&self, q: &ListJobs) -> Result<JobList, ClientError> {
         let mut params: Vec<(&str, String)> = Vec::new();
         if let Some(s) = q.status {

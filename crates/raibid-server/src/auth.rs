@@ -28,6 +28,14 @@ impl Caller {
         self.0.name()
     }
 
+    /// What tells this token's `Idempotency-Key`s from another's: the start of its hash (no
+    /// secret: the configuration holds it), which does not change when its entry is renamed.
+    pub(crate) fn key_scope(&self) -> String {
+        let hash = self.0.hash.to_string();
+        let hex = hash.rsplit(':').next().unwrap_or(&hash);
+        hex[..hex.len().min(16)].to_owned()
+    }
+
     /// Refuses (403) a change to a repository the token is not for (`repos:` of its entry).
     pub(crate) fn may_change(&self, repo: &str) -> Result<(), ApiError> {
         if self.0.covers(repo) {

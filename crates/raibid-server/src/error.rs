@@ -71,6 +71,9 @@ pub(crate) enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     UnresolvableRef(String),
+    /// An `Idempotency-Key` sent again with a different submission.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("the job queue is unavailable: {0}")]
     QueueUnavailable(String),
     #[error("{0}")]
@@ -127,7 +130,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::UnresolvableRef(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnresolvableRef(_) | ApiError::IdempotencyKeyReused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::TooManyLogStreamsForClient { .. } | ApiError::TooManyAuthFailures { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -163,6 +168,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::UnresolvableRef(_) => "unresolvable_ref",
+            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::QueueUnavailable(_) => "unavailable",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::TooManyLogStreams { .. } => "too_many_log_streams",

@@ -585,17 +585,28 @@ fn paths() -> Value {
                 "operationId": "submit_job",
                 "tags": ["jobs"],
                 "summary": "Queue a job by hand",
-                "description": "Without sha, the ref is resolved with git ls-remote on clone_url.",
+                "description": "Without sha, the ref is resolved with git ls-remote on clone_url. A client that may send a submission again (after a 503, a timeout or a lost answer, which leave it unknown whether the job was queued) sends an Idempotency-Key: the same key with the same submission, from the same token, within 24 hours, returns the job the first queued (200) instead of queueing another.",
                 "security": [{ "bearer": [] }],
+                "parameters": [
+                    { "name": "Idempotency-Key", "in": "header", "required": false,
+                      "description": "Any key unique to this submission (a UUID or a ULID); send it again, unchanged, with the same body when retrying.",
+                      "schema": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$" } }
+                ],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": schema_ref("SubmitRequest") } } },
                 "responses": {
                     "201": json_body("The queued job.", schema_ref("Job")),
+                    "200": {
+                        "description": "The job an earlier submission with the same Idempotency-Key queued; nothing new was queued.",
+                        "headers": { "Idempotent-Replayed": { "description": "true", "schema": { "type": "string", "enum": ["true"] } } },
+                        "content": { "application/json": { "schema": schema_ref("Job") } }
+                    },
+                    "409": error("The Idempotency-Key queued a job that is no longer kept (redis.retain_jobs)."),
                     "400": bad_request,
                     "401": unauthorized,
                     "403": error("The repository is not in server.allowed_repos (code repo_not_allowed), or manual jobs are not in server.events (code event_not_enabled)."),
                     "415": error("Content-Type is not application/json."),
-                    "422": error("The ref could not be resolved to a commit."),
-                    "503": error("Redis unavailable or the pool's queue is full; retry later.")
+                    "422": error("The ref could not be resolved to a commit (code unresolvable_ref), or the Idempotency-Key was sent before with another submission (code idempotency_key_reused)."),
+                    "503": error("Redis unavailable or the pool's queue is full; retry later, with the same Idempotency-Key.")
                 }
             }
         },

@@ -632,3 +632,78 @@ async fn read_requires_token_closes_the_read_calls() {
         assert_eq!(server.get(path).await.status(), StatusCode::OK, "{path}");
     }
 }
+
+/// A submission sent with an `Idempotency-Key` and sent again (the client got a 503 or no
+/// answer) queues one job: the second answer is that job, 200, `Idempotent-Replayed: true`.
+/// The key is the token's own; another submission with it is refused (422); a malformed one is
+/// refused (400) rather than ignored.
+#[tokio::test]
+async fn a_submission_sent_again_with_its_idempotency_key_queues_one_job() {
+    use raibid_config::{ApiToken, TokenHash, TokenScope, hash_token};
+    const OTHER: &str = "rbd_other_token_77a1c3";
+    let mut cfg = config();
+    cfg.server.tokens.push(ApiToken {
+        name: "other".into(),
+        hash: TokenHash::parse(&hash_token(OTHER)).unwrap(),
+        scopes: vec![TokenScope::Jobs],
+        repos: vec!["*".into()],
+    });
+    let server = TestServer::start_with(cfg).await;
+    let send = |token: &'static str, key: &'static str, body: Value| {
+        let request = server
+            .client
+            .post(server.url("/api/v1/jobs"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let body = json!({
+        "repo": "acme/app",
+        "clone_url": "https://git.example/acme/app.git",
+        "sha": SHA,
+        "env": { "DEPLOY": "1" },
+    });
+    let key = "01JD3Q7Z8X9Y0ABCDEFGHJKMNP";
+
+    let first = send(TOKEN, key, body.clone()).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Job = serde_json::from_value(json(first).await).unwrap();
+    let again = send(TOKEN, key, body.clone()).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Job = serde_json::from_value(json(again).await).unwrap();
+    assert_eq!(again.id, first.id);
+
+    let mut changed = body.clone();
+    changed["env"]["DEPLOY"] = json!("0");
+    let (status, code, message) = error(send(TOKEN, key, changed).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code, "idempotency_key_reused");
+    assert!(message.contains(&first.id), "{message}");
+
+    // Another token's key of the same name is its own.
+    let other = send(OTHER, key, body.clone()).await;
+    assert_eq!(other.status(), StatusCode::CREATED);
+    // Without a key, each submission is a job.
+    submit(&server, body.clone()).await;
+
+    for bad in ["", "a b", "a/b", "a:b", &"k".repeat(129)] {
+        let response = server
+            .client
+            .post(server.url("/api/v1/jobs"))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", bad)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, code, message) = error(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(code, "invalid_request");
+        assert!(message.contains("Idempotency-Key"), "{message}");
+    }
+    let listed = json(server.get("/api/v1/jobs").await).await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 3, "{listed}");
+}

@@ -26,24 +26,24 @@ pub async fn run(config: &Config, args: JobArgs) -> anyhow::Result<ExitCode> {
             pool,
             env,
             follow,
+            retry_for,
         } => {
             if follow && json {
                 bail!("--follow prints the build's log, which is not JSON: drop --output json");
             }
             let env = parse_env(&env)?;
-            let job = client
-                .submit(&SubmitJob {
-                    repo,
-                    clone_url,
-                    git_ref,
-                    sha,
-                    pool,
-                    env,
-                })
-                .await?;
+            let submission = SubmitJob {
+                repo,
+                clone_url,
+                git_ref,
+                sha,
+                pool,
+                env,
+            };
+            let job = submit(&client, &submission, Duration::from_secs(retry_for)).await?;
             print_queued(&job, json, &source(&job))?;
             if follow {
-                let retry_for = Duration::from_secs(crate::cli::FOLLOW_RETRY_SECS);
+                let retry_for = Duration::from_secs(retry_for);
                 return follow_build(&client, &job.id, retry_for, None).await;
             }
         }
@@ -341,6 +341,45 @@ async fn follow_build(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Queues `submission`, sending it again while the server answers that it cannot now (a 503:
+/// Redis away, the pool's queue full; a 429) or does not answer, for `retry_for`. One
+/// `Idempotency-Key` throughout: a sending whose answer was lost may have queued the job,
+/// and the server then answers the next with that job instead of queueing a second build.
+async fn submit(
+    client: &Client,
+    submission: &SubmitJob,
+    retry_for: Duration,
+) -> anyhow::Result<Job> {
+    let key = ulid::Ulid::new().to_string();
+    let started = Instant::now();
+    let mut backoff = reconnect_backoff();
+    loop {
+        match client.submit_with_key(submission, &key).await {
+            Ok(job) => return Ok(job),
+            Err(e) if is_final_answer(&e) => return Err(e.into()),
+            Err(e) if started.elapsed() >= retry_for => {
+                bail!(
+                    "could not queue the job for {} s ({e}); giving up",
+                    retry_for.as_secs()
+                )
+            }
+            Err(e) => {
+                let asked = match &e {
+                    ClientError::Api { retry_after, .. } => retry_after.unwrap_or_default(),
+                    _ => Duration::ZERO,
+                };
+                let left = retry_for.saturating_sub(started.elapsed());
+                let wait = backoff.next_wait().max(asked).min(left);
+                eprintln!(
+                    "raibid: the job is not queued yet ({e}); sending it again in {:.1} s",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
 }
 
 /// Reads job `id` for [`follow_build`], trying again through what a log stream survives (a

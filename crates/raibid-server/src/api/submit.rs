@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use raibid_model::{Event, Job, NewJob, PoolName};
 use raibid_queue::Enqueued;
 use serde::Deserialize;
@@ -13,10 +14,10 @@ use tracing::info;
 
 use super::git;
 use super::validate;
-use crate::auth::CanRunJobs;
+use crate::auth::{Caller, CanRunJobs};
 use crate::{ApiError, AppState};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitRequest {
     repo: String,
@@ -32,6 +33,27 @@ pub(crate) struct SubmitRequest {
 }
 
 impl SubmitRequest {
+    /// Whether `job` is what this request queues: what it names is the job's (a ref it leaves
+    /// out is the default's, a commit it leaves out was resolved, a pool it leaves out was
+    /// chosen by the server).
+    fn made(&self, job: &Job) -> bool {
+        let spec = &job.spec;
+        let git_ref = validate::full_ref(self.git_ref.as_deref().unwrap_or("refs/heads/main"));
+        spec.repo == self.repo
+            && spec.clone_url == self.clone_url
+            && git_ref.is_ok_and(|r| r == spec.git_ref)
+            && self
+                .sha
+                .as_ref()
+                .is_none_or(|sha| sha.eq_ignore_ascii_case(&spec.sha))
+            && self
+                .pool
+                .as_ref()
+                .is_none_or(|pool| *pool == spec.pool.as_str())
+            && spec.env == self.env
+            && spec.event == Event::Manual
+    }
+
     /// A submission of branch or tag `git_ref` (resolved by the server), as the web page's
     /// "Run pipeline" form makes one.
     pub(crate) fn of_ref(
@@ -51,13 +73,58 @@ impl SubmitRequest {
     }
 }
 
+/// The header of a submission a client may send again (IETF httpapi's `Idempotency-Key`, as
+/// Stripe's API takes it): a client that got a 503 or no answer cannot know whether the job
+/// was queued (a timeout leaves the command in Redis's hands), and sending the same key again
+/// returns the job the first made instead of queueing a second build. Remembered as long as
+/// webhook delivery ids (24 h), per token.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Set on the answer to a submission whose key had already queued its job.
+const REPLAYED: &str = "idempotent-replayed";
+
+/// At most this long, of `[A-Za-z0-9._-]` (a UUID or a ULID fits): it goes into a Redis key.
+const MAX_KEY_LEN: usize = 128;
+
 pub(crate) async fn submit(
     CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,
+    headers: HeaderMap,
     request: Result<Json<SubmitRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Job>), ApiError> {
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let Json(request) = request.map_err(json_error)?;
-    let mut spec = validated(&state, request)?;
+    Ok(match queue(&caller, &state, request, key).await? {
+        Submitted::Queued(job) => (StatusCode::CREATED, Json(job)).into_response(),
+        Submitted::Again(job) => {
+            let mut response = (StatusCode::OK, Json(job)).into_response();
+            response
+                .headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+    })
+}
+
+/// What a submission led to.
+pub(crate) enum Submitted {
+    Queued(Job),
+    /// Its `Idempotency-Key` had queued this job already.
+    Again(Job),
+}
+
+/// Queues `request` for `caller`, once per `key` (see [`IDEMPOTENCY_KEY`]).
+pub(crate) async fn queue(
+    caller: &Caller,
+    state: &AppState,
+    request: SubmitRequest,
+    key: Option<String>,
+) -> Result<Submitted, ApiError> {
+    let asked = request.clone();
+    let mut spec = validated(state, request)?;
+    spec.delivery_id = key
+        .as_ref()
+        .map(|key| format!("api:{}:{key}", caller.key_scope()));
     caller.may_change(&spec.repo)?;
     // A token is no way around what the server builds at all: the same limits as webhooks.
     if !state.repos().is_allowed(&spec.repo) {
@@ -72,11 +139,23 @@ pub(crate) async fn submit(
     spec.number = Some(state.queue().next_pipeline_number(&spec.repo).await?);
     let job = match state.queue().enqueue(spec).await? {
         Enqueued::Created(job) => *job,
-        // Submissions carry no delivery id, so the queue has nothing to deduplicate them by.
+        // Only a submission with a key has a delivery id to be a duplicate of.
         Enqueued::Duplicate { job_id } => {
-            return Err(ApiError::Internal(format!(
-                "submission was taken for a redelivery of job {job_id}"
-            )));
+            let key = key.unwrap_or_default();
+            let Some(job) = state.queue().get(&job_id).await? else {
+                return Err(ApiError::Conflict(format!(
+                    "Idempotency-Key {key} queued job {job_id}, which is no longer kept \
+                     (redis.retain_jobs); send a new key to queue another"
+                )));
+            };
+            if !asked.made(&job) {
+                return Err(ApiError::IdempotencyKeyReused(format!(
+                    "Idempotency-Key {key} was sent with another submission, which queued job \
+                     {job_id}; send a new key for a new submission"
+                )));
+            }
+            info!(job = %job.id, token = %caller.name(), "submission sent again; its job is already queued");
+            return Ok(Submitted::Again(job));
         }
     };
     state.metrics().job_queued(&job.spec.pool);
@@ -88,7 +167,28 @@ pub(crate) async fn submit(
         token = %caller.name(),
         "job submitted"
     );
-    Ok((StatusCode::CREATED, Json(job)))
+    Ok(Submitted::Queued(job))
+}
+
+/// The request's `Idempotency-Key`, if it sent one; a malformed one is refused (400) rather
+/// than ignored, as ignoring it would queue a second build on a retry.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default();
+    let valid = (1..=MAX_KEY_LEN).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(Some(key.to_owned()))
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "header Idempotency-Key: 1 to {MAX_KEY_LEN} characters of A-Z, a-z, 0-9, '.', '_' \
+             and '-' (a UUID or a ULID)"
+        )))
+    }
 }
 
 /// Maps body problems to 415 (not JSON) or 400 (bad JSON, unknown or mistyped fields).

@@ -5,17 +5,17 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
+use axum::Form;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
-use axum::{Form, Json};
 use raibid_queue::JobFilter;
 use serde::Deserialize;
 
 use super::actions::caller;
 use super::{Chrome, PageError, Viewer, page};
-use crate::api::submit::{SubmitRequest, submit};
+use crate::api::submit::{SubmitRequest, Submitted, queue};
 use crate::{ApiError, AppState};
 
 #[derive(Template)]
@@ -113,9 +113,10 @@ pub(super) async fn run(
         full_ref(run.git_ref.trim()),
         env,
     );
-    let (_, Json(job)) = submit(caller, State(state), Ok(Json(request)))
-        .await
-        .map_err(|e| viewer.fail(e))?;
+    let job = match queue(&caller.0, &state, request, None).await {
+        Ok(Submitted::Queued(job) | Submitted::Again(job)) => job,
+        Err(e) => return Err(viewer.fail(e)),
+    };
     Ok(Redirect::to(&format!("{}/jobs/{}", viewer.root(), job.id)))
 }
 
