@@ -1500,6 +1500,34 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
         page.contains("<th><code>TARGET</code></th><td><code>prod</code></td>"),
         "{page}"
     );
+
+    // The form carries a key of its own: sent twice (a second click, a reload that posts it
+    // again), it queues one job and leads to it both times.
+    let (_, body) = get_with(&server, "/run?repo=acme/app", &cookie).await;
+    let key = body
+        .split("name=\"key\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("a key in the form: {body}"))
+        .to_owned();
+    let (_, again) = get_with(&server, "/run?repo=acme/app", &cookie).await;
+    assert!(!again.contains(&key), "a new key with each form");
+    let mut keyed = form("");
+    keyed.push(("key", key));
+    let count = server.job_count().await;
+    let first = job_redirected_to(
+        &server,
+        post(cookie.clone(), From::Here, keyed.clone()).await,
+    )
+    .await;
+    let second = job_redirected_to(&server, post(cookie.clone(), From::Here, keyed).await).await;
+    assert_eq!(second.id, first.id);
+    assert_eq!(server.job_count().await, count + 1);
+    let mut bad = form("");
+    bad.push(("key", "a/b".to_owned()));
+    let (status, _, body) = post(cookie.clone(), From::Here, bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("Idempotency-Key"), "{body}");
 }
 
 /// A colleague's token, besides [`TOKEN`].

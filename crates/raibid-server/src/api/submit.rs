@@ -176,13 +176,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let key = value.to_str().unwrap_or_default();
+    checked_key(value.to_str().unwrap_or_default()).map(Some)
+}
+
+/// `key` if it can be an `Idempotency-Key`.
+pub(crate) fn checked_key(key: &str) -> Result<String, ApiError> {
     let valid = (1..=MAX_KEY_LEN).contains(&key.len())
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if valid {
-        Ok(Some(key.to_owned()))
+        Ok(key.to_owned())
     } else {
         Err(ApiError::InvalidRequest(format!(
             "header Idempotency-Key: 1 to {MAX_KEY_LEN} characters of A-Z, a-z, 0-9, '.', '_' \

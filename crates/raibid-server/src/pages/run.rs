@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::actions::caller;
 use super::{Chrome, PageError, Viewer, page};
-use crate::api::submit::{SubmitRequest, Submitted, queue};
+use crate::api::submit::{SubmitRequest, Submitted, checked_key, queue};
 use crate::{ApiError, AppState};
 
 #[derive(Template)]
@@ -27,6 +27,9 @@ struct RunPage {
     repo: String,
     clone_url: String,
     git_ref: String,
+    /// The submission's `Idempotency-Key`, new with each form: a form sent twice (a second
+    /// click, a reload that posts it again) queues one job.
+    key: String,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +87,7 @@ pub(super) async fn form(
         repo: query.repo,
         clone_url,
         git_ref,
+        key: ulid::Ulid::new().to_string(),
     };
     Ok(page(StatusCode::OK, &template))
 }
@@ -96,6 +100,9 @@ pub(super) struct Run {
     git_ref: String,
     #[serde(default)]
     variables: String,
+    /// Empty from a form of an older page.
+    #[serde(default)]
+    key: String,
 }
 
 /// Queues the job and leads to its page; a refusal is a page with the API's status and reason.
@@ -107,13 +114,17 @@ pub(super) async fn run(
 ) -> Result<Redirect, PageError> {
     let caller = caller(&viewer, &state, &headers, "run pipelines")?;
     let env = variables(&run.variables).map_err(|e| viewer.fail(e))?;
+    let key = match run.key.as_str() {
+        "" => None,
+        key => Some(checked_key(key).map_err(|e| viewer.fail(e))?),
+    };
     let request = SubmitRequest::of_ref(
         run.repo.trim().to_owned(),
         run.clone_url.trim().to_owned(),
         full_ref(run.git_ref.trim()),
         env,
     );
-    let job = match queue(&caller.0, &state, request, None).await {
+    let job = match queue(&caller.0, &state, request, key).await {
         Ok(Submitted::Queued(job) | Submitted::Again(job)) => job,
         Err(e) => return Err(viewer.fail(e)),
     };
