@@ -353,15 +353,36 @@ async fn submit(
     retry_for: Duration,
 ) -> anyhow::Result<Job> {
     let key = ulid::Ulid::new().to_string();
+    retrying("queue the job", retry_for, || {
+        client.submit_with_key(submission, &key)
+    })
+    .await
+}
+
+/// Reads job `id` for [`follow_build`], trying again through what a log stream survives (a
+/// server restarting) for `retry_for`; an answer that asking again will not change (no such
+/// job, not allowed) at once.
+async fn read_job(client: &Client, id: &str, retry_for: Duration) -> anyhow::Result<Job> {
+    retrying(&format!("read job {id}"), retry_for, || client.job(id)).await
+}
+
+/// `call`'s answer, asking again after failures for `retry_for` (waiting at least what the
+/// server's `Retry-After` asks), and saying so on stderr; an answer that asking again will not
+/// change ends it at once. `what` completes "cannot ..." in those lines.
+async fn retrying<T, F, Fut>(what: &str, retry_for: Duration, call: F) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
     let started = Instant::now();
     let mut backoff = reconnect_backoff();
     loop {
-        match client.submit_with_key(submission, &key).await {
-            Ok(job) => return Ok(job),
+        match call().await {
+            Ok(answer) => return Ok(answer),
             Err(e) if is_final_answer(&e) => return Err(e.into()),
             Err(e) if started.elapsed() >= retry_for => {
                 bail!(
-                    "could not queue the job for {} s ({e}); giving up",
+                    "could not {what} for {} s ({e}); giving up",
                     retry_for.as_secs()
                 )
             }
@@ -373,35 +394,7 @@ async fn submit(
                 let left = retry_for.saturating_sub(started.elapsed());
                 let wait = backoff.next_wait().max(asked).min(left);
                 eprintln!(
-                    "raibid: the job is not queued yet ({e}); sending it again in {:.1} s",
-                    wait.as_secs_f64()
-                );
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-}
-
-/// Reads job `id` for [`follow_build`], trying again through what a log stream survives (a
-/// server restarting) for `retry_for`; an answer that asking again will not change (no such
-/// job, not allowed) at once.
-async fn read_job(client: &Client, id: &str, retry_for: Duration) -> anyhow::Result<Job> {
-    let started = Instant::now();
-    let mut backoff = reconnect_backoff();
-    loop {
-        match client.job(id).await {
-            Ok(job) => return Ok(job),
-            Err(e) if is_final_answer(&e) => return Err(e.into()),
-            Err(e) if started.elapsed() >= retry_for => {
-                bail!(
-                    "could not read job {id} for {} s ({e}); giving up",
-                    retry_for.as_secs()
-                )
-            }
-            Err(e) => {
-                let wait = backoff.next_wait();
-                eprintln!(
-                    "raibid: cannot read job {id} ({e}); trying again in {:.1} s",
+                    "raibid: cannot {what} ({e}); trying again in {:.1} s",
                     wait.as_secs_f64()
                 );
                 tokio::time::sleep(wait).await;
