@@ -1520,8 +1520,18 @@ async fn a_signed_in_browser_runs_a_pipeline_for_a_branch_with_variables() {
         post(cookie.clone(), From::Here, keyed.clone()).await,
     )
     .await;
-    let second = job_redirected_to(&server, post(cookie.clone(), From::Here, keyed).await).await;
+    let second = job_redirected_to(
+        &server,
+        post(cookie.clone(), From::Here, keyed.clone()).await,
+    )
+    .await;
     assert_eq!(second.id, first.id);
+    assert_eq!(server.job_count().await, count + 1);
+    // Changed and sent again (back in the browser), it says to open the form again.
+    keyed[3].1 = "TARGET=staging".to_owned();
+    let (status, _, body) = post(cookie.clone(), From::Here, keyed).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("open Run pipeline again"), "{body}");
     assert_eq!(server.job_count().await, count + 1);
     let mut bad = form("");
     bad.push(("key", "a/b".to_owned()));

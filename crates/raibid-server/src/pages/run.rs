@@ -126,6 +126,14 @@ pub(super) async fn run(
     );
     let job = match queue(&caller.0, &state, request, key).await {
         Ok(Submitted::Queued(job) | Submitted::Again(job)) => job,
+        // A form sent, then changed (back in the browser) and sent again: its key is spent.
+        Err(ApiError::IdempotencyKeyReused(_)) => {
+            return Err(viewer.fail(ApiError::IdempotencyKeyReused(
+                "this form has already run a pipeline, with other values: open Run pipeline \
+                 again to run another"
+                    .into(),
+            )));
+        }
         Err(e) => return Err(viewer.fail(e)),
     };
     Ok(Redirect::to(&format!("{}/jobs/{}", viewer.root(), job.id)))
