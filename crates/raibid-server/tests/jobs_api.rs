@@ -683,6 +683,19 @@ async fn a_submission_sent_again_with_its_idempotency_key_queues_one_job() {
     assert_eq!(code, "idempotency_key_reused");
     assert!(message.contains(&first.id), "{message}");
 
+    // A key whose job is no longer kept (its record pruned) queues nothing new.
+    let gone = send(TOKEN, "key-of-a-pruned-job", body.clone()).await;
+    let gone: Job = serde_json::from_value(json(gone).await).unwrap();
+    let deleted = server
+        .redis
+        .command(&format!("DEL raibid:ci-jobs:job:{}", gone.id));
+    assert_eq!(deleted.unwrap(), ":1");
+    let (status, code, message) =
+        error(send(TOKEN, "key-of-a-pruned-job", body.clone()).await).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code, "conflict");
+    assert!(message.contains("no longer kept"), "{message}");
+
     // Another token's key of the same name is its own.
     let other = send(OTHER, key, body.clone()).await;
     assert_eq!(other.status(), StatusCode::CREATED);
