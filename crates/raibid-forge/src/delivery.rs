@@ -9,18 +9,24 @@ use raibid_model::Forge;
 
 use crate::header::{self, Kind};
 
-const MAX_LEN: usize = 128;
+/// The longest id [`is_safe_id`] takes.
+pub const MAX_LEN: usize = 128;
 
-/// The delivery id the forge sent, if it is present and made of `[A-Za-z0-9._-]`, at most 128
-/// characters.
+/// The delivery id the forge sent, if it is present and [`is_safe_id`].
 pub fn delivery_id(forge: Forge, headers: &HeaderMap) -> Option<String> {
     let (_, value) = header::find(headers, forge, Kind::Delivery)?;
     let id = value.to_str().ok()?;
-    let safe = id.len() <= MAX_LEN
+    is_safe_id(id).then(|| id.to_owned())
+}
+
+/// Whether `id` may go into a Redis key and a log line as it is: 1 to [`MAX_LEN`] characters of
+/// `[A-Za-z0-9._-]`. The server holds an API submission's `Idempotency-Key` to it too, since
+/// that key becomes a delivery id.
+pub fn is_safe_id(id: &str) -> bool {
+    (1..=MAX_LEN).contains(&id.len())
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    safe.then(|| id.to_owned())
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]

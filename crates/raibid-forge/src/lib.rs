@@ -15,7 +15,7 @@ mod status;
 mod trigger;
 pub mod validate;
 
-pub use delivery::delivery_id;
+pub use delivery::{MAX_LEN as MAX_DELIVERY_ID_LEN, delivery_id, is_safe_id};
 pub use parse::{ParseError, parse, repository_name};
 pub use signature::{SignatureError, verify};
 pub use status::{

@@ -158,7 +158,7 @@ impl RedisServer {
         }
         self.expect_reply("BGSAVE", "+Background saving started");
         let children = format!("/proc/{pid}/task/{pid}/children");
-        let saver = self.wait_for("the background save's process", || {
+        let saver = Self::wait_for("the background save's process", || {
             std::fs::read_to_string(&children)
                 .ok()?
                 .split_whitespace()
@@ -167,7 +167,7 @@ impl RedisServer {
                 .ok()
         });
         kill(Pid::from_raw(saver), Signal::SIGKILL).expect("kill the background save");
-        self.wait_for("writes refused (MISCONF)", || {
+        Self::wait_for("writes refused (MISCONF)", || {
             self.command("SET raibid-testkit:probe 1")
                 .ok()
                 .filter(|r| r.starts_with("-MISCONF"))
@@ -179,7 +179,7 @@ impl RedisServer {
     pub fn accept_writes(&self) {
         self.expect_reply("CONFIG SET rdb-key-save-delay 0", "+OK");
         self.expect_reply("BGSAVE", "+Background saving started");
-        self.wait_for("writes taken again", || {
+        Self::wait_for("writes taken again", || {
             self.command("SET raibid-testkit:probe 1")
                 .ok()
                 .filter(|r| r == "+OK")
@@ -194,7 +194,7 @@ impl RedisServer {
     }
 
     /// `f`'s first `Some`, tried every 20 ms for at most 10 s.
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(found) = f() {

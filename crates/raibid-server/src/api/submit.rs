@@ -83,9 +83,6 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Set on the answer to a submission whose key had already queued its job.
 const REPLAYED: &str = "idempotent-replayed";
 
-/// At most this long, of `[A-Za-z0-9._-]` (a UUID or a ULID fits): it goes into a Redis key.
-const MAX_KEY_LEN: usize = 128;
-
 pub(crate) async fn submit(
     CanRunJobs(caller): CanRunJobs,
     State(state): State<AppState>,
@@ -179,18 +176,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     checked_key(value.to_str().unwrap_or_default()).map(Some)
 }
 
-/// `key` if it can be an `Idempotency-Key`.
+/// `key` if it can be an `Idempotency-Key`: it becomes a delivery id, so it is held to the rule
+/// forges' delivery ids are (a UUID or a ULID fits).
 pub(crate) fn checked_key(key: &str) -> Result<String, ApiError> {
-    let valid = (1..=MAX_KEY_LEN).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if valid {
+    if raibid_forge::is_safe_id(key) {
         Ok(key.to_owned())
     } else {
         Err(ApiError::InvalidRequest(format!(
-            "header Idempotency-Key: 1 to {MAX_KEY_LEN} characters of A-Z, a-z, 0-9, '.', '_' \
-             and '-' (a UUID or a ULID)"
+            "header Idempotency-Key: 1 to {} characters of A-Z, a-z, 0-9, '.', '_' and '-' (a \
+             UUID or a ULID)",
+            raibid_forge::MAX_DELIVERY_ID_LEN
         )))
     }
 }
